@@ -1,0 +1,83 @@
+"""Keyed hashes and opaque tokens derived from the project secret.
+
+Three things come from the one secret (CLI.md, ``[unsubscribe] secret_env``):
+
+* ``address_hmac`` — HMAC-SHA256 of a normalised address. The suppression list
+  and the audit log hold this instead of the address (STANDARDS E17, E25).
+* unsubscribe tokens — ``base64url(version ‖ contact uid ‖ list id ‖ MAC)``.
+  The contact uid is a random 9-byte value, never the address or a sequential
+  id, so the token is opaque and reveals nothing (B03, F12); the 128-bit MAC
+  makes it unforgeable (F13) and is compared in constant time (B09).
+* ``message_id`` — derived from campaign and contact uids, so a rerun of a
+  campaign uses the same Message-ID and bounces can be traced back (C10).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+
+TOKEN_VERSION = 1
+_UID_LEN = 9
+_MAC_LEN = 16
+_PAYLOAD = struct.Struct(">B9sI")  # version, contact uid, list id
+
+
+def address_hmac(secret: bytes, normalised_email: str) -> str:
+    """Keyed hash of an address as compared by mailcli (case-insensitive)."""
+    key = normalised_email.strip().lower().encode("utf-8")
+    return hmac.new(secret, b"address:" + key, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeToken:
+    contact_uid: str  # hex, 18 characters
+    list_id: int
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_unsubscribe_token(secret: bytes, contact_uid: str, list_id: int) -> str:
+    """The opaque token carried by List-Unsubscribe and the footer link."""
+    payload = _PAYLOAD.pack(TOKEN_VERSION, bytes.fromhex(contact_uid), list_id)
+    mac = hmac.new(secret, b"unsubscribe:" + payload, hashlib.sha256).digest()
+    return _b64(payload + mac[:_MAC_LEN])
+
+
+def parse_unsubscribe_token(secret: bytes, token: str) -> UnsubscribeToken | None:
+    """Verify a token; ``None`` for anything malformed, tampered or foreign."""
+    try:
+        raw = _unb64(token.strip())
+    except (ValueError, TypeError):
+        return None
+    if len(raw) != _PAYLOAD.size + _MAC_LEN:
+        return None
+    payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
+    expected = hmac.new(secret, b"unsubscribe:" + payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, expected[:_MAC_LEN]):
+        return None
+    version, uid, list_id = _PAYLOAD.unpack(payload)
+    if version != TOKEN_VERSION:
+        return None
+    return UnsubscribeToken(contact_uid=uid.hex(), list_id=list_id)
+
+
+def new_uid() -> str:
+    """A random, non-sequential identifier for a contact or campaign."""
+    import secrets
+
+    return secrets.token_hex(_UID_LEN)
+
+
+def message_id(campaign_uid: str, contact_uid: str, domain: str) -> str:
+    """The Message-ID of one campaign message, stable across reruns."""
+    return f"<{campaign_uid}.{contact_uid}@{domain}>"
