@@ -1,0 +1,187 @@
+"""Normalisation and validation of email addresses.
+
+One function decides what an address is for the whole program: import,
+``contacts set``, suppression lookups and unsubscribes all go through
+:func:`normalise_address`, so the same person is the same key everywhere
+(STANDARDS E18).
+
+The rules, in order:
+
+* reject CR, LF, NUL and every other control character anywhere in the input
+  (a value that later lands in a ``To:`` header must not carry a line break);
+* trim surrounding whitespace (including no-break and zero-width spaces that
+  spreadsheets leave behind);
+* accept exactly one RFC 5322 ``addr-spec`` — no display name, comment, quoted
+  local part, domain literal or second address, so
+  ``alice@example.org)<bob@example.org>`` is rejected rather than read as
+  Alice (F03, CVE-2023-27043);
+* lower-case the domain and convert it to an IDNA2008 A-label with the ``idna``
+  package (UTS #46, non-transitional), never the stdlib IDNA2003 codec:
+  ``straße.de`` becomes ``xn--strae-oqa.de``, not ``strasse.de`` (A12);
+* enforce the RFC 5321 limits: local part ≤ 64 octets, domain ≤ 255 octets,
+  the whole ``<path>`` ≤ 256 octets (A32).
+
+The local part is kept exactly as given, because some servers treat it as
+case-sensitive and the message must go to what the person typed; the
+comparison ``key`` (dedupe, suppression HMAC) is the whole address lower-cased,
+local part included (CLI.md, Import).
+
+Validation is delegated to ``email-validator`` (strict, syntax only, no DNS),
+which is well kept and already does the IDNA work through the ``idna``
+package. At ~35 µs a call it is too slow for a million-row import, so a
+fast path handles the overwhelmingly common shape — an ASCII dot-atom at a
+plain ASCII host name — with one regular expression and hands everything else
+(non-ASCII, Punycode, odd lengths, reserved names, anything it does not
+recognise) to ``email-validator``. The fast path never rejects; it only
+accepts what ``email-validator`` would accept with the same result, which a
+property test checks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from mailcli.errors import UsageError
+
+LOCAL_MAX_OCTETS = 64
+DOMAIN_MAX_OCTETS = 255
+PATH_MAX_OCTETS = 256  # "<" + address + ">" (RFC 5321 §4.5.3.1.3)
+
+# Control characters anywhere (C0 except TAB, DEL, C1): never trimmed away,
+# always rejected, so a CR/LF can never survive into a header.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# Spreadsheets leave zero-width spaces and BOMs around cells; str.strip()
+# does not consider them whitespace.
+_EXTRA_TRIM = "\u200b\u200c\u200d\u2060\ufeff"
+_TRIM = re.compile(rf"^[\s{_EXTRA_TRIM}]+|[\s{_EXTRA_TRIM}]+$")
+
+_ATEXT = r"[A-Za-z0-9_!#$%&'*+/=?^`{|}~-]"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_TLD = r"(?:[A-Za-z0-9][A-Za-z0-9-]{0,61})?[A-Za-z]"  # all TLDs end in a letter
+_FAST = re.compile(rf"({_ATEXT}+(?:\.{_ATEXT}+)*)@((?:{_LABEL}\.)+{_TLD})")
+_DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
+# Names email-validator refuses (RFC 6761 and friends); the fast path defers
+# them so the reason comes from one place.
+_RESERVED_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+
+
+class AddressError(UsageError):
+    """An input that is not exactly one valid email address.
+
+    ``reason`` is a short, human explanation suitable for a rejects file.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class NormalisedAddress:
+    """An address ready for sending (``address``) and for comparing (``key``)."""
+
+    address: str
+    key: str
+
+    @property
+    def domain(self) -> str:
+        """The A-label domain, lower case."""
+        return self.address.rpartition("@")[2]
+
+
+def normalise_address(raw: str) -> NormalisedAddress:
+    """Normalise and validate one address, or raise :class:`AddressError`."""
+    if _CONTROL.search(raw):
+        raise AddressError("contains a control character (line break, NUL or similar)")
+    text = raw.strip()
+    if text and (text[0] in _EXTRA_TRIM or text[-1] in _EXTRA_TRIM):
+        text = _TRIM.sub("", text)
+    if not text:
+        raise AddressError("missing email address")
+    match = _FAST.fullmatch(text)
+    if match is not None:
+        local, domain = match.group(1), match.group(2).lower()
+        if (
+            "--" not in domain  # R-LDH / Punycode labels need the full IDNA check
+            and domain.rpartition(".")[2] not in _RESERVED_TLDS
+            and len(domain) <= 253
+            and len(local) <= LOCAL_MAX_OCTETS
+            and len(local) + len(domain) + 3 <= PATH_MAX_OCTETS
+        ):
+            address = f"{local}@{domain}"
+            return NormalisedAddress(address, address.lower())
+    return _slow_normalise(text)
+
+
+def is_valid_address(raw: str) -> bool:
+    """True when :func:`normalise_address` would accept ``raw``."""
+    try:
+        normalise_address(raw)
+    except AddressError:
+        return False
+    return True
+
+
+def mask_address(address: str) -> str:
+    """``alice@example.nl`` → ``a***@example.nl``, for logs and messages (E26)."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return "***"
+    return f"{local[:1]}***@{domain}"
+
+
+def _slow_normalise(text: str) -> NormalisedAddress:
+    local, at, domain = text.rpartition("@")
+    if at and _DOT_ATOM.fullmatch(local):
+        # Plain ASCII local part: only the domain needs the expensive checks,
+        # and a file tends to repeat the same few unusual domains.
+        outcome = _normalise_domain(domain)
+        if isinstance(outcome, AddressError):
+            raise AddressError(outcome.reason)
+        ascii_domain = outcome
+    else:
+        local, ascii_domain = _validate(text)
+    address = f"{local}@{ascii_domain}"
+    _check_limits(local, ascii_domain, address)
+    return NormalisedAddress(address, address.lower())
+
+
+@lru_cache(maxsize=4096)
+def _normalise_domain(domain: str) -> str | AddressError:
+    # Validate with a stand-in local part; lengths are checked by the caller.
+    # Failures are cached too (returned, since lru_cache does not keep raises).
+    try:
+        return _validate(f"x@{domain}")[1]
+    except AddressError as exc:
+        return exc
+
+
+def _validate(text: str) -> tuple[str, str]:
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        result = validate_email(
+            text,
+            allow_smtputf8=True,  # UTF-8 local parts are sent only via SMTPUTF8 (A13)
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+            check_deliverability=False,  # no DNS during import; see --check-mx
+            strict=True,
+        )
+    except EmailNotValidError as exc:
+        raise AddressError(str(exc).rstrip(".")) from None
+    # email-validator produces the A-label through idna (UTS #46,
+    # non-transitional); lower() is a no-op safeguard for the key's sake.
+    return result.local_part, result.ascii_domain.lower()
+
+
+def _check_limits(local: str, domain: str, address: str) -> None:
+    if len(local.encode("utf-8")) > LOCAL_MAX_OCTETS:
+        raise AddressError(f"local part longer than {LOCAL_MAX_OCTETS} octets")
+    if len(domain) > DOMAIN_MAX_OCTETS:
+        raise AddressError(f"domain longer than {DOMAIN_MAX_OCTETS} octets")
+    if len(address.encode("utf-8")) + 2 > PATH_MAX_OCTETS:
+        raise AddressError(f"address longer than {PATH_MAX_OCTETS - 2} octets")
