@@ -1,0 +1,5 @@
+"""``python -m mailcli``."""
+
+from .app import main
+
+raise SystemExit(main())

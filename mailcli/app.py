@@ -1,0 +1,160 @@
+"""The root command: global options, command registration, ``main()``.
+
+Command modules live in ``mailcli/commands/``; each has a
+``register(app: typer.Typer)`` function and is listed in ``COMMAND_MODULES``.
+
+Global options (``--json``, ``-q``, ``-v``, ``--debug``, ``--no-color``,
+``-C DIR``, ``--config FILE``) may be given before or after the command
+(``mailcli report --json`` and ``mailcli --json report`` are the same): the
+root group moves them to the front before parsing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__
+from .context import AppContext
+from .errors import ExitCode, MailcliError
+from .output import Output
+
+COMMAND_MODULES = (
+    "init", "demo", "import_", "lists", "contacts", "render", "send", "report",
+    "unsubscribe", "serve", "bounces", "privacy", "backup", "doctor",
+)
+
+_FLAGS = {"--json", "-q", "--quiet", "-v", "--verbose", "--debug", "--no-color"}
+_VALUED = {"-C", "--config"}
+
+
+def hoist_global_options(args: Sequence[str]) -> list[str]:
+    """Move global options found after the command name to the front."""
+    front: list[str] = []
+    rest: list[str] = []
+    items = list(args)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        if arg == "--":
+            rest.extend(items[i:])
+            break
+        if arg in _FLAGS:
+            front.append(arg)
+        elif arg in _VALUED and i + 1 < len(items):
+            front.extend([arg, items[i + 1]])
+            i += 1
+        elif arg.startswith("--config="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+class MailcliGroup(TyperGroup):
+    """Root group: hoists global options and maps errors to exit codes."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (MailcliError, KeyboardInterrupt) as exc:
+            obj = ctx.obj if isinstance(ctx.obj, AppContext) else None
+            out = obj.out if obj else Output()
+            if out.debug:
+                raise
+            if isinstance(exc, KeyboardInterrupt):
+                out.error("Interrupted", "run the same command again to resume")
+                raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            out.error(exc.message, exc.hint)
+            raise typer.Exit(int(exc.exit_code)) from None
+        finally:
+            if isinstance(ctx.obj, AppContext):
+                ctx.obj.close()
+
+
+app = typer.Typer(
+    name="mailcli",
+    cls=MailcliGroup,
+    help="Email campaigns from the command line, GDPR-first.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mailcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    directory: Annotated[str | None, typer.Option("-C", help="Run as if started in DIR.", metavar="DIR")] = None,
+    config_file: Annotated[str | None, typer.Option("--config", help="Use this mailcli.toml.", metavar="FILE")] = None,
+    json_mode: Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Errors only (for cron).")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More detail on stderr.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colours.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Email campaigns from the command line, GDPR-first.
+
+    Start with `mailcli init` in an empty folder, or `mailcli demo` to see the whole flow.
+    """
+    out = Output(json_mode=json_mode, quiet=quiet, verbose=verbose, debug=debug, no_color=no_color)
+    ctx.obj = AppContext(out=out, directory=directory, config_file=config_file)
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        module_name = f"{__package__}.commands.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        module.register(app)
+
+
+_register_commands()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: run the app; unexpected errors become one line."""
+    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        command.main(args=args, prog_name="mailcli", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        sys.stderr.write("Error: Interrupted\n")
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # the last resort: never a traceback without --debug
+        if debug:
+            raise
+        sys.stderr.write(f"Error: unexpected {type(exc).__name__}: {exc}\nHint: re-run with --debug for a traceback\n")
+        return int(ExitCode.ERROR)
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""``mailcli init``: scaffold a project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import context
+from ..project import init_project
+
+
+def init_cmd(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Folder for the project (created if missing).")] = Path("."),
+    name: Annotated[str | None, typer.Option("--name", help="Project and sender name.")] = None,
+) -> None:
+    """Create a project: mailcli.toml, templates/, .gitignore, a secret and the database.
+
+    Example:
+
+        mailcli init newsletter && cd newsletter
+    """
+    app = context.get(ctx)
+    result = init_project(directory, name=name)
+    app.out.data(
+        {"root": str(result.root), "config": str(result.config), "database": str(result.database), "templates": result.templates},
+        text=f"Created {result.config}",
+    ) if app.out.json else app.out.success(f"Created a mailcli project in {result.root}")
+    if not app.out.json:
+        first = result.templates[0] if result.templates else "newsletter"
+        app.out.info(
+            "Next steps:\n"
+            f"  1. edit {result.config.name}: [sender] from, postal_address, [smtp] and [unsubscribe]\n"
+            "  2. mailcli import contacts.csv --list news\n"
+            f"  3. mailcli lint {first} && mailcli render {first} --format text\n"
+            f"  4. mailcli send first-issue --template {first} --list news --dry-run\n"
+            "Keep .mailcli/secret safe and backed up: without it the suppression list cannot be read."
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init_cmd)

@@ -1,0 +1,580 @@
+"""Finding, reading and validating ``mailcli.toml`` into a frozen ``Settings``.
+
+The file is validated whole on every command: the first problem becomes a
+``ConfigError`` (exit 4) naming the key and the file. Secrets never live in the
+file; it names environment variables instead, and a file that tries to hold a
+password is refused (STANDARDS F17).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+CONFIG_NAME = "mailcli.toml"
+SECRET_FILE = Path(".mailcli") / "secret"
+
+
+class EnvVars:
+    """Every environment variable mailcli reads, in one place."""
+
+    CONFIG = "MAILCLI_CONFIG"
+    SECRET = "MAILCLI_SECRET"
+    SMTP_PASSWORD = "MAILCLI_SMTP_PASSWORD"
+    IMAP_PASSWORD = "MAILCLI_IMAP_PASSWORD"
+
+
+# ---------------------------------------------------------------------------
+# Value types
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w|mo|y)\s*$")
+_UNIT_WORDS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "mo": "months", "y": "years"}
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A retention period such as ``30d``, ``12w``, ``13mo`` or ``2y``.
+
+    Months and years are calendar months, so ``13mo`` before 31 March is
+    28/29 February of the year before, as a person would count.
+    """
+
+    amount: int
+    unit: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.amount}{self.unit}"
+
+    def describe(self) -> str:
+        word = _UNIT_WORDS[self.unit]
+        return f"{self.amount} {word[:-1] if self.amount == 1 else word}"
+
+    def before(self, moment: datetime) -> datetime:
+        """The moment this duration before ``moment``."""
+        if self.unit in ("mo", "y"):
+            months = self.amount * (12 if self.unit == "y" else 1)
+            return _minus_months(moment, months)
+        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[self.unit]
+        return moment - timedelta(seconds=self.amount * seconds)
+
+    def seconds(self) -> float:
+        """Approximate length in seconds (months as 30 days)."""
+        per = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "mo": 2592000, "y": 31536000}
+        return float(self.amount * per[self.unit])
+
+
+def _minus_months(moment: datetime, months: int) -> datetime:
+    import calendar
+
+    total = moment.year * 12 + (moment.month - 1) - months
+    year, month = divmod(total, 12)
+    month += 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def parse_duration(text: str) -> Duration:
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError("must be a duration like 30d, 12w, 13mo or 2y")
+    return Duration(int(match.group(1)), match.group(2))
+
+
+def parse_rate(value: Any) -> float:
+    """``"20/s"``, ``"600/m"``, ``"3600/h"`` or a number per second; 0 = unlimited."""
+    if isinstance(value, bool):
+        raise ValueError("must be like \"20/s\", \"600/m\" or 0")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(?:/\s*(s|m|h))?", text)
+    if not match:
+        raise ValueError("must be like \"20/s\", \"600/m\" or \"0\" (unlimited)")
+    per = {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
+    return float(match.group(1)) / per
+
+
+# ---------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSettings:
+    name: str
+    database: Path
+    root: Path
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSettings:
+    from_name: str
+    from_address: str
+    reply_to: str | None
+    list_id: str
+    postal_address: str
+    bounce_address: str | None
+    feedback_id: str | None
+
+    @property
+    def domain(self) -> str:
+        return self.from_address.rsplit("@", 1)[1]
+
+    @property
+    def from_header(self) -> str:
+        return f"{self.from_name} <{self.from_address}>" if self.from_name else self.from_address
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str
+    username: str | None
+    password_env: str
+    timeout: float
+    ca_file: Path | None
+    concurrency: int
+    rate: float
+    retry_window: float
+    domain_concurrency: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) or None
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeSettings:
+    url: str
+    mailto: str | None
+    secret_env: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    unconfirmed: Duration
+    unsubscribed: Duration
+    bounced: Duration
+    inactive: Duration
+    send_log: Duration
+    audit_log: Duration
+    backups: Duration
+
+    def items(self) -> list[tuple[str, Duration]]:
+        return [(name, getattr(self, name)) for name in RETENTION_KEYS]
+
+
+RETENTION_KEYS = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups")
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    domain: str
+    selector: str
+    private_key_env: str | None
+    private_key_file: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class BounceSettings:
+    soft_limit: int
+    imap_password_env: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    path: Path
+    project: ProjectSettings
+    sender: SenderSettings
+    smtp: SmtpSettings
+    unsubscribe: UnsubscribeSettings
+    retention: RetentionSettings
+    dkim: DkimSettings | None
+    bounces: BounceSettings
+    serve: ServeSettings
+    _secret_cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def root(self) -> Path:
+        return self.project.root
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.project.root / "templates"
+
+    @property
+    def data_dir(self) -> Path:
+        """``.mailcli/`` beside the config: secret, locks, erasure ledger (mode 0700)."""
+        return self.project.root / ".mailcli"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.project.root / "backups"
+
+    def secret(self) -> bytes:
+        """The HMAC key: the named environment variable, else ``.mailcli/secret``."""
+        if "key" in self._secret_cache:
+            return self._secret_cache["key"]
+        value = os.environ.get(self.unsubscribe.secret_env)
+        if value:
+            key = value.encode("utf-8")
+        else:
+            secret_path = self.project.root / SECRET_FILE
+            try:
+                key = secret_path.read_bytes().strip()
+            except FileNotFoundError:
+                raise ConfigError(
+                    f"No secret: {self.unsubscribe.secret_env} is not set and {secret_path} does not exist",
+                    hint=f"set {self.unsubscribe.secret_env}, or restore the backed-up .mailcli/secret",
+                ) from None
+            except OSError as exc:
+                raise ConfigError(f"Cannot read the secret {secret_path}: {exc.strerror}") from None
+        if len(key) < 16:
+            raise ConfigError(f"The secret in {self.unsubscribe.secret_env} is too short (at least 16 characters)")
+        self._secret_cache["key"] = key
+        return key
+
+
+# ---------------------------------------------------------------------------
+# Discovery
+
+
+def find_config(*, config_file: str | os.PathLike[str] | None = None, directory: str | os.PathLike[str] | None = None) -> Path:
+    """Locate ``mailcli.toml`` as git locates a repository.
+
+    ``--config FILE`` wins, then ``MAILCLI_CONFIG``, then the first
+    ``mailcli.toml`` in ``-C DIR`` (or the current folder) and its parents.
+    """
+    if config_file:
+        path = Path(config_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: {path}")
+        return path.resolve()
+    env = os.environ.get(EnvVars.CONFIG)
+    if env and directory is None:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: {path} (from {EnvVars.CONFIG})")
+        return path.resolve()
+    start = Path(directory).expanduser() if directory else Path.cwd()
+    if not start.is_dir():
+        raise ConfigError(f"Not a directory: {start}")
+    for folder in [start.resolve(), *start.resolve().parents]:
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"No {CONFIG_NAME} found in {start.resolve()} or any parent folder",
+        hint="run `mailcli init` to create a project, or pass -C DIR / --config FILE",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Validation
+
+_SCHEMA: dict[str, set[str]] = {
+    "project": {"name", "database"},
+    "sender": {"from", "reply_to", "list_id", "postal_address", "bounce_address", "feedback_id"},
+    "smtp": {
+        "host", "port", "security", "username", "password_env", "timeout", "ca_file",
+        "concurrency", "rate", "retry_window", "domain_concurrency",
+    },
+    "unsubscribe": {"url", "mailto", "secret_env"},
+    "retention": set(RETENTION_KEYS),
+    "dkim": {"domain", "selector", "private_key_env", "private_key_file"},
+    "bounces": {"soft_limit", "imap_password_env"},
+    "serve": {"host", "port"},
+}
+_FORBIDDEN = {"password", "smtp_password", "secret", "private_key", "pass"}
+_DEFAULT_RETENTION = {
+    "unconfirmed": "30d", "unsubscribed": "30d", "bounced": "90d", "inactive": "2y",
+    "send_log": "13mo", "audit_log": "2y", "backups": "30d",
+}
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _Reader:
+    """Typed access to one parsed TOML file, raising ConfigError with key and file."""
+
+    def __init__(self, data: Mapping[str, Any], path: Path) -> None:
+        self.data = data
+        self.path = path
+
+    def fail(self, key: str, problem: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(f"{self.path.name}: {key}: {problem}", hint=hint or f"edit {self.path}")
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        value = self.data.get(name, {})
+        if not isinstance(value, Mapping):
+            raise self.fail(name, "must be a table ([" + name + "])")
+        return value
+
+    def get(self, section: str, key: str, kind: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
+        table = self.section(section)
+        full = f"{section}.{key}"
+        if key not in table:
+            if required or default is ...:
+                raise self.fail(full, "missing", hint=f"add `{key} = ...` under [{section}] in {self.path}")
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(full, f"must be {_kind_name(kinds)}, not true/false")
+        if not isinstance(value, kinds):
+            raise self.fail(full, f"must be {_kind_name(kinds)}, not {type(value).__name__} {value!r}")
+        if isinstance(value, str) and any(ch in value for ch in "\r\n\x00"):
+            raise self.fail(full, "must not contain line breaks or NUL")
+        return value
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _check_keys(reader: _Reader) -> None:
+    for section, value in reader.data.items():
+        if section in _FORBIDDEN:
+            raise reader.fail(section, "secrets do not belong in the config file", hint="name an environment variable instead")
+        if section not in _SCHEMA:
+            guess = difflib.get_close_matches(section, list(_SCHEMA), n=1)
+            raise reader.fail(section, "unknown section" + (f" (did you mean [{guess[0]}]?)" if guess else ""))
+        if not isinstance(value, Mapping):
+            raise reader.fail(section, "must be a table")
+        for key in value:
+            if key in _FORBIDDEN:
+                raise reader.fail(
+                    f"{section}.{key}", "secrets do not belong in the config file",
+                    hint=f"set `{key}_env = \"MAILCLI_...\"` and put the value in that environment variable",
+                )
+            if key not in _SCHEMA[section]:
+                guess = difflib.get_close_matches(key, list(_SCHEMA[section]), n=1)
+                raise reader.fail(f"{section}.{key}", "unknown key" + (f" (did you mean {guess[0]}?)" if guess else ""))
+
+
+def _parse_mailbox(reader: _Reader, key: str, value: str, *, allow_name: bool) -> tuple[str, str]:
+    pairs = getaddresses([value])
+    if len(pairs) != 1 or not pairs[0][1] or "@" not in pairs[0][1] or value.count("@") != 1:
+        raise reader.fail(key, f"must be exactly one address, like \"Acme <news@acme.example>\" (got {value!r})")
+    name, address = pairs[0]
+    if name and not allow_name:
+        raise reader.fail(key, f"must be a bare address (got {value!r})")
+    try:
+        return name.strip(), _ascii_address(address)
+    except ValueError as exc:
+        raise reader.fail(key, f"{exc} (got {value!r})") from None
+
+
+def _ascii_address(address: str) -> str:
+    """``local@domain`` with the domain as an IDNA2008 A-label (STANDARDS A12)."""
+    import idna
+
+    local, _, domain = address.strip().rpartition("@")
+    if not local or not domain or any(ch.isspace() for ch in address.strip()):
+        raise ValueError("is not a valid address")
+    try:
+        ascii_domain = idna.encode(domain, uts46=True, transitional=False).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"has an invalid domain ({exc})") from None
+    if not local.isascii():
+        raise ValueError("must have an ASCII local part")
+    return f"{local}@{ascii_domain.lower()}"
+
+
+def _env_name(reader: _Reader, section: str, key: str, default: str) -> str:
+    name = reader.get(section, key, str, default)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise reader.fail(f"{section}.{key}", f"must name an environment variable (got {name!r})")
+    return name
+
+
+def _resolve_path(root: Path, text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
+    """Validate parsed TOML into ``Settings``; raises ConfigError on the first problem."""
+    reader = _Reader(data, path)
+    _check_keys(reader)
+    root = path.parent
+
+    name = reader.get("project", "name", str, required=True).strip()
+    if not name:
+        raise reader.fail("project.name", "must not be empty")
+    database = _resolve_path(root, reader.get("project", "database", str, "mailcli.db"))
+    project = ProjectSettings(name=name, database=database, root=root)
+
+    from_name, from_address = _parse_mailbox(reader, "sender.from", reader.get("sender", "from", str, required=True), allow_name=True)
+    reply_to = reader.get("sender", "reply_to", str, "") or None
+    if reply_to:
+        reply_to = _parse_mailbox(reader, "sender.reply_to", reply_to, allow_name=True)[1]
+    domain = from_address.rsplit("@", 1)[1]
+    list_id = reader.get("sender", "list_id", str, "") or f"{_slug(name)}.{domain}"
+    if len(list_id) > 255 or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+", list_id) or "." not in list_id:
+        raise reader.fail("sender.list_id", f"must look like news.acme.example (got {list_id!r})")
+    bounce = reader.get("sender", "bounce_address", str, "") or None
+    if bounce:
+        bounce = _parse_mailbox(reader, "sender.bounce_address", bounce, allow_name=False)[1]
+    feedback_id = reader.get("sender", "feedback_id", str, "") or None
+    sender = SenderSettings(
+        from_name=from_name or name,
+        from_address=from_address,
+        reply_to=reply_to,
+        list_id=list_id,
+        postal_address=reader.get("sender", "postal_address", str, "").strip(),
+        bounce_address=bounce,
+        feedback_id=feedback_id,
+    )
+
+    host = reader.get("smtp", "host", str, "localhost").strip()
+    port = reader.get("smtp", "port", int, 587)
+    if not 1 <= port <= 65535:
+        raise reader.fail("smtp.port", f"must be between 1 and 65535 (got {port})")
+    security = reader.get("smtp", "security", str, "starttls")
+    if security not in ("starttls", "tls", "none"):
+        raise reader.fail("smtp.security", f"must be \"starttls\", \"tls\" or \"none\" (got {security!r})")
+    if security == "none" and not is_loopback_host(host):
+        raise reader.fail(
+            "smtp.security", f"\"none\" sends passwords and mail in clear text; it is only allowed to localhost, not {host}",
+            hint="use security = \"starttls\" (port 587) or \"tls\" (port 465)",
+        )
+    timeout = reader.get("smtp", "timeout", (int, float), 30)
+    if timeout <= 0:
+        raise reader.fail("smtp.timeout", "must be more than 0 seconds")
+    ca_text = reader.get("smtp", "ca_file", str, "")
+    ca_file = _resolve_path(root, ca_text) if ca_text else None
+    if ca_file is not None and not ca_file.is_file():
+        raise reader.fail("smtp.ca_file", f"file not found: {ca_file}")
+    concurrency = reader.get("smtp", "concurrency", int, 4)
+    if not 1 <= concurrency <= 64:
+        raise reader.fail("smtp.concurrency", f"must be between 1 and 64 (got {concurrency})")
+    try:
+        rate = parse_rate(reader.get("smtp", "rate", (str, int, float), "0"))
+    except ValueError as exc:
+        raise reader.fail("smtp.rate", str(exc)) from None
+    try:
+        retry_window = parse_duration(reader.get("smtp", "retry_window", str, "2m")).seconds()
+    except ValueError as exc:
+        raise reader.fail("smtp.retry_window", str(exc)) from None
+    domain_concurrency = reader.get("smtp", "domain_concurrency", int, 0)
+    if domain_concurrency < 0:
+        raise reader.fail("smtp.domain_concurrency", "must be 0 (no cap) or more")
+    smtp = SmtpSettings(
+        host=host, port=port, security=security,
+        username=reader.get("smtp", "username", str, "") or None,
+        password_env=_env_name(reader, "smtp", "password_env", EnvVars.SMTP_PASSWORD),
+        timeout=float(timeout), ca_file=ca_file, concurrency=concurrency, rate=rate,
+        retry_window=retry_window, domain_concurrency=domain_concurrency,
+    )
+
+    url = reader.get("unsubscribe", "url", str, required=True).strip()
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname)):
+        raise reader.fail("unsubscribe.url", f"must be an https:// URL (RFC 8058), got {url!r}")
+    if not parts.hostname or parts.query or parts.fragment:
+        raise reader.fail("unsubscribe.url", f"must be a plain https://host/path URL without ?query or #fragment, got {url!r}")
+    mailto = reader.get("unsubscribe", "mailto", str, "") or None
+    if mailto:
+        mailto = _parse_mailbox(reader, "unsubscribe.mailto", mailto.removeprefix("mailto:"), allow_name=False)[1]
+    unsubscribe = UnsubscribeSettings(url=url, mailto=mailto, secret_env=_env_name(reader, "unsubscribe", "secret_env", EnvVars.SECRET))
+
+    periods: dict[str, Duration] = {}
+    for key in RETENTION_KEYS:
+        try:
+            periods[key] = parse_duration(reader.get("retention", key, str, _DEFAULT_RETENTION[key]))
+        except ValueError as exc:
+            raise reader.fail(f"retention.{key}", str(exc)) from None
+    retention = RetentionSettings(**periods)
+
+    dkim = None
+    if "dkim" in data:
+        selector = reader.get("dkim", "selector", str, required=True).strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", selector):
+            raise reader.fail("dkim.selector", f"must be a DNS label (got {selector!r})")
+        key_env = reader.get("dkim", "private_key_env", str, "") or None
+        key_file_text = reader.get("dkim", "private_key_file", str, "")
+        key_file = _resolve_path(root, key_file_text) if key_file_text else None
+        if bool(key_env) == bool(key_file):
+            raise reader.fail("dkim", "set exactly one of private_key_env or private_key_file")
+        dkim_domain = reader.get("dkim", "domain", str, domain).strip().lower()
+        dkim = DkimSettings(domain=dkim_domain, selector=selector, private_key_env=key_env, private_key_file=key_file)
+
+    soft_limit = reader.get("bounces", "soft_limit", int, 3)
+    if soft_limit < 1:
+        raise reader.fail("bounces.soft_limit", "must be 1 or more")
+    bounces = BounceSettings(soft_limit=soft_limit, imap_password_env=_env_name(reader, "bounces", "imap_password_env", EnvVars.IMAP_PASSWORD))
+
+    serve_port = reader.get("serve", "port", int, 8025)
+    if not 1 <= serve_port <= 65535:
+        raise reader.fail("serve.port", f"must be between 1 and 65535 (got {serve_port})")
+    serve = ServeSettings(host=reader.get("serve", "host", str, "127.0.0.1"), port=serve_port)
+
+    return Settings(
+        path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
+        retention=retention, dkim=dkim, bounces=bounces, serve=serve,
+    )
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug or "news"
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate one config file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path.name}: not UTF-8 text", hint=f"save {path} as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name}: invalid TOML: {exc}", hint=f"edit {path}") from None
+    return parse_settings(data, path.resolve())
+
+
+def resolve(*, config_file: str | None = None, directory: str | None = None) -> Settings:
+    """Find and load the project's settings (the one entry point commands use)."""
+    return load_settings(find_config(config_file=config_file, directory=directory))

@@ -1,0 +1,52 @@
+"""``AppContext``: what every command gets from the root callback (``ctx.obj``).
+
+Settings and the store are opened lazily, so ``init``, ``demo`` and ``--help``
+work without a project, and a broken config fails only commands that need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import typer
+
+from . import config
+from .config import Settings
+from .output import Output
+from .store import Store, open_store
+
+
+@dataclass
+class AppContext:
+    out: Output
+    directory: str | None = None
+    config_file: str | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = config.resolve(config_file=self.config_file, directory=self.directory)
+            self.out.detail(f"Using {self._settings.path}")
+        return self._settings
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.settings.project.database)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def get(ctx: typer.Context) -> AppContext:
+    """The AppContext of the running command (walks up to the root)."""
+    root = ctx.find_root()
+    obj = root.obj
+    if not isinstance(obj, AppContext):  # pragma: no cover - only if misused
+        raise RuntimeError("mailcli context missing")
+    return obj

@@ -1,0 +1,198 @@
+"""All terminal output goes through ``Output``; errors become exit codes here.
+
+Data goes to stdout (JSON with ``--json``), everything else to stderr. Progress
+bars appear only when stderr is a terminal, ``--quiet`` is off and we are not
+in CI; otherwise a ``NullProgress`` is handed out. Consoles are made per
+invocation so tests and environment changes take effect.
+
+``Output.errors()`` is the one translation point from ``MailcliError`` to a
+one-line message and an exit code (STYLE.md §5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ExitCode, MailcliError, UsageError
+
+
+def running_in_ci() -> bool:
+    return any(os.environ.get(name) for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE"))
+
+
+def _json_default(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default)
+
+
+class NullProgress:
+    """Stands in for a progress bar where none should be drawn."""
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def update(self, completed: int, total: int | None = None, description: str | None = None) -> None:
+        pass
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        pass
+
+
+class _RichProgress:
+    def __init__(self, progress: Any, task: Any) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, n: int = 1) -> None:
+        self._progress.advance(self._task, n)
+
+    def update(self, completed: int, total: int | None = None, description: str | None = None) -> None:
+        kwargs: dict[str, Any] = {"completed": completed}
+        if total is not None:
+            kwargs["total"] = total
+        if description is not None:
+            kwargs["description"] = description
+        self._progress.update(self._task, **kwargs)
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self.update(done, total)
+
+
+class Output:
+    """The terminal: stdout for data, stderr for people."""
+
+    def __init__(
+        self,
+        *,
+        json_mode: bool = False,
+        quiet: bool = False,
+        verbose: bool = False,
+        debug: bool = False,
+        no_color: bool = False,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
+        self.json = json_mode
+        self.quiet = quiet
+        self.verbose = verbose
+        self.debug = debug
+        self._stdout = stdout or sys.stdout
+        self._stderr = stderr or sys.stderr
+        color = not (no_color or os.environ.get("NO_COLOR"))
+        self.out = Console(file=self._stdout, no_color=not color, highlight=False, soft_wrap=False)
+        self.err = Console(file=self._stderr, no_color=not color, highlight=False, stderr=True, soft_wrap=True)
+
+    # -- data -------------------------------------------------------------
+    def data(self, obj: Any, *, text: str | None = None) -> None:
+        """Print a result: JSON with ``--json``, else ``text`` (or JSON) on stdout."""
+        if self.json or text is None:
+            self._stdout.write(to_json(obj) + "\n")
+        else:
+            self._stdout.write(text if text.endswith("\n") else text + "\n")
+        self._stdout.flush()
+
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
+        """A table on stdout for people (``--json`` callers use ``data``)."""
+        table = Table(title=title, show_edge=False, header_style="bold", box=None, pad_edge=False)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*("" if value is None else str(value) for value in row))
+        self.out.print(table)
+
+    def line(self, text: str) -> None:
+        """Plain text on stdout (data, not status)."""
+        self._stdout.write(text + "\n")
+
+    # -- people -----------------------------------------------------------
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, markup=False)
+
+    def detail(self, message: str) -> None:
+        if self.verbose and not self.quiet:
+            self.err.print(message, markup=False, style="dim")
+
+    def success(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, markup=False, style="green")
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"Warning: {message}", markup=False, style="yellow")
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        self.err.print(f"Error: {message}", markup=False, style="red")
+        if hint:
+            self.err.print(f"Hint: {hint}", markup=False)
+
+    # -- interaction ------------------------------------------------------
+    @property
+    def interactive(self) -> bool:
+        try:
+            return sys.stdin.isatty() and self._stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def confirm(self, question: str, *, yes: bool, what: str = "this") -> None:
+        """Ask on a terminal; without one, require ``--yes`` (exit 2 otherwise)."""
+        if yes:
+            return
+        if not self.interactive:
+            raise UsageError(f"Refusing to {what} without confirmation", hint="pass --yes to confirm when not on a terminal")
+        if not typer.confirm(question, default=False, err=True):
+            raise UsageError("Cancelled; nothing was changed")
+
+    @contextlib.contextmanager
+    def progress(self, total: int | None, label: str) -> Iterator[Any]:
+        show = (not self.quiet and not self.json and not running_in_ci() and self._stderr.isatty())
+        if not show:
+            yield NullProgress()
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=self.err, transient=True,
+        ) as progress:
+            task = progress.add_task(label, total=total)
+            yield _RichProgress(progress, task)
+
+    # -- errors -----------------------------------------------------------
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """Turn MailcliError and Ctrl-C into a message and an exit code."""
+        try:
+            yield
+        except MailcliError as exc:
+            if self.debug:
+                raise
+            self.error(exc.message, exc.hint)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            if self.debug:
+                raise
+            self.error("Interrupted", "nothing half-done was kept; run the same command again to resume")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

@@ -1,0 +1,79 @@
+"""Creating a new project folder (``mailcli init``).
+
+A project is a folder with ``mailcli.toml``, ``templates/`` with a working
+newsletter, a ``.gitignore`` that keeps personal data and secrets out of git,
+``.mailcli/secret`` (a random HMAC key, mode 0600, folder 0700) and the
+database (mode 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import CONFIG_NAME, SECRET_FILE, load_settings
+from .errors import MailcliError, UsageError
+from .store import open_store
+
+SCAFFOLD = Path(__file__).parent / "scaffold"
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    root: Path
+    config: Path
+    database: Path
+    templates: list[str]
+
+
+def _toml_string(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def write_secret(root: Path) -> Path:
+    """Create ``.mailcli/secret`` (0600 in a 0700 folder) unless it exists."""
+    folder = root / SECRET_FILE.parent
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    path = root / SECRET_FILE
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def init_project(directory: Path, *, name: str | None = None) -> InitResult:
+    """Scaffold a project in ``directory`` (created if missing)."""
+    root = directory.resolve()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"Not a directory: {root}")
+    config_path = root / CONFIG_NAME
+    if config_path.exists():
+        raise MailcliError(f"{config_path} already exists; this folder is a mailcli project", hint="use `mailcli -C DIR ...` to work in it")
+    root.mkdir(parents=True, exist_ok=True)
+    title = name or re.sub(r"[-_]+", " ", root.name).strip().title() or "Newsletter"
+    text = (SCAFFOLD / "mailcli.toml").read_text(encoding="utf-8").replace("{name}", _toml_string(title))
+    config_path.write_text(text, encoding="utf-8")
+
+    templates: list[str] = []
+    source = SCAFFOLD / "templates"
+    target = root / "templates"
+    if source.is_dir() and not target.exists():
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    if target.is_dir():
+        templates = sorted(p.name for p in target.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+    gitignore = root / ".gitignore"
+    if not gitignore.exists():
+        shutil.copyfile(SCAFFOLD / "gitignore", gitignore)
+    write_secret(root)
+    settings = load_settings(config_path)
+    open_store(settings.project.database).close()
+    return InitResult(root=root, config=config_path, database=settings.project.database, templates=templates)

@@ -1,0 +1,152 @@
+"""Named, append-only schema migrations, recorded in the ``migrations`` table.
+
+Never edit or reorder a migration once it has landed: add a new one at the end
+of ``MIGRATIONS`` (``mNNN_what_it_does``). Every timestamp column is ISO-8601
+UTC text (``*_at``); every status is a lowercase word checked in code.
+
+The schema covers the whole mission so later features add tables rather than
+rewrite them:
+
+* ``contacts`` hold the person (address, names, custom attributes as JSON) and
+  the person-level flags: restriction (art. 18) and objection to all direct
+  marketing (art. 21). ``uid`` is random and is what tokens and Message-IDs
+  carry, never the address or the integer id (STANDARDS A31, B03).
+* ``memberships`` carry the per-list status and its consent evidence (E01) and
+  the opt-out record (B14): once unsubscribed, an import never flips it back.
+* ``suppressions`` are keyed by HMAC of the normalised address (E17); they
+  outlive erasure, so an erased or unsubscribed person is never re-imported.
+* ``campaigns`` / ``deliveries`` form the send ledger: one delivery per
+  (campaign, contact). ``campaigns.archived_counts`` keeps the counts of
+  delivery rows and events that purge or erasure removed, so campaign totals
+  survive them.
+* ``events`` are append-only facts (unsubscribed, bounced, complained ...).
+* ``audit_log`` is the hash-chained log of every access to personal data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Union
+
+import sqlite3
+
+Migration = tuple[str, Union[str, Callable[[sqlite3.Connection], None]]]
+
+M001_INITIAL = """
+CREATE TABLE lists (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE contacts (
+    id INTEGER PRIMARY KEY,
+    uid TEXT NOT NULL UNIQUE,
+    email TEXT NOT NULL,
+    email_key TEXT NOT NULL UNIQUE,
+    first_name TEXT NOT NULL DEFAULT '',
+    last_name TEXT NOT NULL DEFAULT '',
+    attributes TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'active',
+    restricted_at TEXT,
+    no_marketing_at TEXT,
+    source TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_activity_at TEXT NOT NULL
+);
+CREATE INDEX contacts_status ON contacts(status);
+
+CREATE TABLE memberships (
+    contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+    list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    status TEXT NOT NULL,
+    consent_source TEXT,
+    consent_method TEXT,
+    consent_at TEXT,
+    consent_ip TEXT,
+    consent_text TEXT,
+    confirmed_at TEXT,
+    unsubscribed_at TEXT,
+    unsubscribe_channel TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (contact_id, list_id)
+) WITHOUT ROWID;
+CREATE INDEX memberships_list_status ON memberships(list_id, status);
+
+CREATE TABLE suppressions (
+    hmac TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT '*',
+    reason TEXT NOT NULL,
+    channel TEXT,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (hmac, scope)
+) WITHOUT ROWID;
+
+CREATE TABLE campaigns (
+    id INTEGER PRIMARY KEY,
+    uid TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL UNIQUE,
+    template TEXT NOT NULL,
+    list_id INTEGER REFERENCES lists(id) ON DELETE SET NULL,
+    list_name TEXT NOT NULL,
+    subject TEXT,
+    kind TEXT NOT NULL DEFAULT 'marketing',
+    status TEXT NOT NULL DEFAULT 'created',
+    archived_counts TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    frozen_at TEXT,
+    finished_at TEXT
+);
+
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+    contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+    status TEXT NOT NULL DEFAULT 'pending',
+    message_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_reply TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    sent_at TEXT,
+    UNIQUE (campaign_id, contact_id)
+);
+CREATE INDEX deliveries_campaign_status ON deliveries(campaign_id, status);
+CREATE INDEX deliveries_message_id ON deliveries(message_id);
+CREATE INDEX deliveries_contact ON deliveries(contact_id);
+
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    contact_id INTEGER REFERENCES contacts(id) ON DELETE CASCADE,
+    campaign_id INTEGER REFERENCES campaigns(id) ON DELETE SET NULL,
+    kind TEXT NOT NULL,
+    channel TEXT,
+    scope TEXT,
+    detail TEXT NOT NULL DEFAULT '{}',
+    source_ref TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX events_contact ON events(contact_id);
+CREATE INDEX events_campaign_kind ON events(campaign_id, kind);
+CREATE INDEX events_source_ref ON events(source_ref);
+
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    command TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject_hmac TEXT,
+    detail TEXT NOT NULL DEFAULT '{}',
+    reason TEXT,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX audit_log_subject ON audit_log(subject_hmac);
+"""
+
+MIGRATIONS: list[Migration] = [
+    ("m001_initial_schema", M001_INITIAL),
+]
