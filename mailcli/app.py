@@ -26,7 +26,7 @@ from .errors import ExitCode, MailcliError
 from .output import Output
 
 COMMAND_MODULES = (
-    "init", "demo", "import_", "lists", "contacts", "render", "send", "report",
+    "init", "config", "demo", "import_", "lists", "contacts", "render", "send", "report",
     "unsubscribe", "serve", "bounces", "privacy", "backup", "doctor",
 )
 

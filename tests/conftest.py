@@ -1,0 +1,110 @@
+"""Shared fixtures: isolation from the user's machine, a CLI runner, projects.
+
+Every test runs in its own temporary folder with a temporary HOME, no colour,
+a fixed terminal width and no MAILCLI_* variables from the outside.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from mailcli.app import app
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in list(os.environ):
+        if name.startswith("MAILCLI_"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Cli:
+    """Runs mailcli in-process (CliRunner) with exceptions not swallowed."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
+                 catch_exceptions: bool = False) -> Result:
+        result = self.runner.invoke(app, list(args), input=input, env=env, catch_exceptions=catch_exceptions)
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def cli() -> Cli:
+    return Cli()
+
+
+def run_mailcli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real console entry point in a subprocess."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "mailcli", *args], cwd=cwd, env=full_env, capture_output=True,
+        text=True, timeout=timeout, input=input,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path, cli: Cli) -> Path:
+    """A fresh project made by `mailcli init` (cwd is the project folder)."""
+    root = tmp_path / "proj"
+    result = cli("init", str(root))
+    assert result.exit_code == 0, result.output
+    os.chdir(root)
+    return root
+
+
+def write_config(root: Path, text: str) -> Path:
+    path = root / "mailcli.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def set_smtp(root: Path, host: str, port: int, *, security: str = "none", extra: Sequence[str] = (), **_: Any) -> None:
+    """Point a project's [smtp] section at a local test server."""
+    path = root / "mailcli.toml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out: list[str] = []
+    section = None
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        if section == "[smtp]" and stripped.split("=")[0].strip() in {"host", "port", "security", "rate"}:
+            continue
+        out.append(line)
+        if stripped == "[smtp]":
+            out += [f'host = "{host}"', f"port = {port}", f'security = "{security}"', 'rate = "0"', *extra]
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")

@@ -1,0 +1,129 @@
+"""Configuration: discovery like git, and every problem named with key and file (exit 4)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from mailcli.config import find_config, load_settings, parse_duration, parse_rate
+from mailcli.errors import ConfigError, ExitCode
+
+from .conftest import Cli, run_mailcli
+
+
+def _replace(root: Path, old: str, new: str) -> None:
+    path = root / "mailcli.toml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("port = 587", 'port = "587"', "smtp.port"),
+        ("port = 587", "port = 70000", "smtp.port"),
+        ('security = "starttls"', 'security = "ssl"', "smtp.security"),
+        ('rate = "20/s"', 'rate = "fast"', "smtp.rate"),
+        ('unconfirmed = "30d"', 'unconfirmed = "30 days please"', "retention.unconfirmed"),
+        ('url = "https://news.example.org/unsubscribe"', 'url = "http://news.example.org/unsubscribe"', "unsubscribe.url"),
+        ('from = ', 'frm = ', "sender.frm"),
+        ('password_env = "MAILCLI_SMTP_PASSWORD"', 'password = "hunter2"', "smtp.password"),
+        ('host = "localhost"', 'host = "smtp.example.org"\nsecurity_ = 1', "smtp.security_"),
+        ("concurrency = 4", "concurrency = 0", "smtp.concurrency"),
+    ],
+)
+def test_broken_config_exits_4_naming_key_and_file(project: Path, cli: Cli, old: str, new: str, key: str) -> None:
+    _replace(project, old, new)
+    result = cli("config", "show")
+    assert result.exit_code == ExitCode.CONFIG
+    assert key in result.stderr
+    assert "mailcli.toml" in result.stderr
+    assert "Traceback" not in result.output
+    assert "hunter2" not in result.output
+    assert len([line for line in result.stderr.splitlines() if line.startswith("Error:")]) == 1
+
+
+def test_missing_required_key(project: Path, cli: Cli) -> None:
+    text = (project / "mailcli.toml").read_text(encoding="utf-8")
+    (project / "mailcli.toml").write_text(text.replace('from = "', '# from = "'), encoding="utf-8")
+    result = cli("config", "show")
+    assert result.exit_code == 4
+    assert "sender.from: missing" in result.stderr
+
+
+def test_invalid_toml_is_one_line_in_a_subprocess(project: Path) -> None:
+    (project / "mailcli.toml").write_text("[project\nname = 1\n", encoding="utf-8")
+    proc = run_mailcli("config", "show", cwd=project)
+    assert proc.returncode == 4
+    assert "invalid TOML" in proc.stderr and "mailcli.toml" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plaintext_smtp_only_to_localhost(project: Path) -> None:
+    _replace(project, 'security = "starttls"', 'security = "none"')
+    assert load_settings(project / "mailcli.toml").smtp.security == "none"
+    _replace(project, 'host = "localhost"', 'host = "smtp.example.org"')
+    with pytest.raises(ConfigError, match="smtp.security"):
+        load_settings(project / "mailcli.toml")
+
+
+def test_found_like_git_from_a_subfolder(project: Path) -> None:
+    sub = project / "templates" / "deep"
+    sub.mkdir(parents=True)
+    assert find_config(directory=sub) == project / "mailcli.toml"
+    os.chdir(sub)
+    assert find_config() == project / "mailcli.toml"
+
+
+def test_dash_c_config_and_env(project: Path, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chdir(elsewhere)
+    assert cli("config", "show").exit_code == ExitCode.CONFIG
+    assert cli("-C", str(project), "config", "show").exit_code == 0
+    assert cli("config", "show", "-C", str(project)).exit_code == 0  # global options after the command too
+    assert cli("--config", str(project / "mailcli.toml"), "config", "show").exit_code == 0
+    monkeypatch.setenv("MAILCLI_CONFIG", str(project / "mailcli.toml"))
+    assert cli("config", "show").exit_code == 0
+    monkeypatch.setenv("MAILCLI_CONFIG", str(elsewhere / "nope.toml"))
+    result = cli("config", "show")
+    assert result.exit_code == ExitCode.CONFIG and "MAILCLI_CONFIG" in result.stderr
+
+
+def test_relative_paths_are_relative_to_the_file(project: Path, tmp_path: Path) -> None:
+    _replace(project, 'database = "mailcli.db"', 'database = "data/news.db"')
+    os.chdir(tmp_path)
+    settings = load_settings(project / "mailcli.toml")
+    assert settings.project.database == project / "data" / "news.db"
+
+
+def test_secret_from_env_or_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(project / "mailcli.toml")
+    assert len(settings.secret()) == 64
+    monkeypatch.setenv("MAILCLI_SECRET", "x" * 32)
+    assert load_settings(project / "mailcli.toml").secret() == b"x" * 32
+    monkeypatch.delenv("MAILCLI_SECRET")
+    (project / ".mailcli" / "secret").unlink()
+    with pytest.raises(ConfigError, match="MAILCLI_SECRET"):
+        load_settings(project / "mailcli.toml").secret()
+
+
+def test_idn_sender_domain_becomes_a_label(project: Path) -> None:
+    _replace(project, 'from = "', 'from = "Bücher <news@bücher.example>"\n# was "')
+    assert load_settings(project / "mailcli.toml").sender.from_address == "news@xn--bcher-kva.example"
+
+
+def test_durations_and_rates() -> None:
+    moment = datetime(2026, 3, 31, 12, tzinfo=timezone.utc)
+    assert parse_duration("13mo").before(moment) == datetime(2025, 2, 28, 12, tzinfo=timezone.utc)
+    assert parse_duration("2y").before(moment).year == 2024
+    assert parse_duration("30d").before(moment) == datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    assert parse_duration("2m").seconds() == 120
+    assert parse_rate("20/s") == 20 and parse_rate("600/m") == 10 and parse_rate("0") == 0
+    for bad in ("x", "10/d", "-1"):
+        with pytest.raises(ValueError):
+            parse_rate(bad)

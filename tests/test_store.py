@@ -1,0 +1,84 @@
+"""The store: file modes, pragmas on every connection, migrations, atomicity."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from mailcli.store import open_store
+from mailcli.store.db import connect
+from mailcli.store.migrations import MIGRATIONS
+
+
+def test_new_database_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        store = open_store(tmp_path / "x.db")
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO lists (name, created_at) VALUES ('a', 'now')")
+    finally:
+        os.umask(old)
+    for name in ("x.db", "x.db-wal", "x.db-shm"):
+        path = tmp_path / name
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+    store.close()
+
+
+def test_pragmas_on_every_connection(tmp_path: Path) -> None:
+    open_store(tmp_path / "x.db").close()
+    conn = connect(tmp_path / "x.db")
+    assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_migrations_recorded_and_idempotent(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "x.db")
+    names = [row[0] for row in store.conn.execute("SELECT name FROM migrations ORDER BY rowid")]
+    assert names == [name for name, _ in MIGRATIONS]
+    store.close()
+    store = open_store(tmp_path / "x.db")
+    assert store.conn.execute("SELECT count(*) FROM migrations").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_transaction_rolls_back_on_interrupt(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "x.db")
+    with pytest.raises(KeyboardInterrupt):
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO lists (name, created_at) VALUES ('a', 'now')")
+            with store.transaction():
+                conn.execute("INSERT INTO lists (name, created_at) VALUES ('b', 'now')")
+            raise KeyboardInterrupt
+    assert store.conn.execute("SELECT count(*) FROM lists").fetchone()[0] == 0
+
+
+def test_nested_savepoint_rolls_back_alone(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "x.db")
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO lists (name, created_at) VALUES ('a', 'now')")
+        with pytest.raises(ValueError):
+            with store.transaction():
+                conn.execute("INSERT INTO lists (name, created_at) VALUES ('b', 'now')")
+                raise ValueError
+    assert [r[0] for r in store.conn.execute("SELECT name FROM lists")] == ["a"]
+
+
+def test_database_from_newer_version_is_refused(tmp_path: Path) -> None:
+    from mailcli.store import StoreError
+
+    store = open_store(tmp_path / "x.db")
+    store.conn.execute("INSERT INTO migrations VALUES ('m999_future', 'now')")
+    store.close()
+    with pytest.raises(StoreError, match="newer mailcli"):
+        open_store(tmp_path / "x.db")
+
+
+def test_group_readable_database_is_tightened(tmp_path: Path) -> None:
+    open_store(tmp_path / "x.db").close()
+    os.chmod(tmp_path / "x.db", 0o644)
+    open_store(tmp_path / "x.db").close()
+    assert stat.S_IMODE((tmp_path / "x.db").stat().st_mode) == 0o600
