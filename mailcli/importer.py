@@ -1,0 +1,695 @@
+"""Reading contact CSV files: format detection, column mapping and row validation.
+
+This module is pure — it reads one file and yields values; it never touches
+the database — so it can be property-tested on its own. The store
+(:mod:`mailcli.store.contacts`) takes its rows and writes them.
+
+What it decides, and why:
+
+* **Streaming.** Only a head sample (64 KiB) is read up front, for detection;
+  rows are then parsed one at a time, so memory is flat in file size.
+* **Encoding**, deterministic and in this order: a BOM (UTF-8, UTF-16 LE/BE);
+  UTF-16 without BOM when every other byte is NUL; strict UTF-8; cp1252 (what
+  Dutch Excel writes); latin-1, which decodes anything. A head sample
+  cannot prove the rest of the file, so a later undecodable byte stops the
+  import with the file and line and a hint to pass ``--encoding``.
+* **Delimiter** among ``,`` ``;`` TAB ``|``: each candidate parses the first
+  records with the real ``csv`` reader (so quotes and quoted newlines count
+  correctly); the winner splits the header into more than one field and
+  keeps the field count most consistent over the records. ``csv.Sniffer``
+  guesses from character frequencies and gets quoted cells wrong. Excel's
+  ``sep=;`` first line is honoured.
+* **Columns** are matched case- and punctuation-insensitively against aliases
+  (Mailchimp ``Email Address``, Dutch ``E-mailadres``/``Voornaam``/``Achternaam``);
+  ``--map "CSV column=field"`` overrides. A lone ``name`` column is split at
+  the first space (``Jan van der Berg`` → ``Jan`` / ``van der Berg``, which keeps
+  Dutch prefixes with the surname) and also kept whole as the ``name``
+  attribute. Every other column becomes a custom attribute named in lower
+  snake_case so templates can use it (``{{ contact.member_rating }}``).
+* **Consent evidence**: a ``CONFIRM_TIME``/``OPTIN_TIME``-style column gives the
+  consent time (confirmation preferred over opt-in, as it is the later,
+  double-opt-in moment); naive times are taken as UTC; day-first dates
+  (``01-04-2023 10:12``) are read the European way. An IP column is kept
+  truncated to its /24 (IPv4) or /48 (IPv6) network — enough as evidence, less
+  personal data. A consent cell that cannot be read rejects the row rather
+  than silently replacing the evidence with the import time.
+* **Cells are data**: nothing is evaluated; a NUL byte or a field over 64 KiB
+  rejects the row (F11). Every row is either an :class:`ImportRow` or a
+  :class:`RowReject` with the physical line where the record starts.
+
+Rows are ``NamedTuple``s rather than frozen dataclasses: they are just as
+immutable, and a frozen dataclass costs ~1.8 µs per instance to build, a
+fifth of the per-row budget of a million-row import.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import ipaddress
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+from mailcli import clock
+from mailcli.addresses import AddressError, normalise_address
+from mailcli.errors import InputFileError, UsageError
+
+HEAD_BYTES = 64 * 1024
+MAX_FIELD_CHARS = 64 * 1024
+DETECT_RECORDS = 50
+DELIMITERS = (",", ";", "\t", "|")
+# Fields a column can be mapped to; anything else given to --map is an attribute.
+FIELDS = ("email", "first_name", "last_name", "name", "consent_time", "consent_ip", "ignore")
+RESERVED_ATTRIBUTES = frozenset({"email", "first_name", "last_name", "lists", "status", "uid"})
+
+# Header aliases, keyed by header_key(): lower case, letters and digits only.
+_ALIASES: dict[str, str] = {
+    **dict.fromkeys(
+        ["email", "emailaddress", "mail", "mailaddress", "emailadres", "mailadres", "emails"],
+        "email",
+    ),
+    **dict.fromkeys(["firstname", "first", "fname", "givenname", "voornaam", "roepnaam"], "first_name"),
+    **dict.fromkeys(
+        ["lastname", "last", "lname", "surname", "familyname", "achternaam"], "last_name"
+    ),
+    **dict.fromkeys(["name", "fullname", "naam", "volledigenaam"], "name"),
+}
+# Consent columns in order of preference: the confirmation (double opt-in)
+# is the stronger evidence, so it wins over the opt-in when both are filled.
+_CONSENT_TIME = ["confirmtime", "confirmedat", "consenttime", "consentat", "consentdate",
+                 "optintime", "optinat", "optindate", "timestampopt"]
+_CONSENT_IP = ["confirmip", "consentip", "optinip", "signupip", "ip", "ipaddress", "ipopt"]
+
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+_SEP_LINE = re.compile(r"sep=(.)\r?\n?")
+_DMY = re.compile(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?:[ T]+(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?)?")
+_SPACES = re.compile(r"\s+")
+# Bytes that occur in text files; everything else counts towards "binary".
+_TEXT_BYTES = bytes({7, 8, 9, 10, 12, 13, 27} | set(range(0x20, 0x100)))
+
+
+class ImportRow(NamedTuple):
+    """One valid contact row, normalised."""
+
+    line: int
+    email: str
+    key: str
+    first_name: str | None
+    last_name: str | None
+    attributes: dict[str, str]
+    consent_at: str | None  # ISO-8601 UTC, None = the import time
+    consent_ip: str | None  # network, e.g. "192.0.2.0/24"
+
+
+class RowReject(NamedTuple):
+    """A row that was not imported, with the reason and its cells by header."""
+
+    line: int
+    reason: str
+    raw: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CsvFormat:
+    """How a file is decoded and split."""
+
+    encoding: str
+    delimiter: str
+    skip_sep_line: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnPlan:
+    """Which column feeds which field; the rest become attributes."""
+
+    headers: tuple[str, ...]
+    email: int
+    first_name: int | None = None
+    last_name: int | None = None
+    name: int | None = None
+    consent_time: tuple[int, ...] = ()
+    consent_ip: tuple[int, ...] = ()
+    attributes: tuple[tuple[str, int], ...] = ()
+    has_header: bool = True
+
+    @property
+    def attribute_headers(self) -> dict[str, str]:
+        """Attribute name → original column header (for exports)."""
+        return {name: self.headers[index] for name, index in self.attributes}
+
+
+# --------------------------------------------------------------------- headers
+
+
+def header_key(header: str) -> str:
+    """``E-mailadres`` → ``emailadres``: how headers are compared."""
+    text = unicodedata.normalize("NFKD", header).encode("ascii", "ignore").decode("ascii")
+    return _NON_ALNUM.sub("", text.lower())
+
+
+def attribute_name(header: str) -> str:
+    """``Member Rating`` → ``member_rating``: an identifier usable in templates."""
+    text = unicodedata.normalize("NFKD", header).encode("ascii", "ignore").decode("ascii")
+    name = _NON_ALNUM.sub("_", text.lower()).strip("_")
+    if not name:
+        return "column"
+    if name[0].isdigit():
+        # Jinja names cannot start with a digit, and a leading underscore is
+        # blocked by the sandbox, so give it a letter prefix.
+        name = f"col_{name}"
+    return name
+
+
+def parse_map_options(values: Iterable[str]) -> dict[str, str]:
+    """``["Mail adres=email", "Plaats=city"]`` → header key → field or attribute."""
+    mapping: dict[str, str] = {}
+    for value in values:
+        column, sep, target = value.rpartition("=")
+        if not sep or not column.strip() or not target.strip():
+            raise UsageError(f'--map "{value}": expected "CSV column=field"')
+        target = target.strip().lower()
+        if target in ("skip", "-", "none"):
+            target = "ignore"
+        if target.replace("-", "_") in FIELDS:
+            target = target.replace("-", "_")
+        else:
+            target = attribute_name(target)
+        mapping[header_key(column)] = target
+    return mapping
+
+
+def plan_columns(
+    headers: list[str], mapping: dict[str, str] | None, source: str
+) -> ColumnPlan:
+    """Resolve columns to fields; raises InputFileError without an email column."""
+    mapping = dict(mapping or {})
+    keys = [header_key(h) for h in headers]
+    for wanted in mapping:
+        if wanted not in keys:
+            raise InputFileError(
+                f"{source}: --map names a column that is not in the file: {wanted!r}",
+                hint="columns found: " + (", ".join(h for h in headers if h) or "(none)"),
+            )
+    chosen: dict[str, int] = {}
+    consent_time: list[tuple[int, int]] = []
+    consent_ip: list[tuple[int, int]] = []
+    attributes: list[tuple[str, int]] = []
+    explicit = set(mapping.values()) & set(FIELDS)
+    for index, key in enumerate(keys):
+        target = mapping.get(key)
+        if target is None:
+            alias = _ALIASES.get(key)
+            if alias is not None and alias not in explicit and alias not in chosen:
+                target = alias
+            elif key in _CONSENT_TIME and "consent_time" not in explicit:
+                consent_time.append((_CONSENT_TIME.index(key), index))
+                continue
+            elif key in _CONSENT_IP and "consent_ip" not in explicit:
+                consent_ip.append((_CONSENT_IP.index(key), index))
+                continue
+        if target == "ignore":
+            continue
+        if target == "consent_time":
+            consent_time.append((-1, index))
+        elif target == "consent_ip":
+            consent_ip.append((-1, index))
+        elif target in FIELDS and target not in chosen:
+            chosen[target] = index
+        else:
+            attributes.append((target or attribute_name(headers[index]), index))
+    if "email" not in chosen:
+        found = ", ".join(h for h in headers if h.strip()) or "(none)"
+        raise InputFileError(
+            f"{source}: no email column (columns found: {found})",
+            hint='name the column with --map "COLUMN=email"',
+        )
+    name_index = chosen.get("name")
+    if name_index is not None and ("first_name" in chosen or "last_name" in chosen):
+        # Explicit first/last columns win; the full name stays an attribute.
+        attributes.append(("name", name_index))
+        name_index = None
+    return ColumnPlan(
+        headers=tuple(headers),
+        email=chosen["email"],
+        first_name=chosen.get("first_name"),
+        last_name=chosen.get("last_name"),
+        name=name_index,
+        consent_time=tuple(i for _, i in sorted(consent_time)),
+        consent_ip=tuple(i for _, i in sorted(consent_ip)),
+        attributes=_unique_names(attributes),
+    )
+
+
+def _unique_names(attributes: list[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    seen: set[str] = set()
+    result = []
+    for name, index in attributes:
+        base, n = name, 1
+        while name in seen or name in RESERVED_ATTRIBUTES:
+            n += 1
+            name = f"{base}_{n}"
+        seen.add(name)
+        result.append((name, index))
+    return tuple(result)
+
+
+# ------------------------------------------------------------------ detection
+
+
+def detect_encoding(head: bytes, source: str, *, complete: bool = False) -> str:
+    """Pick the encoding from the first bytes of a file (see module docstring)."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if b"\x00" in head:
+        even, odd = head[0::2], head[1::2]
+        if odd and odd.count(0) > len(odd) * 0.4 and even.count(0) < len(even) * 0.05:
+            return "utf-16-le"
+        if even and even.count(0) > len(even) * 0.4 and odd.count(0) < len(odd) * 0.05:
+            return "utf-16-be"
+    if head.startswith(b"PK\x03\x04"):
+        raise InputFileError(
+            f"{source}: this is a spreadsheet or zip file, not a CSV file",
+            hint="save it as CSV (comma or semicolon separated) and import that",
+        )
+    # Binary, not text: more than 1% control bytes. A single stray NUL in a
+    # text file is not binary; it rejects its row instead (F11).
+    if len(head.translate(None, _TEXT_BYTES)) > max(len(head) // 100, 1) or head.count(0) > 64:
+        raise InputFileError(f"{source}: binary file, not a CSV file")
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            codecs.getincrementaldecoder(encoding)().decode(head, final=complete)
+        except UnicodeDecodeError:
+            continue
+        return encoding
+    return "latin-1"
+
+
+def detect_delimiter(sample: str, *, truncated: bool = False) -> str:
+    """The candidate delimiter that splits the sample most consistently."""
+    best: tuple[float, int, int] | None = None
+    chosen = ","
+    for rank, delimiter in enumerate(DELIMITERS):
+        counts = _field_counts(sample, delimiter, truncated)
+        if not counts or counts[0] < 2:
+            continue
+        header = counts[0]
+        consistent = sum(1 for n in counts[1:] if n == header) / max(len(counts) - 1, 1)
+        score = (consistent, header, -rank)
+        if best is None or score > best:
+            best, chosen = score, delimiter
+    return chosen
+
+
+def _field_counts(sample: str, delimiter: str, truncated: bool) -> list[int]:
+    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
+    counts: list[int] = []
+    try:
+        for row in reader:
+            if row and any(cell.strip() for cell in row):
+                counts.append(len(row))
+            if len(counts) > DETECT_RECORDS:
+                break
+    except csv.Error:
+        pass
+    if truncated and len(counts) > 1 and len(counts) <= DETECT_RECORDS:
+        counts.pop()  # the last record may be cut off by the sample's end
+    return counts
+
+
+def detect_format(
+    head: bytes,
+    source: str,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    complete: bool = False,
+) -> CsvFormat:
+    """Encoding and delimiter for a file whose first bytes are ``head``."""
+    if encoding:
+        encoding = _check_encoding(encoding)
+        if encoding == "utf-8" and head.startswith(codecs.BOM_UTF8):
+            encoding = "utf-8-sig"
+    else:
+        encoding = detect_encoding(head, source, complete=complete)
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    sample = decoder.decode(head, final=complete)
+    if sample.startswith("\ufeff"):
+        sample = sample[1:]
+    sep = _SEP_LINE.match(sample)
+    if sep and (sample[sep.end() - 1 : sep.end()] == "\n" or complete):
+        return CsvFormat(encoding, delimiter or sep.group(1), skip_sep_line=True)
+    if delimiter:
+        return CsvFormat(encoding, _check_delimiter(delimiter))
+    return CsvFormat(encoding, detect_delimiter(sample, truncated=not complete))
+
+
+def _check_encoding(name: str) -> str:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise UsageError(f"--encoding: unknown encoding {name!r}", hint="try utf-8, cp1252, latin-1 or utf-16") from None
+
+
+def _check_delimiter(value: str) -> str:
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+    value = named.get(value.lower(), value)
+    if len(value) != 1 or value in "\"\r\n" or value.isalnum():
+        raise UsageError(f"--delimiter: expected one character such as , ; | or tab, not {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------ the values
+
+
+def parse_consent_time(text: str) -> str:
+    """A consent timestamp as ISO-8601 UTC; raises ValueError if unreadable."""
+    value = text.strip()
+    if not value:
+        raise ValueError("empty consent time")
+    try:
+        moment = datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in "Zz" else value)
+    except ValueError:
+        match = _DMY.fullmatch(value)
+        if match is None:
+            raise
+        day, month, year, hour, minute, second = match.groups()
+        moment = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
+    else:
+        if moment.tzinfo is None and len(value) == 19 and value[10] in " T":
+            # The Mailchimp shape "2023-04-01 10:12:33": already UTC and whole seconds.
+            return f"{value[:10]}T{value[11:]}Z"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return clock.to_iso(moment)
+
+
+def truncate_ip(text: str) -> str:
+    """``192.0.2.57`` → ``192.0.2.0/24``; ``2001:db8:1:2::5`` → ``2001:db8:1::/48``."""
+    address = ipaddress.ip_address(text.strip())
+    if address.version == 4:
+        return f"{ipaddress.IPv4Address(int(address) & 0xFFFFFF00)}/24"
+    return f"{ipaddress.IPv6Address(int(address) >> 80 << 80)}/48"
+
+
+def _clean_name(value: str) -> str:
+    # Names may end up in a To: display name: no line breaks or controls.
+    value = value.strip()
+    if value.isprintable():
+        return value
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in value)
+    return _SPACES.sub(" ", cleaned).strip()
+
+
+# ------------------------------------------------------------------ the reader
+
+
+@dataclass
+class CsvSource:
+    """An open CSV file: detected format, column plan and a row iterator.
+
+    Use as a context manager; :meth:`rows` yields ``ImportRow``/``RowReject``.
+    """
+
+    path: Path
+    format: CsvFormat
+    plan: ColumnPlan
+    size: int
+    _binary: BinaryIO = field(repr=False)
+    _text: io.TextIOWrapper = field(repr=False)
+    _reader: Iterator[list[str]] = field(repr=False)
+    _first_row: list[str] | None = field(default=None, repr=False)
+    _first_line: int = field(default=1, repr=False)
+    _now_limit: str = field(default="", repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def bytes_read(self) -> int:
+        """How far into the file the reader is, for a progress bar."""
+        try:
+            return self._binary.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        self._text.close()
+
+    def __enter__(self) -> CsvSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def rows(self) -> Iterator[ImportRow | RowReject]:
+        """Every record after the header, in file order."""
+        reader = self._reader
+        line = self._first_line
+        try:
+            if self._first_row is not None:  # a header-less file: row 1 is data
+                first = self._row(line, self._first_row)
+                if first is not None:
+                    yield first
+                line = reader.line_num + 1  # type: ignore[attr-defined]
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield RowReject(line, f"malformed CSV record ({exc})", {})
+                    line = reader.line_num + 1  # type: ignore[attr-defined]
+                    continue
+                if row:
+                    result = self._row(line, row)
+                    if result is not None:
+                        yield result
+                line = reader.line_num + 1  # type: ignore[attr-defined]
+        except UnicodeDecodeError:
+            bad = find_undecodable_line(self.path, self.format.encoding)
+            raise InputFileError(
+                f"{self.name}: line {bad}: cannot be decoded as {self.format.encoding}",
+                hint="pass the file's encoding, e.g. --encoding cp1252",
+            ) from None
+
+    def _row(self, line: int, row: list[str]) -> ImportRow | RowReject | None:
+        """Validate one record; ``None`` for a blank one (``;;;`` left by Excel)."""
+        plan = self.plan
+        width = len(plan.headers)
+        if len(row) != width:
+            if len(row) > width:
+                if any(cell.strip() for cell in row[width:]):
+                    return self._reject(line, f"{len(row)} fields but the header has {width}", row)
+                row = row[:width]
+            elif not any(cell.strip() for cell in row):
+                return None
+            else:
+                row = row + [""] * (width - len(row))
+        if max(map(len, row)) > MAX_FIELD_CHARS:
+            return self._reject(line, f"field longer than {MAX_FIELD_CHARS // 1024} KiB", row)
+        if "\x00" in "".join(row):
+            return self._reject(line, "NUL byte in row", row)
+        raw_email = row[plan.email]
+        try:
+            address = normalise_address(raw_email)
+        except AddressError as exc:
+            if not raw_email.strip():
+                if not any(cell.strip() for cell in row):
+                    return None
+                return self._reject(line, "missing email address", row)
+            return self._reject(line, f"invalid email address: {exc.reason}", row)
+        first = _clean_name(row[plan.first_name]) if plan.first_name is not None else None
+        last = _clean_name(row[plan.last_name]) if plan.last_name is not None else None
+        attributes = {name: value for name, index in plan.attributes if (value := row[index].strip())}
+        if plan.name is not None:
+            full = _clean_name(row[plan.name])
+            if full:
+                first, _, rest = full.partition(" ")
+                last = rest.strip() or None
+                attributes["name"] = full
+        consent_at = None
+        for index in plan.consent_time:
+            value = row[index].strip()
+            if value:
+                try:
+                    consent_at = parse_consent_time(value)
+                except ValueError:
+                    return self._reject(line, f"bad consent time {value!r}", row)
+                if consent_at > self._now_limit:
+                    return self._reject(line, f"consent time in the future {value!r}", row)
+                break
+        consent_ip = None
+        for index in plan.consent_ip:
+            value = row[index].strip()
+            if value:
+                try:
+                    consent_ip = truncate_ip(value)
+                except ValueError:
+                    return self._reject(line, f"bad consent IP address {value!r}", row)
+                break
+        return ImportRow(line, address.address, address.key, first or None, last or None,
+                         attributes, consent_at, consent_ip)
+
+    def _reject(self, line: int, reason: str, row: list[str]) -> RowReject:
+        headers = self.plan.headers
+        raw = {headers[i] if i < len(headers) else f"column_{i + 1}": cell for i, cell in enumerate(row)}
+        return RowReject(line, reason, raw)
+
+
+def open_csv(
+    path: str | Path,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    mapping: dict[str, str] | None = None,
+) -> CsvSource:
+    """Open a contact file, detect its format and plan its columns.
+
+    Raises InputFileError (exit 2) for a missing, unreadable, binary or empty
+    file, or one without an email column.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        binary: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by CsvSource
+    except FileNotFoundError:
+        raise InputFileError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{source}: is a directory, not a CSV file") from None
+    except OSError as exc:
+        raise InputFileError(f"{source}: cannot read ({exc.strerror})") from None
+    try:
+        return _open(binary, path, source, encoding, delimiter, mapping)
+    except BaseException:
+        binary.close()
+        raise
+
+
+def _open(
+    binary: BinaryIO,
+    path: Path,
+    source: str,
+    encoding: str | None,
+    delimiter: str | None,
+    mapping: dict[str, str] | None,
+) -> CsvSource:
+    import os
+
+    size = os.fstat(binary.fileno()).st_size
+    try:
+        head = binary.read(HEAD_BYTES)
+    except OSError as exc:
+        raise InputFileError(f"{source}: cannot read ({exc.strerror})") from None
+    if not head.strip():
+        raise InputFileError(f"{source}: the file is empty")
+    fmt = detect_format(head, source, encoding=encoding, delimiter=delimiter, complete=len(head) < HEAD_BYTES)
+    binary.seek(0)
+    text = io.TextIOWrapper(binary, encoding=fmt.encoding, errors="strict", newline="")  # type: ignore[arg-type]
+    csv.field_size_limit(max(csv.field_size_limit(), 16 * MAX_FIELD_CHARS))
+    reader = csv.reader(text, delimiter=fmt.delimiter)
+    try:
+        if fmt.skip_sep_line:
+            next(text)  # reader.line_num does not count it; start lines at 2
+        header: list[str] | None = None
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                header = row
+                break
+    except UnicodeDecodeError:
+        bad = find_undecodable_line(path, fmt.encoding)
+        raise InputFileError(
+            f"{source}: line {bad}: cannot be decoded as {fmt.encoding}",
+            hint="pass the file's encoding, e.g. --encoding cp1252",
+        ) from None
+    except csv.Error as exc:
+        raise InputFileError(f"{source}: not a readable CSV file ({exc})") from None
+    if header is None:
+        raise InputFileError(f"{source}: the file has no rows")
+    offset = 1 if fmt.skip_sep_line else 0
+    header_line = reader.line_num + offset  # type: ignore[attr-defined]
+    headers = [h.strip().lstrip("\ufeff") for h in header]
+    first_row: list[str] | None = None
+    try:
+        plan = plan_columns(headers, mapping, source)
+    except InputFileError:
+        plan_or_none = _headerless_plan(headers) if not mapping else None
+        if plan_or_none is None:
+            raise
+        plan, first_row = plan_or_none, header
+    limit = clock.to_iso(clock.now() + timedelta(days=1))
+    src = CsvSource(
+        path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text,
+        _reader=_LineOffset(reader, offset) if offset else reader,
+        _first_row=first_row, _first_line=header_line if first_row is not None else header_line + 1,
+        _now_limit=limit,
+    )
+    return src
+
+
+class _LineOffset:
+    """A csv reader whose ``line_num`` also counts a skipped ``sep=`` line."""
+
+    def __init__(self, reader: Iterator[list[str]], offset: int) -> None:
+        self._reader = reader
+        self._offset = offset
+
+    def __iter__(self) -> _LineOffset:
+        return self
+
+    def __next__(self) -> list[str]:
+        return next(self._reader)
+
+    @property
+    def line_num(self) -> int:
+        return self._reader.line_num + self._offset  # type: ignore[attr-defined, no-any-return]
+
+
+def _headerless_plan(first_row: list[str]) -> ColumnPlan | None:
+    """A file of bare addresses (no header): the column whose first cell is one."""
+    for index, cell in enumerate(first_row):
+        try:
+            normalise_address(cell)
+        except AddressError:
+            continue
+        headers = tuple(f"column_{i + 1}" for i in range(len(first_row)))
+        attributes = tuple((headers[i], i) for i in range(len(first_row)) if i != index)
+        return ColumnPlan(headers=headers, email=index, attributes=attributes, has_header=False)
+    return None
+
+
+def find_undecodable_line(path: Path, encoding: str) -> int:
+    """The physical line holding the first byte that does not decode (error path only)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    with open(path, "rb") as handle:
+        for piece in handle:  # split at b"\n": each piece holds at most one newline
+            try:
+                text = decoder.decode(piece)
+            except UnicodeDecodeError:
+                return line
+            line += text.count("\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return line
+    return line
+
+
+def iter_rows(
+    path: str | Path,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    mapping: dict[str, str] | None = None,
+) -> Iterator[ImportRow | RowReject]:
+    """Convenience: every row of a file (see :func:`open_csv`)."""
+    with open_csv(path, encoding=encoding, delimiter=delimiter, mapping=mapping) as source:
+        yield from source.rows()
