@@ -31,6 +31,13 @@ import dns.rrset
 import dns.zone
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for aiosmtpd's Controller)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def txt(text: str) -> str:
     """A TXT rdata for zone text: ``text`` split into quoted strings of ≤255 octets."""
     chunks = [text[i : i + 255] for i in range(0, len(text), 255)] or [""]
