@@ -147,6 +147,17 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_subject ON audit_log(subject_hmac);
 """
 
+# Every message `bounces` has read (DSN, ARF, mailto, unmatched), by a hash of
+# its Message-ID (or bytes), so reading the same mailbox again changes nothing.
+M002_PROCESSED_MESSAGES = """
+CREATE TABLE processed_messages (
+    ref TEXT PRIMARY KEY,
+    outcome TEXT NOT NULL,
+    processed_at TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
+    ("m002_processed_messages", M002_PROCESSED_MESSAGES),
 ]
