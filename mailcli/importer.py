@@ -194,7 +194,7 @@ def plan_columns(
         if wanted not in keys:
             raise InputFileError(
                 f"{source}: --map names a column that is not in the file: {wanted!r}",
-                hint="columns found: " + (", ".join(h for h in headers if h) or "(none)"),
+                hint=f"columns found: {_show_headers(headers)}",
             )
     chosen: dict[str, int] = {}
     consent_time: list[tuple[int, int]] = []
@@ -224,7 +224,7 @@ def plan_columns(
         else:
             attributes.append((target or attribute_name(headers[index]), index))
     if "email" not in chosen:
-        found = ", ".join(h for h in headers if h.strip()) or "(none)"
+        found = _show_headers(headers)
         raise InputFileError(
             f"{source}: no email column (columns found: {found})",
             hint='name the column with --map "COLUMN=email"',
@@ -244,6 +244,17 @@ def plan_columns(
         consent_ip=tuple(i for _, i in sorted(consent_ip)),
         attributes=_unique_names(attributes),
     )
+
+
+def _show_headers(headers: list[str]) -> str:
+    """Headers for an error message: printable, short, at most 20 of them."""
+    shown = []
+    for header in headers[:20]:
+        text = "".join(ch if ch.isprintable() else "?" for ch in header.strip())
+        if text:
+            shown.append(text if len(text) <= 40 else text[:39] + "…")
+    more = len(headers) - 20
+    return (", ".join(shown) or "(none)") + (f" and {more} more" if more > 0 else "")
 
 
 def _unique_names(attributes: list[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
@@ -268,17 +279,17 @@ def detect_encoding(head: bytes, source: str, *, complete: bool = False) -> str:
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    if head.startswith(b"PK\x03\x04"):
+        raise InputFileError(
+            f"{source}: this is a spreadsheet or zip file, not a CSV file",
+            hint="save it as CSV (comma or semicolon separated) and import that",
+        )
     if b"\x00" in head:
         even, odd = head[0::2], head[1::2]
         if odd and odd.count(0) > len(odd) * 0.4 and even.count(0) < len(even) * 0.05:
             return "utf-16-le"
         if even and even.count(0) > len(even) * 0.4 and odd.count(0) < len(odd) * 0.05:
             return "utf-16-be"
-    if head.startswith(b"PK\x03\x04"):
-        raise InputFileError(
-            f"{source}: this is a spreadsheet or zip file, not a CSV file",
-            hint="save it as CSV (comma or semicolon separated) and import that",
-        )
     # Binary, not text: more than 1% control bytes. A single stray NUL in a
     # text file is not binary; it rejects its row instead (F11).
     if len(head.translate(None, _TEXT_BYTES)) > max(len(head) // 100, 1) or head.count(0) > 64:
