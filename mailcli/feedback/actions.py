@@ -1,0 +1,354 @@
+"""The one place that records opt-outs, bounces and complaints.
+
+Every channel — one-click POST (``serve``), mailto and DSN/ARF reports
+(``bounces``), and the manual ``unsubscribe`` command — ends here, so each
+opt-out is stored the same way (STANDARDS B14, E03, E17):
+
+* the membership(s) become ``unsubscribed`` with the UTC time and the channel;
+  the consent evidence of the membership is left untouched (E03);
+* an opt-out from all marketing (scope ``*``) also sets
+  ``contacts.no_marketing_at`` (art. 21, E05);
+* a suppression row keyed by the HMAC of the normalised address, so a later
+  import never resubscribes the person and send skips them even after the
+  contact row is erased (E17);
+* an ``events`` row (kind, channel, scope, campaign when attributable) that
+  ``report`` counts, and an audit entry.
+
+All of it happens in one transaction. Repeating an opt-out changes nothing
+and returns ``False`` (B09): the first record is never overwritten.
+
+Hard bounces and complaints suppress from all marketing (C03, B24); soft
+bounces only count, until ``[bounces] soft_limit`` distinct campaigns have
+soft-bounced, which then suppresses the address as bounced (B25).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import audit, clock
+from ..addresses import AddressError, normalise_address
+from ..config import Settings
+from ..errors import NotFoundError, UsageError
+from ..store import Store
+from ..tokens import address_hmac
+
+ALL = "*"
+CHANNELS = ("one-click", "mailto", "cli", "complaint", "bounce")
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRef:
+    """The few columns the feedback code needs about a contact."""
+
+    id: int
+    uid: str
+    email_key: str
+    status: str
+    no_marketing_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AddressResult:
+    """What ``unsubscribe_address`` did: was the address known, did anything change."""
+
+    known: bool
+    changed: bool
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
+class BounceResult:
+    """What ``record_bounce`` did."""
+
+    suppressed: bool  # the address is (now) suppressed as bounced because of this report
+    changed: bool  # a suppression or status was newly written
+    soft_count: int  # distinct campaigns with soft bounces so far (soft only)
+
+
+def _contact(conn: sqlite3.Connection, contact_id: int) -> ContactRef | None:
+    row = conn.execute(
+        "SELECT id, uid, email_key, status, no_marketing_at FROM contacts WHERE id = ?", (contact_id,)
+    ).fetchone()
+    return ContactRef(*row) if row else None
+
+
+def contact_by_uid(conn: sqlite3.Connection, uid: str) -> ContactRef | None:
+    row = conn.execute(
+        "SELECT id, uid, email_key, status, no_marketing_at FROM contacts WHERE uid = ?", (uid,)
+    ).fetchone()
+    return ContactRef(*row) if row else None
+
+
+def contact_by_email_key(conn: sqlite3.Connection, email_key: str) -> ContactRef | None:
+    row = conn.execute(
+        "SELECT id, uid, email_key, status, no_marketing_at FROM contacts WHERE email_key = ?", (email_key,)
+    ).fetchone()
+    return ContactRef(*row) if row else None
+
+
+def list_name_of(conn: sqlite3.Connection, list_id: int) -> str | None:
+    row = conn.execute("SELECT name FROM lists WHERE id = ?", (list_id,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def latest_campaign(conn: sqlite3.Connection, contact_id: int, list_id: int | None) -> int | None:
+    """The most recent campaign sent to this contact (on this list), for attribution."""
+    sql = (
+        "SELECT d.campaign_id FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
+        " WHERE d.contact_id = ? AND d.status IN ('sent', 'uncertain', 'sending')"
+    )
+    params: list[Any] = [contact_id]
+    if list_id is not None:
+        sql += " AND c.list_id = ?"
+        params.append(list_id)
+    sql += " ORDER BY COALESCE(d.sent_at, d.updated_at) DESC, d.id DESC LIMIT 1"
+    row = conn.execute(sql, params).fetchone()
+    return int(row[0]) if row else None
+
+
+def _suppress(conn: sqlite3.Connection, digest: str, scope: str, reason: str, channel: str, now: str) -> bool:
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO suppressions (hmac, scope, reason, channel, created_at) VALUES (?, ?, ?, ?, ?)",
+        (digest, scope, reason, channel, now),
+    )
+    return cursor.rowcount > 0
+
+
+def _event(
+    conn: sqlite3.Connection, *, contact_id: int | None, campaign_id: int | None, kind: str, channel: str,
+    scope: str, detail: Mapping[str, Any] | None, source_ref: str | None, now: str,
+) -> None:
+    conn.execute(
+        "INSERT INTO events (contact_id, campaign_id, kind, channel, scope, detail, source_ref, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (contact_id, campaign_id, kind, channel, scope,
+         json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":")), source_ref, now),
+    )
+
+
+def _unsubscribe_memberships(conn: sqlite3.Connection, contact_id: int, list_id: int | None, channel: str, now: str) -> int:
+    sql = (
+        "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = ?, updated_at = ?"
+        " WHERE contact_id = ? AND status != 'unsubscribed'"
+    )
+    params: list[Any] = [now, channel, now, contact_id]
+    if list_id is not None:
+        sql += " AND list_id = ?"
+        params.append(list_id)
+    return conn.execute(sql, params).rowcount
+
+
+def unsubscribe(
+    store: Store,
+    settings: Settings,
+    contact_id: int,
+    *,
+    list_id: int | None = None,
+    channel: str,
+    campaign_id: int | None = None,
+    source_ref: str | None = None,
+    command: str | None = None,
+) -> bool:
+    """Opt a contact out of one list (``list_id``) or of all marketing (``None``).
+
+    Returns True when something changed; a repeat returns False and writes
+    nothing (no second event, no new timestamp).
+    """
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    secret = settings.secret()
+    with store.transaction() as conn:
+        contact = _contact(conn, contact_id)
+        if contact is None:
+            return False
+        if list_id is not None:
+            scope = list_name_of(conn, list_id)
+            if scope is None:  # the list was deleted: nothing left to leave
+                return False
+        else:
+            scope = ALL
+        now = clock.now_iso()
+        changed = _unsubscribe_memberships(conn, contact.id, list_id, channel, now) > 0
+        if list_id is None:
+            cursor = conn.execute(
+                "UPDATE contacts SET no_marketing_at = ?, status = CASE WHEN status = 'active' THEN 'unsubscribed'"
+                " ELSE status END, updated_at = ? WHERE id = ? AND no_marketing_at IS NULL",
+                (now, now, contact.id),
+            )
+            changed = cursor.rowcount > 0 or changed
+        digest = address_hmac(secret, contact.email_key)
+        changed = _suppress(conn, digest, scope, "unsubscribed", channel, now) or changed
+        if not changed:
+            return False
+        _event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="unsubscribed", channel=channel,
+               scope=scope, detail=None, source_ref=source_ref, now=now)
+        audit.append(store, "unsubscribe", subject_hmac=digest, command=command or channel,
+                     detail={"channel": channel, "scope": scope})
+    return True
+
+
+def record_bounce(
+    store: Store,
+    settings: Settings,
+    contact_id: int,
+    *,
+    hard: bool,
+    campaign_id: int | None = None,
+    status: str | None = None,
+    source_ref: str | None = None,
+    command: str = "bounces",
+) -> BounceResult:
+    """Record one bounce report for a contact.
+
+    Hard: suppress from everything (reason ``bounced``) and mark the contact
+    ``bounced``. Soft: an event only, until soft bounces from
+    ``[bounces] soft_limit`` distinct campaigns have been seen (B25).
+    """
+    secret = settings.secret()
+    with store.transaction() as conn:
+        contact = _contact(conn, contact_id)
+        if contact is None:
+            return BounceResult(suppressed=False, changed=False, soft_count=0)
+        now = clock.now_iso()
+        digest = address_hmac(secret, contact.email_key)
+        detail = {"status": status, "class": "hard" if hard else "soft"}
+        _event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="bounced" if hard else "soft_bounced",
+               channel="bounce", scope=ALL, detail=detail, source_ref=source_ref, now=now)
+        soft_count = 0
+        if not hard:
+            # Count campaigns, not messages: a delay notice and the final
+            # failure of the same message are one problem, not two.
+            row = conn.execute(
+                "SELECT COUNT(DISTINCT COALESCE(campaign_id, -id)) FROM events"
+                " WHERE contact_id = ? AND kind = 'soft_bounced'",
+                (contact.id,),
+            ).fetchone()
+            soft_count = int(row[0])
+            if soft_count < settings.bounces.soft_limit:
+                return BounceResult(suppressed=False, changed=False, soft_count=soft_count)
+        changed = _suppress(conn, digest, ALL, "bounced", "bounce", now)
+        cursor = conn.execute(
+            "UPDATE contacts SET status = 'bounced', updated_at = ? WHERE id = ? AND status IN ('active', 'unsubscribed')",
+            (now, contact.id),
+        )
+        changed = cursor.rowcount > 0 or changed
+        if not hard and changed:
+            # The escalation is its own fact, not attributed to a campaign, so
+            # report does not count this message both as soft and as hard.
+            _event(conn, contact_id=contact.id, campaign_id=None, kind="bounced", channel="bounce", scope=ALL,
+                   detail={"class": "soft_limit", "soft_bounces": soft_count}, source_ref=source_ref, now=now)
+        if changed:
+            audit.append(store, "suppress", subject_hmac=digest, command=command,
+                         detail={"reason": "bounced", "status": status, "class": detail["class"] if hard else "soft_limit"})
+    return BounceResult(suppressed=True, changed=changed, soft_count=soft_count)
+
+
+def record_complaint(
+    store: Store,
+    settings: Settings,
+    contact_id: int,
+    *,
+    campaign_id: int | None = None,
+    feedback_type: str = "abuse",
+    source_ref: str | None = None,
+    command: str = "bounces",
+) -> bool:
+    """A spam complaint: suppress from all marketing at once (B24, art. 21).
+
+    The complaint is recorded as an objection to all direct marketing: every
+    membership is unsubscribed (channel ``complaint``), ``no_marketing_at`` is
+    set and the address is suppressed with reason ``complained``.
+    Returns True when the contact was not already suppressed this way.
+    """
+    secret = settings.secret()
+    with store.transaction() as conn:
+        contact = _contact(conn, contact_id)
+        if contact is None:
+            return False
+        now = clock.now_iso()
+        digest = address_hmac(secret, contact.email_key)
+        _event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="complained", channel="complaint",
+               scope=ALL, detail={"feedback_type": feedback_type}, source_ref=source_ref, now=now)
+        changed = _unsubscribe_memberships(conn, contact.id, None, "complaint", now) > 0
+        cursor = conn.execute(
+            "UPDATE contacts SET status = 'complained', no_marketing_at = COALESCE(no_marketing_at, ?), updated_at = ?"
+            " WHERE id = ? AND status != 'complained'",
+            (now, now, contact.id),
+        )
+        changed = cursor.rowcount > 0 or changed
+        changed = _suppress(conn, digest, ALL, "complained", "complaint", now) or changed
+        if changed:
+            audit.append(store, "suppress", subject_hmac=digest, command=command,
+                         detail={"reason": "complained", "feedback_type": feedback_type})
+    return changed
+
+
+def record_policy_rejection(
+    store: Store, contact_id: int | None, *, campaign_id: int | None, status: str | None, source_ref: str | None,
+) -> None:
+    """A 5.7.x rejection: the sender's setup (SPF/DKIM/DMARC, reputation) is at fault.
+
+    It never suppresses the contact (C03); the event lets the campaign show it.
+    """
+    with store.transaction() as conn:
+        _event(conn, contact_id=contact_id, campaign_id=campaign_id, kind="policy_rejected", channel="bounce",
+               scope=ALL, detail={"status": status}, source_ref=source_ref, now=clock.now_iso())
+
+
+def unsubscribe_address(
+    store: Store,
+    settings: Settings,
+    email: str,
+    *,
+    list_name: str | None = None,
+    channel: str = "cli",
+    command: str = "unsubscribe",
+) -> AddressResult:
+    """Opt an address out by hand, whether or not it is in the database.
+
+    An unknown address is still put on the suppression list, so a later
+    import can never add it: that is what a person asking to be left alone
+    expects.
+    """
+    try:
+        address = normalise_address(email)
+    except AddressError as exc:
+        raise UsageError(f"Not a valid email address: {email!r} ({exc.reason})") from None
+    conn = store.conn
+    list_id: int | None = None
+    if list_name is not None:
+        row = conn.execute("SELECT id FROM lists WHERE name = ?", (list_name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"No list named {list_name!r}", hint="see `mailcli lists`")
+        list_id = int(row[0])
+    scope = list_name if list_name is not None else ALL
+    contact = contact_by_email_key(conn, address.key)
+    if contact is not None:
+        changed = unsubscribe(store, settings, contact.id, list_id=list_id, channel=channel, command=command)
+        return AddressResult(known=True, changed=changed, scope=scope)
+    digest = address_hmac(settings.secret(), address.key)
+    with store.transaction() as tx:
+        changed = _suppress(tx, digest, scope, "unsubscribed", channel, clock.now_iso())
+        if changed:
+            _event(tx, contact_id=None, campaign_id=None, kind="unsubscribed", channel=channel, scope=scope,
+                   detail={"known": False}, source_ref=None, now=clock.now_iso())
+            audit.append(store, "unsubscribe", subject_hmac=digest, command=command,
+                         detail={"channel": channel, "scope": scope, "known": False})
+    return AddressResult(known=False, changed=changed, scope=scope)
+
+
+def is_suppressed(store: Store, settings: Settings, email_key: str, scope: str | None = None) -> bool:
+    """True when the address is suppressed for everything, or for ``scope``."""
+    digest = address_hmac(settings.secret(), email_key)
+    scopes = (ALL,) if scope is None else (ALL, scope)
+    placeholders = ",".join("?" for _ in scopes)
+    row = store.conn.execute(
+        f"SELECT 1 FROM suppressions WHERE hmac = ? AND scope IN ({placeholders}) LIMIT 1",  # noqa: S608 - placeholders only
+        (digest, *scopes),
+    ).fetchone()
+    return row is not None
