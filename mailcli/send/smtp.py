@@ -260,6 +260,9 @@ class SmtpConnection:
         self._proto: _ReplyReader | None = None
         self.extensions: dict[str, str] = {}
         self.encrypted = False
+        # A transaction was left open by a refused RCPT/DATA: the next one
+        # starts with RSET (sent pipelined with the envelope).
+        self.need_rset = False
 
     # -- lifecycle -----------------------------------------------------------
     async def open(self) -> None:

@@ -438,7 +438,6 @@ class SmtpTransport:
         pipelining = "PIPELINING" in conn.extensions
         msg: OutgoingMessage | None = holding[0]
         envelope_written = False
-        need_rset = False
         while msg is not None:
             precheck = self._precheck(conn, msg)
             if precheck is not None:
@@ -450,7 +449,7 @@ class SmtpTransport:
                 if msg is not None:
                     _hold(holding, msg)
                 continue
-            cmds = self._envelope(conn, msg, need_rset)
+            cmds = self._envelope(conn, msg, conn.need_rset)
             n_env = len(cmds)
             try:
                 if not envelope_written:
@@ -476,9 +475,9 @@ class SmtpTransport:
                     self._host_backoff()
                 await self._retry(msg, reason or f"connection lost before data: {exc}")
                 raise
-            if need_rset:
+            if conn.need_rset:
                 replies = replies[1:]  # the RSET reply; its outcome does not matter
-                need_rset = False
+                conn.need_rset = False
             if not replies:
                 raise SmtpProtocolError("RSET refused")
             mail_r, rcpt_r = replies[0], (replies[1] if len(replies) > 1 else None)
@@ -494,7 +493,7 @@ class SmtpTransport:
                     # empty message so the session stays in sync.
                     conn.write(b".\r\n")
                     await conn.read_replies(1)
-                need_rset = True
+                conn.need_rset = True
                 await self._outcome(msg, failed, conn)
                 if failed.code == 421:
                     raise ConnectionDropped("server closing (421)")
@@ -506,7 +505,7 @@ class SmtpTransport:
             if data_r is None:
                 raise SmtpProtocolError("no reply to DATA")
             if data_r.code != 354:
-                need_rset = True
+                conn.need_rset = True
                 await self._outcome(msg, data_r, conn)
                 if data_r.code == 421:
                     raise ConnectionDropped("server closing (421)")

@@ -1,0 +1,268 @@
+"""A real SMTP server on 127.0.0.1 for tests, with scripted faults.
+
+Reusable by every test that needs to see what mailcli puts on the wire. It is
+aiosmtpd (a real SMTP implementation) in a background thread; the handler
+records every accepted message and can be told, per recipient and per stage,
+to answer something else first.
+
+Usage::
+
+    from tests.smtpserver import SmtpServer
+
+    with SmtpServer() as server:                       # plain, PIPELINING on
+        server.script("RCPT", "ann@example.org", ["451 4.3.0 try later"])
+        server.script("DATA", "bob@example.org", ["550 5.1.1 no such user"])
+        server.script("RCPT", "cy@example.org", ["421 4.7.0 closing", "DROP"])
+        ... run mailcli against 127.0.0.1:server.port ...
+        assert server.recipients().count("ann@example.org") == 1
+        msg = server.messages[0]          # Received(mail_from, rcpt_tos, data)
+        server.delay = 0.2                # slow every DATA (to interrupt a send)
+
+Scripted replies are consumed in order, one per attempt, then the stage
+behaves normally again. The special reply ``"DROP"`` closes the connection
+without answering; a reply starting with ``421`` is sent and then the server
+closes the connection, as a real server does (RFC 5321 §3.8).
+
+Options: ``pipelining`` (advertise PIPELINING, default on), ``size`` (SIZE
+limit), ``auth`` (a ``{user: password}`` dict: AUTH PLAIN/LOGIN required),
+``tls`` = ``"starttls"`` (STARTTLS required) or ``"tls"`` (implicit TLS), using
+a self-signed certificate for ``localhost``/``127.0.0.1`` from
+``make_certificate()``; ``server.ca_file`` is that certificate, to trust it.
+
+Also: ``server.auth_attempts`` lists (mechanism, user, password) tuples the
+server saw; ``server.wait_for(n)`` waits until n messages have arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import socket
+import ssl
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes  # exactly the bytes received (dot-unstuffed), CRLF kept
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_certificate(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` and 127.0.0.1: (cert, key) paths."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class _Handler:
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+
+    def _scripted(self, stage: str, address: str) -> str | None:
+        with self.server._lock:
+            queue = self.server._scripts.get((stage, address.lower()))
+            if queue:
+                return queue.pop(0)
+        return None
+
+    def _apply(self, smtp: Any, reply: str) -> str:
+        if reply == "DROP":
+            smtp.transport.close()
+            return "421 4.4.2 (connection dropped)"  # never reaches the client
+        if reply.startswith("421"):
+            asyncio.get_running_loop().call_later(0.01, smtp.transport.close)
+        return reply
+
+    async def handle_EHLO(self, smtp: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        self.server.ehlo_count += 1
+        if self.server.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+            responses.insert(-1, "250-ENHANCEDSTATUSCODES")
+        return responses
+
+    async def handle_MAIL(self, smtp: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        reply = self._scripted("MAIL", "*")
+        if reply:
+            return self._apply(smtp, reply)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, smtp: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        reply = self._scripted("RCPT", address)
+        if reply:
+            return self._apply(smtp, reply)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
+        if self.server.delay:
+            await asyncio.sleep(self.server.delay)
+        for rcpt in envelope.rcpt_tos:
+            reply = self._scripted("DATA", rcpt)
+            if reply:
+                return self._apply(smtp, reply)
+        with self.server._lock:
+            self.server.messages.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
+            )
+        return "250 2.0.0 queued"
+
+
+@dataclass
+class SmtpServer:
+    """aiosmtpd on 127.0.0.1 in a thread; see the module docstring."""
+
+    pipelining: bool = True
+    size: int = 0
+    auth: dict[str, str] | None = None
+    tls: str | None = None  # None | "starttls" | "tls"
+    cert_dir: Path | None = None
+    port: int = 0
+    delay: float = 0.0
+    messages: list[Received] = field(default_factory=list)
+    auth_attempts: list[tuple[str, str, str]] = field(default_factory=list)
+    ehlo_count: int = 0
+    ca_file: Path | None = None
+    _scripts: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _controller: Any = None
+
+    # -- scripting --------------------------------------------------------------
+    def script(self, stage: str, address: str, replies: list[str]) -> None:
+        """Answer ``replies`` (one per attempt) at MAIL/RCPT/DATA for ``address``
+        (use ``"*"`` with MAIL) before behaving normally."""
+        with self._lock:
+            self._scripts[(stage.upper(), address.lower())].extend(replies)
+
+    def recipients(self) -> list[str]:
+        with self._lock:
+            return [r for m in self.messages for r in m.rcpt_tos]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.messages) >= count:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = auth_data.login.decode("utf-8", "replace")
+        password = auth_data.password.decode("utf-8", "replace")
+        with self._lock:
+            self.auth_attempts.append((mechanism, user, password))
+        ok = self.auth is not None and self.auth.get(user) == password
+        return AuthResult(success=ok, handled=False)
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self) -> SmtpServer:
+
+        self.port = self.port or free_port()
+        kwargs: dict[str, Any] = {
+            "hostname": "127.0.0.1",
+            "port": self.port,
+            "server_hostname": "localhost",
+            "data_size_limit": self.size or 2**25,
+            "enable_SMTPUTF8": True,
+            "ident": "mailcli test server",
+        }
+        if self.tls:
+            import tempfile
+
+            folder = self.cert_dir or Path(tempfile.mkdtemp(prefix="smtpcert"))
+            cert, key = make_certificate(folder)
+            self.ca_file = cert
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key)
+            if self.tls == "tls":
+                kwargs["ssl_context"] = context
+            else:
+                kwargs["tls_context"] = context
+                kwargs["require_starttls"] = True
+        if self.auth is not None:
+            kwargs["authenticator"] = self._authenticate
+            kwargs["auth_required"] = True
+            kwargs["auth_require_tls"] = bool(self.tls)
+        self._controller = _QuietController(_Handler(self), **kwargs)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> SmtpServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _QuietController(handler: Any, **kwargs: Any) -> Any:
+    """A Controller whose readiness probe works with implicit TLS and self-signed certs."""
+    from aiosmtpd.controller import Controller
+
+    class Quiet(Controller):  # type: ignore[misc]
+        def _trigger_server(self) -> None:
+            # The stock probe opens a client connection (and a TLS handshake
+            # the self-signed certificate would fail); a plain TCP connect is
+            # enough to know the listener is up.
+            with socket.create_connection((self.hostname, self.port), 1.0):
+                pass
+
+    return Quiet(handler, **kwargs)
