@@ -1,0 +1,129 @@
+"""Erasure without trace (GDPR art. 17; STANDARDS E16, E17, F28, F31).
+
+``erase_subject`` removes every row the registry lists as holding the
+person's data, in one transaction: first the person's deliveries and
+campaign events are folded into the campaign totals (``store.archive``) so
+reports do not change, then the rows are deleted and a suppression entry
+keyed by the HMAC of the address is kept, so the person is never mailed or
+imported again. The erasure is written to the ledger (outside the database)
+before the transaction and audited inside it; afterwards ``scrub`` makes sure
+no byte of the address is left in the database files.
+
+``erase_contact_rows`` is the shared step that ``purge`` (retention) and
+``backup restore`` (ledger replay) use too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from .. import audit, clock
+from ..config import Settings
+from ..store import Store
+from ..store.archive import archive_deliveries, archive_events
+from .ledger import LedgerEntry, append_entries, read_entries
+from .registry import PERSONAL_DATA_TABLES
+from .scrub import ScrubResult, address_needles, scrub
+from .subject import contact_hmac, find_subject
+
+
+@dataclass(frozen=True, slots=True)
+class EraseResult:
+    ref: str  # HMAC prefix: names the person in output without the address
+    found: bool
+    already_erased: bool
+    rows: dict[str, int] = field(default_factory=dict)
+    scrub: ScrubResult | None = None
+
+
+def ensure_suppression(conn: sqlite3.Connection, hmac: str, scope: str, reason: str, channel: str) -> bool:
+    """Add a suppression unless one for (hmac, scope) exists; True when added."""
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO suppressions (hmac, scope, reason, channel, created_at) VALUES (?, ?, ?, ?, ?)",
+        (hmac, scope, reason, channel, clock.now_iso()),
+    )
+    return cur.rowcount > 0
+
+
+def erase_contact_rows(conn: sqlite3.Connection, contact_id: int, hmac: str) -> dict[str, int]:
+    """Delete every registered row about one contact, keeping campaign totals.
+
+    Call inside a transaction. Returns deleted rows per table.
+    """
+    archive_deliveries(conn, "contact_id = ?", (contact_id,))
+    archive_events(conn, "contact_id = ?", (contact_id,))
+    counts: dict[str, int] = {}
+    for entry in PERSONAL_DATA_TABLES.values():
+        if entry.on_erase != "delete":
+            continue
+        value: object = hmac if entry.by_hmac else contact_id
+        cur = conn.execute(f'DELETE FROM "{entry.table}" WHERE "{entry.key}" = ?', (value,))  # noqa: S608 - registry names
+        counts[entry.table] = cur.rowcount
+    return counts
+
+
+def is_erased(conn: sqlite3.Connection, hmac: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM suppressions WHERE hmac = ? AND scope = '*' AND reason = 'erased'", (hmac,)
+    ).fetchone()
+    return row is not None
+
+
+def erase_subject(store: Store, settings: Settings, email: str, *, reason: str | None = None) -> EraseResult:
+    """Erase one person named by address (see module docstring).
+
+    A person we hold no contact for is still put on the suppression list and
+    the ledger (the request's intent is "never mail me"); the result says
+    ``found=False`` so the command can say so and exit 1.
+    """
+    subject = find_subject(store, settings, email)
+    already = subject.contact_id is None and is_erased(store.conn, subject.hmac)
+    if already:
+        return EraseResult(ref=subject.ref, found=False, already_erased=True)
+    append_entries(settings, [LedgerEntry(subject.hmac, clock.now_iso(), "request", True)])
+    rows: dict[str, int] = {}
+    with store.transaction() as conn:
+        if subject.contact_id is not None:
+            rows = erase_contact_rows(conn, subject.contact_id, subject.hmac)
+        ensure_suppression(conn, subject.hmac, "*", "erased", "cli")
+        audit.record_access(
+            store, settings, "erase", subject_hmac=subject.hmac, command="privacy erase",
+            detail={"found": subject.contact_id is not None, "rows": rows}, reason=reason,
+        )
+    result = scrub(store, address_needles(subject.address, subject.key))
+    return EraseResult(ref=subject.ref, found=subject.contact_id is not None, already_erased=False, rows=rows, scrub=result)
+
+
+def reapply_ledger(store: Store, settings: Settings) -> int:
+    """Erase again everyone in the ledger that a restored database still holds.
+
+    A contact is re-erased when the HMAC of its address is in the ledger and
+    it was created no later than the erasure (someone who came back later with
+    new consent is a new record and stays). Suppressions the ledger asks for
+    are ensured whether or not the contact is present. Returns re-erasures.
+    """
+    latest: dict[str, LedgerEntry] = {}
+    for entry in read_entries(settings):
+        known = latest.get(entry.hmac)
+        if known is None or clock.parse_iso(entry.erased_at) > clock.parse_iso(known.erased_at):
+            latest[entry.hmac] = LedgerEntry(entry.hmac, entry.erased_at, entry.reason,
+                                             entry.suppress or (known.suppress if known else False))
+        elif entry.suppress and not known.suppress:
+            latest[entry.hmac] = LedgerEntry(known.hmac, known.erased_at, known.reason, True)
+    if not latest:
+        return 0
+    erased = 0
+    with store.transaction() as conn:
+        candidates = conn.execute("SELECT id, email_key, created_at FROM contacts").fetchall()
+        for contact_id, email_key, created_at in candidates:
+            hmac = contact_hmac(settings, email_key)
+            entry = latest.get(hmac)
+            if entry is None or clock.parse_iso(created_at) > clock.parse_iso(entry.erased_at):
+                continue
+            erase_contact_rows(conn, contact_id, hmac)
+            erased += 1
+        for entry in latest.values():
+            if entry.suppress:
+                ensure_suppression(conn, entry.hmac, "*", "erased", "restore")
+    return erased

@@ -1,0 +1,277 @@
+"""Everything held about one person, as a ZIP (GDPR art. 15 and 20; E10-E12, F10).
+
+The archive holds:
+
+* ``subject.json`` — one schema-versioned document (``mailcli.subject-export/1``)
+  with the profile (fields the person gave us marked ``provided_by_subject``
+  for portability), memberships with consent evidence, deliveries, events,
+  suppression entries, audit entries about the person, and the art. 15(1)
+  information;
+* one CSV per kind of record (RFC 4180 quoting; cells that a spreadsheet
+  would run as a formula are neutralised with a leading ``'``, F10);
+* ``letter.txt`` — the art. 15(1) letter (``letter.py``);
+* ``manifest.sha256`` — ``sha256sum -c`` format for every other file.
+
+Data is gathered by walking the registry (``registry.PERSONAL_DATA_TABLES``)
+with the person's contact id or address HMAC, never by name or domain, so a
+second person with the same name, domain or list can never end up in the
+file (E12). The ZIP is written 0600 to a temporary file and renamed into
+place, so a half-written export never exists under the final name.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import audit, clock
+from ..config import Settings
+from ..errors import MailcliError
+from ..store import Store
+from .letter import LetterFacts, information, render_letter
+from .registry import PERSONAL_DATA_TABLES, uncovered_tables
+from .sqlutil import dicts, json_value
+from .subject import Subject, find_subject, require_contact
+
+SCHEMA = "mailcli.subject-export/1"
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\x00")
+
+# Profile fields the person gave us (art. 20 covers data "provided by" them).
+PROVIDED_BY_SUBJECT = ("email", "first_name", "last_name", "attributes")
+RECORDED_BY_US = ("uid", "status", "restricted_at", "no_marketing_at", "source",
+                  "created_at", "updated_at", "last_activity_at")
+
+
+def neutralise(value: Any) -> str:
+    """A CSV cell a spreadsheet will show as text, never run (STANDARDS F10)."""
+    text = "" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) \
+        if isinstance(value, (dict, list)) else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def to_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([neutralise(row.get(column)) for column in columns])
+    return buffer.getvalue().encode("utf-8")
+
+
+# -- gathering, one builder per registered table ---------------------------------
+
+def _profile(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
+    row = dicts(conn, "SELECT * FROM contacts WHERE id = ?", (subject.contact_id,))[0]
+    row["attributes"] = json_value(row.get("attributes"))
+    provided = {key: row.get(key) for key in PROVIDED_BY_SUBJECT}
+    recorded = {key: row.get(key) for key in RECORDED_BY_US if key in row}
+    extra = {k: v for k, v in row.items() if k not in provided and k not in recorded and k not in ("id", "email_key")}
+    return {"provided_by_subject": provided, "recorded": {**recorded, **extra}}
+
+
+def _memberships(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+    rows = dicts(conn, "SELECT l.name AS list, m.* FROM memberships m JOIN lists l ON l.id = m.list_id"
+                       " WHERE m.contact_id = ? ORDER BY l.name", (subject.contact_id,))
+    out = []
+    for row in rows:
+        out.append({
+            "list": row["list"], "status": row["status"],
+            "consent": {key.removeprefix("consent_"): row.get(key) for key in row if key.startswith("consent_")}
+            | {"confirmed_at": row.get("confirmed_at")},
+            "unsubscribed_at": row.get("unsubscribed_at"), "unsubscribe_channel": row.get("unsubscribe_channel"),
+            "created_at": row.get("created_at"), "updated_at": row.get("updated_at"),
+        })
+    return out
+
+
+def _deliveries(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+    return dicts(conn, "SELECT c.name AS campaign, c.subject AS campaign_subject, d.status, d.message_id,"
+                       " d.attempts, d.last_reply, d.created_at, d.updated_at, d.sent_at"
+                       " FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
+                       " WHERE d.contact_id = ? ORDER BY d.id", (subject.contact_id,))
+
+
+def _events(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+    rows = dicts(conn, "SELECT e.created_at, e.kind, e.channel, e.scope, c.name AS campaign, e.detail, e.source_ref"
+                       " FROM events e LEFT JOIN campaigns c ON c.id = e.campaign_id"
+                       " WHERE e.contact_id = ? ORDER BY e.id", (subject.contact_id,))
+    for row in rows:
+        row["detail"] = json_value(row["detail"])
+    return rows
+
+
+def _suppression(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+    return dicts(conn, "SELECT scope, reason, channel, created_at FROM suppressions WHERE hmac = ? ORDER BY scope",
+                 (subject.hmac,))
+
+
+def _audit(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+    rows = dicts(conn, "SELECT id, at, actor, command, action, detail, reason FROM audit_log"
+                       " WHERE subject_hmac = ? ORDER BY id", (subject.hmac,))
+    for row in rows:
+        row["detail"] = json_value(row["detail"])
+    return rows
+
+
+# registered table -> (section name in subject.json, builder)
+SECTIONS: dict[str, tuple[str, Callable[[sqlite3.Connection, Subject], Any]]] = {
+    "contacts": ("profile", _profile),
+    "memberships": ("memberships", _memberships),
+    "deliveries": ("deliveries", _deliveries),
+    "events": ("events", _events),
+    "suppressions": ("suppression", _suppression),
+    "audit_log": ("audit", _audit),
+}
+
+
+def gather(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
+    """Every registered table's rows about ``subject``, keyed by section."""
+    sections: dict[str, Any] = {}
+    for table, entry in PERSONAL_DATA_TABLES.items():
+        if table in SECTIONS:
+            name, build = SECTIONS[table]
+            sections[name] = build(conn, subject)
+        else:  # a table registered without a builder: export its rows as they are
+            value = subject.hmac if entry.by_hmac else subject.contact_id
+            sections[table] = dicts(conn, f'SELECT * FROM "{table}" WHERE "{entry.key}" = ?', (value,))  # noqa: S608
+    return sections
+
+
+# -- the archive -----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    path: Path
+    ref: str
+    counts: dict[str, int]
+    files: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def default_export_path(settings: Settings, subject: Subject) -> Path:
+    """``exports/<hmac prefix>-<date>.zip``: the file name never holds the address."""
+    return settings.root / "exports" / f"{subject.ref}-{clock.now().strftime('%Y%m%d')}.zip"
+
+
+def _csv_files(data: dict[str, Any]) -> dict[str, bytes]:
+    profile = data["profile"]
+    profile_rows: list[dict[str, Any]] = []
+    for part, provided in (("provided_by_subject", "yes"), ("recorded", "no")):
+        for key, value in profile[part].items():
+            if key == "attributes" and isinstance(value, dict):
+                profile_rows += [{"field": f"attributes.{k}", "value": v, "provided_by_subject": provided}
+                                 for k, v in value.items()]
+            else:
+                profile_rows.append({"field": key, "value": value, "provided_by_subject": provided})
+    memberships = [
+        {"list": m["list"], "status": m["status"], **{f"consent_{k}": v for k, v in m["consent"].items()},
+         "unsubscribed_at": m["unsubscribed_at"], "unsubscribe_channel": m["unsubscribe_channel"],
+         "created_at": m["created_at"], "updated_at": m["updated_at"]}
+        for m in data["memberships"]
+    ]
+    files = {"profile.csv": to_csv(["field", "value", "provided_by_subject"], profile_rows)}
+    for name, rows in (("memberships.csv", memberships), ("deliveries.csv", data["deliveries"]),
+                       ("events.csv", data["events"]), ("suppression.csv", data["suppression"]),
+                       ("audit.csv", data["audit"])):
+        columns = list(rows[0]) if rows else _EMPTY_COLUMNS[name]
+        files[name] = to_csv(columns, rows)
+    return files
+
+
+_EMPTY_COLUMNS = {
+    "memberships.csv": ["list", "status", "consent_source", "consent_method", "consent_at", "consent_ip",
+                        "consent_text", "consent_confirmed_at", "unsubscribed_at", "unsubscribe_channel",
+                        "created_at", "updated_at"],
+    "deliveries.csv": ["campaign", "campaign_subject", "status", "message_id", "attempts", "last_reply",
+                       "created_at", "updated_at", "sent_at"],
+    "events.csv": ["created_at", "kind", "channel", "scope", "campaign", "detail", "source_ref"],
+    "suppression.csv": ["scope", "reason", "channel", "created_at"],
+    "audit.csv": ["id", "at", "actor", "command", "action", "detail", "reason"],
+}
+
+
+def _write_zip(path: Path, files: dict[str, bytes], moment: tuple[int, int, int, int, int, int]) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for name, content in files.items():
+                    info = zipfile.ZipInfo(name, date_time=moment)
+                    info.external_attr = (0o100600 << 16)
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    archive.writestr(info, content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        with_suppressed_unlink(tmp)
+        raise MailcliError(f"Cannot write the export {path}: {exc.strerror}") from None
+    except BaseException:
+        with_suppressed_unlink(tmp)
+        raise
+
+
+def with_suppressed_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def export_subject(store: Store, settings: Settings, email: str, *, output: Path | None = None,
+                   reason: str | None = None) -> ExportResult:
+    """Write the ZIP for one person; unknown person: NotFoundError (exit 1)."""
+    subject = find_subject(store, settings, email)
+    require_contact(subject)
+    warnings = tuple(
+        f"table {name} holds personal data but is not in the privacy registry; its rows are not exported"
+        for name in uncovered_tables(store.conn)
+    )
+    path = Path(output) if output else default_export_path(settings, subject)
+    now = clock.now()
+    generated_at = clock.to_iso(now)
+    with store.transaction() as conn:
+        # Logged first, so the export shows its own access too.
+        audit.record_access(store, settings, "export", subject_hmac=subject.hmac, command="privacy export",
+                            detail={"file": path.name}, reason=reason)
+        sections = gather(conn, subject)
+    counts = {name: len(value) for name, value in sections.items() if isinstance(value, list)}
+    profile = sections["profile"]
+    facts = LetterFacts(
+        generated_at=generated_at,
+        lists=[m["list"] for m in sections["memberships"] if m["status"] != "unsubscribed"],
+        attribute_names=sorted(profile["provided_by_subject"].get("attributes") or {}),
+        sources=sorted({s for s in [*(m["consent"].get("source") for m in sections["memberships"]),
+                                    profile["recorded"].get("source")] if s}),
+        counts=counts,
+    )
+    document = {
+        "schema": SCHEMA,
+        "generated_at": generated_at,
+        "controller": {"name": settings.project.name, "sender": settings.sender.from_header,
+                       "reply_to": settings.sender.reply_to, "postal_address": settings.sender.postal_address},
+        "subject": {"reference": subject.ref},
+        **sections,
+        "information": information(settings, facts),
+    }
+    files = {"subject.json": (json.dumps(document, ensure_ascii=False, indent=2, sort_keys=False) + "\n").encode("utf-8")}
+    files.update(_csv_files(sections))
+    files["letter.txt"] = render_letter(settings, facts).encode("utf-8")
+    files["manifest.sha256"] = "".join(
+        f"{hashlib.sha256(content).hexdigest()}  {name}\n" for name, content in files.items()
+    ).encode("ascii")
+    _write_zip(path, files, now.timetuple()[:6])
+    return ExportResult(path=path, ref=subject.ref, counts=counts, files=tuple(files), warnings=warnings)

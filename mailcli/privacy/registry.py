@@ -1,0 +1,94 @@
+"""The one registry of tables that hold personal data.
+
+Export (art. 15/20) and erasure (art. 17) walk this registry instead of
+naming tables in several places, so a table added later is either listed
+here, with how a person's rows are found, or listed in ``EXCLUDED_TABLES``
+with the reason it holds no personal data. ``uncovered_tables`` inspects the
+live schema and names any table with a personal-data column that is in
+neither; a test fails on it and ``export`` warns about it, so a new table can
+never silently escape an export or an erasure.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+# Column names that mark a table as holding data about a person.
+PERSONAL_COLUMNS = frozenset({"contact_id", "email", "email_key", "subject_hmac", "hmac"})
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalTable:
+    """How one table's rows about a person are found and what erasure does.
+
+    ``key`` is the column that identifies the person: ``id``/``contact_id``
+    (the contact's integer id) or ``hmac``/``subject_hmac`` (the keyed hash
+    of the address). ``on_erase`` is ``delete`` (rows go) or ``keep`` with
+    ``keep_reason`` (rows hold only the keyed hash and must outlive the
+    person: the suppression list, the audit log).
+    """
+
+    table: str
+    key: str
+    on_erase: str
+    description: str
+    keep_reason: str = ""
+
+    @property
+    def by_hmac(self) -> bool:
+        return self.key in ("hmac", "subject_hmac")
+
+
+# Order matters for erasure: children before the contact row itself.
+PERSONAL_DATA_TABLES: dict[str, PersonalTable] = {
+    t.table: t
+    for t in (
+        PersonalTable("events", "contact_id", "delete",
+                      "what happened: subscriptions, unsubscribes, bounces, complaints"),
+        PersonalTable("deliveries", "contact_id", "delete",
+                      "each message sent: campaign, time, Message-ID, result"),
+        PersonalTable("memberships", "contact_id", "delete",
+                      "list memberships with consent evidence and opt-outs"),
+        PersonalTable("contacts", "id", "delete",
+                      "the address, names and custom attributes; restriction and objection"),
+        PersonalTable("suppressions", "hmac", "keep",
+                      "the keyed hash of the address that stops mail and re-import",
+                      keep_reason="holds only the keyed hash; it is what keeps an erased or "
+                                  "opted-out person from being mailed or imported again (art. 17, 21)"),
+        PersonalTable("audit_log", "subject_hmac", "keep",
+                      "who accessed or changed this person's data, and why",
+                      keep_reason="holds only the keyed hash; accountability for the erasure "
+                                  "itself (art. 5(2)); cut by the audit_log retention period"),
+    )
+}
+
+# Tables that hold no personal data (or only mailcli's own bookkeeping).
+EXCLUDED_TABLES: dict[str, str] = {
+    "lists": "list names and creation times only",
+    "campaigns": "campaign name, template, subject and totals; no per-person data",
+    "migrations": "schema bookkeeping",
+}
+
+
+def personal_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    cols = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+    return cols & PERSONAL_COLUMNS
+
+
+def live_tables(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    )
+    return [row[0] for row in rows]
+
+
+def uncovered_tables(conn: sqlite3.Connection) -> list[str]:
+    """Tables with a personal-data column that the registry does not cover."""
+    missing = []
+    for table in live_tables(conn):
+        if table in PERSONAL_DATA_TABLES or table in EXCLUDED_TABLES:
+            continue
+        if personal_columns(conn, table):
+            missing.append(table)
+    return missing

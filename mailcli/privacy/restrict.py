@@ -1,0 +1,110 @@
+"""Restriction of processing (art. 18) and objection to direct marketing (art. 21).
+
+* ``restrict``: the data stays (it is exported and shown) but the person is
+  never sent to — ``contacts.restricted_at`` is set and the send engine
+  excludes restricted contacts when it freezes an audience (STANDARDS E22).
+  Retention purge leaves restricted contacts alone too: a restriction is
+  often asked for precisely so that data is kept (art. 18(1)(b)-(c)).
+* ``unrestrict`` lifts it; lifting is logged like setting it.
+* ``object``: an objection to all direct marketing (E05). It sets
+  ``contacts.no_marketing_at``, ends every membership (unsubscribed, channel
+  ``cli``) and adds a suppression for every list (scope ``*``, reason
+  ``objected``), so no list, import or segment can mail the person again.
+  Their data then follows the ``unsubscribed`` retention period.
+
+Each change appends an event (kind ``restricted``/``unrestricted``/
+``objected``) and an audit row with the optional reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .. import audit, clock
+from ..config import Settings
+from ..store import Store
+from .erase import ensure_suppression
+from .subject import Subject, find_subject, require_contact
+
+
+@dataclass(frozen=True, slots=True)
+class FlagResult:
+    ref: str
+    found: bool
+    changed: bool  # False when the flag was already in the requested state
+    since: str | None  # when the flag was (or had been) set
+    memberships_ended: int = 0
+
+
+def _event(conn: object, contact_id: int, kind: str, now: str, detail: dict[str, object] | None = None) -> None:
+    conn.execute(  # type: ignore[attr-defined]
+        "INSERT INTO events (contact_id, kind, channel, scope, detail, created_at) VALUES (?, ?, 'cli', '*', ?, ?)",
+        (contact_id, kind, json.dumps(detail or {}, sort_keys=True), now),
+    )
+
+
+def _set_restriction(store: Store, settings: Settings, email: str, on: bool, reason: str | None) -> FlagResult:
+    subject = find_subject(store, settings, email)
+    contact_id = require_contact(subject)
+    now = clock.now_iso()
+    action = "restrict" if on else "unrestrict"
+    with store.transaction() as conn:
+        current = conn.execute("SELECT restricted_at FROM contacts WHERE id = ?", (contact_id,)).fetchone()[0]
+        changed = (current is None) if on else (current is not None)
+        if changed:
+            conn.execute("UPDATE contacts SET restricted_at = ?, updated_at = ? WHERE id = ?",
+                         (now if on else None, now, contact_id))
+            _event(conn, contact_id, "restricted" if on else "unrestricted", now)
+        audit.record_access(store, settings, action, subject_hmac=subject.hmac, command=f"privacy {action}",
+                            detail={"changed": changed}, reason=reason)
+    since = (now if changed else current) if on else None
+    return FlagResult(ref=subject.ref, found=True, changed=changed, since=since)
+
+
+def restrict_subject(store: Store, settings: Settings, email: str, *, reason: str | None = None) -> FlagResult:
+    return _set_restriction(store, settings, email, True, reason)
+
+
+def unrestrict_subject(store: Store, settings: Settings, email: str, *, reason: str | None = None) -> FlagResult:
+    return _set_restriction(store, settings, email, False, reason)
+
+
+def object_subject(store: Store, settings: Settings, email: str, *, reason: str | None = None) -> FlagResult:
+    """Record an objection to all direct marketing (see module docstring).
+
+    For an address we hold no contact for, the suppression is still added
+    (the objection's intent is "never mail me"); ``found`` is False.
+    """
+    subject: Subject = find_subject(store, settings, email)
+    now = clock.now_iso()
+    changed = False
+    ended = 0
+    since: str | None = None
+    with store.transaction() as conn:
+        if subject.contact_id is not None:
+            cid = subject.contact_id
+            since = conn.execute("SELECT no_marketing_at FROM contacts WHERE id = ?", (cid,)).fetchone()[0]
+            if since is None:
+                changed = True
+                since = now
+                conn.execute(
+                    "UPDATE contacts SET no_marketing_at = ?, updated_at = ?,"
+                    " status = CASE WHEN status = 'active' THEN 'unsubscribed' ELSE status END WHERE id = ?",
+                    (now, now, cid),
+                )
+                _event(conn, cid, "objected", now)
+            ended = conn.execute(
+                "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = 'cli',"
+                " updated_at = ? WHERE contact_id = ? AND status != 'unsubscribed'",
+                (now, now, cid),
+            ).rowcount
+        added = ensure_suppression(conn, subject.hmac, "*", "objected", "cli")
+        changed = changed or added or ended > 0
+        audit.record_access(
+            store, settings, "object", subject_hmac=subject.hmac, command="privacy object",
+            detail={"found": subject.contact_id is not None, "changed": changed, "memberships_ended": ended},
+            reason=reason,
+        )
+    return FlagResult(ref=subject.ref, found=subject.contact_id is not None, changed=changed, since=since,
+                      memberships_ended=ended)

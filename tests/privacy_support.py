@@ -1,0 +1,123 @@
+"""Seeding a project's database with SQL for the privacy, purge and backup tests.
+
+The import, send and feedback commands write these rows in real use; these
+helpers write the same rows directly (same schema, same conventions) so the
+privacy tests can build exact situations: who unsubscribed when, which
+deliveries are how old.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from mailcli import tokens
+from mailcli.addresses import normalise_address
+from mailcli.config import load_settings
+from mailcli.store import open_store
+
+T0 = "2026-01-01T00:00:00Z"
+
+
+def settings_for(root: Path) -> Any:
+    return load_settings(root / "mailcli.toml")
+
+
+def connect(root: Path) -> sqlite3.Connection:
+    store = open_store(settings_for(root).project.database)
+    return store.conn
+
+
+def add_list(conn: sqlite3.Connection, name: str, at: str = T0) -> int:
+    row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
+    if row:
+        return int(row[0])
+    return int(conn.execute("INSERT INTO lists (name, created_at) VALUES (?, ?)", (name, at)).lastrowid)
+
+
+def add_contact(conn: sqlite3.Connection, email: str, first: str = "", last: str = "", *,
+                attributes: dict[str, Any] | None = None, status: str = "active", at: str = T0,
+                activity: str | None = None, source: str | None = "contacts.csv",
+                restricted_at: str | None = None, no_marketing_at: str | None = None) -> int:
+    n = normalise_address(email)
+    cur = conn.execute(
+        "INSERT INTO contacts (uid, email, email_key, first_name, last_name, attributes, status, restricted_at,"
+        " no_marketing_at, source, created_at, updated_at, last_activity_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (tokens.new_uid(), n.address, n.key, first, last, json.dumps(attributes or {}), status, restricted_at,
+         no_marketing_at, source, at, at, activity or at),
+    )
+    return int(cur.lastrowid)
+
+
+def add_membership(conn: sqlite3.Connection, contact_id: int, list_id: int, status: str = "subscribed", *,
+                   at: str = T0, unsubscribed_at: str | None = None, consent_source: str = "contacts.csv",
+                   consent_ip: str | None = "192.0.2.7") -> None:
+    conn.execute(
+        "INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at, consent_ip,"
+        " consent_text, confirmed_at, unsubscribed_at, unsubscribe_channel, created_at, updated_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (contact_id, list_id, status, consent_source, "import", at, consent_ip, "Yes, send me the newsletter",
+         at if status == "subscribed" else None, unsubscribed_at,
+         "one-click" if unsubscribed_at else None, at, unsubscribed_at or at),
+    )
+
+
+def add_campaign(conn: sqlite3.Connection, name: str, list_id: int, at: str = T0) -> int:
+    cur = conn.execute(
+        "INSERT INTO campaigns (uid, name, template, list_id, list_name, subject, status, created_at)"
+        " VALUES (?, ?, 'newsletter', ?, (SELECT name FROM lists WHERE id = ?), 'Hello', 'finished', ?)",
+        (tokens.new_uid(), name, list_id, list_id, at),
+    )
+    return int(cur.lastrowid)
+
+
+def add_delivery(conn: sqlite3.Connection, campaign_id: int, contact_id: int, status: str = "sent", *,
+                 at: str = T0, reply: str | None = "250 2.0.0 queued") -> int:
+    cur = conn.execute(
+        "INSERT INTO deliveries (campaign_id, contact_id, status, message_id, attempts, last_reply, created_at,"
+        " updated_at, sent_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
+        (campaign_id, contact_id, status, f"<{tokens.new_uid()}.{tokens.new_uid()}@example.org>", reply, at, at,
+         at if status == "sent" else None),
+    )
+    return int(cur.lastrowid)
+
+
+def add_event(conn: sqlite3.Connection, contact_id: int, kind: str, *, campaign_id: int | None = None,
+              channel: str = "one-click", scope: str = "news", at: str = T0,
+              detail: dict[str, Any] | None = None) -> None:
+    conn.execute(
+        "INSERT INTO events (contact_id, campaign_id, kind, channel, scope, detail, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (contact_id, campaign_id, kind, channel, scope, json.dumps(detail or {}), at),
+    )
+
+
+def add_suppression(conn: sqlite3.Connection, root: Path, email: str, scope: str, reason: str,
+                    at: str = T0) -> None:
+    secret = settings_for(root).secret()
+    conn.execute(
+        "INSERT OR IGNORE INTO suppressions (hmac, scope, reason, channel, created_at) VALUES (?, ?, ?, 'test', ?)",
+        (tokens.address_hmac(secret, normalise_address(email).key), scope, reason, at),
+    )
+
+
+def db_files(root: Path) -> list[Path]:
+    db = settings_for(root).project.database
+    return [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
+
+
+def remnants(root: Path, *needles: str) -> list[str]:
+    """Needles (any ASCII case, UTF-8) found in the .db, -wal or -shm files."""
+    found = []
+    for path in db_files(root):
+        data = path.read_bytes().lower()
+        for needle in needles:
+            if needle.encode("utf-8").lower() in data:
+                found.append(f"{needle} in {path.name}")
+    return found
+
+
+def count(conn: sqlite3.Connection, table: str, where: str = "1", params: tuple[Any, ...] = ()) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0])  # noqa: S608
