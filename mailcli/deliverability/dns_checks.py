@@ -326,6 +326,8 @@ def check_alignment(
     policy: DmarcPolicy | None,
     dkim_ok: bool,
     spf_ok: bool,
+    dkim_verdict: Verdict = "pass",
+    spf_verdict: Verdict = "pass",
 ) -> Check:
     """Does DKIM ``d=`` or the envelope (SPF) domain align with the From domain?"""
     adkim = policy.adkim if policy else "r"
@@ -354,6 +356,9 @@ def check_alignment(
         if verdict == "warn":
             summary += " (only SPF aligns; forwarding breaks SPF, sign with DKIM too)"
         return Check("alignment", verdict, summary, None, details)
+    if "error" in (dkim_verdict, spf_verdict):
+        summary += "; cannot tell: a DNS lookup above failed"
+        return Check("alignment", "error", summary, None, details)
     if dkim_aligned or spf_aligned:
         summary += "; but that identifier's own check failed"
         fix = "Fix the SPF or DKIM check above: the domains already align"
@@ -383,6 +388,12 @@ def run_dns_checks(
     from_domain = domain_of(from_address)
     envelope_domain = domain_of(bounce_address) if bounce_address else from_domain
     checks = [check_mx(resolver, from_domain)]
+    if checks[0].verdict == "error":
+        # DNS does not answer for this domain: every other lookup would wait
+        # out its own timeout too, so report them as not run.
+        skipped = f"not checked: DNS did not answer for {from_domain}"
+        names = ["spf", "dkim", "dmarc", "alignment"]
+        return checks + [Check(name, "error", skipped, None, {}) for name in names]
     if envelope_domain != from_domain:
         checks.append(check_mx(resolver, envelope_domain, role="Bounce"))
     spf = check_spf(resolver, envelope_domain, smtp_host=smtp_host)
@@ -412,6 +423,8 @@ def run_dns_checks(
             policy=policy,
             dkim_ok=dkim.ok,
             spf_ok=spf.ok,
+            dkim_verdict=dkim.verdict,
+            spf_verdict=spf.verdict,
         )
     )
     return checks
