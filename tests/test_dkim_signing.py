@@ -107,11 +107,15 @@ def test_a_header_changed_after_signing_breaks_the_signature(dns_server: DnsServ
     signed = signer.sign(campaign_message())
     assert dkim.verify(signed, dnsfunc=dns_server.lookup_txt)
     # A relay rewriting the one-click header must be detected (RFC 8058 §4).
-    tampered = signed.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: x")
+    tampered = signed.replace(
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: x"
+    )
     assert not dkim.verify(tampered, dnsfunc=dns_server.lookup_txt)
     # And so must adding an unsubscribe header that was absent when signing.
     without = re.sub(rb"List-Unsubscribe-Post:[^\r\n]*\r\n", b"", campaign_message())
-    added = signer.sign(without).replace(b"\r\n\r\n", b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n", 1)
+    added = signer.sign(without).replace(
+        b"\r\n\r\n", b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n", 1
+    )
     assert not dkim.verify(added, dnsfunc=dns_server.lookup_txt)
 
 
@@ -119,14 +123,21 @@ def test_signer_never_shows_the_key() -> None:
     signer = DkimSigner("acme.example", "mail2025", private_pem(2048))
     assert "PRIVATE" not in repr(signer)
     assert signer.key_bits == 2048
-    assert signer.dns_record().startswith('mail2025._domainkey.acme.example. TXT "v=DKIM1; k=rsa; p=MII')
+    assert signer.dns_record().startswith(
+        'mail2025._domainkey.acme.example. TXT "v=DKIM1; k=rsa; p=MII'
+    )
 
 
 # -- loading the key -------------------------------------------------------------
 
 
 def settings_with(tmp_path: Path, **dkim_keys: object) -> SimpleNamespace:
-    base = {"domain": "acme.example", "selector": "mail2025", "private_key_env": None, "private_key_file": None}
+    base = {
+        "domain": "acme.example",
+        "selector": "mail2025",
+        "private_key_env": None,
+        "private_key_file": None,
+    }
     base.update(dkim_keys)
     return SimpleNamespace(dkim=SimpleNamespace(**base), project=SimpleNamespace(root=tmp_path))
 
@@ -168,7 +179,12 @@ def txt_value(signer: DkimSigner) -> bytes:
 def test_unset_key_variable_and_garbage_key_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="MAILCLI_DKIM_KEY is not set"):
         signer_from_config("acme.example", "s", private_key_env="MAILCLI_DKIM_KEY", environ={})
-    with pytest.raises(ConfigError, match="private_key_env MAILCLI_DKIM_KEY: DKIM private key is not an RSA key"):
+    with pytest.raises(
+        ConfigError, match="private_key_env MAILCLI_DKIM_KEY: DKIM private key is not an RSA key"
+    ):
         signer_from_config(
-            "acme.example", "s", private_key_env="MAILCLI_DKIM_KEY", environ={"MAILCLI_DKIM_KEY": "nope"}
+            "acme.example",
+            "s",
+            private_key_env="MAILCLI_DKIM_KEY",
+            environ={"MAILCLI_DKIM_KEY": "nope"},
         )

@@ -56,7 +56,9 @@ def lines_of(output: str) -> dict[str, str]:
 
 def test_well_configured_domain_passes(cli: Cli, project: Path, dns_server: DnsServer) -> None:
     configure(project, "good.example")
-    result = cli("doctor", "--dns", "--nameserver", dns_server.address, env={"MAILCLI_SECRET": "x" * 32})
+    result = cli(
+        "doctor", "--dns", "--nameserver", dns_server.address, env={"MAILCLI_SECRET": "x" * 32}
+    )
     assert result.exit_code == 0, result.output
     lines = lines_of(result.stdout)
     for name in ("mx", "spf", "dkim", "dmarc", "alignment", "dkim-signing", "secret"):
@@ -73,12 +75,20 @@ def test_bare_domain_fails_naming_spf_and_dmarc_with_records(
     lines = lines_of(result.stdout)
     assert lines["spf"].startswith("FAIL") and "bare.example has no SPF record" in lines["spf"]
     assert lines["dmarc"].startswith("FAIL")
-    assert 'fix: bare.example. TXT "v=spf1 mx a:localhost -all"' not in result.stdout  # no loopback relay
+    assert (
+        'fix: bare.example. TXT "v=spf1 mx a:localhost -all"' not in result.stdout
+    )  # no loopback relay
     assert 'fix: bare.example. TXT "v=spf1 mx -all"' in result.stdout
-    assert 'fix: _dmarc.bare.example. TXT "v=DMARC1; p=none; rua=mailto:dmarc@bare.example"' in result.stdout
+    assert (
+        'fix: _dmarc.bare.example. TXT "v=DMARC1; p=none; rua=mailto:dmarc@bare.example"'
+        in result.stdout
+    )
     # The DKIM record to add carries the real public key of the configured private key.
     pem = private_pem(2048)
-    assert f'mail2025._domainkey.bare.example. TXT "v=DKIM1; k=rsa; p={public_b64(pem)}"' in result.stdout
+    assert (
+        f'mail2025._domainkey.bare.example. TXT "v=DKIM1; k=rsa; p={public_b64(pem)}"'
+        in result.stdout
+    )
     assert "PRIVATE KEY" not in result.output
 
 
@@ -94,7 +104,9 @@ def test_json_lists_every_check(cli: Cli, project: Path, dns_server: DnsServer) 
     assert by_name["mx"]["details"]["mx"] == [{"preference": 10, "exchange": "mail.good.example"}]
 
 
-def test_config_only_exits_0_with_warnings_and_says_how_to_run_the_rest(cli: Cli, project: Path) -> None:
+def test_config_only_exits_0_with_warnings_and_says_how_to_run_the_rest(
+    cli: Cli, project: Path
+) -> None:
     result = cli("doctor")
     assert result.exit_code == 0, result.output
     lines = lines_of(result.stdout)
@@ -117,7 +129,11 @@ def test_smtp_check_through_the_cli(cli: Cli, project: Path, tmp_path: Path) -> 
         set_smtp(project, "127.0.0.1", server.port, security="starttls")
         refused = cli("doctor", "--smtp")
         set_smtp(
-            project, "127.0.0.1", server.port, security="starttls", extra=[f'ca_file = "{server.ca_file}"']
+            project,
+            "127.0.0.1",
+            server.port,
+            security="starttls",
+            extra=[f'ca_file = "{server.ca_file}"'],
         )
         trusted = cli("doctor", "--smtp", "--json")
         assert server.messages == []

@@ -67,13 +67,17 @@ def test_starttls_not_offered_fails_with_the_setting_to_change() -> None:
 
 
 def test_self_signed_certificate_is_refused_unless_ca_file_trusts_it(tmp_path: Path) -> None:
-    with SmtpServer(tls="starttls", cert_dir=tmp_path / "cert", auth={"news": "s3cret-pw"}) as server:
+    with SmtpServer(
+        tls="starttls", cert_dir=tmp_path / "cert", auth={"news": "s3cret-pw"}
+    ) as server:
         untrusted = check_smtp(
             smtp_settings(server.port, security="starttls", username="news"),
             environ={"MAILCLI_SMTP_PASSWORD": "s3cret-pw"},
         )
         trusted = check_smtp(
-            smtp_settings(server.port, security="starttls", username="news", ca_file=server.ca_file),
+            smtp_settings(
+                server.port, security="starttls", username="news", ca_file=server.ca_file
+            ),
             environ={"MAILCLI_SMTP_PASSWORD": "s3cret-pw"},
         )
         # Never any credentials before the TLS handshake succeeded.
@@ -97,8 +101,12 @@ def test_self_signed_certificate_is_refused_unless_ca_file_trusts_it(tmp_path: P
 
 
 def test_wrong_password_and_missing_password_variable_fail(tmp_path: Path) -> None:
-    with RefusingServer(tls="starttls", cert_dir=tmp_path / "cert", auth={"news": "right"}) as server:
-        settings = smtp_settings(server.port, security="starttls", username="news", ca_file=server.ca_file)
+    with RefusingServer(
+        tls="starttls", cert_dir=tmp_path / "cert", auth={"news": "right"}
+    ) as server:
+        settings = smtp_settings(
+            server.port, security="starttls", username="news", ca_file=server.ca_file
+        )
         wrong = check_smtp(settings, environ={"MAILCLI_SMTP_PASSWORD": "wrong-pw"})
         unset = check_smtp(settings, environ={})
     auth = {c.name: c for c in wrong}["smtp-auth"]

@@ -24,13 +24,33 @@ def format_check(check: Check) -> str:
 
 def doctor_cmd(
     ctx: typer.Context,
-    dns: Annotated[bool, typer.Option("--dns", help="Check MX, SPF, DKIM, DMARC and alignment of the sender domain.")] = False,
-    smtp: Annotated[bool, typer.Option("--smtp", help="Connect to the SMTP server: TLS, certificate, AUTH (sends no mail).")] = False,
+    dns: Annotated[
+        bool,
+        typer.Option(
+            "--dns", help="Check MX, SPF, DKIM, DMARC and alignment of the sender domain."
+        ),
+    ] = False,
+    smtp: Annotated[
+        bool,
+        typer.Option(
+            "--smtp", help="Connect to the SMTP server: TLS, certificate, AUTH (sends no mail)."
+        ),
+    ] = False,
     nameserver: Annotated[
-        str | None, typer.Option("--nameserver", help="Ask this DNS server instead of the system's.", metavar="HOST[:PORT]")
+        str | None,
+        typer.Option(
+            "--nameserver",
+            help="Ask this DNS server instead of the system's.",
+            metavar="HOST[:PORT]",
+        ),
     ] = None,
     dkim_selector: Annotated[
-        str | None, typer.Option("--dkim-selector", help="DKIM selector to check (default: [dkim] selector).", metavar="S")
+        str | None,
+        typer.Option(
+            "--dkim-selector",
+            help="DKIM selector to check (default: [dkim] selector).",
+            metavar="S",
+        ),
     ] = None,
 ) -> None:
     """Check configuration, SMTP and DNS, each with a verdict and the fix.
@@ -47,13 +67,19 @@ def doctor_cmd(
         mailcli doctor --dns --dkim-selector s1 --json
     """
     app = context.get(ctx)
-    checks = run_doctor(app.settings, dns=dns, smtp=smtp, nameserver=nameserver, dkim_selector=dkim_selector)
+    checks = run_doctor(
+        app.settings, dns=dns, smtp=smtp, nameserver=nameserver, dkim_selector=dkim_selector
+    )
     text = "\n".join(format_check(check) for check in checks)
     app.out.data([check.to_dict() for check in checks], text=text)
-    counts = {v: sum(1 for c in checks if c.verdict == v) for v in ("pass", "warn", "fail", "error")}
+    counts = {
+        v: sum(1 for c in checks if c.verdict == v) for v in ("pass", "warn", "fail", "error")
+    }
     app.out.info(", ".join(f"{n} {v}" for v, n in counts.items() if n))
     if not (dns or smtp):
-        app.out.info("Configuration only; run `mailcli doctor --dns --smtp` to check DNS and the SMTP server too")
+        app.out.info(
+            "Configuration only; run `mailcli doctor --dns --smtp` to check DNS and the SMTP server too"
+        )
     if has_failures(checks):
         raise typer.Exit(int(ExitCode.ERROR))
 

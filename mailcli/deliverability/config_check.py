@@ -36,7 +36,9 @@ def check_secret(settings: Any, environ: Mapping[str, str]) -> Check:
     env_name = settings.unsubscribe.secret_env
     path = settings.project.root / SECRET_FILE
     if environ.get(env_name):
-        return Check("secret", "pass", f"the HMAC key comes from {env_name}", None, {"source": "env"})
+        return Check(
+            "secret", "pass", f"the HMAC key comes from {env_name}", None, {"source": "env"}
+        )
     if not path.exists():
         return Check(
             "secret",
@@ -69,7 +71,9 @@ def check_sender(settings: Any) -> Check:
     sender = settings.sender
     details = {"from": sender.from_address, "list_id": sender.list_id}
     if sender.from_address.count("@") != 1:
-        return Check("sender", "fail", f"From {sender.from_address!r} is not one mailbox", None, details)
+        return Check(
+            "sender", "fail", f"From {sender.from_address!r} is not one mailbox", None, details
+        )
     if not sender.list_id:
         return Check(
             "sender", "fail", "no [sender] list_id: bulk mail needs a List-Id header",
@@ -80,7 +84,9 @@ def check_sender(settings: Any) -> Check:
             "sender", "warn", "no [sender] postal_address: the footer should say who sends",
             None, details,
         )  # fmt: skip
-    return Check("sender", "pass", f"From {sender.from_address}, List-Id <{sender.list_id}>", None, details)
+    return Check(
+        "sender", "pass", f"From {sender.from_address}, List-Id <{sender.list_id}>", None, details
+    )
 
 
 def check_unsubscribe(settings: Any) -> Check:
@@ -146,7 +152,9 @@ def check_dkim_config(settings: Any, environ: Mapping[str, str]) -> Check:
     details = {"domain": signer.domain, "selector": signer.selector, "bits": signer.key_bits}
     summary = f"signs as d={signer.domain} s={signer.selector} ({signer.key_bits}-bit RSA)"
     if signer.key_bits < 1024:
-        return Check("dkim-signing", "fail", summary, "Generate a 2048-bit key: openssl genrsa 2048", details)
+        return Check(
+            "dkim-signing", "fail", summary, "Generate a 2048-bit key: openssl genrsa 2048", details
+        )
     if signer.key_bits < 2048:
         return Check("dkim-signing", "warn", summary + "; use 2048 bits", None, details)
     return Check("dkim-signing", "pass", summary, None, details)
@@ -173,7 +181,9 @@ def run_config_checks(settings: Any, environ: Mapping[str, str] | None = None) -
     """Every configuration check, in reading order."""
     env = os.environ if environ is None else environ
     path = getattr(settings, "path", None)
-    checks = [Check("config", "pass", f"{path or 'mailcli.toml'} is valid", None, {"path": str(path)})]
+    checks = [
+        Check("config", "pass", f"{path or 'mailcli.toml'} is valid", None, {"path": str(path)})
+    ]
     checks += [
         check_secret(settings, env),
         check_sender(settings),

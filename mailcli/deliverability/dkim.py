@@ -107,7 +107,7 @@ class DkimSigner:
     def dns_record(self) -> str:
         """The TXT record that publishes this key, ready to paste into a zone."""
         return (
-            f'{self.selector}._domainkey.{self.domain}. TXT '
+            f"{self.selector}._domainkey.{self.domain}. TXT "
             f'"v=DKIM1; k=rsa; p={self.public_key_b64()}"'
         )
 

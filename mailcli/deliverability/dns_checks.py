@@ -84,7 +84,9 @@ def check_mx(resolver: dns.resolver.Resolver, domain: str, *, role: str = "From"
             if target.empty:
                 target = query(resolver, host, "AAAA")
         except DnsFailure as exc:
-            return Check(name, "error", f"{domain}: lookup of MX {host} failed: {exc}", None, details)
+            return Check(
+                name, "error", f"{domain}: lookup of MX {host} failed: {exc}", None, details
+            )
         if target.empty:
             problems.append(f"MX target {host} has no address")
         elif target.canonical and target.canonical != host:
@@ -155,7 +157,9 @@ def check_dkim(
     if not records:
         return Check(name, "fail", f"no DKIM key at {fqdn}", fix, details)
     if len(records) > 1:
-        return Check(name, "fail", f"{fqdn} has {len(records)} DKIM records; publish one", fix, details)
+        return Check(
+            name, "fail", f"{fqdn} has {len(records)} DKIM records; publish one", fix, details
+        )
     tags = parse_tags(records[0])
     details["record"] = records[0]
     key_type = tags.get("k", "rsa").lower()
@@ -223,9 +227,7 @@ def _dmarc_records(resolver: dns.resolver.Resolver, name: str) -> list[str]:
     return [t for t in texts if t.replace(" ", "").upper().startswith("V=DMARC1")]
 
 
-def check_dmarc(
-    resolver: dns.resolver.Resolver, domain: str
-) -> tuple[Check, DmarcPolicy | None]:
+def check_dmarc(resolver: dns.resolver.Resolver, domain: str) -> tuple[Check, DmarcPolicy | None]:
     """The DMARC record of the From domain (or its organisational domain)."""
     name = "dmarc"
     fix = f'_dmarc.{domain}. TXT "v=DMARC1; p=none; rua=mailto:dmarc@{domain}"'
@@ -243,7 +245,13 @@ def check_dmarc(
         return Check(name, "fail", f"no DMARC record at _dmarc.{domain}", fix, details), None
     if len(records) > 1:
         return (
-            Check(name, "fail", f"{found_at} has {len(records)} DMARC records; publish one", fix, details),
+            Check(
+                name,
+                "fail",
+                f"{found_at} has {len(records)} DMARC records; publish one",
+                fix,
+                details,
+            ),
             None,
         )
     tags = parse_tags(records[0])
@@ -286,9 +294,7 @@ def check_dmarc(
     return Check(name, "pass", summary, None, details), aligned
 
 
-def _external_rua_warnings(
-    resolver: dns.resolver.Resolver, domain: str, rua: str
-) -> list[str]:
+def _external_rua_warnings(resolver: dns.resolver.Resolver, domain: str, rua: str) -> list[str]:
     """RFC 7489 §7.1: a report address in another domain must authorise us."""
     warnings: list[str] = []
     for uri in rua.split(","):
@@ -301,7 +307,7 @@ def _external_rua_warnings(
         if not _dmarc_records(resolver, f"{domain}._report._dmarc.{dest}"):
             warnings.append(
                 f"{dest} has not authorised reports for {domain} "
-                f"({domain}._report._dmarc.{dest} TXT \"v=DMARC1\")"
+                f'({domain}._report._dmarc.{dest} TXT "v=DMARC1")'
             )
     return warnings
 

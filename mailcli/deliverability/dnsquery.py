@@ -72,7 +72,7 @@ def parse_nameserver(text: str) -> tuple[str, int]:
         ipaddress.ip_address(host)
     except ValueError:
         try:
-            host = socket.getaddrinfo(host, None)[0][4][0]
+            host = str(socket.getaddrinfo(host, None)[0][4][0])
         except (OSError, IndexError) as exc:
             raise UsageError(f"--nameserver {text}: cannot resolve {host}") from exc
     return str(host), port

@@ -28,7 +28,9 @@ def run_doctor(
     env = os.environ if environ is None else environ
     checks = run_config_checks(settings, env)
     if dns:
-        checks += dns_checks_for(settings, nameserver=nameserver, dkim_selector=dkim_selector, environ=env)
+        checks += dns_checks_for(
+            settings, nameserver=nameserver, dkim_selector=dkim_selector, environ=env
+        )
     if smtp:
         from mailcli.deliverability.smtp_check import check_smtp
 

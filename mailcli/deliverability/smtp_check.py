@@ -76,7 +76,13 @@ def check_smtp(smtp: Any, *, environ: Mapping[str, str] | None = None) -> list[C
         context = tls_context(smtp.ca_file)
     except (OSError, ssl.SSLError) as exc:
         return [
-            Check("smtp-tls", "fail", f"[smtp] ca_file {smtp.ca_file}: {exc}", "Point ca_file at a PEM CA bundle", {})
+            Check(
+                "smtp-tls",
+                "fail",
+                f"[smtp] ca_file {smtp.ca_file}: {exc}",
+                "Point ca_file at a PEM CA bundle",
+                {},
+            )
         ]
     local_name = socket.gethostname() or "localhost"  # no DNS lookup, unlike getfqdn()
     client: smtplib.SMTP | None = None
@@ -110,7 +116,15 @@ def check_smtp(smtp: Any, *, environ: Mapping[str, str] | None = None) -> list[C
                     {"host": host, "port": port},
                 )
             ]
-        checks.append(Check("smtp", "pass", f"connected to {where} ({security})", None, {"host": host, "port": port}))
+        checks.append(
+            Check(
+                "smtp",
+                "pass",
+                f"connected to {where} ({security})",
+                None,
+                {"host": host, "port": port},
+            )
+        )
         checks.extend(_secure_and_inspect(client, smtp, where, context, env))
     finally:
         if client is not None:
@@ -163,7 +177,11 @@ def _secure_and_inspect(
             )
         )
     elif _is_loopback(host):
-        checks.append(Check("smtp-tls", "warn", f"{where}: no TLS (allowed to a loopback host only)", None, {}))
+        checks.append(
+            Check(
+                "smtp-tls", "warn", f"{where}: no TLS (allowed to a loopback host only)", None, {}
+            )
+        )
     else:
         checks.append(
             Check(
@@ -185,7 +203,9 @@ def _secure_and_inspect(
         "auth": auth_mechanisms,
     }
     parts = [f"SIZE {size or 'not announced'}"]
-    parts += [f"{name.upper()} {'yes' if ext[name] else 'no'}" for name in ("smtputf8", "pipelining")]
+    parts += [
+        f"{name.upper()} {'yes' if ext[name] else 'no'}" for name in ("smtputf8", "pipelining")
+    ]
     parts.append("AUTH " + (" ".join(auth_mechanisms) or "not offered"))
     checks.append(Check("smtp-extensions", "pass", ", ".join(parts), None, ext))
     checks.append(_check_auth(client, smtp, where, encrypted, auth_mechanisms, env))
@@ -202,7 +222,13 @@ def _check_auth(
 ) -> Check:
     username = smtp.username
     if not username:
-        return Check("smtp-auth", "pass", "no [smtp] username: not logging in", None, {"mechanisms": mechanisms})
+        return Check(
+            "smtp-auth",
+            "pass",
+            "no [smtp] username: not logging in",
+            None,
+            {"mechanisms": mechanisms},
+        )
     details = {"username": username, "mechanisms": mechanisms}
     if not encrypted and not _is_loopback(smtp.host):
         return Check(
@@ -219,7 +245,13 @@ def _check_auth(
             details,
         )
     if not mechanisms:
-        return Check("smtp-auth", "fail", f"{where} offers no AUTH", "Check [smtp] host, port and security", details)
+        return Check(
+            "smtp-auth",
+            "fail",
+            f"{where} offers no AUTH",
+            "Check [smtp] host, port and security",
+            details,
+        )
     # One attempt with one mechanism: smtplib.login() would retry every offered
     # mechanism, and repeated failures can lock the account on some relays.
     usable = [m for m in ("PLAIN", "LOGIN", "CRAM-MD5") if m in mechanisms]
@@ -230,14 +262,18 @@ def _check_auth(
         )  # fmt: skip
     mechanism = usable[0]
     details["mechanism"] = mechanism
-    authobject = {
+    authobject: Any = {
         "PLAIN": client.auth_plain, "LOGIN": client.auth_login, "CRAM-MD5": client.auth_cram_md5,
     }[mechanism]  # fmt: skip
     client.user, client.password = username, password
     try:
         client.auth(mechanism, authobject)
     except smtplib.SMTPAuthenticationError as exc:
-        reply = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        reply = (
+            exc.smtp_error.decode("utf-8", "replace")
+            if isinstance(exc.smtp_error, bytes)
+            else str(exc.smtp_error)
+        )
         return Check(
             "smtp-auth",
             "fail",
