@@ -150,3 +150,19 @@ def test_invalid_nameserver_is_a_usage_error(cli: Cli, project: Path) -> None:
     assert result.exit_code == 2
     assert "--nameserver 127.0.0.1:99999" in result.stderr
     assert os.path.exists(project / "mailcli.toml")
+
+
+def test_secret_and_database_readable_by_others_fail(cli: Cli, project: Path) -> None:
+    secret = project / ".mailcli" / "secret"
+    database = project / "mailcli.db"
+    database.write_bytes(b"")
+    database.chmod(0o644)
+    secret.chmod(0o644)
+    result = cli("doctor")
+    assert result.exit_code == 1
+    lines = lines_of(result.stdout)
+    assert lines["secret"].startswith("FAIL") and "(mode 0644)" in lines["secret"]
+    assert lines["file-modes"].startswith("FAIL") and str(database) in lines["file-modes"]
+    assert f"fix: chmod 600 {database}" in result.stdout
+    secret_text = secret.read_text().strip()
+    assert secret_text not in result.output  # doctor never prints a secret
