@@ -88,6 +88,22 @@ def append(
         )
 
 
+def append_row(
+    store: Store, *, at: str, actor: str, command: str, action: str, subject_hmac: str | None,
+    detail_text: str, reason: str | None,
+) -> None:
+    """Append a row with given content, chained to the last row (a restore carries entries over)."""
+    with store.transaction() as conn:
+        row = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+        prev = row[0] if row else GENESIS
+        digest = _row_hash(prev, at, actor, command, action, subject_hmac, detail_text, reason)
+        conn.execute(
+            "INSERT INTO audit_log (at, actor, command, action, subject_hmac, detail, reason, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (at, actor, command, action, subject_hmac, detail_text, reason, prev, digest),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ChainProblem:
     id: int
