@@ -10,7 +10,7 @@ before the transaction and audited inside it; afterwards ``scrub`` makes sure
 no byte of the address is left in the database files.
 
 ``erase_contact_rows`` is the shared step that ``purge`` (retention) and
-``backup restore`` (ledger replay) use too.
+``backup restore`` (ledger replay, ``backup.py``) use too.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from .. import audit, clock
 from ..config import Settings
 from ..store import Store
 from ..store.archive import archive_deliveries, archive_events
-from .ledger import LedgerEntry, append_entries, read_entries
+from .ledger import LedgerEntry, append_entries
 from .registry import PERSONAL_DATA_TABLES
 from .scrub import ScrubResult, address_needles, scrub
-from .subject import contact_hmac, find_subject
+from .subject import find_subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,36 +94,3 @@ def erase_subject(store: Store, settings: Settings, email: str, *, reason: str |
     result = scrub(store, address_needles(subject.address, subject.key))
     return EraseResult(ref=subject.ref, found=subject.contact_id is not None, already_erased=False, rows=rows, scrub=result)
 
-
-def reapply_ledger(store: Store, settings: Settings) -> int:
-    """Erase again everyone in the ledger that a restored database still holds.
-
-    A contact is re-erased when the HMAC of its address is in the ledger and
-    it was created no later than the erasure (someone who came back later with
-    new consent is a new record and stays). Suppressions the ledger asks for
-    are ensured whether or not the contact is present. Returns re-erasures.
-    """
-    latest: dict[str, LedgerEntry] = {}
-    for entry in read_entries(settings):
-        known = latest.get(entry.hmac)
-        if known is None or clock.parse_iso(entry.erased_at) > clock.parse_iso(known.erased_at):
-            latest[entry.hmac] = LedgerEntry(entry.hmac, entry.erased_at, entry.reason,
-                                             entry.suppress or (known.suppress if known else False))
-        elif entry.suppress and not known.suppress:
-            latest[entry.hmac] = LedgerEntry(known.hmac, known.erased_at, known.reason, True)
-    if not latest:
-        return 0
-    erased = 0
-    with store.transaction() as conn:
-        candidates = conn.execute("SELECT id, email_key, created_at FROM contacts").fetchall()
-        for contact_id, email_key, created_at in candidates:
-            hmac = contact_hmac(settings, email_key)
-            entry = latest.get(hmac)
-            if entry is None or clock.parse_iso(created_at) > clock.parse_iso(entry.erased_at):
-                continue
-            erase_contact_rows(conn, contact_id, hmac)
-            erased += 1
-        for entry in latest.values():
-            if entry.suppress:
-                ensure_suppression(conn, entry.hmac, "*", "erased", "restore")
-    return erased
