@@ -1,0 +1,187 @@
+"""The Jinja environments templates run in, and Jinja errors as ``TemplateError``.
+
+Two sandboxes (STANDARDS F04): one with HTML autoescaping for
+``message.html``, one without for ``message.txt`` and ``subject.txt`` (escaping
+a plain-text part would show ``&amp;`` to readers). Both are
+``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: an undefined or
+misspelt variable is an error, never an empty string, and a template cannot
+reach Python internals (``''.__class__`` raises ``SecurityError``) or mutate
+the data it is given.
+
+Templates load only from the project's ``templates/`` folder (F38): names with
+``..``, absolute paths or backslashes are refused, and a symlink pointing out
+of the folder is treated as missing. Every Jinja failure becomes a
+``TemplateError`` whose message starts with ``file:line``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from mailcli.errors import MailcliError, TemplateError
+
+# A template folder or file name: plain path segments, no "..", no leading "/".
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*$")
+
+Transform = Callable[[str, str], str]
+
+
+def check_template_path(name: str) -> str:
+    """Refuse template names that could leave the templates folder (F38)."""
+    if not name or "\\" in name or name.startswith("/") or "\x00" in name:
+        raise TemplateError(f"Invalid template path {name!r}: use a name inside templates/")
+    for part in name.split("/"):
+        if part in ("", ".", "..") or not _SEGMENT.match(part):
+            raise TemplateError(
+                f"Invalid template path {name!r}: '..' and unusual characters are not allowed",
+                hint="templates, layouts and partials live inside the project's templates/ folder",
+            )
+    return name
+
+
+class ConfinedLoader(FileSystemLoader):
+    """A ``FileSystemLoader`` that cannot be talked out of its folder.
+
+    ``transform(name, source)`` lets lint add markers to the source without a
+    second copy of the loading rules.
+    """
+
+    def __init__(self, root: Path, transform: Transform | None = None) -> None:
+        super().__init__(str(root), encoding="utf-8", followlinks=False)
+        self.root = root
+        self._real_root = os.path.realpath(root)
+        self._transform = transform
+
+    def get_source(self, environment: Any, template: str) -> tuple[str, str, Callable[[], bool]]:
+        check_template_path(template)
+        source, filename, uptodate = super().get_source(environment, template)
+        real = os.path.realpath(filename)
+        if not real.startswith(self._real_root + os.sep):
+            raise TemplateNotFound(template)
+        if self._transform is not None:
+            source = self._transform(template, source)
+        return source, filename, uptodate
+
+
+def make_environment(root: Path, *, html: bool, transform: Transform | None = None) -> ImmutableSandboxedEnvironment:
+    """A sandbox for one kind of output: ``html=True`` escapes, otherwise not."""
+    return ImmutableSandboxedEnvironment(
+        loader=ConfinedLoader(root, transform),
+        autoescape=html,
+        undefined=StrictUndefined,
+        # Block tags on their own line leave no blank line behind: matters for
+        # the text part, harmless for HTML.
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        auto_reload=False,
+    )
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as users should see it: relative to the working folder when inside it."""
+    text = os.fspath(path)
+    try:
+        rel = os.path.relpath(text)
+    except ValueError:
+        return text
+    return text if rel.startswith("..") else rel
+
+
+def template_location(tb: TracebackType | None, root: Path) -> tuple[str, int] | None:
+    """The innermost template frame of a rewritten Jinja traceback."""
+    real_root = os.path.realpath(root) + os.sep
+    found: tuple[str, int] | None = None
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename and os.path.realpath(filename).startswith(real_root):
+            found = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
+_ATTR_MISSING = re.compile(r"has no attribute '([^']*)'")
+_NAME_UNDEFINED = re.compile(r"^'([^']*)' is undefined")
+_KEY_MISSING = re.compile(r"has no element '?([^']*?)'?$")
+
+
+def suggest(name: str, known: Iterable[str]) -> str | None:
+    """The nearest known name, for "did you mean" hints."""
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+def _source_line(filename: str, line: int) -> str:
+    try:
+        with open(filename, encoding="utf-8") as handle:
+            for number, text in enumerate(handle, 1):
+                if number == line:
+                    return text
+    except OSError:
+        pass
+    return ""
+
+
+def undefined_name(exc: UndefinedError, line_text: str) -> tuple[str, str | None]:
+    """``(dotted name, parent)`` of the undefined variable, e.g. ``contact.frist_name``."""
+    message = str(exc)
+    match = _NAME_UNDEFINED.match(message)
+    if match:
+        return match.group(1), None
+    match = _ATTR_MISSING.search(message) or _KEY_MISSING.search(message)
+    if match:
+        attr = match.group(1)
+        # Recover the full dotted name from the template line, so the message
+        # says contact.frist_name rather than "dict object".
+        escaped = re.escape(attr)
+        dotted = re.search(rf"([A-Za-z_][\w.]*)\.{escaped}\b", line_text)
+        if dotted:
+            return f"{dotted.group(1)}.{attr}", dotted.group(1)
+        dotted = re.search(rf"([A-Za-z_][\w.]*)\[['\"]{escaped}['\"]\]", line_text)
+        if dotted:
+            return f"{dotted.group(1)}.{attr}", dotted.group(1)
+        return attr, None
+    return message, None
+
+
+def translate(exc: BaseException, root: Path, variables: dict[str, Any] | None = None) -> MailcliError:
+    """Turn any failure inside Jinja into a one-line ``TemplateError`` with ``file:line``."""
+    if isinstance(exc, MailcliError):
+        return exc
+    if isinstance(exc, TemplateSyntaxError):
+        where = f"{display_path(exc.filename)}:{exc.lineno}" if exc.filename else f"{exc.name or 'template'}:{exc.lineno}"
+        return TemplateError(f"{where}: {exc.message}")
+    location = template_location(exc.__traceback__, root)
+    where = f"{display_path(location[0])}:{location[1]}" if location else "template"
+    if isinstance(exc, TemplateNotFound):
+        return TemplateError(f"{where}: template {exc.name!r} not found in {display_path(root)}")
+    if isinstance(exc, SecurityError):
+        return TemplateError(
+            f"{where}: not allowed in a template: {exc}",
+            hint="templates run in a sandbox and can only read the data they are given",
+        )
+    if isinstance(exc, UndefinedError):
+        line_text = _source_line(location[0], location[1]) if location else ""
+        name, parent = undefined_name(exc, line_text)
+        near = None
+        if variables is not None:
+            if parent is None and "." not in name:
+                near = suggest(name, variables)
+            elif parent is not None:
+                base = variables.get(parent.split(".")[0])
+                if isinstance(base, Mapping) and "." not in parent:
+                    close = suggest(name.rsplit(".", 1)[-1], base.keys())
+                    near = f"{parent}.{close}" if close else None
+        suffix = f" (did you mean {near}?)" if near else ""
+        return TemplateError(f"{where}: undefined variable {name}{suffix}")
+    return TemplateError(f"{where}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,421 @@
+"""The wire format of a campaign message, written by hand and kept strict.
+
+``email.message.EmailMessage`` costs ~5.6 ms a message, the bottleneck of the
+whole pipeline; this writer builds the same structure in a small fraction of
+that. Everything that is the same for every recipient (From, Reply-To,
+List-Id, Precedence, Feedback-ID, extra headers) is encoded once in
+``MessageSkeleton``; ``build`` adds the per-recipient headers and the body.
+
+What the output guarantees (STANDARDS A-items), each checked by tests that
+re-parse it with ``email.message_from_bytes(policy=email.policy.default)``:
+
+* CRLF line ends only, no line over 998 octets, headers folded to 78 where
+  the content allows (A07–A09);
+* ``multipart/alternative`` with text/plain first and text/html last, both
+  UTF-8 (A15); 7bit only for ASCII parts with short lines, otherwise
+  quoted-printable (mostly Latin text) or base64 (A08, A17);
+* a random boundary that cannot occur in the bodies (A19);
+* Subject and display names as RFC 2047 encoded-words of ≤75 characters when
+  not plain ASCII, never inside an address (A10, A11);
+* domains as IDNA2008 A-labels via the ``idna`` package, UTS #46
+  non-transitional (A12), so ``x@bücher.example`` becomes
+  ``x@xn--bcher-kva.example``;
+* every header value passes ``check_header_value`` — CR, LF, NUL, other C0
+  and C1 controls, DEL and U+2028/U+2029 are refused whatever the Python
+  patch level (A26, A27, F01, F02). This is the one validator used wherever
+  a header value is formed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from functools import lru_cache
+
+from mailcli.errors import HeaderInjectionError, MailcliError
+
+MAX_LINE = 998  # octets, excluding CRLF (RFC 5322 §2.1.1)
+FOLD_AT = 78  # preferred header line length
+ENCODED_WORD_MAX = 75  # RFC 2047 §2
+
+# C0 controls except TAB, DEL, C1 controls, LINE/PARAGRAPH SEPARATOR.
+_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMES = {"\r": "a carriage return", "\n": "a line feed", "\x00": "a NUL character",
+          "\u2028": "a line separator (U+2028)", "\u2029": "a paragraph separator (U+2029)",
+          "\x85": "a next-line character (U+0085)"}
+_FIELD_NAME = re.compile(r"^[!-9;-~]+$")
+
+
+class AddressError(MailcliError):
+    """An address that cannot be written into a header."""
+
+
+def check_header_value(field: str, value: str) -> str:
+    """Return ``value`` if it is safe in a header, else raise ``HeaderInjectionError``.
+
+    Refuses CR, LF, NUL, every other C0 control except TAB, DEL, C1 controls
+    and U+2028/U+2029, naming the header field.
+    """
+    match = _FORBIDDEN.search(value)
+    if match is not None:
+        char = match.group(0)
+        what = _NAMES.get(char, f"the control character U+{ord(char):04X}")
+        raise HeaderInjectionError(
+            f"{field} header value contains {what} at position {match.start() + 1}; refusing to build the message",
+            hint="line breaks and control characters are not allowed in names, subjects and addresses",
+        )
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Addresses
+
+_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+@lru_cache(maxsize=8192)
+def ascii_domain(domain: str) -> str:
+    """A domain as an IDNA2008 A-label (``bücher.example`` → ``xn--bcher-kva.example``)."""
+    domain = domain.strip().rstrip(".")
+    if domain.isascii():
+        ascii_form = domain.lower()
+    else:
+        import idna
+
+        try:
+            ascii_form = idna.encode(domain, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise AddressError(f"Invalid domain {domain!r}: {exc}") from None
+    if not _HOST.match(ascii_form):
+        raise AddressError(f"Invalid domain {domain!r} in an address")
+    return ascii_form
+
+
+@lru_cache(maxsize=65536)
+def ascii_address(address: str, field: str = "address") -> str:
+    """``local@domain`` with the domain as A-label; refuses what a header can't carry."""
+    check_header_value(field, address)
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local:
+        raise AddressError(f"{field}: {address!r} is not an email address")
+    if not local.isascii():
+        raise AddressError(f"{field}: {address!r} has a non-ASCII local part, which needs SMTPUTF8")
+    if not _LOCAL.match(local):
+        raise AddressError(f"{field}: {address!r} has a local part mailcli does not write (quoted or special characters)")
+    return f"{local}@{ascii_domain(domain)}"
+
+
+# ---------------------------------------------------------------------------
+# RFC 2047 encoded words
+
+# Characters allowed literally in a Q-encoded word that may stand in a phrase
+# (RFC 2047 §5 (3)); the same set is safe in Subject.
+_Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
+
+
+def _q_char(char: str) -> str:
+    if char in _Q_SAFE:
+        return char
+    if char == " ":
+        return "_"
+    return "".join(f"={byte:02X}" for byte in char.encode("utf-8"))
+
+
+def _q(text: str) -> str:
+    return "".join([_q_char(char) for char in text])
+
+
+def _word_size(text: str, use_b: bool) -> int:
+    if use_b:
+        return 12 + 4 * ((len(text.encode("utf-8")) + 2) // 3)
+    return 12 + len(_q(text))
+
+
+def _word(text: str, use_b: bool) -> str:
+    if use_b:
+        return "=?utf-8?b?" + base64.b64encode(text.encode("utf-8")).decode("ascii") + "?="
+    return "=?utf-8?q?" + _q(text) + "?="
+
+
+def encoded_words(text: str, first_room: int = ENCODED_WORD_MAX) -> list[str]:
+    """``text`` as encoded-words of at most 75 characters (the first: ``first_room``).
+
+    Words are split at spaces, the space travelling inside the next word, so
+    readers that follow RFC 2047 §6.2 (whitespace between encoded-words is
+    dropped) and readers that keep it both get the words right; a single word
+    too long for one encoded-word is split between characters, never inside
+    one (§5). Q encoding for mostly-Latin text (readable), B for the rest.
+    """
+    non_ascii = sum(1 for char in text if ord(char) > 127)
+    use_b = non_ascii * 3 > len(text)
+    words = text.split(" ")
+    segments = [words[0]] + [" " + word for word in words[1:]]
+    out: list[str] = []
+    room = min(max(first_room, 24), ENCODED_WORD_MAX)
+    current = ""
+    for segment in segments:
+        if _word_size(current + segment, use_b) <= room:
+            current += segment
+            continue
+        if current:
+            out.append(_word(current, use_b))
+            current, room = "", ENCODED_WORD_MAX
+        if _word_size(segment, use_b) <= room:
+            current = segment
+            continue
+        for char in segment:  # one over-long word: split between characters
+            if current and _word_size(current + char, use_b) > room:
+                out.append(_word(current, use_b))
+                current, room = "", ENCODED_WORD_MAX
+            current += char
+    if current or not out:
+        out.append(_word(current, use_b))
+    return out
+
+
+def _needs_encoding(text: str) -> bool:
+    return not text.isascii() or "=?" in text or any(len(word) > 70 for word in text.split(" "))
+
+
+def _fold(prefix: str, pieces: list[str], limit: int) -> str:
+    """Join ``pieces`` with spaces after ``prefix``, folding before a piece that would pass ``limit``."""
+    lines: list[str] = []
+    current = prefix
+    for piece in pieces:
+        if len(current) + 1 + len(piece) > limit and current.strip() != prefix:
+            lines.append(current)
+            current = " " + piece
+        else:
+            current += " " + piece
+    lines.append(current)
+    return "\r\n".join(lines)
+
+
+def unstructured_header(field: str, value: str) -> str:
+    """``Field: value`` folded to 78 columns, encoded-words where needed."""
+    check_header_value(field, value)
+    prefix = f"{field}:"
+    if _needs_encoding(value):
+        return _fold(prefix, encoded_words(value, 76 - len(prefix) - 1), 76)
+    # Fold before spaces only: unfolding (removing CRLF) restores the text exactly.
+    return _fold(prefix, value.split(" "), FOLD_AT)
+
+
+_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$")
+_ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")
+
+
+def _phrase(prefix: str, field: str, name: str) -> str:
+    """``prefix`` followed by ``name`` as a phrase: atoms, a quoted-string or encoded-words.
+
+    Non-ASCII names are encoded word by word, like the standard library does:
+    plain ASCII words stay readable atoms, and runs of other words become
+    encoded-words (never inside a quoted-string, RFC 2047 §5).
+    """
+    check_header_value(field, name)
+    name = " ".join(name.split())
+    if name.isascii() and "=?" not in name:
+        # A long ASCII word needs no encoding: a quoted-string may run to 998.
+        if _ATOM_PHRASE.match(name):
+            return f"{prefix} {name}"
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{prefix} "{quoted}"'
+    pieces: list[str] = []
+    run: list[str] = []
+    line_length = len(prefix)
+
+    def flush() -> None:
+        nonlocal line_length
+        if run:
+            room = 76 - line_length - 1
+            words = encoded_words(" ".join(run), room if room >= 24 else ENCODED_WORD_MAX)
+            pieces.extend(words)
+            line_length = len(words[-1]) + 1
+            run.clear()
+
+    for word in name.split(" "):
+        if _ATOM.match(word) and "=?" not in word and len(word) <= 70:
+            flush()
+            pieces.append(word)
+            line_length += len(word) + 1
+        else:
+            run.append(word)
+    flush()
+    return _fold(prefix, pieces, 76)
+
+
+def _angle(head: str, item: str) -> str:
+    """Append `` <item>``, folding first when the last line would pass 78."""
+    last = head.rsplit("\r\n", 1)[-1]
+    sep = "\r\n " if len(last) + len(item) + 3 > FOLD_AT else " "
+    return f"{head}{sep}<{item}>"
+
+
+def mailbox_header(field: str, name: str | None, address: str) -> str:
+    """``Field: Name <local@a-label>``; the name encoded or quoted as needed."""
+    addr = ascii_address(address, field)
+    if not name or not name.strip():
+        return f"{field}: {addr}"
+    return _angle(_phrase(f"{field}:", field, name), addr)
+
+
+def list_header(field: str, value: str) -> str:
+    """A comma-separated header (List-Unsubscribe) folded after commas."""
+    check_header_value(field, value)
+    if not value.isascii():
+        raise HeaderInjectionError(f"{field} header value must be ASCII (encode URLs and IDNs first)")
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    lines: list[str] = []
+    current = f"{field}:"
+    for index, item in enumerate(items):
+        piece = " " + item + ("," if index < len(items) - 1 else "")
+        if len(current) + len(piece) > FOLD_AT and current != f"{field}:":
+            lines.append(current)
+            current = piece
+        else:
+            current += piece
+    lines.append(current)
+    for line in lines:
+        if len(line) > MAX_LINE:
+            raise HeaderInjectionError(f"{field} header has an item longer than {MAX_LINE} characters")
+    return "\r\n".join(lines)
+
+
+def simple_header(field: str, value: str) -> str:
+    """A short ASCII header written as is (Message-ID, Feedback-ID, Precedence)."""
+    check_header_value(field, value)
+    if not value.isascii() or len(field) + 2 + len(value) > MAX_LINE:
+        raise HeaderInjectionError(f"{field} header value must be ASCII and shorter than {MAX_LINE} characters")
+    return f"{field}: {value}"
+
+
+# ---------------------------------------------------------------------------
+# Bodies
+
+_LONG_LINE = re.compile(rf"[^\r\n]{{{MAX_LINE + 1}}}")
+
+
+def encode_body(text: str) -> tuple[str, bytes]:
+    """``(Content-Transfer-Encoding, CRLF-terminated encoded bytes)`` for one part."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    crlf = text.replace("\n", "\r\n")
+    if crlf.isascii() and not _LONG_LINE.search(crlf):
+        return "7bit", crlf.encode("ascii")
+    data = crlf.encode("utf-8")
+    non_ascii = len(data) - len(text.encode("ascii", "ignore"))
+    if non_ascii * 4 > len(data):  # mostly non-Latin: base64 is smaller
+        encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
+        return "base64", encoded
+    return "quoted-printable", binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+
+
+# ---------------------------------------------------------------------------
+# The message
+
+
+class MessageSkeleton:
+    """Headers shared by every message of a campaign, encoded once."""
+
+    def __init__(
+        self,
+        *,
+        from_name: str,
+        from_address: str,
+        reply_to: str | None,
+        list_id: str | None,
+        list_name: str | None = None,
+        feedback_id: str | None = None,
+        precedence: str | None = "bulk",
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        head = [mailbox_header("From", from_name, from_address)]
+        if reply_to:
+            head.append(mailbox_header("Reply-To", None, reply_to))
+        tail: list[str] = []
+        if list_id:
+            label = check_header_value("List-Id", list_id.strip().strip("<>"))
+            if not label.isascii() or " " in label:
+                raise HeaderInjectionError(f"List-Id {list_id!r} must be an ASCII label like news.example.org")
+            if list_name:
+                tail.append(_angle(_phrase("List-Id:", "List-Id", list_name), label))
+            else:
+                tail.append(f"List-Id: <{label}>")
+        if precedence:
+            tail.append(simple_header("Precedence", precedence))
+        if feedback_id:
+            tail.append(simple_header("Feedback-ID", feedback_id))
+        for field, value in (extra or {}).items():
+            if not _FIELD_NAME.match(field) or field.lower() in _RESERVED:
+                raise HeaderInjectionError(f"Header name {field!r} is not allowed as an extra header")
+            tail.append(unstructured_header(field, value))
+        tail.append("MIME-Version: 1.0")
+        self.from_address = ascii_address(from_address, "From")
+        self._head = "\r\n".join(head) + "\r\n"
+        self._tail = "\r\n".join(tail) + "\r\n"
+
+    def build(
+        self,
+        *,
+        to_address: str,
+        to_name: str | None,
+        subject: str,
+        text: str,
+        html: str,
+        message_id: str,
+        date: datetime,
+        list_unsubscribe: str | None,
+        one_click: bool = True,
+    ) -> bytes:
+        """The message as wire bytes (CRLF, ≤998 octets a line), ready for DATA."""
+        if date.tzinfo is None:
+            date = date.replace(tzinfo=timezone.utc)
+        message_id = message_id.strip()
+        if not message_id.startswith("<"):
+            message_id = f"<{message_id}>"
+        headers = [
+            self._head,
+            mailbox_header("To", to_name, to_address), "\r\n",
+            unstructured_header("Subject", subject), "\r\n",
+            "Date: ", format_datetime(date), "\r\n",
+            simple_header("Message-ID", message_id), "\r\n",
+        ]
+        if list_unsubscribe:
+            headers += [list_header("List-Unsubscribe", list_unsubscribe), "\r\n"]
+            if one_click:
+                headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+        headers.append(self._tail)
+
+        text_cte, text_body = encode_body(text)
+        html_cte, html_body = encode_body(html)
+        boundary = "=_mc" + secrets.token_hex(12)
+        while boundary.encode("ascii") in text_body or boundary.encode("ascii") in html_body:
+            boundary = "=_mc" + secrets.token_hex(12)  # pragma: no cover - 2**-96
+        delimiter = b"--" + boundary.encode("ascii")
+        headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n')
+        return b"".join((
+            "".join(headers).encode("ascii"),
+            delimiter, b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: ",
+            text_cte.encode("ascii"), b"\r\n\r\n", text_body,
+            delimiter, b"\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: ",
+            html_cte.encode("ascii"), b"\r\n\r\n", html_body,
+            delimiter, b"--\r\n",
+        ))
+
+
+# Headers the skeleton and build() own; extra headers may not repeat them (A04).
+_RESERVED = frozenset(
+    name.lower()
+    for name in (
+        "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "MIME-Version",
+        "Content-Type", "Content-Transfer-Encoding", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post",
+        "Precedence", "Feedback-ID", "Return-Path",
+    )
+)

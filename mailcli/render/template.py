@@ -1,0 +1,300 @@
+"""Compiling a template folder once, then rendering it per recipient.
+
+``compile_template`` does all per-template work up front: it loads and
+compiles ``message.html`` with every layout and partial it uses (so a syntax
+error anywhere is reported before the first message, naming ``file:line``),
+``message.txt`` and ``subject.txt`` when present, checks stylesheets, and
+prepares the inline-once fast path (see ``inline.py``). ``CompiledTemplate
+.render`` is then the only per-recipient step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Template, meta
+
+from mailcli.errors import HeaderInjectionError, NotFoundError, TemplateError
+
+from .environment import check_template_path, display_path, make_environment, translate
+from .inline import (
+    StylesheetResolver,
+    canonical_html,
+    check_css_imports,
+    inline_css,
+    prepare_inline_once,
+    style_blocks,
+    tag_attributes,
+)
+from .mime import check_header_value
+from .text import ensure_footer, html_to_text, normalize_text
+from .values import RenderContext, RenderedParts
+
+# STANDARDS F07: a runaway loop must not produce a 100 MB message.
+MAX_HTML_CHARS = 1_000_000
+
+
+def _load_tree(env: Any, name: str, seen: dict[str, str]) -> None:
+    """Compile ``name`` and every template it extends or includes (recursively)."""
+    if name in seen:
+        return
+    source, filename, _ = env.loader.get_source(env, name)
+    seen[name] = filename
+    env.get_template(name)
+    for ref in meta.find_referenced_templates(env.parse(source, name, filename)):
+        if isinstance(ref, str):
+            _load_tree(env, ref, seen)
+
+
+def _check_links(files: Mapping[str, str], resolver: StylesheetResolver) -> None:
+    """Refuse remote stylesheets and @import before anything renders (A22)."""
+    import re
+
+    for filename in files.values():
+        with open(filename, encoding="utf-8") as handle:
+            source = handle.read()
+        for match in re.finditer(r"<link\b[^>]*>", source, re.IGNORECASE):
+            attrs = tag_attributes(match.group(0))
+            if "stylesheet" in attrs.get("rel", "").lower().split() and "{" not in attrs.get("href", ""):
+                line = source.count("\n", 0, match.start()) + 1
+                saved = resolver.origin
+                resolver.origin = f"{display_path(filename)}:{line}"
+                try:
+                    resolver.read(attrs.get("href", ""))
+                finally:
+                    resolver.origin = saved
+        for css in style_blocks(source):
+            check_css_imports(css, display_path(filename))
+
+
+class CompiledTemplate:
+    """One template folder, ready to render for any number of recipients."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        root: Path,
+        html: Template,
+        fast: Template | None,
+        text: Template | None,
+        subject: Template | None,
+        resolver: StylesheetResolver,
+        files: Mapping[str, str],
+        fallback_reason: str | None,
+    ) -> None:
+        self.name = name
+        self.root = root
+        self.folder = root / name
+        self.files = dict(files)  # template name -> file path, everything this template reads
+        self.fallback_reason = fallback_reason
+        self._html = html
+        self._fast = fast
+        self._text = text
+        self._subject = subject
+        self._resolver = resolver
+        self._text_env = make_environment(root, html=False)
+        self._subject_cache: dict[str, Template] = {}
+
+    # -- introspection ---------------------------------------------------
+    @property
+    def inline_once(self) -> bool:
+        """True while the inline-once fast path is in use."""
+        return self._fast is not None
+
+    @property
+    def has_text(self) -> bool:
+        return self._text is not None
+
+    @property
+    def has_subject(self) -> bool:
+        return self._subject is not None
+
+    def _disable_fast_path(self, reason: str) -> None:
+        self._fast = None
+        self.fallback_reason = reason
+
+    # -- rendering -------------------------------------------------------
+    def _call(self, template: Template, variables: dict[str, Any]) -> str:
+        try:
+            return template.render(variables)
+        except Exception as exc:  # every Jinja failure becomes one line with file:line
+            raise translate(exc, self.root, variables) from None
+
+    def variables(self, ctx: RenderContext) -> dict[str, Any]:
+        variables = ctx.variables()
+        subject = self.render_subject(variables)
+        # Inside the templates campaign.subject is the subject actually sent.
+        variables["campaign"] = {**ctx.campaign, "subject": subject}
+        return variables
+
+    def render_subject(self, variables: dict[str, Any]) -> str:
+        if self._subject is not None:
+            origin = display_path(self.folder / "subject.txt")
+            raw = self._call(self._subject, variables)
+        else:
+            origin = "the campaign subject"
+            raw = str(variables["campaign"].get("subject") or "")
+            if "{{" in raw or "{%" in raw:
+                template = self._subject_cache.get(raw)
+                if template is None:
+                    try:
+                        template = self._text_env.from_string(raw)
+                    except Exception as exc:
+                        raise TemplateError(f"Subject: {translate(exc, self.root).message}") from None
+                    self._subject_cache[raw] = template
+                raw = self._call(template, variables)
+        subject = raw.strip()
+        if not subject:
+            raise TemplateError(
+                f"No subject for template {self.name!r}: {display_path(self.folder / 'subject.txt')} is missing or renders empty",
+                hint="add subject.txt to the template folder or pass --subject",
+            )
+        try:
+            return check_header_value("Subject", subject)
+        except HeaderInjectionError as exc:
+            raise HeaderInjectionError(f"{origin}: {exc.message}", hint=exc.hint) from None
+
+    def _reference_html(self, variables: dict[str, Any]) -> str:
+        rendered = self._call(self._html, variables)
+        if len(rendered) > MAX_HTML_CHARS:
+            raise TemplateError(f"{display_path(self.folder / 'message.html')}: rendered HTML exceeds {MAX_HTML_CHARS} characters")
+        return inline_css(self._resolver.expand(rendered))
+
+    def render_html(self, variables: dict[str, Any], *, per_message: bool = False) -> str:
+        """The inlined HTML: fast path unless disabled or ``per_message``."""
+        fast = self._fast
+        if fast is None or per_message:
+            return self._reference_html(variables)
+        try:
+            html = fast.render(variables)
+        except Exception:
+            # Errors must name the template file and line, which only the
+            # original template can; if it succeeds, the fast path is wrong.
+            html = self._reference_html(variables)
+            self._disable_fast_path("the inlined template failed where the original did not")
+            return html
+        if len(html) > MAX_HTML_CHARS:
+            raise TemplateError(f"{display_path(self.folder / 'message.html')}: rendered HTML exceeds {MAX_HTML_CHARS} characters")
+        return html
+
+    def render_text_source(self, variables: dict[str, Any]) -> str | None:
+        """``message.txt`` rendered, before any footer is added (None without one)."""
+        if self._text is None:
+            return None
+        return normalize_text(self._call(self._text, variables))
+
+    def render_text(self, variables: dict[str, Any], html: str) -> str:
+        text = self.render_text_source(variables)
+        if text is None:
+            text = html_to_text(html)
+        sender = variables["sender"]
+        return ensure_footer(
+            text,
+            sender_name=str(sender.get("name") or ""),
+            postal_address=str(sender.get("postal_address") or ""),
+            unsubscribe_url=str(variables["unsubscribe_url"] or ""),
+        )
+
+    def render(self, ctx: RenderContext) -> RenderedParts:
+        """Subject, text part and inlined HTML for one recipient.
+
+        Raises ``TemplateError`` (undefined variable, sandbox violation, ...)
+        naming the variable and ``file:line``, and ``HeaderInjectionError``
+        when the rendered subject contains a line break or control character.
+        """
+        variables = self.variables(ctx)
+        html = self.render_html(variables)
+        text = self.render_text(variables, html)
+        return RenderedParts(subject=variables["campaign"]["subject"], text=text, html=html)
+
+    def verify_inlining(self, contexts: Iterable[RenderContext]) -> bool:
+        """Compare the fast path with per-message inlining on sample recipients.
+
+        Returns True when the fast path is in use and matched every sample;
+        on the first difference it switches this template to per-message
+        inlining (``fallback_reason`` says why) and returns False.
+        """
+        if self._fast is None:
+            return False
+        for number, ctx in enumerate(contexts, 1):
+            variables = self.variables(ctx)
+            expected = canonical_html(self._reference_html(variables))
+            try:
+                actual: str | None = canonical_html(self._fast.render(variables))
+            except Exception:
+                actual = None
+            if actual != expected:
+                self._disable_fast_path(f"inlining once differed from per-message inlining for sample recipient {number}")
+                return False
+        return True
+
+
+def _sample_check(template: CompiledTemplate) -> None:
+    """Compare both paths once with the built-in sample contact, where it renders."""
+    from .preview import preview_context
+
+    ctx = preview_context(now=datetime(2026, 1, 15, 9, 30, tzinfo=timezone.utc), subject="Preview")
+    try:
+        template._reference_html(template._variables(ctx))
+    except Exception:  # e.g. custom attributes the sample contact lacks
+        return
+    template.verify_inlining([ctx])
+
+
+def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
+    """Load, check and prepare ``templates_dir/name/`` for rendering.
+
+    Raises ``NotFoundError`` when the folder has no ``message.html`` and
+    ``TemplateError`` (naming ``file:line``) for anything that cannot render.
+    """
+    root = Path(templates_dir)
+    name = name.strip("/")
+    check_template_path(name)
+    if name.split("/")[0].startswith("_"):
+        raise TemplateError(f"{name!r} is a layout or partial folder, not a template")
+    folder = root / name
+    html_path = folder / "message.html"
+    if not html_path.is_file():
+        raise NotFoundError(
+            f"Template {name!r} not found: {display_path(html_path)} does not exist",
+            hint=f"a template is a folder {display_path(root)}/NAME/ with message.html",
+        )
+    html_env = make_environment(root, html=True)
+    text_env = make_environment(root, html=False)
+    files: dict[str, str] = {}
+    try:
+        _load_tree(html_env, f"{name}/message.html", files)
+        html = html_env.get_template(f"{name}/message.html")
+        text = subject = None
+        if (folder / "message.txt").is_file():
+            _load_tree(text_env, f"{name}/message.txt", files)
+            text = text_env.get_template(f"{name}/message.txt")
+        if (folder / "subject.txt").is_file():
+            _load_tree(text_env, f"{name}/subject.txt", files)
+            subject = text_env.get_template(f"{name}/subject.txt")
+    except Exception as exc:
+        raise translate(exc, root) from None
+
+    resolver = StylesheetResolver(root=root, folder=folder, origin=display_path(html_path))
+    html_files = {k: v for k, v in files.items() if not k.endswith(".txt")}
+    _check_links(html_files, resolver)
+
+    prepared = prepare_inline_once(root, name, resolver)
+    fast: Template | None = None
+    reason = prepared.reason
+    if prepared.source is not None:
+        try:
+            fast = html_env.from_string(prepared.source)
+        except Exception as exc:
+            reason = f"the inlined template did not compile: {exc}"
+    template = CompiledTemplate(
+        name=name, root=root, html=html, fast=fast, text=text, subject=subject,
+        resolver=resolver, files=files, fallback_reason=reason,
+    )
+    if fast is not None:
+        _sample_check(template)
+    return template
