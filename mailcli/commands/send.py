@@ -1,0 +1,126 @@
+"""``mailcli send CAMPAIGN``: create-or-resume a campaign and send it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from .. import context
+from ..config import parse_rate
+from ..errors import Interrupted, PartialError, UsageError
+from ..send.engine import SendOptions, SendPlan, SendSummary, send_campaign
+
+
+def _rate(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise UsageError(f"--rate {value!r}: {exc}") from None
+
+
+def send_cmd(
+    ctx: typer.Context,
+    campaign: Annotated[str, typer.Argument(help="Campaign name: new, or one to resume.", metavar="CAMPAIGN")],
+    template: Annotated[str | None, typer.Option("--template", "-t", help="Template folder (first run).", metavar="T")] = None,
+    list_name: Annotated[str | None, typer.Option("--list", "-l", help="List to send to (first run).", metavar="L")] = None,
+    subject: Annotated[str | None, typer.Option("--subject", help="Subject (else the template's subject.txt).", metavar="S")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render every message, send nothing, change nothing.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Send at most N messages in this run.", metavar="N")] = None,
+    rate: Annotated[str | None, typer.Option("--rate", help='Ceiling like "20/s" or "600/m"; "0" = unlimited.', metavar="R")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=64, help="Parallel SMTP connections.", metavar="N")] = None,
+    include_new: Annotated[bool, typer.Option("--include-new", help="Add list members who joined since the first run.")] = False,
+    resend_uncertain: Annotated[bool, typer.Option("--resend-uncertain", help="Also resend messages whose delivery is uncertain.")] = False,
+    expect_count: Annotated[int | None, typer.Option("--expect-count", min=0, help="Refuse unless the audience is exactly N.", metavar="N")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed without a terminal).")] = False,
+) -> None:
+    """Send a campaign to a list: every subscriber exactly once, resumable.
+
+    The first run freezes the audience (subscribed members minus suppressed
+    and restricted contacts); running the same command again resumes and
+    never sends anyone a second message.
+
+    Examples:
+
+        mailcli send spring-2026 --template newsletter --list news --dry-run
+
+        mailcli send spring-2026 --template newsletter --list news --yes
+
+        mailcli send spring-2026            # resume after an interruption
+    """
+    app = context.get(ctx)
+    out = app.out
+    options = SendOptions(
+        campaign=campaign, template=template, list_name=list_name, subject=subject, dry_run=dry_run,
+        limit=limit, rate=_rate(rate), concurrency=concurrency, include_new=include_new,
+        resend_uncertain=resend_uncertain, expect_count=expect_count,
+    )
+    settings = app.settings
+    store = app.store
+
+    def on_plan(plan: SendPlan) -> None:
+        if plan.created or plan.added:
+            out.info(f"Campaign {plan.campaign}: audience of {plan.audience} frozen from list {plan.list_name}"
+                     + ("" if plan.created else f" ({plan.added} new)"))
+        if plan.uncertain and not resend_uncertain:
+            out.warn(f"{plan.uncertain} message(s) are uncertain (a run was killed while sending them); not resending"
+                     f" — see `mailcli report {plan.campaign} --failed`")
+
+    def confirm(plan: SendPlan) -> None:
+        out.confirm(
+            f"Send {plan.to_send} message(s) of campaign {plan.campaign} (template {plan.template}) via {plan.server}?",
+            yes=yes, what="send",
+        )
+
+    with out.progress(None, f"Sending {campaign}") as bar:
+        def progress(s: SendSummary) -> None:
+            bar.update(s.attempted + s.skipped + (s.rendered if s.dry_run else 0),
+                       description=f"{campaign}: {s.sent} sent, {s.failed} failed")
+
+        summary = send_campaign(store, settings, options, confirm=confirm, progress=progress, on_plan=on_plan)
+    _report(out, summary, campaign)
+
+
+def _report(out: Any, s: SendSummary, campaign: str) -> None:
+    counts = s.counts
+    if out.json:
+        out.data({
+            "campaign": s.campaign, "dry_run": s.dry_run, "sent": s.sent, "failed": s.failed, "deferred": s.deferred,
+            "uncertain": s.uncertain, "skipped": s.skipped, "rendered": s.rendered, "interrupted": s.interrupted,
+            "elapsed_seconds": round(s.elapsed, 3), "campaign_totals": counts,
+        })
+    for problem in s.problems:
+        out.warn(problem)
+    if s.dry_run:
+        out.success(
+            f"Dry run: {s.rendered} message(s) rendered, {s.failed} would fail, {s.skipped} skipped; nothing was sent"
+        )
+        if s.failed == 0:
+            out.info(f"To send: mailcli send {campaign} --template ... --list ... (without --dry-run)")
+        if s.failed:
+            raise PartialError(f"{s.failed} message(s) of campaign {campaign} would fail", hint="fix the contacts named above")
+        return
+    rate = f" ({s.rate:.0f} msg/s)" if s.sent and s.elapsed > 0 else ""
+    line = (f"Campaign {campaign}: {s.sent} sent in {s.elapsed:.1f} s{rate}, {s.failed} failed, "
+            f"{s.deferred} deferred, {s.uncertain} uncertain, {s.skipped} skipped; "
+            f"total {counts.get('sent', 0)} of {counts.get('audience', 0)} sent")
+    if s.sent == 0 and s.attempted == 0 and not s.interrupted and not s.skipped:
+        out.success(f"Campaign {campaign}: nothing left to send ({counts.get('sent', 0)} of {counts.get('audience', 0)} sent)")
+    else:
+        out.success(line)
+    if s.interrupted:
+        raise Interrupted(f"Campaign {campaign} interrupted; state saved", hint=f"resume with: mailcli send {campaign}")
+    if s.failed or counts.get("deferred", 0):
+        hint = []
+        if counts.get("deferred", 0):
+            hint.append(f"retry deferred: mailcli send {campaign}")
+        hint.append(f"details: mailcli report {campaign} --failed")
+        raise PartialError(
+            f"Campaign {campaign}: {s.failed} failed, {counts.get('deferred', 0)} deferred", hint="; ".join(hint)
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send_cmd)

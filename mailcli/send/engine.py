@@ -1,0 +1,638 @@
+"""Sending a campaign: freeze or resume, preflight, render, transmit, record.
+
+``send_campaign`` is the core of ``mailcli send``. One run:
+
+1. takes the campaign lock (F36), creates the campaign on first use and
+   freezes its audience; rows a killed run left in ``sending`` become
+   ``uncertain`` (``ledger.recover_interrupted``);
+2. preflights: compiles the template and renders one real recipient of every
+   distinct set of contact fields, so a missing merge field stops the run
+   before any connection is made, with zero sent (F08). ``--dry-run`` renders
+   and builds every message instead, and sends nothing;
+3. asks the caller to confirm (the command shows the audience and server);
+4. opens the first SMTP connection (an unreachable server, bad certificate or
+   wrong password ends here with exit 5, nothing sent);
+5. streams pages of deliveries, re-checking each contact right before use
+   (B12), renders, builds the MIME bytes, DKIM-signs last (B05), and hands
+   the message to the transport; a per-contact problem (a name with a line
+   break, a render error) fails that delivery with the reason and the run
+   goes on.
+
+Durability (why "exactly once" holds): ``LedgerWriter`` owns a second SQLite
+connection with ``synchronous=FULL`` on a thread of its own. The transport
+awaits ``before_dot`` after the server's 354 and before writing the final
+dot; that call returns only when the ``sending`` row is committed *and
+fsynced*. Results are queued and committed in the next batch, together with
+the next ``sending`` marks, so one fsync covers every connection's pending
+work (group commit) and the event loop never waits on the disk. Hence at any
+moment each connection has at most one row in ``sending``, and a crash —
+even a power cut — leaves at most ``concurrency`` uncertain messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailcli import audit, clock
+from mailcli.config import Settings
+from mailcli.errors import (
+    HeaderInjectionError,
+    MailcliError,
+    TemplateError,
+    UsageError,
+)
+from mailcli.send import ledger
+from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
+from mailcli.send.lock import campaign_lock
+from mailcli.send.transport import OutgoingMessage, Result, Status
+from mailcli.store import Store
+from mailcli.tokens import make_unsubscribe_token
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    campaign: str
+    template: str | None = None
+    list_name: str | None = None
+    subject: str | None = None
+    dry_run: bool = False
+    limit: int | None = None
+    rate: float | None = None
+    concurrency: int | None = None
+    include_new: bool = False
+    resend_uncertain: bool = False
+    expect_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendPlan:
+    """What a run is about to do; shown before the confirmation."""
+
+    campaign: str
+    template: str
+    list_name: str
+    created: bool
+    audience: int  # deliveries in the campaign
+    added: int  # rows frozen now (first run or --include-new)
+    to_send: int  # this run (after --limit)
+    uncertain: int
+    server: str
+    dry_run: bool
+
+
+@dataclass(slots=True)
+class SendSummary:
+    campaign: str
+    dry_run: bool
+    attempted: int = 0
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    uncertain: int = 0
+    skipped: int = 0
+    rendered: int = 0
+    interrupted: bool = False
+    elapsed: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)  # report keys after the run
+    problems: list[str] = field(default_factory=list)  # first few per-contact failures
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+
+ProgressFn = Callable[[SendSummary], None]
+ConfirmFn = Callable[[SendPlan], None]
+
+
+# ---------------------------------------------------------------------------
+# Building one message
+
+
+class MessageFactory:
+    """Renders and builds the wire bytes of one campaign's messages."""
+
+    def __init__(self, settings: Settings, campaign: ledger.Campaign, *, sign: bool = True) -> None:
+        from mailcli.deliverability.dkim import load_signer
+        from mailcli.render import MessageSkeleton, compile_template
+        from mailcli.render.preview import sender_from_settings
+
+        self.settings = settings
+        self.campaign = campaign
+        self.secret = settings.secret()
+        self.template = compile_template(settings.templates_dir, campaign.template)
+        s = settings.sender
+        self.skeleton = MessageSkeleton(
+            from_name=s.from_name, from_address=s.from_address, reply_to=s.reply_to,
+            list_id=s.list_id, feedback_id=s.feedback_id, precedence="bulk",
+        )
+        self.sender = sender_from_settings(settings)
+        self.signer = load_signer(settings) if sign else None
+        self.mail_from = s.bounce_address or s.from_address
+        self.campaign_vars = {"name": campaign.name, "subject": campaign.subject or ""}
+
+    def context(self, r: ledger.Recipient) -> Any:
+        from mailcli.render import RenderContext
+
+        contact: dict[str, str] = {}
+        try:
+            attributes = json.loads(r.attributes or "{}")
+        except ValueError:
+            attributes = {}
+        for key, value in attributes.items():
+            contact[str(key)] = "" if value is None else str(value)
+        contact.update(email=r.email, first_name=r.first_name or "", last_name=r.last_name or "")
+        token = make_unsubscribe_token(self.secret, r.contact_uid, self.campaign.list_id or 0)
+        ctx = RenderContext(
+            contact=contact, campaign=self.campaign_vars, sender=self.sender,
+            unsubscribe_url=unsubscribe_url(self.settings, token), now=clock.now(),
+        )
+        return ctx, token
+
+    def build(self, r: ledger.Recipient) -> bytes:
+        """Wire bytes for one recipient; raises MailcliError for per-contact problems."""
+        ctx, token = self.context(r)
+        parts = self.template.render(ctx)
+        to_name = " ".join(p for p in (r.first_name, r.last_name) if p) or None
+        data = self.skeleton.build(
+            to_address=r.email, to_name=to_name, subject=parts.subject, text=parts.text, html=parts.html,
+            message_id=r.message_id, date=ctx.now, list_unsubscribe=list_unsubscribe_header(self.settings, token),
+        )
+        if self.signer is not None:
+            data = self.signer.sign(data)  # the very last step: nothing changes after (B05)
+        return data
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, MailcliError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------------
+# The ledger writer: group commit on its own connection and thread
+
+
+class LedgerWriter:
+    """Applies delivery updates in batches, one fsynced transaction each."""
+
+    def __init__(self, store: Store, settings: Settings, campaign: ledger.Campaign) -> None:
+        from mailcli.store import Store as StoreClass
+        from mailcli.store.db import connect
+
+        self._conn = connect(store.path)
+        # FULL: the 'sending' mark must survive a power cut, not just a crash.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        import sqlite_utils
+
+        self._store = StoreClass(path=store.path, conn=self._conn, db=sqlite_utils.Database(self._conn))
+        self._settings = settings
+        self._campaign = campaign
+        self._ops: list[tuple[Any, ...]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mailcli-ledger")
+        self._kick: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._kick = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    def submit(self, op: tuple[Any, ...], *, wait: bool = False) -> asyncio.Future[None] | None:
+        if self.error is not None:
+            raise self.error
+        self._ops.append(op)
+        assert self._kick is not None
+        self._kick.set()
+        if wait:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            return fut
+        return None
+
+    async def _run(self) -> None:
+        assert self._kick is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            if not self._ops:
+                if self._closed:
+                    return
+                continue
+            ops, self._ops = self._ops, []
+            waiters, self._waiters = self._waiters, []
+            try:
+                await loop.run_in_executor(self._pool, self._apply, ops)
+            except BaseException as exc:  # a full disk, a locked database...
+                self.error = exc
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(exc)
+                return
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    def _apply(self, ops: list[tuple[Any, ...]]) -> None:
+        now = clock.now_iso()
+        bounces: list[tuple[int, str]] = []
+        with self._store.transaction() as conn:
+            for op in ops:
+                kind = op[0]
+                if kind == "sending":
+                    conn.execute(
+                        "UPDATE deliveries SET status = 'sending', updated_at = ? WHERE id = ?", (now, op[1])
+                    )
+                elif kind == "result":
+                    _, delivery_id, status, reply = op
+                    conn.execute(
+                        "UPDATE deliveries SET status = ?, last_reply = ?, attempts = attempts + 1, updated_at = ?,"
+                        " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+                        (status, reply, now, status, now, delivery_id),
+                    )
+                elif kind == "skip":
+                    _, delivery_id, reason = op
+                    conn.execute(
+                        "UPDATE deliveries SET status = 'skipped', last_reply = ?, updated_at = ? WHERE id = ?",
+                        (reason, now, delivery_id),
+                    )
+                elif kind == "bounce":
+                    bounces.append((op[1], op[2]))
+        for contact_id, status in bounces:
+            # 5.1.x: the address does not exist. Suppress it from all mail
+            # through the one place that records bounces (its own transaction).
+            from mailcli.feedback.actions import record_bounce
+
+            record_bounce(self._store, self._settings, contact_id, hard=True, campaign_id=self._campaign.id,
+                          status=status, command="send")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._kick is not None:
+            self._kick.set()
+        if self._task is not None:
+            await self._task
+        self._pool.shutdown(wait=True)
+        self._store.close()
+        if self.error is not None:
+            raise self.error
+
+
+class _Hooks:
+    """The transport's hooks, bound to the ledger writer and the summary."""
+
+    def __init__(self, writer: LedgerWriter, summary: SendSummary, contacts: dict[int, int],
+                 progress: ProgressFn | None) -> None:
+        self.writer = writer
+        self.summary = summary
+        self.contacts = contacts  # delivery id -> contact id (only while in flight)
+        self.progress = progress
+
+    async def before_dot(self, msg: OutgoingMessage) -> None:
+        fut = self.writer.submit(("sending", msg.key), wait=True)
+        assert fut is not None
+        await fut
+
+    async def on_result(self, msg: OutgoingMessage, result: Result) -> None:
+        s = self.summary
+        if result.status is Status.RETRY:
+            # Back to pending: after a 4xx at end of data it was 'sending'.
+            self.writer.submit(("result", msg.key, "pending", result.reply))
+            return
+        self.writer.submit(("result", msg.key, result.status.value, result.reply))
+        contact_id = self.contacts.pop(msg.key, None)
+        s.attempted += 1
+        if result.status is Status.SENT:
+            s.sent += 1
+        elif result.status is Status.FAILED:
+            s.failed += 1
+            if len(s.problems) < 5:
+                s.problems.append(f"{msg.rcpt_to}: {result.reply}")
+            if result.hard_bounce and contact_id is not None:
+                code = result.reply.split(" ")[1] if " " in result.reply else None
+                self.writer.submit(("bounce", contact_id, code))
+        elif result.status is Status.DEFERRED:
+            s.deferred += 1
+        elif result.status is Status.UNCERTAIN:
+            s.uncertain += 1
+        if self.progress is not None:
+            self.progress(s)
+
+
+# ---------------------------------------------------------------------------
+# The run
+
+
+def _transport_options(settings: Settings, options: SendOptions) -> Any:
+    from mailcli.send.smtp import ConnectParams, default_local_hostname
+    from mailcli.send.transport import TransportOptions
+
+    smtp = settings.smtp
+    password = smtp.password() if smtp.username else None
+    if smtp.username and password is None:
+        from mailcli.errors import ConfigError
+
+        raise ConfigError(
+            f"[smtp] username is set but the password variable {smtp.password_env} is not",
+            hint=f"export {smtp.password_env}=... (the password never goes in mailcli.toml)",
+        )
+    params = ConnectParams(
+        host=smtp.host, port=smtp.port, security=smtp.security, username=smtp.username, password=password,
+        timeout=smtp.timeout, ca_file=str(smtp.ca_file) if smtp.ca_file else None,
+        local_hostname=default_local_hostname(),
+    )
+    return TransportOptions(
+        params=params,
+        concurrency=options.concurrency or smtp.concurrency,
+        rate=smtp.rate if options.rate is None else options.rate,
+        retry_window=smtp.retry_window,
+        domain_concurrency=smtp.domain_concurrency,
+    )
+
+
+def _signature(r: ledger.Recipient) -> frozenset[str]:
+    try:
+        return frozenset(json.loads(r.attributes or "{}"))
+    except ValueError:
+        return frozenset()
+
+
+def _preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign, secret: bytes,
+               resend_uncertain: bool) -> int:
+    """Render one recipient per distinct set of contact fields (F08).
+
+    Every contact with the same fields renders through the same template
+    paths, so a missing merge field shows here, before any connection. A
+    problem that is one contact's own (a line break in a name) is left to the
+    run, which fails that delivery only.
+    """
+    seen: set[frozenset[str]] = set()
+    checked = 0
+    for page in ledger.iter_sendable(store.conn, campaign, secret, resend_uncertain=resend_uncertain, page=1000):
+        for r in page:
+            sig = _signature(r)
+            if r.skip_reason or sig in seen:
+                continue
+            try:
+                factory.build(r)
+            except HeaderInjectionError:
+                continue
+            except TemplateError as exc:
+                raise TemplateError(
+                    f"{exc.message} (contact {r.email}); nothing was sent", hint=exc.hint or
+                    "fix the template or the contact data, then run the same command again",
+                ) from None
+            seen.add(sig)
+            checked += 1
+    return checked
+
+
+def prepare(store: Store, settings: Settings, options: SendOptions) -> tuple[ledger.Campaign, SendPlan]:
+    """Create or resume the campaign and freeze its audience (not for dry runs)."""
+    conn = store.conn
+    secret = settings.secret()
+    existing = ledger.get_campaign(conn, options.campaign)
+    if existing is not None:
+        if options.template and options.template != existing.template:
+            raise UsageError(
+                f"Campaign {existing.name!r} uses template {existing.template!r}, not {options.template!r}",
+                hint="a campaign keeps its template; use a new campaign name for a different one",
+            )
+        if options.list_name and options.list_name != existing.list_name:
+            raise UsageError(
+                f"Campaign {existing.name!r} goes to list {existing.list_name!r}, not {options.list_name!r}",
+                hint="use a new campaign name for another list",
+            )
+        if options.subject and options.subject != (existing.subject or ""):
+            raise UsageError(f"Campaign {existing.name!r} was started with another subject",
+                             hint="a resumed campaign keeps its subject")
+    elif not options.template or not options.list_name:
+        raise UsageError(
+            f"Campaign {options.campaign!r} does not exist yet; --template and --list are needed to start it",
+            hint=f"mailcli send {options.campaign} --template NAME --list LIST",
+        )
+    created = existing is None
+    added = 0
+    with store.transaction():
+        campaign = existing or ledger.create_campaign(
+            conn, name=options.campaign, template=options.template or "", list_name=options.list_name or "",
+            subject=options.subject,
+        )
+        if created or options.include_new:
+            added = ledger.freeze_audience(conn, campaign, secret, settings.sender.domain)
+        ledger.recover_interrupted(conn, campaign.id)
+        counts = ledger.campaign_counts(conn, campaign)
+        if options.expect_count is not None and counts["audience"] != options.expect_count:
+            raise UsageError(
+                f"Campaign {campaign.name!r} has {counts['audience']} recipients, not the expected {options.expect_count}; nothing was changed",
+                hint="check the list (mailcli lists) or drop --expect-count",
+            )
+        if options.dry_run:
+            # A dry run changes nothing: undo the freeze, keep the numbers.
+            raise _DryRunRollback(campaign, counts, added, created)
+    campaign = ledger.get_campaign(conn, campaign.name) or campaign
+    return campaign, _plan(store, settings, options, campaign, counts, created, added)
+
+
+class _DryRunRollback(Exception):
+    def __init__(self, campaign: ledger.Campaign, counts: dict[str, int], added: int, created: bool) -> None:
+        self.campaign, self.counts, self.added, self.created = campaign, counts, added, created
+
+
+def _plan(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
+          counts: dict[str, int], created: bool, added: int) -> SendPlan:
+    sendable = counts["pending"] + counts["deferred"] + (counts["uncertain"] if options.resend_uncertain else 0)
+    if options.limit is not None:
+        sendable = min(sendable, options.limit)
+    return SendPlan(
+        campaign=campaign.name, template=campaign.template, list_name=campaign.list_name, created=created,
+        audience=counts["audience"], added=added, to_send=sendable, uncertain=counts["uncertain"],
+        server=settings.smtp.address, dry_run=options.dry_run,
+    )
+
+
+def send_campaign(
+    store: Store,
+    settings: Settings,
+    options: SendOptions,
+    *,
+    confirm: ConfirmFn | None = None,
+    progress: ProgressFn | None = None,
+    on_plan: Callable[[SendPlan], None] | None = None,
+) -> SendSummary:
+    """Create-or-resume and send one campaign (see the module docstring)."""
+    with campaign_lock(settings, options.campaign):
+        if options.dry_run:
+            return _dry_run(store, settings, options, on_plan=on_plan, progress=progress)
+        campaign, plan = prepare(store, settings, options)
+        if on_plan is not None:
+            on_plan(plan)
+        summary = SendSummary(campaign=campaign.name, dry_run=False)
+        factory = MessageFactory(settings, campaign)
+        _preflight(store, factory, campaign, factory.secret, options.resend_uncertain)
+        if plan.to_send == 0:
+            summary.counts = ledger.campaign_counts(store.conn, campaign)
+            return summary
+        if confirm is not None:
+            confirm(plan)
+        audit.append(store, "send", subject_hmac=None, command="send",
+                     detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send})
+        started = time.monotonic()
+        try:
+            asyncio.run(_run(store, settings, options, campaign, factory, summary, progress))
+        finally:
+            summary.elapsed = time.monotonic() - started
+            with store.transaction() as conn:
+                summary.counts = ledger.campaign_counts(conn, campaign)
+                ledger.set_campaign_status(conn, campaign.id, summary.counts)
+        return summary
+
+
+async def _run(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
+               factory: MessageFactory, summary: SendSummary, progress: ProgressFn | None) -> None:
+    from mailcli.send.transport import SmtpTransport
+
+    writer = LedgerWriter(store, settings, campaign)
+    writer.start()
+    contacts: dict[int, int] = {}
+    hooks = _Hooks(writer, summary, contacts, progress)
+    transport = SmtpTransport(_transport_options(settings, options), hooks)
+    loop = asyncio.get_running_loop()
+    stopped = threading.Event()
+
+    def on_signal() -> None:
+        stopped.set()
+        summary.interrupted = True
+        transport.stop()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
+            pass
+    try:
+        await transport.open()
+        await transport.run(_messages(store, factory, campaign, options, writer, summary, contacts, transport, progress))
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await writer.close()
+
+
+async def _messages(store: Store, factory: MessageFactory, campaign: ledger.Campaign, options: SendOptions,
+                    writer: LedgerWriter, summary: SendSummary, contacts: dict[int, int], transport: Any,
+                    progress: ProgressFn | None) -> AsyncIterator[OutgoingMessage]:
+    """The stream of messages for the transport, rendered just in time."""
+    limit = options.limit
+    handed = 0
+    for page in ledger.iter_sendable(store.conn, campaign, factory.secret,
+                                     resend_uncertain=options.resend_uncertain):
+        for r in page:
+            if transport.stopping or (limit is not None and handed >= limit):
+                return
+            if r.skip_reason:
+                writer.submit(("skip", r.delivery_id, r.skip_reason))
+                summary.skipped += 1
+                continue
+            try:
+                data = factory.build(r)
+            except Exception as exc:  # one contact's data: fail that delivery, go on
+                writer.submit(("result", r.delivery_id, "failed", _problem(exc)))
+                summary.failed += 1
+                summary.attempted += 1
+                if len(summary.problems) < 5:
+                    summary.problems.append(f"{r.email}: {_problem(exc)}")
+                if progress is not None:
+                    progress(summary)
+                handed += 1
+                continue
+            summary.rendered += 1
+            handed += 1
+            contacts[r.delivery_id] = r.contact_id
+            yield OutgoingMessage(key=r.delivery_id, mail_from=factory.mail_from, rcpt_to=_envelope_rcpt(r.email),
+                                  data=data)
+            # Let replies and the ledger run between renders.
+            await asyncio.sleep(0)
+
+
+def _envelope_rcpt(email: str) -> str:
+    from mailcli.render.mime import ascii_address
+
+    try:
+        return ascii_address(email, "To")
+    except MailcliError:
+        return email
+
+
+def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan: Callable[[SendPlan], None] | None,
+             progress: ProgressFn | None) -> SendSummary:
+    """Freeze (in a transaction that is rolled back), render and build every message."""
+    summary = SendSummary(campaign=options.campaign, dry_run=True)
+    started = time.monotonic()
+    try:
+        prepare(store, settings, options)
+    except _DryRunRollback as marker:  # prepare's transaction was rolled back
+        campaign, counts, added, created = marker.campaign, marker.counts, marker.added, marker.created
+    else:  # pragma: no cover - prepare always raises in a dry run
+        raise AssertionError("dry run did not stop")
+    summary.counts = counts
+    plan = _plan(store, settings, options, campaign, counts, created, added)
+    if on_plan is not None:
+        on_plan(plan)
+    factory = MessageFactory(settings, campaign, sign=False)
+    for r in _dry_run_recipients(store, settings, options, campaign):
+        if options.limit is not None and summary.rendered + summary.failed >= options.limit:
+            break
+        if r.skip_reason:
+            summary.skipped += 1
+            continue
+        try:
+            factory.build(r)
+        except Exception as exc:
+            summary.failed += 1
+            if len(summary.problems) < 5:
+                summary.problems.append(f"{r.email}: {_problem(exc)}")
+        else:
+            summary.rendered += 1
+        if progress is not None:
+            progress(summary)
+    summary.elapsed = time.monotonic() - started
+    return summary
+
+
+def _dry_run_recipients(store: Store, settings: Settings, options: SendOptions,
+                        campaign: ledger.Campaign) -> Iterator[ledger.Recipient]:
+    """The recipients a real run would send to, without writing anything."""
+    conn = store.conn
+    conn.execute("SAVEPOINT dryrun")
+    try:
+        if campaign.frozen_at is None or options.include_new:
+            if ledger.get_campaign(conn, campaign.name) is None:
+                conn.execute(
+                    "INSERT INTO campaigns (id, uid, name, template, list_id, list_name, subject, kind, status, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'marketing', 'created', ?)",
+                    (campaign.id, campaign.uid, campaign.name, campaign.template, campaign.list_id,
+                     campaign.list_name, campaign.subject, campaign.created_at),
+                )
+            ledger.freeze_audience(conn, campaign, settings.secret(), settings.sender.domain)
+        pages = list(ledger.iter_sendable(conn, campaign, settings.secret(),
+                                          resend_uncertain=options.resend_uncertain, page=1000))
+    finally:
+        conn.execute("ROLLBACK TO dryrun")
+        conn.execute("RELEASE dryrun")
+    for page in pages:
+        yield from page
+

@@ -1,0 +1,319 @@
+"""The campaign ledger: campaigns, their frozen audience and one delivery row
+per (campaign, contact), in SQL with the reason for each query.
+
+A delivery moves ``pending → sending → sent | failed | deferred | uncertain``
+(plus ``skipped`` when a contact unsubscribed, was suppressed or restricted
+after the audience was frozen, B12). The rules that make "every person exactly
+once" hold:
+
+* The audience is frozen into ``deliveries`` by the first send, inside one
+  transaction, and ``UNIQUE (campaign_id, contact_id)`` makes a second freeze
+  (``--include-new``) add only newcomers.
+* ``sending`` is written — and committed — right before the end-of-data dot
+  (see ``engine.LedgerWriter``). A row found in ``sending`` when a run starts
+  belongs to a process that died in that window; it becomes ``uncertain`` and
+  is not resent unless asked (``--resend-uncertain``).
+* Everything else that is not ``sent``/``failed``/``skipped`` is simply sent
+  again by a rerun.
+
+Totals survive purge and erasure: code that deletes delivery rows or events
+must first call ``mailcli.store.archive.archive_deliveries`` /
+``archive_events`` in the same transaction (re-exported here); ``report``
+adds ``campaigns.archived_counts`` to the live counts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from mailcli import clock
+from mailcli.errors import NotFoundError, UsageError
+from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_events, archived_counts
+from mailcli.tokens import address_hmac, message_id, new_uid
+
+__all__ = [
+    "REPORT_KEYS", "Campaign", "Recipient", "archive_deliveries", "archive_events", "campaign_counts",
+    "create_campaign", "freeze_audience", "get_campaign", "iter_audience", "iter_sendable", "list_campaigns",
+    "recover_interrupted", "sendable_count", "failures",
+]
+
+# Delivery statuses a run sends (``uncertain`` only with --resend-uncertain).
+SENDABLE = ("pending", "deferred")
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    id: int
+    uid: str
+    name: str
+    template: str
+    list_id: int | None
+    list_name: str
+    subject: str | None
+    kind: str
+    status: str
+    created_at: str
+    frozen_at: str | None
+    finished_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A delivery joined with what is needed to render and re-check it."""
+
+    delivery_id: int
+    contact_id: int
+    contact_uid: str
+    email: str
+    email_key: str
+    first_name: str
+    last_name: str
+    attributes: str  # JSON text, parsed only when rendering
+    message_id: str
+    skip_reason: str | None  # set when the send-time check (B12) says no
+
+
+_CAMPAIGN_COLUMNS = (
+    "id, uid, name, template, list_id, list_name, subject, kind, status, created_at, frozen_at, finished_at"
+)
+
+
+def get_campaign(conn: sqlite3.Connection, name: str) -> Campaign | None:
+    row = conn.execute(f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE name = ?", (name,)).fetchone()  # noqa: S608 - fixed columns
+    return Campaign(*row) if row else None
+
+
+def list_campaigns(conn: sqlite3.Connection) -> list[Campaign]:
+    rows = conn.execute(f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns ORDER BY created_at, id").fetchall()  # noqa: S608
+    return [Campaign(*row) for row in rows]
+
+
+def list_id_of(conn: sqlite3.Connection, list_name: str) -> int:
+    row = conn.execute("SELECT id FROM lists WHERE name = ?", (list_name,)).fetchone()
+    if row is None:
+        names = [r[0] for r in conn.execute("SELECT name FROM lists ORDER BY name")]
+        hint = f"existing lists: {', '.join(names)}" if names else "import contacts first: mailcli import FILE --list NAME"
+        raise NotFoundError(f"List {list_name!r} not found", hint=hint)
+    return int(row[0])
+
+
+def create_campaign(
+    conn: sqlite3.Connection, *, name: str, template: str, list_name: str, subject: str | None
+) -> Campaign:
+    """Insert a campaign row (not yet frozen)."""
+    if not name.strip() or any(ord(c) < 32 for c in name):
+        raise UsageError(f"Invalid campaign name {name!r}")
+    list_id = list_id_of(conn, list_name)
+    conn.execute(
+        "INSERT INTO campaigns (uid, name, template, list_id, list_name, subject, kind, status, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'marketing', 'created', ?)",
+        (new_uid(), name, template, list_id, list_name, subject, clock.now_iso()),
+    )
+    campaign = get_campaign(conn, name)
+    assert campaign is not None
+    return campaign
+
+
+def _suppressed_hmacs(conn: sqlite3.Connection, list_name: str) -> set[str]:
+    # Suppressions are keyed by HMAC (the address may be erased); scope "*"
+    # is everything, a list name is that list only. Loading the set once is
+    # cheaper than a lookup per contact and bounded by the suppression list.
+    return {row[0] for row in conn.execute("SELECT hmac FROM suppressions WHERE scope IN ('*', ?)", (list_name,))}
+
+
+# The audience: subscribed members of the list whose contact is active, not
+# restricted (art. 18) and has not objected to marketing (art. 21). Suppression
+# is checked in Python because it needs the HMAC of the address.
+_AUDIENCE_SQL = """
+SELECT c.id, c.uid, c.email_key
+FROM memberships m JOIN contacts c ON c.id = m.contact_id
+WHERE m.list_id = ? AND m.status = 'subscribed'
+  AND c.status = 'active' AND c.restricted_at IS NULL AND c.no_marketing_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = ? AND d.contact_id = c.id)
+ORDER BY c.id
+"""
+
+
+def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list_name: str, secret: bytes) -> Iterator[tuple[int, str]]:
+    """(contact id, uid) of members not yet in the campaign, minus suppressed."""
+    suppressed = _suppressed_hmacs(conn, list_name)
+    for contact_id, uid, email_key in conn.execute(_AUDIENCE_SQL, (list_id, campaign_id)).fetchall():
+        if suppressed and address_hmac(secret, email_key) in suppressed:
+            continue
+        yield contact_id, uid
+
+
+def freeze_audience(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, domain: str) -> int:
+    """Insert a pending delivery for every audience member not yet in it.
+
+    Run inside a transaction. Returns the number of rows added. The
+    Message-ID is derived from campaign and contact, so it is the same in
+    every run and a bounce can be traced back to this delivery (C10).
+    """
+    if campaign.list_id is None:
+        raise NotFoundError(f"The list of campaign {campaign.name!r} ({campaign.list_name}) no longer exists")
+    now = clock.now_iso()
+    rows = [
+        (campaign.id, contact_id, message_id(campaign.uid, uid, domain), now, now)
+        for contact_id, uid in iter_audience(conn, campaign.id, campaign.list_id, campaign.list_name, secret)
+    ]
+    conn.executemany(
+        "INSERT OR IGNORE INTO deliveries (campaign_id, contact_id, status, message_id, created_at, updated_at)"
+        " VALUES (?, ?, 'pending', ?, ?, ?)",
+        rows,
+    )
+    conn.execute(
+        "UPDATE campaigns SET frozen_at = COALESCE(frozen_at, ?), status = CASE WHEN status = 'created' THEN 'sending' ELSE status END"
+        " WHERE id = ?",
+        (now, campaign.id),
+    )
+    return len(rows)
+
+
+def recover_interrupted(conn: sqlite3.Connection, campaign_id: int) -> int:
+    """A run starts: rows left in 'sending' by a dead process become 'uncertain'.
+
+    Only a process killed between writing the end-of-data dot and recording
+    the reply leaves such a row (RFC 1047), so the server may have the message.
+    """
+    cursor = conn.execute(
+        "UPDATE deliveries SET status = 'uncertain', updated_at = ?,"
+        " last_reply = COALESCE(last_reply, 'interrupted after the message was transmitted; the reply was not recorded')"
+        " WHERE campaign_id = ? AND status = 'sending'",
+        (clock.now_iso(), campaign_id),
+    )
+    return cursor.rowcount
+
+
+def _statuses(resend_uncertain: bool) -> tuple[str, ...]:
+    return (*SENDABLE, "uncertain") if resend_uncertain else SENDABLE
+
+
+def sendable_count(conn: sqlite3.Connection, campaign_id: int, *, resend_uncertain: bool = False) -> int:
+    statuses = _statuses(resend_uncertain)
+    marks = ",".join("?" for _ in statuses)
+    row = conn.execute(
+        f"SELECT count(*) FROM deliveries WHERE campaign_id = ? AND status IN ({marks})",  # noqa: S608 - placeholders only
+        (campaign_id, *statuses),
+    ).fetchone()
+    return int(row[0])
+
+
+# One page of deliveries to send, joined with the live state of the contact
+# (send-time check, B12): the membership must still be 'subscribed', the
+# contact active, unrestricted and without a marketing objection. Keyset
+# pagination on d.id keeps every page an index range scan.
+_PAGE_SQL = """
+SELECT d.id, c.id, c.uid, c.email, c.email_key, c.first_name, c.last_name, c.attributes, d.message_id,
+       CASE
+         WHEN c.status != 'active' THEN 'contact is ' || c.status
+         WHEN c.restricted_at IS NOT NULL THEN 'processing restricted (art. 18)'
+         WHEN c.no_marketing_at IS NOT NULL THEN 'objected to direct marketing'
+         WHEN m.status IS NULL THEN 'no longer a member of the list'
+         WHEN m.status != 'subscribed' THEN 'membership is ' || m.status
+       END
+FROM deliveries d
+JOIN contacts c ON c.id = d.contact_id
+LEFT JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
+WHERE d.campaign_id = ? AND d.status IN ({marks}) AND d.id > ?
+ORDER BY d.id
+LIMIT ?
+"""
+
+
+def iter_sendable(
+    conn: sqlite3.Connection, campaign: Campaign, secret: bytes, *, resend_uncertain: bool = False, page: int = 100
+) -> Iterator[list[Recipient]]:
+    """Pages of deliveries still to send, each re-checked right before use.
+
+    Pages are small and fetched lazily, so the check happens moments before
+    each message is rendered and transmitted; an unsubscribe recorded during
+    a long send stops every later message (B12).
+    """
+    statuses = _statuses(resend_uncertain)
+    sql = _PAGE_SQL.format(marks=",".join("?" for _ in statuses))
+    last = 0
+    while True:
+        rows = conn.execute(sql, (campaign.list_id or -1, campaign.id, *statuses, last, page)).fetchall()
+        if not rows:
+            return
+        last = rows[-1][0]
+        digests = {address_hmac(secret, row[4]): i for i, row in enumerate(rows)}
+        marks = ",".join("?" for _ in digests)
+        suppressed = {
+            r[0]
+            for r in conn.execute(
+                f"SELECT hmac FROM suppressions WHERE scope IN ('*', ?) AND hmac IN ({marks})",  # noqa: S608 - placeholders only
+                (campaign.list_name, *digests),
+            )
+        }
+        suppressed_rows = {digests[d] for d in suppressed}
+        out = []
+        for i, row in enumerate(rows):
+            reason = row[9]
+            if reason is None and i in suppressed_rows:
+                reason = "address is on the suppression list"
+            out.append(Recipient(*row[:9], skip_reason=reason))
+        yield out
+
+
+def campaign_counts(conn: sqlite3.Connection, campaign: Campaign) -> dict[str, int]:
+    """The report keys for one campaign: live rows + archived totals.
+
+    ``sending`` counts as ``uncertain`` (outside a running send it can only be
+    a row a killed process left behind). bounced/unsubscribed/complained are
+    the events attributed to the campaign (written by ``bounces``/``serve``).
+    """
+    counts = {key: 0 for key in (*REPORT_KEYS, "skipped")}
+    for status, n in conn.execute(
+        "SELECT status, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY status", (campaign.id,)
+    ):
+        key = "uncertain" if status == "sending" else status
+        counts[key] = counts.get(key, 0) + n
+        counts["audience"] += n
+    for kind, n in conn.execute(
+        "SELECT kind, count(*) FROM events WHERE campaign_id = ? AND kind IN ('bounced', 'unsubscribed', 'complained')"
+        " GROUP BY kind",
+        (campaign.id,),
+    ):
+        counts[kind] += n
+    for key, n in archived_counts(conn, campaign.id).items():
+        counts[key] += n
+    row = conn.execute("SELECT archived_counts FROM campaigns WHERE id = ?", (campaign.id,)).fetchone()
+    extra = json.loads(row[0] or "{}") if row else {}
+    counts["skipped"] += int(extra.get("skipped", 0))
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    email: str
+    status: str
+    reply: str
+    attempts: int
+    updated_at: str
+
+
+def failures(conn: sqlite3.Connection, campaign: Campaign) -> list[Failure]:
+    """Failed, deferred and uncertain deliveries with the server's last reply."""
+    rows = conn.execute(
+        "SELECT c.email, d.status, COALESCE(d.last_reply, ''), d.attempts, d.updated_at"
+        " FROM deliveries d JOIN contacts c ON c.id = d.contact_id"
+        " WHERE d.campaign_id = ? AND d.status IN ('failed', 'deferred', 'uncertain', 'sending')"
+        " ORDER BY d.status, c.email",
+        (campaign.id,),
+    ).fetchall()
+    return [Failure(*row) for row in rows]
+
+
+def set_campaign_status(conn: sqlite3.Connection, campaign_id: int, counts: dict[str, Any]) -> None:
+    """'sent' once nothing is left to send or retry; otherwise 'sending'."""
+    done = counts.get("pending", 0) + counts.get("deferred", 0) == 0
+    conn.execute(
+        "UPDATE campaigns SET status = ?, finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?",
+        ("sent" if done else "sending", done, clock.now_iso(), campaign_id),
+    )
