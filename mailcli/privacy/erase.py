@@ -80,6 +80,8 @@ def erase_subject(store: Store, settings: Settings, email: str, *, reason: str |
     subject = find_subject(store, settings, email)
     already = subject.contact_id is None and is_erased(store.conn, subject.hmac)
     if already:
+        audit.record_access(store, settings, "erase", subject_hmac=subject.hmac, command="privacy erase",
+                            detail={"found": False, "already_erased": True}, reason=reason)
         return EraseResult(ref=subject.ref, found=False, already_erased=True)
     append_entries(settings, [LedgerEntry(subject.hmac, clock.now_iso(), "request", True)])
     rows: dict[str, int] = {}

@@ -1,0 +1,101 @@
+"""``mailcli backup``: create, list, prune, restore (thin wrappers of ``privacy.backup``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import context
+from ..privacy.backup import create_backup, list_backups, prune_backups, restore_backup
+
+backup_app = typer.Typer(help="Consistent database backups; restores re-apply later erasures.",
+                         no_args_is_help=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@backup_app.command("create")
+def create_cmd(ctx: typer.Context) -> None:
+    """Copy the database into backups/ (consistent even while a send runs; mode 0600).
+
+    Example:
+
+        mailcli backup create
+    """
+    app = context.get(ctx)
+    info = create_backup(app.store, app.settings)
+    app.out.data(info.as_json(), text=str(info.path))
+    app.out.success(f"Backup written ({_size(info.size)}); kept for {app.settings.retention.backups.describe()}")
+
+
+@backup_app.command("list")
+def list_cmd(ctx: typer.Context) -> None:
+    """The backups, oldest first (`--json`: objects with path, created_at, size)."""
+    app = context.get(ctx)
+    backups = list_backups(app.settings)
+    if app.out.json:
+        app.out.data([b.as_json() for b in backups])
+        return
+    app.out.table(["path", "created_at", "size"], [(str(b.path), b.created_at, _size(b.size)) for b in backups])
+    if not backups:
+        app.out.info("No backups yet; `mailcli backup create` makes one")
+
+
+@backup_app.command("prune")
+def prune_cmd(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; delete nothing.")] = False,
+) -> None:
+    """Delete backups older than [retention] backups (purge does this too)."""
+    app = context.get(ctx)
+    removed = prune_backups(app.settings, dry_run=dry_run)
+    app.out.data([b.as_json() for b in removed],
+                 text="\n".join(str(b.path) for b in removed) if removed else "")
+    verb = "Would delete" if dry_run else "Deleted"
+    app.out.info(f"{verb} {len(removed)} backup(s) older than {app.settings.retention.backups.describe()}")
+
+
+@backup_app.command("restore")
+def restore_cmd(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A backup file (see `mailcli backup list`).", metavar="FILE")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (needed without a terminal).")] = False,
+) -> None:
+    """Replace the database with a backup, then re-apply every later erasure and opt-out.
+
+    The backup must pass PRAGMA integrity_check. The replaced database is kept
+    as a backup labelled pre-restore. Stop `mailcli serve` and sends first.
+
+    Example:
+
+        mailcli backup restore backups/mailcli-20250101T030000Z.db --yes
+    """
+    app = context.get(ctx)
+    settings = app.settings
+    app.out.confirm(f"Replace {settings.project.database.name} with {file.name}? Changes made since that backup"
+                    " are lost (erasures and opt-outs are re-applied).", yes=yes, what="restore")
+    result = restore_backup(settings, file)
+    for warning in result.warnings:
+        app.out.warn(warning)
+    app.out.data(
+        {"source": str(result.source), "safety_copy": str(result.safety_copy) if result.safety_copy else None,
+         "reerased": result.reerased, "optouts_reapplied": result.optouts_reapplied,
+         "suppressions_merged": result.suppressions_merged, "audit_carried": result.audit_carried},
+        text=f"Restored {result.source.name}: {result.reerased} re-erasure(s) applied,"
+             f" {result.optouts_reapplied} opt-out(s) re-applied",
+    )
+    if result.safety_copy:
+        app.out.info(f"The replaced database was kept as {result.safety_copy}")
+    app.out.warn("messages sent after the backup are not recorded in it; check `mailcli report` before sending again")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(backup_app, name="backup")

@@ -1,0 +1,256 @@
+"""``mailcli privacy``: export, erase, restrict, unrestrict, object, purge, audit.
+
+Thin wrappers around ``mailcli.privacy``: parse, confirm where destructive,
+call the core, print. People are named in output only masked
+(``z***@example.org``) or by the reference (a prefix of the address HMAC).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .. import clock, context
+from ..addresses import mask_address
+from ..errors import MailcliError, NotFoundError, UsageError
+from ..privacy import auditlog
+from ..privacy.erase import erase_subject
+from ..privacy.export import export_subject
+from ..privacy.restrict import object_subject, restrict_subject, unrestrict_subject
+from ..privacy.retention import RULES, UNITS, purge
+from ..privacy.subject import find_subject
+
+privacy_app = typer.Typer(help="Data-subject rights (GDPR art. 15-21), retention and the audit log.",
+                          no_args_is_help=True)
+
+Email = Annotated[str, typer.Argument(help="The person's e-mail address.", metavar="EMAIL")]
+Reason = Annotated[str | None, typer.Option("--reason", help="Why (kept in the audit log), e.g. a ticket number.")]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s" if not word.endswith("y") else f"{n} {word[:-1]}ies"
+
+
+@privacy_app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    email: Email,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="ZIP file to write.", metavar="FILE")] = None,
+    reason: Reason = None,
+) -> None:
+    """Everything held about one person, as a ZIP with JSON, CSV and a letter (art. 15/20).
+
+    Example:
+
+        mailcli privacy export anna@example.nl -o anna.zip --reason "request 2024-17"
+    """
+    app = context.get(ctx)
+    result = export_subject(app.store, app.settings, email, output=output, reason=reason)
+    for warning in result.warnings:
+        app.out.warn(warning)
+    summary = ", ".join(f"{name} {n}" for name, n in result.counts.items())
+    app.out.data(
+        {"path": str(result.path), "reference": result.ref, "counts": result.counts, "files": list(result.files)},
+        text=str(result.path),
+    )
+    app.out.success(f"Exported ({summary}; reference {result.ref}); the file is for the person only (mode 0600)")
+
+
+@privacy_app.command("erase")
+def erase_cmd(
+    ctx: typer.Context,
+    email: Email,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (needed without a terminal).")] = False,
+    reason: Reason = None,
+) -> None:
+    """Erase one person (art. 17); only a keyed hash stays on the suppression list.
+
+    Campaign totals do not change. The erasure is also written to
+    .mailcli/erasures.jsonl so that restoring an older backup re-applies it.
+
+    Example:
+
+        mailcli privacy erase anna@example.nl --yes --reason "request 2024-18"
+    """
+    app = context.get(ctx)
+    subject = find_subject(app.store, app.settings, email)
+    app.out.confirm(f"Erase everything held about {subject.masked}? This cannot be undone.", yes=yes, what="erase")
+    result = erase_subject(app.store, app.settings, email, reason=reason)
+    data: dict[str, Any] = {"reference": result.ref, "found": result.found, "already_erased": result.already_erased,
+                            "rows": result.rows}
+    if result.scrub is not None:
+        data.update(wal_truncated=result.scrub.wal_truncated, vacuumed=result.scrub.vacuumed,
+                    remnants=bool(result.scrub.remnants))
+        if result.scrub.remnants:
+            app.out.warn("a trace of the address is still in " + ", ".join(result.scrub.remnants)
+                         + "; stop other mailcli processes and run `mailcli privacy purge`")
+        elif not result.scrub.wal_truncated:
+            app.out.warn("another process is using the database; run `mailcli privacy purge` when it has finished")
+    if result.already_erased:
+        app.out.data(data, text=f"Already erased: {subject.masked} (reference {result.ref}); nothing is held")
+        return
+    if not result.found:
+        if app.out.json:
+            app.out.data(data)
+        raise NotFoundError(
+            f"No contact with the address {subject.masked}: nothing held to erase",
+            hint="it was put on the suppression list anyway, so it is never imported or mailed",
+        )
+    rows = result.rows
+    parts = [_plural(rows.get("contacts", 0), "contact"), _plural(rows.get("memberships", 0), "membership"),
+             _plural(rows.get("deliveries", 0), "delivery"), _plural(rows.get("events", 0), "event")]
+    app.out.data(data, text=f"Erased {subject.masked} (reference {result.ref}): {', '.join(parts)}")
+    app.out.info("Only a keyed hash stays on the suppression list. If the relay "
+                 f"{app.settings.smtp.host} keeps logs with this address, ask it to delete them (art. 19).")
+
+
+@privacy_app.command("restrict")
+def restrict_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> None:
+    """Restrict processing (art. 18): the data are kept and exported, never sent to.
+
+    Example:
+
+        mailcli privacy restrict anna@example.nl --reason "disputes accuracy"
+    """
+    app = context.get(ctx)
+    result = restrict_subject(app.store, app.settings, email, reason=reason)
+    masked = mask_address(email.strip())
+    app.out.data({"reference": result.ref, "restricted": True, "changed": result.changed, "since": result.since},
+                 text=f"Restricted {masked} since {result.since}" if result.changed
+                 else f"{masked} was already restricted since {result.since}")
+
+
+@privacy_app.command("unrestrict")
+def unrestrict_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> None:
+    """Lift a restriction (art. 18(3)); the lifting is logged too."""
+    app = context.get(ctx)
+    result = unrestrict_subject(app.store, app.settings, email, reason=reason)
+    masked = mask_address(email.strip())
+    app.out.data({"reference": result.ref, "restricted": False, "changed": result.changed},
+                 text=f"Lifted the restriction of {masked}" if result.changed else f"{masked} was not restricted")
+
+
+@privacy_app.command("object")
+def object_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> None:
+    """Record an objection to all direct marketing (art. 21): no list ever mails the person again.
+
+    Example:
+
+        mailcli privacy object anna@example.nl --reason "phone call 12 May"
+    """
+    app = context.get(ctx)
+    result = object_subject(app.store, app.settings, email, reason=reason)
+    masked = mask_address(email.strip())
+    data = {"reference": result.ref, "found": result.found, "changed": result.changed,
+            "since": result.since, "memberships_ended": result.memberships_ended}
+    if not result.found:
+        if app.out.json:
+            app.out.data(data)
+        raise NotFoundError(f"No contact with the address {masked}",
+                            hint="it was put on the suppression list anyway, so it is never imported or mailed")
+    app.out.data(data, text=f"Objection recorded for {masked}: {_plural(result.memberships_ended, 'membership')}"
+                            " ended; suppressed for every list" if result.changed
+                 else f"{masked} had already objected on {result.since}")
+
+
+def _parse_as_of(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--as-of: {text!r} is not a date like 2027-01-01 or 2027-01-01T06:00:00Z") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+@privacy_app.command("purge")
+def purge_cmd(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; change nothing.")] = False,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Evaluate the policy as on this day.",
+                                              metavar="DATE")] = None,
+) -> None:
+    """Apply the retention policy of mailcli.toml: erase and delete what is past its period. Cron-safe.
+
+    Prints each rule's count (with --json an object {rule: count}). Running it
+    twice removes nothing the second time. `--as-of` with `--dry-run` answers
+    "what goes next month?".
+
+    Example (crontab):
+
+        15 3 * * *  mailcli -C /srv/news privacy purge -q
+    """
+    app = context.get(ctx)
+    moment = _parse_as_of(as_of)
+    if moment is not None and moment > clock.now() and not dry_run:
+        app.out.warn(f"--as-of {clock.to_iso(moment)} is in the future: data are removed earlier than the policy says")
+    result = purge(app.store, app.settings, as_of=moment, dry_run=dry_run)
+    if app.out.json:
+        app.out.data(result.counts)
+    elif not app.out.quiet:
+        periods = dict(app.settings.retention.items())
+        rows = [(rule, periods[rule].text, result.cutoffs[rule][:10], result.counts[rule], UNITS[rule]) for rule in RULES]
+        app.out.table(["rule", "period", "before", "count", "of"], rows,
+                      title=f"{'Would purge' if dry_run else 'Purged'} as of {result.as_of}")
+    total = sum(result.counts.values())
+    if dry_run:
+        app.out.info(f"Dry run: nothing was changed ({total} records and {_plural(result.contacts_erased, 'contact')}"
+                     " would go)")
+    else:
+        app.out.success(f"Purge done: {total} records removed, {_plural(result.contacts_erased, 'contact')} erased")
+        if result.scrub is not None and not result.scrub.wal_truncated:
+            app.out.warn("another process is using the database; the removed data leave the -wal file"
+                         " once it finishes (run purge again)")
+
+
+@privacy_app.command("audit")
+def audit_cmd(
+    ctx: typer.Context,
+    subject: Annotated[str | None, typer.Option("--subject", help="Only entries about this person.",
+                                                metavar="EMAIL")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Check the hash chain; exit 1 if broken.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the newest N entries.")] = None,
+) -> None:
+    """The log of every access to personal data (who, what, when, whose, why).
+
+    Subjects appear as a prefix of the keyed hash of their address.
+
+    Example:
+
+        mailcli privacy audit --subject anna@example.nl
+        mailcli privacy audit --verify
+    """
+    app = context.get(ctx)
+    if verify:
+        result = auditlog.verify(app.store)
+        problems = [{"id": p.id, "problem": p.problem} for p in result.problems]
+        data = {"ok": result.ok, "entries": result.entries, "first_id": result.first_id,
+                "last_id": result.last_id, "problems": problems}
+        if result.ok:
+            app.out.data(data, text=f"Audit log intact: {result.entries} entries"
+                                    + (f" (#{result.first_id}-#{result.last_id})" if result.entries else ""))
+            return
+        if app.out.json:
+            app.out.data(data)
+        first = result.problems[0]
+        raise MailcliError(f"Audit log entry #{first.id} {first.problem}",
+                           hint=f"{len(problems)} problem(s) in {result.entries} entries; the log was tampered with"
+                                " or damaged")
+    entries = auditlog.list_entries(app.store, app.settings, subject_email=subject, limit=limit)
+    if app.out.json:
+        app.out.data(entries)
+        return
+    rows = [(e["id"], e["at"], e["actor"], e["command"], e["action"], (e["subject"] or "")[:12], e["reason"] or "")
+            for e in entries]
+    app.out.table(["#", "at", "actor", "command", "action", "subject", "reason"], rows)
+    if not entries:
+        app.out.info("No audit entries" + (" about this person" if subject else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(privacy_app, name="privacy")
