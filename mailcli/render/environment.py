@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2 import ChainableUndefined, FileSystemLoader, StrictUndefined, TemplateNotFound
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -73,12 +73,18 @@ class ConfinedLoader(FileSystemLoader):
         return source, filename, uptodate
 
 
-def make_environment(root: Path, *, html: bool, transform: Transform | None = None) -> ImmutableSandboxedEnvironment:
-    """A sandbox for one kind of output: ``html=True`` escapes, otherwise not."""
+def make_environment(
+    root: Path, *, html: bool, transform: Transform | None = None, strict: bool = True
+) -> ImmutableSandboxedEnvironment:
+    """A sandbox for one kind of output: ``html=True`` escapes, otherwise not.
+
+    ``strict=False`` (lint only) renders undefined variables as empty, so the
+    remaining checks can still run on a template with a misspelt name.
+    """
     return ImmutableSandboxedEnvironment(
         loader=ConfinedLoader(root, transform),
         autoescape=html,
-        undefined=StrictUndefined,
+        undefined=StrictUndefined if strict else ChainableUndefined,
         # Block tags on their own line leave no blank line behind: matters for
         # the text part, harmless for HTML.
         trim_blocks=True,

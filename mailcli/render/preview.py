@@ -30,10 +30,10 @@ SAMPLE_UNSUBSCRIBE_BASE = "https://news.example.org/unsubscribe"
 
 
 def preview_unsubscribe_url(base: str | None) -> str:
-    """The configured unsubscribe URL with a token that is clearly not real."""
+    """The configured unsubscribe URL (same shape as a real one) with a token that is clearly not real."""
     base = (base or SAMPLE_UNSUBSCRIBE_BASE).rstrip("?&")
     separator = "&" if "?" in base else "?"
-    return f"{base}{separator}token={PREVIEW_TOKEN}"
+    return f"{base}{separator}t={PREVIEW_TOKEN}"
 
 
 def sender_from_settings(settings: Any) -> dict[str, str]:

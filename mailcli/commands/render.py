@@ -1,0 +1,258 @@
+"""``mailcli render`` (preview one message) and ``mailcli lint`` (check templates for CI).
+
+Both take a template by name (``templates/NAME/`` of the project) or by path
+(a folder with ``message.html``; its parent is the templates folder), so
+``mailcli lint templates/*/`` works in CI without a database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .. import clock, context
+from ..errors import InputFileError, MailcliError, NotFoundError, UsageError
+
+
+def _project_settings(app: Any, *, required: bool) -> Any | None:
+    """The project settings, or None when there is no project and none is needed."""
+    from ..config import find_config
+
+    if not required:
+        try:
+            find_config(config_file=app.config_file, directory=app.directory)
+        except MailcliError:
+            return None
+    return app.settings
+
+
+def _resolve_template(app: Any, template: str) -> tuple[Path, str, Any | None]:
+    """``(templates folder, template name, settings or None)`` for a name or a path."""
+    path = Path(template)
+    if (path / "message.html").is_file():
+        folder = path.resolve()
+        return folder.parent, folder.name, _project_settings(app, required=False)
+    if os.sep in template.rstrip(os.sep) or template.startswith("."):
+        raise NotFoundError(f"Template not found: {template} has no message.html")
+    settings = _project_settings(app, required=False)
+    if settings is None:
+        raise NotFoundError(
+            f"Template {template!r} not found: no project here and no folder of that name",
+            hint="run inside a mailcli project (or -C DIR), or pass the template folder's path",
+        )
+    return settings.templates_dir, template, settings
+
+
+def _read_data(path: Path) -> dict[str, Any]:
+    """A sample contact from a JSON object file (errors name file and line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputFileError(f"Data file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"Cannot read {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if isinstance(data, dict) and isinstance(data.get("contact"), dict):
+        data = data["contact"]
+    if not isinstance(data, dict):
+        raise InputFileError(f"{path}: expected a JSON object with the contact's fields (email, first_name, ...)")
+    for key, value in data.items():
+        if isinstance(value, (dict, list)):
+            raise InputFileError(f"{path}: field {key!r} must be text or a number, not {type(value).__name__}")
+    return data
+
+
+def _contact_from_store(app: Any, settings: Any, email: str) -> dict[str, Any]:
+    """The contact as templates see it, read from the database (access is audited)."""
+    from ..addresses import normalise_address
+    from ..audit import record_access
+
+    key = normalise_address(email).key
+    row = app.store.conn.execute(
+        "SELECT email, first_name, last_name, attributes, restricted_at FROM contacts WHERE email_key = ?", (key,)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"No contact {email.strip()!r}", hint="mailcli contacts lists them; or use --data FILE.json")
+    address, first, last, attributes, restricted_at = row
+    if restricted_at:
+        raise MailcliError(f"Contact {email.strip()!r} is restricted (GDPR art. 18): its data is not processed",
+                           hint="preview with --data FILE.json instead")
+    contact: dict[str, Any] = dict(json.loads(attributes or "{}"))
+    contact.update(email=address, first_name=first or "", last_name=last or "")
+    record_access(app.store, settings, "render_preview", subject_email=address, command="render")
+    return contact
+
+
+def _is_desktop() -> bool:
+    if not sys.stdout.isatty():
+        return False
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def render_cmd(
+    ctx: typer.Context,
+    template: Annotated[str, typer.Argument(help="Template name (templates/NAME/) or folder path.", metavar="TEMPLATE")],
+    to: Annotated[str | None, typer.Option("--to", help="Render for this contact from the database.", metavar="EMAIL")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Render for the contact in this JSON file.", metavar="FILE.json")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="html, text or eml (the whole message).", metavar="FORMAT")] = "html",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE instead of stdout.", metavar="FILE")] = None,
+    subject: Annotated[str | None, typer.Option("--subject", help="Subject when the template has no subject.txt.")] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML in a browser (desktop terminals only).")] = False,
+) -> None:
+    """Preview exactly what one recipient would get.
+
+    Without --to or --data a sample contact is used. The campaign is named
+    "preview" and the unsubscribe link carries a token that is clearly fake.
+
+    Example:
+
+        mailcli render newsletter --to ann@example.org --format eml -o ann.eml
+    """
+    from ..render import MessageSkeleton, compile_template
+    from ..render.preview import preview_context, sender_from_settings
+
+    app = context.get(ctx)
+    fmt = fmt.lower()
+    if fmt not in ("html", "text", "eml"):
+        raise UsageError(f"Unknown --format {fmt!r}: use html, text or eml")
+    if to and data:
+        raise UsageError("Use either --to or --data, not both")
+    templates_dir, name, settings = _resolve_template(app, template)
+    if to and settings is None:
+        settings = _project_settings(app, required=True)
+    compiled = compile_template(templates_dir, name)
+    contact = None
+    if data is not None:
+        contact = _read_data(data)
+    elif to:
+        contact = _contact_from_store(app, settings, to)
+    now = clock.now()
+    preview = preview_context(
+        now=now, contact=contact,
+        sender=sender_from_settings(settings) if settings is not None else None,
+        unsubscribe_base=settings.unsubscribe.url if settings is not None else None,
+        subject=subject or "",
+    )
+    parts = compiled.render(preview)
+    size = len(parts.html.encode("utf-8"))
+    if size >= 90 * 1024:
+        app.out.warn(f"the HTML is {size / 1024:.0f} KB after inlining; Gmail clips messages over ~102 KB")
+    app.out.detail(f"HTML {size / 1024:.1f} KB after inlining; CSS inlined {'once per template' if compiled.inline_once else 'per message'}")
+
+    if fmt == "eml":
+        sender = preview.sender
+        skeleton = MessageSkeleton(
+            from_name=str(sender.get("name") or ""), from_address=str(sender.get("address") or "news@example.org"),
+            reply_to=str(sender.get("reply_to") or "") or None, list_id=str(sender.get("list_id") or "") or None,
+            feedback_id=settings.sender.feedback_id if settings is not None else None,
+        )
+        domain = skeleton.from_address.rpartition("@")[2]
+        to_name = " ".join(str(preview.contact.get(k) or "") for k in ("first_name", "last_name")).strip() or None
+        unsubscribe = f"<{preview.unsubscribe_url}>"
+        if settings is not None and settings.unsubscribe.mailto:
+            unsubscribe += f", <mailto:{settings.unsubscribe.mailto.removeprefix('mailto:')}?subject=unsubscribe>"
+        body: bytes = skeleton.build(
+            to_address=str(preview.contact.get("email") or "jane.doe@example.org"), to_name=to_name,
+            subject=parts.subject, text=parts.text, html=parts.html,
+            message_id=f"<preview.{now.strftime('%Y%m%d%H%M%S')}@{domain}>", date=now,
+            list_unsubscribe=unsubscribe,
+        )
+    else:
+        body = (parts.html if fmt == "html" else parts.text).encode("utf-8")
+
+    if output is not None:
+        try:
+            output.write_bytes(body)
+        except OSError as exc:
+            raise UsageError(f"Cannot write {output}: {exc.strerror}") from None
+        app.out.success(f"Wrote {output} ({fmt}, {len(body)} bytes)")
+    elif app.out.json:
+        app.out.data({"template": name, "subject": parts.subject, "text": parts.text, "html": parts.html,
+                      "html_bytes": size, "inline_once": compiled.inline_once})
+    else:
+        sys.stdout.flush()
+        out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+        if out is not None:
+            out.write(body)
+            out.flush()
+        else:  # pragma: no cover - text-only streams
+            sys.stdout.write(body.decode("utf-8"))
+
+    if open_browser:
+        if not _is_desktop():
+            app.out.warn("--open needs a desktop terminal; nothing was opened")
+            return
+        import webbrowser
+
+        if output is not None and fmt == "html":
+            target = output.resolve()
+        else:
+            handle, tmp = tempfile.mkstemp(prefix="mailcli-preview-", suffix=".html")
+            with os.fdopen(handle, "wb") as file:
+                file.write(parts.html.encode("utf-8"))
+            target = Path(tmp)
+        webbrowser.open(target.as_uri())
+
+
+def lint_cmd(
+    ctx: typer.Context,
+    templates: Annotated[list[str], typer.Argument(help="Template names or folder paths.", metavar="TEMPLATE...")],
+    data: Annotated[Path | None, typer.Option("--data", help="Sample contact (JSON object) with your custom fields.", metavar="FILE.json")] = None,
+    subject: Annotated[str | None, typer.Option("--subject", help="Campaign subject, for templates without subject.txt.")] = None,
+) -> None:
+    """Check templates before sending; exit 1 on any error (for CI).
+
+    Reports, each with file:line: undefined or misspelt variables, a missing
+    unsubscribe link (HTML and text), a missing subject, HTML over 102 KB after
+    inlining, images without alt, links that are not https/mailto, hidden
+    content and <script>/<form>. --json prints the findings as a list.
+
+    Example:
+
+        mailcli lint newsletter
+
+        mailcli lint templates/*/ --json
+    """
+    from ..render.lint import ERROR, lint_template
+    from ..render.preview import sender_from_settings
+
+    app = context.get(ctx)
+    contact = _read_data(data) if data is not None else None
+    findings = []
+    names = []
+    for template in templates:
+        templates_dir, name, settings = _resolve_template(app, template)
+        names.append(name)
+        findings += lint_template(
+            templates_dir, name, now=clock.now(), contact=contact,
+            sender=sender_from_settings(settings) if settings is not None else None,
+            unsubscribe_base=settings.unsubscribe.url if settings is not None else None,
+            subject=subject or "",
+        )
+    errors = sum(1 for f in findings if f.severity == ERROR)
+    warnings = len(findings) - errors
+    if app.out.json:
+        app.out.data([f.to_dict() for f in findings])
+    else:
+        for finding in findings:
+            app.out.line(str(finding))
+    if errors:
+        raise MailcliError(f"lint found {errors} error(s) and {warnings} warning(s) in {', '.join(names)}")
+    if warnings:
+        app.out.info(f"{', '.join(names)}: {warnings} warning(s), no errors")
+    else:
+        app.out.success(f"{', '.join(names)}: no problems found")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("render")(render_cmd)
+    app.command("lint")(lint_cmd)
