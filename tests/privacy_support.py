@@ -121,3 +121,66 @@ def remnants(root: Path, *needles: str) -> list[str]:
 
 def count(conn: sqlite3.Connection, table: str, where: str = "1", params: tuple[Any, ...] = ()) -> int:
     return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0])  # noqa: S608
+
+
+# -- clock and a shared cast of people ---------------------------------------------
+
+NOW = "2026-03-02T12:00:00Z"
+
+
+class FrozenClock:
+    """``mailcli.clock.now`` fixed at a moment the test can move."""
+
+    def __init__(self, at: str = NOW) -> None:
+        from mailcli import clock
+
+        self.at = clock.parse_iso(at)
+
+    def __call__(self) -> Any:
+        return self.at
+
+    def advance(self, **delta: float) -> None:
+        from datetime import timedelta
+
+        self.at = self.at + timedelta(**delta)
+
+
+def freeze(monkeypatch: Any, at: str = NOW) -> FrozenClock:
+    from mailcli import clock
+
+    frozen = FrozenClock(at)
+    monkeypatch.setattr(clock, "now", frozen)
+    return frozen
+
+
+def ago(days: float, at: str = NOW) -> str:
+    from datetime import timedelta
+
+    from mailcli import clock
+
+    return clock.to_iso(clock.parse_iso(at) - timedelta(days=days))
+
+
+ZEB = "Zebedeus.Quiggleworth@Bücher-Quiggle.example"
+ZEB_FORMS = (
+    "zebedeus.quiggleworth@bücher-quiggle.example",
+    "zebedeus.quiggleworth@xn--bcher-quiggle-wob.example",
+    "zebedeus.quiggleworth",
+    "Zebedeus", "Quiggleworth",
+)
+
+
+def report_totals(conn: sqlite3.Connection, campaign_id: int) -> dict[str, int]:
+    """What ``report`` shows: archived counts plus the live delivery/event counts."""
+    from mailcli.store.archive import REPORT_KEYS, archived_counts
+
+    totals = archived_counts(conn, campaign_id)
+    for status, n in conn.execute("SELECT status, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY status",
+                                  (campaign_id,)):
+        totals["uncertain" if status == "sending" else status] += n
+        totals["audience"] += n
+    for kind, n in conn.execute("SELECT kind, count(*) FROM events WHERE campaign_id = ? GROUP BY kind",
+                                (campaign_id,)):
+        if kind in REPORT_KEYS:
+            totals[kind] += n
+    return totals

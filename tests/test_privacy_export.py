@@ -1,0 +1,199 @@
+"""``privacy export``: one person's data as a ZIP (art. 15/20; E10-E12, F10, F26)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from mailcli.privacy.registry import EXCLUDED_TABLES, PERSONAL_COLUMNS, PERSONAL_DATA_TABLES, uncovered_tables
+from mailcli.store import open_store
+from tests.privacy_support import (
+    ZEB, add_campaign, add_contact, add_delivery, add_event, add_list, add_membership, add_suppression,
+    freeze, settings_for,
+)
+
+TWIN = "zebedeus.quiggleworth2@bücher-quiggle.example"
+
+
+@pytest.fixture
+def world(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two people sharing name, domain and list (E12), both mailed and bounced."""
+    freeze(monkeypatch)
+    store = open_store(settings_for(project).project.database)
+    c = store.conn
+    news, other = add_list(c, "news"), add_list(c, "offers")
+    zeb = add_contact(c, ZEB, "Zebedeus", "Quiggleworth",
+                      attributes={"city": '=HYPERLINK("http://x")', "team": "@SUM(1)", "note": "+31 6 1234"})
+    twin = add_contact(c, TWIN, "Zebedeus", "Quiggleworth", attributes={"city": "Twinfield"}, source="twins.csv")
+    add_membership(c, zeb, news, consent_source="signup-form")
+    add_membership(c, zeb, other, "unsubscribed", unsubscribed_at="2026-02-01T00:00:00Z")
+    add_membership(c, twin, news, consent_source="twins.csv", consent_ip="198.51.100.99")
+    spring = add_campaign(c, "spring", news)
+    add_delivery(c, spring, zeb, reply="250 2.0.0 Ok: queued as ZEBQUEUE")
+    add_delivery(c, spring, twin, reply="250 2.0.0 Ok: queued as TWINQUEUE")
+    add_event(c, zeb, "bounced", campaign_id=spring, channel="bounce", detail={"code": "4.2.2"})
+    add_event(c, twin, "complained", campaign_id=spring, channel="complaint")
+    add_suppression(c, project, ZEB, "offers", "unsubscribed")
+    add_suppression(c, project, TWIN, "*", "complained")
+    store.close()
+    return project
+
+
+def _open(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_export_holds_everything_about_the_person_and_nothing_else(world: Path, cli) -> None:
+    result = cli("privacy", "export", ZEB, "-o", "zeb.zip", "--reason", "request 17")
+    assert result.exit_code == 0, result.output
+    files = _open(world / "zeb.zip")
+    assert set(files) == {"subject.json", "profile.csv", "memberships.csv", "deliveries.csv", "events.csv",
+                          "suppression.csv", "audit.csv", "letter.txt", "manifest.sha256"}
+    doc = json.loads(files["subject.json"])
+    assert doc["schema"] == "mailcli.subject-export/1"
+    provided = doc["profile"]["provided_by_subject"]
+    assert provided["email"] == "Zebedeus.Quiggleworth@xn--bcher-quiggle-wob.example"
+    assert provided["first_name"] == "Zebedeus" and provided["attributes"]["team"] == "@SUM(1)"
+    assert doc["profile"]["recorded"]["status"] == "active"
+    assert {m["list"]: m["status"] for m in doc["memberships"]} == {"news": "subscribed", "offers": "unsubscribed"}
+    news = next(m for m in doc["memberships"] if m["list"] == "news")
+    assert news["consent"]["source"] == "signup-form" and news["consent"]["ip"] == "192.0.2.7"
+    assert news["consent"]["at"] and news["consent"]["text"]
+    [delivery] = doc["deliveries"]
+    assert delivery["campaign"] == "spring" and delivery["status"] == "sent" and delivery["message_id"].startswith("<")
+    assert "ZEBQUEUE" in delivery["last_reply"]
+    assert [(e["kind"], e["campaign"]) for e in doc["events"]] == [("bounced", "spring")]
+    assert [(s["scope"], s["reason"]) for s in doc["suppression"]] == [("offers", "unsubscribed")]
+    assert [(a["action"], a["reason"]) for a in doc["audit"]] == [("export", "request 17")]
+    # E12: the twin shares name, domain and list but none of their data is in any file.
+    everything = b"".join(files.values())
+    for foreign in (b"quiggleworth2", b"Twinfield", b"TWINQUEUE", b"twins.csv", b"198.51.100.99", b"complained"):
+        assert foreign not in everything, foreign
+
+
+def test_manifest_lists_every_other_file_with_its_sha256(world: Path, cli) -> None:
+    assert cli("privacy", "export", ZEB, "-o", "zeb.zip").exit_code == 0
+    files = _open(world / "zeb.zip")
+    lines = files["manifest.sha256"].decode().splitlines()
+    listed = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in lines}
+    assert set(listed) == set(files) - {"manifest.sha256"}
+    for name, digest in listed.items():
+        assert hashlib.sha256(files[name]).hexdigest() == digest
+
+
+def test_csv_cells_that_would_run_as_formulas_are_neutralised(world: Path, cli) -> None:
+    assert cli("privacy", "export", ZEB, "-o", "zeb.zip").exit_code == 0
+    text = _open(world / "zeb.zip")["profile.csv"].decode("utf-8")
+    rows = {row["field"]: row for row in csv.DictReader(io.StringIO(text, newline=""))}
+    assert rows["attributes.city"]["value"] == "'=HYPERLINK(\"http://x\")"
+    assert rows["attributes.team"]["value"] == "'@SUM(1)"
+    assert rows["attributes.note"]["value"] == "'+31 6 1234"
+    assert rows["email"]["provided_by_subject"] == "yes" and rows["status"]["provided_by_subject"] == "no"
+    assert "\r\n" in text  # RFC 4180 line ends
+
+
+def test_letter_gives_the_article_15_information_from_the_config(world: Path, cli) -> None:
+    config = world / "mailcli.toml"
+    config.write_text(config.read_text().replace('host = "localhost"', 'host = "relay.mailhost.example"')
+                      .replace('bounced = "90d"', 'bounced = "12w"'))
+    assert cli("privacy", "export", ZEB, "-o", "zeb.zip").exit_code == 0
+    letter = _open(world / "zeb.zip")["letter.txt"].decode()
+    for expected in ("relay.mailhost.example", "autoriteitpersoonsgegevens.nl", "signup-form",
+                     "30 days", "12 weeks", "2 years", "13 months", "article 16", "article 17", "article 18",
+                     "article 20", "article 21", "withdraw", "no automated decisions",
+                     "Autoriteit Persoonsgegevens", "Bewaartermijnen", "12 weken"):
+        assert expected in letter, expected
+    info = json.loads(_open(world / "zeb.zip")["subject.json"])["information"]
+    assert info["retention"]["bounced"]["period"] == "12w"
+    assert any("relay.mailhost.example" in r for r in info["recipients"])
+
+
+def test_default_file_is_private_and_named_without_the_address(world: Path, cli) -> None:
+    result = cli("--json", "privacy", "export", ZEB.upper().replace("Ü", "ü"))
+    assert result.exit_code == 0, result.output
+    path = Path(json.loads(result.stdout)["path"])
+    assert path.parent == world / "exports"
+    assert "quiggle" not in path.name.lower() and path.suffix == ".zip"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".export-")]  # no temp file left
+
+
+def test_unknown_person_is_exit_1_with_one_clear_line(world: Path, cli) -> None:
+    result = cli("privacy", "export", "nobody@example.org")
+    assert result.exit_code == 1
+    assert "No contact with the address n***@example.org" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (world / "exports").exists()
+
+
+def test_invalid_address_is_a_usage_error(world: Path, cli) -> None:
+    result = cli("privacy", "export", "not an address")
+    assert result.exit_code == 2 and "Error:" in result.stderr
+
+
+# -- completeness: every table holding personal data is exported ---------------------
+
+def test_every_table_with_personal_data_is_in_the_registry(project: Path) -> None:
+    """Fails when a migration adds a table with personal data that export/erase don't know."""
+    store = open_store(settings_for(project).project.database)
+    try:
+        assert uncovered_tables(store.conn) == [], (
+            "add these tables to mailcli/privacy/registry.py PERSONAL_DATA_TABLES (and an export section),"
+            " or to EXCLUDED_TABLES with the reason they hold no personal data"
+        )
+        live = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table in PERSONAL_DATA_TABLES:
+            assert table in live, f"registry names a table that does not exist: {table}"
+        for table, reason in EXCLUDED_TABLES.items():
+            assert reason.strip()
+            if table in live:
+                cols = {r[1] for r in store.conn.execute(f"PRAGMA table_info({table})")}
+                assert not cols & PERSONAL_COLUMNS, f"{table} is excluded but has {cols & PERSONAL_COLUMNS}"
+    finally:
+        store.close()
+
+
+def test_the_completeness_check_catches_a_new_table(project: Path) -> None:
+    store = open_store(settings_for(project).project.database)
+    try:
+        store.conn.execute("CREATE TABLE clicks (id INTEGER PRIMARY KEY, contact_id INTEGER, url TEXT)")
+        store.conn.execute("CREATE TABLE imports_log (id INTEGER PRIMARY KEY, file TEXT)")
+        assert uncovered_tables(store.conn) == ["clicks"]
+    finally:
+        store.close()
+
+
+def test_export_has_a_section_with_rows_from_every_registered_table(world: Path, cli) -> None:
+    from mailcli.privacy.export import SECTIONS
+
+    assert set(SECTIONS) == set(PERSONAL_DATA_TABLES)
+    assert cli("privacy", "export", ZEB, "-o", "zeb.zip").exit_code == 0
+    doc = json.loads(_open(world / "zeb.zip")["subject.json"])
+    for table, (section, _) in SECTIONS.items():
+        assert doc[section], f"{table} rows missing from the export"
+
+
+def test_export_of_a_restricted_person_still_works(world: Path, cli) -> None:
+    assert cli("privacy", "restrict", ZEB).exit_code == 0
+    assert cli("privacy", "export", ZEB, "-o", "zeb.zip").exit_code == 0
+    doc = json.loads(_open(world / "zeb.zip")["subject.json"])
+    assert doc["profile"]["recorded"]["restricted_at"]
+
+
+def test_unregistered_table_makes_export_warn(world: Path, cli) -> None:
+    db = settings_for(world).project.database
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE clicks (id INTEGER PRIMARY KEY, contact_id INTEGER)")
+    result = cli("privacy", "export", ZEB, "-o", "zeb.zip")
+    assert result.exit_code == 0
+    assert "clicks" in result.stderr and "not exported" in result.stderr
