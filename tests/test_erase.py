@@ -1,0 +1,132 @@
+"""``privacy erase``: art. 17 without a trace (E16, E17, F28, F31)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from mailcli import tokens
+from mailcli.addresses import normalise_address
+from mailcli.output import Output
+from mailcli.store import open_store
+from tests.privacy_support import (
+    ZEB, ZEB_FORMS, add_campaign, add_contact, add_delivery, add_event, add_list, add_membership, count, freeze,
+    remnants, report_totals, settings_for,
+)
+
+ANNA = "anna.devries@example.nl"
+
+
+@pytest.fixture
+def world(project: Path, monkeypatch: pytest.MonkeyPatch):
+    """Zebedeus and Anna on one list, both mailed; the seeding connection stays open.
+
+    Keeping it open means nothing has been checkpointed: the address sits in the
+    -wal file, which is exactly the case a naive DELETE leaves behind.
+    """
+    freeze(monkeypatch)
+    store = open_store(settings_for(project).project.database)
+    c = store.conn
+    news = add_list(c, "news")
+    zeb = add_contact(c, ZEB, "Zebedeus", "Quiggleworth", attributes={"city": "Quiggleton"})
+    anna = add_contact(c, ANNA, "Anna", "de Vries")
+    add_membership(c, zeb, news)
+    add_membership(c, anna, news)
+    spring = add_campaign(c, "spring", news)
+    add_delivery(c, spring, zeb, reply="550 5.1.1 <zebedeus.quiggleworth@xn--bcher-quiggle-wob.example> unknown")
+    add_delivery(c, spring, anna)
+    add_event(c, zeb, "bounced", campaign_id=spring, channel="bounce")
+    add_event(c, zeb, "unsubscribed", campaign_id=spring)
+    yield project, store, spring
+    store.close()
+
+
+def test_erase_leaves_no_byte_of_the_address_or_name_in_any_database_file(world, cli) -> None:
+    root, store, _ = world
+    assert remnants(root, *ZEB_FORMS), "the test must start with the address in the files"
+    result = cli("privacy", "erase", ZEB, "--yes", "--reason", "request 18")
+    assert result.exit_code == 0, result.output
+    assert "Erased Z***@" in result.stdout and "1 contact" in result.stdout
+    assert remnants(root, *ZEB_FORMS, ZEB.upper(), "quiggleton") == []
+    assert remnants(root, ANNA), "the other person must still be there"
+    assert count(store.conn, "contacts") == 1
+
+
+def test_erase_deletes_every_row_and_keeps_only_a_keyed_hash(world, cli) -> None:
+    root, store, _ = world
+    assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
+    c = store.conn
+    assert count(c, "memberships") == 1 and count(c, "deliveries") == 1 and count(c, "events") == 0
+    hmac = tokens.address_hmac(settings_for(root).secret(), normalise_address(ZEB).key)
+    assert c.execute("SELECT scope, reason FROM suppressions WHERE hmac = ?", (hmac,)).fetchall() == [("*", "erased")]
+
+
+def test_campaign_totals_do_not_change(world, cli) -> None:
+    root, store, spring = world
+    before = report_totals(store.conn, spring)
+    assert before["sent"] == 2 and before["bounced"] == 1 and before["unsubscribed"] == 1
+    assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
+    assert report_totals(store.conn, spring) == before
+
+
+def test_erasure_is_written_to_a_private_ledger_outside_the_database(world, cli) -> None:
+    root, _, _ = world
+    assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
+    ledger = root / ".mailcli" / "erasures.jsonl"
+    assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
+    [line] = ledger.read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["hmac"] == tokens.address_hmac(settings_for(root).secret(), normalise_address(ZEB).key)
+    assert entry["erased_at"] == "2026-03-02T12:00:00Z" and entry["reason"] == "request"
+    assert "quiggle" not in ledger.read_text().lower()
+
+
+def test_without_a_terminal_erase_needs_yes_and_changes_nothing(world, cli) -> None:
+    root, store, _ = world
+    result = cli("privacy", "erase", ZEB)
+    assert result.exit_code == 2 and "--yes" in result.stderr
+    assert count(store.conn, "contacts") == 2
+    assert not (root / ".mailcli" / "erasures.jsonl").exists()
+
+
+@pytest.mark.parametrize(("answer", "code", "left"), [("y\n", 0, 1), ("n\n", 2, 2)])
+def test_on_a_terminal_erase_asks(world, cli, monkeypatch: pytest.MonkeyPatch, answer: str, code: int,
+                                  left: int) -> None:
+    _, store, _ = world
+    monkeypatch.setattr(Output, "interactive", property(lambda self: True))
+    result = cli("privacy", "erase", ZEB, input=answer)
+    assert result.exit_code == code, result.output
+    assert "Erase everything held about Z***@" in result.output
+    assert count(store.conn, "contacts") == left
+
+
+def test_unknown_address_exits_1_but_is_suppressed_anyway(world, cli) -> None:
+    root, store, _ = world
+    result = cli("privacy", "erase", "Ghost@Example.org", "--yes")
+    assert result.exit_code == 1
+    assert "No contact with the address G***@example.org" in result.stderr and "suppression" in result.stderr
+    hmac = tokens.address_hmac(settings_for(root).secret(), "ghost@example.org")
+    assert store.conn.execute("SELECT reason FROM suppressions WHERE hmac = ?", (hmac,)).fetchone() == ("erased",)
+    assert hmac in (root / ".mailcli" / "erasures.jsonl").read_text()
+
+
+def test_erasing_twice_is_idempotent(world, cli) -> None:
+    _, store, _ = world
+    assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
+    again = cli("--json", "privacy", "erase", ZEB.lower(), "--yes")
+    assert again.exit_code == 0
+    assert json.loads(again.stdout)["already_erased"] is True
+    assert count(store.conn, "suppressions") == 1
+
+
+def test_erase_is_audited_with_the_hash_and_reason_only(world, cli) -> None:
+    root, store, _ = world
+    assert cli("privacy", "erase", ZEB, "--yes", "--reason", "ticket 42").exit_code == 0
+    hmac = tokens.address_hmac(settings_for(root).secret(), normalise_address(ZEB).key)
+    rows = store.conn.execute("SELECT command, action, reason, detail FROM audit_log WHERE subject_hmac = ?",
+                              (hmac,)).fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [("privacy erase", "erase", "ticket 42")]
+    assert json.loads(rows[0][3])["rows"]["contacts"] == 1
