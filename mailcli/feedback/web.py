@@ -297,7 +297,9 @@ def _multipart(ctype: str, body: bytes) -> dict[str, str]:
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str) or part.get_filename():
             continue
-        payload = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
         form.setdefault(name, payload.decode(part.get_content_charset() or "utf-8", "replace"))
     return form
 

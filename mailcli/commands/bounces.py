@@ -1,0 +1,84 @@
+"""``mailcli bounces SOURCE``: apply DSN bounces, ARF complaints and mailto unsubscribes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import context
+from ..errors import UsageError
+
+
+def bounces_cmd(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="An mbox file, a Maildir folder, or imaps://user@host[:port]/INBOX.", metavar="SOURCE")],
+    ca_file: Annotated[
+        Path | None, typer.Option("--ca-file", help="Extra CA certificate(s) to trust for imaps:// (a private CA).", metavar="FILE")
+    ] = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Delete processed messages from SOURCE (unmatched ones are kept).")
+    ] = False,
+) -> None:
+    """Read bounces, complaints and unsubscribe requests from a mailbox.
+
+    Hard bounces (5.1.1 and other address errors) and spam complaints
+    suppress the address; soft bounces count, and suppress only after
+    [bounces] soft_limit campaigns; 5.7.x rejections never suppress, they
+    point at the sender's SPF/DKIM/DMARC set-up; mailto unsubscribes are
+    matched by their token. Anything else is listed for a person and left
+    unread. Reading the same mailbox again changes nothing, so it is safe
+    from cron. The IMAP password comes from the variable named by
+    [bounces] imap_password_env.
+
+    Examples:
+
+        mailcli bounces /var/mail/bounces
+
+        mailcli -q bounces imaps://bounces@mail.example.org/INBOX
+    """
+    from ..feedback.ingest import ingest
+    from ..feedback.sources import open_source
+
+    app = context.get(ctx)
+    settings = app.settings
+    if ca_file is not None and not ca_file.is_file():
+        raise UsageError(f"--ca-file: file not found: {ca_file}")
+    store = app.store
+    src = open_source(source, settings, ca_file=ca_file, delete=delete)
+    try:
+        with app.out.progress(None, "Reading") as bar:
+            result = ingest(store, settings, src, progress=lambda n: bar.update(n))
+    finally:
+        src.close()
+    data = result.as_dict()
+    if app.out.json:
+        app.out.data(data)
+        return
+    if app.out.quiet:
+        return
+    app.out.line(
+        f"{result.messages} messages from {result.source}: "
+        f"{result.hard_bounces} hard bounces, {result.soft_bounces} soft bounces, "
+        f"{result.complaints} complaints, {result.unsubscribes} unsubscribes, "
+        f"{result.policy_rejections} policy rejections, {result.ignored} ignored, "
+        f"{result.unmatched} unmatched, {result.already_processed} already processed"
+    )
+    if result.suppressed:
+        app.out.info(f"{result.suppressed} addresses are now suppressed")
+    for item in data["policy_details"]:
+        app.out.warn(
+            f"{item['messages']} messages of campaign {item['campaign'] or '?'} were refused for policy reasons "
+            f"({item['status']}): the sender set-up is at fault, not the address; run `mailcli doctor --dns`"
+        )
+    if result.unmatched_messages:
+        app.out.info("Unmatched, for a person to handle (left unread in the mailbox):")
+        app.out.table(
+            ["Message-ID", "From domain", "Subject", "Why"],
+            [[u.message_id or "-", u.from_domain or "-", u.subject, u.reason] for u in result.unmatched_messages],
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bounces")(bounces_cmd)

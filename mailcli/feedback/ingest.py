@@ -1,0 +1,346 @@
+"""Applying a mailbox of feedback: the core of ``mailcli bounces``.
+
+Each message is read once (``processed_messages`` holds a SHA-256 of its
+Message-ID, or of its bytes when it has none), recognised by
+``reports`` and applied through ``actions``, all in one transaction with
+the processed mark, so a crash half-way neither loses nor doubles anything.
+
+Attribution never guesses (C10, C13): a report is tied to a contact and
+campaign by the Message-ID of the returned original (``deliveries.message_id``,
+or the campaign and contact uids the Message-ID is built from when the
+delivery row was purged), by ``Original-Envelope-Id``, or by the token in the
+returned List-Unsubscribe header. Only a report that quotes no Message-ID at
+all falls back to its ``Final-Recipient``/``Original-Rcpt-To`` address, and
+then only on an exact match of the normalised address. Everything else is
+listed for a person, never acted on.
+
+Nothing here ever sends mail: no reply to a DSN, complaint, auto-reply or
+unsubscribe request, whatever it says (C14).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from email.message import Message
+from email.utils import parseaddr
+from typing import Any
+
+from .. import clock
+from ..addresses import AddressError, normalise_address
+from ..config import Settings
+from ..store import Store
+from ..tokens import parse_unsubscribe_token
+from . import actions, reports
+from .sources import Source
+
+_OUR_MESSAGE_ID = re.compile(r"^<?([0-9a-f]{18})\.([0-9a-f]{18})@", re.IGNORECASE)
+HANDLED = ("hard", "soft", "policy", "complaint", "unsubscribe", "ignored")
+
+
+@dataclass(frozen=True, slots=True)
+class Unmatched:
+    """A message a person has to look at; no address or body is kept."""
+
+    message_id: str | None
+    from_domain: str | None
+    subject: str
+    reason: str
+
+
+@dataclass
+class IngestResult:
+    source: str = ""
+    messages: int = 0
+    hard_bounces: int = 0
+    soft_bounces: int = 0
+    policy_rejections: int = 0
+    complaints: int = 0
+    unsubscribes: int = 0
+    unmatched: int = 0
+    ignored: int = 0
+    already_processed: int = 0
+    suppressed: int = 0  # addresses newly put on the suppression list by this run
+    unmatched_messages: list[Unmatched] = field(default_factory=list)
+    policy: Counter[tuple[str | None, str | None]] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "messages": self.messages,
+            "hard_bounces": self.hard_bounces,
+            "soft_bounces": self.soft_bounces,
+            "policy_rejections": self.policy_rejections,
+            "complaints": self.complaints,
+            "unsubscribes": self.unsubscribes,
+            "unmatched": self.unmatched,
+            "ignored": self.ignored,
+            "already_processed": self.already_processed,
+            "suppressed": self.suppressed,
+            "unmatched_messages": [asdict(u) for u in self.unmatched_messages],
+            "policy_details": [
+                {"campaign": campaign, "status": status, "messages": count}
+                for (campaign, status), count in sorted(self.policy.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: str  # hard | soft | policy | complaint | unsubscribe | ignored | unmatched
+    reason: str | None = None
+    suppressed: int = 0
+    campaign: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    contact_id: int
+    campaign_id: int | None
+
+
+def message_ref(msg: Message, raw: bytes) -> str:
+    """The idempotency key of one incoming message."""
+    mid = " ".join(str(msg.get("Message-ID") or "").split())
+    return hashlib.sha256(("mid:" + mid).encode("utf-8", "replace") if mid else b"raw:" + raw).hexdigest()
+
+
+def ingest(
+    store: Store, settings: Settings, source: Source, *, progress: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """Read every message of ``source`` and apply what it reports."""
+    result = IngestResult(source=source.name)
+    conn = store.conn
+    for raw in source.messages():
+        result.messages += 1
+        try:
+            msg = reports.parse_bytes(raw.data)
+        except Exception:  # noqa: BLE001 - the stdlib parser is lenient; this is a last resort
+            msg = Message()
+        ref = message_ref(msg, raw.data)
+        row = conn.execute("SELECT outcome FROM processed_messages WHERE ref = ?", (ref,)).fetchone()
+        if row is not None:
+            result.already_processed += 1
+            source.done(raw.key, handled=row[0] != "unmatched")
+            continue
+        with store.transaction() as tx:
+            try:
+                outcome = _handle(store, settings, msg, ref)
+            except (ValueError, LookupError, TypeError, UnicodeError) as exc:
+                outcome = Outcome("unmatched", f"could not be read ({type(exc).__name__})")
+            tx.execute(
+                "INSERT INTO processed_messages (ref, outcome, processed_at) VALUES (?, ?, ?)",
+                (ref, outcome.kind, clock.now_iso()),
+            )
+        _count(result, outcome, msg)
+        source.done(raw.key, handled=outcome.kind in HANDLED)
+        if progress:
+            progress(result.messages)
+    return result
+
+
+def _count(result: IngestResult, outcome: Outcome, msg: Message) -> None:
+    result.suppressed += outcome.suppressed
+    if outcome.kind == "hard":
+        result.hard_bounces += 1
+    elif outcome.kind == "soft":
+        result.soft_bounces += 1
+    elif outcome.kind == "policy":
+        result.policy_rejections += 1
+        result.policy[(outcome.campaign, outcome.status)] += 1
+    elif outcome.kind == "complaint":
+        result.complaints += 1
+    elif outcome.kind == "unsubscribe":
+        result.unsubscribes += 1
+    elif outcome.kind == "ignored":
+        result.ignored += 1
+    else:
+        result.unmatched += 1
+        sender = parseaddr(str(msg.get("From") or ""))[1]
+        subject = " ".join(str(msg.get("Subject") or "").split())
+        result.unmatched_messages.append(Unmatched(
+            message_id=" ".join(str(msg.get("Message-ID") or "").split()) or None,
+            from_domain=sender.rpartition("@")[2].lower() or None if "@" in sender else None,
+            subject=subject if len(subject) <= 60 else subject[:59] + "…",
+            reason=outcome.reason or "not recognised",
+        ))
+
+
+# ---------------------------------------------------------------------------
+# One message
+
+
+def _handle(store: Store, settings: Settings, msg: Message, ref: str) -> Outcome:
+    arf = reports.parse_arf(msg)
+    if arf is not None:
+        return _complaint(store, settings, arf, ref)
+    dsn = reports.parse_dsn(msg)
+    if dsn is not None:
+        return _dsn(store, settings, dsn, ref)
+    tokens = reports.mailto_tokens(msg, settings.unsubscribe.mailto)
+    if tokens:
+        return _mailto(store, settings, tokens, ref)
+    if reports.addressed_to_mailto(msg, settings.unsubscribe.mailto):
+        return Outcome("unmatched", "unsubscribe request without a token: unsubscribe the sender by hand")
+    heuristic = reports.heuristic_bounce(msg)
+    if heuristic is not None:
+        return _heuristic(store, settings, heuristic, ref)
+    if reports.is_auto_reply(msg):
+        return Outcome("ignored")
+    return Outcome("unmatched", "not a bounce, complaint or unsubscribe request")
+
+
+def _by_message_id(conn: sqlite3.Connection, message_id: str) -> Target | None:
+    bare = message_id.strip().strip("<>")
+    row = conn.execute(
+        "SELECT contact_id, campaign_id FROM deliveries WHERE message_id IN (?, ?) ORDER BY id DESC LIMIT 1",
+        (f"<{bare}>", bare),
+    ).fetchone()
+    if row:
+        return Target(int(row[0]), int(row[1]))
+    # The delivery row may have been purged (send_log retention): the
+    # Message-ID itself names campaign and contact by their random uids.
+    match = _OUR_MESSAGE_ID.match(message_id.strip())
+    if match:
+        contact = actions.contact_by_uid(conn, match.group(2).lower())
+        if contact is not None:
+            campaign = conn.execute("SELECT id FROM campaigns WHERE uid = ?", (match.group(1).lower(),)).fetchone()
+            return Target(contact.id, int(campaign[0]) if campaign else None)
+    return None
+
+
+def _by_token(conn: sqlite3.Connection, settings: Settings, token: str | None) -> tuple[Target, int] | None:
+    if not token:
+        return None
+    parsed = parse_unsubscribe_token(settings.secret(), token)
+    if parsed is None:
+        return None
+    contact = actions.contact_by_uid(conn, parsed.contact_uid)
+    if contact is None:
+        return None
+    return Target(contact.id, actions.latest_campaign(conn, contact.id, parsed.list_id)), parsed.list_id
+
+
+def _by_address(conn: sqlite3.Connection, address: str | None) -> Target | None:
+    if not address:
+        return None
+    try:
+        key = normalise_address(address).key
+    except AddressError:
+        return None
+    contact = actions.contact_by_email_key(conn, key)
+    return Target(contact.id, None) if contact else None
+
+
+def _attribute(conn: sqlite3.Connection, settings: Settings, original: reports.Original,
+               envelope_id: str | None = None) -> Target | None | bool:
+    """The delivery a report is about; False when it quotes nothing to go by."""
+    for candidate in (original.message_id, envelope_id):
+        if candidate:
+            target = _by_message_id(conn, candidate)
+            if target:
+                return target
+    by_token = _by_token(conn, settings, reports.list_unsubscribe_token(original.list_unsubscribe))
+    if by_token:
+        return by_token[0]
+    if original.message_id or envelope_id or original.list_unsubscribe:
+        return None
+    return False
+
+
+def _campaign_name(conn: sqlite3.Connection, campaign_id: int | None) -> str | None:
+    if campaign_id is None:
+        return None
+    row = conn.execute("SELECT name FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def _apply(store: Store, settings: Settings, target: Target, verdict: reports.Verdict, ref: str) -> Outcome:
+    if verdict.kind == "policy":
+        actions.record_policy_rejection(store, target.contact_id, campaign_id=target.campaign_id,
+                                        status=verdict.code, source_ref=ref)
+        return Outcome("policy", campaign=_campaign_name(store.conn, target.campaign_id), status=verdict.code)
+    result = actions.record_bounce(store, settings, target.contact_id, hard=verdict.kind == "hard",
+                                   campaign_id=target.campaign_id, status=verdict.code, source_ref=ref)
+    return Outcome(verdict.kind, suppressed=int(result.changed), status=verdict.code)
+
+
+_SEVERITY = {"hard": 3, "policy": 2, "soft": 1}
+
+
+def _dsn(store: Store, settings: Settings, dsn: reports.Dsn, ref: str) -> Outcome:
+    if not dsn.recipients:
+        return Outcome("unmatched", "delivery report without recipient fields")
+    failures = [r for r in dsn.recipients if r.verdict.is_failure]
+    if not failures:
+        if all(r.verdict.kind == "none" for r in dsn.recipients):
+            return Outcome("ignored")  # a success notice (delivered/relayed)
+        return Outcome("unmatched", "delivery report without a status code")
+    worst = max(failures, key=lambda r: _SEVERITY[r.verdict.kind])
+    target = _attribute(store.conn, settings, dsn.original, dsn.envelope_id)
+    if target is None:
+        return Outcome("unmatched", "bounce of a message mailcli has no record of")
+    if target is False:
+        # No Message-ID quoted: the recipient address, exact match only.
+        outcomes = []
+        for recipient in failures:
+            by_address = _by_address(store.conn, recipient.final_recipient) or _by_address(
+                store.conn, recipient.original_recipient)
+            if by_address:
+                outcomes.append(_apply(store, settings, by_address, recipient.verdict, ref))
+        if not outcomes:
+            return Outcome("unmatched", "bounce for an address that is not a contact")
+        best = max(outcomes, key=lambda o: _SEVERITY[o.kind])
+        return Outcome(best.kind, suppressed=sum(o.suppressed for o in outcomes), campaign=best.campaign, status=best.status)
+    assert isinstance(target, Target)
+    return _apply(store, settings, target, worst.verdict, ref)
+
+
+def _heuristic(store: Store, settings: Settings, bounce: reports.HeuristicBounce, ref: str) -> Outcome:
+    if bounce.verdict.kind not in ("hard", "soft", "policy"):
+        return Outcome("unmatched", "bounce without a status code")
+    target = _attribute(store.conn, settings, bounce.original)
+    if target is None:
+        return Outcome("unmatched", "bounce of a message mailcli has no record of")
+    if target is False:
+        targets = [t for t in (_by_address(store.conn, a) for a in bounce.recipients) if t]
+        if len(targets) != 1:
+            return Outcome("unmatched", "bounce for an address that is not a contact" if not targets
+                           else "bounce naming several contacts")
+        target = targets[0]
+    assert isinstance(target, Target)
+    return _apply(store, settings, target, bounce.verdict, ref)
+
+
+def _complaint(store: Store, settings: Settings, arf: reports.Arf, ref: str) -> Outcome:
+    if arf.feedback_type != "abuse":
+        return Outcome("unmatched", f"feedback report of type {arf.feedback_type or 'unknown'!r}")
+    target = _attribute(store.conn, settings, arf.original)
+    if target is False:
+        target = _by_address(store.conn, arf.original_rcpt_to)
+    if not isinstance(target, Target):
+        return Outcome("unmatched", "complaint about a message mailcli has no record of")
+    changed = actions.record_complaint(store, settings, target.contact_id, campaign_id=target.campaign_id,
+                                       feedback_type=arf.feedback_type, source_ref=ref)
+    return Outcome("complaint", suppressed=int(changed))
+
+
+def _mailto(store: Store, settings: Settings, tokens: list[str], ref: str) -> Outcome:
+    secret = settings.secret()
+    for token in tokens:
+        parsed = parse_unsubscribe_token(secret, token)
+        if parsed is None:
+            continue
+        contact = actions.contact_by_uid(store.conn, parsed.contact_uid)
+        if contact is None or actions.list_name_of(store.conn, parsed.list_id) is None:
+            return Outcome("unsubscribe")  # erased since: nothing left to do
+        campaign = actions.latest_campaign(store.conn, contact.id, parsed.list_id)
+        changed = actions.unsubscribe(store, settings, contact.id, list_id=parsed.list_id, channel="mailto",
+                                      campaign_id=campaign, source_ref=ref, command="bounces")
+        return Outcome("unsubscribe", suppressed=int(changed))
+    return Outcome("unmatched", "unsubscribe request with an invalid token")

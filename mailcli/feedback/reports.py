@@ -1,0 +1,393 @@
+"""Reading what comes back: DSN bounces, ARF complaints and mailto unsubscribes.
+
+Pure functions over ``email.message.Message``; nothing here touches the
+database, so every rule can be tested on fixtures alone.
+
+* RFC 3464 delivery-status reports (``multipart/report;
+  report-type=delivery-status``) are read here, per recipient block:
+  ``Final-Recipient``, ``Original-Recipient``, ``Action``, ``Status``,
+  ``Diagnostic-Code``, ``Remote-MTA`` (C01). flufl.bounce finds recipients in
+  DSNs too but does not expose the status codes that decide hard versus soft,
+  so it is used for what it is best at: the many non-standard bounce formats
+  (qmail, Exim, Exchange, Yahoo, ...), whose codes are then read from the text.
+* RFC 5965 ARF reports (``report-type=feedback-report``) with their
+  ``Feedback-Type``, ``User-Agent`` and ``Version`` fields (C12).
+* The returned original (``message/rfc822``, ``text/rfc822-headers`` or the
+  RFC 6533 ``message/global*`` forms) gives the Message-ID and the
+  List-Unsubscribe token that attribute a report to a delivery (C10, C13).
+* Mailto unsubscribes carry the token as a plus-address
+  (``unsubscribe+TOKEN@domain``) or in the subject (``unsubscribe TOKEN``) —
+  the form ``mailcli/send/headers.py`` writes into List-Unsubscribe (B11).
+
+Classification (C02, C03): ``hard`` suppresses the address; ``soft`` only
+counts towards ``[bounces] soft_limit``; ``policy`` (5.7.x and other sender
+problems) never suppresses, it says the sender's setup is at fault; ``none``
+is not a failure (delivered, relayed, expanded).
+"""
+
+from __future__ import annotations
+
+import email
+import re
+from dataclasses import dataclass
+from email import policy
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+
+# Address-related permanent codes: the only ones that suppress (C03; RFC 7505 for 5.1.10).
+HARD_CODES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.10", "5.2.1"})
+# Permanent failures caused by the sender or the message, not the address.
+SENDER_CODES = frozenset({"5.1.7", "5.1.8", "5.2.3", "5.3.4"})
+
+_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_BASIC = re.compile(r"(?<![\d.])([245]\d\d)(?:[\s-]|$)")
+_POLICY_WORDS = re.compile(
+    r"spam|policy|blocked|block ?list|black ?list|dmarc|\bspf\b|dkim|reputation|unauthenticated"
+    r"|not authenticated|\brbl\b|spamhaus",
+    re.IGNORECASE,
+)
+_TOKEN = r"[A-Za-z0-9_-]{20,80}"
+_SUBJECT_TOKEN = re.compile(rf"\bunsubscribe\s+({_TOKEN})\b", re.IGNORECASE)
+_MESSAGE_ID_LINE = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
+_ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/global", "message/global-headers")
+_RECIPIENT_HEADERS = ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How one failure is handled, and the code that decided it."""
+
+    kind: str  # hard | soft | policy | none | unknown
+    code: str | None  # "5.1.1", "550", or None
+
+    @property
+    def is_failure(self) -> bool:
+        return self.kind in ("hard", "soft", "policy")
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientStatus:
+    """One per-recipient block of a DSN (RFC 3464 §2.3)."""
+
+    final_recipient: str | None
+    original_recipient: str | None
+    action: str | None
+    status: str | None
+    diagnostic: str | None
+    remote_mta: str | None
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """What the returned original tells us about the message we sent."""
+
+    message_id: str | None
+    list_unsubscribe: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Dsn:
+    recipients: tuple[RecipientStatus, ...]
+    original: Original
+    envelope_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Arf:
+    feedback_type: str
+    user_agent: str | None
+    version: str | None
+    original_rcpt_to: str | None
+    original: Original
+
+
+@dataclass(frozen=True, slots=True)
+class HeuristicBounce:
+    """A non-standard bounce that flufl.bounce recognised."""
+
+    recipients: tuple[str, ...]
+    permanent: bool
+    verdict: Verdict
+    original: Original
+
+
+def parse_bytes(raw: bytes) -> Message:
+    """Parse leniently (compat32), as flufl.bounce and broken MTAs expect."""
+    return email.message_from_bytes(raw, policy=policy.compat32)
+
+
+# ---------------------------------------------------------------------------
+# Status codes
+
+
+def enhanced_code(text: str | None) -> str | None:
+    if not text:
+        return None
+    match = _ENHANCED.search(text)
+    return ".".join(str(int(g)) for g in match.groups()) if match else None
+
+
+def basic_code(text: str | None) -> str | None:
+    if not text:
+        return None
+    # "smtp; 550 ..." — look past the diagnostic type
+    body = text.split(";", 1)[1] if ";" in text[:20] else text
+    match = _BASIC.search(body)
+    return match.group(1) if match else None
+
+
+def classify(action: str | None, status: str | None, diagnostic: str | None) -> Verdict:
+    """Hard, soft, policy or not a failure, from a DSN's Action/Status/Diagnostic-Code (C02, C03)."""
+    action = (action or "").strip().lower().split()[0] if (action or "").strip() else ""
+    if action in ("delivered", "relayed", "expanded"):
+        return Verdict("none", enhanced_code(status))
+    code = enhanced_code(status)
+    detail = enhanced_code(diagnostic)
+    # A generic X.0.0 in Status with a specific code in the diagnostic: the specific one decides.
+    if (code is None or code.endswith(".0.0")) and detail and (code is None or detail[0] == code[0]):
+        code = detail
+    verdict: Verdict | None
+    if code and not code.endswith(".0.0"):
+        verdict = _by_enhanced(code)
+    else:
+        verdict = _by_basic(basic_code(diagnostic), diagnostic or "")
+        if verdict is None and code:
+            verdict = Verdict("soft" if code[0] == "4" else "unknown", code)
+    if verdict is None:
+        verdict = Verdict("soft", None) if action == "delayed" else Verdict("unknown", None)
+    if action == "delayed" and verdict.kind in ("hard", "unknown"):
+        # A delay notice is never final, whatever code it quotes (C02).
+        return Verdict("soft", verdict.code)
+    return verdict
+
+
+def _by_enhanced(code: str) -> Verdict:
+    klass, subject, _ = code.split(".")
+    if klass == "2":
+        return Verdict("none", code)
+    if klass == "4":
+        return Verdict("soft", code)
+    if code in HARD_CODES:
+        return Verdict("hard", code)
+    if subject == "7" or code in SENDER_CODES or subject in ("5", "6"):
+        return Verdict("policy", code)
+    # 5.2.2 (mailbox full, RFC 3463 "persistent transient"), 5.3.x, 5.4.x ...
+    # are permanent for this message but not about the address: they count
+    # towards the soft limit instead of suppressing at once.
+    return Verdict("soft", code)
+
+
+def _by_basic(code: str | None, text: str) -> Verdict | None:
+    """For DSNs without a usable enhanced code: the SMTP reply code (RFC 5321 §4.2)."""
+    if code is None:
+        return None
+    if code.startswith("2"):
+        return Verdict("none", code)
+    if code.startswith("4"):
+        return Verdict("soft", code)
+    if _POLICY_WORDS.search(text):
+        return Verdict("policy", code)
+    if code in ("550", "551", "553", "556", "521"):
+        return Verdict("hard", code)
+    if code == "554":
+        return Verdict("policy", code)
+    return Verdict("soft", code)
+
+
+# ---------------------------------------------------------------------------
+# The returned original
+
+
+def _header_block(part: Message) -> Message | None:
+    """The headers of a returned original, whichever form it takes."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        first = payload[0] if payload else None
+        return first if isinstance(first, Message) else None
+    if isinstance(payload, str):
+        raw = part.get_payload(decode=True)
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else payload
+        return email.message_from_string(text.lstrip("\r\n"), policy=policy.compat32)
+    return None
+
+
+def find_original(msg: Message) -> Original:
+    """Message-ID and List-Unsubscribe of the message we sent, if it came back."""
+    for part in msg.walk():
+        if part.get_content_type() in _ORIGINAL_TYPES:
+            block = _header_block(part)
+            if block is not None and (block.get("Message-ID") or block.get("List-Unsubscribe")):
+                return Original(_clean_id(block.get("Message-ID")), _clean(block.get("List-Unsubscribe")))
+    # Plain-text bounces (qmail, some Exim set-ups) quote the original headers inline.
+    for part in msg.walk():
+        if part.get_content_maintype() == "text" and part.get_content_type() not in _ORIGINAL_TYPES:
+            text = _text(part)
+            match = _MESSAGE_ID_LINE.search(text)
+            if match:
+                return Original(match.group(1), None)
+    return Original(None, None)
+
+
+def _text(part: Message) -> str:
+    raw = part.get_payload(decode=True)
+    if isinstance(raw, bytes):
+        return raw.decode(part.get_content_charset() or "utf-8", "replace")
+    payload = part.get_payload()
+    return payload if isinstance(payload, str) else ""
+
+
+def _clean(value: object) -> str | None:
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    return text or None
+
+
+def _clean_id(value: object) -> str | None:
+    text = _clean(value)
+    if not text:
+        return None
+    match = re.search(r"<[^<>\s]+>", text)
+    return match.group(0) if match else text
+
+
+def _blocks(part: Message) -> list[Message]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    if isinstance(payload, str):
+        # Some MTAs send delivery-status as quoted-printable text: split the blocks ourselves.
+        text = _text(part)
+        return [email.message_from_string(b.strip() + "\n", policy=policy.compat32)
+                for b in re.split(r"\r?\n\s*\r?\n", text) if b.strip()]
+    return []
+
+
+def _address_field(value: object) -> str | None:
+    """``rfc822; ann@example.org`` → ``ann@example.org``."""
+    text = _clean(value)
+    if not text:
+        return None
+    kind, sep, rest = text.partition(";")
+    address = rest if sep else kind
+    address = parseaddr(address.strip())[1] or address.strip().strip("<>")
+    return address or None
+
+
+# ---------------------------------------------------------------------------
+# Report types
+
+
+def report_type(msg: Message) -> str | None:
+    if msg.get_content_type() == "multipart/report":
+        value = msg.get_param("report-type")
+        if isinstance(value, str):
+            return value.strip().lower()
+    return None
+
+
+def parse_dsn(msg: Message) -> Dsn | None:
+    """An RFC 3464 report, or None when the message is not one."""
+    status_parts = [p for p in msg.walk() if p.get_content_type() in ("message/delivery-status", "message/global-delivery-status")]
+    if not status_parts or report_type(msg) not in (None, "delivery-status", "global-delivery-status"):
+        return None
+    recipients: list[RecipientStatus] = []
+    envelope_id = None
+    for part in status_parts:
+        blocks = _blocks(part)
+        for index, block in enumerate(blocks):
+            if index == 0 and not (block.get("Final-Recipient") or block.get("Action")):
+                envelope_id = _clean(block.get("Original-Envelope-Id")) or envelope_id
+                continue
+            action = _clean(block.get("Action"))
+            status = _clean(block.get("Status"))
+            diagnostic = _clean(block.get("Diagnostic-Code"))
+            recipients.append(RecipientStatus(
+                final_recipient=_address_field(block.get("Final-Recipient")),
+                original_recipient=_address_field(block.get("Original-Recipient")),
+                action=action.lower() if action else None,
+                status=status,
+                diagnostic=diagnostic,
+                remote_mta=_address_field(block.get("Remote-MTA")),
+                verdict=classify(action, status, diagnostic),
+            ))
+    return Dsn(tuple(recipients), find_original(msg), envelope_id)
+
+
+def parse_arf(msg: Message) -> Arf | None:
+    """An RFC 5965 feedback report, or None when the message is not one."""
+    parts = [p for p in msg.walk() if p.get_content_type() == "message/feedback-report"]
+    if not parts or report_type(msg) not in (None, "feedback-report"):
+        return None
+    blocks = _blocks(parts[0])
+    fields = blocks[0] if blocks else Message()
+    return Arf(
+        feedback_type=(_clean(fields.get("Feedback-Type")) or "").lower(),
+        user_agent=_clean(fields.get("User-Agent")),
+        version=_clean(fields.get("Version")),
+        original_rcpt_to=_address_field(fields.get("Original-Rcpt-To")),
+        original=find_original(msg),
+    )
+
+
+def heuristic_bounce(msg: Message) -> HeuristicBounce | None:
+    """Non-standard bounce formats, through flufl.bounce's detectors."""
+    from flufl.bounce import all_failures
+
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:  # noqa: BLE001 - a detector choking on odd input is "not recognised"
+        return None
+    if not temporary and not permanent:
+        return None
+    addresses = sorted({a.decode("ascii", "replace") for a in (permanent or temporary)})
+    text = "\n".join(_text(p) for p in msg.walk() if p.get_content_maintype() == "text")
+    verdict = classify("failed" if permanent else "delayed", None, text)
+    if not permanent and verdict.kind != "soft":
+        verdict = Verdict("soft", verdict.code)
+    return HeuristicBounce(tuple(addresses), bool(permanent), verdict, find_original(msg))
+
+
+def is_auto_reply(msg: Message) -> bool:
+    """RFC 3834 auto-replies (vacation notices): nothing for us to act on."""
+    auto = (msg.get("Auto-Submitted") or "").strip().lower()
+    return auto.startswith("auto-replied")
+
+
+def mailto_tokens(msg: Message, mailto: str | None) -> list[str]:
+    """Candidate unsubscribe tokens: ``local+TOKEN@domain`` recipients, then the subject."""
+    found: list[str] = []
+    if mailto:
+        local, _, domain = mailto.lower().rpartition("@")
+        values = [str(v) for name in _RECIPIENT_HEADERS for v in (msg.get_all(name) or [])]
+        for _, address in getaddresses(values):
+            addr_local, _, addr_domain = address.rpartition("@")
+            if addr_domain.lower() == domain and addr_local.lower().startswith(local + "+"):
+                candidate = addr_local[len(local) + 1:]
+                if re.fullmatch(_TOKEN, candidate):
+                    found.append(candidate)
+    subject = _clean(msg.get("Subject")) or ""
+    found += _SUBJECT_TOKEN.findall(subject)
+    return list(dict.fromkeys(found))
+
+
+def addressed_to_mailto(msg: Message, mailto: str | None) -> bool:
+    """Sent to the unsubscribe address (with or without a token)?"""
+    if not mailto:
+        return False
+    local, _, domain = mailto.lower().rpartition("@")
+    values = [str(v) for name in _RECIPIENT_HEADERS for v in (msg.get_all(name) or [])]
+    for _, address in getaddresses(values):
+        addr_local, _, addr_domain = address.lower().rpartition("@")
+        if addr_domain == domain and (addr_local == local or addr_local.startswith(local + "+")):
+            return True
+    return False
+
+
+def list_unsubscribe_token(value: str | None) -> str | None:
+    """The token in a List-Unsubscribe header value (``...?t=TOKEN`` or ``+TOKEN@``)."""
+    if not value:
+        return None
+    match = re.search(rf"[?&]t=({_TOKEN})", value) or re.search(rf"\+({_TOKEN})@", value)
+    return match.group(1) if match else None

@@ -1,0 +1,281 @@
+"""Where bounce, complaint and unsubscribe mails are read from.
+
+Three kinds of SOURCE, one small interface (``messages()``, ``done()``,
+``close()``):
+
+* an **mbox** file — read with the stdlib ``mailbox`` module and left as it
+  is (an MTA may be appending to it; the database remembers what was read);
+  with ``--delete`` processed messages are removed under the mbox lock;
+* a **Maildir** folder — processed messages move from ``new/`` to ``cur/``
+  with the ``S`` (seen) flag, as a mail client would; ``--delete`` removes
+  them instead;
+* an **IMAP** mailbox, ``imaps://user@host[:port]/INBOX`` — TLS with the
+  certificate and host name verified (``ssl.create_default_context()`` plus an
+  optional ``--ca-file``); plaintext ``imap://`` is allowed to a loopback host
+  only. Processed messages get ``\\Seen`` and the keyword ``$MailcliProcessed``
+  (so the next run does not even fetch them); ``--delete`` sets ``\\Deleted``
+  and expunges.
+
+Messages nobody could match are not marked seen, so a person finds them
+unread in the mailbox. Reading the same source twice changes nothing either
+way: ``processed_messages`` in the database remembers every message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+from ..config import Settings, is_loopback_host
+from ..errors import ConfigError, TransportError, UsageError
+
+KEYWORD = "$MailcliProcessed"
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    key: str
+    data: bytes
+
+
+class Source(Protocol):
+    name: str
+
+    def messages(self) -> Iterator[RawMessage]: ...
+
+    def done(self, key: str, *, handled: bool) -> None:
+        """Mark one message processed (``handled`` False: left for a person)."""
+
+    def close(self) -> None: ...
+
+
+def open_source(text: str, settings: Settings, *, ca_file: Path | None = None, delete: bool = False) -> Source:
+    """The source named on the command line; exit 2 when it cannot be read."""
+    lowered = text.lower()
+    if lowered.startswith(("imaps://", "imap://")):
+        return ImapSource(text, settings, ca_file=ca_file, delete=delete)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not any((path / sub).is_dir() for sub in ("new", "cur")):
+            raise UsageError(f"{text}: not a Maildir folder (no cur/ or new/ inside)")
+        return MaildirSource(path, delete=delete)
+    if path.is_file():
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(5)
+        except OSError as exc:
+            raise UsageError(f"Cannot read {text}: {exc.strerror}") from None
+        if head and head != b"From ":
+            raise UsageError(f"{text}: not an mbox file (it does not start with a \"From \" line)")
+        return MboxSource(path, delete=delete)
+    if path.exists():
+        raise UsageError(f"{text}: not a file or folder")
+    raise UsageError(f"{text}: no such file or folder", hint="give an mbox file, a Maildir folder or imaps://user@host/INBOX")
+
+
+class MboxSource:
+    def __init__(self, path: Path, *, delete: bool) -> None:
+        import mailbox
+
+        self.name = str(path)
+        self._delete = delete
+        self._remove: list[str] = []
+        try:
+            self._box = mailbox.mbox(str(path), create=False)
+        except OSError as exc:
+            raise UsageError(f"Cannot read {path}: {exc.strerror}") from None
+
+    def messages(self) -> Iterator[RawMessage]:
+        try:
+            keys = list(self._box.iterkeys())
+        except OSError as exc:
+            raise UsageError(f"Cannot read {self.name}: {exc.strerror}") from None
+        for key in keys:
+            yield RawMessage(str(key), self._box.get_bytes(key))
+
+    def done(self, key: str, *, handled: bool) -> None:
+        if self._delete and handled:
+            self._remove.append(key)
+
+    def close(self) -> None:
+        if self._remove:
+            self._box.lock()
+            try:
+                for key in self._remove:
+                    with contextlib.suppress(KeyError):
+                        self._box.remove(int(key))  # type: ignore[arg-type]  # mbox keys are ints
+                self._box.flush()
+            finally:
+                self._box.unlock()
+        self._box.close()
+
+
+class MaildirSource:
+    """Maildir read directly: the format is two folders and a file-name convention."""
+
+    def __init__(self, path: Path, *, delete: bool) -> None:
+        self.name = str(path)
+        self.path = path
+        self._delete = delete
+
+    def messages(self) -> Iterator[RawMessage]:
+        # List both folders first: processing moves files from new/ to cur/.
+        keys: list[str] = []
+        for sub in ("new", "cur"):
+            folder = self.path / sub
+            if not folder.is_dir():
+                continue
+            try:
+                keys += [f"{sub}/{name}" for name in sorted(os.listdir(folder)) if not name.startswith(".")]
+            except OSError as exc:
+                raise UsageError(f"Cannot read {folder}: {exc.strerror}") from None
+        for key in keys:
+            file = self.path / key
+            try:
+                data = file.read_bytes()
+            except FileNotFoundError:  # taken by another reader meanwhile
+                continue
+            except OSError as exc:
+                raise UsageError(f"Cannot read {file}: {exc.strerror}") from None
+            yield RawMessage(key, data)
+
+    def done(self, key: str, *, handled: bool) -> None:
+        if not handled:
+            return
+        file = self.path / key
+        if self._delete:
+            with contextlib.suppress(FileNotFoundError):
+                file.unlink()
+            return
+        sub, name = key.split("/", 1)
+        base, sep, info = name.partition(":")
+        flags = info[2:] if sep and info.startswith("2,") else ""
+        if sub == "cur" and "S" in flags:
+            return
+        new_name = f"{base}:2,{''.join(sorted(set(flags + 'S')))}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(file, self.path / "cur" / new_name)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class ImapUrl:
+    secure: bool
+    user: str
+    host: str
+    port: int
+    mailbox: str
+
+
+def parse_imap_url(text: str) -> ImapUrl:
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("imaps", "imap") or not parts.hostname:
+        raise UsageError(f"{text}: expected imaps://user@host[:port]/MAILBOX")
+    if not parts.username:
+        raise UsageError(f"{text}: no user name (imaps://user@host/INBOX)")
+    if parts.password:
+        raise UsageError(f"{_safe(text)}: put the password in the environment variable named by [bounces] imap_password_env, not in the URL")
+    try:
+        port = parts.port or (993 if scheme == "imaps" else 143)
+    except ValueError:
+        raise UsageError(f"{text}: invalid port") from None
+    mailbox = unquote(parts.path.lstrip("/")) or "INBOX"
+    return ImapUrl(scheme == "imaps", unquote(parts.username), parts.hostname, port, mailbox)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", text)
+
+
+def _quote(mailbox: str) -> str:
+    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class ImapSource:
+    def __init__(self, text: str, settings: Settings, *, ca_file: Path | None, delete: bool) -> None:
+        import imaplib
+
+        url = parse_imap_url(text)
+        self.name = f"{'imaps' if url.secure else 'imap'}://{url.user}@{url.host}:{url.port}/{url.mailbox}"
+        self._delete = delete
+        if not url.secure and not is_loopback_host(url.host):
+            raise UsageError(
+                f"{self.name}: plain imap:// sends the password in clear text; it is only allowed to localhost",
+                hint="use imaps://",
+            )
+        env = settings.bounces.imap_password_env
+        password = os.environ.get(env)
+        if not password:
+            raise ConfigError(f"No IMAP password: the environment variable {env} is not set",
+                              hint=f"export {env}=... (named by [bounces] imap_password_env)")
+        try:
+            if url.secure:
+                context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+                context.minimum_version = ssl.TLSVersion.TLSv1_2
+                self._imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(url.host, url.port, ssl_context=context, timeout=30)
+            else:
+                self._imap = imaplib.IMAP4(url.host, url.port, timeout=30)
+        except ssl.SSLError as exc:
+            raise TransportError(f"{self.name}: TLS failed: {exc.reason or exc}",
+                                 hint="pass --ca-file for a private CA") from None
+        except OSError as exc:
+            raise TransportError(f"{self.name}: cannot connect: {exc.strerror or exc}") from None
+        try:
+            self._imap.login(url.user, password)
+        except imaplib.IMAP4.error:
+            self._logout()
+            raise TransportError(f"{self.name}: login refused for {url.user}",
+                                 hint=f"check the user and the password in {env}") from None
+        typ, _ = self._imap.select(_quote(url.mailbox))
+        if typ != "OK":
+            self._logout()
+            raise UsageError(f"{self.name}: no such mailbox {url.mailbox!r}")
+        flags = " ".join(str(x) for x in (self._imap.untagged_responses.get("PERMANENTFLAGS") or []))
+        self._keywords = "\\*" in flags
+
+    def _logout(self) -> None:
+        with contextlib.suppress(Exception):
+            self._imap.logout()
+
+    def messages(self) -> Iterator[RawMessage]:
+        criteria = ("UNKEYWORD", KEYWORD) if self._keywords else ("UNSEEN",)
+        typ, data = self._imap.uid("SEARCH", *criteria)
+        if typ != "OK":
+            raise TransportError(f"{self.name}: SEARCH failed")
+        uids = [u.decode("ascii") for u in (data[0] or b"").split()]
+        for uid in uids:
+            typ, parts = self._imap.uid("FETCH", uid, "(BODY.PEEK[])")
+            if typ != "OK":
+                continue
+            for item in parts:
+                if isinstance(item, tuple) and len(item) == 2:
+                    yield RawMessage(uid, bytes(item[1]))
+                    break
+
+    def done(self, key: str, *, handled: bool) -> None:
+        if handled and self._delete:
+            flags = "(\\Deleted)"
+        elif handled:
+            flags = f"(\\Seen {KEYWORD})" if self._keywords else "(\\Seen)"
+        elif self._keywords:
+            flags = f"({KEYWORD})"  # read, but left unseen for a person
+        else:
+            return
+        self._imap.uid("STORE", key, "+FLAGS", flags)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._delete:
+                self._imap.expunge()
+            self._imap.close()
+        self._logout()
