@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mailcli.privacy.registry import EXCLUDED_TABLES, PERSONAL_COLUMNS, PERSONAL_DATA_TABLES, uncovered_tables
+from mailcli.privacy.registry import (
+    EXCLUDED_TABLES, PERSONAL_COLUMNS, PERSONAL_DATA_TABLES, unclassified_tables, uncovered_tables,
+)
 from mailcli.store import open_store
 from tests.privacy_support import (
     ZEB, add_campaign, add_contact, add_delivery, add_event, add_list, add_membership, add_suppression,
@@ -150,6 +152,10 @@ def test_every_table_with_personal_data_is_in_the_registry(project: Path) -> Non
         assert uncovered_tables(store.conn) == [], (
             "add these tables to mailcli/privacy/registry.py PERSONAL_DATA_TABLES (and an export section),"
             " or to EXCLUDED_TABLES with the reason they hold no personal data"
+        )
+        assert unclassified_tables(store.conn) == [], (
+            "every table must be classified: PERSONAL_DATA_TABLES (exported and erased) or EXCLUDED_TABLES"
+            " (with the reason it holds no personal data) in mailcli/privacy/registry.py"
         )
         live = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         for table in PERSONAL_DATA_TABLES:
