@@ -244,9 +244,10 @@ def scan_jinja(source: str) -> list[JinjaTag]:
 _STRUCTURAL = {"extends", "block", "endblock", "include"}
 # Tags whose output is HTML not visible in the template source (macros,
 # imported macros, filtered blocks), or whose scoping inlining once can't keep.
-_UNSUPPORTED = {"macro", "call", "filter", "raw"}
+_UNSUPPORTED = {"macro", "call", "filter", "raw", "autoescape"}
 _SUPER = re.compile(r"^\{\{-?\s*super\(\)\s*-?\}\}$")
-_SAFE = re.compile(r"\|\s*safe\b")
+# Filters whose result is markup: HTML the inliner never saw.
+_MARKUP_FILTER = re.compile(r"\|\s*(?:safe|urlize|xmlattr)\b")
 _SELF = re.compile(r"\bself\.")
 _LITERAL_NAME = re.compile(r"""^\{%[-+]?\s*(?:extends|include|import|from)\s+(?:"([^"]*)"|'([^']*)')(\s|-?%\})""")
 _MACRO = re.compile(r"\{%[-+]?\s*macro\b")
@@ -266,6 +267,13 @@ def _protect_source(name: str, source: str, registry: list[str], read: Callable[
         tags = scan_jinja(source)
     except ValueError as exc:
         raise NotInlinable(f"{name}: {exc}") from None
+    # In a child template (one that extends), Jinja ignores output outside
+    # blocks after the extends tag but still runs top-level set and import;
+    # those are hoisted to the start so the flattened document runs them too.
+    is_child = any(t.keyword == "extends" for t in tags)
+    extended = False
+    depth = 0
+    hoisted: list[str] = []
     out: list[str] = []
     pos = 0
     for tag in tags:
@@ -278,8 +286,8 @@ def _protect_source(name: str, source: str, registry: list[str], read: Callable[
             raise NotInlinable(f"{name} uses {{% {keyword} %}}")
         if keyword == "set" and "=" not in tag.text:
             raise NotInlinable(f"{name} uses a block {{% set %}}")
-        if _SAFE.search(tag.text):
-            raise NotInlinable(f"{name} inserts HTML with |safe")
+        if _MARKUP_FILTER.search(tag.text):
+            raise NotInlinable(f"{name} inserts HTML with a filter that returns markup")
         if _SELF.search(tag.text):
             raise NotInlinable(f"{name} calls blocks through self")
         literal = _LITERAL_NAME.match(tag.text) if keyword in ("extends", "include", "import", "from") else None
@@ -289,13 +297,28 @@ def _protect_source(name: str, source: str, registry: list[str], read: Callable[
             imported = literal.group(1) or literal.group(2) or ""
             if _MACRO.search(read(imported)):
                 raise NotInlinable(f"{name} imports macros from {imported}")
-        if keyword in ("extends", "include"):
+        if keyword == "extends":
+            extended = True
             out.append(tag.text)
-        elif keyword in _STRUCTURAL or _SUPER.match(tag.text):
+        elif keyword == "block":
+            depth += 1
+            out.append(tag.text)
+        elif keyword == "endblock":
+            depth -= 1
+            out.append(tag.text)
+        elif keyword == "include" or _SUPER.match(tag.text):
             out.append(tag.text)
         else:
             registry.append(tag.text)
-            out.append(f"\x01{len(registry) - 1}\x02")
+            marker = f"\x01{len(registry) - 1}\x02"
+            if is_child and depth == 0 and keyword in ("set", "import", "from"):
+                hoisted.append(marker)
+            elif is_child and depth == 0 and extended:
+                continue  # ignored by Jinja too
+            else:
+                out.append(marker)
+    if hoisted:
+        out.insert(0, "".join(hoisted))
     out.append(source[pos:])
     return "".join(out)
 
@@ -419,6 +442,29 @@ class InlineOnce:
 
 _STYLE_ATTRS = {"class", "id", "style"}
 _IMPLICIT_TBODY = re.compile(r"(<table\b[^>]*>)((?:\s*<!--[^>]*-->)+\s*)<tbody>")
+_COMMENT = re.compile(r"<!--[^>]*-->")
+
+
+def _fix_implicit_tbody(inlined: str, protected: str) -> str:
+    """Move placeholders the parser left in front of an implicit ``<tbody>`` inside it.
+
+    The parser opens a ``<tbody>`` at a table's first row, after any comment
+    placeholders before that row; a ``{% for %}`` left there would repeat the
+    ``<tbody>`` once per row. Where the source itself wrote ``<tbody>`` after
+    the placeholders, they stay outside.
+    """
+
+    def move(match: re.Match[str]) -> str:
+        comments = _COMMENT.findall(match.group(2))
+        at = protected.find(comments[-1])
+        explicit = at >= 0 and re.match(r"\s*<tbody\b", protected[at + len(comments[-1]) :], re.IGNORECASE)
+        if explicit:
+            return match.group(0)
+        inside = match.group(2)
+        before = inside[: len(inside) - len(inside.lstrip())]
+        return match.group(1) + before + "<tbody>" + inside[len(before):]
+
+    return _IMPLICIT_TBODY.sub(move, inlined)
 
 
 def prepare_inline_once(root: Path, name: str, resolver: StylesheetResolver) -> InlineOnce:
@@ -444,6 +490,8 @@ def prepare_inline_once(root: Path, name: str, resolver: StylesheetResolver) -> 
     except Exception as exc:  # the reference compile reports real errors
         return InlineOnce(None, f"could not flatten: {exc}")
 
+    if any("\x01" in link.group(0) for link in _LINK.finditer(flattened)):
+        return InlineOnce(None, "a <link> is built by Jinja")
     flattened = resolver.expand(flattened)
     css = style_blocks(flattened)
     reason, selected_attrs = selector_risks(css)
@@ -475,11 +523,7 @@ def prepare_inline_once(root: Path, name: str, resolver: StylesheetResolver) -> 
     protected = "".join(pieces)
 
     inlined = inline_css(protected)
-    if "<tbody" not in protected.lower():
-        # The parser opens an implicit <tbody> at the first row, after any
-        # comment placeholders that precede it; a loop placeholder there
-        # would repeat the <tbody> per row. Move such comments inside.
-        inlined = _IMPLICIT_TBODY.sub(lambda m: m.group(1) + "<tbody>" + m.group(2), inlined)
+    inlined = _fix_implicit_tbody(inlined, protected)
 
     seen = [0] * len(originals)
     pattern = re.compile(rf"<!--J{nonce}n(\d+)j-->|J{nonce}n(\d+)j")

@@ -239,7 +239,7 @@ def _sample_check(template: CompiledTemplate) -> None:
 
     ctx = preview_context(now=datetime(2026, 1, 15, 9, 30, tzinfo=timezone.utc), subject="Preview")
     try:
-        template._reference_html(template._variables(ctx))
+        template._reference_html(template.variables(ctx))
     except Exception:  # e.g. custom attributes the sample contact lacks
         return
     template.verify_inlining([ctx])
