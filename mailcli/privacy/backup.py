@@ -118,12 +118,14 @@ def copy_database(source: sqlite3.Connection, dest_path: Path) -> None:
 
 def create_backup(store: Store, settings: Settings, *, label: str | None = None) -> BackupInfo:
     path = _new_backup_path(settings, label)
-    audit.record_access(store, settings, "backup", command="backup create", detail={"file": path.name})
     try:
         copy_database(store.conn, path)
     except (OSError, sqlite3.Error) as exc:
         raise MailcliError(f"Cannot write the backup {path}: {exc}") from None
     _fsync_dir(path.parent)
+    # After the copy: the snapshot itself needs no write lock, so a running
+    # send never delays it; the audit row then waits its turn like any write.
+    audit.record_access(store, settings, "backup", command="backup create", detail={"file": path.name})
     return _info(path)
 
 

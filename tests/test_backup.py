@@ -1,0 +1,197 @@
+"""``backup create | list | prune | restore`` (F30, F31)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from mailcli import tokens
+from mailcli.addresses import normalise_address
+from mailcli.store import open_store
+from tests.privacy_support import (
+    ZEB, ZEB_FORMS, add_contact, add_list, add_membership, ago, count, freeze, remnants, settings_for,
+)
+
+ANNA = "anna@example.nl"
+
+
+@pytest.fixture
+def world(project: Path, monkeypatch: pytest.MonkeyPatch):
+    clock = freeze(monkeypatch)
+    store = open_store(settings_for(project).project.database)
+    news = add_list(store.conn, "news")
+    for email, first in ((ZEB, "Zebedeus"), (ANNA, "Anna")):
+        add_membership(store.conn, add_contact(store.conn, email, first, "Quiggleworth" if first == "Zebedeus"
+                                               else "de Vries", at=ago(100)), news, at=ago(100))
+    store.close()
+    return project, clock
+
+
+def _db(root: Path) -> Path:
+    return settings_for(root).project.database
+
+
+def _emails(root: Path) -> list[str]:
+    store = open_store(_db(root))
+    try:
+        return sorted(r[0].lower() for r in store.conn.execute("SELECT email FROM contacts"))
+    finally:
+        store.close()
+
+
+def _create(cli) -> Path:
+    result = cli("--json", "backup", "create")
+    assert result.exit_code == 0, result.output
+    return Path(json.loads(result.stdout)["path"])
+
+
+def test_create_writes_a_private_consistent_copy(world, cli) -> None:
+    root, _ = world
+    path = _create(cli)
+    assert path.parent == root / "backups" and path.name == "mailcli-20260302T120000Z.db"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # one self-contained file
+    assert conn.execute("SELECT count(*) FROM contacts").fetchone() == (2,)
+    conn.close()
+
+
+def test_snapshot_is_consistent_while_another_connection_is_writing(world) -> None:
+    """The online backup API copies the committed state; a send mid-transaction neither blocks nor leaks in."""
+    from mailcli.privacy.backup import copy_database
+
+    root, _ = world
+    store = open_store(_db(root))
+    writer = sqlite3.connect(_db(root), isolation_level=None, timeout=0.1)
+    writer.execute("BEGIN IMMEDIATE")  # a send holding the write lock mid-transaction
+    writer.execute("UPDATE contacts SET first_name = 'HALFWAY'")
+    target = root / "snapshot.db"
+    try:
+        copy_database(store.conn, target)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        store.close()
+    conn = sqlite3.connect(target)
+    assert conn.execute("SELECT count(*) FROM contacts").fetchone() == (2,)
+    assert conn.execute("SELECT count(*) FROM contacts WHERE first_name = 'HALFWAY'").fetchone() == (0,)
+    conn.close()
+
+
+def test_list_and_prune_follow_the_backups_retention(world, cli) -> None:
+    root, clock = world
+    first = _create(cli)
+    clock.advance(days=31)
+    second = _create(cli)
+    listing = json.loads(cli("--json", "backup", "list").stdout)
+    assert [Path(b["path"]) for b in listing] == [first, second]
+    assert listing[0]["created_at"] == "2026-03-02T12:00:00Z" and listing[0]["size"] == first.stat().st_size
+    dry = cli("--json", "backup", "prune", "--dry-run")
+    assert [Path(b["path"]) for b in json.loads(dry.stdout)] == [first] and first.exists()
+    assert cli("backup", "prune").exit_code == 0
+    assert not first.exists() and second.exists()
+
+
+def test_restore_after_erase_does_not_bring_the_person_back(world, cli) -> None:
+    root, clock = world
+    backup = _create(cli)
+    clock.advance(days=1)
+    assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
+    result = cli("backup", "restore", str(backup), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "1 re-erasure" in result.stdout
+    assert _emails(root) == [ANNA]
+    assert remnants(root, *ZEB_FORMS) == []
+    hmac = tokens.address_hmac(settings_for(root).secret(), normalise_address(ZEB).key)
+    store = open_store(_db(root))
+    assert store.conn.execute("SELECT reason FROM suppressions WHERE hmac = ? AND scope = '*'",
+                              (hmac,)).fetchone() == ("erased",)
+    store.close()
+    # The replaced database was kept, and the erasure's audit entry carried over into a valid chain.
+    assert any("pre-restore" in b["path"] for b in json.loads(cli("--json", "backup", "list").stdout))
+    actions = [e["action"] for e in json.loads(cli("--json", "privacy", "audit").stdout)]
+    assert actions == ["backup", "erase", "restore"]
+    assert cli("privacy", "audit", "--verify").exit_code == 0
+
+
+def test_restore_reapplies_the_ledger_even_when_the_current_database_is_gone(world, cli) -> None:
+    root, clock = world
+    backup = _create(cli)
+    clock.advance(days=1)
+    assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{_db(root)}{suffix}").unlink(missing_ok=True)
+    result = cli("backup", "restore", str(backup), "--yes")
+    assert result.exit_code == 0, result.output
+    assert _emails(root) == [ANNA]
+
+
+def test_someone_who_came_back_after_the_erasure_is_kept(world, cli) -> None:
+    root, clock = world
+    assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
+    clock.advance(days=2)
+    store = open_store(_db(root))
+    add_contact(store.conn, ZEB, "Zebedeus", "Quiggleworth", at=ago(0, clock.at.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    store.close()
+    backup = _create(cli)
+    assert cli("backup", "restore", str(backup), "--yes").exit_code == 0
+    assert ZEB.lower().split("@")[0] in " ".join(_emails(root))
+
+
+def test_restore_reapplies_opt_outs_made_after_the_backup(world, cli) -> None:
+    root, clock = world
+    backup = _create(cli)
+    clock.advance(days=1)
+    assert cli("privacy", "object", ANNA).exit_code == 0
+    assert cli("backup", "restore", str(backup), "--yes").exit_code == 0
+    store = open_store(_db(root))
+    statuses = store.conn.execute("SELECT m.status FROM memberships m JOIN contacts c ON c.id = m.contact_id"
+                                  " WHERE c.email = ?", (ANNA,)).fetchall()
+    hmac = tokens.address_hmac(settings_for(root).secret(), ANNA)
+    reasons = store.conn.execute("SELECT reason FROM suppressions WHERE hmac = ?", (hmac,)).fetchall()
+    store.close()
+    assert statuses == [("unsubscribed",)] and reasons == [("objected",)]
+
+
+def test_restore_refuses_a_damaged_backup_and_changes_nothing(world, cli) -> None:
+    root, _ = world
+    backup = _create(cli)
+    conn = sqlite3.connect(backup)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root_page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'contacts'").fetchone()[0]
+    conn.close()
+    data = bytearray(backup.read_bytes())
+    start = (root_page - 1) * page_size
+    data[start + 3:start + 8] = b"\xff\xff\xff\xff\xff"  # cell count and content offset of the contacts b-tree
+    backup.write_bytes(bytes(data))
+    garbage = root / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 200)
+    before = _db(root).read_bytes()
+    for bad in (backup, garbage):
+        result = cli("backup", "restore", str(bad), "--yes")
+        assert result.exit_code == 1, result.output
+        assert "nothing was changed" in result.stderr and "Traceback" not in result.output
+    assert _db(root).read_bytes() == before
+    assert cli("backup", "restore", "missing.db", "--yes").exit_code == 1
+
+
+def test_restore_without_a_terminal_needs_yes(world, cli) -> None:
+    root, _ = world
+    backup = _create(cli)
+    result = cli("backup", "restore", str(backup))
+    assert result.exit_code == 2 and "--yes" in result.stderr
+    assert len(list((root / "backups").iterdir())) == 1  # no safety copy either: nothing happened
+
+
+def test_restored_database_is_private(world, cli) -> None:
+    root, _ = world
+    backup = _create(cli)
+    assert cli("backup", "restore", str(backup), "--yes").exit_code == 0
+    assert stat.S_IMODE(_db(root).stat().st_mode) == 0o600
+    assert count(sqlite3.connect(_db(root)), "contacts") == 2
