@@ -13,7 +13,16 @@ from mailcli import tokens
 from mailcli.addresses import normalise_address
 from mailcli.store import open_store
 from tests.privacy_support import (
-    ZEB, ZEB_FORMS, add_contact, add_list, add_membership, ago, count, freeze, remnants, settings_for,
+    ZEB,
+    ZEB_FORMS,
+    add_contact,
+    add_list,
+    add_membership,
+    ago,
+    count,
+    freeze,
+    remnants,
+    settings_for,
 )
 
 ANNA = "anna@example.nl"

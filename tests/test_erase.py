@@ -13,8 +13,19 @@ from mailcli.addresses import normalise_address
 from mailcli.output import Output
 from mailcli.store import open_store
 from tests.privacy_support import (
-    ZEB, ZEB_FORMS, add_campaign, add_contact, add_delivery, add_event, add_list, add_membership, count, freeze,
-    remnants, report_totals, settings_for,
+    ZEB,
+    ZEB_FORMS,
+    add_campaign,
+    add_contact,
+    add_delivery,
+    add_event,
+    add_list,
+    add_membership,
+    count,
+    freeze,
+    remnants,
+    report_totals,
+    settings_for,
 )
 
 ANNA = "anna.devries@example.nl"

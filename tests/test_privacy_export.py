@@ -14,12 +14,24 @@ from pathlib import Path
 import pytest
 
 from mailcli.privacy.registry import (
-    EXCLUDED_TABLES, PERSONAL_COLUMNS, PERSONAL_DATA_TABLES, unclassified_tables, uncovered_tables,
+    EXCLUDED_TABLES,
+    PERSONAL_COLUMNS,
+    PERSONAL_DATA_TABLES,
+    unclassified_tables,
+    uncovered_tables,
 )
 from mailcli.store import open_store
 from tests.privacy_support import (
-    ZEB, add_campaign, add_contact, add_delivery, add_event, add_list, add_membership, add_suppression,
-    freeze, settings_for,
+    ZEB,
+    add_campaign,
+    add_contact,
+    add_delivery,
+    add_event,
+    add_list,
+    add_membership,
+    add_suppression,
+    freeze,
+    settings_for,
 )
 
 TWIN = "zebedeus.quiggleworth2@bücher-quiggle.example"

@@ -11,7 +11,14 @@ from mailcli import tokens
 from mailcli.addresses import normalise_address
 from mailcli.store import open_store
 from tests.privacy_support import (
-    NOW, ZEB, add_contact, add_list, add_membership, count, freeze, settings_for,
+    NOW,
+    ZEB,
+    add_contact,
+    add_list,
+    add_membership,
+    count,
+    freeze,
+    settings_for,
 )
 
 

@@ -13,8 +13,21 @@ from mailcli.addresses import normalise_address
 from mailcli.privacy.lock import maintenance_lock
 from mailcli.store import open_store
 from tests.privacy_support import (
-    NOW, ZEB, ZEB_FORMS, add_campaign, add_contact, add_delivery, add_event, add_list, add_membership, ago, count,
-    db_files, freeze, remnants, settings_for,
+    NOW,
+    ZEB,
+    ZEB_FORMS,
+    add_campaign,
+    add_contact,
+    add_delivery,
+    add_event,
+    add_list,
+    add_membership,
+    ago,
+    count,
+    db_files,
+    freeze,
+    remnants,
+    settings_for,
 )
 
 RULES = ["unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups"]

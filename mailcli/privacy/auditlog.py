@@ -33,7 +33,7 @@ class VerifyResult:
 def list_entries(store: Store, settings: Settings, *, subject_email: str | None = None,
                  limit: int | None = None) -> list[dict[str, Any]]:
     """Audit entries (newest ``limit``, oldest first), optionally about one person."""
-    where, params = "1", []
+    where, params = "1", list[object]()
     if subject_email is not None:
         subject = find_subject(store, settings, subject_email)
         where, params = "subject_hmac = ?", [subject.hmac]

@@ -33,6 +33,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from .. import audit, clock
 from ..config import Settings
@@ -189,7 +190,7 @@ def check_backup(path: Path) -> None:
 @dataclass(frozen=True, slots=True)
 class _Carried:
     suppressions: list[tuple[str, str, str, str | None, str]]
-    audit_rows: list[tuple[object, ...]]
+    audit_rows: list[tuple[Any, ...]]
 
 
 def _read_current(path: Path) -> tuple[_Carried | None, str | None]:
@@ -261,19 +262,17 @@ def _reapply(store: Store, settings: Settings, carried: _Carried | None) -> tupl
         contacts = conn.execute("SELECT id, email_key, created_at FROM contacts").fetchall()
         for contact_id, email_key, created_at in contacts:
             hmac = contact_hmac(settings, email_key)
-            entry = erasures.get(hmac)
-            if entry is not None and clock.parse_iso(created_at) <= clock.parse_iso(entry.erased_at):
+            erased = erasures.get(hmac)
+            if erased is not None and clock.parse_iso(created_at) <= clock.parse_iso(erased.erased_at):
                 erase_contact_rows(conn, contact_id, hmac)
                 reerased += 1
                 continue
             for scope, _reason, channel, at in by_hmac.get(hmac, []):
                 list_clause = "" if scope == "*" else " AND list_id = (SELECT id FROM lists WHERE name = ?)"
                 params: tuple[object, ...] = (at, channel or "restore", at, contact_id) + (() if scope == "*" else (scope,))
-                optouts += conn.execute(
-                    "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = ?,"
-                    f" updated_at = ? WHERE contact_id = ? AND status != 'unsubscribed'{list_clause}",  # noqa: S608
-                    params,
-                ).rowcount
+                sql = ("UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = ?,"  # noqa: S608 - fixed clauses
+                       " updated_at = ? WHERE contact_id = ? AND status != 'unsubscribed'" + list_clause)
+                optouts += conn.execute(sql, params).rowcount
     return reerased, optouts, merged
 
 
