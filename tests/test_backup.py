@@ -204,3 +204,15 @@ def test_restored_database_is_private(world, cli) -> None:
     assert cli("backup", "restore", str(backup), "--yes").exit_code == 0
     assert stat.S_IMODE(_db(root).stat().st_mode) == 0o600
     assert count(sqlite3.connect(_db(root)), "contacts") == 2
+
+
+def test_restore_refuses_a_backup_from_a_newer_mailcli(world, cli) -> None:
+    root, _ = world
+    backup = _create(cli)
+    conn = sqlite3.connect(backup)
+    conn.execute("INSERT INTO migrations (name, applied_at) VALUES ('m999_from_the_future', '2030-01-01T00:00:00Z')")
+    conn.commit()
+    conn.close()
+    result = cli("backup", "restore", str(backup), "--yes")
+    assert result.exit_code == 1 and "newer mailcli" in result.stderr
+    assert _emails(root) == sorted([ANNA, normalise_address(ZEB).key])

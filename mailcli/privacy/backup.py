@@ -40,6 +40,7 @@ from ..config import Settings
 from ..errors import MailcliError, NotFoundError
 from ..store import Store, open_store
 from ..store.db import connect
+from ..store.migrations import MIGRATIONS
 from .erase import ensure_suppression, erase_contact_rows
 from .ledger import LedgerEntry, read_entries
 from .lock import maintenance_lock
@@ -176,6 +177,7 @@ def check_backup(path: Path) -> None:
     try:
         result = [row[0] for row in conn.execute("PRAGMA integrity_check")]
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        applied = {row[0] for row in conn.execute("SELECT name FROM migrations")} if "migrations" in tables else set()
     except sqlite3.DatabaseError as exc:
         raise MailcliError(f"{path} is not a usable database ({exc}); nothing was changed") from None
     finally:
@@ -185,6 +187,10 @@ def check_backup(path: Path) -> None:
                            hint="pick an older backup with `mailcli backup list`")
     if not {"contacts", "migrations", "suppressions"} <= tables:
         raise MailcliError(f"{path} is not a mailcli database; nothing was changed")
+    newer = applied - {name for name, _ in MIGRATIONS}
+    if newer:
+        raise MailcliError(f"{path} was written by a newer mailcli ({', '.join(sorted(newer))}); nothing was changed",
+                           hint="upgrade mailcli, then restore")
 
 
 @dataclass(frozen=True, slots=True)
