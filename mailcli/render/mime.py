@@ -251,9 +251,10 @@ def _phrase(prefix: str, field: str, name: str) -> str:
 
 
 def _angle(head: str, item: str) -> str:
-    """Append `` <item>``, folding first when the last line would pass 78."""
+    """Append `` <item>``, folding first when the last line would pass 78 (76 beside an encoded-word)."""
     last = head.rsplit("\r\n", 1)[-1]
-    sep = "\r\n " if len(last) + len(item) + 3 > FOLD_AT else " "
+    limit = 76 if "=?" in last else FOLD_AT
+    sep = "\r\n " if len(last) + len(item) + 3 > limit else " "
     return f"{head}{sep}<{item}>"
 
 
@@ -310,8 +311,8 @@ def encode_body(text: str) -> tuple[str, bytes]:
     if crlf.isascii() and not _LONG_LINE.search(crlf):
         return "7bit", crlf.encode("ascii")
     data = crlf.encode("utf-8")
-    non_ascii = len(data) - len(text.encode("ascii", "ignore"))
-    if non_ascii * 4 > len(data):  # mostly non-Latin: base64 is smaller
+    non_ascii = len(data) - len(crlf.encode("ascii", "ignore"))  # octets of non-ASCII characters
+    if non_ascii * 10 > len(data) * 3:  # mostly non-Latin: base64 is smaller than =XX escapes
         encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
         return "base64", encoded
     return "quoted-printable", binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
@@ -403,9 +404,11 @@ class MessageSkeleton:
         return b"".join((
             "".join(headers).encode("ascii"),
             delimiter, b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: ",
-            text_cte.encode("ascii"), b"\r\n\r\n", text_body,
+            # The CRLF before a delimiter belongs to the delimiter (RFC 2046
+            # §5.1.1), so each body keeps its own final line break.
+            text_cte.encode("ascii"), b"\r\n\r\n", text_body, b"\r\n",
             delimiter, b"\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: ",
-            html_cte.encode("ascii"), b"\r\n\r\n", html_body,
+            html_cte.encode("ascii"), b"\r\n\r\n", html_body, b"\r\n",
             delimiter, b"--\r\n",
         ))
 

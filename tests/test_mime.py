@@ -1,0 +1,299 @@
+"""The hand-built MIME writer: re-parsed by the standard library, byte rules, header safety.
+
+Every message is parsed back with ``email.message_from_bytes(policy=default)``
+and must show no defects, the same subject, names and bodies, and the wire
+rules of RFC 5322/2045/2047: CRLF only, no line over 998 octets, encoded-words
+of at most 75 characters, no encoded-word inside an address, a boundary that
+appears nowhere in the bodies.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailcli.errors import HeaderInjectionError
+from mailcli.render import MessageSkeleton, check_header_value
+from mailcli.render.mime import AddressError, ascii_address, ascii_domain, encode_body
+
+DATE = datetime(2026, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
+UNSUB = "<https://news.example.org/unsubscribe?t=AbCdEf0123456789>, <mailto:unsubscribe+AbCdEf0123456789@example.org?subject=unsubscribe%20AbCdEf0123456789>"
+HTML = ("<!DOCTYPE html><html><head><style>@media (max-width: 600px) { td { padding: 0 !important; } }</style></head><body>"
+        + '<table style="width: 600px;">' + "".join(f'<tr><td style="padding: 8px;color: #123456;">Row {i} &amp; more</td></tr>' for i in range(60))
+        + "</table></body></html>")
+TEXT = "Hello,\n\nthis is the text part.\n\n-- \nAcme, Keizersgracht 1\nhttps://news.example.org/unsubscribe?t=x\n"
+
+
+def skeleton(**overrides: object) -> MessageSkeleton:
+    options: dict[str, object] = dict(from_name="Acme Nieuws", from_address="news@acme.example", reply_to="hello@acme.example",
+                                      list_id="news.acme.example", list_name="Acme nieuwsbrief", feedback_id="c1:news:acme:ACME1")
+    options.update(overrides)
+    return MessageSkeleton(**options)  # type: ignore[arg-type]
+
+
+def build(sk: MessageSkeleton | None = None, **overrides: object) -> bytes:
+    options: dict[str, object] = dict(to_address="ann@example.org", to_name="Ann Smith", subject="Spring news", text=TEXT,
+                                      html=HTML, message_id="<c1.k1@acme.example>", date=DATE, list_unsubscribe=UNSUB)
+    options.update(overrides)
+    return (sk or skeleton()).build(**options)  # type: ignore[arg-type]
+
+
+def content(part: EmailMessage) -> str:
+    """A part's decoded text with LF line ends (the parser keeps the wire's CRLF)."""
+    return str(part.get_content()).replace("\r\n", "\n")
+
+
+def check_wire(data: bytes) -> EmailMessage:
+    """The byte-level rules, then a defect-free parse; returns the parsed message."""
+    assert b"\r\n" in data
+    assert not re.search(rb"[^\r]\n|\r[^\n]", data), "bare CR or LF"
+    assert data.endswith(b"\r\n")
+    lines = data.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 998
+    head, _, body = data.partition(b"\r\n\r\n")
+    head_text = head.decode("ascii")  # headers are pure ASCII on the non-SMTPUTF8 path
+    for line in head_text.split("\r\n"):
+        words = re.findall(r"=\?[^?]+\?[qQbB]\?[^?]*\?=", line)
+        for word in words:
+            assert len(word) <= 75, word
+        if words:
+            assert len(line) <= 76, line
+    # no encoded-word inside an addr-spec (RFC 2047 §5)
+    for addr in re.findall(r"<([^<>]*)>", head_text):
+        assert "=?" not in addr
+    boundary = re.search(r'boundary="([^"]+)"', head_text).group(1)  # type: ignore[union-attr]
+    parts = body.split(b"--" + boundary.encode())
+    assert len(parts) == 4 and parts[-1] == b"--\r\n"
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message.defects == []
+    for part in message.walk():
+        assert part.defects == [], part.defects
+    for part in message.iter_parts():
+        assert boundary not in part.get_content()
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+# ---------------------------------------------------------------------------
+# Structure
+
+
+def test_structure_and_order_of_parts() -> None:
+    message = check_wire(build())
+    assert message.get_content_type() == "multipart/alternative"
+    parts = list(message.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert all(p.get_content_charset() == "utf-8" for p in parts)
+    assert content(parts[0]) == TEXT
+    assert content(parts[1]) == HTML + "\n"
+    assert message["MIME-Version"] == "1.0"
+
+
+def test_headers_appear_once_and_carry_what_the_list_rules_need() -> None:
+    data = build()
+    head = data.split(b"\r\n\r\n")[0].decode()
+    names = [line.split(":")[0].lower() for line in head.split("\r\n") if not line.startswith(" ")]
+    for single in ("from", "to", "subject", "date", "message-id", "mime-version", "reply-to", "list-id",
+                   "list-unsubscribe", "list-unsubscribe-post", "precedence", "feedback-id", "content-type"):
+        assert names.count(single) == 1, single
+    assert "bcc" not in names and "cc" not in names and "return-path" not in names
+    message = check_wire(data)
+    assert parsedate_to_datetime(message["Date"]) == DATE
+    assert message["Message-ID"] == "<c1.k1@acme.example>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["List-Unsubscribe"].startswith("<https://news.example.org/unsubscribe?t=")
+    assert message["List-Id"] == "Acme nieuwsbrief <news.acme.example>"
+    assert message["Precedence"] == "bulk"
+    assert message["Reply-To"].addresses[0].addr_spec == "hello@acme.example"
+    assert message["From"].addresses[0].display_name == "Acme Nieuws"
+    assert message["To"].addresses[0].addr_spec == "ann@example.org"
+
+
+def test_no_list_unsubscribe_no_one_click() -> None:
+    message = check_wire(build(list_unsubscribe=None))
+    assert message["List-Unsubscribe"] is None and message["List-Unsubscribe-Post"] is None
+
+
+def test_long_html_lines_are_encoded_and_ascii_text_stays_7bit() -> None:
+    html = "<p>" + "x" * 5000 + "</p>"
+    message = check_wire(build(html=html))
+    text_part, html_part = message.iter_parts()
+    assert text_part["Content-Transfer-Encoding"] == "7bit"
+    assert html_part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert content(html_part) == html + "\n"
+
+
+@pytest.mark.parametrize(("body", "cte"), [
+    ("plain ascii\nshort lines\n", "7bit"),
+    ("één ding, café, Straße\n" * 5, "quoted-printable"),
+    ("x" * 1200 + "\n", "quoted-printable"),
+    ("山田太郎さん、こんにちは。今月のニュースです。\n" * 20, "base64"),
+    ("trailing spaces   \nand\ttabs\t\n" + "é", "quoted-printable"),
+])
+def test_transfer_encoding_is_chosen_by_content(body: str, cte: str) -> None:
+    chosen, encoded = encode_body(body)
+    assert chosen == cte
+    assert all(len(line) <= (998 if cte == "7bit" else 76) for line in encoded.split(b"\r\n"))
+    message = check_wire(build(text=body))
+    assert content(next(message.iter_parts())) == (body if body.endswith("\n") else body + "\n")
+
+
+def test_boundary_is_random_and_absent_from_bodies() -> None:
+    boundaries = set()
+    for _ in range(50):
+        data = build(text="--=_mc looks like a boundary\n--=_mc0123\n")
+        boundaries.add(re.search(rb'boundary="([^"]+)"', data).group(1))  # type: ignore[union-attr]
+    assert len(boundaries) == 50
+
+
+# ---------------------------------------------------------------------------
+# Names, subjects, addresses
+
+
+def test_idn_domains_become_idna2008_a_labels() -> None:
+    message = check_wire(build(to_address="x@bücher.example", to_name="Zoë"))
+    assert message["To"].addresses[0].addr_spec == "x@xn--bcher-kva.example"
+    assert b"x@xn--bcher-kva.example" in build(to_address="x@bücher.example")
+    assert ascii_domain("straße.de") == "xn--strae-oqa.de"  # IDNA2008, not strasse.de (IDNA2003)
+    assert ascii_address("Ann@Example.ORG") == "Ann@example.org"
+    sk = skeleton(from_address="nieuws@bücher.example", reply_to="antwoord@straße.de")
+    message = check_wire(build(sk))
+    assert message["From"].addresses[0].domain == "xn--bcher-kva.example"
+    assert message["Reply-To"].addresses[0].domain == "xn--strae-oqa.de"
+
+
+@pytest.mark.parametrize("address", ["zoë@example.org", "no-at-sign", "a b@example.org", '"q"@example.org', "x@-bad-.example", "x@"])
+def test_addresses_a_header_cannot_carry_are_refused(address: str) -> None:
+    with pytest.raises(AddressError):
+        build(to_address=address)
+
+
+NAMES = [
+    "Zoë Ærøskøbing-Øster van der Wàlls de la Très Longue Famille",
+    "O'Brien, Pat",
+    'Jane "JJ" Doe',
+    "=?utf-8?q?not_an_encoded_word?=",
+    "山田 太郎",
+    "Dr. A. B. Smith (Acme)",
+    "A" * 120,
+    "Émile",
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_display_names_round_trip(name: str) -> None:
+    message = check_wire(build(to_name=name, subject=f"Hallo {name}"))
+    assert message["To"].addresses[0].display_name == name
+    assert message["Subject"] == f"Hallo {name}"
+
+
+def test_long_non_latin_names_are_split_between_words() -> None:
+    # RFC 2047 readers drop the space between encoded-words; the standard
+    # library keeps it. Splitting only at spaces, with the space inside the
+    # next word, gives every word intact to both (the stdlib shows a double space).
+    name = "Анна Петровна Иванова-Смирнова Александровна"
+    data = build(to_name=name)
+    message = check_wire(data)
+    assert " ".join(message["To"].addresses[0].display_name.split()) == name
+    words = re.findall(rb"=\?utf-8\?b\?([^?]+)\?=", data.split(b"\r\n\r\n")[0].split(b"Subject:")[0])
+    import base64
+    decoded = [base64.b64decode(w).decode("utf-8") for w in words]
+    assert "".join(decoded) == name
+    assert all(not w.endswith(" ") for w in decoded[:-1])
+
+
+def test_subject_folding_keeps_text_exact() -> None:
+    subject = "A rather long ASCII subject line that goes on and on well past the seventy-eight column fold point, twice over"
+    data = build(subject=subject)
+    header = re.search(rb"\r\nSubject:.*?\r\n(?! )", data, re.DOTALL).group(0)  # type: ignore[union-attr]
+    lines = header.strip(b"\r\n").split(b"\r\n")
+    assert len(lines) == 2 and all(len(line) <= 78 for line in lines)
+    assert check_wire(data)["Subject"] == subject
+
+
+_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=90
+).map(lambda s: " ".join(s.split())).filter(bool)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(subject=_text, name=_text, body=st.text(max_size=400), local=st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,20}", fullmatch=True),
+       domain=st.sampled_from(["example.org", "bücher.example", "straße.de", "例え.jp", "xn--bcher-kva.example", "ÉCOLE.fr"]))
+def test_round_trip_many_messages(subject: str, name: str, body: str, local: str, domain: str) -> None:
+    if ".." in local or local.endswith("."):
+        local = "a"
+    body = re.sub(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\x85]", "", body)
+    data = build(to_address=f"{local}@{domain}", to_name=name, subject=subject, text=body + "\nend\n",
+                 html=f"<p>{body}</p>" * 3, date=DATE + timedelta(seconds=len(body)))
+    message = check_wire(data)
+    assert message["Subject"] == subject
+    to = message["To"].addresses[0]
+    # The stdlib keeps the space between encoded-words in a phrase (RFC 2047
+    # §6.2 drops it), so a word too long for one encoded-word gains a space here.
+    assert "".join(to.display_name.split()) == "".join(name.split())
+    assert to.addr_spec == f"{local}@{ascii_domain(domain)}"
+    assert to.addr_spec.isascii()
+    text_part, html_part = message.iter_parts()
+    assert content(text_part) == (body + "\nend\n").replace("\r\n", "\n").replace("\r", "\n")
+    assert content(html_part) == (f"<p>{body}</p>" * 3).replace("\r\n", "\n").replace("\r", "\n") + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Header injection
+
+
+VECTORS = ["x\r\nBcc: evil@x", "x\nBcc: evil@x", "x\rBcc: evil@x", "x\x00y", "x\u2028Bcc: evil@x", "x\u2029y", "x\x85y",
+           "x\x1by", "x\x7fy", "x\x0by"]
+
+
+@pytest.mark.parametrize("value", VECTORS)
+def test_check_header_value_refuses_line_breaks_and_controls(value: str) -> None:
+    with pytest.raises(HeaderInjectionError, match="^Subject header value contains"):
+        check_header_value("Subject", value)
+
+
+def test_check_header_value_allows_ordinary_text() -> None:
+    for value in ("Hello\tworld", "Zoë — één ❤", "a" * 2000, ""):
+        assert check_header_value("Subject", value) == value
+
+
+@pytest.mark.parametrize("value", ["x\r\nBcc: evil@x", "x\x00", "x\u2028Bcc: evil@x"])
+@pytest.mark.parametrize("field", ["subject", "to_name", "to_address", "message_id", "list_unsubscribe"])
+def test_every_per_message_header_path_refuses_injection(field: str, value: str) -> None:
+    expected = {"subject": "Subject", "to_name": "To", "to_address": "To", "message_id": "Message-ID",
+                "list_unsubscribe": "List-Unsubscribe"}[field]
+    with pytest.raises(HeaderInjectionError) as caught:
+        build(**{field: value if field != "to_address" else f"ann{value}@example.org"})
+    assert caught.value.message.startswith(expected)
+
+
+@pytest.mark.parametrize("value", ["x\r\nBcc: evil@x", "x\x00", "x\u2028Bcc: evil@x"])
+@pytest.mark.parametrize("field", ["from_name", "from_address", "reply_to", "list_id", "list_name", "feedback_id", "extra"])
+def test_every_campaign_header_path_refuses_injection(field: str, value: str) -> None:
+    expected = {"from_name": "From", "from_address": "From", "reply_to": "Reply-To", "list_id": "List-Id",
+                "list_name": "List-Id", "feedback_id": "Feedback-ID", "extra": "X-Campaign"}[field]
+    if field == "extra":
+        overrides: dict[str, object] = {"extra": {"X-Campaign": value}}
+    elif field in ("from_address", "reply_to"):
+        overrides = {field: f"a{value}@example.org"}
+    else:
+        overrides = {field: value}
+    with pytest.raises(HeaderInjectionError) as caught:
+        skeleton(**overrides)
+    assert caught.value.message.startswith(expected)
+
+
+def test_extra_headers_cannot_replace_owned_ones() -> None:
+    for name in ("Bcc", "To", "Subject", "Content-Type", "Bad Name"):
+        with pytest.raises(HeaderInjectionError):
+            skeleton(extra={name: "x"})
+    message = check_wire(build(skeleton(extra={"X-Campaign": "spring 2026 ünïcode"})))
+    assert message["X-Campaign"] == "spring 2026 ünïcode"
