@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mailcli.render.lint import Finding, lint_template
+from tests.conftest import Cli
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 14, 9, 0, tzinfo=timezone.utc)
@@ -189,12 +190,12 @@ BAD = {
 }
 
 
-def test_lint_command_exit_codes_and_output(project: Path, cli: object) -> None:
-    ok = cli("lint", "newsletter")  # type: ignore[operator]
+def test_lint_command_exit_codes_and_output(project: Path, cli: Cli) -> None:
+    ok = cli("lint", "newsletter")
     assert ok.exit_code == 0, ok.output
     assert ok.stdout == "" and "no problems" in ok.stderr
     write(project, BAD)
-    bad = cli("lint", "newsletter", "bad")  # type: ignore[operator]
+    bad = cli("lint", "newsletter", "bad")
     assert bad.exit_code == 1
     lines = bad.stdout.splitlines()
     assert "templates/bad/message.html:2: error: undefined variable contact.frist_name (did you mean contact.first_name?) [undefined-variable]" in lines
@@ -204,21 +205,21 @@ def test_lint_command_exit_codes_and_output(project: Path, cli: object) -> None:
     assert "Traceback" not in bad.output
 
 
-def test_lint_json_is_a_list_of_findings(project: Path, cli: object) -> None:
+def test_lint_json_is_a_list_of_findings(project: Path, cli: Cli) -> None:
     write(project, BAD)
-    result = cli("lint", "bad", "--json")  # type: ignore[operator]
+    result = cli("lint", "bad", "--json")
     assert result.exit_code == 1
     findings = json.loads(result.stdout)
     assert isinstance(findings, list) and len(findings) == 3
     assert set(findings[0]) == {"severity", "code", "file", "line", "message"}
     assert {f["code"] for f in findings} == {"undefined-variable", "img-alt", "unsubscribe-missing"}
-    clean = cli("lint", "newsletter", "--json")  # type: ignore[operator]
+    clean = cli("lint", "newsletter", "--json")
     assert clean.exit_code == 0 and json.loads(clean.stdout) == []
 
 
-def test_lint_by_path_needs_no_project(tmp_path: Path, cli: object) -> None:
+def test_lint_by_path_needs_no_project(tmp_path: Path, cli: Cli) -> None:
     write(tmp_path, BAD)
-    result = cli("lint", "templates/bad")  # type: ignore[operator]
+    result = cli("lint", "templates/bad")
     assert result.exit_code == 1 and "templates/bad/message.html:2" in result.stdout
-    missing = cli("lint", "nosuch")  # type: ignore[operator]
+    missing = cli("lint", "nosuch")
     assert missing.exit_code == 1 and "not found" in missing.stderr and "Traceback" not in missing.output

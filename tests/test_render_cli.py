@@ -1,0 +1,105 @@
+"""``mailcli render``: previews for a sample, a JSON file or a stored contact; errors as one line."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import sqlite3
+from pathlib import Path
+
+from mailcli.render.preview import PREVIEW_TOKEN
+from tests.conftest import Cli, run_mailcli
+from tests.sendhelpers import add_contacts
+
+
+def test_render_html_text_and_eml_for_the_sample_contact(project: Path, cli: Cli) -> None:
+    html = cli("render", "newsletter")
+    assert html.exit_code == 0, html.output
+    assert html.stdout.startswith("<!DOCTYPE html>") and "Hi Jane," in html.stdout
+    assert f"t={PREVIEW_TOKEN}" in html.stdout and 'style="' in html.stdout
+
+    text = cli("render", "newsletter", "--format", "text")
+    assert text.exit_code == 0 and "Hi Jane," in text.stdout and "<" not in text.stdout.split("\n")[0]
+    assert f"https://news.example.org/unsubscribe?t={PREVIEW_TOKEN}" in text.stdout
+
+    out = project / "preview.eml"
+    eml = cli("render", "newsletter", "--format", "eml", "-o", str(out))
+    assert eml.exit_code == 0 and eml.stdout == "" and "Wrote" in eml.stderr
+    message = email.message_from_bytes(out.read_bytes(), policy=email.policy.default)
+    assert message.defects == [] and message["To"].addresses[0].addr_spec == "jane.doe@example.org"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    assert message["List-Unsubscribe"].startswith(f"<https://news.example.org/unsubscribe?t={PREVIEW_TOKEN}>")
+    assert message["Subject"].startswith("Jane, your ")
+
+
+def test_render_with_data_file(project: Path, cli: Cli) -> None:
+    (project / "zoe.json").write_text(json.dumps({"email": "zoe@bücher.example", "first_name": "Zoë & <Co>"}), encoding="utf-8")
+    result = cli("render", "newsletter", "--data", "zoe.json", "--format", "eml")
+    assert result.exit_code == 0, result.output
+    message = email.message_from_bytes(result.stdout.encode("utf-8"), policy=email.policy.default)
+    assert message["To"].addresses[0].addr_spec == "zoe@xn--bcher-kva.example"
+    html = message.get_body(("html",)).get_content()
+    assert "Zoë &amp; &lt;Co&gt;" in html
+
+
+def test_render_json_output(project: Path, cli: Cli) -> None:
+    result = cli("render", "newsletter", "--json")
+    data = json.loads(result.stdout)
+    assert set(data) >= {"subject", "text", "html", "html_bytes", "inline_once"}
+    assert data["inline_once"] is True and data["html_bytes"] < 90 * 1024
+
+
+def test_render_to_a_stored_contact_is_audited(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", [{"email": "ann@example.org", "first_name": "Ann", "city": "Delft"}])
+    (project / "templates" / "city").mkdir()
+    (project / "templates" / "city" / "message.html").write_text(
+        '<html><body><p>{{ contact.first_name }} in {{ contact.city }}</p><a href="{{ unsubscribe_url }}">u</a></body></html>',
+        encoding="utf-8")
+    result = cli("render", "city", "--to", "ANN@example.org", "--subject", "Hi", "--format", "text")
+    assert result.exit_code == 0, result.output
+    assert "Ann in Delft" in result.stdout
+    conn = sqlite3.connect(project / "mailcli.db")
+    actions = [row[0] for row in conn.execute("SELECT action FROM audit_log")]
+    assert "render_preview" in actions
+    assert all("ann@example.org" not in str(row) for row in conn.execute("SELECT * FROM audit_log"))
+    missing = cli("render", "city", "--to", "nobody@example.org", "--subject", "Hi")
+    assert missing.exit_code == 1 and "No contact" in missing.stderr
+
+
+def test_render_errors_are_one_line_without_traceback(project: Path) -> None:
+    folder = project / "templates" / "broken"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("Hi", encoding="utf-8")
+    (folder / "message.html").write_text("<html><body>\n<p>ok</p>\n<p>{{ contact.frist_name }}</p>\n</body></html>", encoding="utf-8")
+    for command in (["render", "broken"], ["lint", "broken"]):
+        result = run_mailcli(*command, cwd=project)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert "templates/broken/message.html:3" in result.stdout + result.stderr
+        assert "contact.frist_name" in result.stdout + result.stderr
+    result = run_mailcli("render", "broken", cwd=project)
+    assert result.stderr.strip() == "Error: templates/broken/message.html:3: undefined variable contact.frist_name (did you mean contact.first_name?)"
+
+    (folder / "message.html").write_text("<html><body>{{ ''.__class__.__mro__[1].__subclasses__() }}</body></html>", encoding="utf-8")
+    result = run_mailcli("render", "broken", cwd=project)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: templates/broken/message.html:1: not allowed in a template")
+    assert "object" not in result.stdout
+
+
+def test_render_usage_errors(project: Path, cli: Cli) -> None:
+    (project / "bad.json").write_text('{"email": "a@example.org",\n "first_name": }', encoding="utf-8")
+    bad = cli("render", "newsletter", "--data", "bad.json")
+    assert bad.exit_code == 2 and "bad.json:2: not valid JSON" in bad.stderr
+    assert cli("render", "newsletter", "--format", "pdf").exit_code == 2
+    assert cli("render", "newsletter", "--to", "a@example.org", "--data", "bad.json").exit_code == 2
+    outside = cli("render", "../newsletter")
+    assert outside.exit_code == 1 and "Traceback" not in outside.output
+
+
+def test_open_needs_a_desktop_terminal(project: Path, cli: Cli) -> None:
+    result = cli("render", "newsletter", "--open", "-o", "p.html")
+    assert result.exit_code == 0
+    assert "--open needs a desktop terminal" in result.stderr
+    assert (project / "p.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
