@@ -397,8 +397,8 @@ def marker_contexts(html: str) -> dict[int, str]:
                     mark(j, value.end(), f"attr:{attr.lower()}")
                     j = value.end()
         if not closing and tag in _RAWTEXT:
-            close = re.compile(rf"</{tag}\b", re.IGNORECASE).search(html, j)
-            end = n if close is None else close.start()
+            closer = re.compile(rf"</{tag}\b", re.IGNORECASE).search(html, j)
+            end = n if closer is None else closer.start()
             mark(j, end, f"raw:{tag}")
             j = end
         i = j
