@@ -398,8 +398,13 @@ def _preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign,
     return checked
 
 
-def prepare(store: Store, settings: Settings, options: SendOptions) -> tuple[ledger.Campaign, SendPlan]:
-    """Create or resume the campaign and freeze its audience (not for dry runs)."""
+def prepare(store: Store, settings: Settings, options: SendOptions, *,
+            rollback: bool = False) -> tuple[ledger.Campaign, SendPlan]:
+    """Create or resume the campaign and freeze its audience.
+
+    With ``rollback`` (and for dry runs) nothing is kept: the numbers come
+    back in a ``_DryRunRollback`` exception after the transaction is undone.
+    """
     conn = store.conn
     secret = settings.secret()
     existing = ledger.get_campaign(conn, options.campaign)
@@ -438,7 +443,7 @@ def prepare(store: Store, settings: Settings, options: SendOptions) -> tuple[led
                 f"Campaign {campaign.name!r} has {counts['audience']} recipients, not the expected {options.expect_count}; nothing was changed",
                 hint="check the list (mailcli lists) or drop --expect-count",
             )
-        if options.dry_run:
+        if options.dry_run or rollback:
             # A dry run changes nothing: undo the freeze, keep the numbers.
             raise _DryRunRollback(campaign, counts, added, created)
     campaign = ledger.get_campaign(conn, campaign.name) or campaign
@@ -475,6 +480,15 @@ def send_campaign(
     with campaign_lock(settings, options.campaign):
         if options.dry_run:
             return _dry_run(store, settings, options, on_plan=on_plan, progress=progress)
+        if confirm is not None:
+            # Ask before anything is written: the plan comes from a freeze
+            # that is rolled back, so "no" (or no terminal) changes nothing.
+            try:
+                prepare(store, settings, options, rollback=True)
+            except _DryRunRollback as marker:
+                preview = _plan(store, settings, options, marker.campaign, marker.counts, marker.created, marker.added)
+            if preview.to_send:
+                confirm(preview)
         campaign, plan = prepare(store, settings, options)
         if on_plan is not None:
             on_plan(plan)
@@ -484,8 +498,6 @@ def send_campaign(
         if plan.to_send == 0:
             summary.counts = ledger.campaign_counts(store.conn, campaign)
             return summary
-        if confirm is not None:
-            confirm(plan)
         audit.append(store, "send", subject_hmac=None, command="send",
                      detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send})
         started = time.monotonic()

@@ -1,0 +1,329 @@
+"""`mailcli send` end to end against a real aiosmtpd server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import pytest
+
+from mailcli.errors import ExitCode
+from tests.conftest import Cli, set_smtp
+from tests.sendhelpers import add_contacts, deliveries, people
+from tests.smtpserver import SmtpServer, free_port
+
+
+def _send(cli: Cli, *args: str) -> object:
+    return cli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", *args)
+
+
+def _report(cli: Cli, campaign: str = "spring") -> dict[str, int]:
+    result = cli("report", campaign, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _header_checks(raw: bytes, rcpt: str) -> email.message.EmailMessage:
+    # Wire format: CRLF only, no line over 998 octets (A07, A09).
+    assert raw.count(b"\n") == raw.count(b"\r\n") and raw.count(b"\r") == raw.count(b"\r\n")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "List-Id",
+                 "List-Unsubscribe", "List-Unsubscribe-Post"):
+        assert len(msg.get_all(name) or []) == 1, name
+    assert msg.get_all("Cc") is None and msg.get_all("Bcc") is None
+    assert msg["To"].addresses[0].addr_spec == rcpt and len(msg["To"].addresses) == 1
+    assert msg["From"].addresses[0].addr_spec == "news@example.org"
+    assert parsedate_to_datetime(msg["Date"]).tzinfo is not None
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["List-Id"] == "<news.example.org>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    https, mailto = [part.strip() for part in str(msg["List-Unsubscribe"]).split(",")]
+    assert https.startswith("<https://news.example.org/unsubscribe?t=") and https.endswith(">")
+    assert mailto.startswith("<mailto:unsubscribe+") and "?subject=unsubscribe%20" in mailto
+    local = rcpt.split("@")[0]
+    assert local not in str(msg["List-Unsubscribe"]) and local not in str(msg["Message-ID"])
+    assert msg.get_content_type() == "multipart/alternative"
+    types = [part.get_content_type() for part in msg.iter_parts()]
+    assert types == ["text/plain", "text/html"]
+    assert "Precedence: bulk" in head
+    return msg
+
+
+def test_two_hundred_members_get_exactly_one_message_each(project: Path, cli: Cli) -> None:
+    members = people(200)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        dry = _send(cli, "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert "200 message(s) rendered" in dry.stderr
+        assert server.messages == []
+        assert cli("report", "--json").stdout.strip() == "[]"  # a dry run changes nothing
+
+        result = _send(cli)
+        assert result.exit_code == 0, result.output
+        assert "200 sent" in result.stderr
+        again = cli("send", "spring", "--yes")
+        assert again.exit_code == 0, again.output
+        assert "nothing left to send" in again.stderr
+    received = Counter(server.recipients())
+    assert set(received) == {m["email"] for m in members}
+    assert set(received.values()) == {1}
+    ids = set()
+    for message in server.messages:
+        rcpt = message.rcpt_tos[0]
+        msg = _header_checks(message.data, rcpt)
+        n = rcpt.split("@")[0].removeprefix("person")
+        assert f"First{n}" in msg.get_body(("plain",)).get_content()
+        ids.add(msg["Message-ID"])
+        assert message.mail_from == "news@example.org"
+    assert len(ids) == 200
+    report = _report(cli)
+    assert {k: report[k] for k in ("audience", "sent", "failed", "deferred", "pending", "uncertain")} == {
+        "audience": 200, "sent": 200, "failed": 0, "deferred": 0, "pending": 0, "uncertain": 0}
+
+
+def test_transient_replies_then_success_and_hard_bounce(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(6))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.script("RCPT", "person1@example.net", ["451 4.3.0 greylisted"])
+        server.script("RCPT", "person2@example.net", ["421 4.7.0 too many connections, closing"])
+        server.script("DATA", "person3@example.net", ["452 4.3.1 insufficient storage"])
+        server.script("RCPT", "person4@example.net", ["550 5.1.1 <person4@example.net>: no such user"])
+        result = _send(cli)
+        assert result.exit_code == ExitCode.PARTIAL, result.output
+        assert "report spring --failed" in result.stderr
+    assert Counter(server.recipients()) == Counter(f"person{i}@example.net" for i in (0, 1, 2, 3, 5))
+    report = _report(cli)
+    assert (report["sent"], report["failed"], report["bounced"]) == (5, 1, 1)
+    failed = cli("report", "spring", "--failed", "--json")
+    [failure] = json.loads(failed.stdout)["failures"]
+    assert failure["email"] == "person4@example.net" and "5.1.1" in failure["reply"]
+
+    # The hard bounce suppressed the address: the next campaign skips it.
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = cli("send", "summer", "--template", "newsletter", "--list", "news", "--yes")
+        assert result.exit_code == 0, result.output
+    assert "person4@example.net" not in server.recipients()
+    assert len(server.recipients()) == 5
+
+
+def test_retry_window_then_deferred_and_rerun_delivers(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(3))
+    config = project / "mailcli.toml"
+    config.write_text(config.read_text().replace('retry_window = "2m"', 'retry_window = "1s"'))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.script("RCPT", "person0@example.net", ["451 4.3.0 try later"] * 20)
+        result = _send(cli)
+        assert result.exit_code == ExitCode.PARTIAL, result.output
+        assert deliveries(project / "mailcli.db", "spring")["person0@example.net"] == "deferred"
+        server.script("RCPT", "person0@example.net", [])
+        with server._lock:
+            server._scripts.clear()
+        rerun = cli("send", "spring", "--yes")
+        assert rerun.exit_code == 0, rerun.output
+    assert Counter(server.recipients()) == Counter(f"person{i}@example.net" for i in range(3))
+
+
+def test_header_injection_in_a_name_fails_that_delivery_only(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", [
+        {"email": "eve@example.net", "first_name": "Eve\r\nBcc: evil@attacker.example", "last_name": ""},
+        *people(3),
+    ])
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = _send(cli)
+        assert result.exit_code == ExitCode.PARTIAL, result.output
+    assert sorted(server.recipients()) == [f"person{i}@example.net" for i in range(3)]
+    for message in server.messages:
+        assert b"attacker" not in message.data and b"Bcc" not in message.data
+    status = deliveries(project / "mailcli.db", "spring")
+    assert status["eve@example.net"] == "failed"
+    failure = json.loads(cli("report", "spring", "--failed", "--json").stdout)["failures"][0]
+    assert "line feed" in failure["reply"] or "carriage return" in failure["reply"]
+
+
+def test_missing_merge_field_aborts_before_any_connection(project: Path, cli: Cli) -> None:
+    template = project / "templates" / "newsletter" / "message.html"
+    template.write_text(template.read_text().replace("<h1>", "<h1>{{ contact.company }}"))
+    add_contacts(project / "mailcli.db", "news", [{**p, "company": "Acme"} for p in people(3)])
+    add_contacts(project / "mailcli.db", "news", people(2, start=10))  # no company column
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = _send(cli)
+        assert result.exit_code == ExitCode.ERROR, result.output
+        assert "company" in result.stderr and "nothing was sent" in result.stderr
+        assert server.ehlo_count == 0 and server.messages == []
+
+
+def test_unsubscribe_during_a_send_takes_effect(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(6))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        first = _send(cli, "--limit", "2")
+        assert first.exit_code == 0, first.output
+        assert cli("unsubscribe", "person4@example.net").exit_code == 0
+        rest = cli("send", "spring", "--yes")
+        assert rest.exit_code == 0, rest.output
+    assert "person4@example.net" not in server.recipients()
+    assert len(server.recipients()) == 5
+    assert deliveries(project / "mailcli.db", "spring")["person4@example.net"] == "skipped"
+
+
+def test_include_new_adds_members_who_joined_since(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(2))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        assert _send(cli).exit_code == 0
+        add_contacts(project / "mailcli.db", "news", people(1, start=50))
+        assert cli("send", "spring", "--yes").exit_code == 0
+        assert len(server.recipients()) == 2
+        assert cli("send", "spring", "--yes", "--include-new").exit_code == 0
+    assert sorted(server.recipients()) == ["person0@example.net", "person1@example.net", "person50@example.net"]
+
+
+def test_confirmation_expect_count_and_lock(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(3))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        no_tty = cli("send", "spring", "--template", "newsletter", "--list", "news")
+        assert no_tty.exit_code == ExitCode.USAGE and "--yes" in no_tty.stderr
+        wrong = _send(cli, "--expect-count", "7")
+        assert wrong.exit_code == ExitCode.USAGE and "3 recipients" in wrong.stderr
+        assert cli("report", "--json").stdout.strip() == "[]"
+
+        from mailcli.config import load_settings
+        from mailcli.send.lock import campaign_lock
+
+        with campaign_lock(load_settings(project / "mailcli.toml"), "spring"):
+            locked = _send(cli)
+        assert locked.exit_code == ExitCode.ERROR and "another process" in locked.stderr
+        assert server.messages == []
+        assert _send(cli, "--expect-count", "3").exit_code == 0
+    assert len(server.messages) == 3
+
+
+def test_server_down_exit_5_then_rerun_completes(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(4))
+    port = free_port()
+    set_smtp(project, "127.0.0.1", port)
+    down = _send(cli)
+    assert down.exit_code == ExitCode.TRANSPORT, down.output
+    assert f"127.0.0.1:{port}" in down.stderr
+    with SmtpServer(port=port) as server:
+        again = cli("send", "spring", "--yes")
+        assert again.exit_code == 0, again.output
+    assert sorted(server.recipients()) == sorted(p["email"] for p in people(4))
+
+
+def test_starttls_auth_and_certificates(project: Path, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_contacts(project / "mailcli.db", "news", people(2))
+    password = "Sup3r-secret-pw"
+    with SmtpServer(tls="starttls", cert_dir=tmp_path / "cert", auth={"news": password}) as server:
+        set_smtp(project, "localhost", server.port, security="starttls", extra=['username = "news"'])
+        monkeypatch.setenv("MAILCLI_SMTP_PASSWORD", password)
+        untrusted = _send(cli)
+        assert untrusted.exit_code == ExitCode.TRANSPORT and "not trusted" in untrusted.stderr
+        config = project / "mailcli.toml"
+        config.write_text(config.read_text().replace('username = "news"', f'username = "news"\nca_file = "{server.ca_file}"'))
+        monkeypatch.setenv("MAILCLI_SMTP_PASSWORD", "wrong-" + password)
+        wrong = cli("send", "spring", "--yes", "-v")
+        assert wrong.exit_code == ExitCode.TRANSPORT, wrong.output
+        assert "authentication" in wrong.stderr and password not in wrong.output
+        assert server.messages == []
+        monkeypatch.setenv("MAILCLI_SMTP_PASSWORD", password)
+        ok = cli("send", "spring", "--yes", "-v")
+        assert ok.exit_code == 0, ok.output
+        assert password not in ok.output
+    assert len(server.messages) == 2
+
+
+# ---------------------------------------------------------------------------
+# Interruptions: a real `mailcli send` process, killed or stopped mid-run
+
+
+def _spawn(project: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mailcli", "send", "spring", "--template", "newsletter", "--list", "news",
+         "--yes", "--concurrency", "4", *args],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _statuses(db: Path) -> Counter[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return Counter(row[0] for row in conn.execute("SELECT status FROM deliveries"))
+    finally:
+        conn.close()
+
+
+def test_kill_9_mid_send_then_rerun_no_duplicates(project: Path, cli: Cli) -> None:
+    members = people(400)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.03
+        proc = _spawn(project)
+        try:
+            assert server.wait_for(100, timeout=60), proc.stderr.read() if proc.poll() is not None else "slow"
+        finally:
+            proc.kill()
+            proc.wait()
+        server.delay = 0.0
+        time.sleep(0.2)
+        before = set(server.recipients())
+        assert 0 < len(before) < 400
+        rerun = cli("send", "spring", "--yes")
+        assert rerun.exit_code == 0, rerun.output
+    received = Counter(server.recipients())
+    assert max(received.values()) == 1  # zero duplicates
+    report = _report(cli)
+    missing = {m["email"] for m in members} - set(received)
+    assert report["uncertain"] <= 4
+    assert len(missing) <= report["uncertain"]
+    uncertain = {e for e, s in deliveries(project / "mailcli.db", "spring").items() if s == "uncertain"}
+    assert missing <= uncertain
+    assert report["sent"] + report["uncertain"] == 400
+
+
+def test_sigterm_mid_send_exits_130_and_rerun_completes(project: Path, cli: Cli) -> None:
+    members = people(200)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.03
+        proc = _spawn(project)
+        assert server.wait_for(40, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        assert proc.returncode == ExitCode.INTERRUPTED, stderr
+        assert "resume with: mailcli send spring" in stderr
+        assert _statuses(project / "mailcli.db")["sending"] == 0
+        assert len(server.recipients()) < 200
+        server.delay = 0.0
+        rerun = cli("send", "spring", "--yes")
+        assert rerun.exit_code == 0, rerun.output
+    received = Counter(server.recipients())
+    assert set(received) == {m["email"] for m in members}
+    assert set(received.values()) == {1}
