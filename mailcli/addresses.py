@@ -93,16 +93,27 @@ class NormalisedAddress:
 
 def normalise_address(raw: str) -> NormalisedAddress:
     """Normalise and validate one address, or raise :class:`AddressError`."""
-    if _CONTROL.search(raw):
-        raise AddressError("contains a control character (line break, NUL or similar)")
-    text = raw.strip()
-    if text and (text[0] in _EXTRA_TRIM or text[-1] in _EXTRA_TRIM):
-        text = _TRIM.sub("", text)
+    return NormalisedAddress(*normalise_pair(raw))
+
+
+def normalise_pair(raw: str) -> tuple[str, str]:
+    """``(address, key)`` for ``raw``: :func:`normalise_address` without the
+    wrapper object, for the import hot path."""
+    if raw.isprintable():
+        # No control or exotic space characters: only ASCII spaces to trim.
+        text = raw.strip(" ")
+    else:
+        if _CONTROL.search(raw):
+            raise AddressError("contains a control character (line break, NUL or similar)")
+        text = raw.strip()
+        if text and (text[0] in _EXTRA_TRIM or text[-1] in _EXTRA_TRIM):
+            text = _TRIM.sub("", text)
     if not text:
         raise AddressError("missing email address")
     match = _FAST.fullmatch(text)
     if match is not None:
-        local, domain = match.group(1), match.group(2).lower()
+        local, domain = match.groups()
+        domain = domain.lower()
         if (
             "--" not in domain  # R-LDH / Punycode labels need the full IDNA check
             and domain.rpartition(".")[2] not in _RESERVED_TLDS
@@ -111,7 +122,7 @@ def normalise_address(raw: str) -> NormalisedAddress:
             and len(local) + len(domain) + 3 <= PATH_MAX_OCTETS
         ):
             address = f"{local}@{domain}"
-            return NormalisedAddress(address, address.lower())
+            return address, address.lower()
     return _slow_normalise(text)
 
 
@@ -132,7 +143,7 @@ def mask_address(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
-def _slow_normalise(text: str) -> NormalisedAddress:
+def _slow_normalise(text: str) -> tuple[str, str]:
     local, at, domain = text.rpartition("@")
     if at and _DOT_ATOM.fullmatch(local):
         # Plain ASCII local part: only the domain needs the expensive checks,
@@ -145,7 +156,7 @@ def _slow_normalise(text: str) -> NormalisedAddress:
         local, ascii_domain = _validate(text)
     address = f"{local}@{ascii_domain}"
     _check_limits(local, ascii_domain, address)
-    return NormalisedAddress(address, address.lower())
+    return address, address.lower()
 
 
 @lru_cache(maxsize=4096)

@@ -50,14 +50,14 @@ import io
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from mailcli import clock
-from mailcli.addresses import AddressError, normalise_address
+from mailcli.addresses import AddressError, normalise_address, normalise_pair
 from mailcli.errors import InputFileError, UsageError
 
 HEAD_BYTES = 64 * 1024
@@ -90,6 +90,8 @@ _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _SEP_LINE = re.compile(r"sep=(.)\r?\n?")
 _DMY = re.compile(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?:[ T]+(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?)?")
 _SPACES = re.compile(r"\s+")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}")
 # Bytes that occur in text files; everything else counts towards "binary".
 _TEXT_BYTES = bytes({7, 8, 9, 10, 12, 13, 27} | set(range(0x20, 0x100)))
 
@@ -404,7 +406,11 @@ def parse_consent_time(text: str) -> str:
 
 def truncate_ip(text: str) -> str:
     """``192.0.2.57`` → ``192.0.2.0/24``; ``2001:db8:1:2::5`` → ``2001:db8:1::/48``."""
-    address = ipaddress.ip_address(text.strip())
+    value = text.strip()
+    match = _IPV4.fullmatch(value)
+    if match is not None:  # the common case, ~10x faster than ipaddress objects
+        return f"{match.group(1)}.0/24"
+    address = ipaddress.ip_address(value)
     if address.version == 4:
         return f"{ipaddress.IPv4Address(int(address) & 0xFFFFFF00)}/24"
     return f"{ipaddress.IPv6Address(int(address) >> 80 << 80)}/48"
@@ -439,6 +445,7 @@ class CsvSource:
     _first_row: list[str] | None = field(default=None, repr=False)
     _first_line: int = field(default=1, repr=False)
     _now_limit: str = field(default="", repr=False)
+    mapping: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -463,27 +470,26 @@ class CsvSource:
     def rows(self) -> Iterator[ImportRow | RowReject]:
         """Every record after the header, in file order."""
         reader = self._reader
+        parse = self._parser()
         line = self._first_line
         try:
             if self._first_row is not None:  # a header-less file: row 1 is data
-                first = self._row(line, self._first_row)
+                first = parse(line, self._first_row)
                 if first is not None:
                     yield first
                 line = reader.line_num + 1  # type: ignore[attr-defined]
             while True:
                 try:
-                    row = next(reader)
-                except StopIteration:
+                    for row in reader:
+                        if row:
+                            result = parse(line, row)
+                            if result is not None:
+                                yield result
+                        line = reader.line_num + 1  # type: ignore[attr-defined]
                     return
                 except csv.Error as exc:
                     yield RowReject(line, f"malformed CSV record ({exc})", {})
                     line = reader.line_num + 1  # type: ignore[attr-defined]
-                    continue
-                if row:
-                    result = self._row(line, row)
-                    if result is not None:
-                        yield result
-                line = reader.line_num + 1  # type: ignore[attr-defined]
         except UnicodeDecodeError:
             bad = find_undecodable_line(self.path, self.format.encoding)
             raise InputFileError(
@@ -491,63 +497,73 @@ class CsvSource:
                 hint="pass the file's encoding, e.g. --encoding cp1252",
             ) from None
 
-    def _row(self, line: int, row: list[str]) -> ImportRow | RowReject | None:
-        """Validate one record; ``None`` for a blank one (``;;;`` left by Excel)."""
+    def _parser(self) -> Callable[[int, list[str]], ImportRow | RowReject | None]:
+        """The per-record function, with the plan bound to locals (the hot path)."""
         plan = self.plan
         width = len(plan.headers)
-        if len(row) != width:
-            if len(row) > width:
-                if any(cell.strip() for cell in row[width:]):
-                    return self._reject(line, f"{len(row)} fields but the header has {width}", row)
-                row = row[:width]
-            elif not any(cell.strip() for cell in row):
-                return None
-            else:
-                row = row + [""] * (width - len(row))
-        if max(map(len, row)) > MAX_FIELD_CHARS:
-            return self._reject(line, f"field longer than {MAX_FIELD_CHARS // 1024} KiB", row)
-        if "\x00" in "".join(row):
-            return self._reject(line, "NUL byte in row", row)
-        raw_email = row[plan.email]
-        try:
-            address = normalise_address(raw_email)
-        except AddressError as exc:
-            if not raw_email.strip():
-                if not any(cell.strip() for cell in row):
+        email_at = plan.email
+        first_at, last_at, name_at = plan.first_name, plan.last_name, plan.name
+        attributes = plan.attributes
+        consent_time, consent_ip = plan.consent_time, plan.consent_ip
+        now_limit = self._now_limit
+        reject = self._reject
+        normalise = normalise_pair
+
+        def parse(line: int, row: list[str]) -> ImportRow | RowReject | None:
+            if len(row) != width:
+                if len(row) > width:
+                    if any(cell.strip() for cell in row[width:]):
+                        return reject(line, f"{len(row)} fields but the header has {width}", row)
+                    row = row[:width]
+                elif not any(cell.strip() for cell in row):
+                    return None  # a blank record (";;;" left by Excel) is no row
+                else:
+                    row = row + [""] * (width - len(row))
+            joined = "".join(row)
+            if len(joined) > MAX_FIELD_CHARS and max(map(len, row)) > MAX_FIELD_CHARS:
+                return reject(line, f"field longer than {MAX_FIELD_CHARS // 1024} KiB", row)
+            if "\x00" in joined:
+                return reject(line, "NUL byte in row", row)
+            try:
+                email, key = normalise(row[email_at])
+            except AddressError as exc:
+                if row[email_at].strip():
+                    return reject(line, f"invalid email address: {exc.reason}", row)
+                if not joined.strip():
                     return None
-                return self._reject(line, "missing email address", row)
-            return self._reject(line, f"invalid email address: {exc.reason}", row)
-        first = _clean_name(row[plan.first_name]) if plan.first_name is not None else None
-        last = _clean_name(row[plan.last_name]) if plan.last_name is not None else None
-        attributes = {name: value for name, index in plan.attributes if (value := row[index].strip())}
-        if plan.name is not None:
-            full = _clean_name(row[plan.name])
-            if full:
-                first, _, rest = full.partition(" ")
-                last = rest.strip() or None
-                attributes["name"] = full
-        consent_at = None
-        for index in plan.consent_time:
-            value = row[index].strip()
-            if value:
-                try:
-                    consent_at = parse_consent_time(value)
-                except ValueError:
-                    return self._reject(line, f"bad consent time {value!r}", row)
-                if consent_at > self._now_limit:
-                    return self._reject(line, f"consent time in the future {value!r}", row)
-                break
-        consent_ip = None
-        for index in plan.consent_ip:
-            value = row[index].strip()
-            if value:
-                try:
-                    consent_ip = truncate_ip(value)
-                except ValueError:
-                    return self._reject(line, f"bad consent IP address {value!r}", row)
-                break
-        return ImportRow(line, address.address, address.key, first or None, last or None,
-                         attributes, consent_at, consent_ip)
+                return reject(line, "missing email address", row)
+            first = _clean_name(row[first_at]) if first_at is not None else None
+            last = _clean_name(row[last_at]) if last_at is not None else None
+            attrs = {name: value for name, index in attributes if (value := row[index].strip())}
+            if name_at is not None:
+                full = _clean_name(row[name_at])
+                if full:
+                    first, _, rest = full.partition(" ")
+                    last = rest.strip() or None
+                    attrs["name"] = full
+            consent_at = None
+            for index in consent_time:
+                value = row[index].strip()
+                if value:
+                    try:
+                        consent_at = parse_consent_time(value)
+                    except ValueError:
+                        return reject(line, f"bad consent time {value!r}", row)
+                    if consent_at > now_limit:
+                        return reject(line, f"consent time in the future {value!r}", row)
+                    break
+            ip = None
+            for index in consent_ip:
+                value = row[index].strip()
+                if value:
+                    try:
+                        ip = truncate_ip(value)
+                    except ValueError:
+                        return reject(line, f"bad consent IP address {value!r}", row)
+                    break
+            return ImportRow(line, email, key, first or None, last or None, attrs, consent_at, ip)
+
+        return parse
 
     def _reject(self, line: int, reason: str, row: list[str]) -> RowReject:
         headers = self.plan.headers
@@ -640,7 +656,7 @@ def _open(
         path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text,
         _reader=_LineOffset(reader, offset) if offset else reader,
         _first_row=first_row, _first_line=header_line if first_row is not None else header_line + 1,
-        _now_limit=limit,
+        _now_limit=limit, mapping=mapping,
     )
     return src
 
