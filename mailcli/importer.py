@@ -567,7 +567,12 @@ class CsvSource:
 
     def _reject(self, line: int, reason: str, row: list[str]) -> RowReject:
         headers = self.plan.headers
-        raw = {headers[i] if i < len(headers) else f"column_{i + 1}": cell for i, cell in enumerate(row)}
+        raw: dict[str, str] = {}
+        for i, cell in enumerate(row):
+            name = headers[i] if i < len(headers) else f"column_{i + 1}"
+            if name in raw:  # a repeated header: keep every cell, in order
+                name = f"{name} ({i + 1})"
+            raw[name] = cell
         return RowReject(line, reason, raw)
 
 

@@ -164,3 +164,57 @@ def child_main() -> None:
     except (BrokenPipeError, OSError):
         return  # the parent went away (interrupted); nothing to report to
     out.flush()
+
+
+# ------------------------------------------------------------ the rejects file
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\x00")
+
+
+def neutralise(cell: str) -> str:
+    """A cell a spreadsheet shows as text and never runs as a formula (F10)."""
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+class RejectsFile:
+    """``--rejects FILE``: the rejected rows, their original cells, line and reason.
+
+    Written to a temporary file next to the target and renamed when the import
+    commits, so an interrupted import leaves no half file. UTF-8 with a BOM
+    and the input's delimiter, so Excel opens it the way it opened the input.
+    """
+
+    def __init__(self, path: str | Path, headers: tuple[str, ...], delimiter: str) -> None:
+        import csv
+        import os
+        import tempfile
+
+        self.path = Path(path)
+        self._headers = headers
+        try:
+            fd, temp = tempfile.mkstemp(prefix=".rejects-", suffix=".csv", dir=self.path.parent or ".")
+        except OSError as exc:
+            raise InputFileError(f"--rejects {self.path}: cannot write there ({exc.strerror})") from None
+        self._temp = Path(temp)
+        self._handle = os.fdopen(fd, "w", encoding="utf-8-sig", newline="")
+        self._writer = csv.writer(self._handle, delimiter=delimiter)
+        self._writer.writerow([neutralise(h) for h in headers] + ["line", "reason"])
+        self.count = 0
+
+    def write(self, reject: RowReject) -> None:
+        values = list(reject.raw.values())
+        cells = values[: len(self._headers)] + [""] * (len(self._headers) - len(values))
+        extra = values[len(self._headers):]  # cells beyond the header (a too-wide row)
+        self._writer.writerow([neutralise(c) for c in cells] + [str(reject.line), reject.reason]
+                              + [neutralise(c) for c in extra])
+        self.count += 1
+
+    def commit(self) -> None:
+        import os
+
+        self._handle.close()
+        os.replace(self._temp, self.path)
+
+    def discard(self) -> None:
+        self._handle.close()
+        self._temp.unlink(missing_ok=True)

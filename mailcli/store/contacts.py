@@ -37,6 +37,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import json
+import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -460,30 +461,39 @@ class SortedUids:
 
 @dataclass(frozen=True, slots=True)
 class ListSummary:
+    """One list with its member counts by membership status."""
+
     name: str
     subscribed: int
     unconfirmed: int
     unsubscribed: int
     created_at: str
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "subscribed": self.subscribed, "unconfirmed": self.unconfirmed,
+                "unsubscribed": self.unsubscribed, "created_at": self.created_at}
+
 
 def list_summaries(store: Store) -> list[ListSummary]:
-    """Every list with member counts by status."""
+    """Every list with member counts by status (the memberships_list_status index)."""
     sql = """
     SELECT l.name,
-           coalesce(sum(m.status = 'subscribed'), 0),
-           coalesce(sum(m.status = 'unconfirmed'), 0),
-           coalesce(sum(m.status = 'unsubscribed'), 0),
+           (SELECT count(*) FROM memberships m WHERE m.list_id = l.id AND m.status = 'subscribed'),
+           (SELECT count(*) FROM memberships m WHERE m.list_id = l.id AND m.status = 'unconfirmed'),
+           (SELECT count(*) FROM memberships m WHERE m.list_id = l.id AND m.status = 'unsubscribed'),
            l.created_at
-    FROM lists l LEFT JOIN memberships m ON m.list_id = l.id
-    GROUP BY l.id ORDER BY l.name
+    FROM lists l ORDER BY l.name
     """
     return [ListSummary(*row) for row in store.conn.execute(sql)]
 
 
 @dataclass(frozen=True, slots=True)
 class ContactRow:
-    """One contact as ``contacts`` lists it."""
+    """One contact as ``contacts`` lists it.
+
+    ``status`` is the membership status when listing one list, else the
+    contact's own status (active, unsubscribed, bounced, complained).
+    """
 
     id: int
     email: str
@@ -505,6 +515,22 @@ def _list_id(conn: sqlite3.Connection, name: str) -> int:
     return int(row[0])
 
 
+def _contact_filter(conn: sqlite3.Connection, list_name: str | None, status: str | None
+                    ) -> tuple[str, list[Any], str, list[Any]]:
+    """WHERE clause (fixed SQL, bound values) and the status column for a listing."""
+    if list_name is not None:
+        list_id = _list_id(conn, list_name)
+        status_sql = "(SELECT m.status FROM memberships m WHERE m.contact_id = c.id AND m.list_id = ?)"
+        if status is not None:
+            return ("c.id IN (SELECT contact_id FROM memberships WHERE list_id = ? AND status = ?)",
+                    [list_id, status], status_sql, [list_id])
+        return ("c.id IN (SELECT contact_id FROM memberships WHERE list_id = ?)", [list_id], status_sql, [list_id])
+    if status is not None:
+        return ("(c.status = ? OR c.id IN (SELECT contact_id FROM memberships WHERE status = ?))",
+                [status, status], "c.status", [])
+    return ("1", [], "c.status", [])
+
+
 def iter_contacts(
     store: Store,
     *,
@@ -513,44 +539,179 @@ def iter_contacts(
     limit: int | None = None,
     offset: int = 0,
 ) -> Iterator[ContactRow]:
-    """Contacts in address order, optionally one list's members with one status.
-
-    ``status`` filters the membership status when a list is given, else the
-    contact must have at least one membership with that status — or, for
-    ``active``/``unsubscribed``/``bounced``..., the contact status.
-    """
+    """Contacts in address order, optionally one list's members with one status."""
     conn = store.conn
-    where: list[str] = []
-    params: list[Any] = []
-    if list_name is not None:
-        list_id = _list_id(conn, list_name)
-        if status is not None:
-            where.append("c.id IN (SELECT contact_id FROM memberships WHERE list_id = ? AND status = ?)")
-            params += [list_id, status]
-        else:
-            where.append("c.id IN (SELECT contact_id FROM memberships WHERE list_id = ?)")
-            params.append(list_id)
-    elif status is not None:
-        where.append("(c.status = ? OR c.id IN (SELECT contact_id FROM memberships WHERE status = ?))")
-        params += [status, status]
-    sql = "SELECT c.id, c.email, c.first_name, c.last_name, c.status, c.attributes FROM contacts c"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY c.email_key LIMIT ? OFFSET ?"
-    params += [-1 if limit is None else limit, offset]
-    names = {
-        row[0]: row[1] for row in conn.execute("SELECT id, name FROM lists")
-    }
-    for contact_id, email, first, last, contact_status, attributes in conn.execute(sql, params).fetchall():
-        member_of = [
-            names[list_id]
-            for (list_id,) in conn.execute(
-                "SELECT list_id FROM memberships WHERE contact_id = ? AND status != 'unsubscribed'"
-                " ORDER BY list_id", (contact_id,))
-        ]
-        yield ContactRow(contact_id, email, first, last, contact_status, member_of, json.loads(attributes))
+    where, params, status_sql, status_params = _contact_filter(conn, list_name, status)
+    # The SQL text is fixed; only bound values vary (F15).
+    sql = (
+        f"SELECT c.id, c.email, c.first_name, c.last_name, {status_sql},"  # noqa: S608
+        " (SELECT json_group_array(l.name) FROM memberships m JOIN lists l ON l.id = m.list_id"
+        "  WHERE m.contact_id = c.id AND m.status != 'unsubscribed'),"
+        f" c.attributes FROM contacts c WHERE {where} ORDER BY c.email_key LIMIT ? OFFSET ?"
+    )
+    args = [*status_params, *params, -1 if limit is None else limit, offset]
+    for contact_id, email, first, last, row_status, lists, attributes in conn.execute(sql, args):
+        yield ContactRow(contact_id, email, first, last, row_status, sorted(json.loads(lists)),
+                         json.loads(attributes))
 
 
 def count_contacts(store: Store, *, list_name: str | None = None, status: str | None = None) -> int:
     """How many contacts ``iter_contacts`` would yield without a limit."""
-    return sum(1 for _ in iter_contacts(store, list_name=list_name, status=status))
+    where, params, _, _ = _contact_filter(store.conn, list_name, status)
+    sql = f"SELECT count(*) FROM contacts c WHERE {where}"  # noqa: S608 - fixed SQL, bound values
+    return int(store.conn.execute(sql, params).fetchone()[0])
+
+
+@dataclass(frozen=True, slots=True)
+class ContactDetail:
+    """Everything ``contacts show`` prints about one person."""
+
+    id: int
+    uid: str
+    email: str
+    first_name: str
+    last_name: str
+    status: str
+    attributes: dict[str, Any]
+    source: str | None
+    created_at: str
+    updated_at: str
+    restricted_at: str | None
+    no_marketing_at: str | None
+    memberships: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "email": self.email, "first_name": self.first_name, "last_name": self.last_name,
+            "status": self.status, "attributes": self.attributes, "source": self.source,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "restricted_at": self.restricted_at, "no_marketing_at": self.no_marketing_at,
+            "lists": [m["list"] for m in self.memberships if m["status"] != "unsubscribed"],
+            "memberships": self.memberships, "history": self.history,
+        }
+
+
+def find_contact_id(store: Store, key: str) -> int | None:
+    row = store.conn.execute("SELECT id FROM contacts WHERE email_key = ?", (key,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def contact_detail(store: Store, key: str) -> ContactDetail | None:
+    """One contact by comparison key, with memberships (consent) and history."""
+    conn = store.conn
+    row = conn.execute(
+        "SELECT id, uid, email, first_name, last_name, status, attributes, source, created_at, updated_at,"
+        " restricted_at, no_marketing_at FROM contacts WHERE email_key = ?", (key,)).fetchone()
+    if row is None:
+        return None
+    contact_id = row[0]
+    memberships = [
+        {"list": name, "status": status, "consent_source": source, "consent_method": method,
+         "consent_at": consent_at, "consent_ip": ip, "consent_text": text, "confirmed_at": confirmed,
+         "unsubscribed_at": unsub_at, "unsubscribe_channel": channel, "created_at": created}
+        for (name, status, source, method, consent_at, ip, text, confirmed, unsub_at, channel, created)
+        in conn.execute(
+            "SELECT l.name, m.status, m.consent_source, m.consent_method, m.consent_at, m.consent_ip,"
+            " m.consent_text, m.confirmed_at, m.unsubscribed_at, m.unsubscribe_channel, m.created_at"
+            " FROM memberships m JOIN lists l ON l.id = m.list_id WHERE m.contact_id = ? ORDER BY l.name",
+            (contact_id,))
+    ]
+    history = [
+        {"at": at, "kind": kind, "channel": channel, "scope": scope, "campaign": campaign}
+        for (at, kind, channel, scope, campaign) in conn.execute(
+            "SELECT e.created_at, e.kind, e.channel, e.scope, c.name FROM events e"
+            " LEFT JOIN campaigns c ON c.id = e.campaign_id WHERE e.contact_id = ? ORDER BY e.id",
+            (contact_id,))
+    ]
+    history += [
+        {"at": sent_at or updated_at, "kind": f"delivery {status}", "channel": None, "scope": None,
+         "campaign": campaign}
+        for (sent_at, updated_at, status, campaign) in conn.execute(
+            "SELECT d.sent_at, d.updated_at, d.status, c.name FROM deliveries d"
+            " JOIN campaigns c ON c.id = d.campaign_id WHERE d.contact_id = ? ORDER BY d.id", (contact_id,))
+    ]
+    history.sort(key=lambda event: event["at"] or "")
+    return ContactDetail(
+        id=contact_id, uid=row[1], email=row[2], first_name=row[3], last_name=row[4], status=row[5],
+        attributes=json.loads(row[6]), source=row[7], created_at=row[8], updated_at=row[9],
+        restricted_at=row[10], no_marketing_at=row[11], memberships=memberships, history=history,
+    )
+
+
+NAME_FIELDS = ("first_name", "last_name")
+_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One ``FIELD=VALUE`` of ``contacts set``; an empty value clears it."""
+
+    field: str
+    value: str
+
+
+def parse_changes(assignments: Iterable[str]) -> list[Change]:
+    """``["first_name=Anna", "city="]`` → changes; raises UsageError on bad input."""
+    changes = []
+    for text in assignments:
+        name, sep, value = text.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise UsageError(f"{text!r}: expected FIELD=VALUE")
+        if name not in ("email", *NAME_FIELDS) and not _IDENTIFIER.fullmatch(name):
+            raise UsageError(
+                f"{name!r}: a field is email, first_name, last_name or an attribute name"
+                " (lower case letters, digits and _)")
+        if name in ("lists", "status", "uid", "id"):
+            raise UsageError(f"{name!r} cannot be set here",
+                             hint="use mailcli unsubscribe or mailcli import for list membership")
+        if "\x00" in value:
+            raise UsageError(f"{name}: NUL bytes are not allowed")
+        changes.append(Change(name, value))
+    if not changes:
+        raise UsageError("nothing to set", hint="give one or more FIELD=VALUE")
+    return changes
+
+
+def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
+               normalise: Callable[[str], tuple[str, str]]) -> tuple[int, list[str]] | None:
+    """Rectify one contact (art. 16). Returns (contact id, changed field names),
+    or None when no contact has this key. One transaction."""
+    with store.transaction() as conn:
+        row = conn.execute("SELECT id, email, first_name, last_name, attributes FROM contacts"
+                           " WHERE email_key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        contact_id, email, first, last, attributes_text = row
+        values: dict[str, Any] = {"email": email, "first_name": first, "last_name": last}
+        attributes = json.loads(attributes_text)
+        new_key = key
+        for change in changes:
+            if change.field == "email":
+                address, new_key = normalise(change.value)
+                values["email"] = address
+            elif change.field in NAME_FIELDS:
+                values[change.field] = " ".join(change.value.split())
+            elif change.value.strip():
+                attributes[change.field] = change.value.strip()
+            else:
+                attributes.pop(change.field, None)
+        if new_key != key:
+            if conn.execute("SELECT 1 FROM contacts WHERE email_key = ?", (new_key,)).fetchone():
+                raise UsageError("Another contact already has that address",
+                                 hint="two records of one person: erase one with mailcli privacy erase")
+            digest = hmac.digest(secret, b"address:" + new_key.encode("utf-8"), "sha256").hex()
+            if conn.execute("SELECT 1 FROM suppressions WHERE hmac = ?", (digest,)).fetchone():
+                raise UsageError("The new address is on the suppression list; it will not be used")
+        new_attributes = json.dumps(attributes, ensure_ascii=False, separators=(",", ":"))
+        changed = [name for name in ("email", *NAME_FIELDS) if values[name] != row[("email", *NAME_FIELDS).index(name) + 1]]
+        if new_attributes != attributes_text:
+            changed += sorted({c.field for c in changes if c.field not in ("email", *NAME_FIELDS)})
+        if changed:
+            conn.execute(
+                "UPDATE contacts SET email = ?, email_key = ?, first_name = ?, last_name = ?, attributes = ?,"
+                " updated_at = ? WHERE id = ?",
+                (values["email"], new_key, values["first_name"], values["last_name"], new_attributes,
+                 now_iso(), contact_id))
+    return contact_id, changed

@@ -1,0 +1,161 @@
+"""``mailcli import FILE --list NAME``: a contact CSV into the database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .. import context
+from ..errors import PartialError
+
+_STATUS = ("subscribed", "unconfirmed")
+
+
+def import_cmd(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The CSV file (comma, semicolon, tab or pipe separated).",
+                                         metavar="FILE", show_default=False)],
+    list_name: Annotated[str, typer.Option("--list", "-l", help="The list to subscribe the contacts to (created if new).",
+                                           metavar="NAME")],
+    map_: Annotated[list[str] | None, typer.Option(
+        "--map", help='Map a column: "CSV column=field" (email, first_name, last_name, name, consent_time, '
+        "consent_ip, ignore, or an attribute name). Repeatable.", metavar="COLUMN=FIELD")] = None,
+    delimiter: Annotated[str | None, typer.Option("--delimiter", help="Field separator (default: detected); tab as 'tab'.",
+                                                  metavar="CHAR")] = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help="File encoding (default: detected), e.g. cp1252.",
+                                                 metavar="NAME")] = None,
+    on_conflict: Annotated[str, typer.Option("--on-conflict", help="Existing contacts: update them or skip them.",
+                                             metavar="update|skip")] = "update",
+    consent_source: Annotated[str | None, typer.Option(
+        "--consent-source", help="Where consent was given (default: the file name); recorded with the line.",
+        metavar="S")] = None,
+    status: Annotated[str, typer.Option("--status", help="subscribed, or unconfirmed for pending double opt-ins.",
+                                        metavar="subscribed|unconfirmed")] = "subscribed",
+    rejects: Annotated[Path | None, typer.Option("--rejects", help="Write rejected rows (with line and reason) here.",
+                                                 metavar="FILE")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 3 if any row was rejected.")] = False,
+    check_mx: Annotated[bool, typer.Option("--check-mx", help="Warn about addresses whose domain takes no mail (DNS).")]
+    = False,
+) -> None:
+    """Import contacts from a CSV file into a list, in one transaction.
+
+    Encoding, delimiter and the usual column names (Mailchimp exports, Dutch
+    Excel) are detected; every other column becomes a custom attribute.
+    Addresses are normalised and checked; duplicates are merged; suppressed
+    or unsubscribed addresses are never re-subscribed; consent is recorded
+    per membership. Every row is counted: imported, updated, unchanged,
+    suppressed or rejected.
+
+    Examples:
+
+        mailcli import contacts.csv --list news
+
+        mailcli import export.csv --list news --map "Werk e-mail=email" --rejects rejected.csv
+
+        mailcli import signups.csv --list news --status unconfirmed --consent-source "website form v2"
+    """
+    from .. import audit
+    from ..importer import open_csv, parse_map_options
+    from ..importfeed import RejectsFile, iter_batches
+    from ..store.contacts import import_batches
+
+    app = context.get(ctx)
+    out = app.out
+    if on_conflict not in ("update", "skip"):
+        raise typer.BadParameter("expected update or skip", param_hint="--on-conflict")
+    if status not in _STATUS:
+        raise typer.BadParameter("expected subscribed or unconfirmed", param_hint="--status")
+    mapping = parse_map_options(map_ or [])
+    settings = app.settings
+    secret = settings.secret()
+    store = app.store
+    with open_csv(file, encoding=encoding, delimiter=delimiter, mapping=mapping) as source:
+        out.detail(f"{file}: {source.format.encoding}, delimiter {source.format.delimiter!r}, "
+                   f"email column {source.plan.headers[source.plan.email]!r}")
+        rejects_file = RejectsFile(rejects, source.plan.headers, source.format.delimiter) if rejects else None
+        domains: dict[str, int] = {}
+        batches: Iterator[Any] = iter_batches(source)
+        if check_mx:
+            batches = _count_domains(batches, domains)
+
+        def audit_entry(result: Any) -> None:
+            audit.record_access(store, settings, "import", command="import", detail={
+                "file": file.name, "list": list_name, **{k: v for k, v in result.as_dict().items() if k != "rejects"}})
+
+        try:
+            with out.progress(source.size, f"Importing {file.name}") as bar:
+                result = import_batches(
+                    store, batches, list_name=list_name, secret=secret, source=file.name,
+                    consent_source=consent_source, on_conflict=on_conflict, status=status,
+                    on_reject=rejects_file.write if rejects_file else None,
+                    on_batch=lambda position: bar.update(position),
+                    before_commit=audit_entry,
+                )
+        except BaseException:
+            if rejects_file is not None:
+                rejects_file.discard()
+            raise
+        if rejects_file is not None:
+            rejects_file.commit()
+    data = {"file": str(file), "list": list_name.strip(), **result.as_dict()}
+    if check_mx:
+        data["undeliverable"] = _check_domains(out, domains)
+    if out.json:
+        out.data(data)
+    _summary(out, result, list_name.strip(), rejects)
+    if strict and result.rejected:
+        raise PartialError(f"{result.rejected} row(s) rejected (--strict); the other rows were imported",
+                           hint=f"see {rejects}" if rejects else "write them out with --rejects FILE")
+
+
+def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> None:
+    line = (f"List {list_name}: imported {result.imported}, updated {result.updated}, "
+            f"unchanged {result.unchanged}, suppressed {result.suppressed}, rejected {result.rejected}")
+    if result.duplicates:
+        line += f" ({result.duplicates} duplicate row(s) merged)"
+    out.success(line)
+    if result.suppressed:
+        out.info(f"{result.suppressed} row(s) not subscribed: suppressed, opted out or unsubscribed earlier")
+    if result.rejected:
+        for reject in result.rejects[:5]:
+            out.info(f"  line {reject.line}: {reject.reason}")
+        if result.rejected > 5:
+            out.info(f"  ... and {result.rejected - 5} more")
+        if rejects is not None:
+            out.info(f"Rejected rows written to {rejects}")
+        else:
+            out.info("Write them with their reasons to a file with --rejects FILE")
+
+
+def _count_domains(batches: Iterator[Any], domains: dict[str, int]) -> Iterator[Any]:
+    for batch in batches:
+        for row in batch.rows:
+            domain = row[2].rpartition("@")[2]
+            domains[domain] = domains.get(domain, 0) + 1
+        yield batch
+
+
+def _check_domains(out: Any, domains: dict[str, int]) -> list[dict[str, Any]]:
+    try:
+        from ..deliverability.mx import check_domains
+    except ImportError:  # pragma: no cover - the module ships with mailcli
+        out.warn("--check-mx is not available in this installation")
+        return []
+    results = check_domains(domains)
+    bad = [{"domain": d, "addresses": domains[d], "reason": r.reason}
+           for d, r in sorted(results.items()) if r.undeliverable]
+    unknown = sum(1 for r in results.values() if r.status == "unknown")
+    for entry in bad:
+        out.warn(f"{entry['addresses']} address(es) at {entry['domain']}: {entry['reason']}")
+    if unknown:
+        out.warn(f"{unknown} domain(s) could not be checked (DNS did not answer)")
+    if not bad:
+        out.info(f"All {len(domains)} domain(s) accept mail" + (" or could not be checked" if unknown else ""))
+    return bad
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_cmd)
