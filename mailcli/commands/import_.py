@@ -39,6 +39,9 @@ def import_cmd(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 if any row was rejected.")] = False,
     check_mx: Annotated[bool, typer.Option("--check-mx", help="Warn about addresses whose domain takes no mail (DNS).")]
     = False,
+    nameserver: Annotated[str | None, typer.Option(
+        "--nameserver", help="With --check-mx: ask this DNS server instead of the system's.",
+        metavar="HOST[:PORT]")] = None,
 ) -> None:
     """Import contacts from a CSV file into a list, in one transaction.
 
@@ -102,7 +105,7 @@ def import_cmd(
             rejects_file.commit()
     data = {"file": str(file), "list": list_name.strip(), **result.as_dict()}
     if check_mx:
-        data["undeliverable"] = _check_domains(out, domains)
+        data["undeliverable"] = _check_domains(out, domains, nameserver)
     if out.json:
         out.data(data)
     _summary(out, result, list_name.strip(), rejects)
@@ -138,13 +141,16 @@ def _count_domains(batches: Iterator[Any], domains: dict[str, int]) -> Iterator[
         yield batch
 
 
-def _check_domains(out: Any, domains: dict[str, int]) -> list[dict[str, Any]]:
+def _check_domains(out: Any, domains: dict[str, int], nameserver: str | None) -> list[dict[str, Any]]:
+    from ..deliverability.dnsquery import DnsFailure, make_resolver
+    from ..deliverability.mx import check_domains
+
     try:
-        from ..deliverability.mx import check_domains
-    except ImportError:  # pragma: no cover - the module ships with mailcli
-        out.warn("--check-mx is not available in this installation")
+        resolver = make_resolver(nameserver)
+    except DnsFailure as exc:
+        out.warn(f"--check-mx: {exc}; domains not checked")
         return []
-    results = check_domains(domains)
+    results = check_domains(domains, resolver=resolver)
     bad = [{"domain": d, "addresses": domains[d], "reason": r.reason}
            for d, r in sorted(results.items()) if r.undeliverable]
     unknown = sum(1 for r in results.values() if r.status == "unknown")

@@ -1,0 +1,342 @@
+"""``mailcli import`` end to end: real files, a real SQLite database, the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailcli import importfeed
+from tests.conftest import Cli, run_mailcli
+
+DATA = Path(__file__).parent / "data"
+
+
+def db(project: Path) -> sqlite3.Connection:
+    return sqlite3.connect(project / "mailcli.db")
+
+
+def dump(project: Path) -> list[str]:
+    """Every row of every table except the audit log (which records each run)."""
+    conn = db(project)
+    try:
+        return [line for line in conn.iterdump() if not line.startswith('INSERT INTO "audit_log"')]
+    finally:
+        conn.close()
+
+
+def audit_rows(project: Path) -> int:
+    conn = db(project)
+    try:
+        return int(conn.execute("SELECT count(*) FROM audit_log").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def contact(project: Path, key: str) -> dict[str, object]:
+    conn = db(project)
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute("SELECT * FROM contacts WHERE email_key = ?", (key,)).fetchone()
+        assert row is not None, key
+        result = dict(row)
+        result["attributes"] = json.loads(row["attributes"])
+        result["memberships"] = [dict(m) for m in conn.execute(
+            "SELECT l.name AS list, m.* FROM memberships m JOIN lists l ON l.id = m.list_id WHERE contact_id = ?",
+            (row["id"],))]
+        return result
+    finally:
+        conn.close()
+
+
+def imported(cli: Cli, *args: str) -> dict[str, object]:
+    result = cli("import", *args, "--json")
+    assert result.exit_code == 0, result.output
+    data: dict[str, object] = json.loads(result.stdout)
+    return data
+
+
+# ----------------------------------------------------------- real export shapes
+
+
+def test_mailchimp_export_as_downloaded(project: Path, cli: Cli) -> None:
+    data = imported(cli, str(DATA / "mailchimp_export.csv"), "--list", "news")
+    assert {k: data[k] for k in ("imported", "updated", "unchanged", "suppressed", "rejected")} == {
+        "imported": 4, "updated": 0, "unchanged": 0, "suppressed": 0, "rejected": 1}
+    assert data["rejects"] == [{"line": 7, "reason": "invalid email address: An email address must have an @-sign"}]
+    anna = contact(project, "anna.dejong@example.nl")
+    assert (anna["first_name"], anna["last_name"]) == ("Anna", "de Jong")
+    assert anna["attributes"]["member_rating"] == "4"  # type: ignore[index]
+    assert anna["attributes"]["leid"] == "512345678"  # type: ignore[index]
+    (membership,) = anna["memberships"]  # type: ignore[misc]
+    assert membership["status"] == "subscribed"
+    assert membership["consent_at"] == "2023-03-30T09:16:40Z"  # CONFIRM_TIME
+    assert membership["consent_ip"] == "81.204.17.0/24"  # truncated, never the full IP
+    assert membership["consent_method"] == "import"
+    assert membership["consent_source"] == "mailchimp_export.csv line 2"
+    assert len(str(anna["uid"])) == 18
+    idn = contact(project, "chloé@xn--bcher-kva.example")  # IDNA2008 A-label domain
+    assert idn["email"] == "chloé@xn--bcher-kva.example"
+    bram = contact(project, "bram.visser@example.com")
+    assert bram["email"] == "Bram.Visser@example.com"  # local part kept as given
+
+
+def test_dutch_excel_semicolon_cp1252(project: Path, cli: Cli) -> None:
+    data = imported(cli, str(DATA / "dutch_excel.csv"), "--list", "nieuwsbrief")
+    assert (data["imported"], data["rejected"]) == (3, 1)
+    jose = contact(project, "jose@example.nl")
+    assert (jose["first_name"], jose["last_name"]) == ("José", "Peña")
+    assert jose["attributes"] == {"woonplaats": "Utrecht", "opmerking": "Betaalde € 25,00"}
+    assert contact(project, "zoe.janssen@example.nl")["first_name"] == "Zoë"
+
+
+def test_bom_crlf_quoted_newlines_and_utf16(project: Path, cli: Cli) -> None:
+    imported(cli, str(DATA / "bom_crlf_quoted.csv"), "--list", "news")
+    assert contact(project, "ada@example.org")["attributes"] == {"address": "12 St James's Square\r\nLondon"}
+    assert contact(project, "grace@example.org")["memberships"][0]["consent_source"] == (  # type: ignore[index]
+        "bom_crlf_quoted.csv line 4")
+    imported(cli, str(DATA / "utf16_excel.txt"), "--list", "news")
+    assert contact(project, "lars@example.dk")["last_name"] == "Østergaard"
+
+
+def test_map_and_consent_source(project: Path, cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_text("Werk mail,Roepnaam,Aangemeld,Intern\nw@example.nl,Wim,01-04-2023 10:12,x\n", encoding="utf-8")
+    imported(cli, str(path), "--list", "news", "--map", "Werk mail=email", "--map", "Roepnaam=first_name",
+             "--map", "Aangemeld=consent_time", "--map", "Intern=ignore", "--consent-source", "beurs 2023")
+    wim = contact(project, "w@example.nl")
+    assert wim["first_name"] == "Wim" and wim["attributes"] == {}
+    (m,) = wim["memberships"]  # type: ignore[misc]
+    assert m["consent_at"] == "2023-04-01T10:12:00Z"
+    assert m["consent_source"] == "beurs 2023 (crm.csv line 2)"
+
+
+# ------------------------------------------------------------------ bad rows
+
+
+def test_every_kind_of_bad_row_goes_to_the_rejects_file(project: Path, cli: Cli, tmp_path: Path) -> None:
+    source = tmp_path / "bad.csv"
+    source.write_bytes((DATA / "bad_rows.csv").read_bytes()
+                       + b'"=HYPERLINK(""http://x"")",Formula,Cell,,\n@SUM(1),At,Sign,,\n')
+    rejects = tmp_path / "rejected.csv"
+    data = imported(cli, str(source), "--list", "news", "--rejects", str(rejects))
+    assert (data["imported"], data["rejected"]) == (1, 14)
+    assert oct(rejects.stat().st_mode & 0o777) == "0o600"  # personal data
+    with rejects.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["email", "first_name", "last_name", "optin_time", "optin_ip", "line", "reason"]
+    by_line = {row[5]: row for row in rows[1:]}
+    assert by_line["3"][6].startswith("invalid email address")
+    assert by_line["4"][6] == "missing email address"
+    assert by_line["5"][0] == "alice@example.org)<bob@example.org>"
+    assert by_line["7"][0] == "evil@example.org\nBcc: x@example.org"
+    assert by_line["9"][6] == "bad consent time 'yesterday'"
+    assert by_line["11"][6] == "bad consent IP address '999.1.1.1'"
+    assert by_line["12"][6:] == ["6 fields but the header has 5", "extra"]
+    assert by_line["13"][6] == "NUL byte in row"
+    # Cells that a spreadsheet would run are neutralised (F10).
+    assert by_line["16"][0] == "'=HYPERLINK(\"http://x\")"
+    assert by_line["17"][0] == "'@SUM(1)"
+    assert sorted(int(line) for line in by_line) == [r["line"] for r in data["rejects"]]  # type: ignore[index]
+
+
+def test_strict_exits_3_but_keeps_the_good_rows(project: Path, cli: Cli) -> None:
+    result = cli("import", str(DATA / "bad_rows.csv"), "--list", "news", "--strict")
+    assert result.exit_code == 3
+    assert "12 row(s) rejected (--strict)" in result.stderr
+    assert contact(project, "good@example.org")["memberships"]
+
+
+# ------------------------------------------------------------ merge semantics
+
+
+def test_reimport_changes_nothing(project: Path, cli: Cli) -> None:
+    imported(cli, str(DATA / "mailchimp_export.csv"), "--list", "news")
+    imported(cli, str(DATA / "dutch_excel.csv"), "--list", "news")
+    before, audits = dump(project), audit_rows(project)
+    again = imported(cli, str(DATA / "mailchimp_export.csv"), "--list", "news")
+    assert {k: again[k] for k in ("imported", "updated", "unchanged", "suppressed", "rejected")} == {
+        "imported": 0, "updated": 0, "unchanged": 4, "suppressed": 0, "rejected": 1}
+    assert dump(project) == before
+    assert audit_rows(project) == audits + 1  # the import itself is logged
+
+
+def test_duplicates_merge_inside_the_file_and_against_the_database(project: Path, cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "dups.csv"
+    path.write_text(
+        "email,first_name,last_name,city,phone\n"
+        "Ann@Example.org,Ann,,Delft,\n"
+        "bob@example.org,Bob,Bakker,,\n"
+        "ANN@example.org,,Smit,Leiden,0612\n",
+        encoding="utf-8")
+    data = imported(cli, str(path), "--list", "news")
+    assert (data["imported"], data["duplicates"]) == (3, 1)  # three rows, two people
+    ann = contact(project, "ann@example.org")
+    assert (ann["email"], ann["first_name"], ann["last_name"]) == ("ANN@example.org", "Ann", "Smit")
+    assert ann["attributes"] == {"city": "Leiden", "phone": "0612"}
+    assert ann["memberships"][0]["consent_source"] == "dups.csv line 2"  # type: ignore[index]
+    before = dump(project)
+    assert imported(cli, str(path), "--list", "news")["unchanged"] == 3
+    assert dump(project) == before
+
+    update = tmp_path / "update.csv"
+    update.write_text("email,city\nann@example.org,Utrecht\nnew@example.org,Gouda\n", encoding="utf-8")
+    skipped = imported(cli, str(update), "--list", "news", "--on-conflict", "skip")
+    assert (skipped["imported"], skipped["unchanged"]) == (1, 1)
+    assert contact(project, "ann@example.org")["attributes"]["city"] == "Leiden"  # type: ignore[index]
+    updated = imported(cli, str(update), "--list", "news")
+    assert (updated["updated"], updated["unchanged"]) == (1, 1)
+    assert contact(project, "ann@example.org")["attributes"] == {"city": "Utrecht", "phone": "0612"}
+
+    other = imported(cli, str(update), "--list", "members")  # same people, another list
+    assert other["imported"] == 2
+    assert {m["list"] for m in contact(project, "ann@example.org")["memberships"]} == {"news", "members"}  # type: ignore[union-attr]
+
+
+def test_suppressed_and_unsubscribed_are_never_resubscribed(project: Path, cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text("email\nann@example.org\nbob@example.org\ncarl@example.org\n", encoding="utf-8")
+    imported(cli, str(path), "--list", "news")
+    assert cli("unsubscribe", "BOB@example.org", "--list", "news").exit_code == 0  # B14: opt-out of one list
+    assert cli("unsubscribe", "dora@example.org").exit_code == 0  # never imported, suppressed everywhere
+    assert cli("unsubscribe", "carl@example.org").exit_code == 0  # all marketing
+    path.write_text("email\nann@example.org\nbob@example.org\ncarl@example.org\n Dora@Example.ORG \n",
+                    encoding="utf-8")
+    data = imported(cli, str(path), "--list", "news")
+    assert (data["unchanged"], data["suppressed"], data["imported"]) == (1, 3, 0)
+    bob = contact(project, "bob@example.org")
+    assert bob["memberships"][0]["status"] == "unsubscribed"  # type: ignore[index]
+    conn = db(project)
+    assert conn.execute("SELECT count(*) FROM contacts WHERE email_key = 'dora@example.org'").fetchone()[0] == 0
+    # Another list: Bob only left "news", so he may join "events"; Carl and Dora objected to everything.
+    data = imported(cli, str(path), "--list", "events")
+    assert (data["imported"], data["suppressed"]) == (2, 2)
+
+
+def test_unconfirmed_then_confirmed(project: Path, cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "signups.csv"
+    path.write_text("email,optin_time\nann@example.org,2024-05-01 08:00:00\n", encoding="utf-8")
+    imported(cli, str(path), "--list", "news", "--status", "unconfirmed")
+    (m,) = contact(project, "ann@example.org")["memberships"]  # type: ignore[misc]
+    assert (m["status"], m["confirmed_at"]) == ("unconfirmed", None)
+    lists = json.loads(cli("lists", "--json").stdout)
+    assert lists == [{"name": "news", "subscribed": 0, "unconfirmed": 1, "unsubscribed": 0,
+                      "created_at": lists[0]["created_at"]}]
+    path.write_text("email,optin_time\nann@example.org,2024-05-02 09:00:00\n", encoding="utf-8")
+    assert imported(cli, str(path), "--list", "news")["updated"] == 1
+    (m,) = contact(project, "ann@example.org")["memberships"]  # type: ignore[misc]
+    assert (m["status"], m["confirmed_at"]) == ("subscribed", "2024-05-02T09:00:00Z")
+
+
+def test_check_mx_warns_about_dead_domains(project: Path, cli: Cli, tmp_path: Path) -> None:
+    from tests.dnsserver import DnsServer
+
+    path = tmp_path / "typos.csv"
+    path.write_text("email\nann@gmail.example\nbob@gmial.example\ncarl@nullmx.example\n", encoding="utf-8")
+    zones = {"gmail.example": "@ MX 5 mx1\nmx1 A 192.0.2.1\n", "nullmx.example": "@ MX 0 .\n",
+             "example": "gmail A 192.0.2.4\n"}
+    with DnsServer(zones) as server:
+        result = cli("import", str(path), "--list", "news", "--check-mx", "--nameserver", server.address, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["imported"] == 3  # warnings, not rejects
+    assert [d["domain"] for d in data["undeliverable"]] == ["gmial.example", "nullmx.example"]
+    assert "1 address(es) at gmial.example" in result.stderr
+
+
+# -------------------------------------------------------------- bad input files
+
+
+@pytest.mark.parametrize("case", ["missing", "binary", "no-email", "undecodable", "directory"])
+def test_bad_input_files_exit_2_and_change_nothing(project: Path, cli: Cli, tmp_path: Path, case: str) -> None:
+    imported(cli, str(DATA / "dutch_excel.csv"), "--list", "news")
+    path = tmp_path / f"{case}.csv"
+    expected = {"missing": "no such file", "binary": "binary file", "no-email": "no email column",
+                "undecodable": "line 3: cannot be decoded as utf-8", "directory": "is a directory"}[case]
+    if case == "binary":
+        path.write_bytes(bytes(range(256)) * 40)
+    elif case == "no-email":
+        path.write_bytes((DATA / "no_email.csv").read_bytes())
+    elif case == "undecodable":
+        # Detection would read this as cp1252; told it is UTF-8, line 3 cannot be.
+        path.write_bytes(b"email,city\na@example.org,Delft\nb@example.org,M\xfcnchen\n")
+    elif case == "directory":
+        path.mkdir()
+    before = dump(project)
+    extra = ["--encoding", "utf-8"] if case == "undecodable" else []
+    result = cli("import", str(path), "--list", "news", *extra)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"Error: {path}: ")
+    assert expected in lines[0]
+    assert "Traceback" not in result.output
+    assert dump(project) == before
+
+
+def test_undecodable_byte_names_the_line_through_the_real_binary(project: Path, tmp_path: Path) -> None:
+    path = tmp_path / "late.csv"
+    body = "email,city\n" + "".join(f"u{i}@example.org,Delft\n" for i in range(3000))
+    path.write_bytes(body.encode("utf-8") + "z@example.org,Düsseldorf\n".encode("cp1252"))
+    proc = run_mailcli("import", str(path), "--list", "news")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == f"Error: {path}: line 3002: cannot be decoded as utf-8"
+    assert "--encoding" in proc.stderr
+    conn = db(project)
+    assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
+
+
+# ---------------------------------------------------- big files, parallel path
+
+
+def write_big(path: Path, rows: int) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "first_name", "last_name", "city", "optin_time"])
+        for i in range(rows):
+            writer.writerow([f"user{i}@example{i % 97}.nl", "Anna", "de Vries", "Delft", "2024-01-02 03:04:05"])
+
+
+@pytest.fixture
+def parallel(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", 1)
+    yield
+
+
+def test_reader_process_gives_the_same_result(project: Path, cli: Cli, tmp_path: Path, parallel: None) -> None:
+    source = tmp_path / "mixed.csv"
+    source.write_bytes((DATA / "bad_rows.csv").read_bytes())
+    rejects = tmp_path / "r.csv"
+    data = imported(cli, str(source), "--list", "news", "--rejects", str(rejects))
+    assert (data["imported"], data["rejected"]) == (1, 12)
+    assert [r["line"] for r in data["rejects"]] == [3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15]  # type: ignore[index]
+    late = tmp_path / "late.csv"
+    late.write_bytes(b"email\n" + b"a@example.org\n" * 10 + b"b@exampl\xe9.org\n")
+    result = cli("import", str(late), "--list", "news", "--encoding", "utf-8")
+    assert result.exit_code == 2
+    assert "line 12: cannot be decoded as utf-8" in result.stderr
+
+
+def test_ctrl_c_during_import_exits_130_and_changes_nothing(project: Path, tmp_path: Path) -> None:
+    run_mailcli("import", str(DATA / "dutch_excel.csv"), "--list", "news", cwd=project)
+    before = dump(project)
+    big = tmp_path / "big.csv"
+    write_big(big, 400_000)
+    proc = subprocess.Popen([sys.executable, "-m", "mailcli", "import", str(big), "--list", "news"],
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    time.sleep(2.0)
+    assert proc.poll() is None, "the import finished before it could be interrupted; make the file bigger"
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Interrupted" in stderr and "Traceback" not in stderr
+    assert dump(project) == before
