@@ -72,9 +72,13 @@ def contacts_cmd(
 
 
 def _key(email: str) -> str:
-    from ..addresses import normalise_address
+    from ..addresses import AddressError, normalise_address
+    from ..errors import UsageError
 
-    return normalise_address(email).key
+    try:
+        return normalise_address(email).key
+    except AddressError as exc:
+        raise UsageError(f"Not a valid address {email.strip()!r}: {exc.reason}") from None
 
 
 def show_cmd(

@@ -689,7 +689,10 @@ def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
         new_key = key
         for change in changes:
             if change.field == "email":
-                address, new_key = normalise(change.value)
+                try:
+                    address, new_key = normalise(change.value)
+                except UsageError as exc:  # AddressError
+                    raise UsageError(f"email={change.value.strip()!r} is not a valid address: {exc}") from None
                 values["email"] = address
             elif change.field in NAME_FIELDS:
                 values[change.field] = " ".join(change.value.split())
