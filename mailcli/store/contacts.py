@@ -104,7 +104,8 @@ _RAW_INSERT = "INSERT INTO temp.import_raw VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # built by appending, and the writes to the contacts indexes later sweep them
 # in order — and, per key, in file order, so a repeated address merges into
 # the first row with it: later non-empty names win, attributes merge key by
-# key (json_patch), the first consent evidence stays.
+# key (json_patch); the first row's spelling of the address and its consent
+# evidence stay.
 _STAGE = """
 CREATE TEMP TABLE import_stage (
     key TEXT PRIMARY KEY,
@@ -127,7 +128,6 @@ SELECT key, line, email, first_name, last_name, attributes, consent_at, consent_
 FROM temp.import_raw WHERE true ORDER BY key, rowid
 ON CONFLICT (key) DO UPDATE SET
     n = n + 1,
-    email = excluded.email,
     first_name = coalesce(excluded.first_name, first_name),
     last_name = coalesce(excluded.last_name, last_name),
     attributes = CASE WHEN excluded.attributes = '{}' THEN attributes
