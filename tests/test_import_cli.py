@@ -10,12 +10,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mailcli import importfeed
 from tests.conftest import Cli, run_mailcli
 
 DATA = Path(__file__).parent / "data"
@@ -294,7 +292,7 @@ def test_undecodable_byte_names_the_line_through_the_real_binary(project: Path, 
     assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
 
 
-# ---------------------------------------------------- big files, parallel path
+# ------------------------------------------------------------------ big files
 
 
 def write_big(path: Path, rows: int) -> None:
@@ -303,26 +301,6 @@ def write_big(path: Path, rows: int) -> None:
         writer.writerow(["email", "first_name", "last_name", "city", "optin_time"])
         for i in range(rows):
             writer.writerow([f"user{i}@example{i % 97}.nl", "Anna", "de Vries", "Delft", "2024-01-02 03:04:05"])
-
-
-@pytest.fixture
-def parallel(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", 1)
-    yield
-
-
-def test_reader_process_gives_the_same_result(project: Path, cli: Cli, tmp_path: Path, parallel: None) -> None:
-    source = tmp_path / "mixed.csv"
-    source.write_bytes((DATA / "bad_rows.csv").read_bytes())
-    rejects = tmp_path / "r.csv"
-    data = imported(cli, str(source), "--list", "news", "--rejects", str(rejects))
-    assert (data["imported"], data["rejected"]) == (1, 12)
-    assert [r["line"] for r in data["rejects"]] == [3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15]  # type: ignore[index]
-    late = tmp_path / "late.csv"
-    late.write_bytes(b"email\n" + b"a@example.org\n" * 10 + b"b@exampl\xe9.org\n")
-    result = cli("import", str(late), "--list", "news", "--encoding", "utf-8")
-    assert result.exit_code == 2
-    assert "line 12: cannot be decoded as utf-8" in result.stderr
 
 
 def test_ctrl_c_during_import_exits_130_and_changes_nothing(project: Path, tmp_path: Path) -> None:
