@@ -159,7 +159,8 @@ WHERE key IN (
 
 # Existing contacts, one pass: their id, whether the merged row changes them
 # (--on-conflict update only), and the outcome. The same test appears twice
-# because SET expressions all see the old row.
+# because SET expressions all see the old row; comparing the JSON text first
+# spares the json_patch in the usual re-import, where nothing changed.
 _MATCH_EXISTING = """
 UPDATE temp.import_stage AS s SET
     contact_id = c.id,
@@ -167,7 +168,8 @@ UPDATE temp.import_stage AS s SET
         c.email != s.email
         OR (s.first_name IS NOT NULL AND c.first_name != s.first_name)
         OR (s.last_name IS NOT NULL AND c.last_name != s.last_name)
-        OR (s.attributes != '{}' AND json_patch(c.attributes, s.attributes) != c.attributes)),
+        OR (s.attributes != '{}' AND s.attributes != c.attributes
+                AND json_patch(c.attributes, s.attributes) != c.attributes)),
     outcome = CASE
         WHEN NOT EXISTS (SELECT 1 FROM memberships m WHERE m.contact_id = c.id AND m.list_id = :list)
             THEN 'imported'
@@ -175,7 +177,8 @@ UPDATE temp.import_stage AS s SET
             c.email != s.email
             OR (s.first_name IS NOT NULL AND c.first_name != s.first_name)
             OR (s.last_name IS NOT NULL AND c.last_name != s.last_name)
-            OR (s.attributes != '{}' AND json_patch(c.attributes, s.attributes) != c.attributes))
+            OR (s.attributes != '{}' AND s.attributes != c.attributes
+                AND json_patch(c.attributes, s.attributes) != c.attributes))
             THEN 'updated'
         WHEN :status = 'subscribed' AND EXISTS (
             SELECT 1 FROM memberships m WHERE m.contact_id = c.id AND m.list_id = :list
