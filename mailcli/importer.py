@@ -486,7 +486,7 @@ class CsvSource:
         """As :meth:`rows`, but each valid row as the tuple the store stages:
         ``ImportRow`` order with the attributes as compact JSON. Skips building
         a dict and a row object per record on the import hot path."""
-        return self._records(staged=True)
+        return self._records(staged=True)  # type: ignore[return-value]
 
     def _records(self, *, staged: bool) -> Iterator[ImportRow | StagedRow | RowReject]:
         reader = self._reader
