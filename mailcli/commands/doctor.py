@@ -48,7 +48,7 @@ def doctor_cmd(
         str | None,
         typer.Option(
             "--dkim-selector",
-            help="DKIM selector to check (default: [dkim] selector).",
+            help="DKIM selector to check (default: dkim.selector of the config).",
             metavar="S",
         ),
     ] = None,
