@@ -166,3 +166,11 @@ def test_secret_and_database_readable_by_others_fail(cli: Cli, project: Path) ->
     assert f"fix: chmod 600 {database}" in result.stdout
     secret_text = secret.read_text().strip()
     assert secret_text not in result.output  # doctor never prints a secret
+
+
+def test_short_secret_in_environment_fails(cli: Cli, project: Path) -> None:
+    result = cli("doctor", env={"MAILCLI_SECRET": "short"})
+    assert result.exit_code == 1
+    assert lines_of(result.stdout)["secret"].startswith("FAIL")
+    assert "MAILCLI_SECRET is too short" in result.stdout
+    assert "short\n" not in result.stdout.replace("too short", "")

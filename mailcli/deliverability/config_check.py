@@ -35,6 +35,12 @@ def check_secret(settings: Any, environ: Mapping[str, str]) -> Check:
     """Where the HMAC key comes from, and whether losing it is a risk."""
     env_name = settings.unsubscribe.secret_env
     path = settings.project.root / SECRET_FILE
+    if 0 < len(environ.get(env_name, "")) < 16:
+        return Check(
+            "secret", "fail", f"the secret in {env_name} is too short (at least 16 characters)",
+            f'export {env_name}="$(openssl rand -hex 32)" (keep a copy: changing it later invalidates unsubscribe links and the suppression list)',
+            {"source": "env"},
+        )  # fmt: skip
     if environ.get(env_name):
         return Check(
             "secret", "pass", f"the HMAC key comes from {env_name}", None, {"source": "env"}
