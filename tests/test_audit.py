@@ -109,3 +109,40 @@ def test_backup_and_purge_are_audited_with_counts_only(world: Path, cli) -> None
     assert [e["action"] for e in entries] == ["backup", "purge"]
     purge = entries[1]
     assert purge["subject"] is None and set(purge["detail"]["counts"]) >= {"unsubscribed", "send_log"}
+
+
+# -- through the contacts commands (reads and rectification are logged too) ----------
+
+CSV = "email,first_name,last_name,city\nZebedeus.Quiggleworth@example.net,Zebedeus,Quiggleworth,Quiggleton\n" \
+      "anna@example.nl,Anna,de Vries,Utrecht\n"
+ZEB_ASCII = "zebedeus.quiggleworth@example.net"
+
+
+@pytest.fixture
+def imported(project: Path, cli) -> Path:
+    (project / "people.csv").write_text(CSV, encoding="utf-8")
+    result = cli("import", "people.csv", "--list", "news")
+    assert result.exit_code == 0, result.output
+    return project
+
+
+def test_contacts_show_json_listing_and_export_and_erase_are_all_audited(imported: Path, cli) -> None:
+    assert cli("contacts", "show", ZEB_ASCII).exit_code == 0
+    assert cli("--json", "contacts").exit_code == 0
+    assert cli("privacy", "export", ZEB_ASCII, "-o", "z.zip").exit_code == 0
+    assert cli("privacy", "erase", ZEB_ASCII, "--yes").exit_code == 0
+    entries = json.loads(cli("--json", "privacy", "audit").stdout)
+    about_zeb = [e["command"] for e in entries if e["subject"] == _hmac(imported, ZEB_ASCII)]
+    assert about_zeb == ["contacts show", "privacy export", "privacy erase"]
+    listing = [e for e in entries if e["command"] == "contacts"]
+    assert listing and listing[0]["detail"]["records"] == 2
+    assert cli("privacy", "audit", "--verify").exit_code == 0
+
+
+def test_rectification_records_which_fields_changed_but_not_the_old_values(imported: Path, cli) -> None:
+    assert cli("contacts", "set", ZEB_ASCII, "city=Zebtown", "last_name=Quiggle-Worth").exit_code == 0
+    [entry] = json.loads(cli("--json", "privacy", "audit", "--subject", ZEB_ASCII).stdout)
+    assert entry["command"] == "contacts set"
+    assert sorted(entry["detail"]["fields"]) == ["city", "last_name"]
+    text = json.dumps(entry)
+    assert "Quiggleton" not in text and "Quiggleworth" not in text and "Zebtown" not in text

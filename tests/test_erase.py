@@ -141,3 +141,15 @@ def test_erase_is_audited_with_the_hash_and_reason_only(world, cli) -> None:
                               (hmac,)).fetchall()
     assert [(r[0], r[1], r[2]) for r in rows] == [("privacy erase", "erase", "ticket 42")]
     assert json.loads(rows[0][3])["rows"]["contacts"] == 1
+
+
+def test_an_erased_person_is_not_brought_back_by_importing_the_same_file(project: Path, cli) -> None:
+    (project / "people.csv").write_text(
+        "email,first_name,last_name\nZebedeus.Quiggleworth@example.net,Zebedeus,Quiggleworth\n"
+        "anna@example.nl,Anna,de Vries\n", encoding="utf-8")
+    assert cli("import", "people.csv", "--list", "news").exit_code == 0
+    assert cli("privacy", "erase", "ZEBEDEUS.QUIGGLEWORTH@example.net", "--yes").exit_code == 0
+    again = cli("--json", "import", "people.csv", "--list", "news")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["suppressed"] == 1
+    assert remnants(project, "zebedeus.quiggleworth@example.net", "Quiggleworth") == []

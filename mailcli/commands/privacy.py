@@ -245,9 +245,9 @@ def audit_cmd(
     if app.out.json:
         app.out.data(entries)
         return
-    rows = [(e["id"], e["at"], e["actor"], e["command"], e["action"], (e["subject"] or "")[:12], e["reason"] or "")
+    rows = [(e["id"], e["at"], e["actor"], e["command"], (e["subject"] or "")[:12], e["reason"] or "")
             for e in entries]
-    app.out.table(["#", "at", "actor", "command", "action", "subject", "reason"], rows)
+    app.out.table(["#", "at", "actor", "command", "subject", "reason"], rows)
     if not entries:
         app.out.info("No audit entries" + (" about this person" if subject else ""))
 
