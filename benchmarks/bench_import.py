@@ -1,0 +1,156 @@
+"""Benchmark: ``mailcli import`` of a generated contact CSV, next to plain sqlite3.
+
+Generates a CSV of N rows (default 1 000 000; ``--quick``: 100 000) shaped like
+a Mailchimp export — mixed-case addresses in random order, Dutch names with
+diacritics, a city, an opt-in time and IP — with 0.5% repeated addresses and
+0.1% invalid ones, so validation, normalisation, dedupe, rejects and consent
+rows are all exercised. Then, each as a separate ``mailcli`` process:
+
+1. the first import into a fresh project,
+2. the same file again (re-import: everything unchanged),
+3. a tenth of the file into another fresh project, to compare peak RSS:
+   memory should not grow with the file.
+
+The ceiling is measured in the same run on the same machine: ``csv.reader``
+straight into ``executemany`` on a table with the same columns, in one
+transaction, with no validation, dedupe or consent. Peak RSS per run comes
+from ``wait4`` (the import process and its reader process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unicodedata
+from pathlib import Path
+
+FIRST = ["Anna", "Bram", "Chloé", "Daan", "Eva", "Fleur", "Gijs", "Hanna", "Jeroen", "Lotte", "Noah",
+         "Sanne", "Thijs", "Zoë", "Renée", "Joël", "Ingrid", "Mila", "Lucas", "Sophie"]
+LAST = ["de Jong", "Jansen", "de Vries", "van den Berg", "Bakker", "Visser", "Smit", "Meijer", "Mulder",
+        "de Boer", "Brontë", "Öztürk", "van Dijk", "IJzerman", "Peña"]
+CITIES = ["Amsterdam", "Rotterdam", "Utrecht", "Den Haag", "Eindhoven", "Groningen", "Zwolle", "Delft"]
+DOMAINS = [f"example{i}.nl" for i in range(200)] + ["gmail.example", "hotmail.example", "bücher.example"]
+ASCII_FIRST = [unicodedata.normalize("NFKD", n).encode("ascii", "ignore").decode().lower() for n in FIRST]
+HEADER = ["Email Address", "First Name", "Last Name", "CITY", "OPTIN_TIME", "OPTIN_IP"]
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        previous: list[str] = []
+        for i in range(rows):
+            roll = rng.random()
+            if roll < 0.005 and previous:
+                email = rng.choice(previous).upper()  # a repeat, differently cased
+            elif roll < 0.006:
+                email = f"broken{i}@@example.nl"
+            else:
+                # Local parts as people have them: ASCII (chloe, not chloé).
+                first = ASCII_FIRST[rng.randrange(len(FIRST))]
+                email = f"{first}.{rng.getrandbits(40):x}{i}@{rng.choice(DOMAINS)}"
+                if i % 7 == 0:
+                    email = email.capitalize()
+                if len(previous) < 1000:
+                    previous.append(email)
+            writer.writerow([
+                email, rng.choice(FIRST), rng.choice(LAST), rng.choice(CITIES),
+                f"2023-{1 + i % 12:02d}-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d}",
+                f"{81 + i % 100}.{i % 256}.{(i // 256) % 256}.{i % 250 + 1}",
+            ])
+
+
+def ceiling(path: Path, workdir: Path) -> float:
+    """csv + executemany into a similar table in one transaction: rows/s."""
+    db = workdir / "ceiling.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE contacts (email TEXT, first_name TEXT, last_name TEXT, city TEXT,"
+                 " optin_time TEXT, optin_ip TEXT)")
+    start = time.perf_counter()
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO contacts VALUES (?, ?, ?, ?, ?, ?)", reader)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    (count,) = conn.execute("SELECT count(*) FROM contacts").fetchone()
+    conn.close()
+    return float(count) / elapsed
+
+
+def init(project: Path) -> None:
+    subprocess.run([sys.executable, "-m", "mailcli", "init", str(project)], check=True, capture_output=True)
+
+
+def run_import(project: Path, path: Path) -> tuple[dict[str, int], float, float]:
+    """One ``mailcli import`` process: (result, seconds, peak RSS in MiB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "mailcli", "import", str(path), "--list", "news", "--json", "-q"],
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout = proc.stdout.read()
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"mailcli import failed ({proc.returncode}): {stderr.decode(errors='replace')}")
+    result = json.loads(stdout)
+    return result, elapsed, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="100 000 rows")
+    args = parser.parse_args()
+    rows = 100_000 if args.quick else args.rows
+    small_rows = max(rows // 10, 1000)
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
+        work = Path(tmp)
+        big, small = work / "contacts.csv", work / "small.csv"
+        t = time.perf_counter()
+        generate(big, rows)
+        generate(small, small_rows, seed=8)
+        print(f"generated {rows:,} rows ({big.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.1f}s",
+              flush=True)
+        top = ceiling(big, work)
+        first_project, small_project = work / "first", work / "small"
+        init(first_project)
+        init(small_project)
+        first, first_s, first_rss = run_import(first_project, big)
+        again, again_s, again_rss = run_import(first_project, big)
+        small_result, small_s, small_rss = run_import(small_project, small)
+    counts = ("imported", "updated", "unchanged", "suppressed", "rejected", "duplicates")
+
+    def line(name: str, result: dict[str, int], seconds: float, rss: float, n: int) -> str:
+        rate = n / seconds
+        return (f"{name:<12} {n:>10,} rows {seconds:7.2f}s {rate:>10,.0f} rows/s  {rate / top:5.1%} of ceiling"
+                f"  peak RSS {rss:6.1f} MiB  " + " ".join(f"{k}={result.get(k, 0)}" for k in counts))
+
+    print(f"{'ceiling':<12} {rows:>10,} rows {rows / top:7.2f}s {top:>10,.0f} rows/s  "
+          "(csv + executemany, one transaction, no validation)")
+    print(line("first load", first, first_s, first_rss, rows))
+    print(line("re-import", again, again_s, again_rss, rows))
+    print(line("small file", small_result, small_s, small_rss, small_rows))
+    print(f"peak RSS {small_rows:,} rows: {small_rss:.1f} MiB; {rows:,} rows: {first_rss:.1f} MiB "
+          f"(x{first_rss / small_rss:.2f} for x{rows / small_rows:.0f} the rows)")
+    total = sum(first[k] for k in counts[:5])
+    assert total == rows, f"rows not accounted for: {total} != {rows}"
+    assert again["unchanged"] + again["suppressed"] + again["rejected"] == rows, again
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
