@@ -179,7 +179,10 @@ def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dr
                                 " JOIN contacts c ON c.id = p.id ORDER BY p.id").fetchall()
             now = clock.now_iso()
             entries = [(cid, rule, contact_hmac(settings, key)) for cid, rule, key in doomed]
-            append_entries(settings, [LedgerEntry(h, now, f"retention:{rule}", False) for _, rule, h in entries])
+            # People erased after opting out stay suppressed even if a restore
+            # brings back a database from before their opt-out.
+            append_entries(settings, [LedgerEntry(h, now, f"retention:{rule}", rule in ("unsubscribed", "bounced"))
+                                      for _, rule, h in entries])
             tx.execute("DELETE FROM memberships WHERE (contact_id, list_id) IN"
                        " (SELECT contact_id, list_id FROM temp.purge_members)")
             for contact_id, rule, hmac in entries:
