@@ -216,3 +216,22 @@ def test_restore_refuses_a_backup_from_a_newer_mailcli(world, cli) -> None:
     result = cli("backup", "restore", str(backup), "--yes")
     assert result.exit_code == 1 and "newer mailcli" in result.stderr
     assert _emails(root) == sorted([ANNA, normalise_address(ZEB).key])
+
+
+def test_a_purged_opt_out_stays_suppressed_after_restoring_a_backup_from_before_it(world, cli) -> None:
+    root, clock = world
+    old = root / "offsite-copy.db"  # purge deletes the 32-day-old backup itself; an off-site copy remains
+    old.write_bytes(_create(cli).read_bytes())
+    clock.advance(days=1)
+    assert cli("unsubscribe", ANNA).exit_code == 0
+    clock.advance(days=31)
+    purged = json.loads(cli("--json", "privacy", "purge").stdout)
+    assert purged["unsubscribed"] == 1 and purged["backups"] == 1
+    for suffix in ("", "-wal", "-shm"):  # the worst case: only the copy and the ledger survive
+        Path(f"{_db(root)}{suffix}").unlink(missing_ok=True)
+    assert cli("backup", "restore", str(old), "--yes").exit_code == 0
+    assert _emails(root) == [normalise_address(ZEB).key]
+    store = open_store(_db(root))
+    hmac = tokens.address_hmac(settings_for(root).secret(), ANNA)
+    assert store.conn.execute("SELECT scope FROM suppressions WHERE hmac = ?", (hmac,)).fetchall() == [("*",)]
+    store.close()
