@@ -224,11 +224,13 @@ class LedgerWriter:
         assert self._kick is not None
         loop = asyncio.get_running_loop()
         while True:
-            await self._kick.wait()
-            self._kick.clear()
+            # Check before waiting: close() may have set the event while a
+            # batch was being written, and that wake-up was cleared with it.
             if not self._ops:
                 if self._closed:
                     return
+                await self._kick.wait()
+                self._kick.clear()
                 continue
             ops, self._ops = self._ops, []
             waiters, self._waiters = self._waiters, []
