@@ -333,8 +333,16 @@ def parse_arf(msg: Message) -> Arf | None:
 
 def heuristic_bounce(msg: Message) -> HeuristicBounce | None:
     """Non-standard bounce formats, through flufl.bounce's detectors."""
+    import logging
+
     from flufl.bounce import all_failures
 
+    # flufl.bounce logs a traceback before re-raising a detector error; the
+    # error is handled here ("not recognised"), so keep it off stderr.
+    flufl_log = logging.getLogger("flufl.bounce")
+    if not flufl_log.handlers:
+        flufl_log.addHandler(logging.NullHandler())
+        flufl_log.propagate = False
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # noqa: BLE001 - a detector choking on odd input is "not recognised"

@@ -248,21 +248,35 @@ class ImapSource:
             self._imap.logout()
 
     def messages(self) -> Iterator[RawMessage]:
+        import imaplib
+
         criteria = ("UNKEYWORD", KEYWORD) if self._keywords else ("UNSEEN",)
-        typ, data = self._imap.uid("SEARCH", *criteria)
-        if typ != "OK":
-            raise TransportError(f"{self.name}: SEARCH failed")
-        uids = [u.decode("ascii") for u in (data[0] or b"").split()]
-        for uid in uids:
-            typ, parts = self._imap.uid("FETCH", uid, "(BODY.PEEK[])")
+        try:
+            typ, data = self._imap.uid("SEARCH", *criteria)
             if typ != "OK":
-                continue
-            for item in parts:
-                if isinstance(item, tuple) and len(item) == 2:
-                    yield RawMessage(uid, bytes(item[1]))
-                    break
+                raise TransportError(f"{self.name}: SEARCH failed")
+            uids = [u.decode("ascii") for u in (data[0] or b"").split()]
+            for uid in uids:
+                typ, parts = self._imap.uid("FETCH", uid, "(BODY.PEEK[])")
+                if typ != "OK":
+                    continue
+                for item in parts:
+                    if isinstance(item, tuple) and len(item) == 2:
+                        yield RawMessage(uid, bytes(item[1]))
+                        break
+        except (imaplib.IMAP4.error, OSError) as exc:
+            # Each message already read was committed; a rerun goes on from here.
+            raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
 
     def done(self, key: str, *, handled: bool) -> None:
+        import imaplib
+
+        try:
+            self._store_flags(key, handled=handled)
+        except (imaplib.IMAP4.error, OSError) as exc:
+            raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
+
+    def _store_flags(self, key: str, *, handled: bool) -> None:
         if handled and self._delete:
             flags = "(\\Deleted)"
         elif handled:
