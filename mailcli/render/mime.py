@@ -299,7 +299,13 @@ def simple_header(field: str, value: str) -> str:
 # ---------------------------------------------------------------------------
 # Bodies
 
-_LONG_LINE = re.compile(rf"[^\r\n]{{{MAX_LINE + 1}}}")
+def _has_long_line(text: str) -> bool:
+    """True when a line of ``text`` ("\n" line ends) is longer than MAX_LINE.
+
+    A regex like ``[^\r\n]{999}`` restarts at every character and costs
+    ~2 ms on a 20 KB body (the largest cost of a send); split runs in C.
+    """
+    return len(text) > MAX_LINE and max(map(len, text.split("\n"))) > MAX_LINE
 
 
 def encode_body(text: str) -> tuple[str, bytes]:
@@ -308,7 +314,7 @@ def encode_body(text: str) -> tuple[str, bytes]:
     if not text.endswith("\n"):
         text += "\n"
     crlf = text.replace("\n", "\r\n")
-    if crlf.isascii() and not _LONG_LINE.search(crlf):
+    if crlf.isascii() and not _has_long_line(text):
         return "7bit", crlf.encode("ascii")
     data = crlf.encode("utf-8")
     non_ascii = len(data) - len(crlf.encode("ascii", "ignore"))  # octets of non-ASCII characters
