@@ -206,3 +206,17 @@ def test_failure_limiter_slows_down_only_clients_with_bad_tokens() -> None:
     limiter.failed("b")
     limiter.failed("c")  # the table stays bounded
     assert len(limiter._hits) == 2
+
+
+def test_port_in_use_is_one_clear_line(project: Path) -> None:
+    import socket
+
+    from tests.conftest import run_mailcli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_mailcli("serve", "--port", str(port), cwd=project, timeout=60)
+    assert result.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
