@@ -25,12 +25,12 @@ def bounces_cmd(
 
     Hard bounces (5.1.1 and other address errors) and spam complaints
     suppress the address; soft bounces count, and suppress only after
-    [bounces] soft_limit campaigns; 5.7.x rejections never suppress, they
+    \\[bounces] soft_limit campaigns; 5.7.x rejections never suppress, they
     point at the sender's SPF/DKIM/DMARC set-up; mailto unsubscribes are
     matched by their token. Anything else is listed for a person and left
     unread. Reading the same mailbox again changes nothing, so it is safe
     from cron. The IMAP password comes from the variable named by
-    [bounces] imap_password_env.
+    \\[bounces] imap_password_env.
 
     Examples:
 

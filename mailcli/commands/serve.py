@@ -16,11 +16,11 @@ from ..errors import MailcliError, UsageError
 
 def serve_cmd(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default [serve] host, 127.0.0.1).", metavar="H")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default [serve] port, 8025; 0 picks a free one).", metavar="P")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default \\[serve] host, 127.0.0.1).", metavar="H")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default \\[serve] port, 8025; 0 picks a free one).", metavar="P")] = None,
     threads: Annotated[int, typer.Option("--threads", help="Worker threads.", min=1, max=64)] = 4,
 ) -> None:
-    """Serve the unsubscribe endpoint on the path of [unsubscribe] url.
+    """Serve the unsubscribe endpoint on the path of \\[unsubscribe] url.
 
     POST with List-Unsubscribe=One-Click unsubscribes (RFC 8058); GET shows a
     page with a button. Run it behind a reverse proxy that provides HTTPS.
