@@ -133,7 +133,7 @@ class CompiledTemplate:
 
     def render_subject(self, variables: dict[str, Any]) -> str:
         if self._subject is not None:
-            origin = display_path(self.folder / "subject.txt")
+            origin = ""  # named only on error: display_path costs a getcwd per message
             raw = self._call(self._subject, variables)
         else:
             origin = "the campaign subject"
@@ -156,6 +156,7 @@ class CompiledTemplate:
         try:
             return check_header_value("Subject", subject)
         except HeaderInjectionError as exc:
+            origin = origin or display_path(self.folder / "subject.txt")
             raise HeaderInjectionError(f"{origin}: {exc.message}", hint=exc.hint) from None
 
     def _reference_html(self, variables: dict[str, Any]) -> str:
