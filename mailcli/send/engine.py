@@ -52,6 +52,7 @@ from mailcli.errors import (
 from mailcli.send import ledger
 from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
 from mailcli.send.lock import campaign_lock
+from mailcli.send.pool import build_batch, start_pool, worker_count
 from mailcli.send.transport import OutgoingMessage, Result, Status
 from mailcli.store import Store
 from mailcli.tokens import make_unsubscribe_token
@@ -157,6 +158,20 @@ class MessageFactory:
         )
         return ctx, token
 
+    def verify_inlining(self, samples: list[tuple[Any, ...]]) -> None:
+        """Check the inline-once fast path against real recipients (render API)."""
+        contexts = []
+        for fields in samples:
+            try:
+                contexts.append(self.context(ledger.Recipient(*fields))[0])
+            except Exception:  # noqa: BLE001 - a bad sample is reported by the run
+                continue
+        if contexts:
+            try:
+                self.template.verify_inlining(contexts)
+            except MailcliError:
+                pass
+
     def build(self, r: ledger.Recipient) -> bytes:
         """Wire bytes for one recipient; raises MailcliError for per-contact problems."""
         ctx, token = self.context(r)
@@ -171,7 +186,7 @@ class MessageFactory:
         return data
 
 
-def _problem(exc: Exception) -> str:
+def describe_problem(exc: Exception) -> str:
     if isinstance(exc, MailcliError):
         return exc.message
     return f"{type(exc).__name__}: {exc}"
@@ -371,7 +386,7 @@ def _signature(r: ledger.Recipient) -> frozenset[str]:
 
 
 def _preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign, secret: bytes,
-               resend_uncertain: bool) -> int:
+               resend_uncertain: bool) -> list[tuple[Any, ...]]:
     """Render one recipient per distinct set of contact fields (F08).
 
     Every contact with the same fields renders through the same template
@@ -380,8 +395,11 @@ def _preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign,
     run, which fails that delivery only.
     """
     seen: set[frozenset[str]] = set()
-    checked = 0
+    samples: list[tuple[Any, ...]] = []
     for page in ledger.iter_sendable(store.conn, campaign, secret, resend_uncertain=resend_uncertain, page=1000):
+        if not samples:
+            samples = [r.as_tuple() for r in page if not r.skip_reason][:5]
+            factory.verify_inlining(samples)
         for r in page:
             sig = _signature(r)
             if r.skip_reason or sig in seen:
@@ -396,8 +414,7 @@ def _preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign,
                     "fix the template or the contact data, then run the same command again",
                 ) from None
             seen.add(sig)
-            checked += 1
-    return checked
+    return samples
 
 
 def prepare(store: Store, settings: Settings, options: SendOptions, *,
@@ -496,7 +513,7 @@ def send_campaign(
             on_plan(plan)
         summary = SendSummary(campaign=campaign.name, dry_run=False)
         factory = MessageFactory(settings, campaign)
-        _preflight(store, factory, campaign, factory.secret, options.resend_uncertain)
+        samples = _preflight(store, factory, campaign, factory.secret, options.resend_uncertain)
         if plan.to_send == 0:
             summary.counts = ledger.campaign_counts(store.conn, campaign)
             return summary
@@ -504,7 +521,8 @@ def send_campaign(
                      detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send})
         started = time.monotonic()
         try:
-            asyncio.run(_run(store, settings, options, campaign, factory, summary, progress))
+            asyncio.run(_run(store, settings, options, campaign, factory, summary, progress,
+                             workers=worker_count(plan.to_send), samples=samples))
         finally:
             summary.elapsed = time.monotonic() - started
             with store.transaction() as conn:
@@ -514,8 +532,12 @@ def send_campaign(
 
 
 async def _run(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
-               factory: MessageFactory, summary: SendSummary, progress: ProgressFn | None) -> None:
+               factory: MessageFactory, summary: SendSummary, progress: ProgressFn | None, *,
+               workers: int = 0, samples: list[tuple[Any, ...]] | None = None) -> None:
     from mailcli.send.transport import SmtpTransport
+
+    # Workers start (spawn) before the writer thread and the first connection.
+    pool = start_pool(workers, settings, campaign, samples or []) if workers else None
 
     writer = LedgerWriter(store, settings, campaign)
     writer.start()
@@ -539,47 +561,101 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
             pass
     try:
         await transport.open()
-        await transport.run(_messages(store, factory, campaign, options, writer, summary, contacts, transport, progress))
+        source = _built(store, factory, campaign, options, writer, summary, transport, progress, pool)
+        await transport.run(_messages(source, factory, summary, contacts))
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         await writer.close()
 
 
-async def _messages(store: Store, factory: MessageFactory, campaign: ledger.Campaign, options: SendOptions,
-                    writer: LedgerWriter, summary: SendSummary, contacts: dict[int, int], transport: Any,
-                    progress: ProgressFn | None) -> AsyncIterator[OutgoingMessage]:
-    """The stream of messages for the transport, rendered just in time."""
+async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaign, options: SendOptions,
+                 writer: LedgerWriter, summary: SendSummary, transport: Any, progress: ProgressFn | None,
+                 pool: Any) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
+    """Recipients with their wire bytes, in ledger order, rendered just in time.
+
+    Skipped contacts (B12) and per-contact failures are recorded here and not
+    yielded. With a worker pool, batches are rendered a little ahead (two per
+    worker) so the event loop only does SMTP and bookkeeping.
+    """
+    from collections import deque
+
     limit = options.limit
     handed = 0
-    for page in ledger.iter_sendable(store.conn, campaign, factory.secret,
-                                     resend_uncertain=options.resend_uncertain):
+    loop = asyncio.get_running_loop()
+    inflight: deque[tuple[Any, list[ledger.Recipient]]] = deque()
+    batch: list[ledger.Recipient] = []
+    ahead = 2 * (getattr(pool, "_max_workers", 1) or 1)
+
+    def fail(r: ledger.Recipient, problem: str) -> None:
+        writer.submit(("result", r.delivery_id, "failed", problem))
+        summary.failed += 1
+        summary.attempted += 1
+        if len(summary.problems) < 5:
+            summary.problems.append(f"{r.email}: {problem}")
+        if progress is not None:
+            progress(summary)
+
+    async def collect() -> list[tuple[ledger.Recipient, bytes]]:
+        fut, rs = inflight.popleft()
+        results = await fut
+        ready = []
+        for r, (data, problem) in zip(rs, results, strict=True):
+            if data is None:
+                fail(r, problem or "could not build the message")
+            else:
+                ready.append((r, data))
+        return ready
+
+    for page in ledger.iter_sendable(store.conn, campaign, factory.secret, resend_uncertain=options.resend_uncertain):
         for r in page:
             if transport.stopping or (limit is not None and handed >= limit):
-                return
+                break
             if r.skip_reason:
                 writer.submit(("skip", r.delivery_id, r.skip_reason))
                 summary.skipped += 1
                 continue
-            try:
-                data = factory.build(r)
-            except Exception as exc:  # one contact's data: fail that delivery, go on
-                writer.submit(("result", r.delivery_id, "failed", _problem(exc)))
-                summary.failed += 1
-                summary.attempted += 1
-                if len(summary.problems) < 5:
-                    summary.problems.append(f"{r.email}: {_problem(exc)}")
-                if progress is not None:
-                    progress(summary)
-                handed += 1
-                continue
-            summary.rendered += 1
             handed += 1
-            contacts[r.delivery_id] = r.contact_id
-            yield OutgoingMessage(key=r.delivery_id, mail_from=factory.mail_from, rcpt_to=_envelope_rcpt(r.email),
-                                  data=data)
-            # Let replies and the ledger run between renders.
-            await asyncio.sleep(0)
+            if pool is None:
+                try:
+                    data = factory.build(r)
+                except Exception as exc:  # one contact's data: fail that delivery, go on
+                    fail(r, describe_problem(exc))
+                    continue
+                yield r, data
+                await asyncio.sleep(0)  # let replies and the ledger run between renders
+                continue
+            batch.append(r)
+            if len(batch) >= 16:
+                inflight.append((loop.run_in_executor(pool, build_batch, [x.as_tuple() for x in batch]), batch))
+                batch = []
+                while len(inflight) > ahead:
+                    for item in await collect():
+                        yield item
+        else:
+            continue
+        break
+    if batch and not transport.stopping:
+        inflight.append((loop.run_in_executor(pool, build_batch, [x.as_tuple() for x in batch]), batch))
+    while inflight:
+        if transport.stopping:
+            # Rendered but never handed over: they stay pending for the rerun.
+            inflight.popleft()[0].cancel()
+            continue
+        for item in await collect():
+            yield item
+
+
+async def _messages(source: AsyncIterator[tuple[ledger.Recipient, bytes]], factory: MessageFactory,
+                    summary: SendSummary, contacts: dict[int, int]) -> AsyncIterator[OutgoingMessage]:
+    """Built messages as the transport's OutgoingMessage."""
+    async for r, data in source:
+        summary.rendered += 1
+        contacts[r.delivery_id] = r.contact_id
+        yield OutgoingMessage(key=r.delivery_id, mail_from=factory.mail_from, rcpt_to=_envelope_rcpt(r.email),
+                              data=data)
 
 
 def _envelope_rcpt(email: str) -> str:
@@ -618,7 +694,7 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
         except Exception as exc:
             summary.failed += 1
             if len(summary.problems) < 5:
-                summary.problems.append(f"{r.email}: {_problem(exc)}")
+                summary.problems.append(f"{r.email}: {describe_problem(exc)}")
         else:
             summary.rendered += 1
         if progress is not None:

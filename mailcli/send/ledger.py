@@ -76,6 +76,11 @@ class Recipient:
     message_id: str
     skip_reason: str | None  # set when the send-time check (B12) says no
 
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The fields in order (cheap to pickle to a render worker)."""
+        return (self.delivery_id, self.contact_id, self.contact_uid, self.email, self.email_key,
+                self.first_name, self.last_name, self.attributes, self.message_id, self.skip_reason)
+
 
 _CAMPAIGN_COLUMNS = (
     "id, uid, name, template, list_id, list_name, subject, kind, status, created_at, frozen_at, finished_at"

@@ -130,7 +130,8 @@ def dot_stuff(data: bytes) -> bytes:
     Bare LF or CR would violate A09; the builder emits CRLF, but a cheap count
     check (C speed) makes sure, and normalises if something slipped through.
     """
-    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if data.startswith(b"."):
         data = b"." + data
