@@ -478,6 +478,15 @@ def test_verify_inlining_switches_to_per_message_when_samples_differ(tdir: Path)
     assert "Delft: fish &amp; chips" in template.render(sample).html
 
 
+def test_render_compares_the_first_recipients_by_itself(tdir: Path) -> None:
+    write(tdir, {"t/message.html": page("<p>{{ contact.city }}: fish &{{ 'amp' }}; chips</p>"), "t/subject.txt": "S"})
+    template = compile_template(tdir, "t")
+    assert template.inline_once
+    parts = template.render(ctx(city="Delft"))  # no explicit verify_inlining call
+    assert not template.inline_once
+    assert "Delft: fish &amp; chips" in parts.html
+
+
 def test_child_template_top_level_set_is_kept(tdir: Path) -> None:
     write(tdir, {
         "_layouts/l.html": "<html><head><style>p { color: #0f0f0f; }</style></head><body>{% block c %}{% endblock %}" + FOOTER + "</body></html>",

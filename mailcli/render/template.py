@@ -6,6 +6,12 @@ error anywhere is reported before the first message, naming ``file:line``),
 ``message.txt`` and ``subject.txt`` when present, checks stylesheets, and
 prepares the inline-once fast path (see ``inline.py``). ``CompiledTemplate
 .render`` is then the only per-recipient step.
+
+The fast path is checked three times over: against the built-in sample
+contact at compile time, against the first ``AUTO_VERIFY`` recipients that
+``render`` sees, and against whatever samples a caller passes to
+``verify_inlining``. Any difference switches the template to per-message
+inlining for good; ``fallback_reason`` says why.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from .values import RenderContext, RenderedParts
 
 # STANDARDS F07: a runaway loop must not produce a 100 MB message.
 MAX_HTML_CHARS = 1_000_000
+# How many of the first rendered recipients are compared with per-message inlining.
+AUTO_VERIFY = 3
 
 
 def _load_tree(env: Any, name: str, seen: dict[str, str]) -> None:
@@ -98,6 +106,9 @@ class CompiledTemplate:
         self._resolver = resolver
         self._text_env = make_environment(root, html=False)
         self._subject_cache: dict[str, Template] = {}
+        # The first few recipients are checked against per-message inlining
+        # even if the caller never calls verify_inlining.
+        self._auto_verify = AUTO_VERIFY
 
     # -- introspection ---------------------------------------------------
     @property
@@ -207,6 +218,9 @@ class CompiledTemplate:
         naming the variable and ``file:line``, and ``HeaderInjectionError``
         when the rendered subject contains a line break or control character.
         """
+        if self._auto_verify > 0 and self._fast is not None:
+            self._auto_verify -= 1
+            self.verify_inlining([ctx])
         variables = self.variables(ctx)
         html = self.render_html(variables)
         text = self.render_text(variables, html)
