@@ -62,7 +62,8 @@ def send_cmd(
 
     def on_plan(plan: SendPlan) -> None:
         if plan.created or plan.added:
-            out.info(f"Campaign {plan.campaign}: audience of {plan.audience} frozen from list {plan.list_name}"
+            verb = "would be frozen (dry run)" if plan.dry_run else "frozen"
+            out.info(f"Campaign {plan.campaign}: audience of {plan.audience} {verb} from list {plan.list_name}"
                      + ("" if plan.created else f" ({plan.added} new)"))
         if plan.uncertain and not resend_uncertain:
             out.warn(f"{plan.uncertain} message(s) are uncertain (a run was killed while sending them); not resending"
