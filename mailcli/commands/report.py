@@ -49,11 +49,11 @@ def report_cmd(
         entry: dict[str, object] = {"campaign": c.name, "list": c.list_name, "template": c.template,
                                     "status": c.status, **counts}
         if failed:
-            if c.list_name:
-                from .. import audit
+            # Listing addresses is an access to personal data: logged (E-items).
+            from .. import audit
 
-                audit.append(app.store, "report_failed", subject_hmac=None, command="report",
-                             detail={"campaign": c.name})
+            audit.append(app.store, "report_failed", subject_hmac=None, command="report",
+                         detail={"campaign": c.name})
             entry["failures"] = [
                 {"email": f.email, "status": "uncertain" if f.status == "sending" else f.status,
                  "reply": f.reply, "attempts": f.attempts, "at": f.updated_at}
