@@ -327,3 +327,30 @@ def test_sigterm_mid_send_exits_130_and_rerun_completes(project: Path, cli: Cli)
     received = Counter(server.recipients())
     assert set(received) == {m["email"] for m in members}
     assert set(received.values()) == {1}
+
+
+def test_large_send_renders_in_worker_processes_exactly_once(project: Path, cli: Cli) -> None:
+    # 1,000 messages is where rendering moves to worker processes (pool.py).
+    members = people(1000)
+    add_contacts(project / "mailcli.db", "news", [
+        *members, {"email": "mallory@example.net", "first_name": "M\nBcc: x@attacker.example"}])
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = _send(cli, "--concurrency", "4")
+        assert result.exit_code == ExitCode.PARTIAL, result.output
+    received = Counter(server.recipients())
+    assert set(received) == {m["email"] for m in members} and set(received.values()) == {1}
+    assert deliveries(project / "mailcli.db", "spring")["mallory@example.net"] == "failed"
+
+
+def test_unsubscribe_headers_format() -> None:
+    from types import SimpleNamespace
+
+    from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
+
+    settings = SimpleNamespace(unsubscribe=SimpleNamespace(url="https://n.example/u", mailto="stop@n.example"))
+    assert unsubscribe_url(settings, "TOK") == "https://n.example/u?t=TOK"
+    assert list_unsubscribe_header(settings, "TOK") == (
+        "<https://n.example/u?t=TOK>, <mailto:stop+TOK@n.example?subject=unsubscribe%20TOK>")
+    settings.unsubscribe.mailto = None
+    assert list_unsubscribe_header(settings, "TOK") == "<https://n.example/u?t=TOK>"

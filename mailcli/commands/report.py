@@ -69,12 +69,12 @@ def report_cmd(
     out.table(("campaign", *_COLUMNS), [(r["campaign"], *(r[k] for k in _COLUMNS)) for r in rows])
     if failed:
         for r in rows:
-            failures = r.get("failures") or []
+            failures: list[dict[str, object]] = r.get("failures") or []  # type: ignore[assignment]
             if not failures:
                 continue
             out.line("")
             out.table(("email", "status", "attempts", "reply"),
-                      [(f["email"], f["status"], f["attempts"], f["reply"]) for f in failures],  # type: ignore[index,union-attr]
+                      [(f["email"], f["status"], f["attempts"], f["reply"]) for f in failures],
                       title=f"{r['campaign']}: failed, deferred and uncertain")
 
 

@@ -262,7 +262,7 @@ def iter_sendable(
             reason = row[9]
             if reason is None and i in suppressed_rows:
                 reason = "address is on the suppression list"
-            out.append(Recipient(*row[:9], skip_reason=reason))
+            out.append(Recipient(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], reason))
         yield out
 
 
