@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
@@ -61,6 +62,7 @@ def send_cmd(
     store = app.store
 
     def on_plan(plan: SendPlan) -> None:
+        total.append(plan.to_send)
         if plan.created or plan.added:
             verb = "would be frozen (dry run)" if plan.dry_run else "frozen"
             out.info(f"Campaign {plan.campaign}: audience of {plan.audience} {verb} from list {plan.list_name}"
@@ -75,10 +77,16 @@ def send_cmd(
             yes=yes, what="send",
         )
 
+    total: list[int] = []
+    started = time.monotonic()
+
     with out.progress(None, f"Sending {campaign}") as bar:
         def progress(s: SendSummary) -> None:
+            # sent / failed / rate in the label; the bar adds done/total and ETA.
+            rate = s.sent / max(time.monotonic() - started, 1e-3)
             bar.update(s.attempted + s.skipped + (s.rendered if s.dry_run else 0),
-                       description=f"{campaign}: {s.sent} sent, {s.failed} failed")
+                       total=total[0] if total else None,
+                       description=f"{campaign}: {s.sent} sent, {s.failed} failed, {rate:.0f}/s")
 
         summary = send_campaign(store, settings, options, confirm=confirm, progress=progress, on_plan=on_plan)
     _report(out, summary, campaign)
