@@ -37,7 +37,8 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from functools import lru_cache
 
-from mailcli.errors import HeaderInjectionError, MailcliError
+from mailcli import addresses
+from mailcli.errors import HeaderInjectionError
 
 MAX_LINE = 998  # octets, excluding CRLF (RFC 5322 §2.1.1)
 FOLD_AT = 78  # preferred header line length
@@ -51,8 +52,8 @@ _NAMES = {"\r": "a carriage return", "\n": "a line feed", "\x00": "a NUL charact
 _FIELD_NAME = re.compile(r"^[!-9;-~]+$")
 
 
-class AddressError(MailcliError):
-    """An address that cannot be written into a header."""
+class AddressError(addresses.AddressError):
+    """An address that cannot be written into a header (one family with import's address errors)."""
 
 
 def check_header_value(field: str, value: str) -> str:
