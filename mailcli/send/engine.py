@@ -562,7 +562,7 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
     try:
         await transport.open()
         source = _built(store, factory, campaign, options, writer, summary, transport, progress, pool)
-        await transport.run(_messages(source, factory, summary, contacts))
+        await transport.run(_messages(source, factory, summary, contacts, stuffed=pool is not None))
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -649,13 +649,13 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
 
 
 async def _messages(source: AsyncIterator[tuple[ledger.Recipient, bytes]], factory: MessageFactory,
-                    summary: SendSummary, contacts: dict[int, int]) -> AsyncIterator[OutgoingMessage]:
+                    summary: SendSummary, contacts: dict[int, int], *, stuffed: bool) -> AsyncIterator[OutgoingMessage]:
     """Built messages as the transport's OutgoingMessage."""
     async for r, data in source:
         summary.rendered += 1
         contacts[r.delivery_id] = r.contact_id
         yield OutgoingMessage(key=r.delivery_id, mail_from=factory.mail_from, rcpt_to=_envelope_rcpt(r.email),
-                              data=data)
+                              data=data, stuffed=stuffed)
 
 
 def _envelope_rcpt(email: str) -> str:

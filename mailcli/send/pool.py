@@ -37,11 +37,13 @@ def _init(settings: Any, campaign: Any, samples: list[RecipientTuple]) -> None:
 def _build(batch: list[RecipientTuple]) -> list[tuple[bytes | None, str | None]]:
     from mailcli.send import ledger
     from mailcli.send.engine import describe_problem
+    from mailcli.send.transport import dot_stuff
 
     out: list[tuple[bytes | None, str | None]] = []
     for fields in batch:
         try:
-            out.append((_FACTORY.build(ledger.Recipient(*fields)), None))
+            # Dot-stuffing (and its CRLF check) here, off the SMTP core.
+            out.append((dot_stuff(_FACTORY.build(ledger.Recipient(*fields))), None))
         except Exception as exc:  # one contact's problem, reported back
             out.append((None, describe_problem(exc)))
     return out

@@ -64,10 +64,11 @@ class OutgoingMessage:
     key: int  # the delivery id; opaque to the transport
     mail_from: str
     rcpt_to: str
-    data: bytes  # CRLF wire bytes, already signed; dot-stuffing happens here
+    data: bytes  # CRLF wire bytes, already signed; dot-stuffed here unless ``stuffed``
     attempts: int = 0  # attempts made in this run (for backoff)
     first_try: float = 0.0  # monotonic time of the first attempt in this run
     settled: bool = True  # False while a connection holds it without a result
+    stuffed: bool = False  # ``data`` is already dot_stuff()ed (done by a render worker)
 
     @property
     def domain(self) -> str:
@@ -521,7 +522,7 @@ class SmtpTransport:
             nxt = self._take_nowait() if pipelining else None
             if nxt is not None:
                 _hold(holding, nxt)
-            payload = dot_stuff(msg.data) + b".\r\n"
+            payload = (msg.data if msg.stuffed else dot_stuff(msg.data)) + b".\r\n"
             if nxt is not None:
                 pre = self._precheck(conn, nxt)
                 if pre is not None:
