@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 EXAMPLE_CSV = Path(__file__).resolve().parent.parent / "examples" / "contacts.csv"
@@ -118,6 +119,8 @@ def run_demo(workdir: Path | None = None) -> Iterator[DemoStep]:
             csv.write_bytes(EXAMPLE_CSV.read_bytes())
         else:
             csv.write_text(FALLBACK_CSV, encoding="utf-8")
+        person = "anna.devries@example.nl" if EXAMPLE_CSV.is_file() else "anna@example.nl"
+        later = (datetime.now(timezone.utc) + timedelta(days=400)).strftime("%Y-%m-%d")
         steps = [
             ("Import the example CSV (delimiter, encoding and headers detected)",
              ("import", "contacts.csv", "--list", "news")),
@@ -130,8 +133,12 @@ def run_demo(workdir: Path | None = None) -> Iterator[DemoStep]:
                 "send", "demo-issue", "--template", "newsletter", "--list", "news", "--yes")),
             ("Run it again: nothing is sent twice", ("send", "demo-issue", "--yes")),
             ("Report", ("report", "demo-issue")),
-            # PRIVACY STEPS GO HERE (privacy export / privacy purge --dry-run),
-            # added with the privacy commands: ("Export one person's data", ("privacy", "export", ...)).
+            ("Export everything held about one person (GDPR art. 15/20): JSON, CSV and a letter in a ZIP",
+             ("privacy", "export", person, "--reason", "demo")),
+            ("What the retention policy would remove in 13 months (nothing changes)",
+             ("privacy", "purge", "--dry-run", "--as-of", later)),
+            ("Apply the retention policy, as cron would each night", ("privacy", "purge")),
+            ("The audit log of access to personal data", ("privacy", "audit")),
         ]
         for title, args in steps:
             step = run(title, *args)
