@@ -211,7 +211,9 @@ def sendable_count(conn: sqlite3.Connection, campaign_id: int, *, resend_uncerta
 # One page of deliveries to send, joined with the live state of the contact
 # (send-time check, B12): the membership must still be 'subscribed', the
 # contact active, unrestricted and without a marketing objection. Keyset
-# pagination on d.id keeps every page an index range scan.
+# pagination walks the primary key from the last id: the unary "+" keeps
+# SQLite off the (campaign_id, status) index, which would read and sort every
+# remaining row for each page (quadratic: 100,000 recipients ran at half speed).
 _PAGE_SQL = """
 SELECT d.id, c.id, c.uid, c.email, c.email_key, c.first_name, c.last_name, c.attributes, d.message_id,
        CASE
@@ -224,7 +226,7 @@ SELECT d.id, c.id, c.uid, c.email, c.email_key, c.first_name, c.last_name, c.att
 FROM deliveries d
 JOIN contacts c ON c.id = d.contact_id
 LEFT JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
-WHERE d.campaign_id = ? AND d.status IN ({marks}) AND d.id > ?
+WHERE +d.campaign_id = ? AND +d.status IN ({marks}) AND d.id > ?
 ORDER BY d.id
 LIMIT ?
 """
