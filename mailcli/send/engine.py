@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -536,19 +535,15 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
                workers: int = 0, samples: list[tuple[Any, ...]] | None = None) -> None:
     from mailcli.send.transport import SmtpTransport
 
-    # Workers start (spawn) before the writer thread and the first connection.
-    pool = start_pool(workers, settings, campaign, samples or []) if workers else None
-
-    writer = LedgerWriter(store, settings, campaign)
-    writer.start()
     contacts: dict[int, int] = {}
+    writer = LedgerWriter(store, settings, campaign)
     hooks = _Hooks(writer, summary, contacts, progress)
     transport = SmtpTransport(_transport_options(settings, options), hooks)
     loop = asyncio.get_running_loop()
-    stopped = threading.Event()
 
     def on_signal() -> None:
-        stopped.set()
+        # SIGINT/SIGTERM: take no new message; in-flight ones finish and are
+        # recorded; the command then exits 130.
         summary.interrupted = True
         transport.stop()
 
@@ -559,8 +554,15 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
             pass
+    pool = None
+    writer.start()
     try:
         await transport.open()
+        if transport.stopping:
+            return
+        # Render workers use "spawn", so starting them next to the writer
+        # thread is safe; they start on the first batch.
+        pool = start_pool(workers, settings, campaign, samples or []) if workers else None
         source = _built(store, factory, campaign, options, writer, summary, transport, progress, pool)
         await transport.run(_messages(source, factory, summary, contacts, stuffed=pool is not None))
     finally:

@@ -206,7 +206,12 @@ class SmtpTransport:
     async def open(self) -> None:
         """Open the first connection now, so an unreachable server, a bad
         certificate or a wrong password stop the run before anything is sent."""
-        self._first = await self._connect_with_retries()
+        try:
+            self._first = await self._connect_with_retries()
+        except SmtpConnectFailed:
+            if not self._stopping:
+                raise
+            # Interrupted while the server was unreachable: nothing to send.
 
     def stop(self) -> None:
         """Stop taking new messages; in-flight transactions finish (SIGINT/SIGTERM)."""
