@@ -207,3 +207,41 @@ def test_reply_parsing_multiline_and_enhanced() -> None:
 def test_dot_stuffing_and_line_endings() -> None:
     assert dot_stuff(b".a\r\nb\r\n.c") == b"..a\r\nb\r\n..c\r\n"
     assert dot_stuff(b"a\nb\r\n") == b"a\r\nb\r\n"
+
+
+def test_nothing_sent_before_the_tls_handshake_and_injected_replies_refused() -> None:
+    # A raw server: after STARTTLS it waits, records whatever else the client
+    # sends in plaintext, then answers 220 plus an injected reply (RFC 3207
+    # §5). The client must have sent nothing and must refuse the session.
+    seen_after_starttls: list[bytes] = []
+
+    async def scenario() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 raw.test ESMTP\r\n")
+            while line := await reader.readline():
+                if line.upper().startswith(b"EHLO"):
+                    writer.write(b"250-raw.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+                elif line.upper().startswith(b"STARTTLS"):
+                    try:
+                        extra = await asyncio.wait_for(reader.read(100), 0.3)
+                    except asyncio.TimeoutError:
+                        extra = b""
+                    seen_after_starttls.append(extra)
+                    writer.write(b"220 go ahead\r\n250 injected\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.3)
+                    writer.close()
+                    return
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        params = ConnectParams(host="127.0.0.1", port=port, security="starttls", username="u", password="pw",
+                               timeout=5, ca_file=None, local_hostname="client.example")
+        transport = SmtpTransport(TransportOptions(params, concurrency=1), CallbackHooks())
+        with pytest.raises(TransportError, match="before the TLS handshake"):
+            await transport.open()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
+    assert seen_after_starttls == [b""]
