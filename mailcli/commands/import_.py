@@ -115,11 +115,13 @@ def import_cmd(
 
 
 def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> None:
-    line = (f"List {list_name}: imported {result.imported}, updated {result.updated}, "
+    # Counts are of rows, so they add up to the file; repeated addresses are
+    # merged, which is why a list can grow by fewer contacts than rows imported.
+    line = (f"{result.total} row(s) for list {list_name}: imported {result.imported}, updated {result.updated}, "
             f"unchanged {result.unchanged}, suppressed {result.suppressed}, rejected {result.rejected}")
-    if result.duplicates:
-        line += f" ({result.duplicates} duplicate row(s) merged)"
     out.success(line)
+    if result.duplicates:
+        out.info(f"{result.duplicates} row(s) repeated an address earlier in the file and were merged into it")
     if result.suppressed:
         out.info(f"{result.suppressed} row(s) not subscribed: suppressed, opted out or unsubscribed earlier")
     if result.rejected:
