@@ -28,6 +28,13 @@ from rich.table import Table
 from .errors import ExitCode, MailcliError, UsageError
 
 
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def running_in_ci() -> bool:
     return any(os.environ.get(name) for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE"))
 
@@ -102,7 +109,9 @@ class Output:
         self._stdout = stdout or sys.stdout
         self._stderr = stderr or sys.stderr
         color = not (no_color or os.environ.get("NO_COLOR"))
-        self.out = Console(file=self._stdout, no_color=not color, highlight=False, soft_wrap=False)
+        # Piped tables must not wrap their headers at an assumed 80 columns.
+        width = None if _isatty(self._stdout) else 1000
+        self.out = Console(file=self._stdout, no_color=not color, highlight=False, soft_wrap=False, width=width)
         self.err = Console(file=self._stderr, no_color=not color, highlight=False, stderr=True, soft_wrap=True)
 
     # -- data -------------------------------------------------------------

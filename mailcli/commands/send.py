@@ -89,10 +89,13 @@ def send_cmd(
                        description=f"{campaign}: {s.sent} sent, {s.failed} failed, {rate:.0f}/s")
 
         summary = send_campaign(store, settings, options, confirm=confirm, progress=progress, on_plan=on_plan)
-    _report(out, summary, campaign)
+    again = " ".join([f"mailcli send {campaign}"]
+                      + ([f"--template {template}"] if template else [])
+                      + ([f"--list {list_name}"] if list_name else []))
+    _report(out, summary, campaign, again)
 
 
-def _report(out: Any, s: SendSummary, campaign: str) -> None:
+def _report(out: Any, s: SendSummary, campaign: str, again: str) -> None:
     counts = s.counts
     if out.json:
         out.data({
@@ -107,7 +110,7 @@ def _report(out: Any, s: SendSummary, campaign: str) -> None:
             f"Dry run: {s.rendered} message(s) rendered, {s.failed} would fail, {s.skipped} skipped; nothing was sent"
         )
         if s.failed == 0:
-            out.info(f"To send: mailcli send {campaign} --template ... --list ... (without --dry-run)")
+            out.info(f"To send: {again}")
         if s.failed:
             raise PartialError(f"{s.failed} message(s) of campaign {campaign} would fail", hint="fix the contacts named above")
         return
