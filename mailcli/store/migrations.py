@@ -25,12 +25,10 @@ rewrite them:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Union
-
 import sqlite3
+from collections.abc import Callable
 
-Migration = tuple[str, Union[str, Callable[[sqlite3.Connection], None]]]
+Migration = tuple[str, str | Callable[[sqlite3.Connection], None]]
 
 M001_INITIAL = """
 CREATE TABLE lists (
