@@ -10,7 +10,7 @@ import pytest
 
 from mailcli import audit, tokens
 from mailcli.addresses import normalise_address
-from mailcli.privacy.lock import maintenance_lock
+from mailcli.locks import maintenance_lock
 from mailcli.store import open_store
 from tests.privacy_support import (
     NOW,

@@ -208,7 +208,7 @@ def test_confirmation_expect_count_and_lock(project: Path, cli: Cli) -> None:
         assert cli("report", "--json").stdout.strip() == "[]"
 
         from mailcli.config import load_settings
-        from mailcli.send.lock import campaign_lock
+        from mailcli.locks import campaign_lock
 
         with campaign_lock(load_settings(project / "mailcli.toml"), "spring"):
             locked = _send(cli)

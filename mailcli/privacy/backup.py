@@ -43,7 +43,7 @@ from ..store.db import connect
 from ..store.migrations import MIGRATIONS
 from .erase import ensure_suppression, erase_contact_rows
 from .ledger import LedgerEntry, read_entries
-from .lock import maintenance_lock
+from ..locks import maintenance_lock
 from .scrub import checkpoint, scrub
 from .subject import contact_hmac
 

@@ -47,7 +47,7 @@ from ..store.archive import archive_deliveries, archive_events
 from .backup import expired_backups
 from .erase import ensure_suppression, erase_contact_rows
 from .ledger import LedgerEntry, append_entries
-from .lock import maintenance_lock
+from ..locks import maintenance_lock
 from .scrub import ScrubResult, scrub
 from .subject import contact_hmac
 

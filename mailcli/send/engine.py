@@ -50,7 +50,7 @@ from mailcli.errors import (
 )
 from mailcli.send import ledger
 from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
-from mailcli.send.lock import campaign_lock
+from mailcli.locks import campaign_lock
 from mailcli.send.pool import build_batch, start_pool, worker_count
 from mailcli.send.transport import OutgoingMessage, Result, Status
 from mailcli.store import Store
