@@ -9,7 +9,6 @@ password is refused (STANDARDS F17).
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .net import is_loopback
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -320,16 +320,6 @@ _DEFAULT_RETENTION = {
     "unconfirmed": "30d", "unsubscribed": "30d", "bounced": "90d", "inactive": "2y",
     "send_log": "13mo", "audit_log": "2y", "backups": "30d",
 }
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
-
-
-def is_loopback_host(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class _Reader:
@@ -473,7 +463,7 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     security = reader.get("smtp", "security", str, "starttls")
     if security not in ("starttls", "tls", "none"):
         raise reader.fail("smtp.security", f"must be \"starttls\", \"tls\" or \"none\" (got {security!r})")
-    if security == "none" and not is_loopback_host(host):
+    if security == "none" and not is_loopback(host):
         raise reader.fail(
             "smtp.security", f"\"none\" sends passwords and mail in clear text; it is only allowed to localhost, not {host}",
             hint="use security = \"starttls\" (port 587) or \"tls\" (port 465)",
@@ -509,7 +499,7 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
 
     url = reader.get("unsubscribe", "url", str, required=True).strip()
     parts = urlsplit(url)
-    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname)):
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname)):
         raise reader.fail("unsubscribe.url", f"must be an https:// URL (RFC 8058), got {url!r}")
     if not parts.hostname or parts.query or parts.fragment:
         raise reader.fail("unsubscribe.url", f"must be a plain https://host/path URL without ?query or #fragment, got {url!r}")

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import typer
 
 from .. import context
-from ..config import is_loopback_host
 from ..errors import MailcliError, UsageError
+from ..net import is_loopback
 
 
 def serve_cmd(
@@ -40,7 +40,7 @@ def serve_cmd(
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535 (got {port})")
     path = urlsplit(settings.unsubscribe.url).path or "/"
-    if not is_loopback_host(host):
+    if not is_loopback(host):
         app.out.warn(f"listening on {host}, not only on this machine: keep it behind an HTTPS reverse proxy (RFC 8058)")
 
     handler = logging.StreamHandler(sys.stderr)

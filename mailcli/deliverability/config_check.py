@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mailcli.deliverability.check import Check
-from mailcli.deliverability.smtp_check import _is_loopback
 from mailcli.errors import MailcliError
+from mailcli.net import is_loopback
 
 SECRET_FILE = Path(".mailcli") / "secret"
 
@@ -170,7 +170,7 @@ def check_smtp_config(settings: Any, environ: Mapping[str, str]) -> Check:
     """Transport settings that are valid but unsafe or incomplete."""
     smtp = settings.smtp
     details = {"host": smtp.host, "port": smtp.port, "security": smtp.security}
-    if smtp.security == "none" and not _is_loopback(smtp.host):
+    if smtp.security == "none" and not is_loopback(smtp.host):
         return Check(
             "smtp-config", "fail", f"security = \"none\" to {smtp.host}: mail and password unencrypted",
             'set security = "starttls" (port 587) or "tls" (port 465)', details,

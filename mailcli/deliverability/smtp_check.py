@@ -20,33 +20,13 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from mailcli.deliverability.check import Check
+from mailcli.net import is_loopback, tls_context
 
 #: Cap the wait for a dead relay: doctor runs in CI and cron.
 MAX_TIMEOUT = 15.0
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def tls_context(ca_file: Path | str | None = None) -> ssl.SSLContext:
-    """A verifying client context (system CAs plus ``ca_file``), TLS ≥ 1.2."""
-    context = ssl.create_default_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ca_file:
-        context.load_verify_locations(cafile=str(ca_file))
-    return context
 
 
 def _cert_failure(name: str, where: str, exc: ssl.SSLError, host: str) -> Check:
@@ -176,7 +156,7 @@ def _secure_and_inspect(
                 {"version": version, "cipher": cipher},
             )
         )
-    elif _is_loopback(host):
+    elif is_loopback(host):
         checks.append(
             Check(
                 "smtp-tls", "warn", f"{where}: no TLS (allowed to a loopback host only)", None, {}
@@ -230,7 +210,7 @@ def _check_auth(
             {"mechanisms": mechanisms},
         )
     details = {"username": username, "mechanisms": mechanisms}
-    if not encrypted and not _is_loopback(smtp.host):
+    if not encrypted and not is_loopback(smtp.host):
         return Check(
             "smtp-auth", "fail", f"{where}: not sending the password over an unencrypted connection",
             'set security = "starttls" or "tls"', details,

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from ..config import Settings, is_loopback_host
+from ..config import Settings
 from ..errors import ConfigError, TransportError, UsageError
+from ..net import is_loopback, tls_context
 
 KEYWORD = "$MailcliProcessed"
 
@@ -208,7 +209,7 @@ class ImapSource:
         url = parse_imap_url(text)
         self.name = f"{'imaps' if url.secure else 'imap'}://{url.user}@{url.host}:{url.port}/{url.mailbox}"
         self._delete = delete
-        if not url.secure and not is_loopback_host(url.host):
+        if not url.secure and not is_loopback(url.host):
             raise UsageError(
                 f"{self.name}: plain imap:// sends the password in clear text; it is only allowed to localhost",
                 hint="use imaps://",
@@ -220,8 +221,7 @@ class ImapSource:
                               hint=f"export {env}=... (named by [bounces] imap_password_env)")
         try:
             if url.secure:
-                context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-                context.minimum_version = ssl.TLSVersion.TLSv1_2
+                context = tls_context(ca_file)
                 self._imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(url.host, url.port, ssl_context=context, timeout=30)
             else:
                 self._imap = imaplib.IMAP4(url.host, url.port, timeout=30)

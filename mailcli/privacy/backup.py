@@ -38,12 +38,12 @@ from typing import Any
 from .. import audit, clock
 from ..config import Settings
 from ..errors import MailcliError, NotFoundError
+from ..locks import maintenance_lock
 from ..store import Store, open_store
 from ..store.db import connect
 from ..store.migrations import MIGRATIONS
 from .erase import ensure_suppression, erase_contact_rows
 from .ledger import LedgerEntry, read_entries
-from ..locks import maintenance_lock
 from .scrub import checkpoint, scrub
 from .subject import contact_hmac
 

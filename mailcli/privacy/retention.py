@@ -42,12 +42,12 @@ from datetime import datetime
 
 from .. import audit, clock
 from ..config import Settings
+from ..locks import maintenance_lock
 from ..store import Store
 from ..store.archive import archive_deliveries, archive_events
 from .backup import expired_backups
 from .erase import ensure_suppression, erase_contact_rows
 from .ledger import LedgerEntry, append_entries
-from ..locks import maintenance_lock
 from .scrub import ScrubResult, scrub
 from .subject import contact_hmac
 

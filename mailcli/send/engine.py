@@ -48,9 +48,9 @@ from mailcli.errors import (
     TemplateError,
     UsageError,
 )
+from mailcli.locks import campaign_lock
 from mailcli.send import ledger
 from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
-from mailcli.locks import campaign_lock
 from mailcli.send.pool import build_batch, start_pool, worker_count
 from mailcli.send.transport import OutgoingMessage, Result, Status
 from mailcli.store import Store

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import logging
 import re
 import socket
 import ssl
 from collections import deque
 from dataclasses import dataclass
+
+from mailcli.net import is_loopback
 
 log = logging.getLogger("mailcli.smtp")
 
@@ -211,23 +212,6 @@ class PartialReplies(SmtpProtocolError):
         self.cause = cause
 
 
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback IP literals (plaintext is allowed only there)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def make_tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """A verifying client context: system CAs (+ ``ca_file``), TLS ≥ 1.2 (F22, F24)."""
-    ctx = ssl.create_default_context()
-    if ca_file:
-        ctx.load_verify_locations(cafile=ca_file)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
 
 
 @dataclass(frozen=True, slots=True)

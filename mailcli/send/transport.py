@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mailcli.errors import TransportError
+from mailcli.net import tls_context
 from mailcli.send.smtp import (
     ConnectionDropped,
     ConnectParams,
@@ -47,7 +48,6 @@ from mailcli.send.smtp import (
     SmtpConnection,
     SmtpFatal,
     SmtpProtocolError,
-    make_tls_context,
 )
 
 log = logging.getLogger("mailcli.send")
@@ -185,7 +185,7 @@ class SmtpTransport:
         self.opts = options
         self.hooks = hooks
         p = options.params
-        self._tls = make_tls_context(p.ca_file) if p.security in ("tls", "starttls") else None
+        self._tls = tls_context(p.ca_file) if p.security in ("tls", "starttls") else None
         self._bucket = TokenBucket(options.rate)
         self._ready: deque[OutgoingMessage] = deque()
         self._wakeup = asyncio.Event()

@@ -1,0 +1,33 @@
+"""Network policy shared by every client mailcli opens (SMTP, IMAP, doctor).
+
+* Plaintext is allowed only to loopback (STANDARDS F21): ``is_loopback``.
+* TLS always verifies certificates and host names, from the system CAs plus an
+  optional private CA file, at TLS 1.2 or newer (F22, F24): ``tls_context``.
+  The standard library's mail clients do not verify unless given a context
+  like this one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from pathlib import Path
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback IP literals (``127.0.0.1``, ``::1``, ``[::1]``)."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_context(ca_file: Path | str | None = None) -> ssl.SSLContext:
+    """A verifying client context: system CAs (+ ``ca_file``), TLS ≥ 1.2."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
