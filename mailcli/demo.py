@@ -21,13 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-EXAMPLE_CSV = Path(__file__).resolve().parent.parent / "examples" / "contacts.csv"
-FALLBACK_CSV = """email,first_name,last_name,city
-anna@example.nl,Anna,de Vries,Amsterdam
-bram@example.nl,Bram,Jansen,Utrecht
-chloe@example.org,Chloé,Müller,Köln
-daan@example.org,Daan,van den Berg,Den Haag
-"""
+# Shipped inside the package so `mailcli demo` works from any install;
+# examples/contacts.csv in the source tree is a link to it.
+EXAMPLE_CSV = Path(__file__).resolve().parent / "scaffold" / "contacts.csv"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +111,8 @@ def run_demo(workdir: Path | None = None) -> Iterator[DemoStep]:
             return
         _point_smtp_at(project / "mailcli.toml", sink.port)
         csv = project / "contacts.csv"
-        if EXAMPLE_CSV.is_file():
-            csv.write_bytes(EXAMPLE_CSV.read_bytes())
-        else:
-            csv.write_text(FALLBACK_CSV, encoding="utf-8")
-        person = "anna.devries@example.nl" if EXAMPLE_CSV.is_file() else "anna@example.nl"
+        csv.write_bytes(EXAMPLE_CSV.read_bytes())
+        person = "anna.devries@example.nl"
         later = (datetime.now(timezone.utc) + timedelta(days=400)).strftime("%Y-%m-%d")
         steps = [
             ("Import the example CSV (delimiter, encoding and headers detected)",
