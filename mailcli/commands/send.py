@@ -105,6 +105,8 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str) -> None:
         })
     for problem in s.problems:
         out.warn(problem)
+    if s.problems and not s.dry_run:
+        out.info(f"Every failure with its address and the server's reply: mailcli report {campaign} --failed")
     if s.dry_run:
         out.success(
             f"Dry run: {s.rendered} message(s) rendered, {s.failed} would fail, {s.skipped} skipped; nothing was sent"

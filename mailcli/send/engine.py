@@ -49,6 +49,7 @@ from mailcli.errors import (
     UsageError,
 )
 from mailcli.locks import campaign_lock
+from mailcli.redact import mask_address
 from mailcli.send import ledger
 from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
 from mailcli.send.pool import build_batch, start_pool, worker_count
@@ -334,7 +335,7 @@ class _Hooks:
         elif result.status is Status.FAILED:
             s.failed += 1
             if len(s.problems) < 5:
-                s.problems.append(f"{msg.rcpt_to}: {result.reply}")
+                s.problems.append(f"{mask_address(msg.rcpt_to)}: {result.reply}")
             if result.hard_bounce and contact_id is not None:
                 code = result.reply.split(" ")[1] if " " in result.reply else None
                 self.writer.submit(("bounce", contact_id, code))
@@ -596,7 +597,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
         summary.failed += 1
         summary.attempted += 1
         if len(summary.problems) < 5:
-            summary.problems.append(f"{r.email}: {problem}")
+            summary.problems.append(f"{mask_address(r.email)}: {problem}")
         if progress is not None:
             progress(summary)
 
@@ -696,7 +697,7 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
         except Exception as exc:
             summary.failed += 1
             if len(summary.problems) < 5:
-                summary.problems.append(f"{r.email}: {describe_problem(exc)}")
+                summary.problems.append(f"{mask_address(r.email)}: {describe_problem(exc)}")
         else:
             summary.rendered += 1
         if progress is not None:

@@ -1,0 +1,27 @@
+"""Status output names people only masked (STANDARDS E26); data commands show them in full."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import Cli, set_smtp
+from .smtpserver import SmtpServer
+
+PEOPLE = ["zebedeus.quiggleworth@example.org", "ann.visser@example.nl", "bob.smit@example.com"]
+
+
+def test_send_and_import_output_masks_addresses(project: Path, cli: Cli) -> None:
+    rows = "email,first_name\n" + "".join(f"{p},Zebedeus\n" for p in PEOPLE)
+    (project / "c.csv").write_text(rows, encoding="utf-8")
+    imported = cli("import", "c.csv", "--list", "news")
+    with SmtpServer() as server:
+        server.script("DATA", PEOPLE[0], ["550 5.1.1 no such user"])
+        set_smtp(project, "127.0.0.1", server.port)
+        sent = cli("send", "c1", "--template", "newsletter", "--list", "news", "--yes")
+    assert sent.exit_code == 3
+    for result in (imported, sent):
+        for person in PEOPLE:
+            assert person not in result.output
+    assert "z***@example.org" in sent.stderr
+    failed = cli("report", "c1", "--failed")
+    assert PEOPLE[0] in failed.output and "5.1.1" in failed.output
