@@ -365,7 +365,7 @@ def main() -> int:
         mm_rate = mm_count / mm_time
         print(f"{f'mailmerge {mailmerge[1]} (end to end)':<30}{mm_rate:8,.0f} msg/s   {mm_time:6.2f} s   "
               f"{mm_count:,} messages of ~{mm_size / 1024:.1f} KB, one connection each")
-    print(f"ratio {ratio:.2f} (target ≥ {TARGET_RATIO}); rate target {TARGET_RATE:,.0f} msg/s: "
+    print(f"ratio {ratio:.3f} (target ≥ {TARGET_RATIO}); rate target {TARGET_RATE:,.0f} msg/s: "
           f"{'met' if ours >= TARGET_RATE else 'NOT met'}; ratio target: {'met' if ratio >= TARGET_RATIO else 'NOT met'}")
     if mailmerge is not None:
         mm_ratio = ours / mm_rate
