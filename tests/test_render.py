@@ -175,6 +175,13 @@ def test_sandbox_refuses_escapes(tdir: Path, expression: str) -> None:
     assert "\n" not in caught.value.message
 
 
+def test_columns_named_like_dict_methods_are_data(tdir: Path) -> None:
+    # A CSV column "items" or "keys" is what the author means, not dict.items.
+    write(tdir, {"t/message.html": page("<p>{{ contact.items }} / {{ contact.keys }}</p>"), "t/subject.txt": "S"})
+    html = compile_template(tdir, "t").render(ctx(items="3 books", keys="two")).html
+    assert "3 books / two" in html
+
+
 @pytest.mark.parametrize("reference", ["../outside.html", "/etc/passwd", "t/../../outside.html"])
 def test_template_paths_cannot_leave_the_templates_folder(tdir: Path, reference: str) -> None:
     (tdir.parent / "outside.html").write_text("SECRET", encoding="utf-8")

@@ -73,6 +73,26 @@ class ConfinedLoader(FileSystemLoader):
         return source, filename, uptodate
 
 
+class MailEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, with ``contact.city`` looking up the key first.
+
+    Template data are plain dicts (F06). Jinja tries the attribute first and
+    the key only after an AttributeError, which made every ``contact.x`` raise
+    and catch an exception in the sandbox: a third of the render time of a
+    personalised newsletter. Looking the key up first is also what users mean:
+    a CSV column called ``items`` or ``keys`` yields the value, not a dict
+    method. Anything that is not a plain dict goes through the sandbox as before.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 def make_environment(
     root: Path, *, html: bool, transform: Transform | None = None, strict: bool = True
 ) -> ImmutableSandboxedEnvironment:
@@ -81,7 +101,7 @@ def make_environment(
     ``strict=False`` (lint only) renders undefined variables as empty, so the
     remaining checks can still run on a template with a misspelt name.
     """
-    return ImmutableSandboxedEnvironment(
+    return MailEnvironment(
         loader=ConfinedLoader(root, transform),
         autoescape=html,
         undefined=StrictUndefined if strict else ChainableUndefined,
