@@ -508,7 +508,10 @@ class CsvSource:
                         line = reader.line_num + 1  # type: ignore[attr-defined]
                     return
                 except csv.Error as exc:
-                    yield RowReject(line, f"malformed CSV record ({exc})", {})
+                    # Python 3.10's csv refuses NUL itself; 3.11+ hands the row
+                    # to parse(), which rejects it with this same reason.
+                    reason = "NUL byte in row" if "NUL" in str(exc) else f"malformed CSV record ({exc})"
+                    yield RowReject(line, reason, {})
                     line = reader.line_num + 1  # type: ignore[attr-defined]
         except UnicodeDecodeError:
             bad = find_undecodable_line(self.path, self.format.encoding)
