@@ -157,6 +157,21 @@ def test_strict_exits_3_but_keeps_the_good_rows(project: Path, cli: Cli) -> None
 # ------------------------------------------------------------ merge semantics
 
 
+def test_new_contacts_get_distinct_uids_increasing_in_address_order(project: Path, cli: Cli, tmp_path: Path) -> None:
+    # The uids are random-looking but handed out in key order so the uid index
+    # is appended to, not written at random; a second import continues elsewhere.
+    path = tmp_path / "many.csv"
+    path.write_text("email\n" + "".join(f"p{(i * 7919) % 500}@example.org\n" for i in range(500)), encoding="utf-8")
+    assert imported(cli, str(path), "--list", "news")["imported"] == 500
+    conn = db(project)
+    uids = [uid for (uid,) in conn.execute("SELECT uid FROM contacts ORDER BY email_key")]
+    assert all(len(uid) == 18 and int(uid, 16) >= 0 for uid in uids)
+    assert uids == sorted(uids) and len(set(uids)) == 500
+    path.write_text("email\nq1@example.org\nq2@example.org\n", encoding="utf-8")
+    imported(cli, str(path), "--list", "news")
+    assert conn.execute("SELECT count(DISTINCT uid) FROM contacts").fetchone()[0] == 502
+
+
 def test_reimport_changes_nothing(project: Path, cli: Cli) -> None:
     imported(cli, str(DATA / "mailchimp_export.csv"), "--list", "news")
     imported(cli, str(DATA / "dutch_excel.csv"), "--list", "news")

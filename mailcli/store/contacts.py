@@ -102,10 +102,10 @@ _RAW_INSERT = "INSERT INTO temp.import_raw VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 # One row per address. Filled from import_raw sorted by key — the B-tree is
 # built by appending, and the writes to the contacts indexes later sweep them
-# in order — and, per key, in file order, so a repeated address merges into
-# the first row with it: later non-empty names win, attributes merge key by
-# key (json_patch); the first row's spelling of the address and its consent
-# evidence stay.
+# in order — and, per key, in file order (by line), so a repeated address
+# merges into the first row with it: later non-empty names win, attributes
+# merge key by key (json_patch); the first row's spelling of the address and
+# its consent evidence stay.
 _STAGE = """
 CREATE TEMP TABLE import_stage (
     key TEXT PRIMARY KEY,
@@ -116,16 +116,13 @@ CREATE TEMP TABLE import_stage (
     attributes TEXT NOT NULL,
     consent_at TEXT,
     consent_ip TEXT,
-    n INTEGER NOT NULL DEFAULT 1,
-    contact_id INTEGER,
-    changed INTEGER NOT NULL DEFAULT 0,
-    outcome TEXT
+    n INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID
 """
 _MERGE_UPDATE = """
 INSERT INTO temp.import_stage (key, line, email, first_name, last_name, attributes, consent_at, consent_ip)
 SELECT key, line, email, first_name, last_name, attributes, consent_at, consent_ip
-FROM temp.import_raw WHERE true ORDER BY key, rowid
+FROM temp.import_raw WHERE true ORDER BY key, line
 ON CONFLICT (key) DO UPDATE SET
     n = n + 1,
     first_name = coalesce(excluded.first_name, first_name),
@@ -139,66 +136,69 @@ ON CONFLICT (key) DO UPDATE SET
 _MERGE_SKIP = """
 INSERT INTO temp.import_stage (key, line, email, first_name, last_name, attributes, consent_at, consent_ip)
 SELECT key, line, email, first_name, last_name, attributes, consent_at, consent_ip
-FROM temp.import_raw WHERE true ORDER BY key, rowid
+FROM temp.import_raw WHERE true ORDER BY key, line
 ON CONFLICT (key) DO UPDATE SET n = n + 1
 """
 
-# Addresses whose state forbids (re)subscribing: opted out of all marketing,
-# restricted (art. 18), not active (bounced, complained, erased), or
-# unsubscribed from this very list (B14).
-_MARK_BLOCKED = """
-UPDATE temp.import_stage SET outcome = 'suppressed'
-WHERE key IN (
-    SELECT email_key FROM contacts
-    WHERE no_marketing_at IS NOT NULL OR restricted_at IS NOT NULL OR status != 'active'
-    UNION ALL
-    SELECT c.email_key FROM memberships m JOIN contacts c ON c.id = m.contact_id
-    WHERE m.list_id = :list AND m.status = 'unsubscribed'
+# The addresses that already have a contact, classified in one read of the
+# stage joined to contacts and this list's memberships, both in key order.
+# The result goes to a narrow table of its own, appended in key order:
+# rewriting every stage row instead (an UPDATE) cost more than twice as much
+# in a re-import, where every address matches. What is not in here is new.
+#
+# suppressed: opted out of all marketing, restricted (art. 18), not active
+#   (bounced, complained, erased), or unsubscribed from this very list (B14);
+#   nothing is written for them.
+# imported:   a contact without a membership of this list (it gets one).
+# updated:    a member whose fields change (--on-conflict update), or a
+#   pending opt-in now imported as subscribed.
+# unchanged:  the rest; nothing is written.
+# ``changed`` says whether the contact row itself is rewritten.
+_MATCH = """
+CREATE TEMP TABLE import_match (
+    key TEXT PRIMARY KEY,
+    contact_id INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    changed INTEGER NOT NULL,
+    outcome TEXT NOT NULL
+) WITHOUT ROWID
+"""
+_CLASSIFY = """
+INSERT INTO temp.import_match (key, contact_id, n, changed, outcome)
+SELECT key, contact_id, n, NOT blocked AND differs, CASE
+        WHEN blocked THEN 'suppressed'
+        WHEN member IS NULL THEN 'imported'
+        WHEN differs THEN 'updated'
+        WHEN :status = 'subscribed' AND member = 'unconfirmed' THEN 'updated'
+        ELSE 'unchanged' END
+FROM (
+    SELECT s.key AS key, c.id AS contact_id, s.n AS n, m.status AS member,
+           c.no_marketing_at IS NOT NULL OR c.restricted_at IS NOT NULL OR c.status != 'active'
+               OR m.status IS 'unsubscribed' AS blocked,
+           :update AND (
+               c.email != s.email
+               OR (s.first_name IS NOT NULL AND c.first_name != s.first_name)
+               OR (s.last_name IS NOT NULL AND c.last_name != s.last_name)
+               OR (s.attributes != '{}' AND s.attributes != c.attributes
+                   AND json_patch(c.attributes, s.attributes) != c.attributes)) AS differs
+    FROM temp.import_stage s
+    CROSS JOIN contacts c ON c.email_key = s.key
+    LEFT JOIN memberships m ON m.contact_id = c.id AND m.list_id = :list
 )
 """
 
-# Existing contacts, one pass: their id, whether the merged row changes them
-# (--on-conflict update only), and the outcome. The same test appears twice
-# because SET expressions all see the old row; comparing the JSON text first
-# spares the json_patch in the usual re-import, where nothing changed.
-_MATCH_EXISTING = """
-UPDATE temp.import_stage AS s SET
-    contact_id = c.id,
-    changed = :update AND (
-        c.email != s.email
-        OR (s.first_name IS NOT NULL AND c.first_name != s.first_name)
-        OR (s.last_name IS NOT NULL AND c.last_name != s.last_name)
-        OR (s.attributes != '{}' AND s.attributes != c.attributes
-                AND json_patch(c.attributes, s.attributes) != c.attributes)),
-    outcome = CASE
-        WHEN NOT EXISTS (SELECT 1 FROM memberships m WHERE m.contact_id = c.id AND m.list_id = :list)
-            THEN 'imported'
-        WHEN :update AND (
-            c.email != s.email
-            OR (s.first_name IS NOT NULL AND c.first_name != s.first_name)
-            OR (s.last_name IS NOT NULL AND c.last_name != s.last_name)
-            OR (s.attributes != '{}' AND s.attributes != c.attributes
-                AND json_patch(c.attributes, s.attributes) != c.attributes))
-            THEN 'updated'
-        WHEN :status = 'subscribed' AND EXISTS (
-            SELECT 1 FROM memberships m WHERE m.contact_id = c.id AND m.list_id = :list
-            AND m.status = 'unconfirmed') THEN 'updated'
-        ELSE 'unchanged' END
-FROM contacts c
-WHERE c.email_key = s.key AND s.outcome IS NULL
-"""
-
-# What is still unclassified is new: create the contacts (outcome stays NULL,
-# counted as imported). Inserting in key order means the email_key index is
-# swept once instead of hit at random, and the new ids (after the highest
-# one) follow key order too.
+# What has no contact yet is new: create the contacts in key order, so the
+# email_key index is swept once instead of hit at random and the new ids
+# (after the highest one) follow key order too. The uid comes from SQL rather
+# than a Python function (a call per row cost a third of this statement); see
+# _uid_sql for how it stays unpredictable yet increasing.
 _INSERT_CONTACTS = """
 INSERT INTO contacts (uid, email, email_key, first_name, last_name, attributes, source,
                       created_at, updated_at, last_activity_at)
-SELECT mailcli_uid(), s.email, s.key, coalesce(s.first_name, ''), coalesce(s.last_name, ''),
+SELECT {uid}, s.email, s.key, coalesce(s.first_name, ''), coalesce(s.last_name, ''),
        s.attributes, :source, :now, :now, :now
 FROM temp.import_stage s
-WHERE s.outcome IS NULL
+WHERE NOT EXISTS (SELECT 1 FROM temp.import_match x WHERE x.key = s.key)
 ORDER BY s.key
 """
 
@@ -211,8 +211,8 @@ UPDATE contacts SET
                       ELSE json_patch(contacts.attributes, s.attributes) END,
     updated_at = :now,
     last_activity_at = :now
-FROM temp.import_stage s
-WHERE s.changed AND contacts.id = s.contact_id
+FROM temp.import_match x JOIN temp.import_stage s ON s.key = x.key
+WHERE x.changed AND contacts.id = x.contact_id
 """
 
 # New memberships for the contacts created above. SQLite gave them the ids
@@ -226,7 +226,7 @@ SELECT mailcli_next_id(), :list, :status,
        :source_prefix || s.line || :source_suffix, 'import', coalesce(s.consent_at, :now), s.consent_ip,
        CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now
 FROM temp.import_stage s
-WHERE s.outcome IS NULL
+WHERE NOT EXISTS (SELECT 1 FROM temp.import_match x WHERE x.key = s.key)
 ORDER BY s.key
 """
 # The same by lookup, should the ids not be dense (never seen; a safety net).
@@ -242,11 +242,11 @@ WHERE c.id > :base
 _INSERT_MEMBERSHIPS_EXISTING = """
 INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at,
                          consent_ip, confirmed_at, created_at, updated_at)
-SELECT s.contact_id, :list, :status,
+SELECT x.contact_id, :list, :status,
        :source_prefix || s.line || :source_suffix, 'import', coalesce(s.consent_at, :now), s.consent_ip,
        CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now
-FROM temp.import_stage s
-WHERE s.outcome = 'imported'
+FROM temp.import_match x JOIN temp.import_stage s ON s.key = x.key
+WHERE x.outcome = 'imported'
 """
 
 # A pending double opt-in imported again as subscribed: the new consent
@@ -260,8 +260,8 @@ UPDATE memberships SET
     consent_ip = s.consent_ip,
     confirmed_at = coalesce(s.consent_at, :now),
     updated_at = :now
-FROM temp.import_stage s
-WHERE :status = 'subscribed' AND s.outcome = 'updated' AND memberships.contact_id = s.contact_id
+FROM temp.import_match x JOIN temp.import_stage s ON s.key = x.key
+WHERE :status = 'subscribed' AND x.outcome = 'updated' AND memberships.contact_id = x.contact_id
   AND memberships.list_id = :list AND memberships.status = 'unconfirmed'
 """
 
@@ -397,12 +397,13 @@ def _write_staged(
               "source_prefix": prefix, "source_suffix": suffix}
     conn.execute(_MERGE_UPDATE if on_conflict == "update" else _MERGE_SKIP)
     conn.execute("DROP TABLE temp.import_raw")
-    conn.execute(_MARK_BLOCKED, {"list": list_id})
-    conn.execute(_MATCH_EXISTING, {"list": list_id, "status": status, "update": on_conflict == "update"})
+    conn.execute(_MATCH)
+    conn.execute(_CLASSIFY, {"list": list_id, "status": status, "update": on_conflict == "update"})
     (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()
     params["base"] = base
-    conn.create_function("mailcli_uid", 0, SortedUids(staged))
-    created = conn.execute(_INSERT_CONTACTS, {"source": source, "now": now}).rowcount
+    uid_sql, uid_params = _uid_sql(conn, staged, base)
+    created = conn.execute(_INSERT_CONTACTS.format(uid=uid_sql),
+                           {"source": source, "now": now, **uid_params}).rowcount
     conn.execute(_UPDATE_CONTACTS, {"now": now})
     (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()
     if top == base + created:
@@ -412,13 +413,18 @@ def _write_staged(
         conn.execute(_INSERT_MEMBERSHIPS_BY_KEY, params)
     conn.execute(_INSERT_MEMBERSHIPS_EXISTING, params)
     conn.execute(_CONFIRM_MEMBERSHIPS, params)
+    # Every staged row is either in the bucket of an existing address (its
+    # match row counts them in n) or of a new one.
     counts = {"imported": 0, "updated": 0, "unchanged": 0, "suppressed": suppressed_rows}
-    duplicates = 0
+    matched_rows = matched_keys = 0
     for outcome, rows_n, keys_n in conn.execute(
-        "SELECT outcome, sum(n), count(*) FROM temp.import_stage GROUP BY outcome"
+        "SELECT outcome, sum(n), count(*) FROM temp.import_match GROUP BY outcome"
     ):
-        counts[outcome or "imported"] += rows_n
-        duplicates += rows_n - keys_n
+        counts[outcome] += rows_n
+        matched_rows += rows_n
+        matched_keys += keys_n
+    counts["imported"] += staged - matched_rows
+    duplicates = staged - matched_keys - created
     return ImportResult(rejected=rejected, duplicates=duplicates, rejects=rejects, **counts)
 
 
@@ -426,21 +432,60 @@ def _drop_temp(conn: sqlite3.Connection) -> None:
     # The stage is a scratch copy in SQLite's temp file (deleted on close);
     # zeroing its pages on drop would cost a tenth of a big import.
     conn.execute("PRAGMA temp.secure_delete=OFF")
-    conn.execute("DROP TABLE IF EXISTS temp.import_raw")
-    conn.execute("DROP TABLE IF EXISTS temp.import_stage")
+    for table in ("import_raw", "import_stage", "import_match", "import_uid_base"):
+        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
-class SortedUids:
-    """Random contact uids handed out in increasing order.
+# 72-bit uids as 18 hex digits: a 24-bit high part that increases with each
+# new contact and a random 48-bit low part.
+_UID_HIGH = 1 << 24
+_UID_LOW_MASK = (1 << 48) - 1
+
+
+def _uid_sql(conn: sqlite3.Connection, count: int, base: int) -> tuple[str, dict[str, int]]:
+    """The SQL expression giving each new contact its uid, and its parameters.
 
     A uid is 72 random-looking bits (18 hex digits, like ``tokens.new_uid``).
     New contacts are inserted in key order; had their uids been independent
     random values, every insert would land on a random page of the uid index,
     which costs more than everything else in a big import once the index
-    outgrows the page cache. Here each uid is the previous one plus a random
-    step of up to ~2x the average gap, so the uids are still unpredictable and
-    spread over the whole space, but arrive in order and the index is swept
-    once. (Unsubscribe tokens are MACs; a uid is no secret.)
+    outgrows the page cache. So the uids increase in insert order: the i-th
+    new contact's high 24 bits lie in the i-th of ``count`` equal slots after
+    a random start, at a random place in its slot, and the low 48 bits are
+    random (SQLite's ``random()``, from its CSPRNG). The uids are still
+    unpredictable and spread out, but the index is swept once. (Unsubscribe
+    tokens are MACs; a uid is no secret.)
+
+    ``i`` is ``last_insert_rowid() - base``: inside the INSERT ... SELECT it is
+    the id of the contact inserted just before, starting from ``base`` set
+    here. Had SQLite evaluated it once per statement instead, the uids would
+    merely lose their order (the low bits keep them distinct); a test checks
+    the order.
+
+    More new contacts than slots (over 16 million in one import) fall back
+    to a Python function per row.
+    """
+    if count >= _UID_HIGH // 2:
+        conn.create_function("mailcli_uid", 0, SortedUids(count))
+        return "mailcli_uid()", {}
+    slot = 1
+    while slot * 2 * (count + 1) <= _UID_HIGH:
+        slot *= 2
+    start = secrets.randbelow(_UID_HIGH - slot * (count + 1) + 1)
+    conn.execute("CREATE TEMP TABLE import_uid_base (x)")
+    conn.execute("INSERT INTO temp.import_uid_base (rowid) VALUES (?)", (base,))  # last_insert_rowid() = base
+    return ("printf('%06x%012x', :uid_start + (last_insert_rowid() - :uid_base) * :uid_slot"
+            " + (random() & :uid_jitter), random() & :uid_low)",
+            {"uid_start": start, "uid_base": base, "uid_slot": slot, "uid_jitter": slot - 1,
+             "uid_low": _UID_LOW_MASK})
+
+
+class SortedUids:
+    """Random contact uids handed out in increasing order, one Python call
+    each: the fallback of :func:`_uid_sql` for imports beyond its slots.
+
+    Each uid is the previous one plus a random step of up to ~2x the average
+    gap, so the uids are still unpredictable and spread over the whole space.
     """
 
     SPACE = 1 << 72
