@@ -128,6 +128,31 @@ class RowReject(NamedTuple):
     raw: dict[str, str]
 
 
+@dataclass(slots=True)
+class Boundary:
+    """Where one reader of a file hands over to another: the physical line
+    at which the other starts reading records.
+
+    It is only a boundary if a record of the first reader ends right before
+    it; a quoted field can run across any line break, so the first reader
+    checks: ``reached`` when a record ends on the line before, ``passed``
+    when one runs across it.
+    """
+
+    line: int
+    reached: bool = False
+    passed: bool = False
+
+    def at(self, next_line: int) -> bool:
+        """Called with the line of the next record once it is at or past
+        ``line``; True if reading should stop here."""
+        if next_line == self.line:
+            self.reached = True
+            return True
+        self.passed = True
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class CsvFormat:
     """How a file is decoded and split."""
@@ -482,16 +507,24 @@ class CsvSource:
         """Every record after the header, in file order."""
         return self._records(staged=False)  # type: ignore[return-value]
 
-    def staged_rows(self) -> Iterator[StagedRow | RowReject]:
+    def staged_rows(self, stop: Boundary | None = None) -> Iterator[StagedRow | RowReject]:
         """As :meth:`rows`, but each valid row as the tuple the store stages:
         ``ImportRow`` order with the attributes as compact JSON. Skips building
-        a dict and a row object per record on the import hot path."""
-        return self._records(staged=True)  # type: ignore[return-value]
+        a dict and a row object per record on the import hot path.
 
-    def _records(self, *, staged: bool) -> Iterator[ImportRow | StagedRow | RowReject]:
+        With ``stop``, the rows end where a record starts at ``stop.line``
+        (another reader takes it from there) and ``stop.reached`` is set; if
+        a record runs across that line instead, ``stop.passed`` is set and
+        reading goes on to the end of the file.
+        """
+        return self._records(staged=True, stop=stop)  # type: ignore[return-value]
+
+    def _records(self, *, staged: bool, stop: Boundary | None = None
+                 ) -> Iterator[ImportRow | StagedRow | RowReject]:
         reader = self._reader
         parse = self._parser(staged)
         line = self._first_line
+        stop_line = stop.line if stop is not None else 0
         try:
             if self._first_row is not None:  # a header-less file: row 1 is data
                 first = parse(line, self._first_row)
@@ -506,6 +539,10 @@ class CsvSource:
                             if result is not None:
                                 yield result
                         line = reader.line_num + 1  # type: ignore[attr-defined]
+                        if stop_line and line >= stop_line:
+                            if stop.at(line):  # type: ignore[union-attr]
+                                return
+                            stop_line = 0
                     return
                 except csv.Error as exc:
                     # Python 3.10's csv refuses NUL itself; 3.11+ hands the row
@@ -513,6 +550,10 @@ class CsvSource:
                     reason = "NUL byte in row" if "NUL" in str(exc) else f"malformed CSV record ({exc})"
                     yield RowReject(line, reason, {})
                     line = reader.line_num + 1  # type: ignore[attr-defined]
+                    if stop_line and line >= stop_line:
+                        if stop.at(line):  # type: ignore[union-attr]
+                            return
+                        stop_line = 0
         except UnicodeDecodeError:
             bad = find_undecodable_line(self.path, self.format.encoding)
             raise InputFileError(
@@ -617,11 +658,13 @@ def open_csv(
     encoding: str | None = None,
     delimiter: str | None = None,
     mapping: dict[str, str] | None = None,
+    now_limit: str | None = None,
 ) -> CsvSource:
     """Open a contact file, detect its format and plan its columns.
 
     Raises InputFileError (exit 2) for a missing, unreadable, binary or empty
-    file, or one without an email column.
+    file, or one without an email column. ``now_limit`` is the latest consent
+    time accepted (ISO-8601; default a day from now).
     """
     path = Path(path)
     source = str(path)
@@ -634,7 +677,7 @@ def open_csv(
     except OSError as exc:
         raise InputFileError(f"{source}: cannot read ({exc.strerror})") from None
     try:
-        return _open(binary, path, source, encoding, delimiter, mapping)
+        return _open(binary, path, source, encoding, delimiter, mapping, now_limit)
     except BaseException:
         binary.close()
         raise
@@ -647,6 +690,7 @@ def _open(
     encoding: str | None,
     delimiter: str | None,
     mapping: dict[str, str] | None,
+    now_limit: str | None = None,
 ) -> CsvSource:
     import os
 
@@ -691,7 +735,7 @@ def _open(
         if plan_or_none is None:
             raise
         plan, first_row = plan_or_none, header
-    limit = clock.to_iso(clock.now() + timedelta(days=1))
+    limit = now_limit or clock.to_iso(clock.now() + timedelta(days=1))
     src = CsvSource(
         path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text,
         _reader=_LineOffset(reader, offset) if offset else reader,
@@ -699,6 +743,42 @@ def _open(
         _now_limit=limit, mapping=mapping,
     )
     return src
+
+
+def open_csv_part(
+    path: str | Path, fmt: CsvFormat, plan: ColumnPlan, *, start: int, first_line: int, now_limit: str
+) -> CsvSource:
+    """The records of an already opened file from byte ``start`` on, which
+    must be the start of physical line ``first_line`` and of a record.
+
+    For a second reader of a big file (see :mod:`mailcli.importfeed`); only
+    for encodings where a newline byte is always a newline (``SPLITTABLE``).
+    """
+    import os
+
+    path = Path(path)
+    binary: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by CsvSource
+    try:
+        size = os.fstat(binary.fileno()).st_size
+        binary.seek(start)
+        # A byte-order mark only counts at the start of the file.
+        encoding = "utf-8" if fmt.encoding == "utf-8-sig" else fmt.encoding
+        text = io.TextIOWrapper(binary, encoding=encoding, errors="strict", newline="")  # type: ignore[arg-type]
+        csv.field_size_limit(max(csv.field_size_limit(), 16 * MAX_FIELD_CHARS))
+        reader = csv.reader(text, delimiter=fmt.delimiter)
+        return CsvSource(
+            path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text,
+            _reader=_LineOffset(reader, first_line - 1), _first_line=first_line, _now_limit=now_limit,
+        )
+    except BaseException:
+        binary.close()
+        raise
+
+
+# Encodings in which a b"\n" byte is a line feed wherever it appears, so a
+# file can be read from any line start: ASCII-compatible single-byte ones and
+# UTF-8 (no multi-byte sequence contains 0x0A). Not UTF-16.
+SPLITTABLE = frozenset({"utf-8", "utf-8-sig", "cp1252", "iso8859-1", "iso8859-15", "ascii"})
 
 
 class _LineOffset:

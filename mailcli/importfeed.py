@@ -1,31 +1,107 @@
-"""Feeding parsed contact rows to the store in batches, and the rejects file.
+"""Feeding parsed contact rows to the store in batches — from this process,
+or for a big file from two worker processes reading one half each — and
+the rejects file.
 
-Each batch carries the staged rows as plain tuples — ``(line, email, key,
-first_name, last_name, attributes_json, consent_at, consent_ip)``, the order
-of :class:`~mailcli.importer.ImportRow` with the attributes already encoded,
-which is the order of the staging table — the rejects, and how far into the
-file the reader is (for a progress bar).
+Why two workers, and how they hand rows over:
 
-Parsing in a second process was tried and dropped: pickling the rows costs
-the child about what it saves the parent, so on two cores the import got no
-faster, and slower whenever the other core was busy.
+* Parsing and checking a row in Python costs several times what SQLite
+  needs to stage it, so a big import is bound by one core running Python.
+  Two worker processes (``python -m mailcli.importfeed``) each read half of
+  the file and this process only stages what they send, so both cores
+  parse.
+* Rows cross the process boundary as a SQLite database: a worker inserts a
+  frame of rows into an in-memory database (``executemany``, in C) and sends
+  ``serialize()``'s bytes through a pipe; the store ``deserialize``s them into
+  an attached schema and copies them with one ``INSERT ... SELECT``. Sending
+  the rows pickled instead cost the receiver about what the sender saved.
+* The second half starts at a line break near the middle. A quoted field can
+  span line breaks, so that is only a record boundary if the first worker,
+  reading on from the start of the file exactly as a single reader would,
+  ends a record right before it (see :class:`~mailcli.importer.Boundary`).
+  If it does not, the first worker reads on to the end, and the second
+  worker's rows and rejects are withdrawn (``Batch.retract_from``): the
+  result is always that of one reader going through the file.
+* Encodings whose newline byte can be part of another character (UTF-16)
+  and files under ``PARALLEL_MIN_BYTES`` are read in this process.
+* The workers check suppression (they get the HMAC secret and the digests
+  through their stdin, never on a command line) and, for ``--check-mx``,
+  count domains. They ignore Ctrl-C and run in their own session: the import
+  process handles the interrupt, rolls back and ends them.
+
+In this process a batch carries the staged rows as plain tuples —
+``(line, email, key, first_name, last_name, attributes_json, consent_at,
+consent_ip)``, the order of :class:`~mailcli.importer.ImportRow` with the
+attributes already encoded, which is the order of the staging table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hmac
+import json
+import os
+import struct
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, Any, NamedTuple
 
 from mailcli.errors import InputFileError
-from mailcli.importer import CsvSource, ImportRow, RowReject, StagedRow, encode_attributes
+from mailcli.importer import (
+    SPLITTABLE,
+    Boundary,
+    ColumnPlan,
+    CsvFormat,
+    CsvSource,
+    ImportRow,
+    RowReject,
+    StagedRow,
+    encode_attributes,
+    open_csv,
+    open_csv_part,
+)
 
-BATCH = 5000
+BATCH = 5000  # rows per executemany in this process
+FRAME_ROWS = 25_000  # rows per frame from a worker (~4 MB)
+PARALLEL_MIN_BYTES = 8 * 1024 * 1024  # smaller files are read here: starting workers costs ~0.2 s
+
+# Frame on a worker's stdout: kind, length of the JSON meta, length of the data.
+_HEADER = struct.Struct(">cII")
+_ROWS, _BOUNDARY, _END, _ERROR = b"R", b"B", b"E", b"X"
+
+# The tables of a worker frame; the store copies them into its temp tables.
+FRAME_SCHEMA = (
+    "CREATE TABLE rows (line INTEGER NOT NULL, email TEXT NOT NULL, key TEXT NOT NULL, first_name TEXT,"
+    " last_name TEXT, attributes TEXT NOT NULL, consent_at TEXT, consent_ip TEXT)",
+    "CREATE TABLE rejects (line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL)",
+)
+
 
 class Batch(NamedTuple):
     rows: list[StagedRow]
     rejects: list[RowReject]
     position: int  # bytes of the file read so far
+    suppressed: int = 0  # rows left out because the address is suppressed
+    frame: bytes | None = None  # a worker's rows and rejects: a serialized SQLite database
+    retract_from: int = 0  # withdraw the worker rows and rejects from this line on
+
+
+class Suppression:
+    """Whether an address key is on the suppression list (for this list or all
+    marketing), by its HMAC (E17) — the same value as ``tokens.address_hmac``."""
+
+    def __init__(self, secret: bytes, digests: set[str]) -> None:
+        self.secret = secret
+        self.digests = digests
+
+    def __call__(self, key: str) -> bool:
+        digest = hmac.digest(self.secret, b"address:" + key.encode("utf-8"), "sha256").hex()
+        return digest in self.digests
+
+
+# A function the store calls inside its transaction, once it knows the
+# suppression list, with whether it can take worker frames.
+BatchSource = Callable[[Suppression | None, bool], Iterable[Batch]]
 
 
 def staged(row: ImportRow) -> StagedRow:
@@ -34,28 +110,322 @@ def staged(row: ImportRow) -> StagedRow:
             consent_at, consent_ip)
 
 
-def _batches(source: CsvSource, size: int) -> Iterator[Batch]:
-    rows: list[StagedRow] = []
+def batch_rows(rows: Iterable[StagedRow | RowReject], size: int, suppression: Suppression | None,
+             domains: dict[str, int] | None, position: Callable[[], int]) -> Iterator[Batch]:
+    """Group rows into batches, leaving out suppressed addresses."""
+    kept: list[StagedRow] = []
     rejects: list[RowReject] = []
-    add = rows.append
-    for row in source.staged_rows():
+    add = kept.append
+    suppressed = 0
+    for row in rows:
         if type(row) is RowReject:
             rejects.append(row)
             if len(rejects) < size:
                 continue
         else:
-            add(row)  # type: ignore[arg-type]
-            if len(rows) < size:
+            key: str = row[2]  # type: ignore[index, assignment]
+            if domains is not None:
+                domain = key.rpartition("@")[2]
+                domains[domain] = domains.get(domain, 0) + 1
+            if suppression is not None and suppression(key):
+                suppressed += 1
                 continue
-        yield Batch(rows, rejects, source.bytes_read())
-        rows, rejects = [], []
-        add = rows.append
-    yield Batch(rows, rejects, source.size)
+            add(row)  # type: ignore[arg-type]
+            if len(kept) < size:
+                continue
+        yield Batch(kept, rejects, position(), suppressed)
+        kept, rejects, suppressed = [], [], 0
+        add = kept.append
+    yield Batch(kept, rejects, position(), suppressed)
 
 
-def iter_batches(source: CsvSource, *, size: int = BATCH) -> Iterator[Batch]:
-    """Batches of staged rows and rejects from an open source, in file order."""
-    return _batches(source, size)
+class ImportFeed:
+    """The batches of one open contact file, read here or by two workers.
+
+    ``batches`` is the :data:`BatchSource` for :func:`~mailcli.store.contacts.import_batches`;
+    with ``count_domains``, ``domains`` afterwards counts the valid rows per
+    domain (for ``--check-mx``).
+    """
+
+    def __init__(self, source: CsvSource, *, count_domains: bool = False, size: int = BATCH) -> None:
+        self.source = source
+        self.size = size
+        self.domains: dict[str, int] | None = {} if count_domains else None
+        self.workers_used = False
+
+    def parallel(self) -> bool:
+        """Whether two workers would read this file."""
+        import sqlite3
+
+        source = self.source
+        return (source.size >= PARALLEL_MIN_BYTES and source.format.encoding in SPLITTABLE
+                and (os.cpu_count() or 1) > 1
+                and hasattr(sqlite3.Connection, "serialize"))  # Python 3.11+
+
+    def batches(self, suppression: Suppression | None, frames: bool) -> Iterator[Batch]:
+        if frames and self.parallel():
+            split = find_split(self.source.path, self.source.size)
+            if split is not None and split[1] > self.source._first_line + 1:
+                self.workers_used = True
+                return self._from_workers(suppression, *split)
+        return batch_rows(self.source.staged_rows(), self.size, suppression, self.domains,
+                        self.source.bytes_read)
+
+    def _from_workers(self, suppression: Suppression | None, start: int, line: int) -> Iterator[Batch]:
+        source = self.source
+        common: dict[str, Any] = {
+            "path": str(Path(source.path).resolve()), "encoding": source.format.encoding,
+            "delimiter": source.format.delimiter, "plan": asdict(source.plan),
+            "now_limit": source._now_limit, "count_domains": self.domains is not None,
+            "secret": suppression.secret.hex() if suppression else None,
+            "digests": sorted(suppression.digests) if suppression else None,
+        }
+        first = _Worker({**common, "part": 1, "mapping": source.mapping, "stop_line": line}, 0)
+        second = _Worker({**common, "part": 2, "start": start, "first_line": line}, start)
+        try:
+            yield from _merge_frames(first, second, line, self.domains)
+        finally:
+            first.stop()
+            second.stop()
+
+
+def find_split(path: Path, size: int) -> tuple[int, int] | None:
+    """A byte offset near the middle of the file that starts a line and,
+    most likely, a record, with that line's number: ``(offset, line)``.
+
+    Lines are counted as the CSV reader counts them (``\\n``, ``\\r\\n`` or a
+    lone ``\\r`` ends one). An odd number of quote characters before a line
+    break means it is inside a quoted field, so the next one is tried; the
+    first worker still checks (a stray quote in an unquoted field would fool
+    this count).
+    """
+    chunk_size = 1 << 22
+    lf = cr = crlf = quotes = 0
+    previous = b""
+    offset = 0
+    with open(path, "rb") as handle:
+        target = size // 2
+        while offset < target:  # count up to the middle
+            chunk = handle.read(min(chunk_size, target - offset))
+            if not chunk:
+                return None
+            lf += chunk.count(b"\n")
+            cr += chunk.count(b"\r")
+            crlf += chunk.count(b"\r\n") + (previous == b"\r" and chunk[:1] == b"\n")
+            quotes += chunk.count(b'"')
+            previous = chunk[-1:]
+            offset += len(chunk)
+        for _ in range(1000):  # then line by line to a line break outside quotes
+            line = handle.readline()  # up to and including b"\n"
+            if not line.endswith(b"\n"):
+                return None  # no line break left (or lone-\r line ends only)
+            lf += 1
+            cr += line.count(b"\r")
+            crlf += line.count(b"\r\n") + (previous == b"\r" and line[:1] == b"\n")
+            quotes += line.count(b'"')
+            previous = line[-1:]
+            offset += len(line)
+            if quotes % 2 == 0 and offset < size:
+                return offset, 1 + lf + cr - crlf
+    return None
+
+
+def _merge_frames(first: _Worker, second: _Worker, line: int, domains: dict[str, int] | None) -> Iterator[Batch]:
+    """The batches of both workers as they arrive, withdrawing the second
+    worker's if the first reads across its start (see the module docstring)."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    for each in (first, second):
+        selector.register(each.stdout, selectors.EVENT_READ, each)
+    boundary: bool | None = None  # reached (True) or passed (False) by the first worker
+    held: InputFileError | None = None  # the second worker's error, pending the boundary
+    while selector.get_map():
+        for key, _ in selector.select():
+            worker: _Worker = key.data
+            if worker.dropped:
+                continue
+            for kind, meta, data in worker.read():
+                if kind == _ROWS:
+                    worker.position = meta["position"]
+                    worker.suppressed += meta["suppressed"]
+                    yield Batch([], [], first.position + second.position - second.offset,
+                                meta["suppressed"], data)
+                elif kind == _BOUNDARY:
+                    boundary = meta["reached"]
+                    if not boundary:  # the second worker started inside a record
+                        selector.unregister(second.stdout)
+                        second.stop()
+                        second.dropped = True
+                        held = None  # its rows are the first worker's now, errors too
+                        yield Batch([], [], first.position, -second.suppressed, retract_from=line)
+                    elif held is not None:
+                        raise held
+                elif kind == _END:
+                    worker.done = True
+                    worker.domains = meta["domains"]
+                elif meta.get("internal"):
+                    raise RuntimeError(f"import worker failed: {meta['message']}")
+                else:  # a file error, e.g. a byte that does not decode
+                    error = InputFileError(meta["message"], hint=meta.get("hint"))
+                    if worker is first or boundary:
+                        raise error
+                    held = error  # only if the first worker confirms the second one's start
+                    worker.done = True
+            if worker.eof and not worker.dropped:
+                selector.unregister(worker.stdout)
+                if not worker.done:
+                    raise RuntimeError(f"import worker stopped unexpectedly (exit status {worker.wait()})")
+    if boundary is None:
+        raise RuntimeError("import worker ended before the other worker's start")
+    if held is not None:
+        raise held
+    if domains is not None:
+        for each in (first, second):
+            if not each.dropped:
+                for domain, count in (each.domains or {}).items():
+                    domains[domain] = domains.get(domain, 0) + count
+
+
+class _Worker:
+    """One worker process and the frames it has sent so far."""
+
+    def __init__(self, job: dict[str, Any], offset: int) -> None:
+        import subprocess
+
+        self.offset = offset
+        self.position = offset
+        self.suppressed = 0
+        self.done = False
+        self.eof = False
+        self.dropped = False
+        self.domains: dict[str, int] | None = None
+        self._buffer = bytearray()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "mailcli.importfeed"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self.stdout = self._process.stdout
+        _grow_pipe(self.stdout.fileno())
+        os.set_blocking(self.stdout.fileno(), False)
+        self._process.stdin.write(json.dumps(job).encode("utf-8"))
+        self._process.stdin.close()
+
+    def read(self) -> Iterator[tuple[bytes, dict[str, Any], bytes]]:
+        """The complete frames that have arrived (call when readable)."""
+        try:
+            chunk = os.read(self.stdout.fileno(), 1 << 20)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.eof = True
+        buffer = self._buffer
+        buffer += chunk
+        while len(buffer) >= _HEADER.size:
+            kind, meta_length, data_length = _HEADER.unpack_from(buffer)
+            end = _HEADER.size + meta_length + data_length
+            if len(buffer) < end:
+                break
+            meta = json.loads(bytes(buffer[_HEADER.size:_HEADER.size + meta_length]))
+            data = bytes(buffer[_HEADER.size + meta_length:end])
+            del buffer[:end]
+            yield kind, meta, data
+
+    def wait(self) -> int:
+        return self._process.wait()
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self.stdout.close()
+
+
+def _grow_pipe(fd: int) -> None:
+    # Fewer, bigger reads per frame; Linux only, and only a hint.
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ImportError, ValueError):
+        pass
+
+
+# ------------------------------------------------------------------ the worker
+
+
+def _send(out: IO[bytes], kind: bytes, meta: dict[str, Any], data: bytes = b"") -> None:
+    encoded = json.dumps(meta).encode("utf-8")
+    out.write(_HEADER.pack(kind, len(encoded), len(data)))
+    out.write(encoded)
+    out.write(data)
+    out.flush()
+
+
+def _plan_from(data: dict[str, Any]) -> ColumnPlan:
+    return ColumnPlan(
+        headers=tuple(data["headers"]), email=data["email"], first_name=data["first_name"],
+        last_name=data["last_name"], name=data["name"], consent_time=tuple(data["consent_time"]),
+        consent_ip=tuple(data["consent_ip"]), attributes=tuple((n, i) for n, i in data["attributes"]),
+        has_header=data["has_header"])
+
+
+def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
+    """Read one part of a file and send its rows in frames (see the module docstring)."""
+    import sqlite3
+
+    plan = _plan_from(job["plan"])
+    stop: Boundary | None = None
+    if job["part"] == 1:
+        source = open_csv(job["path"], encoding=job["encoding"], delimiter=job["delimiter"],
+                          mapping=job["mapping"], now_limit=job["now_limit"])
+        if source.plan != plan:
+            raise RuntimeError("the file's columns differ from what the import planned")
+        stop = Boundary(job["stop_line"])
+    else:
+        fmt = CsvFormat(job["encoding"], job["delimiter"])
+        source = open_csv_part(job["path"], fmt, plan, start=job["start"], first_line=job["first_line"],
+                               now_limit=job["now_limit"])
+    suppression = Suppression(bytes.fromhex(job["secret"]), set(job["digests"])) if job["secret"] else None
+    domains: dict[str, int] | None = {} if job["count_domains"] else None
+    boundary_sent = False
+    with source:
+        for batch in batch_rows(source.staged_rows(stop), FRAME_ROWS, suppression, domains, source.bytes_read):
+            if stop is not None and stop.passed and not boundary_sent:
+                # Tell before sending rows from the other part's lines.
+                _send(out, _BOUNDARY, {"reached": False})
+                boundary_sent = True
+            memory = sqlite3.connect(":memory:", isolation_level=None)
+            for statement in FRAME_SCHEMA:
+                memory.execute(statement)
+            memory.execute("BEGIN")
+            memory.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.rows)
+            memory.executemany("INSERT INTO rejects VALUES (?, ?, ?)",
+                               [(r.line, r.reason, json.dumps(r.raw)) for r in batch.rejects])
+            memory.execute("COMMIT")
+            frame = memory.serialize()  # type: ignore[attr-defined]  # Python 3.11+, checked by parallel()
+            _send(out, _ROWS, {"position": batch.position, "suppressed": batch.suppressed}, frame)
+            memory.close()
+    if stop is not None and not boundary_sent:
+        _send(out, _BOUNDARY, {"reached": stop.reached})
+    _send(out, _END, {"domains": domains})
+
+
+def _worker_main() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the import process handles Ctrl-C and ends us
+    out = sys.stdout.buffer
+    try:
+        run_worker(json.loads(sys.stdin.buffer.read()), out)
+    except InputFileError as exc:
+        _send(out, _ERROR, {"message": exc.message, "hint": exc.hint})
+    except BrokenPipeError:  # the import process is gone
+        os._exit(1)
+    except Exception as exc:  # noqa: BLE001 - reported to the import process, which fails loudly
+        import traceback
+
+        _send(out, _ERROR, {"message": "".join(traceback.format_exception_only(exc)).strip(), "internal": True})
 
 
 # ------------------------------------------------------------ the rejects file
@@ -110,3 +480,7 @@ class RejectsFile:
     def discard(self) -> None:
         self._handle.close()
         self._temp.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    _worker_main()

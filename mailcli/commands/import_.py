@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,7 +61,7 @@ def import_cmd(
     """
     from .. import audit
     from ..importer import open_csv, parse_map_options
-    from ..importfeed import RejectsFile, iter_batches
+    from ..importfeed import ImportFeed, RejectsFile
     from ..store.contacts import import_batches
 
     app = context.get(ctx)
@@ -79,10 +78,7 @@ def import_cmd(
         out.detail(f"{file}: {source.format.encoding}, delimiter {source.format.delimiter!r}, "
                    f"email column {source.plan.headers[source.plan.email]!r}")
         rejects_file = RejectsFile(rejects, source.plan.headers, source.format.delimiter) if rejects else None
-        domains: dict[str, int] = {}
-        batches: Iterator[Any] = iter_batches(source)
-        if check_mx:
-            batches = _count_domains(batches, domains)
+        feed = ImportFeed(source, count_domains=check_mx)
 
         def audit_entry(result: Any) -> None:
             audit.record_access(store, settings, "import", command="import", detail={
@@ -91,7 +87,7 @@ def import_cmd(
         try:
             with out.progress(source.size, f"Importing {file.name}") as bar:
                 result = import_batches(
-                    store, batches, list_name=list_name, secret=secret, source=file.name,
+                    store, feed.batches, list_name=list_name, secret=secret, source=file.name,
                     consent_source=consent_source, on_conflict=on_conflict, status=status,
                     on_reject=rejects_file.write if rejects_file else None,
                     on_batch=lambda position: bar.update(position),
@@ -105,7 +101,7 @@ def import_cmd(
             rejects_file.commit()
     data = {"file": str(file), "list": list_name.strip(), **result.as_dict()}
     if check_mx:
-        data["undeliverable"] = _check_domains(out, domains, nameserver)
+        data["undeliverable"] = _check_domains(out, feed.domains or {}, nameserver)
     if out.json:
         out.data(data)
     _summary(out, result, list_name.strip(), rejects)
@@ -133,14 +129,6 @@ def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> Non
             out.info(f"Rejected rows written to {rejects}")
         else:
             out.info("Write them with their reasons to a file with --rejects FILE")
-
-
-def _count_domains(batches: Iterator[Any], domains: dict[str, int]) -> Iterator[Any]:
-    for batch in batches:
-        for row in batch.rows:
-            domain = row[2].rpartition("@")[2]
-            domains[domain] = domains.get(domain, 0) + 1
-        yield batch
 
 
 def _check_domains(out: Any, domains: dict[str, int], nameserver: str | None) -> list[dict[str, Any]]:

@@ -47,7 +47,7 @@ from typing import Any
 from ..clock import now_iso
 from ..errors import NotFoundError, UsageError
 from ..importer import ImportRow, RowReject
-from ..importfeed import BATCH, Batch, StagedRow, staged
+from ..importfeed import BATCH, Batch, BatchSource, Suppression, batch_rows, staged
 from .db import Store
 
 MAX_REJECTS_KEPT = 10_000  # listed in the result; the rejects file gets them all
@@ -99,6 +99,13 @@ CREATE TEMP TABLE import_raw (
 )
 """
 _RAW_INSERT = "INSERT INTO temp.import_raw VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_RAW_FROM_FRAME = "INSERT INTO temp.import_raw SELECT * FROM import_feed.rows"
+
+# Rejected rows wait here (on disk, not in memory) to be reported in file
+# order: the workers' rows arrive interleaved.
+_REJECTS = "CREATE TEMP TABLE import_rejects (line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL)"
+_REJECT_INSERT = "INSERT INTO temp.import_rejects VALUES (?, ?, ?)"
+_REJECTS_FROM_FRAME = "INSERT INTO temp.import_rejects SELECT * FROM import_feed.rejects"
 
 # One row per address. Filled from import_raw sorted by key — the B-tree is
 # built by appending, and the writes to the contacts indexes later sweep them
@@ -276,18 +283,11 @@ def ensure_list(conn: sqlite3.Connection, name: str) -> int:
     return int(row[0])
 
 
-def _suppression_check(conn: sqlite3.Connection, secret: bytes, list_name: str) -> Callable[[str], bool] | None:
+def _suppression(conn: sqlite3.Connection, secret: bytes, list_name: str) -> Suppression | None:
+    """The suppression list for this list and all marketing, or None if empty."""
     digests = {row[0] for row in conn.execute(
         "SELECT hmac FROM suppressions WHERE scope IN ('*', ?)", (list_name,))}
-    if not digests:
-        return None
-
-    def suppressed(key: str) -> bool:
-        # Same value as tokens.address_hmac(secret, key), one C call cheaper.
-        digest = hmac.digest(secret, b"address:" + key.encode("utf-8"), "sha256").hex()
-        return digest in digests
-
-    return suppressed
+    return Suppression(secret, digests) if digests else None
 
 
 def import_rows(
@@ -296,26 +296,17 @@ def import_rows(
     **options: Any,
 ) -> ImportResult:
     """Write parsed rows to a list in one transaction (see :func:`import_batches`)."""
-    return import_batches(store, _as_batches(rows), **options)
 
+    def batches(suppression: Suppression | None, frames: bool) -> Iterator[Batch]:
+        staged_rows = (row if type(row) is RowReject else staged(row) for row in rows)  # type: ignore[arg-type]
+        return batch_rows(staged_rows, BATCH, suppression, None, lambda: 0)
 
-def _as_batches(rows: Iterable[ImportRow | RowReject]) -> Iterator[Batch]:
-    staged_rows: list[StagedRow] = []
-    rejects: list[RowReject] = []
-    for row in rows:
-        if type(row) is RowReject:
-            rejects.append(row)
-        else:
-            staged_rows.append(staged(row))  # type: ignore[arg-type]
-        if len(staged_rows) + len(rejects) >= BATCH:
-            yield Batch(staged_rows, rejects, 0)
-            staged_rows, rejects = [], []
-    yield Batch(staged_rows, rejects, 0)
+    return import_batches(store, batches, **options)
 
 
 def import_batches(
     store: Store,
-    batches: Iterable[Batch],
+    batches: BatchSource,
     *,
     list_name: str,
     secret: bytes,
@@ -329,9 +320,13 @@ def import_batches(
 ) -> ImportResult:
     """Write batches of parsed rows to list ``list_name`` in one transaction.
 
-    ``source`` is the file name (recorded on new contacts and, unless
-    ``consent_source`` is given, as the consent source with the line).
+    ``batches(suppression, frames)`` is called inside the transaction with
+    the suppression list and whether worker frames can be taken (see
+    :mod:`mailcli.importfeed`); it leaves suppressed addresses out and
+    counts them. ``source`` is the file name (recorded on new contacts and,
+    unless ``consent_source`` is given, as the consent source with the line).
     ``on_batch(position)`` is called after each batch for progress;
+    ``on_reject`` for each rejected row, in file order, before the commit;
     ``before_commit(result)`` runs inside the transaction (the audit entry).
     Any exception, KeyboardInterrupt included, leaves the database unchanged.
     """
@@ -344,47 +339,67 @@ def import_batches(
     else:
         prefix, suffix = f"{source} line ", ""
     conn = store.conn
-    rejects: list[RowReject] = []
-    rejected = suppressed_rows = staged_count = 0
+    suppressed_rows = staged_count = 0
     # Foreign keys are checked by construction here (ids just inserted or
     # looked up); turning the per-row check off for the import saves a fifth
-    # of the membership insert. It can only change outside a transaction.
-    toggle_fk = store._depth == 0
-    if toggle_fk:
+    # of the membership insert. It can only change outside a transaction,
+    # like attaching the in-memory schema that worker frames are loaded into.
+    outermost = store._depth == 0
+    if outermost:
         conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("ATTACH ':memory:' AS import_feed")
     try:
         with store.transaction():
             _drop_temp(conn)
             conn.execute(_RAW)
             conn.execute(_STAGE)
+            conn.execute(_REJECTS)
             list_id = ensure_list(conn, list_name)
-            is_suppressed = _suppression_check(conn, secret, list_name.strip())
-            for batch in batches:
-                for reject in batch.rejects:
-                    rejected += 1
-                    if len(rejects) < MAX_REJECTS_KEPT:
-                        rejects.append(reject)
-                    if on_reject is not None:
-                        on_reject(reject)
-                staged_rows = batch.rows
-                if is_suppressed is not None:
-                    kept = [row for row in staged_rows if not is_suppressed(row[2])]
-                    suppressed_rows += len(staged_rows) - len(kept)
-                    staged_rows = kept
-                staged_count += len(staged_rows)
-                conn.executemany(_RAW_INSERT, staged_rows)
+            for batch in batches(_suppression(conn, secret, list_name.strip()), outermost):
+                suppressed_rows += batch.suppressed
+                if batch.frame is not None:
+                    conn.deserialize(batch.frame, name="import_feed")  # type: ignore[attr-defined]
+                    staged_count += conn.execute(_RAW_FROM_FRAME).rowcount
+                    conn.execute(_REJECTS_FROM_FRAME)
+                elif batch.retract_from:
+                    staged_count -= conn.execute("DELETE FROM temp.import_raw WHERE line >= ?",
+                                                 (batch.retract_from,)).rowcount
+                    conn.execute("DELETE FROM temp.import_rejects WHERE line >= ?", (batch.retract_from,))
+                else:
+                    staged_count += len(batch.rows)
+                    conn.executemany(_RAW_INSERT, batch.rows)
+                    if batch.rejects:
+                        conn.executemany(_REJECT_INSERT, [(r.line, r.reason, json.dumps(r.raw))
+                                                          for r in batch.rejects])
                 if on_batch is not None:
                     on_batch(batch.position)
+            rejected, rejects = _rejects(conn, on_reject)
             result = _write_staged(conn, list_id=list_id, status=status, on_conflict=on_conflict,
                                    source=source, prefix=prefix, suffix=suffix, staged=staged_count,
                                    suppressed_rows=suppressed_rows, rejected=rejected, rejects=rejects)
             if before_commit is not None:
                 before_commit(result)
     finally:
-        if toggle_fk:
+        if outermost:
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("DETACH import_feed")
     _drop_temp(conn)
     return result
+
+
+def _rejects(conn: sqlite3.Connection, on_reject: Callable[[RowReject], None] | None
+             ) -> tuple[int, list[RowReject]]:
+    """Every rejected row in file order to ``on_reject``; the count and the first ones."""
+    kept: list[RowReject] = []
+    count = 0
+    for line, reason, raw in conn.execute("SELECT line, reason, raw FROM temp.import_rejects ORDER BY line, rowid"):
+        reject = RowReject(line, reason, json.loads(raw))
+        count += 1
+        if count <= MAX_REJECTS_KEPT:
+            kept.append(reject)
+        if on_reject is not None:
+            on_reject(reject)
+    return count, kept
 
 
 def _write_staged(
@@ -432,7 +447,7 @@ def _drop_temp(conn: sqlite3.Connection) -> None:
     # The stage is a scratch copy in SQLite's temp file (deleted on close);
     # zeroing its pages on drop would cost a tenth of a big import.
     conn.execute("PRAGMA temp.secure_delete=OFF")
-    for table in ("import_raw", "import_stage", "import_match", "import_uid_base"):
+    for table in ("import_raw", "import_stage", "import_match", "import_uid_base", "import_rejects"):
         conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 

@@ -1,0 +1,212 @@
+"""Big files are read by two worker processes; the result must be exactly that of one reader.
+
+Each test imports the same file twice into fresh projects — once read in
+this process, once by the workers (the size threshold lowered so small files
+take that path) — and compares everything the user can see: the JSON
+summary, contacts, memberships with their consent evidence, and the rejects
+file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailcli import importfeed
+from mailcli.importfeed import find_split
+from tests.conftest import Cli
+
+
+def snapshot(root: Path) -> tuple[list[Any], list[Any]]:
+    conn = sqlite3.connect(root / "mailcli.db")
+    try:
+        contacts = conn.execute(
+            "SELECT email, email_key, first_name, last_name, attributes, status, source FROM contacts"
+            " ORDER BY email_key").fetchall()
+        memberships = conn.execute(
+            "SELECT c.email_key, l.name, m.status, m.consent_source, m.consent_method, m.consent_at, m.consent_ip,"
+            " m.confirmed_at IS NULL FROM memberships m JOIN contacts c ON c.id = m.contact_id"
+            " JOIN lists l ON l.id = m.list_id ORDER BY 1, 2").fetchall()
+    finally:
+        conn.close()
+    return contacts, memberships
+
+
+class Spy:
+    """Counts the workers started and the withdrawals of a second worker's rows."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.workers = 0
+        self.retracted = 0
+        spy = self
+        real_worker = importfeed._Worker
+        real_merge = importfeed._merge_frames
+
+        class CountingWorker(real_worker):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                spy.workers += 1
+                super().__init__(*args, **kwargs)
+
+        def merge(*args: Any, **kwargs: Any) -> Iterator[importfeed.Batch]:
+            for batch in real_merge(*args, **kwargs):
+                spy.retracted += bool(batch.retract_from)
+                yield batch
+
+        monkeypatch.setattr(importfeed, "_Worker", CountingWorker)
+        monkeypatch.setattr(importfeed, "_merge_frames", merge)
+
+
+def import_both(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: Path, *args: str,
+                before: tuple[str, ...] = ()) -> tuple[dict[str, Any], Spy]:
+    """Import ``path`` read here and by workers; assert the same outcome; the workers' summary."""
+    from datetime import datetime, timezone
+
+    from mailcli import clock
+
+    monkeypatch.setattr(clock, "now", lambda: datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc))
+    outcomes = []
+    spy = Spy(monkeypatch)
+    for name, threshold in (("here", 1 << 62), ("workers", 0)):
+        root = tmp_path / name
+        assert cli("init", str(root)).exit_code == 0
+        monkeypatch.chdir(root)
+        for command in before:
+            assert cli(*command.split()).exit_code == 0
+        monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", threshold)
+        result = cli("import", str(path), "--list", "news", "--json", "--rejects", str(root / "rejects.csv"), *args)
+        rejects = (root / "rejects.csv").read_bytes() if (root / "rejects.csv").exists() else b""
+        summary = json.loads(result.stdout) if result.stdout.strip() else None
+        stderr = result.stderr.replace(str(root), "ROOT")
+        outcomes.append((result.exit_code, summary, stderr, snapshot(root), rejects))
+    assert spy.workers == 2
+    assert outcomes[0] == outcomes[1]
+    return outcomes[1][1] or {}, spy
+
+
+def messy_rows(count: int) -> list[str]:
+    """Records with quoted line breaks, rejects, blank lines and repeats across the whole file."""
+    lines = []
+    for i in range(count):
+        if i % 97 == 13:
+            lines.append(f"broken{i}@@example.org,X,Y,Delft,2023-01-01 10:00:00,\"two\nlines\"")
+        elif i % 89 == 7:
+            lines.append(f"p{i}@example.org,A,B,Delft,yesterday,")
+        elif i % 83 == 5:
+            lines.append("")
+        elif i % 50 == 1 and i > count // 2:
+            # A repeat, late in the file, of an address from the first half.
+            lines.append(f"P{i - count // 2}@EXAMPLE.org,,Later{i},Gouda,,\"note {i}\"")
+        else:
+            notes = f"\"line one\nline two of {i}\"" if i % 3 == 0 else f"note {i}"
+            lines.append(f"p{i}@example.org,Anna{i},de Vries,Delft,2023-02-{1 + i % 28:02d} 08:00:00,{notes}")
+    return lines
+
+
+HEADER = "email,first_name,last_name,city,optin_time,notes"
+# Rows cross from the workers as serialized SQLite databases (Python 3.11+);
+# on 3.10 every file is read in the import process.
+needs_workers = pytest.mark.skipif(not hasattr(sqlite3.Connection, "serialize"), reason="Python 3.11+")
+
+
+@needs_workers
+@pytest.mark.parametrize("shape", ["utf-8 crlf bom", "cp1252 semicolon", "sep line", "lf"])
+def test_workers_give_the_result_of_one_reader(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               shape: str) -> None:
+    rows = messy_rows(3000)
+    path = tmp_path / "contacts.csv"
+    if shape == "utf-8 crlf bom":
+        path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join([HEADER, *rows, ""]).replace("\n\"", "\n\"").encode())
+    elif shape == "cp1252 semicolon":
+        text = "\r\n".join([HEADER.replace(",", ";"), *(r.replace(",", ";") + ";Zoë" * 0 for r in rows), ""])
+        path.write_bytes(text.replace("Delft", "Düsseldorf").encode("cp1252"))
+    elif shape == "sep line":
+        path.write_text("sep=|\n" + "\n".join([HEADER.replace(",", "|"), *(r.replace(",", "|") for r in rows), ""]),
+                        encoding="utf-8")
+    else:
+        path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    summary, spy = import_both(cli, tmp_path, monkeypatch, path)
+    assert summary["imported"] > 2500 and summary["duplicates"] > 10 and summary["rejected"] > 50
+    assert spy.retracted == 0
+
+
+@needs_workers
+def test_a_record_across_the_middle_is_read_by_the_first_worker(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stray quote inside an unquoted field (the reader keeps it as a
+    # character) makes every later quoted line break look unquoted to the
+    # split, so the second worker starts inside a record: its rows must be
+    # withdrawn and the first worker must read on to the end.
+    rows = [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,\"a\nb {i}\"" for i in range(2000)]
+    rows[3] = 'p3@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,5" floppy'
+    path = tmp_path / "contacts.csv"
+    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    summary, spy = import_both(cli, tmp_path, monkeypatch, path)
+    assert spy.retracted == 1
+    assert summary["imported"] == 2000
+
+
+@needs_workers
+def test_suppressed_addresses_in_both_halves(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(2000)]
+    path = tmp_path / "contacts.csv"
+    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text("email\np1500@example.org\n", encoding="utf-8")
+    summary, _ = import_both(cli, tmp_path, monkeypatch, path, before=(
+        f"import {earlier} --list news", "unsubscribe p1500@example.org --list news",  # left this list (B14)
+        "unsubscribe p10@example.org", "unsubscribe P1990@example.org"))  # on the suppression list
+    assert (summary["suppressed"], summary["imported"]) == (3, 1997)
+
+
+@needs_workers
+def test_an_undecodable_byte_in_the_second_half_names_the_first_bad_line(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(2000)]
+    path = tmp_path / "contacts.csv"
+    path.write_bytes("\n".join([HEADER, *rows, ""]).encode() + "z@example.org,Zoë,,Delft,,n\n".encode("cp1252"))
+    import_both(cli, tmp_path, monkeypatch, path, "--encoding", "utf-8")
+    conn = sqlite3.connect(tmp_path / "workers" / "mailcli.db")
+    assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
+
+
+@needs_workers
+def test_domains_counted_by_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailcli.importer import open_csv
+    from mailcli.store import open_store
+    from mailcli.store.contacts import import_batches
+
+    rows = [f"p{i}@example{i % 7}.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(1500)]
+    path = tmp_path / "contacts.csv"
+    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    counted = []
+    for threshold in (1 << 62, 0):
+        monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", threshold)
+        store = open_store(tmp_path / f"{threshold}.db")
+        with open_csv(path) as source:
+            feed = importfeed.ImportFeed(source, count_domains=True)
+            import_batches(store, feed.batches, list_name="news", secret=b"s" * 32, source="contacts.csv")
+            assert feed.workers_used == (threshold == 0)
+        store.close()
+        counted.append(feed.domains)
+    assert counted[0] == counted[1] == {f"example{d}.org": 1500 // 7 + (d < 1500 % 7) for d in range(7)}
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_split_points_start_a_line_outside_quotes_and_know_its_number(tmp_path: Path, ending: bytes) -> None:
+    records = [b'a%d,"x%sy"' % (i, ending) if i % 4 == 0 else b"a%d,b\rc" % i if i % 9 == 0 else b"a%d,b" % i
+               for i in range(400)]
+    data = ending.join([b"h1,h2", *records, b""])
+    path = tmp_path / "t.csv"
+    path.write_bytes(data)
+    split = find_split(path, len(data))
+    assert split is not None
+    offset, line = split
+    assert data[offset - 1:offset] == b"\n" and data[:offset].count(b'"') % 2 == 0
+    before = data[:offset].decode()
+    physical = before.count("\n") + before.count("\r") - before.count("\r\n")
+    assert line == physical + 1
