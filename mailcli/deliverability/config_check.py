@@ -133,10 +133,13 @@ def check_file_modes(settings: Any) -> Check:
 
 def check_dkim_config(settings: Any, environ: Mapping[str, str]) -> Check:
     """Does the configured DKIM key load, and is it long enough?"""
-    from mailcli.deliverability.dkim import signer_from_config
+    from mailcli.deliverability.dkim import load_signer
 
-    dkim = getattr(settings, "dkim", None)
-    if dkim is None:
+    try:
+        signer = load_signer(settings, dict(environ))
+    except MailcliError as exc:
+        return Check("dkim-signing", "fail", exc.message, exc.hint, {})
+    if signer is None:
         return Check(
             "dkim-signing",
             "warn",
@@ -144,17 +147,6 @@ def check_dkim_config(settings: Any, environ: Mapping[str, str]) -> Check:
             None,
             {},
         )
-    try:
-        signer = signer_from_config(
-            dkim.domain,
-            dkim.selector,
-            private_key_env=dkim.private_key_env,
-            private_key_file=dkim.private_key_file,
-            root=settings.project.root,
-            environ=dict(environ),
-        )
-    except MailcliError as exc:
-        return Check("dkim-signing", "fail", exc.message, exc.hint, {})
     details = {"domain": signer.domain, "selector": signer.selector, "bits": signer.key_bits}
     summary = f"signs as d={signer.domain} s={signer.selector} ({signer.key_bits}-bit RSA)"
     if signer.key_bits < 1024:

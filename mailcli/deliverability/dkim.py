@@ -193,7 +193,7 @@ def signer_from_config(
         raise ConfigError(f"[dkim] {source}: {exc.message}", hint=exc.hint) from exc
 
 
-def load_signer(settings: Any) -> DkimSigner | None:
+def load_signer(settings: Any, environ: dict[str, str] | None = None) -> DkimSigner | None:
     """The signer for ``settings.dkim``, or None when DKIM signing is not configured."""
     cfg = getattr(settings, "dkim", None)
     if cfg is None:
@@ -205,4 +205,5 @@ def load_signer(settings: Any) -> DkimSigner | None:
         private_key_env=getattr(cfg, "private_key_env", None) or None,
         private_key_file=getattr(cfg, "private_key_file", None) or None,
         root=getattr(project, "root", None),
+        environ=environ,
     )

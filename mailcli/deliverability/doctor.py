@@ -46,7 +46,7 @@ def dns_checks_for(
     environ: Mapping[str, str],
 ) -> list[Check]:
     """The DNS checks of the configured sender, DKIM selector and key."""
-    from mailcli.deliverability.dkim import signer_from_config
+    from mailcli.deliverability.dkim import load_signer
     from mailcli.deliverability.dns_checks import run_dns_checks
     from mailcli.deliverability.dnsquery import DnsFailure, make_resolver
     from mailcli.errors import MailcliError
@@ -61,14 +61,8 @@ def dns_checks_for(
     public_key = None
     if dkim is not None:
         try:  # the real key makes the DKIM fix exact; a broken key is reported elsewhere
-            public_key = signer_from_config(
-                dkim.domain,
-                dkim.selector,
-                private_key_env=dkim.private_key_env,
-                private_key_file=dkim.private_key_file,
-                root=settings.project.root,
-                environ=dict(environ),
-            ).public_key_b64()
+            signer = load_signer(settings, dict(environ))
+            public_key = signer.public_key_b64() if signer else None
         except MailcliError:
             public_key = None
         if dkim_selector and dkim_selector != dkim.selector:
