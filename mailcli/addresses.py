@@ -34,7 +34,8 @@ plain ASCII host name — with one regular expression and hands everything else
 (non-ASCII, Punycode, odd lengths, reserved names, anything it does not
 recognise) to ``email-validator``. The fast path never rejects; it only
 accepts what ``email-validator`` would accept with the same result, which a
-property test checks.
+property test checks. Its verdict on a domain is kept (a file repeats the
+same few domains), so per row only the local part is matched.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ _TRIM = re.compile(rf"^[\s{_EXTRA_TRIM}]+|[\s{_EXTRA_TRIM}]+$")
 _ATEXT = r"[A-Za-z0-9_!#$%&'*+/=?^`{|}~-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _TLD = r"(?:[A-Za-z0-9][A-Za-z0-9-]{0,61})?[A-Za-z]"  # all TLDs end in a letter
-_FAST = re.compile(rf"({_ATEXT}+(?:\.{_ATEXT}+)*)@((?:{_LABEL}\.)+{_TLD})")
 _DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
+_FAST_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+{_TLD}")
+_FAST_DOMAINS: dict[str, str] = {}  # domain as written -> lower case, or "" for the full check
 # Names email-validator refuses (RFC 6761 and friends); the fast path defers
 # them so the reason comes from one place.
 _RESERVED_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
@@ -110,20 +112,37 @@ def normalise_pair(raw: str) -> tuple[str, str]:
             text = _TRIM.sub("", text)
     if not text:
         raise AddressError("missing email address")
-    match = _FAST.fullmatch(text)
-    if match is not None:
-        local, domain = match.groups()
-        domain = domain.lower()
+    # The fast path: an ASCII dot-atom at a host name it has seen before (a
+    # file repeats the same domains, so each is checked once, not per row).
+    local, at, domain = text.rpartition("@")
+    if at:
+        fast = _FAST_DOMAINS.get(domain)
+        if fast is None:
+            fast = _fast_domain(domain)
         if (
-            "--" not in domain  # R-LDH / Punycode labels need the full IDNA check
-            and domain.rpartition(".")[2] not in _RESERVED_TLDS
-            and len(domain) <= 253
+            fast
             and len(local) <= LOCAL_MAX_OCTETS
-            and len(local) + len(domain) + 3 <= PATH_MAX_OCTETS
+            and len(local) + len(fast) + 3 <= PATH_MAX_OCTETS
+            and _DOT_ATOM.fullmatch(local) is not None
         ):
-            address = f"{local}@{domain}"
+            address = text if fast == domain else f"{local}@{fast}"
             return address, address.lower()
     return _slow_normalise(text)
+
+
+def _fast_domain(domain: str) -> str:
+    """``domain`` lower-cased if the fast path may take it, else ``""``."""
+    lower = domain.lower()
+    fast = lower if (
+        _FAST_DOMAIN.fullmatch(domain) is not None
+        and "--" not in lower  # R-LDH / Punycode labels need the full IDNA check
+        and lower.rpartition(".")[2] not in _RESERVED_TLDS
+        and len(lower) <= 253
+    ) else ""
+    if len(_FAST_DOMAINS) >= 4096:  # bounded: memory stays flat whatever the file
+        _FAST_DOMAINS.clear()
+    _FAST_DOMAINS[domain] = fast
+    return fast
 
 
 def is_valid_address(raw: str) -> bool:

@@ -52,7 +52,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from json.encoder import encode_basestring as _quote
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -91,8 +91,12 @@ _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _SEP_LINE = re.compile(r"sep=(.)\r?\n?")
 _DMY = re.compile(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?:[ T]+(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?)?")
 _SPACES = re.compile(r"\s+")
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IPV4 = re.compile(rf"({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}")
+# IPv4 octets as written without leading zeros (ipaddress refuses those).
+_OCTETS = frozenset(str(n) for n in range(256))
+# "YYYY-MM-DD HH:MM:SS" with a possible time of day (ASCII digits only, as
+# datetime.fromisoformat wants them); the date is checked separately.
+_PLAIN_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]")
+_DATES: dict[str, bool] = {}
 # Bytes that occur in text files; everything else counts towards "binary".
 _TEXT_BYTES = bytes({7, 8, 9, 10, 12, 13, 27} | set(range(0x20, 0x100)))
 
@@ -421,6 +425,11 @@ def _check_delimiter(value: str) -> str:
 def parse_consent_time(text: str) -> str:
     """A consent timestamp as ISO-8601 UTC; raises ValueError if unreadable."""
     value = text.strip()
+    if len(value) == 19 and _PLAIN_TIME.fullmatch(value) is not None and _valid_date(value[:10]):
+        # The Mailchimp shape "2023-04-01 10:12:33", already UTC: what
+        # fromisoformat below would accept, rewritten without building a
+        # datetime (the dates repeat, so each is checked once).
+        return f"{value[:10]}T{value[11:]}Z"
     if not value:
         raise ValueError("empty consent time")
     try:
@@ -440,12 +449,27 @@ def parse_consent_time(text: str) -> str:
     return clock.to_iso(moment)
 
 
+def _valid_date(text: str) -> bool:
+    valid = _DATES.get(text)
+    if valid is None:
+        try:
+            date.fromisoformat(text)
+            valid = True
+        except ValueError:
+            valid = False
+        if len(_DATES) >= 10_000:  # bounded: memory stays flat whatever the file
+            _DATES.clear()
+        _DATES[text] = valid
+    return valid
+
+
 def truncate_ip(text: str) -> str:
     """``192.0.2.57`` → ``192.0.2.0/24``; ``2001:db8:1:2::5`` → ``2001:db8:1::/48``."""
     value = text.strip()
-    match = _IPV4.fullmatch(value)
-    if match is not None:  # the common case, ~10x faster than ipaddress objects
-        return f"{match.group(1)}.0/24"
+    parts = value.split(".")
+    if len(parts) == 4 and parts[0] in _OCTETS and parts[1] in _OCTETS and parts[2] in _OCTETS and parts[3] in _OCTETS:
+        # The common case, ~10x faster than ipaddress objects.
+        return f"{parts[0]}.{parts[1]}.{parts[2]}.0/24"
     address = ipaddress.ip_address(value)
     if address.version == 4:
         return f"{ipaddress.IPv4Address(int(address) & 0xFFFFFF00)}/24"
@@ -574,6 +598,7 @@ class CsvSource:
         normalise = normalise_pair
         quote = _quote
         json_keys = [(f'"{name}":', index) for name, index in attributes]
+        plain_time, dates, octets = _PLAIN_TIME.fullmatch, _DATES, _OCTETS
 
         def parse(line: int, row: list[str]) -> ImportRow | StagedRow | RowReject | None:
             if len(row) != width:
@@ -598,9 +623,16 @@ class CsvSource:
                 if not joined.strip():
                     return None
                 return reject(line, "missing email address", row)
-            first = _clean_name(row[first_at]) if first_at is not None else None
-            last = _clean_name(row[last_at]) if last_at is not None else None
-            full = None
+            # Names: strip, and clean only what is not printable (rare).
+            first = last = full = None
+            if first_at is not None:
+                first = row[first_at].strip()
+                if not first.isprintable():
+                    first = _clean_name(first)
+            if last_at is not None:
+                last = row[last_at].strip()
+                if not last.isprintable():
+                    last = _clean_name(last)
             if name_at is not None:
                 full = _clean_name(row[name_at])
                 if full:
@@ -610,10 +642,15 @@ class CsvSource:
             for index in consent_time:
                 value = row[index].strip()
                 if value:
-                    try:
-                        consent_at = parse_consent_time(value)
-                    except ValueError:
-                        return reject(line, f"bad consent time {value!r}", row)
+                    # parse_consent_time's fast path, inline: the Mailchimp
+                    # shape on a date already found valid.
+                    if len(value) == 19 and plain_time(value) is not None and dates.get(value[:10]):
+                        consent_at = f"{value[:10]}T{value[11:]}Z"
+                    else:
+                        try:
+                            consent_at = parse_consent_time(value)
+                        except ValueError:
+                            return reject(line, f"bad consent time {value!r}", row)
                     if consent_at > now_limit:
                         return reject(line, f"consent time in the future {value!r}", row)
                     break
@@ -621,10 +658,15 @@ class CsvSource:
             for index in consent_ip:
                 value = row[index].strip()
                 if value:
-                    try:
-                        ip = truncate_ip(value)
-                    except ValueError:
-                        return reject(line, f"bad consent IP address {value!r}", row)
+                    parts = value.split(".")  # truncate_ip's fast path, inline
+                    if len(parts) == 4 and parts[0] in octets and parts[1] in octets and parts[2] in octets \
+                            and parts[3] in octets:
+                        ip = f"{parts[0]}.{parts[1]}.{parts[2]}.0/24"
+                    else:
+                        try:
+                            ip = truncate_ip(value)
+                        except ValueError:
+                            return reject(line, f"bad consent IP address {value!r}", row)
                     break
             if staged:
                 # Attribute names are identifiers (attribute_name), so only
