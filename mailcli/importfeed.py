@@ -62,7 +62,7 @@ from mailcli.importer import (
 )
 
 BATCH = 5000  # rows per executemany in this process
-FRAME_ROWS = 25_000  # rows per frame from a worker (~4 MB)
+FRAME_ROWS = 10_000  # rows per frame from a worker (~1.5 MB)
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024  # smaller files are read here: starting workers costs ~0.2 s
 
 # Frame on a worker's stdout: kind, length of the JSON meta, length of the data.
@@ -152,6 +152,9 @@ class ImportFeed:
         self.size = size
         self.domains: dict[str, int] | None = {} if count_domains else None
         self.workers_used = False
+        # Started now, told their part later: their interpreters start up
+        # while this process loads its settings and opens the database.
+        self._workers = (_Worker(), _Worker()) if self.parallel() else None
 
     def parallel(self) -> bool:
         """Whether two workers would read this file."""
@@ -163,15 +166,30 @@ class ImportFeed:
                 and hasattr(sqlite3.Connection, "serialize"))  # Python 3.11+
 
     def batches(self, suppression: Suppression | None, frames: bool) -> Iterator[Batch]:
-        if frames and self.parallel():
+        if frames and self._workers is not None:
             split = find_split(self.source.path, self.source.size)
             if split is not None and split[1] > self.source._first_line + 1:
                 self.workers_used = True
-                return self._from_workers(suppression, *split)
+                return self._from_workers(self._workers, suppression, *split)
+        self.close()
         return batch_rows(self.source.staged_rows(), self.size, suppression, self.domains,
-                        self.source.bytes_read)
+                          self.source.bytes_read)
 
-    def _from_workers(self, suppression: Suppression | None, start: int, line: int) -> Iterator[Batch]:
+    def close(self) -> None:
+        """End the workers (if they are still running)."""
+        if self._workers is not None:
+            for worker in self._workers:
+                worker.stop()
+            self._workers = None
+
+    def __enter__(self) -> ImportFeed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _from_workers(self, workers: tuple[_Worker, _Worker], suppression: Suppression | None,
+                      start: int, line: int) -> Iterator[Batch]:
         source = self.source
         common: dict[str, Any] = {
             "path": str(Path(source.path).resolve()), "encoding": source.format.encoding,
@@ -180,13 +198,13 @@ class ImportFeed:
             "secret": suppression.secret.hex() if suppression else None,
             "digests": sorted(suppression.digests) if suppression else None,
         }
-        first = _Worker({**common, "part": 1, "mapping": source.mapping, "stop_line": line}, 0)
-        second = _Worker({**common, "part": 2, "start": start, "first_line": line}, start)
+        first, second = workers
         try:
+            first.start({**common, "part": 1, "mapping": source.mapping, "stop_line": line}, 0)
+            second.start({**common, "part": 2, "start": start, "first_line": line}, start)
             yield from _merge_frames(first, second, line, self.domains)
         finally:
-            first.stop()
-            second.stop()
+            self.close()
 
 
 def find_split(path: Path, size: int) -> tuple[int, int] | None:
@@ -290,11 +308,10 @@ def _merge_frames(first: _Worker, second: _Worker, line: int, domains: dict[str,
 class _Worker:
     """One worker process and the frames it has sent so far."""
 
-    def __init__(self, job: dict[str, Any], offset: int) -> None:
+    def __init__(self) -> None:
         import subprocess
 
-        self.offset = offset
-        self.position = offset
+        self.offset = self.position = 0
         self.suppressed = 0
         self.done = False
         self.eof = False
@@ -308,6 +325,11 @@ class _Worker:
         self.stdout = self._process.stdout
         _grow_pipe(self.stdout.fileno())
         os.set_blocking(self.stdout.fileno(), False)
+
+    def start(self, job: dict[str, Any], offset: int) -> None:
+        """Give the worker its part of the file (it waits for this on stdin)."""
+        assert self._process.stdin is not None
+        self.offset = self.position = offset
         self._process.stdin.write(json.dumps(job).encode("utf-8"))
         self._process.stdin.close()
 
@@ -339,6 +361,8 @@ class _Worker:
             self._process.kill()
         self._process.wait()
         self.stdout.close()
+        if self._process.stdin is not None and not self._process.stdin.closed:
+            self._process.stdin.close()
 
 
 def _grow_pipe(fd: int) -> None:
@@ -428,12 +452,19 @@ def _insert_rows(memory: Any, rows: list[StagedRow]) -> None:
 
 
 def _worker_main() -> None:
+    import gc
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the import process handles Ctrl-C and ends us
+    # Parsing makes no reference cycles worth collecting often; the frame's
+    # rows (tens of thousands of tuples) made each collection long.
+    gc.set_threshold(100_000, 50, 100)
     out = sys.stdout.buffer
+    job = sys.stdin.buffer.read()
+    if not job:  # the import process ended without giving us a part
+        return
     try:
-        run_worker(json.loads(sys.stdin.buffer.read()), out)
+        run_worker(json.loads(job), out)
     except InputFileError as exc:
         _send(out, _ERROR, {"message": exc.message, "hint": exc.hint})
     except BrokenPipeError:  # the import process is gone

@@ -78,14 +78,14 @@ def import_cmd(
         out.detail(f"{file}: {source.format.encoding}, delimiter {source.format.delimiter!r}, "
                    f"email column {source.plan.headers[source.plan.email]!r}")
         rejects_file = RejectsFile(rejects, source.plan.headers, source.format.delimiter) if rejects else None
-        feed = ImportFeed(source, count_domains=check_mx)
 
         def audit_entry(result: Any) -> None:
             audit.record_access(store, settings, "import", command="import", detail={
                 "file": file.name, "list": list_name, **{k: v for k, v in result.as_dict().items() if k != "rejects"}})
 
         try:
-            with out.progress(source.size, f"Importing {file.name}") as bar:
+            with ImportFeed(source, count_domains=check_mx) as feed, \
+                    out.progress(source.size, f"Importing {file.name}") as bar:
                 result = import_batches(
                     store, feed.batches, list_name=list_name, secret=secret, source=file.name,
                     consent_source=consent_source, on_conflict=on_conflict, status=status,
