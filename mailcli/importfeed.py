@@ -36,6 +36,7 @@ attributes already encoded, which is the order of the staging table.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import os
@@ -46,7 +47,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from mailcli.errors import InputFileError
+from mailcli.errors import InputFileError, MailcliError
 from mailcli.importer import (
     SPLITTABLE,
     Boundary,
@@ -75,6 +76,10 @@ FRAME_SCHEMA = (
     " last_name TEXT, attributes TEXT NOT NULL, consent_at TEXT, consent_ip TEXT)",
     "CREATE TABLE rejects (line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL)",
 )
+
+
+class WorkerError(MailcliError):
+    """A worker process failed (a bug or the system, not the file): exit 1."""
 
 
 class Batch(NamedTuple):
@@ -163,6 +168,7 @@ class ImportFeed:
         source = self.source
         return (source.size >= PARALLEL_MIN_BYTES and source.format.encoding in SPLITTABLE
                 and (os.cpu_count() or 1) > 1
+                and os.name == "posix" and bool(sys.executable)  # pipes in selectors, setsid
                 and hasattr(sqlite3.Connection, "serialize"))  # Python 3.11+
 
     def batches(self, suppression: Suppression | None, frames: bool) -> Iterator[Batch]:
@@ -283,7 +289,7 @@ def _merge_frames(first: _Worker, second: _Worker, line: int, domains: dict[str,
                     worker.done = True
                     worker.domains = meta["domains"]
                 elif meta.get("internal"):
-                    raise RuntimeError(f"import worker failed: {meta['message']}")
+                    raise WorkerError(f"import worker failed: {meta['message']}")
                 else:  # a file error, e.g. a byte that does not decode
                     error = InputFileError(meta["message"], hint=meta.get("hint"))
                     if worker is first or boundary:
@@ -293,9 +299,9 @@ def _merge_frames(first: _Worker, second: _Worker, line: int, domains: dict[str,
             if worker.eof and not worker.dropped:
                 selector.unregister(worker.stdout)
                 if not worker.done:
-                    raise RuntimeError(f"import worker stopped unexpectedly (exit status {worker.wait()})")
+                    raise WorkerError(f"import worker stopped unexpectedly (exit status {worker.wait()})")
     if boundary is None:
-        raise RuntimeError("import worker ended before the other worker's start")
+        raise WorkerError("import worker ended before the other worker's start")
     if held is not None:
         raise held
     if domains is not None:
@@ -318,8 +324,9 @@ class _Worker:
         self.dropped = False
         self.domains: dict[str, int] | None = None
         self._buffer = bytearray()
+        # -P: never import a "mailcli" that happens to be in the current folder.
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "mailcli.importfeed"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-P", "-m", "mailcli.importfeed"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, start_new_session=True)
         assert self._process.stdin is not None and self._process.stdout is not None
         self.stdout = self._process.stdout
@@ -330,8 +337,11 @@ class _Worker:
         """Give the worker its part of the file (it waits for this on stdin)."""
         assert self._process.stdin is not None
         self.offset = self.position = offset
-        self._process.stdin.write(json.dumps(job).encode("utf-8"))
-        self._process.stdin.close()
+        try:
+            self._process.stdin.write(json.dumps(job).encode("utf-8"))
+            self._process.stdin.close()
+        except BrokenPipeError:
+            pass  # it is gone already; reading its output says so
 
     def read(self) -> Iterator[tuple[bytes, dict[str, Any], bytes]]:
         """The complete frames that have arrived (call when readable)."""
@@ -362,7 +372,8 @@ class _Worker:
         self._process.wait()
         self.stdout.close()
         if self._process.stdin is not None and not self._process.stdin.closed:
-            self._process.stdin.close()
+            with contextlib.suppress(OSError):  # a broken pipe: it is gone anyway
+                self._process.stdin.close()
 
 
 def _grow_pipe(fd: int) -> None:

@@ -210,3 +210,37 @@ def test_split_points_start_a_line_outside_quotes_and_know_its_number(tmp_path: 
     before = data[:offset].decode()
     physical = before.count("\n") + before.count("\r") - before.count("\r\n")
     assert line == physical + 1
+
+
+@needs_workers
+def test_a_failed_worker_is_one_line_and_changes_nothing(
+        cli: Cli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    rows = [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(500)]
+    path = tmp_path / "contacts.csv"
+    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\nexit 3\n", encoding="utf-8")
+    broken.chmod(0o755)
+    monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    result = cli("import", str(path), "--list", "news")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stderr.splitlines()[0] == "Error: import worker stopped unexpectedly (exit status 3)"
+    assert "Traceback" not in result.output
+    assert snapshot(project) == ([], [])
+
+
+@needs_workers
+def test_workers_do_not_import_a_mailcli_folder_in_the_current_directory(
+        cli: Cli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(500)]
+    path = tmp_path / "contacts.csv"
+    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    (project / "mailcli").mkdir()
+    (project / "mailcli" / "__init__.py").write_text("raise SystemExit('imported from the current folder')\n")
+    monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", 0)
+    result = cli("import", str(path), "--list", "news", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["imported"] == 500
