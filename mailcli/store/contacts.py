@@ -7,13 +7,16 @@ How an import is written, and why this way:
   row — happens inside ``store.transaction()``; any exception, Ctrl-C
   included, rolls it all back and the database is as it was.
 * **Staging in SQLite, not in Python.** Parsed rows go, in batches of
-  ``executemany``, into a TEMP table keyed by the comparison key. A repeated
-  address merges into the earlier row right there (``ON CONFLICT DO UPDATE``:
+  ``executemany`` (or as whole frames from the import workers, see
+  :mod:`mailcli.importfeed`), into a TEMP table in file order; one sorted
+  ``INSERT ... SELECT`` then builds a table keyed by the comparison key, where
+  a repeated address merges into the earlier row (``ON CONFLICT DO UPDATE``:
   later non-empty values win, attributes merge with ``json_patch``), so
   dedupe inside the file costs no Python memory: memory stays flat however
   big the file is. Then a handful of set-based statements classify and write
-  every staged address at C speed. Row-by-row upserts through sqlite-utils
-  were about 4x slower and cannot count outcomes.
+  every staged address at C speed, each sweeping the indexes in key order.
+  Row-by-row upserts through sqlite-utils were about 4x slower and cannot
+  count outcomes.
 * **Outcomes.** Per address: ``suppressed`` (on the suppression list for all
   marketing or this list, opted out of marketing, restricted, bounced or
   erased, or unsubscribed from this list — an import never resubscribes, B14,
@@ -29,7 +32,14 @@ How an import is written, and why this way:
   line, time from the file or now, the /24 or /48 network, method
   ``import``. A later import never rewrites it.
 * **Suppression** is checked by HMAC of the address key (E17), in Python, only
-  when the suppression list has entries for this list or all marketing.
+  when the suppression list has entries for this list or all marketing. The
+  list is read inside the transaction (which holds the write lock), so no
+  opt-out can slip in between the check and the commit.
+* **Where the time goes** at 1M rows on two cores (first load, ~13 s): about
+  4 s reading and checking rows (two workers), then, after the last row,
+  one writer: the sorted merge ~1.6 s, contacts (table and three indexes)
+  ~2 s, memberships ~1.8 s, and the commit with its WAL checkpoint of ~500 MB
+  ~2 s. A re-import writes nothing and classifies in ~2 s instead.
 """
 
 from __future__ import annotations
