@@ -494,27 +494,21 @@ class SmtpTransport:
                 failed = mail_r
             elif rcpt_r is None or not rcpt_r.positive:
                 failed = rcpt_r
+            if failed is None:
+                if data_r is None:
+                    raise SmtpProtocolError("no reply to DATA")
+                if data_r.code != 354:
+                    failed = data_r
+            elif data_r is not None and data_r.code == 354:
+                # A server that accepts DATA without a recipient: end the
+                # empty message so the session stays in sync.
+                conn.write(b".\r\n")
+                await conn.read_replies(1)
             if failed is not None:
-                if data_r is not None and data_r.code == 354:
-                    # A server that accepts DATA without a recipient: end the
-                    # empty message so the session stays in sync.
-                    conn.write(b".\r\n")
-                    await conn.read_replies(1)
+                # Refused at MAIL, RCPT or DATA: record it, then the next message.
                 conn.need_rset = True
                 await self._outcome(msg, failed, conn)
                 if failed.code == 421:
-                    raise ConnectionDropped("server closing (421)")
-                msg = self._take_nowait()
-                if msg is not None:
-                    _hold(holding, msg)
-                envelope_written = False
-                continue
-            if data_r is None:
-                raise SmtpProtocolError("no reply to DATA")
-            if data_r.code != 354:
-                conn.need_rset = True
-                await self._outcome(msg, data_r, conn)
-                if data_r.code == 421:
                     raise ConnectionDropped("server closing (421)")
                 msg = self._take_nowait()
                 if msg is not None:
