@@ -278,7 +278,8 @@ def _merge_frames(first: _Worker, second: _Worker, line: int, domains: dict[str,
                 elif kind == _BOUNDARY:
                     boundary = meta["reached"]
                     if not boundary:  # the second worker started inside a record
-                        selector.unregister(second.stdout)
+                        if second.stdout in selector.get_map():  # it may have ended already
+                            selector.unregister(second.stdout)
                         second.stop()
                         second.dropped = True
                         held = None  # its rows are the first worker's now, errors too

@@ -38,19 +38,30 @@ def snapshot(root: Path) -> tuple[list[Any], list[Any]]:
 
 
 class Spy:
-    """Counts the workers started and the withdrawals of a second worker's rows."""
+    """Counts the workers started and the withdrawals of a second worker's rows.
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    With ``first_late`` the first worker's output is read only once the
+    second worker has ended, as when the second half is quicker to read.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, first_late: bool = False) -> None:
         self.workers = 0
         self.retracted = 0
         spy = self
         real_worker = importfeed._Worker
         real_merge = importfeed._merge_frames
+        started: list[Any] = []
 
         class CountingWorker(real_worker):  # type: ignore[misc, valid-type]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 spy.workers += 1
                 super().__init__(*args, **kwargs)
+                started.append(self)
+
+            def read(self) -> Iterator[tuple[bytes, dict[str, Any], bytes]]:
+                if first_late and self is started[-2] and not started[-1].eof:
+                    return iter(())
+                return super().read()
 
         def merge(*args: Any, **kwargs: Any) -> Iterator[importfeed.Batch]:
             for batch in real_merge(*args, **kwargs):
@@ -62,7 +73,7 @@ class Spy:
 
 
 def import_both(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: Path, *args: str,
-                before: tuple[str, ...] = ()) -> tuple[dict[str, Any], Spy]:
+                before: tuple[str, ...] = (), first_late: bool = False) -> tuple[dict[str, Any], Spy]:
     """Import ``path`` read here and by workers; assert the same outcome; the workers' summary."""
     from datetime import datetime, timezone
 
@@ -70,7 +81,7 @@ def import_both(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path:
 
     monkeypatch.setattr(clock, "now", lambda: datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc))
     outcomes = []
-    spy = Spy(monkeypatch)
+    spy = Spy(monkeypatch, first_late)
     for name, threshold in (("here", 1 << 62), ("workers", 0)):
         root = tmp_path / name
         assert cli("init", str(root)).exit_code == 0
@@ -135,8 +146,9 @@ def test_workers_give_the_result_of_one_reader(cli: Cli, tmp_path: Path, monkeyp
 
 
 @needs_workers
+@pytest.mark.parametrize("first_late", [False, True], ids=["as-they-come", "second-ends-first"])
 def test_a_record_across_the_middle_is_read_by_the_first_worker(
-        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_late: bool) -> None:
     # A stray quote inside an unquoted field (the reader keeps it as a
     # character) makes every later quoted line break look unquoted to the
     # split, so the second worker starts inside a record: its rows must be
@@ -145,7 +157,7 @@ def test_a_record_across_the_middle_is_read_by_the_first_worker(
     rows[3] = 'p3@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,5" floppy'
     path = tmp_path / "contacts.csv"
     path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
-    summary, spy = import_both(cli, tmp_path, monkeypatch, path)
+    summary, spy = import_both(cli, tmp_path, monkeypatch, path, first_late=first_late)
     assert spy.retracted == 1
     assert summary["imported"] == 2000
 
