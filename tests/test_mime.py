@@ -22,7 +22,13 @@ from hypothesis import strategies as st
 
 from mailcli.errors import HeaderInjectionError
 from mailcli.render import MessageSkeleton, check_header_value
-from mailcli.render.mime import AddressError, ascii_address, ascii_domain, encode_body
+from mailcli.render.mime import (
+    AddressError,
+    ascii_address,
+    ascii_domain,
+    encode_body,
+    quoted_printable,
+)
 
 DATE = datetime(2026, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
 UNSUB = "<https://news.example.org/unsubscribe?t=AbCdEf0123456789>, <mailto:unsubscribe+AbCdEf0123456789@example.org?subject=unsubscribe%20AbCdEf0123456789>"
@@ -144,6 +150,44 @@ def test_transfer_encoding_is_chosen_by_content(body: str, cte: str) -> None:
     assert all(len(line) <= (998 if cte == "7bit" else 76) for line in encoded.split(b"\r\n"))
     message = check_wire(build(text=body))
     assert content(next(message.iter_parts())) == (body if body.endswith("\n") else body + "\n")
+
+
+# Lines of HTML and text as they come out of templates: attributes full of
+# "=", escapes of every width near the 76-character soft-break point,
+# blanks at line ends, controls, and long runs without a break.
+_QP_TEXT = st.lists(
+    st.one_of(
+        st.text(alphabet=st.sampled_from(list('ab =="<>.\t é€\x00\x0c\x7f')), max_size=300),
+        st.from_regex(r'<td style="[a-z:;# 0-9]{0,120}">[a-z ]{0,90}</td>', fullmatch=True),
+        st.text(max_size=120),
+    ),
+    max_size=12,
+).map(lambda lines: "\n".join(line.replace("\r", "").replace("\n", "") for line in lines) + "\n")
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(_QP_TEXT)
+def test_quoted_printable_round_trips_and_keeps_every_rule(text: str) -> None:
+    import binascii
+
+    data = text.encode("utf-8")
+    encoded = quoted_printable(data)
+    assert encoded.endswith(b"\r\n")
+    for line in encoded.split(b"\r\n"):
+        assert len(line) <= 76  # RFC 2045 §6.7 rule 5
+        assert all(0x20 <= octet < 0x7F or octet == 0x09 for octet in line)
+        assert not line.endswith((b" ", b"\t"))  # rule 3: trailing blanks are escaped
+        assert not re.search(rb"=(?![0-9A-F]{2}|$)", line)  # "=" only starts an escape or a soft break
+    assert binascii.a2b_qp(encoded).replace(b"\r\n", b"\n") == data
+
+
+def test_quoted_printable_matches_the_standard_library_on_plain_html() -> None:
+    import binascii
+
+    html = "".join(f'<p style="margin:0;color:#333">Row {n} of the digest, {"x" * (n % 90)}</p>' for n in range(300))
+    data = (html + "\n") * 3
+    assert quoted_printable(data.encode()) == binascii.b2a_qp(
+        data.replace("\n", "\r\n").encode(), quotetabs=False, istext=True, header=False)
 
 
 def test_boundary_is_random_and_absent_from_bodies() -> None:

@@ -24,9 +24,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from jinja2 import ChainableUndefined, FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2 import ChainableUndefined, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
+from markupsafe import escape as _escape
 
 from mailcli.errors import MailcliError, TemplateError
 
@@ -73,6 +75,48 @@ class ConfinedLoader(FileSystemLoader):
         return source, filename, uptodate
 
 
+def _cached_escape() -> Callable[[Any], Markup]:
+    """``markupsafe.escape`` remembering the short strings it has escaped.
+
+    A personalised newsletter writes the same few contact fields dozens of
+    times per message (``{{ contact.city }}`` in every section), and each
+    autoescaped output builds a new ``Markup``: with ~170 fields per 20 KB
+    message that was a third of the Jinja time. ``Markup`` is an immutable
+    ``str``, so one escaped copy serves every later use of the same text. The
+    cache holds at most 4,096 strings of under 256 characters and starts over
+    when full.
+    """
+    cache: dict[str, Markup] = {}
+
+    def escape_cached(value: Any) -> Markup:
+        if value.__class__ is str and len(value) < 256:
+            try:
+                return cache[value]
+            except KeyError:
+                if len(cache) >= 4096:
+                    cache.clear()
+                escaped = cache[value] = _escape(value)
+                return escaped
+        return _escape(value)
+
+    return escape_cached
+
+
+class MailTemplate(Template):
+    """A template whose autoescaped output goes through ``_cached_escape``.
+
+    Compiled template code calls the ``escape`` of its own module namespace;
+    this replaces that one name when the namespace is made. Should a Jinja
+    release rename the hook, templates still render, with the plain escape.
+    """
+
+    @classmethod
+    def _from_namespace(cls, environment: Any, namespace: dict[str, Any], globals: Any) -> Any:
+        if namespace.get("escape") is _escape:
+            namespace["escape"] = environment.fast_escape
+        return super()._from_namespace(environment, namespace, globals)  # type: ignore[misc]
+
+
 class MailEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, with ``contact.city`` looking up the key first.
 
@@ -83,6 +127,12 @@ class MailEnvironment(ImmutableSandboxedEnvironment):
     a CSV column called ``items`` or ``keys`` yields the value, not a dict
     method. Anything that is not a plain dict goes through the sandbox as before.
     """
+
+    template_class = MailTemplate
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast_escape = _cached_escape()
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict:

@@ -34,9 +34,13 @@ def html_to_text(html: str) -> str:
 def normalize_text(text: str) -> str:
     """LF line ends, no trailing blanks, at most one empty line in a row, final newline."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _TRAILING.sub("", text)
-    text = _BLANK_RUNS.sub("\n\n", text).strip("\n")
-    return text + "\n"
+    # The substring tests skip the regexes for text that needs neither, as
+    # most rendered text parts do (each regex walks the whole part).
+    if " \n" in text or "\t\n" in text or "\xa0\n" in text or text.endswith((" ", "\t", "\xa0")):
+        text = _TRAILING.sub("", text)
+    if "\n\n\n" in text:
+        text = _BLANK_RUNS.sub("\n\n", text)
+    return text.strip("\n") + "\n"
 
 
 def ensure_footer(text: str, *, sender_name: str, postal_address: str, unsubscribe_url: str) -> str:
