@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -111,7 +111,7 @@ class MailTemplate(Template):
     """
 
     @classmethod
-    def _from_namespace(cls, environment: Any, namespace: dict[str, Any], globals: Any) -> Any:
+    def _from_namespace(cls, environment: Any, namespace: MutableMapping[str, Any], globals: Any) -> Any:
         if namespace.get("escape") is _escape:
             namespace["escape"] = environment.fast_escape
         return super()._from_namespace(environment, namespace, globals)  # type: ignore[misc]
