@@ -30,6 +30,7 @@ import socket
 import ssl
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from mailcli.net import is_loopback
 
@@ -120,7 +121,7 @@ class _ReplyReader(asyncio.Protocol):
         self._buf = bytearray()
         self._lines: list[bytes] = []
         self.replies: deque[Reply] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
         self._want = 0
         self.closed: BaseException | None = None
         self._can_write: asyncio.Event = asyncio.Event()
@@ -186,21 +187,33 @@ class _ReplyReader(asyncio.Protocol):
     async def read(self, n: int, timeout: float) -> list[Reply]:
         """Wait for the next ``n`` replies (fewer only if the link dies)."""
         if len(self.replies) < n and self.closed is None:
+            # One timer on the waiter instead of asyncio.wait_for, which
+            # wraps it in two more futures: this runs for every reply batch.
             loop = asyncio.get_running_loop()
             self._want = n
-            self._waiter = loop.create_future()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter)
             try:
-                await asyncio.wait_for(self._waiter, timeout)
-            except asyncio.TimeoutError:
-                raise ReplyTimeout(f"no reply within {timeout:g} s") from None
+                await waiter
             finally:
+                timer.cancel()
                 self._waiter = None
+            if waiter.result() is _EXPIRED:
+                raise ReplyTimeout(f"no reply within {timeout:g} s")
         if len(self.replies) < n:
             # Replies that did arrive before the drop still count (a 421 is
             # usually followed by the close); callers look at what is there.
             got = [self.replies.popleft() for _ in range(len(self.replies))]
             raise PartialReplies(got, self.closed or ConnectionDropped("connection closed"))
         return [self.replies.popleft() for _ in range(n)]
+
+
+_EXPIRED = object()
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(_EXPIRED)
 
 
 class PartialReplies(SmtpProtocolError):
