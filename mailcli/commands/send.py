@@ -81,14 +81,23 @@ def send_cmd(
     started = time.monotonic()
 
     with out.progress(None, f"Sending {campaign}") as bar:
+        shown = [0.0]
+
         def progress(s: SendSummary) -> None:
             # sent / failed / rate in the label; the bar adds done/total and ETA.
-            rate = s.sent / max(time.monotonic() - started, 1e-3)
+            # Called for every message: redrawn ten times a second at most.
+            now = time.monotonic()
+            if now - shown[0] < 0.1:
+                return
+            shown[0] = now
+            rate = s.sent / max(now - started, 1e-3)
             bar.update(s.attempted + s.skipped + (s.rendered if s.dry_run else 0),
                        total=total[0] if total else None,
                        description=f"{campaign}: {s.sent} sent, {s.failed} failed, {rate:.0f}/s")
 
-        summary = send_campaign(store, settings, options, confirm=confirm, progress=progress, on_plan=on_plan)
+        # With --yes there is nothing to ask, so no preview of the plan either.
+        summary = send_campaign(store, settings, options, confirm=None if yes else confirm, progress=progress,
+                                on_plan=on_plan)
     again = " ".join([f"mailcli send {campaign}"]
                       + ([f"--template {template}"] if template else [])
                       + ([f"--list {list_name}"] if list_name else []))
