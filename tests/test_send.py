@@ -331,6 +331,11 @@ def test_sigterm_mid_send_exits_130_and_rerun_completes(project: Path, cli: Cli)
 
 def test_large_send_renders_in_worker_processes_exactly_once(project: Path, cli: Cli) -> None:
     # 1,000 messages is where rendering moves to worker processes (pool.py).
+    # While the workers start, this process renders too (its messages are
+    # dot-stuffed by the transport, the workers' ones by the workers): a line
+    # starting with "." must arrive intact either way.
+    text = project / "templates" / "newsletter" / "message.txt"
+    text.write_text(".dot first {{ contact.email }}\n" + text.read_text(encoding="utf-8"), encoding="utf-8")
     members = people(1000)
     add_contacts(project / "mailcli.db", "news", [
         *members, {"email": "mallory@example.net", "first_name": "M\nBcc: x@attacker.example"}])
@@ -340,6 +345,8 @@ def test_large_send_renders_in_worker_processes_exactly_once(project: Path, cli:
         assert result.exit_code == ExitCode.PARTIAL, result.output
     received = Counter(server.recipients())
     assert set(received) == {m["email"] for m in members} and set(received.values()) == {1}
+    for message in server.messages:
+        assert f".dot first {message.rcpt_tos[0]}".encode() in message.data.splitlines()
     assert deliveries(project / "mailcli.db", "spring")["mallory@example.net"] == "failed"
 
 

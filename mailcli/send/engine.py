@@ -378,13 +378,6 @@ def _transport_options(settings: Settings, options: SendOptions) -> Any:
     )
 
 
-def _signature(r: ledger.Recipient) -> frozenset[str]:
-    try:
-        return frozenset(json.loads(r.attributes or "{}"))
-    except ValueError:
-        return frozenset()
-
-
 def _preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign, secret: bytes,
                resend_uncertain: bool) -> list[tuple[Any, ...]]:
     """Render one recipient per distinct set of contact fields (F08).
@@ -392,28 +385,26 @@ def _preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign,
     Every contact with the same fields renders through the same template
     paths, so a missing merge field shows here, before any connection. A
     problem that is one contact's own (a line break in a name) is left to the
-    run, which fails that delivery only.
+    run, which fails that delivery only. Returns a few recipients (as
+    tuples) for the render workers' own check of the inlining.
     """
-    seen: set[frozenset[str]] = set()
-    samples: list[tuple[Any, ...]] = []
-    for page in ledger.iter_sendable(store.conn, campaign, secret, resend_uncertain=resend_uncertain, page=1000):
-        if not samples:
-            samples = [r.as_tuple() for r in page if not r.skip_reason][:5]
-            factory.verify_inlining(samples)
-        for r in page:
-            sig = _signature(r)
-            if r.skip_reason or sig in seen:
-                continue
-            try:
-                factory.build(r)
-            except HeaderInjectionError:
-                continue
-            except TemplateError as exc:
-                raise TemplateError(
-                    f"{exc.message} (contact {r.email}); nothing was sent", hint=exc.hint or
-                    "fix the template or the contact data, then run the same command again",
-                ) from None
-            seen.add(sig)
+    seen: set[str | None] = set()
+    candidates = ledger.preflight_samples(store.conn, campaign, secret, resend_uncertain=resend_uncertain)
+    samples = [r.as_tuple() for _, r in candidates if not r.skip_reason][:5]
+    factory.verify_inlining(samples)
+    for signature, r in candidates:
+        if r.skip_reason or signature in seen:
+            continue
+        try:
+            factory.build(r)
+        except HeaderInjectionError:
+            continue
+        except TemplateError as exc:
+            raise TemplateError(
+                f"{exc.message} (contact {r.email}); nothing was sent", hint=exc.hint or
+                "fix the template or the contact data, then run the same command again",
+            ) from None
+        seen.add(signature)
     return samples
 
 
@@ -565,7 +556,7 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
         # thread is safe; they start on the first batch.
         pool = start_pool(workers, settings, campaign, samples or []) if workers else None
         source = _built(store, factory, campaign, options, writer, summary, transport, progress, pool)
-        await transport.run(_messages(source, factory, summary, contacts, stuffed=pool is not None))
+        await transport.run(_messages(source, factory, summary, contacts))
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -576,12 +567,16 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
 
 async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaign, options: SendOptions,
                  writer: LedgerWriter, summary: SendSummary, transport: Any, progress: ProgressFn | None,
-                 pool: Any) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
-    """Recipients with their wire bytes, in ledger order, rendered just in time.
+                 pool: Any) -> AsyncIterator[tuple[ledger.Recipient, bytes, bool]]:
+    """Recipients with their wire bytes (and whether those are dot-stuffed
+    already), in ledger order, rendered just in time.
 
     Skipped contacts (B12) and per-contact failures are recorded here and not
     yielded. With a worker pool, batches are rendered a little ahead (two per
-    worker) so the event loop only does SMTP and bookkeeping.
+    worker) so the event loop only does SMTP and bookkeeping; when the
+    connections want a message and no batch is back yet (the workers are
+    starting, or slower than the connections), this process renders the next
+    recipient itself, so neither core waits for the other.
     """
     from collections import deque
 
@@ -601,7 +596,14 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
         if progress is not None:
             progress(summary)
 
-    async def collect() -> list[tuple[ledger.Recipient, bytes]]:
+    def build_here(r: ledger.Recipient) -> bytes | None:
+        try:
+            return factory.build(r)
+        except Exception as exc:  # one contact's data: fail that delivery, go on
+            fail(r, describe_problem(exc))
+            return None
+
+    async def collect() -> list[tuple[ledger.Recipient, bytes, bool]]:
         fut, rs = inflight.popleft()
         results = await fut
         ready = []
@@ -609,8 +611,13 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
             if data is None:
                 fail(r, problem or "could not build the message")
             else:
-                ready.append((r, data))
+                ready.append((r, data, True))
         return ready
+
+    def submit() -> None:
+        nonlocal batch
+        inflight.append((loop.run_in_executor(pool, build_batch, [x.as_tuple() for x in batch]), batch))
+        batch = []
 
     for page in ledger.iter_sendable(store.conn, campaign, factory.secret, resend_uncertain=options.resend_uncertain):
         for r in page:
@@ -621,19 +628,18 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
                 summary.skipped += 1
                 continue
             handed += 1
-            if pool is None:
-                try:
-                    data = factory.build(r)
-                except Exception as exc:  # one contact's data: fail that delivery, go on
-                    fail(r, describe_problem(exc))
-                    continue
-                yield r, data
+            while inflight and inflight[0][0].done():
+                for item in await collect():
+                    yield item
+            if pool is None or (len(inflight) >= ahead and transport.hungry):
+                data = build_here(r)
+                if data is not None:
+                    yield r, data, False
                 await asyncio.sleep(0)  # let replies and the ledger run between renders
                 continue
             batch.append(r)
             if len(batch) >= 16:
-                inflight.append((loop.run_in_executor(pool, build_batch, [x.as_tuple() for x in batch]), batch))
-                batch = []
+                submit()
                 while len(inflight) > ahead:
                     for item in await collect():
                         yield item
@@ -641,7 +647,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
             continue
         break
     if batch and not transport.stopping:
-        inflight.append((loop.run_in_executor(pool, build_batch, [x.as_tuple() for x in batch]), batch))
+        submit()
     while inflight:
         if transport.stopping:
             # Rendered but never handed over: they stay pending for the rerun.
@@ -651,10 +657,10 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
             yield item
 
 
-async def _messages(source: AsyncIterator[tuple[ledger.Recipient, bytes]], factory: MessageFactory,
-                    summary: SendSummary, contacts: dict[int, int], *, stuffed: bool) -> AsyncIterator[OutgoingMessage]:
+async def _messages(source: AsyncIterator[tuple[ledger.Recipient, bytes, bool]], factory: MessageFactory,
+                    summary: SendSummary, contacts: dict[int, int]) -> AsyncIterator[OutgoingMessage]:
     """Built messages as the transport's OutgoingMessage."""
-    async for r, data in source:
+    async for r, data, stuffed in source:
         summary.rendered += 1
         contacts[r.delivery_id] = r.contact_id
         yield OutgoingMessage(key=r.delivery_id, mail_from=factory.mail_from, rcpt_to=_envelope_rcpt(r.email),

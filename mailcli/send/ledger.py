@@ -249,23 +249,70 @@ def iter_sendable(
         if not rows:
             return
         last = rows[-1][0]
-        digests = {address_hmac(secret, row[4]): i for i, row in enumerate(rows)}
-        marks = ",".join("?" for _ in digests)
-        suppressed = {
-            r[0]
-            for r in conn.execute(
-                f"SELECT hmac FROM suppressions WHERE scope IN ('*', ?) AND hmac IN ({marks})",  # noqa: S608 - placeholders only
-                (campaign.list_name, *digests),
-            )
-        }
-        suppressed_rows = {digests[d] for d in suppressed}
-        out = []
-        for i, row in enumerate(rows):
-            reason = row[9]
-            if reason is None and i in suppressed_rows:
-                reason = "address is on the suppression list"
-            out.append(Recipient(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], reason))
-        yield out
+        yield _checked(conn, campaign, secret, rows)
+
+
+def _checked(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, rows: list[Any]) -> list[Recipient]:
+    """Rows of ``_PAGE_SQL`` as Recipients, the suppression list checked too."""
+    digests = {address_hmac(secret, row[4]): i for i, row in enumerate(rows)}
+    marks = ",".join("?" for _ in digests)
+    suppressed = {
+        r[0]
+        for r in conn.execute(
+            f"SELECT hmac FROM suppressions WHERE scope IN ('*', ?) AND hmac IN ({marks})",  # noqa: S608 - placeholders only
+            (campaign.list_name, *digests),
+        )
+    }
+    suppressed_rows = {digests[d] for d in suppressed}
+    out = []
+    for i, row in enumerate(rows):
+        reason = row[9]
+        if reason is None and i in suppressed_rows:
+            reason = "address is on the suppression list"
+        out.append(Recipient(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], reason))
+    return out
+
+
+# The first few sendable deliveries of every distinct set of contact fields
+# (attribute names, sorted), for the preflight render (F08). SQLite's JSON
+# functions group 100,000 contacts in a fraction of the time Python would
+# take to parse them; attributes that are not a JSON object form one group.
+_SAMPLE_SQL = """
+SELECT did, sig FROM (
+  SELECT did, sig, row_number() OVER (PARTITION BY sig ORDER BY did) AS n FROM (
+    SELECT d.id AS did,
+           CASE WHEN json_valid(c.attributes) AND json_type(c.attributes) = 'object'
+                THEN (SELECT group_concat(key, char(31)) FROM (SELECT key FROM json_each(c.attributes) ORDER BY key))
+                ELSE NULL END AS sig
+    FROM deliveries d
+    JOIN contacts c ON c.id = d.contact_id
+    JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
+    WHERE d.campaign_id = ? AND d.status IN ({marks}) AND c.status = 'active' AND c.restricted_at IS NULL
+      AND c.no_marketing_at IS NULL AND m.status = 'subscribed'
+  )
+) WHERE n <= ? ORDER BY did
+"""
+
+
+def preflight_samples(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, *,
+                      resend_uncertain: bool = False, per_group: int = 3) -> list[tuple[str | None, Recipient]]:
+    """``(field-set key, recipient)`` for the first ``per_group`` sendable
+    deliveries of each distinct set of contact fields, in delivery order."""
+    statuses = _statuses(resend_uncertain)
+    rows = conn.execute(_SAMPLE_SQL.format(marks=",".join("?" for _ in statuses)),
+                        (campaign.list_id or -1, campaign.id, *statuses, per_group)).fetchall()
+    signatures = dict(rows)
+    page_sql = _PAGE_SQL.format(marks=",".join("?" for _ in statuses)).replace(
+        "AND d.id > ?", "AND d.id IN (SELECT value FROM json_each(?))")
+    out: list[tuple[str | None, Recipient]] = []
+    ids = list(signatures)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        found = conn.execute(page_sql, (campaign.list_id or -1, campaign.id, *statuses, json.dumps(chunk),
+                                        len(chunk))).fetchall()
+        if found:
+            out.extend((signatures[r.delivery_id], r) for r in _checked(conn, campaign, secret, found))
+    return out
 
 
 def campaign_counts(conn: sqlite3.Connection, campaign: Campaign) -> dict[str, int]:

@@ -222,6 +222,11 @@ class SmtpTransport:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def hungry(self) -> bool:
+        """Fewer messages are ready than there are connections to take them."""
+        return len(self._ready) < max(1, self.opts.concurrency)
+
     async def run(self, source: AsyncIterator[OutgoingMessage]) -> None:
         """Send everything ``source`` yields; returns when each message has a
         final result, or raises ``TransportError`` after recording what it can."""
