@@ -19,10 +19,10 @@
    goes on.
 
 Durability (why "exactly once" holds): ``LedgerWriter`` owns a second SQLite
-connection with ``synchronous=FULL`` on a thread of its own. The transport
-awaits ``before_dot`` after the server's 354 and before writing the final
-dot; that call returns only when the ``sending`` row is committed *and
-fsynced*. Results are queued and committed in the next batch, together with
+connection with ``synchronous=FULL`` on a thread of its own. After the
+server's 354 the transport starts the ``sending`` mark (``before_dot``),
+writes the body while it is committed, and writes the final dot only once the
+row is committed *and fsynced*. Results are queued and committed in the next batch, together with
 the next ``sending`` marks, so one fsync covers every connection's pending
 work (group commit) and the event loop never waits on the disk. Hence at any
 moment each connection has at most one row in ``sending``, and a crash —
@@ -337,10 +337,10 @@ class _Hooks:
         self.contacts = contacts  # delivery id -> contact id (only while in flight)
         self.progress = progress
 
-    async def before_dot(self, msg: OutgoingMessage) -> None:
+    def before_dot(self, msg: OutgoingMessage) -> asyncio.Future[None]:
         fut = self.writer.submit(("sending", msg.key), wait=True)
         assert fut is not None
-        await fut
+        return fut
 
     async def on_result(self, msg: OutgoingMessage, result: Result) -> None:
         s = self.summary

@@ -17,8 +17,9 @@ What it owns (and why it is here rather than in the engine):
   that the message is reported ``deferred`` for the next run.
 
 The one rule that makes "exactly once" possible: ``hooks.before_dot(msg)`` is
-awaited after the server said 354 and *before* the final ``.`` is written. The
-engine makes the "sending" mark durable there. A message can therefore only be
+called after the server said 354 and its result awaited *before* the final
+``.`` is written (the body travels meanwhile; a server accepts nothing before
+the dot). The engine makes the "sending" mark durable there. A message can therefore only be
 accepted without our knowing it if the process dies (or the link drops) between
 that write and the reply — such a message is reported ``uncertain``, never
 resent automatically (RFC 1047, STANDARDS C16).
@@ -95,8 +96,9 @@ class Result:
 class DeliveryHooks(Protocol):
     """The engine's side: durable bookkeeping around each transmission."""
 
-    async def before_dot(self, msg: OutgoingMessage) -> None:
-        """Make 'sending' durable; called right before the end-of-data dot."""
+    def before_dot(self, msg: OutgoingMessage) -> Awaitable[None]:
+        """Start making 'sending' durable, after the server's 354; the
+        end-of-data dot is written only once the returned awaitable is done."""
 
     async def on_result(self, msg: OutgoingMessage, result: Result) -> None:
         """Record a final (or RETRY) result."""
@@ -520,13 +522,22 @@ class SmtpTransport:
                     _hold(holding, msg)
                 envelope_written = False
                 continue
-            # 354: the durable "sending" mark, then the dot. Nothing awaits in
-            # between except the mark itself.
-            await self.hooks.before_dot(msg)
+            # 354: start the durable "sending" mark and send the body while it
+            # is committed; the end-of-data dot goes only once the mark is on
+            # disk. A server accepts nothing before that dot, so the message
+            # can only have been delivered if its mark survives a crash.
+            durable = self.hooks.before_dot(msg)
+            try:
+                conn.write(msg.data if msg.stuffed else dot_stuff(msg.data))
+            except ConnectionDropped as exc:
+                await durable
+                await self._retry(msg, f"connection lost before end of data: {exc}")
+                raise
+            await durable
             nxt = self._take_nowait() if pipelining else None
             if nxt is not None:
                 _hold(holding, nxt)
-            payload = (msg.data if msg.stuffed else dot_stuff(msg.data)) + b".\r\n"
+            payload = b".\r\n"
             if nxt is not None:
                 pre = self._precheck(conn, nxt)
                 if pre is not None:
@@ -536,6 +547,12 @@ class SmtpTransport:
                     payload += b"".join(self._envelope(conn, nxt, False))
             try:
                 conn.write(payload)
+            except ConnectionDropped as exc:  # the dot was not written: nothing was accepted
+                await self._retry(msg, f"connection lost before end of data: {exc}")
+                if nxt is not None:
+                    await self._retry(nxt, "connection lost", counted=False)
+                raise
+            try:
                 await conn.drain()
                 end = (await conn.read_replies(1, max(DATA_END_TIMEOUT, conn.params.timeout)))[0]
             except (PartialReplies, ReplyTimeout, ConnectionDropped) as exc:
@@ -611,6 +628,10 @@ def _hold(holding: list[OutgoingMessage], msg: OutgoingMessage) -> None:
 HookFn = Callable[[OutgoingMessage], Awaitable[None]]
 
 
+async def _done() -> None:
+    return None
+
+
 @dataclass
 class CallbackHooks:
     """Hooks from two plain coroutines (handy for tests and the benchmark)."""
@@ -618,9 +639,8 @@ class CallbackHooks:
     before: HookFn | None = None
     results: list[tuple[int, Result]] = field(default_factory=list)
 
-    async def before_dot(self, msg: OutgoingMessage) -> None:
-        if self.before is not None:
-            await self.before(msg)
+    def before_dot(self, msg: OutgoingMessage) -> Awaitable[None]:
+        return self.before(msg) if self.before is not None else _done()
 
     async def on_result(self, msg: OutgoingMessage, result: Result) -> None:
         self.results.append((msg.key, result))
