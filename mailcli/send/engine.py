@@ -524,28 +524,36 @@ def send_campaign(
         if on_plan is not None:
             on_plan(plan)
         summary = SendSummary(campaign=campaign.name, dry_run=False)
-        factory = MessageFactory(settings, campaign)
-        samples = _preflight(store, factory, campaign, factory.secret, options.resend_uncertain)
-        if plan.to_send == 0:
-            summary.counts = ledger.campaign_counts(store.conn, campaign)
-            return summary
-        audit.append(store, "send", subject_hmac=None, command="send",
-                     detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send})
-        started = time.monotonic()
+        # Render workers use "spawn", so starting them next to the ledger
+        # writer thread later is safe; they load while the preflight runs.
+        workers = worker_count(plan.to_send)
+        pool = start_pool(workers, settings, campaign) if workers else None
         try:
-            asyncio.run(_run(store, settings, options, campaign, factory, summary, progress,
-                             workers=worker_count(plan.to_send), samples=samples))
+            factory = MessageFactory(settings, campaign)
+            samples = _preflight(store, factory, campaign, factory.secret, options.resend_uncertain)
+            if plan.to_send == 0:
+                summary.counts = ledger.campaign_counts(store.conn, campaign)
+                return summary
+            audit.append(store, "send", subject_hmac=None, command="send",
+                         detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send})
+            started = time.monotonic()
+            try:
+                asyncio.run(_run(store, settings, options, campaign, factory, summary, progress,
+                                 pool=pool, samples=samples))
+            finally:
+                summary.elapsed = time.monotonic() - started
+                with store.transaction() as conn:
+                    summary.counts = ledger.campaign_counts(conn, campaign)
+                    ledger.set_campaign_status(conn, campaign.id, summary.counts)
         finally:
-            summary.elapsed = time.monotonic() - started
-            with store.transaction() as conn:
-                summary.counts = ledger.campaign_counts(conn, campaign)
-                ledger.set_campaign_status(conn, campaign.id, summary.counts)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         return summary
 
 
 async def _run(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
                factory: MessageFactory, summary: SendSummary, progress: ProgressFn | None, *,
-               workers: int = 0, samples: list[tuple[Any, ...]] | None = None) -> None:
+               pool: Any = None, samples: list[tuple[Any, ...]] | None = None) -> None:
     from mailcli.send.transport import SmtpTransport
 
     contacts: dict[int, int] = {}
@@ -567,28 +575,22 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
             pass
-    pool = None
     writer.start()
     try:
         await transport.open()
         if transport.stopping:
             return
-        # Render workers use "spawn", so starting them next to the writer
-        # thread is safe; they start on the first batch.
-        pool = start_pool(workers, settings, campaign, samples or []) if workers else None
-        source = _built(store, factory, campaign, options, writer, summary, transport, progress, pool)
+        source = _built(store, factory, campaign, options, writer, summary, transport, progress, pool, samples or [])
         await transport.run(_messages(source, factory, summary, contacts))
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
         await writer.close()
 
 
 async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaign, options: SendOptions,
                  writer: LedgerWriter, summary: SendSummary, transport: Any, progress: ProgressFn | None,
-                 pool: Any) -> AsyncIterator[tuple[ledger.Recipient, bytes, bool]]:
+                 pool: Any, samples: list[tuple[Any, ...]]) -> AsyncIterator[tuple[ledger.Recipient, bytes, bool]]:
     """Recipients with their wire bytes (and whether those are dot-stuffed
     already), in ledger order, rendered just in time.
 
@@ -637,7 +639,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
 
     def submit() -> None:
         nonlocal batch
-        inflight.append((loop.run_in_executor(pool, build_batch, [x.as_tuple() for x in batch]), batch))
+        inflight.append((loop.run_in_executor(pool, build_batch, [x.as_tuple() for x in batch], samples), batch))
         batch = []
 
     for page in ledger.iter_sendable(store.conn, campaign, factory.secret, resend_uncertain=options.resend_uncertain):

@@ -23,22 +23,28 @@ from typing import Any
 RecipientTuple = tuple[Any, ...]
 
 _FACTORY: Any = None
+_VERIFIED = False
 
 
-def _init(settings: Any, campaign: Any, samples: list[RecipientTuple]) -> None:
+def _init(settings: Any, campaign: Any) -> None:
     global _FACTORY
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from mailcli.send.engine import MessageFactory
 
     _FACTORY = MessageFactory(settings, campaign)
-    _FACTORY.verify_inlining(samples)
 
 
-def _build(batch: list[RecipientTuple]) -> list[tuple[bytes | None, str | None]]:
+def _build(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[tuple[bytes | None, str | None]]:
+    global _VERIFIED
     from mailcli.send import ledger
     from mailcli.send.engine import describe_problem
     from mailcli.send.transport import dot_stuff
 
+    if not _VERIFIED:
+        # The preflight's recipients, one per set of contact fields: the
+        # same check of the inline-once path as in the sending process.
+        _FACTORY.verify_inlining(samples)
+        _VERIFIED = True
     out: list[tuple[bytes | None, str | None]] = []
     for fields in batch:
         try:
@@ -57,16 +63,25 @@ def worker_count(messages: int) -> int:
     return min(4, cores - 1)
 
 
-def start_pool(workers: int, settings: Any, campaign: Any, samples: list[RecipientTuple]) -> Any:
+def start_pool(workers: int, settings: Any, campaign: Any) -> Any:
+    """Start the workers now (not on the first batch), so their interpreters
+    load and compile the template while the sending process prepares."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init, initargs=(settings, campaign, samples),
+        initializer=_init, initargs=(settings, campaign),
     )
+    for _ in range(workers):
+        pool.submit(_warm)
+    return pool
 
 
-def build_batch(batch: list[RecipientTuple]) -> list[tuple[bytes | None, str | None]]:
+def _warm() -> None:
+    """Nothing: submitting it makes the pool start its processes."""
+
+
+def build_batch(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[tuple[bytes | None, str | None]]:
     """The function the pool runs (module level, so it pickles by name)."""
-    return _build(batch)
+    return _build(batch, samples)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import re
 import socket
@@ -93,8 +94,23 @@ class SmtpFatal(Exception):
     STARTTLS missing. The transport stops the run with exit 5."""
 
 
+@functools.lru_cache(maxsize=256)
+def _one_line_reply(line: bytes) -> Reply:
+    return _parse_reply([line])
+
+
 def parse_reply(lines: list[bytes]) -> Reply:
-    """Build a Reply from its raw lines (CRLF already removed)."""
+    """Build a Reply from its raw lines (CRLF already removed).
+
+    A server answers most commands with the same few one-line replies
+    ("250 2.1.0 Ok"); those are parsed once (Reply is immutable).
+    """
+    if len(lines) == 1 and len(lines[0]) < 100:
+        return _one_line_reply(lines[0])
+    return _parse_reply(lines)
+
+
+def _parse_reply(lines: list[bytes]) -> Reply:
     code = int(lines[0][:3])
     texts: list[str] = []
     enhanced: str | None = None
