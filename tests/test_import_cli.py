@@ -333,3 +333,54 @@ def test_ctrl_c_during_import_exits_130_and_changes_nothing(project: Path, tmp_p
     assert proc.returncode == 130
     assert "Interrupted" in stderr and "Traceback" not in stderr
     assert dump(project) == before
+
+
+def journal_mode(project: Path) -> str:
+    conn = sqlite3.connect(project / "mailcli.db")
+    try:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_an_import_writes_in_place_and_leaves_the_database_in_wal_mode(project: Path, cli: Cli) -> None:
+    # Alone with the database, an import uses a rollback journal (new pages
+    # are written once instead of to the WAL and again by the checkpoint).
+    imported(cli, str(DATA / "mailchimp_export.csv"), "--list", "news")
+    assert journal_mode(project) == "wal"
+    assert not (project / "mailcli.db-journal").exists()
+    assert imported(cli, str(DATA / "mailchimp_export.csv"), "--list", "news")["unchanged"] == 4
+
+
+def test_an_import_next_to_an_open_connection_stays_in_wal_mode(project: Path, cli: Cli) -> None:
+    reader = sqlite3.connect(project / "mailcli.db")
+    try:
+        assert reader.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
+        result = imported(cli, str(DATA / "mailchimp_export.csv"), "--list", "news")
+        assert result["imported"] == 4
+        # The open connection reads the import as soon as it is committed.
+        assert reader.execute("SELECT count(*) FROM contacts").fetchone()[0] == 4
+        assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        reader.close()
+
+
+def test_kill_9_during_import_changes_nothing(project: Path, tmp_path: Path) -> None:
+    run_mailcli("import", str(DATA / "dutch_excel.csv"), "--list", "news", cwd=project)
+    before = dump(project)
+    big = tmp_path / "big.csv"
+    write_big(big, 400_000)
+    proc = subprocess.Popen([sys.executable, "-m", "mailcli", "import", str(big), "--list", "news"],
+                            cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    journal = project / "mailcli.db-journal"
+    deadline = time.monotonic() + 60
+    while not journal.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # kill it while it writes in place, with a journal to roll back
+    assert journal.exists() and proc.poll() is None, "the import never wrote in place before it ended"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    # The next command rolls back what the killed one left and is in WAL mode again.
+    assert run_mailcli("lists", cwd=project).returncode == 0
+    assert dump(project) == before
+    assert journal_mode(project) == "wal"
