@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -34,6 +35,28 @@ def test_pragmas_on_every_connection(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_new_databases_use_16_kib_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
+    open_store(tmp_path / "new.db").close()
+    assert connect(tmp_path / "new.db").execute("PRAGMA page_size").fetchone()[0] == 16384
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.execute("PRAGMA page_size=4096")
+    old.execute("CREATE TABLE t (x)")
+    old.close()
+    store = open_store(tmp_path / "old.db")
+    assert store.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert store.conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
+
+
+def test_status_changes_of_a_send_touch_no_index(tmp_path: Path) -> None:
+    # Each message moves its delivery pending -> sending -> sent in a commit
+    # the connection waits for; no index may include the status.
+    store = open_store(tmp_path / "x.db")
+    indexed = {row[2] for (name,) in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                                          " AND tbl_name = 'deliveries'")
+               for row in store.conn.execute(f"PRAGMA index_info('{name}')")}
+    assert "status" not in indexed and "campaign_id" in indexed
 
 
 def test_migrations_recorded_and_idempotent(tmp_path: Path) -> None:
