@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import itertools
 import json
 import re
 import secrets
@@ -254,7 +253,7 @@ WHERE x.changed AND contacts.id = x.contact_id
 _INSERT_MEMBERSHIPS = """
 INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at,
                          consent_ip, confirmed_at, created_at, updated_at)
-SELECT mailcli_next_id(), :list, :status,
+SELECT :base + row_number() OVER (ORDER BY s.key), :list, :status,
        :source_prefix || s.line || :source_suffix, 'import', coalesce(s.consent_at, :now), s.consent_ip,
        CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now
 FROM temp.import_stage s
@@ -502,8 +501,7 @@ def _write_staged(
                                {"source": source, "now": now, **uid_params}).rowcount
         (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()
         if top == base + created and not unchanged_keys:
-            conn.create_function("mailcli_next_id", 0, itertools.count(base + 1).__next__)
-            conn.execute(_INSERT_MEMBERSHIPS, params)
+            conn.execute(_INSERT_MEMBERSHIPS, {**params, "base": base})
         else:
             conn.execute(_INSERT_MEMBERSHIPS_BY_KEY, params)
     conn.execute(_UPDATE_CONTACTS, {"now": now})
