@@ -61,7 +61,7 @@ from ..clock import now_iso
 from ..errors import NotFoundError, UsageError
 from ..importer import ImportRow, RowReject
 from ..importfeed import BATCH, Batch, BatchSource, Suppression, batch_rows, staged
-from .db import Store
+from .db import PAGE_SIZE, Store
 
 MAX_REJECTS_KEPT = 10_000  # listed in the result; the rejects file gets them all
 MEMBER_STATUSES = ("subscribed", "unconfirmed", "unsubscribed")
@@ -373,6 +373,7 @@ def import_batches(
     journal = None
     if outermost:
         conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute(f"PRAGMA temp.page_size={PAGE_SIZE}")  # the stage, like the database (if not made yet)
         journal = _bulk_journal(conn)
         conn.execute("ATTACH ':memory:' AS import_feed")
     try:
