@@ -608,7 +608,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
     loop = asyncio.get_running_loop()
     inflight: deque[tuple[Any, list[ledger.Recipient]]] = deque()
     batch: list[ledger.Recipient] = []
-    ahead = 2 * (getattr(pool, "_max_workers", 1) or 1)
+    ahead = 3 * (getattr(pool, "_max_workers", 1) or 1)
 
     def fail(r: ledger.Recipient, problem: str) -> None:
         writer.submit(("result", r.delivery_id, "failed", problem))
@@ -651,10 +651,16 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
                 summary.skipped += 1
                 continue
             handed += 1
+            if pool is not None and len(inflight) >= ahead:
+                # The workers have enough to do: wait for their oldest batch,
+                # unless the connections run dry first; then this recipient
+                # is rendered here (the check costs a wake-up every 2 ms).
+                while not inflight[0][0].done() and not transport.hungry:
+                    await asyncio.wait((inflight[0][0],), timeout=0.002)
             while inflight and inflight[0][0].done():
                 for item in await collect():
                     yield item
-            if pool is None or (len(inflight) >= ahead and transport.hungry):
+            if pool is None or len(inflight) >= ahead:
                 data = build_here(r)
                 if data is not None:
                     yield r, data, False
@@ -663,9 +669,6 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
             batch.append(r)
             if len(batch) >= 16:
                 submit()
-                while len(inflight) > ahead:
-                    for item in await collect():
-                        yield item
         else:
             continue
         break

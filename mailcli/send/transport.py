@@ -114,7 +114,7 @@ class TransportOptions:
     max_connect_failures: int = 5
     backoff_base: float = 1.0
     backoff_max: float = 30.0
-    queue_per_connection: int = 4
+    queue_per_connection: int = 12
 
 
 def classify(reply: Reply) -> Result:
