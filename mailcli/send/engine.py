@@ -20,9 +20,9 @@
 
 Durability (why "exactly once" holds): ``LedgerWriter`` owns a second SQLite
 connection with ``synchronous=FULL`` on a thread of its own. After the
-server's 354 the transport starts the ``sending`` mark (``before_dot``),
-writes the body while it is committed, and writes the final dot only once the
-row is committed *and fsynced*. Results are queued and committed in the next batch, together with
+server's 354 the transport awaits the ``sending`` mark (``before_dot``) and
+writes the message and its final dot only once the row is committed *and
+fsynced*. Results are queued and committed in the next batch, together with
 the next ``sending`` marks, so one fsync covers every connection's pending
 work (group commit) and the event loop never waits on the disk. Hence at any
 moment each connection has at most one row in ``sending``, and a crash —

@@ -35,13 +35,15 @@ How an import is written, and why this way:
   when the suppression list has entries for this list or all marketing. The
   list is read inside the transaction (which holds the write lock), so no
   opt-out can slip in between the check and the commit.
-* **Where the time goes** at 1M rows on two cores (first load, ~13 s): about
-  4 s reading and checking rows (two workers), then, after the last row,
-  one writer: the sorted merge ~1.6 s, contacts (table and three indexes)
-  ~2 s, memberships ~1.8 s, and the commit. Alone with the database, the
-  import writes through a rollback journal instead of the WAL
+* **Where the time goes** at 1M rows on two cores (first load, ~10-12 s
+  depending on the machine's moment): ~4 s reading and checking rows (two
+  workers; the import process only loads their frames), then, after the last
+  row, one writer: the sorted merge ~1.1 s, contacts (table and three
+  indexes) ~1.5 s, memberships ~2.2 s, the commit ~0.2 s. Alone with the
+  database, the import writes through a rollback journal instead of the WAL
   (``_bulk_journal``): new pages are written once, in place, not to the WAL
-  and again by the checkpoint (~500 MB twice at 1M rows; 18.0 s → 14.5 s).
+  and again by the checkpoint (~500 MB twice at 1M rows). New databases and
+  the stage use 16 KiB pages (fewer, fuller pages: a third off each insert).
   A re-import writes nothing and classifies in ~2 s instead.
 """
 
