@@ -16,18 +16,21 @@ sqlite3) for writes: sqlite-utils' table methods commit on their own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from ..clock import now_iso
 from ..errors import MailcliError
 from .migrations import MIGRATIONS
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 class StoreError(MailcliError):
@@ -40,8 +43,15 @@ class Store:
 
     path: Path
     conn: sqlite3.Connection
-    db: sqlite_utils.Database
     _depth: int = field(default=0, repr=False)
+
+    @functools.cached_property
+    def db(self) -> sqlite_utils.Database:
+        """The connection as a sqlite-utils ``Database`` (imported on first
+        use: most commands never need it, and it takes ~50 ms to load)."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -185,4 +195,4 @@ def open_store(path: Path, *, create: bool = True) -> Store:
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"Cannot use database {path}: {exc}") from None
-    return Store(path=path, conn=conn, db=sqlite_utils.Database(conn))
+    return Store(path=path, conn=conn)
