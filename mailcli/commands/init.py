@@ -33,10 +33,11 @@ def init_cmd(
         app.out.info(
             "Next steps:\n"
             f"  1. edit {result.config.name}: [sender] from, postal_address, [smtp] and [unsubscribe]\n"
-            "  2. mailcli import contacts.csv --list news\n"
+            "  2. mailcli import YOUR-EXPORT.csv --list news   (a Mailchimp export or an Excel CSV as is)\n"
             f"  3. mailcli lint {first} && mailcli render {first} --format text\n"
             f"  4. mailcli send first-issue --template {first} --list news --dry-run\n"
-            "Keep .mailcli/secret safe and backed up: without it the suppression list cannot be read."
+            "Keep .mailcli/secret safe and backed up: without it the suppression list cannot be read.\n"
+            "To see the whole flow first on sample data and a local test server: mailcli demo"
         )
 
 
