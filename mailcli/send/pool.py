@@ -1,16 +1,19 @@
 """Rendering on the other cores: worker processes that turn recipients into
 signed wire bytes, returned in order.
 
-Rendering, MIME and DKIM take about twice the CPU of the SMTP and ledger work
-per message, so on a two-core machine one worker process doubles throughput
-(measured in ``benchmarks/bench_send.py``). Small sends render in-process:
+Rendering, MIME and DKIM take a little more CPU per message than the SMTP and
+ledger work, so on a two-core machine one worker process renders most
+messages and the sending process the rest: it renders the next recipient
+itself whenever the connections would otherwise wait (``engine._built``).
+Measured in ``benchmarks/bench_send.py``. Small sends render in-process:
 starting a worker costs more than it saves below ~1,000 messages.
 
 Workers are started with ``spawn`` (no fork of a process that already runs a
-writer thread), ignore SIGINT (the parent decides when to stop: a Ctrl-C on a
-terminal reaches the whole process group) and build their own
-``MessageFactory`` from the same settings and campaign. They see nothing but
-the recipients they are given and hold no database connection.
+writer thread) before the preflight, so they load meanwhile; they ignore
+SIGINT (the parent decides when to stop: a Ctrl-C on a terminal reaches the
+whole process group) and build their own ``MessageFactory`` from the same
+settings and campaign. They see nothing but the recipients they are given
+and hold no database connection.
 """
 
 from __future__ import annotations
