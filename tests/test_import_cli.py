@@ -318,7 +318,8 @@ def write_big(path: Path, rows: int) -> None:
             writer.writerow([f"user{i}@example{i % 97}.nl", "Anna", "de Vries", "Delft", "2024-01-02 03:04:05"])
 
 
-def test_ctrl_c_during_import_exits_130_and_changes_nothing(project: Path, tmp_path: Path) -> None:
+def start_big_import(project: Path, tmp_path: Path) -> tuple[list[str], subprocess.Popen[str]]:
+    """A project with some contacts (its dump) and a 400,000-row import of it running."""
     run_mailcli("import", str(DATA / "dutch_excel.csv"), "--list", "news", cwd=project)
     before = dump(project)
     big = tmp_path / "big.csv"
@@ -326,6 +327,11 @@ def test_ctrl_c_during_import_exits_130_and_changes_nothing(project: Path, tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "mailcli", "import", str(big), "--list", "news"],
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+    return before, proc
+
+
+def test_ctrl_c_during_import_exits_130_and_changes_nothing(project: Path, tmp_path: Path) -> None:
+    before, proc = start_big_import(project, tmp_path)
     time.sleep(2.0)
     assert proc.poll() is None, "the import finished before it could be interrupted; make the file bigger"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
@@ -366,20 +372,14 @@ def test_an_import_next_to_an_open_connection_stays_in_wal_mode(project: Path, c
 
 
 def test_kill_9_during_import_changes_nothing(project: Path, tmp_path: Path) -> None:
-    run_mailcli("import", str(DATA / "dutch_excel.csv"), "--list", "news", cwd=project)
-    before = dump(project)
-    big = tmp_path / "big.csv"
-    write_big(big, 400_000)
-    proc = subprocess.Popen([sys.executable, "-m", "mailcli", "import", str(big), "--list", "news"],
-                            cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    before, proc = start_big_import(project, tmp_path)
     journal = project / "mailcli.db-journal"
     deadline = time.monotonic() + 60
     while not journal.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)  # kill it while it writes in place, with a journal to roll back
     assert journal.exists() and proc.poll() is None, "the import never wrote in place before it ended"
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.communicate(timeout=30)
     # The next command rolls back what the killed one left and is in WAL mode again.
     assert run_mailcli("lists", cwd=project).returncode == 0
     assert dump(project) == before
