@@ -331,9 +331,9 @@ def test_sigterm_mid_send_exits_130_and_rerun_completes(project: Path, cli: Cli)
 
 def test_large_send_renders_in_worker_processes_exactly_once(project: Path, cli: Cli) -> None:
     # 1,000 messages is where rendering moves to worker processes (pool.py).
-    # While the workers start, this process renders too (its messages are
-    # dot-stuffed by the transport, the workers' ones by the workers): a line
-    # starting with "." must arrive intact either way.
+    # While the workers start, this process renders too, and dot-stuffs what
+    # it renders as the workers do: a line starting with "." must arrive
+    # intact either way.
     text = project / "templates" / "newsletter" / "message.txt"
     text.write_text(".dot first {{ contact.email }}\n" + text.read_text(encoding="utf-8"), encoding="utf-8")
     members = people(1000)

@@ -52,7 +52,7 @@ from mailcli.redact import mask_address
 from mailcli.send import ledger
 from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
 from mailcli.send.pool import build_batch, start_pool, worker_count
-from mailcli.send.transport import OutgoingMessage, Result, Status
+from mailcli.send.transport import OutgoingMessage, Result, Status, dot_stuff
 from mailcli.store import Store
 from mailcli.tokens import make_unsubscribe_token
 
@@ -594,9 +594,9 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
 
 async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaign, options: SendOptions,
                  writer: LedgerWriter, summary: SendSummary, transport: Any, progress: ProgressFn | None,
-                 pool: Any, samples: list[tuple[Any, ...]]) -> AsyncIterator[tuple[ledger.Recipient, bytes, bool]]:
-    """Recipients with their wire bytes (and whether those are dot-stuffed
-    already), in ledger order, rendered just in time.
+                 pool: Any, samples: list[tuple[Any, ...]]) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
+    """Recipients with their wire bytes, dot-stuffed, in ledger order,
+    rendered just in time.
 
     Skipped contacts (B12) and per-contact failures are recorded here and not
     yielded. With a worker pool, batches are rendered a little ahead (two per
@@ -625,12 +625,12 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
 
     def build_here(r: ledger.Recipient) -> bytes | None:
         try:
-            return factory.build(r)
+            return dot_stuff(factory.build(r), crlf=True)
         except Exception as exc:  # one contact's data: fail that delivery, go on
             fail(r, describe_problem(exc))
             return None
 
-    async def collect() -> list[tuple[ledger.Recipient, bytes, bool]]:
+    async def collect() -> list[tuple[ledger.Recipient, bytes]]:
         fut, rs = inflight.popleft()
         results = await fut
         ready = []
@@ -638,7 +638,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
             if data is None:
                 fail(r, problem or "could not build the message")
             else:
-                ready.append((r, data, True))
+                ready.append((r, data))
         return ready
 
     def submit() -> None:
@@ -667,7 +667,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
             if pool is None or len(inflight) >= ahead:
                 data = build_here(r)
                 if data is not None:
-                    yield r, data, False
+                    yield r, data
                 await asyncio.sleep(0)  # let replies and the ledger run between renders
                 continue
             batch.append(r)
@@ -687,14 +687,14 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
             yield item
 
 
-async def _messages(source: AsyncIterator[tuple[ledger.Recipient, bytes, bool]], factory: MessageFactory,
+async def _messages(source: AsyncIterator[tuple[ledger.Recipient, bytes]], factory: MessageFactory,
                     summary: SendSummary, contacts: dict[int, int]) -> AsyncIterator[OutgoingMessage]:
-    """Built messages as the transport's OutgoingMessage."""
-    async for r, data, stuffed in source:
+    """Built (and dot-stuffed) messages as the transport's OutgoingMessage."""
+    async for r, data in source:
         summary.rendered += 1
         contacts[r.delivery_id] = r.contact_id
         yield OutgoingMessage(key=r.delivery_id, mail_from=factory.mail_from, rcpt_to=_envelope_rcpt(r.email),
-                              data=data, stuffed=stuffed)
+                              data=data, stuffed=True)
 
 
 def _envelope_rcpt(email: str) -> str:

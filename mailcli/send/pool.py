@@ -52,7 +52,7 @@ def _build(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[t
     for fields in batch:
         try:
             # Dot-stuffing (and its CRLF check) here, off the SMTP core.
-            out.append((dot_stuff(_FACTORY.build(ledger.Recipient(*fields))), None))
+            out.append((dot_stuff(_FACTORY.build(ledger.Recipient(*fields)), crlf=True), None))
         except Exception as exc:  # one contact's problem, reported back
             out.append((None, describe_problem(exc)))
     return out
