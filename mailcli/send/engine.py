@@ -599,8 +599,8 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
     rendered just in time.
 
     Skipped contacts (B12) and per-contact failures are recorded here and not
-    yielded. With a worker pool, batches are rendered a little ahead (two per
-    worker) so the event loop only does SMTP and bookkeeping; when the
+    yielded. With a worker pool, batches of 16 are rendered a little ahead
+    (three per worker) so the event loop mostly does SMTP and bookkeeping; when the
     connections want a message and no batch is back yet (the workers are
     starting, or slower than the connections), this process renders the next
     recipient itself, so neither core waits for the other.
