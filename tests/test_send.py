@@ -350,6 +350,24 @@ def test_large_send_renders_in_worker_processes_exactly_once(project: Path, cli:
     assert deliveries(project / "mailcli.db", "spring")["mallory@example.net"] == "failed"
 
 
+@pytest.mark.parametrize("broken", ["{{ contact.first_name }", "{{ contact.no_such_field }}"])
+def test_a_broken_template_stops_a_large_send_with_one_line(project: Path, broken: str) -> None:
+    # 1,000 recipients start a render worker: its error must not surface
+    # as a traceback next to the command's own message.
+    from tests.conftest import run_mailcli
+
+    template = project / "templates" / "newsletter" / "message.html"
+    template.write_text(template.read_text(encoding="utf-8").replace("<h1>", "<h1>" + broken), encoding="utf-8")
+    add_contacts(project / "mailcli.db", "news", people(1000))
+    port = free_port()  # nothing listens: the run must stop before connecting
+    set_smtp(project, "127.0.0.1", port)
+    result = run_mailcli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", cwd=project)
+    assert result.returncode == ExitCode.ERROR, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "message.html" in result.stderr and "Error" in result.stderr
+    assert set(deliveries(project / "mailcli.db", "spring").values()) == {"pending"}
+
+
 def test_unsubscribe_headers_format() -> None:
     from types import SimpleNamespace
 

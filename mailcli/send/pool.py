@@ -26,15 +26,20 @@ from typing import Any
 RecipientTuple = tuple[Any, ...]
 
 _FACTORY: Any = None
+_INIT_ERROR: BaseException | None = None
 _VERIFIED = False
 
 
 def _init(settings: Any, campaign: Any) -> None:
-    global _FACTORY
+    global _FACTORY, _INIT_ERROR
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from mailcli.send.engine import MessageFactory
 
-    _FACTORY = MessageFactory(settings, campaign)
+    try:
+        _FACTORY = MessageFactory(settings, campaign)
+    except Exception as exc:  # noqa: BLE001 - raised again with the first batch, in the sending process
+        # (an initializer's exception would only print a traceback here)
+        _INIT_ERROR = exc
 
 
 def _build(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[tuple[bytes | None, str | None]]:
@@ -43,6 +48,8 @@ def _build(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[t
     from mailcli.send.engine import describe_problem
     from mailcli.send.transport import dot_stuff
 
+    if _INIT_ERROR is not None:
+        raise _INIT_ERROR
     if not _VERIFIED:
         # The preflight's recipients, one per set of contact fields: the
         # same check of the inline-once path as in the sending process.
