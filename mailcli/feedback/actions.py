@@ -70,25 +70,29 @@ class BounceResult:
     soft_count: int  # distinct campaigns with soft bounces so far (soft only)
 
 
-def _contact(conn: sqlite3.Connection, contact_id: int) -> ContactRef | None:
-    row = conn.execute(
-        "SELECT id, uid, email_key, status, no_marketing_at FROM contacts WHERE id = ?", (contact_id,)
-    ).fetchone()
+# One lookup per unique column of contacts; the column comes from this table,
+# never from the caller's data.
+_CONTACT_BY = {
+    column: f"SELECT id, uid, email_key, status, no_marketing_at FROM contacts WHERE {column} = ?"  # noqa: S608
+    for column in ("id", "uid", "email_key")
+}
+
+
+def _contact_where(conn: sqlite3.Connection, column: str, value: object) -> ContactRef | None:
+    row = conn.execute(_CONTACT_BY[column], (value,)).fetchone()
     return ContactRef(*row) if row else None
+
+
+def _contact(conn: sqlite3.Connection, contact_id: int) -> ContactRef | None:
+    return _contact_where(conn, "id", contact_id)
 
 
 def contact_by_uid(conn: sqlite3.Connection, uid: str) -> ContactRef | None:
-    row = conn.execute(
-        "SELECT id, uid, email_key, status, no_marketing_at FROM contacts WHERE uid = ?", (uid,)
-    ).fetchone()
-    return ContactRef(*row) if row else None
+    return _contact_where(conn, "uid", uid)
 
 
 def contact_by_email_key(conn: sqlite3.Connection, email_key: str) -> ContactRef | None:
-    row = conn.execute(
-        "SELECT id, uid, email_key, status, no_marketing_at FROM contacts WHERE email_key = ?", (email_key,)
-    ).fetchone()
-    return ContactRef(*row) if row else None
+    return _contact_where(conn, "email_key", email_key)
 
 
 def list_name_of(conn: sqlite3.Connection, list_id: int) -> str | None:
