@@ -41,7 +41,7 @@ How an import is written, and why this way:
   row, one writer: the sorted merge ~1.1 s, contacts (table and three
   indexes) ~1.5 s, memberships ~2.2 s, the commit ~0.2 s. Alone with the
   database, the import writes through a rollback journal instead of the WAL
-  (``_bulk_journal``): new pages are written once, in place, not to the WAL
+  (``_leave_wal``): new pages are written once, in place, not to the WAL
   and again by the checkpoint (~500 MB twice at 1M rows). New databases and
   the stage use 16 KiB pages (fewer, fuller pages: a third off each insert).
   A re-import writes nothing and classifies in ~2 s instead.
@@ -372,11 +372,11 @@ def import_batches(
     # of the membership insert. It can only change outside a transaction,
     # like attaching the in-memory schema that worker frames are loaded into.
     outermost = store._depth == 0
-    journal = None
+    left_wal = False
     if outermost:
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute(f"PRAGMA temp.page_size={PAGE_SIZE}")  # the stage, like the database (if not made yet)
-        journal = _bulk_journal(conn)
+        left_wal = _leave_wal(conn)
         conn.execute("ATTACH ':memory:' AS import_feed")
     try:
         with store.transaction():
@@ -413,16 +413,16 @@ def import_batches(
         if outermost:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("DETACH import_feed")
-            if journal is not None:
+            if left_wal:
                 with contextlib.suppress(sqlite3.OperationalError):  # locked: the next connection switches
-                    conn.execute(f"PRAGMA journal_mode={journal}")
+                    conn.execute("PRAGMA journal_mode=WAL")
     _drop_temp(conn)
     return result
 
 
-def _bulk_journal(conn: sqlite3.Connection) -> str | None:
+def _leave_wal(conn: sqlite3.Connection) -> bool:
     """Leave WAL for a rollback journal while importing, when no one else has
-    the database open; returns the mode to go back to afterwards.
+    the database open; True when it did (WAL is turned on again afterwards).
 
     In WAL mode every page an import writes goes to the WAL first and is
     copied into the database by the checkpoint after the commit: a first load
@@ -437,12 +437,12 @@ def _bulk_journal(conn: sqlite3.Connection) -> str | None:
     """
     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     if str(mode).lower() != "wal":
-        return None
+        return False
     try:
         switched = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
     except sqlite3.OperationalError:  # locked by another connection
-        return None
-    return "WAL" if str(switched).lower() == "delete" else None
+        return False
+    return str(switched).lower() == "delete"
 
 
 def _rejects(conn: sqlite3.Connection, on_reject: Callable[[RowReject], None] | None
