@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,7 @@ from typing import Any
 import pytest
 import typer
 
-from mailcli.app import app, hoist_global_options
+from mailcli.app import COMMANDS, app, hoist_global_options
 from mailcli.errors import ExitCode
 
 from .conftest import REPO, Cli, run_mailcli
@@ -18,8 +21,9 @@ from .conftest import REPO, Cli, run_mailcli
 
 def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     yield path
-    for name, sub in sorted(getattr(command, "commands", {}).items()):
-        yield from _commands(sub, (*path, name))
+    if hasattr(command, "list_commands"):  # the root loads its command modules on demand
+        for name in sorted(command.list_commands(typer.Context(command))):
+            yield from _commands(command.get_command(typer.Context(command), name), (*path, name))
 
 
 ALL_COMMANDS = list(_commands(typer.main.get_command(app)))
@@ -30,6 +34,27 @@ def test_every_command_has_help(cli: Cli, path: tuple[str, ...]) -> None:
     result = cli(*path, "--help")
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.stdout
+
+
+def test_command_table_names_what_each_module_registers() -> None:
+    # A command module is imported only when one of its commands runs, found
+    # through COMMANDS: a command missing there would vanish from the CLI.
+    modules = sorted(p.stem for p in (REPO / "mailcli" / "commands").glob("*.py") if p.stem != "__init__")
+    for module in modules:
+        commands = typer.Typer()
+        importlib.import_module(f"mailcli.commands.{module}").register(commands)
+        registered = set(typer.main.get_group(commands).commands)
+        assert registered == {name for name, owner in COMMANDS.items() if owner == module}, module
+
+
+def test_a_command_imports_only_its_own_module(project: Path) -> None:
+    probe = ("import sys; from mailcli.app import main; code = main(sys.argv[1:]); "
+             "print(sorted(m for m in sys.modules if m.startswith('mailcli.commands.')),"
+             " 'mailcli.send.engine' in sys.modules, code)")
+    for args, expected in ((["--version"], "[] False 0"), (["lists"], "['mailcli.commands.lists'] False 0")):
+        result = subprocess.run([sys.executable, "-c", probe, *args], cwd=project, capture_output=True, text=True,
+                                check=False)
+        assert result.stdout.splitlines()[-1] == expected, result.stderr
 
 
 def test_every_command_is_in_the_readme() -> None:
