@@ -24,7 +24,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from jinja2 import ChainableUndefined, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
+from jinja2 import (
+    ChainableUndefined,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    Undefined,
+    nodes,
+)
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
@@ -102,19 +110,104 @@ def _cached_escape() -> Callable[[Any], Markup]:
     return escape_cached
 
 
+# A template that is nothing but text and ``{{ name }}`` / ``{{ name.attr }}``
+# outputs: (autoescape, pieces), each piece literal text or a (name, attr or
+# None) field. The compiled module carries it as a constant (see
+# MailEnvironment._generate), so it survives every way Jinja caches templates.
+FlatPlan = tuple[bool, tuple[str | tuple[str, str | None], ...]]
+_FLAT_NAME = "__mailcli_flat__"
+
+
+def flat_plan(tree: nodes.Template, autoescape: bool) -> FlatPlan | None:
+    """The plan of a template made only of text and plain field outputs, else None."""
+    pieces: list[str | tuple[str, str | None]] = []
+    for statement in tree.body:
+        if type(statement) is not nodes.Output:
+            return None  # control flow, blocks, extends, includes, macros, set...
+        for child in statement.nodes:
+            kind = type(child)
+            if kind is nodes.TemplateData:
+                pieces.append(child.data)  # type: ignore[attr-defined]
+            elif kind is nodes.Name and child.ctx == "load":  # type: ignore[attr-defined]
+                pieces.append((child.name, None))  # type: ignore[attr-defined]
+            elif kind is nodes.Getattr and type(child.node) is nodes.Name:  # type: ignore[attr-defined]
+                pieces.append((child.node.name, child.attr))  # type: ignore[attr-defined]
+            else:
+                return None  # filters, calls, tests, operators, literals...
+    return autoescape, tuple(pieces)
+
+
+class FlatRender:
+    """Renders a :data:`FlatPlan`: each distinct field is looked up and
+    converted once and written into its places, instead of once per place
+    through the compiled template's generator.
+
+    A personalised newsletter repeats its few fields dozens of times (~170
+    outputs in a 20 KB message, ~5 distinct): this does the same work as
+    Jinja in a sixth of the time. It looks names up where Jinja does (the
+    variables, then the template globals), fields through the environment's
+    ``getattr`` (the sandbox) and converts with ``escape`` or ``str`` as the
+    compiled code would. Anything unusual (a missing name, an undefined field,
+    an error) returns None, and the caller renders through Jinja, which
+    produces the output or the error exactly as before.
+    """
+
+    def __init__(self, environment: MailEnvironment, plan: FlatPlan) -> None:
+        autoescape, pieces = plan
+        self._getattr = environment.getattr
+        self._convert: Callable[[Any], str] = environment.fast_escape if autoescape else str
+        self._parts: list[str] = [p if isinstance(p, str) else "" for p in pieces]
+        places: dict[tuple[str, str | None], list[int]] = {}
+        for index, piece in enumerate(pieces):
+            if not isinstance(piece, str):
+                places.setdefault(piece, []).append(index)
+        self._fields = [(name, attr, tuple(at)) for (name, attr), at in places.items()]
+
+    def __call__(self, variables: dict[str, Any], globals: Mapping[str, Any]) -> str | None:
+        parts = self._parts.copy()
+        try:
+            for name, attr, places in self._fields:
+                value = variables[name] if name in variables else globals[name]
+                if attr is not None:
+                    value = self._getattr(value, attr)
+                if isinstance(value, Undefined):
+                    return None
+                text = self._convert(value)
+                for index in places:
+                    parts[index] = text
+        except Exception:  # noqa: BLE001 - Jinja renders it again and reports the error properly
+            return None
+        return "".join(parts)
+
+
 class MailTemplate(Template):
-    """A template whose autoescaped output goes through ``_cached_escape``.
+    """A template whose autoescaped output goes through ``_cached_escape``,
+    and which renders through :class:`FlatRender` when its plan allows.
 
     Compiled template code calls the ``escape`` of its own module namespace;
     this replaces that one name when the namespace is made. Should a Jinja
     release rename the hook, templates still render, with the plain escape.
     """
 
+    _flat: FlatRender | None = None
+
     @classmethod
     def _from_namespace(cls, environment: Any, namespace: MutableMapping[str, Any], globals: Any) -> Any:
         if namespace.get("escape") is _escape:
             namespace["escape"] = environment.fast_escape
-        return super()._from_namespace(environment, namespace, globals)  # type: ignore[misc]
+        template: MailTemplate = super()._from_namespace(environment, namespace, globals)  # type: ignore[misc, assignment]
+        plan = namespace.get(_FLAT_NAME)
+        if plan is not None and isinstance(environment, MailEnvironment) and environment.finalize is None:
+            template._flat = FlatRender(environment, plan)
+        return template
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        flat = self._flat
+        if flat is not None and len(args) == 1 and not kwargs and type(args[0]) is dict:
+            text = flat(args[0], self.globals)
+            if text is not None:
+                return text
+        return super().render(*args, **kwargs)
 
 
 class MailEnvironment(ImmutableSandboxedEnvironment):
@@ -133,6 +226,15 @@ class MailEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_escape = _cached_escape()
+
+    def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
+                  defer_init: bool = False) -> str:
+        code = super()._generate(source, name, filename, defer_init=defer_init)
+        autoescape = self.autoescape(name) if callable(self.autoescape) else bool(self.autoescape)
+        plan = flat_plan(source, autoescape)
+        if plan is not None:
+            code += f"\n{_FLAT_NAME} = {plan!r}\n"
+        return code
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict:
