@@ -384,3 +384,62 @@ def test_kill_9_during_import_changes_nothing(project: Path, tmp_path: Path) -> 
     assert run_mailcli("lists", cwd=project).returncode == 0
     assert dump(project) == before
     assert journal_mode(project) == "wal"
+
+
+def _write_people(path: Path, people: list[tuple[str, str, str]]) -> dict[int, tuple[str, str]]:
+    """A CSV of (email, first name, opt-in time) rows; line number -> (address key, time)."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Email Address", "First Name", "OPTIN_TIME"])
+        writer.writerows(people)
+    return {line: (email.lower(), at) for line, (email, _, at) in enumerate(people, start=2)}
+
+
+def _check_consent_rows(project: Path, list_name: str, files: dict[str, dict[int, tuple[str, str]]]) -> int:
+    """Every membership of the list carries the consent of the very row of its address."""
+    conn = db(project)
+    try:
+        rows = conn.execute(
+            "SELECT c.email_key, m.consent_source, m.consent_at FROM memberships m JOIN contacts c ON c.id = m.contact_id"
+            " JOIN lists l ON l.id = m.list_id WHERE l.name = ?", (list_name,)).fetchall()
+    finally:
+        conn.close()
+    for key, source, consent_at in rows:
+        name, _, line = source.rpartition(" line ")
+        expected_key, expected_at = files[name][int(line)]
+        assert (key, consent_at) == (expected_key, expected_at.replace(" ", "T") + "Z"), source
+    return len(rows)
+
+
+def test_each_new_membership_gets_its_own_rows_consent(project: Path, cli: Cli, tmp_path: Path) -> None:
+    # New memberships are numbered in bulk rather than looked up one by one;
+    # three imports take the three ways (all new; new next to changed members;
+    # new next to unchanged members) and each row's consent must land on the
+    # membership of that row's address.
+    import random
+
+    rng = random.Random(5)
+
+    def person(i: int, name: str = "Ann") -> tuple[str, str, str]:
+        return (f"P{i:04d}.{rng.randrange(10**6)}@Example.org", name,
+                f"2024-{1 + i % 12:02d}-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:00")
+
+    first = [person(i) for i in rng.sample(range(400), 300)]
+    files = {"a.csv": _write_people(tmp_path / "a.csv", first)}
+    assert imported(cli, str(tmp_path / "a.csv"), "--list", "news")["imported"] == 300
+    assert _check_consent_rows(project, "news", files) == 300
+
+    changed = [(email, "Bea", at) for email, _, at in first[:60]]  # existing members, new first name
+    second = changed + [person(i) for i in range(400, 480)]
+    rng.shuffle(second)
+    files["b.csv"] = _write_people(tmp_path / "b.csv", second)
+    result = imported(cli, str(tmp_path / "b.csv"), "--list", "news")
+    assert (result["imported"], result["updated"]) == (80, 60)
+    assert _check_consent_rows(project, "news", files) == 380
+
+    third = first[100:150] + [person(i) for i in range(500, 540)]  # unchanged members and new people
+    rng.shuffle(third)
+    files["c.csv"] = _write_people(tmp_path / "c.csv", third)
+    result = imported(cli, str(tmp_path / "c.csv"), "--list", "news")
+    assert (result["imported"], result["unchanged"]) == (40, 50)
+    assert _check_consent_rows(project, "news", files) == 420

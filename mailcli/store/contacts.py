@@ -122,15 +122,17 @@ _REJECTS = "CREATE TEMP TABLE import_rejects (line INTEGER NOT NULL, reason TEXT
 _REJECT_INSERT = "INSERT INTO temp.import_rejects VALUES (?, ?, ?)"
 _REJECTS_FROM_FRAME = "INSERT INTO temp.import_rejects SELECT * FROM import_feed.rejects"
 
-# One row per address. Filled from import_raw sorted by key — the B-tree is
+# One row per address. Filled from import_raw sorted by key — the B-trees are
 # built by appending, and the writes to the contacts indexes later sweep them
 # in order — and, per key, in file order (by line), so a repeated address
 # merges into the first row with it: later non-empty names win, attributes
 # merge key by key (json_patch); the first row's spelling of the address and
-# its consent evidence stay.
+# its consent evidence stay. Rows are appended in key order and a repeated
+# address updates its row instead of adding one, so the rowid is the rank of
+# the address: 1, 2, 3... in key order (checked before it is relied on).
 _STAGE = """
 CREATE TEMP TABLE import_stage (
-    key TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
     line INTEGER NOT NULL,
     email TEXT NOT NULL,
     first_name TEXT,
@@ -139,7 +141,7 @@ CREATE TEMP TABLE import_stage (
     consent_at TEXT,
     consent_ip TEXT,
     n INTEGER NOT NULL DEFAULT 1
-) WITHOUT ROWID
+)
 """
 _MERGE_UPDATE = """
 INSERT INTO temp.import_stage (key, line, email, first_name, last_name, attributes, consent_at, consent_ip)
@@ -222,17 +224,19 @@ WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.email_key = s.key)
 # email_key index is swept once instead of hit at random and the new ids
 # (after the highest one) follow key order too. The uid comes from SQL rather
 # than a Python function (a call per row cost a third of this statement); see
-# _uid_sql for how it stays unpredictable yet increasing.
+# _uid_sql for how it stays unpredictable yet increasing. {new} leaves out the
+# addresses in the match table (when it has any).
 _INSERT_CONTACTS = """
 INSERT INTO contacts (uid, email, email_key, first_name, last_name, attributes, source,
                       created_at, updated_at, last_activity_at)
 SELECT {uid}, s.email, s.key, coalesce(s.first_name, ''), coalesce(s.last_name, ''),
        s.attributes, :source, :now, :now, :now
 FROM temp.import_stage s
-WHERE NOT EXISTS (SELECT 1 FROM temp.import_match x WHERE x.key = s.key)
-ORDER BY s.key
+{new}
+ORDER BY s.rowid
 ON CONFLICT (email_key) DO NOTHING
 """
+_NEW_ONLY = "WHERE NOT EXISTS (SELECT 1 FROM temp.import_match x WHERE x.key = s.key)"
 
 _UPDATE_CONTACTS = """
 UPDATE contacts SET
@@ -249,18 +253,20 @@ WHERE x.changed AND contacts.id = x.contact_id
 
 # New memberships for the contacts created above. SQLite gave them the ids
 # max+1, max+2, ... in the order inserted (key order, checked below), so the
-# same scan numbers them again with a counter instead of looking each
-# address up (the lookup cost as much as the insert) — when no unchanged
-# address sits among them in the stage.
+# same scan numbers them again instead of looking each address up (the
+# lookup cost as much as the insert): when every staged address is new, the
+# id is base + the stage's rowid (its rank, see _STAGE); when some already
+# had a contact, a counter over the new ones — if no unchanged address sits
+# among them.
 _INSERT_MEMBERSHIPS = """
 INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at,
                          consent_ip, confirmed_at, created_at, updated_at)
-SELECT :base + row_number() OVER (ORDER BY s.key), :list, :status,
+SELECT :base + {rank}, :list, :status,
        :source_prefix || s.line || :source_suffix, 'import', coalesce(s.consent_at, :now), s.consent_ip,
        CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now
 FROM temp.import_stage s
-WHERE NOT EXISTS (SELECT 1 FROM temp.import_match x WHERE x.key = s.key)
-ORDER BY s.key
+{new}
+ORDER BY s.rowid
 """
 # The same by lookup, for imports with unchanged addresses too, or should the
 # ids not be dense (never seen; a safety net).
@@ -499,12 +505,17 @@ def _write_staged(
     counts["imported"] += staged - existing_rows  # the rows of new addresses
     created = 0
     if keys > existing_keys:  # new addresses (a re-import of the same file has none: skip two scans)
+        all_new = not existing_keys  # then the match table is empty too
         uid_sql, uid_params = _uid_sql(conn, staged, base)
-        created = conn.execute(_INSERT_CONTACTS.format(uid=uid_sql),
+        created = conn.execute(_INSERT_CONTACTS.format(uid=uid_sql, new="" if all_new else _NEW_ONLY),
                                {"source": source, "now": now, **uid_params}).rowcount
         (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()
-        if top == base + created and not unchanged_keys:
-            conn.execute(_INSERT_MEMBERSHIPS, {**params, "base": base})
+        (last_rank,) = conn.execute("SELECT max(rowid) FROM temp.import_stage").fetchone()
+        if top == base + created and all_new and last_rank == keys == created:
+            conn.execute(_INSERT_MEMBERSHIPS.format(rank="s.rowid", new=""), params)
+        elif top == base + created and not unchanged_keys:
+            conn.execute(_INSERT_MEMBERSHIPS.format(rank="row_number() OVER (ORDER BY s.rowid)", new=_NEW_ONLY),
+                         params)
         else:
             conn.execute(_INSERT_MEMBERSHIPS_BY_KEY, params)
     conn.execute(_UPDATE_CONTACTS, {"now": now})
