@@ -59,6 +59,30 @@ def test_status_changes_of_a_send_touch_no_index(tmp_path: Path) -> None:
     assert "status" not in indexed and "campaign_id" in indexed
 
 
+def test_active_contacts_are_not_in_the_status_index(tmp_path: Path) -> None:
+    # Imports create active contacts by the million; only the other statuses
+    # are looked up by status, and the purge of bounced contacts still is.
+    store = open_store(tmp_path / "x.db")
+    conn = store.conn
+    for i, status in enumerate(["active", "active", "bounced"]):
+        conn.execute("INSERT INTO contacts (uid, email, email_key, status, created_at, updated_at, last_activity_at)"
+                     " VALUES (?, ?, ?, ?, '2020', '2020', '2020')", (f"u{i}", f"p{i}@example.org", f"p{i}@example.org", status))
+    indexed = conn.execute("SELECT count(*) FROM contacts INDEXED BY contacts_status WHERE status != 'active'").fetchone()
+    assert indexed == (1,)
+    from mailcli.privacy import retention
+
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    cut = dict.fromkeys(("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log"), "2030")
+    retention._plan(conn, cut)
+    conn.set_trace_callback(None)
+    (bounced,) = [sql for sql in statements if "'bounced'" in sql and "purge_contacts" in sql]
+    plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + bounced[bounced.index("SELECT"):]))
+    assert "INDEX contacts_status" in plan, plan
+    assert conn.execute("SELECT id FROM temp.purge_contacts WHERE rule = 'bounced'").fetchall() == [(3,)]
+    store.close()
+
+
 def test_migrations_recorded_and_idempotent(tmp_path: Path) -> None:
     store = open_store(tmp_path / "x.db")
     names = [row[0] for row in store.conn.execute("SELECT name FROM migrations ORDER BY rowid")]

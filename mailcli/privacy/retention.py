@@ -117,7 +117,8 @@ def _plan(conn: sqlite3.Connection, cut: dict[str, str]) -> dict[str, int]:
     )
     rules = (
         ("unsubscribed", f"{_LEFT} AND {_NO_LIVE} AND {_LEFT_SINCE} < ?"),
-        ("bounced", f"c.status = 'bounced' AND {_BOUNCED_SINCE} < ?"),
+        # "!= 'active'" lets SQLite use the partial index contacts_status.
+        ("bounced", f"c.status != 'active' AND c.status = 'bounced' AND {_BOUNCED_SINCE} < ?"),
         ("inactive", f"c.last_activity_at < ? AND {_ACTIVE_SINCE} < ?"),
     )
     for rule, condition in rules:
