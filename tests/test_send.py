@@ -368,6 +368,24 @@ def test_a_broken_template_stops_a_large_send_with_one_line(project: Path, broke
     assert set(deliveries(project / "mailcli.db", "spring").values()) == {"pending"}
 
 
+def test_a_field_missing_for_some_contacts_stops_the_send_before_any_connection(project: Path) -> None:
+    # The preflight renders one recipient of every distinct set of contact
+    # fields (F08): contact 250 of 300 has no city, and the template uses it.
+    from tests.conftest import run_mailcli
+
+    template = project / "templates" / "newsletter" / "message.html"
+    template.write_text(template.read_text(encoding="utf-8").replace("<h1>", "<h1>{{ contact.city }} "),
+                        encoding="utf-8")
+    members = people(300)
+    del members[250]["city"]
+    add_contacts(project / "mailcli.db", "news", members)
+    set_smtp(project, "127.0.0.1", free_port())  # nothing listens: it must stop before connecting
+    result = run_mailcli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", cwd=project)
+    assert result.returncode == ExitCode.ERROR, result.stderr
+    assert "contact.city" in result.stderr and "nothing was sent" in result.stderr, result.stderr
+    assert set(deliveries(project / "mailcli.db", "spring").values()) == {"pending"}
+
+
 def test_unsubscribe_headers_format() -> None:
     from types import SimpleNamespace
 
