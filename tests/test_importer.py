@@ -376,3 +376,42 @@ def test_rows_carry_physical_start_lines(
         got = list(source.rows())
     assert [r.line for r in got] == expected
     assert [r.attributes.get("notes", "") for r in got] == [n.strip() for _, n in rows]  # type: ignore[union-attr]
+
+
+# Few dates, so that they repeat and the reader remembers them (its fast
+# path), with times valid and not, ASCII digits and not.
+timestamps = st.builds(
+    lambda date, sep, h, mi, s: f"{date}{sep}{h}:{mi}:{s}",
+    st.sampled_from(["2023-04-01", "2024-02-29", "2023-02-29", "2023-13-01", "2023-04-0١", "2023/04/01"]),
+    st.sampled_from([" ", "T", "_"]), st.sampled_from(["00", "09", "23", "24", "7 ", "٣٣"]),
+    st.sampled_from(["00", "59", "60", "5a"]), st.sampled_from(["00", "30", "59", "60", "５5"]))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(timestamps | st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=20),
+                      min_size=1, max_size=30))
+def test_consent_time_fast_path_agrees_with_the_parser(tmp_path: Path, values: list[str]) -> None:
+    # The reader checks the common shape inline; it must give what
+    # parse_consent_time gives (or reject what it refuses), also once the
+    # dates seen are remembered (the second read).
+    path = tmp_path / "times.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Email Address", "OPTIN_TIME", "CITY"])
+        writer.writerows([f"p{i}@example.org", value, "Delft"] for i, value in enumerate(values))
+    for _ in range(2):
+        with open_csv(path, now_limit="2030-01-01T00:00:00Z") as source:
+            got = {row[0]: row for row in source.staged_rows()}
+        for i, value in enumerate(values):
+            row = got[i + 2]
+            try:
+                expected = parse_consent_time(value) if value.strip() else None
+            except ValueError:
+                expected = "reject"
+            if expected not in (None, "reject") and expected > "2030-01-01T00:00:00Z":
+                expected = "reject"
+            if expected == "reject":
+                assert isinstance(row, RowReject), (value, row)
+            else:
+                assert not isinstance(row, RowReject), (value, row)
+                assert row[6] == expected and row[5] == '{"city":"Delft"}', (value, row)
