@@ -528,12 +528,13 @@ def send_campaign(
         if on_plan is not None:
             on_plan(plan)
         summary = SendSummary(campaign=campaign.name, dry_run=False)
-        factory = MessageFactory(settings, campaign)  # a template that does not compile stops here
         # Render workers use "spawn", so starting them next to the ledger
-        # writer thread later is safe; they load while the preflight runs.
+        # writer thread later is safe. Started first, they load and compile
+        # the template while this process compiles it and runs the preflight.
         workers = worker_count(plan.to_send)
         pool = start_pool(workers, settings, campaign) if workers else None
         try:
+            factory = MessageFactory(settings, campaign)  # a template that does not compile stops here
             samples = _preflight(store, factory, campaign, factory.secret, options.resend_uncertain)
             if plan.to_send == 0:
                 summary.counts = ledger.campaign_counts(store.conn, campaign)
