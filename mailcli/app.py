@@ -67,6 +67,10 @@ def hoist_global_options(args: Sequence[str]) -> list[str]:
 class MailcliGroup(TyperGroup):
     """Root group: hoists global options and maps errors to exit codes."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded: set[str] = set()  # command modules imported so far
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(args))
 
@@ -93,10 +97,6 @@ class MailcliGroup(TyperGroup):
         for name, command in typer.main.get_group(commands).commands.items():
             self.add_command(command, name)
         self._loaded.add(module_name)
-
-    @property
-    def _loaded(self) -> set[str]:
-        return self.__dict__.setdefault("_loaded_modules", set())
 
     def invoke(self, ctx: Any) -> Any:
         try:
