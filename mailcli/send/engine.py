@@ -184,6 +184,12 @@ class MessageFactory:
             data = self.signer.sign(data)  # the very last step: nothing changes after (B05)
         return data
 
+    def wire(self, r: ledger.Recipient) -> bytes:
+        """:meth:`build`, dot-stuffed for DATA: what both the render workers
+        and this process hand the transport (as ``stuffed``). The bytes are
+        CRLF by construction, so the line-ending check is skipped."""
+        return dot_stuff(self.build(r), crlf=True)
+
 
 def describe_problem(exc: Exception) -> str:
     if isinstance(exc, MailcliError):
@@ -626,7 +632,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
 
     def build_here(r: ledger.Recipient) -> bytes | None:
         try:
-            return dot_stuff(factory.build(r), crlf=True)
+            return factory.wire(r)
         except Exception as exc:  # one contact's data: fail that delivery, go on
             fail(r, describe_problem(exc))
             return None

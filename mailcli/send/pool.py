@@ -46,7 +46,6 @@ def _build(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[t
     global _VERIFIED
     from mailcli.send import ledger
     from mailcli.send.engine import describe_problem
-    from mailcli.send.transport import dot_stuff
 
     if _INIT_ERROR is not None:
         raise _INIT_ERROR
@@ -58,8 +57,8 @@ def _build(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[t
     out: list[tuple[bytes | None, str | None]] = []
     for fields in batch:
         try:
-            # Dot-stuffing (and its CRLF check) here, off the SMTP core.
-            out.append((dot_stuff(_FACTORY.build(ledger.Recipient(*fields)), crlf=True), None))
+            # Rendered and dot-stuffed here, off the SMTP core.
+            out.append((_FACTORY.wire(ledger.Recipient(*fields)), None))
         except Exception as exc:  # one contact's problem, reported back
             out.append((None, describe_problem(exc)))
     return out
