@@ -119,6 +119,17 @@ def messy_rows(count: int) -> list[str]:
 
 
 HEADER = "email,first_name,last_name,city,optin_time,notes"
+
+
+def plain_rows(count: int) -> list[str]:
+    return [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(count)]
+
+
+def write_csv(tmp_path: Path, rows: list[str]) -> Path:
+    """``contacts.csv`` with HEADER and ``rows``, LF line ends, UTF-8."""
+    path = tmp_path / "contacts.csv"
+    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    return path
 # Rows cross from the workers as serialized SQLite databases (Python 3.11+);
 # on 3.10 every file is read in the import process.
 needs_workers = pytest.mark.skipif(not hasattr(sqlite3.Connection, "serialize"), reason="Python 3.11+")
@@ -155,8 +166,7 @@ def test_a_record_across_the_middle_is_read_by_the_first_worker(
     # withdrawn and the first worker must read on to the end.
     rows = [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,\"a\nb {i}\"" for i in range(2000)]
     rows[3] = 'p3@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,5" floppy'
-    path = tmp_path / "contacts.csv"
-    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    path = write_csv(tmp_path, rows)
     summary, spy = import_both(cli, tmp_path, monkeypatch, path, first_late=first_late)
     assert spy.retracted == 1
     assert summary["imported"] == 2000
@@ -164,9 +174,7 @@ def test_a_record_across_the_middle_is_read_by_the_first_worker(
 
 @needs_workers
 def test_suppressed_addresses_in_both_halves(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(2000)]
-    path = tmp_path / "contacts.csv"
-    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    path = write_csv(tmp_path, plain_rows(2000))
     earlier = tmp_path / "earlier.csv"
     earlier.write_text("email\np1500@example.org\n", encoding="utf-8")
     summary, _ = import_both(cli, tmp_path, monkeypatch, path, before=(
@@ -178,9 +186,8 @@ def test_suppressed_addresses_in_both_halves(cli: Cli, tmp_path: Path, monkeypat
 @needs_workers
 def test_an_undecodable_byte_in_the_second_half_names_the_first_bad_line(
         cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(2000)]
     path = tmp_path / "contacts.csv"
-    path.write_bytes("\n".join([HEADER, *rows, ""]).encode() + "z@example.org,Zoë,,Delft,,n\n".encode("cp1252"))
+    path.write_bytes("\n".join([HEADER, *plain_rows(2000), ""]).encode() + "z@example.org,Zoë,,Delft,,n\n".encode("cp1252"))
     import_both(cli, tmp_path, monkeypatch, path, "--encoding", "utf-8")
     conn = sqlite3.connect(tmp_path / "workers" / "mailcli.db")
     assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
@@ -193,8 +200,7 @@ def test_domains_counted_by_the_workers(tmp_path: Path, monkeypatch: pytest.Monk
     from mailcli.store.contacts import import_batches
 
     rows = [f"p{i}@example{i % 7}.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(1500)]
-    path = tmp_path / "contacts.csv"
-    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    path = write_csv(tmp_path, rows)
     counted = []
     for threshold in (1 << 62, 0):
         monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", threshold)
@@ -229,9 +235,7 @@ def test_a_failed_worker_is_one_line_and_changes_nothing(
         cli: Cli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    rows = [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(500)]
-    path = tmp_path / "contacts.csv"
-    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    path = write_csv(tmp_path, plain_rows(500))
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\nexit 3\n", encoding="utf-8")
     broken.chmod(0o755)
@@ -247,9 +251,7 @@ def test_a_failed_worker_is_one_line_and_changes_nothing(
 @needs_workers
 def test_workers_do_not_import_a_mailcli_folder_in_the_current_directory(
         cli: Cli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = [f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(500)]
-    path = tmp_path / "contacts.csv"
-    path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
+    path = write_csv(tmp_path, plain_rows(500))
     (project / "mailcli").mkdir()
     (project / "mailcli" / "__init__.py").write_text("raise SystemExit('imported from the current folder')\n")
     monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", 0)
