@@ -31,7 +31,8 @@ Why two workers, and how they hand rows over:
 In this process a batch carries the staged rows as plain tuples —
 ``(line, email, key, first_name, last_name, attributes_json, consent_at,
 consent_ip)``, the order of :class:`~mailcli.importer.ImportRow` with the
-attributes already encoded, which is the order of the staging table.
+attributes already encoded and ``email`` None where it equals the key, which
+is the order of the staging table.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ _ROWS, _BOUNDARY, _END, _ERROR = b"R", b"B", b"E", b"X"
 
 # The tables of a worker frame; the store copies them into its temp tables.
 FRAME_SCHEMA = (
-    "CREATE TABLE rows (line INTEGER NOT NULL, email TEXT NOT NULL, key TEXT NOT NULL, first_name TEXT,"
+    "CREATE TABLE rows (line INTEGER NOT NULL, email TEXT, key TEXT NOT NULL, first_name TEXT,"
     " last_name TEXT, attributes TEXT NOT NULL, consent_at TEXT, consent_ip TEXT)",
     "CREATE TABLE rejects (line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL)",
 )
@@ -111,8 +112,8 @@ BatchSource = Callable[[Suppression | None, bool], Iterable[Batch]]
 
 def staged(row: ImportRow) -> StagedRow:
     line, email, key, first, last, attributes, consent_at, consent_ip = row
-    return (line, email, key, first, last, encode_attributes(attributes) if attributes else "{}",
-            consent_at, consent_ip)
+    return (line, email if email != key else None, key, first, last,
+            encode_attributes(attributes) if attributes else "{}", consent_at, consent_ip)
 
 
 def batch_rows(rows: Iterable[StagedRow | RowReject], size: int, suppression: Suppression | None,

@@ -215,6 +215,21 @@ def test_duplicates_merge_inside_the_file_and_against_the_database(project: Path
     assert {m["list"] for m in contact(project, "ann@example.org")["memberships"]} == {"news", "members"}  # type: ignore[union-attr]
 
 
+def test_a_new_spelling_of_an_address_is_an_update(project: Path, cli: Cli, tmp_path: Path) -> None:
+    # Rows carry the address as written only where it differs from the
+    # lower-case key; both ways must reach the contact and the comparison.
+    path = tmp_path / "spelling.csv"
+    for written, outcome in [("Ann@Example.org", "imported"), ("Ann@example.org", "unchanged"),
+                             ("ann@example.org", "updated"), ("ann@EXAMPLE.org", "unchanged"),
+                             ("ANN@example.org", "updated"), ("ann@example.org", "updated")]:
+        path.write_text(f"email,city\n{written},Delft\n", encoding="utf-8")
+        assert imported(cli, str(path), "--list", "news")[outcome] == 1, (written, outcome)
+        assert contact(project, "ann@example.org")["email"] == written.partition("@")[0] + "@example.org"
+    path.write_text("email,city\nANN@example.org,Delft\n", encoding="utf-8")
+    assert imported(cli, str(path), "--list", "news", "--on-conflict", "skip")["unchanged"] == 1
+    assert contact(project, "ann@example.org")["email"] == "ann@example.org"
+
+
 def test_suppressed_and_unsubscribed_are_never_resubscribed(project: Path, cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "people.csv"
     path.write_text("email\nann@example.org\nbob@example.org\ncarl@example.org\n", encoding="utf-8")

@@ -104,7 +104,7 @@ class ImportResult:
 _RAW = """
 CREATE TEMP TABLE import_raw (
     line INTEGER NOT NULL,
-    email TEXT NOT NULL,
+    email TEXT,  -- NULL: the key
     key TEXT NOT NULL,
     first_name TEXT,
     last_name TEXT,
@@ -134,7 +134,7 @@ _STAGE = """
 CREATE TEMP TABLE import_stage (
     key TEXT NOT NULL UNIQUE,
     line INTEGER NOT NULL,
-    email TEXT NOT NULL,
+    email TEXT,  -- NULL: the key
     first_name TEXT,
     last_name TEXT,
     attributes TEXT NOT NULL,
@@ -201,7 +201,7 @@ FROM (
            c.no_marketing_at IS NOT NULL OR c.restricted_at IS NOT NULL OR c.status != 'active'
                OR m.status IS 'unsubscribed' AS blocked,
            :update AND (
-               c.email != s.email
+               c.email != coalesce(s.email, s.key)
                OR (s.first_name IS NOT NULL AND c.first_name != s.first_name)
                OR (s.last_name IS NOT NULL AND c.last_name != s.last_name)
                OR (s.attributes != '{}' AND s.attributes != c.attributes
@@ -229,7 +229,7 @@ WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.email_key = s.key)
 _INSERT_CONTACTS = """
 INSERT INTO contacts (uid, email, email_key, first_name, last_name, attributes, source,
                       created_at, updated_at, last_activity_at)
-SELECT {uid}, s.email, s.key, coalesce(s.first_name, ''), coalesce(s.last_name, ''),
+SELECT {uid}, coalesce(s.email, s.key), s.key, coalesce(s.first_name, ''), coalesce(s.last_name, ''),
        s.attributes, :source, :now, :now, :now
 FROM temp.import_stage s
 {new}
@@ -240,7 +240,7 @@ _NEW_ONLY = "WHERE NOT EXISTS (SELECT 1 FROM temp.import_match x WHERE x.key = s
 
 _UPDATE_CONTACTS = """
 UPDATE contacts SET
-    email = s.email,
+    email = coalesce(s.email, s.key),
     first_name = coalesce(s.first_name, contacts.first_name),
     last_name = coalesce(s.last_name, contacts.last_name),
     attributes = CASE WHEN s.attributes = '{}' THEN contacts.attributes
