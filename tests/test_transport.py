@@ -180,6 +180,8 @@ def test_wrong_password_is_transport_error_without_password(tmp_path: Path) -> N
     assert server.messages == []
 
 
+# The server here offers AUTH without TLS on purpose (aiosmtpd warns about it).
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_no_starttls_offered_means_no_credentials_on_the_wire() -> None:
     # A plaintext server offering AUTH: with security="starttls" we stop
     # before sending anything (F21, F23).
