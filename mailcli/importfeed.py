@@ -235,9 +235,13 @@ def find_split(path: Path, size: int) -> tuple[int, int] | None:
             if not chunk:
                 return None
             lf += chunk.count(b"\n")
-            cr += chunk.count(b"\r")
-            crlf += chunk.count(b"\r\n") + (previous == b"\r" and chunk[:1] == b"\n")
-            quotes += chunk.count(b'"')
+            # Counting takes a pass over the bytes each; finding none (memchr)
+            # is several times faster, and most files have no CR or quote.
+            if b"\r" in chunk or previous == b"\r":
+                cr += chunk.count(b"\r")
+                crlf += chunk.count(b"\r\n") + (previous == b"\r" and chunk[:1] == b"\n")
+            if b'"' in chunk:
+                quotes += chunk.count(b'"')
             previous = chunk[-1:]
             offset += len(chunk)
         for _ in range(1000):  # then line by line to a line break outside quotes

@@ -230,6 +230,27 @@ def test_split_points_start_a_line_outside_quotes_and_know_its_number(tmp_path: 
     assert line == physical + 1
 
 
+def test_split_counts_a_crlf_that_falls_between_two_read_chunks(tmp_path: Path) -> None:
+    # find_split reads the first half in 4 MiB chunks and counts CRs (and
+    # quotes) only in chunks that have any: the one CRLF of this otherwise
+    # LF-only, quote-free file has its CR at the end of the first chunk.
+    chunk = 1 << 22
+    data = bytearray(b"email,name\n")
+    while len(data) < chunk - 200:
+        data += b"someone%d@example.org,Anna\n" % len(data)
+    data += b"crlf@example.org," + b"x" * (chunk - 1 - len(data) - len(b"crlf@example.org,")) + b"\r\n"
+    assert data[chunk - 1:chunk + 1] == b"\r\n"
+    while len(data) < 3 * chunk:
+        data += b"someone%d@example.org,Anna\n" % len(data)
+    path = tmp_path / "t.csv"
+    path.write_bytes(bytes(data))
+    split = find_split(path, len(data))
+    assert split is not None
+    offset, line = split
+    before = bytes(data[:offset]).decode()
+    assert before.endswith("\n") and line == before.count("\n") + before.count("\r") - before.count("\r\n") + 1
+
+
 @needs_workers
 def test_a_failed_worker_is_one_line_and_changes_nothing(
         cli: Cli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
