@@ -503,7 +503,8 @@ class CsvSource:
     size: int
     _binary: BinaryIO = field(repr=False)
     _text: io.TextIOWrapper = field(repr=False)
-    _reader: Iterator[list[str]] = field(repr=False)
+    _reader: Iterator[list[str]] = field(repr=False)  # a csv reader
+    _line_offset: int = field(default=0, repr=False)  # physical lines before the reader's first
     _first_row: list[str] | None = field(default=None, repr=False)
     _first_line: int = field(default=1, repr=False)
     _now_limit: str = field(default="", repr=False)
@@ -548,6 +549,7 @@ class CsvSource:
     def _records(self, *, staged: bool, stop: Boundary | None = None
                  ) -> Iterator[ImportRow | StagedRow | RowReject]:
         reader = self._reader
+        after = self._line_offset + 1  # the line after the reader's line_num
         parse = self._parser(staged)
         line = self._first_line
         stop_line = stop.line if stop is not None else 0
@@ -556,7 +558,7 @@ class CsvSource:
                 first = parse(line, self._first_row)
                 if first is not None:
                     yield first
-                line = reader.line_num + 1  # type: ignore[attr-defined]
+                line = reader.line_num + after  # type: ignore[attr-defined]
             while True:
                 try:
                     for row in reader:
@@ -564,7 +566,7 @@ class CsvSource:
                             result = parse(line, row)
                             if result is not None:
                                 yield result
-                        line = reader.line_num + 1  # type: ignore[attr-defined]
+                        line = reader.line_num + after  # type: ignore[attr-defined]
                         if stop_line and line >= stop_line:
                             if stop.at(line):  # type: ignore[union-attr]
                                 return
@@ -575,7 +577,7 @@ class CsvSource:
                     # to parse(), which rejects it with this same reason.
                     reason = "NUL byte in row" if "NUL" in str(exc) else f"malformed CSV record ({exc})"
                     yield RowReject(line, reason, {})
-                    line = reader.line_num + 1  # type: ignore[attr-defined]
+                    line = reader.line_num + after  # type: ignore[attr-defined]
                     if stop_line and line >= stop_line:
                         if stop.at(line):  # type: ignore[union-attr]
                             return
@@ -789,7 +791,7 @@ def _open(
     limit = now_limit or clock.to_iso(clock.now() + timedelta(days=1))
     src = CsvSource(
         path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text,
-        _reader=_LineOffset(reader, offset) if offset else reader,
+        _reader=reader, _line_offset=offset,
         _first_row=first_row, _first_line=header_line if first_row is not None else header_line + 1,
         _now_limit=limit, mapping=mapping,
     )
@@ -819,7 +821,7 @@ def open_csv_part(
         reader = csv.reader(text, delimiter=fmt.delimiter)
         return CsvSource(
             path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text,
-            _reader=_LineOffset(reader, first_line - 1), _first_line=first_line, _now_limit=now_limit,
+            _reader=reader, _line_offset=first_line - 1, _first_line=first_line, _now_limit=now_limit,
         )
     except BaseException:
         binary.close()
@@ -830,24 +832,6 @@ def open_csv_part(
 # file can be read from any line start: ASCII-compatible single-byte ones and
 # UTF-8 (no multi-byte sequence contains 0x0A). Not UTF-16.
 SPLITTABLE = frozenset({"utf-8", "utf-8-sig", "cp1252", "iso8859-1", "iso8859-15", "ascii"})
-
-
-class _LineOffset:
-    """A csv reader whose ``line_num`` also counts a skipped ``sep=`` line."""
-
-    def __init__(self, reader: Iterator[list[str]], offset: int) -> None:
-        self._reader = reader
-        self._offset = offset
-
-    def __iter__(self) -> _LineOffset:
-        return self
-
-    def __next__(self) -> list[str]:
-        return next(self._reader)
-
-    @property
-    def line_num(self) -> int:
-        return self._reader.line_num + self._offset  # type: ignore[attr-defined, no-any-return]
 
 
 def _headerless_plan(first_row: list[str]) -> ColumnPlan | None:
