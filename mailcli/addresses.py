@@ -121,8 +121,10 @@ def normalise_pair(raw: str) -> tuple[str, str]:
             fast = _fast_domain(domain)
         if (
             fast
-            and len(local) <= LOCAL_MAX_OCTETS
-            and len(local) + len(fast) + 3 <= PATH_MAX_OCTETS
+            # An address of up to 64 characters is within both limits (the
+            # fast path is ASCII: a character is an octet).
+            and (len(text) <= LOCAL_MAX_OCTETS
+                 or (len(local) <= LOCAL_MAX_OCTETS and len(local) + len(fast) + 3 <= PATH_MAX_OCTETS))
             and _DOT_ATOM.fullmatch(local) is not None
         ):
             address = text if fast == domain else f"{local}@{fast}"
