@@ -301,6 +301,23 @@ def test_arf_fields_are_read() -> None:
     assert reports.parse_dsn(reports.parse_bytes(raw.encode())) is None
 
 
+
+@pytest.mark.parametrize("last", ["-", "_", "A"])
+def test_a_token_is_read_whole_from_the_subject_and_the_plus_address(last: str) -> None:
+    # Real tokens with each kind of last character: "-" ends one token in 64.
+    from mailcli.tokens import make_unsubscribe_token, parse_unsubscribe_token
+
+    secret = b"k" * 32
+    uid = next(u for n in range(10_000) if make_unsubscribe_token(secret, u := f"{n:018x}", 1).endswith(last))
+    token = make_unsubscribe_token(secret, uid, 1)
+    for subject in (f"unsubscribe {token}", f"Re: Unsubscribe {token}.", f"unsubscribe {token} (sent from my phone)"):
+        msg = reports.parse_bytes(f"To: unsubscribe@example.org\nSubject: {subject}\n\nbye\n".encode())
+        assert reports.mailto_tokens(msg, "unsubscribe@example.org") == [token], subject
+    msg = reports.parse_bytes(f"To: unsubscribe+{token}@example.org\nSubject: x\n\nbye\n".encode())
+    assert reports.mailto_tokens(msg, "unsubscribe@example.org") == [token]
+    parsed = parse_unsubscribe_token(secret, token)
+    assert parsed is not None and parsed.contact_uid == uid
+
 def test_bad_sources(project: Path, cli: Cli, tmp_path: Path) -> None:
     seed(project, [])
     missing = cli("bounces", str(tmp_path / "nope.mbox"))

@@ -47,7 +47,9 @@ _POLICY_WORDS = re.compile(
     re.IGNORECASE,
 )
 _TOKEN = r"[A-Za-z0-9_-]{20,80}"
-_SUBJECT_TOKEN = re.compile(rf"\bunsubscribe\s+({_TOKEN})\b", re.IGNORECASE)
+# The token runs to the first character that cannot be in one: a \b would
+# cut a token that ends in "-" (one in 64) short of its last character.
+_SUBJECT_TOKEN = re.compile(rf"\bunsubscribe\s+({_TOKEN})(?![A-Za-z0-9_-])", re.IGNORECASE)
 _MESSAGE_ID_LINE = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 _ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/global", "message/global-headers")
 _RECIPIENT_HEADERS = ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
