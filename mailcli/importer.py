@@ -676,16 +676,17 @@ class CsvSource:
                             return reject(line, f"bad consent IP address {value!r}", row)
                     break
             if staged:
+                spelled = email if email != key else None  # see StagedRow
                 # Attribute names are identifiers (attribute_name), so only
                 # the values need JSON quoting.
                 if single is not None:
                     value = row[single[0]].strip()
-                    return (line, email if email != key else None, key, first or None, last or None,
+                    return (line, spelled, key, first or None, last or None,
                             single[1] + quote(value) + "}" if value else "{}", consent_at, ip)
                 parts = [prefix + quote(value) for prefix, index in json_keys if (value := row[index].strip())]
                 if full:
                     parts.append('"name":' + quote(full))
-                return (line, email if email != key else None, key, first or None, last or None,
+                return (line, spelled, key, first or None, last or None,
                         "{" + ",".join(parts) + "}" if parts else "{}", consent_at, ip)
             attrs = {name: value for name, index in attributes if (value := row[index].strip())}
             if full:
