@@ -35,11 +35,11 @@ How an import is written, and why this way:
   when the suppression list has entries for this list or all marketing. The
   list is read inside the transaction (which holds the write lock), so no
   opt-out can slip in between the check and the commit.
-* **Where the time goes** at 1M rows on two cores (first load, ~10-12 s
-  depending on the machine's moment): ~4 s reading and checking rows (two
+* **Where the time goes** at 1M rows on two cores (first load, 8-11 s
+  depending on the machine's moment): 3-4 s reading and checking rows (two
   workers; the import process only loads their frames), then, after the last
-  row, one writer: the sorted merge ~1.1 s, contacts (table and three
-  indexes) ~1.5 s, memberships ~2.2 s, the commit ~0.2 s. Alone with the
+  row, one writer: the sorted merge 1-1.6 s, contacts (table and two unique
+  indexes) 1.2-1.5 s, memberships 0.9-1.3 s, the commit ~0.2 s. Alone with the
   database, the import writes through a rollback journal instead of the WAL
   (``_leave_wal``): new pages are written once, in place, not to the WAL
   and again by the checkpoint (~500 MB twice at 1M rows). New databases and
