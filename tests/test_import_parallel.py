@@ -47,6 +47,7 @@ class Spy:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, first_late: bool = False) -> None:
         self.workers = 0
         self.retracted = 0
+        self.frames: set[str] = set()  # how rows crossed: "sqlite", "marshal"
         spy = self
         real_worker = importfeed._Worker
         real_merge = importfeed._merge_frames
@@ -66,6 +67,10 @@ class Spy:
         def merge(*args: Any, **kwargs: Any) -> Iterator[importfeed.Batch]:
             for batch in real_merge(*args, **kwargs):
                 spy.retracted += bool(batch.retract_from)
+                if batch.frame is not None:
+                    spy.frames.add("sqlite")
+                elif batch.rows or batch.rejects:
+                    spy.frames.add("marshal")
                 yield batch
 
         monkeypatch.setattr(importfeed, "_Worker", CountingWorker)
@@ -130,15 +135,22 @@ def write_csv(tmp_path: Path, rows: list[str]) -> Path:
     path = tmp_path / "contacts.csv"
     path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
     return path
-# Rows cross from the workers as serialized SQLite databases (Python 3.11+);
-# on 3.10 every file is read in the import process.
-needs_workers = pytest.mark.skipif(not hasattr(sqlite3.Connection, "serialize"), reason="Python 3.11+")
 
 
-@needs_workers
+@pytest.fixture(params=["sqlite", "marshal"])
+def frames(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How rows cross from the workers: serialized SQLite databases (Python
+    3.11+) or marshalled tuples (what 3.10 has)."""
+    if request.param == "sqlite" and not importfeed.sqlite_frames():
+        pytest.skip("serialized SQLite frames need sqlite3.Connection.serialize (Python 3.11+)")
+    if request.param == "marshal":
+        monkeypatch.setattr(importfeed, "sqlite_frames", lambda: False)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("shape", ["utf-8 crlf bom", "cp1252 semicolon", "sep line", "lf"])
 def test_workers_give_the_result_of_one_reader(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               shape: str) -> None:
+                                               shape: str, frames: str) -> None:
     rows = messy_rows(3000)
     path = tmp_path / "contacts.csv"
     if shape == "utf-8 crlf bom":
@@ -154,12 +166,12 @@ def test_workers_give_the_result_of_one_reader(cli: Cli, tmp_path: Path, monkeyp
     summary, spy = import_both(cli, tmp_path, monkeypatch, path)
     assert summary["imported"] > 2500 and summary["duplicates"] > 10 and summary["rejected"] > 50
     assert spy.retracted == 0
+    assert spy.frames == {frames}
 
 
-@needs_workers
 @pytest.mark.parametrize("first_late", [False, True], ids=["as-they-come", "second-ends-first"])
 def test_a_record_across_the_middle_is_read_by_the_first_worker(
-        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_late: bool) -> None:
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_late: bool, frames: str) -> None:
     # A stray quote inside an unquoted field (the reader keeps it as a
     # character) makes every later quoted line break look unquoted to the
     # split, so the second worker starts inside a record: its rows must be
@@ -170,9 +182,9 @@ def test_a_record_across_the_middle_is_read_by_the_first_worker(
     summary, spy = import_both(cli, tmp_path, monkeypatch, path, first_late=first_late)
     assert spy.retracted == 1
     assert summary["imported"] == 2000
+    assert spy.frames == {frames}
 
 
-@needs_workers
 def test_suppressed_addresses_in_both_halves(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_csv(tmp_path, plain_rows(2000))
     earlier = tmp_path / "earlier.csv"
@@ -183,7 +195,6 @@ def test_suppressed_addresses_in_both_halves(cli: Cli, tmp_path: Path, monkeypat
     assert (summary["suppressed"], summary["imported"]) == (3, 1997)
 
 
-@needs_workers
 def test_an_undecodable_byte_in_the_second_half_names_the_first_bad_line(
         cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "contacts.csv"
@@ -193,7 +204,6 @@ def test_an_undecodable_byte_in_the_second_half_names_the_first_bad_line(
     assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
 
 
-@needs_workers
 def test_domains_counted_by_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mailcli.importer import open_csv
     from mailcli.store import open_store
@@ -255,7 +265,6 @@ def test_split_counts_a_crlf_that_falls_between_two_read_chunks(tmp_path: Path) 
     assert before.endswith("\n") and line == physical_lines(before) + 1
 
 
-@needs_workers
 def test_a_failed_worker_is_one_line_and_changes_nothing(
         cli: Cli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
@@ -273,7 +282,6 @@ def test_a_failed_worker_is_one_line_and_changes_nothing(
     assert snapshot(project) == ([], [])
 
 
-@needs_workers
 def test_workers_do_not_import_a_mailcli_folder_in_the_current_directory(
         cli: Cli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_csv(tmp_path, plain_rows(500))

@@ -62,7 +62,7 @@ from typing import Any
 from ..clock import now_iso
 from ..errors import NotFoundError, UsageError
 from ..importer import ImportRow, RowReject
-from ..importfeed import BATCH, Batch, BatchSource, Suppression, batch_rows, staged
+from ..importfeed import BATCH, Batch, BatchSource, Suppression, batch_rows, insert_rows, staged
 from .db import PAGE_SIZE, Store
 
 MAX_REJECTS_KEPT = 10_000  # listed in the result; the rejects file gets them all
@@ -113,7 +113,6 @@ CREATE TEMP TABLE import_raw (
     consent_ip TEXT
 )
 """
-_RAW_INSERT = "INSERT INTO temp.import_raw VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _RAW_FROM_FRAME = "INSERT INTO temp.import_raw SELECT * FROM import_feed.rows"
 
 # Rejected rows wait here (on disk, not in memory) to be reported in file
@@ -403,7 +402,7 @@ def import_batches(
                     conn.execute("DELETE FROM temp.import_rejects WHERE line >= ?", (batch.retract_from,))
                 else:
                     staged_count += len(batch.rows)
-                    conn.executemany(_RAW_INSERT, batch.rows)
+                    insert_rows(conn, "temp.import_raw", batch.rows)
                     if batch.rejects:
                         conn.executemany(_REJECT_INSERT, [(r.line, r.reason, json.dumps(r.raw))
                                                           for r in batch.rejects])
