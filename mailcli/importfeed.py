@@ -47,7 +47,7 @@ import marshal
 import os
 import struct
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -60,6 +60,7 @@ from mailcli.importer import (
     CsvFormat,
     CsvSource,
     ImportRow,
+    OptOut,
     RowReject,
     StagedRow,
     encode_attributes,
@@ -80,6 +81,7 @@ FRAME_SCHEMA = (
     "CREATE TABLE rows (line INTEGER NOT NULL, email TEXT, key TEXT NOT NULL, first_name TEXT,"
     " last_name TEXT, attributes TEXT NOT NULL, consent_at TEXT, consent_ip TEXT)",
     "CREATE TABLE rejects (line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL)",
+    "CREATE TABLE optouts (line INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, at TEXT)",
 )
 
 
@@ -93,7 +95,8 @@ class Batch(NamedTuple):
     position: int  # bytes of the file read so far
     suppressed: int = 0  # rows left out because the address is suppressed
     frame: bytes | None = None  # a worker's rows and rejects: a serialized SQLite database
-    retract_from: int = 0  # withdraw the worker rows and rejects from this line on
+    retract_from: int = 0  # withdraw the worker rows, rejects and opt-outs from this line on
+    optouts: Sequence[OptOut] = ()  # rows of people who left the list at the file's source
 
 
 class Suppression:
@@ -128,17 +131,21 @@ def staged(row: ImportRow) -> StagedRow:
             encode_attributes(attributes) if attributes else "{}", consent_at, consent_ip)
 
 
-def batch_rows(rows: Iterable[StagedRow | RowReject], size: int, suppression: Suppression | None,
+def batch_rows(rows: Iterable[StagedRow | RowReject | OptOut], size: int, suppression: Suppression | None,
              domains: dict[str, int] | None, position: Callable[[], int]) -> Iterator[Batch]:
     """Group rows into batches, leaving out suppressed addresses."""
     kept: list[StagedRow] = []
     rejects: list[RowReject] = []
+    optouts: list[OptOut] = []
     add = kept.append
     suppressed = 0
     for row in rows:
-        if type(row) is RowReject:
-            rejects.append(row)
-            if len(rejects) < size:
+        if type(row) is not tuple:  # staged rows are plain tuples
+            if type(row) is RowReject:
+                rejects.append(row)
+            else:
+                optouts.append(row)  # type: ignore[arg-type]
+            if len(rejects) + len(optouts) < size:
                 continue
         else:
             key: str = row[2]  # type: ignore[index, assignment]
@@ -151,10 +158,10 @@ def batch_rows(rows: Iterable[StagedRow | RowReject], size: int, suppression: Su
             add(row)  # type: ignore[arg-type]
             if len(kept) < size:
                 continue
-        yield Batch(kept, rejects, position(), suppressed)
-        kept, rejects, suppressed = [], [], 0
+        yield Batch(kept, rejects, position(), suppressed, optouts=optouts)
+        kept, rejects, optouts, suppressed = [], [], [], 0
         add = kept.append
-    yield Batch(kept, rejects, position(), suppressed)
+    yield Batch(kept, rejects, position(), suppressed, optouts=optouts)
 
 
 class ImportFeed:
@@ -293,8 +300,9 @@ def _merge_frames(first: _Worker, second: _Worker, line: int, domains: dict[str,
                     if sqlite:
                         yield Batch([], [], position, meta["suppressed"], data)
                     else:
-                        rows, rejects = marshal.loads(data)
-                        yield Batch(rows, [RowReject(*r) for r in rejects], position, meta["suppressed"])
+                        rows, rejects, optouts = marshal.loads(data)
+                        yield Batch(rows, [RowReject(*r) for r in rejects], position, meta["suppressed"],
+                                    optouts=[OptOut(*o) for o in optouts])
                 elif kind == _BOUNDARY:
                     boundary = meta["reached"]
                     if not boundary:  # the second worker started inside a record
@@ -428,7 +436,7 @@ def _plan_from(data: dict[str, Any]) -> ColumnPlan:
         headers=tuple(data["headers"]), email=data["email"], first_name=data["first_name"],
         last_name=data["last_name"], name=data["name"], consent_time=tuple(data["consent_time"]),
         consent_ip=tuple(data["consent_ip"]), attributes=tuple((n, i) for n, i in data["attributes"]),
-        has_header=data["has_header"])
+        has_header=data["has_header"], opted_out=tuple(data["opted_out"]), cleaned=tuple(data["cleaned"]))
 
 
 def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
@@ -457,7 +465,8 @@ def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
             if job["sqlite_frames"]:
                 frame = _sqlite_frame(batch)
             else:
-                frame = marshal.dumps((batch.rows, [tuple(r) for r in batch.rejects]))
+                frame = marshal.dumps((batch.rows, [tuple(r) for r in batch.rejects],
+                                       [tuple(o) for o in batch.optouts]))
             _send(out, _ROWS, {"position": batch.position, "suppressed": batch.suppressed}, frame)
     if stop is not None and not boundary_sent:
         _send(out, _BOUNDARY, {"reached": stop.reached})
@@ -476,6 +485,7 @@ def _sqlite_frame(batch: Batch) -> bytes:
         insert_rows(memory, "rows", batch.rows)
         memory.executemany("INSERT INTO rejects VALUES (?, ?, ?)",
                            [(r.line, r.reason, json.dumps(r.raw)) for r in batch.rejects])
+        memory.executemany("INSERT INTO optouts VALUES (?, ?, ?, ?)", batch.optouts)
         memory.execute("COMMIT")
         return memory.serialize()  # type: ignore[no-any-return, attr-defined]  # 3.11+: sqlite_frames()
     finally:

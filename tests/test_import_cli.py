@@ -250,6 +250,60 @@ def test_suppressed_and_unsubscribed_are_never_resubscribed(project: Path, cli: 
     assert (data["imported"], data["suppressed"]) == (2, 2)
 
 
+def test_a_mailchimp_download_carries_its_unsubscribes_and_bounces_over(project: Path, cli: Cli) -> None:
+    # Mailchimp's export is a ZIP of three CSVs: subscribed, unsubscribed and
+    # cleaned members. Importing all three must keep the unsubscribed and
+    # cleaned people off the list, now and in every later import.
+    imported(cli, str(DATA / "mailchimp_export.csv"), "--list", "news")
+    result = cli("import", str(DATA / "mailchimp_unsubscribed.csv"), "--list", "news", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    # Frank's OPTIN_TIME "gisteren" would reject a subscription; his opt-out counts all the same.
+    assert {k: data[k] for k in ("imported", "updated", "unchanged", "suppressed", "rejected", "opted_out")} == {
+        "imported": 0, "updated": 0, "unchanged": 0, "suppressed": 2, "rejected": 0, "opted_out": 2}
+    assert "2 row(s) marked unsubscribed or cleaned in the file" in result.stderr
+    (m,) = contact(project, "bram.visser@example.com")["memberships"]  # type: ignore[misc]
+    assert (m["status"], m["unsubscribed_at"], m["unsubscribe_channel"]) == (
+        "unsubscribed", "2024-03-02T20:11:09Z", "import")
+    assert m["consent_source"] == "mailchimp_export.csv line 3"  # the consent evidence stays (E03)
+    conn = db(project)
+    assert conn.execute("SELECT count(*) FROM contacts WHERE email_key = 'frank@example.net'").fetchone()[0] == 0
+    data = imported(cli, str(DATA / "mailchimp_cleaned.csv"), "--list", "news")
+    assert (data["suppressed"], data["opted_out"]) == (1, 1)
+    assert contact(project, "daan@example.org")["status"] == "bounced"
+    assert conn.execute("SELECT kind, channel, scope, source_ref FROM events ORDER BY id").fetchall() == [
+        ("unsubscribed", "import", "news", "mailchimp_unsubscribed.csv line 2"),
+        ("unsubscribed", "import", "news", "mailchimp_unsubscribed.csv line 3"),
+        ("bounced", "import", "*", "mailchimp_cleaned.csv line 2")]
+    assert conn.execute("SELECT scope, reason, channel FROM suppressions ORDER BY reason, scope").fetchall() == [
+        ("*", "bounced", "import"), ("news", "unsubscribed", "import"), ("news", "unsubscribed", "import")]
+    # All three again: nobody comes back and nothing new is recorded.
+    before = dump(project)
+    again = imported(cli, str(DATA / "mailchimp_export.csv"), "--list", "news")
+    assert (again["unchanged"], again["suppressed"], again["imported"]) == (2, 2, 0)
+    for name in ("mailchimp_unsubscribed.csv", "mailchimp_cleaned.csv"):
+        imported(cli, str(DATA / name), "--list", "news")
+    assert dump(project) == before
+    # Frank was never a contact here, but he stays off this list too.
+    path = project / "later.csv"
+    path.write_text("email\nFrank@Example.net\n", encoding="utf-8")
+    assert imported(cli, str(path), "--list", "news")["suppressed"] == 1
+
+
+def test_a_row_marked_unsubscribed_wins_over_every_row_with_its_address(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_text("email,name,opted out on\nann@example.org,Ann,\nbob@example.org,Bob,\n"
+                    "ANN@example.org,,2024-01-01\n", encoding="utf-8")
+    data = imported(cli, str(path), "--list", "news", "--map", "opted out on=unsubscribed_at")
+    assert (data["imported"], data["suppressed"], data["opted_out"], data["rejected"]) == (1, 2, 1, 0)
+    conn = db(project)
+    assert [row[0] for row in conn.execute("SELECT email_key FROM contacts")] == ["bob@example.org"]
+    assert contact(project, "bob@example.org")["attributes"] == {"name": "Bob"}
+    (at,) = conn.execute("SELECT detail FROM events WHERE kind = 'unsubscribed'").fetchone()
+    assert json.loads(at) == {"at": "2024-01-01T00:00:00Z"}
+
+
 def test_unconfirmed_then_confirmed(project: Path, cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "signups.csv"
     path.write_text("email,optin_time\nann@example.org,2024-05-01 08:00:00\n", encoding="utf-8")

@@ -185,6 +185,24 @@ def test_a_record_across_the_middle_is_read_by_the_first_worker(
     assert spy.frames == {frames}
 
 
+def test_opt_outs_in_both_halves(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frames: str) -> None:
+    # An UNSUB_TIME column: opt-out rows in both halves, and two addresses
+    # subscribed by one row and opted out by another in the other half, the
+    # opt-out first (p102) or last (p1900).
+    rows = []
+    for i in range(2000):
+        unsub = "2024-01-01 10:00:00" if i % 97 == 5 or i == 1900 else ""
+        rows.append(f"p{i}@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,{unsub}")
+    rows[10] = "p1900@example.org,Anna,de Vries,Delft,2023-02-01 08:00:00,"
+    rows[1600] = "P102@EXAMPLE.org,Anna,de Vries,Delft,2023-02-01 08:00:00,"
+    path = tmp_path / "contacts.csv"
+    path.write_text("\n".join([HEADER.replace("notes", "unsub_time"), *rows, ""]), encoding="utf-8")
+    summary, spy = import_both(cli, tmp_path, monkeypatch, path)
+    opted = len(range(5, 2000, 97)) + 1
+    assert (summary["opted_out"], summary["suppressed"], summary["imported"]) == (opted, opted + 2, 2000 - opted - 2)
+    assert spy.frames == {frames}
+
+
 def test_suppressed_addresses_in_both_halves(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_csv(tmp_path, plain_rows(2000))
     earlier = tmp_path / "earlier.csv"

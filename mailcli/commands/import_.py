@@ -21,7 +21,8 @@ def import_cmd(
                                            metavar="NAME")],
     map_: Annotated[list[str] | None, typer.Option(
         "--map", help='Map a column: "CSV column=field" (email, first_name, last_name, name, consent_time, '
-        "consent_ip, ignore, or an attribute name). Repeatable.", metavar="COLUMN=FIELD")] = None,
+        "consent_ip, unsubscribed_at, bounced_at, ignore, or an attribute name). Repeatable.",
+        metavar="COLUMN=FIELD")] = None,
     delimiter: Annotated[str | None, typer.Option("--delimiter", help="Field separator (default: detected); tab as 'tab'.",
                                                   metavar="CHAR")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="File encoding (default: detected), e.g. cp1252.",
@@ -48,8 +49,10 @@ def import_cmd(
     Excel) are detected; every other column becomes a custom attribute.
     Addresses are normalised and checked; duplicates are merged; suppressed
     or unsubscribed addresses are never re-subscribed; consent is recorded
-    per membership. Every row is counted: imported, updated, unchanged,
-    suppressed or rejected.
+    per membership. Rows marked unsubscribed or cleaned (Mailchimp's
+    UNSUB_TIME, CLEAN_TIME) put their address on the suppression list
+    instead. Every row is counted: imported, updated, unchanged, suppressed
+    or rejected.
 
     Examples:
 
@@ -79,6 +82,12 @@ def import_cmd(
                    f"email column {source.plan.headers[source.plan.email]!r}")
         rejects_file = RejectsFile(rejects, source.plan.headers, source.format.delimiter) if rejects else None
 
+        def record_opt_outs(list_id: int, rows: Any) -> None:
+            from ..feedback.actions import record_imported_opt_outs
+
+            record_imported_opt_outs(store, secret, rows, list_id=list_id, list_name=list_name.strip(),
+                                     source=file.name)
+
         def audit_entry(result: Any) -> None:
             audit.record_access(store, settings, "import", command="import", detail={
                 "file": file.name, "list": list_name, **{k: v for k, v in result.as_dict().items() if k != "rejects"}})
@@ -91,6 +100,7 @@ def import_cmd(
                     consent_source=consent_source, on_conflict=on_conflict, status=status,
                     on_reject=rejects_file.write if rejects_file else None,
                     on_batch=lambda position: bar.update(position),
+                    on_opt_outs=record_opt_outs,
                     before_commit=audit_entry,
                 )
         except BaseException:
@@ -118,8 +128,12 @@ def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> Non
     out.success(line)
     if result.duplicates:
         out.info(f"{result.duplicates} row(s) repeated an address earlier in the file and were merged into it")
-    if result.suppressed:
-        out.info(f"{result.suppressed} row(s) not subscribed: suppressed, opted out or unsubscribed earlier")
+    if result.opted_out:
+        out.info(f"{result.opted_out} row(s) marked unsubscribed or cleaned in the file: not subscribed, and"
+                 " their addresses are now on the suppression list")
+    if result.suppressed > result.opted_out:
+        out.info(f"{result.suppressed - result.opted_out} row(s) not subscribed: suppressed, opted out or"
+                 " unsubscribed earlier")
     if result.rejected:
         for reject in result.rejects[:5]:
             out.info(f"  line {reject.line}: {reject.reason}")

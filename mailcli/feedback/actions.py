@@ -1,7 +1,8 @@
 """The one place that records opt-outs, bounces and complaints.
 
 Every channel — one-click POST (``serve``), mailto and DSN/ARF reports
-(``bounces``), and the manual ``unsubscribe`` command — ends here, so each
+(``bounces``), the manual ``unsubscribe`` command, and the unsubscribed and
+cleaned rows of an imported export (``import``) — ends here, so each
 opt-out is stored the same way (STANDARDS B14, E03, E17):
 
 * the membership(s) become ``unsubscribed`` with the UTC time and the channel;
@@ -26,9 +27,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import audit, clock
 from ..addresses import AddressError, normalise_address
@@ -37,8 +38,11 @@ from ..errors import NotFoundError, UsageError
 from ..store import Store
 from ..tokens import address_hmac
 
+if TYPE_CHECKING:
+    from ..importer import OptOut
+
 ALL = "*"
-CHANNELS = ("one-click", "mailto", "cli", "complaint", "bounce")
+CHANNELS = ("one-click", "mailto", "cli", "complaint", "bounce", "import")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +139,14 @@ def _event(
     )
 
 
-def _unsubscribe_memberships(conn: sqlite3.Connection, contact_id: int, list_id: int | None, channel: str, now: str) -> int:
+def _unsubscribe_memberships(conn: sqlite3.Connection, contact_id: int, list_id: int | None, channel: str, now: str,
+                             at: str | None = None) -> int:
+    """Memberships to ``unsubscribed`` (at ``at``, default now); how many changed."""
     sql = (
         "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = ?, updated_at = ?"
         " WHERE contact_id = ? AND status != 'unsubscribed'"
     )
-    params: list[Any] = [now, channel, now, contact_id]
+    params: list[Any] = [at or now, channel, now, contact_id]
     if list_id is not None:
         sql += " AND list_id = ?"
         params.append(list_id)
@@ -344,6 +350,45 @@ def unsubscribe_address(
             audit.append(store, "unsubscribe", subject_hmac=digest, command=command,
                          detail={"channel": channel, "scope": scope, "known": False})
     return AddressResult(known=False, changed=changed, scope=scope)
+
+
+def record_imported_opt_outs(
+    store: Store, secret: bytes, rows: Iterable[OptOut], *, list_id: int, list_name: str, source: str,
+) -> int:
+    """Carry over the opt-outs of an imported export, inside the import's
+    transaction: an unsubscribed row leaves list ``list_name`` (the old
+    service's list is the one imported into, and there an unsubscribe is per
+    list too); a cleaned row is a hard bounce, suppressed from all marketing.
+    Recorded like any opt-out, with channel ``import`` and the file line as
+    the event's source; the membership keeps the file's time when it has one.
+    Returns how many addresses changed (a repeat changes nothing).
+    """
+    conn = store.conn
+    now = clock.now_iso()
+    changed_count = 0
+    for line, key, kind, at in rows:
+        digest = address_hmac(secret, key)
+        contact = contact_by_email_key(conn, key)
+        if kind == "bounced":
+            scope = ALL
+            changed = _suppress(conn, digest, ALL, "bounced", "import", now)
+            if contact is not None:
+                changed = conn.execute(
+                    "UPDATE contacts SET status = 'bounced', updated_at = ? WHERE id = ?"
+                    " AND status IN ('active', 'unsubscribed')", (now, contact.id)).rowcount > 0 or changed
+        else:
+            scope = list_name
+            changed = _suppress(conn, digest, list_name, "unsubscribed", "import", now)
+            if contact is not None:
+                changed = _unsubscribe_memberships(conn, contact.id, list_id, "import", now, at) > 0 or changed
+        if changed:
+            changed_count += 1
+            _event(conn, contact_id=contact.id if contact is not None else None, campaign_id=None, kind=kind,
+                   channel="import", scope=scope, detail={"at": at} if at else None,
+                   source_ref=f"{source} line {line}", now=now)
+            audit.append(store, "unsubscribe" if kind == "unsubscribed" else "suppress", subject_hmac=digest,
+                         command="import", detail={"channel": "import", "scope": scope, "reason": kind})
+    return changed_count
 
 
 def is_suppressed(store: Store, settings: Settings, email_key: str, scope: str | None = None) -> bool:
