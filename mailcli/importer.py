@@ -817,6 +817,8 @@ def _open(
         raise InputFileError(f"{source}: cannot read ({exc.strerror})") from None
     if not head.strip():
         raise InputFileError(f"{source}: the file is empty")
+    if head.startswith(b"PK\x03\x04"):
+        _refuse_zip_of_csv(binary, source)
     fmt = detect_format(head, source, encoding=encoding, delimiter=delimiter, complete=len(head) < HEAD_BYTES)
     binary.seek(0)
     text = io.TextIOWrapper(binary, encoding=fmt.encoding, errors="strict", newline="")  # type: ignore[arg-type]
@@ -895,6 +897,24 @@ def open_csv_part(
 # file can be read from any line start: ASCII-compatible single-byte ones and
 # UTF-8 (no multi-byte sequence contains 0x0A). Not UTF-16.
 SPLITTABLE = frozenset({"utf-8", "utf-8-sig", "cp1252", "iso8859-1", "iso8859-15", "ascii"})
+
+
+def _refuse_zip_of_csv(binary: BinaryIO, source: str) -> None:
+    """A ZIP archive of CSV files — what Mailchimp's audience export
+    downloads as — gets an error that says what to do with it."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(binary) as archive:
+            names = [Path(n).name for n in archive.namelist() if n.lower().endswith(".csv")]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a readable archive: detect_encoding says what it is
+    if names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise InputFileError(
+            f"{source}: a ZIP archive of CSV files ({shown}), not a CSV file",
+            hint="unzip it and import each CSV file; of a Mailchimp export all of them: the unsubscribed"
+                 " and cleaned ones keep those people off the list")
 
 
 def _headerless_plan(first_row: list[str]) -> ColumnPlan | None:

@@ -338,12 +338,13 @@ def test_check_mx_warns_about_dead_domains(project: Path, cli: Cli, tmp_path: Pa
 # -------------------------------------------------------------- bad input files
 
 
-@pytest.mark.parametrize("case", ["missing", "binary", "no-email", "undecodable", "directory"])
+@pytest.mark.parametrize("case", ["missing", "binary", "no-email", "undecodable", "directory", "zip"])
 def test_bad_input_files_exit_2_and_change_nothing(project: Path, cli: Cli, tmp_path: Path, case: str) -> None:
     imported(cli, str(DATA / "dutch_excel.csv"), "--list", "news")
     path = tmp_path / f"{case}.csv"
     expected = {"missing": "no such file", "binary": "binary file", "no-email": "no email column",
-                "undecodable": "line 3: cannot be decoded as utf-8", "directory": "is a directory"}[case]
+                "undecodable": "line 3: cannot be decoded as utf-8", "directory": "is a directory",
+                "zip": "a ZIP archive of CSV files (subscribed_members.csv, unsubscribed_members.csv)"}[case]
     if case == "binary":
         path.write_bytes(bytes(range(256)) * 40)
     elif case == "no-email":
@@ -353,6 +354,12 @@ def test_bad_input_files_exit_2_and_change_nothing(project: Path, cli: Cli, tmp_
         path.write_bytes(b"email,city\na@example.org,Delft\nb@example.org,M\xfcnchen\n")
     elif case == "directory":
         path.mkdir()
+    elif case == "zip":  # a Mailchimp audience export as downloaded
+        import zipfile
+
+        with zipfile.ZipFile(path, "w") as archive:
+            for name in ("subscribed_members.csv", "unsubscribed_members.csv"):
+                archive.writestr(f"members_export/{name}", "Email Address\nann@example.org\n")
     before = dump(project)
     extra = ["--encoding", "utf-8"] if case == "undecodable" else []
     result = cli("import", str(path), "--list", "news", *extra)
