@@ -24,7 +24,8 @@ What it decides, and why:
   ``--map "CSV column=field"`` overrides. A lone ``name`` column is split at
   the first space (``Jan van der Berg`` → ``Jan`` / ``van der Berg``, which keeps
   Dutch prefixes with the surname) and also kept whole as the ``name``
-  attribute. Every other column becomes a custom attribute named in lower
+  attribute. A Dutch ``Tussenvoegsel`` column joins the last name
+  (``van der`` + ``Berg`` → ``van der Berg``), as it is written in a salutation. Every other column becomes a custom attribute named in lower
   snake_case so templates can use it (``{{ contact.member_rating }}``).
 * **Consent evidence**: a ``CONFIRM_TIME``/``OPTIN_TIME``-style column gives the
   consent time (confirmation preferred over opt-in, as it is the later,
@@ -97,6 +98,9 @@ _CONSENT_IP = ["confirmip", "consentip", "optinip", "signupip", "ip", "ipaddress
 # are Mailchimp's); cleaned means the address bounced there.
 _OPTED_OUT = ["unsubtime", "unsubscribedat", "unsubscribetime", "optouttime", "optedoutat", "optoutat"]
 _CLEANED = ["cleantime", "cleanedat"]
+# The Dutch name prefix ("van der", "de"), kept in a column of its own by
+# many Dutch systems; it belongs in front of the last name.
+_LAST_NAME_PREFIX = ["tussenvoegsel", "tussenvoegsels", "voorvoegsel", "voorvoegsels"]
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _SEP_LINE = re.compile(r"sep=(.)\r?\n?")
@@ -205,6 +209,7 @@ class ColumnPlan:
     has_header: bool = True
     opted_out: tuple[int, ...] = ()  # a filled cell makes the row an OptOut (unsubscribed)
     cleaned: tuple[int, ...] = ()  # the same, bounced
+    last_name_prefix: int | None = None  # "Tussenvoegsel": put in front of the last name
 
     @property
     def attribute_headers(self) -> dict[str, str]:
@@ -269,6 +274,7 @@ def plan_columns(
     consent_ip: list[tuple[int, int]] = []
     opted_out: list[int] = []
     cleaned: list[int] = []
+    prefix: int | None = None
     attributes: list[tuple[str, int]] = []
     explicit = set(mapping.values()) & set(FIELDS)
     for index, key in enumerate(keys):
@@ -287,6 +293,9 @@ def plan_columns(
                 target = "unsubscribed_at"
             elif key in _CLEANED:
                 target = "bounced_at"
+            elif key in _LAST_NAME_PREFIX and prefix is None:
+                prefix = index
+                continue
         if target == "ignore":
             continue
         if target == "unsubscribed_at":
@@ -307,6 +316,9 @@ def plan_columns(
             f"{source}: no email column (columns found: {found})",
             hint='name the column with --map "COLUMN=email"',
         )
+    if prefix is not None and "last_name" not in chosen:
+        attributes.append((attribute_name(headers[prefix]), prefix))  # no last name to join
+        prefix = None
     name_index = chosen.get("name")
     if name_index is not None and ("first_name" in chosen or "last_name" in chosen):
         # Explicit first/last columns win; the full name stays an attribute.
@@ -323,6 +335,7 @@ def plan_columns(
         attributes=_unique_names(attributes, {"name"} if name_index is not None else set()),
         opted_out=tuple(opted_out),
         cleaned=tuple(cleaned),
+        last_name_prefix=prefix,
     )
 
 
@@ -729,8 +742,25 @@ class CsvSource:
                 attrs["name"] = full
             return ImportRow(line, email, key, first or None, last or None, attrs, consent_at, ip)
 
+        step: Callable[[int, list[str]], ImportRow | StagedRow | RowReject | None] = parse
+        prefix_at = plan.last_name_prefix
+        if prefix_at is not None and last_at is not None:
+            last_index = last_at
+
+            def parse_with_prefix(line: int, row: list[str]) -> ImportRow | StagedRow | RowReject | None:
+                if prefix_at < len(row) and last_index < len(row) and (prefix := " ".join(row[prefix_at].split())):
+                    joined = row.copy()
+                    last = joined[last_index].strip()
+                    joined[last_index] = f"{prefix} {last}" if last else prefix
+                    result = parse(line, joined)
+                    if type(result) is RowReject:  # the rejects file shows the cells as they were
+                        return reject(line, result.reason, row)
+                    return result
+                return parse(line, row)
+
+            step = parse_with_prefix
         if not (plan.cleaned or plan.opted_out):
-            return parse
+            return step
         left = [(index, "bounced") for index in plan.cleaned] + [(index, "unsubscribed") for index in plan.opted_out]
 
         def parse_or_opt_out(line: int, row: list[str]) -> ImportRow | StagedRow | RowReject | OptOut | None:
@@ -742,13 +772,13 @@ class CsvSource:
                     kind = each
                     break
             if not kind:
-                return parse(line, row)
+                return step(line, row)
             try:
                 _, key = normalise(row[email_at]) if email_at < len(row) else ("", "")
             except AddressError:
                 key = ""
             if not key:
-                return parse(line, row)  # rejected there, with the reason
+                return step(line, row)  # rejected there, with the reason
             try:
                 at: str | None = parse_consent_time(value)
             except ValueError:

@@ -436,7 +436,8 @@ def _plan_from(data: dict[str, Any]) -> ColumnPlan:
         headers=tuple(data["headers"]), email=data["email"], first_name=data["first_name"],
         last_name=data["last_name"], name=data["name"], consent_time=tuple(data["consent_time"]),
         consent_ip=tuple(data["consent_ip"]), attributes=tuple((n, i) for n, i in data["attributes"]),
-        has_header=data["has_header"], opted_out=tuple(data["opted_out"]), cleaned=tuple(data["cleaned"]))
+        has_header=data["has_header"], opted_out=tuple(data["opted_out"]), cleaned=tuple(data["cleaned"]),
+        last_name_prefix=data["last_name_prefix"])
 
 
 def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:

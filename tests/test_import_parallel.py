@@ -148,7 +148,7 @@ def frames(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.param)
 
 
-@pytest.mark.parametrize("shape", ["utf-8 crlf bom", "cp1252 semicolon", "sep line", "lf"])
+@pytest.mark.parametrize("shape", ["utf-8 crlf bom", "cp1252 semicolon", "sep line", "lf", "tussenvoegsel"])
 def test_workers_give_the_result_of_one_reader(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                shape: str, frames: str) -> None:
     rows = messy_rows(3000)
@@ -161,6 +161,8 @@ def test_workers_give_the_result_of_one_reader(cli: Cli, tmp_path: Path, monkeyp
     elif shape == "sep line":
         path.write_text("sep=|\n" + "\n".join([HEADER.replace(",", "|"), *(r.replace(",", "|") for r in rows), ""]),
                         encoding="utf-8")
+    elif shape == "tussenvoegsel":  # the notes column read as Dutch name prefixes
+        path.write_text("\n".join([HEADER.replace("notes", "Tussenvoegsel"), *rows, ""]), encoding="utf-8")
     else:
         path.write_text("\n".join([HEADER, *rows, ""]), encoding="utf-8")
     summary, spy = import_both(cli, tmp_path, monkeypatch, path)

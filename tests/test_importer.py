@@ -245,6 +245,24 @@ def test_header_aliases(tmp_path: Path, header: str, field: str) -> None:
         assert getattr(source.plan, field) == 1
 
 
+def test_a_dutch_name_prefix_joins_the_last_name(tmp_path: Path) -> None:
+    path = tmp_path / "leden.csv"
+    path.write_text("E-mailadres;Voornaam;Tussenvoegsel;Achternaam;Plaats\n"
+                    "jan@example.nl;Jan;van der;Berg;Delft\n"
+                    "els@example.nl;Els; ;Smit;Gouda\n"
+                    "bad-address;Piet;de;Vries;Ede\n", encoding="utf-8")
+    with open_csv(path) as source:
+        jan, els, bad = source.rows()
+    assert (jan.first_name, jan.last_name, jan.attributes) == ("Jan", "van der Berg", {"plaats": "Delft"})
+    assert els.last_name == "Smit"
+    assert isinstance(bad, RowReject) and bad.raw["Achternaam"] == "Vries"  # the cells as in the file
+    # Without a last name column there is nothing to join: it is an attribute.
+    path.write_text("email,tussenvoegsel\nann@example.org,de\n", encoding="utf-8")
+    with open_csv(path) as source:
+        (ann,) = source.rows()
+    assert ann.attributes == {"tussenvoegsel": "de"}
+
+
 def test_name_column_is_split_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "n.csv"
     path.write_text("Naam,E-mail\nJan van der Berg,jan@example.nl\nCher,cher@example.org\n", encoding="utf-8")
