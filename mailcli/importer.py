@@ -80,7 +80,8 @@ RESERVED_ATTRIBUTES = frozenset({"email", "first_name", "last_name", "lists", "s
 # Header aliases, keyed by header_key(): lower case, letters and digits only.
 _ALIASES: dict[str, str] = {
     **dict.fromkeys(
-        ["email", "emailaddress", "mail", "mailaddress", "emailadres", "mailadres", "emails"],
+        ["email", "emailaddress", "mail", "mailaddress", "emailadres", "mailadres", "emails",
+         "email1value"],  # Google Contacts: "E-mail 1 - Value"
         "email",
     ),
     **dict.fromkeys(["firstname", "first", "fname", "givenname", "voornaam", "roepnaam"], "first_name"),

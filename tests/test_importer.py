@@ -232,7 +232,7 @@ def test_headerless_list_of_addresses(tmp_path: Path) -> None:
     ("header", "field"),
     [
         ("email", "email"), ("E-mail", "email"), ("Email Address", "email"), ("MAIL", "email"),
-        ("E-mailadres", "email"), ("emailadres", "email"), ("e_mail", "email"),
+        ("E-mailadres", "email"), ("emailadres", "email"), ("e_mail", "email"), ("E-mail 1 - Value", "email"),
         ("first_name", "first_name"), ("First Name", "first_name"), ("Voornaam", "first_name"),
         ("last_name", "last_name"), ("Last Name", "last_name"), ("ACHTERNAAM", "last_name"),
     ],
