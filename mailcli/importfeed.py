@@ -475,7 +475,7 @@ def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
 
 
 def _sqlite_frame(batch: Batch) -> bytes:
-    """A batch's rows and rejects as a serialized in-memory SQLite database."""
+    """A batch's rows, rejects and opt-outs as a serialized in-memory SQLite database."""
     import sqlite3
 
     memory = sqlite3.connect(":memory:", isolation_level=None)
