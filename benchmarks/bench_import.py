@@ -215,6 +215,9 @@ def main() -> int:
           f"(x{max(rss) / small_rss:.2f} for x{rows / small_rows:.0f} the rows)")
     rate = rows / median(firsts)
     print(f"first load target 100,000 rows/s: {'met' if rate >= 100_000 else 'NOT met'} ({rate:,.0f})")
+    if args.quick:
+        print(f"quick run: the {small_rows:,}-row file is under 8 MiB and read in one process, the other by two"
+              " readers, so their peak RSS are not comparable; the targets are judged on a full run")
     return 0
 
 
