@@ -25,7 +25,8 @@ What it decides, and why:
   the first space (``Jan van der Berg`` → ``Jan`` / ``van der Berg``, which keeps
   Dutch prefixes with the surname) and also kept whole as the ``name``
   attribute. A Dutch ``Tussenvoegsel`` column joins the last name
-  (``van der`` + ``Berg`` → ``van der Berg``), as it is written in a salutation. Every other column becomes a custom attribute named in lower
+  (``van der`` + ``Berg`` → ``van der Berg``), as it is written in a
+  salutation. Every other column becomes a custom attribute named in lower
   snake_case so templates can use it (``{{ contact.member_rating }}``).
 * **Consent evidence**: a ``CONFIRM_TIME``/``OPTIN_TIME``-style column gives the
   consent time (confirmation preferred over opt-in, as it is the later,

@@ -153,6 +153,15 @@ def _unsubscribe_memberships(conn: sqlite3.Connection, contact_id: int, list_id:
     return conn.execute(sql, params).rowcount
 
 
+def _mark_bounced(conn: sqlite3.Connection, contact_id: int, now: str) -> bool:
+    """The contact's status to ``bounced`` (not over erased or complained); True if it changed."""
+    cursor = conn.execute(
+        "UPDATE contacts SET status = 'bounced', updated_at = ? WHERE id = ? AND status IN ('active', 'unsubscribed')",
+        (now, contact_id),
+    )
+    return cursor.rowcount > 0
+
+
 def unsubscribe(
     store: Store,
     settings: Settings,
@@ -242,11 +251,7 @@ def record_bounce(
             if soft_count < settings.bounces.soft_limit:
                 return BounceResult(suppressed=False, changed=False, soft_count=soft_count)
         changed = _suppress(conn, digest, ALL, "bounced", "bounce", now)
-        cursor = conn.execute(
-            "UPDATE contacts SET status = 'bounced', updated_at = ? WHERE id = ? AND status IN ('active', 'unsubscribed')",
-            (now, contact.id),
-        )
-        changed = cursor.rowcount > 0 or changed
+        changed = _mark_bounced(conn, contact.id, now) or changed
         if not hard and changed:
             # The escalation is its own fact, not attributed to a campaign, so
             # report does not count this message both as soft and as hard.
@@ -373,9 +378,7 @@ def record_imported_opt_outs(
             scope = ALL
             changed = _suppress(conn, digest, ALL, "bounced", "import", now)
             if contact is not None:
-                changed = conn.execute(
-                    "UPDATE contacts SET status = 'bounced', updated_at = ? WHERE id = ?"
-                    " AND status IN ('active', 'unsubscribed')", (now, contact.id)).rowcount > 0 or changed
+                changed = _mark_bounced(conn, contact.id, now) or changed
         else:
             scope = list_name
             changed = _suppress(conn, digest, list_name, "unsubscribed", "import", now)
