@@ -6,6 +6,7 @@ work without a project, and a broken config fails only commands that need it.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 import typer
@@ -36,6 +37,19 @@ class AppContext:
         if self._store is None:
             self._store = open_store(self.settings.project.database)
         return self._store
+
+    def command(self, *args: str) -> str:
+        """A mailcli command line to suggest, with the -C / --config this run was given.
+
+        A suggested command must do what the user expects when pasted into
+        the same shell, so it carries the options that chose the project.
+        """
+        words = ["mailcli"]
+        if self.directory:
+            words += ["-C", self.directory]
+        if self.config_file:
+            words += ["--config", self.config_file]
+        return shlex.join([*words, *args])
 
     def close(self) -> None:
         if self._store is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 from .. import context
 from ..config import parse_rate
 from ..errors import Interrupted, PartialError, UsageError
+from ..output import NullProgress
 from ..send.engine import SendOptions, SendPlan, SendSummary, send_campaign
 
 
@@ -61,7 +63,15 @@ def send_cmd(
     settings = app.settings
     store = app.store
 
+    total: list[int] = []
+    started = time.monotonic()
+    # The bar starts only once the plan is settled: after the question on a
+    # terminal has been answered, so it never draws over the question.
+    bars = contextlib.ExitStack()
+    bar: Any = NullProgress()
+
     def on_plan(plan: SendPlan) -> None:
+        nonlocal bar
         total.append(plan.to_send)
         if plan.created or plan.added:
             verb = "would be frozen (dry run)" if plan.dry_run else "frozen"
@@ -69,7 +79,8 @@ def send_cmd(
                      + ("" if plan.created else f" ({plan.added} new)"))
         if plan.uncertain and not resend_uncertain:
             out.warn(f"{plan.uncertain} message(s) are uncertain (a run was killed while sending them); not resending"
-                     f" — see `mailcli report {plan.campaign} --failed`")
+                     f" — see `{app.command('report', plan.campaign, '--failed')}`")
+        bar = bars.enter_context(out.progress(plan.to_send, f"Sending {campaign}"))
 
     def confirm(plan: SendPlan) -> None:
         out.confirm(
@@ -77,34 +88,44 @@ def send_cmd(
             yes=yes, what="send",
         )
 
-    total: list[int] = []
-    started = time.monotonic()
+    shown = [0.0]
 
-    with out.progress(None, f"Sending {campaign}") as bar:
-        shown = [0.0]
+    def progress(s: SendSummary) -> None:
+        # sent / failed / rate in the label; the bar adds done/total and ETA.
+        # Called for every message: redrawn ten times a second at most.
+        now = time.monotonic()
+        if now - shown[0] < 0.1:
+            return
+        shown[0] = now
+        rate = s.sent / max(now - started, 1e-3)
+        bar.update(s.attempted + s.skipped + (s.rendered if s.dry_run else 0),
+                   total=total[0] if total else None,
+                   description=f"{campaign}: {s.sent} sent, {s.failed} failed, {rate:.0f}/s")
 
-        def progress(s: SendSummary) -> None:
-            # sent / failed / rate in the label; the bar adds done/total and ETA.
-            # Called for every message: redrawn ten times a second at most.
-            now = time.monotonic()
-            if now - shown[0] < 0.1:
-                return
-            shown[0] = now
-            rate = s.sent / max(now - started, 1e-3)
-            bar.update(s.attempted + s.skipped + (s.rendered if s.dry_run else 0),
-                       total=total[0] if total else None,
-                       description=f"{campaign}: {s.sent} sent, {s.failed} failed, {rate:.0f}/s")
-
+    with bars:
         # With --yes there is nothing to ask, so no preview of the plan either.
         summary = send_campaign(store, settings, options, confirm=None if yes else confirm, progress=progress,
                                 on_plan=on_plan)
-    again = " ".join([f"mailcli send {campaign}"]
-                      + ([f"--template {template}"] if template else [])
-                      + ([f"--list {list_name}"] if list_name else []))
-    _report(out, summary, campaign, again)
+
+    def again(*, first_run: bool) -> str:
+        """This command line as it should be run next: every option that
+        changes what is sent or how fast, never --dry-run."""
+        args = ["send", campaign]
+        if first_run:
+            args += [*(["--template", template] if template else []), *(["--list", list_name] if list_name else []),
+                     *(["--subject", subject] if subject else [])]
+        args += [*(["--limit", str(limit)] if limit is not None else []), *(["--rate", rate] if rate else []),
+                 *(["--concurrency", str(concurrency)] if concurrency else []),
+                 *(["--include-new"] if include_new else []), *(["--resend-uncertain"] if resend_uncertain else []),
+                 *(["--expect-count", str(expect_count)] if expect_count is not None else []),
+                 *(["--yes"] if yes else [])]
+        return app.command(*args)
+
+    _report(out, summary, campaign, again(first_run=True), again(first_run=False),
+            app.command("report", campaign, "--failed"))
 
 
-def _report(out: Any, s: SendSummary, campaign: str, again: str) -> None:
+def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, failures: str) -> None:
     counts = s.counts
     if out.json:
         out.data({
@@ -112,18 +133,22 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str) -> None:
             "uncertain": s.uncertain, "skipped": s.skipped, "rendered": s.rendered, "interrupted": s.interrupted,
             "elapsed_seconds": round(s.elapsed, 3), "campaign_totals": counts,
         })
+    for problem, count in s.template_errors.items():
+        out.warn(f"{problem} ({count} message(s))")
     for problem in s.problems:
         out.warn(problem)
-    if s.problems and not s.dry_run:
-        out.info(f"Every failure with its address and the server's reply: mailcli report {campaign} --failed")
+    if (s.problems or s.template_errors) and not s.dry_run:
+        out.info(f"Every failure with its address and the server's reply: {failures}")
     if s.dry_run:
         out.success(
             f"Dry run: {s.rendered} message(s) rendered, {s.failed} would fail, {s.skipped} skipped; nothing was sent"
         )
         if s.failed == 0:
             out.info(f"To send: {again}")
+            if "--limit" in again:
+                out.info("(--limit sends only that many; leave it out to send to everyone)")
         if s.failed:
-            raise PartialError(f"{s.failed} message(s) of campaign {campaign} would fail", hint="fix the contacts named above")
+            raise PartialError(f"{s.failed} message(s) of campaign {campaign} would fail", hint=_fix_hint(s))
         return
     rate = f" ({s.rate:.0f} msg/s)" if s.sent and s.elapsed > 0 else ""
     line = (f"Campaign {campaign}: {s.sent} sent in {s.elapsed:.1f} s{rate}, {s.failed} failed, "
@@ -134,15 +159,26 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str) -> None:
     else:
         out.success(line)
     if s.interrupted:
-        raise Interrupted(f"Campaign {campaign} interrupted; state saved", hint=f"resume with: mailcli send {campaign}")
+        raise Interrupted(f"Campaign {campaign} interrupted; state saved", hint=f"resume with: {resume}")
     if s.failed or counts.get("deferred", 0):
         hint = []
         if counts.get("deferred", 0):
-            hint.append(f"retry deferred: mailcli send {campaign}")
-        hint.append(f"details: mailcli report {campaign} --failed")
+            hint.append(f"retry deferred: {resume}")
+        hint.append(f"details: {failures}")
         raise PartialError(
             f"Campaign {campaign}: {s.failed} failed, {counts.get('deferred', 0)} deferred", hint="; ".join(hint)
         )
+
+
+def _fix_hint(s: SendSummary) -> str:
+    """Where the fix is: the template (file and line) or the contacts' data."""
+    fixes = []
+    if s.template_errors:
+        where = sorted({problem.split(": ", 1)[0] for problem in s.template_errors})
+        fixes.append(f"fix the template at {', '.join(where)}, then run the dry run again")
+    if s.problems:
+        fixes.append("correct the data of the contacts named above (mailcli contacts set EMAIL FIELD=VALUE)")
+    return "; ".join(fixes) or "see the warnings above"
 
 
 def register(app: typer.Typer) -> None:

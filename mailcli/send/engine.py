@@ -103,6 +103,18 @@ class SendSummary:
     elapsed: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)  # report keys after the run
     problems: list[str] = field(default_factory=list)  # first few per-contact failures
+    # Failures the template causes, not the contact: message (naming the
+    # file and line) -> how many messages it failed.
+    template_errors: dict[str, int] = field(default_factory=dict)
+
+    def note_failure(self, email: str, exc: Exception) -> str:
+        """Count one failed message; returns the reason to record."""
+        problem = describe_problem(exc)
+        if isinstance(exc, TemplateError):
+            self.template_errors[problem] = self.template_errors.get(problem, 0) + 1
+        elif len(self.problems) < 5:
+            self.problems.append(f"{mask_address(email)}: {problem}")
+        return problem
 
     @property
     def rate(self) -> float:
@@ -621,12 +633,16 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
     batch: list[ledger.Recipient] = []
     ahead = 3 * (getattr(pool, "_max_workers", 1) or 1)
 
-    def fail(r: ledger.Recipient, problem: str) -> None:
-        writer.submit(("result", r.delivery_id, "failed", problem))
+    def fail(r: ledger.Recipient, problem: str | Exception) -> None:
+        if isinstance(problem, Exception):
+            reason = summary.note_failure(r.email, problem)
+        else:
+            reason = problem
+            if len(summary.problems) < 5:
+                summary.problems.append(f"{mask_address(r.email)}: {problem}")
+        writer.submit(("result", r.delivery_id, "failed", reason))
         summary.failed += 1
         summary.attempted += 1
-        if len(summary.problems) < 5:
-            summary.problems.append(f"{mask_address(r.email)}: {problem}")
         if progress is not None:
             progress(summary)
 
@@ -634,7 +650,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
         try:
             return factory.wire(r)
         except Exception as exc:  # one contact's data: fail that delivery, go on
-            fail(r, describe_problem(exc))
+            fail(r, exc)
             return None
 
     async def collect() -> list[tuple[ledger.Recipient, bytes]]:
@@ -739,8 +755,7 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
             factory.build(r)
         except Exception as exc:
             summary.failed += 1
-            if len(summary.problems) < 5:
-                summary.problems.append(f"{mask_address(r.email)}: {describe_problem(exc)}")
+            summary.note_failure(r.email, exc)
         else:
             summary.rendered += 1
         if progress is not None:

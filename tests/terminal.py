@@ -1,0 +1,76 @@
+"""Running mailcli on a real pseudo-terminal, as a person at a keyboard would.
+
+``Terminal`` starts ``python -m mailcli`` with stdin, stdout and stderr on the
+slave side of a pty, so every ``isatty()`` check in mailcli (prompts, progress
+bars, colours) sees a terminal. ``read_until`` collects what the screen
+received, with a deadline; ``type`` answers a question.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Variables that make mailcli think it runs in CI, where no bar is drawn.
+_CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE")
+
+
+class Terminal:
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None, columns: int = 200) -> None:
+        master, slave = pty.openpty()
+        full_env = {k: v for k, v in os.environ.items() if k not in _CI_VARIABLES}
+        full_env.update({"TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": "50"})
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailcli", *args], cwd=cwd, env=full_env,
+            stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+        )
+        os.close(slave)
+        self.master = master
+        self.screen = b""
+
+    def _read(self, timeout: float) -> bool | None:
+        """Read what is waiting: True if something came, None if nothing did, False at the end."""
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return None
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:  # the child closed the terminal
+            return False
+        if not chunk:
+            return False
+        self.screen += chunk
+        return True
+
+    def read_until(self, text: str, timeout: float = 60) -> str:
+        """Everything received up to and including ``text``; fails at the deadline."""
+        deadline = time.monotonic() + timeout
+        needle = text.encode("utf-8")
+        while needle not in self.screen:
+            if time.monotonic() > deadline or self._read(0.1) is False:
+                raise AssertionError(f"{text!r} did not appear; the screen got:\n{self.text}")
+        return self.screen[: self.screen.index(needle) + len(needle)].decode("utf-8", "replace")
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode("utf-8"))
+
+    def wait(self, timeout: float = 60) -> int:
+        """Read until the process ends; its exit code."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self._read(0.1)
+        while self._read(0.05):
+            pass
+        code = self.proc.wait(timeout=max(deadline - time.monotonic(), 1))
+        os.close(self.master)
+        return code
+
+    @property
+    def text(self) -> str:
+        return self.screen.decode("utf-8", "replace")

@@ -1,0 +1,69 @@
+"""What a new user meets in the first hour: prompts, suggested commands, hints.
+
+Each test is one thing a newcomer tripped over, checked as they would see it:
+on a real terminal where it matters, else through the real command line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+from mailcli.errors import ExitCode
+from tests.conftest import Cli, set_smtp
+from tests.sendhelpers import add_contacts, people
+from tests.smtpserver import SmtpServer
+from tests.terminal import Terminal
+
+
+def test_the_send_question_stays_on_screen_until_answered(project: Path) -> None:
+    add_contacts(project / "mailcli.db", "news", people(30))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        term = Terminal("send", "spring", "--template", "newsletter", "--list", "news", cwd=project)
+        before = term.read_until("[y/N]:")
+        # Nothing has drawn over the question: no bar, no carriage return back over it.
+        assert "Send 30 message(s) of campaign spring" in before
+        assert "Sending" not in before and "━" not in before and "\r" not in before.rstrip("\r\n")
+        term.type("y\n")
+        assert term.wait() == 0, term.text
+        assert len(server.messages) == 30
+        assert "30 sent" in term.text
+
+
+def test_dry_run_suggests_the_command_it_rehearsed(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(12))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        dry = cli("-C", str(project), "send", "test-limit", "--template", "newsletter", "--list", "news",
+                  "--dry-run", "--limit", "3", "--rate", "5/s", "--subject", "Hi 'there'")
+        assert dry.exit_code == 0, dry.output
+        suggested = next(line for line in dry.stderr.splitlines() if line.startswith("To send: "))
+        words = shlex.split(suggested.removeprefix("To send: "))
+        assert words[:4] == ["mailcli", "-C", str(project), "send"]
+        for option in (["--limit", "3"], ["--rate", "5/s"], ["--subject", "Hi 'there'"], ["--list", "news"]):
+            assert " ".join(option) in " ".join(words), option
+        assert "--dry-run" not in words
+        # Pasted (with --yes, no terminal here), it sends what was rehearsed: three.
+        result = cli(*words[1:], "--yes")
+        assert result.exit_code == 0, result.output
+        assert len(server.messages) == 3
+
+
+def test_dry_run_points_at_the_template_line_not_the_contacts(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(7))
+    html = project / "templates" / "newsletter" / "message.html"
+    text = html.read_text(encoding="utf-8")
+    html.write_text(text.replace("{% if contact.first_name %}", "{% if contact.frist_name %}", 1), encoding="utf-8")
+    line = next(n for n, row in enumerate(html.read_text(encoding="utf-8").splitlines(), 1) if "frist_name" in row)
+    result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run")
+    assert result.exit_code == ExitCode.PARTIAL
+    assert "7 message(s) of campaign spring would fail" in result.stderr
+    hint = next(row for row in result.stderr.splitlines() if row.startswith("Hint:"))
+    assert f"templates/newsletter/message.html:{line}" in hint and "contacts" not in hint
+    # The template problem is said once, with its count, not once per (masked) contact.
+    warnings = [row for row in result.stderr.splitlines() if row.startswith("Warning:")]
+    assert len(warnings) == 1 and "frist_name" in warnings[0] and "(7 message(s))" in warnings[0]
+    assert "***@" not in result.stderr
