@@ -123,6 +123,15 @@ class Output:
             self._stdout.write(text if text.endswith("\n") else text + "\n")
         self._stdout.flush()
 
+    def result(self, obj: Any, *, text: str) -> None:
+        """The outcome of an action: JSON with ``--json``, else ``text`` on
+        stdout unless ``--quiet``, which a cron job runs with to hear only
+        about failures. Data the user asked for goes through ``data``."""
+        if self.json:
+            self.data(obj)
+        elif not self.quiet and text:
+            self.data(obj, text=text)
+
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
         """A table on stdout for people (``--json`` callers use ``data``)."""
         table = Table(title=title, show_edge=False, header_style="bold", box=None, pad_edge=False)

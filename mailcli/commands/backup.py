@@ -32,7 +32,7 @@ def create_cmd(ctx: typer.Context) -> None:
     """
     app = context.get(ctx)
     info = create_backup(app.store, app.settings)
-    app.out.data(info.as_json(), text=str(info.path))
+    app.out.result(info.as_json(), text=str(info.path))
     app.out.success(f"Backup written ({_size(info.size)}); kept for {app.settings.retention.backups.describe()}")
 
 
@@ -57,8 +57,7 @@ def prune_cmd(
     """Delete backups older than [retention] backups (purge does this too)."""
     app = context.get(ctx)
     removed = prune_backups(app.settings, dry_run=dry_run)
-    app.out.data([b.as_json() for b in removed],
-                 text="\n".join(str(b.path) for b in removed) if removed else "")
+    app.out.result([b.as_json() for b in removed], text="\n".join(str(b.path) for b in removed))
     verb = "Would delete" if dry_run else "Deleted"
     app.out.info(f"{verb} {len(removed)} backup(s) older than {app.settings.retention.backups.describe()}")
 
@@ -85,7 +84,7 @@ def restore_cmd(
     result = restore_backup(settings, file)
     for warning in result.warnings:
         app.out.warn(warning)
-    app.out.data(
+    app.out.result(
         {"source": str(result.source), "safety_copy": str(result.safety_copy) if result.safety_copy else None,
          "reerased": result.reerased, "optouts_reapplied": result.optouts_reapplied,
          "suppressions_merged": result.suppressions_merged, "audit_carried": result.audit_carried},

@@ -70,8 +70,11 @@ def doctor_cmd(
     checks = run_doctor(
         app.settings, dns=dns, smtp=smtp, nameserver=nameserver, dkim_selector=dkim_selector
     )
-    text = "\n".join(format_check(check) for check in checks)
-    app.out.data([check.to_dict() for check in checks], text=text)
+    # Quiet (cron, CI): only what needs someone's attention.
+    shown = [c for c in checks if c.verdict in ("fail", "error")] if app.out.quiet else checks
+    text = "\n".join(format_check(check) for check in shown)
+    if app.out.json or text:
+        app.out.data([check.to_dict() for check in checks], text=text)
     counts = {
         v: sum(1 for c in checks if c.verdict == v) for v in ("pass", "warn", "fail", "error")
     }

@@ -52,7 +52,7 @@ def export_cmd(
     for warning in result.warnings:
         app.out.warn(warning)
     summary = ", ".join(f"{name} {n}" for name, n in result.counts.items())
-    app.out.data(
+    app.out.result(
         {"path": str(result.path), "reference": result.ref, "counts": result.counts, "files": list(result.files)},
         text=str(result.path),
     )
@@ -90,7 +90,7 @@ def erase_cmd(
         elif not result.scrub.wal_truncated:
             app.out.warn("another process is using the database; run `mailcli privacy purge` when it has finished")
     if result.already_erased:
-        app.out.data(data, text=f"Already erased: {subject.masked} (reference {result.ref}); nothing is held")
+        app.out.result(data, text=f"Already erased: {subject.masked} (reference {result.ref}); nothing is held")
         return
     if not result.found:
         if app.out.json:
@@ -102,7 +102,7 @@ def erase_cmd(
     rows = result.rows
     parts = [_plural(rows.get("contacts", 0), "contact"), _plural(rows.get("memberships", 0), "membership"),
              _plural(rows.get("deliveries", 0), "delivery"), _plural(rows.get("events", 0), "event")]
-    app.out.data(data, text=f"Erased {subject.masked} (reference {result.ref}): {', '.join(parts)}")
+    app.out.result(data, text=f"Erased {subject.masked} (reference {result.ref}): {', '.join(parts)}")
     app.out.info("Only a keyed hash stays on the suppression list. If the relay "
                  f"{app.settings.smtp.host} keeps logs with this address, ask it to delete them (art. 19).")
 
@@ -118,7 +118,7 @@ def restrict_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> Non
     app = context.get(ctx)
     result = restrict_subject(app.store, app.settings, email, reason=reason)
     masked = mask_address(email.strip())
-    app.out.data({"reference": result.ref, "restricted": True, "changed": result.changed, "since": result.since},
+    app.out.result({"reference": result.ref, "restricted": True, "changed": result.changed, "since": result.since},
                  text=f"Restricted {masked} since {result.since}" if result.changed
                  else f"{masked} was already restricted since {result.since}")
 
@@ -129,7 +129,7 @@ def unrestrict_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> N
     app = context.get(ctx)
     result = unrestrict_subject(app.store, app.settings, email, reason=reason)
     masked = mask_address(email.strip())
-    app.out.data({"reference": result.ref, "restricted": False, "changed": result.changed},
+    app.out.result({"reference": result.ref, "restricted": False, "changed": result.changed},
                  text=f"Lifted the restriction of {masked}" if result.changed else f"{masked} was not restricted")
 
 
@@ -151,7 +151,7 @@ def object_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> None:
             app.out.data(data)
         raise NotFoundError(f"No contact with the address {masked}",
                             hint="it was put on the suppression list anyway, so it is never imported or mailed")
-    app.out.data(data, text=f"Objection recorded for {masked}: {_plural(result.memberships_ended, 'membership')}"
+    app.out.result(data, text=f"Objection recorded for {masked}: {_plural(result.memberships_ended, 'membership')}"
                             " ended; suppressed for every list" if result.changed
                  else f"{masked} had already objected on {result.since}")
 
@@ -232,7 +232,7 @@ def audit_cmd(
         data = {"ok": result.ok, "entries": result.entries, "first_id": result.first_id,
                 "last_id": result.last_id, "problems": problems}
         if result.ok:
-            app.out.data(data, text=f"Audit log intact: {result.entries} entries"
+            app.out.result(data, text=f"Audit log intact: {result.entries} entries"
                                     + (f" (#{result.first_id}-#{result.last_id})" if result.entries else ""))
             return
         if app.out.json:
