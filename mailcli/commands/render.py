@@ -206,6 +206,7 @@ def render_cmd(
 def lint_cmd(
     ctx: typer.Context,
     templates: Annotated[list[str], typer.Argument(help="Template names or folder paths.", metavar="TEMPLATE...")],
+    to: Annotated[str | None, typer.Option("--to", help="Check with this contact from the database.", metavar="EMAIL")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Sample contact (JSON object) with your custom fields.", metavar="FILE.json")] = None,
     subject: Annotated[str | None, typer.Option("--subject", help="Campaign subject, for templates without subject.txt.")] = None,
 ) -> None:
@@ -214,11 +215,15 @@ def lint_cmd(
     Reports, each with file:line: undefined or misspelt variables, a missing
     unsubscribe link (HTML and text), a missing subject, HTML over 102 KB after
     inlining, images without alt, links that are not https/mailto, hidden
-    content and <script>/<form>. --json prints the findings as a list.
+    content and <script>/<form>. Variables are checked against a sample
+    contact, or a real one with --to (or --data). --json prints the findings
+    as a list.
 
-    Example:
+    Examples:
 
         mailcli lint newsletter
+
+        mailcli lint newsletter --to anna@example.nl
 
         mailcli lint templates/*/ --json
     """
@@ -226,7 +231,11 @@ def lint_cmd(
     from ..render.preview import sender_from_settings
 
     app = context.get(ctx)
+    if to and data:
+        raise UsageError("Use either --to or --data, not both")
     contact = _read_data(data) if data is not None else None
+    if to:
+        contact = _contact_from_store(app, _project_settings(app, required=True), to)
     findings = []
     names = []
     for template in templates:

@@ -12,7 +12,8 @@ warnings are reported and pass. Checks:
 * a subject (``subject.txt`` or the campaign's), not starting Re:/Fwd: (A24);
 * HTML size after inlining: warning from 90 KB, error from 102 KB, where
   Gmail clips (A20);
-* images without ``alt``; links that are not http(s) or mailto;
+* images without ``alt``; links that are not https or mailto (plain http is
+  an error: clients and filters distrust it);
 * content hidden with CSS (display:none, visibility:hidden, font-size:0,
   opacity:0, white on white) unless it is the preheader
   (``class="preheader"``), and ``<script>``/``<form>`` (A23).
@@ -306,7 +307,7 @@ def _is_preheader(element: Element) -> bool:
     return any("preheader" in a.attrs.get("class", "").split() for a in element.ancestors())
 
 
-_SAFE_SCHEMES = ("http://", "https://", "mailto:")
+_SAFE_SCHEMES = ("https://", "mailto:")
 _DANGEROUS = re.compile(r"^\s*(javascript|data|vbscript|file):", re.IGNORECASE)
 
 
@@ -342,6 +343,10 @@ def _element_findings(html: str, files: list[str], unsubscribe_url: str) -> tupl
             href = element.attrs["href"].strip()
             if _DANGEROUS.match(href):
                 findings.append(Finding(ERROR, "link-scheme", file, line, f"link {href[:60]!r} uses a scheme mail clients block; use https:// or mailto:"))
+            elif href.lower().startswith("http://") and not (unsubscribe_url and href.startswith(unsubscribe_url)):
+                # Mail clients and spam filters distrust plain http; the
+                # unsubscribe URL is checked by the configuration instead.
+                findings.append(Finding(ERROR, "link-scheme", file, line, f"link {href[:60]!r} is not encrypted: use https://"))
             elif href.startswith("#"):
                 findings.append(Finding(WARNING, "link-scheme", file, line, f"link {href!r} is an in-page anchor; most mail clients ignore it"))
             elif not href.lower().startswith(_SAFE_SCHEMES):
