@@ -35,7 +35,7 @@ def test_lists_counts_by_status(loaded: Path, cli: Cli) -> None:
     counts = {d["name"]: (d["subscribed"], d["unconfirmed"], d["unsubscribed"]) for d in data}
     assert counts == {"news": (3, 0, 1), "nieuwsbrief": (3, 0, 0)}
     table = cli("lists").stdout
-    assert table.splitlines()[0].split() == ["list", "subscribed", "unconfirmed", "unsubscribed"]
+    assert table.splitlines()[0].split() == ["list", "subscribed", "unconfirmed", "unsubscribed", "held", "back"]
     assert "nieuwsbrief" in table
 
 

@@ -87,3 +87,51 @@ def test_lint_refuses_plain_http_links_and_checks_a_real_contact(project: Path, 
     assert real.exit_code == ExitCode.ERROR
     assert [f["code"] for f in json.loads(real.stdout)] == ["link-scheme"]  # the real contact has woonplaats
     assert cli("lint", "newsletter", "--to", "nobody@example.nl").exit_code == ExitCode.ERROR
+
+
+def test_a_misspelt_field_or_status_gets_a_suggestion(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", [{"email": "renee@example.nl", "first_name": "Renee",
+                                                   "woonplaats": "Gouda"}])
+    typo = cli("contacts", "set", "renee@example.nl", "frist_name=Renée")
+    assert typo.exit_code == ExitCode.USAGE and "did you mean first_name?" in typo.stderr
+    assert "--new-field" in typo.stderr
+    assert "wonplaats" not in cli("contacts", "show", "renee@example.nl", "--json").stdout
+    assert cli("contacts", "set", "renee@example.nl", "wonplaats=Delft").exit_code == ExitCode.USAGE
+    new = cli("contacts", "set", "renee@example.nl", "city=Gouda")  # far from every known field: a new one
+    assert new.exit_code == 0 and "New field(s), which no other contact has: city" in new.stderr
+    assert cli("contacts", "set", "renee@example.nl", "wonplaats=Delft", "--new-field").exit_code == 0
+
+    status = cli("contacts", "--status", "actief")
+    assert status.exit_code == ExitCode.USAGE and "did you mean active?" in status.stderr
+    nobody = cli("contacts", "--list", "news", "--status", "bounced")
+    assert nobody.exit_code == 0 and "No contacts yet" not in nobody.stderr
+    assert "No contacts match --list news and --status bounced" in nobody.stderr
+
+
+def test_import_lists_and_send_count_the_same_people(project: Path, cli: Cli) -> None:
+    rows = "".join(f"person{i}@example.net,P{i}\n" for i in range(10))
+    repeats = "PERSON1@example.net,P1\nPerson2@Example.NET,P2\n"  # case repeats of two earlier rows
+    (project / "export.csv").write_text("Email Address,First Name\n" + rows + repeats, encoding="utf-8")
+    imported = cli("import", "export.csv", "--list", "news", "--json")
+    counts = json.loads(imported.stdout)
+    assert (counts["imported"], counts["duplicates"]) == (10, 2)
+    assert "imported 10, updated 0, unchanged 0, suppressed 0, rejected 0, merged 2" in imported.stderr
+
+    def subscribed() -> tuple[int, int, int]:
+        listed = json.loads(cli("lists", "--json").stdout)[0]
+        members = json.loads(cli("contacts", "--list", "news", "--status", "subscribed", "--json").stdout)
+        dry = cli("send", "next", "--template", "newsletter", "--list", "news", "--dry-run", "--json")
+        return listed["subscribed"], len(members), json.loads(dry.stdout)["campaign_totals"]["audience"]
+
+    assert subscribed() == (10, 10, 10)
+    with SmtpServer() as server:
+        server.script("RCPT", "person3@example.net", ["550 5.1.1 no such user"])
+        set_smtp(project, "127.0.0.1", server.port)
+        assert cli("send", "first", "--template", "newsletter", "--list", "news", "--yes").exit_code == ExitCode.PARTIAL
+    assert cli("privacy", "restrict", "person4@example.net").exit_code == 0
+    # The bounced and the restricted member are held back everywhere alike.
+    assert subscribed() == (8, 8, 8)
+    listed = json.loads(cli("lists", "--json").stdout)[0]
+    assert (listed["held_back"], listed["held_back_by"]["bounced"], listed["held_back_by"]["restricted"]) == (2, 1, 1)
+    table = cli("lists").stdout.splitlines()
+    assert re.split(r"\s{2,}", table[1].strip()) == ["news", "8", "0", "0", "2 (1 bounced, 1 restricted)"]

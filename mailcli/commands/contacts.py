@@ -28,8 +28,9 @@ def contacts_cmd(
     list_name: Annotated[str | None, typer.Option("--list", "-l", help="Only members of this list.", metavar="L")]
     = None,
     status: Annotated[str | None, typer.Option(
-        "--status", help="Only this status: with --list the membership status (subscribed, unconfirmed,"
-        " unsubscribed), else also the contact status (active, bounced, ...).", metavar="S")] = None,
+        "--status", help="Only this status: with --list the member's status (subscribed, unconfirmed,"
+        " unsubscribed, bounced, complained, restricted, objected; as `mailcli lists` counts them), else also"
+        " the contact's (active, unsubscribed, bounced, complained).", metavar="S")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help=f"At most N contacts (table default {PAGE}).",
                                               metavar="N", min=0)] = None,
     offset: Annotated[int, typer.Option("--offset", help="Skip the first N contacts.", metavar="N", min=0)] = 0,
@@ -46,11 +47,13 @@ def contacts_cmd(
     if ctx.invoked_subcommand is not None:
         return
     from .. import audit
-    from ..store.contacts import count_contacts, iter_contacts
+    from ..store.contacts import check_status, count_contacts, iter_contacts
 
     app = context.get(ctx)
     out = app.out
     store = app.store
+    if status is not None:
+        status = check_status(status, list_name=list_name)
     page = limit if limit is not None else (None if out.json else PAGE)
     rows = list(iter_contacts(store, list_name=list_name, status=status, limit=page, offset=offset))
     audit.record_access(store, app.settings, "contacts_list", command="contacts",
@@ -60,7 +63,14 @@ def contacts_cmd(
         return
     total = count_contacts(store, list_name=list_name, status=status)
     if not rows:
-        out.info("No contacts match" if total else "No contacts yet. Import some with: mailcli import FILE --list NAME")
+        everyone = total if list_name is None and status is None else count_contacts(store)
+        if not everyone:
+            out.info("No contacts yet. Import some with: mailcli import FILE --list NAME")
+        else:
+            chosen = " and ".join(f"{name} {value}" for name, value in (("--list", list_name), ("--status", status))
+                                  if value is not None)
+            out.info(f"No contacts match {chosen}" if not total else f"No contacts after --offset {offset} ({total} match)")
+            out.info(f"{everyone} contact(s) in all; `mailcli lists` counts each list's members by status")
         return
     out.table(
         ["email", "first_name", "last_name", "status", "lists"],
@@ -149,6 +159,8 @@ def set_cmd(
     assignments: Annotated[list[str], typer.Argument(
         help="FIELD=VALUE: email, first_name, last_name or an attribute; an empty value clears it.",
         metavar="FIELD=VALUE...")],
+    new_field: Annotated[bool, typer.Option(
+        "--new-field", help="Allow a field that looks like a misspelling of an existing one.")] = False,
 ) -> None:
     """Correct a contact's data (rectification, GDPR art. 16).
 
@@ -159,6 +171,10 @@ def set_cmd(
         mailcli contacts set anna@example.nl email=anna.devries@example.nl
 
         mailcli contacts set anna@example.nl city=
+
+    A field that no contact has yet but looks like a misspelling of one
+    that exists (frist_name) is refused with a suggestion; --new-field adds
+    it anyway.
     """
     from .. import audit
     from ..addresses import normalise_pair
@@ -169,12 +185,12 @@ def set_cmd(
     key = _key(email)
     store = app.store
     settings = app.settings
-    result = set_fields(store, key, changes, secret=settings.secret(), normalise=normalise_pair)
+    result = set_fields(store, key, changes, secret=settings.secret(), normalise=normalise_pair, new_fields=new_field)
     if result is None:
         audit.record_access(store, settings, "contact_set", subject_email=key, command="contacts set",
                             detail={"found": False})
         raise NotFoundError(f"No contact {email.strip()}", hint="mailcli contacts lists who is in the database")
-    contact_id, changed = result
+    contact_id, changed, added = result
     new_key = next((normalise_pair(c.value)[1] for c in changes if c.field == "email"), key)
     audit.record_access(store, settings, "contact_set", subject_email=new_key, command="contacts set",
                         detail={"fields": changed, "email_changed": new_key != key})
@@ -184,6 +200,8 @@ def set_cmd(
         return
     if changed:
         app.out.success(f"Updated {detail.email if detail else email.strip()}: {', '.join(changed)}")
+        if added:
+            app.out.info(f"New field(s), which no other contact has: {', '.join(added)}")
     else:
         app.out.info("Nothing changed; the values were already so")
 

@@ -115,19 +115,29 @@ def import_cmd(
     if out.json:
         out.data(data)
     _summary(out, result, list_name.strip(), rejects)
+    if not out.quiet:
+        from ..store.audience import list_summaries
+
+        for members in list_summaries(store.conn, [list_name.strip()]):
+            out.info(f"List {members.name} now: {members.subscribed} subscribed (who a send reaches), "
+                     f"{members.unconfirmed} unconfirmed, {members.unsubscribed} unsubscribed, "
+                     f"{members.held} held back")
     if strict and result.rejected:
         raise PartialError(f"{result.rejected} row(s) rejected (--strict); the other rows were imported",
                            hint=f"see {rejects}" if rejects else "write them out with --rejects FILE")
 
 
 def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> None:
-    # Counts are of rows, so they add up to the file; repeated addresses are
-    # merged, which is why a list can grow by fewer contacts than rows imported.
+    # imported/updated/unchanged count addresses (imported is what the list
+    # gained); with the merged repeats, suppressed and rejected rows they add
+    # up to the rows of the file.
     line = (f"{result.total} row(s) for list {list_name}: imported {result.imported}, updated {result.updated}, "
-            f"unchanged {result.unchanged}, suppressed {result.suppressed}, rejected {result.rejected}")
+            f"unchanged {result.unchanged}, suppressed {result.suppressed}, rejected {result.rejected}"
+            + (f", merged {result.duplicates}" if result.duplicates else ""))
     out.success(line)
     if result.duplicates:
-        out.info(f"{result.duplicates} row(s) repeated an address earlier in the file and were merged into it")
+        out.info(f"merged: {result.duplicates} row(s) repeated an address earlier in the file (case ignored)"
+                 " and were merged into it")
     if result.opted_out:
         out.info(f"{result.opted_out} row(s) marked unsubscribed or cleaned in the file: not subscribed, and"
                  " their addresses are now on the suppression list")

@@ -8,7 +8,12 @@ from .. import context
 
 
 def lists_cmd(ctx: typer.Context) -> None:
-    """Show the lists with how many members are subscribed, unconfirmed and unsubscribed.
+    """Show the lists with their members counted by status.
+
+    "subscribed" is who the next send reaches; "held back" are subscribed
+    members whose address bounced or complained, or who restricted
+    processing or objected to direct marketing. The columns add up to the
+    members of the list.
 
     Examples:
 
@@ -16,10 +21,10 @@ def lists_cmd(ctx: typer.Context) -> None:
 
         mailcli lists --json
     """
-    from ..store.contacts import list_summaries
+    from ..store.audience import list_summaries
 
     app = context.get(ctx)
-    summaries = list_summaries(app.store)
+    summaries = list_summaries(app.store.conn)
     if app.out.json:
         app.out.data([s.as_dict() for s in summaries])
         return
@@ -27,9 +32,16 @@ def lists_cmd(ctx: typer.Context) -> None:
         app.out.info("No lists yet. Import contacts with: mailcli import FILE --list NAME")
         return
     app.out.table(
-        ["list", "subscribed", "unconfirmed", "unsubscribed"],
-        [[s.name, s.subscribed, s.unconfirmed, s.unsubscribed] for s in summaries],
+        ["list", "subscribed", "unconfirmed", "unsubscribed", "held back"],
+        [[s.name, s.subscribed, s.unconfirmed, s.unsubscribed, _held(s.held_back)] for s in summaries],
     )
+
+
+def _held(counts: dict[str, int]) -> str:
+    """``0``, or the total with its reasons: ``2 (1 bounced, 1 restricted)``."""
+    total = sum(counts.values())
+    reasons = ", ".join(f"{n} {why}" for why, n in counts.items() if n)
+    return f"{total} ({reasons})" if total else "0"
 
 
 def register(app: typer.Typer) -> None:

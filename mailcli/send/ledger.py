@@ -33,6 +33,7 @@ from typing import Any
 from mailcli import clock
 from mailcli.errors import NotFoundError, UsageError
 from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_events, archived_counts
+from mailcli.store.audience import SENDABLE_SQL
 from mailcli.tokens import address_hmac, message_id, new_uid
 
 __all__ = [
@@ -130,17 +131,17 @@ def _suppressed_hmacs(conn: sqlite3.Connection, list_name: str) -> set[str]:
     return {row[0] for row in conn.execute("SELECT hmac FROM suppressions WHERE scope IN ('*', ?)", (list_name,))}
 
 
-# The audience: subscribed members of the list whose contact is active, not
-# restricted (art. 18) and has not objected to marketing (art. 21). Suppression
-# is checked in Python because it needs the HMAC of the address.
-_AUDIENCE_SQL = """
+# The audience: the list's subscribed members as store.audience defines them
+# (contact active, not restricted (art. 18), no objection to marketing (art.
+# 21)), the count `lists` shows. Suppression is checked in Python because it
+# needs the HMAC of the address.
+_AUDIENCE_SQL = f"""
 SELECT c.id, c.uid, c.email_key
 FROM memberships m JOIN contacts c ON c.id = m.contact_id
-WHERE m.list_id = ? AND m.status = 'subscribed'
-  AND c.status = 'active' AND c.restricted_at IS NULL AND c.no_marketing_at IS NULL
+WHERE m.list_id = ? AND {SENDABLE_SQL}
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = ? AND d.contact_id = c.id)
 ORDER BY c.id
-"""
+"""  # noqa: S608 - fixed SQL
 
 
 def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list_name: str, secret: bytes) -> Iterator[tuple[int, str]]:

@@ -67,16 +67,23 @@ from ..clock import now_iso
 from ..errors import NotFoundError, UsageError
 from ..importer import ImportRow, OptOut, RowReject
 from ..importfeed import BATCH, Batch, BatchSource, Suppression, batch_rows, insert_rows, staged
+from .audience import CONTACT_STATUSES, MEMBER_STATUS_SQL, MEMBER_STATUSES
 from .db import PAGE_SIZE, Store
 
 MAX_REJECTS_KEPT = 10_000  # listed in the result; the rejects file gets them all
-MEMBER_STATUSES = ("subscribed", "unconfirmed", "unsubscribed")
 IMPORT_STATUSES = ("subscribed", "unconfirmed")
 
 
 @dataclass(frozen=True, slots=True)
 class ImportResult:
-    """What an import did; the five counts add up to the rows of the file."""
+    """What an import did.
+
+    ``imported``, ``updated`` and ``unchanged`` count addresses, so
+    ``imported`` is exactly how many members the list gained (what ``lists``
+    and the next send show); rows repeating an address earlier in the file
+    are ``duplicates`` (merged into it). With ``suppressed`` and ``rejected``
+    (rows) the counts add up to the rows of the file.
+    """
 
     imported: int
     updated: int
@@ -89,7 +96,7 @@ class ImportResult:
 
     @property
     def total(self) -> int:
-        return self.imported + self.updated + self.unchanged + self.suppressed + self.rejected
+        return self.imported + self.updated + self.unchanged + self.suppressed + self.rejected + self.duplicates
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -222,10 +229,10 @@ FROM (
 )
 WHERE blocked OR member IS NULL OR differs OR (:status = 'subscribed' AND member = 'unconfirmed')
 """
-# How many staged addresses (and their rows) already have a contact: the
-# unchanged ones are these minus the match table's.
+# How many staged addresses already have a contact: the unchanged ones are
+# these minus the match table's.
 _EXISTING = """
-SELECT count(*), coalesce(sum(s.n), 0) FROM temp.import_stage s
+SELECT count(*) FROM temp.import_stage s
 WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.email_key = s.key)
 """
 
@@ -519,22 +526,19 @@ def _write_staged(
     conn.execute(_MATCH)
     conn.execute(_CLASSIFY, {"list": list_id, "status": status, "update": on_conflict == "update"})
     counts = {"imported": 0, "updated": 0, "unchanged": 0, "suppressed": suppressed_rows}
-    matched_keys = matched_rows = 0
-    for outcome, rows_n, keys_n in conn.execute(
-        "SELECT outcome, sum(n), count(*) FROM temp.import_match GROUP BY outcome"
-    ):
-        counts[outcome] += rows_n
-        matched_rows += rows_n
+    matched_keys = 0
+    for outcome, keys_n in conn.execute("SELECT outcome, count(*) FROM temp.import_match GROUP BY outcome"):
+        counts[outcome] += keys_n  # addresses: a repeated row is counted as a duplicate
         matched_keys += keys_n
     # Unchanged addresses are not written to the match table (in a re-import
     # that is nearly all of them); they are the existing ones not in it.
     (keys,) = conn.execute("SELECT count(*) FROM temp.import_stage").fetchone()
-    existing_keys = existing_rows = 0
+    existing_keys = 0
     if base:
-        existing_keys, existing_rows = conn.execute(_EXISTING).fetchone()
+        existing_keys = conn.execute(_EXISTING).fetchone()[0]
     unchanged_keys = existing_keys - matched_keys
-    counts["unchanged"] = existing_rows - matched_rows
-    counts["imported"] += staged - existing_rows  # the rows of new addresses
+    counts["unchanged"] = unchanged_keys
+    counts["imported"] += keys - existing_keys  # the new addresses
     created = 0
     if keys > existing_keys:  # new addresses (a re-import of the same file has none: skip two scans)
         all_new = not existing_keys  # then the match table is empty too
@@ -636,34 +640,6 @@ class SortedUids:
 
 
 @dataclass(frozen=True, slots=True)
-class ListSummary:
-    """One list with its member counts by membership status."""
-
-    name: str
-    subscribed: int
-    unconfirmed: int
-    unsubscribed: int
-    created_at: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "subscribed": self.subscribed, "unconfirmed": self.unconfirmed,
-                "unsubscribed": self.unsubscribed, "created_at": self.created_at}
-
-
-def list_summaries(store: Store) -> list[ListSummary]:
-    """Every list with member counts by status (the memberships_list_status index)."""
-    sql = """
-    SELECT l.name,
-           (SELECT count(*) FROM memberships m WHERE m.list_id = l.id AND m.status = 'subscribed'),
-           (SELECT count(*) FROM memberships m WHERE m.list_id = l.id AND m.status = 'unconfirmed'),
-           (SELECT count(*) FROM memberships m WHERE m.list_id = l.id AND m.status = 'unsubscribed'),
-           l.created_at
-    FROM lists l ORDER BY l.name
-    """
-    return [ListSummary(*row) for row in store.conn.execute(sql)]
-
-
-@dataclass(frozen=True, slots=True)
 class ContactRow:
     """One contact as ``contacts`` lists it.
 
@@ -691,19 +667,35 @@ def _list_id(conn: sqlite3.Connection, name: str) -> int:
     return int(row[0])
 
 
+def check_status(status: str, *, list_name: str | None) -> str:
+    """``status`` if a listing can filter on it, else a UsageError with a suggestion."""
+    import difflib
+
+    allowed = MEMBER_STATUSES if list_name is not None else tuple(dict.fromkeys(CONTACT_STATUSES + MEMBER_STATUSES))
+    if status in allowed:
+        return status
+    guess = difflib.get_close_matches(status.lower(), allowed, n=1, cutoff=0.5)
+    raise UsageError(f"--status {status!r} is not a status" + (f" (did you mean {guess[0]}?)" if guess else ""),
+                     hint=f"{'members of a list' if list_name else 'contacts'} are {', '.join(allowed)}")
+
+
 def _contact_filter(conn: sqlite3.Connection, list_name: str | None, status: str | None
                     ) -> tuple[str, list[Any], str, list[Any]]:
-    """WHERE clause (fixed SQL, bound values) and the status column for a listing."""
+    """WHERE clause (fixed SQL, bound values) and the status column for a listing.
+
+    With a list, the status is the member's (``audience.MEMBER_STATUS_SQL``),
+    the one ``lists`` counts and a send freezes.
+    """
+    member = f"(SELECT {MEMBER_STATUS_SQL} FROM memberships m WHERE m.contact_id = c.id AND m.list_id = ?)"  # noqa: S608
     if list_name is not None:
         list_id = _list_id(conn, list_name)
-        status_sql = "(SELECT m.status FROM memberships m WHERE m.contact_id = c.id AND m.list_id = ?)"
         if status is not None:
-            return ("c.id IN (SELECT contact_id FROM memberships WHERE list_id = ? AND status = ?)",
-                    [list_id, status], status_sql, [list_id])
-        return ("c.id IN (SELECT contact_id FROM memberships WHERE list_id = ?)", [list_id], status_sql, [list_id])
+            members = f"c.id IN (SELECT m.contact_id FROM memberships m JOIN contacts c ON c.id = m.contact_id WHERE m.list_id = ? AND ({MEMBER_STATUS_SQL}) = ?)"  # noqa: S608
+            return (members, [list_id, status], member, [list_id])
+        return ("c.id IN (SELECT contact_id FROM memberships WHERE list_id = ?)", [list_id], member, [list_id])
     if status is not None:
-        return ("(c.status = ? OR c.id IN (SELECT contact_id FROM memberships WHERE status = ?))",
-                [status, status], "c.status", [])
+        any_member = f"EXISTS (SELECT 1 FROM memberships m WHERE m.contact_id = c.id AND ({MEMBER_STATUS_SQL}) = ?)"  # noqa: S608
+        return (f"(c.status = ? OR {any_member})", [status, status], "c.status", [])
     return ("1", [], "c.status", [])
 
 
@@ -850,10 +842,49 @@ def parse_changes(assignments: Iterable[str]) -> list[Change]:
     return changes
 
 
+def attribute_in_use(conn: sqlite3.Connection, name: str) -> bool:
+    """Does any contact have the attribute ``name``? (A text search first: cheap, no JSON parsed.)"""
+    row = conn.execute(
+        "SELECT 1 FROM contacts WHERE instr(attributes, ?) > 0 AND json_type(attributes, ?) IS NOT NULL LIMIT 1",
+        (json.dumps(name) + ":", "$." + json.dumps(name)),
+    ).fetchone()
+    return row is not None
+
+
+def known_fields(conn: sqlite3.Connection, sample: int = 5000) -> set[str]:
+    """The fields people usually set: the standard ones and the attributes of recent contacts."""
+    names = {"email", *NAME_FIELDS}
+    for (text,) in conn.execute("SELECT attributes FROM contacts ORDER BY id DESC LIMIT ?", (sample,)):
+        names.update(json.loads(text))
+    return names
+
+
+def _new_attributes(conn: sqlite3.Connection, changes: list[Change], attributes: dict[str, Any], *,
+                    allow_lookalikes: bool) -> list[str]:
+    """The attributes set here that no contact has yet. Unless
+    ``allow_lookalikes``, a UsageError when one looks like a misspelt known field."""
+    import difflib
+
+    new = [c.field for c in changes
+           if c.field not in ("email", *NAME_FIELDS) and c.field not in attributes and c.value.strip()
+           and not attribute_in_use(conn, c.field)]
+    if new and not allow_lookalikes:
+        known = sorted(known_fields(conn) | set(attributes))
+        for name in new:
+            guess = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            if guess:
+                raise UsageError(f"Unknown field {name!r} (did you mean {guess[0]}?); nothing was changed",
+                                 hint=f"to add {name} as a new field anyway, pass --new-field")
+    return new
+
+
 def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
-               normalise: Callable[[str], tuple[str, str]]) -> tuple[int, list[str]] | None:
-    """Rectify one contact (art. 16). Returns (contact id, changed field names),
-    or None when no contact has this key. One transaction."""
+               normalise: Callable[[str], tuple[str, str]], new_fields: bool = False
+               ) -> tuple[int, list[str], list[str]] | None:
+    """Rectify one contact (art. 16). Returns (contact id, changed field names,
+    attributes no other contact has), or None when no contact has this key.
+    A field no contact has that looks like a misspelling of a known one is
+    refused unless ``new_fields``. One transaction."""
     with store.transaction() as conn:
         row = conn.execute("SELECT id, email, first_name, last_name, attributes FROM contacts"
                            " WHERE email_key = ?", (key,)).fetchone()
@@ -862,6 +893,7 @@ def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
         contact_id, email, first, last, attributes_text = row
         values: dict[str, Any] = {"email": email, "first_name": first, "last_name": last}
         attributes = json.loads(attributes_text)
+        added = _new_attributes(conn, changes, attributes, allow_lookalikes=new_fields)
         new_key = key
         for change in changes:
             if change.field == "email":
@@ -893,4 +925,4 @@ def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
                 " updated_at = ? WHERE id = ?",
                 (values["email"], new_key, values["first_name"], values["last_name"], new_attributes,
                  now_iso(), contact_id))
-    return contact_id, changed
+    return contact_id, changed, added

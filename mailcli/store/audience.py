@@ -1,0 +1,90 @@
+"""Who a list reaches: the one definition of a member's status.
+
+A membership row says subscribed, unconfirmed or unsubscribed; the contact
+can still be out of reach for reasons of its own (a hard bounce, a spam
+complaint, a restriction of processing, an objection to direct marketing).
+``lists``, ``contacts --list L --status S`` and the audience a send freezes
+all read a member's status through ``MEMBER_STATUS_SQL``, so their counts
+agree: a list's ``subscribed`` count is the audience its next send freezes.
+
+The send also checks the suppression list (keyed hashes) as a last safety
+net; every path that suppresses a known contact changes its membership or
+status in the same transaction, so that check leaves nobody else out.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+# What a member of a list is, as people and commands see it. The first three
+# are membership statuses; the rest are members held back by their contact.
+MEMBER_STATUSES = ("subscribed", "unconfirmed", "unsubscribed", "bounced", "complained", "restricted", "objected")
+HELD_BACK = ("bounced", "complained", "restricted", "objected")
+# A contact's own status (the contacts table), shown when no list is chosen.
+CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "complained")
+
+# ``m`` is the memberships row, ``c`` its contact. Order matters: a member who
+# left the list is unsubscribed whatever else happened since.
+MEMBER_STATUS_SQL = """CASE
+    WHEN m.status = 'unsubscribed' THEN 'unsubscribed'
+    WHEN c.status IN ('bounced', 'complained') THEN c.status
+    WHEN c.status != 'active' THEN 'unsubscribed'
+    WHEN c.restricted_at IS NOT NULL THEN 'restricted'
+    WHEN c.no_marketing_at IS NOT NULL THEN 'objected'
+    ELSE m.status END"""
+
+# The members a send reaches (``m.status`` first, so the list's status index
+# narrows the rows before the contact is read).
+SENDABLE_SQL = f"m.status = 'subscribed' AND ({MEMBER_STATUS_SQL}) = 'subscribed'"  # noqa: S608 - fixed SQL
+
+
+@dataclass(frozen=True, slots=True)
+class ListSummary:
+    """One list with its members counted by status; the counts add up to its members."""
+
+    name: str
+    subscribed: int
+    unconfirmed: int
+    unsubscribed: int
+    held_back: dict[str, int]
+    created_at: str
+
+    @property
+    def held(self) -> int:
+        return sum(self.held_back.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "subscribed": self.subscribed, "unconfirmed": self.unconfirmed,
+                "unsubscribed": self.unsubscribed, "held_back": self.held, "held_back_by": dict(self.held_back),
+                "created_at": self.created_at}
+
+
+# Every list with its members counted by status (lists without members too).
+_SUMMARY_SQL = f"""
+SELECT l.name, l.created_at, x.status, x.n
+FROM lists l
+LEFT JOIN (
+    SELECT m.list_id AS list_id, {MEMBER_STATUS_SQL} AS status, count(*) AS n
+    FROM memberships m JOIN contacts c ON c.id = m.contact_id
+    GROUP BY m.list_id, 2
+) x ON x.list_id = l.id
+ORDER BY l.name
+"""  # noqa: S608 - fixed SQL
+
+
+def list_summaries(conn: sqlite3.Connection, names: list[str] | None = None) -> list[ListSummary]:
+    """Every list (or the named ones) with its members counted by status."""
+    found: dict[str, tuple[str, dict[str, int]]] = {}
+    for name, created_at, status, count in conn.execute(_SUMMARY_SQL):
+        counts = found.setdefault(name, (created_at, {}))[1]
+        if status is not None:
+            counts[status] = count
+    return [
+        ListSummary(name=name, subscribed=counts.get("subscribed", 0), unconfirmed=counts.get("unconfirmed", 0),
+                    unsubscribed=counts.get("unsubscribed", 0),
+                    held_back={s: counts.get(s, 0) for s in HELD_BACK}, created_at=created_at)
+        for name, (created_at, counts) in found.items()
+        if names is None or name in names
+    ]
