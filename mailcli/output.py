@@ -77,7 +77,10 @@ class _RichProgress:
         self._progress.advance(self._task, n)
 
     def update(self, completed: int, total: int | None = None, description: str | None = None) -> None:
-        kwargs: dict[str, Any] = {"completed": completed}
+        if total is None:
+            total = next((t.total for t in self._progress.tasks if t.id == self._task), None)
+        # An estimate (bytes read ahead, a count that grew) never shows more than 100%.
+        kwargs: dict[str, Any] = {"completed": min(completed, total) if total else completed}
         if total is not None:
             kwargs["total"] = total
         if description is not None:
@@ -184,13 +187,15 @@ class Output:
             raise UsageError("Cancelled; nothing was changed")
 
     @contextlib.contextmanager
-    def progress(self, total: int | None, label: str) -> Iterator[Any]:
+    def progress(self, total: int | None, label: str, *, unit: str = "items") -> Iterator[Any]:
+        """A bar on a terminal (else a NullProgress); ``unit="bytes"`` counts in kB/MB."""
         show = (not self.quiet and not self.json and not running_in_ci() and self._stderr.isatty())
         if not show:
             yield NullProgress()
             return
         from rich.progress import (
             BarColumn,
+            DownloadColumn,
             MofNCompleteColumn,
             Progress,
             TextColumn,
@@ -198,7 +203,8 @@ class Output:
         )
 
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.description}"), BarColumn(),
+            DownloadColumn() if unit == "bytes" else MofNCompleteColumn(), TimeRemainingColumn(),
             console=self.err, transient=True,
         ) as progress:
             task = progress.add_task(label, total=total)

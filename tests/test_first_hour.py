@@ -135,3 +135,18 @@ def test_import_lists_and_send_count_the_same_people(project: Path, cli: Cli) ->
     assert (listed["held_back"], listed["held_back_by"]["bounced"], listed["held_back_by"]["restricted"]) == (2, 1, 1)
     table = cli("lists").stdout.splitlines()
     assert re.split(r"\s{2,}", table[1].strip()) == ["news", "8", "0", "0", "2 (1 bounced, 1 restricted)"]
+
+
+def test_import_progress_is_in_megabytes_and_stops_at_the_whole_file(project: Path, tmp_path: Path) -> None:
+    # Over 8 MiB: two readers, whose read-ahead once pushed the count past the file size.
+    path = tmp_path / "big.csv"
+    rows = (f"person{i}@example.net,First{i},a note of some length for row {i}\n" for i in range(150_000))
+    path.write_text("Email Address,First Name,NOTES\n" + "".join(rows), encoding="utf-8")
+    assert path.stat().st_size > 9 * 1024 * 1024
+    term = Terminal("import", str(path), "--list", "news", cwd=project)
+    assert term.wait(timeout=120) == 0, term.text[-2000:]
+    frames = re.findall(r"([\d.]+)/([\d.]+) (kB|MB)", term.text)
+    assert frames, term.text[-2000:]
+    assert all(float(done) <= float(total) for done, total, _ in frames)
+    assert frames[-1][:2] == (frames[-1][1], frames[-1][1]) and frames[-1][2] == "MB"
+    assert not re.search(r"\b\d{6,}/\d{6,}\b", term.text)  # no raw byte counts

@@ -94,7 +94,7 @@ def import_cmd(
 
         try:
             with ImportFeed(source, count_domains=check_mx) as feed, \
-                    out.progress(source.size, f"Importing {file.name}") as bar:
+                    out.progress(source.size, f"Importing {file.name}", unit="bytes") as bar:
                 result = import_batches(
                     store, feed.batches, list_name=list_name, secret=secret, source=file.name,
                     consent_source=consent_source, on_conflict=on_conflict, status=status,
@@ -103,6 +103,7 @@ def import_cmd(
                     on_opt_outs=record_opt_outs,
                     before_commit=audit_entry,
                 )
+                bar.update(source.size)  # read to the end: the bar's last frame is 100%
         except BaseException:
             if rejects_file is not None:
                 rejects_file.discard()
