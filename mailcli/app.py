@@ -119,7 +119,6 @@ class MailcliGroup(TyperGroup):
 app = typer.Typer(
     name="mailcli",
     cls=MailcliGroup,
-    help="Email campaigns from the command line, GDPR-first.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -149,7 +148,20 @@ def root(
 ) -> None:
     """Email campaigns from the command line, GDPR-first.
 
-    Start with `mailcli init` in an empty folder, or `mailcli demo` to see the whole flow.
+    Start with `mailcli init` in an empty folder, or `mailcli demo` to see the
+    whole flow on sample data. Every command has --help with examples.
+
+    Examples:
+
+        mailcli init newsletter && cd newsletter
+
+        mailcli import ~/Downloads/members_export.csv --list news
+
+        mailcli send 2026-12 --template newsletter --list news --dry-run
+
+        mailcli report 2026-12
+
+        mailcli -q bounces imaps://bounces@mail.example.org/INBOX    # from cron
     """
     out = Output(json_mode=json_mode, quiet=quiet, verbose=verbose, debug=debug, no_color=no_color)
     ctx.obj = AppContext(out=out, directory=directory, config_file=config_file)

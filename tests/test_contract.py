@@ -89,3 +89,25 @@ def test_no_traceback_and_no_ansi_when_piped(tmp_path: Path) -> None:
     assert "\x1b[" not in proc.stderr + proc.stdout
     assert proc.stdout == ""
     assert proc.stderr.count("\n") <= 2
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda p: " ".join(p) or "mailcli")
+def test_help_reads_as_written(cli: Cli, path: tuple[str, ...]) -> None:
+    # Every command has examples, indented under their heading; config
+    # sections like [retention] survive the markup; a summary is one sentence.
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.get_command(typer.Context(command), name)
+    text = cli(*path, "--help", env={"COLUMNS": "200"}).stdout
+    lines = text.splitlines()
+    headings = [i for i, line in enumerate(lines) if line.strip() in ("Example:", "Examples:", "Example (crontab):")]
+    if not hasattr(command, "list_commands") or not path:
+        assert headings, f"no examples in `mailcli {' '.join(path)} --help`"
+    for i in headings:
+        example = next(line for line in lines[i + 1:] if line.strip())
+        indent = len(lines[i]) - len(lines[i].lstrip())
+        assert len(example) - len(example.lstrip()) > indent, (lines[i], example)
+    for section in re.findall(r"\\?\[([a-z_]+)\]", command.help or ""):
+        assert f"[{section}]" in text, section
+    summary = (command.help or "").strip().split("\n\n")[0]
+    assert "\n" not in summary.strip(), summary

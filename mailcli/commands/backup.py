@@ -26,9 +26,14 @@ def _size(n: int) -> str:
 def create_cmd(ctx: typer.Context) -> None:
     """Copy the database into backups/ (consistent even while a send runs; mode 0600).
 
-    Example:
+    Prints the new file's path (nothing with -q, for cron); backups older
+    than \\[retention] backups are removed by `mailcli privacy purge`.
+
+    Examples:
 
         mailcli backup create
+
+        15 3 * * *  cd /srv/news && mailcli -q backup create    # crontab
     """
     app = context.get(ctx)
     info = create_backup(app.store, app.settings)
@@ -38,7 +43,16 @@ def create_cmd(ctx: typer.Context) -> None:
 
 @backup_app.command("list")
 def list_cmd(ctx: typer.Context) -> None:
-    """The backups, oldest first (`--json`: objects with path, created_at, size)."""
+    """List the backups, oldest first (`--json`: objects with path, created_at, size).
+
+    A path listed here is what `mailcli backup restore` takes.
+
+    Examples:
+
+        mailcli backup list
+
+        mailcli backup list --json
+    """
     app = context.get(ctx)
     backups = list_backups(app.settings)
     if app.out.json:
@@ -54,7 +68,16 @@ def prune_cmd(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; delete nothing.")] = False,
 ) -> None:
-    """Delete backups older than [retention] backups (purge does this too)."""
+    """Delete backups older than \\[retention] backups (purge does this too).
+
+    Prints the deleted files (nothing with -q).
+
+    Examples:
+
+        mailcli backup prune --dry-run
+
+        mailcli -q backup prune
+    """
     app = context.get(ctx)
     removed = prune_backups(app.settings, dry_run=dry_run)
     app.out.result([b.as_json() for b in removed], text="\n".join(str(b.path) for b in removed))

@@ -40,7 +40,12 @@ def settings_view(settings: Settings) -> dict[str, Any]:
 def show_cmd(ctx: typer.Context) -> None:
     """Print the validated configuration (no secrets).
 
-    Example:
+    Every key in effect, defaults included, written as in mailcli.toml
+    ("20/s", "2m"); secrets appear only as the names of their variables.
+
+    Examples:
+
+        mailcli config show
 
         mailcli config show --json
     """

@@ -97,6 +97,8 @@ def show_cmd(
 ) -> None:
     """Show one contact: fields, attributes, lists with consent evidence, and history.
 
+    The access is recorded in the audit log.
+
     Example:
 
         mailcli contacts show anna@example.nl

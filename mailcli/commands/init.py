@@ -18,6 +18,9 @@ def init_cmd(
 ) -> None:
     """Create a project: mailcli.toml, templates/, .gitignore, a secret and the database.
 
+    Then edit mailcli.toml: the sender, the SMTP relay and the unsubscribe
+    URL (`mailcli doctor` says what is still the example).
+
     Example:
 
         mailcli init newsletter && cd newsletter

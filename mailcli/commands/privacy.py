@@ -43,6 +43,8 @@ def export_cmd(
 ) -> None:
     """Everything held about one person, as a ZIP with JSON, CSV and a letter (art. 15/20).
 
+    Without -o the file goes to exports/; its path is printed.
+
     Example:
 
         mailcli privacy export anna@example.nl -o anna.zip --reason "request 2024-17"
@@ -111,6 +113,8 @@ def erase_cmd(
 def restrict_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> None:
     """Restrict processing (art. 18): the data are kept and exported, never sent to.
 
+    `mailcli lists` counts the person as held back until `privacy unrestrict`.
+
     Example:
 
         mailcli privacy restrict anna@example.nl --reason "disputes accuracy"
@@ -125,7 +129,14 @@ def restrict_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> Non
 
 @privacy_app.command("unrestrict")
 def unrestrict_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> None:
-    """Lift a restriction (art. 18(3)); the lifting is logged too."""
+    """Lift a restriction (art. 18(3)); the lifting is logged too.
+
+    The person's memberships count as before: sends reach them again.
+
+    Example:
+
+        mailcli privacy unrestrict anna@example.nl --reason "accuracy confirmed"
+    """
     app = context.get(ctx)
     result = unrestrict_subject(app.store, app.settings, email, reason=reason)
     masked = mask_address(email.strip())
@@ -136,6 +147,8 @@ def unrestrict_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> N
 @privacy_app.command("object")
 def object_cmd(ctx: typer.Context, email: Email, reason: Reason = None) -> None:
     """Record an objection to all direct marketing (art. 21): no list ever mails the person again.
+
+    Every membership ends and the address goes on the suppression list.
 
     Example:
 

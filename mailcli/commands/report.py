@@ -18,10 +18,10 @@ def report_cmd(
     campaign: Annotated[str | None, typer.Argument(help="One campaign (default: all).", metavar="CAMPAIGN")] = None,
     failed: Annotated[bool, typer.Option("--failed", help="List each failed, deferred or uncertain message with the server's reply.")] = False,
 ) -> None:
-    """Counts per campaign: audience, sent, failed, deferred, pending, uncertain,
-    bounced, unsubscribed, complained.
+    """Show each campaign's counts: sent, failed, deferred, bounced and more.
 
-    Totals stay correct after `privacy purge` removes old delivery records.
+    The counts are audience, sent, failed, deferred, pending, uncertain,
+    bounced, unsubscribed and complained. Totals stay correct after `privacy purge` removes old delivery records.
 
     Examples:
 
