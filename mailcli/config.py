@@ -115,6 +115,25 @@ def parse_rate(value: Any) -> float:
     return float(match.group(1)) / per
 
 
+def format_rate(per_second: float) -> str:
+    """A rate as a person writes it: ``20.0`` → ``"20/s"``, ``0.5`` → ``"30/m"``; 0 → ``"0"``."""
+    if per_second <= 0:
+        return "0"
+    for unit, factor in (("s", 1), ("m", 60), ("h", 3600)):
+        count = per_second * factor
+        if abs(count - round(count)) < 1e-9:
+            return f"{round(count)}/{unit}"
+    return f"{per_second:g}/s"
+
+
+def format_seconds(seconds: float) -> str:
+    """A length of time as a person writes it: ``120.0`` → ``"2m"``, ``90.0`` → ``"90s"``."""
+    for unit, factor in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= factor and seconds % factor == 0:
+            return f"{int(seconds // factor)}{unit}"
+    return f"{seconds:g}s"
+
+
 # ---------------------------------------------------------------------------
 # Settings
 

@@ -39,6 +39,7 @@ def configure(root: Path, domain: str, *, key_mode: int = 0o600) -> Path:
     key.chmod(key_mode)
     config = root / "mailcli.toml"
     text = config.read_text(encoding="utf-8").replace("news@example.org", f"news@{domain}")
+    text = text.replace("news.example.org/", f"news.{domain}/").replace("@example.org", f"@{domain}")
     text += '\n[dkim]\nselector = "mail2025"\nprivate_key_file = "dkim.pem"\n'
     config.write_text(text, encoding="utf-8")
     return key
@@ -107,6 +108,7 @@ def test_json_lists_every_check(cli: Cli, project: Path, dns_server: DnsServer) 
 def test_config_only_exits_0_with_warnings_and_says_how_to_run_the_rest(
     cli: Cli, project: Path
 ) -> None:
+    configure(project, "good.example")
     result = cli("doctor")
     assert result.exit_code == 0, result.output
     lines = lines_of(result.stdout)
@@ -125,6 +127,7 @@ def test_dkim_key_readable_by_others_fails(cli: Cli, project: Path) -> None:
 
 
 def test_smtp_check_through_the_cli(cli: Cli, project: Path, tmp_path: Path) -> None:
+    configure(project, "good.example")
     with SmtpServer(tls="starttls", cert_dir=tmp_path / "cert") as server:
         set_smtp(project, "127.0.0.1", server.port, security="starttls")
         refused = cli("doctor", "--smtp")

@@ -150,3 +150,34 @@ def test_import_progress_is_in_megabytes_and_stops_at_the_whole_file(project: Pa
     assert all(float(done) <= float(total) for done, total, _ in frames)
     assert frames[-1][:2] == (frames[-1][1], frames[-1][1]) and frames[-1][2] == "MB"
     assert not re.search(r"\b\d{6,}/\d{6,}\b", term.text)  # no raw byte counts
+
+
+def test_config_show_speaks_the_files_language_and_doctor_spots_the_examples(project: Path, cli: Cli) -> None:
+    shown = cli("config", "show")
+    assert shown.exit_code == 0, shown.output
+    assert 'rate = "20/s"' in shown.stdout and 'retry_window = "2m"' in shown.stdout
+    assert 'from = "Proj <news@example.org>"' in shown.stdout and "None" not in shown.stdout
+    # It is mailcli.toml text: read back, it is the same configuration.
+    from mailcli.config import load_settings, parse_settings, tomllib
+
+    again = parse_settings(tomllib.loads(shown.stdout), project / "mailcli.toml")
+    assert again == load_settings(project / "mailcli.toml")
+    config = project / "mailcli.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace('rate = "20/s"', 'rate = "600/m"'), encoding="utf-8")
+    assert 'rate = "600/m"' in cli("config", "show").stdout  # as the user wrote it
+    assert json.loads(cli("config", "show", "--json").stdout)["smtp"]["retry_window"] == "2m"
+
+    scaffold = config.read_text(encoding="utf-8")
+    serve = scaffold[scaffold.index("\n[serve]"):]
+    assert 'host = "127.0.0.1"' in serve and "port = 8025" in serve and "trusted_proxies" in serve
+
+    untouched = cli("doctor", "--json")
+    assert untouched.exit_code == ExitCode.ERROR
+    verdicts = {c["name"]: (c["verdict"], c["summary"]) for c in json.loads(untouched.stdout)}
+    assert verdicts["sender"][0] == "fail" and "news@example.org" in verdicts["sender"][1]
+    assert verdicts["unsubscribe"][0] == "fail" and verdicts["smtp-config"][0] == "warn"
+    text = scaffold.replace("example.org", "bakkerij-dejong.nl").replace('host = "localhost"', 'host = "smtp.bakkerij-dejong.nl"')
+    config.write_text(text.replace("Keizersgracht 1, 1015 AA Amsterdam", "Oudegracht 12, 3511 AP Utrecht"), encoding="utf-8")
+    edited = cli("doctor", "--json")
+    assert edited.exit_code == 0, edited.output
+    assert {c["name"]: c["verdict"] for c in json.loads(edited.stdout)}["sender"] == "pass"

@@ -1,8 +1,15 @@
-"""``mailcli config show``: the settings in effect, secrets scrubbed."""
+"""``mailcli config show``: the settings in effect, secrets scrubbed.
+
+The text is what the user would write in mailcli.toml — its key names
+(``from = "Name <address>"``), rates and durations as text (``"20/s"``,
+``"2m"``), unset keys as comments — so a value can be copied back into the
+file. ``--json`` gives the same sections and keys as an object.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,30 +17,117 @@ from typing import Any
 import typer
 
 from .. import context
-from ..config import Duration, Settings
+from ..config import (
+    Duration,
+    Settings,
+    format_rate,
+    format_seconds,
+    parse_duration,
+    parse_rate,
+    tomllib,
+)
 
 config_app = typer.Typer(help="Show the configuration in effect.", no_args_is_help=True)
 
+# Settings fields that are not keys of the file, and values kept as numbers
+# internally that the file spells as text.
+_NOT_KEYS = {("project", "root"), ("sender", "from_name"), ("sender", "from_address")}
+_AS_TEXT = {("smtp", "rate"): (format_rate, parse_rate), ("smtp", "retry_window"): (format_seconds,
+                                                                                    lambda v: parse_duration(v).seconds())}
+
+
+def _written(raw: dict[str, Any], section: str, key: str, value: Any) -> Any:
+    """The value as the file spells it: the user's own text when it means the same."""
+    format_, parse = _AS_TEXT[(section, key)]
+    mine = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+    if mine is not None:
+        try:
+            if parse(mine) == value:
+                return mine
+        except (ValueError, TypeError):
+            pass
+    return format_(value)
+
 
 def settings_view(settings: Settings) -> dict[str, Any]:
-    """Settings as plain data; secrets appear only as the names of their variables."""
+    """Settings as the file's sections and keys; secrets appear only as the names of their variables."""
+    try:
+        raw = tomllib.loads(settings.path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raw = {}
 
     def plain(value: Any) -> Any:
         if isinstance(value, Duration):
             return value.text
         if isinstance(value, Path):
             return str(value)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if not f.name.startswith("_")}
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
         return value
 
-    view = plain(settings)
+    view: dict[str, Any] = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if field.name.startswith("_") or not dataclasses.is_dataclass(value) and value is not None:
+            continue
+        section: dict[str, Any] = {}
+        if field.name == "sender":
+            section["from"] = settings.sender.from_header
+        if value is not None:
+            for item in dataclasses.fields(value):
+                if item.name.startswith("_") or (field.name, item.name) in _NOT_KEYS:
+                    continue
+                entry = getattr(value, item.name)
+                if (field.name, item.name) in _AS_TEXT:
+                    section[item.name] = _written(raw, field.name, item.name, entry)
+                else:
+                    section[item.name] = plain(entry)
+        view[field.name] = section
+    view["smtp"]["password_set"] = settings.smtp.password() is not None
     view["secret_source"] = (
         f"environment variable {settings.unsubscribe.secret_env}"
         if os.environ.get(settings.unsubscribe.secret_env) else ".mailcli/secret"
     )
-    view["smtp"]["password"] = "set" if settings.smtp.password() else "not set"
     return view
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string is a JSON string
+
+
+def render_toml(view: dict[str, Any], path: Path) -> str:
+    """The view as mailcli.toml text, with what is not a key as comments."""
+    lines = [f"# {path} (validated; defaults included)"]
+    for section, values in view.items():
+        if not isinstance(values, dict):
+            continue
+        lines.append("")
+        if not values:
+            lines.append(f"# [{section}] not set")
+            continue
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if key == "password_set":
+                continue
+            if value is None:
+                lines.append(f"# {key} = (not set)")
+            elif key.endswith("_env"):
+                state = "set" if os.environ.get(str(value)) else "not set"
+                if key == "password_env" and section == "smtp":
+                    state = "set" if values.get("password_set") else "not set"
+                lines.append(f"{key} = {_toml_value(value)}  # {state} in this environment")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+    lines += ["", f"# the HMAC secret comes from {view['secret_source']}"]
+    return "\n".join(lines)
 
 
 @config_app.command("show")
@@ -51,14 +145,7 @@ def show_cmd(ctx: typer.Context) -> None:
     """
     app = context.get(ctx)
     view = settings_view(app.settings)
-    lines = [f"# {app.settings.path}"]
-    for section, values in view.items():
-        if isinstance(values, dict):
-            lines.append(f"[{section}]")
-            lines += [f"  {key} = {value}" for key, value in values.items()]
-        else:
-            lines.append(f"{section} = {values}")
-    app.out.data(view, text="\n".join(lines))
+    app.out.data(view, text=render_toml(view, app.settings.path))
 
 
 def register(app: typer.Typer) -> None:

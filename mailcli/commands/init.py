@@ -35,7 +35,8 @@ def init_cmd(
         first = result.templates[0] if result.templates else "newsletter"
         app.out.info(
             "Next steps:\n"
-            f"  1. edit {result.config.name}: [sender] from, postal_address, [smtp] and [unsubscribe]\n"
+            f"  1. edit {result.config.name}: [sender] from, postal_address, [smtp] and [unsubscribe]"
+            " (mailcli doctor lists what is still the example)\n"
             "  2. mailcli import YOUR-EXPORT.csv --list news   (a Mailchimp export or an Excel CSV as is)\n"
             f"  3. mailcli lint {first} && mailcli render {first} --format text\n"
             f"  4. mailcli send first-issue --template {first} --list news --dry-run\n"

@@ -72,6 +72,18 @@ def check_secret(settings: Any, environ: Mapping[str, str]) -> Check:
     )
 
 
+# The reserved example domains `mailcli init` writes into mailcli.toml: a
+# sender, relay or unsubscribe URL there is a setting nobody has made yet.
+EXAMPLE_DOMAINS = ("example.org", "example.com", "example.net")
+# The postal address and relay the scaffold ships with.
+SCAFFOLD_POSTAL_ADDRESS = "Keizersgracht 1, 1015 AA Amsterdam"
+
+
+def is_example_domain(host: str | None) -> bool:
+    host = (host or "").lower().rstrip(".")
+    return any(host == d or host.endswith("." + d) for d in EXAMPLE_DOMAINS)
+
+
 def check_sender(settings: Any) -> Check:
     """From, List-Id and the postal address the footer must show."""
     sender = settings.sender
@@ -80,6 +92,11 @@ def check_sender(settings: Any) -> Check:
         return Check(
             "sender", "fail", f"From {sender.from_address!r} is not one mailbox", None, details
         )
+    if is_example_domain(sender.from_address.rpartition("@")[2]):
+        return Check(
+            "sender", "fail", f"From {sender.from_address} is still the example from mailcli init",
+            'set from = "Your Name <news@your-domain>" under [sender] (and list_id, reply_to)', details,
+        )  # fmt: skip
     if not sender.list_id:
         return Check(
             "sender", "fail", "no [sender] list_id: bulk mail needs a List-Id header",
@@ -89,6 +106,11 @@ def check_sender(settings: Any) -> Check:
         return Check(
             "sender", "warn", "no [sender] postal_address: the footer should say who sends",
             None, details,
+        )  # fmt: skip
+    if sender.postal_address.strip() == SCAFFOLD_POSTAL_ADDRESS:
+        return Check(
+            "sender", "warn", f"postal_address is still the example ({SCAFFOLD_POSTAL_ADDRESS})",
+            "set your own postal address under [sender]: every footer shows it", details,
         )  # fmt: skip
     return Check(
         "sender", "pass", f"From {sender.from_address}, List-Id <{sender.list_id}>", None, details
@@ -103,6 +125,17 @@ def check_unsubscribe(settings: Any) -> Check:
         return Check(
             "unsubscribe", "fail", f"unsubscribe url {url!r} is not https",
             'set url = "https://..." under [unsubscribe] (mailcli serve behind HTTPS)', details,
+        )  # fmt: skip
+    from urllib.parse import urlsplit
+
+    examples = [value for value, host in ((url, urlsplit(url).hostname),
+                                          (settings.unsubscribe.mailto, (settings.unsubscribe.mailto or "").rpartition("@")[2]))
+                if value and is_example_domain(host)]
+    if examples:
+        return Check(
+            "unsubscribe", "fail", f"still the example from mailcli init: {', '.join(examples)};"
+            " recipients could not unsubscribe",
+            "set url (where mailcli serve is reached over HTTPS) and mailto under [unsubscribe]", details,
         )  # fmt: skip
     mailto = f", mailto:{settings.unsubscribe.mailto}" if settings.unsubscribe.mailto else ""
     return Check("unsubscribe", "pass", f"one-click {url}{mailto}", None, details)
@@ -166,6 +199,17 @@ def check_smtp_config(settings: Any, environ: Mapping[str, str]) -> Check:
         return Check(
             "smtp-config", "fail", f"security = \"none\" to {smtp.host}: mail and password unencrypted",
             'set security = "starttls" (port 587) or "tls" (port 465)', details,
+        )  # fmt: skip
+    if is_example_domain(smtp.host):
+        return Check(
+            "smtp-config", "fail", f"[smtp] host {smtp.host} is an example, not a relay",
+            "set host, port, security and username of your mail provider's relay under [smtp]", details,
+        )  # fmt: skip
+    if (smtp.host, smtp.port, smtp.security, smtp.username) == ("localhost", 587, "starttls", None):
+        return Check(
+            "smtp-config", "warn", "[smtp] is still the example from mailcli init (a mail server on this machine,"
+            " port 587, no login)",
+            "set host, port and username of your relay under [smtp], unless one really runs here", details,
         )  # fmt: skip
     if smtp.username and not environ.get(smtp.password_env):
         return Check(
