@@ -181,3 +181,20 @@ def test_config_show_speaks_the_files_language_and_doctor_spots_the_examples(pro
     edited = cli("doctor", "--json")
     assert edited.exit_code == 0, edited.output
     assert {c["name"]: c["verdict"] for c in json.loads(edited.stdout)}["sender"] == "pass"
+
+
+def test_a_misspelt_template_names_the_templates_and_takes_no_campaign_name(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(3))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        typo = cli("send", "2026-12", "--template", "nieuwsbrief", "--list", "news", "--yes")
+        assert typo.exit_code == ExitCode.ERROR
+        assert "templates: newsletter" in typo.stderr
+        assert json.loads(cli("report", "--json").stdout) == []  # nothing was created
+        near = cli("send", "2026-12", "--template", "newsleter", "--list", "news", "--dry-run")
+        assert "did you mean newsletter?" in near.stderr
+        wrong_list = cli("send", "2026-12", "--template", "newsletter", "--list", "nws", "--yes")
+        assert wrong_list.exit_code == ExitCode.ERROR and "did you mean news?" in wrong_list.stderr
+        fixed = cli("send", "2026-12", "--template", "newsletter", "--list", "news", "--yes")
+        assert fixed.exit_code == 0, fixed.output
+        assert len(server.messages) == 3

@@ -365,7 +365,8 @@ def test_a_broken_template_stops_a_large_send_with_one_line(project: Path, broke
     assert result.returncode == ExitCode.ERROR, result.stderr
     assert "Traceback" not in result.stderr
     assert "message.html" in result.stderr and "Error" in result.stderr
-    assert set(deliveries(project / "mailcli.db", "spring").values()) == {"pending"}
+    # Nothing sent; a template that does not compile stops before the campaign is even created.
+    assert set(deliveries(project / "mailcli.db", "spring").values()) <= {"pending"}
 
 
 def test_a_field_missing_for_some_contacts_stops_the_send_before_any_connection(project: Path) -> None:

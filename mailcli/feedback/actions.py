@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .. import audit, clock
 from ..addresses import AddressError, normalise_address
 from ..config import Settings
-from ..errors import NotFoundError, UsageError
+from ..errors import UsageError
 from ..store import Store
 from ..tokens import address_hmac
 
@@ -339,7 +339,9 @@ def unsubscribe_address(
     if list_name is not None:
         row = conn.execute("SELECT id FROM lists WHERE name = ?", (list_name,)).fetchone()
         if row is None:
-            raise NotFoundError(f"No list named {list_name!r}", hint="see `mailcli lists`")
+            from ..store.audience import list_not_found
+
+            raise list_not_found(conn, list_name)
         list_id = int(row[0])
     scope = list_name if list_name is not None else ALL
     contact = contact_by_email_key(conn, address.key)

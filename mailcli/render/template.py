@@ -260,6 +260,25 @@ def _sample_check(template: CompiledTemplate) -> None:
     template.verify_inlining([ctx])
 
 
+def list_templates(templates_dir: Path) -> list[str]:
+    """The names of the templates in ``templates_dir`` (folders with message.html, not _layouts)."""
+    try:
+        return sorted(p.parent.name for p in Path(templates_dir).glob("*/message.html")
+                      if not p.parent.name.startswith("_"))
+    except OSError:
+        return []
+
+
+def _templates_hint(root: Path, name: str) -> str:
+    import difflib
+
+    names = list_templates(root)
+    if not names:
+        return f"a template is a folder {display_path(root)}/NAME/ with message.html"
+    guess = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    return (f"did you mean {guess[0]}? " if guess else "") + f"templates: {', '.join(names)}"
+
+
 def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     """Load, check and prepare ``templates_dir/name/`` for rendering.
 
@@ -276,7 +295,7 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     if not html_path.is_file():
         raise NotFoundError(
             f"Template {name!r} not found: {display_path(html_path)} does not exist",
-            hint=f"a template is a folder {display_path(root)}/NAME/ with message.html",
+            hint=_templates_hint(root, name),
         )
     html_env = make_environment(root, html=True)
     text_env = make_environment(root, html=False)

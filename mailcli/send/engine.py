@@ -531,6 +531,12 @@ def send_campaign(
 ) -> SendSummary:
     """Create-or-resume and send one campaign (see the module docstring)."""
     with campaign_lock(settings, options.campaign):
+        if options.template and ledger.get_campaign(store.conn, options.campaign) is None:
+            # A template that does not exist or compile stops a new campaign
+            # before it is created: its name is not taken by a broken one.
+            from mailcli.render import compile_template
+
+            compile_template(settings.templates_dir, options.template)
         if options.dry_run:
             return _dry_run(store, settings, options, on_plan=on_plan, progress=progress)
         if confirm is not None:

@@ -33,7 +33,7 @@ from typing import Any
 from mailcli import clock
 from mailcli.errors import NotFoundError, UsageError
 from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_events, archived_counts
-from mailcli.store.audience import SENDABLE_SQL
+from mailcli.store.audience import SENDABLE_SQL, list_not_found
 from mailcli.tokens import address_hmac, message_id, new_uid
 
 __all__ = [
@@ -101,9 +101,7 @@ def list_campaigns(conn: sqlite3.Connection) -> list[Campaign]:
 def list_id_of(conn: sqlite3.Connection, list_name: str) -> int:
     row = conn.execute("SELECT id FROM lists WHERE name = ?", (list_name,)).fetchone()
     if row is None:
-        names = [r[0] for r in conn.execute("SELECT name FROM lists ORDER BY name")]
-        hint = f"existing lists: {', '.join(names)}" if names else "import contacts first: mailcli import FILE --list NAME"
-        raise NotFoundError(f"List {list_name!r} not found", hint=hint)
+        raise list_not_found(conn, list_name)
     return int(row[0])
 
 

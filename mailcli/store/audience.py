@@ -14,9 +14,12 @@ status in the same transaction, so that check leaves nobody else out.
 
 from __future__ import annotations
 
+import difflib
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
+
+from ..errors import NotFoundError
 
 # What a member of a list is, as people and commands see it. The first three
 # are membership statuses; the rest are members held back by their contact.
@@ -88,3 +91,14 @@ def list_summaries(conn: sqlite3.Connection, names: list[str] | None = None) -> 
         for name, (created_at, counts) in found.items()
         if names is None or name in names
     ]
+
+
+def list_not_found(conn: sqlite3.Connection, name: str) -> NotFoundError:
+    """The error for a list that does not exist, naming the lists that do."""
+    names = [row[0] for row in conn.execute("SELECT name FROM lists ORDER BY name")]
+    if not names:
+        return NotFoundError(f"No list named {name!r}; there are no lists yet",
+                             hint="import contacts into one: mailcli import FILE --list NAME")
+    guess = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    return NotFoundError(f"No list named {name!r}" + (f" (did you mean {guess[0]}?)" if guess else ""),
+                         hint=f"lists: {', '.join(names)}")

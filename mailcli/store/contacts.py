@@ -64,10 +64,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..clock import now_iso
-from ..errors import NotFoundError, UsageError
+from ..errors import UsageError
 from ..importer import ImportRow, OptOut, RowReject
 from ..importfeed import BATCH, Batch, BatchSource, Suppression, batch_rows, insert_rows, staged
-from .audience import CONTACT_STATUSES, MEMBER_STATUS_SQL, MEMBER_STATUSES
+from .audience import CONTACT_STATUSES, MEMBER_STATUS_SQL, MEMBER_STATUSES, list_not_found
 from .db import PAGE_SIZE, Store
 
 MAX_REJECTS_KEPT = 10_000  # listed in the result; the rejects file gets them all
@@ -663,7 +663,7 @@ class ContactRow:
 def _list_id(conn: sqlite3.Connection, name: str) -> int:
     row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
     if row is None:
-        raise NotFoundError(f"No list named {name!r}", hint="mailcli lists shows the lists")
+        raise list_not_found(conn, name)
     return int(row[0])
 
 
