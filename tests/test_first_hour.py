@@ -198,3 +198,34 @@ def test_a_misspelt_template_names_the_templates_and_takes_no_campaign_name(proj
         fixed = cli("send", "2026-12", "--template", "newsletter", "--list", "news", "--yes")
         assert fixed.exit_code == 0, fixed.output
         assert len(server.messages) == 3
+
+
+def test_a_human_reply_stays_listed_until_acknowledged(project: Path, cli: Cli, tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1.reply").write_bytes(
+        b"From: Renee <renee@bakkerij.example>\r\nTo: news@example.org\r\nSubject: Re: Kerstbrood\r\n"
+        b"Message-ID: <reply-1@bakkerij.example>\r\n\r\nKunnen jullie mijn adres wijzigen?\r\n")
+
+    def run(*extra: str) -> dict[str, object]:
+        result = cli("bounces", str(maildir), "--json", *extra)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    first = run()
+    assert first["unmatched"] == 1 and first["unmatched_messages"][0]["subject"] == "Re: Kerstbrood"  # type: ignore[index]
+    second = run()
+    listed = second["unmatched_messages"][0]  # type: ignore[index]
+    assert second["unmatched"] == 1 and second["already_processed"] == 0
+    assert listed["reason"] == "not a bounce, complaint or unsubscribe request" and listed["first_seen"]
+    assert (maildir / "new" / "1.reply").exists()  # still unread
+    text = cli("bounces", str(maildir))
+    assert "Re: Kerstbrood" in text.stdout and "--ack" in text.stderr
+    assert cli("-q", "bounces", str(maildir)).stdout == ""  # cron stays quiet
+
+    acked = run("--ack")
+    assert acked["acknowledged"] == 1
+    assert not (maildir / "new" / "1.reply").exists() and [p.name for p in (maildir / "cur").iterdir()] == ["1.reply:2,S"]
+    after = run()
+    assert (after["unmatched"], after["already_processed"]) == (0, 1)

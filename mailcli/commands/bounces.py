@@ -20,6 +20,10 @@ def bounces_cmd(
     delete: Annotated[
         bool, typer.Option("--delete", help="Delete processed messages from SOURCE (unmatched ones are kept).")
     ] = False,
+    ack: Annotated[
+        bool, typer.Option("--ack", help="The unmatched messages listed have been handled: stop listing them"
+                           " (and mark them read; deleted with --delete).")
+    ] = False,
 ) -> None:
     """Read bounces, complaints and unsubscribe requests from a mailbox.
 
@@ -27,14 +31,17 @@ def bounces_cmd(
     suppress the address; soft bounces count, and suppress only after
     \\[bounces] soft_limit campaigns; 5.7.x rejections never suppress, they
     point at the sender's SPF/DKIM/DMARC set-up; mailto unsubscribes are
-    matched by their token. Anything else is listed for a person and left
-    unread. Reading the same mailbox again changes nothing, so it is safe
-    from cron. The IMAP password comes from the variable named by
-    \\[bounces] imap_password_env.
+    matched by their token. Anything else (a person's reply, a bounce of
+    unknown mail) is left unread and listed on every run until you have
+    handled it and run with --ack. Reading the same mailbox again changes
+    nothing else, so it is safe from cron. The IMAP password comes from the
+    variable named by \\[bounces] imap_password_env.
 
     Examples:
 
         mailcli bounces /var/mail/bounces
+
+        mailcli bounces /var/mail/bounces --ack      # the replies listed are handled
 
         mailcli -q bounces imaps://bounces@mail.example.org/INBOX
     """
@@ -49,7 +56,7 @@ def bounces_cmd(
     src = open_source(source, settings, ca_file=ca_file, delete=delete)
     try:
         with app.out.progress(None, "Reading") as bar:
-            result = ingest(store, settings, src, progress=lambda n: bar.update(n))
+            result = ingest(store, settings, src, progress=lambda n: bar.update(n), acknowledge=ack)
     finally:
         src.close()
     data = result.as_dict()
@@ -73,11 +80,18 @@ def bounces_cmd(
             f"({item['status']}): the sender set-up is at fault, not the address; run `mailcli doctor --dns`"
         )
     if result.unmatched_messages:
-        app.out.info("Unmatched, for a person to handle (left unread in the mailbox):")
+        if result.acknowledged:
+            app.out.info(f"Acknowledged as handled: {result.acknowledged} message(s); they are not listed again")
+        else:
+            app.out.info(f"Unmatched, for a person to handle ({len(result.unmatched_messages)}; left unread in the"
+                         " mailbox and listed on every run until acknowledged):")
         app.out.table(
-            ["Message-ID", "From domain", "Subject", "Why"],
-            [[u.message_id or "-", u.from_domain or "-", u.subject, u.reason] for u in result.unmatched_messages],
+            ["Message-ID", "From domain", "Subject", "Why", "First listed"],
+            [[u.message_id or "-", u.from_domain or "-", u.subject, u.reason, u.first_seen or "now"]
+             for u in result.unmatched_messages],
         )
+        if not result.acknowledged:
+            app.out.info(f"Once handled: {app.command('bounces', source, '--ack')}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,6 @@
 """Applying a mailbox of feedback: the core of ``mailcli bounces``.
 
-Each message is read once (``processed_messages`` holds a SHA-256 of its
+Each message is applied once (``processed_messages`` holds a SHA-256 of its
 Message-ID, or of its bytes when it has none), recognised by
 ``reports`` and applied through ``actions``, all in one transaction with
 the processed mark, so a crash half-way neither loses nor doubles anything.
@@ -12,7 +12,8 @@ delivery row was purged), by ``Original-Envelope-Id``, or by the token in the
 returned List-Unsubscribe header. Only a report that quotes no Message-ID at
 all falls back to its ``Final-Recipient``/``Original-Rcpt-To`` address, and
 then only on an exact match of the normalised address. Everything else is
-listed for a person, never acted on.
+listed for a person, never acted on, and listed again on every run until a
+person acknowledges it (``bounces --ack``).
 
 Nothing here ever sends mail: no reply to a DSN, complaint, auto-reply or
 unsubscribe request, whatever it says (C14).
@@ -34,6 +35,7 @@ from .. import clock
 from ..addresses import AddressError, normalise_address
 from ..config import Settings
 from ..store import Store
+from ..store.processed import acknowledge_message, processed_message, record_processed
 from ..tokens import parse_unsubscribe_token
 from . import actions, reports
 from .sources import Source
@@ -50,6 +52,7 @@ class Unmatched:
     from_domain: str | None
     subject: str
     reason: str
+    first_seen: str | None = None  # when a run first listed it (this run: now)
 
 
 @dataclass
@@ -64,6 +67,7 @@ class IngestResult:
     unmatched: int = 0
     ignored: int = 0
     already_processed: int = 0
+    acknowledged: int = 0  # unmatched messages marked handled by this run (--ack)
     suppressed: int = 0  # addresses newly put on the suppression list by this run
     unmatched_messages: list[Unmatched] = field(default_factory=list)
     policy: Counter[tuple[str | None, str | None]] = field(default_factory=Counter)
@@ -80,6 +84,7 @@ class IngestResult:
             "unmatched": self.unmatched,
             "ignored": self.ignored,
             "already_processed": self.already_processed,
+            "acknowledged": self.acknowledged,
             "suppressed": self.suppressed,
             "unmatched_messages": [asdict(u) for u in self.unmatched_messages],
             "policy_details": [
@@ -112,8 +117,14 @@ def message_ref(msg: Message, raw: bytes) -> str:
 
 def ingest(
     store: Store, settings: Settings, source: Source, *, progress: Callable[[int], None] | None = None,
+    acknowledge: bool = False,
 ) -> IngestResult:
-    """Read every message of ``source`` and apply what it reports."""
+    """Read every message of ``source`` and apply what it reports.
+
+    An unmatched message is listed on every run until a run with
+    ``acknowledge`` lists it once more and marks it handled (in the mailbox
+    too: seen, or deleted with ``--delete``).
+    """
     result = IngestResult(source=source.name)
     conn = store.conn
     for raw in source.messages():
@@ -123,28 +134,33 @@ def ingest(
         except Exception:  # noqa: BLE001 - the stdlib parser is lenient; this is a last resort
             msg = Message()
         ref = message_ref(msg, raw.data)
-        row = conn.execute("SELECT outcome FROM processed_messages WHERE ref = ?", (ref,)).fetchone()
-        if row is not None:
+        seen = processed_message(conn, ref)
+        if seen is not None and not seen.open:
             result.already_processed += 1
-            source.done(raw.key, handled=row[0] != "unmatched")
+            source.done(raw.key, handled=seen.outcome != "unmatched")
             continue
-        with store.transaction() as tx:
-            try:
-                outcome = _handle(store, settings, msg, ref)
-            except (ValueError, LookupError, TypeError, UnicodeError) as exc:
-                outcome = Outcome("unmatched", f"could not be read ({type(exc).__name__})")
-            tx.execute(
-                "INSERT INTO processed_messages (ref, outcome, processed_at) VALUES (?, ?, ?)",
-                (ref, outcome.kind, clock.now_iso()),
-            )
-        _count(result, outcome, msg)
-        source.done(raw.key, handled=outcome.kind in HANDLED)
+        if seen is not None:  # unmatched on an earlier run, not yet acknowledged
+            outcome = Outcome("unmatched", seen.reason)
+        else:
+            with store.transaction() as tx:
+                try:
+                    outcome = _handle(store, settings, msg, ref)
+                except (ValueError, LookupError, TypeError, UnicodeError) as exc:
+                    outcome = Outcome("unmatched", f"could not be read ({type(exc).__name__})")
+                record_processed(tx, ref, outcome.kind, outcome.reason, clock.now_iso())
+        _count(result, outcome, msg, first_seen=seen.processed_at if seen is not None else None)
+        handled = outcome.kind in HANDLED
+        if outcome.kind == "unmatched" and acknowledge:
+            with store.transaction() as tx:
+                result.acknowledged += acknowledge_message(tx, ref, clock.now_iso())
+            handled = True
+        source.done(raw.key, handled=handled)
         if progress:
             progress(result.messages)
     return result
 
 
-def _count(result: IngestResult, outcome: Outcome, msg: Message) -> None:
+def _count(result: IngestResult, outcome: Outcome, msg: Message, *, first_seen: str | None = None) -> None:
     result.suppressed += outcome.suppressed
     if outcome.kind == "hard":
         result.hard_bounces += 1
@@ -168,6 +184,7 @@ def _count(result: IngestResult, outcome: Outcome, msg: Message) -> None:
             from_domain=sender.rpartition("@")[2].lower() or None if "@" in sender else None,
             subject=subject if len(subject) <= 60 else subject[:59] + "…",
             reason=outcome.reason or "not recognised",
+            first_seen=first_seen,
         ))
 
 

@@ -16,9 +16,11 @@ Three kinds of SOURCE, one small interface (``messages()``, ``done()``,
   (so the next run does not even fetch them); ``--delete`` sets ``\\Deleted``
   and expunges.
 
-Messages nobody could match are not marked seen, so a person finds them
-unread in the mailbox. Reading the same source twice changes nothing either
-way: ``processed_messages`` in the database remembers every message.
+Messages nobody could match are left as they are (unread), so a person finds
+them in the mailbox, and the next run reads them again to list them until
+they are acknowledged (``--ack``). Reading the same source twice changes
+nothing either way: ``processed_messages`` in the database remembers every
+message.
 """
 
 from __future__ import annotations
@@ -277,14 +279,12 @@ class ImapSource:
             raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
 
     def _store_flags(self, key: str, *, handled: bool) -> None:
-        if handled and self._delete:
+        if not handled:
+            return  # left unread for a person, and fetched again to be listed until acknowledged
+        if self._delete:
             flags = "(\\Deleted)"
-        elif handled:
-            flags = f"(\\Seen {KEYWORD})" if self._keywords else "(\\Seen)"
-        elif self._keywords:
-            flags = f"({KEYWORD})"  # read, but left unseen for a person
         else:
-            return
+            flags = f"(\\Seen {KEYWORD})" if self._keywords else "(\\Seen)"
         self._imap.uid("STORE", key, "+FLAGS", flags)
 
     def close(self) -> None:

@@ -71,7 +71,7 @@ EXCLUDED_TABLES: dict[str, str] = {
     "lists": "list names and creation times only",
     "campaigns": "campaign name, template, subject and totals; no per-person data",
     "migrations": "schema bookkeeping",
-    "processed_messages": "a hash of each bounce/complaint message already read, and its outcome; no address",
+    "processed_messages": "a hash of each bounce/complaint message already read, its outcome and, for one nobody could match, the reason in words and when it was acknowledged; no address",
 }
 
 

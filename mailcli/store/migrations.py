@@ -174,9 +174,18 @@ DROP INDEX IF EXISTS contacts_status;
 CREATE INDEX contacts_status ON contacts(status) WHERE status != 'active';
 """
 
+# An unmatched message (a person's reply, a bounce of unknown mail) stays
+# listed on every run of `bounces` until someone acknowledges it; its reason
+# is kept so the listing can say why, without keeping the message.
+M009_PROCESSED_MESSAGES_REASON = """
+ALTER TABLE processed_messages ADD COLUMN reason TEXT;
+ALTER TABLE processed_messages ADD COLUMN acknowledged_at TEXT;
+"""
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
     ("m003_drop_deliveries_status_index", M003_DROP_DELIVERIES_STATUS_INDEX),
     ("m004_partial_contacts_status_index", M004_PARTIAL_CONTACTS_STATUS_INDEX),
+    ("m009_processed_messages_reason", M009_PROCESSED_MESSAGES_REASON),
 ]
