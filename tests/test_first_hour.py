@@ -229,3 +229,48 @@ def test_a_human_reply_stays_listed_until_acknowledged(project: Path, cli: Cli, 
     assert not (maildir / "new" / "1.reply").exists() and [p.name for p in (maildir / "cur").iterdir()] == ["1.reply:2,S"]
     after = run()
     assert (after["unmatched"], after["already_processed"]) == (0, 1)
+
+
+def test_render_serve_is_a_local_page_that_reloads_on_save(project: Path) -> None:
+    import http.client
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "mailcli", "render", "newsletter", "--serve"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline() if proc.stderr else ""
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        port = int(match.group(1))
+
+        def get(path: str, host: str = "127.0.0.1") -> tuple[int, str]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path, headers={"Host": f"{host}:{port}"})
+            response = conn.getresponse()
+            body = response.read().decode("utf-8")
+            conn.close()
+            return response.status, body
+
+        status, page = get("/")
+        assert status == 200 and "Hi Jane," in page and 'fetch("/stamp"' in page
+        assert "Hi Jane," in get("/text")[1] and "<" not in get("/text")[1].splitlines()[0]
+        assert get("/", host="preview.attacker.example")[0] == 403
+        before = get("/stamp")[1]
+        html = project / "templates" / "newsletter" / "message.html"
+        html.write_text(html.read_text(encoding="utf-8").replace("<h1>", "<h1>Vers kerstbrood! ", 1), encoding="utf-8")
+        deadline = time.monotonic() + 20
+        while get("/stamp")[1] == before:  # what the page's script asks every second
+            assert time.monotonic() < deadline, "the stamp never changed"
+            time.sleep(0.05)
+        assert "Vers kerstbrood!" in get("/")[1]
+        html.write_text(html.read_text(encoding="utf-8").replace("{% endblock %}", "{% endblok %}", 1), encoding="utf-8")
+        status, page = get("/")
+        assert status == 500 and "message.html" in page and 'fetch("/stamp"' in page  # the error, and it reloads
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "Stopped" in err and "Traceback" not in err
+

@@ -98,8 +98,9 @@ def test_render_usage_errors(project: Path, cli: Cli) -> None:
     assert outside.exit_code == 1 and "Traceback" not in outside.output
 
 
-def test_open_needs_a_desktop_terminal(project: Path, cli: Cli) -> None:
+def test_open_without_a_desktop_says_where_the_file_is(project: Path, cli: Cli) -> None:
     result = cli("render", "newsletter", "--open", "-o", "p.html")
     assert result.exit_code == 0
-    assert "--open needs a desktop terminal" in result.stderr
+    assert f"no desktop to open a browser on; the preview is in {project / 'p.html'}" in result.stderr
+    assert "render newsletter --serve" in result.stderr
     assert (project / "p.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")

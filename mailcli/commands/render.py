@@ -106,16 +106,25 @@ def render_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="html, text or eml (the whole message).", metavar="FORMAT")] = "html",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE instead of stdout.", metavar="FILE")] = None,
     subject: Annotated[str | None, typer.Option("--subject", help="Subject when the template has no subject.txt.")] = None,
-    open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML in a browser (desktop terminals only).")] = False,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML in a browser (desktop terminals only;"
+                                               " elsewhere the file's path is printed).")] = False,
+    serve: Annotated[bool, typer.Option("--serve", help="Serve a preview page on 127.0.0.1 that reloads when a"
+                                        " template file is saved (Ctrl-C stops).")] = False,
+    port: Annotated[int, typer.Option("--port", help="With --serve: the port (default: a free one).",
+                                      metavar="P", min=0, max=65535)] = 0,
 ) -> None:
     """Preview exactly what one recipient would get.
 
     Without --to or --data a sample contact is used. The campaign is named
     "preview" and the unsubscribe link carries a token that is clearly fake.
+    --serve keeps a preview page open on this machine that reloads whenever
+    you save a template (reach it from elsewhere through an SSH tunnel).
 
-    Example:
+    Examples:
 
         mailcli render newsletter --to ann@example.org --format eml -o ann.eml
+
+        mailcli render newsletter --serve --port 8026    # then open http://127.0.0.1:8026/
     """
     from ..render import MessageSkeleton, compile_template
     from ..render.preview import preview_context, sender_from_settings
@@ -129,19 +138,28 @@ def render_cmd(
     templates_dir, name, settings = _resolve_template(app, template)
     if to and settings is None:
         settings = _project_settings(app, required=True)
+    if serve and (output is not None or open_browser or fmt != "html"):
+        raise UsageError("--serve shows the HTML page (and the text part at /text); leave out -o, --open and --format")
     compiled = compile_template(templates_dir, name)
     contact = None
     if data is not None:
         contact = _read_data(data)
     elif to:
         contact = _contact_from_store(app, settings, to)
-    now = clock.now()
-    preview = preview_context(
-        now=now, contact=contact,
-        sender=sender_from_settings(settings) if settings is not None else None,
-        unsubscribe_base=settings.unsubscribe.url if settings is not None else None,
-        subject=subject or "",
-    )
+
+    def context_now(contact: dict[str, Any] | None) -> Any:
+        return preview_context(
+            now=clock.now(), contact=contact,
+            sender=sender_from_settings(settings) if settings is not None else None,
+            unsubscribe_base=settings.unsubscribe.url if settings is not None else None,
+            subject=subject or "",
+        )
+
+    if serve:
+        _serve(app, templates_dir, name, data, contact, context_now, port)
+        return
+    preview = context_now(contact)
+    now = preview.now
     parts = compiled.render(preview)
     size = len(parts.html.encode("utf-8"))
     if size >= 90 * 1024:
@@ -188,11 +206,6 @@ def render_cmd(
             sys.stdout.write(body.decode("utf-8"))
 
     if open_browser:
-        if not _is_desktop():
-            app.out.warn("--open needs a desktop terminal; nothing was opened")
-            return
-        import webbrowser
-
         if output is not None and fmt == "html":
             target = output.resolve()
         else:
@@ -200,7 +213,46 @@ def render_cmd(
             with os.fdopen(handle, "wb") as file:
                 file.write(parts.html.encode("utf-8"))
             target = Path(tmp)
+        if not _is_desktop():
+            app.out.warn(f"no desktop to open a browser on; the preview is in {target}"
+                         f" (or keep a page open with: {app.command('render', template, '--serve')})")
+            return
+        import webbrowser
+
         webbrowser.open(target.as_uri())
+
+
+def _serve(app: Any, templates_dir: Path, name: str, data: Path | None, contact: dict[str, Any] | None,
+           context_now: Any, port: int) -> None:
+    """Run the preview page until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from ..previewserver import Preview, PreviewServer
+    from ..render import compile_template
+
+    def build() -> Preview:
+        # Compiled afresh each time: the page shows the files as saved now.
+        person = _read_data(data) if data is not None else contact
+        parts = compile_template(templates_dir, name).render(context_now(person))
+        return Preview(html=parts.html, text=parts.text)
+
+    watched = [templates_dir, *([data] if data is not None else [])]
+    try:
+        server = PreviewServer(build, watched, port=port)
+    except OSError as exc:
+        raise UsageError(f"Cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    app.out.info(f"Previewing {name} at {server.url} (text part: {server.url}text); the page reloads when a file"
+                 f" in {templates_dir} is saved. Ctrl-C stops")
+    try:
+        server.serve(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    app.out.info("Stopped")
 
 
 def lint_cmd(
