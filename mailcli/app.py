@@ -74,6 +74,33 @@ class MailcliGroup(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(args))
 
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        """Run; a usage error reads like every other error: ``Error:`` and a ``Hint:`` line.
+
+        Typer would draw a box around it, several lines wide on every
+        terminal and in every cron mail, unlike the one-line errors of the rest.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except Exception as exc:
+            name = type(exc).__name__
+            if name == "NoArgsIsHelpError":  # the help was shown; nothing else to say
+                sys.exit(int(ExitCode.USAGE))
+            if name == "Abort":
+                sys.stderr.write("Error: Aborted\n")
+                sys.exit(int(ExitCode.ERROR))
+            if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+                raise
+            ctx = getattr(exc, "ctx", None)
+            sys.stderr.write(f"Error: {exc.format_message()}\n")
+            if ctx is not None:
+                sys.stderr.write(f"Hint: {ctx.command_path} --help shows the usage and examples\n")
+            sys.exit(int(exc.exit_code))
+        sys.exit(code if isinstance(code, int) else 0)
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in self.commands:
             if cmd_name in COMMANDS:

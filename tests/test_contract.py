@@ -77,6 +77,18 @@ def test_unknown_option_is_usage_error(cli: Cli) -> None:
     assert result.exit_code == ExitCode.USAGE
 
 
+def test_usage_errors_read_like_every_other_error(tmp_path: Path) -> None:
+    # One "Error:" line and a "Hint:", as for every other error; no box drawn around it.
+    for args, message in ((["import", "leden.csv"], "Error: Missing option '--list' / '-l'."),
+                          (["imprt"], "Error: No such command 'imprt'. Did you mean 'import'?"),
+                          (["contacts", "--limit", "x"], "Error: Invalid value for '--limit': 'x' is not a valid int range.")):
+        proc = run_mailcli(*args, cwd=tmp_path)
+        assert proc.returncode == ExitCode.USAGE
+        assert proc.stdout == ""
+        command = " ".join(["mailcli", *(a for a in args[:1] if a != "imprt")])
+        assert proc.stderr.splitlines() == [message, f"Hint: {command} --help shows the usage and examples"]
+
+
 def test_global_options_anywhere() -> None:
     assert hoist_global_options(["report", "spring", "--json", "-C", "x"]) == ["--json", "-C", "x", "report", "spring"]
     assert hoist_global_options(["render", "t", "--", "--json"]) == ["render", "t", "--", "--json"]
