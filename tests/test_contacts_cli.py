@@ -64,7 +64,13 @@ def test_contacts_json_shape_filters_and_paging(loaded: Path, cli: Cli) -> None:
     assert [c["email"] for c in page] == [c["email"] for c in everyone[1:3]]
     table = cli("contacts", "--limit", "3")
     assert table.exit_code == 0
-    assert "Showing 1-3 of 7; next page: --offset 3" in table.stderr
+    assert "Showing 1-3 of 7; next page: mailcli contacts --limit 3 --offset 3" in table.stderr
+    # the suggested next page is the same listing, one page on
+    members = cli("contacts", "--list", "news", "--status", "subscribed", "--limit", "2")
+    hint = members.stderr.split("next page: ", 1)[1].strip()
+    assert hint == "mailcli contacts --list news --status subscribed --limit 2 --offset 2"
+    last = cli(*hint.split()[1:])
+    assert last.exit_code == 0 and len(last.stdout.strip().splitlines()) == 2 and "next page" not in last.stderr
     assert len(table.stdout.strip().splitlines()) == 4  # header + 3
 
     missing = cli("contacts", "--list", "nope")

@@ -78,7 +78,11 @@ def contacts_cmd(
     )
     shown_to = offset + len(rows)
     if shown_to < total:
-        out.info(f"Showing {offset + 1}-{shown_to} of {total}; next page: --offset {shown_to}")
+        # The next page is this same listing: the same list, status and page size.
+        same = [*(["--list", list_name] if list_name else []), *(["--status", status] if status else []),
+                *(["--limit", str(limit)] if limit is not None else [])]
+        out.info(f"Showing {offset + 1}-{shown_to} of {total}; next page: "
+                 f"{app.command('contacts', *same, '--offset', str(shown_to))}")
 
 
 def _key(email: str) -> str:
