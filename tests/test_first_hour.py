@@ -135,6 +135,10 @@ def test_import_lists_and_send_count_the_same_people(project: Path, cli: Cli) ->
     assert (listed["held_back"], listed["held_back_by"]["bounced"], listed["held_back_by"]["restricted"]) == (2, 1, 1)
     table = cli("lists").stdout.splitlines()
     assert re.split(r"\s{2,}", table[1].strip()) == ["news", "8", "0", "0", "2 (1 bounced, 1 restricted)"]
+    for email, status in (("person3@example.net", "bounced"), ("person4@example.net", "restricted"),
+                          ("person5@example.net", "subscribed")):
+        shown = json.loads(cli("contacts", "show", email, "--json").stdout)
+        assert [m["status"] for m in shown["memberships"]] == [status]  # as lists counts them
 
 
 def test_import_progress_is_in_megabytes_and_stops_at_the_whole_file(project: Path, tmp_path: Path) -> None:

@@ -780,9 +780,11 @@ def contact_detail(store: Store, key: str) -> ContactDetail | None:
          "unsubscribed_at": unsub_at, "unsubscribe_channel": channel, "created_at": created}
         for (name, status, source, method, consent_at, ip, text, confirmed, unsub_at, channel, created)
         in conn.execute(
-            "SELECT l.name, m.status, m.consent_source, m.consent_method, m.consent_at, m.consent_ip,"
+            # The member's status as `lists` counts it (a bounced member is "bounced").
+            f"SELECT l.name, {MEMBER_STATUS_SQL}, m.consent_source, m.consent_method, m.consent_at, m.consent_ip,"  # noqa: S608
             " m.consent_text, m.confirmed_at, m.unsubscribed_at, m.unsubscribe_channel, m.created_at"
-            " FROM memberships m JOIN lists l ON l.id = m.list_id WHERE m.contact_id = ? ORDER BY l.name",
+            " FROM memberships m JOIN lists l ON l.id = m.list_id JOIN contacts c ON c.id = m.contact_id"
+            " WHERE m.contact_id = ? ORDER BY l.name",
             (contact_id,))
     ]
     history = [
