@@ -113,7 +113,7 @@ class SendSummary:
         if isinstance(exc, TemplateError):
             self.template_errors[problem] = self.template_errors.get(problem, 0) + 1
         elif len(self.problems) < 5:
-            self.problems.append(f"{mask_address(email)}: {problem}")
+            self.problems.append(masked_problem(email, problem))
         return problem
 
     @property
@@ -201,6 +201,16 @@ class MessageFactory:
         and this process hand the transport (as ``stuffed``). The bytes are
         CRLF by construction, so the line-ending check is skipped."""
         return dot_stuff(self.build(r), crlf=True)
+
+
+def masked_problem(email: str, problem: str) -> str:
+    """``a***@example.nl: reason`` for status lines, the address masked in the reason too
+    (a server's reply or a check often repeats it)."""
+    masked = mask_address(email)
+    text = problem
+    for variant in {email, email.lower()}:
+        text = text.replace(variant, masked)
+    return f"{masked}: {text}"
 
 
 def describe_problem(exc: Exception) -> str:
@@ -372,7 +382,7 @@ class _Hooks:
         elif result.status is Status.FAILED:
             s.failed += 1
             if len(s.problems) < 5:
-                s.problems.append(f"{mask_address(msg.rcpt_to)}: {result.reply}")
+                s.problems.append(masked_problem(msg.rcpt_to, result.reply))
             if result.hard_bounce and contact_id is not None:
                 code = result.reply.split(" ")[1] if " " in result.reply else None
                 self.writer.submit(("bounce", contact_id, code))
@@ -444,7 +454,7 @@ def _preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign,
             continue
         except TemplateError as exc:
             raise TemplateError(
-                f"{exc.message} (contact {r.email}); nothing was sent", hint=exc.hint or
+                f"{exc.message} (contact {mask_address(r.email)}); nothing was sent", hint=exc.hint or
                 "fix the template or the contact data, then run the same command again",
             ) from None
         seen.add(signature)
@@ -645,7 +655,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
         else:
             reason = problem
             if len(summary.problems) < 5:
-                summary.problems.append(f"{mask_address(r.email)}: {problem}")
+                summary.problems.append(masked_problem(r.email, problem))
         writer.submit(("result", r.delivery_id, "failed", reason))
         summary.failed += 1
         summary.attempted += 1
