@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import ExitCode, MailcliError, UsageError
+from .errors import ExitCode, Interrupted, MailcliError, UsageError
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -183,7 +183,14 @@ class Output:
             return
         if not self.interactive:
             raise UsageError(f"Refusing to {what} without confirmation", hint="pass --yes to confirm when not on a terminal")
-        if not typer.confirm(question, default=False, err=True):
+        try:
+            answer = typer.confirm(question, default=False, err=True)
+        except typer.Abort as exc:  # Ctrl-C or Ctrl-D at the question
+            self.err.print()  # the cursor is still after the question
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise Interrupted("Interrupted at the question; nothing was changed") from None
+            answer = False
+        if not answer:
             raise UsageError("Cancelled; nothing was changed")
 
     @contextlib.contextmanager

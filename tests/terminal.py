@@ -3,21 +3,30 @@
 ``Terminal`` starts ``python -m mailcli`` with stdin, stdout and stderr on the
 slave side of a pty, so every ``isatty()`` check in mailcli (prompts, progress
 bars, colours) sees a terminal. ``read_until`` collects what the screen
-received, with a deadline; ``type`` answers a question.
+received, with a deadline; ``type`` answers a question (``"\\x03"`` is Ctrl-C:
+the pty is the child's controlling terminal).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import select
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
 # Variables that make mailcli think it runs in CI, where no bar is drawn.
 _CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE")
+
+
+def _controlling_terminal() -> None:
+    """In the child: a session of its own with the pty as its terminal, so Ctrl-C is SIGINT."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 class Terminal:
@@ -28,7 +37,7 @@ class Terminal:
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mailcli", *args], cwd=cwd, env=full_env,
-            stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+            stdin=slave, stdout=slave, stderr=slave, close_fds=True, preexec_fn=_controlling_terminal,
         )
         os.close(slave)
         self.master = master

@@ -278,3 +278,17 @@ def test_render_serve_is_a_local_page_that_reloads_on_save(project: Path) -> Non
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0 and "Stopped" in err and "Traceback" not in err
 
+
+
+def test_ctrl_c_or_ctrl_d_at_the_question_changes_nothing(project: Path) -> None:
+    add_contacts(project / "mailcli.db", "news", people(3))
+    for key, code, said in (("\x03", ExitCode.INTERRUPTED, "Interrupted at the question"),
+                            ("\x04", ExitCode.USAGE, "Cancelled")):
+        term = Terminal("send", "spring", "--template", "newsletter", "--list", "news", cwd=project)
+        term.read_until("[y/N]:")
+        term.type(key)
+        assert term.wait() == code, term.text
+        after = term.text.split("[y/N]:", 1)[1]
+        assert f"\nError: {said}; nothing was changed" in after.replace("\r", ""), after
+        assert "Abort" not in after
+    assert json.loads(Cli()("report", "--json").stdout) == []
