@@ -167,7 +167,7 @@ def test_text_output_and_quiet(project: Path, cli: Cli, tmp_path: Path) -> None:
     s.store.conn.execute("DELETE FROM processed_messages")
     loud = cli("bounces", str(box))
     assert loud.exit_code == 0, loud.output
-    assert "7 messages from" in loud.stdout and "1 hard bounces" in loud.stdout
+    assert "7 messages from" in loud.stdout and "1 hard bounce, 1 soft bounce, 1 complaint" in loud.stdout
     assert "Question about your newsletter" in loud.stdout
     assert "policy reasons (5.7.26)" in loud.stderr and "doctor --dns" in loud.stderr
 

@@ -66,14 +66,14 @@ def bounces_cmd(
     if app.out.quiet:
         return
     app.out.line(
-        f"{result.messages} messages from {result.source}: "
-        f"{result.hard_bounces} hard bounces, {result.soft_bounces} soft bounces, "
-        f"{result.complaints} complaints, {result.unsubscribes} unsubscribes, "
-        f"{result.policy_rejections} policy rejections, {result.ignored} ignored, "
+        f"{_n(result.messages, 'message')} from {result.source}: "
+        f"{_n(result.hard_bounces, 'hard bounce')}, {_n(result.soft_bounces, 'soft bounce')}, "
+        f"{_n(result.complaints, 'complaint')}, {_n(result.unsubscribes, 'unsubscribe')}, "
+        f"{_n(result.policy_rejections, 'policy rejection')}, {result.ignored} ignored, "
         f"{result.unmatched} unmatched, {result.already_processed} already processed"
     )
     if result.suppressed:
-        app.out.info(f"{result.suppressed} addresses are now suppressed")
+        app.out.info(f"{_n(result.suppressed, 'address', 'addresses')} now suppressed")
     for item in data["policy_details"]:
         app.out.warn(
             f"{item['messages']} messages of campaign {item['campaign'] or '?'} were refused for policy reasons "
@@ -92,6 +92,10 @@ def bounces_cmd(
         )
         if not result.acknowledged:
             app.out.info(f"Once handled: {app.command('bounces', source, '--ack')}")
+
+
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
 def register(app: typer.Typer) -> None:
