@@ -48,7 +48,19 @@ CLEAN = {"t/message.html": page("<p>Hi {{ contact.first_name }}</p>"), "t/subjec
 
 @pytest.mark.parametrize("root", [REPO / "mailcli" / "scaffold" / "templates", REPO / "examples" / "templates"])
 def test_shipped_newsletter_passes_lint_without_findings(root: Path) -> None:
-    assert lint_template(root, "newsletter", now=NOW) == []
+    # Only its sample links, which the user is to replace, are pointed out.
+    findings = lint_template(root, "newsletter", now=NOW)
+    assert {f.code for f in findings} == {"link-placeholder"}
+    assert all(f.severity == "warning" and "acme.example" in f.message for f in findings)
+
+
+def test_links_to_example_domains_are_placeholders(tmp_path: Path) -> None:
+    findings = lint(tmp_path, {"t/message.html": page(
+        '<a href="https://acme.example/kerst">a</a>\n<a href="https://www.example.com/x">b</a>\n'
+        '<a href="https://bakkerij-dejong.nl/kerst">c</a>\n<a href="mailto:info@example.org">d</a>'),
+        "t/subject.txt": "S"})
+    placeholders = [(f.line, f.severity) for f in findings if f.code == "link-placeholder"]
+    assert placeholders == [(4, "warning"), (5, "warning")]
 
 
 def test_clean_template_has_no_findings(tmp_path: Path) -> None:
@@ -191,6 +203,8 @@ BAD = {
 
 
 def test_lint_command_exit_codes_and_output(project: Path, cli: Cli) -> None:
+    issue = project / "templates" / "newsletter" / "issue.jinja"
+    issue.write_text(issue.read_text(encoding="utf-8").replace("acme.example", "bakkerij-dejong.nl"), encoding="utf-8")
     ok = cli("lint", "newsletter")
     assert ok.exit_code == 0, ok.output
     assert ok.stdout == "" and "no problems" in ok.stderr
@@ -214,7 +228,7 @@ def test_lint_json_is_a_list_of_findings(project: Path, cli: Cli) -> None:
     assert set(findings[0]) == {"severity", "code", "file", "line", "message"}
     assert {f["code"] for f in findings} == {"undefined-variable", "img-alt", "unsubscribe-missing"}
     clean = cli("lint", "newsletter", "--json")
-    assert clean.exit_code == 0 and json.loads(clean.stdout) == []
+    assert clean.exit_code == 0 and {f["code"] for f in json.loads(clean.stdout)} == {"link-placeholder"}
 
 
 def test_lint_by_path_needs_no_project(tmp_path: Path, cli: Cli) -> None:

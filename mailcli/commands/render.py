@@ -305,7 +305,8 @@ def lint_cmd(
         app.out.data([f.to_dict() for f in findings])
     else:
         for finding in findings:
-            app.out.line(str(finding))
+            if finding.severity == ERROR or not app.out.quiet:  # -q: errors only
+                app.out.line(str(finding))
     if errors:
         raise MailcliError(f"lint found {errors} error(s) and {warnings} warning(s) in {', '.join(names)}")
     if warnings:

@@ -13,7 +13,8 @@ warnings are reported and pass. Checks:
 * HTML size after inlining: warning from 90 KB, error from 102 KB, where
   Gmail clips (A20);
 * images without ``alt``; links that are not https or mailto (plain http is
-  an error: clients and filters distrust it);
+  an error: clients and filters distrust it); links to a reserved example
+  domain (a placeholder left in);
 * content hidden with CSS (display:none, visibility:hidden, font-size:0,
   opacity:0, white on white) unless it is the preheader
   (``class="preheader"``), and ``<script>``/``<form>`` (A23).
@@ -311,6 +312,23 @@ _SAFE_SCHEMES = ("https://", "mailto:")
 _DANGEROUS = re.compile(r"^\s*(javascript|data|vbscript|file):", re.IGNORECASE)
 
 
+# Domains reserved for examples (RFC 2606, RFC 6761): a link there is a
+# placeholder left from a scaffold or a sample, never a real destination.
+_PLACEHOLDER_DOMAINS = ("example.com", "example.org", "example.net")
+_PLACEHOLDER_TLDS = (".example", ".test", ".invalid", ".localhost")
+
+
+def _is_placeholder(href: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        host = (urlsplit(href).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    return bool(host) and (host.endswith(_PLACEHOLDER_TLDS) or host in ("example", "test", "invalid", "localhost")
+                           or any(host == d or host.endswith("." + d) for d in _PLACEHOLDER_DOMAINS))
+
+
 class _Locator:
     def __init__(self, files: list[str]) -> None:
         self.files = files
@@ -355,6 +373,9 @@ def _element_findings(html: str, files: list[str], unsubscribe_url: str) -> tupl
                 findings.append(Finding(severity, "link-scheme", file, line, f"{kind} link {href[:60]!r}: links in email must be absolute https:// or mailto: URLs"))
             if unsubscribe_url and unsubscribe_url in href:
                 unsubscribe_visible = True
+            elif _is_placeholder(href):
+                findings.append(Finding(WARNING, "link-placeholder", file, line,
+                                        f"link {href[:60]!r} goes to a reserved example domain: replace the placeholder"))
         reason = _hidden_reason(element)
         if reason and element.has_content() and not _is_preheader(element):
             hidden.add(id(element))
