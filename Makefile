@@ -1,11 +1,12 @@
 # Two commands set everything up on a machine with Python 3.10+ and make:
 #   make demo   creates .venv, installs mailcli and runs the whole flow locally
 #   make test   creates .venv, installs mailcli with test extras and runs the suite
+#   make walkthrough   regenerates docs/walkthrough.md (a first hour, real output)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test venv lint bench walkthrough clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ lint: venv
 
 bench: venv
 	$(BIN)/python benchmarks/run.py
+
+walkthrough: venv
+	$(BIN)/python docs/walkthrough.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info
