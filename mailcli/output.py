@@ -136,13 +136,34 @@ class Output:
             self.data(obj, text=text)
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
-        """A table on stdout for people (``--json`` callers use ``data``)."""
+        """A table on stdout for people (``--json`` callers use ``data``).
+
+        On a terminal too narrow for it (an 80-column window and the ten
+        columns of ``report``), the headers would break mid-word; then each
+        row is printed as a block of "column  value" lines instead, as psql's
+        expanded display does. Piped output is always the table.
+        """
         table = Table(title=title, show_edge=False, header_style="bold", box=None, pad_edge=False)
         for column in columns:
             table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*("" if value is None else str(value) for value in row))
+        cells = [["" if value is None else str(value) for value in row] for row in rows]
+        for row in cells:
+            table.add_row(*row)
+        if _isatty(self._stdout):
+            natural = self.out.measure(table, options=self.out.options.update_width(10_000)).maximum
+            if natural > self.out.width:
+                self._records(columns, cells, title)
+                return
         self.out.print(table)
+
+    def _records(self, columns: Sequence[str], rows: Sequence[Sequence[str]], title: str | None) -> None:
+        width = max(len(column) for column in columns)
+        lines = [title, ""] if title else []
+        for number, row in enumerate(rows):
+            if number:
+                lines.append("")
+            lines += [f"{column.ljust(width)}  {value}" for column, value in zip(columns, row, strict=True)]
+        self.line("\n".join(lines))
 
     def line(self, text: str) -> None:
         """Plain text on stdout (data, not status)."""

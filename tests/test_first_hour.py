@@ -293,3 +293,19 @@ def test_ctrl_c_or_ctrl_d_at_the_question_changes_nothing(project: Path) -> None
         assert f"\nError: {said}; nothing was changed" in after.replace("\r", ""), after
         assert "Abort" not in after
     assert json.loads(Cli()("report", "--json").stdout) == []
+
+
+def test_a_table_too_wide_for_the_terminal_becomes_records(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(2))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        assert cli("send", "2026-12", "--template", "newsletter", "--list", "news", "--yes").exit_code == 0
+    term = Terminal("report", cwd=project, columns=80, env={"NO_COLOR": "1"})
+    assert term.wait() == 0
+    lines = [line.rstrip() for line in term.text.replace("\r", "").splitlines()]
+    # No header broken mid-word ("campaig" / "n"): one "column  value" line each.
+    assert lines[:3] == ["campaign      2026-12", "audience      2", "sent          2"]
+    assert all(len(line) <= 80 for line in lines)
+    piped = cli("report").stdout.splitlines()
+    assert piped[0].split() == ["campaign", "audience", "sent", "failed", "deferred", "pending", "uncertain",
+                                "bounced", "unsubscribed", "complained"]
