@@ -99,7 +99,8 @@ def import_cmd(
                     store, feed.batches, list_name=list_name, secret=secret, source=file.name,
                     consent_source=consent_source, on_conflict=on_conflict, status=status,
                     on_reject=rejects_file.write if rejects_file else None,
-                    on_batch=lambda position: bar.update(position),
+                    on_batch=lambda position: bar.update(
+                        position, description=None if position < source.size else f"Saving {file.name}"),
                     on_opt_outs=record_opt_outs,
                     before_commit=audit_entry,
                 )
