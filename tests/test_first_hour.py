@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sqlite3
 from pathlib import Path
 
 from mailcli.errors import ExitCode
@@ -311,3 +312,30 @@ def test_a_table_too_wide_for_the_terminal_becomes_records(project: Path, cli: C
     piped = cli("report").stdout.splitlines()
     assert piped[0].split() == ["campaign", "audience", "sent", "failed", "deferred", "pending", "uncertain",
                                 "bounced", "unsubscribed", "complained"]
+
+
+def test_lists_counts_each_member_once_by_the_one_definition(project: Path, cli: Cli) -> None:
+    # Members of two lists in every state; lists' counts must be the
+    # per-member statuses contacts shows, summed.
+    db = project / "mailcli.db"
+    add_contacts(db, "news", people(8))
+    add_contacts(db, "shop", people(4, start=4))
+    add_contacts(db, "shop", people(2, start=20), status="unconfirmed")
+    for args in (("unsubscribe", "person0@example.net", "--list", "news"), ("privacy", "restrict", "person1@example.net"),
+                 ("privacy", "object", "person2@example.net"), ("privacy", "restrict", "person21@example.net"),
+                 ("unsubscribe", "person5@example.net")):
+        assert cli(*args).exit_code == 0, args
+    with sqlite3.connect(db) as conn:  # a hard bounce and a complaint, as bounces would record them
+        conn.execute("UPDATE contacts SET status = 'bounced' WHERE email IN ('person3@example.net', 'person6@example.net')")
+        conn.execute("UPDATE contacts SET status = 'complained' WHERE email = 'person7@example.net'")
+    listed = {d["name"]: d for d in json.loads(cli("lists", "--json").stdout)}
+    for name, summary in listed.items():
+        members = json.loads(cli("contacts", "--list", name, "--json").stdout)
+        shown = {status: len(json.loads(cli("contacts", "--list", name, "--status", status, "--json").stdout))
+                 for status in ("subscribed", "unconfirmed", "unsubscribed", "bounced", "complained", "restricted",
+                                "objected")}
+        counted = {k: summary[k] for k in ("subscribed", "unconfirmed", "unsubscribed")} | summary["held_back_by"]
+        assert counted == shown, name
+        assert sum(shown.values()) == len(members) == sum(counted.values())
+    assert (listed["news"]["subscribed"], listed["news"]["held_back"], listed["news"]["unsubscribed"]) == (1, 4, 3)
+    assert (listed["shop"]["subscribed"], listed["shop"]["unconfirmed"], listed["shop"]["held_back"]) == (1, 1, 3)
