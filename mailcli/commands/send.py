@@ -97,7 +97,7 @@ def send_cmd(
 
         # With --yes there is nothing to ask, so no preview of the plan either.
         summary = send_campaign(store, settings, options, confirm=None if yes else confirm, progress=progress,
-                                on_plan=on_plan)
+                                on_plan=on_plan, on_notice=out.info)
     again = " ".join([f"mailcli send {campaign}"]
                       + ([f"--template {template}"] if template else [])
                       + ([f"--list {list_name}"] if list_name else []))
@@ -111,9 +111,12 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str) -> None:
             "campaign": s.campaign, "dry_run": s.dry_run, "sent": s.sent, "failed": s.failed, "deferred": s.deferred,
             "uncertain": s.uncertain, "skipped": s.skipped, "rendered": s.rendered, "interrupted": s.interrupted,
             "elapsed_seconds": round(s.elapsed, 3), "campaign_totals": counts,
+            "connections_limit": s.connections_limit,
+            "rate_limit": round(s.rate_limit, 3) if s.rate_limit is not None else None,
         })
     for problem in s.problems:
         out.warn(problem)
+    _relay_lines(out, s)
     if s.problems and not s.dry_run:
         out.info(f"Every failure with its address and the server's reply: mailcli report {campaign} --failed")
     if s.dry_run:
@@ -135,6 +138,11 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str) -> None:
         out.success(line)
     if s.interrupted:
         raise Interrupted(f"Campaign {campaign} interrupted; state saved", hint=f"resume with: mailcli send {campaign}")
+    if s.quota_note:
+        left = counts.get("pending", 0) + counts.get("deferred", 0)
+        raise PartialError(f"Campaign {campaign}: {s.relay} says the sending quota is used up ({s.quota_note});"
+                           f" {left} message(s) wait for a later run",
+                           hint=f"when the relay's quota allows again: mailcli send {campaign}")
     if s.failed or counts.get("deferred", 0):
         hint = []
         if counts.get("deferred", 0):
@@ -143,6 +151,22 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str) -> None:
         raise PartialError(
             f"Campaign {campaign}: {s.failed} failed, {counts.get('deferred', 0)} deferred", hint="; ".join(hint)
         )
+
+
+def _relay_lines(out: Any, s: SendSummary) -> None:
+    """What the relay's limits did to this run: found now, or known from before."""
+    if s.dry_run:
+        return
+    if s.connections_note:
+        out.info(f"{s.relay} takes {s.connections_limit} connection(s) at once (it refused more: {s.connections_note});"
+                 " the next run starts there")
+    elif s.connections_limit is not None:
+        out.detail(f"{s.relay}: {s.connections_limit} connection(s) at once, the limit found by an earlier run")
+    if s.rate_note and s.rate_limit is not None:
+        out.info(f"{s.relay} asked to slow down ({s.rate_note}); now at {s.rate_limit:.2f} message(s)/s,"
+                 " where the next run starts")
+    elif s.rate_limit is not None:
+        out.detail(f"{s.relay}: {s.rate_limit:.2f} message(s)/s, the rate found by an earlier run")
 
 
 def register(app: typer.Typer) -> None:
