@@ -62,9 +62,13 @@ def bounces_cmd(
         f"{result.messages} messages from {result.source}: "
         f"{result.hard_bounces} hard bounces, {result.soft_bounces} soft bounces, "
         f"{result.complaints} complaints, {result.unsubscribes} unsubscribes, "
-        f"{result.policy_rejections} policy rejections, {result.ignored} ignored, "
+        f"{result.policy_rejections} policy rejections, {result.delays} delay notices, {result.ignored} ignored, "
         f"{result.unmatched} unmatched, {result.already_processed} already processed"
     )
+    if result.delays or result.relayed or result.expanded:
+        app.out.info(f"Delay, relay and expansion notices are not bounces: recorded on the delivery"
+                     f" ({result.delays} delayed, {result.relayed} relayed, {result.expanded} expanded);"
+                     " see `mailcli report CAMPAIGN --failed`")
     if result.suppressed:
         app.out.info(f"{result.suppressed} addresses are now suppressed")
     for item in data["policy_details"]:

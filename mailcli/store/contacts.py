@@ -805,15 +805,16 @@ def contact_detail(store: Store, key: str) -> ContactDetail | None:
             (contact_id,))
     ]
     history = [
-        {"at": at, "kind": kind, "channel": channel, "scope": scope, "campaign": campaign}
-        for (at, kind, channel, scope, campaign) in conn.execute(
-            "SELECT e.created_at, e.kind, e.channel, e.scope, c.name FROM events e"
+        {"at": at, "kind": kind, "channel": channel, "scope": scope, "campaign": campaign,
+         "note": _event_note(kind, detail)}
+        for (at, kind, channel, scope, campaign, detail) in conn.execute(
+            "SELECT e.created_at, e.kind, e.channel, e.scope, c.name, e.detail FROM events e"
             " LEFT JOIN campaigns c ON c.id = e.campaign_id WHERE e.contact_id = ? ORDER BY e.id",
             (contact_id,))
     ]
     history += [
         {"at": sent_at or updated_at, "kind": f"delivery {status}", "channel": None, "scope": None,
-         "campaign": campaign}
+         "campaign": campaign, "note": None}
         for (sent_at, updated_at, status, campaign) in conn.execute(
             "SELECT d.sent_at, d.updated_at, d.status, c.name FROM deliveries d"
             " JOIN campaigns c ON c.id = d.campaign_id WHERE d.contact_id = ? ORDER BY d.id", (contact_id,))
@@ -824,6 +825,23 @@ def contact_detail(store: Store, key: str) -> ContactDetail | None:
         attributes=json.loads(row[6]), source=row[7], created_at=row[8], updated_at=row[9],
         restricted_at=row[10], no_marketing_at=row[11], memberships=memberships, history=history,
     )
+
+
+def _event_note(kind: str, detail_text: str | None) -> str | None:
+    """A few words from an event's detail: the status of a bounce or notice,
+    the relay that could not take an address."""
+    try:
+        detail = json.loads(detail_text or "{}")
+    except ValueError:
+        return None
+    if not isinstance(detail, dict):
+        return None
+    parts = [str(detail[key]) for key in ("status", "diagnostic") if detail.get(key)]
+    if detail.get("will_retry_until"):
+        parts.append(f"retried until {detail['will_retry_until']}")
+    if detail.get("relay"):
+        parts.append(f"relay {detail['relay']} offers no SMTPUTF8")
+    return "; ".join(parts) or None
 
 
 NAME_FIELDS = ("first_name", "last_name")
