@@ -67,6 +67,7 @@ def test_zoe_fails_once_without_smtputf8_is_skipped_next_time_and_sent_when_the_
         second = _send(cli, "summer")
         assert second.exit_code == 0, second.output  # type: ignore[attr-defined]
         assert deliveries(project / "mailcli.db", "summer")[ZOE] == "skipped"
+        assert "1 address(es) skipped" in second.stderr and "SMTPUTF8" in second.stderr  # type: ignore[attr-defined]
         assert json.loads(cli("report", "summer", "--json").stdout)["failed"] == 0
         shown = json.loads(cli("contacts", "show", ZOE, "--json").stdout)
         [mark] = [h for h in shown["history"] if h["kind"] == "needs_smtputf8"]

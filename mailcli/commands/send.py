@@ -157,6 +157,9 @@ def _relay_lines(out: Any, s: SendSummary) -> None:
     """What the relay's limits did to this run: found now, or known from before."""
     if s.dry_run:
         return
+    if s.skipped_smtputf8:
+        out.info(f"{s.skipped_smtputf8} address(es) skipped: their local part is not ASCII and {s.relay} does not"
+                 " offer SMTPUTF8 (an earlier campaign failed them there); `mailcli contacts show ADDRESS` says more")
     if s.connections_note:
         out.info(f"{s.relay} takes {s.connections_limit} connection(s) at once (it refused more: {s.connections_note});"
                  " the next run starts there")

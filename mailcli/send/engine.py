@@ -110,6 +110,7 @@ class SendSummary:
     rate_limit: float | None = None  # messages/s the relay held us to, found now or before
     rate_note: str | None = None
     quota_note: str | None = None  # the relay's reply when the day's sending quota ran out
+    skipped_smtputf8: int = 0  # skipped: the relay does not offer SMTPUTF8 (counted in skipped)
 
     @property
     def rate(self) -> float:
@@ -741,6 +742,8 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
             if r.skip_reason:
                 writer.submit(("skip", r.delivery_id, r.skip_reason))
                 summary.skipped += 1
+                if r.skip_reason.startswith(ledger.SKIP_SMTPUTF8):
+                    summary.skipped_smtputf8 += 1
                 continue
             handed += 1
             if pool is not None and len(inflight) >= ahead:

@@ -44,6 +44,8 @@ __all__ = [
 
 # Delivery statuses a run sends (``uncertain`` only with --resend-uncertain).
 SENDABLE = ("pending", "deferred")
+# How the skip reason of an address the relay cannot take begins.
+SKIP_SMTPUTF8 = "the address needs SMTPUTF8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +285,7 @@ def _checked(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, rows: 
             reason = "address is on the suppression list"
         if reason is None and row[1] in marked:
             failed_in = marked[row[1]]
-            reason = (f"the address needs SMTPUTF8, which {relay[0] if relay else 'the relay'} does not offer"
+            reason = (f"{SKIP_SMTPUTF8}, which {relay[0] if relay else 'the relay'} does not offer"
                       + (f" (it failed in campaign {failed_in})" if failed_in else "")
                       + "; skipped until the relay offers it")
         out.append(Recipient(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], reason))

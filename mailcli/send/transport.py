@@ -597,13 +597,15 @@ class SmtpTransport:
         working = self._working if others is None else others
         reply = getattr(exc, "reply", None)
         new = max(1, working)
-        if new < self.limit:
+        lowered = new < self.limit
+        if lowered:
             self.limit = new
         self.limit_found = self.limit
         self.limit_reply = str(reply) if reply is not None else str(exc)
         self._calm = 0
-        self._notice(f"{self.opts.params.where} refused connection {working + 1} ({self.limit_reply});"
-                     f" going on with {self.limit}")
+        if lowered:  # the slots refused at the same moment say it once
+            self._notice(f"{self.opts.params.where} refused connection {working + 1} ({self.limit_reply});"
+                         f" going on with {self.limit}")
 
     def _accepted_one(self, conn: SmtpConnection) -> None:
         """A message was accepted: count it, and after a calm stretch ask for more."""
