@@ -158,27 +158,21 @@ def ingest(
     return result
 
 
+# The IngestResult count each outcome adds to (anything else is unmatched).
+_COUNTS = {
+    "hard": "hard_bounces", "soft": "soft_bounces", "policy": "policy_rejections", "complaint": "complaints",
+    "unsubscribe": "unsubscribes", "ignored": "ignored", "delayed": "delays", "relayed": "relayed",
+    "expanded": "expanded",
+}
+
+
 def _count(result: IngestResult, outcome: Outcome, msg: Message) -> None:
     result.suppressed += outcome.suppressed
-    if outcome.kind == "hard":
-        result.hard_bounces += 1
-    elif outcome.kind == "soft":
-        result.soft_bounces += 1
-    elif outcome.kind == "policy":
-        result.policy_rejections += 1
-        result.policy[(outcome.campaign, outcome.status)] += 1
-    elif outcome.kind == "complaint":
-        result.complaints += 1
-    elif outcome.kind == "unsubscribe":
-        result.unsubscribes += 1
-    elif outcome.kind == "ignored":
-        result.ignored += 1
-    elif outcome.kind == "delayed":
-        result.delays += 1
-    elif outcome.kind == "relayed":
-        result.relayed += 1
-    elif outcome.kind == "expanded":
-        result.expanded += 1
+    counter = _COUNTS.get(outcome.kind)
+    if counter is not None:
+        setattr(result, counter, getattr(result, counter) + 1)
+        if outcome.kind == "policy":
+            result.policy[(outcome.campaign, outcome.status)] += 1
     else:
         result.unmatched += 1
         sender = parseaddr(str(msg.get("From") or ""))[1]
