@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .net import is_loopback
+from .net import is_localhost_name, is_loopback
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -154,6 +154,7 @@ class SenderSettings:
     postal_address: str
     bounce_address: str | None
     feedback_id: str | None
+    verp: bool = False
 
     @property
     def domain(self) -> str:
@@ -177,6 +178,8 @@ class SmtpSettings:
     rate: float
     retry_window: float
     domain_concurrency: int
+    helo_name: str | None = None  # None: this host's FQDN (see send.smtp.ehlo_name)
+    connect_backoff: float = 1.0  # first wait after a refused connection, doubling
 
     @property
     def address(self) -> str:
@@ -323,10 +326,10 @@ def find_config(*, config_file: str | os.PathLike[str] | None = None, directory:
 
 _SCHEMA: dict[str, set[str]] = {
     "project": {"name", "database"},
-    "sender": {"from", "reply_to", "list_id", "postal_address", "bounce_address", "feedback_id"},
+    "sender": {"from", "reply_to", "list_id", "postal_address", "bounce_address", "feedback_id", "verp"},
     "smtp": {
         "host", "port", "security", "username", "password_env", "timeout", "ca_file",
-        "concurrency", "rate", "retry_window", "domain_concurrency",
+        "concurrency", "rate", "retry_window", "domain_concurrency", "helo_name", "connect_backoff",
     },
     "unsubscribe": {"url", "mailto", "secret_env"},
     "retention": set(RETENTION_KEYS),
@@ -465,6 +468,9 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     if bounce:
         bounce = _parse_mailbox(reader, "sender.bounce_address", bounce, allow_name=False)[1]
     feedback_id = reader.get("sender", "feedback_id", str, "") or None
+    verp = reader.get("sender", "verp", bool, False)
+    if verp:
+        _check_verp(reader, bounce)
     sender = SenderSettings(
         from_name=from_name or name,
         from_address=from_address,
@@ -473,6 +479,7 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         postal_address=reader.get("sender", "postal_address", str, "").strip(),
         bounce_address=bounce,
         feedback_id=feedback_id,
+        verp=verp,
     )
 
     host = reader.get("smtp", "host", str, "localhost").strip()
@@ -508,12 +515,17 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     domain_concurrency = reader.get("smtp", "domain_concurrency", int, 0)
     if domain_concurrency < 0:
         raise reader.fail("smtp.domain_concurrency", "must be 0 (no cap) or more")
+    helo_name = _helo_name(reader, host)
+    connect_backoff = _seconds(reader, "smtp", "connect_backoff", 1.0)
+    if not 0 < connect_backoff <= retry_window:
+        raise reader.fail("smtp.connect_backoff", f"must be more than 0 and at most retry_window ({retry_window:g} s)")
     smtp = SmtpSettings(
         host=host, port=port, security=security,
         username=reader.get("smtp", "username", str, "") or None,
         password_env=_env_name(reader, "smtp", "password_env", EnvVars.SMTP_PASSWORD),
         timeout=float(timeout), ca_file=ca_file, concurrency=concurrency, rate=rate,
-        retry_window=retry_window, domain_concurrency=domain_concurrency,
+        retry_window=retry_window, domain_concurrency=domain_concurrency, helo_name=helo_name,
+        connect_backoff=connect_backoff,
     )
 
     url = reader.get("unsubscribe", "url", str, required=True).strip()
@@ -562,6 +574,50 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
         retention=retention, dkim=dkim, bounces=bounces, serve=serve,
     )
+
+
+def _check_verp(reader: _Reader, bounce: str | None) -> None:
+    """VERP needs a bounce mailbox whose name leaves room for the token."""
+    from .tokens import VERP_TOKEN_LENGTH
+
+    if not bounce:
+        raise reader.fail("sender.verp", "needs [sender] bounce_address, the mailbox that receives the bounces",
+                          hint='add bounce_address = "bounces@your.domain" under [sender]')
+    local = bounce.rpartition("@")[0]
+    room = 64 - 1 - VERP_TOKEN_LENGTH  # RFC 5321: a local part has at most 64 octets
+    if len(local.encode("utf-8")) > room:
+        raise reader.fail("sender.bounce_address",
+                          f"with verp = true its mailbox name may have at most {room} characters "
+                          f"(the VERP token takes {VERP_TOKEN_LENGTH + 1}), not {local!r}")
+
+
+_HELO_HOST = re.compile(r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_HELO_LITERAL = re.compile(r"\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9A-Fa-f:.]+)\]")
+
+
+def _helo_name(reader: _Reader, host: str) -> str | None:
+    """``[smtp] helo_name``: a fully qualified host name or an address literal."""
+    name = reader.get("smtp", "helo_name", str, "").strip()
+    if not name:
+        return None
+    if not (_HELO_HOST.fullmatch(name) or _HELO_LITERAL.fullmatch(name)):
+        raise reader.fail("smtp.helo_name", f"must be this machine's fully qualified host name, like mail.acme.example,"
+                          f" or an address literal like [192.0.2.10] (got {name!r})")
+    if is_localhost_name(name) and not is_loopback(host):
+        raise reader.fail("smtp.helo_name", f"{name!r} names no host but this one; relays such as {host} refuse or"
+                          " score such a greeting", hint="set this machine's public host name, or leave it empty")
+    return name
+
+
+def _seconds(reader: _Reader, section: str, key: str, default: float) -> float:
+    """A short interval: a number of seconds, or a duration like "2s"."""
+    value = reader.get(section, key, (str, int, float), default)
+    if isinstance(value, str):
+        try:
+            return parse_duration(value).seconds()
+        except ValueError as exc:
+            raise reader.fail(f"{section}.{key}", f"{exc}, or a number of seconds") from None
+    return float(value)
 
 
 def _slug(text: str) -> str:

@@ -26,6 +26,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_localhost_name(name: str) -> bool:
+    """``localhost``, ``localhost.localdomain``, ``x.localdomain`` and the like:
+    names that mean "this machine" and tell a relay nothing."""
+    lower = name.lower().rstrip(".")
+    return lower == "localhost" or lower.startswith("localhost.") or lower.endswith((".localhost", ".localdomain"))
+
+
 def tls_context(ca_file: Path | str | None = None) -> ssl.SSLContext:
     """A verifying client context: system CAs (+ ``ca_file``), TLS ≥ 1.2."""
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)

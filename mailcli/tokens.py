@@ -10,6 +10,10 @@ Three things come from the one secret (CLI.md, ``[unsubscribe] secret_env``):
   makes it unforgeable (F13) and is compared in constant time (B09).
 * ``message_id`` — derived from campaign and contact uids, so a rerun of a
   campaign uses the same Message-ID and bounces can be traced back (C10).
+* VERP tokens — the per-recipient part of a ``bounce+TOKEN@domain`` return
+  path: ``base32(version ‖ campaign id ‖ contact uid ‖ MAC)`` in lower case.
+  Base32 because mail systems may change the case of a local part; the
+  token fits in the 64 octets of a local part next to a short mailbox name.
 """
 
 from __future__ import annotations
@@ -69,6 +73,50 @@ def parse_unsubscribe_token(secret: bytes, token: str) -> UnsubscribeToken | Non
     if version != TOKEN_VERSION:
         return None
     return UnsubscribeToken(contact_uid=uid.hex(), list_id=list_id)
+
+
+@dataclass(frozen=True, slots=True)
+class VerpToken:
+    campaign_id: int
+    contact_uid: str  # hex, 18 characters
+
+
+_VERP_PAYLOAD = struct.Struct(">BI9s")  # version, campaign id, contact uid
+_VERP_MAC_LEN = 12
+#: Characters of a VERP token: 26 bytes in base32 without padding.
+VERP_TOKEN_LENGTH = 42
+
+
+def make_verp_token(secret: bytes, campaign_id: int, contact_uid: str) -> str:
+    """The opaque token of one recipient's return path."""
+    payload = _VERP_PAYLOAD.pack(TOKEN_VERSION, campaign_id, bytes.fromhex(contact_uid))
+    mac = hmac.new(secret, b"verp:" + payload, hashlib.sha256).digest()[:_VERP_MAC_LEN]
+    return base64.b32encode(payload + mac).decode("ascii").rstrip("=").lower()
+
+
+def parse_verp_token(secret: bytes, token: str) -> VerpToken | None:
+    """Verify a VERP token; ``None`` for anything malformed, tampered or foreign."""
+    text = token.strip().upper()
+    if len(text) != VERP_TOKEN_LENGTH:
+        return None
+    try:
+        raw = base64.b32decode(text + "=" * (-len(text) % 8))
+    except (ValueError, TypeError):
+        return None
+    payload, mac = raw[: _VERP_PAYLOAD.size], raw[_VERP_PAYLOAD.size :]
+    expected = hmac.new(secret, b"verp:" + payload, hashlib.sha256).digest()[:_VERP_MAC_LEN]
+    if len(raw) != _VERP_PAYLOAD.size + _VERP_MAC_LEN or not hmac.compare_digest(mac, expected):
+        return None
+    version, campaign_id, uid = _VERP_PAYLOAD.unpack(payload)
+    if version != TOKEN_VERSION:
+        return None
+    return VerpToken(campaign_id=campaign_id, contact_uid=uid.hex())
+
+
+def verp_address(bounce_address: str, token: str) -> str:
+    """``bounces@example.org`` + token → ``bounces+TOKEN@example.org``."""
+    local, _, domain = bounce_address.rpartition("@")
+    return f"{local}+{token}@{domain}"
 
 
 def new_uid() -> str:

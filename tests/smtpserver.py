@@ -29,6 +29,27 @@ limit), ``auth`` (a ``{user: password}`` dict: AUTH PLAIN/LOGIN required),
 a self-signed certificate for ``localhost``/``127.0.0.1`` from
 ``make_certificate()``; ``server.ca_file`` is that certificate, to trust it.
 
+Relay limits, as real relays impose them:
+
+* ``max_connections=N``: a session beyond N at once gets
+  ``421 4.7.0 Error: too many connections from 127.0.0.1`` as its greeting
+  (Postfix's ``smtpd_client_connection_count_limit``); ``refuse_all=True``
+  greets every connection so;
+* ``connection_rate=(N, T)``: at most N new sessions in T seconds, the same
+  421 for the others (``smtpd_client_connection_rate_limit``);
+* ``messages_per_session=N``: after N messages a MAIL gets
+  ``421 4.7.0 Too many messages in this session, closing``;
+* ``recipients_per_session=N``: after N recipients a RCPT gets
+  ``452 4.5.3 Too many recipients``;
+* ``message_rate=(N, T)``: more than N messages in T seconds gets
+  ``450 4.7.1 Error: too much mail from 127.0.0.1`` at MAIL;
+* ``daily_quota=N``: after N messages in all, MAIL gets
+  ``454 4.7.0 Throttling failure: Daily message quota exceeded.`` (Amazon SES);
+* ``smtputf8=False``: SMTPUTF8 is not offered.
+
+``server.sessions`` counts the sessions greeted with 220, ``server.refused``
+the ones refused, ``server.max_concurrent`` the most at once.
+
 Also: ``server.auth_attempts`` lists (mechanism, user, password) tuples the
 server saw; ``server.wait_for(n)`` waits until n messages have arrived.
 """
@@ -52,6 +73,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes  # exactly the bytes received (dot-unstuffed), CRLF kept
+    mail_options: list[str] = field(default_factory=list)  # MAIL FROM parameters (SIZE=, SMTPUTF8 ...)
 
 
 def free_port() -> int:
@@ -123,6 +145,8 @@ class _Handler:
 
     async def handle_EHLO(self, smtp: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
+        with self.server._lock:
+            self.server.helo_names.append(hostname)
         self.server.ehlo_count += 1
         if self.server.pipelining:
             responses.insert(-1, "250-PIPELINING")
@@ -133,6 +157,18 @@ class _Handler:
         reply = self._scripted("MAIL", "*")
         if reply:
             return self._apply(smtp, reply)
+        server = self.server
+        if server.daily_quota and len(server.messages) >= server.daily_quota:
+            return "454 4.7.0 Throttling failure: Daily message quota exceeded."
+        if server.messages_per_session and getattr(session, "accepted", 0) >= server.messages_per_session:
+            return self._apply(smtp, "421 4.7.0 Too many messages in this session, closing")
+        if server.message_rate:
+            limit, window = server.message_rate
+            now = time.monotonic()
+            with server._lock:
+                recent = [t for t in server._accept_times if now - t < window]
+            if len(recent) >= limit:
+                return "450 4.7.1 Error: too much mail from 127.0.0.1"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -141,6 +177,10 @@ class _Handler:
         reply = self._scripted("RCPT", address)
         if reply:
             return self._apply(smtp, reply)
+        server = self.server
+        if server.recipients_per_session and getattr(session, "recipients", 0) >= server.recipients_per_session:
+            return "452 4.5.3 Too many recipients"
+        session.recipients = getattr(session, "recipients", 0) + 1
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -153,8 +193,11 @@ class _Handler:
                 return self._apply(smtp, reply)
         with self.server._lock:
             self.server.messages.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
+                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content),
+                         list(envelope.mail_options))
             )
+            self.server._accept_times.append(time.monotonic())
+        session.accepted = getattr(session, "accepted", 0) + 1
         return "250 2.0.0 queued"
 
 
@@ -173,6 +216,22 @@ class SmtpServer:
     auth_attempts: list[tuple[str, str, str]] = field(default_factory=list)
     ehlo_count: int = 0
     ca_file: Path | None = None
+    smtputf8: bool = True
+    max_connections: int = 0
+    refuse_all: bool = False
+    connection_rate: tuple[int, float] | None = None
+    messages_per_session: int = 0
+    recipients_per_session: int = 0
+    message_rate: tuple[int, float] | None = None
+    daily_quota: int = 0
+    sessions: int = 0
+    refused: int = 0
+    max_concurrent: int = 0
+    helo_names: list[str] = field(default_factory=list)
+    _current: int = 0
+    _probe: bool = False
+    _session_starts: list[float] = field(default_factory=list)
+    _accept_times: list[float] = field(default_factory=list)
     _scripts: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Any = None
@@ -196,6 +255,36 @@ class SmtpServer:
             time.sleep(0.01)
         return False
 
+    def _admit(self) -> str | None:
+        """The greeting for a new connection: None for 220, else a refusal."""
+        with self._lock:
+            if self._probe:
+                # The controller's own readiness probe: not a client.
+                self._probe = False
+                self._current += 1
+                return None
+            now = time.monotonic()
+            refusal = None
+            if self.refuse_all or (self.max_connections and self._current >= self.max_connections):
+                refusal = "421 4.7.0 mail.example.test Error: too many connections from 127.0.0.1"
+            elif self.connection_rate:
+                limit, window = self.connection_rate
+                self._session_starts[:] = [t for t in self._session_starts if now - t < window]
+                if len(self._session_starts) >= limit:
+                    refusal = "421 4.7.0 mail.example.test Error: too many connections from 127.0.0.1"
+            if refusal:
+                self.refused += 1
+                return refusal
+            self._session_starts.append(now)
+            self._current += 1
+            self.sessions += 1
+            self.max_concurrent = max(self.max_concurrent, self._current)
+            return None
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._current -= 1
+
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -217,7 +306,7 @@ class SmtpServer:
             "port": self.port,
             "server_hostname": "localhost",
             "data_size_limit": self.size or 2**25,
-            "enable_SMTPUTF8": True,
+            "enable_SMTPUTF8": self.smtputf8,
             "ident": "mailcli test server",
         }
         if self.tls:
@@ -237,7 +326,7 @@ class SmtpServer:
             kwargs["authenticator"] = self._authenticate
             kwargs["auth_required"] = True
             kwargs["auth_require_tls"] = bool(self.tls)
-        self._controller = _QuietController(_Handler(self), **kwargs)
+        self._controller = _QuietController(_Handler(self), self, **kwargs)
         self._controller.start()
         return self
 
@@ -253,12 +342,31 @@ class SmtpServer:
         self.stop()
 
 
-def _QuietController(handler: Any, **kwargs: Any) -> Any:
-    """A Controller whose readiness probe works with implicit TLS and self-signed certs."""
+def _QuietController(handler: Any, owner: SmtpServer, **kwargs: Any) -> Any:
+    """A Controller whose readiness probe works with implicit TLS and
+    self-signed certs, and whose sessions pass ``owner``'s connection limits."""
     from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP
+
+    class Gated(SMTP):  # type: ignore[misc]
+        async def _handle_client(self) -> None:
+            refusal = owner._admit()
+            if refusal is not None:
+                await self.push(refusal)
+                self.transport.close()
+                return
+            try:
+                await super()._handle_client()
+            finally:
+                owner._leave()
 
     class Quiet(Controller):  # type: ignore[misc]
+        def factory(self) -> Any:
+            return Gated(self.handler, **self.SMTP_kwargs)
+
         def _trigger_server(self) -> None:
+            with owner._lock:
+                owner._probe = True
             # The stock probe opens a client connection (and a TLS handshake
             # the self-signed certificate would fail); a plain TCP connect is
             # enough to know the listener is up.

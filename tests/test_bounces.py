@@ -119,9 +119,9 @@ def test_feedback_mailbox_end_to_end(project: Path, cli: Cli, tmp_path: Path, ki
     result = cli("bounces", str(source), "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert {k: data[k] for k in ("messages", "hard_bounces", "soft_bounces", "complaints", "unsubscribes",
+    assert {k: data[k] for k in ("messages", "hard_bounces", "soft_bounces", "delays", "complaints", "unsubscribes",
                                  "policy_rejections", "ignored", "unmatched", "already_processed")} == {
-        "messages": 7, "hard_bounces": 1, "soft_bounces": 1, "complaints": 1, "unsubscribes": 1,
+        "messages": 7, "hard_bounces": 1, "soft_bounces": 0, "delays": 1, "complaints": 1, "unsubscribes": 1,
         "policy_rejections": 1, "ignored": 1, "unmatched": 1, "already_processed": 0}
     assert data["unmatched_messages"] == [{
         "message_id": data["unmatched_messages"][0]["message_id"], "from_domain": "example.net",
@@ -136,11 +136,11 @@ def test_feedback_mailbox_end_to_end(project: Path, cli: Cli, tmp_path: Path, ki
     assert s.membership("dee@example.org")[::2] == ("unsubscribed", "mailto")
     assert s.suppressions("dee@example.org") == {"news": "unsubscribed"}
     assert s.suppressions("fay@example.org") == {}  # 5.7.x never suppresses the address (C03)
-    # the next campaign skips the hard bounce, the complainer and the unsubscriber, keeps the soft bounce
+    # the next campaign skips the hard bounce, the complainer and the unsubscriber, keeps the delayed one
     assert audience(s) == {"bob@example.org", "eve@example.org", "fay@example.org"}
-    # report counts these per campaign
+    # report counts these per campaign; the delay is an event on the delivery, not a bounce
     counts = _events_by_campaign(s, campaign)
-    assert counts == {"bounced": 1, "soft_bounced": 1, "complained": 1, "unsubscribed": 1, "policy_rejected": 1}
+    assert counts == {"bounced": 1, "delayed": 1, "complained": 1, "unsubscribed": 1, "policy_rejected": 1}
 
     before = s.counts()
     again = cli("bounces", str(source), "--json")
@@ -167,7 +167,7 @@ def test_text_output_and_quiet(project: Path, cli: Cli, tmp_path: Path) -> None:
     s.store.conn.execute("DELETE FROM processed_messages")
     loud = cli("bounces", str(box))
     assert loud.exit_code == 0, loud.output
-    assert "7 messages from" in loud.stdout and "1 hard bounce, 1 soft bounce, 1 complaint" in loud.stdout
+    assert "7 messages from" in loud.stdout and "1 hard bounce, 0 soft bounces, 1 complaint" in loud.stdout and "1 delay notice" in loud.stdout
     assert "Question about your newsletter" in loud.stdout
     assert "policy reasons (5.7.26)" in loud.stderr and "doctor --dns" in loud.stderr
 
@@ -265,14 +265,17 @@ def test_soft_bounces_from_enough_campaigns_suppress(project: Path, cli: Cli, tm
     [
         ("failed", "5.1.1", "550 5.1.1 <x@example.net>: Recipient address rejected: User unknown", "hard", "5.1.1"),
         ("failed", "5.2.2", "552 5.2.2 Mailbox full", "soft", "5.2.2"),
-        ("delayed", "4.7.0", "421 4.7.0 Try again later, closing connection. (rate limited)", "soft", "4.7.0"),
+        ("delayed", "4.7.0", "421 4.7.0 Try again later, closing connection. (rate limited)", "delayed", "4.7.0"),
         ("failed", "5.7.26", "550 5.7.26 This mail has been blocked because the sender is unauthenticated.", "policy", "5.7.26"),
         ("failed", "5.1.10", "556 5.1.10 Recipient address has null MX", "hard", "5.1.10"),
         ("failed", None, "550 Requested action not taken: mailbox unavailable", "hard", "550"),
         ("failed", "5.0.0", "550 User unknown", "hard", "550"),
         ("failed", "5.0.0", "550 Message rejected as spam", "policy", "550"),
         ("failed", "5.0.0", "smtp; 5.1.2 host not found", "hard", "5.1.2"),
-        ("delayed", "4.4.1", "connect to mx.example.net[192.0.2.25]:25: Connection timed out", "soft", "4.4.1"),
+        ("delayed", "4.4.1", "connect to mx.example.net[192.0.2.25]:25: Connection timed out", "delayed", "4.4.1"),
+        ("delayed", "5.1.1", "550 5.1.1 quoted from an earlier try", "delayed", "5.1.1"),
+        ("relayed", "2.0.0", "relayed to a server without DSN", "relayed", "2.0.0"),
+        ("expanded", "2.0.0", "expanded to 3 list members", "expanded", "2.0.0"),
         ("failed", "4.4.7", "delivery time expired", "soft", "4.4.7"),
         ("failed", "5.2.1", "550 5.2.1 The email account that you tried to reach is disabled.", "hard", "5.2.1"),
         ("failed", "5.4.4", "unable to route", "soft", "5.4.4"),

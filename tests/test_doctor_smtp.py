@@ -131,3 +131,29 @@ def test_unreachable_server_fails_naming_host_and_port() -> None:
     checks = check_smtp(smtp_settings(port))
     assert [(c.name, c.verdict) for c in checks] == [("smtp", "fail")]
     assert f"127.0.0.1:{port}" in checks[0].summary
+
+
+def test_connection_limit_is_counted_before_the_first_campaign() -> None:
+    # A relay that takes two connections at once: doctor opens as many as
+    # [smtp] concurrency says, all at once, and reports how many it got.
+    with SmtpServer(max_connections=2) as server:
+        checks = check_smtp(smtp_settings(server.port, concurrency=4))
+        assert server.messages == []
+    limit = {c.name: c for c in checks}["smtp-connections"]
+    assert limit.verdict == "warn"
+    assert limit.summary.startswith("accepted 2 of 4 connections at once") and "too many connections" in limit.summary
+    assert limit.fix and "concurrency = 2" in limit.fix
+    assert limit.details["accepted"] == 2
+    with SmtpServer() as server:
+        roomy = {c.name: c for c in check_smtp(smtp_settings(server.port, concurrency=3))}
+    assert roomy["smtp-connections"].verdict == "pass" and roomy["smtp-connections"].details["accepted"] == 3
+
+
+def test_doctor_greets_like_send_and_says_what_smtputf8_means() -> None:
+    # The same client as send: the EHLO name comes from [smtp] helo_name.
+    with SmtpServer(smtputf8=False) as server:
+        checks = {c.name: c for c in check_smtp(smtp_settings(server.port, helo_name="mail.acme.example"))}
+    assert server.helo_names == ["mail.acme.example"]
+    assert "EHLO as mail.acme.example" in checks["smtp"].summary
+    assert checks["smtp-extensions"].details["smtputf8"] is False
+    assert "non-ASCII local part cannot be sent" in checks["smtp-extensions"].summary

@@ -54,7 +54,9 @@ def test_config_for_an_invalid_key(project: Path, cli: Cli) -> None:
 def test_transport_when_the_relay_is_down(project: Path, cli: Cli) -> None:
     _import(cli, project)
     port = free_port()
-    set_smtp(project, "127.0.0.1", port)
+    set_smtp(project, "127.0.0.1", port, extra=["connect_backoff = 0.1"])
+    config = project / "mailcli.toml"  # connections are retried for retry_window first
+    config.write_text(config.read_text().replace('retry_window = "2m"', 'retry_window = "1s"'))
     result = cli("send", "c1", "--template", "newsletter", "--list", "news", "--yes")
     assert result.exit_code == ExitCode.TRANSPORT
     assert f"127.0.0.1:{port}" in result.stderr

@@ -122,8 +122,8 @@ def test_bounces_from_real_messages_stop_the_next_campaign(project: Path, cli: C
         result = cli("bounces", str(tmp_path / "bounces.mbox"), "--json")
         assert result.exit_code == 0, result.output
         data = json.loads(result.stdout)
-        assert (data["hard_bounces"], data["soft_bounces"], data["complaints"], data["unsubscribes"],
-                data["policy_rejections"], data["unmatched"]) == (1, 1, 1, 1, 1, 0)
+        assert (data["hard_bounces"], data["soft_bounces"], data["delays"], data["complaints"], data["unsubscribes"],
+                data["policy_rejections"], data["unmatched"]) == (1, 0, 1, 1, 1, 1, 0)
         assert smtp.messages == []  # nothing is ever sent in reply (C14)
         again = json.loads(cli("bounces", str(tmp_path / "bounces.mbox"), "--json").stdout)
         assert again["already_processed"] == 5 and again["hard_bounces"] == 0
@@ -133,5 +133,5 @@ def test_bounces_from_real_messages_stop_the_next_campaign(project: Path, cli: C
 
         _send(cli, "june")
         got = set(_sent(smtp))
-        assert "bob@example.org" in got and "eve@example.org" in got  # soft bounce and 5.7.x stay
+        assert "bob@example.org" in got and "eve@example.org" in got  # the delayed one and 5.7.x stay
         assert got == set(PEOPLE) - {"ann@example.org", "cy@example.org", "dee@example.org"}

@@ -188,7 +188,7 @@ def test_imaps_bounces_are_applied_once_and_flagged(project: Path, cli: Cli, dov
     data = json.loads(result.stdout)
     assert {k: data[k] for k in ("messages", "hard_bounces", "soft_bounces", "complaints", "unsubscribes",
                                  "policy_rejections", "ignored", "unmatched")} == {
-        "messages": 7, "hard_bounces": 1, "soft_bounces": 1, "complaints": 1, "unsubscribes": 1,
+        "messages": 7, "hard_bounces": 1, "soft_bounces": 0, "complaints": 1, "unsubscribes": 1,
         "policy_rejections": 1, "ignored": 1, "unmatched": 1}
     assert s.suppressions("ann@example.org") == {"*": "bounced"}
     assert s.suppressions("cy@example.org") == {"*": "complained"}

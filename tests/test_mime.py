@@ -214,10 +214,24 @@ def test_idn_domains_become_idna2008_a_labels() -> None:
     assert message["Reply-To"].addresses[0].domain == "xn--strae-oqa.de"
 
 
-@pytest.mark.parametrize("address", ["zoë@example.org", "no-at-sign", "a b@example.org", '"q"@example.org', "x@-bad-.example", "x@"])
+@pytest.mark.parametrize("address", ["no-at-sign", "a b@example.org", '"q"@example.org', "x@-bad-.example", "x@",
+                                     "zoë ü@example.org", "zoë..x@example.org"])
 def test_addresses_a_header_cannot_carry_are_refused(address: str) -> None:
     with pytest.raises(AddressError):
         build(to_address=address)
+
+
+def test_a_non_ascii_local_part_is_written_as_utf8_for_smtputf8() -> None:
+    # RFC 6532: only such a To header makes the header bytes UTF-8; the
+    # transport sends the message only with SMTPUTF8 (or fails it, saying why).
+    raw = build(to_address="zoë@bücher.example", to_name="Zoë")
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert "<zoë@xn--bcher-kva.example>".encode() in head  # the name stays an encoded-word
+    message = email.message_from_string(raw.decode("utf-8"), policy=email.policy.SMTPUTF8)
+    assert message["To"].addresses[0].addr_spec == "zoë@xn--bcher-kva.example" and not message.defects
+    assert build(to_address="ann@example.org").isascii()
+    with pytest.raises(AddressError):
+        MessageSkeleton(from_name="", from_address="zoë@example.org", reply_to=None, list_id=None)
 
 
 NAMES = [

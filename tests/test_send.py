@@ -218,13 +218,17 @@ def test_confirmation_expect_count_and_lock(project: Path, cli: Cli) -> None:
     assert len(server.messages) == 3
 
 
-def test_server_down_exit_5_then_rerun_completes(project: Path, cli: Cli) -> None:
+def test_server_down_exit_5_after_the_retry_window_then_rerun_completes(project: Path, cli: Cli) -> None:
     add_contacts(project / "mailcli.db", "news", people(4))
     port = free_port()
-    set_smtp(project, "127.0.0.1", port)
+    set_smtp(project, "127.0.0.1", port, extra=['connect_backoff = 0.2'])
+    config = project / "mailcli.toml"
+    config.write_text(config.read_text().replace('retry_window = "2m"', 'retry_window = "2s"'))
+    started = time.monotonic()
     down = _send(cli)
     assert down.exit_code == ExitCode.TRANSPORT, down.output
-    assert f"127.0.0.1:{port}" in down.stderr
+    assert time.monotonic() - started >= 2  # connections were retried for the whole window
+    assert f"127.0.0.1:{port}" in down.stderr and "retry_window" in down.stderr
     with SmtpServer(port=port) as server:
         again = cli("send", "spring", "--yes")
         assert again.exit_code == 0, again.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -143,10 +144,12 @@ def test_size_limit_fails_before_data() -> None:
     assert marked == [] and server.messages == []
 
 
-def test_server_down_names_host_and_port() -> None:
+def test_server_down_names_host_and_port_after_the_retry_window() -> None:
     port = free_port()
-    with pytest.raises(TransportError, match=f"127.0.0.1:{port}"):
-        run(port, ["a@example.net"])
+    started = time.monotonic()
+    with pytest.raises(TransportError, match=f"127.0.0.1:{port}.*could be kept for 0.5 s"):
+        run(port, ["a@example.net"], retry_window=0.5, connect_backoff=0.05)
+    assert time.monotonic() - started >= 0.5
 
 
 def test_starttls_self_signed_refused_without_ca_file(tmp_path: Path) -> None:

@@ -69,9 +69,14 @@ def bounces_cmd(
         f"{_n(result.messages, 'message')} from {result.source}: "
         f"{_n(result.hard_bounces, 'hard bounce')}, {_n(result.soft_bounces, 'soft bounce')}, "
         f"{_n(result.complaints, 'complaint')}, {_n(result.unsubscribes, 'unsubscribe')}, "
-        f"{_n(result.policy_rejections, 'policy rejection')}, {result.ignored} ignored, "
+        f"{_n(result.policy_rejections, 'policy rejection')}, {_n(result.delays, 'delay notice')}, "
+        f"{result.ignored} ignored, "
         f"{result.unmatched} unmatched, {result.already_processed} already processed"
     )
+    if result.delays or result.relayed or result.expanded:
+        app.out.info(f"Delay, relay and expansion notices are not bounces: recorded on the delivery"
+                     f" ({result.delays} delayed, {result.relayed} relayed, {result.expanded} expanded);"
+                     " see `mailcli report CAMPAIGN --failed`")
     if result.suppressed:
         app.out.info(f"{_n(result.suppressed, 'address', 'addresses')} now suppressed")
     for item in data["policy_details"]:

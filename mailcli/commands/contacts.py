@@ -150,7 +150,8 @@ def show_cmd(
         lines.append("history:")
         for event in detail.history:
             extra = " ".join(str(v) for v in (event["channel"], event["scope"], event["campaign"]) if v)
-            lines.append(f"  {event['at']}  {event['kind']}" + (f"  {extra}" if extra else ""))
+            note = f"  ({_one_line(event['note'])})" if event.get("note") else ""
+            lines.append(f"  {event['at']}  {event['kind']}" + (f"  {extra}" if extra else "") + note)
     out.data(detail.as_dict(), text="\n".join(lines))
 
 

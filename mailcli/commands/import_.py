@@ -146,6 +146,9 @@ def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> Non
     if result.suppressed > result.opted_out:
         out.info(f"{result.suppressed - result.opted_out} row(s) not subscribed: suppressed, opted out or"
                  " unsubscribed earlier")
+    if result.needs_smtputf8:
+        out.info(f"{result.needs_smtputf8} address(es) have a non-ASCII local part (like zoë@…): a relay must offer"
+                 " SMTPUTF8 to take them; `mailcli doctor --smtp` shows whether yours does")
     if result.rejected:
         for reject in result.rejects[:5]:
             out.info(f"  line {reject.line}: {reject.reason}")

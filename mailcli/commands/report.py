@@ -9,6 +9,7 @@ import typer
 from .. import context
 from ..errors import NotFoundError
 from ..send import ledger
+from ..store.relays import delivery_notices
 
 _COLUMNS = ("audience", "sent", "failed", "deferred", "pending", "uncertain", "bounced", "unsubscribed", "complained")
 
@@ -16,7 +17,7 @@ _COLUMNS = ("audience", "sent", "failed", "deferred", "pending", "uncertain", "b
 def report_cmd(
     ctx: typer.Context,
     campaign: Annotated[str | None, typer.Argument(help="One campaign (default: all).", metavar="CAMPAIGN")] = None,
-    failed: Annotated[bool, typer.Option("--failed", help="List each failed, deferred or uncertain message with the server's reply.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="List each failed, deferred or uncertain message with the server's reply, and the delay, relay and expansion notices that came back.")] = False,
 ) -> None:
     """Show each campaign's counts: sent, failed, deferred, bounced and more.
 
@@ -59,6 +60,11 @@ def report_cmd(
                  "reply": f.reply, "attempts": f.attempts, "at": f.updated_at}
                 for f in ledger.failures(conn, c)
             ]
+            # Not failures: news about deliveries (RFC 3464 delayed/relayed/expanded).
+            entry["notices"] = [
+                {"email": n.email, "kind": n.kind, "status": n.status, "detail": n.detail, "at": n.at}
+                for n in delivery_notices(conn, c.id)
+            ]
         rows.append(entry)
     if out.json:
         out.data(rows[0] if campaign is not None else rows)
@@ -70,12 +76,17 @@ def report_cmd(
     if failed:
         for r in rows:
             failures: list[dict[str, object]] = r.get("failures") or []  # type: ignore[assignment]
-            if not failures:
-                continue
-            out.line("")
-            out.table(("email", "status", "attempts", "reply"),
-                      [(f["email"], f["status"], f["attempts"], f["reply"]) for f in failures],
-                      title=f"{r['campaign']}: failed, deferred and uncertain")
+            if failures:
+                out.line("")
+                out.table(("email", "status", "attempts", "reply"),
+                          [(f["email"], f["status"], f["attempts"], f["reply"]) for f in failures],
+                          title=f"{r['campaign']}: failed, deferred and uncertain")
+            notices: list[dict[str, object]] = r.get("notices") or []  # type: ignore[assignment]
+            if notices:
+                out.line("")
+                out.table(("email", "notice", "status", "detail", "at"),
+                          [(n["email"], n["kind"], n["status"] or "", n["detail"] or "", n["at"]) for n in notices],
+                          title=f"{r['campaign']}: delivery notices (delayed, relayed, expanded: not failures)")
 
 
 def register(app: typer.Typer) -> None:

@@ -105,7 +105,7 @@ def send_cmd(
     with bars:
         # With --yes there is nothing to ask, so no preview of the plan either.
         summary = send_campaign(store, settings, options, confirm=None if yes else confirm, progress=progress,
-                                on_plan=on_plan)
+                                on_plan=on_plan, on_notice=out.info)
 
     def again(*, first_run: bool) -> str:
         """This command line as it should be run next: every option that
@@ -132,11 +132,14 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, fa
             "campaign": s.campaign, "dry_run": s.dry_run, "sent": s.sent, "failed": s.failed, "deferred": s.deferred,
             "uncertain": s.uncertain, "skipped": s.skipped, "rendered": s.rendered, "interrupted": s.interrupted,
             "elapsed_seconds": round(s.elapsed, 3), "campaign_totals": counts,
+            "connections_limit": s.connections_limit,
+            "rate_limit": round(s.rate_limit, 3) if s.rate_limit is not None else None,
         })
     for problem, count in s.template_errors.items():
         out.warn(f"{problem} ({count} message(s))")
     for problem in s.problems:
         out.warn(problem)
+    _relay_lines(out, s)
     if (s.problems or s.template_errors) and not s.dry_run:
         out.info(f"Every failure with its address and the server's reply: {failures}")
     if s.dry_run:
@@ -160,6 +163,11 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, fa
         out.success(line)
     if s.interrupted:
         raise Interrupted(f"Campaign {campaign} interrupted; state saved", hint=f"resume with: {resume}")
+    if s.quota_note:
+        left = counts.get("pending", 0) + counts.get("deferred", 0)
+        raise PartialError(f"Campaign {campaign}: {s.relay} says the sending quota is used up ({s.quota_note});"
+                           f" {left} message(s) wait for a later run",
+                           hint=f"when the relay's quota allows again: {resume}")
     if s.failed or counts.get("deferred", 0):
         hint = []
         if counts.get("deferred", 0):
@@ -179,6 +187,25 @@ def _fix_hint(s: SendSummary) -> str:
     if s.problems:
         fixes.append("correct the data of the contacts named above (mailcli contacts set EMAIL FIELD=VALUE)")
     return "; ".join(fixes) or "see the warnings above"
+
+
+def _relay_lines(out: Any, s: SendSummary) -> None:
+    """What the relay's limits did to this run: found now, or known from before."""
+    if s.dry_run:
+        return
+    if s.skipped_smtputf8:
+        out.info(f"{s.skipped_smtputf8} address(es) skipped: their local part is not ASCII and {s.relay} does not"
+                 " offer SMTPUTF8 (an earlier campaign failed them there); `mailcli contacts show ADDRESS` says more")
+    if s.connections_note:
+        out.info(f"{s.relay} takes {s.connections_limit} connection(s) at once (it refused more: {s.connections_note});"
+                 " the next run starts there")
+    elif s.connections_limit is not None:
+        out.detail(f"{s.relay}: {s.connections_limit} connection(s) at once, the limit found by an earlier run")
+    if s.rate_note and s.rate_limit is not None:
+        out.info(f"{s.relay} asked to slow down ({s.rate_note}); now at {s.rate_limit:.2f} message(s)/s,"
+                 " where the next run starts")
+    elif s.rate_limit is not None:
+        out.detail(f"{s.relay}: {s.rate_limit:.2f} message(s)/s, the rate found by an earlier run")
 
 
 def register(app: typer.Typer) -> None:

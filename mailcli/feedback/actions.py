@@ -240,8 +240,9 @@ def record_bounce(
                channel="bounce", scope=ALL, detail=detail, source_ref=source_ref, now=now)
         soft_count = 0
         if not hard:
-            # Count campaigns, not messages: a delay notice and the final
-            # failure of the same message are one problem, not two.
+            # Count campaigns, not messages: two failures of the same
+            # campaign's message are one problem, not two. (Delay notices
+            # are events of their own kind and never count.)
             row = conn.execute(
                 "SELECT COUNT(DISTINCT COALESCE(campaign_id, -id)) FROM events"
                 " WHERE contact_id = ? AND kind = 'soft_bounced'",
@@ -313,6 +314,25 @@ def record_policy_rejection(
     with store.transaction() as conn:
         _event(conn, contact_id=contact_id, campaign_id=campaign_id, kind="policy_rejected", channel="bounce",
                scope=ALL, detail={"status": status}, source_ref=source_ref, now=clock.now_iso())
+
+
+def record_delivery_notice(
+    store: Store, contact_id: int, *, campaign_id: int | None, kind: str, status: str | None,
+    diagnostic: str | None, will_retry_until: str | None, source_ref: str | None,
+) -> None:
+    """A delay, relay or expansion notice (RFC 3464): the delivery's news, not a bounce.
+
+    It never suppresses and never counts towards ``soft_limit``: a delayed
+    message is still being tried, and is usually delivered later.
+    """
+    detail: dict[str, Any] = {"status": status}
+    if diagnostic:
+        detail["diagnostic"] = diagnostic[:200]
+    if will_retry_until:
+        detail["will_retry_until"] = will_retry_until
+    with store.transaction() as conn:
+        _event(conn, contact_id=contact_id, campaign_id=campaign_id, kind=kind, channel="bounce", scope=ALL,
+               detail=detail, source_ref=source_ref, now=clock.now_iso())
 
 
 def unsubscribe_address(

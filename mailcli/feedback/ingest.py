@@ -6,14 +6,22 @@ Message-ID, or of its bytes when it has none), recognised by
 the processed mark, so a crash half-way neither loses nor doubles anything.
 
 Attribution never guesses (C10, C13): a report is tied to a contact and
-campaign by the Message-ID of the returned original (``deliveries.message_id``,
+campaign by the VERP token of the address it came back to (``[sender]
+verp``), by the Message-ID of the returned original (``deliveries.message_id``,
 or the campaign and contact uids the Message-ID is built from when the
 delivery row was purged), by ``Original-Envelope-Id``, or by the token in the
 returned List-Unsubscribe header. Only a report that quotes no Message-ID at
-all falls back to its ``Final-Recipient``/``Original-Rcpt-To`` address, and
-then only on an exact match of the normalised address. Everything else is
-listed for a person, never acted on, and listed again on every run until a
-person acknowledges it (``bounces --ack``).
+all falls back to its ``Original-Recipient``, ``Final-Recipient`` or
+``Original-Rcpt-To`` address (the one mailcli sent to first: a forwarded
+address fails at another), and then only on an exact match of the
+normalised address. A message to a VERP address that cannot be read as a
+report at all still names its contact: it counts as a soft bounce. Everything
+else is listed for a person, never acted on, and listed again on every run
+until a person acknowledges it (``bounces --ack``).
+
+Delay, relay and expansion notices (RFC 3464 ``delayed``, ``relayed``,
+``expanded``) are recorded as events on the delivery — ``report --failed``
+and ``contacts show`` list them — and never count towards ``soft_limit``.
 
 Nothing here ever sends mail: no reply to a DSN, complaint, auto-reply or
 unsubscribe request, whatever it says (C14).
@@ -36,12 +44,12 @@ from ..addresses import AddressError, normalise_address
 from ..config import Settings
 from ..store import Store
 from ..store.processed import acknowledge_message, processed_message, record_processed
-from ..tokens import parse_unsubscribe_token
+from ..tokens import parse_unsubscribe_token, parse_verp_token
 from . import actions, reports
 from .sources import Source
 
 _OUR_MESSAGE_ID = re.compile(r"^<?([0-9a-f]{18})\.([0-9a-f]{18})@", re.IGNORECASE)
-HANDLED = ("hard", "soft", "policy", "complaint", "unsubscribe", "ignored")
+HANDLED = ("hard", "soft", "policy", "complaint", "unsubscribe", "ignored", *reports.NOTICES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,9 @@ class IngestResult:
     unsubscribes: int = 0
     unmatched: int = 0
     ignored: int = 0
+    delays: int = 0
+    relayed: int = 0
+    expanded: int = 0
     already_processed: int = 0
     acknowledged: int = 0  # unmatched messages marked handled by this run (--ack)
     suppressed: int = 0  # addresses newly put on the suppression list by this run
@@ -83,6 +94,9 @@ class IngestResult:
             "unsubscribes": self.unsubscribes,
             "unmatched": self.unmatched,
             "ignored": self.ignored,
+            "delays": self.delays,
+            "relayed": self.relayed,
+            "expanded": self.expanded,
             "already_processed": self.already_processed,
             "acknowledged": self.acknowledged,
             "suppressed": self.suppressed,
@@ -160,21 +174,21 @@ def ingest(
     return result
 
 
+# The IngestResult count each outcome adds to (anything else is unmatched).
+_COUNTS = {
+    "hard": "hard_bounces", "soft": "soft_bounces", "policy": "policy_rejections", "complaint": "complaints",
+    "unsubscribe": "unsubscribes", "ignored": "ignored", "delayed": "delays", "relayed": "relayed",
+    "expanded": "expanded",
+}
+
+
 def _count(result: IngestResult, outcome: Outcome, msg: Message, *, first_seen: str | None = None) -> None:
     result.suppressed += outcome.suppressed
-    if outcome.kind == "hard":
-        result.hard_bounces += 1
-    elif outcome.kind == "soft":
-        result.soft_bounces += 1
-    elif outcome.kind == "policy":
-        result.policy_rejections += 1
-        result.policy[(outcome.campaign, outcome.status)] += 1
-    elif outcome.kind == "complaint":
-        result.complaints += 1
-    elif outcome.kind == "unsubscribe":
-        result.unsubscribes += 1
-    elif outcome.kind == "ignored":
-        result.ignored += 1
+    counter = _COUNTS.get(outcome.kind)
+    if counter is not None:
+        setattr(result, counter, getattr(result, counter) + 1)
+        if outcome.kind == "policy":
+            result.policy[(outcome.campaign, outcome.status)] += 1
     else:
         result.unmatched += 1
         sender = parseaddr(str(msg.get("From") or ""))[1]
@@ -196,9 +210,10 @@ def _handle(store: Store, settings: Settings, msg: Message, ref: str) -> Outcome
     arf = reports.parse_arf(msg)
     if arf is not None:
         return _complaint(store, settings, arf, ref)
+    verp = _by_verp(store.conn, settings, msg)
     dsn = reports.parse_dsn(msg)
     if dsn is not None:
-        return _dsn(store, settings, dsn, ref)
+        return _dsn(store, settings, dsn, ref, verp)
     tokens = reports.mailto_tokens(msg, settings.unsubscribe.mailto)
     if tokens:
         return _mailto(store, settings, tokens, ref)
@@ -206,10 +221,28 @@ def _handle(store: Store, settings: Settings, msg: Message, ref: str) -> Outcome
         return Outcome("unmatched", "unsubscribe request without a token: unsubscribe the sender by hand")
     heuristic = reports.heuristic_bounce(msg)
     if heuristic is not None:
-        return _heuristic(store, settings, heuristic, ref)
+        return _heuristic(store, settings, heuristic, ref, verp)
     if reports.is_auto_reply(msg):
         return Outcome("ignored")
+    if verp is not None:
+        # Came back to one recipient's return path, but says nothing we can
+        # read: a failure of unknown kind, counted like a soft bounce.
+        return _apply(store, settings, verp, reports.Verdict("soft", None), ref)
     return Outcome("unmatched", "not a bounce, complaint or unsubscribe request")
+
+
+def _by_verp(conn: sqlite3.Connection, settings: Settings, msg: Message) -> Target | None:
+    """The delivery a message names by the VERP return path it came back to."""
+    for token in reports.verp_tokens(msg, settings.sender.bounce_address):
+        parsed = parse_verp_token(settings.secret(), token)
+        if parsed is None:
+            continue
+        contact = actions.contact_by_uid(conn, parsed.contact_uid)
+        if contact is None:
+            continue
+        known = _campaign_name(conn, parsed.campaign_id) is not None
+        return Target(contact.id, parsed.campaign_id if known else None)
+    return None
 
 
 def _by_message_id(conn: sqlite3.Connection, message_id: str) -> Target | None:
@@ -255,8 +288,10 @@ def _by_address(conn: sqlite3.Connection, address: str | None) -> Target | None:
 
 
 def _attribute(conn: sqlite3.Connection, settings: Settings, original: reports.Original,
-               envelope_id: str | None = None) -> Target | None | bool:
+               envelope_id: str | None = None, verp: Target | None = None) -> Target | None | bool:
     """The delivery a report is about; False when it quotes nothing to go by."""
+    if verp is not None:
+        return verp
     for candidate in (original.message_id, envelope_id):
         if candidate:
             target = _by_message_id(conn, candidate)
@@ -288,26 +323,33 @@ def _apply(store: Store, settings: Settings, target: Target, verdict: reports.Ve
 
 
 _SEVERITY = {"hard": 3, "policy": 2, "soft": 1}
+_NOTICE_ORDER = {"delayed": 3, "relayed": 2, "expanded": 1}
 
 
-def _dsn(store: Store, settings: Settings, dsn: reports.Dsn, ref: str) -> Outcome:
+def _dsn(store: Store, settings: Settings, dsn: reports.Dsn, ref: str, verp: Target | None = None) -> Outcome:
     if not dsn.recipients:
+        if verp is not None:
+            return _apply(store, settings, verp, reports.Verdict("soft", None), ref)
         return Outcome("unmatched", "delivery report without recipient fields")
     failures = [r for r in dsn.recipients if r.verdict.is_failure]
     if not failures:
+        notices = [r for r in dsn.recipients if r.verdict.is_notice]
+        if notices:
+            return _notice(store, settings, dsn, notices, ref, verp)
         if all(r.verdict.kind == "none" for r in dsn.recipients):
-            return Outcome("ignored")  # a success notice (delivered/relayed)
+            return Outcome("ignored")  # a success notice (delivered)
+        if verp is not None:
+            return _apply(store, settings, verp, reports.Verdict("soft", None), ref)
         return Outcome("unmatched", "delivery report without a status code")
     worst = max(failures, key=lambda r: _SEVERITY[r.verdict.kind])
-    target = _attribute(store.conn, settings, dsn.original, dsn.envelope_id)
+    target = _attribute(store.conn, settings, dsn.original, dsn.envelope_id, verp)
     if target is None:
         return Outcome("unmatched", "bounce of a message mailcli has no record of")
     if target is False:
         # No Message-ID quoted: the recipient address, exact match only.
         outcomes = []
         for recipient in failures:
-            by_address = _by_address(store.conn, recipient.final_recipient) or _by_address(
-                store.conn, recipient.original_recipient)
+            by_address = _recipient_target(store.conn, recipient)
             if by_address:
                 outcomes.append(_apply(store, settings, by_address, recipient.verdict, ref))
         if not outcomes:
@@ -318,10 +360,50 @@ def _dsn(store: Store, settings: Settings, dsn: reports.Dsn, ref: str) -> Outcom
     return _apply(store, settings, target, worst.verdict, ref)
 
 
-def _heuristic(store: Store, settings: Settings, bounce: reports.HeuristicBounce, ref: str) -> Outcome:
+def _recipient_target(conn: sqlite3.Connection, recipient: reports.RecipientStatus) -> Target | None:
+    """A report's recipient as a contact: the address mailcli sent to
+    (Original-Recipient) first; a forwarded address fails at another."""
+    return _by_address(conn, recipient.original_recipient) or _by_address(conn, recipient.final_recipient)
+
+
+def _notice(store: Store, settings: Settings, dsn: reports.Dsn, notices: list[reports.RecipientStatus], ref: str,
+            verp: Target | None) -> Outcome:
+    """Delayed, relayed or expanded: an event on the delivery, never a bounce."""
+    first = max(notices, key=lambda r: _NOTICE_ORDER[r.verdict.kind])
+    target = _attribute(store.conn, settings, dsn.original, dsn.envelope_id, verp)
+    if target is None:
+        return Outcome("unmatched", f"{first.verdict.kind} notice about a message mailcli has no record of")
+    if target is False:
+        target = next((t for t in (_recipient_target(store.conn, r) for r in notices) if t), None)
+        if target is None:
+            return Outcome("unmatched", f"{first.verdict.kind} notice for an address that is not a contact")
+    assert isinstance(target, Target)
+    actions.record_delivery_notice(
+        store, target.contact_id, campaign_id=target.campaign_id, kind=first.verdict.kind, status=first.verdict.code,
+        diagnostic=first.diagnostic, will_retry_until=first.will_retry_until, source_ref=ref,
+    )
+    return Outcome(first.verdict.kind, campaign=_campaign_name(store.conn, target.campaign_id),
+                   status=first.verdict.code)
+
+
+def _heuristic(store: Store, settings: Settings, bounce: reports.HeuristicBounce, ref: str,
+               verp: Target | None = None) -> Outcome:
+    if bounce.verdict.is_notice:
+        target = _attribute(store.conn, settings, bounce.original, None, verp)
+        if target is False:
+            targets = [t for t in (_by_address(store.conn, a) for a in bounce.recipients) if t]
+            target = targets[0] if len(targets) == 1 else None
+        if not isinstance(target, Target):
+            return Outcome("unmatched", "delay notice about a message mailcli has no record of")
+        actions.record_delivery_notice(store, target.contact_id, campaign_id=target.campaign_id, kind="delayed",
+                                       status=bounce.verdict.code, diagnostic=None, will_retry_until=None,
+                                       source_ref=ref)
+        return Outcome("delayed", status=bounce.verdict.code)
     if bounce.verdict.kind not in ("hard", "soft", "policy"):
+        if verp is not None:
+            return _apply(store, settings, verp, reports.Verdict("soft", None), ref)
         return Outcome("unmatched", "bounce without a status code")
-    target = _attribute(store.conn, settings, bounce.original)
+    target = _attribute(store.conn, settings, bounce.original, None, verp)
     if target is None:
         return Outcome("unmatched", "bounce of a message mailcli has no record of")
     if target is False:

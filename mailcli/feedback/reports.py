@@ -21,8 +21,19 @@ database, so every rule can be tested on fixtures alone.
 
 Classification (C02, C03): ``hard`` suppresses the address; ``soft`` only
 counts towards ``[bounces] soft_limit``; ``policy`` (5.7.x and other sender
-problems) never suppresses, it says the sender's setup is at fault; ``none``
-is not a failure (delivered, relayed, expanded).
+problems) never suppresses, it says the sender's setup is at fault. What
+RFC 3464 calls ``delayed`` ("will continue to try"), ``relayed`` and
+``expanded`` are not failures at all: they are notices about a delivery,
+recorded as such and never counted as bounces; ``none`` is a success
+(delivered).
+
+Gmail's reports carry the original Message-ID in ``X-Original-Message-ID``
+among the per-message fields; it attributes a report whose returned
+headers are missing.
+
+With VERP the envelope sender is ``bounce+TOKEN@domain``, and a report
+comes back to that address: ``verp_tokens`` finds the token in the
+headers that carry the envelope recipient.
 """
 
 from __future__ import annotations
@@ -55,16 +66,24 @@ _ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/global", "m
 _RECIPIENT_HEADERS = ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
 
 
+NOTICES = ("delayed", "relayed", "expanded")
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """How one failure is handled, and the code that decided it."""
 
-    kind: str  # hard | soft | policy | none | unknown
+    kind: str  # hard | soft | policy | delayed | relayed | expanded | none | unknown
     code: str | None  # "5.1.1", "550", or None
 
     @property
     def is_failure(self) -> bool:
         return self.kind in ("hard", "soft", "policy")
+
+    @property
+    def is_notice(self) -> bool:
+        """A delay, relay or expansion notice: news about a delivery, not a failure."""
+        return self.kind in NOTICES
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +97,7 @@ class RecipientStatus:
     diagnostic: str | None
     remote_mta: str | None
     verdict: Verdict
+    will_retry_until: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +160,16 @@ def basic_code(text: str | None) -> str | None:
 
 
 def classify(action: str | None, status: str | None, diagnostic: str | None) -> Verdict:
-    """Hard, soft, policy or not a failure, from a DSN's Action/Status/Diagnostic-Code (C02, C03)."""
+    """Hard, soft, policy, a notice or a success, from a DSN's Action/Status/Diagnostic-Code (C02, C03).
+
+    ``delayed`` means the reporting MTA "will continue to try" (RFC 3464
+    §2.3.3), whatever code it quotes: a notice, never a bounce.
+    """
     action = (action or "").strip().lower().split()[0] if (action or "").strip() else ""
-    if action in ("delivered", "relayed", "expanded"):
+    if action == "delivered":
         return Verdict("none", enhanced_code(status))
+    if action in NOTICES:
+        return Verdict(action, enhanced_code(status) or enhanced_code(diagnostic) or basic_code(diagnostic))
     code = enhanced_code(status)
     detail = enhanced_code(diagnostic)
     # A generic X.0.0 in Status with a specific code in the diagnostic: the specific one decides.
@@ -156,12 +182,7 @@ def classify(action: str | None, status: str | None, diagnostic: str | None) -> 
         verdict = _by_basic(basic_code(diagnostic), diagnostic or "")
         if verdict is None and code:
             verdict = Verdict("soft" if code[0] == "4" else "unknown", code)
-    if verdict is None:
-        verdict = Verdict("soft", None) if action == "delayed" else Verdict("unknown", None)
-    if action == "delayed" and verdict.kind in ("hard", "unknown"):
-        # A delay notice is never final, whatever code it quotes (C02).
-        return Verdict("soft", verdict.code)
-    return verdict
+    return verdict or Verdict("unknown", None)
 
 
 def _by_enhanced(code: str) -> Verdict:
@@ -296,11 +317,13 @@ def parse_dsn(msg: Message) -> Dsn | None:
         return None
     recipients: list[RecipientStatus] = []
     envelope_id = None
+    quoted_id = None  # Gmail: the original Message-ID among the per-message fields
     for part in status_parts:
         blocks = _blocks(part)
         for index, block in enumerate(blocks):
             if index == 0 and not (block.get("Final-Recipient") or block.get("Action")):
                 envelope_id = _clean(block.get("Original-Envelope-Id")) or envelope_id
+                quoted_id = _clean_id(block.get("X-Original-Message-ID")) or quoted_id
                 continue
             action = _clean(block.get("Action"))
             status = _clean(block.get("Status"))
@@ -313,8 +336,12 @@ def parse_dsn(msg: Message) -> Dsn | None:
                 diagnostic=diagnostic,
                 remote_mta=_address_field(block.get("Remote-MTA")),
                 verdict=classify(action, status, diagnostic),
+                will_retry_until=_clean(block.get("Will-Retry-Until")),
             ))
-    return Dsn(tuple(recipients), find_original(msg), envelope_id)
+    original = find_original(msg)
+    if original.message_id is None and quoted_id:
+        original = Original(quoted_id, original.list_unsubscribe)
+    return Dsn(tuple(recipients), original, envelope_id)
 
 
 def parse_arf(msg: Message) -> Arf | None:
@@ -353,10 +380,28 @@ def heuristic_bounce(msg: Message) -> HeuristicBounce | None:
         return None
     addresses = sorted({a.decode("ascii", "replace") for a in (permanent or temporary)})
     text = "\n".join(_text(p) for p in msg.walk() if p.get_content_maintype() == "text")
+    # Only temporary failures: a warning that delivery is still being tried.
     verdict = classify("failed" if permanent else "delayed", None, text)
-    if not permanent and verdict.kind != "soft":
-        verdict = Verdict("soft", verdict.code)
     return HeuristicBounce(tuple(addresses), bool(permanent), verdict, find_original(msg))
+
+
+def verp_tokens(msg: Message, bounce_address: str | None) -> list[str]:
+    """Candidate VERP tokens: ``bounce+TOKEN@domain`` among the envelope recipient headers."""
+    from ..tokens import VERP_TOKEN_LENGTH
+
+    if not bounce_address:
+        return []
+    local, _, domain = bounce_address.lower().rpartition("@")
+    prefix = local + "+"
+    found: list[str] = []
+    values = [str(v) for name in _RECIPIENT_HEADERS for v in (msg.get_all(name) or [])]
+    for _, address in getaddresses(values):
+        addr_local, _, addr_domain = address.lower().rpartition("@")
+        if addr_domain == domain and addr_local.startswith(prefix):
+            candidate = addr_local[len(prefix):]
+            if len(candidate) == VERP_TOKEN_LENGTH and re.fullmatch(r"[a-z2-7]+", candidate):
+                found.append(candidate)
+    return list(dict.fromkeys(found))
 
 
 def is_auto_reply(msg: Message) -> bool:

@@ -72,6 +72,7 @@ EXCLUDED_TABLES: dict[str, str] = {
     "campaigns": "campaign name, template, subject and totals; no per-person data",
     "migrations": "schema bookkeeping",
     "processed_messages": "a hash of each bounce/complaint message already read, its outcome and, for one nobody could match, the reason in words and when it was acknowledged; no address",
+    "relays": "what sending learnt about each SMTP relay (connection limit, rate, SMTPUTF8); the sender's own login",
 }
 
 

@@ -111,6 +111,28 @@ def ascii_address(address: str, field: str = "address") -> str:
     return f"{local}@{ascii_domain(domain)}"
 
 
+# RFC 6531 §3.3: a local part may also hold any non-ASCII character (but no
+# space or control, which check_header_value refuses anyway).
+_UTF8_ATOM = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s])+"
+_UTF8_LOCAL = re.compile(rf"^{_UTF8_ATOM}(?:\.{_UTF8_ATOM})*$")
+
+
+def recipient_address(address: str, field: str = "To") -> str:
+    """Like :func:`ascii_address`, but a non-ASCII local part stays as it is.
+
+    Such an address can only travel with SMTPUTF8 (RFC 6531), in a message
+    whose headers are UTF-8 (RFC 6532): the transport sends it only to a
+    relay that offers SMTPUTF8 and fails it, with the reason, elsewhere.
+    """
+    local, at, domain = address.strip().rpartition("@")
+    if local.isascii() or not at:
+        return ascii_address(address, field)
+    check_header_value(field, address)
+    if not _UTF8_LOCAL.match(local) or len(local.encode("utf-8")) > 64:
+        raise AddressError(f"{field}: {address!r} has a local part mailcli does not write (quoted or special characters)")
+    return f"{local}@{ascii_domain(domain)}"
+
+
 # ---------------------------------------------------------------------------
 # RFC 2047 encoded words
 
@@ -258,9 +280,12 @@ def _angle(head: str, item: str) -> str:
     return f"{head}{sep}<{item}>"
 
 
-def mailbox_header(field: str, name: str | None, address: str) -> str:
-    """``Field: Name <local@a-label>``; the name encoded or quoted as needed."""
-    addr = ascii_address(address, field)
+def mailbox_header(field: str, name: str | None, address: str, *, utf8: bool = False) -> str:
+    """``Field: Name <local@a-label>``; the name encoded or quoted as needed.
+
+    ``utf8`` lets a non-ASCII local part through (RFC 6532; see
+    :func:`recipient_address`)."""
+    addr = recipient_address(address, field) if utf8 else ascii_address(address, field)
     if not name or not name.strip():
         return f"{field}: {addr}"
     return _angle(_phrase(f"{field}:", field, name), addr)
@@ -421,7 +446,7 @@ class MessageSkeleton:
             message_id = f"<{message_id}>"
         headers = [
             self._head,
-            mailbox_header("To", to_name, to_address), "\r\n",
+            mailbox_header("To", to_name, to_address, utf8=True), "\r\n",
             unstructured_header("Subject", subject), "\r\n",
             "Date: ", format_datetime(date), "\r\n",
             simple_header("Message-ID", message_id), "\r\n",
@@ -439,8 +464,10 @@ class MessageSkeleton:
             boundary = "=_mc" + secrets.token_hex(12)  # pragma: no cover - 2**-96
         delimiter = b"--" + boundary.encode("ascii")
         headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n')
+        head = "".join(headers)
         return b"".join((
-            "".join(headers).encode("ascii"),
+            # UTF-8 only for a non-ASCII local part in To (RFC 6532), else ASCII.
+            head.encode("utf-8" if not head.isascii() else "ascii"),
             delimiter, b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: ",
             # The CRLF before a delimiter belongs to the delimiter (RFC 2046
             # §5.1.1), so each body keeps its own final line break.

@@ -54,6 +54,7 @@ from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
 from mailcli.send.pool import build_batch, start_pool, worker_count
 from mailcli.send.transport import OutgoingMessage, Result, Status, dot_stuff
 from mailcli.store import Store
+from mailcli.store.relays import RelayMemory, get_relay, mark_needs_smtputf8, save_relay
 from mailcli.tokens import make_unsubscribe_token
 
 
@@ -103,6 +104,13 @@ class SendSummary:
     elapsed: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)  # report keys after the run
     problems: list[str] = field(default_factory=list)  # first few per-contact failures
+    relay: str = ""  # host:port
+    connections_limit: int | None = None  # the relay's connection limit, found now or before
+    connections_note: str | None = None  # the reply that showed it, when found in this run
+    rate_limit: float | None = None  # messages/s the relay held us to, found now or before
+    rate_note: str | None = None
+    quota_note: str | None = None  # the relay's reply when the day's sending quota ran out
+    skipped_smtputf8: int = 0  # skipped: the relay does not offer SMTPUTF8 (counted in skipped)
     # Failures the template causes, not the contact: message (naming the
     # file and line) -> how many messages it failed.
     template_errors: dict[str, int] = field(default_factory=dict)
@@ -149,6 +157,7 @@ class MessageFactory:
         self.sender = sender_from_settings(settings)
         self.signer = load_signer(settings) if sign else None
         self.mail_from = s.bounce_address or s.from_address
+        self.verp = s.verp and s.bounce_address is not None
         self.campaign_vars = {"name": campaign.name, "subject": campaign.subject or ""}
 
     def context(self, r: ledger.Recipient) -> Any:
@@ -168,6 +177,14 @@ class MessageFactory:
             unsubscribe_url=unsubscribe_url(self.settings, token), now=clock.now(),
         )
         return ctx, token
+
+    def return_path(self, r: ledger.Recipient) -> str:
+        """The envelope sender: the bounce address, or with VERP its per-recipient form."""
+        if not self.verp:
+            return self.mail_from
+        from mailcli.tokens import make_verp_token, verp_address
+
+        return verp_address(self.mail_from, make_verp_token(self.secret, self.campaign.id, r.contact_uid))
 
     def verify_inlining(self, samples: list[tuple[Any, ...]]) -> None:
         """Check the inline-once fast path against real recipients (render API)."""
@@ -325,6 +342,9 @@ class LedgerWriter:
                     )
                 elif kind == "bounce":
                     bounces.append((op[1], op[2]))
+                elif kind == "needs_smtputf8":
+                    _, contact_id, relay = op
+                    mark_needs_smtputf8(conn, contact_id, self._campaign.id, relay)
         for contact_id, status in bounces:
             # 5.1.x: the address does not exist. Suppress it from all mail
             # through the one place that records bounces (its own transaction).
@@ -357,11 +377,12 @@ class _Hooks:
     """The transport's hooks, bound to the ledger writer and the summary."""
 
     def __init__(self, writer: LedgerWriter, summary: SendSummary, contacts: dict[int, int],
-                 progress: ProgressFn | None) -> None:
+                 progress: ProgressFn | None, relay: str = "") -> None:
         self.writer = writer
         self.summary = summary
         self.contacts = contacts  # delivery id -> contact id (only while in flight)
         self.progress = progress
+        self.relay = relay
 
     def before_dot(self, msg: OutgoingMessage) -> asyncio.Future[None]:
         fut = self.writer.submit(("sending", msg.key), wait=True)
@@ -386,6 +407,9 @@ class _Hooks:
             if result.hard_bounce and contact_id is not None:
                 code = result.reply.split(" ")[1] if " " in result.reply else None
                 self.writer.submit(("bounce", contact_id, code))
+            if result.needs_smtputf8 and contact_id is not None:
+                # Later campaigns through this relay skip the address (ledger.iter_sendable).
+                self.writer.submit(("needs_smtputf8", contact_id, self.relay))
         elif result.status is Status.DEFERRED:
             s.deferred += 1
         elif result.status is Status.UNCERTAIN:
@@ -398,7 +422,11 @@ class _Hooks:
 # The run
 
 
-def _transport_options(settings: Settings, options: SendOptions) -> Any:
+def _transport_options(settings: Settings, options: SendOptions, relay: RelayMemory | None = None,
+                       expected: int | None = None) -> Any:
+    """How to connect, how many connections and how fast: the configuration
+    (or the command's --concurrency/--rate) is the ceiling; a limit or rate
+    the relay held an earlier run to is where this one starts."""
     from mailcli.send.smtp import ConnectParams, default_local_hostname
     from mailcli.send.transport import TransportOptions
 
@@ -414,15 +442,51 @@ def _transport_options(settings: Settings, options: SendOptions) -> Any:
     params = ConnectParams(
         host=smtp.host, port=smtp.port, security=smtp.security, username=smtp.username, password=password,
         timeout=smtp.timeout, ca_file=str(smtp.ca_file) if smtp.ca_file else None,
-        local_hostname=default_local_hostname(),
+        local_hostname=smtp.helo_name or default_local_hostname(),
     )
+    rate = smtp.rate if options.rate is None else options.rate
+    rate_ceiling = None
+    if relay is not None and relay.rate_limit and (rate <= 0 or relay.rate_limit < rate):
+        rate, rate_ceiling = relay.rate_limit, rate
     return TransportOptions(
         params=params,
         concurrency=options.concurrency or smtp.concurrency,
-        rate=smtp.rate if options.rate is None else options.rate,
+        start_connections=relay.connections_limit if relay is not None else None,
+        expected=expected,
+        rate=rate,
+        rate_ceiling=rate_ceiling,
         retry_window=smtp.retry_window,
         domain_concurrency=smtp.domain_concurrency,
+        connect_backoff=smtp.connect_backoff,
     )
+
+
+def _remember_relay(store: Store, settings: Settings, before: RelayMemory | None, transport: Any,
+                    summary: SendSummary, concurrency: int) -> None:
+    """Keep what this run learnt about the relay for the next one, and say it in the summary.
+
+    A limit found now replaces the old one; a run that worked with more
+    connections than the remembered limit raises it, or forgets it once the
+    configured number worked. The rate is kept while the relay holds us below
+    the configured one.
+    """
+    smtp = settings.smtp
+    limit: int | None = before.connections_limit if before is not None else None
+    if transport.limit_found is not None:
+        limit = transport.limit
+        summary.connections_note = transport.limit_reply
+    elif limit is not None and transport.max_working > limit:
+        limit = None if transport.max_working >= concurrency else transport.max_working
+    rate = transport.rate_in_effect
+    if transport.rate_found is not None:
+        summary.rate_note = transport.rate_reply
+    summary.quota_note = transport.quota_reply
+    summary.connections_limit = limit
+    summary.rate_limit = rate
+    changed = (before is None or limit != before.connections_limit or rate != before.rate_limit)
+    if changed and (before is not None or limit is not None or rate is not None):
+        with store.transaction() as conn:
+            save_relay(conn, smtp.host, smtp.port, smtp.username, connections_limit=limit, rate_limit=rate)
 
 
 def _preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign, secret: bytes,
@@ -538,8 +602,12 @@ def send_campaign(
     confirm: ConfirmFn | None = None,
     progress: ProgressFn | None = None,
     on_plan: Callable[[SendPlan], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> SendSummary:
-    """Create-or-resume and send one campaign (see the module docstring)."""
+    """Create-or-resume and send one campaign (see the module docstring).
+
+    ``on_notice`` hears, as it happens, when the relay pushes back: a
+    connection refused, a request to slow down, a server that is down."""
     with campaign_lock(settings, options.campaign):
         if options.template and ledger.get_campaign(store.conn, options.campaign) is None:
             # A template that does not exist or compile stops a new campaign
@@ -561,7 +629,7 @@ def send_campaign(
         campaign, plan = prepare(store, settings, options)
         if on_plan is not None:
             on_plan(plan)
-        summary = SendSummary(campaign=campaign.name, dry_run=False)
+        summary = SendSummary(campaign=campaign.name, dry_run=False, relay=settings.smtp.address)
         # Render workers use "spawn", so starting them next to the ledger
         # writer thread later is safe. Started first, they load and compile
         # the template while this process compiles it and runs the preflight.
@@ -578,7 +646,7 @@ def send_campaign(
             started = time.monotonic()
             try:
                 asyncio.run(_run(store, settings, options, campaign, factory, summary, progress,
-                                 pool=pool, samples=samples))
+                                 pool=pool, samples=samples, expected=plan.to_send, notice=on_notice))
             finally:
                 summary.elapsed = time.monotonic() - started
                 with store.transaction() as conn:
@@ -592,13 +660,17 @@ def send_campaign(
 
 async def _run(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
                factory: MessageFactory, summary: SendSummary, progress: ProgressFn | None, *,
-               pool: Any = None, samples: list[tuple[Any, ...]] | None = None) -> None:
+               pool: Any = None, samples: list[tuple[Any, ...]] | None = None, expected: int | None = None,
+               notice: Callable[[str], None] | None = None) -> None:
     from mailcli.send.transport import SmtpTransport
 
+    smtp = settings.smtp
+    relay = get_relay(store.conn, smtp.host, smtp.port, smtp.username)
     contacts: dict[int, int] = {}
     writer = LedgerWriter(store, settings, campaign)
-    hooks = _Hooks(writer, summary, contacts, progress)
-    transport = SmtpTransport(_transport_options(settings, options), hooks)
+    hooks = _Hooks(writer, summary, contacts, progress, relay=smtp.address)
+    transport = SmtpTransport(_transport_options(settings, options, relay, expected), hooks, notice=notice)
+    concurrency = transport.opts.concurrency
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
@@ -619,17 +691,26 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
         await transport.open()
         if transport.stopping:
             return
-        source = _built(store, factory, campaign, options, writer, summary, transport, progress, pool, samples or [])
+        smtputf8 = "SMTPUTF8" in transport.extensions
+        if relay is None or relay.smtputf8 != smtputf8:
+            with store.transaction() as conn:
+                save_relay(conn, smtp.host, smtp.port, smtp.username, smtputf8=smtputf8)
+        source = _built(store, factory, campaign, options, writer, summary, transport, progress, pool, samples or [],
+                        relay=(smtp.address, smtputf8))
         await transport.run(_messages(source, factory, summary, contacts))
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await writer.close()
+        try:
+            await writer.close()
+        finally:
+            _remember_relay(store, settings, relay, transport, summary, concurrency)
 
 
 async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaign, options: SendOptions,
                  writer: LedgerWriter, summary: SendSummary, transport: Any, progress: ProgressFn | None,
-                 pool: Any, samples: list[tuple[Any, ...]]) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
+                 pool: Any, samples: list[tuple[Any, ...]], relay: tuple[str, bool | None] | None = None,
+                 ) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
     """Recipients with their wire bytes, dot-stuffed, in ledger order,
     rendered just in time.
 
@@ -685,13 +766,16 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
         inflight.append((loop.run_in_executor(pool, build_batch, [x.as_tuple() for x in batch], samples), batch))
         batch = []
 
-    for page in ledger.iter_sendable(store.conn, campaign, factory.secret, resend_uncertain=options.resend_uncertain):
+    for page in ledger.iter_sendable(store.conn, campaign, factory.secret, resend_uncertain=options.resend_uncertain,
+                                     relay=relay):
         for r in page:
             if transport.stopping or (limit is not None and handed >= limit):
                 break
             if r.skip_reason:
                 writer.submit(("skip", r.delivery_id, r.skip_reason))
                 summary.skipped += 1
+                if r.skip_reason.startswith(ledger.SKIP_SMTPUTF8):
+                    summary.skipped_smtputf8 += 1
                 continue
             handed += 1
             if pool is not None and len(inflight) >= ahead:
@@ -732,7 +816,7 @@ async def _messages(source: AsyncIterator[tuple[ledger.Recipient, bytes]], facto
     async for r, data in source:
         summary.rendered += 1
         contacts[r.delivery_id] = r.contact_id
-        yield OutgoingMessage(key=r.delivery_id, mail_from=factory.mail_from, rcpt_to=_envelope_rcpt(r.email),
+        yield OutgoingMessage(key=r.delivery_id, mail_from=factory.return_path(r), rcpt_to=_envelope_rcpt(r.email),
                               data=data, stuffed=True)
 
 
@@ -795,8 +879,10 @@ def _dry_run_recipients(store: Store, settings: Settings, options: SendOptions,
                      campaign.list_name, campaign.subject, campaign.created_at),
                 )
             ledger.freeze_audience(conn, campaign, settings.secret(), settings.sender.domain)
+        known = get_relay(conn, settings.smtp.host, settings.smtp.port, settings.smtp.username)
         pages = list(ledger.iter_sendable(conn, campaign, settings.secret(),
-                                          resend_uncertain=options.resend_uncertain, page=1000))
+                                          resend_uncertain=options.resend_uncertain, page=1000,
+                                          relay=(settings.smtp.address, known.smtputf8 if known else None)))
     finally:
         conn.execute("ROLLBACK TO dryrun")
         conn.execute("RELEASE dryrun")

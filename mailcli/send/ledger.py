@@ -34,6 +34,7 @@ from mailcli import clock
 from mailcli.errors import NotFoundError, UsageError
 from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_events, archived_counts
 from mailcli.store.audience import SENDABLE_SQL, list_not_found
+from mailcli.store.relays import smtputf8_marked
 from mailcli.tokens import address_hmac, message_id, new_uid
 
 __all__ = [
@@ -44,6 +45,8 @@ __all__ = [
 
 # Delivery statuses a run sends (``uncertain`` only with --resend-uncertain).
 SENDABLE = ("pending", "deferred")
+# How the skip reason of an address the relay cannot take begins.
+SKIP_SMTPUTF8 = "the address needs SMTPUTF8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,13 +236,16 @@ LIMIT ?
 
 
 def iter_sendable(
-    conn: sqlite3.Connection, campaign: Campaign, secret: bytes, *, resend_uncertain: bool = False, page: int = 100
+    conn: sqlite3.Connection, campaign: Campaign, secret: bytes, *, resend_uncertain: bool = False, page: int = 100,
+    relay: tuple[str, bool | None] | None = None,
 ) -> Iterator[list[Recipient]]:
     """Pages of deliveries still to send, each re-checked right before use.
 
     Pages are small and fetched lazily, so the check happens moments before
     each message is rendered and transmitted; an unsubscribe recorded during
-    a long send stops every later message (B12).
+    a long send stops every later message (B12). ``relay`` is the relay's
+    address and whether it offers SMTPUTF8: an address with a non-ASCII
+    local part that this relay already failed is skipped while it does not.
     """
     statuses = _statuses(resend_uncertain)
     sql = _PAGE_SQL.format(marks=",".join("?" for _ in statuses), ids="d.id > ?")
@@ -249,10 +255,11 @@ def iter_sendable(
         if not rows:
             return
         last = rows[-1][0]
-        yield _checked(conn, campaign, secret, rows)
+        yield _checked(conn, campaign, secret, rows, relay)
 
 
-def _checked(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, rows: list[Any]) -> list[Recipient]:
+def _checked(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, rows: list[Any],
+             relay: tuple[str, bool | None] | None = None) -> list[Recipient]:
     """Rows of ``_PAGE_SQL`` as Recipients, the suppression list checked too."""
     digests = {address_hmac(secret, row[4]): i for i, row in enumerate(rows)}
     marks = ",".join("?" for _ in digests)
@@ -264,11 +271,22 @@ def _checked(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, rows: 
         )
     }
     suppressed_rows = {digests[d] for d in suppressed}
+    marked: dict[int, str | None] = {}
+    if relay is not None and relay[1] is False:
+        # Only addresses that need SMTPUTF8 are looked up, and only while the
+        # relay does not offer it: nearly every page skips this.
+        utf8 = [row[1] for row in rows if not row[3].isascii()]
+        marked = smtputf8_marked(conn, utf8, relay[0]) if utf8 else {}
     out = []
     for i, row in enumerate(rows):
         reason = row[9]
         if reason is None and i in suppressed_rows:
             reason = "address is on the suppression list"
+        if reason is None and row[1] in marked:
+            failed_in = marked[row[1]]
+            reason = (f"{SKIP_SMTPUTF8}, which {relay[0] if relay else 'the relay'} does not offer"
+                      + (f" (it failed in campaign {failed_in})" if failed_in else "")
+                      + "; skipped until the relay offers it")
         out.append(Recipient(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], reason))
     return out
 

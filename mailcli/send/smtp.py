@@ -26,6 +26,7 @@ import asyncio
 import base64
 import functools
 import logging
+import os
 import re
 import socket
 import ssl
@@ -33,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from mailcli.net import is_loopback
+from mailcli.net import is_localhost_name, is_loopback
 
 log = logging.getLogger("mailcli.smtp")
 
@@ -86,12 +87,34 @@ class ReplyTimeout(SmtpProtocolError):
 
 
 class SmtpConnectFailed(SmtpProtocolError):
-    """Connecting or greeting failed; transient, counted towards giving up."""
+    """Connecting or setting up the session failed; worth another try later.
+
+    ``reply`` is the server's answer when it gave one (a 421 at the
+    greeting, a 454 to AUTH ...), so the caller can tell "too many
+    connections" from "down".
+    """
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 class SmtpFatal(Exception):
     """A failure that retrying cannot fix: TLS verification, AUTH refused,
-    STARTTLS missing. The transport stops the run with exit 5."""
+    STARTTLS missing, a permanent refusal at the greeting. The transport
+    stops the run with exit 5 unless other connections work."""
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class AuthRefused(SmtpFatal):
+    """The server refused the credentials (535 and friends)."""
+
+
+class NoAuthMechanism(SmtpFatal):
+    """The server offers no AUTH mechanism mailcli speaks (PLAIN, LOGIN)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -254,7 +277,7 @@ class ConnectParams:
     password: str | None
     timeout: float
     ca_file: str | None
-    local_hostname: str
+    local_hostname: str | None  # None: "localhost" to a loopback host, else the address literal
 
     def __repr__(self) -> str:
         return f"ConnectParams(host={self.host!r}, port={self.port}, security={self.security!r})"
@@ -265,7 +288,13 @@ class ConnectParams:
 
 
 class SmtpConnection:
-    """One authenticated SMTP session, ready for mail transactions."""
+    """One authenticated SMTP session, ready for mail transactions.
+
+    Setting up is three named steps, which ``open`` runs in order and
+    ``doctor --smtp`` runs one by one to say which of them failed:
+    ``connect`` (TCP, and the handshake of implicit TLS), ``handshake``
+    (greeting, EHLO, STARTTLS and EHLO again) and ``authenticate``.
+    """
 
     def __init__(self, params: ConnectParams, tls: ssl.SSLContext | None) -> None:
         self.params = params
@@ -273,13 +302,22 @@ class SmtpConnection:
         self._proto: _ReplyReader | None = None
         self.extensions: dict[str, str] = {}
         self.encrypted = False
+        self.greeting: Reply | None = None
+        self.ehlo_name = ""
         # A transaction was left open by a refused RCPT/DATA: the next one
         # starts with RSET (sent pipelined with the envelope).
         self.need_rset = False
+        self.delivered = 0  # messages this session's server accepted
 
     # -- lifecycle -----------------------------------------------------------
     async def open(self) -> None:
         """Connect, greet, EHLO, STARTTLS/TLS, EHLO again, AUTH."""
+        await self.connect()
+        await self.handshake()
+        await self.authenticate()
+
+    async def connect(self) -> None:
+        """The TCP connection (and the TLS handshake, for implicit TLS)."""
         p = self.params
         loop = asyncio.get_running_loop()
         implicit = p.security == "tls"
@@ -300,47 +338,81 @@ class SmtpConnection:
             raise SmtpFatal(f"TLS handshake with {p.where} failed: {exc.reason or exc}") from None
         except asyncio.TimeoutError:
             raise SmtpConnectFailed(f"cannot connect to {p.where}: timed out after {p.timeout:g} s") from None
+        except socket.gaierror as exc:
+            if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+                # A name that does not exist does not come back by waiting.
+                raise SmtpFatal(f"cannot connect to {p.where}: no such host ({exc.strerror})") from None
+            raise SmtpConnectFailed(f"cannot connect to {p.where}: {exc.strerror or exc}") from None
         except OSError as exc:
-            reason = exc.strerror or str(exc)
+            # asyncio says "Connect call failed ('127.0.0.1', 25)"; the errno says why.
+            reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
             raise SmtpConnectFailed(f"cannot connect to {p.where}: {reason}") from None
         self._proto = proto
         self.encrypted = implicit
-        try:
-            greeting = (await proto.read(1, p.timeout))[0]
-            if greeting.code != 220:
-                raise SmtpConnectFailed(f"{p.where} refused the session: {greeting}")
+
+    async def handshake(self) -> None:
+        """Greeting, EHLO, and with ``starttls`` the upgrade and EHLO again."""
+        async def steps() -> None:
+            await self._greeting()
             await self._ehlo()
-            if p.security == "starttls":
+            if self.params.security == "starttls":
                 await self._starttls()
-            await self._auth()
+
+        await self._guarded(steps())
+
+    async def authenticate(self) -> None:
+        """AUTH when a username is set (only over TLS, or in clear to loopback)."""
+        await self._guarded(self._auth())
+
+    async def _guarded(self, step: Any) -> None:
+        """Run a setup step; on failure close the connection and say why."""
+        p = self.params
+        try:
+            await step
         except PartialReplies as exc:
             self.abort()
-            raise SmtpConnectFailed(f"{p.where} closed the connection during setup: {exc.cause}") from None
+            refusal = next((r for r in exc.replies if not r.positive), None)
+            raise SmtpConnectFailed(
+                f"{p.where} closed the connection during setup: {refusal or exc.cause}", refusal) from None
+        except SmtpConnectFailed:
+            self.abort()
+            raise
         except SmtpProtocolError as exc:
             self.abort()
-            if isinstance(exc, SmtpConnectFailed):
-                raise
             raise SmtpConnectFailed(f"{p.where}: {exc}") from None
         except SmtpFatal:
             self.abort()
             raise
 
+    async def _greeting(self) -> None:
+        p = self.params
+        assert self._proto is not None
+        greeting = (await self._proto.read(1, p.timeout))[0]
+        self.greeting = greeting
+        if greeting.code == 220:
+            return
+        if greeting.permanent and not refuses_connections(greeting):
+            raise SmtpFatal(f"{p.where} refused the session: {greeting}", greeting)
+        raise SmtpConnectFailed(f"{p.where} refused the session: {greeting}", greeting)
+
     async def _ehlo(self) -> None:
-        reply = await self.command(b"EHLO " + self.params.local_hostname.encode("ascii"))
-        if reply.code == 421:
-            raise SmtpConnectFailed(f"{self.params.where} is not accepting mail now: {reply}")
+        self.ehlo_name = ehlo_name(self.params, self.local_address())
+        name = self.ehlo_name.encode("ascii")
+        reply = await self.command(b"EHLO " + name)
+        if reply.code == 421 or refuses_connections(reply):
+            raise SmtpConnectFailed(f"{self.params.where} is not accepting mail now: {reply}", reply)
         if reply.code != 250:
             # A server without ESMTP: fall back to HELO (no extensions, no pipelining).
-            reply = await self.command(b"HELO " + self.params.local_hostname.encode("ascii"))
+            reply = await self.command(b"HELO " + name)
             if reply.code != 250:
-                raise SmtpConnectFailed(f"{self.params.where} refused HELO: {reply}")
+                raise SmtpConnectFailed(f"{self.params.where} refused HELO: {reply}", reply)
             self.extensions = {}
             return
         ext: dict[str, str] = {}
         for line in reply.text.split("\n")[1:]:
-            name, _, value = line.strip().partition(" ")
-            if name:
-                ext[name.upper()] = value
+            name_, _, value = line.strip().partition(" ")
+            if name_:
+                ext[name_.upper()] = value
         self.extensions = ext
 
     async def _starttls(self) -> None:
@@ -349,8 +421,10 @@ class SmtpConnection:
             # F21: never fall back to plaintext silently.
             raise SmtpFatal(f"{p.where} does not offer STARTTLS; refusing to send in plaintext")
         reply = await self.command(b"STARTTLS")
+        if reply.transient:
+            raise SmtpConnectFailed(f"{p.where} refused STARTTLS: {reply}", reply)
         if reply.code != 220:
-            raise SmtpFatal(f"{p.where} refused STARTTLS: {reply}")
+            raise SmtpFatal(f"{p.where} refused STARTTLS: {reply}", reply)
         proto = self._proto
         assert proto is not None and proto.transport is not None and self._tls is not None
         if proto.replies or proto._buf:
@@ -385,7 +459,7 @@ class SmtpConnection:
             raise SmtpFatal(f"refusing to send credentials to {p.where} without TLS")
         if p.password is None:
             raise SmtpFatal("no SMTP password set")
-        mechs = self.extensions.get("AUTH", "").upper().split()
+        mechs = self.auth_mechanisms
         if "PLAIN" in mechs:
             blob = base64.b64encode(f"\0{p.username}\0{p.password}".encode()).decode("ascii")
             reply = await self.command(f"AUTH PLAIN {blob}".encode("ascii"), secret=True)
@@ -398,9 +472,38 @@ class SmtpConnection:
                 pw = base64.b64encode(p.password.encode()).decode("ascii")
                 reply = await self.command(pw.encode("ascii"), secret=True)
         else:
-            raise SmtpFatal(f"{p.where} offers no supported AUTH mechanism (PLAIN or LOGIN)")
-        if reply.code != 235:
-            raise SmtpFatal(f"authentication as {p.username} refused by {p.where}: {reply}")
+            offered = " ".join(mechs) or "none"
+            raise NoAuthMechanism(f"{p.where} offers no AUTH mechanism mailcli speaks (PLAIN or LOGIN;"
+                                  f" it offers {offered})")
+        if reply.code == 235:
+            return
+        if reply.transient or refuses_connections(reply):
+            # 454 "temporary authentication failure", 421 "too many sessions":
+            # the credentials were not judged.
+            raise SmtpConnectFailed(f"{p.where} did not take the login now: {reply}", reply)
+        raise AuthRefused(f"authentication as {p.username} refused by {p.where}: {reply}", reply)
+
+    @property
+    def auth_mechanisms(self) -> list[str]:
+        return self.extensions.get("AUTH", "").upper().split()
+
+    def local_address(self) -> tuple[str, int] | None:
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            return None
+        sockname = proto.transport.get_extra_info("sockname")
+        return (str(sockname[0]), int(sockname[1])) if sockname else None
+
+    def tls_info(self) -> tuple[str, str] | None:
+        """(protocol version, cipher) of an encrypted session."""
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            return None
+        ssl_object = proto.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        cipher = ssl_object.cipher()
+        return str(ssl_object.version()), str(cipher[0] if cipher else "?")
 
     # -- I/O -----------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -445,9 +548,44 @@ class SmtpConnection:
             proto.transport.close()
 
 
-def default_local_hostname() -> str:
-    """The name for EHLO: the machine's FQDN when it looks like one."""
+@functools.lru_cache(maxsize=1)
+def default_local_hostname() -> str | None:
+    """This machine's FQDN when it has a real one, else None.
+
+    ``socket.getfqdn()`` answers ``localhost.localdomain`` (or a bare name)
+    on many hosts; a relay would see that as a bogus greeting, so such a
+    name is never used (see ``ehlo_name``). Asked once: it may query DNS.
+    """
     name = socket.getfqdn()
-    if "." not in name or not name.isascii():
-        return "localhost.localdomain"
+    if "." not in name or not name.isascii() or is_localhost_name(name):
+        return None
     return name
+
+
+def ehlo_name(params: ConnectParams, local: tuple[str, int] | None) -> str:
+    """The name mailcli gives in EHLO (RFC 5321 §4.1.4).
+
+    ``[smtp] helo_name`` when set, else this host's FQDN; without a usable
+    FQDN, ``localhost`` to a loopback relay and otherwise the address literal
+    of this end of the connection (``[192.0.2.10]``), never a localhost name.
+    """
+    if params.local_hostname:
+        return params.local_hostname
+    if is_loopback(params.host):
+        return "localhost"
+    if local is None:
+        return "[127.0.0.1]"
+    address = local[0].split("%", 1)[0]
+    return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
+
+
+_CONNECTIONS = re.compile(
+    r"too many (?:concurrent |simultaneous |open |smtp )?(?:connections|sessions)|connection (?:count )?limit"
+    r"|too many connections from|thread limit|concurrent connections? limit|maximum (?:number of )?connections",
+    re.IGNORECASE,
+)
+
+
+def refuses_connections(reply: Reply) -> bool:
+    """A reply that says "too many connections", whatever its code."""
+    return not reply.positive and bool(_CONNECTIONS.search(reply.text))

@@ -3,10 +3,23 @@ and reports, per message, exactly what happened.
 
 What it owns (and why it is here rather than in the engine):
 
-* ``concurrency`` persistent connections with reconnect; many consecutive
-  connection failures stop the run with ``TransportError`` naming host:port.
-* a token-bucket ``rate`` shared by all connections, and an optional
-  per-recipient-domain cap on messages in flight.
+* up to ``concurrency`` persistent connections, adapted to what the relay
+  accepts, like Postfix's destination concurrency feedback: a connection
+  refused (at connect, greeting, EHLO or AUTH, or with "too many
+  connections") while others work lowers the number of connections to those
+  that work, and they keep sending; after ``probe_after`` calm messages one
+  more is tried. A refusal while nothing works is retried with backoff for
+  ``retry_window``; only then does the run stop with ``TransportError``
+  naming host:port. No more connections are opened than messages are left.
+* a token-bucket ``rate`` shared by all connections, halved when the relay
+  answers that mail comes too fast and raised again after calm stretches,
+  and an optional per-recipient-domain cap on messages in flight.
+* a per-session limit ("452 4.5.3 too many recipients", "421 too many
+  messages") ends that session: the message goes to a new connection,
+  without counting as a failed attempt.
+* a sending quota used up for the day ("Daily message quota exceeded")
+  stops the run: that message is deferred and the rest stay pending for a
+  later run, instead of all failing as if their addresses were wrong.
 * RFC 2920 pipelining: MAIL FROM + RCPT TO + DATA in one write, and the next
   message's envelope written right behind the previous end-of-data dot, so a
   message costs one round trip instead of two.
@@ -30,6 +43,7 @@ import asyncio
 import enum
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,6 +62,7 @@ from mailcli.send.smtp import (
     SmtpConnection,
     SmtpFatal,
     SmtpProtocolError,
+    refuses_connections,
 )
 
 log = logging.getLogger("mailcli.send")
@@ -90,6 +105,7 @@ class Result:
     status: Status
     reply: str  # the server's reply, or why there is none
     hard_bounce: bool = False  # 5.1.x: the address does not exist; suppress it
+    needs_smtputf8: bool = False  # the relay cannot take this (non-ASCII) address at all
 
 
 class DeliveryHooks(Protocol):
@@ -106,14 +122,62 @@ class DeliveryHooks(Protocol):
 @dataclass(frozen=True, slots=True)
 class TransportOptions:
     params: ConnectParams
-    concurrency: int = 4
+    concurrency: int = 4  # the most connections ever opened at once
+    start_connections: int | None = None  # a limit found before: start there
+    expected: int | None = None  # the most messages the source will yield
     rate: float = 0.0  # messages per second over all connections; 0 = unlimited
+    rate_ceiling: float | None = None  # set when ``rate`` is a rate found before: the configured one
     retry_window: float = 120.0
     domain_concurrency: int = 0
-    max_connect_failures: int = 5
     backoff_base: float = 1.0
     backoff_max: float = 30.0
+    connect_backoff: float = 1.0  # first wait after a refused connection, doubling
+    probe_after: int = 100  # accepted messages without trouble before one more connection (or 25% more rate)
     queue_per_connection: int = 12
+
+
+# Smallest rate a slowdown goes to: one message every 20 seconds.
+MIN_RATE = 0.05
+
+# "Too many recipients/messages" for this session (Postfix, Exchange, Exim),
+# as opposed to per client and time ("... from 192.0.2.1", "rate").
+_SESSION_LIMIT = re.compile(r"too many (?:recipients|messages)", re.IGNORECASE)
+_RATE_LIMIT = re.compile(
+    r"rate|throttl|too much mail|too (?:many|much) \w+ from|slow down|too fast|per (?:second|minute|hour)"
+    r"|sending limit|submission limit|limit exceeded|peak|quota|try again later",
+    re.IGNORECASE,
+)
+# The sender's allowance for the day, not anything about the recipient (a
+# recipient's full mailbox is "5.2.2 ... over quota" and stays that one's).
+_QUOTA = re.compile(
+    r"daily|per day|sending quota|submission ?quota", re.IGNORECASE)
+
+
+def reply_kind(reply: Reply) -> str | None:
+    """What a refusal says about the relay, beyond its code.
+
+    ``connections``: too many connections at once; ``quota``: the sender's
+    allowance for the day is used up; ``session``: this session has carried
+    its share of recipients or messages; ``rate``: mail comes too fast;
+    None: something about this message.
+    """
+    if refuses_connections(reply):
+        return "connections"
+    if _QUOTA.search(reply.text) and reply.enhanced != "5.2.2" and (reply.permanent or _RATE_LIMIT.search(reply.text)):
+        return "quota"
+    if _SESSION_LIMIT.search(reply.text) and not _RATE_LIMIT.search(reply.text):
+        return "session"
+    if reply.transient and _RATE_LIMIT.search(reply.text):
+        return "rate"
+    return None
+
+
+class _Reconnect(SmtpProtocolError):
+    """End this session politely and carry on over a new one."""
+
+
+class _Retire(SmtpProtocolError):
+    """End this session and this connection slot: the relay wants fewer."""
 
 
 def classify(reply: Reply) -> Result:
@@ -165,6 +229,13 @@ class TokenBucket:
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
 
+    def set_rate(self, rate: float) -> None:
+        """A new rate from now on (0 = unlimited); earned tokens are kept up to the new burst."""
+        self._refill()
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = min(self.tokens, self.capacity)
+
     def try_take(self) -> bool:
         if self.rate <= 0:
             return True
@@ -185,9 +256,12 @@ class TokenBucket:
 class SmtpTransport:
     """Delivers a stream of messages over a pool of connections."""
 
-    def __init__(self, options: TransportOptions, hooks: DeliveryHooks) -> None:
+    def __init__(self, options: TransportOptions, hooks: DeliveryHooks, *,
+                 notice: Callable[[str], None] | None = None) -> None:
         self.opts = options
         self.hooks = hooks
+        # What a person watching should know as it happens (the relay pushed back).
+        self._notice = notice or (lambda text: None)
         p = options.params
         self._tls = tls_context(p.ca_file) if p.security in ("tls", "starttls") else None
         self._bucket = TokenBucket(options.rate)
@@ -198,29 +272,48 @@ class SmtpTransport:
         self._feeding_done = False
         self._stopping = False
         self._fatal: TransportError | None = None
-        self._connect_failures = 0
-        self._last_connect_error = ""
         self._domain_busy: dict[str, int] = {}
         self._domain_cond = asyncio.Condition()
         self._retry_handles: dict[int, tuple[asyncio.TimerHandle, OutgoingMessage, Result]] = {}
         self._first: SmtpConnection | None = None
         self._backoff_until = 0.0
+        # Connections: the number wanted, how many work, how many are being set up.
+        ceiling = max(1, options.concurrency)
+        self.limit = max(1, min(ceiling, options.start_connections or ceiling))
+        self._working = 0
+        self._opening = 0
+        self._setup_changed = asyncio.Event()
+        self._retrier: asyncio.Task[None] | None = None  # the one worker retrying while nothing works
+        self._down_since: float | None = None
+        self._workers: set[asyncio.Task[None]] = set()
+        self._alive = 0
+        self._finals = 0
+        self._calm = 0  # messages accepted since the relay last pushed back
+        self._accepted: deque[float] = deque(maxlen=50)
+        self._last_slowdown = 0.0
+        # What this run found out, for the report and the next run.
+        self.extensions: dict[str, str] = {}  # of the first connection
+        self.limit_found: int | None = None
+        self.limit_reply: str | None = None
+        self.max_working = 0
+        self.rate_found: float | None = None
+        self.rate_reply: str | None = None
+        self.quota_reply: str | None = None  # the relay said the day's allowance is used up
 
     # -- public ----------------------------------------------------------------
     async def open(self) -> None:
         """Open the first connection now, so an unreachable server, a bad
-        certificate or a wrong password stop the run before anything is sent."""
-        try:
-            self._first = await self._connect_with_retries()
-        except SmtpConnectFailed:
-            if not self._stopping:
-                raise
-            # Interrupted while the server was unreachable: nothing to send.
+        certificate or a wrong password stop the run before anything is sent.
+
+        A server that refuses or cannot be reached is tried again with
+        backoff for ``retry_window`` before ``TransportError`` is raised."""
+        self._first = await self._connect()
 
     def stop(self) -> None:
         """Stop taking new messages; in-flight transactions finish (SIGINT/SIGTERM)."""
         self._stopping = True
         self._wakeup.set()
+        self._setup_changed.set()
 
     @property
     def stopping(self) -> bool:
@@ -229,20 +322,39 @@ class SmtpTransport:
     @property
     def hungry(self) -> bool:
         """Fewer messages are ready than there are connections to take them."""
-        return len(self._ready) < max(1, self.opts.concurrency)
+        return len(self._ready) < max(1, self.limit)
+
+    @property
+    def rate_in_effect(self) -> float | None:
+        """The rate the relay holds this run to, when it does (else None)."""
+        if self.rate_found is None and self.opts.rate_ceiling is None:
+            return None
+        ceiling = self.opts.rate_ceiling if self.opts.rate_ceiling is not None else self.opts.rate
+        rate = self._bucket.rate
+        if rate <= 0 or (ceiling and rate >= ceiling):
+            return None
+        return rate
 
     async def run(self, source: AsyncIterator[OutgoingMessage]) -> None:
         """Send everything ``source`` yields; returns when each message has a
         final result, or raises ``TransportError`` after recording what it can."""
-        workers = [asyncio.create_task(self._worker(i)) for i in range(max(1, self.opts.concurrency))]
         feeder = asyncio.create_task(self._feed(source))
+        first, self._first = self._first, None
+        self._spawn(first)
+        self._top_up()
         try:
-            await asyncio.gather(*workers)
+            while self._workers:
+                done, _ = await asyncio.wait(set(self._workers), return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    self._workers.discard(task)
+                    task.result()  # a worker's bug is the run's error
+                if not self._workers and not self._finished and self._fatal is None:
+                    self._top_up()  # every connection retired: one carries on
         except BaseException:
             self.stop()
-            for t in workers:
-                t.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            for task in self._workers:
+                task.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
             raise
         finally:
             # On a stop the feeder may wait for capacity that never frees up.
@@ -275,6 +387,7 @@ class SmtpTransport:
 
     def _done_with(self, msg: OutgoingMessage) -> None:
         self._outstanding -= 1
+        self._finals += 1
         self._capacity.release()
         self._wakeup.set()
 
@@ -283,6 +396,14 @@ class SmtpTransport:
         if self._stopping:
             return True
         return self._feeding_done and self._outstanding == 0
+
+    def _left(self) -> int:
+        """Messages that may still need a connection."""
+        if self._feeding_done:
+            return self._outstanding
+        if self.opts.expected is None:
+            return 1 << 30
+        return max(self._outstanding, self.opts.expected - self._finals)
 
     def _take_nowait(self) -> OutgoingMessage | None:
         """The next message if one is ready and allowed right now."""
@@ -310,7 +431,7 @@ class SmtpTransport:
             if self._finished:
                 return None
             if self._ready:
-                if self.opts.rate > 0:
+                if self._bucket.rate > 0:
                     await self._bucket.take()
                     self._bucket.tokens += 1  # _take_nowait takes it again
                 msg = self._take_nowait()
@@ -349,7 +470,8 @@ class SmtpTransport:
         now = time.monotonic()
         if not counted:
             # The message was never really attempted (the connection died
-            # under the envelope pipelined behind another message).
+            # under the envelope pipelined behind another message, or the
+            # session had reached the relay's limit).
             self._ready.appendleft(msg)
             self._wakeup.set()
             return
@@ -386,47 +508,168 @@ class SmtpTransport:
         return base * (0.5 + random.random() / 2)  # "equal jitter"
 
     # -- connections -----------------------------------------------------------
-    async def _connect_with_retries(self) -> SmtpConnection:
+    def _spawn(self, conn: SmtpConnection | None = None) -> None:
+        self._alive += 1
+        self._workers.add(asyncio.create_task(self._worker(conn)))
+
+    def _wanted(self) -> int:
+        """Connections worth having now: the limit, and no more than messages left."""
+        return max(1, min(self.limit, self._left()))
+
+    def _top_up(self) -> None:
+        """Start workers until there are as many as connections are wanted."""
+        if self._stopping or self._fatal is not None:
+            return
+        while self._alive < self._wanted():
+            self._spawn()
+
+    def _setup_done(self, conn: SmtpConnection | None) -> None:
+        self._opening -= 1
+        if conn is not None:
+            self._working += 1
+            self.max_working = max(self.max_working, self._working)
+            self._down_since = None
+            if not self.extensions:
+                self.extensions = dict(conn.extensions)
+        self._setup_changed.set()
+
+    def _lost(self) -> None:
+        """A working connection ended."""
+        self._working -= 1
+        self._setup_changed.set()
+
+    async def _connect(self) -> SmtpConnection | None:
+        """A working connection, or None when this slot should close instead
+        (the relay refused it while others work, or another slot already
+        retries). Raises ``TransportError`` when nothing could be kept for
+        ``retry_window``, or at once for a fault no waiting fixes."""
         p = self.opts.params
+        attempt = 0
         while True:
+            if self._stopping:
+                return None
             wait = self._backoff_until - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             conn = SmtpConnection(p, self._tls)
+            self._opening += 1
             try:
                 await conn.open()
-            except SmtpFatal as exc:
-                raise TransportError(str(exc), hint="check [smtp] in mailcli.toml; a rerun resumes") from None
-            except SmtpConnectFailed as exc:
-                self._connect_failures += 1
-                self._last_connect_error = str(exc)
-                if self._connect_failures >= self.opts.max_connect_failures:
+            except (SmtpFatal, SmtpConnectFailed) as exc:
+                self._setup_done(None)
+                # How many others work decides what a refusal means: wait
+                # for the ones being set up at the same moment.
+                while self._opening > 0 and not self._stopping:
+                    self._setup_changed.clear()
+                    await self._setup_changed.wait()
+                if self._working > 0:
+                    self._refused(exc)
+                    return None
+                if isinstance(exc, SmtpFatal):
+                    raise TransportError(str(exc), hint="check [smtp] in mailcli.toml; a rerun resumes") from None
+                me = asyncio.current_task()
+                if self._retrier is not None and self._retrier is not me and not self._retrier.done():
+                    return None  # one slot retries; the others come back when it works
+                self._retrier = me
+                now = time.monotonic()
+                if self._down_since is None:
+                    self._down_since = now
+                    self._notice(f"{exc}; trying again for up to {self.opts.retry_window:g} s ([smtp] retry_window)")
+                left = self._down_since + self.opts.retry_window - now
+                if left <= 0:
                     raise TransportError(
-                        f"{exc} ({self._connect_failures} attempts)",
-                        hint="state saved; when the server is reachable again, rerun the same command",
+                        f"{exc}; no connection to {p.where} could be kept for {self.opts.retry_window:g} s"
+                        " ([smtp] retry_window)",
+                        hint="state saved; when the server takes connections again, rerun the same command",
                     ) from None
-                await asyncio.sleep(min(5.0, 0.25 * 2 ** (self._connect_failures - 1)) * (0.5 + random.random() / 2))
-                if self._stopping:
-                    raise
+                attempt += 1
+                delay = min(self.opts.backoff_max, self.opts.connect_backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(min(left, delay * (0.5 + random.random() / 2)))
                 continue
-            self._connect_failures = 0
+            if self._retrier is asyncio.current_task():
+                self._retrier = None
+            self._setup_done(conn)
             return conn
 
-    async def _worker(self, index: int) -> None:
-        conn: SmtpConnection | None = None
-        if index == 0 and self._first is not None:
-            conn, self._first = self._first, None
+    def _refused(self, exc: BaseException, *, others: int | None = None) -> None:
+        """The relay refused one more connection while ``others`` work: that
+        is its limit for now (Postfix's concurrency feedback, in one step)."""
+        working = self._working if others is None else others
+        reply = getattr(exc, "reply", None)
+        new = max(1, working)
+        lowered = new < self.limit
+        if lowered:
+            self.limit = new
+        self.limit_found = self.limit
+        self.limit_reply = str(reply) if reply is not None else str(exc)
+        self._calm = 0
+        if lowered:  # the slots refused at the same moment say it once
+            self._notice(f"{self.opts.params.where} refused connection {working + 1} ({self.limit_reply});"
+                         f" going on with {self.limit}")
+
+    def _accepted_one(self, conn: SmtpConnection) -> None:
+        """A message was accepted: count it, and after a calm stretch ask for more."""
+        conn.delivered += 1
+        self._accepted.append(time.monotonic())
+        self._calm += 1
+        if self._calm < self.opts.probe_after:
+            return
+        self._calm = 0
+        if self.limit < self.opts.concurrency and self._left() > self._alive:
+            self.limit += 1
+            self._top_up()
+        rate = self._bucket.rate
+        if rate > 0 and (self.rate_found is not None or self.opts.rate_ceiling is not None):
+            ceiling = self.opts.rate_ceiling if self.opts.rate_ceiling is not None else self.opts.rate
+            raised = rate * 1.25
+            if ceiling and raised >= ceiling:
+                raised = ceiling
+            elif not ceiling and raised > 1000:
+                raised = 0.0  # far beyond any relay's limit: unlimited again
+            self._bucket.set_rate(raised)
+
+    def _slow_down(self, reply: Reply) -> None:
+        """The relay says mail comes too fast: halve the rate (once a second at most)."""
+        now = time.monotonic()
+        if now - self._last_slowdown < 1.0:
+            return
+        self._last_slowdown = now
+        # What the relay took lately, over at least a second: a burst that
+        # it accepted all at once says nothing about a rate per second.
+        recent = [t for t in self._accepted if now - t <= 10.0]
+        observed = len(recent) / max(1.0, now - recent[0]) if recent else 0.0
+        current = self._bucket.rate if self._bucket.rate > 0 else observed or 2.0
+        if observed:
+            current = min(current, observed)
+        new = max(MIN_RATE, current / 2)
+        self._bucket.set_rate(new)
+        self.rate_found = new
+        self.rate_reply = str(reply)
+        self._calm = 0
+        self._notice(f"{self.opts.params.where} asks to slow down ({reply}); now {new:.2f} message(s)/s")
+
+    async def _close(self, conn: SmtpConnection, *, polite: bool) -> None:
+        if polite:
+            await conn.quit()
+        else:
+            conn.abort()
+        self._lost()
+
+    async def _worker(self, conn: SmtpConnection | None = None) -> None:
         try:
             while not self._finished and self._fatal is None:
-                if conn is None or not conn.alive:
+                if conn is None:
+                    if self._alive > self._wanted():
+                        return  # more slots than the relay takes or messages are left
                     try:
-                        conn = await self._connect_with_retries()
+                        conn = await self._connect()
                     except TransportError as exc:
                         self._fatal = self._fatal or exc
                         self.stop()
                         return
-                    except SmtpConnectFailed:
-                        return  # stopping
+                    if conn is None:
+                        return
+                    self._top_up()
                 msg = await self._take()
                 if msg is None:
                     break
@@ -434,16 +677,23 @@ class SmtpTransport:
                 try:
                     await self._session(conn, holding)
                 except (SmtpProtocolError, OSError) as exc:
-                    conn.abort()
-                    conn = None
                     # Safety net: a message this connection held without a
                     # result goes back for another try, never silently lost.
-                    for held in holding:
-                        if not held.settled:
-                            await self._retry(held, f"connection error: {exc}")
+                    # Looked at before anything awaits: a message requeued
+                    # already may be taken by another connection meanwhile.
+                    unsettled = [held for held in holding if not held.settled]
+                    for held in unsettled:
+                        await self._retry(held, f"connection error: {exc}")
+                    # _Reconnect / _Retire: the relay asked for it, say goodbye.
+                    await self._close(conn, polite=isinstance(exc, (_Reconnect, _Retire)))
+                    conn = None
+                    if isinstance(exc, _Retire):
+                        return
         finally:
+            self._alive -= 1
             if conn is not None:
-                await conn.quit()
+                await self._close(conn, polite=True)
+            self._wakeup.set()
 
     async def _session(self, conn: SmtpConnection, holding: list[OutgoingMessage]) -> None:
         """Run transactions on one connection until it has nothing to do.
@@ -484,12 +734,13 @@ class SmtpTransport:
                     replies = await conn.read_replies(n_env)
             except (PartialReplies, ReplyTimeout, ConnectionDropped) as exc:
                 # Nothing of this message was accepted: transient (C09), and
-                # a 421 among the replies means "back off" (C06).
+                # a 421 among the replies means "back off" (C06) unless it
+                # says why in a way that asks for something else.
                 got = exc.replies if isinstance(exc, PartialReplies) else []
-                reason = next((str(r) for r in got if r.code == 421), None)
-                if reason:
-                    self._host_backoff()
-                await self._retry(msg, reason or f"connection lost before data: {exc}")
+                closing = next((r for r in got if r.code == 421), None)
+                if closing is not None:
+                    await self._answer(conn, msg, closing)  # records msg; always raises for a 421
+                await self._retry(msg, f"connection lost before data: {exc}")
                 raise
             if conn.need_rset:
                 replies = replies[1:]  # the RSET reply; its outcome does not matter
@@ -516,9 +767,7 @@ class SmtpTransport:
             if failed is not None:
                 # Refused at MAIL, RCPT or DATA: record it, then the next message.
                 conn.need_rset = True
-                await self._outcome(msg, failed, conn)
-                if failed.code == 421:
-                    raise ConnectionDropped("server closing (421)")
+                await self._answer(conn, msg, failed)
                 msg = self._take_nowait()
                 if msg is not None:
                     _hold(holding, msg)
@@ -560,11 +809,12 @@ class SmtpTransport:
                 if nxt is not None:
                     await self._retry(nxt, "connection lost", counted=False)
                 raise
-            await self._outcome(msg, end, conn)
-            if end.code == 421:
+            try:
+                await self._answer(conn, msg, end)
+            except SmtpProtocolError:
                 if nxt is not None:
                     await self._retry(nxt, str(end), counted=False)
-                raise ConnectionDropped("server closing (421)")
+                raise
             if nxt is not None:
                 msg, envelope_written = nxt, True
             else:
@@ -578,7 +828,12 @@ class SmtpTransport:
         if size.isdigit() and int(size) > 0 and len(msg.data) > int(size):
             return Result(Status.FAILED, f"message is {len(msg.data)} bytes; {conn.params.where} accepts at most {size}")
         if not (msg.rcpt_to.isascii() and msg.mail_from.isascii()) and "SMTPUTF8" not in conn.extensions:
-            return Result(Status.FAILED, f"{conn.params.where} does not support SMTPUTF8 for a non-ASCII address")
+            return Result(
+                Status.FAILED,
+                f"the address has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531), and {conn.params.where}"
+                " does not offer it; later campaigns through this relay skip the address until it does",
+                needs_smtputf8=True,
+            )
         return None
 
     def _envelope(self, conn: SmtpConnection, msg: OutgoingMessage, rset: bool) -> list[bytes]:
@@ -598,6 +853,44 @@ class SmtpTransport:
             cmds.insert(0, b"RSET\r\n")
         return cmds
 
+    async def _answer(self, conn: SmtpConnection, msg: OutgoingMessage, reply: Reply) -> None:
+        """Record the server's answer about ``msg`` and what it says about the relay.
+
+        Raises to end the session when the relay asks for that: ``_Reconnect``
+        (this session has carried its share), ``_Retire`` (too many
+        connections: one fewer from now on) or ``ConnectionDropped`` (421).
+        """
+        kind = reply_kind(reply) if not reply.positive else None
+        if kind == "quota":
+            # Nothing more goes through today: this one waits with the rest.
+            await self._final(msg, Result(Status.DEFERRED, str(reply)))
+            if self.quota_reply is None:
+                self.quota_reply = str(reply)
+                self._notice(f"{self.opts.params.where} says the sending quota is used up ({reply});"
+                             " stopping, the rest stays for a later run")
+            self.stop()
+            if reply.code == 421:
+                raise ConnectionDropped(f"server closing: {reply}")
+            return
+        if kind == "session" and conn.delivered > 0:
+            # Not the message's fault: it goes first on a fresh session.
+            await self._retry(msg, str(reply), counted=False)
+            raise _Reconnect(str(reply))
+        if kind == "connections" and self._working > 1:
+            await self._retry(msg, str(reply), counted=False)
+            self._refused(SmtpConnectFailed(str(reply), reply), others=self._working - 1)
+            raise _Retire(str(reply))
+        if kind in ("rate", "session") and reply.transient:
+            # "Too many recipients" on a fresh session is a rate, not a session limit.
+            self._slow_down(reply)
+            await self._retry(msg, str(reply))
+            if reply.code == 421:
+                raise ConnectionDropped(f"server closing: {reply}")
+            return
+        await self._outcome(msg, reply, conn)
+        if reply.code == 421:
+            raise ConnectionDropped(f"server closing: {reply}")
+
     async def _outcome(self, msg: OutgoingMessage, reply: Reply, conn: SmtpConnection) -> None:
         result = classify(reply)
         if result.status is Status.RETRY:
@@ -605,6 +898,8 @@ class SmtpTransport:
                 self._host_backoff()
             await self._retry(msg, result.reply)
         else:
+            if result.status is Status.SENT:
+                self._accepted_one(conn)
             await self._final(msg, result)
 
     def _host_backoff(self) -> None:

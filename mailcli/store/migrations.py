@@ -21,6 +21,8 @@ rewrite them:
   survive them.
 * ``events`` are append-only facts (unsubscribed, bounced, complained ...).
 * ``audit_log`` is the hash-chained log of every access to personal data.
+* ``relays`` is what sending learnt about each SMTP relay (connection limit,
+  rate, SMTPUTF8), so the next run starts where the last one ended.
 """
 
 from __future__ import annotations
@@ -174,6 +176,23 @@ DROP INDEX IF EXISTS contacts_status;
 CREATE INDEX contacts_status ON contacts(status) WHERE status != 'active';
 """
 
+# What a send learnt about a relay, keyed by the relay and the login used
+# (some relays count connections per mailbox): how many connections it took
+# at once, the message rate it held us to, and whether it offered SMTPUTF8.
+# NULL means "not known". No personal data: the login is the sender's own.
+M007_RELAYS = """
+CREATE TABLE relays (
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    login TEXT NOT NULL DEFAULT '',
+    connections_limit INTEGER,
+    rate_limit REAL,
+    smtputf8 INTEGER,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (host, port, login)
+) WITHOUT ROWID;
+"""
+
 # An unmatched message (a person's reply, a bounce of unknown mail) stays
 # listed on every run of `bounces` until someone acknowledges it; its reason
 # is kept so the listing can say why, without keeping the message.
@@ -187,5 +206,6 @@ MIGRATIONS: list[Migration] = [
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
     ("m003_drop_deliveries_status_index", M003_DROP_DELIVERIES_STATUS_INDEX),
     ("m004_partial_contacts_status_index", M004_PARTIAL_CONTACTS_STATUS_INDEX),
+    ("m007_relays", M007_RELAYS),
     ("m009_processed_messages_reason", M009_PROCESSED_MESSAGES_REASON),
 ]

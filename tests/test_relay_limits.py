@@ -1,0 +1,212 @@
+"""`mailcli send` against relays that push back, as real ones do.
+
+aiosmtpd on 127.0.0.1 plays a relay that allows two connections at once
+(Postfix's ``smtpd_client_connection_count_limit``), one that allows only so
+many new connections a second, one that ends a session after five messages
+or recipients, one that says "too much mail" past a message rate, and one
+that refuses every connection. Each time every recipient gets exactly one
+message (or, for the last, the run stops with exit 5 and state saved), and
+what was found is reported and remembered for the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailcli.errors import ExitCode
+from mailcli.send.smtp import ConnectParams, ehlo_name, parse_reply
+from mailcli.send.transport import reply_kind
+from tests.conftest import Cli, set_smtp
+from tests.sendhelpers import add_contacts, deliveries, people
+from tests.smtpserver import SmtpServer
+
+FAST = ["connect_backoff = 0.1"]
+
+
+def _send(cli: Cli, campaign: str = "spring", *args: str) -> Any:
+    return cli("--json", "send", campaign, "--template", "newsletter", "--list", "news", "--yes", *args)
+
+
+def _exactly_once(server: SmtpServer, members: list[dict[str, str]]) -> None:
+    received = Counter(server.recipients())
+    assert set(received) == {m["email"] for m in members}
+    assert set(received.values()) == {1}
+
+
+def _relay_row(project: Path) -> tuple[Any, ...] | None:
+    conn = sqlite3.connect(project / "mailcli.db")
+    try:
+        return conn.execute("SELECT connections_limit, rate_limit, smtputf8 FROM relays").fetchone()
+    finally:
+        conn.close()
+
+
+def _window(project: Path, text: str) -> None:
+    config = project / "mailcli.toml"
+    config.write_text(config.read_text().replace('retry_window = "2m"', f'retry_window = "{text}"'))
+
+
+def test_a_relay_that_takes_two_connections_gets_two_and_the_next_run_starts_there(project: Path, cli: Cli) -> None:
+    members = people(60)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer(max_connections=2) as server:
+        set_smtp(project, "127.0.0.1", server.port, extra=FAST)
+        result = _send(cli)  # concurrency = 4, the default
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["connections_limit"] == 2 and data["sent"] == 60
+        assert "takes 2 connection(s) at once" in result.stderr and "too many connections" in result.stderr
+        _exactly_once(server, members)
+        assert server.refused >= 1 and server.max_concurrent <= 2
+        assert _relay_row(project)[0] == 2
+
+        refused = server.refused
+        again = _send(cli, "summer")
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout)["connections_limit"] == 2
+        assert server.refused == refused  # it started with two: nothing refused this time
+    assert Counter(server.recipients()) == Counter({m["email"]: 2 for m in members})
+
+
+def test_a_relay_that_limits_new_connections_and_messages_per_session(project: Path, cli: Cli) -> None:
+    members = people(50)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer(connection_rate=(3, 1.0), messages_per_session=8) as server:
+        set_smtp(project, "127.0.0.1", server.port, extra=FAST)
+        result = _send(cli)
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+    _exactly_once(server, members)
+    assert server.refused >= 1 and data["connections_limit"] is not None and data["connections_limit"] <= 3
+    assert set(deliveries(project / "mailcli.db", "spring").values()) == {"sent"}
+
+
+@pytest.mark.parametrize("limit", [
+    {"messages_per_session": 5},  # 421 4.7.0 Too many messages in this session, closing
+    {"recipients_per_session": 5},  # 452 4.5.3 Too many recipients
+])
+def test_a_session_limit_means_a_new_session_not_a_failure(project: Path, cli: Cli, limit: dict[str, int]) -> None:
+    members = people(30)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer(**limit) as server:  # type: ignore[arg-type]
+        set_smtp(project, "127.0.0.1", server.port, extra=FAST)
+        result = _send(cli)
+        assert result.exit_code == 0, result.output
+    _exactly_once(server, members)
+    assert server.sessions >= 6  # five a session
+    failed = json.loads(cli("report", "spring", "--failed", "--json").stdout)
+    assert failed["failures"] == [] and failed["sent"] == 30
+    conn = sqlite3.connect(project / "mailcli.db")
+    # Not the message's failure: one attempt each.
+    assert {row[0] for row in conn.execute("SELECT attempts FROM deliveries")} == {1}
+    conn.close()
+
+
+def test_a_relay_that_says_too_much_mail_is_sent_to_more_slowly(project: Path, cli: Cli) -> None:
+    members = people(30)
+    add_contacts(project / "mailcli.db", "news", members)
+    _window(project, "1m")
+    with SmtpServer(message_rate=(20, 1.0)) as server:
+        set_smtp(project, "127.0.0.1", server.port, extra=FAST)
+        result = _send(cli)
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+    _exactly_once(server, members)
+    assert "asks to slow down" in result.stderr and "too much mail" in result.stderr
+    assert data["rate_limit"] is not None and 0 < data["rate_limit"] < 20
+    assert round(_relay_row(project)[1], 3) == data["rate_limit"]
+
+
+def test_a_relay_that_refuses_every_connection_exits_5_after_the_retry_window(project: Path, cli: Cli) -> None:
+    members = people(5)
+    add_contacts(project / "mailcli.db", "news", members)
+    _window(project, "2s")
+    with SmtpServer(refuse_all=True) as server:
+        set_smtp(project, "127.0.0.1", server.port, extra=["connect_backoff = 0.2"])
+        started = time.monotonic()
+        result = _send(cli)
+        took = time.monotonic() - started
+        assert result.exit_code == ExitCode.TRANSPORT, result.output
+        assert took >= 2 and server.refused >= 3  # tried again and again for the whole window
+        assert "too many connections" in result.stderr and "retry_window" in result.stderr
+        assert server.messages == []
+    assert set(deliveries(project / "mailcli.db", "spring").values()) == {"pending"}  # state saved
+    with SmtpServer(port=server.port) as good:
+        again = cli("send", "spring", "--yes")
+        assert again.exit_code == 0, again.output
+    _exactly_once(good, members)
+
+
+def test_never_more_connections_than_messages_left(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(2))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = _send(cli, "spring", "--concurrency", "8")
+        assert result.exit_code == 0, result.output
+    assert server.sessions <= 2 and len(server.messages) == 2
+
+
+def test_helo_name_setting_and_default(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(1))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port, extra=['helo_name = "mail.acme.example"'])
+        assert _send(cli).exit_code == 0
+    assert set(server.helo_names) == {"mail.acme.example"}
+    # Without a usable FQDN: the address literal of this end toward another
+    # host, never a localhost name; "localhost" only toward loopback.
+    def params(host: str) -> ConnectParams:
+        return ConnectParams(host=host, port=25, security="starttls", username=None, password=None, timeout=5,
+                             ca_file=None, local_hostname=None)
+    assert ehlo_name(params("smtp.example.net"), ("192.0.2.10", 40000)) == "[192.0.2.10]"
+    assert ehlo_name(params("smtp.example.net"), ("2001:db8::5", 40000, 0, 0)) == "[IPv6:2001:db8::5]"  # type: ignore[arg-type]
+    assert ehlo_name(params("127.0.0.1"), ("127.0.0.1", 40000)) == "localhost"
+    config = project / "mailcli.toml"
+    text = config.read_text().replace('helo_name = "mail.acme.example"', 'helo_name = "localhost.localdomain"')
+    config.write_text(text.replace('host = "127.0.0.1"', 'host = "smtp.example.net"').replace(
+        'security = "none"', 'security = "starttls"'))
+    refused = cli("config", "show")
+    assert refused.exit_code == ExitCode.CONFIG and "helo_name" in refused.stderr
+
+
+def test_a_used_up_daily_quota_stops_the_run_and_fails_nobody(project: Path, cli: Cli) -> None:
+    members = people(10)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer(daily_quota=4) as server:
+        set_smtp(project, "127.0.0.1", server.port, extra=FAST)
+        result = _send(cli)
+        assert result.exit_code == ExitCode.PARTIAL, result.output
+        assert "sending quota is used up" in result.stderr and "Daily message quota exceeded" in result.stderr
+    assert 4 <= len(server.messages) < 10  # (MAIL commands in flight on other connections still got in)
+    statuses = deliveries(project / "mailcli.db", "spring")
+    assert "failed" not in statuses.values()  # no address is to blame
+    with SmtpServer(port=server.port) as tomorrow:
+        again = cli("send", "spring", "--yes")
+        assert again.exit_code == 0, again.output
+    assert Counter(server.recipients() + tomorrow.recipients()) == Counter({m["email"]: 1 for m in members})
+
+
+@pytest.mark.parametrize(("line", "kind"), [
+    (b"421 4.7.0 mail.example.org Error: too many connections from 192.0.2.1", "connections"),  # Postfix
+    (b"432 4.3.2 Concurrent connections limit exceeded.", "connections"),  # Microsoft 365
+    (b"432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded", "connections"),  # Microsoft 365
+    (b"452 4.5.3 Error: too many recipients", "session"),  # Postfix, Exchange
+    (b"421 4.7.0 Too many messages in this session, closing", "session"),
+    (b"450 4.7.1 Error: too much mail from 192.0.2.1", "rate"),  # Postfix anvil
+    (b"454 Throttling failure: Maximum sending rate exceeded.", "rate"),  # Amazon SES
+    (b"450 4.2.1 Peak SMTP relay limit exceeded for customer", "rate"),  # Google Workspace relay
+    (b"454 Throttling failure: Daily message quota exceeded.", "quota"),  # Amazon SES
+    (b"550 5.4.5 Daily SMTP relay limit exceeded for user", "quota"),  # Google Workspace relay
+    (b"554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException", "quota"),  # Microsoft 365
+    (b"552 5.2.2 <ann@example.net>: user over quota", None),  # the recipient's mailbox
+    (b"451 4.3.0 greylisted", None),
+    (b"550 5.1.1 <ann@example.net>: Recipient address rejected: User unknown", None),
+])
+def test_what_relays_say_is_read_for_what_it_means(line: bytes, kind: str | None) -> None:
+    assert reply_kind(parse_reply([line])) == kind
