@@ -1,71 +1,188 @@
-"""Lock files in ``.mailcli/`` so runs that must not overlap never do.
+"""Locks that keep runs which must not overlap apart, keyed to the database.
 
-* one ``send`` per campaign (STANDARDS F36): two processes sending the same
-  campaign would read the same pending rows and both transmit them;
+* one ``send`` per campaign: two processes sending the same campaign would
+  read the same pending rows and both transmit them;
 * one maintenance run (``privacy purge`` from cron, ``backup restore``): a slow
   purge still running when the next night's starts, or a restore during a
   purge, must not interleave.
 
+Two configurations, folders or users that name one database file are one
+project, so the lock files live beside the database, not beside the
+configuration: ``mailcli.db`` is guarded by ``mailcli.db-locks/NAME.lock``
+(the path is resolved first, so a symlink or a relative path names the same
+file). Each lock file holds one JSON line about its holder — pid, host,
+command and since when — which is what a refused run prints.
+
 ``fcntl.flock`` is released by the kernel when the process dies, so a crash or
-``kill -9`` never leaves a stale lock behind.
+``kill -9`` never leaves a stale lock behind. A lock file that is lost (deleted
+by hand, a folder restored from elsewhere) no longer protects anything; that is
+why a send also claims its campaign inside the database (``store.claims``).
+
+Usage::
+
+    with database_lock(db_path, "maintenance", command="privacy purge",
+                       busy="Another purge or restore is running", hint="..."):
+        ...                     # raises LockedError naming the holder if taken
+
+``wait`` (seconds) polls for the lock instead of failing at once, calling
+``on_wait(holder)`` once when it starts waiting.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import clock
 from .errors import MailcliError
 
 
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a lock (or a claim): enough for a person to find the process."""
+
+    pid: int
+    host: str
+    command: str
+    since: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}, `mailcli {self.command}`, since {self.since}"
+
+    def as_json(self) -> str:
+        return json.dumps({"pid": self.pid, "host": self.host, "command": self.command, "since": self.since})
+
+    @classmethod
+    def me(cls, command: str) -> Holder:
+        return cls(pid=os.getpid(), host=socket.gethostname(), command=command, since=clock.now_iso())
+
+    @classmethod
+    def parse(cls, text: str) -> Holder | None:
+        try:
+            data = json.loads(text)
+            return cls(pid=int(data["pid"]), host=str(data["host"]), command=str(data["command"]),
+                       since=str(data["since"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
 class LockedError(MailcliError):
-    """Another process holds the lock."""
+    """Another process holds the lock (or the claim)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, holder: Holder | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.holder = holder
+
+
+def busy_message(busy: str, holder: Holder | None) -> str:
+    """``busy`` and, when known, who is busy: one line."""
+    return f"{busy}: {holder.describe()}" if holder is not None else f"{busy} (holder unknown)"
+
+
+def lock_folder(db_path: Path) -> Path:
+    """The folder of the lock files of one database: ``<database>-locks``."""
+    real = Path(os.path.realpath(db_path))
+    return real.with_name(real.name + "-locks")
+
+
+def _read_holder(fd: int) -> Holder | None:
+    # The holder writes its line right after taking the lock: a reader that
+    # comes in between sees an empty file for a moment.
+    for _ in range(20):
+        try:
+            text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        except OSError:
+            return None
+        if text:
+            return Holder.parse(text)
+        time.sleep(0.005)
+    return None
 
 
 @contextlib.contextmanager
-def exclusive_lock(folder: Path, name: str, *, busy: str, hint: str) -> Iterator[None]:
-    """Hold ``folder/name.lock`` for the block, or raise LockedError(busy)."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = folder / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def database_lock(
+    db_path: Path,
+    name: str,
+    *,
+    command: str,
+    busy: str,
+    hint: str,
+    wait: float = 0.0,
+    on_wait: Callable[[Holder | None], None] | None = None,
+) -> Iterator[Holder]:
+    """Hold the lock ``name`` of the database at ``db_path`` for the block.
+
+    Raises ``LockedError`` (``busy``, the holder, ``hint``) when another
+    process holds it and ``wait`` seconds passed. Yields this process's own
+    ``Holder`` line.
+    """
     try:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - no flock on Windows: run unlocked
-            yield
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise LockedError(f"{busy} (lock {path})", hint=hint) from None
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock on Windows: run unlocked
+        yield Holder.me(command)
+        return
+    folder = lock_folder(db_path)
+    path = folder / f"{name}.lock"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise MailcliError(f"Cannot create the lock file {path}: {exc.strerror}",
+                           hint="the folder of the database must be writable (SQLite needs that too)") from None
+    try:
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                holder = _read_holder(fd)
+                if time.monotonic() >= deadline:
+                    raise LockedError(busy_message(busy, holder), hint=hint, holder=holder) from None
+                if not told and on_wait is not None:
+                    on_wait(holder)
+                    told = True
+                time.sleep(0.1)
+        me = Holder.me(command)
         try:
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            yield
+            os.pwrite(fd, (me.as_json() + "\n").encode("utf-8"), 0)
+            yield me
         finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
 
-def campaign_lock(settings: Any, campaign: str) -> contextlib.AbstractContextManager[None]:
-    """One sender per campaign; the name is hashed because campaign names are free text."""
-    digest = hashlib.sha256(campaign.encode("utf-8")).hexdigest()[:16]
-    return exclusive_lock(
-        settings.data_dir, f"send-{digest}",
+def campaign_lock_name(campaign: str) -> str:
+    """The lock of one campaign's send; hashed because campaign names are free text."""
+    return "send-" + hashlib.sha256(campaign.encode("utf-8")).hexdigest()[:16]
+
+
+def campaign_lock(settings: Any, campaign: str) -> contextlib.AbstractContextManager[Holder]:
+    """One sender per campaign and database."""
+    return database_lock(
+        settings.project.database, campaign_lock_name(campaign), command=f"send {campaign}",
         busy=f"Campaign {campaign!r} is being sent by another process",
         hint="wait for it to finish; its lock is released when that process ends",
     )
 
 
-def maintenance_lock(settings: Any) -> contextlib.AbstractContextManager[None]:
-    """One purge or restore at a time."""
-    return exclusive_lock(
-        settings.data_dir, "maintenance",
+def maintenance_lock(settings: Any, command: str = "privacy purge") -> contextlib.AbstractContextManager[Holder]:
+    """One purge or restore at a time per database."""
+    return database_lock(
+        settings.project.database, "maintenance", command=command,
         busy="Another purge or restore is running",
         hint="wait for it to finish; the lock is released when that process ends",
     )

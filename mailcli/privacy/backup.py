@@ -302,7 +302,7 @@ def restore_backup(settings: Settings, source: Path) -> RestoreResult:
         raise MailcliError(f"{source} is the database itself; pick a backup from `mailcli backup list`")
     check_backup(source)
     warnings: list[str] = []
-    with maintenance_lock(settings):
+    with maintenance_lock(settings, "backup restore"):
         safety: Path | None = None
         carried: _Carried | None = None
         if target.exists():
