@@ -14,7 +14,9 @@ root group moves them to the front before parsing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -194,8 +196,21 @@ def root(
     ctx.obj = AppContext(out=out, directory=directory, config_file=config_file)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM is a Ctrl-C: the command stops cleanly and exits 130."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: run the app; unexpected errors become one line."""
+    """Console entry point: run the app; unexpected errors become one line.
+
+    SIGTERM (a service manager, ``kill``, a CI timeout) is handled like
+    Ctrl-C by every command: what a command does with Ctrl-C — roll back, or
+    finish the messages in flight — it does with SIGTERM too, and exits 130.
+    ``send`` and ``serve`` install their own handlers while they run.
+    """
+    with contextlib.suppress(ValueError):  # not the main thread (embedded): leave signals alone
+        signal.signal(signal.SIGTERM, _terminate)
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args

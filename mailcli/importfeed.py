@@ -374,7 +374,7 @@ class _Worker:
         self.domains: dict[str, int] | None = None
         self._buffer = bytearray()
         self._process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-c", _WORKER_BOOT.format(parent=os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, start_new_session=True)
         assert self._process.stdin is not None and self._process.stdout is not None
         self.stdout = self._process.stdout
@@ -427,7 +427,7 @@ class _Worker:
 # The current folder ("" first on sys.path with -c) is left out, so a
 # "mailcli" folder there is never imported (what -P does on 3.11+).
 _WORKER_BOOT = ("import sys; sys.path[:] = [p for p in sys.path if p]; "
-                "from mailcli.importfeed import _worker_main; _worker_main()")
+                "from mailcli.importfeed import _worker_main; _worker_main({parent})")
 
 
 def _grow_pipe(fd: int) -> None:
@@ -530,10 +530,14 @@ def insert_rows(conn: Any, table: str, rows: list[StagedRow]) -> None:
         conn.executemany(f"INSERT INTO {table} VALUES {_ROW}", rows[whole:])  # noqa: S608 - as above
 
 
-def _worker_main() -> None:
+def _worker_main(parent: int | None = None) -> None:
     import gc
     import signal
 
+    if parent is not None:
+        from mailcli.lifeline import die_with_parent
+
+        die_with_parent(parent)  # a killed import must not leave its readers behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the import process handles Ctrl-C and ends us
     # Parsing makes no reference cycles worth collecting often; the frame's
     # rows (tens of thousands of tuples) made each collection long.

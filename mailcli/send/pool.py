@@ -13,7 +13,9 @@ writer thread) before the preflight, so they load meanwhile; they ignore
 SIGINT (the parent decides when to stop: a Ctrl-C on a terminal reaches the
 whole process group) and build their own ``MessageFactory`` from the same
 settings and campaign. They see nothing but the recipients they are given
-and hold no database connection.
+and hold no database connection. They end when the sending process ends,
+even by ``kill -9`` (``lifeline``); multiprocessing's resource tracker then
+sees its pipe close and ends too.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ _INIT_ERROR: BaseException | None = None
 _VERIFIED = False
 
 
-def _init(settings: Any, campaign: Any) -> None:
+def _init(parent: int, settings: Any, campaign: Any) -> None:
     global _FACTORY, _INIT_ERROR
+    from mailcli.lifeline import die_with_parent
+
+    die_with_parent(parent)  # a killed send must not leave its workers behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from mailcli.send.engine import MessageFactory
 
@@ -80,7 +85,7 @@ def start_pool(workers: int, settings: Any, campaign: Any) -> Any:
 
     pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init, initargs=(settings, campaign),
+        initializer=_init, initargs=(os.getpid(), settings, campaign),
     )
     for _ in range(workers):
         pool.submit(_warm)

@@ -1,0 +1,49 @@
+"""Helper processes end with the process they help, however it ends.
+
+Render workers of ``send`` and the reader processes of ``import`` wait on
+pipes their parent also holds open, so a parent killed with ``kill -9``
+would leave them (and, through them, multiprocessing's resource tracker)
+running for good. ``die_with_parent`` makes the kernel end the helper the
+moment its parent dies (``prctl(PR_SET_PDEATHSIG)`` on Linux); elsewhere a
+daemon thread checks every half second whether the parent is still there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _linux_pdeathsig() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` (its parent's pid) ends.
+
+    Call first thing in the helper. If the parent is already gone (it died
+    before this ran), the helper ends at once.
+    """
+    if not _linux_pdeathsig():
+        threading.Thread(target=_watch, args=(parent,), name="mailcli-lifeline", daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
