@@ -51,7 +51,9 @@ Relay limits, as real relays impose them:
 the ones refused, ``server.max_concurrent`` the most at once.
 
 Also: ``server.auth_attempts`` lists (mechanism, user, password) tuples the
-server saw; ``server.wait_for(n)`` waits until n messages have arrived.
+server saw; ``server.wait_for(n)`` waits until n messages have arrived. Each
+``Received`` carries the time its MAIL FROM arrived and the time it was
+accepted (``time.time()``), and its ``message_id``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,16 @@ class Received:
     rcpt_tos: list[str]
     data: bytes  # exactly the bytes received (dot-unstuffed), CRLF kept
     mail_options: list[str] = field(default_factory=list)  # MAIL FROM parameters (SIZE=, SMTPUTF8 ...)
+    mail_at: float = 0.0  # time.time() when its MAIL FROM arrived
+    accepted_at: float = 0.0  # time.time() when it was accepted (after the final dot)
+
+    @property
+    def message_id(self) -> str:
+        head = self.data.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+        for line in head.split("\r\n"):
+            if line.lower().startswith("message-id:"):
+                return line.split(":", 1)[1].strip()
+        return ""
 
 
 def free_port() -> int:
@@ -171,6 +183,7 @@ class _Handler:
                 return "450 4.7.1 Error: too much mail from 127.0.0.1"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        envelope.mail_at = time.time()
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, smtp: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
@@ -182,6 +195,8 @@ class _Handler:
             return "452 4.5.3 Too many recipients"
         session.recipients = getattr(session, "recipients", 0) + 1
         envelope.rcpt_tos.append(address)
+        with self.server._lock:
+            self.server.rcpts_seen.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
@@ -194,7 +209,8 @@ class _Handler:
         with self.server._lock:
             self.server.messages.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content),
-                         list(envelope.mail_options))
+                         list(envelope.mail_options), mail_at=getattr(envelope, "mail_at", 0.0),
+                         accepted_at=time.time())
             )
             self.server._accept_times.append(time.monotonic())
         session.accepted = getattr(session, "accepted", 0) + 1
@@ -214,6 +230,7 @@ class SmtpServer:
     delay: float = 0.0
     messages: list[Received] = field(default_factory=list)
     auth_attempts: list[tuple[str, str, str]] = field(default_factory=list)
+    rcpts_seen: list[str] = field(default_factory=list)  # every accepted RCPT TO, delivered or not
     ehlo_count: int = 0
     ca_file: Path | None = None
     smtputf8: bool = True

@@ -129,3 +129,32 @@ def test_group_readable_database_is_tightened(tmp_path: Path) -> None:
     os.chmod(tmp_path / "x.db", 0o644)
     open_store(tmp_path / "x.db").close()
     assert stat.S_IMODE((tmp_path / "x.db").stat().st_mode) == 0o600
+
+
+def test_a_campaign_stuck_on_an_erased_pending_delivery_completes_after_the_upgrade(tmp_path: Path) -> None:
+    # Before m005 erasing someone whose message was still pending archived it
+    # as "pending" for good; the upgrade counts it as skipped.
+    from mailcli.store.db import apply_migrations
+    from mailcli.store.migrations import statements
+
+    path = tmp_path / "old.db"
+    conn = connect(path)
+    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for name, step in MIGRATIONS[:4]:
+        assert isinstance(step, str)
+        for statement in statements(step):
+            conn.execute(statement)
+        conn.execute("INSERT INTO migrations VALUES (?, 'then')", (name,))
+    conn.execute("INSERT INTO lists (name, created_at) VALUES ('news', 'then')")
+    conn.execute("INSERT INTO campaigns (uid, name, template, list_id, list_name, status, archived_counts, created_at)"
+                 " VALUES ('u1', 'spring', 'newsletter', 1, 'news', 'sending',"
+                 " '{\"audience\": 3, \"pending\": 1, \"deferred\": 1, \"sent\": 1}', 'then')")
+    apply_migrations(conn)
+    from mailcli.send import ledger
+
+    campaign = ledger.get_campaign(conn, "spring")
+    assert campaign is not None
+    counts = ledger.campaign_counts(conn, campaign)
+    assert (counts["audience"], counts["sent"], counts["pending"], counts["deferred"], counts["skipped"]) == (3, 1, 0, 0, 2)
+    assert campaign.status == "sent" and campaign.finished_at
+    conn.close()

@@ -13,6 +13,7 @@ from mailcli.send.smtp import ConnectParams, parse_reply
 from mailcli.send.transport import (
     CallbackHooks,
     OutgoingMessage,
+    Result,
     SmtpTransport,
     Status,
     TransportOptions,
@@ -32,6 +33,7 @@ def run(
     username: str | None = None,
     password: str | None = None,
     data: bytes = BODY,
+    withdraw: object = None,
     **options: object,
 ) -> tuple[dict[str, list[object]], list[int]]:
     """Send one message per recipient; returns results by recipient and the
@@ -45,7 +47,7 @@ def run(
     async def before(msg: OutgoingMessage) -> None:
         marked.append(msg.key)
 
-    hooks = CallbackHooks(before=before)
+    hooks = CallbackHooks(before=before, withdraw=withdraw)  # type: ignore[arg-type]
     opts = {"concurrency": 2, "retry_window": 10.0, "backoff_base": 0.05, **options}
     transport = SmtpTransport(TransportOptions(params, **opts), hooks)  # type: ignore[arg-type]
 
@@ -250,3 +252,36 @@ def test_nothing_sent_before_the_tls_handshake_and_injected_replies_refused() ->
 
     asyncio.run(scenario())
     assert seen_after_starttls == [b""]
+
+
+def test_a_message_withdrawn_before_its_envelope_is_never_announced() -> None:
+    rcpts = [f"user{i}@example.net" for i in range(10)]
+
+    def withdraw(msg: OutgoingMessage) -> Result | None:
+        return Result(Status.SKIPPED, "opted out") if msg.rcpt_to == "user3@example.net" else None
+
+    with SmtpServer() as server:
+        results, marked = run(server.port, rcpts, withdraw=withdraw)
+    assert final(results, "user3@example.net") == Result(Status.SKIPPED, "opted out")
+    assert "user3@example.net" not in server.rcpts_seen and 3 not in marked
+    assert sorted(server.recipients()) == sorted(r for r in rcpts if r != "user3@example.net")
+
+
+def test_a_message_withdrawn_after_its_envelope_is_abandoned_before_the_dot() -> None:
+    # Asked once before MAIL FROM (still wanted) and once before the dot
+    # (withdrawn meanwhile): the connection closes without the dot.
+    rcpts = [f"user{i}@example.net" for i in range(10)]
+    asked: list[int] = []
+
+    def withdraw(msg: OutgoingMessage) -> Result | None:
+        if msg.rcpt_to != "user3@example.net":
+            return None
+        asked.append(msg.key)
+        return Result(Status.SKIPPED, "erased") if len(asked) >= 2 else None
+
+    with SmtpServer() as server:
+        results, marked = run(server.port, rcpts, withdraw=withdraw, concurrency=1)
+    assert final(results, "user3@example.net") == Result(Status.SKIPPED, "erased")
+    assert "user3@example.net" in server.rcpts_seen and 3 in marked  # its envelope went out
+    assert "user3@example.net" not in server.recipients()
+    assert sorted(server.recipients()) == sorted(r for r in rcpts if r != "user3@example.net")

@@ -73,6 +73,9 @@ EXCLUDED_TABLES: dict[str, str] = {
     "migrations": "schema bookkeeping",
     "processed_messages": "a hash of each bounce/complaint message already read, its outcome and, for one nobody could match, the reason in words and when it was acknowledged; no address",
     "relays": "what sending learnt about each SMTP relay (connection limit, rate, SMTPUTF8); the sender's own login",
+    "optout_counter": "one number, raised by every opt-out or erasure, which tells a running send to check its "
+                      "recipients again; not who",
+    "claims": "which process sends which campaign (pid, host, command); no personal data",
 }
 
 

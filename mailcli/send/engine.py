@@ -2,9 +2,11 @@
 
 ``send_campaign`` is the core of ``mailcli send``. One run:
 
-1. takes the campaign lock (F36), creates the campaign on first use and
-   freezes its audience; rows a killed run left in ``sending`` become
-   ``uncertain`` (``ledger.recover_interrupted``);
+1. takes the campaign lock beside the database (``locks``), then, in one
+   transaction, creates the campaign on first use, claims it inside the
+   database (``store.claims``: a second line of defence should the lock file
+   be lost) and freezes its audience; rows a killed run left in ``sending``
+   become ``uncertain`` (``ledger.recover_interrupted``);
 2. preflights: compiles the template and renders one real recipient of every
    distinct set of contact fields, so a missing merge field stops the run
    before any connection is made, with zero sent (F08). ``--dry-run`` renders
@@ -12,11 +14,15 @@
 3. asks the caller to confirm (the command shows the audience and server);
 4. opens the first SMTP connection (an unreachable server, bad certificate or
    wrong password ends here with exit 5, nothing sent);
-5. streams pages of deliveries, re-checking each contact right before use
-   (B12), renders, builds the MIME bytes, DKIM-signs last (B05), and hands
-   the message to the transport; a per-contact problem (a name with a line
+5. streams pages of deliveries, checking each contact as its page is read,
+   renders, builds the MIME bytes, DKIM-signs last (B05), and hands the
+   message to the transport; a per-contact problem (a name with a line
    break, a render error) fails that delivery with the reason and the run
-   goes on.
+   goes on;
+6. right before each MAIL FROM and again right before each final dot, asks
+   whether the recipient opted out, was erased or restricted since their
+   page was read (``watch.OptoutWatch``, through ``DeliveryHooks.withdrawn``);
+   such a message is not sent and counts as skipped.
 
 Durability (why "exactly once" holds): ``LedgerWriter`` owns a second SQLite
 connection with ``synchronous=FULL`` on a thread of its own. After the
@@ -27,6 +33,12 @@ the next ``sending`` marks, so one fsync covers every connection's pending
 work (group commit) and the event loop never waits on the disk. Hence at any
 moment each connection has at most one row in ``sending``, and a crash —
 even a power cut — leaves at most ``concurrency`` uncertain messages.
+
+The ``sending`` mark is taken only from a status this run may send: a row
+another run marked or finished, or one erased meanwhile, is not transmitted
+(``store.deliveries``). A result that arrives for a row erasure or purge
+deleted under the run corrects the campaign's archived totals instead, so
+``sent`` in the report stays what the server accepted.
 """
 
 from __future__ import annotations
@@ -47,15 +59,18 @@ from mailcli.errors import (
     TemplateError,
     UsageError,
 )
-from mailcli.locks import campaign_lock
+from mailcli.locks import Holder, LockedError, busy_message, campaign_lock
 from mailcli.redact import mask_address
 from mailcli.send import ledger
 from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
 from mailcli.send.pool import build_batch, start_pool, worker_count
 from mailcli.send.transport import OutgoingMessage, Result, Status, dot_stuff
+from mailcli.send.watch import OptoutWatch
 from mailcli.store import Store
+from mailcli.store.claims import release_claim
+from mailcli.store.optouts import GONE
 from mailcli.store.relays import RelayMemory, get_relay, mark_needs_smtputf8, save_relay
-from mailcli.tokens import make_unsubscribe_token
+from mailcli.tokens import make_unsubscribe_token, new_uid
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +102,7 @@ class SendPlan:
     uncertain: int
     server: str
     dry_run: bool
+    uncertain_causes: dict[str, int] = field(default_factory=dict)  # killed / lost / other
 
 
 @dataclass(slots=True)
@@ -103,6 +119,7 @@ class SendSummary:
     interrupted: bool = False
     elapsed: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)  # report keys after the run
+    uncertain_causes: dict[str, int] = field(default_factory=dict)  # of the campaign after the run
     problems: list[str] = field(default_factory=list)  # first few per-contact failures
     relay: str = ""  # host:port
     connections_limit: int | None = None  # the relay's connection limit, found now or before
@@ -251,7 +268,8 @@ class LedgerWriter:
     executor and a coroutine cost two extra turns of the loop per commit.
     """
 
-    def __init__(self, store: Store, settings: Settings, campaign: ledger.Campaign) -> None:
+    def __init__(self, store: Store, settings: Settings, campaign: ledger.Campaign, *,
+                 statuses: tuple[str, ...] = ledger.SENDABLE, claim: tuple[str, str] | None = None) -> None:
         import threading
 
         from mailcli.store import Store as StoreClass
@@ -263,6 +281,12 @@ class LedgerWriter:
         self._store = StoreClass(path=store.path, conn=self._conn)
         self._settings = settings
         self._campaign = campaign
+        self._statuses = statuses  # what this run may mark 'sending'
+        self._claim = claim  # (name, owner): refreshed every HEARTBEAT_EVERY seconds
+        self._marked: set[int] = set()  # deliveries whose 'sending' mark is this run's (writer thread only)
+        # Deliveries whose 'sending' mark found the row gone or taken by
+        # another run; written before the mark's waiter is woken.
+        self.outcomes: dict[int, str] = {}
         self._ops: list[tuple[Any, ...]] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._cond = threading.Condition()
@@ -288,17 +312,27 @@ class LedgerWriter:
         return fut
 
     def _work(self) -> None:
+        from mailcli.store.claims import HEARTBEAT_EVERY
+
         assert self._loop is not None
+        last_beat = time.monotonic()
         while True:
             with self._cond:
                 while not self._ops and not self._closed:
-                    self._cond.wait()
-                if not self._ops:
+                    left = HEARTBEAT_EVERY - (time.monotonic() - last_beat)
+                    if self._claim is None or left > 0:
+                        self._cond.wait(left if self._claim is not None else None)
+                        continue
+                    break  # time for a heartbeat
+                if not self._ops and self._closed:
                     return
                 ops, self._ops = self._ops, []
                 waiters, self._waiters = self._waiters, []
+            beat = self._claim is not None and time.monotonic() - last_beat >= HEARTBEAT_EVERY
+            if beat:
+                last_beat = time.monotonic()
             try:
-                self._apply(ops)
+                self._apply(ops, beat=beat)
             except BaseException as exc:  # a full disk, a locked database...
                 with self._cond:  # later submits raise; fail the ones queued meanwhile too
                     self.error = exc
@@ -317,34 +351,40 @@ class LedgerWriter:
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
-    def _apply(self, ops: list[tuple[Any, ...]]) -> None:
+    def _apply(self, ops: list[tuple[Any, ...]], *, beat: bool = False) -> None:
+        from mailcli.store.claims import refresh_claim
+        from mailcli.store.deliveries import mark_sending, record_result, record_skip
+
         now = clock.now_iso()
+        campaign_id = self._campaign.id
         bounces: list[tuple[int, str]] = []
+        lost = False
         with self._store.transaction() as conn:
             for op in ops:
                 kind = op[0]
                 if kind == "sending":
-                    conn.execute(
-                        "UPDATE deliveries SET status = 'sending', updated_at = ? WHERE id = ?", (now, op[1])
-                    )
+                    outcome = mark_sending(conn, op[1], self._statuses, now)
+                    if outcome == "ok":
+                        self._marked.add(op[1])
+                    else:
+                        self.outcomes[op[1]] = outcome
                 elif kind == "result":
                     _, delivery_id, status, reply = op
-                    conn.execute(
-                        "UPDATE deliveries SET status = ?, last_reply = ?, attempts = attempts + 1, updated_at = ?,"
-                        " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
-                        (status, reply, now, status, now, delivery_id),
-                    )
+                    record_result(conn, campaign_id, delivery_id, status, reply, now,
+                                  was_sending=delivery_id in self._marked)
+                    self._marked.discard(delivery_id)
                 elif kind == "skip":
                     _, delivery_id, reason = op
-                    conn.execute(
-                        "UPDATE deliveries SET status = 'skipped', last_reply = ?, updated_at = ? WHERE id = ?",
-                        (reason, now, delivery_id),
-                    )
+                    record_skip(conn, campaign_id, delivery_id, reason, now, self._statuses,
+                                was_sending=delivery_id in self._marked)
+                    self._marked.discard(delivery_id)
                 elif kind == "bounce":
                     bounces.append((op[1], op[2]))
                 elif kind == "needs_smtputf8":
                     _, contact_id, relay = op
                     mark_needs_smtputf8(conn, contact_id, self._campaign.id, relay)
+            if beat and self._claim is not None:
+                lost = not refresh_claim(conn, *self._claim)
         for contact_id, status in bounces:
             # 5.1.x: the address does not exist. Suppress it from all mail
             # through the one place that records bounces (its own transaction).
@@ -352,6 +392,13 @@ class LedgerWriter:
 
             record_bounce(self._store, self._settings, contact_id, hard=True, campaign_id=self._campaign.id,
                           status=status, command="send")
+        if lost:
+            # Its heartbeat stopped long enough (a suspended process) for
+            # another run to take the campaign over: stop sending now.
+            from mailcli.locks import LockedError
+
+            raise LockedError(f"Campaign {self._campaign.name!r} was taken over by another process; this run stopped",
+                              hint=f"see mailcli report {self._campaign.name}")
 
     async def close(self) -> None:
         with self._cond:
@@ -374,20 +421,33 @@ def _resolve(waiters: list[asyncio.Future[None]], error: BaseException | None) -
 
 
 class _Hooks:
-    """The transport's hooks, bound to the ledger writer and the summary."""
+    """The transport's hooks, bound to the ledger writer, the opt-out watch
+    and the summary."""
 
-    def __init__(self, writer: LedgerWriter, summary: SendSummary, contacts: dict[int, int],
-                 progress: ProgressFn | None, relay: str = "") -> None:
+    def __init__(self, writer: LedgerWriter, summary: SendSummary, contacts: dict[int, ledger.Recipient],
+                 progress: ProgressFn | None, watch: OptoutWatch, relay: str = "") -> None:
         self.writer = writer
         self.summary = summary
-        self.contacts = contacts  # delivery id -> contact id (only while in flight)
+        self.contacts = contacts  # delivery id -> recipient (only while in flight)
         self.progress = progress
         self.relay = relay
+        self.watch = watch
+        self.foreign: set[int] = set()  # deliveries another run had marked: never written by this one
 
     def before_dot(self, msg: OutgoingMessage) -> asyncio.Future[None]:
         fut = self.writer.submit(("sending", msg.key), wait=True)
         assert fut is not None
         return fut
+
+    def withdrawn(self, msg: OutgoingMessage) -> Result | None:
+        outcome = self.writer.outcomes.pop(msg.key, None)
+        if outcome == "taken":
+            self.foreign.add(msg.key)
+            return Result(Status.SKIPPED, "being sent by another run")
+        if outcome == "gone":
+            return Result(Status.SKIPPED, GONE)
+        reason = self.watch.reason(msg.key)
+        return Result(Status.SKIPPED, reason) if reason is not None else None
 
     async def on_result(self, msg: OutgoingMessage, result: Result) -> None:
         s = self.summary
@@ -395,8 +455,19 @@ class _Hooks:
             # Back to pending: after a 4xx at end of data it was 'sending'.
             self.writer.submit(("result", msg.key, "pending", result.reply))
             return
+        r = self.contacts.pop(msg.key, None)
+        self.watch.forget(msg.key)
+        if result.status is Status.SKIPPED:
+            if msg.key in self.foreign:
+                self.foreign.discard(msg.key)  # the other run records it
+            else:
+                self.writer.submit(("skip", msg.key, result.reply))
+                s.skipped += 1
+            if self.progress is not None:
+                self.progress(s)
+            return
         self.writer.submit(("result", msg.key, result.status.value, result.reply))
-        contact_id = self.contacts.pop(msg.key, None)
+        contact_id = r.contact_id if r is not None else None
         s.attempted += 1
         if result.status is Status.SENT:
             s.sent += 1
@@ -525,16 +596,18 @@ def _preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign,
     return samples
 
 
-def prepare(store: Store, settings: Settings, options: SendOptions, *,
-            rollback: bool = False) -> tuple[ledger.Campaign, SendPlan]:
-    """Create or resume the campaign and freeze its audience.
+@dataclass(frozen=True, slots=True)
+class RunClaim:
+    """This run's claim on its campaign inside the database (``store.claims``)."""
 
-    With ``rollback`` (and for dry runs) nothing is kept: the numbers come
-    back in a ``_DryRunRollback`` exception after the transaction is undone.
-    """
-    conn = store.conn
-    secret = settings.secret()
-    existing = ledger.get_campaign(conn, options.campaign)
+    owner: str
+    holder: Holder
+
+    def name(self, campaign: ledger.Campaign) -> str:
+        return f"send:{campaign.uid}"
+
+
+def _check_existing(existing: ledger.Campaign | None, options: SendOptions) -> None:
     if existing is not None:
         if options.template and options.template != existing.template:
             raise UsageError(
@@ -554,17 +627,42 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
             f"Campaign {options.campaign!r} does not exist yet; --template and --list are needed to start it",
             hint=f"mailcli send {options.campaign} --template NAME --list LIST",
         )
-    created = existing is None
+
+
+def prepare(store: Store, settings: Settings, options: SendOptions, *,
+            rollback: bool = False, claim: RunClaim | None = None) -> tuple[ledger.Campaign, SendPlan]:
+    """Create or resume the campaign, claim it and freeze its audience.
+
+    Everything happens in one write transaction, so another process (another
+    configuration naming this database) that creates or claims the same
+    campaign at the same moment is seen, not collided with. With ``claim``,
+    a campaign another live run holds is refused with one line naming it.
+    With ``rollback`` (and for dry runs) nothing is kept: the numbers come
+    back in a ``_DryRunRollback`` exception after the transaction is undone.
+    """
+    from mailcli.store.claims import take_claim
+
+    conn = store.conn
+    secret = settings.secret()
     added = 0
     with store.transaction():
+        existing = ledger.get_campaign(conn, options.campaign)
+        _check_existing(existing, options)
+        created = existing is None
         campaign = existing or ledger.create_campaign(
             conn, name=options.campaign, template=options.template or "", list_name=options.list_name or "",
             subject=options.subject,
         )
+        if claim is not None:
+            other = take_claim(conn, claim.name(campaign), claim.owner, claim.holder)
+            if other is not None:
+                raise LockedError(busy_message(f"Campaign {campaign.name!r} is being sent by another process", other),
+                                  hint="wait for it to finish; a rerun afterwards sends what is left", holder=other)
         if created or options.include_new:
             added = ledger.freeze_audience(conn, campaign, secret, settings.sender.domain)
         ledger.recover_interrupted(conn, campaign.id)
         counts = ledger.campaign_counts(conn, campaign)
+        causes = ledger.uncertain_causes(conn, campaign.id)
         if options.expect_count is not None and counts["audience"] != options.expect_count:
             raise UsageError(
                 f"Campaign {campaign.name!r} has {counts['audience']} recipients, not the expected {options.expect_count}; nothing was changed",
@@ -574,7 +672,7 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
             # A dry run changes nothing: undo the freeze, keep the numbers.
             raise _DryRunRollback(campaign, counts, added, created)
     campaign = ledger.get_campaign(conn, campaign.name) or campaign
-    return campaign, _plan(store, settings, options, campaign, counts, created, added)
+    return campaign, _plan(store, settings, options, campaign, counts, created, added, causes)
 
 
 class _DryRunRollback(Exception):
@@ -583,14 +681,14 @@ class _DryRunRollback(Exception):
 
 
 def _plan(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
-          counts: dict[str, int], created: bool, added: int) -> SendPlan:
+          counts: dict[str, int], created: bool, added: int, causes: dict[str, int] | None = None) -> SendPlan:
     sendable = counts["pending"] + counts["deferred"] + (counts["uncertain"] if options.resend_uncertain else 0)
     if options.limit is not None:
         sendable = min(sendable, options.limit)
     return SendPlan(
         campaign=campaign.name, template=campaign.template, list_name=campaign.list_name, created=created,
         audience=counts["audience"], added=added, to_send=sendable, uncertain=counts["uncertain"],
-        server=settings.smtp.address, dry_run=options.dry_run,
+        server=settings.smtp.address, dry_run=options.dry_run, uncertain_causes=dict(causes or {}),
     )
 
 
@@ -608,7 +706,7 @@ def send_campaign(
 
     ``on_notice`` hears, as it happens, when the relay pushes back: a
     connection refused, a request to slow down, a server that is down."""
-    with campaign_lock(settings, options.campaign):
+    with campaign_lock(settings, options.campaign) as me:
         if options.template and ledger.get_campaign(store.conn, options.campaign) is None:
             # A template that does not exist or compile stops a new campaign
             # before it is created: its name is not taken by a broken one.
@@ -617,58 +715,80 @@ def send_campaign(
             compile_template(settings.templates_dir, options.template)
         if options.dry_run:
             return _dry_run(store, settings, options, on_plan=on_plan, progress=progress)
+        claim = RunClaim(owner=new_uid(), holder=me)
         if confirm is not None:
             # Ask before anything is written: the plan comes from a freeze
             # that is rolled back, so "no" (or no terminal) changes nothing.
             try:
-                prepare(store, settings, options, rollback=True)
+                prepare(store, settings, options, rollback=True, claim=claim)
             except _DryRunRollback as marker:
                 preview = _plan(store, settings, options, marker.campaign, marker.counts, marker.created, marker.added)
             if preview.to_send:
                 confirm(preview)
-        campaign, plan = prepare(store, settings, options)
-        if on_plan is not None:
-            on_plan(plan)
-        summary = SendSummary(campaign=campaign.name, dry_run=False, relay=settings.smtp.address)
-        # Render workers use "spawn", so starting them next to the ledger
-        # writer thread later is safe. Started first, they load and compile
-        # the template while this process compiles it and runs the preflight.
-        workers = worker_count(plan.to_send)
-        pool = start_pool(workers, settings, campaign) if workers else None
+        campaign, plan = prepare(store, settings, options, claim=claim)
         try:
-            factory = MessageFactory(settings, campaign)  # a template that does not compile stops here
-            samples = _preflight(store, factory, campaign, factory.secret, options.resend_uncertain)
-            if plan.to_send == 0:
-                summary.counts = ledger.campaign_counts(store.conn, campaign)
-                return summary
-            audit.append(store, "send", subject_hmac=None, command="send",
-                         detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send})
-            started = time.monotonic()
-            try:
-                asyncio.run(_run(store, settings, options, campaign, factory, summary, progress,
-                                 pool=pool, samples=samples, expected=plan.to_send, notice=on_notice))
-            finally:
-                summary.elapsed = time.monotonic() - started
-                with store.transaction() as conn:
-                    summary.counts = ledger.campaign_counts(conn, campaign)
-                    ledger.set_campaign_status(conn, campaign.id, summary.counts)
+            return _send_prepared(store, settings, options, campaign, plan, claim, progress=progress,
+                                  on_plan=on_plan, on_notice=on_notice)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-        return summary
+            release_claim(store.conn, claim.name(campaign), claim.owner)
+
+
+def _send_prepared(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
+                   plan: SendPlan, claim: RunClaim, *, progress: ProgressFn | None,
+                   on_plan: Callable[[SendPlan], None] | None,
+                   on_notice: Callable[[str], None] | None) -> SendSummary:
+    if on_plan is not None:
+        on_plan(plan)
+    summary = SendSummary(campaign=campaign.name, dry_run=False, relay=settings.smtp.address)
+    # Render workers use "spawn", so starting them next to the ledger
+    # writer thread later is safe. Started first, they load and compile
+    # the template while this process compiles it and runs the preflight.
+    workers = worker_count(plan.to_send)
+    pool = start_pool(workers, settings, campaign) if workers else None
+    try:
+        factory = MessageFactory(settings, campaign)  # a template that does not compile stops here
+        samples = _preflight(store, factory, campaign, factory.secret, options.resend_uncertain)
+        if plan.to_send == 0:
+            with store.transaction() as conn:
+                # Nothing left: the status catches up with rows that erasure
+                # or purge took away since the last run.
+                summary.counts = ledger.campaign_counts(conn, campaign)
+                summary.uncertain_causes = ledger.uncertain_causes(conn, campaign.id)
+                ledger.set_campaign_status(conn, campaign.id, summary.counts)
+            return summary
+        audit.append(store, "send", subject_hmac=None, command="send",
+                     detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send})
+        started = time.monotonic()
+        try:
+            asyncio.run(_run(store, settings, options, campaign, factory, summary, progress,
+                             pool=pool, samples=samples, expected=plan.to_send, notice=on_notice,
+                             claim=(claim.name(campaign), claim.owner)))
+        finally:
+            summary.elapsed = time.monotonic() - started
+            with store.transaction() as conn:
+                summary.counts = ledger.campaign_counts(conn, campaign)
+                summary.uncertain_causes = ledger.uncertain_causes(conn, campaign.id)
+                ledger.set_campaign_status(conn, campaign.id, summary.counts)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return summary
 
 
 async def _run(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
                factory: MessageFactory, summary: SendSummary, progress: ProgressFn | None, *,
                pool: Any = None, samples: list[tuple[Any, ...]] | None = None, expected: int | None = None,
-               notice: Callable[[str], None] | None = None) -> None:
+               notice: Callable[[str], None] | None = None, claim: tuple[str, str] | None = None) -> None:
     from mailcli.send.transport import SmtpTransport
 
     smtp = settings.smtp
     relay = get_relay(store.conn, smtp.host, smtp.port, smtp.username)
-    contacts: dict[int, int] = {}
-    writer = LedgerWriter(store, settings, campaign)
-    hooks = _Hooks(writer, summary, contacts, progress, relay=smtp.address)
+    contacts: dict[int, ledger.Recipient] = {}
+    statuses = ledger.sendable_statuses(options.resend_uncertain)
+    writer = LedgerWriter(store, settings, campaign, statuses=statuses, claim=claim)
+    # Before the first page is read: every opt-out committed after it is seen.
+    watch = OptoutWatch(store.conn, list_id=campaign.list_id, list_name=campaign.list_name, secret=factory.secret)
+    hooks = _Hooks(writer, summary, contacts, progress, watch, relay=smtp.address)
     transport = SmtpTransport(_transport_options(settings, options, relay, expected), hooks, notice=notice)
     concurrency = transport.opts.concurrency
     loop = asyncio.get_running_loop()
@@ -679,11 +799,12 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
         summary.interrupted = True
         transport.stop()
 
-    installed = []
+    installed: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
+            previous = signal.getsignal(sig)
             loop.add_signal_handler(sig, on_signal)
-            installed.append(sig)
+            installed[sig] = previous
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
             pass
     writer.start()
@@ -696,11 +817,13 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
             with store.transaction() as conn:
                 save_relay(conn, smtp.host, smtp.port, smtp.username, smtputf8=smtputf8)
         source = _built(store, factory, campaign, options, writer, summary, transport, progress, pool, samples or [],
-                        relay=(smtp.address, smtputf8))
+                        watch, relay=(smtp.address, smtputf8))
         await transport.run(_messages(source, factory, summary, contacts))
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        for signum, previous in installed.items():
+            loop.remove_signal_handler(signum)
+            if previous is not None:
+                signal.signal(signum, previous)  # asyncio leaves the default behind, not the command's own
         try:
             await writer.close()
         finally:
@@ -709,8 +832,8 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
 
 async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaign, options: SendOptions,
                  writer: LedgerWriter, summary: SendSummary, transport: Any, progress: ProgressFn | None,
-                 pool: Any, samples: list[tuple[Any, ...]], relay: tuple[str, bool | None] | None = None,
-                 ) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
+                 pool: Any, samples: list[tuple[Any, ...]], watch: OptoutWatch,
+                 relay: tuple[str, bool | None] | None = None) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
     """Recipients with their wire bytes, dot-stuffed, in ledger order,
     rendered just in time.
 
@@ -731,6 +854,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
     ahead = 3 * (getattr(pool, "_max_workers", 1) or 1)
 
     def fail(r: ledger.Recipient, problem: str | Exception) -> None:
+        watch.forget(r.delivery_id)
         if isinstance(problem, Exception):
             reason = summary.note_failure(r.email, problem)
         else:
@@ -766,8 +890,13 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
         inflight.append((loop.run_in_executor(pool, build_batch, [x.as_tuple() for x in batch], samples), batch))
         batch = []
 
-    for page in ledger.iter_sendable(store.conn, campaign, factory.secret, resend_uncertain=options.resend_uncertain,
-                                     relay=relay):
+    pages = ledger.iter_sendable(store.conn, campaign, factory.secret, resend_uncertain=options.resend_uncertain,
+                                 relay=relay)
+    while True:
+        mark = watch.mark()  # before the page is read: an opt-out after it is seen
+        page = next(pages, None)
+        if page is None:
+            break
         for r in page:
             if transport.stopping or (limit is not None and handed >= limit):
                 break
@@ -777,6 +906,7 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
                 if r.skip_reason.startswith(ledger.SKIP_SMTPUTF8):
                     summary.skipped_smtputf8 += 1
                 continue
+            watch.note(r.delivery_id, mark)
             handed += 1
             if pool is not None and len(inflight) >= ahead:
                 # The workers have enough to do: wait for their oldest batch,
@@ -811,11 +941,11 @@ async def _built(store: Store, factory: MessageFactory, campaign: ledger.Campaig
 
 
 async def _messages(source: AsyncIterator[tuple[ledger.Recipient, bytes]], factory: MessageFactory,
-                    summary: SendSummary, contacts: dict[int, int]) -> AsyncIterator[OutgoingMessage]:
+                    summary: SendSummary, contacts: dict[int, ledger.Recipient]) -> AsyncIterator[OutgoingMessage]:
     """Built (and dot-stuffed) messages as the transport's OutgoingMessage."""
     async for r, data in source:
         summary.rendered += 1
-        contacts[r.delivery_id] = r.contact_id
+        contacts[r.delivery_id] = r
         yield OutgoingMessage(key=r.delivery_id, mail_from=factory.return_path(r), rcpt_to=_envelope_rcpt(r.email),
                               data=data, stuffed=True)
 

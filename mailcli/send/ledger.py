@@ -34,13 +34,15 @@ from mailcli import clock
 from mailcli.errors import NotFoundError, UsageError
 from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_events, archived_counts
 from mailcli.store.audience import SENDABLE_SQL, list_not_found
+from mailcli.store.deliveries import KILLED_AFTER_DOT, uncertain_causes
+from mailcli.store.optouts import SKIP_REASON_SQL
 from mailcli.store.relays import smtputf8_marked
 from mailcli.tokens import address_hmac, message_id, new_uid
 
 __all__ = [
     "REPORT_KEYS", "Campaign", "Recipient", "archive_deliveries", "archive_events", "campaign_counts",
     "create_campaign", "freeze_audience", "get_campaign", "iter_audience", "iter_sendable", "list_campaigns",
-    "recover_interrupted", "sendable_count", "failures",
+    "recover_interrupted", "sendable_count", "failures", "uncertain_causes",
 ]
 
 # Delivery statuses a run sends (``uncertain`` only with --resend-uncertain).
@@ -115,9 +117,11 @@ def create_campaign(
     if not name.strip() or any(ord(c) < 32 for c in name):
         raise UsageError(f"Invalid campaign name {name!r}")
     list_id = list_id_of(conn, list_name)
+    # Another process (another configuration naming this database) may have
+    # created it a moment ago: then that row is the campaign.
     conn.execute(
         "INSERT INTO campaigns (uid, name, template, list_id, list_name, subject, kind, status, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'marketing', 'created', ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, 'marketing', 'created', ?) ON CONFLICT (name) DO NOTHING",
         (new_uid(), name, template, list_id, list_name, subject, clock.now_iso()),
     )
     campaign = get_campaign(conn, name)
@@ -186,22 +190,22 @@ def recover_interrupted(conn: sqlite3.Connection, campaign_id: int) -> int:
 
     Only a process killed between writing the end-of-data dot and recording
     the reply leaves such a row (RFC 1047), so the server may have the message.
+    (The reply of the interrupted attempt, if any, was an earlier one's.)
     """
     cursor = conn.execute(
-        "UPDATE deliveries SET status = 'uncertain', updated_at = ?,"
-        " last_reply = COALESCE(last_reply, 'interrupted after the message was transmitted; the reply was not recorded')"
+        "UPDATE deliveries SET status = 'uncertain', updated_at = ?, last_reply = ?"
         " WHERE campaign_id = ? AND status = 'sending'",
-        (clock.now_iso(), campaign_id),
+        (clock.now_iso(), KILLED_AFTER_DOT, campaign_id),
     )
     return cursor.rowcount
 
 
-def _statuses(resend_uncertain: bool) -> tuple[str, ...]:
+def sendable_statuses(resend_uncertain: bool) -> tuple[str, ...]:
     return (*SENDABLE, "uncertain") if resend_uncertain else SENDABLE
 
 
 def sendable_count(conn: sqlite3.Connection, campaign_id: int, *, resend_uncertain: bool = False) -> int:
-    statuses = _statuses(resend_uncertain)
+    statuses = sendable_statuses(resend_uncertain)
     marks = ",".join("?" for _ in statuses)
     row = conn.execute(
         f"SELECT count(*) FROM deliveries WHERE campaign_id = ? AND status IN ({marks})",  # noqa: S608 - placeholders only
@@ -219,13 +223,7 @@ def sendable_count(conn: sqlite3.Connection, campaign_id: int, *, resend_uncerta
 # half speed). The preflight reads chosen rows through the same query.
 _PAGE_SQL = """
 SELECT d.id, c.id, c.uid, c.email, c.email_key, c.first_name, c.last_name, c.attributes, d.message_id,
-       CASE
-         WHEN c.status != 'active' THEN 'contact is ' || c.status
-         WHEN c.restricted_at IS NOT NULL THEN 'processing restricted (art. 18)'
-         WHEN c.no_marketing_at IS NOT NULL THEN 'objected to direct marketing'
-         WHEN m.status IS NULL THEN 'no longer a member of the list'
-         WHEN m.status != 'subscribed' THEN 'membership is ' || m.status
-       END
+       {reason}
 FROM deliveries d
 JOIN contacts c ON c.id = d.contact_id
 LEFT JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
@@ -247,8 +245,8 @@ def iter_sendable(
     address and whether it offers SMTPUTF8: an address with a non-ASCII
     local part that this relay already failed is skipped while it does not.
     """
-    statuses = _statuses(resend_uncertain)
-    sql = _PAGE_SQL.format(marks=",".join("?" for _ in statuses), ids="d.id > ?")
+    statuses = sendable_statuses(resend_uncertain)
+    sql = _PAGE_SQL.format(marks=",".join("?" for _ in statuses), ids="d.id > ?", reason=SKIP_REASON_SQL)
     last = 0
     while True:
         rows = conn.execute(sql, (campaign.list_id or -1, campaign.id, *statuses, last, page)).fetchall()
@@ -317,11 +315,12 @@ def preflight_samples(conn: sqlite3.Connection, campaign: Campaign, secret: byte
                       resend_uncertain: bool = False, per_group: int = 3) -> list[tuple[str | None, Recipient]]:
     """``(field-set key, recipient)`` for the first ``per_group`` sendable
     deliveries of each distinct set of contact fields, in delivery order."""
-    statuses = _statuses(resend_uncertain)
+    statuses = sendable_statuses(resend_uncertain)
     rows = conn.execute(_SAMPLE_SQL.format(marks=",".join("?" for _ in statuses)),
                         (campaign.list_id or -1, campaign.id, *statuses, per_group)).fetchall()
     signatures = dict(rows)
-    page_sql = _PAGE_SQL.format(marks=",".join("?" for _ in statuses), ids="d.id IN (SELECT value FROM json_each(?))")
+    page_sql = _PAGE_SQL.format(marks=",".join("?" for _ in statuses), ids="d.id IN (SELECT value FROM json_each(?))",
+                                reason=SKIP_REASON_SQL)
     out: list[tuple[str | None, Recipient]] = []
     ids = list(signatures)
     for start in range(0, len(ids), 500):

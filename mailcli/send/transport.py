@@ -35,6 +35,14 @@ The engine makes the "sending" mark durable there. A message can therefore only 
 accepted without our knowing it if the process dies (or the link drops) between
 that write and the reply — such a message is reported ``uncertain``, never
 resent automatically (RFC 1047, STANDARDS C16).
+
+The engine may also withdraw a message it handed over (its recipient opted
+out or was erased since it was rendered): ``hooks.withdrawn(msg)`` is asked
+right before the message's MAIL FROM is written and again right before its
+final dot. Withdrawn before MAIL FROM, it is skipped; withdrawn after its
+envelope went out, the connection is closed without the dot, so the server
+discards the transaction. Only a message whose dot was already written when
+the opt-out was committed can still be delivered: at most one per connection.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ from mailcli.send.smtp import (
     SmtpProtocolError,
     refuses_connections,
 )
+from mailcli.store.deliveries import LOST_AFTER_DOT
 
 log = logging.getLogger("mailcli.send")
 
@@ -95,6 +104,7 @@ class Status(str, enum.Enum):
     FAILED = "failed"
     DEFERRED = "deferred"
     UNCERTAIN = "uncertain"
+    SKIPPED = "skipped"  # withdrawn by the engine before the final dot; not sent
     RETRY = "retry"  # interim: will be tried again in this run
 
 
@@ -117,6 +127,11 @@ class DeliveryHooks(Protocol):
 
     async def on_result(self, msg: OutgoingMessage, result: Result) -> None:
         """Record a final (or RETRY) result."""
+
+    def withdrawn(self, msg: OutgoingMessage) -> Result | None:
+        """Asked right before MAIL FROM and right before the final dot, with
+        nothing written in between: a result (``SKIPPED``) when the message
+        must not go out after all, else None. Must be quick and must not block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -705,11 +720,9 @@ class SmtpTransport:
         msg: OutgoingMessage | None = holding[0]
         envelope_written = False
         while msg is not None:
-            precheck = self._precheck(conn, msg)
+            # A pipelined envelope was prechecked right before it was written.
+            precheck = None if envelope_written else self._precheck(conn, msg)
             if precheck is not None:
-                if envelope_written:
-                    # Cannot happen: prechecks run before pipelining an envelope.
-                    raise SmtpProtocolError("internal: precheck after envelope")
                 await self._final(msg, precheck)
                 msg = self._take_nowait()
                 if msg is not None:
@@ -778,6 +791,12 @@ class SmtpTransport:
             # committed saved nothing measurable and cost a second send()
             # per message, and the server a second wake-up.)
             await self.hooks.before_dot(msg)
+            withdrawn = self.hooks.withdrawn(msg)
+            if withdrawn is not None:
+                # Withdrawn since its envelope went out: close the connection
+                # without the final dot, so the server discards the transaction.
+                await self._final(msg, withdrawn)
+                raise SmtpProtocolError("transaction abandoned before the final dot: the message was withdrawn")
             nxt = self._take_nowait() if pipelining else None
             if nxt is not None:
                 _hold(holding, nxt)
@@ -805,7 +824,7 @@ class SmtpTransport:
                     await self._outcome(msg, got[0], conn)
                 else:
                     # The dot may have been accepted: never resend blindly.
-                    await self._final(msg, Result(Status.UNCERTAIN, f"no reply to end of data: {exc}"))
+                    await self._final(msg, Result(Status.UNCERTAIN, f"{LOST_AFTER_DOT} ({exc})"))
                 if nxt is not None:
                     await self._retry(nxt, "connection lost", counted=False)
                 raise
@@ -823,7 +842,8 @@ class SmtpTransport:
                     _hold(holding, msg)
 
     def _precheck(self, conn: SmtpConnection, msg: OutgoingMessage) -> Result | None:
-        """Failures known before any byte is sent (A21 SIZE, A13 SMTPUTF8)."""
+        """Failures known before any byte is sent (A21 SIZE, A13 SMTPUTF8), and
+        a message the engine withdrew; called right before its MAIL FROM."""
         size = conn.extensions.get("SIZE", "")
         if size.isdigit() and int(size) > 0 and len(msg.data) > int(size):
             return Result(Status.FAILED, f"message is {len(msg.data)} bytes; {conn.params.where} accepts at most {size}")
@@ -834,7 +854,7 @@ class SmtpTransport:
                 " does not offer it; later campaigns through this relay skip the address until it does",
                 needs_smtputf8=True,
             )
-        return None
+        return self.hooks.withdrawn(msg)
 
     def _envelope(self, conn: SmtpConnection, msg: OutgoingMessage, rset: bool) -> list[bytes]:
         params = b""
@@ -928,9 +948,13 @@ class CallbackHooks:
 
     before: HookFn | None = None
     results: list[tuple[int, Result]] = field(default_factory=list)
+    withdraw: Callable[[OutgoingMessage], Result | None] | None = None
 
     def before_dot(self, msg: OutgoingMessage) -> Awaitable[None]:
         return self.before(msg) if self.before is not None else _done()
 
     async def on_result(self, msg: OutgoingMessage, result: Result) -> None:
         self.results.append((msg.key, result))
+
+    def withdrawn(self, msg: OutgoingMessage) -> Result | None:
+        return self.withdraw(msg) if self.withdraw is not None else None

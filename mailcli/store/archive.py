@@ -6,12 +6,19 @@ deleting, callers fold what they delete into ``campaigns.archived_counts``, a
 JSON object with the report keys; ``report`` adds it to the live counts.
 
 * deliveries: ``audience`` += rows, and ``<status>`` += rows per status
-  (``pending``, ``sending``→``uncertain``, ``sent``, ``failed``, ``deferred``,
-  ``uncertain``)
+  (``sent``, ``failed``, ``uncertain``, ``skipped``; ``sending``→``uncertain``;
+  ``pending`` and ``deferred``→``skipped``: a row that is gone can never be
+  sent, so the campaign counts it as skipped and can complete)
 * events with a campaign: ``bounced`` / ``unsubscribed`` / ``complained``
   += rows of that kind
 
 Always call these inside the same transaction as the delete.
+
+A send that is running when its delivery rows are deleted still learns what
+the server said about the messages in flight; ``settle_archived`` moves such a
+message from what the archive assumed (``uncertain`` for a row deleted while
+``sending``, ``skipped`` for one deleted before) to what really happened, so
+``sent`` stays equal to what the server accepted.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from typing import Any
 
 REPORT_KEYS = ("audience", "sent", "failed", "deferred", "pending", "uncertain", "bounced", "unsubscribed", "complained")
 EVENT_KINDS = ("bounced", "unsubscribed", "complained")
+# How a deleted delivery row is counted, by its status (others as themselves).
+ARCHIVED_AS = {"sending": "uncertain", "pending": "skipped", "deferred": "skipped"}
 
 
 def _fold(conn: sqlite3.Connection, additions: dict[int, dict[str, int]]) -> None:
@@ -51,12 +60,19 @@ def archive_deliveries(conn: sqlite3.Connection, where: str, params: Sequence[An
     total = 0
     sql = f"SELECT campaign_id, status, count(*) FROM deliveries WHERE {where} GROUP BY campaign_id, status"  # noqa: S608 - fixed condition
     for campaign_id, status, count in conn.execute(sql, tuple(params)):
-        key = "uncertain" if status == "sending" else status
-        additions[campaign_id][key] += count
+        additions[campaign_id][ARCHIVED_AS.get(status, status)] += count
         additions[campaign_id]["audience"] += count
         total += count
     _fold(conn, additions)
     return total
+
+
+def settle_archived(conn: sqlite3.Connection, campaign_id: int, was: str, now: str) -> None:
+    """One archived delivery of the campaign turned out ``now`` rather than
+    ``was`` (both archive keys: sent, failed, uncertain, skipped)."""
+    if was == now:
+        return
+    _fold(conn, {campaign_id: {was: -1, now: 1}})
 
 
 def archive_events(conn: sqlite3.Connection, where: str, params: Sequence[Any] = ()) -> int:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..clock import now_iso
 from ..errors import MailcliError
-from .migrations import MIGRATIONS
+from .migrations import MIGRATIONS, statements
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -153,7 +153,7 @@ def apply_migrations(conn: sqlite3.Connection) -> list[str]:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if isinstance(step, str):
-                for statement in _statements(step):
+                for statement in statements(step):
                     conn.execute(statement)
             else:
                 step(conn)
@@ -164,18 +164,6 @@ def apply_migrations(conn: sqlite3.Connection) -> list[str]:
         conn.execute("COMMIT")
         applied.append(name)
     return applied
-
-
-def _statements(script: str) -> Iterator[str]:
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip():
-                yield buffer.strip()
-            buffer = ""
-    if buffer.strip():
-        yield buffer.strip()
 
 
 def open_store(path: Path, *, create: bool = True) -> Store:

@@ -28,7 +28,7 @@ rewrite them:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 Migration = tuple[str, str | Callable[[sqlite3.Connection], None]]
 
@@ -200,6 +200,112 @@ M009_PROCESSED_MESSAGES_REASON = """
 ALTER TABLE processed_messages ADD COLUMN reason TEXT;
 ALTER TABLE processed_messages ADD COLUMN acknowledged_at TEXT;
 """
+# What lets a running send honour opt-outs at once, and a second line of
+# defence against two sends of one campaign:
+#
+# * ``optout_counter`` holds one number, raised by triggers in the same
+#   transaction as every change that can end someone's mail: a membership
+#   leaving ``subscribed`` or deleted, a contact no longer active, restricted,
+#   objecting or deleted (erasure, purge), a new suppression. So no path —
+#   unsubscribe, one-click, bounce, complaint, erasure, restriction, objection,
+#   purge, an import's opt-outs — can forget it. It says that, not who: a send
+#   that finds it higher than when it read a recipient checks that recipient
+#   again before mailing them.
+# * ``claims`` names the process that sends a campaign (owner, pid, host,
+#   command, heartbeat), taken in the transaction that starts the run, so a
+#   duplicate run is refused even if the lock file beside the database is lost.
+M005_OPTOUT_COUNTER_AND_CLAIMS = """
+CREATE TABLE optout_counter (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    n INTEGER NOT NULL
+);
+INSERT INTO optout_counter (id, n) VALUES (1, 0);
+
+CREATE TRIGGER optout_membership_ended AFTER UPDATE OF status ON memberships
+WHEN OLD.status = 'subscribed' AND NEW.status != 'subscribed'
+BEGIN
+    UPDATE optout_counter SET n = n + 1 WHERE id = 1;
+END;
+
+CREATE TRIGGER optout_membership_deleted AFTER DELETE ON memberships
+WHEN OLD.status = 'subscribed'
+BEGIN
+    UPDATE optout_counter SET n = n + 1 WHERE id = 1;
+END;
+
+CREATE TRIGGER optout_contact_flagged AFTER UPDATE OF status, restricted_at, no_marketing_at ON contacts
+WHEN (OLD.status = 'active' AND NEW.status != 'active')
+  OR (OLD.restricted_at IS NULL AND NEW.restricted_at IS NOT NULL)
+  OR (OLD.no_marketing_at IS NULL AND NEW.no_marketing_at IS NOT NULL)
+BEGIN
+    UPDATE optout_counter SET n = n + 1 WHERE id = 1;
+END;
+
+CREATE TRIGGER optout_contact_deleted AFTER DELETE ON contacts
+BEGIN
+    UPDATE optout_counter SET n = n + 1 WHERE id = 1;
+END;
+
+CREATE TRIGGER optout_suppressed AFTER INSERT ON suppressions
+BEGIN
+    UPDATE optout_counter SET n = n + 1 WHERE id = 1;
+END;
+
+CREATE TABLE claims (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    command TEXT NOT NULL,
+    since TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def m005_optout_counter_and_claims(conn: sqlite3.Connection) -> None:
+    """The tables and triggers above, and archived totals made final.
+
+    A delivery row deleted (erasure, purge) while still pending or deferred
+    was archived as ``pending``/``deferred``: a campaign that nothing can
+    send any more, stuck in ``sending`` for good. Such rows are skips, and a
+    campaign with nothing else left to send is complete.
+    """
+    import json
+
+    from ..clock import now_iso
+
+    now = now_iso()
+
+    for statement in statements(M005_OPTOUT_COUNTER_AND_CLAIMS):
+        conn.execute(statement)
+    for campaign_id, text in conn.execute("SELECT id, archived_counts FROM campaigns").fetchall():
+        counts = json.loads(text or "{}")
+        stuck = int(counts.pop("pending", 0)) + int(counts.pop("deferred", 0))
+        if stuck:
+            counts["skipped"] = int(counts.get("skipped", 0)) + stuck
+            conn.execute("UPDATE campaigns SET archived_counts = ? WHERE id = ?",
+                         (json.dumps(counts, sort_keys=True), campaign_id))
+            conn.execute(
+                "UPDATE campaigns SET status = 'sent', finished_at = COALESCE(finished_at, ?)"
+                " WHERE id = ? AND status = 'sending' AND NOT EXISTS (SELECT 1 FROM deliveries"
+                " WHERE campaign_id = ? AND status IN ('pending', 'deferred', 'sending'))",
+                (now, campaign_id, campaign_id),
+            )
+
+
+def statements(script: str) -> Iterator[str]:
+    """The SQL statements of a script, one by one (trigger bodies kept whole)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()
+
 
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
@@ -208,4 +314,5 @@ MIGRATIONS: list[Migration] = [
     ("m004_partial_contacts_status_index", M004_PARTIAL_CONTACTS_STATUS_INDEX),
     ("m007_relays", M007_RELAYS),
     ("m009_processed_messages_reason", M009_PROCESSED_MESSAGES_REASON),
+    ("m005_optout_counter_and_claims", m005_optout_counter_and_claims),
 ]
