@@ -77,9 +77,9 @@ def send_cmd(
             verb = "would be frozen (dry run)" if plan.dry_run else "frozen"
             out.info(f"Campaign {plan.campaign}: audience of {plan.audience} {verb} from list {plan.list_name}"
                      + ("" if plan.created else f" ({plan.added} new)"))
-        if plan.uncertain and not resend_uncertain:
-            out.warn(f"{plan.uncertain} message(s) are uncertain (a run was killed while sending them); not resending"
-                     f" — see `{app.command('report', plan.campaign, '--failed')}`")
+        if plan.uncertain and not resend_uncertain and plan.to_send:  # else the closing line says it
+            out.warn(f"{uncertain_line(plan.campaign, plan.uncertain, plan.uncertain_causes)}; not resending them"
+                     f" (list: {app.command('report', plan.campaign, '--failed')})")
         bar = bars.enter_context(out.progress(plan.to_send, f"Sending {campaign}"))
 
     def confirm(plan: SendPlan) -> None:
@@ -168,14 +168,43 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, fa
         raise PartialError(f"Campaign {campaign}: {s.relay} says the sending quota is used up ({s.quota_note});"
                            f" {left} message(s) wait for a later run",
                            hint=f"when the relay's quota allows again: {resume}")
+    uncertain = counts.get("uncertain", 0)
     if s.failed or counts.get("deferred", 0):
         hint = []
         if counts.get("deferred", 0):
             hint.append(f"retry deferred: {resume}")
         hint.append(f"details: {failures}")
+        if uncertain:
+            out.warn(uncertain_line(campaign, uncertain, s.uncertain_causes))
         raise PartialError(
-            f"Campaign {campaign}: {s.failed} failed, {counts.get('deferred', 0)} deferred", hint="; ".join(hint)
+            f"Campaign {campaign}: {s.failed} failed, {counts.get('deferred', 0)} deferred"
+            + (f", {uncertain} uncertain" if uncertain else ""), hint="; ".join(hint)
         )
+    if uncertain:
+        # Not a success: the server may never have received these messages.
+        raise PartialError(
+            uncertain_line(campaign, uncertain, s.uncertain_causes),
+            hint=f"check your relay's log for their Message-IDs ({failures} lists them); to send again what it did"
+                 f" not accept: {resume if '--resend-uncertain' in resume else resume + ' --resend-uncertain'}",
+        )
+
+
+def uncertain_line(campaign: str, count: int, causes: dict[str, int]) -> str:
+    """What happened to a campaign's uncertain messages, in one line."""
+    texts = {
+        "lost": "the connection to the server was lost after the final dot, before its reply",
+        "killed": "a run ended (killed, or the machine stopped) after the final dot, before the server's reply"
+                  " was recorded",
+        "other": "no reply to the final dot was recorded",
+    }
+    found = [(causes[k], text) for k, text in texts.items() if causes.get(k)]
+    if len(found) == 1:
+        why = f": {found[0][1]}"
+    elif found:
+        why = ": " + "; ".join(f"{n} because {text}" for n, text in found)
+    else:
+        why = ""
+    return f"Campaign {campaign}: {count} message(s) uncertain{why} — the server may or may not have accepted them"
 
 
 def _fix_hint(s: SendSummary) -> str:
