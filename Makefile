@@ -1,6 +1,7 @@
 # Two commands set everything up on a machine with Python 3.10+ and make:
 #   make demo   creates .venv, installs mailcli and runs the whole flow locally
-#   make test   creates .venv, installs mailcli with test extras and runs the suite
+#   make test   creates .venv, installs mailcli with test extras, runs ruff, mypy and the suite
+#   make coverage  the suite under coverage (subprocesses included), per package
 #   make walkthrough   regenerates docs/walkthrough.md (a first hour, real output)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -22,7 +23,27 @@ demo: venv
 	$(BIN)/mailcli demo
 
 test: venv
+	$(BIN)/ruff check mailcli tests benchmarks
+	$(BIN)/mypy mailcli
 	$(BIN)/python -m pytest -q
+
+# Every Python process the tests start (python -m mailcli, serve, render
+# workers, import readers) is measured too: [tool.coverage.run] in
+# pyproject.toml. Then one line per package; `coverage report -m` or
+# `coverage html` afterwards for the lines.
+COVERAGE := $(BIN)/python -m coverage
+PACKAGES := store send render privacy feedback deliverability commands
+
+coverage: venv
+	rm -f .coverage .coverage.*
+	$(COVERAGE) run -m pytest -q
+	$(COVERAGE) combine -q
+	@printf '%-24s %7s\n' package covered
+	@printf '%-24s %6s%%\n' mailcli/ "$$($(COVERAGE) report --format=total --include='mailcli/*' --omit='mailcli/*/*')"
+	@for p in $(PACKAGES); do \
+	  printf '%-24s %6s%%\n' mailcli/$$p "$$($(COVERAGE) report --format=total --include="mailcli/$$p/*")"; \
+	done
+	@printf '%-24s %6s%%\n' all "$$($(COVERAGE) report --format=total)"
 
 lint: venv
 	$(BIN)/ruff check mailcli tests benchmarks
@@ -34,4 +55,4 @@ walkthrough: venv
 	$(BIN)/python docs/walkthrough.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info .coverage .coverage.* htmlcov
