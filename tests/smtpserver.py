@@ -48,7 +48,13 @@ Relay limits, as real relays impose them:
 * ``smtputf8=False``: SMTPUTF8 is not offered.
 
 ``server.sessions`` counts the sessions greeted with 220, ``server.refused``
-the ones refused, ``server.max_concurrent`` the most at once.
+the ones refused, ``server.max_concurrent`` the most at once;
+``server.wait_idle()`` waits until no session is open (after killing a client).
+
+Timing, to show that mailcli's own limits hold: ``server.most_at_once(key)``
+is the most messages in the server's hands at once (from MAIL FROM to
+accepted) per key (``lambda m: m.domain``: per recipient domain),
+``server.throughput()`` the messages per second it received.
 
 Also: ``server.auth_attempts`` lists (mechanism, user, password) tuples the
 server saw; ``server.wait_for(n)`` waits until n messages have arrived. Each
@@ -65,6 +71,7 @@ import ssl
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +93,11 @@ class Received:
             if line.lower().startswith("message-id:"):
                 return line.split(":", 1)[1].strip()
         return ""
+
+    @property
+    def domain(self) -> str:
+        """The domain of the first recipient."""
+        return self.rcpt_tos[0].rpartition("@")[2].lower()
 
 
 def free_port() -> int:
@@ -264,11 +276,51 @@ class SmtpServer:
         with self._lock:
             return [r for m in self.messages for r in m.rcpt_tos]
 
+    def most_at_once(self, key: Callable[[Received], str] = lambda m: "") -> dict[str, int]:
+        """The most accepted messages the server had in hand at once (from
+        MAIL to the reply to the final dot), per ``key``: for example
+        ``lambda m: m.domain`` for the most at once per recipient domain."""
+        events: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        with self._lock:
+            for m in self.messages:
+                events[key(m)] += [(m.mail_at, 1), (m.accepted_at, -1)]
+        most: dict[str, int] = {}
+        for name, marks in events.items():
+            now = peak = 0
+            for _, step in sorted(marks):  # at a tie an end (-1) sorts before a start
+                now += step
+                peak = max(peak, now)
+            most[name] = peak
+        return most
+
+    def throughput(self) -> float:
+        """Messages per second from the first MAIL to the last, counted as
+        the median gap between consecutive MAIL commands, so one stall of
+        this thread (which bunches a few arrivals) does not skew it."""
+        with self._lock:
+            starts = sorted(m.mail_at for m in self.messages)
+        gaps = sorted(b - a for a, b in zip(starts, starts[1:], strict=False))
+        if not gaps:
+            return 0.0
+        median = gaps[len(gaps) // 2]
+        return 1 / median if median > 0 else float("inf")
+
     def wait_for(self, count: int, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.messages) >= count:
                 return True
+            time.sleep(0.01)
+        return False
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no session is open: after a client was killed, whatever
+        it had sent has been accepted or dropped by then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._current == 0:
+                    return True
             time.sleep(0.01)
         return False
 

@@ -291,7 +291,7 @@ def test_kill_9_mid_send_then_rerun_no_duplicates(project: Path, cli: Cli) -> No
             proc.kill()
             proc.wait()
         server.delay = 0.0
-        time.sleep(0.2)
+        assert server.wait_idle()  # what the killed process had sent has landed
         before = set(server.recipients())
         assert 0 < len(before) < 400
         rerun = cli("send", "spring", "--yes")
@@ -405,3 +405,30 @@ def test_unsubscribe_headers_format() -> None:
         "<https://n.example/u?t=TOK>, <mailto:stop+TOK@n.example?subject=unsubscribe%20TOK>")
     settings.unsubscribe.mailto = None
     assert list_unsubscribe_header(settings, "TOK") == "<https://n.example/u?t=TOK>"
+
+
+def test_rate_holds_the_throughput_under_the_ceiling(project: Path, cli: Cli) -> None:
+    # Three connections could take the forty messages in a fraction of a
+    # second; at 50/s they take about 0.8 s, one every 20 ms.
+    add_contacts(project / "mailcli.db", "news", people(40))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = _send(cli, "--rate", "50/s", "--concurrency", "3")
+        assert result.exit_code == 0, result.output
+    assert len(server.messages) == 40
+    assert server.throughput() <= 50 * 1.15, f"{server.throughput():.0f} messages/s"
+
+
+def test_the_domain_cap_holds_messages_in_flight_per_domain(project: Path, cli: Cli) -> None:
+    # Two domains, three connections, a server that takes 50 ms per message:
+    # without the cap two or three of them would be at one domain at once.
+    contacts = [{"email": f"p{i}@d{i % 2}.example", "first_name": "P", "last_name": str(i)} for i in range(16)]
+    add_contacts(project / "mailcli.db", "news", contacts)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port, extra=["domain_concurrency = 1"])
+        server.delay = 0.05
+        result = _send(cli, "--concurrency", "3")
+        assert result.exit_code == 0, result.output
+    assert sorted(server.recipients()) == sorted(c["email"] for c in contacts)
+    assert server.most_at_once(lambda m: m.domain) == {"d0.example": 1, "d1.example": 1}
+    assert server.most_at_once() == {"": 2}  # the two domains were served side by side
