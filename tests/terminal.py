@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -57,14 +58,15 @@ class Terminal:
         self.screen += chunk
         return True
 
-    def read_until(self, text: str, timeout: float = 60) -> str:
-        """Everything received up to and including ``text``; fails at the deadline."""
+    def read_until(self, text: str | re.Pattern[str], timeout: float = 60) -> str:
+        """Everything received up to and including ``text`` (or the first match
+        of a compiled pattern); fails at the deadline."""
         deadline = time.monotonic() + timeout
-        needle = text.encode("utf-8")
-        while needle not in self.screen:
+        pattern = text if isinstance(text, re.Pattern) else re.compile(re.escape(text))
+        while (found := pattern.search(self.text)) is None:
             if time.monotonic() > deadline or self._read(0.1) is False:
                 raise AssertionError(f"{text!r} did not appear; the screen got:\n{self.text}")
-        return self.screen[: self.screen.index(needle) + len(needle)].decode("utf-8", "replace")
+        return self.text[: found.end()]
 
     def type(self, text: str) -> None:
         os.write(self.master, text.encode("utf-8"))
