@@ -55,7 +55,7 @@ def test_flat_render_is_jinja_render(tmp_path_factory: pytest.TempPathFactory, p
     env = make_environment(tmp_path_factory.mktemp("t"), html=html)
     template = env.from_string(_source(pieces))
     assert isinstance(template, MailTemplate)
-    assert template._flat is not None
+    assert template.renders_flat
     variables = {"contact": contact, "sender": {"name": "Ann & Co <news>"}, "unsubscribe_url": "https://x.example/u?a=1&b=2"}
     assert _outcome(template.render, variables) == _outcome(_jinja, template, variables)
 
@@ -73,12 +73,12 @@ def test_flat_render_is_jinja_render(tmp_path_factory: pytest.TempPathFactory, p
 def test_anything_beyond_plain_fields_renders_through_jinja(tmp_path: Path, source: str) -> None:
     (tmp_path / "base.html").write_text("base", encoding="utf-8")
     template = make_environment(tmp_path, html=True).from_string(source)
-    assert template._flat is None  # type: ignore[attr-defined]
+    assert not template.renders_flat  # type: ignore[attr-defined]
 
 
 def test_missing_field_still_fails_like_jinja(tmp_path: Path) -> None:
     template = make_environment(tmp_path, html=True).from_string("<p>{{ contact.frist_name }}</p>")
-    assert template._flat is not None  # type: ignore[attr-defined]
+    assert template.renders_flat  # type: ignore[attr-defined]
     with pytest.raises(jinja2.UndefinedError, match="frist_name"):
         template.render({"contact": {"first_name": "Ann"}})
 

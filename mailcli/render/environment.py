@@ -201,6 +201,12 @@ class MailTemplate(Template):
             template._flat = FlatRender(environment, plan)
         return template
 
+    @property
+    def renders_flat(self) -> bool:
+        """Whether this template renders by filling in its fields, without
+        Jinja's generated code (it is only text and plain field outputs)."""
+        return self._flat is not None
+
     def render(self, *args: Any, **kwargs: Any) -> str:
         flat = self._flat
         if flat is not None and len(args) == 1 and not kwargs and type(args[0]) is dict:
