@@ -177,6 +177,8 @@ class ImportFeed:
         self.size = size
         self.domains: dict[str, int] | None = {} if count_domains else None
         self.workers_used = False
+        self.withdrawn = False  # the second worker started inside a record: the first read it all
+        self.sqlite_frames = False  # the workers' rows crossed as SQLite databases (else marshalled)
         # Started now, told their part later: their interpreters start up
         # while this process loads its settings and opens the database.
         self._workers = (_Worker(), _Worker()) if self.parallel() else None
@@ -187,6 +189,17 @@ class ImportFeed:
         return (source.size >= PARALLEL_MIN_BYTES and source.format.encoding in SPLITTABLE
                 and (os.cpu_count() or 1) > 1
                 and os.name == "posix" and bool(sys.executable))  # pipes in selectors, setsid
+
+    @property
+    def how_read(self) -> str:
+        """How the file was read, in words (``import -v`` prints it)."""
+        if not self.workers_used:
+            return "read by this process"
+        how = "read by two processes, their rows handed over as " + (
+            "SQLite databases" if self.sqlite_frames else "marshalled tuples")
+        if self.withdrawn:
+            how += "; the second half began inside a quoted field, so the first process read it all"
+        return how
 
     def batches(self, suppression: Suppression | None, frames: bool) -> Iterator[Batch]:
         if frames and self._workers is not None:
@@ -228,7 +241,10 @@ class ImportFeed:
         try:
             first.start({**common, "part": 1, "mapping": source.mapping, "stop_line": line}, 0)
             second.start({**common, "part": 2, "start": start, "first_line": line}, start)
-            yield from _merge_frames(first, second, line, self.domains, common["sqlite_frames"])
+            self.sqlite_frames = common["sqlite_frames"]
+            for batch in _merge_frames(first, second, line, self.domains, self.sqlite_frames):
+                self.withdrawn |= bool(batch.retract_from)
+                yield batch
         finally:
             self.close()
 

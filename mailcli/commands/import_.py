@@ -111,6 +111,7 @@ def import_cmd(
             raise
         if rejects_file is not None:
             rejects_file.commit()
+    out.detail(f"{file}: {feed.how_read}")
     data = {"file": str(file), "list": list_name.strip(), **result.as_dict()}
     if check_mx:
         data["undeliverable"] = _check_domains(out, feed.domains or {}, nameserver)
