@@ -343,3 +343,47 @@ def test_bad_sources(project: Path, cli: Cli, tmp_path: Path) -> None:
     assert in_url.exit_code == 2 and "secret" not in in_url.stderr
     refused = cli("bounces", "imaps://bounces@127.0.0.1:1/INBOX", env={"MAILCLI_IMAP_PASSWORD": "x"})
     assert refused.exit_code == 5 and "cannot connect" in refused.stderr
+
+
+def test_reports_that_name_nobody_are_left_with_their_reason(project: Path, cli: Cli, tmp_path: Path) -> None:
+    # What a mailbox of bounces also holds: success notices, reports without
+    # recipients or a status, notices and complaints about mail that is not
+    # ours. Each is counted or listed with why it was left; none changes anyone.
+    s = seed(project, PEOPLE)
+    _, mids = add_campaign(s, "may")
+
+    def report(rcpt: str, message_id: str, action: str, status: str | None) -> bytes:
+        data = dsn(s, rcpt, message_id, action=action, status=status, diagnostic="smtp; see the status")
+        return data if message_id else data.replace(b"Message-ID: \n", b"")
+
+    def arf(rcpt: str, message_id: str, feedback_type: str = "abuse") -> bytes:
+        return build("yahoo_arf_abuse.eml", rcpt=rcpt, message_id=message_id).replace(
+            b"Feedback-Type: abuse", f"Feedback-Type: {feedback_type}".encode())
+
+    no_recipient = b"".join(line for line in report("ann@example.org", mids["ann@example.org"], "failed", "5.1.1")
+                            .splitlines(keepends=True) if not line.startswith((b"Final-", b"Action", b"Status",
+                                                                                b"Remote", b"Diagnostic")))
+    messages = [
+        report("ann@example.org", mids["ann@example.org"], "delivered", "2.0.0"),
+        no_recipient,
+        report("bob@example.org", "<not-ours@mail.example.net>", "delayed", "4.4.1"),
+        report("zed@example.org", "", "delayed", "4.4.1"),
+        arf("cy@example.org", mids["cy@example.org"], "fraud"),
+        arf("zed@example.org", "<not-ours@mail.example.net>"),
+    ]
+    before = s.counts()
+    result = cli("bounces", str(write_mbox(tmp_path / "b.mbox", messages)), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["messages"], data["ignored"], data["unmatched"]) == (6, 1, 5)  # the success notice is ignored
+    assert [u["reason"] for u in data["unmatched_messages"]] == [
+        "delivery report without a status code",
+        "delayed notice about a message mailcli has no record of",
+        "delayed notice for an address that is not a contact",
+        "feedback report of type 'fraud'",
+        "complaint about a message mailcli has no record of",
+    ]
+    assert all(data[k] == 0 for k in ("hard_bounces", "soft_bounces", "complaints", "delays", "suppressed"))
+    assert s.counts() == before
+    again = json.loads(cli("bounces", str(tmp_path / "b.mbox"), "--json").stdout)
+    assert again["unmatched"] == 5 and all(u["first_seen"] for u in again["unmatched_messages"])  # listed again

@@ -148,10 +148,17 @@ def test_smtp_check_through_the_cli(cli: Cli, project: Path, tmp_path: Path) -> 
     assert verdicts["smtp-tls"] == "pass" and verdicts["smtp"] == "pass"
 
 
-def test_invalid_nameserver_is_a_usage_error(cli: Cli, project: Path) -> None:
-    result = cli("doctor", "--dns", "--nameserver", "127.0.0.1:99999")
+@pytest.mark.parametrize(("nameserver", "words"), [
+    ("127.0.0.1:99999", "port must be a number from 1 to 65535"),
+    ("127.0.0.1:dns", "port must be a number from 1 to 65535"),
+    ("[::1", "missing ']'"),
+    ("[::1]53", "expected [ADDRESS]:PORT"),
+    (":53", "no host given"),
+])
+def test_invalid_nameserver_is_a_usage_error(cli: Cli, project: Path, nameserver: str, words: str) -> None:
+    result = cli("doctor", "--dns", "--nameserver", nameserver)
     assert result.exit_code == 2
-    assert "--nameserver 127.0.0.1:99999" in result.stderr
+    assert result.stderr.splitlines()[0] == f"Error: --nameserver {nameserver}: {words}"
     assert os.path.exists(project / "mailcli.toml")
 
 

@@ -29,6 +29,28 @@ def _chain(depth: int) -> str:
     return "\n".join(lines)
 
 
+# name under syntax.example, its SPF record, doctor's verdict, words of the summary
+SPF_SYNTAX = [
+    ("unknown", "v=spf1 foo -all", "fail", "unknown mechanism 'foo'"),
+    ("not-a-name", "v=spf1 9all", "fail", "invalid term '9all'"),
+    ("junk", "v=spf1 mx$x -all", "fail", "invalid term 'mx$x'"),
+    ("bad-ip", "v=spf1 ip4:192.0.2.999 -all", "fail", "invalid address in 'ip4:192.0.2.999'"),
+    ("family", "v=spf1 ip6:192.0.2.1 -all", "fail", "'ip6:192.0.2.1' has the wrong address family"),
+    ("bare-include", "v=spf1 include -all", "fail", "'include' needs a domain"),
+    ("two-redirects", "v=spf1 redirect=good.example redirect=good.example", "fail", "more than one redirect="),
+    ("empty-exp", "v=spf1 exp= -all", "fail", "exp= needs a domain"),
+    ("all-arg", "v=spf1 all:x", "fail", "'all' takes no argument"),
+    ("loop", "v=spf1 include:loop.syntax.example -all", "fail", "include:loop.syntax.example loops back"),
+    ("mx-many", "v=spf1 mx:many.syntax.example -all", "fail", "mx:many.syntax.example has more than 10 MX names"),
+    ("after-all", "v=spf1 -all mx", "warn", "'mx' after 'all' is never evaluated"),
+    ("neutral", "v=spf1 ?all", "warn", "'?all' is neutral; end with '~all' or '-all'"),
+    ("ptr", "v=spf1 ptr -all", "warn", "'ptr' is slow and discouraged"),
+    ("long", "v=spf1 " + " ".join(f"ip4:192.0.2.{i}" for i in range(40)) + " -all", "warn", "keep it under 450"),
+    ("redirect", "v=spf1 redirect=good.example", "pass", "(2 DNS lookups, 0 void)"),
+    ("macros", "v=spf1 exists:%{i}.x.syntax.example include:%{d}.y.example a:%{d} -all", "pass", "(3 DNS lookups, 0 void)"),
+]
+
+
 @pytest.fixture(scope="module")
 def dns_server() -> Iterator[DnsServer]:
     good_key = public_b64(private_pem(2048))
@@ -62,6 +84,8 @@ testing._domainkey TXT {txt(f"v=DKIM1; t=y; p={good_key}")}
         "monitor.example": f"_dmarc TXT {txt('v=DMARC1; p=none')}\n",
         "tworecords.example": f"_dmarc TXT {txt('v=DMARC1; p=none')}\n_dmarc TXT {txt('v=DMARC1; p=reject')}\n",
         "external.example": f"_dmarc TXT {txt('v=DMARC1; p=reject; rua=mailto:reports@reports.example')}\n",
+        "syntax.example": "\n".join(f"{name} TXT {txt(record)}" for name, record, *_ in SPF_SYNTAX)
+        + "\n" + "\n".join(f"many MX 10 mx{i}.good.example." for i in range(11)) + "\n",
     }
     with DnsServer(zones, servfail=["broken.example"]) as server:
         yield server
@@ -175,6 +199,13 @@ def test_include_of_domain_without_spf_fails(resolver) -> None:  # type: ignore[
     check = check_spf(resolver, "badinclude.example")
     assert check.verdict == "fail"
     assert "include:bare.example has no SPF record" in check.summary
+
+
+@pytest.mark.parametrize(("name", "verdict", "words"), [(n, v, w) for n, _, v, w in SPF_SYNTAX],
+                         ids=[n for n, *_ in SPF_SYNTAX])
+def test_spf_record_mistakes_are_named(resolver, name: str, verdict: str, words: str) -> None:  # type: ignore[no-untyped-def]
+    check = check_spf(resolver, f"{name}.syntax.example")
+    assert (check.verdict, words in check.summary) == (verdict, True), check.summary
 
 
 # -- DKIM ----------------------------------------------------------------------
