@@ -215,3 +215,16 @@ def test_unregistered_table_makes_export_warn(world: Path, cli) -> None:
     result = cli("privacy", "export", ZEB, "-o", "zeb.zip")
     assert result.exit_code == 0
     assert "clicks" in result.stderr and "not exported" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["folder", "under-a-file"])
+def test_an_export_that_cannot_be_written_is_one_line_and_leaves_nothing(world: Path, cli, target: str) -> None:
+    (world / "taken").mkdir()
+    (world / "notes.txt").write_text("x", encoding="utf-8")
+    output = world / "taken" if target == "folder" else world / "notes.txt" / "x.zip"
+    result = cli("privacy", "export", ZEB, "-o", str(output))
+    assert result.exit_code == 1
+    reason = "Is a directory" if target == "folder" else f"{output.parent} is not a folder"
+    assert result.stderr.splitlines()[0] == f"Error: Cannot write the export {output}: {reason}"
+    assert "Traceback" not in result.output
+    assert list((world / "taken").iterdir()) == []  # no temporary file left

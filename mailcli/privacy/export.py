@@ -201,8 +201,13 @@ _EMPTY_COLUMNS = {
 
 
 def _write_zip(path: Path, files: dict[str, bytes], moment: tuple[int, int, int, int, int, int]) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        reason = f"{path.parent} is not a folder" if isinstance(exc, (FileExistsError, NotADirectoryError)) \
+            else exc.strerror
+        raise MailcliError(f"Cannot write the export {path}: {reason}") from None
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as handle:
