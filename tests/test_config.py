@@ -127,3 +127,19 @@ def test_durations_and_rates() -> None:
     for bad in ("x", "10/d", "-1"):
         with pytest.raises(ValueError):
             parse_rate(bad)
+
+
+def test_config_show_spells_defaults_as_the_file_would(project: Path, cli: Cli) -> None:
+    # Without rate and retry_window in the file, the defaults (no ceiling, two
+    # minutes) are shown as a person writes them; a value is shown as written.
+    config = project / "mailcli.toml"
+    lines = config.read_text(encoding="utf-8").splitlines()
+    config.write_text("\n".join(line for line in lines if not line.startswith(("rate =", "retry_window ="))) + "\n",
+                      encoding="utf-8")
+    shown = cli("config", "show")
+    assert shown.exit_code == 0, shown.output
+    assert 'rate = "0"' in shown.stdout and 'retry_window = "2m"' in shown.stdout
+    config.write_text(config.read_text(encoding="utf-8").replace("[smtp]\n", '[smtp]\nrate = "1200/m"\nretry_window = "90s"\n'),
+                      encoding="utf-8")
+    shown = cli("config", "show")
+    assert 'rate = "1200/m"' in shown.stdout and 'retry_window = "90s"' in shown.stdout

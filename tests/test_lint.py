@@ -134,6 +134,21 @@ def test_images_without_alt(tmp_path: Path) -> None:
     assert finding.line == 4 and finding.severity == "warning" and "a.png" in finding.message
 
 
+def test_self_closing_tags_as_xhtml_editors_write_them(tmp_path: Path) -> None:
+    # <img ... /> is an image without alt all the same. <div ... /> is no
+    # empty div: browsers (and the CSS inliner) read it as an opening tag, so
+    # the footer after a hidden one is hidden too, and lint says so.
+    findings = lint(tmp_path, {"t/message.html": page('<img src="https://x.example/a.png" /><br/>\n'
+                                                      '<div style="display:none" /><span class="x" />'),
+                               "t/subject.txt": "S"})
+    assert only(findings, "img-alt").line == 4
+    assert only(findings, "hidden-content").line == 5
+    assert only(findings, "unsubscribe-missing").severity == "error"
+    shown = lint(tmp_path, {"t/message.html": page('<img src="https://x.example/a.png" alt="" />\n'
+                                                   '<div style="display:none"></div>'), "t/subject.txt": "S"})
+    assert codes(shown) == []  # closed, it hides nothing
+
+
 def test_links_that_are_not_https_or_mailto(tmp_path: Path) -> None:
     findings = lint(tmp_path, {"t/message.html": page(
         '<a href="javascript:alert(1)">a</a>\n<a href="data:text/html,x">b</a>\n<a href="page.html">c</a>\n'
