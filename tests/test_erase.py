@@ -10,7 +10,6 @@ import pytest
 
 from mailcli import tokens
 from mailcli.addresses import normalise_address
-from mailcli.output import Output
 from mailcli.store import open_store
 from tests.privacy_support import (
     ZEB,
@@ -27,6 +26,7 @@ from tests.privacy_support import (
     report_totals,
     settings_for,
 )
+from tests.terminal import Terminal
 
 ANNA = "anna.devries@example.nl"
 
@@ -104,13 +104,13 @@ def test_without_a_terminal_erase_needs_yes_and_changes_nothing(world, cli) -> N
 
 
 @pytest.mark.parametrize(("answer", "code", "left"), [("y\n", 0, 1), ("n\n", 2, 2)])
-def test_on_a_terminal_erase_asks(world, cli, monkeypatch: pytest.MonkeyPatch, answer: str, code: int,
-                                  left: int) -> None:
-    _, store, _ = world
-    monkeypatch.setattr(Output, "interactive", property(lambda self: True))
-    result = cli("privacy", "erase", ZEB, input=answer)
-    assert result.exit_code == code, result.output
-    assert "Erase everything held about Z***@" in result.output
+def test_on_a_terminal_erase_asks(world, answer: str, code: int, left: int) -> None:
+    root, store, _ = world
+    term = Terminal("privacy", "erase", ZEB, cwd=root)
+    question = term.read_until("[y/N]:")
+    assert "Erase everything held about Z***@" in question
+    term.type(answer)
+    assert term.wait() == code, term.text
     assert count(store.conn, "contacts") == left
 
 
