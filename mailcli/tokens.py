@@ -7,7 +7,11 @@ Three things come from the one secret (CLI.md, ``[unsubscribe] secret_env``):
 * unsubscribe tokens — ``base64url(version ‖ contact uid ‖ list id ‖ MAC)``.
   The contact uid is a random 9-byte value, never the address or a sequential
   id, so the token is opaque and reveals nothing (B03, F12); the 128-bit MAC
-  makes it unforgeable (F13) and is compared in constant time (B09).
+  makes it unforgeable (F13) and is compared in constant time (B09). A token
+  has exactly one accepted spelling: 40 characters of the URL-safe base64
+  alphabet, no padding, no spaces, no ``+`` or ``/``. Python's decoder would
+  otherwise skip characters outside the alphabet and accept the standard
+  alphabet too, so many strings would name the same token.
 * ``message_id`` — derived from campaign and contact uids, so a rerun of a
   campaign uses the same Message-ID and bounces can be traced back (C10).
 * VERP tokens — the per-recipient part of a ``bounce+TOKEN@domain`` return
@@ -21,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import struct
 from dataclasses import dataclass
 
@@ -28,6 +33,9 @@ TOKEN_VERSION = 1
 _UID_LEN = 9
 _MAC_LEN = 16
 _PAYLOAD = struct.Struct(">B9sI")  # version, contact uid, list id
+# 30 bytes are exactly 40 base64 characters, so the one spelling needs no padding.
+TOKEN_LENGTH = (_PAYLOAD.size + _MAC_LEN) * 4 // 3
+TOKEN_SPELLING = re.compile(rf"[A-Za-z0-9_-]{{{TOKEN_LENGTH}}}")
 
 
 def address_hmac(secret: bytes, normalised_email: str) -> str:
@@ -58,13 +66,11 @@ def make_unsubscribe_token(secret: bytes, contact_uid: str, list_id: int) -> str
 
 
 def parse_unsubscribe_token(secret: bytes, token: str) -> UnsubscribeToken | None:
-    """Verify a token; ``None`` for anything malformed, tampered or foreign."""
-    try:
-        raw = _unb64(token.strip())
-    except (ValueError, TypeError):
+    """Verify a token; ``None`` for anything malformed, tampered or foreign,
+    and for any other spelling of a valid token."""
+    if not isinstance(token, str) or not TOKEN_SPELLING.fullmatch(token):
         return None
-    if len(raw) != _PAYLOAD.size + _MAC_LEN:
-        return None
+    raw = _unb64(token)
     payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
     expected = hmac.new(secret, b"unsubscribe:" + payload, hashlib.sha256).digest()
     if not hmac.compare_digest(mac, expected[:_MAC_LEN]):
