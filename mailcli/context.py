@@ -15,6 +15,7 @@ from . import config
 from .config import Settings
 from .output import Output
 from .store import Store, open_store
+from .store.db import busy_timeout
 
 
 @dataclass
@@ -34,8 +35,10 @@ class AppContext:
 
     @property
     def store(self) -> Store:
+        """The project database, opened on first use; waits for other
+        processes like every write does, saying so on stderr when it lasts."""
         if self._store is None:
-            self._store = open_store(self.settings.project.database)
+            self._store = open_store(self.settings.project.database, on_wait=self._waiting)
         return self._store
 
     def command(self, *args: str) -> str:
@@ -50,6 +53,10 @@ class AppContext:
         if self.config_file:
             words += ["--config", self.config_file]
         return shlex.join([*words, *args])
+
+    def _waiting(self, what: str) -> None:
+        self.out.info(f"Waiting for the database {self.settings.project.database.name} (to {what}): another"
+                      f" process is writing to it; waiting up to {busy_timeout():g} s")
 
     def close(self) -> None:
         if self._store is not None:

@@ -998,7 +998,11 @@ def _dry_run_recipients(store: Store, settings: Settings, options: SendOptions,
                         campaign: ledger.Campaign) -> Iterator[ledger.Recipient]:
     """The recipients a real run would send to, without writing anything."""
     conn = store.conn
-    conn.execute("SAVEPOINT dryrun")
+    # A write transaction from the start (waiting for other writers like any
+    # write): a read snapshot taken first could not become one if another
+    # process committed in between.
+    with store.waiting("write"):
+        conn.execute("BEGIN IMMEDIATE" if store._depth == 0 else "SAVEPOINT dryrun")
     try:
         if campaign.frozen_at is None or options.include_new:
             if ledger.get_campaign(conn, campaign.name) is None:
@@ -1014,8 +1018,11 @@ def _dry_run_recipients(store: Store, settings: Settings, options: SendOptions,
                                           resend_uncertain=options.resend_uncertain, page=1000,
                                           relay=(settings.smtp.address, known.smtputf8 if known else None)))
     finally:
-        conn.execute("ROLLBACK TO dryrun")
-        conn.execute("RELEASE dryrun")
+        if store._depth == 0:
+            conn.execute("ROLLBACK")
+        else:
+            conn.execute("ROLLBACK TO dryrun")
+            conn.execute("RELEASE dryrun")
     for page in pages:
         yield from page
 

@@ -43,17 +43,19 @@ How an import is written, and why this way:
   depending on the machine's moment): 3-4 s reading and checking rows (two
   workers; the import process only loads their frames), then, after the last
   row, one writer: the sorted merge 1-1.6 s, contacts (table and two unique
-  indexes) 1.2-1.5 s, memberships 0.9-1.3 s, the commit ~0.2 s. Alone with the
-  database, the import writes through a rollback journal instead of the WAL
-  (``_leave_wal``): new pages are written once, in place, not to the WAL
-  and again by the checkpoint (~500 MB twice at 1M rows). New databases and
-  the stage use 16 KiB pages (fewer, fuller pages: a third off each insert).
-  A re-import writes nothing and classifies in ~2 s instead.
+  indexes) 1.2-1.5 s, memberships 0.9-1.3 s, the commit and its checkpoint.
+  New databases and the stage use 16 KiB pages (fewer, fuller pages: a third
+  off each insert). A re-import writes nothing and classifies in ~2 s instead.
+* **Always through the WAL.** Every new page goes to the WAL and again into
+  the database at the checkpoint (~500 MB twice at 1M rows). A rollback
+  journal would write it once, but while an import holds one no other
+  process can even read the database: ``serve``, ``report`` and a send would
+  stall for the whole import. In WAL mode they go on reading the database as
+  it was until the import commits; only writers wait for it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import re
@@ -401,11 +403,9 @@ def import_batches(
     # of the membership insert. It can only change outside a transaction,
     # like attaching the in-memory schema that worker frames are loaded into.
     outermost = store._depth == 0
-    left_wal = False
     if outermost:
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute(f"PRAGMA temp.page_size={PAGE_SIZE}")  # the stage, like the database (if not made yet)
-        left_wal = _leave_wal(conn)
         conn.execute("ATTACH ':memory:' AS import_feed")
     try:
         with store.transaction():
@@ -460,36 +460,8 @@ def import_batches(
         if outermost:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("DETACH import_feed")
-            if left_wal:
-                with contextlib.suppress(sqlite3.OperationalError):  # locked: the next connection switches
-                    conn.execute("PRAGMA journal_mode=WAL")
     _drop_temp(conn)
     return result
-
-
-def _leave_wal(conn: sqlite3.Connection) -> bool:
-    """Leave WAL for a rollback journal while importing, when no one else has
-    the database open; True when it did (WAL is turned on again afterwards).
-
-    In WAL mode every page an import writes goes to the WAL first and is
-    copied into the database by the checkpoint after the commit: a first load
-    of 1M contacts wrote ~500 MB twice. A rollback journal keeps only the old
-    content of pages that existed before; the new ones are written once, in
-    place. SQLite refuses the switch while another connection is open (a
-    running ``mailcli serve``, say), and the import then stays in WAL mode;
-    while the import runs in rollback mode, other readers wait for it (with
-    the busy timeout) instead of reading the state before it. A process
-    killed mid-import leaves a hot journal that the next connection rolls
-    back, and that connection turns WAL on again (``store.db.connect``).
-    """
-    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    if str(mode).lower() != "wal":
-        return False
-    try:
-        switched = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
-    except sqlite3.OperationalError:  # locked by another connection
-        return False
-    return str(switched).lower() == "delete"
 
 
 def _rejects(conn: sqlite3.Connection, on_reject: Callable[[RowReject], None] | None

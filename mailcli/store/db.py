@@ -11,6 +11,15 @@ The connection runs in autocommit mode and ``Store.transaction()`` opens an
 explicit ``BEGIN IMMEDIATE`` (or a SAVEPOINT when nested), so a whole import
 or erasure is one transaction. Inside a transaction use ``store.conn`` (plain
 sqlite3) for writes: sqlite-utils' table methods commit on their own.
+
+Several mailcli processes share one database (``serve`` all day, cron's
+``bounces`` and ``purge``, a person's ``import`` or ``send``). In WAL mode
+readers never wait; a writer waits while another process writes. A command
+waits up to ``MAILCLI_BUSY_TIMEOUT`` seconds (default ten minutes, long enough
+for an import of millions of rows or a restore) instead of failing at once,
+and when a wait lasts over a second ``Store.on_wait`` is told, once, so the
+command can say on stderr what it waits for. After the timeout the wait ends
+in ``StoreBusyError``, one clear line, with nothing changed.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ import functools
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +48,97 @@ class StoreError(MailcliError):
     """The database cannot be opened, read or written."""
 
 
+class StoreBusyError(StoreError):
+    """Another process kept the database busy for longer than the wait allowed."""
+
+
+BUSY_TIMEOUT_ENV = "MAILCLI_BUSY_TIMEOUT"
+DEFAULT_BUSY_TIMEOUT = 600.0
+WAIT_NOTICE_AFTER = 1.0  # seconds of waiting before on_wait is told
+
+
+def busy_timeout() -> float:
+    """How long a command waits for a busy database, in seconds (``MAILCLI_BUSY_TIMEOUT``)."""
+    text = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_BUSY_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise StoreError(f"{BUSY_TIMEOUT_ENV} must be a number of seconds (got {text!r})") from None
+    if not 0 <= value <= 86400:
+        raise StoreError(f"{BUSY_TIMEOUT_ENV} must be between 0 and 86400 seconds (got {text!r})")
+    return value
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" / "database is busy" errors."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+    text = str(exc)
+    return "database is locked" in text or "database is busy" in text or "database table is locked" in text
+
+
+def busy_error(path: Path, seconds: float, what: str) -> StoreBusyError:
+    return StoreBusyError(
+        f"The database {path} was still busy after {seconds:g} s of waiting to {what}; nothing was changed",
+        hint=f"another mailcli process is using it (see `ps`); run the command again when it has finished,"
+             f" or wait longer with {BUSY_TIMEOUT_ENV}=SECONDS",
+    )
+
+
+class _WaitWatch:
+    """Tells ``notify`` once when a marked wait lasts over WAIT_NOTICE_AFTER.
+
+    One daemon thread per store, started on the first marked wait; it sleeps
+    on a condition while nothing waits, so it costs nothing between waits.
+    """
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        self.notify = notify
+        self._cond = threading.Condition()
+        self._what: str | None = None
+        self._serial = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self, what: str) -> None:
+        with self._cond:
+            self._what = what
+            self._serial += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mailcli-wait-watch", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._what = None
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._what is None:
+                    self._cond.wait()
+                serial, deadline = self._serial, time.monotonic() + WAIT_NOTICE_AFTER
+                while self._what is not None and self._serial == serial and time.monotonic() < deadline:
+                    self._cond.wait(deadline - time.monotonic())
+                if self._what is not None and self._serial == serial:
+                    what = self._what
+                    self._cond.release()
+                    try:
+                        self.notify(what)
+                    except Exception:  # noqa: BLE001 - a notice must never break the wait
+                        pass
+                    finally:
+                        self._cond.acquire()
+                    while self._what is not None and self._serial == serial:
+                        self._cond.wait()
+
+
 @dataclass
 class Store:
     """An open project database."""
@@ -44,6 +146,31 @@ class Store:
     path: Path
     conn: sqlite3.Connection
     _depth: int = field(default=0, repr=False)
+    timeout: float = field(default=DEFAULT_BUSY_TIMEOUT, repr=False)
+    _watch: _WaitWatch | None = field(default=None, repr=False)
+
+    def on_wait(self, notify: Callable[[str], None]) -> None:
+        """Call ``notify(what)`` once whenever a wait for the database lasts over a second."""
+        self._watch = _WaitWatch(notify)
+
+    @contextlib.contextmanager
+    def waiting(self, what: str) -> Iterator[None]:
+        """Mark a statement that may wait for another process (``what``: to do what).
+
+        A busy error at the end of the wait becomes ``StoreBusyError``.
+        """
+        watch = self._watch
+        if watch is not None:
+            watch.start(what)
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                raise busy_error(self.path, self.timeout, what) from None
+            raise
+        finally:
+            if watch is not None:
+                watch.stop()
 
     @functools.cached_property
     def db(self) -> sqlite_utils.Database:
@@ -54,6 +181,18 @@ class Store:
         return sqlite_utils.Database(self.conn)
 
     @contextlib.contextmanager
+    def patience(self, seconds: float) -> Iterator[None]:
+        """Wait at most ``seconds`` for other processes inside the block."""
+        old = self.timeout
+        self.conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+        self.timeout = seconds
+        try:
+            yield
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout={int(old * 1000)}")
+            self.timeout = old
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic unit of work; nested calls become savepoints.
 
@@ -61,7 +200,8 @@ class Store:
         """
         conn = self.conn
         if self._depth == 0:
-            conn.execute("BEGIN IMMEDIATE")
+            with self.waiting("write"):
+                conn.execute("BEGIN IMMEDIATE")
         else:
             conn.execute(f"SAVEPOINT sp{self._depth}")
         self._depth += 1
@@ -109,23 +249,36 @@ def _create_private(path: Path) -> None:
 
 
 PAGE_SIZE = 16384
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A configured sqlite3 connection (pragmas applied) without migrating."""
+def connect(path: Path, *, timeout: float | None = None) -> sqlite3.Connection:
+    """A configured sqlite3 connection (pragmas applied) without migrating.
+
+    ``timeout`` is how long a statement waits for another process's lock
+    (default: ``busy_timeout()``).
+    """
+    seconds = busy_timeout() if timeout is None else timeout
     try:
-        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=seconds, check_same_thread=False)
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             # A new database: 16 KiB pages (set before WAL mode fixes the
             # size). A 1M-contact import writes its tables and indexes a
             # third faster than with the 4 KiB default, in fewer, fuller pages.
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        conn.execute("PRAGMA journal_mode=WAL")
+        # Only a database that is not in WAL mode yet needs the switch (it
+        # takes a lock); asking first never waits for anyone.
+        if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA secure_delete=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        # A large import or restore leaves a WAL as big as what it wrote;
+        # once checkpointed, it is cut back to this size.
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
     except sqlite3.DatabaseError as exc:
+        if is_busy(exc):
+            raise busy_error(path, seconds, "open it") from None
         raise StoreError(f"Cannot open database {path}: {exc}") from None
     for suffix in ("-wal", "-shm"):
         side = Path(str(path) + suffix)
@@ -135,9 +288,11 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def apply_migrations(conn: sqlite3.Connection) -> list[str]:
-    """Apply pending migrations in order; returns the names applied."""
-    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+def apply_migrations(conn: sqlite3.Connection, *, only: Collection[str] | None = None) -> list[str]:
+    """Apply pending migrations in order (of ``only``, when given); returns the names applied."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "migrations" not in tables:
+        conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
     known = {name for name, _ in MIGRATIONS}
     unknown = done - known
@@ -148,7 +303,7 @@ def apply_migrations(conn: sqlite3.Connection) -> list[str]:
         )
     applied = []
     for name, step in MIGRATIONS:
-        if name in done:
+        if name in done or (only is not None and name not in only):
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -166,8 +321,13 @@ def apply_migrations(conn: sqlite3.Connection) -> list[str]:
     return applied
 
 
-def open_store(path: Path, *, create: bool = True) -> Store:
-    """Open (creating with mode 0600 if asked) and migrate the project database."""
+def open_store(path: Path, *, create: bool = True, timeout: float | None = None,
+               on_wait: Callable[[str], None] | None = None) -> Store:
+    """Open (creating with mode 0600 if asked) and migrate the project database.
+
+    ``timeout``: how long to wait for other processes (default
+    ``busy_timeout()``); ``on_wait(what)`` is told when a wait lasts.
+    """
     path = Path(path)
     if not path.exists():
         if not create:
@@ -177,10 +337,20 @@ def open_store(path: Path, *, create: bool = True) -> Store:
         # Readable by others: tighten it rather than leave personal data open.
         with contextlib.suppress(OSError):
             os.chmod(path, 0o600)
-    conn = connect(path)
+    seconds = busy_timeout() if timeout is None else timeout
+    watch = _WaitWatch(on_wait) if on_wait is not None else None
+    if watch is not None:
+        watch.start("open it")
     try:
-        apply_migrations(conn)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StoreError(f"Cannot use database {path}: {exc}") from None
-    return Store(path=path, conn=conn)
+        conn = connect(path, timeout=seconds)
+        try:
+            apply_migrations(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if is_busy(exc):
+                raise busy_error(path, seconds, "open it") from None
+            raise StoreError(f"Cannot use database {path}: {exc}") from None
+    finally:
+        if watch is not None:
+            watch.stop()
+    return Store(path=path, conn=conn, timeout=seconds, _watch=watch)
