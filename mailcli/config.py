@@ -9,6 +9,7 @@ password is refused (STANDARDS F17).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import sys
@@ -22,6 +23,8 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .net import is_localhost_name, is_loopback
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -231,6 +234,9 @@ class BounceSettings:
 class ServeSettings:
     host: str
     port: int
+    # Peers whose X-Forwarded-For / Forwarded headers name the real client
+    # (the reverse proxy in front of serve); anyone else's are ignored.
+    trusted_proxies: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +341,7 @@ _SCHEMA: dict[str, set[str]] = {
     "retention": set(RETENTION_KEYS),
     "dkim": {"domain", "selector", "private_key_env", "private_key_file"},
     "bounces": {"soft_limit", "imap_password_env"},
-    "serve": {"host", "port"},
+    "serve": {"host", "port", "trusted_proxies"},
 }
 _FORBIDDEN = {"password", "smtp_password", "secret", "private_key", "pass"}
 _DEFAULT_RETENTION = {
@@ -565,10 +571,7 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         raise reader.fail("bounces.soft_limit", "must be 1 or more")
     bounces = BounceSettings(soft_limit=soft_limit, imap_password_env=_env_name(reader, "bounces", "imap_password_env", EnvVars.IMAP_PASSWORD))
 
-    serve_port = reader.get("serve", "port", int, 8025)
-    if not 1 <= serve_port <= 65535:
-        raise reader.fail("serve.port", f"must be between 1 and 65535 (got {serve_port})")
-    serve = ServeSettings(host=reader.get("serve", "host", str, "127.0.0.1"), port=serve_port)
+    serve = _serve_settings(reader)
 
     return Settings(
         path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
@@ -618,6 +621,27 @@ def _seconds(reader: _Reader, section: str, key: str, default: float) -> float:
         except ValueError as exc:
             raise reader.fail(f"{section}.{key}", f"{exc}, or a number of seconds") from None
     return float(value)
+
+
+def _serve_settings(reader: _Reader) -> ServeSettings:
+    port = reader.get("serve", "port", int, 8025)
+    if not 1 <= port <= 65535:
+        raise reader.fail("serve.port", f"must be between 1 and 65535 (got {port})")
+    host = reader.get("serve", "host", str, "127.0.0.1").strip()
+    if not host or any(ch.isspace() for ch in host):
+        raise reader.fail("serve.host", f"must be a host name or an IP address (got {host!r})")
+    proxies = reader.get("serve", "trusted_proxies", list, ["127.0.0.1", "::1"])
+    networks: list[IPNetwork] = []
+    for number, item in enumerate(proxies, 1):
+        if not isinstance(item, str):
+            raise reader.fail("serve.trusted_proxies", f"entry {number} must be a string, not {item!r}")
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise reader.fail("serve.trusted_proxies", f"entry {number} is not an IP address or network: {item!r}",
+                              hint="list the addresses of the reverse proxy, like [\"127.0.0.1\", \"::1\", \"10.0.0.0/8\"]",
+                              ) from None
+    return ServeSettings(host=host, port=port, trusted_proxies=tuple(networks))
 
 
 def _slug(text: str) -> str:

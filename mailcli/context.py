@@ -15,7 +15,23 @@ from . import config
 from .config import Settings
 from .output import Output
 from .store import Store, open_store
-from .store.db import busy_timeout
+from .store.db import StoreBusyError, busy_timeout
+
+
+def apply_spool_now(store: Store, settings: Settings, out: Output) -> None:
+    """Record spooled opt-outs now if the database is free; else leave them to serve or the next command."""
+    from .feedback.actions import apply_spooled_optouts
+    from .store import spool
+
+    if not spool.has_pending(store.path):
+        return
+    with store.patience(0.05):
+        try:
+            applied = apply_spooled_optouts(store, settings)
+        except StoreBusyError:
+            return
+    if applied:
+        out.detail(f"Recorded {applied} one-click opt-out(s) that waited in the spool")
 
 
 @dataclass
@@ -35,10 +51,16 @@ class AppContext:
 
     @property
     def store(self) -> Store:
-        """The project database, opened on first use; waits for other
-        processes like every write does, saying so on stderr when it lasts."""
+        """The project database, opened on first use.
+
+        Waits for other processes like every write does (saying so on stderr
+        when it lasts), then records the one-click opt-outs ``serve`` had to
+        spool while the database was busy, if it can do so at once.
+        """
         if self._store is None:
-            self._store = open_store(self.settings.project.database, on_wait=self._waiting)
+            store = open_store(self.settings.project.database, on_wait=self._waiting)
+            self._store = store
+            apply_spool_now(store, self.settings, self.out)
         return self._store
 
     def command(self, *args: str) -> str:

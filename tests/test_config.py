@@ -34,6 +34,14 @@ def _replace(root: Path, old: str, new: str) -> None:
         ('password_env = "MAILCLI_SMTP_PASSWORD"', 'password = "hunter2"', "smtp.password"),
         ('host = "localhost"', 'host = "smtp.example.org"\nsecurity_ = 1', "smtp.security_"),
         ("concurrency = 4", "concurrency = 0", "smtp.concurrency"),
+        ("port = 8025", "port = 0", "serve.port"),
+        ("port = 8025", 'port = "8025"', "serve.port"),
+        ('host = "127.0.0.1"', 'host = ""', "serve.host"),
+        ('host = "127.0.0.1"', "host = 127", "serve.host"),
+        ('trusted_proxies = ["127.0.0.1", "::1"]', 'trusted_proxies = ["127.0.0.1", "nginx"]', "serve.trusted_proxies"),
+        ('trusted_proxies = ["127.0.0.1", "::1"]', 'trusted_proxies = "127.0.0.1"', "serve.trusted_proxies"),
+        ('trusted_proxies = ["127.0.0.1", "::1"]', "trusted_proxies = [1]", "serve.trusted_proxies"),
+        ('trusted_proxies = ["127.0.0.1", "::1"]', 'trusted_proxie = []', "serve.trusted_proxie"),
     ],
 )
 def test_broken_config_exits_4_naming_key_and_file(project: Path, cli: Cli, old: str, new: str, key: str) -> None:
@@ -45,6 +53,17 @@ def test_broken_config_exits_4_naming_key_and_file(project: Path, cli: Cli, old:
     assert "Traceback" not in result.output
     assert "hunter2" not in result.output
     assert len([line for line in result.stderr.splitlines() if line.startswith("Error:")]) == 1
+
+
+def test_serve_section_defaults_and_networks(project: Path) -> None:
+    import ipaddress
+
+    settings = load_settings(project / "mailcli.toml")
+    assert (settings.serve.host, settings.serve.port) == ("127.0.0.1", 8025)
+    assert [str(n) for n in settings.serve.trusted_proxies] == ["127.0.0.1/32", "::1/128"]
+    _replace(project, 'trusted_proxies = ["127.0.0.1", "::1"]', 'trusted_proxies = ["10.0.0.0/8", "2001:db8::1"]')
+    settings = load_settings(project / "mailcli.toml")
+    assert settings.serve.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::1"))
 
 
 def test_missing_required_key(project: Path, cli: Cli) -> None:

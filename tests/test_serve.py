@@ -2,54 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import queue
 import re
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.serve_support import Server, one_click
 from tests.test_feedback_support import Seeded, add_campaign, seed
 
 PEOPLE = ["ann@example.org", "bob@example.org", "cy@example.org", "dee@example.org"]
-
-
-class Server:
-    """`mailcli serve --port 0` in a subprocess; the port is read from its first line."""
-
-    def __init__(self, root: Path) -> None:
-        env = dict(os.environ)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailcli", "serve", "--host", "127.0.0.1", "--port", "0"],
-            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-        first = self.lines.get(timeout=30)
-        match = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*)", first)
-        assert match, first
-        self.url = f"http://127.0.0.1:{match.group(1)}{match.group(2)}"
-        self.base = f"http://127.0.0.1:{match.group(1)}"
-
-    def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line)
-            self.lines.put(line)
-        self.lines.put("")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
-        return code
 
 
 @pytest.fixture
@@ -63,10 +26,7 @@ def served(project: Path) -> Iterator[tuple[Server, Seeded]]:
 
 
 def _one_click(server: Server, token: str, *, multipart: bool = False) -> httpx.Response:
-    if multipart:
-        return httpx.post(server.url, params={"t": token}, files={"List-Unsubscribe": (None, "One-Click")},
-                          follow_redirects=False)
-    return httpx.post(server.url, params={"t": token}, data={"List-Unsubscribe": "One-Click"}, follow_redirects=False)
+    return one_click(server.url, token, multipart=multipart)
 
 
 def test_get_shows_a_button_and_changes_nothing(served: tuple[Server, Seeded]) -> None:

@@ -23,9 +23,12 @@ def serve_cmd(
     """Serve the unsubscribe endpoint on the path of \\[unsubscribe] url.
 
     POST with List-Unsubscribe=One-Click unsubscribes (RFC 8058); GET shows a
-    page with a button. Run it behind a reverse proxy that provides HTTPS.
-    Requests are logged to stderr with a token hash, never an address.
-    SIGTERM or Ctrl-C finish the requests in flight and exit 0.
+    page with a button. Run it behind a reverse proxy that provides HTTPS
+    (its address in \\[serve] trusted_proxies, so limits count real clients).
+    While another process keeps the database busy, POSTs are written to a
+    spool beside it and recorded as soon as it is free. Requests are logged
+    to stderr with a token hash, never an address. SIGTERM or Ctrl-C finish
+    the requests in flight and exit 0.
 
     Example:
 
@@ -57,6 +60,8 @@ def serve_cmd(
             app.out.info(f"Serving {settings.unsubscribe.url} on http://{shown}:{item.port}{path} (SIGTERM or Ctrl-C stops)")
         sys.stderr.flush()
 
+    app.store  # create or migrate the database now, waiting for other processes if need be  # noqa: B018
+    app.close()
     try:
         run_server(settings, host, port, threads=threads, on_ready=ready)
     except OSError as exc:

@@ -18,6 +18,10 @@ opt-out is stored the same way (STANDARDS B14, E03, E17):
 All of it happens in one transaction. Repeating an opt-out changes nothing
 and returns ``False`` (B09): the first record is never overwritten.
 
+One-click unsubscribes that ``serve`` could not write at once wait in the
+spool beside the database (:mod:`mailcli.store.spool`);
+``apply_spooled_optouts`` records them here, with the time of the request.
+
 Hard bounces and complaints suppress from all marketing (C03, B24); soft
 bounces only count, until ``[bounces] soft_limit`` distinct campaigns have
 soft-bounced, which then suppresses the address as bounced (B25).
@@ -35,7 +39,7 @@ from .. import audit, clock
 from ..addresses import AddressError, normalise_address
 from ..config import Settings
 from ..errors import UsageError
-from ..store import Store
+from ..store import Store, spool
 from ..tokens import address_hmac
 
 if TYPE_CHECKING:
@@ -172,11 +176,14 @@ def unsubscribe(
     campaign_id: int | None = None,
     source_ref: str | None = None,
     command: str | None = None,
+    at: str | None = None,
 ) -> bool:
     """Opt a contact out of one list (``list_id``) or of all marketing (``None``).
 
-    Returns True when something changed; a repeat returns False and writes
-    nothing (no second event, no new timestamp).
+    ``at`` is when the person asked (default now; a spooled one-click
+    request keeps its own time). Returns True when something changed; a
+    repeat returns False and writes nothing (no second event, no new
+    timestamp).
     """
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
@@ -191,7 +198,7 @@ def unsubscribe(
                 return False
         else:
             scope = ALL
-        now = clock.now_iso()
+        now = at or clock.now_iso()
         changed = _unsubscribe_memberships(conn, contact.id, list_id, channel, now) > 0
         if list_id is None:
             cursor = conn.execute(
@@ -426,3 +433,27 @@ def is_suppressed(store: Store, settings: Settings, email_key: str, scope: str |
         (digest, *scopes),
     ).fetchone()
     return row is not None
+
+
+def apply_spooled_optouts(store: Store, settings: Settings) -> int:
+    """Record the one-click opt-outs waiting in the spool; how many were applied.
+
+    All of them in one transaction, each with the time of its request and
+    attributed like a direct one; the spool entries are removed only after
+    the commit. A contact erased (or a list deleted) since has nothing left
+    to unsubscribe: the suppression list already holds them.
+    """
+    entries = spool.pending_optouts(store.path)
+    if not entries:
+        return 0
+    with store.transaction() as conn:
+        for entry in entries:
+            contact = contact_by_uid(conn, entry.contact_uid)
+            if contact is None or list_name_of(conn, entry.list_id) is None:
+                continue
+            campaign = latest_campaign(conn, contact.id, entry.list_id)
+            channel = entry.channel if entry.channel in CHANNELS else "one-click"
+            unsubscribe(store, settings, contact.id, list_id=entry.list_id, channel=channel, campaign_id=campaign,
+                        command="serve", at=entry.at)
+    spool.remove_applied(entries)
+    return len(entries)

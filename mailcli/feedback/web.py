@@ -15,7 +15,25 @@ What the endpoint promises (CLI.md "Unsubscribe endpoint", RFC 8058):
 * Only the path of ``[unsubscribe] url`` is served; everything else is 404.
   Bodies over 64 KiB are refused (413), clients that keep sending invalid
   tokens are slowed down with 429 (F35), and the access log carries a short
-  hash of the token, never an address or a client IP (E26, F35).
+  hash of the token, never an address or a client IP (E26, F35). A valid
+  token is never limited, and the client is the real one behind a trusted
+  reverse proxy (see :mod:`mailcli.feedback.clients`).
+* No opt-out is lost or refused. The token alone says who and which list
+  (its MAC is checked without the database). The POST is then written to the
+  database, waiting at most ``WRITE_WAIT`` seconds for another process's
+  write (an import, a restore, a vacuum, a long purge); if it cannot, it is
+  written to the fsynced spool beside the database
+  (:mod:`mailcli.store.spool`) and only then answered 200. A background thread
+  applies the spool as soon as the database is free again, and while it
+  holds entries new POSTs join it directly, so they keep their order. A
+  running send reads the spool too.
+* A database swapped underneath (a restore that had to replace the file) is
+  noticed on the next request, by the file's inode, and reopened.
+
+Waitress dispatches only complete requests to its worker threads, so idle or
+slow connections hold no thread: they cost one socket each, up to
+``CONNECTION_LIMIT`` at once, and are closed after ``IDLE_TIMEOUT`` seconds
+without a byte.
 
 Why waitress: it is a pure-Python, production-grade WSGI server with a
 thread pool, request-size limits, slow-client handling and years of use behind
@@ -30,13 +48,14 @@ shutdown.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import logging
+import os
 import signal
+import sqlite3
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
@@ -45,14 +64,20 @@ from urllib.parse import parse_qs, urlsplit
 
 from .. import clock
 from ..config import Settings
-from ..store import Store, open_store
-from ..tokens import parse_unsubscribe_token
+from ..store import Store, StoreError, open_store, spool
+from ..store.db import is_busy
+from ..tokens import UnsubscribeToken, parse_unsubscribe_token
 from . import actions
+from .clients import FailureLimiter, client_key
 
 log = logging.getLogger("mailcli.serve")
 
 MAX_BODY = 64 * 1024
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
+WRITE_WAIT = 1.0  # seconds a POST waits for the database before it is spooled
+APPLY_EVERY = 1.0  # seconds between attempts to apply the spool
+CONNECTION_LIMIT = 1000  # open connections at once; waitress' default is 100
+IDLE_TIMEOUT = 30  # seconds an idle connection is kept open
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;line-height:1.5;color:#222}"
@@ -89,42 +114,6 @@ def token_ref(token: str | None) -> str:
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:12]
 
 
-class FailureLimiter:
-    """Per-client budget of invalid requests in a sliding window (F35).
-
-    Valid one-click POSTs are never limited: mailbox providers send them from
-    a few shared addresses. Only clients that keep presenting bad tokens are
-    answered 429 for a while. The table is bounded, oldest client first out.
-    """
-
-    def __init__(self, limit: int = 30, window: float = 60.0, *, max_clients: int = 10_000,
-                 now: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_clients = max_clients
-        self._now = now
-        self._lock = threading.Lock()
-        self._hits: OrderedDict[str, list[float]] = OrderedDict()
-
-    def _recent(self, client: str, moment: float) -> list[float]:
-        hits = [t for t in self._hits.get(client, []) if moment - t < self.window]
-        return hits
-
-    def blocked(self, client: str) -> bool:
-        with self._lock:
-            return len(self._recent(client, self._now())) >= self.limit
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            moment = self._now()
-            hits = self._recent(client, moment)
-            hits.append(moment)
-            self._hits[client] = hits
-            self._hits.move_to_end(client)
-            while len(self._hits) > self.max_clients:
-                self._hits.popitem(last=False)
-
-
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: str
@@ -146,11 +135,18 @@ class UnsubscribeApp:
 
     def __init__(self, settings: Settings, *, limiter: FailureLimiter | None = None) -> None:
         self.settings = settings
+        self.database = settings.project.database
         self.path = urlsplit(settings.unsubscribe.url).path.rstrip("/") or "/"
         self.limiter = limiter or FailureLimiter()
+        self.proxies = settings.serve.trusted_proxies
         self._local = threading.local()
         self._stores: list[Store] = []
         self._stores_lock = threading.Lock()
+        # Set while opt-outs wait in the spool: new ones join them there.
+        self._spooling = threading.Event()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._applier: threading.Thread | None = None
         name = html.escape(settings.project.name)
         self._invalid = _page(
             "Link not valid",
@@ -162,22 +158,84 @@ class UnsubscribeApp:
             "Unsubscribed",
             f"<h1>You are unsubscribed</h1><p>You will receive no more messages of this list from {name}.</p>",
         )
+        self._limited = _page("Too many requests", "<h1>Too many requests</h1><p>Please try again in a minute.</p>")
 
     # -- stores ----------------------------------------------------------
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.database)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
     def store(self) -> Store:
+        """This thread's store, reopened when the database file was replaced."""
         store: Store | None = getattr(self._local, "store", None)
+        current = self._file_id()
+        if store is not None and getattr(self._local, "file_id", None) != current:
+            log.info("%s the database file was replaced; reopening it", clock.now_iso())
+            self._forget(store)
+            store = None
         if store is None:
-            store = open_store(self.settings.project.database, create=False)
+            store = open_store(self.database, create=False, timeout=WRITE_WAIT)
             self._local.store = store
+            self._local.file_id = current
             with self._stores_lock:
                 self._stores.append(store)
         return store
 
+    def _forget(self, store: Store) -> None:
+        store.close()
+        self._local.store = None
+        with self._stores_lock:
+            if store in self._stores:
+                self._stores.remove(store)
+
     def close(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._applier is not None:
+            self._applier.join(timeout=10)
         with self._stores_lock:
             for store in self._stores:
                 store.close()
             self._stores.clear()
+
+    # -- the spool -------------------------------------------------------
+    def start_applier(self) -> None:
+        """Apply what the spool holds now and whenever it fills, in a thread."""
+        if spool.has_pending(self.database):
+            self._spooling.set()
+        self._applier = threading.Thread(target=self._apply_loop, name="mailcli-spool", daemon=True)
+        self._applier.start()
+
+    def _apply_loop(self) -> None:
+        while not self._stopping.is_set():
+            if self._spooling.is_set() or spool.has_pending(self.database):
+                self._apply_spool()
+            self._wake.wait(APPLY_EVERY)
+            self._wake.clear()
+
+    def _apply_spool(self) -> None:
+        try:
+            applied = actions.apply_spooled_optouts(self.store(), self.settings)
+        except (StoreError, sqlite3.OperationalError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not is_busy(exc):
+                log.exception("cannot apply the spooled opt-outs yet")
+            return  # busy: try again in a moment
+        except Exception:  # noqa: BLE001 - keep serving; the spool keeps the opt-outs
+            log.exception("cannot apply the spooled opt-outs yet")
+            return
+        if applied:
+            log.info("%s applied %d spooled opt-out(s)", clock.now_iso(), applied)
+        if not spool.has_pending(self.database):
+            self._spooling.clear()
+
+    def _spool(self, parsed: UnsubscribeToken) -> None:
+        spool.spool_optout(self.database, contact_uid=parsed.contact_uid, list_id=parsed.list_id,
+                           at=clock.now_iso(), channel="one-click")
+        self._spooling.set()
+        self._wake.set()
 
     # -- WSGI ------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -191,19 +249,20 @@ class UnsubscribeApp:
                 reply = Reply("405 Method Not Allowed", _page("Not allowed", "<h1>Method not allowed</h1>"),
                               "method", (("Allow", "GET, HEAD, POST"),))
             else:
-                client = str(environ.get("REMOTE_ADDR", ""))
-                if self.limiter.blocked(client):
-                    reply = Reply("429 Too Many Requests", _page("Too many requests", "<h1>Too many requests</h1>"
-                                  "<p>Please try again in a minute.</p>"), "limited", (("Retry-After", "60"),))
+                query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+                token = (query.get("t") or [None])[0]
+                if method == "POST":
+                    reply = self._post(environ, token)
+                    token = reply.token or token
                 else:
-                    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-                    token = (query.get("t") or [None])[0]
-                    if method == "POST":
-                        reply = self._post(environ, token)
-                        token = reply.token or token
+                    reply = self._get(token)
+                if reply.outcome == "invalid":
+                    # Only bad tokens count against a client, and only they
+                    # are ever refused for it: a valid token always works.
+                    client = client_key(environ, self.proxies)
+                    if self.limiter.blocked(client):
+                        reply = Reply("429 Too Many Requests", self._limited, "limited", (("Retry-After", "60"),))
                     else:
-                        reply = self._get(token)
-                    if reply.outcome == "invalid":
                         self.limiter.failed(client)
         except BadRequest as exc:
             reply = Reply(exc.status, _page("Bad request", f"<h1>{html.escape(exc.message)}</h1>"), "bad-request")
@@ -247,16 +306,29 @@ class UnsubscribeApp:
         parsed = parse_unsubscribe_token(self.settings.secret(), token) if token else None
         if parsed is None:
             return Reply("400 Bad Request", self._invalid, "invalid", token=token)
+        if not self._spooling.is_set():
+            try:
+                outcome = self._record(parsed)
+            except (StoreError, sqlite3.OperationalError) as exc:
+                if isinstance(exc, sqlite3.OperationalError) and not is_busy(exc):
+                    raise
+                outcome = None  # the database is busy: the spool takes it
+            if outcome is not None:
+                return Reply("200 OK", self._done, outcome, token=token)
+        self._spool(parsed)
+        return Reply("200 OK", self._done, "spooled", token=token)
+
+    def _record(self, parsed: UnsubscribeToken) -> str:
         store = self.store()
         contact = actions.contact_by_uid(store.conn, parsed.contact_uid)
         if contact is None or actions.list_name_of(store.conn, parsed.list_id) is None:
             # Erased since the message was sent: there is nothing left to
             # unsubscribe, and the suppression list already holds them.
-            return Reply("200 OK", self._done, "gone", token=token)
+            return "gone"
         campaign = actions.latest_campaign(store.conn, contact.id, parsed.list_id)
         changed = actions.unsubscribe(store, self.settings, contact.id, list_id=parsed.list_id, channel="one-click",
                                       campaign_id=campaign, command="serve")
-        return Reply("200 OK", self._done, "unsubscribed" if changed else "already", token=token)
+        return "unsubscribed" if changed else "already"
 
 
 def read_form(environ: dict[str, Any]) -> dict[str, str]:
@@ -314,6 +386,22 @@ class Listening:
     port: int
 
 
+def _connection_limit() -> int:
+    """CONNECTION_LIMIT, within what the process may open (raising its soft limit if it can)."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = CONNECTION_LIMIT + 64  # the database, the log, the listening sockets
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        if soft != resource.RLIM_INFINITY:
+            return max(16, min(CONNECTION_LIMIT, soft - 64))
+    return CONNECTION_LIMIT
+
+
 def run_server(
     settings: Settings,
     host: str,
@@ -325,13 +413,15 @@ def run_server(
     """Serve until SIGTERM or SIGINT, then finish requests in flight and return."""
     import waitress
 
-    open_store(settings.project.database).close()  # create/migrate once, before threads start
     settings.secret()  # fail now (exit 4), not on the first request
     app = UnsubscribeApp(settings)
+    # Proxy headers are read by the app (clients.client_key), which trusts a
+    # list of proxies; waitress would trust one address at most. poll()
+    # rather than select(), which cannot watch descriptors past 1024.
     server = waitress.create_server(
         app, host=host, port=port, threads=threads, ident="mailcli",
-        max_request_body_size=MAX_BODY, channel_timeout=30, connection_limit=200,
-        clear_untrusted_proxy_headers=True,
+        max_request_body_size=MAX_BODY, channel_timeout=IDLE_TIMEOUT, cleanup_interval=5,
+        connection_limit=_connection_limit(), asyncore_use_poll=True, clear_untrusted_proxy_headers=False,
     )
     listen = getattr(server, "effective_listen", None) or [(server.effective_host, server.effective_port)]
 
@@ -340,6 +430,7 @@ def run_server(
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        app.start_applier()
         if on_ready:
             on_ready([Listening(str(h), int(p)) for h, p in listen])
         try:
