@@ -58,7 +58,7 @@ class AppContext:
         spool while the database was busy, if it can do so at once.
         """
         if self._store is None:
-            store = open_store(self.settings.project.database, on_wait=self._waiting)
+            store = open_store(self.settings.project.database, on_wait=self.say_waiting)
             self._store = store
             apply_spool_now(store, self.settings, self.out)
         return self._store
@@ -76,7 +76,8 @@ class AppContext:
             words += ["--config", self.config_file]
         return shlex.join([*words, *args])
 
-    def _waiting(self, what: str) -> None:
+    def say_waiting(self, what: str) -> None:
+        """Say on stderr that this command waits for the database (``Store.on_wait``)."""
         self.out.info(f"Waiting for the database {self.settings.project.database.name} (to {what}): another"
                       f" process is writing to it; waiting up to {busy_timeout():g} s")
 

@@ -235,3 +235,37 @@ def test_a_purged_opt_out_stays_suppressed_after_restoring_a_backup_from_before_
     hmac = tokens.address_hmac(settings_for(root).secret(), ANNA)
     assert store.conn.execute("SELECT scope FROM suppressions WHERE hmac = ?", (hmac,)).fetchall() == [("*",)]
     store.close()
+
+
+def test_restore_reapplies_opt_outs_from_the_ledger_when_the_database_is_gone(world, cli) -> None:
+    root, clock = world
+    backup = _create(cli)
+    clock.advance(days=1)
+    assert cli("unsubscribe", ANNA, "--list", "news").exit_code == 0
+    assert cli("privacy", "restrict", ZEB).exit_code == 0
+    ledger = root / ".mailcli" / "optouts.jsonl"
+    assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
+    text = ledger.read_text()
+    assert ANNA not in text and "zeb" not in text.lower()
+    assert [json.loads(line)["reason"] for line in text.splitlines()] == ["unsubscribed", "restricted"]
+    for suffix in ("", "-wal", "-shm"):  # the database is lost: only the backup and the ledger remain
+        Path(f"{_db(root)}{suffix}").unlink(missing_ok=True)
+    assert cli("backup", "restore", str(backup), "--yes").exit_code == 0
+    store = open_store(_db(root))
+    try:
+        status = store.conn.execute("SELECT m.status, m.unsubscribed_at FROM memberships m JOIN contacts c"
+                                    " ON c.id = m.contact_id WHERE c.email_key = ?", (ANNA,)).fetchone()
+        restricted = store.conn.execute("SELECT restricted_at FROM contacts WHERE email_key = ?",
+                                        (normalise_address(ZEB).key,)).fetchone()
+    finally:
+        store.close()
+    assert status == ("unsubscribed", "2026-03-03T12:00:00Z") and restricted == ("2026-03-03T12:00:00Z",)
+    clock.advance(days=1)
+    assert cli("privacy", "unrestrict", ZEB).exit_code == 0
+    assert cli("backup", "restore", str(backup), "--yes").exit_code == 0
+    store = open_store(_db(root))
+    try:
+        assert store.conn.execute("SELECT restricted_at FROM contacts WHERE email_key = ?",
+                                  (normalise_address(ZEB).key,)).fetchone() == (None,)
+    finally:
+        store.close()

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from .. import context
-from ..privacy.backup import create_backup, list_backups, prune_backups, restore_backup
+from ..privacy.backup import create_backup, list_backups, prune_backups
+from ..privacy.restore import restore_backup
 
 backup_app = typer.Typer(help="Consistent database backups; restores re-apply later erasures.",
                          no_args_is_help=True)
@@ -93,8 +94,10 @@ def restore_cmd(
 ) -> None:
     """Replace the database with a backup, then re-apply every later erasure and opt-out.
 
-    The backup must pass PRAGMA integrity_check. The replaced database is kept
-    as a backup labelled pre-restore. Stop `mailcli serve` and sends first.
+    The backup must pass PRAGMA integrity_check and have exactly the schema
+    mailcli's migrations create. The restored database is prepared aside and
+    swapped in in one step: `mailcli serve` may keep running and loses no
+    request. The replaced database is kept as a backup labelled pre-restore.
 
     Example:
 
@@ -104,7 +107,7 @@ def restore_cmd(
     settings = app.settings
     app.out.confirm(f"Replace {settings.project.database.name} with {file.name}? Changes made since that backup"
                     " are lost (erasures and opt-outs are re-applied).", yes=yes, what="restore")
-    result = restore_backup(settings, file)
+    result = restore_backup(settings, file, on_wait=app.say_waiting)
     for warning in result.warnings:
         app.out.warn(warning)
     app.out.result(

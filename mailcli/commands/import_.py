@@ -85,7 +85,7 @@ def import_cmd(
         def record_opt_outs(list_id: int, rows: Any) -> None:
             from ..feedback.actions import record_imported_opt_outs
 
-            record_imported_opt_outs(store, secret, rows, list_id=list_id, list_name=list_name.strip(),
+            record_imported_opt_outs(store, settings, rows, list_id=list_id, list_name=list_name.strip(),
                                      source=file.name)
 
         def audit_entry(result: Any) -> None:

@@ -16,7 +16,10 @@ opt-out is stored the same way (STANDARDS B14, E03, E17):
   ``report`` counts, and an audit entry.
 
 All of it happens in one transaction. Repeating an opt-out changes nothing
-and returns ``False`` (B09): the first record is never overwritten.
+and returns ``False`` (B09): the first record is never overwritten. Every
+opt-out that changes something is also appended to the opt-out ledger
+outside the database (:mod:`mailcli.optouts`) before the transaction
+commits, so restoring an older backup re-applies it.
 
 One-click unsubscribes that ``serve`` could not write at once wait in the
 spool beside the database (:mod:`mailcli.store.spool`);
@@ -39,6 +42,7 @@ from .. import audit, clock
 from ..addresses import AddressError, normalise_address
 from ..config import Settings
 from ..errors import UsageError
+from ..optouts import OptOutEntry, append_optouts
 from ..store import Store, spool
 from ..tokens import address_hmac
 
@@ -211,6 +215,7 @@ def unsubscribe(
         changed = _suppress(conn, digest, scope, "unsubscribed", channel, now) or changed
         if not changed:
             return False
+        append_optouts(settings, [OptOutEntry(digest, scope, "unsubscribed", channel, now)])
         _event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="unsubscribed", channel=channel,
                scope=scope, detail=None, source_ref=source_ref, now=now)
         audit.append(store, "unsubscribe", subject_hmac=digest, command=command or channel,
@@ -266,6 +271,7 @@ def record_bounce(
             _event(conn, contact_id=contact.id, campaign_id=None, kind="bounced", channel="bounce", scope=ALL,
                    detail={"class": "soft_limit", "soft_bounces": soft_count}, source_ref=source_ref, now=now)
         if changed:
+            append_optouts(settings, [OptOutEntry(digest, ALL, "bounced", "bounce", now)])
             audit.append(store, "suppress", subject_hmac=digest, command=command,
                          detail={"reason": "bounced", "status": status, "class": detail["class"] if hard else "soft_limit"})
     return BounceResult(suppressed=True, changed=changed, soft_count=soft_count)
@@ -306,6 +312,7 @@ def record_complaint(
         changed = cursor.rowcount > 0 or changed
         changed = _suppress(conn, digest, ALL, "complained", "complaint", now) or changed
         if changed:
+            append_optouts(settings, [OptOutEntry(digest, ALL, "complained", "complaint", now)])
             audit.append(store, "suppress", subject_hmac=digest, command=command,
                          detail={"reason": "complained", "feedback_type": feedback_type})
     return changed
@@ -379,6 +386,7 @@ def unsubscribe_address(
     with store.transaction() as tx:
         changed = _suppress(tx, digest, scope, "unsubscribed", channel, clock.now_iso())
         if changed:
+            append_optouts(settings, [OptOutEntry(digest, scope, "unsubscribed", channel, clock.now_iso())])
             _event(tx, contact_id=None, campaign_id=None, kind="unsubscribed", channel=channel, scope=scope,
                    detail={"known": False}, source_ref=None, now=clock.now_iso())
             audit.append(store, "unsubscribe", subject_hmac=digest, command=command,
@@ -387,7 +395,7 @@ def unsubscribe_address(
 
 
 def record_imported_opt_outs(
-    store: Store, secret: bytes, rows: Iterable[OptOut], *, list_id: int, list_name: str, source: str,
+    store: Store, settings: Settings, rows: Iterable[OptOut], *, list_id: int, list_name: str, source: str,
 ) -> int:
     """Carry over the opt-outs of an imported export, inside the import's
     transaction: an unsubscribed row leaves list ``list_name`` (the old
@@ -398,8 +406,10 @@ def record_imported_opt_outs(
     Returns how many addresses changed (a repeat changes nothing).
     """
     conn = store.conn
+    secret = settings.secret()
     now = clock.now_iso()
     changed_count = 0
+    ledger: list[OptOutEntry] = []
     for line, key, kind, at in rows:
         digest = address_hmac(secret, key)
         contact = contact_by_email_key(conn, key)
@@ -415,11 +425,13 @@ def record_imported_opt_outs(
                 changed = _unsubscribe_memberships(conn, contact.id, list_id, "import", now, at) > 0 or changed
         if changed:
             changed_count += 1
+            ledger.append(OptOutEntry(digest, scope, kind, "import", now))
             _event(conn, contact_id=contact.id if contact is not None else None, campaign_id=None, kind=kind,
                    channel="import", scope=scope, detail={"at": at} if at else None,
                    source_ref=f"{source} line {line}", now=now)
             audit.append(store, "unsubscribe" if kind == "unsubscribed" else "suppress", subject_hmac=digest,
                          command="import", detail={"channel": "import", "scope": scope, "reason": kind})
+    append_optouts(settings, ledger)
     return changed_count
 
 

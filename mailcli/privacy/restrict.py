@@ -13,7 +13,9 @@
   Their data then follows the ``unsubscribed`` retention period.
 
 Each change appends an event (kind ``restricted``/``unrestricted``/
-``objected``) and an audit row with the optional reason.
+``objected``) and an audit row with the optional reason, and a line to the
+opt-out ledger outside the database (:mod:`mailcli.optouts`), so restoring
+an older backup re-applies it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from .. import audit, clock
 from ..config import Settings
+from ..optouts import OptOutEntry, append_optouts
 from ..store import Store
 from .erase import ensure_suppression
 from .subject import Subject, find_subject, require_contact
@@ -53,6 +56,7 @@ def _set_restriction(store: Store, settings: Settings, email: str, on: bool, rea
         current = conn.execute("SELECT restricted_at FROM contacts WHERE id = ?", (contact_id,)).fetchone()[0]
         changed = (current is None) if on else (current is not None)
         if changed:
+            append_optouts(settings, [OptOutEntry(subject.hmac, "*", "restricted" if on else "unrestricted", "cli", now)])
             conn.execute("UPDATE contacts SET restricted_at = ?, updated_at = ? WHERE id = ?",
                          (now if on else None, now, contact_id))
             _event(conn, contact_id, "restricted" if on else "unrestricted", now)
@@ -101,6 +105,8 @@ def object_subject(store: Store, settings: Settings, email: str, *, reason: str 
             ).rowcount
         added = ensure_suppression(conn, subject.hmac, "*", "objected", "cli")
         changed = changed or added or ended > 0
+        if changed:
+            append_optouts(settings, [OptOutEntry(subject.hmac, "*", "objected", "cli", now)])
         audit.record_access(
             store, settings, "object", subject_hmac=subject.hmac, command="privacy object",
             detail={"found": subject.contact_id is not None, "changed": changed, "memberships_ended": ended},

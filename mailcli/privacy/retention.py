@@ -48,6 +48,7 @@ from ..store.archive import archive_deliveries, archive_events
 from .backup import expired_backups
 from .erase import ensure_suppression, erase_contact_rows
 from .ledger import LedgerEntry, append_entries
+from .restore import remove_leftovers
 from .scrub import ScrubResult, scrub
 from .subject import contact_hmac
 
@@ -174,6 +175,8 @@ def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dr
         counts["backups"] = len(expired_backups(settings, moment))
         return PurgeResult(clock.to_iso(moment), True, cut, counts, erasing, None)
     with maintenance_lock(settings):
+        # Copies a killed restore left beside the database hold personal data.
+        remove_leftovers(settings)
         with store.transaction() as tx:
             counts = _plan(tx, cut)
             doomed = tx.execute("SELECT p.id, p.rule, c.email_key FROM temp.purge_contacts p"

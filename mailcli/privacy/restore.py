@@ -1,0 +1,380 @@
+"""``backup restore``: prepared aside, checked and completed, then swapped in at once.
+
+A restore must never leave the raw backup as the live database, lose an
+opt-out or an erasure, or leave personal data lying around — whenever it is
+killed. So:
+
+1. **Check the backup** without changing anything: ``PRAGMA integrity_check``,
+   a mailcli database no newer than this mailcli, and exactly the schema its
+   migrations create (:func:`mailcli.store.restore.schema_differences`): a
+   trigger, view or table mailcli does not know — a trigger that empties
+   ``suppressions``, say — refuses it.
+2. **Keep the replaced database** as a ``pre-restore`` backup, and read what
+   it knows that the backup may not: its suppression list and audit log.
+3. **Prepare the restored database aside**, as ``.restore-*.db`` beside the
+   live one (0600): a copy of the backup, migrated, with every later erasure
+   re-applied (the erasure ledger and the replaced database's ``erased``
+   suppressions), every later opt-out and restriction re-applied (the
+   replaced database's suppressions and the opt-out ledger,
+   :mod:`mailcli.optouts`), the missing audit entries carried over and
+   re-chained; vacuumed to the live database's page size when anyone was
+   re-erased or the sizes differ; checked again.
+4. **Swap it in in one step**: SQLite's backup API copies it into the live
+   database file as one write transaction. Every process that has the
+   database open — ``serve`` above all — reads the restored content from its
+   next transaction on; a ``kill -9`` before the commit leaves the old
+   database whole. Only when the live file is missing or unreadable is the
+   prepared file renamed into its place instead (``serve`` notices the new
+   file and reopens it).
+5. **Re-apply what arrived during the restore**: the ledger lines written
+   since step 2 began and the one-click opt-outs waiting in the spool, then
+   remove the prepared file.
+
+A rerun removes the ``.restore-*`` files a killed run left (``privacy purge``
+does too). The whole restore holds the maintenance lock, so no purge or
+second restore interleaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import audit, clock
+from ..config import Settings
+from ..errors import MailcliError, NotFoundError
+from ..locks import maintenance_lock
+from ..optouts import OptOutEntry, ledger_end, optout_ledger_path, read_optouts
+from ..store import Store, open_store
+from ..store import restore as sql
+from ..store.db import apply_migrations, connect
+from ..store.migrations import MIGRATIONS
+from .backup import copy_database, new_backup_path, remove_partial_copies
+from .erase import erase_contact_rows
+from .ledger import LedgerEntry, ledger_path, read_entries
+from .scrub import checkpoint
+from .subject import contact_hmac
+
+PREFIX = ".restore-"
+_SUPPRESSING = ("unsubscribed", "bounced", "complained", "objected")
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    source: Path
+    safety_copy: Path | None
+    reerased: int
+    optouts_reapplied: int
+    suppressions_merged: int
+    audit_carried: int
+    warnings: tuple[str, ...]
+
+
+@dataclass
+class _Counts:
+    reerased: int = 0
+    optouts: int = 0
+    merged: int = 0
+    audit: int = 0
+
+
+@dataclass
+class _Later:
+    """What happened after the backup, to re-apply to the restored database."""
+
+    suppressions: list[tuple[str, str, str, str | None, str]] = field(default_factory=list)
+    erasures: list[LedgerEntry] = field(default_factory=list)
+    optouts: list[OptOutEntry] = field(default_factory=list)
+
+
+# -- checking ---------------------------------------------------------------------
+
+def check_backup(path: Path) -> None:
+    """Refuse anything that is not an intact mailcli database with mailcli's own schema."""
+    if not path.is_file():
+        raise NotFoundError(f"Backup not found: {path}", hint="`mailcli backup list` shows the backups")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise MailcliError(f"Cannot open the backup {path}: {exc}") from None
+    try:
+        result = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        applied = sql.applied_migrations(conn)
+        newer = applied - {name for name, _ in MIGRATIONS}
+        problems = [] if newer or result != ["ok"] else sql.schema_differences(conn)
+    except sqlite3.DatabaseError as exc:
+        raise MailcliError(f"{path} is not a usable database ({exc}); nothing was changed") from None
+    finally:
+        conn.close()
+    if result != ["ok"]:
+        raise MailcliError(f"{path} failed the integrity check ({'; '.join(result[:3])}); nothing was changed",
+                           hint="pick an older backup with `mailcli backup list`")
+    if not {"contacts", "migrations", "suppressions"} <= tables:
+        raise MailcliError(f"{path} is not a mailcli database; nothing was changed")
+    if newer:
+        raise MailcliError(f"{path} was written by a newer mailcli ({', '.join(sorted(newer))}); nothing was changed",
+                           hint="upgrade mailcli, then restore")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise MailcliError(f"{path} has {problems[0]}{more}; it was not written by mailcli as it is,"
+                           " so nothing was changed", hint="pick another backup with `mailcli backup list`")
+
+
+# -- leftovers --------------------------------------------------------------------
+
+def leftover_files(database: Path) -> list[Path]:
+    """Files a killed restore left beside the database (prepared copies and their journals)."""
+    try:
+        return sorted(database.parent.glob(f"{PREFIX}*"))
+    except OSError:
+        return []
+
+
+def remove_leftovers(settings: Settings) -> int:
+    """Delete what a killed restore left: prepared copies beside the database
+    and half-written safety copies; call only while holding the maintenance lock."""
+    database = settings.project.database
+    removed = remove_partial_copies(settings.backups_dir)
+    for path in leftover_files(database):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+# -- re-applying later facts ------------------------------------------------------
+
+def _reapply(store: Store, settings: Settings, later: _Later, counts: _Counts) -> None:
+    """Re-erase, merge suppressions, re-apply opt-outs and restrictions, in one transaction."""
+    erasures: dict[str, LedgerEntry] = {}
+
+    def note(entry: LedgerEntry) -> None:
+        known = erasures.get(entry.hmac)
+        if known is None or entry.erased_at > known.erased_at:
+            erasures[entry.hmac] = entry
+
+    for entry in later.erasures:
+        note(entry)
+    for hmac, scope, reason, _channel, created_at in later.suppressions:
+        if reason == "erased" and scope == "*":
+            note(LedgerEntry(hmac, created_at, "request", True))
+    optouts: dict[str, list[tuple[str, str, str, str]]] = {}  # hmac -> (scope, reason, channel, at)
+    restricted: dict[str, str | None] = {}  # hmac -> restricted since (None: lifted), the last word
+    with store.transaction() as conn:
+        for hmac, scope, reason, channel, created_at in later.suppressions:
+            if sql.add_suppression(conn, hmac, scope, reason, channel, created_at):
+                counts.merged += 1
+            if reason != "erased":
+                optouts.setdefault(hmac, []).append((scope, reason, channel or "restore", created_at))
+        for item in later.optouts:
+            if item.reason in ("restricted", "unrestricted"):
+                restricted[item.hmac] = item.at if item.reason == "restricted" else None
+                continue
+            if sql.add_suppression(conn, item.hmac, item.scope, item.reason, item.channel, item.at):
+                counts.merged += 1
+            optouts.setdefault(item.hmac, []).append((item.scope, item.reason, item.channel or "restore", item.at))
+        for entry in erasures.values():
+            if entry.suppress:
+                sql.add_suppression(conn, entry.hmac, "*", "erased", "restore", clock.now_iso())
+        if not (erasures or optouts or restricted):
+            return
+        for contact_id, email_key, created_at in sql.iter_contact_keys(conn):
+            hmac = contact_hmac(settings, email_key)
+            erased = erasures.get(hmac)
+            if erased is not None and clock.parse_iso(created_at) <= clock.parse_iso(erased.erased_at):
+                erase_contact_rows(conn, contact_id, hmac)
+                counts.reerased += 1
+                continue
+            for scope, reason, channel, at in optouts.get(hmac, ()):
+                counts.optouts += sql.end_memberships(conn, contact_id, scope, channel, at)
+                if scope == "*":
+                    sql.mark_contact_opted_out(conn, contact_id, reason, at)
+            if hmac in restricted:
+                sql.set_restricted(conn, contact_id, restricted[hmac])
+
+
+def _carry_audit(store: Store, rows: list[tuple[object, ...]]) -> int:
+    """Append (re-chained) the replaced database's audit rows the restored one lacks."""
+    present = sql.audit_hashes(store.conn)
+    missing = [row for row in rows if row[7] not in present]
+    for at, actor, command, action, subject_hmac, detail, reason, _hash in missing:
+        audit.append_row(store, at=str(at), actor=str(actor), command=str(command), action=str(action),
+                         subject_hmac=subject_hmac if subject_hmac is None else str(subject_hmac),
+                         detail_text=str(detail), reason=reason if reason is None else str(reason))
+    return len(missing)
+
+
+# -- the steps --------------------------------------------------------------------
+
+@dataclass
+class _Live:
+    """What the database being replaced holds (or why it could not be read)."""
+
+    usable: bool
+    page_size: int | None = None
+    suppressions: list[tuple[str, str, str, str | None, str]] = field(default_factory=list)
+    audit_rows: list[tuple[object, ...]] = field(default_factory=list)
+    problem: str | None = None
+
+
+def _read_live(target: Path) -> _Live:
+    if not target.exists():
+        return _Live(usable=False)
+    try:
+        conn = connect(target)
+        try:
+            # Whatever else is damaged in it does not matter: the swap
+            # rewrites every page.
+            return _Live(usable=True, page_size=int(conn.execute("PRAGMA page_size").fetchone()[0]),
+                         suppressions=sql.read_suppressions(conn), audit_rows=sql.read_audit_rows(conn))
+        finally:
+            conn.close()
+    except (sqlite3.Error, MailcliError) as exc:
+        return _Live(usable=False, problem=f"could not read the replaced database ({exc}); only the ledgers"
+                                           " were re-applied")
+
+
+def _keep_safety_copy(settings: Settings, target: Path, warnings: list[str]) -> Path | None:
+    try:
+        conn = connect(target)
+        try:
+            safety = new_backup_path(settings, "pre-restore")
+            copy_database(conn, safety)
+            return safety
+        finally:
+            conn.close()
+    except (sqlite3.Error, MailcliError, OSError) as exc:
+        warnings.append(f"could not keep a copy of the replaced database ({exc})")
+        return None
+
+
+def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later: _Later, counts: _Counts) -> Path:
+    """The restored database, complete, in a private file beside the live one."""
+    fd, name = tempfile.mkstemp(prefix=PREFIX, suffix=".db", dir=target.parent)
+    os.close(fd)
+    prepared = Path(name)
+    os.chmod(prepared, 0o600)
+    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(str(prepared), isolation_level=None)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    conn = sqlite3.connect(str(prepared), isolation_level=None)
+    store = Store(path=prepared, conn=conn)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("PRAGMA foreign_keys=ON")
+        apply_migrations(conn)
+        _reapply(store, settings, later, counts)
+        counts.audit += _carry_audit(store, live.audit_rows)
+        audit.record_access(
+            store, settings, "restore", command="backup restore",
+            detail={"file": source.name, "reerased": counts.reerased, "optouts_reapplied": counts.optouts,
+                    "suppressions_merged": counts.merged, "audit_carried": counts.audit},
+        )
+        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        if live.page_size is not None and live.page_size != size:
+            conn.execute(f"PRAGMA page_size={live.page_size}")
+            conn.execute("VACUUM")
+        elif counts.reerased:
+            conn.execute("VACUUM")  # no page keeps a trace of the re-erased
+        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            raise MailcliError(f"The restored database failed its integrity check ({result}); nothing was changed")
+    finally:
+        store.close()
+    with open(prepared, "rb") as handle:
+        os.fsync(handle.fileno())
+    return prepared
+
+
+def _swap(prepared: Path, target: Path, live: _Live, on_wait: Callable[[str], None] | None) -> None:
+    """Make the prepared database the live one, in one step."""
+    if live.usable:
+        src = sqlite3.connect(f"{prepared.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            dst = open_store(target, on_wait=on_wait)
+            try:
+                # Wait for other writers here, where the wait is announced and
+                # bounded; the copy then takes the write lock at once.
+                with dst.waiting("restore it"):
+                    dst.conn.execute("BEGIN IMMEDIATE")
+                    dst.conn.execute("ROLLBACK")
+                src.backup(dst.conn)  # one step: one write transaction of the live database
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        return
+    # Nothing usable to copy into: the prepared file takes the name. A stale
+    # -wal would be replayed into it, so those go first.
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{target}{suffix}")
+    os.replace(prepared, target)
+    with contextlib.suppress(OSError):
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def restore_backup(settings: Settings, source: Path, *, on_wait: Callable[[str], None] | None = None) -> RestoreResult:
+    """Replace the database with ``source`` (see the module docstring).
+
+    ``on_wait(what)`` is told when the swap has to wait for another process.
+    """
+    from ..feedback.actions import apply_spooled_optouts
+
+    source = Path(source)
+    target = settings.project.database
+    if target.exists() and source.resolve() == target.resolve():
+        raise MailcliError(f"{source} is the database itself; pick a backup from `mailcli backup list`")
+    check_backup(source)
+    warnings: list[str] = []
+    counts = _Counts()
+    with maintenance_lock(settings, "backup restore"):
+        remove_leftovers(settings)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Whatever is appended to the ledgers from here on is re-applied to
+        # the live database after the swap as well.
+        marks = (ledger_end(ledger_path(settings)), ledger_end(optout_ledger_path(settings)))
+        live = _read_live(target)
+        if live.problem:
+            warnings.append(live.problem)
+        safety = _keep_safety_copy(settings, target, warnings) if live.usable else None
+        later = _Later(suppressions=live.suppressions, erasures=list(read_entries(settings)),
+                       optouts=list(read_optouts(settings)))
+        prepared = _prepare(settings, source, target, live, later, counts)
+        try:
+            _swap(prepared, target, live, on_wait)
+            store = open_store(target)
+            try:
+                late = _Later(erasures=list(read_entries(settings, marks[0])),
+                              optouts=list(read_optouts(settings, marks[1])))
+                _reapply(store, settings, late, counts)
+                apply_spooled_optouts(store, settings)
+                if not checkpoint(store):
+                    warnings.append("another process is reading the database; its WAL is folded in later")
+            finally:
+                store.close()
+        finally:
+            remove_leftovers(settings)
+    return RestoreResult(source=source, safety_copy=safety, reerased=counts.reerased,
+                         optouts_reapplied=counts.optouts, suppressions_merged=counts.merged,
+                         audit_carried=counts.audit, warnings=tuple(warnings))
+
+
+__all__ = ["RestoreResult", "check_backup", "leftover_files", "remove_leftovers", "restore_backup"]

@@ -1,0 +1,134 @@
+"""The SQL behind ``backup restore``: what a backup may contain, and re-applying later facts.
+
+A backup is a whole database from elsewhere; before it replaces the live one
+its schema must be exactly what mailcli's own migrations create — the same
+tables, indexes, triggers and views, with the same definitions. A trigger that
+empties ``suppressions`` on every insert, a view or a table mailcli does not
+know, or a missing index or trigger would change what every later command
+does, so any difference refuses the backup. The reference is built in memory
+by running the migrations the backup records as applied.
+
+The rest re-applies, to the restored database, what happened after the
+backup was taken: suppressions, opt-outs and restrictions (from the replaced
+database and the opt-out ledger).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+from .db import apply_migrations
+
+SchemaObject = tuple[str, str]  # (type, name)
+
+
+def applied_migrations(conn: sqlite3.Connection) -> set[str]:
+    """Names of the migrations a database records as applied (none without the table)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone() is None:
+        return set()
+    return {str(row[0]) for row in conn.execute("SELECT name FROM migrations")}
+
+
+def schema_objects(conn: sqlite3.Connection) -> dict[SchemaObject, tuple[str, str | None]]:
+    """Every table, index, trigger and view: (type, name) -> (table, SQL).
+
+    SQLite's own objects (``sqlite_autoindex_*``, ``sqlite_sequence``,
+    ``sqlite_stat*``) follow from the others and are left out.
+    """
+    rows = conn.execute("SELECT type, name, tbl_name, sql FROM main.sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+    return {(str(t), str(n)): (str(tbl), sql) for t, n, tbl, sql in rows}
+
+
+def reference_schema(applied: set[str]) -> dict[SchemaObject, tuple[str, str | None]]:
+    """The schema mailcli's migrations create when exactly ``applied`` have run."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        apply_migrations(conn, only=applied)
+        return schema_objects(conn)
+    finally:
+        conn.close()
+
+
+def schema_differences(conn: sqlite3.Connection) -> list[str]:
+    """How a database's schema differs from what its migrations create (empty when it does not)."""
+    found = schema_objects(conn)
+    expected = reference_schema(applied_migrations(conn))
+    problems = []
+    for key in sorted(found.keys() - expected.keys()):
+        problems.append(f"a {key[0]} mailcli does not create: {key[1]!r}")
+    for key in sorted(expected.keys() - found.keys()):
+        problems.append(f"no {key[0]} {key[1]!r}")
+    for key in sorted(found.keys() & expected.keys()):
+        if found[key] != expected[key]:
+            problems.append(f"a {key[0]} {key[1]!r} defined differently from mailcli's")
+    return problems
+
+
+def iter_contact_keys(conn: sqlite3.Connection) -> Iterator[tuple[int, str, str]]:
+    """(id, email_key, created_at) of every contact."""
+    for contact_id, key, created_at in conn.execute("SELECT id, email_key, created_at FROM contacts").fetchall():
+        yield int(contact_id), str(key), str(created_at)
+
+
+def add_suppression(conn: sqlite3.Connection, hmac: str, scope: str, reason: str, channel: str | None,
+                    created_at: str) -> bool:
+    """A suppression unless (hmac, scope) has one; True when added (the first record is kept)."""
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO suppressions (hmac, scope, reason, channel, created_at) VALUES (?, ?, ?, ?, ?)",
+        (hmac, scope, reason, channel, created_at),
+    )
+    return cur.rowcount > 0
+
+
+# Memberships a later opt-out ends: one list (by name), or all of them.
+_END_ONE = ("UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = ?,"
+            " updated_at = ? WHERE contact_id = ? AND status != 'unsubscribed'"
+            " AND list_id = (SELECT id FROM lists WHERE name = ?)")
+_END_ALL = ("UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = ?,"
+            " updated_at = ? WHERE contact_id = ? AND status != 'unsubscribed'")
+
+
+def end_memberships(conn: sqlite3.Connection, contact_id: int, scope: str, channel: str, at: str) -> int:
+    """Unsubscribe a contact from list ``scope`` (or every list for ``*``) as of ``at``; rows changed."""
+    if scope == "*":
+        return conn.execute(_END_ALL, (at, channel, at, contact_id)).rowcount
+    return conn.execute(_END_ONE, (at, channel, at, contact_id, scope)).rowcount
+
+
+def mark_contact_opted_out(conn: sqlite3.Connection, contact_id: int, reason: str, at: str) -> int:
+    """The person-level flag of an opt-out from all marketing: objection or
+    complaint set ``no_marketing_at``; a bounce or complaint sets the status."""
+    changed = 0
+    if reason in ("objected", "complained", "unsubscribed"):
+        changed += conn.execute("UPDATE contacts SET no_marketing_at = ?, updated_at = ? WHERE id = ?"
+                                " AND no_marketing_at IS NULL", (at, at, contact_id)).rowcount
+    if reason in ("bounced", "complained"):
+        changed += conn.execute("UPDATE contacts SET status = ?, updated_at = ? WHERE id = ?"
+                                " AND status IN ('active', 'unsubscribed')", (reason, at, contact_id)).rowcount
+    return changed
+
+
+def set_restricted(conn: sqlite3.Connection, contact_id: int, at: str | None) -> int:
+    """Restrict processing as of ``at``, or lift it (``None``); rows changed."""
+    if at is None:
+        return conn.execute("UPDATE contacts SET restricted_at = NULL WHERE id = ? AND restricted_at IS NOT NULL",
+                            (contact_id,)).rowcount
+    return conn.execute("UPDATE contacts SET restricted_at = ?, updated_at = ? WHERE id = ? AND restricted_at IS NULL",
+                        (at, at, contact_id)).rowcount
+
+
+def read_suppressions(conn: sqlite3.Connection) -> list[tuple[str, str, str, str | None, str]]:
+    """Every suppression: (hmac, scope, reason, channel, created_at)."""
+    return [tuple(row) for row in conn.execute("SELECT hmac, scope, reason, channel, created_at FROM suppressions")]
+
+
+def read_audit_rows(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+    """The audit log in order: (at, actor, command, action, subject_hmac, detail, reason, hash)."""
+    return conn.execute(
+        "SELECT at, actor, command, action, subject_hmac, detail, reason, hash FROM audit_log ORDER BY id"
+    ).fetchall()
+
+
+def audit_hashes(conn: sqlite3.Connection) -> set[str]:
+    return {str(row[0]) for row in conn.execute("SELECT hash FROM audit_log")}
