@@ -204,3 +204,36 @@ def test_maintenance_commands_wait_too(project: Path, command: tuple[str, ...]) 
         lock.execute("ROLLBACK")
         lock.close()
     assert proc.wait(timeout=60) == 0
+
+
+def test_restore_waits_for_a_writer_too(project: Path) -> None:
+    _seed(project)
+    backup = json.loads(run_mailcli("--json", "backup", "create", cwd=project).stdout)["path"]
+    lock = _writer_lock(project)
+    try:
+        proc = _start(project, "backup", "restore", backup, "--yes")
+        assert proc.stderr is not None
+        assert "Waiting for the database mailcli.db (to restore it)" in proc.stderr.readline()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert proc.wait(timeout=60) == 0
+
+
+def test_a_damaged_spool_entry_is_set_aside_and_the_others_applied(project: Path) -> None:
+    from mailcli.store.spool import spool_optout
+
+    _seed(project)
+    database = project / "mailcli.db"
+    conn = sqlite3.connect(database)
+    uid = conn.execute("SELECT uid FROM contacts WHERE email_key = ?", (PEOPLE[1],)).fetchone()[0]
+    conn.close()
+    spool_optout(database, contact_uid=uid, list_id=1, at="2026-01-02T03:04:05Z", channel="one-click")
+    (spool_dir(database) / "00000000000000000000-1-deadbeef.json").write_text("{not json", encoding="utf-8")
+    assert run_mailcli("lists", cwd=project).returncode == 0
+    assert member_statuses(project)[PEOPLE[1]] == "unsubscribed"
+    assert sorted(p.name for p in spool_dir(database).iterdir()) == ["00000000000000000000-1-deadbeef.json.unreadable"]
+    conn = sqlite3.connect(database)
+    assert conn.execute("SELECT unsubscribed_at FROM memberships m JOIN contacts c ON c.id = m.contact_id"
+                        " WHERE c.email_key = ?", (PEOPLE[1],)).fetchone() == ("2026-01-02T03:04:05Z",)
+    conn.close()

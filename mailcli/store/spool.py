@@ -91,8 +91,9 @@ def has_pending(database: Path) -> bool:
 def pending_optouts(database: Path) -> list[SpooledOptOut]:
     """The opt-outs waiting in the spool, oldest first.
 
-    An entry that cannot be read or parsed is left in place (never
-    discarded: it is somebody's opt-out) and skipped.
+    An entry that cannot be parsed (a damaged disk) is set aside as
+    ``NAME.unreadable`` for a person to look at — never discarded, it is
+    somebody's opt-out — so it does not hold up the others.
     """
     folder = spool_dir(database)
     found: list[SpooledOptOut] = []
@@ -105,7 +106,8 @@ def pending_optouts(database: Path) -> list[SpooledOptOut]:
         except FileNotFoundError:
             continue  # applied and removed by another process meanwhile
         except (OSError, ValueError, KeyError, TypeError):
-            continue
+            with contextlib.suppress(OSError):
+                os.replace(path, path.with_name(name + ".unreadable"))
     return found
 
 
