@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .config import Settings
 from .errors import MailcliError
+
+T = TypeVar("T")
 
 LEDGER_NAME = "optouts.jsonl"
 REASONS = ("unsubscribed", "bounced", "complained", "objected", "restricted", "unrestricted")
@@ -109,29 +112,37 @@ def ledger_lines(path: Path, start: int = 0) -> Iterator[tuple[int, str]]:
             number += 1
 
 
-def read_optouts(settings: Settings, start: int = 0) -> Iterator[OptOutEntry]:
-    """Every entry in order (from byte ``start``); a damaged line is an error naming the line.
+def read_ledger(path: Path, what: str, hint: str, parse: Callable[[dict[str, Any]], T], start: int = 0) -> Iterator[T]:
+    """Every entry of a JSON-lines ledger in order (from byte ``start``).
 
-    A last line without its newline is an append still in progress (or cut
-    off by a crash before its fsync returned): it is not an entry yet.
+    A damaged line is an error naming the file and line: it must never be
+    skipped. A last line without its newline is an append still in progress
+    (or cut off by a crash before its fsync returned): not an entry yet.
     """
-    path = optout_ledger_path(settings)
     try:
         lines = list(ledger_lines(path, start))
     except OSError as exc:
-        raise MailcliError(f"Cannot read the opt-out ledger {path}: {exc.strerror}") from None
+        raise MailcliError(f"Cannot read the {what} {path}: {exc.strerror}") from None
     for number, line in lines:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-            entry = OptOutEntry(hmac=str(data["hmac"]), scope=str(data["scope"]), reason=str(data["reason"]),
-                                channel=str(data.get("channel") or ""), at=str(data["at"]))
-        except (ValueError, KeyError, TypeError):
-            entry = None
-        if entry is None or entry.reason not in REASONS:
-            raise MailcliError(
-                f"{path}:{number}: not a valid opt-out ledger line",
-                hint="repair the line by hand (it holds only a hash, a scope and a time); never delete the file",
-            )
+            entry = parse(json.loads(line))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise MailcliError(f"{path}:{number}: not a valid {what} line", hint=hint) from None
         yield entry
+
+
+def _optout(data: dict[str, Any]) -> OptOutEntry:
+    entry = OptOutEntry(hmac=str(data["hmac"]), scope=str(data["scope"]), reason=str(data["reason"]),
+                        channel=str(data.get("channel") or ""), at=str(data["at"]))
+    if entry.reason not in REASONS:
+        raise ValueError(entry.reason)
+    return entry
+
+
+def read_optouts(settings: Settings, start: int = 0) -> Iterator[OptOutEntry]:
+    """Every entry in order (from byte ``start``, see ``ledger_end``)."""
+    return read_ledger(optout_ledger_path(settings), "opt-out ledger",
+                       "repair the line by hand (it holds only a hash, a scope and a time); never delete the file",
+                       _optout, start)

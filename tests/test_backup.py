@@ -269,3 +269,18 @@ def test_restore_reapplies_opt_outs_from_the_ledger_when_the_database_is_gone(wo
                                   (normalise_address(ZEB).key,)).fetchone() == (None,)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("ledger", ["optouts.jsonl", "erasures.jsonl"])
+def test_restore_stops_at_a_damaged_ledger_line_naming_it(world, cli, ledger: str) -> None:
+    root, _ = world
+    backup = _create(cli)
+    assert cli("unsubscribe", ANNA).exit_code == 0
+    path = root / ".mailcli" / ledger
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"hmac": "abc"}\n')
+    before = _emails(root)
+    result = cli("backup", "restore", str(backup), "--yes")
+    assert result.exit_code == 1
+    assert f"{ledger}:" in result.stderr and "not a valid" in result.stderr and "Traceback" not in result.output
+    assert _emails(root) == before

@@ -104,19 +104,26 @@ def test_one_click_posts_and_commands_during_a_large_import(project: Path, tmp_p
         server.stop()
 
 
-def test_a_command_says_what_it_waits_for_and_then_succeeds(project: Path) -> None:
-    _seed(project)
-    lock = _writer_lock(project)
+def _waits_then_succeeds(root: Path, *args: str) -> str:
+    """Run a command while the write lock is held: its first line says it waits; it then
+    succeeds once the lock is released. Returns that first line."""
+    lock = _writer_lock(root)
     try:
-        proc = _start(project, "unsubscribe", PEOPLE[0])
+        proc = _start(root, *args)
         assert proc.stderr is not None
         line = proc.stderr.readline()
-        assert "Waiting for the database mailcli.db" in line and "another process is writing" in line
         assert proc.poll() is None
     finally:
         lock.execute("ROLLBACK")
         lock.close()
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=60) == 0, proc.communicate()
+    return line
+
+
+def test_a_command_says_what_it_waits_for_and_then_succeeds(project: Path) -> None:
+    _seed(project)
+    line = _waits_then_succeeds(project, "unsubscribe", PEOPLE[0])
+    assert "Waiting for the database mailcli.db (to write)" in line and "another process is writing" in line
     assert member_statuses(project)[PEOPLE[0]] == "unsubscribed"
 
 
@@ -195,29 +202,14 @@ def test_serve_applies_the_spool_as_soon_as_the_database_is_free(project: Path) 
 @pytest.mark.parametrize("command", [("privacy", "purge"), ("backup", "create")])
 def test_maintenance_commands_wait_too(project: Path, command: tuple[str, ...]) -> None:
     _seed(project)
-    lock = _writer_lock(project)
-    try:
-        proc = _start(project, *command)
-        assert proc.stderr is not None
-        assert "Waiting for the database" in proc.stderr.readline()
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
-    assert proc.wait(timeout=60) == 0
+    assert "Waiting for the database" in _waits_then_succeeds(project, *command)
 
 
 def test_restore_waits_for_a_writer_too(project: Path) -> None:
     _seed(project)
     backup = json.loads(run_mailcli("--json", "backup", "create", cwd=project).stdout)["path"]
-    lock = _writer_lock(project)
-    try:
-        proc = _start(project, "backup", "restore", backup, "--yes")
-        assert proc.stderr is not None
-        assert "Waiting for the database mailcli.db (to restore it)" in proc.stderr.readline()
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
-    assert proc.wait(timeout=60) == 0
+    line = _waits_then_succeeds(project, "backup", "restore", backup, "--yes")
+    assert "Waiting for the database mailcli.db (to restore it)" in line
 
 
 def test_a_damaged_spool_entry_is_set_aside_and_the_others_applied(project: Path) -> None:

@@ -41,17 +41,6 @@ class BackupInfo:
         return {"path": str(self.path), "created_at": self.created_at, "size": self.size}
 
 
-@dataclass(frozen=True, slots=True)
-class RestoreResult:
-    source: Path
-    safety_copy: Path | None
-    reerased: int
-    optouts_reapplied: int
-    suppressions_merged: int
-    audit_carried: int
-    warnings: tuple[str, ...]
-
-
 def _private_dir(folder: Path) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)

@@ -18,10 +18,11 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import Settings
 from ..errors import MailcliError
-from ..optouts import append_durably, ledger_lines
+from ..optouts import append_durably, read_ledger
 
 LEDGER_NAME = "erasures.jsonl"
 
@@ -54,26 +55,13 @@ def append_entries(settings: Settings, entries: list[LedgerEntry]) -> None:
         raise MailcliError(f"Cannot write the erasure ledger {path}: {exc.strerror}; nothing was erased") from None
 
 
+def _entry(data: dict[str, Any]) -> LedgerEntry:
+    return LedgerEntry(hmac=str(data["hmac"]), erased_at=str(data["erased_at"]),
+                       reason=str(data.get("reason", "request")), suppress=bool(data.get("suppress", True)))
+
+
 def read_entries(settings: Settings, start: int = 0) -> Iterator[LedgerEntry]:
     """Every entry (from byte ``start``, see ``optouts.ledger_end``); a damaged
     line is an error naming the line (it must not be skipped)."""
-    path = ledger_path(settings)
-    try:
-        lines = list(ledger_lines(path, start))
-    except OSError as exc:
-        raise MailcliError(f"Cannot read the erasure ledger {path}: {exc.strerror}") from None
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            entry = LedgerEntry(
-                hmac=str(data["hmac"]), erased_at=str(data["erased_at"]),
-                reason=str(data.get("reason", "request")), suppress=bool(data.get("suppress", True)),
-            )
-        except (ValueError, KeyError, TypeError):
-            raise MailcliError(
-                f"{path}:{number}: not a valid erasure ledger line",
-                hint="repair the line by hand (it holds only a hash and a time); never delete the file",
-            ) from None
-        yield entry
+    return read_ledger(ledger_path(settings), "erasure ledger",
+                       "repair the line by hand (it holds only a hash and a time); never delete the file", _entry, start)

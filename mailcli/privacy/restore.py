@@ -61,7 +61,6 @@ from .scrub import checkpoint
 from .subject import contact_hmac
 
 PREFIX = ".restore-"
-_SUPPRESSING = ("unsubscribed", "bounced", "complained", "objected")
 
 
 @dataclass(frozen=True, slots=True)
