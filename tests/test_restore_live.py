@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,6 +27,7 @@ ZEB = "zebedeus.quiggleworth@example.org"
 ANNA = "anna@example.org"
 BOB = "bob@example.org"
 LATE = "late.comer@example.org"
+RESTRICTED = "filler00000@example.org"
 
 
 def _import(root: Path, name: str, emails: list[str]) -> None:
@@ -92,32 +94,55 @@ def test_restore_with_serve_running_loses_no_post(project: Path) -> None:
         server.stop()
 
 
-@pytest.fixture
-def history(project: Path) -> dict[str, object]:
-    """A backup, then an erasure, an unsubscribe, an objection, a restriction and a new contact after it."""
-    filler = [f"filler{i:05d}@example.org" for i in range(20_000)]
-    _import(project, "people.csv", [ZEB, ANNA, BOB, *filler])
-    backup = _backup(project)
-    assert run_mailcli("privacy", "erase", ZEB, "--yes", cwd=project).returncode == 0
-    server = Server(project)
+@pytest.fixture(scope="module")
+def history_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with a backup, and after it an erasure, a one-click unsubscribe, an objection, a
+    restriction and a new contact; made once, copied for each test."""
+    base = tmp_path_factory.mktemp("history")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}
+    env["HOME"] = str(base)
+    assert subprocess.run([sys.executable, "-m", "mailcli", "init", "proj"], cwd=base, env=env,
+                          capture_output=True).returncode == 0
+    root = base / "proj"
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
     try:
-        assert one_click(server.url, tokens_by_email(project)[ANNA]).status_code == 200
+        filler = [f"filler{i:05d}@example.org" for i in range(20_000)]
+        _import(root, "people.csv", [ZEB, ANNA, BOB, *filler])
+        _backup(root)
+        assert run_mailcli("privacy", "erase", ZEB, "--yes", cwd=root).returncode == 0
+        server = Server(root)
+        try:
+            assert one_click(server.url, tokens_by_email(root)[ANNA]).status_code == 200
+        finally:
+            server.stop()
+        assert run_mailcli("privacy", "object", BOB, cwd=root).returncode == 0
+        assert run_mailcli("privacy", "restrict", RESTRICTED, cwd=root).returncode == 0
+        _import(root, "late.csv", [LATE])
     finally:
-        server.stop()
-    assert run_mailcli("privacy", "object", BOB, cwd=project).returncode == 0
-    assert run_mailcli("privacy", "restrict", filler[0], cwd=project).returncode == 0
-    _import(project, "late.csv", [LATE])
-    return {"backup": backup, "restricted": filler[0]}
+        os.environ.clear()
+        os.environ.update(saved)
+    return root
 
 
-def _promises_hold(root: Path, restricted: str) -> None:
+@pytest.fixture
+def history(project: Path, history_template: Path) -> Path:
+    """The template's files in this test's project folder; returns the backup."""
+    shutil.rmtree(project)
+    shutil.copytree(history_template, project)
+    (backup,) = [p for p in (project / "backups").iterdir() if "pre-restore" not in p.name]
+    return backup
+
+
+def _promises_hold(root: Path) -> None:
     """Whatever state the database is in, nothing that happened after the backup is undone."""
     conn = sqlite3.connect(root / "mailcli.db")
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert conn.execute("SELECT count(*) FROM contacts WHERE email_key = ?", (ZEB,)).fetchone() == (0,)
         assert conn.execute("SELECT restricted_at IS NOT NULL FROM contacts WHERE email_key = ?",
-                            (restricted,)).fetchone() == (1,)
+                            (RESTRICTED,)).fetchone() == (1,)
         assert conn.execute("SELECT no_marketing_at IS NOT NULL FROM contacts WHERE email_key = ?",
                             (BOB,)).fetchone() == (1,)
     finally:
@@ -147,10 +172,8 @@ def _moment(root: Path, which: str) -> bool:
 
 
 @pytest.mark.parametrize("moment", ["safety copy", "preparing", "prepared", "swapping", "at once"])
-def test_kill_9_of_restore_then_a_rerun(project: Path, history: dict[str, object], moment: str) -> None:
-    backup = history["backup"]
-    assert isinstance(backup, Path)
-    restricted = str(history["restricted"])
+def test_kill_9_of_restore_then_a_rerun(project: Path, history: Path, moment: str) -> None:
+    backup = history
     proc = _start_restore(project, backup)
     if moment != "at once":
         deadline = time.monotonic() + 60
@@ -160,11 +183,11 @@ def test_kill_9_of_restore_then_a_rerun(project: Path, history: dict[str, object
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     # Killed anywhere: the old database or the fully restored one, never the raw backup.
-    _promises_hold(project, restricted)
+    _promises_hold(project)
     # A rerun completes the restore and leaves no copy with personal data behind.
     rerun = run_mailcli("backup", "restore", str(backup), "--yes", cwd=project)
     assert rerun.returncode == 0, rerun.stderr
-    _promises_hold(project, restricted)
+    _promises_hold(project)
     assert LATE not in _contacts(project)  # the backup's content, not the old database
     assert not list(project.glob(".restore-*"))
     assert not [p for p in (project / "backups").iterdir() if not p.name.startswith("mailcli-")]
@@ -172,10 +195,8 @@ def test_kill_9_of_restore_then_a_rerun(project: Path, history: dict[str, object
     assert run_mailcli("privacy", "audit", "--verify", cwd=project).returncode == 0
 
 
-def test_a_killed_restore_is_cleaned_up_by_purge_too(project: Path, history: dict[str, object]) -> None:
-    backup = history["backup"]
-    assert isinstance(backup, Path)
-    proc = _start_restore(project, backup)
+def test_a_killed_restore_is_cleaned_up_by_purge_too(project: Path, history: Path) -> None:
+    proc = _start_restore(project, history)
     deadline = time.monotonic() + 60
     while proc.poll() is None and not _moment(project, "preparing") and time.monotonic() < deadline:
         time.sleep(0.001)

@@ -15,7 +15,7 @@ from mailcli.feedback.clients import client_key
 from tests.serve_support import Server, one_click
 from tests.test_feedback_support import Seeded, seed
 
-PEOPLE = [f"p{i}@example.org" for i in range(6)]
+PEOPLE = [f"p{i}@example.org" for i in range(12)]  # some token among them has "-" or "_"
 LIMIT = 30  # bad tokens a client may send in a minute
 
 
@@ -123,14 +123,17 @@ def _spellings(token: str) -> list[str]:
 
 def test_a_token_has_exactly_one_accepted_spelling(served: tuple[Server, Seeded]) -> None:
     server, s = served
-    # Tokens of several contacts, so that some carry "-" or "_" to swap for "+" or "/".
+    # One token with "-" or "_" in it (to swap for "+" or "/"), and one more.
     tokens = {email: s.token(email) for email in PEOPLE}
-    assert any(set(t) & set("-_") for t in tokens.values())
+    chosen = sorted(tokens, key=lambda e: not set(tokens[e]) & set("-_"))[:2]
+    assert set(tokens[chosen[0]]) & set("-_")
     before = s.counts()
-    for email, token in tokens.items():
-        for altered in _spellings(token):
-            assert one_click(server.url, altered).status_code in (400, 429), (email, altered)
-            assert httpx.get(server.url, params={"t": altered}).status_code in (400, 429), (email, altered)
+    with httpx.Client() as client:
+        for email in chosen:
+            for altered in _spellings(tokens[email]):
+                posted = client.post(server.url, params={"t": altered}, data={"List-Unsubscribe": "One-Click"})
+                assert posted.status_code in (400, 429), (email, altered)
+                assert client.get(server.url, params={"t": altered}).status_code in (400, 429), (email, altered)
     assert s.counts() == before
     assert all(s.membership(p)[0] == "subscribed" for p in PEOPLE)
     assert one_click(server.url, tokens[PEOPLE[0]]).status_code == 200
