@@ -9,6 +9,7 @@ file. ``--json`` gives the same sections and keys as an object.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -61,6 +62,8 @@ def settings_view(settings: Settings) -> dict[str, Any]:
             return value.text
         if isinstance(value, Path):
             return str(value)
+        if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):  # one address: as written
+            return str(value.network_address) if value.num_addresses == 1 else str(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, (tuple, list)):
