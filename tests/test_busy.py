@@ -127,6 +127,24 @@ def test_a_command_says_what_it_waits_for_and_then_succeeds(project: Path) -> No
     assert member_statuses(project)[PEOPLE[0]] == "unsubscribed"
 
 
+def test_ctrl_c_ends_a_wait_at_once(project: Path) -> None:
+    _seed(project)
+    lock = _writer_lock(project)
+    try:
+        proc = _start(project, "unsubscribe", PEOPLE[0])
+        assert proc.stderr is not None
+        assert "Waiting for the database" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - start < 5
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert proc.returncode == 130 and "Interrupted" in err and "Traceback" not in err
+    assert member_statuses(project)[PEOPLE[0]] == "subscribed"
+
+
 def test_after_the_timeout_a_command_exits_with_one_clear_line(project: Path) -> None:
     _seed(project)
     lock = _writer_lock(project)

@@ -307,9 +307,8 @@ def _swap(prepared: Path, target: Path, live: _Live, on_wait: Callable[[str], No
             try:
                 # Wait for other writers here, where the wait is announced and
                 # bounded; the copy then takes the write lock at once.
-                with dst.waiting("restore it"):
-                    dst.conn.execute("BEGIN IMMEDIATE")
-                    dst.conn.execute("ROLLBACK")
+                dst.begin("restore it")
+                dst.conn.execute("ROLLBACK")
                 src.backup(dst.conn)  # one step: one write transaction of the live database
             finally:
                 dst.close()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..store import Store
+from ..store.db import StoreBusyError
 
 _CHUNK = 1 << 20
 
@@ -93,11 +94,11 @@ def scrub(store: Store, needles: Iterable[bytes] = (), *, vacuum: bool = False) 
     vacuumed = False
     if vacuum or found:
         try:
-            store.conn.execute("VACUUM")
+            store.wait_for("compact it", lambda: store.conn.execute("VACUUM"))
             vacuumed = True
-        except sqlite3.OperationalError:
-            # Another process is mid-transaction; secure_delete already zeroed
-            # the rows, and the next purge will compact. Report, don't fail.
+        except (sqlite3.OperationalError, StoreBusyError):
+            # Another process kept writing all along; secure_delete already
+            # zeroed the rows, and the next purge will compact. Report, don't fail.
             vacuumed = False
         truncated = checkpoint(store)
         found = files_containing(database_files(store.path), needles)

@@ -1001,8 +1001,10 @@ def _dry_run_recipients(store: Store, settings: Settings, options: SendOptions,
     # A write transaction from the start (waiting for other writers like any
     # write): a read snapshot taken first could not become one if another
     # process committed in between.
-    with store.waiting("write"):
-        conn.execute("BEGIN IMMEDIATE" if store._depth == 0 else "SAVEPOINT dryrun")
+    if store._depth == 0:
+        store.begin()
+    else:
+        conn.execute("SAVEPOINT dryrun")
     try:
         if campaign.frozen_at is None or options.include_new:
             if ledger.get_campaign(conn, campaign.name) is None:

@@ -20,6 +20,12 @@ for an import of millions of rows or a restore) instead of failing at once,
 and when a wait lasts over a second ``Store.on_wait`` is told, once, so the
 command can say on stderr what it waits for. After the timeout the wait ends
 in ``StoreBusyError``, one clear line, with nothing changed.
+
+The places where a command may wait — opening, ``BEGIN IMMEDIATE``, a
+VACUUM — wait in Python, in slices of a quarter second of SQLite's own busy
+wait: SQLite sleeps in C and Python runs no signal handler until it returns,
+so one long native wait would leave Ctrl-C unanswered for minutes. Any other
+statement keeps the whole timeout natively, so it waits rather than fails.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..clock import now_iso
 from ..errors import MailcliError
@@ -55,6 +61,7 @@ class StoreBusyError(StoreError):
 BUSY_TIMEOUT_ENV = "MAILCLI_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT = 600.0
 WAIT_NOTICE_AFTER = 1.0  # seconds of waiting before on_wait is told
+WAIT_SLICE = 0.25  # seconds of each native busy wait where a command waits in Python
 
 
 def busy_timeout() -> float:
@@ -88,6 +95,40 @@ def busy_error(path: Path, seconds: float, what: str) -> StoreBusyError:
         hint=f"another mailcli process is using it (see `ps`); run the command again when it has finished,"
              f" or wait longer with {BUSY_TIMEOUT_ENV}=SECONDS",
     )
+
+
+T = TypeVar("T")
+
+
+def _set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+    conn.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
+
+
+def _wait_for(conn: sqlite3.Connection, path: Path, timeout: float, what: str, attempt: Callable[[], T],
+              watch: _WaitWatch | None) -> T:
+    """See ``Store.wait_for``; the connection's own timeout is put back afterwards."""
+    deadline = time.monotonic() + timeout
+    watching = False
+    _set_busy_timeout(conn, min(WAIT_SLICE, timeout))
+    try:
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise busy_error(path, timeout, what) from None
+            if watch is not None and not watching:
+                watch.start(what)
+                watching = True
+            _set_busy_timeout(conn, min(WAIT_SLICE, left))
+    finally:
+        if watching and watch is not None:
+            watch.stop()
+        with contextlib.suppress(sqlite3.Error):
+            _set_busy_timeout(conn, timeout)
 
 
 class _WaitWatch:
@@ -153,24 +194,18 @@ class Store:
         """Call ``notify(what)`` once whenever a wait for the database lasts over a second."""
         self._watch = _WaitWatch(notify)
 
-    @contextlib.contextmanager
-    def waiting(self, what: str) -> Iterator[None]:
-        """Mark a statement that may wait for another process (``what``: to do what).
+    def wait_for(self, what: str, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` (a statement that may find the database busy, and
+        can simply be tried again then) until it succeeds or the timeout ends.
 
-        A busy error at the end of the wait becomes ``StoreBusyError``.
+        ``what`` says what for, in a notice after a second and in the
+        ``StoreBusyError`` at the end; Ctrl-C ends the wait at once.
         """
-        watch = self._watch
-        if watch is not None:
-            watch.start(what)
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            if is_busy(exc):
-                raise busy_error(self.path, self.timeout, what) from None
-            raise
-        finally:
-            if watch is not None:
-                watch.stop()
+        return _wait_for(self.conn, self.path, self.timeout, what, attempt, self._watch)
+
+    def begin(self, what: str = "write") -> None:
+        """``BEGIN IMMEDIATE``: take the write lock now, waiting for other writers."""
+        self.wait_for(what, lambda: self.conn.execute("BEGIN IMMEDIATE"))
 
     @functools.cached_property
     def db(self) -> sqlite_utils.Database:
@@ -184,12 +219,12 @@ class Store:
     def patience(self, seconds: float) -> Iterator[None]:
         """Wait at most ``seconds`` for other processes inside the block."""
         old = self.timeout
-        self.conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+        _set_busy_timeout(self.conn, seconds)
         self.timeout = seconds
         try:
             yield
         finally:
-            self.conn.execute(f"PRAGMA busy_timeout={int(old * 1000)}")
+            _set_busy_timeout(self.conn, old)
             self.timeout = old
 
     @contextlib.contextmanager
@@ -200,8 +235,7 @@ class Store:
         """
         conn = self.conn
         if self._depth == 0:
-            with self.waiting("write"):
-                conn.execute("BEGIN IMMEDIATE")
+            self.begin()
         else:
             conn.execute(f"SAVEPOINT sp{self._depth}")
         self._depth += 1
@@ -252,11 +286,19 @@ PAGE_SIZE = 16384
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
-def connect(path: Path, *, timeout: float | None = None) -> sqlite3.Connection:
+def _use_wal(conn: sqlite3.Connection) -> None:
+    # Only a database that is not in WAL mode yet needs the switch (it
+    # takes a lock); asking first never waits for anyone.
+    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = True) -> sqlite3.Connection:
     """A configured sqlite3 connection (pragmas applied) without migrating.
 
     ``timeout`` is how long a statement waits for another process's lock
-    (default: ``busy_timeout()``).
+    (default: ``busy_timeout()``). ``switch_to_wal=False`` leaves turning WAL
+    on to the caller.
     """
     seconds = busy_timeout() if timeout is None else timeout
     try:
@@ -266,10 +308,8 @@ def connect(path: Path, *, timeout: float | None = None) -> sqlite3.Connection:
             # size). A 1M-contact import writes its tables and indexes a
             # third faster than with the 4 KiB default, in fewer, fuller pages.
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        # Only a database that is not in WAL mode yet needs the switch (it
-        # takes a lock); asking first never waits for anyone.
-        if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-            conn.execute("PRAGMA journal_mode=WAL")
+        if switch_to_wal:
+            _use_wal(conn)
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA secure_delete=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -339,18 +379,20 @@ def open_store(path: Path, *, create: bool = True, timeout: float | None = None,
             os.chmod(path, 0o600)
     seconds = busy_timeout() if timeout is None else timeout
     watch = _WaitWatch(on_wait) if on_wait is not None else None
-    if watch is not None:
-        watch.start("open it")
+    conn = connect(path, timeout=min(WAIT_SLICE, seconds), switch_to_wal=False)
     try:
-        conn = connect(path, timeout=seconds)
-        try:
-            apply_migrations(conn)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            if is_busy(exc):
-                raise busy_error(path, seconds, "open it") from None
-            raise StoreError(f"Cannot use database {path}: {exc}") from None
-    finally:
-        if watch is not None:
-            watch.stop()
+        # Turning WAL on (a database a killed import left in rollback mode)
+        # and migrating take locks: wait for them like any write.
+        _wait_for(conn, path, seconds, "open it", lambda: _finish_opening(conn), watch)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"Cannot use database {path}: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
     return Store(path=path, conn=conn, timeout=seconds, _watch=watch)
+
+
+def _finish_opening(conn: sqlite3.Connection) -> None:
+    _use_wal(conn)
+    apply_migrations(conn)
