@@ -292,10 +292,10 @@ def test_sigterm_during_import_exits_130_and_changes_nothing(project: Path, tmp_
     from tests.test_import_cli import dump, start_big_import
 
     before, proc = start_big_import(project, tmp_path)
-    journal = project / "mailcli.db-journal"
+    wal = project / "mailcli.db-wal"
     deadline = time.monotonic() + 60
-    while not journal.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)  # it is writing
+    while proc.poll() is None and time.monotonic() < deadline and (not wal.exists() or wal.stat().st_size < 1 << 20):
+        time.sleep(0.01)  # it is writing its pages
     assert proc.poll() is None, "the import ended before it could be stopped; make the file bigger"
     proc.send_signal(signal.SIGTERM)  # a service manager or `kill`: this process only
     _, stderr = proc.communicate(timeout=60)
