@@ -247,3 +247,45 @@ def test_a_damaged_spool_entry_is_set_aside_and_the_others_applied(project: Path
     assert conn.execute("SELECT unsubscribed_at FROM memberships m JOIN contacts c ON c.id = m.contact_id"
                         " WHERE c.email_key = ?", (PEOPLE[1],)).fetchone() == ("2026-01-02T03:04:05Z",)
     conn.close()
+
+
+def test_a_running_send_honours_an_opt_out_still_in_the_spool(project: Path) -> None:
+    from tests.conftest import set_smtp
+    from tests.sendhelpers import add_contacts, people
+    from tests.smtpserver import SmtpServer
+
+    members = [m["email"] for m in people(120)]
+    add_contacts(project / "mailcli.db", "news", people(120))
+    tokens = tokens_by_email(project)
+    server = Server(project)
+    with SmtpServer() as sink:
+        set_smtp(project, "127.0.0.1", sink.port)
+        send = _start(project, "send", "spring", "--template", "newsletter", "--list", "news", "--yes",
+                      "--rate", "40/s", "--concurrency", "1")
+        try:
+            wait_until(lambda: len(sink.messages) >= 5 or send.poll() is not None, what="the send to start")
+            lock = _writer_lock(project)  # an import starts: the send and serve both wait for it
+            try:
+                target = members[min(len(members) - 1, len(sink.messages) + 40)]  # a second ahead of the send
+                assert one_click(server.url, tokens[target]).status_code == 200
+                assert [e.contact_uid for e in pending_optouts(project / "mailcli.db")]
+                answered = time.time()
+                server.proc.send_signal(signal.SIGKILL)  # serve dies before it can record it
+                server.proc.wait(timeout=30)
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+            _, err = send.communicate(timeout=120)
+        finally:
+            if send.poll() is None:
+                send.kill()
+            server.stop()
+    assert send.returncode == 0, err
+    mailed = {m.rcpt_tos[0]: m.mail_at for m in sink.messages}
+    assert target not in mailed, (target, mailed.get(target, 0) - answered)
+    assert len(mailed) == len(members) - 1
+    report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
+    assert report["sent"] == len(members) - 1 and report["status"] == "sent"
+    # The next command records the opt-out itself.
+    assert run_mailcli("lists", cwd=project).returncode == 0
+    assert member_statuses(project)[target] == "unsubscribed"

@@ -787,7 +787,8 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
     statuses = ledger.sendable_statuses(options.resend_uncertain)
     writer = LedgerWriter(store, settings, campaign, statuses=statuses, claim=claim)
     # Before the first page is read: every opt-out committed after it is seen.
-    watch = OptoutWatch(store.conn, list_id=campaign.list_id, list_name=campaign.list_name, secret=factory.secret)
+    watch = OptoutWatch(store.conn, list_id=campaign.list_id, list_name=campaign.list_name, secret=factory.secret,
+                        database=store.path)
     hooks = _Hooks(writer, summary, contacts, progress, watch, relay=smtp.address)
     transport = SmtpTransport(_transport_options(settings, options, relay, expected), hooks, notice=notice)
     concurrency = transport.opts.concurrency

@@ -9,13 +9,16 @@ has not gone out yet, however far ahead it was rendered.
 It has to be cheap: it runs twice per message, thousands of times a second.
 The engine notes the opt-out counter (``store.optouts``) before it reads each
 page of deliveries; a check compares it with the counter now, which costs a
-``PRAGMA data_version`` unless another connection committed. Only a recipient
-read before the counter moved is checked again, once per move.
+``PRAGMA data_version`` unless another connection committed, and a ``stat``
+of the spool where ``serve`` keeps one-click opt-outs while the database is
+busy. Only a recipient read before the counter moved is checked again, once
+per move.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 from mailcli.store.optouts import OptoutCounter, withdrawal_reason
 
@@ -23,12 +26,13 @@ from mailcli.store.optouts import OptoutCounter, withdrawal_reason
 class OptoutWatch:
     """Opt-outs committed by others since each recipient was read."""
 
-    def __init__(self, conn: sqlite3.Connection, *, list_id: int | None, list_name: str, secret: bytes) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, list_id: int | None, list_name: str, secret: bytes,
+                 database: Path | None = None) -> None:
         self._conn = conn
         self._list_id = list_id
         self._list_name = list_name
         self._secret = secret
-        self._counter = OptoutCounter(conn)
+        self._counter = OptoutCounter(conn, spool=database)
         self._read_at: dict[int, int] = {}  # delivery id -> counter when it was last known mailable
 
     def mark(self) -> int:
@@ -48,7 +52,8 @@ class OptoutWatch:
         if noted is not None and not self._counter.optouts_since(noted):
             return None
         now = self._counter.now()
-        reason = withdrawal_reason(self._conn, delivery_id, self._list_id, self._list_name, self._secret)
+        reason = withdrawal_reason(self._conn, delivery_id, self._list_id, self._list_name, self._secret,
+                                   self._counter.spooled)
         if reason is None:
             self._read_at[delivery_id] = now  # still mailable as of now
         return reason

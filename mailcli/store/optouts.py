@@ -10,15 +10,21 @@ the counter moved since that recipient was read, and only then checks the
 recipient again (``withdrawal_reason``).
 
 These two are the one way in for "has anyone opted out since, and is this
-recipient still to be mailed": an opt-out kept outside the database for a
-while (written down while the database was busy) belongs in both.
+recipient still to be mailed", and both include the one-click opt-outs that
+``serve`` wrote to the spool beside the database while it was busy
+(:mod:`mailcli.store.spool`): a new spool entry moves the counter too, and
+a recipient whose contact and list it names is withdrawn, before serve or
+anyone has recorded it in the database.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
+from pathlib import Path
 
 from ..tokens import address_hmac
+from .spool import SpoolWatch
 
 # Why a delivery must not go out (NULL when it may), from the contact and its
 # membership of the campaign's list (``m``, LEFT JOINed). Shared with the
@@ -32,19 +38,25 @@ SKIP_REASON_SQL = """CASE
        END"""
 
 GONE = "erased or purged during the send"
+SPOOLED = "unsubscribed with one click (recorded in the spool)"
 
 
 class OptoutCounter:
     """The opt-out counter as one connection sees it, read only when needed.
 
     ``PRAGMA data_version`` changes when another connection commits, and
-    costs no read; only then is the counter itself read again.
+    costs no read; only then is the counter itself read again. With
+    ``spool`` (the database file), every change to the opt-outs waiting in
+    the spool adds one too; looking costs a ``stat`` of its folder.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, spool: Path | None = None) -> None:
         self._conn = conn
         self._version = -1
         self._value = 0
+        self._spool = SpoolWatch(spool) if spool is not None else None
+        self._spool_moves = 0
+        self.spooled: frozenset[tuple[str, int]] = frozenset()  # (contact uid, list id) waiting in the spool
 
     def now(self) -> int:
         """The counter now: note it before reading recipients."""
@@ -53,7 +65,12 @@ class OptoutCounter:
             self._version = version
             row = self._conn.execute("SELECT n FROM optout_counter WHERE id = 1").fetchone()
             self._value = int(row[0]) if row else 0
-        return self._value
+        if self._spool is not None and self._spool.changed():
+            spooled = frozenset(self._spool.optouts())
+            if spooled != self.spooled:
+                self.spooled = spooled
+                self._spool_moves += 1
+        return self._value + self._spool_moves
 
     def optouts_since(self, noted: int) -> bool:
         """Whether anyone may have opted out, or been erased, since the
@@ -63,7 +80,7 @@ class OptoutCounter:
 
 # One delivery, checked again: the contact and its membership of the list.
 _RECHECK_SQL = f"""
-SELECT c.email_key, {SKIP_REASON_SQL}
+SELECT c.email_key, {SKIP_REASON_SQL}, c.uid
 FROM deliveries d
 JOIN contacts c ON c.id = d.contact_id
 LEFT JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
@@ -72,16 +89,20 @@ WHERE d.id = ?
 
 
 def withdrawal_reason(conn: sqlite3.Connection, delivery_id: int, list_id: int | None, list_name: str,
-                      secret: bytes) -> str | None:
+                      secret: bytes, spooled: Collection[tuple[str, int]] = ()) -> str | None:
     """Why this delivery must not go out now, or None if it still may.
 
-    A delivery whose row is gone belonged to someone erased or purged.
+    A delivery whose row is gone belonged to someone erased or purged;
+    ``spooled`` are the (contact uid, list id) of one-click opt-outs still
+    in the spool.
     """
     row = conn.execute(_RECHECK_SQL, (list_id if list_id is not None else -1, delivery_id)).fetchone()
     if row is None:
         return GONE
     if row[1] is not None:
         return str(row[1])
+    if spooled and (str(row[2]), list_id) in spooled:
+        return SPOOLED
     digest = address_hmac(secret, row[0])
     found = conn.execute("SELECT 1 FROM suppressions WHERE hmac = ? AND scope IN ('*', ?) LIMIT 1",
                          (digest, list_name)).fetchone()
