@@ -13,6 +13,7 @@ import typer
 
 from . import config
 from .config import Settings
+from .locks import Holder
 from .output import Output
 from .store import Store, open_store
 from .store.db import StoreBusyError, busy_timeout
@@ -77,9 +78,20 @@ class AppContext:
         return shlex.join([*words, *args])
 
     def say_waiting(self, what: str) -> None:
-        """Say on stderr that this command waits for the database (``Store.on_wait``)."""
-        self.out.info(f"Waiting for the database {self.settings.project.database.name} (to {what}): another"
-                      f" process is writing to it; waiting up to {busy_timeout():g} s")
+        """Say on stderr that this command waits for the database (``Store.on_wait``),
+        naming the import, purge or restore that keeps it busy when one does."""
+        from .locks import lock_holder
+
+        database = self.settings.project.database
+        holder = next((h for name in ("import", "maintenance") if (h := lock_holder(database, name))), None)
+        who = f"`mailcli {holder.command}` (pid {holder.pid}, since {holder.since})" if holder else "another process"
+        self.out.info(f"Waiting for the database {database.name} (to {what}): {who} is writing to it;"
+                      f" waiting up to {busy_timeout():g} s")
+
+    def say_waiting_for(self, holder: Holder | None) -> None:
+        """Say on stderr that this command waits for another run's lock to be released."""
+        who = f"`mailcli {holder.command}` (pid {holder.pid}, since {holder.since})" if holder else "another run"
+        self.out.info(f"Waiting for {who} to finish; waiting up to {busy_timeout():g} s")
 
     def close(self) -> None:
         if self._store is not None:

@@ -4,7 +4,13 @@
   read the same pending rows and both transmit them;
 * one maintenance run (``privacy purge`` from cron, ``backup restore``): a slow
   purge still running when the next night's starts, or a restore during a
-  purge, must not interleave.
+  purge, must not interleave;
+* one import at a time, and none during a restore: a restore copies the
+  restored database over the live one, and an import committed meanwhile
+  would vanish under it (the second import waits, saying for whom);
+* no send during a restore, nor a restore during a send, which would pull
+  the database from under the send's ledger: whichever comes second is
+  refused (``lock_holder`` looks at another process's lock).
 
 Two configurations, folders or users that name one database file are one
 project, so the lock files live beside the database, not beside the
@@ -176,6 +182,75 @@ def campaign_lock(settings: Any, campaign: str) -> contextlib.AbstractContextMan
         settings.project.database, campaign_lock_name(campaign), command=f"send {campaign}",
         busy=f"Campaign {campaign!r} is being sent by another process",
         hint="wait for it to finish; its lock is released when that process ends",
+    )
+
+
+def lock_holder(db_path: Path, name: str) -> Holder | None:
+    """Who holds the lock ``name`` of the database now, or None.
+
+    It takes a shared lock for an instant to find out (a line left in the
+    file by a process killed with -9 names nobody), so call it only where
+    the other process's own attempt may fail then: once, before a run.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock on Windows
+        return None
+    try:
+        fd = os.open(lock_folder(db_path) / f"{name}.lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _read_holder(fd) or Holder(pid=0, host="?", command=name, since="?")
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def named_holder(db_path: Path, name: str) -> Holder | None:
+    """The holder a lock file names, without taking anything: for messages
+    only (after a ``kill -9`` the file may name a process that is gone)."""
+    try:
+        fd = os.open(lock_folder(db_path) / f"{name}.lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return Holder.parse(text) if text else None
+
+
+def sends_running(db_path: Path) -> list[Holder]:
+    """The sends of any campaign that hold their lock on this database now."""
+    try:
+        names = sorted(p.stem for p in lock_folder(db_path).glob("send-*.lock"))
+    except OSError:
+        return []
+    return [holder for name in names if (holder := lock_holder(db_path, name)) is not None]
+
+
+def import_lock(settings: Any, command: str, *, wait: float = 0.0,
+                on_wait: Callable[[Holder | None], None] | None = None) -> contextlib.AbstractContextManager[Holder]:
+    """One import (or restore, which takes it too) at a time per database."""
+    return database_lock(
+        settings.project.database, "import", command=command, wait=wait, on_wait=on_wait,
+        busy="Another import or a restore is running",
+        hint="wait for it to finish; the lock is released when that process ends",
+    )
+
+
+def restore_lock(settings: Any) -> contextlib.AbstractContextManager[Holder]:
+    """Held by a restore from start to end, so that a send refuses to start."""
+    return database_lock(
+        settings.project.database, "restore", command="backup restore",
+        busy="Another restore is running", hint="wait for it to finish; the lock is released when that process ends",
     )
 
 

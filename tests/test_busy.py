@@ -89,6 +89,9 @@ def test_one_click_posts_and_commands_during_a_large_import(project: Path, tmp_p
         for name, (code, (_out, err)) in outcomes.items():
             assert code == 0, (name, err)
             assert "locked" not in err and "Traceback" not in err, (name, err)
+            if "Waiting" in err:  # a writer that waited says for whom
+                assert f"`mailcli import {big.name}` (pid {importing.pid}," in err, (name, err)
+        assert "Waiting" not in outcomes["lists"][1][1] + outcomes["report"][1][1]  # readers never wait
         # Every one-click POST is recorded once the import is done, spooled or not.
         wait_until(lambda: not pending_optouts(project / "mailcli.db"), what="the spool to be applied")
         statuses = member_statuses(project)
@@ -289,3 +292,40 @@ def test_a_running_send_honours_an_opt_out_still_in_the_spool(project: Path) -> 
     # The next command records the opt-out itself.
     assert run_mailcli("lists", cwd=project).returncode == 0
     assert member_statuses(project)[target] == "unsubscribed"
+
+
+def test_a_send_and_a_restore_never_overlap(project: Path, tmp_path: Path) -> None:
+    from tests.conftest import set_smtp
+    from tests.smtpserver import SmtpServer
+
+    _seed(project)
+    backup = json.loads(run_mailcli("--json", "backup", "create", cwd=project).stdout)["path"]
+    with SmtpServer() as sink:
+        set_smtp(project, "127.0.0.1", sink.port)
+        send = _start(project, "send", "spring", "--template", "newsletter", "--list", "news", "--yes",
+                      "--rate", "10/s", "--concurrency", "1")
+        try:
+            wait_until(lambda: len(sink.messages) >= 2 or send.poll() is not None, what="the send to start")
+            refused = run_mailcli("backup", "restore", backup, "--yes", cwd=project)
+        finally:
+            send.send_signal(signal.SIGINT)
+            send.communicate(timeout=60)
+    assert refused.returncode == 1
+    assert "A send is running on this database" in refused.stderr and "`mailcli send spring`" in refused.stderr
+    assert not list(project.glob(".restore-*"))
+    # A restore waiting for an import holds the database: a send is refused meanwhile.
+    big = tmp_path / "big.csv"
+    write_big(big, 400_000)
+    importing = _start(project, "import", str(big), "--list", "news")
+    wait_until(lambda: _write_locked(project) or importing.poll() is not None, what="the import to start writing")
+    restore = _start(project, "backup", "restore", backup, "--yes")
+    assert restore.stderr is not None
+    line = restore.stderr.readline()
+    assert f"Waiting for `mailcli import big.csv` (pid {importing.pid}," in line, line
+    second = run_mailcli("send", "autumn", "--template", "newsletter", "--list", "news", "--yes", cwd=project)
+    assert second.returncode == 1 and "A restore is replacing the database" in second.stderr, second.stderr
+    assert importing.wait(timeout=300) == 0 and restore.wait(timeout=300) == 0
+    conn = sqlite3.connect(project / "mailcli.db")
+    assert conn.execute("SELECT count(*) FROM contacts").fetchone() == (len(PEOPLE),)  # the backup's
+    assert conn.execute("SELECT count(*) FROM campaigns WHERE name = 'autumn'").fetchone() == (0,)
+    conn.close()

@@ -107,7 +107,7 @@ def restore_cmd(
     settings = app.settings
     app.out.confirm(f"Replace {settings.project.database.name} with {file.name}? Changes made since that backup"
                     " are lost (erasures and opt-outs are re-applied).", yes=yes, what="restore")
-    result = restore_backup(settings, file, on_wait=app.say_waiting)
+    result = restore_backup(settings, file, on_wait=app.say_waiting, on_lock_wait=app.say_waiting_for)
     for warning in result.warnings:
         app.out.warn(warning)
     app.out.result(

@@ -65,7 +65,9 @@ def import_cmd(
     from .. import audit
     from ..importer import open_csv, parse_map_options
     from ..importfeed import ImportFeed, RejectsFile
+    from ..locks import import_lock
     from ..store.contacts import import_batches
+    from ..store.db import busy_timeout
 
     app = context.get(ctx)
     out = app.out
@@ -77,7 +79,9 @@ def import_cmd(
     settings = app.settings
     secret = settings.secret()
     store = app.store
-    with open_csv(file, encoding=encoding, delimiter=delimiter, mapping=mapping) as source:
+    # One import at a time, and none while a restore replaces the database.
+    lock = import_lock(settings, f"import {file.name}", wait=busy_timeout(), on_wait=app.say_waiting_for)
+    with lock, open_csv(file, encoding=encoding, delimiter=delimiter, mapping=mapping) as source:
         out.detail(f"{file}: {source.format.encoding}, delimiter {source.format.delimiter!r}, "
                    f"email column {source.plan.headers[source.plan.email]!r}")
         rejects_file = RejectsFile(rejects, source.plan.headers, source.format.delimiter) if rejects else None

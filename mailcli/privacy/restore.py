@@ -31,8 +31,11 @@ killed. So:
    remove the prepared file.
 
 A rerun removes the ``.restore-*`` files a killed run left (``privacy purge``
-does too). The whole restore holds the maintenance lock, so no purge or
-second restore interleaves.
+does too). The whole restore holds the maintenance lock (no purge or second
+restore interleaves), the import lock (an import waits for it, and it waits
+for an import, since an import committed during the restore would vanish
+under the swap) and the restore lock: it is refused while a send runs, and a
+send refuses to start while it holds that.
 """
 
 from __future__ import annotations
@@ -48,11 +51,19 @@ from pathlib import Path
 from .. import audit, clock
 from ..config import Settings
 from ..errors import MailcliError, NotFoundError
-from ..locks import maintenance_lock
+from ..locks import (
+    Holder,
+    LockedError,
+    busy_message,
+    import_lock,
+    maintenance_lock,
+    restore_lock,
+    sends_running,
+)
 from ..optouts import OptOutEntry, ledger_end, optout_ledger_path, read_optouts
 from ..store import Store, open_store
 from ..store import restore as sql
-from ..store.db import apply_migrations, connect
+from ..store.db import apply_migrations, busy_timeout, connect
 from ..store.migrations import MIGRATIONS
 from .backup import copy_database, new_backup_path, remove_partial_copies
 from .erase import erase_contact_rows
@@ -329,47 +340,62 @@ def _swap(prepared: Path, target: Path, live: _Live, on_wait: Callable[[str], No
             os.close(fd)
 
 
-def restore_backup(settings: Settings, source: Path, *, on_wait: Callable[[str], None] | None = None) -> RestoreResult:
+def restore_backup(settings: Settings, source: Path, *, on_wait: Callable[[str], None] | None = None,
+                   on_lock_wait: Callable[[Holder | None], None] | None = None) -> RestoreResult:
     """Replace the database with ``source`` (see the module docstring).
 
-    ``on_wait(what)`` is told when the swap has to wait for another process.
+    ``on_wait(what)`` is told when the swap has to wait for another
+    process's write, ``on_lock_wait(holder)`` when the restore waits for an
+    import to finish.
     """
-    from ..feedback.actions import apply_spooled_optouts
 
     source = Path(source)
     target = settings.project.database
     if target.exists() and source.resolve() == target.resolve():
         raise MailcliError(f"{source} is the database itself; pick a backup from `mailcli backup list`")
     check_backup(source)
+    with restore_lock(settings), maintenance_lock(settings, "backup restore"):
+        running = sends_running(target)
+        if running:
+            raise LockedError(busy_message("A send is running on this database, and a restore would replace the"
+                                           " database under it", running[0]), holder=running[0],
+                              hint="run the restore when the send has finished (Ctrl-C stops a send; a rerun resumes it)")
+        with import_lock(settings, "backup restore", wait=busy_timeout(), on_wait=on_lock_wait):
+            return _restore(settings, source, target, on_wait)
+
+
+def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[str], None] | None) -> RestoreResult:
+    """Steps 2 to 5 of the module docstring, with every lock held."""
+    from ..feedback.actions import apply_spooled_optouts
+
     warnings: list[str] = []
     counts = _Counts()
-    with maintenance_lock(settings, "backup restore"):
-        remove_leftovers(settings)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Whatever is appended to the ledgers from here on is re-applied to
-        # the live database after the swap as well.
-        marks = (ledger_end(ledger_path(settings)), ledger_end(optout_ledger_path(settings)))
-        live = _read_live(target)
-        if live.problem:
-            warnings.append(live.problem)
-        safety = _keep_safety_copy(settings, target, warnings) if live.usable else None
-        later = _Later(suppressions=live.suppressions, erasures=list(read_entries(settings)),
-                       optouts=list(read_optouts(settings)))
-        prepared = _prepare(settings, source, target, live, later, counts)
+    remove_leftovers(settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Whatever is appended to the ledgers from here on is re-applied to
+    # the live database after the swap as well.
+    marks = (ledger_end(ledger_path(settings)), ledger_end(optout_ledger_path(settings)))
+    live = _read_live(target)
+    if live.problem:
+        warnings.append(live.problem)
+    safety = _keep_safety_copy(settings, target, warnings) if live.usable else None
+    later = _Later(suppressions=live.suppressions, erasures=list(read_entries(settings)),
+                   optouts=list(read_optouts(settings)))
+    prepared = _prepare(settings, source, target, live, later, counts)
+    try:
+        _swap(prepared, target, live, on_wait)
+        store = open_store(target)
         try:
-            _swap(prepared, target, live, on_wait)
-            store = open_store(target)
-            try:
-                late = _Later(erasures=list(read_entries(settings, marks[0])),
-                              optouts=list(read_optouts(settings, marks[1])))
-                _reapply(store, settings, late, counts)
-                apply_spooled_optouts(store, settings)
-                if not checkpoint(store):
-                    warnings.append("another process is reading the database; its WAL is folded in later")
-            finally:
-                store.close()
+            late = _Later(erasures=list(read_entries(settings, marks[0])),
+                          optouts=list(read_optouts(settings, marks[1])))
+            _reapply(store, settings, late, counts)
+            apply_spooled_optouts(store, settings)
+            if not checkpoint(store):
+                warnings.append("another process is reading the database; its WAL is folded in later")
         finally:
-            remove_leftovers(settings)
+            store.close()
+    finally:
+        remove_leftovers(settings)
     return RestoreResult(source=source, safety_copy=safety, reerased=counts.reerased,
                          optouts_reapplied=counts.optouts, suppressions_merged=counts.merged,
                          audit_carried=counts.audit, warnings=tuple(warnings))

@@ -59,7 +59,7 @@ from mailcli.errors import (
     TemplateError,
     UsageError,
 )
-from mailcli.locks import Holder, LockedError, busy_message, campaign_lock
+from mailcli.locks import Holder, LockedError, busy_message, campaign_lock, lock_holder
 from mailcli.redact import mask_address
 from mailcli.send import ledger
 from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
@@ -715,6 +715,10 @@ def send_campaign(
             compile_template(settings.templates_dir, options.template)
         if options.dry_run:
             return _dry_run(store, settings, options, on_plan=on_plan, progress=progress)
+        restoring = lock_holder(settings.project.database, "restore")
+        if restoring is not None:  # it would replace the database under this run
+            raise LockedError(busy_message("A restore is replacing the database", restoring), holder=restoring,
+                              hint="run the send again when the restore has finished")
         claim = RunClaim(owner=new_uid(), holder=me)
         if confirm is not None:
             # Ask before anything is written: the plan comes from a freeze
