@@ -12,6 +12,10 @@ What it does, all on 127.0.0.1, in a temporary folder, within ``--timeout``:
    picked at random (most of them still ahead of the send), one-click POSTs
    to ``serve`` at random moments, and ``mailcli backup create`` twice;
    each opt-out's moment is taken when its command (or HTTP request) returned;
+   with ``--import N``, also ``mailcli import`` of N new contacts into another
+   list half way through: while it holds the database, the send and the
+   opt-out commands wait, and ``serve`` keeps one-click POSTs in its spool,
+   which the send must honour as soon as it resumes;
 4. checks the sink log against the database: no recipient and no Message-ID
    twice, nobody whose MAIL FROM arrived after their opt-out or erasure had
    returned, every opt-out recorded (the membership unsubscribed, or the
@@ -23,6 +27,7 @@ It prints the figures and exits 1 if any check fails.
 ``--calm`` runs the same send with nothing alongside, for its rate.
 
     python benchmarks/soak.py [--count N] [--rate R] [--concurrency C] [--timeout S] [--seed S] [--calm]
+                              [--import N]
 """
 
 from __future__ import annotations
@@ -135,7 +140,8 @@ def make_project(base: Path, count: int, port: int, rate: str, concurrency: int)
     return root
 
 
-def start_serve(root: Path) -> tuple[subprocess.Popen[str], str]:
+def start_serve(root: Path, log: list[str]) -> tuple[subprocess.Popen[str], str]:
+    """``mailcli serve``; its log lines (one per request) are collected into ``log``."""
     proc = subprocess.Popen([sys.executable, "-m", "mailcli", "serve", "--host", "127.0.0.1", "--port", "0"],
                             cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -144,7 +150,8 @@ def start_serve(root: Path) -> tuple[subprocess.Popen[str], str]:
     if not match:
         proc.kill()
         raise SystemExit(f"mailcli serve did not start: {first}")
-    threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe drained
+    stderr = proc.stderr
+    threading.Thread(target=lambda: log.extend(stderr), daemon=True).start()  # keep its pipe drained
     return proc, match.group(1)
 
 
@@ -171,6 +178,7 @@ class Chaos:
         self.used: set[str] = set()
         self.optouts: list[OptOut] = []
         self.backups: list[tuple[float, int]] = []  # (seconds, exit code)
+        self.imports: list[tuple[float, int]] = []  # (seconds, exit code)
         self.stop = threading.Event()
 
     def progress(self) -> int:
@@ -229,6 +237,16 @@ class Chaos:
                     ok, detail = False, str(exc)
                 self.record(OptOut(email, "one-click", time.time(), ok, detail, time.monotonic() - started))
 
+    def import_at(self, total: int, csv_path: Path) -> None:
+        """Half way through the send, a large import into another list."""
+        while not self.stop.is_set() and self.progress() < total / 2:
+            self.stop.wait(0.1)
+        if self.stop.is_set():
+            return
+        started = time.monotonic()
+        result = mailcli("import", str(csv_path), "--list", "imported", cwd=self.root)
+        self.imports.append((time.monotonic() - started, result.returncode))
+
     def backups_at(self, total: int) -> None:
         for share in (1 / 3, 2 / 3):
             while not self.stop.is_set() and self.progress() < total * share:
@@ -285,6 +303,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--calm", action="store_true", help="the same send with nothing alongside (for comparison)")
+    parser.add_argument("--import", dest="import_rows", type=int, default=0, metavar="N",
+                        help="also import N new contacts into another list half way through the send")
     parser.add_argument("--sink", nargs=2, metavar=("PORT_FILE", "LOG_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sink:
@@ -309,6 +329,7 @@ def soak(args: argparse.Namespace, base: Path) -> int:
     send: subprocess.Popen[str] | None = None
     threads: list[threading.Thread] = []
     chaos: Chaos | None = None
+    serve_log: list[str] = []
     try:
         deadline = time.monotonic() + 30
         while not port_file.exists() or not port_file.read_text():
@@ -320,7 +341,12 @@ def soak(args: argparse.Namespace, base: Path) -> int:
         root = make_project(base, args.count, port, args.rate, args.concurrency)
         emails = [f"person{i:05d}@example.net" for i in range(args.count)]
         tokens = tokens_of(root, emails)
-        serve, url = start_serve(root)
+        extra = base / "extra.csv"
+        if args.import_rows:
+            with extra.open("w", encoding="utf-8") as handle:
+                handle.write("Email Address,First Name\n")
+                handle.writelines(f"new{i:07d}@example.org,New{i}\n" for i in range(args.import_rows))
+        serve, url = start_serve(root, serve_log)
         chaos = Chaos(root, url, emails, tokens, sink_log, args.seed)
         print(f"sending to {args.count:,} at {args.rate} over {args.concurrency} connections, with opt-outs,"
               " erasures, one-click POSTs and two backups alongside ...", flush=True)
@@ -332,6 +358,8 @@ def soak(args: argparse.Namespace, base: Path) -> int:
             threading.Thread(target=chaos.commands, daemon=True),
             threading.Thread(target=chaos.one_clicks, daemon=True),
             threading.Thread(target=chaos.backups_at, args=(args.count,), daemon=True)]
+        if args.import_rows and not args.calm:
+            threads.append(threading.Thread(target=chaos.import_at, args=(args.count, extra), daemon=True))
         for thread in threads:
             thread.start()
         try:
@@ -381,6 +409,9 @@ def soak(args: argparse.Namespace, base: Path) -> int:
             report["status"] == "sent" and report["pending"] + report["deferred"] + report["uncertain"] == 0,
         "two backups made": args.calm or [code for _, code in chaos.backups] == [0, 0],
     }
+    if args.import_rows and not args.calm:
+        checks["the import during the send succeeded"] = [code for _, code in chaos.imports] == [0]
+    spooled = sum("outcome=spooled" in line for line in serve_log)
     print()
     print(f"recipients            {args.count:,}")
     print(f"send                  {elapsed:.1f} s, exit {send.returncode}, {len(accepted) / elapsed:.0f} msg/s")
@@ -396,6 +427,9 @@ def soak(args: argparse.Namespace, base: Path) -> int:
     print(f"mailed after their opt-out returned   {len(late)}")
     print(f"duplicates            {duplicates}")
     print(f"backups               {', '.join(f'{s:.1f} s (exit {c})' for s, c in chaos.backups) or 'none'}")
+    if args.import_rows:
+        print(f"import of {args.import_rows:,}    {', '.join(f'{s:.1f} s (exit {c})' for s, c in chaos.imports) or 'none'}"
+              f"; one-click POSTs kept in the spool meanwhile: {spooled}")
     print(f"unrecorded opt-outs   {len(unrecorded)}")
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
