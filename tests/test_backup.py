@@ -284,3 +284,21 @@ def test_restore_stops_at_a_damaged_ledger_line_naming_it(world, cli, ledger: st
     assert result.exit_code == 1
     assert f"{ledger}:" in result.stderr and "not a valid" in result.stderr and "Traceback" not in result.output
     assert _emails(root) == before
+
+
+def test_a_backup_with_other_pages_is_restored_into_the_live_page_size(world, cli) -> None:
+    root, _ = world
+    backup = _create(cli)
+    conn = sqlite3.connect(backup, isolation_level=None)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("VACUUM")  # as a database made before 16 KiB pages was
+    assert conn.execute("PRAGMA page_size").fetchone() == (4096,)
+    conn.close()
+    assert cli("unsubscribe", ANNA).exit_code == 0
+    result = cli("backup", "restore", str(backup), "--yes")
+    assert result.exit_code == 0, result.output
+    conn = sqlite3.connect(_db(root))
+    assert conn.execute("PRAGMA page_size").fetchone() == (16384,)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    assert _emails(root) == sorted([ANNA, normalise_address(ZEB).key])

@@ -113,17 +113,17 @@ def check_backup(path: Path) -> None:
     except sqlite3.Error as exc:
         raise MailcliError(f"Cannot open the backup {path}: {exc}") from None
     try:
-        result = [row[0] for row in conn.execute("PRAGMA integrity_check")]
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        damage = sql.integrity_problems(conn)
+        tables = sql.table_names(conn)
         applied = sql.applied_migrations(conn)
         newer = applied - {name for name, _ in MIGRATIONS}
-        problems = [] if newer or result != ["ok"] else sql.schema_differences(conn)
+        problems = [] if newer or damage else sql.schema_differences(conn)
     except sqlite3.DatabaseError as exc:
         raise MailcliError(f"{path} is not a usable database ({exc}); nothing was changed") from None
     finally:
         conn.close()
-    if result != ["ok"]:
-        raise MailcliError(f"{path} failed the integrity check ({'; '.join(result[:3])}); nothing was changed",
+    if damage:
+        raise MailcliError(f"{path} failed the integrity check ({'; '.join(damage[:3])}); nothing was changed",
                            hint="pick an older backup with `mailcli backup list`")
     if not {"contacts", "migrations", "suppressions"} <= tables:
         raise MailcliError(f"{path} is not a mailcli database; nothing was changed")
@@ -241,7 +241,7 @@ def _read_live(target: Path) -> _Live:
         try:
             # Whatever else is damaged in it does not matter: the swap
             # rewrites every page.
-            return _Live(usable=True, page_size=int(conn.execute("PRAGMA page_size").fetchone()[0]),
+            return _Live(usable=True, page_size=sql.page_size(conn),
                          suppressions=sql.read_suppressions(conn), audit_rows=sql.read_audit_rows(conn))
         finally:
             conn.close()
@@ -279,12 +279,9 @@ def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later:
             dst.close()
     finally:
         src.close()
-    conn = sqlite3.connect(str(prepared), isolation_level=None)
+    conn = sql.open_aside(prepared)
     store = Store(path=prepared, conn=conn)
     try:
-        conn.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-        conn.execute("PRAGMA secure_delete=ON")
-        conn.execute("PRAGMA foreign_keys=ON")
         apply_migrations(conn)
         _reapply(store, settings, later, counts)
         counts.audit += _carry_audit(store, live.audit_rows)
@@ -293,15 +290,13 @@ def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later:
             detail={"file": source.name, "reerased": counts.reerased, "optouts_reapplied": counts.optouts,
                     "suppressions_merged": counts.merged, "audit_carried": counts.audit},
         )
-        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        if live.page_size is not None and live.page_size != size:
-            conn.execute(f"PRAGMA page_size={live.page_size}")
-            conn.execute("VACUUM")
+        if live.page_size is not None and live.page_size != sql.page_size(conn):
+            sql.compact(conn, live.page_size)  # the backup API copies only between equal page sizes
         elif counts.reerased:
-            conn.execute("VACUUM")  # no page keeps a trace of the re-erased
-        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        if result != "ok":
-            raise MailcliError(f"The restored database failed its integrity check ({result}); nothing was changed")
+            sql.compact(conn)  # no page keeps a trace of the re-erased
+        damage = sql.integrity_problems(conn)
+        if damage:
+            raise MailcliError(f"The restored database failed its integrity check ({damage[0]}); nothing was changed")
     finally:
         store.close()
     with open(prepared, "rb") as handle:

@@ -17,10 +17,42 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 from .db import apply_migrations
 
 SchemaObject = tuple[str, str]  # (type, name)
+
+
+def integrity_problems(conn: sqlite3.Connection) -> list[str]:
+    """What ``PRAGMA integrity_check`` finds (empty when the database is intact)."""
+    found = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
+    return [] if found == ["ok"] else found
+
+
+def table_names(conn: sqlite3.Connection) -> set[str]:
+    return {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def page_size(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def open_aside(path: Path) -> sqlite3.Connection:
+    """A database being prepared beside the live one: one self-contained file
+    (rollback journal, no -wal beside it), deleted rows zeroed, keys checked."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def compact(conn: sqlite3.Connection, size: int | None = None) -> None:
+    """VACUUM, into pages of ``size`` bytes when given: no free page keeps old content."""
+    if size is not None:
+        conn.execute(f"PRAGMA page_size={int(size)}")
+    conn.execute("VACUUM")
 
 
 def applied_migrations(conn: sqlite3.Connection) -> set[str]:
