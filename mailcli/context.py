@@ -78,7 +78,7 @@ class AppContext:
         return shlex.join([*words, *args])
 
     def say_waiting(self, what: str) -> None:
-        """Say on stderr that this command waits for the database (``Store.on_wait``),
+        """Say on stderr that this command waits for the database (``open_store``'s ``on_wait``),
         naming the import, purge or restore that keeps it busy when one does."""
         from .locks import lock_holder
 

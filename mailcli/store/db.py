@@ -16,10 +16,11 @@ Several mailcli processes share one database (``serve`` all day, cron's
 ``bounces`` and ``purge``, a person's ``import`` or ``send``). In WAL mode
 readers never wait; a writer waits while another process writes. A command
 waits up to ``MAILCLI_BUSY_TIMEOUT`` seconds (default ten minutes, long enough
-for an import of millions of rows or a restore) instead of failing at once,
-and when a wait lasts over a second ``Store.on_wait`` is told, once, so the
-command can say on stderr what it waits for. After the timeout the wait ends
-in ``StoreBusyError``, one clear line, with nothing changed.
+for an import of millions of rows or a restore) instead of failing at once;
+when a wait lasts over a second, the ``on_wait`` given to ``open_store`` is
+told, once, so the command can say on stderr what it waits for. After the
+timeout the wait ends in ``StoreBusyError``, one clear line, with nothing
+changed.
 
 The places where a command may wait — opening, ``BEGIN IMMEDIATE``, a
 VACUUM — wait in Python, in slices of a quarter second of SQLite's own busy
@@ -189,10 +190,6 @@ class Store:
     _depth: int = field(default=0, repr=False)
     timeout: float = field(default=DEFAULT_BUSY_TIMEOUT, repr=False)
     _watch: _WaitWatch | None = field(default=None, repr=False)
-
-    def on_wait(self, notify: Callable[[str], None]) -> None:
-        """Call ``notify(what)`` once whenever a wait for the database lasts over a second."""
-        self._watch = _WaitWatch(notify)
 
     def wait_for(self, what: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` (a statement that may find the database busy, and
