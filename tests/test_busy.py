@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from mailcli.store.spool import pending_optouts, spool_dir
-from tests.conftest import run_mailcli
+from tests.conftest import run_mailcli, set_smtp
 from tests.serve_support import Server, member_statuses, one_click, tokens_by_email, wait_until
+from tests.smtpserver import SmtpServer
 from tests.test_import_cli import write_big
 
 PEOPLE = [f"p{i}@example.org" for i in range(30)]
@@ -252,21 +253,25 @@ def test_a_damaged_spool_entry_is_set_aside_and_the_others_applied(project: Path
     conn.close()
 
 
+def _sending(root: Path, sink: SmtpServer, rate: str, *, first: int) -> subprocess.Popen[str]:
+    """`send spring` to the sink at ``rate`` on one connection, once ``first`` messages arrived."""
+    set_smtp(root, "127.0.0.1", sink.port)
+    send = _start(root, "send", "spring", "--template", "newsletter", "--list", "news", "--yes",
+                  "--rate", rate, "--concurrency", "1")
+    wait_until(lambda: len(sink.messages) >= first or send.poll() is not None, what="the send to start")
+    return send
+
+
 def test_a_running_send_honours_an_opt_out_still_in_the_spool(project: Path) -> None:
-    from tests.conftest import set_smtp
     from tests.sendhelpers import add_contacts, people
-    from tests.smtpserver import SmtpServer
 
     members = [m["email"] for m in people(120)]
     add_contacts(project / "mailcli.db", "news", people(120))
     tokens = tokens_by_email(project)
     server = Server(project)
     with SmtpServer() as sink:
-        set_smtp(project, "127.0.0.1", sink.port)
-        send = _start(project, "send", "spring", "--template", "newsletter", "--list", "news", "--yes",
-                      "--rate", "40/s", "--concurrency", "1")
+        send = _sending(project, sink, "40/s", first=5)
         try:
-            wait_until(lambda: len(sink.messages) >= 5 or send.poll() is not None, what="the send to start")
             lock = _writer_lock(project)  # an import starts: the send and serve both wait for it
             try:
                 target = members[min(len(members) - 1, len(sink.messages) + 40)]  # a second ahead of the send
@@ -295,17 +300,11 @@ def test_a_running_send_honours_an_opt_out_still_in_the_spool(project: Path) -> 
 
 
 def test_a_send_and_a_restore_never_overlap(project: Path, tmp_path: Path) -> None:
-    from tests.conftest import set_smtp
-    from tests.smtpserver import SmtpServer
-
     _seed(project)
     backup = json.loads(run_mailcli("--json", "backup", "create", cwd=project).stdout)["path"]
     with SmtpServer() as sink:
-        set_smtp(project, "127.0.0.1", sink.port)
-        send = _start(project, "send", "spring", "--template", "newsletter", "--list", "news", "--yes",
-                      "--rate", "10/s", "--concurrency", "1")
+        send = _sending(project, sink, "10/s", first=2)
         try:
-            wait_until(lambda: len(sink.messages) >= 2 or send.poll() is not None, what="the send to start")
             refused = run_mailcli("backup", "restore", backup, "--yes", cwd=project)
         finally:
             send.send_signal(signal.SIGINT)
