@@ -34,6 +34,7 @@ from jinja2 import (
     nodes,
 )
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 from markupsafe import escape as _escape
@@ -216,6 +217,37 @@ class MailTemplate(Template):
         return super().render(*args, **kwargs)
 
 
+def _cached_urlencode(urlencode: Callable[[Any], str]) -> Callable[[Any], str]:
+    """Jinja's ``urlencode`` remembering the strings it has quoted.
+
+    Tracking links quote the same values (the address, the campaign, an
+    article's category) in every item of a loop and in every message; quoting
+    goes through ``urllib.parse`` each time. Same bounds as the escape cache.
+    """
+    cache: dict[str, str] = {}
+
+    def urlencode_cached(value: Any) -> str:
+        if value.__class__ is str and len(value) < 256:
+            try:
+                return cache[value]
+            except KeyError:
+                if len(cache) >= 4096:
+                    cache.clear()
+                quoted = cache[value] = urlencode(value)
+                return quoted
+        return urlencode(value)
+
+    return urlencode_cached
+
+
+# What a template may read of the ``loop`` variable: plain values, read
+# without the sandbox's checks (they are properties of Jinja's own class).
+_LOOP_FIELDS = frozenset(
+    {"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0",
+     "previtem", "nextitem"}
+)
+
+
 class MailEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, with ``contact.city`` looking up the key first.
 
@@ -232,6 +264,7 @@ class MailEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_escape = _cached_escape()
+        self.filters["urlencode"] = _cached_urlencode(self.filters["urlencode"])
 
     def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
                   defer_init: bool = False) -> str:
@@ -243,11 +276,14 @@ class MailEnvironment(ImmutableSandboxedEnvironment):
         return code
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict:
+        kind = type(obj)
+        if kind is dict:
             try:
                 return obj[attribute]
             except KeyError:
                 pass
+        elif kind is LoopContext and attribute in _LOOP_FIELDS:
+            return getattr(obj, attribute)
         return super().getattr(obj, attribute)
 
 
