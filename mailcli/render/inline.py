@@ -434,10 +434,19 @@ def selector_risks(css_blocks: list[str]) -> tuple[str | None, set[str]]:
 
 @dataclass(frozen=True, slots=True)
 class InlineOnce:
-    """Result of ``prepare_inline_once``: a source to compile, or why not."""
+    """Result of ``prepare_inline_once``: a source to compile, or why not.
+
+    ``placeholders`` is the inlined document before the Jinja tags are put
+    back: each tag ``tags[i]`` is ``<!--J{nonce}n{i}j-->`` in element
+    content and ``J{nonce}n{i}j`` elsewhere. The text part is made from it
+    (``textonce.py``).
+    """
 
     source: str | None
     reason: str | None
+    placeholders: str | None = None
+    tags: tuple[str, ...] = ()
+    nonce: str = ""
 
 
 _STYLE_ATTRS = {"class", "id", "style"}
@@ -536,5 +545,5 @@ def prepare_inline_once(root: Path, name: str, resolver: StylesheetResolver) -> 
     restored = pattern.sub(restore, inlined)
     if any(count != 1 for count in seen):
         return InlineOnce(None, "the HTML parser moved or dropped a Jinja tag")
-    return InlineOnce(restored, None)
+    return InlineOnce(restored, None, inlined, tuple(originals), nonce)
 

@@ -37,6 +37,7 @@ from .inline import (
 )
 from .mime import check_header_value
 from .text import ensure_footer, html_to_text, normalize_text
+from .textonce import NeedsFullText, TextOnceTemplate, compile_text_once, prepare_text_once
 from .values import RenderContext, RenderedParts
 
 # STANDARDS F07: a runaway loop must not produce a 100 MB message.
@@ -93,15 +94,23 @@ class CompiledTemplate:
         resolver: StylesheetResolver,
         files: Mapping[str, str],
         fallback_reason: str | None,
+        text_once: TextOnceTemplate | None = None,
+        text_reason: str | None = None,
     ) -> None:
         self.name = name
         self.root = root
         self.folder = root / name
         self.files = dict(files)  # template name -> file path, everything this template reads
         self.fallback_reason = fallback_reason
+        # Why the text part is generated per message (None with message.txt or once per template).
+        self.text_reason = None if text is not None or text_once is not None else text_reason
         self._html = html
         self._fast = fast
         self._text = text
+        self._text_once = text_once
+        # Messages whose text part was converted from their HTML although the
+        # template has a text made once (their data needed it).
+        self.text_converted = 0
         self._subject = subject
         self._resolver = resolver
         self._text_env = make_environment(root, html=False)
@@ -121,12 +130,32 @@ class CompiledTemplate:
         return self._text is not None
 
     @property
+    def text_once(self) -> bool:
+        """True while the text part is generated from the HTML once per template."""
+        return self._text_once is not None
+
+    @property
+    def text_source(self) -> str:
+        """Where the text part comes from, in words, for ``render -v`` and ``lint``."""
+        if self._text is not None:
+            return "from message.txt"
+        if self._text_once is not None:
+            return "generated from the HTML once per template"
+        return f"generated from the HTML per message: {self.text_reason}"
+
+    @property
     def has_subject(self) -> bool:
         return self._subject is not None
 
     def _disable_fast_path(self, reason: str) -> None:
         self._fast = None
         self.fallback_reason = reason
+        if self._text_once is not None:  # it was made from the inlined template
+            self._disable_text_once(f"the CSS is inlined per message ({reason})")
+
+    def _disable_text_once(self, reason: str) -> None:
+        self._text_once = None
+        self.text_reason = reason
 
     # -- rendering -------------------------------------------------------
     def _call(self, template: Template, variables: dict[str, Any]) -> str:
@@ -199,8 +228,26 @@ class CompiledTemplate:
             return None
         return normalize_text(self._call(self._text, variables))
 
+    def render_text_once(self, variables: dict[str, Any]) -> str | None:
+        """The text part from the template generated once, before any footer;
+        None where this recipient's data (or the template) needs the
+        per-message conversion of the HTML."""
+        once = self._text_once
+        if once is None:
+            return None
+        try:
+            return once.render(variables)
+        except NeedsFullText:
+            self.text_converted += 1
+            return None
+        except Exception:  # noqa: BLE001 - the HTML rendered, so the generated template is wrong here
+            self._disable_text_once("the text template made once failed where the HTML did not")
+            return None
+
     def render_text(self, variables: dict[str, Any], html: str) -> str:
         text = self.render_text_source(variables)
+        if text is None:
+            text = self.render_text_once(variables)
         if text is None:
             text = html_to_text(html)
         sender = variables["sender"]
@@ -239,12 +286,16 @@ class CompiledTemplate:
             variables = self.variables(ctx)
             expected = canonical_html(self._reference_html(variables))
             try:
-                actual: str | None = canonical_html(self._fast.render(variables))
+                fast_html: str | None = self._fast.render(variables)
             except Exception:
-                actual = None
-            if actual != expected:
+                fast_html = None
+            if fast_html is None or canonical_html(fast_html) != expected:
                 self._disable_fast_path(f"inlining once differed from per-message inlining for sample recipient {number}")
                 return False
+            if self._text_once is not None:
+                once = self.render_text_once(variables)
+                if once is not None and once != html_to_text(fast_html):
+                    self._disable_text_once(f"the text made once differed from the per-message text for sample recipient {number}")
         return True
 
 
@@ -325,9 +376,19 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
             fast = html_env.from_string(prepared.source)
         except Exception as exc:
             reason = f"the inlined template did not compile: {exc}"
+    text_once: TextOnceTemplate | None = None
+    text_reason = f"the CSS is inlined per message ({reason})"
+    if fast is not None and text is None and prepared.placeholders is not None:
+        generated = prepare_text_once(prepared.placeholders, prepared.tags, prepared.nonce)
+        text_reason = generated.reason or ""
+        if generated.source is not None:
+            try:
+                text_once = compile_text_once(root, generated.source)
+            except Exception as exc:
+                text_reason = f"the generated text template did not compile: {exc}"
     template = CompiledTemplate(
         name=name, root=root, html=html, fast=fast, text=text, subject=subject,
-        resolver=resolver, files=files, fallback_reason=reason,
+        resolver=resolver, files=files, fallback_reason=reason, text_once=text_once, text_reason=text_reason,
     )
     if fast is not None:
         _sample_check(template)
