@@ -164,7 +164,12 @@ def render_cmd(
     size = len(parts.html.encode("utf-8"))
     if size >= 90 * 1024:
         app.out.warn(f"the HTML is {size / 1024:.0f} KB after inlining; Gmail clips messages over ~102 KB")
-    app.out.detail(f"HTML {size / 1024:.1f} KB after inlining; CSS inlined {'once per template' if compiled.inline_once else 'per message'}")
+    app.out.detail(f"HTML {size / 1024:.1f} KB after inlining; CSS inlined "
+                   + ("once per template" if compiled.inline_once else f"per message: {compiled.fallback_reason}"))
+    text_source = compiled.text_source
+    if compiled.text_once and compiled.text_converted:
+        text_source += ", but this contact's data needed the conversion of this message's HTML"
+    app.out.detail(f"Text part {text_source}")
 
     if fmt == "eml":
         sender = preview.sender
@@ -279,7 +284,7 @@ def lint_cmd(
 
         mailcli lint templates/*/ --json
     """
-    from ..render.lint import ERROR, lint_template
+    from ..render.lint import ERROR, WARNING, lint_template
     from ..render.preview import sender_from_settings
 
     app = context.get(ctx)
@@ -300,7 +305,7 @@ def lint_cmd(
             subject=subject or "",
         )
     errors = sum(1 for f in findings if f.severity == ERROR)
-    warnings = len(findings) - errors
+    warnings = sum(1 for f in findings if f.severity == WARNING)
     if app.out.json:
         app.out.data([f.to_dict() for f in findings])
     else:

@@ -50,11 +50,12 @@ HTML_WARN_BYTES = 90 * 1024
 HTML_MAX_BYTES = 102 * 1024
 ERROR = "error"
 WARNING = "warning"
+NOTE = "note"  # not a problem: how the template will be rendered, where that costs speed
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    severity: str  # "error" | "warning"
+    severity: str  # "error" | "warning" | "note"
     code: str
     file: str
     line: int | None
@@ -418,6 +419,7 @@ def lint_template(
     }
     findings = _static_findings(template, known)
     seen = {(f.file, f.line) for f in findings}
+    findings += _speed_notes(template, html_file)
 
     # Subject
     variables = ctx.variables()
@@ -499,6 +501,19 @@ def lint_template(
             findings.append(Finding(WARNING, "sender-identity", text_file, None,
                                     "the text part lacks the sender name or postal address; a footer will be appended"))
     return _sorted(findings)
+
+
+def _speed_notes(template: CompiledTemplate, html_file: str) -> list[Finding]:
+    """Say when CSS or the text part is made per message instead of once per template."""
+    notes = []
+    if not template.inline_once:
+        notes.append(Finding(NOTE, "inline-per-message", html_file, None,
+                             f"the CSS is inlined per message, which is slower: {template.fallback_reason}"))
+    if template.text_reason is not None:
+        notes.append(Finding(NOTE, "text-per-message", html_file, None,
+                             f"the text part is converted from the HTML per message, which is slower:"
+                             f" {template.text_reason} (a message.txt avoids it)"))
+    return notes
 
 
 def _sorted(findings: list[Finding]) -> list[Finding]:
