@@ -83,6 +83,68 @@ def test_active_contacts_are_not_in_the_status_index(tmp_path: Path) -> None:
     store.close()
 
 
+def _counts_by_reading(conn: sqlite3.Connection) -> dict[tuple[int, str], int]:
+    return {(c, s): n for c, s, n in conn.execute("SELECT campaign_id, status, count(*) FROM deliveries GROUP BY 1, 2")}
+
+
+def _kept_counts(conn: sqlite3.Connection) -> dict[tuple[int, str], int]:
+    return {(c, s): n for c, s, n in conn.execute("SELECT campaign_id, status, n FROM delivery_counts WHERE n != 0")}
+
+
+def _add_deliveries(conn: sqlite3.Connection, campaign: int, contacts: range) -> None:
+    conn.execute("INSERT OR IGNORE INTO lists (id, name, created_at) VALUES (1, 'news', 'now')")
+    conn.execute("INSERT INTO campaigns (id, uid, name, template, list_id, list_name, created_at)"
+                 " VALUES (?, ?, ?, 't', 1, 'news', 'now')", (campaign, f"c{campaign}", f"c{campaign}"))
+    for i in contacts:
+        conn.execute("INSERT OR IGNORE INTO contacts (id, uid, email, email_key, created_at, updated_at, last_activity_at)"
+                     " VALUES (?, ?, ?, ?, 'now', 'now', 'now')", (i, f"u{i}", f"p{i}@example.org", f"p{i}@example.org"))
+        conn.execute("INSERT INTO deliveries (campaign_id, contact_id, message_id, created_at, updated_at)"
+                     " VALUES (?, ?, ?, 'now', 'now')", (campaign, i, f"<{campaign}.{i}@example.org>"))
+
+
+def test_delivery_counts_follow_every_insert_status_change_and_delete(tmp_path: Path) -> None:
+    # A report reads these counts instead of every delivery of the campaign.
+    from mailcli.store.deliveries import delivery_status_counts
+
+    store = open_store(tmp_path / "x.db")
+    conn = store.conn
+    _add_deliveries(conn, 1, range(1, 11))
+    _add_deliveries(conn, 2, range(1, 6))
+    conn.execute("UPDATE deliveries SET status = 'sending' WHERE contact_id <= 6")
+    conn.execute("UPDATE deliveries SET status = 'sent' WHERE status = 'sending' AND contact_id != 3")
+    conn.execute("UPDATE deliveries SET status = 'failed' WHERE contact_id = 3 AND campaign_id = 1")
+    conn.execute("UPDATE deliveries SET last_reply = '250 ok'")  # not a status change
+    conn.execute("DELETE FROM contacts WHERE id = 4")  # an erasure: its deliveries go by cascade
+    conn.execute("DELETE FROM deliveries WHERE campaign_id = 1 AND contact_id = 9")
+    assert _kept_counts(conn) == _counts_by_reading(conn)
+    assert delivery_status_counts(conn, 1) == {"sent": 4, "failed": 1, "pending": 3}
+    conn.execute("DELETE FROM campaigns WHERE id = 2")
+    assert conn.execute("SELECT count(*) FROM delivery_counts WHERE campaign_id = 2").fetchone() == (0,)
+    assert _kept_counts(conn) == _counts_by_reading(conn)
+    store.close()
+
+
+def test_delivery_counts_of_an_existing_database_are_counted_when_it_is_migrated(tmp_path: Path) -> None:
+    from mailcli.store.db import apply_migrations
+
+    conn = connect(tmp_path / "x.db")
+    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for name, step in MIGRATIONS:
+        if name == "m008_delivery_counts":
+            break
+        if isinstance(step, str):
+            conn.executescript(step)
+        else:
+            step(conn)
+        conn.execute("INSERT INTO migrations VALUES (?, 'then')", (name,))
+    _add_deliveries(conn, 1, range(1, 8))
+    conn.execute("UPDATE deliveries SET status = 'sent' WHERE contact_id < 5")
+    conn.commit()
+    assert "m008_delivery_counts" in apply_migrations(conn)
+    assert _kept_counts(conn) == {(1, "sent"): 4, (1, "pending"): 3}
+    conn.close()
+
+
 def test_migrations_recorded_and_idempotent(tmp_path: Path) -> None:
     store = open_store(tmp_path / "x.db")
     names = [row[0] for row in store.conn.execute("SELECT name FROM migrations ORDER BY rowid")]

@@ -76,6 +76,7 @@ EXCLUDED_TABLES: dict[str, str] = {
     "optout_counter": "one number, raised by every opt-out or erasure, which tells a running send to check its "
                       "recipients again; not who",
     "claims": "which process sends which campaign (pid, host, command); no personal data",
+    "delivery_counts": "how many deliveries of each campaign have each status; not whose",
 }
 
 

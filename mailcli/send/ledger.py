@@ -34,7 +34,7 @@ from mailcli import clock
 from mailcli.errors import NotFoundError, UsageError
 from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_events, archived_counts
 from mailcli.store.audience import SENDABLE_SQL, list_not_found
-from mailcli.store.deliveries import KILLED_AFTER_DOT, uncertain_causes
+from mailcli.store.deliveries import KILLED_AFTER_DOT, delivery_status_counts, uncertain_causes
 from mailcli.store.optouts import SKIP_REASON_SQL
 from mailcli.store.relays import smtputf8_marked
 from mailcli.tokens import address_hmac, message_id, new_uid
@@ -139,50 +139,68 @@ def _suppressed_hmacs(conn: sqlite3.Connection, list_name: str) -> set[str]:
 # The audience: the list's subscribed members as store.audience defines them
 # (contact active, not restricted (art. 18), no objection to marketing (art.
 # 21)), the count `lists` shows. Suppression is checked in Python because it
-# needs the HMAC of the address.
+# needs the HMAC of the address. Read a page at a time, in the order of the
+# membership index (list, status, contact), so memory stays flat however
+# large the list and each page starts where the last one ended.
 _AUDIENCE_SQL = f"""
 SELECT c.id, c.uid, c.email_key
 FROM memberships m JOIN contacts c ON c.id = m.contact_id
-WHERE m.list_id = ? AND {SENDABLE_SQL}
+WHERE m.list_id = ? AND {SENDABLE_SQL} AND m.contact_id > ?
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = ? AND d.contact_id = c.id)
-ORDER BY c.id
+ORDER BY m.contact_id
+LIMIT ?
 """  # noqa: S608 - fixed SQL
+AUDIENCE_PAGE = 10_000
 
 
-def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list_name: str, secret: bytes) -> Iterator[tuple[int, str]]:
-    """(contact id, uid) of members not yet in the campaign, minus suppressed."""
+def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list_name: str, secret: bytes,
+                  *, page: int | None = None) -> Iterator[list[tuple[int, str]]]:
+    """Pages of (contact id, uid) of members not yet in the campaign, minus suppressed.
+
+    Each page is read in full before it is handed out, so the caller may
+    write deliveries for it before asking for the next.
+    """
     suppressed = _suppressed_hmacs(conn, list_name)
-    for contact_id, uid, email_key in conn.execute(_AUDIENCE_SQL, (list_id, campaign_id)).fetchall():
-        if suppressed and address_hmac(secret, email_key) in suppressed:
-            continue
-        yield contact_id, uid
+    after = 0
+    while True:
+        rows = conn.execute(_AUDIENCE_SQL, (list_id, after, campaign_id, page or AUDIENCE_PAGE)).fetchall()
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield [(contact_id, uid) for contact_id, uid, email_key in rows
+               if not (suppressed and address_hmac(secret, email_key) in suppressed)]
 
 
-def freeze_audience(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, domain: str) -> int:
+def freeze_audience(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, domain: str, *,
+                    keep: int | None = None) -> int:
     """Insert a pending delivery for every audience member not yet in it.
 
-    Run inside a transaction. Returns the number of rows added. The
+    Run inside a transaction. Returns the number of members added. The
     Message-ID is derived from campaign and contact, so it is the same in
     every run and a bounce can be traced back to this delivery (C10).
+    ``keep`` writes only the first ``keep`` of them and counts the rest, for
+    a transaction that is rolled back (a dry run, the confirmation's plan).
     """
     if campaign.list_id is None:
         raise NotFoundError(f"The list of campaign {campaign.name!r} ({campaign.list_name}) no longer exists")
     now = clock.now_iso()
-    rows = [
-        (campaign.id, contact_id, message_id(campaign.uid, uid, domain), now, now)
-        for contact_id, uid in iter_audience(conn, campaign.id, campaign.list_id, campaign.list_name, secret)
-    ]
-    conn.executemany(
-        "INSERT OR IGNORE INTO deliveries (campaign_id, contact_id, status, message_id, created_at, updated_at)"
-        " VALUES (?, ?, 'pending', ?, ?, ?)",
-        rows,
-    )
+    added = 0
+    for members in iter_audience(conn, campaign.id, campaign.list_id, campaign.list_name, secret):
+        wanted = members if keep is None else members[: max(0, keep - added)]
+        added += len(members)
+        if wanted:
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (campaign_id, contact_id, status, message_id, created_at, updated_at)"
+                " VALUES (?, ?, 'pending', ?, ?, ?)",
+                [(campaign.id, contact_id, message_id(campaign.uid, uid, domain), now, now)
+                 for contact_id, uid in wanted],
+            )
     conn.execute(
         "UPDATE campaigns SET frozen_at = COALESCE(frozen_at, ?), status = CASE WHEN status = 'created' THEN 'sending' ELSE status END"
         " WHERE id = ?",
         (now, campaign.id),
     )
-    return len(rows)
+    return added
 
 
 def recover_interrupted(conn: sqlite3.Connection, campaign_id: int) -> int:
@@ -205,13 +223,8 @@ def sendable_statuses(resend_uncertain: bool) -> tuple[str, ...]:
 
 
 def sendable_count(conn: sqlite3.Connection, campaign_id: int, *, resend_uncertain: bool = False) -> int:
-    statuses = sendable_statuses(resend_uncertain)
-    marks = ",".join("?" for _ in statuses)
-    row = conn.execute(
-        f"SELECT count(*) FROM deliveries WHERE campaign_id = ? AND status IN ({marks})",  # noqa: S608 - placeholders only
-        (campaign_id, *statuses),
-    ).fetchone()
-    return int(row[0])
+    counts = delivery_status_counts(conn, campaign_id)
+    return sum(counts.get(status, 0) for status in sendable_statuses(resend_uncertain))
 
 
 # One page of deliveries to send, joined with the live state of the contact
@@ -340,9 +353,7 @@ def campaign_counts(conn: sqlite3.Connection, campaign: Campaign) -> dict[str, i
     the events attributed to the campaign (written by ``bounces``/``serve``).
     """
     counts = {key: 0 for key in (*REPORT_KEYS, "skipped")}
-    for status, n in conn.execute(
-        "SELECT status, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY status", (campaign.id,)
-    ):
+    for status, n in delivery_status_counts(conn, campaign.id).items():
         key = "uncertain" if status == "sending" else status
         counts[key] = counts.get(key, 0) + n
         counts["audience"] += n
