@@ -95,6 +95,29 @@ def test_two_hundred_members_get_exactly_one_message_each(project: Path, cli: Cl
         "audience": 200, "sent": 200, "failed": 0, "deferred": 0, "pending": 0, "uncertain": 0}
 
 
+def test_audience_read_page_by_page_and_a_limited_dry_run_writes_nothing(
+        project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailcli.send import ledger
+
+    monkeypatch.setattr(ledger, "AUDIENCE_PAGE", 7)  # pages end between suppressed members
+    members = people(30)
+    add_contacts(project / "mailcli.db", "news", members)
+    for n in (3, 7, 8):
+        assert cli("unsubscribe", f"person{n}@example.net").exit_code == 0
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        dry = _send(cli, "--dry-run", "--limit", "5")
+        assert dry.exit_code == 0, dry.output
+        assert "audience of 27" in dry.stderr and "5 message(s) rendered" in dry.stderr
+        assert cli("report", "--json").stdout.strip() == "[]"
+        assert sqlite3.connect(project / "mailcli.db").execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
+        result = _send(cli)
+        assert result.exit_code == 0, result.output
+    assert sorted(server.recipients()) == sorted(m["email"] for m in members if m["email"] not in
+                                                 {f"person{n}@example.net" for n in (3, 7, 8)})
+    assert _report(cli)["audience"] == 27
+
+
 def test_transient_replies_then_success_and_hard_bounce(project: Path, cli: Cli) -> None:
     add_contacts(project / "mailcli.db", "news", people(6))
     with SmtpServer() as server:

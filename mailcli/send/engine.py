@@ -47,7 +47,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -630,7 +630,9 @@ def _check_existing(existing: ledger.Campaign | None, options: SendOptions) -> N
 
 
 def prepare(store: Store, settings: Settings, options: SendOptions, *,
-            rollback: bool = False, claim: RunClaim | None = None) -> tuple[ledger.Campaign, SendPlan]:
+            rollback: bool = False, claim: RunClaim | None = None,
+            collect: Callable[[Any, ledger.Campaign], list[ledger.Recipient]] | None = None,
+            ) -> tuple[ledger.Campaign, SendPlan]:
     """Create or resume the campaign, claim it and freeze its audience.
 
     Everything happens in one write transaction, so another process (another
@@ -638,7 +640,9 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
     campaign at the same moment is seen, not collided with. With ``claim``,
     a campaign another live run holds is refused with one line naming it.
     With ``rollback`` (and for dry runs) nothing is kept: the numbers come
-    back in a ``_DryRunRollback`` exception after the transaction is undone.
+    back in a ``_DryRunRollback`` exception after the transaction is undone,
+    with what ``collect(conn, campaign)`` gathered from the frozen audience
+    before that.
     """
     from mailcli.store.claims import take_claim
 
@@ -658,10 +662,20 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
             if other is not None:
                 raise LockedError(busy_message(f"Campaign {campaign.name!r} is being sent by another process", other),
                                   hint="wait for it to finish; a rerun afterwards sends what is left", holder=other)
+        # Rolled back anyway: the confirmation needs the numbers only, a dry
+        # run with --limit N its first N recipients; the rest is counted.
+        keep = None
+        if rollback and not options.dry_run:
+            keep = 0
+        elif options.dry_run and options.limit is not None:
+            keep = options.limit
         if created or options.include_new:
-            added = ledger.freeze_audience(conn, campaign, secret, settings.sender.domain)
+            added = ledger.freeze_audience(conn, campaign, secret, settings.sender.domain, keep=keep)
         ledger.recover_interrupted(conn, campaign.id)
         counts = ledger.campaign_counts(conn, campaign)
+        if keep is not None and added > keep:
+            counts["audience"] += added - keep
+            counts["pending"] += added - keep
         causes = ledger.uncertain_causes(conn, campaign.id)
         if options.expect_count is not None and counts["audience"] != options.expect_count:
             raise UsageError(
@@ -670,14 +684,17 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
             )
         if options.dry_run or rollback:
             # A dry run changes nothing: undo the freeze, keep the numbers.
-            raise _DryRunRollback(campaign, counts, added, created)
+            collected = collect(conn, campaign) if collect is not None else []
+            raise _DryRunRollback(campaign, counts, added, created, collected)
     campaign = ledger.get_campaign(conn, campaign.name) or campaign
     return campaign, _plan(store, settings, options, campaign, counts, created, added, causes)
 
 
 class _DryRunRollback(Exception):
-    def __init__(self, campaign: ledger.Campaign, counts: dict[str, int], added: int, created: bool) -> None:
+    def __init__(self, campaign: ledger.Campaign, counts: dict[str, int], added: int, created: bool,
+                 recipients: list[ledger.Recipient]) -> None:
         self.campaign, self.counts, self.added, self.created = campaign, counts, added, created
+        self.recipients = recipients
 
 
 def _plan(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
@@ -969,10 +986,26 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
     """Freeze (in a transaction that is rolled back), render and build every message."""
     summary = SendSummary(campaign=options.campaign, dry_run=True)
     started = time.monotonic()
+
+    def collect(conn: Any, frozen: ledger.Campaign) -> list[ledger.Recipient]:
+        """The recipients a real run would send to, read from the freeze before it is undone."""
+        known = get_relay(conn, settings.smtp.host, settings.smtp.port, settings.smtp.username)
+        recipients: list[ledger.Recipient] = []
+        wanted = options.limit
+        for page in ledger.iter_sendable(conn, frozen, settings.secret(), resend_uncertain=options.resend_uncertain,
+                                         page=1000, relay=(settings.smtp.address, known.smtputf8 if known else None)):
+            recipients += page
+            if wanted is not None:  # --limit N needs N recipients, not the whole audience
+                wanted -= sum(1 for r in page if not r.skip_reason)
+                if wanted <= 0:
+                    break
+        return recipients
+
     try:
-        prepare(store, settings, options)
+        prepare(store, settings, options, collect=collect)
     except _DryRunRollback as marker:  # prepare's transaction was rolled back
         campaign, counts, added, created = marker.campaign, marker.counts, marker.added, marker.created
+        recipients = marker.recipients
     else:  # pragma: no cover - prepare always raises in a dry run
         raise AssertionError("dry run did not stop")
     summary.counts = counts
@@ -980,7 +1013,7 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
     if on_plan is not None:
         on_plan(plan)
     factory = MessageFactory(settings, campaign, sign=False)
-    for r in _dry_run_recipients(store, settings, options, campaign):
+    for r in recipients:
         if options.limit is not None and summary.rendered + summary.failed >= options.limit:
             break
         if r.skip_reason:
@@ -997,39 +1030,3 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
             progress(summary)
     summary.elapsed = time.monotonic() - started
     return summary
-
-
-def _dry_run_recipients(store: Store, settings: Settings, options: SendOptions,
-                        campaign: ledger.Campaign) -> Iterator[ledger.Recipient]:
-    """The recipients a real run would send to, without writing anything."""
-    conn = store.conn
-    # A write transaction from the start (waiting for other writers like any
-    # write): a read snapshot taken first could not become one if another
-    # process committed in between.
-    if store._depth == 0:
-        store.begin()
-    else:
-        conn.execute("SAVEPOINT dryrun")
-    try:
-        if campaign.frozen_at is None or options.include_new:
-            if ledger.get_campaign(conn, campaign.name) is None:
-                conn.execute(
-                    "INSERT INTO campaigns (id, uid, name, template, list_id, list_name, subject, kind, status, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'marketing', 'created', ?)",
-                    (campaign.id, campaign.uid, campaign.name, campaign.template, campaign.list_id,
-                     campaign.list_name, campaign.subject, campaign.created_at),
-                )
-            ledger.freeze_audience(conn, campaign, settings.secret(), settings.sender.domain)
-        known = get_relay(conn, settings.smtp.host, settings.smtp.port, settings.smtp.username)
-        pages = list(ledger.iter_sendable(conn, campaign, settings.secret(),
-                                          resend_uncertain=options.resend_uncertain, page=1000,
-                                          relay=(settings.smtp.address, known.smtputf8 if known else None)))
-    finally:
-        if store._depth == 0:
-            conn.execute("ROLLBACK")
-        else:
-            conn.execute("ROLLBACK TO dryrun")
-            conn.execute("RELEASE dryrun")
-    for page in pages:
-        yield from page
-
