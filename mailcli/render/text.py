@@ -25,12 +25,9 @@ footer when the template's text lacks either.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 _CONFIG: Any = None
-_BLANK_RUNS = re.compile(r"\n{3,}")
-_TRAILING = re.compile(r"[ \t\u00a0]+$", re.MULTILINE)
 # A table is a layout table unless it says it holds data.
 _LAYOUT_ROLES = ("presentation", "none")
 _DATA_PARTS = "./thead | ./caption | ./tr/th | ./tbody/tr/th | ./thead/tr/th | ./tfoot/tr/th"
@@ -147,14 +144,17 @@ def html_to_text(html: str) -> str:
 
 
 def normalize_text(text: str) -> str:
-    """LF line ends, no trailing blanks, at most one empty line in a row, final newline."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    # The substring tests skip the regexes for text that needs neither, as
-    # most rendered text parts do (each regex walks the whole part).
+    """LF line ends, no trailing blanks, at most one empty line in a row, final newline.
+
+    String methods, not regular expressions: each of those walked the whole
+    part character by character, several times slower than splitting it.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     if " \n" in text or "\t\n" in text or "\xa0\n" in text or text.endswith((" ", "\t", "\xa0")):
-        text = _TRAILING.sub("", text)
-    if "\n\n\n" in text:
-        text = _BLANK_RUNS.sub("\n\n", text)
+        text = "\n".join([line.rstrip(" \t\xa0") for line in text.split("\n")])
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
     return text.strip("\n") + "\n"
 
 
