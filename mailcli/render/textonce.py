@@ -133,7 +133,8 @@ def _value_filters() -> dict[str, Any]:
     cache: dict[str, str | None] = {}
 
     def normalised(value: Any) -> str:
-        if value.__class__ is str and len(value) < 256:
+        kind = value.__class__
+        if (kind is str and len(value) < 256) or kind is int:  # not bool: True == 1 as a key
             try:
                 text = cache[value]
             except KeyError:
