@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import re
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
@@ -27,7 +28,9 @@ from mailcli.render.mime import (
     ascii_address,
     ascii_domain,
     encode_body,
+    encode_html_body,
     quoted_printable,
+    quoted_printable_text,
 )
 
 DATE = datetime(2026, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
@@ -181,6 +184,26 @@ def test_quoted_printable_round_trips_and_keeps_every_rule(text: str) -> None:
     assert binascii.a2b_qp(encoded).replace(b"\r\n", b"\n") == data
 
 
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(_QP_TEXT)
+def test_quoted_printable_of_text_is_the_same_bytes(text: str) -> None:
+    assert quoted_printable_text(text) == quoted_printable(text.encode("utf-8"))
+
+
+def test_html_part_is_7bit_with_character_references_where_html_reads_them() -> None:
+    page = "<html><head><style>p { color: red; }</style></head><body><p>Zo\u00eb \u2192 caf\u00e9 \u201cnews\u201d</p></body></html>"
+    cte, body = encode_html_body(page)
+    assert cte == "7bit" and body.isascii()
+    assert html.unescape(body.decode("ascii")).rstrip("\r\n") == page
+    message = check_wire(build(html=page))
+    assert html.unescape(content(list(message.iter_parts())[1])).rstrip("\n") == page
+    # Inside <style> a reference is not read as a character, and U+0080..U+009F
+    # references are read as other characters: such parts stay UTF-8.
+    for kept in ('<style>p::before { content: "\u2192"; }</style><p>\u00e9</p>', "<p>caf\u00e9\x85</p>"):
+        assert encode_html_body(kept)[0] != "7bit"
+        assert content(list(check_wire(build(html=kept)).iter_parts())[1]) == kept + "\n"
+
+
 def test_quoted_printable_matches_the_standard_library_on_plain_html() -> None:
     import binascii
 
@@ -301,7 +324,9 @@ def test_round_trip_many_messages(subject: str, name: str, body: str, local: str
     assert to.addr_spec.isascii()
     text_part, html_part = message.iter_parts()
     assert content(text_part) == (body + "\nend\n").replace("\r\n", "\n").replace("\r", "\n")
-    assert content(html_part) == (f"<p>{body}</p>" * 3).replace("\r\n", "\n").replace("\r", "\n") + "\n"
+    # Non-ASCII characters of the HTML part may travel as character references.
+    expected = (f"<p>{body}</p>" * 3).replace("\r\n", "\n").replace("\r", "\n") + "\n"
+    assert html.unescape(content(html_part)) == html.unescape(expected)
 
 
 # ---------------------------------------------------------------------------
