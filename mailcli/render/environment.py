@@ -268,6 +268,9 @@ class MailEnvironment(ImmutableSandboxedEnvironment):
 
     def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
                   defer_init: bool = False) -> str:
+        from .unroll import unroll_constant_loops
+
+        unroll_constant_loops(self, source)
         code = super()._generate(source, name, filename, defer_init=defer_init)
         autoescape = self.autoescape(name) if callable(self.autoescape) else bool(self.autoescape)
         plan = flat_plan(source, autoescape)
