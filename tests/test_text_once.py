@@ -197,6 +197,13 @@ def test_plain_contacts_use_the_text_made_once(tmp_path: Path) -> None:
     assert check(tmp_path, people) == 3
 
 
+def test_a_line_of_values_that_are_all_empty_goes(tmp_path: Path) -> None:
+    write_template(tmp_path, "<ul><li>Item<br>\n{{ contact.note }} {{ contact.tags }}\n{{ contact.city }}</li>"
+                             "<li>Point</li></ul><p>{{ contact.city }} {{ contact.note }}</p><p>End</p>")
+    assert check(tmp_path, [{"note": "", "tags": "", "city": ""}, {"note": "a", "tags": "", "city": ""},
+                            {"note": "", "tags": " ", "city": "x"}]) == 3
+
+
 def test_values_that_need_the_html_convert_that_message_only(tmp_path: Path) -> None:
     write_template(tmp_path, "<p>Hello {{ contact.first_name }}!</p>")
     template = compile_template(tmp_path, "t")

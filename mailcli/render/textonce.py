@@ -519,6 +519,7 @@ class _Item:
     index: int = -1  # a tag, or -1
     own_line: bool = False  # a tag whose line holds only loop/condition tags: the line goes
     starts_line: bool = False  # a literal at the start of a line
+    shares_bare_line: bool = False  # a tag on a line of tags and blanks only, with other tags
 
 
 def _items(raw: str, token: re.Pattern[str], is_output: list[bool], kept: set[int]) -> list[_Item]:
@@ -536,10 +537,11 @@ def _items(raw: str, token: re.Pattern[str], is_output: list[bool], kept: set[in
             continue
         position = 0
         first = True
+        bare = len(matches) > 1 and not token.sub("", line).strip(" ")
         for match, index in zip(matches, indexes, strict=True):
             if match.start() > position:
                 items.append(_Item(text=line[position : match.start()], starts_line=first))
-            items.append(_Item(index=index))
+            items.append(_Item(index=index, shares_bare_line=bare))
             position = match.end()
             first = False
         rest = line[position:] + newline
@@ -653,7 +655,9 @@ def _generate(raw: str, token: re.Pattern[str], tags: Sequence[str], groups: lis
             continue
         left, right = _left(items, position), _right(items, position)
         expression = tag[2:-2].strip()
-        if _TAG in (left, right):
+        # Values that may all be empty on a line of their own: the line must go
+        # then, which only the boundary marks can tell.
+        if _TAG in (left, right) or item.shares_bare_line:
             pieces.append(f"{BOUNDARY}{{{{ ({expression})|{_FILTER.format(0)} }}}}{BOUNDARY}")
             continue
         flags = 0
