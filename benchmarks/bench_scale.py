@@ -28,6 +28,7 @@ of free disk for the large database and its backup (``--keep`` leaves both in
 cores with the default three rounds.
 
     python benchmarks/bench_scale.py [--contacts 1000000] [--small 10000] [--campaigns 10] [--rounds 3] [--keep]
+                                     [--quick]
 """
 
 from __future__ import annotations
@@ -239,7 +240,10 @@ def main() -> int:
     parser.add_argument("--campaigns", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the projects in benchmarks/out")
+    parser.add_argument("--quick", action="store_true", help="100,000 contacts, one round (a smoke test)")
     args = parser.parse_args()
+    if args.quick:
+        args.contacts, args.rounds = 100_000, 1
     OUT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=OUT))
     sizes = {"small": args.small, "large": args.contacts}

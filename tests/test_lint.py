@@ -252,3 +252,27 @@ def test_lint_by_path_needs_no_project(tmp_path: Path, cli: Cli) -> None:
     assert result.exit_code == 1 and "templates/bad/message.html:2" in result.stdout
     missing = cli("lint", "nosuch")
     assert missing.exit_code == 1 and "not found" in missing.stderr and "Traceback" not in missing.output
+
+
+def test_lint_notes_what_is_made_per_message_and_why(tmp_path: Path) -> None:
+    findings = lint(tmp_path, {
+        "t/message.html": page("<table><tr><th>Name</th></tr><tr><td>{{ contact.first_name }}</td></tr></table>"),
+        "t/subject.txt": "Hello",
+        "u/message.html": page('<p class="{{ contact.first_name }}">Hi</p>'),
+        "u/subject.txt": "Hello",
+    })
+    note = only(findings, "text-per-message")
+    assert note.severity == "note" and "data table" in note.message
+    other = lint_template(tmp_path / "templates", "u", now=NOW)
+    assert {f.code for f in other} == {"inline-per-message", "text-per-message"}
+    assert "class attribute" in only(other, "inline-per-message").message
+    assert lint(tmp_path / "clean", CLEAN) == []  # made once: nothing to say
+
+
+def test_lint_command_counts_notes_as_neither_errors_nor_warnings(project: Path, cli: Cli) -> None:
+    write(project, {"templates/dt/message.html": page("<table><tr><th>A</th></tr><tr><td>{{ contact.email }}</td></tr></table>"),
+                    "templates/dt/subject.txt": "Hello"})
+    result = cli("lint", "dt")
+    assert result.exit_code == 0, result.output
+    assert "note: the text part is converted from the HTML per message" in result.stdout
+    assert "no problems found" in result.stderr

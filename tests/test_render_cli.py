@@ -104,3 +104,17 @@ def test_open_without_a_desktop_says_where_the_file_is(project: Path, cli: Cli) 
     assert f"no desktop to open a browser on; the preview is in {project / 'p.html'}" in result.stderr
     assert "render newsletter --serve" in result.stderr
     assert (project / "p.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_render_verbose_says_how_the_text_part_is_made(project: Path, cli: Cli) -> None:
+    shown = cli("-v", "render", "newsletter", "--format", "text")
+    assert "Text part from message.txt" in shown.stderr
+    (project / "templates" / "newsletter" / "message.txt").unlink()
+    (project / "plain.json").write_text(json.dumps({"email": "ann@example.org", "first_name": "Ann"}), encoding="utf-8")
+    (project / "amp.json").write_text(json.dumps({"email": "ann@example.org", "first_name": "AT&T"}), encoding="utf-8")
+    plain = cli("-v", "render", "newsletter", "--data", "plain.json", "--format", "text")
+    assert "Text part generated from the HTML once per template\n" in plain.stderr
+    assert "Hi Ann," in plain.stdout
+    amp = cli("-v", "render", "newsletter", "--data", "amp.json", "--format", "text")
+    assert "this contact's data needed the conversion of this message's HTML" in amp.stderr
+    assert "Hi AT&T," in amp.stdout
