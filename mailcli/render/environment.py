@@ -84,6 +84,29 @@ class ConfinedLoader(FileSystemLoader):
         return source, filename, uptodate
 
 
+def _remembering(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``function`` remembering what it returned for short strings.
+
+    The cache holds at most 4,096 strings of under 256 characters and starts
+    over when full; anything else goes to ``function`` every time. Only for
+    pure functions of their one argument.
+    """
+    cache: dict[str, Any] = {}
+
+    def remembered(value: Any) -> Any:
+        if value.__class__ is str and len(value) < 256:
+            try:
+                return cache[value]
+            except KeyError:
+                if len(cache) >= 4096:
+                    cache.clear()
+                result = cache[value] = function(value)
+                return result
+        return function(value)
+
+    return remembered
+
+
 def _cached_escape() -> Callable[[Any], Markup]:
     """``markupsafe.escape`` remembering the short strings it has escaped.
 
@@ -91,24 +114,9 @@ def _cached_escape() -> Callable[[Any], Markup]:
     times per message (``{{ contact.city }}`` in every section), and each
     autoescaped output builds a new ``Markup``: with ~170 fields per 20 KB
     message that was a third of the Jinja time. ``Markup`` is an immutable
-    ``str``, so one escaped copy serves every later use of the same text. The
-    cache holds at most 4,096 strings of under 256 characters and starts over
-    when full.
+    ``str``, so one escaped copy serves every later use of the same text.
     """
-    cache: dict[str, Markup] = {}
-
-    def escape_cached(value: Any) -> Markup:
-        if value.__class__ is str and len(value) < 256:
-            try:
-                return cache[value]
-            except KeyError:
-                if len(cache) >= 4096:
-                    cache.clear()
-                escaped = cache[value] = _escape(value)
-                return escaped
-        return _escape(value)
-
-    return escape_cached
+    return _remembering(_escape)
 
 
 # A template that is nothing but text and ``{{ name }}`` / ``{{ name.attr }}``
@@ -222,22 +230,9 @@ def _cached_urlencode(urlencode: Callable[[Any], str]) -> Callable[[Any], str]:
 
     Tracking links quote the same values (the address, the campaign, an
     article's category) in every item of a loop and in every message; quoting
-    goes through ``urllib.parse`` each time. Same bounds as the escape cache.
+    goes through ``urllib.parse`` each time.
     """
-    cache: dict[str, str] = {}
-
-    def urlencode_cached(value: Any) -> str:
-        if value.__class__ is str and len(value) < 256:
-            try:
-                return cache[value]
-            except KeyError:
-                if len(cache) >= 4096:
-                    cache.clear()
-                quoted = cache[value] = urlencode(value)
-                return quoted
-        return urlencode(value)
-
-    return urlencode_cached
+    return _remembering(urlencode)
 
 
 # What a template may read of the ``loop`` variable: plain values, read
