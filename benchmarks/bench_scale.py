@@ -46,6 +46,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from statistics import median
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -225,12 +226,6 @@ def commands(root: Path, server: Server, round_: int, export_dir: Path) -> list[
         ("database", "privacy purge --dry-run", ("privacy", "purge", "--dry-run")),
         ("database", "backup create", ("backup", "create")),
     ]
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def main() -> int:

@@ -57,6 +57,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -369,12 +370,6 @@ def run_source(source: Path, env: dict[str, str], message: Path, count: int, ses
         env=env, check=True, capture_output=True,
     )
     return time.perf_counter() - started
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def main() -> int:
