@@ -37,7 +37,8 @@ from .inline import (
 )
 from .mime import check_header_value
 from .text import ensure_footer, html_to_text, normalize_text
-from .textonce import NeedsFullText, TextOnceTemplate, compile_text_once, prepare_text_once
+from .textonce import prepare_text_once
+from .textrender import NeedsFullText, TextOnceTemplate, compile_text_once
 from .values import RenderContext, RenderedParts
 
 # STANDARDS F07: a runaway loop must not produce a 100 MB message.

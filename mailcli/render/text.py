@@ -3,7 +3,7 @@
 Generation uses inscriptis (Apache-2.0, maintained, lxml-based), which lays
 out block elements the way a reader expects and keeps each link's target next
 to its text (``[Read more](https://…)``), so the plain part is usable rather
-than a "view in browser" stub (STANDARDS A16). Two choices make the text read
+than a "view in browser" stub. Two choices make the text read
 like the message rather than like its markup:
 
 * the CSS profile is inscriptis' "strict" one, modelled on a browser: nested
