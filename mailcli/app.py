@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .context import AppContext
-from .errors import ExitCode, MailcliError
+from .errors import ExitCode, Interrupted, MailcliError
 from .output import Output
 
 # Command name -> the module in mailcli/commands that registers it, in the
@@ -67,7 +67,8 @@ def hoist_global_options(args: Sequence[str]) -> list[str]:
 
 
 class MailcliGroup(TyperGroup):
-    """Root group: hoists global options and maps errors to exit codes."""
+    """Root group: hoists global options, loads command modules on demand and
+    turns a command's failure into its message and exit code (``fail``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -131,18 +132,27 @@ class MailcliGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except (MailcliError, KeyboardInterrupt) as exc:
-            obj = ctx.obj if isinstance(ctx.obj, AppContext) else None
-            out = obj.out if obj else Output()
+            out = ctx.obj.out if isinstance(ctx.obj, AppContext) else Output()
             if out.debug:
                 raise
-            if isinstance(exc, KeyboardInterrupt):
-                out.error("Interrupted", "run the same command again to resume")
-                raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-            out.error(exc.message, exc.hint)
-            raise typer.Exit(int(exc.exit_code)) from None
+            raise typer.Exit(fail(out, exc)) from None
         finally:
             if isinstance(ctx.obj, AppContext):
                 ctx.obj.close()
+
+
+def fail(out: Output, exc: MailcliError | KeyboardInterrupt) -> int:
+    """Say on stderr what went wrong, in one line and a hint; return the exit code to end with.
+
+    The one place where an expected failure becomes what the user sees: the
+    core raises ``MailcliError`` subclasses, each with its message, hint and
+    exit code, and never prints or exits. Ctrl-C and SIGTERM (both a
+    ``KeyboardInterrupt`` here) stop a command with its state saved: exit 130.
+    """
+    error = exc if isinstance(exc, MailcliError) else Interrupted(
+        "Interrupted", hint="run the same command again to resume")
+    out.error(error.message, error.hint)
+    return int(error.exit_code)
 
 
 app = typer.Typer(
@@ -219,18 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
-    except KeyboardInterrupt:
+    except (MailcliError, KeyboardInterrupt) as exc:  # outside a command: while options are read
         if debug:
             raise
-        sys.stderr.write("Error: Interrupted\n")
-        return int(ExitCode.INTERRUPTED)
+        return fail(Output(no_color="--no-color" in args), exc)
     except Exception as exc:  # the last resort: never a traceback without --debug
         if debug:
             raise
         sys.stderr.write(f"Error: unexpected {type(exc).__name__}: {exc}\nHint: re-run with --debug for a traceback\n")
         return int(ExitCode.ERROR)
     return 0
-
-
-def run() -> None:
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """Exit codes and the exception hierarchy of the core.
 
 The core raises ``MailcliError`` subclasses and never exits or prints; the
-command layer translates them once (``output.Output.errors``) into a one-line
-message on stderr and the exit code the class carries.
+command line turns them, in one place (``app.fail``), into a one-line message
+and hint on stderr and the exit code the class carries.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import enum
 
 
 class ExitCode(enum.IntEnum):
-    """Stable, documented process exit codes (CLI.md, "Exit codes")."""
+    """The process's exit codes; stable, and listed in the README's "Exit codes"."""
 
     OK = 0
     ERROR = 1

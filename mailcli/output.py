@@ -1,12 +1,10 @@
-"""All terminal output goes through ``Output``; errors become exit codes here.
+"""All terminal output goes through ``Output``.
 
 Data goes to stdout (JSON with ``--json``), everything else to stderr. Progress
 bars appear only when stderr is a terminal, ``--quiet`` is off and we are not
 in CI; otherwise a ``NullProgress`` is handed out. Consoles are made per
-invocation so tests and environment changes take effect.
-
-``Output.errors()`` is the one translation point from ``MailcliError`` to a
-one-line message and an exit code (STYLE.md §5).
+invocation so tests and environment changes take effect. A failure is printed
+by ``Output.error``, called from one place: ``app.fail``.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import ExitCode, Interrupted, MailcliError, UsageError
+from .errors import Interrupted, UsageError
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -237,20 +235,3 @@ class Output:
         ) as progress:
             task = progress.add_task(label, total=total)
             yield _RichProgress(progress, task)
-
-    # -- errors -----------------------------------------------------------
-    @contextlib.contextmanager
-    def errors(self) -> Iterator[None]:
-        """Turn MailcliError and Ctrl-C into a message and an exit code."""
-        try:
-            yield
-        except MailcliError as exc:
-            if self.debug:
-                raise
-            self.error(exc.message, exc.hint)
-            raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            if self.debug:
-                raise
-            self.error("Interrupted", "nothing half-done was kept; run the same command again to resume")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

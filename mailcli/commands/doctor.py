@@ -9,7 +9,7 @@ import typer
 from .. import context
 from ..deliverability.check import Check, has_failures
 from ..deliverability.doctor import run_doctor
-from ..errors import ExitCode
+from ..errors import MailcliError
 
 
 def format_check(check: Check) -> str:
@@ -84,8 +84,8 @@ def doctor_cmd(
             "Configuration only; run `mailcli doctor --dns --smtp` to check DNS and the SMTP server too"
         )
     if has_failures(checks):
-        raise typer.Exit(int(ExitCode.ERROR))
-
+        raise MailcliError(f"{counts['fail'] + counts['error']} check(s) failed or could not run",
+                           hint="the fix is under each FAIL line; an ERROR (DNS did not answer) may pass on a rerun")
 
 def register(app: typer.Typer) -> None:
     app.command("doctor")(doctor_cmd)
