@@ -147,17 +147,9 @@ def _fast_domain(domain: str) -> str:
     return fast
 
 
-def is_valid_address(raw: str) -> bool:
-    """True when :func:`normalise_address` would accept ``raw``."""
-    try:
-        normalise_address(raw)
-    except AddressError:
-        return False
-    return True
-
-
 def mask_address(address: str) -> str:
-    """``alice@example.nl`` → ``a***@example.nl``, for logs and messages (E26)."""
+    """``alice@example.nl`` → ``a***@example.nl``: how status lines, warnings,
+    progress and logs name a person (docs/guarantees.md#masked-output)."""
     local, at, domain = address.rpartition("@")
     if not at:
         return "***"

@@ -211,22 +211,6 @@ def lock_holder(db_path: Path, name: str) -> Holder | None:
         os.close(fd)
 
 
-def named_holder(db_path: Path, name: str) -> Holder | None:
-    """The holder a lock file names, without taking anything: for messages
-    only (after a ``kill -9`` the file may name a process that is gone)."""
-    try:
-        fd = os.open(lock_folder(db_path) / f"{name}.lock", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return Holder.parse(text) if text else None
-
-
 def sends_running(db_path: Path) -> list[Holder]:
     """The sends of any campaign that hold their lock on this database now."""
     try:

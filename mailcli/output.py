@@ -14,9 +14,6 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, is_dataclass
-from datetime import date, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 import typer
@@ -37,32 +34,14 @@ def running_in_ci() -> bool:
     return any(os.environ.get(name) for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE"))
 
 
-def _json_default(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default)
+    return json.dumps(obj, ensure_ascii=False, indent=2)
 
 
 class NullProgress:
     """Stands in for a progress bar where none should be drawn."""
 
-    def advance(self, n: int = 1) -> None:
-        pass
-
     def update(self, completed: int, total: int | None = None, description: str | None = None) -> None:
-        pass
-
-    def __call__(self, done: int, total: int | None = None) -> None:
         pass
 
 
@@ -70,9 +49,6 @@ class _RichProgress:
     def __init__(self, progress: Any, task: Any) -> None:
         self._progress = progress
         self._task = task
-
-    def advance(self, n: int = 1) -> None:
-        self._progress.advance(self._task, n)
 
     def update(self, completed: int, total: int | None = None, description: str | None = None) -> None:
         if total is None:
@@ -84,9 +60,6 @@ class _RichProgress:
         if description is not None:
             kwargs["description"] = description
         self._progress.update(self._task, **kwargs)
-
-    def __call__(self, done: int, total: int | None = None) -> None:
-        self.update(done, total)
 
 
 class Output:

@@ -12,9 +12,6 @@ from typing import Any, Literal
 
 Verdict = Literal["pass", "warn", "fail", "error"]
 
-#: Worst first: the verdict of a group of findings is the worst one among them.
-_SEVERITY: dict[str, int] = {"pass": 0, "warn": 1, "error": 2, "fail": 3}
-
 
 @dataclass(frozen=True, slots=True)
 class Check:
@@ -44,15 +41,6 @@ class Check:
             "fix": self.fix,
             "details": self.details,
         }
-
-
-def worst(verdicts: list[Verdict]) -> Verdict:
-    """The most severe verdict of several (``pass`` for none)."""
-    result: Verdict = "pass"
-    for verdict in verdicts:
-        if _SEVERITY[verdict] > _SEVERITY[result]:
-            result = verdict
-    return result
 
 
 def has_failures(checks: list[Check]) -> bool:

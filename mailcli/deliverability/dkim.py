@@ -104,13 +104,6 @@ class DkimSigner:
         """The base64 SubjectPublicKeyInfo to publish as ``p=`` in DNS."""
         return public_key_b64(self._pem)
 
-    def dns_record(self) -> str:
-        """The TXT record that publishes this key, ready to paste into a zone."""
-        return (
-            f"{self.selector}._domainkey.{self.domain}. TXT "
-            f'"v=DKIM1; k=rsa; p={self.public_key_b64()}"'
-        )
-
 
 def public_key_b64(private_key_pem: bytes) -> str:
     """Derive the DNS ``p=`` value (base64 DER SubjectPublicKeyInfo) from a PEM key."""

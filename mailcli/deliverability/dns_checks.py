@@ -18,7 +18,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailcli.deliverability.check import Check, Verdict, worst
+from mailcli.deliverability.check import Check, Verdict
 from mailcli.deliverability.dnsquery import (
     DnsFailure,
     domain_of,
@@ -445,5 +445,4 @@ __all__ = [
     "check_dmarc",
     "check_mx",
     "run_dns_checks",
-    "worst",
 ]

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailcli import audit, clock
+from mailcli.addresses import mask_address
 from mailcli.config import Settings
 from mailcli.errors import (
     HeaderInjectionError,
@@ -60,7 +61,6 @@ from mailcli.errors import (
     UsageError,
 )
 from mailcli.locks import Holder, LockedError, busy_message, campaign_lock, lock_holder
-from mailcli.redact import mask_address
 from mailcli.send import ledger
 from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
 from mailcli.send.pool import build_batch, start_pool, worker_count

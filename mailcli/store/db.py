@@ -9,8 +9,7 @@ the database file.
 
 The connection runs in autocommit mode and ``Store.transaction()`` opens an
 explicit ``BEGIN IMMEDIATE`` (or a SAVEPOINT when nested), so a whole import
-or erasure is one transaction. Inside a transaction use ``store.conn`` (plain
-sqlite3) for writes: sqlite-utils' table methods commit on their own.
+or erasure is one transaction.
 
 Several mailcli processes share one database (``serve`` all day, cron's
 ``bounces`` and ``purge``, a person's ``import`` or ``send``). In WAL mode
@@ -32,7 +31,6 @@ statement keeps the whole timeout natively, so it waits rather than fails.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 import stat
@@ -41,14 +39,11 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ..clock import now_iso
 from ..errors import MailcliError
 from .migrations import MIGRATIONS, statements
-
-if TYPE_CHECKING:
-    import sqlite_utils
 
 
 class StoreError(MailcliError):
@@ -204,14 +199,6 @@ class Store:
         """``BEGIN IMMEDIATE``: take the write lock now, waiting for other writers."""
         self.wait_for(what, lambda: self.conn.execute("BEGIN IMMEDIATE"))
 
-    @functools.cached_property
-    def db(self) -> sqlite_utils.Database:
-        """The connection as a sqlite-utils ``Database`` (imported on first
-        use: most commands never need it, and it takes ~50 ms to load)."""
-        import sqlite_utils
-
-        return sqlite_utils.Database(self.conn)
-
     @contextlib.contextmanager
     def patience(self, seconds: float) -> Iterator[None]:
         """Wait at most ``seconds`` for other processes inside the block."""
@@ -260,12 +247,6 @@ class Store:
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _create_private(path: Path) -> None:
