@@ -28,8 +28,8 @@ local part included (CLI.md, Import).
 
 Validation is delegated to ``email-validator`` (strict, syntax only, no DNS),
 which is well kept and already does the IDNA work through the ``idna``
-package. At ~35 µs a call it is too slow for a million-row import, so a
-fast path handles the overwhelmingly common shape — an ASCII dot-atom at a
+package. It is too slow for a million-row import (benchmarks/README.md,
+"Addresses: a fast path in front of email-validator"), so a fast path handles the overwhelmingly common shape — an ASCII dot-atom at a
 plain ASCII host name — with one regular expression and hands everything else
 (non-ASCII, Punycode, odd lengths, reserved names, anything it does not
 recognise) to ``email-validator``. The fast path never rejects; it only

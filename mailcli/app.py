@@ -4,7 +4,8 @@ Command modules live in ``mailcli/commands/``; each has a
 ``register(app: typer.Typer)`` function and is listed in ``COMMANDS`` under
 the command names it registers. A module is imported only when one of its
 commands runs (or help lists them all): importing every command, with the
-sending engine, asyncio and ssl behind them, cost each run ~0.15 s.
+sending engine, asyncio and ssl behind them, slowed every run down
+(benchmarks/README.md, "Command modules are imported on demand").
 
 Global options (``--json``, ``-q``, ``-v``, ``--debug``, ``--no-color``,
 ``-C DIR``, ``--config FILE``) may be given before or after the command

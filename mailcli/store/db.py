@@ -283,8 +283,8 @@ def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = T
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=seconds, check_same_thread=False)
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             # A new database: 16 KiB pages (set before WAL mode fixes the
-            # size). A 1M-contact import writes its tables and indexes a
-            # third faster than with the 4 KiB default, in fewer, fuller pages.
+            # size): a large import writes its tables and indexes faster, in
+            # fewer, fuller pages (benchmarks/README.md).
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         if switch_to_wal:
             _use_wal(conn)
