@@ -2,8 +2,7 @@
 
 One function decides what an address is for the whole program: import,
 ``contacts set``, suppression lookups and unsubscribes all go through
-:func:`normalise_address`, so the same person is the same key everywhere
-(STANDARDS E18).
+:func:`normalise_address`, so the same person is the same key everywhere.
 
 The rules, in order:
 
@@ -14,17 +13,17 @@ The rules, in order:
 * accept exactly one RFC 5322 ``addr-spec`` — no display name, comment, quoted
   local part, domain literal or second address, so
   ``alice@example.org)<bob@example.org>`` is rejected rather than read as
-  Alice (F03, CVE-2023-27043);
+  Alice (CVE-2023-27043);
 * lower-case the domain and convert it to an IDNA2008 A-label with the ``idna``
   package (UTS #46, non-transitional), never the stdlib IDNA2003 codec:
-  ``straße.de`` becomes ``xn--strae-oqa.de``, not ``strasse.de`` (A12);
+  ``straße.de`` becomes ``xn--strae-oqa.de``, not ``strasse.de``;
 * enforce the RFC 5321 limits: local part ≤ 64 octets, domain ≤ 255 octets,
-  the whole ``<path>`` ≤ 256 octets (A32).
+  the whole ``<path>`` ≤ 256 octets.
 
 The local part is kept exactly as given, because some servers treat it as
 case-sensitive and the message must go to what the person typed; the
 comparison ``key`` (dedupe, suppression HMAC) is the whole address lower-cased,
-local part included (CLI.md, Import).
+local part included.
 
 Validation is delegated to ``email-validator`` (strict, syntax only, no DNS),
 which is well kept and already does the IDNA work through the ``idna``
@@ -188,7 +187,7 @@ def _validate(text: str) -> tuple[str, str]:
     try:
         result = validate_email(
             text,
-            allow_smtputf8=True,  # UTF-8 local parts are sent only via SMTPUTF8 (A13)
+            allow_smtputf8=True,  # UTF-8 local parts are sent only via SMTPUTF8
             allow_quoted_local=False,
             allow_domain_literal=False,
             allow_display_name=False,

@@ -1,8 +1,9 @@
 """Network policy shared by every client mailcli opens (SMTP, IMAP, doctor).
 
-* Plaintext is allowed only to loopback (STANDARDS F21): ``is_loopback``.
+* Plaintext is allowed only to loopback: ``is_loopback``.
 * TLS always verifies certificates and host names, from the system CAs plus an
-  optional private CA file, at TLS 1.2 or newer (F22, F24): ``tls_context``.
+  optional private CA file, at TLS 1.2 or newer: ``tls_context``
+  (docs/guarantees.md#tls).
   The standard library's mail clients do not verify unless given a context
   like this one.
 """

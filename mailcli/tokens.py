@@ -1,19 +1,22 @@
 """Keyed hashes and opaque tokens derived from the project secret.
 
-Three things come from the one secret (CLI.md, ``[unsubscribe] secret_env``):
+Three things come from the one secret (the variable ``[unsubscribe] secret_env``
+names, else ``.mailcli/secret``):
 
 * ``address_hmac`` — HMAC-SHA256 of a normalised address. The suppression list
-  and the audit log hold this instead of the address (STANDARDS E17, E25).
+  and the audit log hold this instead of the address
+  (docs/guarantees.md#suppression).
 * unsubscribe tokens — ``base64url(version ‖ contact uid ‖ list id ‖ MAC)``.
   The contact uid is a random 9-byte value, never the address or a sequential
-  id, so the token is opaque and reveals nothing (B03, F12); the 128-bit MAC
-  makes it unforgeable (F13) and is compared in constant time (B09). A token
+  id, so the token is opaque and reveals nothing; the 128-bit MAC makes it
+  unforgeable and is compared in constant time
+  (docs/guarantees.md#opaque-identifiers). A token
   has exactly one accepted spelling: 40 characters of the URL-safe base64
   alphabet, no padding, no spaces, no ``+`` or ``/``. Python's decoder would
   otherwise skip characters outside the alphabet and accept the standard
   alphabet too, so many strings would name the same token.
 * ``message_id`` — derived from campaign and contact uids, so a rerun of a
-  campaign uses the same Message-ID and bounces can be traced back (C10).
+  campaign uses the same Message-ID and bounces can be traced back.
 * VERP tokens — the per-recipient part of a ``bounce+TOKEN@domain`` return
   path: ``base32(version ‖ campaign id ‖ contact uid ‖ MAC)`` in lower case.
   Base32 because mail systems may change the case of a local part; the

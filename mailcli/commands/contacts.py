@@ -1,7 +1,7 @@
 """``mailcli contacts``: list, show and rectify contacts.
 
 Every command here reads or changes personal data, so each records an audit
-entry (STANDARDS E25). Addresses are named in output only where the user asked
+entry (docs/guarantees.md#audit). Addresses are named in output only where the user asked
 for data about people or typed the address.
 """
 

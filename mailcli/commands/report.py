@@ -50,7 +50,7 @@ def report_cmd(
         entry: dict[str, object] = {"campaign": c.name, "list": c.list_name, "template": c.template,
                                     "status": c.status, **counts}
         if failed:
-            # Listing addresses is an access to personal data: logged (E-items).
+            # Listing addresses is an access to personal data: audited.
             from .. import audit
 
             audit.append(app.store, "report_failed", subject_hmac=None, command="report",

@@ -4,7 +4,7 @@ Loading the config already rejects invalid files (exit 4). What remains are
 things that are valid but risky: a secret that exists only in
 ``.mailcli/secret`` (lose it and the suppression list can no longer be matched),
 secrets or the database readable by other users, a DKIM key that will not
-load, plaintext SMTP to a remote host (STANDARDS B10, B16, F17, F21, F26).
+load, plaintext SMTP to a remote host, an unsubscribe URL that is not https.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def check_sender(settings: Any) -> Check:
 
 
 def check_unsubscribe(settings: Any) -> Check:
-    """One-click unsubscribe needs an https URL (RFC 8058 §3.1, B10)."""
+    """One-click unsubscribe needs an https URL (RFC 8058 §3.1)."""
     url = settings.unsubscribe.url or ""
     details = {"url": url, "mailto": settings.unsubscribe.mailto}
     if not url.lower().startswith("https://"):

@@ -2,8 +2,9 @@
 
 Gmail and Yahoo require DKIM for bulk mail, and RFC 8058 §4 requires the
 signature to cover List-Unsubscribe and List-Unsubscribe-Post so a relay cannot
-forge a one-click unsubscribe (STANDARDS B04). Signing must be the very last
-change to the message: anything added afterwards breaks the signature (B05).
+forge a one-click unsubscribe. Signing must be the very last change to the
+message: anything added afterwards breaks the signature
+(docs/guarantees.md#message-format).
 The send engine therefore calls ``signer.sign(wire_bytes)`` on the final bytes
 and transmits exactly what it returns.
 
@@ -21,7 +22,7 @@ from typing import Any
 
 from mailcli.errors import ConfigError, MailcliError
 
-#: Always signed (B04), listed even when absent so nobody can add them later.
+#: Always signed, listed even when absent so nobody can add them later.
 SIGNED_HEADERS: tuple[str, ...] = (
     "From",
     "To",
@@ -67,7 +68,7 @@ class DkimSigner:
         self._pem = pem
         self.key_bits: int = int(parsed["modulus"]).bit_length()
 
-    def __repr__(self) -> str:  # never show the key (STANDARDS F18)
+    def __repr__(self) -> str:  # never show the key (docs/guarantees.md#secrets)
         return f"DkimSigner(domain={self.domain!r}, selector={self.selector!r})"
 
     def headers_to_sign(self, message: bytes) -> list[str]:

@@ -1,10 +1,10 @@
 """DNS checks of the sender domain: MX, SPF, DKIM key, DMARC and alignment.
 
 Since 2024 Gmail and Yahoo junk or reject bulk mail whose From domain lacks
-SPF, DKIM, a DMARC record and alignment between them (STANDARDS B19, D01–D14).
+SPF, DKIM, a DMARC record and alignment between them.
 Each function here returns ``Check`` verdicts that carry the exact record to add
 when something is missing. Lookups that DNS could not answer (timeout,
-SERVFAIL) give ``error``, not ``fail`` (D18): the domain may be fine.
+SERVFAIL) give ``error``, not ``fail``: the domain may be fine.
 
 Organisational domains (relaxed alignment) use a last-two-labels heuristic with
 a short list of two-label public suffixes; no public-suffix library is
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import dns.resolver
 
 # ---------------------------------------------------------------------------
-# MX (D01, D02)
+# MX: sorted by preference; a CNAME, IP literal or null MX target fails
 
 
 def check_mx(resolver: dns.resolver.Resolver, domain: str, *, role: str = "From") -> Check:
@@ -104,7 +104,7 @@ def check_mx(resolver: dns.resolver.Resolver, domain: str, *, role: str = "From"
 
 
 # ---------------------------------------------------------------------------
-# DKIM key (D12, D13)
+# DKIM key: present, not revoked, not in testing mode, and long enough
 
 
 def parse_tags(text: str) -> dict[str, str]:
@@ -208,7 +208,7 @@ def check_dkim(
 
 
 # ---------------------------------------------------------------------------
-# DMARC (D09–D11)
+# DMARC: one record, its policy and report addresses (DMARCbis tags too)
 
 _POLICIES = ("none", "quarantine", "reject")
 
@@ -313,7 +313,7 @@ def _external_rua_warnings(resolver: dns.resolver.Resolver, domain: str, rua: st
 
 
 # ---------------------------------------------------------------------------
-# Alignment (D14)
+# Alignment: DKIM d= or the MAIL FROM domain matches the From domain
 
 
 def aligns(identifier: str, from_domain: str, mode: str) -> bool:

@@ -1,12 +1,12 @@
 """DNS lookups for the deliverability checks, through one explicit resolver.
 
 Every query goes through a ``dns.resolver.Resolver`` with a total lifetime of a
-few seconds (STANDARDS D19), so a cron or CI run of ``doctor`` or
+few seconds, so a cron or CI run of ``doctor`` or
 ``import --check-mx`` never hangs on a dead nameserver. Lookups are reduced to
 three outcomes the checks care about: records, "no such data" (NXDOMAIN or
 NoAnswer, which SPF counts as a void lookup), and ``DnsFailure`` (timeout,
 SERVFAIL, no reachable nameserver), which callers turn into an ERROR verdict,
-never a FAIL (D18).
+never a FAIL: the domain may well be fine.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mailcli.errors import UsageError
 if TYPE_CHECKING:
     import dns.resolver
 
-#: Total seconds one lookup may take, retries included (D19).
+#: Total seconds one lookup may take, retries included.
 DEFAULT_LIFETIME = 5.0
 
 
@@ -139,7 +139,8 @@ def query(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Lookup:
 
 
 def txt_strings(resolver: dns.resolver.Resolver, name: str) -> tuple[list[str], Lookup]:
-    """TXT records at ``name``, each one's strings joined without separators (D05)."""
+    """TXT records at ``name``, each one's strings joined without separators, as
+    SPF, DKIM and DMARC read a record split into several strings."""
     lookup = query(resolver, name, "TXT")
     texts = [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in lookup.records]
     return texts, lookup

@@ -2,7 +2,7 @@
 
 The configuration checks always run; DNS and SMTP checks touch the network and
 run only when asked (``--dns``, ``--smtp``). Doctor only reads: it never changes
-DNS, sends no mail and prints no secret (STANDARDS D20, D21).
+DNS, sends no mail and prints no secret.
 """
 
 from __future__ import annotations

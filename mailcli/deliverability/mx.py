@@ -2,7 +2,7 @@
 
 Typos such as ``gmial.com`` or dead company domains make every send to them
 bounce, which hurts the sender's reputation. One MX lookup per distinct domain,
-run concurrently, catches most of them before a campaign (STANDARDS D02, D03):
+run concurrently, catches most of them before a campaign:
 
 - a null MX (RFC 7505) or a domain that does not exist: ``undeliverable``;
 - no MX but an A/AAAA record: ``ok`` (implicit MX, RFC 5321 §5.1);

@@ -10,11 +10,11 @@ SMTPUTF8, PIPELINING and the AUTH mechanisms, and AUTH itself when a
 username is set. With ``[smtp] concurrency`` above one it then opens that
 many connections at once and says how many the relay accepted, so a
 connection limit shows before the first campaign. It sends no mail
-(STANDARDS D20, F21–F25).
+(docs/guarantees.md#tls).
 
 The password is read from the environment variable ``password_env`` names
-and is never printed; the protocol log never holds it (F19). AUTH is never
-attempted without TLS except to a loopback host (F23).
+and is never printed; the protocol log never holds it. AUTH is never
+attempted without TLS except to a loopback host.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ that cause DNS lookups (include, a, mx, ptr, exists, redirect — counted throug
 every include) or more than 2 lookups that return nothing make the result
 ``permerror``, which DMARC treats as an SPF failure. Providers' includes nest, so
 senders cross the limit without noticing; this module walks the whole tree the
-way a receiver would (without an IP to match) and counts (STANDARDS D04–D08).
+way a receiver would (without an IP to match) and counts, and warns about
+what receivers frown on (``ptr``, ``+all``, no terminal ``all``, a record
+too long for one UDP answer).
 """
 
 from __future__ import annotations

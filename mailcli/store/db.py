@@ -1,10 +1,10 @@
 """Opening the SQLite database: file mode, pragmas, migrations, transactions.
 
-Every connection gets WAL, foreign keys, ``secure_delete=ON`` (STANDARDS F27:
-it is a per-connection setting, so it is set here, in the one place that
-opens connections) and a busy timeout. A new database file is created with
+Every connection gets WAL, foreign keys, ``secure_delete=ON`` (erased data is
+overwritten, not just unlinked; a per-connection setting, so it is set here,
+in the one place that opens connections) and a busy timeout. A new database file is created with
 mode 0600 before SQLite touches it, because SQLite would create it 0644 under
-the usual umask (F26); SQLite gives the ``-wal`` and ``-shm`` files the mode of
+the usual umask (docs/guarantees.md#file-modes); SQLite gives the ``-wal`` and ``-shm`` files the mode of
 the database file.
 
 The connection runs in autocommit mode and ``Store.transaction()`` opens an
@@ -241,7 +241,8 @@ class Store:
                 conn.execute(f"RELEASE sp{self._depth}")
 
     def checkpoint(self) -> None:
-        """Fold the WAL into the main file and truncate it (after erasure, F28)."""
+        """Fold the WAL into the main file and truncate it, so an erasure leaves no
+        copy of the erased rows in the ``-wal`` file (docs/guarantees.md#erasure)."""
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
@@ -250,7 +251,7 @@ class Store:
 
 
 def _create_private(path: Path) -> None:
-    """Create an empty file with mode 0600 whatever the umask (F26)."""
+    """Create an empty file with mode 0600 whatever the umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
