@@ -7,12 +7,15 @@ for data about people or typed the address.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import context
-from ..errors import NotFoundError
+
+if TYPE_CHECKING:
+    from ..contacts import ContactPage
+    from ..store.contacts import ContactDetail
 
 contacts_app = typer.Typer(
     help="List contacts (with no subcommand), show one, or correct one.",
@@ -46,54 +49,41 @@ def contacts_cmd(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from .. import audit
-    from ..store.contacts import check_status, count_contacts, iter_contacts
+    from ..contacts import list_contacts
 
     app = context.get(ctx)
     out = app.out
-    store = app.store
-    if status is not None:
-        status = check_status(status, list_name=list_name)
-    page = limit if limit is not None else (None if out.json else PAGE)
-    rows = list(iter_contacts(store, list_name=list_name, status=status, limit=page, offset=offset))
-    audit.record_access(store, app.settings, "contacts_list", command="contacts",
-                        detail={"list": list_name, "status": status, "records": len(rows), "json": out.json})
+    page = list_contacts(app.store, app.settings, list_name=list_name, status=status, offset=offset,
+                         limit=limit if limit is not None else (None if out.json else PAGE), machine_readable=out.json)
     if out.json:
-        out.data([row.as_dict() for row in rows])
+        out.data([row.as_dict() for row in page.rows])
         return
-    total = count_contacts(store, list_name=list_name, status=status)
-    if not rows:
-        everyone = total if list_name is None and status is None else count_contacts(store)
-        if not everyone:
-            out.info("No contacts yet. Import some with: mailcli import FILE --list NAME")
-        else:
-            chosen = " and ".join(f"{name} {value}" for name, value in (("--list", list_name), ("--status", status))
-                                  if value is not None)
-            out.info(f"No contacts match {chosen}" if not total else f"No contacts after --offset {offset} ({total} match)")
-            out.info(f"{everyone} contact(s) in all; `mailcli lists` counts each list's members by status")
+    if not page.rows:
+        _nothing_listed(out, page, list_name, status, offset)
         return
     out.table(
         ["email", "first_name", "last_name", "status", "lists"],
-        [[r.email, r.first_name, r.last_name, r.status, ", ".join(r.lists)] for r in rows],
+        [[r.email, r.first_name, r.last_name, r.status, ", ".join(r.lists)] for r in page.rows],
     )
-    shown_to = offset + len(rows)
-    if shown_to < total:
+    shown_to = offset + len(page.rows)
+    if shown_to < page.total:
         # The next page is this same listing: the same list, status and page size.
         same = [*(["--list", list_name] if list_name else []), *(["--status", status] if status else []),
                 *(["--limit", str(limit)] if limit is not None else [])]
-        out.info(f"Showing {offset + 1}-{shown_to} of {total}; next page: "
+        out.info(f"Showing {offset + 1}-{shown_to} of {page.total}; next page: "
                  f"{app.command('contacts', *same, '--offset', str(shown_to))}")
 
 
-def _key(email: str) -> str:
-    from ..addresses import AddressError, normalise_address
-    from ..errors import UsageError
-
-    try:
-        return normalise_address(email).key
-    except AddressError as exc:
-        raise UsageError(f"Not a valid address {email.strip()!r}: {exc.reason}") from None
-
+def _nothing_listed(out: Any, page: ContactPage, list_name: str | None, status: str | None, offset: int) -> None:
+    """Why a listing is empty: no contacts at all, none that match, or past the last page."""
+    if not page.everyone:
+        out.info("No contacts yet. Import some with: mailcli import FILE --list NAME")
+        return
+    chosen = " and ".join(f"{name} {value}" for name, value in (("--list", list_name), ("--status", status))
+                          if value is not None)
+    out.info(f"No contacts match {chosen}" if not page.total
+             else f"No contacts after --offset {offset} ({page.total} match)")
+    out.info(f"{page.everyone} contact(s) in all; `mailcli lists` counts each list's members by status")
 
 def show_cmd(
     ctx: typer.Context,
@@ -107,20 +97,15 @@ def show_cmd(
 
         mailcli contacts show anna@example.nl
     """
-    from .. import audit
-    from ..store.contacts import contact_detail
+    from ..contacts import show_contact
 
     app = context.get(ctx)
-    key = _key(email)
-    detail = contact_detail(app.store, key)
-    audit.record_access(app.store, app.settings, "contact_show", subject_email=key, command="contacts show",
-                        detail={"found": detail is not None})
-    if detail is None:
-        raise NotFoundError(f"No contact {email.strip()}", hint="mailcli contacts lists who is in the database")
-    if app.out.json:
-        app.out.data(detail.as_dict())
-        return
-    out = app.out
+    detail = show_contact(app.store, app.settings, email)
+    app.out.data(detail.as_dict(), text=_detail_text(detail))
+
+
+def _detail_text(detail: ContactDetail) -> str:
+    """``contacts show`` for people: one field a line, then the lists and the history."""
     lines = [
         f"email:       {detail.email}",
         f"first_name:  {detail.first_name}",
@@ -134,26 +119,29 @@ def show_cmd(
         lines.append("attributes:")
         lines += [f"  {name}: {_one_line(value)}" for name, value in sorted(detail.attributes.items())]
     lines.append("lists:" if detail.memberships else "lists:       (none)")
-    for m in detail.memberships:
-        consent = ", ".join(p for p in (
-            f"consent {m['consent_at']}" if m["consent_at"] else "",
-            f"via {m['consent_method']}" if m["consent_method"] else "",
-            f"source {m['consent_source']}" if m["consent_source"] else "",
-            f"ip {m['consent_ip']}" if m["consent_ip"] else "",
-            f"confirmed {m['confirmed_at']}" if m["confirmed_at"] else "",
-        ) if p)
-        line = f"  {m['list']}: {m['status']}" + (f" — {consent}" if consent else "")
-        if m["unsubscribed_at"]:
-            line += f"; unsubscribed {m['unsubscribed_at']} ({m['unsubscribe_channel']})"
-        lines.append(line)
+    lines += [_membership_line(m) for m in detail.memberships]
     if detail.history:
         lines.append("history:")
         for event in detail.history:
             extra = " ".join(str(v) for v in (event["channel"], event["scope"], event["campaign"]) if v)
             note = f"  ({_one_line(event['note'])})" if event.get("note") else ""
             lines.append(f"  {event['at']}  {event['kind']}" + (f"  {extra}" if extra else "") + note)
-    out.data(detail.as_dict(), text="\n".join(lines))
+    return "\n".join(lines)
 
+
+def _membership_line(m: dict[str, Any]) -> str:
+    """``  news: subscribed — consent ..., via ..., source ...; unsubscribed ...``"""
+    consent = ", ".join(p for p in (
+        f"consent {m['consent_at']}" if m["consent_at"] else "",
+        f"via {m['consent_method']}" if m["consent_method"] else "",
+        f"source {m['consent_source']}" if m["consent_source"] else "",
+        f"ip {m['consent_ip']}" if m["consent_ip"] else "",
+        f"confirmed {m['confirmed_at']}" if m["confirmed_at"] else "",
+    ) if p)
+    line = f"  {m['list']}: {m['status']}" + (f" — {consent}" if consent else "")
+    if m["unsubscribed_at"]:
+        line += f"; unsubscribed {m['unsubscribed_at']} ({m['unsubscribe_channel']})"
+    return line
 
 def _one_line(value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
@@ -183,35 +171,20 @@ def set_cmd(
     that exists (frist_name) is refused with a suggestion; --new-field adds
     it anyway.
     """
-    from .. import audit
-    from ..addresses import normalise_pair
-    from ..store.contacts import contact_detail, parse_changes, set_fields
+    from ..contacts import update_contact
 
     app = context.get(ctx)
-    changes = parse_changes(assignments)
-    key = _key(email)
-    store = app.store
-    settings = app.settings
-    result = set_fields(store, key, changes, secret=settings.secret(), normalise=normalise_pair, new_fields=new_field)
-    if result is None:
-        audit.record_access(store, settings, "contact_set", subject_email=key, command="contacts set",
-                            detail={"found": False})
-        raise NotFoundError(f"No contact {email.strip()}", hint="mailcli contacts lists who is in the database")
-    contact_id, changed, added = result
-    new_key = next((normalise_pair(c.value)[1] for c in changes if c.field == "email"), key)
-    audit.record_access(store, settings, "contact_set", subject_email=new_key, command="contacts set",
-                        detail={"fields": changed, "email_changed": new_key != key})
-    detail = contact_detail(store, new_key)
+    update = update_contact(app.store, app.settings, email, assignments, new_fields=new_field)
+    detail = update.contact
     if app.out.json:
         app.out.data(detail.as_dict() if detail else {})
         return
-    if changed:
-        app.out.success(f"Updated {detail.email if detail else email.strip()}: {', '.join(changed)}")
-        if added:
-            app.out.info(f"New field(s), which no other contact has: {', '.join(added)}")
+    if update.changed:
+        app.out.success(f"Updated {detail.email if detail else email.strip()}: {', '.join(update.changed)}")
+        if update.added:
+            app.out.info(f"New field(s), which no other contact has: {', '.join(update.added)}")
     else:
         app.out.info("Nothing changed; the values were already so")
-
 
 contacts_app.command("show")(show_cmd)
 contacts_app.command("set")(set_cmd)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import context
 from ..errors import PartialError
+
+if TYPE_CHECKING:
+    from ..contacts import MxCheck
 
 _STATUS = ("subscribed", "unconfirmed")
 
@@ -62,12 +66,8 @@ def import_cmd(
 
         mailcli import signups.csv --list news --status unconfirmed --consent-source "website form v2"
     """
-    from .. import audit
-    from ..importer import open_csv, parse_map_options
-    from ..importfeed import ImportFeed, RejectsFile
-    from ..locks import import_lock
-    from ..store.contacts import import_batches
-    from ..store.db import busy_timeout
+    from ..contacts import import_contacts
+    from ..importer import parse_map_options
 
     app = context.get(ctx)
     out = app.out
@@ -76,59 +76,34 @@ def import_cmd(
     if status not in _STATUS:
         raise typer.BadParameter("expected subscribed or unconfirmed", param_hint="--status")
     mapping = parse_map_options(map_ or [])
-    settings = app.settings
-    secret = settings.secret()
-    store = app.store
-    # One import at a time, and none while a restore replaces the database.
-    lock = import_lock(settings, f"import {file.name}", wait=busy_timeout(), on_wait=app.say_waiting_for)
-    with lock, open_csv(file, encoding=encoding, delimiter=delimiter, mapping=mapping) as source:
-        out.detail(f"{file}: {source.format.encoding}, delimiter {source.format.delimiter!r}, "
-                   f"email column {source.plan.headers[source.plan.email]!r}")
-        rejects_file = RejectsFile(rejects, source.plan.headers, source.format.delimiter) if rejects else None
+    # The bar appears once the file is open (after any wait for another
+    # import), and says "Saving" once the whole file is read.
+    with contextlib.ExitStack() as bars:
+        bar: Any = None
 
-        def record_opt_outs(list_id: int, rows: Any) -> None:
-            from ..feedback.actions import record_imported_opt_outs
+        def progress(done: int, size: int, saving: bool) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = bars.enter_context(out.progress(size, f"Importing {file.name}", unit="bytes"))
+            bar.update(done, description=f"Saving {file.name}" if saving else None)
 
-            record_imported_opt_outs(store, settings, rows, list_id=list_id, list_name=list_name.strip(),
-                                     source=file.name)
-
-        def audit_entry(result: Any) -> None:
-            audit.record_access(store, settings, "import", command="import", detail={
-                "file": file.name, "list": list_name, **{k: v for k, v in result.as_dict().items() if k != "rejects"}})
-
-        try:
-            with ImportFeed(source, count_domains=check_mx) as feed, \
-                    out.progress(source.size, f"Importing {file.name}", unit="bytes") as bar:
-                result = import_batches(
-                    store, feed.batches, list_name=list_name, secret=secret, source=file.name,
-                    consent_source=consent_source, on_conflict=on_conflict, status=status,
-                    on_reject=rejects_file.write if rejects_file else None,
-                    on_batch=lambda position: bar.update(
-                        position, description=None if position < source.size else f"Saving {file.name}"),
-                    on_opt_outs=record_opt_outs,
-                    before_commit=audit_entry,
-                )
-                bar.update(source.size)  # read to the end: the bar's last frame is 100%
-        except BaseException:
-            if rejects_file is not None:
-                rejects_file.discard()
-            raise
-        if rejects_file is not None:
-            rejects_file.commit()
-    out.detail(f"{file}: {feed.how_read}")
-    data = {"file": str(file), "list": list_name.strip(), **result.as_dict()}
-    if check_mx:
-        data["undeliverable"] = _check_domains(out, feed.domains or {}, nameserver)
+        report = import_contacts(
+            app.store, app.settings, file, list_name, mapping=mapping, encoding=encoding, delimiter=delimiter,
+            on_conflict=on_conflict, status=status, consent_source=consent_source, rejects=rejects,
+            check_mx=check_mx, nameserver=nameserver, progress=progress, on_lock_wait=app.say_waiting_for)
+    out.detail(f"{file}: {report.encoding}, delimiter {report.delimiter!r}, email column {report.email_column!r}")
+    out.detail(f"{file}: {report.how_read}")
+    if report.mx is not None:
+        _mx_lines(out, report.mx)
     if out.json:
-        out.data(data)
-    _summary(out, result, list_name.strip(), rejects)
-    if not out.quiet:
-        from ..store.audience import list_summaries
-
-        for members in list_summaries(store.conn, [list_name.strip()]):
-            out.info(f"List {members.name} now: {members.subscribed} subscribed (who a send reaches), "
-                     f"{members.unconfirmed} unconfirmed, {members.unsubscribed} unsubscribed, "
-                     f"{members.held} held back")
+        out.data(report.as_dict())
+    result = report.result
+    _summary(out, result, report.list_name, rejects)
+    if report.members is not None:
+        members = report.members
+        out.info(f"List {members.name} now: {members.subscribed} subscribed (who a send reaches), "
+                 f"{members.unconfirmed} unconfirmed, {members.unsubscribed} unsubscribed, "
+                 f"{members.held} held back")
     if strict and result.rejected:
         raise PartialError(f"{result.rejected} row(s) rejected (--strict); the other rows were imported",
                            hint=f"see {rejects}" if rejects else "write them out with --rejects FILE")
@@ -165,27 +140,16 @@ def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> Non
             out.info("Write them with their reasons to a file with --rejects FILE")
 
 
-def _check_domains(out: Any, domains: dict[str, int], nameserver: str | None) -> list[dict[str, Any]]:
-    from ..deliverability.dnsquery import DnsFailure, make_resolver
-    from ..deliverability.mx import check_domains
-
-    try:
-        resolver = make_resolver(nameserver)
-    except DnsFailure as exc:
-        out.warn(f"--check-mx: {exc}; domains not checked")
-        return []
-    results = check_domains(domains, resolver=resolver)
-    bad = [{"domain": d, "addresses": domains[d], "reason": r.reason}
-           for d, r in sorted(results.items()) if r.undeliverable]
-    unknown = sum(1 for r in results.values() if r.status == "unknown")
-    for entry in bad:
-        out.warn(f"{entry['addresses']} address(es) at {entry['domain']}: {entry['reason']}")
-    if unknown:
-        out.warn(f"{unknown} domain(s) could not be checked (DNS did not answer)")
-    if not bad:
-        out.info(f"All {len(domains)} domain(s) accept mail" + (" or could not be checked" if unknown else ""))
-    return bad
-
+def _mx_lines(out: Any, mx: MxCheck) -> None:
+    if mx.failure is not None:
+        out.warn(f"--check-mx: {mx.failure}; domains not checked")
+        return
+    for entry in mx.undeliverable:
+        out.warn(f"{entry.addresses} address(es) at {entry.domain}: {entry.reason}")
+    if mx.unknown:
+        out.warn(f"{mx.unknown} domain(s) could not be checked (DNS did not answer)")
+    if not mx.undeliverable:
+        out.info(f"All {mx.domains} domain(s) accept mail" + (" or could not be checked" if mx.unknown else ""))
 
 def register(app: typer.Typer) -> None:
     app.command("import")(import_cmd)
