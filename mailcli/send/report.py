@@ -1,0 +1,79 @@
+"""Campaign reports: each campaign's counts, and on request its failures.
+
+``campaign_report`` is what ``mailcli report`` shows, callable from Python.
+The counts survive ``privacy purge`` and erasures (docs/guarantees.md#retention).
+Listing failures names addresses, so it is audited (docs/guarantees.md#audit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import audit
+from ..errors import NotFoundError
+from ..store import Store
+from ..store.relays import delivery_notices
+from . import ledger
+
+#: The counts of a report, in the order ``mailcli report`` prints them.
+COUNTS = ("audience", "sent", "failed", "deferred", "pending", "uncertain", "bounced", "unsubscribed", "complained")
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignReport:
+    """One campaign's counts; with ``failures=True``, its failures and delivery notices."""
+
+    campaign: str
+    list_name: str
+    template: str
+    status: str
+    counts: dict[str, int]
+    failures: list[dict[str, Any]] | None = None  # failed, deferred and uncertain messages
+    notices: list[dict[str, Any]] | None = None  # delayed, relayed, expanded: not failures
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of ``report --json``."""
+        data: dict[str, Any] = {"campaign": self.campaign, "list": self.list_name, "template": self.template,
+                                "status": self.status, **self.counts}
+        if self.failures is not None:
+            data["failures"] = self.failures
+        if self.notices is not None:
+            data["notices"] = self.notices
+        return data
+
+
+def campaign_report(store: Store, campaign: str | None = None, *, failures: bool = False) -> list[CampaignReport]:
+    """The report of one campaign, or of every campaign (oldest first).
+
+    ``failures``: also each failed, deferred or uncertain message with the
+    server's reply, and the delay, relay and expansion notices that came back.
+    Raises NotFoundError for a campaign that does not exist.
+    """
+    conn = store.conn
+    if campaign is not None:
+        found = ledger.get_campaign(conn, campaign)
+        if found is None:
+            names = [c.name for c in ledger.list_campaigns(conn)]
+            raise NotFoundError(f"Campaign {campaign!r} not found",
+                                hint=f"campaigns: {', '.join(names)}" if names else "start one with mailcli send")
+        campaigns = [found]
+    else:
+        campaigns = ledger.list_campaigns(conn)
+    return [_report(store, c, failures) for c in campaigns]
+
+
+def _report(store: Store, c: ledger.Campaign, failures: bool) -> CampaignReport:
+    conn = store.conn
+    counts = ledger.campaign_counts(conn, c)
+    if not failures:
+        return CampaignReport(c.name, c.list_name, c.template, c.status, counts)
+    audit.append(store, "report_failed", subject_hmac=None, command="report", detail={"campaign": c.name})
+    return CampaignReport(
+        c.name, c.list_name, c.template, c.status, counts,
+        failures=[{"email": f.email, "status": "uncertain" if f.status == "sending" else f.status,
+                   "reply": f.reply, "attempts": f.attempts, "at": f.updated_at}
+                  for f in ledger.failures(conn, c)],
+        notices=[{"email": n.email, "kind": n.kind, "status": n.status, "detail": n.detail, "at": n.at}
+                 for n in delivery_notices(conn, c.id)],
+    )
