@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .. import context
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..feedback.ingest import IngestResult
 
 
 def bounces_cmd(
@@ -65,7 +68,16 @@ def bounces_cmd(
         return
     if app.out.quiet:
         return
-    app.out.line(
+    _summary(app.out, result, data["policy_details"])
+    if result.unmatched_messages:
+        _unmatched(app.out, result)
+        if not result.acknowledged:
+            app.out.info(f"Once handled: {app.command('bounces', source, '--ack')}")
+
+
+def _summary(out: Any, result: IngestResult, policy_details: list[dict[str, Any]]) -> None:
+    """One line of counts, then what the notices, suppressions and policy refusals mean."""
+    out.line(
         f"{_n(result.messages, 'message')} from {result.source}: "
         f"{_n(result.hard_bounces, 'hard bounce')}, {_n(result.soft_bounces, 'soft bounce')}, "
         f"{_n(result.complaints, 'complaint')}, {_n(result.unsubscribes, 'unsubscribe')}, "
@@ -74,30 +86,30 @@ def bounces_cmd(
         f"{result.unmatched} unmatched, {result.already_processed} already processed"
     )
     if result.delays or result.relayed or result.expanded:
-        app.out.info(f"Delay, relay and expansion notices are not bounces: recorded on the delivery"
-                     f" ({result.delays} delayed, {result.relayed} relayed, {result.expanded} expanded);"
-                     " see `mailcli report CAMPAIGN --failed`")
+        out.info(f"Delay, relay and expansion notices are not bounces: recorded on the delivery"
+                 f" ({result.delays} delayed, {result.relayed} relayed, {result.expanded} expanded);"
+                 " see `mailcli report CAMPAIGN --failed`")
     if result.suppressed:
-        app.out.info(f"{_n(result.suppressed, 'address', 'addresses')} now suppressed")
-    for item in data["policy_details"]:
-        app.out.warn(
+        out.info(f"{_n(result.suppressed, 'address', 'addresses')} now suppressed")
+    for item in policy_details:
+        out.warn(
             f"{item['messages']} messages of campaign {item['campaign'] or '?'} were refused for policy reasons "
             f"({item['status']}): the sender set-up is at fault, not the address; run `mailcli doctor --dns`"
         )
-    if result.unmatched_messages:
-        if result.acknowledged:
-            app.out.info(f"Acknowledged as handled: {result.acknowledged} message(s); they are not listed again")
-        else:
-            app.out.info(f"Unmatched, for a person to handle ({len(result.unmatched_messages)}; left unread in the"
-                         " mailbox and listed on every run until acknowledged):")
-        app.out.table(
-            ["Message-ID", "From domain", "Subject", "Why", "First listed"],
-            [[u.message_id or "-", u.from_domain or "-", u.subject, u.reason, u.first_seen or "now"]
-             for u in result.unmatched_messages],
-        )
-        if not result.acknowledged:
-            app.out.info(f"Once handled: {app.command('bounces', source, '--ack')}")
 
+
+def _unmatched(out: Any, result: IngestResult) -> None:
+    """The mail no rule matched, for a person to handle."""
+    if result.acknowledged:
+        out.info(f"Acknowledged as handled: {result.acknowledged} message(s); they are not listed again")
+    else:
+        out.info(f"Unmatched, for a person to handle ({len(result.unmatched_messages)}; left unread in the"
+                 " mailbox and listed on every run until acknowledged):")
+    out.table(
+        ["Message-ID", "From domain", "Subject", "Why", "First listed"],
+        [[u.message_id or "-", u.from_domain or "-", u.subject, u.reason, u.first_seen or "now"]
+         for u in result.unmatched_messages],
+    )
 
 def _n(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else plural or word + 's'}"

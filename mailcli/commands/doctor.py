@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -75,17 +75,19 @@ def doctor_cmd(
     text = "\n".join(format_check(check) for check in shown)
     if app.out.json or text:
         app.out.data([check.to_dict() for check in checks], text=text)
-    counts = {
-        v: sum(1 for c in checks if c.verdict == v) for v in ("pass", "warn", "fail", "error")
-    }
-    app.out.info(", ".join(f"{n} {v}" for v, n in counts.items() if n))
-    if not (dns or smtp):
-        app.out.info(
-            "Configuration only; run `mailcli doctor --dns --smtp` to check DNS and the SMTP server too"
-        )
+    _verdict(app.out, checks, configuration_only=not (dns or smtp))
+
+
+def _verdict(out: Any, checks: list[Check], *, configuration_only: bool) -> None:
+    """The count of each verdict; a MailcliError (exit 1) when a check failed or could not run."""
+    counts = {v: sum(1 for c in checks if c.verdict == v) for v in ("pass", "warn", "fail", "error")}
+    out.info(", ".join(f"{n} {v}" for v, n in counts.items() if n))
+    if configuration_only:
+        out.info("Configuration only; run `mailcli doctor --dns --smtp` to check DNS and the SMTP server too")
     if has_failures(checks):
         raise MailcliError(f"{counts['fail'] + counts['error']} check(s) failed or could not run",
                            hint="the fix is under each FAIL line; an ERROR (DNS did not answer) may pass on a rerun")
+
 
 def register(app: typer.Typer) -> None:
     app.command("doctor")(doctor_cmd)

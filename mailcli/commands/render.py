@@ -284,7 +284,7 @@ def lint_cmd(
 
         mailcli lint templates/*/ --json
     """
-    from ..render.lint import ERROR, WARNING, lint_template
+    from ..render.lint import lint_template
     from ..render.preview import sender_from_settings
 
     app = context.get(ctx)
@@ -304,20 +304,27 @@ def lint_cmd(
             unsubscribe_base=settings.unsubscribe.url if settings is not None else None,
             subject=subject or "",
         )
+    _lint_verdict(app.out, findings, names)
+
+
+def _lint_verdict(out: Any, findings: list[Any], names: list[str]) -> None:
+    """The findings (errors only with -q), then a MailcliError (exit 1) if any is an error."""
+    from ..render.lint import ERROR, WARNING
+
     errors = sum(1 for f in findings if f.severity == ERROR)
     warnings = sum(1 for f in findings if f.severity == WARNING)
-    if app.out.json:
-        app.out.data([f.to_dict() for f in findings])
+    if out.json:
+        out.data([f.to_dict() for f in findings])
     else:
         for finding in findings:
-            if finding.severity == ERROR or not app.out.quiet:  # -q: errors only
-                app.out.line(str(finding))
+            if finding.severity == ERROR or not out.quiet:  # -q: errors only
+                out.line(str(finding))
     if errors:
         raise MailcliError(f"lint found {errors} error(s) and {warnings} warning(s) in {', '.join(names)}")
     if warnings:
-        app.out.info(f"{', '.join(names)}: {warnings} warning(s), no errors")
+        out.info(f"{', '.join(names)}: {warnings} warning(s), no errors")
     else:
-        app.out.success(f"{', '.join(names)}: no problems found")
+        out.success(f"{', '.join(names)}: no problems found")
 
 
 def register(app: typer.Typer) -> None:

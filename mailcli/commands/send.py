@@ -126,12 +126,12 @@ def send_cmd(
 
 
 def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, failures: str) -> None:
-    counts = s.counts
+    """What a run did: JSON or warnings and a closing line; a MailcliError for the exit code it ends with."""
     if out.json:
         out.data({
             "campaign": s.campaign, "dry_run": s.dry_run, "sent": s.sent, "failed": s.failed, "deferred": s.deferred,
             "uncertain": s.uncertain, "skipped": s.skipped, "rendered": s.rendered, "interrupted": s.interrupted,
-            "elapsed_seconds": round(s.elapsed, 3), "campaign_totals": counts,
+            "elapsed_seconds": round(s.elapsed, 3), "campaign_totals": s.counts,
             "connections_limit": s.connections_limit,
             "rate_limit": round(s.rate_limit, 3) if s.rate_limit is not None else None,
         })
@@ -140,27 +140,40 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, fa
     for problem in s.problems:
         out.warn(problem)
     _relay_lines(out, s)
-    if (s.problems or s.template_errors) and not s.dry_run:
-        out.info(f"Every failure with its address and the server's reply: {failures}")
     if s.dry_run:
-        out.success(
-            f"Dry run: {s.rendered} message(s) rendered, {s.failed} would fail, {s.skipped} skipped; nothing was sent"
-        )
-        if s.failed == 0:
-            out.info(f"To send: {again}")
-            if "--limit" in again:
-                out.info("(--limit sends only that many; leave it out to send to everyone)")
-        if s.failed:
-            raise PartialError(f"{s.failed} message(s) of campaign {campaign} would fail", hint=_fix_hint(s))
+        _dry_run_end(out, s, campaign, again)
+        return
+    if s.problems or s.template_errors:
+        out.info(f"Every failure with its address and the server's reply: {failures}")
+    _closing_line(out, s, campaign)
+    _raise_unless_done(out, s, campaign, resume, failures)
+
+
+def _dry_run_end(out: Any, s: SendSummary, campaign: str, again: str) -> None:
+    out.success(
+        f"Dry run: {s.rendered} message(s) rendered, {s.failed} would fail, {s.skipped} skipped; nothing was sent"
+    )
+    if s.failed:
+        raise PartialError(f"{s.failed} message(s) of campaign {campaign} would fail", hint=_fix_hint(s))
+    out.info(f"To send: {again}")
+    if "--limit" in again:
+        out.info("(--limit sends only that many; leave it out to send to everyone)")
+
+
+def _closing_line(out: Any, s: SendSummary, campaign: str) -> None:
+    counts = s.counts
+    total = f"{counts.get('sent', 0)} of {counts.get('audience', 0)} sent"
+    if s.sent == 0 and s.attempted == 0 and not s.interrupted and not s.skipped:
+        out.success(f"Campaign {campaign}: nothing left to send ({total})")
         return
     rate = f" ({s.rate:.0f} msg/s)" if s.sent and s.elapsed > 0 else ""
-    line = (f"Campaign {campaign}: {s.sent} sent in {s.elapsed:.1f} s{rate}, {s.failed} failed, "
-            f"{s.deferred} deferred, {s.uncertain} uncertain, {s.skipped} skipped; "
-            f"total {counts.get('sent', 0)} of {counts.get('audience', 0)} sent")
-    if s.sent == 0 and s.attempted == 0 and not s.interrupted and not s.skipped:
-        out.success(f"Campaign {campaign}: nothing left to send ({counts.get('sent', 0)} of {counts.get('audience', 0)} sent)")
-    else:
-        out.success(line)
+    out.success(f"Campaign {campaign}: {s.sent} sent in {s.elapsed:.1f} s{rate}, {s.failed} failed, "
+                f"{s.deferred} deferred, {s.uncertain} uncertain, {s.skipped} skipped; total {total}")
+
+
+def _raise_unless_done(out: Any, s: SendSummary, campaign: str, resume: str, failures: str) -> None:
+    """Interrupted (130), or messages left to a later run or uncertain (3): say so and how to go on."""
+    counts = s.counts
     if s.interrupted:
         raise Interrupted(f"Campaign {campaign} interrupted; state saved", hint=f"resume with: {resume}")
     if s.quota_note:
@@ -169,15 +182,14 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, fa
                            f" {left} message(s) wait for a later run",
                            hint=f"when the relay's quota allows again: {resume}")
     uncertain = counts.get("uncertain", 0)
-    if s.failed or counts.get("deferred", 0):
-        hint = []
-        if counts.get("deferred", 0):
-            hint.append(f"retry deferred: {resume}")
+    deferred = counts.get("deferred", 0)
+    if s.failed or deferred:
+        hint = [f"retry deferred: {resume}"] if deferred else []
         hint.append(f"details: {failures}")
         if uncertain:
             out.warn(uncertain_line(campaign, uncertain, s.uncertain_causes))
         raise PartialError(
-            f"Campaign {campaign}: {s.failed} failed, {counts.get('deferred', 0)} deferred"
+            f"Campaign {campaign}: {s.failed} failed, {deferred} deferred"
             + (f", {uncertain} uncertain" if uncertain else ""), hint="; ".join(hint)
         )
     if uncertain:
@@ -187,7 +199,6 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, fa
             hint=f"check your relay's log for their Message-IDs ({failures} lists them); to send again what it did"
                  f" not accept: {resume if '--resend-uncertain' in resume else resume + ' --resend-uncertain'}",
         )
-
 
 def uncertain_line(campaign: str, count: int, causes: dict[str, int]) -> str:
     """What happened to a campaign's uncertain messages, in one line."""
