@@ -170,3 +170,14 @@ def organizational_domain(domain: str) -> str:
     if len(labels) >= 3 and ".".join(labels[-2:]) in _TWO_LABEL_SUFFIXES:
         return ".".join(labels[-3:])
     return ".".join(labels[-2:])
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """Tag=value pairs of a DKIM or DMARC record; later duplicates are ignored."""
+    tags: dict[str, str] = {}
+    for part in text.split(";"):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if sep and key and key not in tags:
+            tags[key] = value.strip()
+    return tags

@@ -83,59 +83,56 @@ class _Walk:
             if seen_all:
                 self.warnings.append(f"{domain}: '{term}' after 'all' is never evaluated")
                 break
-            qualifier = term[0] if term[0] in "+-~?" else ""
-            body = term[len(qualifier) :]
-            match = _NAME.match(body)
-            if not match:
-                self.errors.append(f"{domain}: invalid term '{term}'")
+            parsed = self.parse(domain, term)
+            if parsed is None:
                 continue
-            name, rest = match.group(0).lower(), body[match.end() :]
+            qualifier, name, rest = parsed
             if rest.startswith("=") and not qualifier:
-                if name == "redirect":
-                    if redirect is not None:
-                        self.errors.append(f"{domain}: more than one redirect= modifier")
-                    redirect = rest[1:]
-                elif name == "exp" and not rest[1:]:
-                    self.errors.append(f"{domain}: exp= needs a domain")
-                continue  # unknown modifiers are ignored (RFC 7208 §6)
-            if name not in _MECHANISMS:
-                self.errors.append(f"{domain}: unknown mechanism '{term}'")
+                redirect = self.modifier(domain, name, rest[1:], redirect)
                 continue
-            arg = rest[1:] if rest.startswith(":") else ""
-            if rest and not rest.startswith((":", "/")):
-                self.errors.append(f"{domain}: invalid term '{term}'")
-                continue
-            self.mechanism(domain, term, qualifier, name, arg, rest, stack)
-            seen_all = name == "all"
+            if self.valid_mechanism(domain, term, name, rest):
+                self.mechanism(domain, term, qualifier, name, rest, stack)
+                seen_all = name == "all"
         if redirect is not None and not seen_all:
             self.lookups += 1
             self.follow(domain, redirect, "redirect", stack)
 
-    def mechanism(
-        self,
-        domain: str,
-        term: str,
-        qualifier: str,
-        name: str,
-        arg: str,
-        rest: str,
-        stack: tuple[str, ...],
-    ) -> None:
+    def parse(self, domain: str, term: str) -> tuple[str, str, str] | None:
+        """``(qualifier, name, rest)`` of a term, or None (an error noted) if it is not one."""
+        qualifier = term[0] if term[0] in "+-~?" else ""
+        body = term[len(qualifier) :]
+        match = _NAME.match(body)
+        if not match:
+            self.errors.append(f"{domain}: invalid term '{term}'")
+            return None
+        return qualifier, match.group(0).lower(), body[match.end() :]
+
+    def modifier(self, domain: str, name: str, value: str, redirect: str | None) -> str | None:
+        """Check ``name=value``; the redirect target so far."""
+        if name == "redirect":
+            if redirect is not None:
+                self.errors.append(f"{domain}: more than one redirect= modifier")
+            return value
+        if name == "exp" and not value:
+            self.errors.append(f"{domain}: exp= needs a domain")
+        return redirect  # unknown modifiers are ignored (RFC 7208 §6)
+
+    def valid_mechanism(self, domain: str, term: str, name: str, rest: str) -> bool:
+        if name not in _MECHANISMS:
+            self.errors.append(f"{domain}: unknown mechanism '{term}'")
+            return False
+        if rest and not rest.startswith((":", "/")):
+            self.errors.append(f"{domain}: invalid term '{term}'")
+            return False
+        return True
+
+    def mechanism(self, domain: str, term: str, qualifier: str, name: str, rest: str,
+                  stack: tuple[str, ...]) -> None:
+        arg = rest[1:] if rest.startswith(":") else ""
         if name == "all":
-            if rest:
-                self.errors.append(f"{domain}: 'all' takes no argument")
-            elif qualifier in ("", "+"):
-                self.warnings.append(f"{domain}: '{term}' lets any server send as this domain")
-            elif qualifier == "?":
-                self.warnings.append(f"{domain}: '?all' is neutral; end with '~all' or '-all'")
+            self.all_term(domain, term, qualifier, rest)
         elif name in ("ip4", "ip6"):
-            try:
-                network = ipaddress.ip_network(arg, strict=False)
-            except ValueError:
-                self.errors.append(f"{domain}: invalid address in '{term}'")
-                return
-            if (name == "ip4") != (network.version == 4):
-                self.errors.append(f"{domain}: '{term}' has the wrong address family")
+            self.ip_term(domain, term, name, arg)
         elif name in ("include", "exists"):
             self.lookups += 1
             if not arg:
@@ -146,17 +143,37 @@ class _Walk:
                 self.void_if_empty(arg, ("A",))
         else:  # a, mx, ptr: the target defaults to the current domain
             self.lookups += 1
-            target = (arg or rest or "").split("/")[0] or domain
-            if name == "ptr":
-                self.warnings.append(f"{domain}: 'ptr' is slow and discouraged (RFC 7208 §5.5)")
-            elif name == "a":
-                self.void_if_empty(target, ("A", "AAAA"))
-            elif "%" not in target:
-                mx = query(self.resolver, target, "MX")
-                if mx.empty:
-                    self.void += 1
-                elif len(mx.records) > MAX_LOOKUPS:
-                    self.errors.append(f"{domain}: mx:{target} has more than 10 MX names")
+            self.host_term(domain, name, (arg or rest or "").split("/")[0] or domain)
+
+    def all_term(self, domain: str, term: str, qualifier: str, rest: str) -> None:
+        if rest:
+            self.errors.append(f"{domain}: 'all' takes no argument")
+        elif qualifier in ("", "+"):
+            self.warnings.append(f"{domain}: '{term}' lets any server send as this domain")
+        elif qualifier == "?":
+            self.warnings.append(f"{domain}: '?all' is neutral; end with '~all' or '-all'")
+
+    def ip_term(self, domain: str, term: str, name: str, arg: str) -> None:
+        try:
+            network = ipaddress.ip_network(arg, strict=False)
+        except ValueError:
+            self.errors.append(f"{domain}: invalid address in '{term}'")
+            return
+        if (name == "ip4") != (network.version == 4):
+            self.errors.append(f"{domain}: '{term}' has the wrong address family")
+
+    def host_term(self, domain: str, name: str, target: str) -> None:
+        """``a``, ``mx`` or ``ptr`` at ``target``: look up what a receiver would."""
+        if name == "ptr":
+            self.warnings.append(f"{domain}: 'ptr' is slow and discouraged (RFC 7208 §5.5)")
+        elif name == "a":
+            self.void_if_empty(target, ("A", "AAAA"))
+        elif "%" not in target:
+            mx = query(self.resolver, target, "MX")
+            if mx.empty:
+                self.void += 1
+            elif len(mx.records) > MAX_LOOKUPS:
+                self.errors.append(f"{domain}: mx:{target} has more than 10 MX names")
 
     def follow(self, domain: str, target: str, how: str, stack: tuple[str, ...]) -> None:
         target = target.rstrip(".").lower()
