@@ -49,7 +49,7 @@ class Sink:
         sink = self
 
         class Handler:
-            async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            async def handle_DATA(self, server: object, _session: object, envelope: object) -> str:
                 with sink._lock:
                     sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos),  # type: ignore[attr-defined]
                                           bytes(envelope.original_content)))  # type: ignore[attr-defined]
