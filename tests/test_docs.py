@@ -55,3 +55,14 @@ def test_every_name_the_package_exports_is_there() -> None:
     for name in mailcli.__all__:
         assert callable(getattr(mailcli, name)) or name == "__version__", name
         assert name == "__version__" or f"`{name}`" in listed or name in ("MailcliError", "ExitCode"), name
+
+
+def test_every_link_to_a_guarantee_finds_its_paragraph() -> None:
+    text = (REPO / "docs" / "guarantees.md").read_text(encoding="utf-8")
+    anchors = {re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
+               for title in re.findall(r"^## (.+)$", text, flags=re.M)}
+    files = [*(REPO / "mailcli").rglob("*.py"), *(REPO / "docs").glob("*.md"), *REPO.glob("*.md")]
+    broken = [f"{path.relative_to(REPO)}: #{anchor}" for path in files
+              for anchor in re.findall(r"guarantees\.md#([\w-]+)", path.read_text(encoding="utf-8"))
+              if anchor not in anchors]
+    assert not broken, f"links to docs/guarantees.md that find no paragraph: {broken}"
