@@ -67,10 +67,13 @@ from typing import BinaryIO, NamedTuple
 
 from mailcli import clock
 from mailcli.addresses import AddressError, normalise_address, normalise_pair
+from mailcli.decoding import MAX_LINE_BYTES, DecodeLog, LineTooLong, line_numbers, open_text
 from mailcli.errors import InputFileError, UsageError
 
 HEAD_BYTES = 64 * 1024
 MAX_FIELD_CHARS = 64 * 1024
+# Detected encodings whose lines are decoded one by one (mailcli.decoding).
+PER_LINE = frozenset({"utf-8", "utf-8-sig", "cp1252"})
 DETECT_RECORDS = 50
 DELIMITERS = (",", ";", "\t", "|")
 # Fields a column can be mapped to; anything else given to --map is an attribute.
@@ -189,11 +192,14 @@ class Boundary:
 
 @dataclass(frozen=True, slots=True)
 class CsvFormat:
-    """How a file is decoded and split."""
+    """How a file is decoded and split; ``per_line``: the encoding was
+    detected, and each line is decoded as UTF-8 or cp1252 by itself (see
+    :mod:`mailcli.decoding`)."""
 
     encoding: str
     delimiter: str
     skip_sep_line: bool = False
+    per_line: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,13 +395,26 @@ def detect_encoding(head: bytes, source: str, *, complete: bool = False) -> str:
     # text file is not binary; it rejects its row instead (F11).
     if len(head.translate(None, _TEXT_BYTES)) > max(len(head) // 100, 1) or head.count(0) > 64:
         raise InputFileError(f"{source}: binary file, not a CSV file")
-    for encoding in ("utf-8", "cp1252"):
-        try:
-            codecs.getincrementaldecoder(encoding)().decode(head, final=complete)
-        except UnicodeDecodeError:
-            continue
-        return encoding
-    return "latin-1"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=complete)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return "utf-8"
+    # Lines are decoded one by one (see mailcli.decoding); the file is called
+    # after the way most of its lines with accents are written.
+    lines = head.splitlines()
+    if not complete:
+        lines = lines[:-1]  # may be cut off in the middle of a character
+    utf8 = other = 0
+    for line in lines:
+        if not line.isascii():
+            try:
+                line.decode("utf-8")
+                utf8 += 1
+            except UnicodeDecodeError:
+                other += 1
+    return "utf-8" if utf8 >= other and utf8 else "cp1252"
 
 
 def detect_delimiter(sample: str, *, truncated: bool = False) -> str:
@@ -443,18 +462,20 @@ def detect_format(
         encoding = _check_encoding(encoding)
         if encoding == "utf-8" and head.startswith(codecs.BOM_UTF8):
             encoding = "utf-8-sig"
+        per_line = False
     else:
         encoding = detect_encoding(head, source, complete=complete)
+        per_line = encoding in PER_LINE
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     sample = decoder.decode(head, final=complete)
     if sample.startswith("\ufeff"):
         sample = sample[1:]
     sep = _SEP_LINE.match(sample)
     if sep and (sample[sep.end() - 1 : sep.end()] == "\n" or complete):
-        return CsvFormat(encoding, delimiter or sep.group(1), skip_sep_line=True)
+        return CsvFormat(encoding, delimiter or sep.group(1), skip_sep_line=True, per_line=per_line)
     if delimiter:
-        return CsvFormat(encoding, _check_delimiter(delimiter))
-    return CsvFormat(encoding, detect_delimiter(sample, truncated=not complete))
+        return CsvFormat(encoding, _check_delimiter(delimiter), per_line=per_line)
+    return CsvFormat(encoding, detect_delimiter(sample, truncated=not complete), per_line=per_line)
 
 
 def _check_encoding(name: str) -> str:
@@ -554,6 +575,7 @@ class CsvSource:
     size: int
     _binary: BinaryIO = field(repr=False)
     _text: io.TextIOWrapper = field(repr=False)
+    _log: DecodeLog = field(repr=False)  # the lines decoded otherwise than the file's encoding
     _reader: Iterator[list[str]] = field(repr=False)  # a csv reader
     _line_offset: int = field(default=0, repr=False)  # physical lines before the reader's first
     _first_row: list[str] | None = field(default=None, repr=False)
@@ -574,6 +596,12 @@ class CsvSource:
 
     def close(self) -> None:
         self._text.close()
+
+    @property
+    def reencoded(self) -> tuple[int, list[int]]:
+        """How many lines so far were decoded otherwise than the file's
+        encoding, and the byte offsets where the first of them start."""
+        return self._log.count, self._log.offsets
 
     def __enter__(self) -> CsvSource:
         return self
@@ -639,6 +667,8 @@ class CsvSource:
                 f"{self.name}: line {bad}: cannot be decoded as {self.format.encoding}",
                 hint="pass the file's encoding, e.g. --encoding cp1252",
             ) from None
+        except LineTooLong as exc:
+            raise _line_too_long(self.path, exc) from None
 
     def _parser(self, staged: bool) -> Callable[[int, list[str]], ImportRow | StagedRow | RowReject | OptOut | None]:
         """The per-record function, with the plan bound to locals (the hot path)."""
@@ -800,6 +830,16 @@ class CsvSource:
         return RowReject(line, reason, raw)
 
 
+def _set_field_limit() -> None:
+    csv.field_size_limit(max(csv.field_size_limit(), 16 * MAX_FIELD_CHARS))
+
+
+def _line_too_long(path: Path, exc: LineTooLong) -> InputFileError:
+    (line,) = line_numbers(path, [exc.offset])
+    return InputFileError(
+        f"{path}: line {line}: longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB, which no contact record is")
+
+
 def open_csv(
     path: str | Path,
     *,
@@ -807,12 +847,15 @@ def open_csv(
     delimiter: str | None = None,
     mapping: dict[str, str] | None = None,
     now_limit: str | None = None,
+    per_line: bool = False,
 ) -> CsvSource:
     """Open a contact file, detect its format and plan its columns.
 
     Raises InputFileError (exit 2) for a missing, unreadable, binary or empty
     file, or one without an email column. ``now_limit`` is the latest consent
-    time accepted (ISO-8601; default a day from now).
+    time accepted (ISO-8601; default a day from now). ``per_line``: the
+    ``encoding`` given was detected before (by the import a worker reads
+    for), so lines are decoded one by one as then.
     """
     path = Path(path)
     source = str(path)
@@ -825,7 +868,7 @@ def open_csv(
     except OSError as exc:
         raise InputFileError(f"{source}: cannot read ({exc.strerror})") from None
     try:
-        return _open(binary, path, source, encoding, delimiter, mapping, now_limit)
+        return _open(binary, path, source, encoding, delimiter, mapping, now_limit, per_line)
     except BaseException:
         binary.close()
         raise
@@ -839,6 +882,7 @@ def _open(
     delimiter: str | None,
     mapping: dict[str, str] | None,
     now_limit: str | None = None,
+    per_line: bool = False,
 ) -> CsvSource:
     import os
 
@@ -852,9 +896,11 @@ def _open(
     if head.startswith(b"PK\x03\x04"):
         _refuse_zip_of_csv(binary, source)
     fmt = detect_format(head, source, encoding=encoding, delimiter=delimiter, complete=len(head) < HEAD_BYTES)
+    if per_line and fmt.encoding in PER_LINE:  # a worker reading a file the import detected
+        fmt = CsvFormat(fmt.encoding, fmt.delimiter, fmt.skip_sep_line, per_line=True)
     binary.seek(0)
-    text = io.TextIOWrapper(binary, encoding=fmt.encoding, errors="strict", newline="")  # type: ignore[arg-type]
-    csv.field_size_limit(max(csv.field_size_limit(), 16 * MAX_FIELD_CHARS))
+    text, log = open_text(binary, fmt.encoding, per_line=fmt.per_line)
+    _set_field_limit()
     reader = csv.reader(text, delimiter=fmt.delimiter)
     try:
         if fmt.skip_sep_line:
@@ -870,6 +916,8 @@ def _open(
             f"{source}: line {bad}: cannot be decoded as {fmt.encoding}",
             hint="pass the file's encoding, e.g. --encoding cp1252",
         ) from None
+    except LineTooLong as exc:
+        raise _line_too_long(path, exc) from None
     except csv.Error as exc:
         raise InputFileError(f"{source}: not a readable CSV file ({exc})") from None
     if header is None:
@@ -887,7 +935,7 @@ def _open(
         plan, first_row = plan_or_none, header
     limit = now_limit or clock.to_iso(clock.now() + timedelta(days=1))
     src = CsvSource(
-        path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text,
+        path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text, _log=log,
         _reader=reader, _line_offset=offset,
         _first_row=first_row, _first_line=header_line if first_row is not None else header_line + 1,
         _now_limit=limit, mapping=mapping,
@@ -913,11 +961,11 @@ def open_csv_part(
         binary.seek(start)
         # A byte-order mark only counts at the start of the file.
         encoding = "utf-8" if fmt.encoding == "utf-8-sig" else fmt.encoding
-        text = io.TextIOWrapper(binary, encoding=encoding, errors="strict", newline="")  # type: ignore[arg-type]
-        csv.field_size_limit(max(csv.field_size_limit(), 16 * MAX_FIELD_CHARS))
+        text, log = open_text(binary, encoding, per_line=fmt.per_line, start=start)
+        _set_field_limit()
         reader = csv.reader(text, delimiter=fmt.delimiter)
         return CsvSource(
-            path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text,
+            path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text, _log=log,
             _reader=reader, _line_offset=first_line - 1, _first_line=first_line, _now_limit=now_limit,
         )
     except BaseException:

@@ -378,12 +378,46 @@ def test_undecodable_byte_names_the_line_through_the_real_binary(project: Path, 
     path = tmp_path / "late.csv"
     body = "email,city\n" + "".join(f"u{i}@example.org,Delft\n" for i in range(3000))
     path.write_bytes(body.encode("utf-8") + "z@example.org,Düsseldorf\n".encode("cp1252"))
-    proc = run_mailcli("import", str(path), "--list", "news")
+    proc = run_mailcli("import", str(path), "--list", "news", "--encoding", "utf-8")
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[0] == f"Error: {path}: line 3002: cannot be decoded as utf-8"
     assert "--encoding" in proc.stderr
     conn = db(project)
     assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
+
+
+def test_utf8_file_with_cp1252_lines_reads_jose_as_jose_and_names_the_lines(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    # What an editor makes of a UTF-8 export with a few lines pasted from a
+    # cp1252 one: read whole as cp1252, "José" became "JosÃ©" without a word.
+    path = tmp_path / "mixed.csv"
+    lines = [b"email,first_name,city"]
+    for i in range(6):
+        lines.append(f"u{i}@example.org,José,Zürich".encode())
+    lines.insert(3, "p1@example.org,José,Köln".encode("cp1252"))
+    lines.append("p2@example.org,Renée,€ 5".encode("cp1252"))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = cli("import", str(path), "--list", "news", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["imported"], data["reencoded"], data["reencoded_lines"]) == (8, 2, [4, 9])
+    assert "2 line(s) were not UTF-8 like the rest of the file and were read as Windows-1252 (cp1252):" \
+           " line 4, 9" in result.stderr
+    conn = db(project)
+    names = dict(conn.execute("SELECT email, first_name FROM contacts").fetchall())
+    assert set(names.values()) == {"José", "Renée"}
+    assert contact(project, "p2@example.org")["attributes"] == {"city": "€ 5"}
+    assert contact(project, "u0@example.org")["attributes"] == {"city": "Zürich"}
+
+
+def test_cp1252_file_with_a_utf8_line_reads_it_as_utf8(project: Path, cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    lines = [b"email;voornaam"] + [f"u{i}@example.nl;Zoë".encode("cp1252") for i in range(5)]
+    lines.append("x@example.nl;Zoë".encode())
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    data = imported(cli, str(path), "--list", "news")
+    assert (data["imported"], data["reencoded"], data["reencoded_lines"]) == (6, 1, [7])
+    assert {r[0] for r in db(project).execute("SELECT first_name FROM contacts")} == {"Zoë"}
 
 
 # ------------------------------------------------------------------ big files

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailcli.decoding import line_numbers
 from mailcli.errors import ExitCode, InputFileError, UsageError
 from mailcli.importer import (
     ImportRow,
@@ -183,7 +184,7 @@ def test_no_email_column_lists_headers_and_suggests_map() -> None:
     assert info.value.hint and "--map" in info.value.hint
 
 
-def test_undecodable_byte_after_the_sample_names_the_line(tmp_path: Path) -> None:
+def test_cp1252_line_after_the_sample_is_read_as_cp1252_and_named(tmp_path: Path) -> None:
     path = tmp_path / "mixed.csv"
     lines = ["email,city"] + [f"user{i}@example.org,Amsterdam" for i in range(5000)]
     lines.insert(4001, "late@example.org,M\xfcnchen")  # written below as cp1252
@@ -192,6 +193,13 @@ def test_undecodable_byte_after_the_sample_names_the_line(tmp_path: Path) -> Non
     assert path.stat().st_size > 64 * 1024
     with open_csv(path) as source:
         assert source.format.encoding == "utf-8"
+        rows = list(source.rows())
+        count, offsets = source.reencoded
+    late = [r for r in rows if r.email == "late@example.org"]  # type: ignore[union-attr]
+    assert late[0].attributes == {"city": "München"}  # type: ignore[union-attr]
+    assert count == 1 and line_numbers(path, offsets) == [4002]
+    # Told the encoding, the whole file is decoded that way, strictly.
+    with open_csv(path, encoding="utf-8") as source:
         with pytest.raises(InputFileError, match=r"mixed.csv: line 4002: cannot be decoded as utf-8") as info:
             list(source.rows())
     assert info.value.hint and "--encoding" in info.value.hint

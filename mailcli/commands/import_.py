@@ -116,12 +116,16 @@ def import_cmd(
         if rejects_file is not None:
             rejects_file.commit()
     out.detail(f"{file}: {feed.how_read}")
-    data = {"file": str(file), "list": list_name.strip(), **result.as_dict()}
+    reencoded, reencoded_lines = feed.reencoded()
+    data = {"file": str(file), "list": list_name.strip(), **result.as_dict(),
+            "reencoded": reencoded, "reencoded_lines": reencoded_lines}
     if check_mx:
         data["undeliverable"] = _check_domains(out, feed.domains or {}, nameserver)
     if out.json:
         out.data(data)
     _summary(out, result, list_name.strip(), rejects)
+    if reencoded:
+        _reencoded(out, source.format.encoding, reencoded, reencoded_lines)
     if not out.quiet:
         from ..store.audience import list_summaries
 
@@ -163,6 +167,18 @@ def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> Non
             out.info(f"Rejected rows written to {rejects}")
         else:
             out.info("Write them with their reasons to a file with --rejects FILE")
+
+
+def _reencoded(out: Any, encoding: str, count: int, lines: list[int]) -> None:
+    # Each line is decoded by itself when the encoding was detected: these
+    # were written otherwise than the rest of the file (pasted from another).
+    if encoding.startswith("utf-8"):
+        how = "not UTF-8 like the rest of the file and were read as Windows-1252 (cp1252)"
+    else:
+        how = "UTF-8 in a Windows-1252 (cp1252) file and were read as UTF-8"
+    shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if count > 10 else "")
+    out.warn(f"{count} line(s) were {how}: line {shown}; check the names on them"
+             " (or give --encoding to decode the whole file one way)")
 
 
 def _check_domains(out: Any, domains: dict[str, int], nameserver: str | None) -> list[dict[str, Any]]:
