@@ -72,6 +72,9 @@ from mailcli.errors import InputFileError, UsageError
 
 HEAD_BYTES = 64 * 1024
 MAX_FIELD_CHARS = 64 * 1024
+# A rejected row's cell over MAX_FIELD_CHARS goes to the rejects file cut to
+# this many characters and a marker saying how long it was.
+REJECT_CELL_CHARS = 1000
 # Detected encodings whose lines are decoded one by one (mailcli.decoding).
 PER_LINE = frozenset({"utf-8", "utf-8-sig", "cp1252"})
 DETECT_RECORDS = 50
@@ -652,6 +655,14 @@ class CsvSource:
                             stop_line = 0
                     return
                 except csv.Error as exc:
+                    if "field limit" in str(exc):
+                        # Only a quoted field running over many lines gets
+                        # here (a longer line is refused by the decoder), and
+                        # where its record ends is then anyone's guess.
+                        raise InputFileError(
+                            f"{self.name}: line {line}: a quoted field runs on for more than"
+                            f" {MAX_LINE_BYTES // (1024 * 1024)} MiB",
+                            hint='look for a quote (") that is never closed') from None
                     # Python 3.10's csv refuses NUL itself; 3.11+ hands the row
                     # to parse(), which rejects it with this same reason.
                     reason = "NUL byte in row" if "NUL" in str(exc) else f"malformed CSV record ({exc})"
@@ -826,12 +837,22 @@ class CsvSource:
             name = headers[i] if i < len(headers) else f"column_{i + 1}"
             if name in raw:  # a repeated header: keep every cell, in order
                 name = f"{name} ({i + 1})"
-            raw[name] = cell
+            raw[name] = cut_cell(cell)
         return RowReject(line, reason, raw)
 
 
+def cut_cell(cell: str) -> str:
+    """A rejected row's cell as it was in the file, or, over the field limit,
+    its start and a marker saying how long it was."""
+    if len(cell) <= MAX_FIELD_CHARS:
+        return cell
+    return f"{cell[:REJECT_CELL_CHARS]}…[cut: {len(cell)} characters]"
+
+
 def _set_field_limit() -> None:
-    csv.field_size_limit(max(csv.field_size_limit(), 16 * MAX_FIELD_CHARS))
+    # As long as a line may be: a longer field is refused as such (see _records).
+    if csv.field_size_limit() < MAX_LINE_BYTES:
+        csv.field_size_limit(MAX_LINE_BYTES)
 
 
 def _line_too_long(path: Path, exc: LineTooLong) -> InputFileError:

@@ -149,6 +149,42 @@ def test_every_kind_of_bad_row_goes_to_the_rejects_file(project: Path, cli: Cli,
     assert sorted(int(line) for line in by_line) == [r["line"] for r in data["rejects"]]  # type: ignore[index]
 
 
+def test_a_row_with_a_10_mb_field_is_in_the_rejects_file_with_its_cells(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    # It used to come out as ",,,2,...": every cell blank but the line number.
+    source = tmp_path / "huge.csv"
+    huge = "A" * (10 * 1024 * 1024)
+    source.write_text(f"email,first_name,city\nbig@example.org,{huge},Utrecht\n"
+                      f'"quoted@example.org","{huge[:70_000]}","De ""Bilt"""\nok@example.org,Ann,Delft\n',
+                      encoding="utf-8")
+    rejects = tmp_path / "rejected.csv"
+    data = imported(cli, str(source), "--list", "news", "--rejects", str(rejects))
+    assert (data["imported"], data["rejected"]) == (1, 2)
+    with rejects.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1] == ["big@example.org", "A" * 1000 + f"…[cut: {len(huge)} characters]", "Utrecht", "2",
+                       "field longer than 64 KiB"]
+    assert rows[2] == ["quoted@example.org", "A" * 1000 + "…[cut: 70000 characters]", 'De "Bilt"', "3",
+                       "field longer than 64 KiB"]
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_line_or_a_quoted_field_over_16_mib_refuses_the_file(
+        project: Path, cli: Cli, tmp_path: Path, quoted: bool) -> None:
+    imported(cli, str(DATA / "dutch_excel.csv"), "--list", "news")
+    before = dump(project)
+    source = tmp_path / "endless.csv"
+    with source.open("wb") as handle:
+        handle.write(b"email,notes\nann@example.org,fine\nbob@example.org," + (b'"' if quoted else b""))
+        line = (b"x" * 1023 + b"\n") if quoted else b"x" * 1024
+        handle.write(line * (17 * 1024))
+    result = cli("import", str(source), "--list", "news")
+    assert result.exit_code == 2, result.output
+    reason = "a quoted field runs on for more than 16 MiB" if quoted else "longer than 16 MiB"
+    assert result.stderr.splitlines()[0].startswith(f"Error: {source}: line 3: {reason}")
+    assert dump(project) == before
+
+
 def test_strict_exits_3_but_keeps_the_good_rows(project: Path, cli: Cli) -> None:
     result = cli("import", str(DATA / "bad_rows.csv"), "--list", "news", "--strict")
     assert result.exit_code == 3
