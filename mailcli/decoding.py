@@ -80,9 +80,16 @@ class DecodeLog:
     count: int = 0
     offsets: list[int] = field(default_factory=list)  # the first KEEP_OFFSETS line starts
     attached: bool = False
+    # The text wrapper decodes ahead of the reader: a reader that stops at
+    # ``until`` (where another reader takes over) counts only the lines
+    # before it, in ``before``.
+    until: int | None = None
+    before: int = 0
 
     def add(self, offset: int) -> None:
         self.count += 1
+        if self.until is not None and offset < self.until:
+            self.before += 1
         if len(self.offsets) < KEEP_OFFSETS:
             self.offsets.append(offset)
 
@@ -119,11 +126,13 @@ def line_decoder(encoding: str, *, per_line: bool, start: int = 0) -> tuple[code
         _handover.clear()
 
 
-def open_text(binary: BinaryIO, encoding: str, *, per_line: bool, start: int = 0) -> tuple[io.TextIOWrapper, DecodeLog]:
+def open_text(binary: BinaryIO, encoding: str, *, per_line: bool, start: int = 0,
+              until: int | None = None) -> tuple[io.TextIOWrapper, DecodeLog]:
     """A text stream over ``binary`` (positioned at file offset ``start``) for
-    the csv reader, and the log its decoder keeps (see :func:`codec_name`)."""
+    the csv reader, and the log its decoder keeps (see :func:`codec_name`;
+    ``until``: see :class:`DecodeLog`)."""
     name = codec_name(encoding, per_line=per_line)
-    log = DecodeLog(start=start)
+    log = DecodeLog(start=start, until=until)
     _handover.append(log)
     try:
         text = io.TextIOWrapper(binary, encoding=name, errors="strict", newline="")  # type: ignore[type-var]

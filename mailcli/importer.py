@@ -111,7 +111,8 @@ _CLEANED = ["cleantime", "cleanedat"]
 _LAST_NAME_PREFIX = ["tussenvoegsel", "tussenvoegsels", "voorvoegsel", "voorvoegsels"]
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
-_SEP_LINE = re.compile(r"sep=(.)\r?\n?")
+# Excel's "sep=;" first line: the delimiter and nothing else on the line.
+_SEP_LINE = re.compile(r"sep=(.)(\r\n|\n|\r|$)")
 _DMY = re.compile(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?:[ T]+(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?)?")
 _SPACES = re.compile(r"\s+")
 # IPv4 octets as written without leading zeros (ipaddress refuses those).
@@ -474,7 +475,7 @@ def detect_format(
     if sample.startswith("\ufeff"):
         sample = sample[1:]
     sep = _SEP_LINE.match(sample)
-    if sep and (sample[sep.end() - 1 : sep.end()] == "\n" or complete):
+    if sep and sep.group(1) not in "\r\n" and (sep.group(2) or complete):
         return CsvFormat(encoding, delimiter or sep.group(1), skip_sep_line=True, per_line=per_line)
     if delimiter:
         return CsvFormat(encoding, _check_delimiter(delimiter), per_line=per_line)
@@ -605,6 +606,13 @@ class CsvSource:
         """How many lines so far were decoded otherwise than the file's
         encoding, and the byte offsets where the first of them start."""
         return self._log.count, self._log.offsets
+
+    def reencoded_before(self) -> tuple[int, list[int]]:
+        """As :attr:`reencoded`, but only the lines before ``split`` (see
+        :func:`open_csv`): the decoder reads ahead of the records."""
+        until = self._log.until
+        assert until is not None
+        return self._log.before, [o for o in self._log.offsets if o < until]
 
     def __enter__(self) -> CsvSource:
         return self
@@ -869,14 +877,16 @@ def open_csv(
     mapping: dict[str, str] | None = None,
     now_limit: str | None = None,
     per_line: bool = False,
+    split: int | None = None,
 ) -> CsvSource:
     """Open a contact file, detect its format and plan its columns.
 
     Raises InputFileError (exit 2) for a missing, unreadable, binary or empty
     file, or one without an email column. ``now_limit`` is the latest consent
-    time accepted (ISO-8601; default a day from now). ``per_line``: the
-    ``encoding`` given was detected before (by the import a worker reads
-    for), so lines are decoded one by one as then.
+    time accepted (ISO-8601; default a day from now). For the first of two
+    readers (see :mod:`mailcli.importfeed`): ``per_line``, the ``encoding``
+    given was detected by the import, so lines are decoded one by one as
+    then; ``split``, the offset where the other reader starts.
     """
     path = Path(path)
     source = str(path)
@@ -889,7 +899,7 @@ def open_csv(
     except OSError as exc:
         raise InputFileError(f"{source}: cannot read ({exc.strerror})") from None
     try:
-        return _open(binary, path, source, encoding, delimiter, mapping, now_limit, per_line)
+        return _open(binary, path, source, encoding, delimiter, mapping, now_limit, per_line, split)
     except BaseException:
         binary.close()
         raise
@@ -904,6 +914,7 @@ def _open(
     mapping: dict[str, str] | None,
     now_limit: str | None = None,
     per_line: bool = False,
+    split: int | None = None,
 ) -> CsvSource:
     import os
 
@@ -920,7 +931,7 @@ def _open(
     if per_line and fmt.encoding in PER_LINE:  # a worker reading a file the import detected
         fmt = CsvFormat(fmt.encoding, fmt.delimiter, fmt.skip_sep_line, per_line=True)
     binary.seek(0)
-    text, log = open_text(binary, fmt.encoding, per_line=fmt.per_line)
+    text, log = open_text(binary, fmt.encoding, per_line=fmt.per_line, until=split)
     _set_field_limit()
     reader = csv.reader(text, delimiter=fmt.delimiter)
     try:

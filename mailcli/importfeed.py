@@ -257,7 +257,8 @@ class ImportFeed:
             _fix_mmap_threshold()
         first, second = workers
         try:
-            first.start({**common, "part": 1, "mapping": source.mapping, "stop_line": line}, 0)
+            first.start({**common, "part": 1, "mapping": source.mapping, "stop_line": line, "stop_offset": start},
+                        0)
             second.start({**common, "part": 2, "start": start, "first_line": line}, start)
             self.sqlite_frames = common["sqlite_frames"]
             for batch in _merge_frames(first, second, line, self.domains, self.sqlite_frames):
@@ -502,7 +503,8 @@ def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
     stop: Boundary | None = None
     if job["part"] == 1:
         source = open_csv(job["path"], encoding=job["encoding"], delimiter=job["delimiter"],
-                          mapping=job["mapping"], now_limit=job["now_limit"], per_line=job["per_line"])
+                          mapping=job["mapping"], now_limit=job["now_limit"], per_line=job["per_line"],
+                          split=job["stop_offset"])
         if source.plan != plan:
             raise RuntimeError("the file's columns differ from what the import planned")
         stop = Boundary(job["stop_line"])
@@ -527,7 +529,8 @@ def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
             _send(out, _ROWS, {"position": batch.position, "suppressed": batch.suppressed}, frame)
     if stop is not None and not boundary_sent:
         _send(out, _BOUNDARY, {"reached": stop.reached})
-    count, offsets = source.reencoded
+    # Up to the other part's start, unless this part read across it.
+    count, offsets = source.reencoded_before() if stop is not None and stop.reached else source.reencoded
     _send(out, _END, {"domains": domains, "reencoded": count, "reencoded_at": offsets})
 
 

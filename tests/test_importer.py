@@ -225,6 +225,18 @@ def test_excel_sep_line(tmp_path: Path) -> None:
     assert [(r.line, r.attributes) for r in good] == [(3, {"plaats": "Delft, NL"})]
 
 
+@pytest.mark.parametrize("complete", [True, False])
+def test_a_first_header_named_sep_is_a_column_not_excels_sep_line(tmp_path: Path, complete: bool) -> None:
+    # "sep=;" followed by more on its line was taken for Excel's sep line:
+    # the header line was skipped and the first contact read as the header.
+    path = tmp_path / "sep.csv"
+    rows = "".join(f"x{i},u{i}@example.org\n" for i in range(1 if complete else 5000))
+    path.write_text("sep=;,email\n" + rows, encoding="utf-8")
+    good, bad = read(path)
+    assert (good[0].line, good[0].email, good[0].attributes) == (2, "u0@example.org", {"sep": "x0"})
+    assert not bad
+
+
 def test_headerless_list_of_addresses(tmp_path: Path) -> None:
     path = tmp_path / "plain.txt"
     path.write_text("a@example.org\nB@Example.org\n\nnot an address\n", encoding="utf-8")
