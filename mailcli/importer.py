@@ -71,6 +71,9 @@ from mailcli.decoding import MAX_LINE_BYTES, DecodeLog, LineTooLong, line_number
 from mailcli.errors import InputFileError, UsageError
 
 HEAD_BYTES = 64 * 1024
+# The delimiter is judged on the first records, which may be long (a notes
+# column): up to this much of the file is read for them.
+DETECT_BYTES = 1024 * 1024
 MAX_FIELD_CHARS = 64 * 1024
 # A rejected row's cell over MAX_FIELD_CHARS goes to the rejects file cut to
 # this many characters and a marker saying how long it was.
@@ -430,7 +433,9 @@ def detect_delimiter(sample: str, *, truncated: bool = False) -> str:
         if not counts or counts[0] < 2:
             continue
         header = counts[0]
-        consistent = sum(1 for n in counts[1:] if n == header) / max(len(counts) - 1, 1)
+        # A header alone (the first record is longer than the sample) says
+        # nothing against this delimiter: the header's fields decide.
+        consistent = sum(1 for n in counts[1:] if n == header) / (len(counts) - 1) if len(counts) > 1 else 1.0
         score = (consistent, header, -rank)
         if best is None or score > best:
             best, chosen = score, delimiter
@@ -461,14 +466,15 @@ def detect_format(
     delimiter: str | None = None,
     complete: bool = False,
 ) -> CsvFormat:
-    """Encoding and delimiter for a file whose first bytes are ``head``."""
+    """Encoding and delimiter for a file whose first bytes are ``head``
+    (the encoding is judged on the first HEAD_BYTES of them)."""
     if encoding:
         encoding = _check_encoding(encoding)
         if encoding == "utf-8" and head.startswith(codecs.BOM_UTF8):
             encoding = "utf-8-sig"
         per_line = False
     else:
-        encoding = detect_encoding(head, source, complete=complete)
+        encoding = detect_encoding(head[:HEAD_BYTES], source, complete=complete and len(head) <= HEAD_BYTES)
         per_line = encoding in PER_LINE
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     sample = decoder.decode(head, final=complete)
@@ -920,14 +926,14 @@ def _open(
 
     size = os.fstat(binary.fileno()).st_size
     try:
-        head = binary.read(HEAD_BYTES)
+        head = binary.read(DETECT_BYTES)
     except OSError as exc:
         raise InputFileError(f"{source}: cannot read ({exc.strerror})") from None
     if not head.strip():
         raise InputFileError(f"{source}: the file is empty")
     if head.startswith(b"PK\x03\x04"):
         _refuse_zip_of_csv(binary, source)
-    fmt = detect_format(head, source, encoding=encoding, delimiter=delimiter, complete=len(head) < HEAD_BYTES)
+    fmt = detect_format(head, source, encoding=encoding, delimiter=delimiter, complete=len(head) < DETECT_BYTES)
     if per_line and fmt.encoding in PER_LINE:  # a worker reading a file the import detected
         fmt = CsvFormat(fmt.encoding, fmt.delimiter, fmt.skip_sep_line, per_line=True)
     binary.seek(0)

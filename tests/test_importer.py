@@ -237,6 +237,19 @@ def test_a_first_header_named_sep_is_a_column_not_excels_sep_line(tmp_path: Path
     assert not bad
 
 
+def test_semicolons_detected_when_the_first_record_is_longer_than_the_sample(tmp_path: Path) -> None:
+    # Only the header fitted in the 64 KiB sample, which counted as "no
+    # record agrees" for ";" as much as for "|" (inside the last header
+    # name), and "|" split the header into more fields: no email column.
+    path = tmp_path / "wide.csv"
+    path.write_text("E-mailadres;Naam;Opmerking;Status|a|b|c|d|e\n"
+                    f"ann@example.nl;Ann;{'x' * 70_000};kort\nbob@example.nl;Bob;kort;kort\n", encoding="utf-8")
+    with open_csv(path) as source:
+        assert source.format.delimiter == ";"
+        rows = list(source.rows())
+    assert [r.email for r in rows if isinstance(r, ImportRow)] == ["bob@example.nl"]
+
+
 def test_headerless_list_of_addresses(tmp_path: Path) -> None:
     path = tmp_path / "plain.txt"
     path.write_text("a@example.org\nB@Example.org\n\nnot an address\n", encoding="utf-8")
