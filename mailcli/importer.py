@@ -428,9 +428,12 @@ def detect_delimiter(sample: str, *, truncated: bool = False) -> str:
     """The candidate delimiter that splits the sample most consistently."""
     best: tuple[float, int, int] | None = None
     chosen = ","
+    unsplit: str | None = None  # for a one-column file: the first that splits no record
     for rank, delimiter in enumerate(DELIMITERS):
         counts = _field_counts(sample, delimiter, truncated)
         if not counts or counts[0] < 2:
+            if unsplit is None and all(n == 1 for n in counts):
+                unsplit = delimiter
             continue
         header = counts[0]
         # A header alone (the first record is longer than the sample) says
@@ -439,7 +442,7 @@ def detect_delimiter(sample: str, *, truncated: bool = False) -> str:
         score = (consistent, header, -rank)
         if best is None or score > best:
             best, chosen = score, delimiter
-    return chosen
+    return chosen if best is not None or unsplit is None else unsplit
 
 
 def _field_counts(sample: str, delimiter: str, truncated: bool) -> list[int]:

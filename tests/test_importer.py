@@ -250,6 +250,16 @@ def test_semicolons_detected_when_the_first_record_is_longer_than_the_sample(tmp
     assert [r.email for r in rows if isinstance(r, ImportRow)] == ["bob@example.nl"]
 
 
+def test_a_one_column_file_is_not_split_at_a_comma_inside_a_cell(tmp_path: Path) -> None:
+    # With one column no delimiter splits the header, and "," was taken:
+    # "a@example.org, b@example.org" came out as two cells in the rejects file.
+    path = tmp_path / "one.csv"
+    path.write_text("email\nann@example.org\na@example.org, b@example.org\n", encoding="utf-8")
+    good, bad = read(path)
+    assert [r.email for r in good] == ["ann@example.org"]
+    assert [(r.line, r.raw) for r in bad] == [(3, {"email": "a@example.org, b@example.org"})]
+
+
 def test_headerless_list_of_addresses(tmp_path: Path) -> None:
     path = tmp_path / "plain.txt"
     path.write_text("a@example.org\nB@Example.org\n\nnot an address\n", encoding="utf-8")
