@@ -51,7 +51,7 @@ class EnvVars:
 # Value types
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w|mo|y)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d|w|mo|y)\s*$")
 _UNIT_WORDS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "mo": "months", "y": "years"}
 
 
@@ -498,6 +498,8 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     if not name:
         raise reader.fail("project.name", "must not be empty")
     database = _resolve_path(root, reader.get("project", "database", str, "mailcli.db"))
+    if database.is_dir():
+        raise reader.fail("project.database", f"is a folder, not a database file: {database}")
     project = ProjectSettings(name=name, database=database, root=root)
 
     from_name, from_address = _parse_mailbox(reader, "sender.from", reader.get("sender", "from", str, required=True), allow_name=True)
