@@ -480,7 +480,11 @@ def detect_format(
         encoding = detect_encoding(head[:HEAD_BYTES], source, complete=complete and len(head) <= HEAD_BYTES)
         per_line = encoding in PER_LINE
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-    sample = decoder.decode(head, final=complete)
+    try:
+        sample = decoder.decode(head, final=complete)
+    except UnicodeError as exc:  # not a byte but the whole text: UTF-16 without a BOM
+        raise InputFileError(f"{source}: line 1: cannot be decoded as {encoding} ({exc})",
+                             hint="pass the file's encoding, e.g. --encoding utf-16-le") from None
     if sample.startswith("\ufeff"):
         sample = sample[1:]
     sep = _SEP_LINE.match(sample)
@@ -689,12 +693,8 @@ class CsvSource:
                         if stop.at(line):  # type: ignore[union-attr]
                             return
                         stop_line = 0
-        except UnicodeDecodeError:
-            bad = find_undecodable_line(self.path, self.format.encoding)
-            raise InputFileError(
-                f"{self.name}: line {bad}: cannot be decoded as {self.format.encoding}",
-                hint="pass the file's encoding, e.g. --encoding cp1252",
-            ) from None
+        except UnicodeError as exc:  # a byte that does not decode; UTF-16 without a BOM
+            raise _undecodable(self.path, self.format.encoding, exc) from None
         except LineTooLong as exc:
             raise _line_too_long(self.path, exc) from None
 
@@ -951,12 +951,8 @@ def _open(
             if any(cell.strip() for cell in row):
                 header = row
                 break
-    except UnicodeDecodeError:
-        bad = find_undecodable_line(path, fmt.encoding)
-        raise InputFileError(
-            f"{source}: line {bad}: cannot be decoded as {fmt.encoding}",
-            hint="pass the file's encoding, e.g. --encoding cp1252",
-        ) from None
+    except UnicodeError as exc:  # a byte that does not decode; UTF-16 without a BOM
+        raise _undecodable(path, fmt.encoding, exc) from None
     except LineTooLong as exc:
         raise _line_too_long(path, exc) from None
     except csv.Error as exc:
@@ -1059,14 +1055,22 @@ def find_undecodable_line(path: Path, encoding: str) -> int:
         for piece in handle:  # split at b"\n": each piece holds at most one newline
             try:
                 text = decoder.decode(piece)
-            except UnicodeDecodeError:
+            except UnicodeError:
                 return line
             line += text.count("\n")
         try:
             decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
+        except UnicodeError:
             return line
     return line
+
+
+def _undecodable(path: Path, encoding: str, exc: UnicodeError) -> InputFileError:
+    bad = find_undecodable_line(path, encoding)
+    # A decoding error names its byte; other codec errors say what is wrong.
+    detail = "" if isinstance(exc, UnicodeDecodeError) else f" ({exc})"
+    return InputFileError(f"{path}: line {bad}: cannot be decoded as {encoding}{detail}",
+                          hint="pass the file's encoding, e.g. --encoding cp1252")
 
 
 def iter_rows(

@@ -185,6 +185,18 @@ def test_a_line_or_a_quoted_field_over_16_mib_refuses_the_file(
     assert dump(project) == before
 
 
+def test_encoding_utf16_for_a_file_without_a_bom_is_refused_with_the_reason(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    # Python's UTF-16 codec raises a UnicodeError that is not a decoding
+    # error when the BOM is missing: it ended the import as "unexpected".
+    path = tmp_path / "u16.csv"
+    path.write_bytes(b"\x00\xfe;\x00e\x00m\x00a\x00i\x00l\x00\n\x00")
+    result = cli("import", str(path), "--list", "news", "--encoding", "utf-16")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"Error: {path}: line 1: cannot be decoded as utf-16 (UTF-16 stream does not start with BOM)")
+
+
 def test_strict_exits_3_but_keeps_the_good_rows(project: Path, cli: Cli) -> None:
     result = cli("import", str(DATA / "bad_rows.csv"), "--list", "news", "--strict")
     assert result.exit_code == 3
