@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test venv lint bench walkthrough clean
+.PHONY: demo test venv lint bench walkthrough fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,5 +54,15 @@ bench: venv
 walkthrough: venv
 	$(BIN)/python docs/walkthrough.py
 
+# Long fuzzing runs of the CSV, config, feedback and serve harnesses in
+# tests/fuzz (a short seeded budget of them runs in `make test`):
+#   make fuzz FUZZ_SECONDS=3600 FUZZ_SURFACES="csv serve"
+# Coverage-guided with atheris where it installs, with hypothesis otherwise.
+FUZZ_SECONDS  ?= 300
+FUZZ_SURFACES ?=
+fuzz: venv
+	$(BIN)/python -m pip install --quiet 'atheris>=2.3' || echo "atheris did not install: fuzzing with hypothesis"
+	$(BIN)/python -m tests.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_SURFACES)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info .coverage .coverage.* htmlcov
+	rm -rf $(VENV) .pytest_cache .hypothesis .fuzz build dist *.egg-info .coverage .coverage.* htmlcov

@@ -16,8 +16,13 @@ def now_iso() -> str:
 
 
 def to_iso(moment: datetime) -> str:
-    """ISO-8601 UTC text with a ``Z`` suffix for an aware datetime."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO-8601 UTC text with a ``Z`` suffix for an aware datetime.
+
+    The year always has four digits (strftime writes the year 999 as
+    ``999``), so that the text sorts as the time does: the database compares
+    these as strings.
+    """
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")[:19] + "Z"
 
 
 def parse_iso(text: str) -> datetime:

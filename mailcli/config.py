@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 import sys
@@ -33,6 +34,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 CONFIG_NAME = "mailcli.toml"
 SECRET_FILE = Path(".mailcli") / "secret"
+MAX_TIMEOUT = 3600  # seconds: an SMTP reply slower than an hour is no reply
+MAX_CONFIG_BYTES = 1024 * 1024  # a configuration is a few kilobytes
 
 
 class EnvVars:
@@ -48,7 +51,7 @@ class EnvVars:
 # Value types
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w|mo|y)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d|w|mo|y)\s*$")
 _UNIT_WORDS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "mo": "months", "y": "years"}
 
 
@@ -72,12 +75,16 @@ class Duration:
         return f"{self.amount} {word[:-1] if self.amount == 1 else word}"
 
     def before(self, moment: datetime) -> datetime:
-        """The moment this duration before ``moment``."""
-        if self.unit in ("mo", "y"):
-            months = self.amount * (12 if self.unit == "y" else 1)
-            return _minus_months(moment, months)
-        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[self.unit]
-        return moment - timedelta(seconds=self.amount * seconds)
+        """The moment this duration before ``moment``, or the earliest one
+        there is (1 January of the year 1) if that is earlier."""
+        try:
+            if self.unit in ("mo", "y"):
+                months = self.amount * (12 if self.unit == "y" else 1)
+                return _minus_months(moment, months)
+            seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[self.unit]
+            return moment - timedelta(seconds=self.amount * seconds)
+        except (OverflowError, ValueError):
+            return datetime.min.replace(tzinfo=moment.tzinfo)
 
     def seconds(self) -> float:
         """Approximate length in seconds (months as 30 days)."""
@@ -95,27 +102,46 @@ def _minus_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=day)
 
 
-def parse_duration(text: str) -> Duration:
+def parse_duration(text: str, longest: str = "100y") -> Duration:
+    """``30d`` and the like, from 0 to ``longest`` (months as 30 days, years as 365)."""
+    duration = _duration(text)
+    if duration is None or duration.seconds() > _duration(longest).seconds():  # type: ignore[union-attr]
+        raise ValueError(f"must be a duration such as 90s, 30m, 12h, 30d, 12w, 13mo or 2y, from 0 to {longest}"
+                         f" (got {text!r})")
+    return duration
+
+
+def _duration(text: str) -> Duration | None:
     match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError("must be a duration like 30d, 12w, 13mo or 2y")
+    # A number of hundreds of digits is refused without being converted.
+    if not match or len(match.group(1).lstrip("0")) > 15:
+        return None
     return Duration(int(match.group(1)), match.group(2))
+
+
+# A sending rate above this is no limit a relay would give; 0 means no limit.
+MAX_RATE = 10_000.0
+_RATE_RANGE = f"0 (no limit) or from \"1/h\" to \"{MAX_RATE:.0f}/s\""
 
 
 def parse_rate(value: Any) -> float:
     """``"20/s"``, ``"600/m"``, ``"3600/h"`` or a number per second; 0 = unlimited."""
     if isinstance(value, bool):
-        raise ValueError("must be like \"20/s\", \"600/m\" or 0")
+        raise ValueError(f"must be {_RATE_RANGE}, not true/false")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("must not be negative")
-        return float(value)
-    text = str(value).strip()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(?:/\s*(s|m|h))?", text)
-    if not match:
-        raise ValueError("must be like \"20/s\", \"600/m\" or \"0\" (unlimited)")
-    per = {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
-    return float(match.group(1)) / per
+        rate = float(value) if value == value and abs(value) <= 1e300 else math.nan
+        shown = repr(value)
+    else:
+        text = str(value).strip()
+        match = re.fullmatch(r"([0-9]{1,12}(?:\.[0-9]{1,12})?)\s*(?:/\s*(s|m|h))?", text)
+        if not match:
+            raise ValueError(f"must be a rate like \"20/s\", \"600/m\" or \"3600/h\": {_RATE_RANGE} (got {text!r})")
+        per = {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
+        rate = float(match.group(1)) / per
+        shown = repr(text)
+    if rate != 0 and not 1 / 3600 - 1e-12 <= rate <= MAX_RATE:
+        raise ValueError(f"must be {_RATE_RANGE} (got {shown})")
+    return rate
 
 
 def format_rate(per_second: float) -> str:
@@ -384,6 +410,18 @@ class _Reader:
         return value
 
 
+def _number(reader: _Reader, section: str, key: str, default: float, low: float, high: float, *,
+            integer: bool = True, above: bool = False, unit: str = "") -> Any:
+    """An integer (or, unless ``integer``, a number) from ``low`` to
+    ``high`` (``above``: more than ``low``); the message gives the range."""
+    value = reader.get(section, key, int if integer else (int, float), default)
+    inside = value > low if above else value >= low
+    if value != value or not (inside and value <= high):  # value != value: NaN
+        span = f"more than {low:g} and at most {high:g}" if above else f"from {low:g} to {high:g}"
+        raise reader.fail(f"{section}.{key}", f"must be {span}{unit} (got {value!r})")
+    return value
+
+
 def _kind_name(kinds: tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
@@ -460,6 +498,8 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     if not name:
         raise reader.fail("project.name", "must not be empty")
     database = _resolve_path(root, reader.get("project", "database", str, "mailcli.db"))
+    if database.is_dir():
+        raise reader.fail("project.database", f"is a folder, not a database file: {database}")
     project = ProjectSettings(name=name, database=database, root=root)
 
     from_name, from_address = _parse_mailbox(reader, "sender.from", reader.get("sender", "from", str, required=True), allow_name=True)
@@ -489,9 +529,7 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     )
 
     host = reader.get("smtp", "host", str, "localhost").strip()
-    port = reader.get("smtp", "port", int, 587)
-    if not 1 <= port <= 65535:
-        raise reader.fail("smtp.port", f"must be between 1 and 65535 (got {port})")
+    port = _number(reader, "smtp", "port", 587, 1, 65535)
     security = reader.get("smtp", "security", str, "starttls")
     if security not in ("starttls", "tls", "none"):
         raise reader.fail("smtp.security", f"must be \"starttls\", \"tls\" or \"none\" (got {security!r})")
@@ -500,27 +538,21 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
             "smtp.security", f"\"none\" sends passwords and mail in clear text; it is only allowed to localhost, not {host}",
             hint="use security = \"starttls\" (port 587) or \"tls\" (port 465)",
         )
-    timeout = reader.get("smtp", "timeout", (int, float), 30)
-    if timeout <= 0:
-        raise reader.fail("smtp.timeout", "must be more than 0 seconds")
+    timeout = _number(reader, "smtp", "timeout", 30, 0, MAX_TIMEOUT, integer=False, above=True, unit=" seconds")
     ca_text = reader.get("smtp", "ca_file", str, "")
     ca_file = _resolve_path(root, ca_text) if ca_text else None
     if ca_file is not None and not ca_file.is_file():
         raise reader.fail("smtp.ca_file", f"file not found: {ca_file}")
-    concurrency = reader.get("smtp", "concurrency", int, 4)
-    if not 1 <= concurrency <= 64:
-        raise reader.fail("smtp.concurrency", f"must be between 1 and 64 (got {concurrency})")
+    concurrency = _number(reader, "smtp", "concurrency", 4, 1, 64)
     try:
         rate = parse_rate(reader.get("smtp", "rate", (str, int, float), "0"))
     except ValueError as exc:
         raise reader.fail("smtp.rate", str(exc)) from None
     try:
-        retry_window = parse_duration(reader.get("smtp", "retry_window", str, "2m")).seconds()
+        retry_window = parse_duration(reader.get("smtp", "retry_window", str, "2m"), "24h").seconds()
     except ValueError as exc:
         raise reader.fail("smtp.retry_window", str(exc)) from None
-    domain_concurrency = reader.get("smtp", "domain_concurrency", int, 0)
-    if domain_concurrency < 0:
-        raise reader.fail("smtp.domain_concurrency", "must be 0 (no cap) or more")
+    domain_concurrency = _number(reader, "smtp", "domain_concurrency", 0, 0, 64, unit=" (0: no cap)")
     helo_name = _helo_name(reader, host)
     connect_backoff = _seconds(reader, "smtp", "connect_backoff", 1.0)
     if not 0 < connect_backoff <= retry_window:
@@ -566,9 +598,7 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         dkim_domain = reader.get("dkim", "domain", str, domain).strip().lower()
         dkim = DkimSettings(domain=dkim_domain, selector=selector, private_key_env=key_env, private_key_file=key_file)
 
-    soft_limit = reader.get("bounces", "soft_limit", int, 3)
-    if soft_limit < 1:
-        raise reader.fail("bounces.soft_limit", "must be 1 or more")
+    soft_limit = _number(reader, "bounces", "soft_limit", 3, 1, 1000)
     bounces = BounceSettings(soft_limit=soft_limit, imap_password_env=_env_name(reader, "bounces", "imap_password_env", EnvVars.IMAP_PASSWORD))
 
     serve = _serve_settings(reader)
@@ -624,9 +654,7 @@ def _seconds(reader: _Reader, section: str, key: str, default: float) -> float:
 
 
 def _serve_settings(reader: _Reader) -> ServeSettings:
-    port = reader.get("serve", "port", int, 8025)
-    if not 1 <= port <= 65535:
-        raise reader.fail("serve.port", f"must be between 1 and 65535 (got {port})")
+    port = _number(reader, "serve", "port", 8025, 1, 65535)
     host = reader.get("serve", "host", str, "127.0.0.1").strip()
     if not host or any(ch.isspace() for ch in host):
         raise reader.fail("serve.host", f"must be a host name or an IP address (got {host!r})")
@@ -652,15 +680,21 @@ def _slug(text: str) -> str:
 def load_settings(path: Path) -> Settings:
     """Read and validate one config file."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"Cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path.name}: larger than {MAX_CONFIG_BYTES // 1024} KiB, which no configuration is",
+                          hint=f"check that {path} is the project's mailcli.toml")
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path.name}: not UTF-8 text", hint=f"save {path} as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name}: invalid TOML: {exc}", hint=f"edit {path}") from None
+    except RecursionError:  # the parser recurses into nested arrays and tables
+        raise ConfigError(f"{path.name}: invalid TOML: values nested too deeply", hint=f"edit {path}") from None
     return parse_settings(data, path.resolve())
 
 

@@ -60,10 +60,16 @@ class ImportReport:
     how_read: str
     members: ListSummary | None  # the list's counts afterwards, as `mailcli lists` shows them
     mx: MxCheck | None = None
+    # Lines decoded otherwise than the rest of the file (pasted in from
+    # another): how many, and the numbers of the first, so a person can
+    # check the names on them.
+    reencoded: int = 0
+    reencoded_lines: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``import --json``."""
-        data: dict[str, Any] = {"file": str(self.file), "list": self.list_name, **self.result.as_dict()}
+        data: dict[str, Any] = {"file": str(self.file), "list": self.list_name, **self.result.as_dict(),
+                                "reencoded": self.reencoded, "reencoded_lines": self.reencoded_lines}
         if self.mx is not None:
             data["undeliverable"] = [d.as_dict() for d in self.mx.undeliverable]
         return data
@@ -143,11 +149,13 @@ def import_contacts(
             raise
         if rejects_file is not None:
             rejects_file.commit()
+    reencoded = feed.reencoded()
     return ImportReport(
         file=path, list_name=name, result=result, encoding=source.format.encoding,
         delimiter=source.format.delimiter, email_column=source.plan.headers[source.plan.email],
         how_read=feed.how_read, members=next(iter(list_summaries(store.conn, [name])), None),
         mx=_check_domains(feed.domains or {}, nameserver) if check_mx else None,
+        reencoded=reencoded[0], reencoded_lines=reencoded[1],
     )
 
 

@@ -67,10 +67,19 @@ from typing import BinaryIO, NamedTuple
 
 from mailcli import clock
 from mailcli.addresses import AddressError, normalise_address, normalise_pair
+from mailcli.decoding import MAX_LINE_BYTES, DecodeLog, LineTooLong, line_numbers, open_text
 from mailcli.errors import InputFileError, UsageError
 
 HEAD_BYTES = 64 * 1024
+# The delimiter is judged on the first records, which may be long (a notes
+# column): up to this much of the file is read for them.
+DETECT_BYTES = 1024 * 1024
 MAX_FIELD_CHARS = 64 * 1024
+# A rejected row's cell over MAX_FIELD_CHARS goes to the rejects file cut to
+# this many characters and a marker saying how long it was.
+REJECT_CELL_CHARS = 1000
+# Detected encodings whose lines are decoded one by one (mailcli.decoding).
+PER_LINE = frozenset({"utf-8", "utf-8-sig", "cp1252"})
 DETECT_RECORDS = 50
 DELIMITERS = (",", ";", "\t", "|")
 # Fields a column can be mapped to; anything else given to --map is an attribute.
@@ -105,7 +114,8 @@ _CLEANED = ["cleantime", "cleanedat"]
 _LAST_NAME_PREFIX = ["tussenvoegsel", "tussenvoegsels", "voorvoegsel", "voorvoegsels"]
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
-_SEP_LINE = re.compile(r"sep=(.)\r?\n?")
+# Excel's "sep=;" first line: the delimiter and nothing else on the line.
+_SEP_LINE = re.compile(r"sep=(.)(\r\n|\n|\r|$)")
 _DMY = re.compile(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?:[ T]+(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?)?")
 _SPACES = re.compile(r"\s+")
 # IPv4 octets as written without leading zeros (ipaddress refuses those).
@@ -189,11 +199,14 @@ class Boundary:
 
 @dataclass(frozen=True, slots=True)
 class CsvFormat:
-    """How a file is decoded and split."""
+    """How a file is decoded and split; ``per_line``: the encoding was
+    detected, and each line is decoded as UTF-8 or cp1252 by itself (see
+    :mod:`mailcli.decoding`)."""
 
     encoding: str
     delimiter: str
     skip_sep_line: bool = False
+    per_line: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,29 +402,47 @@ def detect_encoding(head: bytes, source: str, *, complete: bool = False) -> str:
     # text file is not binary; it rejects its row instead (F11).
     if len(head.translate(None, _TEXT_BYTES)) > max(len(head) // 100, 1) or head.count(0) > 64:
         raise InputFileError(f"{source}: binary file, not a CSV file")
-    for encoding in ("utf-8", "cp1252"):
-        try:
-            codecs.getincrementaldecoder(encoding)().decode(head, final=complete)
-        except UnicodeDecodeError:
-            continue
-        return encoding
-    return "latin-1"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=complete)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return "utf-8"
+    # Lines are decoded one by one (see mailcli.decoding); the file is called
+    # after the way most of its lines with accents are written.
+    lines = head.splitlines()
+    if not complete:
+        lines = lines[:-1]  # may be cut off in the middle of a character
+    utf8 = other = 0
+    for line in lines:
+        if not line.isascii():
+            try:
+                line.decode("utf-8")
+                utf8 += 1
+            except UnicodeDecodeError:
+                other += 1
+    return "utf-8" if utf8 >= other and utf8 else "cp1252"
 
 
 def detect_delimiter(sample: str, *, truncated: bool = False) -> str:
     """The candidate delimiter that splits the sample most consistently."""
     best: tuple[float, int, int] | None = None
     chosen = ","
+    unsplit: str | None = None  # for a one-column file: the first that splits no record
     for rank, delimiter in enumerate(DELIMITERS):
         counts = _field_counts(sample, delimiter, truncated)
         if not counts or counts[0] < 2:
+            if unsplit is None and all(n == 1 for n in counts):
+                unsplit = delimiter
             continue
         header = counts[0]
-        consistent = sum(1 for n in counts[1:] if n == header) / max(len(counts) - 1, 1)
+        # A header alone (the first record is longer than the sample) says
+        # nothing against this delimiter: the header's fields decide.
+        consistent = sum(1 for n in counts[1:] if n == header) / (len(counts) - 1) if len(counts) > 1 else 1.0
         score = (consistent, header, -rank)
         if best is None or score > best:
             best, chosen = score, delimiter
-    return chosen
+    return chosen if best is not None or unsplit is None else unsplit
 
 
 def _field_counts(sample: str, delimiter: str, truncated: bool) -> list[int]:
@@ -438,23 +469,30 @@ def detect_format(
     delimiter: str | None = None,
     complete: bool = False,
 ) -> CsvFormat:
-    """Encoding and delimiter for a file whose first bytes are ``head``."""
+    """Encoding and delimiter for a file whose first bytes are ``head``
+    (the encoding is judged on the first HEAD_BYTES of them)."""
     if encoding:
         encoding = _check_encoding(encoding)
         if encoding == "utf-8" and head.startswith(codecs.BOM_UTF8):
             encoding = "utf-8-sig"
+        per_line = False
     else:
-        encoding = detect_encoding(head, source, complete=complete)
+        encoding = detect_encoding(head[:HEAD_BYTES], source, complete=complete and len(head) <= HEAD_BYTES)
+        per_line = encoding in PER_LINE
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-    sample = decoder.decode(head, final=complete)
+    try:
+        sample = decoder.decode(head, final=complete)
+    except UnicodeError as exc:  # not a byte but the whole text: UTF-16 without a BOM
+        raise InputFileError(f"{source}: line 1: cannot be decoded as {encoding} ({exc})",
+                             hint="pass the file's encoding, e.g. --encoding utf-16-le") from None
     if sample.startswith("\ufeff"):
         sample = sample[1:]
     sep = _SEP_LINE.match(sample)
-    if sep and (sample[sep.end() - 1 : sep.end()] == "\n" or complete):
-        return CsvFormat(encoding, delimiter or sep.group(1), skip_sep_line=True)
+    if sep and sep.group(1) not in "\r\n" and (sep.group(2) or complete):
+        return CsvFormat(encoding, delimiter or sep.group(1), skip_sep_line=True, per_line=per_line)
     if delimiter:
-        return CsvFormat(encoding, _check_delimiter(delimiter))
-    return CsvFormat(encoding, detect_delimiter(sample, truncated=not complete))
+        return CsvFormat(encoding, _check_delimiter(delimiter), per_line=per_line)
+    return CsvFormat(encoding, detect_delimiter(sample, truncated=not complete), per_line=per_line)
 
 
 def _check_encoding(name: str) -> str:
@@ -554,6 +592,7 @@ class CsvSource:
     size: int
     _binary: BinaryIO = field(repr=False)
     _text: io.TextIOWrapper = field(repr=False)
+    _log: DecodeLog = field(repr=False)  # the lines decoded otherwise than the file's encoding
     _reader: Iterator[list[str]] = field(repr=False)  # a csv reader
     _line_offset: int = field(default=0, repr=False)  # physical lines before the reader's first
     _first_row: list[str] | None = field(default=None, repr=False)
@@ -574,6 +613,19 @@ class CsvSource:
 
     def close(self) -> None:
         self._text.close()
+
+    @property
+    def reencoded(self) -> tuple[int, list[int]]:
+        """How many lines so far were decoded otherwise than the file's
+        encoding, and the byte offsets where the first of them start."""
+        return self._log.count, self._log.offsets
+
+    def reencoded_before(self) -> tuple[int, list[int]]:
+        """As :attr:`reencoded`, but only the lines before ``split`` (see
+        :func:`open_csv`): the decoder reads ahead of the records."""
+        until = self._log.until
+        assert until is not None
+        return self._log.before, [o for o in self._log.offsets if o < until]
 
     def __enter__(self) -> CsvSource:
         return self
@@ -624,6 +676,14 @@ class CsvSource:
                             stop_line = 0
                     return
                 except csv.Error as exc:
+                    if "field limit" in str(exc):
+                        # Only a quoted field running over many lines gets
+                        # here (a longer line is refused by the decoder), and
+                        # where its record ends is then anyone's guess.
+                        raise InputFileError(
+                            f"{self.name}: line {line}: a quoted field runs on for more than"
+                            f" {MAX_LINE_BYTES // (1024 * 1024)} MiB",
+                            hint='look for a quote (") that is never closed') from None
                     # Python 3.10's csv refuses NUL itself; 3.11+ hands the row
                     # to parse(), which rejects it with this same reason.
                     reason = "NUL byte in row" if "NUL" in str(exc) else f"malformed CSV record ({exc})"
@@ -633,12 +693,10 @@ class CsvSource:
                         if stop.at(line):  # type: ignore[union-attr]
                             return
                         stop_line = 0
-        except UnicodeDecodeError:
-            bad = find_undecodable_line(self.path, self.format.encoding)
-            raise InputFileError(
-                f"{self.name}: line {bad}: cannot be decoded as {self.format.encoding}",
-                hint="pass the file's encoding, e.g. --encoding cp1252",
-            ) from None
+        except UnicodeError as exc:  # a byte that does not decode; UTF-16 without a BOM
+            raise _undecodable(self.path, self.format.encoding, exc) from None
+        except LineTooLong as exc:
+            raise _line_too_long(self.path, exc) from None
 
     def _parser(self, staged: bool) -> Callable[[int, list[str]], ImportRow | StagedRow | RowReject | OptOut | None]:
         """The per-record function, with the plan bound to locals (the hot path)."""
@@ -796,8 +854,28 @@ class CsvSource:
             name = headers[i] if i < len(headers) else f"column_{i + 1}"
             if name in raw:  # a repeated header: keep every cell, in order
                 name = f"{name} ({i + 1})"
-            raw[name] = cell
+            raw[name] = cut_cell(cell)
         return RowReject(line, reason, raw)
+
+
+def cut_cell(cell: str) -> str:
+    """A rejected row's cell as it was in the file, or, over the field limit,
+    its start and a marker saying how long it was."""
+    if len(cell) <= MAX_FIELD_CHARS:
+        return cell
+    return f"{cell[:REJECT_CELL_CHARS]}…[cut: {len(cell)} characters]"
+
+
+def _set_field_limit() -> None:
+    # As long as a line may be: a longer field is refused as such (see _records).
+    if csv.field_size_limit() < MAX_LINE_BYTES:
+        csv.field_size_limit(MAX_LINE_BYTES)
+
+
+def _line_too_long(path: Path, exc: LineTooLong) -> InputFileError:
+    (line,) = line_numbers(path, [exc.offset])
+    return InputFileError(
+        f"{path}: line {line}: longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB, which no contact record is")
 
 
 def open_csv(
@@ -807,12 +885,17 @@ def open_csv(
     delimiter: str | None = None,
     mapping: dict[str, str] | None = None,
     now_limit: str | None = None,
+    per_line: bool = False,
+    split: int | None = None,
 ) -> CsvSource:
     """Open a contact file, detect its format and plan its columns.
 
     Raises InputFileError (exit 2) for a missing, unreadable, binary or empty
     file, or one without an email column. ``now_limit`` is the latest consent
-    time accepted (ISO-8601; default a day from now).
+    time accepted (ISO-8601; default a day from now). For the first of two
+    readers (see :mod:`mailcli.importfeed`): ``per_line``, the ``encoding``
+    given was detected by the import, so lines are decoded one by one as
+    then; ``split``, the offset where the other reader starts.
     """
     path = Path(path)
     source = str(path)
@@ -825,7 +908,7 @@ def open_csv(
     except OSError as exc:
         raise InputFileError(f"{source}: cannot read ({exc.strerror})") from None
     try:
-        return _open(binary, path, source, encoding, delimiter, mapping, now_limit)
+        return _open(binary, path, source, encoding, delimiter, mapping, now_limit, per_line, split)
     except BaseException:
         binary.close()
         raise
@@ -839,22 +922,26 @@ def _open(
     delimiter: str | None,
     mapping: dict[str, str] | None,
     now_limit: str | None = None,
+    per_line: bool = False,
+    split: int | None = None,
 ) -> CsvSource:
     import os
 
     size = os.fstat(binary.fileno()).st_size
     try:
-        head = binary.read(HEAD_BYTES)
+        head = binary.read(DETECT_BYTES)
     except OSError as exc:
         raise InputFileError(f"{source}: cannot read ({exc.strerror})") from None
     if not head.strip():
         raise InputFileError(f"{source}: the file is empty")
     if head.startswith(b"PK\x03\x04"):
         _refuse_zip_of_csv(binary, source)
-    fmt = detect_format(head, source, encoding=encoding, delimiter=delimiter, complete=len(head) < HEAD_BYTES)
+    fmt = detect_format(head, source, encoding=encoding, delimiter=delimiter, complete=len(head) < DETECT_BYTES)
+    if per_line and fmt.encoding in PER_LINE:  # a worker reading a file the import detected
+        fmt = CsvFormat(fmt.encoding, fmt.delimiter, fmt.skip_sep_line, per_line=True)
     binary.seek(0)
-    text = io.TextIOWrapper(binary, encoding=fmt.encoding, errors="strict", newline="")  # type: ignore[arg-type]
-    csv.field_size_limit(max(csv.field_size_limit(), 16 * MAX_FIELD_CHARS))
+    text, log = open_text(binary, fmt.encoding, per_line=fmt.per_line, until=split)
+    _set_field_limit()
     reader = csv.reader(text, delimiter=fmt.delimiter)
     try:
         if fmt.skip_sep_line:
@@ -864,12 +951,10 @@ def _open(
             if any(cell.strip() for cell in row):
                 header = row
                 break
-    except UnicodeDecodeError:
-        bad = find_undecodable_line(path, fmt.encoding)
-        raise InputFileError(
-            f"{source}: line {bad}: cannot be decoded as {fmt.encoding}",
-            hint="pass the file's encoding, e.g. --encoding cp1252",
-        ) from None
+    except UnicodeError as exc:  # a byte that does not decode; UTF-16 without a BOM
+        raise _undecodable(path, fmt.encoding, exc) from None
+    except LineTooLong as exc:
+        raise _line_too_long(path, exc) from None
     except csv.Error as exc:
         raise InputFileError(f"{source}: not a readable CSV file ({exc})") from None
     if header is None:
@@ -887,7 +972,7 @@ def _open(
         plan, first_row = plan_or_none, header
     limit = now_limit or clock.to_iso(clock.now() + timedelta(days=1))
     src = CsvSource(
-        path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text,
+        path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text, _log=log,
         _reader=reader, _line_offset=offset,
         _first_row=first_row, _first_line=header_line if first_row is not None else header_line + 1,
         _now_limit=limit, mapping=mapping,
@@ -913,11 +998,11 @@ def open_csv_part(
         binary.seek(start)
         # A byte-order mark only counts at the start of the file.
         encoding = "utf-8" if fmt.encoding == "utf-8-sig" else fmt.encoding
-        text = io.TextIOWrapper(binary, encoding=encoding, errors="strict", newline="")  # type: ignore[arg-type]
-        csv.field_size_limit(max(csv.field_size_limit(), 16 * MAX_FIELD_CHARS))
+        text, log = open_text(binary, encoding, per_line=fmt.per_line, start=start)
+        _set_field_limit()
         reader = csv.reader(text, delimiter=fmt.delimiter)
         return CsvSource(
-            path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text,
+            path=path, format=fmt, plan=plan, size=size, _binary=binary, _text=text, _log=log,
             _reader=reader, _line_offset=first_line - 1, _first_line=first_line, _now_limit=now_limit,
         )
     except BaseException:
@@ -970,14 +1055,22 @@ def find_undecodable_line(path: Path, encoding: str) -> int:
         for piece in handle:  # split at b"\n": each piece holds at most one newline
             try:
                 text = decoder.decode(piece)
-            except UnicodeDecodeError:
+            except UnicodeError:
                 return line
             line += text.count("\n")
         try:
             decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
+        except UnicodeError:
             return line
     return line
+
+
+def _undecodable(path: Path, encoding: str, exc: UnicodeError) -> InputFileError:
+    bad = find_undecodable_line(path, encoding)
+    # A decoding error names its byte; other codec errors say what is wrong.
+    detail = "" if isinstance(exc, UnicodeDecodeError) else f" ({exc})"
+    return InputFileError(f"{path}: line {bad}: cannot be decoded as {encoding}{detail}",
+                          hint="pass the file's encoding, e.g. --encoding cp1252")
 
 
 def iter_rows(

@@ -52,6 +52,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from mailcli.decoding import KEEP_OFFSETS, line_numbers
 from mailcli.errors import InputFileError, MailcliError
 from mailcli.importer import (
     SPLITTABLE,
@@ -179,6 +180,7 @@ class ImportFeed:
         self.workers_used = False
         self.withdrawn = False  # the second worker started inside a record: the first read it all
         self.sqlite_frames = False  # the workers' rows crossed as SQLite databases (else marshalled)
+        self._read_by: tuple[_Worker, _Worker] | None = None
         # Started now, told their part later: their interpreters start up
         # while this process loads its settings and opens the database.
         self._workers = (_Worker(), _Worker()) if self.parallel() else None
@@ -206,6 +208,7 @@ class ImportFeed:
             split = find_split(self.source.path, self.source.size)
             if split is not None and split[1] > self.source._first_line + 1:
                 self.workers_used = True
+                self._read_by = self._workers
                 return self._from_workers(self._workers, suppression, *split)
         self.close()
         return batch_rows(self.source.staged_rows(), self.size, suppression, self.domains,
@@ -218,6 +221,20 @@ class ImportFeed:
                 worker.stop()
             self._workers = None
 
+    def reencoded(self) -> tuple[int, list[int]]:
+        """After the batches: how many lines were decoded otherwise than the
+        file's encoding, and the physical lines of the first of them."""
+        if self._read_by is None:
+            count, offsets = self.source.reencoded
+        else:
+            count, offsets = 0, []
+            for worker in self._read_by:
+                if not worker.dropped:
+                    count += worker.reencoded[0]
+                    offsets += worker.reencoded[1]
+            offsets = sorted(offsets)[:KEEP_OFFSETS]
+        return count, line_numbers(self.source.path, offsets)
+
     def __enter__(self) -> ImportFeed:
         return self
 
@@ -229,6 +246,7 @@ class ImportFeed:
         source = self.source
         common: dict[str, Any] = {
             "path": str(Path(source.path).resolve()), "encoding": source.format.encoding,
+            "per_line": source.format.per_line,
             "delimiter": source.format.delimiter, "plan": asdict(source.plan),
             "now_limit": source._now_limit, "count_domains": self.domains is not None,
             "secret": suppression.secret.hex() if suppression else None,
@@ -239,7 +257,8 @@ class ImportFeed:
             _fix_mmap_threshold()
         first, second = workers
         try:
-            first.start({**common, "part": 1, "mapping": source.mapping, "stop_line": line}, 0)
+            first.start({**common, "part": 1, "mapping": source.mapping, "stop_line": line, "stop_offset": start},
+                        0)
             second.start({**common, "part": 2, "start": start, "first_line": line}, start)
             self.sqlite_frames = common["sqlite_frames"]
             for batch in _merge_frames(first, second, line, self.domains, self.sqlite_frames):
@@ -353,6 +372,7 @@ def _merge_frames(first: _Worker, second: _Worker, line: int, domains: dict[str,
                 elif kind == _END:
                     worker.done = True
                     worker.domains = meta["domains"]
+                    worker.reencoded = (meta["reencoded"], meta["reencoded_at"])
                 elif meta.get("internal"):
                     raise WorkerError(f"import worker failed: {meta['message']}")
                 else:  # a file error, e.g. a byte that does not decode
@@ -388,6 +408,7 @@ class _Worker:
         self.eof = False
         self.dropped = False
         self.domains: dict[str, int] | None = None
+        self.reencoded: tuple[int, list[int]] = (0, [])
         self._buffer = bytearray()
         self._process = subprocess.Popen(
             [sys.executable, "-c", _WORKER_BOOT.format(parent=os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -482,12 +503,13 @@ def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
     stop: Boundary | None = None
     if job["part"] == 1:
         source = open_csv(job["path"], encoding=job["encoding"], delimiter=job["delimiter"],
-                          mapping=job["mapping"], now_limit=job["now_limit"])
+                          mapping=job["mapping"], now_limit=job["now_limit"], per_line=job["per_line"],
+                          split=job["stop_offset"])
         if source.plan != plan:
             raise RuntimeError("the file's columns differ from what the import planned")
         stop = Boundary(job["stop_line"])
     else:
-        fmt = CsvFormat(job["encoding"], job["delimiter"])
+        fmt = CsvFormat(job["encoding"], job["delimiter"], per_line=job["per_line"])
         source = open_csv_part(job["path"], fmt, plan, start=job["start"], first_line=job["first_line"],
                                now_limit=job["now_limit"])
     suppression = Suppression(bytes.fromhex(job["secret"]), set(job["digests"])) if job["secret"] else None
@@ -507,7 +529,9 @@ def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
             _send(out, _ROWS, {"position": batch.position, "suppressed": batch.suppressed}, frame)
     if stop is not None and not boundary_sent:
         _send(out, _BOUNDARY, {"reached": stop.reached})
-    _send(out, _END, {"domains": domains})
+    # Up to the other part's start, unless this part read across it.
+    count, offsets = source.reencoded_before() if stop is not None and stop.reached else source.reencoded
+    _send(out, _END, {"domains": domains, "reencoded": count, "reencoded_at": offsets})
 
 
 def _sqlite_frame(batch: Batch) -> bytes:

@@ -387,3 +387,16 @@ def test_reports_that_name_nobody_are_left_with_their_reason(project: Path, cli:
     assert s.counts() == before
     again = json.loads(cli("bounces", str(tmp_path / "b.mbox"), "--json").stdout)
     assert again["unmatched"] == 5 and all(u["first_seen"] for u in again["unmatched_messages"])  # listed again
+
+
+def test_an_auto_submitted_header_with_an_8bit_byte_is_read_not_a_crash(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    # The lenient parser hands such a header over as a Header object, and
+    # .strip() on it ended the run with "unexpected AttributeError".
+    seed(project, PEOPLE)
+    box = write_mbox(tmp_path / "b.mbox", [
+        b"From: ann@example.org\nTo: news@example.org\nSubject: Away\nAuto-Submitted: auto-replied \xe9t\xe9\n"
+        b"Message-ID: <away.1@example.org>\n\nI am away.\n"])
+    result = cli("bounces", str(box), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ignored"] == 1

@@ -162,3 +162,85 @@ def test_config_show_spells_defaults_as_the_file_would(project: Path, cli: Cli) 
                       encoding="utf-8")
     shown = cli("config", "show")
     assert 'rate = "1200/m"' in shown.stdout and 'retry_window = "90s"' in shown.stdout
+
+
+# ------------------------------------------------------------ ranges
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("timeout = 30", "timeout = nan", "smtp.timeout: must be more than 0 and at most 3600 seconds (got nan)"),
+        ("timeout = 30", "timeout = inf", "smtp.timeout: must be more than 0 and at most 3600 seconds (got inf)"),
+        ("timeout = 30", "timeout = -1", "smtp.timeout: must be more than 0 and at most 3600 seconds (got -1)"),
+        ("timeout = 30", "timeout = 1e308", "(got 1e+308)"),
+        ('rate = "20/s"', 'rate = "inf/s"', 'smtp.rate: must be a rate like "20/s", "600/m" or "3600/h": 0 (no limit)'
+                                            ' or from "1/h" to "10000/s" (got \'inf/s\')'),
+        ('rate = "20/s"', "rate = inf", 'smtp.rate: must be 0 (no limit) or from "1/h" to "10000/s" (got inf)'),
+        ('rate = "20/s"', "rate = nan", "(got nan)"),
+        ('rate = "20/s"', "rate = -5", "(got -5)"),
+        ('rate = "20/s"', 'rate = "20000/s"', "(got '20000/s')"),
+        ('rate = "20/s"', 'rate = "1/d"', "(got '1/d')"),
+        ("concurrency = 4", "concurrency = 99999999999999999999", "smtp.concurrency: must be from 1 to 64"),
+        ('retry_window = "2m"', 'retry_window = "99999999999y"', "smtp.retry_window: must be a duration such as 90s,"
+                                                                  " 30m, 12h, 30d, 12w, 13mo or 2y, from 0 to 24h"),
+        ('retry_window = "2m"', 'retry_window = "25h"', "from 0 to 24h (got '25h')"),
+        ('inactive = "2y"', 'inactive = "101y"', "retention.inactive: must be a duration such as 90s, 30m, 12h, 30d,"
+                                                 " 12w, 13mo or 2y, from 0 to 100y (got '101y')"),
+        ('inactive = "2y"', 'inactive = "9' + "9" * 400 + 'd"', "retention.inactive: must be a duration"),
+        ('inactive = "2y"', 'inactive = "-1d"', "retention.inactive: must be a duration"),
+        ('inactive = "2y"', 'inactive = "\u0663d"', "retention.inactive: must be a duration"),  # an Arabic-Indic 3
+        ("[retention]", "[bounces]\nsoft_limit = -3\n[retention]", "bounces.soft_limit: must be from 1 to 1000 (got -3)"),
+        ("port = 8025", "port = 0", "serve.port: must be from 1 to 65535 (got 0)"),
+        ("port = 8025", "port = 8025.5", "serve.port: must be an integer, not float 8025.5"),
+        ("concurrency = 4", "concurrency = 4\ndomain_concurrency = 65", "smtp.domain_concurrency: must be from 0 to 64"),
+        ('database = "mailcli.db"', 'database = "."', "project.database: is a folder, not a database file"),
+    ],
+)
+def test_numbers_and_durations_out_of_range_name_the_range(
+        project: Path, cli: Cli, old: str, new: str, message: str) -> None:
+    _replace(project, old, new)
+    result = cli("config", "show")
+    assert result.exit_code == ExitCode.CONFIG, result.output
+    assert message in result.stderr.splitlines()[0]
+
+
+def test_retention_of_99999999999y_stops_purge_with_the_range_not_an_overflow(project: Path) -> None:
+    _replace(project, 'inactive = "2y"', 'inactive = "99999999999y"')
+    proc = run_mailcli("privacy", "purge", "--dry-run", cwd=project)
+    assert proc.returncode == 4
+    assert proc.stderr.splitlines()[0] == (
+        "Error: mailcli.toml: retention.inactive: must be a duration such as 90s, 30m, 12h, 30d, 12w, 13mo or 2y,"
+        " from 0 to 100y (got '99999999999y')")
+
+
+def test_send_rate_inf_per_second_is_refused_with_the_range(project: Path, cli: Cli) -> None:
+    result = cli("send", "c", "--template", "newsletter", "--list", "news", "--rate", "inf/s", "--dry-run")
+    assert result.exit_code == ExitCode.USAGE
+    assert '--rate \'inf/s\': must be a rate like "20/s"' in result.stderr
+
+
+@pytest.mark.parametrize("text", ["a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 5000 + "1" + "}" * 5000])
+def test_toml_nested_5000_deep_is_invalid_toml_not_a_recursion_error(project: Path, text: str) -> None:
+    (project / "mailcli.toml").write_text(text + "\n", encoding="utf-8")
+    proc = run_mailcli("config", "show", cwd=project)
+    assert proc.returncode == 4
+    assert proc.stderr.splitlines()[0] == "Error: mailcli.toml: invalid TOML: values nested too deeply"
+
+
+def test_a_2_mib_config_file_is_refused_unread(project: Path) -> None:
+    with (project / "mailcli.toml").open("a", encoding="utf-8") as handle:
+        handle.write("#" * (2 * 1024 * 1024) + "\n")
+    proc = run_mailcli("config", "show", cwd=project)
+    assert proc.returncode == 4
+    assert proc.stderr.splitlines()[0] == "Error: mailcli.toml: larger than 1024 KiB, which no configuration is"
+
+
+def test_durations_have_a_maximum_and_moments_before_the_year_1_are_the_year_1() -> None:
+    assert parse_duration("100y").text == "100y"
+    assert parse_duration("36500d").amount == 36500
+    for bad in ("101y", "1300mo", "5300w", "99999999999y"):
+        with pytest.raises(ValueError, match="from 0 to 100y"):
+            parse_duration(bad)
+    assert parse_duration("2y").before(datetime(1, 6, 1, tzinfo=timezone.utc)) == datetime.min.replace(
+        tzinfo=timezone.utc)

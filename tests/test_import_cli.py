@@ -149,6 +149,54 @@ def test_every_kind_of_bad_row_goes_to_the_rejects_file(project: Path, cli: Cli,
     assert sorted(int(line) for line in by_line) == [r["line"] for r in data["rejects"]]  # type: ignore[index]
 
 
+def test_a_row_with_a_10_mb_field_is_in_the_rejects_file_with_its_cells(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    # It used to come out as ",,,2,...": every cell blank but the line number.
+    source = tmp_path / "huge.csv"
+    huge = "A" * (10 * 1024 * 1024)
+    source.write_text(f"email,first_name,city\nbig@example.org,{huge},Utrecht\n"
+                      f'"quoted@example.org","{huge[:70_000]}","De ""Bilt"""\nok@example.org,Ann,Delft\n',
+                      encoding="utf-8")
+    rejects = tmp_path / "rejected.csv"
+    data = imported(cli, str(source), "--list", "news", "--rejects", str(rejects))
+    assert (data["imported"], data["rejected"]) == (1, 2)
+    with rejects.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1] == ["big@example.org", "A" * 1000 + f"…[cut: {len(huge)} characters]", "Utrecht", "2",
+                       "field longer than 64 KiB"]
+    assert rows[2] == ["quoted@example.org", "A" * 1000 + "…[cut: 70000 characters]", 'De "Bilt"', "3",
+                       "field longer than 64 KiB"]
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_line_or_a_quoted_field_over_16_mib_refuses_the_file(
+        project: Path, cli: Cli, tmp_path: Path, quoted: bool) -> None:
+    imported(cli, str(DATA / "dutch_excel.csv"), "--list", "news")
+    before = dump(project)
+    source = tmp_path / "endless.csv"
+    with source.open("wb") as handle:
+        handle.write(b"email,notes\nann@example.org,fine\nbob@example.org," + (b'"' if quoted else b""))
+        line = (b"x" * 1023 + b"\n") if quoted else b"x" * 1024
+        handle.write(line * (17 * 1024))
+    result = cli("import", str(source), "--list", "news")
+    assert result.exit_code == 2, result.output
+    reason = "a quoted field runs on for more than 16 MiB" if quoted else "longer than 16 MiB"
+    assert result.stderr.splitlines()[0].startswith(f"Error: {source}: line 3: {reason}")
+    assert dump(project) == before
+
+
+def test_encoding_utf16_for_a_file_without_a_bom_is_refused_with_the_reason(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    # Python's UTF-16 codec raises a UnicodeError that is not a decoding
+    # error when the BOM is missing: it ended the import as "unexpected".
+    path = tmp_path / "u16.csv"
+    path.write_bytes(b"\x00\xfe;\x00e\x00m\x00a\x00i\x00l\x00\n\x00")
+    result = cli("import", str(path), "--list", "news", "--encoding", "utf-16")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"Error: {path}: line 1: cannot be decoded as utf-16 (UTF-16 stream does not start with BOM)")
+
+
 def test_strict_exits_3_but_keeps_the_good_rows(project: Path, cli: Cli) -> None:
     result = cli("import", str(DATA / "bad_rows.csv"), "--list", "news", "--strict")
     assert result.exit_code == 3
@@ -378,12 +426,46 @@ def test_undecodable_byte_names_the_line_through_the_real_binary(project: Path, 
     path = tmp_path / "late.csv"
     body = "email,city\n" + "".join(f"u{i}@example.org,Delft\n" for i in range(3000))
     path.write_bytes(body.encode("utf-8") + "z@example.org,Düsseldorf\n".encode("cp1252"))
-    proc = run_mailcli("import", str(path), "--list", "news")
+    proc = run_mailcli("import", str(path), "--list", "news", "--encoding", "utf-8")
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[0] == f"Error: {path}: line 3002: cannot be decoded as utf-8"
     assert "--encoding" in proc.stderr
     conn = db(project)
     assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
+
+
+def test_utf8_file_with_cp1252_lines_reads_jose_as_jose_and_names_the_lines(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    # What an editor makes of a UTF-8 export with a few lines pasted from a
+    # cp1252 one: read whole as cp1252, "José" became "JosÃ©" without a word.
+    path = tmp_path / "mixed.csv"
+    lines = [b"email,first_name,city"]
+    for i in range(6):
+        lines.append(f"u{i}@example.org,José,Zürich".encode())
+    lines.insert(3, "p1@example.org,José,Köln".encode("cp1252"))
+    lines.append("p2@example.org,Renée,€ 5".encode("cp1252"))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = cli("import", str(path), "--list", "news", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["imported"], data["reencoded"], data["reencoded_lines"]) == (8, 2, [4, 9])
+    assert "2 line(s) were not UTF-8 like the rest of the file and were read as Windows-1252 (cp1252):" \
+           " line 4, 9" in result.stderr
+    conn = db(project)
+    names = dict(conn.execute("SELECT email, first_name FROM contacts").fetchall())
+    assert set(names.values()) == {"José", "Renée"}
+    assert contact(project, "p2@example.org")["attributes"] == {"city": "€ 5"}
+    assert contact(project, "u0@example.org")["attributes"] == {"city": "Zürich"}
+
+
+def test_cp1252_file_with_a_utf8_line_reads_it_as_utf8(project: Path, cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    lines = [b"email;voornaam"] + [f"u{i}@example.nl;Zoë".encode("cp1252") for i in range(5)]
+    lines.append("x@example.nl;Zoë".encode())
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    data = imported(cli, str(path), "--list", "news")
+    assert (data["imported"], data["reencoded"], data["reencoded_lines"]) == (6, 1, [7])
+    assert {r[0] for r in db(project).execute("SELECT first_name FROM contacts")} == {"Zoë"}
 
 
 # ------------------------------------------------------------------ big files

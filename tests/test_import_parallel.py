@@ -216,6 +216,34 @@ def test_an_undecodable_byte_in_the_second_half_names_the_first_bad_line(
     assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
 
 
+def test_cp1252_lines_in_both_halves_are_read_as_cp1252_and_named_once(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [row.replace("Anna", "Zoë").encode() for row in plain_rows(2000)]  # a UTF-8 file
+    for at in (5, 1500):
+        rows[at] = f"c{at}@example.org,José,Peña,Köln,,n".encode("cp1252")
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"\n".join([HEADER.encode(), *rows, b""]))
+    summary, _ = import_both(cli, tmp_path, monkeypatch, path)
+    assert (summary["reencoded"], summary["reencoded_lines"]) == (2, [7, 1502])
+    conn = sqlite3.connect(tmp_path / "workers" / "mailcli.db")
+    assert conn.execute("SELECT first_name, last_name FROM contacts WHERE email = 'c1500@example.org'"
+                        ).fetchone() == ("José", "Peña")
+
+
+def test_cp1252_lines_just_after_the_split_are_named_once_not_by_both_workers(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first worker's decoder reads ahead of its records, past the line
+    # where the second worker starts: it logged those lines too.
+    rows = [row.replace("Anna", "Zoë").encode() for row in plain_rows(4000)]
+    cp1252 = list(range(1995, 2030, 5))
+    for at in cp1252:
+        rows[at] = f"c{at}@example.org,José,,Köln,,n".encode("cp1252")
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"\n".join([HEADER.encode(), *rows, b""]))
+    summary, _ = import_both(cli, tmp_path, monkeypatch, path)
+    assert (summary["reencoded"], summary["reencoded_lines"]) == (len(cp1252), [at + 2 for at in cp1252])
+
+
 def test_domains_counted_by_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mailcli.importer import open_csv
     from mailcli.store import open_store

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailcli.decoding import line_numbers
 from mailcli.errors import ExitCode, InputFileError, UsageError
 from mailcli.importer import (
     ImportRow,
@@ -183,7 +184,7 @@ def test_no_email_column_lists_headers_and_suggests_map() -> None:
     assert info.value.hint and "--map" in info.value.hint
 
 
-def test_undecodable_byte_after_the_sample_names_the_line(tmp_path: Path) -> None:
+def test_cp1252_line_after_the_sample_is_read_as_cp1252_and_named(tmp_path: Path) -> None:
     path = tmp_path / "mixed.csv"
     lines = ["email,city"] + [f"user{i}@example.org,Amsterdam" for i in range(5000)]
     lines.insert(4001, "late@example.org,M\xfcnchen")  # written below as cp1252
@@ -192,6 +193,13 @@ def test_undecodable_byte_after_the_sample_names_the_line(tmp_path: Path) -> Non
     assert path.stat().st_size > 64 * 1024
     with open_csv(path) as source:
         assert source.format.encoding == "utf-8"
+        rows = list(source.rows())
+        count, offsets = source.reencoded
+    late = [r for r in rows if r.email == "late@example.org"]  # type: ignore[union-attr]
+    assert late[0].attributes == {"city": "München"}  # type: ignore[union-attr]
+    assert count == 1 and line_numbers(path, offsets) == [4002]
+    # Told the encoding, the whole file is decoded that way, strictly.
+    with open_csv(path, encoding="utf-8") as source:
         with pytest.raises(InputFileError, match=r"mixed.csv: line 4002: cannot be decoded as utf-8") as info:
             list(source.rows())
     assert info.value.hint and "--encoding" in info.value.hint
@@ -215,6 +223,41 @@ def test_excel_sep_line(tmp_path: Path) -> None:
     path.write_text("sep=;\nemail;plaats\na@example.nl;Delft, NL\n", encoding="utf-8")
     good, _ = read(path)
     assert [(r.line, r.attributes) for r in good] == [(3, {"plaats": "Delft, NL"})]
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_a_first_header_named_sep_is_a_column_not_excels_sep_line(tmp_path: Path, complete: bool) -> None:
+    # "sep=;" followed by more on its line was taken for Excel's sep line:
+    # the header line was skipped and the first contact read as the header.
+    path = tmp_path / "sep.csv"
+    rows = "".join(f"x{i},u{i}@example.org\n" for i in range(1 if complete else 5000))
+    path.write_text("sep=;,email\n" + rows, encoding="utf-8")
+    good, bad = read(path)
+    assert (good[0].line, good[0].email, good[0].attributes) == (2, "u0@example.org", {"sep": "x0"})
+    assert not bad
+
+
+def test_semicolons_detected_when_the_first_record_is_longer_than_the_sample(tmp_path: Path) -> None:
+    # Only the header fitted in the 64 KiB sample, which counted as "no
+    # record agrees" for ";" as much as for "|" (inside the last header
+    # name), and "|" split the header into more fields: no email column.
+    path = tmp_path / "wide.csv"
+    path.write_text("E-mailadres;Naam;Opmerking;Status|a|b|c|d|e\n"
+                    f"ann@example.nl;Ann;{'x' * 70_000};kort\nbob@example.nl;Bob;kort;kort\n", encoding="utf-8")
+    with open_csv(path) as source:
+        assert source.format.delimiter == ";"
+        rows = list(source.rows())
+    assert [r.email for r in rows if isinstance(r, ImportRow)] == ["bob@example.nl"]
+
+
+def test_a_one_column_file_is_not_split_at_a_comma_inside_a_cell(tmp_path: Path) -> None:
+    # With one column no delimiter splits the header, and "," was taken:
+    # "a@example.org, b@example.org" came out as two cells in the rejects file.
+    path = tmp_path / "one.csv"
+    path.write_text("email\nann@example.org\na@example.org, b@example.org\n", encoding="utf-8")
+    good, bad = read(path)
+    assert [r.email for r in good] == ["ann@example.org"]
+    assert [(r.line, r.raw) for r in bad] == [(3, {"email": "a@example.org, b@example.org"})]
 
 
 def test_headerless_list_of_addresses(tmp_path: Path) -> None:

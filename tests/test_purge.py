@@ -237,3 +237,21 @@ def test_database_files_stay_private(world, cli) -> None:
     assert cli("privacy", "purge").exit_code == 0
     for path in db_files(root):
         assert os.stat(path).st_mode & 0o077 == 0, path
+
+
+def test_as_of_0999_06_01_purges_nothing_younger_than_its_cuts(project: Path, cli) -> None:
+    # The cut-off of "2y" before 0999-06-01 was written "997-06-01T...", which
+    # sorts after "2026-..." as text: everything looked older than the cut.
+    (project / "c.csv").write_text("email\nann@example.org\n", encoding="utf-8")
+    assert cli("import", "c.csv", "--list", "news").exit_code == 0
+    result = cli("--json", "privacy", "purge", "--as-of", "0999-06-01")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {rule: 0 for rule in RULES}
+    store = open_store(settings_for(project).project.database)
+    assert [r[0] for r in store.conn.execute("SELECT email FROM contacts")] == ["ann@example.org"]
+    store.close()
+
+
+def test_as_of_with_an_offset_past_the_year_1_is_a_usage_error(world, cli) -> None:
+    result = cli("privacy", "purge", "--as-of", "0001-01-01T00:00:00+05:00")
+    assert result.exit_code == 2 and "--as-of: '0001-01-01T00:00:00+05:00' is out of range" in result.stderr

@@ -99,6 +99,8 @@ def import_cmd(
         out.data(report.as_dict())
     result = report.result
     _summary(out, result, report.list_name, rejects)
+    if report.reencoded:
+        _reencoded(out, report.encoding, report.reencoded, report.reencoded_lines)
     if report.members is not None:
         members = report.members
         out.info(f"List {members.name} now: {members.subscribed} subscribed (who a send reaches), "
@@ -138,6 +140,18 @@ def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> Non
             out.info(f"Rejected rows written to {rejects}")
         else:
             out.info("Write them with their reasons to a file with --rejects FILE")
+
+
+def _reencoded(out: Any, encoding: str, count: int, lines: list[int]) -> None:
+    # Each line is decoded by itself when the encoding was detected: these
+    # were written otherwise than the rest of the file (pasted from another).
+    if encoding.startswith("utf-8"):
+        how = "not UTF-8 like the rest of the file and were read as Windows-1252 (cp1252)"
+    else:
+        how = "UTF-8 in a Windows-1252 (cp1252) file and were read as UTF-8"
+    shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if count > 10 else "")
+    out.warn(f"{count} line(s) were {how}: line {shown}; check the names on them"
+             " (or give --encoding to decode the whole file one way)")
 
 
 def _mx_lines(out: Any, mx: MxCheck) -> None:

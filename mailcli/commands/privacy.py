@@ -178,7 +178,10 @@ def _parse_as_of(text: str | None) -> datetime | None:
         raise UsageError(f"--as-of: {text!r} is not a date like 2027-01-01 or 2027-01-01T06:00:00Z") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # an offset that takes it past the year 1 or 9999
+        raise UsageError(f"--as-of: {text!r} is out of range") from None
 
 
 @privacy_app.command("purge")

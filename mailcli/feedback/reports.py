@@ -406,7 +406,7 @@ def verp_tokens(msg: Message, bounce_address: str | None) -> list[str]:
 
 def is_auto_reply(msg: Message) -> bool:
     """RFC 3834 auto-replies (vacation notices): nothing for us to act on."""
-    auto = (msg.get("Auto-Submitted") or "").strip().lower()
+    auto = str(msg.get("Auto-Submitted") or "").strip().lower()  # a Header object if it has 8-bit bytes
     return auto.startswith("auto-replied")
 
 
