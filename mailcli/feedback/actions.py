@@ -32,9 +32,8 @@ soft-bounced, which then suppresses the address as bounced (B25).
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +43,13 @@ from ..config import Settings
 from ..errors import UsageError
 from ..optouts import OptOutEntry, append_optouts
 from ..store import Store, spool
+from ..store.events import add_event, soft_bounced_campaigns
+from ..store.suppressions import ALL, add_suppression
 from ..tokens import address_hmac
 
 if TYPE_CHECKING:
     from ..importer import OptOut
 
-ALL = "*"
 CHANNELS = ("one-click", "mailto", "cli", "complaint", "bounce", "import")
 
 
@@ -127,26 +127,6 @@ def latest_campaign(conn: sqlite3.Connection, contact_id: int, list_id: int | No
     return int(row[0]) if row else None
 
 
-def _suppress(conn: sqlite3.Connection, digest: str, scope: str, reason: str, channel: str, now: str) -> bool:
-    cursor = conn.execute(
-        "INSERT OR IGNORE INTO suppressions (hmac, scope, reason, channel, created_at) VALUES (?, ?, ?, ?, ?)",
-        (digest, scope, reason, channel, now),
-    )
-    return cursor.rowcount > 0
-
-
-def _event(
-    conn: sqlite3.Connection, *, contact_id: int | None, campaign_id: int | None, kind: str, channel: str,
-    scope: str, detail: Mapping[str, Any] | None, source_ref: str | None, now: str,
-) -> None:
-    conn.execute(
-        "INSERT INTO events (contact_id, campaign_id, kind, channel, scope, detail, source_ref, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (contact_id, campaign_id, kind, channel, scope,
-         json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":")), source_ref, now),
-    )
-
-
 def _unsubscribe_memberships(conn: sqlite3.Connection, contact_id: int, list_id: int | None, channel: str, now: str,
                              at: str | None = None) -> int:
     """Memberships to ``unsubscribed`` (at ``at``, default now); how many changed."""
@@ -212,11 +192,11 @@ def unsubscribe(
             )
             changed = cursor.rowcount > 0 or changed
         digest = address_hmac(secret, contact.email_key)
-        changed = _suppress(conn, digest, scope, "unsubscribed", channel, now) or changed
+        changed = add_suppression(conn, digest, scope, "unsubscribed", channel, now) or changed
         if not changed:
             return False
         append_optouts(settings, [OptOutEntry(digest, scope, "unsubscribed", channel, now)])
-        _event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="unsubscribed", channel=channel,
+        add_event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="unsubscribed", channel=channel,
                scope=scope, detail=None, source_ref=source_ref, now=now)
         audit.append(store, "unsubscribe", subject_hmac=digest, command=command or channel,
                      detail={"channel": channel, "scope": scope})
@@ -248,27 +228,22 @@ def record_bounce(
         now = clock.now_iso()
         digest = address_hmac(secret, contact.email_key)
         detail = {"status": status, "class": "hard" if hard else "soft"}
-        _event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="bounced" if hard else "soft_bounced",
+        add_event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="bounced" if hard else "soft_bounced",
                channel="bounce", scope=ALL, detail=detail, source_ref=source_ref, now=now)
         soft_count = 0
         if not hard:
             # Count campaigns, not messages: two failures of the same
             # campaign's message are one problem, not two. (Delay notices
             # are events of their own kind and never count.)
-            row = conn.execute(
-                "SELECT COUNT(DISTINCT COALESCE(campaign_id, -id)) FROM events"
-                " WHERE contact_id = ? AND kind = 'soft_bounced'",
-                (contact.id,),
-            ).fetchone()
-            soft_count = int(row[0])
+            soft_count = soft_bounced_campaigns(conn, contact.id)
             if soft_count < settings.bounces.soft_limit:
                 return BounceResult(suppressed=False, changed=False, soft_count=soft_count)
-        changed = _suppress(conn, digest, ALL, "bounced", "bounce", now)
+        changed = add_suppression(conn, digest, ALL, "bounced", "bounce", now)
         changed = _mark_bounced(conn, contact.id, now) or changed
         if not hard and changed:
             # The escalation is its own fact, not attributed to a campaign, so
             # report does not count this message both as soft and as hard.
-            _event(conn, contact_id=contact.id, campaign_id=None, kind="bounced", channel="bounce", scope=ALL,
+            add_event(conn, contact_id=contact.id, campaign_id=None, kind="bounced", channel="bounce", scope=ALL,
                    detail={"class": "soft_limit", "soft_bounces": soft_count}, source_ref=source_ref, now=now)
         if changed:
             append_optouts(settings, [OptOutEntry(digest, ALL, "bounced", "bounce", now)])
@@ -301,7 +276,7 @@ def record_complaint(
             return False
         now = clock.now_iso()
         digest = address_hmac(secret, contact.email_key)
-        _event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="complained", channel="complaint",
+        add_event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="complained", channel="complaint",
                scope=ALL, detail={"feedback_type": feedback_type}, source_ref=source_ref, now=now)
         changed = _unsubscribe_memberships(conn, contact.id, None, "complaint", now) > 0
         cursor = conn.execute(
@@ -310,7 +285,7 @@ def record_complaint(
             (now, now, contact.id),
         )
         changed = cursor.rowcount > 0 or changed
-        changed = _suppress(conn, digest, ALL, "complained", "complaint", now) or changed
+        changed = add_suppression(conn, digest, ALL, "complained", "complaint", now) or changed
         if changed:
             append_optouts(settings, [OptOutEntry(digest, ALL, "complained", "complaint", now)])
             audit.append(store, "suppress", subject_hmac=digest, command=command,
@@ -326,8 +301,8 @@ def record_policy_rejection(
     It never suppresses the contact (C03); the event lets the campaign show it.
     """
     with store.transaction() as conn:
-        _event(conn, contact_id=contact_id, campaign_id=campaign_id, kind="policy_rejected", channel="bounce",
-               scope=ALL, detail={"status": status}, source_ref=source_ref, now=clock.now_iso())
+        add_event(conn, contact_id=contact_id, campaign_id=campaign_id, kind="policy_rejected", channel="bounce",
+                  scope=ALL, detail={"status": status}, source_ref=source_ref, now=clock.now_iso())
 
 
 def record_delivery_notice(
@@ -345,8 +320,8 @@ def record_delivery_notice(
     if will_retry_until:
         detail["will_retry_until"] = will_retry_until
     with store.transaction() as conn:
-        _event(conn, contact_id=contact_id, campaign_id=campaign_id, kind=kind, channel="bounce", scope=ALL,
-               detail=detail, source_ref=source_ref, now=clock.now_iso())
+        add_event(conn, contact_id=contact_id, campaign_id=campaign_id, kind=kind, channel="bounce", scope=ALL,
+                  detail=detail, source_ref=source_ref, now=clock.now_iso())
 
 
 def unsubscribe_address(
@@ -384,11 +359,11 @@ def unsubscribe_address(
         return AddressResult(known=True, changed=changed, scope=scope)
     digest = address_hmac(settings.secret(), address.key)
     with store.transaction() as tx:
-        changed = _suppress(tx, digest, scope, "unsubscribed", channel, clock.now_iso())
+        changed = add_suppression(tx, digest, scope, "unsubscribed", channel, clock.now_iso())
         if changed:
             append_optouts(settings, [OptOutEntry(digest, scope, "unsubscribed", channel, clock.now_iso())])
-            _event(tx, contact_id=None, campaign_id=None, kind="unsubscribed", channel=channel, scope=scope,
-                   detail={"known": False}, source_ref=None, now=clock.now_iso())
+            add_event(tx, contact_id=None, campaign_id=None, kind="unsubscribed", channel=channel, scope=scope,
+                      detail={"known": False}, source_ref=None, now=clock.now_iso())
             audit.append(store, "unsubscribe", subject_hmac=digest, command=command,
                          detail={"channel": channel, "scope": scope, "known": False})
     return AddressResult(known=False, changed=changed, scope=scope)
@@ -415,36 +390,24 @@ def record_imported_opt_outs(
         contact = contact_by_email_key(conn, key)
         if kind == "bounced":
             scope = ALL
-            changed = _suppress(conn, digest, ALL, "bounced", "import", now)
+            changed = add_suppression(conn, digest, ALL, "bounced", "import", now)
             if contact is not None:
                 changed = _mark_bounced(conn, contact.id, now) or changed
         else:
             scope = list_name
-            changed = _suppress(conn, digest, list_name, "unsubscribed", "import", now)
+            changed = add_suppression(conn, digest, list_name, "unsubscribed", "import", now)
             if contact is not None:
                 changed = _unsubscribe_memberships(conn, contact.id, list_id, "import", now, at) > 0 or changed
         if changed:
             changed_count += 1
             ledger.append(OptOutEntry(digest, scope, kind, "import", now))
-            _event(conn, contact_id=contact.id if contact is not None else None, campaign_id=None, kind=kind,
-                   channel="import", scope=scope, detail={"at": at} if at else None,
-                   source_ref=f"{source} line {line}", now=now)
+            add_event(conn, contact_id=contact.id if contact is not None else None, campaign_id=None, kind=kind,
+                      channel="import", scope=scope, detail={"at": at} if at else None,
+                      source_ref=f"{source} line {line}", now=now)
             audit.append(store, "unsubscribe" if kind == "unsubscribed" else "suppress", subject_hmac=digest,
                          command="import", detail={"channel": "import", "scope": scope, "reason": kind})
     append_optouts(settings, ledger)
     return changed_count
-
-
-def is_suppressed(store: Store, settings: Settings, email_key: str, scope: str | None = None) -> bool:
-    """True when the address is suppressed for everything, or for ``scope``."""
-    digest = address_hmac(settings.secret(), email_key)
-    scopes = (ALL,) if scope is None else (ALL, scope)
-    placeholders = ",".join("?" for _ in scopes)
-    row = store.conn.execute(
-        f"SELECT 1 FROM suppressions WHERE hmac = ? AND scope IN ({placeholders}) LIMIT 1",  # noqa: S608 - placeholders only
-        (digest, *scopes),
-    ).fetchone()
-    return row is not None
 
 
 def apply_spooled_optouts(store: Store, settings: Settings) -> int:

@@ -22,6 +22,7 @@ from .. import audit, clock
 from ..config import Settings
 from ..store import Store
 from ..store.archive import archive_deliveries, archive_events
+from ..store.suppressions import ALL, add_suppression, is_erased
 from .ledger import LedgerEntry, append_entries
 from .registry import PERSONAL_DATA_TABLES
 from .scrub import ScrubResult, address_needles, scrub
@@ -35,15 +36,6 @@ class EraseResult:
     already_erased: bool
     rows: dict[str, int] = field(default_factory=dict)
     scrub: ScrubResult | None = None
-
-
-def ensure_suppression(conn: sqlite3.Connection, hmac: str, scope: str, reason: str, channel: str) -> bool:
-    """Add a suppression unless one for (hmac, scope) exists; True when added."""
-    cur = conn.execute(
-        "INSERT OR IGNORE INTO suppressions (hmac, scope, reason, channel, created_at) VALUES (?, ?, ?, ?, ?)",
-        (hmac, scope, reason, channel, clock.now_iso()),
-    )
-    return cur.rowcount > 0
 
 
 def erase_contact_rows(conn: sqlite3.Connection, contact_id: int, hmac: str) -> dict[str, int]:
@@ -61,13 +53,6 @@ def erase_contact_rows(conn: sqlite3.Connection, contact_id: int, hmac: str) -> 
         cur = conn.execute(f'DELETE FROM "{entry.table}" WHERE "{entry.key}" = ?', (value,))  # noqa: S608 - registry names
         counts[entry.table] = cur.rowcount
     return counts
-
-
-def is_erased(conn: sqlite3.Connection, hmac: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM suppressions WHERE hmac = ? AND scope = '*' AND reason = 'erased'", (hmac,)
-    ).fetchone()
-    return row is not None
 
 
 def erase_subject(store: Store, settings: Settings, email: str, *, reason: str | None = None) -> EraseResult:
@@ -88,7 +73,7 @@ def erase_subject(store: Store, settings: Settings, email: str, *, reason: str |
     with store.transaction() as conn:
         if subject.contact_id is not None:
             rows = erase_contact_rows(conn, subject.contact_id, subject.hmac)
-        ensure_suppression(conn, subject.hmac, "*", "erased", "cli")
+        add_suppression(conn, subject.hmac, ALL, "erased", "cli", clock.now_iso())
         audit.record_access(
             store, settings, "erase", subject_hmac=subject.hmac, command="privacy erase",
             detail={"found": subject.contact_id is not None, "rows": rows}, reason=reason,

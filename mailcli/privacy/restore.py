@@ -65,6 +65,7 @@ from ..store import Store, open_store
 from ..store import restore as sql
 from ..store.db import apply_migrations, busy_timeout, connect
 from ..store.migrations import MIGRATIONS
+from ..store.suppressions import Suppression, add_suppression, all_suppressions
 from .backup import copy_database, new_backup_path, remove_partial_copies
 from .erase import erase_contact_rows
 from .ledger import LedgerEntry, ledger_path, read_entries
@@ -97,7 +98,7 @@ class _Counts:
 class _Later:
     """What happened after the backup, to re-apply to the restored database."""
 
-    suppressions: list[tuple[str, str, str, str | None, str]] = field(default_factory=list)
+    suppressions: list[Suppression] = field(default_factory=list)
     erasures: list[LedgerEntry] = field(default_factory=list)
     optouts: list[OptOutEntry] = field(default_factory=list)
 
@@ -178,7 +179,7 @@ def _reapply(store: Store, settings: Settings, later: _Later, counts: _Counts) -
     restricted: dict[str, str | None] = {}  # hmac -> restricted since (None: lifted), the last word
     with store.transaction() as conn:
         for hmac, scope, reason, channel, created_at in later.suppressions:
-            if sql.add_suppression(conn, hmac, scope, reason, channel, created_at):
+            if add_suppression(conn, hmac, scope, reason, channel, created_at):
                 counts.merged += 1
             if reason != "erased":
                 optouts.setdefault(hmac, []).append((scope, reason, channel or "restore", created_at))
@@ -186,12 +187,12 @@ def _reapply(store: Store, settings: Settings, later: _Later, counts: _Counts) -
             if item.reason in ("restricted", "unrestricted"):
                 restricted[item.hmac] = item.at if item.reason == "restricted" else None
                 continue
-            if sql.add_suppression(conn, item.hmac, item.scope, item.reason, item.channel, item.at):
+            if add_suppression(conn, item.hmac, item.scope, item.reason, item.channel, item.at):
                 counts.merged += 1
             optouts.setdefault(item.hmac, []).append((item.scope, item.reason, item.channel or "restore", item.at))
         for entry in erasures.values():
             if entry.suppress:
-                sql.add_suppression(conn, entry.hmac, "*", "erased", "restore", clock.now_iso())
+                add_suppression(conn, entry.hmac, "*", "erased", "restore", clock.now_iso())
         if not (erasures or optouts or restricted):
             return
         for contact_id, email_key, created_at in sql.iter_contact_keys(conn):
@@ -228,7 +229,7 @@ class _Live:
 
     usable: bool
     page_size: int | None = None
-    suppressions: list[tuple[str, str, str, str | None, str]] = field(default_factory=list)
+    suppressions: list[Suppression] = field(default_factory=list)
     audit_rows: list[tuple[object, ...]] = field(default_factory=list)
     problem: str | None = None
 
@@ -242,7 +243,7 @@ def _read_live(target: Path) -> _Live:
             # Whatever else is damaged in it does not matter: the swap
             # rewrites every page.
             return _Live(usable=True, page_size=sql.page_size(conn),
-                         suppressions=sql.read_suppressions(conn), audit_rows=sql.read_audit_rows(conn))
+                         suppressions=all_suppressions(conn), audit_rows=sql.read_audit_rows(conn))
         finally:
             conn.close()
     except (sqlite3.Error, MailcliError) as exc:

@@ -20,14 +20,14 @@ an older backup re-applies it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from .. import audit, clock
 from ..config import Settings
 from ..optouts import OptOutEntry, append_optouts
 from ..store import Store
-from .erase import ensure_suppression
+from ..store.events import add_event
+from ..store.suppressions import ALL, add_suppression
 from .subject import Subject, find_subject, require_contact
 
 
@@ -38,13 +38,6 @@ class FlagResult:
     changed: bool  # False when the flag was already in the requested state
     since: str | None  # when the flag was (or had been) set
     memberships_ended: int = 0
-
-
-def _event(conn: object, contact_id: int, kind: str, now: str, detail: dict[str, object] | None = None) -> None:
-    conn.execute(  # type: ignore[attr-defined]
-        "INSERT INTO events (contact_id, kind, channel, scope, detail, created_at) VALUES (?, ?, 'cli', '*', ?, ?)",
-        (contact_id, kind, json.dumps(detail or {}, sort_keys=True), now),
-    )
 
 
 def _set_restriction(store: Store, settings: Settings, email: str, on: bool, reason: str | None) -> FlagResult:
@@ -59,7 +52,7 @@ def _set_restriction(store: Store, settings: Settings, email: str, on: bool, rea
             append_optouts(settings, [OptOutEntry(subject.hmac, "*", "restricted" if on else "unrestricted", "cli", now)])
             conn.execute("UPDATE contacts SET restricted_at = ?, updated_at = ? WHERE id = ?",
                          (now if on else None, now, contact_id))
-            _event(conn, contact_id, "restricted" if on else "unrestricted", now)
+            add_event(conn, contact_id=contact_id, kind="restricted" if on else "unrestricted", channel="cli", scope=ALL, now=now)
         audit.record_access(store, settings, action, subject_hmac=subject.hmac, command=f"privacy {action}",
                             detail={"changed": changed}, reason=reason)
     since = (now if changed else current) if on else None
@@ -97,13 +90,13 @@ def object_subject(store: Store, settings: Settings, email: str, *, reason: str 
                     " status = CASE WHEN status = 'active' THEN 'unsubscribed' ELSE status END WHERE id = ?",
                     (now, now, cid),
                 )
-                _event(conn, cid, "objected", now)
+                add_event(conn, contact_id=cid, kind="objected", channel="cli", scope=ALL, now=now)
             ended = conn.execute(
                 "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = 'cli',"
                 " updated_at = ? WHERE contact_id = ? AND status != 'unsubscribed'",
                 (now, now, cid),
             ).rowcount
-        added = ensure_suppression(conn, subject.hmac, "*", "objected", "cli")
+        added = add_suppression(conn, subject.hmac, ALL, "objected", "cli", clock.now_iso())
         changed = changed or added or ended > 0
         if changed:
             append_optouts(settings, [OptOutEntry(subject.hmac, "*", "objected", "cli", now)])

@@ -45,8 +45,9 @@ from ..config import Settings
 from ..locks import maintenance_lock
 from ..store import Store
 from ..store.archive import archive_deliveries, archive_events
+from ..store.suppressions import add_suppression
 from .backup import expired_backups
-from .erase import ensure_suppression, erase_contact_rows
+from .erase import erase_contact_rows
 from .ledger import LedgerEntry, append_entries
 from .restore import remove_leftovers
 from .scrub import ScrubResult, scrub
@@ -141,23 +142,23 @@ def _plan(conn: sqlite3.Connection, cut: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-def _keep_suppressions(conn: sqlite3.Connection, contact_id: int, hmac: str, rule: str) -> None:
+def _keep_suppressions(conn: sqlite3.Connection, contact_id: int, hmac: str, rule: str, now: str) -> None:
     """Before erasing, make sure the opt-out that justified it outlives the person."""
     if rule == "bounced":
-        ensure_suppression(conn, hmac, "*", "bounced", "purge")
+        add_suppression(conn, hmac, "*", "bounced", "purge", now)
     elif rule == "unsubscribed":
         status, objected = conn.execute(
             "SELECT status, no_marketing_at FROM contacts WHERE id = ?", (contact_id,)).fetchone()
         if objected:
-            ensure_suppression(conn, hmac, "*", "objected", "purge")
+            add_suppression(conn, hmac, "*", "objected", "purge", now)
         elif status == "complained":
-            ensure_suppression(conn, hmac, "*", "complained", "purge")
+            add_suppression(conn, hmac, "*", "complained", "purge", now)
         rows = conn.execute("SELECT l.name FROM memberships m JOIN lists l ON l.id = m.list_id"
                             " WHERE m.contact_id = ? AND m.status = 'unsubscribed'", (contact_id,)).fetchall()
         for (name,) in rows:
-            ensure_suppression(conn, hmac, name, "unsubscribed", "purge")
+            add_suppression(conn, hmac, name, "unsubscribed", "purge", now)
         if not rows and not objected and status != "complained":
-            ensure_suppression(conn, hmac, "*", "unsubscribed", "purge")
+            add_suppression(conn, hmac, "*", "unsubscribed", "purge", now)
 
 
 def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dry_run: bool = False) -> PurgeResult:
@@ -190,7 +191,7 @@ def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dr
             tx.execute("DELETE FROM memberships WHERE (contact_id, list_id) IN"
                        " (SELECT contact_id, list_id FROM temp.purge_members)")
             for contact_id, rule, hmac in entries:
-                _keep_suppressions(tx, contact_id, hmac, rule)
+                _keep_suppressions(tx, contact_id, hmac, rule, now)
                 erase_contact_rows(tx, contact_id, hmac)
             archive_deliveries(tx, _OLD_DELIVERIES, (cut["send_log"],))
             tx.execute(f"DELETE FROM deliveries WHERE {_OLD_DELIVERIES}", (cut["send_log"],))  # noqa: S608

@@ -103,16 +103,6 @@ def iter_contact_keys(conn: sqlite3.Connection) -> Iterator[tuple[int, str, str]
         yield int(contact_id), str(key), str(created_at)
 
 
-def add_suppression(conn: sqlite3.Connection, hmac: str, scope: str, reason: str, channel: str | None,
-                    created_at: str) -> bool:
-    """A suppression unless (hmac, scope) has one; True when added (the first record is kept)."""
-    cur = conn.execute(
-        "INSERT OR IGNORE INTO suppressions (hmac, scope, reason, channel, created_at) VALUES (?, ?, ?, ?, ?)",
-        (hmac, scope, reason, channel, created_at),
-    )
-    return cur.rowcount > 0
-
-
 # Memberships a later opt-out ends: one list (by name), or all of them.
 _END_ONE = ("UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = ?,"
             " updated_at = ? WHERE contact_id = ? AND status != 'unsubscribed'"
@@ -148,11 +138,6 @@ def set_restricted(conn: sqlite3.Connection, contact_id: int, at: str | None) ->
                             (contact_id,)).rowcount
     return conn.execute("UPDATE contacts SET restricted_at = ?, updated_at = ? WHERE id = ? AND restricted_at IS NULL",
                         (at, at, contact_id)).rowcount
-
-
-def read_suppressions(conn: sqlite3.Connection) -> list[tuple[str, str, str, str | None, str]]:
-    """Every suppression: (hmac, scope, reason, channel, created_at)."""
-    return [tuple(row) for row in conn.execute("SELECT hmac, scope, reason, channel, created_at FROM suppressions")]
 
 
 def read_audit_rows(conn: sqlite3.Connection) -> list[tuple[object, ...]]:

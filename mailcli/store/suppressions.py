@@ -1,0 +1,70 @@
+"""The suppression list: who must never be mailed (again), by keyed hash.
+
+A row names a person by the HMAC of their normalised address, never by the
+address, so it outlives an erasure and stops a later import or send. Its
+``scope`` is a list name, or ``*`` for all marketing; ``reason`` says why
+(``unsubscribed``, ``bounced``, ``complained``, ``objected``, ``erased``).
+The first record of an (address, scope) pair is the one kept: a repeated
+opt-out never overwrites when or how the person first opted out.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection
+
+ALL = "*"
+
+Suppression = tuple[str, str, str, str | None, str]  # (hmac, scope, reason, channel, created_at)
+
+
+def add_suppression(conn: sqlite3.Connection, hmac: str, scope: str, reason: str, channel: str | None,
+                    created_at: str) -> bool:
+    """Suppress ``hmac`` for ``scope`` unless it already is; True when this added it."""
+    cursor = conn.execute(
+        "INSERT INTO suppressions (hmac, scope, reason, channel, created_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (hmac, scope) DO NOTHING",
+        (hmac, scope, reason, channel, created_at),
+    )
+    return cursor.rowcount > 0
+
+
+def is_suppressed(conn: sqlite3.Connection, hmac: str, list_name: str | None = None) -> bool:
+    """The one suppression lookup: is the address suppressed for all marketing,
+    or (with ``list_name``) for that list?"""
+    row = conn.execute(
+        "SELECT 1 FROM suppressions WHERE hmac = ? AND scope IN (?, ?) LIMIT 1",
+        (hmac, ALL, ALL if list_name is None else list_name),
+    ).fetchone()
+    return row is not None
+
+
+def is_erased(conn: sqlite3.Connection, hmac: str) -> bool:
+    """Was the address erased on request (its ``*`` suppression says so)?"""
+    row = conn.execute(
+        "SELECT 1 FROM suppressions WHERE hmac = ? AND scope = ? AND reason = 'erased'", (hmac, ALL)
+    ).fetchone()
+    return row is not None
+
+
+def all_suppressions(conn: sqlite3.Connection) -> list[Suppression]:
+    """Every suppression, for carrying them into a restored database."""
+    rows = conn.execute("SELECT hmac, scope, reason, channel, created_at FROM suppressions").fetchall()
+    return [(str(h), str(s), str(r), c if c is None else str(c), str(at)) for h, s, r, c, at in rows]
+
+
+def suppressed_hmacs(conn: sqlite3.Connection, list_name: str, among: Collection[str] | None = None) -> set[str]:
+    """The addresses suppressed for ``list_name`` or all marketing, as a set of
+    hashes: the whole set once (cheaper than a lookup per recipient, and
+    bounded by the suppression list), or only those ``among`` a page."""
+    if among is None:
+        rows = conn.execute("SELECT hmac FROM suppressions WHERE scope IN (?, ?)", (ALL, list_name))
+    elif not among:
+        return set()
+    else:
+        marks = ",".join("?" for _ in among)
+        rows = conn.execute(
+            f"SELECT hmac FROM suppressions WHERE scope IN (?, ?) AND hmac IN ({marks})",  # noqa: S608 - placeholders only
+            (ALL, list_name, *among),
+        )
+    return {str(row[0]) for row in rows}
