@@ -14,7 +14,8 @@ from typing import Any
 from .. import audit
 from ..config import Settings
 from ..store import Store
-from .sqlutil import dicts, json_value
+from ..store import audit as audit_rows
+from .sqlutil import json_value
 from .subject import find_subject
 
 
@@ -33,17 +34,8 @@ class VerifyResult:
 def list_entries(store: Store, settings: Settings, *, subject_email: str | None = None,
                  limit: int | None = None) -> list[dict[str, Any]]:
     """Audit entries (newest ``limit``, oldest first), optionally about one person."""
-    where, params = "1", list[object]()
-    if subject_email is not None:
-        subject = find_subject(store, settings, subject_email)
-        where, params = "subject_hmac = ?", [subject.hmac]
-    sql = f"SELECT id, at, actor, command, action, subject_hmac, detail, reason FROM audit_log WHERE {where}"  # noqa: S608
-    if limit is not None:
-        sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id"  # noqa: S608
-        params.append(limit)
-    else:
-        sql += " ORDER BY id"
-    rows = dicts(store.conn, sql, params)
+    subject_hmac = find_subject(store, settings, subject_email).hmac if subject_email is not None else None
+    rows = audit_rows.entries(store.conn, subject_hmac=subject_hmac, limit=limit)
     for row in rows:
         row["detail"] = json_value(row["detail"])
         row["subject"] = row.pop("subject_hmac")

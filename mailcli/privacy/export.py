@@ -38,6 +38,7 @@ from .. import audit, clock
 from ..config import Settings
 from ..errors import MailcliError
 from ..store import Store
+from ..store import audit as audit_rows
 from .letter import LetterFacts, information, render_letter
 from .registry import PERSONAL_DATA_TABLES, uncovered_tables
 from .sqlutil import dicts, json_value
@@ -116,9 +117,9 @@ def _suppression(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, A
 
 
 def _audit(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
-    rows = dicts(conn, "SELECT id, at, actor, command, action, detail, reason FROM audit_log"
-                       " WHERE subject_hmac = ? ORDER BY id", (subject.hmac,))
+    rows = audit_rows.entries(conn, subject_hmac=subject.hmac)
     for row in rows:
+        del row["subject_hmac"]
         row["detail"] = json_value(row["detail"])
     return rows
 

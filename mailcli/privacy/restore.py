@@ -62,6 +62,7 @@ from ..locks import (
 )
 from ..optouts import OptOutEntry, ledger_end, optout_ledger_path, read_optouts
 from ..store import Store, open_store
+from ..store import audit as audit_table
 from ..store import restore as sql
 from ..store.db import apply_migrations, busy_timeout, connect
 from ..store.migrations import MIGRATIONS
@@ -212,7 +213,7 @@ def _reapply(store: Store, settings: Settings, later: _Later, counts: _Counts) -
 
 def _carry_audit(store: Store, rows: list[tuple[object, ...]]) -> int:
     """Append (re-chained) the replaced database's audit rows the restored one lacks."""
-    present = sql.audit_hashes(store.conn)
+    present = audit_table.hashes(store.conn)
     missing = [row for row in rows if row[7] not in present]
     for at, actor, command, action, subject_hmac, detail, reason, _hash in missing:
         audit.append_row(store, at=str(at), actor=str(actor), command=str(command), action=str(action),
@@ -243,7 +244,7 @@ def _read_live(target: Path) -> _Live:
             # Whatever else is damaged in it does not matter: the swap
             # rewrites every page.
             return _Live(usable=True, page_size=sql.page_size(conn),
-                         suppressions=all_suppressions(conn), audit_rows=sql.read_audit_rows(conn))
+                         suppressions=all_suppressions(conn), audit_rows=audit_table.rows_with_hashes(conn))
         finally:
             conn.close()
     except (sqlite3.Error, MailcliError) as exc:

@@ -44,6 +44,7 @@ from .. import audit, clock
 from ..config import Settings
 from ..locks import maintenance_lock
 from ..store import Store
+from ..store import audit as audit_rows
 from ..store.archive import archive_deliveries, archive_events
 from ..store.suppressions import add_suppression
 from .backup import expired_backups
@@ -138,7 +139,7 @@ def _plan(conn: sqlite3.Connection, cut: dict[str, str]) -> dict[str, int]:
         conn.execute(f"SELECT count(*) FROM deliveries WHERE {_OLD_DELIVERIES}", (cut["send_log"],)).fetchone()[0]  # noqa: S608
         + conn.execute(f"SELECT count(*) FROM events WHERE {_OLD_EVENTS}", (cut["send_log"],)).fetchone()[0]  # noqa: S608
     )
-    counts["audit_log"] = conn.execute("SELECT count(*) FROM audit_log WHERE at < ?", (cut["audit_log"],)).fetchone()[0]
+    counts["audit_log"] = audit_rows.count_before(conn, cut["audit_log"])
     return counts
 
 
@@ -197,7 +198,7 @@ def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dr
             tx.execute(f"DELETE FROM deliveries WHERE {_OLD_DELIVERIES}", (cut["send_log"],))  # noqa: S608
             archive_events(tx, _OLD_EVENTS, (cut["send_log"],))
             tx.execute(f"DELETE FROM events WHERE {_OLD_EVENTS}", (cut["send_log"],))  # noqa: S608
-            tx.execute("DELETE FROM audit_log WHERE at < ?", (cut["audit_log"],))
+            audit_rows.delete_before(tx, cut["audit_log"])
             tx.execute("DROP TABLE temp.purge_members")
             tx.execute("DROP TABLE temp.purge_contacts")
             removed = expired_backups(settings, moment)

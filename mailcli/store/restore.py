@@ -138,14 +138,3 @@ def set_restricted(conn: sqlite3.Connection, contact_id: int, at: str | None) ->
                             (contact_id,)).rowcount
     return conn.execute("UPDATE contacts SET restricted_at = ?, updated_at = ? WHERE id = ? AND restricted_at IS NULL",
                         (at, at, contact_id)).rowcount
-
-
-def read_audit_rows(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
-    """The audit log in order: (at, actor, command, action, subject_hmac, detail, reason, hash)."""
-    return conn.execute(
-        "SELECT at, actor, command, action, subject_hmac, detail, reason, hash FROM audit_log ORDER BY id"
-    ).fetchall()
-
-
-def audit_hashes(conn: sqlite3.Connection) -> set[str]:
-    return {str(row[0]) for row in conn.execute("SELECT hash FROM audit_log")}
