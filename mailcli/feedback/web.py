@@ -319,15 +319,12 @@ class UnsubscribeApp:
         return Reply("200 OK", self._done, "spooled", token=token)
 
     def _record(self, parsed: UnsubscribeToken) -> str:
-        store = self.store()
-        contact = actions.contact_by_uid(store.conn, parsed.contact_uid)
-        if contact is None or actions.list_name_of(store.conn, parsed.list_id) is None:
+        changed = actions.unsubscribe_by_token(self.store(), self.settings, parsed.contact_uid, parsed.list_id,
+                                               channel="one-click", command="serve")
+        if changed is None:
             # Erased since the message was sent: there is nothing left to
             # unsubscribe, and the suppression list already holds them.
             return "gone"
-        campaign = actions.latest_campaign(store.conn, contact.id, parsed.list_id)
-        changed = actions.unsubscribe(store, self.settings, contact.id, list_id=parsed.list_id, channel="one-click",
-                                      campaign_id=campaign, command="serve")
         return "unsubscribed" if changed else "already"
 
 

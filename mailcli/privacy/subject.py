@@ -14,6 +14,7 @@ from ..addresses import mask_address, normalise_address
 from ..config import Settings
 from ..errors import NotFoundError
 from ..store import Store
+from ..store.subjects import contact_id_by_email_key
 from ..tokens import address_hmac
 
 
@@ -39,12 +40,11 @@ class Subject:
 def find_subject(store: Store, settings: Settings, email: str) -> Subject:
     """The subject for ``email`` (invalid address: UsageError; absent: contact_id None)."""
     normalised = normalise_address(email)
-    row = store.conn.execute("SELECT id FROM contacts WHERE email_key = ?", (normalised.key,)).fetchone()
     return Subject(
         address=normalised.address,
         key=normalised.key,
         hmac=address_hmac(settings.secret(), normalised.key),
-        contact_id=row[0] if row else None,
+        contact_id=contact_id_by_email_key(store.conn, normalised.key),
     )
 
 
