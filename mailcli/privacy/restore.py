@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import audit, clock
+from .. import audit
 from ..config import Settings
 from ..errors import MailcliError, NotFoundError
 from ..locks import (
@@ -60,18 +60,17 @@ from ..locks import (
     restore_lock,
     sends_running,
 )
-from ..optouts import OptOutEntry, ledger_end, optout_ledger_path, read_optouts
+from ..optouts import ledger_end, optout_ledger_path, read_optouts
 from ..store import Store, open_store
 from ..store import audit as audit_table
 from ..store import restore as sql
 from ..store.db import apply_migrations, busy_timeout, connect
 from ..store.migrations import MIGRATIONS
-from ..store.suppressions import Suppression, add_suppression, all_suppressions
+from ..store.suppressions import Suppression, all_suppressions
 from .backup import copy_database, new_backup_path, remove_partial_copies
-from .erase import erase_contact_rows
-from .ledger import LedgerEntry, ledger_path, read_entries
+from .ledger import ledger_path, read_entries
+from .reapply import Counts, Later, carry_audit, reapply
 from .scrub import checkpoint
-from .subject import contact_hmac
 
 PREFIX = ".restore-"
 
@@ -85,23 +84,6 @@ class RestoreResult:
     suppressions_merged: int
     audit_carried: int
     warnings: tuple[str, ...]
-
-
-@dataclass
-class _Counts:
-    reerased: int = 0
-    optouts: int = 0
-    merged: int = 0
-    audit: int = 0
-
-
-@dataclass
-class _Later:
-    """What happened after the backup, to re-apply to the restored database."""
-
-    suppressions: list[Suppression] = field(default_factory=list)
-    erasures: list[LedgerEntry] = field(default_factory=list)
-    optouts: list[OptOutEntry] = field(default_factory=list)
 
 
 # -- checking ---------------------------------------------------------------------
@@ -160,68 +142,6 @@ def remove_leftovers(settings: Settings) -> int:
     return removed
 
 
-# -- re-applying later facts ------------------------------------------------------
-
-def _reapply(store: Store, settings: Settings, later: _Later, counts: _Counts) -> None:
-    """Re-erase, merge suppressions, re-apply opt-outs and restrictions, in one transaction."""
-    erasures: dict[str, LedgerEntry] = {}
-
-    def note(entry: LedgerEntry) -> None:
-        known = erasures.get(entry.hmac)
-        if known is None or entry.erased_at > known.erased_at:
-            erasures[entry.hmac] = entry
-
-    for entry in later.erasures:
-        note(entry)
-    for hmac, scope, reason, _channel, created_at in later.suppressions:
-        if reason == "erased" and scope == "*":
-            note(LedgerEntry(hmac, created_at, "request", True))
-    optouts: dict[str, list[tuple[str, str, str, str]]] = {}  # hmac -> (scope, reason, channel, at)
-    restricted: dict[str, str | None] = {}  # hmac -> restricted since (None: lifted), the last word
-    with store.transaction() as conn:
-        for hmac, scope, reason, channel, created_at in later.suppressions:
-            if add_suppression(conn, hmac, scope, reason, channel, created_at):
-                counts.merged += 1
-            if reason != "erased":
-                optouts.setdefault(hmac, []).append((scope, reason, channel or "restore", created_at))
-        for item in later.optouts:
-            if item.reason in ("restricted", "unrestricted"):
-                restricted[item.hmac] = item.at if item.reason == "restricted" else None
-                continue
-            if add_suppression(conn, item.hmac, item.scope, item.reason, item.channel, item.at):
-                counts.merged += 1
-            optouts.setdefault(item.hmac, []).append((item.scope, item.reason, item.channel or "restore", item.at))
-        for entry in erasures.values():
-            if entry.suppress:
-                add_suppression(conn, entry.hmac, "*", "erased", "restore", clock.now_iso())
-        if not (erasures or optouts or restricted):
-            return
-        for contact_id, email_key, created_at in sql.iter_contact_keys(conn):
-            hmac = contact_hmac(settings, email_key)
-            erased = erasures.get(hmac)
-            if erased is not None and clock.parse_iso(created_at) <= clock.parse_iso(erased.erased_at):
-                erase_contact_rows(conn, contact_id, hmac)
-                counts.reerased += 1
-                continue
-            for scope, reason, channel, at in optouts.get(hmac, ()):
-                counts.optouts += sql.end_memberships(conn, contact_id, scope, channel, at)
-                if scope == "*":
-                    sql.mark_contact_opted_out(conn, contact_id, reason, at)
-            if hmac in restricted:
-                sql.set_restricted(conn, contact_id, restricted[hmac])
-
-
-def _carry_audit(store: Store, rows: list[tuple[object, ...]]) -> int:
-    """Append (re-chained) the replaced database's audit rows the restored one lacks."""
-    present = audit_table.hashes(store.conn)
-    missing = [row for row in rows if row[7] not in present]
-    for at, actor, command, action, subject_hmac, detail, reason, _hash in missing:
-        audit.append_row(store, at=str(at), actor=str(actor), command=str(command), action=str(action),
-                         subject_hmac=subject_hmac if subject_hmac is None else str(subject_hmac),
-                         detail_text=str(detail), reason=reason if reason is None else str(reason))
-    return len(missing)
-
-
 # -- the steps --------------------------------------------------------------------
 
 @dataclass
@@ -266,7 +186,7 @@ def _keep_safety_copy(settings: Settings, target: Path, warnings: list[str]) -> 
         return None
 
 
-def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later: _Later, counts: _Counts) -> Path:
+def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later: Later, counts: Counts) -> Path:
     """The restored database, complete, in a private file beside the live one."""
     fd, name = tempfile.mkstemp(prefix=PREFIX, suffix=".db", dir=target.parent)
     os.close(fd)
@@ -285,8 +205,8 @@ def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later:
     store = Store(path=prepared, conn=conn)
     try:
         apply_migrations(conn)
-        _reapply(store, settings, later, counts)
-        counts.audit += _carry_audit(store, live.audit_rows)
+        reapply(store, settings, later, counts)
+        counts.audit += carry_audit(store, live.audit_rows)
         audit.record_access(
             store, settings, "restore", command="backup restore",
             detail={"file": source.name, "reerased": counts.reerased, "optouts_reapplied": counts.optouts,
@@ -366,7 +286,7 @@ def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[
     from ..feedback.actions import apply_spooled_optouts
 
     warnings: list[str] = []
-    counts = _Counts()
+    counts = Counts()
     remove_leftovers(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Whatever is appended to the ledgers from here on is re-applied to
@@ -376,16 +296,16 @@ def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[
     if live.problem:
         warnings.append(live.problem)
     safety = _keep_safety_copy(settings, target, warnings) if live.usable else None
-    later = _Later(suppressions=live.suppressions, erasures=list(read_entries(settings)),
+    later = Later(suppressions=live.suppressions, erasures=list(read_entries(settings)),
                    optouts=list(read_optouts(settings)))
     prepared = _prepare(settings, source, target, live, later, counts)
     try:
         _swap(prepared, target, live, on_wait)
         store = open_store(target)
         try:
-            late = _Later(erasures=list(read_entries(settings, marks[0])),
+            late = Later(erasures=list(read_entries(settings, marks[0])),
                           optouts=list(read_optouts(settings, marks[1])))
-            _reapply(store, settings, late, counts)
+            reapply(store, settings, late, counts)
             apply_spooled_optouts(store, settings)
             if not checkpoint(store):
                 warnings.append("another process is reading the database; its WAL is folded in later")

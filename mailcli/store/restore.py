@@ -16,7 +16,6 @@ database and the opt-out ledger).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 from .db import apply_migrations
@@ -95,46 +94,3 @@ def schema_differences(conn: sqlite3.Connection) -> list[str]:
         if found[key] != expected[key]:
             problems.append(f"a {key[0]} {key[1]!r} defined differently from mailcli's")
     return problems
-
-
-def iter_contact_keys(conn: sqlite3.Connection) -> Iterator[tuple[int, str, str]]:
-    """(id, email_key, created_at) of every contact."""
-    for contact_id, key, created_at in conn.execute("SELECT id, email_key, created_at FROM contacts").fetchall():
-        yield int(contact_id), str(key), str(created_at)
-
-
-# Memberships a later opt-out ends: one list (by name), or all of them.
-_END_ONE = ("UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = ?,"
-            " updated_at = ? WHERE contact_id = ? AND status != 'unsubscribed'"
-            " AND list_id = (SELECT id FROM lists WHERE name = ?)")
-_END_ALL = ("UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = ?,"
-            " updated_at = ? WHERE contact_id = ? AND status != 'unsubscribed'")
-
-
-def end_memberships(conn: sqlite3.Connection, contact_id: int, scope: str, channel: str, at: str) -> int:
-    """Unsubscribe a contact from list ``scope`` (or every list for ``*``) as of ``at``; rows changed."""
-    if scope == "*":
-        return conn.execute(_END_ALL, (at, channel, at, contact_id)).rowcount
-    return conn.execute(_END_ONE, (at, channel, at, contact_id, scope)).rowcount
-
-
-def mark_contact_opted_out(conn: sqlite3.Connection, contact_id: int, reason: str, at: str) -> int:
-    """The person-level flag of an opt-out from all marketing: objection or
-    complaint set ``no_marketing_at``; a bounce or complaint sets the status."""
-    changed = 0
-    if reason in ("objected", "complained", "unsubscribed"):
-        changed += conn.execute("UPDATE contacts SET no_marketing_at = ?, updated_at = ? WHERE id = ?"
-                                " AND no_marketing_at IS NULL", (at, at, contact_id)).rowcount
-    if reason in ("bounced", "complained"):
-        changed += conn.execute("UPDATE contacts SET status = ?, updated_at = ? WHERE id = ?"
-                                " AND status IN ('active', 'unsubscribed')", (reason, at, contact_id)).rowcount
-    return changed
-
-
-def set_restricted(conn: sqlite3.Connection, contact_id: int, at: str | None) -> int:
-    """Restrict processing as of ``at``, or lift it (``None``); rows changed."""
-    if at is None:
-        return conn.execute("UPDATE contacts SET restricted_at = NULL WHERE id = ? AND restricted_at IS NOT NULL",
-                            (contact_id,)).rowcount
-    return conn.execute("UPDATE contacts SET restricted_at = ?, updated_at = ? WHERE id = ? AND restricted_at IS NULL",
-                        (at, at, contact_id)).rowcount
