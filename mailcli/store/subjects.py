@@ -62,6 +62,20 @@ def contact_id_by_email_key(conn: sqlite3.Connection, email_key: str) -> int | N
     return int(row[0]) if row else None
 
 
+def optout_flags(conn: sqlite3.Connection, contact_id: int) -> tuple[str, str | None]:
+    """(status, no_marketing_at) of a contact."""
+    status, no_marketing_at = conn.execute(
+        "SELECT status, no_marketing_at FROM contacts WHERE id = ?", (contact_id,)).fetchone()
+    return str(status), no_marketing_at
+
+
+def unsubscribed_list_names(conn: sqlite3.Connection, contact_id: int) -> list[str]:
+    """The lists a contact unsubscribed from."""
+    rows = conn.execute("SELECT l.name FROM memberships m JOIN lists l ON l.id = m.list_id"
+                        " WHERE m.contact_id = ? AND m.status = 'unsubscribed'", (contact_id,)).fetchall()
+    return [str(name) for (name,) in rows]
+
+
 def iter_contact_keys(conn: sqlite3.Connection) -> Iterator[tuple[int, str, str]]:
     """(id, email_key, created_at) of every contact."""
     for contact_id, key, created_at in conn.execute("SELECT id, email_key, created_at FROM contacts").fetchall():
