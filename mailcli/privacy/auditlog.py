@@ -15,7 +15,6 @@ from .. import audit
 from ..config import Settings
 from ..store import Store
 from ..store import audit as audit_rows
-from .sqlutil import json_value
 from .subject import find_subject
 
 
@@ -37,7 +36,6 @@ def list_entries(store: Store, settings: Settings, *, subject_email: str | None 
     subject_hmac = find_subject(store, settings, subject_email).hmac if subject_email is not None else None
     rows = audit_rows.entries(store.conn, subject_hmac=subject_hmac, limit=limit)
     for row in rows:
-        row["detail"] = json_value(row["detail"])
         row["subject"] = row.pop("subject_hmac")
     return rows
 

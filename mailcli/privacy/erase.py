@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from .. import audit, clock
 from ..config import Settings
 from ..store import Store
-from ..store.archive import archive_deliveries, archive_events
+from ..store.personal_data import archive_contact, delete_rows_about
 from ..store.suppressions import ALL, add_suppression, is_erased
 from .ledger import LedgerEntry, append_entries
 from .registry import PERSONAL_DATA_TABLES
@@ -43,15 +43,12 @@ def erase_contact_rows(conn: sqlite3.Connection, contact_id: int, hmac: str) -> 
 
     Call inside a transaction. Returns deleted rows per table.
     """
-    archive_deliveries(conn, "contact_id = ?", (contact_id,))
-    archive_events(conn, "contact_id = ?", (contact_id,))
+    archive_contact(conn, contact_id)
     counts: dict[str, int] = {}
     for entry in PERSONAL_DATA_TABLES.values():
-        if entry.on_erase != "delete":
-            continue
-        value: object = hmac if entry.by_hmac else contact_id
-        cur = conn.execute(f'DELETE FROM "{entry.table}" WHERE "{entry.key}" = ?', (value,))  # noqa: S608 - registry names
-        counts[entry.table] = cur.rowcount
+        if entry.on_erase == "delete":
+            value: object = hmac if entry.by_hmac else contact_id
+            counts[entry.table] = delete_rows_about(conn, entry.table, entry.key, value)
     return counts
 
 

@@ -37,11 +37,12 @@ from typing import Any
 from .. import audit, clock
 from ..config import Settings
 from ..errors import MailcliError
-from ..store import Store
+from ..store import Store, personal_data
 from ..store import audit as audit_rows
+from ..store.events import events_of
+from ..store.suppressions import suppressions_of
 from .letter import LetterFacts, information, render_letter
 from .registry import PERSONAL_DATA_TABLES, uncovered_tables
-from .sqlutil import dicts, json_value
 from .subject import Subject, find_subject, require_contact
 
 SCHEMA = "mailcli.subject-export/1"
@@ -71,9 +72,13 @@ def to_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
 
 # -- gathering, one builder per registered table ---------------------------------
 
+def _contact_id(subject: Subject) -> int:
+    assert subject.contact_id is not None  # export_subject requires a contact
+    return subject.contact_id
+
+
 def _profile(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
-    row = dicts(conn, "SELECT * FROM contacts WHERE id = ?", (subject.contact_id,))[0]
-    row["attributes"] = json_value(row.get("attributes"))
+    row = personal_data.profile(conn, _contact_id(subject))
     provided = {key: row.get(key) for key in PROVIDED_BY_SUBJECT}
     recorded = {key: row.get(key) for key in RECORDED_BY_US if key in row}
     extra = {k: v for k, v in row.items() if k not in provided and k not in recorded and k not in ("id", "email_key")}
@@ -81,8 +86,7 @@ def _profile(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
 
 
 def _memberships(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
-    rows = dicts(conn, "SELECT l.name AS list, m.* FROM memberships m JOIN lists l ON l.id = m.list_id"
-                       " WHERE m.contact_id = ? ORDER BY l.name", (subject.contact_id,))
+    rows = personal_data.memberships(conn, _contact_id(subject))
     out = []
     for row in rows:
         out.append({
@@ -96,31 +100,21 @@ def _memberships(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, A
 
 
 def _deliveries(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
-    return dicts(conn, "SELECT c.name AS campaign, c.subject AS campaign_subject, d.status, d.message_id,"
-                       " d.attempts, d.last_reply, d.created_at, d.updated_at, d.sent_at"
-                       " FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
-                       " WHERE d.contact_id = ? ORDER BY d.id", (subject.contact_id,))
+    return personal_data.deliveries(conn, _contact_id(subject))
 
 
 def _events(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
-    rows = dicts(conn, "SELECT e.created_at, e.kind, e.channel, e.scope, c.name AS campaign, e.detail, e.source_ref"
-                       " FROM events e LEFT JOIN campaigns c ON c.id = e.campaign_id"
-                       " WHERE e.contact_id = ? ORDER BY e.id", (subject.contact_id,))
-    for row in rows:
-        row["detail"] = json_value(row["detail"])
-    return rows
+    return events_of(conn, _contact_id(subject))
 
 
 def _suppression(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
-    return dicts(conn, "SELECT scope, reason, channel, created_at FROM suppressions WHERE hmac = ? ORDER BY scope",
-                 (subject.hmac,))
+    return suppressions_of(conn, subject.hmac)
 
 
 def _audit(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
     rows = audit_rows.entries(conn, subject_hmac=subject.hmac)
     for row in rows:
         del row["subject_hmac"]
-        row["detail"] = json_value(row["detail"])
     return rows
 
 
@@ -144,7 +138,7 @@ def gather(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
             sections[name] = build(conn, subject)
         else:  # a table registered without a builder: export its rows as they are
             value = subject.hmac if entry.by_hmac else subject.contact_id
-            sections[table] = dicts(conn, f'SELECT * FROM "{table}" WHERE "{entry.key}" = ?', (value,))  # noqa: S608
+            sections[table] = personal_data.rows_about(conn, table, entry.key, value)
     return sections
 
 

@@ -10,6 +10,8 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from .rows import dicts, json_value
+
 GENESIS = "0" * 64  # the "previous hash" of the first entry
 
 AuditRow = tuple[str, str, str, str, str | None, str, str | None]  # at, actor, command, action, subject, detail, reason
@@ -39,7 +41,7 @@ def chain_rows(conn: sqlite3.Connection) -> Iterable[tuple[Any, ...]]:
 
 def entries(conn: sqlite3.Connection, *, subject_hmac: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Entries oldest first (the newest ``limit`` when given), all or those about
-    one person; ``detail`` as stored (JSON text)."""
+    one person, with the detail decoded."""
     params: list[object] = []
     where = "1 = 1"
     if subject_hmac is not None:
@@ -51,8 +53,10 @@ def entries(conn: sqlite3.Connection, *, subject_hmac: str | None = None, limit:
         params.append(limit)
     else:
         sql += " ORDER BY id"
-    keys = ("id", "at", "actor", "command", "action", "subject_hmac", "detail", "reason")
-    return [dict(zip(keys, row, strict=True)) for row in conn.execute(sql, params)]
+    rows = dicts(conn, sql, params)
+    for row in rows:
+        row["detail"] = json_value(row["detail"])
+    return rows
 
 
 def rows_with_hashes(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:

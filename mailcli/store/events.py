@@ -14,6 +14,8 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from .rows import dicts, json_value
+
 
 def add_event(
     conn: sqlite3.Connection, *, contact_id: int | None, kind: str, channel: str, scope: str, now: str,
@@ -35,3 +37,13 @@ def soft_bounced_campaigns(conn: sqlite3.Connection, contact_id: int) -> int:
         (contact_id,),
     ).fetchone()
     return int(row[0])
+
+
+def events_of(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]]:
+    """One contact's events, oldest first, with the campaign's name and the detail decoded."""
+    rows = dicts(conn, "SELECT e.created_at, e.kind, e.channel, e.scope, c.name AS campaign, e.detail, e.source_ref"
+                       " FROM events e LEFT JOIN campaigns c ON c.id = e.campaign_id"
+                       " WHERE e.contact_id = ? ORDER BY e.id", (contact_id,))
+    for row in rows:
+        row["detail"] = json_value(row["detail"])
+    return rows

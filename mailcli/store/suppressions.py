@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection
+from typing import Any
+
+from .rows import dicts
 
 ALL = "*"
 
@@ -68,3 +71,9 @@ def suppressed_hmacs(conn: sqlite3.Connection, list_name: str, among: Collection
             (ALL, list_name, *among),
         )
     return {str(row[0]) for row in rows}
+
+
+def suppressions_of(conn: sqlite3.Connection, hmac: str) -> list[dict[str, Any]]:
+    """One person's suppressions (scope, reason, channel, created_at), by scope."""
+    return dicts(conn, "SELECT scope, reason, channel, created_at FROM suppressions WHERE hmac = ? ORDER BY scope",
+                 (hmac,))
