@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from ..store.personal_data import column_names, table_names
+from ..store.schema import column_names, table_names
 
 # Column names that mark a table as holding data about a person.
 PERSONAL_COLUMNS = frozenset({

@@ -6,7 +6,7 @@ killed. So:
 
 1. **Check the backup** without changing anything: ``PRAGMA integrity_check``,
    a mailcli database no newer than this mailcli, and exactly the schema its
-   migrations create (:func:`mailcli.store.restore.schema_differences`): a
+   migrations create (:func:`mailcli.store.schema.schema_differences`): a
    trigger, view or table mailcli does not know — a trigger that empties
    ``suppressions``, say — refuses it.
 2. **Keep the replaced database** as a ``pre-restore`` backup, and read what
@@ -61,16 +61,15 @@ from ..locks import (
     sends_running,
 )
 from ..optouts import ledger_end, optout_ledger_path, read_optouts
-from ..store import Store, open_store
+from ..store import Store, backups, open_store
 from ..store import audit as audit_table
-from ..store import restore as sql
+from ..store import schema as sql
 from ..store.db import apply_migrations, busy_timeout, connect
 from ..store.migrations import MIGRATIONS
 from ..store.suppressions import Suppression, all_suppressions
 from .backup import copy_database, new_backup_path, remove_partial_copies
 from .ledger import ledger_path, read_entries
 from .reapply import Counts, Later, carry_audit, reapply
-from .scrub import checkpoint
 
 PREFIX = ".restore-"
 
@@ -93,12 +92,12 @@ def check_backup(path: Path) -> None:
     if not path.is_file():
         raise NotFoundError(f"Backup not found: {path}", hint="`mailcli backup list` shows the backups")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = backups.open_read_only(path)
     except sqlite3.Error as exc:
         raise MailcliError(f"Cannot open the backup {path}: {exc}") from None
     try:
         damage = sql.integrity_problems(conn)
-        tables = sql.table_names(conn)
+        tables = set(sql.table_names(conn))
         applied = sql.applied_migrations(conn)
         newer = applied - {name for name, _ in MIGRATIONS}
         problems = [] if newer or damage else sql.schema_differences(conn)
@@ -192,16 +191,8 @@ def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later:
     os.close(fd)
     prepared = Path(name)
     os.chmod(prepared, 0o600)
-    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        dst = sqlite3.connect(str(prepared), isolation_level=None)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-    finally:
-        src.close()
-    conn = sql.open_aside(prepared)
+    backups.copy_file(source, prepared)
+    conn = backups.open_aside(prepared)
     store = Store(path=prepared, conn=conn)
     try:
         apply_migrations(conn)
@@ -213,9 +204,9 @@ def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later:
                     "suppressions_merged": counts.merged, "audit_carried": counts.audit},
         )
         if live.page_size is not None and live.page_size != sql.page_size(conn):
-            sql.compact(conn, live.page_size)  # the backup API copies only between equal page sizes
+            backups.compact(conn, live.page_size)  # the backup API copies only between equal page sizes
         elif counts.reerased:
-            sql.compact(conn)  # no page keeps a trace of the re-erased
+            backups.compact(conn)  # no page keeps a trace of the re-erased
         damage = sql.integrity_problems(conn)
         if damage:
             raise MailcliError(f"The restored database failed its integrity check ({damage[0]}); nothing was changed")
@@ -229,19 +220,11 @@ def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later:
 def _swap(prepared: Path, target: Path, live: _Live, on_wait: Callable[[str], None] | None) -> None:
     """Make the prepared database the live one, in one step."""
     if live.usable:
-        src = sqlite3.connect(f"{prepared.resolve().as_uri()}?mode=ro", uri=True)
+        dst = open_store(target, on_wait=on_wait)
         try:
-            dst = open_store(target, on_wait=on_wait)
-            try:
-                # Wait for other writers here, where the wait is announced and
-                # bounded; the copy then takes the write lock at once.
-                dst.begin("restore it")
-                dst.conn.execute("ROLLBACK")
-                src.backup(dst.conn)  # one step: one write transaction of the live database
-            finally:
-                dst.close()
+            backups.copy_into(dst, prepared, "restore it")
         finally:
-            src.close()
+            dst.close()
         return
     # Nothing usable to copy into: the prepared file takes the name. A stale
     # -wal would be replayed into it, so those go first.
@@ -307,7 +290,7 @@ def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[
                           optouts=list(read_optouts(settings, marks[1])))
             reapply(store, settings, late, counts)
             apply_spooled_optouts(store, settings)
-            if not checkpoint(store):
+            if not backups.checkpoint(store.conn):
                 warnings.append("another process is reading the database; its WAL is folded in later")
         finally:
             store.close()

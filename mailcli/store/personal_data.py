@@ -52,14 +52,3 @@ def archive_contact(conn: sqlite3.Connection, contact_id: int) -> None:
 def delete_rows_about(conn: sqlite3.Connection, table: str, column: str, value: object) -> int:
     """Delete the rows of a registered table whose ``column`` names the person; how many."""
     return conn.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (value,)).rowcount  # noqa: S608 - registry names
-
-
-def table_names(conn: sqlite3.Connection) -> list[str]:
-    """The database's own tables, by name (SQLite's catalogue)."""
-    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-    return [str(row[0]) for row in rows]
-
-
-def column_names(conn: sqlite3.Connection, table: str) -> set[str]:
-    """The columns of ``table`` (SQLite's catalogue)."""
-    return {str(row[1]) for row in conn.execute(f'PRAGMA table_info("{table}")')}

@@ -1,22 +1,20 @@
-"""The SQL behind ``backup restore``: what a backup may contain, and re-applying later facts.
+"""What a database holds, from SQLite's own catalogue: tables, columns, schema, integrity.
 
-A backup is a whole database from elsewhere; before it replaces the live one
-its schema must be exactly what mailcli's own migrations create — the same
-tables, indexes, triggers and views, with the same definitions. A trigger that
-empties ``suppressions`` on every insert, a view or a table mailcli does not
-know, or a missing index or trigger would change what every later command
-does, so any difference refuses the backup. The reference is built in memory
-by running the migrations the backup records as applied.
+Before a backup replaces the live database its schema must be exactly what
+mailcli's own migrations create — the same tables, indexes, triggers and
+views, with the same definitions. A trigger that empties ``suppressions`` on
+every insert, a view or a table mailcli does not know, or a missing index or
+trigger would change what every later command does, so any difference
+refuses the backup. The reference is built in memory by running the
+migrations the backup records as applied.
 
-The rest re-applies, to the restored database, what happened after the
-backup was taken: suppressions, opt-outs and restrictions (from the replaced
-database and the opt-out ledger).
+The privacy registry reads the tables and columns here to find any table
+that holds personal data without being registered.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 from .db import apply_migrations
 
@@ -29,29 +27,18 @@ def integrity_problems(conn: sqlite3.Connection) -> list[str]:
     return [] if found == ["ok"] else found
 
 
-def table_names(conn: sqlite3.Connection) -> set[str]:
-    return {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+def table_names(conn: sqlite3.Connection) -> list[str]:
+    """The database's own tables, by name (not SQLite's internal ``sqlite_*`` ones)."""
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+    return [str(row[0]) for row in rows]
+
+
+def column_names(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {str(row[1]) for row in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
 def page_size(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA page_size").fetchone()[0])
-
-
-def open_aside(path: Path) -> sqlite3.Connection:
-    """A database being prepared beside the live one: one self-contained file
-    (rollback journal, no -wal beside it), deleted rows zeroed, keys checked."""
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.execute("PRAGMA secure_delete=ON")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
-
-
-def compact(conn: sqlite3.Connection, size: int | None = None) -> None:
-    """VACUUM, into pages of ``size`` bytes when given: no free page keeps old content."""
-    if size is not None:
-        conn.execute(f"PRAGMA page_size={int(size)}")
-    conn.execute("VACUUM")
 
 
 def applied_migrations(conn: sqlite3.Connection) -> set[str]:
