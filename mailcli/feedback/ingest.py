@@ -46,8 +46,9 @@ from ..tokens import parse_unsubscribe_token
 from . import actions, matching, reports
 from .matching import Target
 from .sources import Source
+from .verdicts import NOTICES, Verdict
 
-HANDLED = ("hard", "soft", "policy", "complaint", "unsubscribe", "ignored", *reports.NOTICES)
+HANDLED = ("hard", "soft", "policy", "complaint", "unsubscribe", "ignored", *NOTICES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +225,7 @@ def _unreadable(store: Store, settings: Settings, verp: Target | None, ref: str,
     return path (VERP), it is a failure of unknown kind, counted like a soft
     bounce; otherwise a person has to look at it."""
     if verp is not None:
-        return _apply(store, settings, verp, reports.Verdict("soft", None), ref)
+        return _apply(store, settings, verp, Verdict("soft", None), ref)
     return Outcome("unmatched", reason)
 
 
