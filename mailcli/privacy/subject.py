@@ -55,8 +55,3 @@ def require_contact(subject: Subject) -> int:
             hint="check the spelling; `mailcli contacts --json` lists who is held",
         )
     return subject.contact_id
-
-
-def contact_hmac(settings: Settings, email_key: str) -> str:
-    return address_hmac(settings.secret(), email_key)
-
