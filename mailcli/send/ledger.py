@@ -37,6 +37,7 @@ from mailcli.store.audience import SENDABLE_SQL, list_not_found
 from mailcli.store.deliveries import KILLED_AFTER_DOT, delivery_status_counts, uncertain_causes
 from mailcli.store.optouts import SKIP_REASON_SQL
 from mailcli.store.relays import smtputf8_marked
+from mailcli.store.suppressions import suppressed_hmacs
 from mailcli.tokens import address_hmac, message_id, new_uid
 
 __all__ = [
@@ -129,13 +130,6 @@ def create_campaign(
     return campaign
 
 
-def _suppressed_hmacs(conn: sqlite3.Connection, list_name: str) -> set[str]:
-    # Suppressions are keyed by HMAC (the address may be erased); scope "*"
-    # is everything, a list name is that list only. Loading the set once is
-    # cheaper than a lookup per contact and bounded by the suppression list.
-    return {row[0] for row in conn.execute("SELECT hmac FROM suppressions WHERE scope IN ('*', ?)", (list_name,))}
-
-
 # The audience: the list's subscribed members as store.audience defines them
 # (contact active, not restricted (art. 18), no objection to marketing (art.
 # 21)), the count `lists` shows. Suppression is checked in Python because it
@@ -160,7 +154,7 @@ def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list
     Each page is read in full before it is handed out, so the caller may
     write deliveries for it before asking for the next.
     """
-    suppressed = _suppressed_hmacs(conn, list_name)
+    suppressed = suppressed_hmacs(conn, list_name)
     after = 0
     while True:
         rows = conn.execute(_AUDIENCE_SQL, (list_id, after, campaign_id, page or AUDIENCE_PAGE)).fetchall()
@@ -273,14 +267,7 @@ def _checked(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, rows: 
              relay: tuple[str, bool | None] | None = None) -> list[Recipient]:
     """Rows of ``_PAGE_SQL`` as Recipients, the suppression list checked too."""
     digests = {address_hmac(secret, row[4]): i for i, row in enumerate(rows)}
-    marks = ",".join("?" for _ in digests)
-    suppressed = {
-        r[0]
-        for r in conn.execute(
-            f"SELECT hmac FROM suppressions WHERE scope IN ('*', ?) AND hmac IN ({marks})",  # noqa: S608 - placeholders only
-            (campaign.list_name, *digests),
-        )
-    }
+    suppressed = suppressed_hmacs(conn, campaign.list_name, among=list(digests))
     suppressed_rows = {digests[d] for d in suppressed}
     marked: dict[int, str | None] = {}
     if relay is not None and relay[1] is False:

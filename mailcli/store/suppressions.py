@@ -70,7 +70,7 @@ def suppressed_hmacs(conn: sqlite3.Connection, list_name: str, among: Collection
             f"SELECT hmac FROM suppressions WHERE scope IN (?, ?) AND hmac IN ({marks})",  # noqa: S608 - placeholders only
             (ALL, list_name, *among),
         )
-    return {str(row[0]) for row in rows}
+    return {row[0] for row in rows}
 
 
 def suppressions_of(conn: sqlite3.Connection, hmac: str) -> list[dict[str, Any]]:
