@@ -1,9 +1,10 @@
 """The audit log: who accessed or changed whose personal data, when and why.
 
-Every command that reads or changes personal data appends one row (STANDARDS
-E25): UTC time, actor (OS user, or the CI job where the environment names
-one), command, action, the subject as a keyed HMAC (never the address), a
-detail object without personal data and an optional ``--reason``.
+Every command that reads or changes personal data appends one row
+(``docs/guarantees.md#audit``): UTC time, actor (OS user, or the CI job
+where the environment names one), command, action, the subject as a keyed
+HMAC (never the address), a detail object without personal data and an
+optional ``--reason``.
 
 Rows are hash-chained: each row's ``hash`` is SHA-256 over the previous row's
 hash and this row's canonical content, so editing or deleting a row in the

@@ -3,20 +3,20 @@
 Every channel — one-click POST (``serve``), mailto and DSN/ARF reports
 (``bounces``), the manual ``unsubscribe`` command, and the unsubscribed and
 cleaned rows of an imported export (``import``) — ends here, so each
-opt-out is stored the same way (STANDARDS B14, E03, E17):
+opt-out is stored the same way (``docs/guarantees.md#suppression``):
 
 * the membership(s) become ``unsubscribed`` with the UTC time and the channel;
-  the consent evidence of the membership is left untouched (E03);
+  the consent evidence of the membership is kept as it was given;
 * an opt-out from all marketing (scope ``*``) also sets
-  ``contacts.no_marketing_at`` (art. 21, E05);
+  ``contacts.no_marketing_at``, an objection to direct marketing (GDPR art. 21);
 * a suppression row keyed by the HMAC of the normalised address, so a later
   import never resubscribes the person and send skips them even after the
-  contact row is erased (E17);
+  contact row is erased;
 * an ``events`` row (kind, channel, scope, campaign when attributable) that
   ``report`` counts, and an audit entry.
 
 All of it happens in one transaction. Repeating an opt-out changes nothing
-and returns ``False`` (B09): the first record is never overwritten. Every
+and returns ``False``: the first record is never overwritten. Every
 opt-out that changes something is also appended to the opt-out ledger
 outside the database (:mod:`mailcli.optouts`) before the transaction
 commits, so restoring an older backup re-applies it.
@@ -25,9 +25,10 @@ One-click unsubscribes that ``serve`` could not write at once wait in the
 spool beside the database (:mod:`mailcli.store.spool`);
 ``apply_spooled_optouts`` records them here, with the time of the request.
 
-Hard bounces and complaints suppress from all marketing (C03, B24); soft
-bounces only count, until ``[bounces] soft_limit`` distinct campaigns have
-soft-bounced, which then suppresses the address as bounced (B25).
+Hard bounces and complaints suppress from all marketing; soft bounces only
+count, until ``[bounces] soft_limit`` distinct campaigns have soft-bounced,
+which then suppresses the address as bounced; a policy rejection never
+suppresses (``docs/guarantees.md#bounces-and-complaints``).
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def record_bounce(
 
     Hard: suppress from everything (reason ``bounced``) and mark the contact
     ``bounced``. Soft: an event only, until soft bounces from
-    ``[bounces] soft_limit`` distinct campaigns have been seen (B25).
+    ``[bounces] soft_limit`` distinct campaigns have been seen.
     """
     secret = settings.secret()
     with store.transaction() as conn:
@@ -219,7 +220,7 @@ def record_complaint(
     source_ref: str | None = None,
     command: str = "bounces",
 ) -> bool:
-    """A spam complaint: suppress from all marketing at once (B24, art. 21).
+    """A spam complaint: suppress from all marketing at once, as an objection (GDPR art. 21).
 
     The complaint is recorded as an objection to all direct marketing: every
     membership is unsubscribed (channel ``complaint``), ``no_marketing_at`` is
@@ -250,7 +251,8 @@ def record_policy_rejection(
 ) -> None:
     """A 5.7.x rejection: the sender's setup (SPF/DKIM/DMARC, reputation) is at fault.
 
-    It never suppresses the contact (C03); the event lets the campaign show it.
+    It never suppresses the contact, whose address is not at fault; the
+    event lets the campaign show it.
     """
     with store.transaction() as conn:
         add_event(conn, contact_id=contact_id, campaign_id=campaign_id, kind="policy_rejected", channel="bounce",

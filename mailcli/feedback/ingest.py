@@ -5,26 +5,19 @@ Message-ID, or of its bytes when it has none), recognised by
 ``reports`` and applied through ``actions``, all in one transaction with
 the processed mark, so a crash half-way neither loses nor doubles anything.
 
-Attribution never guesses (C10, C13): a report is tied to a contact and
-campaign by the VERP token of the address it came back to (``[sender]
-verp``), by the Message-ID of the returned original (``deliveries.message_id``,
-or the campaign and contact uids the Message-ID is built from when the
-delivery row was purged), by ``Original-Envelope-Id``, or by the token in the
-returned List-Unsubscribe header. Only a report that quotes no Message-ID at
-all falls back to its ``Original-Recipient``, ``Final-Recipient`` or
-``Original-Rcpt-To`` address (the one mailcli sent to first: a forwarded
-address fails at another), and then only on an exact match of the
-normalised address. A message to a VERP address that cannot be read as a
-report at all still names its contact: it counts as a soft bounce. Everything
-else is listed for a person, never acted on, and listed again on every run
-until a person acknowledges it (``bounces --ack``).
+Attribution never guesses (:mod:`mailcli.feedback.matching`,
+``docs/guarantees.md#bounces-and-complaints``). A message to a VERP address
+that cannot be read as a report at all still names its contact: it counts as
+a soft bounce. Everything else is listed for a person, never acted on, and
+listed again on every run until a person acknowledges it (``bounces --ack``).
 
 Delay, relay and expansion notices (RFC 3464 ``delayed``, ``relayed``,
 ``expanded``) are recorded as events on the delivery — ``report --failed``
 and ``contacts show`` list them — and never count towards ``soft_limit``.
 
 Nothing here ever sends mail: no reply to a DSN, complaint, auto-reply or
-unsubscribe request, whatever it says (C14).
+unsubscribe request, whatever it says: an answer to a bounce or a complaint
+would be mail to someone who did not ask for it.
 """
 
 from __future__ import annotations

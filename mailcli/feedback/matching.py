@@ -5,8 +5,10 @@ back to (``[sender] verp``), by the Message-ID of the returned original
 (``deliveries.message_id``, or the campaign and contact uids the Message-ID
 is built from when the delivery row was purged), by ``Original-Envelope-Id``,
 or by the token in the returned List-Unsubscribe header. Only a report that
-quotes none of these falls back to a recipient address, and then only on an
-exact match of the normalised address.
+quotes none of these falls back to its ``Original-Recipient``,
+``Final-Recipient`` or ``Original-Rcpt-To`` address (the one mailcli sent to
+first: a forwarded address fails at another), and then only on an exact
+match of the normalised address.
 """
 
 from __future__ import annotations

@@ -1,21 +1,23 @@
 """The unsubscribe endpoint: a plain WSGI app and the waitress server around it.
 
-What the endpoint promises (CLI.md "Unsubscribe endpoint", RFC 8058):
+What the endpoint promises (RFC 8058; ``docs/guarantees.md#the-unsubscribe-endpoint``):
 
 * ``POST`` with ``List-Unsubscribe=One-Click`` (urlencoded or multipart) and a
   valid token unsubscribes the contact from the token's list and answers 200 —
-  no redirect, cookie, login or confirmation (B06, B07, B15). Repeating it
-  answers the same 200 (B09); so does a token whose contact was erased.
+  no redirect, cookie, login or confirmation: one request is the whole
+  opt-out. Repeating it answers the same 200; so does a token whose contact
+  was erased.
 * ``GET``/``HEAD`` render a page whose button POSTs; they never change
-  anything, so link scanners unsubscribe no one (B08). They do not even read
+  anything, so link scanners unsubscribe no one. They do not even read
   the database.
 * A missing, malformed or tampered token gets one uniform 400 page, whatever
   was wrong with it; the MAC is compared in constant time
-  (``tokens.parse_unsubscribe_token``, B09, F13).
+  (``tokens.parse_unsubscribe_token``), so the answer tells nothing about
+  which tokens exist.
 * Only the path of ``[unsubscribe] url`` is served; everything else is 404.
   Bodies over 64 KiB are refused (413), clients that keep sending invalid
-  tokens are slowed down with 429 (F35), and the access log carries a short
-  hash of the token, never an address or a client IP (E26, F35). A valid
+  tokens are slowed down with 429, and the access log carries a short
+  hash of the token, never an address or a client IP. A valid
   token is never limited, and the client is the real one behind a trusted
   reverse proxy (see :mod:`mailcli.feedback.clients`).
 * No opt-out is lost or refused. The token alone says who and which list

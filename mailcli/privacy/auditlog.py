@@ -1,4 +1,4 @@
-"""Reading and verifying the audit log (``privacy audit``; STANDARDS E25).
+"""Reading and verifying the audit log (``privacy audit``; ``docs/guarantees.md#audit``).
 
 Entries are listed newest last, optionally only those about one person (by
 the HMAC of their address — the log never holds the address). ``verify``

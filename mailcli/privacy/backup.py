@@ -2,7 +2,7 @@
 
 ``create_backup`` uses SQLite's online backup API (``Connection.backup``) in
 one step, so the copy is a consistent snapshot even while a send is writing
-(STANDARDS F30); the copy is switched to rollback-journal mode so it is one
+(``docs/guarantees.md#backups``); the copy is switched to rollback-journal mode so it is one
 self-contained file, written 0600 into ``backups/`` (0700) as
 ``mailcli-YYYYmmddTHHMMSSZ.db``. It is written under a temporary name and
 renamed when complete, so a killed run never leaves half a backup that

@@ -1,4 +1,4 @@
-"""Erasure without trace (GDPR art. 17; STANDARDS E16, E17, F28, F31).
+"""Erasure without trace (GDPR art. 17; ``docs/guarantees.md#erasure``).
 
 ``erase_subject`` removes every row the registry lists as holding the
 person's data, in one transaction: first the person's deliveries and

@@ -1,4 +1,4 @@
-"""Everything held about one person, as a ZIP (GDPR art. 15 and 20; E10-E12, F10).
+"""Everything held about one person, as a ZIP (GDPR art. 15 and 20; ``docs/guarantees.md#access``).
 
 The archive holds:
 
@@ -8,14 +8,14 @@ The archive holds:
   suppression entries, audit entries about the person, and the art. 15(1)
   information;
 * one CSV per kind of record (RFC 4180 quoting; cells that a spreadsheet
-  would run as a formula are neutralised with a leading ``'``, F10);
+  would run as a formula are neutralised with a leading ``'``);
 * ``letter.txt`` — the art. 15(1) letter (``letter.py``);
 * ``manifest.sha256`` — ``sha256sum -c`` format for every other file.
 
 Data is gathered by walking the registry (``registry.PERSONAL_DATA_TABLES``)
 with the person's contact id or address HMAC, never by name or domain, so a
 second person with the same name, domain or list can never end up in the
-file (E12). The ZIP is written 0600 to a temporary file and renamed into
+file. The ZIP is written 0600 to a temporary file and renamed into
 place, so a half-written export never exists under the final name.
 """
 
@@ -55,7 +55,7 @@ RECORDED_BY_US = ("uid", "status", "restricted_at", "no_marketing_at", "source",
 
 
 def neutralise(value: Any) -> str:
-    """A CSV cell a spreadsheet will show as text, never run (STANDARDS F10)."""
+    """A CSV cell a spreadsheet will show as text, never run as a formula."""
     text = "" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) \
         if isinstance(value, (dict, list)) else str(value)
     return "'" + text if text.startswith(_FORMULA_START) else text

@@ -2,11 +2,12 @@
 
 * ``restrict``: the data stays (it is exported and shown) but the person is
   never sent to — ``contacts.restricted_at`` is set and the send engine
-  excludes restricted contacts when it freezes an audience (STANDARDS E22).
+  excludes restricted contacts when it freezes an audience
+  (``docs/guarantees.md#restriction-and-objection``).
   Retention purge leaves restricted contacts alone too: a restriction is
   often asked for precisely so that data is kept (art. 18(1)(b)-(c)).
 * ``unrestrict`` lifts it; lifting is logged like setting it.
-* ``object``: an objection to all direct marketing (E05). It sets
+* ``object``: an objection to all direct marketing. It sets
   ``contacts.no_marketing_at``, ends every membership (unsubscribed, channel
   ``cli``) and adds a suppression for every list (scope ``*``, reason
   ``objected``), so no list, import or segment can mail the person again.

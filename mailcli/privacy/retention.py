@@ -1,4 +1,4 @@
-"""``privacy purge``: the ``[retention]`` policy, applied (STANDARDS E07, E09, F28).
+"""``privacy purge``: the ``[retention]`` policy, applied (``docs/guarantees.md#retention``).
 
 Rules, each evaluated "as of" a moment (default now; ``--as-of`` answers
 "what goes next month?") with cut-off = moment − period:

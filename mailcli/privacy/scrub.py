@@ -1,4 +1,4 @@
-"""Making deleted personal data unreadable in the database files (E16, F28).
+"""Making deleted personal data unreadable in the database files (``docs/guarantees.md#erasure``).
 
 Every connection runs with ``secure_delete=ON``, so SQLite overwrites deleted
 rows with zeros — but in WAL mode the old page images live on in the ``-wal``

@@ -3,7 +3,7 @@
 A request names a person by address. The address is normalised exactly as an
 import does (``addresses.normalise_address``) and looked up by its comparison
 key; the keyed HMAC of that key is how the suppression list and the audit log
-name the same person without holding the address (STANDARDS E17, E25).
+name the same person without holding the address.
 """
 
 from __future__ import annotations
