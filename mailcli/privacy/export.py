@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import audit, clock
+from ..cells import neutralise
 from ..config import Settings
 from ..errors import MailcliError
 from ..store import Store, personal_data
@@ -46,7 +47,6 @@ from .registry import PERSONAL_DATA_TABLES, uncovered_tables
 from .subject import Subject, find_subject, require_contact
 
 SCHEMA = "mailcli.subject-export/1"
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\x00")
 
 # Profile fields the person gave us (art. 20 covers data "provided by" them).
 PROVIDED_BY_SUBJECT = ("email", "first_name", "last_name", "attributes")
@@ -54,11 +54,11 @@ RECORDED_BY_US = ("uid", "status", "restricted_at", "no_marketing_at", "source",
                   "created_at", "updated_at", "last_activity_at")
 
 
-def neutralise(value: Any) -> str:
-    """A CSV cell a spreadsheet will show as text, never run as a formula."""
+def cell(value: Any) -> str:
+    """A value as a CSV cell a spreadsheet will show as text, never run as a formula."""
     text = "" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) \
         if isinstance(value, (dict, list)) else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return neutralise(text)
 
 
 def to_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
@@ -66,7 +66,7 @@ def to_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([neutralise(row.get(column)) for column in columns])
+        writer.writerow([cell(row.get(column)) for column in columns])
     return buffer.getvalue().encode("utf-8")
 
 
