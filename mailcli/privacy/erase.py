@@ -10,7 +10,7 @@ before the transaction and audited inside it; afterwards ``scrub`` makes sure
 no byte of the address is left in the database files.
 
 ``erase_contact_rows`` is the shared step that ``purge`` (retention) and
-``backup restore`` (ledger replay, ``backup.py``) use too.
+``backup restore`` (re-applying later erasures, ``reapply.py``) use too.
 """
 
 from __future__ import annotations
