@@ -147,12 +147,6 @@ class ImportRow(NamedTuple):
 StagedRow = tuple[int, "str | None", str, "str | None", "str | None", str, "str | None", "str | None"]
 
 
-def encode_attributes(attributes: dict[str, str]) -> str:
-    """Compact JSON of a flat str→str dict, byte-identical to what SQLite's
-    json functions write; about 4x faster than ``json.dumps`` per call."""
-    return "{" + ",".join([f"{_quote(k)}:{_quote(v)}" for k, v in attributes.items()]) + "}"
-
-
 class OptOut(NamedTuple):
     """A row of someone who left the list at the service the file comes
     from: unsubscribed, or cleaned (the address bounced). Never subscribed;
@@ -225,11 +219,6 @@ class ColumnPlan:
     opted_out: tuple[int, ...] = ()  # a filled cell makes the row an OptOut (unsubscribed)
     cleaned: tuple[int, ...] = ()  # the same, bounced
     last_name_prefix: int | None = None  # "Tussenvoegsel": put in front of the last name
-
-    @property
-    def attribute_headers(self) -> dict[str, str]:
-        """Attribute name → original column header (for exports)."""
-        return {name: self.headers[index] for name, index in self.attributes}
 
 
 # --------------------------------------------------------------------- headers
@@ -1072,14 +1061,3 @@ def _undecodable(path: Path, encoding: str, exc: UnicodeError) -> InputFileError
     return InputFileError(f"{path}: line {bad}: cannot be decoded as {encoding}{detail}",
                           hint="pass the file's encoding, e.g. --encoding cp1252")
 
-
-def iter_rows(
-    path: str | Path,
-    *,
-    encoding: str | None = None,
-    delimiter: str | None = None,
-    mapping: dict[str, str] | None = None,
-) -> Iterator[ImportRow | RowReject | OptOut]:
-    """Convenience: every row of a file (see :func:`open_csv`)."""
-    with open_csv(path, encoding=encoding, delimiter=delimiter, mapping=mapping) as source:
-        yield from source.rows()

@@ -61,11 +61,9 @@ from mailcli.importer import (
     ColumnPlan,
     CsvFormat,
     CsvSource,
-    ImportRow,
     OptOut,
     RowReject,
     StagedRow,
-    encode_attributes,
     open_csv,
     open_csv_part,
 )
@@ -125,12 +123,6 @@ def sqlite_frames() -> bool:
     import sqlite3
 
     return hasattr(sqlite3.Connection, "serialize")
-
-
-def staged(row: ImportRow) -> StagedRow:
-    line, email, key, first, last, attributes, consent_at, consent_ip = row
-    return (line, email if email != key else None, key, first, last,
-            encode_attributes(attributes) if attributes else "{}", consent_at, consent_ip)
 
 
 def batch_rows(rows: Iterable[StagedRow | RowReject | OptOut], size: int, suppression: Suppression | None,

@@ -67,8 +67,8 @@ from typing import Any
 
 from ..clock import now_iso
 from ..errors import UsageError
-from ..importer import ImportRow, OptOut, RowReject
-from ..importfeed import BATCH, Batch, BatchSource, Suppression, batch_rows, insert_rows, staged
+from ..importer import OptOut, RowReject
+from ..importfeed import BatchSource, Suppression, insert_rows
 from .audience import CONTACT_STATUSES, MEMBER_STATUS_SQL, MEMBER_STATUSES, list_not_found
 from .db import PAGE_SIZE, Store
 from .suppressions import suppressed_hmacs
@@ -342,20 +342,6 @@ def _suppression(conn: sqlite3.Connection, secret: bytes, list_name: str) -> Sup
     """The suppression list for this list and all marketing, or None if empty."""
     digests = suppressed_hmacs(conn, list_name)
     return Suppression(secret, digests) if digests else None
-
-
-def import_rows(
-    store: Store,
-    rows: Iterable[ImportRow | RowReject | OptOut],
-    **options: Any,
-) -> ImportResult:
-    """Write parsed rows to a list in one transaction (see :func:`import_batches`)."""
-
-    def batches(suppression: Suppression | None, frames: bool) -> Iterator[Batch]:
-        staged_rows = (staged(row) if isinstance(row, ImportRow) else row for row in rows)
-        return batch_rows(staged_rows, BATCH, suppression, None, lambda: 0)
-
-    return import_batches(store, batches, **options)
 
 
 def import_batches(
@@ -741,11 +727,6 @@ class ContactDetail:
             "lists": [m["list"] for m in self.memberships if m["status"] != "unsubscribed"],
             "memberships": self.memberships, "history": self.history,
         }
-
-
-def find_contact_id(store: Store, key: str) -> int | None:
-    row = store.conn.execute("SELECT id FROM contacts WHERE email_key = ?", (key,)).fetchone()
-    return int(row[0]) if row else None
 
 
 def contact_detail(store: Store, key: str) -> ContactDetail | None:
