@@ -69,6 +69,7 @@ from mailcli import clock
 from mailcli.addresses import AddressError, normalise_address, normalise_pair
 from mailcli.decoding import MAX_LINE_BYTES, DecodeLog, LineTooLong, line_numbers, open_text
 from mailcli.errors import InputFileError, UsageError
+from mailcli.importrows import OptOut, RowReject, StagedRow
 
 HEAD_BYTES = 64 * 1024
 # The delimiter is judged on the first records, which may be long (a notes
@@ -141,29 +142,6 @@ class ImportRow(NamedTuple):
     consent_ip: str | None  # network, e.g. "192.0.2.0/24"
 
 
-# (line, email, key, first_name, last_name, attributes as JSON, consent_at, consent_ip);
-# email is None when it is the key itself (most addresses are written in lower
-# case), which keeps a fifth of the bytes out of the frames and the stage.
-StagedRow = tuple[int, "str | None", str, "str | None", "str | None", str, "str | None", "str | None"]
-
-
-class OptOut(NamedTuple):
-    """A row of someone who left the list at the service the file comes
-    from: unsubscribed, or cleaned (the address bounced). Never subscribed;
-    the store puts the address on the suppression list."""
-
-    line: int
-    key: str
-    kind: str  # "unsubscribed" or "bounced"
-    at: str | None  # when, ISO-8601 UTC, if the file says so readably
-
-
-class RowReject(NamedTuple):
-    """A row that was not imported, with the reason and its cells by header."""
-
-    line: int
-    reason: str
-    raw: dict[str, str]
 
 
 @dataclass(slots=True)

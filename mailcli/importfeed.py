@@ -41,16 +41,15 @@ is the order of the staging table.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import marshal
 import os
 import struct
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 from mailcli.cells import neutralise
 from mailcli.decoding import KEEP_OFFSETS, line_numbers
@@ -61,12 +60,10 @@ from mailcli.importer import (
     ColumnPlan,
     CsvFormat,
     CsvSource,
-    OptOut,
-    RowReject,
-    StagedRow,
     open_csv,
     open_csv_part,
 )
+from mailcli.importrows import Batch, OptOut, RowReject, StagedRow, Suppression
 
 BATCH = 5000  # rows per executemany in this process
 FRAME_ROWS = 10_000  # rows per frame from a worker (~1.5 MB)
@@ -87,34 +84,6 @@ FRAME_SCHEMA = (
 
 class WorkerError(MailcliError):
     """A worker process failed (a bug or the system, not the file): exit 1."""
-
-
-class Batch(NamedTuple):
-    rows: list[StagedRow]
-    rejects: list[RowReject]
-    position: int  # bytes of the file read so far
-    suppressed: int = 0  # rows left out because the address is suppressed
-    frame: bytes | None = None  # a worker's rows and rejects: a serialized SQLite database
-    retract_from: int = 0  # withdraw the worker rows, rejects and opt-outs from this line on
-    optouts: Sequence[OptOut] = ()  # rows of people who left the list at the file's source
-
-
-class Suppression:
-    """Whether an address key is on the suppression list (for this list or all
-    marketing), by its HMAC (E17) — the same value as ``tokens.address_hmac``."""
-
-    def __init__(self, secret: bytes, digests: set[str]) -> None:
-        self.secret = secret
-        self.digests = digests
-
-    def __call__(self, key: str) -> bool:
-        digest = hmac.digest(self.secret, b"address:" + key.encode("utf-8"), "sha256").hex()
-        return digest in self.digests
-
-
-# A function the store calls inside its transaction, once it knows the
-# suppression list, with whether it can take worker frames.
-BatchSource = Callable[[Suppression | None, bool], Iterable[Batch]]
 
 
 def sqlite_frames() -> bool:
@@ -161,7 +130,7 @@ def batch_rows(rows: Iterable[StagedRow | RowReject | OptOut], size: int, suppre
 class ImportFeed:
     """The batches of one open contact file, read here or by two workers.
 
-    ``batches`` is the :data:`BatchSource` for :func:`~mailcli.store.contacts.import_batches`;
+    ``batches`` is the :data:`~mailcli.importrows.BatchSource` for :func:`~mailcli.store.contacts.import_batches`;
     with ``count_domains``, ``domains`` afterwards counts the valid rows per
     domain (for ``--check-mx``).
     """

@@ -67,8 +67,8 @@ from typing import Any
 
 from ..clock import now_iso
 from ..errors import UsageError
-from ..importer import OptOut, RowReject
-from ..importfeed import BatchSource, Suppression, insert_rows
+from ..importfeed import insert_rows
+from ..importrows import BatchSource, OptOut, RowReject, Suppression
 from .audience import CONTACT_STATUSES, MEMBER_STATUS_SQL, MEMBER_STATUSES, list_not_found
 from .db import PAGE_SIZE, Store
 from .suppressions import suppressed_hmacs
