@@ -18,7 +18,8 @@ from .errors import NotFoundError, UsageError
 from .locks import Holder
 from .store import Store
 from .store.audience import ListSummary
-from .store.contacts import ContactDetail, ContactRow, ImportResult
+from .store.contacts import ContactDetail, ContactRow
+from .store.imports import ImportResult
 
 #: ``progress(bytes read, file size, saving)``: saving is True once the whole
 #: file is read and the import writes what it read.
@@ -111,8 +112,8 @@ def import_contacts(
     from .importfeed import ImportFeed, RejectsFile
     from .locks import import_lock
     from .store.audience import list_summaries
-    from .store.contacts import import_batches
     from .store.db import busy_timeout
+    from .store.imports import import_batches
 
     path = Path(file)
     name = list_name.strip()

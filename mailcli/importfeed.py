@@ -9,7 +9,8 @@ Why two workers, and how they hand rows over:
   Two worker processes (``_worker_main``) each read half of the file and
   this process only stages what they send, so both cores parse.
 * Rows cross the process boundary as a SQLite database: a worker inserts a
-  frame of rows into an in-memory database (``executemany``, in C) and sends
+  frame of rows into an in-memory database (``executemany``, in C; see
+  :func:`mailcli.store.imports.sqlite_frame`) and sends
   ``serialize()``'s bytes through a pipe; the store ``deserialize``s them into
   an attached schema and copies them with one ``INSERT ... SELECT``. Sending
   the rows marshalled instead costs the receiver about what the sender saves
@@ -73,15 +74,6 @@ PARALLEL_MIN_BYTES = 8 * 1024 * 1024  # smaller files are read here: starting wo
 _HEADER = struct.Struct(">cII")
 _ROWS, _BOUNDARY, _END, _ERROR = b"R", b"B", b"E", b"X"
 
-# The tables of a worker frame; the store copies them into its temp tables.
-FRAME_SCHEMA = (
-    "CREATE TABLE rows (line INTEGER NOT NULL, email TEXT, key TEXT NOT NULL, first_name TEXT,"
-    " last_name TEXT, attributes TEXT NOT NULL, consent_at TEXT, consent_ip TEXT)",
-    "CREATE TABLE rejects (line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL)",
-    "CREATE TABLE optouts (line INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, at TEXT)",
-)
-
-
 class WorkerError(MailcliError):
     """A worker process failed (a bug or the system, not the file): exit 1."""
 
@@ -130,7 +122,7 @@ def batch_rows(rows: Iterable[StagedRow | RowReject | OptOut], size: int, suppre
 class ImportFeed:
     """The batches of one open contact file, read here or by two workers.
 
-    ``batches`` is the :data:`~mailcli.importrows.BatchSource` for :func:`~mailcli.store.contacts.import_batches`;
+    ``batches`` is the :data:`~mailcli.importrows.BatchSource` for :func:`~mailcli.store.imports.import_batches`;
     with ``count_domains``, ``domains`` afterwards counts the valid rows per
     domain (for ``--check-mx``).
     """
@@ -484,7 +476,9 @@ def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
                 _send(out, _BOUNDARY, {"reached": False})
                 boundary_sent = True
             if job["sqlite_frames"]:
-                frame = _sqlite_frame(batch)
+                from mailcli.store.imports import sqlite_frame
+
+                frame = sqlite_frame(batch.rows, batch.rejects, batch.optouts)
             else:
                 frame = marshal.dumps((batch.rows, [tuple(r) for r in batch.rejects],
                                        [tuple(o) for o in batch.optouts]))
@@ -494,42 +488,6 @@ def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
     # Up to the other part's start, unless this part read across it.
     count, offsets = source.reencoded_before() if stop is not None and stop.reached else source.reencoded
     _send(out, _END, {"domains": domains, "reencoded": count, "reencoded_at": offsets})
-
-
-def _sqlite_frame(batch: Batch) -> bytes:
-    """A batch's rows, rejects and opt-outs as a serialized in-memory SQLite database."""
-    import sqlite3
-
-    memory = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        for statement in FRAME_SCHEMA:
-            memory.execute(statement)
-        memory.execute("BEGIN")
-        insert_rows(memory, "rows", batch.rows)
-        memory.executemany("INSERT INTO rejects VALUES (?, ?, ?)",
-                           [(r.line, r.reason, json.dumps(r.raw)) for r in batch.rejects])
-        memory.executemany("INSERT INTO optouts VALUES (?, ?, ?, ?)", batch.optouts)
-        memory.execute("COMMIT")
-        return memory.serialize()  # type: ignore[no-any-return, attr-defined]  # 3.11+: sqlite_frames()
-    finally:
-        memory.close()
-
-
-_MULTI = 100  # rows per INSERT: binding is per value anyway, each statement step costs ~1 µs
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
-
-
-def insert_rows(conn: Any, table: str, rows: list[StagedRow]) -> None:
-    """Staged rows into ``table`` (a fixed name), a hundred per statement
-    (~35% cheaper than one)."""
-    from itertools import chain
-
-    whole = len(rows) - len(rows) % _MULTI
-    if whole:
-        many = f"INSERT INTO {table} VALUES " + ",".join([_ROW] * _MULTI)  # noqa: S608 - fixed names, placeholders
-        conn.executemany(many, (tuple(chain.from_iterable(rows[i:i + _MULTI])) for i in range(0, whole, _MULTI)))
-    if whole < len(rows):
-        conn.executemany(f"INSERT INTO {table} VALUES {_ROW}", rows[whole:])  # noqa: S608 - as above
 
 
 def _worker_main(parent: int | None = None) -> None:

@@ -247,7 +247,7 @@ def test_cp1252_lines_just_after_the_split_are_named_once_not_by_both_workers(
 def test_domains_counted_by_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mailcli.importer import open_csv
     from mailcli.store import open_store
-    from mailcli.store.contacts import import_batches
+    from mailcli.store.imports import import_batches
 
     rows = [f"p{i}@example{i % 7}.org,Anna,de Vries,Delft,2023-02-01 08:00:00,n" for i in range(1500)]
     path = write_csv(tmp_path, rows)

@@ -58,7 +58,7 @@ from ..store.suppressions import ALL, add_suppression
 from ..tokens import address_hmac
 
 if TYPE_CHECKING:
-    from ..importer import OptOut
+    from ..importrows import OptOut
 
 CHANNELS = ("one-click", "mailto", "cli", "complaint", "bounce", "import")
 

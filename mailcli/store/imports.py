@@ -1,0 +1,355 @@
+"""The import's write path: one transaction that stages a file's rows and
+writes them to contacts and list memberships.
+
+* **One transaction.** Everything — staging, contacts, memberships, opt-outs,
+  the audit row — happens inside ``store.transaction()``; any exception,
+  Ctrl-C included, rolls it all back and the database is as it was
+  (docs/guarantees.md#atomic-import).
+* **Staging in SQLite, not in Python.** Parsed rows go, in batches of
+  ``executemany`` (or as whole frames from the import's worker processes),
+  into TEMP tables in file order; :mod:`mailcli.store.import_merge` then
+  merges repeated addresses and classifies and writes every staged address
+  with a handful of set-based statements, so memory stays flat however big
+  the file is. Row-by-row upserts were several times slower and cannot count
+  outcomes (benchmarks/README.md, "Import staging").
+* **SQLite only, for now.** Loading a worker's frame (a serialized SQLite
+  database, ``deserialize``), the PRAGMAs around the import and the ``ATTACH``
+  of the schema frames are loaded into are in the functions named
+  ``sqlite_*``; another engine needs its own bulk path there (``COPY`` for
+  PostgreSQL). The rest is portable SQL.
+* **Suppression** is checked by the keyed hash of the address, in Python, by
+  the reader (:class:`~mailcli.importrows.Suppression`), only when the
+  suppression list has entries for this list or all marketing
+  (docs/guarantees.md#suppression). The list is read inside the transaction
+  (which holds the write lock), so no opt-out can slip in between the check
+  and the commit.
+* **Opt-outs in the file** (Mailchimp's unsubscribed and cleaned exports, see
+  :class:`~mailcli.importrows.OptOut`) are staged apart; every row with such
+  an address is left out and counted as suppressed, and ``on_opt_outs``
+  records them (suppression, membership, event) in the same transaction.
+* **Always through the WAL.** Every new page goes to the WAL and again into
+  the database at the checkpoint. A rollback journal would write it once,
+  but while an import holds one no other process can even read the
+  database: ``serve``, ``report`` and a send would stall for the whole
+  import. In WAL mode they go on reading the database as it was until the
+  import commits; only writers wait for it
+  (docs/guarantees.md#many-processes-one-database).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+from ..clock import now_iso
+from ..errors import UsageError
+from ..importrows import Batch, BatchSource, OptOut, RowReject, StagedRow, Suppression
+from .db import PAGE_SIZE, Store
+from .import_merge import MERGE_TABLES, write_staged
+from .lists import list_id
+from .suppressions import suppressed_hmacs
+
+MAX_REJECTS_KEPT = 10_000  # listed in the result; the rejects file gets them all
+IMPORT_STATUSES = ("subscribed", "unconfirmed")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What an import did.
+
+    ``imported``, ``updated`` and ``unchanged`` count addresses, so
+    ``imported`` is exactly how many members the list gained (what ``lists``
+    and the next send show); rows repeating an address earlier in the file
+    are ``duplicates`` (merged into it). With ``suppressed`` and ``rejected``
+    (rows) the counts add up to the rows of the file.
+    """
+
+    imported: int
+    updated: int
+    unchanged: int
+    suppressed: int
+    rejected: int
+    duplicates: int = 0
+    opted_out: int = 0  # rows that left the list at the file's source (counted in suppressed)
+    rejects: list[RowReject] = field(default_factory=list)
+    needs_smtputf8: int = 0  # addresses with a non-ASCII local part: sendable only through SMTPUTF8
+
+    @property
+    def total(self) -> int:
+        return self.imported + self.updated + self.unchanged + self.suppressed + self.rejected + self.duplicates
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "imported": self.imported,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "suppressed": self.suppressed,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "opted_out": self.opted_out,
+            "needs_smtputf8": self.needs_smtputf8,
+            "rejects": [{"line": r.line, "reason": r.reason} for r in self.rejects],
+        }
+
+
+# Rows land here first, in file order, as fast as executemany can append
+# (inserting straight into a table keyed by address costs a random B-tree
+# write per row, several times more once it outgrows the page cache).
+_RAW = """
+CREATE TEMP TABLE import_raw (
+    line INTEGER NOT NULL,
+    email TEXT,  -- NULL: the key
+    key TEXT NOT NULL,
+    first_name TEXT,
+    last_name TEXT,
+    attributes TEXT NOT NULL,
+    consent_at TEXT,
+    consent_ip TEXT
+)
+"""
+# Rejected rows wait here (on disk, not in memory) to be reported in file
+# order: the workers' rows arrive interleaved.
+_REJECTS = "CREATE TEMP TABLE import_rejects (line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL)"
+# Rows of people who left the list at the file's source.
+_OPTOUTS = "CREATE TEMP TABLE import_optouts (line INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, at TEXT)"
+_TABLES = ("import_raw", "import_rejects", "import_optouts")
+
+# The tables of a worker frame: the rows, rejects and opt-outs of one batch.
+FRAME_SCHEMA = (
+    "CREATE TABLE raw (line INTEGER NOT NULL, email TEXT, key TEXT NOT NULL, first_name TEXT,"
+    " last_name TEXT, attributes TEXT NOT NULL, consent_at TEXT, consent_ip TEXT)",
+    "CREATE TABLE rejects (line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL)",
+    "CREATE TABLE optouts (line INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, at TEXT)",
+)
+_FROM_FRAME = (
+    "INSERT INTO temp.import_raw SELECT * FROM import_feed.raw",
+    "INSERT INTO temp.import_rejects SELECT * FROM import_feed.rejects",
+    "INSERT INTO temp.import_optouts SELECT * FROM import_feed.optouts",
+)
+
+_MULTI = 100  # rows per INSERT: binding is per value anyway, and each statement step has a cost of its own
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def import_batches(
+    store: Store,
+    batches: BatchSource,
+    *,
+    list_name: str,
+    secret: bytes,
+    source: str,
+    consent_source: str | None = None,
+    on_conflict: str = "update",
+    status: str = "subscribed",
+    on_reject: Callable[[RowReject], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    on_opt_outs: Callable[[int, Iterator[OptOut]], None] | None = None,
+    before_commit: Callable[[ImportResult], None] | None = None,
+) -> ImportResult:
+    """Write batches of parsed rows to list ``list_name`` in one transaction.
+
+    ``batches(suppression, frames)`` is called inside the transaction with
+    the suppression list and whether worker frames can be taken (see
+    :mod:`mailcli.importfeed`); it leaves suppressed addresses out and
+    counts them. ``source`` is the file name (recorded on new contacts and,
+    unless ``consent_source`` is given, as the consent source with the line).
+    ``on_batch(position)`` is called after each batch for progress;
+    ``on_reject`` for each rejected row, in file order, before the commit;
+    ``on_opt_outs(list_id, rows)`` records the rows of people who left the
+    list at the file's source (needed when the file has any: their addresses
+    are left out of every row and counted as suppressed);
+    ``before_commit(result)`` runs inside the transaction (the audit entry).
+    Any exception, KeyboardInterrupt included, leaves the database unchanged.
+    """
+    if on_conflict not in ("update", "skip"):
+        raise UsageError(f"--on-conflict: expected update or skip, not {on_conflict!r}")
+    if status not in IMPORT_STATUSES:
+        raise UsageError(f"--status: expected subscribed or unconfirmed, not {status!r}")
+    if consent_source:
+        prefix, suffix = f"{consent_source} ({source} line ", ")"
+    else:
+        prefix, suffix = f"{source} line ", ""
+    conn = store.conn
+    outermost = store._depth == 0  # only then can the import's PRAGMAs change
+    with sqlite_import_session(conn, outermost), store.transaction():
+        _create_tables(conn)
+        list_id = ensure_list(conn, list_name)
+        suppression = _suppression(conn, secret, list_name.strip())
+        staged, suppressed = _stage(conn, batches(suppression, outermost), on_batch)
+        rejected, rejects = _rejects(conn, on_reject)
+        opted_out, left = _take_opt_outs(conn, list_id, on_opt_outs)
+        merged = write_staged(conn, list_id=list_id, status=status, on_conflict=on_conflict, source=source,
+                              source_prefix=prefix, source_suffix=suffix, rows=staged - left)
+        result = ImportResult(
+            imported=merged.imported, updated=merged.updated, unchanged=merged.unchanged,
+            suppressed=suppressed + opted_out + left + merged.suppressed, rejected=rejected,
+            duplicates=staged - left - merged.addresses, opted_out=opted_out, rejects=rejects,
+            needs_smtputf8=merged.needs_smtputf8)
+        if before_commit is not None:
+            before_commit(result)
+    _drop_temp(conn)
+    return result
+
+
+@contextlib.contextmanager
+def sqlite_import_session(conn: sqlite3.Connection, outermost: bool) -> Iterator[None]:
+    """SQLite's settings for an import, around its transaction (they can only
+    change outside one): foreign keys unchecked, the stage in pages as big as
+    the database's, and the schema worker frames are loaded into attached.
+
+    Foreign keys are right by construction here (ids just inserted or looked
+    up), and checking them per row made the membership insert slower
+    (benchmarks/README.md, "Import staging"). Nested in another transaction
+    (``outermost`` False) nothing changes, and frames are not taken.
+    """
+    if not outermost:
+        yield
+        return
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute(f"PRAGMA temp.page_size={PAGE_SIZE}")  # the stage, like the database (if not made yet)
+    conn.execute("ATTACH ':memory:' AS import_feed")
+    try:
+        yield
+    finally:
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("DETACH import_feed")
+
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    _drop_temp(conn)
+    for statement in (_RAW, _REJECTS, _OPTOUTS):
+        conn.execute(statement)
+
+
+def _drop_temp(conn: sqlite3.Connection) -> None:
+    # The stage is a scratch copy in SQLite's temp file (deleted on close):
+    # zeroing its pages on drop would cost time for nothing.
+    conn.execute("PRAGMA temp.secure_delete=OFF")
+    for table in (*_TABLES, *MERGE_TABLES):
+        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+
+def ensure_list(conn: sqlite3.Connection, name: str) -> int:
+    """The id of list ``name``, created if new."""
+    name = name.strip()
+    if not name:
+        raise UsageError("--list: a list needs a name")
+    conn.execute("INSERT INTO lists (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                 (name, now_iso()))
+    found = list_id(conn, name)
+    assert found is not None
+    return found
+
+
+def _suppression(conn: sqlite3.Connection, secret: bytes, list_name: str) -> Suppression | None:
+    """The suppression list for this list and all marketing, or None if empty."""
+    digests = suppressed_hmacs(conn, list_name)
+    return Suppression(secret, digests) if digests else None
+
+
+def _stage(conn: sqlite3.Connection, batches: Iterable[Batch], on_batch: Callable[[int], None] | None
+           ) -> tuple[int, int]:
+    """Every batch into the stage: how many rows were staged, how many left out as suppressed."""
+    staged = suppressed = 0
+    for batch in batches:
+        suppressed += batch.suppressed
+        if batch.frame is not None:
+            staged += sqlite_stage_frame(conn, batch.frame)
+        elif batch.retract_from:
+            staged -= _retract(conn, batch.retract_from)
+        else:
+            staged += len(batch.rows)
+            stage_rows(conn, batch.rows, batch.rejects, batch.optouts)
+        if on_batch is not None:
+            on_batch(batch.position)
+    return staged, suppressed
+
+
+def stage_rows(conn: sqlite3.Connection, rows: list[StagedRow], rejects: Sequence[RowReject],
+               optouts: Sequence[OptOut], *, tables: str = "temp.import_") -> None:
+    """One batch's rows, rejects and opt-outs into the tables ``{tables}raw``,
+    ``{tables}rejects`` and ``{tables}optouts`` (fixed names). The rows go a
+    hundred per statement, which is cheaper than one each (benchmarks/README.md,
+    "Import staging")."""
+    raw = f"{tables}raw"
+    whole = len(rows) - len(rows) % _MULTI
+    if whole:
+        many = f"INSERT INTO {raw} VALUES " + ",".join([_ROW] * _MULTI)  # noqa: S608 - fixed names, placeholders
+        conn.executemany(many, (tuple(chain.from_iterable(rows[i:i + _MULTI])) for i in range(0, whole, _MULTI)))
+    if whole < len(rows):
+        conn.executemany(f"INSERT INTO {raw} VALUES {_ROW}", rows[whole:])  # noqa: S608 - as above
+    if rejects:
+        conn.executemany(f"INSERT INTO {tables}rejects VALUES (?, ?, ?)",  # noqa: S608 - as above
+                         [(r.line, r.reason, json.dumps(r.raw)) for r in rejects])
+    if optouts:
+        conn.executemany(f"INSERT INTO {tables}optouts VALUES (?, ?, ?, ?)", optouts)  # noqa: S608 - as above
+
+
+def sqlite_frame(rows: list[StagedRow], rejects: Sequence[RowReject], optouts: Sequence[OptOut]) -> bytes:
+    """A batch as a serialized in-memory SQLite database: what an import
+    worker sends (Python 3.11+, ``Connection.serialize``)."""
+    memory = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for statement in FRAME_SCHEMA:
+            memory.execute(statement)
+        memory.execute("BEGIN")
+        stage_rows(memory, rows, rejects, optouts, tables="")
+        memory.execute("COMMIT")
+        return memory.serialize()  # type: ignore[no-any-return, attr-defined]  # 3.11+
+    finally:
+        memory.close()
+
+
+def sqlite_stage_frame(conn: sqlite3.Connection, frame: bytes) -> int:
+    """A worker's frame into the stage; the number of rows it held."""
+    conn.deserialize(frame, name="import_feed")  # type: ignore[attr-defined]
+    staged = int(conn.execute(_FROM_FRAME[0]).rowcount)
+    for statement in _FROM_FRAME[1:]:
+        conn.execute(statement)
+    return staged
+
+
+def _retract(conn: sqlite3.Connection, line: int) -> int:
+    """Withdraw the rows, rejects and opt-outs staged from ``line`` on; the number of rows."""
+    withdrawn = int(conn.execute("DELETE FROM temp.import_raw WHERE line >= ?", (line,)).rowcount)
+    conn.execute("DELETE FROM temp.import_rejects WHERE line >= ?", (line,))
+    conn.execute("DELETE FROM temp.import_optouts WHERE line >= ?", (line,))
+    return withdrawn
+
+
+def _rejects(conn: sqlite3.Connection, on_reject: Callable[[RowReject], None] | None
+             ) -> tuple[int, list[RowReject]]:
+    """Every rejected row in file order to ``on_reject``; the count and the first ones."""
+    kept: list[RowReject] = []
+    count = 0
+    for line, reason, raw in conn.execute("SELECT line, reason, raw FROM temp.import_rejects ORDER BY line, rowid"):
+        reject = RowReject(line, reason, json.loads(raw))
+        count += 1
+        if count <= MAX_REJECTS_KEPT:
+            kept.append(reject)
+        if on_reject is not None:
+            on_reject(reject)
+    return count, kept
+
+
+def _take_opt_outs(conn: sqlite3.Connection, list_id: int,
+                   on_opt_outs: Callable[[int, Iterator[OptOut]], None] | None) -> tuple[int, int]:
+    """The file's opt-outs to ``on_opt_outs``, and every staged row of their
+    addresses withdrawn: whoever left the list at the source is subscribed
+    by no row of the file, even one that names them again. Returns how many
+    opt-out rows there were and how many rows were withdrawn."""
+    (opted_out,) = conn.execute("SELECT count(*) FROM temp.import_optouts").fetchone()
+    if not opted_out:
+        return 0, 0
+    left = int(conn.execute("DELETE FROM temp.import_raw WHERE key IN"
+                            " (SELECT key FROM temp.import_optouts)").rowcount)
+    if on_opt_outs is None:
+        raise ValueError("the file has opt-outs and nothing was given to record them")
+    on_opt_outs(list_id, (OptOut(*row) for row in conn.execute(
+        "SELECT line, key, kind, at FROM temp.import_optouts ORDER BY line, rowid")))
+    return int(opted_out), left
