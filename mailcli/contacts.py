@@ -108,8 +108,7 @@ def import_contacts(
     """
     from . import audit
     from .feedback.actions import record_imported_opt_outs
-    from .importer import open_csv
-    from .importfeed import ImportFeed, RejectsFile
+    from .importer import ImportFeed, RejectsFile, open_csv
     from .locks import import_lock
     from .store.audience import list_summaries
     from .store.db import busy_timeout

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailcli.decoding import (
+from mailcli.importer.decoding import (
     HOLD_BYTES,
     MAX_LINE_BYTES,
     LineTooLong,

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from mailcli import importfeed
-from mailcli.importfeed import find_split
+from mailcli.importer import feed as importfeed
+from mailcli.importer import workers
+from mailcli.importer.feed import find_split
 from tests.conftest import Cli
 
 
@@ -44,7 +45,7 @@ def second_ends_first(monkeypatch: pytest.MonkeyPatch) -> None:
     No setting orders two processes, so this one test patches the worker
     class: it is the only way to reach that order every time.
     """
-    real_worker = importfeed._Worker
+    real_worker = workers.ReaderProcess
     started: list[Any] = []
 
     class LateFirst(real_worker):  # type: ignore[misc, valid-type]
@@ -57,7 +58,7 @@ def second_ends_first(monkeypatch: pytest.MonkeyPatch) -> None:
                 return iter(())
             return super().read()
 
-    monkeypatch.setattr(importfeed, "_Worker", LateFirst)
+    monkeypatch.setattr(workers, "ReaderProcess", LateFirst)
 
 
 def import_both(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: Path, *args: str,
@@ -135,10 +136,10 @@ def write_csv(tmp_path: Path, rows: list[str]) -> Path:
 def frames(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How rows cross from the workers: serialized SQLite databases (Python
     3.11+) or marshalled tuples (what 3.10 has), as ``-v`` says it."""
-    if request.param == "sqlite" and not importfeed.sqlite_frames():
+    if request.param == "sqlite" and not workers.SQLITE_FRAMES:
         pytest.skip("serialized SQLite frames need sqlite3.Connection.serialize (Python 3.11+)")
     if request.param == "marshal":
-        monkeypatch.setattr(importfeed, "sqlite_frames", lambda: False)
+        monkeypatch.setattr(workers, "SQLITE_FRAMES", False)
     return "rows handed over as SQLite databases" if request.param == "sqlite" else "rows handed over as marshalled tuples"
 
 

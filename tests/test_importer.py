@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailcli.decoding import line_numbers
 from mailcli.errors import ExitCode, InputFileError, UsageError
 from mailcli.importer import (
     ImportRow,
@@ -23,6 +22,7 @@ from mailcli.importer import (
     parse_map_options,
     truncate_ip,
 )
+from mailcli.importer.decoding import line_numbers
 
 DATA = Path(__file__).parent / "data"
 
@@ -476,3 +476,4 @@ def test_consent_time_fast_path_agrees_with_the_parser(tmp_path: Path, values: l
             else:
                 assert not isinstance(row, RowReject), (value, row)
                 assert row[6] == expected and row[5] == '{"city":"Delft"}', (value, row)
+

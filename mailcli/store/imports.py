@@ -155,7 +155,7 @@ def import_batches(
 
     ``batches(suppression, frames)`` is called inside the transaction with
     the suppression list and whether worker frames can be taken (see
-    :mod:`mailcli.importfeed`); it leaves suppressed addresses out and
+    :mod:`mailcli.importer.feed`); it leaves suppressed addresses out and
     counts them. ``source`` is the file name (recorded on new contacts and,
     unless ``consent_source`` is given, as the consent source with the line).
     ``on_batch(position)`` is called after each batch for progress;

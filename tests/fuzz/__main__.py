@@ -90,10 +90,10 @@ def atheris_child(name: str, seconds: float) -> None:
 
     with atheris.instrument_imports(include=["mailcli", "email", "tomllib", "csv", "waitress", "flufl"]):
         import mailcli.app  # noqa: F401 - instrumented before any surface imports it
-        import mailcli.decoding  # noqa: F401
         import mailcli.feedback.ingest  # noqa: F401
         import mailcli.feedback.web  # noqa: F401
         import mailcli.importer  # noqa: F401
+        import mailcli.importer.decoding  # noqa: F401
     from tests.fuzz.engine import AtherisDraw
 
     # The server, too, in this process: libFuzzer then sees its coverage.

@@ -224,8 +224,8 @@ class CsvSurface:
         happens to be valid UTF-8 ("Ã©") is read as UTF-8, by design, and then
         the round trip is not expected to hold.
         """
-        from mailcli.decoding import decode_windows_1252
         from mailcli.importer import HEAD_BYTES, detect_encoding
+        from mailcli.importer.decoding import decode_windows_1252
 
         try:
             primary = detect_encoding(data[:HEAD_BYTES], "x", complete=len(data) <= HEAD_BYTES)
@@ -259,7 +259,7 @@ class CsvSurface:
                             f" {_first_difference(outcomes[0], outcomes[1])}")
 
     def _import(self, case: Case, parallel: bool) -> tuple[Any, ...]:
-        from mailcli import importfeed
+        from mailcli.importer import feed as importfeed
 
         if self.project.exists():
             shutil.rmtree(self.project)
@@ -315,8 +315,8 @@ class CsvSurface:
 
     def _round_trip(self, case: Case, summary: dict[str, Any], rejected_rows: list[list[str]]) -> None:
         from mailcli.addresses import AddressError, normalise_address
+        from mailcli.cells import neutralise
         from mailcli.importer import plan_columns
-        from mailcli.importfeed import neutralise
 
         model = case.model
         assert model is not None

@@ -1,0 +1,51 @@
+"""``--rejects FILE``: the rows an import did not take, for a person to fix."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+from mailcli.cells import neutralise
+from mailcli.errors import InputFileError
+from mailcli.importrows import RowReject
+
+
+class RejectsFile:
+    """The rejected rows: their original cells (neutralised, as
+    :mod:`mailcli.cells` says), line and reason.
+
+    Written to a temporary file next to the target and renamed when the import
+    commits, so an interrupted import leaves no half file. UTF-8 with a BOM
+    and the input's delimiter, so Excel opens it the way it opened the input.
+    """
+
+    def __init__(self, path: str | Path, headers: tuple[str, ...], delimiter: str) -> None:
+        self.path = Path(path)
+        self._headers = headers
+        try:
+            fd, temp = tempfile.mkstemp(prefix=".rejects-", suffix=".csv", dir=self.path.parent or ".")
+        except OSError as exc:
+            raise InputFileError(f"--rejects {self.path}: cannot write there ({exc.strerror})") from None
+        self._temp = Path(temp)
+        self._handle = os.fdopen(fd, "w", encoding="utf-8-sig", newline="")
+        self._writer = csv.writer(self._handle, delimiter=delimiter)
+        self._writer.writerow([neutralise(h) for h in headers] + ["line", "reason"])
+        self.count = 0
+
+    def write(self, reject: RowReject) -> None:
+        values = list(reject.raw.values())
+        cells = values[: len(self._headers)] + [""] * (len(self._headers) - len(values))
+        extra = values[len(self._headers):]  # cells beyond the header (a too-wide row)
+        self._writer.writerow([neutralise(c) for c in cells] + [str(reject.line), reject.reason]
+                              + [neutralise(c) for c in extra])
+        self.count += 1
+
+    def commit(self) -> None:
+        self._handle.close()
+        os.replace(self._temp, self.path)
+
+    def discard(self) -> None:
+        self._handle.close()
+        self._temp.unlink(missing_ok=True)
