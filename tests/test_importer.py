@@ -477,3 +477,32 @@ def test_consent_time_fast_path_agrees_with_the_parser(tmp_path: Path, values: l
                 assert not isinstance(row, RowReject), (value, row)
                 assert row[6] == expected and row[5] == '{"city":"Delft"}', (value, row)
 
+
+# Dotted quads of numbers valid and not (leading zeros, out of range, other
+# digits, signs, spaces), and anything else.
+quads = st.builds(lambda *parts: ".".join(parts), *[st.sampled_from(
+    ["0", "1", "7", "01", "00", "99", "255", "256", "1000", "-1", "+1", " 2", "٣", "１", "", "a"])] * 4)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(quads | st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=20),
+                      min_size=1, max_size=30))
+def test_consent_ip_fast_path_agrees_with_truncate_ip(tmp_path: Path, values: list[str]) -> None:
+    # The reader reads a dotted IPv4 address inline; it must give what
+    # truncate_ip gives, and reject what it refuses.
+    path = tmp_path / "ips.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Email Address", "OPTIN_IP", "CITY"])
+        writer.writerows([f"p{i}@example.org", value, "Delft"] for i, value in enumerate(values))
+    with open_csv(path) as source:
+        got = {row[0]: row for row in source.staged_rows()}
+    for i, value in enumerate(values):
+        row = got[i + 2]
+        try:
+            expected = truncate_ip(value) if value.strip() else None
+        except ValueError:
+            assert isinstance(row, RowReject), (value, row)
+        else:
+            assert not isinstance(row, RowReject), (value, row)
+            assert row[7] == expected and row[5] == '{"city":"Delft"}', (value, row)
