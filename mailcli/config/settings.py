@@ -1,0 +1,178 @@
+"""The settings of a project, validated and frozen (see :mod:`mailcli.config.parse`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from .values import Duration
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+CONFIG_NAME = "mailcli.toml"
+SECRET_FILE = Path(".mailcli") / "secret"
+
+
+class EnvVars:
+    """Every environment variable mailcli reads, in one place."""
+
+    CONFIG = "MAILCLI_CONFIG"
+    SECRET = "MAILCLI_SECRET"
+    SMTP_PASSWORD = "MAILCLI_SMTP_PASSWORD"
+    IMAP_PASSWORD = "MAILCLI_IMAP_PASSWORD"
+
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSettings:
+    name: str
+    database: Path
+    root: Path
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSettings:
+    from_name: str
+    from_address: str
+    reply_to: str | None
+    list_id: str
+    postal_address: str
+    bounce_address: str | None
+    feedback_id: str | None
+    verp: bool = False
+
+    @property
+    def domain(self) -> str:
+        return self.from_address.rsplit("@", 1)[1]
+
+    @property
+    def from_header(self) -> str:
+        return f"{self.from_name} <{self.from_address}>" if self.from_name else self.from_address
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str
+    username: str | None
+    password_env: str
+    timeout: float
+    ca_file: Path | None
+    concurrency: int
+    rate: float
+    retry_window: float
+    domain_concurrency: int
+    helo_name: str | None = None  # None: this host's FQDN (see send.smtp.ehlo_name)
+    connect_backoff: float = 1.0  # first wait after a refused connection, doubling
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) or None
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeSettings:
+    url: str
+    mailto: str | None
+    secret_env: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    unconfirmed: Duration
+    unsubscribed: Duration
+    bounced: Duration
+    inactive: Duration
+    send_log: Duration
+    audit_log: Duration
+    backups: Duration
+
+    def items(self) -> list[tuple[str, Duration]]:
+        return [(name, getattr(self, name)) for name in RETENTION_KEYS]
+
+
+RETENTION_KEYS = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups")
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    domain: str
+    selector: str
+    private_key_env: str | None
+    private_key_file: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class BounceSettings:
+    soft_limit: int
+    imap_password_env: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    host: str
+    port: int
+    # Peers whose X-Forwarded-For / Forwarded headers name the real client
+    # (the reverse proxy in front of serve); anyone else's are ignored.
+    trusted_proxies: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    path: Path
+    project: ProjectSettings
+    sender: SenderSettings
+    smtp: SmtpSettings
+    unsubscribe: UnsubscribeSettings
+    retention: RetentionSettings
+    dkim: DkimSettings | None
+    bounces: BounceSettings
+    serve: ServeSettings
+    _secret_cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def root(self) -> Path:
+        return self.project.root
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.project.root / "templates"
+
+    @property
+    def data_dir(self) -> Path:
+        """``.mailcli/`` beside the config: secret, locks, erasure ledger (mode 0700)."""
+        return self.project.root / ".mailcli"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.project.root / "backups"
+
+    def secret(self) -> bytes:
+        """The HMAC key: the named environment variable, else ``.mailcli/secret``."""
+        if "key" in self._secret_cache:
+            return self._secret_cache["key"]
+        value = os.environ.get(self.unsubscribe.secret_env)
+        if value:
+            key = value.encode("utf-8")
+        else:
+            secret_path = self.project.root / SECRET_FILE
+            try:
+                key = secret_path.read_bytes().strip()
+            except FileNotFoundError:
+                raise ConfigError(
+                    f"No secret: {self.unsubscribe.secret_env} is not set and {secret_path} does not exist",
+                    hint=f"set {self.unsubscribe.secret_env}, or restore the backed-up .mailcli/secret",
+                ) from None
+            except OSError as exc:
+                raise ConfigError(f"Cannot read the secret {secret_path}: {exc.strerror}") from None
+        if len(key) < 16:
+            raise ConfigError(f"The secret in {self.unsubscribe.secret_env} is too short (at least 16 characters)")
+        self._secret_cache["key"] = key
+        return key
