@@ -32,7 +32,7 @@ test: venv
 # pyproject.toml. Then one line per package; `coverage report -m` or
 # `coverage html` afterwards for the lines.
 COVERAGE := $(BIN)/python -m coverage
-PACKAGES := store send render privacy feedback deliverability commands
+PACKAGES := store importer config send render privacy feedback deliverability commands
 
 coverage: venv
 	rm -f .coverage .coverage.*
