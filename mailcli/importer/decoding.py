@@ -10,7 +10,7 @@ only by a rare accident (a capital with an accent followed directly by a
 symbol such as a no-break space), while UTF-8 read as cp1252 always decodes
 and is always wrong. The lines read otherwise than the file's detected
 encoding are recorded by byte offset, so the import can count them and name
-their lines.
+their lines (docs/guarantees.md#files-as-they-are).
 
 Windows-1252 here is the table browsers use: the five bytes cp1252 leaves
 undefined are the control characters latin-1 has there, so every byte

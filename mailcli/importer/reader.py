@@ -16,7 +16,8 @@ writes what it yields.
   16 MiB refuses the file with its line number, which bounds memory.
 * **Parts.** A big file can be read by two readers, one from the start up to
   a :class:`Boundary`, the other from that line on (:func:`open_csv_part`;
-  see :mod:`mailcli.importer.workers`).
+  see :mod:`mailcli.importer.workers`), giving what one reader gives
+  (docs/guarantees.md#files-as-they-are).
 """
 
 from __future__ import annotations

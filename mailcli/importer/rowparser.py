@@ -15,7 +15,9 @@ Every record becomes one of:
   in the future — never silently replaced by the import time;
 * an :class:`~mailcli.importrows.OptOut` when an unsubscribed or cleaned
   column is filled in, whatever the row's other cells hold;
-* or nothing, for a blank record (``;;;`` left by Excel).
+* or nothing, for a blank record (``;;;`` left by Excel)
+
+(docs/guarantees.md#every-row-counted).
 
 This runs once per record of a file of millions, so the plan is bound to
 local variables of a closure once per file, and the common case runs
