@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mailcli.addresses import AddressError, normalise_address
 from mailcli.errors import InputFileError, UsageError
@@ -118,19 +118,19 @@ def parse_map_options(values: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
-@dataclass
 class _Planner:
     """The plan as the columns are gone through, left to right."""
 
-    headers: list[str]
-    explicit: set[str]  # fields --map names: no column is matched to them by its header
-    chosen: dict[str, int] = field(default_factory=dict)
-    consent_time: list[tuple[int, int]] = field(default_factory=list)  # (preference, column)
-    consent_ip: list[tuple[int, int]] = field(default_factory=list)
-    opted_out: list[int] = field(default_factory=list)
-    cleaned: list[int] = field(default_factory=list)
-    prefix: int | None = None
-    attributes: list[tuple[str, int]] = field(default_factory=list)
+    def __init__(self, headers: list[str], explicit: set[str]) -> None:
+        self.headers = headers
+        self.explicit = explicit  # fields --map names: no column is matched to them by its header
+        self.chosen: dict[str, int] = {}
+        self.consent_time: list[tuple[int, int]] = []  # (preference, column)
+        self.consent_ip: list[tuple[int, int]] = []
+        self.opted_out: list[int] = []
+        self.cleaned: list[int] = []
+        self.prefix: int | None = None
+        self.attributes: list[tuple[str, int]] = []
 
     def guess(self, key: str) -> tuple[str | None, int]:
         """What a column not named by --map is, by its header, with its

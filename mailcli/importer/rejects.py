@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 
 from mailcli.cells import neutralise
@@ -22,6 +21,8 @@ class RejectsFile:
     """
 
     def __init__(self, path: str | Path, headers: tuple[str, ...], delimiter: str) -> None:
+        import tempfile  # here: every import worker loads this package, and none writes this file
+
         self.path = Path(path)
         self._headers = headers
         try:

@@ -8,7 +8,7 @@ Why, and how they hand rows over:
   the import process only stages what they send, so both cores parse.
 * Rows cross the process boundary as a SQLite database: a worker stages a
   frame of rows in an in-memory database
-  (:func:`mailcli.store.imports.sqlite_frame`) and sends its serialized
+  (:func:`mailcli.store.staging.sqlite_frame`) and sends its serialized
   bytes through a pipe; the store loads them with one ``INSERT ... SELECT``.
   Sending the rows marshalled instead costs the receiver about what the
   sender saves, and the receiver's time comes out of the workers' cores
@@ -50,6 +50,7 @@ from mailcli.importer.detect import CsvFormat
 from mailcli.importer.feed import batch_rows
 from mailcli.importer.reader import Boundary, CsvSource, open_csv, open_csv_part
 from mailcli.importrows import Batch, OptOut, RowReject, Suppression
+from mailcli.store.staging import sqlite_frame
 
 FRAME_ROWS = 10_000  # rows per frame from a worker (~1.5 MB)
 # Whether worker rows cross as serialized SQLite databases (Python 3.11+);
@@ -382,8 +383,6 @@ def _plan_from(data: dict[str, Any]) -> ColumnPlan:
 def _frame(batch: Batch, sqlite: bool) -> bytes:
     """A batch as the bytes of one frame."""
     if sqlite:
-        from mailcli.store.imports import sqlite_frame
-
         return sqlite_frame(batch.rows, batch.rejects, batch.optouts)
     return marshal.dumps((batch.rows, [tuple(r) for r in batch.rejects], [tuple(o) for o in batch.optouts]))
 

@@ -41,17 +41,17 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
 
 from ..clock import now_iso
 from ..errors import UsageError
-from ..importrows import Batch, BatchSource, OptOut, RowReject, StagedRow, Suppression
+from ..importrows import Batch, BatchSource, OptOut, RowReject, Suppression
 from .db import PAGE_SIZE, Store
 from .import_merge import MERGE_TABLES, write_staged
 from .lists import list_id
+from .staging import STAGING_TABLES, create_staging, retract, sqlite_stage_frame, stage_rows
 from .suppressions import suppressed_hmacs
 
 MAX_REJECTS_KEPT = 10_000  # listed in the result; the rejects file gets them all
@@ -97,45 +97,6 @@ class ImportResult:
         }
 
 
-# Rows land here first, in file order, as fast as executemany can append
-# (inserting straight into a table keyed by address costs a random B-tree
-# write per row, several times more once it outgrows the page cache).
-_RAW = """
-CREATE TEMP TABLE import_raw (
-    line INTEGER NOT NULL,
-    email TEXT,  -- NULL: the key
-    key TEXT NOT NULL,
-    first_name TEXT,
-    last_name TEXT,
-    attributes TEXT NOT NULL,
-    consent_at TEXT,
-    consent_ip TEXT
-)
-"""
-# Rejected rows wait here (on disk, not in memory) to be reported in file
-# order: the workers' rows arrive interleaved.
-_REJECTS = "CREATE TEMP TABLE import_rejects (line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL)"
-# Rows of people who left the list at the file's source.
-_OPTOUTS = "CREATE TEMP TABLE import_optouts (line INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, at TEXT)"
-_TABLES = ("import_raw", "import_rejects", "import_optouts")
-
-# The tables of a worker frame: the rows, rejects and opt-outs of one batch.
-FRAME_SCHEMA = (
-    "CREATE TABLE raw (line INTEGER NOT NULL, email TEXT, key TEXT NOT NULL, first_name TEXT,"
-    " last_name TEXT, attributes TEXT NOT NULL, consent_at TEXT, consent_ip TEXT)",
-    "CREATE TABLE rejects (line INTEGER NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL)",
-    "CREATE TABLE optouts (line INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, at TEXT)",
-)
-_FROM_FRAME = (
-    "INSERT INTO temp.import_raw SELECT * FROM import_feed.raw",
-    "INSERT INTO temp.import_rejects SELECT * FROM import_feed.rejects",
-    "INSERT INTO temp.import_optouts SELECT * FROM import_feed.optouts",
-)
-
-_MULTI = 100  # rows per INSERT: binding is per value anyway, and each statement step has a cost of its own
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
-
-
 def import_batches(
     store: Store,
     batches: BatchSource,
@@ -177,7 +138,8 @@ def import_batches(
     conn = store.conn
     outermost = store._depth == 0  # only then can the import's PRAGMAs change
     with sqlite_import_session(conn, outermost), store.transaction():
-        _create_tables(conn)
+        _drop_temp(conn)
+        create_staging(conn)
         list_id = ensure_list(conn, list_name)
         suppression = _suppression(conn, secret, list_name.strip())
         staged, suppressed = _stage(conn, batches(suppression, outermost), on_batch)
@@ -220,17 +182,11 @@ def sqlite_import_session(conn: sqlite3.Connection, outermost: bool) -> Iterator
         conn.execute("DETACH import_feed")
 
 
-def _create_tables(conn: sqlite3.Connection) -> None:
-    _drop_temp(conn)
-    for statement in (_RAW, _REJECTS, _OPTOUTS):
-        conn.execute(statement)
-
-
 def _drop_temp(conn: sqlite3.Connection) -> None:
     # The stage is a scratch copy in SQLite's temp file (deleted on close):
     # zeroing its pages on drop would cost time for nothing.
     conn.execute("PRAGMA temp.secure_delete=OFF")
-    for table in (*_TABLES, *MERGE_TABLES):
+    for table in (*STAGING_TABLES, *MERGE_TABLES):
         conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
@@ -261,65 +217,13 @@ def _stage(conn: sqlite3.Connection, batches: Iterable[Batch], on_batch: Callabl
         if batch.frame is not None:
             staged += sqlite_stage_frame(conn, batch.frame)
         elif batch.retract_from:
-            staged -= _retract(conn, batch.retract_from)
+            staged -= retract(conn, batch.retract_from)
         else:
             staged += len(batch.rows)
             stage_rows(conn, batch.rows, batch.rejects, batch.optouts)
         if on_batch is not None:
             on_batch(batch.position)
     return staged, suppressed
-
-
-def stage_rows(conn: sqlite3.Connection, rows: list[StagedRow], rejects: Sequence[RowReject],
-               optouts: Sequence[OptOut], *, tables: str = "temp.import_") -> None:
-    """One batch's rows, rejects and opt-outs into the tables ``{tables}raw``,
-    ``{tables}rejects`` and ``{tables}optouts`` (fixed names). The rows go a
-    hundred per statement, which is cheaper than one each (benchmarks/README.md,
-    "Import staging")."""
-    raw = f"{tables}raw"
-    whole = len(rows) - len(rows) % _MULTI
-    if whole:
-        many = f"INSERT INTO {raw} VALUES " + ",".join([_ROW] * _MULTI)  # noqa: S608 - fixed names, placeholders
-        conn.executemany(many, (tuple(chain.from_iterable(rows[i:i + _MULTI])) for i in range(0, whole, _MULTI)))
-    if whole < len(rows):
-        conn.executemany(f"INSERT INTO {raw} VALUES {_ROW}", rows[whole:])  # noqa: S608 - as above
-    if rejects:
-        conn.executemany(f"INSERT INTO {tables}rejects VALUES (?, ?, ?)",  # noqa: S608 - as above
-                         [(r.line, r.reason, json.dumps(r.raw)) for r in rejects])
-    if optouts:
-        conn.executemany(f"INSERT INTO {tables}optouts VALUES (?, ?, ?, ?)", optouts)  # noqa: S608 - as above
-
-
-def sqlite_frame(rows: list[StagedRow], rejects: Sequence[RowReject], optouts: Sequence[OptOut]) -> bytes:
-    """A batch as a serialized in-memory SQLite database: what an import
-    worker sends (Python 3.11+, ``Connection.serialize``)."""
-    memory = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        for statement in FRAME_SCHEMA:
-            memory.execute(statement)
-        memory.execute("BEGIN")
-        stage_rows(memory, rows, rejects, optouts, tables="")
-        memory.execute("COMMIT")
-        return memory.serialize()  # type: ignore[no-any-return, attr-defined]  # 3.11+
-    finally:
-        memory.close()
-
-
-def sqlite_stage_frame(conn: sqlite3.Connection, frame: bytes) -> int:
-    """A worker's frame into the stage; the number of rows it held."""
-    conn.deserialize(frame, name="import_feed")  # type: ignore[attr-defined]
-    staged = int(conn.execute(_FROM_FRAME[0]).rowcount)
-    for statement in _FROM_FRAME[1:]:
-        conn.execute(statement)
-    return staged
-
-
-def _retract(conn: sqlite3.Connection, line: int) -> int:
-    """Withdraw the rows, rejects and opt-outs staged from ``line`` on; the number of rows."""
-    withdrawn = int(conn.execute("DELETE FROM temp.import_raw WHERE line >= ?", (line,)).rowcount)
-    conn.execute("DELETE FROM temp.import_rejects WHERE line >= ?", (line,))
-    conn.execute("DELETE FROM temp.import_optouts WHERE line >= ?", (line,))
-    return withdrawn
 
 
 def _rejects(conn: sqlite3.Connection, on_reject: Callable[[RowReject], None] | None
