@@ -18,7 +18,7 @@ from mailcli.config import Settings
 from mailcli.errors import MailcliError
 from mailcli.send import ledger
 from mailcli.send.headers import list_unsubscribe_header, unsubscribe_url
-from mailcli.send.transport import dot_stuff
+from mailcli.send.outgoing import dot_stuff
 from mailcli.tokens import make_unsubscribe_token
 
 

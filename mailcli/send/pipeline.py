@@ -19,9 +19,9 @@ from typing import Any
 
 from mailcli.send import ledger
 from mailcli.send.message import MessageFactory, envelope_rcpt
+from mailcli.send.outgoing import OutgoingMessage
 from mailcli.send.pool import build_batch
 from mailcli.send.results import ProgressFn, SendSummary, masked_problem
-from mailcli.send.transport import OutgoingMessage
 from mailcli.send.watch import OptoutWatch
 from mailcli.send.writer import LedgerWriter
 

@@ -8,14 +8,13 @@ where the next one starts (``store.relays``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from mailcli.config import Settings
 from mailcli.errors import ConfigError
+from mailcli.send.connections import Connections
 from mailcli.send.plan import SendOptions
 from mailcli.send.results import SendSummary
 from mailcli.send.smtp import ConnectParams, default_local_hostname
-from mailcli.send.transport import TransportOptions
+from mailcli.send.transport import SmtpTransport, TransportOptions
 from mailcli.store import Store
 from mailcli.store.relays import RelayMemory, save_relay
 
@@ -52,7 +51,7 @@ def transport_options(settings: Settings, options: SendOptions, relay: RelayMemo
     )
 
 
-def remember_relay(store: Store, settings: Settings, before: RelayMemory | None, transport: Any,
+def remember_relay(store: Store, settings: Settings, before: RelayMemory | None, transport: SmtpTransport,
                    summary: SendSummary, concurrency: int) -> None:
     """Keep what this run learnt about the relay for the next one, and say it in the summary.
 
@@ -61,12 +60,13 @@ def remember_relay(store: Store, settings: Settings, before: RelayMemory | None,
     configured number worked. The rate is kept while the relay holds us below
     the configured one.
     """
-    limit = _connections_limit(before, transport, concurrency)
-    if transport.limit_found is not None:
-        summary.connections_note = transport.limit_reply
-    rate = transport.rate_in_effect
-    if transport.rate_found is not None:
-        summary.rate_note = transport.rate_reply
+    found, pace = transport.connections, transport.pace
+    limit = _connections_limit(before, found, concurrency)
+    if found.limit_found is not None:
+        summary.connections_note = found.limit_reply
+    rate = pace.rate_in_effect
+    if pace.rate_found is not None:
+        summary.rate_note = pace.rate_reply
     summary.quota_note = transport.quota_reply
     summary.connections_limit = limit
     summary.rate_limit = rate
@@ -77,12 +77,12 @@ def remember_relay(store: Store, settings: Settings, before: RelayMemory | None,
             save_relay(conn, smtp.host, smtp.port, smtp.username, connections_limit=limit, rate_limit=rate)
 
 
-def _connections_limit(before: RelayMemory | None, transport: Any, concurrency: int) -> int | None:
+def _connections_limit(before: RelayMemory | None, found: Connections, concurrency: int) -> int | None:
     limit: int | None = before.connections_limit if before is not None else None
-    if transport.limit_found is not None:
-        return int(transport.limit)
-    if limit is not None and transport.max_working > limit:
-        return None if transport.max_working >= concurrency else int(transport.max_working)
+    if found.limit_found is not None:
+        return found.limit
+    if limit is not None and found.max_working > limit:
+        return None if found.max_working >= concurrency else found.max_working
     return limit
 
 

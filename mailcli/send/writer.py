@@ -29,8 +29,8 @@ from mailcli import clock
 from mailcli.config import Settings
 from mailcli.locks import LockedError
 from mailcli.send import ledger
+from mailcli.send.outgoing import OutgoingMessage, Result, Status
 from mailcli.send.results import ProgressFn, SendSummary, masked_problem
-from mailcli.send.transport import OutgoingMessage, Result, Status
 from mailcli.send.watch import OptoutWatch
 from mailcli.store import Store
 from mailcli.store.claims import HEARTBEAT_EVERY, refresh_claim
