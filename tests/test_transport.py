@@ -10,7 +10,8 @@ import pytest
 
 from mailcli.errors import TransportError
 from mailcli.send.outgoing import CallbackHooks, OutgoingMessage, Result, Status, dot_stuff
-from mailcli.send.smtp import ConnectParams, parse_reply
+from mailcli.send.replies import parse_reply
+from mailcli.send.smtp import ConnectParams
 from mailcli.send.transport import SmtpTransport, TransportOptions
 from tests.smtpserver import SmtpServer, free_port
 

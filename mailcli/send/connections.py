@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from mailcli.errors import TransportError
 from mailcli.send.pacing import Pace
-from mailcli.send.smtp import SmtpConnectFailed, SmtpConnection, SmtpFatal
+from mailcli.send.replies import SmtpConnectFailed, SmtpFatal
+from mailcli.send.smtp import SmtpConnection
 
 if TYPE_CHECKING:
     from mailcli.send.transport import TransportOptions

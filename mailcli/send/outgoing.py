@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailcli.send.smtp import Reply
+from mailcli.send.replies import Reply
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ import re
 import time
 from collections import deque
 
-from mailcli.send.smtp import Reply, refuses_connections
+from mailcli.send.replies import Reply, refuses_connections
 
 # Smallest rate a slowdown goes to: one message every 20 seconds.
 MIN_RATE = 0.05

@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING
 
 from mailcli.send.outgoing import OutgoingMessage, Result, Status, classify, dot_stuff
 from mailcli.send.pacing import reply_kind
-from mailcli.send.smtp import (
+from mailcli.send.replies import (
     ConnectionDropped,
     PartialReplies,
     Reply,
     ReplyTimeout,
     SmtpConnectFailed,
-    SmtpConnection,
     SmtpProtocolError,
 )
+from mailcli.send.smtp import SmtpConnection
 from mailcli.store.deliveries import LOST_AFTER_DOT
 
 if TYPE_CHECKING:

@@ -38,8 +38,9 @@ from mailcli.net import tls_context
 from mailcli.send.connections import Connections
 from mailcli.send.outgoing import DeliveryHooks, OutgoingMessage, Result, Status
 from mailcli.send.pacing import Pace
+from mailcli.send.replies import Reply, SmtpProtocolError
 from mailcli.send.session import Reconnect, Retire, Session
-from mailcli.send.smtp import ConnectParams, Reply, SmtpConnection, SmtpProtocolError
+from mailcli.send.smtp import ConnectParams, SmtpConnection
 
 
 @dataclass(frozen=True, slots=True)
