@@ -929,3 +929,12 @@ def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
                 (values["email"], new_key, values["first_name"], values["last_name"], new_attributes,
                  now_iso(), contact_id))
     return contact_id, changed, added
+
+
+def template_fields(conn: sqlite3.Connection, key: str) -> tuple[str, str, str, str, str | None] | None:
+    """(address, first name, last name, attributes JSON, restricted at) of the
+    contact with comparison key ``key``: what a template sees of it."""
+    row = conn.execute(
+        "SELECT email, first_name, last_name, attributes, restricted_at FROM contacts WHERE email_key = ?", (key,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1] or "", row[2] or "", row[3] or "{}", row[4])
