@@ -40,7 +40,8 @@ from jinja2 import meta, nodes
 from mailcli.errors import HeaderInjectionError, TemplateError
 
 from .environment import display_path, make_environment, suggest, translate
-from .inline import inline_css, scan_jinja
+from .inline import inline_css
+from .jinjascan import scan_jinja
 from .preview import SAMPLE_SENDER, preview_context
 from .template import CompiledTemplate, compile_template
 from .text import normalize_text

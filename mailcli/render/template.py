@@ -26,6 +26,7 @@ from jinja2 import Template, meta
 from mailcli.errors import HeaderInjectionError, NotFoundError, TemplateError
 
 from .environment import check_template_path, display_path, make_environment, translate
+from .htmlscan import tag_attributes
 from .inline import (
     StylesheetResolver,
     canonical_html,
@@ -33,7 +34,6 @@ from .inline import (
     inline_css,
     prepare_inline_once,
     style_blocks,
-    tag_attributes,
 )
 from .mime import check_header_value
 from .text import ensure_footer, html_to_text, normalize_text
