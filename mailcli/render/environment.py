@@ -391,15 +391,18 @@ def translate(exc: BaseException, root: Path, variables: dict[str, Any] | None =
     if isinstance(exc, UndefinedError):
         line_text = _source_line(location[0], location[1]) if location else ""
         name, parent = undefined_name(exc, line_text)
-        near = None
-        if variables is not None:
-            if parent is None and "." not in name:
-                near = suggest(name, variables)
-            elif parent is not None:
-                base = variables.get(parent.split(".")[0])
-                if isinstance(base, Mapping) and "." not in parent:
-                    close = suggest(name.rsplit(".", 1)[-1], base.keys())
-                    near = f"{parent}.{close}" if close else None
+        near = _nearest(name, parent, variables) if variables is not None else None
         suffix = f" (did you mean {near}?)" if near else ""
         return TemplateError(f"{where}: undefined variable {name}{suffix}")
     return TemplateError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _nearest(name: str, parent: str | None, variables: dict[str, Any]) -> str | None:
+    """The known variable (or field of ``parent``) nearest to an undefined ``name``."""
+    if parent is None:
+        return suggest(name, variables) if "." not in name else None
+    base = variables.get(parent.split(".")[0])
+    if isinstance(base, Mapping) and "." not in parent:
+        close = suggest(name.rsplit(".", 1)[-1], base.keys())
+        return f"{parent}.{close}" if close else None
+    return None
