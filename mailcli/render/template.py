@@ -41,7 +41,7 @@ from .textonce import prepare_text_once
 from .textrender import NeedsFullText, TextOnceTemplate, compile_text_once
 from .values import RenderContext, RenderedParts
 
-# STANDARDS F07: a runaway loop must not produce a 100 MB message.
+# A runaway loop must not produce a message of a hundred megabytes.
 MAX_HTML_CHARS = 1_000_000
 # How many of the first rendered recipients are compared with per-message inlining.
 AUTO_VERIFY = 3
@@ -60,7 +60,7 @@ def _load_tree(env: Any, name: str, seen: dict[str, str]) -> None:
 
 
 def _check_links(files: Mapping[str, str], resolver: StylesheetResolver) -> None:
-    """Refuse remote stylesheets and @import before anything renders (A22)."""
+    """Refuse remote stylesheets and @import before anything renders: nothing is ever fetched."""
     import re
 
     for filename in files.values():

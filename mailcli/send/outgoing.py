@@ -75,7 +75,8 @@ def dot_stuff(data: bytes, *, crlf: bool = False) -> bytes:
     A bare LF or CR must never reach the wire: bytes of unknown origin are
     checked (three counts at C speed) and normalised if something slipped
     through. ``crlf=True`` skips that for ``MessageSkeleton`` output, CRLF by
-    construction (and by test); see benchmarks/README.md for what the counts cost.
+    construction (and by test): the counts are a measurable part of a message's
+    cost (benchmarks/README.md).
     """
     if not crlf:
         lines = data.count(b"\r\n")

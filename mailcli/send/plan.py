@@ -188,7 +188,7 @@ def preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign, 
     """
     candidates = ledger.preflight_samples(store.conn, campaign, secret, resend_uncertain=resend_uncertain)
     # One recipient of each of the first five sets of fields: each sample
-    # costs a per-message inlining here and in every worker.
+    # costs a per-message inlining here and in every worker (benchmarks/README.md).
     firsts: dict[str | None, tuple[Any, ...]] = {}
     for signature, r in candidates:
         if not r.skip_reason and len(firsts) < 5:

@@ -5,8 +5,8 @@ Rendering, MIME and DKIM take a little more CPU per message than the SMTP and
 ledger work, so on a two-core machine one worker process renders most
 messages and the sending process the rest: it renders the next recipient
 itself whenever the connections would otherwise wait (``pipeline.RenderAhead``).
-Measured in ``benchmarks/bench_send.py``. Small sends render in-process:
-starting a worker costs more than it saves below ~1,000 messages.
+Small sends render in-process: below about a thousand messages, starting a
+worker costs more than it saves (benchmarks/README.md).
 
 Workers are started with ``spawn`` (no fork of a process that already runs a
 writer thread) before the preflight, so they load meanwhile; they ignore

@@ -145,8 +145,8 @@ def mark_interrupted(conn: sqlite3.Connection, campaign_id: int, reason: str, no
 # without a marketing objection (``reason`` is NULL then, else why not).
 # ``where`` chooses the rows: the next page by primary key, or given ids. The
 # unary "+" is SQLite's way to keep the planner off the campaign's indexes,
-# which would read and sort every remaining row for each page (quadratic:
-# 100,000 recipients ran at half speed).
+# which would read and sort every remaining row for each page: quadratic
+# (benchmarks/README.md).
 _SENDABLE_SQL = f"""
 SELECT d.id, c.id, c.uid, c.email, c.email_key, c.first_name, c.last_name, c.attributes, d.message_id,
        {SKIP_REASON_SQL} AS reason
