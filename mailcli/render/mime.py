@@ -8,8 +8,8 @@ Precedence, Feedback-ID, extra headers) is encoded once in
 ``MessageSkeleton``; ``build`` adds the per-recipient headers and the body
 (``mimebody.py``).
 
-What the output guarantees (docs/guarantees.md#message-format and
-#header-safety), each checked by tests that re-parse it with
+What the output guarantees (docs/guarantees.md#message-format,
+docs/guarantees.md#header-safety), each checked by tests that re-parse it with
 ``email.message_from_bytes(policy=email.policy.default)``:
 
 * CRLF line ends only, no line over 998 octets, headers folded to 78 where
