@@ -23,7 +23,7 @@ from mailcli.privacy.erase import erase_subject
 from mailcli.privacy.export import export_subject
 from mailcli.privacy.retention import purge
 from mailcli.project import init_project
-from mailcli.store import open_store
+from mailcli.store import backups, open_store
 from mailcli.tokens import new_uid
 
 
@@ -52,7 +52,7 @@ def seed(store, n: int) -> None:
                       (cid, "unsubscribed" if gone else "subscribed", at, at if gone else None, at, at))
             c.execute("INSERT INTO deliveries (campaign_id, contact_id, status, message_id, created_at, updated_at)"
                       " VALUES (1, ?, 'sent', ?, ?, ?)", (cid, f"<{cid}@example.org>", old, old))
-    store.checkpoint()
+    backups.checkpoint(store.conn)
 
 
 def timed(label: str, fn) -> float:

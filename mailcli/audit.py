@@ -1,9 +1,10 @@
 """The audit log: who accessed or changed whose personal data, when and why.
 
-Every command that reads or changes personal data appends one row (STANDARDS
-E25): UTC time, actor (OS user, or the CI job where the environment names
-one), command, action, the subject as a keyed HMAC (never the address), a
-detail object without personal data and an optional ``--reason``.
+Every command that reads or changes personal data appends one row
+(``docs/guarantees.md#audit``): UTC time, actor (OS user, or the CI job
+where the environment names one), command, action, the subject as a keyed
+HMAC (never the address), a detail object without personal data and an
+optional ``--reason``.
 
 Rows are hash-chained: each row's ``hash`` is SHA-256 over the previous row's
 hash and this row's canonical content, so editing or deleting a row in the
@@ -25,9 +26,8 @@ from typing import Any
 from .clock import now_iso
 from .config import Settings
 from .store import Store
+from .store import audit as audit_rows
 from .tokens import address_hmac
-
-GENESIS = "0" * 64
 
 
 def current_actor() -> str:
@@ -75,17 +75,8 @@ def append(
     detail: Mapping[str, Any] | None = None, reason: str | None = None,
 ) -> None:
     detail_text = json.dumps(dict(detail or {}), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    with store.transaction() as conn:
-        row = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-        prev = row[0] if row else GENESIS
-        at = now_iso()
-        actor = current_actor()
-        digest = _row_hash(prev, at, actor, command, action, subject_hmac, detail_text, reason)
-        conn.execute(
-            "INSERT INTO audit_log (at, actor, command, action, subject_hmac, detail, reason, prev_hash, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (at, actor, command, action, subject_hmac, detail_text, reason, prev, digest),
-        )
+    with store.transaction() as conn:  # the time is read once the write lock is held: entries stay in time order
+        _chain(conn, (now_iso(), current_actor(), command, action, subject_hmac, detail_text, reason))
 
 
 def append_row(
@@ -94,14 +85,12 @@ def append_row(
 ) -> None:
     """Append a row with given content, chained to the last row (a restore carries entries over)."""
     with store.transaction() as conn:
-        row = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-        prev = row[0] if row else GENESIS
-        digest = _row_hash(prev, at, actor, command, action, subject_hmac, detail_text, reason)
-        conn.execute(
-            "INSERT INTO audit_log (at, actor, command, action, subject_hmac, detail, reason, prev_hash, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (at, actor, command, action, subject_hmac, detail_text, reason, prev, digest),
-        )
+        _chain(conn, (at, actor, command, action, subject_hmac, detail_text, reason))
+
+
+def _chain(conn: sqlite3.Connection, row: audit_rows.AuditRow) -> None:
+    prev = audit_rows.last_hash(conn)
+    audit_rows.insert_entry(conn, row, prev, _row_hash(prev, *row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +114,5 @@ def verify_chain(rows: Iterable[sqlite3.Row | tuple[Any, ...]]) -> list[ChainPro
 
 
 def iter_rows(store: Store) -> Iterable[tuple[Any, ...]]:
-    return store.conn.execute(
-        "SELECT id, at, actor, command, action, subject_hmac, detail, reason, prev_hash, hash FROM audit_log ORDER BY id"
-    )
+    """Every row in order, as ``verify_chain`` takes them."""
+    return audit_rows.chain_rows(store.conn)

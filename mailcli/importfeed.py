@@ -52,6 +52,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from mailcli.cells import neutralise
 from mailcli.decoding import KEEP_OFFSETS, line_numbers
 from mailcli.errors import InputFileError, MailcliError
 from mailcli.importer import (
@@ -599,14 +600,6 @@ def _worker_main(parent: int | None = None) -> None:
 
 
 # ------------------------------------------------------------ the rejects file
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\x00")
-
-
-def neutralise(cell: str) -> str:
-    """A cell a spreadsheet shows as text and never runs as a formula (F10)."""
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
-
 
 class RejectsFile:
     """``--rejects FILE``: the rejected rows, their original cells, line and reason.

@@ -11,7 +11,7 @@ import pytest
 from mailcli import audit, tokens
 from mailcli.addresses import normalise_address
 from mailcli.locks import maintenance_lock
-from mailcli.store import open_store
+from mailcli.store import backups, open_store
 from tests.privacy_support import (
     NOW,
     ZEB,
@@ -110,7 +110,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 def test_dry_run_changes_nothing_and_counts_what_a_real_run_removes(world, cli) -> None:
     root, store, _, _ = world
-    store.checkpoint()
+    backups.checkpoint(store.conn)
     before = _snapshot(root)
     rows_before = {t: count(store.conn, t) for t in ("contacts", "memberships", "deliveries", "events", "audit_log")}
     dry = cli("--json", "privacy", "purge", "--dry-run")

@@ -3,20 +3,20 @@
 Every channel — one-click POST (``serve``), mailto and DSN/ARF reports
 (``bounces``), the manual ``unsubscribe`` command, and the unsubscribed and
 cleaned rows of an imported export (``import``) — ends here, so each
-opt-out is stored the same way (STANDARDS B14, E03, E17):
+opt-out is stored the same way (``docs/guarantees.md#suppression``):
 
 * the membership(s) become ``unsubscribed`` with the UTC time and the channel;
-  the consent evidence of the membership is left untouched (E03);
+  the consent evidence of the membership is kept as it was given;
 * an opt-out from all marketing (scope ``*``) also sets
-  ``contacts.no_marketing_at`` (art. 21, E05);
+  ``contacts.no_marketing_at``, an objection to direct marketing (GDPR art. 21);
 * a suppression row keyed by the HMAC of the normalised address, so a later
   import never resubscribes the person and send skips them even after the
-  contact row is erased (E17);
+  contact row is erased;
 * an ``events`` row (kind, channel, scope, campaign when attributable) that
   ``report`` counts, and an audit entry.
 
 All of it happens in one transaction. Repeating an opt-out changes nothing
-and returns ``False`` (B09): the first record is never overwritten. Every
+and returns ``False``: the first record is never overwritten. Every
 opt-out that changes something is also appended to the opt-out ledger
 outside the database (:mod:`mailcli.optouts`) before the transaction
 commits, so restoring an older backup re-applies it.
@@ -25,16 +25,15 @@ One-click unsubscribes that ``serve`` could not write at once wait in the
 spool beside the database (:mod:`mailcli.store.spool`);
 ``apply_spooled_optouts`` records them here, with the time of the request.
 
-Hard bounces and complaints suppress from all marketing (C03, B24); soft
-bounces only count, until ``[bounces] soft_limit`` distinct campaigns have
-soft-bounced, which then suppresses the address as bounced (B25).
+Hard bounces and complaints suppress from all marketing; soft bounces only
+count, until ``[bounces] soft_limit`` distinct campaigns have soft-bounced,
+which then suppresses the address as bounced; a policy rejection never
+suppresses (``docs/guarantees.md#bounces-and-complaints``).
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,25 +42,25 @@ from ..addresses import AddressError, normalise_address
 from ..config import Settings
 from ..errors import UsageError
 from ..optouts import OptOutEntry, append_optouts
-from ..store import Store, spool
+from ..store import Store, lists, spool
+from ..store.attribution import latest_campaign
+from ..store.events import add_event, soft_bounced_campaigns
+from ..store.subjects import (
+    contact_by_email_key,
+    contact_by_id,
+    contact_by_uid,
+    end_memberships,
+    mark_complained,
+    mark_status,
+    object_to_marketing,
+)
+from ..store.suppressions import ALL, add_suppression
 from ..tokens import address_hmac
 
 if TYPE_CHECKING:
     from ..importer import OptOut
 
-ALL = "*"
 CHANNELS = ("one-click", "mailto", "cli", "complaint", "bounce", "import")
-
-
-@dataclass(frozen=True, slots=True)
-class ContactRef:
-    """The few columns the feedback code needs about a contact."""
-
-    id: int
-    uid: str
-    email_key: str
-    status: str
-    no_marketing_at: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,94 +79,6 @@ class BounceResult:
     suppressed: bool  # the address is (now) suppressed as bounced because of this report
     changed: bool  # a suppression or status was newly written
     soft_count: int  # distinct campaigns with soft bounces so far (soft only)
-
-
-# One lookup per unique column of contacts; the column comes from this table,
-# never from the caller's data.
-_CONTACT_BY = {
-    column: f"SELECT id, uid, email_key, status, no_marketing_at FROM contacts WHERE {column} = ?"  # noqa: S608
-    for column in ("id", "uid", "email_key")
-}
-
-
-def _contact_where(conn: sqlite3.Connection, column: str, value: object) -> ContactRef | None:
-    row = conn.execute(_CONTACT_BY[column], (value,)).fetchone()
-    return ContactRef(*row) if row else None
-
-
-def _contact(conn: sqlite3.Connection, contact_id: int) -> ContactRef | None:
-    return _contact_where(conn, "id", contact_id)
-
-
-def contact_by_uid(conn: sqlite3.Connection, uid: str) -> ContactRef | None:
-    return _contact_where(conn, "uid", uid)
-
-
-def contact_by_email_key(conn: sqlite3.Connection, email_key: str) -> ContactRef | None:
-    return _contact_where(conn, "email_key", email_key)
-
-
-def list_name_of(conn: sqlite3.Connection, list_id: int) -> str | None:
-    row = conn.execute("SELECT name FROM lists WHERE id = ?", (list_id,)).fetchone()
-    return str(row[0]) if row else None
-
-
-def latest_campaign(conn: sqlite3.Connection, contact_id: int, list_id: int | None) -> int | None:
-    """The most recent campaign sent to this contact (on this list), for attribution."""
-    sql = (
-        "SELECT d.campaign_id FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
-        " WHERE d.contact_id = ? AND d.status IN ('sent', 'uncertain', 'sending')"
-    )
-    params: list[Any] = [contact_id]
-    if list_id is not None:
-        sql += " AND c.list_id = ?"
-        params.append(list_id)
-    sql += " ORDER BY COALESCE(d.sent_at, d.updated_at) DESC, d.id DESC LIMIT 1"
-    row = conn.execute(sql, params).fetchone()
-    return int(row[0]) if row else None
-
-
-def _suppress(conn: sqlite3.Connection, digest: str, scope: str, reason: str, channel: str, now: str) -> bool:
-    cursor = conn.execute(
-        "INSERT OR IGNORE INTO suppressions (hmac, scope, reason, channel, created_at) VALUES (?, ?, ?, ?, ?)",
-        (digest, scope, reason, channel, now),
-    )
-    return cursor.rowcount > 0
-
-
-def _event(
-    conn: sqlite3.Connection, *, contact_id: int | None, campaign_id: int | None, kind: str, channel: str,
-    scope: str, detail: Mapping[str, Any] | None, source_ref: str | None, now: str,
-) -> None:
-    conn.execute(
-        "INSERT INTO events (contact_id, campaign_id, kind, channel, scope, detail, source_ref, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (contact_id, campaign_id, kind, channel, scope,
-         json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":")), source_ref, now),
-    )
-
-
-def _unsubscribe_memberships(conn: sqlite3.Connection, contact_id: int, list_id: int | None, channel: str, now: str,
-                             at: str | None = None) -> int:
-    """Memberships to ``unsubscribed`` (at ``at``, default now); how many changed."""
-    sql = (
-        "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = ?, updated_at = ?"
-        " WHERE contact_id = ? AND status != 'unsubscribed'"
-    )
-    params: list[Any] = [at or now, channel, now, contact_id]
-    if list_id is not None:
-        sql += " AND list_id = ?"
-        params.append(list_id)
-    return conn.execute(sql, params).rowcount
-
-
-def _mark_bounced(conn: sqlite3.Connection, contact_id: int, now: str) -> bool:
-    """The contact's status to ``bounced`` (not over erased or complained); True if it changed."""
-    cursor = conn.execute(
-        "UPDATE contacts SET status = 'bounced', updated_at = ? WHERE id = ? AND status IN ('active', 'unsubscribed')",
-        (now, contact_id),
-    )
-    return cursor.rowcount > 0
 
 
 def unsubscribe(
@@ -193,34 +104,54 @@ def unsubscribe(
         raise ValueError(f"unknown channel {channel!r}")
     secret = settings.secret()
     with store.transaction() as conn:
-        contact = _contact(conn, contact_id)
+        contact = contact_by_id(conn, contact_id)
         if contact is None:
             return False
-        if list_id is not None:
-            scope = list_name_of(conn, list_id)
-            if scope is None:  # the list was deleted: nothing left to leave
-                return False
-        else:
-            scope = ALL
+        scope = ALL if list_id is None else lists.list_name(conn, list_id)
+        if scope is None:  # the list was deleted: nothing left to leave
+            return False
         now = at or clock.now_iso()
-        changed = _unsubscribe_memberships(conn, contact.id, list_id, channel, now) > 0
+        changed = end_memberships(conn, contact.id, channel, at=now, updated_at=now, list_id=list_id) > 0
         if list_id is None:
-            cursor = conn.execute(
-                "UPDATE contacts SET no_marketing_at = ?, status = CASE WHEN status = 'active' THEN 'unsubscribed'"
-                " ELSE status END, updated_at = ? WHERE id = ? AND no_marketing_at IS NULL",
-                (now, now, contact.id),
-            )
-            changed = cursor.rowcount > 0 or changed
+            changed = object_to_marketing(conn, contact.id, now) or changed
         digest = address_hmac(secret, contact.email_key)
-        changed = _suppress(conn, digest, scope, "unsubscribed", channel, now) or changed
+        changed = add_suppression(conn, digest, scope, "unsubscribed", channel, now) or changed
         if not changed:
             return False
         append_optouts(settings, [OptOutEntry(digest, scope, "unsubscribed", channel, now)])
-        _event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="unsubscribed", channel=channel,
-               scope=scope, detail=None, source_ref=source_ref, now=now)
+        add_event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="unsubscribed", channel=channel,
+                  scope=scope, source_ref=source_ref, now=now)
         audit.append(store, "unsubscribe", subject_hmac=digest, command=command or channel,
                      detail={"channel": channel, "scope": scope})
     return True
+
+
+def unsubscribe_by_token(
+    store: Store, settings: Settings, contact_uid: str, list_id: int, *, channel: str, command: str,
+    source_ref: str | None = None, at: str | None = None,
+) -> bool | None:
+    """The opt-out an unsubscribe token asks for (one-click, mailto, spooled),
+    attributed to the campaign that last reached the person on that list.
+
+    None when the contact or the list is gone (erased or purged since the
+    message was sent: the suppression list already holds them); else
+    whether anything changed.
+    """
+    conn = store.conn
+    contact = contact_by_uid(conn, contact_uid)
+    if contact is None or lists.list_name(conn, list_id) is None:
+        return None
+    campaign = latest_campaign(conn, contact.id, list_id)
+    return unsubscribe(store, settings, contact.id, list_id=list_id, channel=channel, campaign_id=campaign,
+                       source_ref=source_ref, command=command, at=at)
+
+
+def _soft_limit_reached(store: Store, settings: Settings, contact_id: int) -> tuple[bool, int]:
+    """Count campaigns, not messages: two failures of the same campaign's
+    message are one problem, not two. (Delay notices are events of their
+    own kind and never count.)"""
+    count = soft_bounced_campaigns(store.conn, contact_id)
+    return count >= settings.bounces.soft_limit, count
 
 
 def record_bounce(
@@ -238,43 +169,45 @@ def record_bounce(
 
     Hard: suppress from everything (reason ``bounced``) and mark the contact
     ``bounced``. Soft: an event only, until soft bounces from
-    ``[bounces] soft_limit`` distinct campaigns have been seen (B25).
+    ``[bounces] soft_limit`` distinct campaigns have been seen.
     """
     secret = settings.secret()
     with store.transaction() as conn:
-        contact = _contact(conn, contact_id)
+        contact = contact_by_id(conn, contact_id)
         if contact is None:
             return BounceResult(suppressed=False, changed=False, soft_count=0)
         now = clock.now_iso()
-        digest = address_hmac(secret, contact.email_key)
-        detail = {"status": status, "class": "hard" if hard else "soft"}
-        _event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="bounced" if hard else "soft_bounced",
-               channel="bounce", scope=ALL, detail=detail, source_ref=source_ref, now=now)
+        klass = "hard" if hard else "soft"
+        add_event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="bounced" if hard else "soft_bounced",
+                  channel="bounce", scope=ALL, detail={"status": status, "class": klass}, source_ref=source_ref,
+                  now=now)
         soft_count = 0
         if not hard:
-            # Count campaigns, not messages: two failures of the same
-            # campaign's message are one problem, not two. (Delay notices
-            # are events of their own kind and never count.)
-            row = conn.execute(
-                "SELECT COUNT(DISTINCT COALESCE(campaign_id, -id)) FROM events"
-                " WHERE contact_id = ? AND kind = 'soft_bounced'",
-                (contact.id,),
-            ).fetchone()
-            soft_count = int(row[0])
-            if soft_count < settings.bounces.soft_limit:
+            reached, soft_count = _soft_limit_reached(store, settings, contact.id)
+            if not reached:
                 return BounceResult(suppressed=False, changed=False, soft_count=soft_count)
-        changed = _suppress(conn, digest, ALL, "bounced", "bounce", now)
-        changed = _mark_bounced(conn, contact.id, now) or changed
+        changed = _suppress_bounced(store, settings, contact.id, address_hmac(secret, contact.email_key), now,
+                                    detail={"reason": "bounced", "status": status,
+                                            "class": klass if hard else "soft_limit"})
         if not hard and changed:
             # The escalation is its own fact, not attributed to a campaign, so
             # report does not count this message both as soft and as hard.
-            _event(conn, contact_id=contact.id, campaign_id=None, kind="bounced", channel="bounce", scope=ALL,
-                   detail={"class": "soft_limit", "soft_bounces": soft_count}, source_ref=source_ref, now=now)
-        if changed:
-            append_optouts(settings, [OptOutEntry(digest, ALL, "bounced", "bounce", now)])
-            audit.append(store, "suppress", subject_hmac=digest, command=command,
-                         detail={"reason": "bounced", "status": status, "class": detail["class"] if hard else "soft_limit"})
+            add_event(conn, contact_id=contact.id, kind="bounced", channel="bounce", scope=ALL,
+                      detail={"class": "soft_limit", "soft_bounces": soft_count}, source_ref=source_ref, now=now)
     return BounceResult(suppressed=True, changed=changed, soft_count=soft_count)
+
+
+def _suppress_bounced(store: Store, settings: Settings, contact_id: int, digest: str, now: str, *,
+                      detail: dict[str, Any], command: str = "bounces") -> bool:
+    """Suppress a bounced address from everything and mark its contact
+    ``bounced``; the ledger and the audit log hear of it when it is new."""
+    conn = store.conn
+    changed = add_suppression(conn, digest, ALL, "bounced", "bounce", now)
+    changed = mark_status(conn, contact_id, "bounced", now) or changed
+    if changed:
+        append_optouts(settings, [OptOutEntry(digest, ALL, "bounced", "bounce", now)])
+        audit.append(store, "suppress", subject_hmac=digest, command=command, detail=detail)
+    return changed
 
 
 def record_complaint(
@@ -287,7 +220,7 @@ def record_complaint(
     source_ref: str | None = None,
     command: str = "bounces",
 ) -> bool:
-    """A spam complaint: suppress from all marketing at once (B24, art. 21).
+    """A spam complaint: suppress from all marketing at once, as an objection (GDPR art. 21).
 
     The complaint is recorded as an objection to all direct marketing: every
     membership is unsubscribed (channel ``complaint``), ``no_marketing_at`` is
@@ -296,21 +229,16 @@ def record_complaint(
     """
     secret = settings.secret()
     with store.transaction() as conn:
-        contact = _contact(conn, contact_id)
+        contact = contact_by_id(conn, contact_id)
         if contact is None:
             return False
         now = clock.now_iso()
         digest = address_hmac(secret, contact.email_key)
-        _event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="complained", channel="complaint",
-               scope=ALL, detail={"feedback_type": feedback_type}, source_ref=source_ref, now=now)
-        changed = _unsubscribe_memberships(conn, contact.id, None, "complaint", now) > 0
-        cursor = conn.execute(
-            "UPDATE contacts SET status = 'complained', no_marketing_at = COALESCE(no_marketing_at, ?), updated_at = ?"
-            " WHERE id = ? AND status != 'complained'",
-            (now, now, contact.id),
-        )
-        changed = cursor.rowcount > 0 or changed
-        changed = _suppress(conn, digest, ALL, "complained", "complaint", now) or changed
+        add_event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="complained", channel="complaint",
+                  scope=ALL, detail={"feedback_type": feedback_type}, source_ref=source_ref, now=now)
+        changed = end_memberships(conn, contact.id, "complaint", at=now, updated_at=now) > 0
+        changed = mark_complained(conn, contact.id, now) or changed
+        changed = add_suppression(conn, digest, ALL, "complained", "complaint", now) or changed
         if changed:
             append_optouts(settings, [OptOutEntry(digest, ALL, "complained", "complaint", now)])
             audit.append(store, "suppress", subject_hmac=digest, command=command,
@@ -323,11 +251,12 @@ def record_policy_rejection(
 ) -> None:
     """A 5.7.x rejection: the sender's setup (SPF/DKIM/DMARC, reputation) is at fault.
 
-    It never suppresses the contact (C03); the event lets the campaign show it.
+    It never suppresses the contact, whose address is not at fault; the
+    event lets the campaign show it.
     """
     with store.transaction() as conn:
-        _event(conn, contact_id=contact_id, campaign_id=campaign_id, kind="policy_rejected", channel="bounce",
-               scope=ALL, detail={"status": status}, source_ref=source_ref, now=clock.now_iso())
+        add_event(conn, contact_id=contact_id, campaign_id=campaign_id, kind="policy_rejected", channel="bounce",
+                  scope=ALL, detail={"status": status}, source_ref=source_ref, now=clock.now_iso())
 
 
 def record_delivery_notice(
@@ -345,8 +274,8 @@ def record_delivery_notice(
     if will_retry_until:
         detail["will_retry_until"] = will_retry_until
     with store.transaction() as conn:
-        _event(conn, contact_id=contact_id, campaign_id=campaign_id, kind=kind, channel="bounce", scope=ALL,
-               detail=detail, source_ref=source_ref, now=clock.now_iso())
+        add_event(conn, contact_id=contact_id, campaign_id=campaign_id, kind=kind, channel="bounce", scope=ALL,
+                  detail=detail, source_ref=source_ref, now=clock.now_iso())
 
 
 def unsubscribe_address(
@@ -371,12 +300,11 @@ def unsubscribe_address(
     conn = store.conn
     list_id: int | None = None
     if list_name is not None:
-        row = conn.execute("SELECT id FROM lists WHERE name = ?", (list_name,)).fetchone()
-        if row is None:
+        list_id = lists.list_id(conn, list_name)
+        if list_id is None:
             from ..store.audience import list_not_found
 
             raise list_not_found(conn, list_name)
-        list_id = int(row[0])
     scope = list_name if list_name is not None else ALL
     contact = contact_by_email_key(conn, address.key)
     if contact is not None:
@@ -384,11 +312,11 @@ def unsubscribe_address(
         return AddressResult(known=True, changed=changed, scope=scope)
     digest = address_hmac(settings.secret(), address.key)
     with store.transaction() as tx:
-        changed = _suppress(tx, digest, scope, "unsubscribed", channel, clock.now_iso())
+        changed = add_suppression(tx, digest, scope, "unsubscribed", channel, clock.now_iso())
         if changed:
             append_optouts(settings, [OptOutEntry(digest, scope, "unsubscribed", channel, clock.now_iso())])
-            _event(tx, contact_id=None, campaign_id=None, kind="unsubscribed", channel=channel, scope=scope,
-                   detail={"known": False}, source_ref=None, now=clock.now_iso())
+            add_event(tx, contact_id=None, campaign_id=None, kind="unsubscribed", channel=channel, scope=scope,
+                      detail={"known": False}, source_ref=None, now=clock.now_iso())
             audit.append(store, "unsubscribe", subject_hmac=digest, command=command,
                          detail={"channel": channel, "scope": scope, "known": False})
     return AddressResult(known=False, changed=changed, scope=scope)
@@ -415,36 +343,25 @@ def record_imported_opt_outs(
         contact = contact_by_email_key(conn, key)
         if kind == "bounced":
             scope = ALL
-            changed = _suppress(conn, digest, ALL, "bounced", "import", now)
+            changed = add_suppression(conn, digest, ALL, "bounced", "import", now)
             if contact is not None:
-                changed = _mark_bounced(conn, contact.id, now) or changed
+                changed = mark_status(conn, contact.id, "bounced", now) or changed
         else:
             scope = list_name
-            changed = _suppress(conn, digest, list_name, "unsubscribed", "import", now)
+            changed = add_suppression(conn, digest, list_name, "unsubscribed", "import", now)
             if contact is not None:
-                changed = _unsubscribe_memberships(conn, contact.id, list_id, "import", now, at) > 0 or changed
+                changed = end_memberships(conn, contact.id, "import", at=at or now, updated_at=now,
+                                          list_id=list_id) > 0 or changed
         if changed:
             changed_count += 1
             ledger.append(OptOutEntry(digest, scope, kind, "import", now))
-            _event(conn, contact_id=contact.id if contact is not None else None, campaign_id=None, kind=kind,
-                   channel="import", scope=scope, detail={"at": at} if at else None,
-                   source_ref=f"{source} line {line}", now=now)
+            add_event(conn, contact_id=contact.id if contact is not None else None, campaign_id=None, kind=kind,
+                      channel="import", scope=scope, detail={"at": at} if at else None,
+                      source_ref=f"{source} line {line}", now=now)
             audit.append(store, "unsubscribe" if kind == "unsubscribed" else "suppress", subject_hmac=digest,
                          command="import", detail={"channel": "import", "scope": scope, "reason": kind})
     append_optouts(settings, ledger)
     return changed_count
-
-
-def is_suppressed(store: Store, settings: Settings, email_key: str, scope: str | None = None) -> bool:
-    """True when the address is suppressed for everything, or for ``scope``."""
-    digest = address_hmac(settings.secret(), email_key)
-    scopes = (ALL,) if scope is None else (ALL, scope)
-    placeholders = ",".join("?" for _ in scopes)
-    row = store.conn.execute(
-        f"SELECT 1 FROM suppressions WHERE hmac = ? AND scope IN ({placeholders}) LIMIT 1",  # noqa: S608 - placeholders only
-        (digest, *scopes),
-    ).fetchone()
-    return row is not None
 
 
 def apply_spooled_optouts(store: Store, settings: Settings) -> int:
@@ -458,14 +375,10 @@ def apply_spooled_optouts(store: Store, settings: Settings) -> int:
     entries = spool.pending_optouts(store.path)
     if not entries:
         return 0
-    with store.transaction() as conn:
+    with store.transaction():
         for entry in entries:
-            contact = contact_by_uid(conn, entry.contact_uid)
-            if contact is None or list_name_of(conn, entry.list_id) is None:
-                continue
-            campaign = latest_campaign(conn, contact.id, entry.list_id)
             channel = entry.channel if entry.channel in CHANNELS else "one-click"
-            unsubscribe(store, settings, contact.id, list_id=entry.list_id, channel=channel, campaign_id=campaign,
-                        command="serve", at=entry.at)
+            unsubscribe_by_token(store, settings, entry.contact_uid, entry.list_id, channel=channel, command="serve",
+                                 at=entry.at)
     spool.remove_applied(entries)
     return len(entries)

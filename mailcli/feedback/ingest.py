@@ -5,33 +5,24 @@ Message-ID, or of its bytes when it has none), recognised by
 ``reports`` and applied through ``actions``, all in one transaction with
 the processed mark, so a crash half-way neither loses nor doubles anything.
 
-Attribution never guesses (C10, C13): a report is tied to a contact and
-campaign by the VERP token of the address it came back to (``[sender]
-verp``), by the Message-ID of the returned original (``deliveries.message_id``,
-or the campaign and contact uids the Message-ID is built from when the
-delivery row was purged), by ``Original-Envelope-Id``, or by the token in the
-returned List-Unsubscribe header. Only a report that quotes no Message-ID at
-all falls back to its ``Original-Recipient``, ``Final-Recipient`` or
-``Original-Rcpt-To`` address (the one mailcli sent to first: a forwarded
-address fails at another), and then only on an exact match of the
-normalised address. A message to a VERP address that cannot be read as a
-report at all still names its contact: it counts as a soft bounce. Everything
-else is listed for a person, never acted on, and listed again on every run
-until a person acknowledges it (``bounces --ack``).
+Attribution never guesses (:mod:`mailcli.feedback.matching`,
+``docs/guarantees.md#bounces-and-complaints``). A message to a VERP address
+that cannot be read as a report at all still names its contact: it counts as
+a soft bounce. Everything else is listed for a person, never acted on, and
+listed again on every run until a person acknowledges it (``bounces --ack``).
 
 Delay, relay and expansion notices (RFC 3464 ``delayed``, ``relayed``,
 ``expanded``) are recorded as events on the delivery — ``report --failed``
 and ``contacts show`` list them — and never count towards ``soft_limit``.
 
 Nothing here ever sends mail: no reply to a DSN, complaint, auto-reply or
-unsubscribe request, whatever it says (C14).
+unsubscribe request, whatever it says: an answer to a bounce or a complaint
+would be mail to someone who did not ask for it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,16 +31,17 @@ from email.utils import parseaddr
 from typing import Any
 
 from .. import clock
-from ..addresses import AddressError, normalise_address
 from ..config import Settings
 from ..store import Store
+from ..store.attribution import campaign_name
 from ..store.processed import acknowledge_message, processed_message, record_processed
-from ..tokens import parse_unsubscribe_token, parse_verp_token
-from . import actions, reports
+from ..tokens import parse_unsubscribe_token
+from . import actions, matching, reports
+from .matching import Target
 from .sources import Source
+from .verdicts import NOTICES, Verdict
 
-_OUR_MESSAGE_ID = re.compile(r"^<?([0-9a-f]{18})\.([0-9a-f]{18})@", re.IGNORECASE)
-HANDLED = ("hard", "soft", "policy", "complaint", "unsubscribe", "ignored", *reports.NOTICES)
+HANDLED = ("hard", "soft", "policy", "complaint", "unsubscribe", "ignored", *NOTICES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +107,6 @@ class Outcome:
     suppressed: int = 0
     campaign: str | None = None
     status: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    contact_id: int
-    campaign_id: int | None
 
 
 def message_ref(msg: Message, raw: bytes) -> str:
@@ -210,7 +196,7 @@ def _handle(store: Store, settings: Settings, msg: Message, ref: str) -> Outcome
     arf = reports.parse_arf(msg)
     if arf is not None:
         return _complaint(store, settings, arf, ref)
-    verp = _by_verp(store.conn, settings, msg)
+    verp = matching.by_verp(store.conn, settings, msg)
     dsn = reports.parse_dsn(msg)
     if dsn is not None:
         return _dsn(store, settings, dsn, ref, verp)
@@ -224,99 +210,23 @@ def _handle(store: Store, settings: Settings, msg: Message, ref: str) -> Outcome
         return _heuristic(store, settings, heuristic, ref, verp)
     if reports.is_auto_reply(msg):
         return Outcome("ignored")
+    return _unreadable(store, settings, verp, ref, "not a bounce, complaint or unsubscribe request")
+
+
+def _unreadable(store: Store, settings: Settings, verp: Target | None, ref: str, reason: str) -> Outcome:
+    """A message that says nothing we can read. Sent back to one recipient's
+    return path (VERP), it is a failure of unknown kind, counted like a soft
+    bounce; otherwise a person has to look at it."""
     if verp is not None:
-        # Came back to one recipient's return path, but says nothing we can
-        # read: a failure of unknown kind, counted like a soft bounce.
-        return _apply(store, settings, verp, reports.Verdict("soft", None), ref)
-    return Outcome("unmatched", "not a bounce, complaint or unsubscribe request")
-
-
-def _by_verp(conn: sqlite3.Connection, settings: Settings, msg: Message) -> Target | None:
-    """The delivery a message names by the VERP return path it came back to."""
-    for token in reports.verp_tokens(msg, settings.sender.bounce_address):
-        parsed = parse_verp_token(settings.secret(), token)
-        if parsed is None:
-            continue
-        contact = actions.contact_by_uid(conn, parsed.contact_uid)
-        if contact is None:
-            continue
-        known = _campaign_name(conn, parsed.campaign_id) is not None
-        return Target(contact.id, parsed.campaign_id if known else None)
-    return None
-
-
-def _by_message_id(conn: sqlite3.Connection, message_id: str) -> Target | None:
-    bare = message_id.strip().strip("<>")
-    row = conn.execute(
-        "SELECT contact_id, campaign_id FROM deliveries WHERE message_id IN (?, ?) ORDER BY id DESC LIMIT 1",
-        (f"<{bare}>", bare),
-    ).fetchone()
-    if row:
-        return Target(int(row[0]), int(row[1]))
-    # The delivery row may have been purged (send_log retention): the
-    # Message-ID itself names campaign and contact by their random uids.
-    match = _OUR_MESSAGE_ID.match(message_id.strip())
-    if match:
-        contact = actions.contact_by_uid(conn, match.group(2).lower())
-        if contact is not None:
-            campaign = conn.execute("SELECT id FROM campaigns WHERE uid = ?", (match.group(1).lower(),)).fetchone()
-            return Target(contact.id, int(campaign[0]) if campaign else None)
-    return None
-
-
-def _by_token(conn: sqlite3.Connection, settings: Settings, token: str | None) -> tuple[Target, int] | None:
-    if not token:
-        return None
-    parsed = parse_unsubscribe_token(settings.secret(), token)
-    if parsed is None:
-        return None
-    contact = actions.contact_by_uid(conn, parsed.contact_uid)
-    if contact is None:
-        return None
-    return Target(contact.id, actions.latest_campaign(conn, contact.id, parsed.list_id)), parsed.list_id
-
-
-def _by_address(conn: sqlite3.Connection, address: str | None) -> Target | None:
-    if not address:
-        return None
-    try:
-        key = normalise_address(address).key
-    except AddressError:
-        return None
-    contact = actions.contact_by_email_key(conn, key)
-    return Target(contact.id, None) if contact else None
-
-
-def _attribute(conn: sqlite3.Connection, settings: Settings, original: reports.Original,
-               envelope_id: str | None = None, verp: Target | None = None) -> Target | None | bool:
-    """The delivery a report is about; False when it quotes nothing to go by."""
-    if verp is not None:
-        return verp
-    for candidate in (original.message_id, envelope_id):
-        if candidate:
-            target = _by_message_id(conn, candidate)
-            if target:
-                return target
-    by_token = _by_token(conn, settings, reports.list_unsubscribe_token(original.list_unsubscribe))
-    if by_token:
-        return by_token[0]
-    if original.message_id or envelope_id or original.list_unsubscribe:
-        return None
-    return False
-
-
-def _campaign_name(conn: sqlite3.Connection, campaign_id: int | None) -> str | None:
-    if campaign_id is None:
-        return None
-    row = conn.execute("SELECT name FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
-    return str(row[0]) if row else None
+        return _apply(store, settings, verp, Verdict("soft", None), ref)
+    return Outcome("unmatched", reason)
 
 
 def _apply(store: Store, settings: Settings, target: Target, verdict: reports.Verdict, ref: str) -> Outcome:
     if verdict.kind == "policy":
         actions.record_policy_rejection(store, target.contact_id, campaign_id=target.campaign_id,
                                         status=verdict.code, source_ref=ref)
-        return Outcome("policy", campaign=_campaign_name(store.conn, target.campaign_id), status=verdict.code)
+        return Outcome("policy", campaign=campaign_name(store.conn, target.campaign_id), status=verdict.code)
     result = actions.record_bounce(store, settings, target.contact_id, hard=verdict.kind == "hard",
                                    campaign_id=target.campaign_id, status=verdict.code, source_ref=ref)
     return Outcome(verdict.kind, suppressed=int(result.changed), status=verdict.code)
@@ -328,53 +238,54 @@ _NOTICE_ORDER = {"delayed": 3, "relayed": 2, "expanded": 1}
 
 def _dsn(store: Store, settings: Settings, dsn: reports.Dsn, ref: str, verp: Target | None = None) -> Outcome:
     if not dsn.recipients:
-        if verp is not None:
-            return _apply(store, settings, verp, reports.Verdict("soft", None), ref)
-        return Outcome("unmatched", "delivery report without recipient fields")
+        return _unreadable(store, settings, verp, ref, "delivery report without recipient fields")
     failures = [r for r in dsn.recipients if r.verdict.is_failure]
     if not failures:
-        notices = [r for r in dsn.recipients if r.verdict.is_notice]
-        if notices:
-            return _notice(store, settings, dsn, notices, ref, verp)
-        if all(r.verdict.kind == "none" for r in dsn.recipients):
-            return Outcome("ignored")  # a success notice (delivered)
-        if verp is not None:
-            return _apply(store, settings, verp, reports.Verdict("soft", None), ref)
-        return Outcome("unmatched", "delivery report without a status code")
-    worst = max(failures, key=lambda r: _SEVERITY[r.verdict.kind])
-    target = _attribute(store.conn, settings, dsn.original, dsn.envelope_id, verp)
+        return _dsn_without_failures(store, settings, dsn, ref, verp)
+    target = matching.attribute(store.conn, settings, dsn.original, dsn.envelope_id, verp)
     if target is None:
         return Outcome("unmatched", "bounce of a message mailcli has no record of")
     if target is False:
-        # No Message-ID quoted: the recipient address, exact match only.
-        outcomes = []
-        for recipient in failures:
-            by_address = _recipient_target(store.conn, recipient)
-            if by_address:
-                outcomes.append(_apply(store, settings, by_address, recipient.verdict, ref))
-        if not outcomes:
-            return Outcome("unmatched", "bounce for an address that is not a contact")
-        best = max(outcomes, key=lambda o: _SEVERITY[o.kind])
-        return Outcome(best.kind, suppressed=sum(o.suppressed for o in outcomes), campaign=best.campaign, status=best.status)
+        return _dsn_by_recipients(store, settings, failures, ref)
     assert isinstance(target, Target)
+    worst = max(failures, key=lambda r: _SEVERITY[r.verdict.kind])
     return _apply(store, settings, target, worst.verdict, ref)
 
 
-def _recipient_target(conn: sqlite3.Connection, recipient: reports.RecipientStatus) -> Target | None:
-    """A report's recipient as a contact: the address mailcli sent to
-    (Original-Recipient) first; a forwarded address fails at another."""
-    return _by_address(conn, recipient.original_recipient) or _by_address(conn, recipient.final_recipient)
+def _dsn_without_failures(store: Store, settings: Settings, dsn: reports.Dsn, ref: str,
+                          verp: Target | None) -> Outcome:
+    notices = [r for r in dsn.recipients if r.verdict.is_notice]
+    if notices:
+        return _notice(store, settings, dsn, notices, ref, verp)
+    if all(r.verdict.kind == "none" for r in dsn.recipients):
+        return Outcome("ignored")  # a success notice (delivered)
+    return _unreadable(store, settings, verp, ref, "delivery report without a status code")
+
+
+def _dsn_by_recipients(store: Store, settings: Settings, failures: list[reports.RecipientStatus],
+                       ref: str) -> Outcome:
+    """A DSN that quotes no Message-ID: each failed recipient address, exact match only."""
+    outcomes = []
+    for recipient in failures:
+        target = matching.recipient_target(store.conn, recipient)
+        if target:
+            outcomes.append(_apply(store, settings, target, recipient.verdict, ref))
+    if not outcomes:
+        return Outcome("unmatched", "bounce for an address that is not a contact")
+    best = max(outcomes, key=lambda o: _SEVERITY[o.kind])
+    return Outcome(best.kind, suppressed=sum(o.suppressed for o in outcomes), campaign=best.campaign,
+                   status=best.status)
 
 
 def _notice(store: Store, settings: Settings, dsn: reports.Dsn, notices: list[reports.RecipientStatus], ref: str,
             verp: Target | None) -> Outcome:
     """Delayed, relayed or expanded: an event on the delivery, never a bounce."""
     first = max(notices, key=lambda r: _NOTICE_ORDER[r.verdict.kind])
-    target = _attribute(store.conn, settings, dsn.original, dsn.envelope_id, verp)
+    target = matching.attribute(store.conn, settings, dsn.original, dsn.envelope_id, verp)
     if target is None:
         return Outcome("unmatched", f"{first.verdict.kind} notice about a message mailcli has no record of")
     if target is False:
-        target = next((t for t in (_recipient_target(store.conn, r) for r in notices) if t), None)
+        target = next((t for t in (matching.recipient_target(store.conn, r) for r in notices) if t), None)
         if target is None:
             return Outcome("unmatched", f"{first.verdict.kind} notice for an address that is not a contact")
     assert isinstance(target, Target)
@@ -382,32 +293,21 @@ def _notice(store: Store, settings: Settings, dsn: reports.Dsn, notices: list[re
         store, target.contact_id, campaign_id=target.campaign_id, kind=first.verdict.kind, status=first.verdict.code,
         diagnostic=first.diagnostic, will_retry_until=first.will_retry_until, source_ref=ref,
     )
-    return Outcome(first.verdict.kind, campaign=_campaign_name(store.conn, target.campaign_id),
+    return Outcome(first.verdict.kind, campaign=campaign_name(store.conn, target.campaign_id),
                    status=first.verdict.code)
 
 
 def _heuristic(store: Store, settings: Settings, bounce: reports.HeuristicBounce, ref: str,
                verp: Target | None = None) -> Outcome:
     if bounce.verdict.is_notice:
-        target = _attribute(store.conn, settings, bounce.original, None, verp)
-        if target is False:
-            targets = [t for t in (_by_address(store.conn, a) for a in bounce.recipients) if t]
-            target = targets[0] if len(targets) == 1 else None
-        if not isinstance(target, Target):
-            return Outcome("unmatched", "delay notice about a message mailcli has no record of")
-        actions.record_delivery_notice(store, target.contact_id, campaign_id=target.campaign_id, kind="delayed",
-                                       status=bounce.verdict.code, diagnostic=None, will_retry_until=None,
-                                       source_ref=ref)
-        return Outcome("delayed", status=bounce.verdict.code)
+        return _heuristic_delay(store, settings, bounce, ref, verp)
     if bounce.verdict.kind not in ("hard", "soft", "policy"):
-        if verp is not None:
-            return _apply(store, settings, verp, reports.Verdict("soft", None), ref)
-        return Outcome("unmatched", "bounce without a status code")
-    target = _attribute(store.conn, settings, bounce.original, None, verp)
+        return _unreadable(store, settings, verp, ref, "bounce without a status code")
+    target = matching.attribute(store.conn, settings, bounce.original, None, verp)
     if target is None:
         return Outcome("unmatched", "bounce of a message mailcli has no record of")
     if target is False:
-        targets = [t for t in (_by_address(store.conn, a) for a in bounce.recipients) if t]
+        targets = matching.by_addresses(store.conn, bounce.recipients)
         if len(targets) != 1:
             return Outcome("unmatched", "bounce for an address that is not a contact" if not targets
                            else "bounce naming several contacts")
@@ -416,12 +316,27 @@ def _heuristic(store: Store, settings: Settings, bounce: reports.HeuristicBounce
     return _apply(store, settings, target, bounce.verdict, ref)
 
 
+def _heuristic_delay(store: Store, settings: Settings, bounce: reports.HeuristicBounce, ref: str,
+                     verp: Target | None) -> Outcome:
+    """A non-standard warning that delivery is still being tried: an event on the delivery."""
+    target = matching.attribute(store.conn, settings, bounce.original, None, verp)
+    if target is False:
+        targets = matching.by_addresses(store.conn, bounce.recipients)
+        target = targets[0] if len(targets) == 1 else None
+    if not isinstance(target, Target):
+        return Outcome("unmatched", "delay notice about a message mailcli has no record of")
+    actions.record_delivery_notice(store, target.contact_id, campaign_id=target.campaign_id, kind="delayed",
+                                   status=bounce.verdict.code, diagnostic=None, will_retry_until=None,
+                                   source_ref=ref)
+    return Outcome("delayed", status=bounce.verdict.code)
+
+
 def _complaint(store: Store, settings: Settings, arf: reports.Arf, ref: str) -> Outcome:
     if arf.feedback_type != "abuse":
         return Outcome("unmatched", f"feedback report of type {arf.feedback_type or 'unknown'!r}")
-    target = _attribute(store.conn, settings, arf.original)
+    target = matching.attribute(store.conn, settings, arf.original)
     if target is False:
-        target = _by_address(store.conn, arf.original_rcpt_to)
+        target = matching.by_address(store.conn, arf.original_rcpt_to)
     if not isinstance(target, Target):
         return Outcome("unmatched", "complaint about a message mailcli has no record of")
     changed = actions.record_complaint(store, settings, target.contact_id, campaign_id=target.campaign_id,
@@ -435,11 +350,8 @@ def _mailto(store: Store, settings: Settings, tokens: list[str], ref: str) -> Ou
         parsed = parse_unsubscribe_token(secret, token)
         if parsed is None:
             continue
-        contact = actions.contact_by_uid(store.conn, parsed.contact_uid)
-        if contact is None or actions.list_name_of(store.conn, parsed.list_id) is None:
-            return Outcome("unsubscribe")  # erased since: nothing left to do
-        campaign = actions.latest_campaign(store.conn, contact.id, parsed.list_id)
-        changed = actions.unsubscribe(store, settings, contact.id, list_id=parsed.list_id, channel="mailto",
-                                      campaign_id=campaign, source_ref=ref, command="bounces")
-        return Outcome("unsubscribe", suppressed=int(changed))
+        # A contact or list gone since (erased, purged) leaves nothing to do.
+        changed = actions.unsubscribe_by_token(store, settings, parsed.contact_uid, parsed.list_id, channel="mailto",
+                                               command="bounces", source_ref=ref)
+        return Outcome("unsubscribe", suppressed=int(bool(changed)))
     return Outcome("unmatched", "unsubscribe request with an invalid token")

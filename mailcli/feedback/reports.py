@@ -6,26 +6,19 @@ database, so every rule can be tested on fixtures alone.
 * RFC 3464 delivery-status reports (``multipart/report;
   report-type=delivery-status``) are read here, per recipient block:
   ``Final-Recipient``, ``Original-Recipient``, ``Action``, ``Status``,
-  ``Diagnostic-Code``, ``Remote-MTA`` (C01). flufl.bounce finds recipients in
-  DSNs too but does not expose the status codes that decide hard versus soft,
-  so it is used for what it is best at: the many non-standard bounce formats
+  ``Diagnostic-Code``, ``Remote-MTA``; what each status means is
+  :mod:`mailcli.feedback.verdicts`. flufl.bounce finds recipients in DSNs
+  too but does not expose the status codes that decide hard versus soft, so
+  it is used for what it is best at: the many non-standard bounce formats
   (qmail, Exim, Exchange, Yahoo, ...), whose codes are then read from the text.
 * RFC 5965 ARF reports (``report-type=feedback-report``) with their
-  ``Feedback-Type``, ``User-Agent`` and ``Version`` fields (C12).
+  ``Feedback-Type``, ``User-Agent`` and ``Version`` fields.
 * The returned original (``message/rfc822``, ``text/rfc822-headers`` or the
   RFC 6533 ``message/global*`` forms) gives the Message-ID and the
-  List-Unsubscribe token that attribute a report to a delivery (C10, C13).
+  List-Unsubscribe token that tie a report to a delivery.
 * Mailto unsubscribes carry the token as a plus-address
   (``unsubscribe+TOKEN@domain``) or in the subject (``unsubscribe TOKEN``) —
-  the form ``mailcli/send/headers.py`` writes into List-Unsubscribe (B11).
-
-Classification (C02, C03): ``hard`` suppresses the address; ``soft`` only
-counts towards ``[bounces] soft_limit``; ``policy`` (5.7.x and other sender
-problems) never suppresses, it says the sender's setup is at fault. What
-RFC 3464 calls ``delayed`` ("will continue to try"), ``relayed`` and
-``expanded`` are not failures at all: they are notices about a delivery,
-recorded as such and never counted as bounces; ``none`` is a success
-(delivered).
+  the form ``mailcli/send/headers.py`` writes into List-Unsubscribe.
 
 Gmail's reports carry the original Message-ID in ``X-Original-Message-ID``
 among the per-message fields; it attributes a report whose returned
@@ -45,18 +38,8 @@ from email import policy
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
-# Address-related permanent codes: the only ones that suppress (C03; RFC 7505 for 5.1.10).
-HARD_CODES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.10", "5.2.1"})
-# Permanent failures caused by the sender or the message, not the address.
-SENDER_CODES = frozenset({"5.1.7", "5.1.8", "5.2.3", "5.3.4"})
+from .verdicts import Verdict, classify
 
-_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_BASIC = re.compile(r"(?<![\d.])([245]\d\d)(?:[\s-]|$)")
-_POLICY_WORDS = re.compile(
-    r"spam|policy|blocked|block ?list|black ?list|dmarc|\bspf\b|dkim|reputation|unauthenticated"
-    r"|not authenticated|\brbl\b|spamhaus",
-    re.IGNORECASE,
-)
 _TOKEN = r"[A-Za-z0-9_-]{20,80}"
 # The token runs to the first character that cannot be in one: a \b would
 # cut a token that ends in "-" (one in 64) short of its last character.
@@ -64,26 +47,6 @@ _SUBJECT_TOKEN = re.compile(rf"\bunsubscribe\s+({_TOKEN})(?![A-Za-z0-9_-])", re.
 _MESSAGE_ID_LINE = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 _ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/global", "message/global-headers")
 _RECIPIENT_HEADERS = ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
-
-
-NOTICES = ("delayed", "relayed", "expanded")
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """How one failure is handled, and the code that decided it."""
-
-    kind: str  # hard | soft | policy | delayed | relayed | expanded | none | unknown
-    code: str | None  # "5.1.1", "550", or None
-
-    @property
-    def is_failure(self) -> bool:
-        return self.kind in ("hard", "soft", "policy")
-
-    @property
-    def is_notice(self) -> bool:
-        """A delay, relay or expansion notice: news about a delivery, not a failure."""
-        return self.kind in NOTICES
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,85 +100,6 @@ class HeuristicBounce:
 def parse_bytes(raw: bytes) -> Message:
     """Parse leniently (compat32), as flufl.bounce and broken MTAs expect."""
     return email.message_from_bytes(raw, policy=policy.compat32)
-
-
-# ---------------------------------------------------------------------------
-# Status codes
-
-
-def enhanced_code(text: str | None) -> str | None:
-    if not text:
-        return None
-    match = _ENHANCED.search(text)
-    return ".".join(str(int(g)) for g in match.groups()) if match else None
-
-
-def basic_code(text: str | None) -> str | None:
-    if not text:
-        return None
-    # "smtp; 550 ..." — look past the diagnostic type
-    body = text.split(";", 1)[1] if ";" in text[:20] else text
-    match = _BASIC.search(body)
-    return match.group(1) if match else None
-
-
-def classify(action: str | None, status: str | None, diagnostic: str | None) -> Verdict:
-    """Hard, soft, policy, a notice or a success, from a DSN's Action/Status/Diagnostic-Code (C02, C03).
-
-    ``delayed`` means the reporting MTA "will continue to try" (RFC 3464
-    §2.3.3), whatever code it quotes: a notice, never a bounce.
-    """
-    action = (action or "").strip().lower().split()[0] if (action or "").strip() else ""
-    if action == "delivered":
-        return Verdict("none", enhanced_code(status))
-    if action in NOTICES:
-        return Verdict(action, enhanced_code(status) or enhanced_code(diagnostic) or basic_code(diagnostic))
-    code = enhanced_code(status)
-    detail = enhanced_code(diagnostic)
-    # A generic X.0.0 in Status with a specific code in the diagnostic: the specific one decides.
-    if (code is None or code.endswith(".0.0")) and detail and (code is None or detail[0] == code[0]):
-        code = detail
-    verdict: Verdict | None
-    if code and not code.endswith(".0.0"):
-        verdict = _by_enhanced(code)
-    else:
-        verdict = _by_basic(basic_code(diagnostic), diagnostic or "")
-        if verdict is None and code:
-            verdict = Verdict("soft" if code[0] == "4" else "unknown", code)
-    return verdict or Verdict("unknown", None)
-
-
-def _by_enhanced(code: str) -> Verdict:
-    klass, subject, _ = code.split(".")
-    if klass == "2":
-        return Verdict("none", code)
-    if klass == "4":
-        return Verdict("soft", code)
-    if code in HARD_CODES:
-        return Verdict("hard", code)
-    if subject == "7" or code in SENDER_CODES or subject in ("5", "6"):
-        return Verdict("policy", code)
-    # 5.2.2 (mailbox full, RFC 3463 "persistent transient"), 5.3.x, 5.4.x ...
-    # are permanent for this message but not about the address: they count
-    # towards the soft limit instead of suppressing at once.
-    return Verdict("soft", code)
-
-
-def _by_basic(code: str | None, text: str) -> Verdict | None:
-    """For DSNs without a usable enhanced code: the SMTP reply code (RFC 5321 §4.2)."""
-    if code is None:
-        return None
-    if code.startswith("2"):
-        return Verdict("none", code)
-    if code.startswith("4"):
-        return Verdict("soft", code)
-    if _POLICY_WORDS.search(text):
-        return Verdict("policy", code)
-    if code in ("550", "551", "553", "556", "521"):
-        return Verdict("hard", code)
-    if code == "554":
-        return Verdict("policy", code)
-    return Verdict("soft", code)
 
 
 # ---------------------------------------------------------------------------
@@ -325,23 +209,28 @@ def parse_dsn(msg: Message) -> Dsn | None:
                 envelope_id = _clean(block.get("Original-Envelope-Id")) or envelope_id
                 quoted_id = _clean_id(block.get("X-Original-Message-ID")) or quoted_id
                 continue
-            action = _clean(block.get("Action"))
-            status = _clean(block.get("Status"))
-            diagnostic = _clean(block.get("Diagnostic-Code"))
-            recipients.append(RecipientStatus(
-                final_recipient=_address_field(block.get("Final-Recipient")),
-                original_recipient=_address_field(block.get("Original-Recipient")),
-                action=action.lower() if action else None,
-                status=status,
-                diagnostic=diagnostic,
-                remote_mta=_address_field(block.get("Remote-MTA")),
-                verdict=classify(action, status, diagnostic),
-                will_retry_until=_clean(block.get("Will-Retry-Until")),
-            ))
+            recipients.append(_recipient_status(block))
     original = find_original(msg)
     if original.message_id is None and quoted_id:
         original = Original(quoted_id, original.list_unsubscribe)
     return Dsn(tuple(recipients), original, envelope_id)
+
+
+def _recipient_status(block: Message) -> RecipientStatus:
+    """One per-recipient block of a DSN, read and classified."""
+    action = _clean(block.get("Action"))
+    status = _clean(block.get("Status"))
+    diagnostic = _clean(block.get("Diagnostic-Code"))
+    return RecipientStatus(
+        final_recipient=_address_field(block.get("Final-Recipient")),
+        original_recipient=_address_field(block.get("Original-Recipient")),
+        action=action.lower() if action else None,
+        status=status,
+        diagnostic=diagnostic,
+        remote_mta=_address_field(block.get("Remote-MTA")),
+        verdict=classify(action, status, diagnostic),
+        will_retry_until=_clean(block.get("Will-Retry-Until")),
+    )
 
 
 def parse_arf(msg: Message) -> Arf | None:

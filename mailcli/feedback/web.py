@@ -1,21 +1,23 @@
 """The unsubscribe endpoint: a plain WSGI app and the waitress server around it.
 
-What the endpoint promises (CLI.md "Unsubscribe endpoint", RFC 8058):
+What the endpoint promises (RFC 8058; ``docs/guarantees.md#the-unsubscribe-endpoint``):
 
 * ``POST`` with ``List-Unsubscribe=One-Click`` (urlencoded or multipart) and a
   valid token unsubscribes the contact from the token's list and answers 200 —
-  no redirect, cookie, login or confirmation (B06, B07, B15). Repeating it
-  answers the same 200 (B09); so does a token whose contact was erased.
+  no redirect, cookie, login or confirmation: one request is the whole
+  opt-out. Repeating it answers the same 200; so does a token whose contact
+  was erased.
 * ``GET``/``HEAD`` render a page whose button POSTs; they never change
-  anything, so link scanners unsubscribe no one (B08). They do not even read
+  anything, so link scanners unsubscribe no one. They do not even read
   the database.
 * A missing, malformed or tampered token gets one uniform 400 page, whatever
   was wrong with it; the MAC is compared in constant time
-  (``tokens.parse_unsubscribe_token``, B09, F13).
+  (``tokens.parse_unsubscribe_token``), so the answer tells nothing about
+  which tokens exist.
 * Only the path of ``[unsubscribe] url`` is served; everything else is 404.
   Bodies over 64 KiB are refused (413), clients that keep sending invalid
-  tokens are slowed down with 429 (F35), and the access log carries a short
-  hash of the token, never an address or a client IP (E26, F35). A valid
+  tokens are slowed down with 429, and the access log carries a short
+  hash of the token, never an address or a client IP. A valid
   token is never limited, and the client is the real one behind a trusted
   reverse proxy (see :mod:`mailcli.feedback.clients`).
 * No opt-out is lost or refused. The token alone says who and which list
@@ -69,10 +71,10 @@ from ..store.db import is_busy
 from ..tokens import UnsubscribeToken, parse_unsubscribe_token
 from . import actions
 from .clients import FailureLimiter, client_key
+from .forms import MAX_BODY, BadRequest, read_form
 
 log = logging.getLogger("mailcli.serve")
 
-MAX_BODY = 64 * 1024
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
 WRITE_WAIT = 1.0  # seconds a POST waits for the database before it is spooled
 APPLY_EVERY = 1.0  # seconds between attempts to apply the spool
@@ -121,13 +123,6 @@ class Reply:
     outcome: str  # for the log: page, unsubscribed, already, gone, invalid, ...
     extra_headers: tuple[tuple[str, str], ...] = ()
     token: str | None = None  # the token a POST used (query or form), for the log
-
-
-class BadRequest(Exception):
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class UnsubscribeApp:
@@ -319,61 +314,13 @@ class UnsubscribeApp:
         return Reply("200 OK", self._done, "spooled", token=token)
 
     def _record(self, parsed: UnsubscribeToken) -> str:
-        store = self.store()
-        contact = actions.contact_by_uid(store.conn, parsed.contact_uid)
-        if contact is None or actions.list_name_of(store.conn, parsed.list_id) is None:
+        changed = actions.unsubscribe_by_token(self.store(), self.settings, parsed.contact_uid, parsed.list_id,
+                                               channel="one-click", command="serve")
+        if changed is None:
             # Erased since the message was sent: there is nothing left to
             # unsubscribe, and the suppression list already holds them.
             return "gone"
-        campaign = actions.latest_campaign(store.conn, contact.id, parsed.list_id)
-        changed = actions.unsubscribe(store, self.settings, contact.id, list_id=parsed.list_id, channel="one-click",
-                                      campaign_id=campaign, command="serve")
         return "unsubscribed" if changed else "already"
-
-
-def read_form(environ: dict[str, Any]) -> dict[str, str]:
-    """The POST body as a flat form: urlencoded or multipart/form-data, ≤ 64 KiB."""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise BadRequest("400 Bad Request", "Invalid Content-Length") from None
-    if length > MAX_BODY:
-        raise BadRequest("413 Content Too Large", "Request body too large")
-    stream = environ.get("wsgi.input")
-    body = stream.read(length) if (stream is not None and length > 0) else b""
-    ctype = environ.get("CONTENT_TYPE", "") or "application/x-www-form-urlencoded"
-    mime = ctype.split(";", 1)[0].strip().lower()
-    if mime == "application/x-www-form-urlencoded":
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest("400 Bad Request", "The form is not UTF-8") from None
-        return {key: values[0] for key, values in parse_qs(text, keep_blank_values=True).items()}
-    if mime == "multipart/form-data":
-        return _multipart(ctype, body)
-    raise BadRequest("415 Unsupported Media Type", "Send the form as urlencoded or multipart/form-data")
-
-
-def _multipart(ctype: str, body: bytes) -> dict[str, str]:
-    """Parse multipart/form-data with the stdlib MIME parser (no cgi module)."""
-    from email import policy
-    from email.parser import BytesParser
-
-    if "\r" in ctype or "\n" in ctype:
-        raise BadRequest("400 Bad Request", "Invalid Content-Type")
-    message = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + body)
-    if not message.is_multipart() or message.defects:
-        raise BadRequest("400 Bad Request", "Invalid multipart form")
-    form: dict[str, str] = {}
-    for part in message.iter_parts():  # type: ignore[attr-defined]
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str) or part.get_filename():
-            continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            continue
-        form.setdefault(name, payload.decode(part.get_content_charset() or "utf-8", "replace"))
-    return form
 
 
 class _Stop(SystemExit):

@@ -1,4 +1,4 @@
-"""Reading and verifying the audit log (``privacy audit``; STANDARDS E25).
+"""Reading and verifying the audit log (``privacy audit``; ``docs/guarantees.md#audit``).
 
 Entries are listed newest last, optionally only those about one person (by
 the HMAC of their address — the log never holds the address). ``verify``
@@ -14,7 +14,7 @@ from typing import Any
 from .. import audit
 from ..config import Settings
 from ..store import Store
-from .sqlutil import dicts, json_value
+from ..store import audit as audit_rows
 from .subject import find_subject
 
 
@@ -33,19 +33,9 @@ class VerifyResult:
 def list_entries(store: Store, settings: Settings, *, subject_email: str | None = None,
                  limit: int | None = None) -> list[dict[str, Any]]:
     """Audit entries (newest ``limit``, oldest first), optionally about one person."""
-    where, params = "1", list[object]()
-    if subject_email is not None:
-        subject = find_subject(store, settings, subject_email)
-        where, params = "subject_hmac = ?", [subject.hmac]
-    sql = f"SELECT id, at, actor, command, action, subject_hmac, detail, reason FROM audit_log WHERE {where}"  # noqa: S608
-    if limit is not None:
-        sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id"  # noqa: S608
-        params.append(limit)
-    else:
-        sql += " ORDER BY id"
-    rows = dicts(store.conn, sql, params)
+    subject_hmac = find_subject(store, settings, subject_email).hmac if subject_email is not None else None
+    rows = audit_rows.entries(store.conn, subject_hmac=subject_hmac, limit=limit)
     for row in rows:
-        row["detail"] = json_value(row["detail"])
         row["subject"] = row.pop("subject_hmac")
     return rows
 

@@ -2,7 +2,7 @@
 
 ``create_backup`` uses SQLite's online backup API (``Connection.backup``) in
 one step, so the copy is a consistent snapshot even while a send is writing
-(STANDARDS F30); the copy is switched to rollback-journal mode so it is one
+(``docs/guarantees.md#backups``); the copy is switched to rollback-journal mode so it is one
 self-contained file, written 0600 into ``backups/`` (0700) as
 ``mailcli-YYYYmmddTHHMMSSZ.db``. It is written under a temporary name and
 renamed when complete, so a killed run never leaves half a backup that
@@ -26,7 +26,7 @@ from .. import audit, clock
 from ..config import Settings
 from ..errors import MailcliError
 from ..store import Store
-from .scrub import checkpoint
+from ..store.backups import snapshot
 
 NAME = re.compile(r"^mailcli-(\d{8}T\d{6}Z)(?:-([A-Za-z0-9-]+))?\.db$")
 
@@ -75,12 +75,7 @@ def copy_database(source: sqlite3.Connection, dest_path: Path) -> None:
     os.close(fd)
     try:
         os.chmod(tmp, 0o600)
-        dest = sqlite3.connect(str(tmp), isolation_level=None)
-        try:
-            source.backup(dest)  # pages=-1: one step, one consistent snapshot
-            dest.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            dest.close()
+        snapshot(source, tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         if dest_path.exists():
@@ -171,6 +166,6 @@ def prune_backups(settings: Settings, *, as_of: datetime | None = None, dry_run:
 
 
 __all__ = [
-    "BackupInfo", "checkpoint", "copy_database", "create_backup", "expired_backups", "list_backups",
+    "BackupInfo", "copy_database", "create_backup", "expired_backups", "list_backups",
     "new_backup_path", "prune_backups", "remove_partial_copies",
 ]

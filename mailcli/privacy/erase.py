@@ -1,4 +1,4 @@
-"""Erasure without trace (GDPR art. 17; STANDARDS E16, E17, F28, F31).
+"""Erasure without trace (GDPR art. 17; ``docs/guarantees.md#erasure``).
 
 ``erase_subject`` removes every row the registry lists as holding the
 person's data, in one transaction: first the person's deliveries and
@@ -10,7 +10,7 @@ before the transaction and audited inside it; afterwards ``scrub`` makes sure
 no byte of the address is left in the database files.
 
 ``erase_contact_rows`` is the shared step that ``purge`` (retention) and
-``backup restore`` (ledger replay, ``backup.py``) use too.
+``backup restore`` (re-applying later erasures, ``reapply.py``) use too.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from .. import audit, clock
 from ..config import Settings
 from ..store import Store
-from ..store.archive import archive_deliveries, archive_events
+from ..store.personal_data import archive_contact, delete_rows_about
+from ..store.suppressions import ALL, add_suppression, is_erased
 from .ledger import LedgerEntry, append_entries
 from .registry import PERSONAL_DATA_TABLES
 from .scrub import ScrubResult, address_needles, scrub
@@ -37,37 +38,18 @@ class EraseResult:
     scrub: ScrubResult | None = None
 
 
-def ensure_suppression(conn: sqlite3.Connection, hmac: str, scope: str, reason: str, channel: str) -> bool:
-    """Add a suppression unless one for (hmac, scope) exists; True when added."""
-    cur = conn.execute(
-        "INSERT OR IGNORE INTO suppressions (hmac, scope, reason, channel, created_at) VALUES (?, ?, ?, ?, ?)",
-        (hmac, scope, reason, channel, clock.now_iso()),
-    )
-    return cur.rowcount > 0
-
-
 def erase_contact_rows(conn: sqlite3.Connection, contact_id: int, hmac: str) -> dict[str, int]:
     """Delete every registered row about one contact, keeping campaign totals.
 
     Call inside a transaction. Returns deleted rows per table.
     """
-    archive_deliveries(conn, "contact_id = ?", (contact_id,))
-    archive_events(conn, "contact_id = ?", (contact_id,))
+    archive_contact(conn, contact_id)
     counts: dict[str, int] = {}
     for entry in PERSONAL_DATA_TABLES.values():
-        if entry.on_erase != "delete":
-            continue
-        value: object = hmac if entry.by_hmac else contact_id
-        cur = conn.execute(f'DELETE FROM "{entry.table}" WHERE "{entry.key}" = ?', (value,))  # noqa: S608 - registry names
-        counts[entry.table] = cur.rowcount
+        if entry.on_erase == "delete":
+            value: object = hmac if entry.by_hmac else contact_id
+            counts[entry.table] = delete_rows_about(conn, entry.table, entry.key, value)
     return counts
-
-
-def is_erased(conn: sqlite3.Connection, hmac: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM suppressions WHERE hmac = ? AND scope = '*' AND reason = 'erased'", (hmac,)
-    ).fetchone()
-    return row is not None
 
 
 def erase_subject(store: Store, settings: Settings, email: str, *, reason: str | None = None) -> EraseResult:
@@ -88,7 +70,7 @@ def erase_subject(store: Store, settings: Settings, email: str, *, reason: str |
     with store.transaction() as conn:
         if subject.contact_id is not None:
             rows = erase_contact_rows(conn, subject.contact_id, subject.hmac)
-        ensure_suppression(conn, subject.hmac, "*", "erased", "cli")
+        add_suppression(conn, subject.hmac, ALL, "erased", "cli", clock.now_iso())
         audit.record_access(
             store, settings, "erase", subject_hmac=subject.hmac, command="privacy erase",
             detail={"found": subject.contact_id is not None, "rows": rows}, reason=reason,

@@ -1,4 +1,4 @@
-"""Everything held about one person, as a ZIP (GDPR art. 15 and 20; E10-E12, F10).
+"""Everything held about one person, as a ZIP (GDPR art. 15 and 20; ``docs/guarantees.md#access``).
 
 The archive holds:
 
@@ -8,14 +8,14 @@ The archive holds:
   suppression entries, audit entries about the person, and the art. 15(1)
   information;
 * one CSV per kind of record (RFC 4180 quoting; cells that a spreadsheet
-  would run as a formula are neutralised with a leading ``'``, F10);
+  would run as a formula are neutralised with a leading ``'``);
 * ``letter.txt`` — the art. 15(1) letter (``letter.py``);
 * ``manifest.sha256`` — ``sha256sum -c`` format for every other file.
 
 Data is gathered by walking the registry (``registry.PERSONAL_DATA_TABLES``)
 with the person's contact id or address HMAC, never by name or domain, so a
 second person with the same name, domain or list can never end up in the
-file (E12). The ZIP is written 0600 to a temporary file and renamed into
+file. The ZIP is written 0600 to a temporary file and renamed into
 place, so a half-written export never exists under the final name.
 """
 
@@ -35,16 +35,18 @@ from pathlib import Path
 from typing import Any
 
 from .. import audit, clock
+from ..cells import neutralise
 from ..config import Settings
 from ..errors import MailcliError
-from ..store import Store
+from ..store import Store, personal_data
+from ..store import audit as audit_rows
+from ..store.events import events_of
+from ..store.suppressions import suppressions_of
 from .letter import LetterFacts, information, render_letter
 from .registry import PERSONAL_DATA_TABLES, uncovered_tables
-from .sqlutil import dicts, json_value
 from .subject import Subject, find_subject, require_contact
 
 SCHEMA = "mailcli.subject-export/1"
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\x00")
 
 # Profile fields the person gave us (art. 20 covers data "provided by" them).
 PROVIDED_BY_SUBJECT = ("email", "first_name", "last_name", "attributes")
@@ -52,11 +54,11 @@ RECORDED_BY_US = ("uid", "status", "restricted_at", "no_marketing_at", "source",
                   "created_at", "updated_at", "last_activity_at")
 
 
-def neutralise(value: Any) -> str:
-    """A CSV cell a spreadsheet will show as text, never run (STANDARDS F10)."""
+def cell(value: Any) -> str:
+    """A value as a CSV cell a spreadsheet will show as text, never run as a formula."""
     text = "" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) \
         if isinstance(value, (dict, list)) else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return neutralise(text)
 
 
 def to_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
@@ -64,15 +66,19 @@ def to_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([neutralise(row.get(column)) for column in columns])
+        writer.writerow([cell(row.get(column)) for column in columns])
     return buffer.getvalue().encode("utf-8")
 
 
 # -- gathering, one builder per registered table ---------------------------------
 
+def _contact_id(subject: Subject) -> int:
+    assert subject.contact_id is not None  # export_subject requires a contact
+    return subject.contact_id
+
+
 def _profile(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
-    row = dicts(conn, "SELECT * FROM contacts WHERE id = ?", (subject.contact_id,))[0]
-    row["attributes"] = json_value(row.get("attributes"))
+    row = personal_data.profile(conn, _contact_id(subject))
     provided = {key: row.get(key) for key in PROVIDED_BY_SUBJECT}
     recorded = {key: row.get(key) for key in RECORDED_BY_US if key in row}
     extra = {k: v for k, v in row.items() if k not in provided and k not in recorded and k not in ("id", "email_key")}
@@ -80,8 +86,7 @@ def _profile(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
 
 
 def _memberships(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
-    rows = dicts(conn, "SELECT l.name AS list, m.* FROM memberships m JOIN lists l ON l.id = m.list_id"
-                       " WHERE m.contact_id = ? ORDER BY l.name", (subject.contact_id,))
+    rows = personal_data.memberships(conn, _contact_id(subject))
     out = []
     for row in rows:
         out.append({
@@ -95,31 +100,21 @@ def _memberships(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, A
 
 
 def _deliveries(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
-    return dicts(conn, "SELECT c.name AS campaign, c.subject AS campaign_subject, d.status, d.message_id,"
-                       " d.attempts, d.last_reply, d.created_at, d.updated_at, d.sent_at"
-                       " FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
-                       " WHERE d.contact_id = ? ORDER BY d.id", (subject.contact_id,))
+    return personal_data.deliveries(conn, _contact_id(subject))
 
 
 def _events(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
-    rows = dicts(conn, "SELECT e.created_at, e.kind, e.channel, e.scope, c.name AS campaign, e.detail, e.source_ref"
-                       " FROM events e LEFT JOIN campaigns c ON c.id = e.campaign_id"
-                       " WHERE e.contact_id = ? ORDER BY e.id", (subject.contact_id,))
-    for row in rows:
-        row["detail"] = json_value(row["detail"])
-    return rows
+    return events_of(conn, _contact_id(subject))
 
 
 def _suppression(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
-    return dicts(conn, "SELECT scope, reason, channel, created_at FROM suppressions WHERE hmac = ? ORDER BY scope",
-                 (subject.hmac,))
+    return suppressions_of(conn, subject.hmac)
 
 
 def _audit(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
-    rows = dicts(conn, "SELECT id, at, actor, command, action, detail, reason FROM audit_log"
-                       " WHERE subject_hmac = ? ORDER BY id", (subject.hmac,))
+    rows = audit_rows.entries(conn, subject_hmac=subject.hmac)
     for row in rows:
-        row["detail"] = json_value(row["detail"])
+        del row["subject_hmac"]
     return rows
 
 
@@ -143,7 +138,7 @@ def gather(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
             sections[name] = build(conn, subject)
         else:  # a table registered without a builder: export its rows as they are
             value = subject.hmac if entry.by_hmac else subject.contact_id
-            sections[table] = dicts(conn, f'SELECT * FROM "{table}" WHERE "{entry.key}" = ?', (value,))  # noqa: S608
+            sections[table] = personal_data.rows_about(conn, table, entry.key, value)
     return sections
 
 

@@ -1,7 +1,7 @@
 """The erasure ledger: who was erased and when, kept outside the database.
 
 A backup taken before an erasure still holds the person. So that restoring it
-never brings them back (STANDARDS F31), every erasure is also appended to
+never brings them back (``docs/guarantees.md#restore``), every erasure is also appended to
 ``.mailcli/erasures.jsonl`` (mode 0600, folder 0700): one JSON object per
 line with the keyed HMAC of the address, the time and why — never the
 address. ``backup restore`` replays it. The file lives beside the secret and

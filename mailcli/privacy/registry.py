@@ -14,6 +14,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from ..store.schema import column_names, table_names
+
 # Column names that mark a table as holding data about a person.
 PERSONAL_COLUMNS = frozenset({
     "contact_id", "contact_uid", "email", "email_key", "address", "recipient", "subject_hmac", "hmac",
@@ -81,15 +83,11 @@ EXCLUDED_TABLES: dict[str, str] = {
 
 
 def personal_columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    cols = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
-    return cols & PERSONAL_COLUMNS
+    return column_names(conn, table) & PERSONAL_COLUMNS
 
 
 def live_tables(conn: sqlite3.Connection) -> list[str]:
-    rows = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-    )
-    return [row[0] for row in rows]
+    return table_names(conn)
 
 
 def unclassified_tables(conn: sqlite3.Connection) -> list[str]:

@@ -6,7 +6,7 @@ killed. So:
 
 1. **Check the backup** without changing anything: ``PRAGMA integrity_check``,
    a mailcli database no newer than this mailcli, and exactly the schema its
-   migrations create (:func:`mailcli.store.restore.schema_differences`): a
+   migrations create (:func:`mailcli.store.schema.schema_differences`): a
    trigger, view or table mailcli does not know — a trigger that empties
    ``suppressions``, say — refuses it.
 2. **Keep the replaced database** as a ``pre-restore`` backup, and read what
@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import audit, clock
+from .. import audit
 from ..config import Settings
 from ..errors import MailcliError, NotFoundError
 from ..locks import (
@@ -60,16 +60,16 @@ from ..locks import (
     restore_lock,
     sends_running,
 )
-from ..optouts import OptOutEntry, ledger_end, optout_ledger_path, read_optouts
-from ..store import Store, open_store
-from ..store import restore as sql
+from ..optouts import ledger_end, optout_ledger_path, read_optouts
+from ..store import Store, backups, open_store
+from ..store import audit as audit_table
+from ..store import schema as sql
 from ..store.db import apply_migrations, busy_timeout, connect
 from ..store.migrations import MIGRATIONS
+from ..store.suppressions import Suppression, all_suppressions
 from .backup import copy_database, new_backup_path, remove_partial_copies
-from .erase import erase_contact_rows
-from .ledger import LedgerEntry, ledger_path, read_entries
-from .scrub import checkpoint
-from .subject import contact_hmac
+from .ledger import ledger_path, read_entries
+from .reapply import Counts, Later, carry_audit, reapply
 
 PREFIX = ".restore-"
 
@@ -85,23 +85,6 @@ class RestoreResult:
     warnings: tuple[str, ...]
 
 
-@dataclass
-class _Counts:
-    reerased: int = 0
-    optouts: int = 0
-    merged: int = 0
-    audit: int = 0
-
-
-@dataclass
-class _Later:
-    """What happened after the backup, to re-apply to the restored database."""
-
-    suppressions: list[tuple[str, str, str, str | None, str]] = field(default_factory=list)
-    erasures: list[LedgerEntry] = field(default_factory=list)
-    optouts: list[OptOutEntry] = field(default_factory=list)
-
-
 # -- checking ---------------------------------------------------------------------
 
 def check_backup(path: Path) -> None:
@@ -109,12 +92,12 @@ def check_backup(path: Path) -> None:
     if not path.is_file():
         raise NotFoundError(f"Backup not found: {path}", hint="`mailcli backup list` shows the backups")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = backups.open_read_only(path)
     except sqlite3.Error as exc:
         raise MailcliError(f"Cannot open the backup {path}: {exc}") from None
     try:
         damage = sql.integrity_problems(conn)
-        tables = sql.table_names(conn)
+        tables = set(sql.table_names(conn))
         applied = sql.applied_migrations(conn)
         newer = applied - {name for name, _ in MIGRATIONS}
         problems = [] if newer or damage else sql.schema_differences(conn)
@@ -158,68 +141,6 @@ def remove_leftovers(settings: Settings) -> int:
     return removed
 
 
-# -- re-applying later facts ------------------------------------------------------
-
-def _reapply(store: Store, settings: Settings, later: _Later, counts: _Counts) -> None:
-    """Re-erase, merge suppressions, re-apply opt-outs and restrictions, in one transaction."""
-    erasures: dict[str, LedgerEntry] = {}
-
-    def note(entry: LedgerEntry) -> None:
-        known = erasures.get(entry.hmac)
-        if known is None or entry.erased_at > known.erased_at:
-            erasures[entry.hmac] = entry
-
-    for entry in later.erasures:
-        note(entry)
-    for hmac, scope, reason, _channel, created_at in later.suppressions:
-        if reason == "erased" and scope == "*":
-            note(LedgerEntry(hmac, created_at, "request", True))
-    optouts: dict[str, list[tuple[str, str, str, str]]] = {}  # hmac -> (scope, reason, channel, at)
-    restricted: dict[str, str | None] = {}  # hmac -> restricted since (None: lifted), the last word
-    with store.transaction() as conn:
-        for hmac, scope, reason, channel, created_at in later.suppressions:
-            if sql.add_suppression(conn, hmac, scope, reason, channel, created_at):
-                counts.merged += 1
-            if reason != "erased":
-                optouts.setdefault(hmac, []).append((scope, reason, channel or "restore", created_at))
-        for item in later.optouts:
-            if item.reason in ("restricted", "unrestricted"):
-                restricted[item.hmac] = item.at if item.reason == "restricted" else None
-                continue
-            if sql.add_suppression(conn, item.hmac, item.scope, item.reason, item.channel, item.at):
-                counts.merged += 1
-            optouts.setdefault(item.hmac, []).append((item.scope, item.reason, item.channel or "restore", item.at))
-        for entry in erasures.values():
-            if entry.suppress:
-                sql.add_suppression(conn, entry.hmac, "*", "erased", "restore", clock.now_iso())
-        if not (erasures or optouts or restricted):
-            return
-        for contact_id, email_key, created_at in sql.iter_contact_keys(conn):
-            hmac = contact_hmac(settings, email_key)
-            erased = erasures.get(hmac)
-            if erased is not None and clock.parse_iso(created_at) <= clock.parse_iso(erased.erased_at):
-                erase_contact_rows(conn, contact_id, hmac)
-                counts.reerased += 1
-                continue
-            for scope, reason, channel, at in optouts.get(hmac, ()):
-                counts.optouts += sql.end_memberships(conn, contact_id, scope, channel, at)
-                if scope == "*":
-                    sql.mark_contact_opted_out(conn, contact_id, reason, at)
-            if hmac in restricted:
-                sql.set_restricted(conn, contact_id, restricted[hmac])
-
-
-def _carry_audit(store: Store, rows: list[tuple[object, ...]]) -> int:
-    """Append (re-chained) the replaced database's audit rows the restored one lacks."""
-    present = sql.audit_hashes(store.conn)
-    missing = [row for row in rows if row[7] not in present]
-    for at, actor, command, action, subject_hmac, detail, reason, _hash in missing:
-        audit.append_row(store, at=str(at), actor=str(actor), command=str(command), action=str(action),
-                         subject_hmac=subject_hmac if subject_hmac is None else str(subject_hmac),
-                         detail_text=str(detail), reason=reason if reason is None else str(reason))
-    return len(missing)
-
-
 # -- the steps --------------------------------------------------------------------
 
 @dataclass
@@ -228,7 +149,7 @@ class _Live:
 
     usable: bool
     page_size: int | None = None
-    suppressions: list[tuple[str, str, str, str | None, str]] = field(default_factory=list)
+    suppressions: list[Suppression] = field(default_factory=list)
     audit_rows: list[tuple[object, ...]] = field(default_factory=list)
     problem: str | None = None
 
@@ -242,7 +163,7 @@ def _read_live(target: Path) -> _Live:
             # Whatever else is damaged in it does not matter: the swap
             # rewrites every page.
             return _Live(usable=True, page_size=sql.page_size(conn),
-                         suppressions=sql.read_suppressions(conn), audit_rows=sql.read_audit_rows(conn))
+                         suppressions=all_suppressions(conn), audit_rows=audit_table.rows_with_hashes(conn))
         finally:
             conn.close()
     except (sqlite3.Error, MailcliError) as exc:
@@ -264,36 +185,28 @@ def _keep_safety_copy(settings: Settings, target: Path, warnings: list[str]) -> 
         return None
 
 
-def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later: _Later, counts: _Counts) -> Path:
+def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later: Later, counts: Counts) -> Path:
     """The restored database, complete, in a private file beside the live one."""
     fd, name = tempfile.mkstemp(prefix=PREFIX, suffix=".db", dir=target.parent)
     os.close(fd)
     prepared = Path(name)
     os.chmod(prepared, 0o600)
-    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        dst = sqlite3.connect(str(prepared), isolation_level=None)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-    finally:
-        src.close()
-    conn = sql.open_aside(prepared)
+    backups.copy_file(source, prepared)
+    conn = backups.open_aside(prepared)
     store = Store(path=prepared, conn=conn)
     try:
         apply_migrations(conn)
-        _reapply(store, settings, later, counts)
-        counts.audit += _carry_audit(store, live.audit_rows)
+        reapply(store, settings, later, counts)
+        counts.audit += carry_audit(store, live.audit_rows)
         audit.record_access(
             store, settings, "restore", command="backup restore",
             detail={"file": source.name, "reerased": counts.reerased, "optouts_reapplied": counts.optouts,
                     "suppressions_merged": counts.merged, "audit_carried": counts.audit},
         )
         if live.page_size is not None and live.page_size != sql.page_size(conn):
-            sql.compact(conn, live.page_size)  # the backup API copies only between equal page sizes
+            backups.compact(conn, live.page_size)  # the backup API copies only between equal page sizes
         elif counts.reerased:
-            sql.compact(conn)  # no page keeps a trace of the re-erased
+            backups.compact(conn)  # no page keeps a trace of the re-erased
         damage = sql.integrity_problems(conn)
         if damage:
             raise MailcliError(f"The restored database failed its integrity check ({damage[0]}); nothing was changed")
@@ -307,19 +220,11 @@ def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later:
 def _swap(prepared: Path, target: Path, live: _Live, on_wait: Callable[[str], None] | None) -> None:
     """Make the prepared database the live one, in one step."""
     if live.usable:
-        src = sqlite3.connect(f"{prepared.resolve().as_uri()}?mode=ro", uri=True)
+        dst = open_store(target, on_wait=on_wait)
         try:
-            dst = open_store(target, on_wait=on_wait)
-            try:
-                # Wait for other writers here, where the wait is announced and
-                # bounded; the copy then takes the write lock at once.
-                dst.begin("restore it")
-                dst.conn.execute("ROLLBACK")
-                src.backup(dst.conn)  # one step: one write transaction of the live database
-            finally:
-                dst.close()
+            backups.copy_into(dst, prepared, "restore it")
         finally:
-            src.close()
+            dst.close()
         return
     # Nothing usable to copy into: the prepared file takes the name. A stale
     # -wal would be replayed into it, so those go first.
@@ -364,7 +269,7 @@ def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[
     from ..feedback.actions import apply_spooled_optouts
 
     warnings: list[str] = []
-    counts = _Counts()
+    counts = Counts()
     remove_leftovers(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Whatever is appended to the ledgers from here on is re-applied to
@@ -374,18 +279,18 @@ def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[
     if live.problem:
         warnings.append(live.problem)
     safety = _keep_safety_copy(settings, target, warnings) if live.usable else None
-    later = _Later(suppressions=live.suppressions, erasures=list(read_entries(settings)),
+    later = Later(suppressions=live.suppressions, erasures=list(read_entries(settings)),
                    optouts=list(read_optouts(settings)))
     prepared = _prepare(settings, source, target, live, later, counts)
     try:
         _swap(prepared, target, live, on_wait)
         store = open_store(target)
         try:
-            late = _Later(erasures=list(read_entries(settings, marks[0])),
+            late = Later(erasures=list(read_entries(settings, marks[0])),
                           optouts=list(read_optouts(settings, marks[1])))
-            _reapply(store, settings, late, counts)
+            reapply(store, settings, late, counts)
             apply_spooled_optouts(store, settings)
-            if not checkpoint(store):
+            if not backups.checkpoint(store.conn):
                 warnings.append("another process is reading the database; its WAL is folded in later")
         finally:
             store.close()

@@ -2,11 +2,12 @@
 
 * ``restrict``: the data stays (it is exported and shown) but the person is
   never sent to — ``contacts.restricted_at`` is set and the send engine
-  excludes restricted contacts when it freezes an audience (STANDARDS E22).
+  excludes restricted contacts when it freezes an audience
+  (``docs/guarantees.md#restriction-and-objection``).
   Retention purge leaves restricted contacts alone too: a restriction is
   often asked for precisely so that data is kept (art. 18(1)(b)-(c)).
 * ``unrestrict`` lifts it; lifting is logged like setting it.
-* ``object``: an objection to all direct marketing (E05). It sets
+* ``object``: an objection to all direct marketing. It sets
   ``contacts.no_marketing_at``, ends every membership (unsubscribed, channel
   ``cli``) and adds a suppression for every list (scope ``*``, reason
   ``objected``), so no list, import or segment can mail the person again.
@@ -20,14 +21,21 @@ an older backup re-applies it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from .. import audit, clock
 from ..config import Settings
 from ..optouts import OptOutEntry, append_optouts
 from ..store import Store
-from .erase import ensure_suppression
+from ..store.events import add_event
+from ..store.subjects import (
+    end_memberships,
+    no_marketing_since,
+    object_to_marketing,
+    restricted_since,
+    set_restricted,
+)
+from ..store.suppressions import ALL, add_suppression
 from .subject import Subject, find_subject, require_contact
 
 
@@ -40,26 +48,18 @@ class FlagResult:
     memberships_ended: int = 0
 
 
-def _event(conn: object, contact_id: int, kind: str, now: str, detail: dict[str, object] | None = None) -> None:
-    conn.execute(  # type: ignore[attr-defined]
-        "INSERT INTO events (contact_id, kind, channel, scope, detail, created_at) VALUES (?, ?, 'cli', '*', ?, ?)",
-        (contact_id, kind, json.dumps(detail or {}, sort_keys=True), now),
-    )
-
-
 def _set_restriction(store: Store, settings: Settings, email: str, on: bool, reason: str | None) -> FlagResult:
     subject = find_subject(store, settings, email)
     contact_id = require_contact(subject)
     now = clock.now_iso()
     action = "restrict" if on else "unrestrict"
     with store.transaction() as conn:
-        current = conn.execute("SELECT restricted_at FROM contacts WHERE id = ?", (contact_id,)).fetchone()[0]
+        current = restricted_since(conn, contact_id)
         changed = (current is None) if on else (current is not None)
         if changed:
-            append_optouts(settings, [OptOutEntry(subject.hmac, "*", "restricted" if on else "unrestricted", "cli", now)])
-            conn.execute("UPDATE contacts SET restricted_at = ?, updated_at = ? WHERE id = ?",
-                         (now if on else None, now, contact_id))
-            _event(conn, contact_id, "restricted" if on else "unrestricted", now)
+            append_optouts(settings, [OptOutEntry(subject.hmac, ALL, "restricted" if on else "unrestricted", "cli", now)])
+            set_restricted(conn, contact_id, now if on else None, now)
+            add_event(conn, contact_id=contact_id, kind="restricted" if on else "unrestricted", channel="cli", scope=ALL, now=now)
         audit.record_access(store, settings, action, subject_hmac=subject.hmac, command=f"privacy {action}",
                             detail={"changed": changed}, reason=reason)
     since = (now if changed else current) if on else None
@@ -88,25 +88,17 @@ def object_subject(store: Store, settings: Settings, email: str, *, reason: str 
     with store.transaction() as conn:
         if subject.contact_id is not None:
             cid = subject.contact_id
-            since = conn.execute("SELECT no_marketing_at FROM contacts WHERE id = ?", (cid,)).fetchone()[0]
+            since = no_marketing_since(conn, cid)
             if since is None:
                 changed = True
                 since = now
-                conn.execute(
-                    "UPDATE contacts SET no_marketing_at = ?, updated_at = ?,"
-                    " status = CASE WHEN status = 'active' THEN 'unsubscribed' ELSE status END WHERE id = ?",
-                    (now, now, cid),
-                )
-                _event(conn, cid, "objected", now)
-            ended = conn.execute(
-                "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = ?, unsubscribe_channel = 'cli',"
-                " updated_at = ? WHERE contact_id = ? AND status != 'unsubscribed'",
-                (now, now, cid),
-            ).rowcount
-        added = ensure_suppression(conn, subject.hmac, "*", "objected", "cli")
+                object_to_marketing(conn, cid, now)
+                add_event(conn, contact_id=cid, kind="objected", channel="cli", scope=ALL, now=now)
+            ended = end_memberships(conn, cid, "cli", at=now, updated_at=now)
+        added = add_suppression(conn, subject.hmac, ALL, "objected", "cli", clock.now_iso())
         changed = changed or added or ended > 0
         if changed:
-            append_optouts(settings, [OptOutEntry(subject.hmac, "*", "objected", "cli", now)])
+            append_optouts(settings, [OptOutEntry(subject.hmac, ALL, "objected", "cli", now)])
         audit.record_access(
             store, settings, "object", subject_hmac=subject.hmac, command="privacy object",
             detail={"found": subject.contact_id is not None, "changed": changed, "memberships_ended": ended},

@@ -1,4 +1,4 @@
-"""Making deleted personal data unreadable in the database files (E16, F28).
+"""Making deleted personal data unreadable in the database files (``docs/guarantees.md#erasure``).
 
 Every connection runs with ``secure_delete=ON``, so SQLite overwrites deleted
 rows with zeros — but in WAL mode the old page images live on in the ``-wal``
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..store import Store
+from ..store import Store, backups
 from ..store.db import StoreBusyError
 
 _CHUNK = 1 << 20
@@ -80,26 +80,20 @@ def files_containing(paths: Iterable[Path], needles: Iterable[bytes]) -> list[Pa
     return hits
 
 
-def checkpoint(store: Store) -> bool:
-    """``wal_checkpoint(TRUNCATE)``; False when a reader kept it from finishing."""
-    row = store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    return bool(row is None or row[0] == 0)
-
-
 def scrub(store: Store, needles: Iterable[bytes] = (), *, vacuum: bool = False) -> ScrubResult:
     """Checkpoint, check for remnants, VACUUM when asked or when any remain."""
     needles = list(needles)
-    truncated = checkpoint(store)
+    truncated = backups.checkpoint(store.conn)
     found = files_containing(database_files(store.path), needles)
     vacuumed = False
     if vacuum or found:
         try:
-            store.wait_for("compact it", lambda: store.conn.execute("VACUUM"))
+            store.wait_for("compact it", lambda: backups.compact(store.conn))
             vacuumed = True
         except (sqlite3.OperationalError, StoreBusyError):
             # Another process kept writing all along; secure_delete already
             # zeroed the rows, and the next purge will compact. Report, don't fail.
             vacuumed = False
-        truncated = checkpoint(store)
+        truncated = backups.checkpoint(store.conn)
         found = files_containing(database_files(store.path), needles)
     return ScrubResult(wal_truncated=truncated, vacuumed=vacuumed, remnants=tuple(str(p) for p in found))

@@ -3,7 +3,7 @@
 A request names a person by address. The address is normalised exactly as an
 import does (``addresses.normalise_address``) and looked up by its comparison
 key; the keyed HMAC of that key is how the suppression list and the audit log
-name the same person without holding the address (STANDARDS E17, E25).
+name the same person without holding the address.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from ..addresses import mask_address, normalise_address
 from ..config import Settings
 from ..errors import NotFoundError
 from ..store import Store
+from ..store.subjects import contact_id_by_email_key
 from ..tokens import address_hmac
 
 
@@ -39,12 +40,11 @@ class Subject:
 def find_subject(store: Store, settings: Settings, email: str) -> Subject:
     """The subject for ``email`` (invalid address: UsageError; absent: contact_id None)."""
     normalised = normalise_address(email)
-    row = store.conn.execute("SELECT id FROM contacts WHERE email_key = ?", (normalised.key,)).fetchone()
     return Subject(
         address=normalised.address,
         key=normalised.key,
         hmac=address_hmac(settings.secret(), normalised.key),
-        contact_id=row[0] if row else None,
+        contact_id=contact_id_by_email_key(store.conn, normalised.key),
     )
 
 
@@ -55,8 +55,3 @@ def require_contact(subject: Subject) -> int:
             hint="check the spelling; `mailcli contacts --json` lists who is held",
         )
     return subject.contact_id
-
-
-def contact_hmac(settings: Settings, email_key: str) -> str:
-    return address_hmac(settings.secret(), email_key)
-

@@ -71,6 +71,7 @@ from ..importer import ImportRow, OptOut, RowReject
 from ..importfeed import BATCH, Batch, BatchSource, Suppression, batch_rows, insert_rows, staged
 from .audience import CONTACT_STATUSES, MEMBER_STATUS_SQL, MEMBER_STATUSES, list_not_found
 from .db import PAGE_SIZE, Store
+from .suppressions import suppressed_hmacs
 
 MAX_REJECTS_KEPT = 10_000  # listed in the result; the rejects file gets them all
 IMPORT_STATUSES = ("subscribed", "unconfirmed")
@@ -339,8 +340,7 @@ def ensure_list(conn: sqlite3.Connection, name: str) -> int:
 
 def _suppression(conn: sqlite3.Connection, secret: bytes, list_name: str) -> Suppression | None:
     """The suppression list for this list and all marketing, or None if empty."""
-    digests = {row[0] for row in conn.execute(
-        "SELECT hmac FROM suppressions WHERE scope IN ('*', ?)", (list_name,))}
+    digests = suppressed_hmacs(conn, list_name)
     return Suppression(secret, digests) if digests else None
 
 

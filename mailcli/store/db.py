@@ -240,11 +240,6 @@ class Store:
             else:
                 conn.execute(f"RELEASE sp{self._depth}")
 
-    def checkpoint(self) -> None:
-        """Fold the WAL into the main file and truncate it, so an erasure leaves no
-        copy of the erased rows in the ``-wal`` file (docs/guarantees.md#erasure)."""
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..tokens import address_hmac
 from .spool import SpoolWatch
+from .suppressions import is_suppressed
 
 # Why a delivery must not go out (NULL when it may), from the contact and its
 # membership of the campaign's list (``m``, LEFT JOINed). Shared with the
@@ -103,10 +104,8 @@ def withdrawal_reason(conn: sqlite3.Connection, delivery_id: int, list_id: int |
         return str(row[1])
     if spooled and (str(row[2]), list_id) in spooled:
         return SPOOLED
-    digest = address_hmac(secret, row[0])
-    found = conn.execute("SELECT 1 FROM suppressions WHERE hmac = ? AND scope IN ('*', ?) LIMIT 1",
-                         (digest, list_name)).fetchone()
-    return "address is on the suppression list" if found else None
+    suppressed = is_suppressed(conn, address_hmac(secret, row[0]), list_name)
+    return "address is on the suppression list" if suppressed else None
 
 
 def delivery_exists(conn: sqlite3.Connection, delivery_id: int) -> bool:

@@ -1,4 +1,4 @@
-"""Small helpers for reading rows as dictionaries without touching connection state."""
+"""Reading rows as dictionaries, and the JSON text columns as values."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Any
 
 
 def dicts(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """The rows of a query as dictionaries keyed by column name, in column order."""
     cur = conn.execute(sql, tuple(params))
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def json_value(text: str | None) -> Any:
-    """Parse a JSON column; a value that is not JSON is kept as text."""
+    """A JSON column's value; empty is ``{}``, and a value that is not JSON is kept as text."""
     if text is None or text == "":
         return {}
     try:

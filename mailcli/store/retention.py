@@ -1,0 +1,137 @@
+"""The SQL of ``privacy purge``: what each retention rule removes, and removing it.
+
+The plan is worked out with reads only, into two TEMP tables, which live
+outside the database file, so a dry run changes nothing and counts exactly
+what a real run removes:
+
+* ``temp.purge_members`` (contact_id, list_id): unconfirmed memberships to delete;
+* ``temp.purge_contacts`` (id, rule): contacts to erase, and the rule that
+  erases each.
+
+Contacts under restriction are left out of every rule and of the send log.
+The conditions lean on SQLite: TEMP tables, the many-argument ``max()``
+(``GREATEST`` elsewhere), row values in ``IN``, and the partial index
+``contacts_status``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+
+from .archive import archive_deliveries, archive_events
+
+_LEFT = "(c.status IN ('unsubscribed', 'complained') OR c.no_marketing_at IS NOT NULL" \
+        " OR EXISTS (SELECT 1 FROM memberships m WHERE m.contact_id = c.id AND m.status = 'unsubscribed'))"
+# Live membership: subscribed, or unconfirmed and not being deleted by this purge.
+_NO_LIVE = ("NOT EXISTS (SELECT 1 FROM memberships m WHERE m.contact_id = c.id AND m.status IN"
+            " ('subscribed', 'unconfirmed') AND NOT EXISTS (SELECT 1 FROM temp.purge_members p"
+            " WHERE p.contact_id = m.contact_id AND p.list_id = m.list_id))")
+_FREE = "c.restricted_at IS NULL AND c.id NOT IN (SELECT id FROM temp.purge_contacts)"
+_LEFT_SINCE = (
+    "COALESCE(NULLIF(max(COALESCE(c.no_marketing_at, ''),"
+    " COALESCE((SELECT max(m.unsubscribed_at) FROM memberships m WHERE m.contact_id = c.id), ''),"
+    " COALESCE((SELECT max(e.created_at) FROM events e WHERE e.contact_id = c.id"
+    "   AND e.kind IN ('unsubscribed', 'complained', 'objected')), '')), ''), c.updated_at)"
+)
+_BOUNCED_SINCE = ("COALESCE((SELECT max(e.created_at) FROM events e WHERE e.contact_id = c.id AND e.kind = 'bounced'),"
+                  " c.updated_at)")
+_ACTIVE_SINCE = (
+    "max(c.last_activity_at, c.created_at,"
+    " COALESCE((SELECT max(max(m.created_at, m.updated_at, COALESCE(m.consent_at, ''), COALESCE(m.confirmed_at, '')))"
+    "   FROM memberships m WHERE m.contact_id = c.id), ''),"
+    " COALESCE((SELECT max(e.created_at) FROM events e WHERE e.contact_id = c.id), ''),"
+    " COALESCE((SELECT max(d.updated_at) FROM deliveries d WHERE d.contact_id = c.id), ''))"
+)
+_OLD_DELIVERIES = "updated_at < ? AND contact_id IN (SELECT id FROM contacts WHERE restricted_at IS NULL)" \
+                  " AND contact_id NOT IN (SELECT id FROM temp.purge_contacts)"
+_OLD_EVENTS = "created_at < ? AND (contact_id IS NULL OR (contact_id IN (SELECT id FROM contacts" \
+              " WHERE restricted_at IS NULL) AND contact_id NOT IN (SELECT id FROM temp.purge_contacts)))"
+# Contacts each person rule erases, one after the other: a contact goes by the first rule that takes it.
+_CONTACT_RULES = (
+    ("unsubscribed", f"{_LEFT} AND {_NO_LIVE} AND {_LEFT_SINCE} < ?"),
+    # "!= 'active'" lets SQLite use the partial index contacts_status.
+    ("bounced", f"c.status != 'active' AND c.status = 'bounced' AND {_BOUNCED_SINCE} < ?"),
+    ("inactive", f"c.last_activity_at < ? AND {_ACTIVE_SINCE} < ?"),
+)
+
+
+def plan(conn: sqlite3.Connection, cut: dict[str, str]) -> dict[str, int]:
+    """Fill temp.purge_members and temp.purge_contacts by the cut-off time of
+    each rule; the number of memberships, contacts per rule, and send-log
+    rows (deliveries and events) that go (a rule that takes nothing may be
+    missing)."""
+    conn.execute("DROP TABLE IF EXISTS temp.purge_members")
+    conn.execute("DROP TABLE IF EXISTS temp.purge_contacts")
+    conn.execute("CREATE TEMP TABLE purge_members (contact_id INTEGER, list_id INTEGER, PRIMARY KEY (contact_id, list_id))")
+    conn.execute("CREATE TEMP TABLE purge_contacts (id INTEGER PRIMARY KEY, rule TEXT NOT NULL)")
+    conn.execute(
+        "INSERT INTO temp.purge_members SELECT m.contact_id, m.list_id FROM memberships m"
+        " JOIN contacts c ON c.id = m.contact_id WHERE m.status = 'unconfirmed'"
+        " AND COALESCE(m.consent_at, m.created_at) < ? AND c.restricted_at IS NULL",
+        (cut["unconfirmed"],),
+    )
+    # A contact left with no membership at all is erased with them.
+    conn.execute(
+        "INSERT INTO temp.purge_contacts SELECT c.id, 'unconfirmed' FROM contacts c"
+        " WHERE c.id IN (SELECT contact_id FROM temp.purge_members) AND NOT EXISTS (SELECT 1 FROM memberships m"
+        " WHERE m.contact_id = c.id AND NOT EXISTS (SELECT 1 FROM temp.purge_members p"
+        " WHERE p.contact_id = m.contact_id AND p.list_id = m.list_id))"
+    )
+    for rule, condition in _CONTACT_RULES:
+        params = (cut[rule],) * condition.count("?")
+        conn.execute(
+            f"INSERT INTO temp.purge_contacts SELECT c.id, '{rule}' FROM contacts c WHERE {_FREE} AND {condition}",  # noqa: S608
+            params,
+        )
+    counts = {"unconfirmed": conn.execute("SELECT count(*) FROM temp.purge_members").fetchone()[0]}
+    for rule, n in conn.execute("SELECT rule, count(*) FROM temp.purge_contacts GROUP BY rule"):
+        if rule != "unconfirmed":  # those are counted as memberships
+            counts[rule] = n
+    counts["send_log"] = (
+        conn.execute(f"SELECT count(*) FROM deliveries WHERE {_OLD_DELIVERIES}", (cut["send_log"],)).fetchone()[0]  # noqa: S608
+        + conn.execute(f"SELECT count(*) FROM events WHERE {_OLD_EVENTS}", (cut["send_log"],)).fetchone()[0]  # noqa: S608
+    )
+    return counts
+
+
+@contextlib.contextmanager
+def read_only(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read snapshot, rolled back at the end: a dry run's plan sees one
+    state of the database and leaves nothing behind (TEMP tables are not the
+    database file)."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def planned_contact_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM temp.purge_contacts").fetchone()[0])
+
+
+def planned_contacts(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
+    """(id, rule, email_key) of every contact the plan erases, in id order."""
+    return conn.execute("SELECT p.id, p.rule, c.email_key FROM temp.purge_contacts p"
+                        " JOIN contacts c ON c.id = p.id ORDER BY p.id").fetchall()
+
+
+def delete_planned_memberships(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM memberships WHERE (contact_id, list_id) IN"
+                 " (SELECT contact_id, list_id FROM temp.purge_members)")
+
+
+def cut_send_log(conn: sqlite3.Connection, cutoff: str) -> None:
+    """Fold the deliveries and events older than ``cutoff`` into their
+    campaigns' totals and delete them (restricted contacts' are kept)."""
+    archive_deliveries(conn, _OLD_DELIVERIES, (cutoff,))
+    conn.execute(f"DELETE FROM deliveries WHERE {_OLD_DELIVERIES}", (cutoff,))  # noqa: S608
+    archive_events(conn, _OLD_EVENTS, (cutoff,))
+    conn.execute(f"DELETE FROM events WHERE {_OLD_EVENTS}", (cutoff,))  # noqa: S608
+
+
+def drop_plan(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TABLE temp.purge_members")
+    conn.execute("DROP TABLE temp.purge_contacts")
