@@ -28,6 +28,7 @@ _EXPORTS = {
     "show_contact": "mailcli.contacts",
     "update_contact": "mailcli.contacts",
     "compile_template": "mailcli.render",
+    "preview_message": "mailcli.send.preview",
     "SendOptions": "mailcli.send.engine",
     "send_campaign": "mailcli.send.engine",
     "campaign_report": "mailcli.send.report",
@@ -59,6 +60,7 @@ __all__ = [
     "load_settings",
     "object_subject",
     "open_store",
+    "preview_message",
     "purge",
     "restore_backup",
     "restrict_subject",
@@ -85,6 +87,7 @@ if TYPE_CHECKING:
     from .project import init_project
     from .render import compile_template
     from .send.engine import SendOptions, send_campaign
+    from .send.preview import preview_message
     from .send.report import campaign_report
     from .store import open_store
 

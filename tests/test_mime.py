@@ -23,10 +23,8 @@ from hypothesis import strategies as st
 
 from mailcli.errors import HeaderInjectionError
 from mailcli.render import MessageSkeleton, check_header_value
-from mailcli.render.mime import (
-    AddressError,
-    ascii_address,
-    ascii_domain,
+from mailcli.render.mime import AddressError, ascii_address, ascii_domain
+from mailcli.render.mimebody import (
     encode_body,
     encode_html_body,
     quoted_printable,

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from mailcli.errors import ExitCode
-from mailcli.send.smtp import ConnectParams, ehlo_name, parse_reply
-from mailcli.send.transport import reply_kind
+from mailcli.send.pacing import reply_kind
+from mailcli.send.replies import parse_reply
+from mailcli.send.smtp import ConnectParams, ehlo_name
 from tests.conftest import Cli, set_smtp
 from tests.sendhelpers import add_contacts, deliveries, people
 from tests.smtpserver import SmtpServer

@@ -33,6 +33,26 @@ def test_render_html_text_and_eml_for_the_sample_contact(project: Path, cli: Cli
     assert message["Subject"].startswith("Jane, your ")
 
 
+def test_render_eml_has_the_headers_a_send_writes(project: Path, cli: Cli) -> None:
+    from tests.conftest import set_smtp
+    from tests.smtpserver import SmtpServer
+
+    add_contacts(project / "mailcli.db", "news", [{"email": "ann@example.org", "first_name": "Ann"}])
+    shown = cli("render", "newsletter", "--to", "ann@example.org", "--format", "eml")
+    assert shown.exit_code == 0, shown.output
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--yes")
+        assert result.exit_code == 0, result.output
+    sent = email.message_from_bytes(server.messages[0].data, policy=email.policy.default)
+    preview = email.message_from_bytes(shown.stdout.encode("utf-8"), policy=email.policy.default)
+    assert sorted(preview.keys()) == sorted(key for key in sent.keys() if key != "DKIM-Signature")
+    token = str(sent["List-Unsubscribe"]).split("?t=", 1)[1].split(">", 1)[0]
+    # The same List-Unsubscribe, mailto included, but with a token that unsubscribes nobody.
+    assert str(preview["List-Unsubscribe"]).replace(PREVIEW_TOKEN, token) == str(sent["List-Unsubscribe"])
+    assert preview["List-Unsubscribe-Post"] == sent["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
 def test_render_with_data_file(project: Path, cli: Cli) -> None:
     (project / "zoe.json").write_text(json.dumps({"email": "zoe@bücher.example", "first_name": "Zoë & <Co>"}), encoding="utf-8")
     result = cli("render", "newsletter", "--data", "zoe.json", "--format", "eml")

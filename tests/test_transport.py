@@ -9,16 +9,10 @@ from pathlib import Path
 import pytest
 
 from mailcli.errors import TransportError
-from mailcli.send.smtp import ConnectParams, parse_reply
-from mailcli.send.transport import (
-    CallbackHooks,
-    OutgoingMessage,
-    Result,
-    SmtpTransport,
-    Status,
-    TransportOptions,
-    dot_stuff,
-)
+from mailcli.send.outgoing import CallbackHooks, OutgoingMessage, Result, Status, dot_stuff
+from mailcli.send.replies import parse_reply
+from mailcli.send.smtp import ConnectParams
+from mailcli.send.transport import SmtpTransport, TransportOptions
 from tests.smtpserver import SmtpServer, free_port
 
 BODY = b"From: a@example.org\r\nTo: x@example.net\r\nSubject: hi\r\n\r\nline one\r\n.dot line\r\n..two dots\r\n"

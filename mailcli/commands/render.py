@@ -71,27 +71,6 @@ def _read_data(path: Path) -> dict[str, Any]:
     return data
 
 
-def _contact_from_store(app: Any, settings: Any, email: str) -> dict[str, Any]:
-    """The contact as templates see it, read from the database (access is audited)."""
-    from ..addresses import normalise_address
-    from ..audit import record_access
-
-    key = normalise_address(email).key
-    row = app.store.conn.execute(
-        "SELECT email, first_name, last_name, attributes, restricted_at FROM contacts WHERE email_key = ?", (key,)
-    ).fetchone()
-    if row is None:
-        raise NotFoundError(f"No contact {email.strip()!r}", hint="mailcli contacts lists them; or use --data FILE.json")
-    address, first, last, attributes, restricted_at = row
-    if restricted_at:
-        raise MailcliError(f"Contact {email.strip()!r} is restricted (GDPR art. 18): its data is not processed",
-                           hint="preview with --data FILE.json instead")
-    contact: dict[str, Any] = dict(json.loads(attributes or "{}"))
-    contact.update(email=address, first_name=first or "", last_name=last or "")
-    record_access(app.store, settings, "render_preview", subject_email=address, command="render")
-    return contact
-
-
 def _is_desktop() -> bool:
     if not sys.stdout.isatty():
         return False
@@ -126,8 +105,8 @@ def render_cmd(
 
         mailcli render newsletter --serve --port 8026    # then open http://127.0.0.1:8026/
     """
-    from ..render import MessageSkeleton, compile_template
-    from ..render.preview import preview_context, sender_from_settings
+    from ..render import compile_template
+    from ..send.preview import preview_contact, preview_context_for, preview_message
 
     app = context.get(ctx)
     fmt = fmt.lower()
@@ -145,50 +124,23 @@ def render_cmd(
     if data is not None:
         contact = _read_data(data)
     elif to:
-        contact = _contact_from_store(app, settings, to)
+        contact = preview_contact(app.store, app.settings, to)
 
     def context_now(contact: dict[str, Any] | None) -> Any:
-        return preview_context(
-            now=clock.now(), contact=contact,
-            sender=sender_from_settings(settings) if settings is not None else None,
-            unsubscribe_base=settings.unsubscribe.url if settings is not None else None,
-            subject=subject or "",
-        )
+        return preview_context_for(settings, contact, subject=subject or "")
 
     if serve:
         _serve(app, templates_dir, name, data, contact, context_now, port)
         return
-    preview = context_now(contact)
-    now = preview.now
-    parts = compiled.render(preview)
-    size = len(parts.html.encode("utf-8"))
+    preview = preview_message(compiled, settings=settings, contact=contact, subject=subject or "")
+    parts = preview.parts
+    size = preview.html_bytes
     if size >= 90 * 1024:
         app.out.warn(f"the HTML is {size / 1024:.0f} KB after inlining; Gmail clips messages over ~102 KB")
-    app.out.detail(f"HTML {size / 1024:.1f} KB after inlining; CSS inlined "
-                   + ("once per template" if compiled.inline_once else f"per message: {compiled.fallback_reason}"))
-    text_source = compiled.text_source
-    if compiled.text_once and compiled.text_converted:
-        text_source += ", but this contact's data needed the conversion of this message's HTML"
-    app.out.detail(f"Text part {text_source}")
-
+    for note in preview.notes():
+        app.out.detail(note)
     if fmt == "eml":
-        sender = preview.sender
-        skeleton = MessageSkeleton(
-            from_name=str(sender.get("name") or ""), from_address=str(sender.get("address") or "news@example.org"),
-            reply_to=str(sender.get("reply_to") or "") or None, list_id=str(sender.get("list_id") or "") or None,
-            feedback_id=settings.sender.feedback_id if settings is not None else None,
-        )
-        domain = skeleton.from_address.rpartition("@")[2]
-        to_name = " ".join(str(preview.contact.get(k) or "") for k in ("first_name", "last_name")).strip() or None
-        unsubscribe = f"<{preview.unsubscribe_url}>"
-        if settings is not None and settings.unsubscribe.mailto:
-            unsubscribe += f", <mailto:{settings.unsubscribe.mailto.removeprefix('mailto:')}?subject=unsubscribe>"
-        body: bytes = skeleton.build(
-            to_address=str(preview.contact.get("email") or "jane.doe@example.org"), to_name=to_name,
-            subject=parts.subject, text=parts.text, html=parts.html,
-            message_id=f"<preview.{now.strftime('%Y%m%d%H%M%S')}@{domain}>", date=now,
-            list_unsubscribe=unsubscribe,
-        )
+        body = preview.eml()
     else:
         body = (parts.html if fmt == "html" else parts.text).encode("utf-8")
 
@@ -286,13 +238,14 @@ def lint_cmd(
     """
     from ..render.lint import lint_template
     from ..render.preview import sender_from_settings
+    from ..send.preview import preview_contact
 
     app = context.get(ctx)
     if to and data:
         raise UsageError("Use either --to or --data, not both")
     contact = _read_data(data) if data is not None else None
     if to:
-        contact = _contact_from_store(app, _project_settings(app, required=True), to)
+        contact = preview_contact(app.store, app.settings, to)
     findings = []
     names = []
     for template in templates:

@@ -1,6 +1,6 @@
 """The Jinja environments templates run in, and Jinja errors as ``TemplateError``.
 
-Two sandboxes (STANDARDS F04): one with HTML autoescaping for
+Two sandboxes (docs/guarantees.md#template-sandbox): one with HTML autoescaping for
 ``message.html``, one without for ``message.txt`` and ``subject.txt`` (escaping
 a plain-text part would show ``&amp;`` to readers). Both are
 ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: an undefined or
@@ -8,7 +8,7 @@ misspelt variable is an error, never an empty string, and a template cannot
 reach Python internals (``''.__class__`` raises ``SecurityError``) or mutate
 the data it is given.
 
-Templates load only from the project's ``templates/`` folder (F38): names with
+Templates load only from the project's ``templates/`` folder: names with
 ``..``, absolute paths or backslashes are refused, and a symlink pointing out
 of the folder is treated as missing. Every Jinja failure becomes a
 ``TemplateError`` whose message starts with ``file:line``.
@@ -48,7 +48,7 @@ Transform = Callable[[str, str], str]
 
 
 def check_template_path(name: str) -> str:
-    """Refuse template names that could leave the templates folder (F38)."""
+    """Refuse template names that could leave the templates folder."""
     if not name or "\\" in name or name.startswith("/") or "\x00" in name:
         raise TemplateError(f"Invalid template path {name!r}: use a name inside templates/")
     for part in name.split("/"):
@@ -112,9 +112,9 @@ def _cached_escape() -> Callable[[Any], Markup]:
 
     A personalised newsletter writes the same few contact fields dozens of
     times per message (``{{ contact.city }}`` in every section), and each
-    autoescaped output builds a new ``Markup``: with ~170 fields per 20 KB
-    message that was a third of the Jinja time. ``Markup`` is an immutable
-    ``str``, so one escaped copy serves every later use of the same text.
+    autoescaped output builds a new ``Markup``, a large share of the Jinja
+    time (benchmarks/README.md). ``Markup`` is an immutable ``str``, so one
+    escaped copy serves every later use of the same text.
     """
     return _remembering(_escape)
 
@@ -151,9 +151,10 @@ class FlatRender:
     converted once and written into its places, instead of once per place
     through the compiled template's generator.
 
-    A personalised newsletter repeats its few fields dozens of times (~170
-    outputs in a 20 KB message, ~5 distinct): this does the same work as
-    Jinja in a sixth of the time. It looks names up where Jinja does (the
+    A personalised newsletter repeats its few fields dozens of times (a
+    handful of distinct fields in well over a hundred outputs): this does the
+    same work as Jinja in a fraction of the time (benchmarks/README.md). It
+    looks names up where Jinja does (the
     variables, then the template globals), fields through the environment's
     ``getattr`` (the sandbox) and converts with ``escape`` or ``str`` as the
     compiled code would. Anything unusual (a missing name, an undefined field,
@@ -246,12 +247,13 @@ _LOOP_FIELDS = frozenset(
 class MailEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, with ``contact.city`` looking up the key first.
 
-    Template data are plain dicts (F06). Jinja tries the attribute first and
-    the key only after an AttributeError, which made every ``contact.x`` raise
-    and catch an exception in the sandbox: a third of the render time of a
-    personalised newsletter. Looking the key up first is also what users mean:
-    a CSV column called ``items`` or ``keys`` yields the value, not a dict
-    method. Anything that is not a plain dict goes through the sandbox as before.
+    Template data are plain dicts, never objects with methods. Jinja tries
+    the attribute first and the key only after an AttributeError, which made
+    every ``contact.x`` raise and catch an exception in the sandbox, a large
+    share of the render time (benchmarks/README.md). Looking the key up first
+    is also what users mean: a CSV column called ``items`` or ``keys`` yields
+    the value, not a dict method. Anything that is not a plain dict goes
+    through the sandbox as before.
     """
 
     template_class = MailTemplate
@@ -391,15 +393,18 @@ def translate(exc: BaseException, root: Path, variables: dict[str, Any] | None =
     if isinstance(exc, UndefinedError):
         line_text = _source_line(location[0], location[1]) if location else ""
         name, parent = undefined_name(exc, line_text)
-        near = None
-        if variables is not None:
-            if parent is None and "." not in name:
-                near = suggest(name, variables)
-            elif parent is not None:
-                base = variables.get(parent.split(".")[0])
-                if isinstance(base, Mapping) and "." not in parent:
-                    close = suggest(name.rsplit(".", 1)[-1], base.keys())
-                    near = f"{parent}.{close}" if close else None
+        near = _nearest(name, parent, variables) if variables is not None else None
         suffix = f" (did you mean {near}?)" if near else ""
         return TemplateError(f"{where}: undefined variable {name}{suffix}")
     return TemplateError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _nearest(name: str, parent: str | None, variables: dict[str, Any]) -> str | None:
+    """The known variable (or field of ``parent``) nearest to an undefined ``name``."""
+    if parent is None:
+        return suggest(name, variables) if "." not in name else None
+    base = variables.get(parent.split(".")[0])
+    if isinstance(base, Mapping) and "." not in parent:
+        close = suggest(name.rsplit(".", 1)[-1], base.keys())
+        return f"{parent}.{close}" if close else None
+    return None

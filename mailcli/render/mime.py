@@ -1,35 +1,36 @@
 """The wire format of a campaign message, written by hand and kept strict.
 
-``email.message.EmailMessage`` costs ~5.6 ms a message, the bottleneck of the
-whole pipeline; this writer builds the same structure in a small fraction of
-that. Everything that is the same for every recipient (From, Reply-To,
-List-Id, Precedence, Feedback-ID, extra headers) is encoded once in
-``MessageSkeleton``; ``build`` adds the per-recipient headers and the body.
+``email.message.EmailMessage`` costs many times more per message
+(benchmarks/README.md), and it was the bottleneck of the whole pipeline;
+this writer builds the same structure in a small fraction of that.
+Everything that is the same for every recipient (From, Reply-To, List-Id,
+Precedence, Feedback-ID, extra headers) is encoded once in
+``MessageSkeleton``; ``build`` adds the per-recipient headers and the body
+(``mimebody.py``).
 
-What the output guarantees (STANDARDS A-items), each checked by tests that
-re-parse it with ``email.message_from_bytes(policy=email.policy.default)``:
+What the output guarantees (docs/guarantees.md#message-format,
+docs/guarantees.md#header-safety), each checked by tests that re-parse it with
+``email.message_from_bytes(policy=email.policy.default)``:
 
 * CRLF line ends only, no line over 998 octets, headers folded to 78 where
-  the content allows (A07–A09);
+  the content allows;
 * ``multipart/alternative`` with text/plain first and text/html last, both
-  UTF-8 (A15); 7bit only for ASCII parts with short lines, otherwise
-  quoted-printable (mostly Latin text) or base64 (A08, A17);
-* a random boundary that cannot occur in the bodies (A19);
+  UTF-8; 7bit only for ASCII parts with short lines, otherwise
+  quoted-printable (mostly Latin text) or base64;
+* a random boundary that cannot occur in the bodies;
 * Subject and display names as RFC 2047 encoded-words of ≤75 characters when
-  not plain ASCII, never inside an address (A10, A11);
+  not plain ASCII, never inside an address (``encodedwords.py``);
 * domains as IDNA2008 A-labels via the ``idna`` package, UTS #46
-  non-transitional (A12), so ``x@bücher.example`` becomes
+  non-transitional, so ``x@bücher.example`` becomes
   ``x@xn--bcher-kva.example``;
 * every header value passes ``check_header_value`` — CR, LF, NUL, other C0
   and C1 controls, DEL and U+2028/U+2029 are refused whatever the Python
-  patch level (A26, A27, F01, F02). This is the one validator used wherever
-  a header value is formed.
+  patch level, so no contact's data can add a header. This is the one
+  validator used wherever a header value is formed.
 """
 
 from __future__ import annotations
 
-import base64
-import codecs
 import re
 import secrets
 from collections.abc import Mapping
@@ -40,9 +41,10 @@ from functools import lru_cache
 from mailcli import addresses
 from mailcli.errors import HeaderInjectionError
 
-MAX_LINE = 998  # octets, excluding CRLF (RFC 5322 §2.1.1)
+from .encodedwords import ENCODED_WORD_MAX, encoded_words, fold, needs_encoding
+from .mimebody import MAX_LINE, encode_body, encode_html_body
+
 FOLD_AT = 78  # preferred header line length
-ENCODED_WORD_MAX = 75  # RFC 2047 §2
 
 # C0 controls except TAB, DEL, C1 controls, LINE/PARAGRAPH SEPARATOR.
 _FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
@@ -134,100 +136,14 @@ def recipient_address(address: str, field: str = "To") -> str:
     return f"{local}@{ascii_domain(domain)}"
 
 
-# ---------------------------------------------------------------------------
-# RFC 2047 encoded words
-
-# Characters allowed literally in a Q-encoded word that may stand in a phrase
-# (RFC 2047 §5 (3)); the same set is safe in Subject.
-_Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
-
-
-def _q_char(char: str) -> str:
-    if char in _Q_SAFE:
-        return char
-    if char == " ":
-        return "_"
-    return "".join(f"={byte:02X}" for byte in char.encode("utf-8"))
-
-
-def _q(text: str) -> str:
-    return "".join([_q_char(char) for char in text])
-
-
-def _word_size(text: str, use_b: bool) -> int:
-    if use_b:
-        return 12 + 4 * ((len(text.encode("utf-8")) + 2) // 3)
-    return 12 + len(_q(text))
-
-
-def _word(text: str, use_b: bool) -> str:
-    if use_b:
-        return "=?utf-8?b?" + base64.b64encode(text.encode("utf-8")).decode("ascii") + "?="
-    return "=?utf-8?q?" + _q(text) + "?="
-
-
-def encoded_words(text: str, first_room: int = ENCODED_WORD_MAX) -> list[str]:
-    """``text`` as encoded-words of at most 75 characters (the first: ``first_room``).
-
-    Words are split at spaces, the space travelling inside the next word, so
-    readers that follow RFC 2047 §6.2 (whitespace between encoded-words is
-    dropped) and readers that keep it both get the words right; a single word
-    too long for one encoded-word is split between characters, never inside
-    one (§5). Q encoding for mostly-Latin text (readable), B for the rest.
-    """
-    non_ascii = sum(1 for char in text if ord(char) > 127)
-    use_b = non_ascii * 3 > len(text)
-    words = text.split(" ")
-    segments = [words[0]] + [" " + word for word in words[1:]]
-    out: list[str] = []
-    room = min(max(first_room, 24), ENCODED_WORD_MAX)
-    current = ""
-    for segment in segments:
-        if _word_size(current + segment, use_b) <= room:
-            current += segment
-            continue
-        if current:
-            out.append(_word(current, use_b))
-            current, room = "", ENCODED_WORD_MAX
-        if _word_size(segment, use_b) <= room:
-            current = segment
-            continue
-        for char in segment:  # one over-long word: split between characters
-            if current and _word_size(current + char, use_b) > room:
-                out.append(_word(current, use_b))
-                current, room = "", ENCODED_WORD_MAX
-            current += char
-    if current or not out:
-        out.append(_word(current, use_b))
-    return out
-
-
-def _needs_encoding(text: str) -> bool:
-    return not text.isascii() or "=?" in text or any(len(word) > 70 for word in text.split(" "))
-
-
-def _fold(prefix: str, pieces: list[str], limit: int) -> str:
-    """Join ``pieces`` with spaces after ``prefix``, folding before a piece that would pass ``limit``."""
-    lines: list[str] = []
-    current = prefix
-    for piece in pieces:
-        if len(current) + 1 + len(piece) > limit and current.strip() != prefix:
-            lines.append(current)
-            current = " " + piece
-        else:
-            current += " " + piece
-    lines.append(current)
-    return "\r\n".join(lines)
-
-
 def unstructured_header(field: str, value: str) -> str:
     """``Field: value`` folded to 78 columns, encoded-words where needed."""
     check_header_value(field, value)
     prefix = f"{field}:"
-    if _needs_encoding(value):
-        return _fold(prefix, encoded_words(value, 76 - len(prefix) - 1), 76)
+    if needs_encoding(value):
+        return fold(prefix, encoded_words(value, 76 - len(prefix) - 1), 76)
     # Fold before spaces only: unfolding (removing CRLF) restores the text exactly.
-    return _fold(prefix, value.split(" "), FOLD_AT)
+    return fold(prefix, value.split(" "), FOLD_AT)
 
 
 _ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$")
@@ -270,7 +186,7 @@ def _phrase(prefix: str, field: str, name: str) -> str:
         else:
             run.append(word)
     flush()
-    return _fold(prefix, pieces, 76)
+    return fold(prefix, pieces, 76)
 
 
 def _angle(head: str, item: str) -> str:
@@ -320,131 +236,6 @@ def simple_header(field: str, value: str) -> str:
     if not value.isascii() or len(field) + 2 + len(value) > MAX_LINE:
         raise HeaderInjectionError(f"{field} header value must be ASCII and shorter than {MAX_LINE} characters")
     return f"{field}: {value}"
-
-
-# ---------------------------------------------------------------------------
-# Bodies
-
-def _has_long_line(text: str) -> bool:
-    """True when a line of ``text`` ("\n" line ends) is longer than MAX_LINE.
-
-    A regex like ``[^\r\n]{999}`` restarts at every character and costs
-    ~2 ms on a 20 KB body (the largest cost of a send); split runs in C.
-    """
-    return len(text) > MAX_LINE and max(map(len, text.split("\n"))) > MAX_LINE
-
-
-# Elements whose content HTML does not decode character references in.
-_RAW_TEXT = re.compile(r"<(style|script|xmp|iframe|noembed|noframes|noscript|plaintext)\b", re.IGNORECASE)
-_RAW_TEXT_END = {name: re.compile(rf"</{name}", re.IGNORECASE)
-                 for name in ("style", "script", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext")}
-
-
-# HTML reads the references of U+0080..U+009F as Windows-1252 characters.
-_C1 = re.compile("[\x80-\x9f]")
-
-
-def _raw_text_is_ascii(html: str) -> bool:
-    for match in _RAW_TEXT.finditer(html):
-        end = _RAW_TEXT_END[match.group(1).lower()].search(html, match.end())
-        if not html[match.end() : end.start() if end else len(html)].isascii():
-            return False
-    return True
-
-
-def encode_html_body(html: str) -> tuple[str, bytes]:
-    """:func:`encode_body` for an HTML part, with its non-ASCII characters as character references.
-
-    ``&#8594;`` is the same character as ``→`` to every HTML reader, and a
-    newsletter's few non-ASCII characters (names, quotes, dashes, arrows) were
-    what made the whole part quoted-printable: with them as references the
-    part is usually plain 7bit, several times cheaper to write. Where a
-    reference would not be decoded (inside ``<style>``, ``<script>`` and the
-    like) the part stays UTF-8.
-    """
-    if not html.isascii() and not _C1.search(html) and _raw_text_is_ascii(html):
-        html = html.encode("ascii", "xmlcharrefreplace").decode("ascii")
-    return encode_body(html)
-
-
-def encode_body(text: str) -> tuple[str, bytes]:
-    """``(Content-Transfer-Encoding, CRLF-terminated encoded bytes)`` for one part."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.endswith("\n"):
-        text += "\n"
-    if text.isascii() and not _has_long_line(text):
-        return "7bit", text.replace("\n", "\r\n").encode("ascii")
-    data = text.encode("utf-8")
-    non_ascii = len(data) - len(text.encode("ascii", "ignore"))  # octets of non-ASCII characters
-    if non_ascii * 10 > len(data) * 3:  # mostly non-Latin: base64 is smaller than =XX escapes
-        encoded = base64.encodebytes(data.replace(b"\n", b"\r\n")).replace(b"\n", b"\r\n")
-        return "base64", encoded
-    return "quoted-printable", quoted_printable_text(text)
-
-
-# Octets a quoted-printable line may carry as they are, besides "=" (which
-# is always escaped) and the line break; everything else becomes =XX.
-_QP_LITERAL = bytes(range(0x20, 0x7F)) + b"\t\n"
-_QP_ESCAPE = re.compile(rb"[^\t\n\x20-\x7e]")
-_QP_HEX = [f"={octet:02X}".encode("ascii") for octet in range(256)]
-# Up to 72 characters, then whatever completes an escape cut at that point
-# (or a whole escape, or up to three more plain characters): at most 75.
-_QP_PIECE = re.compile(rb".{1,72}(?:=..|[^=]{1,3})?")
-
-
-def quoted_printable(data: bytes) -> bytes:
-    """RFC 2045 §6.7 quoted-printable of LF-terminated text, CRLF line ends.
-
-    ``binascii.b2a_qp`` checks every octet on its own and was the largest
-    single cost of building a 20 KB newsletter. Here the octet escapes are
-    whole-buffer C operations ("=" first, then the rare others), a blank at
-    the end of a line is escaped (rule 3), and lines longer than 76
-    characters are cut by one regular expression into pieces of at most 75
-    that never end inside an escape, joined by soft breaks (``=``).
-    """
-    data = data.replace(b"=", b"=3D")
-    return _qp_lines(data)
-
-
-def quoted_printable_text(text: str) -> bytes:
-    """:func:`quoted_printable` of ``text`` encoded as UTF-8, the same bytes, faster.
-
-    Scanning the octets for the few that need escaping cost more than all
-    the rest; here the ASCII encoder finds the non-ASCII characters and the
-    ``mailcli-qp`` error handler escapes each run of them (remembering runs:
-    a newsletter repeats the same few dashes, quotes and arrows).
-    """
-    return _qp_lines(text.replace("=", "=3D").encode("ascii", "mailcli-qp"))
-
-
-_QP_RUNS: dict[str, str] = {}
-
-
-def _escape_run(error: UnicodeError) -> tuple[str, int]:
-    if not isinstance(error, UnicodeEncodeError):  # pragma: no cover - only registered for encoding
-        raise error
-    run = error.object[error.start : error.end]
-    escaped = _QP_RUNS.get(run)
-    if escaped is None:
-        escaped = "".join([f"={octet:02X}" for octet in run.encode("utf-8")])
-        if len(_QP_RUNS) < 4096:
-            _QP_RUNS[run] = escaped
-    return escaped, error.end
-
-
-codecs.register_error("mailcli-qp", _escape_run)
-
-
-def _qp_lines(data: bytes) -> bytes:
-    """Escape what is left (octets outside printable ASCII, blanks ending a
-    line) and cut lines over 76 characters with soft breaks."""
-    if data.translate(None, _QP_LITERAL):
-        data = _QP_ESCAPE.sub(lambda m: _QP_HEX[m.group()[0]], data)
-    lines = data.split(b"\n")
-    if b" \n" in data or b"\t\n" in data or data.endswith((b" ", b"\t")):
-        lines = [line[:-1] + _QP_HEX[line[-1]] if line.endswith((b" ", b"\t")) else line for line in lines]
-    pieces = _QP_PIECE.findall
-    return b"\r\n".join([b"=\r\n".join(pieces(line)) if len(line) > 76 else line for line in lines])
 
 
 # ---------------------------------------------------------------------------
@@ -544,7 +335,7 @@ class MessageSkeleton:
         ))
 
 
-# Headers the skeleton and build() own; extra headers may not repeat them (A04).
+# Headers the skeleton and build() own; extra headers may not repeat them (each appears once).
 _RESERVED = frozenset(
     name.lower()
     for name in (

@@ -49,7 +49,7 @@ def sender_from_settings(settings: Any) -> dict[str, str]:
 
 
 def plain_contact(data: Mapping[str, Any]) -> dict[str, str]:
-    """A contact mapping with plain string values, as templates see contacts (F06)."""
+    """A contact mapping with plain string values: templates see text, never objects."""
     contact: dict[str, str] = {key: "" for key in ("email", "first_name", "last_name")}
     for key, value in data.items():
         contact[str(key)] = "" if value is None else str(value)

@@ -26,6 +26,7 @@ from jinja2 import Template, meta
 from mailcli.errors import HeaderInjectionError, NotFoundError, TemplateError
 
 from .environment import check_template_path, display_path, make_environment, translate
+from .htmlscan import tag_attributes
 from .inline import (
     StylesheetResolver,
     canonical_html,
@@ -33,7 +34,6 @@ from .inline import (
     inline_css,
     prepare_inline_once,
     style_blocks,
-    tag_attributes,
 )
 from .mime import check_header_value
 from .text import ensure_footer, html_to_text, normalize_text
@@ -41,7 +41,7 @@ from .textonce import prepare_text_once
 from .textrender import NeedsFullText, TextOnceTemplate, compile_text_once
 from .values import RenderContext, RenderedParts
 
-# STANDARDS F07: a runaway loop must not produce a 100 MB message.
+# A runaway loop must not produce a message of a hundred megabytes.
 MAX_HTML_CHARS = 1_000_000
 # How many of the first rendered recipients are compared with per-message inlining.
 AUTO_VERIFY = 3
@@ -60,7 +60,7 @@ def _load_tree(env: Any, name: str, seen: dict[str, str]) -> None:
 
 
 def _check_links(files: Mapping[str, str], resolver: StylesheetResolver) -> None:
-    """Refuse remote stylesheets and @import before anything renders (A22)."""
+    """Refuse remote stylesheets and @import before anything renders: nothing is ever fetched."""
     import re
 
     for filename in files.values():
@@ -331,6 +331,38 @@ def _templates_hint(root: Path, name: str) -> str:
     return (f"did you mean {guess[0]}? " if guess else "") + f"templates: {', '.join(names)}"
 
 
+def _load(root: Path, name: str, html_env: Any, files: dict[str, str]) -> tuple[Template, Template | None,
+                                                                                Template | None]:
+    """The HTML, text and subject templates of ``name`` (text and subject when
+    the folder has them); every file they read goes into ``files``."""
+    folder = root / name
+    text_env = make_environment(root, html=False)
+    try:
+        _load_tree(html_env, f"{name}/message.html", files)
+        html = html_env.get_template(f"{name}/message.html")
+        text = subject = None
+        if (folder / "message.txt").is_file():
+            _load_tree(text_env, f"{name}/message.txt", files)
+            text = text_env.get_template(f"{name}/message.txt")
+        if (folder / "subject.txt").is_file():
+            _load_tree(text_env, f"{name}/subject.txt", files)
+            subject = text_env.get_template(f"{name}/subject.txt")
+    except Exception as exc:
+        raise translate(exc, root) from None
+    return html, text, subject
+
+
+def _text_made_once(root: Path, prepared: Any) -> tuple[TextOnceTemplate | None, str]:
+    """The text template made once from the inlined HTML, or why not."""
+    generated = prepare_text_once(prepared.placeholders, prepared.tags, prepared.nonce)
+    if generated.source is None:
+        return None, generated.reason or ""
+    try:
+        return compile_text_once(root, generated.source), ""
+    except Exception as exc:
+        return None, f"the generated text template did not compile: {exc}"
+
+
 def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     """Load, check and prepare ``templates_dir/name/`` for rendering.
 
@@ -350,21 +382,8 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
             hint=_templates_hint(root, name),
         )
     html_env = make_environment(root, html=True)
-    text_env = make_environment(root, html=False)
     files: dict[str, str] = {}
-    try:
-        _load_tree(html_env, f"{name}/message.html", files)
-        html = html_env.get_template(f"{name}/message.html")
-        text = subject = None
-        if (folder / "message.txt").is_file():
-            _load_tree(text_env, f"{name}/message.txt", files)
-            text = text_env.get_template(f"{name}/message.txt")
-        if (folder / "subject.txt").is_file():
-            _load_tree(text_env, f"{name}/subject.txt", files)
-            subject = text_env.get_template(f"{name}/subject.txt")
-    except Exception as exc:
-        raise translate(exc, root) from None
-
+    html, text, subject = _load(root, name, html_env, files)
     resolver = StylesheetResolver(root=root, folder=folder, origin=display_path(html_path))
     html_files = {k: v for k, v in files.items() if not k.endswith(".txt")}
     _check_links(html_files, resolver)
@@ -380,13 +399,7 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     text_once: TextOnceTemplate | None = None
     text_reason = f"the CSS is inlined per message ({reason})"
     if fast is not None and text is None and prepared.placeholders is not None:
-        generated = prepare_text_once(prepared.placeholders, prepared.tags, prepared.nonce)
-        text_reason = generated.reason or ""
-        if generated.source is not None:
-            try:
-                text_once = compile_text_once(root, generated.source)
-            except Exception as exc:
-                text_reason = f"the generated text template did not compile: {exc}"
+        text_once, text_reason = _text_made_once(root, prepared)
     template = CompiledTemplate(
         name=name, root=root, html=html, fast=fast, text=text, subject=subject,
         resolver=resolver, files=files, fallback_reason=reason, text_once=text_once, text_reason=text_reason,

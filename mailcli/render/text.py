@@ -19,7 +19,8 @@ into a text template once, and must agree with it exactly. Both go through
 ``convert_tree``.
 
 Whatever the source, the part must identify the sender and carry the
-unsubscribe URL (A16, B29, Tw 11.7 lid 4): ``ensure_footer`` appends a short
+unsubscribe URL, as the Dutch Telecommunications Act (art. 11.7(4)) asks of
+every commercial message: ``ensure_footer`` appends a short
 footer when the template's text lacks either.
 """
 

@@ -100,30 +100,40 @@ def _statements(environment: Any, body: list[nodes.Node], known: dict[str, Any])
                     _statements(environment, scope.body, known)
                 position += len(copies)
                 continue
-        if isinstance(node, nodes.Block):
-            _statements(environment, node.body, {})  # a block runs on its own
-        elif isinstance(node, nodes.For):
-            inner = {k: v for k, v in known.items() if k not in _assigned(node)}
-            _statements(environment, node.body, inner)
-            _statements(environment, node.else_, inner)
-        elif isinstance(node, nodes.If):
-            _statements(environment, node.body, known)
-            for branch in node.elif_:
-                _statements(environment, branch.body, known)
-            _statements(environment, node.else_, known)
-        elif isinstance(node, (nodes.Scope, nodes.With)):
-            inner = {k: v for k, v in known.items() if k not in _assigned(node)}
-            _statements(environment, node.body, inner)
-        for name in _assigned(node):
-            known.pop(name, None)
-        if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name):
-            try:
-                known[node.target.name] = _constant(environment, node.node)
-            except nodes.Impossible:
-                pass
-        elif isinstance(node, nodes.FromImport):
-            known.update(_imported(environment, node))
+        _nested(environment, node, known)
+        _learn(environment, node, known)
         position += 1
+
+
+def _nested(environment: Any, node: nodes.Node, known: dict[str, Any]) -> None:
+    """Walk the statements inside ``node`` with what is known there."""
+    if isinstance(node, nodes.Block):
+        _statements(environment, node.body, {})  # a block runs on its own
+    elif isinstance(node, nodes.For):
+        inner = {k: v for k, v in known.items() if k not in _assigned(node)}
+        _statements(environment, node.body, inner)
+        _statements(environment, node.else_, inner)
+    elif isinstance(node, nodes.If):
+        _statements(environment, node.body, known)
+        for branch in node.elif_:
+            _statements(environment, branch.body, known)
+        _statements(environment, node.else_, known)
+    elif isinstance(node, (nodes.Scope, nodes.With)):
+        inner = {k: v for k, v in known.items() if k not in _assigned(node)}
+        _statements(environment, node.body, inner)
+
+
+def _learn(environment: Any, node: nodes.Node, known: dict[str, Any]) -> None:
+    """What ``node`` binds: names it may bind are forgotten, constants it assigns known."""
+    for name in _assigned(node):
+        known.pop(name, None)
+    if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name):
+        try:
+            known[node.target.name] = _constant(environment, node.node)
+        except nodes.Impossible:
+            pass
+    elif isinstance(node, nodes.FromImport):
+        known.update(_imported(environment, node))
 
 
 class _Substitute(NodeTransformer):
@@ -174,6 +184,24 @@ def _loop_used_plainly(body: list[nodes.Node]) -> bool:
 
 
 def _unrolled(environment: Any, node: nodes.For, known: dict[str, Any]) -> list[nodes.Scope] | None:
+    """One scope per item of a loop over a constant list, or None to leave the loop as it is."""
+    items = _constant_items(environment, node, known)
+    if items is None or not _body_unrollable(node):
+        return None
+    if not items:
+        return [nodes.Scope(node.else_, lineno=node.lineno, environment=environment)] if node.else_ else []
+    copies = []
+    for index, item in enumerate(items):
+        try:
+            constant = nodes.Const.from_untrusted(item, lineno=node.lineno, environment=environment)
+        except nodes.Impossible:
+            return None
+        copies.append(_copy(environment, node, constant, index, len(items)))
+    return copies
+
+
+def _constant_items(environment: Any, node: nodes.For, known: dict[str, Any]) -> list[Any] | tuple[Any, ...] | None:
+    """The list a plain loop goes over, when it is a constant short enough to unroll."""
     if node.recursive or node.test is not None or not isinstance(node.target, nodes.Name):
         return None
     if isinstance(node.iter, nodes.Name) and node.iter.name in known:
@@ -185,27 +213,26 @@ def _unrolled(environment: Any, node: nodes.For, known: dict[str, Any]) -> list[
             return None
     if not isinstance(items, (list, tuple)) or len(items) > MAX_ITEMS:
         return None
-    target = node.target.name
+    return items
+
+
+def _body_unrollable(node: nodes.For) -> bool:
+    """The body neither binds the loop's names, nor uses ``loop`` other than by
+    its plain fields, nor defines macros or calls."""
+    target = node.target.name  # type: ignore[attr-defined]
     body_assigns = set().union(*(_assigned(statement) for statement in node.body)) if node.body else set()
     if {target, "loop"} & body_assigns or not _loop_used_plainly(node.body):
-        return None
-    if any(True for statement in node.body for _ in statement.find_all((nodes.Macro, nodes.CallBlock))):
-        return None
-    if not items:
-        return [nodes.Scope(node.else_, lineno=node.lineno, environment=environment)] if node.else_ else []
-    copies = []
-    length = len(items)
-    for index, item in enumerate(items):
-        try:
-            constant = nodes.Const.from_untrusted(item, lineno=node.lineno, environment=environment)
-        except nodes.Impossible:
-            return None
-        fields = {
-            "index": index + 1, "index0": index, "revindex": length - index, "revindex0": length - index - 1,
-            "first": index == 0, "last": index == length - 1, "length": length, "depth": 1, "depth0": 0,
-        }
-        substitute = _Substitute(environment, target, constant, fields)
-        shared = {id(environment): environment}  # nodes refer to it; copy the nodes only
-        body = [substitute.visit(copy.deepcopy(statement, dict(shared))) for statement in node.body]
-        copies.append(nodes.Scope(body, lineno=node.lineno, environment=environment))
-    return copies
+        return False
+    return not any(True for statement in node.body for _ in statement.find_all((nodes.Macro, nodes.CallBlock)))
+
+
+def _copy(environment: Any, node: nodes.For, item: nodes.Const, index: int, length: int) -> nodes.Scope:
+    """The loop body for one item, with the item and its ``loop`` fields written in."""
+    fields = {
+        "index": index + 1, "index0": index, "revindex": length - index, "revindex0": length - index - 1,
+        "first": index == 0, "last": index == length - 1, "length": length, "depth": 1, "depth0": 0,
+    }
+    substitute = _Substitute(environment, node.target.name, item, fields)  # type: ignore[attr-defined]
+    shared = {id(environment): environment}  # nodes refer to it; copy the nodes only
+    body = [substitute.visit(copy.deepcopy(statement, dict(shared))) for statement in node.body]
+    return nodes.Scope(body, lineno=node.lineno, environment=environment)

@@ -3,7 +3,8 @@
 ``RenderContext`` is everything a template may see; ``RenderedParts`` is what
 a render produces. Both are plain frozen data so the send engine can build
 them in bulk and pass them between threads without surprises, and so the
-sandbox only ever sees plain mappings and strings (STANDARDS F06).
+sandbox only ever sees plain mappings and strings
+(docs/guarantees.md#template-sandbox).
 """
 
 from __future__ import annotations
@@ -49,5 +50,5 @@ class RenderedParts:
     html: str
 
 
-# The names a template may use at the top level (CLI.md, Rendering).
+# The names a template may use at the top level (the README's Rendering section).
 TEMPLATE_VARIABLES = ("contact", "campaign", "sender", "unsubscribe_url", "now")

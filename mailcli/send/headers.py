@@ -9,8 +9,9 @@ parse these back, so the format is a contract between them and this module:
   drops one of them still works)
 
 The token is ``tokens.make_unsubscribe_token``: an HMAC over the contact uid
-and list id, opaque and unforgeable (B03, A31). The https URI comes first and
-is the only https one (RFC 8058 §3.1, STANDARDS B01).
+and list id, opaque and unforgeable (docs/guarantees.md#opaque-identifiers).
+The https URI comes first and is the only https one, as RFC 8058 §3.1 asks
+for one-click unsubscribe (docs/guarantees.md#the-unsubscribe-endpoint).
 """
 
 from __future__ import annotations

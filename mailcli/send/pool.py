@@ -4,9 +4,9 @@ signed wire bytes, returned in order.
 Rendering, MIME and DKIM take a little more CPU per message than the SMTP and
 ledger work, so on a two-core machine one worker process renders most
 messages and the sending process the rest: it renders the next recipient
-itself whenever the connections would otherwise wait (``engine._built``).
-Measured in ``benchmarks/bench_send.py``. Small sends render in-process:
-starting a worker costs more than it saves below ~1,000 messages.
+itself whenever the connections would otherwise wait (``pipeline.RenderAhead``).
+Small sends render in-process: below about a thousand messages, starting a
+worker costs more than it saves (benchmarks/README.md).
 
 Workers are started with ``spawn`` (no fork of a process that already runs a
 writer thread) before the preflight, so they load meanwhile; they ignore
@@ -38,7 +38,7 @@ def _init(parent: int, settings: Any, campaign: Any) -> None:
 
     die_with_parent(parent)  # a killed send must not leave its workers behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from mailcli.send.engine import MessageFactory
+    from mailcli.send.message import MessageFactory
 
     try:
         _FACTORY = MessageFactory(settings, campaign)
@@ -50,7 +50,7 @@ def _init(parent: int, settings: Any, campaign: Any) -> None:
 def _build(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[tuple[bytes | None, str | None]]:
     global _VERIFIED
     from mailcli.send import ledger
-    from mailcli.send.engine import describe_problem
+    from mailcli.send.results import describe_problem
 
     if _INIT_ERROR is not None:
         raise _INIT_ERROR

@@ -91,7 +91,9 @@ def archive_events(conn: sqlite3.Connection, where: str, params: Sequence[Any] =
     return total
 
 
-def archived_counts(conn: sqlite3.Connection, campaign_id: int) -> dict[str, int]:
+def archived_counts(conn: sqlite3.Connection, campaign_id: int,
+                    keys: Sequence[str] = REPORT_KEYS) -> dict[str, int]:
+    """The campaign's archived totals for ``keys`` (0 where none were archived)."""
     row = conn.execute("SELECT archived_counts FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
     data = json.loads(row[0]) if row and row[0] else {}
-    return {key: int(data.get(key, 0)) for key in REPORT_KEYS}
+    return {key: int(data.get(key, 0)) for key in keys}

@@ -334,3 +334,12 @@ def _check_new_address(conn: sqlite3.Connection, new_key: str, secret: bytes) ->
                          hint="two records of one person: erase one with mailcli privacy erase")
     if conn.execute("SELECT 1 FROM suppressions WHERE hmac = ?", (address_hmac(secret, new_key),)).fetchone():
         raise UsageError("The new address is on the suppression list; it will not be used")
+
+
+def template_fields(conn: sqlite3.Connection, key: str) -> tuple[str, str, str, str, str | None] | None:
+    """(address, first name, last name, attributes JSON, restricted at) of the
+    contact with comparison key ``key``: what a template sees of it."""
+    row = conn.execute(
+        "SELECT email, first_name, last_name, attributes, restricted_at FROM contacts WHERE email_key = ?", (key,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1] or "", row[2] or "", row[3] or "{}", row[4])

@@ -1,0 +1,138 @@
+"""The bodies of a message's parts: the transfer encoding each needs, and
+writing it fast (this runs for every message).
+
+7bit for ASCII parts with short lines, else quoted-printable for mostly Latin
+text and base64 for the rest; an HTML part writes its non-ASCII characters
+as character references, which usually keeps it 7bit. CRLF line ends only,
+no line over 998 octets (docs/guarantees.md#message-format).
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import re
+
+MAX_LINE = 998  # octets, excluding CRLF (RFC 5322 §2.1.1)
+
+
+def _has_long_line(text: str) -> bool:
+    """True when a line of ``text`` ("\n" line ends) is longer than MAX_LINE.
+
+    A regex like ``[^\r\n]{999}`` restarts at every character, which made
+    it the largest cost of a send (benchmarks/README.md); split runs in C.
+    """
+    return len(text) > MAX_LINE and max(map(len, text.split("\n"))) > MAX_LINE
+
+
+# Elements whose content HTML does not decode character references in.
+_RAW_TEXT = re.compile(r"<(style|script|xmp|iframe|noembed|noframes|noscript|plaintext)\b", re.IGNORECASE)
+_RAW_TEXT_END = {name: re.compile(rf"</{name}", re.IGNORECASE)
+                 for name in ("style", "script", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext")}
+
+
+# HTML reads the references of U+0080..U+009F as Windows-1252 characters.
+_C1 = re.compile("[\x80-\x9f]")
+
+
+def _raw_text_is_ascii(html: str) -> bool:
+    for match in _RAW_TEXT.finditer(html):
+        end = _RAW_TEXT_END[match.group(1).lower()].search(html, match.end())
+        if not html[match.end() : end.start() if end else len(html)].isascii():
+            return False
+    return True
+
+
+def encode_html_body(html: str) -> tuple[str, bytes]:
+    """:func:`encode_body` for an HTML part, with its non-ASCII characters as character references.
+
+    ``&#8594;`` is the same character as ``→`` to every HTML reader, and a
+    newsletter's few non-ASCII characters (names, quotes, dashes, arrows) were
+    what made the whole part quoted-printable: with them as references the
+    part is usually plain 7bit, several times cheaper to write. Where a
+    reference would not be decoded (inside ``<style>``, ``<script>`` and the
+    like) the part stays UTF-8.
+    """
+    if not html.isascii() and not _C1.search(html) and _raw_text_is_ascii(html):
+        html = html.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    return encode_body(html)
+
+
+def encode_body(text: str) -> tuple[str, bytes]:
+    """``(Content-Transfer-Encoding, CRLF-terminated encoded bytes)`` for one part."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    if text.isascii() and not _has_long_line(text):
+        return "7bit", text.replace("\n", "\r\n").encode("ascii")
+    data = text.encode("utf-8")
+    non_ascii = len(data) - len(text.encode("ascii", "ignore"))  # octets of non-ASCII characters
+    if non_ascii * 10 > len(data) * 3:  # mostly non-Latin: base64 is smaller than =XX escapes
+        encoded = base64.encodebytes(data.replace(b"\n", b"\r\n")).replace(b"\n", b"\r\n")
+        return "base64", encoded
+    return "quoted-printable", quoted_printable_text(text)
+
+
+# Octets a quoted-printable line may carry as they are, besides "=" (which
+# is always escaped) and the line break; everything else becomes =XX.
+_QP_LITERAL = bytes(range(0x20, 0x7F)) + b"\t\n"
+_QP_ESCAPE = re.compile(rb"[^\t\n\x20-\x7e]")
+_QP_HEX = [f"={octet:02X}".encode("ascii") for octet in range(256)]
+# Up to 72 characters, then whatever completes an escape cut at that point
+# (or a whole escape, or up to three more plain characters): at most 75.
+_QP_PIECE = re.compile(rb".{1,72}(?:=..|[^=]{1,3})?")
+
+
+def quoted_printable(data: bytes) -> bytes:
+    """RFC 2045 §6.7 quoted-printable of LF-terminated text, CRLF line ends.
+
+    ``binascii.b2a_qp`` checks every octet on its own and was the largest
+    single cost of building a 20 KB newsletter. Here the octet escapes are
+    whole-buffer C operations ("=" first, then the rare others), a blank at
+    the end of a line is escaped (rule 3), and lines longer than 76
+    characters are cut by one regular expression into pieces of at most 75
+    that never end inside an escape, joined by soft breaks (``=``).
+    """
+    data = data.replace(b"=", b"=3D")
+    return _qp_lines(data)
+
+
+def quoted_printable_text(text: str) -> bytes:
+    """:func:`quoted_printable` of ``text`` encoded as UTF-8, the same bytes, faster.
+
+    Scanning the octets for the few that need escaping cost more than all
+    the rest; here the ASCII encoder finds the non-ASCII characters and the
+    ``mailcli-qp`` error handler escapes each run of them (remembering runs:
+    a newsletter repeats the same few dashes, quotes and arrows).
+    """
+    return _qp_lines(text.replace("=", "=3D").encode("ascii", "mailcli-qp"))
+
+
+_QP_RUNS: dict[str, str] = {}
+
+
+def _escape_run(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeEncodeError):  # pragma: no cover - only registered for encoding
+        raise error
+    run = error.object[error.start : error.end]
+    escaped = _QP_RUNS.get(run)
+    if escaped is None:
+        escaped = "".join([f"={octet:02X}" for octet in run.encode("utf-8")])
+        if len(_QP_RUNS) < 4096:
+            _QP_RUNS[run] = escaped
+    return escaped, error.end
+
+
+codecs.register_error("mailcli-qp", _escape_run)
+
+
+def _qp_lines(data: bytes) -> bytes:
+    """Escape what is left (octets outside printable ASCII, blanks ending a
+    line) and cut lines over 76 characters with soft breaks."""
+    if data.translate(None, _QP_LITERAL):
+        data = _QP_ESCAPE.sub(lambda m: _QP_HEX[m.group()[0]], data)
+    lines = data.split(b"\n")
+    if b" \n" in data or b"\t\n" in data or data.endswith((b" ", b"\t")):
+        lines = [line[:-1] + _QP_HEX[line[-1]] if line.endswith((b" ", b"\t")) else line for line in lines]
+    pieces = _QP_PIECE.findall
+    return b"\r\n".join([b"=\r\n".join(pieces(line)) if len(line) > 76 else line for line in lines])

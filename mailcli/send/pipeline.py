@@ -1,0 +1,163 @@
+"""The messages of a running send, rendered just in time, in ledger order.
+
+Recipients come a page at a time from the ledger, each checked as its page
+is read; skipped ones and per-contact failures (a name with a line break, a
+render error) are recorded here and never reach the transport. With a pool
+of render workers, batches of 16 are rendered a little ahead (three per
+worker) so the event loop mostly does SMTP and bookkeeping; when the
+connections want a message and no batch is back yet (the workers are
+starting, or slower than the connections), this process renders the next
+recipient itself, so neither core waits for the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from mailcli.send import ledger
+from mailcli.send.message import MessageFactory, envelope_rcpt
+from mailcli.send.outgoing import OutgoingMessage
+from mailcli.send.pool import build_batch
+from mailcli.send.results import ProgressFn, SendSummary, masked_problem
+from mailcli.send.watch import OptoutWatch
+from mailcli.send.writer import LedgerWriter
+
+BATCH = 16  # recipients per batch sent to a render worker
+
+
+class RenderAhead:
+    """Recipients with their wire bytes, dot-stuffed (see the module docstring)."""
+
+    def __init__(self, factory: MessageFactory, writer: LedgerWriter, summary: SendSummary, transport: Any,
+                 progress: ProgressFn | None, watch: OptoutWatch, *, pool: Any = None,
+                 samples: list[tuple[Any, ...]] | None = None, limit: int | None = None) -> None:
+        self.factory = factory
+        self.writer = writer
+        self.summary = summary
+        self.transport = transport
+        self.progress = progress
+        self.watch = watch
+        self.pool = pool
+        self.samples = samples or []
+        self.limit = limit
+        self.inflight: deque[tuple[Any, list[ledger.Recipient]]] = deque()
+        self.batch: list[ledger.Recipient] = []
+        self.ahead = 3 * (getattr(pool, "_max_workers", 1) or 1)
+
+    async def built(self, pages: Iterator[list[ledger.Recipient]]) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
+        """(recipient, wire bytes) for every recipient of ``pages`` still to send."""
+        for r in self._recipients(pages):
+            if self.pool is not None and len(self.inflight) >= self.ahead:
+                await self._wait_for_workers()
+            while self.inflight and self.inflight[0][0].done():
+                for item in await self._collect():
+                    yield item
+            if self.pool is None or len(self.inflight) >= self.ahead:
+                data = self._build_here(r)
+                if data is not None:
+                    yield r, data
+                await asyncio.sleep(0)  # let replies and the ledger run between renders
+                continue
+            self.batch.append(r)
+            if len(self.batch) >= BATCH:
+                self._submit()
+        async for item in self._drain():
+            yield item
+
+    async def _drain(self) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
+        """What the workers still render once every recipient was handed out."""
+        if self.batch and not self.transport.stopping:
+            self._submit()
+        while self.inflight:
+            if self.transport.stopping:
+                # Rendered but never handed over: they stay pending for the rerun.
+                self.inflight.popleft()[0].cancel()
+                continue
+            for item in await self._collect():
+                yield item
+
+    def _recipients(self, pages: Iterator[list[ledger.Recipient]]) -> Iterator[ledger.Recipient]:
+        """The recipients to build, until ``--limit`` or a stop; skipped ones
+        are recorded. The opt-out counter is noted before each page is read,
+        so an opt-out committed after it is seen."""
+        handed = 0
+        while True:
+            mark = self.watch.mark()
+            page = next(pages, None)
+            if page is None:
+                return
+            for r in page:
+                if self.transport.stopping or (self.limit is not None and handed >= self.limit):
+                    return
+                if r.skip_reason:
+                    self._skip(r)
+                    continue
+                self.watch.note(r.delivery_id, mark)
+                handed += 1
+                yield r
+
+    def _skip(self, r: ledger.Recipient) -> None:
+        assert r.skip_reason is not None
+        self.writer.submit(("skip", r.delivery_id, r.skip_reason))
+        self.summary.skipped += 1
+        if r.skip_reason.startswith(ledger.SKIP_SMTPUTF8):
+            self.summary.skipped_smtputf8 += 1
+
+    async def _wait_for_workers(self) -> None:
+        """The workers have enough to do: wait for their oldest batch, unless
+        the connections run dry first; then the next recipient is rendered
+        here (the check costs a wake-up every 2 ms)."""
+        while not self.inflight[0][0].done() and not self.transport.hungry:
+            await asyncio.wait((self.inflight[0][0],), timeout=0.002)
+
+    def _fail(self, r: ledger.Recipient, problem: str | Exception) -> None:
+        summary = self.summary
+        self.watch.forget(r.delivery_id)
+        if isinstance(problem, Exception):
+            reason = summary.note_failure(r.email, problem)
+        else:
+            reason = problem
+            if len(summary.problems) < 5:
+                summary.problems.append(masked_problem(r.email, problem))
+        self.writer.submit(("result", r.delivery_id, "failed", reason))
+        summary.failed += 1
+        summary.attempted += 1
+        if self.progress is not None:
+            self.progress(summary)
+
+    def _build_here(self, r: ledger.Recipient) -> bytes | None:
+        try:
+            return self.factory.wire(r)
+        except Exception as exc:  # one contact's data: fail that delivery, go on
+            self._fail(r, exc)
+            return None
+
+    async def _collect(self) -> list[tuple[ledger.Recipient, bytes]]:
+        fut, rs = self.inflight.popleft()
+        results = await fut
+        ready = []
+        for r, (data, problem) in zip(rs, results, strict=True):
+            if data is None:
+                self._fail(r, problem or "could not build the message")
+            else:
+                ready.append((r, data))
+        return ready
+
+    def _submit(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch, self.batch = self.batch, []
+        future = loop.run_in_executor(self.pool, build_batch, [x.as_tuple() for x in batch], self.samples)
+        self.inflight.append((future, batch))
+
+
+async def outgoing(source: AsyncIterator[tuple[ledger.Recipient, bytes]], factory: MessageFactory,
+                   summary: SendSummary, contacts: dict[int, ledger.Recipient]) -> AsyncIterator[OutgoingMessage]:
+    """Built (and dot-stuffed) messages as the transport's OutgoingMessage."""
+    async for r, data in source:
+        summary.rendered += 1
+        contacts[r.delivery_id] = r
+        yield OutgoingMessage(key=r.delivery_id, mail_from=factory.return_path(r), rcpt_to=envelope_rcpt(r.email),
+                              data=data, stuffed=True)

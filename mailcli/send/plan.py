@@ -1,0 +1,212 @@
+"""Before a send transmits anything: create or resume the campaign, claim it,
+freeze its audience, count what is left, and render one recipient of every
+distinct set of contact fields (the preflight).
+
+``prepare`` does all the writing in one transaction, so another process
+(another configuration naming this database) that creates or claims the same
+campaign at the same moment is seen, not collided with. The confirmation and
+a dry run use the same transaction rolled back: "no", or no terminal,
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mailcli.addresses import mask_address
+from mailcli.config import Settings
+from mailcli.errors import HeaderInjectionError, TemplateError, UsageError
+from mailcli.locks import Holder, LockedError, busy_message
+from mailcli.send import ledger
+from mailcli.send.message import MessageFactory
+from mailcli.send.results import SendPlan
+from mailcli.store import Store
+from mailcli.store.claims import take_claim
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    campaign: str
+    template: str | None = None
+    list_name: str | None = None
+    subject: str | None = None
+    dry_run: bool = False
+    limit: int | None = None
+    rate: float | None = None
+    concurrency: int | None = None
+    include_new: bool = False
+    resend_uncertain: bool = False
+    expect_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunClaim:
+    """This run's claim on its campaign inside the database (``store.claims``)."""
+
+    owner: str
+    holder: Holder
+
+    def name(self, campaign: ledger.Campaign) -> str:
+        return f"send:{campaign.uid}"
+
+
+class DryRunRollback(Exception):
+    """Raised inside ``prepare``'s transaction to undo it, with the numbers
+    and the recipients gathered before."""
+
+    def __init__(self, campaign: ledger.Campaign, counts: dict[str, int], added: int, created: bool,
+                 recipients: list[ledger.Recipient]) -> None:
+        self.campaign, self.counts, self.added, self.created = campaign, counts, added, created
+        self.recipients = recipients
+
+
+Collect = Callable[[Any, ledger.Campaign], list[ledger.Recipient]]
+
+
+def prepare(store: Store, settings: Settings, options: SendOptions, *,
+            rollback: bool = False, claim: RunClaim | None = None, collect: Collect | None = None,
+            ) -> tuple[ledger.Campaign, SendPlan]:
+    """Create or resume the campaign, claim it and freeze its audience.
+
+    With ``claim``, a campaign another live run holds is refused with one
+    line naming it. With ``rollback`` (and for dry runs) nothing is kept: the
+    numbers come back in a ``DryRunRollback`` exception after the
+    transaction is undone, with what ``collect(conn, campaign)`` gathered
+    from the frozen audience before that.
+    """
+    conn = store.conn
+    secret = settings.secret()
+    with store.transaction():
+        campaign, created = _campaign(conn, options)
+        if claim is not None:
+            _take(conn, campaign, claim)
+        # Rolled back anyway: the confirmation needs the numbers only, a dry
+        # run with --limit N its first N recipients; the rest is counted.
+        keep = _kept(options, rollback)
+        added = 0
+        if created or options.include_new:
+            added = ledger.freeze_audience(conn, campaign, secret, settings.sender.domain, keep=keep)
+        ledger.recover_interrupted(conn, campaign.id)
+        counts = ledger.campaign_counts(conn, campaign)
+        if keep is not None and added > keep:
+            counts["audience"] += added - keep
+            counts["pending"] += added - keep
+        causes = ledger.uncertain_causes(conn, campaign.id)
+        _check_expected(campaign, counts, options)
+        if options.dry_run or rollback:
+            # A dry run changes nothing: undo the freeze, keep the numbers.
+            collected = collect(conn, campaign) if collect is not None else []
+            raise DryRunRollback(campaign, counts, added, created, collected)
+    campaign = ledger.get_campaign(conn, campaign.name) or campaign
+    return campaign, plan_of(settings, options, campaign, counts, created, added, causes)
+
+
+def _campaign(conn: sqlite3.Connection, options: SendOptions) -> tuple[ledger.Campaign, bool]:
+    """The campaign and whether this run creates it."""
+    existing = ledger.get_campaign(conn, options.campaign)
+    check_existing(existing, options)
+    if existing is not None:
+        return existing, False
+    return ledger.create_campaign(conn, name=options.campaign, template=options.template or "",
+                                  list_name=options.list_name or "", subject=options.subject), True
+
+
+def check_existing(existing: ledger.Campaign | None, options: SendOptions) -> None:
+    """A resumed campaign keeps its template, list and subject; a new one needs a template and a list."""
+    if existing is None:
+        if not options.template or not options.list_name:
+            raise UsageError(
+                f"Campaign {options.campaign!r} does not exist yet; --template and --list are needed to start it",
+                hint=f"mailcli send {options.campaign} --template NAME --list LIST",
+            )
+        return
+    if options.template and options.template != existing.template:
+        raise UsageError(
+            f"Campaign {existing.name!r} uses template {existing.template!r}, not {options.template!r}",
+            hint="a campaign keeps its template; use a new campaign name for a different one",
+        )
+    if options.list_name and options.list_name != existing.list_name:
+        raise UsageError(
+            f"Campaign {existing.name!r} goes to list {existing.list_name!r}, not {options.list_name!r}",
+            hint="use a new campaign name for another list",
+        )
+    if options.subject and options.subject != (existing.subject or ""):
+        raise UsageError(f"Campaign {existing.name!r} was started with another subject",
+                         hint="a resumed campaign keeps its subject")
+
+
+def _take(conn: sqlite3.Connection, campaign: ledger.Campaign, claim: RunClaim) -> None:
+    other = take_claim(conn, claim.name(campaign), claim.owner, claim.holder)
+    if other is not None:
+        raise LockedError(busy_message(f"Campaign {campaign.name!r} is being sent by another process", other),
+                          hint="wait for it to finish; a rerun afterwards sends what is left", holder=other)
+
+
+def _kept(options: SendOptions, rollback: bool) -> int | None:
+    """How many frozen recipients a rolled-back freeze writes (None: all)."""
+    if rollback and not options.dry_run:
+        return 0
+    if options.dry_run and options.limit is not None:
+        return options.limit
+    return None
+
+
+def _check_expected(campaign: ledger.Campaign, counts: dict[str, int], options: SendOptions) -> None:
+    if options.expect_count is not None and counts["audience"] != options.expect_count:
+        raise UsageError(
+            f"Campaign {campaign.name!r} has {counts['audience']} recipients, not the expected"
+            f" {options.expect_count}; nothing was changed",
+            hint="check the list (mailcli lists) or drop --expect-count",
+        )
+
+
+def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign, counts: dict[str, int],
+            created: bool, added: int, causes: dict[str, int] | None = None) -> SendPlan:
+    sendable = counts["pending"] + counts["deferred"] + (counts["uncertain"] if options.resend_uncertain else 0)
+    if options.limit is not None:
+        sendable = min(sendable, options.limit)
+    return SendPlan(
+        campaign=campaign.name, template=campaign.template, list_name=campaign.list_name, created=created,
+        audience=counts["audience"], added=added, to_send=sendable, uncertain=counts["uncertain"],
+        server=settings.smtp.address, dry_run=options.dry_run, uncertain_causes=dict(causes or {}),
+    )
+
+
+def preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign, secret: bytes,
+              resend_uncertain: bool) -> list[tuple[Any, ...]]:
+    """Render one recipient per distinct set of contact fields
+    (docs/guarantees.md#preflight).
+
+    Every contact with the same fields renders through the same template
+    paths, so a missing merge field shows here, before any connection. A
+    problem that is one contact's own (a line break in a name) is left to the
+    run, which fails that delivery only. Returns a few recipients (as
+    tuples) for the render workers' own check of the inlining.
+    """
+    candidates = ledger.preflight_samples(store.conn, campaign, secret, resend_uncertain=resend_uncertain)
+    # One recipient of each of the first five sets of fields: each sample
+    # costs a per-message inlining here and in every worker (benchmarks/README.md).
+    firsts: dict[str | None, tuple[Any, ...]] = {}
+    for signature, r in candidates:
+        if not r.skip_reason and len(firsts) < 5:
+            firsts.setdefault(signature, r.as_tuple())
+    samples = list(firsts.values())
+    factory.verify_inlining(samples)
+    seen: set[str | None] = set()
+    for signature, r in candidates:
+        if r.skip_reason or signature in seen:
+            continue
+        try:
+            factory.build(r)
+        except HeaderInjectionError:
+            continue
+        except TemplateError as exc:
+            raise TemplateError(
+                f"{exc.message} (contact {mask_address(r.email)}); nothing was sent", hint=exc.hint or
+                "fix the template or the contact data, then run the same command again",
+            ) from None
+        seen.add(signature)
+    return samples

@@ -1,0 +1,88 @@
+"""What a send is about to do (``SendPlan``, shown before the confirmation)
+and what it did (``SendSummary``, counted as results come in)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailcli.addresses import mask_address
+from mailcli.errors import MailcliError, TemplateError
+
+
+@dataclass(frozen=True, slots=True)
+class SendPlan:
+    """What a run is about to do; shown before the confirmation."""
+
+    campaign: str
+    template: str
+    list_name: str
+    created: bool
+    audience: int  # deliveries in the campaign
+    added: int  # rows frozen now (first run or --include-new)
+    to_send: int  # this run (after --limit)
+    uncertain: int
+    server: str
+    dry_run: bool
+    uncertain_causes: dict[str, int] = field(default_factory=dict)  # killed / lost / other
+
+
+@dataclass(slots=True)
+class SendSummary:
+    campaign: str
+    dry_run: bool
+    attempted: int = 0
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    uncertain: int = 0
+    skipped: int = 0
+    rendered: int = 0
+    interrupted: bool = False
+    elapsed: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)  # report keys after the run
+    uncertain_causes: dict[str, int] = field(default_factory=dict)  # of the campaign after the run
+    problems: list[str] = field(default_factory=list)  # first few per-contact failures
+    relay: str = ""  # host:port
+    connections_limit: int | None = None  # the relay's connection limit, found now or before
+    connections_note: str | None = None  # the reply that showed it, when found in this run
+    rate_limit: float | None = None  # messages/s the relay held us to, found now or before
+    rate_note: str | None = None
+    quota_note: str | None = None  # the relay's reply when the day's sending quota ran out
+    skipped_smtputf8: int = 0  # skipped: the relay does not offer SMTPUTF8 (counted in skipped)
+    # Failures the template causes, not the contact: message (naming the
+    # file and line) -> how many messages it failed.
+    template_errors: dict[str, int] = field(default_factory=dict)
+
+    def note_failure(self, email: str, exc: Exception) -> str:
+        """Count one failed message; returns the reason to record."""
+        problem = describe_problem(exc)
+        if isinstance(exc, TemplateError):
+            self.template_errors[problem] = self.template_errors.get(problem, 0) + 1
+        elif len(self.problems) < 5:
+            self.problems.append(masked_problem(email, problem))
+        return problem
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+
+ProgressFn = Callable[[SendSummary], None]
+ConfirmFn = Callable[[SendPlan], None]
+
+
+def masked_problem(email: str, problem: str) -> str:
+    """``a***@example.nl: reason`` for status lines, the address masked in the reason too
+    (a server's reply or a check often repeats it)."""
+    masked = mask_address(email)
+    text = problem
+    for variant in {email, email.lower()}:
+        text = text.replace(variant, masked)
+    return f"{masked}: {text}"
+
+
+def describe_problem(exc: Exception) -> str:
+    if isinstance(exc, MailcliError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
