@@ -358,6 +358,58 @@ def test_a_connection_lost_after_the_dot_exits_3_and_lists_the_message(project: 
     assert Counter(server.recipients()) == Counter(m["email"] for m in members)
 
 
+def test_uncertain_messages_found_in_the_relays_log_are_settled_by_hand(project: Path) -> None:
+    members = people(5)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        for who in ("person1@example.net", "person3@example.net"):
+            server.script("DATA", who, ["DROP"])
+        result = run_mailcli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", cwd=project)
+        assert result.returncode == ExitCode.PARTIAL, result.stderr
+        assert "--accept-uncertain" in result.stderr
+        failures = json.loads(run_mailcli("report", "spring", "--failed", "--json", cwd=project).stdout)["failures"]
+        ids = {f["email"]: f["message_id"] for f in failures}
+        assert set(ids) == {"person1@example.net", "person3@example.net"}
+        assert all(i.startswith("<") and i.endswith(">") for i in ids.values())
+        assert ids["person1@example.net"] in run_mailcli("report", "spring", "--failed", cwd=project).stdout
+
+        # A value that names no uncertain message changes nothing.
+        wrong = run_mailcli("send", "spring", "--yes", "--accept-uncertain", "<nobody@example.org>", cwd=project)
+        assert wrong.returncode == ExitCode.USAGE and "<nobody@example.org>" in wrong.stderr
+        assert "Traceback" not in wrong.stderr
+        after = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
+        assert (after["sent"], after["uncertain"]) == (3, 2)
+
+        # The relay's log showed person1's message (by Message-ID, brackets optional) accepted; person3's
+        # was not there, so it is sent again, in the same run.
+        settled = run_mailcli("send", "spring", "--yes", "--accept-uncertain", ids["person1@example.net"].strip("<>"),
+                              "--resend-uncertain", cwd=project)
+        assert settled.returncode == 0, settled.stderr
+        assert "1 uncertain message(s) counted as sent" in settled.stderr
+    report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
+    assert (report["sent"], report["uncertain"], report["pending"]) == (5, 0, 0)
+    received = Counter(server.recipients())
+    assert received["person3@example.net"] == 1 and received["person1@example.net"] == 0
+    assert run_mailcli("send", "spring", "--yes", cwd=project).returncode == 0
+
+
+def test_all_uncertain_messages_can_be_counted_as_sent_by_address_or_at_once(project: Path) -> None:
+    add_contacts(project / "mailcli.db", "news", people(4))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        for who in ("person0@example.net", "person2@example.net", "person3@example.net"):
+            server.script("DATA", who, ["DROP"])
+        first = run_mailcli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", cwd=project)
+        assert first.returncode == ExitCode.PARTIAL, first.stderr
+        one = run_mailcli("send", "spring", "--yes", "--accept-uncertain", "Person0@Example.NET", cwd=project)
+        assert one.returncode == ExitCode.PARTIAL and "1 uncertain message(s) counted as sent" in one.stderr
+        rest = run_mailcli("send", "spring", "--yes", "--accept-uncertain", "all", cwd=project)
+        assert rest.returncode == 0 and "2 uncertain message(s) counted as sent" in rest.stderr, rest.stderr
+    report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
+    assert (report["sent"], report["uncertain"]) == (4, 0)
+
+
 def _optout_counter(db: Path) -> int:
     conn = sqlite3.connect(db)
     try:

@@ -50,8 +50,8 @@ def _failure_tables(out: Any, r: CampaignReport) -> None:
     """``report --failed``: a campaign's failures, then the notices about its deliveries."""
     if r.failures:
         out.line("")
-        out.table(("email", "status", "attempts", "reply"),
-                  [(f["email"], f["status"], f["attempts"], f["reply"]) for f in r.failures],
+        out.table(("email", "status", "attempts", "reply", "message-id"),
+                  [(f["email"], f["status"], f["attempts"], f["reply"], f["message_id"]) for f in r.failures],
                   title=f"{r.campaign}: failed, deferred and uncertain")
     if r.notices:
         out.line("")

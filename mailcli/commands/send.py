@@ -36,6 +36,7 @@ def send_cmd(
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=64, help="Parallel SMTP connections.", metavar="N")] = None,
     include_new: Annotated[bool, typer.Option("--include-new", help="Add list members who joined since the first run.")] = False,
     resend_uncertain: Annotated[bool, typer.Option("--resend-uncertain", help="Also resend messages whose delivery is uncertain.")] = False,
+    accept_uncertain: Annotated[list[str] | None, typer.Option("--accept-uncertain", help="Count this uncertain message as sent (its Message-ID or address, or \"all\"): the relay's log shows it accepted. Repeatable.", metavar="ID")] = None,
     expect_count: Annotated[int | None, typer.Option("--expect-count", min=0, help="Refuse unless the audience is exactly N.", metavar="N")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed without a terminal).")] = False,
 ) -> None:
@@ -58,7 +59,7 @@ def send_cmd(
     options = SendOptions(
         campaign=campaign, template=template, list_name=list_name, subject=subject, dry_run=dry_run,
         limit=limit, rate=_rate(rate), concurrency=concurrency, include_new=include_new,
-        resend_uncertain=resend_uncertain, expect_count=expect_count,
+        resend_uncertain=resend_uncertain, expect_count=expect_count, accept_uncertain=tuple(accept_uncertain or ()),
     )
     settings = app.settings
     store = app.store
@@ -77,6 +78,9 @@ def send_cmd(
             verb = "would be frozen (dry run)" if plan.dry_run else "frozen"
             out.info(f"Campaign {plan.campaign}: audience of {plan.audience} {verb} from list {plan.list_name}"
                      + ("" if plan.created else f" ({plan.added} new)"))
+        if plan.accepted_uncertain:
+            verb = "would be counted" if plan.dry_run else "counted"
+            out.info(f"Campaign {plan.campaign}: {plan.accepted_uncertain} uncertain message(s) {verb} as sent")
         if plan.uncertain and not resend_uncertain and plan.to_send:  # else the closing line says it
             out.warn(f"{uncertain_line(plan.campaign, plan.uncertain, plan.uncertain_causes)}; not resending them"
                      f" (list: {app.command('report', plan.campaign, '--failed')})")
@@ -196,8 +200,9 @@ def _raise_unless_done(out: Any, s: SendSummary, campaign: str, resume: str, fai
         # Not a success: the server may never have received these messages.
         raise PartialError(
             uncertain_line(campaign, uncertain, s.uncertain_causes),
-            hint=f"check your relay's log for their Message-IDs ({failures} lists them); to send again what it did"
-                 f" not accept: {resume if '--resend-uncertain' in resume else resume + ' --resend-uncertain'}",
+            hint=f"check your relay's log for their Message-IDs ({failures} lists them); count those it accepted as"
+                 f" sent: {resume} --accept-uncertain MESSAGE-ID (or all); send again what it did not accept:"
+                 f" {resume if '--resend-uncertain' in resume else resume + ' --resend-uncertain'}",
         )
 
 def uncertain_line(campaign: str, count: int, causes: dict[str, int]) -> str:

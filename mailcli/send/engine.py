@@ -91,7 +91,8 @@ def send_campaign(
             try:
                 prepare(store, settings, options, rollback=True, claim=claim)
             except DryRunRollback as marker:
-                preview = plan_of(settings, options, marker.campaign, marker.counts, marker.created, marker.added)
+                preview = plan_of(settings, options, marker.campaign, marker.counts, marker.created, marker.added,
+                                  accepted=marker.accepted)
             if preview.to_send:
                 confirm(preview)
         campaign, plan = prepare(store, settings, options, claim=claim)
@@ -235,11 +236,11 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
         prepare(store, settings, options, collect=collect)
     except DryRunRollback as marker:  # prepare's transaction was rolled back
         campaign, counts, added, created = marker.campaign, marker.counts, marker.added, marker.created
-        recipients = marker.recipients
+        recipients, accepted = marker.recipients, marker.accepted
     else:  # pragma: no cover - prepare always raises in a dry run
         raise AssertionError("dry run did not stop")
     summary.counts = counts
-    plan = plan_of(settings, options, campaign, counts, created, added)
+    plan = plan_of(settings, options, campaign, counts, created, added, accepted=accepted)
     if on_plan is not None:
         on_plan(plan)
     factory = MessageFactory(settings, campaign, sign=False)

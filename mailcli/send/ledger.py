@@ -26,11 +26,12 @@ adds ``campaigns.archived_counts`` to the live counts.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mailcli import clock
+from mailcli.addresses import AddressError, normalise_pair
 from mailcli.errors import NotFoundError, UsageError
 from mailcli.store import campaigns as campaign_rows
 from mailcli.store import deliveries as delivery_rows
@@ -155,6 +156,34 @@ def recover_interrupted(conn: sqlite3.Connection, campaign_id: int) -> int:
     return delivery_rows.mark_interrupted(conn, campaign_id, KILLED_AFTER_DOT, clock.now_iso())
 
 
+def accept_uncertain(conn: sqlite3.Connection, campaign: Campaign, which: Sequence[str]) -> int:
+    """Count uncertain messages as sent, after their sender found them in the
+    relay's log: each of ``which`` is a Message-ID or a recipient's address,
+    or ``all``. A value that names no uncertain message of the campaign is an
+    error (and, raised inside the run's transaction, changes nothing)."""
+    rows = delivery_rows.uncertain_ids(conn, campaign.id)
+    chosen: list[int] = []
+    for value in which:
+        wanted = value.strip()
+        if wanted.lower() == "all":
+            chosen += [row[0] for row in rows]
+            continue
+        bare = wanted.strip("<>")
+        try:
+            key = normalise_pair(wanted)[1] if "@" in wanted and not wanted.startswith("<") else None
+        except AddressError:
+            key = None
+        match = [row[0] for row in rows if row[1].strip("<>") == bare or (key is not None and row[2] == key)]
+        if not match:
+            raise UsageError(
+                f"--accept-uncertain {value}: campaign {campaign.name!r} has no uncertain message"
+                " with that Message-ID or address; nothing was changed",
+                hint=f"mailcli report {campaign.name} --failed lists the uncertain ones",
+            )
+        chosen += match
+    return delivery_rows.accept_uncertain(conn, sorted(set(chosen)), clock.now_iso())
+
+
 def sendable_statuses(resend_uncertain: bool) -> tuple[str, ...]:
     return (*SENDABLE, "uncertain") if resend_uncertain else SENDABLE
 
@@ -251,6 +280,7 @@ class Failure:
     reply: str
     attempts: int
     updated_at: str
+    message_id: str
 
 
 def failures(conn: sqlite3.Connection, campaign: Campaign) -> list[Failure]:

@@ -40,6 +40,8 @@ class SendOptions:
     include_new: bool = False
     resend_uncertain: bool = False
     expect_count: int | None = None
+    # Message-IDs or addresses (or "all") of uncertain messages found accepted in the relay's log.
+    accept_uncertain: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +60,9 @@ class DryRunRollback(Exception):
     and the recipients gathered before."""
 
     def __init__(self, campaign: ledger.Campaign, counts: dict[str, int], added: int, created: bool,
-                 recipients: list[ledger.Recipient]) -> None:
+                 recipients: list[ledger.Recipient], accepted: int = 0) -> None:
         self.campaign, self.counts, self.added, self.created = campaign, counts, added, created
-        self.recipients = recipients
+        self.recipients, self.accepted = recipients, accepted
 
 
 Collect = Callable[[Any, ledger.Campaign], list[ledger.Recipient]]
@@ -90,6 +92,7 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
         if created or options.include_new:
             added = ledger.freeze_audience(conn, campaign, secret, settings.sender.domain, keep=keep)
         ledger.recover_interrupted(conn, campaign.id)
+        accepted = ledger.accept_uncertain(conn, campaign, options.accept_uncertain) if options.accept_uncertain else 0
         counts = ledger.campaign_counts(conn, campaign)
         if keep is not None and added > keep:
             counts["audience"] += added - keep
@@ -99,9 +102,9 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
         if options.dry_run or rollback:
             # A dry run changes nothing: undo the freeze, keep the numbers.
             collected = collect(conn, campaign) if collect is not None else []
-            raise DryRunRollback(campaign, counts, added, created, collected)
+            raise DryRunRollback(campaign, counts, added, created, collected, accepted)
     campaign = ledger.get_campaign(conn, campaign.name) or campaign
-    return campaign, plan_of(settings, options, campaign, counts, created, added, causes)
+    return campaign, plan_of(settings, options, campaign, counts, created, added, causes, accepted)
 
 
 def _campaign(conn: sqlite3.Connection, options: SendOptions) -> tuple[ledger.Campaign, bool]:
@@ -164,7 +167,7 @@ def _check_expected(campaign: ledger.Campaign, counts: dict[str, int], options: 
 
 
 def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign, counts: dict[str, int],
-            created: bool, added: int, causes: dict[str, int] | None = None) -> SendPlan:
+            created: bool, added: int, causes: dict[str, int] | None = None, accepted: int = 0) -> SendPlan:
     sendable = counts["pending"] + counts["deferred"] + (counts["uncertain"] if options.resend_uncertain else 0)
     if options.limit is not None:
         sendable = min(sendable, options.limit)
@@ -172,6 +175,7 @@ def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign,
         campaign=campaign.name, template=campaign.template, list_name=campaign.list_name, created=created,
         audience=counts["audience"], added=added, to_send=sendable, uncertain=counts["uncertain"],
         server=settings.smtp.address, dry_run=options.dry_run, uncertain_causes=dict(causes or {}),
+        accepted_uncertain=accepted,
     )
 
 

@@ -72,7 +72,8 @@ def _report(store: Store, c: ledger.Campaign, failures: bool) -> CampaignReport:
     return CampaignReport(
         c.name, c.list_name, c.template, c.status, counts,
         failures=[{"email": f.email, "status": "uncertain" if f.status == "sending" else f.status,
-                   "reply": f.reply, "attempts": f.attempts, "at": f.updated_at}
+                   "reply": f.reply, "attempts": f.attempts, "at": f.updated_at,
+                   "message_id": f.message_id}
                   for f in ledger.failures(conn, c)],
         notices=[{"email": n.email, "kind": n.kind, "status": n.status, "detail": n.detail, "at": n.at}
                  for n in delivery_notices(conn, c.id)],

@@ -25,6 +25,7 @@ class SendPlan:
     server: str
     dry_run: bool
     uncertain_causes: dict[str, int] = field(default_factory=dict)  # killed / lost / other
+    accepted_uncertain: int = 0  # uncertain messages counted as sent (--accept-uncertain)
 
 
 @dataclass(slots=True)

@@ -120,6 +120,30 @@ def uncertain_causes(conn: sqlite3.Connection, campaign_id: int) -> dict[str, in
     return counts
 
 
+ACCEPTED_BY_HAND = "counted as sent by hand after a check of the relay's log"
+
+
+def uncertain_ids(conn: sqlite3.Connection, campaign_id: int) -> list[tuple[int, str, str]]:
+    """(delivery id, Message-ID, contact's address key) of a campaign's uncertain messages."""
+    return conn.execute(
+        "SELECT d.id, d.message_id, c.email_key FROM deliveries d JOIN contacts c ON c.id = d.contact_id"
+        " WHERE d.campaign_id = ? AND d.status = 'uncertain' ORDER BY d.id",
+        (campaign_id,),
+    ).fetchall()
+
+
+def accept_uncertain(conn: sqlite3.Connection, delivery_ids: Sequence[int], now: str) -> int:
+    """Count uncertain deliveries as sent: their sender found them accepted in the relay's log."""
+    done = 0
+    for delivery_id in delivery_ids:
+        done += conn.execute(
+            "UPDATE deliveries SET status = 'sent', sent_at = COALESCE(sent_at, ?), updated_at = ?,"
+            " last_reply = ? WHERE id = ? AND status = 'uncertain'",
+            (now, now, ACCEPTED_BY_HAND, delivery_id),
+        ).rowcount
+    return done
+
+
 def insert_pending(conn: sqlite3.Connection, rows: Iterable[tuple[int, int, str, str]]) -> None:
     """A pending delivery per (campaign id, contact id, Message-ID, now); a
     contact already in the campaign keeps the row it has."""
@@ -213,11 +237,11 @@ def samples_by_fields_sqlite(conn: sqlite3.Connection, campaign_id: int, list_id
     return dict(rows)
 
 
-def failed_deliveries(conn: sqlite3.Connection, campaign_id: int) -> list[tuple[str, str, str, int, str]]:
-    """(address, status, last reply, attempts, updated at) of the failed,
-    deferred and uncertain deliveries, by status and address."""
+def failed_deliveries(conn: sqlite3.Connection, campaign_id: int) -> list[tuple[str, str, str, int, str, str]]:
+    """(address, status, last reply, attempts, updated at, Message-ID) of the
+    failed, deferred and uncertain deliveries, by status and address."""
     return conn.execute(
-        "SELECT c.email, d.status, coalesce(d.last_reply, ''), d.attempts, d.updated_at"
+        "SELECT c.email, d.status, coalesce(d.last_reply, ''), d.attempts, d.updated_at, d.message_id"
         " FROM deliveries d JOIN contacts c ON c.id = d.contact_id"
         " WHERE d.campaign_id = ? AND d.status IN ('failed', 'deferred', 'uncertain', 'sending')"
         " ORDER BY d.status, c.email",
