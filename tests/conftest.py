@@ -7,6 +7,7 @@ a fixed terminal width and no MAILCLI_* variables from the outside.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,13 @@ from typer.testing import CliRunner
 from mailcli.app import app
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A shell starts background jobs (`make test &`, a CI step run with `&`) with
+# Ctrl-C ignored, and the mailcli processes the tests start would inherit
+# that: the tests that press Ctrl-C would then see it do nothing. A handler
+# (unlike "ignore") is reset to the default in every program this one starts.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
