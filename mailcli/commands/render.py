@@ -106,25 +106,16 @@ def render_cmd(
         mailcli render newsletter --serve --port 8026    # then open http://127.0.0.1:8026/
     """
     from ..render import compile_template
-    from ..send.preview import preview_contact, preview_context_for, preview_message
+    from ..send.preview import preview_context_for, preview_message
 
     app = context.get(ctx)
     fmt = fmt.lower()
-    if fmt not in ("html", "text", "eml"):
-        raise UsageError(f"Unknown --format {fmt!r}: use html, text or eml")
-    if to and data:
-        raise UsageError("Use either --to or --data, not both")
+    _check_options(fmt, to=to, data=data, serve=serve, output=output, open_browser=open_browser)
     templates_dir, name, settings = _resolve_template(app, template)
     if to and settings is None:
         settings = _project_settings(app, required=True)
-    if serve and (output is not None or open_browser or fmt != "html"):
-        raise UsageError("--serve shows the HTML page (and the text part at /text); leave out -o, --open and --format")
     compiled = compile_template(templates_dir, name)
-    contact = None
-    if data is not None:
-        contact = _read_data(data)
-    elif to:
-        contact = preview_contact(app.store, app.settings, to)
+    contact = _sample_contact(app, to, data)
 
     def context_now(contact: dict[str, Any] | None) -> Any:
         return preview_context_for(settings, contact, subject=subject or "")
@@ -133,17 +124,42 @@ def render_cmd(
         _serve(app, templates_dir, name, data, contact, context_now, port)
         return
     preview = preview_message(compiled, settings=settings, contact=contact, subject=subject or "")
-    parts = preview.parts
-    size = preview.html_bytes
-    if size >= 90 * 1024:
-        app.out.warn(f"the HTML is {size / 1024:.0f} KB after inlining; Gmail clips messages over ~102 KB")
+    if preview.html_bytes >= 90 * 1024:
+        app.out.warn(f"the HTML is {preview.html_bytes / 1024:.0f} KB after inlining; Gmail clips messages over ~102 KB")
     for note in preview.notes():
         app.out.detail(note)
+    _write_preview(app, preview, name, fmt, output, inline_once=compiled.inline_once)
+    if open_browser:
+        _open_in_browser(app, preview.parts.html, output if fmt == "html" else None, template)
+
+
+def _sample_contact(app: Any, to: str | None, data: Path | None) -> dict[str, Any] | None:
+    """The contact of ``--data`` or ``--to``; None for the built-in sample."""
+    from ..send.preview import preview_contact
+
+    if data is not None:
+        return _read_data(data)
+    return preview_contact(app.store, app.settings, to) if to else None
+
+
+def _check_options(fmt: str, *, to: str | None, data: Path | None, serve: bool, output: Path | None,
+                   open_browser: bool) -> None:
+    """Refuse option combinations that cannot mean anything (exit 2)."""
+    if fmt not in ("html", "text", "eml"):
+        raise UsageError(f"Unknown --format {fmt!r}: use html, text or eml")
+    if to and data:
+        raise UsageError("Use either --to or --data, not both")
+    if serve and (output is not None or open_browser or fmt != "html"):
+        raise UsageError("--serve shows the HTML page (and the text part at /text); leave out -o, --open and --format")
+
+
+def _write_preview(app: Any, preview: Any, name: str, fmt: str, output: Path | None, *, inline_once: bool) -> None:
+    """The message in ``fmt`` to ``output``, as JSON with --json, or as bytes on stdout."""
+    parts = preview.parts
     if fmt == "eml":
         body = preview.eml()
     else:
         body = (parts.html if fmt == "html" else parts.text).encode("utf-8")
-
     if output is not None:
         try:
             output.write_bytes(body)
@@ -152,7 +168,7 @@ def render_cmd(
         app.out.success(f"Wrote {output} ({fmt}, {len(body)} bytes)")
     elif app.out.json:
         app.out.data({"template": name, "subject": parts.subject, "text": parts.text, "html": parts.html,
-                      "html_bytes": size, "inline_once": compiled.inline_once})
+                      "html_bytes": preview.html_bytes, "inline_once": inline_once})
     else:
         sys.stdout.flush()
         out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
@@ -162,21 +178,23 @@ def render_cmd(
         else:  # pragma: no cover - text-only streams
             sys.stdout.write(body.decode("utf-8"))
 
-    if open_browser:
-        if output is not None and fmt == "html":
-            target = output.resolve()
-        else:
-            handle, tmp = tempfile.mkstemp(prefix="mailcli-preview-", suffix=".html")
-            with os.fdopen(handle, "wb") as file:
-                file.write(parts.html.encode("utf-8"))
-            target = Path(tmp)
-        if not _is_desktop():
-            app.out.warn(f"no desktop to open a browser on; the preview is in {target}"
-                         f" (or keep a page open with: {app.command('render', template, '--serve')})")
-            return
-        import webbrowser
 
-        webbrowser.open(target.as_uri())
+def _open_in_browser(app: Any, html: str, written: Path | None, template: str) -> None:
+    """Open the HTML (the file just written, else a temporary copy) where there is a desktop."""
+    if written is not None:
+        target = written.resolve()
+    else:
+        handle, tmp = tempfile.mkstemp(prefix="mailcli-preview-", suffix=".html")
+        with os.fdopen(handle, "wb") as file:
+            file.write(html.encode("utf-8"))
+        target = Path(tmp)
+    if not _is_desktop():
+        app.out.warn(f"no desktop to open a browser on; the preview is in {target}"
+                     f" (or keep a page open with: {app.command('render', template, '--serve')})")
+        return
+    import webbrowser
+
+    webbrowser.open(target.as_uri())
 
 
 def _serve(app: Any, templates_dir: Path, name: str, data: Path | None, contact: dict[str, Any] | None,
@@ -266,18 +284,25 @@ def _lint_verdict(out: Any, findings: list[Any], names: list[str]) -> None:
 
     errors = sum(1 for f in findings if f.severity == ERROR)
     warnings = sum(1 for f in findings if f.severity == WARNING)
-    if out.json:
-        out.data([f.to_dict() for f in findings])
-    else:
-        for finding in findings:
-            if finding.severity == ERROR or not out.quiet:  # -q: errors only
-                out.line(str(finding))
+    _print_findings(out, findings)
     if errors:
         raise MailcliError(f"lint found {errors} error(s) and {warnings} warning(s) in {', '.join(names)}")
     if warnings:
         out.info(f"{', '.join(names)}: {warnings} warning(s), no errors")
     else:
         out.success(f"{', '.join(names)}: no problems found")
+
+
+def _print_findings(out: Any, findings: list[Any]) -> None:
+    """Every finding, or with -q the errors only; a JSON list with --json."""
+    from ..render.lint import ERROR
+
+    if out.json:
+        out.data([f.to_dict() for f in findings])
+        return
+    for finding in findings:
+        if finding.severity == ERROR or not out.quiet:
+            out.line(str(finding))
 
 
 def register(app: typer.Typer) -> None:
