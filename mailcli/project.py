@@ -49,6 +49,7 @@ def write_secret(root: Path) -> Path:
     return path
 
 
+# Complexity: one step per file of a new project, each refusing to overwrite what is there.
 def init_project(directory: Path, *, name: str | None = None) -> InitResult:
     """Scaffold a project in ``directory`` (created if missing)."""
     root = directory.resolve()

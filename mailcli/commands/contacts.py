@@ -25,6 +25,7 @@ contacts_app = typer.Typer(
 PAGE = 50
 
 
+# Complexity: one branch per option and per output form (table, --json, empty), as a user reads them.
 @contacts_app.callback()
 def contacts_cmd(
     ctx: typer.Context,
@@ -104,6 +105,7 @@ def show_cmd(
     app.out.data(detail.as_dict(), text=_detail_text(detail))
 
 
+# Complexity: one line per field that may be empty; the output reads top to bottom like the code.
 def _detail_text(detail: ContactDetail) -> str:
     """``contacts show`` for people: one field a line, then the lists and the history."""
     lines = [

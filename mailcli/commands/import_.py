@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 _STATUS = ("subscribed", "unconfirmed")
 
 
+# Complexity: one branch per option checked and per part of the summary (--json, MX, re-encoded lines, members, --strict).
 def import_cmd(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The CSV file (comma, semicolon, tab or pipe separated).",

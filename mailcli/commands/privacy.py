@@ -184,6 +184,7 @@ def _parse_as_of(text: str | None) -> datetime | None:
         raise UsageError(f"--as-of: {text!r} is out of range") from None
 
 
+# Complexity: one branch per option and outcome (--dry-run, --json, nothing to purge, confirmation).
 @privacy_app.command("purge")
 def purge_cmd(
     ctx: typer.Context,
@@ -224,6 +225,7 @@ def purge_cmd(
                          " once it finishes (run purge again)")
 
 
+# Complexity: one branch per option (--verify, --json) and per verdict of the chain, each printed its own way.
 @privacy_app.command("audit")
 def audit_cmd(
     ctx: typer.Context,

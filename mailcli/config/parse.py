@@ -74,6 +74,7 @@ class _Reader:
             raise self.fail(name, "must be a table ([" + name + "])")
         return value
 
+    # Complexity: one check per way a TOML value can be wrong, each naming the key.
     def get(self, section: str, key: str, kind: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
         table = self.section(section)
         full = f"{section}.{key}"
@@ -203,6 +204,7 @@ def _project(reader: _Reader, root: Path) -> ProjectSettings:
     return ProjectSettings(name=name, database=database, root=root)
 
 
+# Complexity: one check per [sender] key, each naming the key it refuses.
 def _sender(reader: _Reader, project_name: str) -> SenderSettings:
     from_name, from_address = _parse_mailbox(reader, "sender.from", reader.get("sender", "from", str, required=True), allow_name=True)
     reply_to = reader.get("sender", "reply_to", str, "") or None

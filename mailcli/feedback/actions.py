@@ -81,6 +81,7 @@ class BounceResult:
     soft_count: int  # distinct campaigns with soft bounces so far (soft only)
 
 
+# Complexity: one branch per scope (a list, all marketing) and per state the person is already in.
 def unsubscribe(
     store: Store,
     settings: Settings,
@@ -322,6 +323,7 @@ def unsubscribe_address(
     return AddressResult(known=False, changed=changed, scope=scope)
 
 
+# Complexity: one branch per kind of opt-out row (unsubscribed, cleaned) and scope, inside the import's transaction.
 def record_imported_opt_outs(
     store: Store, settings: Settings, rows: Iterable[OptOut], *, list_id: int, list_name: str, source: str,
 ) -> int:

@@ -231,6 +231,7 @@ def with_suppressed_unlink(path: str) -> None:
         pass
 
 
+# Complexity: the steps of an export in order: registry check, one gathering transaction, the files, the audit and the warnings.
 def export_subject(store: Store, settings: Settings, email: str, *, output: Path | None = None,
                    reason: str | None = None) -> ExportResult:
     """Write the ZIP for one person; unknown person: NotFoundError (exit 1)."""

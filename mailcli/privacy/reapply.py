@@ -81,6 +81,7 @@ def _latest_erasures(later: Later) -> dict[str, LedgerEntry]:
     return erasures
 
 
+# Complexity: one branch per kind of later record (suppression, opt-out, restriction, erasure); the first record of each kept.
 def _merge_suppressions(store: Store, later: Later, facts: _PerPerson, counts: Counts) -> None:
     """Add the later suppressions (the first record of each is kept) and note the opt-outs and restrictions."""
     conn = store.conn

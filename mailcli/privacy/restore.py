@@ -87,6 +87,7 @@ class RestoreResult:
 
 # -- checking ---------------------------------------------------------------------
 
+# Complexity: one check per way a file can fail to be an intact mailcli database, each with its message.
 def check_backup(path: Path) -> None:
     """Refuse anything that is not an intact mailcli database with mailcli's own schema."""
     if not path.is_file():

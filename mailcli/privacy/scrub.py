@@ -54,6 +54,7 @@ def address_needles(address: str, key: str) -> list[bytes]:
     return sorted({form.encode("utf-8").lower() for form in forms if form})
 
 
+# Complexity: the file read in chunks with an overlap, so a needle across two chunks is found; a file gone meanwhile skipped.
 def files_containing(paths: Iterable[Path], needles: Iterable[bytes]) -> list[Path]:
     """Files in which any needle occurs (ASCII case-insensitively)."""
     wanted = [n.lower() for n in needles if n]

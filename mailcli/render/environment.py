@@ -374,6 +374,7 @@ def undefined_name(exc: UndefinedError, line_text: str) -> tuple[str, str | None
     return message, None
 
 
+# Complexity: one branch per kind of Jinja error, each turned into its own file:line message.
 def translate(exc: BaseException, root: Path, variables: dict[str, Any] | None = None) -> MailcliError:
     """Turn any failure inside Jinja into a one-line ``TemplateError`` with ``file:line``."""
     if isinstance(exc, MailcliError):

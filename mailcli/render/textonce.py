@@ -74,6 +74,7 @@ def prepare_text_once(placeholders: str, tags: Sequence[str], nonce: str) -> Tex
         return TextOnce(None, str(exc))
 
 
+# Complexity: the steps of building the text template in order, each refusal with its reason.
 def _text_template(placeholders: str, tags: Sequence[str], nonce: str) -> str:
     if any(mark in placeholders for mark in _MARKS):
         raise _Refused("the HTML holds private-use characters mailcli uses as marks")
@@ -202,6 +203,7 @@ def _check_layout(tree: Any, places: dict[int, _Place], tags: Sequence[str], con
             _check_place(tags[index], found, index in control)
 
 
+# Complexity: one check per way a placeholder can land where the text part cannot keep it.
 def _check_place(tag: str, found: _Place, is_control: bool) -> None:
     if found.kind == "attr" and found.attr.lower() in _LAYOUT_ATTRS:
         raise _Refused(f"Jinja in a {found.attr} attribute changes the layout of the text: {tag}")
@@ -217,6 +219,7 @@ def _check_place(tag: str, found: _Place, is_control: bool) -> None:
             raise _Refused(f"a loop or condition inside a numbered list: {tag}")
 
 
+# Complexity: one refusal per way the HTML can defeat the placeholder words (comments, links, hidden data tables).
 def _as_words(tree: Any, comments: list[Any], token: re.Pattern[str]) -> None:
     """The document the converter reads: placeholders become words in the
     text, and marks keep what the data cannot change (a ``<br>``'s line, a
@@ -256,6 +259,7 @@ def _mark_line_breaks(tree: Any) -> None:
             parent.text = (parent.text or "") + LINE_BREAK
 
 
+# Complexity: one check per way the converter can move, drop or repeat a placeholder.
 def _check_converted(raw: str, token: re.Pattern[str], tags: Sequence[str], structures: list[list[int]],
                      regions: list[list[Any]]) -> dict[int, int]:
     """The tags shown in the converted text (index -> times, in order);

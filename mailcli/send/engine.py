@@ -212,6 +212,7 @@ def _restore_signal_handlers(installed: dict[signal.Signals, Any]) -> None:
             signal.signal(signum, previous)  # asyncio leaves the default behind, not the command's own
 
 
+# Complexity: the steps of a dry run in the order of a real send, each branch what it shows instead.
 def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan: Callable[[SendPlan], None] | None,
              progress: ProgressFn | None) -> SendSummary:
     """Freeze (in a transaction that is rolled back), render and build every message."""

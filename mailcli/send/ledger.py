@@ -211,6 +211,7 @@ def iter_sendable(
         yield _checked(conn, campaign, secret, rows, relay)
 
 
+# Complexity: per recipient of a page: each reason a row is no longer sendable, checked inline.
 def _checked(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, rows: list[Any],
              relay: tuple[str, bool | None] | None = None) -> list[Recipient]:
     """Rows of ``sendable_page`` as Recipients, the suppression list checked too."""

@@ -117,6 +117,7 @@ def _campaign(conn: sqlite3.Connection, options: SendOptions) -> tuple[ledger.Ca
                                   list_name=options.list_name or "", subject=options.subject), True
 
 
+# Complexity: one check per thing a resumed campaign must keep (template, list, subject).
 def check_existing(existing: ledger.Campaign | None, options: SendOptions) -> None:
     """A resumed campaign keeps its template, list and subject; a new one needs a template and a list."""
     if existing is None:

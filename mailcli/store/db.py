@@ -155,6 +155,7 @@ class _WaitWatch:
             self._what = None
             self._cond.notify_all()
 
+    # Complexity: the busy-wait watcher's loop: each way the wait can end.
     def _run(self) -> None:
         with self._cond:
             while True:
@@ -302,6 +303,7 @@ def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = T
     return conn
 
 
+# Complexity: one branch per state of a migration (no table yet, unknown, done, SQL or Python step), all in one transaction.
 def apply_migrations(conn: sqlite3.Connection, *, only: Collection[str] | None = None) -> list[str]:
     """Apply pending migrations in order (of ``only``, when given); returns the names applied."""
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
