@@ -19,6 +19,7 @@ from ..tokens import address_hmac
 from .audience import CONTACT_STATUSES, MEMBER_STATUS_SQL, MEMBER_STATUSES, list_not_found
 from .db import Store
 from .lists import list_id
+from .suppressions import suppressions_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +333,7 @@ def _check_new_address(conn: sqlite3.Connection, new_key: str, secret: bytes) ->
     if conn.execute("SELECT 1 FROM contacts WHERE email_key = ?", (new_key,)).fetchone():
         raise UsageError("Another contact already has that address",
                          hint="two records of one person: erase one with mailcli privacy erase")
-    if conn.execute("SELECT 1 FROM suppressions WHERE hmac = ?", (address_hmac(secret, new_key),)).fetchone():
+    if suppressions_of(conn, address_hmac(secret, new_key)):  # for any list, or all marketing
         raise UsageError("The new address is on the suppression list; it will not be used")
 
 
