@@ -168,12 +168,7 @@ def accept_uncertain(conn: sqlite3.Connection, campaign: Campaign, which: Sequen
         if wanted.lower() == "all":
             chosen += [row[0] for row in rows]
             continue
-        bare = wanted.strip("<>")
-        try:
-            key = normalise_pair(wanted)[1] if "@" in wanted and not wanted.startswith("<") else None
-        except AddressError:
-            key = None
-        match = [row[0] for row in rows if row[1].strip("<>") == bare or (key is not None and row[2] == key)]
+        match = _uncertain_matching(rows, wanted)
         if not match:
             raise UsageError(
                 f"--accept-uncertain {value}: campaign {campaign.name!r} has no uncertain message"
@@ -182,6 +177,17 @@ def accept_uncertain(conn: sqlite3.Connection, campaign: Campaign, which: Sequen
             )
         chosen += match
     return delivery_rows.accept_uncertain(conn, sorted(set(chosen)), clock.now_iso())
+
+
+def _uncertain_matching(rows: Sequence[tuple[int, str, str]], wanted: str) -> list[int]:
+    """The ids of the uncertain rows whose Message-ID (with or without <>) or
+    recipient address is ``wanted``."""
+    bare = wanted.strip("<>")
+    try:
+        key = normalise_pair(wanted)[1] if "@" in wanted and not wanted.startswith("<") else None
+    except AddressError:
+        key = None
+    return [row[0] for row in rows if row[1].strip("<>") == bare or (key is not None and row[2] == key)]
 
 
 def sendable_statuses(resend_uncertain: bool) -> tuple[str, ...]:

@@ -68,6 +68,7 @@ class DryRunRollback(Exception):
 Collect = Callable[[Any, ledger.Campaign], list[ledger.Recipient]]
 
 
+# Complexity: the steps of starting a run in order, in one transaction (claim, freeze, recover, accept, count).
 def prepare(store: Store, settings: Settings, options: SendOptions, *,
             rollback: bool = False, claim: RunClaim | None = None, collect: Collect | None = None,
             ) -> tuple[ledger.Campaign, SendPlan]:
