@@ -55,7 +55,12 @@ def _modules() -> dict[str, tuple[Path, ast.Module]]:
     return found
 
 
-def _imports() -> Iterator[Import]:
+@cache
+def _imports() -> tuple[Import, ...]:
+    return tuple(_walk_imports())
+
+
+def _walk_imports() -> Iterator[Import]:
     modules = _modules()
     for name, (path, tree) in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]

@@ -18,6 +18,7 @@ this file with ruff and mypy.
 from __future__ import annotations
 
 import importlib.util
+from functools import cache
 from pathlib import Path
 
 from .conftest import REPO
@@ -27,6 +28,7 @@ WHITELIST = Path(__file__).with_name("vulture_whitelist.py")  # named in [tool.v
 MARK = "# Complexity:"
 
 
+@cache
 def _complex_blocks() -> list[tuple[Path, int, str, int]]:
     from radon.complexity import cc_rank, cc_visit
 
