@@ -163,3 +163,39 @@ def test_not_before_reschedules_and_refuses_what_is_not_a_time(project: Path, cl
         assert result.exit_code == ExitCode.USAGE, result.output
         assert words in result.stderr
 
+
+def test_completion_scripts_and_the_names_they_complete(project: Path, cli: Cli,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import run_mailcli
+
+    for shell, marker in (("bash", "complete -o default -F _mailcli_completion mailcli"),
+                          ("zsh", "compdef _mailcli_completion mailcli"), ("fish", "complete --command mailcli")):
+        result = cli("completion", shell)
+        assert result.exit_code == 0 and marker in result.stdout and "_MAILCLI_COMPLETE" in result.stdout
+    assert cli("completion", "tcsh").exit_code == ExitCode.USAGE
+
+    add_contacts(project / "mailcli.db", "news", MEMBERS)
+    add_contacts(project / "mailcli.db", "nieuws", MEMBERS)
+    path = project / "mailcli.toml"
+    path.write_text(path.read_text(encoding="utf-8") + "\n[segments]\nutrecht = \"city = 'Utrecht'\"\n",
+                    encoding="utf-8")
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        assert cli("send", "spring", "--template", "newsletter", "--list", "news", "--yes").exit_code == 0
+
+    def offered(line: str, shell: str = "bash") -> list[str]:
+        words = line.split(" ")
+        env = {"_MAILCLI_COMPLETE": f"complete_{shell}", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1),
+               "_TYPER_COMPLETE_ARGS": line, "_TYPER_COMPLETE_FISH_ACTION": "get-args"}
+        result = run_mailcli(cwd=project, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert offered("mailcli camp") == ["campaigns"]
+    assert "--not-before" in offered("mailcli send x --")
+    assert offered("mailcli send x --template ") == ["newsletter"]
+    assert offered("mailcli send x --list n") == ["news", "nieuws"]
+    assert offered("mailcli send x --segment ") == ["utrecht"]
+    assert offered("mailcli report ") == ["spring"]
+    assert offered("mailcli contacts --list nie", "fish") == ["nieuws"]
+    assert offered("mailcli -C elsewhere send x --list ") == []  # no project there: nothing, and no error

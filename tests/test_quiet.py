@@ -98,6 +98,7 @@ def test_every_command_under_q_in_cron(project: Path, cli: Cli, tmp_path: Path) 
             "--tz", "UTC", "--yes")  # the scheduling cron line, before its time
         assert len(server.messages) == 5
         run("campaigns", prints_data=True)
+        run("completion", "bash", prints_data=True)
         run("report", prints_data=True)
         run("report", "2026-12", "--failed", prints_data=True)
         run("unsubscribe", "zoe@bakkerij.example")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .. import context
+from ..completers import complete_list, complete_segment
 
 if TYPE_CHECKING:
     from ..contacts import ContactPage
@@ -28,7 +29,8 @@ PAGE = 50
 @contacts_app.callback()
 def contacts_cmd(
     ctx: typer.Context,
-    list_name: Annotated[str | None, typer.Option("--list", "-l", help="Only members of this list.", metavar="L")]
+    list_name: Annotated[str | None, typer.Option("--list", "-l", help="Only members of this list.", metavar="L",
+                                                            autocompletion=complete_list)]
     = None,
     status: Annotated[str | None, typer.Option(
         "--status", help="Only this status: with --list the member's status (subscribed, unconfirmed,"
@@ -41,7 +43,8 @@ def contacts_cmd(
         "--where", help="Only contacts this expression matches, like \"city = 'Utrecht' and member_rating >= 3\".",
         metavar="EXPR")] = None,
     segment: Annotated[str | None, typer.Option(
-        "--segment", help="Only contacts in this segment of [segments] in mailcli.toml.", metavar="NAME")] = None,
+        "--segment", help="Only contacts in this segment of [segments] in mailcli.toml.", metavar="NAME",
+        autocompletion=complete_segment)] = None,
 ) -> None:
     """List contacts, paged; --json gives objects with email, first_name,
     last_name, status, lists and attributes.

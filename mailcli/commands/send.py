@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import clock, context
+from ..completers import complete_campaign, complete_list, complete_segment, complete_template
 from ..config import parse_rate
 from ..errors import Interrupted, PartialError, UsageError
 from ..output import NullProgress
@@ -26,15 +27,18 @@ def _rate(value: str | None) -> float | None:
 
 def send_cmd(
     ctx: typer.Context,
-    campaign: Annotated[str, typer.Argument(help="Campaign name: new, or one to resume.", metavar="CAMPAIGN")],
-    template: Annotated[str | None, typer.Option("--template", "-t", help="Template folder (first run).", metavar="T")] = None,
-    list_name: Annotated[str | None, typer.Option("--list", "-l", help="List to send to (first run).", metavar="L")] = None,
+    campaign: Annotated[str, typer.Argument(help="Campaign name: new, or one to resume.", metavar="CAMPAIGN",
+                                            autocompletion=complete_campaign)],
+    template: Annotated[str | None, typer.Option("--template", "-t", help="Template folder (first run).", metavar="T",
+                                                 autocompletion=complete_template)] = None,
+    list_name: Annotated[str | None, typer.Option("--list", "-l", help="List to send to (first run).", metavar="L",
+                                                  autocompletion=complete_list)] = None,
     where: Annotated[str | None, typer.Option(
         "--where", help="Only the list's members this expression matches (first run), like"
         " \"city = 'Utrecht' and member_rating >= 3\".", metavar="EXPR")] = None,
     segment: Annotated[str | None, typer.Option(
         "--segment", help="Only the list's members in this segment of [segments] in mailcli.toml (first run).",
-        metavar="NAME")] = None,
+        metavar="NAME", autocompletion=complete_segment)] = None,
     not_before: Annotated[str | None, typer.Option(
         "--not-before", help='Send nothing before this time, like "2026-12-24 09:00"; an earlier run exits 0.',
         metavar="DATETIME")] = None,
