@@ -347,3 +347,18 @@ def test_erasing_someone_named_in_a_segment_takes_the_address_out_of_the_campaig
     for path in project.glob("mailcli.db*"):
         if path.is_file():
             assert b"ann@example" not in path.read_bytes().lower(), path
+
+
+def test_the_question_on_a_terminal_names_the_segment(project: Path) -> None:
+    from tests.terminal import Terminal
+
+    add_contacts(project / "mailcli.db", "news", CITIZENS)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        term = Terminal("send", "spring", "--template", "newsletter", "--list", "news", "--where",
+                        "member_rating >= 4", cwd=project)
+        question = term.read_until("[y/N]:")
+        assert "Send 2 message(s) of campaign spring (template newsletter, segment member_rating >= 4)" in question
+        term.type("n\n")
+        assert term.wait() != 0
+        assert server.messages == []

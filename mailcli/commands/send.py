@@ -128,7 +128,8 @@ def send_cmd(
 
     def confirm(plan: SendPlan) -> None:
         out.confirm(
-            f"Send {plan.to_send} message(s) of campaign {plan.campaign} (template {plan.template}) via {plan.server}?",
+            f"Send {plan.to_send} message(s) of campaign {plan.campaign} (template {plan.template}"
+            + (f", segment {plan.segment}" if plan.segment else "") + f") via {plan.server}?",
             yes=yes, what="send",
         )
 
