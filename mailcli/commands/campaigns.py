@@ -24,11 +24,11 @@ def campaigns_cmd(ctx: typer.Context) -> None:
 
         mailcli campaigns --json
     """
-    from ..send.campaigns import list_campaign_lines
+    from ..send.campaigns import campaign_overview
 
     app = context.get(ctx)
     out = app.out
-    lines = list_campaign_lines(app.store)
+    lines = campaign_overview(app.store)
     if out.json:
         out.data([line.as_dict() for line in lines])
         return

@@ -52,7 +52,7 @@ class CampaignLine:
                 "last_sent_at": self.last_sent_at, **self.counts}
 
 
-def list_campaign_lines(store: Store) -> list[CampaignLine]:
+def campaign_overview(store: Store) -> list[CampaignLine]:
     """Every campaign, oldest first, with its counts."""
     conn = store.conn
     return [
