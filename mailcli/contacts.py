@@ -16,6 +16,7 @@ from typing import Any
 from .config import Settings
 from .errors import NotFoundError, UsageError
 from .locks import Holder
+from .segments import Segment
 from .store import Store
 from .store.audience import ListSummary
 from .store.contacts import ContactDetail, ContactRow
@@ -194,26 +195,34 @@ def list_contacts(
     limit: int | None = None,
     offset: int = 0,
     machine_readable: bool = True,
+    segment: Segment | None = None,
 ) -> ContactPage:
     """Contacts in address order: all, or one list's members, or those with one status.
 
     ``status`` is a member's status with ``list_name``, else also the
-    contact's own; a misspelt one is a UsageError with a suggestion. The
+    contact's own; a misspelt one is a UsageError with a suggestion.
+    ``segment`` (``mailcli.segments.choose_segment``) keeps only the
+    contacts it matches; a field no contact has is a UsageError. The
     listing is audited with its count, and whether it left as data
     (``machine_readable``, the ``--json`` of the command) or as a table.
     """
     from . import audit
     from .store.contacts import check_status, count_contacts, iter_contacts
+    from .store.segments import check_segment_fields
 
     if status is not None:
         status = check_status(status, list_name=list_name)
-    rows = list(iter_contacts(store, list_name=list_name, status=status, limit=limit, offset=offset))
+    if segment is not None:
+        check_segment_fields(store.conn, segment)
+    rows = list(iter_contacts(store, list_name=list_name, status=status, limit=limit, offset=offset,
+                              segment=segment))
     audit.record_access(store, settings, "contacts_list", command="contacts",
-                        detail={"list": list_name, "status": status, "records": len(rows), "json": machine_readable})
-    total = count_contacts(store, list_name=list_name, status=status)
+                        detail={"list": list_name, "status": status, "records": len(rows), "json": machine_readable,
+                                **({"segment": segment.audit_name} if segment is not None else {})})
+    total = count_contacts(store, list_name=list_name, status=status, segment=segment)
     everyone = None
     if not rows:
-        everyone = total if list_name is None and status is None else count_contacts(store)
+        everyone = total if list_name is None and status is None and segment is None else count_contacts(store)
     return ContactPage(rows=rows, total=total, everyone=everyone)
 
 

@@ -93,6 +93,12 @@ def test_every_command_under_q_in_cron(project: Path, cli: Cli, tmp_path: Path) 
         run("send", "2026-12", "--template", "newsletter", "--list", "news", "--yes")
         run("send", "2026-12", "--yes")
         assert len(server.messages) == 4
+        run("send", "2026-12", "--test-to", "me@example.net")
+        run("send", "later", "--template", "newsletter", "--list", "news", "--not-before", "2099-01-01 00:00",
+            "--tz", "UTC", "--yes")  # the scheduling cron line, before its time
+        assert len(server.messages) == 5
+        run("campaigns", prints_data=True)
+        run("completion", "bash", prints_data=True)
         run("report", prints_data=True)
         run("report", "2026-12", "--failed", prints_data=True)
         run("unsubscribe", "zoe@bakkerij.example")

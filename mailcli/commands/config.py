@@ -89,6 +89,7 @@ def settings_view(settings: Settings) -> dict[str, Any]:
                 else:
                     section[item.name] = plain(entry)
         view[field.name] = section
+    view["segments"] = dict(settings.segments)
     view["smtp"]["password_set"] = settings.smtp.password() is not None
     view["secret_source"] = (
         f"environment variable {settings.unsubscribe.secret_env}"

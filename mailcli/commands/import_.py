@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .. import context
+from ..completers import complete_list
 from ..errors import PartialError
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ def import_cmd(
     file: Annotated[Path, typer.Argument(help="The CSV file (comma, semicolon, tab or pipe separated).",
                                          metavar="FILE", show_default=False)],
     list_name: Annotated[str, typer.Option("--list", "-l", help="The list to subscribe the contacts to (created if new).",
-                                           metavar="NAME")],
+                                           metavar="NAME", autocompletion=complete_list)],
     map_: Annotated[list[str] | None, typer.Option(
         "--map", help='Map a column: "CSV column=field" (email, first_name, last_name, name, consent_time, '
         "consent_ip, unsubscribed_at, bounced_at, ignore, or an attribute name). Repeatable.",

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import clock, context
+from ..completers import complete_template
 from ..errors import InputFileError, MailcliError, NotFoundError, UsageError
 
 
@@ -79,7 +80,8 @@ def _is_desktop() -> bool:
 
 def render_cmd(
     ctx: typer.Context,
-    template: Annotated[str, typer.Argument(help="Template name (templates/NAME/) or folder path.", metavar="TEMPLATE")],
+    template: Annotated[str, typer.Argument(
+        help="Template name (templates/NAME/) or folder path.", metavar="TEMPLATE", autocompletion=complete_template)],
     to: Annotated[str | None, typer.Option("--to", help="Render for this contact from the database.", metavar="EMAIL")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Render for the contact in this JSON file.", metavar="FILE.json")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="html, text or eml (the whole message).", metavar="FORMAT")] = "html",
@@ -232,7 +234,8 @@ def _serve(app: Any, templates_dir: Path, name: str, data: Path | None, contact:
 
 def lint_cmd(
     ctx: typer.Context,
-    templates: Annotated[list[str], typer.Argument(help="Template names or folder paths.", metavar="TEMPLATE...")],
+    templates: Annotated[list[str], typer.Argument(
+        help="Template names or folder paths.", metavar="TEMPLATE...", autocompletion=complete_template)],
     to: Annotated[str | None, typer.Option("--to", help="Check with this contact from the database.", metavar="EMAIL")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Sample contact (JSON object) with your custom fields.", metavar="FILE.json")] = None,
     subject: Annotated[str | None, typer.Option("--subject", help="Campaign subject, for templates without subject.txt.")] = None,

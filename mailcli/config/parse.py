@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..net import is_localhost_name, is_loopback
+from ..segments import check_segments
 from .settings import (
     RETENTION_KEYS,
     BounceSettings,
@@ -50,6 +51,7 @@ _SCHEMA: dict[str, set[str]] = {
     "dkim": {"domain", "selector", "private_key_env", "private_key_file"},
     "bounces": {"soft_limit", "imap_password_env"},
     "serve": {"host", "port", "trusted_proxies"},
+    "segments": set(),  # any name: each value is an expression (mailcli.segments)
 }
 _FORBIDDEN = {"password", "smtp_password", "secret", "private_key", "pass"}
 _DEFAULT_RETENTION = {
@@ -125,7 +127,7 @@ def _check_keys(reader: _Reader) -> None:
                     f"{section}.{key}", "secrets do not belong in the config file",
                     hint=f"set `{key}_env = \"MAILCLI_...\"` and put the value in that environment variable",
                 )
-            if key not in _SCHEMA[section]:
+            if key not in _SCHEMA[section] and section != "segments":
                 guess = difflib.get_close_matches(key, list(_SCHEMA[section]), n=1)
                 raise reader.fail(f"{section}.{key}", "unknown key" + (f" (did you mean {guess[0]}?)" if guess else ""))
 
@@ -188,9 +190,10 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         soft_limit=_number(reader, "bounces", "soft_limit", 3, 1, 1000),
         imap_password_env=_env_name(reader, "bounces", "imap_password_env", EnvVars.IMAP_PASSWORD))
     serve = _serve(reader)
+    segments = check_segments(reader.section("segments"), path.name)
     return Settings(
         path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
-        retention=retention, dkim=dkim, bounces=bounces, serve=serve,
+        retention=retention, dkim=dkim, bounces=bounces, serve=serve, segments=segments,
     )
 
 

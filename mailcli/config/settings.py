@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +136,8 @@ class Settings:
     dkim: DkimSettings | None
     bounces: BounceSettings
     serve: ServeSettings
+    # Named segments: name -> expression, each checked when the file is read.
+    segments: Mapping[str, str] = field(default_factory=dict)
     _secret_cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @property

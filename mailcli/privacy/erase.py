@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from .. import audit, clock
 from ..config import Settings
 from ..store import Store
+from ..store.campaigns import redact_segments
 from ..store.personal_data import archive_contact, delete_rows_about
 from ..store.suppressions import ALL, add_suppression, is_erased
 from .ledger import LedgerEntry, append_entries
@@ -71,6 +72,7 @@ def erase_subject(store: Store, settings: Settings, email: str, *, reason: str |
         if subject.contact_id is not None:
             rows = erase_contact_rows(conn, subject.contact_id, subject.hmac)
         add_suppression(conn, subject.hmac, ALL, "erased", "cli", clock.now_iso())
+        redact_segments(conn, [subject.address, subject.key])
         audit.record_access(
             store, settings, "erase", subject_hmac=subject.hmac, command="privacy erase",
             detail={"found": subject.contact_id is not None, "rows": rows}, reason=reason,

@@ -33,6 +33,7 @@ from typing import Any
 from mailcli import clock
 from mailcli.addresses import AddressError, normalise_pair
 from mailcli.errors import NotFoundError, UsageError
+from mailcli.segments import Segment, parse_segment
 from mailcli.store import campaigns as campaign_rows
 from mailcli.store import deliveries as delivery_rows
 from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_events, archived_counts
@@ -41,6 +42,7 @@ from mailcli.store.campaigns import Campaign, get_campaign, list_campaigns
 from mailcli.store.deliveries import KILLED_AFTER_DOT, delivery_status_counts, uncertain_causes
 from mailcli.store.lists import list_id
 from mailcli.store.relays import smtputf8_marked
+from mailcli.store.segments import check_segment_fields
 from mailcli.store.suppressions import suppressed_hmacs
 from mailcli.tokens import address_hmac, message_id, new_uid
 
@@ -85,13 +87,20 @@ def list_id_of(conn: sqlite3.Connection, list_name: str) -> int:
     return found
 
 
-def create_campaign(conn: sqlite3.Connection, *, name: str, template: str, list_name: str, subject: str | None) -> Campaign:
-    """Insert a campaign row (not yet frozen)."""
+def create_campaign(conn: sqlite3.Connection, *, name: str, template: str, list_name: str, subject: str | None,
+                    segment: Segment | None = None, subject_line: str | None = None,
+                    not_before_at: str | None = None) -> Campaign:
+    """Insert a campaign row (not yet frozen; scheduled with ``not_before_at``)."""
     if not name.strip() or any(ord(c) < 32 for c in name):
         raise UsageError(f"Invalid campaign name {name!r}")
+    found = list_id_of(conn, list_name)
+    if segment is not None:
+        check_segment_fields(conn, segment)
     campaign_rows.insert_campaign(conn, uid=new_uid(), name=name, template=template,
-                                  list_id=list_id_of(conn, list_name), list_name=list_name, subject=subject,
-                                  created_at=clock.now_iso())
+                                  list_id=found, list_name=list_name, subject=subject,
+                                  created_at=clock.now_iso(), segment=segment.name if segment else None,
+                                  segment_where=segment.text if segment else None, subject_line=subject_line,
+                                  not_before_at=not_before_at)
     campaign = get_campaign(conn, name)
     assert campaign is not None
     return campaign
@@ -100,8 +109,15 @@ def create_campaign(conn: sqlite3.Connection, *, name: str, template: str, list_
 AUDIENCE_PAGE = 10_000
 
 
+def campaign_segment(campaign: Campaign) -> Segment | None:
+    """The segment a campaign was started with, as it was written then."""
+    if not campaign.segment_where:
+        return None
+    return parse_segment(campaign.segment_where, source=f"campaign {campaign.name}", name=campaign.segment)
+
+
 def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list_name: str, secret: bytes,
-                  *, page: int | None = None) -> Iterator[list[tuple[int, str]]]:
+                  *, page: int | None = None, segment: Segment | None = None) -> Iterator[list[tuple[int, str]]]:
     """Pages of (contact id, uid) of members not yet in the campaign, minus suppressed.
 
     The audience is the list's subscribed members as ``store.audience``
@@ -109,12 +125,12 @@ def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list
     marketing): the count ``lists`` shows. Suppression is checked here
     because it needs the HMAC of the address. Each page is read in full
     before it is handed out, so the caller may write deliveries for it
-    before asking for the next.
+    before asking for the next. With ``segment``, only the members it matches.
     """
     suppressed = suppressed_hmacs(conn, list_name)
     after = 0
     while True:
-        rows = audience_page(conn, list_id, campaign_id, after, page or AUDIENCE_PAGE)
+        rows = audience_page(conn, list_id, campaign_id, after, page or AUDIENCE_PAGE, segment)
         if not rows:
             return
         after = rows[-1][0]
@@ -136,7 +152,8 @@ def freeze_audience(conn: sqlite3.Connection, campaign: Campaign, secret: bytes,
         raise NotFoundError(f"The list of campaign {campaign.name!r} ({campaign.list_name}) no longer exists")
     now = clock.now_iso()
     added = 0
-    for members in iter_audience(conn, campaign.id, campaign.list_id, campaign.list_name, secret):
+    for members in iter_audience(conn, campaign.id, campaign.list_id, campaign.list_name, secret,
+                                 segment=campaign_segment(campaign)):
         wanted = members if keep is None else members[: max(0, keep - added)]
         added += len(members)
         if wanted:

@@ -339,6 +339,29 @@ END;
 """
 
 
+# What `mailcli campaigns` shows of a campaign, kept on its row:
+# * ``segment`` and ``segment_where``: the part of the list it was sent to
+#   (the name of a segment of mailcli.toml, and the expression as it was when
+#   the campaign started, which --include-new applies again);
+# * ``subject_line``: the subject as its messages carry it, before any
+#   personalisation (the --subject given, or the template's subject.txt);
+# * ``not_before_at``: the moment before which no run sends (scheduling);
+# * ``first_sent_at`` / ``last_sent_at``: when its first and last runs that
+#   sent something started and ended; they outlive the per-message records
+#   that retention removes, so existing campaigns take them from those now.
+M015_CAMPAIGN_DETAILS = """
+ALTER TABLE campaigns ADD COLUMN segment TEXT;
+ALTER TABLE campaigns ADD COLUMN segment_where TEXT;
+ALTER TABLE campaigns ADD COLUMN subject_line TEXT;
+ALTER TABLE campaigns ADD COLUMN not_before_at TEXT;
+ALTER TABLE campaigns ADD COLUMN first_sent_at TEXT;
+ALTER TABLE campaigns ADD COLUMN last_sent_at TEXT;
+UPDATE campaigns SET
+    first_sent_at = (SELECT min(sent_at) FROM deliveries d WHERE d.campaign_id = campaigns.id),
+    last_sent_at = (SELECT max(sent_at) FROM deliveries d WHERE d.campaign_id = campaigns.id);
+"""
+
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
@@ -348,4 +371,5 @@ MIGRATIONS: list[Migration] = [
     ("m009_processed_messages_reason", M009_PROCESSED_MESSAGES_REASON),
     ("m005_optout_counter_and_claims", m005_optout_counter_and_claims),
     ("m008_delivery_counts", M008_DELIVERY_COUNTS),
+    ("m015_campaign_details", M015_CAMPAIGN_DETAILS),
 ]

@@ -31,7 +31,7 @@ def memberships(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any
 
 def deliveries(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]]:
     """Every message sent to the contact, with its campaign's name and subject, oldest first."""
-    return dicts(conn, "SELECT c.name AS campaign, c.subject AS campaign_subject, d.status, d.message_id,"
+    return dicts(conn, "SELECT c.name AS campaign, coalesce(c.subject_line, c.subject) AS campaign_subject, d.status, d.message_id,"
                        " d.attempts, d.last_reply, d.created_at, d.updated_at, d.sent_at"
                        " FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
                        " WHERE d.contact_id = ? ORDER BY d.id", (contact_id,))
