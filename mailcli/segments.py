@@ -36,8 +36,7 @@ from .errors import ConfigError, UsageError
 
 #: Fields every contact has; anything else is an attribute.
 CONTACT_FIELDS = ("email", "first_name", "last_name")
-#: The comparison operators, and the words that start the others.
-OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
+#: The words that start the comparisons other than =, !=, <, <=, >, >=.
 KEYWORDS = ("and", "or", "not", "in", "contains", "is", "empty")
 MAX_LENGTH = 10_000  # characters: far more than any hand-written segment
 MAX_DEPTH = 50  # nested parentheses and `not`s
@@ -294,6 +293,7 @@ class _Parser:
             return inner
         return self.comparison()
 
+    # Complexity: one branch per form of comparison the segment language has, each with its own error.
     def comparison(self) -> Comparison:
         token = self.take()
         if token.kind != "name" or token.value.lower() in KEYWORDS:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mailcli
 from mailcli import errors
+from mailcli.commands import completion
 from mailcli.config import settings
 from mailcli.feedback import reports
 from mailcli.importer import decoding, feed, workers
@@ -29,6 +30,10 @@ class _Anything:
 
 
 _ = _Anything()
+
+completion.Shell.bash  # typer offers an Enum's members as the choices of `mailcli completion SHELL`
+completion.Shell.zsh  # (the same)
+completion.Shell.fish  # (the same)
 
 mailcli.__getattr__  # Python calls a module's __getattr__ for a name the package exports lazily
 mailcli.__dir__  # and its __dir__ for dir(mailcli)

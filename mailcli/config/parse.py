@@ -112,6 +112,7 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+# Complexity: one refusal per way a section or key can be wrong, each naming it; [segments] takes any name.
 def _check_keys(reader: _Reader) -> None:
     for section, value in reader.data.items():
         if section in _FORBIDDEN:

@@ -40,6 +40,7 @@ class TestSend:
     reply: str  # the relay's answer to the message
 
 
+# Complexity: one refusal per way a test send can be wrong (campaign, contact, address), each in words.
 def send_test(store: Store, settings: Settings, campaign: str, to: str, *, template: str | None = None,
               subject: str | None = None, as_contact: str | None = None) -> TestSend:
     """Render the campaign's template for ``as_contact`` (or the sample
