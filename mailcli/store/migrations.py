@@ -362,6 +362,68 @@ UPDATE campaigns SET
 """
 
 
+# What keeps the privacy promises that reach beyond one table:
+#
+# * ``project_facts``: what the database knows about its project, about no
+#   person: the keyed fingerprint of the HMAC secret it is used with (a
+#   second secret would silently stop matching the suppression list) and the
+#   state of the audit chain (the MAC the oldest kept entry follows, once
+#   retention has cut older ones).
+# * ``written_files``: every file mailcli wrote that holds personal data — an
+#   access-request export, an import's rejects file, a rendered preview — by
+#   path, kind, the keyed hash of the person it is about (none for a file
+#   about several people) and whether it lies in the project's folders, so
+#   that erasure and retention reach it.
+# * ``requests``: the register of data-subject requests: which right, when
+#   received, when due (a month; extended once by up to two more), when and
+#   by what closed. A person is named by the keyed hash of the address only.
+M011_PRIVACY_RECORDS = """
+CREATE TABLE project_facts (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE written_files (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject_hmac TEXT,
+    managed INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX written_files_subject ON written_files(subject_hmac);
+
+CREATE TABLE requests (
+    id INTEGER PRIMARY KEY,
+    subject_hmac TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    due_at TEXT NOT NULL,
+    extended_months INTEGER NOT NULL DEFAULT 0,
+    extension_reason TEXT,
+    closed_at TEXT,
+    closed_by TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX requests_subject ON requests(subject_hmac);
+"""
+
+
+def m011_privacy_records(conn: sqlite3.Connection) -> None:
+    """The tables above. The entries an audit log already has were chained by
+    plain SHA-256: the fact ``audit_chain`` says up to which entry, and every
+    later entry is chained under the secret's key (``mailcli.audit``)."""
+    from ..clock import now_iso
+
+    for statement in statements(M011_PRIVACY_RECORDS):
+        conn.execute(statement)
+    last = conn.execute("SELECT max(id) FROM audit_log").fetchone()[0]
+    if last is not None:
+        conn.execute("INSERT INTO project_facts (name, value, updated_at) VALUES ('audit_chain', ?, ?)",
+                     (f"sha256:{int(last)}", now_iso()))
+
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
@@ -372,4 +434,5 @@ MIGRATIONS: list[Migration] = [
     ("m005_optout_counter_and_claims", m005_optout_counter_and_claims),
     ("m008_delivery_counts", M008_DELIVERY_COUNTS),
     ("m015_campaign_details", M015_CAMPAIGN_DETAILS),
+    ("m011_privacy_records", m011_privacy_records),
 ]

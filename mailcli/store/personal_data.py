@@ -52,3 +52,9 @@ def archive_contact(conn: sqlite3.Connection, contact_id: int) -> None:
 def delete_rows_about(conn: sqlite3.Connection, table: str, column: str, value: object) -> int:
     """Delete the rows of a registered table whose ``column`` names the person; how many."""
     return conn.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (value,)).rowcount  # noqa: S608 - registry names
+
+
+def names_of(conn: sqlite3.Connection, contact_id: int) -> tuple[str, ...]:
+    """The contact's first and last name (what a search for traces of them looks for)."""
+    row = conn.execute("SELECT first_name, last_name FROM contacts WHERE id = ?", (contact_id,)).fetchone()
+    return tuple(str(v) for v in row if v) if row else ()
