@@ -243,7 +243,7 @@ def test_restore_reapplies_opt_outs_from_the_ledger_when_the_database_is_gone(wo
     clock.advance(days=1)
     assert cli("unsubscribe", ANNA, "--list", "news").exit_code == 0
     assert cli("privacy", "restrict", ZEB).exit_code == 0
-    ledger = root / ".mailcli" / "optouts.jsonl"
+    ledger = root / "mailcli.db-ledgers" / "optouts.jsonl"
     assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
     text = ledger.read_text()
     assert ANNA not in text and "zeb" not in text.lower()
@@ -276,7 +276,7 @@ def test_restore_stops_at_a_damaged_ledger_line_naming_it(world, cli, ledger: st
     root, _ = world
     backup = _create(cli)
     assert cli("unsubscribe", ANNA).exit_code == 0
-    path = root / ".mailcli" / ledger
+    path = root / "mailcli.db-ledgers" / ledger
     with path.open("a", encoding="utf-8") as handle:
         handle.write('{"hmac": "abc"}\n')
     before = _emails(root)

@@ -23,6 +23,7 @@ from ..net import is_localhost_name, is_loopback
 from ..segments import check_segments
 from .settings import (
     RETENTION_KEYS,
+    BackupSettings,
     BounceSettings,
     DkimSettings,
     EnvVars,
@@ -52,11 +53,12 @@ _SCHEMA: dict[str, set[str]] = {
     "bounces": {"soft_limit", "imap_password_env"},
     "serve": {"host", "port", "trusted_proxies"},
     "segments": set(),  # any name: each value is an expression (mailcli.segments)
+    "backup": {"encrypt", "key_env"},
 }
 _FORBIDDEN = {"password", "smtp_password", "secret", "private_key", "pass"}
 _DEFAULT_RETENTION = {
     "unconfirmed": "30d", "unsubscribed": "30d", "bounced": "90d", "inactive": "2y",
-    "send_log": "13mo", "audit_log": "2y", "backups": "30d",
+    "send_log": "13mo", "audit_log": "2y", "backups": "30d", "exports": "30d",
 }
 
 
@@ -192,9 +194,11 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         imap_password_env=_env_name(reader, "bounces", "imap_password_env", EnvVars.IMAP_PASSWORD))
     serve = _serve(reader)
     segments = check_segments(reader.section("segments"), path.name)
+    backup = BackupSettings(encrypt=reader.get("backup", "encrypt", bool, False),
+                            key_env=_env_name(reader, "backup", "key_env", EnvVars.BACKUP_KEY))
     return Settings(
         path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
-        retention=retention, dkim=dkim, bounces=bounces, serve=serve, segments=segments,
+        retention=retention, dkim=dkim, bounces=bounces, serve=serve, segments=segments, backup=backup,
     )
 
 

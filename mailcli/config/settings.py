@@ -24,6 +24,7 @@ class EnvVars:
     SECRET = "MAILCLI_SECRET"
     SMTP_PASSWORD = "MAILCLI_SMTP_PASSWORD"
     IMAP_PASSWORD = "MAILCLI_IMAP_PASSWORD"
+    BACKUP_KEY = "MAILCLI_BACKUP_KEY"
 
 
 
@@ -94,12 +95,13 @@ class RetentionSettings:
     send_log: Duration
     audit_log: Duration
     backups: Duration
+    exports: Duration
 
     def items(self) -> list[tuple[str, Duration]]:
         return [(name, getattr(self, name)) for name in RETENTION_KEYS]
 
 
-RETENTION_KEYS = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups")
+RETENTION_KEYS = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,12 @@ class DkimSettings:
 class BounceSettings:
     soft_limit: int
     imap_password_env: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSettings:
+    encrypt: bool = False  # write backups encrypted with the key or passphrase in key_env
+    key_env: str = "MAILCLI_BACKUP_KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,7 @@ class Settings:
     serve: ServeSettings
     # Named segments: name -> expression, each checked when the file is read.
     segments: Mapping[str, str] = field(default_factory=dict)
+    backup: BackupSettings = BackupSettings()
     _secret_cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -147,11 +156,6 @@ class Settings:
     @property
     def templates_dir(self) -> Path:
         return self.project.root / "templates"
-
-    @property
-    def data_dir(self) -> Path:
-        """``.mailcli/`` beside the config: secret, locks, erasure ledger (mode 0700)."""
-        return self.project.root / ".mailcli"
 
     @property
     def backups_dir(self) -> Path:
@@ -165,7 +169,11 @@ class Settings:
         if value:
             key = value.encode("utf-8")
         else:
+            from ..filemodes import check_secret_file
+
             secret_path = self.project.root / SECRET_FILE
+            if secret_path.exists():
+                check_secret_file(secret_path)
             try:
                 key = secret_path.read_bytes().strip()
             except FileNotFoundError:
