@@ -257,6 +257,7 @@ class ContactUpdate:
     contact: ContactDetail | None
     changed: list[str]  # field names whose value changed
     added: list[str]  # attributes no other contact has
+    requests_closed: list[int] = field(default_factory=list)  # rectification requests this answered
 
 
 def update_contact(
@@ -277,7 +278,9 @@ def update_contact(
     """
     from . import audit
     from .addresses import normalise_pair
+    from .privacy.requests import close_answered
     from .store.contacts import contact_detail, parse_changes, set_fields
+    from .tokens import address_hmac
 
     assignments = [f"{k}={v}" for k, v in changes.items()] if isinstance(changes, Mapping) else changes
     parsed = parse_changes(assignments)
@@ -290,6 +293,10 @@ def update_contact(
         raise NotFoundError(f"No contact {email.strip()}", hint="mailcli contacts lists who is in the database")
     _, changed, added = result
     new_key = next((normalise_pair(c.value)[1] for c in parsed if c.field == "email"), key)
+    closed: list[int] = []
+    for subject_key in dict.fromkeys((key, new_key)):
+        closed += close_answered(store, address_hmac(settings.secret(), subject_key), ("rectification",),
+                                 "contacts set")
     audit.record_access(store, settings, "contact_set", subject_email=new_key, command="contacts set",
-                        detail={"fields": changed, "email_changed": new_key != key})
-    return ContactUpdate(contact=contact_detail(store, new_key), changed=changed, added=added)
+                        detail={"fields": changed, "email_changed": new_key != key, "requests_closed": closed})
+    return ContactUpdate(contact=contact_detail(store, new_key), changed=changed, added=added, requests_closed=closed)

@@ -203,6 +203,8 @@ def set_cmd(
             app.out.info(f"New field(s), which no other contact has: {', '.join(update.added)}")
     else:
         app.out.info("Nothing changed; the values were already so")
+    if update.requests_closed:
+        app.out.info(f"Closed rectification request(s) {', '.join(f'#{i}' for i in update.requests_closed)}")
 
 contacts_app.command("show")(show_cmd)
 contacts_app.command("set")(set_cmd)
