@@ -375,29 +375,34 @@ class NotADatabaseError(StoreError):
     exit_code = ExitCode.CONFIG
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def _check_is_database(path: Path) -> None:
-    """Refuse, before touching it, a path that is no SQLite database file."""
+    """Refuse, before touching it, a path that is no regular file.
+
+    Only ``stat``: opening and closing the file here would drop the POSIX
+    locks SQLite holds on it for this process's other connections (serve
+    opens one per thread), so whether it is a SQLite file at all is asked
+    of SQLite (``_check_is_mailcli``)."""
     try:
         info = os.stat(path)
-        with open(path, "rb") as handle:
-            header = handle.read(len(SQLITE_HEADER)) if stat.S_ISREG(info.st_mode) else b""
     except OSError as exc:
         raise StoreError(f"Cannot read the database {path}: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise NotADatabaseError(f"The database {path} is not a regular file; it was left as it is",
                                 hint="set [project] database in mailcli.toml to the project's database file")
-    if info.st_size and header != SQLITE_HEADER:
-        raise NotADatabaseError(f"{path} is not a SQLite database; it was left as it is",
-                                hint="set [project] database in mailcli.toml to the project's database file")
 
 
 def _check_is_mailcli(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse another program's SQLite database: tables, but no record of mailcli's migrations."""
-    tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
-                                              " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
+    """Refuse a file that is no SQLite database, or another program's: tables,
+    but no record of mailcli's migrations."""
+    try:
+        tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                                  " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
+    except sqlite3.DatabaseError as exc:
+        if is_busy(exc):
+            raise
+        raise NotADatabaseError(f"{path} is not a SQLite database; it was left as it is",
+                                hint="set [project] database in mailcli.toml to the project's database file") \
+            from None
     if tables and "migrations" not in tables:
         raise NotADatabaseError(
             f"{path} is the database of another program (tables {', '.join(sorted(tables)[:3])}), not mailcli's;"
@@ -440,7 +445,7 @@ def open_store(path: Path, *, create: bool = True, timeout: float | None = None,
     watch = _WaitWatch(on_wait) if on_wait is not None else None
     conn = connect(path, timeout=min(WAIT_SLICE, seconds), switch_to_wal=False, tighten=False)
     try:
-        _check_is_mailcli(conn, path)
+        _wait_for(conn, path, seconds, "open it", lambda: _check_is_mailcli(conn, path), watch)
         # Turning WAL on (a database a killed import left in rollback mode)
         # and migrating take locks: wait for them like any write.
         _wait_for(conn, path, seconds, "open it", lambda: _finish_opening(conn), watch)
