@@ -28,10 +28,16 @@ piet@bakkerij.example;Piet;;Klaassen;Gouda
 """
 
 
+def project_secret(project: Path) -> str:
+    """The secret the project was made with, as cron passes it (kept elsewhere too): a
+    database refuses any other."""
+    return (project / ".mailcli" / "secret").read_text(encoding="utf-8").strip()
+
+
 def cron(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """One command as a crontab line runs it."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(project.parent / "home"), "SHELL": "/bin/sh", "LOGNAME": "news",
-           "MAILCLI_SECRET": "a-secret-that-is-backed-up-elsewhere"}
+           "MAILCLI_SECRET": project_secret(project)}
     return subprocess.run([sys.executable, "-m", "mailcli", "-q", *args], cwd=project, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
@@ -124,7 +130,7 @@ def test_every_command_under_q_in_cron(project: Path, cli: Cli, tmp_path: Path) 
 
         # serve: quiet from start to SIGTERM, requests included
         port = free_port()
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "MAILCLI_SECRET": "a-secret-that-is-backed-up-elsewhere"}
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "MAILCLI_SECRET": project_secret(project)}
         proc = subprocess.Popen([sys.executable, "-m", "mailcli", "-q", "serve", "--port", str(port)], cwd=project,
                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)

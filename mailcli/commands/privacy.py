@@ -45,7 +45,7 @@ def export_cmd(
 
     Without -o the file goes to exports/; its path is printed. The file is
     deleted by an erasure of the person and by `privacy purge` once older than
-    [retention] exports; one written outside the project's folder is named for
+    \\[retention] exports; one written outside the project's folder is named for
     you to delete then. Closes the person's open access and portability requests.
 
     Example:
@@ -394,6 +394,9 @@ def requests_add_cmd(
 ) -> None:
     """Record a request; it is due one month after it was received.
 
+    The person is named by the keyed hash of the address only. The command
+    that answers the request closes it (see `mailcli privacy requests --help`).
+
     Example:
 
         mailcli privacy requests add anna@example.nl --type erasure --received 2026-03-02 --reason "ticket 118"
@@ -416,6 +419,8 @@ def requests_extend_cmd(
 ) -> None:
     """Extend a request once, by up to two months, within its first month (art. 12(3)).
 
+    The person must be told within the first month that it takes longer, and why.
+
     Example:
 
         mailcli privacy requests extend 7 --reason "a thousand records across three lists"
@@ -435,6 +440,8 @@ def requests_close_cmd(
     reason: Reason = None,
 ) -> None:
     """Close a request answered some other way, or withdrawn.
+
+    The commands that answer a request close it themselves; this is for the rest.
 
     Example:
 

@@ -122,7 +122,9 @@ def extend_request(store: Store, settings: Settings, request_id: int, reason: st
         register.extend_request(conn, request_id, months, clock.to_iso(due), reason.strip())
         audit.record_access(store, settings, "request_extend", subject_hmac=row.subject_hmac,
                             command="privacy requests extend",
-                            detail={"id": request_id, "months": months, "due_at": clock.to_iso(due)}, reason=reason)
+                            detail={"id": request_id, "months": months, "due_at": clock.to_iso(due)})
+        # The reason is told to the person and kept with the request, which an
+        # erasure clears; the audit log, which outlives the erasure, does not copy it.
     return _view(_get(store, request_id), clock.to_iso(now))
 
 
