@@ -134,16 +134,16 @@ def decrypt_file(source: Path, dest: Path, key: BackupKey) -> None:
                 assert key.passphrase is not None
                 out.write(pyrage.passphrase.decrypt(source.read_bytes(), key.passphrase))
             out.flush()
-    except (pyrage.DecryptError, pyrage.IdentityError, ValueError):
+    except (pyrage.DecryptError, pyrage.IdentityError, ValueError, OSError) as exc:
         with contextlib.suppress(OSError):
             dest.unlink()
+        if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the key or the bytes
+            raise MailcliError(f"Cannot decrypt {source}: {exc.strerror}; nothing was restored") from None
+        # A streamed decryption reports a wrong MAC in a later chunk as an
+        # OSError without errno: the file was changed.
         raise ConfigError(f"Cannot decrypt {source} with the key in {key.env}: a wrong key, or the file was"
                           " changed; nothing was restored",
                           hint=f"set {key.env} to the passphrase or identity the backup was made with") from None
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            dest.unlink()
-        raise MailcliError(f"Cannot decrypt {source}: {exc.strerror}; nothing was restored") from None
     except BaseException:
         with contextlib.suppress(OSError):
             dest.unlink()
