@@ -150,6 +150,10 @@ def import_contacts(
             raise
         if rejects_file is not None:
             rejects_file.commit()
+            if rejects_file.count:  # the rows of several people: erasure reads whom it holds
+                from .privacy.files import register_written
+
+                register_written(store, settings, rejects_file.path, "rejects", None)
     reencoded = feed.reencoded()
     return ImportReport(
         file=path, list_name=name, result=result, encoding=source.format.encoding,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mailcli.feedback import actions
 from mailcli.privacy import auditlog
 from mailcli.store import audit as audit_rows
-from mailcli.feedback import actions
 from tests.test_feedback_support import add_campaign, seed
 
 

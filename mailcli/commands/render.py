@@ -130,7 +130,7 @@ def render_cmd(
         app.out.warn(f"the HTML is {preview.html_bytes / 1024:.0f} KB after inlining; Gmail clips messages over ~102 KB")
     for note in preview.notes():
         app.out.detail(note)
-    _write_preview(app, preview, name, fmt, output, inline_once=compiled.inline_once)
+    _write_preview(app, preview, name, fmt, output, inline_once=compiled.inline_once, to=to)
     if open_browser:
         _open_in_browser(app, preview.parts.html, output if fmt == "html" else None, template)
 
@@ -155,18 +155,29 @@ def _check_options(fmt: str, *, to: str | None, data: Path | None, serve: bool, 
         raise UsageError("--serve shows the HTML page (and the text part at /text); leave out -o, --open and --format")
 
 
-def _write_preview(app: Any, preview: Any, name: str, fmt: str, output: Path | None, *, inline_once: bool) -> None:
-    """The message in ``fmt`` to ``output``, as JSON with --json, or as bytes on stdout."""
+def _write_preview(app: Any, preview: Any, name: str, fmt: str, output: Path | None, *, inline_once: bool,
+                   to: str | None = None) -> None:
+    """The message in ``fmt`` to ``output`` (0600; registered to the contact ``to``
+    when it is one), as JSON with --json, or as bytes on stdout."""
     parts = preview.parts
     if fmt == "eml":
         body = preview.eml()
     else:
         body = (parts.html if fmt == "html" else parts.text).encode("utf-8")
     if output is not None:
+        from ..privacy.files import write_private
+
         try:
-            output.write_bytes(body)
+            write_private(output, body)
         except OSError as exc:
             raise UsageError(f"Cannot write {output}: {exc.strerror}") from None
+        if to:  # a real person's data: erasure and retention must find the file
+            from ..addresses import normalise_address
+            from ..privacy.files import register_written
+            from ..tokens import address_hmac
+
+            subject = address_hmac(app.settings.secret(), normalise_address(to).key)
+            register_written(app.store, app.settings, output, "render", subject)
         app.out.success(f"Wrote {output} ({fmt}, {len(body)} bytes)")
     elif app.out.json:
         app.out.data({"template": name, "subject": parts.subject, "text": parts.text, "html": parts.html,

@@ -266,8 +266,10 @@ def export_subject(store: Store, settings: Settings, email: str, *, output: Path
     generated_at = clock.to_iso(now)
     with store.transaction() as conn:
         # Logged first, so the export shows its own access too.
+        # The default name holds only the reference; a name chosen with -o may
+        # hold the person's name, and the audit log outlives their erasure.
         audit.record_access(store, settings, "export", subject_hmac=subject.hmac, command="privacy export",
-                            detail={"file": path.name}, reason=reason)
+                            detail={"file": path.name if not output else "chosen with -o"}, reason=reason)
         sections = gather(conn, subject)
     counts = {name: len(value) for name, value in sections.items() if isinstance(value, list)}
     profile = sections["profile"]

@@ -60,6 +60,15 @@ def is_managed(settings: Settings, path: Path) -> bool:
     return True
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600 whatever the umask (a file that
+    existed is made 0600 too): what mailcli writes with personal data in it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(data)
+
+
 def register_written(store: Store, settings: Settings, path: Path, kind: str, subject_hmac: str | None) -> None:
     """Register a file mailcli just wrote with personal data in it."""
     real = os.path.realpath(path)
