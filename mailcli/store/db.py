@@ -321,6 +321,8 @@ def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = T
     except sqlite3.DatabaseError as exc:
         if is_busy(exc):
             raise busy_error(path, seconds, "open it") from None
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            raise _not_sqlite(path) from None
         raise StoreError(f"Cannot open database {path}: {exc}") from None
     if tighten:
         _tighten_side_files(path)
@@ -391,6 +393,11 @@ def _check_is_database(path: Path) -> None:
                                 hint="set [project] database in mailcli.toml to the project's database file")
 
 
+def _not_sqlite(path: Path) -> NotADatabaseError:
+    return NotADatabaseError(f"{path} is not a SQLite database; it was left as it is",
+                             hint="set [project] database in mailcli.toml to the project's database file")
+
+
 def _check_is_mailcli(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse a file that is no SQLite database, or another program's: tables,
     but no record of mailcli's migrations."""
@@ -400,9 +407,7 @@ def _check_is_mailcli(conn: sqlite3.Connection, path: Path) -> None:
     except sqlite3.DatabaseError as exc:
         if is_busy(exc):
             raise
-        raise NotADatabaseError(f"{path} is not a SQLite database; it was left as it is",
-                                hint="set [project] database in mailcli.toml to the project's database file") \
-            from None
+        raise _not_sqlite(path) from None
     if tables and "migrations" not in tables:
         raise NotADatabaseError(
             f"{path} is the database of another program (tables {', '.join(sorted(tables)[:3])}), not mailcli's;"
