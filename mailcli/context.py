@@ -50,6 +50,9 @@ class AppContext:
 
             settings = config.resolve(config_file=self.config_file, directory=self.directory)
             check_config_file(settings.path)
+            from .render.limits import configure
+
+            configure(settings.render.timeout, settings.render.max_size_mb)
             self._settings = settings
             self.out.detail(f"Using {self._settings.path}")
         return self._settings

@@ -38,7 +38,19 @@ def _resolve_template(app: Any, template: str) -> tuple[Path, str, Any | None]:
     path = Path(template)
     if (path / "message.html").is_file():
         folder = path.resolve()
-        return folder.parent, folder.name, _project_settings(app, required=False)
+        settings = _project_settings(app, required=False)
+        if settings is None:  # no project: the folder's parent is the only folder it reads from
+            return folder.parent, folder.name, None
+        # In a project, a template named by its path must be one of templates/:
+        # its includes and layouts resolve from there, never from a folder
+        # beside the configuration and the database.
+        root = Path(os.path.realpath(settings.templates_dir))
+        try:
+            name = Path(os.path.realpath(folder)).relative_to(root).as_posix()
+        except ValueError:
+            raise UsageError(f"Template {template} is outside {root}: templates are rendered only from the"
+                             " project's templates/ folder", hint=f"move or copy it into {root}") from None
+        return root, name, settings
     if os.sep in template.rstrip(os.sep) or template.startswith("."):
         raise NotFoundError(f"Template not found: {template} has no message.html")
     settings = _project_settings(app, required=False)

@@ -29,6 +29,7 @@ from .settings import (
     EnvVars,
     IPNetwork,
     ProjectSettings,
+    RenderSettings,
     RetentionSettings,
     SenderSettings,
     ServeSettings,
@@ -54,6 +55,7 @@ _SCHEMA: dict[str, set[str]] = {
     "serve": {"host", "port", "trusted_proxies"},
     "segments": set(),  # any name: each value is an expression (mailcli.segments)
     "backup": {"encrypt", "key_env"},
+    "render": {"timeout", "max_size_mb"},
 }
 _FORBIDDEN = {"password", "smtp_password", "secret", "private_key", "pass"}
 _DEFAULT_RETENTION = {
@@ -196,9 +198,13 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     segments = check_segments(reader.section("segments"), path.name)
     backup = BackupSettings(encrypt=reader.get("backup", "encrypt", bool, False),
                             key_env=_env_name(reader, "backup", "key_env", EnvVars.BACKUP_KEY))
+    render = RenderSettings(
+        timeout=_number(reader, "render", "timeout", 5.0, 0, 600, integer=False, above=True, unit=" seconds"),
+        max_size_mb=_number(reader, "render", "max_size_mb", 10, 0, 1000, integer=False, above=True, unit=" MB"))
     return Settings(
         path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
         retention=retention, dkim=dkim, bounces=bounces, serve=serve, segments=segments, backup=backup,
+        render=render,
     )
 
 

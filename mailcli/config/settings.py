@@ -119,6 +119,12 @@ class BounceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RenderSettings:
+    timeout: float = 5.0  # seconds one render of a template may take
+    max_size_mb: float = 10.0  # how large its output (or a value it makes) may grow
+
+
+@dataclass(frozen=True, slots=True)
 class BackupSettings:
     encrypt: bool = False  # write backups encrypted with the key or passphrase in key_env
     key_env: str = "MAILCLI_BACKUP_KEY"
@@ -147,6 +153,7 @@ class Settings:
     # Named segments: name -> expression, each checked when the file is read.
     segments: Mapping[str, str] = field(default_factory=dict)
     backup: BackupSettings = BackupSettings()
+    render: RenderSettings = RenderSettings()
     _secret_cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @property

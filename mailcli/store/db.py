@@ -321,7 +321,7 @@ def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = T
     except sqlite3.DatabaseError as exc:
         if is_busy(exc):
             raise busy_error(path, seconds, "open it") from None
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+        if getattr(exc, "sqlite_errorcode", None) == SQLITE_NOTADB:
             raise _not_sqlite(path) from None
         raise StoreError(f"Cannot open database {path}: {exc}") from None
     if tighten:
@@ -391,6 +391,9 @@ def _check_is_database(path: Path) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise NotADatabaseError(f"The database {path} is not a regular file; it was left as it is",
                                 hint="set [project] database in mailcli.toml to the project's database file")
+
+
+SQLITE_NOTADB = 26  # "file is not a database"
 
 
 def _not_sqlite(path: Path) -> NotADatabaseError:
