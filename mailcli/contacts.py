@@ -94,6 +94,7 @@ def import_contacts(
     nameserver: str | None = None,
     progress: ImportProgress | None = None,
     on_lock_wait: Callable[[Holder | None], None] | None = None,
+    overwrite_rectified: bool = False,
 ) -> ImportReport:
     """Import a contact file into list ``list_name`` (created if new), in one transaction.
 
@@ -142,6 +143,7 @@ def import_contacts(
                     on_batch=lambda position: report(position, size, position >= size),
                     on_opt_outs=record_opt_outs,
                     before_commit=audit_entry,
+                    overwrite_rectified=overwrite_rectified,
                 )
                 report(size, size, True)  # read to the end
         except BaseException:

@@ -110,3 +110,41 @@ def test_requests_are_exported_audited_and_erased_to_a_keyed_record(project: Pat
     assert [(kind, closed_by, reason) for kind, _, _, closed_by, reason in rows] == [
         ("rectification", "privacy erase", None)]
     assert b"Verbeek" not in (project / "mailcli.db").read_bytes()
+
+
+# -- rectification that lasts ------------------------------------------------------------
+
+ORIGINAL = "email,first_name,last_name,woonplaats\nanna@example.nl,Anna,de Bruijn,Zoetermeer\n" \
+           "bob@example.nl,Bob,Jansen,Delft\n"
+
+
+def _contact(cli, email: str) -> dict:
+    return json.loads(cli("--json", "contacts", "show", email).stdout)
+
+
+def test_a_correction_outlasts_a_reimport_of_the_original_file(project: Path, cli) -> None:
+    (project / "leden.csv").write_text(ORIGINAL, encoding="utf-8")
+    assert cli("import", "leden.csv", "--list", "news").exit_code == 0
+    assert cli("contacts", "set", ANNA, "last_name=de Bruijn-Smit", "woonplaats=Utrecht").exit_code == 0
+    again = cli("--json", "import", "leden.csv", "--list", "news")
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert summary["kept_rectified"] == 1 and summary["updated"] == 0
+    anna = _contact(cli, ANNA)
+    assert (anna["last_name"], anna["attributes"]["woonplaats"]) == ("de Bruijn-Smit", "Utrecht")
+    text = cli("import", "leden.csv", "--list", "news")
+    assert "the correction was kept" in text.stderr
+    # A field never corrected still follows the file; a changed row for someone else updates as before.
+    (project / "leden.csv").write_text(ORIGINAL.replace("Anna,", "Anna-Maria,").replace("Delft", "Leiden"),
+                                       encoding="utf-8")
+    changed = json.loads(cli("--json", "import", "leden.csv", "--list", "news").stdout)
+    assert changed["updated"] == 2 and changed["kept_rectified"] == 1
+    anna = _contact(cli, ANNA)
+    assert (anna["first_name"], anna["last_name"], anna["attributes"]["woonplaats"]) == (
+        "Anna-Maria", "de Bruijn-Smit", "Utrecht")
+    assert _contact(cli, "bob@example.nl")["attributes"]["woonplaats"] == "Leiden"
+    # Told to, the file wins.
+    forced = json.loads(cli("--json", "import", "leden.csv", "--list", "news", "--overwrite-rectified").stdout)
+    assert forced["kept_rectified"] == 0 and forced["updated"] == 1
+    anna = _contact(cli, ANNA)
+    assert (anna["last_name"], anna["attributes"]["woonplaats"]) == ("de Bruijn", "Zoetermeer")

@@ -43,6 +43,9 @@ def import_cmd(
     rejects: Annotated[Path | None, typer.Option("--rejects", help="Write rejected rows (with line and reason) here.",
                                                  metavar="FILE")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 if any row was rejected.")] = False,
+    overwrite_rectified: Annotated[bool, typer.Option(
+        "--overwrite-rectified", help="Let the file overwrite fields a person had corrected (contacts set).")]
+    = False,
     check_mx: Annotated[bool, typer.Option("--check-mx", help="Warn about addresses whose domain takes no mail (DNS).")]
     = False,
     nameserver: Annotated[str | None, typer.Option(
@@ -58,7 +61,8 @@ def import_cmd(
     per membership. Rows marked unsubscribed or cleaned (Mailchimp's
     UNSUB_TIME, CLEAN_TIME) put their address on the suppression list
     instead. Every row is counted: imported, updated, unchanged, suppressed
-    or rejected.
+    or rejected. A field a person had corrected with `contacts set` keeps its
+    correction unless --overwrite-rectified is given.
 
     Examples:
 
@@ -92,7 +96,8 @@ def import_cmd(
         report = import_contacts(
             app.store, app.settings, file, list_name, mapping=mapping, encoding=encoding, delimiter=delimiter,
             on_conflict=on_conflict, status=status, consent_source=consent_source, rejects=rejects,
-            check_mx=check_mx, nameserver=nameserver, progress=progress, on_lock_wait=app.say_waiting_for)
+            check_mx=check_mx, nameserver=nameserver, progress=progress, on_lock_wait=app.say_waiting_for,
+            overwrite_rectified=overwrite_rectified)
     out.detail(f"{file}: {report.encoding}, delimiter {report.delimiter!r}, email column {report.email_column!r}")
     out.detail(f"{file}: {report.how_read}")
     if report.mx is not None:
@@ -130,6 +135,9 @@ def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> Non
     if result.suppressed > result.opted_out:
         out.info(f"{result.suppressed - result.opted_out} row(s) not subscribed: suppressed, opted out or"
                  " unsubscribed earlier")
+    if result.kept_rectified:
+        out.info(f"{result.kept_rectified} row(s) disagreed with a field the person had corrected: the correction"
+                 " was kept (--overwrite-rectified lets the file win)")
     if result.needs_smtputf8:
         out.info(f"{result.needs_smtputf8} address(es) have a non-ASCII local part (like zoë@…): a relay must offer"
                  " SMTPUTF8 to take them; `mailcli doctor --smtp` shows whether yours does")

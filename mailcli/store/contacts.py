@@ -317,11 +317,16 @@ def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
         if new_attributes != attributes_text:
             changed += sorted({c.field for c in changes if c.field not in ("email", *NAME_FIELDS)})
         if changed:
+            now = now_iso()
+            # Every field corrected is marked rectified, so a later import keeps it.
+            marks = json.dumps({name: now for name in changed if name != "email"}, separators=(",", ":"))
             conn.execute(
                 "UPDATE contacts SET email = ?, email_key = ?, first_name = ?, last_name = ?, attributes = ?,"
-                " updated_at = ? WHERE id = ?",
+                " updated_at = ?, last_activity_at = ?,"
+                " rectified = CASE WHEN ? = '{}' THEN rectified ELSE json_patch(coalesce(rectified, '{}'), ?) END"
+                " WHERE id = ?",
                 (values["email"], new_key, values["first_name"], values["last_name"], new_attributes,
-                 now_iso(), contact_id))
+                 now, now, marks, marks, contact_id))
     return contact_id, changed, added
 
 

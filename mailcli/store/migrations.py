@@ -424,6 +424,16 @@ def m011_privacy_records(conn: sqlite3.Connection) -> None:
                      (f"sha256:{int(last)}", now_iso()))
 
 
+# Rectification that lasts: the fields a person had corrected (``contacts
+# set``), each with the time, as a JSON object; NULL for the many contacts
+# never corrected. An import does not overwrite them (unless told to), and
+# the partial index lets it skip the check when no contact has any.
+M012_RECTIFIED_FIELDS = """
+ALTER TABLE contacts ADD COLUMN rectified TEXT;
+CREATE INDEX contacts_rectified ON contacts(email_key) WHERE rectified IS NOT NULL;
+"""
+
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
@@ -435,4 +445,5 @@ MIGRATIONS: list[Migration] = [
     ("m008_delivery_counts", M008_DELIVERY_COUNTS),
     ("m015_campaign_details", M015_CAMPAIGN_DETAILS),
     ("m011_privacy_records", m011_privacy_records),
+    ("m012_rectified_fields", M012_RECTIFIED_FIELDS),
 ]
