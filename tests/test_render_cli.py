@@ -147,6 +147,8 @@ def test_a_template_outside_templates_is_refused_by_path_and_by_name(project: Pa
     outside.mkdir()
     (outside / "message.html").write_text('<html><body>{% include "mailcli.toml" %}</body></html>',
                                           encoding="utf-8")
+    (outside / "message.txt").write_text('{% include "mailcli.toml" %}\n', encoding="utf-8")
+    (outside / "subject.txt").write_text("Hello\n", encoding="utf-8")
     for command in ("render", "lint"):
         for name in ("outside", "./outside", str(outside), "templates/../outside", "../proj/outside"):
             result = cli(command, name)
