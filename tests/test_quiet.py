@@ -114,6 +114,10 @@ def test_every_command_under_q_in_cron(project: Path, cli: Cli, tmp_path: Path) 
         (maildir / "new" / "1.dsn").write_bytes(dsn_for(project, "piet@bakkerij.example"))
         run("bounces", str(maildir))  # the README's cron line, every ten minutes
         run("bounces", str(maildir))
+        run("privacy", "requests", "add", "renee@bakkerij.example", "--type", "portability")
+        run("privacy", "requests", "extend", "1", "--reason", "two systems to search")
+        run("privacy", "requests", prints_data=True)
+        run("privacy", "requests", "close", "1")
         run("privacy", "export", "renee@bakkerij.example", "-o", "renee.zip")
         run("privacy", "restrict", "renee@bakkerij.example")
         run("privacy", "unrestrict", "renee@bakkerij.example")
@@ -160,8 +164,11 @@ def test_every_command_under_q_in_cron(project: Path, cli: Cli, tmp_path: Path) 
     from tests.test_contract import ALL_COMMANDS
 
     def name(args: tuple[str, ...]) -> str:
-        words = " ".join(args[:2])
-        return words if any(words == " ".join(p) for p in ALL_COMMANDS) else args[0]
+        for length in (3, 2):
+            words = " ".join(args[:length])
+            if any(words == " ".join(p) for p in ALL_COMMANDS):
+                return words
+        return args[0]
 
     ran = {name(args) for args in silent + data}
     groups = {p[0] for p in ALL_COMMANDS if len(p) == 2}
