@@ -326,7 +326,7 @@ def audit_cmd(
         app.out.info("No audit entries" + (" about this person" if subject else ""))
 
 
-requests_app = typer.Typer(help="The register of data-subject requests and their deadlines (art. 12(3)).")
+requests_app = typer.Typer()  # its help is the listing's docstring, examples included
 privacy_app.add_typer(requests_app, name="requests")
 
 
