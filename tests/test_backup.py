@@ -365,3 +365,28 @@ def test_an_encrypted_backup_with_a_wrong_key_or_changed_bytes_replaces_nothing(
     assert "nothing was restored" in result.stderr or "not set" in result.stderr
     assert _emails(root) == before and len(before) == 1  # the erasure after the backup still holds
     assert not [p for p in root.iterdir() if p.name.startswith(".restore")]
+
+
+def test_a_backup_carries_the_audit_head_and_one_trimmed_behind_mailcli_is_refused(world, cli) -> None:
+    root, clock = world
+    assert cli("privacy", "export", ANNA, "-o", "a.zip").exit_code == 0
+    backup = _create(cli)
+    conn = sqlite3.connect(backup)
+    assert conn.execute("SELECT value FROM project_facts WHERE name = 'audit_head'").fetchone() is not None
+    conn.execute("DELETE FROM audit_log WHERE id = (SELECT max(id) FROM audit_log)")
+    conn.commit()
+    conn.close()
+    before = _emails(root)
+    result = cli("backup", "restore", str(backup), "--yes")
+    assert result.exit_code == 1, result.output
+    assert "its audit log is not as mailcli wrote it" in result.stderr and "nothing was changed" in result.stderr
+    assert _emails(root) == before
+
+
+def test_a_backup_made_with_another_secret_is_refused(world, cli) -> None:
+    root, _ = world
+    backup = _create(cli)
+    result = cli("backup", "restore", str(backup), "--yes",
+                 env={"MAILCLI_SECRET": "another secret, long enough to be one"})
+    assert result.exit_code == 4
+    assert "not the one the database" in result.stderr or "another HMAC secret" in result.stderr
