@@ -77,6 +77,7 @@ class ImportReport:
         return data
 
 
+# Complexity: the import's steps in one transaction: lock, file, rejects file, merge, its register entry.
 def import_contacts(
     store: Store,
     settings: Settings,

@@ -54,6 +54,10 @@ mimebody.quoted_printable  # the reference encoder the faster quoted_printable_t
 outgoing.CallbackHooks  # hooks from plain callables, for driving the transport in its tests
 environment.MailTemplate.renders_flat  # a seam: tests see whether a template took the flat render path
 environment.MailEnvironment.template_class  # jinja2 makes every template of the environment this class
+environment.MailEnvironment.intercepted_binops  # jinja2 compiles these operators as calls to call_binop
+environment.MailEnvironment.call  # jinja2's sandbox calls it for every call a template makes
+_.concat  # jinja2's Template.render joins a template's output with its environment's concat
+_.__self  # the first parameter of the sandbox's call, named as jinja2 names it
 linthtml._TreeBuilder.handle_starttag  # HTMLParser calls these
 linthtml._TreeBuilder.handle_endtag  # (the same)
 linthtml._TreeBuilder.handle_data  # (the same)

@@ -118,6 +118,7 @@ def import_cmd(
                            hint=f"see {rejects}" if rejects else "write them out with --rejects FILE")
 
 
+# Complexity: one line per kind of row the summary accounts for, each shown only when there are any.
 def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> None:
     # imported/updated/unchanged count addresses (imported is what the list
     # gained); with the merged repeats, suppressed and rejected rows they add

@@ -336,6 +336,7 @@ def _request_row(view: Any) -> tuple[object, ...]:
             view.status if view.status != "closed" else f"closed {view.closed_at[:10]} ({view.closed_by})")
 
 
+# Complexity: the listing as JSON, a table or a notice, then the overdue exit and the next due date.
 @requests_app.callback(invoke_without_command=True)
 def requests_cmd(
     ctx: typer.Context,

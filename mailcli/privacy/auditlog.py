@@ -97,6 +97,7 @@ def _recorded_base(detail: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# Complexity: one check per way a log can be edited or cut (an entry, its start, its end, the head), each with its message.
 def verify_log(conn: sqlite3.Connection, key: bytes, head: Head | None, *, head_missing: str | None,
                legacy: int | None = None) -> VerifyResult:
     """Check a database's log against ``head`` (see the module docstring).

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from .. import audit, clock
 from ..config import Settings
@@ -157,6 +157,3 @@ def list_requests(store: Store, settings: Settings, *, everything: bool = False)
                         detail={"records": len(views), "all": everything})
     return views
 
-
-def due_in(view: RequestView) -> timedelta:
-    return clock.parse_iso(view.due_at) - clock.now()

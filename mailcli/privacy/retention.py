@@ -158,6 +158,7 @@ def _people(planned: list[tuple[int, str, str]], secret: bytes) -> dict[str, set
     return {address_hmac(secret, key): address_forms(key, key) for _, _, key in planned}
 
 
+# Complexity: one step per retention rule and per kind of file it reaches, in one locked run.
 def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dry_run: bool = False) -> PurgeResult:
     """Apply the retention policy (see module docstring)."""
     moment = as_of or clock.now()

@@ -47,10 +47,6 @@ def configure(seconds: float = DEFAULT_SECONDS, max_mb: float = DEFAULT_MB) -> N
     _limits["chars"] = int(max_mb * 1024 * 1024)
 
 
-def max_chars() -> int:
-    return int(_limits["chars"])
-
-
 def start() -> bool:
     """Start the time limit of one render, unless one runs already (an include
     renders inside its parent); whether it started one, to ``stop`` after."""
@@ -108,6 +104,7 @@ def bounded_concat(chunks: Iterable[str]) -> str:
     return "".join(parts)
 
 
+# Complexity: the two operators that can make a large value, each checked before it is computed.
 def check_binop(operator: str, left: Any, right: Any) -> None:
     """Refuse ``*`` and ``**`` whose result would be past the size limit, before computing it."""
     if operator == "*":

@@ -293,6 +293,7 @@ def _new_attributes(conn: sqlite3.Connection, changes: list[Change], attributes:
     return new
 
 
+# Complexity: one check per way a correction can be refused, then the changed fields marked rectified.
 def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
                normalise: Callable[[str], tuple[str, str]], new_fields: bool = False
                ) -> tuple[int, list[str], list[str]] | None:

@@ -83,6 +83,7 @@ def schema_differences(conn: sqlite3.Connection) -> list[str]:
     return problems
 
 
+# Complexity: one query per table over every text column, then a whole-value match in Python.
 def texts_containing(conn: sqlite3.Connection, needles: list[str]) -> list[tuple[str, str]]:
     """Every text value in the database — in any column of any table, or in
     the schema itself — that contains one of ``needles`` (their ASCII letters
