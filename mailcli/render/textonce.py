@@ -320,26 +320,44 @@ def _trim_like_jinja(nodes: list[Any], token: re.Pattern[str], tags: Sequence[st
                 node.tail = _trim_string(node.tail, token, tags)
 
 
-def _trim_around_comment(node: Any, token: re.Pattern[str], tags: Sequence[str]) -> None:
+def _placeholder_tag(node: Any, token: re.Pattern[str], tags: Sequence[str]) -> str | None:
+    """The Jinja tag a comment placeholder stands for (None: not one)."""
+    from lxml import etree
+
+    if node is None or node.tag is not etree.Comment:
+        return None
     whole = token.fullmatch(node.text or "")
+    return None if whole is None else tags[int(whole.group(1))]
+
+
+# The text between two tags is trimmed as Jinja's lexer does it: first the
+# whitespace before the second tag on its line (lstrip_blocks, which looks at
+# the source, where a newline precedes it), then the newline after the first
+# (trim_blocks). The other order would keep the indentation of a tag that
+# follows another on the next line.
+def _trim_around_comment(node: Any, token: re.Pattern[str], tags: Sequence[str]) -> None:
+    tag = _placeholder_tag(node, token, tags)
     parent = node.getparent()
-    if whole is None or parent is None:
+    if tag is None or parent is None:
         return
-    tag = tags[int(whole.group(1))]
     previous = node.getprevious()
-    if previous is not None:
-        previous.tail = _trim_before(previous.tail or "", tag)
-    else:
+    if previous is None:
         parent.text = _trim_before(parent.text or "", tag)
-    node.tail = _trim_after(node.tail or "", tag)
+    elif _placeholder_tag(previous, token, tags) is None:  # else trimmed with the previous placeholder's tail
+        previous.tail = _trim_before(previous.tail or "", tag)
+    tail = node.tail or ""
+    following = _placeholder_tag(node.getnext(), token, tags)
+    if following is not None:
+        tail = _trim_before(tail, following)
+    node.tail = _trim_after(tail, tag)
 
 
 def _trim_string(value: str, token: re.Pattern[str], tags: Sequence[str]) -> str:
     pieces = token.split(value)  # text, index, text, index, ..., text
+    for at in range(1, len(pieces), 2):  # lstrip_blocks first, on the text as written
+        pieces[at - 1] = _trim_before(pieces[at - 1], tags[int(pieces[at])])
     for at in range(1, len(pieces), 2):
-        tag = tags[int(pieces[at])]
-        pieces[at - 1] = _trim_before(pieces[at - 1], tag)
-        pieces[at + 1] = _trim_after(pieces[at + 1], tag)
+        pieces[at + 1] = _trim_after(pieces[at + 1], tags[int(pieces[at])])
         pieces[at] = token.pattern.replace(r"(\d+)", pieces[at])
     return "".join(pieces)
 
