@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -56,6 +58,38 @@ def test_a_configuration_others_can_change_is_refused(project: Path, what: str) 
     result = run_mailcli("contacts", cwd=project)
     assert result.returncode == 4, result.stderr
     assert "writable by other users" in result.stderr and f"chmod go-w {target}" in result.stderr
+
+
+def _private_gid() -> int | None:
+    """This user's own group, if no one else is in it."""
+    gid = os.getgid()
+    if grp.getgrgid(gid).gr_mem or any(u.pw_gid == gid and u.pw_uid != os.getuid() for u in pwd.getpwall()):
+        return None
+    return gid
+
+
+def _shared_gid() -> int | None:
+    """A group another user has as their own (to hand a file to it, which only root may)."""
+    if os.getuid() != 0:
+        return None
+    return next((u.pw_gid for u in pwd.getpwall() if u.pw_uid != 0 and u.pw_gid != os.getgid()), None)
+
+
+def test_a_group_of_ones_own_is_not_other_users(project: Path) -> None:
+    # Debian and Ubuntu: each user has a group of their own and umask 002, so a checkout is 0664.
+    if _private_gid() is None:
+        pytest.skip("this user's group has other members here")
+    os.chmod(project / "mailcli.toml", 0o664)
+    os.chmod(project, 0o775)
+    os.chmod(project / ".mailcli" / "secret", 0o660)
+    result = run_mailcli("contacts", cwd=project)
+    assert result.returncode == 0, result.stderr
+    shared = _shared_gid()
+    if shared is None:
+        pytest.skip("no other user's group to hand the file to (needs root)")
+    os.chown(project / "mailcli.toml", -1, shared)  # now the group is someone else's
+    refused = run_mailcli("contacts", cwd=project)
+    assert refused.returncode == 4 and "writable by other users" in refused.stderr, refused.stderr
 
 
 def test_doctor_reports_loose_modes_with_the_fix(project: Path) -> None:
