@@ -86,6 +86,8 @@ EXCLUDED_TABLES: dict[str, str] = {
     "claims": "which process sends which campaign (pid, host, command); no personal data",
     "delivery_counts": "how many deliveries of each campaign have each status; not whose",
     "project_facts": "the keyed fingerprint of the project's secret and the state of the audit chain; about no one",
+    "_litestream_seq": "Litestream's own counter while it replicates the database; no personal data",
+    "_litestream_lock": "Litestream's lock table while it replicates the database; always empty",
 }
 
 
