@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import context
+from ..locks import replicate_lock
 from ..replication import (
     config_path,
     config_text,
@@ -57,6 +58,7 @@ def replicate_cmd(
     version = litestream_version(binary)
     app.store  # noqa: B018 - creates and migrates the database first: Litestream replicates only what exists
     app.close()
+    replicate_lock(settings)
     prepare_replica(settings)
     path = write_config(settings)
     app.out.info(f"Replicating {settings.project.database.name} to {rep.replica} with Litestream {version}"

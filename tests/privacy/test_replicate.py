@@ -144,8 +144,12 @@ def test_round_trip_restores_a_moment_and_reapplies_later_erasures_and_optouts(
     wait_until(lambda: _replica_emails(binary, url, scratch) == {BOB, CID}, what="the restore in the replica")
 
 
-def test_files_litestream_writes_are_private(replicating: tuple[Path, Path, str], tmp_path: Path) -> None:
+def test_files_litestream_writes_are_private_and_one_litestream_replicates(
+        replicating: tuple[Path, Path, str], tmp_path: Path) -> None:
     root, _, _ = replicating
+    second = run_mailcli("replicate", cwd=root, timeout=60)
+    assert second.returncode == 1, second.stderr
+    assert "already being replicated" in second.stderr and "`mailcli replicate`" in second.stderr
     written = [p for top in (tmp_path / "standby", root / ".mailcli.db-litestream") for p in top.rglob("*")]
     assert written
     loose = [str(p) for p in written if p.stat().st_mode & 0o077]
