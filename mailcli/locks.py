@@ -113,6 +113,17 @@ def _read_holder(fd: int) -> Holder | None:
     return None
 
 
+def _open_lock_file(db_path: Path, name: str) -> int:
+    folder = lock_folder(db_path)
+    path = folder / f"{name}.lock"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise MailcliError(f"Cannot create the lock file {path}: {exc.strerror}",
+                           hint="the folder of the database must be writable (SQLite needs that too)") from None
+
+
 @contextlib.contextmanager
 def database_lock(
     db_path: Path,
@@ -135,14 +146,7 @@ def database_lock(
     except ImportError:  # pragma: no cover - no flock on Windows: run unlocked
         yield Holder.me(command)
         return
-    folder = lock_folder(db_path)
-    path = folder / f"{name}.lock"
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise MailcliError(f"Cannot create the lock file {path}: {exc.strerror}",
-                           hint="the folder of the database must be writable (SQLite needs that too)") from None
+    fd = _open_lock_file(db_path, name)
     try:
         deadline = time.monotonic() + wait
         told = False
@@ -180,14 +184,7 @@ def hold_for_life(db_path: Path, name: str, *, command: str, busy: str, hint: st
         import fcntl
     except ImportError:  # pragma: no cover - no flock on Windows: run unlocked
         return
-    folder = lock_folder(db_path)
-    path = folder / f"{name}.lock"
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise MailcliError(f"Cannot create the lock file {path}: {exc.strerror}",
-                           hint="the folder of the database must be writable (SQLite needs that too)") from None
+    fd = _open_lock_file(db_path, name)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

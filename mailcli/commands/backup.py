@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -167,13 +167,9 @@ def _parse_at(text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return clock.parse_moment(text)
     except ValueError:
         raise UsageError(f"--at: {text!r} is not a time like 2026-12-01T09:30:00Z") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    try:
-        return value.astimezone(timezone.utc)
     except OverflowError:
         raise UsageError(f"--at: {text!r} is out of range") from None
 

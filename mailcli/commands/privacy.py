@@ -7,7 +7,7 @@ call the core, print. People are named in output only masked
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -226,13 +226,9 @@ def _parse_date(option: str, text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return clock.parse_moment(text)
     except ValueError:
         raise UsageError(f"{option}: {text!r} is not a date like 2027-01-01 or 2027-01-01T06:00:00Z") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    try:
-        return value.astimezone(timezone.utc)
     except OverflowError:  # an offset that takes it past the year 1 or 9999
         raise UsageError(f"{option}: {text!r} is out of range") from None
 
