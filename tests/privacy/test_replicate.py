@@ -143,6 +143,14 @@ def test_round_trip_restores_a_moment_and_reapplies_later_erasures_and_optouts(
         conn.close()
     wait_until(lambda: _replica_emails(binary, url, scratch) == {BOB, CID}, what="the restore in the replica")
 
+    # A database that moves on without its replica is what doctor warns about.
+    later = time.time() + 600
+    for path in (root / "mailcli.db", root / "mailcli.db-wal"):
+        os.utime(path, (later, later))
+    doctor = run_mailcli("--json", "doctor", cwd=root)
+    [check] = [c for c in json.loads(doctor.stdout) if c["name"] == "replication"]
+    assert check["verdict"] == "warn" and "not replicating" in check["summary"], check
+
 
 def test_files_litestream_writes_are_private_and_one_litestream_replicates(
         replicating: tuple[Path, Path, str], tmp_path: Path) -> None:
@@ -184,6 +192,33 @@ def test_credentials_in_the_replica_url_are_refused(project: Path, cli: Cli, rep
     assert result.exit_code == 4
     assert "replicate.replica: credentials do not belong in the config file" in result.stderr
     assert "secret" not in result.stdout
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    ('replica = "ftp://files.example.net/news"', "ftp:// replicas are not supported"),
+    ('replica = "s3:///news"', "names no bucket"),
+    ('replica = ""', "must not be empty"),
+    ('replica = "standby"\nretention = "30s"', "replicate.retention: must be at least 1 minute"),
+    ('replica = "standby"\nretention = "2h"\nsnapshot_interval = "1d"', "must not be longer than replicate.retention"),
+    ('replica = "standby"\nsnapshots = "1h"', "replicate.snapshots: unknown key"),
+])
+def test_a_bad_replicate_section_names_the_key(project: Path, cli: Cli, lines: str, message: str) -> None:
+    with (project / "mailcli.toml").open("a", encoding="utf-8") as handle:
+        handle.write(f"\n[replicate]\n{lines}\n")
+    result = cli("replicate", "--print-config")
+    assert result.exit_code == 4 and message in result.stderr, result.stderr
+
+
+def test_a_litestream_of_another_series_is_refused(project: Path, tmp_path: Path) -> None:
+    old = tmp_path / "litestream"
+    old.write_text("#!/bin/sh\necho v0.3.13\n", encoding="utf-8")
+    old.chmod(0o755)
+    _replicate_to(project, "../standby")
+    result = run_mailcli("backup", "restore", "--from-replica", "--yes", cwd=project,
+                         env={"MAILCLI_LITESTREAM": str(old)})
+    assert result.returncode == 1
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [
+        f"Error: mailcli needs Litestream 0.5.x; {old} is v0.3.13"], result.stderr
 
 
 def test_replicate_without_a_replica_or_a_binary_says_what_to_do(project: Path, cli: Cli) -> None:
