@@ -42,7 +42,7 @@ from .config.values import Duration
 from .deliverability.check import Check
 from .errors import ConfigError, MailcliError, NotFoundError
 from .locks import Holder
-from .privacy.restore import REPLICA_PREFIX, RestoreResult, restore_backup
+from .privacy.restore import REPLICA_PREFIX, RestoreResult, check_backup, restore_backup
 from .store import backups, litestream, schema
 from .store.db import PAGE_SIZE
 
@@ -333,7 +333,7 @@ def restore_from_replica(settings: Settings, *, at: datetime | None = None,
     there it goes the way of every backup (:func:`restore_backup`): checked,
     every later erasure and opt-out re-applied, swapped in in one step.
     """
-    replicate_settings(settings)
+    rep = replicate_settings(settings)
     if at is not None and at > clock.now():
         raise MailcliError(f"--at {clock.to_iso(at)} is in the future; nothing was changed")
     database = settings.project.database
@@ -341,6 +341,11 @@ def restore_from_replica(settings: Settings, *, at: datetime | None = None,
     try:
         copy = workdir / database.name
         fetch_replica(settings, copy, at=at)
+        try:
+            check_backup(copy)
+        except MailcliError as exc:  # name what the user asked for, not the private folder
+            what = f"the copy Litestream rebuilt from {rep.replica}"
+            raise type(exc)(exc.message.replace(str(copy), what), hint=exc.hint) from None
         return restore_backup(settings, copy, on_wait=on_wait, on_lock_wait=on_lock_wait)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

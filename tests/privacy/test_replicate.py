@@ -49,7 +49,8 @@ def _import(cli: Cli, root: Path, *emails: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-def _replica_emails(binary: Path, url: str, scratch: Path) -> set[str]:
+def _replica_emails(binary: Path, url: str, scratch: Path,
+                    query: str = "SELECT email FROM contacts") -> set[str]:
     """What a plain Litestream restore of the newest replica state holds (empty while it has nothing)."""
     out = scratch / f"probe-{time.monotonic_ns()}.db"
     done = subprocess.run([str(binary), "restore", "-o", str(out), url], capture_output=True, text=True,
@@ -58,7 +59,7 @@ def _replica_emails(binary: Path, url: str, scratch: Path) -> set[str]:
         return set()
     conn = sqlite3.connect(out)
     try:
-        return {row[0] for row in conn.execute("SELECT email FROM contacts")}
+        return {row[0] for row in conn.execute(query)}
     finally:
         conn.close()
         for suffix in ("", "-wal", "-shm"):
@@ -150,6 +151,18 @@ def test_round_trip_restores_a_moment_and_reapplies_later_erasures_and_optouts(
     doctor = run_mailcli("--json", "doctor", cwd=root)
     [check] = [c for c in json.loads(doctor.stdout) if c["name"] == "replication"]
     assert check["verdict"] == "warn" and "not replicating" in check["summary"], check
+
+    # What the replica holds is checked like any backup, and the message names the replica.
+    conn = sqlite3.connect(root / "mailcli.db")
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.commit()
+    conn.close()
+    wait_until(lambda: "notes" in _replica_emails(binary, url, scratch, "SELECT name FROM sqlite_master"),
+               what="the foreign table in the replica")
+    refused = run_mailcli("backup", "restore", "--from-replica", "--yes", cwd=root)
+    assert refused.returncode == 1, refused.stderr
+    assert f"the copy Litestream rebuilt from {url} has a table mailcli does not create: 'notes'" in refused.stderr
+    assert ".replica-restore-" not in refused.stderr and not list(root.glob(".replica-restore-*"))
 
 
 def test_files_litestream_writes_are_private_and_one_litestream_replicates(
