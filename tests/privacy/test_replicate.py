@@ -165,6 +165,49 @@ def test_round_trip_restores_a_moment_and_reapplies_later_erasures_and_optouts(
     assert ".replica-restore-" not in refused.stderr and not list(root.glob(".replica-restore-*"))
 
 
+def test_an_s3_compatible_replica_takes_its_credentials_from_the_environment(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    binary = _litestream()
+    boto3 = pytest.importorskip("boto3")
+    server_module = pytest.importorskip("moto.server")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        key, secret = "AKIDREPLICA", "replica-secret-from-the-environment"
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}", aws_access_key_id=key,
+                     aws_secret_access_key=secret, region_name="us-east-1").create_bucket(Bucket="news-standby")
+        url = f"s3://news-standby/news?endpoint=http://{host}:{port}&region=us-east-1"
+        _replicate_to(project, url)
+        _import(cli, project, ANN, CID)
+        # Litestream's environment, as a service has it: the keys, no AWS configuration of the machine's
+        # (a CA bundle there stops Litestream 0.5 from building its S3 client), no instance metadata.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(LITESTREAM_ACCESS_KEY_ID=key, LITESTREAM_SECRET_ACCESS_KEY=secret, AWS_EC2_METADATA_DISABLED="true")
+        process = subprocess.Popen([sys.executable, "-m", "mailcli", "-q", "replicate"], cwd=project, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            def replicated() -> bool:
+                done = subprocess.run([str(binary), "ltx", "-json", url], env=env, capture_output=True, text=True,
+                                      timeout=60, check=False)
+                return done.returncode == 0 and done.stdout.strip() not in ("", "[]", "null")
+            wait_until(lambda: replicated() or process.poll() is not None, what="the replica in the bucket")
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            erased = cli("privacy", "erase", ANN, "--yes")
+            assert erased.exit_code == 0, erased.output
+            restored = subprocess.run([sys.executable, "-m", "mailcli", "backup", "restore", "--from-replica",
+                                       "--yes"], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+            assert restored.returncode == 0, restored.stderr
+            assert _contacts(project) == {CID: "subscribed"}
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+        written = (project / ".mailcli" / "litestream.yml").read_text(encoding="utf-8")
+        assert url in written and key not in written and secret not in written
+    finally:
+        server.stop()
+
+
 def test_files_litestream_writes_are_private_and_one_litestream_replicates(
         replicating: tuple[Path, Path, str], tmp_path: Path) -> None:
     root, _, _ = replicating
