@@ -315,13 +315,18 @@ def fetch_replica(settings: Settings, dest: Path, *, at: datetime | None = None,
     except OSError as exc:
         raise ReplicationError(f"Cannot run {exe}: {exc}") from None
     if done.returncode != 0 or not dest.is_file():
-        reason = _last_line(done.stderr) or _last_line(done.stdout) or f"exit status {done.returncode}"
-        when = f" as of {clock.to_iso(at)}" if at is not None else ""
-        if any(words in reason for words in ("no matching backup", "no snapshots", "not found",
-                                              "timestamp does not exist")):
-            raise NotFoundError(f"The replica {rep.replica} holds no copy of the database{when}; nothing was changed",
-                                hint="`mailcli doctor` shows what the replica holds; is `mailcli replicate` running?")
-        raise ReplicationError(f"Litestream could not restore from {rep.replica}{when}: {reason}; nothing was changed")
+        raise _restore_failed(rep.replica, at, done)
+
+
+def _restore_failed(replica: str, at: datetime | None, done: subprocess.CompletedProcess[str]) -> MailcliError:
+    """What a failed ``litestream restore`` means, in one line."""
+    reason = _last_line(done.stderr) or _last_line(done.stdout) or f"exit status {done.returncode}"
+    when = f" as of {clock.to_iso(at)}" if at is not None else ""
+    if any(words in reason for words in ("no matching backup", "no snapshots", "not found",
+                                          "timestamp does not exist")):
+        return NotFoundError(f"The replica {replica} holds no copy of the database{when}; nothing was changed",
+                             hint="`mailcli doctor` shows what the replica holds; is `mailcli replicate` running?")
+    return ReplicationError(f"Litestream could not restore from {replica}{when}: {reason}; nothing was changed")
 
 
 def restore_from_replica(settings: Settings, *, at: datetime | None = None,
@@ -365,17 +370,26 @@ def replica_state(settings: Settings, binary: Path) -> ReplicaState | None:
         raise ReplicationError(f"Cannot run {binary}: {exc}") from None
     if done.returncode != 0:
         reason = _last_line(done.stderr) or f"exit status {done.returncode}"
-        if "no such file" in reason or "not found" in reason or "not exist" in reason:
+        if _names_nothing(reason):
             return None
         raise ReplicationError(f"Cannot read the replica {rep.replica}: {reason}")
     try:
-        files = json.loads(done.stdout or "[]") or []
-        newest = max(files, key=lambda f: (int(f["max_txid"], 16), f["timestamp"]), default=None)
-        if newest is None:
-            return None
-        return ReplicaState(txid=int(newest["max_txid"], 16), at=clock.parse_iso(newest["timestamp"]))
+        return _newest(json.loads(done.stdout or "[]") or [])
     except (ValueError, KeyError, TypeError) as exc:
         raise ReplicationError(f"Cannot read what litestream ltx says about {rep.replica} ({exc})") from None
+
+
+def _names_nothing(reason: str) -> bool:
+    """Litestream's way of saying that a replica has nothing yet."""
+    return any(words in reason for words in ("no such file", "not found", "not exist"))
+
+
+def _newest(files: list[dict[str, str]]) -> ReplicaState | None:
+    """The newest of the files ``litestream ltx -json`` lists."""
+    newest = max(files, key=lambda f: (int(f["max_txid"], 16), f["timestamp"]), default=None)
+    if newest is None:
+        return None
+    return ReplicaState(txid=int(newest["max_txid"], 16), at=clock.parse_iso(newest["timestamp"]))
 
 
 def _changed_at(database: Path) -> datetime | None:

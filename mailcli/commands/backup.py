@@ -11,7 +11,7 @@ import typer
 from .. import clock, context
 from ..errors import UsageError
 from ..privacy.backup import create_backup, list_backups, prune_backups
-from ..privacy.restore import restore_backup
+from ..privacy.restore import RestoreResult, restore_backup
 
 backup_app = typer.Typer(help="Consistent database backups; restores re-apply later erasures.",
                          no_args_is_help=True)
@@ -122,31 +122,12 @@ def restore_cmd(
         mailcli backup restore --from-replica --at 2026-12-01T09:30:00Z --yes
     """
     app = context.get(ctx)
-    settings = app.settings
-    if (file is None) == (not from_replica):
-        raise UsageError("Give a backup FILE or --from-replica (one of them)",
-                         hint="`mailcli backup list` shows the backups")
-    if at is not None and not from_replica:
-        raise UsageError("--at goes with --from-replica", hint="a backup FILE is restored as it was written")
-    moment = _parse_at(at)
+    moment = _check_source(file, from_replica, at)
     if from_replica:
-        from ..replication import replicate_settings, restore_from_replica
-
-        replica = replicate_settings(settings).replica
-        source = f"the replica {replica}" + (f" as of {clock.to_iso(moment)}" if moment else "")
-        app.out.confirm(f"Replace {settings.project.database.name} with {source}? Changes made since are lost"
-                        " (erasures and opt-outs are re-applied).", yes=yes, what="restore")
-        result = restore_from_replica(settings, at=moment, on_wait=app.say_waiting,
-                                      on_lock_wait=app.say_waiting_for)
-        name = source
-        shown = replica
+        result, name, shown = _restore_replica(app, moment, yes)
     else:
         assert file is not None
-        app.out.confirm(f"Replace {settings.project.database.name} with {file.name}? Changes made since that backup"
-                        " are lost (erasures and opt-outs are re-applied).", yes=yes, what="restore")
-        result = restore_backup(settings, file, on_wait=app.say_waiting, on_lock_wait=app.say_waiting_for)
-        name = result.source.name
-        shown = str(result.source)
+        result, name, shown = _restore_file(app, file, yes)
     for warning in result.warnings:
         app.out.warn(warning)
     app.out.result(
@@ -161,6 +142,36 @@ def restore_cmd(
         app.out.info(f"The replaced database was kept as {result.safety_copy}")
     what = "that moment" if from_replica else "the backup"
     app.out.warn(f"messages sent after {what} are not recorded in it; check `mailcli report` before sending again")
+
+
+def _check_source(file: Path | None, from_replica: bool, at: str | None) -> datetime | None:
+    """Exactly one source; ``--at`` only with the replica. Returns the moment asked for."""
+    if (file is None) == (not from_replica):
+        raise UsageError("Give a backup FILE or --from-replica (one of them)",
+                         hint="`mailcli backup list` shows the backups")
+    if at is not None and not from_replica:
+        raise UsageError("--at goes with --from-replica", hint="a backup FILE is restored as it was written")
+    return _parse_at(at)
+
+
+def _restore_file(app: context.AppContext, file: Path, yes: bool) -> tuple[RestoreResult, str, str]:
+    settings = app.settings
+    app.out.confirm(f"Replace {settings.project.database.name} with {file.name}? Changes made since that backup"
+                    " are lost (erasures and opt-outs are re-applied).", yes=yes, what="restore")
+    result = restore_backup(settings, file, on_wait=app.say_waiting, on_lock_wait=app.say_waiting_for)
+    return result, result.source.name, str(result.source)
+
+
+def _restore_replica(app: context.AppContext, moment: datetime | None, yes: bool) -> tuple[RestoreResult, str, str]:
+    from ..replication import replicate_settings, restore_from_replica
+
+    settings = app.settings
+    replica = replicate_settings(settings).replica
+    source = f"the replica {replica}" + (f" as of {clock.to_iso(moment)}" if moment else "")
+    app.out.confirm(f"Replace {settings.project.database.name} with {source}? Changes made since are lost"
+                    " (erasures and opt-outs are re-applied).", yes=yes, what="restore")
+    result = restore_from_replica(settings, at=moment, on_wait=app.say_waiting, on_lock_wait=app.say_waiting_for)
+    return result, source, replica
 
 
 def _parse_at(text: str | None) -> datetime | None:

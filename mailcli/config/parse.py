@@ -433,16 +433,18 @@ def _replica_url(reader: _Reader, root: Path, text: str) -> str:
     if parts.scheme not in _REPLICA_SCHEMES:
         raise reader.fail("replicate.replica", f"{parts.scheme}:// replicas are not supported",
                           hint="use a folder or an S3-compatible s3://bucket/path URL")
-    if parts.username or parts.password:
-        raise reader.fail("replicate.replica", "credentials do not belong in the config file",
-                          hint="set LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY in the environment"
-                               " Litestream runs in")
-    params = {name.split("=", 1)[0].lower() for name in parts.query.split("&") if name}
-    if params & _CREDENTIAL_PARAMS:
-        raise reader.fail("replicate.replica", "credentials do not belong in the config file",
-                          hint="set LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY in the environment")
+    _refuse_credentials(reader, parts.username or parts.password, parts.query)
     if parts.scheme == "s3" and not parts.netloc:
         raise reader.fail("replicate.replica", f"names no bucket (got {text!r})", hint='e.g. "s3://bucket/news"')
     if parts.scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
         raise reader.fail("replicate.replica", f"must be file:///absolute/folder or a plain path (got {text!r})")
     return text
+
+
+def _refuse_credentials(reader: _Reader, userinfo: str | None, query: str) -> None:
+    """A replica URL carries no key or password: Litestream reads those from its environment."""
+    params = {name.split("=", 1)[0].lower() for name in query.split("&") if name}
+    if userinfo or params & _CREDENTIAL_PARAMS:
+        raise reader.fail("replicate.replica", "credentials do not belong in the config file",
+                          hint="set LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY in the environment"
+                               " Litestream runs in")

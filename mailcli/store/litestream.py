@@ -37,9 +37,10 @@ def is_replicated(conn: sqlite3.Connection) -> bool:
     return row is not None
 
 
-def leave_checkpoints_to_litestream(conn: sqlite3.Connection) -> None:
-    """No automatic checkpoints on this connection: Litestream makes them."""
-    conn.execute("PRAGMA wal_autocheckpoint=0")
+def configure_connection(conn: sqlite3.Connection) -> None:
+    """On a database Litestream replicates, no automatic checkpoints on this connection: Litestream makes them."""
+    if is_replicated(conn):
+        conn.execute("PRAGMA wal_autocheckpoint=0")
 
 
 def is_litestream_object(kind: str, name: str, sql: str | None) -> bool:
@@ -62,4 +63,4 @@ def match_tables(conn: sqlite3.Connection, present: bool) -> None:
             conn.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-__all__ = ["TABLES", "is_litestream_object", "is_replicated", "leave_checkpoints_to_litestream", "match_tables"]
+__all__ = ["TABLES", "configure_connection", "is_litestream_object", "is_replicated", "match_tables"]
