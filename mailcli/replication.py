@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 from . import clock
 from .config import Settings
-from .config.settings import EnvVars, ReplicateSettings
+from .config.settings import SECRET_FILE, EnvVars, ReplicateSettings
 from .config.values import Duration
 from .deliverability.check import Check
 from .errors import ConfigError, MailcliError, NotFoundError
@@ -132,8 +132,13 @@ def _last_line(text: str) -> str:
 
 # -- the configuration ------------------------------------------------------------
 
+def private_dir(settings: Settings) -> Path:
+    """``.mailcli/`` beside the configuration (0700), where the secret is too."""
+    return settings.root / SECRET_FILE.parent
+
+
 def config_path(settings: Settings) -> Path:
-    return settings.data_dir / CONFIG_NAME
+    return private_dir(settings) / CONFIG_NAME
 
 
 def go_duration(duration: Duration) -> str:
@@ -272,7 +277,7 @@ def systemd_unit(settings: Settings, *, user: str | None = None) -> str:
         "UMask=0077",
     ]
     if not rep.is_local:
-        env_file = settings.data_dir.resolve() / ENV_FILE
+        env_file = private_dir(settings).resolve() / ENV_FILE
         lines += [
             "# LITESTREAM_ACCESS_KEY_ID=... and LITESTREAM_SECRET_ACCESS_KEY=..., one a line (mode 0600):",
             f"EnvironmentFile=-{_systemd_word(str(env_file))}",
@@ -347,7 +352,7 @@ def restore_from_replica(settings: Settings, *, at: datetime | None = None,
         copy = workdir / database.name
         fetch_replica(settings, copy, at=at)
         try:
-            check_backup(copy)
+            check_backup(copy, settings)
         except MailcliError as exc:  # name what the user asked for, not the private folder
             what = f"the copy Litestream rebuilt from {rep.replica}"
             raise type(exc)(exc.message.replace(str(copy), what), hint=exc.hint) from None

@@ -76,7 +76,13 @@ from ..store.facts import SECRET_FINGERPRINT, get_fact
 from ..store.migrations import MIGRATIONS
 from ..store.suppressions import Suppression, all_suppressions
 from ..tokens import audit_key, secret_fingerprint
-from .backup import backup_key_for, copy_database, new_backup_path, process_alive, remove_partial_copies
+from .backup import (
+    backup_key_for,
+    copy_database,
+    new_backup_path,
+    process_alive,
+    remove_partial_copies,
+)
 from .encryption import BackupKey, backup_key, decrypt_file, is_encrypted
 from .ledger import ledger_path, read_entries
 from .reapply import Counts, Later, carry_audit, reapply
