@@ -164,7 +164,7 @@ def test_every_command_under_q_in_cron(project: Path, cli: Cli, tmp_path: Path) 
         with (project / "mailcli.toml").open("a", encoding="utf-8") as handle:
             handle.write('\n[replicate]\nreplica = "standby"\n')
         env = {"PATH": "/usr/bin:/bin", "HOME": str(project.parent / "home"),
-               "MAILCLI_SECRET": "a-secret-that-is-backed-up-elsewhere"}
+               "MAILCLI_SECRET": project_secret(project)}
         service = subprocess.Popen([sys.executable, "-m", "mailcli", "-q", "replicate"], cwd=project, env=env,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
