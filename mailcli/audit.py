@@ -28,9 +28,8 @@ import hashlib
 import hmac
 import json
 import os
-import sqlite3
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import now_iso
 from .config import Settings
@@ -38,6 +37,9 @@ from .errors import MailcliError
 from .store import Store, facts
 from .store import audit as audit_rows
 from .tokens import address_hmac, audit_key
+
+if TYPE_CHECKING:
+    from .store.db import Connection
 
 
 def current_actor() -> str:
@@ -70,7 +72,7 @@ def legacy_hash(prev: str, *row: Any) -> str:
     return hashlib.sha256(_canonical(prev, *row)).hexdigest()
 
 
-def legacy_until(conn: sqlite3.Connection) -> int:
+def legacy_until(conn: Connection) -> int:
     """The id of the last entry chained by plain SHA-256 (0: none)."""
     value = facts.get_fact(conn, facts.AUDIT_CHAIN) or ""
     kind, _, last = value.partition(":")
@@ -138,7 +140,7 @@ def append_row(
         _chain(store, conn, key, (at, actor, command, action, subject_hmac, detail_text, reason))
 
 
-def _chain(store: Store, conn: sqlite3.Connection, key: bytes, row: audit_rows.AuditRow) -> None:
+def _chain(store: Store, conn: Connection, key: bytes, row: audit_rows.AuditRow) -> None:
     prev = audit_rows.last_hash(conn) or facts.get_fact(conn, facts.AUDIT_BASE) or audit_rows.GENESIS
     audit_rows.insert_entry(conn, row, prev, entry_mac(key, prev, *row))
     if store.anchored:

@@ -14,10 +14,10 @@ match of the normalised address.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import Message
+from typing import TYPE_CHECKING
 
 from ..addresses import AddressError, normalise_address
 from ..config import Settings
@@ -31,6 +31,9 @@ from ..store.subjects import contact_by_email_key, contact_by_uid
 from ..tokens import parse_unsubscribe_token, parse_verp_token
 from . import reports
 
+if TYPE_CHECKING:
+    from ..store.db import Connection
+
 _OUR_MESSAGE_ID = re.compile(r"^<?([0-9a-f]{18})\.([0-9a-f]{18})@", re.IGNORECASE)
 
 
@@ -40,7 +43,7 @@ class Target:
     campaign_id: int | None
 
 
-def by_verp(conn: sqlite3.Connection, settings: Settings, msg: Message) -> Target | None:
+def by_verp(conn: Connection, settings: Settings, msg: Message) -> Target | None:
     """The delivery a message names by the VERP return path it came back to."""
     for token in reports.verp_tokens(msg, settings.sender.bounce_address):
         parsed = parse_verp_token(settings.secret(), token)
@@ -54,7 +57,7 @@ def by_verp(conn: sqlite3.Connection, settings: Settings, msg: Message) -> Targe
     return None
 
 
-def by_message_id(conn: sqlite3.Connection, message_id: str) -> Target | None:
+def by_message_id(conn: Connection, message_id: str) -> Target | None:
     found = delivery_by_message_id(conn, message_id)
     if found:
         return Target(*found)
@@ -68,7 +71,7 @@ def by_message_id(conn: sqlite3.Connection, message_id: str) -> Target | None:
     return None
 
 
-def _by_token(conn: sqlite3.Connection, settings: Settings, token: str | None) -> Target | None:
+def _by_token(conn: Connection, settings: Settings, token: str | None) -> Target | None:
     if not token:
         return None
     parsed = parse_unsubscribe_token(settings.secret(), token)
@@ -80,7 +83,7 @@ def _by_token(conn: sqlite3.Connection, settings: Settings, token: str | None) -
     return Target(contact.id, latest_campaign(conn, contact.id, parsed.list_id))
 
 
-def by_address(conn: sqlite3.Connection, address: str | None) -> Target | None:
+def by_address(conn: Connection, address: str | None) -> Target | None:
     if not address:
         return None
     try:
@@ -91,18 +94,18 @@ def by_address(conn: sqlite3.Connection, address: str | None) -> Target | None:
     return Target(contact.id, None) if contact else None
 
 
-def by_addresses(conn: sqlite3.Connection, addresses: Iterable[str]) -> list[Target]:
+def by_addresses(conn: Connection, addresses: Iterable[str]) -> list[Target]:
     """The contacts among ``addresses``."""
     return [t for t in (by_address(conn, a) for a in addresses) if t]
 
 
-def recipient_target(conn: sqlite3.Connection, recipient: reports.RecipientStatus) -> Target | None:
+def recipient_target(conn: Connection, recipient: reports.RecipientStatus) -> Target | None:
     """A report's recipient as a contact: the address mailcli sent to
     (Original-Recipient) first; a forwarded address fails at another."""
     return by_address(conn, recipient.original_recipient) or by_address(conn, recipient.final_recipient)
 
 
-def attribute(conn: sqlite3.Connection, settings: Settings, original: reports.Original,
+def attribute(conn: Connection, settings: Settings, original: reports.Original,
               envelope_id: str | None = None, verp: Target | None = None) -> Target | None | bool:
     """The delivery a report is about; None when it quotes something that
     names no delivery of ours, False when it quotes nothing to go by."""

@@ -19,8 +19,8 @@ of the address or name is left in the database files.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import audit, clock
 from ..config import Settings
@@ -35,6 +35,9 @@ from .registry import PERSONAL_DATA_TABLES
 from .scrub import ScrubResult, needles_for, scrub
 from .subject import find_subject
 
+if TYPE_CHECKING:
+    from ..store.db import Connection
+
 
 @dataclass(frozen=True, slots=True)
 class EraseResult:
@@ -47,7 +50,7 @@ class EraseResult:
     requests_closed: list[int] = field(default_factory=list)
 
 
-def erase_contact_rows(conn: sqlite3.Connection, contact_id: int, hmac: str) -> dict[str, int]:
+def erase_contact_rows(conn: Connection, contact_id: int, hmac: str) -> dict[str, int]:
     """Delete every registered row about one contact, keeping campaign totals.
 
     Call inside a transaction. Returns deleted rows per table.

@@ -30,13 +30,12 @@ import hashlib
 import io
 import json
 import os
-import sqlite3
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import audit, clock
 from ..cells import neutralise
@@ -52,6 +51,9 @@ from .files import register_written
 from .letter import LetterFacts, information, render_letter
 from .registry import PERSONAL_DATA_TABLES, uncovered_tables
 from .subject import Subject, find_subject, require_contact
+
+if TYPE_CHECKING:
+    from ..store.db import Connection
 
 SCHEMA = "mailcli.subject-export/1"
 
@@ -84,7 +86,7 @@ def _contact_id(subject: Subject) -> int:
     return subject.contact_id
 
 
-def _profile(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
+def _profile(conn: Connection, subject: Subject) -> dict[str, Any]:
     row = personal_data.profile(conn, _contact_id(subject))
     provided = {key: row.get(key) for key in PROVIDED_BY_SUBJECT}
     recorded = {key: row.get(key) for key in RECORDED_BY_US if key in row}
@@ -92,7 +94,7 @@ def _profile(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
     return {"provided_by_subject": provided, "recorded": {**recorded, **extra}}
 
 
-def _memberships(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+def _memberships(conn: Connection, subject: Subject) -> list[dict[str, Any]]:
     rows = personal_data.memberships(conn, _contact_id(subject))
     out = []
     for row in rows:
@@ -106,35 +108,35 @@ def _memberships(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, A
     return out
 
 
-def _deliveries(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+def _deliveries(conn: Connection, subject: Subject) -> list[dict[str, Any]]:
     return personal_data.deliveries(conn, _contact_id(subject))
 
 
-def _events(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+def _events(conn: Connection, subject: Subject) -> list[dict[str, Any]]:
     return events_of(conn, _contact_id(subject))
 
 
-def _suppression(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+def _suppression(conn: Connection, subject: Subject) -> list[dict[str, Any]]:
     return suppressions_of(conn, subject.hmac)
 
 
-def _audit(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+def _audit(conn: Connection, subject: Subject) -> list[dict[str, Any]]:
     rows = audit_rows.entries(conn, subject_hmac=subject.hmac)
     for row in rows:
         del row["subject_hmac"]
     return rows
 
 
-def _requests(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+def _requests(conn: Connection, subject: Subject) -> list[dict[str, Any]]:
     return requests_of(conn, subject.hmac)
 
 
-def _files(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+def _files(conn: Connection, subject: Subject) -> list[dict[str, Any]]:
     return [{"kind": f.kind, "path": f.path, "created_at": f.created_at} for f in files_about(conn, subject.hmac)]
 
 
 # registered table -> (section name in subject.json, builder)
-SECTIONS: dict[str, tuple[str, Callable[[sqlite3.Connection, Subject], Any]]] = {
+SECTIONS: dict[str, tuple[str, Callable[[Connection, Subject], Any]]] = {
     "contacts": ("profile", _profile),
     "memberships": ("memberships", _memberships),
     "deliveries": ("deliveries", _deliveries),
@@ -146,7 +148,7 @@ SECTIONS: dict[str, tuple[str, Callable[[sqlite3.Connection, Subject], Any]]] = 
 }
 
 
-def gather(conn: sqlite3.Connection, subject: Subject) -> dict[str, Any]:
+def gather(conn: Connection, subject: Subject) -> dict[str, Any]:
     """Every registered table's rows about ``subject``, keyed by section."""
     sections: dict[str, Any] = {}
     for table, entry in PERSONAL_DATA_TABLES.items():

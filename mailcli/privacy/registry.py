@@ -11,10 +11,13 @@ never silently escape an export or an erasure.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..store.schema import column_names, table_names
+
+if TYPE_CHECKING:
+    from ..store.db import Connection
 
 # Column names that mark a table as holding data about a person.
 PERSONAL_COLUMNS = frozenset({
@@ -91,20 +94,20 @@ EXCLUDED_TABLES: dict[str, str] = {
 }
 
 
-def personal_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+def personal_columns(conn: Connection, table: str) -> set[str]:
     return column_names(conn, table) & PERSONAL_COLUMNS
 
 
-def live_tables(conn: sqlite3.Connection) -> list[str]:
+def live_tables(conn: Connection) -> list[str]:
     return table_names(conn)
 
 
-def unclassified_tables(conn: sqlite3.Connection) -> list[str]:
+def unclassified_tables(conn: Connection) -> list[str]:
     """Tables in neither list (the completeness test wants each one decided)."""
     return [t for t in live_tables(conn) if t not in PERSONAL_DATA_TABLES and t not in EXCLUDED_TABLES]
 
 
-def uncovered_tables(conn: sqlite3.Connection) -> list[str]:
+def uncovered_tables(conn: Connection) -> list[str]:
     """Tables with a personal-data column that the registry does not cover."""
     missing = []
     for table in live_tables(conn):

@@ -49,10 +49,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import audit, audithead, clock
 from ..config import Settings
@@ -79,6 +79,9 @@ from .ledger import LedgerEntry, append_entries
 from .restore import remove_leftovers
 from .scrub import ScrubResult, scrub
 
+if TYPE_CHECKING:
+    from ..store.db import Connection
+
 RULES = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports")
 UNITS = {
     "unconfirmed": "memberships", "unsubscribed": "contacts", "bounced": "contacts", "inactive": "contacts",
@@ -100,12 +103,12 @@ class PurgeResult:
     files: FilesReached = field(default_factory=FilesReached)
 
 
-def _plan(conn: sqlite3.Connection, cut: dict[str, str]) -> dict[str, int]:
+def _plan(conn: Connection, cut: dict[str, str]) -> dict[str, int]:
     """What each rule removes from the database (backups are counted apart)."""
     return {**dict.fromkeys(RULES, 0), **plan(conn, cut), "audit_log": audit_rows.count_cut(conn, cut["audit_log"])}
 
 
-def _keep_suppressions(conn: sqlite3.Connection, contact_id: int, hmac: str, rule: str, now: str) -> None:
+def _keep_suppressions(conn: Connection, contact_id: int, hmac: str, rule: str, now: str) -> None:
     """Before erasing, make sure the opt-out that justified it outlives the person."""
     if rule == "bounced":
         add_suppression(conn, hmac, ALL, "bounced", "purge", now)
@@ -122,7 +125,7 @@ def _keep_suppressions(conn: sqlite3.Connection, contact_id: int, hmac: str, rul
             add_suppression(conn, hmac, ALL, "unsubscribed", "purge", now)
 
 
-def cut_audit_log(conn: sqlite3.Connection, cutoff: str, now: str) -> str | None:
+def cut_audit_log(conn: Connection, cutoff: str, now: str) -> str | None:
     """Cut the audit entries before ``cutoff`` from the start of the log; the
     MAC the oldest kept entry follows (None when nothing was cut). An empty
     log goes on from it; entries of an older mailcli that are all gone no
@@ -137,7 +140,7 @@ def cut_audit_log(conn: sqlite3.Connection, cutoff: str, now: str) -> str | None
     return base
 
 
-def _files_due(conn: sqlite3.Connection, settings: Settings, cutoff: str,
+def _files_due(conn: Connection, settings: Settings, cutoff: str,
                people: dict[str, set[str]]) -> tuple[list[WrittenFile], list[Path]]:
     """The registered files the purge reaches (older than ``cutoff``, or about
     someone it erases), and the unregistered old exports in exports/."""

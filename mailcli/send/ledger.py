@@ -25,10 +25,9 @@ adds ``campaigns.archived_counts`` to the live counts.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailcli import clock
 from mailcli.addresses import AddressError, normalise_pair
@@ -45,6 +44,9 @@ from mailcli.store.relays import smtputf8_marked
 from mailcli.store.segments import check_segment_fields
 from mailcli.store.suppressions import suppressed_hmacs
 from mailcli.tokens import address_hmac, message_id, new_uid
+
+if TYPE_CHECKING:
+    from ..store.db import Connection
 
 __all__ = [
     "REPORT_KEYS", "Campaign", "Recipient", "archive_deliveries", "archive_events", "campaign_counts",
@@ -79,7 +81,7 @@ class Recipient:
                 self.first_name, self.last_name, self.attributes, self.message_id, self.skip_reason)
 
 
-def list_id_of(conn: sqlite3.Connection, list_name: str) -> int:
+def list_id_of(conn: Connection, list_name: str) -> int:
     """The id of the list, or NotFoundError naming the lists there are."""
     found = list_id(conn, list_name)
     if found is None:
@@ -87,7 +89,7 @@ def list_id_of(conn: sqlite3.Connection, list_name: str) -> int:
     return found
 
 
-def create_campaign(conn: sqlite3.Connection, *, name: str, template: str, list_name: str, subject: str | None,
+def create_campaign(conn: Connection, *, name: str, template: str, list_name: str, subject: str | None,
                     segment: Segment | None = None, subject_line: str | None = None,
                     not_before_at: str | None = None) -> Campaign:
     """Insert a campaign row (not yet frozen; scheduled with ``not_before_at``)."""
@@ -116,7 +118,7 @@ def campaign_segment(campaign: Campaign) -> Segment | None:
     return parse_segment(campaign.segment_where, source=f"campaign {campaign.name}", name=campaign.segment)
 
 
-def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list_name: str, secret: bytes,
+def iter_audience(conn: Connection, campaign_id: int, list_id: int, list_name: str, secret: bytes,
                   *, page: int | None = None, segment: Segment | None = None) -> Iterator[list[tuple[int, str]]]:
     """Pages of (contact id, uid) of members not yet in the campaign, minus suppressed.
 
@@ -138,7 +140,7 @@ def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list
                if not (suppressed and address_hmac(secret, email_key) in suppressed)]
 
 
-def freeze_audience(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, domain: str, *,
+def freeze_audience(conn: Connection, campaign: Campaign, secret: bytes, domain: str, *,
                     keep: int | None = None) -> int:
     """Insert a pending delivery for every audience member not yet in it.
 
@@ -163,7 +165,7 @@ def freeze_audience(conn: sqlite3.Connection, campaign: Campaign, secret: bytes,
     return added
 
 
-def recover_interrupted(conn: sqlite3.Connection, campaign_id: int) -> int:
+def recover_interrupted(conn: Connection, campaign_id: int) -> int:
     """A run starts: rows left in 'sending' by a dead process become 'uncertain'.
 
     Only a process killed between writing the end-of-data dot and recording
@@ -173,7 +175,7 @@ def recover_interrupted(conn: sqlite3.Connection, campaign_id: int) -> int:
     return delivery_rows.mark_interrupted(conn, campaign_id, KILLED_AFTER_DOT, clock.now_iso())
 
 
-def accept_uncertain(conn: sqlite3.Connection, campaign: Campaign, which: Sequence[str]) -> int:
+def accept_uncertain(conn: Connection, campaign: Campaign, which: Sequence[str]) -> int:
     """Count uncertain messages as sent, after their sender found them in the
     relay's log: each of ``which`` is a Message-ID or a recipient's address,
     or ``all``. A value that names no uncertain message of the campaign is an
@@ -212,7 +214,7 @@ def sendable_statuses(resend_uncertain: bool) -> tuple[str, ...]:
 
 
 def iter_sendable(
-    conn: sqlite3.Connection, campaign: Campaign, secret: bytes, *, resend_uncertain: bool = False, page: int = 100,
+    conn: Connection, campaign: Campaign, secret: bytes, *, resend_uncertain: bool = False, page: int = 100,
     relay: tuple[str, bool | None] | None = None,
 ) -> Iterator[list[Recipient]]:
     """Pages of deliveries still to send, each re-checked right before use.
@@ -235,7 +237,7 @@ def iter_sendable(
 
 
 # Complexity: per recipient of a page: each reason a row is no longer sendable, checked inline.
-def _checked(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, rows: list[Any],
+def _checked(conn: Connection, campaign: Campaign, secret: bytes, rows: list[Any],
              relay: tuple[str, bool | None] | None = None) -> list[Recipient]:
     """Rows of ``sendable_page`` as Recipients, the suppression list checked too."""
     digests = {address_hmac(secret, row[4]): i for i, row in enumerate(rows)}
@@ -263,7 +265,7 @@ def _smtputf8_reason(relay: str, failed_in: str | None) -> str:
             + "; skipped until the relay offers it")
 
 
-def preflight_samples(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, *,
+def preflight_samples(conn: Connection, campaign: Campaign, secret: bytes, *,
                       resend_uncertain: bool = False, per_group: int = 3) -> list[tuple[str | None, Recipient]]:
     """``(field-set key, recipient)`` for the first ``per_group`` sendable
     deliveries of each distinct set of contact fields, in delivery order."""
@@ -278,7 +280,7 @@ def preflight_samples(conn: sqlite3.Connection, campaign: Campaign, secret: byte
     return out
 
 
-def campaign_counts(conn: sqlite3.Connection, campaign: Campaign) -> dict[str, int]:
+def campaign_counts(conn: Connection, campaign: Campaign) -> dict[str, int]:
     """The report keys for one campaign: live rows + archived totals.
 
     ``sending`` counts as ``uncertain`` (outside a running send it can only be
@@ -307,12 +309,12 @@ class Failure:
     message_id: str
 
 
-def failures(conn: sqlite3.Connection, campaign: Campaign) -> list[Failure]:
+def failures(conn: Connection, campaign: Campaign) -> list[Failure]:
     """Failed, deferred and uncertain deliveries with the server's last reply."""
     return [Failure(*row) for row in delivery_rows.failed_deliveries(conn, campaign.id)]
 
 
-def set_campaign_status(conn: sqlite3.Connection, campaign_id: int, counts: dict[str, Any]) -> None:
+def set_campaign_status(conn: Connection, campaign_id: int, counts: dict[str, Any]) -> None:
     """'sent' once nothing is left to send or retry; otherwise 'sending'."""
     done = counts.get("pending", 0) + counts.get("deferred", 0) == 0
     campaign_rows.set_campaign_status(conn, campaign_id, "sent" if done else "sending",

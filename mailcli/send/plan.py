@@ -11,11 +11,10 @@ changes nothing.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailcli.addresses import mask_address
 from mailcli.config import Settings
@@ -28,6 +27,9 @@ from mailcli.send.results import SendPlan
 from mailcli.store import Store
 from mailcli.store import campaigns as campaign_rows
 from mailcli.store.claims import take_claim
+
+if TYPE_CHECKING:
+    from ..store.db import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +120,7 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
     return campaign, plan_of(settings, options, campaign, counts, created, added, causes, accepted)
 
 
-def _campaign(conn: sqlite3.Connection, settings: Settings, options: SendOptions,
+def _campaign(conn: Connection, settings: Settings, options: SendOptions,
               not_before_at: str | None = None) -> tuple[ledger.Campaign, bool]:
     """The campaign and whether this run creates it."""
     existing = ledger.get_campaign(conn, options.campaign)
@@ -193,7 +195,7 @@ def check_existing(existing: ledger.Campaign | None, options: SendOptions) -> No
                          hint="a resumed campaign keeps its subject")
 
 
-def _take(conn: sqlite3.Connection, campaign: ledger.Campaign, claim: RunClaim) -> None:
+def _take(conn: Connection, campaign: ledger.Campaign, claim: RunClaim) -> None:
     other = take_claim(conn, claim.name(campaign), claim.owner, claim.holder)
     if other is not None:
         raise LockedError(busy_message(f"Campaign {campaign.name!r} is being sent by another process", other),

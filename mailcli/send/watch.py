@@ -17,16 +17,19 @@ per move.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailcli.store.optouts import OptoutCounter, withdrawal_reason
+
+if TYPE_CHECKING:
+    from ..store.db import Connection
 
 
 class OptoutWatch:
     """Opt-outs committed by others since each recipient was read."""
 
-    def __init__(self, conn: sqlite3.Connection, *, list_id: int | None, list_name: str, secret: bytes,
+    def __init__(self, conn: Connection, *, list_id: int | None, list_name: str, secret: bytes,
                  database: Path | None = None) -> None:
         self._conn = conn
         self._list_id = list_id

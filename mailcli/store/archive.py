@@ -24,10 +24,12 @@ message from what the archive assumed (``uncertain`` for a row deleted while
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 REPORT_KEYS = ("audience", "sent", "failed", "deferred", "pending", "uncertain", "bounced", "unsubscribed", "complained")
 EVENT_KINDS = ("bounced", "unsubscribed", "complained")
@@ -35,7 +37,7 @@ EVENT_KINDS = ("bounced", "unsubscribed", "complained")
 ARCHIVED_AS = {"sending": "uncertain", "pending": "skipped", "deferred": "skipped"}
 
 
-def _fold(conn: sqlite3.Connection, additions: dict[int, dict[str, int]]) -> None:
+def _fold(conn: Connection, additions: dict[int, dict[str, int]]) -> None:
     for campaign_id, counts in additions.items():
         row = conn.execute("SELECT archived_counts FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
         if row is None:
@@ -49,7 +51,7 @@ def _fold(conn: sqlite3.Connection, additions: dict[int, dict[str, int]]) -> Non
         )
 
 
-def archive_deliveries(conn: sqlite3.Connection, where: str, params: Sequence[Any] = ()) -> int:
+def archive_deliveries(conn: Connection, where: str, params: Sequence[Any] = ()) -> int:
     """Fold the delivery rows matching ``where`` into their campaigns' totals.
 
     ``where`` is a fixed SQL condition on ``deliveries`` written by the caller
@@ -67,7 +69,7 @@ def archive_deliveries(conn: sqlite3.Connection, where: str, params: Sequence[An
     return total
 
 
-def settle_archived(conn: sqlite3.Connection, campaign_id: int, was: str, now: str) -> None:
+def settle_archived(conn: Connection, campaign_id: int, was: str, now: str) -> None:
     """One archived delivery of the campaign turned out ``now`` rather than
     ``was`` (both archive keys: sent, failed, uncertain, skipped)."""
     if was == now:
@@ -75,7 +77,7 @@ def settle_archived(conn: sqlite3.Connection, campaign_id: int, was: str, now: s
     _fold(conn, {campaign_id: {was: -1, now: 1}})
 
 
-def archive_events(conn: sqlite3.Connection, where: str, params: Sequence[Any] = ()) -> int:
+def archive_events(conn: Connection, where: str, params: Sequence[Any] = ()) -> int:
     """Fold the campaign-attributed events matching ``where`` into totals."""
     additions: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     total = 0
@@ -91,7 +93,7 @@ def archive_events(conn: sqlite3.Connection, where: str, params: Sequence[Any] =
     return total
 
 
-def archived_counts(conn: sqlite3.Connection, campaign_id: int,
+def archived_counts(conn: Connection, campaign_id: int,
                     keys: Sequence[str] = REPORT_KEYS) -> dict[str, int]:
     """The campaign's archived totals for ``keys`` (0 where none were archived)."""
     row = conn.execute("SELECT archived_counts FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()

@@ -8,10 +8,13 @@ gone (the send log's retention purges it).
 
 from __future__ import annotations
 
-import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 
-def latest_campaign(conn: sqlite3.Connection, contact_id: int, list_id: int | None) -> int | None:
+def latest_campaign(conn: Connection, contact_id: int, list_id: int | None) -> int | None:
     """The most recent campaign sent to this contact (on this list), for attribution."""
     sql = (
         "SELECT d.campaign_id FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
@@ -26,7 +29,7 @@ def latest_campaign(conn: sqlite3.Connection, contact_id: int, list_id: int | No
     return int(row[0]) if row else None
 
 
-def delivery_by_message_id(conn: sqlite3.Connection, message_id: str) -> tuple[int, int] | None:
+def delivery_by_message_id(conn: Connection, message_id: str) -> tuple[int, int] | None:
     """(contact id, campaign id) of the delivery sent with this Message-ID (with or without <>)."""
     bare = message_id.strip().strip("<>")
     row = conn.execute(
@@ -36,12 +39,12 @@ def delivery_by_message_id(conn: sqlite3.Connection, message_id: str) -> tuple[i
     return (int(row[0]), int(row[1])) if row else None
 
 
-def campaign_id_by_uid(conn: sqlite3.Connection, uid: str) -> int | None:
+def campaign_id_by_uid(conn: Connection, uid: str) -> int | None:
     row = conn.execute("SELECT id FROM campaigns WHERE uid = ?", (uid,)).fetchone()
     return int(row[0]) if row else None
 
 
-def campaign_name(conn: sqlite3.Connection, campaign_id: int | None) -> str | None:
+def campaign_name(conn: Connection, campaign_id: int | None) -> str | None:
     if campaign_id is None:
         return None
     row = conn.execute("SELECT name FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()

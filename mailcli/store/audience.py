@@ -15,7 +15,6 @@ status in the same transaction, so that check leaves nobody else out.
 from __future__ import annotations
 
 import difflib
-import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from ..errors import NotFoundError
 
 if TYPE_CHECKING:
     from ..segments import Segment
+    from .db import Connection
 
 # What a member of a list is, as people and commands see it. The first three
 # are membership statuses; the rest are members held back by their contact.
@@ -94,7 +94,7 @@ GROUP BY l.id, 3 ORDER BY l.name
 """  # noqa: S608 - fixed SQL
 
 
-def list_summaries(conn: sqlite3.Connection, names: list[str] | None = None,
+def list_summaries(conn: Connection, names: list[str] | None = None,
                    segment: Segment | None = None) -> list[ListSummary]:
     """Every list (or the named ones) with its members counted by status;
     with ``segment``, only the members it matches."""
@@ -138,7 +138,7 @@ LIMIT ?
 """  # noqa: S608 - fixed SQL
 
 
-def audience_page(conn: sqlite3.Connection, list_id: int, campaign_id: int, after: int,
+def audience_page(conn: Connection, list_id: int, campaign_id: int, after: int,
                   limit: int, segment: Segment | None = None) -> list[tuple[int, str, str]]:
     """Up to ``limit`` sendable members of the list with a contact id above
     ``after`` and no delivery in the campaign yet, in ``segment`` when one
@@ -150,7 +150,7 @@ def audience_page(conn: sqlite3.Connection, list_id: int, campaign_id: int, afte
                         (list_id, after, campaign_id, *params, limit)).fetchall()
 
 
-def list_not_found(conn: sqlite3.Connection, name: str) -> NotFoundError:
+def list_not_found(conn: Connection, name: str) -> NotFoundError:
     """The error for a list that does not exist, naming the lists that do."""
     names = [row[0] for row in conn.execute("SELECT name FROM lists ORDER BY name")]
     if not names:

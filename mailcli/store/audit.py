@@ -6,12 +6,14 @@ this module only reads and writes the ``audit_log`` table.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .rows import dicts, json_value
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 GENESIS = "0" * 64  # the "previous MAC" of the first entry ever
 
@@ -30,26 +32,26 @@ class ChainState:
     base: str  # what the oldest entry follows: GENESIS, or the MAC of the last entry cut
 
 
-def last_hash(conn: sqlite3.Connection) -> str | None:
+def last_hash(conn: Connection) -> str | None:
     """The MAC of the newest entry, or None when the log is empty."""
     row = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
     return str(row[0]) if row else None
 
 
-def hash_of(conn: sqlite3.Connection, entry_id: int) -> str | None:
+def hash_of(conn: Connection, entry_id: int) -> str | None:
     row = conn.execute("SELECT hash FROM audit_log WHERE id = ?", (entry_id,)).fetchone()
     return str(row[0]) if row else None
 
 
-def entries_up_to(conn: sqlite3.Connection, entry_id: int) -> int:
+def entries_up_to(conn: Connection, entry_id: int) -> int:
     return int(conn.execute("SELECT count(*) FROM audit_log WHERE id <= ?", (entry_id,)).fetchone()[0])
 
 
-def has_entries_after(conn: sqlite3.Connection, entry_id: int) -> bool:
+def has_entries_after(conn: Connection, entry_id: int) -> bool:
     return conn.execute("SELECT 1 FROM audit_log WHERE id > ? LIMIT 1", (entry_id,)).fetchone() is not None
 
 
-def chain_state(conn: sqlite3.Connection, base: str) -> ChainState:
+def chain_state(conn: Connection, base: str) -> ChainState:
     """The state of the chain; ``base`` is what an empty log continues from."""
     count, last_id = conn.execute("SELECT count(*), max(id) FROM audit_log").fetchone()
     if not count:
@@ -58,7 +60,7 @@ def chain_state(conn: sqlite3.Connection, base: str) -> ChainState:
     return ChainState(int(count), int(last_id), str(hash_of(conn, int(last_id))), str(first))
 
 
-def insert_entry(conn: sqlite3.Connection, row: AuditRow, prev_hash: str, digest: str) -> None:
+def insert_entry(conn: Connection, row: AuditRow, prev_hash: str, digest: str) -> None:
     conn.execute(
         "INSERT INTO audit_log (at, actor, command, action, subject_hmac, detail, reason, prev_hash, hash)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -66,13 +68,13 @@ def insert_entry(conn: sqlite3.Connection, row: AuditRow, prev_hash: str, digest
     )
 
 
-def chain_rows(conn: sqlite3.Connection) -> Iterable[tuple[Any, ...]]:
+def chain_rows(conn: Connection) -> Iterable[tuple[Any, ...]]:
     """Every entry in order, as (id, at, actor, command, action, subject_hmac,
     detail, reason, prev_hash, hash): what checking the chain needs."""
     return conn.execute(f"SELECT {_CHAIN_COLUMNS} FROM audit_log ORDER BY id")  # noqa: S608 - fixed columns
 
 
-def entries(conn: sqlite3.Connection, *, subject_hmac: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+def entries(conn: Connection, *, subject_hmac: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Entries oldest first (the newest ``limit`` when given), all or those about
     one person, with the detail decoded."""
     params: list[object] = []
@@ -92,7 +94,7 @@ def entries(conn: sqlite3.Connection, *, subject_hmac: str | None = None, limit:
     return rows
 
 
-def rows_with_hashes(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+def rows_with_hashes(conn: Connection) -> list[tuple[Any, ...]]:
     """The log in order as (at, actor, command, action, subject_hmac, detail,
     reason, hash), for carrying entries into a restored database."""
     return conn.execute(
@@ -100,7 +102,7 @@ def rows_with_hashes(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
     ).fetchall()
 
 
-def hashes(conn: sqlite3.Connection) -> set[str]:
+def hashes(conn: Connection) -> set[str]:
     return {str(row[0]) for row in conn.execute("SELECT hash FROM audit_log")}
 
 
@@ -111,12 +113,12 @@ def hashes(conn: sqlite3.Connection) -> set[str]:
 _CUT = "id < COALESCE((SELECT min(id) FROM audit_log WHERE at >= ?), (SELECT max(id) + 1 FROM audit_log))"
 
 
-def count_cut(conn: sqlite3.Connection, cutoff: str) -> int:
+def count_cut(conn: Connection, cutoff: str) -> int:
     """How many entries a cut at ``cutoff`` removes."""
     return int(conn.execute(f"SELECT count(*) FROM audit_log WHERE {_CUT}", (cutoff,)).fetchone()[0])  # noqa: S608 - fixed fragment
 
 
-def cut_before(conn: sqlite3.Connection, cutoff: str) -> tuple[int, str | None]:
+def cut_before(conn: Connection, cutoff: str) -> tuple[int, str | None]:
     """Cut the entries before the first one at or after ``cutoff``: (how many,
     the MAC of the newest one cut, which the oldest kept entry follows)."""
     row = conn.execute(f"SELECT max(id) FROM audit_log WHERE {_CUT}", (cutoff,)).fetchone()  # noqa: S608 - fixed fragment
@@ -127,6 +129,6 @@ def cut_before(conn: sqlite3.Connection, cutoff: str) -> tuple[int, str | None]:
     return removed, base
 
 
-def min_id(conn: sqlite3.Connection) -> int | None:
+def min_id(conn: Connection) -> int | None:
     row = conn.execute("SELECT min(id) FROM audit_log").fetchone()
     return None if row is None or row[0] is None else int(row[0])

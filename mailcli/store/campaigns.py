@@ -9,8 +9,11 @@ erasure took away is folded into ``archived_counts`` (``store.archive``).
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 # What ``report`` counts of the events attributed to a campaign.
 FEEDBACK_KINDS = ("bounced", "unsubscribed", "complained")
@@ -42,17 +45,17 @@ _COLUMNS = ("id, uid, name, template, list_id, list_name, subject, kind, status,
             " segment, segment_where, subject_line, not_before_at, first_sent_at, last_sent_at")
 
 
-def get_campaign(conn: sqlite3.Connection, name: str) -> Campaign | None:
+def get_campaign(conn: Connection, name: str) -> Campaign | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM campaigns WHERE name = ?", (name,)).fetchone()  # noqa: S608 - fixed columns
     return Campaign(*row) if row else None
 
 
-def list_campaigns(conn: sqlite3.Connection) -> list[Campaign]:
+def list_campaigns(conn: Connection) -> list[Campaign]:
     rows = conn.execute(f"SELECT {_COLUMNS} FROM campaigns ORDER BY created_at, id").fetchall()  # noqa: S608
     return [Campaign(*row) for row in rows]
 
 
-def insert_campaign(conn: sqlite3.Connection, *, uid: str, name: str, template: str, list_id: int, list_name: str,
+def insert_campaign(conn: Connection, *, uid: str, name: str, template: str, list_id: int, list_name: str,
                     subject: str | None, created_at: str, segment: str | None = None,
                     segment_where: str | None = None, subject_line: str | None = None,
                     not_before_at: str | None = None) -> None:
@@ -68,7 +71,7 @@ def insert_campaign(conn: sqlite3.Connection, *, uid: str, name: str, template: 
     )
 
 
-def mark_frozen(conn: sqlite3.Connection, campaign_id: int, now: str) -> None:
+def mark_frozen(conn: Connection, campaign_id: int, now: str) -> None:
     """The audience is frozen: note when (the first time only) and start sending."""
     conn.execute(
         "UPDATE campaigns SET frozen_at = coalesce(frozen_at, ?),"
@@ -77,25 +80,25 @@ def mark_frozen(conn: sqlite3.Connection, campaign_id: int, now: str) -> None:
     )
 
 
-def reschedule(conn: sqlite3.Connection, campaign_id: int, not_before_at: str) -> None:
+def reschedule(conn: Connection, campaign_id: int, not_before_at: str) -> None:
     """A campaign not yet started gets another moment before which nothing is sent."""
     conn.execute("UPDATE campaigns SET not_before_at = ?, status = 'scheduled' WHERE id = ? AND frozen_at IS NULL",
                  (not_before_at, campaign_id))
 
 
-def note_sent(conn: sqlite3.Connection, campaign_id: int, started_at: str, ended_at: str) -> None:
+def note_sent(conn: Connection, campaign_id: int, started_at: str, ended_at: str) -> None:
     """A run that sent something: the first such run's start, the last one's end."""
     conn.execute("UPDATE campaigns SET first_sent_at = coalesce(first_sent_at, ?), last_sent_at = ? WHERE id = ?",
                  (started_at, ended_at, campaign_id))
 
 
-def set_subject_line(conn: sqlite3.Connection, campaign_id: int, subject_line: str | None) -> None:
+def set_subject_line(conn: Connection, campaign_id: int, subject_line: str | None) -> None:
     """The subject as the campaign's messages carry it, set when its audience is frozen."""
     conn.execute("UPDATE campaigns SET subject_line = ? WHERE id = ?",
                  (subject_line, campaign_id))
 
 
-def set_campaign_status(conn: sqlite3.Connection, campaign_id: int, status: str, finished_at: str | None) -> None:
+def set_campaign_status(conn: Connection, campaign_id: int, status: str, finished_at: str | None) -> None:
     """The campaign's status; ``finished_at`` is set when given, else kept."""
     conn.execute(
         "UPDATE campaigns SET status = ?, finished_at = coalesce(?, finished_at) WHERE id = ?",
@@ -103,7 +106,7 @@ def set_campaign_status(conn: sqlite3.Connection, campaign_id: int, status: str,
     )
 
 
-def feedback_counts(conn: sqlite3.Connection, campaign_id: int) -> dict[str, int]:
+def feedback_counts(conn: Connection, campaign_id: int) -> dict[str, int]:
     """Bounces, unsubscribes and complaints attributed to the campaign (kinds with none left out)."""
     marks = ",".join("?" for _ in FEEDBACK_KINDS)
     return {
@@ -115,7 +118,7 @@ def feedback_counts(conn: sqlite3.Connection, campaign_id: int) -> dict[str, int
     }
 
 
-def redact_segments(conn: sqlite3.Connection, texts: list[str]) -> int:
+def redact_segments(conn: Connection, texts: list[str]) -> int:
     """Replace each of ``texts`` (an erased person's address, in any case) in
     the segment expressions campaigns recorded with ``[erased]``; how many
     campaigns changed. A segment like ``email = 'ann@example.org'`` would

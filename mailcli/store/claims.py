@@ -17,9 +17,13 @@ import os
 import socket
 import sqlite3
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from .. import clock
 from ..locks import Holder
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 HEARTBEAT_EVERY = 10.0  # seconds
 STALE_AFTER = 60.0  # seconds without a heartbeat
@@ -35,7 +39,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def take_claim(conn: sqlite3.Connection, name: str, owner: str, holder: Holder, *,
+def take_claim(conn: Connection, name: str, owner: str, holder: Holder, *,
                stale_after: float = STALE_AFTER) -> Holder | None:
     """Claim ``name`` for ``owner``; returns the other holder if it is taken.
 
@@ -60,13 +64,13 @@ def take_claim(conn: sqlite3.Connection, name: str, owner: str, holder: Holder, 
     return None
 
 
-def refresh_claim(conn: sqlite3.Connection, name: str, owner: str) -> bool:
+def refresh_claim(conn: Connection, name: str, owner: str) -> bool:
     """The holder is alive: False when the claim is no longer its own."""
     cursor = conn.execute("UPDATE claims SET heartbeat_at = ? WHERE name = ? AND owner = ?",
                           (clock.now_iso(), name, owner))
     return cursor.rowcount > 0
 
 
-def release_claim(conn: sqlite3.Connection, name: str, owner: str) -> None:
+def release_claim(conn: Connection, name: str, owner: str) -> None:
     with contextlib.suppress(sqlite3.Error):
         conn.execute("DELETE FROM claims WHERE name = ? AND owner = ?", (name, owner))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from .suppressions import suppressions_of
 
 if TYPE_CHECKING:
     from ..segments import Segment
+    from .db import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ class ContactRow:
                 "status": self.status, "lists": self.lists, "attributes": self.attributes}
 
 
-def _list_id(conn: sqlite3.Connection, name: str) -> int:
+def _list_id(conn: Connection, name: str) -> int:
     found = list_id(conn, name)
     if found is None:
         raise list_not_found(conn, name)
@@ -65,7 +65,7 @@ def check_status(status: str, *, list_name: str | None) -> str:
                      hint=f"{'members of a list' if list_name else 'contacts'} are {', '.join(allowed)}")
 
 
-def _contact_filter(conn: sqlite3.Connection, list_name: str | None, status: str | None,
+def _contact_filter(conn: Connection, list_name: str | None, status: str | None,
                     segment: Segment | None = None) -> tuple[str, list[Any], str, list[Any]]:
     """WHERE clause (fixed SQL, bound values) and the status column for a listing.
 
@@ -81,7 +81,7 @@ def _contact_filter(conn: sqlite3.Connection, list_name: str | None, status: str
     return f"({where}) AND {condition}", [*params, *values], status_sql, status_params
 
 
-def _list_status_filter(conn: sqlite3.Connection, list_name: str | None, status: str | None
+def _list_status_filter(conn: Connection, list_name: str | None, status: str | None
                         ) -> tuple[str, list[Any], str, list[Any]]:
     member = f"(SELECT {MEMBER_STATUS_SQL} FROM memberships m WHERE m.contact_id = c.id AND m.list_id = ?)"  # noqa: S608
     if list_name is not None:
@@ -257,7 +257,7 @@ def parse_changes(assignments: Iterable[str]) -> list[Change]:
     return changes
 
 
-def attribute_in_use(conn: sqlite3.Connection, name: str) -> bool:
+def attribute_in_use(conn: Connection, name: str) -> bool:
     """Does any contact have the attribute ``name``? (A text search first: cheap, no JSON parsed.)"""
     row = conn.execute(
         "SELECT 1 FROM contacts WHERE instr(attributes, ?) > 0 AND json_type(attributes, ?) IS NOT NULL LIMIT 1",
@@ -266,7 +266,7 @@ def attribute_in_use(conn: sqlite3.Connection, name: str) -> bool:
     return row is not None
 
 
-def known_fields(conn: sqlite3.Connection, sample: int = 5000) -> set[str]:
+def known_fields(conn: Connection, sample: int = 5000) -> set[str]:
     """The fields people usually set: the standard ones and the attributes of recent contacts."""
     names = {"email", *NAME_FIELDS}
     for (text,) in conn.execute("SELECT attributes FROM contacts ORDER BY id DESC LIMIT ?", (sample,)):
@@ -274,7 +274,7 @@ def known_fields(conn: sqlite3.Connection, sample: int = 5000) -> set[str]:
     return names
 
 
-def _new_attributes(conn: sqlite3.Connection, changes: list[Change], attributes: dict[str, Any], *,
+def _new_attributes(conn: Connection, changes: list[Change], attributes: dict[str, Any], *,
                     allow_lookalikes: bool) -> list[str]:
     """The attributes set here that no contact has yet. Unless
     ``allow_lookalikes``, a UsageError when one looks like a misspelt known field."""
@@ -351,7 +351,7 @@ def _apply(changes: list[Change], values: dict[str, Any], attributes: dict[str, 
     return new_key
 
 
-def _check_new_address(conn: sqlite3.Connection, new_key: str, secret: bytes) -> None:
+def _check_new_address(conn: Connection, new_key: str, secret: bytes) -> None:
     """A contact's new address must be no one else's and not suppressed."""
     if conn.execute("SELECT 1 FROM contacts WHERE email_key = ?", (new_key,)).fetchone():
         raise UsageError("Another contact already has that address",
@@ -360,7 +360,7 @@ def _check_new_address(conn: sqlite3.Connection, new_key: str, secret: bytes) ->
         raise UsageError("The new address is on the suppression list; it will not be used")
 
 
-def template_fields(conn: sqlite3.Connection, key: str) -> tuple[str, str, str, str, str | None] | None:
+def template_fields(conn: Connection, key: str) -> tuple[str, str, str, str, str | None] | None:
     """(address, first name, last name, attributes JSON, restricted at) of the
     contact with comparison key ``key``: what a template sees of it."""
     row = conn.execute(

@@ -39,12 +39,35 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..clock import now_iso
 from ..errors import ExitCode, MailcliError
 from . import litestream
 from .migrations import MIGRATIONS, statements
+
+
+class Cursor(Protocol):
+    """What a statement returns, on either engine."""
+
+    @property
+    def rowcount(self) -> int: ...
+    @property
+    def description(self) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """The connection every store function takes (``sqlite3.Connection``).
+
+    SQL is written once with ``?`` (or ``:name``) placeholders; rows are tuples.
+    """
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+    def executemany(self, sql: str, seq: Any, /) -> Any: ...
+    def close(self) -> None: ...
 
 
 class StoreError(MailcliError):
@@ -183,7 +206,7 @@ class Store:
     """An open project database."""
 
     path: Path
-    conn: sqlite3.Connection
+    conn: Any  # Connection; sqlite3.Connection where a function needs SQLite's own interface
     _depth: int = field(default=0, repr=False)
     timeout: float = field(default=DEFAULT_BUSY_TIMEOUT, repr=False)
     _watch: _WaitWatch | None = field(default=None, repr=False)
@@ -340,7 +363,7 @@ def _tighten_side_files(path: Path) -> None:
 
 
 # Complexity: one branch per state of a migration (no table yet, unknown, done, SQL or Python step), all in one transaction.
-def apply_migrations(conn: sqlite3.Connection, *, only: Collection[str] | None = None) -> list[str]:
+def apply_migrations(conn: Connection, *, only: Collection[str] | None = None) -> list[str]:
     """Apply pending migrations in order (of ``only``, when given); returns the names applied."""
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "migrations" not in tables:

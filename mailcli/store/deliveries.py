@@ -21,13 +21,15 @@ hundred as for one of a million.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .archive import settle_archived
 from .optouts import SKIP_REASON_SQL, delivery_exists
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 # Why a message is uncertain: the two ways the reply to its final dot can go missing.
 KILLED_AFTER_DOT = "the sending process ended after the final dot, before the server's reply was recorded"
@@ -42,7 +44,7 @@ def _marks(statuses: Sequence[object]) -> str:
     return ",".join("?" for _ in statuses)
 
 
-def mark_sending(conn: sqlite3.Connection, delivery_id: int, statuses: Sequence[str], now: str) -> str:
+def mark_sending(conn: Connection, delivery_id: int, statuses: Sequence[str], now: str) -> str:
     """Mark a delivery ``sending`` (right before its final dot).
 
     Returns ``"ok"``, ``"gone"`` (the row was deleted: erased or purged) or
@@ -57,7 +59,7 @@ def mark_sending(conn: sqlite3.Connection, delivery_id: int, statuses: Sequence[
     return "taken" if delivery_exists(conn, delivery_id) else "gone"
 
 
-def record_result(conn: sqlite3.Connection, campaign_id: int, delivery_id: int, status: str, reply: str, now: str,
+def record_result(conn: Connection, campaign_id: int, delivery_id: int, status: str, reply: str, now: str,
                   *, was_sending: bool) -> None:
     """The outcome of one attempt (``pending`` again for a retry).
 
@@ -73,7 +75,7 @@ def record_result(conn: sqlite3.Connection, campaign_id: int, delivery_id: int, 
         settle_archived(conn, campaign_id, "uncertain" if was_sending else "skipped", _ARCHIVE_KEY.get(status, "skipped"))
 
 
-def record_skip(conn: sqlite3.Connection, campaign_id: int, delivery_id: int, reason: str, now: str,
+def record_skip(conn: Connection, campaign_id: int, delivery_id: int, reason: str, now: str,
                 statuses: Sequence[str], *, was_sending: bool) -> None:
     """A delivery that will not be sent (opted out, erased... since the run began).
 
@@ -89,7 +91,7 @@ def record_skip(conn: sqlite3.Connection, campaign_id: int, delivery_id: int, re
         settle_archived(conn, campaign_id, "uncertain", "skipped")
 
 
-def delivery_status_counts(conn: sqlite3.Connection, campaign_id: int) -> dict[str, int]:
+def delivery_status_counts(conn: Connection, campaign_id: int) -> dict[str, int]:
     """Rows per status of one campaign's deliveries (statuses with none left out)."""
     return {
         status: n
@@ -99,7 +101,7 @@ def delivery_status_counts(conn: sqlite3.Connection, campaign_id: int) -> dict[s
     }
 
 
-def uncertain_causes(conn: sqlite3.Connection, campaign_id: int) -> dict[str, int]:
+def uncertain_causes(conn: Connection, campaign_id: int) -> dict[str, int]:
     """Uncertain messages of a campaign by cause: ``killed`` (the sending
     process ended), ``lost`` (the connection ended) or ``other``."""
     counts = {"killed": 0, "lost": 0, "other": 0}
@@ -123,7 +125,7 @@ def uncertain_causes(conn: sqlite3.Connection, campaign_id: int) -> dict[str, in
 ACCEPTED_BY_HAND = "counted as sent by hand after a check of the relay's log"
 
 
-def uncertain_ids(conn: sqlite3.Connection, campaign_id: int) -> list[tuple[int, str, str]]:
+def uncertain_ids(conn: Connection, campaign_id: int) -> list[tuple[int, str, str]]:
     """(delivery id, Message-ID, contact's address key) of a campaign's uncertain messages."""
     return conn.execute(
         "SELECT d.id, d.message_id, c.email_key FROM deliveries d JOIN contacts c ON c.id = d.contact_id"
@@ -132,7 +134,7 @@ def uncertain_ids(conn: sqlite3.Connection, campaign_id: int) -> list[tuple[int,
     ).fetchall()
 
 
-def accept_uncertain(conn: sqlite3.Connection, delivery_ids: Sequence[int], now: str) -> int:
+def accept_uncertain(conn: Connection, delivery_ids: Sequence[int], now: str) -> int:
     """Count uncertain deliveries as sent: their sender found them accepted in the relay's log."""
     done = 0
     for delivery_id in delivery_ids:
@@ -144,7 +146,7 @@ def accept_uncertain(conn: sqlite3.Connection, delivery_ids: Sequence[int], now:
     return done
 
 
-def insert_pending(conn: sqlite3.Connection, rows: Iterable[tuple[int, int, str, str]]) -> None:
+def insert_pending(conn: Connection, rows: Iterable[tuple[int, int, str, str]]) -> None:
     """A pending delivery per (campaign id, contact id, Message-ID, now); a
     contact already in the campaign keeps the row it has."""
     conn.executemany(
@@ -154,7 +156,7 @@ def insert_pending(conn: sqlite3.Connection, rows: Iterable[tuple[int, int, str,
     )
 
 
-def mark_interrupted(conn: sqlite3.Connection, campaign_id: int, reason: str, now: str) -> int:
+def mark_interrupted(conn: Connection, campaign_id: int, reason: str, now: str) -> int:
     """Rows left in ``sending`` become ``uncertain`` with ``reason``; returns how many."""
     cursor = conn.execute(
         "UPDATE deliveries SET status = 'uncertain', updated_at = ?, last_reply = ?"
@@ -183,7 +185,7 @@ LIMIT ?
 """  # noqa: S608 - fixed SQL and placeholders
 
 
-def sendable_page(conn: sqlite3.Connection, campaign_id: int, list_id: int | None, statuses: Sequence[str],
+def sendable_page(conn: Connection, campaign_id: int, list_id: int | None, statuses: Sequence[str],
                   after: int, limit: int) -> list[tuple[Any, ...]]:
     """The next ``limit`` deliveries in ``statuses`` after delivery ``after``
     (keyset pagination), each with the reason it must be skipped, or None."""
@@ -191,7 +193,7 @@ def sendable_page(conn: sqlite3.Connection, campaign_id: int, list_id: int | Non
     return conn.execute(sql, (_list_or_none(list_id), campaign_id, *statuses, after, limit)).fetchall()
 
 
-def sendable_rows(conn: sqlite3.Connection, campaign_id: int, list_id: int | None, statuses: Sequence[str],
+def sendable_rows(conn: Connection, campaign_id: int, list_id: int | None, statuses: Sequence[str],
                   ids: Sequence[int]) -> list[tuple[Any, ...]]:
     """The deliveries ``ids`` (at most a few hundred) that are in ``statuses``,
     as ``sendable_page`` returns them."""
@@ -227,7 +229,7 @@ SELECT did, sig FROM (
 """
 
 
-def samples_by_fields_sqlite(conn: sqlite3.Connection, campaign_id: int, list_id: int | None,
+def samples_by_fields_sqlite(conn: Connection, campaign_id: int, list_id: int | None,
                              statuses: Sequence[str], per_group: int) -> dict[int, str | None]:
     """Delivery id -> field-set key, for the first ``per_group`` sendable
     deliveries of each distinct set of contact attribute names (SQLite's JSON
@@ -237,7 +239,7 @@ def samples_by_fields_sqlite(conn: sqlite3.Connection, campaign_id: int, list_id
     return dict(rows)
 
 
-def failed_deliveries(conn: sqlite3.Connection, campaign_id: int) -> list[tuple[str, str, str, int, str, str]]:
+def failed_deliveries(conn: Connection, campaign_id: int) -> list[tuple[str, str, str, int, str, str]]:
     """(address, status, last reply, attempts, updated at, Message-ID) of the
     failed, deferred and uncertain deliveries, by status and address."""
     return conn.execute(
@@ -249,7 +251,7 @@ def failed_deliveries(conn: sqlite3.Connection, campaign_id: int) -> list[tuple[
     ).fetchall()
 
 
-def durable_connection(path: Path) -> sqlite3.Connection:
+def durable_connection(path: Path) -> Connection:
     """A connection of its own for a send's ledger writer, whose commits
     reach the disk before they return (a ``sending`` mark must survive a
     power cut, not only a crash): SQLite's ``synchronous=FULL``."""

@@ -10,15 +10,17 @@ subject access export list them.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .rows import dicts, json_value
 
+if TYPE_CHECKING:
+    from .db import Connection
+
 
 def add_event(
-    conn: sqlite3.Connection, *, contact_id: int | None, kind: str, channel: str, scope: str, now: str,
+    conn: Connection, *, contact_id: int | None, kind: str, channel: str, scope: str, now: str,
     campaign_id: int | None = None, detail: Mapping[str, Any] | None = None, source_ref: str | None = None,
 ) -> None:
     conn.execute(
@@ -29,7 +31,7 @@ def add_event(
     )
 
 
-def soft_bounced_campaigns(conn: sqlite3.Connection, contact_id: int) -> int:
+def soft_bounced_campaigns(conn: Connection, contact_id: int) -> int:
     """How many distinct campaigns soft-bounced for this contact (a soft bounce
     no campaign can be found for counts on its own)."""
     row = conn.execute(
@@ -39,7 +41,7 @@ def soft_bounced_campaigns(conn: sqlite3.Connection, contact_id: int) -> int:
     return int(row[0])
 
 
-def events_of(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]]:
+def events_of(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
     """One contact's events, oldest first, with the campaign's name and the detail decoded."""
     rows = dicts(conn, "SELECT e.created_at, e.kind, e.channel, e.scope, c.name AS campaign, e.detail, e.source_ref"
                        " FROM events e LEFT JOIN campaigns c ON c.id = e.campaign_id"

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from typing import Any
 
-Migration = tuple[str, str | Callable[[sqlite3.Connection], None]]
+# A migration is SQL text, or a function given the connection (a db.Connection).
+Migration = tuple[str, str | Callable[[Any], None]]
 
 M001_INITIAL = """
 CREATE TABLE lists (

@@ -19,13 +19,16 @@ anyone has recorded it in the database.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..tokens import address_hmac
 from .spool import SpoolWatch
 from .suppressions import is_suppressed
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 # Why a delivery must not go out (NULL when it may), from the contact and its
 # membership of the campaign's list (``m``, LEFT JOINed). Shared with the
@@ -51,7 +54,7 @@ class OptoutCounter:
     the spool adds one too; looking costs a ``stat`` of its folder.
     """
 
-    def __init__(self, conn: sqlite3.Connection, spool: Path | None = None) -> None:
+    def __init__(self, conn: Connection, spool: Path | None = None) -> None:
         self._conn = conn
         self._version = -1
         self._value = 0
@@ -89,7 +92,7 @@ WHERE d.id = ?
 """  # noqa: S608 - a fixed fragment
 
 
-def withdrawal_reason(conn: sqlite3.Connection, delivery_id: int, list_id: int | None, list_name: str,
+def withdrawal_reason(conn: Connection, delivery_id: int, list_id: int | None, list_name: str,
                       secret: bytes, spooled: Collection[tuple[str, int]] = ()) -> str | None:
     """Why this delivery must not go out now, or None if it still may.
 
@@ -108,5 +111,5 @@ def withdrawal_reason(conn: sqlite3.Connection, delivery_id: int, list_id: int |
     return "address is on the suppression list" if suppressed else None
 
 
-def delivery_exists(conn: sqlite3.Connection, delivery_id: int) -> bool:
+def delivery_exists(conn: Connection, delivery_id: int) -> bool:
     return conn.execute("SELECT 1 FROM deliveries WHERE id = ?", (delivery_id,)).fetchone() is not None

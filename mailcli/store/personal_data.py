@@ -9,27 +9,29 @@ the table and column names given here come from it, never from user input.
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .archive import archive_deliveries, archive_events
 from .rows import dicts, json_value
 
+if TYPE_CHECKING:
+    from .db import Connection
 
-def profile(conn: sqlite3.Connection, contact_id: int) -> dict[str, Any]:
+
+def profile(conn: Connection, contact_id: int) -> dict[str, Any]:
     """Every column of the contact row, its attributes decoded."""
     row = dicts(conn, "SELECT * FROM contacts WHERE id = ?", (contact_id,))[0]
     row["attributes"] = json_value(row.get("attributes"))
     return row
 
 
-def memberships(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]]:
+def memberships(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
     """Every membership with its list's name (``list``) and all its columns, by list name."""
     return dicts(conn, "SELECT l.name AS list, m.* FROM memberships m JOIN lists l ON l.id = m.list_id"
                        " WHERE m.contact_id = ? ORDER BY l.name", (contact_id,))
 
 
-def deliveries(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]]:
+def deliveries(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
     """Every message sent to the contact, with its campaign's name and subject, oldest first."""
     return dicts(conn, "SELECT c.name AS campaign, coalesce(c.subject_line, c.subject) AS campaign_subject, d.status, d.message_id,"
                        " d.attempts, d.last_reply, d.created_at, d.updated_at, d.sent_at"
@@ -37,24 +39,24 @@ def deliveries(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]
                        " WHERE d.contact_id = ? ORDER BY d.id", (contact_id,))
 
 
-def rows_about(conn: sqlite3.Connection, table: str, column: str, value: object) -> list[dict[str, Any]]:
+def rows_about(conn: Connection, table: str, column: str, value: object) -> list[dict[str, Any]]:
     """The rows of a registered table whose ``column`` names the person, as they are."""
     return dicts(conn, f'SELECT * FROM "{table}" WHERE "{column}" = ?', (value,))  # noqa: S608 - registry names
 
 
-def archive_contact(conn: sqlite3.Connection, contact_id: int) -> None:
+def archive_contact(conn: Connection, contact_id: int) -> None:
     """Fold the contact's deliveries and campaign events into their campaigns'
     totals before they are deleted, so no report changes."""
     archive_deliveries(conn, "contact_id = ?", (contact_id,))
     archive_events(conn, "contact_id = ?", (contact_id,))
 
 
-def delete_rows_about(conn: sqlite3.Connection, table: str, column: str, value: object) -> int:
+def delete_rows_about(conn: Connection, table: str, column: str, value: object) -> int:
     """Delete the rows of a registered table whose ``column`` names the person; how many."""
     return conn.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (value,)).rowcount  # noqa: S608 - registry names
 
 
-def names_of(conn: sqlite3.Connection, contact_id: int) -> tuple[str, ...]:
+def names_of(conn: Connection, contact_id: int) -> tuple[str, ...]:
     """The contact's first and last name (what a search for traces of them looks for)."""
     row = conn.execute("SELECT first_name, last_name FROM contacts WHERE id = ?", (contact_id,)).fetchone()
     return tuple(str(v) for v in row if v) if row else ()

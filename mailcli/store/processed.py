@@ -8,8 +8,11 @@ the first run. No address or body is kept, only the reason in words.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,14 +28,14 @@ class Processed:
         return self.outcome == "unmatched" and self.acknowledged_at is None
 
 
-def processed_message(conn: sqlite3.Connection, ref: str) -> Processed | None:
+def processed_message(conn: Connection, ref: str) -> Processed | None:
     row = conn.execute(
         "SELECT outcome, reason, processed_at, acknowledged_at FROM processed_messages WHERE ref = ?", (ref,)
     ).fetchone()
     return Processed(*row) if row else None
 
 
-def record_processed(conn: sqlite3.Connection, ref: str, outcome: str, reason: str | None, now: str) -> None:
+def record_processed(conn: Connection, ref: str, outcome: str, reason: str | None, now: str) -> None:
     """Remember one message as read (inside the transaction that applied it)."""
     conn.execute(
         "INSERT INTO processed_messages (ref, outcome, reason, processed_at) VALUES (?, ?, ?, ?)",
@@ -40,7 +43,7 @@ def record_processed(conn: sqlite3.Connection, ref: str, outcome: str, reason: s
     )
 
 
-def acknowledge_message(conn: sqlite3.Connection, ref: str, now: str) -> bool:
+def acknowledge_message(conn: Connection, ref: str, now: str) -> bool:
     """Mark an unmatched message as seen to by a person; False if it was not open."""
     cursor = conn.execute(
         "UPDATE processed_messages SET acknowledged_at = ? WHERE ref = ? AND outcome = 'unmatched'"

@@ -19,11 +19,14 @@ The event is the contact's data: an erasure removes it with the contact.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..clock import now_iso
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 NEEDS_SMTPUTF8 = "needs_smtputf8"
 NOTICE_KINDS = ("delayed", "relayed", "expanded")
@@ -46,7 +49,7 @@ class RelayMemory:
         return f"{self.host}:{self.port}"
 
 
-def get_relay(conn: sqlite3.Connection, host: str, port: int, login: str | None) -> RelayMemory | None:
+def get_relay(conn: Connection, host: str, port: int, login: str | None) -> RelayMemory | None:
     row = conn.execute(
         "SELECT host, port, login, connections_limit, rate_limit, smtputf8, updated_at FROM relays"
         " WHERE host = ? AND port = ? AND login = ?",
@@ -60,7 +63,7 @@ def get_relay(conn: sqlite3.Connection, host: str, port: int, login: str | None)
 _UNCHANGED = object()
 
 
-def save_relay(conn: sqlite3.Connection, host: str, port: int, login: str | None, *,
+def save_relay(conn: Connection, host: str, port: int, login: str | None, *,
                connections_limit: object = _UNCHANGED, rate_limit: object = _UNCHANGED,
                smtputf8: object = _UNCHANGED) -> None:
     """Insert or update what is known about a relay; omitted fields keep their value."""
@@ -84,7 +87,7 @@ def save_relay(conn: sqlite3.Connection, host: str, port: int, login: str | None
                      (value, now_iso(), *key))
 
 
-def mark_needs_smtputf8(conn: sqlite3.Connection, contact_id: int, campaign_id: int | None, relay: str) -> None:
+def mark_needs_smtputf8(conn: Connection, contact_id: int, campaign_id: int | None, relay: str) -> None:
     """Record that ``relay`` could not take this contact's address (no SMTPUTF8)."""
     conn.execute(
         "INSERT INTO events (contact_id, campaign_id, kind, channel, scope, detail, created_at)"
@@ -93,7 +96,7 @@ def mark_needs_smtputf8(conn: sqlite3.Connection, contact_id: int, campaign_id: 
     )
 
 
-def smtputf8_marked(conn: sqlite3.Connection, contact_ids: Iterable[int], relay: str) -> dict[int, str | None]:
+def smtputf8_marked(conn: Connection, contact_ids: Iterable[int], relay: str) -> dict[int, str | None]:
     """Contacts among ``contact_ids`` marked for ``relay``: id -> the campaign that failed them."""
     ids = list(contact_ids)
     if not ids:
@@ -119,7 +122,7 @@ class Notice:
     at: str
 
 
-def delivery_notices(conn: sqlite3.Connection, campaign_id: int) -> list[Notice]:
+def delivery_notices(conn: Connection, campaign_id: int) -> list[Notice]:
     """The campaign's delivery notices, oldest first (they are never failures)."""
     marks = ",".join("?" for _ in NOTICE_KINDS)
     rows = conn.execute(

@@ -17,10 +17,13 @@ The conditions lean on SQLite: TEMP tables, the many-argument ``max()``
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .archive import archive_deliveries, archive_events
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 _LEFT = "(c.status IN ('unsubscribed', 'complained') OR c.no_marketing_at IS NOT NULL" \
         " OR EXISTS (SELECT 1 FROM memberships m WHERE m.contact_id = c.id AND m.status = 'unsubscribed'))"
@@ -60,7 +63,7 @@ _CONTACT_RULES = (
 )
 
 
-def plan(conn: sqlite3.Connection, cut: dict[str, str]) -> dict[str, int]:
+def plan(conn: Connection, cut: dict[str, str]) -> dict[str, int]:
     """Fill temp.purge_members and temp.purge_contacts by the cut-off time of
     each rule; the number of memberships, contacts per rule, and send-log
     rows (deliveries and events) that go (a rule that takes nothing may be
@@ -100,7 +103,7 @@ def plan(conn: sqlite3.Connection, cut: dict[str, str]) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def read_only(conn: sqlite3.Connection) -> Iterator[None]:
+def read_only(conn: Connection) -> Iterator[None]:
     """One read snapshot, rolled back at the end: a dry run's plan sees one
     state of the database and leaves nothing behind (TEMP tables are not the
     database file)."""
@@ -111,22 +114,22 @@ def read_only(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
 
 
-def planned_contact_count(conn: sqlite3.Connection) -> int:
+def planned_contact_count(conn: Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM temp.purge_contacts").fetchone()[0])
 
 
-def planned_contacts(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
+def planned_contacts(conn: Connection) -> list[tuple[int, str, str]]:
     """(id, rule, email_key) of every contact the plan erases, in id order."""
     return conn.execute("SELECT p.id, p.rule, c.email_key FROM temp.purge_contacts p"
                         " JOIN contacts c ON c.id = p.id ORDER BY p.id").fetchall()
 
 
-def delete_planned_memberships(conn: sqlite3.Connection) -> None:
+def delete_planned_memberships(conn: Connection) -> None:
     conn.execute("DELETE FROM memberships WHERE (contact_id, list_id) IN"
                  " (SELECT contact_id, list_id FROM temp.purge_members)")
 
 
-def cut_send_log(conn: sqlite3.Connection, cutoff: str) -> None:
+def cut_send_log(conn: Connection, cutoff: str) -> None:
     """Fold the deliveries and events older than ``cutoff`` into their
     campaigns' totals and delete them (restricted contacts' are kept)."""
     archive_deliveries(conn, _OLD_DELIVERIES, (cutoff,))
@@ -135,6 +138,6 @@ def cut_send_log(conn: sqlite3.Connection, cutoff: str) -> None:
     conn.execute(f"DELETE FROM events WHERE {_OLD_EVENTS}", (cutoff,))  # noqa: S608
 
 
-def drop_plan(conn: sqlite3.Connection) -> None:
+def drop_plan(conn: Connection) -> None:
     conn.execute("DROP TABLE temp.purge_members")
     conn.execute("DROP TABLE temp.purge_contacts")

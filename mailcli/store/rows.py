@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 
-def dicts(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+def dicts(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """The rows of a query as dictionaries keyed by column name, in column order."""
     cur = conn.execute(sql, tuple(params))
     names = [d[0] for d in cur.description]

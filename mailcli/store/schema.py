@@ -15,41 +15,45 @@ that holds personal data without being registered.
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
 from . import litestream
 from .db import apply_migrations
 
+if TYPE_CHECKING:
+    from .db import Connection
+
 SchemaObject = tuple[str, str]  # (type, name)
 
 
-def integrity_problems(conn: sqlite3.Connection) -> list[str]:
+def integrity_problems(conn: Connection) -> list[str]:
     """What ``PRAGMA integrity_check`` finds (empty when the database is intact)."""
     found = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
     return [] if found == ["ok"] else found
 
 
-def table_names(conn: sqlite3.Connection) -> list[str]:
+def table_names(conn: Connection) -> list[str]:
     """The database's own tables, by name (not SQLite's internal ``sqlite_*`` ones)."""
     rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
     return [str(row[0]) for row in rows]
 
 
-def column_names(conn: sqlite3.Connection, table: str) -> set[str]:
+def column_names(conn: Connection, table: str) -> set[str]:
     return {str(row[1]) for row in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
-def page_size(conn: sqlite3.Connection) -> int:
+def page_size(conn: Connection) -> int:
     return int(conn.execute("PRAGMA page_size").fetchone()[0])
 
 
-def applied_migrations(conn: sqlite3.Connection) -> set[str]:
+def applied_migrations(conn: Connection) -> set[str]:
     """Names of the migrations a database records as applied (none without the table)."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone() is None:
         return set()
     return {str(row[0]) for row in conn.execute("SELECT name FROM migrations")}
 
 
-def schema_objects(conn: sqlite3.Connection) -> dict[SchemaObject, tuple[str, str | None]]:
+def schema_objects(conn: Connection) -> dict[SchemaObject, tuple[str, str | None]]:
     """Every table, index, trigger and view: (type, name) -> (table, SQL).
 
     Litestream's two tables, exactly as Litestream defines them, belong to
@@ -71,7 +75,7 @@ def reference_schema(applied: set[str]) -> dict[SchemaObject, tuple[str, str | N
         conn.close()
 
 
-def schema_differences(conn: sqlite3.Connection) -> list[str]:
+def schema_differences(conn: Connection) -> list[str]:
     """How a database's schema differs from what its migrations create (empty when it does not)."""
     found = schema_objects(conn)
     expected = reference_schema(applied_migrations(conn))

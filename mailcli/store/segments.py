@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import difflib
 import json
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..segments import CONTACT_FIELDS, All, Comparison, Literal, Node, Not, Segment
 from .contacts import attribute_in_use, known_fields
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 Fragment = tuple[str, list[Any]]
 
@@ -44,7 +46,7 @@ def segment_filter(segment: Segment | None) -> Fragment:
     return _node(segment.tree)
 
 
-def check_segment_fields(conn: sqlite3.Connection, segment: Segment) -> None:
+def check_segment_fields(conn: Connection, segment: Segment) -> None:
     """A UsageError naming the column of a field that no contact has: a
     misspelt field would otherwise quietly match nobody (or everybody)."""
     for field, column in segment.fields():

@@ -16,9 +16,12 @@ nothing and never overwrites when the person first opted out.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,49 +43,49 @@ _CONTACT_BY = {
 }
 
 
-def _contact_where(conn: sqlite3.Connection, column: str, value: object) -> ContactRef | None:
+def _contact_where(conn: Connection, column: str, value: object) -> ContactRef | None:
     row = conn.execute(_CONTACT_BY[column], (value,)).fetchone()
     return ContactRef(*row) if row else None
 
 
-def contact_by_id(conn: sqlite3.Connection, contact_id: int) -> ContactRef | None:
+def contact_by_id(conn: Connection, contact_id: int) -> ContactRef | None:
     return _contact_where(conn, "id", contact_id)
 
 
-def contact_by_uid(conn: sqlite3.Connection, uid: str) -> ContactRef | None:
+def contact_by_uid(conn: Connection, uid: str) -> ContactRef | None:
     return _contact_where(conn, "uid", uid)
 
 
-def contact_by_email_key(conn: sqlite3.Connection, email_key: str) -> ContactRef | None:
+def contact_by_email_key(conn: Connection, email_key: str) -> ContactRef | None:
     return _contact_where(conn, "email_key", email_key)
 
 
-def contact_id_by_email_key(conn: sqlite3.Connection, email_key: str) -> int | None:
+def contact_id_by_email_key(conn: Connection, email_key: str) -> int | None:
     row = conn.execute("SELECT id FROM contacts WHERE email_key = ?", (email_key,)).fetchone()
     return int(row[0]) if row else None
 
 
-def optout_flags(conn: sqlite3.Connection, contact_id: int) -> tuple[str, str | None]:
+def optout_flags(conn: Connection, contact_id: int) -> tuple[str, str | None]:
     """(status, no_marketing_at) of a contact."""
     status, no_marketing_at = conn.execute(
         "SELECT status, no_marketing_at FROM contacts WHERE id = ?", (contact_id,)).fetchone()
     return str(status), no_marketing_at
 
 
-def unsubscribed_list_names(conn: sqlite3.Connection, contact_id: int) -> list[str]:
+def unsubscribed_list_names(conn: Connection, contact_id: int) -> list[str]:
     """The lists a contact unsubscribed from."""
     rows = conn.execute("SELECT l.name FROM memberships m JOIN lists l ON l.id = m.list_id"
                         " WHERE m.contact_id = ? AND m.status = 'unsubscribed'", (contact_id,)).fetchall()
     return [str(name) for (name,) in rows]
 
 
-def iter_contact_keys(conn: sqlite3.Connection) -> Iterator[tuple[int, str, str]]:
+def iter_contact_keys(conn: Connection) -> Iterator[tuple[int, str, str]]:
     """(id, email_key, created_at) of every contact."""
     for contact_id, key, created_at in conn.execute("SELECT id, email_key, created_at FROM contacts").fetchall():
         yield int(contact_id), str(key), str(created_at)
 
 
-def end_memberships(conn: sqlite3.Connection, contact_id: int, channel: str, *, at: str, updated_at: str,
+def end_memberships(conn: Connection, contact_id: int, channel: str, *, at: str, updated_at: str,
                     list_id: int | None = None, list_name: str | None = None) -> int:
     """Unsubscribe a contact as of ``at``: from one list (by id or by name) or,
     with neither, from every list. How many memberships changed."""
@@ -98,7 +101,7 @@ def end_memberships(conn: sqlite3.Connection, contact_id: int, channel: str, *, 
     return conn.execute(sql, params).rowcount
 
 
-def object_to_marketing(conn: sqlite3.Connection, contact_id: int, now: str) -> bool:
+def object_to_marketing(conn: Connection, contact_id: int, now: str) -> bool:
     """Record an objection to all direct marketing (an active contact becomes
     ``unsubscribed``); False when one was already recorded."""
     cursor = conn.execute(
@@ -110,14 +113,14 @@ def object_to_marketing(conn: sqlite3.Connection, contact_id: int, now: str) -> 
     return cursor.rowcount > 0
 
 
-def set_no_marketing(conn: sqlite3.Connection, contact_id: int, at: str) -> bool:
+def set_no_marketing(conn: Connection, contact_id: int, at: str) -> bool:
     """``no_marketing_at`` as of ``at`` unless already set; the status is left as it is."""
     cursor = conn.execute("UPDATE contacts SET no_marketing_at = ?, updated_at = ? WHERE id = ?"
                           " AND no_marketing_at IS NULL", (at, at, contact_id))
     return cursor.rowcount > 0
 
 
-def mark_status(conn: sqlite3.Connection, contact_id: int, status: str, now: str) -> bool:
+def mark_status(conn: Connection, contact_id: int, status: str, now: str) -> bool:
     """The contact's status to ``bounced`` or ``complained``, unless it is already
     one of those or erased; True if it changed."""
     cursor = conn.execute(
@@ -127,7 +130,7 @@ def mark_status(conn: sqlite3.Connection, contact_id: int, status: str, now: str
     return cursor.rowcount > 0
 
 
-def mark_complained(conn: sqlite3.Connection, contact_id: int, now: str) -> bool:
+def mark_complained(conn: Connection, contact_id: int, now: str) -> bool:
     """A spam complaint: status ``complained`` over any other, and an objection
     to all marketing when none was recorded; True if it changed."""
     cursor = conn.execute(
@@ -138,17 +141,17 @@ def mark_complained(conn: sqlite3.Connection, contact_id: int, now: str) -> bool
     return cursor.rowcount > 0
 
 
-def no_marketing_since(conn: sqlite3.Connection, contact_id: int) -> str | None:
+def no_marketing_since(conn: Connection, contact_id: int) -> str | None:
     row = conn.execute("SELECT no_marketing_at FROM contacts WHERE id = ?", (contact_id,)).fetchone()
     return row[0] if row else None
 
 
-def restricted_since(conn: sqlite3.Connection, contact_id: int) -> str | None:
+def restricted_since(conn: Connection, contact_id: int) -> str | None:
     row = conn.execute("SELECT restricted_at FROM contacts WHERE id = ?", (contact_id,)).fetchone()
     return row[0] if row else None
 
 
-def set_restricted(conn: sqlite3.Connection, contact_id: int, since: str | None, updated_at: str | None) -> bool:
+def set_restricted(conn: Connection, contact_id: int, since: str | None, updated_at: str | None) -> bool:
     """Restrict processing as of ``since``, or lift the restriction (``None``);
     ``updated_at`` None leaves that column as it is. True if it changed."""
     if since is None:

@@ -10,18 +10,20 @@ opt-out never overwrites when or how the person first opted out.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .rows import dicts
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 ALL = "*"
 
 Suppression = tuple[str, str, str, str | None, str]  # (hmac, scope, reason, channel, created_at)
 
 
-def add_suppression(conn: sqlite3.Connection, hmac: str, scope: str, reason: str, channel: str | None,
+def add_suppression(conn: Connection, hmac: str, scope: str, reason: str, channel: str | None,
                     created_at: str) -> bool:
     """Suppress ``hmac`` for ``scope`` unless it already is; True when this added it."""
     cursor = conn.execute(
@@ -32,7 +34,7 @@ def add_suppression(conn: sqlite3.Connection, hmac: str, scope: str, reason: str
     return cursor.rowcount > 0
 
 
-def is_suppressed(conn: sqlite3.Connection, hmac: str, list_name: str | None = None) -> bool:
+def is_suppressed(conn: Connection, hmac: str, list_name: str | None = None) -> bool:
     """The one suppression lookup: is the address suppressed for all marketing,
     or (with ``list_name``) for that list?"""
     row = conn.execute(
@@ -42,7 +44,7 @@ def is_suppressed(conn: sqlite3.Connection, hmac: str, list_name: str | None = N
     return row is not None
 
 
-def is_erased(conn: sqlite3.Connection, hmac: str) -> bool:
+def is_erased(conn: Connection, hmac: str) -> bool:
     """Was the address erased on request (its ``*`` suppression says so)?"""
     row = conn.execute(
         "SELECT 1 FROM suppressions WHERE hmac = ? AND scope = ? AND reason = 'erased'", (hmac, ALL)
@@ -50,13 +52,13 @@ def is_erased(conn: sqlite3.Connection, hmac: str) -> bool:
     return row is not None
 
 
-def all_suppressions(conn: sqlite3.Connection) -> list[Suppression]:
+def all_suppressions(conn: Connection) -> list[Suppression]:
     """Every suppression, for carrying them into a restored database."""
     rows = conn.execute("SELECT hmac, scope, reason, channel, created_at FROM suppressions").fetchall()
     return [(str(h), str(s), str(r), c if c is None else str(c), str(at)) for h, s, r, c, at in rows]
 
 
-def suppressed_hmacs(conn: sqlite3.Connection, list_name: str, among: Collection[str] | None = None) -> set[str]:
+def suppressed_hmacs(conn: Connection, list_name: str, among: Collection[str] | None = None) -> set[str]:
     """The addresses suppressed for ``list_name`` or all marketing, as a set of
     hashes: the whole set once (cheaper than a lookup per recipient, and
     bounded by the suppression list), or only those ``among`` a page."""
@@ -73,7 +75,7 @@ def suppressed_hmacs(conn: sqlite3.Connection, list_name: str, among: Collection
     return {row[0] for row in rows}
 
 
-def suppressions_of(conn: sqlite3.Connection, hmac: str) -> list[dict[str, Any]]:
+def suppressions_of(conn: Connection, hmac: str) -> list[dict[str, Any]]:
     """One person's suppressions (scope, reason, channel, created_at), by scope."""
     return dicts(conn, "SELECT scope, reason, channel, created_at FROM suppressions WHERE hmac = ? ORDER BY scope",
                  (hmac,))
