@@ -206,7 +206,7 @@ def root(
         mailcli -q bounces imaps://bounces@mail.example.org/INBOX    # from cron
     """
     out = Output(json_mode=json_mode, quiet=quiet, verbose=verbose, debug=debug, no_color=no_color)
-    ctx.obj = AppContext(out=out, directory=directory, config_file=config_file)
+    ctx.obj = AppContext(out=out, directory=directory, config_file=config_file, subcommand=ctx.invoked_subcommand)
 
 
 def _terminate(signum: int, frame: Any) -> None:

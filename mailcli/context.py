@@ -13,10 +13,29 @@ import typer
 
 from . import config
 from .config import Settings
+from .errors import ConfigError
 from .locks import Holder
 from .output import Output
 from .store import Store, open_store
 from .store.db import StoreBusyError, busy_timeout
+
+# The commands that work on a PostgreSQL database so far. Every other command
+# refuses one with a clear error before it touches anything, rather than run
+# code written for a SQLite file (lock files, the spool, SQLite's own SQL).
+POSTGRES_READY = frozenset({"config", "lists"})
+
+
+def check_engine(settings: Settings, command: str | None) -> None:
+    """Refuse a command that does not work on PostgreSQL yet, when the project's database is a server."""
+    url = settings.project.database_url
+    if url is None or command is None or command in POSTGRES_READY:
+        return
+    raise ConfigError(
+        f"`mailcli {command}` does not work with a PostgreSQL database yet ({url.display});"
+        f" the commands that do: {', '.join(sorted(POSTGRES_READY))}",
+        hint="use a SQLite file for this project for now ([project] database = \"mailcli.db\");"
+             " the README's \"Sharing a project: PostgreSQL\" says what works",
+    )
 
 
 def apply_spool_now(store: Store, settings: Settings, out: Output) -> None:
@@ -24,7 +43,7 @@ def apply_spool_now(store: Store, settings: Settings, out: Output) -> None:
     from .feedback.actions import apply_spooled_optouts
     from .store import spool
 
-    if not spool.has_pending(store.path):
+    if store.url is not None or not spool.has_pending(store.path):
         return
     with store.patience(0.05):
         try:
@@ -40,6 +59,7 @@ class AppContext:
     out: Output
     directory: str | None = None
     config_file: str | None = None
+    subcommand: str | None = None  # the command being run, for check_engine
     _settings: Settings | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
 
@@ -50,6 +70,7 @@ class AppContext:
 
             settings = config.resolve(config_file=self.config_file, directory=self.directory)
             check_config_file(settings.path)
+            check_engine(settings, self.subcommand)
             from .render.limits import configure
 
             configure(settings.render.timeout, settings.render.max_size_mb)
@@ -69,7 +90,7 @@ class AppContext:
         if self._store is None:
             from .binding import bind_store
 
-            store = open_store(self.settings.project.database, on_wait=self.say_waiting)
+            store = open_store(self.settings.project.store_location, on_wait=self.say_waiting)
             self._store = store
             if store.tightened:
                 self.out.warn(f"{', '.join(store.tightened)} could be read by other users; made private (0600)")

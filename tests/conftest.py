@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 
 from mailcli.app import app
 
+from .pgserver import PostgresServer, start_server
+
 REPO = Path(__file__).resolve().parent.parent
 
 # A shell starts background jobs (`make test &`, a CI step run with `&`) with
@@ -35,7 +37,7 @@ def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     home = tmp_path / "home"
     home.mkdir()
     for name in list(os.environ):
-        if name.startswith("MAILCLI_"):
+        if name.startswith(("MAILCLI_", "PG")):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("NO_COLOR", "1")
@@ -115,4 +117,53 @@ def set_smtp(root: Path, host: str, port: int, *, security: str = "none", extra:
         out.append(line)
         if stripped == "[smtp]":
             out += [f'host = "{host}"', f"port = {port}", f'security = "{security}"', 'rate = "0"', *extra]
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run, started on first use (skips, saying why, where none can be)."""
+    server, why = start_server()
+    if server is None:
+        pytest.skip(why)
+    try:
+        yield server
+    finally:
+        server.stop()
+        import shutil
+
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
+@dataclass
+class PostgresDatabase:
+    """A fresh database on the test server; ``env`` carries its password as libpq reads it."""
+
+    server: PostgresServer
+    name: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.name)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PGPASSWORD": self.server.password}
+
+
+@pytest.fixture
+def pg_database(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> PostgresDatabase:
+    """A new database of its own on the test server; PGPASSWORD is set for this test."""
+    db = PostgresDatabase(postgres_server, postgres_server.create_database())
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+    return db
+
+
+def use_database(root: Path, url: str) -> None:
+    """Point a project's ``[project] database`` at ``url``."""
+    path = root / "mailcli.toml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = [line for line in lines if not line.strip().startswith("database =")]
+    at = out.index("[project]") + 1
+    out.insert(at, f'database = "{url}"')
     path.write_text("\n".join(out) + "\n", encoding="utf-8")

@@ -32,7 +32,7 @@ config_app = typer.Typer(help="Show the configuration in effect.", no_args_is_he
 
 # Settings fields that are not keys of the file, and values kept as numbers
 # internally that the file spells as text.
-_NOT_KEYS = {("project", "root"), ("sender", "from_name"), ("sender", "from_address")}
+_NOT_KEYS = {("project", "root"), ("project", "database_url"), ("sender", "from_name"), ("sender", "from_address")}
 _AS_TEXT = {("smtp", "rate"): (format_rate, parse_rate), ("smtp", "retry_window"): (format_seconds,
                                                                                     lambda v: parse_duration(v).seconds())}
 
@@ -90,6 +90,11 @@ def settings_view(settings: Settings) -> dict[str, Any]:
                     section[item.name] = plain(entry)
         view[field.name] = section
     view["segments"] = dict(settings.segments)
+    url = settings.project.database_url
+    if url is not None:  # a server: its URL without the password, and where the password comes from
+        view["project"]["database"] = url.display
+        if url.password_env:
+            view["project"]["database_password_env"] = url.password_env
     view["smtp"]["password_set"] = settings.smtp.password() is not None
     view["secret_source"] = (
         f"environment variable {settings.unsubscribe.secret_env}"

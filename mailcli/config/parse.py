@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from email.utils import getaddresses
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigError
 from ..net import is_localhost_name, is_loopback
 from ..segments import check_segments
+from ..store.url import DatabaseURLError, looks_like_url, parse_database_url
 from .settings import (
     RETENTION_KEYS,
     BackupSettings,
@@ -43,7 +45,7 @@ from .values import Duration, parse_duration, parse_rate
 MAX_TIMEOUT = 3600  # seconds: an SMTP reply slower than an hour is no reply
 
 _SCHEMA: dict[str, set[str]] = {
-    "project": {"name", "database"},
+    "project": {"name", "database", "database_password_env"},
     "sender": {"from", "reply_to", "list_id", "postal_address", "bounce_address", "feedback_id", "verp"},
     "smtp": {
         "host", "port", "security", "username", "password_env", "timeout", "ca_file",
@@ -215,7 +217,24 @@ def _project(reader: _Reader, root: Path) -> ProjectSettings:
     name = reader.get("project", "name", str, required=True).strip()
     if not name:
         raise reader.fail("project.name", "must not be empty")
-    database = _resolve_path(root, reader.get("project", "database", str, "mailcli.db"))
+    text = reader.get("project", "database", str, "mailcli.db")
+    password_env = None
+    if "database_password_env" in reader.data.get("project", {}):
+        password_env = _env_name(reader, "project", "database_password_env", "")
+    env_url = os.environ.get(EnvVars.DATABASE_URL, "").strip()
+    if env_url:
+        try:
+            url = parse_database_url(env_url, from_file=False, password_env=password_env)
+        except DatabaseURLError as exc:
+            raise ConfigError(f"{EnvVars.DATABASE_URL} {exc}") from None
+        return ProjectSettings(name=name, database=root / "mailcli.db", root=root, database_url=url)
+    if looks_like_url(text):
+        try:
+            url = parse_database_url(text, from_file=True, password_env=password_env)
+        except DatabaseURLError as exc:
+            raise reader.fail("project.database", str(exc)) from None
+        return ProjectSettings(name=name, database=root / "mailcli.db", root=root, database_url=url)
+    database = _resolve_path(root, text)
     if database.is_dir():
         raise reader.fail("project.database", f"is a folder, not a database file: {database}")
     return ProjectSettings(name=name, database=database, root=root)

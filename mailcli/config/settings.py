@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..store.url import DatabaseURL
 from .values import Duration
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -26,6 +27,7 @@ class EnvVars:
     IMAP_PASSWORD = "MAILCLI_IMAP_PASSWORD"
     BACKUP_KEY = "MAILCLI_BACKUP_KEY"
     LITESTREAM = "MAILCLI_LITESTREAM"  # the litestream binary, when it is not beside mailcli or on PATH
+    DATABASE_URL = "MAILCLI_DATABASE_URL"
 
 
 
@@ -34,6 +36,13 @@ class ProjectSettings:
     name: str
     database: Path
     root: Path
+    # A PostgreSQL server instead of the SQLite file ``database``.
+    database_url: DatabaseURL | None = None
+
+    @property
+    def store_location(self) -> Path | DatabaseURL:
+        """What ``open_store`` opens: the server when one is named, else the SQLite file."""
+        return self.database_url if self.database_url is not None else self.database
 
 
 @dataclass(frozen=True, slots=True)

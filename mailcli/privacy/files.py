@@ -19,9 +19,13 @@ project's folder. Then (``docs/guarantees.md#erasure``):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..store.db import Connection
+
 import os
 import re
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +117,7 @@ def holds_address(path: Path, forms: set[str]) -> bool:
     return False
 
 
-def files_about_people(conn: sqlite3.Connection, people: dict[str, set[str]]) -> list[WrittenFile]:
+def files_about_people(conn: Connection, people: dict[str, set[str]]) -> list[WrittenFile]:
     """The registered files about any of ``people`` (keyed hash -> address forms):
     those registered to one of them, and the rejects files that hold an address of one."""
     found = [f for hmac in people for f in files_about(conn, hmac)]
@@ -122,7 +126,7 @@ def files_about_people(conn: sqlite3.Connection, people: dict[str, set[str]]) ->
     return found
 
 
-def reach(conn: sqlite3.Connection, settings: Settings, files: Iterable[WrittenFile]) -> FilesReached:
+def reach(conn: Connection, settings: Settings, files: Iterable[WrittenFile]) -> FilesReached:
     """Delete the files in the project's folder, name the others; forget them all."""
     result = FilesReached()
     ids = []

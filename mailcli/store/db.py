@@ -26,6 +26,17 @@ VACUUM — wait in Python, in slices of a quarter second of SQLite's own busy
 wait: SQLite sleeps in C and Python runs no signal handler until it returns,
 so one long native wait would leave Ctrl-C unanswered for minutes. Any other
 statement keeps the whole timeout natively, so it waits rather than fails.
+
+The database may instead be a PostgreSQL server (``[project] database =
+"postgresql://..."``, see :mod:`mailcli.store.url`). Store functions take a
+``Connection``: the ``sqlite3`` connection itself on SQLite, so the engine
+costs SQLite nothing per statement or row, or a
+:class:`mailcli.store.postgres.PgConnection` that runs the same SQL on
+PostgreSQL. A function whose SQL only SQLite runs says so in its name
+(``sqlite_*``) and has a PostgreSQL counterpart (``postgres_*``) where the
+engine is supported. On PostgreSQL the server does the waiting: a statement
+waits for another session's row locks up to ``MAILCLI_BUSY_TIMEOUT``
+(``lock_timeout``), and Ctrl-C cancels it.
 """
 
 from __future__ import annotations
@@ -44,7 +55,11 @@ from typing import Any, Protocol, TypeVar
 from ..clock import now_iso
 from ..errors import ExitCode, MailcliError
 from . import litestream
-from .migrations import MIGRATIONS, statements
+from .migrations import MIGRATIONS, POSTGRESQL, statements
+from .url import DatabaseURL
+
+SQLITE = "sqlite"
+POSTGRESQL_ENGINE = "postgresql"
 
 
 class Cursor(Protocol):
@@ -60,7 +75,7 @@ class Cursor(Protocol):
 
 
 class Connection(Protocol):
-    """The connection every store function takes (``sqlite3.Connection``).
+    """The connection every store function takes: ``sqlite3.Connection`` or ``PgConnection``.
 
     SQL is written once with ``?`` (or ``:name``) placeholders; rows are tuples.
     """
@@ -68,6 +83,15 @@ class Connection(Protocol):
     def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
     def executemany(self, sql: str, seq: Any, /) -> Any: ...
     def close(self) -> None: ...
+
+
+def engine_of(conn: Connection) -> str:
+    """``"sqlite"`` or ``"postgresql"``: which engine runs ``conn``."""
+    return getattr(conn, "engine", SQLITE)
+
+
+def is_postgres(conn: Connection) -> bool:
+    return engine_of(conn) == POSTGRESQL_ENGINE
 
 
 class StoreError(MailcliError):
@@ -99,9 +123,10 @@ def busy_timeout() -> float:
 
 
 def is_busy(exc: BaseException) -> bool:
-    """True for SQLite's "database is locked" / "database is busy" errors."""
+    """True for SQLite's "database is locked" / "database is busy" errors
+    (on PostgreSQL: a lock wait that ran out)."""
     if not isinstance(exc, sqlite3.OperationalError):
-        return False
+        return getattr(exc, "sqlstate", None) in ("55P03", "40P01")
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return (code & 0xFF) in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
@@ -109,7 +134,7 @@ def is_busy(exc: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text or "database table is locked" in text
 
 
-def busy_error(path: Path, seconds: float, what: str) -> StoreBusyError:
+def busy_error(path: Path | str, seconds: float, what: str) -> StoreBusyError:
     return StoreBusyError(
         f"The database {path} was still busy after {seconds:g} s of waiting to {what}; nothing was changed",
         hint=f"another mailcli process is using it (see `ps`); run the command again when it has finished,"
@@ -203,7 +228,11 @@ class _WaitWatch:
 
 @dataclass
 class Store:
-    """An open project database."""
+    """An open project database.
+
+    ``path`` is the SQLite file; on PostgreSQL ``url`` names the server and
+    ``path`` only stands for the project in messages.
+    """
 
     path: Path
     conn: Any  # Connection; sqlite3.Connection where a function needs SQLite's own interface
@@ -219,6 +248,16 @@ class Store:
     # Files of the database that were open to other users and were made 0600 on opening.
     tightened: list[str] = field(default_factory=list, repr=False)
     _after_commit: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    url: DatabaseURL | None = None
+
+    @property
+    def engine(self) -> str:
+        return engine_of(self.conn)
+
+    @property
+    def where(self) -> str:
+        """The database as a message names it: the file, or the server URL without its password."""
+        return self.url.display if self.url is not None else str(self.path)
 
     def wait_for(self, what: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` (a statement that may find the database busy, and
@@ -227,26 +266,47 @@ class Store:
         ``what`` says what for, in a notice after a second and in the
         ``StoreBusyError`` at the end; Ctrl-C ends the wait at once.
         """
+        if self.url is not None:
+            try:
+                return attempt()
+            except Exception as exc:
+                if is_busy(exc):
+                    raise busy_error(self.url.display, self.timeout, what) from None
+                raise
         return _wait_for(self.conn, self.path, self.timeout, what, attempt, self._watch)
 
     def begin(self, what: str = "write") -> None:
-        """``BEGIN IMMEDIATE``: take the write lock now, waiting for other writers."""
+        """``BEGIN IMMEDIATE``: take the write lock now, waiting for other writers.
+
+        On PostgreSQL a plain ``BEGIN``: writers lock the rows they change, not the database.
+        """
+        if self.url is not None:
+            self.conn.execute("BEGIN")
+            return
         self.wait_for(what, lambda: self.conn.execute("BEGIN IMMEDIATE"))
 
     @contextlib.contextmanager
     def patience(self, seconds: float) -> Iterator[None]:
         """Wait at most ``seconds`` for other processes inside the block."""
         old = self.timeout
-        _set_busy_timeout(self.conn, seconds)
+        self._set_timeout(seconds)
         self.timeout = seconds
         try:
             yield
         finally:
-            _set_busy_timeout(self.conn, old)
+            self._set_timeout(old)
             self.timeout = old
 
+    def _set_timeout(self, seconds: float) -> None:
+        if self.url is not None:
+            from . import postgres
+
+            postgres.set_lock_timeout(self.conn, seconds)
+        else:
+            _set_busy_timeout(self.conn, seconds)
+
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Any]:
         """One atomic unit of work; nested calls become savepoints.
 
         Any exception (KeyboardInterrupt included) rolls the unit back.
@@ -364,10 +424,34 @@ def _tighten_side_files(path: Path) -> None:
 
 # Complexity: one branch per state of a migration (no table yet, unknown, done, SQL or Python step), all in one transaction.
 def apply_migrations(conn: Connection, *, only: Collection[str] | None = None) -> list[str]:
-    """Apply pending migrations in order (of ``only``, when given); returns the names applied."""
+    """Apply pending migrations in order (of ``only``, when given); returns the names applied.
+
+    On PostgreSQL each migration runs its PostgreSQL text where it has one
+    (``migrations.POSTGRESQL``), and the whole run holds an advisory lock,
+    so processes that open a new database at once migrate it once.
+    """
+    postgres = is_postgres(conn)
+    if postgres:
+        conn.execute("SELECT pg_advisory_lock(?)", (MIGRATIONS_LOCK,))
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            return _apply(conn, only, postgres=True)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(?)", (MIGRATIONS_LOCK,))
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "migrations" not in tables:
         conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    return _apply(conn, only, postgres=False)
+
+
+# The advisory lock key that serialises migrating a PostgreSQL database
+# (any fixed 64-bit number; this one spells "mailcli" in ASCII).
+MIGRATIONS_LOCK = 0x6D61696C636C69
+
+
+def _apply(conn: Connection, only: Collection[str] | None, *, postgres: bool) -> list[str]:
+    from .migrations import postgresql_statements
+
     done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
     known = {name for name, _ in MIGRATIONS}
     unknown = done - known
@@ -380,10 +464,12 @@ def apply_migrations(conn: Connection, *, only: Collection[str] | None = None) -
     for name, step in MIGRATIONS:
         if name in done or (only is not None and name not in only):
             continue
-        conn.execute("BEGIN IMMEDIATE")
+        if postgres:
+            step = POSTGRESQL.get(name, step)
+        conn.execute("BEGIN" if postgres else "BEGIN IMMEDIATE")
         try:
             if isinstance(step, str):
-                for statement in statements(step):
+                for statement in (postgresql_statements(step) if postgres else statements(step)):
                     conn.execute(statement)
             else:
                 step(conn)
@@ -455,7 +541,7 @@ def _tighten(path: Path) -> list[str]:
     return tightened
 
 
-def open_store(path: Path, *, create: bool = True, timeout: float | None = None,
+def open_store(path: Path | DatabaseURL, *, create: bool = True, timeout: float | None = None,
                on_wait: Callable[[str], None] | None = None) -> Store:
     """Open (creating with mode 0600 if asked) and migrate the project database.
 
@@ -464,9 +550,13 @@ def open_store(path: Path, *, create: bool = True, timeout: float | None = None,
     only then is a mailcli database open to other users made 0600
     (``Store.tightened`` says which; docs/guarantees.md#file-modes).
 
+    ``path``: the SQLite file, or the PostgreSQL server's ``DatabaseURL``
+    (``ProjectSettings.store_location`` gives the one the project names).
     ``timeout``: how long to wait for other processes (default
     ``busy_timeout()``); ``on_wait(what)`` is told when a wait lasts.
     """
+    if isinstance(path, DatabaseURL):
+        return _open_postgres(path, timeout=timeout)
     path = Path(path)
     if not path.exists():
         if not create:
@@ -496,3 +586,26 @@ def open_store(path: Path, *, create: bool = True, timeout: float | None = None,
 def _finish_opening(conn: sqlite3.Connection) -> None:
     _use_wal(conn)
     apply_migrations(conn)
+
+
+def _open_postgres(url: DatabaseURL, *, timeout: float | None) -> Store:
+    """Connect to the server and migrate the database (which must exist: the server's owner creates it)."""
+    from . import postgres
+
+    seconds = busy_timeout() if timeout is None else timeout
+    conn = postgres.connect(url)
+    try:
+        postgres.set_lock_timeout(conn, seconds)
+        apply_migrations(conn)
+    except MailcliError:
+        conn.close()
+        raise
+    except Exception as exc:
+        conn.close()
+        if is_busy(exc):
+            raise busy_error(url.display, seconds, "open it") from None
+        raise StoreError(f"Cannot use PostgreSQL database {url.display}: {postgres.first_line(exc)}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return Store(path=Path(url.dbname), conn=conn, timeout=seconds, url=url)

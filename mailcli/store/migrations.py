@@ -23,15 +23,27 @@ rewrite them:
 * ``audit_log`` is the hash-chained log of every access to personal data.
 * ``relays`` is what sending learnt about each SMTP relay (connection limit,
   rate, SMTPUTF8), so the next run starts where the last one ended.
+
+One list serves both engines. A migration is written in SQLite's SQL; on
+PostgreSQL its tables and indexes are created from the same text with the
+column types PostgreSQL spells differently rewritten (:func:`postgresql_statements`:
+``INTEGER PRIMARY KEY`` becomes an identity column, ``INTEGER`` ``BIGINT``,
+``REAL`` ``DOUBLE PRECISION``, ``WITHOUT ROWID`` goes). A migration that
+needs more than that — triggers, which PostgreSQL writes as functions — has
+its PostgreSQL version in ``POSTGRESQL`` under the same name; a test checks
+that both engines end with the same tables and columns.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# A migration is SQL text, or a function given the connection (a db.Connection).
+if TYPE_CHECKING:
+    from .db import Connection
+
 Migration = tuple[str, str | Callable[[Any], None]]
 
 M001_INITIAL = """
@@ -265,10 +277,15 @@ CREATE TABLE claims (
 """
 
 
-def m005_optout_counter_and_claims(conn: sqlite3.Connection) -> None:
-    """The tables and triggers above, and archived totals made final.
+def m005_optout_counter_and_claims(conn: Connection) -> None:
+    """The tables and triggers above, and archived totals made final."""
+    for statement in statements(M005_OPTOUT_COUNTER_AND_CLAIMS):
+        conn.execute(statement)
+    _m005_final_archived_counts(conn)
 
-    A delivery row deleted (erasure, purge) while still pending or deferred
+
+def _m005_final_archived_counts(conn: Any) -> None:
+    """A delivery row deleted (erasure, purge) while still pending or deferred
     was archived as ``pending``/``deferred``: a campaign that nothing can
     send any more, stuck in ``sending`` for good. Such rows are skips, and a
     campaign with nothing else left to send is complete.
@@ -278,9 +295,6 @@ def m005_optout_counter_and_claims(conn: sqlite3.Connection) -> None:
     from ..clock import now_iso
 
     now = now_iso()
-
-    for statement in statements(M005_OPTOUT_COUNTER_AND_CLAIMS):
-        conn.execute(statement)
     for campaign_id, text in conn.execute("SELECT id, archived_counts FROM campaigns").fetchall():
         counts = json.loads(text or "{}")
         stuck = int(counts.pop("pending", 0)) + int(counts.pop("deferred", 0))
@@ -449,3 +463,97 @@ MIGRATIONS: list[Migration] = [
     ("m011_privacy_records", m011_privacy_records),
     ("m012_rectified_fields", M012_RECTIFIED_FIELDS),
 ]
+
+
+# PostgreSQL: the same tables; each trigger calls a function, and the
+# conditions SQLite writes after WHEN go in parentheses.
+_PG_OPTOUT_BUMP = (
+    "CREATE FUNCTION mailcli_optout_bump() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN UPDATE optout_counter SET n = n + 1 WHERE id = 1; RETURN NULL; END $$"
+)
+_PG_OPTOUT_TRIGGERS = [
+    "CREATE TRIGGER optout_membership_ended AFTER UPDATE OF status ON memberships FOR EACH ROW"
+    " WHEN (OLD.status = 'subscribed' AND NEW.status != 'subscribed') EXECUTE FUNCTION mailcli_optout_bump()",
+    "CREATE TRIGGER optout_membership_deleted AFTER DELETE ON memberships FOR EACH ROW"
+    " WHEN (OLD.status = 'subscribed') EXECUTE FUNCTION mailcli_optout_bump()",
+    "CREATE TRIGGER optout_contact_flagged AFTER UPDATE OF status, restricted_at, no_marketing_at ON contacts"
+    " FOR EACH ROW WHEN ((OLD.status = 'active' AND NEW.status != 'active')"
+    " OR (OLD.restricted_at IS NULL AND NEW.restricted_at IS NOT NULL)"
+    " OR (OLD.no_marketing_at IS NULL AND NEW.no_marketing_at IS NOT NULL))"
+    " EXECUTE FUNCTION mailcli_optout_bump()",
+    "CREATE TRIGGER optout_contact_deleted AFTER DELETE ON contacts FOR EACH ROW EXECUTE FUNCTION mailcli_optout_bump()",
+    "CREATE TRIGGER optout_suppressed AFTER INSERT ON suppressions FOR EACH ROW EXECUTE FUNCTION mailcli_optout_bump()",
+]
+
+
+def postgres_m005_optout_counter_and_claims(conn: Any) -> None:
+    """m005 on PostgreSQL: the tables, the counter's triggers as one function, the same final counts."""
+    script = M005_OPTOUT_COUNTER_AND_CLAIMS.split("CREATE TRIGGER", 1)[0]
+    claims = M005_OPTOUT_COUNTER_AND_CLAIMS[M005_OPTOUT_COUNTER_AND_CLAIMS.index("CREATE TABLE claims"):]
+    for statement in [*postgresql_statements(script), *postgresql_statements(claims),
+                      _PG_OPTOUT_BUMP, *_PG_OPTOUT_TRIGGERS]:
+        conn.execute(statement)
+    _m005_final_archived_counts(conn)
+
+
+_PG_DELIVERY_COUNT = """CREATE FUNCTION mailcli_count_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE delivery_counts SET n = n - 1 WHERE campaign_id = OLD.campaign_id AND status = OLD.status;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO delivery_counts AS d (campaign_id, status, n) VALUES (NEW.campaign_id, NEW.status, 1)
+            ON CONFLICT (campaign_id, status) DO UPDATE SET n = d.n + 1;
+    END IF;
+    RETURN NULL;
+END $$"""
+
+
+def postgres_m008_delivery_counts(conn: Any) -> None:
+    """m008 on PostgreSQL: the counts table filled once, then kept by one trigger function."""
+    script = M008_DELIVERY_COUNTS.split("CREATE TRIGGER", 1)[0]
+    for statement in [
+        *postgresql_statements(script), _PG_DELIVERY_COUNT,
+        "CREATE TRIGGER deliveries_count_insert AFTER INSERT ON deliveries FOR EACH ROW"
+        " EXECUTE FUNCTION mailcli_count_delivery()",
+        "CREATE TRIGGER deliveries_count_update AFTER UPDATE OF status, campaign_id ON deliveries FOR EACH ROW"
+        " WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.campaign_id IS DISTINCT FROM NEW.campaign_id)"
+        " EXECUTE FUNCTION mailcli_count_delivery()",
+        "CREATE TRIGGER deliveries_count_delete AFTER DELETE ON deliveries FOR EACH ROW"
+        " EXECUTE FUNCTION mailcli_count_delivery()",
+    ]:
+        conn.execute(statement)
+
+
+# The PostgreSQL version of each migration whose SQLite text PostgreSQL cannot
+# run even with the column types rewritten. Every other migration runs its
+# SQLite text through postgresql_statements.
+POSTGRESQL: dict[str, str | Callable[[Any], None]] = {
+    "m005_optout_counter_and_claims": postgres_m005_optout_counter_and_claims,
+    "m008_delivery_counts": postgres_m008_delivery_counts,
+}
+
+_PG_TYPES = [
+    (re.compile(r"\bINTEGER\s+PRIMARY\s+KEY\b", re.I), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+    (re.compile(r"\bINTEGER\b", re.I), "BIGINT"),
+    (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b", re.I), "BYTEA"),
+    (re.compile(r"\)\s*WITHOUT\s+ROWID\b", re.I), ")"),
+]
+
+
+def postgresql_statements(script: str) -> Iterator[str]:
+    """The statements of a migration written for SQLite, as PostgreSQL spells their column types.
+
+    Only DDL that both engines share otherwise (tables, indexes, ``ALTER
+    TABLE ... ADD COLUMN``, plain ``INSERT``/``UPDATE``) comes through
+    unchanged in meaning; a migration with triggers has its own version in
+    ``POSTGRESQL``.
+    """
+    for statement in statements(script):
+        if re.match(r"\s*CREATE\s+TRIGGER\b", statement, re.I):
+            raise ValueError("a trigger needs a PostgreSQL version of its migration in POSTGRESQL")
+        if re.match(r"\s*(CREATE|ALTER)\s+TABLE\b", statement, re.I):
+            for pattern, replacement in _PG_TYPES:
+                statement = pattern.sub(replacement, statement)
+        yield statement

@@ -13,7 +13,11 @@ so an import into a database where nobody asked for one does one index probe.
 
 from __future__ import annotations
 
-import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .db import Connection
+
 
 _ANY = "SELECT 1 FROM contacts WHERE rectified IS NOT NULL LIMIT 1"
 
@@ -43,7 +47,7 @@ WHERE c.email_key = import_stage.key AND c.rectified IS NOT NULL
 """
 
 
-def keep_rectified(conn: sqlite3.Connection) -> int:
+def keep_rectified(conn: Connection) -> int:
     """Make the staged rows leave rectified fields alone; how many disagreed with one."""
     if conn.execute(_ANY).fetchone() is None:
         return 0

@@ -10,7 +10,11 @@ in the project's own folders — so that erasure and retention find it again
 
 from __future__ import annotations
 
-import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .db import Connection
+
 from dataclasses import dataclass
 
 
@@ -27,12 +31,12 @@ class WrittenFile:
 _COLUMNS = "id, path, kind, subject_hmac, managed, created_at"
 
 
-def _files(conn: sqlite3.Connection, where: str, params: tuple[object, ...]) -> list[WrittenFile]:
+def _files(conn: Connection, where: str, params: tuple[object, ...]) -> list[WrittenFile]:
     rows = conn.execute(f"SELECT {_COLUMNS} FROM written_files WHERE {where} ORDER BY id", params)  # noqa: S608 - fixed fragments
     return [WrittenFile(int(i), str(p), str(k), s, bool(m), str(at)) for i, p, k, s, m, at in rows]
 
 
-def register_file(conn: sqlite3.Connection, path: str, kind: str, subject_hmac: str | None, managed: bool,
+def register_file(conn: Connection, path: str, kind: str, subject_hmac: str | None, managed: bool,
                   now: str) -> None:
     """Register a file just written; a path written again replaces its older entry."""
     conn.execute("DELETE FROM written_files WHERE path = ?", (path,))
@@ -40,24 +44,24 @@ def register_file(conn: sqlite3.Connection, path: str, kind: str, subject_hmac: 
                  (path, kind, subject_hmac, int(managed), now))
 
 
-def files_about(conn: sqlite3.Connection, subject_hmac: str) -> list[WrittenFile]:
+def files_about(conn: Connection, subject_hmac: str) -> list[WrittenFile]:
     """The files about one person."""
     return _files(conn, "subject_hmac = ?", (subject_hmac,))
 
 
-def files_about_several(conn: sqlite3.Connection) -> list[WrittenFile]:
+def files_about_several(conn: Connection) -> list[WrittenFile]:
     """The files about several people (rejects files): whom they hold is read from the file."""
     return _files(conn, "subject_hmac IS NULL", ())
 
 
-def files_written_before(conn: sqlite3.Connection, cutoff: str) -> list[WrittenFile]:
+def files_written_before(conn: Connection, cutoff: str) -> list[WrittenFile]:
     return _files(conn, "created_at < ?", (cutoff,))
 
 
-def forget_files(conn: sqlite3.Connection, ids: list[int]) -> None:
+def forget_files(conn: Connection, ids: list[int]) -> None:
     """Drop the entries of files that were deleted (or that the user was told to delete)."""
     conn.executemany("DELETE FROM written_files WHERE id = ?", [(i,) for i in ids])
 
 
-def all_files(conn: sqlite3.Connection) -> list[WrittenFile]:
+def all_files(conn: Connection) -> list[WrittenFile]:
     return _files(conn, "1 = 1", ())

@@ -1,0 +1,171 @@
+"""The PostgreSQL engine: a psycopg 3 connection that takes the store's SQL as written for SQLite.
+
+Every store function writes its SQL once, with ``?`` (or ``:name``)
+placeholders, and runs it on a ``Connection`` (see :mod:`mailcli.store.db`).
+On SQLite that is the ``sqlite3`` connection itself, so nothing is added to a
+statement's cost; on PostgreSQL it is :class:`PgConnection`, which turns the
+placeholders into psycopg's ``%s`` / ``%(name)s`` once per distinct
+statement text (kept in a cache) and runs the statement.
+
+The connection runs in autocommit mode like the SQLite one, and
+``Store.transaction()`` issues ``BEGIN`` / ``SAVEPOINT`` itself, so the same
+code marks the same units of work on both engines.
+
+psycopg is imported only here, and only when a PostgreSQL database is
+opened: SQLite projects never need it (``pip install 'mailcli[postgres]'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from .url import DatabaseURL
+
+if TYPE_CHECKING:
+    import psycopg
+
+ENGINE = "postgresql"
+# libpq's SQLSTATE classes that mean "the configuration is wrong" rather than
+# "the server is not there": bad login or password, no such database.
+_CONFIG_STATES = {"28000", "28P01", "3D000", "42501"}
+
+
+@lru_cache(maxsize=4096)
+def translate(sql: str) -> str:
+    """``sql`` with SQLite placeholders turned into psycopg's.
+
+    ``?`` becomes ``%s``, ``:name`` becomes ``%(name)s`` and a literal ``%``
+    becomes ``%%``; text inside quotes and comments is left as it is (but for
+    ``%``, which psycopg reads everywhere), and PostgreSQL's ``::type`` casts
+    are kept.
+    """
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in ("'", '"'):
+            end = i + 1
+            while end < n:
+                if sql[end] == ch:
+                    if end + 1 < n and sql[end + 1] == ch:  # a doubled quote inside
+                        end += 2
+                        continue
+                    break
+                end += 1
+            out.append(sql[i:end + 1].replace("%", "%%"))
+            i = end + 1
+        elif ch == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = n if end < 0 else end
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        elif ch == "?":
+            out.append("%s")
+            i += 1
+        elif ch == "%":
+            out.append("%%")
+            i += 1
+        elif ch == ":" and sql.startswith("::", i):
+            out.append("::")
+            i += 2
+        elif ch == ":" and i + 1 < n and (sql[i + 1].isalpha() or sql[i + 1] == "_"):
+            end = i + 1
+            while end < n and (sql[end].isalnum() or sql[end] == "_"):
+                end += 1
+            out.append(f"%({sql[i + 1:end]})s")
+            i = end
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+class PgConnection:
+    """A psycopg connection with the part of ``sqlite3.Connection``'s interface the store uses."""
+
+    engine = ENGINE
+
+    def __init__(self, raw: psycopg.Connection[Any], url: DatabaseURL) -> None:
+        self.raw = raw
+        self.url = url
+
+    def execute(self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = (), /) -> psycopg.Cursor[Any]:
+        cur = self.raw.cursor()
+        cur.execute(translate(sql), parameters)  # type: ignore[arg-type]  # translated, not user text
+        return cur
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]], /) -> psycopg.Cursor[Any]:
+        cur = self.raw.cursor()
+        cur.executemany(translate(sql), seq)  # type: ignore[arg-type]
+        return cur
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def first_line(exc: BaseException) -> str:
+    """libpq's message without its connection preamble, one line (it never holds a password)."""
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[0]
+    # 'connection failed: connection to server at "h" (1.2.3.4), port 5 failed: REASON'
+    marker = line.rfind("failed: ")
+    if marker >= 0:
+        line = line[marker + len("failed: "):]
+    return line.removeprefix("FATAL:").strip()
+
+
+def connect(url: DatabaseURL) -> PgConnection:
+    """An autocommit psycopg connection to ``url``, or a one-line error that names it without its password.
+
+    A missing driver, a refused login or an unknown database is a
+    configuration problem (``ConfigError``, exit 4); a server that cannot be
+    reached is a ``StoreError`` (exit 1): run the command again when it is up.
+    """
+    from .db import StoreError
+
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError(
+            f"The database is a PostgreSQL server ({url.display}), but the PostgreSQL driver is not installed",
+            hint="pip install 'mailcli[postgres]' (psycopg 3)",
+        ) from None
+    try:
+        raw = psycopg.connect(psycopg.conninfo.make_conninfo("", **url.connect_kwargs()), autocommit=True)
+    except psycopg.OperationalError as exc:
+        reason = first_line(exc)
+        state = getattr(exc, "sqlstate", None)
+        if state in _CONFIG_STATES or "password" in reason or "authentication" in reason or (
+                "database" in reason and "does not exist" in reason):
+            raise ConfigError(
+                f"PostgreSQL at {url.display} refused the connection: {reason}",
+                hint="check the user and database in [project] database (or MAILCLI_DATABASE_URL) and the"
+                     " password in PGPASSWORD, ~/.pgpass or [project] database_password_env",
+            ) from None
+        raise StoreError(
+            f"Cannot connect to PostgreSQL at {url.display}: {reason}",
+            hint="is the server running and reachable? run the command again when it is",
+        ) from None
+    except psycopg.Error as exc:
+        raise StoreError(f"Cannot connect to PostgreSQL at {url.display}: {first_line(exc)}") from None
+    # Timestamps are written by mailcli as ISO-8601 text; nothing the server
+    # does depends on its time zone, but keep it fixed so server-side defaults agree.
+    raw.execute("SET TIME ZONE 'UTC'")
+    return PgConnection(raw, url)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True for a lock wait that ran out (``lock_timeout``) or a deadlock the server broke."""
+    state = getattr(exc, "sqlstate", None)
+    return state in ("55P03", "40P01")
+
+
+def set_lock_timeout(conn: PgConnection, seconds: float) -> None:
+    """How long a statement waits for a lock another session holds (0: forever, as on SQLite)."""
+    conn.raw.execute(f"SET lock_timeout = {max(1, int(seconds * 1000))}")
