@@ -22,7 +22,7 @@ from .store.db import StoreBusyError, busy_timeout
 # The commands that work on a PostgreSQL database so far. Every other command
 # refuses one with a clear error before it touches anything, rather than run
 # code written for a SQLite file (lock files, the spool, SQLite's own SQL).
-POSTGRES_READY = frozenset({"config", "lists"})
+POSTGRES_READY = frozenset({"config", "import", "lists"})
 
 
 def check_engine(settings: Settings, command: str | None) -> None:

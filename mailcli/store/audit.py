@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .db import is_postgres
 from .rows import dicts, json_value
 
 if TYPE_CHECKING:
@@ -32,8 +33,16 @@ class ChainState:
     base: str  # what the oldest entry follows: GENESIS, or the MAC of the last entry cut
 
 
+# On PostgreSQL writers do not queue for the whole database as on SQLite:
+# the chain's end is read and extended under this advisory lock, held to the
+# end of the transaction, so two sessions never chain to the same entry.
+AUDIT_CHAIN_LOCK = 0x6D61696C61756474
+
+
 def last_hash(conn: Connection) -> str | None:
     """The MAC of the newest entry, or None when the log is empty."""
+    if is_postgres(conn):
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (AUDIT_CHAIN_LOCK,))
     row = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
     return str(row[0]) if row else None
 

@@ -18,18 +18,22 @@ indexes in key order.
   file name) with the file line, time from the file or now, the /24 or /48
   network, method ``import``. A later import never rewrites it.
 
-The SQL is portable but for ``json_patch`` (PostgreSQL: ``||`` on jsonb),
-``printf`` and ``last_insert_rowid()`` in the uids (:func:`_uid_sql`), and
-``PRAGMA threads`` around the merge.
+The SQL is SQLite's (``json_patch``, ``printf`` and ``last_insert_rowid()``
+in the uids (:func:`_uid_sql`), ``PRAGMA threads`` around the merge, the
+stage's rowid as each address's rank); :func:`postgres_write_staged` does the
+same on PostgreSQL in its own SQL.
 """
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..clock import now_iso
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 # The temp tables made here (the import drops them with its own).
 MERGE_TABLES = ("import_stage", "import_match", "import_uid_base")
@@ -370,3 +374,169 @@ class SortedUids:
             return secrets.token_hex(9)
         return f"{self._value:018x}"
 
+
+
+# PostgreSQL: the same classification and writes, in its SQL. The stage is
+# filled by grouping the raw rows by address (an INSERT may not update one
+# row twice there); attributes merge as jsonb, later rows' keys winning; the
+# uids are random (gen_random_uuid); memberships of new contacts are found
+# by address. Plain set-based SQL, no engine-specific fast path yet.
+_PG_STAGE = """
+CREATE TEMP TABLE import_stage (
+    rank BIGSERIAL,
+    key TEXT NOT NULL UNIQUE,
+    line BIGINT NOT NULL,
+    email TEXT,
+    first_name TEXT,
+    last_name TEXT,
+    attributes TEXT NOT NULL,
+    consent_at TEXT,
+    consent_ip TEXT,
+    n BIGINT NOT NULL DEFAULT 1
+)
+"""
+# --on-conflict update: the first row's address, line and consent evidence,
+# the last non-empty names, attributes merged in file order.
+_PG_MERGE_UPDATE = """
+INSERT INTO pg_temp.import_stage (key, line, email, first_name, last_name, attributes, consent_at, consent_ip, n)
+SELECT g.key, g.line, g.email, g.first_name, g.last_name,
+       CASE WHEN g.n = 1 THEN g.attributes ELSE (
+           SELECT coalesce(jsonb_object_agg(j.key, j.value ORDER BY r.line), '{}'::jsonb)::text
+           FROM pg_temp.import_raw r, jsonb_each(r.attributes::jsonb) j WHERE r.key = g.key) END,
+       g.consent_at, g.consent_ip, g.n
+FROM (SELECT key, min(line) AS line, (array_agg(email ORDER BY line))[1] AS email,
+             (array_agg(first_name ORDER BY line DESC) FILTER (WHERE first_name IS NOT NULL))[1] AS first_name,
+             (array_agg(last_name ORDER BY line DESC) FILTER (WHERE last_name IS NOT NULL))[1] AS last_name,
+             min(attributes) AS attributes,
+             (array_agg(consent_at ORDER BY line) FILTER (WHERE consent_at IS NOT NULL))[1] AS consent_at,
+             (array_agg(consent_ip ORDER BY line) FILTER (WHERE consent_ip IS NOT NULL))[1] AS consent_ip,
+             count(*) AS n
+      FROM pg_temp.import_raw GROUP BY key) g
+ORDER BY g.key
+"""
+# --on-conflict skip: the first row with an address, whole.
+_PG_MERGE_SKIP = """
+INSERT INTO pg_temp.import_stage (key, line, email, first_name, last_name, attributes, consent_at, consent_ip, n)
+SELECT DISTINCT ON (key) key, line, email, first_name, last_name, attributes, consent_at, consent_ip,
+       count(*) OVER (PARTITION BY key)
+FROM pg_temp.import_raw ORDER BY key, line
+"""
+_PG_MATCH = """
+CREATE TEMP TABLE import_match (
+    key TEXT PRIMARY KEY,
+    contact_id BIGINT NOT NULL,
+    n BIGINT NOT NULL,
+    changed BOOLEAN NOT NULL,
+    outcome TEXT NOT NULL
+)
+"""
+_PG_CLASSIFY = """
+INSERT INTO pg_temp.import_match (key, contact_id, n, changed, outcome)
+SELECT key, contact_id, n, NOT blocked AND differs, CASE
+        WHEN blocked THEN 'suppressed'
+        WHEN member IS NULL THEN 'imported'
+        WHEN differs THEN 'updated'
+        WHEN :status = 'subscribed' AND member = 'unconfirmed' THEN 'updated'
+        ELSE 'unchanged' END
+FROM (
+    SELECT s.key AS key, c.id AS contact_id, s.n AS n, m.status AS member,
+           c.no_marketing_at IS NOT NULL OR c.restricted_at IS NOT NULL OR c.status != 'active'
+               OR m.status IS NOT DISTINCT FROM 'unsubscribed' AS blocked,
+           :update AND (
+               c.email != coalesce(s.email, s.key)
+               OR (s.first_name IS NOT NULL AND c.first_name != s.first_name)
+               OR (s.last_name IS NOT NULL AND c.last_name != s.last_name)
+               OR (s.attributes != '{}' AND s.attributes != c.attributes
+                   AND c.attributes::jsonb || s.attributes::jsonb != c.attributes::jsonb)) AS differs
+    FROM pg_temp.import_stage s
+    JOIN contacts c ON c.email_key = s.key
+    LEFT JOIN memberships m ON m.contact_id = c.id AND m.list_id = :list
+) q
+WHERE blocked OR member IS NULL OR differs OR (:status = 'subscribed' AND member = 'unconfirmed')
+"""
+_PG_INSERT_CONTACTS = """
+INSERT INTO contacts (uid, email, email_key, first_name, last_name, attributes, source,
+                      created_at, updated_at, last_activity_at)
+SELECT substr(md5(gen_random_uuid()::text), 1, 18), coalesce(s.email, s.key), s.key,
+       coalesce(s.first_name, ''), coalesce(s.last_name, ''), s.attributes, :source, :now, :now, :now
+FROM pg_temp.import_stage s
+WHERE NOT EXISTS (SELECT 1 FROM pg_temp.import_match x WHERE x.key = s.key)
+ORDER BY s.rank
+ON CONFLICT (email_key) DO NOTHING
+"""
+_PG_UPDATE_CONTACTS = """
+UPDATE contacts SET
+    email = coalesce(s.email, s.key),
+    first_name = coalesce(s.first_name, contacts.first_name),
+    last_name = coalesce(s.last_name, contacts.last_name),
+    attributes = CASE WHEN s.attributes = '{}' THEN contacts.attributes
+                      ELSE (contacts.attributes::jsonb || s.attributes::jsonb)::text END,
+    updated_at = :now,
+    last_activity_at = :now
+FROM pg_temp.import_match x JOIN pg_temp.import_stage s ON s.key = x.key
+WHERE x.changed AND contacts.id = x.contact_id
+"""
+_PG_MEMBERSHIP_VALUES = """:list, :status,
+       :source_prefix::text || s.line::text || :source_suffix::text, 'import', coalesce(s.consent_at, :now),
+       s.consent_ip, CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now"""
+_PG_INSERT_MEMBERSHIPS_NEW = f"""
+INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at,
+                         consent_ip, confirmed_at, created_at, updated_at)
+SELECT c.id, {_PG_MEMBERSHIP_VALUES}
+FROM pg_temp.import_stage s JOIN contacts c ON c.email_key = s.key
+WHERE c.id > :base AND NOT EXISTS (SELECT 1 FROM pg_temp.import_match x WHERE x.key = s.key)
+ORDER BY s.rank
+"""  # noqa: S608 - fixed SQL
+_PG_INSERT_MEMBERSHIPS_EXISTING = f"""
+INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at,
+                         consent_ip, confirmed_at, created_at, updated_at)
+SELECT x.contact_id, {_PG_MEMBERSHIP_VALUES}
+FROM pg_temp.import_match x JOIN pg_temp.import_stage s ON s.key = x.key
+WHERE x.outcome = 'imported'
+"""  # noqa: S608 - fixed SQL
+_PG_CONFIRM_MEMBERSHIPS = """
+UPDATE memberships SET
+    status = 'subscribed',
+    consent_source = :source_prefix::text || s.line::text || :source_suffix::text,
+    consent_method = 'import',
+    consent_at = coalesce(s.consent_at, :now),
+    consent_ip = s.consent_ip,
+    confirmed_at = coalesce(s.consent_at, :now),
+    updated_at = :now
+FROM pg_temp.import_match x JOIN pg_temp.import_stage s ON s.key = x.key
+WHERE :status = 'subscribed' AND x.outcome = 'updated' AND memberships.contact_id = x.contact_id
+  AND memberships.list_id = :list AND memberships.status = 'unconfirmed'
+"""
+_PG_NEEDS_SMTPUTF8 = "SELECT count(*) FROM pg_temp.import_stage WHERE length(key) != octet_length(key)"
+POSTGRES_MERGE_TABLES = ("import_stage", "import_match")
+
+
+def postgres_write_staged(conn: Connection, *, list_id: int, status: str, on_conflict: str, source: str,
+                          source_prefix: str, source_suffix: str) -> Merged:
+    """``write_staged`` on PostgreSQL: the same outcomes, counted the same way."""
+    now = now_iso()
+    conn.execute("CREATE INDEX ON pg_temp.import_raw (key)")
+    conn.execute(_PG_STAGE)
+    conn.execute(_PG_MERGE_UPDATE if on_conflict == "update" else _PG_MERGE_SKIP)
+    (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()
+    params = {"list": list_id, "now": now, "status": status, "source": source, "base": base,
+              "source_prefix": source_prefix, "source_suffix": source_suffix}
+    conn.execute(_PG_MATCH)
+    conn.execute(_PG_CLASSIFY, {"list": list_id, "status": status, "update": on_conflict == "update"})
+    counts = {"imported": 0, "updated": 0, "unchanged": 0, "suppressed": 0}
+    for outcome, addresses in conn.execute("SELECT outcome, count(*) FROM pg_temp.import_match GROUP BY outcome"):
+        counts[outcome] += int(addresses)
+    matched = sum(counts.values())
+    (keys,) = conn.execute("SELECT count(*) FROM pg_temp.import_stage").fetchone()
+    (existing,) = conn.execute("SELECT count(*) FROM pg_temp.import_stage s"
+                               " WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.email_key = s.key)").fetchone()
+    counts["unchanged"] = int(existing) - matched
+    counts["imported"] += int(keys) - int(existing)
+    if keys > existing:
+        conn.execute(_PG_INSERT_CONTACTS, {"source": source, "now": now})
+        conn.execute(_PG_INSERT_MEMBERSHIPS_NEW, params)
+    conn.execute(_PG_UPDATE_CONTACTS, {"now": now})
+    conn.execute(_PG_INSERT_MEMBERSHIPS_EXISTING, params)
+    conn.execute(_PG_CONFIRM_MEMBERSHIPS, params)
+    (utf8,) = conn.execute(_PG_NEEDS_SMTPUTF8).fetchone()
+    return Merged(**counts, addresses=int(keys), needs_smtputf8=int(utf8))

@@ -12,11 +12,14 @@ writes them to contacts and list memberships.
   with a handful of set-based statements, so memory stays flat however big
   the file is. Row-by-row upserts were several times slower and cannot count
   outcomes (benchmarks/README.md, "Import staging").
-* **SQLite only, for now.** Loading a worker's frame (a serialized SQLite
-  database, ``deserialize``), the PRAGMAs around the import and the ``ATTACH``
-  of the schema frames are loaded into are in the functions named
-  ``sqlite_*``; another engine needs its own bulk path there (``COPY`` for
-  PostgreSQL). The rest is portable SQL.
+* **Each engine its own bulk path.** Loading a worker's frame (a serialized
+  SQLite database, ``deserialize``), the PRAGMAs around the import and the
+  ``ATTACH`` of the schema frames are loaded into are in the functions named
+  ``sqlite_*``. On PostgreSQL (:func:`postgres_import_session`) the rows are
+  staged with the same multi-row INSERTs into TEMP tables, one import runs
+  at a time (an advisory lock held to the commit, instead of a lock file
+  on one machine), and :func:`~mailcli.store.import_merge.postgres_write_staged`
+  merges; ``COPY`` into the stage would be the faster path there.
 * **Suppression** is checked by the keyed hash of the address, in Python, by
   the reader (:class:`~mailcli.importrows.Suppression`), only when the
   suppression list has entries for this list or all marketing
@@ -43,13 +46,13 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ..clock import now_iso
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..importrows import Batch, BatchSource, OptOut, RowReject, Suppression
-from .db import PAGE_SIZE, Store
-from .import_merge import MERGE_TABLES, write_staged
+from .db import PAGE_SIZE, Connection, Store, is_postgres
+from .import_merge import MERGE_TABLES, POSTGRES_MERGE_TABLES, postgres_write_staged, write_staged
 from .lists import list_id
 from .staging import STAGING_TABLES, create_staging, retract, sqlite_stage_frame, stage_rows
 from .suppressions import suppressed_hmacs
@@ -139,18 +142,27 @@ def import_batches(
     else:
         prefix, suffix = f"{source} line ", ""
     conn = store.conn
+    postgres = is_postgres(conn)
     outermost = store._depth == 0  # only then can the import's PRAGMAs change
-    with sqlite_import_session(conn, outermost), store.transaction():
+    session = postgres_import_session(conn) if postgres else sqlite_import_session(conn, outermost)
+    with session, store.transaction():
+        if postgres:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (POSTGRES_IMPORT_LOCK,))
         _drop_temp(conn)
         create_staging(conn)
         list_id = ensure_list(conn, list_name)
         suppression = _suppression(conn, secret, list_name.strip())
-        staged, suppressed = _stage(conn, batches(suppression, outermost), on_batch)
+        staged, suppressed = _stage(conn, batches(suppression, outermost and not postgres), on_batch)
         rejected, rejects = _rejects(conn, on_reject)
         opted_out, left = _take_opt_outs(conn, list_id, on_opt_outs)
-        merged = write_staged(conn, list_id=list_id, status=status, on_conflict=on_conflict, source=source,
-                              source_prefix=prefix, source_suffix=suffix, rows=staged - left,
-                              overwrite_rectified=overwrite_rectified)
+        if postgres:
+            _postgres_refuse_rectified(conn, overwrite_rectified)
+            merged = postgres_write_staged(conn, list_id=list_id, status=status, on_conflict=on_conflict,
+                                           source=source, source_prefix=prefix, source_suffix=suffix)
+        else:
+            merged = write_staged(conn, list_id=list_id, status=status, on_conflict=on_conflict, source=source,
+                                  source_prefix=prefix, source_suffix=suffix, rows=staged - left,
+                                  overwrite_rectified=overwrite_rectified)
         result = ImportResult(
             imported=merged.imported, updated=merged.updated, unchanged=merged.unchanged,
             suppressed=suppressed + opted_out + left + merged.suppressed, rejected=rejected,
@@ -186,7 +198,38 @@ def sqlite_import_session(conn: sqlite3.Connection, outermost: bool) -> Iterator
         conn.execute("DETACH import_feed")
 
 
-def _drop_temp(conn: sqlite3.Connection) -> None:
+# The advisory lock that lets one import at a time write to a PostgreSQL
+# database, from any machine (the lock file SQLite projects use is local).
+POSTGRES_IMPORT_LOCK = 0x6D61696C696D7074
+
+
+@contextlib.contextmanager
+def postgres_import_session(conn: Connection) -> Iterator[None]:
+    """PostgreSQL needs no settings around an import; the stage goes when it ends."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            _drop_temp(conn)
+
+
+def _postgres_refuse_rectified(conn: Connection, overwrite: bool) -> None:
+    """Fields a person had corrected are kept by SQLite's merge; PostgreSQL's does not know them
+    yet, so an import that could overwrite one stops there, with nothing written."""
+    if overwrite:
+        return
+    if conn.execute("SELECT 1 FROM contacts WHERE rectified IS NOT NULL LIMIT 1").fetchone() is not None:
+        raise ConfigError(
+            "Some contacts have fields their owners corrected, and an import on PostgreSQL cannot keep them yet;"
+            " nothing was imported",
+            hint="pass --overwrite-rectified to let the file win, or import into a SQLite project")
+
+
+def _drop_temp(conn: Connection) -> None:
+    if is_postgres(conn):
+        for table in (*STAGING_TABLES, *POSTGRES_MERGE_TABLES):
+            conn.execute(f"DROP TABLE IF EXISTS pg_temp.{table}")
+        return
     # The stage is a scratch copy in SQLite's temp file (deleted on close):
     # zeroing its pages on drop would cost time for nothing.
     conn.execute("PRAGMA temp.secure_delete=OFF")
@@ -194,7 +237,7 @@ def _drop_temp(conn: sqlite3.Connection) -> None:
         conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
-def ensure_list(conn: sqlite3.Connection, name: str) -> int:
+def ensure_list(conn: Connection, name: str) -> int:
     """The id of list ``name``, created if new."""
     name = name.strip()
     if not name:
@@ -206,36 +249,43 @@ def ensure_list(conn: sqlite3.Connection, name: str) -> int:
     return found
 
 
-def _suppression(conn: sqlite3.Connection, secret: bytes, list_name: str) -> Suppression | None:
+def _suppression(conn: Connection, secret: bytes, list_name: str) -> Suppression | None:
     """The suppression list for this list and all marketing, or None if empty."""
     digests = suppressed_hmacs(conn, list_name)
     return Suppression(secret, digests) if digests else None
 
 
-def _stage(conn: sqlite3.Connection, batches: Iterable[Batch], on_batch: Callable[[int], None] | None
+def _stage(conn: Connection, batches: Iterable[Batch], on_batch: Callable[[int], None] | None
            ) -> tuple[int, int]:
     """Every batch into the stage: how many rows were staged, how many left out as suppressed."""
     staged = suppressed = 0
     for batch in batches:
         suppressed += batch.suppressed
         if batch.frame is not None:
-            staged += sqlite_stage_frame(conn, batch.frame)
+            staged += sqlite_stage_frame(cast(sqlite3.Connection, conn), batch.frame)  # frames: SQLite only
         elif batch.retract_from:
-            staged -= retract(conn, batch.retract_from)
+            staged -= retract(conn, batch.retract_from, tables=_stage_prefix(conn))
         else:
             staged += len(batch.rows)
-            stage_rows(conn, batch.rows, batch.rejects, batch.optouts)
+            stage_rows(conn, batch.rows, batch.rejects, batch.optouts, tables=_stage_prefix(conn))
         if on_batch is not None:
             on_batch(batch.position)
     return staged, suppressed
 
 
-def _rejects(conn: sqlite3.Connection, on_reject: Callable[[RowReject], None] | None
+def _stage_prefix(conn: Connection) -> str:
+    """Where the stage tables are: SQLite's ``temp`` schema, PostgreSQL's ``pg_temp``."""
+    return "pg_temp.import_" if is_postgres(conn) else "temp.import_"
+
+
+def _rejects(conn: Connection, on_reject: Callable[[RowReject], None] | None
              ) -> tuple[int, list[RowReject]]:
     """Every rejected row in file order to ``on_reject``; the count and the first ones."""
     kept: list[RowReject] = []
     count = 0
-    for line, reason, raw in conn.execute("SELECT line, reason, raw FROM temp.import_rejects ORDER BY line, rowid"):
+    order = "ctid" if is_postgres(conn) else "rowid"  # the order they were staged in
+    for line, reason, raw in conn.execute(f"SELECT line, reason, raw FROM {_stage_prefix(conn)}rejects"  # noqa: S608
+                                          f" ORDER BY line, {order}"):
         reject = RowReject(line, reason, json.loads(raw))
         count += 1
         if count <= MAX_REJECTS_KEPT:
@@ -245,19 +295,21 @@ def _rejects(conn: sqlite3.Connection, on_reject: Callable[[RowReject], None] | 
     return count, kept
 
 
-def _take_opt_outs(conn: sqlite3.Connection, list_id: int,
+def _take_opt_outs(conn: Connection, list_id: int,
                    on_opt_outs: Callable[[int, Iterator[OptOut]], None] | None) -> tuple[int, int]:
     """The file's opt-outs to ``on_opt_outs``, and every staged row of their
     addresses withdrawn: whoever left the list at the source is subscribed
     by no row of the file, even one that names them again. Returns how many
     opt-out rows there were and how many rows were withdrawn."""
-    (opted_out,) = conn.execute("SELECT count(*) FROM temp.import_optouts").fetchone()
+    stage = _stage_prefix(conn)
+    (opted_out,) = conn.execute(f"SELECT count(*) FROM {stage}optouts").fetchone()  # noqa: S608 - fixed names
     if not opted_out:
         return 0, 0
-    left = int(conn.execute("DELETE FROM temp.import_raw WHERE key IN"
-                            " (SELECT key FROM temp.import_optouts)").rowcount)
+    left = int(conn.execute(f"DELETE FROM {stage}raw WHERE key IN"  # noqa: S608 - fixed names
+                            f" (SELECT key FROM {stage}optouts)").rowcount)
     if on_opt_outs is None:
         raise ValueError("the file has opt-outs and nothing was given to record them")
+    order = "ctid" if is_postgres(conn) else "rowid"
     on_opt_outs(list_id, (OptOut(*row) for row in conn.execute(
-        "SELECT line, key, kind, at FROM temp.import_optouts ORDER BY line, rowid")))
+        f"SELECT line, key, kind, at FROM {stage}optouts ORDER BY line, {order}").fetchall()))  # noqa: S608
     return int(opted_out), left

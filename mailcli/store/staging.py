@@ -14,8 +14,12 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from itertools import chain
+from typing import TYPE_CHECKING
 
 from ..importrows import OptOut, RowReject, StagedRow
+
+if TYPE_CHECKING:
+    from .db import Connection
 
 # Rows land here first, in file order, as fast as executemany can append
 # (inserting straight into a table keyed by address costs a random B-tree
@@ -62,7 +66,7 @@ def create_staging(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-def stage_rows(conn: sqlite3.Connection, rows: list[StagedRow], rejects: Sequence[RowReject],
+def stage_rows(conn: Connection, rows: list[StagedRow], rejects: Sequence[RowReject],
                optouts: Sequence[OptOut], *, tables: str = "temp.import_") -> None:
     """One batch's rows, rejects and opt-outs into the tables ``{tables}raw``,
     ``{tables}rejects`` and ``{tables}optouts`` (fixed names). The rows go a
@@ -106,9 +110,9 @@ def sqlite_stage_frame(conn: sqlite3.Connection, frame: bytes) -> int:
     return staged
 
 
-def retract(conn: sqlite3.Connection, line: int) -> int:
+def retract(conn: Connection, line: int, *, tables: str = "temp.import_") -> int:
     """Withdraw the rows, rejects and opt-outs staged from ``line`` on; the number of rows."""
-    withdrawn = int(conn.execute("DELETE FROM temp.import_raw WHERE line >= ?", (line,)).rowcount)
-    conn.execute("DELETE FROM temp.import_rejects WHERE line >= ?", (line,))
-    conn.execute("DELETE FROM temp.import_optouts WHERE line >= ?", (line,))
+    withdrawn = int(conn.execute(f"DELETE FROM {tables}raw WHERE line >= ?", (line,)).rowcount)  # noqa: S608
+    conn.execute(f"DELETE FROM {tables}rejects WHERE line >= ?", (line,))  # noqa: S608 - fixed names
+    conn.execute(f"DELETE FROM {tables}optouts WHERE line >= ?", (line,))  # noqa: S608 - fixed names
     return withdrawn

@@ -1,0 +1,169 @@
+"""The same commands on both engines: a SQLite file and a PostgreSQL server.
+
+Every test here takes the ``engine`` fixture and runs once per engine, with
+the same steps and the same expectations: what a user sees must not depend
+on where the project's database lives. The commands that do not work on
+PostgreSQL yet are listed in ``test_commands_not_yet_on_postgresql_refuse_clearly``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailcli.config import resolve
+from mailcli.store import open_store
+
+from .conftest import PostgresDatabase, run_mailcli, use_database
+
+
+@dataclass
+class Engine:
+    """One engine under test: how to point a project at it and read its database back."""
+
+    name: str
+    pg: PostgresDatabase | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def use(self, project: Path) -> None:
+        if self.pg is not None:
+            use_database(project, self.pg.url)
+
+    def mailcli(self, project: Path, *args: str) -> Any:
+        return run_mailcli(*args, cwd=project, env=self.env)
+
+    def rows(self, project: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query on the project's database (the same SQL on both engines)."""
+        settings = resolve(directory=str(project))
+        store = open_store(settings.project.store_location)
+        try:
+            return [tuple(row) for row in store.conn.execute(sql, params).fetchall()]
+        finally:
+            store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        yield Engine("sqlite")
+        return
+    pg: PostgresDatabase = request.getfixturevalue("pg_database")
+    yield Engine("postgresql", pg, env=dict(pg.env))
+
+
+MAILCHIMP = (
+    "Email Address,First Name,Last Name,CITY,UNSUB_TIME\n"
+    "ann@example.org,Ann,Archer,Delft,\n"
+    "ANN@example.org,,Andersen,Leiden,\n"  # a repeat: later non-empty values win
+    "bob@example.org,Bob,Baker,Zwolle,2024-01-01 10:00:00\n"  # unsubscribed at the source
+    "zoë@example.org,Zoë,,Gouda,\n"  # needs SMTPUTF8
+    "not an address,,,,\n"
+)
+
+
+def _counts(result: Any) -> dict[str, Any]:
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    data.pop("file")
+    data["rejects"] = [r["line"] for r in data["rejects"]]
+    return data
+
+
+def test_import_reimport_and_opt_outs(project: Path, engine: Engine) -> None:
+    engine.use(project)
+    (project / "mc.csv").write_text(MAILCHIMP, encoding="utf-8")
+    first = _counts(engine.mailcli(project, "import", "mc.csv", "--list", "news", "--json"))
+    assert first == {
+        "list": "news", "imported": 2, "updated": 0, "unchanged": 0, "suppressed": 1, "rejected": 1,
+        "duplicates": 1, "opted_out": 1, "needs_smtputf8": 1, "rejects": [6], "reencoded": 0, "reencoded_lines": [],
+    }
+    contacts = engine.rows(project, "SELECT email, first_name, last_name, attributes FROM contacts ORDER BY email")
+    assert [(e, f, last, json.loads(a)) for e, f, last, a in contacts] == [
+        ("ann@example.org", "Ann", "Andersen", {"city": "Leiden"}),
+        ("zoë@example.org", "Zoë", "", {"city": "Gouda"}),
+    ]
+    members = engine.rows(project, "SELECT c.email, m.status, m.consent_source, m.consent_method FROM memberships m"
+                                   " JOIN contacts c ON c.id = m.contact_id ORDER BY c.email")
+    assert members == [("ann@example.org", "subscribed", "mc.csv line 2", "import"),
+                       ("zoë@example.org", "subscribed", "mc.csv line 5", "import")]
+    assert engine.rows(project, "SELECT scope, reason, channel FROM suppressions") == [("news", "unsubscribed", "import")]
+    uids = [u for (u,) in engine.rows(project, "SELECT uid FROM contacts")]
+    assert all(len(u) == 18 and int(u, 16) >= 0 for u in uids) and len(set(uids)) == 2
+
+    # The same file again changes nothing; bob stays out.
+    again = _counts(engine.mailcli(project, "import", "mc.csv", "--list", "news", "--json"))
+    assert (again["imported"], again["updated"], again["unchanged"], again["suppressed"]) == (0, 0, 2, 1)
+
+    # A new name updates; a new address is imported; bob, subscribing again, is suppressed.
+    (project / "more.csv").write_text(
+        "email,first_name,city\nann@example.org,Anne,\ncy@example.org,Cy,Breda\nbob@example.org,Bob,\n",
+        encoding="utf-8")
+    more = _counts(engine.mailcli(project, "import", "more.csv", "--list", "news", "--json"))
+    assert (more["imported"], more["updated"], more["unchanged"], more["suppressed"]) == (1, 1, 0, 1)
+    ann = engine.rows(project, "SELECT first_name, attributes FROM contacts WHERE email_key = 'ann@example.org'")
+    assert ann[0][0] == "Anne" and json.loads(ann[0][1]) == {"city": "Leiden"}
+
+    listed = engine.mailcli(project, "lists", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (news,) = json.loads(listed.stdout)
+    assert (news["name"], news["subscribed"], news["unsubscribed"]) == ("news", 3, 0)
+    # Each import left one audit entry, chained.
+    audit = engine.rows(project, "SELECT action, prev_hash, hash FROM audit_log WHERE action = 'import' ORDER BY id")
+    assert len(audit) == 3
+    assert all(later[1] != earlier[1] for earlier, later in zip(audit, audit[1:], strict=False))
+
+
+def test_unconfirmed_then_subscribed_and_skip(project: Path, engine: Engine) -> None:
+    engine.use(project)
+    (project / "a.csv").write_text("email,first_name\ndee@example.org,Dee\n", encoding="utf-8")
+    pending = _counts(engine.mailcli(project, "import", "a.csv", "--list", "news", "--status", "unconfirmed", "--json"))
+    assert pending["imported"] == 1
+    assert engine.rows(project, "SELECT status, confirmed_at FROM memberships") == [("unconfirmed", None)]
+    confirmed = _counts(engine.mailcli(project, "import", "a.csv", "--list", "news", "--json"))
+    assert (confirmed["updated"], confirmed["unchanged"]) == (1, 0)
+    assert engine.rows(project, "SELECT status FROM memberships") == [("subscribed",)]
+
+    (project / "b.csv").write_text("email,first_name\ndee@example.org,Dora\n", encoding="utf-8")
+    skipped = _counts(engine.mailcli(project, "import", "b.csv", "--list", "news", "--on-conflict", "skip", "--json"))
+    assert (skipped["updated"], skipped["unchanged"]) == (0, 1)
+    assert engine.rows(project, "SELECT first_name FROM contacts") == [("Dee",)]
+
+
+def test_a_bad_file_changes_nothing(project: Path, engine: Engine) -> None:
+    engine.use(project)
+    (project / "ok.csv").write_text("email\neve@example.org\n", encoding="utf-8")
+    assert engine.mailcli(project, "import", "ok.csv", "--list", "news").returncode == 0
+    (project / "bad.csv").write_bytes(b"email\nfay@example.org\n" + b"x" * (17 * 1024 * 1024) + b"\n")
+    bad = engine.mailcli(project, "import", "bad.csv", "--list", "news")
+    assert bad.returncode == 2, bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert engine.rows(project, "SELECT email FROM contacts") == [("eve@example.org",)]
+
+
+@pytest.mark.parametrize("args", [
+    ("send", "spring", "--template", "newsletter", "--list", "news", "--yes"),
+    ("serve",),
+    ("bounces", "mbox"),
+    ("unsubscribe", "ann@example.org"),
+    ("contacts",),
+    ("report",),
+    ("privacy", "export", "ann@example.org"),
+    ("privacy", "erase", "ann@example.org", "--yes"),
+    ("privacy", "purge"),
+    ("backup", "create"),
+    ("doctor",),
+])
+def test_commands_not_yet_on_postgresql_refuse_clearly(project: Path, pg_database: PostgresDatabase,
+                                                       args: tuple[str, ...]) -> None:
+    (project / "mailcli.db").unlink()
+    use_database(project, pg_database.url)
+    result = run_mailcli(*args, cwd=project)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"`mailcli {args[0]}` does not work with a PostgreSQL database yet" in result.stderr
+    assert not (project / "mailcli.db").exists()
