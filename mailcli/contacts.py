@@ -8,7 +8,6 @@ caller prints or inspects. Failures are ``MailcliError`` subclasses.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,9 +121,7 @@ def import_contacts(
     name = list_name.strip()
     secret = settings.secret()
     # One import at a time, and none while a restore replaces the database.
-    # (On PostgreSQL the import takes an advisory lock in its transaction instead.)
-    lock = (contextlib.nullcontext() if settings.project.database_url is not None
-            else import_lock(settings, f"import {path.name}", wait=busy_timeout(), on_wait=on_lock_wait))
+    lock = import_lock(settings, f"import {path.name}", wait=busy_timeout(), on_wait=on_lock_wait)
     with lock, open_csv(path, encoding=encoding, delimiter=delimiter, mapping=dict(mapping or {})) as source:
         size = source.size
         report = progress or (lambda done, total, saving: None)

@@ -18,11 +18,12 @@ from .locks import Holder
 from .output import Output
 from .store import Store, open_store
 from .store.db import StoreBusyError, busy_timeout
+from .store.url import DatabaseURL
 
 # The commands that work on a PostgreSQL database so far. Every other command
 # refuses one with a clear error before it touches anything, rather than run
 # code written for a SQLite file (lock files, the spool, SQLite's own SQL).
-POSTGRES_READY = frozenset({"config", "import", "lists"})
+POSTGRES_READY = frozenset({"config", "import", "lists", "send", "report"})
 
 
 def check_engine(settings: Settings, command: str | None) -> None:
@@ -116,10 +117,11 @@ class AppContext:
         naming the import, purge or restore that keeps it busy when one does."""
         from .locks import lock_holder
 
-        database = self.settings.project.database
+        database = self.settings.project.store_location
         holder = next((h for name in ("import", "maintenance") if (h := lock_holder(database, name))), None)
         who = f"`mailcli {holder.command}` (pid {holder.pid}, since {holder.since})" if holder else "another process"
-        self.out.info(f"Waiting for the database {database.name} (to {what}): {who} is writing to it;"
+        shown = database.display if isinstance(database, DatabaseURL) else database.name
+        self.out.info(f"Waiting for the database {shown} (to {what}): {who} is writing to it;"
                       f" waiting up to {busy_timeout():g} s")
 
     def say_waiting_for(self, holder: Holder | None) -> None:

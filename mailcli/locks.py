@@ -32,6 +32,13 @@ Usage::
 
 ``wait`` (seconds) polls for the lock instead of failing at once, calling
 ``on_wait(holder)`` once when it starts waiting.
+
+A project whose database is a PostgreSQL server is shared by processes on
+several machines, which cannot see each other's lock files: there each lock
+is a session advisory lock on the server, held by a connection of its own
+for the block. The server releases it when that connection ends, so a
+crash or ``kill -9`` leaves none behind there either; the holder is named
+from the connection's ``application_name`` (pid, host, command).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from typing import Any
 
 from . import clock
 from .errors import MailcliError
+from .store.url import DatabaseURL
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +134,7 @@ def _open_lock_file(db_path: Path, name: str) -> int:
 
 @contextlib.contextmanager
 def database_lock(
-    db_path: Path,
+    db_path: Path | DatabaseURL,
     name: str,
     *,
     command: str,
@@ -141,6 +149,11 @@ def database_lock(
     process holds it and ``wait`` seconds passed. Yields this process's own
     ``Holder`` line.
     """
+    if isinstance(db_path, DatabaseURL):
+        with _postgres_lock(db_path, name, command=command, busy=busy, hint=hint, wait=wait,
+                            on_wait=on_wait) as me:
+            yield me
+        return
     try:
         import fcntl
     except ImportError:  # pragma: no cover - no flock on Windows: run unlocked
@@ -204,6 +217,44 @@ def replicate_lock(settings: Any) -> None:
                   hint="stop that process first (or `systemctl stop` the service that runs it)")
 
 
+@contextlib.contextmanager
+def _postgres_lock(url: DatabaseURL, name: str, *, command: str, busy: str, hint: str, wait: float,
+                   on_wait: Callable[[Holder | None], None] | None) -> Iterator[Holder]:
+    """``database_lock`` on a PostgreSQL server: a session advisory lock on a connection of its own."""
+    from .store import postgres
+
+    me = Holder.me(command)
+    conn = postgres.connect(url, application_name=postgres.holder_name(me.pid, me.host, command))
+    try:
+        deadline = time.monotonic() + wait
+        told = False
+        while not postgres.try_advisory_lock(conn, name):
+            holder = _holder_from_server(postgres.advisory_lock_holder(conn, name))
+            if time.monotonic() >= deadline:
+                raise LockedError(busy_message(busy, holder), hint=hint, holder=holder)
+            if not told and on_wait is not None:
+                on_wait(holder)
+                told = True
+            time.sleep(0.2)
+        yield me
+    finally:
+        conn.close()  # ends the session, and with it the lock
+
+
+def _holder_from_server(found: tuple[str, str] | None) -> Holder | None:
+    """A Holder from the holding session's application_name and start, as ``holder_name`` wrote it."""
+    if found is None:
+        return None
+    from .store.postgres import parse_holder_name
+
+    app, since = found
+    parsed = parse_holder_name(app)
+    if parsed is None:
+        return Holder(pid=0, host="?", command=app or "?", since=since)
+    pid, host, command = parsed
+    return Holder(pid=pid, host=host, command=command, since=since)
+
+
 def campaign_lock_name(campaign: str) -> str:
     """The lock of one campaign's send; hashed because campaign names are free text."""
     return "send-" + hashlib.sha256(campaign.encode("utf-8")).hexdigest()[:16]
@@ -212,19 +263,30 @@ def campaign_lock_name(campaign: str) -> str:
 def campaign_lock(settings: Any, campaign: str) -> contextlib.AbstractContextManager[Holder]:
     """One sender per campaign and database."""
     return database_lock(
-        settings.project.database, campaign_lock_name(campaign), command=f"send {campaign}",
+        settings.project.store_location, campaign_lock_name(campaign), command=f"send {campaign}",
         busy=f"Campaign {campaign!r} is being sent by another process",
         hint="wait for it to finish; its lock is released when that process ends",
     )
 
 
-def lock_holder(db_path: Path, name: str) -> Holder | None:
+def lock_holder(db_path: Path | DatabaseURL, name: str) -> Holder | None:
     """Who holds the lock ``name`` of the database now, or None.
 
     It takes a shared lock for an instant to find out (a line left in the
     file by a process killed with -9 names nobody), so call it only where
     the other process's own attempt may fail then: once, before a run.
     """
+    if isinstance(db_path, DatabaseURL):
+        from .store import postgres
+
+        conn = postgres.connect(db_path)
+        try:
+            if postgres.try_advisory_lock(conn, name, shared=True):
+                return None
+            return _holder_from_server(postgres.advisory_lock_holder(conn, name)) or Holder(
+                pid=0, host="?", command=name, since="?")
+        finally:
+            conn.close()
     try:
         import fcntl
     except ImportError:  # pragma: no cover - no flock on Windows
@@ -257,7 +319,7 @@ def import_lock(settings: Any, command: str, *, wait: float = 0.0,
                 on_wait: Callable[[Holder | None], None] | None = None) -> contextlib.AbstractContextManager[Holder]:
     """One import (or restore, which takes it too) at a time per database."""
     return database_lock(
-        settings.project.database, "import", command=command, wait=wait, on_wait=on_wait,
+        settings.project.store_location, "import", command=command, wait=wait, on_wait=on_wait,
         busy="Another import or a restore is running",
         hint="wait for it to finish; the lock is released when that process ends",
     )
@@ -266,7 +328,7 @@ def import_lock(settings: Any, command: str, *, wait: float = 0.0,
 def restore_lock(settings: Any) -> contextlib.AbstractContextManager[Holder]:
     """Held by a restore from start to end, so that a send refuses to start."""
     return database_lock(
-        settings.project.database, "restore", command="backup restore",
+        settings.project.store_location, "restore", command="backup restore",
         busy="Another restore is running", hint="wait for it to finish; the lock is released when that process ends",
     )
 
@@ -274,7 +336,7 @@ def restore_lock(settings: Any) -> contextlib.AbstractContextManager[Holder]:
 def maintenance_lock(settings: Any, command: str = "privacy purge") -> contextlib.AbstractContextManager[Holder]:
     """One purge or restore at a time per database."""
     return database_lock(
-        settings.project.database, "maintenance", command=command,
+        settings.project.store_location, "maintenance", command=command,
         busy="Another purge or restore is running",
         hint="wait for it to finish; the lock is released when that process ends",
     )

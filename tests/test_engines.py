@@ -9,6 +9,10 @@ PostgreSQL yet are listed in ``test_commands_not_yet_on_postgresql_refuse_clearl
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +23,8 @@ import pytest
 from mailcli.config import resolve
 from mailcli.store import open_store
 
-from .conftest import PostgresDatabase, run_mailcli, use_database
+from .conftest import PostgresDatabase, run_mailcli, set_smtp, use_database
+from .smtpserver import SmtpServer
 
 
 @dataclass
@@ -145,13 +150,75 @@ def test_a_bad_file_changes_nothing(project: Path, engine: Engine) -> None:
     assert engine.rows(project, "SELECT email FROM contacts") == [("eve@example.org",)]
 
 
+def _import_people(project: Path, engine: Engine, n: int) -> set[str]:
+    emails = [f"reader{i}@example.net" for i in range(n)]
+    (project / "people.csv").write_text("email,first_name\n" + "".join(f"{e},Reader{i}\n" for i, e in enumerate(emails)),
+                                        encoding="utf-8")
+    result = engine.mailcli(project, "import", "people.csv", "--list", "news")
+    assert result.returncode == 0, result.stderr
+    return set(emails)
+
+
+def test_send_killed_then_rerun_sends_nobody_twice(project: Path, engine: Engine) -> None:
+    emails = _import_people(project, engine, 300)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.03
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}, **engine.env}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailcli", "send", "spring", "--template", "newsletter", "--list", "news",
+             "--yes", "--concurrency", "4"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        try:
+            assert server.wait_for(80, timeout=60), proc.stderr.read() if proc.poll() is not None else "slow"
+        finally:
+            proc.kill()
+            proc.wait()
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()
+            proc.stderr.close()
+        server.delay = 0.0
+        assert server.wait_idle()
+        assert 0 < len(set(server.recipients())) < 300
+        rerun = engine.mailcli(project, "send", "spring", "--yes")
+        received = Counter(server.recipients())
+    assert max(received.values()) == 1  # nobody twice
+    report = json.loads(engine.mailcli(project, "report", "spring", "--json").stdout)
+    assert rerun.returncode == (3 if report["uncertain"] else 0), rerun.stderr
+    assert report["uncertain"] <= 4  # at most one per connection
+    assert report["sent"] + report["uncertain"] == 300
+    missing = emails - set(received)
+    uncertain = {e for (e,) in engine.rows(
+        project, "SELECT c.email FROM deliveries d JOIN contacts c ON c.id = d.contact_id WHERE d.status = 'uncertain'")}
+    assert missing <= uncertain
+
+
+def test_a_second_send_of_the_campaign_is_refused_naming_the_first(project: Path, engine: Engine) -> None:
+    emails = _import_people(project, engine, 120)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}, **engine.env}
+        first = subprocess.Popen(
+            [sys.executable, "-m", "mailcli", "send", "spring", "--template", "newsletter", "--list", "news",
+             "--yes", "--rate", "50/s"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        try:
+            assert server.wait_for(5, timeout=60)
+            second = engine.mailcli(project, "send", "spring", "--yes")
+        finally:
+            _, stderr = first.communicate(timeout=120)
+        assert first.returncode == 0, stderr
+        assert second.returncode == 1, second.stderr
+        assert f"is being sent by another process: pid {first.pid} on " in second.stderr, second.stderr
+    received = Counter(server.recipients())
+    assert set(received) == emails and set(received.values()) == {1}
+
+
 @pytest.mark.parametrize("args", [
-    ("send", "spring", "--template", "newsletter", "--list", "news", "--yes"),
     ("serve",),
     ("bounces", "mbox"),
     ("unsubscribe", "ann@example.org"),
     ("contacts",),
-    ("report",),
     ("privacy", "export", "ann@example.org"),
     ("privacy", "erase", "ann@example.org", "--yes"),
     ("privacy", "purge"),
@@ -166,4 +233,4 @@ def test_commands_not_yet_on_postgresql_refuse_clearly(project: Path, pg_databas
     assert result.returncode == 4, result.stderr
     assert "Traceback" not in result.stderr
     assert f"`mailcli {args[0]}` does not work with a PostgreSQL database yet" in result.stderr
-    assert not (project / "mailcli.db").exists()
+    assert not (project / "mailcli.db").exists() and not (project / "mailcli.db-locks").exists()

@@ -104,19 +104,6 @@ def test_password_from_a_variable_the_file_names(project: Path, pg_database: Pos
     assert pg_database.server.password not in shown.stdout
 
 
-def test_commands_not_yet_on_postgresql_refuse_before_touching_anything(
-        project: Path, pg_database: PostgresDatabase) -> None:
-    (project / "mailcli.db").unlink()
-    use_database(project, pg_database.url)
-    (project / "c.csv").write_text("email\nann@example.org\n")
-    result = run_mailcli("import", "c.csv", "--list", "news", cwd=project)
-    assert result.returncode == 4
-    line = _one_line_error(result)
-    assert "`mailcli import` does not work with a PostgreSQL database yet" in line
-    assert not (project / "mailcli.db").exists()
-    assert not list(project.glob("*.lock")) and not (project / ".mailcli" / "locks").exists()
-
-
 def _columns_sqlite(path: Path) -> dict[str, set[str]]:
     conn = sqlite3.connect(path)
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"

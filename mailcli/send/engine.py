@@ -93,7 +93,7 @@ def send_campaign(
         waiting = _not_yet(store, settings, options, existing)
         if waiting is not None:
             return waiting
-        restoring = lock_holder(settings.project.database, "restore")
+        restoring = lock_holder(settings.project.store_location, "restore")
         if restoring is not None:  # it would replace the database under this run
             raise LockedError(busy_message("A restore is replacing the database", restoring), holder=restoring,
                               hint="run the send again when the restore has finished")

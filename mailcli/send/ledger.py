@@ -270,7 +270,7 @@ def preflight_samples(conn: Connection, campaign: Campaign, secret: bytes, *,
     """``(field-set key, recipient)`` for the first ``per_group`` sendable
     deliveries of each distinct set of contact fields, in delivery order."""
     statuses = sendable_statuses(resend_uncertain)
-    signatures = delivery_rows.samples_by_fields_sqlite(conn, campaign.id, campaign.list_id, statuses, per_group)
+    signatures = delivery_rows.samples_by_fields(conn, campaign.id, campaign.list_id, statuses, per_group)
     out: list[tuple[str | None, Recipient]] = []
     ids = list(signatures)
     for start in range(0, len(ids), 500):

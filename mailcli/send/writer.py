@@ -52,8 +52,8 @@ class LedgerWriter:
 
     def __init__(self, store: Store, settings: Settings, campaign: ledger.Campaign, *,
                  statuses: tuple[str, ...] = ledger.SENDABLE, claim: tuple[str, str] | None = None) -> None:
-        self._conn = durable_connection(store.path)
-        self._store = Store(path=store.path, conn=self._conn)
+        self._conn = durable_connection(store.url if store.url is not None else store.path)
+        self._store = Store(path=store.path, conn=self._conn, url=store.url)
         self._settings = settings
         self._campaign = campaign
         self._statuses = statuses  # what this run may mark 'sending'

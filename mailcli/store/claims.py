@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .. import clock
 from ..locks import Holder
+from .db import is_postgres
 
 if TYPE_CHECKING:
     from .db import Connection
@@ -44,8 +45,12 @@ def take_claim(conn: Connection, name: str, owner: str, holder: Holder, *,
     """Claim ``name`` for ``owner``; returns the other holder if it is taken.
 
     Call inside a write transaction (``BEGIN IMMEDIATE``), so two processes
-    cannot both find it free.
+    cannot both find it free; on PostgreSQL, where a transaction does not
+    lock the database, the row is read under an advisory lock on its name,
+    held to the commit.
     """
+    if is_postgres(conn):
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"claim:{name}",))
     row = conn.execute("SELECT owner, pid, host, command, since, heartbeat_at FROM claims WHERE name = ?",
                        (name,)).fetchone()
     if row is not None and row[0] != owner:

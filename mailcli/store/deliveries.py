@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .archive import settle_archived
+from .db import is_postgres
 from .optouts import SKIP_REASON_SQL, delivery_exists
+from .url import DatabaseURL
 
 if TYPE_CHECKING:
     from .db import Connection
@@ -172,7 +174,8 @@ def mark_interrupted(conn: Connection, campaign_id: int, reason: str, now: str) 
 # ``where`` chooses the rows: the next page by primary key, or given ids. The
 # unary "+" is SQLite's way to keep the planner off the campaign's indexes,
 # which would read and sort every remaining row for each page: quadratic
-# (benchmarks/README.md).
+# (benchmarks/README.md). PostgreSQL has no such operator on text (its
+# planner walks the primary key by itself): there the "+" goes.
 _SENDABLE_SQL = f"""
 SELECT d.id, c.id, c.uid, c.email, c.email_key, c.first_name, c.last_name, c.attributes, d.message_id,
        {SKIP_REASON_SQL} AS reason
@@ -185,11 +188,18 @@ LIMIT ?
 """  # noqa: S608 - fixed SQL and placeholders
 
 
+_SENDABLE_SQL_POSTGRES = _SENDABLE_SQL.replace("+d.", "d.")
+
+
+def _sendable_sql(conn: Connection) -> str:
+    return _SENDABLE_SQL_POSTGRES if is_postgres(conn) else _SENDABLE_SQL
+
+
 def sendable_page(conn: Connection, campaign_id: int, list_id: int | None, statuses: Sequence[str],
                   after: int, limit: int) -> list[tuple[Any, ...]]:
     """The next ``limit`` deliveries in ``statuses`` after delivery ``after``
     (keyset pagination), each with the reason it must be skipped, or None."""
-    sql = _SENDABLE_SQL.format(marks=_marks(statuses), where="d.id > ?")
+    sql = _sendable_sql(conn).format(marks=_marks(statuses), where="d.id > ?")
     return conn.execute(sql, (_list_or_none(list_id), campaign_id, *statuses, after, limit)).fetchall()
 
 
@@ -199,7 +209,7 @@ def sendable_rows(conn: Connection, campaign_id: int, list_id: int | None, statu
     as ``sendable_page`` returns them."""
     if not ids:
         return []
-    sql = _SENDABLE_SQL.format(marks=_marks(statuses), where=f"d.id IN ({_marks(ids)})")
+    sql = _sendable_sql(conn).format(marks=_marks(statuses), where=f"d.id IN ({_marks(ids)})")
     return conn.execute(sql, (_list_or_none(list_id), campaign_id, *statuses, *ids, len(ids))).fetchall()
 
 
@@ -229,12 +239,33 @@ SELECT did, sig FROM (
 """
 
 
-def samples_by_fields_sqlite(conn: Connection, campaign_id: int, list_id: int | None,
-                             statuses: Sequence[str], per_group: int) -> dict[int, str | None]:
+# The same with PostgreSQL's jsonb functions (a text that is not a JSON
+# object forms the one group without a key, as on SQLite).
+_SAMPLE_SQL_POSTGRES = """
+SELECT did, sig FROM (
+  SELECT did, sig, row_number() OVER (PARTITION BY sig ORDER BY did) AS n FROM (
+    SELECT d.id AS did,
+           CASE WHEN left(ltrim(c.attributes), 1) = '{{'
+                THEN (SELECT string_agg(k, chr(31) ORDER BY k COLLATE "C")
+                      FROM jsonb_object_keys(c.attributes::jsonb) AS k)
+                ELSE NULL END AS sig
+    FROM deliveries d
+    JOIN contacts c ON c.id = d.contact_id
+    JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
+    WHERE d.campaign_id = ? AND d.status IN ({marks}) AND c.status = 'active' AND c.restricted_at IS NULL
+      AND c.no_marketing_at IS NULL AND m.status = 'subscribed'
+  ) AS signed
+) AS numbered WHERE n <= ? ORDER BY did
+"""
+
+
+def samples_by_fields(conn: Connection, campaign_id: int, list_id: int | None,
+                      statuses: Sequence[str], per_group: int) -> dict[int, str | None]:
     """Delivery id -> field-set key, for the first ``per_group`` sendable
-    deliveries of each distinct set of contact attribute names (SQLite's JSON
-    functions), in delivery order."""
-    rows = conn.execute(_SAMPLE_SQL.format(marks=_marks(statuses)),
+    deliveries of each distinct set of contact attribute names (each
+    engine's JSON functions), in delivery order."""
+    sql = _SAMPLE_SQL_POSTGRES if is_postgres(conn) else _SAMPLE_SQL
+    rows = conn.execute(sql.format(marks=_marks(statuses)),
                         (_list_or_none(list_id), campaign_id, *statuses, per_group)).fetchall()
     return dict(rows)
 
@@ -251,10 +282,18 @@ def failed_deliveries(conn: Connection, campaign_id: int) -> list[tuple[str, str
     ).fetchall()
 
 
-def durable_connection(path: Path) -> Connection:
+def durable_connection(path: Path | DatabaseURL) -> Connection:
     """A connection of its own for a send's ledger writer, whose commits
     reach the disk before they return (a ``sending`` mark must survive a
-    power cut, not only a crash): SQLite's ``synchronous=FULL``."""
+    power cut, not only a crash): SQLite's ``synchronous=FULL``; on
+    PostgreSQL ``synchronous_commit = on`` (whatever the server's default),
+    so a commit returns once the server has flushed it to its WAL."""
+    if isinstance(path, DatabaseURL):
+        from . import postgres
+
+        pg = postgres.connect(path)
+        pg.execute("SET synchronous_commit = on")
+        return pg
     from .db import connect
 
     conn = connect(path)

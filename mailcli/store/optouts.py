@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..tokens import address_hmac
+from .db import is_postgres
 from .spool import SpoolWatch
 from .suppressions import is_suppressed
 
@@ -56,6 +57,7 @@ class OptoutCounter:
 
     def __init__(self, conn: Connection, spool: Path | None = None) -> None:
         self._conn = conn
+        self._postgres = is_postgres(conn)
         self._version = -1
         self._value = 0
         self._spool = SpoolWatch(spool) if spool is not None else None
@@ -64,7 +66,8 @@ class OptoutCounter:
 
     def now(self) -> int:
         """The counter now: note it before reading recipients."""
-        version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        # PostgreSQL has no data_version: the counter is one row read by its key.
+        version = self._version + 1 if self._postgres else int(self._conn.execute("PRAGMA data_version").fetchone()[0])
         if version != self._version:
             self._version = version
             row = self._conn.execute("SELECT n FROM optout_counter WHERE id = 1").fetchone()

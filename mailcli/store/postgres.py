@@ -92,7 +92,7 @@ class PgConnection:
         self.raw = raw
         self.url = url
 
-    def execute(self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = (), /) -> psycopg.Cursor[Any]:
+    def execute(self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = (), /) -> Any:
         cur = self.raw.cursor()
         cur.execute(translate(sql), parameters)  # type: ignore[arg-type]  # translated, not user text
         return cur
@@ -120,7 +120,7 @@ def first_line(exc: BaseException) -> str:
     return line.removeprefix("FATAL:").strip()
 
 
-def connect(url: DatabaseURL) -> PgConnection:
+def connect(url: DatabaseURL, *, application_name: str | None = None) -> PgConnection:
     """An autocommit psycopg connection to ``url``, or a one-line error that names it without its password.
 
     A missing driver, a refused login or an unknown database is a
@@ -137,7 +137,10 @@ def connect(url: DatabaseURL) -> PgConnection:
             hint="pip install 'mailcli[postgres]' (psycopg 3)",
         ) from None
     try:
-        raw = psycopg.connect(psycopg.conninfo.make_conninfo("", **url.connect_kwargs()), autocommit=True)
+        kwargs = url.connect_kwargs()
+        if application_name is not None:
+            kwargs["application_name"] = application_name
+        raw = psycopg.connect(psycopg.conninfo.make_conninfo("", **kwargs), autocommit=True)
     except psycopg.OperationalError as exc:
         reason = first_line(exc)
         state = getattr(exc, "sqlstate", None)
@@ -169,3 +172,48 @@ def is_busy(exc: BaseException) -> bool:
 def set_lock_timeout(conn: PgConnection, seconds: float) -> None:
     """How long a statement waits for a lock another session holds (0: forever, as on SQLite)."""
     conn.raw.execute(f"SET lock_timeout = {max(1, int(seconds * 1000))}")
+
+
+def lock_key(name: str) -> int:
+    """The 64-bit advisory lock key of a lock name (``send-…``, ``import``, ``maintenance``)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"mailcli:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+def try_advisory_lock(conn: PgConnection, name: str, *, shared: bool = False) -> bool:
+    """Take the session advisory lock ``name`` if free (``shared``: only look, and let go at once)."""
+    key = lock_key(name)
+    if shared:
+        got = bool(conn.execute("SELECT pg_try_advisory_lock_shared(?)", (key,)).fetchone()[0])
+        if got:
+            conn.execute("SELECT pg_advisory_unlock_shared(?)", (key,))
+        return got
+    return bool(conn.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0])
+
+
+def advisory_lock_holder(conn: PgConnection, name: str) -> tuple[str, str] | None:
+    """The application_name and start time of the session holding lock ``name``, if any."""
+    key = lock_key(name)
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    row = conn.execute(
+        "SELECT a.application_name, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock'"
+        " AND l.classid::bigint = ? AND l.objid::bigint = ? AND l.objsubid = 1 AND l.database ="
+        " (SELECT oid FROM pg_database WHERE datname = current_database())",
+        (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchone()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def holder_name(pid: int, host: str, command: str) -> str:
+    """What a lock's connection calls itself, so that another process can say who holds the lock."""
+    return f"mailcli {pid}@{host} {command}"[:63]
+
+
+def parse_holder_name(text: str) -> tuple[int, str, str] | None:
+    parts = text.split(" ", 2)
+    if len(parts) < 3 or parts[0] != "mailcli" or "@" not in parts[1]:
+        return None
+    pid, _, host = parts[1].partition("@")
+    return (int(pid), host, parts[2]) if pid.isdigit() else None

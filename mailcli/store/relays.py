@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..clock import now_iso
+from .db import is_postgres
 
 if TYPE_CHECKING:
     from .db import Connection
@@ -96,6 +97,10 @@ def mark_needs_smtputf8(conn: Connection, contact_id: int, campaign_id: int | No
     )
 
 
+# The relay an event's JSON detail names, in each engine's JSON functions.
+_DETAIL_RELAY = {False: "json_extract(e.detail, '$.relay')", True: "(e.detail::jsonb ->> 'relay')"}
+
+
 def smtputf8_marked(conn: Connection, contact_ids: Iterable[int], relay: str) -> dict[int, str | None]:
     """Contacts among ``contact_ids`` marked for ``relay``: id -> the campaign that failed them."""
     ids = list(contact_ids)
@@ -104,7 +109,7 @@ def smtputf8_marked(conn: Connection, contact_ids: Iterable[int], relay: str) ->
     marks = ",".join("?" for _ in ids)
     rows = conn.execute(
         "SELECT e.contact_id, c.name FROM events e LEFT JOIN campaigns c ON c.id = e.campaign_id"  # noqa: S608 - placeholders only
-        f" WHERE e.kind = ? AND e.contact_id IN ({marks}) AND json_extract(e.detail, '$.relay') = ?"
+        f" WHERE e.kind = ? AND e.contact_id IN ({marks}) AND {_DETAIL_RELAY[is_postgres(conn)]} = ?"
         " ORDER BY e.id",
         (NEEDS_SMTPUTF8, *ids, relay),
     ).fetchall()
