@@ -24,6 +24,7 @@ from mailcli.config import resolve
 from mailcli.store import open_store
 
 from .conftest import PostgresDatabase, run_mailcli, set_smtp, use_database
+from .serve_support import Server, one_click
 from .smtpserver import SmtpServer
 
 
@@ -214,10 +215,45 @@ def test_a_second_send_of_the_campaign_is_refused_naming_the_first(project: Path
     assert set(received) == emails and set(received.values()) == {1}
 
 
+def test_one_click_unsubscribe_through_serve_after_a_send(project: Path, engine: Engine) -> None:
+    from mailcli import tokens
+
+    _import_people(project, engine, 3)
+    with SmtpServer() as smtp:
+        set_smtp(project, "127.0.0.1", smtp.port)
+        assert engine.mailcli(project, "send", "spring", "--template", "newsletter", "--list", "news",
+                              "--yes").returncode == 0
+    secret = resolve(directory=str(project)).secret()
+    ((list_id,),) = engine.rows(project, "SELECT id FROM lists WHERE name = 'news'")
+    ((uid,),) = engine.rows(project, "SELECT uid FROM contacts WHERE email_key = 'reader1@example.net'")
+    token = tokens.make_unsubscribe_token(secret, uid, list_id)
+    server = Server(project, env=engine.env)
+    try:
+        first = one_click(server.url, token)
+        again = one_click(server.url, token)
+        bad = one_click(server.url, token[:-2] + "xx")
+    finally:
+        assert server.stop() == 0, "".join(server.log)
+    assert first.status_code == 200 and "unsubscribed" in first.text
+    assert again.status_code == 200
+    assert bad.status_code == 400
+    assert engine.rows(project, "SELECT c.email_key, m.status, m.unsubscribe_channel FROM memberships m"
+                                " JOIN contacts c ON c.id = m.contact_id WHERE m.status != 'subscribed'") == [
+        ("reader1@example.net", "unsubscribed", "one-click")]
+    assert engine.rows(project, "SELECT scope, reason, channel FROM suppressions") == [
+        ("news", "unsubscribed", "one-click")]
+    report = json.loads(engine.mailcli(project, "report", "spring", "--json").stdout)
+    assert (report["sent"], report["unsubscribed"]) == (3, 1)
+    # And by hand, from the command line: from all marketing.
+    manual = engine.mailcli(project, "unsubscribe", "reader2@example.net")
+    assert manual.returncode == 0, manual.stderr
+    assert engine.rows(project, "SELECT no_marketing_at IS NOT NULL FROM contacts"
+                                " WHERE email_key = 'reader2@example.net'") == [(True,)]
+    assert "outcome=unsubscribed" in "".join(server.log) and "outcome=already" in "".join(server.log)
+
+
 @pytest.mark.parametrize("args", [
-    ("serve",),
     ("bounces", "mbox"),
-    ("unsubscribe", "ann@example.org"),
     ("contacts",),
     ("privacy", "export", "ann@example.org"),
     ("privacy", "erase", "ann@example.org", "--yes"),

@@ -131,6 +131,9 @@ class UnsubscribeApp:
     def __init__(self, settings: Settings, *, limiter: FailureLimiter | None = None) -> None:
         self.settings = settings
         self.database = settings.project.database
+        # A PostgreSQL server instead of the file: no file to watch, no spool
+        # (the server makes a writer wait for rows, not for the database).
+        self.url = settings.project.database_url
         self.path = urlsplit(settings.unsubscribe.url).path.rstrip("/") or "/"
         self.limiter = limiter or FailureLimiter()
         self.proxies = settings.serve.trusted_proxies
@@ -157,6 +160,8 @@ class UnsubscribeApp:
 
     # -- stores ----------------------------------------------------------
     def _file_id(self) -> tuple[int, int] | None:
+        if self.url is not None:
+            return None
         try:
             st = os.stat(self.database)
         except OSError:
@@ -172,7 +177,7 @@ class UnsubscribeApp:
             self._forget(store)
             store = None
         if store is None:
-            store = open_store(self.database, create=False, timeout=WRITE_WAIT)
+            store = open_store(self.url if self.url is not None else self.database, create=False, timeout=WRITE_WAIT)
             self._local.store = store
             self._local.file_id = current
             with self._stores_lock:
@@ -199,6 +204,8 @@ class UnsubscribeApp:
     # -- the spool -------------------------------------------------------
     def start_applier(self) -> None:
         """Apply what the spool holds now and whenever it fills, in a thread."""
+        if self.url is not None:
+            return
         if spool.has_pending(self.database):
             self._spooling.set()
         self._applier = threading.Thread(target=self._apply_loop, name="mailcli-spool", daemon=True)
@@ -302,6 +309,8 @@ class UnsubscribeApp:
         parsed = parse_unsubscribe_token(self.settings.secret(), token) if token else None
         if parsed is None:
             return Reply("400 Bad Request", self._invalid, "invalid", token=token)
+        if self.url is not None:
+            return Reply("200 OK", self._done, self._record_on_server(parsed), token=token)
         if not self._spooling.is_set():
             try:
                 outcome = self._record(parsed)
@@ -313,6 +322,20 @@ class UnsubscribeApp:
                 return Reply("200 OK", self._done, outcome, token=token)
         self._spool(parsed)
         return Reply("200 OK", self._done, "spooled", token=token)
+
+    def _record_on_server(self, parsed: UnsubscribeToken) -> str:
+        """On PostgreSQL: record it now; a lost connection is opened again once.
+        Anything else fails the request (503, try again), never a 200 for an
+        opt-out that was not recorded."""
+        try:
+            return self._record(parsed)
+        except Exception:
+            store = getattr(self._local, "store", None)
+            if store is None or store.alive():
+                raise
+            log.info("%s the connection to the database was lost; opening a new one", clock.now_iso())
+            self._forget(store)
+            return self._record(parsed)
 
     def _record(self, parsed: UnsubscribeToken) -> str:
         changed = actions.unsubscribe_by_token(self.store(), self.settings, parsed.contact_uid, parsed.list_id,

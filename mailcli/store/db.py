@@ -350,8 +350,14 @@ class Store:
         for action in actions:
             action()
 
+    def alive(self) -> bool:
+        """Whether the connection still works (a server can drop it; a file cannot)."""
+        if self.url is None:
+            return True
+        return not self.conn.raw.closed and not self.conn.raw.broken
+
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(Exception):
             self.conn.close()
 
 
