@@ -140,6 +140,25 @@ def test_unconfirmed_then_subscribed_and_skip(project: Path, engine: Engine) -> 
     assert engine.rows(project, "SELECT first_name FROM contacts") == [("Dee",)]
 
 
+def test_contacts_list_show_and_set(project: Path, engine: Engine) -> None:
+    engine.use(project)
+    (project / "mc.csv").write_text(MAILCHIMP, encoding="utf-8")
+    assert engine.mailcli(project, "import", "mc.csv", "--list", "news").returncode == 0
+    listed = engine.mailcli(project, "contacts", "--list", "news", "--status", "subscribed", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(c["email"], c["lists"], c["attributes"]) for c in json.loads(listed.stdout)] == [
+        ("ann@example.org", ["news"], {"city": "Leiden"}), ("zoë@example.org", ["news"], {"city": "Gouda"})]
+    assert len(json.loads(engine.mailcli(project, "contacts", "--json").stdout)) == 2
+    changed = engine.mailcli(project, "contacts", "set", "ann@example.org", "city=Breda", "first_name=Anne")
+    assert changed.returncode == 0, changed.stderr
+    new_field = engine.mailcli(project, "contacts", "set", "ann@example.org", "shoe_size=42")
+    assert new_field.returncode == 0 and "which no other contact has: shoe_size" in new_field.stderr
+    shown = engine.mailcli(project, "contacts", "show", "ann@example.org", "--json")
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert (detail["first_name"], detail["attributes"]) == ("Anne", {"city": "Breda", "shoe_size": "42"})
+
+
 def test_a_bad_file_changes_nothing(project: Path, engine: Engine) -> None:
     engine.use(project)
     (project / "ok.csv").write_text("email\neve@example.org\n", encoding="utf-8")
@@ -252,9 +271,42 @@ def test_one_click_unsubscribe_through_serve_after_a_send(project: Path, engine:
     assert "outcome=unsubscribed" in "".join(server.log) and "outcome=already" in "".join(server.log)
 
 
+def _send_to(project: Path, engine: Engine, n: int) -> None:
+    _import_people(project, engine, n)
+    with SmtpServer() as smtp:
+        set_smtp(project, "127.0.0.1", smtp.port)
+        sent = engine.mailcli(project, "send", "spring", "--template", "newsletter", "--list", "news", "--yes")
+        assert sent.returncode == 0, sent.stderr
+
+
+def test_bounces_from_an_mbox(project: Path, engine: Engine) -> None:
+    import mailbox
+    from string import Template
+
+    _send_to(project, engine, 3)
+    template = Template((Path(__file__).parent / "data" / "feedback" / "dsn_generic.eml").read_text(encoding="utf-8"))
+    ((message_id,),) = engine.rows(project, "SELECT d.message_id FROM deliveries d JOIN contacts c"
+                                            " ON c.id = d.contact_id WHERE c.email_key = 'reader0@example.net'")
+    bounce = template.safe_substitute(ref="r1", subject_note="Failure", rcpt="reader0@example.net",
+                                      message_id=f"<{message_id}>", action="failed", status_line="Status: 5.1.1",
+                                      diagnostic="550 5.1.1 no such user")
+    box = mailbox.mbox(str(project / "bounces.mbox"))
+    box.add(bounce.encode("utf-8"))
+    box.flush()
+    box.close()
+    first = engine.mailcli(project, "bounces", "bounces.mbox", "--json")
+    assert first.returncode == 0, first.stderr
+    again = engine.mailcli(project, "bounces", "bounces.mbox", "--json")
+    assert again.returncode == 0, again.stderr
+    assert engine.rows(project, "SELECT email_key, status FROM contacts WHERE status != 'active'") == [
+        ("reader0@example.net", "bounced")]
+    assert engine.rows(project, "SELECT scope, reason FROM suppressions") == [("*", "bounced")]
+    assert engine.rows(project, "SELECT count(*) FROM events WHERE kind = 'bounced'") == [(1,)]  # read once
+    report = json.loads(engine.mailcli(project, "report", "spring", "--json").stdout)
+    assert (report["sent"], report["bounced"]) == (3, 1)
+
+
 @pytest.mark.parametrize("args", [
-    ("bounces", "mbox"),
-    ("contacts",),
     ("privacy", "export", "ann@example.org"),
     ("privacy", "erase", "ann@example.org", "--yes"),
     ("privacy", "purge"),

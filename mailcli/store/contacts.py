@@ -16,7 +16,7 @@ from ..clock import now_iso
 from ..errors import UsageError
 from ..tokens import address_hmac
 from .audience import CONTACT_STATUSES, MEMBER_STATUS_SQL, MEMBER_STATUSES, list_not_found
-from .db import Store
+from .db import Store, is_postgres
 from .lists import list_id
 from .suppressions import suppressions_of
 
@@ -93,7 +93,7 @@ def _list_status_filter(conn: Connection, list_name: str | None, status: str | N
     if status is not None:
         any_member = f"EXISTS (SELECT 1 FROM memberships m WHERE m.contact_id = c.id AND ({MEMBER_STATUS_SQL}) = ?)"  # noqa: S608
         return (f"(c.status = ? OR {any_member})", [status, status], "c.status", [])
-    return ("1", [], "c.status", [])
+    return ("true", [], "c.status", [])
 
 
 def iter_contacts(
@@ -110,13 +110,17 @@ def iter_contacts(
     conn = store.conn
     where, params, status_sql, status_params = _contact_filter(conn, list_name, status, segment)
     # The SQL text is fixed; only bound values vary, so no cell can change a query.
+    postgres = is_postgres(conn)
+    # The lists as a JSON array, in each engine's JSON functions.
+    lists_json = "coalesce(json_agg(l.name)::text, '[]')" if postgres else "json_group_array(l.name)"
     sql = (
         f"SELECT c.id, c.email, c.first_name, c.last_name, {status_sql},"  # noqa: S608
-        " (SELECT json_group_array(l.name) FROM memberships m JOIN lists l ON l.id = m.list_id"
+        f" (SELECT {lists_json} FROM memberships m JOIN lists l ON l.id = m.list_id"
         "  WHERE m.contact_id = c.id AND m.status != 'unsubscribed'),"
         f" c.attributes FROM contacts c WHERE {where} ORDER BY c.email_key LIMIT ? OFFSET ?"
     )
-    args = [*status_params, *params, -1 if limit is None else limit, offset]
+    no_limit = None if postgres else -1  # LIMIT NULL on PostgreSQL, LIMIT -1 on SQLite: all rows
+    args = [*status_params, *params, no_limit if limit is None else limit, offset]
     for contact_id, email, first, last, row_status, lists, attributes in conn.execute(sql, args):
         yield ContactRow(contact_id, email, first, last, row_status, sorted(json.loads(lists)),
                          json.loads(attributes))
@@ -259,6 +263,12 @@ def parse_changes(assignments: Iterable[str]) -> list[Change]:
 
 def attribute_in_use(conn: Connection, name: str) -> bool:
     """Does any contact have the attribute ``name``? (A text search first: cheap, no JSON parsed.)"""
+    if is_postgres(conn):
+        row = conn.execute(
+            "SELECT 1 FROM contacts WHERE strpos(attributes, ?) > 0 AND jsonb_exists(attributes::jsonb, ?) LIMIT 1",
+            (json.dumps(name), name),
+        ).fetchone()
+        return row is not None
     row = conn.execute(
         "SELECT 1 FROM contacts WHERE instr(attributes, ?) > 0 AND json_type(attributes, ?) IS NOT NULL LIMIT 1",
         (json.dumps(name) + ":", "$." + json.dumps(name)),
