@@ -306,10 +306,43 @@ def test_bounces_from_an_mbox(project: Path, engine: Engine) -> None:
     assert (report["sent"], report["bounced"]) == (3, 1)
 
 
+def test_export_erase_purge_and_the_audit_chain(project: Path, engine: Engine, tmp_path: Path) -> None:
+    import zipfile
+
+    _send_to(project, engine, 4)
+    exported = engine.mailcli(project, "privacy", "export", "reader0@example.net", "-o", str(tmp_path / "x.zip"))
+    assert exported.returncode == 0, exported.stderr
+    with zipfile.ZipFile(tmp_path / "x.zip") as archive:
+        profile = archive.read("profile.csv").decode("utf-8")
+        assert "reader0@example.net" in profile
+        assert "spring" in archive.read("deliveries.csv").decode("utf-8")
+
+    erased = engine.mailcli(project, "privacy", "erase", "reader0@example.net", "--yes", "--json")
+    assert erased.returncode == 0, erased.stderr
+    assert json.loads(erased.stdout)["found"] is True
+    assert "Warning" not in erased.stderr
+    assert engine.rows(project, "SELECT count(*) FROM contacts WHERE email_key = 'reader0@example.net'") == [(0,)]
+    assert engine.rows(project, "SELECT scope FROM suppressions") == [("*",)]  # only a keyed hash stays
+    for table, column in (("events", "detail"), ("audit_log", "detail"), ("contacts", "attributes")):
+        assert engine.rows(project, f"SELECT count(*) FROM {table} WHERE {column} LIKE '%reader0%'") == [(0,)]  # noqa: S608
+    # Importing the address again does not bring the person back.
+    again = _counts(engine.mailcli(project, "import", "people.csv", "--list", "news", "--json"))
+    assert (again["imported"], again["suppressed"]) == (0, 1)
+
+    dry = engine.mailcli(project, "privacy", "purge", "--dry-run", "--as-of", "2031-01-01", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert engine.rows(project, "SELECT count(*) FROM contacts") == [(3,)]
+    purged = engine.mailcli(project, "privacy", "purge", "--as-of", "2031-01-01", "--json")
+    assert purged.returncode == 0, purged.stderr
+    assert engine.rows(project, "SELECT count(*) FROM contacts") == [(0,)]  # inactive for two years by then
+    report = json.loads(engine.mailcli(project, "report", "spring", "--json").stdout)
+    assert report["sent"] == 4  # the totals outlive the rows
+    verified = engine.mailcli(project, "privacy", "audit", "--verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "intact" in verified.stdout + verified.stderr
+
+
 @pytest.mark.parametrize("args", [
-    ("privacy", "export", "ann@example.org"),
-    ("privacy", "erase", "ann@example.org", "--yes"),
-    ("privacy", "purge"),
     ("backup", "create"),
     ("doctor",),
 ])

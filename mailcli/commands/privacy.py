@@ -274,7 +274,7 @@ def purge_cmd(
                          " and it is past [retention] exports or about someone erased")
         if result.scrub is not None and result.scrub.replicated:
             app.out.warn(REPLICATED_NOTE)
-        elif result.scrub is not None and not result.scrub.wal_truncated:
+        elif result.scrub is not None and not result.scrub.wal_truncated and app.store.url is None:
             app.out.warn("another process is using the database; the removed data leave the -wal file"
                          " once it finishes (run purge again)")
 

@@ -193,7 +193,20 @@ def find_traces(store: Store, needles: Needles) -> tuple[list[Path], set[str]]:
 
 
 def scrub(store: Store, needles: Needles | None = None, *, vacuum: bool = False) -> ScrubResult:
-    """Checkpoint, look for traces, VACUUM when asked or when any remain."""
+    """Checkpoint, look for traces, VACUUM when asked or when any remain.
+
+    On PostgreSQL there are no files here to look into: the tables that hold
+    personal data are vacuumed, so the space of the deleted rows is marked
+    for reuse; what stays in the server's WAL, replicas and backups, and
+    for how long, is the server's (the README says so). ``wal_truncated`` is
+    False there: mailcli truncated nothing.
+    """
+    if store.url is not None:
+        from ..store import postgres
+        from .registry import PERSONAL_DATA_TABLES
+
+        postgres.vacuum(store.conn, sorted(PERSONAL_DATA_TABLES))
+        return ScrubResult(wal_truncated=False, vacuumed=True, remnants=())
     needles = needles or Needles()
     replicated = litestream.is_replicated(store.conn)
     truncated = backups.checkpoint(store.conn)

@@ -217,3 +217,11 @@ def parse_holder_name(text: str) -> tuple[int, str, str] | None:
         return None
     pid, _, host = parts[1].partition("@")
     return (int(pid), host, parts[2]) if pid.isdigit() else None
+
+
+def vacuum(conn: PgConnection, tables: Sequence[str]) -> None:
+    """VACUUM the named tables (outside any transaction, as PostgreSQL requires)."""
+    from psycopg import sql
+
+    for table in tables:
+        conn.raw.execute(sql.SQL("VACUUM {}").format(sql.Identifier(table)))

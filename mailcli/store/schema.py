@@ -18,7 +18,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 from . import litestream
-from .db import apply_migrations
+from .db import apply_migrations, is_postgres
 
 if TYPE_CHECKING:
     from .db import Connection
@@ -34,11 +34,19 @@ def integrity_problems(conn: Connection) -> list[str]:
 
 def table_names(conn: Connection) -> list[str]:
     """The database's own tables, by name (not SQLite's internal ``sqlite_*`` ones)."""
+    if is_postgres(conn):
+        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+                            " AND table_type = 'BASE TABLE' ORDER BY table_name")
+        return [str(row[0]) for row in rows]
     rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
     return [str(row[0]) for row in rows]
 
 
 def column_names(conn: Connection, table: str) -> set[str]:
+    if is_postgres(conn):
+        return {str(row[0]) for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ?", (table,))}
     return {str(row[1]) for row in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
