@@ -157,6 +157,10 @@ def test_contacts_list_show_and_set(project: Path, engine: Engine) -> None:
     assert shown.returncode == 0, shown.stderr
     detail = json.loads(shown.stdout)
     assert (detail["first_name"], detail["attributes"]) == ("Anne", {"city": "Breda", "shoe_size": "42"})
+    # What needs a contact from the database: a preview for one, the lint against one.
+    preview = engine.mailcli(project, "render", "newsletter", "--to", "ann@example.org", "--format", "text")
+    assert preview.returncode == 0 and "Anne" in preview.stdout, preview.stderr
+    assert engine.mailcli(project, "lint", "newsletter", "--to", "ann@example.org", "-q").returncode == 0
 
 
 def test_a_bad_file_changes_nothing(project: Path, engine: Engine) -> None:
@@ -344,7 +348,7 @@ def test_export_erase_purge_and_the_audit_chain(project: Path, engine: Engine, t
 
 @pytest.mark.parametrize("args", [
     ("backup", "create"),
-    ("doctor",),
+    ("backup", "list"),
 ])
 def test_commands_not_yet_on_postgresql_refuse_clearly(project: Path, pg_database: PostgresDatabase,
                                                        args: tuple[str, ...]) -> None:
