@@ -142,6 +142,10 @@ def test_migrations_give_both_engines_the_same_tables_and_triggers(
         conn.execute("INSERT INTO deliveries (campaign_id, contact_id, message_id, created_at, updated_at)"
                      " SELECT k.id, c.id, 'm1', ?, ? FROM campaigns k, contacts c", (now, now))
     before = conn.execute("SELECT n FROM optout_counter").fetchone()[0]
+    conn.execute("UPDATE memberships SET updated_at = ?", (now,))  # no opt-out: no change
+    conn.execute("UPDATE deliveries SET attempts = 1")
+    assert conn.execute("SELECT n FROM optout_counter").fetchone()[0] == before
+    assert dict(conn.execute("SELECT status, n FROM delivery_counts")) == {"pending": 1}
     conn.execute("UPDATE memberships SET status = 'unsubscribed'")
     conn.execute("UPDATE deliveries SET status = 'sent'")
     assert conn.execute("SELECT n FROM optout_counter").fetchone()[0] == before + 1

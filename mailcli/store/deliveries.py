@@ -151,11 +151,40 @@ def accept_uncertain(conn: Connection, delivery_ids: Sequence[int], now: str) ->
 def insert_pending(conn: Connection, rows: Iterable[tuple[int, int, str, str]]) -> None:
     """A pending delivery per (campaign id, contact id, Message-ID, now); a
     contact already in the campaign keeps the row it has."""
+    if is_postgres(conn):
+        _postgres_insert_pending(conn, rows)
+        return
     conn.executemany(
         "INSERT INTO deliveries (campaign_id, contact_id, status, message_id, created_at, updated_at)"
         " VALUES (?, ?, 'pending', ?, ?, ?) ON CONFLICT (campaign_id, contact_id) DO NOTHING",
         ((campaign_id, contact_id, message_id, now, now) for campaign_id, contact_id, message_id, now in rows),
     )
+
+
+def _postgres_insert_pending(conn: Connection, rows: Iterable[tuple[int, int, str, str]]) -> None:
+    """``insert_pending`` on PostgreSQL: a few thousand rows per statement, as arrays (one round
+    trip, and one run of the counting trigger, per statement instead of per row)."""
+    batch: list[tuple[int, int, str, str]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= _PG_BATCH:
+            _postgres_insert_batch(conn, batch)
+            batch = []
+    if batch:
+        _postgres_insert_batch(conn, batch)
+
+
+_PG_BATCH = 5000
+
+
+def _postgres_insert_batch(conn: Connection, batch: list[tuple[int, int, str, str]]) -> None:
+    campaigns, contacts, message_ids, nows = (list(column) for column in zip(*batch, strict=True))
+    conn.execute(
+        "INSERT INTO deliveries (campaign_id, contact_id, status, message_id, created_at, updated_at)"
+        " SELECT r.campaign_id, r.contact_id, 'pending', r.message_id, r.now, r.now"
+        " FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::text[]) AS r (campaign_id, contact_id, message_id, now)"
+        " ORDER BY r.contact_id ON CONFLICT (campaign_id, contact_id) DO NOTHING",
+        (campaigns, contacts, message_ids, nows))
 
 
 def mark_interrupted(conn: Connection, campaign_id: int, reason: str, now: str) -> int:

@@ -465,64 +465,85 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-# PostgreSQL: the same tables; each trigger calls a function, and the
-# conditions SQLite writes after WHEN go in parentheses.
-_PG_OPTOUT_BUMP = (
-    "CREATE FUNCTION mailcli_optout_bump() RETURNS trigger LANGUAGE plpgsql AS $$"
-    " BEGIN UPDATE optout_counter SET n = n + 1 WHERE id = 1; RETURN NULL; END $$"
-)
-_PG_OPTOUT_TRIGGERS = [
-    "CREATE TRIGGER optout_membership_ended AFTER UPDATE OF status ON memberships FOR EACH ROW"
-    " WHEN (OLD.status = 'subscribed' AND NEW.status != 'subscribed') EXECUTE FUNCTION mailcli_optout_bump()",
-    "CREATE TRIGGER optout_membership_deleted AFTER DELETE ON memberships FOR EACH ROW"
-    " WHEN (OLD.status = 'subscribed') EXECUTE FUNCTION mailcli_optout_bump()",
-    "CREATE TRIGGER optout_contact_flagged AFTER UPDATE OF status, restricted_at, no_marketing_at ON contacts"
-    " FOR EACH ROW WHEN ((OLD.status = 'active' AND NEW.status != 'active')"
-    " OR (OLD.restricted_at IS NULL AND NEW.restricted_at IS NOT NULL)"
-    " OR (OLD.no_marketing_at IS NULL AND NEW.no_marketing_at IS NOT NULL))"
-    " EXECUTE FUNCTION mailcli_optout_bump()",
-    "CREATE TRIGGER optout_contact_deleted AFTER DELETE ON contacts FOR EACH ROW EXECUTE FUNCTION mailcli_optout_bump()",
-    "CREATE TRIGGER optout_suppressed AFTER INSERT ON suppressions FOR EACH ROW EXECUTE FUNCTION mailcli_optout_bump()",
-]
-
-
-def postgres_m005_optout_counter_and_claims(conn: Any) -> None:
-    """m005 on PostgreSQL: the tables, the counter's triggers as one function, the same final counts."""
-    script = M005_OPTOUT_COUNTER_AND_CLAIMS.split("CREATE TRIGGER", 1)[0]
-    claims = M005_OPTOUT_COUNTER_AND_CLAIMS[M005_OPTOUT_COUNTER_AND_CLAIMS.index("CREATE TABLE claims"):]
-    for statement in [*postgresql_statements(script), *postgresql_statements(claims),
-                      _PG_OPTOUT_BUMP, *_PG_OPTOUT_TRIGGERS]:
-        conn.execute(statement)
-    _m005_final_archived_counts(conn)
-
-
-_PG_DELIVERY_COUNT = """CREATE FUNCTION mailcli_count_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+# PostgreSQL: the same tables and the same counts, kept by statement-level
+# triggers that read the rows a statement changed from its transition
+# tables. Row-level triggers, as on SQLite, would rewrite one counter row
+# once per row changed: in one transaction (a freeze of 100,000 deliveries,
+# a purge of thousands of contacts) every rewrite leaves a row version the
+# next one must step over, and the statement slows down quadratically.
+_PG_OPTOUT = """CREATE FUNCTION mailcli_optout_{name}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        UPDATE delivery_counts SET n = n - 1 WHERE campaign_id = OLD.campaign_id AND status = OLD.status;
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO delivery_counts AS d (campaign_id, status, n) VALUES (NEW.campaign_id, NEW.status, 1)
-            ON CONFLICT (campaign_id, status) DO UPDATE SET n = d.n + 1;
+    IF EXISTS ({condition}) THEN
+        UPDATE optout_counter SET n = n + 1 WHERE id = 1;
     END IF;
     RETURN NULL;
 END $$"""
+_PG_OPTOUT_TRIGGERS = {
+    # name: (table, event and transition tables, condition)
+    "membership_ended": (
+        "memberships", "UPDATE REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+        "SELECT 1 FROM old_rows o JOIN new_rows n ON n.contact_id = o.contact_id AND n.list_id = o.list_id"
+        " WHERE o.status = 'subscribed' AND n.status != 'subscribed'"),
+    "membership_deleted": (
+        "memberships", "DELETE REFERENCING OLD TABLE AS old_rows",
+        "SELECT 1 FROM old_rows WHERE status = 'subscribed'"),
+    "contact_flagged": (
+        "contacts", "UPDATE REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+        "SELECT 1 FROM old_rows o JOIN new_rows n ON n.id = o.id"
+        " WHERE (o.status = 'active' AND n.status != 'active')"
+        " OR (o.restricted_at IS NULL AND n.restricted_at IS NOT NULL)"
+        " OR (o.no_marketing_at IS NULL AND n.no_marketing_at IS NOT NULL)"),
+    "contact_deleted": ("contacts", "DELETE REFERENCING OLD TABLE AS old_rows", "SELECT 1 FROM old_rows"),
+    "suppressed": ("suppressions", "INSERT REFERENCING NEW TABLE AS new_rows", "SELECT 1 FROM new_rows"),
+}
+
+
+def postgres_m005_optout_counter_and_claims(conn: Any) -> None:
+    """m005 on PostgreSQL: the tables, the counter's triggers per statement, the same final counts."""
+    script = M005_OPTOUT_COUNTER_AND_CLAIMS.split("CREATE TRIGGER", 1)[0]
+    claims = M005_OPTOUT_COUNTER_AND_CLAIMS[M005_OPTOUT_COUNTER_AND_CLAIMS.index("CREATE TABLE claims"):]
+    for statement in [*postgresql_statements(script), *postgresql_statements(claims)]:
+        conn.execute(statement)
+    for name, (table, event, condition) in _PG_OPTOUT_TRIGGERS.items():
+        conn.execute(_PG_OPTOUT.format(name=name, condition=condition))
+        action, _, referencing = event.partition(" ")
+        conn.execute(f"CREATE TRIGGER optout_{name} AFTER {action} ON {table} {referencing} FOR EACH STATEMENT"
+                     f" EXECUTE FUNCTION mailcli_optout_{name}()")
+    _m005_final_archived_counts(conn)
+
+
+_PG_DELIVERY_COUNT = """CREATE FUNCTION mailcli_count_deliveries_{op}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+{body}
+    RETURN NULL;
+END $$"""
+_PG_COUNT_OUT = """    UPDATE delivery_counts d SET n = d.n - o.k
+    FROM (SELECT campaign_id, status, count(*) AS k FROM old_rows GROUP BY campaign_id, status) o
+    WHERE d.campaign_id = o.campaign_id AND d.status = o.status;"""
+_PG_COUNT_IN = """    INSERT INTO delivery_counts AS d (campaign_id, status, n)
+    SELECT campaign_id, status, count(*) FROM new_rows GROUP BY campaign_id, status
+    ON CONFLICT (campaign_id, status) DO UPDATE SET n = d.n + excluded.n;"""
 
 
 def postgres_m008_delivery_counts(conn: Any) -> None:
-    """m008 on PostgreSQL: the counts table filled once, then kept by one trigger function."""
+    """m008 on PostgreSQL: the counts table filled once, then kept per statement.
+
+    An UPDATE trigger with transition tables cannot name columns: every
+    update of deliveries takes its rows out of their old counts and into
+    their new ones, which nets to nothing where the status stayed.
+    """
     script = M008_DELIVERY_COUNTS.split("CREATE TRIGGER", 1)[0]
-    for statement in [
-        *postgresql_statements(script), _PG_DELIVERY_COUNT,
-        "CREATE TRIGGER deliveries_count_insert AFTER INSERT ON deliveries FOR EACH ROW"
-        " EXECUTE FUNCTION mailcli_count_delivery()",
-        "CREATE TRIGGER deliveries_count_update AFTER UPDATE OF status, campaign_id ON deliveries FOR EACH ROW"
-        " WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.campaign_id IS DISTINCT FROM NEW.campaign_id)"
-        " EXECUTE FUNCTION mailcli_count_delivery()",
-        "CREATE TRIGGER deliveries_count_delete AFTER DELETE ON deliveries FOR EACH ROW"
-        " EXECUTE FUNCTION mailcli_count_delivery()",
-    ]:
+    for statement in postgresql_statements(script):
         conn.execute(statement)
+    for op, body, event in (
+        ("insert", _PG_COUNT_IN, "INSERT REFERENCING NEW TABLE AS new_rows"),
+        ("update", _PG_COUNT_OUT + "\n" + _PG_COUNT_IN, "UPDATE REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+        ("delete", _PG_COUNT_OUT, "DELETE REFERENCING OLD TABLE AS old_rows"),
+    ):
+        conn.execute(_PG_DELIVERY_COUNT.format(op=op, body=body))
+        action, _, referencing = event.partition(" ")
+        conn.execute(f"CREATE TRIGGER deliveries_count_{op} AFTER {action} ON deliveries {referencing}"
+                     f" FOR EACH STATEMENT EXECUTE FUNCTION mailcli_count_deliveries_{op}()")
 
 
 # The PostgreSQL version of each migration whose SQLite text PostgreSQL cannot
