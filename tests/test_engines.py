@@ -183,16 +183,20 @@ def _import_people(project: Path, engine: Engine, n: int) -> set[str]:
     return set(emails)
 
 
+def _spawn_send(project: Path, engine: Engine, *args: str) -> subprocess.Popen[str]:
+    """``mailcli send spring`` in the background, on the engine's database."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}, **engine.env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mailcli", "send", "spring", "--template", "newsletter", "--list", "news", "--yes",
+         *args], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_send_killed_then_rerun_sends_nobody_twice(project: Path, engine: Engine) -> None:
     emails = _import_people(project, engine, 300)
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
         server.delay = 0.03
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}, **engine.env}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mailcli", "send", "spring", "--template", "newsletter", "--list", "news",
-             "--yes", "--concurrency", "4"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+        proc = _spawn_send(project, engine, "--concurrency", "4")
         try:
             assert server.wait_for(80, timeout=60), proc.stderr.read() if proc.poll() is not None else "slow"
         finally:
@@ -221,11 +225,7 @@ def test_a_second_send_of_the_campaign_is_refused_naming_the_first(project: Path
     emails = _import_people(project, engine, 120)
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}, **engine.env}
-        first = subprocess.Popen(
-            [sys.executable, "-m", "mailcli", "send", "spring", "--template", "newsletter", "--list", "news",
-             "--yes", "--rate", "50/s"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+        first = _spawn_send(project, engine, "--rate", "50/s")
         try:
             assert server.wait_for(5, timeout=60)
             second = engine.mailcli(project, "send", "spring", "--yes")

@@ -254,38 +254,27 @@ _SAMPLE_SQL = """
 SELECT did, sig FROM (
   SELECT did, sig, row_number() OVER (PARTITION BY sig ORDER BY did) AS n FROM (
     SELECT d.id AS did,
-           CASE WHEN json_valid(c.attributes) AND json_type(c.attributes) = 'object'
-                THEN (SELECT group_concat(key, char(31)) FROM (SELECT key FROM json_each(c.attributes) ORDER BY key))
-                ELSE NULL END AS sig
+           CASE WHEN {is_object} THEN ({keys}) ELSE NULL END AS sig
     FROM deliveries d
     JOIN contacts c ON c.id = d.contact_id
     JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
-    WHERE d.campaign_id = ? AND d.status IN ({marks}) AND c.status = 'active' AND c.restricted_at IS NULL
+    WHERE d.campaign_id = ? AND d.status IN ({{marks}}) AND c.status = 'active' AND c.restricted_at IS NULL
       AND c.no_marketing_at IS NULL AND m.status = 'subscribed'
-    ORDER BY d.id  -- keeps this subquery whole: flattened, each row's signature was computed twice
-  )
-) WHERE n <= ? ORDER BY did
-"""
-
-
-# The same with PostgreSQL's jsonb functions (a text that is not a JSON
-# object forms the one group without a key, as on SQLite).
-_SAMPLE_SQL_POSTGRES = """
-SELECT did, sig FROM (
-  SELECT did, sig, row_number() OVER (PARTITION BY sig ORDER BY did) AS n FROM (
-    SELECT d.id AS did,
-           CASE WHEN left(ltrim(c.attributes), 1) = '{{'
-                THEN (SELECT string_agg(k, chr(31) ORDER BY k COLLATE "C")
-                      FROM jsonb_object_keys(c.attributes::jsonb) AS k)
-                ELSE NULL END AS sig
-    FROM deliveries d
-    JOIN contacts c ON c.id = d.contact_id
-    JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
-    WHERE d.campaign_id = ? AND d.status IN ({marks}) AND c.status = 'active' AND c.restricted_at IS NULL
-      AND c.no_marketing_at IS NULL AND m.status = 'subscribed'
+    {order}
   ) AS signed
 ) AS numbered WHERE n <= ? ORDER BY did
 """
+_SAMPLE_SQLITE = _SAMPLE_SQL.format(
+    is_object="json_valid(c.attributes) AND json_type(c.attributes) = 'object'",
+    keys="SELECT group_concat(key, char(31)) FROM (SELECT key FROM json_each(c.attributes) ORDER BY key)",
+    # keeps this subquery whole: flattened, each row's signature was computed twice
+    order="ORDER BY d.id")
+# PostgreSQL: jsonb's keys; mailcli writes every attributes text as a JSON
+# object, so one that does not start like one forms the group without a key.
+_SAMPLE_POSTGRES = _SAMPLE_SQL.format(
+    is_object="left(ltrim(c.attributes), 1) = '{{'",
+    keys="SELECT string_agg(k, chr(31) ORDER BY k COLLATE \"C\") FROM jsonb_object_keys(c.attributes::jsonb) AS k",
+    order="")
 
 
 def samples_by_fields(conn: Connection, campaign_id: int, list_id: int | None,
@@ -293,7 +282,7 @@ def samples_by_fields(conn: Connection, campaign_id: int, list_id: int | None,
     """Delivery id -> field-set key, for the first ``per_group`` sendable
     deliveries of each distinct set of contact attribute names (each
     engine's JSON functions), in delivery order."""
-    sql = _SAMPLE_SQL_POSTGRES if is_postgres(conn) else _SAMPLE_SQL
+    sql = _SAMPLE_POSTGRES if is_postgres(conn) else _SAMPLE_SQLITE
     rows = conn.execute(sql.format(marks=_marks(statuses)),
                         (_list_or_none(list_id), campaign_id, *statuses, per_group)).fetchall()
     return dict(rows)

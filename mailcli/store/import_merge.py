@@ -376,6 +376,15 @@ class SortedUids:
 
 
 
+def _postgres(sql: str, *changes: tuple[str, str]) -> str:
+    """A statement above as PostgreSQL spells it: each change must find its text."""
+    for old, new in changes:
+        if old not in sql:
+            raise AssertionError(f"not in the statement: {old!r}")
+        sql = sql.replace(old, new)
+    return sql
+
+
 # PostgreSQL: the same classification and writes, in its SQL. The stage is
 # filled by grouping the raw rows by address (an INSERT may not update one
 # row twice there); attributes merge as jsonb, later rows' keys winning; the
@@ -430,30 +439,15 @@ CREATE TEMP TABLE import_match (
     outcome TEXT NOT NULL
 )
 """
-_PG_CLASSIFY = """
-INSERT INTO pg_temp.import_match (key, contact_id, n, changed, outcome)
-SELECT key, contact_id, n, NOT blocked AND differs, CASE
-        WHEN blocked THEN 'suppressed'
-        WHEN member IS NULL THEN 'imported'
-        WHEN differs THEN 'updated'
-        WHEN :status = 'subscribed' AND member = 'unconfirmed' THEN 'updated'
-        ELSE 'unchanged' END
-FROM (
-    SELECT s.key AS key, c.id AS contact_id, s.n AS n, m.status AS member,
-           c.no_marketing_at IS NOT NULL OR c.restricted_at IS NOT NULL OR c.status != 'active'
-               OR m.status IS NOT DISTINCT FROM 'unsubscribed' AS blocked,
-           :update AND (
-               c.email != coalesce(s.email, s.key)
-               OR (s.first_name IS NOT NULL AND c.first_name != s.first_name)
-               OR (s.last_name IS NOT NULL AND c.last_name != s.last_name)
-               OR (s.attributes != '{}' AND s.attributes != c.attributes
-                   AND c.attributes::jsonb || s.attributes::jsonb != c.attributes::jsonb)) AS differs
-    FROM pg_temp.import_stage s
-    JOIN contacts c ON c.email_key = s.key
-    LEFT JOIN memberships m ON m.contact_id = c.id AND m.list_id = :list
-) q
-WHERE blocked OR member IS NULL OR differs OR (:status = 'subscribed' AND member = 'unconfirmed')
-"""
+_PG_CLASSIFY = _postgres(
+    _CLASSIFY,
+    ("temp.", "pg_temp."),
+    ("CROSS JOIN", "JOIN"),
+    ("m.status IS 'unsubscribed'", "m.status IS NOT DISTINCT FROM 'unsubscribed'"),
+    ("json_patch(c.attributes, s.attributes) != c.attributes",
+     "c.attributes::jsonb || s.attributes::jsonb != c.attributes::jsonb"),
+    ("\n)\nWHERE blocked", "\n) AS q\nWHERE blocked"),
+)
 _PG_INSERT_CONTACTS = """
 INSERT INTO contacts (uid, email, email_key, first_name, last_name, attributes, source,
                       created_at, updated_at, last_activity_at)
@@ -464,18 +458,12 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_temp.import_match x WHERE x.key = s.key)
 ORDER BY s.rank
 ON CONFLICT (email_key) DO NOTHING
 """
-_PG_UPDATE_CONTACTS = """
-UPDATE contacts SET
-    email = coalesce(s.email, s.key),
-    first_name = coalesce(s.first_name, contacts.first_name),
-    last_name = coalesce(s.last_name, contacts.last_name),
-    attributes = CASE WHEN s.attributes = '{}' THEN contacts.attributes
-                      ELSE (contacts.attributes::jsonb || s.attributes::jsonb)::text END,
-    updated_at = :now,
-    last_activity_at = :now
-FROM pg_temp.import_match x JOIN pg_temp.import_stage s ON s.key = x.key
-WHERE x.changed AND contacts.id = x.contact_id
-"""
+_PG_UPDATE_CONTACTS = _postgres(
+    _UPDATE_CONTACTS,
+    ("temp.", "pg_temp."),
+    ("json_patch(contacts.attributes, s.attributes)", "(contacts.attributes::jsonb || s.attributes::jsonb)::text"),
+)
+_CONCAT = (":source_prefix || s.line || :source_suffix", ":source_prefix::text || s.line::text || :source_suffix::text")
 _PG_MEMBERSHIP_VALUES = """:list, :status,
        :source_prefix::text || s.line::text || :source_suffix::text, 'import', coalesce(s.consent_at, :now),
        s.consent_ip, CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now"""
@@ -487,26 +475,8 @@ FROM pg_temp.import_stage s JOIN contacts c ON c.email_key = s.key
 WHERE c.id > :base AND NOT EXISTS (SELECT 1 FROM pg_temp.import_match x WHERE x.key = s.key)
 ORDER BY s.rank
 """  # noqa: S608 - fixed SQL
-_PG_INSERT_MEMBERSHIPS_EXISTING = f"""
-INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at,
-                         consent_ip, confirmed_at, created_at, updated_at)
-SELECT x.contact_id, {_PG_MEMBERSHIP_VALUES}
-FROM pg_temp.import_match x JOIN pg_temp.import_stage s ON s.key = x.key
-WHERE x.outcome = 'imported'
-"""  # noqa: S608 - fixed SQL
-_PG_CONFIRM_MEMBERSHIPS = """
-UPDATE memberships SET
-    status = 'subscribed',
-    consent_source = :source_prefix::text || s.line::text || :source_suffix::text,
-    consent_method = 'import',
-    consent_at = coalesce(s.consent_at, :now),
-    consent_ip = s.consent_ip,
-    confirmed_at = coalesce(s.consent_at, :now),
-    updated_at = :now
-FROM pg_temp.import_match x JOIN pg_temp.import_stage s ON s.key = x.key
-WHERE :status = 'subscribed' AND x.outcome = 'updated' AND memberships.contact_id = x.contact_id
-  AND memberships.list_id = :list AND memberships.status = 'unconfirmed'
-"""
+_PG_INSERT_MEMBERSHIPS_EXISTING = _postgres(_INSERT_MEMBERSHIPS_EXISTING, ("temp.", "pg_temp."), _CONCAT)
+_PG_CONFIRM_MEMBERSHIPS = _postgres(_CONFIRM_MEMBERSHIPS, ("temp.", "pg_temp."), _CONCAT)
 _PG_NEEDS_SMTPUTF8 = "SELECT count(*) FROM pg_temp.import_stage WHERE length(key) != octet_length(key)"
 POSTGRES_MERGE_TABLES = ("import_stage", "import_match")
 
