@@ -176,3 +176,47 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(pg_database: P
     names = [r[0] for r in store.conn.execute("SELECT name FROM migrations")]
     assert len(names) == len(set(names))
     store.close()
+
+
+def test_a_dropped_connection_ends_a_send_in_one_line_and_a_rerun_resumes(
+        project: Path, pg_database: PostgresDatabase) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    from collections import Counter
+
+    from .conftest import set_smtp
+    from .smtpserver import SmtpServer
+
+    use_database(project, pg_database.url)
+    (project / "p.csv").write_text("email\n" + "".join(f"r{i}@example.net\n" for i in range(150)), encoding="utf-8")
+    assert run_mailcli("import", "p.csv", "--list", "news", cwd=project).returncode == 0
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.05
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}
+        proc = subprocess.Popen([sys.executable, "-m", "mailcli", "send", "spring", "--template", "newsletter",
+                                 "--list", "news", "--yes"], cwd=project, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert server.wait_for(20, timeout=60)
+        deadline = time.monotonic() + 30
+        drop = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{pg_database.name}'"  # noqa: S608
+        while proc.poll() is None and time.monotonic() < deadline:  # the server restarts, as it were
+            pg_database.server.admin(drop + " AND pid != pg_backend_pid()")
+            time.sleep(0.2)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 1, stderr
+        assert "Traceback" not in stderr
+        assert "Lost the connection to PostgreSQL at " + pg_database.url in stderr
+        assert pg_database.server.password not in stderr
+        server.delay = 0.0
+        assert server.wait_idle()
+        rerun = run_mailcli("send", "spring", "--yes", cwd=project)
+        received = Counter(server.recipients())
+    assert max(received.values()) == 1
+    report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
+    assert rerun.returncode == (3 if report["uncertain"] else 0), rerun.stderr
+    assert report["uncertain"] <= 4
+    assert report["sent"] + report["uncertain"] == 150

@@ -89,18 +89,40 @@ class PgConnection:
     engine = ENGINE
 
     def __init__(self, raw: psycopg.Connection[Any], url: DatabaseURL) -> None:
+        import psycopg
+
         self.raw = raw
         self.url = url
+        self._psycopg = psycopg
 
     def execute(self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = (), /) -> Any:
-        cur = self.raw.cursor()
-        cur.execute(translate(sql), parameters)  # type: ignore[arg-type]  # translated, not user text
+        try:
+            cur = self.raw.cursor()
+            cur.execute(translate(sql), parameters)  # type: ignore[arg-type]  # translated, not user text
+        except self._psycopg.OperationalError as exc:
+            raise self._failure(exc) from None
         return cur
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any] | Mapping[str, Any]], /) -> psycopg.Cursor[Any]:
-        cur = self.raw.cursor()
-        cur.executemany(translate(sql), seq)  # type: ignore[arg-type]
+        try:
+            cur = self.raw.cursor()
+            cur.executemany(translate(sql), seq)  # type: ignore[arg-type]
+        except self._psycopg.OperationalError as exc:
+            raise self._failure(exc) from None
         return cur
+
+    def _failure(self, exc: Exception) -> Exception:
+        """A lock wait that ran out, or a connection the server dropped, as one clear line;
+        any other error (a bug) is left as it is. Either way the transaction is rolled back."""
+        from .db import StoreError, busy_error, busy_timeout
+
+        if getattr(exc, "sqlstate", None) in ("55P03", "40P01"):
+            return busy_error(self.url.display, busy_timeout(), "write")
+        if self.raw.broken or self.raw.closed:
+            return StoreError(f"Lost the connection to PostgreSQL at {self.url.display}: {first_line(exc)}",
+                              hint="nothing after the last commit was saved; run the command again when the"
+                                   " server is back (a send resumes where it stopped)")
+        return exc
 
     def close(self) -> None:
         self.raw.close()
