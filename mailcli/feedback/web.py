@@ -300,6 +300,7 @@ class UnsubscribeApp:
         )
         return Reply("200 OK", body, "page")
 
+    # Complexity: the form checked before the token, then one path per engine: recorded at once, or spooled when busy.
     def _post(self, environ: dict[str, Any], token: str | None) -> Reply:
         form = read_form(environ)
         if form.get(ONE_CLICK[0], "").strip() != ONE_CLICK[1]:

@@ -98,14 +98,16 @@ GROUP BY l.id, 3 ORDER BY l.name
 """  # noqa: S608 - fixed SQL
 
 
+# Complexity: two ways to count (by membership row, or within a segment) and each engine's spelling of the second pass.
 def list_summaries(conn: Connection, names: list[str] | None = None,
                    segment: Segment | None = None) -> list[ListSummary]:
     """Every list (or the named ones) with its members counted by status;
     with ``segment``, only the members it matches."""
     found: dict[str, tuple[str, dict[str, int]]] = {}
     if segment is not None:
-        from .segments import segment_filter
+        from .segments import refuse_on_postgres, segment_filter
 
+        refuse_on_postgres(conn)
         condition, params = segment_filter(segment)
         rows = conn.execute(_IN_SEGMENT_SQL.format(segment=condition), params).fetchall()
     else:

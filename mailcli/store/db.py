@@ -428,7 +428,6 @@ def _tighten_side_files(path: Path) -> None:
                 os.chmod(side, 0o600)
 
 
-# Complexity: one branch per state of a migration (no table yet, unknown, done, SQL or Python step), all in one transaction.
 def apply_migrations(conn: Connection, *, only: Collection[str] | None = None) -> list[str]:
     """Apply pending migrations in order (of ``only``, when given); returns the names applied.
 
@@ -455,6 +454,7 @@ def apply_migrations(conn: Connection, *, only: Collection[str] | None = None) -
 MIGRATIONS_LOCK = 0x6D61696C636C69
 
 
+# Complexity: one branch per state of a migration (done, unknown, SQL or Python step, each engine's text), all in one transaction.
 def _apply(conn: Connection, only: Collection[str] | None, *, postgres: bool) -> list[str]:
     from .migrations import postgresql_statements
 

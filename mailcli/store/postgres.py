@@ -17,6 +17,7 @@ opened: SQLite projects never need it (``pip install 'mailcli[postgres]'``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,10 @@ ENGINE = "postgresql"
 _CONFIG_STATES = {"28000", "28P01", "3D000", "42501"}
 
 
+# Quoted text and comments (kept whole), then what changes outside them.
+_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|::|\?|:[A-Za-z_]\w*|%""")
+
+
 @lru_cache(maxsize=4096)
 def translate(sql: str) -> str:
     """``sql`` with SQLite placeholders turned into psycopg's.
@@ -42,45 +47,18 @@ def translate(sql: str) -> str:
     ``%``, which psycopg reads everywhere), and PostgreSQL's ``::type`` casts
     are kept.
     """
-    out: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch in ("'", '"'):
-            end = i + 1
-            while end < n:
-                if sql[end] == ch:
-                    if end + 1 < n and sql[end + 1] == ch:  # a doubled quote inside
-                        end += 2
-                        continue
-                    break
-                end += 1
-            out.append(sql[i:end + 1].replace("%", "%%"))
-            i = end + 1
-        elif ch == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
-            end = n if end < 0 else end
-            out.append(sql[i:end].replace("%", "%%"))
-            i = end
-        elif ch == "?":
-            out.append("%s")
-            i += 1
-        elif ch == "%":
-            out.append("%%")
-            i += 1
-        elif ch == ":" and sql.startswith("::", i):
-            out.append("::")
-            i += 2
-        elif ch == ":" and i + 1 < n and (sql[i + 1].isalpha() or sql[i + 1] == "_"):
-            end = i + 1
-            while end < n and (sql[end].isalnum() or sql[end] == "_"):
-                end += 1
-            out.append(f"%({sql[i + 1:end]})s")
-            i = end
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
+    return _TOKENS.sub(_token, sql)
+
+
+def _token(match: re.Match[str]) -> str:
+    token = match.group(0)
+    if token == "?":
+        return "%s"
+    if token == "::":
+        return token
+    if token[0] == ":":
+        return f"%({token[1:]})s"
+    return token.replace("%", "%%")  # a %, or quoted text or a comment with any % in it
 
 
 class PgConnection:

@@ -17,9 +17,10 @@ import difflib
 import json
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..segments import CONTACT_FIELDS, All, Comparison, Literal, Node, Not, Segment
 from .contacts import attribute_in_use, known_fields
+from .db import is_postgres
 
 if TYPE_CHECKING:
     from .db import Connection
@@ -40,15 +41,23 @@ _ORDER = {"=": "=", "!=": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
 def segment_filter(segment: Segment | None) -> Fragment:
-    """``(sql, params)``: a condition on the contact ``c`` (``1`` without a segment)."""
+    """``(sql, params)``: a condition on the contact ``c`` (``true`` without a segment)."""
     if segment is None:
-        return "1", []
+        return "true", []
     return _node(segment.tree)
+
+
+def refuse_on_postgres(conn: Connection) -> None:
+    """Segments are SQLite's SQL (GLOB, json_extract, NOCASE): on PostgreSQL, one clear line instead."""
+    if is_postgres(conn):
+        raise ConfigError("Segments (--segment, --where) do not work with a PostgreSQL database yet",
+                          hint="send to the whole list, or use a SQLite project for segmented sends")
 
 
 def check_segment_fields(conn: Connection, segment: Segment) -> None:
     """A UsageError naming the column of a field that no contact has: a
     misspelt field would otherwise quietly match nobody (or everybody)."""
+    refuse_on_postgres(conn)
     for field, column in segment.fields():
         if field in CONTACT_FIELDS or attribute_in_use(conn, field):
             continue

@@ -77,6 +77,7 @@ class DatabaseURL:
         return kwargs
 
 
+# Complexity: one refusal per way a URL can be wrong (scheme, port, password, database, parameters), each saying how.
 def parse_database_url(text: str, *, from_file: bool, password_env: str | None = None) -> DatabaseURL:
     """Check and split a ``postgresql://`` URL.
 
