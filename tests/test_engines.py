@@ -349,6 +349,7 @@ def test_export_erase_purge_and_the_audit_chain(project: Path, engine: Engine, t
 @pytest.mark.parametrize("args", [
     ("backup", "create"),
     ("backup", "list"),
+    ("campaigns",),
 ])
 def test_commands_not_yet_on_postgresql_refuse_clearly(project: Path, pg_database: PostgresDatabase,
                                                        args: tuple[str, ...]) -> None:
