@@ -331,11 +331,14 @@ def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
             now = now_iso()
             # Every field corrected is marked rectified, so a later import keeps it.
             marks = json.dumps({name: now for name in changed if name != "email"}, separators=(",", ":"))
+            # The marks merged into those kept, in each engine's JSON functions.
+            merged = ("(coalesce(rectified, '{}')::jsonb || ?::jsonb)::text" if is_postgres(conn)
+                      else "json_patch(coalesce(rectified, '{}'), ?)")
+            sql = ("UPDATE contacts SET email = ?, email_key = ?, first_name = ?, last_name = ?, attributes = ?,"  # noqa: S608
+                   " updated_at = ?, last_activity_at = ?,"
+                   f" rectified = CASE WHEN ? = '{{}}' THEN rectified ELSE {merged} END WHERE id = ?")
             conn.execute(
-                "UPDATE contacts SET email = ?, email_key = ?, first_name = ?, last_name = ?, attributes = ?,"
-                " updated_at = ?, last_activity_at = ?,"
-                " rectified = CASE WHEN ? = '{}' THEN rectified ELSE json_patch(coalesce(rectified, '{}'), ?) END"
-                " WHERE id = ?",
+                sql,
                 (values["email"], new_key, values["first_name"], values["last_name"], new_attributes,
                  now, now, marks, marks, contact_id))
     return contact_id, changed, added

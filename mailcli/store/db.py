@@ -614,4 +614,5 @@ def _open_postgres(url: DatabaseURL, *, timeout: float | None) -> Store:
     except BaseException:
         conn.close()
         raise
-    return Store(path=Path(url.dbname), conn=conn, timeout=seconds, url=url)
+    # No audit head beside a file: the server's database is the one place the log lives.
+    return Store(path=Path(url.dbname), conn=conn, timeout=seconds, url=url, anchored=False)

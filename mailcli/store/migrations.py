@@ -430,10 +430,22 @@ def m011_privacy_records(conn: sqlite3.Connection) -> None:
     """The tables above. The entries an audit log already has were chained by
     plain SHA-256: the fact ``audit_chain`` says up to which entry, and every
     later entry is chained under the secret's key (``mailcli.audit``)."""
-    from ..clock import now_iso
 
     for statement in statements(M011_PRIVACY_RECORDS):
         conn.execute(statement)
+    _m011_audit_chain_fact(conn)
+
+
+def postgres_m011_privacy_records(conn: Any) -> None:
+    """m011 on PostgreSQL: the same tables in its column types, the same fact."""
+    for statement in postgresql_statements(M011_PRIVACY_RECORDS):
+        conn.execute(statement)
+    _m011_audit_chain_fact(conn)
+
+
+def _m011_audit_chain_fact(conn: Any) -> None:
+    from ..clock import now_iso
+
     last = conn.execute("SELECT max(id) FROM audit_log").fetchone()[0]
     if last is not None:
         conn.execute("INSERT INTO project_facts (name, value, updated_at) VALUES ('audit_chain', ?, ?)",
@@ -552,6 +564,7 @@ def postgres_m008_delivery_counts(conn: Any) -> None:
 POSTGRESQL: dict[str, str | Callable[[Any], None]] = {
     "m005_optout_counter_and_claims": postgres_m005_optout_counter_and_claims,
     "m008_delivery_counts": postgres_m008_delivery_counts,
+    "m011_privacy_records": postgres_m011_privacy_records,
 }
 
 _PG_TYPES = [
