@@ -22,10 +22,9 @@ import pytest
 
 from mailcli.config import resolve
 from mailcli.store import open_store
-
-from .conftest import PostgresDatabase, run_mailcli, set_smtp, use_database
-from .serve_support import Server, one_click
-from .smtpserver import SmtpServer
+from tests.conftest import PostgresDatabase, run_mailcli, set_smtp, use_database
+from tests.serve_support import Server, one_click
+from tests.smtpserver import SmtpServer
 
 
 @dataclass
@@ -289,7 +288,7 @@ def test_bounces_from_an_mbox(project: Path, engine: Engine) -> None:
     from string import Template
 
     _send_to(project, engine, 3)
-    template = Template((Path(__file__).parent / "data" / "feedback" / "dsn_generic.eml").read_text(encoding="utf-8"))
+    template = Template((Path(__file__).parent.parent / "data" / "feedback" / "dsn_generic.eml").read_text(encoding="utf-8"))
     ((message_id,),) = engine.rows(project, "SELECT d.message_id FROM deliveries d JOIN contacts c"
                                             " ON c.id = d.contact_id WHERE c.email_key = 'reader0@example.net'")
     bounce = template.safe_substitute(ref="r1", subject_note="Failure", rcpt="reader0@example.net",

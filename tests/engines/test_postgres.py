@@ -16,8 +16,7 @@ import pytest
 from mailcli.store import open_store
 from mailcli.store.postgres import translate
 from mailcli.store.url import parse_database_url
-
-from .conftest import PostgresDatabase, run_mailcli, use_database
+from tests.conftest import PostgresDatabase, run_mailcli, use_database
 
 
 def _one_line_error(result: object, *, secret: str | None = None) -> str:
@@ -62,7 +61,7 @@ def test_bad_urls_name_the_key(project: Path, url: str, words: str) -> None:
 
 
 def test_a_server_that_is_down_is_one_line_exit_1(project: Path) -> None:
-    from .pgserver import free_port
+    from tests.pgserver import free_port
 
     port = free_port()  # nothing listens there
     result = run_mailcli("lists", cwd=project,
@@ -187,8 +186,8 @@ def test_a_dropped_connection_ends_a_send_in_one_line_and_a_rerun_resumes(
     import time
     from collections import Counter
 
-    from .conftest import set_smtp
-    from .smtpserver import SmtpServer
+    from tests.conftest import set_smtp
+    from tests.smtpserver import SmtpServer
 
     use_database(project, pg_database.url)
     (project / "p.csv").write_text("email\n" + "".join(f"r{i}@example.net\n" for i in range(150)), encoding="utf-8")
