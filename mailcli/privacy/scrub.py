@@ -192,6 +192,16 @@ def find_traces(store: Store, needles: Needles) -> tuple[list[Path], set[str]]:
     return [p for p in candidates if _holds_trace(p, probes, masks)], masks.held_in
 
 
+def _scrub_on_server(store: Store) -> ScrubResult:
+    """PostgreSQL: vacuum the tables that hold personal data (see ``scrub``)."""
+    from ..store import postgres
+    from .registry import PERSONAL_DATA_TABLES
+
+    postgres.vacuum(store.conn, sorted(PERSONAL_DATA_TABLES))
+    return ScrubResult(wal_truncated=False, vacuumed=True, remnants=())
+
+
+# Complexity: a server is only vacuumed; a file is checkpointed, searched, compacted when traces remain, searched again.
 def scrub(store: Store, needles: Needles | None = None, *, vacuum: bool = False) -> ScrubResult:
     """Checkpoint, look for traces, VACUUM when asked or when any remain.
 
@@ -202,11 +212,7 @@ def scrub(store: Store, needles: Needles | None = None, *, vacuum: bool = False)
     False there: mailcli truncated nothing.
     """
     if store.url is not None:
-        from ..store import postgres
-        from .registry import PERSONAL_DATA_TABLES
-
-        postgres.vacuum(store.conn, sorted(PERSONAL_DATA_TABLES))
-        return ScrubResult(wal_truncated=False, vacuumed=True, remnants=())
+        return _scrub_on_server(store)
     needles = needles or Needles()
     replicated = litestream.is_replicated(store.conn)
     truncated = backups.checkpoint(store.conn)
