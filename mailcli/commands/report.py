@@ -19,7 +19,7 @@ def report_cmd(
 ) -> None:
     """Show each campaign's counts: sent, failed, deferred, bounced and more.
 
-    The counts are audience, sent, failed, deferred, pending, uncertain,
+    Each campaign's kind is shown: marketing, or service (with its reason). The counts are audience, sent, failed, deferred, pending, uncertain,
     bounced, unsubscribed and complained. Totals stay correct after `privacy purge` removes old delivery records.
 
     Examples:
@@ -41,8 +41,11 @@ def report_cmd(
     if not reports:
         out.info("No campaigns yet; start one with: mailcli send NAME --template T --list L")
         return
-    out.table(("campaign", *COUNTS), [(r.campaign, *(r.counts[k] for k in COUNTS)) for r in reports])
+    out.table(("campaign", "kind", *COUNTS), [(r.campaign, r.kind, *(r.counts[k] for k in COUNTS)) for r in reports])
     for r in reports:
+        if r.kind == "service" and campaign is not None:
+            out.info(f"{r.campaign}: service message, reaching members who unsubscribed from marketing too;"
+                     f" reason: {r.reason}")
         _failure_tables(out, r)
 
 

@@ -38,6 +38,12 @@ def send_cmd(
     resend_uncertain: Annotated[bool, typer.Option("--resend-uncertain", help="Also resend messages whose delivery is uncertain.")] = False,
     accept_uncertain: Annotated[list[str] | None, typer.Option("--accept-uncertain", help="Count this uncertain message as sent (its Message-ID or address, or \"all\"): the relay's log shows it accepted. Repeatable.", metavar="ID")] = None,
     expect_count: Annotated[int | None, typer.Option("--expect-count", min=0, help="Refuse unless the audience is exactly N.", metavar="N")] = None,
+    kind: Annotated[str | None, typer.Option(
+        "--kind", help="service: a message people cannot opt out of (an outage, a change to the terms); it also"
+        " reaches members who unsubscribed from marketing. Default marketing.", metavar="marketing|service")] = None,
+    reason: Annotated[str | None, typer.Option(
+        "--reason", help="With --kind service: why this is a service message (kept with the campaign and in the"
+        " audit log).", metavar="TEXT")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed without a terminal).")] = False,
 ) -> None:
     """Send a campaign to a list: every subscriber exactly once, resumable.
@@ -53,6 +59,8 @@ def send_cmd(
         mailcli send spring-2026 --template newsletter --list news --yes
 
         mailcli send spring-2026            # resume after an interruption
+
+        mailcli send outage-0312 --template outage --list customers --kind service --reason "portal outage 3 Dec"
     """
     app = context.get(ctx)
     out = app.out
@@ -60,6 +68,7 @@ def send_cmd(
         campaign=campaign, template=template, list_name=list_name, subject=subject, dry_run=dry_run,
         limit=limit, rate=_rate(rate), concurrency=concurrency, include_new=include_new,
         resend_uncertain=resend_uncertain, expect_count=expect_count, accept_uncertain=tuple(accept_uncertain or ()),
+        kind=kind, reason=reason,
     )
     settings = app.settings
     store = app.store
@@ -81,6 +90,9 @@ def send_cmd(
         if plan.accepted_uncertain:
             verb = "would be counted" if plan.dry_run else "counted"
             out.info(f"Campaign {plan.campaign}: {plan.accepted_uncertain} uncertain message(s) {verb} as sent")
+        if plan.kind == "service" and (plan.created or plan.dry_run):
+            out.info(f"Service message ({plan.reason}): it also reaches members who unsubscribed from marketing;"
+                     " never bounced, restricted or erased ones; no List-Unsubscribe")
         if plan.uncertain and not resend_uncertain and plan.to_send:  # else the closing line says it
             out.warn(f"{uncertain_line(plan.campaign, plan.uncertain, plan.uncertain_causes)}; not resending them"
                      f" (list: {app.command('report', plan.campaign, '--failed')})")
@@ -88,7 +100,8 @@ def send_cmd(
 
     def confirm(plan: SendPlan) -> None:
         out.confirm(
-            f"Send {plan.to_send} message(s) of campaign {plan.campaign} (template {plan.template}) via {plan.server}?",
+            f"Send {plan.to_send} {'service ' if plan.kind == 'service' else ''}message(s) of campaign"
+            f" {plan.campaign} (template {plan.template}) via {plan.server}?",
             yes=yes, what="send",
         )
 
@@ -117,7 +130,8 @@ def send_cmd(
         args = ["send", campaign]
         if first_run:
             args += [*(["--template", template] if template else []), *(["--list", list_name] if list_name else []),
-                     *(["--subject", subject] if subject else [])]
+                     *(["--subject", subject] if subject else []),
+                     *(["--kind", kind] if kind else []), *(["--reason", reason] if reason else [])]
         args += [*(["--limit", str(limit)] if limit is not None else []), *(["--rate", rate] if rate else []),
                  *(["--concurrency", str(concurrency)] if concurrency else []),
                  *(["--include-new"] if include_new else []), *(["--resend-uncertain"] if resend_uncertain else []),

@@ -123,8 +123,12 @@ def _send_prepared(store: Store, settings: Settings, options: SendOptions, campa
             # purge took away since the last run.
             _settle(store, campaign, summary)
             return summary
+        # A service message reaches people who opted out of marketing: each
+        # run says why, in the audit log.
         audit.append(store, "send", subject_hmac=None, command="send",
-                     detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send})
+                     detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send,
+                             "kind": campaign.kind},
+                     reason=campaign.service_reason if campaign.kind == "service" else None)
         started = time.monotonic()
         try:
             asyncio.run(_run(store, settings, options, campaign, factory, summary, progress,
@@ -158,7 +162,7 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
     writer = LedgerWriter(store, settings, campaign, statuses=statuses, claim=claim)
     # Before the first page is read: every opt-out committed after it is seen.
     watch = OptoutWatch(store.conn, list_id=campaign.list_id, list_name=campaign.list_name, secret=factory.secret,
-                        database=store.path)
+                        database=store.path, kind=campaign.kind)
     hooks = LedgerHooks(writer, summary, contacts, progress, watch, relay=smtp.address)
     transport = SmtpTransport(transport_options(settings, options, relay, expected), hooks, notice=notice)
     concurrency = transport.opts.concurrency

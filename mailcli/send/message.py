@@ -39,7 +39,7 @@ def message_skeleton(settings: Settings | None) -> Any:
 
 
 def build_message(skeleton: Any, *, email: str, first_name: str | None, last_name: str | None, parts: Any,
-                  message_id: str, date: datetime, list_unsubscribe: str) -> bytes:
+                  message_id: str, date: datetime, list_unsubscribe: str | None) -> bytes:
     """The wire bytes of one rendered message to one person."""
     to_name = " ".join(p for p in (first_name, last_name) if p) or None
     data: bytes = skeleton.build(
@@ -112,9 +112,13 @@ class MessageFactory:
     def build(self, r: ledger.Recipient) -> bytes:
         """Wire bytes for one recipient; raises MailcliError for per-contact problems."""
         ctx, token = self.context(r)
+        # A service message is one people cannot opt out of: no
+        # List-Unsubscribe (nor its one-click Post), so no mail client offers
+        # an unsubscribe that would not stop it (see README, Service messages).
+        unsubscribe = None if self.campaign.kind == "service" else list_unsubscribe_header(self.settings, token)
         data = build_message(self.skeleton, email=r.email, first_name=r.first_name, last_name=r.last_name,
                              parts=self.template.render(ctx), message_id=r.message_id, date=ctx.now,
-                             list_unsubscribe=list_unsubscribe_header(self.settings, token))
+                             list_unsubscribe=unsubscribe)
         if self.signer is not None:
             data = self.signer.sign(data)  # the very last step: nothing may change a signed message
         return data

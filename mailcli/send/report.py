@@ -31,11 +31,13 @@ class CampaignReport:
     counts: dict[str, int]
     failures: list[dict[str, Any]] | None = None  # failed, deferred and uncertain messages
     notices: list[dict[str, Any]] | None = None  # delayed, relayed, expanded: not failures
+    kind: str = "marketing"  # or "service"
+    reason: str | None = None  # why a service message went out
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``report --json``."""
         data: dict[str, Any] = {"campaign": self.campaign, "list": self.list_name, "template": self.template,
-                                "status": self.status, **self.counts}
+                                "status": self.status, "kind": self.kind, "reason": self.reason, **self.counts}
         if self.failures is not None:
             data["failures"] = self.failures
         if self.notices is not None:
@@ -67,10 +69,11 @@ def _report(store: Store, c: ledger.Campaign, failures: bool) -> CampaignReport:
     conn = store.conn
     counts = ledger.campaign_counts(conn, c)
     if not failures:
-        return CampaignReport(c.name, c.list_name, c.template, c.status, counts)
+        return CampaignReport(c.name, c.list_name, c.template, c.status, counts, kind=c.kind,
+                              reason=c.service_reason)
     audit.append(store, "report_failed", subject_hmac=None, command="report", detail={"campaign": c.name})
     return CampaignReport(
-        c.name, c.list_name, c.template, c.status, counts,
+        c.name, c.list_name, c.template, c.status, counts, kind=c.kind, reason=c.service_reason,
         failures=[{"email": f.email, "status": "uncertain" if f.status == "sending" else f.status,
                    "reply": f.reply, "attempts": f.attempts, "at": f.updated_at,
                    "message_id": f.message_id}

@@ -26,6 +26,8 @@ class SendPlan:
     dry_run: bool
     uncertain_causes: dict[str, int] = field(default_factory=dict)  # killed / lost / other
     accepted_uncertain: int = 0  # uncertain messages counted as sent (--accept-uncertain)
+    kind: str = "marketing"  # or "service"
+    reason: str | None = None  # why a service message goes out
 
 
 @dataclass(slots=True)

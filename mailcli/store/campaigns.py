@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 # What ``report`` counts of the events attributed to a campaign.
 FEEDBACK_KINDS = ("bounced", "unsubscribed", "complained")
+# What a campaign is: marketing (to subscribers) or a service message (to
+# everyone with an active relationship, opted out of marketing or not).
+CAMPAIGN_KINDS = ("marketing", "service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +33,11 @@ class Campaign:
     created_at: str
     frozen_at: str | None
     finished_at: str | None
+    service_reason: str | None = None  # why a service message goes to people who left marketing
 
 
-_COLUMNS = "id, uid, name, template, list_id, list_name, subject, kind, status, created_at, frozen_at, finished_at"
+_COLUMNS = ("id, uid, name, template, list_id, list_name, subject, kind, status, created_at, frozen_at, finished_at,"
+            " service_reason")
 
 
 def get_campaign(conn: sqlite3.Connection, name: str) -> Campaign | None:
@@ -46,13 +51,14 @@ def list_campaigns(conn: sqlite3.Connection) -> list[Campaign]:
 
 
 def insert_campaign(conn: sqlite3.Connection, *, uid: str, name: str, template: str, list_id: int, list_name: str,
-                    subject: str | None, created_at: str) -> None:
-    """A new marketing campaign, not yet frozen; nothing when the name is taken
-    (another process created it a moment ago: that row is the campaign)."""
+                    subject: str | None, created_at: str, kind: str = "marketing",
+                    service_reason: str | None = None) -> None:
+    """A new campaign of ``kind``, not yet frozen; nothing when the name is
+    taken (another process created it a moment ago: that row is the campaign)."""
     conn.execute(
-        "INSERT INTO campaigns (uid, name, template, list_id, list_name, subject, kind, status, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'marketing', 'created', ?) ON CONFLICT (name) DO NOTHING",
-        (uid, name, template, list_id, list_name, subject, created_at),
+        "INSERT INTO campaigns (uid, name, template, list_id, list_name, subject, kind, status, created_at,"
+        " service_reason) VALUES (?, ?, ?, ?, ?, ?, ?, 'created', ?, ?) ON CONFLICT (name) DO NOTHING",
+        (uid, name, template, list_id, list_name, subject, kind, created_at, service_reason),
     )
 
 

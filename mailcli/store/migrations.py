@@ -339,6 +339,14 @@ END;
 """
 
 
+# Service messages (an outage, a change to the terms) reach people who left
+# marketing; the reason given for one is kept with the campaign, so `report`
+# and the campaign list can show why it went to them.
+M016_SERVICE_AND_CLICKS = """
+ALTER TABLE campaigns ADD COLUMN service_reason TEXT;
+"""
+
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
@@ -348,4 +356,5 @@ MIGRATIONS: list[Migration] = [
     ("m009_processed_messages_reason", M009_PROCESSED_MESSAGES_REASON),
     ("m005_optout_counter_and_claims", m005_optout_counter_and_claims),
     ("m008_delivery_counts", M008_DELIVERY_COUNTS),
+    ("m016_service_and_clicks", M016_SERVICE_AND_CLICKS),
 ]
