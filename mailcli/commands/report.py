@@ -19,7 +19,8 @@ def report_cmd(
 ) -> None:
     """Show each campaign's counts: sent, failed, deferred, bounced and more.
 
-    Each campaign's kind is shown: marketing, or service (with its reason). The counts are audience, sent, failed, deferred, pending, uncertain,
+    Each campaign's kind is shown: marketing, or service (with its reason);
+    for one campaign with click counts on, the clicks per link. The counts are audience, sent, failed, deferred, pending, uncertain,
     bounced, unsubscribed and complained. Totals stay correct after `privacy purge` removes old delivery records.
 
     Examples:
@@ -46,7 +47,19 @@ def report_cmd(
         if r.kind == "service" and campaign is not None:
             out.info(f"{r.campaign}: service message, reaching members who unsubscribed from marketing too;"
                      f" reason: {r.reason}")
+        if r.clicks and campaign is not None:
+            _click_table(out, r)
         _failure_tables(out, r)
+
+
+def _click_table(out: Any, r: CampaignReport) -> None:
+    """``report CAMPAIGN`` with click counts: one row per tracked link."""
+    assert r.clicks is not None
+    people = any("people" in link for link in r.clicks) and any(link.get("people") for link in r.clicks)
+    columns = ("clicks", *(("people",) if people else ()), "link")
+    out.line("")
+    out.table(columns, [(link["clicks"], *((link.get("people") or 0,) if people else ()), link["url"])
+                        for link in r.clicks], title=f"{r.campaign}: clicks per link")
 
 
 def _failure_tables(out: Any, r: CampaignReport) -> None:

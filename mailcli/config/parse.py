@@ -32,6 +32,7 @@ from .settings import (
     ServeSettings,
     Settings,
     SmtpSettings,
+    TrackingSettings,
     UnsubscribeSettings,
 )
 from .values import Duration, parse_duration, parse_rate
@@ -50,11 +51,12 @@ _SCHEMA: dict[str, set[str]] = {
     "dkim": {"domain", "selector", "private_key_env", "private_key_file"},
     "bounces": {"soft_limit", "imap_password_env"},
     "serve": {"host", "port", "trusted_proxies"},
+    "tracking": {"clicks", "per_contact"},
 }
 _FORBIDDEN = {"password", "smtp_password", "secret", "private_key", "pass"}
 _DEFAULT_RETENTION = {
     "unconfirmed": "30d", "unsubscribed": "30d", "bounced": "90d", "inactive": "2y",
-    "send_log": "13mo", "audit_log": "2y", "backups": "30d",
+    "send_log": "13mo", "audit_log": "2y", "backups": "30d", "clicks": "13mo",
 }
 
 
@@ -187,10 +189,19 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         soft_limit=_number(reader, "bounces", "soft_limit", 3, 1, 1000),
         imap_password_env=_env_name(reader, "bounces", "imap_password_env", EnvVars.IMAP_PASSWORD))
     serve = _serve(reader)
+    tracking = _tracking(reader)
     return Settings(
         path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
-        retention=retention, dkim=dkim, bounces=bounces, serve=serve,
+        retention=retention, dkim=dkim, bounces=bounces, serve=serve, tracking=tracking,
     )
+
+
+def _tracking(reader: _Reader) -> TrackingSettings:
+    clicks = reader.get("tracking", "clicks", bool, False)
+    per_contact = reader.get("tracking", "per_contact", bool, False)
+    if per_contact and not clicks:
+        raise reader.fail("tracking.per_contact", "needs clicks = true (there are no clicks to record otherwise)")
+    return TrackingSettings(clicks=clicks, per_contact=per_contact)
 
 
 def _project(reader: _Reader, root: Path) -> ProjectSettings:

@@ -93,12 +93,13 @@ class RetentionSettings:
     send_log: Duration
     audit_log: Duration
     backups: Duration
+    clicks: Duration
 
     def items(self) -> list[tuple[str, Duration]]:
         return [(name, getattr(self, name)) for name in RETENTION_KEYS]
 
 
-RETENTION_KEYS = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups")
+RETENTION_KEYS = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "clicks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,15 @@ class ServeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackingSettings:
+    # Links rewritten to serve's /c/TOKEN, counted per link; never on by default.
+    clicks: bool = False
+    # Also who clicked (time, IP network): only with this, and then subject
+    # to [retention] clicks, privacy export and erase.
+    per_contact: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     path: Path
     project: ProjectSettings
@@ -135,6 +145,7 @@ class Settings:
     dkim: DkimSettings | None
     bounces: BounceSettings
     serve: ServeSettings
+    tracking: TrackingSettings = TrackingSettings()
     _secret_cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -33,6 +33,7 @@ RETENTION_TEXT_EN = {
     "send_log": "the record of each message sent to you is kept for {d}; after that only campaign totals remain",
     "audit_log": "the log of who accessed your data is kept for {d}",
     "backups": "backups of the database are kept for {d}",
+    "clicks": "where we record which links you clicked (only if switched on), each click is kept for {d}",
 }
 RETENTION_TEXT_NL = {
     "unconfirmed": "een inschrijving die nooit wordt bevestigd, verwijderen wij na {d}",
@@ -43,6 +44,7 @@ RETENTION_TEXT_NL = {
     "send_log": "het overzicht van elk bericht aan u bewaren wij {d}; daarna blijven alleen totalen per campagne",
     "audit_log": "het logboek van wie uw gegevens heeft ingezien bewaren wij {d}",
     "backups": "back-ups van de database bewaren wij {d}",
+    "clicks": "als wij bijhouden op welke links u klikt (alleen als dat aanstaat), bewaren wij elke klik {d}",
 }
 
 
@@ -86,7 +88,7 @@ def information(settings: Settings, facts: LetterFacts) -> dict[str, object]:
         "retention": {
             key: {"period": duration.text, "described": duration.describe(),
                   "rule": RETENTION_TEXT_EN[key].format(d=duration.describe())}
-            for key, duration in settings.retention.items()
+            for key, duration in _rules(settings)
         },
         "source": list(facts.sources) or ["provided by you"],
         "rights": ["access (art. 15)", "rectification (art. 16)", "erasure (art. 17)", "restriction (art. 18)",
@@ -115,8 +117,8 @@ def render_letter(settings: Settings, facts: LetterFacts) -> str:
     attrs = ", ".join(facts.attribute_names)
     relay = settings.smtp.host
     c = facts.counts
-    retention_en = _bullets([RETENTION_TEXT_EN[k].format(d=d.describe()) for k, d in settings.retention.items()])
-    retention_nl = _bullets([RETENTION_TEXT_NL[k].format(d=describe_nl(d)) for k, d in settings.retention.items()])
+    retention_en = _bullets([RETENTION_TEXT_EN[k].format(d=d.describe()) for k, d in _rules(settings)])
+    retention_nl = _bullets([RETENTION_TEXT_NL[k].format(d=describe_nl(d)) for k, d in _rules(settings)])
     return f"""\
 Your personal data held by {controller}
 Date: {facts.generated_at}
@@ -211,3 +213,9 @@ Klachten
 Geautomatiseerde besluiten
   Wij nemen geen geautomatiseerde besluiten en maken geen profielen.
 """
+
+
+def _rules(settings: Settings) -> list[tuple[str, Duration]]:
+    """The retention rules a person is told about: clicks only where they are kept per person."""
+    return [(key, duration) for key, duration in settings.retention.items()
+            if key != "clicks" or settings.tracking.per_contact]

@@ -21,6 +21,8 @@ Rules, each evaluated "as of" a moment (default now; ``--as-of`` answers
 * ``audit_log`` — audit entries older than the period: the oldest are cut; the
   chain stays verifiable from its new first entry.
 * ``backups`` — backup files older than the period: deleted.
+* ``clicks`` — per-contact clicks (kept only with ``[tracking] per_contact``)
+  older than the period: deleted; the per-link counts stay.
 
 Contacts under restriction (art. 18) are left alone by the person rules and
 the send log: restriction means "keep, but do not use".
@@ -45,6 +47,7 @@ from ..config import Settings
 from ..locks import maintenance_lock
 from ..store import Store
 from ..store import audit as audit_rows
+from ..store.clicks import count_clicks_before, delete_clicks_before
 from ..store.retention import (
     cut_send_log,
     delete_planned_memberships,
@@ -63,10 +66,11 @@ from .ledger import LedgerEntry, append_entries
 from .restore import remove_leftovers
 from .scrub import ScrubResult, scrub
 
-RULES = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups")
+RULES = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "clicks")
 UNITS = {
     "unconfirmed": "memberships", "unsubscribed": "contacts", "bounced": "contacts", "inactive": "contacts",
     "send_log": "deliveries and events", "audit_log": "audit entries", "backups": "backup files",
+    "clicks": "clicks",
 }
 
 
@@ -82,7 +86,8 @@ class PurgeResult:
 
 def _plan(conn: sqlite3.Connection, cut: dict[str, str]) -> dict[str, int]:
     """What each rule removes from the database (backups are counted apart)."""
-    return {**dict.fromkeys(RULES, 0), **plan(conn, cut), "audit_log": audit_rows.count_before(conn, cut["audit_log"])}
+    return {**dict.fromkeys(RULES, 0), **plan(conn, cut), "audit_log": audit_rows.count_before(conn, cut["audit_log"]),
+            "clicks": count_clicks_before(conn, cut["clicks"])}
 
 
 def _keep_suppressions(conn: sqlite3.Connection, contact_id: int, hmac: str, rule: str, now: str) -> None:
@@ -130,6 +135,7 @@ def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dr
                 _keep_suppressions(tx, contact_id, hmac, rule, now)
                 erase_contact_rows(tx, contact_id, hmac)
             cut_send_log(tx, cut["send_log"])
+            delete_clicks_before(tx, cut["clicks"])
             audit_rows.delete_before(tx, cut["audit_log"])
             drop_plan(tx)
             removed = expired_backups(settings, moment)
