@@ -138,14 +138,8 @@ def import_contacts(
             return _import_archive(store, settings, path, options, rejects, nameserver)
         with _open_source(path, kind, options) as source:
             rejects_file = _rejects_file(rejects, source.plan.headers, source.format.delimiter)
-            try:
+            with _kept_if_committed(rejects_file):
                 result, feed = _import_source(store, settings, source, path.name, options, rejects_file)
-            except BaseException:
-                if rejects_file is not None:
-                    rejects_file.discard()
-                raise
-            if rejects_file is not None:
-                rejects_file.commit()
     reencoded = feed.reencoded()
     return ImportReport(
         file=path, list_name=options.name, result=result, encoding=source.format.encoding,
@@ -194,6 +188,19 @@ def _open_source(path: Path, kind: str, options: _ImportOptions) -> Any:
         return open_xlsx(path, sheet=options.sheet, mapping=options.mapping,
                          now_limit=clock.to_iso(clock.now() + timedelta(days=1)))
     return open_csv(path, encoding=options.encoding, delimiter=options.delimiter, mapping=options.mapping)
+
+
+@contextlib.contextmanager
+def _kept_if_committed(rejects_file: Any) -> Iterator[None]:
+    """The rejects file is written only if the import commits; any error or Ctrl-C discards it."""
+    try:
+        yield
+    except BaseException:
+        if rejects_file is not None:
+            rejects_file.discard()
+        raise
+    if rejects_file is not None:
+        rejects_file.commit()
 
 
 def _rejects_file(rejects: str | Path | None, headers: tuple[str, ...], delimiter: str) -> Any:
@@ -264,24 +271,17 @@ def _import_archive(store: Store, settings: Settings, path: Path, options: _Impo
         rejects_file = ArchiveRejectsFile(rejects, [s.plan.headers for s in sources]) if rejects else None
         total = sum(s.size for s in sources)
         offset = 0
-        try:
-            with store.transaction():
-                for member, source in zip(members, sources, strict=True):
-                    with _naming(path, member.name, member.path):
-                        result, feed = _import_source(store, settings, source, f"{path.name}:{member.name}",
-                                                      options, rejects_file, member=member.name, offset=offset,
-                                                      total=total)
-                    offset += source.size
-                    results.append(_in_file(result, member.name))
-                    for domain, count in (feed.domains or {}).items():
-                        domains[domain] = domains.get(domain, 0) + count
-                    reencoded += feed.reencoded()[0]
-        except BaseException:
-            if rejects_file is not None:
-                rejects_file.discard()
-            raise
-        if rejects_file is not None:
-            rejects_file.commit()
+        with _kept_if_committed(rejects_file), store.transaction():
+            for member, source in zip(members, sources, strict=True):
+                with _naming(path, member.name, member.path):
+                    result, feed = _import_source(store, settings, source, f"{path.name}:{member.name}",
+                                                  options, rejects_file, member=member.name, offset=offset,
+                                                  total=total)
+                offset += source.size
+                results.append(_in_file(result, member.name))
+                for domain, count in (feed.domains or {}).items():
+                    domains[domain] = domains.get(domain, 0) + count
+                reencoded += feed.reencoded()[0]
         last = sources[-1]  # the subscribed members come last
     return ImportReport(
         file=path, list_name=options.name, result=_add_results(results), encoding=last.format.encoding,
