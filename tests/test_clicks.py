@@ -200,3 +200,20 @@ def test_tracking_configuration_is_checked(project: Path, cli: Cli) -> None:
     result = cli("lists")
     assert result.exit_code == 4
     assert "tracking.per_contact: needs clicks = true" in result.stderr
+
+
+def test_click_networks_and_location_headers() -> None:
+    from mailcli.feedback.web import client_network, location_header
+    from mailcli.send.clicks import click_base, static_links
+
+    assert client_network("192.0.2.57") == "192.0.2.0/24"
+    assert client_network("2001:db8:1:2::/64") == "2001:db8:1::/48"  # the limiter's key for an IPv6 client
+    assert client_network("unknown") is None
+    assert location_header(AGENDA) == AGENDA
+    assert location_header("https://bücher.example/straße?q=ë") == "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%AB"
+    assert click_base("https://news.example.org/mail/unsubscribe") == "https://news.example.org/mail/c/"
+    html = ('<a href="https://acme.nl/a?x=1&amp;y=2">a</a><a href="mailto:x@acme.nl">m</a>'
+            '<a href="https://acme.nl/k?id=KL-1001">k</a><a href="https://news.example.org/unsubscribe?t=T">u</a>'
+            "<a href='http://acme.nl/b'>b</a>")
+    assert static_links(html, {"klantnummer": "KL-1001", "land": "NL"}, "https://news.example.org/unsubscribe") == [
+        "https://acme.nl/a?x=1&y=2", "http://acme.nl/b"]

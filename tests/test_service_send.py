@@ -32,10 +32,13 @@ def outage_template(project: Path, link: str = "https://status.example.org/") ->
 def customers(project: Path, cli: Cli) -> None:
     """p0 subscribed; p1 left the list; p2 left all marketing; p3 objected;
     p4 restricted; p5 erased; p6 bounced (by a real 550 5.1.1); p7 never
-    confirmed."""
+    confirmed; p8 complained (as ``bounces`` records an ARF report)."""
     db = project / "mailcli.db"
     add_contacts(db, "customers", people(7))
     add_contacts(db, "customers", people(1, start=7), status="unconfirmed")
+    add_contacts(db, "customers", people(1, start=8))
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE contacts SET status = 'complained' WHERE email = 'person8@example.net'")
     for args in (("unsubscribe", "person1@example.net", "--list", "customers"),
                  ("unsubscribe", "person2@example.net"),
                  ("privacy", "object", "person3@example.net"),
