@@ -32,6 +32,9 @@ _EXPORTS = {
     "SendOptions": "mailcli.send.engine",
     "send_campaign": "mailcli.send.engine",
     "campaign_report": "mailcli.send.report",
+    "campaign_overview": "mailcli.send.campaigns",
+    "send_test": "mailcli.send.testsend",
+    "parse_segment": "mailcli.segments",
     "unsubscribe_address": "mailcli.feedback.actions",
     "export_subject": "mailcli.privacy.export",
     "erase_subject": "mailcli.privacy.erase",
@@ -49,6 +52,7 @@ __all__ = [
     "MailcliError",
     "SendOptions",
     "__version__",
+    "campaign_overview",
     "campaign_report",
     "compile_template",
     "create_backup",
@@ -60,12 +64,14 @@ __all__ = [
     "load_settings",
     "object_subject",
     "open_store",
+    "parse_segment",
     "preview_message",
     "purge",
     "restore_backup",
     "restrict_subject",
     "run_doctor",
     "send_campaign",
+    "send_test",
     "show_contact",
     "unrestrict_subject",
     "unsubscribe_address",
@@ -86,9 +92,12 @@ if TYPE_CHECKING:
     from .privacy.retention import purge
     from .project import init_project
     from .render import compile_template
+    from .segments import parse_segment
+    from .send.campaigns import campaign_overview
     from .send.engine import SendOptions, send_campaign
     from .send.preview import preview_message
     from .send.report import campaign_report
+    from .send.testsend import send_test
     from .store import open_store
 
 

@@ -97,6 +97,7 @@ def normalise_address(raw: str) -> NormalisedAddress:
     return NormalisedAddress(*normalise_pair(raw))
 
 
+# Complexity: the per-address hot path of an import: the fast path's checks inline (benchmarks/README.md, "Addresses").
 def normalise_pair(raw: str) -> tuple[str, str]:
     """``(address, key)`` for ``raw``: :func:`normalise_address` without the
     wrapper object, for the import hot path."""

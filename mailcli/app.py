@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -34,9 +35,10 @@ from .output import Output
 # order help lists them.
 COMMANDS = {
     "init": "init", "demo": "demo", "import": "import_", "lists": "lists", "render": "render",
-    "lint": "render", "send": "send", "report": "report", "unsubscribe": "unsubscribe", "serve": "serve",
+    "lint": "render", "send": "send", "campaigns": "campaigns", "report": "report", "unsubscribe": "unsubscribe",
+    "serve": "serve",
     "bounces": "bounces", "doctor": "doctor", "config": "config", "contacts": "contacts",
-    "privacy": "privacy", "backup": "backup",
+    "privacy": "privacy", "backup": "backup", "completion": "completion",
 }
 
 _FLAGS = {"--json", "-q", "--quiet", "-v", "--verbose", "--debug", "--no-color"}
@@ -222,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     with contextlib.suppress(ValueError):  # not the main thread (embedded): leave signals alone
         signal.signal(signal.SIGTERM, _terminate)
+    if "_MAILCLI_COMPLETE" in os.environ:  # a shell asks what Tab offers (mailcli completion SHELL)
+        from typer.completion import completion_init
+
+        completion_init()
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args

@@ -19,6 +19,7 @@ from .config import Settings
 from .errors import MailcliError, NotFoundError, UsageError
 from .importrows import RowReject
 from .locks import Holder
+from .segments import Segment
 from .store import Store
 from .store.audience import ListSummary
 from .store.contacts import ContactDetail, ContactRow
@@ -85,6 +86,7 @@ class ImportReport:
         return data
 
 
+# Complexity: the import's steps in one transaction: lock, file, rejects file, merge, its register entry.
 def import_contacts(
     store: Store,
     settings: Settings,
@@ -103,6 +105,7 @@ def import_contacts(
     nameserver: str | None = None,
     progress: ImportProgress | None = None,
     on_lock_wait: Callable[[Holder | None], None] | None = None,
+    overwrite_rectified: bool = False,
 ) -> ImportReport:
     """Import a contact file into list ``list_name`` (created if new), in one transaction.
 
@@ -130,7 +133,7 @@ def import_contacts(
     options = _ImportOptions(
         list_name=list_name, mapping=dict(mapping or {}), encoding=encoding, delimiter=delimiter, sheet=sheet,
         on_conflict=on_conflict, status=status, consent_source=consent_source, check_mx=check_mx,
-        progress=progress or (lambda done, total, saving: None))
+        progress=progress or (lambda done, total, saving: None), overwrite_rectified=overwrite_rectified)
     settings.secret()  # a missing secret stops the import before it waits for the lock
     # One import at a time, and none while a restore replaces the database.
     with import_lock(settings, f"import {path.name}", wait=busy_timeout(), on_wait=on_lock_wait):
@@ -138,7 +141,7 @@ def import_contacts(
             return _import_archive(store, settings, path, options, rejects, nameserver)
         with _open_source(path, kind, options) as source:
             rejects_file = _rejects_file(rejects, source.plan.headers, source.format.delimiter)
-            with _kept_if_committed(rejects_file):
+            with _kept_if_committed(store, settings, rejects_file):
                 result, feed = _import_source(store, settings, source, path.name, options, rejects_file)
     reencoded = feed.reencoded()
     return ImportReport(
@@ -165,6 +168,7 @@ class _ImportOptions:
     consent_source: str | None
     check_mx: bool
     progress: ImportProgress
+    overwrite_rectified: bool = False  # corrections made with `contacts set` give way to the file
 
     @property
     def name(self) -> str:
@@ -191,8 +195,10 @@ def _open_source(path: Path, kind: str, options: _ImportOptions) -> Any:
 
 
 @contextlib.contextmanager
-def _kept_if_committed(rejects_file: Any) -> Iterator[None]:
-    """The rejects file is written only if the import commits; any error or Ctrl-C discards it."""
+def _kept_if_committed(store: Store, settings: Settings, rejects_file: Any) -> Iterator[None]:
+    """The rejects file is written only if the import commits; any error or
+    Ctrl-C discards it. One that holds rows (of several people) is
+    registered, so erasure and retention reach it."""
     try:
         yield
     except BaseException:
@@ -201,6 +207,10 @@ def _kept_if_committed(rejects_file: Any) -> Iterator[None]:
         raise
     if rejects_file is not None:
         rejects_file.commit()
+        if rejects_file.count:
+            from .privacy.files import register_written
+
+            register_written(store, settings, rejects_file.path, "rejects", None)
 
 
 def _rejects_file(rejects: str | Path | None, headers: tuple[str, ...], delimiter: str) -> Any:
@@ -247,11 +257,13 @@ def _import_source(store: Store, settings: Settings, source: Any, source_name: s
             on_batch=lambda position: report(offset + position, whole, offset + position >= whole),
             on_opt_outs=record_opt_outs,
             before_commit=audit_entry,
+            overwrite_rectified=options.overwrite_rectified,
         )
         report(offset + size, whole, offset + size >= whole)  # read to the end
     return result, feed
 
 
+# Complexity: each file of the archive opened, imported and its counts, domains and lines added up.
 def _import_archive(store: Store, settings: Settings, path: Path, options: _ImportOptions,
                     rejects: str | Path | None, nameserver: str | None) -> ImportReport:
     """Every CSV file of a ZIP archive (a Mailchimp export), opt-out files
@@ -271,7 +283,7 @@ def _import_archive(store: Store, settings: Settings, path: Path, options: _Impo
         rejects_file = ArchiveRejectsFile(rejects, [s.plan.headers for s in sources]) if rejects else None
         total = sum(s.size for s in sources)
         offset = 0
-        with _kept_if_committed(rejects_file), store.transaction():
+        with _kept_if_committed(store, settings, rejects_file), store.transaction():
             for member, source in zip(members, sources, strict=True):
                 with _naming(path, member.name, member.path):
                     result, feed = _import_source(store, settings, source, f"{path.name}:{member.name}",
@@ -311,6 +323,7 @@ def _in_file(result: ImportResult, member: str) -> ImportResult:
                                     for reject in result.rejects])
 
 
+# Complexity: one sum per count an import reports.
 def _add_results(results: Sequence[ImportResult]) -> ImportResult:
     """The counts of an archive's files as one import's."""
     from .store.imports import MAX_REJECTS_KEPT
@@ -359,26 +372,34 @@ def list_contacts(
     limit: int | None = None,
     offset: int = 0,
     machine_readable: bool = True,
+    segment: Segment | None = None,
 ) -> ContactPage:
     """Contacts in address order: all, or one list's members, or those with one status.
 
     ``status`` is a member's status with ``list_name``, else also the
-    contact's own; a misspelt one is a UsageError with a suggestion. The
+    contact's own; a misspelt one is a UsageError with a suggestion.
+    ``segment`` (``mailcli.segments.choose_segment``) keeps only the
+    contacts it matches; a field no contact has is a UsageError. The
     listing is audited with its count, and whether it left as data
     (``machine_readable``, the ``--json`` of the command) or as a table.
     """
     from . import audit
     from .store.contacts import check_status, count_contacts, iter_contacts
+    from .store.segments import check_segment_fields
 
     if status is not None:
         status = check_status(status, list_name=list_name)
-    rows = list(iter_contacts(store, list_name=list_name, status=status, limit=limit, offset=offset))
+    if segment is not None:
+        check_segment_fields(store.conn, segment)
+    rows = list(iter_contacts(store, list_name=list_name, status=status, limit=limit, offset=offset,
+                              segment=segment))
     audit.record_access(store, settings, "contacts_list", command="contacts",
-                        detail={"list": list_name, "status": status, "records": len(rows), "json": machine_readable})
-    total = count_contacts(store, list_name=list_name, status=status)
+                        detail={"list": list_name, "status": status, "records": len(rows), "json": machine_readable,
+                                **({"segment": segment.audit_name} if segment is not None else {})})
+    total = count_contacts(store, list_name=list_name, status=status, segment=segment)
     everyone = None
     if not rows:
-        everyone = total if list_name is None and status is None else count_contacts(store)
+        everyone = total if list_name is None and status is None and segment is None else count_contacts(store)
     return ContactPage(rows=rows, total=total, everyone=everyone)
 
 
@@ -413,6 +434,7 @@ class ContactUpdate:
     contact: ContactDetail | None
     changed: list[str]  # field names whose value changed
     added: list[str]  # attributes no other contact has
+    requests_closed: list[int] = field(default_factory=list)  # rectification requests this answered
 
 
 def update_contact(
@@ -433,7 +455,9 @@ def update_contact(
     """
     from . import audit
     from .addresses import normalise_pair
+    from .privacy.requests import close_answered
     from .store.contacts import contact_detail, parse_changes, set_fields
+    from .tokens import address_hmac
 
     assignments = [f"{k}={v}" for k, v in changes.items()] if isinstance(changes, Mapping) else changes
     parsed = parse_changes(assignments)
@@ -446,6 +470,10 @@ def update_contact(
         raise NotFoundError(f"No contact {email.strip()}", hint="mailcli contacts lists who is in the database")
     _, changed, added = result
     new_key = next((normalise_pair(c.value)[1] for c in parsed if c.field == "email"), key)
+    closed: list[int] = []
+    for subject_key in dict.fromkeys((key, new_key)):
+        closed += close_answered(store, address_hmac(settings.secret(), subject_key), ("rectification",),
+                                 "contacts set")
     audit.record_access(store, settings, "contact_set", subject_email=new_key, command="contacts set",
-                        detail={"fields": changed, "email_changed": new_key != key})
-    return ContactUpdate(contact=contact_detail(store, new_key), changed=changed, added=added)
+                        detail={"fields": changed, "email_changed": new_key != key, "requests_closed": closed})
+    return ContactUpdate(contact=contact_detail(store, new_key), changed=changed, added=added, requests_closed=closed)

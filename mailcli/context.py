@@ -46,7 +46,14 @@ class AppContext:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = config.resolve(config_file=self.config_file, directory=self.directory)
+            from .filemodes import check_config_file
+
+            settings = config.resolve(config_file=self.config_file, directory=self.directory)
+            check_config_file(settings.path)
+            from .render.limits import configure
+
+            configure(settings.render.timeout, settings.render.max_size_mb)
+            self._settings = settings
             self.out.detail(f"Using {self._settings.path}")
         return self._settings
 
@@ -55,12 +62,18 @@ class AppContext:
         """The project database, opened on first use.
 
         Waits for other processes like every write does (saying so on stderr
-        when it lasts), then records the one-click opt-outs ``serve`` had to
-        spool while the database was busy, if it can do so at once.
+        when it lasts), refuses a secret other than the one the database is
+        used with (``binding``), then records the one-click opt-outs ``serve``
+        had to spool while the database was busy, if it can do so at once.
         """
         if self._store is None:
+            from .binding import bind_store
+
             store = open_store(self.settings.project.database, on_wait=self.say_waiting)
             self._store = store
+            if store.tightened:
+                self.out.warn(f"{', '.join(store.tightened)} could be read by other users; made private (0600)")
+            bind_store(store, self.settings)
             apply_spool_now(store, self.settings, self.out)
         return self._store
 

@@ -87,6 +87,7 @@ def _point_smtp_at(config: Path, port: int) -> None:
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+# Complexity: the demo's steps in order, each stopping the run the moment it fails.
 def run_demo(workdir: Path | None = None) -> Iterator[DemoStep]:
     """Run every step; yields each as it finishes. Stops at the first failure."""
     holder = tempfile.TemporaryDirectory(prefix="mailcli-demo-") if workdir is None else None

@@ -23,6 +23,11 @@ names, else ``.mailcli/secret``):
   it stored, never to one a request names. Without per-contact clicks the
   token carries no contact: every recipient's message holds the same one.
   Two lengths (32 characters without a contact, 44 with), one spelling each.
+* ``secret_fingerprint`` — a keyed fingerprint of the secret itself, which the
+  database keeps, so a configuration with another secret is refused instead
+  of silently failing to match the suppression list (``docs/guarantees.md#secrets``).
+* ``audit_key`` — the key the audit log's entries are chained with
+  (``docs/guarantees.md#audit``).
 * VERP tokens — the per-recipient part of a ``bounce+TOKEN@domain`` return
   path: ``base32(version ‖ campaign id ‖ contact uid ‖ MAC)`` in lower case.
   Base32 because mail systems may change the case of a local part; the
@@ -51,6 +56,16 @@ def address_hmac(secret: bytes, normalised_email: str) -> str:
     """Keyed hash of an address as compared by mailcli (case-insensitive)."""
     key = normalised_email.strip().lower().encode("utf-8")
     return hmac.new(secret, b"address:" + key, hashlib.sha256).hexdigest()
+
+
+def secret_fingerprint(secret: bytes) -> str:
+    """What the database keeps to recognise the secret: a MAC of a fixed text, which tells nothing of the key."""
+    return hmac.new(secret, b"mailcli secret fingerprint", hashlib.sha256).hexdigest()
+
+
+def audit_key(secret: bytes) -> bytes:
+    """The key of the audit chain, derived from the secret (no other MAC uses it)."""
+    return hmac.new(secret, b"mailcli audit log", hashlib.sha256).digest()
 
 
 @dataclass(frozen=True, slots=True)

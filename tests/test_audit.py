@@ -146,3 +146,69 @@ def test_rectification_records_which_fields_changed_but_not_the_old_values(impor
     assert sorted(entry["detail"]["fields"]) == ["city", "last_name"]
     text = json.dumps(entry)
     assert "Quiggleton" not in text and "Quiggleworth" not in text and "Zebtown" not in text
+
+
+# -- a chain that cannot be trimmed or recomputed quietly -----------------------------
+
+def _three_exports(cli) -> None:
+    for email in (ZEB, ANNA, ZEB):
+        assert cli("privacy", "export", email, "-o", "x.zip").exit_code == 0
+
+
+def _edit(root: Path, *statements: str) -> None:
+    conn = sqlite3.connect(_db(root))
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+def test_verify_detects_a_chain_recomputed_after_an_edit(world: Path, cli) -> None:
+    """Whoever edits an entry and computes every hash again, as the old plain chain allowed,
+    still fails: without the project secret nobody can compute the MACs."""
+    import hashlib
+
+    _three_exports(cli)
+    conn = sqlite3.connect(_db(world))
+    rows = conn.execute("SELECT id, at, actor, command, action, subject_hmac, detail, reason FROM audit_log"
+                        " ORDER BY id").fetchall()
+    prev = "0" * 64
+    for row_id, at, actor, command, action, subject, detail, reason in rows:
+        if row_id == 2:
+            reason = "nothing happened"
+        canonical = json.dumps([prev, at, actor, command, action, subject, detail, reason], ensure_ascii=False,
+                               separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        conn.execute("UPDATE audit_log SET reason = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                     (reason, prev, digest, row_id))
+        prev = digest
+    conn.commit()
+    conn.close()
+    result = cli("privacy", "audit", "--verify")
+    assert result.exit_code == 1 and "entry #1 " in result.stderr and "MAC" in result.stderr
+
+
+@pytest.mark.parametrize("cut", ["first", "last", "every"])
+def test_verify_detects_entries_removed_from_either_end_or_all(world: Path, cli, cut: str) -> None:
+    _three_exports(cli)
+    where = {"first": "id = (SELECT min(id) FROM audit_log)", "last": "id = (SELECT max(id) FROM audit_log)",
+             "every": "1 = 1"}[cut]
+    _edit(world, f"DELETE FROM audit_log WHERE {where}")  # noqa: S608 - the test's own fragments
+    result = cli("privacy", "audit", "--verify")
+    assert result.exit_code == 1, result.output
+    expected = {"first": "removed from the start", "last": "removed from the end", "every": "the log is empty"}[cut]
+    assert expected in result.stderr and "Traceback" not in result.output
+
+
+def test_verify_prints_the_head_and_fails_when_it_is_deleted(world: Path, cli) -> None:
+    from mailcli.audithead import head_path
+
+    _three_exports(cli)
+    result = cli("privacy", "audit", "--verify")
+    assert result.exit_code == 0, result.output
+    assert "3 entries" in result.stdout and "Head: 3 entries, the newest #3, MAC " in result.stdout
+    data = json.loads(cli("--json", "privacy", "audit", "--verify").stdout)
+    assert data["ok"] and data["head"]["entries"] == 3 and len(data["head"]["last"]) == 64
+    head_path(_db(world)).unlink()
+    missing = cli("privacy", "audit", "--verify")
+    assert missing.exit_code == 1 and "audit head" in missing.stderr and "missing" in missing.stderr

@@ -243,7 +243,7 @@ def test_restore_reapplies_opt_outs_from_the_ledger_when_the_database_is_gone(wo
     clock.advance(days=1)
     assert cli("unsubscribe", ANNA, "--list", "news").exit_code == 0
     assert cli("privacy", "restrict", ZEB).exit_code == 0
-    ledger = root / ".mailcli" / "optouts.jsonl"
+    ledger = root / "mailcli.db-ledgers" / "optouts.jsonl"
     assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
     text = ledger.read_text()
     assert ANNA not in text and "zeb" not in text.lower()
@@ -276,7 +276,7 @@ def test_restore_stops_at_a_damaged_ledger_line_naming_it(world, cli, ledger: st
     root, _ = world
     backup = _create(cli)
     assert cli("unsubscribe", ANNA).exit_code == 0
-    path = root / ".mailcli" / ledger
+    path = root / "mailcli.db-ledgers" / ledger
     with path.open("a", encoding="utf-8") as handle:
         handle.write('{"hmac": "abc"}\n')
     before = _emails(root)
@@ -302,3 +302,91 @@ def test_a_backup_with_other_pages_is_restored_into_the_live_page_size(world, cl
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
     assert _emails(root) == sorted([ANNA, normalise_address(ZEB).key])
+
+
+# -- encrypted backups ------------------------------------------------------------------
+
+def _encrypting(root: Path) -> None:
+    config = root / "mailcli.toml"
+    text = config.read_text(encoding="utf-8")
+    assert "encrypt = false" in text
+    config.write_text(text.replace("encrypt = false", "encrypt = true"), encoding="utf-8")
+
+
+def test_an_encrypted_backup_holds_no_plain_byte_and_restores_with_its_key(world, cli) -> None:
+    from pyrage import x25519
+
+    root, clock = world
+    _encrypting(root)
+    identity = str(x25519.Identity.generate())
+    env = {"MAILCLI_BACKUP_KEY": identity}
+    no_key = cli("backup", "create", env={"MAILCLI_BACKUP_KEY": ""})
+    assert no_key.exit_code == 4 and "MAILCLI_BACKUP_KEY is not set" in no_key.stderr
+    result = cli("--json", "backup", "create", env=env)
+    assert result.exit_code == 0, result.output
+    backup = Path(json.loads(result.stdout)["path"])
+    assert backup.name.endswith(".db.age") and stat.S_IMODE(backup.stat().st_mode) == 0o600
+    data = backup.read_bytes()
+    assert data.startswith(b"age-encryption.org/v1\n") and b"SQLite format 3" not in data
+    assert all(form.encode("utf-8").lower() not in data.lower() for form in ZEB_FORMS)
+    listed = json.loads(cli("--json", "backup", "list", env=env).stdout)
+    assert [(Path(b["path"]).name, b["encrypted"]) for b in listed] == [(backup.name, True)]
+    clock.advance(days=1)
+    assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
+    restored = cli("backup", "restore", str(backup), "--yes", env=env)
+    assert restored.exit_code == 0, restored.output
+    assert _emails(root) == [ANNA]  # the backup came back, and the later erasure was applied to it
+    assert cli("privacy", "audit", "--verify").exit_code == 0
+    # The replaced database was kept encrypted too.
+    assert all(b["encrypted"] for b in json.loads(cli("--json", "backup", "list", env=env).stdout))
+
+
+@pytest.mark.parametrize("key", ["wrong passphrase", "wrong identity", "missing", "tampered"])
+def test_an_encrypted_backup_with_a_wrong_key_or_changed_bytes_replaces_nothing(world, cli, key: str) -> None:
+    from pyrage import x25519
+
+    root, _ = world
+    _encrypting(root)
+    right = "the right passphrase, long enough" if key == "wrong passphrase" else str(x25519.Identity.generate())
+    env = {"MAILCLI_BACKUP_KEY": right}
+    backup = Path(json.loads(cli("--json", "backup", "create", env=env).stdout)["path"])
+    assert cli("privacy", "erase", ANNA, "--yes").exit_code == 0
+    before = _emails(root)
+    if key == "tampered":
+        data = bytearray(backup.read_bytes())
+        data[-40] ^= 1
+        backup.write_bytes(bytes(data))
+    else:
+        wrong = {"missing": "", "wrong passphrase": "a wrong passphrase of some length"}
+        env = {"MAILCLI_BACKUP_KEY": wrong.get(key) or str(x25519.Identity.generate())}
+    result = cli("backup", "restore", str(backup), "--yes", env=env)
+    assert result.exit_code == 4, result.output
+    assert result.stderr.startswith("Error: ") and "Traceback" not in result.output
+    assert "nothing was restored" in result.stderr or "not set" in result.stderr
+    assert _emails(root) == before and len(before) == 1  # the erasure after the backup still holds
+    assert not [p for p in root.iterdir() if p.name.startswith(".restore")]
+
+
+def test_a_backup_carries_the_audit_head_and_one_trimmed_behind_mailcli_is_refused(world, cli) -> None:
+    root, clock = world
+    assert cli("privacy", "export", ANNA, "-o", "a.zip").exit_code == 0
+    backup = _create(cli)
+    conn = sqlite3.connect(backup)
+    assert conn.execute("SELECT value FROM project_facts WHERE name = 'audit_head'").fetchone() is not None
+    conn.execute("DELETE FROM audit_log WHERE id = (SELECT max(id) FROM audit_log)")
+    conn.commit()
+    conn.close()
+    before = _emails(root)
+    result = cli("backup", "restore", str(backup), "--yes")
+    assert result.exit_code == 1, result.output
+    assert "its audit log is not as mailcli wrote it" in result.stderr and "nothing was changed" in result.stderr
+    assert _emails(root) == before
+
+
+def test_a_backup_made_with_another_secret_is_refused(world, cli) -> None:
+    root, _ = world
+    backup = _create(cli)
+    result = cli("backup", "restore", str(backup), "--yes",
+                 env={"MAILCLI_SECRET": "another secret, long enough to be one"})
+    assert result.exit_code == 4
+    assert "not the one the database" in result.stderr or "another HMAC secret" in result.stderr

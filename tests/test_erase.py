@@ -86,7 +86,7 @@ def test_campaign_totals_do_not_change(world, cli) -> None:
 def test_erasure_is_written_to_a_private_ledger_outside_the_database(world, cli) -> None:
     root, _, _ = world
     assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
-    ledger = root / ".mailcli" / "erasures.jsonl"
+    ledger = root / "mailcli.db-ledgers" / "erasures.jsonl"
     assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
     [line] = ledger.read_text().splitlines()
     entry = json.loads(line)
@@ -100,7 +100,7 @@ def test_without_a_terminal_erase_needs_yes_and_changes_nothing(world, cli) -> N
     result = cli("privacy", "erase", ZEB)
     assert result.exit_code == 2 and "--yes" in result.stderr
     assert count(store.conn, "contacts") == 2
-    assert not (root / ".mailcli" / "erasures.jsonl").exists()
+    assert not (root / "mailcli.db-ledgers" / "erasures.jsonl").exists()
 
 
 @pytest.mark.parametrize(("answer", "code", "left"), [("y\n", 0, 1), ("n\n", 2, 2)])
@@ -121,7 +121,7 @@ def test_unknown_address_exits_1_but_is_suppressed_anyway(world, cli) -> None:
     assert "No contact with the address G***@example.org" in result.stderr and "suppression" in result.stderr
     hmac = tokens.address_hmac(settings_for(root).secret(), "ghost@example.org")
     assert store.conn.execute("SELECT reason FROM suppressions WHERE hmac = ?", (hmac,)).fetchone() == ("erased",)
-    assert hmac in (root / ".mailcli" / "erasures.jsonl").read_text()
+    assert hmac in (root / "mailcli.db-ledgers" / "erasures.jsonl").read_text()
 
 
 def test_erasing_twice_is_idempotent(world, cli) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailcli import audit
 from mailcli.feedback import actions
+from mailcli.privacy import auditlog
+from mailcli.store import audit as audit_rows
 from tests.test_feedback_support import add_campaign, seed
 
 
@@ -22,9 +23,9 @@ def test_list_unsubscribe_records_time_channel_scope_and_suppression(project: Pa
     assert s.suppressions("ann@example.org") == {"news": "unsubscribed"}
     assert s.events("unsubscribed") == [(s.contacts["ann@example.org"], campaign, "unsubscribed", "one-click", "news")]
     assert s.membership("bob@example.org")[0] == "subscribed"
-    rows = list(audit.iter_rows(s.store))
+    rows = list(audit_rows.chain_rows(s.store.conn))
     assert rows[-1][4] == "unsubscribe" and "ann@example.org" not in str(rows[-1])
-    assert audit.verify_chain(rows) == []
+    assert auditlog.verify(s.store, s.settings).problems == ()
 
 
 def test_repeat_changes_nothing_and_keeps_the_first_record(project: Path, monkeypatch) -> None:

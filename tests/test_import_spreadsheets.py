@@ -23,10 +23,11 @@ MAILCHIMP = {"subscribed_members_export_1a2b3c.csv": "mailchimp_export.csv",
 
 
 def make_project(cli: Cli, root: Path, secret_from: Path | None = None) -> Path:
+    if secret_from is not None:  # the same key (init keeps it): the suppression lists can be compared
+        (root / ".mailcli").mkdir(mode=0o700, parents=True)
+        shutil.copy(secret_from / ".mailcli" / "secret", root / ".mailcli" / "secret")
     result = cli("init", str(root))
     assert result.exit_code == 0, result.output
-    if secret_from is not None:  # the same key: the suppression lists can be compared
-        shutil.copy(secret_from / ".mailcli" / "secret", root / ".mailcli" / "secret")
     return root
 
 

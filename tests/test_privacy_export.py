@@ -78,7 +78,7 @@ def test_export_holds_everything_about_the_person_and_nothing_else(world: Path, 
     assert result.exit_code == 0, result.output
     files = _open(world / "zeb.zip")
     assert set(files) == {"subject.json", "profile.csv", "memberships.csv", "deliveries.csv", "events.csv", "clicks.csv",
-                          "suppression.csv", "audit.csv", "letter.txt", "manifest.sha256"}
+                          "suppression.csv", "audit.csv", "requests.csv", "letter.txt", "manifest.sha256"}
     doc = json.loads(files["subject.json"])
     assert doc["schema"] == "mailcli.subject-export/1"
     provided = doc["profile"]["provided_by_subject"]
@@ -202,6 +202,8 @@ def test_export_has_a_section_with_rows_from_every_registered_table(world: Path,
     from mailcli.privacy.export import SECTIONS
 
     assert set(SECTIONS) == set(PERSONAL_DATA_TABLES)
+    assert cli("privacy", "export", ZEB, "-o", "earlier.zip").exit_code == 0  # a file written about them
+    assert cli("privacy", "requests", "add", ZEB, "--type", "access").exit_code == 0
     assert cli("privacy", "export", ZEB, "-o", "zeb.zip").exit_code == 0
     doc = json.loads(_open(world / "zeb.zip")["subject.json"])
     for table, (section, _) in SECTIONS.items():

@@ -43,7 +43,7 @@ def test_restrict_keeps_the_data_and_flags_the_contact(world, cli) -> None:
     result = cli("--json", "privacy", "restrict", ZEB, "--reason", "disputes accuracy")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"reference": _hmac(root)[:12], "restricted": True, "changed": True,
-                                         "since": NOW}
+                                         "since": NOW, "requests_closed": []}
     c = store.conn
     assert c.execute("SELECT restricted_at FROM contacts WHERE id = ?", (zeb,)).fetchone() == (NOW,)
     assert count(c, "memberships", "contact_id = ?", (zeb,)) == 2  # kept

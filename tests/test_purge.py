@@ -30,7 +30,7 @@ from tests.privacy_support import (
     settings_for,
 )
 
-RULES = ["unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "clicks"]
+RULES = ["unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports", "clicks"]
 
 
 def _hmac(root: Path, email: str) -> str:
@@ -71,7 +71,8 @@ def world(project: Path, monkeypatch: pytest.MonkeyPatch):
                    "unsubscribed", at=ago(400), unsubscribed_at=ago(60))
     add_event(c, person("bounced-old", status="bounced", at=ago(400)), "bounced", at=ago(91), channel="bounce")
     add_event(c, person("bounced-new", status="bounced", at=ago(400)), "bounced", at=ago(30), channel="bounce")
-    add_membership(c, person("inactive", at=ago(800)), news, at=ago(800))
+    person("inactive", at=ago(800))  # on no list (it was deleted), and quiet since
+    add_membership(c, person("quiet", at=ago(800)), news, at=ago(800))  # subscribed: never inactive
     veteran = person("veteran", at=ago(1100))
     add_membership(c, veteran, news, at=ago(1100))
     old = add_campaign(c, "old", news, at=ago(420))
@@ -104,14 +105,14 @@ def world(project: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 EXPECTED = {"unconfirmed": 2, "unsubscribed": 2, "bounced": 1, "inactive": 1, "send_log": 4, "audit_log": 3,
-            "backups": 1, "clicks": 1}
+            "backups": 1, "exports": 0, "clicks": 1}
 ERASED = {"unconf-old", "zeb", "objected", "bounced-old", "inactive"}
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
     files = {p.name: p.read_bytes() for p in db_files(root)}
     files.update({f"backups/{p.name}": p.read_bytes() for p in (root / "backups").iterdir()})
-    ledger = root / ".mailcli" / "erasures.jsonl"
+    ledger = root / "mailcli.db-ledgers" / "erasures.jsonl"
     files["ledger"] = ledger.read_bytes() if ledger.exists() else b""
     return files
 
@@ -140,7 +141,7 @@ def test_each_rule_removes_exactly_what_is_past_its_period(world, cli) -> None:
     c = store.conn
     left = {row[0].split("@")[0] for row in c.execute("SELECT email FROM contacts")}
     assert left == {"fresh", "unconf-mixed", "unconf-new", "unsub-recent", "unsub-partial", "restricted",
-                    "bounced-new", "veteran"}
+                    "bounced-new", "veteran", "quiet"}
     assert c.execute("SELECT status FROM memberships WHERE contact_id = ?", (ids["unconf-mixed"],)).fetchall() \
         == [("subscribed",)]
     # Opt-outs outlive the people they belonged to.
@@ -153,7 +154,7 @@ def test_each_rule_removes_exactly_what_is_past_its_period(world, cli) -> None:
     # send_log: the old campaign's rows went, the recent one's stayed.
     assert count(c, "deliveries") == 1 and count(c, "events", "kind = 'bounced'") == 1
     assert sorted(p.name for p in (root / "backups").iterdir()) == ["mailcli-20260301T000000Z.db"]
-    ledger = [json.loads(x) for x in (root / ".mailcli" / "erasures.jsonl").read_text().splitlines()]
+    ledger = [json.loads(x) for x in (root / "mailcli.db-ledgers" / "erasures.jsonl").read_text().splitlines()]
     assert sorted(e["reason"] for e in ledger) == ["retention:bounced", "retention:inactive",
                                                    "retention:unconfirmed", "retention:unsubscribed",
                                                    "retention:unsubscribed"]
@@ -220,6 +221,31 @@ def test_as_of_forty_days_ahead_erases_those_unsubscribed_today_and_keeps_everyo
     left = sorted(r[0] for r in store.conn.execute("SELECT email FROM contacts"))
     store.close()
     assert left == ["bounced@example.org", "stays1@example.org", "stays2@example.org", "stays3@example.org"]
+
+
+def test_inactive_never_takes_a_subscribed_member_however_far_ahead(project: Path, cli) -> None:
+    """Receiving mail is no activity: two years on, every subscriber is still there."""
+    rows = "\n".join(f"member{i}@example.org,Member,{i}" for i in range(40))
+    (project.parent / "members.csv").write_text("email,first_name,last_name\n" + rows + "\n")
+    assert cli("import", str(project.parent / "members.csv"), "--list", "news").exit_code == 0
+    store = open_store(settings_for(project).project.database)
+    c = store.conn
+    news = add_list(c, "news")
+    spring = add_campaign(c, "spring", news)
+    for (cid,) in c.execute("SELECT id FROM contacts").fetchall():
+        add_delivery(c, spring, cid)
+    add_contact(c, "nolist@example.org", "No", "List", at=ago(10))  # on no list, quiet from now on
+    store.close()
+    ahead = cli("--json", "privacy", "purge", "--dry-run", "--as-of", "2028-06-01")
+    assert ahead.exit_code == 0, ahead.output
+    assert json.loads(ahead.stdout)["inactive"] == 1
+    table = cli("privacy", "purge", "--dry-run", "--as-of", "2028-06-01")
+    assert "inactive" in table.stdout and "1 contact would go" in table.stderr
+    assert cli("privacy", "purge", "--as-of", "2028-06-01").exit_code == 0
+    store = open_store(settings_for(project).project.database)
+    left = {r[0] for r in store.conn.execute("SELECT email FROM contacts")}
+    store.close()
+    assert left == {f"member{i}@example.org" for i in range(40)}
 
 
 def test_a_second_purge_refuses_while_one_runs(world, cli) -> None:

@@ -8,6 +8,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from mailcli.render.preview import PREVIEW_TOKEN
 from tests.conftest import Cli, run_mailcli
 from tests.sendhelpers import add_contacts
@@ -138,3 +140,46 @@ def test_render_verbose_says_how_the_text_part_is_made(project: Path, cli: Cli) 
     amp = cli("-v", "render", "newsletter", "--data", "amp.json", "--format", "text")
     assert "this contact's data needed the conversion of this message's HTML" in amp.stderr
     assert "Hi AT&T," in amp.stdout
+
+
+def test_a_template_outside_templates_is_refused_by_path_and_by_name(project: Path, cli: Cli) -> None:
+    outside = project / "outside"
+    outside.mkdir()
+    (outside / "message.html").write_text('<html><body>{% include "mailcli.toml" %}</body></html>',
+                                          encoding="utf-8")
+    (outside / "message.txt").write_text('{% include "mailcli.toml" %}\n', encoding="utf-8")
+    (outside / "subject.txt").write_text("Hello\n", encoding="utf-8")
+    for command in ("render", "lint"):
+        for name in ("outside", "./outside", str(outside), "templates/../outside", "../proj/outside"):
+            result = cli(command, name)
+            assert result.exit_code in (1, 2), (command, name, result.output)
+            assert "Traceback" not in result.output and "[sender]" not in result.output, (command, name)
+    # By path, a template inside templates/ still renders.
+    assert cli("render", "templates/newsletter", "--format", "text").exit_code == 0
+
+
+@pytest.mark.parametrize("body", [
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}",
+    "{{ 'x' * 10**8 }}",
+    "{{ 'x'.center(10**9) }}",
+    "{{ 'x' | center(10**9) }}",
+    "{{ 10 ** 100000000 }}",
+])
+def test_runaway_templates_stop_at_the_limits_naming_the_template(project: Path, body: str) -> None:
+    import time
+
+    config = project / "mailcli.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("timeout = 5 ", "timeout = 1 "), encoding="utf-8")
+    folder = project / "templates" / "runaway"
+    folder.mkdir()
+    (folder / "message.html").write_text(f"<html><body><p>Hi</p>\n<p>{body}</p></body></html>\n", encoding="utf-8")
+    (folder / "message.txt").write_text("Hi\n", encoding="utf-8")
+    (folder / "subject.txt").write_text("Hi\n", encoding="utf-8")
+    for command in ("render", "lint"):
+        started = time.monotonic()
+        result = run_mailcli(command, "runaway", cwd=project, timeout=60)
+        assert time.monotonic() - started < 20, command
+        assert result.returncode == 1, (command, result.stderr)
+        assert "templates/runaway/message.html" in result.stdout + result.stderr, (command, result.stderr)
+        assert "limit" in result.stdout + result.stderr and "Traceback" not in result.stderr

@@ -455,3 +455,26 @@ def test_the_domain_cap_holds_messages_in_flight_per_domain(project: Path, cli: 
     assert sorted(server.recipients()) == sorted(c["email"] for c in contacts)
     assert server.most_at_once(lambda m: m.domain) == {"d0.example": 1, "d1.example": 1}
     assert server.most_at_once() == {"": 2}  # the two domains were served side by side
+
+
+def test_a_render_past_the_size_limit_fails_that_message_naming_the_template(project: Path, cli: Cli) -> None:
+    folder = project / "templates" / "newsletter"
+    html = (folder / "message.html").read_text(encoding="utf-8")
+    assert "{% block content %}" in html
+    (folder / "message.html").write_text(
+        html.replace("{% block content %}", "{% block content %}<p>{{ 'x' * (contact.copies | int) }}</p>", 1),
+        encoding="utf-8")
+    crowd = [{**p, "copies": "1"} for p in people(6)]
+    crowd[4]["copies"] = "100000000"  # 100 MB for this one person only
+    add_contacts(project / "mailcli.db", "news", crowd)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = _send(cli)
+        assert "templates/newsletter/message.html" in result.stderr and "max_size_mb" in result.stderr
+        assert "Traceback" not in result.output
+        sent = deliveries(project / "mailcli.db", "spring")
+        if sent:  # the preflight samples did not hit it: only that message failed
+            assert sent.pop("person4@example.net") == "failed"
+            assert set(sent.values()) == {"sent"} and len(server.messages) == 5
+        else:  # the preflight did: nothing was sent
+            assert result.exit_code != 0 and server.messages == []

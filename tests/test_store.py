@@ -42,7 +42,7 @@ def test_new_databases_use_16_kib_pages_and_old_ones_keep_theirs(tmp_path: Path)
     assert connect(tmp_path / "new.db").execute("PRAGMA page_size").fetchone()[0] == 16384
     old = sqlite3.connect(tmp_path / "old.db")
     old.execute("PRAGMA page_size=4096")
-    old.execute("CREATE TABLE t (x)")
+    old.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")  # an older mailcli's
     old.close()
     store = open_store(tmp_path / "old.db")
     assert store.conn.execute("PRAGMA page_size").fetchone()[0] == 4096

@@ -249,3 +249,12 @@ def test_message_txt_wins_over_the_generated_text(tmp_path: Path) -> None:
     (tmp_path / "t" / "message.txt").write_text("Hi {{ contact.first_name }}\n{{ unsubscribe_url }}\n", encoding="utf-8")
     template = compile_template(tmp_path, "t")
     assert not template.text_once and template.text_source == "from message.txt"
+
+
+def test_a_tag_indented_on_the_line_after_another_is_trimmed_as_jinja_does(tmp_path: Path) -> None:
+    # lstrip_blocks drops the indentation before the second tag, then trim_blocks the newline after
+    # the first: the words join, in the text made once as in the HTML.
+    write_template(tmp_path, "<p>{% if contact.first_name %}Hello{% endif %}\n  {% if contact.city %}Hello{% endif %}Hello</p>\n"
+                             "<div>{% if contact.first_name %}<b>A</b>{% endif %}\n  {% if contact.city %}<b>B</b>{% endif %}C</div>")
+    people = [{"first_name": "Ann", "city": ""}, {"first_name": ";", "city": "x"}, {"first_name": "", "city": ""}]
+    assert check(tmp_path, people) == 3

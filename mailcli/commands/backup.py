@@ -28,7 +28,9 @@ def create_cmd(ctx: typer.Context) -> None:
     """Copy the database into backups/ (consistent even while a send runs; mode 0600).
 
     Prints the new file's path (nothing with -q, for cron); backups older
-    than \\[retention] backups are removed by `mailcli privacy purge`.
+    than \\[retention] backups are removed by `mailcli privacy purge`. With
+    \\[backup] encrypt = true the copy is encrypted (age) with the passphrase
+    or identity in the variable \\[backup] key_env names, so it may leave the machine.
 
     Examples:
 
@@ -44,7 +46,7 @@ def create_cmd(ctx: typer.Context) -> None:
 
 @backup_app.command("list")
 def list_cmd(ctx: typer.Context) -> None:
-    """List the backups, oldest first (`--json`: objects with path, created_at, size).
+    """List the backups, oldest first (`--json`: objects with path, created_at, size, encrypted).
 
     A path listed here is what `mailcli backup restore` takes.
 
@@ -59,7 +61,8 @@ def list_cmd(ctx: typer.Context) -> None:
     if app.out.json:
         app.out.data([b.as_json() for b in backups])
         return
-    app.out.table(["path", "created_at", "size"], [(str(b.path), b.created_at, _size(b.size)) for b in backups])
+    app.out.table(["path", "created_at", "size", "encrypted"],
+                  [(str(b.path), b.created_at, _size(b.size), "yes" if b.encrypted else "no") for b in backups])
     if not backups:
         app.out.info("No backups yet; `mailcli backup create` makes one")
 
@@ -94,10 +97,13 @@ def restore_cmd(
 ) -> None:
     """Replace the database with a backup, then re-apply every later erasure and opt-out.
 
-    The backup must pass PRAGMA integrity_check and have exactly the schema
-    mailcli's migrations create. The restored database is prepared aside and
-    swapped in in one step: `mailcli serve` may keep running and loses no
-    request. The replaced database is kept as a backup labelled pre-restore.
+    The backup must pass PRAGMA integrity_check, have exactly the schema
+    mailcli's migrations create, have been made with this project's secret and
+    hold a whole audit log. An encrypted backup (.db.age) is decrypted with the
+    key in \\[backup] key_env; a wrong key changes nothing (exit 4). The
+    restored database is prepared aside and swapped in in one step: `mailcli
+    serve` may keep running and loses no request. The replaced database is kept
+    as a backup labelled pre-restore.
 
     Example:
 

@@ -50,6 +50,7 @@ def _written(raw: dict[str, Any], section: str, key: str, value: Any) -> Any:
     return format_(value)
 
 
+# Complexity: one branch per kind of setting (secret, duration, rate, list, table), in the file's order.
 def settings_view(settings: Settings) -> dict[str, Any]:
     """Settings as the file's sections and keys; secrets appear only as the names of their variables."""
     try:
@@ -88,6 +89,7 @@ def settings_view(settings: Settings) -> dict[str, Any]:
                 else:
                     section[item.name] = plain(entry)
         view[field.name] = section
+    view["segments"] = dict(settings.segments)
     view["smtp"]["password_set"] = settings.smtp.password() is not None
     view["secret_source"] = (
         f"environment variable {settings.unsubscribe.secret_env}"
@@ -106,6 +108,7 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string is a JSON string
 
 
+# Complexity: one branch per kind of key (a variable's name, set or not, a value, none) and the comment each gets.
 def render_toml(view: dict[str, Any], path: Path) -> str:
     """The view as mailcli.toml text, with what is not a key as comments."""
     lines = [f"# {path} (validated; defaults included)"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .. import context
+from ..completers import complete_list, complete_segment
 
 if TYPE_CHECKING:
     from ..contacts import ContactPage
@@ -25,10 +26,12 @@ contacts_app = typer.Typer(
 PAGE = 50
 
 
+# Complexity: one branch per option and per output form (table, --json, empty), as a user reads them.
 @contacts_app.callback()
 def contacts_cmd(
     ctx: typer.Context,
-    list_name: Annotated[str | None, typer.Option("--list", "-l", help="Only members of this list.", metavar="L")]
+    list_name: Annotated[str | None, typer.Option("--list", "-l", help="Only members of this list.", metavar="L",
+                                                            autocompletion=complete_list)]
     = None,
     status: Annotated[str | None, typer.Option(
         "--status", help="Only this status: with --list the member's status (subscribed, unconfirmed,"
@@ -37,6 +40,12 @@ def contacts_cmd(
     limit: Annotated[int | None, typer.Option("--limit", help=f"At most N contacts (table default {PAGE}).",
                                               metavar="N", min=0)] = None,
     offset: Annotated[int, typer.Option("--offset", help="Skip the first N contacts.", metavar="N", min=0)] = 0,
+    where: Annotated[str | None, typer.Option(
+        "--where", help="Only contacts this expression matches, like \"city = 'Utrecht' and member_rating >= 3\".",
+        metavar="EXPR")] = None,
+    segment: Annotated[str | None, typer.Option(
+        "--segment", help="Only contacts in this segment of [segments] in mailcli.toml.", metavar="NAME",
+        autocompletion=complete_segment)] = None,
 ) -> None:
     """List contacts, paged; --json gives objects with email, first_name,
     last_name, status, lists and attributes.
@@ -46,20 +55,25 @@ def contacts_cmd(
         mailcli contacts --list news --status subscribed
 
         mailcli contacts --json --limit 1000 --offset 2000
+
+        mailcli contacts --list news --where "city = 'Utrecht' and member_rating >= 3"
     """
     if ctx.invoked_subcommand is not None:
         return
     from ..contacts import list_contacts
+    from ..segments import choose_segment
 
     app = context.get(ctx)
     out = app.out
+    chosen = choose_segment(app.settings.segments, where=where, segment=segment)
     page = list_contacts(app.store, app.settings, list_name=list_name, status=status, offset=offset,
-                         limit=limit if limit is not None else (None if out.json else PAGE), machine_readable=out.json)
+                         limit=limit if limit is not None else (None if out.json else PAGE), machine_readable=out.json,
+                         segment=chosen)
     if out.json:
         out.data([row.as_dict() for row in page.rows])
         return
     if not page.rows:
-        _nothing_listed(out, page, list_name, status, offset)
+        _nothing_listed(out, page, list_name, status, offset, where if where is not None else segment)
         return
     out.table(
         ["email", "first_name", "last_name", "status", "lists"],
@@ -69,17 +83,20 @@ def contacts_cmd(
     if shown_to < page.total:
         # The next page is this same listing: the same list, status and page size.
         same = [*(["--list", list_name] if list_name else []), *(["--status", status] if status else []),
+                *(["--where", where] if where is not None else []), *(["--segment", segment] if segment else []),
                 *(["--limit", str(limit)] if limit is not None else [])]
         out.info(f"Showing {offset + 1}-{shown_to} of {page.total}; next page: "
                  f"{app.command('contacts', *same, '--offset', str(shown_to))}")
 
 
-def _nothing_listed(out: Any, page: ContactPage, list_name: str | None, status: str | None, offset: int) -> None:
+def _nothing_listed(out: Any, page: ContactPage, list_name: str | None, status: str | None, offset: int,
+                    segment: str | None = None) -> None:
     """Why a listing is empty: no contacts at all, none that match, or past the last page."""
     if not page.everyone:
         out.info("No contacts yet. Import some with: mailcli import FILE --list NAME")
         return
-    chosen = " and ".join(f"{name} {value}" for name, value in (("--list", list_name), ("--status", status))
+    chosen = " and ".join(f"{name} {value}" for name, value in
+                          (("--list", list_name), ("--status", status), ("the segment", segment))
                           if value is not None)
     out.info(f"No contacts match {chosen}" if not page.total
              else f"No contacts after --offset {offset} ({page.total} match)")
@@ -104,6 +121,7 @@ def show_cmd(
     app.out.data(detail.as_dict(), text=_detail_text(detail))
 
 
+# Complexity: one line per field that may be empty; the output reads top to bottom like the code.
 def _detail_text(detail: ContactDetail) -> str:
     """``contacts show`` for people: one field a line, then the lists and the history."""
     lines = [
@@ -185,6 +203,8 @@ def set_cmd(
             app.out.info(f"New field(s), which no other contact has: {', '.join(update.added)}")
     else:
         app.out.info("Nothing changed; the values were already so")
+    if update.requests_closed:
+        app.out.info(f"Closed rectification request(s) {', '.join(f'#{i}' for i in update.requests_closed)}")
 
 contacts_app.command("show")(show_cmd)
 contacts_app.command("set")(set_cmd)

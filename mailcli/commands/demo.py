@@ -11,6 +11,7 @@ from .. import context
 from ..errors import MailcliError
 
 
+# Complexity: one branch per way a demo step can end, each printed its own way.
 def demo_cmd(
     ctx: typer.Context,
     keep: Annotated[Path | None, typer.Option("--keep", help="Build the demo project in DIR and keep it.", metavar="DIR")] = None,

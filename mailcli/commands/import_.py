@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .. import context
+from ..completers import complete_list
 from ..errors import PartialError
 
 if TYPE_CHECKING:
@@ -18,13 +19,14 @@ if TYPE_CHECKING:
 _STATUS = ("subscribed", "unconfirmed")
 
 
+# Complexity: one branch per option checked and per part of the summary (--json, MX, re-encoded lines, members, --strict).
 def import_cmd(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The CSV file (comma, semicolon, tab or pipe separated), Excel workbook (.xlsx)"
                                          " or ZIP archive of CSV files (a Mailchimp export).",
                                          metavar="FILE", show_default=False)],
     list_name: Annotated[str, typer.Option("--list", "-l", help="The list to subscribe the contacts to (created if new).",
-                                           metavar="NAME")],
+                                           metavar="NAME", autocompletion=complete_list)],
     map_: Annotated[list[str] | None, typer.Option(
         "--map", help='Map a column: "CSV column=field" (email, first_name, last_name, name, consent_time, '
         "consent_ip, unsubscribed_at, bounced_at, ignore, or an attribute name). Repeatable.",
@@ -45,6 +47,9 @@ def import_cmd(
     rejects: Annotated[Path | None, typer.Option("--rejects", help="Write rejected rows (with line and reason) here.",
                                                  metavar="FILE")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 if any row was rejected.")] = False,
+    overwrite_rectified: Annotated[bool, typer.Option(
+        "--overwrite-rectified", help="Let the file overwrite fields a person had corrected (contacts set).")]
+    = False,
     check_mx: Annotated[bool, typer.Option("--check-mx", help="Warn about addresses whose domain takes no mail (DNS).")]
     = False,
     nameserver: Annotated[str | None, typer.Option(
@@ -60,7 +65,8 @@ def import_cmd(
     per membership. Rows marked unsubscribed or cleaned (Mailchimp's
     UNSUB_TIME, CLEAN_TIME) put their address on the suppression list
     instead. Every row is counted: imported, updated, unchanged, suppressed
-    or rejected.
+    or rejected. A field a person had corrected with `contacts set` keeps its
+    correction unless --overwrite-rectified is given.
 
     Examples:
 
@@ -98,7 +104,8 @@ def import_cmd(
         report = import_contacts(
             app.store, app.settings, file, list_name, mapping=mapping, encoding=encoding, delimiter=delimiter, sheet=sheet,
             on_conflict=on_conflict, status=status, consent_source=consent_source, rejects=rejects,
-            check_mx=check_mx, nameserver=nameserver, progress=progress, on_lock_wait=app.say_waiting_for)
+            check_mx=check_mx, nameserver=nameserver, progress=progress, on_lock_wait=app.say_waiting_for,
+            overwrite_rectified=overwrite_rectified)
     if report.sheet is not None:
         out.detail(f"{file}: sheet {report.sheet!r}, email column {report.email_column!r}")
     else:
@@ -124,6 +131,7 @@ def import_cmd(
                            hint=f"see {rejects}" if rejects else "write them out with --rejects FILE")
 
 
+# Complexity: one line per kind of row the summary accounts for, each shown only when there are any.
 def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> None:
     # imported/updated/unchanged count addresses (imported is what the list
     # gained); with the merged repeats, suppressed and rejected rows they add
@@ -141,6 +149,9 @@ def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> Non
     if result.suppressed > result.opted_out:
         out.info(f"{result.suppressed - result.opted_out} row(s) not subscribed: suppressed, opted out or"
                  " unsubscribed earlier")
+    if result.kept_rectified:
+        out.info(f"{result.kept_rectified} row(s) disagreed with a field the person had corrected: the correction"
+                 " was kept (--overwrite-rectified lets the file win)")
     if result.needs_smtputf8:
         out.info(f"{result.needs_smtputf8} address(es) have a non-ASCII local part (like zoë@…): a relay must offer"
                  " SMTPUTF8 to take them; `mailcli doctor --smtp` shows whether yours does")

@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from .. import context
+from ..completers import complete_segment
 
 
-def lists_cmd(ctx: typer.Context) -> None:
+def lists_cmd(
+    ctx: typer.Context,
+    where: Annotated[str | None, typer.Option(
+        "--where", help="Count only the members this expression matches, like \"city = 'Utrecht'\".",
+        metavar="EXPR")] = None,
+    segment: Annotated[str | None, typer.Option(
+        "--segment", help="Count only the members in this segment of [segments] in mailcli.toml.", metavar="NAME",
+        autocompletion=complete_segment)] = None,
+) -> None:
     """Show the lists with their members counted by status.
 
     "subscribed" is who the next send reaches; "held back" are subscribed
     members whose address bounced or complained, or who restricted
     processing or objected to direct marketing. The columns add up to the
-    members of the list.
+    members of the list. With --where or --segment, only the members in that
+    part of the list are counted: "subscribed" is then who a send with the
+    same --where or --segment reaches.
 
     Examples:
 
         mailcli lists
 
         mailcli lists --json
+
+        mailcli lists --segment utrecht
     """
+    from ..segments import choose_segment
     from ..store.audience import list_summaries
+    from ..store.segments import check_segment_fields
 
     app = context.get(ctx)
-    summaries = list_summaries(app.store.conn)
+    chosen = choose_segment(app.settings.segments, where=where, segment=segment)
+    if chosen is not None:
+        check_segment_fields(app.store.conn, chosen)
+    summaries = list_summaries(app.store.conn, segment=chosen)
     if app.out.json:
         app.out.data([s.as_dict() for s in summaries])
         return

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import clock, context
+from ..completers import complete_template
 from ..errors import InputFileError, MailcliError, NotFoundError, UsageError
 
 
@@ -37,7 +38,19 @@ def _resolve_template(app: Any, template: str) -> tuple[Path, str, Any | None]:
     path = Path(template)
     if (path / "message.html").is_file():
         folder = path.resolve()
-        return folder.parent, folder.name, _project_settings(app, required=False)
+        settings = _project_settings(app, required=False)
+        if settings is None:  # no project: the folder's parent is the only folder it reads from
+            return folder.parent, folder.name, None
+        # In a project, a template named by its path must be one of templates/:
+        # its includes and layouts resolve from there, never from a folder
+        # beside the configuration and the database.
+        root = Path(os.path.realpath(settings.templates_dir))
+        try:
+            name = Path(os.path.realpath(folder)).relative_to(root).as_posix()
+        except ValueError:
+            raise UsageError(f"Template {template} is outside {root}: templates are rendered only from the"
+                             " project's templates/ folder", hint=f"move or copy it into {root}") from None
+        return root, name, settings
     if os.sep in template.rstrip(os.sep) or template.startswith("."):
         raise NotFoundError(f"Template not found: {template} has no message.html")
     settings = _project_settings(app, required=False)
@@ -79,7 +92,8 @@ def _is_desktop() -> bool:
 
 def render_cmd(
     ctx: typer.Context,
-    template: Annotated[str, typer.Argument(help="Template name (templates/NAME/) or folder path.", metavar="TEMPLATE")],
+    template: Annotated[str, typer.Argument(
+        help="Template name (templates/NAME/) or folder path.", metavar="TEMPLATE", autocompletion=complete_template)],
     to: Annotated[str | None, typer.Option("--to", help="Render for this contact from the database.", metavar="EMAIL")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Render for the contact in this JSON file.", metavar="FILE.json")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="html, text or eml (the whole message).", metavar="FORMAT")] = "html",
@@ -106,25 +120,16 @@ def render_cmd(
         mailcli render newsletter --serve --port 8026    # then open http://127.0.0.1:8026/
     """
     from ..render import compile_template
-    from ..send.preview import preview_contact, preview_context_for, preview_message
+    from ..send.preview import preview_context_for, preview_message
 
     app = context.get(ctx)
     fmt = fmt.lower()
-    if fmt not in ("html", "text", "eml"):
-        raise UsageError(f"Unknown --format {fmt!r}: use html, text or eml")
-    if to and data:
-        raise UsageError("Use either --to or --data, not both")
+    _check_options(fmt, to=to, data=data, serve=serve, output=output, open_browser=open_browser)
     templates_dir, name, settings = _resolve_template(app, template)
     if to and settings is None:
         settings = _project_settings(app, required=True)
-    if serve and (output is not None or open_browser or fmt != "html"):
-        raise UsageError("--serve shows the HTML page (and the text part at /text); leave out -o, --open and --format")
     compiled = compile_template(templates_dir, name)
-    contact = None
-    if data is not None:
-        contact = _read_data(data)
-    elif to:
-        contact = preview_contact(app.store, app.settings, to)
+    contact = _sample_contact(app, to, data)
 
     def context_now(contact: dict[str, Any] | None) -> Any:
         return preview_context_for(settings, contact, subject=subject or "")
@@ -133,26 +138,62 @@ def render_cmd(
         _serve(app, templates_dir, name, data, contact, context_now, port)
         return
     preview = preview_message(compiled, settings=settings, contact=contact, subject=subject or "")
-    parts = preview.parts
-    size = preview.html_bytes
-    if size >= 90 * 1024:
-        app.out.warn(f"the HTML is {size / 1024:.0f} KB after inlining; Gmail clips messages over ~102 KB")
+    if preview.html_bytes >= 90 * 1024:
+        app.out.warn(f"the HTML is {preview.html_bytes / 1024:.0f} KB after inlining; Gmail clips messages over ~102 KB")
     for note in preview.notes():
         app.out.detail(note)
+    _write_preview(app, preview, name, fmt, output, inline_once=compiled.inline_once, to=to)
+    if open_browser:
+        _open_in_browser(app, preview.parts.html, output if fmt == "html" else None, template)
+
+
+def _sample_contact(app: Any, to: str | None, data: Path | None) -> dict[str, Any] | None:
+    """The contact of ``--data`` or ``--to``; None for the built-in sample."""
+    from ..send.preview import preview_contact
+
+    if data is not None:
+        return _read_data(data)
+    return preview_contact(app.store, app.settings, to) if to else None
+
+
+def _check_options(fmt: str, *, to: str | None, data: Path | None, serve: bool, output: Path | None,
+                   open_browser: bool) -> None:
+    """Refuse option combinations that cannot mean anything (exit 2)."""
+    if fmt not in ("html", "text", "eml"):
+        raise UsageError(f"Unknown --format {fmt!r}: use html, text or eml")
+    if to and data:
+        raise UsageError("Use either --to or --data, not both")
+    if serve and (output is not None or open_browser or fmt != "html"):
+        raise UsageError("--serve shows the HTML page (and the text part at /text); leave out -o, --open and --format")
+
+
+def _write_preview(app: Any, preview: Any, name: str, fmt: str, output: Path | None, *, inline_once: bool,
+                   to: str | None = None) -> None:
+    """The message in ``fmt`` to ``output`` (0600; registered to the contact ``to``
+    when it is one), as JSON with --json, or as bytes on stdout."""
+    parts = preview.parts
     if fmt == "eml":
         body = preview.eml()
     else:
         body = (parts.html if fmt == "html" else parts.text).encode("utf-8")
-
     if output is not None:
+        from ..privacy.files import write_private
+
         try:
-            output.write_bytes(body)
+            write_private(output, body)
         except OSError as exc:
             raise UsageError(f"Cannot write {output}: {exc.strerror}") from None
+        if to:  # a real person's data: erasure and retention must find the file
+            from ..addresses import normalise_address
+            from ..privacy.files import register_written
+            from ..tokens import address_hmac
+
+            subject = address_hmac(app.settings.secret(), normalise_address(to).key)
+            register_written(app.store, app.settings, output, "render", subject)
         app.out.success(f"Wrote {output} ({fmt}, {len(body)} bytes)")
     elif app.out.json:
         app.out.data({"template": name, "subject": parts.subject, "text": parts.text, "html": parts.html,
-                      "html_bytes": size, "inline_once": compiled.inline_once})
+                      "html_bytes": preview.html_bytes, "inline_once": inline_once})
     else:
         sys.stdout.flush()
         out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
@@ -162,21 +203,23 @@ def render_cmd(
         else:  # pragma: no cover - text-only streams
             sys.stdout.write(body.decode("utf-8"))
 
-    if open_browser:
-        if output is not None and fmt == "html":
-            target = output.resolve()
-        else:
-            handle, tmp = tempfile.mkstemp(prefix="mailcli-preview-", suffix=".html")
-            with os.fdopen(handle, "wb") as file:
-                file.write(parts.html.encode("utf-8"))
-            target = Path(tmp)
-        if not _is_desktop():
-            app.out.warn(f"no desktop to open a browser on; the preview is in {target}"
-                         f" (or keep a page open with: {app.command('render', template, '--serve')})")
-            return
-        import webbrowser
 
-        webbrowser.open(target.as_uri())
+def _open_in_browser(app: Any, html: str, written: Path | None, template: str) -> None:
+    """Open the HTML (the file just written, else a temporary copy) where there is a desktop."""
+    if written is not None:
+        target = written.resolve()
+    else:
+        handle, tmp = tempfile.mkstemp(prefix="mailcli-preview-", suffix=".html")
+        with os.fdopen(handle, "wb") as file:
+            file.write(html.encode("utf-8"))
+        target = Path(tmp)
+    if not _is_desktop():
+        app.out.warn(f"no desktop to open a browser on; the preview is in {target}"
+                     f" (or keep a page open with: {app.command('render', template, '--serve')})")
+        return
+    import webbrowser
+
+    webbrowser.open(target.as_uri())
 
 
 def _serve(app: Any, templates_dir: Path, name: str, data: Path | None, contact: dict[str, Any] | None,
@@ -214,7 +257,8 @@ def _serve(app: Any, templates_dir: Path, name: str, data: Path | None, contact:
 
 def lint_cmd(
     ctx: typer.Context,
-    templates: Annotated[list[str], typer.Argument(help="Template names or folder paths.", metavar="TEMPLATE...")],
+    templates: Annotated[list[str], typer.Argument(
+        help="Template names or folder paths.", metavar="TEMPLATE...", autocompletion=complete_template)],
     to: Annotated[str | None, typer.Option("--to", help="Check with this contact from the database.", metavar="EMAIL")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Sample contact (JSON object) with your custom fields.", metavar="FILE.json")] = None,
     subject: Annotated[str | None, typer.Option("--subject", help="Campaign subject, for templates without subject.txt.")] = None,
@@ -273,18 +317,25 @@ def _lint_verdict(out: Any, findings: list[Any], names: list[str]) -> None:
 
     errors = sum(1 for f in findings if f.severity == ERROR)
     warnings = sum(1 for f in findings if f.severity == WARNING)
-    if out.json:
-        out.data([f.to_dict() for f in findings])
-    else:
-        for finding in findings:
-            if finding.severity == ERROR or not out.quiet:  # -q: errors only
-                out.line(str(finding))
+    _print_findings(out, findings)
     if errors:
         raise MailcliError(f"lint found {errors} error(s) and {warnings} warning(s) in {', '.join(names)}")
     if warnings:
         out.info(f"{', '.join(names)}: {warnings} warning(s), no errors")
     else:
         out.success(f"{', '.join(names)}: no problems found")
+
+
+def _print_findings(out: Any, findings: list[Any]) -> None:
+    """Every finding, or with -q the errors only; a JSON list with --json."""
+    from ..render.lint import ERROR
+
+    if out.json:
+        out.data([f.to_dict() for f in findings])
+        return
+    for finding in findings:
+        if finding.severity == ERROR or not out.quiet:
+            out.line(str(finding))
 
 
 def register(app: typer.Typer) -> None:

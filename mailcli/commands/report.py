@@ -7,14 +7,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .. import context
+from ..completers import complete_campaign
 
 if TYPE_CHECKING:
     from ..send.report import CampaignReport
 
 
+# Complexity: JSON or table, then per campaign the kind line, the click table and the failures.
 def report_cmd(
     ctx: typer.Context,
-    campaign: Annotated[str | None, typer.Argument(help="One campaign (default: all).", metavar="CAMPAIGN")] = None,
+    campaign: Annotated[str | None, typer.Argument(help="One campaign (default: all).", metavar="CAMPAIGN",
+                                                                  autocompletion=complete_campaign)] = None,
     failed: Annotated[bool, typer.Option("--failed", help="List each failed, deferred or uncertain message with the server's reply, and the delay, relay and expansion notices that came back.")] = False,
 ) -> None:
     """Show each campaign's counts: sent, failed, deferred, bounced and more.

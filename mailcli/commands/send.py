@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .. import context
+from .. import clock, context
+from ..completers import complete_campaign, complete_list, complete_segment, complete_template
 from ..config import parse_rate
 from ..errors import Interrupted, PartialError, UsageError
 from ..output import NullProgress
@@ -26,9 +27,30 @@ def _rate(value: str | None) -> float | None:
 
 def send_cmd(
     ctx: typer.Context,
-    campaign: Annotated[str, typer.Argument(help="Campaign name: new, or one to resume.", metavar="CAMPAIGN")],
-    template: Annotated[str | None, typer.Option("--template", "-t", help="Template folder (first run).", metavar="T")] = None,
-    list_name: Annotated[str | None, typer.Option("--list", "-l", help="List to send to (first run).", metavar="L")] = None,
+    campaign: Annotated[str, typer.Argument(help="Campaign name: new, or one to resume.", metavar="CAMPAIGN",
+                                            autocompletion=complete_campaign)],
+    template: Annotated[str | None, typer.Option("--template", "-t", help="Template folder (first run).", metavar="T",
+                                                 autocompletion=complete_template)] = None,
+    list_name: Annotated[str | None, typer.Option("--list", "-l", help="List to send to (first run).", metavar="L",
+                                                  autocompletion=complete_list)] = None,
+    where: Annotated[str | None, typer.Option(
+        "--where", help="Only the list's members this expression matches (first run), like"
+        " \"city = 'Utrecht' and member_rating >= 3\".", metavar="EXPR")] = None,
+    segment: Annotated[str | None, typer.Option(
+        "--segment", help="Only the list's members in this segment of [segments] in mailcli.toml (first run).",
+        metavar="NAME", autocompletion=complete_segment)] = None,
+    not_before: Annotated[str | None, typer.Option(
+        "--not-before", help='Send nothing before this time, like "2026-12-24 09:00"; an earlier run exits 0.',
+        metavar="DATETIME")] = None,
+    tz: Annotated[str | None, typer.Option(
+        "--tz", help="Time zone of --not-before, like Europe/Amsterdam (default: this machine's).",
+        metavar="ZONE")] = None,
+    test_to: Annotated[str | None, typer.Option(
+        "--test-to", help="Send one [TEST] message to this address instead; nothing is recorded.",
+        metavar="EMAIL")] = None,
+    test_as: Annotated[str | None, typer.Option(
+        "--as", help="With --test-to: render for this contact (default: the sample contact).",
+        metavar="CONTACT")] = None,
     subject: Annotated[str | None, typer.Option("--subject", help="Subject (else the template's subject.txt).", metavar="S")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render every message, send nothing, change nothing.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Send at most N messages in this run.", metavar="N")] = None,
@@ -56,21 +78,41 @@ def send_cmd(
 
         mailcli send spring-2026 --template newsletter --list news --dry-run
 
-        mailcli send spring-2026 --template newsletter --list news --yes
+        mailcli send spring-2026 --template newsletter --list news --test-to me@example.org
+
+        mailcli send spring-2026 --template newsletter --list news --segment utrecht --yes
+
+        mailcli send xmas --template newsletter --list news --not-before "2026-12-24 09:00" --tz Europe/Amsterdam --yes
 
         mailcli send spring-2026            # resume after an interruption
 
         mailcli send outage-0312 --template outage --list customers --kind service --reason "portal outage 3 Dec"
     """
+    from ..segments import choose_segment
+
     app = context.get(ctx)
     out = app.out
+    settings = app.settings
+    if test_as is not None and test_to is None:
+        raise UsageError("--as goes with --test-to", hint="mailcli send CAMPAIGN --test-to YOU --as CONTACT_EMAIL")
+    if test_to is not None:
+        from ..send.plan import check_kind
+
+        check_kind(SendOptions(campaign=campaign, kind=kind, reason=reason))
+        _test_send(app, campaign, test_to, template=template, subject=subject, as_contact=test_as, kind=kind)
+        return
+    if tz is not None and not_before is None:
+        raise UsageError("--tz goes with --not-before", hint='--not-before "2026-12-24 09:00" --tz Europe/Amsterdam')
+    from ..send.schedule import parse_not_before
+
     options = SendOptions(
         campaign=campaign, template=template, list_name=list_name, subject=subject, dry_run=dry_run,
         limit=limit, rate=_rate(rate), concurrency=concurrency, include_new=include_new,
         resend_uncertain=resend_uncertain, expect_count=expect_count, accept_uncertain=tuple(accept_uncertain or ()),
         kind=kind, reason=reason,
+        segment=choose_segment(settings.segments, where=where, segment=segment),
+        not_before=parse_not_before(not_before, tz) if not_before is not None else None,
     )
-    settings = app.settings
     store = app.store
 
     total: list[int] = []
@@ -85,7 +127,8 @@ def send_cmd(
         total.append(plan.to_send)
         if plan.created or plan.added:
             verb = "would be frozen (dry run)" if plan.dry_run else "frozen"
-            out.info(f"Campaign {plan.campaign}: audience of {plan.audience} {verb} from list {plan.list_name}"
+            part = f" (segment {plan.segment})" if plan.segment else ""
+            out.info(f"Campaign {plan.campaign}: audience of {plan.audience} {verb} from list {plan.list_name}{part}"
                      + ("" if plan.created else f" ({plan.added} new)"))
         if plan.accepted_uncertain:
             verb = "would be counted" if plan.dry_run else "counted"
@@ -101,7 +144,8 @@ def send_cmd(
     def confirm(plan: SendPlan) -> None:
         out.confirm(
             f"Send {plan.to_send} {'service ' if plan.kind == 'service' else ''}message(s) of campaign"
-            f" {plan.campaign} (template {plan.template}) via {plan.server}?",
+            f" {plan.campaign} (template {plan.template}"
+            + (f", segment {plan.segment}" if plan.segment else "") + f") via {plan.server}?",
             yes=yes, what="send",
         )
 
@@ -123,6 +167,9 @@ def send_cmd(
         # With --yes there is nothing to ask, so no preview of the plan either.
         summary = send_campaign(store, settings, options, confirm=None if yes else confirm, progress=progress,
                                 on_plan=on_plan, on_notice=out.info)
+    if summary.not_before is not None:
+        _scheduled(out, summary, tz)
+        return
 
     def again(*, first_run: bool) -> str:
         """This command line as it should be run next: every option that
@@ -130,6 +177,7 @@ def send_cmd(
         args = ["send", campaign]
         if first_run:
             args += [*(["--template", template] if template else []), *(["--list", list_name] if list_name else []),
+                     *(["--where", where] if where is not None else []), *(["--segment", segment] if segment else []),
                      *(["--subject", subject] if subject else []),
                      *(["--kind", kind] if kind else []), *(["--reason", reason] if reason else [])]
         args += [*(["--limit", str(limit)] if limit is not None else []), *(["--rate", rate] if rate else []),
@@ -141,6 +189,33 @@ def send_cmd(
 
     _report(out, summary, campaign, again(first_run=True), again(first_run=False),
             app.command("report", campaign, "--failed"))
+
+
+def _test_send(app: Any, campaign: str, to: str, *, template: str | None, subject: str | None,
+               as_contact: str | None, kind: str | None) -> None:
+    """``--test-to``: one [TEST] message, nothing recorded."""
+    from ..send.testsend import send_test
+
+    sent = send_test(app.store, app.settings, campaign, to, template=template, subject=subject, as_contact=as_contact,
+                     kind=kind)
+    if app.out.json:
+        app.out.data({"campaign": sent.campaign, "test_to": sent.to, "rendered_for": sent.rendered_for,
+                      "subject": sent.subject, "message_id": sent.message_id, "reply": sent.reply})
+    app.out.success(f"Test message of campaign {sent.campaign} (template {sent.template}, rendered for"
+                    f" {sent.rendered_for}) sent to {sent.to}: {sent.subject!r}; nothing was recorded")
+
+
+def _scheduled(out: Any, s: SendSummary, tz: str | None) -> None:
+    """A run before the campaign's moment: nothing sent, exit 0 (a cron line runs it again)."""
+    from ..send.schedule import zone
+
+    assert s.not_before is not None
+    when = s.not_before.astimezone(zone(tz) if tz else None)
+    if out.json:
+        out.data({"campaign": s.campaign, "dry_run": False, "scheduled": True, "not_before": clock.to_iso(s.not_before),
+                  "sent": 0, "campaign_totals": s.counts})
+    out.info(f"Campaign {s.campaign} is scheduled: nothing is sent before {when:%Y-%m-%d %H:%M %Z}"
+             f" ({clock.to_iso(s.not_before)}); the first run after that sends it")
 
 
 def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, failures: str) -> None:

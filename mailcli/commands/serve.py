@@ -14,6 +14,7 @@ from ..errors import MailcliError, UsageError
 from ..net import is_loopback
 
 
+# Complexity: the address checked, logging set, the database opened, then listening; each failure with its own message.
 def serve_cmd(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default \\[serve] host, 127.0.0.1).", metavar="H")] = None,

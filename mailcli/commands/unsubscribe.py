@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import context
+from ..completers import complete_list
 from ..feedback.actions import ALL, unsubscribe_address
 
 
@@ -14,7 +15,8 @@ def unsubscribe_cmd(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(help="The address to opt out.", metavar="EMAIL")],
     list_name: Annotated[
-        str | None, typer.Option("--list", "-l", help="Only this list (default: all marketing).", metavar="L")
+        str | None, typer.Option("--list", "-l", help="Only this list (default: all marketing).", metavar="L",
+                                  autocompletion=complete_list)
     ] = None,
 ) -> None:
     """Unsubscribe an address from one list, or from all marketing.

@@ -20,13 +20,16 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..net import is_localhost_name, is_loopback
+from ..segments import check_segments
 from .settings import (
     RETENTION_KEYS,
+    BackupSettings,
     BounceSettings,
     DkimSettings,
     EnvVars,
     IPNetwork,
     ProjectSettings,
+    RenderSettings,
     RetentionSettings,
     SenderSettings,
     ServeSettings,
@@ -51,12 +54,15 @@ _SCHEMA: dict[str, set[str]] = {
     "dkim": {"domain", "selector", "private_key_env", "private_key_file"},
     "bounces": {"soft_limit", "imap_password_env"},
     "serve": {"host", "port", "trusted_proxies"},
+    "segments": set(),  # any name: each value is an expression (mailcli.segments)
+    "backup": {"encrypt", "key_env"},
+    "render": {"timeout", "max_size_mb"},
     "tracking": {"clicks", "per_contact"},
 }
 _FORBIDDEN = {"password", "smtp_password", "secret", "private_key", "pass"}
 _DEFAULT_RETENTION = {
     "unconfirmed": "30d", "unsubscribed": "30d", "bounced": "90d", "inactive": "2y",
-    "send_log": "13mo", "audit_log": "2y", "backups": "30d", "clicks": "13mo",
+    "send_log": "13mo", "audit_log": "2y", "backups": "30d", "exports": "30d", "clicks": "13mo",
 }
 
 
@@ -76,6 +82,7 @@ class _Reader:
             raise self.fail(name, "must be a table ([" + name + "])")
         return value
 
+    # Complexity: one check per way a TOML value can be wrong, each naming the key.
     def get(self, section: str, key: str, kind: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
         table = self.section(section)
         full = f"{section}.{key}"
@@ -111,6 +118,7 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+# Complexity: one refusal per way a section or key can be wrong, each naming it; [segments] takes any name.
 def _check_keys(reader: _Reader) -> None:
     for section, value in reader.data.items():
         if section in _FORBIDDEN:
@@ -126,7 +134,7 @@ def _check_keys(reader: _Reader) -> None:
                     f"{section}.{key}", "secrets do not belong in the config file",
                     hint=f"set `{key}_env = \"MAILCLI_...\"` and put the value in that environment variable",
                 )
-            if key not in _SCHEMA[section]:
+            if key not in _SCHEMA[section] and section != "segments":
                 guess = difflib.get_close_matches(key, list(_SCHEMA[section]), n=1)
                 raise reader.fail(f"{section}.{key}", "unknown key" + (f" (did you mean {guess[0]}?)" if guess else ""))
 
@@ -189,10 +197,17 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         soft_limit=_number(reader, "bounces", "soft_limit", 3, 1, 1000),
         imap_password_env=_env_name(reader, "bounces", "imap_password_env", EnvVars.IMAP_PASSWORD))
     serve = _serve(reader)
+    segments = check_segments(reader.section("segments"), path.name)
+    backup = BackupSettings(encrypt=reader.get("backup", "encrypt", bool, False),
+                            key_env=_env_name(reader, "backup", "key_env", EnvVars.BACKUP_KEY))
+    render = RenderSettings(
+        timeout=_number(reader, "render", "timeout", 5.0, 0, 600, integer=False, above=True, unit=" seconds"),
+        max_size_mb=_number(reader, "render", "max_size_mb", 10, 0, 1000, integer=False, above=True, unit=" MB"))
     tracking = _tracking(reader)
     return Settings(
         path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
-        retention=retention, dkim=dkim, bounces=bounces, serve=serve, tracking=tracking,
+        retention=retention, dkim=dkim, bounces=bounces, serve=serve, segments=segments, backup=backup,
+        render=render, tracking=tracking,
     )
 
 
@@ -214,6 +229,7 @@ def _project(reader: _Reader, root: Path) -> ProjectSettings:
     return ProjectSettings(name=name, database=database, root=root)
 
 
+# Complexity: one check per [sender] key, each naming the key it refuses.
 def _sender(reader: _Reader, project_name: str) -> SenderSettings:
     from_name, from_address = _parse_mailbox(reader, "sender.from", reader.get("sender", "from", str, required=True), allow_name=True)
     reply_to = reader.get("sender", "reply_to", str, "") or None

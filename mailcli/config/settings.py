@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class EnvVars:
     SECRET = "MAILCLI_SECRET"
     SMTP_PASSWORD = "MAILCLI_SMTP_PASSWORD"
     IMAP_PASSWORD = "MAILCLI_IMAP_PASSWORD"
+    BACKUP_KEY = "MAILCLI_BACKUP_KEY"
 
 
 
@@ -93,13 +95,15 @@ class RetentionSettings:
     send_log: Duration
     audit_log: Duration
     backups: Duration
+    exports: Duration
     clicks: Duration
 
     def items(self) -> list[tuple[str, Duration]]:
         return [(name, getattr(self, name)) for name in RETENTION_KEYS]
 
 
-RETENTION_KEYS = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "clicks")
+RETENTION_KEYS = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports",
+                  "clicks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,18 @@ class DkimSettings:
 class BounceSettings:
     soft_limit: int
     imap_password_env: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSettings:
+    timeout: float = 5.0  # seconds one render of a template may take
+    max_size_mb: float = 10.0  # how large its output (or a value it makes) may grow
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSettings:
+    encrypt: bool = False  # write backups encrypted with the key or passphrase in key_env
+    key_env: str = "MAILCLI_BACKUP_KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +161,10 @@ class Settings:
     dkim: DkimSettings | None
     bounces: BounceSettings
     serve: ServeSettings
+    # Named segments: name -> expression, each checked when the file is read.
+    segments: Mapping[str, str] = field(default_factory=dict)
+    backup: BackupSettings = BackupSettings()
+    render: RenderSettings = RenderSettings()
     tracking: TrackingSettings = TrackingSettings()
     _secret_cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
@@ -155,11 +175,6 @@ class Settings:
     @property
     def templates_dir(self) -> Path:
         return self.project.root / "templates"
-
-    @property
-    def data_dir(self) -> Path:
-        """``.mailcli/`` beside the config: secret, locks, erasure ledger (mode 0700)."""
-        return self.project.root / ".mailcli"
 
     @property
     def backups_dir(self) -> Path:
@@ -173,7 +188,11 @@ class Settings:
         if value:
             key = value.encode("utf-8")
         else:
+            from ..filemodes import check_secret_file
+
             secret_path = self.project.root / SECRET_FILE
+            if secret_path.exists():
+                check_secret_file(secret_path)
             try:
                 key = secret_path.read_bytes().strip()
             except FileNotFoundError:

@@ -3,14 +3,15 @@
 Loading the config already rejects invalid files (exit 4). What remains are
 things that are valid but risky: a secret that exists only in
 ``.mailcli/secret`` (lose it and the suppression list can no longer be matched),
-secrets or the database readable by other users, a DKIM key that will not
-load, plaintext SMTP to a remote host, an unsubscribe URL that is not https.
+secrets, the database, backups, exports or ledgers readable by other users or
+a configuration they may change (``docs/guarantees.md#file-modes``), backups
+that leave the database's disk unencrypted, a DKIM key that will not load,
+plaintext SMTP to a remote host, an unsubscribe URL that is not https.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,9 @@ SECRET_FILE = Path(".mailcli") / "secret"
 
 
 def _loose_mode(path: Path) -> int | None:
-    """The file's mode when group or others have any access, else None."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    return stat.S_IMODE(mode) if mode & (stat.S_IRWXG | stat.S_IRWXO) else None
+    from mailcli.filemodes import open_to_others
+
+    return open_to_others(path)
 
 
 def check_secret(settings: Any, environ: Mapping[str, str]) -> Check:
@@ -141,27 +139,83 @@ def check_unsubscribe(settings: Any) -> Check:
     return Check("unsubscribe", "pass", f"one-click {url}{mailto}", None, details)
 
 
-def check_file_modes(settings: Any) -> Check:
-    """Personal data and keys must not be readable by other users."""
-    loose: list[str] = []
+def _project_paths(settings: Any) -> list[tuple[Path, str]]:
+    """What holds personal data, keys or the configuration, with what its mode must keep out:
+    "rw" (others may neither read nor write) or "w" (others may not write)."""
+    from mailcli.ledgers import ledger_folder
+    from mailcli.locks import lock_folder
+
+    root = Path(settings.project.root)
     database = Path(settings.project.database)
-    candidates = [database, Path(f"{database}-wal")]
+    paths: list[tuple[Path, str]] = [
+        (Path(settings.path), "w"), (root, "w"), (root / ".mailcli", "rw"),
+        (database, "rw"), (Path(f"{database}-wal"), "rw"), (Path(f"{database}-shm"), "rw"),
+        (ledger_folder(database), "rw"), (lock_folder(database), "rw"),
+    ]
+    ledgers = ledger_folder(database)
+    for folder in (Path(settings.backups_dir), root / "exports", ledgers):
+        paths.append((folder, "rw"))
+        try:
+            paths += [(item, "rw") for item in sorted(folder.iterdir()) if item.is_file()]
+        except OSError:
+            pass
     dkim = getattr(settings, "dkim", None)
     if dkim is not None and dkim.private_key_file:
-        candidates.append(Path(dkim.private_key_file))
-    for path in candidates:
-        mode = _loose_mode(path)
-        if mode is not None:
-            loose.append(f"{path} ({mode:04o})")
+        paths.append((Path(dkim.private_key_file), "rw"))
+    return list(dict.fromkeys(paths))
+
+
+def check_file_modes(settings: Any) -> Check:
+    """Personal data and keys must be private to their owner; the configuration
+    and the folder it is in may be changed by their owner only."""
+    from mailcli.filemodes import open_to_others, writable_by_others
+
+    loose: list[str] = []
+    fixes: list[str] = []
+    for path, keep_out in _project_paths(settings):
+        mode = open_to_others(path) if keep_out == "rw" else writable_by_others(path)
+        if mode is None:
+            continue
+        if keep_out == "rw":
+            loose.append(f"{path} ({mode:04o}, readable by others)")
+            fixes.append(f"chmod {'700' if path.is_dir() else '600'} {path}")
+        else:
+            loose.append(f"{path} ({mode:04o}, writable by others)")
+            fixes.append(f"chmod go-w {path}")
     if loose:
-        return Check(
-            "file-modes",
-            "fail",
-            "readable by other users: " + ", ".join(loose),
-            "chmod 600 " + " ".join(item.rsplit(" (", 1)[0] for item in loose),
-            {"loose": loose},
-        )
-    return Check("file-modes", "pass", "database and keys are private to their owner", None, {})
+        return Check("file-modes", "fail", "not private: " + ", ".join(loose), "; ".join(fixes), {"loose": loose})
+    return Check("file-modes", "pass", "database, backups, exports, ledgers and keys are private to their owner;"
+                 " only the owner may change mailcli.toml", None, {})
+
+
+def check_backups(settings: Any, environ: Mapping[str, str]) -> Check:
+    """Encrypted backups need their key; plain ones should not leave the database's disk."""
+    backup = settings.backup
+    folder = Path(settings.backups_dir)
+    details: dict[str, Any] = {"encrypt": backup.encrypt, "folder": str(folder)}
+    if backup.encrypt:
+        if not environ.get(backup.key_env):
+            return Check("backups", "fail", f"[backup] encrypt is true but {backup.key_env} is not set: backup create"
+                         " fails", f"set {backup.key_env} to a long passphrase or an age identity (age-keygen)",
+                         details)
+        return Check("backups", "pass", f"backups are encrypted (age) with the key in {backup.key_env}", None, details)
+    if _device(folder) != _device(Path(settings.project.database)):
+        return Check("backups", "warn", f"backups go unencrypted to {folder}, on another filesystem than the"
+                     " database: a copy of everyone's data that may leave this machine",
+                     'set encrypt = true under [backup] (key in MAILCLI_BACKUP_KEY), or keep backups/ on this disk',
+                     details)
+    return Check("backups", "pass", f"backups in {folder} stay on the database's filesystem (unencrypted;"
+                 " set [backup] encrypt = true before copying them elsewhere)", None, details)
+
+
+def _device(path: Path) -> int | None:
+    """The filesystem a path is on (or would be on: its nearest existing folder)."""
+    for candidate in (path, *path.parents):
+        try:
+            return os.stat(candidate).st_dev
+        except OSError:
+            continue
+    return None
 
 
 def check_dkim_config(settings: Any, environ: Mapping[str, str]) -> Check:
@@ -231,6 +285,7 @@ def run_config_checks(settings: Any, environ: Mapping[str, str] | None = None) -
         check_sender(settings),
         check_unsubscribe(settings),
         check_file_modes(settings),
+        check_backups(settings, env),
         check_dkim_config(settings, env),
         check_smtp_config(settings, env),
     ]

@@ -145,6 +145,7 @@ def check_key_file(path: Path) -> None:
         )
 
 
+# Complexity: one check per [dkim] key and per way a key file can be wrong, each with its fix.
 def signer_from_config(
     domain: str,
     selector: str,

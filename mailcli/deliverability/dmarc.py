@@ -53,6 +53,7 @@ def _find_records(resolver: dns.resolver.Resolver, domain: str) -> tuple[str, li
     return found_at, records
 
 
+# Complexity: one verdict per DNS outcome and per policy; read top to bottom like the RFC.
 def check_dmarc(resolver: dns.resolver.Resolver, domain: str) -> tuple[Check, DmarcPolicy | None]:
     """The DMARC record of the From domain (or its organisational domain)."""
     name = "dmarc"
@@ -142,6 +143,7 @@ def aligns(identifier: str, from_domain: str, mode: str) -> bool:
     return organizational_domain(identifier) == organizational_domain(from_domain)
 
 
+# Complexity: one verdict per way DKIM and SPF can align or not, relaxed and strict.
 def check_alignment(
     from_domain: str,
     *,

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # MX: sorted by preference; a CNAME, IP literal or null MX target fails
 
 
+# Complexity: one verdict per DNS outcome (none, null MX, NXDOMAIN, timeout), each with its fix.
 def check_mx(resolver: dns.resolver.Resolver, domain: str, *, role: str = "From") -> Check:
     """MX of a sending domain: replies and bounces must be deliverable to it."""
     name = "mx" if role == "From" else f"mx ({role.lower()})"
@@ -126,6 +127,7 @@ def dkim_record_hint(domain: str, selector: str, public_key: str | None) -> str:
     return f'{selector}._domainkey.{domain}. TXT "v=DKIM1; k=rsa; p={key}"'
 
 
+# Complexity: one verdict per way a published key can be missing, broken or weak.
 def check_dkim(
     resolver: dns.resolver.Resolver,
     domain: str,

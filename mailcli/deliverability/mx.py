@@ -40,6 +40,7 @@ class MxResult:
         return self.status == "undeliverable"
 
 
+# Complexity: one verdict per DNS outcome: MX, null MX, A/AAAA fallback, NXDOMAIN, timeout.
 def check_domain(resolver: dns.resolver.Resolver, domain: str) -> MxResult:
     """Classify one domain by its MX (then A/AAAA) records."""
     try:

@@ -69,6 +69,7 @@ def _params(smtp: Any, password: str | None) -> ConnectParams:
     )
 
 
+# Complexity: the SMTP steps in protocol order, each failure its own verdict and fix.
 async def _check(smtp: Any, env: Mapping[str, str], context: ssl.SSLContext | None) -> list[Check]:
     password = env.get(smtp.password_env or "", "") or None if smtp.username else None
     params = _params(smtp, password)
@@ -158,6 +159,7 @@ def _extensions_check(conn: SmtpConnection) -> Check:
     return Check("smtp-extensions", "pass", summary, None, details)
 
 
+# Complexity: one verdict per AUTH outcome: offered or not, over TLS or not, accepted or refused.
 async def _auth_check(conn: SmtpConnection, smtp: Any, where: str, password: str | None) -> Check:
     username = smtp.username
     mechanisms = conn.auth_mechanisms

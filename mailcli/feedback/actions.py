@@ -81,6 +81,7 @@ class BounceResult:
     soft_count: int  # distinct campaigns with soft bounces so far (soft only)
 
 
+# Complexity: one branch per scope (a list, all marketing) and per state the person is already in.
 def unsubscribe(
     store: Store,
     settings: Settings,
@@ -122,7 +123,7 @@ def unsubscribe(
         add_event(conn, contact_id=contact.id, campaign_id=campaign_id, kind="unsubscribed", channel=channel,
                   scope=scope, source_ref=source_ref, now=now)
         audit.append(store, "unsubscribe", subject_hmac=digest, command=command or channel,
-                     detail={"channel": channel, "scope": scope})
+                     detail={"channel": channel, "scope": scope}, settings=settings)
     return True
 
 
@@ -206,7 +207,7 @@ def _suppress_bounced(store: Store, settings: Settings, contact_id: int, digest:
     changed = mark_status(conn, contact_id, "bounced", now) or changed
     if changed:
         append_optouts(settings, [OptOutEntry(digest, ALL, "bounced", "bounce", now)])
-        audit.append(store, "suppress", subject_hmac=digest, command=command, detail=detail)
+        audit.append(store, "suppress", subject_hmac=digest, command=command, detail=detail, settings=settings)
     return changed
 
 
@@ -242,7 +243,7 @@ def record_complaint(
         if changed:
             append_optouts(settings, [OptOutEntry(digest, ALL, "complained", "complaint", now)])
             audit.append(store, "suppress", subject_hmac=digest, command=command,
-                         detail={"reason": "complained", "feedback_type": feedback_type})
+                         detail={"reason": "complained", "feedback_type": feedback_type}, settings=settings)
     return changed
 
 
@@ -318,10 +319,11 @@ def unsubscribe_address(
             add_event(tx, contact_id=None, campaign_id=None, kind="unsubscribed", channel=channel, scope=scope,
                       detail={"known": False}, source_ref=None, now=clock.now_iso())
             audit.append(store, "unsubscribe", subject_hmac=digest, command=command,
-                         detail={"channel": channel, "scope": scope, "known": False})
+                         detail={"channel": channel, "scope": scope, "known": False}, settings=settings)
     return AddressResult(known=False, changed=changed, scope=scope)
 
 
+# Complexity: one branch per kind of opt-out row (unsubscribed, cleaned) and scope, inside the import's transaction.
 def record_imported_opt_outs(
     store: Store, settings: Settings, rows: Iterable[OptOut], *, list_id: int, list_name: str, source: str,
 ) -> int:
@@ -359,7 +361,8 @@ def record_imported_opt_outs(
                       channel="import", scope=scope, detail={"at": at} if at else None,
                       source_ref=f"{source} line {line}", now=now)
             audit.append(store, "unsubscribe" if kind == "unsubscribed" else "suppress", subject_hmac=digest,
-                         command="import", detail={"channel": "import", "scope": scope, "reason": kind})
+                         command="import", detail={"channel": "import", "scope": scope, "reason": kind},
+                         settings=settings)
     append_optouts(settings, ledger)
     return changed_count
 

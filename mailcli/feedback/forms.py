@@ -20,6 +20,7 @@ class BadRequest(Exception):
         self.message = message
 
 
+# Complexity: one check per way a POST body can be malformed (type, length, encoding), each its own 400.
 def read_form(environ: dict[str, Any]) -> dict[str, str]:
     """The POST body as a flat form: urlencoded or multipart/form-data, ≤ 64 KiB."""
     try:

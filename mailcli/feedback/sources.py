@@ -205,6 +205,7 @@ def _quote(mailbox: str) -> str:
 
 
 class ImapSource:
+    # Complexity: the IMAP steps in order (URL, password, TLS, login, mailbox), each failure with its own message.
     def __init__(self, text: str, settings: Settings, *, ca_file: Path | None, delete: bool) -> None:
         import imaplib
 
@@ -249,6 +250,7 @@ class ImapSource:
         with contextlib.suppress(Exception):
             self._imap.logout()
 
+    # Complexity: one branch per IMAP reply and per --delete/--keep, in protocol order.
     def messages(self) -> Iterator[RawMessage]:
         import imaplib
 

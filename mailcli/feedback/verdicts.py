@@ -65,6 +65,7 @@ def basic_code(text: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+# Complexity: one branch per combination of Action, Status and Diagnostic-Code that real MTAs send.
 def classify(action: str | None, status: str | None, diagnostic: str | None) -> Verdict:
     """Hard, soft, policy, a notice or a success, from a DSN's Action, Status and Diagnostic-Code.
 

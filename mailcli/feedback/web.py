@@ -241,6 +241,7 @@ class UnsubscribeApp:
         self._wake.set()
 
     # -- WSGI ------------------------------------------------------------
+    # Complexity: the request's routing (path, method, GET/POST) and the bad-token limit, in the order they apply.
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "") or "/"

@@ -61,11 +61,6 @@ class ArchiveMember:
     name: str
     path: Path
 
-    @property
-    def opt_outs(self) -> bool:
-        """Whether the file name says it holds opt-outs (Mailchimp's unsubscribed and cleaned)."""
-        return PurePosixPath(self.name).name.lower().startswith(_OPT_OUT_PREFIXES)
-
 
 class CsvArchive:
     """The CSV files of a ZIP archive, copied to a private temporary folder,
@@ -76,6 +71,7 @@ class CsvArchive:
         self._folder: str | None = None
         self.members: list[ArchiveMember] = []
 
+    # Complexity: one refusal per way an archive is unusable, then the copies, removed again on any error.
     def __enter__(self) -> CsvArchive:
         try:
             archive = zipfile.ZipFile(self.path)

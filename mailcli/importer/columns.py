@@ -75,7 +75,6 @@ class ColumnPlan:
     consent_time: tuple[int, ...] = ()
     consent_ip: tuple[int, ...] = ()
     attributes: tuple[tuple[str, int], ...] = ()
-    has_header: bool = True
     opted_out: tuple[int, ...] = ()  # a filled cell makes the row an OptOut (unsubscribed)
     cleaned: tuple[int, ...] = ()  # the same, bounced
     last_name_prefix: int | None = None  # "Tussenvoegsel": put in front of the last name
@@ -132,6 +131,7 @@ class _Planner:
         self.prefix: int | None = None
         self.attributes: list[tuple[str, int]] = []
 
+    # Complexity: one branch per kind of header an export uses (email, names, consent, opt-out columns).
     def guess(self, key: str) -> tuple[str | None, int]:
         """What a column not named by --map is, by its header, with its
         preference among columns of the same field (consent)."""
@@ -228,7 +228,7 @@ def headerless_plan(first_row: list[str]) -> ColumnPlan | None:
             continue
         headers = tuple(f"column_{i + 1}" for i in range(len(first_row)))
         attributes = tuple((headers[i], i) for i in range(len(first_row)) if i != index)
-        return ColumnPlan(headers=headers, email=index, attributes=attributes, has_header=False)
+        return ColumnPlan(headers=headers, email=index, attributes=attributes)
     return None
 
 

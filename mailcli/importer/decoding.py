@@ -238,6 +238,7 @@ class _LineDecoder(codecs.IncrementalDecoder):
         self.long_logged = False
         self.utf8 = codecs.getincrementaldecoder("utf-8")()
 
+    # Complexity: called for every chunk of a file: the long-line and end-of-file cases inline, no call per line.
     def decode(self, input: Buffer, final: bool = False) -> str:  # noqa: A002 - the codecs signature
         data = self.held + bytes(input) if self.held else bytes(input)
         base = self.base
@@ -293,6 +294,7 @@ class _LineDecoder(codecs.IncrementalDecoder):
             offset += len(line)
         return "".join(parts)
 
+    # Complexity: one branch per place a long line's part can fall (start, middle, end) and per encoding.
     def _long_part(self, data: bytes, base: int, *, last: bool) -> str:
         """Part of a line longer than HOLD_BYTES; ``last`` if it ends the line."""
         if base + len(data) - self.long_start > MAX_LINE_BYTES:

@@ -117,6 +117,7 @@ def _mostly_utf8_or_cp1252(head: bytes, complete: bool) -> str:
     return "utf-8" if utf8 >= other and utf8 else "cp1252"
 
 
+# Complexity: one score per candidate delimiter and per way a sample can be ragged.
 def detect_delimiter(sample: str, *, truncated: bool = False) -> str:
     """The candidate delimiter that splits the sample most consistently."""
     best: tuple[float, int, int] | None = None
@@ -154,6 +155,7 @@ def _field_counts(sample: str, delimiter: str, truncated: bool) -> list[int]:
     return counts
 
 
+# Complexity: one branch per signal of an encoding (BOM, UTF-16 zeros, valid UTF-8) and the sep= line.
 def detect_format(
     head: bytes,
     source: str,

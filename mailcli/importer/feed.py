@@ -138,6 +138,7 @@ class ImportFeed:
         self.close()
 
 
+# Complexity: one branch per way the middle of a file can fall inside a record (quotes, line ends).
 def find_split(path: Path, size: int) -> tuple[int, int] | None:
     """A byte offset near the middle of the file that starts a line and,
     most likely, a record, with that line's number: ``(offset, line)``.

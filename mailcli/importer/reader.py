@@ -179,6 +179,7 @@ class CsvSource:
         except LineTooLong as exc:
             raise _line_too_long(self.path, exc) from None
 
+    # Complexity: the per-record hot loop of an import: every case inline, no call per record.
     def _parse_records(self, parse: RowParser, line: int, stop: Boundary | None
                        ) -> Iterator[StagedRow | RowReject | OptOut]:
         """The records from physical line ``line`` on (the hot loop)."""

@@ -37,6 +37,7 @@ _DMY = re.compile(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?:[ T]+(\d{1,2})[:.](\d{
 _SPACES = re.compile(r"\s+")
 
 
+# Complexity: per row: the common timestamp shapes first, then the general parser, each refusal a ValueError.
 def parse_consent_time(text: str) -> str:
     """A consent timestamp as ISO-8601 UTC; raises ValueError if unreadable."""
     value = text.strip()

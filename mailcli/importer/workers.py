@@ -206,6 +206,7 @@ class _Handover:
         for each in (first, second):
             self.selector.register(each.stdout, selectors.EVENT_READ, each)
 
+    # Complexity: the hand-over loop of two processes: each frame kind and each way a worker can end.
     def batches(self, domains: dict[str, int] | None) -> Iterator[Batch]:
         selector = self.selector
         while selector.get_map():
@@ -336,6 +337,7 @@ def worker_main(parent: int | None = None) -> None:
         _send(out, _ERROR, {"message": "".join(traceback.format_exception_only(exc)).strip(), "internal": True})
 
 
+# Complexity: the worker's life in order: handshake, read, hand over, report, each failure said to the parent.
 def run_worker(job: dict[str, Any], out: IO[bytes]) -> None:
     """Read one part of a file and send its rows in frames (see the module docstring)."""
     source, stop = _open_part(job)

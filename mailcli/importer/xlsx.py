@@ -194,6 +194,7 @@ def _load(path: Path) -> Any:
         return openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
 
 
+# Complexity: one refusal per way a sheet is unusable (missing, a chart, unreadable, no header).
 def _open_sheet(path: Path, workbook: Any, sheet: str | None, mapping: dict[str, str] | None,
                 now_limit: str) -> XlsxSource:
     names: list[str] = list(workbook.sheetnames)
@@ -273,6 +274,7 @@ def _cell_rows(worksheet: Any) -> Iterator[tuple[int, list[str]]]:
         yield number, texts
 
 
+# Complexity: one branch per type a cell holds, each shown as a spreadsheet shows it.
 def cell_text(value: object, number_format: str | None) -> str:
     """A cell's value as the text a person sees (see the module docstring)."""
     if value is None:

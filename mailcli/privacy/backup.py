@@ -8,6 +8,12 @@ self-contained file, written 0600 into ``backups/`` (0700) as
 renamed when complete, so a killed run never leaves half a backup that
 ``backup list`` would offer.
 
+Each copy carries the audit head of its moment (:mod:`mailcli.audithead`),
+taken under the head's lock with the snapshot, so a restore can check that
+the backup's audit log is whole. With ``[backup] encrypt = true`` the copy
+is encrypted (age, :mod:`mailcli.privacy.encryption`) before it gets its
+name, ``mailcli-….db.age``; the plain temporary copy is removed.
+
 Restoring one is :mod:`mailcli.privacy.restore`.
 """
 
@@ -22,13 +28,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import audit, clock
+from .. import audit, audithead, clock
+from ..audithead import CARRIED
 from ..config import Settings
 from ..errors import MailcliError
 from ..store import Store
-from ..store.backups import snapshot
+from ..store.backups import carry_fact, snapshot
+from .encryption import SUFFIX, BackupKey, backup_key, encrypt_file
 
-NAME = re.compile(r"^mailcli-(\d{8}T\d{6}Z)(?:-([A-Za-z0-9-]+))?\.db$")
+NAME = re.compile(r"^mailcli-(\d{8}T\d{6}Z)(?:-([A-Za-z0-9-]+))?\.db(\.age)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +44,11 @@ class BackupInfo:
     path: Path
     created_at: str
     size: int
+    encrypted: bool = False
 
     def as_json(self) -> dict[str, object]:
-        return {"path": str(self.path), "created_at": self.created_at, "size": self.size}
+        return {"path": str(self.path), "created_at": self.created_at, "size": self.size,
+                "encrypted": self.encrypted}
 
 
 def _private_dir(folder: Path) -> None:
@@ -55,39 +65,50 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def new_backup_path(settings: Settings, label: str | None) -> Path:
+def new_backup_path(settings: Settings, label: str | None, *, encrypted: bool = False) -> Path:
     folder = settings.backups_dir
     _private_dir(folder)
     stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
     suffix = f"-{label}" if label else ""
-    path = folder / f"mailcli-{stamp}{suffix}.db"
+    ext = ".db" + (SUFFIX if encrypted else "")
+    path = folder / f"mailcli-{stamp}{suffix}{ext}"
     n = 1
     while path.exists():
         n += 1
-        path = folder / f"mailcli-{stamp}{suffix}-{n}.db"
+        path = folder / f"mailcli-{stamp}{suffix}-{n}{ext}"
     return path
 
 
-def copy_database(source: sqlite3.Connection, dest_path: Path) -> None:
-    """Online-backup ``source`` into a new 0600 file at ``dest_path``."""
+def copy_database(source: sqlite3.Connection, dest_path: Path, *, head: str | None = None,
+                  key: BackupKey | None = None) -> None:
+    """Online-backup ``source`` into a new 0600 file at ``dest_path``, carrying
+    the audit ``head`` and encrypted with ``key`` when given."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest_path.name}.{os.getpid()}.", suffix=".tmp", dir=dest_path.parent)
     tmp = Path(tmp_name)
     os.close(fd)
+    sealed = tmp.with_name(tmp.name + SUFFIX)
     try:
         os.chmod(tmp, 0o600)
         snapshot(source, tmp)
+        if head is not None:
+            carry_fact(tmp, CARRIED, head)
+        if key is not None:
+            encrypt_file(tmp, sealed, key)
+            tmp.unlink()
+            tmp = sealed
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         if dest_path.exists():
             raise FileExistsError(f"{dest_path} exists")
         os.replace(tmp, dest_path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        for leftover in (tmp, sealed):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
         raise
 
 
-_PARTIAL = re.compile(r"^\.mailcli-.*\.db\.(\d+)\.[^.]*\.tmp(-journal)?$")
+_PARTIAL = re.compile(r"^\.mailcli-.*\.db(?:\.age)?\.(\d+)\.[^.]*\.tmp(-journal|\.age)?$")
 
 
 def remove_partial_copies(folder: Path) -> int:
@@ -118,17 +139,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def backup_key_for(settings: Settings) -> BackupKey | None:
+    """The key backups are encrypted with now (None when they are written plain)."""
+    if not settings.backup.encrypt:
+        return None
+    return backup_key(settings, why="[backup] encrypt is true")
+
+
 def create_backup(store: Store, settings: Settings, *, label: str | None = None) -> BackupInfo:
+    key = backup_key_for(settings)
     remove_partial_copies(settings.backups_dir)
-    path = new_backup_path(settings, label)
+    path = new_backup_path(settings, label, encrypted=key is not None)
     try:
-        copy_database(store.conn, path)
+        with audithead.locked(store):
+            copy_database(store.conn, path, head=audithead.head_for_backup(store), key=key)
     except (OSError, sqlite3.Error) as exc:
         raise MailcliError(f"Cannot write the backup {path}: {exc}") from None
     _fsync_dir(path.parent)
     # After the copy: the snapshot itself needs no write lock, so a running
     # send never delays it; the audit row then waits its turn like any write.
-    audit.record_access(store, settings, "backup", command="backup create", detail={"file": path.name})
+    audit.record_access(store, settings, "backup", command="backup create",
+                        detail={"file": path.name, "encrypted": key is not None})
     return _info(path)
 
 
@@ -139,7 +170,8 @@ def _info(path: Path) -> BackupInfo:
         created = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     else:
         created = datetime.fromtimestamp(stat.st_mtime, timezone.utc).replace(microsecond=0)
-    return BackupInfo(path=path, created_at=clock.to_iso(created), size=stat.st_size)
+    return BackupInfo(path=path, created_at=clock.to_iso(created), size=stat.st_size,
+                      encrypted=path.name.endswith(SUFFIX))
 
 
 def list_backups(settings: Settings) -> list[BackupInfo]:
@@ -166,6 +198,6 @@ def prune_backups(settings: Settings, *, as_of: datetime | None = None, dry_run:
 
 
 __all__ = [
-    "BackupInfo", "copy_database", "create_backup", "expired_backups", "list_backups",
+    "BackupInfo", "backup_key_for", "copy_database", "create_backup", "expired_backups", "list_backups",
     "new_backup_path", "prune_backups", "remove_partial_copies",
 ]

@@ -5,12 +5,16 @@ The archive holds:
 * ``subject.json`` — one schema-versioned document (``mailcli.subject-export/1``)
   with the profile (fields the person gave us marked ``provided_by_subject``
   for portability), memberships with consent evidence, deliveries, events,
-  suppression entries, audit entries about the person, and the art. 15(1)
-  information;
+  suppression entries, audit entries about the person, their requests, the
+  files mailcli wrote about them, and the art. 15(1) information;
 * one CSV per kind of record (RFC 4180 quoting; cells that a spreadsheet
   would run as a formula are neutralised with a leading ``'``);
 * ``letter.txt`` — the art. 15(1) letter (``letter.py``);
 * ``manifest.sha256`` — ``sha256sum -c`` format for every other file.
+
+The written file is registered (:mod:`mailcli.privacy.files`), so an erasure
+deletes it and ``[retention] exports`` expires it, and the person's open
+access and portability requests are closed.
 
 Data is gathered by walking the registry (``registry.PERSONAL_DATA_TABLES``)
 with the person's contact id or address HMAC, never by name or domain, so a
@@ -30,7 +34,7 @@ import sqlite3
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +46,10 @@ from ..store import Store, personal_data
 from ..store import audit as audit_rows
 from ..store.clicks import contact_clicks
 from ..store.events import events_of
+from ..store.requests import close_open_requests, requests_of
 from ..store.suppressions import suppressions_of
+from ..store.written import files_about
+from .files import register_written
 from .letter import LetterFacts, information, render_letter
 from .registry import PERSONAL_DATA_TABLES, uncovered_tables
 from .subject import Subject, find_subject, require_contact
@@ -123,6 +130,14 @@ def _audit(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
     return rows
 
 
+def _requests(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+    return requests_of(conn, subject.hmac)
+
+
+def _files(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+    return [{"kind": f.kind, "path": f.path, "created_at": f.created_at} for f in files_about(conn, subject.hmac)]
+
+
 # registered table -> (section name in subject.json, builder)
 SECTIONS: dict[str, tuple[str, Callable[[sqlite3.Connection, Subject], Any]]] = {
     "contacts": ("profile", _profile),
@@ -132,6 +147,8 @@ SECTIONS: dict[str, tuple[str, Callable[[sqlite3.Connection, Subject], Any]]] = 
     "clicks": ("clicks", _clicks),
     "suppressions": ("suppression", _suppression),
     "audit_log": ("audit", _audit),
+    "requests": ("requests", _requests),
+    "written_files": ("files", _files),
 }
 
 
@@ -157,6 +174,7 @@ class ExportResult:
     counts: dict[str, int]
     files: tuple[str, ...]
     warnings: tuple[str, ...]
+    requests_closed: list[int] = field(default_factory=list)
 
 
 def default_export_path(settings: Settings, subject: Subject) -> Path:
@@ -184,7 +202,7 @@ def _csv_files(data: dict[str, Any]) -> dict[str, bytes]:
     for name, rows in (("memberships.csv", memberships), ("deliveries.csv", data["deliveries"]),
                        ("events.csv", data["events"]), ("clicks.csv", data["clicks"]),
                        ("suppression.csv", data["suppression"]),
-                       ("audit.csv", data["audit"])):
+                       ("audit.csv", data["audit"]), ("requests.csv", data["requests"])):
         columns = list(rows[0]) if rows else _EMPTY_COLUMNS[name]
         files[name] = to_csv(columns, rows)
     return files
@@ -200,6 +218,8 @@ _EMPTY_COLUMNS = {
     "suppression.csv": ["scope", "reason", "channel", "created_at"],
     "clicks.csv": ["campaign", "url", "clicked_at", "ip_network"],
     "audit.csv": ["id", "at", "actor", "command", "action", "detail", "reason"],
+    "requests.csv": ["id", "kind", "received_at", "due_at", "extended_months", "extension_reason", "closed_at",
+                     "closed_by"],
 }
 
 
@@ -239,6 +259,7 @@ def with_suppressed_unlink(path: str) -> None:
         pass
 
 
+# Complexity: the steps of an export in order: registry check, one gathering transaction, the files, the audit and the warnings.
 def export_subject(store: Store, settings: Settings, email: str, *, output: Path | None = None,
                    reason: str | None = None) -> ExportResult:
     """Write the ZIP for one person; unknown person: NotFoundError (exit 1)."""
@@ -253,8 +274,10 @@ def export_subject(store: Store, settings: Settings, email: str, *, output: Path
     generated_at = clock.to_iso(now)
     with store.transaction() as conn:
         # Logged first, so the export shows its own access too.
+        # The default name holds only the reference; a name chosen with -o may
+        # hold the person's name, and the audit log outlives their erasure.
         audit.record_access(store, settings, "export", subject_hmac=subject.hmac, command="privacy export",
-                            detail={"file": path.name}, reason=reason)
+                            detail={"file": path.name if not output else "chosen with -o"}, reason=reason)
         sections = gather(conn, subject)
     counts = {name: len(value) for name, value in sections.items() if isinstance(value, list)}
     profile = sections["profile"]
@@ -282,4 +305,8 @@ def export_subject(store: Store, settings: Settings, email: str, *, output: Path
         f"{hashlib.sha256(content).hexdigest()}  {name}\n" for name, content in files.items()
     ).encode("ascii")
     _write_zip(path, files, now.timetuple()[:6])
-    return ExportResult(path=path, ref=subject.ref, counts=counts, files=tuple(files), warnings=warnings)
+    register_written(store, settings, path, "export", subject.hmac)
+    with store.transaction() as conn:
+        closed = close_open_requests(conn, subject.hmac, ("access", "portability"), "privacy export", generated_at)
+    return ExportResult(path=path, ref=subject.ref, counts=counts, files=tuple(files), warnings=warnings,
+                        requests_closed=closed)

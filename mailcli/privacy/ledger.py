@@ -2,10 +2,11 @@
 
 A backup taken before an erasure still holds the person. So that restoring it
 never brings them back (``docs/guarantees.md#restore``), every erasure is also appended to
-``.mailcli/erasures.jsonl`` (mode 0600, folder 0700): one JSON object per
-line with the keyed HMAC of the address, the time and why — never the
-address. ``backup restore`` replays it. The file lives beside the secret and
-not in the database, because the database is what a restore replaces.
+``erasures.jsonl`` in the database's ledger folder (``<database>-ledgers/``,
+:mod:`mailcli.ledgers`; mode 0600, folder 0700): one JSON object per line with
+the keyed HMAC of the address, the time and why — never the address.
+``backup restore`` replays it. The file lives beside the database and not in
+it, because the database is what a restore replaces.
 
 The ledger is written and fsynced *before* the database transaction: if the
 erasure then fails, the worst case is a ledger line for a person who asked to
@@ -22,7 +23,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import MailcliError
-from ..optouts import append_durably, read_ledger
+from ..ledgers import append_durably, ledger_file, read_ledger
 
 LEDGER_NAME = "erasures.jsonl"
 
@@ -36,7 +37,7 @@ class LedgerEntry:
 
 
 def ledger_path(settings: Settings) -> Path:
-    return settings.data_dir / LEDGER_NAME
+    return ledger_file(settings, LEDGER_NAME)
 
 
 def append_entries(settings: Settings, entries: list[LedgerEntry]) -> None:

@@ -29,10 +29,12 @@ RETENTION_TEXT_EN = {
     "unsubscribed": "after you unsubscribe from everything or object, your data are erased after {d};"
                     " only a keyed hash of your address is kept, so that you are never mailed again",
     "bounced": "an address that bounces permanently is erased after {d} (a keyed hash is kept)",
-    "inactive": "all data of a contact without any subscription, import or other activity for {d} are erased",
+    "inactive": "all data of a contact who is subscribed to no list and shows no activity (a confirmation,"
+                " a click, a correction, an import that changed them) for {d} are erased",
     "send_log": "the record of each message sent to you is kept for {d}; after that only campaign totals remain",
     "audit_log": "the log of who accessed your data is kept for {d}",
     "backups": "backups of the database are kept for {d}",
+    "exports": "a copy of your data made for you (such as the answer to this request) is deleted after {d}",
     "clicks": "where we record which links you clicked (only if switched on), each click is kept for {d}",
 }
 RETENTION_TEXT_NL = {
@@ -40,10 +42,13 @@ RETENTION_TEXT_NL = {
     "unsubscribed": "nadat u zich overal hebt afgemeld of bezwaar hebt gemaakt, wissen wij uw gegevens na {d};"
                     " alleen een versleutelde hash van uw adres blijft, zodat u nooit meer mail krijgt",
     "bounced": "een adres dat blijvend onbestelbaar is, wissen wij na {d} (een versleutelde hash blijft)",
-    "inactive": "alle gegevens van een contact zonder inschrijving, import of andere activiteit in {d} wissen wij",
+    "inactive": "alle gegevens van een contact dat op geen lijst staat en {d} lang geen activiteit toont"
+                " (een bevestiging, een klik, een correctie, een import die iets veranderde) wissen wij",
     "send_log": "het overzicht van elk bericht aan u bewaren wij {d}; daarna blijven alleen totalen per campagne",
     "audit_log": "het logboek van wie uw gegevens heeft ingezien bewaren wij {d}",
     "backups": "back-ups van de database bewaren wij {d}",
+    "exports": "een kopie van uw gegevens die wij voor u maken (zoals het antwoord op dit verzoek) verwijderen wij"
+               " na {d}",
     "clicks": "als wij bijhouden op welke links u klikt (alleen als dat aanstaat), bewaren wij elke klik {d}",
 }
 

@@ -81,6 +81,7 @@ def _latest_erasures(later: Later) -> dict[str, LedgerEntry]:
     return erasures
 
 
+# Complexity: one branch per kind of later record (suppression, opt-out, restriction, erasure); the first record of each kept.
 def _merge_suppressions(store: Store, later: Later, facts: _PerPerson, counts: Counts) -> None:
     """Add the later suppressions (the first record of each is kept) and note the opt-outs and restrictions."""
     conn = store.conn
@@ -140,12 +141,13 @@ def _flag_opted_out(store: Store, contact_id: int, reason: str, at: str) -> None
         mark_status(store.conn, contact_id, reason, at)
 
 
-def carry_audit(store: Store, rows: list[tuple[object, ...]]) -> int:
+def carry_audit(store: Store, settings: Settings, rows: list[tuple[object, ...]]) -> int:
     """Append (re-chained) the replaced database's audit rows the restored one lacks."""
     present = audit_table.hashes(store.conn)
     missing = [row for row in rows if row[7] not in present]
     for at, actor, command, action, subject_hmac, detail, reason, _hash in missing:
         audit.append_row(store, at=str(at), actor=str(actor), command=str(command), action=str(action),
                          subject_hmac=subject_hmac if subject_hmac is None else str(subject_hmac),
-                         detail_text=str(detail), reason=reason if reason is None else str(reason))
+                         detail_text=str(detail), reason=reason if reason is None else str(reason),
+                         settings=settings)
     return len(missing)

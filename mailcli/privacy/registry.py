@@ -67,6 +67,12 @@ PERSONAL_DATA_TABLES: dict[str, PersonalTable] = {
                       "who accessed or changed this person's data, and why",
                       keep_reason="holds only the keyed hash; accountability for the erasure "
                                   "itself (art. 5(2)); cut by the audit_log retention period"),
+        PersonalTable("written_files", "subject_hmac", "delete",
+                      "files mailcli wrote about the person: access exports, rendered previews"),
+        PersonalTable("requests", "subject_hmac", "keep",
+                      "the person's requests (access, erasure, ...): when received, due and handled",
+                      keep_reason="holds only the keyed hash and dates, the free text of an extension "
+                                  "removed; the record that each request was handled in time (art. 5(2), 12(3))"),
     )
 }
 
@@ -82,6 +88,7 @@ EXCLUDED_TABLES: dict[str, str] = {
     "claims": "which process sends which campaign (pid, host, command); no personal data",
     "delivery_counts": "how many deliveries of each campaign have each status; not whose",
     "campaign_links": "the tracked links of each campaign and how often each was clicked; not by whom",
+    "project_facts": "the keyed fingerprint of the project's secret and the state of the audit chain; about no one",
 }
 
 

@@ -48,9 +48,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import audit
+from .. import audit, audithead
 from ..config import Settings
-from ..errors import MailcliError, NotFoundError
+from ..errors import ConfigError, MailcliError, NotFoundError
+from ..ledgers import ledger_end
 from ..locks import (
     Holder,
     LockedError,
@@ -60,14 +61,17 @@ from ..locks import (
     restore_lock,
     sends_running,
 )
-from ..optouts import ledger_end, optout_ledger_path, read_optouts
+from ..optouts import optout_ledger_path, read_optouts
 from ..store import Store, backups, open_store
 from ..store import audit as audit_table
 from ..store import schema as sql
 from ..store.db import apply_migrations, busy_timeout, connect
+from ..store.facts import SECRET_FINGERPRINT, get_fact
 from ..store.migrations import MIGRATIONS
 from ..store.suppressions import Suppression, all_suppressions
-from .backup import copy_database, new_backup_path, remove_partial_copies
+from ..tokens import audit_key, secret_fingerprint
+from .backup import backup_key_for, copy_database, new_backup_path, remove_partial_copies
+from .encryption import BackupKey, backup_key, decrypt_file, is_encrypted
 from .ledger import ledger_path, read_entries
 from .reapply import Counts, Later, carry_audit, reapply
 
@@ -87,24 +91,32 @@ class RestoreResult:
 
 # -- checking ---------------------------------------------------------------------
 
-def check_backup(path: Path) -> None:
-    """Refuse anything that is not an intact mailcli database with mailcli's own schema."""
+# Complexity: one check per way a file can fail to be an intact mailcli database, each with its message.
+def check_backup(path: Path, settings: Settings | None = None, *, shown: Path | None = None) -> None:
+    """Refuse anything that is not an intact mailcli database with mailcli's own
+    schema; with ``settings``, also one made with another secret (exit 4), or
+    whose audit log is not whole against the head it carries. ``shown`` is
+    the name to give in messages (the encrypted file a decrypted copy came from)."""
     if not path.is_file():
         raise NotFoundError(f"Backup not found: {path}", hint="`mailcli backup list` shows the backups")
     try:
         conn = backups.open_read_only(path)
     except sqlite3.Error as exc:
-        raise MailcliError(f"Cannot open the backup {path}: {exc}") from None
+        raise MailcliError(f"Cannot open the backup {shown or path}: {exc}") from None
+    name = shown or path
     try:
         damage = sql.integrity_problems(conn)
         tables = set(sql.table_names(conn))
         applied = sql.applied_migrations(conn)
         newer = applied - {name for name, _ in MIGRATIONS}
         problems = [] if newer or damage else sql.schema_differences(conn)
+        if settings is not None and not (damage or newer or problems) and "audit_log" in tables:
+            _check_secret_and_log(conn, settings, name, "project_facts" in tables)
     except sqlite3.DatabaseError as exc:
-        raise MailcliError(f"{path} is not a usable database ({exc}); nothing was changed") from None
+        raise MailcliError(f"{name} is not a usable database ({exc}); nothing was changed") from None
     finally:
         conn.close()
+    path = name
     if damage:
         raise MailcliError(f"{path} failed the integrity check ({'; '.join(damage[:3])}); nothing was changed",
                            hint="pick an older backup with `mailcli backup list`")
@@ -117,6 +129,26 @@ def check_backup(path: Path) -> None:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise MailcliError(f"{path} has {problems[0]}{more}; it was not written by mailcli as it is,"
                            " so nothing was changed", hint="pick another backup with `mailcli backup list`")
+
+
+def _check_secret_and_log(conn: sqlite3.Connection, settings: Settings, name: Path, has_facts: bool) -> None:
+    """A backup made with another secret, or whose audit log was cut or edited, is not restored."""
+    from ..audithead import CARRIED, carried_head
+    from .auditlog import verify_log
+
+    fingerprint = get_fact(conn, SECRET_FINGERPRINT) if has_facts else None
+    if fingerprint is not None and fingerprint != secret_fingerprint(settings.secret()):
+        raise ConfigError(f"{name} was made with another HMAC secret; nothing was changed",
+                          hint="restore it with the secret it was made with (.mailcli/secret or"
+                               f" {settings.unsubscribe.secret_env}), or pick another backup")
+    head = carried_head(get_fact(conn, CARRIED)) if has_facts else None
+    legacy = None if has_facts else 1 << 62  # a backup from before keyed entries: every entry is plain
+    result = verify_log(conn, audit_key(settings.secret()), head, head_missing=None, legacy=legacy)
+    if result.problems:
+        first = result.problems[0]
+        where = f"entry #{first.id} " if first.id is not None else ""
+        raise MailcliError(f"{name}: its audit log is not as mailcli wrote it ({where}{first.problem});"
+                           " nothing was changed", hint="pick another backup with `mailcli backup list`")
 
 
 # -- leftovers --------------------------------------------------------------------
@@ -171,12 +203,18 @@ def _read_live(target: Path) -> _Live:
                                            " were re-applied")
 
 
-def _keep_safety_copy(settings: Settings, target: Path, warnings: list[str]) -> Path | None:
+def _keep_safety_copy(settings: Settings, target: Path, key: BackupKey | None, warnings: list[str]) -> Path | None:
+    from ..audithead import head_path
+
+    try:
+        head = head_path(target).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        head = None
     try:
         conn = connect(target)
         try:
-            safety = new_backup_path(settings, "pre-restore")
-            copy_database(conn, safety)
+            safety = new_backup_path(settings, "pre-restore", encrypted=key is not None)
+            copy_database(conn, safety, head=head, key=key)
             return safety
         finally:
             conn.close()
@@ -185,7 +223,8 @@ def _keep_safety_copy(settings: Settings, target: Path, warnings: list[str]) -> 
         return None
 
 
-def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later: Later, counts: Counts) -> Path:
+def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later: Later, counts: Counts, *,
+             shown: Path) -> Path:
     """The restored database, complete, in a private file beside the live one."""
     fd, name = tempfile.mkstemp(prefix=PREFIX, suffix=".db", dir=target.parent)
     os.close(fd)
@@ -193,14 +232,14 @@ def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later:
     os.chmod(prepared, 0o600)
     backups.copy_file(source, prepared)
     conn = backups.open_aside(prepared)
-    store = Store(path=prepared, conn=conn)
+    store = Store(path=prepared, conn=conn, anchored=False)  # the live head is set once the swap is done
     try:
         apply_migrations(conn)
         reapply(store, settings, later, counts)
-        counts.audit += carry_audit(store, live.audit_rows)
+        counts.audit += carry_audit(store, settings, live.audit_rows)
         audit.record_access(
             store, settings, "restore", command="backup restore",
-            detail={"file": source.name, "reerased": counts.reerased, "optouts_reapplied": counts.optouts,
+            detail={"file": shown.name, "reerased": counts.reerased, "optouts_reapplied": counts.optouts,
                     "suppressions_merged": counts.merged, "audit_carried": counts.audit},
         )
         if live.page_size is not None and live.page_size != sql.page_size(conn):
@@ -253,7 +292,12 @@ def restore_backup(settings: Settings, source: Path, *, on_wait: Callable[[str],
     target = settings.project.database
     if target.exists() and source.resolve() == target.resolve():
         raise MailcliError(f"{source} is the database itself; pick a backup from `mailcli backup list`")
-    check_backup(source)
+    safety_key = backup_key_for(settings)  # the replaced database is kept encrypted too
+    if not source.is_file():
+        check_backup(source)  # says it is not there
+    key = backup_key(settings, why=f"{source.name} is encrypted") if is_encrypted(source) else None
+    if key is None:
+        check_backup(source, settings)
     with restore_lock(settings), maintenance_lock(settings, "backup restore"):
         running = sends_running(target)
         if running:
@@ -261,10 +305,22 @@ def restore_backup(settings: Settings, source: Path, *, on_wait: Callable[[str],
                                            " database under it", running[0]), holder=running[0],
                               hint="run the restore when the send has finished (Ctrl-C stops a send; a rerun resumes it)")
         with import_lock(settings, "backup restore", wait=busy_timeout(), on_wait=on_lock_wait):
-            return _restore(settings, source, target, on_wait)
+            return _restore(settings, source, target, on_wait, key, safety_key)
 
 
-def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[str], None] | None) -> RestoreResult:
+def _decrypted(source: Path, target: Path, key: BackupKey, settings: Settings) -> Path:
+    """The encrypted backup, decrypted into a private file beside the database and checked."""
+    fd, name = tempfile.mkstemp(prefix=PREFIX + "plain-", suffix=".db", dir=target.parent)
+    os.close(fd)
+    plain = Path(name)
+    plain.unlink()
+    decrypt_file(source, plain, key)
+    check_backup(plain, settings, shown=source)
+    return plain
+
+
+def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[str], None] | None,
+             key: BackupKey | None, safety_key: BackupKey | None) -> RestoreResult:
     """Steps 2 to 5 of the module docstring, with every lock held."""
     from ..feedback.actions import apply_spooled_optouts
 
@@ -272,20 +328,27 @@ def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[
     counts = Counts()
     remove_leftovers(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        plain = _decrypted(source, target, key, settings) if key is not None else source
+    except BaseException:
+        remove_leftovers(settings)
+        raise
     # Whatever is appended to the ledgers from here on is re-applied to
     # the live database after the swap as well.
     marks = (ledger_end(ledger_path(settings)), ledger_end(optout_ledger_path(settings)))
     live = _read_live(target)
     if live.problem:
         warnings.append(live.problem)
-    safety = _keep_safety_copy(settings, target, warnings) if live.usable else None
+    safety = _keep_safety_copy(settings, target, safety_key, warnings) if live.usable else None
     later = Later(suppressions=live.suppressions, erasures=list(read_entries(settings)),
                    optouts=list(read_optouts(settings)))
-    prepared = _prepare(settings, source, target, live, later, counts)
+    prepared = _prepare(settings, plain, target, live, later, counts, shown=source)
     try:
         _swap(prepared, target, live, on_wait)
         store = open_store(target)
         try:
+            store.audit_key = audit_key(settings.secret())
+            audithead.reset(store)  # the restored log, as checked, is what later entries follow
             late = Later(erasures=list(read_entries(settings, marks[0])),
                           optouts=list(read_optouts(settings, marks[1])))
             reapply(store, settings, late, counts)

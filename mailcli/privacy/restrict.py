@@ -13,6 +13,9 @@
   ``objected``), so no list, import or segment can mail the person again.
   Their data then follows the ``unsubscribed`` retention period.
 
+A restriction closes the person's open restriction requests, an objection
+their objection requests (``privacy.requests``).
+
 Each change appends an event (kind ``restricted``/``unrestricted``/
 ``objected``) and an audit row with the optional reason, and a line to the
 opt-out ledger outside the database (:mod:`mailcli.optouts`), so restoring
@@ -21,13 +24,14 @@ an older backup re-applies it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import audit, clock
 from ..config import Settings
 from ..optouts import OptOutEntry, append_optouts
 from ..store import Store
 from ..store.events import add_event
+from ..store.requests import close_open_requests
 from ..store.subjects import (
     end_memberships,
     no_marketing_since,
@@ -46,6 +50,7 @@ class FlagResult:
     changed: bool  # False when the flag was already in the requested state
     since: str | None  # when the flag was (or had been) set
     memberships_ended: int = 0
+    requests_closed: list[int] = field(default_factory=list)  # the person's requests this answered
 
 
 def _set_restriction(store: Store, settings: Settings, email: str, on: bool, reason: str | None) -> FlagResult:
@@ -60,10 +65,11 @@ def _set_restriction(store: Store, settings: Settings, email: str, on: bool, rea
             append_optouts(settings, [OptOutEntry(subject.hmac, ALL, "restricted" if on else "unrestricted", "cli", now)])
             set_restricted(conn, contact_id, now if on else None, now)
             add_event(conn, contact_id=contact_id, kind="restricted" if on else "unrestricted", channel="cli", scope=ALL, now=now)
+        closed = close_open_requests(conn, subject.hmac, ("restriction",), "privacy restrict", now) if on else []
         audit.record_access(store, settings, action, subject_hmac=subject.hmac, command=f"privacy {action}",
-                            detail={"changed": changed}, reason=reason)
+                            detail={"changed": changed, "requests_closed": closed}, reason=reason)
     since = (now if changed else current) if on else None
-    return FlagResult(ref=subject.ref, found=True, changed=changed, since=since)
+    return FlagResult(ref=subject.ref, found=True, changed=changed, since=since, requests_closed=closed)
 
 
 def restrict_subject(store: Store, settings: Settings, email: str, *, reason: str | None = None) -> FlagResult:
@@ -99,10 +105,12 @@ def object_subject(store: Store, settings: Settings, email: str, *, reason: str 
         changed = changed or added or ended > 0
         if changed:
             append_optouts(settings, [OptOutEntry(subject.hmac, ALL, "objected", "cli", now)])
+        closed = close_open_requests(conn, subject.hmac, ("objection",), "privacy object", now)
         audit.record_access(
             store, settings, "object", subject_hmac=subject.hmac, command="privacy object",
-            detail={"found": subject.contact_id is not None, "changed": changed, "memberships_ended": ended},
+            detail={"found": subject.contact_id is not None, "changed": changed, "memberships_ended": ended,
+                    "requests_closed": closed},
             reason=reason,
         )
     return FlagResult(ref=subject.ref, found=subject.contact_id is not None, changed=changed, since=since,
-                      memberships_ended=ended)
+                      memberships_ended=ended, requests_closed=closed)

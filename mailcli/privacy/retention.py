@@ -14,13 +14,23 @@ Rules, each evaluated "as of" a moment (default now; ``--as-of`` answers
   when missing), so they are never mailed or re-imported.
 * ``bounced`` — contacts with status ``bounced`` since longer: erased; a
   ``*`` suppression (reason ``bounced``) is kept.
-* ``inactive`` — contacts with no subscription, import, delivery or other
-  activity in that long: erased.
+* ``inactive`` — contacts with no live membership (none subscribed, none
+  unconfirmed that stays) and no activity in that long — created, imported
+  with changes, rectified, a membership made or confirmed, an event of
+  theirs such as a click or an unsubscribe: erased. Receiving mail is no
+  activity, so the rule never takes a subscribed member.
 * ``send_log`` — delivery rows and events older than the period: folded into
   campaign totals (``store.archive``) and deleted; reports do not change.
-* ``audit_log`` — audit entries older than the period: the oldest are cut; the
-  chain stays verifiable from its new first entry.
+* ``audit_log`` — audit entries older than the period: the oldest are cut
+  from the start of the log, and the purge's own entry records the MAC the
+  oldest kept one follows, so ``privacy audit --verify`` tells this cut from
+  entries removed behind mailcli's back; the audit head is set anew.
 * ``backups`` — backup files older than the period: deleted.
+* ``exports`` — files mailcli wrote with personal data (access exports,
+  rejects files, rendered previews; :mod:`mailcli.privacy.files`) older than
+  the period, and those about anyone the purge erases: deleted, or named when
+  they lie outside the project's folder. Exports in ``exports/`` that an
+  older mailcli wrote without registering them go by their age too.
 * ``clicks`` — per-contact clicks (kept only with ``[tracking] per_contact``)
   older than the period: deleted; the per-link counts stay.
 
@@ -38,14 +48,18 @@ twice in a row removes nothing the second time.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import sqlite3
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 
-from .. import audit, clock
+from .. import audit, audithead, clock
 from ..config import Settings
 from ..locks import maintenance_lock
-from ..store import Store
+from ..store import Store, facts
 from ..store import audit as audit_rows
 from ..store.clicks import count_clicks_before, delete_clicks_before
 from ..store.retention import (
@@ -59,19 +73,24 @@ from ..store.retention import (
 )
 from ..store.subjects import optout_flags, unsubscribed_list_names
 from ..store.suppressions import ALL, add_suppression
+from ..store.written import WrittenFile, all_files, files_written_before
 from ..tokens import address_hmac
 from .backup import expired_backups
 from .erase import erase_contact_rows
+from .files import FilesReached, address_forms, files_about_people, reach, shown
 from .ledger import LedgerEntry, append_entries
 from .restore import remove_leftovers
 from .scrub import ScrubResult, scrub
 
-RULES = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "clicks")
+RULES = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports", "clicks")
 UNITS = {
     "unconfirmed": "memberships", "unsubscribed": "contacts", "bounced": "contacts", "inactive": "contacts",
     "send_log": "deliveries and events", "audit_log": "audit entries", "backups": "backup files",
+    "exports": "files",
     "clicks": "clicks",
 }
+# What an older mailcli named an access export in exports/: <reference>-<date>.zip.
+_LEGACY_EXPORT = re.compile(r"^[0-9a-f]{12}-\d{8}(?:-\d+)?\.zip$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +101,12 @@ class PurgeResult:
     counts: dict[str, int]  # rule -> records removed (or that would be)
     contacts_erased: int
     scrub: ScrubResult | None
+    files: FilesReached = field(default_factory=FilesReached)
 
 
 def _plan(conn: sqlite3.Connection, cut: dict[str, str]) -> dict[str, int]:
     """What each rule removes from the database (backups are counted apart)."""
-    return {**dict.fromkeys(RULES, 0), **plan(conn, cut), "audit_log": audit_rows.count_before(conn, cut["audit_log"]),
+    return {**dict.fromkeys(RULES, 0), **plan(conn, cut), "audit_log": audit_rows.count_cut(conn, cut["audit_log"]),
             "clicks": count_clicks_before(conn, cut["clicks"])}
 
 
@@ -107,6 +127,43 @@ def _keep_suppressions(conn: sqlite3.Connection, contact_id: int, hmac: str, rul
             add_suppression(conn, hmac, ALL, "unsubscribed", "purge", now)
 
 
+def cut_audit_log(conn: sqlite3.Connection, cutoff: str, now: str) -> str | None:
+    """Cut the audit entries before ``cutoff`` from the start of the log; the
+    MAC the oldest kept entry follows (None when nothing was cut). An empty
+    log goes on from it; entries of an older mailcli that are all gone no
+    longer need their plain hash."""
+    removed, base = audit_rows.cut_before(conn, cutoff)
+    if not removed or base is None:
+        return None
+    facts.set_fact(conn, facts.AUDIT_BASE, base, now)
+    first = audit_rows.min_id(conn)
+    if first is None or first > audit.legacy_until(conn):
+        facts.drop_fact(conn, facts.AUDIT_CHAIN)
+    return base
+
+
+def _files_due(conn: sqlite3.Connection, settings: Settings, cutoff: str,
+               people: dict[str, set[str]]) -> tuple[list[WrittenFile], list[Path]]:
+    """The registered files the purge reaches (older than ``cutoff``, or about
+    someone it erases), and the unregistered old exports in exports/."""
+    files = {f.id: f for f in [*files_written_before(conn, cutoff), *files_about_people(conn, people)]}
+    registered = {f.path for f in all_files(conn)}
+    folder = settings.root / "exports"
+    legacy: list[Path] = []
+    with contextlib.suppress(OSError):
+        for path in sorted(folder.iterdir()):
+            if (_LEGACY_EXPORT.match(path.name) and path.is_file() and os.path.realpath(path) not in registered
+                    and clock.to_iso(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)) < cutoff):
+                legacy.append(path)
+    return list(files.values()), legacy
+
+
+def _people(planned: list[tuple[int, str, str]], secret: bytes) -> dict[str, set[str]]:
+    """The keyed hash and address forms of everyone the plan erases."""
+    return {address_hmac(secret, key): address_forms(key, key) for _, _, key in planned}
+
+
+# Complexity: one step per retention rule and per kind of file it reaches, in one locked run.
 def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dry_run: bool = False) -> PurgeResult:
     """Apply the retention policy (see module docstring)."""
     moment = as_of or clock.now()
@@ -116,16 +173,26 @@ def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dr
         with read_only(conn):
             counts = _plan(conn, cut)
             erasing = planned_contact_count(conn)
+            files, legacy = _files_due(conn, settings, cut["exports"], _people(planned_contacts(conn), settings.secret()))
         counts["backups"] = len(expired_backups(settings, moment))
+        counts["exports"] = len(files) + len(legacy)
         return PurgeResult(clock.to_iso(moment), True, cut, counts, erasing, None)
     with maintenance_lock(settings):
         # Copies a killed restore left beside the database hold personal data.
         remove_leftovers(settings)
+        head_intact = audithead.intact(store)
         with store.transaction() as tx:
             counts = _plan(tx, cut)
             now = clock.now_iso()
             secret = settings.secret()
-            entries = [(cid, rule, address_hmac(secret, key)) for cid, rule, key in planned_contacts(tx)]
+            planned = planned_contacts(tx)
+            entries = [(cid, rule, address_hmac(secret, key)) for cid, rule, key in planned]
+            due, legacy = _files_due(tx, settings, cut["exports"], _people(planned, secret))
+            reached = reach(tx, settings, due)
+            for path in legacy:
+                path.unlink(missing_ok=True)
+                reached.removed.append(shown(settings, str(path)))
+            counts["exports"] = len(due) + len(legacy)
             # People erased after opting out stay suppressed even if a restore
             # brings back a database from before their opt-out.
             append_entries(settings, [LedgerEntry(h, now, f"retention:{rule}", rule in ("unsubscribed", "bounced"))
@@ -136,14 +203,18 @@ def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dr
                 erase_contact_rows(tx, contact_id, hmac)
             cut_send_log(tx, cut["send_log"])
             delete_clicks_before(tx, cut["clicks"])
-            audit_rows.delete_before(tx, cut["audit_log"])
+            base = cut_audit_log(tx, cut["audit_log"], now)
             drop_plan(tx)
             removed = expired_backups(settings, moment)
             counts["backups"] = len(removed)
-            audit.record_access(store, settings, "purge", command="privacy purge",
-                                detail={"as_of": clock.to_iso(moment), "counts": counts})
+            detail: dict[str, object] = {"as_of": clock.to_iso(moment), "counts": counts}
+            if base is not None:
+                detail["audit_base"] = base  # what the oldest kept entry follows: the cut, recorded in the chain
+            audit.record_access(store, settings, "purge", command="privacy purge", detail=detail)
+        if head_intact:
+            audithead.reset(store)
         for backup in removed:
             backup.path.unlink(missing_ok=True)
-        personal = any(counts[r] for r in RULES if r != "backups")
+        personal = any(counts[r] for r in RULES if r not in ("backups", "exports"))
         result = scrub(store, vacuum=personal)
-    return PurgeResult(clock.to_iso(moment), False, cut, counts, len(entries), result)
+    return PurgeResult(clock.to_iso(moment), False, cut, counts, len(entries), result, reached)

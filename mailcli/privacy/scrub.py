@@ -3,35 +3,61 @@
 Every connection runs with ``secure_delete=ON``, so SQLite overwrites deleted
 rows with zeros — but in WAL mode the old page images live on in the ``-wal``
 file until a checkpoint, and a checkpoint that another reader blocks leaves
-them there. After an erasure we therefore checkpoint with TRUNCATE, scan the
-``.db``, ``-wal`` and ``-shm`` files for the erased address, and VACUUM (then
-checkpoint again) only when a form of it is still found — VACUUM rewrites the
-whole file, which is slow on a big database and needless when secure_delete
-already did the job. Purge, which removes many people at once, always VACUUMs.
+them there. After an erasure we therefore checkpoint with TRUNCATE, look for
+the erased address and name in the ``.db``, ``-wal`` and ``-shm`` files, and
+VACUUM (then checkpoint again) only when a trace is found — VACUUM rewrites
+the whole file, which is slow on a big database and needless when
+secure_delete already did the job. Purge, which removes many people at once,
+always VACUUMs.
 
-The result says whether any trace remains, so the command can tell the user
-instead of claiming an erasure that did not fully happen (e.g. when another
-process keeps a read transaction open and the WAL cannot be truncated).
+What counts as a trace: the bytes of the address (as given, as compared, with
+its domain in Unicode) or of a name of four letters or more, ASCII case
+ignored — except where they are part of a longer value the database still
+holds legitimately. ``k.muller@ziggo.nl`` inside the address of
+``henk.muller@ziggo.nl``, or "Anna" inside another contact's "Hanna", is
+someone else's data and no trace. The address held *as a whole address* in a
+live value (another contact's custom field, say) is a trace, reported as
+such, since no compaction removes it.
+
+The result says whether any trace remains and why, so the command gives the
+right advice instead of claiming an erasure that did not fully happen (when
+another process keeps a read transaction open, the WAL cannot be truncated).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..store import Store, backups
 from ..store.db import StoreBusyError
+from ..store.schema import ascii_lower, texts_containing
+from .files import address_forms
 
 _CHUNK = 1 << 20
+NAME_MIN = 4  # shorter names occur by chance in any binary file
+
+
+@dataclass(frozen=True, slots=True)
+class Needles:
+    """What to look for, ASCII letters in lower case."""
+
+    addresses: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.addresses or self.names)
 
 
 @dataclass(frozen=True, slots=True)
 class ScrubResult:
     wal_truncated: bool
     vacuumed: bool
-    remnants: tuple[str, ...]  # database files that still contain a needle
+    remnants: tuple[str, ...]  # database files that still hold a trace
+    held_in: tuple[str, ...] = field(default=())  # tables whose live values hold the whole address
 
 
 def database_files(path: Path) -> list[Path]:
@@ -39,23 +65,92 @@ def database_files(path: Path) -> list[Path]:
     return [p for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
 
 
-def address_needles(address: str, key: str) -> list[bytes]:
-    """Byte forms of an address to look for: as stored, lower-cased, Unicode domain."""
-    forms = {address, key}
-    local, _, domain = key.rpartition("@")
+def needles_for(address: str, key: str, names: Iterable[str] = ()) -> Needles:
+    """The needles of one person: their address forms and their names long enough to tell."""
+    kept = {ascii_lower(n.strip()) for n in names if len(n.strip()) >= NAME_MIN}
+    return Needles(tuple(sorted(ascii_lower(f) for f in address_forms(address, key))), tuple(sorted(kept)))
+
+
+# An address ends where no address character follows; it starts where none precedes.
+_BEFORE = r"(?<![A-Za-z0-9.!#$%&'*+/=?^_`{|}~-])"
+_AFTER = r"(?![A-Za-z0-9-]|\.[A-Za-z0-9])"
+
+
+def _whole(address: str) -> re.Pattern[str]:
+    return re.compile(_BEFORE + re.escape(address) + _AFTER)
+
+
+@dataclass
+class _Masks:
+    """Live values that explain an occurrence of a needle: (offset of the needle
+    in the value, length of the value) -> the values."""
+
+    by_needle: dict[bytes, dict[tuple[int, int], set[bytes]]]
+    held_in: set[str]
+    longest: int
+
+    def explained(self, window: bytes, needle: bytes, at: int) -> bool:
+        for (offset, length), values in self.by_needle.get(needle, {}).items():
+            start = at - offset
+            if start >= 0 and window[start:start + length] in values:
+                return True
+        return False
+
+
+def _masks(conn: sqlite3.Connection, needles: Needles) -> _Masks:
+    wanted = [*needles.addresses, *needles.names]
+    by_needle: dict[bytes, dict[tuple[int, int], set[bytes]]] = {}
+    held_in: set[str] = set()
+    longest = 0
+    whole = {n: _whole(n) for n in needles.addresses}
+    for table, value in texts_containing(conn, wanted):
+        text = ascii_lower(value)
+        for needle in wanted:
+            if needle not in text:
+                continue
+            if needle in whole and whole[needle].search(text):
+                held_in.add(table)  # the address itself is still held: no mask, a trace
+                continue
+            data = text.encode("utf-8")
+            probe = needle.encode("utf-8")
+            offset = data.find(probe)
+            while offset != -1:
+                by_needle.setdefault(probe, {}).setdefault((offset, len(data)), set()).add(data)
+                offset = data.find(probe, offset + 1)
+            longest = max(longest, len(data))
+    return _Masks(by_needle, held_in, longest)
+
+
+def _holds_trace(path: Path, needles: list[bytes], masks: _Masks) -> bool:
+    """Does the file hold a needle that no live value explains?"""
+    margin = max([masks.longest, *(len(n) for n in needles)]) + 1
     try:
-        import idna
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return False
+    with handle:
+        buffer = b""
+        start = 0  # occurrences from here on are still to be judged
+        while True:
+            chunk = handle.read(_CHUNK)
+            buffer += chunk.lower()
+            limit = len(buffer) if not chunk else max(start, len(buffer) - margin)
+            for needle in needles:
+                at = buffer.find(needle, start)
+                while at != -1 and at < limit:
+                    if not masks.explained(buffer, needle, at):
+                        return True
+                    at = buffer.find(needle, at + 1)
+            if not chunk:
+                return False
+            cut = max(0, limit - margin)
+            buffer = buffer[cut:]
+            start = limit - cut
 
-        unicode_domain = idna.decode(domain)
-        forms.add(f"{local}@{unicode_domain}")
-        forms.add(f"{address.rpartition('@')[0]}@{unicode_domain}")
-    except Exception:  # noqa: BLE001 - an undecodable domain has only its ASCII form
-        pass
-    return sorted({form.encode("utf-8").lower() for form in forms if form})
 
-
+# Complexity: the file read in chunks with an overlap, so a needle across two chunks is found; a file gone meanwhile skipped.
 def files_containing(paths: Iterable[Path], needles: Iterable[bytes]) -> list[Path]:
-    """Files in which any needle occurs (ASCII case-insensitively)."""
+    """Files in which any needle occurs at all (ASCII case-insensitively): the quick first look."""
     wanted = [n.lower() for n in needles if n]
     if not wanted:
         return []
@@ -80,13 +175,24 @@ def files_containing(paths: Iterable[Path], needles: Iterable[bytes]) -> list[Pa
     return hits
 
 
-def scrub(store: Store, needles: Iterable[bytes] = (), *, vacuum: bool = False) -> ScrubResult:
-    """Checkpoint, check for remnants, VACUUM when asked or when any remain."""
-    needles = list(needles)
+def find_traces(store: Store, needles: Needles) -> tuple[list[Path], set[str]]:
+    """The database files that hold a trace of ``needles``, and the tables whose
+    live values hold the whole address."""
+    probes = [n.encode("utf-8") for n in (*needles.addresses, *needles.names)]
+    candidates = files_containing(database_files(store.path), probes)
+    if not candidates:
+        return [], set()
+    masks = _masks(store.conn, needles)
+    return [p for p in candidates if _holds_trace(p, probes, masks)], masks.held_in
+
+
+def scrub(store: Store, needles: Needles | None = None, *, vacuum: bool = False) -> ScrubResult:
+    """Checkpoint, look for traces, VACUUM when asked or when any remain."""
+    needles = needles or Needles()
     truncated = backups.checkpoint(store.conn)
-    found = files_containing(database_files(store.path), needles)
+    found, held = find_traces(store, needles) if needles else ([], set())
     vacuumed = False
-    if vacuum or found:
+    if vacuum or (found and not held):
         try:
             store.wait_for("compact it", lambda: backups.compact(store.conn))
             vacuumed = True
@@ -95,5 +201,6 @@ def scrub(store: Store, needles: Iterable[bytes] = (), *, vacuum: bool = False) 
             # zeroed the rows, and the next purge will compact. Report, don't fail.
             vacuumed = False
         truncated = backups.checkpoint(store.conn)
-        found = files_containing(database_files(store.path), needles)
-    return ScrubResult(wal_truncated=truncated, vacuumed=vacuumed, remnants=tuple(str(p) for p in found))
+        found, held = find_traces(store, needles) if needles else ([], set())
+    return ScrubResult(wal_truncated=truncated, vacuumed=vacuumed, remnants=tuple(str(p) for p in found),
+                       held_in=tuple(sorted(held)))

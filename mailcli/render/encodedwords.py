@@ -42,6 +42,7 @@ def _word(text: str, use_b: bool) -> str:
     return "=?utf-8?q?" + _q(text) + "?="
 
 
+# Complexity: one branch per way a character can fit the 75-character limit of RFC 2047.
 def encoded_words(text: str, first_room: int = ENCODED_WORD_MAX) -> list[str]:
     """``text`` as encoded-words of at most 75 characters (the first: ``first_room``).
 

@@ -41,6 +41,8 @@ from markupsafe import escape as _escape
 
 from mailcli.errors import MailcliError, TemplateError
 
+from . import limits
+
 # A template folder or file name: plain path segments, no "..", no leading "/".
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*$")
 
@@ -223,7 +225,27 @@ class MailTemplate(Template):
             text = flat(args[0], self.globals)
             if text is not None:
                 return text
-        return super().render(*args, **kwargs)
+        started = limits.start()
+        try:
+            return super().render(*args, **kwargs)
+        except limits.RenderLimit as exc:
+            exc.filename = exc.filename or self.filename  # the output's join runs outside its frames
+            raise
+        finally:
+            if started:
+                limits.stop()
+
+
+def _sized_filter(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter whose numeric arguments (a width) are checked against the size limit first."""
+    def sized(*args: Any, **kwargs: Any) -> Any:
+        limits.check_arguments(args[1:], kwargs)
+        return function(*args, **kwargs)
+
+    for attribute in ("jinja_pass_arg",):  # keep how Jinja passes the environment or context
+        if hasattr(function, attribute):
+            setattr(sized, attribute, getattr(function, attribute))
+    return sized
 
 
 def _cached_urlencode(urlencode: Callable[[Any], str]) -> Callable[[Any], str]:
@@ -257,11 +279,27 @@ class MailEnvironment(ImmutableSandboxedEnvironment):
     """
 
     template_class = MailTemplate
+    # ``*`` and ``**`` are checked for the size of what they would make
+    # (mailcli.render.limits); the other operators cannot outgrow their operands.
+    intercepted_binops = frozenset({"*", "**"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_escape = _cached_escape()
         self.filters["urlencode"] = _cached_urlencode(self.filters["urlencode"])
+        for name in ("center", "indent", "wordwrap", "truncate"):
+            self.filters[name] = _sized_filter(self.filters[name])
+        self.globals["range"] = limits.bounded_range
+        self.concat = limits.bounded_concat  # type: ignore[method-assign, assignment]
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        limits.check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's signature
+        if isinstance(getattr(__obj, "__self__", None), str):  # 'x'.center(10**9), 'x'.zfill(...)
+            limits.check_arguments(args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
 
     def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
                   defer_init: bool = False) -> str:
@@ -374,6 +412,7 @@ def undefined_name(exc: UndefinedError, line_text: str) -> tuple[str, str | None
     return message, None
 
 
+# Complexity: one branch per kind of Jinja error, each turned into its own file:line message.
 def translate(exc: BaseException, root: Path, variables: dict[str, Any] | None = None) -> MailcliError:
     """Turn any failure inside Jinja into a one-line ``TemplateError`` with ``file:line``."""
     if isinstance(exc, MailcliError):
@@ -390,6 +429,12 @@ def translate(exc: BaseException, root: Path, variables: dict[str, Any] | None =
             f"{where}: not allowed in a template: {exc}",
             hint="templates run in a sandbox and can only read the data they are given",
         )
+    if isinstance(exc, limits.RenderLimit):
+        if location is None and exc.filename:
+            where = display_path(exc.filename)
+        return TemplateError(f"{where}: {exc}",
+                             hint="a loop or a value that grows without bound; the limits are [render] timeout"
+                                  " and max_size_mb in mailcli.toml")
     if isinstance(exc, UndefinedError):
         line_text = _source_line(location[0], location[1]) if location else ""
         name, parent = undefined_name(exc, line_text)

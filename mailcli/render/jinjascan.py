@@ -128,6 +128,7 @@ def protect_source(name: str, source: str, registry: list[str], read: Callable[[
     return protected.text()
 
 
+# Complexity: one check per Jinja construct that keeps a template from being inlined once.
 def _check_inlinable(name: str, tag: JinjaTag, read: Callable[[str], str]) -> None:
     """Raise ``NotInlinable`` when ``tag`` keeps the template from being inlined once."""
     keyword = tag.keyword

@@ -49,6 +49,7 @@ HTML_MAX_BYTES = 102 * 1024
 _REPLY_PREFIX = re.compile(r"^\s*(re|fwd?|aw|wg)\s*:", re.IGNORECASE)
 
 
+# Complexity: each stage (parse, render, inline, text part) may fail and is then a finding; read top to bottom.
 def lint_template(
     templates_dir: Path,
     name: str,

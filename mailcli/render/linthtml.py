@@ -137,6 +137,7 @@ def _background(element: Element) -> str | None:
     return element.attrs.get("bgcolor")
 
 
+# Complexity: one check per CSS and attribute way of hiding content.
 def _hidden_reason(element: Element) -> str | None:
     style = element.style()
     if style.get("display") == "none":
@@ -193,6 +194,7 @@ class _Locator:
         return self.files[0], None
 
 
+# Complexity: one check per element rule (images, links, scripts, forms, hidden content).
 def element_findings(html: str, files: list[str], unsubscribe_url: str) -> tuple[list[Finding], bool]:
     """The findings about the elements of ``html`` (marked by ``mark_lines``
     with ``files``), and whether a visible link goes to ``unsubscribe_url``."""
@@ -230,6 +232,7 @@ def _tag_findings(element: Element, file: str, line: int | None) -> list[Finding
     return []
 
 
+# Complexity: one check per kind of link target (https, mailto, placeholder, unsubscribe).
 def _link_findings(href: str, file: str, line: int | None, unsubscribe_url: str) -> list[Finding]:
     findings = []
     if _DANGEROUS.match(href):

@@ -242,6 +242,16 @@ def simple_header(field: str, value: str) -> str:
 # The message
 
 
+def _list_id_header(list_id: str, list_name: str | None) -> str:
+    """``List-Id: Name <label>``; the label must be a plain ASCII word."""
+    label = check_header_value("List-Id", list_id.strip().strip("<>"))
+    if not label.isascii() or " " in label:
+        raise HeaderInjectionError(f"List-Id {list_id!r} must be an ASCII label like news.example.org")
+    if list_name:
+        return _angle(_phrase("List-Id:", "List-Id", list_name), label)
+    return f"List-Id: <{label}>"
+
+
 class MessageSkeleton:
     """Headers shared by every message of a campaign, encoded once."""
 
@@ -262,13 +272,7 @@ class MessageSkeleton:
             head.append(mailbox_header("Reply-To", None, reply_to))
         tail: list[str] = []
         if list_id:
-            label = check_header_value("List-Id", list_id.strip().strip("<>"))
-            if not label.isascii() or " " in label:
-                raise HeaderInjectionError(f"List-Id {list_id!r} must be an ASCII label like news.example.org")
-            if list_name:
-                tail.append(_angle(_phrase("List-Id:", "List-Id", list_name), label))
-            else:
-                tail.append(f"List-Id: <{label}>")
+            tail.append(_list_id_header(list_id, list_name))
         if precedence:
             tail.append(simple_header("Precedence", precedence))
         if feedback_id:

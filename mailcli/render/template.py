@@ -363,6 +363,7 @@ def _text_made_once(root: Path, prepared: Any) -> tuple[TextOnceTemplate | None,
         return None, f"the generated text template did not compile: {exc}"
 
 
+# Complexity: the steps of loading a template in order, each failure with its own message.
 def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     """Load, check and prepare ``templates_dir/name/`` for rendering.
 

@@ -159,6 +159,7 @@ def normalize_text(text: str) -> str:
     return text.strip("\n") + "\n"
 
 
+# Complexity: one branch per part of the footer that may already be in the text.
 def ensure_footer(text: str, *, sender_name: str, postal_address: str, unsubscribe_url: str) -> str:
     """Append sender identity and unsubscribe URL when the text lacks them."""
     missing_url = bool(unsubscribe_url) and unsubscribe_url not in text

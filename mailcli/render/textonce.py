@@ -74,6 +74,7 @@ def prepare_text_once(placeholders: str, tags: Sequence[str], nonce: str) -> Tex
         return TextOnce(None, str(exc))
 
 
+# Complexity: the steps of building the text template in order, each refusal with its reason.
 def _text_template(placeholders: str, tags: Sequence[str], nonce: str) -> str:
     if any(mark in placeholders for mark in _MARKS):
         raise _Refused("the HTML holds private-use characters mailcli uses as marks")
@@ -202,6 +203,7 @@ def _check_layout(tree: Any, places: dict[int, _Place], tags: Sequence[str], con
             _check_place(tags[index], found, index in control)
 
 
+# Complexity: one check per way a placeholder can land where the text part cannot keep it.
 def _check_place(tag: str, found: _Place, is_control: bool) -> None:
     if found.kind == "attr" and found.attr.lower() in _LAYOUT_ATTRS:
         raise _Refused(f"Jinja in a {found.attr} attribute changes the layout of the text: {tag}")
@@ -217,6 +219,7 @@ def _check_place(tag: str, found: _Place, is_control: bool) -> None:
             raise _Refused(f"a loop or condition inside a numbered list: {tag}")
 
 
+# Complexity: one refusal per way the HTML can defeat the placeholder words (comments, links, hidden data tables).
 def _as_words(tree: Any, comments: list[Any], token: re.Pattern[str]) -> None:
     """The document the converter reads: placeholders become words in the
     text, and marks keep what the data cannot change (a ``<br>``'s line, a
@@ -256,6 +259,7 @@ def _mark_line_breaks(tree: Any) -> None:
             parent.text = (parent.text or "") + LINE_BREAK
 
 
+# Complexity: one check per way the converter can move, drop or repeat a placeholder.
 def _check_converted(raw: str, token: re.Pattern[str], tags: Sequence[str], structures: list[list[int]],
                      regions: list[list[Any]]) -> dict[int, int]:
     """The tags shown in the converted text (index -> times, in order);
@@ -316,26 +320,44 @@ def _trim_like_jinja(nodes: list[Any], token: re.Pattern[str], tags: Sequence[st
                 node.tail = _trim_string(node.tail, token, tags)
 
 
-def _trim_around_comment(node: Any, token: re.Pattern[str], tags: Sequence[str]) -> None:
+def _placeholder_tag(node: Any, token: re.Pattern[str], tags: Sequence[str]) -> str | None:
+    """The Jinja tag a comment placeholder stands for (None: not one)."""
+    from lxml import etree
+
+    if node is None or node.tag is not etree.Comment:
+        return None
     whole = token.fullmatch(node.text or "")
+    return None if whole is None else tags[int(whole.group(1))]
+
+
+# The text between two tags is trimmed as Jinja's lexer does it: first the
+# whitespace before the second tag on its line (lstrip_blocks, which looks at
+# the source, where a newline precedes it), then the newline after the first
+# (trim_blocks). The other order would keep the indentation of a tag that
+# follows another on the next line.
+def _trim_around_comment(node: Any, token: re.Pattern[str], tags: Sequence[str]) -> None:
+    tag = _placeholder_tag(node, token, tags)
     parent = node.getparent()
-    if whole is None or parent is None:
+    if tag is None or parent is None:
         return
-    tag = tags[int(whole.group(1))]
     previous = node.getprevious()
-    if previous is not None:
-        previous.tail = _trim_before(previous.tail or "", tag)
-    else:
+    if previous is None:
         parent.text = _trim_before(parent.text or "", tag)
-    node.tail = _trim_after(node.tail or "", tag)
+    elif _placeholder_tag(previous, token, tags) is None:  # else trimmed with the previous placeholder's tail
+        previous.tail = _trim_before(previous.tail or "", tag)
+    tail = node.tail or ""
+    following = _placeholder_tag(node.getnext(), token, tags)
+    if following is not None:
+        tail = _trim_before(tail, following)
+    node.tail = _trim_after(tail, tag)
 
 
 def _trim_string(value: str, token: re.Pattern[str], tags: Sequence[str]) -> str:
     pieces = token.split(value)  # text, index, text, index, ..., text
+    for at in range(1, len(pieces), 2):  # lstrip_blocks first, on the text as written
+        pieces[at - 1] = _trim_before(pieces[at - 1], tags[int(pieces[at])])
     for at in range(1, len(pieces), 2):
-        tag = tags[int(pieces[at])]
-        pieces[at - 1] = _trim_before(pieces[at - 1], tag)
-        pieces[at + 1] = _trim_after(pieces[at + 1], tag)
+        pieces[at + 1] = _trim_after(pieces[at + 1], tags[int(pieces[at])])
         pieces[at] = token.pattern.replace(r"(\d+)", pieces[at])
     return "".join(pieces)
 

@@ -64,6 +64,7 @@ class _Item:
     shares_bare_line: bool = False  # a tag on a line of tags and blanks only, with other tags
 
 
+# Complexity: one branch per kind of line and tag in the converted text.
 def _items(raw: str, token: re.Pattern[str], is_output: list[bool], kept: set[int]) -> list[_Item]:
     """The converted text as literals and tags; lines of only loop and
     condition tags (not in ``kept``) become tags without their line."""
@@ -164,6 +165,7 @@ def _junctions(group: list[int], tags: Sequence[str], at: dict[int, int], items:
     return pairs
 
 
+# Complexity: one branch per kind of item written back as template source.
 def generate(raw: str, token: re.Pattern[str], tags: Sequence[str], groups: list[list[int]]) -> str:
     """The text template: ``raw`` (the converted text with placeholders) with
     each tag of ``tags`` back in place; ``groups`` are the loops, conditions
@@ -191,6 +193,7 @@ def _statement(tag: str, *, fenced: bool) -> str:
     return BOUNDARY + tag + BOUNDARY if fenced else tag
 
 
+# Complexity: one branch per kind of group whose lines are kept or fenced.
 def _fence(raw: str, token: re.Pattern[str], tags: Sequence[str], groups: list[list[int]],
            is_output: list[bool]) -> tuple[list[_Item], set[int]]:
     """The text as items, and the groups whose tags keep their lines and get

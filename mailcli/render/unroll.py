@@ -36,6 +36,7 @@ def unroll_constant_loops(environment: Any, tree: nodes.Template) -> None:
     _statements(environment, tree.body, {})
 
 
+# Complexity: one branch per Jinja statement that can bind a name.
 def _assigned(node: nodes.Node) -> set[str]:
     """Every name a statement (or anything inside it) may bind."""
     names: set[str] = set()

@@ -36,13 +36,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mailcli import audit
+from mailcli import audit, clock
 from mailcli.config import Settings
 from mailcli.locks import LockedError, busy_message, campaign_lock, lock_holder
 from mailcli.send import ledger
 from mailcli.send.message import MessageFactory
 from mailcli.send.pipeline import RenderAhead, outgoing
-from mailcli.send.plan import DryRunRollback, RunClaim, SendOptions, plan_of, preflight, prepare
+from mailcli.send.plan import (
+    DryRunRollback,
+    RunClaim,
+    SendOptions,
+    plan_of,
+    preflight,
+    prepare,
+    schedule,
+)
 from mailcli.send.pool import start_pool, worker_count
 from mailcli.send.relay import remember_relay, remember_smtputf8, transport_options
 from mailcli.send.results import ConfirmFn, ProgressFn, SendPlan, SendSummary
@@ -50,6 +58,7 @@ from mailcli.send.transport import SmtpTransport
 from mailcli.send.watch import OptoutWatch
 from mailcli.send.writer import LedgerHooks, LedgerWriter
 from mailcli.store import Store
+from mailcli.store import campaigns as campaign_rows
 from mailcli.store.claims import release_claim
 from mailcli.store.relays import get_relay
 from mailcli.tokens import new_uid
@@ -72,7 +81,8 @@ def send_campaign(
     ``on_notice`` hears, as it happens, when the relay pushes back: a
     connection refused, a request to slow down, a server that is down."""
     with campaign_lock(settings, options.campaign) as me:
-        if options.template and ledger.get_campaign(store.conn, options.campaign) is None:
+        existing = ledger.get_campaign(store.conn, options.campaign)
+        if options.template and existing is None:
             # A template that does not exist or compile stops a new campaign
             # before it is created: its name is not taken by a broken one.
             from mailcli.render import compile_template
@@ -80,6 +90,9 @@ def send_campaign(
             compile_template(settings.templates_dir, options.template)
         if options.dry_run:
             return _dry_run(store, settings, options, on_plan=on_plan, progress=progress)
+        waiting = _not_yet(store, settings, options, existing)
+        if waiting is not None:
+            return waiting
         restoring = lock_holder(settings.project.database, "restore")
         if restoring is not None:  # it would replace the database under this run
             raise LockedError(busy_message("A restore is replacing the database", restoring), holder=restoring,
@@ -101,6 +114,22 @@ def send_campaign(
                                   on_plan=on_plan, on_notice=on_notice)
         finally:
             release_claim(store.conn, claim.name(campaign), claim.owner)
+
+
+def _not_yet(store: Store, settings: Settings, options: SendOptions,
+             existing: ledger.Campaign | None) -> SendSummary | None:
+    """Before the campaign's moment (``--not-before``, or the one it was
+    scheduled for): create or reschedule it, send nothing, and say until when."""
+    not_before = options.not_before
+    if not_before is None and existing is not None and existing.frozen_at is None and existing.not_before_at:
+        not_before = clock.parse_iso(existing.not_before_at)
+    if not_before is None or clock.now() >= not_before:
+        return None
+    campaign = schedule(store, settings, options, clock.to_iso(not_before))
+    summary = SendSummary(campaign=campaign.name, dry_run=False)
+    summary.not_before = not_before
+    summary.counts = ledger.campaign_counts(store.conn, campaign)
+    return summary
 
 
 def _send_prepared(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
@@ -131,25 +160,31 @@ def _send_prepared(store: Store, settings: Settings, options: SendOptions, campa
         # run says why, in the audit log.
         audit.append(store, "send", subject_hmac=None, command="send",
                      detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send,
-                             "kind": campaign.kind},
+                             "kind": campaign.kind,
+                             **({"segment": campaign.segment or "--where"}
+                                if campaign.segment_where else {})},
                      reason=campaign.service_reason if campaign.kind == "service" else None)
         started = time.monotonic()
+        started_at = clock.now_iso()
         try:
             asyncio.run(_run(store, settings, options, campaign, factory, summary, progress,
                              pool=pool, samples=samples, links=factory.links, expected=plan.to_send, notice=on_notice,
                              claim=(claim.name(campaign), claim.owner)))
         finally:
             summary.elapsed = time.monotonic() - started
-            _settle(store, campaign, summary)
+            _settle(store, campaign, summary, started_at)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return summary
 
 
-def _settle(store: Store, campaign: ledger.Campaign, summary: SendSummary) -> None:
-    """The campaign's counts after the run, and its status from them."""
+def _settle(store: Store, campaign: ledger.Campaign, summary: SendSummary, started_at: str | None = None) -> None:
+    """The campaign's counts after the run, and its status from them; when
+    the run sent something, its start and end as the campaign's first and last send."""
     with store.transaction() as conn:
+        if started_at is not None and summary.sent:
+            campaign_rows.note_sent(conn, campaign.id, started_at, clock.now_iso())
         summary.counts = ledger.campaign_counts(conn, campaign)
         summary.uncertain_causes = ledger.uncertain_causes(conn, campaign.id)
         ledger.set_campaign_status(conn, campaign.id, summary.counts)
@@ -221,6 +256,7 @@ def _restore_signal_handlers(installed: dict[signal.Signals, Any]) -> None:
             signal.signal(signum, previous)  # asyncio leaves the default behind, not the command's own
 
 
+# Complexity: the steps of a dry run in the order of a real send, each branch what it shows instead.
 def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan: Callable[[SendPlan], None] | None,
              progress: ProgressFn | None) -> SendSummary:
     """Freeze (in a transaction that is rolled back), render and build every message."""

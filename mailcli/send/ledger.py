@@ -33,6 +33,7 @@ from typing import Any
 from mailcli import clock
 from mailcli.addresses import AddressError, normalise_pair
 from mailcli.errors import NotFoundError, UsageError
+from mailcli.segments import Segment, parse_segment
 from mailcli.store import campaigns as campaign_rows
 from mailcli.store import deliveries as delivery_rows
 from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_events, archived_counts
@@ -41,6 +42,7 @@ from mailcli.store.campaigns import Campaign, get_campaign, list_campaigns
 from mailcli.store.deliveries import KILLED_AFTER_DOT, delivery_status_counts, uncertain_causes
 from mailcli.store.lists import list_id
 from mailcli.store.relays import smtputf8_marked
+from mailcli.store.segments import check_segment_fields
 from mailcli.store.suppressions import service_blocked_hmacs, suppressed_hmacs
 from mailcli.tokens import address_hmac, message_id, new_uid
 
@@ -86,13 +88,20 @@ def list_id_of(conn: sqlite3.Connection, list_name: str) -> int:
 
 
 def create_campaign(conn: sqlite3.Connection, *, name: str, template: str, list_name: str, subject: str | None,
-                    kind: str = "marketing", service_reason: str | None = None) -> Campaign:
-    """Insert a campaign row (not yet frozen)."""
+                    segment: Segment | None = None, subject_line: str | None = None,
+                    not_before_at: str | None = None, kind: str = "marketing",
+                    service_reason: str | None = None) -> Campaign:
+    """Insert a campaign row of ``kind`` (not yet frozen; scheduled with ``not_before_at``)."""
     if not name.strip() or any(ord(c) < 32 for c in name):
         raise UsageError(f"Invalid campaign name {name!r}")
+    found = list_id_of(conn, list_name)
+    if segment is not None:
+        check_segment_fields(conn, segment)
     campaign_rows.insert_campaign(conn, uid=new_uid(), name=name, template=template,
-                                  list_id=list_id_of(conn, list_name), list_name=list_name, subject=subject,
-                                  created_at=clock.now_iso(), kind=kind, service_reason=service_reason)
+                                  list_id=found, list_name=list_name, subject=subject,
+                                  created_at=clock.now_iso(), segment=segment.name if segment else None,
+                                  segment_where=segment.text if segment else None, subject_line=subject_line,
+                                  not_before_at=not_before_at, kind=kind, service_reason=service_reason)
     campaign = get_campaign(conn, name)
     assert campaign is not None
     return campaign
@@ -101,8 +110,16 @@ def create_campaign(conn: sqlite3.Connection, *, name: str, template: str, list_
 AUDIENCE_PAGE = 10_000
 
 
+def campaign_segment(campaign: Campaign) -> Segment | None:
+    """The segment a campaign was started with, as it was written then."""
+    if not campaign.segment_where:
+        return None
+    return parse_segment(campaign.segment_where, source=f"campaign {campaign.name}", name=campaign.segment)
+
+
 def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list_name: str, secret: bytes,
-                  *, page: int | None = None, kind: str = "marketing") -> Iterator[list[tuple[int, str]]]:
+                  *, page: int | None = None, kind: str = "marketing",
+                  segment: Segment | None = None) -> Iterator[list[tuple[int, str]]]:
     """Pages of (contact id, uid) of members not yet in the campaign, minus suppressed.
 
     The audience is the list's subscribed members as ``store.audience``
@@ -112,12 +129,13 @@ def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list
     before it is handed out, so the caller may write deliveries for it
     before asking for the next. A service message (``kind``) reaches the
     members ``store.audience`` says it does, minus addresses that bounced,
-    complained or were erased.
+    complained or were erased. With ``segment``, only the members it
+    matches, whatever the kind.
     """
     suppressed = service_blocked_hmacs(conn) if kind == "service" else suppressed_hmacs(conn, list_name)
     after = 0
     while True:
-        rows = audience_page(conn, list_id, campaign_id, after, page or AUDIENCE_PAGE, kind)
+        rows = audience_page(conn, list_id, campaign_id, after, page or AUDIENCE_PAGE, kind, segment)
         if not rows:
             return
         after = rows[-1][0]
@@ -140,7 +158,7 @@ def freeze_audience(conn: sqlite3.Connection, campaign: Campaign, secret: bytes,
     now = clock.now_iso()
     added = 0
     for members in iter_audience(conn, campaign.id, campaign.list_id, campaign.list_name, secret,
-                                 kind=campaign.kind):
+                                 kind=campaign.kind, segment=campaign_segment(campaign)):
         wanted = members if keep is None else members[: max(0, keep - added)]
         added += len(members)
         if wanted:
@@ -172,12 +190,7 @@ def accept_uncertain(conn: sqlite3.Connection, campaign: Campaign, which: Sequen
         if wanted.lower() == "all":
             chosen += [row[0] for row in rows]
             continue
-        bare = wanted.strip("<>")
-        try:
-            key = normalise_pair(wanted)[1] if "@" in wanted and not wanted.startswith("<") else None
-        except AddressError:
-            key = None
-        match = [row[0] for row in rows if row[1].strip("<>") == bare or (key is not None and row[2] == key)]
+        match = _uncertain_matching(rows, wanted)
         if not match:
             raise UsageError(
                 f"--accept-uncertain {value}: campaign {campaign.name!r} has no uncertain message"
@@ -186,6 +199,17 @@ def accept_uncertain(conn: sqlite3.Connection, campaign: Campaign, which: Sequen
             )
         chosen += match
     return delivery_rows.accept_uncertain(conn, sorted(set(chosen)), clock.now_iso())
+
+
+def _uncertain_matching(rows: Sequence[tuple[int, str, str]], wanted: str) -> list[int]:
+    """The ids of the uncertain rows whose Message-ID (with or without <>) or
+    recipient address is ``wanted``."""
+    bare = wanted.strip("<>")
+    try:
+        key = normalise_pair(wanted)[1] if "@" in wanted and not wanted.startswith("<") else None
+    except AddressError:
+        key = None
+    return [row[0] for row in rows if row[1].strip("<>") == bare or (key is not None and row[2] == key)]
 
 
 def sendable_statuses(resend_uncertain: bool) -> tuple[str, ...]:
@@ -215,6 +239,7 @@ def iter_sendable(
         yield _checked(conn, campaign, secret, rows, relay)
 
 
+# Complexity: per recipient of a page: each reason a row is no longer sendable, checked inline.
 def _checked(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, rows: list[Any],
              relay: tuple[str, bool | None] | None = None) -> list[Recipient]:
     """Rows of ``sendable_page`` as Recipients, the suppression list checked too."""

@@ -49,6 +49,7 @@ class RenderAhead:
         self.batch: list[ledger.Recipient] = []
         self.ahead = 3 * (getattr(pool, "_max_workers", 1) or 1)
 
+    # Complexity: the render loop of a send: each outcome of a render (message, failure, withdrawn) inline.
     async def built(self, pages: Iterator[list[ledger.Recipient]]) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
         """(recipient, wire bytes) for every recipient of ``pages`` still to send."""
         for r in self._recipients(pages):

@@ -14,16 +14,19 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from mailcli.addresses import mask_address
 from mailcli.config import Settings
-from mailcli.errors import HeaderInjectionError, TemplateError, UsageError
+from mailcli.errors import HeaderInjectionError, MailcliError, TemplateError, UsageError
 from mailcli.locks import Holder, LockedError, busy_message
+from mailcli.segments import Segment
 from mailcli.send import ledger
 from mailcli.send.message import MessageFactory
 from mailcli.send.results import SendPlan
 from mailcli.store import Store
+from mailcli.store import campaigns as campaign_rows
 from mailcli.store.claims import take_claim
 
 
@@ -47,6 +50,8 @@ class SendOptions:
     # campaign's kind (a new one is marketing).
     kind: str | None = None
     reason: str | None = None
+    segment: Segment | None = None  # part of the list (``mailcli.segments.choose_segment``)
+    not_before: datetime | None = None  # (aware) no message before this moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class DryRunRollback(Exception):
 Collect = Callable[[Any, ledger.Campaign], list[ledger.Recipient]]
 
 
+# Complexity: the steps of starting a run in order, in one transaction (claim, freeze, recover, accept, count).
 def prepare(store: Store, settings: Settings, options: SendOptions, *,
             rollback: bool = False, claim: RunClaim | None = None, collect: Collect | None = None,
             ) -> tuple[ledger.Campaign, SendPlan]:
@@ -87,7 +93,12 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
     conn = store.conn
     secret = settings.secret()
     with store.transaction():
-        campaign, created = _campaign(conn, options)
+        campaign, created = _campaign(conn, settings, options)
+        # A scheduled campaign is created before its moment and frozen at it.
+        created = created or campaign.frozen_at is None
+        if campaign.frozen_at is None:  # the first freeze: the subject as it is now
+            campaign_rows.set_subject_line(conn, campaign.id, subject_line(settings, campaign.template,
+                                                                           campaign.subject))
         if claim is not None:
             _take(conn, campaign, claim)
         # Rolled back anyway: the confirmation needs the numbers only, a dry
@@ -112,16 +123,18 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
     return campaign, plan_of(settings, options, campaign, counts, created, added, causes, accepted)
 
 
-def _campaign(conn: sqlite3.Connection, options: SendOptions) -> tuple[ledger.Campaign, bool]:
+def _campaign(conn: sqlite3.Connection, settings: Settings, options: SendOptions,
+              not_before_at: str | None = None) -> tuple[ledger.Campaign, bool]:
     """The campaign and whether this run creates it."""
     existing = ledger.get_campaign(conn, options.campaign)
     check_existing(existing, options)
     if existing is not None:
         return existing, False
-    return ledger.create_campaign(conn, name=options.campaign, template=options.template or "",
-                                  list_name=options.list_name or "", subject=options.subject,
-                                  kind=options.kind or "marketing",
-                                  service_reason=options.reason if options.kind == "service" else None), True
+    return ledger.create_campaign(
+        conn, name=options.campaign, template=options.template or "", list_name=options.list_name or "",
+        subject=options.subject, segment=options.segment, not_before_at=not_before_at,
+        subject_line=subject_line(settings, options.template or "", options.subject),
+        kind=options.kind or "marketing", service_reason=options.reason if options.kind == "service" else None), True
 
 
 def check_kind(options: SendOptions) -> None:
@@ -141,12 +154,43 @@ def check_kind(options: SendOptions) -> None:
         raise UsageError("--reason: one line of text, please")
 
 
+def schedule(store: Store, settings: Settings, options: SendOptions, not_before_at: str) -> ledger.Campaign:
+    """Create the campaign as scheduled, or move a campaign not yet started to
+    ``not_before_at``: nothing is frozen and nothing sent before then."""
+    with store.transaction() as conn:
+        campaign, created = _campaign(conn, settings, options, not_before_at)
+        if not created and campaign.frozen_at is None and campaign.not_before_at != not_before_at:
+            campaign_rows.reschedule(conn, campaign.id, not_before_at)
+    return ledger.get_campaign(store.conn, options.campaign) or campaign
+
+
+def subject_line(settings: Settings, template: str, subject: str | None) -> str | None:
+    """The subject of a campaign's messages, without anyone's data: rendered
+    (now) for a contact whose fields are all empty, so ``{% if
+    contact.first_name %}`` takes its other branch. A subject that cannot
+    render so (it needs an attribute) is kept as written, merge fields and all."""
+    from mailcli.render import compile_template
+    from mailcli.send.preview import preview_context_for
+
+    written = subject
+    if not written:
+        try:
+            written = (settings.templates_dir / template / "subject.txt").read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            written = None
+    try:
+        compiled = compile_template(settings.templates_dir, template)
+        context = preview_context_for(settings, {"email": "", "first_name": "", "last_name": ""},
+                                      subject=subject or "")
+        return str(compiled.variables(context)["campaign"]["subject"])
+    except MailcliError:
+        return written or None
+
+
+# Complexity: one check per thing a resumed campaign must keep (template, list, segment, subject, kind).
 def check_existing(existing: ledger.Campaign | None, options: SendOptions) -> None:
-    """A resumed campaign keeps its template, list, subject and kind; a new one needs a template and a list."""
+    """A resumed campaign keeps its template, list, segment, subject and kind; a new one needs a template and a list."""
     check_kind(options)
-    if existing is not None and options.kind is not None and options.kind != existing.kind:
-        raise UsageError(f"Campaign {existing.name!r} is a {existing.kind} campaign, not {options.kind}",
-                         hint="a campaign keeps its kind; use a new campaign name")
     if existing is None:
         if not options.template or not options.list_name:
             raise UsageError(
@@ -154,6 +198,9 @@ def check_existing(existing: ledger.Campaign | None, options: SendOptions) -> No
                 hint=f"mailcli send {options.campaign} --template NAME --list LIST",
             )
         return
+    if options.kind is not None and options.kind != existing.kind:
+        raise UsageError(f"Campaign {existing.name!r} is a {existing.kind} campaign, not {options.kind}",
+                         hint="a campaign keeps its kind; use a new campaign name")
     if options.template and options.template != existing.template:
         raise UsageError(
             f"Campaign {existing.name!r} uses template {existing.template!r}, not {options.template!r}",
@@ -164,6 +211,10 @@ def check_existing(existing: ledger.Campaign | None, options: SendOptions) -> No
             f"Campaign {existing.name!r} goes to list {existing.list_name!r}, not {options.list_name!r}",
             hint="use a new campaign name for another list",
         )
+    if options.segment is not None and options.segment.text != (existing.segment_where or ""):
+        was = f"segment {existing.segment_where!r}" if existing.segment_where else "the whole list"
+        raise UsageError(f"Campaign {existing.name!r} was started for {was}, not {options.segment.label!r}",
+                         hint="a campaign keeps its audience; use a new campaign name for another segment")
     if options.subject and options.subject != (existing.subject or ""):
         raise UsageError(f"Campaign {existing.name!r} was started with another subject",
                          hint="a resumed campaign keeps its subject")
@@ -201,6 +252,7 @@ def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign,
         sendable = min(sendable, options.limit)
     return SendPlan(
         campaign=campaign.name, template=campaign.template, list_name=campaign.list_name, created=created,
+        segment=(campaign.segment or campaign.segment_where) if campaign.segment_where else None,
         audience=counts["audience"], added=added, to_send=sendable, uncertain=counts["uncertain"],
         server=settings.smtp.address, dry_run=options.dry_run, uncertain_causes=dict(causes or {}),
         accepted_uncertain=accepted,

@@ -19,6 +19,7 @@ from mailcli.store import Store
 from mailcli.store.relays import RelayMemory, save_relay
 
 
+# Complexity: one branch per setting and per limit learnt from the relay, the lower winning.
 def transport_options(settings: Settings, options: SendOptions, relay: RelayMemory | None = None,
                       expected: int | None = None) -> TransportOptions:
     """How to connect, how many connections and how fast."""

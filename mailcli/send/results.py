@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from mailcli.addresses import mask_address
 from mailcli.errors import MailcliError, TemplateError
@@ -28,6 +29,7 @@ class SendPlan:
     accepted_uncertain: int = 0  # uncertain messages counted as sent (--accept-uncertain)
     kind: str = "marketing"  # or "service"
     reason: str | None = None  # why a service message goes out
+    segment: str | None = None  # the segment's name, or its expression
 
 
 @dataclass(slots=True)
@@ -56,6 +58,8 @@ class SendSummary:
     # Failures the template causes, not the contact: message (naming the
     # file and line) -> how many messages it failed.
     template_errors: dict[str, int] = field(default_factory=dict)
+    # Set when the run sent nothing because the campaign's moment has not come.
+    not_before: datetime | None = None
 
     def note_failure(self, email: str, exc: Exception) -> str:
         """Count one failed message; returns the reason to record."""

@@ -177,6 +177,7 @@ class Session:
                 break
         return replies
 
+    # Complexity: one branch per reply of a pipelined MAIL, RCPT, DATA group (RFC 2920).
     async def _refusal(self, replies: list[Reply]) -> Reply | None:
         conn = self.conn
         if conn.need_rset:

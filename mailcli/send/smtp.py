@@ -101,6 +101,7 @@ class SmtpConnection:
         await self.handshake()
         await self.authenticate()
 
+    # Complexity: one branch per way a connection can fail (refused, timeout, TLS), each with its message.
     async def connect(self) -> None:
         """The TCP connection (and the TLS handshake, for implicit TLS)."""
         p = self.params
@@ -200,6 +201,7 @@ class SmtpConnection:
                 ext[name_.upper()] = value
         self.extensions = ext
 
+    # Complexity: the STARTTLS steps of RFC 3207 in order, each failure with its message.
     async def _starttls(self) -> None:
         p = self.params
         if "STARTTLS" not in self.extensions:
@@ -236,6 +238,7 @@ class SmtpConnection:
         self.extensions = {}
         await self._ehlo()
 
+    # Complexity: one branch per AUTH mechanism and reply (RFC 4954), in protocol order.
     async def _auth(self) -> None:
         p = self.params
         if not p.username:

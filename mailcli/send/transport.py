@@ -123,6 +123,7 @@ class SmtpTransport:
         """Connections open and working now."""
         return self.connections.working
 
+    # Complexity: the transport's main loop: each way a connection ends, the retry window and Ctrl-C.
     async def run(self, source: AsyncIterator[OutgoingMessage]) -> None:
         """Send everything ``source`` yields; returns when each message has a
         final result, or raises ``TransportError`` after recording what it can."""

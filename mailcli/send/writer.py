@@ -86,6 +86,7 @@ class LedgerWriter:
             self._cond.notify()
         return fut
 
+    # Complexity: the ledger thread's loop: group commit, waits for durability and errors, inline.
     def _work(self) -> None:
         assert self._loop is not None
         last_beat = time.monotonic()
@@ -124,6 +125,7 @@ class LedgerWriter:
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
+    # Complexity: one branch per kind of ledger operation (sending mark, result, skip, bounce, SMTPUTF8 mark), all in one group commit.
     def _apply(self, ops: list[tuple[Any, ...]], *, beat: bool = False) -> None:
         now = clock.now_iso()
         campaign_id = self._campaign.id

@@ -17,9 +17,12 @@ from __future__ import annotations
 import difflib
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFoundError
+
+if TYPE_CHECKING:
+    from ..segments import Segment
 
 # What a member of a list is, as people and commands see it. The first three
 # are membership statuses; the rest are members held back by their contact.
@@ -90,14 +93,32 @@ GROUP BY 1, 2, 3
 """  # noqa: S608 - fixed SQL
 
 
-def list_summaries(conn: sqlite3.Connection, names: list[str] | None = None) -> list[ListSummary]:
-    """Every list (or the named ones) with its members counted by status."""
+# A segment's members of every list, by status: each member's contact is read
+# for the segment's condition anyway, so the status is worked out directly.
+_IN_SEGMENT_SQL = f"""
+SELECT l.name, l.created_at, {MEMBER_STATUS_SQL}, count(c.id)
+FROM lists l LEFT JOIN (memberships m JOIN contacts c ON c.id = m.contact_id AND {{segment}}) ON m.list_id = l.id
+GROUP BY l.id, 3 ORDER BY l.name
+"""  # noqa: S608 - fixed SQL
+
+
+def list_summaries(conn: sqlite3.Connection, names: list[str] | None = None,
+                   segment: Segment | None = None) -> list[ListSummary]:
+    """Every list (or the named ones) with its members counted by status;
+    with ``segment``, only the members it matches."""
     found: dict[str, tuple[str, dict[str, int]]] = {}
-    for name, created_at, status, count in conn.execute(_BY_ROW_SQL):
+    if segment is not None:
+        from .segments import segment_filter
+
+        condition, params = segment_filter(segment)
+        rows = conn.execute(_IN_SEGMENT_SQL.format(segment=condition), params).fetchall()
+    else:
+        rows = conn.execute(_BY_ROW_SQL).fetchall()
+    for name, created_at, status, count in rows:
         counts = found.setdefault(name, (created_at, {}))[1]
         if status is not None:
             counts[status] = counts.get(status, 0) + count
-    for name, row_status, status, count in conn.execute(_MOVED_SQL):
+    for name, row_status, status, count in ([] if segment is not None else conn.execute(_MOVED_SQL)):
         counts = found[name][1]
         counts[row_status] -= count
         counts[status] = counts.get(status, 0) + count
@@ -110,7 +131,7 @@ def list_summaries(conn: sqlite3.Connection, names: list[str] | None = None) -> 
     ]
 
 
-# The audience of a campaign: the list's subscribed members not yet in it,
+# The audience of a campaign: the members of the list it reaches not yet in it,
 # a page at a time in the order of the membership index (list, status,
 # contact), so memory stays flat however large the list and each page
 # starts where the last one ended.
@@ -119,6 +140,7 @@ SELECT c.id, c.uid, c.email_key
 FROM memberships m JOIN contacts c ON c.id = m.contact_id
 WHERE m.list_id = ? AND {reached} AND m.contact_id > ?
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = ? AND d.contact_id = c.id)
+  AND {{segment}}
 ORDER BY m.contact_id
 LIMIT ?
 """
@@ -127,11 +149,15 @@ _AUDIENCE_BY_KIND = {"marketing": _AUDIENCE_SQL.format(reached=SENDABLE_SQL),
 
 
 def audience_page(conn: sqlite3.Connection, list_id: int, campaign_id: int, after: int,
-                  limit: int, kind: str = "marketing") -> list[tuple[int, str, str]]:
+                  limit: int, kind: str = "marketing", segment: Segment | None = None) -> list[tuple[int, str, str]]:
     """Up to ``limit`` members of the list a campaign of ``kind`` reaches
-    with a contact id above ``after`` and no delivery in the campaign yet:
-    (contact id, uid, email key)."""
-    return conn.execute(_AUDIENCE_BY_KIND[kind], (list_id, after, campaign_id, limit)).fetchall()
+    with a contact id above ``after`` and no delivery in the campaign yet, in
+    ``segment`` when one is given: (contact id, uid, email key)."""
+    from .segments import segment_filter
+
+    condition, params = segment_filter(segment)
+    return conn.execute(_AUDIENCE_BY_KIND[kind].format(segment=condition),
+                        (list_id, after, campaign_id, *params, limit)).fetchall()
 
 
 def list_not_found(conn: sqlite3.Connection, name: str) -> NotFoundError:

@@ -1,6 +1,6 @@
-"""The audit log's rows: appended in a hash chain, read in order, cut by age.
+"""The audit log's rows: appended in a chain, read in order, cut by age.
 
-The chain itself (what is hashed, and checking it) is :mod:`mailcli.audit`;
+The chain itself (what is MACed, and checking it) is :mod:`mailcli.audit`;
 this module only reads and writes the ``audit_log`` table.
 """
 
@@ -8,21 +8,54 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .rows import dicts, json_value
 
-GENESIS = "0" * 64  # the "previous hash" of the first entry
+GENESIS = "0" * 64  # the "previous MAC" of the first entry ever
 
 AuditRow = tuple[str, str, str, str, str | None, str, str | None]  # at, actor, command, action, subject, detail, reason
 
 _CHAIN_COLUMNS = "id, at, actor, command, action, subject_hmac, detail, reason, prev_hash, hash"
 
 
-def last_hash(conn: sqlite3.Connection) -> str:
-    """The hash of the newest entry, or ``GENESIS`` when the log is empty."""
+@dataclass(frozen=True, slots=True)
+class ChainState:
+    """Where the chain stands: what the audit head records."""
+
+    entries: int
+    last_id: int | None
+    last: str  # the newest entry's MAC (the base when there is none)
+    base: str  # what the oldest entry follows: GENESIS, or the MAC of the last entry cut
+
+
+def last_hash(conn: sqlite3.Connection) -> str | None:
+    """The MAC of the newest entry, or None when the log is empty."""
     row = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-    return str(row[0]) if row else GENESIS
+    return str(row[0]) if row else None
+
+
+def hash_of(conn: sqlite3.Connection, entry_id: int) -> str | None:
+    row = conn.execute("SELECT hash FROM audit_log WHERE id = ?", (entry_id,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def entries_up_to(conn: sqlite3.Connection, entry_id: int) -> int:
+    return int(conn.execute("SELECT count(*) FROM audit_log WHERE id <= ?", (entry_id,)).fetchone()[0])
+
+
+def has_entries_after(conn: sqlite3.Connection, entry_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM audit_log WHERE id > ? LIMIT 1", (entry_id,)).fetchone() is not None
+
+
+def chain_state(conn: sqlite3.Connection, base: str) -> ChainState:
+    """The state of the chain; ``base`` is what an empty log continues from."""
+    count, last_id = conn.execute("SELECT count(*), max(id) FROM audit_log").fetchone()
+    if not count:
+        return ChainState(0, None, base, base)
+    first = conn.execute("SELECT prev_hash FROM audit_log ORDER BY id LIMIT 1").fetchone()[0]
+    return ChainState(int(count), int(last_id), str(hash_of(conn, int(last_id))), str(first))
 
 
 def insert_entry(conn: sqlite3.Connection, row: AuditRow, prev_hash: str, digest: str) -> None:
@@ -71,10 +104,29 @@ def hashes(conn: sqlite3.Connection) -> set[str]:
     return {str(row[0]) for row in conn.execute("SELECT hash FROM audit_log")}
 
 
-def count_before(conn: sqlite3.Connection, cutoff: str) -> int:
-    return int(conn.execute("SELECT count(*) FROM audit_log WHERE at < ?", (cutoff,)).fetchone()[0])
+# Retention cuts the log from its start only, so what is left is still one
+# chain: every entry before the oldest one that is not past the cut-off (a
+# restore appends carried entries with their own, older times, so "older
+# than the cut-off" alone could take entries out of the middle).
+_CUT = "id < COALESCE((SELECT min(id) FROM audit_log WHERE at >= ?), (SELECT max(id) + 1 FROM audit_log))"
 
 
-def delete_before(conn: sqlite3.Connection, cutoff: str) -> int:
-    """Cut the entries older than ``cutoff``: the chain then starts at the oldest one kept."""
-    return conn.execute("DELETE FROM audit_log WHERE at < ?", (cutoff,)).rowcount
+def count_cut(conn: sqlite3.Connection, cutoff: str) -> int:
+    """How many entries a cut at ``cutoff`` removes."""
+    return int(conn.execute(f"SELECT count(*) FROM audit_log WHERE {_CUT}", (cutoff,)).fetchone()[0])  # noqa: S608 - fixed fragment
+
+
+def cut_before(conn: sqlite3.Connection, cutoff: str) -> tuple[int, str | None]:
+    """Cut the entries before the first one at or after ``cutoff``: (how many,
+    the MAC of the newest one cut, which the oldest kept entry follows)."""
+    row = conn.execute(f"SELECT max(id) FROM audit_log WHERE {_CUT}", (cutoff,)).fetchone()  # noqa: S608 - fixed fragment
+    if row is None or row[0] is None:
+        return 0, None
+    base = hash_of(conn, int(row[0]))
+    removed = conn.execute("DELETE FROM audit_log WHERE id <= ?", (int(row[0]),)).rowcount
+    return removed, base
+
+
+def min_id(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT min(id) FROM audit_log").fetchone()
+    return None if row is None or row[0] is None else int(row[0])

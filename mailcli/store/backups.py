@@ -77,3 +77,16 @@ def compact(conn: sqlite3.Connection, size: int | None = None) -> None:
     if size is not None:
         conn.execute(f"PRAGMA page_size={int(size)}")
     conn.execute("VACUUM")
+
+
+def carry_fact(path: Path, name: str, value: str) -> None:
+    """Record a project fact in the database copy at ``path`` (what a backup carries of its moment)."""
+    from ..clock import now_iso
+    from .facts import set_fact
+
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute("PRAGMA secure_delete=ON")
+        set_fact(conn, name, value, now_iso())
+    finally:
+        conn.close()

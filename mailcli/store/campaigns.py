@@ -33,11 +33,17 @@ class Campaign:
     created_at: str
     frozen_at: str | None
     finished_at: str | None
+    segment: str | None = None  # the name of a segment of mailcli.toml
+    segment_where: str | None = None  # the expression the audience was chosen by
+    subject_line: str | None = None  # the subject as written, before personalisation
+    not_before_at: str | None = None  # no run sends before this moment (UTC)
+    first_sent_at: str | None = None
+    last_sent_at: str | None = None
     service_reason: str | None = None  # why a service message goes to people who left marketing
 
 
 _COLUMNS = ("id, uid, name, template, list_id, list_name, subject, kind, status, created_at, frozen_at, finished_at,"
-            " service_reason")
+            " segment, segment_where, subject_line, not_before_at, first_sent_at, last_sent_at, service_reason")
 
 
 def get_campaign(conn: sqlite3.Connection, name: str) -> Campaign | None:
@@ -51,14 +57,19 @@ def list_campaigns(conn: sqlite3.Connection) -> list[Campaign]:
 
 
 def insert_campaign(conn: sqlite3.Connection, *, uid: str, name: str, template: str, list_id: int, list_name: str,
-                    subject: str | None, created_at: str, kind: str = "marketing",
+                    subject: str | None, created_at: str, segment: str | None = None,
+                    segment_where: str | None = None, subject_line: str | None = None,
+                    not_before_at: str | None = None, kind: str = "marketing",
                     service_reason: str | None = None) -> None:
-    """A new campaign of ``kind``, not yet frozen; nothing when the name is
-    taken (another process created it a moment ago: that row is the campaign)."""
+    """A new campaign of ``kind``, not yet frozen (``scheduled`` when it has a
+    ``not_before_at``); nothing when the name is taken (another process
+    created it a moment ago: that row is the campaign)."""
     conn.execute(
         "INSERT INTO campaigns (uid, name, template, list_id, list_name, subject, kind, status, created_at,"
-        " service_reason) VALUES (?, ?, ?, ?, ?, ?, ?, 'created', ?, ?) ON CONFLICT (name) DO NOTHING",
-        (uid, name, template, list_id, list_name, subject, kind, created_at, service_reason),
+        " segment, segment_where, subject_line, not_before_at, service_reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        (uid, name, template, list_id, list_name, subject, kind, "scheduled" if not_before_at else "created",
+         created_at, segment, segment_where, subject_line, not_before_at, service_reason),
     )
 
 
@@ -66,9 +77,27 @@ def mark_frozen(conn: sqlite3.Connection, campaign_id: int, now: str) -> None:
     """The audience is frozen: note when (the first time only) and start sending."""
     conn.execute(
         "UPDATE campaigns SET frozen_at = coalesce(frozen_at, ?),"
-        " status = CASE WHEN status = 'created' THEN 'sending' ELSE status END WHERE id = ?",
+        " status = CASE WHEN status IN ('created', 'scheduled') THEN 'sending' ELSE status END WHERE id = ?",
         (now, campaign_id),
     )
+
+
+def reschedule(conn: sqlite3.Connection, campaign_id: int, not_before_at: str) -> None:
+    """A campaign not yet started gets another moment before which nothing is sent."""
+    conn.execute("UPDATE campaigns SET not_before_at = ?, status = 'scheduled' WHERE id = ? AND frozen_at IS NULL",
+                 (not_before_at, campaign_id))
+
+
+def note_sent(conn: sqlite3.Connection, campaign_id: int, started_at: str, ended_at: str) -> None:
+    """A run that sent something: the first such run's start, the last one's end."""
+    conn.execute("UPDATE campaigns SET first_sent_at = coalesce(first_sent_at, ?), last_sent_at = ? WHERE id = ?",
+                 (started_at, ended_at, campaign_id))
+
+
+def set_subject_line(conn: sqlite3.Connection, campaign_id: int, subject_line: str | None) -> None:
+    """The subject as the campaign's messages carry it, set when its audience is frozen."""
+    conn.execute("UPDATE campaigns SET subject_line = ? WHERE id = ?",
+                 (subject_line, campaign_id))
 
 
 def set_campaign_status(conn: sqlite3.Connection, campaign_id: int, status: str, finished_at: str | None) -> None:
@@ -89,3 +118,24 @@ def feedback_counts(conn: sqlite3.Connection, campaign_id: int) -> dict[str, int
             (campaign_id, *FEEDBACK_KINDS),
         )
     }
+
+
+def redact_segments(conn: sqlite3.Connection, texts: list[str]) -> int:
+    """Replace each of ``texts`` (an erased person's address, in any case) in
+    the segment expressions campaigns recorded with ``[erased]``; how many
+    campaigns changed. A segment like ``email = 'ann@example.org'`` would
+    otherwise keep the address after the person is erased."""
+    import re
+
+    wanted = [t for t in texts if t]
+    if not wanted:
+        return 0
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(wanted, key=len, reverse=True)), re.IGNORECASE)
+    changed = 0
+    for campaign_id, where in conn.execute("SELECT id, segment_where FROM campaigns WHERE segment_where IS NOT NULL"
+                                           ).fetchall():
+        redacted = pattern.sub("[erased]", where)
+        if redacted != where:
+            conn.execute("UPDATE campaigns SET segment_where = ? WHERE id = ?", (redacted, campaign_id))
+            changed += 1
+    return changed

@@ -11,7 +11,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock import now_iso
 from ..errors import UsageError
@@ -19,6 +19,10 @@ from ..tokens import address_hmac
 from .audience import CONTACT_STATUSES, MEMBER_STATUS_SQL, MEMBER_STATUSES, list_not_found
 from .db import Store
 from .lists import list_id
+from .suppressions import suppressions_of
+
+if TYPE_CHECKING:
+    from ..segments import Segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +65,24 @@ def check_status(status: str, *, list_name: str | None) -> str:
                      hint=f"{'members of a list' if list_name else 'contacts'} are {', '.join(allowed)}")
 
 
-def _contact_filter(conn: sqlite3.Connection, list_name: str | None, status: str | None
-                    ) -> tuple[str, list[Any], str, list[Any]]:
+def _contact_filter(conn: sqlite3.Connection, list_name: str | None, status: str | None,
+                    segment: Segment | None = None) -> tuple[str, list[Any], str, list[Any]]:
     """WHERE clause (fixed SQL, bound values) and the status column for a listing.
 
     With a list, the status is the member's (``audience.MEMBER_STATUS_SQL``),
-    the one ``lists`` counts and a send freezes.
+    the one ``lists`` counts and a send freezes. A segment adds its condition.
     """
+    where, params, status_sql, status_params = _list_status_filter(conn, list_name, status)
+    if segment is None:
+        return where, params, status_sql, status_params
+    from .segments import segment_filter
+
+    condition, values = segment_filter(segment)
+    return f"({where}) AND {condition}", [*params, *values], status_sql, status_params
+
+
+def _list_status_filter(conn: sqlite3.Connection, list_name: str | None, status: str | None
+                        ) -> tuple[str, list[Any], str, list[Any]]:
     member = f"(SELECT {MEMBER_STATUS_SQL} FROM memberships m WHERE m.contact_id = c.id AND m.list_id = ?)"  # noqa: S608
     if list_name is not None:
         list_id = _list_id(conn, list_name)
@@ -88,10 +103,12 @@ def iter_contacts(
     status: str | None = None,
     limit: int | None = None,
     offset: int = 0,
+    segment: Segment | None = None,
 ) -> Iterator[ContactRow]:
-    """Contacts in address order, optionally one list's members with one status."""
+    """Contacts in address order, optionally one list's members with one status,
+    optionally only those in a segment."""
     conn = store.conn
-    where, params, status_sql, status_params = _contact_filter(conn, list_name, status)
+    where, params, status_sql, status_params = _contact_filter(conn, list_name, status, segment)
     # The SQL text is fixed; only bound values vary, so no cell can change a query.
     sql = (
         f"SELECT c.id, c.email, c.first_name, c.last_name, {status_sql},"  # noqa: S608
@@ -105,9 +122,10 @@ def iter_contacts(
                          json.loads(attributes))
 
 
-def count_contacts(store: Store, *, list_name: str | None = None, status: str | None = None) -> int:
+def count_contacts(store: Store, *, list_name: str | None = None, status: str | None = None,
+                   segment: Segment | None = None) -> int:
     """How many contacts ``iter_contacts`` would yield without a limit."""
-    where, params, _, _ = _contact_filter(store.conn, list_name, status)
+    where, params, _, _ = _contact_filter(store.conn, list_name, status, segment)
     sql = f"SELECT count(*) FROM contacts c WHERE {where}"  # noqa: S608 - fixed SQL, bound values
     return int(store.conn.execute(sql, params).fetchone()[0])
 
@@ -275,6 +293,7 @@ def _new_attributes(conn: sqlite3.Connection, changes: list[Change], attributes:
     return new
 
 
+# Complexity: one check per way a correction can be refused, then the changed fields marked rectified.
 def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
                normalise: Callable[[str], tuple[str, str]], new_fields: bool = False
                ) -> tuple[int, list[str], list[str]] | None:
@@ -299,11 +318,16 @@ def set_fields(store: Store, key: str, changes: list[Change], *, secret: bytes,
         if new_attributes != attributes_text:
             changed += sorted({c.field for c in changes if c.field not in ("email", *NAME_FIELDS)})
         if changed:
+            now = now_iso()
+            # Every field corrected is marked rectified, so a later import keeps it.
+            marks = json.dumps({name: now for name in changed if name != "email"}, separators=(",", ":"))
             conn.execute(
                 "UPDATE contacts SET email = ?, email_key = ?, first_name = ?, last_name = ?, attributes = ?,"
-                " updated_at = ? WHERE id = ?",
+                " updated_at = ?, last_activity_at = ?,"
+                " rectified = CASE WHEN ? = '{}' THEN rectified ELSE json_patch(coalesce(rectified, '{}'), ?) END"
+                " WHERE id = ?",
                 (values["email"], new_key, values["first_name"], values["last_name"], new_attributes,
-                 now_iso(), contact_id))
+                 now, now, marks, marks, contact_id))
     return contact_id, changed, added
 
 
@@ -332,7 +356,7 @@ def _check_new_address(conn: sqlite3.Connection, new_key: str, secret: bytes) ->
     if conn.execute("SELECT 1 FROM contacts WHERE email_key = ?", (new_key,)).fetchone():
         raise UsageError("Another contact already has that address",
                          hint="two records of one person: erase one with mailcli privacy erase")
-    if conn.execute("SELECT 1 FROM suppressions WHERE hmac = ?", (address_hmac(secret, new_key),)).fetchone():
+    if suppressions_of(conn, address_hmac(secret, new_key)):  # for any list, or all marketing
         raise UsageError("The new address is on the suppression list; it will not be used")
 
 

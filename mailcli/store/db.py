@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..clock import now_iso
-from ..errors import MailcliError
+from ..errors import ExitCode, MailcliError
 from .migrations import MIGRATIONS, statements
 
 
@@ -155,6 +155,7 @@ class _WaitWatch:
             self._what = None
             self._cond.notify_all()
 
+    # Complexity: the busy-wait watcher's loop: each way the wait can end.
     def _run(self) -> None:
         with self._cond:
             while True:
@@ -185,6 +186,15 @@ class Store:
     _depth: int = field(default=0, repr=False)
     timeout: float = field(default=DEFAULT_BUSY_TIMEOUT, repr=False)
     _watch: _WaitWatch | None = field(default=None, repr=False)
+    # The key audit entries are chained with, derived from the project's
+    # secret once the database is known to belong to it (mailcli.binding).
+    audit_key: bytes | None = field(default=None, repr=False)
+    # Whether appending to the audit log moves the head kept beside the
+    # database (not for a database being prepared aside by a restore).
+    anchored: bool = field(default=True, repr=False)
+    # Files of the database that were open to other users and were made 0600 on opening.
+    tightened: list[str] = field(default_factory=list, repr=False)
+    _after_commit: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def wait_for(self, what: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` (a statement that may find the database busy, and
@@ -228,6 +238,7 @@ class Store:
         except BaseException:
             self._depth -= 1
             if self._depth == 0:
+                self._after_commit.clear()
                 conn.execute("ROLLBACK")
             else:
                 conn.execute(f"ROLLBACK TO sp{self._depth}")
@@ -237,8 +248,23 @@ class Store:
             self._depth -= 1
             if self._depth == 0:
                 conn.execute("COMMIT")
+                self._run_after_commit()
             else:
                 conn.execute(f"RELEASE sp{self._depth}")
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the outermost transaction has committed (never
+        if it rolls back); outside a transaction, at once. For what must
+        follow the database and never run ahead of it, like the audit head."""
+        if self._depth == 0:
+            action()
+        elif action not in self._after_commit:
+            self._after_commit.append(action)
+
+    def _run_after_commit(self) -> None:
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            action()
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -267,12 +293,14 @@ def _use_wal(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
-def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = True) -> sqlite3.Connection:
+def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = True,
+            tighten: bool = True) -> sqlite3.Connection:
     """A configured sqlite3 connection (pragmas applied) without migrating.
 
     ``timeout`` is how long a statement waits for another process's lock
     (default: ``busy_timeout()``). ``switch_to_wal=False`` leaves turning WAL
-    on to the caller.
+    on to the caller. ``tighten`` makes ``-wal``/``-shm`` files 0600: for a
+    file known to be a mailcli database.
     """
     seconds = busy_timeout() if timeout is None else timeout
     try:
@@ -293,15 +321,23 @@ def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = T
     except sqlite3.DatabaseError as exc:
         if is_busy(exc):
             raise busy_error(path, seconds, "open it") from None
+        if getattr(exc, "sqlite_errorcode", None) == SQLITE_NOTADB:
+            raise _not_sqlite(path) from None
         raise StoreError(f"Cannot open database {path}: {exc}") from None
+    if tighten:
+        _tighten_side_files(path)
+    return conn
+
+
+def _tighten_side_files(path: Path) -> None:
     for suffix in ("-wal", "-shm"):
         side = Path(str(path) + suffix)
         with contextlib.suppress(OSError):
             if side.exists() and stat.S_IMODE(side.stat().st_mode) & 0o077:
                 os.chmod(side, 0o600)
-    return conn
 
 
+# Complexity: one branch per state of a migration (no table yet, unknown, done, SQL or Python step), all in one transaction.
 def apply_migrations(conn: sqlite3.Connection, *, only: Collection[str] | None = None) -> list[str]:
     """Apply pending migrations in order (of ``only``, when given); returns the names applied."""
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -335,9 +371,73 @@ def apply_migrations(conn: sqlite3.Connection, *, only: Collection[str] | None =
     return applied
 
 
+class NotADatabaseError(StoreError):
+    """The configured database names something that is not mailcli's database: nothing was touched."""
+
+    exit_code = ExitCode.CONFIG
+
+
+def _check_is_database(path: Path) -> None:
+    """Refuse, before touching it, a path that is no regular file.
+
+    Only ``stat``: opening and closing the file here would drop the POSIX
+    locks SQLite holds on it for this process's other connections (serve
+    opens one per thread), so whether it is a SQLite file at all is asked
+    of SQLite (``_check_is_mailcli``)."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise StoreError(f"Cannot read the database {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise NotADatabaseError(f"The database {path} is not a regular file; it was left as it is",
+                                hint="set [project] database in mailcli.toml to the project's database file")
+
+
+SQLITE_NOTADB = 26  # "file is not a database"
+
+
+def _not_sqlite(path: Path) -> NotADatabaseError:
+    return NotADatabaseError(f"{path} is not a SQLite database; it was left as it is",
+                             hint="set [project] database in mailcli.toml to the project's database file")
+
+
+def _check_is_mailcli(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file that is no SQLite database, or another program's: tables,
+    but no record of mailcli's migrations."""
+    try:
+        tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                                  " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
+    except sqlite3.DatabaseError as exc:
+        if is_busy(exc):
+            raise
+        raise _not_sqlite(path) from None
+    if tables and "migrations" not in tables:
+        raise NotADatabaseError(
+            f"{path} is the database of another program (tables {', '.join(sorted(tables)[:3])}), not mailcli's;"
+            " it was left as it is",
+            hint="set [project] database in mailcli.toml to the project's own database file")
+
+
+def _tighten(path: Path) -> list[str]:
+    """Make a mailcli database and its side files private; what was open to others before."""
+    tightened = []
+    for item in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(item.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(item, 0o600)
+                tightened.append(f"{item.name} ({mode:04o})")
+    return tightened
+
+
 def open_store(path: Path, *, create: bool = True, timeout: float | None = None,
                on_wait: Callable[[str], None] | None = None) -> Store:
     """Open (creating with mode 0600 if asked) and migrate the project database.
+
+    A path that is not a regular SQLite file, or another program's database,
+    is refused before anything touches it (``NotADatabaseError``, exit 4);
+    only then is a mailcli database open to other users made 0600
+    (``Store.tightened`` says which; docs/guarantees.md#file-modes).
 
     ``timeout``: how long to wait for other processes (default
     ``busy_timeout()``); ``on_wait(what)`` is told when a wait lasts.
@@ -347,14 +447,13 @@ def open_store(path: Path, *, create: bool = True, timeout: float | None = None,
         if not create:
             raise StoreError(f"Database not found: {path}")
         _create_private(path)
-    elif stat.S_IMODE(path.stat().st_mode) & 0o077:
-        # Readable by others: tighten it rather than leave personal data open.
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o600)
+    else:
+        _check_is_database(path)
     seconds = busy_timeout() if timeout is None else timeout
     watch = _WaitWatch(on_wait) if on_wait is not None else None
-    conn = connect(path, timeout=min(WAIT_SLICE, seconds), switch_to_wal=False)
+    conn = connect(path, timeout=min(WAIT_SLICE, seconds), switch_to_wal=False, tighten=False)
     try:
+        _wait_for(conn, path, seconds, "open it", lambda: _check_is_mailcli(conn, path), watch)
         # Turning WAL on (a database a killed import left in rollback mode)
         # and migrating take locks: wait for them like any write.
         _wait_for(conn, path, seconds, "open it", lambda: _finish_opening(conn), watch)
@@ -364,7 +463,9 @@ def open_store(path: Path, *, create: bool = True, timeout: float | None = None,
     except BaseException:
         conn.close()
         raise
-    return Store(path=path, conn=conn, timeout=seconds, _watch=watch)
+    store = Store(path=path, conn=conn, timeout=seconds, _watch=watch)
+    store.tightened = _tighten(path)
+    return store
 
 
 def _finish_opening(conn: sqlite3.Connection) -> None:

@@ -228,14 +228,19 @@ class Merged(NamedTuple):
     suppressed: int  # addresses blocked by their contact's or membership's status
     addresses: int  # distinct addresses staged (the rows, repeated addresses merged)
     needs_smtputf8: int  # addresses with a non-ASCII local part
+    kept_rectified: int = 0  # addresses whose file row disagreed with a field the person had corrected
 
 
 def write_staged(conn: sqlite3.Connection, *, list_id: int, status: str, on_conflict: str, source: str,
-                 source_prefix: str, source_suffix: str, rows: int) -> Merged:
+                 source_prefix: str, source_suffix: str, rows: int, overwrite_rectified: bool = False) -> Merged:
     """Merge the ``rows`` staged rows by address, classify every address,
-    and write contacts and memberships."""
+    and write contacts and memberships. Fields a person had corrected stay
+    as corrected unless ``overwrite_rectified`` (:mod:`.rectified`)."""
+    from .rectified import keep_rectified
+
     now = now_iso()
     _merge(conn, on_conflict)
+    kept = keep_rectified(conn) if on_conflict == "update" and not overwrite_rectified else 0
     (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()
     params = {"list": list_id, "now": now, "status": status, "source": source, "base": base,
               "source_prefix": source_prefix, "source_suffix": source_suffix}
@@ -257,7 +262,7 @@ def write_staged(conn: sqlite3.Connection, *, list_id: int, status: str, on_conf
     conn.execute(_INSERT_MEMBERSHIPS_EXISTING, params)
     conn.execute(_CONFIRM_MEMBERSHIPS, params)
     (utf8,) = conn.execute(_NEEDS_SMTPUTF8).fetchone()
-    return Merged(**counts, addresses=keys, needs_smtputf8=utf8)
+    return Merged(**counts, addresses=keys, needs_smtputf8=utf8, kept_rectified=kept)
 
 
 def _merge(conn: sqlite3.Connection, on_conflict: str) -> None:

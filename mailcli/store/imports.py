@@ -78,6 +78,7 @@ class ImportResult:
     opted_out: int = 0  # rows that left the list at the file's source (counted in suppressed)
     rejects: list[RowReject] = field(default_factory=list)
     needs_smtputf8: int = 0  # addresses with a non-ASCII local part: sendable only through SMTPUTF8
+    kept_rectified: int = 0  # rows that disagreed with a field the person had corrected, which was kept
 
     @property
     def total(self) -> int:
@@ -93,6 +94,7 @@ class ImportResult:
             "duplicates": self.duplicates,
             "opted_out": self.opted_out,
             "needs_smtputf8": self.needs_smtputf8,
+            "kept_rectified": self.kept_rectified,
             "rejects": [{"line": r.line, "reason": r.reason} for r in self.rejects],
         }
 
@@ -111,6 +113,7 @@ def import_batches(
     on_batch: Callable[[int], None] | None = None,
     on_opt_outs: Callable[[int, Iterator[OptOut]], None] | None = None,
     before_commit: Callable[[ImportResult], None] | None = None,
+    overwrite_rectified: bool = False,
 ) -> ImportResult:
     """Write batches of parsed rows to list ``list_name`` in one transaction.
 
@@ -146,12 +149,13 @@ def import_batches(
         rejected, rejects = _rejects(conn, on_reject)
         opted_out, left = _take_opt_outs(conn, list_id, on_opt_outs)
         merged = write_staged(conn, list_id=list_id, status=status, on_conflict=on_conflict, source=source,
-                              source_prefix=prefix, source_suffix=suffix, rows=staged - left)
+                              source_prefix=prefix, source_suffix=suffix, rows=staged - left,
+                              overwrite_rectified=overwrite_rectified)
         result = ImportResult(
             imported=merged.imported, updated=merged.updated, unchanged=merged.unchanged,
             suppressed=suppressed + opted_out + left + merged.suppressed, rejected=rejected,
             duplicates=staged - left - merged.addresses, opted_out=opted_out, rejects=rejects,
-            needs_smtputf8=merged.needs_smtputf8)
+            needs_smtputf8=merged.needs_smtputf8, kept_rectified=merged.kept_rectified)
         if before_commit is not None:
             before_commit(result)
     _drop_temp(conn)

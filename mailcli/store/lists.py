@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 
 def list_id(conn: sqlite3.Connection, name: str) -> int | None:
@@ -15,3 +16,27 @@ def list_name(conn: sqlite3.Connection, list_id: int) -> str | None:
     """The name of list ``list_id``; None when it was deleted."""
     row = conn.execute("SELECT name FROM lists WHERE id = ?", (list_id,)).fetchone()
     return str(row[0]) if row else None
+
+
+def list_names(conn: sqlite3.Connection) -> list[str]:
+    """Every list's name, in order."""
+    return [row[0] for row in conn.execute("SELECT name FROM lists ORDER BY name")]
+
+
+def names_for_completion(path: Path) -> tuple[list[str], list[str]]:
+    """The names of the lists and the campaigns in the database at ``path``,
+    read without writing anything (no migration, no spool, no wait): what a
+    shell's Tab shows. Nothing when the database is missing or busy."""
+    if not path.is_file():
+        return [], []
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0.5)
+    except sqlite3.Error:
+        return [], []
+    try:
+        campaigns = [row[0] for row in conn.execute("SELECT name FROM campaigns ORDER BY created_at DESC, id DESC")]
+        return list_names(conn), campaigns
+    except sqlite3.Error:
+        return [], []
+    finally:
+        conn.close()

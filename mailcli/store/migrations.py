@@ -339,6 +339,101 @@ END;
 """
 
 
+# What `mailcli campaigns` shows of a campaign, kept on its row:
+# * ``segment`` and ``segment_where``: the part of the list it was sent to
+#   (the name of a segment of mailcli.toml, and the expression as it was when
+#   the campaign started, which --include-new applies again);
+# * ``subject_line``: the subject as its messages carry it, before any
+#   personalisation (the --subject given, or the template's subject.txt);
+# * ``not_before_at``: the moment before which no run sends (scheduling);
+# * ``first_sent_at`` / ``last_sent_at``: when its first and last runs that
+#   sent something started and ended; they outlive the per-message records
+#   that retention removes, so existing campaigns take them from those now.
+M015_CAMPAIGN_DETAILS = """
+ALTER TABLE campaigns ADD COLUMN segment TEXT;
+ALTER TABLE campaigns ADD COLUMN segment_where TEXT;
+ALTER TABLE campaigns ADD COLUMN subject_line TEXT;
+ALTER TABLE campaigns ADD COLUMN not_before_at TEXT;
+ALTER TABLE campaigns ADD COLUMN first_sent_at TEXT;
+ALTER TABLE campaigns ADD COLUMN last_sent_at TEXT;
+UPDATE campaigns SET
+    first_sent_at = (SELECT min(sent_at) FROM deliveries d WHERE d.campaign_id = campaigns.id),
+    last_sent_at = (SELECT max(sent_at) FROM deliveries d WHERE d.campaign_id = campaigns.id);
+"""
+
+
+# What keeps the privacy promises that reach beyond one table:
+#
+# * ``project_facts``: what the database knows about its project, about no
+#   person: the keyed fingerprint of the HMAC secret it is used with (a
+#   second secret would silently stop matching the suppression list) and the
+#   state of the audit chain (the MAC the oldest kept entry follows, once
+#   retention has cut older ones).
+# * ``written_files``: every file mailcli wrote that holds personal data — an
+#   access-request export, an import's rejects file, a rendered preview — by
+#   path, kind, the keyed hash of the person it is about (none for a file
+#   about several people) and whether it lies in the project's folders, so
+#   that erasure and retention reach it.
+# * ``requests``: the register of data-subject requests: which right, when
+#   received, when due (a month; extended once by up to two more), when and
+#   by what closed. A person is named by the keyed hash of the address only.
+M011_PRIVACY_RECORDS = """
+CREATE TABLE project_facts (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE written_files (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject_hmac TEXT,
+    managed INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX written_files_subject ON written_files(subject_hmac);
+
+CREATE TABLE requests (
+    id INTEGER PRIMARY KEY,
+    subject_hmac TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    due_at TEXT NOT NULL,
+    extended_months INTEGER NOT NULL DEFAULT 0,
+    extension_reason TEXT,
+    closed_at TEXT,
+    closed_by TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX requests_subject ON requests(subject_hmac);
+"""
+
+
+def m011_privacy_records(conn: sqlite3.Connection) -> None:
+    """The tables above. The entries an audit log already has were chained by
+    plain SHA-256: the fact ``audit_chain`` says up to which entry, and every
+    later entry is chained under the secret's key (``mailcli.audit``)."""
+    from ..clock import now_iso
+
+    for statement in statements(M011_PRIVACY_RECORDS):
+        conn.execute(statement)
+    last = conn.execute("SELECT max(id) FROM audit_log").fetchone()[0]
+    if last is not None:
+        conn.execute("INSERT INTO project_facts (name, value, updated_at) VALUES ('audit_chain', ?, ?)",
+                     (f"sha256:{int(last)}", now_iso()))
+
+
+# Rectification that lasts: the fields a person had corrected (``contacts
+# set``), each with the time, as a JSON object; NULL for the many contacts
+# never corrected. An import does not overwrite them (unless told to), and
+# the partial index lets it skip the check when no contact has any.
+M012_RECTIFIED_FIELDS = """
+ALTER TABLE contacts ADD COLUMN rectified TEXT;
+CREATE INDEX contacts_rectified ON contacts(email_key) WHERE rectified IS NOT NULL;
+"""
+
+
 # Service messages (an outage, a change to the terms) reach people who left
 # marketing; the reason given for one is kept with the campaign, so `report`
 # and the campaign list can show why it went to them.
@@ -385,5 +480,8 @@ MIGRATIONS: list[Migration] = [
     ("m009_processed_messages_reason", M009_PROCESSED_MESSAGES_REASON),
     ("m005_optout_counter_and_claims", m005_optout_counter_and_claims),
     ("m008_delivery_counts", M008_DELIVERY_COUNTS),
+    ("m015_campaign_details", M015_CAMPAIGN_DETAILS),
+    ("m011_privacy_records", m011_privacy_records),
+    ("m012_rectified_fields", M012_RECTIFIED_FIELDS),
     ("m016_service_and_clicks", M016_SERVICE_AND_CLICKS),
 ]

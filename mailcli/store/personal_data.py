@@ -31,7 +31,7 @@ def memberships(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any
 
 def deliveries(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]]:
     """Every message sent to the contact, with its campaign's name and subject, oldest first."""
-    return dicts(conn, "SELECT c.name AS campaign, c.subject AS campaign_subject, d.status, d.message_id,"
+    return dicts(conn, "SELECT c.name AS campaign, coalesce(c.subject_line, c.subject) AS campaign_subject, d.status, d.message_id,"
                        " d.attempts, d.last_reply, d.created_at, d.updated_at, d.sent_at"
                        " FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
                        " WHERE d.contact_id = ? ORDER BY d.id", (contact_id,))
@@ -52,3 +52,9 @@ def archive_contact(conn: sqlite3.Connection, contact_id: int) -> None:
 def delete_rows_about(conn: sqlite3.Connection, table: str, column: str, value: object) -> int:
     """Delete the rows of a registered table whose ``column`` names the person; how many."""
     return conn.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (value,)).rowcount  # noqa: S608 - registry names
+
+
+def names_of(conn: sqlite3.Connection, contact_id: int) -> tuple[str, ...]:
+    """The contact's first and last name (what a search for traces of them looks for)."""
+    row = conn.execute("SELECT first_name, last_name FROM contacts WHERE id = ?", (contact_id,)).fetchone()
+    return tuple(str(v) for v in row if v) if row else ()

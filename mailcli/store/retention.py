@@ -37,12 +37,15 @@ _LEFT_SINCE = (
 )
 _BOUNCED_SINCE = ("COALESCE((SELECT max(e.created_at) FROM events e WHERE e.contact_id = c.id AND e.kind = 'bounced'),"
                   " c.updated_at)")
+# The last time the person did something, or the data changed at their word:
+# created, imported with changes, rectified (last_activity_at); a membership
+# made, confirmed or changed; any event of theirs (an unsubscribe, a click, a
+# bounce). Receiving mail is not activity: the subscribed are never inactive.
 _ACTIVE_SINCE = (
     "max(c.last_activity_at, c.created_at,"
     " COALESCE((SELECT max(max(m.created_at, m.updated_at, COALESCE(m.consent_at, ''), COALESCE(m.confirmed_at, '')))"
     "   FROM memberships m WHERE m.contact_id = c.id), ''),"
-    " COALESCE((SELECT max(e.created_at) FROM events e WHERE e.contact_id = c.id), ''),"
-    " COALESCE((SELECT max(d.updated_at) FROM deliveries d WHERE d.contact_id = c.id), ''))"
+    " COALESCE((SELECT max(e.created_at) FROM events e WHERE e.contact_id = c.id), ''))"
 )
 _OLD_DELIVERIES = "updated_at < ? AND contact_id IN (SELECT id FROM contacts WHERE restricted_at IS NULL)" \
                   " AND contact_id NOT IN (SELECT id FROM temp.purge_contacts)"
@@ -53,7 +56,7 @@ _CONTACT_RULES = (
     ("unsubscribed", f"{_LEFT} AND {_NO_LIVE} AND {_LEFT_SINCE} < ?"),
     # "!= 'active'" lets SQLite use the partial index contacts_status.
     ("bounced", f"c.status != 'active' AND c.status = 'bounced' AND {_BOUNCED_SINCE} < ?"),
-    ("inactive", f"c.last_activity_at < ? AND {_ACTIVE_SINCE} < ?"),
+    ("inactive", f"c.last_activity_at < ? AND {_NO_LIVE} AND {_ACTIVE_SINCE} < ?"),
 )
 
 

@@ -81,3 +81,39 @@ def schema_differences(conn: sqlite3.Connection) -> list[str]:
         if found[key] != expected[key]:
             problems.append(f"a {key[0]} {key[1]!r} defined differently from mailcli's")
     return problems
+
+
+# Complexity: one query per table over every text column, then a whole-value match in Python.
+def texts_containing(conn: sqlite3.Connection, needles: list[str]) -> list[tuple[str, str]]:
+    """Every text value in the database — in any column of any table, or in
+    the schema itself — that contains one of ``needles`` (their ASCII letters
+    in lower case; matched ASCII case-insensitively, as SQLite's ``lower``
+    does), as (table, value): what the database still holds that a byte
+    search of its files will find. A full scan of every table, for the rare
+    check after an erasure."""
+    if not needles:
+        return []
+    patterns = ["%" + n.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for n in needles]
+    found: list[tuple[str, str]] = []
+    sources = [(t, sorted(column_names(conn, t))) for t in table_names(conn)]
+    sources.append(("sqlite_master", ["name", "sql"]))
+    for table, columns in sources:
+        if not columns:
+            continue
+        quoted = [f'"{c}"' for c in columns]
+        where = " OR ".join(f"lower(CAST({q} AS TEXT)) LIKE ? ESCAPE '\\'" for q in quoted for _ in patterns)
+        params = [p for _ in quoted for p in patterns]
+        sql = f'SELECT {", ".join(quoted)} FROM "{table}" WHERE {where}'  # noqa: S608 - catalogue names
+        for row in conn.execute(sql, params):
+            for value in row:
+                if isinstance(value, str) and any(n in ascii_lower(value) for n in needles):
+                    found.append((table, value))
+    return found
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """``text`` with its ASCII letters in lower case, and nothing else changed (as SQLite's ``lower``)."""
+    return text.translate(_ASCII_LOWER)
