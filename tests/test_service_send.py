@@ -159,3 +159,80 @@ def test_lint_kind_service_warns_about_offers_and_needs_no_unsubscribe_link(proj
     assert [(f["line"], f["severity"]) for f in found] == [(2, "warning"), (3, "warning")]
     assert "aanbiedingen" in found[0]["message"] and "korting" in found[1]["message"]
     assert "workshop" not in found[1]["message"]
+
+
+def test_a_segment_narrows_a_service_message_to_its_part_of_the_service_audience(project: Path, cli: Cli) -> None:
+    customers(project, cli)
+    outage_template(project)
+    where = "city in ('City1', 'City2', 'City4', 'City5', 'City6', 'City7', 'City8')"
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = cli("send", "outage-utrecht", "--template", "outage", "--list", "customers", "--where", where,
+                     "--kind", "service", "--reason", REASON, "--yes")
+        assert result.exit_code == 0, result.output
+        # The same segment as marketing, for comparison: only who is still subscribed.
+        marketing = cli("send", "offer-utrecht", "--template", "newsletter", "--list", "customers",
+                        "--where", where, "--yes")
+        assert marketing.exit_code == 0, marketing.output
+    # In the segment: person1 and person2 left marketing and still get the
+    # service message; the restricted, erased, unconfirmed and complained
+    # ones do not. person0 and person3 are outside it.
+    assert sorted(deliveries(project / "mailcli.db", "outage-utrecht")) == [
+        "person1@example.net", "person2@example.net", "person6@example.net"]
+    assert sorted(deliveries(project / "mailcli.db", "offer-utrecht")) == ["person6@example.net"]
+    # A resumed service campaign keeps its segment, like any other.
+    other = cli("send", "outage-utrecht", "--where", "city = 'City0'", "--yes")
+    assert other.exit_code == 2 and "was started for segment" in other.stderr
+
+
+def test_campaigns_shows_a_service_message_with_its_kind_and_reason(project: Path, cli: Cli) -> None:
+    customers(project, cli)
+    outage_template(project)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        for args in (("outage-1203", "--template", "outage", "--kind", "service", "--reason", REASON),
+                     ("juni", "--template", "newsletter")):
+            result = cli("send", *args, "--list", "customers", "--yes")
+            assert result.exit_code == 0, result.output
+    table = cli("campaigns")
+    assert table.exit_code == 0, table.output
+    rows = {line.split()[0]: line.split()[1] for line in table.stdout.splitlines()[1:]}
+    assert rows == {"outage-1203": "service", "juni": "marketing"}
+    listed = {c["campaign"]: c for c in json.loads(cli("campaigns", "--json").stdout)}
+    assert (listed["outage-1203"]["kind"], listed["outage-1203"]["reason"]) == ("service", REASON)
+    assert (listed["juni"]["kind"], listed["juni"]["reason"]) == ("marketing", None)
+    assert listed["outage-1203"]["sent"] == 5 and listed["juni"]["sent"] == 2
+
+
+def test_a_test_send_of_a_service_message_has_no_list_unsubscribe(project: Path, cli: Cli) -> None:
+    customers(project, cli)
+    outage_template(project)
+    db = project / "mailcli.db"
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        # A new campaign, tested with the options of the real send.
+        new = cli("send", "outage-1203", "--template", "outage", "--list", "customers", "--kind", "service",
+                  "--reason", REASON, "--test-to", "me@example.net")
+        assert new.exit_code == 0, new.output
+        unexplained = cli("send", "outage-1203", "--template", "outage", "--kind", "service",
+                          "--test-to", "me@example.net")
+        assert unexplained.exit_code == 2 and "--reason" in unexplained.stderr
+        sent = cli("send", "outage-1203", "--template", "outage", "--list", "customers", "--kind", "service",
+                   "--reason", REASON, "--limit", "1", "--yes")
+        assert sent.exit_code == 0, sent.output
+        server.messages.clear()
+        # The campaign exists: a test send takes its kind from it.
+        existing = cli("send", "outage-1203", "--test-to", "me@example.net")
+        assert existing.exit_code == 0, existing.output
+        wrong = cli("send", "outage-1203", "--kind", "marketing", "--test-to", "me@example.net")
+        assert wrong.exit_code == 2 and "is a service campaign" in wrong.stderr
+        marketing = cli("send", "juni", "--template", "newsletter", "--test-to", "me@example.net")
+        assert marketing.exit_code == 0, marketing.output
+        tests = [email.message_from_bytes(m.data, policy=email.policy.default) for m in server.messages]
+    assert server.recipients() == ["me@example.net", "me@example.net"]
+    service_test, marketing_test = tests
+    assert str(service_test["Subject"]) == "[TEST] Storing in het klantportaal"
+    assert service_test["List-Unsubscribe"] is None and service_test["List-Unsubscribe-Post"] is None
+    assert marketing_test["List-Unsubscribe"] is not None
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT name, kind FROM campaigns").fetchall() == [("outage-1203", "service")]
