@@ -52,7 +52,7 @@ coverage: venv
 lint: venv
 	$(BIN)/ruff check mailcli tests benchmarks
 	$(BIN)/mypy mailcli
-	$(BIN)/python -m pytest -q tests/test_architecture.py tests/test_code_health.py
+	$(BIN)/python -m pytest -q tests/codebase/test_architecture.py tests/codebase/test_code_health.py
 
 bench: venv
 	$(BIN)/python benchmarks/run.py

@@ -22,12 +22,19 @@ What it finds made by someone else, it judges by kind:
   database (``store.db.open_store`` checks that first), so a ``database =``
   that names ``/dev/null`` or another program's file is never touched.
 
+"Others" are other users: a group counts only when someone besides the
+owner is in it. Debian and Ubuntu give every user a group of their own and a
+umask of 002, so files a user makes or checks out there are group-writable
+without anyone else being able to touch them.
+
 ``mailcli doctor`` reports every one of them.
 """
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -35,6 +42,27 @@ from .errors import ConfigError
 
 OTHERS_RW = stat.S_IRWXG | stat.S_IRWXO
 OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+
+def _private_group(st: os.stat_result) -> bool:
+    """Whether the file's group is its owner's alone: no other member, and no
+    other user's primary group."""
+    try:
+        group = grp.getgrgid(st.st_gid)
+        owner = pwd.getpwuid(st.st_uid)
+    except KeyError:
+        return False
+    if any(member != owner.pw_name for member in group.gr_mem):
+        return False
+    return all(user.pw_uid == st.st_uid for user in pwd.getpwall() if user.pw_gid == st.st_gid)
+
+
+def _others_bits(st: os.stat_result, bits: int) -> int:
+    """The bits of ``bits`` set on the file that let other users in."""
+    found = stat.S_IMODE(st.st_mode) & bits
+    if found & stat.S_IRWXG and _private_group(st):
+        found &= ~stat.S_IRWXG
+    return found
 
 
 def mode_of(path: Path) -> int | None:
@@ -45,9 +73,12 @@ def mode_of(path: Path) -> int | None:
 
 
 def open_to_others(path: Path) -> int | None:
-    """The file's mode when group or others have any access, else None."""
-    mode = mode_of(path)
-    return mode if mode is not None and mode & OTHERS_RW else None
+    """The file's mode when other users have any access, else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) if _others_bits(st, OTHERS_RW) else None
 
 
 def writable_by_others(path: Path) -> int | None:
@@ -58,7 +89,7 @@ def writable_by_others(path: Path) -> int | None:
     except OSError:
         return None
     mode = stat.S_IMODE(st.st_mode)
-    if not mode & OTHERS_WRITE or (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX):
+    if not _others_bits(st, OTHERS_WRITE) or (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX):
         return None
     return mode
 

@@ -5,7 +5,7 @@ choices into one input (``generate``) and checks what mailcli did with it
 (``check``). The choices come from a ``Draw``, which has three sources:
 
 * ``RandomDraw`` — a seeded ``random.Random``: the short, deterministic
-  budget that runs inside ``make test`` (``tests/test_fuzz.py``);
+  budget that runs inside ``make test`` (``tests/fuzz/test_fuzz.py``);
 * ``HypothesisDraw`` — hypothesis' ``data()``, which shrinks a failing
   input to a small one;
 * ``AtherisDraw`` — atheris' ``FuzzedDataProvider``: libFuzzer mutates the

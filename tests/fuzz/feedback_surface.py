@@ -63,7 +63,7 @@ class FeedbackSurface:
     name = "feedback"
 
     def __init__(self, workdir: Path, invariants: Invariants | None = None) -> None:
-        from tests.test_feedback_support import add_campaign, seed
+        from tests.feedback.test_feedback_support import add_campaign, seed
 
         self.workdir = workdir
         self.invariants = invariants or Invariants(seconds=60, megabytes=600)

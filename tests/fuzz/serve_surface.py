@@ -50,8 +50,8 @@ class ServeSurface:
     name = "serve"
 
     def __init__(self, workdir: Path, invariants: Invariants | None = None, *, in_process: bool = False) -> None:
-        from tests.test_feedback_support import seed
-        from tests.test_serve import Server
+        from tests.feedback.test_feedback_support import seed
+        from tests.serve.test_serve import Server
 
         self.workdir = workdir
         self.invariants = invariants or Invariants(seconds=20, megabytes=400)
@@ -261,7 +261,7 @@ def _form_field(ctype: str | None, body: bytes, name: str) -> str:
 class ThreadServer:
     """``mailcli serve``'s own server (``run_server``) in a thread of this
     process, so that a coverage-guided fuzzer sees the code that handles the
-    requests; the same interface as ``tests.test_serve.Server``."""
+    requests; the same interface as ``tests.serve.test_serve.Server``."""
 
     def __init__(self, root: Path) -> None:
         import logging

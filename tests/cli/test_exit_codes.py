@@ -1,0 +1,87 @@
+"""Every documented exit code, reached through the command line in one place.
+
+Scripts and cron jobs branch on these numbers (README, "Exit codes"), so each
+one is produced here by the situation the table describes.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from mailcli.errors import ExitCode
+
+from ..conftest import Cli, set_smtp
+from ..smtpserver import SmtpServer, free_port
+
+CSV = "email,first_name\nann@example.org,Ann\nbob@example.org,Bob\nnot-an-address,Nobody\n"
+
+
+def _import(cli: Cli, project: Path, *extra: str) -> int:
+    (project / "c.csv").write_text(CSV, encoding="utf-8")
+    return cli("import", "c.csv", "--list", "news", *extra).exit_code
+
+
+def test_ok_and_rejected_rows_without_strict(project: Path, cli: Cli) -> None:
+    assert _import(cli, project) == ExitCode.OK
+
+
+def test_error_for_an_unknown_contact(project: Path, cli: Cli) -> None:
+    result = cli("contacts", "show", "nobody@example.org")
+    assert result.exit_code == ExitCode.ERROR
+    assert result.stderr.startswith("Error:")
+
+
+def test_usage_for_a_missing_file_and_for_send_without_yes(project: Path, cli: Cli) -> None:
+    assert cli("import", "missing.csv", "--list", "news").exit_code == ExitCode.USAGE
+    _import(cli, project)
+    result = cli("send", "c1", "--template", "newsletter", "--list", "news")
+    assert result.exit_code == ExitCode.USAGE and "--yes" in result.stderr
+
+
+def test_partial_for_rejected_rows_with_strict(project: Path, cli: Cli) -> None:
+    assert _import(cli, project, "--strict") == ExitCode.PARTIAL
+
+
+def test_config_for_an_invalid_key(project: Path, cli: Cli) -> None:
+    path = project / "mailcli.toml"
+    path.write_text(path.read_text().replace("concurrency = 4", "concurrency = -1"))
+    assert cli("lists").exit_code == ExitCode.CONFIG
+
+
+def test_transport_when_the_relay_is_down(project: Path, cli: Cli) -> None:
+    _import(cli, project)
+    port = free_port()
+    set_smtp(project, "127.0.0.1", port, extra=["connect_backoff = 0.1"])
+    config = project / "mailcli.toml"  # connections are retried for retry_window first
+    config.write_text(config.read_text().replace('retry_window = "2m"', 'retry_window = "1s"'))
+    result = cli("send", "c1", "--template", "newsletter", "--list", "news", "--yes")
+    assert result.exit_code == ExitCode.TRANSPORT
+    assert f"127.0.0.1:{port}" in result.stderr
+
+
+def test_interrupted_by_sigterm_mid_send(project: Path, cli: Cli) -> None:
+    rows = "email\n" + "".join(f"p{i}@example.org\n" for i in range(60))
+    (project / "many.csv").write_text(rows, encoding="utf-8")
+    assert cli("import", "many.csv", "--list", "news").exit_code == 0
+    with SmtpServer() as server:
+        server.delay = 0.1
+        set_smtp(project, "127.0.0.1", server.port)
+        config = project / "mailcli.toml"
+        config.write_text(config.read_text().replace("concurrency = 4", "concurrency = 1"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailcli", "send", "c1", "--template", "newsletter", "--list", "news", "--yes"],
+            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            assert server.wait_for(3)
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == ExitCode.INTERRUPTED, stderr
+    assert "Traceback" not in stderr
+    assert 3 <= len(server.messages) < 60  # stopped part-way; test_send.py shows the rerun completes it

@@ -1,0 +1,148 @@
+"""``mailcli lists`` and ``contacts`` (list, show, set) against a real database."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+@pytest.fixture
+def loaded(project: Path, cli: Cli) -> Path:
+    for name, list_name in (("mailchimp_export.csv", "news"), ("dutch_excel.csv", "nieuwsbrief")):
+        result = cli("import", str(DATA / name), "--list", list_name)
+        assert result.exit_code == 0, result.output
+    assert cli("unsubscribe", "daan@example.org", "--list", "news").exit_code == 0
+    return project
+
+
+def audit_actions(project: Path) -> list[tuple[str, str | None]]:
+    conn = sqlite3.connect(project / "mailcli.db")
+    try:
+        return [(a, s) for a, s in conn.execute("SELECT action, subject_hmac FROM audit_log ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def test_lists_counts_by_status(loaded: Path, cli: Cli) -> None:
+    data = json.loads(cli("lists", "--json").stdout)
+    counts = {d["name"]: (d["subscribed"], d["unconfirmed"], d["unsubscribed"]) for d in data}
+    assert counts == {"news": (3, 0, 1), "nieuwsbrief": (3, 0, 0)}
+    table = cli("lists").stdout
+    assert table.splitlines()[0].split() == ["list", "subscribed", "unconfirmed", "unsubscribed", "held", "back"]
+    assert "nieuwsbrief" in table
+
+
+def test_lists_when_empty(project: Path, cli: Cli) -> None:
+    assert json.loads(cli("lists", "--json").stdout) == []
+    assert "No lists yet" in cli("lists").stderr
+
+
+def test_contacts_json_shape_filters_and_paging(loaded: Path, cli: Cli) -> None:
+    everyone = json.loads(cli("contacts", "--json").stdout)
+    assert len(everyone) == 7
+    assert set(everyone[0]) == {"email", "first_name", "last_name", "status", "lists", "attributes"}
+    anna = next(c for c in everyone if c["email"] == "anna.dejong@example.nl")
+    assert anna["lists"] == ["news"] and anna["attributes"]["member_rating"] == "4"
+    daan = next(c for c in everyone if c["email"] == "daan@example.org")
+    assert daan["lists"] == []  # unsubscribed memberships are not listed as lists
+
+    news = json.loads(cli("contacts", "--list", "news", "--status", "subscribed", "--json").stdout)
+    assert sorted(c["email"] for c in news) == [
+        "Bram.Visser@example.com", "anna.dejong@example.nl", "chloé@xn--bcher-kva.example"]
+    assert {c["status"] for c in news} == {"subscribed"}
+    gone = json.loads(cli("contacts", "--list", "news", "--status", "unsubscribed", "--json").stdout)
+    assert [c["email"] for c in gone] == ["daan@example.org"]
+
+    page = json.loads(cli("contacts", "--json", "--limit", "2", "--offset", "1").stdout)
+    assert [c["email"] for c in page] == [c["email"] for c in everyone[1:3]]
+    table = cli("contacts", "--limit", "3")
+    assert table.exit_code == 0
+    assert "Showing 1-3 of 7; next page: mailcli contacts --limit 3 --offset 3" in table.stderr
+    # the suggested next page is the same listing, one page on
+    members = cli("contacts", "--list", "news", "--status", "subscribed", "--limit", "2")
+    hint = members.stderr.split("next page: ", 1)[1].strip()
+    assert hint == "mailcli contacts --list news --status subscribed --limit 2 --offset 2"
+    last = cli(*hint.split()[1:])
+    assert last.exit_code == 0 and len(last.stdout.strip().splitlines()) == 2 and "next page" not in last.stderr
+    assert len(table.stdout.strip().splitlines()) == 4  # header + 3
+
+    missing = cli("contacts", "--list", "nope")
+    assert missing.exit_code == 1 and "No list named 'nope'" in missing.stderr
+
+
+def test_show_prints_fields_consent_and_history_and_is_audited(loaded: Path, cli: Cli) -> None:
+    before = len(audit_actions(loaded))
+    result = cli("contacts", "show", "  DAAN@Example.org ")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "email:       daan@example.org" in text
+    assert "news: unsubscribed" in text and "(cli)" in text
+    assert "source mailchimp_export.csv line 5" in text
+    assert "unsubscribed" in text.split("history:")[1]
+    data = json.loads(cli("contacts", "show", "anna.dejong@example.nl", "--json").stdout)
+    assert data["memberships"][0]["consent_ip"] == "81.204.17.0/24"
+    assert data["lists"] == ["news"]
+    actions = audit_actions(loaded)[before:]
+    assert [a for a, _ in actions] == ["contact_show", "contact_show"]
+    assert all(s and "@" not in s for _, s in actions)  # a keyed hash, never the address
+
+
+def test_show_unknown_and_invalid(loaded: Path, cli: Cli) -> None:
+    unknown = cli("contacts", "show", "nobody@example.org")
+    assert unknown.exit_code == 1
+    assert unknown.stderr.splitlines()[0] == "Error: No contact nobody@example.org"
+    invalid = cli("contacts", "show", "not-an-address")
+    assert invalid.exit_code == 2
+
+
+def test_set_rectifies_and_is_audited(loaded: Path, cli: Cli) -> None:
+    result = cli("contacts", "set", "ANNA.DEJONG@example.nl", "last_name=de  Vries", "city=Utrecht", "tags=")
+    assert result.exit_code == 0, result.output
+    assert "Updated anna.dejong@example.nl: last_name, city, tags" in result.stderr
+    data = json.loads(cli("contacts", "show", "anna.dejong@example.nl", "--json").stdout)
+    assert data["last_name"] == "de Vries"
+    assert data["attributes"]["city"] == "Utrecht" and "tags" not in data["attributes"]
+
+    moved = cli("contacts", "set", "anna.dejong@example.nl", "email=Anna.deVries@Bücher.Example", "--json")
+    assert moved.exit_code == 0, moved.output
+    assert json.loads(moved.stdout)["email"] == "Anna.deVries@xn--bcher-kva.example"
+    assert cli("contacts", "show", "anna.dejong@example.nl").exit_code == 1
+    assert cli("contacts", "show", "anna.devries@bücher.example").exit_code == 0
+
+    same = cli("contacts", "set", "anna.devries@xn--bcher-kva.example", "city=Utrecht")
+    assert "Nothing changed" in same.stderr
+    assert [a for a, _ in audit_actions(loaded)].count("contact_set") == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["first_name"], "expected FIELD=VALUE"),
+        (["Bad Field=x"], "a field is email"),
+        (["status=active"], "cannot be set here"),
+        (["email=not valid"], "is not a valid address"),
+        (["email=bram.visser@example.com"], "Another contact already has that address"),
+    ],
+)
+def test_set_refuses_bad_changes(loaded: Path, cli: Cli, args: list[str], message: str) -> None:
+    result = cli("contacts", "set", "anna.dejong@example.nl", *args)
+    assert result.exit_code == 2
+    assert message.lower() in result.stderr.lower()
+
+
+def test_set_refuses_a_suppressed_new_address(loaded: Path, cli: Cli) -> None:
+    assert cli("unsubscribe", "gone@example.org").exit_code == 0
+    result = cli("contacts", "set", "anna.dejong@example.nl", "email=gone@example.org")
+    assert result.exit_code == 2 and "suppression list" in result.stderr
+
+
+def test_set_unknown_contact(loaded: Path, cli: Cli) -> None:
+    result = cli("contacts", "set", "nobody@example.org", "first_name=X")
+    assert result.exit_code == 1 and "No contact nobody@example.org" in result.stderr

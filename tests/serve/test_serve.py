@@ -1,0 +1,182 @@
+"""`mailcli serve`: a real server process, a real HTTP client (RFC 8058 one-click)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.feedback.test_feedback_support import Seeded, add_campaign, seed
+from tests.serve_support import Server, one_click
+
+PEOPLE = ["ann@example.org", "bob@example.org", "cy@example.org", "dee@example.org"]
+
+
+@pytest.fixture
+def served(project: Path) -> Iterator[tuple[Server, Seeded]]:
+    seeded = seed(project, PEOPLE, lists=("news", "events"))
+    server = Server(project)
+    try:
+        yield server, seeded
+    finally:
+        server.stop()
+
+
+def _one_click(server: Server, token: str, *, multipart: bool = False) -> httpx.Response:
+    return one_click(server.url, token, multipart=multipart)
+
+
+def test_get_shows_a_button_and_changes_nothing(served: tuple[Server, Seeded]) -> None:
+    server, s = served
+    before = s.counts()
+    for _ in range(3):  # a link scanner fetching the URL again and again
+        response = httpx.get(server.url, params={"t": s.token("ann@example.org")})
+        assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert '<form method="post"' in response.text and 'name="List-Unsubscribe" value="One-Click"' in response.text
+    assert "ann@example.org" not in response.text
+    assert "set-cookie" not in response.headers
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert httpx.head(server.url, params={"t": s.token("ann@example.org")}).status_code == 200
+    assert s.counts() == before
+    assert s.membership("ann@example.org")[0] == "subscribed"
+
+
+def test_urlencoded_and_multipart_one_click_unsubscribe_from_that_list(served: tuple[Server, Seeded]) -> None:
+    server, s = served
+    campaign, _ = add_campaign(s, "may")
+    plain = _one_click(server, s.token("ann@example.org"))
+    assert plain.status_code == 200, plain.text
+    assert "set-cookie" not in plain.headers and "location" not in plain.headers
+    assert "unsubscribed" in plain.text
+    multi = _one_click(server, s.token("bob@example.org", "events"), multipart=True)
+    assert multi.status_code == 200, multi.text
+    assert multi.request.headers["content-type"].startswith("multipart/form-data")
+
+    status, at, channel = s.membership("ann@example.org")
+    assert (status, channel) == ("unsubscribed", "one-click") and at
+    assert s.membership("ann@example.org", "events")[0] == "subscribed"  # only the token's list (B15)
+    assert s.membership("bob@example.org", "events")[0] == "unsubscribed"
+    assert s.membership("bob@example.org", "news")[0] == "subscribed"
+    assert s.membership("cy@example.org")[0] == "subscribed"
+    assert s.suppressions("ann@example.org") == {"news": "unsubscribed"}
+    # attributed to the latest campaign on that list, so report counts it
+    assert (s.contacts["ann@example.org"], campaign, "unsubscribed", "one-click", "news") in s.events("unsubscribed")
+
+
+def test_repeat_is_idempotent(served: tuple[Server, Seeded]) -> None:
+    server, s = served
+    token = s.token("cy@example.org")
+    first = _one_click(server, token)
+    after_first = (s.counts(), s.membership("cy@example.org"))
+    second = _one_click(server, token, multipart=True)
+    third = _one_click(server, token)
+    assert first.status_code == second.status_code == third.status_code == 200
+    assert first.text == second.text == third.text
+    assert (s.counts(), s.membership("cy@example.org")) == after_first
+    assert len(s.events("unsubscribed")) == 1
+
+
+def test_the_page_button_posts_the_token_in_the_form(served: tuple[Server, Seeded]) -> None:
+    server, s = served
+    page = httpx.get(server.url, params={"t": s.token("dee@example.org")})
+    action = re.search(r'action="([^"]+)"', page.text)
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)">', page.text))
+    assert action and fields["List-Unsubscribe"] == "One-Click"
+    # a browser posts the hidden fields to the form's action
+    response = httpx.post(str(httpx.URL(server.url).join(action.group(1).replace("&amp;", "&"))), data=fields)
+    assert response.status_code == 200
+    assert s.membership("dee@example.org")[0] == "unsubscribed"
+    # the token in the form body alone is accepted as well
+    s2 = httpx.post(server.url, data={"List-Unsubscribe": "One-Click", "t": s.token("dee@example.org", "events")})
+    assert s2.status_code == 200 and s.membership("dee@example.org", "events")[0] == "unsubscribed"
+
+
+def test_bad_tokens_get_one_uniform_answer_and_change_nothing(served: tuple[Server, Seeded]) -> None:
+    server, s = served
+    token = s.token("ann@example.org")
+    flipped = token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
+    other = s.token("bob@example.org")
+    swapped = other[:12] + token[12:]  # bob's uid with ann's MAC: knowing one token does not help
+    before = s.counts()
+    answers = []
+    for bad in (flipped, swapped, token[:-2], "", "not-a-token", token + "A"):
+        answers.append(_one_click(server, bad))
+        answers.append(httpx.get(server.url, params={"t": bad}))
+    answers.append(httpx.post(server.url, data={"List-Unsubscribe": "One-Click"}))  # no token at all
+    assert {a.status_code for a in answers} == {400}
+    assert len({a.text for a in answers}) == 1
+    assert s.counts() == before
+    assert all(s.membership(p)[0] == "subscribed" for p in PEOPLE)
+
+
+def test_erased_contact_gets_the_same_200(served: tuple[Server, Seeded]) -> None:
+    server, s = served
+    token = s.token("bob@example.org")
+    done = _one_click(server, s.token("ann@example.org"))
+    s.store.conn.execute("DELETE FROM contacts WHERE id = ?", (s.contacts["bob@example.org"],))
+    gone = _one_click(server, token)
+    assert gone.status_code == 200 and gone.text == done.text
+
+
+def test_other_paths_methods_and_sizes(served: tuple[Server, Seeded]) -> None:
+    server, s = served
+    assert httpx.get(server.base + "/admin").status_code == 404
+    assert httpx.post(server.base + "/", data={"List-Unsubscribe": "One-Click"}).status_code == 404
+    put = httpx.put(server.url, params={"t": s.token("ann@example.org")})
+    assert put.status_code == 405 and "POST" in put.headers["allow"]
+    big = httpx.post(server.url, params={"t": s.token("ann@example.org")},
+                     content=b"List-Unsubscribe=One-Click&x=" + b"a" * 70_000,
+                     headers={"content-type": "application/x-www-form-urlencoded"})
+    assert big.status_code == 413
+    no_field = httpx.post(server.url, params={"t": s.token("ann@example.org")}, data={"other": "1"})
+    assert no_field.status_code == 400
+    assert s.membership("ann@example.org")[0] == "subscribed"
+
+
+def test_sigterm_stops_cleanly_and_the_log_has_no_addresses_or_tokens(served: tuple[Server, Seeded]) -> None:
+    server, s = served
+    token = s.token("ann@example.org")
+    assert _one_click(server, token).status_code == 200
+    assert server.stop() == 0
+    log = "".join(server.log)
+    assert "Stopped" in log
+    assert "POST /unsubscribe 200" in log and "outcome=unsubscribed" in log
+    assert "@example.org" not in log.replace("news.example.org", "") and token not in log
+    assert "Traceback" not in log
+
+
+def test_failure_limiter_slows_down_only_clients_with_bad_tokens() -> None:
+    from mailcli.feedback.web import FailureLimiter
+
+    moment = [1000.0]
+    limiter = FailureLimiter(limit=3, window=60, max_clients=2, now=lambda: moment[0])
+    for _ in range(3):
+        assert not limiter.blocked("10.0.0.1")
+        limiter.failed("10.0.0.1")
+    assert limiter.blocked("10.0.0.1") and not limiter.blocked("10.0.0.2")
+    moment[0] += 61
+    assert not limiter.blocked("10.0.0.1")
+    limiter.failed("a")
+    limiter.failed("b")
+    limiter.failed("c")  # the table stays bounded
+    assert len(limiter._hits) == 2
+
+
+def test_port_in_use_is_one_clear_line(project: Path) -> None:
+    import socket
+
+    from tests.conftest import run_mailcli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_mailcli("serve", "--port", str(port), cwd=project, timeout=60)
+    assert result.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
