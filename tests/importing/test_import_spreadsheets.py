@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Cli
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 MAILCHIMP = {"subscribed_members_export_1a2b3c.csv": "mailchimp_export.csv",
              "unsubscribed_members_export_1a2b3c.csv": "mailchimp_unsubscribed.csv",
              "cleaned_members_export_1a2b3c.csv": "mailchimp_cleaned.csv"}
