@@ -44,6 +44,7 @@ _EXPORTS = {
     "purge": "mailcli.privacy.retention",
     "create_backup": "mailcli.privacy.backup",
     "restore_backup": "mailcli.privacy.restore",
+    "restore_from_replica": "mailcli.replication",
     "run_doctor": "mailcli.deliverability.doctor",
 }
 
@@ -68,6 +69,7 @@ __all__ = [
     "preview_message",
     "purge",
     "restore_backup",
+    "restore_from_replica",
     "restrict_subject",
     "run_doctor",
     "send_campaign",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from .privacy.retention import purge
     from .project import init_project
     from .render import compile_template
+    from .replication import restore_from_replica
     from .segments import parse_segment
     from .send.campaigns import campaign_overview
     from .send.engine import SendOptions, send_campaign

@@ -38,7 +38,7 @@ COMMANDS = {
     "lint": "render", "send": "send", "campaigns": "campaigns", "report": "report", "unsubscribe": "unsubscribe",
     "serve": "serve",
     "bounces": "bounces", "doctor": "doctor", "config": "config", "contacts": "contacts",
-    "privacy": "privacy", "backup": "backup", "completion": "completion",
+    "privacy": "privacy", "backup": "backup", "completion": "completion", "replicate": "replicate",
 }
 
 _FLAGS = {"--json", "-q", "--quiet", "-v", "--verbose", "--debug", "--no-color"}

@@ -31,3 +31,16 @@ def parse_iso(text: str) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+def parse_moment(text: str) -> datetime:
+    """A moment a person typed: ISO 8601, a date alone or with a time, UTC
+    unless it carries an offset (``2027-01-01``, ``2026-12-01T09:30:00+01:00``).
+
+    Raises ValueError for text that is no such moment, OverflowError for an
+    offset that takes it past the year 1 or 9999.
+    """
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)

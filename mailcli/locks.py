@@ -113,6 +113,17 @@ def _read_holder(fd: int) -> Holder | None:
     return None
 
 
+def _open_lock_file(db_path: Path, name: str) -> int:
+    folder = lock_folder(db_path)
+    path = folder / f"{name}.lock"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise MailcliError(f"Cannot create the lock file {path}: {exc.strerror}",
+                           hint="the folder of the database must be writable (SQLite needs that too)") from None
+
+
 @contextlib.contextmanager
 def database_lock(
     db_path: Path,
@@ -135,14 +146,7 @@ def database_lock(
     except ImportError:  # pragma: no cover - no flock on Windows: run unlocked
         yield Holder.me(command)
         return
-    folder = lock_folder(db_path)
-    path = folder / f"{name}.lock"
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise MailcliError(f"Cannot create the lock file {path}: {exc.strerror}",
-                           hint="the folder of the database must be writable (SQLite needs that too)") from None
+    fd = _open_lock_file(db_path, name)
     try:
         deadline = time.monotonic() + wait
         told = False
@@ -169,6 +173,35 @@ def database_lock(
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def hold_for_life(db_path: Path, name: str, *, command: str, busy: str, hint: str) -> None:
+    """Take the lock ``name`` for the rest of this process and of the
+    program it ``exec``s into (the descriptor stays open, inheritable), so
+    the kernel releases it only when that program ends; raises ``LockedError``
+    like ``database_lock`` when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock on Windows: run unlocked
+        return
+    fd = _open_lock_file(db_path, name)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise LockedError(busy_message(busy, holder), hint=hint, holder=holder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (Holder.me(command).as_json() + "\n").encode("utf-8"), 0)
+    os.set_inheritable(fd, True)
+
+
+def replicate_lock(settings: Any) -> None:
+    """One Litestream per database: two would each take the other's
+    checkpoints for a stranger's and write over each other's replica."""
+    hold_for_life(settings.project.database, "replicate", command="replicate",
+                  busy="The database is already being replicated",
+                  hint="stop that process first (or `systemctl stop` the service that runs it)")
 
 
 def campaign_lock_name(campaign: str) -> str:

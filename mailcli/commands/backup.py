@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .. import context
+from .. import clock, context
+from ..errors import UsageError
 from ..privacy.backup import create_backup, list_backups, prune_backups
-from ..privacy.restore import restore_backup
+from ..privacy.restore import RestoreResult, restore_backup
 
 backup_app = typer.Typer(help="Consistent database backups; restores re-apply later erasures.",
                          no_args_is_help=True)
@@ -92,7 +94,13 @@ def prune_cmd(
 @backup_app.command("restore")
 def restore_cmd(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="A backup file (see `mailcli backup list`).", metavar="FILE")],
+    file: Annotated[Path | None, typer.Argument(help="A backup file (see `mailcli backup list`).",
+                                                metavar="FILE", show_default=False)] = None,
+    from_replica: Annotated[bool, typer.Option("--from-replica",
+                                               help="Restore from the Litestream replica of \\[replicate].")] = False,
+    at: Annotated[str | None, typer.Option("--at", metavar="TIME",
+                                           help="With --from-replica: the database as it was then"
+                                                " (2026-12-01T09:30:00Z; UTC unless an offset is given).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (needed without a terminal).")] = False,
 ) -> None:
     """Replace the database with a backup, then re-apply every later erasure and opt-out.
@@ -104,28 +112,77 @@ def restore_cmd(
     restored database is prepared aside and swapped in in one step: `mailcli
     serve` may keep running and loses no request. The replaced database is kept
     as a backup labelled pre-restore.
+    With --from-replica, Litestream rebuilds the database from the replica
+    (as of --at, else its newest change) and that copy is restored the same way.
 
-    Example:
+    Examples:
 
         mailcli backup restore backups/mailcli-20250101T030000Z.db --yes
+
+        mailcli backup restore --from-replica --at 2026-12-01T09:30:00Z --yes
     """
     app = context.get(ctx)
-    settings = app.settings
-    app.out.confirm(f"Replace {settings.project.database.name} with {file.name}? Changes made since that backup"
-                    " are lost (erasures and opt-outs are re-applied).", yes=yes, what="restore")
-    result = restore_backup(settings, file, on_wait=app.say_waiting, on_lock_wait=app.say_waiting_for)
+    moment = _check_source(file, from_replica, at)
+    if from_replica:
+        result, name, shown = _restore_replica(app, moment, yes)
+    else:
+        assert file is not None
+        result, name, shown = _restore_file(app, file, yes)
     for warning in result.warnings:
         app.out.warn(warning)
     app.out.result(
-        {"source": str(result.source), "safety_copy": str(result.safety_copy) if result.safety_copy else None,
+        {"source": shown, "at": clock.to_iso(moment) if moment else None,
+         "safety_copy": str(result.safety_copy) if result.safety_copy else None,
          "reerased": result.reerased, "optouts_reapplied": result.optouts_reapplied,
          "suppressions_merged": result.suppressions_merged, "audit_carried": result.audit_carried},
-        text=f"Restored {result.source.name}: {result.reerased} re-erasure(s) applied,"
+        text=f"Restored {name}: {result.reerased} re-erasure(s) applied,"
              f" {result.optouts_reapplied} opt-out(s) re-applied",
     )
     if result.safety_copy:
         app.out.info(f"The replaced database was kept as {result.safety_copy}")
-    app.out.warn("messages sent after the backup are not recorded in it; check `mailcli report` before sending again")
+    what = "that moment" if from_replica else "the backup"
+    app.out.warn(f"messages sent after {what} are not recorded in it; check `mailcli report` before sending again")
+
+
+def _check_source(file: Path | None, from_replica: bool, at: str | None) -> datetime | None:
+    """Exactly one source; ``--at`` only with the replica. Returns the moment asked for."""
+    if (file is None) == (not from_replica):
+        raise UsageError("Give a backup FILE or --from-replica (one of them)",
+                         hint="`mailcli backup list` shows the backups")
+    if at is not None and not from_replica:
+        raise UsageError("--at goes with --from-replica", hint="a backup FILE is restored as it was written")
+    return _parse_at(at)
+
+
+def _restore_file(app: context.AppContext, file: Path, yes: bool) -> tuple[RestoreResult, str, str]:
+    settings = app.settings
+    app.out.confirm(f"Replace {settings.project.database.name} with {file.name}? Changes made since that backup"
+                    " are lost (erasures and opt-outs are re-applied).", yes=yes, what="restore")
+    result = restore_backup(settings, file, on_wait=app.say_waiting, on_lock_wait=app.say_waiting_for)
+    return result, result.source.name, str(result.source)
+
+
+def _restore_replica(app: context.AppContext, moment: datetime | None, yes: bool) -> tuple[RestoreResult, str, str]:
+    from ..replication import replicate_settings, restore_from_replica
+
+    settings = app.settings
+    replica = replicate_settings(settings).replica
+    source = f"the replica {replica}" + (f" as of {clock.to_iso(moment)}" if moment else "")
+    app.out.confirm(f"Replace {settings.project.database.name} with {source}? Changes made since are lost"
+                    " (erasures and opt-outs are re-applied).", yes=yes, what="restore")
+    result = restore_from_replica(settings, at=moment, on_wait=app.say_waiting, on_lock_wait=app.say_waiting_for)
+    return result, source, replica
+
+
+def _parse_at(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return clock.parse_moment(text)
+    except ValueError:
+        raise UsageError(f"--at: {text!r} is not a time like 2026-12-01T09:30:00Z") from None
+    except OverflowError:
+        raise UsageError(f"--at: {text!r} is out of range") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ call the core, print. People are named in output only masked
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +22,11 @@ from ..privacy.export import export_subject
 from ..privacy.restrict import object_subject, restrict_subject, unrestrict_subject
 from ..privacy.retention import RULES, UNITS, purge
 from ..privacy.subject import find_subject
+
+# What an erasure or purge cannot do at once while Litestream replicates the database.
+REPLICATED_NOTE = ("Litestream replicates this database: the removed data leave its files when Litestream"
+                   " checkpoints and later writes overwrite the WAL, and the replica when its snapshots age out"
+                   " (README, \"A standby: Litestream\")")
 
 privacy_app = typer.Typer(help="Data-subject rights (GDPR art. 15-21), retention and the audit log.",
                           no_args_is_help=True)
@@ -127,7 +132,9 @@ def erase_cmd(
 
 def _warn_traces(app: Any, scrub: Any) -> None:
     """Say what is left of an erased person in the database files, and the one thing that removes it."""
-    if scrub.held_in:
+    if scrub.replicated and not scrub.held_in:
+        app.out.warn(REPLICATED_NOTE)
+    elif scrub.held_in:
         app.out.warn(f"the address is still held in the database ({', '.join(scrub.held_in)}): another record names"
                      " it, such as a custom field of another contact; find it with `mailcli contacts --json` and"
                      " correct it with `mailcli contacts set`")
@@ -219,13 +226,9 @@ def _parse_date(option: str, text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return clock.parse_moment(text)
     except ValueError:
         raise UsageError(f"{option}: {text!r} is not a date like 2027-01-01 or 2027-01-01T06:00:00Z") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    try:
-        return value.astimezone(timezone.utc)
     except OverflowError:  # an offset that takes it past the year 1 or 9999
         raise UsageError(f"{option}: {text!r} is out of range") from None
 
@@ -269,7 +272,9 @@ def purge_cmd(
         for path in result.files.elsewhere:
             app.out.warn(f"also delete {path}: mailcli wrote it with personal data, outside the project's folder,"
                          " and it is past [retention] exports or about someone erased")
-        if result.scrub is not None and not result.scrub.wal_truncated:
+        if result.scrub is not None and result.scrub.replicated:
+            app.out.warn(REPLICATED_NOTE)
+        elif result.scrub is not None and not result.scrub.wal_truncated:
             app.out.warn("another process is using the database; the removed data leave the -wal file"
                          " once it finishes (run purge again)")
 

@@ -30,6 +30,7 @@ from .settings import (
     IPNetwork,
     ProjectSettings,
     RenderSettings,
+    ReplicateSettings,
     RetentionSettings,
     SenderSettings,
     ServeSettings,
@@ -58,6 +59,7 @@ _SCHEMA: dict[str, set[str]] = {
     "backup": {"encrypt", "key_env"},
     "render": {"timeout", "max_size_mb"},
     "tracking": {"clicks", "per_contact"},
+    "replicate": {"replica", "retention", "snapshot_interval"},
 }
 _FORBIDDEN = {"password", "smtp_password", "secret", "private_key", "pass"}
 _DEFAULT_RETENTION = {
@@ -204,10 +206,11 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
         timeout=_number(reader, "render", "timeout", 5.0, 0, 600, integer=False, above=True, unit=" seconds"),
         max_size_mb=_number(reader, "render", "max_size_mb", 10, 0, 1000, integer=False, above=True, unit=" MB"))
     tracking = _tracking(reader)
+    replicate = _replicate(reader, root) if "replicate" in data else None
     return Settings(
         path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
         retention=retention, dkim=dkim, bounces=bounces, serve=serve, segments=segments, backup=backup,
-        render=render, tracking=tracking,
+        render=render, tracking=tracking, replicate=replicate,
     )
 
 
@@ -405,3 +408,54 @@ def _serve(reader: _Reader) -> ServeSettings:
 def _slug(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug or "news"
+
+
+# The replica kinds mailcli writes a Litestream configuration for.
+_REPLICA_SCHEMES = ("file", "s3")
+_CREDENTIAL_PARAMS = {"access-key-id", "secret-access-key", "access_key_id", "secret_access_key", "password", "token"}
+
+
+def _replicate(reader: _Reader, root: Path) -> ReplicateSettings:
+    """``[replicate]``: where Litestream copies the database, and for how long it keeps the copies."""
+    text = reader.get("replicate", "replica", str, required=True).strip()
+    if not text:
+        raise reader.fail("replicate.replica", "must not be empty",
+                          hint='a folder ("/srv/standby/news") or an S3 URL ("s3://bucket/news")')
+    replica = _replica_url(reader, root, text)
+    periods = {}
+    for key, default in (("retention", "24h"), ("snapshot_interval", "1h")):
+        try:
+            periods[key] = parse_duration(reader.get("replicate", key, str, default), longest="10y")
+        except ValueError as exc:
+            raise reader.fail(f"replicate.{key}", str(exc)) from None
+        if periods[key].seconds() < 60:
+            raise reader.fail(f"replicate.{key}", f"must be at least 1 minute (got {periods[key].text!r})")
+    if periods["snapshot_interval"].seconds() > periods["retention"].seconds():
+        raise reader.fail("replicate.snapshot_interval",
+                          f"must not be longer than replicate.retention ({periods['retention'].text})")
+    return ReplicateSettings(replica=replica, retention=periods["retention"],
+                             snapshot_interval=periods["snapshot_interval"])
+
+
+def _replica_url(reader: _Reader, root: Path, text: str) -> str:
+    if "://" not in text:
+        return _resolve_path(root, text).resolve().as_uri()
+    parts = urlsplit(text)
+    if parts.scheme not in _REPLICA_SCHEMES:
+        raise reader.fail("replicate.replica", f"{parts.scheme}:// replicas are not supported",
+                          hint="use a folder or an S3-compatible s3://bucket/path URL")
+    _refuse_credentials(reader, parts.username or parts.password, parts.query)
+    if parts.scheme == "s3" and not parts.netloc:
+        raise reader.fail("replicate.replica", f"names no bucket (got {text!r})", hint='e.g. "s3://bucket/news"')
+    if parts.scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
+        raise reader.fail("replicate.replica", f"must be file:///absolute/folder or a plain path (got {text!r})")
+    return text
+
+
+def _refuse_credentials(reader: _Reader, userinfo: str | None, query: str) -> None:
+    """A replica URL carries no key or password: Litestream reads those from its environment."""
+    params = {name.split("=", 1)[0].lower() for name in query.split("&") if name}
+    if userinfo or params & _CREDENTIAL_PARAMS:
+        raise reader.fail("replicate.replica", "credentials do not belong in the config file",
+                          hint="set LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY in the environment"
+                               " Litestream runs in")

@@ -25,6 +25,7 @@ class EnvVars:
     SMTP_PASSWORD = "MAILCLI_SMTP_PASSWORD"
     IMAP_PASSWORD = "MAILCLI_IMAP_PASSWORD"
     BACKUP_KEY = "MAILCLI_BACKUP_KEY"
+    LITESTREAM = "MAILCLI_LITESTREAM"  # the litestream binary, when it is not beside mailcli or on PATH
 
 
 
@@ -151,6 +152,26 @@ class TrackingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicateSettings:
+    """Continuous replication of the database with Litestream (``[replicate]``).
+
+    ``replica`` is a Litestream replica URL: ``file:///absolute/folder`` for
+    a folder (a relative path in the file is resolved against it), or an
+    S3-compatible ``s3://bucket/path`` (``?endpoint=...`` for other than
+    AWS). Credentials are never part of it: Litestream reads them from its
+    environment.
+    """
+
+    replica: str
+    retention: Duration
+    snapshot_interval: Duration
+
+    @property
+    def is_local(self) -> bool:
+        return self.replica.startswith("file://")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     path: Path
     project: ProjectSettings
@@ -166,6 +187,7 @@ class Settings:
     backup: BackupSettings = BackupSettings()
     render: RenderSettings = RenderSettings()
     tracking: TrackingSettings = TrackingSettings()
+    replicate: ReplicateSettings | None = None
     _secret_cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -1,6 +1,7 @@
 """``mailcli doctor`` as a library call: every check for one configuration.
 
-The configuration checks always run; DNS and SMTP checks touch the network and
+The configuration checks always run, and so does the look at the Litestream
+replica when ``[replicate]`` is set; DNS and SMTP checks touch the network and
 run only when asked (``--dns``, ``--smtp``). Doctor only reads: it never changes
 DNS, sends no mail and prints no secret.
 """
@@ -11,6 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from mailcli.config import Settings
 from mailcli.deliverability.check import Check
 from mailcli.deliverability.config_check import run_config_checks
 
@@ -27,6 +29,10 @@ def run_doctor(
     """Run the configuration checks, then DNS and SMTP checks when asked."""
     env = os.environ if environ is None else environ
     checks = run_config_checks(settings, env)
+    if isinstance(settings, Settings):
+        from mailcli.replication import check_replication
+
+        checks += check_replication(settings, env)
     if dns:
         checks += dns_checks_for(
             settings, nameserver=nameserver, dkim_selector=dkim_selector, environ=env

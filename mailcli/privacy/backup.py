@@ -121,7 +121,7 @@ def remove_partial_copies(folder: Path) -> int:
         return 0
     for name in names:
         match = _PARTIAL.match(name)
-        if not match or _alive(int(match.group(1))):
+        if not match or process_alive(int(match.group(1))):
             continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(folder / name)
@@ -129,7 +129,7 @@ def remove_partial_copies(folder: Path) -> int:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -199,5 +199,5 @@ def prune_backups(settings: Settings, *, as_of: datetime | None = None, dry_run:
 
 __all__ = [
     "BackupInfo", "backup_key_for", "copy_database", "create_backup", "expired_backups", "list_backups",
-    "new_backup_path", "prune_backups", "remove_partial_copies",
+    "new_backup_path", "process_alive", "prune_backups", "remove_partial_copies",
 ]

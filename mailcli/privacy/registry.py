@@ -89,6 +89,8 @@ EXCLUDED_TABLES: dict[str, str] = {
     "delivery_counts": "how many deliveries of each campaign have each status; not whose",
     "campaign_links": "the tracked links of each campaign and how often each was clicked; not by whom",
     "project_facts": "the keyed fingerprint of the project's secret and the state of the audit chain; about no one",
+    "_litestream_seq": "Litestream's own counter while it replicates the database; no personal data",
+    "_litestream_lock": "Litestream's lock table while it replicates the database; always empty",
 }
 
 

@@ -30,6 +30,11 @@ killed. So:
    since step 2 began and the one-click opt-outs waiting in the spool, then
    remove the prepared file.
 
+While Litestream replicates the live database the swap is one more
+transaction for it to copy, so the replica follows the restore; the
+prepared database keeps Litestream's two tables then (and drops them
+otherwise), as :func:`mailcli.store.litestream.match_tables` says why.
+
 A rerun removes the ``.restore-*`` files a killed run left (``privacy purge``
 does too). The whole restore holds the maintenance lock (no purge or second
 restore interleaves), the import lock (an import waits for it, and it waits
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -62,7 +68,7 @@ from ..locks import (
     sends_running,
 )
 from ..optouts import optout_ledger_path, read_optouts
-from ..store import Store, backups, open_store
+from ..store import Store, backups, litestream, open_store
 from ..store import audit as audit_table
 from ..store import schema as sql
 from ..store.db import apply_migrations, busy_timeout, connect
@@ -70,12 +76,20 @@ from ..store.facts import SECRET_FINGERPRINT, get_fact
 from ..store.migrations import MIGRATIONS
 from ..store.suppressions import Suppression, all_suppressions
 from ..tokens import audit_key, secret_fingerprint
-from .backup import backup_key_for, copy_database, new_backup_path, remove_partial_copies
+from .backup import (
+    backup_key_for,
+    copy_database,
+    new_backup_path,
+    process_alive,
+    remove_partial_copies,
+)
 from .encryption import BackupKey, backup_key, decrypt_file, is_encrypted
 from .ledger import ledger_path, read_entries
 from .reapply import Counts, Later, carry_audit, reapply
 
 PREFIX = ".restore-"
+# Folders a restore from a Litestream replica works in: REPLICA_PREFIX + the pid + a random tail.
+REPLICA_PREFIX = ".replica-restore-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +184,21 @@ def remove_leftovers(settings: Settings) -> int:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed += 1
+    for folder in _dead_replica_folders(database):
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
     return removed
+
+
+def _dead_replica_folders(database: Path) -> list[Path]:
+    """Folders a killed restore from a replica left (their pid no longer runs)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for path in database.parent.glob(f"{REPLICA_PREFIX}*"):
+            pid = path.name[len(REPLICA_PREFIX):].split("-", 1)[0]
+            if path.is_dir() and pid.isdigit() and not process_alive(int(pid)):
+                found.append(path)
+    return found
 
 
 # -- the steps --------------------------------------------------------------------
@@ -180,6 +208,7 @@ class _Live:
     """What the database being replaced holds (or why it could not be read)."""
 
     usable: bool
+    replicated: bool = False  # Litestream replicates it (its tables are there)
     page_size: int | None = None
     suppressions: list[Suppression] = field(default_factory=list)
     audit_rows: list[tuple[object, ...]] = field(default_factory=list)
@@ -194,7 +223,7 @@ def _read_live(target: Path) -> _Live:
         try:
             # Whatever else is damaged in it does not matter: the swap
             # rewrites every page.
-            return _Live(usable=True, page_size=sql.page_size(conn),
+            return _Live(usable=True, replicated=litestream.is_replicated(conn), page_size=sql.page_size(conn),
                          suppressions=all_suppressions(conn), audit_rows=audit_table.rows_with_hashes(conn))
         finally:
             conn.close()
@@ -235,6 +264,7 @@ def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later:
     store = Store(path=prepared, conn=conn, anchored=False)  # the live head is set once the swap is done
     try:
         apply_migrations(conn)
+        litestream.match_tables(conn, live.replicated)
         reapply(store, settings, later, counts)
         counts.audit += carry_audit(store, settings, live.audit_rows)
         audit.record_access(
@@ -353,7 +383,7 @@ def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[
                           optouts=list(read_optouts(settings, marks[1])))
             reapply(store, settings, late, counts)
             apply_spooled_optouts(store, settings)
-            if not backups.checkpoint(store.conn):
+            if not backups.checkpoint(store.conn) and not live.replicated:
                 warnings.append("another process is reading the database; its WAL is folded in later")
         finally:
             store.close()
@@ -364,4 +394,4 @@ def _restore(settings: Settings, source: Path, target: Path, on_wait: Callable[[
                          audit_carried=counts.audit, warnings=tuple(warnings))
 
 
-__all__ = ["RestoreResult", "check_backup", "leftover_files", "remove_leftovers", "restore_backup"]
+__all__ = ["REPLICA_PREFIX", "RestoreResult", "check_backup", "leftover_files", "remove_leftovers", "restore_backup"]

@@ -22,6 +22,11 @@ such, since no compaction removes it.
 The result says whether any trace remains and why, so the command gives the
 right advice instead of claiming an erasure that did not fully happen (when
 another process keeps a read transaction open, the WAL cannot be truncated).
+
+While Litestream replicates the database, the checkpoints are Litestream's
+(:mod:`mailcli.store.litestream`): nothing here checkpoints, and a VACUUM
+would not take the old pages out of a WAL that only Litestream may truncate,
+so an erasure then only reports where a trace remains (``replicated``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..store import Store, backups
+from ..store import Store, backups, litestream
 from ..store.db import StoreBusyError
 from ..store.schema import ascii_lower, texts_containing
 from .files import address_forms
@@ -58,6 +63,7 @@ class ScrubResult:
     vacuumed: bool
     remnants: tuple[str, ...]  # database files that still hold a trace
     held_in: tuple[str, ...] = field(default=())  # tables whose live values hold the whole address
+    replicated: bool = False  # Litestream replicates the database and makes its checkpoints
 
 
 def database_files(path: Path) -> list[Path]:
@@ -189,10 +195,11 @@ def find_traces(store: Store, needles: Needles) -> tuple[list[Path], set[str]]:
 def scrub(store: Store, needles: Needles | None = None, *, vacuum: bool = False) -> ScrubResult:
     """Checkpoint, look for traces, VACUUM when asked or when any remain."""
     needles = needles or Needles()
+    replicated = litestream.is_replicated(store.conn)
     truncated = backups.checkpoint(store.conn)
     found, held = find_traces(store, needles) if needles else ([], set())
     vacuumed = False
-    if vacuum or (found and not held):
+    if vacuum or (found and not held and not replicated):
         try:
             store.wait_for("compact it", lambda: backups.compact(store.conn))
             vacuumed = True
@@ -203,4 +210,4 @@ def scrub(store: Store, needles: Needles | None = None, *, vacuum: bool = False)
         truncated = backups.checkpoint(store.conn)
         found, held = find_traces(store, needles) if needles else ([], set())
     return ScrubResult(wal_truncated=truncated, vacuumed=vacuumed, remnants=tuple(str(p) for p in found),
-                       held_in=tuple(sorted(held)))
+                       held_in=tuple(sorted(held)), replicated=replicated)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from . import litestream
 from .db import Store
 
 
@@ -67,7 +68,11 @@ def copy_into(store: Store, source: Path, what: str) -> None:
 
 def checkpoint(conn: sqlite3.Connection) -> bool:
     """``wal_checkpoint(TRUNCATE)``: the WAL folded into the database file and
-    emptied; False when a reader kept it from finishing."""
+    emptied; False when a reader kept it from finishing, and at once, without
+    checkpointing, when Litestream replicates the database (it makes the
+    checkpoints there, see :mod:`mailcli.store.litestream`)."""
+    if litestream.is_replicated(conn):
+        return False
     row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return bool(row is None or row[0] == 0)
 

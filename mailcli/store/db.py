@@ -43,6 +43,7 @@ from typing import TypeVar
 
 from ..clock import now_iso
 from ..errors import ExitCode, MailcliError
+from . import litestream
 from .migrations import MIGRATIONS, statements
 
 
@@ -318,6 +319,7 @@ def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = T
         # A large import or restore leaves a WAL as big as what it wrote;
         # once checkpointed, it is cut back to this size.
         conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        litestream.configure_connection(conn)
     except sqlite3.DatabaseError as exc:
         if is_busy(exc):
             raise busy_error(path, seconds, "open it") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from . import litestream
 from .db import apply_migrations
 
 SchemaObject = tuple[str, str]  # (type, name)
@@ -51,11 +52,13 @@ def applied_migrations(conn: sqlite3.Connection) -> set[str]:
 def schema_objects(conn: sqlite3.Connection) -> dict[SchemaObject, tuple[str, str | None]]:
     """Every table, index, trigger and view: (type, name) -> (table, SQL).
 
-    SQLite's own objects (``sqlite_autoindex_*``, ``sqlite_sequence``,
+    Litestream's two tables, exactly as Litestream defines them, belong to
+    the replication, not to the schema, and are left out too. SQLite's own objects (``sqlite_autoindex_*``, ``sqlite_sequence``,
     ``sqlite_stat*``) follow from the others and are left out.
     """
     rows = conn.execute("SELECT type, name, tbl_name, sql FROM main.sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
-    return {(str(t), str(n)): (str(tbl), sql) for t, n, tbl, sql in rows}
+    return {(str(t), str(n)): (str(tbl), sql) for t, n, tbl, sql in rows
+            if not litestream.is_litestream_object(str(t), str(n), sql)}
 
 
 def reference_schema(applied: set[str]) -> dict[SchemaObject, tuple[str, str | None]]:

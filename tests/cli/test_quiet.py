@@ -160,6 +160,22 @@ def test_every_command_under_q_in_cron(project: Path, cli: Cli, tmp_path: Path) 
         assert [line.split(":")[0] for line in restore.stderr.splitlines()] == ["Warning"]
         silent.append(("backup", "restore"))
 
+        # Litestream as a service runs it (found beside mailcli, PATH bare): quiet until stopped.
+        with (project / "mailcli.toml").open("a", encoding="utf-8") as handle:
+            handle.write('\n[replicate]\nreplica = "standby"\n')
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(project.parent / "home"),
+               "MAILCLI_SECRET": project_secret(project)}
+        service = subprocess.Popen([sys.executable, "-m", "mailcli", "-q", "replicate"], cwd=project, env=env,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not (project / "standby" / "ltx").is_dir() and service.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        service.send_signal(signal.SIGTERM)
+        out, err = service.communicate(timeout=60)
+        assert (project / "standby" / "ltx").is_dir() and service.returncode == 0, (service.returncode, err)
+        assert (out, err) == ("", "")
+        silent.append(("replicate",))
+
     # Every command of the CLI ran (init made the project; demo makes a project of its own).
     from tests.cli.test_contract import ALL_COMMANDS
 
