@@ -61,19 +61,22 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from .. import clock
 from ..config import Settings
+from ..send.clicks import click_path
 from ..store import Store, StoreError, open_store, spool
+from ..store.clicks import link_url, record_click
 from ..store.db import is_busy
-from ..tokens import UnsubscribeToken, parse_unsubscribe_token
+from ..tokens import ClickToken, UnsubscribeToken, parse_click_token, parse_unsubscribe_token
 from . import actions
 from .clients import FailureLimiter, client_key
 from .forms import MAX_BODY, BadRequest, read_form
 
 log = logging.getLogger("mailcli.serve")
+_T = TypeVar("_T")
 
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
 WRITE_WAIT = 1.0  # seconds a POST waits for the database before it is spooled
@@ -135,6 +138,7 @@ class UnsubscribeApp:
         # (the server makes a writer wait for rows, not for the database).
         self.url = settings.project.database_url
         self.path = urlsplit(settings.unsubscribe.url).path.rstrip("/") or "/"
+        self.click_path = click_path(settings.unsubscribe.url)  # "/c/": the links of tracked clicks
         self.limiter = limiter or FailureLimiter()
         self.proxies = settings.serve.trusted_proxies
         self._local = threading.local()
@@ -157,6 +161,11 @@ class UnsubscribeApp:
             f"<h1>You are unsubscribed</h1><p>You will receive no more messages of this list from {name}.</p>",
         )
         self._limited = _page("Too many requests", "<h1>Too many requests</h1><p>Please try again in a minute.</p>")
+        self._bad_link = _page(
+            "Link not valid",
+            "<h1>This link is not valid</h1><p>It may have been cut off. Open the whole link from the message"
+            " again.</p>",
+        )
 
     # -- stores ----------------------------------------------------------
     def _file_id(self) -> tuple[int, int] | None:
@@ -246,7 +255,10 @@ class UnsubscribeApp:
         path = environ.get("PATH_INFO", "") or "/"
         token: str | None = None
         try:
-            if (path.rstrip("/") or "/") != self.path:
+            if path.startswith(self.click_path) and path != self.path:
+                token = path[len(self.click_path):]
+                reply = self._click(method, token, environ)
+            elif (path.rstrip("/") or "/") != self.path:
                 reply = Reply("404 Not Found", _page("Not found", "<h1>Not found</h1>"), "not-found")
             elif method not in ("GET", "HEAD", "POST"):
                 reply = Reply("405 Method Not Allowed", _page("Not allowed", "<h1>Method not allowed</h1>"),
@@ -259,14 +271,14 @@ class UnsubscribeApp:
                     token = reply.token or token
                 else:
                     reply = self._get(token)
-                if reply.outcome == "invalid":
-                    # Only bad tokens count against a client, and only they
-                    # are ever refused for it: a valid token always works.
-                    client = client_key(environ, self.proxies)
-                    if self.limiter.blocked(client):
-                        reply = Reply("429 Too Many Requests", self._limited, "limited", (("Retry-After", "60"),))
-                    else:
-                        self.limiter.failed(client)
+            if reply.outcome == "invalid":
+                # Only bad tokens count against a client, and only they
+                # are ever refused for it: a valid token always works.
+                client = client_key(environ, self.proxies)
+                if self.limiter.blocked(client):
+                    reply = Reply("429 Too Many Requests", self._limited, "limited", (("Retry-After", "60"),))
+                else:
+                    self.limiter.failed(client)
         except BadRequest as exc:
             reply = Reply(exc.status, _page("Bad request", f"<h1>{html.escape(exc.message)}</h1>"), "bad-request")
         except Exception:  # never a traceback to the client; the log keeps it
@@ -280,7 +292,9 @@ class UnsubscribeApp:
             *reply.extra_headers,
         ]
         start_response(reply.status, headers)
-        log.info("%s %s %s %s token=%s outcome=%s", clock.now_iso(), method, path[:100], reply.status.split()[0],
+        # A click path holds its token (which may name a person): the log shows its hash only.
+        shown = self.click_path + "…" if path.startswith(self.click_path) and path != self.path else path[:100]
+        log.info("%s %s %s %s token=%s outcome=%s", clock.now_iso(), method, shown, reply.status.split()[0],
                  token_ref(token), reply.outcome)
         return [] if method == "HEAD" else [reply.body]
 
@@ -328,15 +342,56 @@ class UnsubscribeApp:
         """On PostgreSQL: record it now; a lost connection is opened again once.
         Anything else fails the request (503, try again), never a 200 for an
         opt-out that was not recorded."""
+        return self._reconnecting(lambda: self._record(parsed))
+
+    def _reconnecting(self, work: Callable[[], _T]) -> _T:
+        """``work()``; where it failed because the connection to the server
+        was lost, once more on a new one."""
         try:
-            return self._record(parsed)
+            return work()
         except Exception:
             store = getattr(self._local, "store", None)
             if store is None or store.alive():
                 raise
             log.info("%s the connection to the database was lost; opening a new one", clock.now_iso())
             self._forget(store)
-            return self._record(parsed)
+            return work()
+
+    def _click(self, method: str, token: str, environ: dict[str, Any]) -> Reply:
+        """``GET /c/TOKEN``: 302 to the link the token names, counted (see
+        :mod:`mailcli.send.clicks`). A bad or tampered token gets the one
+        400; the destination always comes from the database, never from the
+        request. HEAD redirects without counting: link scanners use it."""
+        if method not in ("GET", "HEAD"):
+            return Reply("405 Method Not Allowed", _page("Not allowed", "<h1>Method not allowed</h1>"),
+                         "method", (("Allow", "GET, HEAD"),))
+        parsed = parse_click_token(self.settings.secret(), token)
+        if parsed is None:
+            return Reply("400 Bad Request", self._bad_link, "invalid")
+        url = self._reconnecting(lambda: link_url(self.store().conn, parsed.campaign_id, parsed.link_no))  # a read: never waits
+        if url is None:
+            return Reply("404 Not Found", _page("Link no longer available",
+                                                "<h1>This link is no longer available</h1>"), "unknown-link")
+        outcome = "redirect"
+        if method == "GET":
+            outcome = self._count_click(parsed, environ)
+        return Reply("302 Found", b"", outcome, (("Location", location_header(url)),))
+
+    def _count_click(self, parsed: ClickToken, environ: dict[str, Any]) -> str:
+        """Count the click (and, with per-contact clicks on, who); a database
+        busy for more than ``WRITE_WAIT`` costs the count, never the redirect."""
+        per_contact = self.settings.tracking.per_contact and parsed.contact_uid is not None
+        network = client_network(client_key(environ, self.proxies)) if per_contact else None
+        try:
+            store = self.store()
+            with store.transaction() as conn:
+                record_click(conn, parsed.campaign_id, parsed.link_no, clock.now_iso(),
+                             contact_uid=parsed.contact_uid if per_contact else None, ip_network=network)
+        except (StoreError, sqlite3.OperationalError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not is_busy(exc):
+                raise
+            return "click-not-counted"
+        return "click"
 
     def _record(self, parsed: UnsubscribeToken) -> str:
         changed = actions.unsubscribe_by_token(self.store(), self.settings, parsed.contact_uid, parsed.list_id,
@@ -346,6 +401,41 @@ class UnsubscribeApp:
             # unsubscribe, and the suppression list already holds them.
             return "gone"
         return "unsubscribed" if changed else "already"
+
+
+def location_header(url: str) -> str:
+    """A stored link as a Location header: exactly as sent, with a non-ASCII
+    host in its IDNA form and other non-ASCII characters percent-encoded (a
+    header carries ASCII only)."""
+    if url.isascii():
+        return url
+    from urllib.parse import quote
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = parts.netloc
+    if host and not host.isascii():
+        try:
+            netloc = netloc.replace(host, host.encode("idna").decode("ascii"))
+        except UnicodeError:
+            pass
+    rest = url[len(f"{parts.scheme}://{parts.netloc}"):]
+    return f"{parts.scheme}://{quote(netloc, safe=_ASCII)}{quote(rest, safe=_ASCII)}"
+
+
+_ASCII = "".join(chr(c) for c in range(33, 127))
+
+
+def client_network(key: str) -> str | None:
+    """The network of a client (its /24, or /48 for IPv6) from its limiter key."""
+    import ipaddress
+
+    try:
+        network = ipaddress.ip_network(key, strict=False)
+    except ValueError:
+        return None
+    prefix = 24 if network.version == 4 else 48
+    return str(network.supernet(new_prefix=prefix)) if network.prefixlen > prefix else str(network)
 
 
 class _Stop(SystemExit):

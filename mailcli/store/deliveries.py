@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .archive import settle_archived
+from .audience import SERVICE_REACHABLE_SQL
 from .db import is_postgres
-from .optouts import SKIP_REASON_SQL, delivery_exists
+from .optouts import SKIP_REASON_BY_KIND, delivery_exists
 from .url import DatabaseURL
 
 if TYPE_CHECKING:
@@ -205,40 +206,42 @@ def mark_interrupted(conn: Connection, campaign_id: int, reason: str, now: str) 
 # which would read and sort every remaining row for each page: quadratic
 # (benchmarks/README.md). PostgreSQL has no such operator on text (its
 # planner walks the primary key by itself): there the "+" goes.
-_SENDABLE_SQL = f"""
+_SENDABLE_SQL = """
 SELECT d.id, c.id, c.uid, c.email, c.email_key, c.first_name, c.last_name, c.attributes, d.message_id,
-       {SKIP_REASON_SQL} AS reason
+       {reason} AS reason
 FROM deliveries d
 JOIN contacts c ON c.id = d.contact_id
 LEFT JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
 WHERE +d.campaign_id = ? AND +d.status IN ({{marks}}) AND {{where}}
 ORDER BY d.id
 LIMIT ?
-"""  # noqa: S608 - fixed SQL and placeholders
+"""
+# A service message skips only whom every kind of mail skips (store.optouts).
+_SENDABLE_BY_KIND = {kind: _SENDABLE_SQL.format(reason=sql) for kind, sql in SKIP_REASON_BY_KIND.items()}
 
 
-_SENDABLE_SQL_POSTGRES = _SENDABLE_SQL.replace("+d.", "d.")
+_SENDABLE_BY_KIND_POSTGRES = {kind: sql.replace("+d.", "d.") for kind, sql in _SENDABLE_BY_KIND.items()}
 
 
-def _sendable_sql(conn: Connection) -> str:
-    return _SENDABLE_SQL_POSTGRES if is_postgres(conn) else _SENDABLE_SQL
+def _sendable_sql(conn: Connection, kind: str) -> str:
+    return (_SENDABLE_BY_KIND_POSTGRES if is_postgres(conn) else _SENDABLE_BY_KIND)[kind]
 
 
 def sendable_page(conn: Connection, campaign_id: int, list_id: int | None, statuses: Sequence[str],
-                  after: int, limit: int) -> list[tuple[Any, ...]]:
+                  after: int, limit: int, kind: str = "marketing") -> list[tuple[Any, ...]]:
     """The next ``limit`` deliveries in ``statuses`` after delivery ``after``
     (keyset pagination), each with the reason it must be skipped, or None."""
-    sql = _sendable_sql(conn).format(marks=_marks(statuses), where="d.id > ?")
+    sql = _sendable_sql(conn, kind).format(marks=_marks(statuses), where="d.id > ?")
     return conn.execute(sql, (_list_or_none(list_id), campaign_id, *statuses, after, limit)).fetchall()
 
 
 def sendable_rows(conn: Connection, campaign_id: int, list_id: int | None, statuses: Sequence[str],
-                  ids: Sequence[int]) -> list[tuple[Any, ...]]:
+                  ids: Sequence[int], kind: str = "marketing") -> list[tuple[Any, ...]]:
     """The deliveries ``ids`` (at most a few hundred) that are in ``statuses``,
     as ``sendable_page`` returns them."""
     if not ids:
         return []
-    sql = _sendable_sql(conn).format(marks=_marks(statuses), where=f"d.id IN ({_marks(ids)})")
+    sql = _sendable_sql(conn, kind).format(marks=_marks(statuses), where=f"d.id IN ({_marks(ids)})")
     return conn.execute(sql, (_list_or_none(list_id), campaign_id, *statuses, *ids, len(ids))).fetchall()
 
 
@@ -258,8 +261,7 @@ SELECT did, sig FROM (
     FROM deliveries d
     JOIN contacts c ON c.id = d.contact_id
     JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
-    WHERE d.campaign_id = ? AND d.status IN ({{marks}}) AND c.status = 'active' AND c.restricted_at IS NULL
-      AND c.no_marketing_at IS NULL AND m.status = 'subscribed'
+    WHERE d.campaign_id = ? AND d.status IN ({{marks}}) AND {{who}}
     {order}
   ) AS signed
 ) AS numbered WHERE n <= ? ORDER BY did
@@ -277,13 +279,20 @@ _SAMPLE_POSTGRES = _SAMPLE_SQL.format(
     order="")
 
 
+_SAMPLE_WHO = {
+    "marketing": "c.status = 'active' AND c.restricted_at IS NULL AND c.no_marketing_at IS NULL"
+                 " AND m.status = 'subscribed'",
+    "service": SERVICE_REACHABLE_SQL,
+}
+
+
 def samples_by_fields(conn: Connection, campaign_id: int, list_id: int | None,
-                      statuses: Sequence[str], per_group: int) -> dict[int, str | None]:
+                      statuses: Sequence[str], per_group: int, kind: str = "marketing") -> dict[int, str | None]:
     """Delivery id -> field-set key, for the first ``per_group`` sendable
     deliveries of each distinct set of contact attribute names (each
     engine's JSON functions), in delivery order."""
     sql = _SAMPLE_POSTGRES if is_postgres(conn) else _SAMPLE_SQLITE
-    rows = conn.execute(sql.format(marks=_marks(statuses)),
+    rows = conn.execute(sql.format(marks=_marks(statuses), who=_SAMPLE_WHO[kind]),
                         (_list_or_none(list_id), campaign_id, *statuses, per_group)).fetchall()
     return dict(rows)
 

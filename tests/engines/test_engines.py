@@ -349,6 +349,107 @@ def test_export_erase_purge_and_the_audit_chain(project: Path, engine: Engine, t
     assert "intact" in verified.stdout + verified.stderr
 
 
+def test_a_workbook_and_a_mailchimp_zip_import_as_their_csv_files(project: Path, engine: Engine,
+                                                                    tmp_path: Path) -> None:
+    import zipfile
+
+    import openpyxl
+
+    engine.use(project)
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["Ledenlijst, stand 1 december"])
+    sheet.append([])
+    sheet.append(["E-mailadres", "Voornaam", "Postcode"])
+    for row in (["anna@example.nl", "Anna", 1015], ["Bram@Example.COM", "Bram", 2511], ["not an address", "Eva"]):
+        sheet.append(row)
+        sheet.cell(sheet.max_row, 3).number_format = "0000"
+    workbook.save(project / "leden.xlsx")
+    data = _counts(engine.mailcli(project, "import", "leden.xlsx", "--list", "leden", "--json"))
+    assert (data["imported"], data["rejected"], data["rejects"]) == (2, 1, [6])
+    rows = engine.rows(project, "SELECT email_key, first_name, attributes FROM contacts ORDER BY email_key")
+    assert [(e, f, json.loads(a)) for e, f, a in rows] == [
+        ("anna@example.nl", "Anna", {"postcode": "1015"}), ("bram@example.com", "Bram", {"postcode": "2511"})]
+
+    data_dir = Path(__file__).parent.parent / "data"
+    with zipfile.ZipFile(project / "members_export.zip", "w") as archive:
+        for name in ("subscribed", "unsubscribed", "cleaned"):
+            source = "mailchimp_export.csv" if name == "subscribed" else f"mailchimp_{name}.csv"
+            archive.write(data_dir / source, f"members_export/{name}_members_export.csv")
+    data = _counts(engine.mailcli(project, "import", "members_export.zip", "--list", "news", "--json"))
+    assert (data["imported"], data["opted_out"], data["rejected"]) == (2, 3, 1)
+    assert sorted(engine.rows(project, "SELECT scope, reason FROM suppressions")) == [
+        ("*", "bounced"), ("news", "unsubscribed"), ("news", "unsubscribed")]
+
+
+def test_a_service_message_reaches_who_left_marketing(project: Path, engine: Engine) -> None:
+    emails = sorted(_import_people(project, engine, 5))
+    for args in (("unsubscribe", "reader1@example.net", "--list", "news"), ("unsubscribe", "reader2@example.net"),
+                 ("privacy", "restrict", "reader3@example.net")):
+        assert engine.mailcli(project, *args).returncode == 0, args
+    with SmtpServer() as smtp:
+        set_smtp(project, "127.0.0.1", smtp.port)
+        sent = engine.mailcli(project, "send", "outage", "--template", "newsletter", "--list", "news",
+                              "--kind", "service", "--reason", "the portal is down tonight", "--yes")
+        assert sent.returncode == 0, sent.stderr
+        marketing = engine.mailcli(project, "send", "spring", "--template", "newsletter", "--list", "news", "--yes")
+        assert marketing.returncode == 0, marketing.stderr
+        received = Counter(smtp.recipients())
+    # The service message: everyone but the restricted; the newsletter: only who is still subscribed.
+    assert received == Counter([e for e in emails if e != "reader3@example.net"]
+                               + ["reader0@example.net", "reader4@example.net"])
+    report = json.loads(engine.mailcli(project, "report", "outage", "--json").stdout)
+    assert (report["kind"], report["reason"], report["sent"]) == ("service", "the portal is down tonight", 4)
+
+
+def test_click_counts_through_serve_and_per_contact_clicks(project: Path, engine: Engine, tmp_path: Path) -> None:
+    import email
+    import email.policy
+    import re
+    import zipfile
+
+    import httpx
+
+    folder = project / "templates" / "clicky"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("News\n", encoding="utf-8")
+    (folder / "message.html").write_text(
+        '<p>Hello {{ contact.first_name }}, <a href="https://acme.example/agenda">agenda</a></p>\n'
+        '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>\n', encoding="utf-8")
+    config = project / "mailcli.toml"
+    text = re.sub(r"\n\[tracking\][^\[]*", "\n", config.read_text(encoding="utf-8"))
+    config.write_text(text + "\n[tracking]\nclicks = true\nper_contact = true\n", encoding="utf-8")
+    _import_people(project, engine, 2)
+    with SmtpServer() as smtp:
+        set_smtp(project, "127.0.0.1", smtp.port)
+        sent = engine.mailcli(project, "send", "june", "--template", "clicky", "--list", "news", "--yes")
+        assert sent.returncode == 0, sent.stderr
+        messages = [email.message_from_bytes(m.data, policy=email.policy.default) for m in smtp.messages]
+    # Each person's link is their own (per-contact clicks are on); none of them is the destination.
+    tokens = [re.findall(r"/c/([A-Za-z0-9_-]+)\"", msg.get_body(("html",)).get_content()) for msg in messages]
+    assert len(tokens) == 2 and all(len(found) == 1 for found in tokens) and tokens[0] != tokens[1], tokens
+    server = Server(project, env=engine.env)
+    try:
+        for found in tokens:
+            response = httpx.get(f"{server.base}/c/{found[0]}", follow_redirects=False, timeout=60)
+            assert (response.status_code, response.headers["location"]) == (302, "https://acme.example/agenda")
+        bad = httpx.get(f"{server.base}/c/{tokens[0][0][:-2]}xx", follow_redirects=False, timeout=60)
+        assert bad.status_code == 400
+    finally:
+        assert server.stop() == 0, "".join(server.log)
+    report = json.loads(engine.mailcli(project, "report", "june", "--json").stdout)
+    assert [(c["url"], c["clicks"], c["people"]) for c in report["clicks"]] == [("https://acme.example/agenda", 2, 2)]
+    assert engine.rows(project, "SELECT count(*) FROM clicks") == [(2,)]
+    exported = engine.mailcli(project, "privacy", "export", "reader0@example.net", "-o", "x.zip")
+    assert exported.returncode == 0, exported.stderr
+    with zipfile.ZipFile(project / "x.zip") as archive:
+        assert "https://acme.example/agenda" in archive.read("clicks.csv").decode("utf-8")
+    dry = engine.mailcli(project, "privacy", "purge", "--dry-run", "--as-of", "2099-01-01", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["clicks"] == 2
+
+
 @pytest.mark.parametrize("args", [
     ("backup", "create"),
     ("backup", "list"),
