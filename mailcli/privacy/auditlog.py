@@ -18,10 +18,9 @@ checks, in order:
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import audit
 from ..audithead import Head, head_path, read_head
@@ -30,6 +29,9 @@ from ..store import Store
 from ..store import audit as audit_rows
 from ..tokens import audit_key
 from .subject import find_subject
+
+if TYPE_CHECKING:
+    from ..store.db import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,7 @@ def _recorded_base(detail: str) -> str | None:
 
 
 # Complexity: one check per way a log can be edited or cut (an entry, its start, its end, the head), each with its message.
-def verify_log(conn: sqlite3.Connection, key: bytes, head: Head | None, *, head_missing: str | None,
+def verify_log(conn: Connection, key: bytes, head: Head | None, *, head_missing: str | None,
                legacy: int | None = None) -> VerifyResult:
     """Check a database's log against ``head`` (see the module docstring).
     ``head_missing`` is the problem to report when there is no head and keyed
@@ -132,7 +134,10 @@ def verify_log(conn: sqlite3.Connection, key: bytes, head: Head | None, *, head_
 
 
 def verify(store: Store, settings: Settings) -> VerifyResult:
-    """Check the project database's log against its head beside the database."""
+    """Check the project database's log against its head beside the database
+    (a database on a server has no head file: its chain alone is checked)."""
+    if not store.anchored:
+        return verify_log(store.conn, audit_key(settings.secret()), None, head_missing=None)
     path = head_path(store.path)
     try:
         head = read_head(store.path)

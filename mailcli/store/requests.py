@@ -46,11 +46,12 @@ def _requests(conn: Connection, where: str, params: tuple[object, ...]) -> list[
 
 def add_request(conn: Connection, subject_hmac: str, kind: str, received_at: str, due_at: str,
                 now: str) -> int:
-    cursor = conn.execute(
-        "INSERT INTO requests (subject_hmac, kind, received_at, due_at, created_at) VALUES (?, ?, ?, ?, ?)",
+    (request_id,) = conn.execute(  # RETURNING: a PostgreSQL cursor has no lastrowid
+        "INSERT INTO requests (subject_hmac, kind, received_at, due_at, created_at) VALUES (?, ?, ?, ?, ?)"
+        " RETURNING id",
         (subject_hmac, kind, received_at, due_at, now),
-    )
-    return int(cursor.lastrowid or 0)
+    ).fetchone()
+    return int(request_id)
 
 
 def request_by_id(conn: Connection, request_id: int) -> Request | None:

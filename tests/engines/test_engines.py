@@ -175,6 +175,7 @@ def test_a_bad_file_changes_nothing(project: Path, engine: Engine) -> None:
 
 
 def _import_people(project: Path, engine: Engine, n: int) -> set[str]:
+    engine.use(project)
     emails = [f"reader{i}@example.net" for i in range(n)]
     (project / "people.csv").write_text("email,first_name\n" + "".join(f"{e},Reader{i}\n" for i, e in enumerate(emails)),
                                         encoding="utf-8")
@@ -347,6 +348,10 @@ def test_export_erase_purge_and_the_audit_chain(project: Path, engine: Engine, t
     verified = engine.mailcli(project, "privacy", "audit", "--verify")
     assert verified.returncode == 0, verified.stderr
     assert "intact" in verified.stdout + verified.stderr
+    added = engine.mailcli(project, "privacy", "requests", "add", "reader1@example.net", "--type", "access",
+                           "--received", "2026-01-05")
+    assert added.returncode == 0, added.stderr
+    assert engine.rows(project, "SELECT id, kind FROM requests") == [(1, "access")]
 
 
 def test_a_workbook_and_a_mailchimp_zip_import_as_their_csv_files(project: Path, engine: Engine,
