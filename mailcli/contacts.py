@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .errors import NotFoundError, UsageError
+from .errors import NoBasisError, NotFoundError, UsageError
 from .locks import Holder
 from .segments import Segment
 from .store import Store
@@ -90,6 +90,7 @@ def import_contacts(
     on_conflict: str = "update",
     status: str = "subscribed",
     consent_source: str | None = None,
+    basis: str | None = None,
     rejects: str | Path | None = None,
     check_mx: bool = False,
     nameserver: str | None = None,
@@ -103,6 +104,11 @@ def import_contacts(
     encoding and delimiter are detected unless given. Rows marked
     unsubscribed or cleaned put their address on the suppression list; no
     suppressed address is subscribed (docs/guarantees.md#suppression).
+    A file must show the lawful basis for mailing its people: consent
+    evidence in its columns (an opt-in time or IP address), or ``basis``
+    stated (``consent`` with ``consent_source`` saying where they agreed, or
+    ``customer``), or ``status`` unconfirmed (they are asked to confirm);
+    otherwise nothing is imported (``NoBasisError``).
     ``rejects`` names a CSV file for the rejected rows, written only if the
     import commits. ``check_mx`` looks up the MX of every domain afterwards
     (``nameserver``: ask that DNS server). Waits for another import or a
@@ -122,7 +128,9 @@ def import_contacts(
     secret = settings.secret()
     # One import at a time, and none while a restore replaces the database.
     lock = import_lock(settings, f"import {path.name}", wait=busy_timeout(), on_wait=on_lock_wait)
+    _check_basis_options(basis, status)
     with lock, open_csv(path, encoding=encoding, delimiter=delimiter, mapping=dict(mapping or {})) as source:
+        _check_basis(path, source.plan, basis=basis, status=status, consent_source=consent_source)
         size = source.size
         report = progress or (lambda done, total, saving: None)
         report(0, size, False)
@@ -139,7 +147,7 @@ def import_contacts(
             with ImportFeed(source, count_domains=check_mx) as feed:
                 result = import_batches(
                     store, feed.batches, list_name=list_name, secret=secret, source=path.name,
-                    consent_source=consent_source, on_conflict=on_conflict, status=status,
+                    consent_source=consent_source, on_conflict=on_conflict, status=status, basis=basis,
                     on_reject=rejects_file.write if rejects_file else None,
                     on_batch=lambda position: report(position, size, position >= size),
                     on_opt_outs=record_opt_outs,
@@ -165,6 +173,36 @@ def import_contacts(
         mx=_check_domains(feed.domains or {}, nameserver) if check_mx else None,
         reencoded=reencoded[0], reencoded_lines=reencoded[1],
     )
+
+
+def _check_basis_options(basis: str | None, status: str) -> None:
+    if basis is not None and basis not in ("consent", "customer"):
+        raise UsageError(f"--basis: expected consent or customer, not {basis!r}")
+    if basis is not None and status != "subscribed":
+        raise UsageError("--basis and --status unconfirmed exclude each other: --basis states why you may mail"
+                         " them now, --status unconfirmed asks them first; give one")
+
+
+def _check_basis(path: Path, plan: Any, *, basis: str | None, status: str, consent_source: str | None) -> None:
+    """Refuse a file that shows no consent when no basis is stated (nothing is imported)."""
+    # A file with opt-out columns (Mailchimp's unsubscribed and cleaned
+    # exports) is read for its opt-outs; its other rows need evidence each.
+    evidence = bool(plan.consent_time or plan.consent_ip or plan.opted_out or plan.cleaned)
+    if evidence or status != "subscribed" or basis == "customer":
+        return
+    if basis == "consent" and consent_source:
+        return
+    if basis == "consent":
+        raise NoBasisError(
+            f"{path.name} shows no consent (no opt-in time or IP address column), so --basis consent needs"
+            ' --consent-source saying where and how they agreed, like --consent-source "paper form, fair 2024";'
+            " nothing was imported")
+    raise NoBasisError(
+        f"{path.name} shows no consent (no opt-in time or IP address column); state why you may mail these"
+        ' people: --basis consent --consent-source "paper form, fair 2024" (they agreed, and where),'
+        " --basis customer (existing customers: the soft opt-in), or --status unconfirmed (ask them with a"
+        " confirmation mail first); nothing was imported",
+        hint='a column with the opt-in time can be mapped instead: --map "COLUMN=consent_time"')
 
 
 def _check_domains(domains: dict[str, int], nameserver: str | None) -> MxCheck:

@@ -56,8 +56,8 @@ def add_membership(conn: sqlite3.Connection, contact_id: int, list_id: int, stat
                    consent_ip: str | None = "192.0.2.7") -> None:
     conn.execute(
         "INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at, consent_ip,"
-        " consent_text, confirmed_at, unsubscribed_at, unsubscribe_channel, created_at, updated_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " consent_text, confirmed_at, unsubscribed_at, unsubscribe_channel, created_at, updated_at, basis)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'consent')",
         (contact_id, list_id, status, consent_source, "import", at, consent_ip, "Yes, send me the newsletter",
          at if status == "subscribed" else None, unsubscribed_at,
          "one-click" if unsubscribed_at else None, at, unsubscribed_at or at),

@@ -97,7 +97,7 @@ def _memberships(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, A
     out = []
     for row in rows:
         out.append({
-            "list": row["list"], "status": row["status"],
+            "list": row["list"], "status": row["status"], "basis": row.get("basis"),
             "consent": {key.removeprefix("consent_"): row.get(key) for key in row if key.startswith("consent_")}
             | {"confirmed_at": row.get("confirmed_at")},
             "unsubscribed_at": row.get("unsubscribed_at"), "unsubscribe_channel": row.get("unsubscribe_channel"),
@@ -187,7 +187,7 @@ def _csv_files(data: dict[str, Any]) -> dict[str, bytes]:
             else:
                 profile_rows.append({"field": key, "value": value, "provided_by_subject": provided})
     memberships = [
-        {"list": m["list"], "status": m["status"], **{f"consent_{k}": v for k, v in m["consent"].items()},
+        {"list": m["list"], "status": m["status"], "basis": m["basis"], **{f"consent_{k}": v for k, v in m["consent"].items()},
          "unsubscribed_at": m["unsubscribed_at"], "unsubscribe_channel": m["unsubscribe_channel"],
          "created_at": m["created_at"], "updated_at": m["updated_at"]}
         for m in data["memberships"]
@@ -202,7 +202,7 @@ def _csv_files(data: dict[str, Any]) -> dict[str, bytes]:
 
 
 _EMPTY_COLUMNS = {
-    "memberships.csv": ["list", "status", "consent_source", "consent_method", "consent_at", "consent_ip",
+    "memberships.csv": ["list", "status", "basis", "consent_source", "consent_method", "consent_at", "consent_ip",
                         "consent_text", "consent_confirmed_at", "unsubscribed_at", "unsubscribe_channel",
                         "created_at", "updated_at"],
     "deliveries.csv": ["campaign", "campaign_subject", "status", "message_id", "attempts", "last_reply",

@@ -19,7 +19,13 @@ from typing import Any
 
 from mailcli.addresses import mask_address
 from mailcli.config import Settings
-from mailcli.errors import HeaderInjectionError, MailcliError, TemplateError, UsageError
+from mailcli.errors import (
+    HeaderInjectionError,
+    MailcliError,
+    NoLawfulBasisError,
+    TemplateError,
+    UsageError,
+)
 from mailcli.locks import Holder, LockedError, busy_message
 from mailcli.segments import Segment
 from mailcli.send import ledger
@@ -65,9 +71,9 @@ class DryRunRollback(Exception):
     and the recipients gathered before."""
 
     def __init__(self, campaign: ledger.Campaign, counts: dict[str, int], added: int, created: bool,
-                 recipients: list[ledger.Recipient], accepted: int = 0) -> None:
+                 recipients: list[ledger.Recipient], accepted: int = 0, no_basis: int = 0) -> None:
         self.campaign, self.counts, self.added, self.created = campaign, counts, added, created
-        self.recipients, self.accepted = recipients, accepted
+        self.recipients, self.accepted, self.no_basis = recipients, accepted, no_basis
 
 
 Collect = Callable[[Any, ledger.Campaign], list[ledger.Recipient]]
@@ -99,9 +105,10 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
         # Rolled back anyway: the confirmation needs the numbers only, a dry
         # run with --limit N its first N recipients; the rest is counted.
         keep = _kept(options, rollback)
-        added = 0
+        added = no_basis = 0
         if created or options.include_new:
             added = ledger.freeze_audience(conn, campaign, secret, settings.sender.domain, keep=keep)
+            no_basis = _members_without_basis(conn, campaign, created=created, added=added)
         ledger.recover_interrupted(conn, campaign.id)
         accepted = ledger.accept_uncertain(conn, campaign, options.accept_uncertain) if options.accept_uncertain else 0
         counts = ledger.campaign_counts(conn, campaign)
@@ -113,9 +120,32 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
         if options.dry_run or rollback:
             # A dry run changes nothing: undo the freeze, keep the numbers.
             collected = collect(conn, campaign) if collect is not None else []
-            raise DryRunRollback(campaign, counts, added, created, collected, accepted)
+            raise DryRunRollback(campaign, counts, added, created, collected, accepted, no_basis)
     campaign = ledger.get_campaign(conn, campaign.name) or campaign
-    return campaign, plan_of(settings, options, campaign, counts, created, added, causes, accepted)
+    return campaign, plan_of(settings, options, campaign, counts, created, added, causes, accepted,
+                             no_basis=no_basis)
+
+
+def _members_without_basis(conn: sqlite3.Connection, campaign: ledger.Campaign, *, created: bool, added: int) -> int:
+    """How many members of the campaign's list the freeze left out for want
+    of a lawful basis. A new campaign that would reach nobody because of
+    them is refused (its transaction rolls back): a send must never drop a
+    whole list quietly, say after an upgrade that found no evidence of
+    consent for it."""
+    from mailcli.store.audience import count_no_basis
+
+    if campaign.list_id is None:
+        return 0
+    no_basis = count_no_basis(conn, campaign.list_id)
+    if created and not added and no_basis:
+        raise NoLawfulBasisError(
+            f"Nobody on list {campaign.list_name!r} can be mailed: its {no_basis} subscribed member(s) have no"
+            " lawful basis recorded (neither consent with its evidence nor the customer soft opt-in); nothing was"
+            " sent or changed",
+            hint=f"state it: mailcli import FILE --list {campaign.list_name} --basis consent --consent-source"
+                 f' "where they agreed" (or --basis customer); or ask them: mailcli reconfirm --list'
+                 f" {campaign.list_name}")
+    return no_basis
 
 
 def _campaign(conn: sqlite3.Connection, settings: Settings, options: SendOptions,
@@ -219,7 +249,8 @@ def _check_expected(campaign: ledger.Campaign, counts: dict[str, int], options: 
 
 
 def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign, counts: dict[str, int],
-            created: bool, added: int, causes: dict[str, int] | None = None, accepted: int = 0) -> SendPlan:
+            created: bool, added: int, causes: dict[str, int] | None = None, accepted: int = 0, *,
+            no_basis: int = 0) -> SendPlan:
     sendable = counts["pending"] + counts["deferred"] + (counts["uncertain"] if options.resend_uncertain else 0)
     if options.limit is not None:
         sendable = min(sendable, options.limit)
@@ -229,6 +260,7 @@ def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign,
         audience=counts["audience"], added=added, to_send=sendable, uncertain=counts["uncertain"],
         server=settings.smtp.address, dry_run=options.dry_run, uncertain_causes=dict(causes or {}),
         accepted_uncertain=accepted,
+        no_basis=no_basis,
     )
 
 

@@ -28,6 +28,7 @@ class SendPlan:
     uncertain_causes: dict[str, int] = field(default_factory=dict)  # killed / lost / other
     accepted_uncertain: int = 0  # uncertain messages counted as sent (--accept-uncertain)
     segment: str | None = None  # the segment's name, or its expression
+    no_basis: int = 0  # members of the list left out now: no lawful basis recorded
 
 
 @dataclass(slots=True)
@@ -41,6 +42,7 @@ class SendSummary:
     uncertain: int = 0
     skipped: int = 0
     rendered: int = 0
+    no_basis: int = 0  # members of the list the freeze left out: no lawful basis recorded
     interrupted: bool = False
     elapsed: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)  # report keys after the run

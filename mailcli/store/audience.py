@@ -2,7 +2,10 @@
 
 A membership row says subscribed, unconfirmed or unsubscribed; the contact
 can still be out of reach for reasons of its own (a hard bounce, a spam
-complaint, a restriction of processing, an objection to direct marketing).
+complaint, a restriction of processing, an objection to direct marketing),
+and a subscribed member without a lawful basis recorded (neither consent with
+its evidence nor the existing-customer soft opt-in) is held back as
+``no_basis`` until the sender states one or the person confirms.
 ``lists``, ``contacts --list L --status S`` and the audience a send freezes
 all read a member's status through ``MEMBER_STATUS_SQL``, so their counts
 agree: a list's ``subscribed`` count is the audience its next send freezes.
@@ -26,8 +29,11 @@ if TYPE_CHECKING:
 
 # What a member of a list is, as people and commands see it. The first three
 # are membership statuses; the rest are members held back by their contact.
-MEMBER_STATUSES = ("subscribed", "unconfirmed", "unsubscribed", "bounced", "complained", "restricted", "objected")
-HELD_BACK = ("bounced", "complained", "restricted", "objected")
+MEMBER_STATUSES = ("subscribed", "unconfirmed", "unsubscribed", "bounced", "complained", "restricted", "objected",
+                   "no_basis")
+HELD_BACK = ("bounced", "complained", "restricted", "objected", "no_basis")
+# The lawful basis of a membership (memberships.basis).
+BASES = ("consent", "customer", "none")
 # A contact's own status (the contacts table), shown when no list is chosen.
 CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "complained")
 
@@ -39,6 +45,7 @@ MEMBER_STATUS_SQL = """CASE
     WHEN c.status != 'active' THEN 'unsubscribed'
     WHEN c.restricted_at IS NOT NULL THEN 'restricted'
     WHEN c.no_marketing_at IS NOT NULL THEN 'objected'
+    WHEN m.status = 'subscribed' AND m.basis = 'none' THEN 'no_basis'
     ELSE m.status END"""
 
 # The members a send reaches (``m.status`` first, so the list's status index
@@ -83,6 +90,16 @@ WHERE (c.status != 'active' OR c.restricted_at IS NOT NULL OR c.no_marketing_at 
   AND m.status != 'unsubscribed'
 GROUP BY 1, 2, 3
 """  # noqa: S608 - fixed SQL
+# Subscribed members without a basis whose contact holds them back for no
+# other reason (those are counted by _MOVED_SQL), through the partial index
+# of members without a basis: nothing is read for the others.
+_NO_BASIS_SQL = """
+SELECT l.name, count(*)
+FROM memberships m JOIN lists l ON l.id = m.list_id JOIN contacts c ON c.id = m.contact_id
+WHERE m.basis = 'none' AND m.status = 'subscribed'
+  AND c.status = 'active' AND c.restricted_at IS NULL AND c.no_marketing_at IS NULL
+GROUP BY l.id
+"""
 
 
 # A segment's members of every list, by status: each member's contact is read
@@ -114,6 +131,10 @@ def list_summaries(conn: sqlite3.Connection, names: list[str] | None = None,
         counts = found[name][1]
         counts[row_status] -= count
         counts[status] = counts.get(status, 0) + count
+    for name, count in ([] if segment is not None else conn.execute(_NO_BASIS_SQL)):
+        counts = found[name][1]
+        counts["subscribed"] -= count
+        counts["no_basis"] = counts.get("no_basis", 0) + count
     return [
         ListSummary(name=name, subscribed=counts.get("subscribed", 0), unconfirmed=counts.get("unconfirmed", 0),
                     unsubscribed=counts.get("unsubscribed", 0),
@@ -148,6 +169,15 @@ def audience_page(conn: sqlite3.Connection, list_id: int, campaign_id: int, afte
     condition, params = segment_filter(segment)
     return conn.execute(_AUDIENCE_SQL.format(segment=condition),
                         (list_id, after, campaign_id, *params, limit)).fetchall()
+
+
+def count_no_basis(conn: sqlite3.Connection, list_id: int) -> int:
+    """How many members of a list a send leaves out for want of a lawful basis."""
+    (count,) = conn.execute(
+        f"SELECT count(*) FROM memberships m JOIN contacts c ON c.id = m.contact_id"  # noqa: S608 - fixed SQL
+        f" WHERE m.list_id = ? AND m.basis = 'none' AND m.status = 'subscribed' AND ({MEMBER_STATUS_SQL}) = 'no_basis'",
+        (list_id,)).fetchone()
+    return int(count)
 
 
 def list_not_found(conn: sqlite3.Connection, name: str) -> NotFoundError:

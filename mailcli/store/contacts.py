@@ -170,13 +170,13 @@ def contact_detail(store: Store, key: str) -> ContactDetail | None:
         return None
     contact_id = row[0]
     memberships = [
-        {"list": name, "status": status, "consent_source": source, "consent_method": method,
+        {"list": name, "status": status, "basis": basis, "consent_source": source, "consent_method": method,
          "consent_at": consent_at, "consent_ip": ip, "consent_text": text, "confirmed_at": confirmed,
          "unsubscribed_at": unsub_at, "unsubscribe_channel": channel, "created_at": created}
-        for (name, status, source, method, consent_at, ip, text, confirmed, unsub_at, channel, created)
+        for (name, status, basis, source, method, consent_at, ip, text, confirmed, unsub_at, channel, created)
         in conn.execute(
             # The member's status as `lists` counts it (a bounced member is "bounced").
-            f"SELECT l.name, {MEMBER_STATUS_SQL}, m.consent_source, m.consent_method, m.consent_at, m.consent_ip,"  # noqa: S608
+            f"SELECT l.name, {MEMBER_STATUS_SQL}, m.basis, m.consent_source, m.consent_method, m.consent_at, m.consent_ip,"  # noqa: S608
             " m.consent_text, m.confirmed_at, m.unsubscribed_at, m.unsubscribe_channel, m.created_at"
             " FROM memberships m JOIN lists l ON l.id = m.list_id JOIN contacts c ON c.id = m.contact_id"
             " WHERE m.contact_id = ? ORDER BY l.name",

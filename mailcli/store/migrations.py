@@ -361,6 +361,23 @@ UPDATE campaigns SET
     last_sent_at = (SELECT max(sent_at) FROM deliveries d WHERE d.campaign_id = campaigns.id);
 """
 
+# The lawful basis of every membership: ``consent`` (with its evidence in the
+# consent_* columns), ``customer`` (the soft opt-in for existing customers,
+# Telecommunicatiewet 11.7) or ``none``. A send mails only members with a
+# basis. Memberships made before the basis was recorded get ``consent`` only
+# where the file they came from showed evidence of it: an opt-in time from
+# the file (a consent time other than the moment of the import) or an IP
+# address. Every other one gets ``none``: nothing shows that the person
+# agreed, and the sender states the basis (an import with ``--basis``) or
+# asks them (``reconfirm``). The partial index finds the members without a
+# basis of a list without reading the others.
+M013_MEMBERSHIP_BASIS = """
+ALTER TABLE memberships ADD COLUMN basis TEXT NOT NULL DEFAULT 'none';
+UPDATE memberships SET basis = 'consent'
+    WHERE consent_ip IS NOT NULL OR (consent_at IS NOT NULL AND consent_at != created_at);
+CREATE INDEX memberships_no_basis ON memberships(list_id) WHERE basis = 'none' AND status = 'subscribed';
+"""
+
 
 # What keeps the privacy promises that reach beyond one table:
 #
@@ -446,4 +463,5 @@ MIGRATIONS: list[Migration] = [
     ("m015_campaign_details", M015_CAMPAIGN_DETAILS),
     ("m011_privacy_records", m011_privacy_records),
     ("m012_rectified_fields", M012_RECTIFIED_FIELDS),
+    ("m013_membership_basis", M013_MEMBERSHIP_BASIS),
 ]

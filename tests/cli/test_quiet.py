@@ -85,7 +85,7 @@ def test_every_command_under_q_in_cron(project: Path, cli: Cli, tmp_path: Path) 
                 assert (proc.stdout, proc.stderr) == ("", ""), args
             return proc
 
-        run("import", "leden.csv", "--list", "news")
+        run("import", "leden.csv", "--list", "news", "--basis", "customer")
         run("lists", prints_data=True)
         run("contacts", prints_data=True)
         run("contacts", "show", "renee@bakkerij.example", prints_data=True)
