@@ -100,6 +100,41 @@ def parse_unsubscribe_token(secret: bytes, token: str) -> UnsubscribeToken | Non
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmToken:
+    nonce: str  # hex, 18 characters: the sign-up it confirms
+    expires: int  # Unix time
+
+
+_CONFIRM_PAYLOAD = struct.Struct(">B9sI")  # version, sign-up nonce, expiry (Unix time)
+
+
+def make_confirm_token(secret: bytes, nonce: str, expires: int) -> str:
+    """The opaque token of a double opt-in link: it names one sign-up and when
+    it expires, and its MAC is keyed for confirming only (an unsubscribe
+    token never passes as one, nor the other way round). Same spelling
+    rules as the unsubscribe token."""
+    payload = _CONFIRM_PAYLOAD.pack(TOKEN_VERSION, bytes.fromhex(nonce), expires)
+    mac = hmac.new(secret, b"confirm:" + payload, hashlib.sha256).digest()
+    return _b64(payload + mac[:_MAC_LEN])
+
+
+def parse_confirm_token(secret: bytes, token: str) -> ConfirmToken | None:
+    """Verify a confirmation token; None for anything malformed, tampered or foreign
+    (expiry is the caller's to check, so an expired link can say so)."""
+    if not isinstance(token, str) or not TOKEN_SPELLING.fullmatch(token):
+        return None
+    raw = _unb64(token)
+    payload, mac = raw[: _CONFIRM_PAYLOAD.size], raw[_CONFIRM_PAYLOAD.size :]
+    expected = hmac.new(secret, b"confirm:" + payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, expected[:_MAC_LEN]):
+        return None
+    version, nonce, expires = _CONFIRM_PAYLOAD.unpack(payload)
+    if version != TOKEN_VERSION:
+        return None
+    return ConfirmToken(nonce=nonce.hex(), expires=expires)
+
+
+@dataclass(frozen=True, slots=True)
 class VerpToken:
     campaign_id: int
     contact_uid: str  # hex, 18 characters

@@ -64,6 +64,18 @@ def add_membership(conn: sqlite3.Connection, contact_id: int, list_id: int, stat
     )
 
 
+def add_signup(conn: sqlite3.Connection, contact_id: int, list_id: int, wording: str, *, at: str = T0) -> None:
+    """A confirmed sign-up through the form, with the wording shown, as ``serve`` records one."""
+    from mailcli.store.signups import add_signup as insert_signup
+    from mailcli.store.signups import store_consent_text
+
+    digest = store_consent_text(conn, wording, "en", at)
+    insert_signup(conn, nonce=tokens.new_uid(), contact_id=contact_id, list_id=list_id, form="form /subscribe/news",
+                  language="en", text_hash=digest, ip="192.0.2.0/24", now=at, expires_at=at)
+    conn.execute("UPDATE signups SET confirmed_at = ?, confirmed_ip = '192.0.2.0/24' WHERE contact_id = ?",
+                 (at, contact_id))
+
+
 def add_campaign(conn: sqlite3.Connection, name: str, list_id: int, at: str = T0) -> int:
     cur = conn.execute(
         "INSERT INTO campaigns (uid, name, template, list_id, list_name, subject, status, created_at)"

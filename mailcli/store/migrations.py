@@ -451,6 +451,52 @@ CREATE INDEX contacts_rectified ON contacts(email_key) WHERE rectified IS NOT NU
 """
 
 
+# Sign-ups through the form of ``mailcli serve`` and their double opt-in.
+#
+# * ``consent_texts`` holds each wording a person was shown next to the
+#   consent checkbox, once, under its SHA-256 (memberships.consent_text and
+#   signups.consent_text name the hash): what exactly someone agreed to can
+#   be shown years later, and changing the wording makes a new version.
+# * ``signups`` is one request to join a list: its evidence (time, the /24 or
+#   /48 network, the form, the wording's hash, the language), the
+#   confirmation mail's state (pending, sent, failed; attempts and the next
+#   try, so ``serve`` retries it) and, once the person confirms, when and from
+#   which network. ``nonce`` is what the confirmation link's token carries:
+#   random, so a token reveals nothing, and the row can be confirmed once.
+#   ``campaign_id`` names the ``reconfirm`` run that asked, if any.
+M014_SIGNUPS = """
+CREATE TABLE consent_texts (
+    hash TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    language TEXT NOT NULL,
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE signups (
+    id INTEGER PRIMARY KEY,
+    nonce TEXT NOT NULL UNIQUE,
+    contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+    list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    form TEXT NOT NULL,
+    language TEXT NOT NULL,
+    consent_text TEXT REFERENCES consent_texts(hash),
+    ip TEXT,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    mail_status TEXT NOT NULL DEFAULT 'pending',
+    mail_attempts INTEGER NOT NULL DEFAULT 0,
+    mail_next_at TEXT,
+    mail_error TEXT,
+    mailed_at TEXT,
+    confirmed_at TEXT,
+    confirmed_ip TEXT,
+    campaign_id INTEGER REFERENCES campaigns(id) ON DELETE SET NULL
+);
+CREATE INDEX signups_contact ON signups(contact_id, list_id);
+CREATE INDEX signups_mail ON signups(mail_next_at) WHERE mail_status = 'pending';
+"""
+
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
@@ -464,4 +510,5 @@ MIGRATIONS: list[Migration] = [
     ("m011_privacy_records", m011_privacy_records),
     ("m012_rectified_fields", M012_RECTIFIED_FIELDS),
     ("m013_membership_basis", M013_MEMBERSHIP_BASIS),
+    ("m014_signups", M014_SIGNUPS),
 ]

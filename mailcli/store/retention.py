@@ -122,7 +122,10 @@ def planned_contacts(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
 
 
 def delete_planned_memberships(conn: sqlite3.Connection) -> None:
+    """The planned unconfirmed memberships, with the sign-ups never confirmed that asked for them."""
     conn.execute("DELETE FROM memberships WHERE (contact_id, list_id) IN"
+                 " (SELECT contact_id, list_id FROM temp.purge_members)")
+    conn.execute("DELETE FROM signups WHERE confirmed_at IS NULL AND (contact_id, list_id) IN"
                  " (SELECT contact_id, list_id FROM temp.purge_members)")
 
 

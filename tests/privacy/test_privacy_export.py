@@ -29,6 +29,7 @@ from tests.privacy_support import (
     add_event,
     add_list,
     add_membership,
+    add_signup,
     add_suppression,
     freeze,
     settings_for,
@@ -48,6 +49,7 @@ def world(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                       attributes={"city": '=HYPERLINK("http://x")', "team": "@SUM(1)", "note": "+31 6 1234"})
     twin = add_contact(c, TWIN, "Zebedeus", "Quiggleworth", attributes={"city": "Twinfield"}, source="twins.csv")
     add_membership(c, zeb, news, consent_source="signup-form")
+    add_signup(c, zeb, news, "Yes, send me the Quiggle newsletter.")
     add_membership(c, zeb, other, "unsubscribed", unsubscribed_at="2026-02-01T00:00:00Z")
     add_membership(c, twin, news, consent_source="twins.csv", consent_ip="198.51.100.99")
     spring = add_campaign(c, "spring", news)
@@ -71,7 +73,8 @@ def test_export_holds_everything_about_the_person_and_nothing_else(world: Path, 
     assert result.exit_code == 0, result.output
     files = _open(world / "zeb.zip")
     assert set(files) == {"subject.json", "profile.csv", "memberships.csv", "deliveries.csv", "events.csv",
-                          "suppression.csv", "audit.csv", "requests.csv", "letter.txt", "manifest.sha256"}
+                          "suppression.csv", "audit.csv", "requests.csv", "signups.csv", "letter.txt",
+                          "manifest.sha256"}
     doc = json.loads(files["subject.json"])
     assert doc["schema"] == "mailcli.subject-export/1"
     provided = doc["profile"]["provided_by_subject"]
@@ -201,6 +204,9 @@ def test_export_has_a_section_with_rows_from_every_registered_table(world: Path,
     doc = json.loads(_open(world / "zeb.zip")["subject.json"])
     for table, (section, _) in SECTIONS.items():
         assert doc[section], f"{table} rows missing from the export"
+    # The consent evidence comes with the wording the person was shown.
+    assert doc["signups"][0]["consent_wording"] == "Yes, send me the Quiggle newsletter."
+    assert doc["signups"][0]["ip"] == "192.0.2.0/24" and doc["signups"][0]["confirmed_at"]
 
 
 def test_export_of_a_restricted_person_still_works(world: Path, cli) -> None:
