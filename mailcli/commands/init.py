@@ -15,6 +15,8 @@ def init_cmd(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="Folder for the project (created if missing).")] = Path("."),
     name: Annotated[str | None, typer.Option("--name", help="Project and sender name.")] = None,
+    language: Annotated[str, typer.Option("--language", help="Language of the newsletter, the pages and mails"
+                                          " recipients see, and the config's comments.", metavar="en|nl")] = "en",
 ) -> None:
     """Create a project: mailcli.toml, templates/, .gitignore, a secret and the database.
 
@@ -24,9 +26,11 @@ def init_cmd(
     Example:
 
         mailcli init newsletter && cd newsletter
+
+        mailcli init nieuwsbrief --language nl
     """
     app = context.get(ctx)
-    result = init_project(directory, name=name)
+    result = init_project(directory, name=name, language=language)
     app.out.data(
         {"root": str(result.root), "config": str(result.config), "database": str(result.database), "templates": result.templates},
         text=f"Created {result.config}",

@@ -86,7 +86,8 @@ class MailBuilder:
         token = confirm_token(self.settings, mail.nonce, mail.expires_at)
         now = clock.now()
         ctx = RenderContext(contact=contact, campaign={"name": mail.list_name, "subject": ""}, sender=self.sender,
-                            unsubscribe_url="", now=now, confirm_url=confirm_url(self.settings, token))
+                            unsubscribe_url="", now=now, confirm_url=confirm_url(self.settings, token),
+                            language=mail.language)
         parts = self.template(mail.language).render(ctx)
         return build_message(self.skeleton, email=mail.email, first_name=mail.first_name, last_name=mail.last_name,
                              parts=parts, message_id=message_id(mail.nonce, mail.contact_uid, self.settings.sender.domain),

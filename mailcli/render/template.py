@@ -257,6 +257,7 @@ class CompiledTemplate:
             sender_name=str(sender.get("name") or ""),
             postal_address=str(sender.get("postal_address") or ""),
             unsubscribe_url=str(variables["unsubscribe_url"] or ""),
+            language=str(variables.get("language") or "en"),
         )
 
     def render(self, ctx: RenderContext) -> RenderedParts:

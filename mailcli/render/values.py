@@ -31,9 +31,10 @@ class RenderContext:
     now: datetime
     # The double opt-in link; only the confirmation mail (``templates/_confirm``) has one.
     confirm_url: str | None = None
+    language: str = "en"  # of the recipient's list: the date filter and the footer mailcli adds
 
     def variables(self) -> dict[str, Any]:
-        """The template namespace: exactly the five documented names (and
+        """The template namespace: exactly the six documented names (and
         ``confirm_url`` for the confirmation mail)."""
         names = {
             "contact": self.contact,
@@ -41,6 +42,7 @@ class RenderContext:
             "sender": self.sender,
             "unsubscribe_url": self.unsubscribe_url,
             "now": self.now,
+            "language": self.language,
         }
         if self.confirm_url is not None:
             names["confirm_url"] = self.confirm_url
@@ -57,7 +59,7 @@ class RenderedParts:
 
 
 # The names a template may use at the top level (the README's Rendering section).
-TEMPLATE_VARIABLES = ("contact", "campaign", "sender", "unsubscribe_url", "now")
+TEMPLATE_VARIABLES = ("contact", "campaign", "sender", "unsubscribe_url", "now", "language")
 # The confirmation mail of a double opt-in: a service message, not marketing.
 CONFIRM_TEMPLATE = "_confirm"
 

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import sqlite3
 import stat
 import zipfile
@@ -132,6 +133,21 @@ def test_letter_gives_the_article_15_information_from_the_config(world: Path, cl
     info = json.loads(_open(world / "zeb.zip")["subject.json"])["information"]
     assert info["retention"]["bounced"]["period"] == "12w"
     assert any("relay.mailhost.example" in r for r in info["recipients"])
+
+
+def test_the_dutch_half_of_the_letter_says_everything_the_english_half_says(world: Path, cli) -> None:
+    assert cli("privacy", "export", ZEB, "-o", "zeb.zip").exit_code == 0
+    english, dutch = _open(world / "zeb.zip")["letter.txt"].decode().split("-" * 76)
+    assert "Wat wij van u hebben" in dutch and "manifest.sha256" in dutch
+    # Every count, list, source and attribute the English half names, the Dutch half names too.
+    held = english.split("What we hold", 1)[1].split("Why (purposes)", 1)[0]
+    facts = re.findall(r"\d+", held) + [w for w in ("news", "offers", "city", "team", "note") if w in held]
+    assert len(facts) >= 8
+    for fact in facts:
+        assert fact in dutch.split("Wat wij van u hebben", 1)[1].split("Waarvoor", 1)[0], fact
+    for line in ("wij verkopen uw gegevens niet", "aan niemand anders", "waar u woont of werkt"):
+        assert line in dutch.lower(), line
+    assert dutch.rstrip().endswith(english.rstrip().splitlines()[-1])  # signed with the postal address
 
 
 def test_default_file_is_private_and_named_without_the_address(world: Path, cli) -> None:
