@@ -17,6 +17,7 @@ service message: no List-Unsubscribe, no marketing, no tracking.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -107,7 +108,7 @@ def send_due(store: Store, settings: Settings, builder: MailBuilder | None = Non
             messages.append((mail, builder.build(mail)))
         except MailcliError as exc:
             _failed(store, mail, f"cannot render the confirmation mail: {exc.message}", permanent=True)
-    results = asyncio.run(_deliver(settings, messages)) if messages else []
+    results = asyncio.run(deliver(settings, messages)) if messages else []
     sent = failed = 0
     for mail, problem, permanent in results:
         if problem is None:
@@ -132,9 +133,13 @@ def _failed(store: Store, mail: rows.DueMail, problem: str, *, permanent: bool) 
         rows.mail_failed(conn, mail.signup_id, problem, retry_at=retry)
 
 
-async def _deliver(settings: Settings, messages: list[tuple[rows.DueMail, bytes]]
+async def deliver(settings: Settings, messages: list[tuple[rows.DueMail, bytes]],
+                   before_dot: Callable[[rows.DueMail], bool] | None = None,
                    ) -> list[tuple[rows.DueMail, str | None, bool]]:
-    """One SMTP session for the batch: (mail, problem or None, whether the problem is permanent)."""
+    """One SMTP session for the batch: (mail, problem or None, whether the problem is permanent).
+
+    ``before_dot(mail)`` runs right before a message's final dot (a durable
+    "sending" mark); False leaves that message out."""
     from ..net import tls_context
     from ..send.message import envelope_rcpt
     from ..send.outgoing import dot_stuff
@@ -156,8 +161,9 @@ async def _deliver(settings: Settings, messages: list[tuple[rows.DueMail, bytes]
     try:
         for mail, data in messages:
             try:
+                mark = functools.partial(before_dot, mail) if before_dot is not None else None
                 results.append((mail, *await _transaction(conn, sender, envelope_rcpt(mail.email),
-                                                          dot_stuff(data, crlf=True))))
+                                                          dot_stuff(data, crlf=True), mark)))
             except Exception as exc:  # noqa: BLE001 - a dropped connection: this and the rest wait
                 results.append((mail, f"{smtp.address}: {exc}", False))
                 break
@@ -168,13 +174,17 @@ async def _deliver(settings: Settings, messages: list[tuple[rows.DueMail, bytes]
     return results
 
 
-async def _transaction(conn: Any, sender: str, rcpt: str, data: bytes) -> tuple[str | None, bool]:
+async def _transaction(conn: Any, sender: str, rcpt: str, data: bytes,
+                       before_dot: Callable[[], bool] | None = None) -> tuple[str | None, bool]:
     for line in (f"MAIL FROM:<{sender}>".encode(), f"RCPT TO:<{rcpt}>".encode(), b"DATA"):
         reply = await conn.command(line)
         if not reply.positive:
             await conn.command(b"RSET")
             return f"{reply.code} {reply.text}", reply.code >= 500
-    conn.write(data + b".\r\n")
+    conn.write(data)
+    if before_dot is not None and not before_dot():
+        raise ConnectionAbortedError("the message may not be sent any more")  # the dot is never written
+    conn.write(b".\r\n")
     (reply,) = await conn.read_replies(1)
     if not reply.positive:
         return f"{reply.code} {reply.text}", reply.code >= 500

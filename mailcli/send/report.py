@@ -66,6 +66,10 @@ def campaign_report(store: Store, campaign: str | None = None, *, failures: bool
 def _report(store: Store, c: ledger.Campaign, failures: bool) -> CampaignReport:
     conn = store.conn
     counts = ledger.campaign_counts(conn, c)
+    if c.template == "_confirm" and c.kind == "service":  # a reconfirmation round: who confirmed
+        from ..store.signups import confirmed_in
+
+        counts["confirmed"] = confirmed_in(conn, c.id)
     if not failures:
         return CampaignReport(c.name, c.list_name, c.template, c.status, counts)
     audit.append(store, "report_failed", subject_hmac=None, command="report", detail={"campaign": c.name})

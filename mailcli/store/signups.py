@@ -219,3 +219,65 @@ def signups_of(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]
     names = ("list", "form", "language", "created_at", "ip", "confirmed_at", "confirmed_ip", "mail_status",
              "consent_wording")
     return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+# -- reconfirm: asking a list's members without a basis, or unconfirmed ones ---
+
+def add_service_campaign(conn: sqlite3.Connection, *, uid: str, name: str, template: str, list_id: int,
+                         list_name: str, now: str) -> None:
+    """A campaign of kind ``service`` (no marketing content) unless the name is taken."""
+    conn.execute(
+        "INSERT INTO campaigns (uid, name, template, list_id, list_name, subject, kind, status, created_at)"
+        " VALUES (?, ?, ?, ?, ?, NULL, 'service', 'created', ?) ON CONFLICT (name) DO NOTHING",
+        (uid, name, template, list_id, list_name, now))
+
+
+# The members to ask: unconfirmed, or subscribed without a basis, and held
+# back for no other reason (not bounced, complained, restricted, objecting);
+# those already asked in this campaign are left out, so a rerun asks nobody twice.
+_TO_ASK = """
+SELECT c.id, c.uid FROM memberships m JOIN contacts c ON c.id = m.contact_id
+WHERE m.list_id = ? AND (m.status = 'unconfirmed' OR (m.status = 'subscribed' AND m.basis = 'none'))
+  AND c.status = 'active' AND c.restricted_at IS NULL AND c.no_marketing_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = ? AND d.contact_id = c.id)
+ORDER BY c.id
+"""
+
+
+def freeze_reconfirm(conn: sqlite3.Connection, *, campaign_id: int, list_id: int, message_ids: Any, nonce: Any,
+                     form: str, language: str, text_hash: str | None, now: str, expires_at: str) -> int:
+    """A pending delivery and a sign-up (whose link the mail carries) for every member to ask;
+    ``message_ids(contact_uid)`` and ``nonce()`` make their identifiers. Returns how many."""
+    targets = conn.execute(_TO_ASK, (list_id, campaign_id)).fetchall()
+    for contact_id, uid in targets:
+        conn.execute("INSERT INTO deliveries (campaign_id, contact_id, status, message_id, created_at, updated_at)"
+                     " VALUES (?, ?, 'pending', ?, ?, ?)", (campaign_id, contact_id, message_ids(uid), now, now))
+        conn.execute(
+            "INSERT INTO signups (nonce, contact_id, list_id, form, language, consent_text, created_at, expires_at,"
+            " mail_status, campaign_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reconfirm', ?)",
+            (nonce(), contact_id, list_id, form, language, text_hash, now, expires_at, campaign_id))
+    return len(targets)
+
+
+_DUE = """
+SELECT d.id, s.id, s.nonce, s.expires_at, s.mail_attempts, s.language, l.name, c.uid, c.email,
+       c.first_name, c.last_name, c.attributes
+FROM deliveries d JOIN signups s ON s.campaign_id = d.campaign_id AND s.contact_id = d.contact_id
+JOIN lists l ON l.id = s.list_id JOIN contacts c ON c.id = d.contact_id
+WHERE d.campaign_id = ? AND d.status IN ({marks}) ORDER BY d.id
+"""
+
+
+def reconfirm_due(conn: sqlite3.Connection, campaign_id: int, statuses: tuple[str, ...]) -> list[tuple[int, DueMail]]:
+    """The campaign's deliveries in ``statuses`` with the mail each carries: (delivery id, mail)."""
+    marks = ",".join("?" for _ in statuses)
+    sql = _DUE.format(marks=marks)
+    rows = conn.execute(sql, (campaign_id, *statuses)).fetchall()
+    return [(int(row[0]), DueMail(*row[1:])) for row in rows]
+
+
+def confirmed_in(conn: sqlite3.Connection, campaign_id: int) -> int:
+    """How many of the people a reconfirm campaign asked have confirmed."""
+    (count,) = conn.execute("SELECT count(*) FROM signups WHERE campaign_id = ? AND confirmed_at IS NOT NULL",
+                            (campaign_id,)).fetchone()
+    return int(count)
