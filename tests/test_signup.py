@@ -224,3 +224,28 @@ def test_a_confirmation_mail_the_relay_defers_is_sent_again_later(project: Path,
         assert relay.recipients() == ["later@example.org"]
     finally:
         store.close()
+
+
+def test_a_sign_up_never_confirmed_goes_under_the_unconfirmed_retention(project: Path, relay: SmtpServer,
+                                                                         cli: Cli) -> None:
+    from mailcli.config import load_settings
+    from mailcli.consent import flow
+    from mailcli.store import open_store
+
+    set_smtp(project, "127.0.0.1", relay.port)
+    settings = load_settings(project / "mailcli.toml")
+    store = open_store(settings.project.database)
+    try:
+        store.conn.execute("INSERT INTO lists (name, created_at) VALUES ('news', '2026-01-01T00:00:00Z')")
+        assert flow.sign_up(store, settings, flow.SignupRequest("news", "maybe@example.org", form="test",
+                                                                ip="192.0.2.77"))
+    finally:
+        store.close()
+    later = clock.to_iso(clock.now() + timedelta(days=40))[:10]
+    kept = cli("--json", "privacy", "purge", "--dry-run", "--as-of", clock.to_iso(clock.now())[:10])
+    assert json.loads(kept.stdout).get("unconfirmed", 0) == 0
+    purged = cli("--json", "privacy", "purge", "--as-of", later)
+    assert purged.exit_code == 0, purged.output
+    assert json.loads(purged.stdout)["unconfirmed"] == 1
+    assert _db(project, "SELECT count(*) FROM signups") == [(0,)]
+    assert _db(project, "SELECT count(*) FROM contacts") == [(0,)]
