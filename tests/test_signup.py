@@ -108,6 +108,8 @@ def test_sign_up_confirm_and_the_next_campaign_reaches_them(served: Server, rela
     assert _db(project, "SELECT text FROM consent_texts WHERE hash = ?", text_hash) == [(WORDING,)]
     again = httpx.post(url, params={"t": token}, data={"t": token})
     assert again.status_code == 200 and again.text == done.text
+    shown = cli("contacts", "show", "new@example.org").stdout
+    assert "basis consent" in shown and "ip 127.0.0.0/24" in shown and f'agreed to "{WORDING}"' in shown
 
     sent = cli("--json", "send", "june", "--template", "newsletter", "--list", "news", "--yes")
     assert sent.exit_code == 0, sent.output

@@ -158,6 +158,7 @@ def _membership_line(m: dict[str, Any]) -> str:
         f"source {m['consent_source']}" if m["consent_source"] else "",
         f"ip {m['consent_ip']}" if m["consent_ip"] else "",
         f"confirmed {m['confirmed_at']}" if m["confirmed_at"] else "",
+        f"agreed to \"{_one_line(m['consent_wording'])}\"" if m.get("consent_wording") else "",
     ) if p)
     line = f"  {m['list']}: {m['status']}" + (f" — {consent}" if consent else "")
     if m["unsubscribed_at"]:
