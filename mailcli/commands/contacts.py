@@ -147,6 +147,7 @@ def _detail_text(detail: ContactDetail) -> str:
     return "\n".join(lines)
 
 
+# Complexity: one optional part per piece of consent evidence a membership may hold.
 def _membership_line(m: dict[str, Any]) -> str:
     """``  news: subscribed — basis consent, at ..., via ..., source ...; unsubscribed ...``"""
     basis = {"consent": "basis consent", "customer": "basis customer (soft opt-in)",

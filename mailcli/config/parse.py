@@ -207,6 +207,7 @@ def _language(reader: _Reader, key: str, value: Any) -> str:
     return value.strip().lower()
 
 
+# Complexity: one check per [consent] and [lists.NAME] key, each naming the key it refuses.
 def _consent(reader: _Reader) -> ConsentSettings:
     try:
         within = parse_duration(reader.get("consent", "confirm_within", str, "7d"), longest="90d")

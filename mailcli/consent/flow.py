@@ -74,6 +74,7 @@ def masked_ip(ip: str | None) -> str | None:
         return None
 
 
+# Complexity: one branch per kind of person a sign-up can be for, in the order they are told apart.
 def sign_up(store: Store, settings: Settings, request: SignupRequest) -> bool:
     """Record a sign-up; True when a confirmation mail is now due.
 

@@ -54,6 +54,7 @@ class MailBuilder:
     """Renders confirmation mails, each template compiled once."""
 
     def __init__(self, settings: Settings) -> None:
+        from ..deliverability.dkim import load_signer
         from ..render import MessageSkeleton
         from ..render.preview import sender_from_settings
 
@@ -63,6 +64,7 @@ class MailBuilder:
         # A message to one person who asked for it: no List-Id, no bulk precedence.
         self.skeleton = MessageSkeleton(from_name=s.from_name, from_address=s.from_address, reply_to=s.reply_to,
                                         list_id=None, precedence=None)
+        self.signer = load_signer(settings)  # signed like every campaign message, when [dkim] is set
         self._templates: dict[str, Any] = {}
 
     def template(self, language: str) -> Any:
@@ -90,9 +92,11 @@ class MailBuilder:
                             unsubscribe_url="", now=now, confirm_url=confirm_url(self.settings, token),
                             language=mail.language)
         parts = self.template(mail.language).render(ctx)
-        return build_message(self.skeleton, email=mail.email, first_name=mail.first_name, last_name=mail.last_name,
-                             parts=parts, message_id=message_id(mail.nonce, mail.contact_uid, self.settings.sender.domain),
-                             date=now, list_unsubscribe="")
+        data: bytes = build_message(
+            self.skeleton, email=mail.email, first_name=mail.first_name, last_name=mail.last_name, parts=parts,
+            message_id=message_id(mail.nonce, mail.contact_uid, self.settings.sender.domain), date=now,
+            list_unsubscribe="")
+        return data if self.signer is None else self.signer.sign(data)
 
 
 def send_due(store: Store, settings: Settings, builder: MailBuilder | None = None) -> tuple[int, int]:
@@ -133,6 +137,7 @@ def _failed(store: Store, mail: rows.DueMail, problem: str, *, permanent: bool) 
         rows.mail_failed(conn, mail.signup_id, problem, retry_at=retry)
 
 
+# Complexity: one SMTP session and each way it can end: unreachable, a refused message, a lost connection.
 async def deliver(settings: Settings, messages: list[tuple[rows.DueMail, bytes]],
                    before_dot: Callable[[rows.DueMail], bool] | None = None,
                    ) -> list[tuple[rows.DueMail, str | None, bool]]:

@@ -106,6 +106,7 @@ def reconfirm_list(store: Store, settings: Settings, list_name: str, *, campaign
     return result
 
 
+# Complexity: each message's outcome mapped to the ledger's status, the sending mark deciding uncertain.
 def _send_batch(store: Store, settings: Settings, builder: MailBuilder, campaign_id: int,
                 batch: list[tuple[int, rows.DueMail]], result: ReconfirmResult) -> None:
     deliveries = {id(mail): delivery for delivery, mail in batch}

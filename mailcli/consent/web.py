@@ -71,6 +71,7 @@ class SignupRoutes:
         return pages.page(lang, text(lang, key), f"<h1>{html.escape(text(lang, key))}</h1>")
 
     # -- sign-up -------------------------------------------------------------
+    # Complexity: the checks of a sign-up in the order they apply (list, form, limit, honeypot, address).
     def _subscribe(self, method: str, list_name: str, environ: dict[str, Any]) -> Answer:
         if not list_name or "/" in list_name or len(list_name) > 200 \
                 or not flow.list_exists(self.store(), self.settings, list_name):

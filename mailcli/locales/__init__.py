@@ -22,7 +22,6 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 _HERE = Path(__file__).parent
-DATE_FORMATS = ("short", "medium", "long", "full")
 
 
 @functools.cache

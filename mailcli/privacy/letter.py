@@ -108,6 +108,7 @@ def _bullets(items: Sequence[str]) -> str:
     return "\n".join(textwrap.fill(item, 78, initial_indent="  - ", subsequent_indent="    ") for item in items)
 
 
+# Complexity: one fallback per fact the letter states in both languages when the data has none.
 def render_letter(settings: Settings, facts: LetterFacts) -> str:
     sender = settings.sender
     controller = f"{settings.project.name} ({sender.from_address})"

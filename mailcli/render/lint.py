@@ -111,12 +111,7 @@ def lint_template(
     element, link_visible = element_findings(marked, files, (ctx.confirm_url or "") if service else ctx.unsubscribe_url)
     findings.extend(element)
     if service:
-        if not link_visible:
-            findings.append(Finding(ERROR, "confirm-missing", html_file, None,
-                                    "the HTML has no visible confirmation link: add <a href=\"{{ confirm_url }}\">"))
-        if text is not None and SAMPLE_CONFIRM_URL not in text:
-            findings.append(Finding(ERROR, "confirm-missing", display_path(folder / "message.txt"), None,
-                                    "the text part has no confirmation URL: add {{ confirm_url }}"))
+        findings.extend(_confirm_link_findings(link_visible, text, html_file, display_path(folder / "message.txt")))
         return findings.sorted()
     if not link_visible:
         findings.append(Finding(ERROR, "unsubscribe-missing", html_file, None,
@@ -124,6 +119,18 @@ def lint_template(
     if text is not None:
         findings.extend(_text_findings(text, ctx, display_path(folder / "message.txt")))
     return findings.sorted()
+
+
+def _confirm_link_findings(visible: bool, text: str | None, html_file: str, text_file: str) -> list[Finding]:
+    """The confirmation mail must carry its link in both parts."""
+    found = []
+    if not visible:
+        found.append(Finding(ERROR, "confirm-missing", html_file, None,
+                             "the HTML has no visible confirmation link: add <a href=\"{{ confirm_url }}\">"))
+    if text is not None and SAMPLE_CONFIRM_URL not in text:
+        found.append(Finding(ERROR, "confirm-missing", text_file, None,
+                             "the text part has no confirmation URL: add {{ confirm_url }}"))
+    return found
 
 
 class _Findings(list[Finding]):

@@ -205,11 +205,6 @@ def mail_failed(conn: sqlite3.Connection, signup_id: int, error: str, *, retry_a
                  (error[:500], retry_at, retry_at, signup_id))
 
 
-def pending_mails(conn: sqlite3.Connection) -> int:
-    (count,) = conn.execute("SELECT count(*) FROM signups WHERE mail_status = 'pending'").fetchone()
-    return int(count)
-
-
 def signups_of(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]]:
     """A person's sign-ups with the wording they were shown, for an export."""
     cursor = conn.execute(
