@@ -29,7 +29,7 @@ from mailcli.locales import days, texts
 from tests.conftest import Cli, set_smtp
 from tests.serve_support import Server, tokens_by_email
 from tests.smtpserver import SmtpServer
-from tests.test_browser import CHROMIUM, decode_png, pixel
+from tests.templates.test_browser import CHROMIUM, decode_png, pixel
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 
