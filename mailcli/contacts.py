@@ -8,13 +8,16 @@ caller prints or inspects. Failures are ``MailcliError`` subclasses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .errors import NoBasisError, NotFoundError, UsageError
+from .errors import MailcliError, NoBasisError, NotFoundError, UsageError
+from .importrows import RowReject
 from .locks import Holder
 from .segments import Segment
 from .store import Store
@@ -67,11 +70,17 @@ class ImportReport:
     # check the names on them.
     reencoded: int = 0
     reencoded_lines: list[int] = field(default_factory=list)
+    sheet: str | None = None  # the sheet of a workbook that was read
+    files: list[str] = field(default_factory=list)  # the CSV files of an archive, in the order read
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``import --json``."""
         data: dict[str, Any] = {"file": str(self.file), "list": self.list_name, **self.result.as_dict(),
                                 "reencoded": self.reencoded, "reencoded_lines": self.reencoded_lines}
+        if self.sheet is not None:
+            data["sheet"] = self.sheet
+        if self.files:
+            data["files"] = self.files
         if self.mx is not None:
             data["undeliverable"] = [d.as_dict() for d in self.mx.undeliverable]
         return data
@@ -87,6 +96,7 @@ def import_contacts(
     mapping: Mapping[str, str] | None = None,
     encoding: str | None = None,
     delimiter: str | None = None,
+    sheet: str | None = None,
     on_conflict: str = "update",
     status: str = "subscribed",
     consent_source: str | None = None,
@@ -100,78 +110,56 @@ def import_contacts(
 ) -> ImportReport:
     """Import a contact file into list ``list_name`` (created if new), in one transaction.
 
-    ``mapping`` maps a column to a field (``{"Werk e-mail": "email"}``);
-    encoding and delimiter are detected unless given. Rows marked
-    unsubscribed or cleaned put their address on the suppression list; no
-    suppressed address is subscribed (docs/guarantees.md#suppression).
+    The file is a CSV file, an Excel workbook (``.xlsx``: the first sheet,
+    or ``sheet``) or a ZIP archive of CSV files such as a Mailchimp export
+    (all of them, opt-out files first, in one transaction), told apart by
+    their content. ``mapping`` maps a column to a field (``{"Werk e-mail":
+    "email"}``); encoding and delimiter are detected unless given. Rows
+    marked unsubscribed or cleaned put their address on the suppression
+    list; no suppressed address is subscribed (docs/guarantees.md#suppression).
     A file must show the lawful basis for mailing its people: consent
-    evidence in its columns (an opt-in time or IP address), or ``basis``
-    stated (``consent`` with ``consent_source`` saying where they agreed, or
-    ``customer``), or ``status`` unconfirmed (they are asked to confirm);
-    otherwise nothing is imported (``NoBasisError``).
+    evidence in its columns (an opt-in time or IP address, such as a
+    Mailchimp export's OPTIN_TIME), or ``basis`` stated (``consent`` with
+    ``consent_source`` saying where they agreed, or ``customer``), or
+    ``status`` unconfirmed (they are asked to confirm); otherwise nothing is
+    imported (``NoBasisError``). Every file of an archive is held to this.
     ``rejects`` names a CSV file for the rejected rows, written only if the
     import commits. ``check_mx`` looks up the MX of every domain afterwards
     (``nameserver``: ask that DNS server). Waits for another import or a
     restore to finish, telling ``on_lock_wait`` whom it waits for. Ctrl-C,
     or any error, leaves the database as it was (docs/guarantees.md#atomic-import).
     """
-    from . import audit
-    from .feedback.actions import record_imported_opt_outs
-    from .importer import ImportFeed, RejectsFile, open_csv
+    from .importer.xlsx import file_kind
     from .locks import import_lock
-    from .store.audience import list_summaries
     from .store.db import busy_timeout
-    from .store.imports import import_batches
 
     path = Path(file)
-    name = list_name.strip()
-    secret = settings.secret()
-    # One import at a time, and none while a restore replaces the database.
-    lock = import_lock(settings, f"import {path.name}", wait=busy_timeout(), on_wait=on_lock_wait)
+    kind = file_kind(path)
+    if sheet is not None and kind != "xlsx":
+        raise UsageError(f"--sheet: {path} is not an Excel workbook (.xlsx)")
+    options = _ImportOptions(
+        list_name=list_name, mapping=dict(mapping or {}), encoding=encoding, delimiter=delimiter, sheet=sheet,
+        on_conflict=on_conflict, status=status, consent_source=consent_source, basis=basis, check_mx=check_mx,
+        progress=progress or (lambda done, total, saving: None), overwrite_rectified=overwrite_rectified)
     _check_basis_options(basis, status)
-    with lock, open_csv(path, encoding=encoding, delimiter=delimiter, mapping=dict(mapping or {})) as source:
-        _check_basis(path, source.plan, basis=basis, status=status, consent_source=consent_source)
-        size = source.size
-        report = progress or (lambda done, total, saving: None)
-        report(0, size, False)
-        rejects_file = RejectsFile(rejects, source.plan.headers, source.format.delimiter) if rejects else None
-
-        def record_opt_outs(list_id: int, rows: Any) -> None:
-            record_imported_opt_outs(store, settings, rows, list_id=list_id, list_name=name, source=path.name)
-
-        def audit_entry(result: ImportResult) -> None:
-            audit.record_access(store, settings, "import", command="import", detail={
-                "file": path.name, "list": list_name, **{k: v for k, v in result.as_dict().items() if k != "rejects"}})
-
-        try:
-            with ImportFeed(source, count_domains=check_mx) as feed:
-                result = import_batches(
-                    store, feed.batches, list_name=list_name, secret=secret, source=path.name,
-                    consent_source=consent_source, on_conflict=on_conflict, status=status, basis=basis,
-                    on_reject=rejects_file.write if rejects_file else None,
-                    on_batch=lambda position: report(position, size, position >= size),
-                    on_opt_outs=record_opt_outs,
-                    before_commit=audit_entry,
-                    overwrite_rectified=overwrite_rectified,
-                )
-                report(size, size, True)  # read to the end
-        except BaseException:
-            if rejects_file is not None:
-                rejects_file.discard()
-            raise
-        if rejects_file is not None:
-            rejects_file.commit()
-            if rejects_file.count:  # the rows of several people: erasure reads whom it holds
-                from .privacy.files import register_written
-
-                register_written(store, settings, rejects_file.path, "rejects", None)
+    settings.secret()  # a missing secret stops the import before it waits for the lock
+    # One import at a time, and none while a restore replaces the database.
+    with import_lock(settings, f"import {path.name}", wait=busy_timeout(), on_wait=on_lock_wait):
+        if kind == "zip":
+            return _import_archive(store, settings, path, options, rejects, nameserver)
+        with _open_source(path, kind, options) as source:
+            _check_basis(path.name, source.plan, options)
+            rejects_file = _rejects_file(rejects, source.plan.headers, source.format.delimiter)
+            with _kept_if_committed(store, settings, rejects_file):
+                result, feed = _import_source(store, settings, source, path.name, options, rejects_file)
     reencoded = feed.reencoded()
     return ImportReport(
-        file=path, list_name=name, result=result, encoding=source.format.encoding,
+        file=path, list_name=options.name, result=result, encoding=source.format.encoding,
         delimiter=source.format.delimiter, email_column=source.plan.headers[source.plan.email],
-        how_read=feed.how_read, members=next(iter(list_summaries(store.conn, [name])), None),
+        how_read=feed.how_read, members=next(iter(_summaries(store, options.name)), None),
         mx=_check_domains(feed.domains or {}, nameserver) if check_mx else None,
         reencoded=reencoded[0], reencoded_lines=reencoded[1],
+        sheet=getattr(source, "sheet", None),
     )
 
 
@@ -183,8 +171,10 @@ def _check_basis_options(basis: str | None, status: str) -> None:
                          " them now, --status unconfirmed asks them first; give one")
 
 
-def _check_basis(path: Path, plan: Any, *, basis: str | None, status: str, consent_source: str | None) -> None:
-    """Refuse a file that shows no consent when no basis is stated (nothing is imported)."""
+def _check_basis(name: str, plan: Any, options: _ImportOptions) -> None:
+    """Refuse a file (``name``: the file, or an archive's file) that shows
+    no consent when no basis is stated (nothing is imported)."""
+    basis, status, consent_source = options.basis, options.status, options.consent_source
     # A file with opt-out columns (Mailchimp's unsubscribed and cleaned
     # exports) is read for its opt-outs; its other rows need evidence each.
     evidence = bool(plan.consent_time or plan.consent_ip or plan.opted_out or plan.cleaned)
@@ -194,15 +184,202 @@ def _check_basis(path: Path, plan: Any, *, basis: str | None, status: str, conse
         return
     if basis == "consent":
         raise NoBasisError(
-            f"{path.name} shows no consent (no opt-in time or IP address column), so --basis consent needs"
+            f"{name} shows no consent (no opt-in time or IP address column), so --basis consent needs"
             ' --consent-source saying where and how they agreed, like --consent-source "paper form, fair 2024";'
             " nothing was imported")
     raise NoBasisError(
-        f"{path.name} shows no consent (no opt-in time or IP address column); state why you may mail these"
+        f"{name} shows no consent (no opt-in time or IP address column); state why you may mail these"
         ' people: --basis consent --consent-source "paper form, fair 2024" (they agreed, and where),'
         " --basis customer (existing customers: the soft opt-in), or --status unconfirmed (ask them with a"
         " confirmation mail first); nothing was imported",
         hint='a column with the opt-in time can be mapped instead: --map "COLUMN=consent_time"')
+
+
+@dataclass(frozen=True, slots=True)
+class _ImportOptions:
+    """What an import was asked to do, the same for every file of an archive."""
+
+    list_name: str
+    mapping: dict[str, str]
+    encoding: str | None
+    delimiter: str | None
+    sheet: str | None
+    on_conflict: str
+    status: str
+    consent_source: str | None
+    basis: str | None
+    check_mx: bool
+    progress: ImportProgress
+    overwrite_rectified: bool = False  # corrections made with `contacts set` give way to the file
+
+    @property
+    def name(self) -> str:
+        return self.list_name.strip()
+
+
+def _summaries(store: Store, name: str) -> list[ListSummary]:
+    from .store.audience import list_summaries
+
+    return list_summaries(store.conn, [name])
+
+
+def _open_source(path: Path, kind: str, options: _ImportOptions) -> Any:
+    """The open CSV file or workbook sheet (a context manager)."""
+    from .importer import open_csv
+
+    if kind == "xlsx":
+        from . import clock
+        from .importer.xlsx import open_xlsx
+
+        return open_xlsx(path, sheet=options.sheet, mapping=options.mapping,
+                         now_limit=clock.to_iso(clock.now() + timedelta(days=1)))
+    return open_csv(path, encoding=options.encoding, delimiter=options.delimiter, mapping=options.mapping)
+
+
+@contextlib.contextmanager
+def _kept_if_committed(store: Store, settings: Settings, rejects_file: Any) -> Iterator[None]:
+    """The rejects file is written only if the import commits; any error or
+    Ctrl-C discards it. One that holds rows (of several people) is
+    registered, so erasure and retention reach it."""
+    try:
+        yield
+    except BaseException:
+        if rejects_file is not None:
+            rejects_file.discard()
+        raise
+    if rejects_file is not None:
+        rejects_file.commit()
+        if rejects_file.count:
+            from .privacy.files import register_written
+
+            register_written(store, settings, rejects_file.path, "rejects", None)
+
+
+def _rejects_file(rejects: str | Path | None, headers: tuple[str, ...], delimiter: str) -> Any:
+    from .importer import RejectsFile
+
+    return RejectsFile(rejects, headers, delimiter) if rejects else None
+
+
+def _import_source(store: Store, settings: Settings, source: Any, source_name: str, options: _ImportOptions,
+                   rejects_file: Any, *, member: str | None = None, offset: int = 0, total: int | None = None
+                   ) -> tuple[ImportResult, Any]:
+    """One open file into the list, in the store's transaction (one of its
+    own, or the archive's); returns the counts and the feed that read it.
+    ``offset`` and ``total``: where this file's bytes lie in the progress of
+    an archive, ``member`` the file's name in it."""
+    from . import audit
+    from .feedback.actions import record_imported_opt_outs
+    from .importer import ImportFeed
+    from .store.imports import import_batches
+
+    name = options.name
+    size = source.size
+    whole = total if total is not None else size
+    report = options.progress
+    report(offset, whole, False)
+
+    def record_opt_outs(list_id: int, rows: Any) -> None:
+        record_imported_opt_outs(store, settings, rows, list_id=list_id, list_name=name, source=source_name)
+
+    def audit_entry(result: ImportResult) -> None:
+        audit.record_access(store, settings, "import", command="import", detail={
+            "file": source_name, "list": options.list_name,
+            **{k: v for k, v in result.as_dict().items() if k != "rejects"}})
+
+    def on_reject(reject: RowReject) -> None:
+        if rejects_file is not None:
+            rejects_file.write(reject, member)
+
+    with ImportFeed(source, count_domains=options.check_mx) as feed:
+        result = import_batches(
+            store, feed.batches, list_name=options.list_name, secret=settings.secret(), source=source_name,
+            consent_source=options.consent_source, on_conflict=options.on_conflict, status=options.status,
+            basis=options.basis, on_reject=on_reject if rejects_file is not None else None,
+            on_batch=lambda position: report(offset + position, whole, offset + position >= whole),
+            on_opt_outs=record_opt_outs,
+            before_commit=audit_entry,
+            overwrite_rectified=options.overwrite_rectified,
+        )
+        report(offset + size, whole, offset + size >= whole)  # read to the end
+    return result, feed
+
+
+# Complexity: each file of the archive opened, imported and its counts, domains and lines added up.
+def _import_archive(store: Store, settings: Settings, path: Path, options: _ImportOptions,
+                    rejects: str | Path | None, nameserver: str | None) -> ImportReport:
+    """Every CSV file of a ZIP archive (a Mailchimp export), opt-out files
+    first, in one transaction, counted as one import."""
+    from .importer.archive import CsvArchive
+    from .importer.rejects import ArchiveRejectsFile
+
+    results: list[ImportResult] = []
+    domains: dict[str, int] = {}
+    reencoded = 0
+    with CsvArchive(path) as archive, contextlib.ExitStack() as opened:
+        members = archive.members
+        sources = []
+        for member in members:
+            with _naming(path, member.name, member.path):
+                sources.append(opened.enter_context(_open_source(member.path, "csv", options)))
+            _check_basis(f"{path.name}: {member.name}", sources[-1].plan, options)
+        rejects_file = ArchiveRejectsFile(rejects, [s.plan.headers for s in sources]) if rejects else None
+        total = sum(s.size for s in sources)
+        offset = 0
+        with _kept_if_committed(store, settings, rejects_file), store.transaction():
+            for member, source in zip(members, sources, strict=True):
+                with _naming(path, member.name, member.path):
+                    result, feed = _import_source(store, settings, source, f"{path.name}:{member.name}",
+                                                  options, rejects_file, member=member.name, offset=offset,
+                                                  total=total)
+                offset += source.size
+                results.append(_in_file(result, member.name))
+                for domain, count in (feed.domains or {}).items():
+                    domains[domain] = domains.get(domain, 0) + count
+                reencoded += feed.reencoded()[0]
+        last = sources[-1]  # the subscribed members come last
+    return ImportReport(
+        file=path, list_name=options.name, result=_add_results(results), encoding=last.format.encoding,
+        delimiter=last.format.delimiter, email_column=last.plan.headers[last.plan.email],
+        how_read=f"{len(members)} CSV file(s) of a ZIP archive, opt-outs first: "
+                 + ", ".join(m.name for m in members),
+        members=next(iter(_summaries(store, options.name)), None),
+        mx=_check_domains(domains, nameserver) if options.check_mx else None, reencoded=reencoded,
+        files=[m.name for m in members])
+
+
+@contextlib.contextmanager
+def _naming(archive: Path, member: str, copy: Path) -> Iterator[None]:
+    """An error that names the temporary copy of a member names the archive and the member instead."""
+    try:
+        yield
+    except MailcliError as exc:
+        exc.message = exc.message.replace(str(copy), f"{archive}: {member}")
+        raise
+
+
+def _in_file(result: ImportResult, member: str) -> ImportResult:
+    """The rejects of one file of an archive, their reasons naming the file."""
+    if not result.rejects:
+        return result
+    return replace(result, rejects=[reject._replace(reason=f"{reject.reason} (in {member})")
+                                    for reject in result.rejects])
+
+
+# Complexity: one sum per count an import reports.
+def _add_results(results: Sequence[ImportResult]) -> ImportResult:
+    """The counts of an archive's files as one import's."""
+    from .store.imports import MAX_REJECTS_KEPT
+
+    return ImportResult(
+        imported=sum(r.imported for r in results), updated=sum(r.updated for r in results),
+        unchanged=sum(r.unchanged for r in results), suppressed=sum(r.suppressed for r in results),
+        rejected=sum(r.rejected for r in results), duplicates=sum(r.duplicates for r in results),
+        opted_out=sum(r.opted_out for r in results),
+        rejects=[reject for r in results for reject in r.rejects][:MAX_REJECTS_KEPT],
+        needs_smtputf8=sum(r.needs_smtputf8 for r in results),
+        kept_rectified=sum(r.kept_rectified for r in results), basis=results[0].basis if results else None,
+        basis_stated=sum(r.basis_stated for r in results), no_basis=sum(r.no_basis for r in results))
 
 
 def _check_domains(domains: dict[str, int], nameserver: str | None) -> MxCheck:

@@ -17,6 +17,12 @@ names, else ``.mailcli/secret``):
   alphabet too, so many strings would name the same token.
 * ``message_id`` — derived from campaign and contact uids, so a rerun of a
   campaign uses the same Message-ID and bounces can be traced back.
+* click tokens — ``base64url(version ‖ campaign id ‖ link number [‖ contact
+  uid] ‖ MAC)``: the path of serve's ``/c/TOKEN``. The MAC binds the token to
+  one campaign and one of its stored links, so serve redirects only to a URL
+  it stored, never to one a request names. Without per-contact clicks the
+  token carries no contact: every recipient's message holds the same one.
+  Two lengths (32 characters without a contact, 44 with), one spelling each.
 * ``secret_fingerprint`` — a keyed fingerprint of the secret itself, which the
   database keeps, so a configuration with another secret is refused instead
   of silently failing to match the suppression list (``docs/guarantees.md#secrets``).
@@ -176,6 +182,44 @@ def parse_verp_token(secret: bytes, token: str) -> VerpToken | None:
     if version != TOKEN_VERSION:
         return None
     return VerpToken(campaign_id=campaign_id, contact_uid=uid.hex())
+
+
+@dataclass(frozen=True, slots=True)
+class ClickToken:
+    campaign_id: int
+    link_no: int
+    contact_uid: str | None  # hex, 18 characters; only with per-contact clicks
+
+
+_CLICK_PAYLOAD = struct.Struct(">BII")  # version, campaign id, link number
+_CLICK_MAC_LEN = 15  # 9 + 15 and 18 + 15 bytes: whole base64 characters, no padding
+_CLICK_SPELLING = re.compile(r"[A-Za-z0-9_-]{32}|[A-Za-z0-9_-]{44}")
+
+
+def make_click_token(secret: bytes, campaign_id: int, link_no: int, contact_uid: str | None = None) -> str:
+    """The opaque token of one tracked link (and, with ``contact_uid``, one recipient)."""
+    payload = _CLICK_PAYLOAD.pack(TOKEN_VERSION, campaign_id, link_no)
+    if contact_uid is not None:
+        payload += bytes.fromhex(contact_uid)
+    mac = hmac.new(secret, b"click:" + payload, hashlib.sha256).digest()[:_CLICK_MAC_LEN]
+    return _b64(payload + mac)
+
+
+def parse_click_token(secret: bytes, token: str) -> ClickToken | None:
+    """Verify a click token; ``None`` for anything malformed, tampered or
+    foreign, and for any other spelling of a valid token."""
+    if not isinstance(token, str) or not _CLICK_SPELLING.fullmatch(token):
+        return None
+    raw = _unb64(token)
+    payload, mac = raw[:-_CLICK_MAC_LEN], raw[-_CLICK_MAC_LEN:]
+    expected = hmac.new(secret, b"click:" + payload, hashlib.sha256).digest()[:_CLICK_MAC_LEN]
+    if not hmac.compare_digest(mac, expected):
+        return None
+    version, campaign_id, link_no = _CLICK_PAYLOAD.unpack(payload[: _CLICK_PAYLOAD.size])
+    if version != TOKEN_VERSION:
+        return None
+    rest = payload[_CLICK_PAYLOAD.size:]
+    return ClickToken(campaign_id=campaign_id, link_no=link_no, contact_uid=rest.hex() if rest else None)
 
 
 def verp_address(bounce_address: str, token: str) -> str:

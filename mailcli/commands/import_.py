@@ -1,4 +1,5 @@
-"""``mailcli import FILE --list NAME``: a contact CSV into the database."""
+"""``mailcli import FILE --list NAME``: a contact CSV file, Excel workbook or
+Mailchimp export (ZIP) into the database."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ _STATUS = ("subscribed", "unconfirmed")
 # Complexity: one branch per option checked and per part of the summary (--json, MX, re-encoded lines, members, --strict).
 def import_cmd(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="The CSV file (comma, semicolon, tab or pipe separated).",
+    file: Annotated[Path, typer.Argument(help="The CSV file (comma, semicolon, tab or pipe separated), Excel workbook (.xlsx)"
+                                         " or ZIP archive of CSV files (a Mailchimp export).",
                                          metavar="FILE", show_default=False)],
     list_name: Annotated[str, typer.Option("--list", "-l", help="The list to subscribe the contacts to (created if new).",
                                            metavar="NAME", autocompletion=complete_list)],
@@ -33,6 +35,8 @@ def import_cmd(
                                                   metavar="CHAR")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="File encoding (default: detected), e.g. cp1252.",
                                                  metavar="NAME")] = None,
+    sheet: Annotated[str | None, typer.Option("--sheet", help="Of an Excel workbook: the sheet to read (default: the first).",
+                                              metavar="NAME")] = None,
     on_conflict: Annotated[str, typer.Option("--on-conflict", help="Existing contacts: update them or skip them.",
                                              metavar="update|skip")] = "update",
     consent_source: Annotated[str | None, typer.Option(
@@ -55,7 +59,7 @@ def import_cmd(
         "--nameserver", help="With --check-mx: ask this DNS server instead of the system's.",
         metavar="HOST[:PORT]")] = None,
 ) -> None:
-    """Import contacts from a CSV file into a list, in one transaction.
+    """Import contacts from a CSV file, an Excel workbook or a Mailchimp export into a list, in one transaction.
 
     Encoding, delimiter and the usual column names (Mailchimp exports, Dutch
     Excel) are detected; every other column becomes a custom attribute.
@@ -80,6 +84,10 @@ def import_cmd(
         mailcli import export.csv --list news --map "Werk e-mail=email" --map "Aangemeld=consent_time"
 
         mailcli import signups.csv --list news --status unconfirmed --consent-source "website form v2"
+
+        mailcli import "Leden 2026.xlsx" --list news --sheet Leden
+
+        mailcli import mailchimp-export.zip --list news
     """
     from ..contacts import import_contacts
     from ..importer import parse_map_options
@@ -106,16 +114,22 @@ def import_cmd(
 
         report = import_contacts(
             app.store, app.settings, file, list_name, mapping=mapping, encoding=encoding, delimiter=delimiter,
-            on_conflict=on_conflict, status=status, consent_source=consent_source, basis=basis, rejects=rejects,
+            sheet=sheet, on_conflict=on_conflict, status=status, consent_source=consent_source, basis=basis,
+            rejects=rejects,
             check_mx=check_mx, nameserver=nameserver, progress=progress, on_lock_wait=app.say_waiting_for,
             overwrite_rectified=overwrite_rectified)
-    out.detail(f"{file}: {report.encoding}, delimiter {report.delimiter!r}, email column {report.email_column!r}")
+    if report.sheet is not None:
+        out.detail(f"{file}: sheet {report.sheet!r}, email column {report.email_column!r}")
+    else:
+        out.detail(f"{file}: {report.encoding}, delimiter {report.delimiter!r}, email column {report.email_column!r}")
     out.detail(f"{file}: {report.how_read}")
     if report.mx is not None:
         _mx_lines(out, report.mx)
     if out.json:
         out.data(report.as_dict())
     result = report.result
+    if report.files:
+        out.info(f"{file.name}: {len(report.files)} CSV file(s), opt-outs first: {', '.join(report.files)}")
     _summary(out, result, report.list_name, rejects)
     if report.reencoded:
         _reencoded(out, report.encoding, report.reencoded, report.reencoded_lines)

@@ -262,6 +262,9 @@ def lint_cmd(
     to: Annotated[str | None, typer.Option("--to", help="Check with this contact from the database.", metavar="EMAIL")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Sample contact (JSON object) with your custom fields.", metavar="FILE.json")] = None,
     subject: Annotated[str | None, typer.Option("--subject", help="Campaign subject, for templates without subject.txt.")] = None,
+    kind: Annotated[str, typer.Option("--kind", help="service: check as a service message (no unsubscribe link"
+                                      " needed; links that look like offers are warned about).",
+                                      metavar="marketing|service")] = "marketing",
 ) -> None:
     """Check templates before sending; exit 1 on any error (for CI).
 
@@ -279,12 +282,16 @@ def lint_cmd(
         mailcli lint newsletter --to anna@example.nl
 
         mailcli lint templates/*/ --json
+
+        mailcli lint outage --kind service
     """
     from ..render.lint import lint_template
     from ..render.preview import sender_from_settings
     from ..send.preview import preview_contact
 
     app = context.get(ctx)
+    if kind not in ("marketing", "service"):
+        raise UsageError(f"--kind: expected marketing or service, not {kind!r}")
     if to and data:
         raise UsageError("Use either --to or --data, not both")
     contact = _read_data(data) if data is not None else None
@@ -299,7 +306,7 @@ def lint_cmd(
             templates_dir, name, now=clock.now(), contact=contact,
             sender=sender_from_settings(settings) if settings is not None else None,
             unsubscribe_base=settings.unsubscribe.url if settings is not None else None,
-            subject=subject or "",
+            subject=subject or "", kind=kind,
         )
     _lint_verdict(app.out, findings, names)
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ..send.report import CampaignReport
 
 
+# Complexity: JSON or table, then per campaign the kind line, the click table and the failures.
 def report_cmd(
     ctx: typer.Context,
     campaign: Annotated[str | None, typer.Argument(help="One campaign (default: all).", metavar="CAMPAIGN",
@@ -21,7 +22,8 @@ def report_cmd(
 ) -> None:
     """Show each campaign's counts: sent, failed, deferred, bounced and more.
 
-    The counts are audience, sent, failed, deferred, pending, uncertain,
+    Each campaign's kind is shown: marketing, or service (with its reason);
+    for one campaign with click counts on, the clicks per link. The counts are audience, sent, failed, deferred, pending, uncertain,
     bounced, unsubscribed and complained. Totals stay correct after `privacy purge` removes old delivery records.
 
     Examples:
@@ -43,9 +45,24 @@ def report_cmd(
     if not reports:
         out.info("No campaigns yet; start one with: mailcli send NAME --template T --list L")
         return
-    out.table(("campaign", *COUNTS), [(r.campaign, *(r.counts[k] for k in COUNTS)) for r in reports])
+    out.table(("campaign", "kind", *COUNTS), [(r.campaign, r.kind, *(r.counts[k] for k in COUNTS)) for r in reports])
     for r in reports:
+        if r.kind == "service" and campaign is not None:
+            out.info(f"{r.campaign}: service message, reaching members who unsubscribed from marketing too;"
+                     f" reason: {r.reason}")
+        if r.clicks and campaign is not None:
+            _click_table(out, r)
         _failure_tables(out, r)
+
+
+def _click_table(out: Any, r: CampaignReport) -> None:
+    """``report CAMPAIGN`` with click counts: one row per tracked link."""
+    assert r.clicks is not None
+    people = any("people" in link for link in r.clicks) and any(link.get("people") for link in r.clicks)
+    columns = ("clicks", *(("people",) if people else ()), "link")
+    out.line("")
+    out.table(columns, [(link["clicks"], *((link.get("people") or 0,) if people else ()), link["url"])
+                        for link in r.clicks], title=f"{r.campaign}: clicks per link")
 
 
 def _failure_tables(out: Any, r: CampaignReport) -> None:

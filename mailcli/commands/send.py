@@ -60,6 +60,12 @@ def send_cmd(
     resend_uncertain: Annotated[bool, typer.Option("--resend-uncertain", help="Also resend messages whose delivery is uncertain.")] = False,
     accept_uncertain: Annotated[list[str] | None, typer.Option("--accept-uncertain", help="Count this uncertain message as sent (its Message-ID or address, or \"all\"): the relay's log shows it accepted. Repeatable.", metavar="ID")] = None,
     expect_count: Annotated[int | None, typer.Option("--expect-count", min=0, help="Refuse unless the audience is exactly N.", metavar="N")] = None,
+    kind: Annotated[str | None, typer.Option(
+        "--kind", help="service: a message people cannot opt out of (an outage, a change to the terms); it also"
+        " reaches members who unsubscribed from marketing. Default marketing.", metavar="marketing|service")] = None,
+    reason: Annotated[str | None, typer.Option(
+        "--reason", help="With --kind service: why this is a service message (kept with the campaign and in the"
+        " audit log).", metavar="TEXT")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed without a terminal).")] = False,
 ) -> None:
     """Send a campaign to a list: every subscriber exactly once, resumable.
@@ -79,6 +85,8 @@ def send_cmd(
         mailcli send xmas --template newsletter --list news --not-before "2026-12-24 09:00" --tz Europe/Amsterdam --yes
 
         mailcli send spring-2026            # resume after an interruption
+
+        mailcli send outage-0312 --template outage --list customers --kind service --reason "portal outage 3 Dec"
     """
     from ..segments import choose_segment
 
@@ -88,7 +96,10 @@ def send_cmd(
     if test_as is not None and test_to is None:
         raise UsageError("--as goes with --test-to", hint="mailcli send CAMPAIGN --test-to YOU --as CONTACT_EMAIL")
     if test_to is not None:
-        _test_send(app, campaign, test_to, template=template, subject=subject, as_contact=test_as)
+        from ..send.plan import check_kind
+
+        check_kind(SendOptions(campaign=campaign, kind=kind, reason=reason))
+        _test_send(app, campaign, test_to, template=template, subject=subject, as_contact=test_as, kind=kind)
         return
     if tz is not None and not_before is None:
         raise UsageError("--tz goes with --not-before", hint='--not-before "2026-12-24 09:00" --tz Europe/Amsterdam')
@@ -98,6 +109,7 @@ def send_cmd(
         campaign=campaign, template=template, list_name=list_name, subject=subject, dry_run=dry_run,
         limit=limit, rate=_rate(rate), concurrency=concurrency, include_new=include_new,
         resend_uncertain=resend_uncertain, expect_count=expect_count, accept_uncertain=tuple(accept_uncertain or ()),
+        kind=kind, reason=reason,
         segment=choose_segment(settings.segments, where=where, segment=segment),
         not_before=parse_not_before(not_before, tz) if not_before is not None else None,
     )
@@ -126,6 +138,9 @@ def send_cmd(
                      " (neither consent with its evidence nor the customer soft opt-in); state it with"
                      f" `mailcli import FILE --list {plan.list_name} --basis consent --consent-source ...` or"
                      f" --basis customer, or ask them: {app.command('reconfirm', '--list', plan.list_name)}")
+        if plan.kind == "service" and (plan.created or plan.dry_run):
+            out.info(f"Service message ({plan.reason}): it also reaches members who unsubscribed from marketing;"
+                     " never bounced, restricted or erased ones; no List-Unsubscribe")
         if plan.uncertain and not resend_uncertain and plan.to_send:  # else the closing line says it
             out.warn(f"{uncertain_line(plan.campaign, plan.uncertain, plan.uncertain_causes)}; not resending them"
                      f" (list: {app.command('report', plan.campaign, '--failed')})")
@@ -133,7 +148,8 @@ def send_cmd(
 
     def confirm(plan: SendPlan) -> None:
         out.confirm(
-            f"Send {plan.to_send} message(s) of campaign {plan.campaign} (template {plan.template}"
+            f"Send {plan.to_send} {'service ' if plan.kind == 'service' else ''}message(s) of campaign"
+            f" {plan.campaign} (template {plan.template}"
             + (f", segment {plan.segment}" if plan.segment else "") + f") via {plan.server}?",
             yes=yes, what="send",
         )
@@ -167,7 +183,8 @@ def send_cmd(
         if first_run:
             args += [*(["--template", template] if template else []), *(["--list", list_name] if list_name else []),
                      *(["--where", where] if where is not None else []), *(["--segment", segment] if segment else []),
-                     *(["--subject", subject] if subject else [])]
+                     *(["--subject", subject] if subject else []),
+                     *(["--kind", kind] if kind else []), *(["--reason", reason] if reason else [])]
         args += [*(["--limit", str(limit)] if limit is not None else []), *(["--rate", rate] if rate else []),
                  *(["--concurrency", str(concurrency)] if concurrency else []),
                  *(["--include-new"] if include_new else []), *(["--resend-uncertain"] if resend_uncertain else []),
@@ -180,11 +197,12 @@ def send_cmd(
 
 
 def _test_send(app: Any, campaign: str, to: str, *, template: str | None, subject: str | None,
-               as_contact: str | None) -> None:
+               as_contact: str | None, kind: str | None) -> None:
     """``--test-to``: one [TEST] message, nothing recorded."""
     from ..send.testsend import send_test
 
-    sent = send_test(app.store, app.settings, campaign, to, template=template, subject=subject, as_contact=as_contact)
+    sent = send_test(app.store, app.settings, campaign, to, template=template, subject=subject, as_contact=as_contact,
+                     kind=kind)
     if app.out.json:
         app.out.data({"campaign": sent.campaign, "test_to": sent.to, "rendered_for": sent.rendered_for,
                       "subject": sent.subject, "message_id": sent.message_id, "reply": sent.reply})

@@ -59,6 +59,12 @@ def serve_cmd(
         for item in listening:
             shown = f"[{item.host}]" if ":" in item.host else item.host
             app.out.info(f"Serving {settings.unsubscribe.url} on http://{shown}:{item.port}{path} (SIGTERM or Ctrl-C stops)")
+        if settings.tracking.clicks:
+            from ..send.clicks import click_base, click_path
+
+            app.out.info(f"Click redirects: {click_base(settings.unsubscribe.url)}TOKEN on"
+                         f" {click_path(settings.unsubscribe.url)}TOKEN"
+                         + (", who clicked kept per person" if settings.tracking.per_contact else ", counted per link"))
         sys.stderr.flush()
 
     app.store  # create or migrate the database now, waiting for other processes if need be  # noqa: B018

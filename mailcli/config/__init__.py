@@ -25,6 +25,7 @@ from .settings import (
     ServeSettings,
     Settings,
     SmtpSettings,
+    TrackingSettings,
     UnsubscribeSettings,
 )
 from .values import MAX_RATE, Duration, format_rate, format_seconds, parse_duration, parse_rate
@@ -46,6 +47,7 @@ __all__ = [
     "RetentionSettings",
     "SenderSettings",
     "ServeSettings",
+    "TrackingSettings",
     "Settings",
     "SmtpSettings",
     "UnsubscribeSettings",

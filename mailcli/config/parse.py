@@ -39,6 +39,7 @@ from .settings import (
     ServeSettings,
     Settings,
     SmtpSettings,
+    TrackingSettings,
     UnsubscribeSettings,
 )
 from .values import Duration, parse_duration, parse_rate
@@ -60,6 +61,7 @@ _SCHEMA: dict[str, set[str]] = {
     "segments": set(),  # any name: each value is an expression (mailcli.segments)
     "backup": {"encrypt", "key_env"},
     "render": {"timeout", "max_size_mb"},
+    "tracking": {"clicks", "per_contact"},
     "replicate": {"replica", "retention", "snapshot_interval"},
     "consent": {"confirm_within"},
     "lists": set(),  # one table per list, its keys in _LIST_KEYS
@@ -68,7 +70,7 @@ _LIST_KEYS = {"consent_text", "language"}
 _FORBIDDEN = {"password", "smtp_password", "secret", "private_key", "pass"}
 _DEFAULT_RETENTION = {
     "unconfirmed": "30d", "unsubscribed": "30d", "bounced": "90d", "inactive": "2y",
-    "send_log": "13mo", "audit_log": "2y", "backups": "30d", "exports": "30d",
+    "send_log": "13mo", "audit_log": "2y", "backups": "30d", "exports": "30d", "clicks": "13mo",
 }
 
 
@@ -249,12 +251,21 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     render = RenderSettings(
         timeout=_number(reader, "render", "timeout", 5.0, 0, 600, integer=False, above=True, unit=" seconds"),
         max_size_mb=_number(reader, "render", "max_size_mb", 10, 0, 1000, integer=False, above=True, unit=" MB"))
+    tracking = _tracking(reader)
     replicate = _replicate(reader, root) if "replicate" in data else None
     return Settings(
         path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
         retention=retention, dkim=dkim, bounces=bounces, serve=serve, segments=segments, backup=backup,
-        render=render, replicate=replicate, consent=_consent(reader),
+        render=render, tracking=tracking, replicate=replicate, consent=_consent(reader),
     )
+
+
+def _tracking(reader: _Reader) -> TrackingSettings:
+    clicks = reader.get("tracking", "clicks", bool, False)
+    per_contact = reader.get("tracking", "per_contact", bool, False)
+    if per_contact and not clicks:
+        raise reader.fail("tracking.per_contact", "needs clicks = true (there are no clicks to record otherwise)")
+    return TrackingSettings(clicks=clicks, per_contact=per_contact)
 
 
 def _project(reader: _Reader, root: Path) -> ProjectSettings:

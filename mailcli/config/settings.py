@@ -98,12 +98,14 @@ class RetentionSettings:
     audit_log: Duration
     backups: Duration
     exports: Duration
+    clicks: Duration
 
     def items(self) -> list[tuple[str, Duration]]:
         return [(name, getattr(self, name)) for name in RETENTION_KEYS]
 
 
-RETENTION_KEYS = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports")
+RETENTION_KEYS = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports",
+                  "clicks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,15 @@ class ServeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackingSettings:
+    # Links rewritten to serve's /c/TOKEN, counted per link; never on by default.
+    clicks: bool = False
+    # Also who clicked (time, IP network): only with this, and then subject
+    # to [retention] clicks, privacy export and erase.
+    per_contact: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicateSettings:
     """Continuous replication of the database with Litestream (``[replicate]``).
 
@@ -196,6 +207,7 @@ class Settings:
     segments: Mapping[str, str] = field(default_factory=dict)
     backup: BackupSettings = BackupSettings()
     render: RenderSettings = RenderSettings()
+    tracking: TrackingSettings = TrackingSettings()
     replicate: ReplicateSettings | None = None
     consent: ConsentSettings = field(default_factory=lambda: ConsentSettings(Duration(7, "d")))
     _secret_cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)

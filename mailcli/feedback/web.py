@@ -69,9 +69,11 @@ from .. import clock
 from ..config import Settings
 from ..consent import pages
 from ..locales import text
+from ..send.clicks import click_path
 from ..store import Store, StoreError, open_store, spool
+from ..store.clicks import link_url, record_click
 from ..store.db import is_busy
-from ..tokens import UnsubscribeToken, parse_unsubscribe_token
+from ..tokens import ClickToken, UnsubscribeToken, parse_click_token, parse_unsubscribe_token
 from . import actions
 from .clients import FailureLimiter, client_key
 from .forms import MAX_BODY, BadRequest, read_form
@@ -113,6 +115,7 @@ class UnsubscribeApp:
         self.settings = settings
         self.database = settings.project.database
         self.path = urlsplit(settings.unsubscribe.url).path.rstrip("/") or "/"
+        self.click_path = click_path(settings.unsubscribe.url)  # "/c/": the links of tracked clicks
         self.limiter = limiter or FailureLimiter()
         self.proxies = settings.serve.trusted_proxies
         self._local = threading.local()
@@ -229,7 +232,10 @@ class UnsubscribeApp:
         path = environ.get("PATH_INFO", "") or "/"
         token: str | None = None
         try:
-            if (path.rstrip("/") or "/") != self.path and self.signup.handles(path):
+            if path.startswith(self.click_path) and path != self.path:
+                token = path[len(self.click_path):]
+                reply = self._click(method, token, environ)
+            elif (path.rstrip("/") or "/") != self.path and self.signup.handles(path):
                 reply = self._signup(method, path, environ)
             elif (path.rstrip("/") or "/") != self.path:
                 reply = self._message("404 Not Found", "page.not_found", "not-found")
@@ -264,7 +270,9 @@ class UnsubscribeApp:
             *reply.extra_headers,
         ]
         start_response(reply.status, headers)
-        log.info("%s %s %s %s token=%s outcome=%s", clock.now_iso(), method, path[:100], reply.status.split()[0],
+        # A click path holds its token (which may name a person): the log shows its hash only.
+        shown = self.click_path + "…" if path.startswith(self.click_path) and path != self.path else path[:100]
+        log.info("%s %s %s %s token=%s outcome=%s", clock.now_iso(), method, shown, reply.status.split()[0],
                  token_ref(token), reply.outcome)
         return [] if method == "HEAD" else [reply.body]
 
@@ -309,6 +317,41 @@ class UnsubscribeApp:
             language = self.language
         return pages.unsubscribed(language, sender=self.sender)
 
+    def _click(self, method: str, token: str, environ: dict[str, Any]) -> Reply:
+        """``GET /c/TOKEN``: 302 to the link the token names, counted (see
+        :mod:`mailcli.send.clicks`). A bad or tampered token gets the one
+        400; the destination always comes from the database, never from the
+        request. HEAD redirects without counting: link scanners use it."""
+        if method not in ("GET", "HEAD"):
+            return self._message("405 Method Not Allowed", "page.method", "method", ("Allow", "GET, HEAD"))
+        parsed = parse_click_token(self.settings.secret(), token)
+        if parsed is None:
+            return Reply("400 Bad Request", pages.message(self.language, text(self.language, "page.bad_link"),
+                                                          text(self.language, "page.bad_link_body")), "invalid")
+        url = link_url(self.store().conn, parsed.campaign_id, parsed.link_no)  # a read: never waits
+        if url is None:
+            return self._message("404 Not Found", "page.link_gone", "unknown-link")
+        outcome = "redirect"
+        if method == "GET":
+            outcome = self._count_click(parsed, environ)
+        return Reply("302 Found", b"", outcome, (("Location", location_header(url)),))
+
+    def _count_click(self, parsed: ClickToken, environ: dict[str, Any]) -> str:
+        """Count the click (and, with per-contact clicks on, who); a database
+        busy for more than ``WRITE_WAIT`` costs the count, never the redirect."""
+        per_contact = self.settings.tracking.per_contact and parsed.contact_uid is not None
+        network = client_network(client_key(environ, self.proxies)) if per_contact else None
+        try:
+            store = self.store()
+            with store.transaction() as conn:
+                record_click(conn, parsed.campaign_id, parsed.link_no, clock.now_iso(),
+                             contact_uid=parsed.contact_uid if per_contact else None, ip_network=network)
+        except (StoreError, sqlite3.OperationalError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not is_busy(exc):
+                raise
+            return "click-not-counted"
+        return "click"
+
     def _record(self, parsed: UnsubscribeToken) -> str:
         changed = actions.unsubscribe_by_token(self.store(), self.settings, parsed.contact_uid, parsed.list_id,
                                                channel="one-click", command="serve")
@@ -317,6 +360,41 @@ class UnsubscribeApp:
             # unsubscribe, and the suppression list already holds them.
             return "gone"
         return "unsubscribed" if changed else "already"
+
+
+def location_header(url: str) -> str:
+    """A stored link as a Location header: exactly as sent, with a non-ASCII
+    host in its IDNA form and other non-ASCII characters percent-encoded (a
+    header carries ASCII only)."""
+    if url.isascii():
+        return url
+    from urllib.parse import quote
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = parts.netloc
+    if host and not host.isascii():
+        try:
+            netloc = netloc.replace(host, host.encode("idna").decode("ascii"))
+        except UnicodeError:
+            pass
+    rest = url[len(f"{parts.scheme}://{parts.netloc}"):]
+    return f"{parts.scheme}://{quote(netloc, safe=_ASCII)}{quote(rest, safe=_ASCII)}"
+
+
+_ASCII = "".join(chr(c) for c in range(33, 127))
+
+
+def client_network(key: str) -> str | None:
+    """The network of a client (its /24, or /48 for IPv6) from its limiter key."""
+    import ipaddress
+
+    try:
+        network = ipaddress.ip_network(key, strict=False)
+    except ValueError:
+        return None
+    prefix = 24 if network.version == 4 else 48
+    return str(network.supernet(new_prefix=prefix)) if network.prefixlen > prefix else str(network)
 
 
 class _Stop(SystemExit):

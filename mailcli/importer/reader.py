@@ -372,8 +372,7 @@ def _refuse_zip_of_csv(binary: BinaryIO, source: str) -> None:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         raise InputFileError(
             f"{source}: a ZIP archive of CSV files ({shown}), not a CSV file",
-            hint="unzip it and import each CSV file; of a Mailchimp export all of them: the unsubscribed"
-                 " and cleaned ones keep those people off the list")
+            hint="`mailcli import` reads the archive itself (a Mailchimp export: all three files, opt-outs first)")
 
 
 def _line_too_long(path: Path, exc: LineTooLong) -> InputFileError:

@@ -35,7 +35,7 @@ class RejectsFile:
         self._writer.writerow([neutralise(h) for h in headers] + ["line", "reason"])
         self.count = 0
 
-    def write(self, reject: RowReject) -> None:
+    def write(self, reject: RowReject, file: str | None = None) -> None:
         values = list(reject.raw.values())
         cells = values[: len(self._headers)] + [""] * (len(self._headers) - len(values))
         extra = values[len(self._headers):]  # cells beyond the header (a too-wide row)
@@ -50,3 +50,24 @@ class RejectsFile:
     def discard(self) -> None:
         self._handle.close()
         self._temp.unlink(missing_ok=True)
+
+
+class ArchiveRejectsFile(RejectsFile):
+    """The rejected rows of all the CSV files of an archive in one file: a
+    ``file`` column, then every column of any of the files (by name, in the
+    order first seen), then line and reason."""
+
+    def __init__(self, path: str | Path, headers: list[tuple[str, ...]]) -> None:
+        columns: dict[str, None] = {}
+        for each in headers:
+            columns.update(dict.fromkeys(each))
+        super().__init__(path, ("file", *columns), ",")
+        self._columns = list(columns)
+
+    def write(self, reject: RowReject, file: str | None = None) -> None:
+        raw = reject.raw
+        cells = [raw.get(name, "") for name in self._columns]
+        extra = [value for name, value in raw.items() if name not in self._columns]
+        self._writer.writerow([neutralise(file or "")] + [neutralise(c) for c in cells]
+                              + [str(reject.line), reject.reason] + [neutralise(c) for c in extra])
+        self.count += 1

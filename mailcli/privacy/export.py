@@ -44,6 +44,7 @@ from ..config import Settings
 from ..errors import MailcliError
 from ..store import Store, personal_data
 from ..store import audit as audit_rows
+from ..store.clicks import contact_clicks
 from ..store.events import events_of
 from ..store.requests import close_open_requests, requests_of
 from ..store.suppressions import suppressions_of
@@ -120,6 +121,10 @@ def _suppression(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, A
     return suppressions_of(conn, subject.hmac)
 
 
+def _clicks(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
+    return contact_clicks(conn, _contact_id(subject))
+
+
 def _audit(conn: sqlite3.Connection, subject: Subject) -> list[dict[str, Any]]:
     rows = audit_rows.entries(conn, subject_hmac=subject.hmac)
     for row in rows:
@@ -148,6 +153,7 @@ SECTIONS: dict[str, tuple[str, Callable[[sqlite3.Connection, Subject], Any]]] = 
     "memberships": ("memberships", _memberships),
     "deliveries": ("deliveries", _deliveries),
     "events": ("events", _events),
+    "clicks": ("clicks", _clicks),
     "suppressions": ("suppression", _suppression),
     "audit_log": ("audit", _audit),
     "requests": ("requests", _requests),
@@ -203,7 +209,8 @@ def _csv_files(data: dict[str, Any]) -> dict[str, bytes]:
     ]
     files = {"profile.csv": to_csv(["field", "value", "provided_by_subject"], profile_rows)}
     for name, rows in (("memberships.csv", memberships), ("deliveries.csv", data["deliveries"]),
-                       ("events.csv", data["events"]), ("suppression.csv", data["suppression"]),
+                       ("events.csv", data["events"]), ("clicks.csv", data["clicks"]),
+                       ("suppression.csv", data["suppression"]),
                        ("audit.csv", data["audit"]), ("requests.csv", data["requests"]),
                        ("signups.csv", data["signups"])):
         columns = list(rows[0]) if rows else _EMPTY_COLUMNS[name]
@@ -221,6 +228,7 @@ _EMPTY_COLUMNS = {
                        "created_at", "updated_at", "sent_at"],
     "events.csv": ["created_at", "kind", "channel", "scope", "campaign", "detail", "source_ref"],
     "suppression.csv": ["scope", "reason", "channel", "created_at"],
+    "clicks.csv": ["campaign", "url", "clicked_at", "ip_network"],
     "audit.csv": ["id", "at", "actor", "command", "action", "detail", "reason"],
     "requests.csv": ["id", "kind", "received_at", "due_at", "extended_months", "extension_reason", "closed_at",
                      "closed_by"],

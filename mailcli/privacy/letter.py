@@ -35,6 +35,7 @@ RETENTION_TEXT_EN = {
     "audit_log": "the log of who accessed your data is kept for {d}",
     "backups": "backups of the database are kept for {d}",
     "exports": "a copy of your data made for you (such as the answer to this request) is deleted after {d}",
+    "clicks": "where we record which links you clicked (only if switched on), each click is kept for {d}",
 }
 RETENTION_TEXT_NL = {
     "unconfirmed": "een inschrijving die nooit wordt bevestigd, verwijderen wij na {d}",
@@ -48,6 +49,7 @@ RETENTION_TEXT_NL = {
     "backups": "back-ups van de database bewaren wij {d}",
     "exports": "een kopie van uw gegevens die wij voor u maken (zoals het antwoord op dit verzoek) verwijderen wij"
                " na {d}",
+    "clicks": "als wij bijhouden op welke links u klikt (alleen als dat aanstaat), bewaren wij elke klik {d}",
 }
 
 
@@ -91,7 +93,7 @@ def information(settings: Settings, facts: LetterFacts) -> dict[str, object]:
         "retention": {
             key: {"period": duration.text, "described": duration.describe(),
                   "rule": RETENTION_TEXT_EN[key].format(d=duration.describe())}
-            for key, duration in settings.retention.items()
+            for key, duration in _rules(settings)
         },
         "source": list(facts.sources) or ["provided by you"],
         "rights": ["access (art. 15)", "rectification (art. 16)", "erasure (art. 17)", "restriction (art. 18)",
@@ -122,8 +124,8 @@ def render_letter(settings: Settings, facts: LetterFacts) -> str:
     attrs = ", ".join(facts.attribute_names)
     relay = settings.smtp.host
     c = facts.counts
-    retention_en = _bullets([RETENTION_TEXT_EN[k].format(d=d.describe()) for k, d in settings.retention.items()])
-    retention_nl = _bullets([RETENTION_TEXT_NL[k].format(d=describe_nl(d)) for k, d in settings.retention.items()])
+    retention_en = _bullets([RETENTION_TEXT_EN[k].format(d=d.describe()) for k, d in _rules(settings)])
+    retention_nl = _bullets([RETENTION_TEXT_NL[k].format(d=describe_nl(d)) for k, d in _rules(settings)])
     return f"""\
 Your personal data held by {controller}
 Date: {facts.generated_at}
@@ -234,3 +236,9 @@ Geautomatiseerde besluiten
 {settings.project.name}
 {address_nl}
 """
+
+
+def _rules(settings: Settings) -> list[tuple[str, Duration]]:
+    """The retention rules a person is told about: clicks only where they are kept per person."""
+    return [(key, duration) for key, duration in settings.retention.items()
+            if key != "clicks" or settings.tracking.per_contact]

@@ -49,6 +49,8 @@ class PersonalTable:
 PERSONAL_DATA_TABLES: dict[str, PersonalTable] = {
     t.table: t
     for t in (
+        PersonalTable("clicks", "contact_id", "delete",
+                      "each click on a link of a message, with time and network (only with [tracking] per_contact)"),
         PersonalTable("events", "contact_id", "delete",
                       "what happened: subscriptions, unsubscribes, bounces, complaints"),
         PersonalTable("deliveries", "contact_id", "delete",
@@ -88,6 +90,7 @@ EXCLUDED_TABLES: dict[str, str] = {
                       "recipients again; not who",
     "claims": "which process sends which campaign (pid, host, command); no personal data",
     "delivery_counts": "how many deliveries of each campaign have each status; not whose",
+    "campaign_links": "the tracked links of each campaign and how often each was clicked; not by whom",
     "project_facts": "the keyed fingerprint of the project's secret and the state of the audit chain; about no one",
     "_litestream_seq": "Litestream's own counter while it replicates the database; no personal data",
     "_litestream_lock": "Litestream's lock table while it replicates the database; always empty",

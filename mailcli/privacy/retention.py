@@ -31,6 +31,8 @@ Rules, each evaluated "as of" a moment (default now; ``--as-of`` answers
   the period, and those about anyone the purge erases: deleted, or named when
   they lie outside the project's folder. Exports in ``exports/`` that an
   older mailcli wrote without registering them go by their age too.
+* ``clicks`` — per-contact clicks (kept only with ``[tracking] per_contact``)
+  older than the period: deleted; the per-link counts stay.
 
 Contacts under restriction (art. 18) are left alone by the person rules and
 the send log: restriction means "keep, but do not use".
@@ -59,6 +61,7 @@ from ..config import Settings
 from ..locks import maintenance_lock
 from ..store import Store, facts
 from ..store import audit as audit_rows
+from ..store.clicks import count_clicks_before, delete_clicks_before
 from ..store.retention import (
     cut_send_log,
     delete_planned_memberships,
@@ -79,11 +82,12 @@ from .ledger import LedgerEntry, append_entries
 from .restore import remove_leftovers
 from .scrub import ScrubResult, scrub
 
-RULES = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports")
+RULES = ("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports", "clicks")
 UNITS = {
     "unconfirmed": "memberships", "unsubscribed": "contacts", "bounced": "contacts", "inactive": "contacts",
     "send_log": "deliveries and events", "audit_log": "audit entries", "backups": "backup files",
     "exports": "files",
+    "clicks": "clicks",
 }
 # What an older mailcli named an access export in exports/: <reference>-<date>.zip.
 _LEGACY_EXPORT = re.compile(r"^[0-9a-f]{12}-\d{8}(?:-\d+)?\.zip$")
@@ -102,7 +106,8 @@ class PurgeResult:
 
 def _plan(conn: sqlite3.Connection, cut: dict[str, str]) -> dict[str, int]:
     """What each rule removes from the database (backups are counted apart)."""
-    return {**dict.fromkeys(RULES, 0), **plan(conn, cut), "audit_log": audit_rows.count_cut(conn, cut["audit_log"])}
+    return {**dict.fromkeys(RULES, 0), **plan(conn, cut), "audit_log": audit_rows.count_cut(conn, cut["audit_log"]),
+            "clicks": count_clicks_before(conn, cut["clicks"])}
 
 
 def _keep_suppressions(conn: sqlite3.Connection, contact_id: int, hmac: str, rule: str, now: str) -> None:
@@ -197,6 +202,7 @@ def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dr
                 _keep_suppressions(tx, contact_id, hmac, rule, now)
                 erase_contact_rows(tx, contact_id, hmac)
             cut_send_log(tx, cut["send_log"])
+            delete_clicks_before(tx, cut["clicks"])
             base = cut_audit_log(tx, cut["audit_log"], now)
             drop_plan(tx)
             removed = expired_backups(settings, moment)

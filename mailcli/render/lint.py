@@ -17,6 +17,10 @@ where that costs speed. Checks:
 * the elements of the rendered, inlined HTML (``linthtml.py``): images
   without alt, links that are not https or mailto, placeholder links, hidden
   content, ``<script>``/``<form>``.
+
+A service message (``kind="service"``: an outage, a change to the terms) is
+one people cannot opt out of, so it needs no unsubscribe link; instead each
+link that looks like an offer is a warning: selling is marketing.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from mailcli.errors import HeaderInjectionError, TemplateError
 from .environment import display_path, make_environment, translate
 from .findings import ERROR, NOTE, WARNING, Finding, from_error
 from .inline import inline_css
-from .linthtml import element_findings, mark_lines, unmark_lines
+from .linthtml import element_findings, mark_lines, offer_findings, unmark_lines
 from .lintsource import static_findings
 from .preview import SAMPLE_SENDER, preview_context
 from .template import CompiledTemplate, compile_template
@@ -58,8 +62,11 @@ def lint_template(
     sender: Mapping[str, Any] | None = None,
     unsubscribe_base: str | None = None,
     subject: str = "",
+    kind: str = "marketing",
 ) -> list[Finding]:
     """Every finding for ``templates_dir/name``, errors and warnings, in file/line order.
+
+    ``kind`` is the campaign's: ``"service"`` checks for offers instead of an unsubscribe link.
 
     Raises ``NotFoundError`` when the template does not exist.
     """
@@ -74,8 +81,8 @@ def lint_template(
                           subject=subject)
     # The confirmation mail is a service message: it needs its confirmation
     # link, and no unsubscribe link (there is no subscription yet).
-    service = is_confirm_template(name)
-    if service:
+    confirm = is_confirm_template(name)
+    if confirm:
         ctx = replace(ctx, unsubscribe_url="", confirm_url=SAMPLE_CONFIRM_URL)
     known = {"contact": set(ctx.contact), "campaign": {"name", "subject"}, "sender": set(ctx.sender)}
     findings = _Findings(static_findings(template, known))
@@ -108,16 +115,19 @@ def lint_template(
 
     findings.extend(_size_findings(html, html_file))
     files = [display_path(template.files[n]) for n in html_names]
-    element, link_visible = element_findings(marked, files, (ctx.confirm_url or "") if service else ctx.unsubscribe_url)
+    element, link_visible = element_findings(marked, files, (ctx.confirm_url or "") if confirm else ctx.unsubscribe_url)
     findings.extend(element)
-    if service:
+    if confirm:
         findings.extend(_confirm_link_findings(link_visible, text, html_file, display_path(folder / "message.txt")))
         return findings.sorted()
-    if not link_visible:
+    service = kind == "service"
+    if service:
+        findings.extend(offer_findings(marked, files, ctx.unsubscribe_url))
+    elif not link_visible:
         findings.append(Finding(ERROR, "unsubscribe-missing", html_file, None,
                                 "the HTML has no visible unsubscribe link: add <a href=\"{{ unsubscribe_url }}\">"))
     if text is not None:
-        findings.extend(_text_findings(text, ctx, display_path(folder / "message.txt")))
+        findings.extend(_text_findings(text, ctx, display_path(folder / "message.txt"), unsubscribe=not service))
     return findings.sorted()
 
 
@@ -198,9 +208,9 @@ def _size_findings(html: str, html_file: str) -> list[Finding]:
     return []
 
 
-def _text_findings(text: str, ctx: Any, text_file: str) -> list[Finding]:
+def _text_findings(text: str, ctx: Any, text_file: str, *, unsubscribe: bool = True) -> list[Finding]:
     findings = []
-    if ctx.unsubscribe_url not in text:
+    if unsubscribe and ctx.unsubscribe_url not in text:
         findings.append(Finding(ERROR, "unsubscribe-missing", text_file, None,
                                 "the text part has no unsubscribe URL: add {{ unsubscribe_url }}"))
     sender_name = str(ctx.sender.get("name") or "")

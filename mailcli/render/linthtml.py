@@ -5,7 +5,8 @@ clients and filters distrust it), links to a reserved example domain (a
 placeholder left in), content hidden with CSS (display:none,
 visibility:hidden, font-size:0, opacity:0, white on white) unless it is the
 preheader (``class="preheader"``), and whether the unsubscribe link is
-visible.
+visible. For a service message, links that look like offers
+(``offer_findings``).
 
 Each start tag in the sources is tagged with a ``data-`` attribute holding
 its file and line before rendering (``mark_lines``), which is how a finding
@@ -253,3 +254,47 @@ def _link_findings(href: str, file: str, line: int | None, unsubscribe_url: str)
         findings.append(Finding(WARNING, "link-placeholder", file, line,
                                 f"link {href[:60]!r} goes to a reserved example domain: replace the placeholder"))
     return findings
+
+
+# Words in a link's address or text that mark it as selling something (in
+# English and Dutch): a service message with such a link is marketing, which
+# needs consent and an opt-out. Matched as whole words, so "workshop" or
+# "transactie" do not count.
+OFFER_WORDS = frozenset({
+    "offer", "offers", "deal", "deals", "discount", "discounts", "sale", "sales", "promo", "promotion",
+    "promotions", "coupon", "coupons", "voucher", "vouchers", "shop", "webshop", "buy", "order", "upgrade",
+    "aanbieding", "aanbiedingen", "korting", "kortingen", "kortingscode", "uitverkoop", "actie", "acties",
+    "bestel", "bestellen", "koop", "kopen", "blackfriday", "cybermonday",
+})
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def offer_findings(html: str, files: list[str], unsubscribe_url: str) -> list[Finding]:
+    """A warning for each link of a service message whose address or text
+    looks like an offer (``OFFER_WORDS``); the unsubscribe link is never one."""
+    from urllib.parse import unquote
+
+    locate = _Locator(files)
+    findings = []
+    for element in parse_html(html):
+        if element.tag != "a" or "href" not in element.attrs:
+            continue
+        href = element.attrs["href"].strip()
+        if unsubscribe_url and unsubscribe_url in href:
+            continue
+        words = {w.lower() for w in _WORD.findall(unquote(href).split(":", 1)[-1])}
+        words |= {w.lower() for w in _WORD.findall(" ".join(_all_text(element)))}
+        found = sorted(words & OFFER_WORDS)
+        if found:
+            file, line = locate(element)
+            findings.append(Finding(WARNING, "service-offer", file, line,
+                                    f"a service message links to what looks like an offer ({', '.join(found)}:"
+                                    f" {href[:60]!r}): a message that sells needs consent and an opt-out;"
+                                    " send it as marketing"))
+    return findings
+
+
+def _all_text(element: Element) -> Iterator[str]:
+    yield from element.text
+    for child in element.children:
+        yield from _all_text(child)

@@ -1,6 +1,7 @@
 """``mailcli campaigns``: every campaign at a glance, callable from Python.
 
-One line per campaign: its kind, status (``scheduled`` until the first run
+One line per campaign: its kind (``marketing``, or ``service`` with the
+reason it is one), status (``scheduled`` until the first run
 after its ``--not-before``, then ``sending`` and ``sent``), template, who it
 goes to (the list, and the segment), the subject as written, when it was
 created and first and last sent, and the counts ``report`` shows. The
@@ -34,6 +35,7 @@ class CampaignLine:
     first_sent_at: str | None
     last_sent_at: str | None
     counts: dict[str, int]
+    reason: str | None = None  # why a service message is one (None for marketing)
 
     @property
     def audience(self) -> str:
@@ -46,7 +48,8 @@ class CampaignLine:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``campaigns --json``."""
-        return {"campaign": self.name, "kind": self.kind, "status": self.status, "template": self.template,
+        return {"campaign": self.name, "kind": self.kind, "reason": self.reason, "status": self.status,
+                "template": self.template,
                 "list": self.list_name, "segment": self.segment, "where": self.where, "subject": self.subject,
                 "created_at": self.created_at, "not_before": self.not_before, "first_sent_at": self.first_sent_at,
                 "last_sent_at": self.last_sent_at, **self.counts}
@@ -61,6 +64,7 @@ def campaign_overview(store: Store) -> list[CampaignLine]:
             segment=c.segment, where=c.segment_where, subject=c.subject_line or c.subject,
             created_at=c.created_at, not_before=c.not_before_at if c.status == "scheduled" else None,
             first_sent_at=c.first_sent_at, last_sent_at=c.last_sent_at, counts=ledger.campaign_counts(conn, c),
+            reason=c.service_reason if c.kind == "service" else None,
         )
         for c in ledger.list_campaigns(conn)
     ]

@@ -147,20 +147,28 @@ def _send_prepared(store: Store, settings: Settings, options: SendOptions, campa
     try:
         factory = MessageFactory(settings, campaign)  # a template that does not compile stops here
         samples = preflight(store, factory, campaign, factory.secret, options.resend_uncertain)
+        if settings.tracking.clicks:
+            from mailcli.send.clicks import track_links
+
+            factory.links = track_links(store, factory, samples)
         if plan.to_send == 0:
             # Nothing left: the status catches up with rows that erasure or
             # purge took away since the last run.
             _settle(store, campaign, summary)
             return summary
+        # A service message reaches people who opted out of marketing: each
+        # run says why, in the audit log.
         audit.append(store, "send", subject_hmac=None, command="send",
                      detail={"campaign": campaign.name, "list": campaign.list_name, "recipients": plan.to_send,
+                             "kind": campaign.kind,
                              **({"segment": campaign.segment or "--where"}
-                                if campaign.segment_where else {})})
+                                if campaign.segment_where else {})},
+                     reason=campaign.service_reason if campaign.kind == "service" else None)
         started = time.monotonic()
         started_at = clock.now_iso()
         try:
             asyncio.run(_run(store, settings, options, campaign, factory, summary, progress,
-                             pool=pool, samples=samples, expected=plan.to_send, notice=on_notice,
+                             pool=pool, samples=samples, links=factory.links, expected=plan.to_send, notice=on_notice,
                              claim=(claim.name(campaign), claim.owner)))
         finally:
             summary.elapsed = time.monotonic() - started
@@ -184,7 +192,8 @@ def _settle(store: Store, campaign: ledger.Campaign, summary: SendSummary, start
 
 async def _run(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
                factory: MessageFactory, summary: SendSummary, progress: ProgressFn | None, *,
-               pool: Any = None, samples: list[tuple[Any, ...]] | None = None, expected: int | None = None,
+               pool: Any = None, samples: list[tuple[Any, ...]] | None = None,
+               links: dict[str, int] | None = None, expected: int | None = None,
                notice: Callable[[str], None] | None = None, claim: tuple[str, str] | None = None) -> None:
     smtp = settings.smtp
     relay = get_relay(store.conn, smtp.host, smtp.port, smtp.username)
@@ -193,7 +202,7 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
     writer = LedgerWriter(store, settings, campaign, statuses=statuses, claim=claim)
     # Before the first page is read: every opt-out committed after it is seen.
     watch = OptoutWatch(store.conn, list_id=campaign.list_id, list_name=campaign.list_name, secret=factory.secret,
-                        database=store.path)
+                        database=store.path, kind=campaign.kind)
     hooks = LedgerHooks(writer, summary, contacts, progress, watch, relay=smtp.address)
     transport = SmtpTransport(transport_options(settings, options, relay, expected), hooks, notice=notice)
     concurrency = transport.opts.concurrency
@@ -215,7 +224,7 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
         pages = ledger.iter_sendable(store.conn, campaign, factory.secret, resend_uncertain=options.resend_uncertain,
                                      relay=(smtp.address, smtputf8))
         ahead = RenderAhead(factory, writer, summary, transport, progress, watch, pool=pool, samples=samples,
-                            limit=options.limit)
+                            limit=options.limit, links=links)
         await transport.run(outgoing(ahead.built(pages), factory, summary, contacts))
     finally:
         _restore_signal_handlers(installed)

@@ -43,7 +43,7 @@ from mailcli.store.deliveries import KILLED_AFTER_DOT, delivery_status_counts, u
 from mailcli.store.lists import list_id
 from mailcli.store.relays import smtputf8_marked
 from mailcli.store.segments import check_segment_fields
-from mailcli.store.suppressions import suppressed_hmacs
+from mailcli.store.suppressions import service_blocked_hmacs, suppressed_hmacs
 from mailcli.tokens import address_hmac, message_id, new_uid
 
 __all__ = [
@@ -89,8 +89,9 @@ def list_id_of(conn: sqlite3.Connection, list_name: str) -> int:
 
 def create_campaign(conn: sqlite3.Connection, *, name: str, template: str, list_name: str, subject: str | None,
                     segment: Segment | None = None, subject_line: str | None = None,
-                    not_before_at: str | None = None) -> Campaign:
-    """Insert a campaign row (not yet frozen; scheduled with ``not_before_at``)."""
+                    not_before_at: str | None = None, kind: str = "marketing",
+                    service_reason: str | None = None) -> Campaign:
+    """Insert a campaign row of ``kind`` (not yet frozen; scheduled with ``not_before_at``)."""
     if not name.strip() or any(ord(c) < 32 for c in name):
         raise UsageError(f"Invalid campaign name {name!r}")
     found = list_id_of(conn, list_name)
@@ -100,7 +101,7 @@ def create_campaign(conn: sqlite3.Connection, *, name: str, template: str, list_
                                   list_id=found, list_name=list_name, subject=subject,
                                   created_at=clock.now_iso(), segment=segment.name if segment else None,
                                   segment_where=segment.text if segment else None, subject_line=subject_line,
-                                  not_before_at=not_before_at)
+                                  not_before_at=not_before_at, kind=kind, service_reason=service_reason)
     campaign = get_campaign(conn, name)
     assert campaign is not None
     return campaign
@@ -117,7 +118,8 @@ def campaign_segment(campaign: Campaign) -> Segment | None:
 
 
 def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list_name: str, secret: bytes,
-                  *, page: int | None = None, segment: Segment | None = None) -> Iterator[list[tuple[int, str]]]:
+                  *, page: int | None = None, kind: str = "marketing",
+                  segment: Segment | None = None) -> Iterator[list[tuple[int, str]]]:
     """Pages of (contact id, uid) of members not yet in the campaign, minus suppressed.
 
     The audience is the list's subscribed members as ``store.audience``
@@ -125,12 +127,15 @@ def iter_audience(conn: sqlite3.Connection, campaign_id: int, list_id: int, list
     marketing): the count ``lists`` shows. Suppression is checked here
     because it needs the HMAC of the address. Each page is read in full
     before it is handed out, so the caller may write deliveries for it
-    before asking for the next. With ``segment``, only the members it matches.
+    before asking for the next. A service message (``kind``) reaches the
+    members ``store.audience`` says it does, minus addresses that bounced,
+    complained or were erased. With ``segment``, only the members it
+    matches, whatever the kind.
     """
-    suppressed = suppressed_hmacs(conn, list_name)
+    suppressed = service_blocked_hmacs(conn) if kind == "service" else suppressed_hmacs(conn, list_name)
     after = 0
     while True:
-        rows = audience_page(conn, list_id, campaign_id, after, page or AUDIENCE_PAGE, segment)
+        rows = audience_page(conn, list_id, campaign_id, after, page or AUDIENCE_PAGE, kind, segment)
         if not rows:
             return
         after = rows[-1][0]
@@ -153,7 +158,7 @@ def freeze_audience(conn: sqlite3.Connection, campaign: Campaign, secret: bytes,
     now = clock.now_iso()
     added = 0
     for members in iter_audience(conn, campaign.id, campaign.list_id, campaign.list_name, secret,
-                                 segment=campaign_segment(campaign)):
+                                 kind=campaign.kind, segment=campaign_segment(campaign)):
         wanted = members if keep is None else members[: max(0, keep - added)]
         added += len(members)
         if wanted:
@@ -227,7 +232,7 @@ def iter_sendable(
     statuses = sendable_statuses(resend_uncertain)
     last = 0
     while True:
-        rows = delivery_rows.sendable_page(conn, campaign.id, campaign.list_id, statuses, last, page)
+        rows = delivery_rows.sendable_page(conn, campaign.id, campaign.list_id, statuses, last, page, campaign.kind)
         if not rows:
             return
         last = rows[-1][0]
@@ -239,7 +244,9 @@ def _checked(conn: sqlite3.Connection, campaign: Campaign, secret: bytes, rows: 
              relay: tuple[str, bool | None] | None = None) -> list[Recipient]:
     """Rows of ``sendable_page`` as Recipients, the suppression list checked too."""
     digests = {address_hmac(secret, row[4]): i for i, row in enumerate(rows)}
-    suppressed_rows = {digests[d] for d in suppressed_hmacs(conn, campaign.list_name, among=list(digests))}
+    blocked = (service_blocked_hmacs(conn, among=list(digests)) if campaign.kind == "service"
+               else suppressed_hmacs(conn, campaign.list_name, among=list(digests)))
+    suppressed_rows = {digests[d] for d in blocked}
     marked: dict[int, str | None] = {}
     if relay is not None and relay[1] is False:
         # Only addresses that need SMTPUTF8 are looked up, and only while the
@@ -268,11 +275,13 @@ def preflight_samples(conn: sqlite3.Connection, campaign: Campaign, secret: byte
     """``(field-set key, recipient)`` for the first ``per_group`` sendable
     deliveries of each distinct set of contact fields, in delivery order."""
     statuses = sendable_statuses(resend_uncertain)
-    signatures = delivery_rows.samples_by_fields_sqlite(conn, campaign.id, campaign.list_id, statuses, per_group)
+    signatures = delivery_rows.samples_by_fields_sqlite(conn, campaign.id, campaign.list_id, statuses, per_group,
+                                                        campaign.kind)
     out: list[tuple[str | None, Recipient]] = []
     ids = list(signatures)
     for start in range(0, len(ids), 500):
-        found = delivery_rows.sendable_rows(conn, campaign.id, campaign.list_id, statuses, ids[start:start + 500])
+        found = delivery_rows.sendable_rows(conn, campaign.id, campaign.list_id, statuses, ids[start:start + 500],
+                                            campaign.kind)
         if found:
             out.extend((signatures[r.delivery_id], r) for r in _checked(conn, campaign, secret, found))
     return out

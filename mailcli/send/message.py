@@ -39,7 +39,7 @@ def message_skeleton(settings: Settings | None) -> Any:
 
 
 def build_message(skeleton: Any, *, email: str, first_name: str | None, last_name: str | None, parts: Any,
-                  message_id: str, date: datetime, list_unsubscribe: str) -> bytes:
+                  message_id: str, date: datetime, list_unsubscribe: str | None) -> bytes:
     """The wire bytes of one rendered message to one person."""
     to_name = " ".join(p for p in (first_name, last_name) if p) or None
     data: bytes = skeleton.build(
@@ -69,6 +69,12 @@ class MessageFactory:
         self.verp = s.verp and s.bounce_address is not None
         self.campaign_vars = {"name": campaign.name, "subject": campaign.subject or ""}
         self.language = settings.language(campaign.list_name)
+        # Tracked links (URL -> link number), set once the campaign's links
+        # are known (``send.clicks``); None: links are left as they are.
+        self.links: dict[str, int] | None = None
+        self.per_contact = settings.tracking.per_contact
+        self._click_base = ""
+        self._shared_tokens: dict[str, str] = {}
 
     def context(self, r: ledger.Recipient) -> Any:
         from mailcli.render import RenderContext
@@ -113,12 +119,44 @@ class MessageFactory:
     def build(self, r: ledger.Recipient) -> bytes:
         """Wire bytes for one recipient; raises MailcliError for per-contact problems."""
         ctx, token = self.context(r)
+        # A service message is one people cannot opt out of: no
+        # List-Unsubscribe (nor its one-click Post), so no mail client offers
+        # an unsubscribe that would not stop it (see README, Service messages).
+        unsubscribe = None if self.campaign.kind == "service" else list_unsubscribe_header(self.settings, token)
+        parts = self.template.render(ctx)
+        if self.links:
+            parts = self._tracked(parts, r.contact_uid)
         data = build_message(self.skeleton, email=r.email, first_name=r.first_name, last_name=r.last_name,
-                             parts=self.template.render(ctx), message_id=r.message_id, date=ctx.now,
-                             list_unsubscribe=list_unsubscribe_header(self.settings, token))
+                             parts=parts, message_id=r.message_id, date=ctx.now,
+                             list_unsubscribe=unsubscribe)
         if self.signer is not None:
             data = self.signer.sign(data)  # the very last step: nothing may change a signed message
         return data
+
+    def _tracked(self, parts: Any, contact_uid: str) -> Any:
+        """The rendered parts with every tracked link pointed at serve's ``/c/TOKEN``."""
+        from mailcli.render.values import RenderedParts
+        from mailcli.send.clicks import click_base, rewrite_html, rewrite_text
+        from mailcli.tokens import make_click_token
+
+        links = self.links or {}
+        if not self._click_base:
+            self._click_base = click_base(self.settings.unsubscribe.url)
+        base, secret, campaign_id = self._click_base, self.secret, self.campaign.id
+        if self.per_contact:
+            def target(url: str) -> str | None:
+                no = links.get(url)
+                return None if no is None else base + make_click_token(secret, campaign_id, no, contact_uid)
+        else:
+            shared = self._shared_tokens  # the same for every recipient: made once
+
+            def target(url: str) -> str | None:
+                found = shared.get(url)
+                if found is None and (no := links.get(url)) is not None:
+                    found = shared[url] = base + make_click_token(secret, campaign_id, no)
+                return found
+        return RenderedParts(subject=parts.subject, text=rewrite_text(parts.text, links, target),
+                             html=rewrite_html(parts.html, target))
 
     def wire(self, r: ledger.Recipient) -> bytes:
         """:meth:`build`, dot-stuffed for DATA: what both the render workers

@@ -33,7 +33,8 @@ class RenderAhead:
 
     def __init__(self, factory: MessageFactory, writer: LedgerWriter, summary: SendSummary, transport: Any,
                  progress: ProgressFn | None, watch: OptoutWatch, *, pool: Any = None,
-                 samples: list[tuple[Any, ...]] | None = None, limit: int | None = None) -> None:
+                 samples: list[tuple[Any, ...]] | None = None, limit: int | None = None,
+                 links: dict[str, int] | None = None) -> None:
         self.factory = factory
         self.writer = writer
         self.summary = summary
@@ -42,6 +43,7 @@ class RenderAhead:
         self.watch = watch
         self.pool = pool
         self.samples = samples or []
+        self.links = links  # tracked links, for the render workers' factories
         self.limit = limit
         self.inflight: deque[tuple[Any, list[ledger.Recipient]]] = deque()
         self.batch: list[ledger.Recipient] = []
@@ -150,7 +152,8 @@ class RenderAhead:
     def _submit(self) -> None:
         loop = asyncio.get_running_loop()
         batch, self.batch = self.batch, []
-        future = loop.run_in_executor(self.pool, build_batch, [x.as_tuple() for x in batch], self.samples)
+        future = loop.run_in_executor(self.pool, build_batch, [x.as_tuple() for x in batch], self.samples,
+                                      self.links)
         self.inflight.append((future, batch))
 
 

@@ -51,6 +51,11 @@ class SendOptions:
     expect_count: int | None = None
     # Message-IDs or addresses (or "all") of uncertain messages found accepted in the relay's log.
     accept_uncertain: tuple[str, ...] = ()
+    # "service": a message people cannot opt out of (an outage, a change to
+    # the terms), with the reason it is one; None keeps a resumed
+    # campaign's kind (a new one is marketing).
+    kind: str | None = None
+    reason: str | None = None
     segment: Segment | None = None  # part of the list (``mailcli.segments.choose_segment``)
     not_before: datetime | None = None  # (aware) no message before this moment
 
@@ -158,7 +163,25 @@ def _campaign(conn: sqlite3.Connection, settings: Settings, options: SendOptions
     return ledger.create_campaign(
         conn, name=options.campaign, template=options.template or "", list_name=options.list_name or "",
         subject=options.subject, segment=options.segment, not_before_at=not_before_at,
-        subject_line=subject_line(settings, options.template or "", options.subject)), True
+        subject_line=subject_line(settings, options.template or "", options.subject),
+        kind=options.kind or "marketing", service_reason=options.reason if options.kind == "service" else None), True
+
+
+def check_kind(options: SendOptions) -> None:
+    """A service message needs its reason; only a service message takes one."""
+    from mailcli.store.campaigns import CAMPAIGN_KINDS
+
+    if options.kind is not None and options.kind not in CAMPAIGN_KINDS:
+        raise UsageError(f"--kind: expected marketing or service, not {options.kind!r}")
+    reason = (options.reason or "").strip()
+    if options.kind == "service" and not reason:
+        raise UsageError("--kind service needs --reason TEXT: why this message goes to people who opted out of"
+                         " marketing (kept in the audit log)",
+                         hint='e.g. --reason "storing 3 December: outage of the customer portal"')
+    if options.reason is not None and options.kind != "service":
+        raise UsageError("--reason is for service messages: give --kind service too")
+    if any(ord(c) < 32 for c in reason):
+        raise UsageError("--reason: one line of text, please")
 
 
 def schedule(store: Store, settings: Settings, options: SendOptions, not_before_at: str) -> ledger.Campaign:
@@ -194,9 +217,10 @@ def subject_line(settings: Settings, template: str, subject: str | None) -> str 
         return written or None
 
 
-# Complexity: one check per thing a resumed campaign must keep (template, list, subject).
+# Complexity: one check per thing a resumed campaign must keep (template, list, segment, subject, kind).
 def check_existing(existing: ledger.Campaign | None, options: SendOptions) -> None:
-    """A resumed campaign keeps its template, list, segment and subject; a new one needs a template and a list."""
+    """A resumed campaign keeps its template, list, segment, subject and kind; a new one needs a template and a list."""
+    check_kind(options)
     if existing is None:
         if not options.template or not options.list_name:
             raise UsageError(
@@ -204,6 +228,9 @@ def check_existing(existing: ledger.Campaign | None, options: SendOptions) -> No
                 hint=f"mailcli send {options.campaign} --template NAME --list LIST",
             )
         return
+    if options.kind is not None and options.kind != existing.kind:
+        raise UsageError(f"Campaign {existing.name!r} is a {existing.kind} campaign, not {options.kind}",
+                         hint="a campaign keeps its kind; use a new campaign name")
     if options.template and options.template != existing.template:
         raise UsageError(
             f"Campaign {existing.name!r} uses template {existing.template!r}, not {options.template!r}",
@@ -261,6 +288,7 @@ def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign,
         server=settings.smtp.address, dry_run=options.dry_run, uncertain_causes=dict(causes or {}),
         accepted_uncertain=accepted,
         no_basis=no_basis,
+        kind=campaign.kind, reason=campaign.service_reason,
     )
 
 

@@ -47,7 +47,8 @@ def _init(parent: int, settings: Any, campaign: Any) -> None:
         _INIT_ERROR = exc
 
 
-def _build(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[tuple[bytes | None, str | None]]:
+def _build(batch: list[RecipientTuple], samples: list[RecipientTuple], links: dict[str, int] | None = None
+           ) -> list[tuple[bytes | None, str | None]]:
     global _VERIFIED
     from mailcli.send import ledger
     from mailcli.send.results import describe_problem
@@ -58,6 +59,8 @@ def _build(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[t
         # The preflight's recipients, one per set of contact fields: the
         # same check of the inline-once path as in the sending process.
         _FACTORY.verify_inlining(samples)
+        # The campaign's tracked links, known only after the preflight.
+        _FACTORY.links = links
         _VERIFIED = True
     out: list[tuple[bytes | None, str | None]] = []
     for fields in batch:
@@ -96,6 +99,7 @@ def _warm() -> None:
     """Nothing: submitting it makes the pool start its processes."""
 
 
-def build_batch(batch: list[RecipientTuple], samples: list[RecipientTuple]) -> list[tuple[bytes | None, str | None]]:
+def build_batch(batch: list[RecipientTuple], samples: list[RecipientTuple], links: dict[str, int] | None = None
+                ) -> list[tuple[bytes | None, str | None]]:
     """The function the pool runs (module level, so it pickles by name)."""
-    return _build(batch, samples)
+    return _build(batch, samples, links)

@@ -13,6 +13,7 @@ from typing import Any
 from .. import audit
 from ..errors import NotFoundError
 from ..store import Store
+from ..store.clicks import campaign_link_clicks
 from ..store.relays import delivery_notices
 from . import ledger
 
@@ -31,15 +32,20 @@ class CampaignReport:
     counts: dict[str, int]
     failures: list[dict[str, Any]] | None = None  # failed, deferred and uncertain messages
     notices: list[dict[str, Any]] | None = None  # delayed, relayed, expanded: not failures
+    kind: str = "marketing"  # or "service"
+    reason: str | None = None  # why a service message went out
+    clicks: list[dict[str, Any]] | None = None  # per tracked link, where click counts were on
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``report --json``."""
         data: dict[str, Any] = {"campaign": self.campaign, "list": self.list_name, "template": self.template,
-                                "status": self.status, **self.counts}
+                                "status": self.status, "kind": self.kind, "reason": self.reason, **self.counts}
         if self.failures is not None:
             data["failures"] = self.failures
         if self.notices is not None:
             data["notices"] = self.notices
+        if self.clicks is not None:
+            data["clicks"] = self.clicks
         return data
 
 
@@ -70,11 +76,15 @@ def _report(store: Store, c: ledger.Campaign, failures: bool) -> CampaignReport:
         from ..store.signups import confirmed_in
 
         counts["confirmed"] = confirmed_in(conn, c.id)
+    # Per link: how often, and (where per-contact clicks are kept) by how many people; never who.
+    links = campaign_link_clicks(conn, c.id)
+    clicks = [link.as_dict() for link in links] if links else None
     if not failures:
-        return CampaignReport(c.name, c.list_name, c.template, c.status, counts)
+        return CampaignReport(c.name, c.list_name, c.template, c.status, counts, kind=c.kind,
+                              reason=c.service_reason, clicks=clicks)
     audit.append(store, "report_failed", subject_hmac=None, command="report", detail={"campaign": c.name})
     return CampaignReport(
-        c.name, c.list_name, c.template, c.status, counts,
+        c.name, c.list_name, c.template, c.status, counts, kind=c.kind, reason=c.service_reason, clicks=clicks,
         failures=[{"email": f.email, "status": "uncertain" if f.status == "sending" else f.status,
                    "reply": f.reply, "attempts": f.attempts, "at": f.updated_at,
                    "message_id": f.message_id}

@@ -27,6 +27,8 @@ class SendPlan:
     dry_run: bool
     uncertain_causes: dict[str, int] = field(default_factory=dict)  # killed / lost / other
     accepted_uncertain: int = 0  # uncertain messages counted as sent (--accept-uncertain)
+    kind: str = "marketing"  # or "service"
+    reason: str | None = None  # why a service message goes out
     segment: str | None = None  # the segment's name, or its expression
     no_basis: int = 0  # members of the list left out now: no lawful basis recorded
 

@@ -8,7 +8,9 @@ client, TLS rules and login as a send, DKIM-signed when configured. Its
 subject starts with ``[TEST]``. Nothing is recorded: no campaign is created,
 no delivery written, and the unsubscribe link and List-Unsubscribe header
 carry the preview's fake token, which ``serve`` refuses, so following them
-changes nothing.
+changes nothing. A test of a service message (the campaign's kind, or
+``--kind service`` for a new one) has no List-Unsubscribe header, as the
+real messages will not.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ class TestSend:
 
 # Complexity: one refusal per way a test send can be wrong (campaign, contact, address), each in words.
 def send_test(store: Store, settings: Settings, campaign: str, to: str, *, template: str | None = None,
-              subject: str | None = None, as_contact: str | None = None) -> TestSend:
+              subject: str | None = None, as_contact: str | None = None, kind: str | None = None) -> TestSend:
     """Render the campaign's template for ``as_contact`` (or the sample
     contact) and send it to ``to`` with ``[TEST]`` in the subject; record nothing.
 
-    A campaign that exists keeps its template and subject; a new one needs
-    ``template``. Raises ``TransportError`` (exit 5) when the relay cannot be
+    A campaign that exists keeps its template, subject and kind; a new one
+    needs ``template`` and is of ``kind`` (marketing when None). Raises ``TransportError`` (exit 5) when the relay cannot be
     reached or refuses the message.
     """
     from mailcli.addresses import AddressError, normalise_address
@@ -63,8 +65,12 @@ def send_test(store: Store, settings: Settings, campaign: str, to: str, *, templ
         raise UsageError(f"--test-to {to.strip()!r} is not a valid address: {exc.reason}") from None
     existing = ledger.get_campaign(store.conn, campaign)
     if existing is not None:
+        if kind is not None and kind != existing.kind:
+            raise UsageError(f"Campaign {campaign!r} is a {existing.kind} campaign, not {kind}",
+                             hint="a campaign keeps its kind; use a new campaign name")
         template = existing.template
         subject = existing.subject
+        kind = existing.kind
     elif not template:
         raise UsageError(f"Campaign {campaign!r} does not exist yet; a test send needs --template",
                          hint=f"mailcli send {campaign} --template NAME --test-to {recipient}")
@@ -78,7 +84,7 @@ def send_test(store: Store, settings: Settings, campaign: str, to: str, *, templ
     message_id = f"<test.{new_uid()}@{domain}>"
     data = build_message(message_skeleton(settings), email=recipient, first_name=None, last_name=None, parts=parts,
                          message_id=message_id, date=clock.now(),
-                         list_unsubscribe=list_unsubscribe_header(settings, PREVIEW_TOKEN))
+                         list_unsubscribe=None if kind == "service" else list_unsubscribe_header(settings, PREVIEW_TOKEN))
     if settings.dkim is not None:
         from mailcli.deliverability.dkim import load_signer
 

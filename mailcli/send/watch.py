@@ -27,8 +27,9 @@ class OptoutWatch:
     """Opt-outs committed by others since each recipient was read."""
 
     def __init__(self, conn: sqlite3.Connection, *, list_id: int | None, list_name: str, secret: bytes,
-                 database: Path | None = None) -> None:
+                 database: Path | None = None, kind: str = "marketing") -> None:
         self._conn = conn
+        self._kind = kind
         self._list_id = list_id
         self._list_name = list_name
         self._secret = secret
@@ -53,7 +54,7 @@ class OptoutWatch:
             return None
         now = self._counter.now()
         reason = withdrawal_reason(self._conn, delivery_id, self._list_id, self._list_name, self._secret,
-                                   self._counter.spooled)
+                                   self._counter.spooled, self._kind)
         if reason is None:
             self._read_at[delivery_id] = now  # still mailable as of now
         return reason

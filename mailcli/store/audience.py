@@ -56,6 +56,14 @@ SENDABLE_SQL = f"""m.status = 'subscribed' AND (CASE{_HELD_BY_CONTACT} ELSE m.st
                   WHERE nb.list_id = m.list_id AND nb.contact_id = m.contact_id
                     AND nb.basis = 'none' AND nb.status = 'subscribed')"""  # noqa: S608 - fixed SQL
 
+# The members a service message reaches: everyone with an active
+# relationship through the list — subscribed, or unsubscribed from it, an
+# objection to marketing or an unsubscribe from all marketing included —
+# but never an unconfirmed sign-up, an address that bounced or complained,
+# or a contact whose processing is restricted. Erased people have no row.
+SERVICE_REACHABLE_SQL = ("m.status IN ('subscribed', 'unsubscribed') AND c.status IN ('active', 'unsubscribed')"
+                         " AND c.restricted_at IS NULL")
+
 
 @dataclass(frozen=True, slots=True)
 class ListSummary:
@@ -149,30 +157,32 @@ def list_summaries(conn: sqlite3.Connection, names: list[str] | None = None,
     ]
 
 
-# The audience of a campaign: the list's subscribed members not yet in it,
+# The audience of a campaign: the members of the list it reaches not yet in it,
 # a page at a time in the order of the membership index (list, status,
 # contact), so memory stays flat however large the list and each page
 # starts where the last one ended.
-_AUDIENCE_SQL = f"""
+_AUDIENCE_SQL = """
 SELECT c.id, c.uid, c.email_key
 FROM memberships m JOIN contacts c ON c.id = m.contact_id
-WHERE m.list_id = ? AND {SENDABLE_SQL} AND m.contact_id > ?
+WHERE m.list_id = ? AND {reached} AND m.contact_id > ?
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = ? AND d.contact_id = c.id)
   AND {{segment}}
 ORDER BY m.contact_id
 LIMIT ?
-"""  # noqa: S608 - fixed SQL
+"""
+_AUDIENCE_BY_KIND = {"marketing": _AUDIENCE_SQL.format(reached=SENDABLE_SQL),
+                     "service": _AUDIENCE_SQL.format(reached=SERVICE_REACHABLE_SQL)}
 
 
 def audience_page(conn: sqlite3.Connection, list_id: int, campaign_id: int, after: int,
-                  limit: int, segment: Segment | None = None) -> list[tuple[int, str, str]]:
-    """Up to ``limit`` sendable members of the list with a contact id above
-    ``after`` and no delivery in the campaign yet, in ``segment`` when one
-    is given: (contact id, uid, email key)."""
+                  limit: int, kind: str = "marketing", segment: Segment | None = None) -> list[tuple[int, str, str]]:
+    """Up to ``limit`` members of the list a campaign of ``kind`` reaches
+    with a contact id above ``after`` and no delivery in the campaign yet, in
+    ``segment`` when one is given: (contact id, uid, email key)."""
     from .segments import segment_filter
 
     condition, params = segment_filter(segment)
-    return conn.execute(_AUDIENCE_SQL.format(segment=condition),
+    return conn.execute(_AUDIENCE_BY_KIND[kind].format(segment=condition),
                         (list_id, after, campaign_id, *params, limit)).fetchall()
 
 

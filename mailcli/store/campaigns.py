@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 # What ``report`` counts of the events attributed to a campaign.
 FEEDBACK_KINDS = ("bounced", "unsubscribed", "complained")
+# What a campaign is: marketing (to subscribers) or a service message (to
+# everyone with an active relationship, opted out of marketing or not).
+CAMPAIGN_KINDS = ("marketing", "service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +39,11 @@ class Campaign:
     not_before_at: str | None = None  # no run sends before this moment (UTC)
     first_sent_at: str | None = None
     last_sent_at: str | None = None
+    service_reason: str | None = None  # why a service message goes to people who left marketing
 
 
 _COLUMNS = ("id, uid, name, template, list_id, list_name, subject, kind, status, created_at, frozen_at, finished_at,"
-            " segment, segment_where, subject_line, not_before_at, first_sent_at, last_sent_at")
+            " segment, segment_where, subject_line, not_before_at, first_sent_at, last_sent_at, service_reason")
 
 
 def get_campaign(conn: sqlite3.Connection, name: str) -> Campaign | None:
@@ -55,16 +59,17 @@ def list_campaigns(conn: sqlite3.Connection) -> list[Campaign]:
 def insert_campaign(conn: sqlite3.Connection, *, uid: str, name: str, template: str, list_id: int, list_name: str,
                     subject: str | None, created_at: str, segment: str | None = None,
                     segment_where: str | None = None, subject_line: str | None = None,
-                    not_before_at: str | None = None) -> None:
-    """A new marketing campaign, not yet frozen (``scheduled`` when it has a
+                    not_before_at: str | None = None, kind: str = "marketing",
+                    service_reason: str | None = None) -> None:
+    """A new campaign of ``kind``, not yet frozen (``scheduled`` when it has a
     ``not_before_at``); nothing when the name is taken (another process
     created it a moment ago: that row is the campaign)."""
     conn.execute(
         "INSERT INTO campaigns (uid, name, template, list_id, list_name, subject, kind, status, created_at,"
-        " segment, segment_where, subject_line, not_before_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'marketing', ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
-        (uid, name, template, list_id, list_name, subject, "scheduled" if not_before_at else "created", created_at,
-         segment, segment_where, subject_line, not_before_at),
+        " segment, segment_where, subject_line, not_before_at, service_reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        (uid, name, template, list_id, list_name, subject, kind, "scheduled" if not_before_at else "created",
+         created_at, segment, segment_where, subject_line, not_before_at, service_reason),
     )
 
 

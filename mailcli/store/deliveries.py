@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .archive import settle_archived
-from .optouts import SKIP_REASON_SQL, delivery_exists
+from .audience import SERVICE_REACHABLE_SQL
+from .optouts import SKIP_REASON_BY_KIND, delivery_exists
 
 # Why a message is uncertain: the two ways the reply to its final dot can go missing.
 KILLED_AFTER_DOT = "the sending process ended after the final dot, before the server's reply was recorded"
@@ -171,33 +172,35 @@ def mark_interrupted(conn: sqlite3.Connection, campaign_id: int, reason: str, no
 # unary "+" is SQLite's way to keep the planner off the campaign's indexes,
 # which would read and sort every remaining row for each page: quadratic
 # (benchmarks/README.md).
-_SENDABLE_SQL = f"""
+_SENDABLE_SQL = """
 SELECT d.id, c.id, c.uid, c.email, c.email_key, c.first_name, c.last_name, c.attributes, d.message_id,
-       {SKIP_REASON_SQL} AS reason
+       {reason} AS reason
 FROM deliveries d
 JOIN contacts c ON c.id = d.contact_id
 LEFT JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
 WHERE +d.campaign_id = ? AND +d.status IN ({{marks}}) AND {{where}}
 ORDER BY d.id
 LIMIT ?
-"""  # noqa: S608 - fixed SQL and placeholders
+"""
+# A service message skips only whom every kind of mail skips (store.optouts).
+_SENDABLE_BY_KIND = {kind: _SENDABLE_SQL.format(reason=sql) for kind, sql in SKIP_REASON_BY_KIND.items()}
 
 
 def sendable_page(conn: sqlite3.Connection, campaign_id: int, list_id: int | None, statuses: Sequence[str],
-                  after: int, limit: int) -> list[tuple[Any, ...]]:
+                  after: int, limit: int, kind: str = "marketing") -> list[tuple[Any, ...]]:
     """The next ``limit`` deliveries in ``statuses`` after delivery ``after``
     (keyset pagination), each with the reason it must be skipped, or None."""
-    sql = _SENDABLE_SQL.format(marks=_marks(statuses), where="d.id > ?")
+    sql = _SENDABLE_BY_KIND[kind].format(marks=_marks(statuses), where="d.id > ?")
     return conn.execute(sql, (_list_or_none(list_id), campaign_id, *statuses, after, limit)).fetchall()
 
 
 def sendable_rows(conn: sqlite3.Connection, campaign_id: int, list_id: int | None, statuses: Sequence[str],
-                  ids: Sequence[int]) -> list[tuple[Any, ...]]:
+                  ids: Sequence[int], kind: str = "marketing") -> list[tuple[Any, ...]]:
     """The deliveries ``ids`` (at most a few hundred) that are in ``statuses``,
     as ``sendable_page`` returns them."""
     if not ids:
         return []
-    sql = _SENDABLE_SQL.format(marks=_marks(statuses), where=f"d.id IN ({_marks(ids)})")
+    sql = _SENDABLE_BY_KIND[kind].format(marks=_marks(statuses), where=f"d.id IN ({_marks(ids)})")
     return conn.execute(sql, (_list_or_none(list_id), campaign_id, *statuses, *ids, len(ids))).fetchall()
 
 
@@ -219,20 +222,27 @@ SELECT did, sig FROM (
     FROM deliveries d
     JOIN contacts c ON c.id = d.contact_id
     JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
-    WHERE d.campaign_id = ? AND d.status IN ({marks}) AND c.status = 'active' AND c.restricted_at IS NULL
-      AND c.no_marketing_at IS NULL AND m.status = 'subscribed'
+    WHERE d.campaign_id = ? AND d.status IN ({marks}) AND {who}
     ORDER BY d.id  -- keeps this subquery whole: flattened, each row's signature was computed twice
   )
 ) WHERE n <= ? ORDER BY did
 """
 
 
+_SAMPLE_WHO = {
+    "marketing": "c.status = 'active' AND c.restricted_at IS NULL AND c.no_marketing_at IS NULL"
+                 " AND m.status = 'subscribed'",
+    "service": SERVICE_REACHABLE_SQL,
+}
+
+
 def samples_by_fields_sqlite(conn: sqlite3.Connection, campaign_id: int, list_id: int | None,
-                             statuses: Sequence[str], per_group: int) -> dict[int, str | None]:
+                             statuses: Sequence[str], per_group: int, kind: str = "marketing"
+                             ) -> dict[int, str | None]:
     """Delivery id -> field-set key, for the first ``per_group`` sendable
     deliveries of each distinct set of contact attribute names (SQLite's JSON
     functions), in delivery order."""
-    rows = conn.execute(_SAMPLE_SQL.format(marks=_marks(statuses)),
+    rows = conn.execute(_SAMPLE_SQL.format(marks=_marks(statuses), who=_SAMPLE_WHO[kind]),
                         (_list_or_none(list_id), campaign_id, *statuses, per_group)).fetchall()
     return dict(rows)
 

@@ -497,6 +497,43 @@ CREATE INDEX signups_mail ON signups(mail_next_at) WHERE mail_status = 'pending'
 """
 
 
+# Service messages (an outage, a change to the terms) reach people who left
+# marketing; the reason given for one is kept with the campaign, so `report`
+# and the campaign list can show why it went to them.
+#
+# Click counts: each tracked link of a campaign has a number (the click
+# token names it, so serve redirects only to a URL stored here, never to one
+# a request brings) and a count that holds no person. Who clicked is kept
+# only when [tracking] per_contact is on: one row per click, with the time
+# and the client's network (/24 or /48), going with the contact on erasure.
+M016_SERVICE_AND_CLICKS = """
+ALTER TABLE campaigns ADD COLUMN service_reason TEXT;
+CREATE TABLE campaign_links (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+    link_no INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    clicks INTEGER NOT NULL DEFAULT 0,
+    first_click_at TEXT,
+    last_click_at TEXT,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (campaign_id, link_no),
+    UNIQUE (campaign_id, url)
+) WITHOUT ROWID;
+CREATE TABLE clicks (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL,
+    link_no INTEGER NOT NULL,
+    contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+    clicked_at TEXT NOT NULL,
+    ip_network TEXT,
+    FOREIGN KEY (campaign_id, link_no) REFERENCES campaign_links(campaign_id, link_no) ON DELETE CASCADE
+);
+CREATE INDEX clicks_contact ON clicks(contact_id);
+CREATE INDEX clicks_link ON clicks(campaign_id, link_no);
+CREATE INDEX clicks_time ON clicks(clicked_at);
+"""
+
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
@@ -509,6 +546,7 @@ MIGRATIONS: list[Migration] = [
     ("m015_campaign_details", M015_CAMPAIGN_DETAILS),
     ("m011_privacy_records", m011_privacy_records),
     ("m012_rectified_fields", M012_RECTIFIED_FIELDS),
+    ("m016_service_and_clicks", M016_SERVICE_AND_CLICKS),
     ("m013_membership_basis", M013_MEMBERSHIP_BASIS),
     ("m014_signups", M014_SIGNUPS),
 ]

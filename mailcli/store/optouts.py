@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..tokens import address_hmac
 from .spool import SpoolWatch
-from .suppressions import is_suppressed
+from .suppressions import is_service_blocked, is_suppressed
 
 # Why a delivery must not go out (NULL when it may), from the contact and its
 # membership of the campaign's list (``m``, LEFT JOINed). Shared with the
@@ -37,6 +37,17 @@ SKIP_REASON_SQL = """CASE
          WHEN m.status IS NULL THEN 'no longer a member of the list'
          WHEN m.status != 'subscribed' THEN 'membership is ' || m.status
        END"""
+
+# The same for a service message: only what stops mail of every kind — a
+# bounce, a complaint, a restriction of processing, leaving the relationship
+# (the membership gone) — not an unsubscribe from or objection to marketing.
+SERVICE_SKIP_REASON_SQL = """CASE
+         WHEN c.status IN ('bounced', 'complained') THEN 'contact is ' || c.status
+         WHEN c.restricted_at IS NOT NULL THEN 'processing restricted (art. 18)'
+         WHEN m.status IS NULL THEN 'no longer a member of the list'
+         WHEN m.status NOT IN ('subscribed', 'unsubscribed') THEN 'membership is ' || m.status
+       END"""
+SKIP_REASON_BY_KIND = {"marketing": SKIP_REASON_SQL, "service": SERVICE_SKIP_REASON_SQL}
 
 GONE = "erased or purged during the send"
 SPOOLED = "unsubscribed with one click (recorded in the spool)"
@@ -80,31 +91,35 @@ class OptoutCounter:
 
 
 # One delivery, checked again: the contact and its membership of the list.
-_RECHECK_SQL = f"""
-SELECT c.email_key, {SKIP_REASON_SQL}, c.uid
+_RECHECK_SQL = """
+SELECT c.email_key, {reason}, c.uid
 FROM deliveries d
 JOIN contacts c ON c.id = d.contact_id
 LEFT JOIN memberships m ON m.contact_id = c.id AND m.list_id = ?
 WHERE d.id = ?
-"""  # noqa: S608 - a fixed fragment
+"""
+_RECHECK_BY_KIND = {kind: _RECHECK_SQL.format(reason=sql) for kind, sql in SKIP_REASON_BY_KIND.items()}
 
 
 def withdrawal_reason(conn: sqlite3.Connection, delivery_id: int, list_id: int | None, list_name: str,
-                      secret: bytes, spooled: Collection[tuple[str, int]] = ()) -> str | None:
+                      secret: bytes, spooled: Collection[tuple[str, int]] = (), kind: str = "marketing") -> str | None:
     """Why this delivery must not go out now, or None if it still may.
 
     A delivery whose row is gone belonged to someone erased or purged;
     ``spooled`` are the (contact uid, list id) of one-click opt-outs still
-    in the spool.
+    in the spool, which a service message (``kind``) does not heed.
     """
-    row = conn.execute(_RECHECK_SQL, (list_id if list_id is not None else -1, delivery_id)).fetchone()
+    row = conn.execute(_RECHECK_BY_KIND[kind], (list_id if list_id is not None else -1, delivery_id)).fetchone()
     if row is None:
         return GONE
     if row[1] is not None:
         return str(row[1])
+    hmac = address_hmac(secret, row[0])
+    if kind == "service":
+        return "address bounced, complained or was erased" if is_service_blocked(conn, hmac) else None
     if spooled and (str(row[2]), list_id) in spooled:
         return SPOOLED
-    suppressed = is_suppressed(conn, address_hmac(secret, row[0]), list_name)
+    suppressed = is_suppressed(conn, hmac, list_name)
     return "address is on the suppression list" if suppressed else None
 
 

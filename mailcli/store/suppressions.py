@@ -77,3 +77,32 @@ def suppressions_of(conn: sqlite3.Connection, hmac: str) -> list[dict[str, Any]]
     """One person's suppressions (scope, reason, channel, created_at), by scope."""
     return dicts(conn, "SELECT scope, reason, channel, created_at FROM suppressions WHERE hmac = ? ORDER BY scope",
                  (hmac,))
+
+
+# Suppressions a service message honours too: an address that bounced or
+# complained, or a person erased. Unsubscribes and objections are about
+# marketing, which a service message is not.
+SERVICE_BLOCKING = ("bounced", "complained", "erased")
+
+
+def service_blocked_hmacs(conn: sqlite3.Connection, among: Collection[str] | None = None) -> set[str]:
+    """The addresses a service message must not reach (bounced, complained,
+    erased: any scope), as a set of HMACs; with ``among``, only those of them."""
+    marks = ",".join("?" for _ in SERVICE_BLOCKING)
+    sql = f"SELECT DISTINCT hmac FROM suppressions WHERE reason IN ({marks})"  # noqa: S608 - placeholders
+    if among is None:
+        return {row[0] for row in conn.execute(sql, SERVICE_BLOCKING)}
+    found: set[str] = set()
+    wanted = list(among)
+    for start in range(0, len(wanted), 500):
+        part = wanted[start:start + 500]
+        found.update(row[0] for row in conn.execute(
+            sql + f" AND hmac IN ({','.join('?' for _ in part)})", (*SERVICE_BLOCKING, *part)))
+    return found
+
+
+def is_service_blocked(conn: sqlite3.Connection, hmac: str) -> bool:
+    """Whether a service message must not reach this address (see ``SERVICE_BLOCKING``)."""
+    marks = ",".join("?" for _ in SERVICE_BLOCKING)
+    return conn.execute(f"SELECT 1 FROM suppressions WHERE hmac = ? AND reason IN ({marks}) LIMIT 1",  # noqa: S608
+                        (hmac, *SERVICE_BLOCKING)).fetchone() is not None

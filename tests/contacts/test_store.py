@@ -73,7 +73,8 @@ def test_active_contacts_are_not_in_the_status_index(tmp_path: Path) -> None:
 
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
-    cut = dict.fromkeys(("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log"), "2030")
+    cut = dict.fromkeys(("unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "clicks"),
+                        "2030")
     retention._plan(conn, cut)
     conn.set_trace_callback(None)
     (bounced,) = [sql for sql in statements if "'bounced'" in sql and "purge_contacts" in sql]

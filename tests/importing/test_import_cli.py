@@ -406,7 +406,7 @@ def test_bad_input_files_exit_2_and_change_nothing(project: Path, cli: Cli, tmp_
     path = tmp_path / f"{case}.csv"
     expected = {"missing": "no such file", "binary": "binary file", "no-email": "no email column",
                 "undecodable": "line 3: cannot be decoded as utf-8", "directory": "is a directory",
-                "zip": "a ZIP archive of CSV files (subscribed_members.csv, unsubscribed_members.csv)"}[case]
+                "zip": "a ZIP archive with no CSV file in it (members_export/members.pdf)"}[case]
     if case == "binary":
         path.write_bytes(bytes(range(256)) * 40)
     elif case == "no-email":
@@ -416,12 +416,11 @@ def test_bad_input_files_exit_2_and_change_nothing(project: Path, cli: Cli, tmp_
         path.write_bytes(b"email,city\na@example.org,Delft\nb@example.org,M\xfcnchen\n")
     elif case == "directory":
         path.mkdir()
-    elif case == "zip":  # a Mailchimp audience export as downloaded
+    elif case == "zip":  # an archive, read by its content whatever its name, with no contact file in it
         import zipfile
 
         with zipfile.ZipFile(path, "w") as archive:
-            for name in ("subscribed_members.csv", "unsubscribed_members.csv"):
-                archive.writestr(f"members_export/{name}", "Email Address\nann@example.org\n")
+            archive.writestr("members_export/members.pdf", "%PDF-1.7")
     before = dump(project)
     extra = ["--encoding", "utf-8"] if case == "undecodable" else []
     result = cli("import", str(path), "--list", "news", "--basis", "customer", *extra)

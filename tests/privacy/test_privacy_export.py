@@ -60,6 +60,13 @@ def world(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     add_event(c, twin, "complained", campaign_id=spring, channel="complaint")
     add_suppression(c, project, ZEB, "offers", "unsubscribed")
     add_suppression(c, project, TWIN, "*", "complained")
+    # Clicks kept per person ([tracking] per_contact): one of each.
+    c.execute("INSERT INTO campaign_links (campaign_id, link_no, url, clicks, created_at)"
+              " VALUES (?, 1, 'https://acme.example/agenda', 2, '2026-03-01T00:00:00Z')", (spring,))
+    for who in (zeb, twin):
+        c.execute("INSERT INTO clicks (campaign_id, link_no, contact_id, clicked_at, ip_network)"
+                  " VALUES (?, 1, ?, '2026-03-02T10:00:00Z', '192.0.2.0/24')", (spring, who))
+    c.commit()
     store.close()
     return project
 
@@ -73,7 +80,7 @@ def test_export_holds_everything_about_the_person_and_nothing_else(world: Path, 
     result = cli("privacy", "export", ZEB, "-o", "zeb.zip", "--reason", "request 17")
     assert result.exit_code == 0, result.output
     files = _open(world / "zeb.zip")
-    assert set(files) == {"subject.json", "profile.csv", "memberships.csv", "deliveries.csv", "events.csv",
+    assert set(files) == {"subject.json", "profile.csv", "memberships.csv", "deliveries.csv", "events.csv", "clicks.csv",
                           "suppression.csv", "audit.csv", "requests.csv", "signups.csv", "letter.txt",
                           "manifest.sha256"}
     doc = json.loads(files["subject.json"])
@@ -203,9 +210,9 @@ def test_every_table_with_personal_data_is_in_the_registry(project: Path) -> Non
 def test_the_completeness_check_catches_a_new_table(project: Path) -> None:
     store = open_store(settings_for(project).project.database)
     try:
-        store.conn.execute("CREATE TABLE clicks (id INTEGER PRIMARY KEY, contact_id INTEGER, url TEXT)")
+        store.conn.execute("CREATE TABLE page_views (id INTEGER PRIMARY KEY, contact_id INTEGER, url TEXT)")
         store.conn.execute("CREATE TABLE imports_log (id INTEGER PRIMARY KEY, file TEXT)")
-        assert uncovered_tables(store.conn) == ["clicks"]
+        assert uncovered_tables(store.conn) == ["page_views"]
     finally:
         store.close()
 
@@ -235,10 +242,10 @@ def test_export_of_a_restricted_person_still_works(world: Path, cli) -> None:
 def test_unregistered_table_makes_export_warn(world: Path, cli) -> None:
     db = settings_for(world).project.database
     with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE clicks (id INTEGER PRIMARY KEY, contact_id INTEGER)")
+        conn.execute("CREATE TABLE page_views (id INTEGER PRIMARY KEY, contact_id INTEGER)")
     result = cli("privacy", "export", ZEB, "-o", "zeb.zip")
     assert result.exit_code == 0
-    assert "clicks" in result.stderr and "not exported" in result.stderr
+    assert "page_views" in result.stderr and "not exported" in result.stderr
 
 
 @pytest.mark.parametrize("target", ["folder", "under-a-file"])

@@ -30,7 +30,7 @@ from tests.privacy_support import (
     settings_for,
 )
 
-RULES = ["unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports"]
+RULES = ["unconfirmed", "unsubscribed", "bounced", "inactive", "send_log", "audit_log", "backups", "exports", "clicks"]
 
 
 def _hmac(root: Path, email: str) -> str:
@@ -82,6 +82,14 @@ def world(project: Path, monkeypatch: pytest.MonkeyPatch):
     add_event(c, veteran, "soft_bounced", campaign_id=old, at=ago(420), channel="bounce")
     add_event(c, veteran, "complained", campaign_id=old, at=ago(419), channel="complaint")
     add_delivery(c, recent, veteran, at=ago(60))
+    # Per-person clicks ([tracking] per_contact): one older than 13 months goes, one recent stays, and so
+    # does a restricted person's.
+    c.execute("INSERT INTO campaign_links (campaign_id, link_no, url, clicks, created_at)"
+              " VALUES (?, 1, 'https://acme.example/', 3, ?)", (old, ago(420)))
+    for who, days in ((veteran, 410), (veteran, 20), (ids["restricted"], 410)):
+        c.execute("INSERT INTO clicks (campaign_id, link_no, contact_id, clicked_at) VALUES (?, 1, ?, ?)",
+                  (old, who, ago(days)))
+    c.commit()
     # Three audit entries from three years ago, then one from last week.
     for days in (1100, 1099, 1098, 7):
         clock.at = clock.at.__class__.fromisoformat(ago(days).replace("Z", "+00:00"))
@@ -97,7 +105,7 @@ def world(project: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 EXPECTED = {"unconfirmed": 2, "unsubscribed": 2, "bounced": 1, "inactive": 1, "send_log": 4, "audit_log": 3,
-            "backups": 1, "exports": 0}
+            "backups": 1, "exports": 0, "clicks": 1}
 ERASED = {"unconf-old", "zeb", "objected", "bounced-old", "inactive"}
 
 

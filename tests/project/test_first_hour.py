@@ -307,10 +307,10 @@ def test_a_table_too_wide_for_the_terminal_becomes_records(project: Path, cli: C
     assert term.wait() == 0
     lines = [line.rstrip() for line in term.text.replace("\r", "").splitlines()]
     # No header broken mid-word ("campaig" / "n"): one "column  value" line each.
-    assert lines[:3] == ["campaign      2026-12", "audience      2", "sent          2"]
+    assert lines[:4] == ["campaign      2026-12", "kind          marketing", "audience      2", "sent          2"]
     assert all(len(line) <= 80 for line in lines)
     piped = cli("report").stdout.splitlines()
-    assert piped[0].split() == ["campaign", "audience", "sent", "failed", "deferred", "pending", "uncertain",
+    assert piped[0].split() == ["campaign", "kind", "audience", "sent", "failed", "deferred", "pending", "uncertain",
                                 "bounced", "unsubscribed", "complained"]
 
 
