@@ -37,13 +37,15 @@ from ..store import Store
 from ..store import deliveries as delivery_rows
 from ..store import signups as rows
 from ..store.audience import list_not_found
-from ..store.campaigns import get_campaign
+from ..store.campaigns import get_campaign, insert_campaign
 from ..store.lists import list_id as find_list
 from ..tokens import message_id, new_uid
 from .flow import consent_wording
 from .mailer import MailBuilder, deliver
 
 BATCH = 50  # messages per SMTP session
+# Why this service message reaches people: what `campaigns` and `report` show.
+REASON = "reconfirmation: asks members without a lawful basis, or unconfirmed, to confirm their subscription"
 
 
 @dataclass(slots=True)
@@ -75,8 +77,9 @@ def reconfirm_list(store: Store, settings: Settings, list_name: str, *, campaign
             list_id = find_list(conn, list_name)
             if list_id is None:
                 raise list_not_found(conn, list_name)
-            rows.add_service_campaign(conn, uid=new_uid(), name=name, template="_confirm", list_id=list_id,
-                                      list_name=list_name, now=stamp)
+            insert_campaign(conn, uid=new_uid(), name=name, template="_confirm", list_id=list_id,
+                            list_name=list_name, subject=None, created_at=stamp, kind="service",
+                            service_reason=REASON, subject_line=_subject(settings, list_name, now))
             found = get_campaign(conn, name)
             assert found is not None
             if found.template != "_confirm" or found.list_name != list_name:
@@ -104,6 +107,24 @@ def reconfirm_list(store: Store, settings: Settings, list_name: str, *, campaign
             counts["confirmed"] = rows.confirmed_in(conn, found.id)
         result.counts = counts
     return result
+
+
+def _subject(settings: Settings, list_name: str, now: Any) -> str | None:
+    """The subject of the round's mails, as `campaigns` shows it (None if it cannot render without a person)."""
+    from ..errors import MailcliError
+    from ..render import RenderContext, compile_template
+    from ..render.preview import sender_from_settings
+    from .mailer import confirm_template_dir
+
+    language = settings.language(list_name)
+    try:
+        folder, name = confirm_template_dir(settings, language)
+        ctx = RenderContext(contact={"email": "", "first_name": "", "last_name": ""},
+                            campaign={"name": list_name, "subject": ""}, sender=sender_from_settings(settings),
+                            unsubscribe_url="", now=now, confirm_url="", language=language)
+        return str(compile_template(folder, name).variables(ctx)["campaign"]["subject"]) or None
+    except MailcliError:
+        return None
 
 
 # Complexity: each message's outcome mapped to the ledger's status, the sending mark deciding uncertain.

@@ -139,7 +139,7 @@ def _members_without_basis(conn: sqlite3.Connection, campaign: ledger.Campaign, 
     consent for it."""
     from mailcli.store.audience import count_no_basis
 
-    if campaign.list_id is None:
+    if campaign.list_id is None or campaign.kind == "service":  # a service message needs no consent
         return 0
     no_basis = count_no_basis(conn, campaign.list_id)
     if created and not added and no_basis:
@@ -158,6 +158,7 @@ def _campaign(conn: sqlite3.Connection, settings: Settings, options: SendOptions
     """The campaign and whether this run creates it."""
     existing = ledger.get_campaign(conn, options.campaign)
     check_existing(existing, options)
+    _not_a_confirmation(existing.template if existing is not None else options.template or "", options)
     if existing is not None:
         return existing, False
     return ledger.create_campaign(
@@ -165,6 +166,17 @@ def _campaign(conn: sqlite3.Connection, settings: Settings, options: SendOptions
         subject=options.subject, segment=options.segment, not_before_at=not_before_at,
         subject_line=subject_line(settings, options.template or "", options.subject),
         kind=options.kind or "marketing", service_reason=options.reason if options.kind == "service" else None), True
+
+
+def _not_a_confirmation(template: str, options: SendOptions) -> None:
+    """The confirmation mail goes out only through ``serve`` and ``reconfirm``:
+    it carries each person's own confirmation link, which a send has not."""
+    from mailcli.render.values import is_confirm_template
+
+    if is_confirm_template(template):
+        raise UsageError(f"Campaign {options.campaign!r}: the confirmation mail ({template}) is sent by `mailcli"
+                         " reconfirm` and the sign-up form, not by send",
+                         hint=f"mailcli reconfirm --list LIST (and mailcli report {options.campaign})")
 
 
 def check_kind(options: SendOptions) -> None:

@@ -218,15 +218,6 @@ def signups_of(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]
 
 # -- reconfirm: asking a list's members without a basis, or unconfirmed ones ---
 
-def add_service_campaign(conn: sqlite3.Connection, *, uid: str, name: str, template: str, list_id: int,
-                         list_name: str, now: str) -> None:
-    """A campaign of kind ``service`` (no marketing content) unless the name is taken."""
-    conn.execute(
-        "INSERT INTO campaigns (uid, name, template, list_id, list_name, subject, kind, status, created_at)"
-        " VALUES (?, ?, ?, ?, ?, NULL, 'service', 'created', ?) ON CONFLICT (name) DO NOTHING",
-        (uid, name, template, list_id, list_name, now))
-
-
 # The members to ask: unconfirmed, or subscribed without a basis, and held
 # back for no other reason (not bounced, complained, restricted, objecting);
 # those already asked in this campaign are left out, so a rerun asks nobody twice.
