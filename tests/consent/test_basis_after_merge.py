@@ -141,3 +141,18 @@ def test_reconfirm_is_a_service_campaign_with_its_reason_and_its_links_are_never
         assert "mailcli reconfirm" in refused.stderr
         assert len(server.messages) == 2
 
+
+def test_a_campaign_link_to_the_sign_up_form_is_not_rewritten_for_click_counts(project: Path, cli: Cli) -> None:
+    from tests.sending.test_clicks import members, parts, send, template
+
+    template(project)
+    folder = project / "templates" / "clicky"
+    html = (folder / "message.html").read_text(encoding="utf-8")
+    (folder / "message.html").write_text(
+        html + '<p><a href="https://news.example.org/subscribe/news">Tell a friend</a></p>\n', encoding="utf-8")
+    members(project)
+    tracking(project, per_contact=False)
+    for message in send(cli, project, "friends"):
+        text, body = parts(message)
+        assert 'href="https://news.example.org/subscribe/news"' in body
+        assert "https://news.example.org/c/" in body  # the other links are counted
