@@ -48,7 +48,7 @@ def seed(store, n: int) -> None:
             )
             cid = cur.lastrowid
             c.execute("INSERT INTO memberships (contact_id, list_id, status, consent_at, unsubscribed_at, created_at,"
-                      " updated_at) VALUES (?, 1, ?, ?, ?, ?, ?)",
+                      " updated_at, basis) VALUES (?, 1, ?, ?, ?, ?, ?, 'consent')",
                       (cid, "unsubscribed" if gone else "subscribed", at, at if gone else None, at, at))
             c.execute("INSERT INTO deliveries (campaign_id, contact_id, status, message_id, created_at, updated_at)"
                       " VALUES (1, ?, 'sent', ?, ?, ?)", (cid, f"<{cid}@example.org>", old, old))

@@ -99,10 +99,10 @@ def build(root: Path, contacts: int, campaigns: int) -> None:
         db.execute(
             """
             INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_at, unsubscribed_at,
-                                     unsubscribe_channel, created_at, updated_at)
+                                     unsubscribe_channel, created_at, updated_at, basis)
             SELECT id, ?, CASE WHEN status = 'unsubscribed' THEN 'unsubscribed' ELSE 'subscribed' END, 'import.csv',
                    created_at, CASE WHEN status = 'unsubscribed' THEN last_activity_at END,
-                   CASE WHEN status = 'unsubscribed' THEN 'one-click' END, created_at, updated_at
+                   CASE WHEN status = 'unsubscribed' THEN 'one-click' END, created_at, updated_at, 'consent'
             FROM contacts WHERE id % ? = 0 OR ? = 1
             """,
             (list_id, share, share),

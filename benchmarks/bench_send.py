@@ -203,8 +203,8 @@ def add_contacts(db: Path, count: int) -> None:
         ),
     )
     conn.execute(
-        "INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_at, created_at, updated_at)"
-        " SELECT id, 1, 'subscribed', 'bench', ?, ?, ? FROM contacts",
+        "INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_at, created_at, updated_at,"
+        " basis) SELECT id, 1, 'subscribed', 'bench', ?, ?, ?, 'consent' FROM contacts",
         (now, now, now),
     )
     conn.execute("COMMIT")

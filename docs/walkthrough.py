@@ -64,7 +64,7 @@ def mailchimp_export(path: Path) -> None:
         rows.append([address, f, la, "", "", str(rng.randint(1, 5)), f"2024-0{rng.randint(1, 9)}-1{i % 10} 10:0{i % 6}:00",
                      f"192.0.2.{i + 10}", "", "", "", "", "1", "2", "Europe/Amsterdam", "NL", "NH",
                      "2025-01-05 09:00:00", str(1000 + i), f"eu{i:04x}", "", '"klant"' if i % 7 == 0 else ""])
-    rows.append([REFUSED, "Marieke", "Jansen", *[""] * 19])
+    rows.append([REFUSED, "Marieke", "Jansen", "", "", "2", "2023-11-02 08:15:00", *[""] * 15])
     rows.append(["  Anna.deJong@Example.ORG ", "Anna", "de Jong", *[""] * 19])
     rows.append(["ANNA.DEJONG@example.org", "Anna", "de Jong", *[""] * 19])  # the same person, other case
     rows.append([rows[3][0].upper(), rows[3][1], rows[3][2], *[""] * 19])
@@ -298,7 +298,11 @@ def _first_hour(t: Transcript, sink: Sink) -> None:
     t.run("mailcli config show")
     t.say("## Importing the files as they are")
     t.run("mailcli import ../members_export.csv --list nieuwsbrief")
-    t.run("mailcli import ../leden.csv --list nieuwsbrief")
+    t.say("The members' list from Excel has no opt-in time column, so nothing in it shows consent:")
+    t.run("mailcli import ../leden.csv --list nieuwsbrief", expect=2)
+    t.say("The members ticked the newsletter box on the association's paper membership form:")
+    t.run('mailcli import ../leden.csv --list nieuwsbrief --basis consent'
+          ' --consent-source "inschrijfformulier vereniging (papier)"')
     t.run("mailcli lists")
     t.run("mailcli contacts --list nieuwsbrief --limit 4")
     t.run("mailcli contacts show renee@bakkerij.example")

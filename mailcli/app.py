@@ -35,7 +35,8 @@ from .output import Output
 # order help lists them.
 COMMANDS = {
     "init": "init", "demo": "demo", "import": "import_", "lists": "lists", "render": "render",
-    "lint": "render", "send": "send", "campaigns": "campaigns", "report": "report", "unsubscribe": "unsubscribe",
+    "lint": "render", "send": "send", "campaigns": "campaigns", "reconfirm": "reconfirm", "report": "report",
+    "unsubscribe": "unsubscribe",
     "serve": "serve",
     "bounces": "bounces", "doctor": "doctor", "config": "config", "contacts": "contacts",
     "privacy": "privacy", "backup": "backup", "completion": "completion", "replicate": "replicate",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .errors import MailcliError, NotFoundError, UsageError
+from .errors import MailcliError, NoBasisError, NotFoundError, UsageError
 from .importrows import RowReject
 from .locks import Holder
 from .segments import Segment
@@ -100,6 +100,7 @@ def import_contacts(
     on_conflict: str = "update",
     status: str = "subscribed",
     consent_source: str | None = None,
+    basis: str | None = None,
     rejects: str | Path | None = None,
     check_mx: bool = False,
     nameserver: str | None = None,
@@ -116,6 +117,12 @@ def import_contacts(
     "email"}``); encoding and delimiter are detected unless given. Rows
     marked unsubscribed or cleaned put their address on the suppression
     list; no suppressed address is subscribed (docs/guarantees.md#suppression).
+    A file must show the lawful basis for mailing its people: consent
+    evidence in its columns (an opt-in time or IP address, such as a
+    Mailchimp export's OPTIN_TIME), or ``basis`` stated (``consent`` with
+    ``consent_source`` saying where they agreed, or ``customer``), or
+    ``status`` unconfirmed (they are asked to confirm); otherwise nothing is
+    imported (``NoBasisError``). Every file of an archive is held to this.
     ``rejects`` names a CSV file for the rejected rows, written only if the
     import commits. ``check_mx`` looks up the MX of every domain afterwards
     (``nameserver``: ask that DNS server). Waits for another import or a
@@ -132,14 +139,16 @@ def import_contacts(
         raise UsageError(f"--sheet: {path} is not an Excel workbook (.xlsx)")
     options = _ImportOptions(
         list_name=list_name, mapping=dict(mapping or {}), encoding=encoding, delimiter=delimiter, sheet=sheet,
-        on_conflict=on_conflict, status=status, consent_source=consent_source, check_mx=check_mx,
+        on_conflict=on_conflict, status=status, consent_source=consent_source, basis=basis, check_mx=check_mx,
         progress=progress or (lambda done, total, saving: None), overwrite_rectified=overwrite_rectified)
+    _check_basis_options(basis, status)
     settings.secret()  # a missing secret stops the import before it waits for the lock
     # One import at a time, and none while a restore replaces the database.
     with import_lock(settings, f"import {path.name}", wait=busy_timeout(), on_wait=on_lock_wait):
         if kind == "zip":
             return _import_archive(store, settings, path, options, rejects, nameserver)
         with _open_source(path, kind, options) as source:
+            _check_basis(path.name, source.plan, options)
             rejects_file = _rejects_file(rejects, source.plan.headers, source.format.delimiter)
             with _kept_if_committed(store, settings, rejects_file):
                 result, feed = _import_source(store, settings, source, path.name, options, rejects_file)
@@ -154,6 +163,38 @@ def import_contacts(
     )
 
 
+def _check_basis_options(basis: str | None, status: str) -> None:
+    if basis is not None and basis not in ("consent", "customer"):
+        raise UsageError(f"--basis: expected consent or customer, not {basis!r}")
+    if basis is not None and status != "subscribed":
+        raise UsageError("--basis and --status unconfirmed exclude each other: --basis states why you may mail"
+                         " them now, --status unconfirmed asks them first; give one")
+
+
+def _check_basis(name: str, plan: Any, options: _ImportOptions) -> None:
+    """Refuse a file (``name``: the file, or an archive's file) that shows
+    no consent when no basis is stated (nothing is imported)."""
+    basis, status, consent_source = options.basis, options.status, options.consent_source
+    # A file with opt-out columns (Mailchimp's unsubscribed and cleaned
+    # exports) is read for its opt-outs; its other rows need evidence each.
+    evidence = bool(plan.consent_time or plan.consent_ip or plan.opted_out or plan.cleaned)
+    if evidence or status != "subscribed" or basis == "customer":
+        return
+    if basis == "consent" and consent_source:
+        return
+    if basis == "consent":
+        raise NoBasisError(
+            f"{name} shows no consent (no opt-in time or IP address column), so --basis consent needs"
+            ' --consent-source saying where and how they agreed, like --consent-source "paper form, fair 2024";'
+            " nothing was imported")
+    raise NoBasisError(
+        f"{name} shows no consent (no opt-in time or IP address column); state why you may mail these"
+        ' people: --basis consent --consent-source "paper form, fair 2024" (they agreed, and where),'
+        " --basis customer (existing customers: the soft opt-in), or --status unconfirmed (ask them with a"
+        " confirmation mail first); nothing was imported",
+        hint='a column with the opt-in time can be mapped instead: --map "COLUMN=consent_time"')
+
+
 @dataclass(frozen=True, slots=True)
 class _ImportOptions:
     """What an import was asked to do, the same for every file of an archive."""
@@ -166,6 +207,7 @@ class _ImportOptions:
     on_conflict: str
     status: str
     consent_source: str | None
+    basis: str | None
     check_mx: bool
     progress: ImportProgress
     overwrite_rectified: bool = False  # corrections made with `contacts set` give way to the file
@@ -253,7 +295,7 @@ def _import_source(store: Store, settings: Settings, source: Any, source_name: s
         result = import_batches(
             store, feed.batches, list_name=options.list_name, secret=settings.secret(), source=source_name,
             consent_source=options.consent_source, on_conflict=options.on_conflict, status=options.status,
-            on_reject=on_reject if rejects_file is not None else None,
+            basis=options.basis, on_reject=on_reject if rejects_file is not None else None,
             on_batch=lambda position: report(offset + position, whole, offset + position >= whole),
             on_opt_outs=record_opt_outs,
             before_commit=audit_entry,
@@ -280,6 +322,7 @@ def _import_archive(store: Store, settings: Settings, path: Path, options: _Impo
         for member in members:
             with _naming(path, member.name, member.path):
                 sources.append(opened.enter_context(_open_source(member.path, "csv", options)))
+            _check_basis(f"{path.name}: {member.name}", sources[-1].plan, options)
         rejects_file = ArchiveRejectsFile(rejects, [s.plan.headers for s in sources]) if rejects else None
         total = sum(s.size for s in sources)
         offset = 0
@@ -334,7 +377,9 @@ def _add_results(results: Sequence[ImportResult]) -> ImportResult:
         rejected=sum(r.rejected for r in results), duplicates=sum(r.duplicates for r in results),
         opted_out=sum(r.opted_out for r in results),
         rejects=[reject for r in results for reject in r.rejects][:MAX_REJECTS_KEPT],
-        needs_smtputf8=sum(r.needs_smtputf8 for r in results))
+        needs_smtputf8=sum(r.needs_smtputf8 for r in results),
+        kept_rectified=sum(r.kept_rectified for r in results), basis=results[0].basis if results else None,
+        basis_stated=sum(r.basis_stated for r in results), no_basis=sum(r.no_basis for r in results))
 
 
 def _check_domains(domains: dict[str, int], nameserver: str | None) -> MxCheck:

@@ -113,11 +113,16 @@ def run_demo(workdir: Path | None = None) -> Iterator[DemoStep]:
         _point_smtp_at(project / "mailcli.toml", sink.port)
         csv = project / "contacts.csv"
         csv.write_bytes(EXAMPLE_CSV.read_bytes())
+        # Customers from the shop's records: no opt-in time, so the basis is stated.
+        (project / "customers.csv").write_text(
+            "email,first_name\nmarie.claes@example.be,Marie\npieter.bos@example.nl,Pieter\n", encoding="utf-8")
         person = "anna.devries@example.nl"
         later = (datetime.now(timezone.utc) + timedelta(days=400)).strftime("%Y-%m-%d")
         steps = [
             ("Import the example CSV (delimiter, encoding and headers detected)",
              ("import", "contacts.csv", "--list", "news")),
+            ("Import customers: the file shows no consent, so the lawful basis is stated (the soft opt-in)",
+             ("import", "customers.csv", "--list", "news", "--basis", "customer")),
             ("Lists and member counts", ("lists",)),
             ("Lint the template (what CI would run)", ("lint", "newsletter")),
             ("Preview the text part for the sample contact", ("render", "newsletter", "--format", "text")),

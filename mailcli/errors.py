@@ -50,6 +50,14 @@ class InputFileError(UsageError):
     """An input file that is missing, unreadable, binary or not a CSV."""
 
 
+class NoBasisError(UsageError):
+    """A contact file that shows no lawful basis for mailing its people, with none stated."""
+
+
+class NoLawfulBasisError(MailcliError):
+    """A send whose list has members, none of them with a lawful basis recorded."""
+
+
 class ConfigError(MailcliError):
     """Missing or invalid configuration, or a missing secret."""
 

@@ -67,8 +67,15 @@ def write_secret(root: Path) -> Path:
 
 
 # Complexity: one step per file of a new project, each refusing to overwrite what is there.
-def init_project(directory: Path, *, name: str | None = None) -> InitResult:
-    """Scaffold a project in ``directory`` (created if missing)."""
+def init_project(directory: Path, *, name: str | None = None, language: str = "en") -> InitResult:
+    """Scaffold a project in ``directory`` (created if missing); ``language``
+    ("en" or "nl") is that of the newsletter, the confirmation mail, the
+    pages recipients see and the comments of mailcli.toml."""
+    from .config.settings import LANGUAGES
+
+    if language not in LANGUAGES:
+        raise UsageError(f"--language: expected {' or '.join(LANGUAGES)}, not {language!r}")
+    scaffold = SCAFFOLD / language if language != "en" else SCAFFOLD
     root = directory.resolve()
     if root.exists() and not root.is_dir():
         raise UsageError(f"Not a directory: {root}")
@@ -80,7 +87,7 @@ def init_project(directory: Path, *, name: str | None = None) -> InitResult:
     # configuration, so only its owner may enter it (docs/guarantees.md#file-modes).
     make_private(root, 0o700)
     title = name or re.sub(r"[-_]+", " ", root.name).strip().title() or "Newsletter"
-    text = (SCAFFOLD / "mailcli.toml").read_text(encoding="utf-8").replace("{name}", _toml_string(title))
+    text = (scaffold / "mailcli.toml").read_text(encoding="utf-8").replace("{name}", _toml_string(title))
     _write_new(config_path, text, 0o644)
 
     templates: list[str] = []
@@ -88,6 +95,9 @@ def init_project(directory: Path, *, name: str | None = None) -> InitResult:
     target = root / "templates"
     if source.is_dir() and not target.exists():
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        if scaffold != SCAFFOLD:  # the language's own files over the English ones
+            shutil.copytree(scaffold / "templates", target, ignore=shutil.ignore_patterns("__pycache__"),
+                            dirs_exist_ok=True)
         _owner_writes_only(target)
     if target.is_dir():
         templates = sorted(p.name for p in target.iterdir() if p.is_dir() and not p.name.startswith("_"))

@@ -82,27 +82,68 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _seal(secret: bytes, purpose: bytes, payload: bytes) -> str:
+    """``base64url(payload ‖ MAC)``, the MAC keyed for one ``purpose`` only."""
+    mac = hmac.new(secret, purpose + payload, hashlib.sha256).digest()
+    return _b64(payload + mac[:_MAC_LEN])
+
+
+def _open(secret: bytes, purpose: bytes, token: str, layout: struct.Struct) -> tuple[object, ...] | None:
+    """The payload fields of a sealed token, or None for any other spelling, a
+    bad MAC (compared in constant time), another purpose or another version."""
+    if not isinstance(token, str) or not TOKEN_SPELLING.fullmatch(token):
+        return None
+    raw = _unb64(token)
+    payload, mac = raw[: layout.size], raw[layout.size :]
+    expected = hmac.new(secret, purpose + payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, expected[:_MAC_LEN]):
+        return None
+    fields = layout.unpack(payload)
+    return fields if fields[0] == TOKEN_VERSION else None
+
+
 def make_unsubscribe_token(secret: bytes, contact_uid: str, list_id: int) -> str:
     """The opaque token carried by List-Unsubscribe and the footer link."""
-    payload = _PAYLOAD.pack(TOKEN_VERSION, bytes.fromhex(contact_uid), list_id)
-    mac = hmac.new(secret, b"unsubscribe:" + payload, hashlib.sha256).digest()
-    return _b64(payload + mac[:_MAC_LEN])
+    return _seal(secret, b"unsubscribe:", _PAYLOAD.pack(TOKEN_VERSION, bytes.fromhex(contact_uid), list_id))
 
 
 def parse_unsubscribe_token(secret: bytes, token: str) -> UnsubscribeToken | None:
     """Verify a token; ``None`` for anything malformed, tampered or foreign,
     and for any other spelling of a valid token."""
-    if not isinstance(token, str) or not TOKEN_SPELLING.fullmatch(token):
+    fields = _open(secret, b"unsubscribe:", token, _PAYLOAD)
+    if fields is None:
         return None
-    raw = _unb64(token)
-    payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
-    expected = hmac.new(secret, b"unsubscribe:" + payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, expected[:_MAC_LEN]):
-        return None
-    version, uid, list_id = _PAYLOAD.unpack(payload)
-    if version != TOKEN_VERSION:
-        return None
+    _, uid, list_id = fields
+    assert isinstance(uid, bytes) and isinstance(list_id, int)
     return UnsubscribeToken(contact_uid=uid.hex(), list_id=list_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmToken:
+    nonce: str  # hex, 18 characters: the sign-up it confirms
+    expires: int  # Unix time
+
+
+_CONFIRM_PAYLOAD = struct.Struct(">B9sI")  # version, sign-up nonce, expiry (Unix time)
+
+
+def make_confirm_token(secret: bytes, nonce: str, expires: int) -> str:
+    """The opaque token of a double opt-in link: it names one sign-up and when
+    it expires, and its MAC is keyed for confirming only (an unsubscribe
+    token never passes as one, nor the other way round). Same spelling
+    rules as the unsubscribe token."""
+    return _seal(secret, b"confirm:", _CONFIRM_PAYLOAD.pack(TOKEN_VERSION, bytes.fromhex(nonce), expires))
+
+
+def parse_confirm_token(secret: bytes, token: str) -> ConfirmToken | None:
+    """Verify a confirmation token; None for anything malformed, tampered or foreign
+    (expiry is the caller's to check, so an expired link can say so)."""
+    fields = _open(secret, b"confirm:", token, _CONFIRM_PAYLOAD)
+    if fields is None:
+        return None
+    _, nonce, expires = fields
+    assert isinstance(nonce, bytes) and isinstance(expires, int)
+    return ConfirmToken(nonce=nonce.hex(), expires=expires)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,12 +56,24 @@ def add_membership(conn: sqlite3.Connection, contact_id: int, list_id: int, stat
                    consent_ip: str | None = "192.0.2.7") -> None:
     conn.execute(
         "INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at, consent_ip,"
-        " consent_text, confirmed_at, unsubscribed_at, unsubscribe_channel, created_at, updated_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " consent_text, confirmed_at, unsubscribed_at, unsubscribe_channel, created_at, updated_at, basis)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'consent')",
         (contact_id, list_id, status, consent_source, "import", at, consent_ip, "Yes, send me the newsletter",
          at if status == "subscribed" else None, unsubscribed_at,
          "one-click" if unsubscribed_at else None, at, unsubscribed_at or at),
     )
+
+
+def add_signup(conn: sqlite3.Connection, contact_id: int, list_id: int, wording: str, *, at: str = T0) -> None:
+    """A confirmed sign-up through the form, with the wording shown, as ``serve`` records one."""
+    from mailcli.store.signups import add_signup as insert_signup
+    from mailcli.store.signups import store_consent_text
+
+    digest = store_consent_text(conn, wording, "en", at)
+    insert_signup(conn, nonce=tokens.new_uid(), contact_id=contact_id, list_id=list_id, form="form /subscribe/news",
+                  language="en", text_hash=digest, ip="192.0.2.0/24", now=at, expires_at=at)
+    conn.execute("UPDATE signups SET confirmed_at = ?, confirmed_ip = '192.0.2.0/24' WHERE contact_id = ?",
+                 (at, contact_id))
 
 
 def add_campaign(conn: sqlite3.Connection, name: str, list_id: int, at: str = T0) -> int:

@@ -22,9 +22,10 @@ def add_contacts(
     contacts: Iterable[Mapping[str, Any]],
     *,
     status: str = "subscribed",
+    basis: str = "consent",
 ) -> list[int]:
     """Insert contacts (dicts with email, first_name, last_name, extra attributes)
-    as members of ``list_name``; returns their ids."""
+    as members of ``list_name`` with the lawful basis ``basis``; returns their ids."""
     now = clock.now_iso()
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("BEGIN")
@@ -48,8 +49,8 @@ def add_contacts(
             cid = cur.lastrowid
         conn.execute(
             "INSERT OR REPLACE INTO memberships (contact_id, list_id, status, consent_source, consent_at,"
-            " created_at, updated_at) VALUES (?, ?, ?, 'test', ?, ?, ?)",
-            (cid, list_id, status, now, now, now),
+            " created_at, updated_at, basis) VALUES (?, ?, ?, 'test', ?, ?, ?, ?)",
+            (cid, list_id, status, now, now, now, basis),
         )
         ids.append(cid)
     conn.execute("COMMIT")

@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ config_app = typer.Typer(help="Show the configuration in effect.", no_args_is_he
 
 # Settings fields that are not keys of the file, and values kept as numbers
 # internally that the file spells as text.
-_NOT_KEYS = {("project", "root"), ("project", "database_url"), ("sender", "from_name"), ("sender", "from_address")}
+_NOT_KEYS = {("project", "root"), ("project", "database_url"), ("sender", "from_name"), ("sender", "from_address"),
+             ("consent", "lists")}
 _AS_TEXT = {("smtp", "rate"): (format_rate, parse_rate), ("smtp", "retry_window"): (format_seconds,
                                                                                     lambda v: parse_duration(v).seconds())}
 
@@ -95,6 +97,10 @@ def settings_view(settings: Settings) -> dict[str, Any]:
         view["project"]["database"] = url.display
         if url.password_env:
             view["project"]["database_password_env"] = url.password_env
+    for name, own in settings.consent.lists.items():
+        key = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name, ensure_ascii=False)
+        view[f"lists.{key}"] = {k: v for k, v in (("consent_text", own.consent_text), ("language", own.language))
+                                if v is not None}
     view["smtp"]["password_set"] = settings.smtp.password() is not None
     view["secret_source"] = (
         f"environment variable {settings.unsubscribe.secret_env}"

@@ -35,7 +35,7 @@ def contacts_cmd(
     = None,
     status: Annotated[str | None, typer.Option(
         "--status", help="Only this status: with --list the member's status (subscribed, unconfirmed,"
-        " unsubscribed, bounced, complained, restricted, objected; as `mailcli lists` counts them), else also"
+        " unsubscribed, bounced, complained, restricted, objected, no_basis; as `mailcli lists` counts them), else also"
         " the contact's (active, unsubscribed, bounced, complained).", metavar="S")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help=f"At most N contacts (table default {PAGE}).",
                                               metavar="N", min=0)] = None,
@@ -147,14 +147,19 @@ def _detail_text(detail: ContactDetail) -> str:
     return "\n".join(lines)
 
 
+# Complexity: one optional part per piece of consent evidence a membership may hold.
 def _membership_line(m: dict[str, Any]) -> str:
-    """``  news: subscribed — consent ..., via ..., source ...; unsubscribed ...``"""
+    """``  news: subscribed — basis consent, at ..., via ..., source ...; unsubscribed ...``"""
+    basis = {"consent": "basis consent", "customer": "basis customer (soft opt-in)",
+             "none": "no lawful basis"}.get(m.get("basis") or "none", "")
     consent = ", ".join(p for p in (
-        f"consent {m['consent_at']}" if m["consent_at"] else "",
+        basis,
+        f"at {m['consent_at']}" if m["consent_at"] else "",
         f"via {m['consent_method']}" if m["consent_method"] else "",
         f"source {m['consent_source']}" if m["consent_source"] else "",
         f"ip {m['consent_ip']}" if m["consent_ip"] else "",
         f"confirmed {m['confirmed_at']}" if m["confirmed_at"] else "",
+        f"agreed to \"{_one_line(m['consent_wording'])}\"" if m.get("consent_wording") else "",
     ) if p)
     line = f"  {m['list']}: {m['status']}" + (f" — {consent}" if consent else "")
     if m["unsubscribed_at"]:

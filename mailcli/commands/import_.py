@@ -42,6 +42,9 @@ def import_cmd(
     consent_source: Annotated[str | None, typer.Option(
         "--consent-source", help="Where consent was given (default: the file name); recorded with the line.",
         metavar="S")] = None,
+    basis: Annotated[str | None, typer.Option(
+        "--basis", help="Why you may mail them, when the file shows no consent: consent (with --consent-source)"
+        " or customer (the soft opt-in for existing customers).", metavar="consent|customer")] = None,
     status: Annotated[str, typer.Option("--status", help="subscribed, or unconfirmed for pending double opt-ins.",
                                         metavar="subscribed|unconfirmed")] = "subscribed",
     rejects: Annotated[Path | None, typer.Option("--rejects", help="Write rejected rows (with line and reason) here.",
@@ -62,7 +65,9 @@ def import_cmd(
     Excel) are detected; every other column becomes a custom attribute.
     Addresses are normalised and checked; duplicates are merged; suppressed
     or unsubscribed addresses are never re-subscribed; consent is recorded
-    per membership. Rows marked unsubscribed or cleaned (Mailchimp's
+    per membership. A file without consent evidence (an opt-in time or IP
+    column) needs the basis stated: --basis consent --consent-source TEXT,
+    --basis customer, or --status unconfirmed. Rows marked unsubscribed or cleaned (Mailchimp's
     UNSUB_TIME, CLEAN_TIME) put their address on the suppression list
     instead. Every row is counted: imported, updated, unchanged, suppressed
     or rejected. A field a person had corrected with `contacts set` keeps its
@@ -70,9 +75,13 @@ def import_cmd(
 
     Examples:
 
-        mailcli import contacts.csv --list news
+        mailcli import mailchimp_subscribed.csv --list news
 
-        mailcli import export.csv --list news --map "Werk e-mail=email" --rejects rejected.csv
+        mailcli import fair.csv --list news --basis consent --consent-source "paper form, fair 2024"
+
+        mailcli import customers.csv --list news --basis customer
+
+        mailcli import export.csv --list news --map "Werk e-mail=email" --map "Aangemeld=consent_time"
 
         mailcli import signups.csv --list news --status unconfirmed --consent-source "website form v2"
 
@@ -89,6 +98,8 @@ def import_cmd(
         raise typer.BadParameter("expected update or skip", param_hint="--on-conflict")
     if status not in _STATUS:
         raise typer.BadParameter("expected subscribed or unconfirmed", param_hint="--status")
+    if basis is not None and basis not in ("consent", "customer"):
+        raise typer.BadParameter("expected consent or customer", param_hint="--basis")
     mapping = parse_map_options(map_ or [])
     # The bar appears once the file is open (after any wait for another
     # import), and says "Saving" once the whole file is read.
@@ -102,8 +113,9 @@ def import_cmd(
             bar.update(done, description=f"Saving {file.name}" if saving else None)
 
         report = import_contacts(
-            app.store, app.settings, file, list_name, mapping=mapping, encoding=encoding, delimiter=delimiter, sheet=sheet,
-            on_conflict=on_conflict, status=status, consent_source=consent_source, rejects=rejects,
+            app.store, app.settings, file, list_name, mapping=mapping, encoding=encoding, delimiter=delimiter,
+            sheet=sheet, on_conflict=on_conflict, status=status, consent_source=consent_source, basis=basis,
+            rejects=rejects,
             check_mx=check_mx, nameserver=nameserver, progress=progress, on_lock_wait=app.say_waiting_for,
             overwrite_rectified=overwrite_rectified)
     if report.sheet is not None:
@@ -152,6 +164,14 @@ def _summary(out: Any, result: Any, list_name: str, rejects: Path | None) -> Non
     if result.kept_rectified:
         out.info(f"{result.kept_rectified} row(s) disagreed with a field the person had corrected: the correction"
                  " was kept (--overwrite-rectified lets the file win)")
+    if result.basis_stated:
+        out.info(f"{result.basis_stated} member(s) of {list_name} without a lawful basis now have the one stated"
+                 f" ({result.basis}), with this file's lines as the evidence")
+    if result.no_basis:
+        out.warn(f"{result.no_basis} address(es) of the file are members of {list_name} without a lawful basis"
+                 " (no opt-in time or IP address in their row, none recorded before): a send leaves them out;"
+                 ' state it with --basis consent --consent-source "..." or --basis customer, or ask them:'
+                 f" mailcli reconfirm --list {list_name}")
     if result.needs_smtputf8:
         out.info(f"{result.needs_smtputf8} address(es) have a non-ASCII local part (like zoë@…): a relay must offer"
                  " SMTPUTF8 to take them; `mailcli doctor --smtp` shows whether yours does")

@@ -15,6 +15,8 @@ def init_cmd(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="Folder for the project (created if missing).")] = Path("."),
     name: Annotated[str | None, typer.Option("--name", help="Project and sender name.")] = None,
+    language: Annotated[str, typer.Option("--language", help="Language of the newsletter, the pages and mails"
+                                          " recipients see, and the config's comments.", metavar="en|nl")] = "en",
 ) -> None:
     """Create a project: mailcli.toml, templates/, .gitignore, a secret and the database.
 
@@ -24,9 +26,11 @@ def init_cmd(
     Example:
 
         mailcli init newsletter && cd newsletter
+
+        mailcli init nieuwsbrief --language nl
     """
     app = context.get(ctx)
-    result = init_project(directory, name=name)
+    result = init_project(directory, name=name, language=language)
     app.out.data(
         {"root": str(result.root), "config": str(result.config), "database": str(result.database), "templates": result.templates},
         text=f"Created {result.config}",
@@ -37,7 +41,9 @@ def init_cmd(
             "Next steps:\n"
             f"  1. edit {result.config.name}: [sender] from, postal_address, [smtp] and [unsubscribe]"
             " (mailcli doctor lists what is still the example)\n"
-            "  2. mailcli import YOUR-EXPORT.csv --list news   (a Mailchimp export or an Excel CSV as is)\n"
+            "  2. mailcli import YOUR-EXPORT.csv --list news   (a Mailchimp export or an Excel CSV as is; a file\n"
+            "     without an opt-in time column needs the basis: --basis consent --consent-source \"where they\n"
+            "     agreed\", --basis customer, or --status unconfirmed to ask them by mail first)\n"
             f"  3. mailcli lint {first} && mailcli render {first} --format text\n"
             f"  4. mailcli send first-issue --template {first} --list news --dry-run\n"
             "Keep .mailcli/secret safe and backed up: without it the suppression list cannot be read.\n"

@@ -22,11 +22,13 @@ def lists_cmd(
     """Show the lists with their members counted by status.
 
     "subscribed" is who the next send reaches; "held back" are subscribed
-    members whose address bounced or complained, or who restricted
-    processing or objected to direct marketing. The columns add up to the
-    members of the list. With --where or --segment, only the members in that
-    part of the list are counted: "subscribed" is then who a send with the
-    same --where or --segment reaches.
+    members whose address bounced or complained, who restricted
+    processing or objected to direct marketing, or who have no lawful
+    basis recorded (neither consent with its evidence nor the customer
+    soft opt-in). The columns add up to the members of the list. With
+    --where or --segment, only the members in that part of the list are
+    counted: "subscribed" is then who a send with the same --where or
+    --segment reaches.
 
     Examples:
 
@@ -55,12 +57,17 @@ def lists_cmd(
         ["list", "subscribed", "unconfirmed", "unsubscribed", "held back"],
         [[s.name, s.subscribed, s.unconfirmed, s.unsubscribed, _held(s.held_back)] for s in summaries],
     )
+    for s in summaries:
+        if s.held_back.get("no_basis"):
+            app.out.warn(f"{s.held_back['no_basis']} member(s) of {s.name} have no lawful basis recorded, so no send"
+                         f" reaches them; state it (mailcli import FILE --list {s.name} --basis consent"
+                         f' --consent-source "..." or --basis customer) or ask them (mailcli reconfirm --list {s.name})')
 
 
 def _held(counts: dict[str, int]) -> str:
     """``0``, or the total with its reasons: ``2 (1 bounced, 1 restricted)``."""
     total = sum(counts.values())
-    reasons = ", ".join(f"{n} {why}" for why, n in counts.items() if n)
+    reasons = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in counts.items() if n)
     return f"{total} ({reasons})" if total else "0"
 
 

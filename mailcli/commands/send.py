@@ -70,8 +70,8 @@ def send_cmd(
 ) -> None:
     """Send a campaign to a list: every subscriber exactly once, resumable.
 
-    The first run freezes the audience (subscribed members minus suppressed
-    and restricted contacts); running the same command again resumes and
+    The first run freezes the audience (subscribed members with a lawful
+    basis, minus suppressed and restricted contacts); running the same command again resumes and
     never sends anyone a second message.
 
     Examples:
@@ -133,6 +133,11 @@ def send_cmd(
         if plan.accepted_uncertain:
             verb = "would be counted" if plan.dry_run else "counted"
             out.info(f"Campaign {plan.campaign}: {plan.accepted_uncertain} uncertain message(s) {verb} as sent")
+        if plan.no_basis:
+            out.warn(f"{plan.no_basis} member(s) of list {plan.list_name} left out: no lawful basis recorded"
+                     " (neither consent with its evidence nor the customer soft opt-in); state it with"
+                     f" `mailcli import FILE --list {plan.list_name} --basis consent --consent-source ...` or"
+                     f" --basis customer, or ask them: {app.command('reconfirm', '--list', plan.list_name)}")
         if plan.kind == "service" and (plan.created or plan.dry_run):
             out.info(f"Service message ({plan.reason}): it also reaches members who unsubscribed from marketing;"
                      " never bounced, restricted or erased ones; no List-Unsubscribe")
@@ -223,7 +228,8 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, fa
     if out.json:
         out.data({
             "campaign": s.campaign, "dry_run": s.dry_run, "sent": s.sent, "failed": s.failed, "deferred": s.deferred,
-            "uncertain": s.uncertain, "skipped": s.skipped, "rendered": s.rendered, "interrupted": s.interrupted,
+            "uncertain": s.uncertain, "skipped": s.skipped, "rendered": s.rendered, "no_basis": s.no_basis,
+            "interrupted": s.interrupted,
             "elapsed_seconds": round(s.elapsed, 3), "campaign_totals": s.counts,
             "connections_limit": s.connections_limit,
             "rate_limit": round(s.rate_limit, 3) if s.rate_limit is not None else None,

@@ -24,12 +24,15 @@ from ..net import is_localhost_name, is_loopback
 from ..segments import check_segments
 from ..store.url import DatabaseURLError, looks_like_url, parse_database_url
 from .settings import (
+    LANGUAGES,
     RETENTION_KEYS,
     BackupSettings,
     BounceSettings,
+    ConsentSettings,
     DkimSettings,
     EnvVars,
     IPNetwork,
+    ListSettings,
     ProjectSettings,
     RenderSettings,
     ReplicateSettings,
@@ -46,7 +49,7 @@ from .values import Duration, parse_duration, parse_rate
 MAX_TIMEOUT = 3600  # seconds: an SMTP reply slower than an hour is no reply
 
 _SCHEMA: dict[str, set[str]] = {
-    "project": {"name", "database", "database_password_env"},
+    "project": {"name", "database", "database_password_env", "language"},
     "sender": {"from", "reply_to", "list_id", "postal_address", "bounce_address", "feedback_id", "verp"},
     "smtp": {
         "host", "port", "security", "username", "password_env", "timeout", "ca_file",
@@ -62,7 +65,10 @@ _SCHEMA: dict[str, set[str]] = {
     "render": {"timeout", "max_size_mb"},
     "tracking": {"clicks", "per_contact"},
     "replicate": {"replica", "retention", "snapshot_interval"},
+    "consent": {"confirm_within"},
+    "lists": set(),  # one table per list, its keys in _LIST_KEYS
 }
+_LIST_KEYS = {"consent_text", "language"}
 _FORBIDDEN = {"password", "smtp_password", "secret", "private_key", "pass"}
 _DEFAULT_RETENTION = {
     "unconfirmed": "30d", "unsubscribed": "30d", "bounced": "90d", "inactive": "2y",
@@ -132,6 +138,9 @@ def _check_keys(reader: _Reader) -> None:
             raise reader.fail(section, "unknown section" + (f" (did you mean [{guess[0]}]?)" if guess else ""))
         if not isinstance(value, Mapping):
             raise reader.fail(section, "must be a table")
+        if section == "lists":
+            _check_list_keys(reader, value)
+            continue
         for key in value:
             if key in _FORBIDDEN:
                 raise reader.fail(
@@ -185,6 +194,43 @@ def _resolve_path(root: Path, text: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def _check_list_keys(reader: _Reader, lists: Mapping[str, Any]) -> None:
+    for name, table in lists.items():
+        if not isinstance(table, Mapping):
+            raise reader.fail(f"lists.{name}", "must be a table ([lists." + name + "])")
+        for key in table:
+            if key not in _LIST_KEYS:
+                guess = difflib.get_close_matches(key, list(_LIST_KEYS), n=1)
+                raise reader.fail(f"lists.{name}.{key}",
+                                  "unknown key" + (f" (did you mean {guess[0]}?)" if guess else ""))
+
+
+def _language(reader: _Reader, key: str, value: Any) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in LANGUAGES:
+        raise reader.fail(key, f"must be one of {', '.join(repr(x) for x in LANGUAGES)} (got {value!r})")
+    return value.strip().lower()
+
+
+# Complexity: one check per [consent] and [lists.NAME] key, each naming the key it refuses.
+def _consent(reader: _Reader) -> ConsentSettings:
+    try:
+        within = parse_duration(reader.get("consent", "confirm_within", str, "7d"), longest="90d")
+    except ValueError as exc:
+        raise reader.fail("consent.confirm_within", str(exc)) from None
+    if within.seconds() < 60:
+        raise reader.fail("consent.confirm_within", "must be at least a minute (1m)")
+    lists: dict[str, ListSettings] = {}
+    for name, table in reader.section("lists").items():
+        text = table.get("consent_text")
+        if text is not None and (not isinstance(text, str) or not text.strip() or any(c in text for c in "\r\n\x00")):
+            raise reader.fail(f"lists.{name}.consent_text", "must be one line of text, the wording of the checkbox")
+        language = table.get("language")
+        lists[str(name)] = ListSettings(
+            consent_text=text.strip() if isinstance(text, str) else None,
+            language=_language(reader, f"lists.{name}.language", language) if language is not None else None)
+    return ConsentSettings(confirm_within=within, lists=lists)
+
+
 def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     """Validate parsed TOML into ``Settings``; raises ConfigError on the first
     problem, section by section in the order of the file's documentation."""
@@ -212,7 +258,7 @@ def parse_settings(data: Mapping[str, Any], path: Path) -> Settings:
     return Settings(
         path=path, project=project, sender=sender, smtp=smtp, unsubscribe=unsubscribe,
         retention=retention, dkim=dkim, bounces=bounces, serve=serve, segments=segments, backup=backup,
-        render=render, tracking=tracking, replicate=replicate,
+        render=render, tracking=tracking, replicate=replicate, consent=_consent(reader),
     )
 
 
@@ -228,6 +274,7 @@ def _project(reader: _Reader, root: Path) -> ProjectSettings:
     name = reader.get("project", "name", str, required=True).strip()
     if not name:
         raise reader.fail("project.name", "must not be empty")
+    language = _language(reader, "project.language", reader.get("project", "language", str, "en"))
     text = reader.get("project", "database", str, "mailcli.db")
     password_env = None
     if "database_password_env" in reader.data.get("project", {}):
@@ -238,17 +285,17 @@ def _project(reader: _Reader, root: Path) -> ProjectSettings:
             url = parse_database_url(env_url, from_file=False, password_env=password_env)
         except DatabaseURLError as exc:
             raise ConfigError(f"{EnvVars.DATABASE_URL} {exc}") from None
-        return ProjectSettings(name=name, database=root / "mailcli.db", root=root, database_url=url)
+        return ProjectSettings(name=name, database=root / "mailcli.db", root=root, database_url=url, language=language)
     if looks_like_url(text):
         try:
             url = parse_database_url(text, from_file=True, password_env=password_env)
         except DatabaseURLError as exc:
             raise reader.fail("project.database", str(exc)) from None
-        return ProjectSettings(name=name, database=root / "mailcli.db", root=root, database_url=url)
+        return ProjectSettings(name=name, database=root / "mailcli.db", root=root, database_url=url, language=language)
     database = _resolve_path(root, text)
     if database.is_dir():
         raise reader.fail("project.database", f"is a folder, not a database file: {database}")
-    return ProjectSettings(name=name, database=database, root=root)
+    return ProjectSettings(name=name, database=database, root=root, language=language)
 
 
 # Complexity: one check per [sender] key, each naming the key it refuses.

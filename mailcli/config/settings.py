@@ -38,6 +38,7 @@ class ProjectSettings:
     root: Path
     # A PostgreSQL server instead of the SQLite file ``database``.
     database_url: DatabaseURL | None = None
+    language: str = "en"  # "en" or "nl": every page and text a recipient sees
 
     @property
     def store_location(self) -> Path | DatabaseURL:
@@ -130,6 +131,26 @@ class BounceSettings:
     imap_password_env: str
 
 
+LANGUAGES = ("en", "nl")  # what every page and text a recipient sees is written in
+
+
+@dataclass(frozen=True, slots=True)
+class ListSettings:
+    """``[lists.NAME]``: what one list shows the people who join it."""
+
+    consent_text: str | None = None  # the wording of the sign-up form's consent checkbox
+    language: str | None = None  # overrides [project] language for this list's pages and mails
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentSettings:
+    confirm_within: Duration  # a double opt-in link expires after this long
+    lists: dict[str, ListSettings] = field(default_factory=dict)
+
+    def of(self, list_name: str) -> ListSettings:
+        return self.lists.get(list_name, ListSettings())
+
+
 @dataclass(frozen=True, slots=True)
 class RenderSettings:
     timeout: float = 5.0  # seconds one render of a template may take
@@ -197,7 +218,13 @@ class Settings:
     render: RenderSettings = RenderSettings()
     tracking: TrackingSettings = TrackingSettings()
     replicate: ReplicateSettings | None = None
+    consent: ConsentSettings = field(default_factory=lambda: ConsentSettings(Duration(7, "d")))
     _secret_cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def language(self, list_name: str | None = None) -> str:
+        """The language of what a recipient of ``list_name`` sees: the list's, else the project's."""
+        own = self.consent.of(list_name).language if list_name else None
+        return own or self.project.language
 
     @property
     def root(self) -> Path:

@@ -77,24 +77,37 @@ def _key(address: Address | None, text: str) -> str:
 
 def client_key(environ: Mapping[str, Any], proxies: Iterable[Network]) -> str:
     """The real client of a WSGI request, as the key its limits are counted under."""
+    address, text = _client(environ, proxies)
+    return _key(address, text)
+
+
+def client_ip(environ: Mapping[str, Any], proxies: Iterable[Network]) -> str | None:
+    """The real client's IP address, found as for ``client_key`` (None when it is not one)."""
+    address, _ = _client(environ, proxies)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address) if address is not None else None
+
+
+def _client(environ: Mapping[str, Any], proxies: Iterable[Network]) -> tuple[Address | None, str]:
     trusted = tuple(proxies)
     peer = str(environ.get("REMOTE_ADDR", ""))
     peer_address = _address(peer)
     if not _trusted(peer_address, trusted):
-        return _key(peer_address, peer)
+        return peer_address, peer
     xff = environ.get("HTTP_X_FORWARDED_FOR")
     if xff:
         chain = [part for part in str(xff).split(",") if part.strip()]
     else:
         chain = _forwarded_for(str(environ.get("HTTP_FORWARDED", "")))
     if not chain:
-        return _key(peer_address, peer)
+        return peer_address, peer
     for entry in reversed(chain):
         address = _address(entry)
         if not _trusted(address, trusted):
-            return _key(address, entry)
+            return address, entry
     first = chain[0]
-    return _key(_address(first), first)
+    return _address(first), first
 
 
 class FailureLimiter:

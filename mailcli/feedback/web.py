@@ -8,13 +8,15 @@ What the endpoint promises (RFC 8058; ``docs/guarantees.md#the-unsubscribe-endpo
   opt-out. Repeating it answers the same 200; so does a token whose contact
   was erased.
 * ``GET``/``HEAD`` render a page whose button POSTs; they never change
-  anything, so link scanners unsubscribe no one. They do not even read
-  the database.
+  anything, so link scanners unsubscribe no one. They read the database
+  only to find the list's language when some list has its own.
 * A missing, malformed or tampered token gets one uniform 400 page, whatever
   was wrong with it; the MAC is compared in constant time
   (``tokens.parse_unsubscribe_token``), so the answer tells nothing about
   which tokens exist.
-* Only the path of ``[unsubscribe] url`` is served; everything else is 404.
+* Only the path of ``[unsubscribe] url`` is served, and the sign-up and
+  confirmation routes (:mod:`mailcli.consent.web`); everything else is 404.
+  Every page is in the language of the project or the list.
   Bodies over 64 KiB are refused (413), clients that keep sending invalid
   tokens are slowed down with 429, and the access log carries a short
   hash of the token, never an address or a client IP. A valid
@@ -49,7 +51,6 @@ shutdown.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import html
@@ -61,11 +62,13 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from .. import clock
 from ..config import Settings
+from ..consent import pages
+from ..locales import text
 from ..send.clicks import click_path
 from ..store import Store, StoreError, open_store, spool
 from ..store.clicks import link_url, record_click
@@ -74,6 +77,9 @@ from ..tokens import ClickToken, UnsubscribeToken, parse_click_token, parse_unsu
 from . import actions
 from .clients import FailureLimiter, client_key
 from .forms import MAX_BODY, BadRequest, read_form
+
+if TYPE_CHECKING:
+    from ..consent.web import Answer
 
 log = logging.getLogger("mailcli.serve")
 _T = TypeVar("_T")
@@ -84,32 +90,7 @@ APPLY_EVERY = 1.0  # seconds between attempts to apply the spool
 CONNECTION_LIMIT = 1000  # open connections at once; waitress' default is 100
 IDLE_TIMEOUT = 30  # seconds an idle connection is kept open
 
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;line-height:1.5;color:#222}"
-    "button{font-size:1rem;padding:.6rem 1.2rem;border:0;border-radius:.3rem;background:#1a5fb4;color:#fff;cursor:pointer}"
-)
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-
-SECURITY_HEADERS = [
-    ("Cache-Control", "no-store"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("X-Frame-Options", "DENY"),
-    ("Content-Security-Policy",
-     f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-]
-
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-
-
-def _page(title: str, body: str) -> bytes:
-    return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-        "<meta name=\"robots\" content=\"noindex,nofollow\">"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><main>{body}</main></body></html>\n"
-    ).encode()
 
 
 def token_ref(token: str | None) -> str:
@@ -149,23 +130,13 @@ class UnsubscribeApp:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._applier: threading.Thread | None = None
-        name = html.escape(settings.project.name)
-        self._invalid = _page(
-            "Link not valid",
-            "<h1>This unsubscribe link is not valid</h1>"
-            "<p>It may have been cut off. Open the whole link from the message again, or reply to the "
-            "message and ask to be unsubscribed.</p>",
-        )
-        self._done = _page(
-            "Unsubscribed",
-            f"<h1>You are unsubscribed</h1><p>You will receive no more messages of this list from {name}.</p>",
-        )
-        self._limited = _page("Too many requests", "<h1>Too many requests</h1><p>Please try again in a minute.</p>")
-        self._bad_link = _page(
-            "Link not valid",
-            "<h1>This link is not valid</h1><p>It may have been cut off. Open the whole link from the message"
-            " again.</p>",
-        )
+        from ..consent.mailer import ConfirmationMailer
+        from ..consent.web import SignupRoutes
+
+        self.language = settings.project.language
+        self.sender = settings.sender.from_name or settings.project.name
+        self.mailer = ConfirmationMailer(settings, self.store)
+        self.signup = SignupRoutes(settings, self.store, self.mailer.wake)
 
     # -- stores ----------------------------------------------------------
     def _file_id(self) -> tuple[int, int] | None:
@@ -200,7 +171,21 @@ class UnsubscribeApp:
             if store in self._stores:
                 self._stores.remove(store)
 
+    def _language_of(self, list_id: int) -> str:
+        """The language of a list's pages (a database read only when some list has its own)."""
+        if not any(entry.language for entry in self.settings.consent.lists.values()):
+            return self.language
+        from ..store.lists import list_name
+
+        name = list_name(self.store().conn, list_id)
+        return self.settings.language(name) if name else self.language
+
+    def _message(self, status: str, key: str, outcome: str, *extra: tuple[str, str]) -> Reply:
+        words = text(self.language, key)
+        return Reply(status, pages.page(self.language, words, f"<h1>{html.escape(words)}</h1>"), outcome, extra)
+
     def close(self) -> None:
+        self.mailer.stop()
         self._stopping.set()
         self._wake.set()
         if self._applier is not None:
@@ -258,11 +243,12 @@ class UnsubscribeApp:
             if path.startswith(self.click_path) and path != self.path:
                 token = path[len(self.click_path):]
                 reply = self._click(method, token, environ)
+            elif (path.rstrip("/") or "/") != self.path and self.signup.handles(path):
+                reply = self._signup(method, path, environ)
             elif (path.rstrip("/") or "/") != self.path:
-                reply = Reply("404 Not Found", _page("Not found", "<h1>Not found</h1>"), "not-found")
+                reply = self._message("404 Not Found", "page.not_found", "not-found")
             elif method not in ("GET", "HEAD", "POST"):
-                reply = Reply("405 Method Not Allowed", _page("Not allowed", "<h1>Method not allowed</h1>"),
-                              "method", (("Allow", "GET, HEAD, POST"),))
+                reply = self._message("405 Method Not Allowed", "page.method", "method", ("Allow", "GET, HEAD, POST"))
             else:
                 query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
                 token = (query.get("t") or [None])[0]
@@ -276,19 +262,19 @@ class UnsubscribeApp:
                 # are ever refused for it: a valid token always works.
                 client = client_key(environ, self.proxies)
                 if self.limiter.blocked(client):
-                    reply = Reply("429 Too Many Requests", self._limited, "limited", (("Retry-After", "60"),))
+                    reply = self._message("429 Too Many Requests", "page.too_many", "limited", ("Retry-After", "60"))
                 else:
                     self.limiter.failed(client)
         except BadRequest as exc:
-            reply = Reply(exc.status, _page("Bad request", f"<h1>{html.escape(exc.message)}</h1>"), "bad-request")
+            reply = Reply(exc.status, pages.page(self.language, exc.message, f"<h1>{html.escape(exc.message)}</h1>"),
+                          "bad-request")
         except Exception:  # never a traceback to the client; the log keeps it
-            log.exception("error while handling %s %s", method, self.path)
-            reply = Reply("503 Service Unavailable", _page("Try again", "<h1>Please try again in a minute</h1>"),
-                          "error", (("Retry-After", "60"),))
+            log.exception("error while handling %s %s", method, path[:100])
+            reply = self._message("503 Service Unavailable", "page.try_again", "error", ("Retry-After", "60"))
         headers = [
             ("Content-Type", "text/html; charset=utf-8"),
             ("Content-Length", str(len(reply.body))),
-            *SECURITY_HEADERS,
+            *pages.SECURITY_HEADERS,
             *reply.extra_headers,
         ]
         start_response(reply.status, headers)
@@ -298,20 +284,17 @@ class UnsubscribeApp:
                  token_ref(token), reply.outcome)
         return [] if method == "HEAD" else [reply.body]
 
+    def _signup(self, method: str, path: str, environ: dict[str, Any]) -> Reply:
+        answer: Answer = self.signup(method, path, environ)
+        return Reply(answer.status, answer.body, "invalid" if answer.invalid_token else answer.outcome,
+                     answer.headers)
+
     def _get(self, token: str | None) -> Reply:
         parsed = parse_unsubscribe_token(self.settings.secret(), token) if token else None
         if parsed is None:
-            return Reply("400 Bad Request", self._invalid, "invalid")
-        safe = html.escape(token or "", quote=True)
-        body = _page(
-            "Unsubscribe",
-            "<h1>Unsubscribe</h1>"
-            f"<p>Stop receiving this list from {html.escape(self.settings.project.name)}?</p>"
-            f"<form method=\"post\" action=\"?t={safe}\">"
-            f"<input type=\"hidden\" name=\"{ONE_CLICK[0]}\" value=\"{ONE_CLICK[1]}\">"
-            f"<input type=\"hidden\" name=\"t\" value=\"{safe}\">"
-            "<button type=\"submit\">Unsubscribe</button></form>",
-        )
+            return Reply("400 Bad Request", pages.unsubscribe_invalid(self.language), "invalid")
+        body = pages.unsubscribe_button(self._language_of(parsed.list_id), sender=self.sender, token=token or "",
+                                        field=ONE_CLICK)
         return Reply("200 OK", body, "page")
 
     # Complexity: the form checked before the token, then one path per engine: recorded at once, or spooled when busy.
@@ -323,9 +306,10 @@ class UnsubscribeApp:
         token = token or form.get("t")
         parsed = parse_unsubscribe_token(self.settings.secret(), token) if token else None
         if parsed is None:
-            return Reply("400 Bad Request", self._invalid, "invalid", token=token)
+            return Reply("400 Bad Request", pages.unsubscribe_invalid(self.language), "invalid", token=token)
         if self.url is not None:
-            return Reply("200 OK", self._done, self._record_on_server(parsed), token=token)
+            recorded = self._record_on_server(parsed)
+            return Reply("200 OK", self._done(parsed.list_id), recorded, token=token)
         if not self._spooling.is_set():
             try:
                 outcome = self._record(parsed)
@@ -334,9 +318,16 @@ class UnsubscribeApp:
                     raise
                 outcome = None  # the database is busy: the spool takes it
             if outcome is not None:
-                return Reply("200 OK", self._done, outcome, token=token)
+                return Reply("200 OK", self._done(parsed.list_id), outcome, token=token)
         self._spool(parsed)
-        return Reply("200 OK", self._done, "spooled", token=token)
+        return Reply("200 OK", self._done(parsed.list_id), "spooled", token=token)
+
+    def _done(self, list_id: int) -> bytes:
+        try:
+            language = self._language_of(list_id)
+        except (StoreError, sqlite3.OperationalError):  # the database is busy: the project's language
+            language = self.language
+        return pages.unsubscribed(language, sender=self.sender)
 
     def _record_on_server(self, parsed: UnsubscribeToken) -> str:
         """On PostgreSQL: record it now; a lost connection is opened again once.
@@ -363,15 +354,14 @@ class UnsubscribeApp:
         400; the destination always comes from the database, never from the
         request. HEAD redirects without counting: link scanners use it."""
         if method not in ("GET", "HEAD"):
-            return Reply("405 Method Not Allowed", _page("Not allowed", "<h1>Method not allowed</h1>"),
-                         "method", (("Allow", "GET, HEAD"),))
+            return self._message("405 Method Not Allowed", "page.method", "method", ("Allow", "GET, HEAD"))
         parsed = parse_click_token(self.settings.secret(), token)
         if parsed is None:
-            return Reply("400 Bad Request", self._bad_link, "invalid")
+            return Reply("400 Bad Request", pages.message(self.language, text(self.language, "page.bad_link"),
+                                                          text(self.language, "page.bad_link_body")), "invalid")
         url = self._reconnecting(lambda: link_url(self.store().conn, parsed.campaign_id, parsed.link_no))  # a read: never waits
         if url is None:
-            return Reply("404 Not Found", _page("Link no longer available",
-                                                "<h1>This link is no longer available</h1>"), "unknown-link")
+            return self._message("404 Not Found", "page.link_gone", "unknown-link")
         outcome = "redirect"
         if method == "GET":
             outcome = self._count_click(parsed, environ)
@@ -493,6 +483,7 @@ def run_server(
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         app.start_applier()
+        app.mailer.start()
         if on_ready:
             on_ready([Listening(str(h), int(p)) for h, p in listen])
         try:

@@ -96,13 +96,15 @@ def _profile(conn: Connection, subject: Subject) -> dict[str, Any]:
 
 
 def _memberships(conn: Connection, subject: Subject) -> list[dict[str, Any]]:
+    from ..store.signups import consent_wording
+
     rows = personal_data.memberships(conn, _contact_id(subject))
     out = []
     for row in rows:
         out.append({
-            "list": row["list"], "status": row["status"],
+            "list": row["list"], "status": row["status"], "basis": row.get("basis"),
             "consent": {key.removeprefix("consent_"): row.get(key) for key in row if key.startswith("consent_")}
-            | {"confirmed_at": row.get("confirmed_at")},
+            | {"wording": consent_wording(conn, row.get("consent_text")), "confirmed_at": row.get("confirmed_at")},
             "unsubscribed_at": row.get("unsubscribed_at"), "unsubscribe_channel": row.get("unsubscribe_channel"),
             "created_at": row.get("created_at"), "updated_at": row.get("updated_at"),
         })
@@ -141,7 +143,14 @@ def _files(conn: Connection, subject: Subject) -> list[dict[str, Any]]:
 
 
 # registered table -> (section name in subject.json, builder)
+def _signups(conn: Connection, subject: Subject) -> list[dict[str, Any]]:
+    from ..store.signups import signups_of
+
+    return signups_of(conn, _contact_id(subject))
+
+
 SECTIONS: dict[str, tuple[str, Callable[[Connection, Subject], Any]]] = {
+    "signups": ("signups", _signups),
     "contacts": ("profile", _profile),
     "memberships": ("memberships", _memberships),
     "deliveries": ("deliveries", _deliveries),
@@ -195,7 +204,7 @@ def _csv_files(data: dict[str, Any]) -> dict[str, bytes]:
             else:
                 profile_rows.append({"field": key, "value": value, "provided_by_subject": provided})
     memberships = [
-        {"list": m["list"], "status": m["status"], **{f"consent_{k}": v for k, v in m["consent"].items()},
+        {"list": m["list"], "status": m["status"], "basis": m["basis"], **{f"consent_{k}": v for k, v in m["consent"].items()},
          "unsubscribed_at": m["unsubscribed_at"], "unsubscribe_channel": m["unsubscribe_channel"],
          "created_at": m["created_at"], "updated_at": m["updated_at"]}
         for m in data["memberships"]
@@ -204,15 +213,18 @@ def _csv_files(data: dict[str, Any]) -> dict[str, bytes]:
     for name, rows in (("memberships.csv", memberships), ("deliveries.csv", data["deliveries"]),
                        ("events.csv", data["events"]), ("clicks.csv", data["clicks"]),
                        ("suppression.csv", data["suppression"]),
-                       ("audit.csv", data["audit"]), ("requests.csv", data["requests"])):
+                       ("audit.csv", data["audit"]), ("requests.csv", data["requests"]),
+                       ("signups.csv", data["signups"])):
         columns = list(rows[0]) if rows else _EMPTY_COLUMNS[name]
         files[name] = to_csv(columns, rows)
     return files
 
 
 _EMPTY_COLUMNS = {
-    "memberships.csv": ["list", "status", "consent_source", "consent_method", "consent_at", "consent_ip",
-                        "consent_text", "consent_confirmed_at", "unsubscribed_at", "unsubscribe_channel",
+    "signups.csv": ["list", "form", "language", "created_at", "ip", "confirmed_at", "confirmed_ip", "mail_status",
+                    "consent_wording"],
+    "memberships.csv": ["list", "status", "basis", "consent_source", "consent_method", "consent_at", "consent_ip",
+                        "consent_text", "consent_wording", "consent_confirmed_at", "unsubscribed_at", "unsubscribe_channel",
                         "created_at", "updated_at"],
     "deliveries.csv": ["campaign", "campaign_subject", "status", "message_id", "attempts", "last_reply",
                        "created_at", "updated_at", "sent_at"],

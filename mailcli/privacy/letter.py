@@ -110,10 +110,12 @@ def _bullets(items: Sequence[str]) -> str:
     return "\n".join(textwrap.fill(item, 78, initial_indent="  - ", subsequent_indent="    ") for item in items)
 
 
+# Complexity: one fallback per fact the letter states in both languages when the data has none.
 def render_letter(settings: Settings, facts: LetterFacts) -> str:
     sender = settings.sender
     controller = f"{settings.project.name} ({sender.from_address})"
     address = sender.postal_address or "(postal address not configured)"
+    address_nl = sender.postal_address or "(postadres niet ingesteld)"
     contact = sender.reply_to or sender.from_address
     lists = ", ".join(facts.lists) or "none at the moment"
     lists_nl = ", ".join(facts.lists) or "op dit moment geen"
@@ -188,16 +190,27 @@ Beste abonnee,
 U vroeg welke persoonsgegevens wij van u hebben (AVG artikel 15). Dit bestand
 bevat ze allemaal: subject.json (machineleesbaar, om uw gegevens mee te nemen,
 artikel 20), een CSV-bestand per soort gegeven, en deze brief.
+Met manifest.sha256 kunt u controleren dat er niets is veranderd.
+
+Wat wij van u hebben
+  - uw profiel: e-mailadres, naam{", " + attrs if attrs else ""}
+  - {c.get("memberships", 0)} lidmaatschap(pen) van een lijst met het bewijs van uw toestemming (lijsten: {lists_nl})
+  - {c.get("deliveries", 0)} bericht(en) aan u verstuurd, met tijd, Message-ID en afleverresultaat
+  - {c.get("events", 0)} gebeurtenis(sen) zoals afmeldingen, onbestelbare berichten en klachten
+  - {c.get("suppression", 0)} blokkering(en) (een versleutelde hash van uw adres, niet het adres zelf)
+  - {c.get("audit", 0)} regel(s) in het logboek van wie uw gegevens inzag
 
 Waarvoor (doelen) en op welke grondslag
   Wij gebruiken uw gegevens alleen om u de nieuwsbrieven te sturen waarop u
-  zich hebt ingeschreven (lijsten: {lists_nl}), om afmeldingen, onbestelbare
-  berichten en klachten te verwerken en om uw toestemming aan te tonen.
-  De grondslag is uw toestemming (artikel 6 lid 1 sub a).
+  zich hebt ingeschreven, om afmeldingen, onbestelbare berichten en klachten
+  te verwerken en om uw toestemming aan te tonen. De grondslag is uw
+  toestemming (artikel 6 lid 1 sub a). Wij verkopen uw gegevens niet en
+  gebruiken ze nergens anders voor.
 
 Ontvangers
   - onze e-mailverzender {relay}, die elk bericht verstuurt (verwerker)
   - uw eigen e-mailprovider, die de berichten aan u ontvangt
+  Wij geven uw gegevens aan niemand anders.
 
 Herkomst
   {sources_nl}
@@ -213,10 +226,15 @@ Uw rechten
   afmeldlink. Dit is kosteloos. Schrijf naar {contact}.
 
 Klachten
-  U kunt een klacht indienen bij de Autoriteit Persoonsgegevens ({AP_URL}).
+  U kunt een klacht indienen bij de Autoriteit Persoonsgegevens
+  ({AP_URL}),
+  of bij de toezichthouder waar u woont of werkt.
 
 Geautomatiseerde besluiten
   Wij nemen geen geautomatiseerde besluiten en maken geen profielen.
+
+{settings.project.name}
+{address_nl}
 """
 
 

@@ -58,6 +58,8 @@ PERSONAL_DATA_TABLES: dict[str, PersonalTable] = {
                       "what happened: subscriptions, unsubscribes, bounces, complaints"),
         PersonalTable("deliveries", "contact_id", "delete",
                       "each message sent: campaign, time, Message-ID, result"),
+        PersonalTable("signups", "contact_id", "delete",
+                      "each sign-up through the form and its confirmation: time, network, form, wording shown"),
         PersonalTable("memberships", "contact_id", "delete",
                       "list memberships with consent evidence and opt-outs"),
         PersonalTable("contacts", "id", "delete",
@@ -84,6 +86,7 @@ EXCLUDED_TABLES: dict[str, str] = {
     "lists": "list names and creation times only",
     "campaigns": "campaign name, template, subject and totals; no per-person data",
     "migrations": "schema bookkeeping",
+    "consent_texts": "the wordings of the consent checkbox, by hash; the same for everyone who saw them",
     "processed_messages": "a hash of each bounce/complaint message already read, its outcome and, for one nobody could match, the reason in words and when it was acknowledged; no address",
     "relays": "what sending learnt about each SMTP relay (connection limit, rate, SMTPUTF8); the sender's own login",
     "optout_counter": "one number, raised by every opt-out or erasure, which tells a running send to check its "

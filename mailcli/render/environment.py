@@ -32,6 +32,7 @@ from jinja2 import (
     TemplateNotFound,
     Undefined,
     nodes,
+    pass_context,
 )
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.runtime import LoopContext
@@ -291,6 +292,7 @@ class MailEnvironment(ImmutableSandboxedEnvironment):
             self.filters[name] = _sized_filter(self.filters[name])
         self.globals["range"] = limits.bounded_range
         self.concat = limits.bounded_concat  # type: ignore[method-assign, assignment]
+        self.filters["date"] = _date_filter
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         limits.check_binop(operator, left, right)
@@ -323,6 +325,21 @@ class MailEnvironment(ImmutableSandboxedEnvironment):
         elif kind is LoopContext and attribute in _LOOP_FIELDS:
             return getattr(obj, attribute)
         return super().getattr(obj, attribute)
+
+
+@pass_context
+def _date_filter(context: Any, value: Any, form: str = "long") -> str:
+    """``{{ now|date("long") }}``: a date as the recipient's language writes it
+    (Babel; ``short``, ``medium``, ``long``, ``full`` or a CLDR pattern such as
+    ``d MMMM``)."""
+    from datetime import date
+
+    from ..locales import format_date
+
+    if not isinstance(value, date):
+        raise TypeError(f"date expects a date or a time, not {type(value).__name__}")
+    language = context.get("language")
+    return format_date(value, str(form), language if isinstance(language, str) else "en")
 
 
 def make_environment(

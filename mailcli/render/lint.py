@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,11 @@ from .lintsource import static_findings
 from .preview import SAMPLE_SENDER, preview_context
 from .template import CompiledTemplate, compile_template
 from .text import normalize_text
+from .values import is_confirm_template
 
 __all__ = ["ERROR", "NOTE", "WARNING", "Finding", "lint_template"]
 
+SAMPLE_CONFIRM_URL = "https://example.org/confirm?t=SAMPLE-CONFIRMATION-TOKEN"
 HTML_WARN_BYTES = 90 * 1024
 HTML_MAX_BYTES = 102 * 1024
 _REPLY_PREFIX = re.compile(r"^\s*(re|fwd?|aw|wg)\s*:", re.IGNORECASE)
@@ -76,6 +79,11 @@ def lint_template(
 
     ctx = preview_context(now=now, contact=contact, sender=sender or SAMPLE_SENDER, unsubscribe_base=unsubscribe_base,
                           subject=subject)
+    # The confirmation mail is a service message: it needs its confirmation
+    # link, and no unsubscribe link (there is no subscription yet).
+    confirm = is_confirm_template(name)
+    if confirm:
+        ctx = replace(ctx, unsubscribe_url="", confirm_url=SAMPLE_CONFIRM_URL)
     known = {"contact": set(ctx.contact), "campaign": {"name", "subject"}, "sender": set(ctx.sender)}
     findings = _Findings(static_findings(template, known))
     findings.extend(_speed_notes(template, html_file))
@@ -107,17 +115,32 @@ def lint_template(
 
     findings.extend(_size_findings(html, html_file))
     files = [display_path(template.files[n]) for n in html_names]
-    element, unsubscribe_visible = element_findings(marked, files, ctx.unsubscribe_url)
+    element, link_visible = element_findings(marked, files, (ctx.confirm_url or "") if confirm else ctx.unsubscribe_url)
     findings.extend(element)
+    if confirm:
+        findings.extend(_confirm_link_findings(link_visible, text, html_file, display_path(folder / "message.txt")))
+        return findings.sorted()
     service = kind == "service"
     if service:
         findings.extend(offer_findings(marked, files, ctx.unsubscribe_url))
-    elif not unsubscribe_visible:
+    elif not link_visible:
         findings.append(Finding(ERROR, "unsubscribe-missing", html_file, None,
                                 "the HTML has no visible unsubscribe link: add <a href=\"{{ unsubscribe_url }}\">"))
     if text is not None:
         findings.extend(_text_findings(text, ctx, display_path(folder / "message.txt"), unsubscribe=not service))
     return findings.sorted()
+
+
+def _confirm_link_findings(visible: bool, text: str | None, html_file: str, text_file: str) -> list[Finding]:
+    """The confirmation mail must carry its link in both parts."""
+    found = []
+    if not visible:
+        found.append(Finding(ERROR, "confirm-missing", html_file, None,
+                             "the HTML has no visible confirmation link: add <a href=\"{{ confirm_url }}\">"))
+    if text is not None and SAMPLE_CONFIRM_URL not in text:
+        found.append(Finding(ERROR, "confirm-missing", text_file, None,
+                             "the text part has no confirmation URL: add {{ confirm_url }}"))
+    return found
 
 
 class _Findings(list[Finding]):

@@ -13,7 +13,7 @@ from jinja2 import meta, nodes
 from .environment import display_path, make_environment, suggest
 from .findings import ERROR, Finding
 from .template import CompiledTemplate
-from .values import TEMPLATE_VARIABLES
+from .values import TEMPLATE_VARIABLES, is_confirm_template
 
 _DICT_METHODS = {"get", "items", "keys", "values"}
 _GUARD_FILTERS = {"default", "d"}
@@ -128,5 +128,7 @@ def static_findings(template: CompiledTemplate, known: Mapping[str, set[str]]) -
     for _, tree in trees.values():
         assigned |= _assigned_names(tree)
     allowed = set(TEMPLATE_VARIABLES) | set(env.globals) | assigned | _JINJA_NAMES
+    if is_confirm_template(template.name):
+        allowed.add("confirm_url")
     checker = _Checker(known, assigned, allowed)
     return [finding for file, tree in trees.values() for finding in checker.findings(file, tree)]

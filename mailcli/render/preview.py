@@ -63,6 +63,7 @@ def preview_context(
     sender: Mapping[str, Any] | None = None,
     unsubscribe_base: str | None = None,
     subject: str = "",
+    language: str = "en",
 ) -> RenderContext:
     """A ``RenderContext`` for previews: the sample contact unless one is given."""
     return RenderContext(
@@ -71,4 +72,5 @@ def preview_context(
         sender=dict(sender if sender is not None else SAMPLE_SENDER),
         unsubscribe_url=preview_unsubscribe_url(unsubscribe_base),
         now=now,
+        language=language,
     )

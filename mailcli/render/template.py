@@ -39,7 +39,7 @@ from .mime import check_header_value
 from .text import ensure_footer, html_to_text, normalize_text
 from .textonce import prepare_text_once
 from .textrender import NeedsFullText, TextOnceTemplate, compile_text_once
-from .values import RenderContext, RenderedParts
+from .values import RenderContext, RenderedParts, is_confirm_template
 
 # A runaway loop must not produce a message of a hundred megabytes.
 MAX_HTML_CHARS = 1_000_000
@@ -257,6 +257,7 @@ class CompiledTemplate:
             sender_name=str(sender.get("name") or ""),
             postal_address=str(sender.get("postal_address") or ""),
             unsubscribe_url=str(variables["unsubscribe_url"] or ""),
+            language=str(variables.get("language") or "en"),
         )
 
     def render(self, ctx: RenderContext) -> RenderedParts:
@@ -373,7 +374,7 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     root = Path(templates_dir)
     name = name.strip("/")
     check_template_path(name)
-    if name.split("/")[0].startswith("_"):
+    if name.split("/")[0].startswith("_") and not is_confirm_template(name):
         raise TemplateError(f"{name!r} is a layout or partial folder, not a template")
     folder = root / name
     html_path = folder / "message.html"

@@ -160,8 +160,9 @@ def normalize_text(text: str) -> str:
 
 
 # Complexity: one branch per part of the footer that may already be in the text.
-def ensure_footer(text: str, *, sender_name: str, postal_address: str, unsubscribe_url: str) -> str:
-    """Append sender identity and unsubscribe URL when the text lacks them."""
+def ensure_footer(text: str, *, sender_name: str, postal_address: str, unsubscribe_url: str,
+                  language: str = "en") -> str:
+    """Append sender identity and unsubscribe URL when the text lacks them, in ``language``."""
     missing_url = bool(unsubscribe_url) and unsubscribe_url not in text
     missing_name = bool(sender_name) and sender_name not in text
     missing_address = bool(postal_address) and postal_address not in text
@@ -172,5 +173,7 @@ def ensure_footer(text: str, *, sender_name: str, postal_address: str, unsubscri
     if identity:
         lines.append(identity)
     if unsubscribe_url:
-        lines.append(f"You can object to direct marketing at any time. Unsubscribe: {unsubscribe_url}")
+        from ..locales import text as words
+
+        lines.append(words(language, "footer.unsubscribe", url=unsubscribe_url))
     return text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"

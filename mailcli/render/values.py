@@ -29,16 +29,24 @@ class RenderContext:
     sender: Mapping[str, Any]
     unsubscribe_url: str
     now: datetime
+    # The double opt-in link; only the confirmation mail (``templates/_confirm``) has one.
+    confirm_url: str | None = None
+    language: str = "en"  # of the recipient's list: the date filter and the footer mailcli adds
 
     def variables(self) -> dict[str, Any]:
-        """The template namespace: exactly the five documented names."""
-        return {
+        """The template namespace: exactly the six documented names (and
+        ``confirm_url`` for the confirmation mail)."""
+        names = {
             "contact": self.contact,
             "campaign": self.campaign,
             "sender": self.sender,
             "unsubscribe_url": self.unsubscribe_url,
             "now": self.now,
+            "language": self.language,
         }
+        if self.confirm_url is not None:
+            names["confirm_url"] = self.confirm_url
+        return names
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,4 +59,11 @@ class RenderedParts:
 
 
 # The names a template may use at the top level (the README's Rendering section).
-TEMPLATE_VARIABLES = ("contact", "campaign", "sender", "unsubscribe_url", "now")
+TEMPLATE_VARIABLES = ("contact", "campaign", "sender", "unsubscribe_url", "now", "language")
+# The confirmation mail of a double opt-in: a service message, not marketing.
+CONFIRM_TEMPLATE = "_confirm"
+
+
+def is_confirm_template(name: str) -> bool:
+    """``_confirm``, or ``_confirm.nl`` for a list in another language than the project's."""
+    return name == CONFIRM_TEMPLATE or (name.startswith(CONFIRM_TEMPLATE + ".") and name[9:].isalpha())

@@ -43,13 +43,23 @@ def click_path(unsubscribe_url: str) -> str:
 
 
 def is_trackable(url: str, unsubscribe_url: str) -> bool:
-    """An absolute http(s) link, not the unsubscribe link nor one of serve's own."""
+    """An absolute http(s) link, not the unsubscribe link nor one of serve's
+    own (its clicks, the confirmation link of a sign-up, the sign-up form)."""
     if not url.lower().startswith(("http://", "https://")):
         return False
     if any(ord(c) < 33 or ord(c) == 127 for c in url) or len(url) > 4000:
         return False  # a header (Location) could not carry it as it is
     base = unsubscribe_url.split("?", 1)[0]
-    return not (url.startswith(base) or url.startswith(click_base(unsubscribe_url)))
+    return not (url.startswith(base) or url.startswith(click_base(unsubscribe_url)) or _signup_page(url, base))
+
+
+def _signup_page(url: str, unsubscribe_url: str) -> bool:
+    """A page of serve's sign-up form or its double opt-in (``/confirm``,
+    ``/subscribe/LIST``) on the host of the unsubscribe link."""
+    parts, serve = urlsplit(url), urlsplit(unsubscribe_url)
+    if (parts.scheme.lower(), parts.netloc.lower()) != (serve.scheme.lower(), serve.netloc.lower()):
+        return False
+    return parts.path.rstrip("/") == "/confirm" or parts.path.startswith("/subscribe/")
 
 
 def html_links(document: str) -> list[str]:

@@ -105,7 +105,7 @@ def send_campaign(
                 prepare(store, settings, options, rollback=True, claim=claim)
             except DryRunRollback as marker:
                 preview = plan_of(settings, options, marker.campaign, marker.counts, marker.created, marker.added,
-                                  accepted=marker.accepted)
+                                  accepted=marker.accepted, no_basis=marker.no_basis)
             if preview.to_send:
                 confirm(preview)
         campaign, plan = prepare(store, settings, options, claim=claim)
@@ -138,7 +138,7 @@ def _send_prepared(store: Store, settings: Settings, options: SendOptions, campa
                    on_notice: Callable[[str], None] | None) -> SendSummary:
     if on_plan is not None:
         on_plan(plan)
-    summary = SendSummary(campaign=campaign.name, dry_run=False, relay=settings.smtp.address)
+    summary = SendSummary(campaign=campaign.name, dry_run=False, relay=settings.smtp.address, no_basis=plan.no_basis)
     # Render workers use "spawn", so starting them next to the ledger
     # writer thread later is safe. Started first, they load and compile
     # the template while this process compiles it and runs the preflight.
@@ -282,10 +282,11 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
     except DryRunRollback as marker:  # prepare's transaction was rolled back
         campaign, counts, added, created = marker.campaign, marker.counts, marker.added, marker.created
         recipients, accepted = marker.recipients, marker.accepted
+        summary.no_basis = marker.no_basis
     else:  # pragma: no cover - prepare always raises in a dry run
         raise AssertionError("dry run did not stop")
     summary.counts = counts
-    plan = plan_of(settings, options, campaign, counts, created, added, accepted=accepted)
+    plan = plan_of(settings, options, campaign, counts, created, added, accepted=accepted, no_basis=summary.no_basis)
     if on_plan is not None:
         on_plan(plan)
     factory = MessageFactory(settings, campaign, sign=False)

@@ -68,6 +68,7 @@ class MessageFactory:
         self.mail_from = s.bounce_address or s.from_address
         self.verp = s.verp and s.bounce_address is not None
         self.campaign_vars = {"name": campaign.name, "subject": campaign.subject or ""}
+        self.language = settings.language(campaign.list_name)
         # Tracked links (URL -> link number), set once the campaign's links
         # are known (``send.clicks``); None: links are left as they are.
         self.links: dict[str, int] | None = None
@@ -89,7 +90,7 @@ class MessageFactory:
         token = make_unsubscribe_token(self.secret, r.contact_uid, self.campaign.list_id or 0)
         ctx = RenderContext(
             contact=contact, campaign=self.campaign_vars, sender=self.sender,
-            unsubscribe_url=unsubscribe_url(self.settings, token), now=clock.now(),
+            unsubscribe_url=unsubscribe_url(self.settings, token), now=clock.now(), language=self.language,
         )
         return ctx, token
 

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from mailcli.addresses import mask_address
 from mailcli.config import Settings
-from mailcli.errors import HeaderInjectionError, MailcliError, TemplateError, UsageError
+from mailcli.errors import (
+    HeaderInjectionError,
+    MailcliError,
+    NoLawfulBasisError,
+    TemplateError,
+    UsageError,
+)
 from mailcli.locks import Holder, LockedError, busy_message
 from mailcli.segments import Segment
 from mailcli.send import ledger
@@ -72,9 +78,9 @@ class DryRunRollback(Exception):
     and the recipients gathered before."""
 
     def __init__(self, campaign: ledger.Campaign, counts: dict[str, int], added: int, created: bool,
-                 recipients: list[ledger.Recipient], accepted: int = 0) -> None:
+                 recipients: list[ledger.Recipient], accepted: int = 0, no_basis: int = 0) -> None:
         self.campaign, self.counts, self.added, self.created = campaign, counts, added, created
-        self.recipients, self.accepted = recipients, accepted
+        self.recipients, self.accepted, self.no_basis = recipients, accepted, no_basis
 
 
 Collect = Callable[[Any, ledger.Campaign], list[ledger.Recipient]]
@@ -106,9 +112,10 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
         # Rolled back anyway: the confirmation needs the numbers only, a dry
         # run with --limit N its first N recipients; the rest is counted.
         keep = _kept(options, rollback)
-        added = 0
+        added = no_basis = 0
         if created or options.include_new:
             added = ledger.freeze_audience(conn, campaign, secret, settings.sender.domain, keep=keep)
+            no_basis = _members_without_basis(conn, campaign, created=created, added=added)
         ledger.recover_interrupted(conn, campaign.id)
         accepted = ledger.accept_uncertain(conn, campaign, options.accept_uncertain) if options.accept_uncertain else 0
         counts = ledger.campaign_counts(conn, campaign)
@@ -120,9 +127,32 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
         if options.dry_run or rollback:
             # A dry run changes nothing: undo the freeze, keep the numbers.
             collected = collect(conn, campaign) if collect is not None else []
-            raise DryRunRollback(campaign, counts, added, created, collected, accepted)
+            raise DryRunRollback(campaign, counts, added, created, collected, accepted, no_basis)
     campaign = ledger.get_campaign(conn, campaign.name) or campaign
-    return campaign, plan_of(settings, options, campaign, counts, created, added, causes, accepted)
+    return campaign, plan_of(settings, options, campaign, counts, created, added, causes, accepted,
+                             no_basis=no_basis)
+
+
+def _members_without_basis(conn: Connection, campaign: ledger.Campaign, *, created: bool, added: int) -> int:
+    """How many members of the campaign's list the freeze left out for want
+    of a lawful basis. A new campaign that would reach nobody because of
+    them is refused (its transaction rolls back): a send must never drop a
+    whole list quietly, say after an upgrade that found no evidence of
+    consent for it."""
+    from mailcli.store.audience import count_no_basis
+
+    if campaign.list_id is None or campaign.kind == "service":  # a service message needs no consent
+        return 0
+    no_basis = count_no_basis(conn, campaign.list_id)
+    if created and not added and no_basis:
+        raise NoLawfulBasisError(
+            f"Nobody on list {campaign.list_name!r} can be mailed: its {no_basis} subscribed member(s) have no"
+            " lawful basis recorded (neither consent with its evidence nor the customer soft opt-in); nothing was"
+            " sent or changed",
+            hint=f"state it: mailcli import FILE --list {campaign.list_name} --basis consent --consent-source"
+                 f' "where they agreed" (or --basis customer); or ask them: mailcli reconfirm --list'
+                 f" {campaign.list_name}")
+    return no_basis
 
 
 def _campaign(conn: Connection, settings: Settings, options: SendOptions,
@@ -130,6 +160,7 @@ def _campaign(conn: Connection, settings: Settings, options: SendOptions,
     """The campaign and whether this run creates it."""
     existing = ledger.get_campaign(conn, options.campaign)
     check_existing(existing, options)
+    _not_a_confirmation(existing.template if existing is not None else options.template or "", options)
     if existing is not None:
         return existing, False
     return ledger.create_campaign(
@@ -137,6 +168,17 @@ def _campaign(conn: Connection, settings: Settings, options: SendOptions,
         subject=options.subject, segment=options.segment, not_before_at=not_before_at,
         subject_line=subject_line(settings, options.template or "", options.subject),
         kind=options.kind or "marketing", service_reason=options.reason if options.kind == "service" else None), True
+
+
+def _not_a_confirmation(template: str, options: SendOptions) -> None:
+    """The confirmation mail goes out only through ``serve`` and ``reconfirm``:
+    it carries each person's own confirmation link, which a send has not."""
+    from mailcli.render.values import is_confirm_template
+
+    if is_confirm_template(template):
+        raise UsageError(f"Campaign {options.campaign!r}: the confirmation mail ({template}) is sent by `mailcli"
+                         " reconfirm` and the sign-up form, not by send",
+                         hint=f"mailcli reconfirm --list LIST (and mailcli report {options.campaign})")
 
 
 def check_kind(options: SendOptions) -> None:
@@ -248,7 +290,8 @@ def _check_expected(campaign: ledger.Campaign, counts: dict[str, int], options: 
 
 
 def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign, counts: dict[str, int],
-            created: bool, added: int, causes: dict[str, int] | None = None, accepted: int = 0) -> SendPlan:
+            created: bool, added: int, causes: dict[str, int] | None = None, accepted: int = 0, *,
+            no_basis: int = 0) -> SendPlan:
     sendable = counts["pending"] + counts["deferred"] + (counts["uncertain"] if options.resend_uncertain else 0)
     if options.limit is not None:
         sendable = min(sendable, options.limit)
@@ -258,6 +301,7 @@ def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign,
         audience=counts["audience"], added=added, to_send=sendable, uncertain=counts["uncertain"],
         server=settings.smtp.address, dry_run=options.dry_run, uncertain_causes=dict(causes or {}),
         accepted_uncertain=accepted,
+        no_basis=no_basis,
         kind=campaign.kind, reason=campaign.service_reason,
     )
 

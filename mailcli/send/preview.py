@@ -74,7 +74,7 @@ def preview_context_for(settings: Settings | None, contact: Mapping[str, Any] | 
         now=now or clock.now(), contact=contact,
         sender=sender_from_settings(settings) if settings is not None else None,
         unsubscribe_base=settings.unsubscribe.url if settings is not None else None,
-        subject=subject,
+        subject=subject, language=settings.project.language if settings is not None else "en",
     )
 
 

@@ -72,6 +72,10 @@ def campaign_report(store: Store, campaign: str | None = None, *, failures: bool
 def _report(store: Store, c: ledger.Campaign, failures: bool) -> CampaignReport:
     conn = store.conn
     counts = ledger.campaign_counts(conn, c)
+    if c.template == "_confirm" and c.kind == "service":  # a reconfirmation round: who confirmed
+        from ..store.signups import confirmed_in
+
+        counts["confirmed"] = confirmed_in(conn, c.id)
     # Per link: how often, and (where per-contact clicks are kept) by how many people; never who.
     links = campaign_link_clicks(conn, c.id)
     clicks = [link.as_dict() for link in links] if links else None

@@ -30,6 +30,7 @@ class SendPlan:
     kind: str = "marketing"  # or "service"
     reason: str | None = None  # why a service message goes out
     segment: str | None = None  # the segment's name, or its expression
+    no_basis: int = 0  # members of the list left out now: no lawful basis recorded
 
 
 @dataclass(slots=True)
@@ -43,6 +44,7 @@ class SendSummary:
     uncertain: int = 0
     skipped: int = 0
     rendered: int = 0
+    no_basis: int = 0  # members of the list the freeze left out: no lawful basis recorded
     interrupted: bool = False
     elapsed: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)  # report keys after the run

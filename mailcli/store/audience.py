@@ -2,7 +2,10 @@
 
 A membership row says subscribed, unconfirmed or unsubscribed; the contact
 can still be out of reach for reasons of its own (a hard bounce, a spam
-complaint, a restriction of processing, an objection to direct marketing).
+complaint, a restriction of processing, an objection to direct marketing),
+and a subscribed member without a lawful basis recorded (neither consent with
+its evidence nor the existing-customer soft opt-in) is held back as
+``no_basis`` until the sender states one or the person confirms.
 ``lists``, ``contacts --list L --status S`` and the audience a send freezes
 all read a member's status through ``MEMBER_STATUS_SQL``, so their counts
 agree: a list's ``subscribed`` count is the audience its next send freezes.
@@ -27,24 +30,32 @@ if TYPE_CHECKING:
 
 # What a member of a list is, as people and commands see it. The first three
 # are membership statuses; the rest are members held back by their contact.
-MEMBER_STATUSES = ("subscribed", "unconfirmed", "unsubscribed", "bounced", "complained", "restricted", "objected")
-HELD_BACK = ("bounced", "complained", "restricted", "objected")
+MEMBER_STATUSES = ("subscribed", "unconfirmed", "unsubscribed", "bounced", "complained", "restricted", "objected",
+                   "no_basis")
+HELD_BACK = ("bounced", "complained", "restricted", "objected", "no_basis")
 # A contact's own status (the contacts table), shown when no list is chosen.
 CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "complained")
 
 # ``m`` is the memberships row, ``c`` its contact. Order matters: a member who
 # left the list is unsubscribed whatever else happened since.
-MEMBER_STATUS_SQL = """CASE
+_HELD_BY_CONTACT = """
     WHEN m.status = 'unsubscribed' THEN 'unsubscribed'
     WHEN c.status IN ('bounced', 'complained') THEN c.status
     WHEN c.status != 'active' THEN 'unsubscribed'
     WHEN c.restricted_at IS NOT NULL THEN 'restricted'
-    WHEN c.no_marketing_at IS NOT NULL THEN 'objected'
+    WHEN c.no_marketing_at IS NOT NULL THEN 'objected'"""
+MEMBER_STATUS_SQL = f"""CASE{_HELD_BY_CONTACT}
+    WHEN m.status = 'subscribed' AND m.basis = 'none' THEN 'no_basis'
     ELSE m.status END"""
 
 # The members a send reaches (``m.status`` first, so the list's status index
-# narrows the rows before the contact is read).
-SENDABLE_SQL = f"m.status = 'subscribed' AND ({MEMBER_STATUS_SQL}) = 'subscribed'"  # noqa: S608 - fixed SQL
+# narrows the rows before the contact is read): MEMBER_STATUS_SQL's
+# 'subscribed', with the basis looked up in the partial index of members
+# without one (empty for most lists) instead of reading every member's row.
+SENDABLE_SQL = f"""m.status = 'subscribed' AND (CASE{_HELD_BY_CONTACT} ELSE m.status END) = 'subscribed'
+  AND NOT EXISTS (SELECT 1 FROM memberships nb INDEXED BY memberships_no_basis
+                  WHERE nb.list_id = m.list_id AND nb.contact_id = m.contact_id
+                    AND nb.basis = 'none' AND nb.status = 'subscribed')"""  # noqa: S608 - fixed SQL
 
 # The members a service message reaches: everyone with an active
 # relationship through the list — subscribed, or unsubscribed from it, an
@@ -95,6 +106,16 @@ GROUP BY 1, 2, 3
 """
 _MOVED_SQLITE = _MOVED_SQL.format(status=MEMBER_STATUS_SQL, join="CROSS JOIN")
 _MOVED_POSTGRES = _MOVED_SQL.format(status=MEMBER_STATUS_SQL, join="JOIN")
+# Subscribed members without a basis whose contact holds them back for no
+# other reason (those are counted by _MOVED_SQL), through the partial index
+# of members without a basis: nothing is read for the others.
+_NO_BASIS_SQL = """
+SELECT l.name, count(*)
+FROM memberships m JOIN lists l ON l.id = m.list_id JOIN contacts c ON c.id = m.contact_id
+WHERE m.basis = 'none' AND m.status = 'subscribed'
+  AND c.status = 'active' AND c.restricted_at IS NULL AND c.no_marketing_at IS NULL
+GROUP BY l.id
+"""
 
 
 # A segment's members of every list, by status: each member's contact is read
@@ -106,7 +127,7 @@ GROUP BY l.id, 3 ORDER BY l.name
 """  # noqa: S608 - fixed SQL
 
 
-# Complexity: two ways to count (by membership row, or within a segment) and each engine's spelling of the second pass.
+# Complexity: three counts merged (by row, moved by the contact, no basis), skipped for a segment; two engines.
 def list_summaries(conn: Connection, names: list[str] | None = None,
                    segment: Segment | None = None) -> list[ListSummary]:
     """Every list (or the named ones) with its members counted by status;
@@ -129,6 +150,10 @@ def list_summaries(conn: Connection, names: list[str] | None = None,
         counts = found[name][1]
         counts[row_status] -= count
         counts[status] = counts.get(status, 0) + count
+    for name, count in ([] if segment is not None else conn.execute(_NO_BASIS_SQL)):
+        counts = found[name][1]
+        counts["subscribed"] -= count
+        counts["no_basis"] = counts.get("no_basis", 0) + count
     return [
         ListSummary(name=name, subscribed=counts.get("subscribed", 0), unconfirmed=counts.get("unconfirmed", 0),
                     unsubscribed=counts.get("unsubscribed", 0),
@@ -153,6 +178,9 @@ LIMIT ?
 """
 _AUDIENCE_BY_KIND = {"marketing": _AUDIENCE_SQL.format(reached=SENDABLE_SQL),
                      "service": _AUDIENCE_SQL.format(reached=SERVICE_REACHABLE_SQL)}
+# PostgreSQL chooses the partial index by itself and has no INDEXED BY.
+_AUDIENCE_BY_KIND_POSTGRES = {kind: sql.replace(" INDEXED BY memberships_no_basis", "")
+                              for kind, sql in _AUDIENCE_BY_KIND.items()}
 
 
 def audience_page(conn: Connection, list_id: int, campaign_id: int, after: int,
@@ -163,8 +191,18 @@ def audience_page(conn: Connection, list_id: int, campaign_id: int, after: int,
     from .segments import segment_filter
 
     condition, params = segment_filter(segment)
-    return conn.execute(_AUDIENCE_BY_KIND[kind].format(segment=condition),
+    by_kind = _AUDIENCE_BY_KIND_POSTGRES if is_postgres(conn) else _AUDIENCE_BY_KIND
+    return conn.execute(by_kind[kind].format(segment=condition),
                         (list_id, after, campaign_id, *params, limit)).fetchall()
+
+
+def count_no_basis(conn: Connection, list_id: int) -> int:
+    """How many members of a list a send leaves out for want of a lawful basis."""
+    (count,) = conn.execute(
+        f"SELECT count(*) FROM memberships m JOIN contacts c ON c.id = m.contact_id"  # noqa: S608 - fixed SQL
+        f" WHERE m.list_id = ? AND m.basis = 'none' AND m.status = 'subscribed' AND ({MEMBER_STATUS_SQL}) = 'no_basis'",
+        (list_id,)).fetchone()
+    return int(count)
 
 
 def list_not_found(conn: Connection, name: str) -> NotFoundError:

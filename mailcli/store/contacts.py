@@ -174,15 +174,17 @@ def contact_detail(store: Store, key: str) -> ContactDetail | None:
         return None
     contact_id = row[0]
     memberships = [
-        {"list": name, "status": status, "consent_source": source, "consent_method": method,
-         "consent_at": consent_at, "consent_ip": ip, "consent_text": text, "confirmed_at": confirmed,
-         "unsubscribed_at": unsub_at, "unsubscribe_channel": channel, "created_at": created}
-        for (name, status, source, method, consent_at, ip, text, confirmed, unsub_at, channel, created)
+        {"list": name, "status": status, "basis": basis, "consent_source": source, "consent_method": method,
+         "consent_at": consent_at, "consent_ip": ip, "consent_text": text, "consent_wording": wording,
+         "confirmed_at": confirmed, "unsubscribed_at": unsub_at, "unsubscribe_channel": channel, "created_at": created}
+        for (name, status, basis, source, method, consent_at, ip, text, wording, confirmed, unsub_at, channel,
+             created)
         in conn.execute(
             # The member's status as `lists` counts it (a bounced member is "bounced").
-            f"SELECT l.name, {MEMBER_STATUS_SQL}, m.consent_source, m.consent_method, m.consent_at, m.consent_ip,"  # noqa: S608
-            " m.consent_text, m.confirmed_at, m.unsubscribed_at, m.unsubscribe_channel, m.created_at"
+            f"SELECT l.name, {MEMBER_STATUS_SQL}, m.basis, m.consent_source, m.consent_method, m.consent_at, m.consent_ip,"  # noqa: S608
+            " m.consent_text, t.text, m.confirmed_at, m.unsubscribed_at, m.unsubscribe_channel, m.created_at"
             " FROM memberships m JOIN lists l ON l.id = m.list_id JOIN contacts c ON c.id = m.contact_id"
+            " LEFT JOIN consent_texts t ON t.hash = m.consent_text"
             " WHERE m.contact_id = ? ORDER BY l.name",
             (contact_id,))
     ]

@@ -177,10 +177,10 @@ WHERE x.changed AND contacts.id = x.contact_id
 # among them.
 _INSERT_MEMBERSHIPS = """
 INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at,
-                         consent_ip, confirmed_at, created_at, updated_at)
+                         consent_ip, confirmed_at, created_at, updated_at, basis)
 SELECT :base + {rank}, :list, :status,
        :source_prefix || s.line || :source_suffix, 'import', coalesce(s.consent_at, :now), s.consent_ip,
-       CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now
+       CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now, {basis}
 FROM temp.import_stage s
 {new}
 ORDER BY s.rowid
@@ -189,19 +189,19 @@ ORDER BY s.rowid
 # ids not be dense (never seen; a safety net).
 _INSERT_MEMBERSHIPS_BY_KEY = """
 INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at,
-                         consent_ip, confirmed_at, created_at, updated_at)
+                         consent_ip, confirmed_at, created_at, updated_at, basis)
 SELECT c.id, :list, :status,
        :source_prefix || s.line || :source_suffix, 'import', coalesce(s.consent_at, :now), s.consent_ip,
-       CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now
+       CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now, {basis}
 FROM contacts c JOIN temp.import_stage s ON s.key = c.email_key
 WHERE c.id > :base
 """
 _INSERT_MEMBERSHIPS_EXISTING = """
 INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at,
-                         consent_ip, confirmed_at, created_at, updated_at)
+                         consent_ip, confirmed_at, created_at, updated_at, basis)
 SELECT x.contact_id, :list, :status,
        :source_prefix || s.line || :source_suffix, 'import', coalesce(s.consent_at, :now), s.consent_ip,
-       CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now
+       CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now, {basis}
 FROM temp.import_match x JOIN temp.import_stage s ON s.key = x.key
 WHERE x.outcome = 'imported'
 """
@@ -216,10 +216,35 @@ UPDATE memberships SET
     consent_at = coalesce(s.consent_at, :now),
     consent_ip = s.consent_ip,
     confirmed_at = coalesce(s.consent_at, :now),
-    updated_at = :now
+    updated_at = :now,
+    basis = {basis}
 FROM temp.import_match x JOIN temp.import_stage s ON s.key = x.key
 WHERE :status = 'subscribed' AND x.outcome = 'updated' AND memberships.contact_id = x.contact_id
   AND memberships.list_id = :list AND memberships.status = 'unconfirmed'
+"""
+
+
+# The lawful basis of a membership the import writes: the one stated
+# (``--basis``), else consent where the row shows evidence of it (an opt-in
+# time or an IP address from the file), else none. A pending opt-in has none
+# until it is confirmed.
+_BASIS = ("CASE WHEN :status != 'subscribed' THEN 'none' WHEN :basis IS NOT NULL THEN :basis"
+          " WHEN s.consent_at IS NOT NULL OR s.consent_ip IS NOT NULL THEN 'consent' ELSE 'none' END")
+
+# A basis stated on the command line (``--basis``) for members of the list
+# that had none (made before the basis was recorded): the file's line is the
+# evidence, replacing nothing that was there. Unchanged addresses are not in
+# the match table, so this reads the stage.
+_STATE_BASIS = """
+UPDATE memberships SET
+    basis = :basis,
+    consent_source = :source_prefix || (SELECT s.line FROM contacts c JOIN temp.import_stage s ON s.key = c.email_key
+                                        WHERE c.id = memberships.contact_id) || :source_suffix,
+    consent_method = 'import',
+    updated_at = :now
+WHERE list_id = :list AND basis = 'none' AND status = 'subscribed'
+  AND EXISTS (SELECT 1 FROM contacts c JOIN temp.import_stage s ON s.key = c.email_key
+              WHERE c.id = memberships.contact_id)
 """
 
 
@@ -233,13 +258,18 @@ class Merged(NamedTuple):
     addresses: int  # distinct addresses staged (the rows, repeated addresses merged)
     needs_smtputf8: int  # addresses with a non-ASCII local part
     kept_rectified: int = 0  # addresses whose file row disagreed with a field the person had corrected
+    basis_stated: int = 0  # existing members without a basis given the one stated
+    no_basis: int = 0  # members the import left (or made) subscribed without a basis
 
 
 def write_staged(conn: sqlite3.Connection, *, list_id: int, status: str, on_conflict: str, source: str,
-                 source_prefix: str, source_suffix: str, rows: int, overwrite_rectified: bool = False) -> Merged:
+                 source_prefix: str, source_suffix: str, rows: int, overwrite_rectified: bool = False,
+                 basis: str | None = None) -> Merged:
     """Merge the ``rows`` staged rows by address, classify every address,
     and write contacts and memberships. Fields a person had corrected stay
-    as corrected unless ``overwrite_rectified`` (:mod:`.rectified`)."""
+    as corrected unless ``overwrite_rectified`` (:mod:`.rectified`);
+    ``basis`` is the lawful basis stated for every row, else each row's
+    evidence decides."""
     from .rectified import keep_rectified
 
     now = now_iso()
@@ -247,7 +277,7 @@ def write_staged(conn: sqlite3.Connection, *, list_id: int, status: str, on_conf
     kept = keep_rectified(conn) if on_conflict == "update" and not overwrite_rectified else 0
     (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()
     params = {"list": list_id, "now": now, "status": status, "source": source, "base": base,
-              "source_prefix": source_prefix, "source_suffix": source_suffix}
+              "source_prefix": source_prefix, "source_suffix": source_suffix, "basis": basis}
     conn.execute(_MATCH)
     conn.execute(_CLASSIFY, {"list": list_id, "status": status, "update": on_conflict == "update"})
     counts = {"imported": 0, "updated": 0, "unchanged": 0, "suppressed": 0}
@@ -263,10 +293,13 @@ def write_staged(conn: sqlite3.Connection, *, list_id: int, status: str, on_conf
     if keys > existing:  # new addresses (a re-import of the same file has none: skip two scans)
         _insert_new(conn, params, base=base, rows=rows, keys=keys, existing=existing, unchanged=counts["unchanged"])
     conn.execute(_UPDATE_CONTACTS, {"now": now})
-    conn.execute(_INSERT_MEMBERSHIPS_EXISTING, params)
-    conn.execute(_CONFIRM_MEMBERSHIPS, params)
+    conn.execute(_INSERT_MEMBERSHIPS_EXISTING.format(basis=_BASIS), params)
+    conn.execute(_CONFIRM_MEMBERSHIPS.format(basis=_BASIS), params)
+    stated = conn.execute(_STATE_BASIS, params).rowcount if basis is not None and status == "subscribed" else 0
     (utf8,) = conn.execute(_NEEDS_SMTPUTF8).fetchone()
-    return Merged(**counts, addresses=keys, needs_smtputf8=utf8, kept_rectified=kept)
+    (no_basis,) = conn.execute(_NO_BASIS, {"list": list_id}).fetchone()
+    return Merged(**counts, addresses=keys, needs_smtputf8=utf8, kept_rectified=kept, basis_stated=stated,
+                  no_basis=no_basis)
 
 
 def _merge(conn: sqlite3.Connection, on_conflict: str) -> None:
@@ -292,18 +325,25 @@ def _insert_new(conn: sqlite3.Connection, params: dict[str, object], *, base: in
     (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()
     (last_rank,) = conn.execute("SELECT max(rowid) FROM temp.import_stage").fetchone()
     if top == base + created and all_new and last_rank == keys == created:
-        conn.execute(_INSERT_MEMBERSHIPS.format(rank="s.rowid", new=""), params)
+        conn.execute(_INSERT_MEMBERSHIPS.format(rank="s.rowid", new="", basis=_BASIS), params)
     elif top == base + created and not unchanged:
-        conn.execute(_INSERT_MEMBERSHIPS.format(rank="row_number() OVER (ORDER BY s.rowid)", new=_NEW_ONLY),
-                     params)
+        conn.execute(_INSERT_MEMBERSHIPS.format(rank="row_number() OVER (ORDER BY s.rowid)", new=_NEW_ONLY,
+                                                basis=_BASIS), params)
     else:
-        conn.execute(_INSERT_MEMBERSHIPS_BY_KEY, params)
+        conn.execute(_INSERT_MEMBERSHIPS_BY_KEY.format(basis=_BASIS), params)
 
 
 # Addresses of the file whose local part is not ASCII (domains are A-labels
 # by then): a relay must offer SMTPUTF8 to take them. A key with a non-ASCII
 # character is longer in bytes than in characters; the scan reads only the
 # key index.
+# The file's addresses that are subscribed members of the list without a
+# lawful basis: a send leaves them out.
+_NO_BASIS = """
+SELECT count(*) FROM memberships m JOIN contacts c ON c.id = m.contact_id
+WHERE m.list_id = :list AND m.basis = 'none' AND m.status = 'subscribed'
+  AND EXISTS (SELECT 1 FROM temp.import_stage s WHERE s.key = c.email_key)
+"""
 _NEEDS_SMTPUTF8 = "SELECT count(*) FROM temp.import_stage WHERE length(key) != length(CAST(key AS BLOB))"
 
 
@@ -464,25 +504,36 @@ _PG_UPDATE_CONTACTS = _postgres(
     ("json_patch(contacts.attributes, s.attributes)", "(contacts.attributes::jsonb || s.attributes::jsonb)::text"),
 )
 _CONCAT = (":source_prefix || s.line || :source_suffix", ":source_prefix::text || s.line::text || :source_suffix::text")
-_PG_MEMBERSHIP_VALUES = """:list, :status,
+# The basis as _BASIS writes it; a parameter PostgreSQL compares with NULL needs its type.
+_PG_BASIS = _postgres(_BASIS, (":basis", "CAST(:basis AS TEXT)"))
+_PG_MEMBERSHIP_VALUES = f""":list, :status,
        :source_prefix::text || s.line::text || :source_suffix::text, 'import', coalesce(s.consent_at, :now),
-       s.consent_ip, CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now"""
+       s.consent_ip, CASE WHEN :status = 'subscribed' THEN coalesce(s.consent_at, :now) END, :now, :now,
+       {_PG_BASIS}"""
 _PG_INSERT_MEMBERSHIPS_NEW = f"""
 INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_method, consent_at,
-                         consent_ip, confirmed_at, created_at, updated_at)
+                         consent_ip, confirmed_at, created_at, updated_at, basis)
 SELECT c.id, {_PG_MEMBERSHIP_VALUES}
 FROM pg_temp.import_stage s JOIN contacts c ON c.email_key = s.key
 WHERE c.id > :base AND NOT EXISTS (SELECT 1 FROM pg_temp.import_match x WHERE x.key = s.key)
 ORDER BY s.rank
 """  # noqa: S608 - fixed SQL
-_PG_INSERT_MEMBERSHIPS_EXISTING = _postgres(_INSERT_MEMBERSHIPS_EXISTING, ("temp.", "pg_temp."), _CONCAT)
-_PG_CONFIRM_MEMBERSHIPS = _postgres(_CONFIRM_MEMBERSHIPS, ("temp.", "pg_temp."), _CONCAT)
+_PG_INSERT_MEMBERSHIPS_EXISTING = _postgres(_INSERT_MEMBERSHIPS_EXISTING, ("temp.", "pg_temp."), _CONCAT).format(
+    basis=_PG_BASIS)
+_PG_CONFIRM_MEMBERSHIPS = _postgres(_CONFIRM_MEMBERSHIPS, ("temp.", "pg_temp."), _CONCAT).format(basis=_PG_BASIS)
+_PG_STATE_BASIS = _postgres(
+    _STATE_BASIS,
+    ("temp.", "pg_temp."),
+    (":source_prefix || (SELECT s.line ", ":source_prefix::text || (SELECT s.line::text "),
+    (") || :source_suffix", ") || :source_suffix::text"),
+)
+_PG_NO_BASIS = _postgres(_NO_BASIS, ("temp.", "pg_temp."))
 _PG_NEEDS_SMTPUTF8 = "SELECT count(*) FROM pg_temp.import_stage WHERE length(key) != octet_length(key)"
 POSTGRES_MERGE_TABLES = ("import_stage", "import_match")
 
 
 def postgres_write_staged(conn: Connection, *, list_id: int, status: str, on_conflict: str, source: str,
-                          source_prefix: str, source_suffix: str) -> Merged:
+                          source_prefix: str, source_suffix: str, basis: str | None = None) -> Merged:
     """``write_staged`` on PostgreSQL: the same outcomes, counted the same way."""
     now = now_iso()
     conn.execute("CREATE INDEX ON pg_temp.import_raw (key)")
@@ -490,7 +541,7 @@ def postgres_write_staged(conn: Connection, *, list_id: int, status: str, on_con
     conn.execute(_PG_MERGE_UPDATE if on_conflict == "update" else _PG_MERGE_SKIP)
     (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()
     params = {"list": list_id, "now": now, "status": status, "source": source, "base": base,
-              "source_prefix": source_prefix, "source_suffix": source_suffix}
+              "source_prefix": source_prefix, "source_suffix": source_suffix, "basis": basis}
     conn.execute(_PG_MATCH)
     conn.execute(_PG_CLASSIFY, {"list": list_id, "status": status, "update": on_conflict == "update"})
     counts = {"imported": 0, "updated": 0, "unchanged": 0, "suppressed": 0}
@@ -508,5 +559,8 @@ def postgres_write_staged(conn: Connection, *, list_id: int, status: str, on_con
     conn.execute(_PG_UPDATE_CONTACTS, {"now": now})
     conn.execute(_PG_INSERT_MEMBERSHIPS_EXISTING, params)
     conn.execute(_PG_CONFIRM_MEMBERSHIPS, params)
+    stated = conn.execute(_PG_STATE_BASIS, params).rowcount if basis is not None and status == "subscribed" else 0
     (utf8,) = conn.execute(_PG_NEEDS_SMTPUTF8).fetchone()
-    return Merged(**counts, addresses=int(keys), needs_smtputf8=int(utf8))
+    (no_basis,) = conn.execute(_PG_NO_BASIS, {"list": list_id}).fetchone()
+    return Merged(**counts, addresses=int(keys), needs_smtputf8=int(utf8), basis_stated=int(stated),
+                  no_basis=int(no_basis))

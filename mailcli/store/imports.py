@@ -82,6 +82,9 @@ class ImportResult:
     rejects: list[RowReject] = field(default_factory=list)
     needs_smtputf8: int = 0  # addresses with a non-ASCII local part: sendable only through SMTPUTF8
     kept_rectified: int = 0  # rows that disagreed with a field the person had corrected, which was kept
+    basis: str | None = None  # the lawful basis stated (--basis); None: the file's evidence
+    basis_stated: int = 0  # members of the list without a basis that got the one stated
+    no_basis: int = 0  # the file's addresses subscribed without a basis: a send leaves them out
 
     @property
     def total(self) -> int:
@@ -98,6 +101,9 @@ class ImportResult:
             "opted_out": self.opted_out,
             "needs_smtputf8": self.needs_smtputf8,
             "kept_rectified": self.kept_rectified,
+            "basis": self.basis,
+            "basis_stated": self.basis_stated,
+            "no_basis": self.no_basis,
             "rejects": [{"line": r.line, "reason": r.reason} for r in self.rejects],
         }
 
@@ -112,6 +118,7 @@ def import_batches(
     consent_source: str | None = None,
     on_conflict: str = "update",
     status: str = "subscribed",
+    basis: str | None = None,
     on_reject: Callable[[RowReject], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_opt_outs: Callable[[int, Iterator[OptOut]], None] | None = None,
@@ -125,6 +132,9 @@ def import_batches(
     :mod:`mailcli.importer.feed`); it leaves suppressed addresses out and
     counts them. ``source`` is the file name (recorded on new contacts and,
     unless ``consent_source`` is given, as the consent source with the line).
+    ``basis`` is the lawful basis stated for every row (``consent`` or
+    ``customer``); None lets each row's evidence decide (an opt-in time or IP
+    address: consent; nothing: none, which a send leaves out).
     ``on_batch(position)`` is called after each batch for progress;
     ``on_reject`` for each rejected row, in file order, before the commit;
     ``on_opt_outs(list_id, rows)`` records the rows of people who left the
@@ -137,6 +147,8 @@ def import_batches(
         raise UsageError(f"--on-conflict: expected update or skip, not {on_conflict!r}")
     if status not in IMPORT_STATUSES:
         raise UsageError(f"--status: expected subscribed or unconfirmed, not {status!r}")
+    if basis not in (None, "consent", "customer"):
+        raise UsageError(f"--basis: expected consent or customer, not {basis!r}")
     if consent_source:
         prefix, suffix = f"{consent_source} ({source} line ", ")"
     else:
@@ -158,16 +170,17 @@ def import_batches(
         if postgres:
             _postgres_refuse_rectified(conn, overwrite_rectified)
             merged = postgres_write_staged(conn, list_id=list_id, status=status, on_conflict=on_conflict,
-                                           source=source, source_prefix=prefix, source_suffix=suffix)
+                                           source=source, source_prefix=prefix, source_suffix=suffix, basis=basis)
         else:
             merged = write_staged(conn, list_id=list_id, status=status, on_conflict=on_conflict, source=source,
                                   source_prefix=prefix, source_suffix=suffix, rows=staged - left,
-                                  overwrite_rectified=overwrite_rectified)
+                                  overwrite_rectified=overwrite_rectified, basis=basis)
         result = ImportResult(
             imported=merged.imported, updated=merged.updated, unchanged=merged.unchanged,
             suppressed=suppressed + opted_out + left + merged.suppressed, rejected=rejected,
             duplicates=staged - left - merged.addresses, opted_out=opted_out, rejects=rejects,
-            needs_smtputf8=merged.needs_smtputf8, kept_rectified=merged.kept_rectified)
+            needs_smtputf8=merged.needs_smtputf8, kept_rectified=merged.kept_rectified, basis=basis,
+            basis_stated=merged.basis_stated, no_basis=merged.no_basis)
         if before_commit is not None:
             before_commit(result)
     _drop_temp(conn)

@@ -377,6 +377,23 @@ UPDATE campaigns SET
     last_sent_at = (SELECT max(sent_at) FROM deliveries d WHERE d.campaign_id = campaigns.id);
 """
 
+# The lawful basis of every membership: ``consent`` (with its evidence in the
+# consent_* columns), ``customer`` (the soft opt-in for existing customers,
+# Telecommunicatiewet 11.7) or ``none``. A send mails only members with a
+# basis. Memberships made before the basis was recorded get ``consent`` only
+# where the file they came from showed evidence of it: an opt-in time from
+# the file (a consent time other than the moment of the import) or an IP
+# address. Every other one gets ``none``: nothing shows that the person
+# agreed, and the sender states the basis (an import with ``--basis``) or
+# asks them (``reconfirm``). The partial index finds the members without a
+# basis of a list without reading the others.
+M013_MEMBERSHIP_BASIS = """
+ALTER TABLE memberships ADD COLUMN basis TEXT NOT NULL DEFAULT 'none';
+UPDATE memberships SET basis = 'consent'
+    WHERE consent_ip IS NOT NULL OR (consent_at IS NOT NULL AND consent_at != created_at);
+CREATE INDEX memberships_no_basis ON memberships(list_id) WHERE basis = 'none' AND status = 'subscribed';
+"""
+
 
 # What keeps the privacy promises that reach beyond one table:
 #
@@ -462,6 +479,52 @@ CREATE INDEX contacts_rectified ON contacts(email_key) WHERE rectified IS NOT NU
 """
 
 
+# Sign-ups through the form of ``mailcli serve`` and their double opt-in.
+#
+# * ``consent_texts`` holds each wording a person was shown next to the
+#   consent checkbox, once, under its SHA-256 (memberships.consent_text and
+#   signups.consent_text name the hash): what exactly someone agreed to can
+#   be shown years later, and changing the wording makes a new version.
+# * ``signups`` is one request to join a list: its evidence (time, the /24 or
+#   /48 network, the form, the wording's hash, the language), the
+#   confirmation mail's state (pending, sent, failed; attempts and the next
+#   try, so ``serve`` retries it) and, once the person confirms, when and from
+#   which network. ``nonce`` is what the confirmation link's token carries:
+#   random, so a token reveals nothing, and the row can be confirmed once.
+#   ``campaign_id`` names the ``reconfirm`` run that asked, if any.
+M014_SIGNUPS = """
+CREATE TABLE consent_texts (
+    hash TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    language TEXT NOT NULL,
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE signups (
+    id INTEGER PRIMARY KEY,
+    nonce TEXT NOT NULL UNIQUE,
+    contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+    list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    form TEXT NOT NULL,
+    language TEXT NOT NULL,
+    consent_text TEXT REFERENCES consent_texts(hash),
+    ip TEXT,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    mail_status TEXT NOT NULL DEFAULT 'pending',
+    mail_attempts INTEGER NOT NULL DEFAULT 0,
+    mail_next_at TEXT,
+    mail_error TEXT,
+    mailed_at TEXT,
+    confirmed_at TEXT,
+    confirmed_ip TEXT,
+    campaign_id INTEGER REFERENCES campaigns(id) ON DELETE SET NULL
+);
+CREATE INDEX signups_contact ON signups(contact_id, list_id);
+CREATE INDEX signups_mail ON signups(mail_next_at) WHERE mail_status = 'pending';
+"""
+
+
 # Service messages (an outage, a change to the terms) reach people who left
 # marketing; the reason given for one is kept with the campaign, so `report`
 # and the campaign list can show why it went to them.
@@ -512,6 +575,8 @@ MIGRATIONS: list[Migration] = [
     ("m011_privacy_records", m011_privacy_records),
     ("m012_rectified_fields", M012_RECTIFIED_FIELDS),
     ("m016_service_and_clicks", M016_SERVICE_AND_CLICKS),
+    ("m013_membership_basis", M013_MEMBERSHIP_BASIS),
+    ("m014_signups", M014_SIGNUPS),
 ]
 
 

@@ -148,8 +148,11 @@ def planned_contacts(conn: Connection) -> list[tuple[int, str, str]]:
 
 
 def delete_planned_memberships(conn: Connection) -> None:
+    """The planned unconfirmed memberships, with the sign-ups never confirmed that asked for them."""
     _run(conn, "DELETE FROM memberships WHERE (contact_id, list_id) IN"
-                 " (SELECT contact_id, list_id FROM temp.purge_members)")
+               " (SELECT contact_id, list_id FROM temp.purge_members)")
+    _run(conn, "DELETE FROM signups WHERE confirmed_at IS NULL AND (contact_id, list_id) IN"
+               " (SELECT contact_id, list_id FROM temp.purge_members)")
 
 
 def cut_send_log(conn: Connection, cutoff: str) -> None:

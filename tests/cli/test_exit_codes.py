@@ -21,7 +21,7 @@ CSV = "email,first_name\nann@example.org,Ann\nbob@example.org,Bob\nnot-an-addres
 
 def _import(cli: Cli, project: Path, *extra: str) -> int:
     (project / "c.csv").write_text(CSV, encoding="utf-8")
-    return cli("import", "c.csv", "--list", "news", *extra).exit_code
+    return cli("import", "c.csv", "--list", "news", "--basis", "customer", *extra).exit_code
 
 
 def test_ok_and_rejected_rows_without_strict(project: Path, cli: Cli) -> None:
@@ -65,7 +65,7 @@ def test_transport_when_the_relay_is_down(project: Path, cli: Cli) -> None:
 def test_interrupted_by_sigterm_mid_send(project: Path, cli: Cli) -> None:
     rows = "email\n" + "".join(f"p{i}@example.org\n" for i in range(60))
     (project / "many.csv").write_text(rows, encoding="utf-8")
-    assert cli("import", "many.csv", "--list", "news").exit_code == 0
+    assert cli("import", "many.csv", "--list", "news", "--basis", "customer").exit_code == 0
     with SmtpServer() as server:
         server.delay = 0.1
         set_smtp(project, "127.0.0.1", server.port)

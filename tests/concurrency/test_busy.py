@@ -32,7 +32,7 @@ PEOPLE = [f"p{i}@example.org" for i in range(30)]
 def _seed(root: Path) -> dict[str, str]:
     source = root / "people.csv"
     source.write_text("email,first_name\n" + "".join(f"{p},P\n" for p in PEOPLE), encoding="utf-8")
-    assert run_mailcli("import", str(source), "--list", "news", cwd=root).returncode == 0
+    assert run_mailcli("import", str(source), "--list", "news", "--basis", "customer", cwd=root).returncode == 0
     return tokens_by_email(root)
 
 
@@ -66,7 +66,7 @@ def test_one_click_posts_and_commands_during_a_large_import(project: Path, tmp_p
     big = tmp_path / "big.csv"
     write_big(big, 400_000)
     try:
-        importing = _start(project, "import", str(big), "--list", "news")
+        importing = _start(project, "import", str(big), "--list", "news", "--basis", "customer")
         wait_until(lambda: _write_locked(project) or importing.poll() is not None, what="the import to start writing")
         assert importing.poll() is None, "the import ended before the test could run next to it"
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
@@ -315,7 +315,7 @@ def test_a_send_and_a_restore_never_overlap(project: Path, tmp_path: Path) -> No
     # A restore waiting for an import holds the database: a send is refused meanwhile.
     big = tmp_path / "big.csv"
     write_big(big, 400_000)
-    importing = _start(project, "import", str(big), "--list", "news")
+    importing = _start(project, "import", str(big), "--list", "news", "--basis", "customer")
     wait_until(lambda: _write_locked(project) or importing.poll() is not None, what="the import to start writing")
     restore = _start(project, "backup", "restore", backup, "--yes")
     assert restore.stderr is not None

@@ -16,7 +16,7 @@ DATA = Path(__file__).parent.parent / "data"
 @pytest.fixture
 def loaded(project: Path, cli: Cli) -> Path:
     for name, list_name in (("mailchimp_export.csv", "news"), ("dutch_excel.csv", "nieuwsbrief")):
-        result = cli("import", str(DATA / name), "--list", list_name)
+        result = cli("import", str(DATA / name), "--list", list_name, "--basis", "customer")
         assert result.exit_code == 0, result.output
     assert cli("unsubscribe", "daan@example.org", "--list", "news").exit_code == 0
     return project

@@ -35,7 +35,7 @@ def score(message: bytes) -> tuple[float, dict[str, float]]:
 
 def test_the_scaffolded_newsletter_has_no_low_contrast_text_and_scores_clean(project: Path, cli: Cli) -> None:
     (project / "c.csv").write_text("email,first_name\nanna@example.net,Anna\n", encoding="utf-8")
-    assert cli("import", "c.csv", "--list", "news").exit_code == 0
+    assert cli("import", "c.csv", "--list", "news", "--basis", "customer").exit_code == 0
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
         result = cli("send", "first", "--template", "newsletter", "--list", "news", "--yes")

@@ -86,7 +86,7 @@ def test_import_reimport_and_opt_outs(project: Path, engine: Engine) -> None:
     assert first == {
         "list": "news", "imported": 2, "updated": 0, "unchanged": 0, "suppressed": 1, "rejected": 1,
         "duplicates": 1, "opted_out": 1, "needs_smtputf8": 1, "rejects": [6], "reencoded": 0, "reencoded_lines": [],
-        "kept_rectified": 0,
+        "kept_rectified": 0, "basis": None, "basis_stated": 0, "no_basis": 2,
     }
     contacts = engine.rows(project, "SELECT email, first_name, last_name, attributes FROM contacts ORDER BY email")
     assert [(e, f, last, json.loads(a)) for e, f, last, a in contacts] == [
@@ -101,15 +101,22 @@ def test_import_reimport_and_opt_outs(project: Path, engine: Engine) -> None:
     uids = [u for (u,) in engine.rows(project, "SELECT uid FROM contacts")]
     assert all(len(u) == 18 and int(u, 16) >= 0 for u in uids) and len(set(uids)) == 2
 
-    # The same file again changes nothing; bob stays out.
-    again = _counts(engine.mailcli(project, "import", "mc.csv", "--list", "news", "--json"))
+    assert engine.rows(project, "SELECT basis FROM memberships") == [("none",), ("none",)]
+    held = json.loads(engine.mailcli(project, "lists", "--json").stdout)[0]
+    assert (held["subscribed"], held["held_back_by"]["no_basis"]) == (0, 2)
+
+    # The same file again changes nothing but the basis it states; bob stays out.
+    again = _counts(engine.mailcli(project, "import", "mc.csv", "--list", "news", "--basis", "customer", "--json"))
     assert (again["imported"], again["updated"], again["unchanged"], again["suppressed"]) == (0, 0, 2, 1)
+    assert (again["basis_stated"], again["no_basis"]) == (2, 0)
+    assert engine.rows(project, "SELECT basis, consent_source FROM memberships ORDER BY consent_source") == [
+        ("customer", "mc.csv line 2"), ("customer", "mc.csv line 5")]
 
     # A new name updates; a new address is imported; bob, subscribing again, is suppressed.
     (project / "more.csv").write_text(
         "email,first_name,city\nann@example.org,Anne,\ncy@example.org,Cy,Breda\nbob@example.org,Bob,\n",
         encoding="utf-8")
-    more = _counts(engine.mailcli(project, "import", "more.csv", "--list", "news", "--json"))
+    more = _counts(engine.mailcli(project, "import", "more.csv", "--list", "news", "--basis", "customer", "--json"))
     assert (more["imported"], more["updated"], more["unchanged"], more["suppressed"]) == (1, 1, 0, 1)
     ann = engine.rows(project, "SELECT first_name, attributes FROM contacts WHERE email_key = 'ann@example.org'")
     assert ann[0][0] == "Anne" and json.loads(ann[0][1]) == {"city": "Leiden"}
@@ -130,12 +137,13 @@ def test_unconfirmed_then_subscribed_and_skip(project: Path, engine: Engine) -> 
     pending = _counts(engine.mailcli(project, "import", "a.csv", "--list", "news", "--status", "unconfirmed", "--json"))
     assert pending["imported"] == 1
     assert engine.rows(project, "SELECT status, confirmed_at FROM memberships") == [("unconfirmed", None)]
-    confirmed = _counts(engine.mailcli(project, "import", "a.csv", "--list", "news", "--json"))
+    confirmed = _counts(engine.mailcli(project, "import", "a.csv", "--list", "news", "--basis", "customer", "--json"))
     assert (confirmed["updated"], confirmed["unchanged"]) == (1, 0)
     assert engine.rows(project, "SELECT status FROM memberships") == [("subscribed",)]
 
     (project / "b.csv").write_text("email,first_name\ndee@example.org,Dora\n", encoding="utf-8")
-    skipped = _counts(engine.mailcli(project, "import", "b.csv", "--list", "news", "--on-conflict", "skip", "--json"))
+    skipped = _counts(engine.mailcli(project, "import", "b.csv", "--list", "news", "--on-conflict", "skip",
+                                            "--basis", "customer", "--json"))
     assert (skipped["updated"], skipped["unchanged"]) == (0, 1)
     assert engine.rows(project, "SELECT first_name FROM contacts") == [("Dee",)]
 
@@ -143,7 +151,7 @@ def test_unconfirmed_then_subscribed_and_skip(project: Path, engine: Engine) -> 
 def test_contacts_list_show_and_set(project: Path, engine: Engine) -> None:
     engine.use(project)
     (project / "mc.csv").write_text(MAILCHIMP, encoding="utf-8")
-    assert engine.mailcli(project, "import", "mc.csv", "--list", "news").returncode == 0
+    assert engine.mailcli(project, "import", "mc.csv", "--list", "news", "--basis", "customer").returncode == 0
     listed = engine.mailcli(project, "contacts", "--list", "news", "--status", "subscribed", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [(c["email"], c["lists"], c["attributes"]) for c in json.loads(listed.stdout)] == [
@@ -166,7 +174,7 @@ def test_contacts_list_show_and_set(project: Path, engine: Engine) -> None:
 def test_a_bad_file_changes_nothing(project: Path, engine: Engine) -> None:
     engine.use(project)
     (project / "ok.csv").write_text("email\neve@example.org\n", encoding="utf-8")
-    assert engine.mailcli(project, "import", "ok.csv", "--list", "news").returncode == 0
+    assert engine.mailcli(project, "import", "ok.csv", "--list", "news", "--basis", "customer").returncode == 0
     (project / "bad.csv").write_bytes(b"email\nfay@example.org\n" + b"x" * (17 * 1024 * 1024) + b"\n")
     bad = engine.mailcli(project, "import", "bad.csv", "--list", "news")
     assert bad.returncode == 2, bad.stderr
@@ -179,7 +187,7 @@ def _import_people(project: Path, engine: Engine, n: int) -> set[str]:
     emails = [f"reader{i}@example.net" for i in range(n)]
     (project / "people.csv").write_text("email,first_name\n" + "".join(f"{e},Reader{i}\n" for i, e in enumerate(emails)),
                                         encoding="utf-8")
-    result = engine.mailcli(project, "import", "people.csv", "--list", "news")
+    result = engine.mailcli(project, "import", "people.csv", "--list", "news", "--basis", "customer")
     assert result.returncode == 0, result.stderr
     return set(emails)
 
@@ -331,7 +339,7 @@ def test_export_erase_purge_and_the_audit_chain(project: Path, engine: Engine, t
     for table, column in (("events", "detail"), ("audit_log", "detail"), ("contacts", "attributes")):
         assert engine.rows(project, f"SELECT count(*) FROM {table} WHERE {column} LIKE '%reader0%'") == [(0,)]  # noqa: S608
     # Importing the address again does not bring the person back.
-    again = _counts(engine.mailcli(project, "import", "people.csv", "--list", "news", "--json"))
+    again = _counts(engine.mailcli(project, "import", "people.csv", "--list", "news", "--basis", "customer", "--json"))
     assert (again["imported"], again["suppressed"]) == (0, 1)
 
     dry = engine.mailcli(project, "privacy", "purge", "--dry-run", "--as-of", "2031-01-01", "--json")
@@ -371,7 +379,7 @@ def test_a_workbook_and_a_mailchimp_zip_import_as_their_csv_files(project: Path,
         sheet.append(row)
         sheet.cell(sheet.max_row, 3).number_format = "0000"
     workbook.save(project / "leden.xlsx")
-    data = _counts(engine.mailcli(project, "import", "leden.xlsx", "--list", "leden", "--json"))
+    data = _counts(engine.mailcli(project, "import", "leden.xlsx", "--list", "leden", "--basis", "customer", "--json"))
     assert (data["imported"], data["rejected"], data["rejects"]) == (2, 1, [6])
     rows = engine.rows(project, "SELECT email_key, first_name, attributes FROM contacts ORDER BY email_key")
     assert [(e, f, json.loads(a)) for e, f, a in rows] == [
@@ -455,10 +463,52 @@ def test_click_counts_through_serve_and_per_contact_clicks(project: Path, engine
     assert json.loads(dry.stdout)["clicks"] == 2
 
 
+def test_a_sign_up_through_serve_and_its_double_opt_in(project: Path, engine: Engine) -> None:
+    import email
+    import email.policy
+    import re
+    import time
+
+    import httpx
+
+    engine.use(project)
+    wording = "Yes, send me the monthly newsletter."
+    with (project / "mailcli.toml").open("a", encoding="utf-8") as config:
+        config.write(f'\n[lists.news]\nconsent_text = "{wording}"\n')
+    with SmtpServer() as relay:
+        set_smtp(project, "127.0.0.1", relay.port)
+        server = Server(project, env=engine.env)
+        try:
+            answer = httpx.post(f"{server.base}/subscribe/news", timeout=30,
+                                data={"email": "new@example.org", "first_name": "Ann", "consent": "yes", "website": ""})
+            assert answer.status_code == 200, answer.text
+            assert engine.rows(project, "SELECT m.status, m.basis FROM memberships m") == [("unconfirmed", "none")]
+            deadline = time.monotonic() + 30
+            while not relay.messages and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert relay.recipients() == ["new@example.org"], "".join(server.log)
+            message = email.message_from_bytes(relay.messages[0].data, policy=email.policy.default)
+            body = message.get_body(("plain",))
+            assert body is not None
+            match = re.search(r"/confirm\?t=([A-Za-z0-9_-]{40})", body.get_content())
+            assert match, body.get_content()
+            token = match.group(1)
+            assert httpx.get(f"{server.base}/confirm", params={"t": token}, timeout=30).status_code == 200
+            done = httpx.post(f"{server.base}/confirm", params={"t": token}, data={"t": token}, timeout=30)
+            assert done.status_code == 200, done.text
+        finally:
+            assert server.stop() == 0, "".join(server.log)
+    assert engine.rows(project, "SELECT m.status, m.basis, m.consent_method, t.text FROM memberships m"
+                                " JOIN consent_texts t ON t.hash = m.consent_text") == [
+        ("subscribed", "consent", "double opt-in", wording)]
+    assert engine.rows(project, "SELECT mail_status, confirmed_at IS NOT NULL FROM signups") == [("sent", True)]
+
+
 @pytest.mark.parametrize("args", [
     ("backup", "create"),
     ("backup", "list"),
     ("campaigns",),
+    ("reconfirm", "--list", "news"),
 ])
 def test_commands_not_yet_on_postgresql_refuse_clearly(project: Path, pg_database: PostgresDatabase,
                                                        args: tuple[str, ...]) -> None:

@@ -191,7 +191,7 @@ def test_a_dropped_connection_ends_a_send_in_one_line_and_a_rerun_resumes(
 
     use_database(project, pg_database.url)
     (project / "p.csv").write_text("email\n" + "".join(f"r{i}@example.net\n" for i in range(150)), encoding="utf-8")
-    assert run_mailcli("import", "p.csv", "--list", "news", cwd=project).returncode == 0
+    assert run_mailcli("import", "p.csv", "--list", "news", "--basis", "customer", cwd=project).returncode == 0
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
         server.delay = 0.05
@@ -224,7 +224,7 @@ def test_a_dropped_connection_ends_a_send_in_one_line_and_a_rerun_resumes(
 def test_segments_refuse_a_postgresql_project_clearly(project: Path, pg_database: PostgresDatabase) -> None:
     use_database(project, pg_database.url)
     (project / "p.csv").write_text("email,city\nann@example.org,Delft\n", encoding="utf-8")
-    assert run_mailcli("import", "p.csv", "--list", "news", cwd=project).returncode == 0
+    assert run_mailcli("import", "p.csv", "--list", "news", "--basis", "customer", cwd=project).returncode == 0
     for args in (("contacts", "--where", "city = 'Delft'"),
                  ("send", "spring", "--template", "newsletter", "--list", "news", "--where", "city = 'Delft'",
                   "--yes")):

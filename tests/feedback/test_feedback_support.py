@@ -89,7 +89,7 @@ def seed(root: Path, emails: list[str], lists: tuple[str, ...] = ("news",)) -> S
             for name in lists:
                 conn.execute(
                     "INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_at, created_at,"
-                    " updated_at) VALUES (?, ?, 'subscribed', 'test.csv', ?, ?, ?)",
+                    " updated_at, basis) VALUES (?, ?, 'subscribed', 'test.csv', ?, ?, ?, 'consent')",
                     (contacts[email], list_ids[name], now, now, now),
                 )
     return Seeded(settings, store, list_ids, contacts, uids)

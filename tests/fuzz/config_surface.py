@@ -76,7 +76,7 @@ class ConfigSurface:
         run = self.invariants.run
         run(["init", str(self.base)], workdir, {0})
         (self.base / "people.csv").write_text("email,first_name\nann@example.org,Ann\n", encoding="utf-8")
-        run(["import", "people.csv", "--list", "news"], self.base, {0})
+        run(["import", "people.csv", "--list", "news", "--basis", "customer"], self.base, {0})
         self.text = (self.base / "mailcli.toml").read_text(encoding="utf-8")
         self.parsed = tomllib.loads(self.text)
         self.stats = {"documents": 0, "accepted": 0, "refused": 0, "values read back": 0}
@@ -203,7 +203,7 @@ class ConfigSurface:
             raise Violation(f"purge failed: {purge.stderr.strip()}")
         if (purge.code == 4) != (shown.code == 4):
             raise Violation(f"config show exited {shown.code} but purge {purge.code}: {purge.stderr.strip()}")
-        imported = run(["import", "people.csv", "--list", "fuzz"], self.project, {0, 1, 2, 4})
+        imported = run(["import", "people.csv", "--list", "fuzz", "--basis", "customer"], self.project, {0, 1, 2, 4})
         if imported.code == 1 and not imported.stderr.startswith("Error: Cannot open database"):
             raise Violation(f"import failed: {imported.stderr.strip()}")
         if imported.code == 4:

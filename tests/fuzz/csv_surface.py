@@ -81,7 +81,7 @@ class CsvSurface:
         run(["init", str(self.base)], workdir, {0})
         (self.base / "seed.csv").write_text("email,first_name\nann@example.org,Ann\nbob@example.org,Bob\n"
                                             "carl@example.org,Carl\n", encoding="utf-8")
-        run(["import", "seed.csv", "--list", "news"], self.base, {0})
+        run(["import", "seed.csv", "--list", "news", "--basis", "customer"], self.base, {0})
         run(["unsubscribe", "carl@example.org"], self.base, {0})
         self.stats = {"model": 0, "round trips": 0, "rows compared": 0, "mutated": 0, "random bytes": 0,
                       "read by two workers": 0, "refused": 0}
@@ -281,7 +281,8 @@ class CsvSurface:
 
         importfeed.ImportFeed.batches = batches  # type: ignore[method-assign]
         try:
-            outcome = self.invariants.run(["--json", "import", "contacts.csv", "--list", "fuzz", *case.args],
+            outcome = self.invariants.run(["--json", "import", "contacts.csv", "--list", "fuzz", "--basis", "customer",
+                                           *case.args],
                                           self.project, allowed)
         finally:
             importfeed.PARALLEL_MIN_BYTES = saved

@@ -81,7 +81,8 @@ def import_both(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path:
         for command in before:
             assert cli(*command.split()).exit_code == 0
         monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", threshold)
-        result = cli("-v", "import", str(path), "--list", "news", "--json", "--rejects", str(root / "rejects.csv"),
+        result = cli("-v", "import", str(path), "--list", "news", "--basis", "customer", "--json", "--rejects",
+                     str(root / "rejects.csv"),
                      *args)
         rejects = (root / "rejects.csv").read_bytes() if (root / "rejects.csv").exists() else b""
         summary = json.loads(result.stdout) if result.stdout.strip() else None
@@ -203,7 +204,7 @@ def test_suppressed_addresses_in_both_halves(cli: Cli, tmp_path: Path, monkeypat
     earlier = tmp_path / "earlier.csv"
     earlier.write_text("email\np1500@example.org\n", encoding="utf-8")
     summary, _ = import_both(cli, tmp_path, monkeypatch, path, before=(
-        f"import {earlier} --list news", "unsubscribe p1500@example.org --list news",  # left this list (B14)
+        f"import {earlier} --list news --basis customer", "unsubscribe p1500@example.org --list news",  # left this list (B14)
         "unsubscribe p10@example.org", "unsubscribe P1990@example.org"))  # on the suppression list
     assert (summary["suppressed"], summary["imported"]) == (3, 1997)
 
@@ -316,7 +317,7 @@ def test_a_failed_worker_is_one_line_and_changes_nothing(
     broken.chmod(0o755)
     monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(sys, "executable", str(broken))
-    result = cli("import", str(path), "--list", "news")
+    result = cli("import", str(path), "--list", "news", "--basis", "customer")
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert result.stderr.splitlines()[0] == "Error: import worker stopped unexpectedly (exit status 3)"
     assert "Traceback" not in result.output
@@ -329,6 +330,6 @@ def test_workers_do_not_import_a_mailcli_folder_in_the_current_directory(
     (project / "mailcli").mkdir()
     (project / "mailcli" / "__init__.py").write_text("raise SystemExit('imported from the current folder')\n")
     monkeypatch.setattr(importfeed, "PARALLEL_MIN_BYTES", 0)
-    result = cli("import", str(path), "--list", "news", "--json")
+    result = cli("import", str(path), "--list", "news", "--basis", "customer", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["imported"] == 500

@@ -121,7 +121,7 @@ ZEB_ASCII = "zebedeus.quiggleworth@example.net"
 @pytest.fixture
 def imported(project: Path, cli) -> Path:
     (project / "people.csv").write_text(CSV, encoding="utf-8")
-    result = cli("import", "people.csv", "--list", "news")
+    result = cli("import", "people.csv", "--list", "news", "--basis", "customer")
     assert result.exit_code == 0, result.output
     return project
 

@@ -22,7 +22,7 @@ PEOPLE = f"email,first_name,last_name\n{KARIN},Karin,Muller\n{HENK},Henk,Muller\
 def world(project: Path, cli, monkeypatch: pytest.MonkeyPatch):
     clock = freeze(monkeypatch)
     (project / "people.csv").write_text(PEOPLE, encoding="utf-8")
-    assert cli("import", "people.csv", "--list", "news").exit_code == 0
+    assert cli("import", "people.csv", "--list", "news", "--basis", "customer").exit_code == 0
     return project, clock
 
 
@@ -50,8 +50,8 @@ def test_erase_removes_the_persons_exports_and_rejects_and_names_what_lies_elsew
     bad = root / "bad.csv"
     bad.write_text(f"email,first_name,consent_at\n{KARIN},Karin,yesterday-ish\n", encoding="utf-8")
     (root / "henk-bad.csv").write_text(f"email,first_name,consent_at\n{HENK},Henk,last week\n", encoding="utf-8")
-    assert cli("import", "bad.csv", "--list", "news", "--rejects", "rejects-karin.csv").exit_code in (0, 3)
-    assert cli("import", "henk-bad.csv", "--list", "news", "--rejects", "rejects-henk.csv").exit_code in (0, 3)
+    assert cli("import", "bad.csv", "--list", "news", "--basis", "customer", "--rejects", "rejects-karin.csv").exit_code in (0, 3)
+    assert cli("import", "henk-bad.csv", "--list", "news", "--basis", "customer", "--rejects", "rejects-henk.csv").exit_code in (0, 3)
     assert KARIN in (root / "rejects-karin.csv").read_text(encoding="utf-8-sig")
     exports = {p.name for p in (root / "exports").iterdir()}
 

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import sqlite3
 import stat
 import zipfile
@@ -29,6 +30,7 @@ from tests.privacy_support import (
     add_event,
     add_list,
     add_membership,
+    add_signup,
     add_suppression,
     freeze,
     settings_for,
@@ -48,6 +50,7 @@ def world(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                       attributes={"city": '=HYPERLINK("http://x")', "team": "@SUM(1)", "note": "+31 6 1234"})
     twin = add_contact(c, TWIN, "Zebedeus", "Quiggleworth", attributes={"city": "Twinfield"}, source="twins.csv")
     add_membership(c, zeb, news, consent_source="signup-form")
+    add_signup(c, zeb, news, "Yes, send me the Quiggle newsletter.")
     add_membership(c, zeb, other, "unsubscribed", unsubscribed_at="2026-02-01T00:00:00Z")
     add_membership(c, twin, news, consent_source="twins.csv", consent_ip="198.51.100.99")
     spring = add_campaign(c, "spring", news)
@@ -78,7 +81,8 @@ def test_export_holds_everything_about_the_person_and_nothing_else(world: Path, 
     assert result.exit_code == 0, result.output
     files = _open(world / "zeb.zip")
     assert set(files) == {"subject.json", "profile.csv", "memberships.csv", "deliveries.csv", "events.csv", "clicks.csv",
-                          "suppression.csv", "audit.csv", "requests.csv", "letter.txt", "manifest.sha256"}
+                          "suppression.csv", "audit.csv", "requests.csv", "signups.csv", "letter.txt",
+                          "manifest.sha256"}
     doc = json.loads(files["subject.json"])
     assert doc["schema"] == "mailcli.subject-export/1"
     provided = doc["profile"]["provided_by_subject"]
@@ -136,6 +140,21 @@ def test_letter_gives_the_article_15_information_from_the_config(world: Path, cl
     info = json.loads(_open(world / "zeb.zip")["subject.json"])["information"]
     assert info["retention"]["bounced"]["period"] == "12w"
     assert any("relay.mailhost.example" in r for r in info["recipients"])
+
+
+def test_the_dutch_half_of_the_letter_says_everything_the_english_half_says(world: Path, cli) -> None:
+    assert cli("privacy", "export", ZEB, "-o", "zeb.zip").exit_code == 0
+    english, dutch = _open(world / "zeb.zip")["letter.txt"].decode().split("-" * 76)
+    assert "Wat wij van u hebben" in dutch and "manifest.sha256" in dutch
+    # Every count, list, source and attribute the English half names, the Dutch half names too.
+    held = english.split("What we hold", 1)[1].split("Why (purposes)", 1)[0]
+    facts = re.findall(r"\d+", held) + [w for w in ("news", "offers", "city", "team", "note") if w in held]
+    assert len(facts) >= 8
+    for fact in facts:
+        assert fact in dutch.split("Wat wij van u hebben", 1)[1].split("Waarvoor", 1)[0], fact
+    for line in ("wij verkopen uw gegevens niet", "aan niemand anders", "waar u woont of werkt"):
+        assert line in dutch.lower(), line
+    assert dutch.rstrip().endswith(english.rstrip().splitlines()[-1])  # signed with the postal address
 
 
 def test_default_file_is_private_and_named_without_the_address(world: Path, cli) -> None:
@@ -208,6 +227,9 @@ def test_export_has_a_section_with_rows_from_every_registered_table(world: Path,
     doc = json.loads(_open(world / "zeb.zip")["subject.json"])
     for table, (section, _) in SECTIONS.items():
         assert doc[section], f"{table} rows missing from the export"
+    # The consent evidence comes with the wording the person was shown.
+    assert doc["signups"][0]["consent_wording"] == "Yes, send me the Quiggle newsletter."
+    assert doc["signups"][0]["ip"] == "192.0.2.0/24" and doc["signups"][0]["confirmed_at"]
 
 
 def test_export_of_a_restricted_person_still_works(world: Path, cli) -> None:

@@ -13,7 +13,7 @@ PEOPLE = ["zebedeus.quiggleworth@example.org", "ann.visser@example.nl", "bob.smi
 def test_send_and_import_output_masks_addresses(project: Path, cli: Cli) -> None:
     rows = "email,first_name\n" + "".join(f"{p},Zebedeus\n" for p in PEOPLE)
     (project / "c.csv").write_text(rows, encoding="utf-8")
-    imported = cli("import", "c.csv", "--list", "news")
+    imported = cli("import", "c.csv", "--list", "news", "--basis", "customer")
     with SmtpServer() as server:
         server.script("DATA", PEOPLE[0], ["550 5.1.1 no such user"])
         set_smtp(project, "127.0.0.1", server.port)

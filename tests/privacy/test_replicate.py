@@ -45,7 +45,7 @@ def _import(cli: Cli, root: Path, *emails: str) -> None:
     path = root / "people.csv"
     path.write_text("email,first_name\n" + "".join(f"{e},{e.split('.')[0].title()}\n" for e in emails),
                     encoding="utf-8")
-    result = cli("import", str(path), "--list", "news")
+    result = cli("import", str(path), "--list", "news", "--basis", "customer")
     assert result.exit_code == 0, result.output
 
 
@@ -134,7 +134,7 @@ def test_round_trip_restores_a_moment_and_reapplies_later_erasures_and_optouts(
     report = json.loads(restored.stdout)
     assert report["reerased"] == 1 and report["at"] == at and report["source"] == url
     assert _contacts(root) == {BOB: "unsubscribed", CID: "subscribed"}
-    again = run_mailcli("--json", "import", str(root / "people.csv"), "--list", "news", cwd=root)
+    again = run_mailcli("--json", "import", str(root / "people.csv"), "--list", "news", "--basis", "customer", cwd=root)
     assert json.loads(again.stdout)["suppressed"] == 2, again.stdout
     assert not list(root.glob(".replica-restore-*")), "the restore left its working folder"
     conn = sqlite3.connect(root / "mailcli.db")

@@ -14,7 +14,7 @@ ANNA = "anna@example.nl"
 def _add_anna(cli, root: Path) -> None:
     source = root / "people.csv"
     source.write_text(f"email,first_name,last_name\n{ANNA},Anna,Verbeek\n", encoding="utf-8")
-    assert cli("import", str(source), "--list", "news").exit_code == 0
+    assert cli("import", str(source), "--list", "news", "--basis", "customer").exit_code == 0
 
 
 def _add(cli, kind: str, *extra: str) -> dict:
@@ -124,27 +124,27 @@ def _contact(cli, email: str) -> dict:
 
 def test_a_correction_outlasts_a_reimport_of_the_original_file(project: Path, cli) -> None:
     (project / "leden.csv").write_text(ORIGINAL, encoding="utf-8")
-    assert cli("import", "leden.csv", "--list", "news").exit_code == 0
+    assert cli("import", "leden.csv", "--list", "news", "--basis", "customer").exit_code == 0
     assert cli("contacts", "set", ANNA, "last_name=de Bruijn-Smit", "woonplaats=Utrecht").exit_code == 0
-    again = cli("--json", "import", "leden.csv", "--list", "news")
+    again = cli("--json", "import", "leden.csv", "--list", "news", "--basis", "customer")
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout)
     assert summary["kept_rectified"] == 1 and summary["updated"] == 0
     anna = _contact(cli, ANNA)
     assert (anna["last_name"], anna["attributes"]["woonplaats"]) == ("de Bruijn-Smit", "Utrecht")
-    text = cli("import", "leden.csv", "--list", "news")
+    text = cli("import", "leden.csv", "--list", "news", "--basis", "customer")
     assert "the correction was kept" in text.stderr
     # A field never corrected still follows the file; a changed row for someone else updates as before.
     (project / "leden.csv").write_text(ORIGINAL.replace("Anna,", "Anna-Maria,").replace("Delft", "Leiden"),
                                        encoding="utf-8")
-    changed = json.loads(cli("--json", "import", "leden.csv", "--list", "news").stdout)
+    changed = json.loads(cli("--json", "import", "leden.csv", "--list", "news", "--basis", "customer").stdout)
     assert changed["updated"] == 2 and changed["kept_rectified"] == 1
     anna = _contact(cli, ANNA)
     assert (anna["first_name"], anna["last_name"], anna["attributes"]["woonplaats"]) == (
         "Anna-Maria", "de Bruijn-Smit", "Utrecht")
     assert _contact(cli, "bob@example.nl")["attributes"]["woonplaats"] == "Leiden"
     # Told to, the file wins.
-    forced = json.loads(cli("--json", "import", "leden.csv", "--list", "news", "--overwrite-rectified").stdout)
+    forced = json.loads(cli("--json", "import", "leden.csv", "--list", "news", "--basis", "customer", "--overwrite-rectified").stdout)
     assert forced["kept_rectified"] == 0 and forced["updated"] == 1
     anna = _contact(cli, ANNA)
     assert (anna["last_name"], anna["attributes"]["woonplaats"]) == ("de Bruijn", "Zoetermeer")

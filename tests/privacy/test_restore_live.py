@@ -34,7 +34,7 @@ def _import(root: Path, name: str, emails: list[str]) -> None:
     source = root / name
     source.write_text("email,first_name,last_name\n" + "".join(f"{e},Someone,Else\n" for e in emails),
                       encoding="utf-8")
-    result = run_mailcli("import", str(source), "--list", "news", cwd=root)
+    result = run_mailcli("import", str(source), "--list", "news", "--basis", "customer", cwd=root)
     assert result.returncode == 0, result.stderr
     source.unlink()
 

@@ -114,7 +114,7 @@ def test_import_lists_and_send_count_the_same_people(project: Path, cli: Cli) ->
     rows = "".join(f"person{i}@example.net,P{i}\n" for i in range(10))
     repeats = "PERSON1@example.net,P1\nPerson2@Example.NET,P2\n"  # case repeats of two earlier rows
     (project / "export.csv").write_text("Email Address,First Name\n" + rows + repeats, encoding="utf-8")
-    imported = cli("import", "export.csv", "--list", "news", "--json")
+    imported = cli("import", "export.csv", "--list", "news", "--basis", "customer", "--json")
     counts = json.loads(imported.stdout)
     assert (counts["imported"], counts["duplicates"]) == (10, 2)
     assert "imported 10, updated 0, unchanged 0, suppressed 0, rejected 0, merged 2" in imported.stderr
@@ -149,7 +149,7 @@ def test_import_progress_is_in_megabytes_and_stops_at_the_whole_file(project: Pa
     rows = (f"person{i}@example.net,First{i},a note of some length for row {i}\n" for i in range(150_000))
     path.write_text("Email Address,First Name,NOTES\n" + "".join(rows), encoding="utf-8")
     assert path.stat().st_size > 9 * 1024 * 1024
-    term = Terminal("import", str(path), "--list", "news", cwd=project)
+    term = Terminal("import", str(path), "--list", "news", "--basis", "customer", cwd=project)
     assert term.wait(timeout=120) == 0, term.text[-2000:]
     frames = re.findall(r"([\d.]+)/([\d.]+) (kB|MB)", term.text)
     assert frames, term.text[-2000:]
@@ -333,7 +333,7 @@ def test_lists_counts_each_member_once_by_the_one_definition(project: Path, cli:
         members = json.loads(cli("contacts", "--list", name, "--json").stdout)
         shown = {status: len(json.loads(cli("contacts", "--list", name, "--status", status, "--json").stdout))
                  for status in ("subscribed", "unconfirmed", "unsubscribed", "bounced", "complained", "restricted",
-                                "objected")}
+                                "objected", "no_basis")}
         counted = {k: summary[k] for k in ("subscribed", "unconfirmed", "unsubscribed")} | summary["held_back_by"]
         assert counted == shown, name
         assert sum(shown.values()) == len(members) == sum(counted.values())

@@ -78,3 +78,20 @@ def test_key_file_readable_by_others_stops_send_with_exit_4(project: Path, cli: 
         assert server.messages == []
     assert result.exit_code == 4, result.output
     assert str(key) in result.stderr and "0640" in result.stderr
+
+
+def test_the_confirmation_mails_of_reconfirm_are_signed_too(
+    project: Path, cli: Cli, dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILCLI_DKIM_KEY", private_pem(2048).decode())
+    config = project / "mailcli.toml"
+    config.write_text(config.read_text(encoding="utf-8")
+                      + '\n[dkim]\nselector = "mail2025"\nprivate_key_env = "MAILCLI_DKIM_KEY"\n', encoding="utf-8")
+    add_contacts(project / "mailcli.db", "news", people(2), basis="none")
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        assert cli("reconfirm", "--list", "news").exit_code == 0
+        received = [m.data for m in server.messages]
+    assert len(received) == 2
+    for raw in received:
+        assert raw.startswith(b"DKIM-Signature: ") and dkim.verify(raw, dnsfunc=dns_server.lookup_txt)

@@ -87,7 +87,7 @@ def test_import_counts_addresses_that_need_smtputf8(project: Path, cli: Cli, tmp
     csv = tmp_path / "members.csv"
     csv.write_text("email,first_name\nzoë@example.net,Zoë\nann@example.net,Ann\njosé.ñ@example.net,José\n",
                    encoding="utf-8")
-    result = cli("import", str(csv), "--list", "news", "--json")
+    result = cli("import", str(csv), "--list", "news", "--basis", "customer", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["needs_smtputf8"] == 2
     assert "2 address(es) have a non-ASCII local part" in result.stderr and "SMTPUTF8" in result.stderr
