@@ -10,10 +10,10 @@ rewrite them:
 * ``contacts`` hold the person (address, names, custom attributes as JSON) and
   the person-level flags: restriction (art. 18) and objection to all direct
   marketing (art. 21). ``uid`` is random and is what tokens and Message-IDs
-  carry, never the address or the integer id (STANDARDS A31, B03).
-* ``memberships`` carry the per-list status and its consent evidence (E01) and
-  the opt-out record (B14): once unsubscribed, an import never flips it back.
-* ``suppressions`` are keyed by HMAC of the normalised address (E17); they
+  carry, never the address or the integer id.
+* ``memberships`` carry the per-list status and its consent evidence and
+  the opt-out record: once unsubscribed, an import never flips it back.
+* ``suppressions`` are keyed by HMAC of the normalised address; they
   outlive erasure, so an erased or unsubscribed person is never re-imported.
 * ``campaigns`` / ``deliveries`` form the send ledger: one delivery per
   (campaign, contact). ``campaigns.archived_counts`` keeps the counts of

@@ -1,7 +1,7 @@
 """DKIM signing: a signed message travels through a real SMTP server and verifies.
 
 The public key is served by a real DNS server on 127.0.0.1 and dkimpy looks it
-up there, exactly as a receiver would (STANDARDS B04, B05).
+up there, exactly as a receiver would.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ ed._domainkey TXT {txt("v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrw
 testing._domainkey TXT {txt(f"v=DKIM1; t=y; p={good_key}")}
 """,
         "bare.example": "@ A 192.0.2.1\n",
-        # One SPF record published as two strings: must be read as one (D05).
+        # One SPF record published as two strings: must be read as one.
         "split.example": '@ MX 10 mx.good.example.\n@ TXT "v=spf1 ip4:192.0.2.0/24 " "include:good.example -all"\n',
         "chain.example": _chain(11),
         "short-chain.example": _chain(9).replace("chain.example", "short-chain.example"),

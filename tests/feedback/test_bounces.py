@@ -135,7 +135,7 @@ def test_feedback_mailbox_end_to_end(project: Path, cli: Cli, tmp_path: Path, ki
     assert s.suppressions("cy@example.org") == {"*": "complained"}
     assert s.membership("dee@example.org")[::2] == ("unsubscribed", "mailto")
     assert s.suppressions("dee@example.org") == {"news": "unsubscribed"}
-    assert s.suppressions("fay@example.org") == {}  # 5.7.x never suppresses the address (C03)
+    assert s.suppressions("fay@example.org") == {}  # 5.7.x never suppresses the address
     # the next campaign skips the hard bounce, the complainer and the unsubscriber, keeps the delayed one
     assert audience(s) == {"bob@example.org", "eve@example.org", "fay@example.org"}
     # report counts these per campaign; the delay is an event on the delivery, not a bounce

@@ -17,7 +17,7 @@ def test_list_unsubscribe_records_time_channel_scope_and_suppression(project: Pa
                                channel="one-click", campaign_id=campaign)
     status, at, channel = s.membership("ann@example.org")
     assert (status, channel) == ("unsubscribed", "one-click") and at and at.endswith("Z")
-    # only that list (B15): the other list and the person-level flags stay
+    # only that list: the other list and the person-level flags stay
     assert s.membership("ann@example.org", "events")[0] == "subscribed"
     assert s.contact("ann@example.org") == {"status": "active", "no_marketing_at": None}
     assert s.suppressions("ann@example.org") == {"news": "unsubscribed"}
@@ -50,7 +50,7 @@ def test_all_marketing_sets_objection_flag_and_global_suppression(project: Path)
     contact = s.contact("ann@example.org")
     assert contact and contact["status"] == "unsubscribed" and contact["no_marketing_at"]
     assert s.suppressions("ann@example.org") == {"*": "unsubscribed"}
-    # consent evidence is kept (E03)
+    # consent evidence is kept
     row = s.store.conn.execute("SELECT consent_source, consent_at FROM memberships").fetchone()
     assert row[0] == "test.csv" and row[1]
 

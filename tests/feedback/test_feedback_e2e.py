@@ -124,7 +124,7 @@ def test_bounces_from_real_messages_stop_the_next_campaign(project: Path, cli: C
         data = json.loads(result.stdout)
         assert (data["hard_bounces"], data["soft_bounces"], data["delays"], data["complaints"], data["unsubscribes"],
                 data["policy_rejections"], data["unmatched"]) == (1, 0, 1, 1, 1, 1, 0)
-        assert smtp.messages == []  # nothing is ever sent in reply (C14)
+        assert smtp.messages == []  # nothing is ever sent in reply
         again = json.loads(cli("bounces", str(tmp_path / "bounces.mbox"), "--json").stdout)
         assert again["already_processed"] == 5 and again["hard_bounces"] == 0
 

@@ -1,4 +1,4 @@
-"""Whoever left by any channel stays out: re-importing the same CSV resubscribes no one (B14, E17)."""
+"""Whoever left by any channel stays out: re-importing the same CSV resubscribes no one."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ from mailcli.addresses import AddressError, NormalisedAddress, mask_address, nor
 @pytest.mark.parametrize(
     ("raw", "address", "key"),
     [
-        (" Alice@Example.NL ", "Alice@example.nl", "alice@example.nl"),  # E18
+        (" Alice@Example.NL ", "Alice@example.nl", "alice@example.nl"),
         ("alice@example.nl", "alice@example.nl", "alice@example.nl"),
-        ("a@straße.de", "a@xn--strae-oqa.de", "a@xn--strae-oqa.de"),  # A12: IDNA2008, not strasse.de
+        ("a@straße.de", "a@xn--strae-oqa.de", "a@xn--strae-oqa.de"),  # IDNA2008, not strasse.de
         ("Jan@Bücher.Example", "Jan@xn--bcher-kva.example", "jan@xn--bcher-kva.example"),
         ("a@XN--STRAE-OQA.DE", "a@xn--strae-oqa.de", "a@xn--strae-oqa.de"),
         ("\u00a0bob@example.org\u200b", "bob@example.org", "bob@example.org"),
@@ -31,7 +31,7 @@ def test_normalises(raw: str, address: str, key: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        "alice@example.org)<bob@example.org>",  # F03, CVE-2023-27043
+        "alice@example.org)<bob@example.org>",  # CVE-2023-27043
         "Alice <alice@example.org>",
         "alice@example.org (Alice)",
         "alice@example.org, bob@example.org",
@@ -55,8 +55,8 @@ def test_normalises(raw: str, address: str, key: str) -> None:
         "alice@xn--zz.org",  # looks like Punycode but is not
         "",
         "   ",
-        "x" * 65 + "@example.org",  # A32 local part
-        "a@" + ".".join(["b" * 63] * 4) + ".org",  # A32 domain / path
+        "x" * 65 + "@example.org",  # a local part over 64 octets
+        "a@" + ".".join(["b" * 63] * 4) + ".org",  # a domain over 255 octets
         "é" * 33 + "@example.org",  # 66 octets in UTF-8
     ],
 )

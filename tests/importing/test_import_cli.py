@@ -154,7 +154,7 @@ def test_every_kind_of_bad_row_goes_to_the_rejects_file(project: Path, cli: Cli,
     assert by_line["11"][6] == "bad consent IP address '999.1.1.1'"
     assert by_line["12"][6:] == ["6 fields but the header has 5", "extra"]
     assert by_line["13"][6] == "NUL byte in row"
-    # Cells that a spreadsheet would run are neutralised (F10).
+    # Cells that a spreadsheet would run are neutralised.
     assert by_line["16"][0] == "'=HYPERLINK(\"http://x\")"
     assert by_line["17"][0] == "'@SUM(1)"
     assert sorted(int(line) for line in by_line) == [r["line"] for r in data["rejects"]]  # type: ignore[index]
@@ -295,7 +295,7 @@ def test_suppressed_and_unsubscribed_are_never_resubscribed(project: Path, cli: 
     path = tmp_path / "people.csv"
     path.write_text("email\nann@example.org\nbob@example.org\ncarl@example.org\n", encoding="utf-8")
     imported(cli, str(path), "--list", "news")
-    assert cli("unsubscribe", "BOB@example.org", "--list", "news").exit_code == 0  # B14: opt-out of one list
+    assert cli("unsubscribe", "BOB@example.org", "--list", "news").exit_code == 0  # opt-out of one list
     assert cli("unsubscribe", "dora@example.org").exit_code == 0  # never imported, suppressed everywhere
     assert cli("unsubscribe", "carl@example.org").exit_code == 0  # all marketing
     path.write_text("email\nann@example.org\nbob@example.org\ncarl@example.org\n Dora@Example.ORG \n",
@@ -326,7 +326,7 @@ def test_a_mailchimp_download_carries_its_unsubscribes_and_bounces_over(project:
     (m,) = contact(project, "bram.visser@example.com")["memberships"]  # type: ignore[misc]
     assert (m["status"], m["unsubscribed_at"], m["unsubscribe_channel"]) == (
         "unsubscribed", "2024-03-02T20:11:09Z", "import")
-    assert m["consent_source"] == "mailchimp_export.csv line 3"  # the consent evidence stays (E03)
+    assert m["consent_source"] == "mailchimp_export.csv line 3"  # the consent evidence stays
     conn = db(project)
     assert conn.execute("SELECT count(*) FROM contacts WHERE email_key = 'frank@example.net'").fetchone()[0] == 0
     data = imported(cli, str(DATA / "mailchimp_cleaned.csv"), "--list", "news")

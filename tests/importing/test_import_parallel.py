@@ -204,7 +204,7 @@ def test_suppressed_addresses_in_both_halves(cli: Cli, tmp_path: Path, monkeypat
     earlier = tmp_path / "earlier.csv"
     earlier.write_text("email\np1500@example.org\n", encoding="utf-8")
     summary, _ = import_both(cli, tmp_path, monkeypatch, path, before=(
-        f"import {earlier} --list news --basis customer", "unsubscribe p1500@example.org --list news",  # left this list (B14)
+        f"import {earlier} --list news --basis customer", "unsubscribe p1500@example.org --list news",  # left this list
         "unsubscribe p10@example.org", "unsubscribe P1990@example.org"))  # on the suppression list
     assert (summary["suppressed"], summary["imported"]) == (3, 1997)
 

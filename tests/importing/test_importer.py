@@ -111,7 +111,7 @@ def test_every_kind_of_bad_row_is_rejected_with_line_and_reason() -> None:
     reasons = {r.line: r.reason for r in bad}
     assert reasons[3].startswith("invalid email address")
     assert reasons[4] == "missing email address"
-    assert reasons[5].startswith("invalid email address")  # alice@...)<bob@...> (F03)
+    assert reasons[5].startswith("invalid email address")  # alice@...)<bob@...>
     assert reasons[6].startswith("invalid email address")  # display name
     assert "control character" in reasons[7]  # quoted CR/LF inside the address
     assert reasons[9] == "bad consent time 'yesterday'"

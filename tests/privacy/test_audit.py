@@ -1,4 +1,4 @@
-"""``privacy audit``: every access to personal data is logged and tamper-evident (E25)."""
+"""``privacy audit``: every access to personal data is logged and tamper-evident."""
 
 from __future__ import annotations
 

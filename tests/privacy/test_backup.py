@@ -1,4 +1,4 @@
-"""``backup create | list | prune | restore`` (F30, F31)."""
+"""``backup create | list | prune | restore``."""
 
 from __future__ import annotations
 

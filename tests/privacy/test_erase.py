@@ -1,4 +1,4 @@
-"""``privacy erase``: art. 17 without a trace (E16, E17, F28, F31)."""
+"""``privacy erase``: art. 17 without a trace."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``privacy export``: one person's data as a ZIP (art. 15/20; E10-E12, F10, F26)."""
+"""``privacy export``: one person's data as a ZIP (art. 15/20)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ TWIN = "zebedeus.quiggleworth2@bücher-quiggle.example"
 
 @pytest.fixture
 def world(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Two people sharing name, domain and list (E12), both mailed and bounced."""
+    """Two people sharing name, domain and list, both mailed and bounced."""
     freeze(monkeypatch)
     store = open_store(settings_for(project).project.database)
     c = store.conn
@@ -99,7 +99,7 @@ def test_export_holds_everything_about_the_person_and_nothing_else(world: Path, 
     assert [(e["kind"], e["campaign"]) for e in doc["events"]] == [("bounced", "spring")]
     assert [(s["scope"], s["reason"]) for s in doc["suppression"]] == [("offers", "unsubscribed")]
     assert [(a["action"], a["reason"]) for a in doc["audit"]] == [("export", "request 17")]
-    # E12: the twin shares name, domain and list but none of their data is in any file.
+    # the twin shares name, domain and list but none of their data is in any file.
     everything = b"".join(files.values())
     for foreign in (b"quiggleworth2", b"Twinfield", b"TWINQUEUE", b"twins.csv", b"198.51.100.99", b"complained"):
         assert foreign not in everything, foreign

@@ -1,4 +1,4 @@
-"""``privacy restrict`` / ``unrestrict`` (art. 18) and ``privacy object`` (art. 21, E05, E22)."""
+"""``privacy restrict`` / ``unrestrict`` (art. 18) and ``privacy object`` (art. 21)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``privacy purge``: the [retention] policy, cron-safe and idempotent (E07, E09, F28)."""
+"""``privacy purge``: the [retention] policy, cron-safe and idempotent."""
 
 from __future__ import annotations
 

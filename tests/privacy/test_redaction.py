@@ -1,4 +1,4 @@
-"""Status output names people only masked (STANDARDS E26); data commands show them in full."""
+"""Status output names people only masked; data commands show them in full."""
 
 from __future__ import annotations
 

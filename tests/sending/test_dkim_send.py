@@ -2,7 +2,7 @@
 
 End to end: a project, a campaign sent through the real send engine to aiosmtpd
 on 127.0.0.1, and dkimpy fetching the public key from a DNS server on
-127.0.0.1 (STANDARDS B04, B05).
+127.0.0.1.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def _report(cli: Cli, campaign: str = "spring") -> dict[str, int]:
 
 
 def _header_checks(raw: bytes, rcpt: str) -> email.message.EmailMessage:
-    # Wire format: CRLF only, no line over 998 octets (A07, A09).
+    # Wire format: CRLF only, no line over 998 octets.
     assert raw.count(b"\n") == raw.count(b"\r\n") and raw.count(b"\r") == raw.count(b"\r\n")
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
     msg = email.message_from_bytes(raw, policy=email.policy.default)
@@ -401,7 +401,7 @@ def test_a_broken_template_stops_a_large_send_with_one_line(project: Path, broke
 
 def test_a_field_missing_for_some_contacts_stops_the_send_before_any_connection(project: Path) -> None:
     # The preflight renders one recipient of every distinct set of contact
-    # fields (F08): contact 250 of 300 has no city, and the template uses it.
+    # fields: contact 250 of 300 has no city, and the template uses it.
     from tests.conftest import run_mailcli
 
     template = project / "templates" / "newsletter" / "message.html"

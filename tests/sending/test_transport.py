@@ -161,7 +161,7 @@ def test_starttls_trusted_with_ca_file_and_auth(tmp_path: Path) -> None:
             username="news", password="s3cret-pw")
     assert server.recipients() == ["a@example.net"]
     assert server.auth_attempts and server.auth_attempts[0][1:] == ("news", "s3cret-pw")
-    assert server.ehlo_count >= 2  # EHLO again after STARTTLS (F25)
+    assert server.ehlo_count >= 2  # EHLO again after STARTTLS
 
 
 def test_implicit_tls(tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_wrong_password_is_transport_error_without_password(tmp_path: Path) -> N
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_no_starttls_offered_means_no_credentials_on_the_wire() -> None:
     # A plaintext server offering AUTH: with security="starttls" we stop
-    # before sending anything (F21, F23).
+    # before sending anything.
     with SmtpServer(auth={"news": "pw"}) as server:
         with pytest.raises(TransportError, match="STARTTLS"):
             run(server.port, ["a@example.net"], security="starttls", username="news", password="pw")

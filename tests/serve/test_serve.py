@@ -60,7 +60,7 @@ def test_urlencoded_and_multipart_one_click_unsubscribe_from_that_list(served: t
 
     status, at, channel = s.membership("ann@example.org")
     assert (status, channel) == ("unsubscribed", "one-click") and at
-    assert s.membership("ann@example.org", "events")[0] == "subscribed"  # only the token's list (B15)
+    assert s.membership("ann@example.org", "events")[0] == "subscribed"  # only the token's list
     assert s.membership("bob@example.org", "events")[0] == "unsubscribed"
     assert s.membership("bob@example.org", "news")[0] == "subscribed"
     assert s.membership("cy@example.org")[0] == "subscribed"
