@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .durable import fsync_folder
 from .errors import MailcliError
 
 T = TypeVar("T")
@@ -117,11 +118,7 @@ def write_atomically(path: Path, text: str) -> None:
             tmp.unlink()
         raise
     with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_folder(path.parent)
 
 
 def ledger_end(path: Path) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 from .. import audit, audithead, clock
 from ..audithead import CARRIED
 from ..config import Settings
+from ..durable import fsync_folder
 from ..errors import MailcliError
 from ..store import Store
 from ..store.backups import carry_fact, snapshot
@@ -54,15 +55,6 @@ class BackupInfo:
 def _private_dir(folder: Path) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def new_backup_path(settings: Settings, label: str | None, *, encrypted: bool = False) -> Path:
@@ -155,7 +147,8 @@ def create_backup(store: Store, settings: Settings, *, label: str | None = None)
             copy_database(store.conn, path, head=audithead.head_for_backup(store), key=key)
     except (OSError, sqlite3.Error) as exc:
         raise MailcliError(f"Cannot write the backup {path}: {exc}") from None
-    _fsync_dir(path.parent)
+    with contextlib.suppress(OSError):
+        fsync_folder(path.parent)
     # After the copy: the snapshot itself needs no write lock, so a running
     # send never delays it; the audit row then waits its turn like any write.
     audit.record_access(store, settings, "backup", command="backup create",

@@ -56,6 +56,7 @@ from pathlib import Path
 
 from .. import audit, audithead
 from ..config import Settings
+from ..durable import fsync_folder
 from ..errors import ConfigError, MailcliError, NotFoundError
 from ..ledgers import ledger_end
 from ..locks import (
@@ -302,11 +303,7 @@ def _swap(prepared: Path, target: Path, live: _Live, on_wait: Callable[[str], No
             os.unlink(f"{target}{suffix}")
     os.replace(prepared, target)
     with contextlib.suppress(OSError):
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_folder(target.parent)
 
 
 def restore_backup(settings: Settings, source: Path, *, on_wait: Callable[[str], None] | None = None,

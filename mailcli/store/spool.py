@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..durable import fsync_folder
+
 SUFFIX = "-optouts"
 _TMP = ".tmp-"
 
@@ -49,14 +51,6 @@ def spool_dir(database: Path) -> Path:
     return database.with_name(database.name + SUFFIX)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def spool_optout(database: Path, *, contact_uid: str, list_id: int, at: str, channel: str) -> Path:
     """Write one opt-out durably into the spool (fsynced before returning)."""
     folder = spool_dir(database)
@@ -72,7 +66,7 @@ def spool_optout(database: Path, *, contact_uid: str, list_id: int, at: str, cha
         os.close(fd)
     final = folder / name
     os.replace(tmp, final)
-    _fsync_dir(folder)
+    fsync_folder(folder)
     return final
 
 
@@ -120,7 +114,7 @@ def remove_applied(entries: list[SpooledOptOut]) -> None:
         folders.add(entry.path.parent)
     for folder in folders:
         with contextlib.suppress(OSError):
-            _fsync_dir(folder)
+            fsync_folder(folder)
 
 
 class SpoolWatch:
