@@ -51,7 +51,7 @@ from mailcli.send.plan import (
     prepare,
     schedule,
 )
-from mailcli.send.pool import start_pool, worker_count
+from mailcli.send.pool import build_all, start_pool, worker_count
 from mailcli.send.relay import remember_relay, remember_smtputf8, transport_options
 from mailcli.send.results import ConfirmFn, ProgressFn, SendPlan, SendSummary
 from mailcli.send.transport import SmtpTransport
@@ -289,21 +289,24 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
     plan = plan_of(settings, options, campaign, counts, created, added, accepted=accepted, no_basis=summary.no_basis)
     if on_plan is not None:
         on_plan(plan)
-    factory = MessageFactory(settings, campaign, sign=False)
+    chosen: list[ledger.Recipient] = []
     for r in recipients:
-        if options.limit is not None and summary.rendered + summary.failed >= options.limit:
+        if options.limit is not None and len(chosen) >= options.limit:
             break
         if r.skip_reason:
             summary.skipped += 1
-            continue
-        try:
-            factory.build(r)
-        except Exception as exc:
-            summary.failed += 1
-            summary.note_failure(r.email, exc)
         else:
+            chosen.append(r)
+
+    def on_result(r: ledger.Recipient, problem: tuple[str, bool] | None) -> None:
+        if problem is None:
             summary.rendered += 1
+        else:
+            summary.failed += 1
+            summary.note_problem(r.email, problem[0], template=problem[1])
         if progress is not None:
             progress(summary)
+
+    build_all(MessageFactory(settings, campaign, sign=False), chosen, settings, campaign, on_result)
     summary.elapsed = time.monotonic() - started
     return summary

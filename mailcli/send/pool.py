@@ -22,17 +22,23 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # Recipient fields sent to a worker, in ledger.Recipient order.
 RecipientTuple = tuple[Any, ...]
+# What building one message showed: None when it built, else the problem and
+# whether the template (not the contact) caused it.
+Problem = tuple[str, bool] | None
+CHECK_BATCH = 64  # recipients per batch of a dry run
 
 _FACTORY: Any = None
 _INIT_ERROR: BaseException | None = None
 _VERIFIED = False
 
 
-def _init(parent: int, settings: Any, campaign: Any) -> None:
+def _init(parent: int, settings: Any, campaign: Any, sign: bool = True) -> None:
     global _FACTORY, _INIT_ERROR
     from mailcli.lifeline import die_with_parent
 
@@ -41,7 +47,7 @@ def _init(parent: int, settings: Any, campaign: Any) -> None:
     from mailcli.send.message import MessageFactory
 
     try:
-        _FACTORY = MessageFactory(settings, campaign)
+        _FACTORY = MessageFactory(settings, campaign, sign=sign)
     except Exception as exc:  # noqa: BLE001 - raised again with the first batch, in the sending process
         # (an initializer's exception would only print a traceback here)
         _INIT_ERROR = exc
@@ -80,7 +86,7 @@ def worker_count(messages: int) -> int:
     return min(4, cores - 1)
 
 
-def start_pool(workers: int, settings: Any, campaign: Any) -> Any:
+def start_pool(workers: int, settings: Any, campaign: Any, *, sign: bool = True) -> Any:
     """Start the workers now (not on the first batch), so their interpreters
     load and compile the template while the sending process prepares."""
     import multiprocessing
@@ -88,7 +94,7 @@ def start_pool(workers: int, settings: Any, campaign: Any) -> Any:
 
     pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init, initargs=(os.getpid(), settings, campaign),
+        initializer=_init, initargs=(os.getpid(), settings, campaign, sign),
     )
     for _ in range(workers):
         pool.submit(_warm)
@@ -103,3 +109,61 @@ def build_batch(batch: list[RecipientTuple], samples: list[RecipientTuple], link
                 ) -> list[tuple[bytes | None, str | None]]:
     """The function the pool runs (module level, so it pickles by name)."""
     return _build(batch, samples, links)
+
+
+def _try_build(factory: Any, r: Any) -> Problem:
+    from mailcli.errors import TemplateError
+    from mailcli.send.results import describe_problem
+
+    try:
+        factory.build(r)
+    except Exception as exc:  # one contact's problem (or the template's), reported
+        return describe_problem(exc), isinstance(exc, TemplateError)
+    return None
+
+
+def check_batch(batch: list[RecipientTuple]) -> list[Problem]:
+    """Build every message of ``batch`` and drop it: all a dry run needs to know."""
+    from mailcli.send import ledger
+
+    if _INIT_ERROR is not None:
+        raise _INIT_ERROR
+    return [_try_build(_FACTORY, ledger.Recipient(*fields)) for fields in batch]
+
+
+def build_all(factory: Any, recipients: Sequence[Any], settings: Any, campaign: Any,
+              on_result: Callable[[Any, Problem], None]) -> None:
+    """Build every recipient's message and drop it, as a dry run does:
+    ``on_result(recipient, problem)`` for each, in no particular order.
+
+    A large audience is shared between this process and the render workers
+    a real send would start, so a dry run takes about as long as the
+    rendering of the send it rehearses: this process builds a batch itself
+    whenever the workers already have enough queued.
+    """
+    workers = worker_count(len(recipients))
+    if not workers:
+        for r in recipients:
+            on_result(r, _try_build(factory, r))
+        return
+    pool = start_pool(workers, settings, campaign, sign=factory.signer is not None)
+    try:
+        inflight: deque[tuple[Any, Sequence[Any]]] = deque()
+        for start in range(0, len(recipients), CHECK_BATCH):
+            batch = recipients[start : start + CHECK_BATCH]
+            while inflight and inflight[0][0].done():
+                _settle(*inflight.popleft(), on_result)
+            if len(inflight) < 2 * workers:
+                inflight.append((pool.submit(check_batch, [r.as_tuple() for r in batch]), batch))
+            else:
+                for r in batch:
+                    on_result(r, _try_build(factory, r))
+        while inflight:
+            _settle(*inflight.popleft(), on_result)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _settle(future: Any, batch: Sequence[Any], on_result: Callable[[Any, Problem], None]) -> None:
+    for r, problem in zip(batch, future.result(), strict=True):
+        on_result(r, problem)

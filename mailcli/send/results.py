@@ -66,11 +66,16 @@ class SendSummary:
     def note_failure(self, email: str, exc: Exception) -> str:
         """Count one failed message; returns the reason to record."""
         problem = describe_problem(exc)
-        if isinstance(exc, TemplateError):
+        self.note_problem(email, problem, template=isinstance(exc, TemplateError))
+        return problem
+
+    def note_problem(self, email: str, problem: str, *, template: bool) -> None:
+        """:meth:`note_failure` for a problem already described (by a render
+        worker); ``template``: the template caused it, not the contact."""
+        if template:
             self.template_errors[problem] = self.template_errors.get(problem, 0) + 1
         elif len(self.problems) < 5:
             self.problems.append(masked_problem(email, problem))
-        return problem
 
     @property
     def rate(self) -> float:

@@ -1,0 +1,44 @@
+"""`send --dry-run` of an audience large enough to be shared with render workers."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from mailcli.errors import ExitCode
+from mailcli.send.pool import worker_count
+from tests.conftest import Cli
+from tests.sendhelpers import add_contacts, people
+
+AUDIENCE = 1500
+
+
+def test_a_large_dry_run_counts_every_message_and_names_the_contacts_that_would_fail(project: Path, cli: Cli) -> None:
+    members = people(AUDIENCE)
+    for n in (5, 700, 1400):  # a name that would break the Subject line
+        members[n]["first_name"] = f"Eve{n}\r\nBcc: everyone@example.org"
+    add_contacts(project / "mailcli.db", "news", members)
+    result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run")
+    assert result.exit_code == ExitCode.PARTIAL, result.output
+    assert f"{AUDIENCE - 3} message(s) rendered, 3 would fail" in result.stderr
+    assert result.stderr.count("contains a carriage return") == 3, result.stderr  # each named, wherever built
+    assert sqlite3.connect(project / "mailcli.db").execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
+
+
+def test_a_template_error_in_a_large_dry_run_is_said_once_with_its_count(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(AUDIENCE))
+    html = project / "templates" / "newsletter" / "message.html"
+    html.write_text(html.read_text(encoding="utf-8").replace("{% if contact.first_name %}",
+                                                             "{% if contact.frist_name %}", 1), encoding="utf-8")
+    result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run")
+    assert result.exit_code == ExitCode.PARTIAL
+    warnings = [row for row in result.stderr.splitlines() if row.startswith("Warning:")]
+    assert len(warnings) == 1 and "frist_name" in warnings[0] and f"({AUDIENCE} message(s))" in warnings[0]
+
+
+def test_the_audience_is_large_enough_for_workers_where_there_are_cores() -> None:
+    # The tests above rehearse the path with render workers on any machine with two cores or more.
+    import os
+
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert worker_count(AUDIENCE) >= 1
