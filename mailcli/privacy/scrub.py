@@ -4,7 +4,8 @@ Every connection runs with ``secure_delete=ON``, so SQLite overwrites deleted
 rows with zeros — but in WAL mode the old page images live on in the ``-wal``
 file until a checkpoint, and a checkpoint that another reader blocks leaves
 them there. After an erasure we therefore checkpoint with TRUNCATE, look for
-the erased address and name in the ``.db``, ``-wal`` and ``-shm`` files, and
+the erased address in the ``.db``, ``-wal`` and ``-shm`` files, and for the
+name in the pages the erasure rewrote and the companion files (``find_traces``), and
 VACUUM (then checkpoint again) only when a trace is found — VACUUM rewrites
 the whole file, which is slow on a big database and needless when
 secure_delete already did the job. Purge, which removes many people at once,
@@ -42,7 +43,7 @@ from ..store.db import StoreBusyError
 from ..store.schema import ascii_lower, texts_containing
 from .files import address_forms
 
-_CHUNK = 1 << 20
+_CHUNK = 4 << 20
 NAME_MIN = 4  # shorter names occur by chance in any binary file
 
 
@@ -170,26 +171,103 @@ def files_containing(paths: Iterable[Path], needles: Iterable[bytes]) -> list[Pa
         with handle:
             tail = b""
             while True:
-                chunk = handle.read(_CHUNK)
+                chunk = handle.read(_CHUNK).lower()
                 if not chunk:
                     break
-                window = (tail + chunk).lower()
-                if any(n in window for n in wanted):
+                seam = tail + chunk[:overlap]  # a needle across two chunks (no copy of the whole chunk)
+                if any(n in chunk or n in seam for n in wanted):
                     hits.append(path)
                     break
-                tail = window[-overlap:]
+                tail = chunk[-overlap:]
     return hits
 
 
-def find_traces(store: Store, needles: Needles) -> tuple[list[Path], set[str]]:
+def wal_pages(path: Path) -> tuple[int, set[int]] | None:
+    """The page size and the numbers of the pages the ``-wal`` file holds new
+    images of (every frame, whether or not a commit covers it: a superset),
+    or None when there is no WAL to read.
+
+    Read before a checkpoint, these are the pages written since the last
+    one: the only pages of the database file whose bytes a deletion changed.
+    """
+    wal = Path(f"{path}-wal")
+    try:
+        handle = wal.open("rb")
+    except FileNotFoundError:
+        return None
+    with handle:
+        header = handle.read(32)
+        if len(header) < 32 or header[:4] not in (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83"):
+            return None
+        page_size = int.from_bytes(header[8:12], "big")
+        frame = 24 + page_size
+        size = wal.stat().st_size
+        pages = set()
+        for offset in range(32, size - frame + 1, frame):
+            handle.seek(offset)
+            pages.add(int.from_bytes(handle.read(4), "big"))
+    pages.discard(0)
+    return page_size, pages
+
+
+def _pages_hold_trace(path: Path, page_size: int, pages: set[int], needles: list[bytes],
+                      masks: _Masks | None) -> bool:
+    """Does one of ``pages`` of the file hold a needle (that no live value
+    explains, when ``masks`` are given)? Each page is read with the end of the
+    one before and the start of the one after, so a value across two pages is seen."""
+    margin = max([masks.longest if masks else 0, *(len(n) for n in needles)]) + 1
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return False
+    with handle:
+        for page in sorted(pages):
+            start = max(0, (page - 1) * page_size - margin)
+            handle.seek(start)
+            window = handle.read(page_size + 2 * margin).lower()
+            for needle in needles:
+                at = window.find(needle)
+                while at != -1:
+                    if masks is None or not masks.explained(window, needle, at):
+                        return True
+                    at = window.find(needle, at + 1)
+    return False
+
+
+# Complexity: addresses searched in every file, names only where a deletion wrote; live values looked up only on a hit.
+def find_traces(store: Store, needles: Needles, written: tuple[int, set[int]] | None = None
+                ) -> tuple[list[Path], set[str]]:
     """The database files that hold a trace of ``needles``, and the tables whose
-    live values hold the whole address."""
-    probes = [n.encode("utf-8") for n in (*needles.addresses, *needles.names)]
-    candidates = files_containing(database_files(store.path), probes)
-    if not candidates:
+    live values hold the whole address.
+
+    The address is searched for in every byte of every file. With ``written``
+    (the page size and the pages written since the last checkpoint, read from
+    the WAL before it: ``wal_pages``), names are searched for in those pages of
+    the database file and in its companions only: every connection deletes
+    with ``secure_delete``, so the bytes of a deleted name can only be in the
+    pages the deletion wrote, and a name elsewhere is a live value; on a
+    database of millions of rows this is the difference between reading the
+    file once and reading every value of every table.
+    """
+    addresses = [n.encode("utf-8") for n in needles.addresses]
+    names = [n.encode("utf-8") for n in needles.names]
+    files = database_files(store.path)
+    everywhere = addresses + names if written is None else addresses
+    candidates = files_containing(files, everywhere)
+    in_pages = False
+    if written is not None and names:
+        companions = [p for p in files if p != store.path]
+        candidates += [p for p in files_containing(companions, names) if p not in candidates]
+        in_pages = _pages_hold_trace(store.path, *written, names, None)
+    if not candidates and not in_pages:
         return [], set()
     masks = _masks(store.conn, needles)
-    return [p for p in candidates if _holds_trace(p, probes, masks)], masks.held_in
+    found = [p for p in candidates
+             if _holds_trace(p, everywhere if p == store.path else addresses + names, masks)]
+    if in_pages and store.path not in found and written is not None \
+            and _pages_hold_trace(store.path, *written, names, masks):
+        found.append(store.path)
+    return found, masks.held_in
 
 
 def _scrub_on_server(store: Store) -> ScrubResult:
@@ -215,8 +293,9 @@ def scrub(store: Store, needles: Needles | None = None, *, vacuum: bool = False)
         return _scrub_on_server(store)
     needles = needles or Needles()
     replicated = litestream.is_replicated(store.conn)
+    written = wal_pages(store.path)
     truncated = backups.checkpoint(store.conn)
-    found, held = find_traces(store, needles) if needles else ([], set())
+    found, held = find_traces(store, needles, written) if needles else ([], set())
     vacuumed = False
     if vacuum or (found and not held and not replicated):
         try:

@@ -57,6 +57,15 @@ def delete_rows_about(conn: Connection, table: str, column: str, value: object) 
 
 
 def names_of(conn: Connection, contact_id: int) -> tuple[str, ...]:
-    """The contact's first and last name (what a search for traces of them looks for)."""
+    """The contact's first and last name that no other contact has too (what
+    a search for traces of them looks for).
+
+    A name another contact also has, whole, tells nothing: every byte of it
+    in the files is explained by that contact's live value, so a search for
+    it could never find a trace, only cost a scan of every table.
+    """
     row = conn.execute("SELECT first_name, last_name FROM contacts WHERE id = ?", (contact_id,)).fetchone()
-    return tuple(str(v) for v in row if v) if row else ()
+    names = tuple(str(v) for v in row if v) if row else ()
+    return tuple(name for name in names if not conn.execute(
+        "SELECT 1 FROM contacts WHERE (first_name = ? COLLATE NOCASE OR last_name = ? COLLATE NOCASE) AND id != ?"
+        " LIMIT 1", (name, name, contact_id)).fetchone())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -153,3 +154,26 @@ def test_an_erased_person_is_not_brought_back_by_importing_the_same_file(project
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["suppressed"] == 1
     assert remnants(project, "zebedeus.quiggleworth@example.net", "Quiggleworth") == []
+
+
+def test_a_name_left_behind_by_a_tool_without_secure_delete_is_found_and_compacted_away(project: Path, cli) -> None:
+    (project / "people.csv").write_text(
+        "email,first_name,last_name\nzeb@example.net,Zebedeus,Quiggleworth\nanna@example.nl,Anna,Jansen\n"
+        "piet@example.nl,Piet,Jansen\n", encoding="utf-8")
+    assert cli("import", "people.csv", "--list", "news", "--basis", "customer").exit_code == 0
+    # Someone's own sqlite3 session, without secure_delete, leaves the bytes of a
+    # deleted row in the page next to Zebedeus's row: his name, without his address.
+    raw = sqlite3.connect(project / "mailcli.db", isolation_level=None)
+    raw.execute("PRAGMA secure_delete=OFF")
+    raw.execute("INSERT INTO contacts (uid, email, email_key, first_name, status, created_at, updated_at,"
+                " last_activity_at)"
+                " VALUES ('u-tmp', 'tmp@example.org', 'tmp@example.org', 'Quiggleworth-Zebedeus', 'active', 'x', 'x', 'x')")
+    raw.execute("DELETE FROM contacts WHERE uid = 'u-tmp'")
+    raw.close()
+    assert remnants(project, "quiggleworth-zebedeus"), "the test must start with the dead bytes in the files"
+    result = cli("--json", "privacy", "erase", "zeb@example.net", "--yes")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["vacuumed"] is True
+    assert remnants(project, "zeb@example.net", "zebedeus", "quiggleworth") == []
+    # A surname others have too is no trace of him, and no reason to look through every table.
+    assert remnants(project, "jansen")
