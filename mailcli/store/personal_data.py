@@ -67,5 +67,5 @@ def names_of(conn: Connection, contact_id: int) -> tuple[str, ...]:
     row = conn.execute("SELECT first_name, last_name FROM contacts WHERE id = ?", (contact_id,)).fetchone()
     names = tuple(str(v) for v in row if v) if row else ()
     return tuple(name for name in names if not conn.execute(
-        "SELECT 1 FROM contacts WHERE (first_name = ? COLLATE NOCASE OR last_name = ? COLLATE NOCASE) AND id != ?"
+        "SELECT 1 FROM contacts WHERE (lower(first_name) = lower(?) OR lower(last_name) = lower(?)) AND id != ?"
         " LIMIT 1", (name, name, contact_id)).fetchone())
