@@ -41,6 +41,7 @@ import hashlib
 import hmac
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 TOKEN_VERSION = 1
@@ -56,6 +57,30 @@ def address_hmac(secret: bytes, normalised_email: str) -> str:
     """Keyed hash of an address as compared by mailcli (case-insensitive)."""
     key = normalised_email.strip().lower().encode("utf-8")
     return hmac.new(secret, b"address:" + key, hashlib.sha256).hexdigest()
+
+
+def address_hasher(secret: bytes) -> Callable[[str], str]:
+    """:func:`address_hmac` under one secret, for many addresses in a row.
+
+    The same HMAC-SHA256 (RFC 2104), with the keyed inner and outer hashes
+    and the ``address:`` prefix worked out once: a send checks every
+    member's address against the suppression list, and keying a new HMAC
+    per address was most of that time at a million members.
+    """
+    key = hashlib.sha256(secret).digest() if len(secret) > 64 else secret
+    key = key.ljust(64, b"\0")
+    inner = hashlib.sha256(bytes(octet ^ 0x36 for octet in key))
+    inner.update(b"address:")
+    outer = hashlib.sha256(bytes(octet ^ 0x5C for octet in key))
+
+    def address_hmac_of(normalised_email: str) -> str:
+        first = inner.copy()
+        first.update(normalised_email.strip().lower().encode("utf-8"))
+        second = outer.copy()
+        second.update(first.digest())
+        return second.hexdigest()
+
+    return address_hmac_of
 
 
 def secret_fingerprint(secret: bytes) -> str:

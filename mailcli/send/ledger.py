@@ -43,7 +43,7 @@ from mailcli.store.lists import list_id
 from mailcli.store.relays import smtputf8_marked
 from mailcli.store.segments import check_segment_fields
 from mailcli.store.suppressions import service_blocked_hmacs, suppressed_hmacs
-from mailcli.tokens import address_hmac, message_id, new_uid
+from mailcli.tokens import address_hasher, message_id, new_uid
 
 if TYPE_CHECKING:
     from ..store.db import Connection
@@ -135,14 +135,17 @@ def iter_audience(conn: Connection, campaign_id: int, list_id: int, list_name: s
     matches, whatever the kind.
     """
     suppressed = service_blocked_hmacs(conn) if kind == "service" else suppressed_hmacs(conn, list_name)
+    hmac_of = address_hasher(secret)
     after = 0
     while True:
         rows = audience_page(conn, list_id, campaign_id, after, page or AUDIENCE_PAGE, kind, segment)
         if not rows:
             return
         after = rows[-1][0]
-        yield [(contact_id, uid) for contact_id, uid, email_key in rows
-               if not (suppressed and address_hmac(secret, email_key) in suppressed)]
+        if not suppressed:
+            yield [(contact_id, uid) for contact_id, uid, _ in rows]
+            continue
+        yield [(contact_id, uid) for contact_id, uid, email_key in rows if hmac_of(email_key) not in suppressed]
 
 
 def freeze_audience(conn: Connection, campaign: Campaign, secret: bytes, domain: str, *,
@@ -245,7 +248,8 @@ def iter_sendable(
 def _checked(conn: Connection, campaign: Campaign, secret: bytes, rows: list[Any],
              relay: tuple[str, bool | None] | None = None) -> list[Recipient]:
     """Rows of ``sendable_page`` as Recipients, the suppression list checked too."""
-    digests = {address_hmac(secret, row[4]): i for i, row in enumerate(rows)}
+    hmac_of = address_hasher(secret)
+    digests = {hmac_of(row[4]): i for i, row in enumerate(rows)}
     blocked = (service_blocked_hmacs(conn, among=list(digests)) if campaign.kind == "service"
                else suppressed_hmacs(conn, campaign.list_name, among=list(digests)))
     suppressed_rows = {digests[d] for d in blocked}

@@ -221,3 +221,17 @@ def test_a_campaign_stuck_on_an_erased_pending_delivery_completes_after_the_upgr
     assert (counts["audience"], counts["sent"], counts["pending"], counts["deferred"], counts["skipped"]) == (3, 1, 0, 0, 2)
     assert campaign.status == "sent" and campaign.finished_at
     conn.close()
+
+
+def test_the_hmac_of_many_addresses_is_the_hmac_of_each() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mailcli.tokens import address_hasher, address_hmac
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(min_size=1, max_size=200), st.text(max_size=80))
+    def same(secret: bytes, address: str) -> None:
+        assert address_hasher(secret)(address) == address_hmac(secret, address)
+
+    same()
