@@ -173,12 +173,13 @@ class CompiledTemplate:
         return variables
 
     def render_subject(self, variables: dict[str, Any]) -> str:
-        if self._subject is not None:
+        """The campaign's own subject (``--subject``) when it has one, else ``subject.txt``."""
+        raw = str(variables["campaign"].get("subject") or "")
+        if self._subject is not None and not raw:
             origin = ""  # named only on error: display_path costs a getcwd per message
             raw = self._call(self._subject, variables)
         else:
             origin = "the campaign subject"
-            raw = str(variables["campaign"].get("subject") or "")
             if "{{" in raw or "{%" in raw:
                 template = self._subject_cache.get(raw)
                 if template is None:

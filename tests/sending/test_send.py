@@ -478,3 +478,14 @@ def test_a_render_past_the_size_limit_fails_that_message_naming_the_template(pro
             assert set(sent.values()) == {"sent"} and len(server.messages) == 5
         else:  # the preflight did: nothing was sent
             assert result.exit_code != 0 and server.messages == []
+
+
+def test_subject_option_wins_over_the_templates_subject_txt(project: Path, cli: Cli) -> None:
+    assert (project / "templates" / "newsletter" / "subject.txt").is_file()
+    add_contacts(project / "mailcli.db", "news", people(3))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = _send(cli, "--subject", "Special: {{ contact.first_name }} only")
+        assert result.exit_code == 0, result.output
+    subjects = sorted(email.message_from_bytes(m.data, policy=email.policy.default)["Subject"] for m in server.messages)
+    assert subjects == ["Special: First0 only", "Special: First1 only", "Special: First2 only"]

@@ -28,11 +28,12 @@ NOW = datetime(2026, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
 UNSUB = "https://news.example.org/unsubscribe?t=TOKEN123"
 
 
-def ctx(**contact: str) -> RenderContext:
+def ctx(subject: str = "Spring news", **contact: str) -> RenderContext:
+    """A context for Ann; ``subject`` is the campaign's own (``send --subject``), empty for subject.txt's."""
     base = {"email": "ann@example.org", "first_name": "Ann", "last_name": "Smith"}
     base.update(contact)
     return RenderContext(
-        contact=base, campaign={"name": "spring", "subject": "Spring news"}, sender=dict(SAMPLE_SENDER),
+        contact=base, campaign={"name": "spring", "subject": subject}, sender=dict(SAMPLE_SENDER),
         unsubscribe_url=UNSUB, now=NOW,
     )
 
@@ -64,7 +65,7 @@ def page(body: str, style: str = "p { color: #123456; }") -> str:
 def test_newsletter_parts_inline_styles_and_keeps_media_queries() -> None:
     template = compile_template(SCAFFOLD, "newsletter")
     assert template.inline_once, template.fallback_reason
-    parts = template.render(ctx())
+    parts = template.render(ctx(subject=""))
     assert parts.subject == "Ann, your March update from Example Sender"
     # class rules became style attributes...
     assert re.search(r'<td class="masthead"[^>]*style="[^"]*background-color: #1f3a68', parts.html)
@@ -87,7 +88,7 @@ def test_newsletter_parts_inline_styles_and_keeps_media_queries() -> None:
 
 
 def test_newsletter_greets_without_a_first_name() -> None:
-    parts = compile_template(SCAFFOLD, "newsletter").render(ctx(first_name=""))
+    parts = compile_template(SCAFFOLD, "newsletter").render(ctx(subject="", first_name=""))
     assert "<h1" in parts.html and ">Hello,</h1>" in parts.html
     assert "Hello," in parts.text and "Hi ," not in parts.text
     assert parts.subject.startswith("Your March update")
@@ -121,7 +122,7 @@ def test_contact_values_are_html_escaped_but_plain_in_text_and_subject(tdir: Pat
         "t/subject.txt": "For {{ contact.first_name }}\n",
     })
     evil = '<script>alert("x")</script> & Co\'s'
-    parts = compile_template(tdir, "t").render(ctx(first_name=evil))
+    parts = compile_template(tdir, "t").render(ctx(subject="", first_name=evil))
     assert "<script>" not in parts.html
     html = canonical_html(parts.html)  # &#39; and ' are the same to every parser
     assert "Hi &lt;script&gt;alert(\"x\")&lt;/script&gt; &amp; Co's" in html
@@ -218,12 +219,13 @@ def test_rendered_html_is_capped(tdir: Path) -> None:
 # Subject
 
 
-def test_subject_from_subject_txt_else_campaign_else_error(tdir: Path) -> None:
+def test_subject_from_the_campaign_else_subject_txt_else_error(tdir: Path) -> None:
     write(tdir, {"a/message.html": page("x"), "a/subject.txt": "  Hello {{ contact.first_name }}  \n",
                  "b/message.html": page("x")})
-    assert compile_template(tdir, "a").render(ctx()).subject == "Hello Ann"
+    assert compile_template(tdir, "a").render(ctx(subject="")).subject == "Hello Ann"
+    assert compile_template(tdir, "a").render(ctx(subject="Spring news")).subject == "Spring news"  # --subject wins
     b = compile_template(tdir, "b")
-    assert b.render(ctx()).subject == "Spring news"
+    assert b.render(ctx(subject="Spring news")).subject == "Spring news"
     templated = RenderContext(contact=ctx().contact, campaign={"name": "c", "subject": "News for {{ contact.first_name }}"},
                               sender=ctx().sender, unsubscribe_url=UNSUB, now=NOW)
     assert b.render(templated).subject == "News for Ann"
@@ -236,7 +238,7 @@ def test_subject_from_subject_txt_else_campaign_else_error(tdir: Path) -> None:
 def test_line_break_from_contact_data_cannot_reach_the_subject(tdir: Path) -> None:
     write(tdir, {"a/message.html": page("x"), "a/subject.txt": "Hi {{ contact.first_name }}"})
     with pytest.raises(HeaderInjectionError, match=r"subject\.txt: Subject header value contains a carriage return"):
-        compile_template(tdir, "a").render(ctx(first_name="x\r\nBcc: evil@example.org"))
+        compile_template(tdir, "a").render(ctx(subject="", first_name="x\r\nBcc: evil@example.org"))
 
 
 # ---------------------------------------------------------------------------
