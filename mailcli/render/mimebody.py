@@ -60,7 +60,8 @@ def encode_html_body(html: str) -> tuple[str, bytes]:
 
 def encode_body(text: str) -> tuple[str, bytes]:
     """``(Content-Transfer-Encoding, CRLF-terminated encoded bytes)`` for one part."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.endswith("\n"):
         text += "\n"
     if text.isascii() and not _has_long_line(text):
