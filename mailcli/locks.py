@@ -306,8 +306,18 @@ def lock_holder(db_path: Path | DatabaseURL, name: str) -> Holder | None:
         os.close(fd)
 
 
-def sends_running(db_path: Path) -> list[Holder]:
+def sends_running(db_path: Path | DatabaseURL) -> list[Holder]:
     """The sends of any campaign that hold their lock on this database now."""
+    if isinstance(db_path, DatabaseURL):
+        from .store import postgres
+
+        conn = postgres.connect(db_path)
+        try:
+            found = postgres.advisory_lock_holders(conn)
+        finally:
+            conn.close()
+        holders = [_holder_from_server(item) for item in found]
+        return [h for h in holders if h is not None and h.command.startswith("send ")]
     try:
         names = sorted(p.stem for p in lock_folder(db_path).glob("send-*.lock"))
     except OSError:

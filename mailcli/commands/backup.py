@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import clock, context
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..privacy.backup import create_backup, list_backups, prune_backups
 from ..privacy.restore import RestoreResult, restore_backup
 
@@ -107,7 +107,8 @@ def restore_cmd(
 
     The backup must pass PRAGMA integrity_check, have exactly the schema
     mailcli's migrations create, have been made with this project's secret and
-    hold a whole audit log. An encrypted backup (.db.age) is decrypted with the
+    hold a whole audit log. On a PostgreSQL server the backup is a pg_dump
+    archive (.dump), loaded by pg_restore and swapped in by one transaction. An encrypted backup (.db.age) is decrypted with the
     key in \\[backup] key_env; a wrong key changes nothing (exit 4). The
     restored database is prepared aside and swapped in in one step: `mailcli
     serve` may keep running and loses no request. The replaced database is kept
@@ -156,9 +157,16 @@ def _check_source(file: Path | None, from_replica: bool, at: str | None) -> date
 
 def _restore_file(app: context.AppContext, file: Path, yes: bool) -> tuple[RestoreResult, str, str]:
     settings = app.settings
-    app.out.confirm(f"Replace {settings.project.database.name} with {file.name}? Changes made since that backup"
+    url = settings.project.database_url
+    database = url.display if url is not None else settings.project.database.name
+    app.out.confirm(f"Replace {database} with {file.name}? Changes made since that backup"
                     " are lost (erasures and opt-outs are re-applied).", yes=yes, what="restore")
-    result = restore_backup(settings, file, on_wait=app.say_waiting, on_lock_wait=app.say_waiting_for)
+    if url is not None:
+        from ..privacy.pgrestore import restore_postgres_backup
+
+        result = restore_postgres_backup(settings, file, on_lock_wait=app.say_waiting_for)
+    else:
+        result = restore_backup(settings, file, on_wait=app.say_waiting, on_lock_wait=app.say_waiting_for)
     return result, result.source.name, str(result.source)
 
 
@@ -166,6 +174,11 @@ def _restore_replica(app: context.AppContext, moment: datetime | None, yes: bool
     from ..replication import replicate_settings, restore_from_replica
 
     settings = app.settings
+    if settings.project.database_url is not None:
+        raise ConfigError("--from-replica restores a SQLite database from its Litestream replica, and this"
+                          f" project's database is on a PostgreSQL server ({settings.project.database_url.display})",
+                          hint="restore a backup FILE (see `mailcli backup list`); the server's own replicas"
+                               " and archives are restored with PostgreSQL's tools")
     replica = replicate_settings(settings).replica
     source = f"the replica {replica}" + (f" as of {clock.to_iso(moment)}" if moment else "")
     app.out.confirm(f"Replace {settings.project.database.name} with {source}? Changes made since are lost"

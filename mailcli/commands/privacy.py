@@ -24,6 +24,9 @@ from ..privacy.retention import RULES, UNITS, purge
 from ..privacy.subject import find_subject
 
 # What an erasure or purge cannot do at once while Litestream replicates the database.
+SERVER_NOTE = ("The rows are deleted and the server's tables vacuumed; the old bytes stay in the server's WAL,"
+               " its replicas and WAL archives, and in earlier backups, until those age out (`mailcli doctor`"
+               " shows the server's settings; README, \"Sharing a project: PostgreSQL\")")
 REPLICATED_NOTE = ("Litestream replicates this database: the removed data leave its files when Litestream"
                    " checkpoints and later writes overwrite the WAL, and the replica when its snapshots age out"
                    " (README, \"A standby: Litestream\")")
@@ -132,7 +135,9 @@ def erase_cmd(
 
 def _warn_traces(app: Any, scrub: Any) -> None:
     """Say what is left of an erased person in the database files, and the one thing that removes it."""
-    if scrub.replicated and not scrub.held_in:
+    if scrub.on_server:
+        app.out.info(SERVER_NOTE)
+    elif scrub.replicated and not scrub.held_in:
         app.out.warn(REPLICATED_NOTE)
     elif scrub.held_in:
         app.out.warn(f"the address is still held in the database ({', '.join(scrub.held_in)}): another record names"

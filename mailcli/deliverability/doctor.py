@@ -1,7 +1,7 @@
 """``mailcli doctor`` as a library call: every check for one configuration.
 
-The configuration checks always run, and so does the look at the Litestream
-replica when ``[replicate]`` is set; DNS and SMTP checks touch the network and
+The configuration checks always run, and so do the look at the Litestream
+replica when ``[replicate]`` is set and at a PostgreSQL server's WAL settings; DNS and SMTP checks touch the network and
 run only when asked (``--dns``, ``--smtp``). Doctor only reads: it never changes
 DNS, sends no mail and prints no secret.
 """
@@ -33,6 +33,9 @@ def run_doctor(
         from mailcli.replication import check_replication
 
         checks += check_replication(settings, env)
+        from mailcli.deliverability.server_check import check_server_wal
+
+        checks += check_server_wal(settings)
     if dns:
         checks += dns_checks_for(
             settings, nameserver=nameserver, dkim_selector=dkim_selector, environ=env

@@ -14,7 +14,14 @@ the backup's audit log is whole. With ``[backup] encrypt = true`` the copy
 is encrypted (age, :mod:`mailcli.privacy.encryption`) before it gets its
 name, ``mailcli-….db.age``; the plain temporary copy is removed.
 
-Restoring one is :mod:`mailcli.privacy.restore`.
+A project on a PostgreSQL server is backed up by ``pg_dump`` instead
+(:mod:`mailcli.store.pgdump`): a custom-format archive of its schema, taken
+in one snapshot while others write, ``mailcli-….dump`` (``.dump.age``
+encrypted), written and named the same way. On a server the audit log has
+no head beside a file, so the archive carries none.
+
+Restoring one is :mod:`mailcli.privacy.restore` (a SQLite file) or
+:mod:`mailcli.privacy.pgrestore` (a server).
 """
 
 from __future__ import annotations
@@ -24,20 +31,27 @@ import os
 import re
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import audit, audithead, clock
 from ..audithead import CARRIED
 from ..config import Settings
 from ..durable import fsync_folder
 from ..errors import MailcliError
-from ..store import Store
+from ..store import Store, pgdump
 from ..store.backups import carry_fact, snapshot
 from .encryption import SUFFIX, BackupKey, backup_key, encrypt_file
 
-NAME = re.compile(r"^mailcli-(\d{8}T\d{6}Z)(?:-([A-Za-z0-9-]+))?\.db(\.age)?$")
+if TYPE_CHECKING:
+    from ..store.postgres import PgConnection
+
+NAME = re.compile(r"^mailcli-(\d{8}T\d{6}Z)(?:-([A-Za-z0-9-]+))?\.(?:db|dump)(\.age)?$")
+# The extension of a backup of each engine's database.
+EXTENSIONS = {"sqlite": ".db", "postgresql": ".dump"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +71,13 @@ def _private_dir(folder: Path) -> None:
     os.chmod(folder, 0o700)
 
 
-def new_backup_path(settings: Settings, label: str | None, *, encrypted: bool = False) -> Path:
+def new_backup_path(settings: Settings, label: str | None, *, encrypted: bool = False,
+                    engine: str = "sqlite") -> Path:
     folder = settings.backups_dir
     _private_dir(folder)
     stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
     suffix = f"-{label}" if label else ""
-    ext = ".db" + (SUFFIX if encrypted else "")
+    ext = EXTENSIONS[engine] + (SUFFIX if encrypted else "")
     path = folder / f"mailcli-{stamp}{suffix}{ext}"
     n = 1
     while path.exists():
@@ -75,15 +90,30 @@ def copy_database(source: sqlite3.Connection, dest_path: Path, *, head: str | No
                   key: BackupKey | None = None) -> None:
     """Online-backup ``source`` into a new 0600 file at ``dest_path``, carrying
     the audit ``head`` and encrypted with ``key`` when given."""
+
+    def fill(tmp: Path) -> None:
+        snapshot(source, tmp)
+        if head is not None:
+            carry_fact(tmp, CARRIED, head)
+
+    write_backup(dest_path, fill, key)
+
+
+def dump_database(conn: PgConnection, dest_path: Path, *, key: BackupKey | None = None) -> None:
+    """``pg_dump`` the server's database into a new 0600 file at ``dest_path``, encrypted with ``key`` when given."""
+    write_backup(dest_path, lambda tmp: pgdump.dump(conn, tmp), key)
+
+
+def write_backup(dest_path: Path, fill: Callable[[Path], None], key: BackupKey | None) -> None:
+    """A new 0600 file at ``dest_path`` that ``fill`` writes (encrypted with ``key`` when given):
+    written under a temporary name, fsynced, then renamed, so it is whole or not there."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest_path.name}.{os.getpid()}.", suffix=".tmp", dir=dest_path.parent)
     tmp = Path(tmp_name)
     os.close(fd)
     sealed = tmp.with_name(tmp.name + SUFFIX)
     try:
         os.chmod(tmp, 0o600)
-        snapshot(source, tmp)
-        if head is not None:
-            carry_fact(tmp, CARRIED, head)
+        fill(tmp)
         if key is not None:
             encrypt_file(tmp, sealed, key)
             tmp.unlink()
@@ -100,7 +130,7 @@ def copy_database(source: sqlite3.Connection, dest_path: Path, *, head: str | No
         raise
 
 
-_PARTIAL = re.compile(r"^\.mailcli-.*\.db(?:\.age)?\.(\d+)\.[^.]*\.tmp(-journal|\.age)?$")
+_PARTIAL = re.compile(r"^\.mailcli-.*\.(?:db|dump)(?:\.age)?\.(\d+)\.[^.]*\.tmp(-journal|\.age)?$")
 
 
 def remove_partial_copies(folder: Path) -> int:
@@ -141,10 +171,13 @@ def backup_key_for(settings: Settings) -> BackupKey | None:
 def create_backup(store: Store, settings: Settings, *, label: str | None = None) -> BackupInfo:
     key = backup_key_for(settings)
     remove_partial_copies(settings.backups_dir)
-    path = new_backup_path(settings, label, encrypted=key is not None)
+    path = new_backup_path(settings, label, encrypted=key is not None, engine=store.engine)
     try:
-        with audithead.locked(store):
-            copy_database(store.conn, path, head=audithead.head_for_backup(store), key=key)
+        if store.url is not None:
+            dump_database(store.conn, path, key=key)
+        else:
+            with audithead.locked(store):
+                copy_database(store.conn, path, head=audithead.head_for_backup(store), key=key)
     except (OSError, sqlite3.Error) as exc:
         raise MailcliError(f"Cannot write the backup {path}: {exc}") from None
     with contextlib.suppress(OSError):
@@ -191,6 +224,6 @@ def prune_backups(settings: Settings, *, as_of: datetime | None = None, dry_run:
 
 
 __all__ = [
-    "BackupInfo", "backup_key_for", "copy_database", "create_backup", "expired_backups", "list_backups",
+    "BackupInfo", "backup_key_for", "copy_database", "create_backup", "dump_database", "write_backup", "expired_backups", "list_backups",
     "new_backup_path", "process_alive", "prune_backups", "remove_partial_copies",
 ]

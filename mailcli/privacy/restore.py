@@ -72,7 +72,7 @@ from ..optouts import optout_ledger_path, read_optouts
 from ..store import Store, backups, litestream, open_store
 from ..store import audit as audit_table
 from ..store import schema as sql
-from ..store.db import apply_migrations, busy_timeout, connect
+from ..store.db import Connection, apply_migrations, busy_timeout, connect
 from ..store.facts import SECRET_FINGERPRINT, get_fact
 from ..store.migrations import MIGRATIONS
 from ..store.suppressions import Suppression, all_suppressions
@@ -126,7 +126,7 @@ def check_backup(path: Path, settings: Settings | None = None, *, shown: Path | 
         newer = applied - {name for name, _ in MIGRATIONS}
         problems = [] if newer or damage else sql.schema_differences(conn)
         if settings is not None and not (damage or newer or problems) and "audit_log" in tables:
-            _check_secret_and_log(conn, settings, name, "project_facts" in tables)
+            check_secret_and_log(conn, settings, name, "project_facts" in tables)
     except sqlite3.DatabaseError as exc:
         raise MailcliError(f"{name} is not a usable database ({exc}); nothing was changed") from None
     finally:
@@ -146,7 +146,7 @@ def check_backup(path: Path, settings: Settings | None = None, *, shown: Path | 
                            " so nothing was changed", hint="pick another backup with `mailcli backup list`")
 
 
-def _check_secret_and_log(conn: sqlite3.Connection, settings: Settings, name: Path, has_facts: bool) -> None:
+def check_secret_and_log(conn: Connection, settings: Settings, name: Path, has_facts: bool) -> None:
     """A backup made with another secret, or whose audit log was cut or edited, is not restored."""
     from ..audithead import CARRIED, carried_head
     from .auditlog import verify_log

@@ -65,6 +65,7 @@ class ScrubResult:
     remnants: tuple[str, ...]  # database files that still hold a trace
     held_in: tuple[str, ...] = field(default=())  # tables whose live values hold the whole address
     replicated: bool = False  # Litestream replicates the database and makes its checkpoints
+    on_server: bool = False  # a PostgreSQL server's tables were vacuumed; its files are out of reach
 
 
 def database_files(path: Path) -> list[Path]:
@@ -276,7 +277,7 @@ def _scrub_on_server(store: Store) -> ScrubResult:
     from .registry import PERSONAL_DATA_TABLES
 
     postgres.vacuum(store.conn, sorted(PERSONAL_DATA_TABLES))
-    return ScrubResult(wal_truncated=False, vacuumed=True, remnants=())
+    return ScrubResult(wal_truncated=False, vacuumed=True, remnants=(), on_server=True)
 
 
 # Complexity: a server is only vacuumed; a file is checkpointed, searched, compacted when traces remain, searched again.

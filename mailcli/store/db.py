@@ -428,25 +428,27 @@ def _tighten_side_files(path: Path) -> None:
                 os.chmod(side, 0o600)
 
 
-def apply_migrations(conn: Connection, *, only: Collection[str] | None = None) -> list[str]:
+def apply_migrations(conn: Connection, *, only: Collection[str] | None = None, nested: bool = False) -> list[str]:
     """Apply pending migrations in order (of ``only``, when given); returns the names applied.
 
     On PostgreSQL each migration runs its PostgreSQL text where it has one
     (``migrations.POSTGRESQL``), and the whole run holds an advisory lock,
     so processes that open a new database at once migrate it once.
+    ``nested``: the caller's transaction is open, and each migration becomes
+    a savepoint in it (a restore migrates what it loads before committing).
     """
     postgres = is_postgres(conn)
     if postgres:
         conn.execute("SELECT pg_advisory_lock(?)", (MIGRATIONS_LOCK,))
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-            return _apply(conn, only, postgres=True)
+            return _apply(conn, only, postgres=True, nested=nested)
         finally:
             conn.execute("SELECT pg_advisory_unlock(?)", (MIGRATIONS_LOCK,))
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "migrations" not in tables:
         conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    return _apply(conn, only, postgres=False)
+    return _apply(conn, only, postgres=False, nested=nested)
 
 
 # The advisory lock key that serialises migrating a PostgreSQL database
@@ -455,7 +457,7 @@ MIGRATIONS_LOCK = 0x6D61696C636C69
 
 
 # Complexity: one branch per state of a migration (done, unknown, SQL or Python step, each engine's text), all in one transaction.
-def _apply(conn: Connection, only: Collection[str] | None, *, postgres: bool) -> list[str]:
+def _apply(conn: Connection, only: Collection[str] | None, *, postgres: bool, nested: bool = False) -> list[str]:
     from .migrations import postgresql_statements
 
     done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
@@ -472,7 +474,9 @@ def _apply(conn: Connection, only: Collection[str] | None, *, postgres: bool) ->
             continue
         if postgres:
             step = POSTGRESQL.get(name, step)
-        conn.execute("BEGIN" if postgres else "BEGIN IMMEDIATE")
+        begin, commit, rollback = ("SAVEPOINT migration", "RELEASE migration", "ROLLBACK TO migration") if nested \
+            else ("BEGIN" if postgres else "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+        conn.execute(begin)
         try:
             if isinstance(step, str):
                 for statement in (postgresql_statements(step) if postgres else statements(step)):
@@ -481,9 +485,9 @@ def _apply(conn: Connection, only: Collection[str] | None, *, postgres: bool) ->
                 step(conn)
             conn.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, now_iso()))
         except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute(rollback)
             raise
-        conn.execute("COMMIT")
+        conn.execute(commit)
         applied.append(name)
     return applied
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +207,17 @@ def advisory_lock_holder(conn: PgConnection, name: str) -> tuple[str, str] | Non
     return (str(row[0]), str(row[1])) if row else None
 
 
+def advisory_lock_holders(conn: PgConnection) -> list[tuple[str, str]]:
+    """The application_name and start time of every other session holding an advisory lock on this database."""
+    rows = conn.execute(
+        "SELECT DISTINCT a.application_name,"
+        " to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND a.pid <> pg_backend_pid() AND l.database ="
+        " (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
+    return [(str(app), str(since)) for app, since in rows]
+
+
 def holder_name(pid: int, host: str, command: str) -> str:
     """What a lock's connection calls itself, so that another process can say who holds the lock."""
     return f"mailcli {pid}@{host} {command}"[:63]
@@ -225,3 +237,34 @@ def vacuum(conn: PgConnection, tables: Sequence[str]) -> None:
 
     for table in tables:
         conn.raw.execute(sql.SQL("VACUUM {}").format(sql.Identifier(table)))
+
+
+@dataclass(frozen=True, slots=True)
+class WalRetention:
+    """What keeps a server's WAL (and so the bytes of deleted rows) after a checkpoint."""
+
+    wal_keep_size_mb: int
+    archive_mode: str
+    archive_command: str  # archive_command, or archive_library when that is set
+    max_slot_wal_keep_size_mb: int  # -1: unlimited
+    slots: tuple[tuple[str, bool, int], ...]  # (name, active, bytes of WAL it holds back)
+    wal_bytes_per_second: float | None  # the average since the server's WAL statistics were reset
+
+
+def wal_retention(conn: PgConnection) -> WalRetention:
+    """The server's settings that keep WAL, its replication slots and its WAL rate (all readable by any user)."""
+    settings = {str(name): str(value) for name, value in conn.execute(
+        "SELECT name, setting FROM pg_settings WHERE name IN"
+        " ('wal_keep_size', 'archive_mode', 'archive_command', 'archive_library', 'max_slot_wal_keep_size')")}
+    slots = tuple((str(name), bool(active), int(held or 0)) for name, active, held in conn.execute(
+        "SELECT slot_name, active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint"
+        " FROM pg_replication_slots ORDER BY slot_name"))
+    row = conn.execute("SELECT wal_bytes::float8, extract(epoch FROM now() - stats_reset)::float8"
+                       " FROM pg_stat_wal").fetchone()
+    rate = float(row[0]) / float(row[1]) if row and row[1] and float(row[1]) > 0 and row[0] else None
+    return WalRetention(
+        wal_keep_size_mb=int(settings.get("wal_keep_size", "0")),
+        archive_mode=settings.get("archive_mode", "off"),
+        archive_command=settings.get("archive_library") or settings.get("archive_command", ""),
+        max_slot_wal_keep_size_mb=int(settings.get("max_slot_wal_keep_size", "-1")),
+        slots=slots, wal_bytes_per_second=rate)

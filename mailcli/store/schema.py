@@ -56,7 +56,7 @@ def page_size(conn: Connection) -> int:
 
 def applied_migrations(conn: Connection) -> set[str]:
     """Names of the migrations a database records as applied (none without the table)."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone() is None:
+    if "migrations" not in table_names(conn):
         return set()
     return {str(row[0]) for row in conn.execute("SELECT name FROM migrations")}
 

@@ -505,8 +505,6 @@ def test_a_sign_up_through_serve_and_its_double_opt_in(project: Path, engine: En
 
 
 @pytest.mark.parametrize("args", [
-    ("backup", "create"),
-    ("backup", "list"),
     ("campaigns",),
     ("reconfirm", "--list", "news"),
 ])
