@@ -40,6 +40,7 @@ COMMANDS = {
     "serve": "serve",
     "bounces": "bounces", "doctor": "doctor", "config": "config", "contacts": "contacts",
     "privacy": "privacy", "backup": "backup", "completion": "completion", "replicate": "replicate",
+    "migrate-store": "migrate_store",
 }
 
 _FLAGS = {"--json", "-q", "--quiet", "-v", "--verbose", "--debug", "--no-color"}
