@@ -185,9 +185,11 @@ def _copy(settings: Settings, source: Store, dest: Store) -> tuple[dict[str, int
         expected = {table: transfer.checksum(source.conn, table) for table in order}
         with dest.transaction() as conn:
             transfer.empty_tables(conn, order)
+            derived = [t for t in order if t in transfer.DERIVED]
             for table in order:
-                transfer.copy_table(source.conn, conn, table)
-            derived = [t for t in transfer.DERIVED if t in order]
+                if table not in derived:
+                    transfer.copy_table(source.conn, conn, table)
+            # The triggers counted the rows just copied; the source's own counts replace theirs.
             transfer.empty_tables(conn, derived)
             for table in derived:
                 transfer.copy_table(source.conn, conn, table)

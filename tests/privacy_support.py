@@ -34,7 +34,7 @@ def add_list(conn: sqlite3.Connection, name: str, at: str = T0) -> int:
     row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
     if row:
         return int(row[0])
-    return int(conn.execute("INSERT INTO lists (name, created_at) VALUES (?, ?)", (name, at)).lastrowid)
+    return int(conn.execute("INSERT INTO lists (name, created_at) VALUES (?, ?) RETURNING id", (name, at)).fetchone()[0])
 
 
 def add_contact(conn: sqlite3.Connection, email: str, first: str = "", last: str = "", *,
@@ -44,11 +44,12 @@ def add_contact(conn: sqlite3.Connection, email: str, first: str = "", last: str
     n = normalise_address(email)
     cur = conn.execute(
         "INSERT INTO contacts (uid, email, email_key, first_name, last_name, attributes, status, restricted_at,"
-        " no_marketing_at, source, created_at, updated_at, last_activity_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " no_marketing_at, source, created_at, updated_at, last_activity_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " RETURNING id",
         (tokens.new_uid(), n.address, n.key, first, last, json.dumps(attributes or {}), status, restricted_at,
          no_marketing_at, source, at, at, activity or at),
     )
-    return int(cur.lastrowid)
+    return int(cur.fetchone()[0])
 
 
 def add_membership(conn: sqlite3.Connection, contact_id: int, list_id: int, status: str = "subscribed", *,

@@ -7,6 +7,7 @@ engines is tested by ``test_engines.py`` on both.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -232,3 +233,24 @@ def test_segments_refuse_a_postgresql_project_clearly(project: Path, pg_database
         assert result.returncode == 4, result.stderr
         assert "Segments (--segment, --where) do not work with a PostgreSQL database yet" in _one_line_error(result)
     assert run_mailcli("report", "spring", cwd=project).returncode == 1  # no campaign was created
+
+
+def test_doctor_shows_the_servers_wal_settings_next_to_retention(project: Path,
+                                                                  pg_database: PostgresDatabase) -> None:
+    (project / "mailcli.db").unlink()
+    use_database(project, pg_database.url)
+    result = run_mailcli("doctor", cwd=project)
+    line = next(line for line in result.stdout.splitlines() if "server-wal" in line)
+    assert line.startswith("PASS") and "wal_keep_size 0 MB, archive_mode off" in line
+    assert "[retention] backups 30 days" in line
+    # A slot no standby reads keeps every WAL file, deleted rows included, for as long as it exists.
+    slot = f"idle_{pg_database.name}"
+    pg_database.server.admin(f"SELECT pg_create_physical_replication_slot('{slot}', true)")
+    try:
+        result = run_mailcli("--json", "doctor", cwd=project)
+    finally:
+        pg_database.server.admin(f"SELECT pg_drop_replication_slot('{slot}')")
+    check = next(c for c in json.loads(result.stdout) if c["name"] == "server-wal")
+    assert check["verdict"] == "warn" and slot in check["summary"] and "unlimited" in check["summary"]
+    assert check["details"]["replication_slots"][0]["name"] == slot and check["details"]["retention_backups"] == "30d"
+    assert "pg_drop_replication_slot" in check["fix"]

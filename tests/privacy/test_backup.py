@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import stat
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from mailcli import tokens
 from mailcli.addresses import normalise_address
 from mailcli.store import open_store
+from tests.conftest import use_database
 from tests.privacy_support import (
     ZEB,
     ZEB_FORMS,
@@ -29,9 +31,14 @@ ANNA = "anna@example.nl"
 
 
 @pytest.fixture
-def world(project: Path, monkeypatch: pytest.MonkeyPatch):
+def world(project: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
+    """Two people on a list, in a SQLite file (or, given the parameter "postgresql", on the test server)."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        pg = request.getfixturevalue("pg_database")
+        (project / "mailcli.db").unlink()
+        use_database(project, pg.url)
     clock = freeze(monkeypatch)
-    store = open_store(settings_for(project).project.database)
+    store = open_store(settings_for(project).project.store_location)
     news = add_list(store.conn, "news")
     for email, first in ((ZEB, "Zebedeus"), (ANNA, "Anna")):
         add_membership(store.conn, add_contact(store.conn, email, first, "Quiggleworth" if first == "Zebedeus"
@@ -40,12 +47,37 @@ def world(project: Path, monkeypatch: pytest.MonkeyPatch):
     return project, clock
 
 
+# The tests that hold on both engines: a backup of a PostgreSQL project is a pg_dump archive.
+both = pytest.mark.parametrize("world", ["sqlite", "postgresql"], indirect=True)
+
+
 def _db(root: Path) -> Path:
     return settings_for(root).project.database
 
 
+def _on_server(root: Path) -> bool:
+    return settings_for(root).project.database_url is not None
+
+
+def _lose_database(root: Path) -> None:
+    """The database is gone: its files deleted, or the server's schema dropped and made again empty."""
+    url = settings_for(root).project.database_url
+    if url is None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{_db(root)}{suffix}").unlink(missing_ok=True)
+        return
+    from mailcli.store.postgres import connect
+
+    conn = connect(url)
+    try:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    finally:
+        conn.close()
+
+
 def _emails(root: Path) -> list[str]:
-    store = open_store(_db(root))
+    store = open_store(settings_for(root).project.store_location)
     try:
         return sorted(r[0].lower() for r in store.conn.execute("SELECT email FROM contacts"))
     finally:
@@ -76,7 +108,7 @@ def test_snapshot_is_consistent_while_another_connection_is_writing(world) -> No
     from mailcli.privacy.backup import copy_database
 
     root, _ = world
-    store = open_store(_db(root))
+    store = open_store(settings_for(root).project.store_location)
     writer = sqlite3.connect(_db(root), isolation_level=None, timeout=0.1)
     writer.execute("BEGIN IMMEDIATE")  # a send holding the write lock mid-transaction
     writer.execute("UPDATE contacts SET first_name = 'HALFWAY'")
@@ -93,6 +125,7 @@ def test_snapshot_is_consistent_while_another_connection_is_writing(world) -> No
     conn.close()
 
 
+@both
 def test_list_and_prune_follow_the_backups_retention(world, cli) -> None:
     root, clock = world
     first = _create(cli)
@@ -107,6 +140,7 @@ def test_list_and_prune_follow_the_backups_retention(world, cli) -> None:
     assert not first.exists() and second.exists()
 
 
+@both
 def test_restore_after_erase_does_not_bring_the_person_back(world, cli) -> None:
     root, clock = world
     backup = _create(cli)
@@ -118,7 +152,7 @@ def test_restore_after_erase_does_not_bring_the_person_back(world, cli) -> None:
     assert _emails(root) == [ANNA]
     assert remnants(root, *ZEB_FORMS) == []
     hmac = tokens.address_hmac(settings_for(root).secret(), normalise_address(ZEB).key)
-    store = open_store(_db(root))
+    store = open_store(settings_for(root).project.store_location)
     assert store.conn.execute("SELECT reason FROM suppressions WHERE hmac = ? AND scope = '*'",
                               (hmac,)).fetchone() == ("erased",)
     store.close()
@@ -129,23 +163,24 @@ def test_restore_after_erase_does_not_bring_the_person_back(world, cli) -> None:
     assert cli("privacy", "audit", "--verify").exit_code == 0
 
 
+@both
 def test_restore_reapplies_the_ledger_even_when_the_current_database_is_gone(world, cli) -> None:
     root, clock = world
     backup = _create(cli)
     clock.advance(days=1)
     assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{_db(root)}{suffix}").unlink(missing_ok=True)
+    _lose_database(root)
     result = cli("backup", "restore", str(backup), "--yes")
     assert result.exit_code == 0, result.output
     assert _emails(root) == [ANNA]
 
 
+@both
 def test_someone_who_came_back_after_the_erasure_is_kept(world, cli) -> None:
     root, clock = world
     assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
     clock.advance(days=2)
-    store = open_store(_db(root))
+    store = open_store(settings_for(root).project.store_location)
     add_contact(store.conn, ZEB, "Zebedeus", "Quiggleworth", at=ago(0, clock.at.strftime("%Y-%m-%dT%H:%M:%SZ")))
     store.close()
     backup = _create(cli)
@@ -153,13 +188,14 @@ def test_someone_who_came_back_after_the_erasure_is_kept(world, cli) -> None:
     assert ZEB.lower().split("@")[0] in " ".join(_emails(root))
 
 
+@both
 def test_restore_reapplies_opt_outs_made_after_the_backup(world, cli) -> None:
     root, clock = world
     backup = _create(cli)
     clock.advance(days=1)
     assert cli("privacy", "object", ANNA).exit_code == 0
     assert cli("backup", "restore", str(backup), "--yes").exit_code == 0
-    store = open_store(_db(root))
+    store = open_store(settings_for(root).project.store_location)
     statuses = store.conn.execute("SELECT m.status FROM memberships m JOIN contacts c ON c.id = m.contact_id"
                                   " WHERE c.email = ?", (ANNA,)).fetchall()
     hmac = tokens.address_hmac(settings_for(root).secret(), ANNA)
@@ -190,6 +226,7 @@ def test_restore_refuses_a_damaged_backup_and_changes_nothing(world, cli) -> Non
     assert cli("backup", "restore", "missing.db", "--yes").exit_code == 1
 
 
+@both
 def test_restore_without_a_terminal_needs_yes(world, cli) -> None:
     root, _ = world
     backup = _create(cli)
@@ -231,12 +268,13 @@ def test_a_purged_opt_out_stays_suppressed_after_restoring_a_backup_from_before_
         Path(f"{_db(root)}{suffix}").unlink(missing_ok=True)
     assert cli("backup", "restore", str(old), "--yes").exit_code == 0
     assert _emails(root) == [normalise_address(ZEB).key]
-    store = open_store(_db(root))
+    store = open_store(settings_for(root).project.store_location)
     hmac = tokens.address_hmac(settings_for(root).secret(), ANNA)
     assert store.conn.execute("SELECT scope FROM suppressions WHERE hmac = ?", (hmac,)).fetchall() == [("*",)]
     store.close()
 
 
+@both
 def test_restore_reapplies_opt_outs_from_the_ledger_when_the_database_is_gone(world, cli) -> None:
     root, clock = world
     backup = _create(cli)
@@ -248,10 +286,9 @@ def test_restore_reapplies_opt_outs_from_the_ledger_when_the_database_is_gone(wo
     text = ledger.read_text()
     assert ANNA not in text and "zeb" not in text.lower()
     assert [json.loads(line)["reason"] for line in text.splitlines()] == ["unsubscribed", "restricted"]
-    for suffix in ("", "-wal", "-shm"):  # the database is lost: only the backup and the ledger remain
-        Path(f"{_db(root)}{suffix}").unlink(missing_ok=True)
+    _lose_database(root)  # only the backup and the ledger remain
     assert cli("backup", "restore", str(backup), "--yes").exit_code == 0
-    store = open_store(_db(root))
+    store = open_store(settings_for(root).project.store_location)
     try:
         status = store.conn.execute("SELECT m.status, m.unsubscribed_at FROM memberships m JOIN contacts c"
                                     " ON c.id = m.contact_id WHERE c.email_key = ?", (ANNA,)).fetchone()
@@ -263,7 +300,7 @@ def test_restore_reapplies_opt_outs_from_the_ledger_when_the_database_is_gone(wo
     clock.advance(days=1)
     assert cli("privacy", "unrestrict", ZEB).exit_code == 0
     assert cli("backup", "restore", str(backup), "--yes").exit_code == 0
-    store = open_store(_db(root))
+    store = open_store(settings_for(root).project.store_location)
     try:
         assert store.conn.execute("SELECT restricted_at FROM contacts WHERE email_key = ?",
                                   (normalise_address(ZEB).key,)).fetchone() == (None,)
@@ -271,6 +308,7 @@ def test_restore_reapplies_opt_outs_from_the_ledger_when_the_database_is_gone(wo
         store.close()
 
 
+@both
 @pytest.mark.parametrize("ledger", ["optouts.jsonl", "erasures.jsonl"])
 def test_restore_stops_at_a_damaged_ledger_line_naming_it(world, cli, ledger: str) -> None:
     root, _ = world
@@ -313,6 +351,7 @@ def _encrypting(root: Path) -> None:
     config.write_text(text.replace("encrypt = false", "encrypt = true"), encoding="utf-8")
 
 
+@both
 def test_an_encrypted_backup_holds_no_plain_byte_and_restores_with_its_key(world, cli) -> None:
     from pyrage import x25519
 
@@ -325,9 +364,10 @@ def test_an_encrypted_backup_holds_no_plain_byte_and_restores_with_its_key(world
     result = cli("--json", "backup", "create", env=env)
     assert result.exit_code == 0, result.output
     backup = Path(json.loads(result.stdout)["path"])
-    assert backup.name.endswith(".db.age") and stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert backup.name.endswith(".dump.age" if _on_server(root) else ".db.age")
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     data = backup.read_bytes()
-    assert data.startswith(b"age-encryption.org/v1\n") and b"SQLite format 3" not in data
+    assert data.startswith(b"age-encryption.org/v1\n") and b"SQLite format 3" not in data and b"PGDMP" not in data
     assert all(form.encode("utf-8").lower() not in data.lower() for form in ZEB_FORMS)
     listed = json.loads(cli("--json", "backup", "list", env=env).stdout)
     assert [(Path(b["path"]).name, b["encrypted"]) for b in listed] == [(backup.name, True)]
@@ -341,6 +381,7 @@ def test_an_encrypted_backup_holds_no_plain_byte_and_restores_with_its_key(world
     assert all(b["encrypted"] for b in json.loads(cli("--json", "backup", "list", env=env).stdout))
 
 
+@both
 @pytest.mark.parametrize("key", ["wrong passphrase", "wrong identity", "missing", "tampered"])
 def test_an_encrypted_backup_with_a_wrong_key_or_changed_bytes_replaces_nothing(world, cli, key: str) -> None:
     from pyrage import x25519
@@ -383,6 +424,7 @@ def test_a_backup_carries_the_audit_head_and_one_trimmed_behind_mailcli_is_refus
     assert _emails(root) == before
 
 
+@both
 def test_a_backup_made_with_another_secret_is_refused(world, cli) -> None:
     root, _ = world
     backup = _create(cli)
@@ -390,3 +432,101 @@ def test_a_backup_made_with_another_secret_is_refused(world, cli) -> None:
                  env={"MAILCLI_SECRET": "another secret, long enough to be one"})
     assert result.exit_code == 4
     assert "not the one the database" in result.stderr or "another HMAC secret" in result.stderr
+
+
+def _run_sql(root: Path, *statements: str) -> None:
+    """Change the project's database behind mailcli's back."""
+    store = open_store(settings_for(root).project.store_location)
+    try:
+        for statement in statements:
+            store.conn.execute(statement)
+    finally:
+        store.close()
+
+
+# A trigger that empties the suppression list: what an altered backup could bring back with it.
+FORGET = {
+    "sqlite": ("CREATE TRIGGER forget AFTER INSERT ON suppressions BEGIN DELETE FROM suppressions; END",),
+    "postgresql": ("CREATE FUNCTION forget() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN DELETE FROM suppressions;"
+                   " RETURN NULL; END $$",
+                   "CREATE TRIGGER forget AFTER INSERT ON suppressions FOR EACH STATEMENT EXECUTE FUNCTION forget()"),
+}
+UNFORGET = {"sqlite": ("DROP TRIGGER forget",), "postgresql": ("DROP TRIGGER forget ON suppressions",
+                                                                "DROP FUNCTION forget()")}
+
+
+@both
+def test_a_restore_that_fails_half_way_leaves_the_database_as_it_was(world, cli) -> None:
+    root, clock = world
+    engine = "postgresql" if _on_server(root) else "sqlite"
+    _run_sql(root, *FORGET[engine])
+    backup = _create(cli)
+    _run_sql(root, *UNFORGET[engine])
+    clock.advance(days=1)
+    assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
+    assert cli("unsubscribe", ANNA).exit_code == 0
+    store = open_store(settings_for(root).project.store_location)
+    suppressions = store.conn.execute("SELECT hmac, scope, reason FROM suppressions ORDER BY hmac, scope").fetchall()
+    audit_rows = store.conn.execute("SELECT id, hash FROM audit_log ORDER BY id").fetchall()
+    store.close()
+    result = cli("backup", "restore", str(backup), "--yes")
+    assert result.exit_code == 1, result.output
+    assert "mailcli does not create" in result.stderr and "nothing was changed" in result.stderr
+    assert "Traceback" not in result.output
+    store = open_store(settings_for(root).project.store_location)
+    try:
+        assert store.conn.execute("SELECT hmac, scope, reason FROM suppressions ORDER BY hmac, scope"
+                                  ).fetchall() == suppressions and len(suppressions) == 2
+        assert store.conn.execute("SELECT id, hash FROM audit_log ORDER BY id").fetchall() == audit_rows
+        if engine == "postgresql":  # the schema set aside during the attempt went with its transaction
+            assert store.conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE '%replaced%'"
+                                      ).fetchall() == []
+    finally:
+        store.close()
+    assert _emails(root) == [ANNA]
+    assert cli("privacy", "audit", "--verify").exit_code == 0
+    assert not [p for p in root.iterdir() if p.name.startswith(".restore")]
+
+
+@both
+def test_a_restore_is_refused_while_a_send_holds_its_lock(world, cli) -> None:
+    from mailcli.locks import campaign_lock
+
+    root, _ = world
+    backup = _create(cli)
+    assert cli("privacy", "erase", ANNA, "--yes").exit_code == 0
+    with campaign_lock(settings_for(root), "spring"):
+        result = cli("backup", "restore", str(backup), "--yes")
+    assert result.exit_code == 1, result.output
+    assert "A send is running on this database" in result.stderr and "`mailcli send spring`" in result.stderr
+    assert _emails(root) == [normalise_address(ZEB).key]  # not restored: the erasure still holds
+
+
+def test_a_backup_of_the_other_engine_is_refused_naming_the_move(world, cli, pg_database) -> None:
+    root, _ = world
+    sqlite_backup = _create(cli)
+    (root / "mailcli.db").unlink()
+    use_database(root, pg_database.url)
+    result = cli("backup", "restore", str(sqlite_backup), "--yes")
+    assert result.exit_code == 4, result.output
+    assert "is a backup of a SQLite database" in result.stderr and "migrate-store" in result.stderr
+
+
+def test_without_pg_dump_a_backup_of_a_server_stops_in_one_line(world, cli, pg_database, tmp_path: Path) -> None:
+    root, _ = world
+    (root / "mailcli.db").unlink()
+    use_database(root, pg_database.url)
+    empty = tmp_path / "no-client"
+    empty.mkdir()
+    result = cli("backup", "create", env={"MAILCLI_PG_BINDIR": str(empty)})
+    assert result.exit_code == 4, result.output
+    assert result.stderr.splitlines()[0] == f"Error: pg_dump is not installed (looked in {empty} (MAILCLI_PG_BINDIR))"
+    old = tmp_path / "old-client"
+    old.mkdir()
+    fake = old / "pg_dump"  # a client that reports an older major version than the server's
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n", encoding="utf-8")
+    fake.chmod(0o755)
+    result = cli("backup", "create", env={"MAILCLI_PG_BINDIR": str(old)})
+    assert result.exit_code == 4, result.output
+    assert re.search(r"pg_dump is older than the PostgreSQL \d+ server", result.stderr) and "version 9" in result.stderr
+    assert not (root / "backups").exists() or not list((root / "backups").iterdir())
