@@ -325,6 +325,13 @@ def sends_running(db_path: Path | DatabaseURL) -> list[Holder]:
     return [holder for name in names if (holder := lock_holder(db_path, name)) is not None]
 
 
+def refuse_while_sending(db_path: Path | DatabaseURL, busy: str, hint: str) -> None:
+    """Raise ``LockedError`` naming the send when one holds its lock on this database now."""
+    running = sends_running(db_path)
+    if running:
+        raise LockedError(busy_message(busy, running[0]), holder=running[0], hint=hint)
+
+
 def import_lock(settings: Any, command: str, *, wait: float = 0.0,
                 on_wait: Callable[[Holder | None], None] | None = None) -> contextlib.AbstractContextManager[Holder]:
     """One import (or restore, which takes it too) at a time per database."""

@@ -42,7 +42,7 @@ from .config import Settings
 from .config.settings import EnvVars
 from .errors import ConfigError, MailcliError, UsageError
 from .ledgers import append_durably, ledger_end, ledger_folder
-from .locks import Holder, LockedError, busy_message, database_lock, sends_running
+from .locks import Holder, database_lock, refuse_while_sending
 from .optouts import LEDGER_NAME as OPTOUTS_LEDGER
 from .optouts import optout_ledger_path, read_optouts
 from .privacy.auditlog import verify_log
@@ -50,7 +50,7 @@ from .privacy.ledger import LEDGER_NAME as ERASURES_LEDGER
 from .privacy.ledger import ledger_path, read_entries
 from .privacy.reapply import Counts, Later, reapply
 from .store import Store, open_store, transfer
-from .store.db import busy_timeout
+from .store.db import Connection, busy_timeout
 from .store.url import DatabaseURL, DatabaseURLError, looks_like_url, parse_database_url
 from .tokens import audit_key
 
@@ -110,12 +110,9 @@ def holding(location: Location, command: str, *, on_wait: Callable[[Holder | Non
                        hint=hint), \
             database_lock(location, "maintenance", command=command,
                           busy="Another purge, restore or move of the database is running", hint=hint):
-        running = sends_running(location)
-        if running:
-            raise LockedError(busy_message(f"A send is running on {shown(location)}, and the move would leave it"
-                                           " behind", running[0]), holder=running[0],
-                              hint="move the project when the send has finished (Ctrl-C stops a send; a rerun"
-                                   " resumes it, on the new database too)")
+        refuse_while_sending(location, f"A send is running on {shown(location)}, and the move would leave it"
+                                       " behind", "move the project when the send has finished (Ctrl-C stops a"
+                                                  " send; a rerun resumes it, on the new database too)")
         with database_lock(location, "import", command=command, wait=busy_timeout(), on_wait=on_wait,
                            busy="Another import or a restore is running", hint=hint):
             yield
@@ -184,28 +181,39 @@ def _copy(settings: Settings, source: Store, dest: Store) -> tuple[dict[str, int
     with transfer.snapshot(source):
         expected = {table: transfer.checksum(source.conn, table) for table in order}
         with dest.transaction() as conn:
-            transfer.empty_tables(conn, order)
-            derived = [t for t in order if t in transfer.DERIVED]
-            for table in order:
-                if table not in derived:
-                    transfer.copy_table(source.conn, conn, table)
-            # The triggers counted the rows just copied; the source's own counts replace theirs.
-            transfer.empty_tables(conn, derived)
-            for table in derived:
-                transfer.copy_table(source.conn, conn, table)
-            transfer.continue_identities(conn, order)
-            for table in order:
-                got = transfer.checksum(conn, table)
-                if got != expected[table]:
-                    raise MailcliError(
-                        f"The copy of {table} on {dest.where} differs from the source ({got[0]} rows, expected"
-                        f" {expected[table][0]}, or other content); nothing was copied")
-            result = verify_log(conn, dest.audit_key, None, head_missing=None)
-            if result.problems:
-                first = result.problems[0]
-                raise MailcliError(f"The audit log copied to {dest.where} does not verify (entry #{first.id}:"
-                                   f" {first.problem}); nothing was copied")
-    return {table: expected[table][0] for table in order}, result.entries
+            _fill(source, conn, order)
+            entries = _check(dest, conn, expected)
+    return {table: expected[table][0] for table in order}, entries
+
+
+def _fill(source: Store, conn: Connection, order: list[str]) -> None:
+    """Empty the target's tables, then copy the source's rows, parents first."""
+    transfer.empty_tables(conn, order)
+    derived = [t for t in order if t in transfer.DERIVED]
+    for table in order:
+        if table not in derived:
+            transfer.copy_table(source.conn, conn, table)
+    # The triggers counted the rows just copied; the source's own counts replace theirs.
+    transfer.empty_tables(conn, derived)
+    for table in derived:
+        transfer.copy_table(source.conn, conn, table)
+    transfer.continue_identities(conn, order)
+
+
+def _check(dest: Store, conn: Connection, expected: dict[str, tuple[int, str]]) -> int:
+    """Rows and checksum per table as the source's, and the audit chain whole; the number of entries."""
+    for table, want in expected.items():
+        got = transfer.checksum(conn, table)
+        if got != want:
+            raise MailcliError(f"The copy of {table} on {dest.where} differs from the source ({got[0]} rows,"
+                               f" expected {want[0]}, or other content); nothing was copied")
+    assert dest.audit_key is not None
+    result = verify_log(conn, dest.audit_key, None, head_missing=None)
+    if result.problems:
+        first = result.problems[0]
+        raise MailcliError(f"The audit log copied to {dest.where} does not verify (entry #{first.id}:"
+                           f" {first.problem}); nothing was copied")
+    return result.entries
 
 
 def _target_ledgers(settings: Settings, target: Location) -> Path:
@@ -249,6 +257,7 @@ _SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*(#.*)?$")
 _DATABASE = re.compile(r"^\s*database\s*=")
 
 
+# Complexity: a line-by-line edit of one key in one section (replaced, added to the section, or the section added).
 def switch_database(settings: Settings, value: str) -> bool:
     """Make ``[project] database`` in mailcli.toml name ``value``, keeping every other line as it is."""
     path = settings.path

@@ -133,6 +133,7 @@ def erase_cmd(
                  f"{app.settings.smtp.host} keeps logs with this address, ask it to delete them (art. 19).")
 
 
+# Complexity: one message per state of the erased data (on a server, replicated, held, in the WAL, not compacted), each with its remedy.
 def _warn_traces(app: Any, scrub: Any) -> None:
     """Say what is left of an erased person in the database files, and the one thing that removes it."""
     if scrub.on_server:

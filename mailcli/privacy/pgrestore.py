@@ -41,15 +41,7 @@ from .. import audit
 from ..config import Settings
 from ..errors import ConfigError, MailcliError
 from ..ledgers import ledger_end
-from ..locks import (
-    Holder,
-    LockedError,
-    busy_message,
-    import_lock,
-    maintenance_lock,
-    restore_lock,
-    sends_running,
-)
+from ..locks import Holder, import_lock, maintenance_lock, refuse_while_sending, restore_lock
 from ..optouts import optout_ledger_path, read_optouts
 from ..store import Store, open_store, pgdump
 from ..store import audit as audit_table
@@ -62,7 +54,7 @@ from .backup import backup_key_for, dump_database, new_backup_path
 from .encryption import BackupKey, backup_key, decrypt_file, is_encrypted
 from .ledger import ledger_path, read_entries
 from .reapply import Counts, Later, carry_audit, reapply
-from .restore import PREFIX, RestoreResult, remove_leftovers
+from .restore import PREFIX, SENDING, SENDING_HINT, RestoreResult, remove_leftovers
 from .scrub import scrub
 
 if TYPE_CHECKING:
@@ -82,11 +74,7 @@ def restore_postgres_backup(settings: Settings, source: Path, *,
     safety_key = backup_key_for(settings)
     key = backup_key(settings, why=f"{source.name} is encrypted") if is_encrypted(source) else None
     with restore_lock(settings), maintenance_lock(settings, "backup restore"):
-        running = sends_running(url)
-        if running:
-            raise LockedError(busy_message("A send is running on this database, and a restore would replace the"
-                                           " database under it", running[0]), holder=running[0],
-                              hint="run the restore when the send has finished (Ctrl-C stops a send; a rerun resumes it)")
+        refuse_while_sending(url, SENDING, SENDING_HINT)
         with import_lock(settings, "backup restore", wait=busy_timeout(), on_wait=on_lock_wait):
             remove_leftovers(settings)
             try:

@@ -59,15 +59,7 @@ from ..config import Settings
 from ..durable import fsync_folder
 from ..errors import ConfigError, MailcliError, NotFoundError
 from ..ledgers import ledger_end
-from ..locks import (
-    Holder,
-    LockedError,
-    busy_message,
-    import_lock,
-    maintenance_lock,
-    restore_lock,
-    sends_running,
-)
+from ..locks import Holder, import_lock, maintenance_lock, refuse_while_sending, restore_lock
 from ..optouts import optout_ledger_path, read_optouts
 from ..store import Store, backups, litestream, open_store
 from ..store import audit as audit_table
@@ -89,6 +81,8 @@ from .ledger import ledger_path, read_entries
 from .reapply import Counts, Later, carry_audit, reapply
 
 PREFIX = ".restore-"
+SENDING = "A send is running on this database, and a restore would replace the database under it"
+SENDING_HINT = "run the restore when the send has finished (Ctrl-C stops a send; a rerun resumes it)"
 # Folders a restore from a Litestream replica works in: REPLICA_PREFIX + the pid + a random tail.
 REPLICA_PREFIX = ".replica-restore-"
 
@@ -326,11 +320,7 @@ def restore_backup(settings: Settings, source: Path, *, on_wait: Callable[[str],
     if key is None:
         check_backup(source, settings)
     with restore_lock(settings), maintenance_lock(settings, "backup restore"):
-        running = sends_running(target)
-        if running:
-            raise LockedError(busy_message("A send is running on this database, and a restore would replace the"
-                                           " database under it", running[0]), holder=running[0],
-                              hint="run the restore when the send has finished (Ctrl-C stops a send; a rerun resumes it)")
+        refuse_while_sending(target, SENDING, SENDING_HINT)
         with import_lock(settings, "backup restore", wait=busy_timeout(), on_wait=on_lock_wait):
             return _restore(settings, source, target, on_wait, key, safety_key)
 

@@ -29,7 +29,6 @@ the commit, then the restored one.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import re
@@ -292,8 +291,3 @@ def schema_signature(conn: Any) -> dict[tuple[str, str], str]:
     """(kind, name) -> definition of everything in the current schema (see ``_SIGNATURE``)."""
     return {(str(kind), str(name)): str(definition) for kind, name, definition in conn.execute(_SIGNATURE)}
 
-
-def remove_quietly(*paths: Path) -> None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            path.unlink()

@@ -44,26 +44,26 @@ def snapshot(store: Store) -> Iterator[None]:
         conn.execute("COMMIT")
 
 
-def dependency_order(conn: Connection, tables: list[str]) -> list[str]:
-    """``tables`` with every table after the tables its foreign keys name (read from SQLite's catalogue
-    or PostgreSQL's)."""
+def _parents(conn: Connection, tables: list[str]) -> dict[str, set[str]]:
+    """The tables each of ``tables`` names in its foreign keys (from SQLite's catalogue or PostgreSQL's)."""
     if is_postgres(conn):
         rows = conn.execute(
             "SELECT c.relname, p.relname FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid"
             " JOIN pg_class p ON p.oid = k.confrelid WHERE k.contype = 'f'"
             " AND c.relnamespace = current_schema()::regnamespace").fetchall()
-        parents = {t: {str(p) for c, p in rows if c == t and p != t} for t in tables}
-    else:
-        parents = {t: {str(row[2]) for row in conn.execute(f'PRAGMA foreign_key_list("{t}")')} - {t} for t in tables}
+        return {t: {str(p) for c, p in rows if c == t and p != t} for t in tables}
+    return {t: {str(row[2]) for row in conn.execute(f'PRAGMA foreign_key_list("{t}")')} - {t} for t in tables}
+
+
+def dependency_order(conn: Connection, tables: list[str]) -> list[str]:
+    """``tables`` with every table after the tables its foreign keys name."""
+    parents = {t: names & set(tables) for t, names in _parents(conn, tables).items()}
     ordered: list[str] = []
-    placed: set[str] = set()
     while len(ordered) < len(tables):
-        ready = [t for t in tables if t not in placed and parents[t] <= placed | (parents[t] - set(tables))]
-        if not ready:  # a cycle: no order satisfies it; keep the rest as they are
-            ready = [t for t in tables if t not in placed]
-        for table in ready:
-            ordered.append(table)
-            placed.add(table)
+        placed = set(ordered)
+        ready = [t for t in tables if t not in placed and parents[t] <= placed]
+        # A cycle would leave none ready: no order satisfies it, so the rest keep their order.
+        ordered += ready or [t for t in tables if t not in placed]
     return ordered
 
 

@@ -160,6 +160,11 @@ def test_every_command_under_q_in_cron(project: Path, cli: Cli, tmp_path: Path) 
         assert restore.returncode == 0 and restore.stdout == ""
         assert [line.split(":")[0] for line in restore.stderr.splitlines()] == ["Warning"]
         silent.append(("backup", "restore"))
+        # Not a cron job either: under -q only the reminder that the old database still holds everyone.
+        moved = cron(project, "migrate-store", "--to", "moved.db")
+        assert moved.returncode == 0 and moved.stdout == "", moved.stderr
+        assert [line.split(":")[0] for line in moved.stderr.splitlines()] == ["Warning"]
+        silent.append(("migrate-store",))
 
         # Litestream as a service runs it (found beside mailcli, PATH bare): quiet until stopped.
         with (project / "mailcli.toml").open("a", encoding="utf-8") as handle:
