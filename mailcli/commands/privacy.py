@@ -129,16 +129,18 @@ def erase_cmd(
         parts.append(_plural(len(result.files.removed), "file"))
     app.out.result(data, text=f"Erased {subject.masked} (reference {result.ref}): {', '.join(parts)}")
     _say_closed(app, result.requests_closed)
+    if result.scrub is not None and result.scrub.on_server:
+        app.out.info(SERVER_NOTE)
     app.out.info("Only a keyed hash stays on the suppression list. If the relay "
                  f"{app.settings.smtp.host} keeps logs with this address, ask it to delete them (art. 19).")
 
 
-# Complexity: one message per state of the erased data (on a server, replicated, held, in the WAL, not compacted), each with its remedy.
+# Complexity: one message per state of the erased data (replicated, held, in the WAL, not compacted), each with its remedy.
 def _warn_traces(app: Any, scrub: Any) -> None:
     """Say what is left of an erased person in the database files, and the one thing that removes it."""
     if scrub.on_server:
-        app.out.info(SERVER_NOTE)
-    elif scrub.replicated and not scrub.held_in:
+        return  # said after the outcome: nothing here is a warning
+    if scrub.replicated and not scrub.held_in:
         app.out.warn(REPLICATED_NOTE)
     elif scrub.held_in:
         app.out.warn(f"the address is still held in the database ({', '.join(scrub.held_in)}): another record names"
