@@ -35,7 +35,6 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -179,24 +178,26 @@ def archive_to_sql(conn: PgConnection, archive: Path, dest: Path, *, shown: Path
 
 # -- loading the SQL --------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class Block:
-    """Statements to run as they are (``copy`` None), or one table's ``COPY ... FROM stdin`` and its data."""
-
-    sql: str
-    copy: bytes | None = None
-
-
 _COPY = re.compile(rb"^COPY [^\n]* FROM stdin;$")
+_CHUNK = 1 << 20  # bytes of COPY data sent at once
 
 
-def script_blocks(path: Path) -> Iterator[Block]:
-    """The blocks of a SQL file ``pg_restore`` wrote.
+def load_script(conn: PgConnection, path: Path) -> None:
+    """Run the SQL ``pg_restore`` wrote into the open transaction of ``conn``.
 
-    psql's ``\\restrict`` and ``\\unrestrict`` lines (which guard a script run
-    by psql) are left out; any other psql command means the file is not what
-    ``pg_restore`` writes for mailcli's archives, and is refused.
+    Statements between two tables' data run as they are (several at once,
+    as psql would send them); each ``COPY ... FROM stdin`` streams its rows
+    through psycopg's copy protocol, so a large table is never held in
+    memory. psql's ``\\restrict`` and ``\\unrestrict`` lines (which guard a
+    script psql runs) are left out; any other psql command means the file is
+    not what ``pg_restore`` writes for mailcli's archives, and is refused.
+    The script changes session settings (an empty search path above all);
+    they are set back afterwards, so the rest of the transaction runs as the
+    connection did before.
     """
+    raw = conn.raw
+    path_before = str(conn.execute("SELECT current_setting('search_path')").fetchone()[0])
+    lock_timeout = str(conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0])
     statements: list[bytes] = []
     with path.open("rb") as handle:
         lines = iter(handle)
@@ -206,44 +207,38 @@ def script_blocks(path: Path) -> Iterator[Block]:
                 continue
             if bare.startswith(b"\\"):
                 raise MailcliError(f"{path.name}: an unexpected psql command in the archive ({bare[:40]!r})")
-            if _COPY.match(bare):
-                if statements:
-                    yield Block(b"".join(statements).decode("utf-8"))
-                    statements = []
-                data: list[bytes] = []
-                for row in lines:
-                    if row in (b"\\.\n", b"\\."):
-                        break
-                    data.append(row)
-                else:
-                    raise MailcliError(f"{path.name}: the data of {bare.decode('utf-8', 'replace')!r} is cut short")
-                yield Block(bare[:-1].decode("utf-8"), b"".join(data))
+            if not _COPY.match(bare):
+                statements.append(line)
                 continue
-            statements.append(line)
+            if b"".join(statements).strip():
+                raw.execute(b"".join(statements))
+            statements = []
+            _copy_rows(raw, bare[:-1], lines, path)
     if b"".join(statements).strip():
-        yield Block(b"".join(statements).decode("utf-8"))
-
-
-def load_script(conn: PgConnection, path: Path) -> None:
-    """Run the SQL ``pg_restore`` wrote into the open transaction of ``conn``.
-
-    The script changes session settings (an empty search path above all);
-    they are set back afterwards, so the rest of the transaction runs as the
-    connection did before.
-    """
-    raw = conn.raw
-    path_before = str(conn.execute("SELECT current_setting('search_path')").fetchone()[0])
-    lock_timeout = str(conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0])
-    for block in script_blocks(path):
-        if block.copy is None:
-            raw.execute(block.sql.encode("utf-8"))  # several statements, no parameters: as psql would
-            continue
-        with raw.cursor() as cur, cur.copy(block.sql.encode("utf-8")) as copy:
-            copy.write(block.copy)
+        raw.execute(b"".join(statements))
     conn.execute("RESET ALL")
     conn.execute("SELECT set_config('search_path', ?, false)", (path_before,))
     conn.execute("SELECT set_config('lock_timeout', ?, false)", (lock_timeout,))
     conn.execute("SET TIME ZONE 'UTC'")
+
+
+def _copy_rows(raw: Any, statement: bytes, lines: Iterator[bytes], path: Path) -> None:
+    """Stream one table's rows, up to the ``\\.`` line that ends them, into ``statement``."""
+    buffer: list[bytes] = []
+    size = 0
+    with raw.cursor() as cur, cur.copy(statement) as copy:
+        for row in lines:
+            if row in (b"\\.\n", b"\\."):
+                break
+            buffer.append(row)
+            size += len(row)
+            if size >= _CHUNK:
+                copy.write(b"".join(buffer))
+                buffer, size = [], 0
+        else:
+            raise MailcliError(f"{path.name}: the data of {statement.decode('utf-8', 'replace')!r} is cut short")
+        if buffer:
+            copy.write(b"".join(buffer))
 
 
 def set_schema_aside(conn: PgConnection, schema: str, aside: str) -> None:
