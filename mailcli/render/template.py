@@ -172,6 +172,7 @@ class CompiledTemplate:
         variables["campaign"] = {**ctx.campaign, "subject": subject}
         return variables
 
+    # Complexity: two sources of the subject (the campaign's, compiled once and cached, or subject.txt), each checked the same way.
     def render_subject(self, variables: dict[str, Any]) -> str:
         """The campaign's own subject (``--subject``) when it has one, else ``subject.txt``."""
         raw = str(variables["campaign"].get("subject") or "")
