@@ -65,7 +65,7 @@ def main() -> None:
     conn = build(args.contacts)
     print(f"{args.contacts:,} contacts, {args.rounds} interleaved rounds; medians")
     for text, plain in CASES:
-        sql, params = segment_filter(parse_segment(text))
+        sql, params = segment_filter(conn, parse_segment(text))
         ours, theirs = [], []
         for _ in range(args.rounds):
             seconds, count = timed(conn, sql, params)

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +167,69 @@ def use_database(root: Path, url: str) -> None:
     at = out.index("[project]") + 1
     out.insert(at, f'database = "{url}"')
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
+@dataclass
+class Engine:
+    """One engine under test: how to point a project at it and read its database back."""
+
+    name: str
+    pg: PostgresDatabase | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def use(self, project: Path) -> None:
+        if self.pg is not None:
+            use_database(project, self.pg.url)
+
+    def mailcli(self, project: Path, *args: str) -> Any:
+        return run_mailcli(*args, cwd=project, env=self.env)
+
+    def rows(self, project: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query on the project's database (the same SQL on both engines)."""
+        from mailcli.config import resolve
+        from mailcli.store import open_store
+
+        settings = resolve(directory=str(project))
+        store = open_store(settings.project.store_location)
+        try:
+            return [tuple(row) for row in store.conn.execute(sql, params).fetchall()]
+        finally:
+            store.close()
+
+    def location(self, project: Path) -> Any:
+        """The project's database: its SQLite file, or the server's ``DatabaseURL``."""
+        from mailcli.store.url import parse_database_url
+
+        if self.pg is None:
+            return project / "mailcli.db"
+        return parse_database_url(self.pg.url, from_file=True)
+
+    def execute(self, project: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Change the project's database as another program would (the same SQL on both engines)."""
+        from mailcli.config import resolve
+        from mailcli.store import open_store
+
+        store = open_store(resolve(directory=str(project)).project.store_location)
+        try:
+            store.conn.execute(sql, params)
+        finally:
+            store.close()
+
+    def open_store(self, path: Path) -> Any:
+        """A store on this engine: the SQLite file ``path``, or the test database on the server."""
+        from mailcli.store import open_store
+        from mailcli.store.url import parse_database_url
+
+        if self.pg is None:
+            return open_store(path)
+        return open_store(parse_database_url(self.pg.url, from_file=True))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """Each engine in turn: a test that takes it runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield Engine("sqlite")
+        return
+    pg: PostgresDatabase = request.getfixturevalue("pg_database")
+    yield Engine("postgresql", pg, env=dict(pg.env))

@@ -106,11 +106,13 @@ class PostgresServer:
                              dbname="postgres", autocommit=True) as conn:
             conn.execute(sql)  # type: ignore[arg-type]  # test setup, names made here
 
-    def create_database(self) -> str:
-        """A new, empty database; its name."""
+    def create_database(self, *, icu_locale: str | None = None) -> str:
+        """A new, empty database; its name. ``icu_locale``: its text sorts and folds by
+        that language's rules (ICU), as a server set up for it does, rather than by bytes."""
         self._serial += 1
         name = f"t{os.getpid()}_{self._serial}"
-        self.admin(f'CREATE DATABASE "{name}"')
+        locale = f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'" if icu_locale else ""
+        self.admin(f'CREATE DATABASE "{name}"{locale}')
         return name
 
 

@@ -1,7 +1,9 @@
 """Helpers for the send tests: a project, contacts in a list, a test server config.
 
 Contacts are written with plain SQL into the real project database (the same
-columns the importer fills), so these tests do not depend on CSV parsing.
+columns the importer fills), so these tests do not depend on CSV parsing. The
+database is a SQLite file, or a PostgreSQL server's ``DatabaseURL``
+(``Engine.location``): the same SQL runs on both.
 """
 
 from __future__ import annotations
@@ -13,11 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from mailcli import clock
+from mailcli.store.url import DatabaseURL
 from mailcli.tokens import new_uid
 
 
+def _connect(db: Path | DatabaseURL) -> Any:
+    """An autocommit connection to the database, taking ``?`` placeholders on either engine."""
+    if isinstance(db, DatabaseURL):
+        from mailcli.store import open_store
+
+        return open_store(db).conn  # migrated first, as a new project's database is by its first command
+    return sqlite3.connect(db, isolation_level=None)
+
+
 def add_contacts(
-    db: Path,
+    db: Path | DatabaseURL,
     list_name: str,
     contacts: Iterable[Mapping[str, Any]],
     *,
@@ -27,9 +39,9 @@ def add_contacts(
     """Insert contacts (dicts with email, first_name, last_name, extra attributes)
     as members of ``list_name`` with the lawful basis ``basis``; returns their ids."""
     now = clock.now_iso()
-    conn = sqlite3.connect(db, isolation_level=None)
+    conn = _connect(db)
     conn.execute("BEGIN")
-    conn.execute("INSERT OR IGNORE INTO lists (name, created_at) VALUES (?, ?)", (list_name, now))
+    conn.execute("INSERT INTO lists (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (list_name, now))
     list_id = conn.execute("SELECT id FROM lists WHERE name = ?", (list_name,)).fetchone()[0]
     ids = []
     for c in contacts:
@@ -41,14 +53,16 @@ def add_contacts(
         if row:
             cid = row[0]
         else:
-            cur = conn.execute(
+            cid = conn.execute(
                 "INSERT INTO contacts (uid, email, email_key, first_name, last_name, attributes, status,"
-                " created_at, updated_at, last_activity_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+                " created_at, updated_at, last_activity_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)"
+                " RETURNING id",
                 (new_uid(), email, email.lower(), first, last, json.dumps(data), now, now, now),
-            )
-            cid = cur.lastrowid
+            ).fetchone()[0]
+        # A membership written again starts afresh (SQLite's INSERT OR REPLACE, in words both engines know).
+        conn.execute("DELETE FROM memberships WHERE contact_id = ? AND list_id = ?", (cid, list_id))
         conn.execute(
-            "INSERT OR REPLACE INTO memberships (contact_id, list_id, status, consent_source, consent_at,"
+            "INSERT INTO memberships (contact_id, list_id, status, consent_source, consent_at,"
             " created_at, updated_at, basis) VALUES (?, ?, ?, 'test', ?, ?, ?, ?)",
             (cid, list_id, status, now, now, now, basis),
         )
@@ -65,9 +79,9 @@ def people(n: int, domain: str = "example.net", start: int = 0) -> list[dict[str
     ]
 
 
-def deliveries(db: Path, campaign: str) -> dict[str, str]:
+def deliveries(db: Path | DatabaseURL, campaign: str) -> dict[str, str]:
     """email -> delivery status for one campaign."""
-    conn = sqlite3.connect(db)
+    conn = _connect(db)
     try:
         rows = conn.execute(
             "SELECT c.email, d.status FROM deliveries d JOIN contacts c ON c.id = d.contact_id"

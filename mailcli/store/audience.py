@@ -134,10 +134,9 @@ def list_summaries(conn: Connection, names: list[str] | None = None,
     with ``segment``, only the members it matches."""
     found: dict[str, tuple[str, dict[str, int]]] = {}
     if segment is not None:
-        from .segments import refuse_on_postgres, segment_filter
+        from .segments import segment_filter
 
-        refuse_on_postgres(conn)
-        condition, params = segment_filter(segment)
+        condition, params = segment_filter(conn, segment)
         rows = conn.execute(_IN_SEGMENT_SQL.format(segment=condition), params).fetchall()
     else:
         rows = conn.execute(_BY_ROW_SQL).fetchall()
@@ -190,7 +189,7 @@ def audience_page(conn: Connection, list_id: int, campaign_id: int, after: int,
     ``segment`` when one is given: (contact id, uid, email key)."""
     from .segments import segment_filter
 
-    condition, params = segment_filter(segment)
+    condition, params = segment_filter(conn, segment)
     by_kind = _AUDIENCE_BY_KIND_POSTGRES if is_postgres(conn) else _AUDIENCE_BY_KIND
     return conn.execute(by_kind[kind].format(segment=condition),
                         (list_id, after, campaign_id, *params, limit)).fetchall()

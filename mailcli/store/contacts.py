@@ -77,7 +77,7 @@ def _contact_filter(conn: Connection, list_name: str | None, status: str | None,
         return where, params, status_sql, status_params
     from .segments import segment_filter
 
-    condition, values = segment_filter(segment)
+    condition, values = segment_filter(conn, segment)
     return f"({where}) AND {condition}", [*params, *values], status_sql, status_params
 
 

@@ -1,10 +1,11 @@
 """Segments: the expression language of `--where`, `--segment` and `[segments]`.
 
 The property test runs random expressions over random contacts in a real
-SQLite file and compares what the SQL selects with a Python evaluation of
-the same expression, written here from the README's description of the
-language; injection attempts must fail with a parse error that names the
-column, and leave the database as it was.
+database, a SQLite file and a PostgreSQL server in turn, and compares what
+the SQL selects with a Python evaluation of the same expression, written
+here from the README's description of the language; injection attempts
+must fail with a parse error that names the column, and leave the database
+as it was.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mailcli
 from mailcli.errors import ExitCode, UsageError
 from mailcli.segments import All, Comparison, Literal, Node, Not, SegmentError, parse_segment
 from mailcli.store.contacts import iter_contacts
-from tests.conftest import Cli, set_smtp
+from tests.conftest import Cli, Engine, set_smtp
 from tests.sendhelpers import add_contacts, deliveries
 from tests.smtpserver import SmtpServer
 
@@ -91,7 +91,8 @@ def holds(node: Node, contact: dict[str, Any]) -> bool:
 
 VALUES = ["Utrecht", "utrecht", "UTRECHT", "Zoë", "ZOË", "", "3", "3.0", "-1", "10", "2.5", "007", "abc", "1e3",
           " 3", "3 ", "0x10", "--3", "3-4", ".5", "5.", "-0", "2025-01-05", "05-01-2025", "2025-01-05 10:00:00",
-          "2025-13-45", "5-1-2025", "O'Brien", "a%b_c", "Amsterdam"]
+          "2025-13-45", "5-1-2025", "O'Brien", "a%b_c", "Amsterdam", "Ab_", "AB[",
+          "1" * 400, "-" + "9" * 320, "0." + "0" * 400 + "1", "0." + "0" * 323 + "5"]  # beyond a double: inf, 0, 5e-324
 FIELDS = ["city", "rating", "joined", "first_name", "email", "nickname"]
 
 contacts_strategy = st.lists(
@@ -137,8 +138,12 @@ expressions = st.recursive(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    opened = mailcli.open_store(tmp_path / "segments.db")
+def store(tmp_path: Path, engine: Engine) -> Any:
+    """A database on each engine; on PostgreSQL one whose text sorts the Dutch way (not by bytes),
+    which the segments' text comparisons must not follow."""
+    if engine.pg is not None:
+        engine.pg.name = engine.pg.server.create_database(icu_locale="nl-NL")
+    opened = engine.open_store(tmp_path / "segments.db")
     yield opened
     opened.close()
 
@@ -148,6 +153,10 @@ def store(tmp_path: Path) -> Any:
 @given(people=contacts_strategy, text=expressions)
 def test_sql_selects_exactly_the_contacts_python_evaluation_selects(store: Any, people: list[dict[str, Any]],
                                                                    text: str) -> None:
+    _check_against_python(store, people, text)
+
+
+def _check_against_python(store: Any, people: list[dict[str, Any]], text: str) -> None:
     conn = store.conn
     with store.transaction():
         conn.execute("DELETE FROM contacts")
@@ -163,6 +172,22 @@ def test_sql_selects_exactly_the_contacts_python_evaluation_selects(store: Any, 
     chosen = sorted(row.email for row in iter_contacts(store, segment=segment))
     expected = sorted(p["email"] for p in people if holds(segment.tree, p))
     assert chosen == expected, (text, people)
+
+
+# Pairs that a language's collation orders otherwise than their characters'
+# code points (accents, case, punctuation), and numbers beyond a double.
+ORDERINGS = ["city < 'zoz'", "city > 'Zoë'", "city >= 'AB['", "city < 'ab_'", "city <= 'a-b'",
+             "rating > 99999999", "rating < -1", "rating = 0", "rating > 0", "joined >= 2025-01-05"]
+ORDERED = [{"city": c, "rating": r, "joined": j} for c, r, j in [
+    ("ZOË", "1" * 400, "2025-01-05"), ("zoë", "-" + "9" * 320, "05-01-2025x"), ("Zoz", "0." + "0" * 400 + "1", ""),
+    ("ab_", "0." + "0" * 323 + "5", "2025-1-05"), ("AB[", "-0", "2025-01-05 10:00"), ("a-b", "1.0", "31-12-2024"),
+    ("ab", "1e400", "abc")]]
+
+
+def test_text_compares_by_code_point_and_numbers_as_doubles_whatever_the_database(store: Any) -> None:
+    for text in ORDERINGS:
+        people = [{"first_name": "", "attributes": attributes} for attributes in ORDERED]
+        _check_against_python(store, people, text)
 
 
 def test_the_examples_of_the_readme_select_what_they_say(store: Any) -> None:
@@ -271,8 +296,9 @@ def _add_segments(project: Path, text: str) -> None:
     path.write_text(path.read_text(encoding="utf-8") + "\n[segments]\n" + text, encoding="utf-8")
 
 
-def test_contacts_and_lists_use_the_same_language(project: Path, cli: Cli) -> None:
-    add_contacts(project / "mailcli.db", "news", CITIZENS)
+def test_contacts_and_lists_use_the_same_language(project: Path, cli: Cli, engine: Engine) -> None:
+    engine.use(project)
+    add_contacts(engine.location(project), "news", CITIZENS)
     _add_segments(project, "utrecht = \"city = 'Utrecht' and member_rating >= 3\"\n")
     found = cli("contacts", "--where", "city = 'Utrecht' and member_rating >= 3", "--json")
     assert found.exit_code == 0, found.output

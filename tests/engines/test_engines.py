@@ -13,53 +13,15 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mailcli.config import resolve
-from mailcli.store import open_store
-from tests.conftest import PostgresDatabase, run_mailcli, set_smtp, use_database
+from tests.conftest import Engine, PostgresDatabase, run_mailcli, set_smtp, use_database
 from tests.serve_support import Server, one_click
 from tests.smtpserver import SmtpServer
-
-
-@dataclass
-class Engine:
-    """One engine under test: how to point a project at it and read its database back."""
-
-    name: str
-    pg: PostgresDatabase | None = None
-    env: dict[str, str] = field(default_factory=dict)
-
-    def use(self, project: Path) -> None:
-        if self.pg is not None:
-            use_database(project, self.pg.url)
-
-    def mailcli(self, project: Path, *args: str) -> Any:
-        return run_mailcli(*args, cwd=project, env=self.env)
-
-    def rows(self, project: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query on the project's database (the same SQL on both engines)."""
-        settings = resolve(directory=str(project))
-        store = open_store(settings.project.store_location)
-        try:
-            return [tuple(row) for row in store.conn.execute(sql, params).fetchall()]
-        finally:
-            store.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        yield Engine("sqlite")
-        return
-    pg: PostgresDatabase = request.getfixturevalue("pg_database")
-    yield Engine("postgresql", pg, env=dict(pg.env))
-
 
 MAILCHIMP = (
     "Email Address,First Name,Last Name,CITY,UNSUB_TIME\n"

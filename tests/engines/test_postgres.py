@@ -222,19 +222,6 @@ def test_a_dropped_connection_ends_a_send_in_one_line_and_a_rerun_resumes(
     assert report["sent"] + report["uncertain"] == 150
 
 
-def test_segments_refuse_a_postgresql_project_clearly(project: Path, pg_database: PostgresDatabase) -> None:
-    use_database(project, pg_database.url)
-    (project / "p.csv").write_text("email,city\nann@example.org,Delft\n", encoding="utf-8")
-    assert run_mailcli("import", "p.csv", "--list", "news", "--basis", "customer", cwd=project).returncode == 0
-    for args in (("contacts", "--where", "city = 'Delft'"),
-                 ("send", "spring", "--template", "newsletter", "--list", "news", "--where", "city = 'Delft'",
-                  "--yes")):
-        result = run_mailcli(*args, cwd=project)
-        assert result.returncode == 4, result.stderr
-        assert "Segments (--segment, --where) do not work with a PostgreSQL database yet" in _one_line_error(result)
-    assert run_mailcli("report", "spring", cwd=project).returncode == 1  # no campaign was created
-
-
 def test_doctor_shows_the_servers_wal_settings_next_to_retention(project: Path,
                                                                   pg_database: PostgresDatabase) -> None:
     (project / "mailcli.db").unlink()
