@@ -23,7 +23,9 @@ from .store.url import DatabaseURL
 # The commands that work on a PostgreSQL database so far. Every other command
 # refuses one with a clear error before it touches anything, rather than run
 # code written for a SQLite file (lock files, the spool, SQLite's own SQL).
-POSTGRES_READY = frozenset({"backup", "bounces", "config", "contacts", "doctor", "import", "lint", "lists", "migrate-store", "privacy", "render", "report", "send", "serve", "unsubscribe"})
+POSTGRES_READY = frozenset({"backup", "bounces", "campaigns", "config", "contacts", "doctor", "import", "lint", "lists",
+                            "migrate-store", "privacy", "reconfirm", "render", "report", "send", "serve",
+                            "unsubscribe"})
 
 
 def check_engine(settings: Settings, command: str | None) -> None:

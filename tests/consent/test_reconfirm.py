@@ -1,4 +1,5 @@
-"""`mailcli reconfirm --list L`: exactly one confirmation mail per member asked, resumable, through aiosmtpd."""
+"""`mailcli reconfirm --list L`: exactly one confirmation mail per member asked, resumable, through aiosmtpd,
+on both engines (the ``engine`` fixture)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,18 @@ import email
 import email.policy
 import json
 import re
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
 from mailcli.errors import ExitCode
-from tests.conftest import Cli, set_smtp
+from tests.conftest import Cli, Engine, set_smtp
 from tests.sendhelpers import add_contacts, people
 from tests.smtpserver import SmtpServer
 
 
-def _setup(project: Path) -> None:
-    db = project / "mailcli.db"
+def _setup(project: Path, engine: Engine) -> None:
+    engine.use(project)
+    db = engine.location(project)
     add_contacts(db, "news", people(3, start=0), basis="none")  # imported before the basis was recorded
     add_contacts(db, "news", people(2, start=10), status="unconfirmed", basis="none")
     add_contacts(db, "news", people(2, start=20))  # consent on record: not asked
@@ -27,8 +28,8 @@ def _asked(server: SmtpServer) -> Counter[str]:
     return Counter(server.recipients())
 
 
-def test_each_member_without_a_basis_is_asked_exactly_once_and_a_rerun_resumes(project: Path, cli: Cli) -> None:
-    _setup(project)
+def test_each_member_without_a_basis_is_asked_exactly_once_and_a_rerun_resumes(project: Path, cli: Cli, engine: Engine) -> None:
+    _setup(project, engine)
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
         server.script("RCPT", "person1@example.net", ["451 4.3.0 try again later"])
@@ -50,17 +51,14 @@ def test_each_member_without_a_basis_is_asked_exactly_once_and_a_rerun_resumes(p
     assert (report["audience"], report["sent"], report["confirmed"]) == (5, 5, 0)
 
 
-def test_a_message_whose_dot_may_have_gone_out_is_never_sent_again(project: Path, cli: Cli) -> None:
-    _setup(project)
+def test_a_message_whose_dot_may_have_gone_out_is_never_sent_again(project: Path, cli: Cli, engine: Engine) -> None:
+    _setup(project, engine)
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
         server.script("RCPT", "person2@example.net", ["451 4.3.0 try again later"])
         assert cli("reconfirm", "--list", "news").exit_code == ExitCode.PARTIAL
         # As a run killed between the final dot and the reply leaves it:
-        conn = sqlite3.connect(project / "mailcli.db")
-        conn.execute("UPDATE deliveries SET status = 'sending' WHERE status = 'deferred'")
-        conn.commit()
-        conn.close()
+        engine.execute(project, "UPDATE deliveries SET status = 'sending' WHERE status = 'deferred'")
         rerun = cli("--json", "reconfirm", "--list", "news")
         assert json.loads(rerun.stdout)["sent"] == 0
         assert "person2@example.net" not in server.recipients()
@@ -68,12 +66,13 @@ def test_a_message_whose_dot_may_have_gone_out_is_never_sent_again(project: Path
     assert (report["sent"], report["uncertain"]) == (4, 1)
 
 
-def test_confirming_gives_the_basis_and_the_next_campaign_reaches_them(project: Path, cli: Cli) -> None:
+def test_confirming_gives_the_basis_and_the_next_campaign_reaches_them(project: Path, cli: Cli,
+                                                                      engine: Engine) -> None:
     import httpx
 
     from tests.serve_support import Server
 
-    _setup(project)
+    _setup(project, engine)
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
         assert cli("reconfirm", "--list", "news").exit_code == 0

@@ -337,8 +337,10 @@ def test_bad_expressions_on_the_command_line_and_in_the_config(project: Path, cl
     assert before  # the database file was there all along
 
 
-def test_a_campaign_goes_to_its_segment_and_resumes_with_the_frozen_audience(project: Path, cli: Cli) -> None:
-    db = project / "mailcli.db"
+def test_a_campaign_goes_to_its_segment_and_resumes_with_the_frozen_audience(project: Path, cli: Cli,
+                                                                             engine: Engine) -> None:
+    engine.use(project)
+    db = engine.location(project)
     add_contacts(db, "news", CITIZENS)
     _add_segments(project, "utrecht = \"city = 'Utrecht' and member_rating >= 3\"\n")
     with SmtpServer() as server:
@@ -359,9 +361,10 @@ def test_a_campaign_goes_to_its_segment_and_resumes_with_the_frozen_audience(pro
     assert listed[0]["segment"] == "utrecht" and listed[0]["where"] == "city = 'Utrecht' and member_rating >= 3"
 
 
-def test_erasing_someone_named_in_a_segment_takes_the_address_out_of_the_campaign(project: Path, cli: Cli) -> None:
-    db = project / "mailcli.db"
-    add_contacts(db, "news", CITIZENS)
+def test_erasing_someone_named_in_a_segment_takes_the_address_out_of_the_campaign(project: Path, cli: Cli,
+                                                                                 engine: Engine) -> None:
+    engine.use(project)
+    add_contacts(engine.location(project), "news", CITIZENS)
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
         sent = cli("send", "one", "--template", "newsletter", "--list", "news", "--where",
@@ -370,7 +373,8 @@ def test_erasing_someone_named_in_a_segment_takes_the_address_out_of_the_campaig
         assert sorted(server.recipients()) == ["ann@example.org", "bob@example.org"]
     assert cli("privacy", "erase", "ann@example.org", "--yes").exit_code == 0
     assert json.loads(cli("campaigns", "--json").stdout)[0]["where"] == "email in ('[erased]', 'bob@example.org')"
-    for path in project.glob("mailcli.db*"):
+    assert engine.rows(project, "SELECT segment_where FROM campaigns") == [("email in ('[erased]', 'bob@example.org')",)]
+    for path in project.glob("mailcli.db*"):  # a SQLite file keeps no trace either
         if path.is_file():
             assert b"ann@example" not in path.read_bytes().lower(), path
 

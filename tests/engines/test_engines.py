@@ -467,8 +467,7 @@ def test_a_sign_up_through_serve_and_its_double_opt_in(project: Path, engine: En
 
 
 @pytest.mark.parametrize("args", [
-    ("campaigns",),
-    ("reconfirm", "--list", "news"),
+    ("replicate",),
 ])
 def test_commands_not_yet_on_postgresql_refuse_clearly(project: Path, pg_database: PostgresDatabase,
                                                        args: tuple[str, ...]) -> None:

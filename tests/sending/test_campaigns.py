@@ -1,5 +1,6 @@
 """`mailcli campaigns`, test sends (`send --test-to`) and scheduling (`send --not-before`),
-end to end against a real aiosmtpd server on 127.0.0.1, with the clock frozen."""
+end to end against a real aiosmtpd server on 127.0.0.1, with the clock frozen; what
+`campaigns` shows and scheduling run on both engines (the ``engine`` fixture)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from mailcli.errors import ExitCode
 from mailcli.render.preview import PREVIEW_TOKEN
-from tests.conftest import Cli, set_smtp
+from tests.conftest import Cli, Engine, set_smtp
 from tests.privacy_support import freeze
 from tests.sendhelpers import add_contacts
 from tests.serve_support import Server, member_statuses, one_click
@@ -36,10 +37,11 @@ def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
-def test_campaigns_lists_kind_status_audience_subject_dates_and_counts(project: Path, cli: Cli,
+def test_campaigns_lists_kind_status_audience_subject_dates_and_counts(project: Path, cli: Cli, engine: Engine,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     clock = freeze(monkeypatch, "2026-11-30T10:00:00Z")
-    add_contacts(project / "mailcli.db", "news", MEMBERS)
+    engine.use(project)
+    add_contacts(engine.location(project), "news", MEMBERS)
     empty = cli("campaigns")
     assert empty.exit_code == 0 and "No campaigns yet" in empty.stderr and empty.stdout == ""
     with SmtpServer() as server:
@@ -116,11 +118,11 @@ def test_a_test_send_of_a_new_campaign_needs_a_template_and_a_real_address(proje
     assert alone.exit_code == ExitCode.USAGE and "--as goes with --test-to" in alone.stderr
 
 
-def test_not_before_sends_nothing_until_the_time_then_sends_once(project: Path, cli: Cli,
+def test_not_before_sends_nothing_until_the_time_then_sends_once(project: Path, cli: Cli, engine: Engine,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     clock = freeze(monkeypatch, "2026-12-24T07:50:00Z")  # 08:50 in Amsterdam
-    db = project / "mailcli.db"
-    add_contacts(db, "news", MEMBERS)
+    engine.use(project)
+    add_contacts(engine.location(project), "news", MEMBERS)
     cron = ["send", "xmas", "--template", "newsletter", "--list", "news", "--not-before", "2026-12-24 09:00",
             "--tz", "Europe/Amsterdam", "--yes"]
     with SmtpServer() as server:
@@ -133,7 +135,7 @@ def test_not_before_sends_nothing_until_the_time_then_sends_once(project: Path, 
         resumed = cli("send", "xmas", "--yes", "--json")  # the time it was scheduled for is kept
         assert resumed.exit_code == 0 and json.loads(resumed.stdout)["scheduled"] is True
         assert server.messages == []
-        assert _rows(db, "SELECT status, frozen_at FROM campaigns") == [("scheduled", None)]
+        assert engine.rows(project, "SELECT status, frozen_at FROM campaigns") == [("scheduled", None)]
         clock.advance(seconds=1)
         on_time = cli(*cron)
         assert on_time.exit_code == 0, on_time.output
@@ -146,10 +148,11 @@ def test_not_before_sends_nothing_until_the_time_then_sends_once(project: Path, 
     assert listed["status"] == "sent" and listed["first_sent_at"] == "2026-12-24T08:00:00Z"
 
 
-def test_not_before_reschedules_and_refuses_what_is_not_a_time(project: Path, cli: Cli,
+def test_not_before_reschedules_and_refuses_what_is_not_a_time(project: Path, cli: Cli, engine: Engine,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     freeze(monkeypatch, "2026-12-01T12:00:00Z")
-    add_contacts(project / "mailcli.db", "news", MEMBERS)
+    engine.use(project)
+    add_contacts(engine.location(project), "news", MEMBERS)
     base = ["send", "xmas", "--template", "newsletter", "--list", "news", "--yes"]
     assert cli(*base, "--not-before", "2026-12-24T09:00+01:00").exit_code == 0
     assert cli(*base, "--not-before", "2026-12-23 09:00", "--tz", "UTC").exit_code == 0
