@@ -533,12 +533,16 @@ POSTGRES_MERGE_TABLES = ("import_stage", "import_match")
 
 
 def postgres_write_staged(conn: Connection, *, list_id: int, status: str, on_conflict: str, source: str,
-                          source_prefix: str, source_suffix: str, basis: str | None = None) -> Merged:
+                          source_prefix: str, source_suffix: str, overwrite_rectified: bool = False,
+                          basis: str | None = None) -> Merged:
     """``write_staged`` on PostgreSQL: the same outcomes, counted the same way."""
+    from .rectified import keep_rectified
+
     now = now_iso()
     conn.execute("CREATE INDEX ON pg_temp.import_raw (key)")
     conn.execute(_PG_STAGE)
     conn.execute(_PG_MERGE_UPDATE if on_conflict == "update" else _PG_MERGE_SKIP)
+    kept = keep_rectified(conn) if on_conflict == "update" and not overwrite_rectified else 0
     (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()
     params = {"list": list_id, "now": now, "status": status, "source": source, "base": base,
               "source_prefix": source_prefix, "source_suffix": source_suffix, "basis": basis}
@@ -562,5 +566,5 @@ def postgres_write_staged(conn: Connection, *, list_id: int, status: str, on_con
     stated = conn.execute(_PG_STATE_BASIS, params).rowcount if basis is not None and status == "subscribed" else 0
     (utf8,) = conn.execute(_PG_NEEDS_SMTPUTF8).fetchone()
     (no_basis,) = conn.execute(_PG_NO_BASIS, {"list": list_id}).fetchone()
-    return Merged(**counts, addresses=int(keys), needs_smtputf8=int(utf8), basis_stated=int(stated),
-                  no_basis=int(no_basis))
+    return Merged(**counts, addresses=int(keys), needs_smtputf8=int(utf8), kept_rectified=kept,
+                  basis_stated=int(stated), no_basis=int(no_basis))

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ..clock import now_iso
-from ..errors import ConfigError, UsageError
+from ..errors import UsageError
 from ..importrows import Batch, BatchSource, OptOut, RowReject, Suppression
 from .db import PAGE_SIZE, Connection, Store, is_postgres
 from .import_merge import MERGE_TABLES, POSTGRES_MERGE_TABLES, postgres_write_staged, write_staged
@@ -168,9 +168,9 @@ def import_batches(
         rejected, rejects = _rejects(conn, on_reject)
         opted_out, left = _take_opt_outs(conn, list_id, on_opt_outs)
         if postgres:
-            _postgres_refuse_rectified(conn, overwrite_rectified)
             merged = postgres_write_staged(conn, list_id=list_id, status=status, on_conflict=on_conflict,
-                                           source=source, source_prefix=prefix, source_suffix=suffix, basis=basis)
+                                           source=source, source_prefix=prefix, source_suffix=suffix,
+                                           overwrite_rectified=overwrite_rectified, basis=basis)
         else:
             merged = write_staged(conn, list_id=list_id, status=status, on_conflict=on_conflict, source=source,
                                   source_prefix=prefix, source_suffix=suffix, rows=staged - left,
@@ -224,18 +224,6 @@ def postgres_import_session(conn: Connection) -> Iterator[None]:
     finally:
         with contextlib.suppress(Exception):
             _drop_temp(conn)
-
-
-def _postgres_refuse_rectified(conn: Connection, overwrite: bool) -> None:
-    """Fields a person had corrected are kept by SQLite's merge; PostgreSQL's does not know them
-    yet, so an import that could overwrite one stops there, with nothing written."""
-    if overwrite:
-        return
-    if conn.execute("SELECT 1 FROM contacts WHERE rectified IS NOT NULL LIMIT 1").fetchone() is not None:
-        raise ConfigError(
-            "Some contacts have fields their owners corrected, and an import on PostgreSQL cannot keep them yet;"
-            " nothing was imported",
-            hint="pass --overwrite-rectified to let the file win, or import into a SQLite project")
 
 
 def _drop_temp(conn: Connection) -> None:

@@ -6,6 +6,7 @@ import json
 import zipfile
 from pathlib import Path
 
+from tests.conftest import Engine
 from tests.privacy_support import connect, freeze
 
 ANNA = "anna@example.nl"
@@ -122,7 +123,8 @@ def _contact(cli, email: str) -> dict:
     return json.loads(cli("--json", "contacts", "show", email).stdout)
 
 
-def test_a_correction_outlasts_a_reimport_of_the_original_file(project: Path, cli) -> None:
+def test_a_correction_outlasts_a_reimport_of_the_original_file(project: Path, cli, engine: Engine) -> None:
+    engine.use(project)
     (project / "leden.csv").write_text(ORIGINAL, encoding="utf-8")
     assert cli("import", "leden.csv", "--list", "news", "--basis", "customer").exit_code == 0
     assert cli("contacts", "set", ANNA, "last_name=de Bruijn-Smit", "woonplaats=Utrecht").exit_code == 0
