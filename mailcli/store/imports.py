@@ -16,10 +16,11 @@ writes them to contacts and list memberships.
   SQLite database, ``deserialize``), the PRAGMAs around the import and the
   ``ATTACH`` of the schema frames are loaded into are in the functions named
   ``sqlite_*``. On PostgreSQL (:func:`postgres_import_session`) the rows are
-  staged with the same multi-row INSERTs into TEMP tables, one import runs
-  at a time (an advisory lock held to the commit, instead of a lock file
-  on one machine), and :func:`~mailcli.store.import_merge.postgres_write_staged`
-  merges; ``COPY`` into the stage would be the faster path there.
+  staged with ``COPY`` into TEMP tables
+  (:func:`~mailcli.store.staging.postgres_stage_rows`), one import runs at a
+  time (an advisory lock held to the commit, instead of a lock file on one
+  machine), and :func:`~mailcli.store.import_merge.postgres_write_staged`
+  merges.
 * **Suppression** is checked by the keyed hash of the address, in Python, by
   the reader (:class:`~mailcli.importrows.Suppression`), only when the
   suppression list has entries for this list or all marketing
@@ -46,7 +47,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..clock import now_iso
 from ..errors import UsageError
@@ -54,8 +55,18 @@ from ..importrows import Batch, BatchSource, OptOut, RowReject, Suppression
 from .db import PAGE_SIZE, Connection, Store, is_postgres
 from .import_merge import MERGE_TABLES, POSTGRES_MERGE_TABLES, postgres_write_staged, write_staged
 from .lists import list_id
-from .staging import STAGING_TABLES, create_staging, retract, sqlite_stage_frame, stage_rows
+from .staging import (
+    STAGING_TABLES,
+    create_staging,
+    postgres_stage_rows,
+    retract,
+    sqlite_stage_frame,
+    stage_rows,
+)
 from .suppressions import suppressed_hmacs
+
+if TYPE_CHECKING:
+    from .postgres import PgConnection
 
 MAX_REJECTS_KEPT = 10_000  # listed in the result; the rejects file gets them all
 IMPORT_STATUSES = ("subscribed", "unconfirmed")
@@ -266,9 +277,12 @@ def _stage(conn: Connection, batches: Iterable[Batch], on_batch: Callable[[int],
             staged += sqlite_stage_frame(cast(sqlite3.Connection, conn), batch.frame)  # frames: SQLite only
         elif batch.retract_from:
             staged -= retract(conn, batch.retract_from, tables=_stage_prefix(conn))
+        elif is_postgres(conn):
+            staged += len(batch.rows)
+            postgres_stage_rows(cast("PgConnection", conn), batch.rows, batch.rejects, batch.optouts)
         else:
             staged += len(batch.rows)
-            stage_rows(conn, batch.rows, batch.rejects, batch.optouts, tables=_stage_prefix(conn))
+            stage_rows(conn, batch.rows, batch.rejects, batch.optouts)
         if on_batch is not None:
             on_batch(batch.position)
     return staged, suppressed

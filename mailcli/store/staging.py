@@ -5,6 +5,8 @@ The import process stages rows in TEMP tables of its connection
 in-memory database of its own and sends it serialized, as a frame the import
 process loads whole. Both go through :func:`stage_rows`. Loading a frame is
 SQLite's (``serialize``/``deserialize``): the functions named ``sqlite_*``.
+On PostgreSQL the rows go into the TEMP tables with ``COPY``
+(:func:`postgres_stage_rows`).
 This module imports nothing else of the store's, so a worker loads little.
 """
 
@@ -20,6 +22,7 @@ from ..importrows import OptOut, RowReject, StagedRow
 
 if TYPE_CHECKING:
     from .db import Connection
+    from .postgres import PgConnection
 
 # Rows land here first, in file order, as fast as executemany can append
 # (inserting straight into a table keyed by address costs a random B-tree
@@ -84,6 +87,17 @@ def stage_rows(conn: Connection, rows: list[StagedRow], rejects: Sequence[RowRej
                          [(r.line, r.reason, json.dumps(r.raw)) for r in rejects])
     if optouts:
         conn.executemany(f"INSERT INTO {tables}optouts VALUES (?, ?, ?, ?)", optouts)  # noqa: S608 - as above
+
+
+def postgres_stage_rows(conn: PgConnection, rows: list[StagedRow], rejects: Sequence[RowReject],
+                        optouts: Sequence[OptOut], *, tables: str = "pg_temp.import_") -> None:
+    """:func:`stage_rows` on PostgreSQL: each table's rows of the batch in one ``COPY``,
+    the server's bulk path, instead of INSERTs of a hundred rows."""
+    conn.copy_rows(f"COPY {tables}raw FROM STDIN", rows)
+    if rejects:
+        conn.copy_rows(f"COPY {tables}rejects FROM STDIN", [(r.line, r.reason, json.dumps(r.raw)) for r in rejects])
+    if optouts:
+        conn.copy_rows(f"COPY {tables}optouts FROM STDIN", optouts)
 
 
 def sqlite_frame(rows: list[StagedRow], rejects: Sequence[RowReject], optouts: Sequence[OptOut]) -> bytes:
