@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SUPERUSER = "mailcli_test"
+# The tests' server trades durability for speed; a benchmark passes the server's own defaults ("").
+TEST_SETTINGS = "-c fsync=off -c full_page_writes=off -c max_connections=60 -c shared_buffers=32MB"
 
 
 def find_bindir() -> Path | None:
@@ -54,6 +56,7 @@ class PostgresServer:
     port: int = 0
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     user: str = SUPERUSER
+    settings: str = TEST_SETTINGS
     _as: list[str] = field(default_factory=list)
     _serial: int = 0
 
@@ -82,8 +85,7 @@ class PostgresServer:
         last = ""
         for _ in range(5):  # another process may take the free port first
             self.port = free_port()
-            options = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
-                       " -c full_page_writes=off -c max_connections=60 -c shared_buffers=32MB")
+            options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 {self.settings}"
             done = self._run(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.base / "log"),
                              "-o", options, "-w", "-t", "60", "start")
             if done.returncode == 0:
@@ -116,8 +118,8 @@ class PostgresServer:
         return name
 
 
-def start_server() -> tuple[PostgresServer | None, str]:
-    """A running server, or None and why none could be started."""
+def start_server(settings: str = TEST_SETTINGS) -> tuple[PostgresServer | None, str]:
+    """A running server (started with ``settings``), or None and why none could be started."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -131,7 +133,7 @@ def start_server() -> tuple[PostgresServer | None, str]:
         except KeyError:
             return None, "running as root and there is no postgres user to run the server as"
     base = Path(tempfile.mkdtemp(prefix="mailcli-pg-"))
-    server = PostgresServer(bindir=bindir, base=base)
+    server = PostgresServer(bindir=bindir, base=base, settings=settings)
     try:
         server.start()
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
