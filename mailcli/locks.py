@@ -142,16 +142,18 @@ def database_lock(
     hint: str,
     wait: float = 0.0,
     on_wait: Callable[[Holder | None], None] | None = None,
+    shared: bool = False,
 ) -> Iterator[Holder]:
     """Hold the lock ``name`` of the database at ``db_path`` for the block.
 
     Raises ``LockedError`` (``busy``, the holder, ``hint``) when another
     process holds it and ``wait`` seconds passed. Yields this process's own
-    ``Holder`` line.
+    ``Holder`` line. ``shared`` (PostgreSQL only): any number of processes
+    may hold it so at once, and keep out one that wants it alone.
     """
     if isinstance(db_path, DatabaseURL):
         with _postgres_lock(db_path, name, command=command, busy=busy, hint=hint, wait=wait,
-                            on_wait=on_wait) as me:
+                            on_wait=on_wait, shared=shared) as me:
             yield me
         return
     try:
@@ -219,7 +221,7 @@ def replicate_lock(settings: Any) -> None:
 
 @contextlib.contextmanager
 def _postgres_lock(url: DatabaseURL, name: str, *, command: str, busy: str, hint: str, wait: float,
-                   on_wait: Callable[[Holder | None], None] | None) -> Iterator[Holder]:
+                   on_wait: Callable[[Holder | None], None] | None, shared: bool = False) -> Iterator[Holder]:
     """``database_lock`` on a PostgreSQL server: a session advisory lock on a connection of its own."""
     from .store import postgres
 
@@ -228,7 +230,7 @@ def _postgres_lock(url: DatabaseURL, name: str, *, command: str, busy: str, hint
     try:
         deadline = time.monotonic() + wait
         told = False
-        while not postgres.try_advisory_lock(conn, name):
+        while not postgres.try_advisory_lock(conn, name, hold_shared=shared):
             holder = _holder_from_server(postgres.advisory_lock_holder(conn, name))
             if time.monotonic() >= deadline:
                 raise LockedError(busy_message(busy, holder), hint=hint, holder=holder)
@@ -261,10 +263,24 @@ def campaign_lock_name(campaign: str) -> str:
 
 
 def campaign_lock(settings: Any, campaign: str) -> contextlib.AbstractContextManager[Holder]:
-    """One sender per campaign and database."""
+    """One sender per campaign and database (a reconfirmation round, or a send on SQLite)."""
     return database_lock(
         settings.project.store_location, campaign_lock_name(campaign), command=f"send {campaign}",
         busy=f"Campaign {campaign!r} is being sent by another process",
+        hint="wait for it to finish; its lock is released when that process ends",
+    )
+
+
+def send_lock(settings: Any, campaign: str) -> contextlib.AbstractContextManager[Holder]:
+    """The lock of one campaign's send: ``campaign_lock`` on SQLite; on a
+    PostgreSQL server, where senders on several machines may work one
+    campaign together (``store.leases``), held shared by each of them."""
+    location = settings.project.store_location
+    if not isinstance(location, DatabaseURL):
+        return campaign_lock(settings, campaign)
+    return database_lock(
+        location, campaign_lock_name(campaign), command=f"send {campaign}", shared=True,
+        busy=f"Campaign {campaign!r} is in use by another process",
         hint="wait for it to finish; its lock is released when that process ends",
     )
 

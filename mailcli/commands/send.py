@@ -229,7 +229,7 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, fa
         out.data({
             "campaign": s.campaign, "dry_run": s.dry_run, "sent": s.sent, "failed": s.failed, "deferred": s.deferred,
             "uncertain": s.uncertain, "skipped": s.skipped, "rendered": s.rendered, "no_basis": s.no_basis,
-            "interrupted": s.interrupted,
+            "interrupted": s.interrupted, "completed": s.completed,
             "elapsed_seconds": round(s.elapsed, 3), "campaign_totals": s.counts,
             "connections_limit": s.connections_limit,
             "rate_limit": round(s.rate_limit, 3) if s.rate_limit is not None else None,

@@ -34,11 +34,12 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mailcli import audit, clock
 from mailcli.config import Settings
-from mailcli.locks import LockedError, busy_message, campaign_lock, lock_holder
+from mailcli.locks import LockedError, busy_message, lock_holder, send_lock
 from mailcli.send import ledger
 from mailcli.send.message import MessageFactory
 from mailcli.send.pipeline import RenderAhead, outgoing
@@ -57,9 +58,10 @@ from mailcli.send.results import ConfirmFn, ProgressFn, SendPlan, SendSummary
 from mailcli.send.transport import SmtpTransport
 from mailcli.send.watch import OptoutWatch
 from mailcli.send.writer import LedgerHooks, LedgerWriter
-from mailcli.store import Store
+from mailcli.store import Store, leases
 from mailcli.store import campaigns as campaign_rows
 from mailcli.store.claims import release_claim
+from mailcli.store.db import is_postgres
 from mailcli.store.relays import get_relay
 from mailcli.tokens import new_uid
 
@@ -80,7 +82,7 @@ def send_campaign(
 
     ``on_notice`` hears, as it happens, when the relay pushes back: a
     connection refused, a request to slow down, a server that is down."""
-    with campaign_lock(settings, options.campaign) as me:
+    with send_lock(settings, options.campaign) as me:
         existing = ledger.get_campaign(store.conn, options.campaign)
         if options.template and existing is None:
             # A template that does not exist or compile stops a new campaign
@@ -97,7 +99,10 @@ def send_campaign(
         if restoring is not None:  # it would replace the database under this run
             raise LockedError(busy_message("A restore is replacing the database", restoring), holder=restoring,
                               hint="run the send again when the restore has finished")
-        claim = RunClaim(owner=new_uid(), holder=me)
+        # On PostgreSQL senders share the campaign, each with leases of its
+        # own; on SQLite this run claims the whole campaign.
+        shared = is_postgres(store.conn)
+        claim = None if shared else RunClaim(owner=new_uid(), holder=me)
         if confirm is not None:
             # Ask before anything is written: the plan comes from a freeze
             # that is rolled back, so "no" (or no terminal) changes nothing.
@@ -108,12 +113,18 @@ def send_campaign(
                                   accepted=marker.accepted, no_basis=marker.no_basis)
             if preview.to_send:
                 confirm(preview)
-        campaign, plan = prepare(store, settings, options, claim=claim)
+        lease = Lease(leases.begin_run(store.conn), leases.lease_seconds()) if shared else None
         try:
-            return _send_prepared(store, settings, options, campaign, plan, claim, progress=progress,
-                                  on_plan=on_plan, on_notice=on_notice)
+            campaign, plan = prepare(store, settings, options, claim=claim)
+            try:
+                return _send_prepared(store, settings, options, campaign, plan, claim, progress=progress,
+                                      on_plan=on_plan, on_notice=on_notice, lease=lease)
+            finally:
+                if claim is not None:
+                    release_claim(store.conn, claim.name(campaign), claim.owner)
         finally:
-            release_claim(store.conn, claim.name(campaign), claim.owner)
+            if lease is not None and store.alive():
+                leases.end_run(store.conn, lease.owner)
 
 
 def _not_yet(store: Store, settings: Settings, options: SendOptions,
@@ -132,10 +143,18 @@ def _not_yet(store: Store, settings: Settings, options: SendOptions,
     return summary
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """This run's part in a campaign shared with other senders (``store.leases``)."""
+
+    owner: int  # the run's number
+    seconds: float  # how long a claim lasts without renewal
+
+
 def _send_prepared(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
-                   plan: SendPlan, claim: RunClaim, *, progress: ProgressFn | None,
+                   plan: SendPlan, claim: RunClaim | None, *, progress: ProgressFn | None,
                    on_plan: Callable[[SendPlan], None] | None,
-                   on_notice: Callable[[str], None] | None) -> SendSummary:
+                   on_notice: Callable[[str], None] | None, lease: Lease | None = None) -> SendSummary:
     if on_plan is not None:
         on_plan(plan)
     summary = SendSummary(campaign=campaign.name, dry_run=False, relay=settings.smtp.address, no_basis=plan.no_basis)
@@ -154,7 +173,7 @@ def _send_prepared(store: Store, settings: Settings, options: SendOptions, campa
         if plan.to_send == 0:
             # Nothing left: the status catches up with rows that erasure or
             # purge took away since the last run.
-            _settle(store, campaign, summary)
+            _settle(store, campaign, summary, lease=lease)
             return summary
         # A service message reaches people who opted out of marketing: each
         # run says why, in the audit log.
@@ -169,37 +188,51 @@ def _send_prepared(store: Store, settings: Settings, options: SendOptions, campa
         try:
             asyncio.run(_run(store, settings, options, campaign, factory, summary, progress,
                              pool=pool, samples=samples, links=factory.links, expected=plan.to_send, notice=on_notice,
-                             claim=(claim.name(campaign), claim.owner)))
+                             claim=(claim.name(campaign), claim.owner) if claim is not None else None, lease=lease))
         finally:
             summary.elapsed = time.monotonic() - started
-            _settle(store, campaign, summary, started_at)
+            _settle(store, campaign, summary, started_at, lease=lease)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return summary
 
 
-def _settle(store: Store, campaign: ledger.Campaign, summary: SendSummary, started_at: str | None = None) -> None:
+def _settle(store: Store, campaign: ledger.Campaign, summary: SendSummary, started_at: str | None = None, *,
+            lease: Lease | None = None) -> None:
     """The campaign's counts after the run, and its status from them; when
-    the run sent something, its start and end as the campaign's first and last send."""
+    the run sent something, its start and end as the campaign's first and last send.
+
+    A run sharing the campaign (``lease``) first lets go of what it holds
+    and turns the ``sending`` rows of runs that are gone into ``uncertain``;
+    the settling runs take turns, so the last one to find nothing pending
+    (no other sender holds any then) completes the campaign, once."""
+    if lease is not None and not store.alive():
+        return  # the server dropped the connection: the error says so; its leases die with it
     with store.transaction() as conn:
+        if lease is not None:
+            leases.lock_campaign(conn, campaign.uid)
+            leases.release(conn, campaign.id, lease.owner)
+            ledger.recover_interrupted(conn, campaign.id)
         if started_at is not None and summary.sent:
             campaign_rows.note_sent(conn, campaign.id, started_at, clock.now_iso())
         summary.counts = ledger.campaign_counts(conn, campaign)
         summary.uncertain_causes = ledger.uncertain_causes(conn, campaign.id)
-        ledger.set_campaign_status(conn, campaign.id, summary.counts)
+        summary.completed = ledger.set_campaign_status(conn, campaign.id, summary.counts)
 
 
 async def _run(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
                factory: MessageFactory, summary: SendSummary, progress: ProgressFn | None, *,
                pool: Any = None, samples: list[tuple[Any, ...]] | None = None,
                links: dict[str, int] | None = None, expected: int | None = None,
-               notice: Callable[[str], None] | None = None, claim: tuple[str, str] | None = None) -> None:
+               notice: Callable[[str], None] | None = None, claim: tuple[str, str] | None = None,
+               lease: Lease | None = None) -> None:
     smtp = settings.smtp
     relay = get_relay(store.conn, smtp.host, smtp.port, smtp.username)
     contacts: dict[int, ledger.Recipient] = {}
     statuses = ledger.sendable_statuses(options.resend_uncertain)
-    writer = LedgerWriter(store, settings, campaign, statuses=statuses, claim=claim)
+    writer = LedgerWriter(store, settings, campaign, statuses=statuses, claim=claim,
+                          lease=(lease.owner, lease.seconds) if lease is not None else None)
     # Before the first page is read: every opt-out committed after it is seen.
     watch = OptoutWatch(store.conn, list_id=campaign.list_id, list_name=campaign.list_name, secret=factory.secret,
                         database=store.path, kind=campaign.kind)
@@ -221,8 +254,12 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
             return
         smtputf8 = "SMTPUTF8" in transport.extensions
         remember_smtputf8(store, settings, relay, smtputf8)
-        pages = ledger.iter_sendable(store.conn, campaign, factory.secret, resend_uncertain=options.resend_uncertain,
-                                     relay=(smtp.address, smtputf8))
+        if lease is not None:
+            pages = ledger.iter_claimed(store.conn, campaign, factory.secret, lease.owner, lease=lease.seconds,
+                                        resend_uncertain=options.resend_uncertain, relay=(smtp.address, smtputf8))
+        else:
+            pages = ledger.iter_sendable(store.conn, campaign, factory.secret,
+                                         resend_uncertain=options.resend_uncertain, relay=(smtp.address, smtputf8))
         ahead = RenderAhead(factory, writer, summary, transport, progress, watch, pool=pool, samples=samples,
                             limit=options.limit, links=links)
         await transport.run(outgoing(ahead.built(pages), factory, summary, contacts))

@@ -35,10 +35,13 @@ from mailcli.errors import NotFoundError, UsageError
 from mailcli.segments import Segment, parse_segment
 from mailcli.store import campaigns as campaign_rows
 from mailcli.store import deliveries as delivery_rows
+from mailcli.store import leases
 from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_events, archived_counts
 from mailcli.store.audience import audience_page, list_not_found
 from mailcli.store.campaigns import Campaign, get_campaign, list_campaigns
+from mailcli.store.db import is_postgres
 from mailcli.store.deliveries import KILLED_AFTER_DOT, delivery_status_counts, uncertain_causes
+from mailcli.store.leases import live_sending
 from mailcli.store.lists import list_id
 from mailcli.store.relays import smtputf8_marked
 from mailcli.store.segments import check_segment_fields
@@ -244,6 +247,29 @@ def iter_sendable(
         yield _checked(conn, campaign, secret, rows, relay)
 
 
+def iter_claimed(
+    conn: Connection, campaign: Campaign, secret: bytes, owner: int, *, lease: float,
+    resend_uncertain: bool = False, page: int = 100, relay: tuple[str, bool | None] | None = None,
+) -> Iterator[list[Recipient]]:
+    """``iter_sendable`` for a run that shares the campaign with other
+    senders (PostgreSQL): each page is a batch this run claimed
+    (``store.leases``). An empty page means nothing is free now but other
+    live runs still hold pending deliveries: wait a moment and ask again,
+    since a run that ends or dies lets go of what it did not send. The
+    iteration ends when nothing is free and nobody else holds any."""
+    statuses = sendable_statuses(resend_uncertain)
+    while True:
+        ids = leases.claim(conn, campaign.id, owner, statuses, page, lease)
+        if ids:
+            rows = delivery_rows.sendable_rows(conn, campaign.id, campaign.list_id, statuses, ids, campaign.kind)
+            if rows:
+                yield _checked(conn, campaign, secret, rows, relay)
+            continue
+        if not leases.held_by_others(conn, campaign.id, owner):
+            return
+        yield []
+
+
 # Complexity: per recipient of a page: each reason a row is no longer sendable, checked inline.
 def _checked(conn: Connection, campaign: Campaign, secret: bytes, rows: list[Any],
              relay: tuple[str, bool | None] | None = None) -> list[Recipient]:
@@ -297,12 +323,19 @@ def campaign_counts(conn: Connection, campaign: Campaign) -> dict[str, int]:
     """The report keys for one campaign: live rows + archived totals.
 
     ``sending`` counts as ``uncertain`` (outside a running send it can only be
-    a row a killed process left behind). bounced/unsubscribed/complained are
+    a row a killed process left behind); on PostgreSQL, where several senders
+    may run, a ``sending`` row of a live sender counts as ``pending``. bounced/unsubscribed/complained are
     the events attributed to the campaign (written by ``bounces``/``serve``).
     """
     counts = {key: 0 for key in (*REPORT_KEYS, "skipped")}
     for status, n in delivery_status_counts(conn, campaign.id).items():
         key = "uncertain" if status == "sending" else status
+        if status == "sending" and is_postgres(conn):
+            # Another sender's message in flight is not uncertain: its
+            # result is not known yet, as for a pending one.
+            live = live_sending(conn, campaign.id)
+            counts["pending"] += live
+            n -= live
         counts[key] = counts.get(key, 0) + n
         counts["audience"] += n
     for kind, n in campaign_rows.feedback_counts(conn, campaign.id).items():
@@ -327,8 +360,13 @@ def failures(conn: Connection, campaign: Campaign) -> list[Failure]:
     return [Failure(*row) for row in delivery_rows.failed_deliveries(conn, campaign.id)]
 
 
-def set_campaign_status(conn: Connection, campaign_id: int, counts: dict[str, Any]) -> None:
-    """'sent' once nothing is left to send or retry; otherwise 'sending'."""
+def set_campaign_status(conn: Connection, campaign_id: int, counts: dict[str, Any]) -> bool:
+    """'sent' once nothing is left to send or retry; otherwise 'sending'.
+
+    True when this call completed the campaign: it was not 'sent' before.
+    Only the call that completes it sets its ``finished_at``."""
     done = counts.get("pending", 0) + counts.get("deferred", 0) == 0
-    campaign_rows.set_campaign_status(conn, campaign_id, "sent" if done else "sending",
-                                      clock.now_iso() if done else None)
+    if done:
+        return campaign_rows.complete_campaign(conn, campaign_id, clock.now_iso())
+    campaign_rows.set_campaign_status(conn, campaign_id, "sending", None)
+    return False

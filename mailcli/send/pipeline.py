@@ -26,6 +26,7 @@ from mailcli.send.watch import OptoutWatch
 from mailcli.send.writer import LedgerWriter
 
 BATCH = 16  # recipients per batch sent to a render worker
+CLAIM_POLL = 0.5  # seconds between looks for deliveries other senders let go of
 
 
 class RenderAhead:
@@ -53,6 +54,14 @@ class RenderAhead:
     async def built(self, pages: Iterator[list[ledger.Recipient]]) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
         """(recipient, wire bytes) for every recipient of ``pages`` still to send."""
         for r in self._recipients(pages):
+            if r is None:
+                # Nothing to claim now; other senders still hold pending
+                # deliveries. Hand out everything of ours first (they may be
+                # waiting for it in turn), then look again in a moment.
+                async for item in self._drain():
+                    yield item
+                await asyncio.sleep(CLAIM_POLL)
+                continue
             if self.pool is not None and len(self.inflight) >= self.ahead:
                 await self._wait_for_workers()
             while self.inflight and self.inflight[0][0].done():
@@ -82,16 +91,23 @@ class RenderAhead:
             for item in await self._collect():
                 yield item
 
-    def _recipients(self, pages: Iterator[list[ledger.Recipient]]) -> Iterator[ledger.Recipient]:
+    def _recipients(self, pages: Iterator[list[ledger.Recipient]]) -> Iterator[ledger.Recipient | None]:
         """The recipients to build, until ``--limit`` or a stop; skipped ones
         are recorded. The opt-out counter is noted before each page is read,
-        so an opt-out committed after it is seen."""
+        so an opt-out committed after it is seen. An empty page (a sender
+        sharing the campaign that finds nothing to claim yet) comes out as
+        None."""
         handed = 0
         while True:
             mark = self.watch.mark()
             page = next(pages, None)
             if page is None:
                 return
+            if not page:
+                if self.transport.stopping or (self.limit is not None and handed >= self.limit):
+                    return
+                yield None
+                continue
             for r in page:
                 if self.transport.stopping or (self.limit is not None and handed >= self.limit):
                     return

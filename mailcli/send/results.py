@@ -60,6 +60,8 @@ class SendSummary:
     # Failures the template causes, not the contact: message (naming the
     # file and line) -> how many messages it failed.
     template_errors: dict[str, int] = field(default_factory=dict)
+    # This run found the campaign done and marked it so (once, of all its runs).
+    completed: bool = False
     # Set when the run sent nothing because the campaign's moment has not come.
     not_before: datetime | None = None
 

@@ -34,9 +34,14 @@ from mailcli.send.results import ProgressFn, SendSummary, masked_problem
 from mailcli.send.watch import OptoutWatch
 from mailcli.store import Store
 from mailcli.store.claims import HEARTBEAT_EVERY, refresh_claim
+from mailcli.store.db import StoreConflictError
 from mailcli.store.deliveries import durable_connection, mark_sending, record_result, record_skip
+from mailcli.store.leases import lock_campaign, renew
 from mailcli.store.optouts import GONE
 from mailcli.store.relays import mark_needs_smtputf8
+
+# How often a batch the server broke off for a deadlock is tried again.
+_CONFLICT_RETRIES = 5
 
 
 class LedgerWriter:
@@ -51,13 +56,19 @@ class LedgerWriter:
     """
 
     def __init__(self, store: Store, settings: Settings, campaign: ledger.Campaign, *,
-                 statuses: tuple[str, ...] = ledger.SENDABLE, claim: tuple[str, str] | None = None) -> None:
+                 statuses: tuple[str, ...] = ledger.SENDABLE, claim: tuple[str, str] | None = None,
+                 lease: tuple[int, float] | None = None) -> None:
         self._conn = durable_connection(store.url if store.url is not None else store.path)
         self._store = Store(path=store.path, conn=self._conn, url=store.url)
         self._settings = settings
         self._campaign = campaign
         self._statuses = statuses  # what this run may mark 'sending'
         self._claim = claim  # (name, owner): refreshed every HEARTBEAT_EVERY seconds
+        # (run number, seconds): this run's leases on a shared campaign
+        # (PostgreSQL, ``store.leases``), renewed three times per lease.
+        self._lease = lease
+        self._beat_every: float | None = (lease[1] / 3 if lease is not None
+                                          else HEARTBEAT_EVERY if claim is not None else None)
         self._marked: set[int] = set()  # deliveries whose 'sending' mark is this run's (writer thread only)
         # Deliveries whose 'sending' mark found the row gone or taken by
         # another run; written before the mark's waiter is woken.
@@ -93,16 +104,19 @@ class LedgerWriter:
         while True:
             with self._cond:
                 while not self._ops and not self._closed:
-                    left = HEARTBEAT_EVERY - (time.monotonic() - last_beat)
-                    if self._claim is None or left > 0:
-                        self._cond.wait(left if self._claim is not None else None)
+                    if self._beat_every is None:
+                        self._cond.wait()
+                        continue
+                    left = self._beat_every - (time.monotonic() - last_beat)
+                    if left > 0:
+                        self._cond.wait(left)
                         continue
                     break  # time for a heartbeat
                 if not self._ops and self._closed:
                     return
                 ops, self._ops = self._ops, []
                 waiters, self._waiters = self._waiters, []
-            beat = self._claim is not None and time.monotonic() - last_beat >= HEARTBEAT_EVERY
+            beat = self._beat_every is not None and time.monotonic() - last_beat >= self._beat_every
             if beat:
                 last_beat = time.monotonic()
             try:
@@ -125,13 +139,43 @@ class LedgerWriter:
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
-    # Complexity: one branch per kind of ledger operation (sending mark, result, skip, bounce, SMTPUTF8 mark), all in one group commit.
     def _apply(self, ops: list[tuple[Any, ...]], *, beat: bool = False) -> None:
+        for attempt in range(_CONFLICT_RETRIES):
+            marked, outcomes = set(self._marked), dict(self.outcomes)
+            try:
+                bounces, lost = self._commit(ops, beat=beat)
+                break
+            except StoreConflictError:
+                # The server rolled the batch back to break a deadlock with
+                # another transaction (an erasure, say): write it all again.
+                self._marked, self.outcomes = marked, outcomes
+                if attempt == _CONFLICT_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        for contact_id, status in bounces:
+            # 5.1.x: the address does not exist. Suppress it from all mail
+            # through the one place that records bounces (its own transaction).
+            from mailcli.feedback.actions import record_bounce
+
+            record_bounce(self._store, self._settings, contact_id, hard=True, campaign_id=self._campaign.id,
+                          status=status, command="send")
+        if lost:
+            # Its heartbeat stopped long enough (a suspended process) for
+            # another run to take the campaign over: stop sending now.
+            raise LockedError(f"Campaign {self._campaign.name!r} was taken over by another process; this run stopped",
+                              hint=f"see mailcli report {self._campaign.name}")
+
+    # Complexity: one branch per kind of ledger operation (sending mark, result, skip, bounce, SMTPUTF8 mark), all in one group commit.
+    def _commit(self, ops: list[tuple[Any, ...]], *, beat: bool) -> tuple[list[tuple[int, str]], bool]:
+        """Write ``ops`` in one transaction; the hard bounces to record after
+        it, and whether the campaign's claim was found taken over."""
         now = clock.now_iso()
         campaign_id = self._campaign.id
         bounces: list[tuple[int, str]] = []
         lost = False
         with self._store.transaction() as conn:
+            if self._lease is not None:
+                lock_campaign(conn, self._campaign.uid)  # senders of the campaign write one at a time
             for op in ops:
                 kind = op[0]
                 if kind == "sending":
@@ -157,18 +201,9 @@ class LedgerWriter:
                     mark_needs_smtputf8(conn, contact_id, self._campaign.id, relay)
             if beat and self._claim is not None:
                 lost = not refresh_claim(conn, *self._claim)
-        for contact_id, status in bounces:
-            # 5.1.x: the address does not exist. Suppress it from all mail
-            # through the one place that records bounces (its own transaction).
-            from mailcli.feedback.actions import record_bounce
-
-            record_bounce(self._store, self._settings, contact_id, hard=True, campaign_id=self._campaign.id,
-                          status=status, command="send")
-        if lost:
-            # Its heartbeat stopped long enough (a suspended process) for
-            # another run to take the campaign over: stop sending now.
-            raise LockedError(f"Campaign {self._campaign.name!r} was taken over by another process; this run stopped",
-                              hint=f"see mailcli report {self._campaign.name}")
+            if beat and self._lease is not None:
+                renew(conn, campaign_id, self._lease[0], self._lease[1])
+        return bounces, lost
 
     async def close(self) -> None:
         with self._cond:

@@ -92,9 +92,12 @@ def reschedule(conn: Connection, campaign_id: int, not_before_at: str) -> None:
 
 
 def note_sent(conn: Connection, campaign_id: int, started_at: str, ended_at: str) -> None:
-    """A run that sent something: the first such run's start, the last one's end."""
-    conn.execute("UPDATE campaigns SET first_sent_at = coalesce(first_sent_at, ?), last_sent_at = ? WHERE id = ?",
-                 (started_at, ended_at, campaign_id))
+    """A run that sent something: the earliest such run's start, the latest one's end
+    (runs side by side on PostgreSQL may end in any order)."""
+    conn.execute("UPDATE campaigns SET"
+                 " first_sent_at = CASE WHEN first_sent_at IS NULL OR first_sent_at > ? THEN ? ELSE first_sent_at END,"
+                 " last_sent_at = CASE WHEN last_sent_at IS NULL OR last_sent_at < ? THEN ? ELSE last_sent_at END"
+                 " WHERE id = ?", (started_at, started_at, ended_at, ended_at, campaign_id))
 
 
 def set_subject_line(conn: Connection, campaign_id: int, subject_line: str | None) -> None:
@@ -109,6 +112,15 @@ def set_campaign_status(conn: Connection, campaign_id: int, status: str, finishe
         "UPDATE campaigns SET status = ?, finished_at = coalesce(?, finished_at) WHERE id = ?",
         (status, finished_at, campaign_id),
     )
+
+
+def complete_campaign(conn: Connection, campaign_id: int, now: str) -> bool:
+    """Mark the campaign 'sent' (finished ``now``) unless it is already:
+    True when this call completed it. Several senders of one campaign each
+    ask when they end; the row's lock makes one of them the one."""
+    return conn.execute(
+        "UPDATE campaigns SET status = 'sent', finished_at = ? WHERE id = ? AND status != 'sent'",
+        (now, campaign_id)).rowcount > 0
 
 
 def feedback_counts(conn: Connection, campaign_id: int) -> dict[str, int]:

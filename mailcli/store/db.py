@@ -102,6 +102,11 @@ class StoreBusyError(StoreError):
     """Another process kept the database busy for longer than the wait allowed."""
 
 
+class StoreConflictError(StoreBusyError):
+    """PostgreSQL rolled the transaction back to break a deadlock with
+    another one: doing the same work again in a new transaction is safe."""
+
+
 BUSY_TIMEOUT_ENV = "MAILCLI_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT = 600.0
 WAIT_NOTICE_AFTER = 1.0  # seconds of waiting before on_wait is told

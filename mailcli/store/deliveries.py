@@ -112,7 +112,8 @@ def uncertain_causes(conn: Connection, campaign_id: int) -> dict[str, int]:
     if not present.get("uncertain") and not present.get("sending"):
         return counts  # none: no need to read the campaign's rows
     for status, reply in conn.execute(
-        "SELECT status, COALESCE(last_reply, '') FROM deliveries WHERE campaign_id = ? AND status IN ('uncertain', 'sending')",
+        "SELECT d.status, COALESCE(d.last_reply, '') FROM deliveries d WHERE d.campaign_id = ?"  # noqa: S608
+        f" AND d.status IN ('uncertain', 'sending'){_not_in_flight(conn)}",
         (campaign_id,),
     ):
         # "interrupted after" and "no reply to end of data" are how older versions said it.
@@ -189,7 +190,14 @@ def _postgres_insert_batch(conn: Connection, batch: list[tuple[int, int, str, st
 
 
 def mark_interrupted(conn: Connection, campaign_id: int, reason: str, now: str) -> int:
-    """Rows left in ``sending`` become ``uncertain`` with ``reason``; returns how many."""
+    """Rows left in ``sending`` become ``uncertain`` with ``reason``; returns how many.
+
+    On PostgreSQL, where other senders may work the campaign, only the rows
+    of runs that are gone (``store.leases``)."""
+    if is_postgres(conn):
+        from .leases import recover_sending
+
+        return recover_sending(conn, campaign_id, reason, now)
     cursor = conn.execute(
         "UPDATE deliveries SET status = 'uncertain', updated_at = ?, last_reply = ?"
         " WHERE campaign_id = ? AND status = 'sending'",
@@ -297,13 +305,23 @@ def samples_by_fields(conn: Connection, campaign_id: int, list_id: int | None,
     return dict(rows)
 
 
+def _not_in_flight(conn: Connection) -> str:
+    """A condition that leaves out (on PostgreSQL) the ``sending`` rows of
+    ``d`` that a live sender holds: in flight now, not uncertain."""
+    if not is_postgres(conn):
+        return ""
+    from .leases import LIVE_SQL
+
+    return f" AND NOT (d.status = 'sending' AND {LIVE_SQL})"
+
+
 def failed_deliveries(conn: Connection, campaign_id: int) -> list[tuple[str, str, str, int, str, str]]:
     """(address, status, last reply, attempts, updated at, Message-ID) of the
     failed, deferred and uncertain deliveries, by status and address."""
     return conn.execute(
-        "SELECT c.email, d.status, coalesce(d.last_reply, ''), d.attempts, d.updated_at, d.message_id"
+        "SELECT c.email, d.status, coalesce(d.last_reply, ''), d.attempts, d.updated_at, d.message_id"  # noqa: S608
         " FROM deliveries d JOIN contacts c ON c.id = d.contact_id"
-        " WHERE d.campaign_id = ? AND d.status IN ('failed', 'deferred', 'uncertain', 'sending')"
+        f" WHERE d.campaign_id = ? AND d.status IN ('failed', 'deferred', 'uncertain', 'sending'){_not_in_flight(conn)}"
         " ORDER BY d.status, c.email",
         (campaign_id,),
     ).fetchall()

@@ -562,6 +562,18 @@ CREATE INDEX clicks_time ON clicks(clicked_at);
 """
 
 
+# Several senders may work one campaign at once on a PostgreSQL server. Each
+# claims batches of deliveries by writing its lease on them: who (a number
+# unique to that run, ``send_lease_owners`` on PostgreSQL) and until when
+# (seconds since the epoch by the server's clock, so the machines' clocks
+# need not agree). On SQLite, where one send per campaign runs at a time,
+# the columns stay empty.
+M017_SEND_LEASES = """
+ALTER TABLE deliveries ADD COLUMN lease_owner INTEGER;
+ALTER TABLE deliveries ADD COLUMN lease_until REAL;
+"""
+
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
@@ -577,6 +589,7 @@ MIGRATIONS: list[Migration] = [
     ("m016_service_and_clicks", M016_SERVICE_AND_CLICKS),
     ("m013_membership_basis", M013_MEMBERSHIP_BASIS),
     ("m014_signups", M014_SIGNUPS),
+    ("m017_send_leases", M017_SEND_LEASES),
 ]
 
 
@@ -661,6 +674,35 @@ def postgres_m008_delivery_counts(conn: Any) -> None:
                      f" FOR EACH STATEMENT EXECUTE FUNCTION mailcli_count_deliveries_{op}()")
 
 
+# The delivery counts move only the rows whose status or campaign changed: a
+# sender's claim and lease renewal rewrite many rows without changing their
+# status, and must not lock the campaign's counts (which every other
+# sender's ledger writes too) for nothing.
+_PG_COUNT_CHANGED = """    UPDATE delivery_counts d SET n = d.n - o.k
+    FROM (SELECT o.campaign_id, o.status, count(*) AS k FROM old_rows o JOIN new_rows n ON n.id = o.id
+          WHERE n.status IS DISTINCT FROM o.status OR n.campaign_id != o.campaign_id
+          GROUP BY o.campaign_id, o.status) o
+    WHERE d.campaign_id = o.campaign_id AND d.status = o.status;
+    INSERT INTO delivery_counts AS d (campaign_id, status, n)
+    SELECT n.campaign_id, n.status, count(*) FROM new_rows n JOIN old_rows o ON o.id = n.id
+    WHERE n.status IS DISTINCT FROM o.status OR n.campaign_id != o.campaign_id
+    GROUP BY n.campaign_id, n.status
+    ON CONFLICT (campaign_id, status) DO UPDATE SET n = d.n + excluded.n;"""
+
+
+def postgres_m017_send_leases(conn: Any) -> None:
+    """m017 on PostgreSQL: the lease columns; the numbers of the runs that
+    take leases; an index of each campaign's unfinished deliveries, which is
+    what claims, renewals and the checks of other senders read; and the
+    count trigger that leaves the counts alone when no status changed."""
+    for statement in postgresql_statements(M017_SEND_LEASES):
+        conn.execute(statement)
+    conn.execute("CREATE SEQUENCE send_lease_owners AS integer MINVALUE 1 CYCLE")
+    conn.execute("CREATE INDEX deliveries_unfinished ON deliveries (campaign_id, id)"
+                 " WHERE status IN ('pending', 'deferred', 'sending', 'uncertain')")
+    conn.execute("CREATE OR REPLACE" + _PG_DELIVERY_COUNT.format(op="update", body=_PG_COUNT_CHANGED)[len("CREATE"):])
+
+
 # The PostgreSQL version of each migration whose SQLite text PostgreSQL cannot
 # run even with the column types rewritten. Every other migration runs its
 # SQLite text through postgresql_statements.
@@ -668,6 +710,7 @@ POSTGRESQL: dict[str, str | Callable[[Any], None]] = {
     "m005_optout_counter_and_claims": postgres_m005_optout_counter_and_claims,
     "m008_delivery_counts": postgres_m008_delivery_counts,
     "m011_privacy_records": postgres_m011_privacy_records,
+    "m017_send_leases": postgres_m017_send_leases,
 }
 
 _PG_TYPES = [

@@ -103,9 +103,14 @@ class PgConnection:
     def _failure(self, exc: Exception) -> Exception:
         """A lock wait that ran out, or a connection the server dropped, as one clear line;
         any other error (a bug) is left as it is. Either way the transaction is rolled back."""
-        from .db import StoreError, busy_error, busy_timeout
+        from .db import StoreConflictError, StoreError, busy_error, busy_timeout
 
-        if getattr(exc, "sqlstate", None) in ("55P03", "40P01"):
+        state = getattr(exc, "sqlstate", None)
+        if state in ("40P01", "40001"):
+            return StoreConflictError(
+                f"PostgreSQL at {self.url.display} broke off a transaction that crossed another one:"
+                f" {first_line(exc)}", hint="run the command again")
+        if state == "55P03":
             return busy_error(self.url.display, busy_timeout(), "write")
         if self.raw.broken or self.raw.closed:
             return StoreError(f"Lost the connection to PostgreSQL at {self.url.display}: {first_line(exc)}",
@@ -192,9 +197,12 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"mailcli:{name}".encode()).digest()[:8], "big", signed=True)
 
 
-def try_advisory_lock(conn: PgConnection, name: str, *, shared: bool = False) -> bool:
-    """Take the session advisory lock ``name`` if free (``shared``: only look, and let go at once)."""
+def try_advisory_lock(conn: PgConnection, name: str, *, shared: bool = False, hold_shared: bool = False) -> bool:
+    """Take the session advisory lock ``name`` if free (``shared``: only look, and let go at once;
+    ``hold_shared``: take it shared, beside other shared holders)."""
     key = lock_key(name)
+    if hold_shared:
+        return bool(conn.execute("SELECT pg_try_advisory_lock_shared(?)", (key,)).fetchone()[0])
     if shared:
         got = bool(conn.execute("SELECT pg_try_advisory_lock_shared(?)", (key,)).fetchone()[0])
         if got:
