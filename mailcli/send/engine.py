@@ -113,7 +113,8 @@ def send_campaign(
                                   accepted=marker.accepted, no_basis=marker.no_basis)
             if preview.to_send:
                 confirm(preview)
-        lease = Lease(leases.begin_run(store.conn), leases.lease_seconds()) if shared else None
+        seconds = leases.lease_seconds() if shared else 0.0
+        lease = Lease(leases.begin_run(store.conn), seconds) if shared else None
         try:
             campaign, plan = prepare(store, settings, options, claim=claim)
             try:

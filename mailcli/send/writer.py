@@ -36,7 +36,7 @@ from mailcli.store import Store
 from mailcli.store.claims import HEARTBEAT_EVERY, refresh_claim
 from mailcli.store.db import StoreConflictError
 from mailcli.store.deliveries import durable_connection, mark_sending, record_result, record_skip
-from mailcli.store.leases import lock_campaign, renew
+from mailcli.store.leases import bound_idle_transactions, lock_campaign, renew
 from mailcli.store.optouts import GONE
 from mailcli.store.relays import mark_needs_smtputf8
 
@@ -67,6 +67,8 @@ class LedgerWriter:
         # (run number, seconds): this run's leases on a shared campaign
         # (PostgreSQL, ``store.leases``), renewed three times per lease.
         self._lease = lease
+        if lease is not None:
+            bound_idle_transactions(self._conn, lease[1])
         self._beat_every: float | None = (lease[1] / 3 if lease is not None
                                           else HEARTBEAT_EVERY if claim is not None else None)
         self._marked: set[int] = set()  # deliveries whose 'sending' mark is this run's (writer thread only)

@@ -84,6 +84,14 @@ def end_run(conn: Connection, owner: int) -> None:
     conn.execute("SELECT pg_advisory_unlock(?, ?)", (RUN_LOCK_SPACE, owner))
 
 
+def bound_idle_transactions(conn: Connection, seconds: float) -> None:
+    """The server ends this connection's session should it ever sit inside a
+    transaction for ``seconds`` waiting for its client (a process stopped or
+    a machine gone mid-transaction): the locks it holds would stop every
+    other sender of the campaign. A ledger's transactions take milliseconds."""
+    conn.execute(f"SET idle_in_transaction_session_timeout = {max(1000, int(seconds * 1000))}")
+
+
 def lock_campaign(conn: Connection, campaign_uid: str) -> None:
     """Until the transaction ends, no other sender of the campaign writes its
     ledger or settles it: ledger writes never deadlock each other, and the

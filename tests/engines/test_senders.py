@@ -1,0 +1,265 @@
+"""Several `send` processes working one campaign on a PostgreSQL server.
+
+Real parts only: the suite's PostgreSQL server, an SMTP sink that records
+every message with its Message-ID, and `python -m mailcli send` processes
+started side by side, one of them stopped or killed with -9 half way.
+Each sender claims batches of deliveries with a lease; the lease length is
+made short here (``MAILCLI_SEND_LEASE``) so that an expiry is seen in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailcli import tokens
+from mailcli.config import resolve
+from mailcli.store import open_store
+from tests.conftest import PostgresDatabase, run_mailcli, set_smtp, use_database
+from tests.serve_support import Server, one_click
+from tests.smtpserver import SmtpServer
+
+LEASE = "3"  # seconds
+
+
+def _project_with(project: Path, pg: PostgresDatabase, n: int) -> list[str]:
+    use_database(project, pg.url)
+    emails = [f"reader{i:05d}@example.net" for i in range(n)]
+    (project / "people.csv").write_text("email,first_name\n" + "".join(f"{e},R{i}\n" for i, e in enumerate(emails)),
+                                        encoding="utf-8")
+    done = run_mailcli("import", "people.csv", "--list", "news", "--basis", "customer", cwd=project)
+    assert done.returncode == 0, done.stderr
+    return emails
+
+
+def _sender(project: Path, *args: str) -> subprocess.Popen[str]:
+    """``mailcli send spring --json`` in the background, with a short lease."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}, "MAILCLI_SEND_LEASE": LEASE}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mailcli", "--json", "send", "spring", "--template", "newsletter", "--list", "news",
+         "--yes", *args], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, dict[str, Any], str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, (json.loads(out) if out.strip() else {}), err
+
+
+def _rows(project: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    store = open_store(resolve(directory=str(project)).project.store_location)
+    try:
+        return [tuple(r) for r in store.conn.execute(sql, params).fetchall()]
+    finally:
+        store.close()
+
+
+def _until(what: Callable[[], Any], timeout: float = 60, message: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out: {message}")
+
+
+def _message_ids(server: SmtpServer) -> dict[str, Counter[str]]:
+    """Per recipient, how often each Message-ID arrived."""
+    seen: dict[str, Counter[str]] = defaultdict(Counter)
+    for m in list(server.messages):
+        for rcpt in m.rcpt_tos:
+            seen[rcpt][m.message_id] += 1
+    return seen
+
+
+def _leases(project: Path, status: str) -> dict[int, set[int]]:
+    """Run number -> ids of the campaign's deliveries in ``status`` that it holds."""
+    found: dict[int, set[int]] = defaultdict(set)
+    for owner, delivery in _rows(project, "SELECT lease_owner, id FROM deliveries WHERE status = ?"
+                                          " AND lease_owner IS NOT NULL", (status,)):
+        found[int(owner)].add(int(delivery))
+    return found
+
+
+def _emails_of(project: Path, ids: set[int]) -> set[str]:
+    rows = _rows(project, "SELECT d.id, c.email FROM deliveries d JOIN contacts c ON c.id = d.contact_id")
+    return {email for delivery, email in rows if delivery in ids}
+
+
+def test_two_senders_one_killed_half_way_each_recipient_once_and_its_claims_taken_over(
+        project: Path, pg_database: PostgresDatabase) -> None:
+    emails = _project_with(project, pg_database, 2000)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.005
+        killed = _sender(project, "--concurrency", "4")
+        survivor = None
+        try:
+            assert server.wait_for(50, timeout=60), killed.stderr.read() if killed.poll() is not None else "slow"
+            (doomed,) = _leases(project, "pending")  # the first sender's run number
+            survivor = _sender(project, "--concurrency", "4")
+            # Half way, with both at work: stop the first where it is, note what it
+            # holds, and kill it with -9.
+            _until(lambda: len(server.messages) >= 1000 and len(_leases(project, "pending")) == 2,
+                   message="both senders at work half way")
+            killed.send_signal(signal.SIGSTOP)
+            claimed = _leases(project, "pending")[doomed]
+            in_flight = _leases(project, "sending").get(doomed, set())
+            killed.kill()
+            killed.wait()
+            code, summary, stderr = _finish(survivor)
+        finally:
+            for proc in (killed, survivor):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        seen = _message_ids(server)
+
+    assert claimed, "the killed sender held no pending delivery"
+    assert len(in_flight) <= 4  # at most one per connection
+    report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
+    assert code == (3 if report["uncertain"] else 0), stderr
+    assert summary["completed"] is True
+    # Nobody twice; every recipient once, or uncertain: only what the killed
+    # sender had after the final dot, never more than its connections.
+    assert all(len(ids) == 1 and set(ids.values()) == {1} for ids in seen.values())
+    uncertain = {e for (e,) in _rows(project, "SELECT c.email FROM deliveries d JOIN contacts c"
+                                              " ON c.id = d.contact_id WHERE d.status = 'uncertain'")}
+    assert uncertain <= _emails_of(project, in_flight)
+    assert set(seen) | uncertain == set(emails)
+    assert report["sent"] + report["uncertain"] == 2000 and report["uncertain"] <= 4
+    # Taken over: what the killed sender had claimed and not sent, the survivor sent, each once.
+    taken = _rows(project, "SELECT status, lease_owner FROM deliveries WHERE id = ANY(?)", (sorted(claimed),))
+    assert len(taken) == len(claimed)
+    assert {status for status, _ in taken} == {"sent"}
+    assert doomed not in {owner for _, owner in taken}
+    assert _emails_of(project, claimed) <= set(seen)
+    assert _rows(project, "SELECT status FROM campaigns") == [("sent",)]
+
+
+def test_a_stopped_sender_loses_its_claims_when_its_lease_expires_and_sends_nothing_twice(
+        project: Path, pg_database: PostgresDatabase) -> None:
+    emails = _project_with(project, pg_database, 600)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.01
+        stopped = _sender(project, "--concurrency", "2")
+        other = None
+        try:
+            assert server.wait_for(30, timeout=60)
+            (first,) = _leases(project, "pending")
+            other = _sender(project, "--concurrency", "2")
+            _until(lambda: len(_leases(project, "pending")) == 2, message="both senders at work")
+            stopped.send_signal(signal.SIGSTOP)  # alive, its lock held, but renewing nothing
+            claimed = _leases(project, "pending").get(first, set())
+            # The other sender waits for the lease to expire, then sends what
+            # the stopped one held, and the rest.
+            code, summary, stderr = _finish(other)
+            assert code in (0, 3), stderr
+            assert summary["completed"] is True
+            taken = _rows(project, "SELECT DISTINCT status FROM deliveries WHERE id = ANY(?)", (sorted(claimed),))
+            assert claimed and taken == [("sent",)]
+            # Woken up, the stopped sender finishes what it had after its
+            # final dots, and withdraws what the other took over.
+            stopped.send_signal(signal.SIGCONT)
+            back, _, back_err = _finish(stopped)
+            assert back in (0, 1, 3), back_err
+        finally:
+            for proc in (stopped, other):
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGCONT)
+                    proc.kill()
+                    proc.wait()
+        seen = _message_ids(server)
+    assert all(len(ids) == 1 and set(ids.values()) == {1} for ids in seen.values())
+    report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
+    assert report["uncertain"] <= 2
+    assert set(seen) == set(emails) - {e for (e,) in _rows(
+        project, "SELECT c.email FROM deliveries d JOIN contacts c ON c.id = d.contact_id"
+                 " WHERE d.status = 'uncertain'")}
+    assert report["sent"] + report["uncertain"] == 600
+
+
+def test_two_senders_share_a_campaign_without_a_duplicate_and_complete_it_once(
+        project: Path, pg_database: PostgresDatabase) -> None:
+    emails = _project_with(project, pg_database, 800)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.005
+        senders = [_sender(project, "--concurrency", "3"), _sender(project, "--concurrency", "3")]
+        results = [_finish(proc) for proc in senders]
+        seen = _message_ids(server)
+    for code, _, stderr in results:
+        assert code == 0, stderr
+    summaries = [summary for _, summary, _ in results]
+    assert all(s["sent"] > 0 for s in summaries), summaries  # both took part
+    assert sum(s["sent"] for s in summaries) == 800
+    assert sorted(s["completed"] for s in summaries) == [False, True]  # completed by one of them, once
+    assert set(seen) == set(emails) and all(set(ids.values()) == {1} and len(ids) == 1 for ids in seen.values())
+    report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
+    assert (report["status"], report["sent"], report["pending"], report["uncertain"]) == ("sent", 800, 0, 0)
+    assert _rows(project, "SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL"
+                          " AND status IN ('pending', 'deferred', 'sending')") == [(0,)]
+
+
+def test_an_erasure_and_one_click_opt_outs_through_two_serve_processes_stop_both_senders(
+        project: Path, pg_database: PostgresDatabase) -> None:
+    emails = _project_with(project, pg_database, 1200)
+    erased, left_a, left_b = emails[-1], emails[-2], emails[-3]
+    settings = resolve(directory=str(project))
+    ((list_id,),) = _rows(project, "SELECT id FROM lists WHERE name = 'news'")
+    uids = dict(_rows(project, "SELECT email_key, uid FROM contacts WHERE email_key IN (?, ?)", (left_a, left_b)))
+    serve = [Server(project), Server(project)]  # two hosts behind one load balancer, as it were
+    try:
+        with SmtpServer() as server:
+            set_smtp(project, "127.0.0.1", server.port)
+            server.delay = 0.01
+            senders = [_sender(project, "--concurrency", "2"), _sender(project, "--concurrency", "2")]
+            try:
+                assert server.wait_for(100, timeout=60)
+                gone = run_mailcli("privacy", "erase", erased, "--yes", cwd=project)
+                assert gone.returncode == 0, gone.stderr
+                for host, email in zip(serve, (left_a, left_b), strict=True):
+                    answer = one_click(host.url, tokens.make_unsubscribe_token(settings.secret(), uids[email], list_id))
+                    assert answer.status_code == 200
+                acted_at = len(server.messages)
+                results = [_finish(proc) for proc in senders]
+            finally:
+                for proc in senders:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+            seen = _message_ids(server)
+    finally:
+        for host in serve:
+            host.stop()
+    assert acted_at < 1100, "the senders were through the list before the opt-outs: the test shows nothing"
+    for code, _, stderr in results:
+        assert code == 0, stderr
+    assert all(s["sent"] > 0 for _, s, _ in results)
+    assert {erased, left_a, left_b}.isdisjoint(seen)
+    assert set(seen) == set(emails) - {erased, left_a, left_b}
+    assert all(set(ids.values()) == {1} and len(ids) == 1 for ids in seen.values())
+    report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
+    assert (report["status"], report["sent"], report["pending"]) == ("sent", 1197, 0)
+    assert _rows(project, "SELECT count(*) FROM contacts WHERE email_key = ?", (erased,)) == [(0,)]
+
+
+@pytest.mark.parametrize("value", ["soon", "0"])
+def test_a_bad_lease_length_is_one_line(project: Path, pg_database: PostgresDatabase, value: str) -> None:
+    _project_with(project, pg_database, 3)
+    result = run_mailcli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", cwd=project,
+                         env={"MAILCLI_SEND_LEASE": value})
+    assert result.returncode != 0
+    assert "MAILCLI_SEND_LEASE must be" in result.stderr and "Traceback" not in result.stderr
+    assert _rows(project, "SELECT count(*) FROM deliveries WHERE status = 'sent'") == [(0,)]
