@@ -163,11 +163,15 @@ def _campaign(conn: Connection, settings: Settings, options: SendOptions,
     _not_a_confirmation(existing.template if existing is not None else options.template or "", options)
     if existing is not None:
         return existing, False
-    return ledger.create_campaign(
+    campaign = ledger.create_campaign(
         conn, name=options.campaign, template=options.template or "", list_name=options.list_name or "",
         subject=options.subject, segment=options.segment, not_before_at=not_before_at,
         subject_line=subject_line(settings, options.template or "", options.subject),
-        kind=options.kind or "marketing", service_reason=options.reason if options.kind == "service" else None), True
+        kind=options.kind or "marketing", service_reason=options.reason if options.kind == "service" else None)
+    # A sender that started at the same moment on a server may have created
+    # and frozen it first (this insert waited for its commit): then this run
+    # only joins in.
+    return campaign, campaign.frozen_at is None
 
 
 def _not_a_confirmation(template: str, options: SendOptions) -> None:

@@ -192,7 +192,14 @@ def test_a_stopped_sender_loses_its_claims_when_its_lease_expires_and_sends_noth
 
 def test_two_senders_share_a_campaign_without_a_duplicate_and_complete_it_once(
         project: Path, pg_database: PostgresDatabase) -> None:
-    emails = _project_with(project, pg_database, 800)
+    emails = _project_with(project, pg_database, 805)
+    # Five members without a lawful basis are held back: the sender that
+    # finds the campaign created and frozen by the other a moment before
+    # joins in, rather than taking it for a list nobody can be mailed.
+    held = emails[-5:]
+    _rows(project, "UPDATE memberships SET basis = 'none' WHERE contact_id IN"
+                   " (SELECT id FROM contacts WHERE email_key = ANY(?)) RETURNING 1", (held,))
+    emails = emails[:-5]
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
         server.delay = 0.005
@@ -216,6 +223,8 @@ def test_an_erasure_and_one_click_opt_outs_through_two_serve_processes_stop_both
         project: Path, pg_database: PostgresDatabase) -> None:
     emails = _project_with(project, pg_database, 1200)
     erased, left_a, left_b = emails[-1], emails[-2], emails[-3]
+    (project / "more.csv").write_text("email\n" + "".join(f"new{i}@example.net\n" for i in range(200)),
+                                      encoding="utf-8")
     settings = resolve(directory=str(project))
     ((list_id,),) = _rows(project, "SELECT id FROM lists WHERE name = 'news'")
     uids = dict(_rows(project, "SELECT email_key, uid FROM contacts WHERE email_key IN (?, ?)", (left_a, left_b)))
@@ -229,6 +238,9 @@ def test_an_erasure_and_one_click_opt_outs_through_two_serve_processes_stop_both
                 assert server.wait_for(100, timeout=60)
                 gone = run_mailcli("privacy", "erase", erased, "--yes", cwd=project)
                 assert gone.returncode == 0, gone.stderr
+                # An import while both send: new members wait for a later campaign.
+                more = run_mailcli("import", "more.csv", "--list", "news", "--basis", "customer", cwd=project)
+                assert more.returncode == 0, more.stderr
                 for host, email in zip(serve, (left_a, left_b), strict=True):
                     answer = one_click(host.url, tokens.make_unsubscribe_token(settings.secret(), uids[email], list_id))
                     assert answer.status_code == 200
@@ -253,6 +265,7 @@ def test_an_erasure_and_one_click_opt_outs_through_two_serve_processes_stop_both
     report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
     assert (report["status"], report["sent"], report["pending"]) == ("sent", 1197, 0)
     assert _rows(project, "SELECT count(*) FROM contacts WHERE email_key = ?", (erased,)) == [(0,)]
+    assert _rows(project, "SELECT count(*) FROM contacts WHERE email_key LIKE 'new%'") == [(200,)]
 
 
 @pytest.mark.parametrize("value", ["soon", "0"])
