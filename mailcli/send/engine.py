@@ -6,7 +6,11 @@
    transaction, creates the campaign on first use, claims it inside the
    database (``store.claims``: a second line of defence should the lock file
    be lost) and freezes its audience; rows a killed run left in ``sending``
-   become ``uncertain`` (``plan.prepare``);
+   become ``uncertain`` (``plan.prepare``). On a PostgreSQL server senders on
+   several machines may run one campaign at once: each holds the campaign's
+   lock shared, claims batches of deliveries with a lease instead of the
+   whole campaign (``store.leases``, ``ledger.iter_claimed``), and the last
+   to end completes the campaign;
 2. preflights: compiles the template and renders one real recipient of every
    distinct set of contact fields, so a missing merge field stops the run
    before any connection is made, with zero sent (``plan.preflight``).

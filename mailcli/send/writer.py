@@ -11,6 +11,12 @@ never waits on the disk. Hence at any moment each connection has at most one
 row in ``sending``, and a crash — even a power cut — leaves at most
 ``concurrency`` uncertain messages.
 
+On a PostgreSQL campaign shared with other senders the writer also renews
+this run's leases (``store.leases``), and its transactions take turns with
+the other senders' (an advisory lock per campaign), so their group commits
+never deadlock each other; a batch the server breaks off to end a deadlock
+with another command is written again.
+
 The ``sending`` mark is taken only from a status this run may send: a row
 another run marked or finished, or one erased meanwhile, is not transmitted
 (``store.deliveries``). A result that arrives for a row erasure or purge
