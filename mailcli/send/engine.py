@@ -35,9 +35,10 @@ Every result is written by ``writer.LedgerWriter``, which also makes the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,18 +109,8 @@ def send_campaign(
         shared = is_postgres(store.conn)
         claim = None if shared else RunClaim(owner=new_uid(), holder=me)
         if confirm is not None:
-            # Ask before anything is written: the plan comes from a freeze
-            # that is rolled back, so "no" (or no terminal) changes nothing.
-            try:
-                prepare(store, settings, options, rollback=True, claim=claim)
-            except DryRunRollback as marker:
-                preview = plan_of(settings, options, marker.campaign, marker.counts, marker.created, marker.added,
-                                  accepted=marker.accepted, no_basis=marker.no_basis)
-            if preview.to_send:
-                confirm(preview)
-        seconds = leases.lease_seconds() if shared else 0.0
-        lease = Lease(leases.begin_run(store.conn), seconds) if shared else None
-        try:
+            _ask(store, settings, options, claim, confirm)
+        with _run_number(store, shared) as lease:
             campaign, plan = prepare(store, settings, options, claim=claim)
             try:
                 return _send_prepared(store, settings, options, campaign, plan, claim, progress=progress,
@@ -127,9 +118,33 @@ def send_campaign(
             finally:
                 if claim is not None:
                     release_claim(store.conn, claim.name(campaign), claim.owner)
-        finally:
-            if lease is not None and store.alive():
-                leases.end_run(store.conn, lease.owner)
+
+
+def _ask(store: Store, settings: Settings, options: SendOptions, claim: RunClaim | None, confirm: ConfirmFn) -> None:
+    """Ask before anything is written: the plan comes from a freeze that is
+    rolled back, so "no" (or no terminal) changes nothing."""
+    try:
+        prepare(store, settings, options, rollback=True, claim=claim)
+    except DryRunRollback as marker:
+        preview = plan_of(settings, options, marker.campaign, marker.counts, marker.created, marker.added,
+                          accepted=marker.accepted, no_basis=marker.no_basis)
+    if preview.to_send:
+        confirm(preview)
+
+
+@contextlib.contextmanager
+def _run_number(store: Store, shared: bool) -> Iterator[Lease | None]:
+    """For a campaign shared with other senders: this run's number, alive for the block."""
+    if not shared:
+        yield None
+        return
+    seconds = leases.lease_seconds()
+    lease = Lease(leases.begin_run(store.conn), seconds)
+    try:
+        yield lease
+    finally:
+        if store.alive():
+            leases.end_run(store.conn, lease.owner)
 
 
 def _not_yet(store: Store, settings: Settings, options: SendOptions,

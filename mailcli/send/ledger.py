@@ -335,6 +335,7 @@ def campaign_counts(conn: Connection, campaign: Campaign) -> dict[str, int]:
             # result is not known yet, as for a pending one.
             live = live_sending(conn, campaign.id)
             counts["pending"] += live
+            counts["audience"] += live
             n -= live
         counts[key] = counts.get(key, 0) + n
         counts["audience"] += n

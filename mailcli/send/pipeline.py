@@ -101,15 +101,12 @@ class RenderAhead:
         while True:
             mark = self.watch.mark()
             page = next(pages, None)
-            if page is None:
+            if page is None or self._enough(handed):
                 return
             if not page:
-                if self.transport.stopping or (self.limit is not None and handed >= self.limit):
-                    return
                 yield None
-                continue
             for r in page:
-                if self.transport.stopping or (self.limit is not None and handed >= self.limit):
+                if self._enough(handed):
                     return
                 if r.skip_reason:
                     self._skip(r)
@@ -117,6 +114,10 @@ class RenderAhead:
                 self.watch.note(r.delivery_id, mark)
                 handed += 1
                 yield r
+
+    def _enough(self, handed: int) -> bool:
+        """Stop handing out recipients: the run is stopping, or ``--limit`` is reached."""
+        return self.transport.stopping or (self.limit is not None and handed >= self.limit)
 
     def _skip(self, r: ledger.Recipient) -> None:
         assert r.skip_reason is not None

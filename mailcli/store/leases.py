@@ -159,10 +159,3 @@ def live_sending(conn: Connection, campaign_id: int) -> int:
     return int(conn.execute(
         f"SELECT count(*) FROM deliveries d WHERE d.campaign_id = ? AND d.status = 'sending' AND {_LIVE}",  # noqa: S608
         (campaign_id,)).fetchone()[0])
-
-
-def live_sending_ids(conn: Connection, campaign_id: int) -> set[int]:
-    """The ids of ``live_sending``'s rows."""
-    return {int(r[0]) for r in conn.execute(
-        f"SELECT d.id FROM deliveries d WHERE d.campaign_id = ? AND d.status = 'sending' AND {_LIVE}",  # noqa: S608
-        (campaign_id,))}
