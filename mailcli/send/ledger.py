@@ -40,8 +40,13 @@ from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_event
 from mailcli.store.audience import audience_page, list_not_found
 from mailcli.store.campaigns import Campaign, get_campaign, list_campaigns
 from mailcli.store.db import is_postgres
-from mailcli.store.deliveries import KILLED_AFTER_DOT, delivery_status_counts, uncertain_causes
-from mailcli.store.leases import live_sending
+from mailcli.store.deliveries import (
+    IN_FLIGHT,
+    KILLED_AFTER_DOT,
+    delivery_status_counts,
+    shared_status_counts,
+    uncertain_causes,
+)
 from mailcli.store.lists import list_id
 from mailcli.store.relays import smtputf8_marked
 from mailcli.store.segments import check_segment_fields
@@ -328,15 +333,16 @@ def campaign_counts(conn: Connection, campaign: Campaign) -> dict[str, int]:
     the events attributed to the campaign (written by ``bounces``/``serve``).
     """
     counts = {key: 0 for key in (*REPORT_KEYS, "skipped")}
-    for status, n in delivery_status_counts(conn, campaign.id).items():
+    by_status = delivery_status_counts(conn, campaign.id)
+    if is_postgres(conn):
+        # A message a live sender has in flight is not uncertain: its result
+        # is not known yet, as for a pending one.
+        by_status = shared_status_counts(conn, campaign.id)
+        live = by_status.pop(IN_FLIGHT, 0)
+        by_status["sending"] = by_status.get("sending", 0) - live
+        by_status["pending"] = by_status.get("pending", 0) + live
+    for status, n in by_status.items():
         key = "uncertain" if status == "sending" else status
-        if status == "sending" and is_postgres(conn):
-            # Another sender's message in flight is not uncertain: its
-            # result is not known yet, as for a pending one.
-            live = live_sending(conn, campaign.id)
-            counts["pending"] += live
-            counts["audience"] += live
-            n -= live
         counts[key] = counts.get(key, 0) + n
         counts["audience"] += n
     for kind, n in campaign_rows.feedback_counts(conn, campaign.id).items():

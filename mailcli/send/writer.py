@@ -187,7 +187,8 @@ class LedgerWriter:
             for op in ops:
                 kind = op[0]
                 if kind == "sending":
-                    outcome = mark_sending(conn, op[1], self._statuses, now)
+                    outcome = mark_sending(conn, op[1], self._statuses, now,
+                                           lease=self._lease[1] if self._lease is not None else None)
                     if outcome == "ok":
                         self._marked.add(op[1])
                     else:

@@ -34,6 +34,9 @@ from .url import DatabaseURL
 if TYPE_CHECKING:
     from .db import Connection
 
+# The server's clock in seconds, as leases are written (``store.leases``).
+LEASE_NOW = "extract(epoch FROM clock_timestamp())::float8"
+
 # Why a message is uncertain: the two ways the reply to its final dot can go missing.
 KILLED_AFTER_DOT = "the sending process ended after the final dot, before the server's reply was recorded"
 LOST_AFTER_DOT = "connection lost after the final dot, before the server's reply"
@@ -47,15 +50,19 @@ def _marks(statuses: Sequence[object]) -> str:
     return ",".join("?" for _ in statuses)
 
 
-def mark_sending(conn: Connection, delivery_id: int, statuses: Sequence[str], now: str) -> str:
+def mark_sending(conn: Connection, delivery_id: int, statuses: Sequence[str], now: str, *,
+                 lease: float | None = None) -> str:
     """Mark a delivery ``sending`` (right before its final dot).
 
     Returns ``"ok"``, ``"gone"`` (the row was deleted: erased or purged) or
-    ``"taken"`` (its status is no longer one this run sends).
+    ``"taken"`` (its status is no longer one this run sends). With ``lease``
+    (a campaign shared by senders on PostgreSQL), the row's lease is renewed
+    for that many seconds too, so a message in flight never looks abandoned.
     """
+    renewed = f", lease_until = {LEASE_NOW} + ?" if lease is not None else ""
     cursor = conn.execute(
-        f"UPDATE deliveries SET status = 'sending', updated_at = ? WHERE id = ? AND status IN ({_marks(statuses)})",  # noqa: S608 - placeholders
-        (now, delivery_id, *statuses),
+        f"UPDATE deliveries SET status = 'sending', updated_at = ?{renewed} WHERE id = ? AND status IN ({_marks(statuses)})",  # noqa: S608 - placeholders
+        (now, *((lease,) if lease is not None else ()), delivery_id, *statuses),
     )
     if cursor.rowcount:
         return "ok"
@@ -101,6 +108,27 @@ def delivery_status_counts(conn: Connection, campaign_id: int) -> dict[str, int]
         for status, n in conn.execute(
             "SELECT status, n FROM delivery_counts WHERE campaign_id = ? AND n != 0", (campaign_id,)
         )
+    }
+
+
+# The key under which ``shared_status_counts`` gives the ``sending`` rows of live senders.
+IN_FLIGHT = "sending, in flight"
+
+
+def shared_status_counts(conn: Connection, campaign_id: int) -> dict[str, int]:
+    """``delivery_status_counts`` on PostgreSQL, where other senders may work
+    the campaign: also how many of its ``sending`` rows a live sender holds
+    (under ``IN_FLIGHT``), read in the same statement, so from the same
+    moment as the counts."""
+    from .leases import LIVE_SQL
+
+    return {
+        status: int(n)
+        for status, n in conn.execute(
+            "SELECT status, n FROM delivery_counts WHERE campaign_id = ? AND n != 0"  # noqa: S608 - fixed text
+            " UNION ALL SELECT ?, count(*) FROM deliveries d WHERE d.campaign_id = ? AND d.status = 'sending'"
+            f" AND {LIVE_SQL}", (campaign_id, IN_FLIGHT, campaign_id))
+        if n
     }
 
 

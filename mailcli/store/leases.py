@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .db import StoreError
+from .deliveries import LEASE_NOW
 
 if TYPE_CHECKING:
     from .db import Connection
@@ -44,7 +45,7 @@ DEFAULT_LEASE = 60.0  # seconds
 # of their own.
 RUN_LOCK_SPACE = 0x6D6C7365
 
-_NOW = "extract(epoch FROM clock_timestamp())::float8"
+_NOW = LEASE_NOW
 # The numbers of the runs alive now, in this database.
 _ALIVE = ("SELECT l.objid::bigint FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"  # noqa: S608 - fixed
           f" AND l.objsubid = 2 AND l.classid::bigint = {RUN_LOCK_SPACE}"
@@ -152,10 +153,3 @@ def recover_sending(conn: Connection, campaign_id: int, reason: str, now: str) -
         "UPDATE deliveries d SET status = 'uncertain', updated_at = ?, last_reply = ?"  # noqa: S608
         f" WHERE d.campaign_id = ? AND d.status = 'sending' AND {_DEAD}",
         (now, reason, campaign_id)).rowcount)
-
-
-def live_sending(conn: Connection, campaign_id: int) -> int:
-    """``sending`` rows of the campaign whose run is alive: in flight, not uncertain."""
-    return int(conn.execute(
-        f"SELECT count(*) FROM deliveries d WHERE d.campaign_id = ? AND d.status = 'sending' AND {_LIVE}",  # noqa: S608
-        (campaign_id,)).fetchone()[0])

@@ -3,8 +3,8 @@
 Real parts only: the suite's PostgreSQL server, an SMTP sink that records
 every message with its Message-ID, and `python -m mailcli send` processes
 started side by side, one of them stopped or killed with -9 half way.
-Each sender claims batches of deliveries with a lease; the lease length is
-made short here (``MAILCLI_SEND_LEASE``) so that an expiry is seen in seconds.
+Each sender claims batches of deliveries with a lease; its length is made
+short here (``MAILCLI_SEND_LEASE``) so that an expiry is seen in seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from tests.conftest import PostgresDatabase, run_mailcli, set_smtp, use_database
 from tests.serve_support import Server, one_click
 from tests.smtpserver import SmtpServer
 
-LEASE = "3"  # seconds
+LEASE = "10"  # seconds: far more than a message in flight takes, even on a loaded machine
+SHORT_LEASE = "3"  # where the test waits for one to expire
 
 
 def _project_with(project: Path, pg: PostgresDatabase, n: int) -> list[str]:
@@ -42,9 +43,9 @@ def _project_with(project: Path, pg: PostgresDatabase, n: int) -> list[str]:
     return emails
 
 
-def _sender(project: Path, *args: str) -> subprocess.Popen[str]:
-    """``mailcli send spring --json`` in the background, with a short lease."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}, "MAILCLI_SEND_LEASE": LEASE}
+def _sender(project: Path, *args: str, lease: str = LEASE) -> subprocess.Popen[str]:
+    """``mailcli send spring --json`` in the background, with a lease of ``lease`` seconds."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}, "MAILCLI_SEND_LEASE": lease}
     return subprocess.Popen(
         [sys.executable, "-m", "mailcli", "--json", "send", "spring", "--template", "newsletter", "--list", "news",
          "--yes", *args], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -97,13 +98,13 @@ def _emails_of(project: Path, ids: set[int]) -> set[str]:
 
 
 def _one_then_another(project: Path, server: SmtpServer, after: int, concurrency: str,
-                      procs: list[subprocess.Popen[str]]) -> int:
+                      procs: list[subprocess.Popen[str]], lease: str = LEASE) -> int:
     """Start a sender, and another once ``after`` messages arrived; the first one's run number.
     Both go into ``procs`` (for the test to end them, whatever happens)."""
-    procs.append(_sender(project, "--concurrency", concurrency))
+    procs.append(_sender(project, "--concurrency", concurrency, lease=lease))
     assert server.wait_for(after, timeout=60), "the first sender is too slow"
     (first,) = _leases(project, "pending")
-    procs.append(_sender(project, "--concurrency", concurrency))
+    procs.append(_sender(project, "--concurrency", concurrency, lease=lease))
     return first
 
 
@@ -169,7 +170,7 @@ def test_a_stopped_sender_loses_its_claims_when_its_lease_expires_and_sends_noth
         server.delay = 0.01
         procs: list[subprocess.Popen[str]] = []
         try:
-            first = _one_then_another(project, server, 30, "2", procs)
+            first = _one_then_another(project, server, 30, "2", procs, lease=SHORT_LEASE)
             stopped, other = procs
             _until(lambda: len(_leases(project, "pending")) == 2, message="both senders at work")
             stopped.send_signal(signal.SIGSTOP)  # alive, its lock held, but renewing nothing
