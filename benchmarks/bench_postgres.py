@@ -14,12 +14,12 @@ What it does:
    20,000; imported from a CSV, half of them ``half = a``, half ``b``) and
    sends ``init``'s newsletter to all of them through ``--concurrency``
    connections (default 8): with one ``send`` process, then with two ``send``
-   processes started together on one new campaign. Two senders of one
-   campaign are refused today (the second one stops, naming the first); the
-   benchmark says so and then measures two senders of two campaigns instead,
-   each to one half of the list (``--where "half = 'a'"`` and ``'b'``): the
-   same messages, two processes. Every send is checked with ``report``: each
-   recipient sent exactly once;
+   processes started together on one new campaign. On PostgreSQL the two
+   share the campaign. On SQLite the second is refused (it stops, naming the
+   first); the benchmark says so and then measures two senders of two
+   campaigns there instead, each to one half of the list (``--where "half =
+   'a'"`` and ``'b'``): the same messages, two processes. Every send is
+   checked with ``report``: each recipient sent exactly once;
 4. repeats the measurements ``--rounds`` times (default 1), the engines
    interleaved, and prints every round and the medians.
 
