@@ -115,15 +115,21 @@ WAIT_SLICE = 0.25  # seconds of each native busy wait where a command waits in P
 
 def busy_timeout() -> float:
     """How long a command waits for a busy database, in seconds (``MAILCLI_BUSY_TIMEOUT``)."""
-    text = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    return seconds_from_env(BUSY_TIMEOUT_ENV, DEFAULT_BUSY_TIMEOUT, lowest=0)
+
+
+def seconds_from_env(name: str, default: float, *, lowest: float) -> float:
+    """Seconds from the variable ``name`` (``default`` when unset), from
+    ``lowest`` to a day; anything else is one clear line."""
+    text = os.environ.get(name, "").strip()
     if not text:
-        return DEFAULT_BUSY_TIMEOUT
+        return default
     try:
         value = float(text)
     except ValueError:
-        raise StoreError(f"{BUSY_TIMEOUT_ENV} must be a number of seconds (got {text!r})") from None
-    if not 0 <= value <= 86400:
-        raise StoreError(f"{BUSY_TIMEOUT_ENV} must be between 0 and 86400 seconds (got {text!r})")
+        raise StoreError(f"{name} must be a number of seconds (got {text!r})") from None
+    if not lowest <= value <= 86400:
+        raise StoreError(f"{name} must be between {lowest:g} and 86400 seconds (got {text!r})")
     return value
 
 

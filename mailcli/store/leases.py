@@ -27,11 +27,10 @@ and none of this is used.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .db import StoreError
+from .db import seconds_from_env
 from .deliveries import LEASE_NOW
 
 if TYPE_CHECKING:
@@ -61,16 +60,7 @@ _CLAIMABLE = {"pending", "deferred", "uncertain"}
 
 def lease_seconds() -> float:
     """How long a claim lasts without renewal (``MAILCLI_SEND_LEASE``, seconds)."""
-    text = os.environ.get(LEASE_ENV, "").strip()
-    if not text:
-        return DEFAULT_LEASE
-    try:
-        value = float(text)
-    except ValueError:
-        raise StoreError(f"{LEASE_ENV} must be a number of seconds (got {text!r})") from None
-    if not 1 <= value <= 86400:
-        raise StoreError(f"{LEASE_ENV} must be between 1 and 86400 seconds (got {text!r})")
-    return value
+    return seconds_from_env(LEASE_ENV, DEFAULT_LEASE, lowest=1)
 
 
 def begin_run(conn: Connection) -> int:
