@@ -121,7 +121,7 @@ def test_two_senders_one_killed_half_way_each_recipient_once_and_its_claims_take
     emails = _project_with(project, pg_database, 2000)
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
-        server.delay = 0.005
+        server.delay = 0.01
         procs: list[subprocess.Popen[str]] = []
         try:
             doomed = _one_then_another(project, server, 50, "4", procs)
@@ -167,7 +167,7 @@ def test_a_stopped_sender_loses_its_claims_when_its_lease_expires_and_sends_noth
     emails = _project_with(project, pg_database, 600)
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
-        server.delay = 0.01
+        server.delay = 0.02
         procs: list[subprocess.Popen[str]] = []
         try:
             first = _one_then_another(project, server, 30, "2", procs, lease=SHORT_LEASE)
