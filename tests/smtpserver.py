@@ -45,7 +45,8 @@ Relay limits, as real relays impose them:
   ``450 4.7.1 Error: too much mail from 127.0.0.1`` at MAIL;
 * ``daily_quota=N``: after N messages in all, MAIL gets
   ``454 4.7.0 Throttling failure: Daily message quota exceeded.`` (Amazon SES);
-* ``smtputf8=False``: SMTPUTF8 is not offered.
+* ``smtputf8=False``: SMTPUTF8 is not offered;
+* ``eightbitmime=False``: 8BITMIME is not offered (aiosmtpd's ``decode_data``).
 
 ``server.sessions`` counts the sessions greeted with 220, ``server.refused``
 the ones refused, ``server.max_concurrent`` the most at once;
@@ -246,6 +247,7 @@ class SmtpServer:
     ehlo_count: int = 0
     ca_file: Path | None = None
     smtputf8: bool = True
+    eightbitmime: bool = True
     max_connections: int = 0
     refuse_all: bool = False
     connection_rate: tuple[int, float] | None = None
@@ -378,6 +380,8 @@ class SmtpServer:
             "enable_SMTPUTF8": self.smtputf8,
             "ident": "mailcli test server",
         }
+        if not self.eightbitmime:
+            kwargs["decode_data"] = True  # aiosmtpd then offers no 8BITMIME
         if self.tls:
             import tempfile
 

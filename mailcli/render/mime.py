@@ -298,8 +298,10 @@ class MessageSkeleton:
         date: datetime,
         list_unsubscribe: str | None,
         one_click: bool = True,
+        eightbit: bool = False,
     ) -> bytes:
-        """The message as wire bytes (CRLF, ≤998 octets a line), ready for DATA."""
+        """The message as wire bytes (CRLF, ≤998 octets a line), ready for DATA;
+        with ``eightbit``, parts with short lines as UTF-8 (``mimebody``)."""
         if date.tzinfo is None:
             date = date.replace(tzinfo=timezone.utc)
         message_id = message_id.strip()
@@ -318,8 +320,8 @@ class MessageSkeleton:
                 headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
         headers.append(self._tail)
 
-        text_cte, text_body = encode_body(text)
-        html_cte, html_body = encode_html_body(html)
+        text_cte, text_body = encode_body(text, eightbit=eightbit)
+        html_cte, html_body = encode_html_body(html, eightbit=eightbit)
         boundary = "=_mc" + secrets.token_hex(12)
         while boundary.encode("ascii") in text_body or boundary.encode("ascii") in html_body:
             boundary = "=_mc" + secrets.token_hex(12)  # pragma: no cover - 2**-96

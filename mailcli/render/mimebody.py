@@ -3,8 +3,11 @@ writing it fast (this runs for every message).
 
 7bit for ASCII parts with short lines, else quoted-printable for mostly Latin
 text and base64 for the rest; an HTML part writes its non-ASCII characters
-as character references, which usually keeps it 7bit. CRLF line ends only,
-no line over 998 octets (docs/guarantees.md#message-format).
+as character references, which usually keeps it 7bit. With ``eightbit`` (the
+relay takes 8-bit bodies, RFC 6152, and mailcli does not sign the message),
+a part with short lines goes as it is, UTF-8: no encoding to write and none
+for the receiver to undo. CRLF line ends only, no line over 998 octets
+(docs/guarantees.md#message-format).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def _raw_text_is_ascii(html: str) -> bool:
     return True
 
 
-def encode_html_body(html: str) -> tuple[str, bytes]:
+def encode_html_body(html: str, *, eightbit: bool = False) -> tuple[str, bytes]:
     """:func:`encode_body` for an HTML part, with its non-ASCII characters as character references.
 
     ``&#8594;`` is the same character as ``→`` to every HTML reader, and a
@@ -53,19 +56,22 @@ def encode_html_body(html: str) -> tuple[str, bytes]:
     reference would not be decoded (inside ``<style>``, ``<script>`` and the
     like) the part stays UTF-8.
     """
-    if not html.isascii() and not _C1.search(html) and _raw_text_is_ascii(html):
+    if not eightbit and not html.isascii() and not _C1.search(html) and _raw_text_is_ascii(html):
         html = html.encode("ascii", "xmlcharrefreplace").decode("ascii")
-    return encode_body(html)
+    return encode_body(html, eightbit=eightbit)
 
 
-def encode_body(text: str) -> tuple[str, bytes]:
+def encode_body(text: str, *, eightbit: bool = False) -> tuple[str, bytes]:
     """``(Content-Transfer-Encoding, CRLF-terminated encoded bytes)`` for one part."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.endswith("\n"):
         text += "\n"
-    if text.isascii() and not _has_long_line(text):
-        return "7bit", text.replace("\n", "\r\n").encode("ascii")
+    ascii_only = text.isascii()
+    if (ascii_only or eightbit) and not _has_long_line(text):
+        if ascii_only:
+            return "7bit", text.replace("\n", "\r\n").encode("ascii")
+        return "8bit", text.replace("\n", "\r\n").encode("utf-8")
     data = text.encode("utf-8")
     non_ascii = len(data) - len(text.encode("ascii", "ignore"))  # octets of non-ASCII characters
     if non_ascii * 10 > len(data) * 3:  # mostly non-Latin: base64 is smaller than =XX escapes

@@ -274,6 +274,7 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
             return
         smtputf8 = "SMTPUTF8" in transport.extensions
         remember_smtputf8(store, settings, relay, smtputf8)
+        factory.use_eightbit("8BITMIME" in transport.extensions)
         if lease is not None:
             pages = ledger.iter_claimed(store.conn, campaign, factory.secret, lease.owner, lease=lease.seconds,
                                         resend_uncertain=options.resend_uncertain, relay=(smtp.address, smtputf8))
@@ -364,6 +365,8 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
         if progress is not None:
             progress(summary)
 
-    build_all(MessageFactory(settings, campaign, sign=False), chosen, settings, campaign, on_result)
+    factory = MessageFactory(settings, campaign, sign=False)
+    factory.use_eightbit(True)  # as a send through a relay that takes 8-bit bodies, as nearly all do
+    build_all(factory, chosen, settings, campaign, on_result)
     summary.elapsed = time.monotonic() - started
     return summary

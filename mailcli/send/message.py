@@ -39,12 +39,12 @@ def message_skeleton(settings: Settings | None) -> Any:
 
 
 def build_message(skeleton: Any, *, email: str, first_name: str | None, last_name: str | None, parts: Any,
-                  message_id: str, date: datetime, list_unsubscribe: str | None) -> bytes:
+                  message_id: str, date: datetime, list_unsubscribe: str | None, eightbit: bool = False) -> bytes:
     """The wire bytes of one rendered message to one person."""
     to_name = " ".join(p for p in (first_name, last_name) if p) or None
     data: bytes = skeleton.build(
         to_address=email, to_name=to_name, subject=parts.subject, text=parts.text, html=parts.html,
-        message_id=message_id, date=date, list_unsubscribe=list_unsubscribe,
+        message_id=message_id, date=date, list_unsubscribe=list_unsubscribe, eightbit=eightbit,
     )
     return data
 
@@ -64,6 +64,7 @@ class MessageFactory:
         self.skeleton = message_skeleton(settings)
         self.sender = sender_from_settings(settings)
         self.signer = load_signer(settings) if sign else None
+        self.signs = getattr(settings, "dkim", None) is not None  # configured, whether or not this run signs
         s = settings.sender
         self.mail_from = s.bounce_address or s.from_address
         self.verp = s.verp and s.bounce_address is not None
@@ -75,6 +76,16 @@ class MessageFactory:
         self.per_contact = settings.tracking.per_contact
         self._click_base = ""
         self._shared_tokens: dict[str, str] = {}
+        # Bodies as UTF-8, unencoded, once the relay is known to take them
+        # (``use_eightbit``); never for a message mailcli signs itself.
+        self.eightbit = False
+
+    def use_eightbit(self, offered: bool) -> None:
+        """Send bodies as 8-bit UTF-8 where the relay offers 8BITMIME (RFC 6152),
+        unless mailcli DKIM-signs them: a relay further on that must convert an
+        8-bit body to 7 bits would break the signature, so signed messages keep
+        quoted-printable, as RFC 6376 advises signers to."""
+        self.eightbit = offered and not self.signs
 
     def context(self, r: ledger.Recipient) -> Any:
         from mailcli.render import RenderContext
@@ -128,7 +139,7 @@ class MessageFactory:
             parts = self._tracked(parts, r.contact_uid)
         data = build_message(self.skeleton, email=r.email, first_name=r.first_name, last_name=r.last_name,
                              parts=parts, message_id=r.message_id, date=ctx.now,
-                             list_unsubscribe=unsubscribe)
+                             list_unsubscribe=unsubscribe, eightbit=self.eightbit)
         if self.signer is not None:
             data = self.signer.sign(data)  # the very last step: nothing may change a signed message
         return data

@@ -170,7 +170,7 @@ class RenderAhead:
         loop = asyncio.get_running_loop()
         batch, self.batch = self.batch, []
         future = loop.run_in_executor(self.pool, build_batch, [x.as_tuple() for x in batch], self.samples,
-                                      self.links)
+                                      self.links, self.factory.eightbit)
         self.inflight.append((future, batch))
 
 

@@ -53,8 +53,8 @@ def _init(parent: int, settings: Any, campaign: Any, sign: bool = True) -> None:
         _INIT_ERROR = exc
 
 
-def _build(batch: list[RecipientTuple], samples: list[RecipientTuple], links: dict[str, int] | None = None
-           ) -> list[tuple[bytes | None, str | None]]:
+def _build(batch: list[RecipientTuple], samples: list[RecipientTuple], links: dict[str, int] | None = None,
+           eightbit: bool = False) -> list[tuple[bytes | None, str | None]]:
     global _VERIFIED
     from mailcli.send import ledger
     from mailcli.send.results import describe_problem
@@ -65,8 +65,10 @@ def _build(batch: list[RecipientTuple], samples: list[RecipientTuple], links: di
         # The preflight's recipients, one per set of contact fields: the
         # same check of the inline-once path as in the sending process.
         _FACTORY.verify_inlining(samples)
-        # The campaign's tracked links, known only after the preflight.
+        # The campaign's tracked links, known only after the preflight, and
+        # whether the relay takes 8-bit bodies, known once it answered.
         _FACTORY.links = links
+        _FACTORY.use_eightbit(eightbit)
         _VERIFIED = True
     out: list[tuple[bytes | None, str | None]] = []
     for fields in batch:
@@ -105,10 +107,10 @@ def _warm() -> None:
     """Nothing: submitting it makes the pool start its processes."""
 
 
-def build_batch(batch: list[RecipientTuple], samples: list[RecipientTuple], links: dict[str, int] | None = None
-                ) -> list[tuple[bytes | None, str | None]]:
+def build_batch(batch: list[RecipientTuple], samples: list[RecipientTuple], links: dict[str, int] | None = None,
+                eightbit: bool = False) -> list[tuple[bytes | None, str | None]]:
     """The function the pool runs (module level, so it pickles by name)."""
-    return _build(batch, samples, links)
+    return _build(batch, samples, links, eightbit)
 
 
 def _try_build(factory: Any, r: Any) -> Problem:
@@ -122,12 +124,13 @@ def _try_build(factory: Any, r: Any) -> Problem:
     return None
 
 
-def check_batch(batch: list[RecipientTuple]) -> list[Problem]:
+def check_batch(batch: list[RecipientTuple], eightbit: bool = False) -> list[Problem]:
     """Build every message of ``batch`` and drop it: all a dry run needs to know."""
     from mailcli.send import ledger
 
     if _INIT_ERROR is not None:
         raise _INIT_ERROR
+    _FACTORY.use_eightbit(eightbit)
     return [_try_build(_FACTORY, ledger.Recipient(*fields)) for fields in batch]
 
 
@@ -154,7 +157,7 @@ def build_all(factory: Any, recipients: Sequence[Any], settings: Any, campaign: 
             while inflight and inflight[0][0].done():
                 _settle(*inflight.popleft(), on_result)
             if len(inflight) < 2 * workers:
-                inflight.append((pool.submit(check_batch, [r.as_tuple() for r in batch]), batch))
+                inflight.append((pool.submit(check_batch, [r.as_tuple() for r in batch], factory.eightbit), batch))
             else:
                 for r in batch:
                     on_result(r, _try_build(factory, r))

@@ -489,3 +489,25 @@ def test_subject_option_wins_over_the_templates_subject_txt(project: Path, cli: 
         assert result.exit_code == 0, result.output
     subjects = sorted(email.message_from_bytes(m.data, policy=email.policy.default)["Subject"] for m in server.messages)
     assert subjects == ["Special: First0 only", "Special: First1 only", "Special: First2 only"]
+
+
+def test_bodies_go_as_8bit_utf8_where_the_relay_takes_them_else_as_quoted_printable(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", [{"email": "zoe@example.net", "first_name": "Zoë"}])
+    for campaign, offers in (("eight", True), ("seven", False)):
+        with SmtpServer(eightbitmime=offers) as server:
+            set_smtp(project, "127.0.0.1", server.port)
+            result = cli("send", campaign, "--template", "newsletter", "--list", "news", "--yes")
+            assert result.exit_code == 0, result.output
+        [message] = server.messages
+        head, _ = message.data.split(b"\r\n\r\n", 1)
+        assert head.isascii()
+        if offers:
+            assert "BODY=8BITMIME" in message.mail_options
+            assert b"Content-Transfer-Encoding: 8bit" in message.data and "Zoë".encode() in message.data
+        else:
+            assert message.data.isascii() and "BODY=8BITMIME" not in message.mail_options
+            assert b"Content-Transfer-Encoding: quoted-printable" in message.data
+        # Either way a mail client reads the same text.
+        parsed = email.message_from_bytes(message.data, policy=email.policy.default)
+        assert "Zoë" in parsed.get_body(("plain",)).get_content()
+        assert "Zoë" in parsed.get_body(("html",)).get_content() or "Zo&#235;" in parsed.get_body(("html",)).get_content()
