@@ -21,8 +21,8 @@ What it does:
    ledger and SMTP: the whole command, process start included; peak RSS of it
    and its render workers), and ``smtp-source -d`` with the same number of
    sessions, keeping them open between messages as mailcli does, sending that
-   template's message as mailcli renders it (``-F``, a file written by
-   ``mailcli render --format eml``): the ceiling for the same bytes on the same
+   template's message as ``mailcli send`` writes it to this sink (``-F``, a
+   file built by the send's own code): the ceiling for the same bytes on the same
    machine. Then, once per round, the peer people would otherwise reach for,
    ``mailmerge`` 2.3.0 from the pip index (in its own venv under
    ``benchmarks/out``, never a dependency of mailcli), sending the
@@ -230,14 +230,26 @@ def mailcli(root: Path, env: dict[str, str], *args: str) -> subprocess.Completed
     return subprocess.run([sys.executable, "-m", "mailcli", *args], cwd=root, env=env, capture_output=True)
 
 
-def rendered(root: Path, env: dict[str, str], template: str, **contact: str) -> bytes:
-    """One message as mailcli renders it (``render --format eml``) for a contact of the bench."""
-    data = root / f"{template}.json"
-    data.write_text(json.dumps(contact), encoding="utf-8")
-    out = mailcli(root, env, "render", template, "--data", str(data), "--format", "eml")
-    if out.returncode != 0:
-        raise RuntimeError(f"mailcli render {template} failed:\n{out.stderr.decode()}")
-    return out.stdout
+def sent_message(root: Path, template: str) -> bytes:
+    """The message ``mailcli send`` writes for the bench's first contact, byte
+    for byte as it goes to this sink (which offers 8BITMIME: bodies as 8-bit
+    UTF-8), built by the send's own code: the ceiling sends the same bytes."""
+    from mailcli.config import load_settings
+    from mailcli.send import ledger
+    from mailcli.send.message import MessageFactory
+
+    settings = load_settings(root / "mailcli.toml")
+    conn = sqlite3.connect(root / "mailcli.db")
+    contact = conn.execute("SELECT id, uid, email, email_key, first_name, last_name, attributes FROM contacts"
+                           " ORDER BY id LIMIT 1").fetchone()
+    list_id = conn.execute("SELECT id FROM lists WHERE name = 'bench'").fetchone()[0]
+    conn.close()
+    campaign = ledger.Campaign(id=1, uid="bench", name=f"bench-{template}", template=template, list_id=list_id,
+                               list_name="bench", subject=None, kind="marketing", status="sending",
+                               created_at="2026-01-01T00:00:00Z", frozen_at=None, finished_at=None)
+    factory = MessageFactory(settings, campaign)
+    factory.use_eightbit(True)
+    return factory.build(ledger.Recipient(1, *contact, "<bench.1@example.org>", None))
 
 
 # ---------------------------------------------------------------------------
@@ -401,8 +413,7 @@ def main() -> int:
     messages: dict[str, Path] = {}
     sizes: dict[str, int] = {}
     for template in TEMPLATES:
-        eml = rendered(base, env, template, email="reader0@bench0.example", first_name="Reader0",
-                       last_name="Family0", city="Amsterdam", member="100000")
+        eml = sent_message(base, template)
         sizes[template] = len(eml)
         messages[template] = work / f"{template}.eml"
         messages[template].write_bytes(eml.replace(b"\r\n", b"\n"))  # -F adds CRLF to every line

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -161,6 +162,10 @@ def build_all(factory: Any, recipients: Sequence[Any], settings: Any, campaign: 
             else:
                 for r in batch:
                     on_result(r, _try_build(factory, r))
+                    # Let the executor's thread in: it hands the workers their
+                    # next batch and takes their results, and a thread that
+                    # only renders would keep it waiting for the interpreter.
+                    time.sleep(0)
         while inflight:
             _settle(*inflight.popleft(), on_result)
     finally:
