@@ -37,6 +37,7 @@ names, else ``.mailcli/secret``):
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -55,17 +56,18 @@ TOKEN_SPELLING = re.compile(rf"[A-Za-z0-9_-]{{{TOKEN_LENGTH}}}")
 
 def address_hmac(secret: bytes, normalised_email: str) -> str:
     """Keyed hash of an address as compared by mailcli (case-insensitive)."""
-    key = normalised_email.strip().lower().encode("utf-8")
-    return hmac.new(secret, b"address:" + key, hashlib.sha256).hexdigest()
+    return address_hasher(secret)(normalised_email)
 
 
+@functools.lru_cache(maxsize=8)
 def address_hasher(secret: bytes) -> Callable[[str], str]:
-    """:func:`address_hmac` under one secret, for many addresses in a row.
+    """:func:`address_hmac` under one secret: HMAC-SHA256 (RFC 2104) of
+    ``address:`` and the address in lower case.
 
-    The same HMAC-SHA256 (RFC 2104), with the keyed inner and outer hashes
-    and the ``address:`` prefix worked out once: a send checks every
-    member's address against the suppression list, and keying a new HMAC
-    per address was most of that time at a million members.
+    The keyed inner and outer hashes and the prefix are worked out once per
+    secret (and kept), and copied per address: a send checks every member's
+    address against the suppression list, and keying a new HMAC per address
+    was most of that time at a million members.
     """
     key = hashlib.sha256(secret).digest() if len(secret) > 64 else secret
     key = key.ljust(64, b"\0")
