@@ -143,12 +143,8 @@ def _holds_trace(path: Path, needles: list[bytes], masks: _Masks) -> bool:
             chunk = handle.read(_CHUNK)
             buffer += chunk.lower()
             limit = len(buffer) if not chunk else max(start, len(buffer) - margin)
-            for needle in needles:
-                at = buffer.find(needle, start)
-                while at != -1 and at < limit:
-                    if not masks.explained(buffer, needle, at):
-                        return True
-                    at = buffer.find(needle, at + 1)
+            if _unexplained(buffer, needles, masks, start, limit):
+                return True
             if not chunk:
                 return False
             cut = max(0, limit - margin)
@@ -226,12 +222,20 @@ def _pages_hold_trace(path: Path, page_size: int, pages: set[int], needles: list
             start = max(0, (page - 1) * page_size - margin)
             handle.seek(start)
             window = handle.read(page_size + 2 * margin).lower()
-            for needle in needles:
-                at = window.find(needle)
-                while at != -1:
-                    if masks is None or not masks.explained(window, needle, at):
-                        return True
-                    at = window.find(needle, at + 1)
+            if _unexplained(window, needles, masks, 0, len(window)):
+                return True
+    return False
+
+
+def _unexplained(window: bytes, needles: list[bytes], masks: _Masks | None, start: int, limit: int) -> bool:
+    """Does a needle start in ``window[start:limit]`` that no live value explains
+    (any at all, without ``masks``)?"""
+    for needle in needles:
+        at = window.find(needle, start)
+        while at != -1 and at < limit:
+            if masks is None or not masks.explained(window, needle, at):
+                return True
+            at = window.find(needle, at + 1)
     return False
 
 
