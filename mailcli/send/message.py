@@ -64,7 +64,6 @@ class MessageFactory:
         self.skeleton = message_skeleton(settings)
         self.sender = sender_from_settings(settings)
         self.signer = load_signer(settings) if sign else None
-        self.signs = getattr(settings, "dkim", None) is not None  # configured, whether or not this run signs
         s = settings.sender
         self.mail_from = s.bounce_address or s.from_address
         self.verp = s.verp and s.bounce_address is not None
@@ -85,7 +84,7 @@ class MessageFactory:
         unless mailcli DKIM-signs them: a relay further on that must convert an
         8-bit body to 7 bits would break the signature, so signed messages keep
         quoted-printable, as RFC 6376 advises signers to."""
-        self.eightbit = offered and not self.signs
+        self.eightbit = offered and getattr(self.settings, "dkim", None) is None  # configured, signing this run or not
 
     def context(self, r: ledger.Recipient) -> Any:
         from mailcli.render import RenderContext
