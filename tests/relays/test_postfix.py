@@ -41,6 +41,9 @@ from tests.smtpserver import free_port
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 KNOWN = ["ann@example.net", "bob@example.net", "cy@example.net"]
 UNKNOWN = ["nobody1@example.net", "nobody2@example.net"]
+# More recipients (delivered to one mailbox through the "+" delimiter), so the
+# four connections are still wanted after the first ones have sent a few.
+FILLERS = [f"dan+{i}@example.net" for i in range(15)]
 SLOW = "dee@slow.example.net"
 
 pytestmark = pytest.mark.skipif(
@@ -94,7 +97,7 @@ def postfix() -> Iterator[Postfix]:
     shutil.chown(base / "data", "postfix")
     os.chown(base / "mail", mail_user.pw_uid, mail_user.pw_gid)
     port = free_port()
-    mailboxes = [*KNOWN, "bounces@example.org"]
+    mailboxes = [*KNOWN, "dan@example.net", "bounces@example.org"]
     (etc / "mailboxes").write_text("".join(f"{a} {a.split('@')[0]}/\n" for a in mailboxes))
     (etc / "transport").write_text("slow.example.net retry:4.4.1 mailbox server busy\n")
     (etc / "main.cf").write_text(f"""
@@ -195,17 +198,18 @@ def _statuses(project: Path) -> dict[str, str]:
 def test_postfix_bounces_unknown_users_and_exactly_they_are_suppressed(
         project: Path, cli: Cli, postfix: Postfix) -> None:
     _project(project, postfix)
-    add_contacts(project / "mailcli.db", "news", [{"email": a, "first_name": "X"} for a in KNOWN + UNKNOWN])
+    add_contacts(project / "mailcli.db", "news", [{"email": a, "first_name": "X"} for a in KNOWN + UNKNOWN + FILLERS])
     result = cli("--json", "send", "spring", "--template", "newsletter", "--list", "news", "--yes")  # 4 connections
     assert result.exit_code == 0, result.output
     sent = json.loads(result.stdout)
-    assert sent["sent"] == 5
+    assert sent["sent"] == 20
     # Postfix took two connections at once and refused the others with 421:
     # the send went on over two, and says so.
     assert sent["connections_limit"] == 2 and "too many connections" in result.stderr
     for address in KNOWN:
         [delivered] = postfix.wait_for_mail(address.split("@")[0], 1, f"the message to {address}")
         assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in delivered
+    assert len(postfix.wait_for_mail("dan", len(FILLERS), "the messages to dan+N")) == len(FILLERS)
 
     dsns = postfix.wait_for_mail("bounces", 2, "Postfix's DSNs for the unknown users")
     for dsn in dsns:
@@ -216,7 +220,7 @@ def test_postfix_bounces_unknown_users_and_exactly_they_are_suppressed(
     assert (data["hard_bounces"], data["unmatched"], data["suppressed"]) == (2, 0, 2)
     statuses = _statuses(project)
     assert {a for a, status in statuses.items() if status == "bounced"} == set(UNKNOWN)
-    assert all(statuses[a] == "active" for a in KNOWN)
+    assert all(statuses[a] == "active" for a in KNOWN + FILLERS)
     # The Maildir was read: the DSNs are marked seen.
     assert all("S" in m.get_flags() for m in mailbox.Maildir(str(postfix.maildir("bounces"))))
 
