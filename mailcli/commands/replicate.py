@@ -34,7 +34,8 @@ def replicate_cmd(
     Writes .mailcli/litestream.yml (0600; no credentials: Litestream reads
     LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY from the
     environment) and then runs Litestream in the foreground until Ctrl-C or
-    SIGTERM, after a last sync. `mailcli backup restore --from-replica`
+    SIGTERM, after a last sync, and exits 0 (a service stopped, as `serve`
+    does). `mailcli backup restore --from-replica`
     restores from the replica.
 
     Examples:
