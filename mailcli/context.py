@@ -65,6 +65,7 @@ class AppContext:
     subcommand: str | None = None  # the command being run, for check_engine
     _settings: Settings | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
+    _said_upgrading: bool = field(default=False, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -93,7 +94,8 @@ class AppContext:
         if self._store is None:
             from .binding import bind_store
 
-            store = open_store(self.settings.project.store_location, on_wait=self.say_waiting)
+            store = open_store(self.settings.project.store_location, on_wait=self.say_waiting,
+                               on_upgrade=self.say_upgrading)
             self._store = store
             if store.tightened:
                 self.out.warn(f"{', '.join(store.tightened)} could be read by other users; made private (0600)")
@@ -125,6 +127,15 @@ class AppContext:
         shown = database.display if isinstance(database, DatabaseURL) else database.name
         self.out.info(f"Waiting for the database {shown} (to {what}): {who} is writing to it;"
                       f" waiting up to {busy_timeout():g} s")
+
+    def say_upgrading(self, names: list[str]) -> None:
+        """Say on stderr that the database is being brought up to this version (``open_store``'s ``on_upgrade``)."""
+        if self._said_upgrading:  # a busy database makes open_store try again
+            return
+        self._said_upgrading = True
+        steps = "1 step" if len(names) == 1 else f"{len(names)} steps"
+        self.out.info(f"Upgrading the database for this version of mailcli ({steps}, once;"
+                      " on a large database this can take a minute)")
 
     def say_waiting_for(self, holder: Holder | None) -> None:
         """Say on stderr that this command waits for another run's lock to be released."""

@@ -439,8 +439,13 @@ def _tighten_side_files(path: Path) -> None:
                 os.chmod(side, 0o600)
 
 
-def apply_migrations(conn: Connection, *, only: Collection[str] | None = None, nested: bool = False) -> list[str]:
+def apply_migrations(conn: Connection, *, only: Collection[str] | None = None, nested: bool = False,
+                     on_upgrade: Callable[[list[str]], None] | None = None) -> list[str]:
     """Apply pending migrations in order (of ``only``, when given); returns the names applied.
+
+    ``on_upgrade(names)`` is told, before anything is applied, when a
+    database made by an earlier mailcli has migrations to catch up on (a
+    new database is not an upgrade): on a large one that can take a minute.
 
     On PostgreSQL each migration runs its PostgreSQL text where it has one
     (``migrations.POSTGRESQL``), and the whole run holds an advisory lock,
@@ -453,13 +458,13 @@ def apply_migrations(conn: Connection, *, only: Collection[str] | None = None, n
         conn.execute("SELECT pg_advisory_lock(?)", (MIGRATIONS_LOCK,))
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-            return _apply(conn, only, postgres=True, nested=nested)
+            return _apply(conn, only, postgres=True, nested=nested, on_upgrade=on_upgrade)
         finally:
             conn.execute("SELECT pg_advisory_unlock(?)", (MIGRATIONS_LOCK,))
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "migrations" not in tables:
         conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    return _apply(conn, only, postgres=False, nested=nested)
+    return _apply(conn, only, postgres=False, nested=nested, on_upgrade=on_upgrade)
 
 
 # The advisory lock key that serialises migrating a PostgreSQL database
@@ -468,7 +473,8 @@ MIGRATIONS_LOCK = 0x6D61696C636C69
 
 
 # Complexity: one branch per state of a migration (done, unknown, SQL or Python step, each engine's text), all in one transaction.
-def _apply(conn: Connection, only: Collection[str] | None, *, postgres: bool, nested: bool = False) -> list[str]:
+def _apply(conn: Connection, only: Collection[str] | None, *, postgres: bool, nested: bool = False,
+           on_upgrade: Callable[[list[str]], None] | None = None) -> list[str]:
     from .migrations import postgresql_statements
 
     done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
@@ -479,9 +485,12 @@ def _apply(conn: Connection, only: Collection[str] | None, *, postgres: bool, ne
             f"The database was migrated by a newer mailcli ({', '.join(sorted(unknown))})",
             hint="upgrade mailcli",
         )
+    pending = [name for name, _ in MIGRATIONS if name not in done and (only is None or name in only)]
+    if pending and done and on_upgrade is not None:
+        on_upgrade(pending)
     applied = []
     for name, step in MIGRATIONS:
-        if name in done or (only is not None and name not in only):
+        if name not in pending:
             continue
         if postgres:
             step = POSTGRESQL.get(name, step)
@@ -563,7 +572,8 @@ def _tighten(path: Path) -> list[str]:
 
 
 def open_store(path: Path | DatabaseURL, *, create: bool = True, timeout: float | None = None,
-               on_wait: Callable[[str], None] | None = None) -> Store:
+               on_wait: Callable[[str], None] | None = None,
+               on_upgrade: Callable[[list[str]], None] | None = None) -> Store:
     """Open (creating with mode 0600 if asked) and migrate the project database.
 
     A path that is not a regular SQLite file, or another program's database,
@@ -574,10 +584,11 @@ def open_store(path: Path | DatabaseURL, *, create: bool = True, timeout: float 
     ``path``: the SQLite file, or the PostgreSQL server's ``DatabaseURL``
     (``ProjectSettings.store_location`` gives the one the project names).
     ``timeout``: how long to wait for other processes (default
-    ``busy_timeout()``); ``on_wait(what)`` is told when a wait lasts.
+    ``busy_timeout()``); ``on_wait(what)`` is told when a wait lasts;
+    ``on_upgrade`` as for ``apply_migrations``.
     """
     if isinstance(path, DatabaseURL):
-        return _open_postgres(path, timeout=timeout)
+        return _open_postgres(path, timeout=timeout, on_upgrade=on_upgrade)
     path = Path(path)
     if not path.exists():
         if not create:
@@ -592,7 +603,7 @@ def open_store(path: Path | DatabaseURL, *, create: bool = True, timeout: float 
         _wait_for(conn, path, seconds, "open it", lambda: _check_is_mailcli(conn, path), watch)
         # Turning WAL on (a database a killed import left in rollback mode)
         # and migrating take locks: wait for them like any write.
-        _wait_for(conn, path, seconds, "open it", lambda: _finish_opening(conn), watch)
+        _wait_for(conn, path, seconds, "open it", lambda: _finish_opening(conn, on_upgrade), watch)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"Cannot use database {path}: {exc}") from None
@@ -604,12 +615,13 @@ def open_store(path: Path | DatabaseURL, *, create: bool = True, timeout: float 
     return store
 
 
-def _finish_opening(conn: sqlite3.Connection) -> None:
+def _finish_opening(conn: sqlite3.Connection, on_upgrade: Callable[[list[str]], None] | None = None) -> None:
     _use_wal(conn)
-    apply_migrations(conn)
+    apply_migrations(conn, on_upgrade=on_upgrade)
 
 
-def _open_postgres(url: DatabaseURL, *, timeout: float | None) -> Store:
+def _open_postgres(url: DatabaseURL, *, timeout: float | None,
+                   on_upgrade: Callable[[list[str]], None] | None = None) -> Store:
     """Connect to the server and migrate the database (which must exist: the server's owner creates it)."""
     from . import postgres
 
@@ -617,7 +629,7 @@ def _open_postgres(url: DatabaseURL, *, timeout: float | None) -> Store:
     conn = postgres.connect(url)
     try:
         postgres.set_lock_timeout(conn, seconds)
-        apply_migrations(conn)
+        apply_migrations(conn, on_upgrade=on_upgrade)
     except MailcliError:
         conn.close()
         raise

@@ -240,3 +240,27 @@ def test_the_address_hmac_is_rfc_2104_hmac_sha256() -> None:
         assert address_hasher(secret)(address) == expected
 
     same()
+
+
+def test_the_first_command_after_an_upgrade_says_it_upgrades_the_database(project: Path, cli) -> None:
+    fresh = cli("lists")
+    assert fresh.exit_code == 0 and "Upgrading" not in fresh.stderr, fresh.stderr
+    # The database as an earlier mailcli left it: migrated up to m008.
+    path = project / "mailcli.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    conn = connect(path)
+    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for name, step in MIGRATIONS:
+        if name == "m008_delivery_counts":
+            break
+        conn.executescript(step) if isinstance(step, str) else step(conn)
+        conn.execute("INSERT INTO migrations VALUES (?, 'then')", (name,))
+    conn.commit()
+    conn.close()
+    later = len(MIGRATIONS) - [name for name, _ in MIGRATIONS].index("m008_delivery_counts")
+    first = cli("lists")
+    assert first.exit_code == 0, first.output
+    assert f"Upgrading the database for this version of mailcli ({later} steps, once;" in first.stderr
+    again = cli("lists")
+    assert again.exit_code == 0 and "Upgrading" not in again.stderr
