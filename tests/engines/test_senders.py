@@ -291,3 +291,63 @@ def test_a_bad_lease_length_is_one_line(project: Path, pg_database: PostgresData
     assert result.returncode != 0
     assert "MAILCLI_SEND_LEASE must be" in result.stderr and "Traceback" not in result.stderr
     assert _rows(project, "SELECT count(*) FROM deliveries WHERE status = 'sent'") == [(0,)]
+
+
+def _dsn(project: Path, email: str) -> bytes:
+    """A remote server's delivery status notification: the message to ``email`` bounced (5.1.1)."""
+    ((message_id,),) = _rows(project, "SELECT d.message_id FROM deliveries d JOIN contacts c ON c.id = d.contact_id"
+                                      " WHERE c.email_key = ?", (email,))
+    return (f"From: MAILER-DAEMON@mx.example.net\r\nTo: news@example.org\r\n"
+            f"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{email}>\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n"
+            f"--B\r\nContent-Type: text/plain\r\n\r\nNot delivered.\r\n"
+            f"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
+            f"Final-Recipient: rfc822; {email}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+            f"Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n"
+            f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {message_id}\r\n\r\n--B--\r\n").encode()
+
+
+def test_bounces_and_a_purge_while_two_senders_share_a_campaign(project: Path, pg_database: PostgresDatabase,
+                                                                tmp_path: Path) -> None:
+    import mailbox
+
+    emails = _project_with(project, pg_database, 1200)
+    refused = emails[300:303]  # the relay says at RCPT that they do not exist
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.02
+        for email in refused:
+            server.script("RCPT", email, [f"550 5.1.1 <{email}>: user unknown"])
+        senders = [_sender(project, "--concurrency", "2"), _sender(project, "--concurrency", "2")]
+        try:
+            assert server.wait_for(100, timeout=60)
+            # A bounce of a message already out comes back by mail and is read meanwhile.
+            bounced = server.recipients()[10]
+            box = mailbox.mbox(str(tmp_path / "bounces.mbox"))
+            box.add(_dsn(project, bounced))
+            box.close()
+            read = run_mailcli("--json", "bounces", str(tmp_path / "bounces.mbox"), cwd=project)
+            assert read.returncode == 0, read.stderr
+            assert json.loads(read.stdout)["hard_bounces"] == 1, read.stdout
+            assert server.wait_for(400, timeout=60)
+            # Then a purge as of a far future day erases everyone left.
+            purge = run_mailcli("privacy", "purge", "--as-of", "2100-01-01", cwd=project)
+            assert purge.returncode == 0, purge.stderr
+            purged = time.time()
+            results = [_finish(proc) for proc in senders]
+        finally:
+            _end(senders)
+        seen = _message_ids(server)
+        late = [m.rcpt_tos[0] for m in list(server.messages) if m.mail_at > purged]
+    assert late == [], late
+    assert 400 <= len(seen) < 1200, "the purge came after the send: the test shows nothing"
+    for code, _, stderr in results:
+        assert code in (0, 3), stderr  # 3: some messages failed (the three refused)
+    assert sum(s["failed"] for _, s, _ in results) == 3
+    assert all(set(ids.values()) == {1} and len(ids) == 1 for ids in seen.values())
+    assert set(refused).isdisjoint(seen)
+    report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
+    assert report["sent"] == len(seen) and (report["pending"], report["uncertain"]) == (0, 0), report
+    # Three refused at RCPT and one bounced by mail; everyone the purge took is skipped.
+    assert (report["status"], report["failed"], report["bounced"]) == ("sent", 3, 4), report
+    assert report["sent"] + report["failed"] + report["skipped"] == report["audience"] == 1200, report
