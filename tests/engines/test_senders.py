@@ -351,3 +351,66 @@ def test_bounces_and_a_purge_while_two_senders_share_a_campaign(project: Path, p
     # Three refused at RCPT and one bounced by mail; everyone the purge took is skipped.
     assert (report["status"], report["failed"], report["bounced"]) == ("sent", 3, 4), report
     assert report["sent"] + report["failed"] + report["skipped"] == report["audience"] == 1200, report
+
+
+def test_a_ledger_batch_the_server_breaks_off_for_a_deadlock_is_written_again(
+        project: Path, pg_database: PostgresDatabase) -> None:
+    import asyncio
+
+    import psycopg
+
+    from mailcli.send import ledger
+    from mailcli.send.writer import LedgerWriter
+
+    _project_with(project, pg_database, 3)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        first = run_mailcli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", "--limit", "1",
+                            cwd=project)
+        assert first.returncode == 0, first.stderr
+    settings = resolve(directory=str(project))
+    store = open_store(settings.project.store_location)
+    campaign = ledger.get_campaign(store.conn, "spring")
+    assert campaign is not None
+    a, b = (row[0] for row in store.conn.execute(
+        "SELECT id FROM deliveries WHERE status = 'pending' ORDER BY id").fetchall())
+    other = psycopg.connect(pg_database.url, autocommit=False)
+
+    def hold_b() -> None:  # another command's transaction has row b...
+        other.execute("SET LOCAL deadlock_timeout = '30s'")  # ...and leaves finding the deadlock to the writer
+        other.execute("UPDATE deliveries SET attempts = attempts WHERE id = %s", (b,))
+
+    def take_a_then_commit() -> None:
+        other.execute("UPDATE deliveries SET attempts = attempts WHERE id = %s", (a,))
+        other.commit()
+
+    def writer_waits() -> bool:
+        with psycopg.connect(pg_database.url, autocommit=True) as look:
+            row = look.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
+            return bool(row and row[0])
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        writer = LedgerWriter(store, settings, campaign)
+        writer.start()
+        try:
+            await loop.run_in_executor(None, hold_b)
+            writer.submit(("sending", a))
+            marked = writer.submit(("sending", b), wait=True)  # one batch: a, then b (held)
+            assert marked is not None
+            await loop.run_in_executor(None, _until, writer_waits, 20, "the writer waiting for row b")
+            # Now each transaction waits for the other: the server breaks one off, the writer's.
+            crossing = loop.run_in_executor(None, take_a_then_commit)
+            await asyncio.wait_for(marked, 30)
+            await crossing
+        finally:
+            await writer.close()
+
+    try:
+        asyncio.run(scenario())
+        statuses = dict(store.conn.execute("SELECT id, status FROM deliveries WHERE id IN (?, ?)", (a, b)).fetchall())
+    finally:
+        other.close()
+        store.close()
+    # Both marks are on disk: the batch the server broke off was written again, whole.
+    assert statuses == {a: "sending", b: "sending"}
