@@ -96,6 +96,20 @@ def project(tmp_path: Path, cli: Cli) -> Path:
     return root
 
 
+def migrate_until(conn: Any, before: str) -> None:
+    """Bring an empty database to where an earlier mailcli left it: every
+    migration before ``before``, applied and recorded."""
+    from mailcli.store.migrations import MIGRATIONS
+
+    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for name, step in MIGRATIONS:
+        if name == before:
+            return
+        conn.executescript(step) if isinstance(step, str) else step(conn)
+        conn.execute("INSERT INTO migrations VALUES (?, 'then')", (name,))
+    raise AssertionError(f"no migration {before!r}")
+
+
 def write_config(root: Path, text: str) -> Path:
     path = root / "mailcli.toml"
     path.write_text(text, encoding="utf-8")

@@ -9,8 +9,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from mailcli.store.migrations import MIGRATIONS
-from tests.conftest import Cli, set_smtp
+from tests.conftest import Cli, migrate_until, set_smtp
 from tests.smtpserver import SmtpServer
 
 PLAIN = "email,first_name\nann@example.org,Ann\nbob@example.org,Bob\n"
@@ -110,12 +109,7 @@ def _database_before_the_basis(project: Path) -> None:
     db = project / "mailcli.db"
     db.unlink()
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    for name, step in MIGRATIONS:
-        if name == "m013_membership_basis":
-            break
-        conn.executescript(step) if isinstance(step, str) else step(conn)
-        conn.execute("INSERT INTO migrations VALUES (?, 'then')", (name,))
+    migrate_until(conn, "m013_membership_basis")
     conn.execute("INSERT INTO lists (id, name, created_at) VALUES (1, 'news', '2025-01-01T00:00:00Z')")
     now = "2025-06-01T12:00:00Z"
     rows = [("ann@example.org", "2024-03-01T10:00:00Z", None), ("bob@example.org", now, None),

@@ -12,6 +12,7 @@ import pytest
 from mailcli.store import open_store
 from mailcli.store.db import connect
 from mailcli.store.migrations import MIGRATIONS
+from tests.conftest import migrate_until
 
 
 def test_new_database_is_private_whatever_the_umask(tmp_path: Path) -> None:
@@ -129,15 +130,7 @@ def test_delivery_counts_of_an_existing_database_are_counted_when_it_is_migrated
     from mailcli.store.db import apply_migrations
 
     conn = connect(tmp_path / "x.db")
-    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    for name, step in MIGRATIONS:
-        if name == "m008_delivery_counts":
-            break
-        if isinstance(step, str):
-            conn.executescript(step)
-        else:
-            step(conn)
-        conn.execute("INSERT INTO migrations VALUES (?, 'then')", (name,))
+    migrate_until(conn, "m008_delivery_counts")
     _add_deliveries(conn, 1, range(1, 8))
     conn.execute("UPDATE deliveries SET status = 'sent' WHERE contact_id < 5")
     conn.commit()
@@ -250,12 +243,7 @@ def test_the_first_command_after_an_upgrade_says_it_upgrades_the_database(projec
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     conn = connect(path)
-    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    for name, step in MIGRATIONS:
-        if name == "m008_delivery_counts":
-            break
-        conn.executescript(step) if isinstance(step, str) else step(conn)
-        conn.execute("INSERT INTO migrations VALUES (?, 'then')", (name,))
+    migrate_until(conn, "m008_delivery_counts")
     conn.commit()
     conn.close()
     later = len(MIGRATIONS) - [name for name, _ in MIGRATIONS].index("m008_delivery_counts")
