@@ -164,9 +164,11 @@ def send_cmd(
             return
         shown[0] = now
         rate = s.sent / max(now - started, 1e-3)
-        bar.update(s.attempted + s.skipped + (s.rendered if s.dry_run else 0),
+        # A campaign shared with other senders: the bar shows all of it, the label this run's part.
+        others = f", {s.others} by other senders" if s.others else ""
+        bar.update(s.attempted + s.skipped + s.others + (s.rendered if s.dry_run else 0),
                    total=total[0] if total else None,
-                   description=f"{campaign}: {s.sent} sent, {s.failed} failed, {rate:.0f}/s")
+                   description=f"{campaign}: {s.sent} sent, {s.failed} failed, {rate:.0f}/s{others}")
 
     with bars:
         # With --yes there is nothing to ask, so no preview of the plan either.

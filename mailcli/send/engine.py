@@ -67,6 +67,7 @@ from mailcli.store import Store, leases
 from mailcli.store import campaigns as campaign_rows
 from mailcli.store.claims import release_claim
 from mailcli.store.db import is_postgres
+from mailcli.store.deliveries import delivery_status_counts
 from mailcli.store.relays import get_relay
 from mailcli.tokens import new_uid
 
@@ -267,6 +268,7 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
         transport.stop()
 
     installed = _install_signal_handlers(on_signal)
+    others: asyncio.Task[None] | None = None
     writer.start()
     try:
         await transport.open()
@@ -283,13 +285,33 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
                                          resend_uncertain=options.resend_uncertain, relay=(smtp.address, smtputf8))
         ahead = RenderAhead(factory, writer, summary, transport, progress, watch, pool=pool, samples=samples,
                             limit=options.limit, links=links)
+        if lease is not None and progress is not None:
+            others = asyncio.create_task(_follow_others(store, campaign, summary, progress))
         await transport.run(outgoing(ahead.built(pages), factory, summary, contacts))
     finally:
+        if others is not None:
+            others.cancel()
         _restore_signal_handlers(installed)
         try:
             await writer.close()
         finally:
             remember_relay(store, settings, relay, transport, summary, concurrency)
+
+
+async def _follow_others(store: Store, campaign: ledger.Campaign, summary: SendSummary, progress: ProgressFn,
+                         every: float = 0.5) -> None:
+    """While senders share the campaign: how many messages the others settled
+    since this run began (``summary.others``), read from the campaign's counts
+    every ``every`` seconds, so this run's progress shows the whole campaign."""
+    def left() -> int:
+        counts = delivery_status_counts(store.conn, campaign.id)
+        return sum(counts.get(status, 0) for status in (*ledger.SENDABLE, "sending"))
+
+    at_start = left()
+    while True:
+        await asyncio.sleep(every)
+        summary.others = max(0, at_start - left() - summary.attempted - summary.skipped)
+        progress(summary)
 
 
 def _install_signal_handlers(handler: Callable[[], None]) -> dict[signal.Signals, Any]:

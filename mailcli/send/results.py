@@ -62,6 +62,9 @@ class SendSummary:
     template_errors: dict[str, int] = field(default_factory=dict)
     # This run found the campaign done and marked it so (once, of all its runs).
     completed: bool = False
+    # Messages the other senders of a shared campaign settled since this run
+    # began (PostgreSQL), so a progress bar shows the whole campaign's progress.
+    others: int = 0
     # Set when the run sent nothing because the campaign's moment has not come.
     not_before: datetime | None = None
 

@@ -414,3 +414,32 @@ def test_a_ledger_batch_the_server_breaks_off_for_a_deadlock_is_written_again(
         store.close()
     # Both marks are on disk: the batch the server broke off was written again, whole.
     assert statuses == {a: "sending", b: "sending"}
+
+
+def test_a_sender_joining_a_shared_campaign_shows_the_whole_campaign_on_its_bar(
+        project: Path, pg_database: PostgresDatabase) -> None:
+    import re
+
+    from tests.terminal import Terminal
+
+    _project_with(project, pg_database, 800)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.02
+        first = _sender(project, "--concurrency", "2")
+        try:
+            assert server.wait_for(200, timeout=60)
+            term = Terminal("send", "spring", "--yes", "--concurrency", "2", cwd=project,
+                            env={"MAILCLI_SEND_LEASE": LEASE})
+            assert term.wait(timeout=120) == 0, term.text
+            code, _, stderr = _finish(first)
+        finally:
+            _end([first])
+    assert code == 0, stderr
+    screen = term.text
+    (own,) = (int(n) for n in re.findall(r"Campaign spring: (\d+) sent", screen))
+    frames = [(int(done), int(total)) for done, total in re.findall(r"(\d+)/(\d+)", screen)]
+    assert frames, screen
+    # The bar counts what both senders settled; its label says how much was the other's.
+    assert "by other senders" in screen, screen
+    assert max(done for done, _ in frames) > own, (own, frames[-5:])
