@@ -44,6 +44,7 @@ from typing import Any
 
 from mailcli import audit, clock
 from mailcli.config import Settings
+from mailcli.errors import MailcliError
 from mailcli.locks import LockedError, busy_message, lock_holder, send_lock
 from mailcli.send import ledger
 from mailcli.send.message import MessageFactory
@@ -307,11 +308,14 @@ async def _follow_others(store: Store, campaign: ledger.Campaign, summary: SendS
         counts = delivery_status_counts(store.conn, campaign.id)
         return sum(counts.get(status, 0) for status in (*ledger.SENDABLE, "sending"))
 
-    at_start = left()
-    while True:
-        await asyncio.sleep(every)
-        summary.others = max(0, at_start - left() - summary.attempted - summary.skipped)
-        progress(summary)
+    try:
+        at_start = left()
+        while True:
+            await asyncio.sleep(every)
+            summary.others = max(0, at_start - left() - summary.attempted - summary.skipped)
+            progress(summary)
+    except MailcliError:
+        return  # a lost server: the send itself says so; the bar just stops counting the others
 
 
 def _install_signal_handlers(handler: Callable[[], None]) -> dict[signal.Signals, Any]:
