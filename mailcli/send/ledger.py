@@ -333,7 +333,6 @@ def campaign_counts(conn: Connection, campaign: Campaign) -> dict[str, int]:
     the events attributed to the campaign (written by ``bounces``/``serve``).
     """
     counts = {key: 0 for key in (*REPORT_KEYS, "skipped")}
-    by_status = delivery_status_counts(conn, campaign.id)
     if is_postgres(conn):
         # A message a live sender has in flight is not uncertain: its result
         # is not known yet, as for a pending one.
@@ -341,6 +340,8 @@ def campaign_counts(conn: Connection, campaign: Campaign) -> dict[str, int]:
         live = by_status.pop(IN_FLIGHT, 0)
         by_status["sending"] = by_status.get("sending", 0) - live
         by_status["pending"] = by_status.get("pending", 0) + live
+    else:
+        by_status = delivery_status_counts(conn, campaign.id)
     for status, n in by_status.items():
         key = "uncertain" if status == "sending" else status
         counts[key] = counts.get(key, 0) + n
