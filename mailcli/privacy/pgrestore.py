@@ -31,8 +31,6 @@ for an import, and excludes a purge or a second restore.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,7 +52,7 @@ from .backup import backup_key_for, dump_database, new_backup_path
 from .encryption import BackupKey, backup_key, decrypt_file, is_encrypted
 from .ledger import ledger_path, read_entries
 from .reapply import Counts, Later, carry_audit, reapply
-from .restore import PREFIX, SENDING, SENDING_HINT, RestoreResult, remove_leftovers
+from .restore import SENDING, SENDING_HINT, RestoreResult, private_file, remove_leftovers
 from .scrub import scrub
 
 if TYPE_CHECKING:
@@ -83,18 +81,11 @@ def restore_postgres_backup(settings: Settings, source: Path, *,
                 remove_leftovers(settings)
 
 
-def _private_file(folder: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=PREFIX, suffix=suffix, dir=folder)
-    os.close(fd)
-    os.chmod(name, 0o600)
-    return Path(name)
-
-
 def _archive(source: Path, folder: Path, key: BackupKey | None) -> Path:
     """The archive in plain form: ``source`` itself, or decrypted into a private file."""
     plain = source
     if key is not None:
-        plain = _private_file(folder, ".dump")
+        plain = private_file(folder, ".dump")
         plain.unlink()
         decrypt_file(source, plain, key)
     if not pgdump.is_archive(plain):
@@ -119,7 +110,7 @@ def _restore(settings: Settings, source: Path, key: BackupKey | None, safety_key
     store = open_store(url)
     try:
         store.audit_key = audit_key(settings.secret())
-        script = _private_file(folder, ".sql")
+        script = private_file(folder, ".sql")
         pgdump.archive_to_sql(store.conn, plain, script, shown=source)
         marks = (ledger_end(ledger_path(settings)), ledger_end(optout_ledger_path(settings)))
         safety = _keep_safety_copy(settings, store, safety_key, warnings)

@@ -247,13 +247,19 @@ def _keep_safety_copy(settings: Settings, target: Path, key: BackupKey | None, w
         return None
 
 
+def private_file(folder: Path, suffix: str, *, prefix: str = PREFIX) -> Path:
+    """A new empty file of this user's only (0600) in ``folder``, named so that
+    ``remove_leftovers`` finds it should the restore be killed."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    os.close(fd)
+    os.chmod(name, 0o600)
+    return Path(name)
+
+
 def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later: Later, counts: Counts, *,
              shown: Path) -> Path:
     """The restored database, complete, in a private file beside the live one."""
-    fd, name = tempfile.mkstemp(prefix=PREFIX, suffix=".db", dir=target.parent)
-    os.close(fd)
-    prepared = Path(name)
-    os.chmod(prepared, 0o600)
+    prepared = private_file(target.parent, ".db")
     backups.copy_file(source, prepared)
     conn = backups.open_aside(prepared)
     store = Store(path=prepared, conn=conn, anchored=False)  # the live head is set once the swap is done
@@ -327,9 +333,7 @@ def restore_backup(settings: Settings, source: Path, *, on_wait: Callable[[str],
 
 def _decrypted(source: Path, target: Path, key: BackupKey, settings: Settings) -> Path:
     """The encrypted backup, decrypted into a private file beside the database and checked."""
-    fd, name = tempfile.mkstemp(prefix=PREFIX + "plain-", suffix=".db", dir=target.parent)
-    os.close(fd)
-    plain = Path(name)
+    plain = private_file(target.parent, ".db", prefix=PREFIX + "plain-")
     plain.unlink()
     decrypt_file(source, plain, key)
     check_backup(plain, settings, shown=source)
