@@ -83,6 +83,16 @@ def _message_ids(server: SmtpServer) -> dict[str, Counter[str]]:
     return seen
 
 
+def _each_once(seen: dict[str, Counter[str]]) -> bool:
+    """Every recipient got one message, once (``_message_ids``)."""
+    return all(len(ids) == 1 and set(ids.values()) == {1} for ids in seen.values())
+
+
+def _uncertain_emails(project: Path) -> set[str]:
+    return {e for (e,) in _rows(project, "SELECT c.email FROM deliveries d JOIN contacts c"
+                                         " ON c.id = d.contact_id WHERE d.status = 'uncertain'")}
+
+
 def _leases(project: Path, status: str) -> dict[int, set[int]]:
     """Run number -> ids of the campaign's deliveries in ``status`` that it holds."""
     found: dict[int, set[int]] = defaultdict(set)
@@ -147,9 +157,8 @@ def test_two_senders_one_killed_half_way_each_recipient_once_and_its_claims_take
     assert summary["completed"] is True
     # Nobody twice; every recipient once, or uncertain: only what the killed
     # sender had after the final dot, never more than its connections.
-    assert all(len(ids) == 1 and set(ids.values()) == {1} for ids in seen.values())
-    uncertain = {e for (e,) in _rows(project, "SELECT c.email FROM deliveries d JOIN contacts c"
-                                              " ON c.id = d.contact_id WHERE d.status = 'uncertain'")}
+    assert _each_once(seen)
+    uncertain = _uncertain_emails(project)
     assert uncertain <= _emails_of(project, in_flight)
     assert set(seen) | uncertain == set(emails)
     assert report["sent"] + report["uncertain"] == 2000 and report["uncertain"] <= 4
@@ -190,10 +199,9 @@ def test_a_stopped_sender_loses_its_claims_when_its_lease_expires_and_sends_noth
         finally:
             _end(procs)
         seen = _message_ids(server)
-    assert all(len(ids) == 1 and set(ids.values()) == {1} for ids in seen.values())
+    assert _each_once(seen)
     report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
-    uncertain = {e for (e,) in _rows(project, "SELECT c.email FROM deliveries d JOIN contacts c"
-                                              " ON c.id = d.contact_id WHERE d.status = 'uncertain'")}
+    uncertain = _uncertain_emails(project)
     assert report["uncertain"] == len(uncertain) <= 2  # what it had after a final dot, had it died
     assert set(seen) | uncertain == set(emails)
     assert report["sent"] + report["uncertain"] == 600
@@ -230,7 +238,7 @@ def test_two_senders_share_a_campaign_without_a_duplicate_and_complete_it_once(
     assert all(s["sent"] > 0 for s in summaries), summaries  # both took part
     assert sum(s["sent"] for s in summaries) == 800
     assert sorted(s["completed"] for s in summaries) == [False, True]  # completed by one of them, once
-    assert set(seen) == set(emails) and all(set(ids.values()) == {1} and len(ids) == 1 for ids in seen.values())
+    assert set(seen) == set(emails) and _each_once(seen)
     report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
     assert (report["status"], report["sent"], report["pending"], report["uncertain"]) == ("sent", 800, 0, 0)
     assert _rows(project, "SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL"
@@ -276,7 +284,7 @@ def test_an_erasure_and_one_click_opt_outs_through_two_serve_processes_stop_both
     assert all(s["sent"] > 0 for _, s, _ in results)
     assert {erased, left_a, left_b}.isdisjoint(seen)
     assert set(seen) == set(emails) - {erased, left_a, left_b}
-    assert all(set(ids.values()) == {1} and len(ids) == 1 for ids in seen.values())
+    assert _each_once(seen)
     report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
     assert (report["status"], report["sent"], report["pending"]) == ("sent", 1197, 0)
     assert _rows(project, "SELECT count(*) FROM contacts WHERE email_key = ?", (erased,)) == [(0,)]
@@ -344,7 +352,7 @@ def test_bounces_and_a_purge_while_two_senders_share_a_campaign(project: Path, p
     for code, _, stderr in results:
         assert code in (0, 3), stderr  # 3: some messages failed (the three refused)
     assert sum(s["failed"] for _, s, _ in results) == 3
-    assert all(set(ids.values()) == {1} and len(ids) == 1 for ids in seen.values())
+    assert _each_once(seen)
     assert set(refused).isdisjoint(seen)
     report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
     assert report["sent"] == len(seen) and (report["pending"], report["uncertain"]) == (0, 0), report
