@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import ConfigError, MailcliError
+from ..store.backups import begins_with
 
 SUFFIX = ".age"
 MAGIC = b"age-encryption.org/v1\n"
@@ -56,11 +57,7 @@ class BackupKey:
 
 def is_encrypted(path: Path) -> bool:
     """Does the file start like an age file?"""
-    try:
-        with path.open("rb") as handle:
-            return handle.read(len(MAGIC)) == MAGIC
-    except OSError:
-        return False
+    return begins_with(path, MAGIC)
 
 
 def backup_key(settings: Settings, *, why: str) -> BackupKey:

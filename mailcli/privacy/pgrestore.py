@@ -44,6 +44,7 @@ from ..optouts import optout_ledger_path, read_optouts
 from ..store import Store, open_store, pgdump
 from ..store import audit as audit_table
 from ..store import schema as sql
+from ..store.backups import SQLITE_HEADER, begins_with
 from ..store.db import apply_migrations, busy_timeout
 from ..store.migrations import MIGRATIONS
 from ..store.suppressions import all_suppressions
@@ -57,8 +58,6 @@ from .scrub import scrub
 
 if TYPE_CHECKING:
     from ..store.postgres import PgConnection
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def restore_postgres_backup(settings: Settings, source: Path, *,
@@ -89,9 +88,7 @@ def _archive(source: Path, folder: Path, key: BackupKey | None) -> Path:
         plain.unlink()
         decrypt_file(source, plain, key)
     if not pgdump.is_archive(plain):
-        with plain.open("rb") as handle:
-            sqlite = handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-        if sqlite:
+        if begins_with(plain, SQLITE_HEADER):
             raise ConfigError(f"{source} is a backup of a SQLite database, and this project's database is on a"
                               " PostgreSQL server; nothing was changed",
                               hint="`mailcli migrate-store --to URL` copies a SQLite database to a server")

@@ -15,6 +15,17 @@ from pathlib import Path
 from . import litestream
 from .db import Store
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every SQLite database file
+
+
+def begins_with(path: Path, magic: bytes) -> bool:
+    """Does the file start with ``magic``? False when it cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(magic)) == magic
+    except OSError:
+        return False
+
 
 def open_read_only(path: Path) -> sqlite3.Connection:
     """A database file opened so that nothing can change it."""

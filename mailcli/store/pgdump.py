@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, MailcliError
+from .backups import begins_with
 from .url import DatabaseURL
 
 if TYPE_CHECKING:
@@ -156,11 +157,7 @@ def dump(conn: PgConnection, dest: Path) -> None:
 
 def is_archive(path: Path) -> bool:
     """Does the file start like a custom-format pg_dump archive?"""
-    try:
-        with path.open("rb") as handle:
-            return handle.read(len(MAGIC)) == MAGIC
-    except OSError:
-        return False
+    return begins_with(path, MAGIC)
 
 
 def archive_to_sql(conn: PgConnection, archive: Path, dest: Path, *, shown: Path) -> None:
