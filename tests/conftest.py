@@ -6,6 +6,7 @@ a fixed terminal width and no MAILCLI_* variables from the outside.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -183,6 +184,25 @@ def use_database(root: Path, url: str) -> None:
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
+@contextlib.contextmanager
+def project_store(project: Path) -> Iterator[Any]:
+    """The database the project names (a SQLite file or a server), open for the block."""
+    from mailcli.config import resolve
+    from mailcli.store import open_store
+
+    store = open_store(resolve(directory=str(project)).project.store_location)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def project_rows(project: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a query on the database the project names."""
+    with project_store(project) as store:
+        return [tuple(row) for row in store.conn.execute(sql, params).fetchall()]
+
+
 @dataclass
 class Engine:
     """One engine under test: how to point a project at it and read its database back."""
@@ -200,15 +220,7 @@ class Engine:
 
     def rows(self, project: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query on the project's database (the same SQL on both engines)."""
-        from mailcli.config import resolve
-        from mailcli.store import open_store
-
-        settings = resolve(directory=str(project))
-        store = open_store(settings.project.store_location)
-        try:
-            return [tuple(row) for row in store.conn.execute(sql, params).fetchall()]
-        finally:
-            store.close()
+        return project_rows(project, sql, params)
 
     def location(self, project: Path) -> Any:
         """The project's database: its SQLite file, or the server's ``DatabaseURL``."""
@@ -220,14 +232,8 @@ class Engine:
 
     def execute(self, project: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
         """Change the project's database as another program would (the same SQL on both engines)."""
-        from mailcli.config import resolve
-        from mailcli.store import open_store
-
-        store = open_store(resolve(directory=str(project)).project.store_location)
-        try:
+        with project_store(project) as store:
             store.conn.execute(sql, params)
-        finally:
-            store.close()
 
     def open_store(self, path: Path) -> Any:
         """A store on this engine: the SQLite file ``path``, or the test database on the server."""

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mailcli.config import resolve
-from mailcli.store import open_store
 from mailcli.store.transfer import user_tables
-from tests.conftest import PostgresDatabase, run_mailcli, set_smtp
+from tests.conftest import PostgresDatabase, project_store, run_mailcli, set_smtp
 from tests.smtpserver import SmtpServer
 
 
@@ -31,12 +30,9 @@ def _mailcli(project: Path, pg: PostgresDatabase, *args: str) -> subprocess.Comp
 
 def _counts(project: Path) -> dict[str, int]:
     """Rows per table of the database the project names now, counted here."""
-    store = open_store(resolve(directory=str(project)).project.store_location)
-    try:
+    with project_store(project) as store:
         return {t: int(store.conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # noqa: S608
                 for t in user_tables(store.conn)}
-    finally:
-        store.close()
 
 
 def _database_line(project: Path) -> str:

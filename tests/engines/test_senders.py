@@ -25,7 +25,7 @@ import pytest
 from mailcli import tokens
 from mailcli.config import resolve
 from mailcli.store import open_store
-from tests.conftest import PostgresDatabase, run_mailcli, set_smtp, use_database
+from tests.conftest import PostgresDatabase, project_rows, run_mailcli, set_smtp, use_database
 from tests.serve_support import Server, one_click
 from tests.smtpserver import SmtpServer
 
@@ -56,14 +56,6 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, dic
     return proc.returncode, (json.loads(out) if out.strip() else {}), err
 
 
-def _rows(project: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    store = open_store(resolve(directory=str(project)).project.store_location)
-    try:
-        return [tuple(r) for r in store.conn.execute(sql, params).fetchall()]
-    finally:
-        store.close()
-
-
 def _until(what: Callable[[], Any], timeout: float = 60, message: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -89,21 +81,21 @@ def _each_once(seen: dict[str, Counter[str]]) -> bool:
 
 
 def _uncertain_emails(project: Path) -> set[str]:
-    return {e for (e,) in _rows(project, "SELECT c.email FROM deliveries d JOIN contacts c"
+    return {e for (e,) in project_rows(project, "SELECT c.email FROM deliveries d JOIN contacts c"
                                          " ON c.id = d.contact_id WHERE d.status = 'uncertain'")}
 
 
 def _leases(project: Path, status: str) -> dict[int, set[int]]:
     """Run number -> ids of the campaign's deliveries in ``status`` that it holds."""
     found: dict[int, set[int]] = defaultdict(set)
-    for owner, delivery in _rows(project, "SELECT lease_owner, id FROM deliveries WHERE status = ?"
+    for owner, delivery in project_rows(project, "SELECT lease_owner, id FROM deliveries WHERE status = ?"
                                           " AND lease_owner IS NOT NULL", (status,)):
         found[int(owner)].add(int(delivery))
     return found
 
 
 def _emails_of(project: Path, ids: set[int]) -> set[str]:
-    rows = _rows(project, "SELECT d.id, c.email FROM deliveries d JOIN contacts c ON c.id = d.contact_id")
+    rows = project_rows(project, "SELECT d.id, c.email FROM deliveries d JOIN contacts c ON c.id = d.contact_id")
     return {email for delivery, email in rows if delivery in ids}
 
 
@@ -163,12 +155,12 @@ def test_two_senders_one_killed_half_way_each_recipient_once_and_its_claims_take
     assert set(seen) | uncertain == set(emails)
     assert report["sent"] + report["uncertain"] == 2000 and report["uncertain"] <= 4
     # Taken over: what the killed sender had claimed and not sent, the survivor sent, each once.
-    taken = _rows(project, "SELECT status, lease_owner FROM deliveries WHERE id = ANY(?)", (sorted(claimed),))
+    taken = project_rows(project, "SELECT status, lease_owner FROM deliveries WHERE id = ANY(?)", (sorted(claimed),))
     assert len(taken) == len(claimed)
     assert {status for status, _ in taken} == {"sent"}
     assert doomed not in {owner for _, owner in taken}
     assert _emails_of(project, claimed) <= set(seen)
-    assert _rows(project, "SELECT status FROM campaigns") == [("sent",)]
+    assert project_rows(project, "SELECT status FROM campaigns") == [("sent",)]
 
 
 def test_a_stopped_sender_loses_its_claims_when_its_lease_expires_and_sends_nothing_twice(
@@ -189,7 +181,7 @@ def test_a_stopped_sender_loses_its_claims_when_its_lease_expires_and_sends_noth
             code, summary, stderr = _finish(other)
             assert code in (0, 3), stderr
             assert summary["completed"] is True
-            taken = _rows(project, "SELECT DISTINCT status FROM deliveries WHERE id = ANY(?)", (sorted(claimed),))
+            taken = project_rows(project, "SELECT DISTINCT status FROM deliveries WHERE id = ANY(?)", (sorted(claimed),))
             assert claimed and taken == [("sent",)]
             # Woken up, the stopped sender finishes what it had after its
             # final dots, and withdraws what the other took over.
@@ -214,7 +206,7 @@ def test_two_senders_share_a_campaign_without_a_duplicate_and_complete_it_once(
     # finds the campaign created and frozen by the other a moment before
     # joins in, rather than taking it for a list nobody can be mailed.
     held = emails[-5:]
-    _rows(project, "UPDATE memberships SET basis = 'none' WHERE contact_id IN"
+    project_rows(project, "UPDATE memberships SET basis = 'none' WHERE contact_id IN"
                    " (SELECT id FROM contacts WHERE email_key = ANY(?)) RETURNING 1", (held,))
     emails = emails[:-5]
     with SmtpServer() as server:
@@ -241,7 +233,7 @@ def test_two_senders_share_a_campaign_without_a_duplicate_and_complete_it_once(
     assert set(seen) == set(emails) and _each_once(seen)
     report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
     assert (report["status"], report["sent"], report["pending"], report["uncertain"]) == ("sent", 800, 0, 0)
-    assert _rows(project, "SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL"
+    assert project_rows(project, "SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL"
                           " AND status IN ('pending', 'deferred', 'sending')") == [(0,)]
 
 
@@ -252,8 +244,8 @@ def test_an_erasure_and_one_click_opt_outs_through_two_serve_processes_stop_both
     (project / "more.csv").write_text("email\n" + "".join(f"new{i}@example.net\n" for i in range(200)),
                                       encoding="utf-8")
     settings = resolve(directory=str(project))
-    ((list_id,),) = _rows(project, "SELECT id FROM lists WHERE name = 'news'")
-    uids = dict(_rows(project, "SELECT email_key, uid FROM contacts WHERE email_key IN (?, ?)", (left_a, left_b)))
+    ((list_id,),) = project_rows(project, "SELECT id FROM lists WHERE name = 'news'")
+    uids = dict(project_rows(project, "SELECT email_key, uid FROM contacts WHERE email_key IN (?, ?)", (left_a, left_b)))
     serve = [Server(project), Server(project)]  # two hosts behind one load balancer, as it were
     try:
         with SmtpServer() as server:
@@ -287,8 +279,8 @@ def test_an_erasure_and_one_click_opt_outs_through_two_serve_processes_stop_both
     assert _each_once(seen)
     report = json.loads(run_mailcli("report", "spring", "--json", cwd=project).stdout)
     assert (report["status"], report["sent"], report["pending"]) == ("sent", 1197, 0)
-    assert _rows(project, "SELECT count(*) FROM contacts WHERE email_key = ?", (erased,)) == [(0,)]
-    assert _rows(project, "SELECT count(*) FROM contacts WHERE email_key LIKE 'new%'") == [(200,)]
+    assert project_rows(project, "SELECT count(*) FROM contacts WHERE email_key = ?", (erased,)) == [(0,)]
+    assert project_rows(project, "SELECT count(*) FROM contacts WHERE email_key LIKE 'new%'") == [(200,)]
 
 
 @pytest.mark.parametrize("value", ["soon", "0"])
@@ -298,12 +290,12 @@ def test_a_bad_lease_length_is_one_line(project: Path, pg_database: PostgresData
                          env={"MAILCLI_SEND_LEASE": value})
     assert result.returncode != 0
     assert "MAILCLI_SEND_LEASE must be" in result.stderr and "Traceback" not in result.stderr
-    assert _rows(project, "SELECT count(*) FROM deliveries WHERE status = 'sent'") == [(0,)]
+    assert project_rows(project, "SELECT count(*) FROM deliveries WHERE status = 'sent'") == [(0,)]
 
 
 def _dsn(project: Path, email: str) -> bytes:
     """A remote server's delivery status notification: the message to ``email`` bounced (5.1.1)."""
-    ((message_id,),) = _rows(project, "SELECT d.message_id FROM deliveries d JOIN contacts c ON c.id = d.contact_id"
+    ((message_id,),) = project_rows(project, "SELECT d.message_id FROM deliveries d JOIN contacts c ON c.id = d.contact_id"
                                       " WHERE c.email_key = ?", (email,))
     return (f"From: MAILER-DAEMON@mx.example.net\r\nTo: news@example.org\r\n"
             f"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{email}>\r\n"
