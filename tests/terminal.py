@@ -71,6 +71,34 @@ class Terminal:
     def type(self, text: str) -> None:
         os.write(self.master, text.encode("utf-8"))
 
+    def wait_for_read(self, timeout: float = 30) -> None:
+        """Wait until the process sleeps in a read of its terminal, as a person
+        waits for the cursor before pressing a key.
+
+        Needed before a Ctrl-C: the terminal turns it into a SIGINT at once,
+        and a SIGINT that lands after the question is printed but before the
+        read begins only sets Python's flag; the read then blocks and nothing
+        looks at the flag until a next key (a window of microseconds at a
+        keyboard, but a slow test machine widens it). Letters and Ctrl-D wait
+        in the terminal's queue and need no such care. Where ``/proc`` does
+        not say what a process sleeps in, waits half a second instead.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                wchan = Path(f"/proc/{self.proc.pid}/wchan").read_text().strip()
+                state = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                time.sleep(0.5)
+                return
+            if state == "S" and wchan in ("wait_woken", "n_tty_read"):
+                return
+            if state == "S" and wchan in ("", "0"):  # a kernel that does not tell
+                time.sleep(0.5)
+                return
+            self._read(0.02)
+        raise AssertionError(f"the process never waited for a key; the screen got:\n{self.text}")
+
     def wait(self, timeout: float = 60) -> int:
         """Read until the process ends; its exit code."""
         deadline = time.monotonic() + timeout

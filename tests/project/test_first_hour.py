@@ -290,6 +290,7 @@ def test_ctrl_c_or_ctrl_d_at_the_question_changes_nothing(project: Path) -> None
                             ("\x04", ExitCode.USAGE, "Cancelled")):
         term = Terminal("send", "spring", "--template", "newsletter", "--list", "news", cwd=project)
         term.read_until("[y/N]:")
+        term.wait_for_read()
         term.type(key)
         assert term.wait() == code, term.text
         after = term.text.split("[y/N]:", 1)[1]
