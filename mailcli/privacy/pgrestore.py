@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from .. import audit
 from ..config import Settings
-from ..errors import ConfigError, MailcliError
+from ..errors import ConfigError, InputFileError, MailcliError
 from ..ledgers import ledger_end
 from ..locks import Holder, import_lock, maintenance_lock, refuse_while_sending, restore_lock
 from ..optouts import optout_ledger_path, read_optouts
@@ -67,7 +67,7 @@ def restore_postgres_backup(settings: Settings, source: Path, *,
     assert url is not None
     source = Path(source)
     if not source.is_file():
-        raise MailcliError(f"Backup not found: {source}", hint="`mailcli backup list` shows the backups")
+        raise InputFileError(f"Backup not found: {source}", hint="`mailcli backup list` shows the backups")
     safety_key = backup_key_for(settings)
     key = backup_key(settings, why=f"{source.name} is encrypted") if is_encrypted(source) else None
     with restore_lock(settings), maintenance_lock(settings, "backup restore"):
@@ -92,7 +92,7 @@ def _archive(source: Path, folder: Path, key: BackupKey | None) -> Path:
             raise ConfigError(f"{source} is a backup of a SQLite database, and this project's database is on a"
                               " PostgreSQL server; nothing was changed",
                               hint="`mailcli migrate-store --to URL` copies a SQLite database to a server")
-        raise MailcliError(f"{source} is not a pg_dump archive of a mailcli database; nothing was changed",
+        raise InputFileError(f"{source} is not a pg_dump archive of a mailcli database; nothing was changed",
                            hint="pick another backup with `mailcli backup list`")
     return plain
 
@@ -172,7 +172,7 @@ def _check_loaded(conn: PgConnection, settings: Settings, source: Path) -> None:
 
     tables = set(sql.table_names(conn))
     if not {"contacts", "migrations", "suppressions", "audit_log"} <= tables:
-        raise MailcliError(f"{source} is not a backup of a mailcli database; nothing was changed")
+        raise InputFileError(f"{source} is not a backup of a mailcli database; nothing was changed")
     newer = sql.applied_migrations(conn) - {name for name, _ in MIGRATIONS}
     if newer:
         raise MailcliError(f"{source} was written by a newer mailcli ({', '.join(sorted(newer))}); nothing was changed",

@@ -57,7 +57,7 @@ from pathlib import Path
 from .. import audit, audithead
 from ..config import Settings
 from ..durable import fsync_folder
-from ..errors import ConfigError, MailcliError, NotFoundError
+from ..errors import ConfigError, InputFileError, MailcliError
 from ..ledgers import ledger_end
 from ..locks import Holder, import_lock, maintenance_lock, refuse_while_sending, restore_lock
 from ..optouts import optout_ledger_path, read_optouts
@@ -107,11 +107,11 @@ def check_backup(path: Path, settings: Settings | None = None, *, shown: Path | 
     whose audit log is not whole against the head it carries. ``shown`` is
     the name to give in messages (the encrypted file a decrypted copy came from)."""
     if not path.is_file():
-        raise NotFoundError(f"Backup not found: {path}", hint="`mailcli backup list` shows the backups")
+        raise InputFileError(f"Backup not found: {path}", hint="`mailcli backup list` shows the backups")
     try:
         conn = backups.open_read_only(path)
     except sqlite3.Error as exc:
-        raise MailcliError(f"Cannot open the backup {shown or path}: {exc}") from None
+        raise InputFileError(f"Cannot open the backup {shown or path}: {exc}") from None
     name = shown or path
     try:
         damage = sql.integrity_problems(conn)
@@ -122,15 +122,15 @@ def check_backup(path: Path, settings: Settings | None = None, *, shown: Path | 
         if settings is not None and not (damage or newer or problems) and "audit_log" in tables:
             check_secret_and_log(conn, settings, name, "project_facts" in tables)
     except sqlite3.DatabaseError as exc:
-        raise MailcliError(f"{name} is not a usable database ({exc}); nothing was changed") from None
+        raise InputFileError(f"{name} is not a usable database ({exc}); nothing was changed") from None
     finally:
         conn.close()
     path = name
     if damage:
-        raise MailcliError(f"{path} failed the integrity check ({'; '.join(damage[:3])}); nothing was changed",
+        raise InputFileError(f"{path} failed the integrity check ({'; '.join(damage[:3])}); nothing was changed",
                            hint="pick an older backup with `mailcli backup list`")
     if not {"contacts", "migrations", "suppressions"} <= tables:
-        raise MailcliError(f"{path} is not a mailcli database; nothing was changed")
+        raise InputFileError(f"{path} is not a mailcli database; nothing was changed")
     if newer:
         raise MailcliError(f"{path} was written by a newer mailcli ({', '.join(sorted(newer))}); nothing was changed",
                            hint="upgrade mailcli, then restore")

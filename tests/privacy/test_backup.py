@@ -218,12 +218,15 @@ def test_restore_refuses_a_damaged_backup_and_changes_nothing(world, cli) -> Non
     garbage = root / "garbage.db"
     garbage.write_bytes(b"not a database at all" * 200)
     before = _db(root).read_bytes()
+    # A damaged backup, a file that is no database at all, or none there: an
+    # input file that is not usable, exit 2 like any other command's.
     for bad in (backup, garbage):
         result = cli("backup", "restore", str(bad), "--yes")
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 2, result.output
         assert "nothing was changed" in result.stderr and "Traceback" not in result.output
     assert _db(root).read_bytes() == before
-    assert cli("backup", "restore", "missing.db", "--yes").exit_code == 1
+    missing = cli("backup", "restore", "missing.db", "--yes")
+    assert missing.exit_code == 2 and "Backup not found: missing.db" in missing.stderr
 
 
 @both
