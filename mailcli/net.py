@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import ssl
 from pathlib import Path
 
@@ -25,6 +26,27 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be an address to listen on (None when it can): an
+    IP address, or a host name of letters, digits and hyphens; ``999.1.1.1``
+    or ``::g`` look like addresses and are none."""
+    bare = host.strip("[]") if host.startswith("[") else host
+    try:
+        ipaddress.ip_address(bare)
+        return None
+    except ValueError:
+        pass
+    if ":" in bare or re.fullmatch(r"[0-9.]+", bare):
+        return "is not an IP address"
+    labels = bare.rstrip(".").split(".")
+    if len(bare) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return "is not a host name or an IP address"
+    return None
 
 
 def is_localhost_name(name: str) -> bool:

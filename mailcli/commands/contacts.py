@@ -44,7 +44,7 @@ def contacts_cmd(
         "--where", help="Only contacts this expression matches, like \"city = 'Utrecht' and member_rating >= 3\".",
         metavar="EXPR")] = None,
     segment: Annotated[str | None, typer.Option(
-        "--segment", help="Only contacts in this segment of [segments] in mailcli.toml.", metavar="NAME",
+        "--segment", help="Only contacts in this segment of \\[segments] in mailcli.toml.", metavar="NAME",
         autocompletion=complete_segment)] = None,
 ) -> None:
     """List contacts, paged; --json gives objects with email, first_name,

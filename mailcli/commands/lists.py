@@ -16,7 +16,7 @@ def lists_cmd(
         "--where", help="Count only the members this expression matches, like \"city = 'Utrecht'\".",
         metavar="EXPR")] = None,
     segment: Annotated[str | None, typer.Option(
-        "--segment", help="Count only the members in this segment of [segments] in mailcli.toml.", metavar="NAME",
+        "--segment", help="Count only the members in this segment of \\[segments] in mailcli.toml.", metavar="NAME",
         autocompletion=complete_segment)] = None,
 ) -> None:
     """Show the lists with their members counted by status.

@@ -37,7 +37,7 @@ def send_cmd(
         "--where", help="Only the list's members this expression matches (first run), like"
         " \"city = 'Utrecht' and member_rating >= 3\".", metavar="EXPR")] = None,
     segment: Annotated[str | None, typer.Option(
-        "--segment", help="Only the list's members in this segment of [segments] in mailcli.toml (first run).",
+        "--segment", help="Only the list's members in this segment of \\[segments] in mailcli.toml (first run).",
         metavar="NAME", autocompletion=complete_segment)] = None,
     not_before: Annotated[str | None, typer.Option(
         "--not-before", help='Send nothing before this time, like "2026-12-24 09:00"; an earlier run exits 0.',

@@ -11,7 +11,7 @@ import typer
 
 from .. import context
 from ..errors import MailcliError, UsageError
-from ..net import is_loopback
+from ..net import host_problem, is_loopback
 
 
 # Complexity: the address checked, logging set, the database opened, then listening; each failure with its own message.
@@ -43,6 +43,9 @@ def serve_cmd(
     port = port if port is not None else settings.serve.port
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535 (got {port})")
+    problem = host_problem(host)
+    if problem:
+        raise UsageError(f"--host {host!r} {problem}", hint="give an address such as 127.0.0.1 or ::1, or a host name")
     path = urlsplit(settings.unsubscribe.url).path or "/"
     if not is_loopback(host):
         app.out.warn(f"listening on {host}, not only on this machine: keep it behind an HTTPS reverse proxy (RFC 8058)")
@@ -73,6 +76,8 @@ def serve_cmd(
         run_server(settings, host, port, threads=threads, on_ready=ready)
     except OSError as exc:
         raise MailcliError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # the server's own check of the address, for a name that resolves to nothing usable
+        raise UsageError(f"Cannot listen on {host}:{port}: {exc}") from None
     finally:
         for name in ("mailcli.serve", "waitress"):
             logging.getLogger(name).removeHandler(handler)

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..net import is_localhost_name, is_loopback
+from ..net import host_problem, is_localhost_name, is_loopback
 from ..segments import check_segments
 from ..store.url import DatabaseURLError, looks_like_url, parse_database_url
 from .settings import (
@@ -455,7 +455,7 @@ def _seconds(reader: _Reader, section: str, key: str, default: float) -> float:
 def _serve(reader: _Reader) -> ServeSettings:
     port = _number(reader, "serve", "port", 8025, 1, 65535)
     host = reader.get("serve", "host", str, "127.0.0.1").strip()
-    if not host or any(ch.isspace() for ch in host):
+    if not host or host_problem(host):
         raise reader.fail("serve.host", f"must be a host name or an IP address (got {host!r})")
     proxies = reader.get("serve", "trusted_proxies", list, ["127.0.0.1", "::1"])
     networks: list[IPNetwork] = []

@@ -119,7 +119,8 @@ def test_help_reads_as_written(cli: Cli, path: tuple[str, ...]) -> None:
         example = next(line for line in lines[i + 1:] if line.strip())
         indent = len(lines[i]) - len(lines[i].lstrip())
         assert len(example) - len(example.lstrip()) > indent, (lines[i], example)
-    for section in re.findall(r"\\?\[([a-z_]+)\]", command.help or ""):
+    written = [command.help or "", *(getattr(param, "help", None) or "" for param in command.params)]
+    for section in re.findall(r"\\?\[([a-z_]+)\]", "\n".join(written)):
         assert f"[{section}]" in text, section
     summary = (command.help or "").strip().split("\n\n")[0]
     assert "\n" not in summary.strip(), summary

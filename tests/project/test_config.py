@@ -192,6 +192,7 @@ def test_config_show_spells_defaults_as_the_file_would(project: Path, cli: Cli) 
         ('inactive = "2y"', 'inactive = "\u0663d"', "retention.inactive: must be a duration"),  # an Arabic-Indic 3
         ("[retention]", "[bounces]\nsoft_limit = -3\n[retention]", "bounces.soft_limit: must be from 1 to 1000 (got -3)"),
         ("port = 8025", "port = 0", "serve.port: must be from 1 to 65535 (got 0)"),
+        ('host = "127.0.0.1"', 'host = "999.1.1.1"', "serve.host: must be a host name or an IP address (got '999.1.1.1')"),
         ("port = 8025", "port = 8025.5", "serve.port: must be an integer, not float 8025.5"),
         ("concurrency = 4", "concurrency = 4\ndomain_concurrency = 65", "smtp.domain_concurrency: must be from 0 to 64"),
         ('database = "mailcli.db"', 'database = "."', "project.database: is a folder, not a database file"),

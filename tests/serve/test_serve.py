@@ -180,3 +180,15 @@ def test_port_in_use_is_one_clear_line(project: Path) -> None:
         result = run_mailcli("serve", "--port", str(port), cwd=project, timeout=60)
     assert result.returncode == 1
     assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("host", "problem"), [("999.1.1.1", "is not an IP address"), ("::g", "is not an IP address"),
+                                               ("bad_host", "is not a host name or an IP address")])
+def test_an_address_that_is_none_is_a_usage_error_before_anything_listens(project: Path, host: str,
+                                                                          problem: str) -> None:
+    from tests.conftest import run_mailcli
+
+    result = run_mailcli("serve", "--host", host, "--port", "0", cwd=project, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[0] == f"Error: --host {host!r} {problem}"
+    assert "Warning" not in result.stderr and "Serving" not in result.stderr
