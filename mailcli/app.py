@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 from . import __version__
 from .context import AppContext
 from .errors import ExitCode, Interrupted, MailcliError
+from .interrupts import InterruptedAfterSaving, raises_interrupt
 from .output import Output
 
 # Command name -> the module in mailcli/commands that registers it, in the
@@ -154,8 +155,13 @@ def fail(out: Output, exc: MailcliError | KeyboardInterrupt) -> int:
     exit code, and never prints or exits. Ctrl-C and SIGTERM (both a
     ``KeyboardInterrupt`` here) stop a command with its state saved: exit 130.
     """
-    error = exc if isinstance(exc, MailcliError) else Interrupted(
-        "Interrupted", hint="run the same command again to resume")
+    error: MailcliError
+    if isinstance(exc, InterruptedAfterSaving):
+        error = Interrupted("Interrupted once the changes were saved: they are kept",
+                            hint="run the same command again to finish what it does after saving")
+    else:
+        error = exc if isinstance(exc, MailcliError) else Interrupted(
+            "Interrupted", hint="run the same command again to resume")
     out.error(error.message, error.hint)
     return int(error.exit_code)
 
@@ -211,6 +217,7 @@ def root(
     ctx.obj = AppContext(out=out, directory=directory, config_file=config_file, subcommand=ctx.invoked_subcommand)
 
 
+@raises_interrupt
 def _terminate(signum: int, frame: Any) -> None:
     """SIGTERM is a Ctrl-C: the command stops cleanly and exits 130."""
     raise KeyboardInterrupt

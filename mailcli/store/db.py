@@ -54,6 +54,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..clock import now_iso
 from ..errors import ExitCode, MailcliError
+from ..interrupts import held
 from . import litestream
 from .migrations import MIGRATIONS, POSTGRESQL, statements
 from .url import DatabaseURL
@@ -342,8 +343,9 @@ class Store:
         else:
             self._depth -= 1
             if self._depth == 0:
-                conn.execute("COMMIT")
-                self._run_after_commit()
+                with held():  # a Ctrl-C waits until the commit and what follows it are done
+                    conn.execute("COMMIT")
+                    self._run_after_commit()
             else:
                 conn.execute(f"RELEASE sp{self._depth}")
 

@@ -123,9 +123,10 @@ def test_the_store_depends_on_nothing_above_it() -> None:
     # The store may use the small shared modules below it, never the code that
     # reads files, renders, sends, applies feedback or runs privacy requests.
     # importrows and segments are the row types and the parsed segment the store is handed;
-    # durable is the folder fsync that the spool shares with ledgers, backups and restores.
+    # durable is the folder fsync that the spool shares with ledgers, backups and restores;
+    # interrupts holds a Ctrl-C back while a commit and its follow-up run.
     below = ("mailcli.store", "mailcli.errors", "mailcli.clock", "mailcli.tokens", "mailcli.locks",
-             "mailcli.importrows", "mailcli.segments", "mailcli.durable")
+             "mailcli.importrows", "mailcli.segments", "mailcli.durable", "mailcli.interrupts")
     found = [i for i in _imports() if _within(i.module, "mailcli.store")
              and _within(i.target, "mailcli") and i.target != "mailcli" and not _within(i.target, below)]
     assert not found, "; ".join(_where(found))

@@ -518,6 +518,37 @@ def test_ctrl_c_during_import_exits_130_and_changes_nothing(project: Path, tmp_p
     assert dump(project) == before
 
 
+# Ctrl-C typed in the instant after the import committed, before the audit
+# head moved on: the process sends itself SIGINT where that instant is.
+_CTRL_C_AFTER_COMMIT = """
+import os, signal, sys
+from mailcli import audithead
+from mailcli.app import main
+advance = audithead.advance
+def ctrl_c_then_advance(store):
+    os.kill(os.getpid(), signal.SIGINT)
+    advance(store)
+audithead.advance = ctrl_c_then_advance
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_ctrl_c_while_the_import_is_saved_keeps_it_whole_and_says_so(project: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", _CTRL_C_AFTER_COMMIT, "import", str(DATA / "mailchimp_export.csv"),
+                           "--list", "news"], cwd=project, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.splitlines()[0] == "Error: Interrupted once the changes were saved: they are kept", proc.stderr
+    assert "Traceback" not in proc.stderr
+    conn = db(project)
+    try:
+        assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] > 0
+    finally:
+        conn.close()
+    verify = run_mailcli("privacy", "audit", "--verify", cwd=project)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"Head: {audit_rows(project)} entries" in verify.stdout  # the head moved on with the commit
+
+
 def journal_mode(project: Path) -> str:
     conn = sqlite3.connect(project / "mailcli.db")
     try:
