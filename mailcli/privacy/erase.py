@@ -82,7 +82,10 @@ def erase_subject(store: Store, settings: Settings, email: str, *, reason: str |
                                 detail={"found": False, "already_erased": True,
                                         "files_removed": len(files.removed), "files_elsewhere": len(files.elsewhere)},
                                 reason=reason)
-        return EraseResult(ref=subject.ref, found=False, already_erased=True, files=files)
+        # Asked again, look for traces again: the first erasure may have been
+        # stopped after its commit, before the database files were searched.
+        result = scrub(store, needles_for(subject.address, subject.key))
+        return EraseResult(ref=subject.ref, found=False, already_erased=True, files=files, scrub=result)
     names = names_of(store.conn, subject.contact_id) if subject.contact_id is not None else ()
     append_entries(settings, [LedgerEntry(subject.hmac, clock.now_iso(), "request", True)])
     rows: dict[str, int] = {}

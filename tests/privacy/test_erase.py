@@ -136,6 +136,25 @@ def test_erasing_twice_is_idempotent(world, cli) -> None:
     assert count(store.conn, "suppressions") == 1
 
 
+def test_erasing_again_removes_what_a_stopped_erasure_left_in_the_file(world, cli) -> None:
+    # An erasure stopped after its commit, before it searched the files, can
+    # leave the address in their free space; asking again finds and removes it.
+    root, _, _ = world
+    assert cli("privacy", "erase", ZEB, "--yes").exit_code == 0
+    raw = sqlite3.connect(root / "mailcli.db", isolation_level=None)
+    raw.execute("PRAGMA secure_delete=OFF")
+    raw.execute("CREATE TABLE leftover (value TEXT)")
+    raw.execute("INSERT INTO leftover VALUES (?)", (ZEB,))
+    raw.execute("DROP TABLE leftover")
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw.close()
+    assert remnants(root, ZEB)
+    again = cli("--json", "privacy", "erase", ZEB, "--yes")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["already_erased"] is True and json.loads(again.stdout)["vacuumed"] is True
+    assert remnants(root, ZEB) == []
+
+
 def test_erase_is_audited_with_the_hash_and_reason_only(world, cli) -> None:
     root, store, _ = world
     assert cli("privacy", "erase", ZEB, "--yes", "--reason", "ticket 42").exit_code == 0
