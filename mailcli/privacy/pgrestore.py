@@ -48,6 +48,7 @@ from ..store.backups import SQLITE_HEADER, begins_with
 from ..store.db import apply_migrations, busy_timeout
 from ..store.migrations import MIGRATIONS
 from ..store.suppressions import all_suppressions
+from ..store.written import WrittenFile, all_files, carry_files
 from ..tokens import audit_key
 from .backup import backup_key_for, dump_database, new_backup_path
 from .encryption import BackupKey, backup_key, decrypt_file, is_encrypted
@@ -114,7 +115,8 @@ def _restore(settings: Settings, source: Path, key: BackupKey | None, safety_key
         later = Later(suppressions=all_suppressions(store.conn), erasures=list(read_entries(settings)),
                       optouts=list(read_optouts(settings)))
         live_rows = audit_table.rows_with_hashes(store.conn)
-        _swap_in(settings, store, script, source, later, live_rows, counts)
+        written = all_files(store.conn)
+        _swap_in(settings, store, script, source, later, (live_rows, written), counts)
         late = Later(erasures=list(read_entries(settings, marks[0])), optouts=list(read_optouts(settings, marks[1])))
         reapply(store, settings, late, counts)
         scrub(store)
@@ -138,7 +140,7 @@ def _keep_safety_copy(settings: Settings, store: Store, key: BackupKey | None, w
 
 
 def _swap_in(settings: Settings, store: Store, script: Path, source: Path, later: Later,
-             live_rows: list[tuple[object, ...]], counts: Counts) -> None:
+             live: tuple[list[tuple[object, ...]], list[WrittenFile]], counts: Counts) -> None:
     """Step 3 of the module docstring: one transaction, committed only when all of it holds."""
     conn = store.conn
     schema = pgdump.current_schema(conn)
@@ -157,7 +159,8 @@ def _swap_in(settings: Settings, store: Store, script: Path, source: Path, later
         apply_migrations(conn, nested=True)
         _check_schema(conn, expected, source)
         reapply(store, settings, later, counts)
-        counts.audit += carry_audit(store, settings, live_rows)
+        counts.audit += carry_audit(store, settings, live[0])
+        counts.files += carry_files(conn, live[1])
         audit.record_access(
             store, settings, "restore", command="backup restore",
             detail={"file": source.name, "reerased": counts.reerased, "optouts_reapplied": counts.optouts,

@@ -45,6 +45,7 @@ class Counts:
     optouts: int = 0
     merged: int = 0
     audit: int = 0
+    files: int = 0  # entries of the register of written files carried over
 
 
 @dataclass

@@ -68,6 +68,7 @@ from ..store.db import Connection, apply_migrations, busy_timeout, connect
 from ..store.facts import SECRET_FINGERPRINT, get_fact
 from ..store.migrations import MIGRATIONS
 from ..store.suppressions import Suppression, all_suppressions
+from ..store.written import WrittenFile, all_files, carry_files
 from ..tokens import audit_key, secret_fingerprint
 from .backup import (
     backup_key_for,
@@ -207,6 +208,7 @@ class _Live:
     page_size: int | None = None
     suppressions: list[Suppression] = field(default_factory=list)
     audit_rows: list[tuple[object, ...]] = field(default_factory=list)
+    written: list[WrittenFile] = field(default_factory=list)
     problem: str | None = None
 
 
@@ -219,12 +221,20 @@ def _read_live(target: Path) -> _Live:
             # Whatever else is damaged in it does not matter: the swap
             # rewrites every page.
             return _Live(usable=True, replicated=litestream.is_replicated(conn), page_size=sql.page_size(conn),
-                         suppressions=all_suppressions(conn), audit_rows=audit_table.rows_with_hashes(conn))
+                         suppressions=all_suppressions(conn), audit_rows=audit_table.rows_with_hashes(conn),
+                         written=_written(conn))
         finally:
             conn.close()
     except (sqlite3.Error, MailcliError) as exc:
         return _Live(usable=False, problem=f"could not read the replaced database ({exc}); only the ledgers"
                                            " were re-applied")
+
+
+def _written(conn: Connection) -> list[WrittenFile]:
+    try:
+        return all_files(conn)
+    except sqlite3.OperationalError:  # a database from before the register: nothing to carry
+        return []
 
 
 def _keep_safety_copy(settings: Settings, target: Path, key: BackupKey | None, warnings: list[str]) -> Path | None:
@@ -268,6 +278,8 @@ def _prepare(settings: Settings, source: Path, target: Path, live: _Live, later:
         litestream.match_tables(conn, live.replicated)
         reapply(store, settings, later, counts)
         counts.audit += carry_audit(store, settings, live.audit_rows)
+        with store.transaction() as tx:
+            counts.files += carry_files(tx, live.written)
         audit.record_access(
             store, settings, "restore", command="backup restore",
             detail={"file": shown.name, "reerased": counts.reerased, "optouts_reapplied": counts.optouts,

@@ -65,3 +65,15 @@ def forget_files(conn: Connection, ids: list[int]) -> None:
 
 def all_files(conn: Connection) -> list[WrittenFile]:
     return _files(conn, "1 = 1", ())
+
+
+def carry_files(conn: Connection, files: list[WrittenFile]) -> int:
+    """Register the files of ``files`` (another database's register) that this
+    one does not know by path, as they were: a restore keeps the register of
+    the database it replaces, so an erasure still finds the exports written
+    since the backup was taken."""
+    known = {str(path) for (path,) in conn.execute("SELECT path FROM written_files")}
+    missing = [f for f in files if f.path not in known]
+    conn.executemany("INSERT INTO written_files (path, kind, subject_hmac, managed, created_at) VALUES (?, ?, ?, ?, ?)",
+                     [(f.path, f.kind, f.subject_hmac, int(f.managed), f.created_at) for f in missing])
+    return len(missing)

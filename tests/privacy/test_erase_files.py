@@ -72,6 +72,26 @@ def test_erase_removes_the_persons_exports_and_rejects_and_names_what_lies_elsew
     assert _scan(root, KARIN, "Karin", skip=(root / "bad.csv", root / "people.csv")) == []
 
 
+def test_exports_written_after_a_backup_are_still_reached_by_erasure_after_restoring_it(world, cli,
+                                                                                       tmp_path: Path) -> None:
+    # A restore brings back the database as it was, but not the files written
+    # since: the register of written files is carried over, or an erasure
+    # would no longer find them.
+    root, clock = world
+    assert cli("backup", "create").exit_code == 0
+    backup = next((root / "backups").glob("*.db"))
+    clock.advance(minutes=1)
+    assert cli("privacy", "export", KARIN).exit_code == 0
+    outside = tmp_path / "henk.zip"
+    assert cli("privacy", "export", HENK, "-o", str(outside)).exit_code == 0
+    assert cli("backup", "restore", str(backup), "--yes").exit_code == 0
+
+    karin = json.loads(cli("--json", "privacy", "erase", KARIN, "--yes").stdout)
+    assert [p for p in karin["files_removed"] if p.startswith("exports/")] and not list((root / "exports").iterdir())
+    henk = json.loads(cli("--json", "privacy", "erase", HENK, "--yes").stdout)
+    assert henk["also_delete"] == [str(outside)]
+
+
 def test_rendered_previews_are_private_and_reached_by_erasure(world, cli) -> None:
     root, _ = world
     old = os.umask(0o022)
