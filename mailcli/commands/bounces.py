@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .. import context
-from ..errors import UsageError
+from ..errors import PartialError, UsageError
 
 if TYPE_CHECKING:
     from ..feedback.ingest import IngestResult
@@ -65,14 +65,13 @@ def bounces_cmd(
     data = result.as_dict()
     if app.out.json:
         app.out.data(data)
-        return
-    if app.out.quiet:
-        return
-    _summary(app.out, result, data["policy_details"])
-    if result.unmatched_messages:
-        _unmatched(app.out, result)
-        if not result.acknowledged:
-            app.out.info(f"Once handled: {app.command('bounces', source, '--ack')}")
+    elif not app.out.quiet:
+        _summary(app.out, result, data["policy_details"])
+        if result.unmatched_messages:
+            _unmatched(app.out, result)
+            if not result.acknowledged:
+                app.out.info(f"Once handled: {app.command('bounces', source, '--ack')}")
+    _raise_if_partial(app.out, result)
 
 
 def _summary(out: Any, result: IngestResult, policy_details: list[dict[str, Any]]) -> None:
@@ -110,6 +109,21 @@ def _unmatched(out: Any, result: IngestResult) -> None:
         [[u.message_id or "-", u.from_domain or "-", u.subject, u.reason, u.first_seen or "now"]
          for u in result.unmatched_messages],
     )
+
+
+def _raise_if_partial(out: Any, result: IngestResult) -> None:
+    """Entries that could not be read were skipped: name each, and end with exit 3."""
+    if not result.unreadable:
+        return
+    for item in result.unreadable:
+        out.warn(f"Cannot read {item.entry}: {item.reason}; skipped, left where it is")
+    count = len(result.unreadable)
+    raise PartialError(
+        f"{_n(count, 'entry', 'entries')} of {result.source} could not be read and {'was' if count == 1 else 'were'}"
+        " skipped; every other message was processed",
+        hint="remove or repair the entries named above; the next run reads them",
+    )
+
 
 def _n(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else plural or word + 's'}"

@@ -38,7 +38,7 @@ from ..store.processed import acknowledge_message, processed_message, record_pro
 from ..tokens import parse_unsubscribe_token
 from . import actions, matching, reports
 from .matching import Target
-from .sources import Source
+from .sources import Source, Unreadable
 from .verdicts import NOTICES, Verdict
 
 HANDLED = ("hard", "soft", "policy", "complaint", "unsubscribe", "ignored", *NOTICES)
@@ -73,6 +73,7 @@ class IngestResult:
     acknowledged: int = 0  # unmatched messages marked handled by this run (--ack)
     suppressed: int = 0  # addresses newly put on the suppression list by this run
     unmatched_messages: list[Unmatched] = field(default_factory=list)
+    unreadable: list[Unreadable] = field(default_factory=list)  # entries skipped: the run is partial
     policy: Counter[tuple[str | None, str | None]] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,6 +94,7 @@ class IngestResult:
             "acknowledged": self.acknowledged,
             "suppressed": self.suppressed,
             "unmatched_messages": [asdict(u) for u in self.unmatched_messages],
+            "unreadable": [asdict(u) for u in self.unreadable],
             "policy_details": [
                 {"campaign": campaign, "status": status, "messages": count}
                 for (campaign, status), count in sorted(self.policy.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
@@ -129,6 +131,9 @@ def ingest(
     result = IngestResult(source=source.name)
     conn = store.conn
     for raw in source.messages():
+        if isinstance(raw, Unreadable):  # skipped, named to the user; the rest goes on
+            result.unreadable.append(raw)
+            continue
         result.messages += 1
         try:
             msg = reports.parse_bytes(raw.data)

@@ -16,6 +16,10 @@ Three kinds of SOURCE, one small interface (``messages()``, ``done()``,
   (so the next run does not even fetch them); ``--delete`` sets ``\\Deleted``
   and expunges.
 
+An entry that cannot be read (a folder or a broken link among the Maildir
+files, a file without read permission) is skipped and named, never a reason
+to stop: the messages after it are processed all the same.
+
 Messages nobody could match are left as they are (unread), so a person finds
 them in the mailbox, and the next run reads them again to list them until
 they are acknowledged (``--ack``). Reading the same source twice changes
@@ -48,10 +52,18 @@ class RawMessage:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """One entry of the mailbox that could not be read; it is left where it is."""
+
+    entry: str
+    reason: str
+
+
 class Source(Protocol):
     name: str
 
-    def messages(self) -> Iterator[RawMessage]: ...
+    def messages(self) -> Iterator[RawMessage | Unreadable]: ...
 
     def done(self, key: str, *, handled: bool) -> None:
         """Mark one message processed (``handled`` False: left for a person)."""
@@ -128,7 +140,7 @@ class MaildirSource:
         self.path = path
         self._delete = delete
 
-    def messages(self) -> Iterator[RawMessage]:
+    def messages(self) -> Iterator[RawMessage | Unreadable]:
         # List both folders first: processing moves files from new/ to cur/.
         keys: list[str] = []
         for sub in ("new", "cur"):
@@ -140,14 +152,21 @@ class MaildirSource:
             except OSError as exc:
                 raise UsageError(f"Cannot read {folder}: {exc.strerror}") from None
         for key in keys:
-            file = self.path / key
-            try:
-                data = file.read_bytes()
-            except FileNotFoundError:  # taken by another reader meanwhile
-                continue
-            except OSError as exc:
-                raise UsageError(f"Cannot read {file}: {exc.strerror}") from None
-            yield RawMessage(key, data)
+            item = self._read(key)
+            if item is not None:
+                yield item
+
+    def _read(self, key: str) -> RawMessage | Unreadable | None:
+        """One entry; None when another reader took it meanwhile."""
+        file = self.path / key
+        try:
+            return RawMessage(key, file.read_bytes())
+        except FileNotFoundError:
+            if os.path.lexists(file):
+                return Unreadable(str(file), "a symbolic link to a file that does not exist")
+            return None
+        except OSError as exc:
+            return Unreadable(str(file), exc.strerror or str(exc))
 
     def done(self, key: str, *, handled: bool) -> None:
         if not handled:

@@ -184,6 +184,44 @@ def test_delete_removes_processed_mail_but_keeps_the_unmatched(project: Path, cl
     assert [m["Subject"] for m in left] == ["Question about your newsletter"]
 
 
+def test_an_unreadable_maildir_entry_is_skipped_and_named_and_the_rest_is_processed(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    # A folder or a broken link among the messages (EACCES takes the same
+    # path, but root reads a file of mode 000) stopped every run at that
+    # entry: the messages after it, a mailto unsubscribe among them, were
+    # never processed.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    maildir = write_maildir(tmp_path / "Maildir", messages)
+    (maildir / "new" / "0000.dir").mkdir()  # sorts before every message mailbox.Maildir names
+    (maildir / "new" / "0001.link").symlink_to(tmp_path / "gone")
+
+    result = cli("bounces", str(maildir))
+    assert result.exit_code == 3, result.output
+    assert f"Warning: Cannot read {maildir}/new/0000.dir: Is a directory; skipped" in result.stderr
+    assert f"Warning: Cannot read {maildir}/new/0001.link: a symbolic link to a file that does not exist" \
+        in result.stderr
+    assert f"Error: 2 entries of {maildir} could not be read and were skipped" in result.stderr
+    assert "unexpected" not in result.stderr and "Traceback" not in result.output
+    assert "7 messages from" in result.stdout
+    assert s.membership("dee@example.org")[::2] == ("unsubscribed", "mailto")
+    assert s.suppressions("ann@example.org") == {"*": "bounced"}
+    assert sorted(os.listdir(maildir / "new"))[:2] == ["0000.dir", "0001.link"]
+    assert len(os.listdir(maildir / "new")) == 3 and len(os.listdir(maildir / "cur")) == 6  # + the person's question
+
+    before = s.counts()
+    again = cli("bounces", str(maildir), "--json")
+    assert again.exit_code == 3
+    data = json.loads(again.stdout)
+    assert data["unreadable"] == [
+        {"entry": f"{maildir}/new/0000.dir", "reason": "Is a directory"},
+        {"entry": f"{maildir}/new/0001.link", "reason": "a symbolic link to a file that does not exist"}]
+    assert data["already_processed"] == 6 and s.counts() == before
+    (maildir / "new" / "0000.dir").rmdir()
+    (maildir / "new" / "0001.link").unlink()
+    assert cli("bounces", str(maildir)).exit_code == 0
+
+
 def test_redacted_complaint_is_matched_by_the_returned_token(project: Path, cli: Cli, tmp_path: Path) -> None:
     s = seed(project, PEOPLE)
     campaign, _ = add_campaign(s, "may")
