@@ -11,6 +11,10 @@ database, so every rule can be tested on fixtures alone.
   too but does not expose the status codes that decide hard versus soft, so
   it is used for what it is best at: the many non-standard bounce formats
   (qmail, Exim, Exchange, Yahoo, ...), whose codes are then read from the text.
+* RFC 6533 internationalised reports (``report-type=global-delivery-status``)
+  the same way: their ``message/global-delivery-status`` part is UTF-8 text
+  (perhaps in base64 or quoted-printable), and an address may be of the type
+  ``utf-8`` with ``\\x{HEX}`` escapes (``utf-8; j\\x{F6}rg@example.org``).
 * RFC 5965 ARF reports (``report-type=feedback-report``) with their
   ``Feedback-Type``, ``User-Agent`` and ``Version`` fields.
 * The returned original (``message/rfc822``, ``text/rfc822-headers`` or the
@@ -31,7 +35,9 @@ headers that carry the envelope recipient.
 
 from __future__ import annotations
 
+import base64
 import email
+import quopri
 import re
 from dataclasses import dataclass
 from email import policy
@@ -46,6 +52,9 @@ _TOKEN = r"[A-Za-z0-9_-]{20,80}"
 _SUBJECT_TOKEN = re.compile(rf"\bunsubscribe\s+({_TOKEN})(?![A-Za-z0-9_-])", re.IGNORECASE)
 _MESSAGE_ID_LINE = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 _ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "message/global", "message/global-headers")
+_GLOBAL_TYPES = ("message/global", "message/global-headers", "message/global-delivery-status")
+_STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
+_UNICODE_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 _RECIPIENT_HEADERS = ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
 
 
@@ -108,6 +117,8 @@ def parse_bytes(raw: bytes) -> Message:
 
 def _header_block(part: Message) -> Message | None:
     """The headers of a returned original, whichever form it takes."""
+    if part.get_content_type() in _GLOBAL_TYPES:
+        return email.message_from_string(_global_text(part).lstrip("\r\n"), policy=policy.compat32)
     payload = part.get_payload()
     if isinstance(payload, list):
         first = payload[0] if payload else None
@@ -159,27 +170,77 @@ def _clean_id(value: object) -> str | None:
     return match.group(0) if match else text
 
 
+def _global_text(part: Message) -> str:
+    """An RFC 6533 ``message/global*`` part as the UTF-8 text it was sent as.
+
+    The stdlib parses every ``message/*`` part but ``delivery-status`` as one
+    encapsulated message: the first block of fields becomes its headers and
+    the rest (a report's per-recipient blocks) its body. They are put back
+    together here, byte for byte, and a base64 or quoted-printable transfer
+    encoding (which a 7-bit relay needs) is undone.
+    """
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        raw = part.get_payload(decode=True)
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+    inner = payload[0] if payload and isinstance(payload[0], Message) else None
+    if inner is None:
+        return ""
+    head = "".join(f"{name}: {value}\n" for name, value in inner.raw_items())
+    body = inner.get_payload(decode=True)  # bytes as received (get_payload() would replace 8-bit ones)
+    data = (head + ("\n" if head else "")).encode("utf-8", "surrogateescape") + (
+        body if isinstance(body, bytes) else b"")
+    return _undo_transfer_encoding(part, data).decode("utf-8", "replace")
+
+
+def _undo_transfer_encoding(part: Message, data: bytes) -> bytes:
+    encoding = str(part.get("Content-Transfer-Encoding") or "").strip().lower()
+    try:
+        if encoding == "base64":
+            return base64.b64decode(data)
+        if encoding == "quoted-printable":
+            return quopri.decodestring(data)
+    except ValueError:  # binascii.Error: not base64 after all, read as it is
+        pass
+    return data
+
+
 def _blocks(part: Message) -> list[Message]:
+    if part.get_content_type() == "message/global-delivery-status":
+        return _split_blocks(_global_text(part))
     payload = part.get_payload()
     if isinstance(payload, list):
         return [p for p in payload if isinstance(p, Message)]
     if isinstance(payload, str):
         # Some MTAs send delivery-status as quoted-printable text: split the blocks ourselves.
-        text = _text(part)
-        return [email.message_from_string(b.strip() + "\n", policy=policy.compat32)
-                for b in re.split(r"\r?\n\s*\r?\n", text) if b.strip()]
+        return _split_blocks(_text(part))
     return []
 
 
+def _split_blocks(text: str) -> list[Message]:
+    """Blocks of fields separated by blank lines, each read as a header block."""
+    return [email.message_from_string(b.strip() + "\n", policy=policy.compat32)
+            for b in re.split(r"\r?\n\s*\r?\n", text) if b.strip()]
+
+
 def _address_field(value: object) -> str | None:
-    """``rfc822; ann@example.org`` → ``ann@example.org``."""
+    """``rfc822; ann@example.org`` → ``ann@example.org``; ``utf-8; j\\x{F6}rg@example.org``
+    → ``jörg@example.org`` (RFC 6533 §3)."""
     text = _clean(value)
     if not text:
         return None
     kind, sep, rest = text.partition(";")
     address = rest if sep else kind
+    if sep and kind.strip().lower() == "utf-8":
+        address = _UNICODE_ESCAPE.sub(_unescape, address)
     address = parseaddr(address.strip())[1] or address.strip().strip("<>")
     return address or None
+
+
+def _unescape(match: re.Match[str]) -> str:
+    point = int(match.group(1), 16)
+    valid = point <= 0x10FFFF and not 0xD800 <= point <= 0xDFFF  # a code point, not a surrogate
+    return chr(point) if valid else match.group(0)
 
 
 # ---------------------------------------------------------------------------
@@ -197,7 +258,7 @@ def report_type(msg: Message) -> str | None:
 # Complexity: one branch per part and field of RFC 3464, which senders fill in loosely.
 def parse_dsn(msg: Message) -> Dsn | None:
     """An RFC 3464 report, or None when the message is not one."""
-    status_parts = [p for p in msg.walk() if p.get_content_type() in ("message/delivery-status", "message/global-delivery-status")]
+    status_parts = [p for p in msg.walk() if p.get_content_type() in _STATUS_TYPES]
     if not status_parts or report_type(msg) not in (None, "delivery-status", "global-delivery-status"):
         return None
     recipients: list[RecipientStatus] = []

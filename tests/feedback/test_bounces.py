@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import mailbox
 import os
+import quopri
 from pathlib import Path
 from string import Template
 
@@ -220,6 +222,83 @@ def test_an_unreadable_maildir_entry_is_skipped_and_named_and_the_rest_is_proces
     (maildir / "new" / "0000.dir").rmdir()
     (maildir / "new" / "0001.link").unlink()
     assert cli("bounces", str(maildir)).exit_code == 0
+
+
+def global_dsn(final_recipient: str, message_id: str | None, *, encoding: str = "8bit") -> bytes:
+    """An RFC 6533 report as an MTA writes it for a UTF-8 message: both report parts UTF-8 text,
+    in base64 or quoted-printable when a 7-bit relay carried it."""
+    status = ("Reporting-MTA: dns; mx.example\n"
+              "Arrival-Date: Thu, 16 May 2024 10:00:00 +0000\n"
+              "\n"
+              f"Final-Recipient: {final_recipient}\n"
+              "Action: failed\n"
+              "Status: 5.1.1\n"
+              "Remote-MTA: dns; mx.bücher.example\n"
+              "Diagnostic-Code: smtp; 550 5.1.1 Empfänger unbekannt\n")
+    headers = ("From: Example News <news@example.org>\nSubject: Grüße aus Köln\n"
+               f"Message-ID: {message_id}\nMIME-Version: 1.0\n") if message_id else None
+
+    def part(content_type: str, text: str) -> str:
+        data = text.encode("utf-8")
+        if encoding == "base64":
+            body = base64.encodebytes(data).decode("ascii")
+        elif encoding == "quoted-printable":
+            body = quopri.encodestring(data).decode("ascii")
+        else:
+            body = text
+        return f"--B\nContent-Type: {content_type}\nContent-Transfer-Encoding: {encoding}\n\n{body}\n"
+
+    _counter[0] += 1
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example>\nTo: bounces@example.org\n"
+        f"Subject: Undelivered Mail Returned to Sender\nMessage-ID: <global{_counter[0]}@mx.example>\n"
+        "MIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=global-delivery-status; boundary="B"\n\n'
+        "--B\nContent-Type: text/plain; charset=utf-8\n\nYour message could not be delivered.\n\n"
+        + part("message/global-delivery-status", status)
+        + (part("message/global-headers", headers) if headers else "")
+        + "--B--\n"
+    ).encode("utf-8")
+
+
+@pytest.mark.parametrize("form", ["delivery-status", "global 8bit", "global base64", "global quoted-printable"])
+def test_an_internationalised_report_bounces_like_a_classic_one(
+        project: Path, cli: Cli, tmp_path: Path, form: str) -> None:
+    # RFC 6533: the stdlib parses a message/global-delivery-status part as one
+    # message, so its per-recipient fields were read as a body and the report
+    # was listed as "delivery report without recipient fields".
+    s = seed(project, PEOPLE)
+    campaign, mids = add_campaign(s, "may")
+    if form == "delivery-status":
+        report = dsn(s, "ann@example.org", mids["ann@example.org"], action="failed", status="5.1.1",
+                     diagnostic="550 5.1.1 user unknown")
+    else:
+        report = global_dsn("rfc822; ann@example.org", mids["ann@example.org"], encoding=form.split()[1])
+    result = cli("bounces", str(write_mbox(tmp_path / "b.mbox", [report])), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["hard_bounces"], data["unmatched"], data["suppressed"]) == (1, 0, 1), data["unmatched_messages"]
+    assert s.suppressions("ann@example.org") == {"*": "bounced"}
+    assert s.contact("ann@example.org")["status"] == "bounced"  # type: ignore[index]
+    assert _events_by_campaign(s, campaign) == {"bounced": 1}
+    assert audience(s) == {p for p in PEOPLE if p != "ann@example.org"}
+
+
+def test_a_utf8_address_in_a_report_is_read_with_its_escapes(project: Path, cli: Cli, tmp_path: Path) -> None:
+    # A report that quotes no Message-ID falls back to the address it names;
+    # RFC 6533 writes a UTF-8 one as "utf-8; " with \x{HEX} escapes.
+    s = seed(project, ["jörg@example.org", *PEOPLE])
+    add_campaign(s, "may")
+    report = global_dsn("utf-8; J\\x{F6}rg@example.org", None)
+    parsed = reports.parse_dsn(reports.parse_bytes(report))
+    assert parsed is not None
+    (recipient,) = parsed.recipients
+    assert (recipient.final_recipient, recipient.verdict.kind, recipient.diagnostic) == (
+        "Jörg@example.org", "hard", "smtp; 550 5.1.1 Empfänger unbekannt")
+    assert recipient.remote_mta == "mx.bücher.example"
+    result = cli("bounces", str(write_mbox(tmp_path / "b.mbox", [report])), "--json")
+    assert json.loads(result.stdout)["hard_bounces"] == 1, result.output
+    assert s.suppressions("jörg@example.org") == {"*": "bounced"}
 
 
 def test_redacted_complaint_is_matched_by_the_returned_token(project: Path, cli: Cli, tmp_path: Path) -> None:
