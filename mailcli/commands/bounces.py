@@ -112,17 +112,19 @@ def _unmatched(out: Any, result: IngestResult) -> None:
 
 
 def _raise_if_partial(out: Any, result: IngestResult) -> None:
-    """Entries that could not be read were skipped: name each, and end with exit 3."""
-    if not result.unreadable:
-        return
+    """Entries skipped (named each), or the processed mail not deleted: end with exit 3."""
     for item in result.unreadable:
         out.warn(f"Cannot read {item.entry}: {item.reason}; skipped, left where it is")
-    count = len(result.unreadable)
-    raise PartialError(
-        f"{_n(count, 'entry', 'entries')} of {result.source} could not be read and {'was' if count == 1 else 'were'}"
-        " skipped; every other message was processed",
-        hint="remove or repair the entries named above; the next run reads them",
-    )
+    if result.not_deleted:
+        raise PartialError(f"{result.source}: {result.not_deleted}; nothing was deleted",
+                           hint="run the same command again to delete what was read")
+    if result.unreadable:
+        count = len(result.unreadable)
+        raise PartialError(
+            f"{_n(count, 'entry', 'entries')} of {result.source} could not be read and"
+            f" {'was' if count == 1 else 'were'} skipped; every other message was processed",
+            hint="remove or repair the entries named above; the next run reads them",
+        )
 
 
 def _n(count: int, word: str, plural: str | None = None) -> str:

@@ -74,6 +74,7 @@ class IngestResult:
     suppressed: int = 0  # addresses newly put on the suppression list by this run
     unmatched_messages: list[Unmatched] = field(default_factory=list)
     unreadable: list[Unreadable] = field(default_factory=list)  # entries skipped: the run is partial
+    not_deleted: str | None = None  # why --delete deleted nothing: the run is partial
     policy: Counter[tuple[str | None, str | None]] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -95,6 +96,7 @@ class IngestResult:
             "suppressed": self.suppressed,
             "unmatched_messages": [asdict(u) for u in self.unmatched_messages],
             "unreadable": [asdict(u) for u in self.unreadable],
+            "not_deleted": self.not_deleted,
             "policy_details": [
                 {"campaign": campaign, "status": status, "messages": count}
                 for (campaign, status), count in sorted(self.policy.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))
@@ -163,6 +165,7 @@ def ingest(
         source.done(raw.key, handled=handled)
         if progress:
             progress(result.messages)
+    result.not_deleted = source.finish()
     return result
 
 

@@ -1,11 +1,14 @@
 """Where bounce, complaint and unsubscribe mails are read from.
 
 Three kinds of SOURCE, one small interface (``messages()``, ``done()``,
-``close()``):
+``finish()``, ``close()``):
 
 * an **mbox** file — read with the stdlib ``mailbox`` module and left as it
   is (an MTA may be appending to it; the database remembers what was read);
-  with ``--delete`` processed messages are removed under the mbox lock;
+  with ``--delete`` processed messages are removed at the end, under the
+  mbox lock (``fcntl`` and ``.lock`` file, as MTAs take it): the file is
+  read again under the lock, so mail that came in meanwhile stays, and each
+  message is recognised by its bytes, so only what was processed goes;
 * a **Maildir** folder — processed messages move from ``new/`` to ``cur/``
   with the ``S`` (seen) flag, as a mail client would; ``--delete`` removes
   them instead;
@@ -30,20 +33,28 @@ message.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import ssl
+import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
 from ..errors import ConfigError, TransportError, UsageError
 from ..net import is_loopback, tls_context
 
+if TYPE_CHECKING:
+    import mailbox
+
 KEYWORD = "$MailcliProcessed"
+# How long --delete waits for the mbox lock an MTA holds while it delivers (a moment each time).
+LOCK_WAIT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,10 @@ class Source(Protocol):
 
     def done(self, key: str, *, handled: bool) -> None:
         """Mark one message processed (``handled`` False: left for a person)."""
+
+    def finish(self) -> str | None:
+        """Carry out what is left to the end (``--delete`` on an mbox); why it
+        could not be, or None."""
 
     def close(self) -> None: ...
 
@@ -101,7 +116,8 @@ class MboxSource:
 
         self.name = str(path)
         self._delete = delete
-        self._remove: list[str] = []
+        self._digests: dict[str, bytes] = {}  # key -> SHA-256 of the message read (with --delete)
+        self._remove: Counter[bytes] = Counter()  # the messages to delete, by their digest
         try:
             self._box = mailbox.mbox(str(path), create=False)
         except OSError as exc:
@@ -113,23 +129,60 @@ class MboxSource:
         except OSError as exc:
             raise UsageError(f"Cannot read {self.name}: {exc.strerror}") from None
         for key in keys:
-            yield RawMessage(str(key), self._box.get_bytes(key))
+            data = self._box.get_bytes(key)
+            if self._delete:
+                self._digests[str(key)] = hashlib.sha256(data).digest()
+            yield RawMessage(str(key), data)
 
     def done(self, key: str, *, handled: bool) -> None:
         if self._delete and handled:
-            self._remove.append(key)
+            self._remove[self._digests[key]] += 1
+
+    def finish(self) -> str | None:
+        """Delete the processed messages under the lock; why nothing was deleted, or None."""
+        import mailbox
+
+        if not self._remove:
+            return None
+        try:
+            box = mailbox.mbox(self.name, create=False)
+        except (mailbox.Error, OSError):
+            return "the mailbox could not be opened again to delete what was read"
+        try:
+            if not _lock(box):
+                return "another program kept the mailbox locked"
+            for key in list(box.iterkeys()):  # read again under the lock: new mail may have come in
+                digest = hashlib.sha256(box.get_bytes(key)).digest()
+                if self._remove[digest] > 0:
+                    self._remove[digest] -= 1
+                    box.remove(key)
+            box.flush()
+        except mailbox.ExternalClashError:  # written by a program that ignores the lock
+            return "the mailbox changed while it was read (new mail came in)"
+        except OSError as exc:
+            return f"the mailbox could not be rewritten ({exc.strerror or exc})"
+        finally:
+            with contextlib.suppress(mailbox.Error, OSError):
+                box.close()  # unlocks; after a failed flush it writes nothing
+        return None
 
     def close(self) -> None:
-        if self._remove:
-            self._box.lock()
-            try:
-                for key in self._remove:
-                    with contextlib.suppress(KeyError):
-                        self._box.remove(int(key))  # type: ignore[arg-type]  # mbox keys are ints
-                self._box.flush()
-            finally:
-                self._box.unlock()
         self._box.close()
+
+
+def _lock(box: mailbox.mbox) -> bool:
+    """The mbox lock, waiting up to ``LOCK_WAIT`` seconds while an MTA delivers."""
+    import mailbox
+
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            box.lock()
+            return True
+        except mailbox.ExternalClashError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
 
 class MaildirSource:
@@ -184,6 +237,9 @@ class MaildirSource:
         new_name = f"{base}:2,{''.join(sorted(set(flags + 'S')))}"
         with contextlib.suppress(FileNotFoundError):
             os.rename(file, self.path / "cur" / new_name)
+
+    def finish(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -307,6 +363,9 @@ class ImapSource:
         else:
             flags = f"(\\Seen {KEYWORD})" if self._keywords else "(\\Seen)"
         self._imap.uid("STORE", key, "+FLAGS", flags)
+
+    def finish(self) -> None:
+        pass  # deleted messages are expunged on close
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -301,6 +301,91 @@ def test_a_utf8_address_in_a_report_is_read_with_its_escapes(project: Path, cli:
     assert s.suppressions("jörg@example.org") == {"*": "bounced"}
 
 
+NEW_MAIL = (b"From MAILER-DAEMON Thu May 16 10:00:00 2024\nFrom: someone@example.net\nTo: bounces@example.org\n"
+            b"Subject: Just delivered\nMessage-ID: <just-delivered@example.net>\n\nNew mail.\n\n")
+
+
+def _deliver(box: Path) -> None:
+    """What an MTA does: append one message to the mbox."""
+    with box.open("ab") as handle:
+        handle.write(NEW_MAIL)
+
+
+def test_delete_keeps_mail_that_came_in_while_the_mbox_was_read(
+        project: Path, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The mail server appended to the mbox between the read and the delete:
+    # "Error: unexpected ExternalClashError: Size of mailbox file changed",
+    # exit 1, nothing deleted. Now the delete reads the mbox again under the
+    # lock and removes exactly the messages it processed.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    box = write_mbox(tmp_path / "b.mbox", messages)
+    lock = mailbox.mbox.lock
+
+    def deliver_then_lock(self: mailbox.mbox) -> None:  # the delivery lands just before the delete locks
+        _deliver(box)
+        lock(self)
+
+    monkeypatch.setattr(mailbox.mbox, "lock", deliver_then_lock)
+    result = cli("bounces", str(box), "--delete")
+    assert result.exit_code == 0, result.output
+    assert "7 messages from" in result.stdout and s.suppressions("ann@example.org") == {"*": "bounced"}
+    left = [m["Subject"] for m in mailbox.mbox(str(box))]
+    assert left == ["Question about your newsletter", "Just delivered"]
+    assert not (tmp_path / "b.mbox.lock").exists()
+
+
+def test_delete_says_so_when_the_mbox_changes_under_its_lock(
+        project: Path, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A program that writes without taking the lock: nothing is deleted,
+    # the run says why in one line (exit 3), and a rerun deletes.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    box = write_mbox(tmp_path / "b.mbox", messages)
+    flush = mailbox.mbox.flush
+    delivered: list[bool] = []
+
+    def deliver_then_flush(self: mailbox.mbox) -> None:
+        if not delivered:
+            delivered.append(True)
+            _deliver(box)
+        flush(self)
+
+    monkeypatch.setattr(mailbox.mbox, "flush", deliver_then_flush)
+    result = cli("bounces", str(box), "--delete")
+    assert result.exit_code == 3, result.output
+    assert result.stderr.splitlines()[-2:] == [
+        f"Error: {box}: the mailbox changed while it was read (new mail came in); nothing was deleted",
+        "Hint: run the same command again to delete what was read"]
+    assert "unexpected" not in result.stderr
+    assert s.suppressions("ann@example.org") == {"*": "bounced"}  # what was read is applied
+    assert len(mailbox.mbox(str(box))) == 8 and not (tmp_path / "b.mbox.lock").exists()
+
+    monkeypatch.setattr(mailbox.mbox, "flush", flush)
+    again = cli("bounces", str(box), "--delete", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["not_deleted"] is None
+    assert [m["Subject"] for m in mailbox.mbox(str(box))] == ["Question about your newsletter", "Just delivered"]
+
+
+def test_delete_waits_for_the_mbox_lock_then_says_so(
+        project: Path, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailcli.feedback import sources
+
+    seed(project, PEOPLE)
+    box = write_mbox(tmp_path / "b.mbox", [build("vacation.eml", rcpt="ann@example.org", message_id="<x@y>")])
+    (tmp_path / "b.mbox.lock").write_text("")  # an MTA delivering (or one that died holding the lock)
+    monkeypatch.setattr(sources, "LOCK_WAIT", 0.3)
+    result = cli("bounces", str(box), "--delete", "--json")
+    assert result.exit_code == 3
+    assert json.loads(result.stdout)["not_deleted"] == "another program kept the mailbox locked"
+    assert f"Error: {box}: another program kept the mailbox locked; nothing was deleted" in result.stderr
+    assert len(mailbox.mbox(str(box))) == 1
+    (tmp_path / "b.mbox.lock").unlink()
+    assert cli("bounces", str(box), "--delete").exit_code == 0
+    assert len(mailbox.mbox(str(box))) == 0
+
+
 def test_redacted_complaint_is_matched_by_the_returned_token(project: Path, cli: Cli, tmp_path: Path) -> None:
     s = seed(project, PEOPLE)
     campaign, _ = add_campaign(s, "may")
