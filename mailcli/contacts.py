@@ -124,7 +124,9 @@ def import_contacts(
     ``status`` unconfirmed (they are asked to confirm); otherwise nothing is
     imported (``NoBasisError``). Every file of an archive is held to this.
     ``rejects`` names a CSV file for the rejected rows, written only if the
-    import commits. ``check_mx`` looks up the MX of every domain afterwards
+    import commits; the file imported, or one of mailcli's own (the database,
+    the configuration, see :mod:`mailcli.ownfiles`), is refused before
+    anything is read (``UsageError``). ``check_mx`` looks up the MX of every domain afterwards
     (``nameserver``: ask that DNS server). Waits for another import or a
     restore to finish, telling ``on_lock_wait`` whom it waits for. Ctrl-C,
     or any error, leaves the database as it was (docs/guarantees.md#atomic-import).
@@ -142,6 +144,10 @@ def import_contacts(
         on_conflict=on_conflict, status=status, consent_source=consent_source, basis=basis, check_mx=check_mx,
         progress=progress or (lambda done, total, saving: None), overwrite_rectified=overwrite_rectified)
     _check_basis_options(basis, status)
+    if rejects:
+        from .ownfiles import output_target
+
+        rejects = output_target(settings, Path(rejects), "--rejects", inputs=[path])
     settings.secret()  # a missing secret stops the import before it waits for the lock
     # One import at a time, and none while a restore replaces the database.
     with import_lock(settings, f"import {path.name}", wait=busy_timeout(), on_wait=on_lock_wait):

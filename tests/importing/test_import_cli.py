@@ -215,6 +215,60 @@ def test_strict_exits_3_but_keeps_the_good_rows(project: Path, cli: Cli) -> None
     assert contact(project, "good@example.org")["memberships"]
 
 
+# ------------------------------------------------------------ the rejects file
+
+_OWN_FILES = ["in.csv", "mailcli.toml", ".mailcli/secret", "mailcli.db-ledgers/audit-head"]
+
+
+@pytest.mark.parametrize(("target", "what"), [
+    ("in.csv", "the file being imported"),
+    ("same-as-in.csv", "the file being imported"),  # a hard link
+    ("mailcli.db", "the project's database"),
+    ("mailcli.db-wal", "a file of the project's database"),
+    ("db-link.csv", "the project's database"),  # a symlink
+    ("db-copy.csv", "the project's database"),  # a hard link
+    ("mailcli.toml", "the configuration file"),
+    (".mailcli/secret", "in mailcli's private folder"),
+    ("mailcli.db-ledgers/audit-head", "in the ledgers of the database"),
+    ("templates/rejects.csv", "in the templates folder"),
+])
+def test_rejects_never_writes_over_the_input_or_a_file_of_mailcli(
+        project: Path, cli: Cli, target: str, what: str) -> None:
+    # It used to: --rejects mailcli.db replaced the database with a CSV file,
+    # and --rejects in.csv the file imported, both reported as a success.
+    imported(cli, str(DATA / "dutch_excel.csv"), "--list", "news")
+    source = project / "in.csv"
+    source.write_bytes((DATA / "bad_rows.csv").read_bytes())
+    source.chmod(0o644)
+    os.link(source, project / "same-as-in.csv")
+    (project / "db-link.csv").symlink_to("mailcli.db")
+    os.link(project / "mailcli.db", project / "db-copy.csv")
+    files = {name: ((project / name).read_bytes(), (project / name).stat().st_mode) for name in _OWN_FILES}
+    before = dump(project)
+    result = cli("import", "in.csv", "--list", "news", "--rejects", target)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: --rejects {target}: that is {what}; "), result.stderr
+    assert "Traceback" not in result.output
+    assert dump(project) == before  # nothing imported, the database whole
+    assert {name: ((project / name).read_bytes(), (project / name).stat().st_mode) for name in _OWN_FILES} == files
+    assert not list(project.rglob(".rejects-*"))
+
+
+def test_rejects_replaces_an_earlier_rejects_file_and_writes_through_a_symlink(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "rejected.csv").write_text("an earlier run\n", encoding="utf-8")
+    (project / "rejected.csv").symlink_to(kept / "rejected.csv")
+    for _ in range(2):
+        data = imported(cli, str(DATA / "bad_rows.csv"), "--list", "news", "--rejects", "rejected.csv")
+        assert data["rejected"] == 12
+    assert (project / "rejected.csv").is_symlink()
+    with (kept / "rejected.csv").open(encoding="utf-8-sig", newline="") as handle:
+        assert len(list(csv.reader(handle))) == 13  # the header and the 12 rejected rows
+    assert not list(tmp_path.rglob(".rejects-*"))
+
+
 # ------------------------------------------------------------ merge semantics
 
 
