@@ -147,7 +147,7 @@ def import_contacts(
     if rejects:
         from .ownfiles import output_target
 
-        rejects = output_target(settings, Path(rejects), "--rejects", inputs=[path])
+        rejects = output_target(settings, Path(rejects), "--rejects", like="rejects.csv", inputs=[path])
     settings.secret()  # a missing secret stops the import before it waits for the lock
     # One import at a time, and none while a restore replaces the database.
     with import_lock(settings, f"import {path.name}", wait=busy_timeout(), on_wait=on_lock_wait):

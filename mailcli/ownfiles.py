@@ -15,6 +15,7 @@ is too). Replacing an earlier output file stays allowed.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -56,22 +57,31 @@ def own_folders(settings: Settings) -> list[tuple[Path, str]]:
     ]
 
 
-def output_target(settings: Settings, target: Path, option: str, *, inputs: Iterable[Path] = ()) -> Path:
-    """The resolved path an output file named with ``option`` is written to.
+def output_target(settings: Settings, target: Path, option: str, *, like: str,
+                  inputs: Iterable[Path] = ()) -> Path:
+    """The path an output file named with ``option`` is written to
+    (``like``: a file name the hints suggest).
 
-    Refused (``UsageError``, exit 2, before anything is changed): one of the
+    Refused (``UsageError``, exit 2, before anything is changed): a folder,
+    anything but a regular file (``/dev/null``, a pipe), one of the
     ``inputs``, or a file that is mailcli's own (see the module docstring).
-    A symlink is followed: the file it names is the one replaced.
+    A symlink is followed: the file it names is the one replaced (the path
+    returned); any other target is returned as given.
     """
     real = Path(os.path.realpath(target))
     try:
         st: os.stat_result | None = os.stat(real)
     except OSError:
         st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{option} {target}: is a folder, not a file",
+                         hint=f"name a file in it, like {option} {target / like}")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{option} {target}: is not a regular file", hint=f"name a file, like {option} {like}")
     clash = _clash(settings, real, st, inputs)
     if clash is not None:
         raise UsageError(f"{option} {target}: that is {clash}", hint=f"name another file with {option}")
-    return real
+    return real if os.path.islink(target) else target
 
 
 def _clash(settings: Settings, real: Path, st: os.stat_result | None, inputs: Iterable[Path]) -> str | None:

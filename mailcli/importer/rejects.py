@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from mailcli.cells import neutralise
-from mailcli.errors import InputFileError
+from mailcli.errors import InputFileError, PartialError
 from mailcli.importrows import RowReject
 
 
@@ -44,12 +44,24 @@ class RejectsFile:
         self.count += 1
 
     def commit(self) -> None:
-        self._handle.close()
-        os.replace(self._temp, self.path)
+        """Put the file in place; if that fails, the temporary file goes and
+        PartialError (exit 3) says so: the import has committed by now."""
+        try:
+            self._handle.close()
+            os.replace(self._temp, self.path)
+        except OSError as exc:
+            self._temp.unlink(missing_ok=True)
+            raise PartialError(f"--rejects {self.path}: the rejected rows could not be written ({exc.strerror});"
+                               " the other rows were imported",
+                               hint="run the import again with another --rejects FILE to get them") from None
 
     def discard(self) -> None:
-        self._handle.close()
-        self._temp.unlink(missing_ok=True)
+        try:
+            self._handle.close()
+        except OSError:
+            pass  # a disk that is full: the file goes anyway
+        finally:
+            self._temp.unlink(missing_ok=True)
 
 
 class ArchiveRejectsFile(RejectsFile):

@@ -269,6 +269,23 @@ def test_rejects_replaces_an_earlier_rejects_file_and_writes_through_a_symlink(
     assert not list(tmp_path.rglob(".rejects-*"))
 
 
+@pytest.mark.parametrize("target", ["sub", ".", "fifo"])
+def test_rejects_naming_a_folder_or_a_pipe_is_refused_before_the_import(
+        project: Path, cli: Cli, target: str) -> None:
+    # It used to import the rows, then fail with "unexpected IsADirectoryError"
+    # (exit 1) and leave a .rejects-XXXX.csv with the rejected rows behind.
+    imported(cli, str(DATA / "dutch_excel.csv"), "--list", "news")
+    (project / "sub").mkdir()
+    os.mkfifo(project / "fifo")
+    before = dump(project)
+    result = cli("import", str(DATA / "bad_rows.csv"), "--list", "news", "--rejects", target)
+    assert result.exit_code == 2, result.output
+    what = "is not a regular file" if target == "fifo" else "is a folder, not a file"
+    assert result.stderr.splitlines()[0] == f"Error: --rejects {target}: {what}"
+    assert dump(project) == before
+    assert not list(project.rglob(".rejects-*"))
+
+
 # ------------------------------------------------------------ merge semantics
 
 

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailcli.errors import ExitCode, InputFileError, UsageError
+from mailcli.errors import ExitCode, InputFileError, PartialError, UsageError
 from mailcli.importer import (
     ImportRow,
+    RejectsFile,
     RowReject,
     attribute_name,
     detect_format,
@@ -506,3 +507,17 @@ def test_consent_ip_fast_path_agrees_with_truncate_ip(tmp_path: Path, values: li
         else:
             assert not isinstance(row, RowReject), (value, row)
             assert row[7] == expected and row[5] == '{"city":"Delft"}', (value, row)
+
+
+def test_a_rejects_file_that_cannot_be_put_in_place_leaves_no_temporary_file(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    target = folder / "rejected.csv"
+    rejects = RejectsFile(target, ("email",), ",")
+    rejects.write(RowReject(2, "invalid email address", {"email": "x"}))
+    target.mkdir()  # made by someone else while the import ran
+    with pytest.raises(PartialError) as caught:
+        rejects.commit()
+    assert caught.value.exit_code == ExitCode.PARTIAL
+    assert "the rejected rows could not be written" in caught.value.message
+    assert [p.name for p in folder.iterdir()] == ["rejected.csv"]
