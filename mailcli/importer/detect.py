@@ -191,10 +191,16 @@ def detect_format(
 
 
 def _check_encoding(name: str) -> str:
+    """The codec's name for a text encoding; Python's bytes-to-bytes codecs
+    (hex, base64, zlib) and str-to-str ones (rot13) are no file encoding."""
     try:
-        return codecs.lookup(name).name
+        codec = codecs.lookup(name)
     except LookupError:
-        raise UsageError(f"--encoding: unknown encoding {name!r}", hint="try utf-8, cp1252, latin-1 or utf-16") from None
+        codec = None
+    if codec is None or not codec._is_text_encoding:
+        what = f"unknown encoding {name!r}" if codec is None else f"{name!r} is not a text encoding"
+        raise UsageError(f"--encoding: {what}", hint="try utf-8, cp1252, latin-1 or utf-16")
+    return codec.name
 
 
 def _check_delimiter(value: str) -> str:

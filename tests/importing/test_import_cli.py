@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, run_mailcli
+from tests.conftest import Cli, project_rows, run_mailcli
 from tests.terminal import Terminal
 
 DATA = Path(__file__).parent.parent / "data"
@@ -501,6 +501,17 @@ def test_bad_input_files_exit_2_and_change_nothing(project: Path, cli: Cli, tmp_
     assert expected in lines[0]
     assert "Traceback" not in result.output
     assert dump(project) == before
+
+
+@pytest.mark.parametrize("encoding", ["hex", "base64", "zlib", "bz2", "uu", "quopri", "rot13", "bogus"])
+def test_an_encoding_that_is_no_text_encoding_is_a_usage_error(project: Path, cli: Cli, encoding: str) -> None:
+    # hex and the other bytes-to-bytes codecs ended in "unexpected AssertionError"
+    # (exit 1), rot13 in "unexpected TypeError".
+    result = cli("import", str(DATA / "bad_rows.csv"), "--list", "news", "--encoding", encoding)
+    assert result.exit_code == 2, result.output
+    what = "unknown encoding 'bogus'" if encoding == "bogus" else f"{encoding!r} is not a text encoding"
+    assert result.stderr.splitlines() == [f"Error: --encoding: {what}", "Hint: try utf-8, cp1252, latin-1 or utf-16"]
+    assert project_rows(project, "SELECT count(*) FROM contacts") == [(0,)]
 
 
 def test_undecodable_byte_names_the_line_through_the_real_binary(project: Path, tmp_path: Path) -> None:
