@@ -131,14 +131,9 @@ def import_contacts(
     restore to finish, telling ``on_lock_wait`` whom it waits for. Ctrl-C,
     or any error, leaves the database as it was (docs/guarantees.md#atomic-import).
     """
-    from .importer.xlsx import file_kind
-    from .locks import import_lock
-    from .store.db import busy_timeout
+    from .importer.piped import readable_file, shown_path
 
-    path = Path(file)
-    kind = file_kind(path)
-    if sheet is not None and kind != "xlsx":
-        raise UsageError(f"--sheet: {path} is not an Excel workbook (.xlsx)")
+    path = shown_path(Path(file))
     options = _ImportOptions(
         list_name=list_name, mapping=dict(mapping or {}), encoding=encoding, delimiter=delimiter, sheet=sheet,
         on_conflict=on_conflict, status=status, consent_source=consent_source, basis=basis, check_mx=check_mx,
@@ -147,13 +142,29 @@ def import_contacts(
     if rejects:
         from .ownfiles import output_target
 
-        rejects = output_target(settings, Path(rejects), "--rejects", like="rejects.csv", inputs=[path])
+        rejects = output_target(settings, Path(rejects), "--rejects", like="rejects.csv", inputs=[Path(file)])
     settings.secret()  # a missing secret stops the import before it waits for the lock
+    # Standard input or a pipe is read to its end first (into a private copy).
+    with readable_file(Path(file)) as readable:
+        return _import_file(store, settings, path, readable, options, rejects, nameserver, on_lock_wait)
+
+
+def _import_file(store: Store, settings: Settings, path: Path, readable: Path, options: _ImportOptions,
+                 rejects: str | Path | None, nameserver: str | None,
+                 on_lock_wait: Callable[[Holder | None], None] | None) -> ImportReport:
+    """The file ``path``, read at ``readable`` (a copy of a pipe), into the list."""
+    from .importer.xlsx import file_kind
+    from .locks import import_lock
+    from .store.db import busy_timeout
+
+    kind = file_kind(readable)
+    if options.sheet is not None and kind != "xlsx":
+        raise UsageError(f"--sheet: {path} is not an Excel workbook (.xlsx)")
     # One import at a time, and none while a restore replaces the database.
     with import_lock(settings, f"import {path.name}", wait=busy_timeout(), on_wait=on_lock_wait):
         if kind == "zip":
-            return _import_archive(store, settings, path, options, rejects, nameserver)
-        with _open_source(path, kind, options) as source:
+            return replace(_import_archive(store, settings, readable, options, rejects, nameserver), file=path)
+        with _open_source(readable, kind, options) as source:
             _check_basis(path.name, source.plan, options)
             rejects_file = _rejects_file(rejects, source.plan.headers, source.format.delimiter)
             with _kept_if_committed(store, settings, rejects_file):
@@ -163,7 +174,7 @@ def import_contacts(
         file=path, list_name=options.name, result=result, encoding=source.format.encoding,
         delimiter=source.format.delimiter, email_column=source.plan.headers[source.plan.email],
         how_read=feed.how_read, members=next(iter(_summaries(store, options.name)), None),
-        mx=_check_domains(feed.domains or {}, nameserver) if check_mx else None,
+        mx=_check_domains(feed.domains or {}, nameserver) if options.check_mx else None,
         reencoded=reencoded[0], reencoded_lines=reencoded[1],
         sheet=getattr(source, "sheet", None),
     )

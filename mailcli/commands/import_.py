@@ -23,7 +23,8 @@ _STATUS = ("subscribed", "unconfirmed")
 def import_cmd(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The CSV file (comma, semicolon, tab or pipe separated), Excel workbook (.xlsx)"
-                                         " or ZIP archive of CSV files (a Mailchimp export).",
+                                         " or ZIP archive of CSV files (a Mailchimp export); - reads"
+                                         " standard input.",
                                          metavar="FILE", show_default=False)],
     list_name: Annotated[str, typer.Option("--list", "-l", help="The list to subscribe the contacts to (created if new).",
                                            metavar="NAME", autocompletion=complete_list)],
@@ -88,9 +89,12 @@ def import_cmd(
         mailcli import "Leden 2026.xlsx" --list news --sheet Leden
 
         mailcli import mailchimp-export.zip --list news
+
+        crm-export | mailcli import - --list news --basis customer
     """
     from ..contacts import import_contacts
     from ..importer import parse_map_options
+    from ..importer.piped import shown_path
 
     app = context.get(ctx)
     out = app.out
@@ -101,6 +105,7 @@ def import_cmd(
     if basis is not None and basis not in ("consent", "customer"):
         raise typer.BadParameter("expected consent or customer", param_hint="--basis")
     mapping = parse_map_options(map_ or [])
+    shown = shown_path(file)  # "stdin" for -
     # The bar appears once the file is open (after any wait for another
     # import), and says "Saving" once the whole file is read.
     with contextlib.ExitStack() as bars:
@@ -109,8 +114,8 @@ def import_cmd(
         def progress(done: int, size: int, saving: bool) -> None:
             nonlocal bar
             if bar is None:
-                bar = bars.enter_context(out.progress(size, f"Importing {file.name}", unit="bytes"))
-            bar.update(done, description=f"Saving {file.name}" if saving else None)
+                bar = bars.enter_context(out.progress(size, f"Importing {shown.name}", unit="bytes"))
+            bar.update(done, description=f"Saving {shown.name}" if saving else None)
 
         report = import_contacts(
             app.store, app.settings, file, list_name, mapping=mapping, encoding=encoding, delimiter=delimiter,
@@ -119,17 +124,17 @@ def import_cmd(
             check_mx=check_mx, nameserver=nameserver, progress=progress, on_lock_wait=app.say_waiting_for,
             overwrite_rectified=overwrite_rectified)
     if report.sheet is not None:
-        out.detail(f"{file}: sheet {report.sheet!r}, email column {report.email_column!r}")
+        out.detail(f"{shown}: sheet {report.sheet!r}, email column {report.email_column!r}")
     else:
-        out.detail(f"{file}: {report.encoding}, delimiter {report.delimiter!r}, email column {report.email_column!r}")
-    out.detail(f"{file}: {report.how_read}")
+        out.detail(f"{shown}: {report.encoding}, delimiter {report.delimiter!r}, email column {report.email_column!r}")
+    out.detail(f"{shown}: {report.how_read}")
     if report.mx is not None:
         _mx_lines(out, report.mx)
     if out.json:
         out.data(report.as_dict())
     result = report.result
     if report.files:
-        out.info(f"{file.name}: {len(report.files)} CSV file(s), opt-outs first: {', '.join(report.files)}")
+        out.info(f"{shown.name}: {len(report.files)} CSV file(s), opt-outs first: {', '.join(report.files)}")
     _summary(out, result, report.list_name, rejects)
     if report.reencoded:
         _reencoded(out, report.encoding, report.reencoded, report.reencoded_lines)

@@ -4,6 +4,8 @@ and the worker processes that read a big file in two halves.
 The store never imports this package; both use the row types of
 :mod:`mailcli.importrows`. How a file flows:
 
+* :mod:`~mailcli.importer.piped` copies standard input or a pipe to a
+  private file first, as the file is read more than once;
 * :mod:`~mailcli.importer.reader` opens it (:func:`open_csv`): the format
   from :mod:`~mailcli.importer.detect`, the columns from
   :mod:`~mailcli.importer.columns`, the lines decoded by

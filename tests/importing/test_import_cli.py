@@ -514,6 +514,55 @@ def test_an_encoding_that_is_no_text_encoding_is_a_usage_error(project: Path, cl
     assert project_rows(project, "SELECT count(*) FROM contacts") == [(0,)]
 
 
+# ------------------------------------------------------------------ from a pipe
+
+
+@pytest.mark.parametrize("file", ["-", "/dev/stdin"])
+def test_a_file_from_a_pipe_is_imported(project: Path, tmp_path: Path, file: str) -> None:
+    # It used to say "the file is empty" (exit 2): the file was opened twice,
+    # and a pipe gives its bytes only once. Big enough to be read by two processes.
+    body = "email,optin_time,notes\n" + "".join(f"u{i}@example.org,2024-01-01,{'x' * 60}\n"
+                                                for i in range(120_000)) + "not-an-address,2024-01-01,\n"
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    proc = run_mailcli("-v", "import", file, "--list", "news", "--json", input=body, env={"TMPDIR": str(temp)})
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert (data["file"], data["imported"], data["rejected"]) == (
+        "stdin" if file == "-" else file, 120_000, 1)
+    assert "read by two processes" in proc.stderr
+    assert contact(project, "u7@example.org")["memberships"][0]["consent_source"] == (  # type: ignore[index]
+        "stdin line 9")
+    assert not list(temp.iterdir())  # the copy of what the pipe gave is gone
+
+
+def test_a_fifo_is_read_once_and_never_waited_on_again(project: Path, tmp_path: Path) -> None:
+    # It used to hang: the second open of the FIFO waited for a writer that never came.
+    fifo = tmp_path / "contacts.csv"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat {DATA / 'bad_rows.csv'} > {fifo}"])
+    try:
+        proc = run_mailcli("import", str(fifo), "--list", "news", timeout=60)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert "imported 1," in proc.stderr and "rejected 12" in proc.stderr
+    assert contact(project, "good@example.org")["memberships"][0]["consent_source"] == (  # type: ignore[index]
+        "contacts.csv line 2")
+
+
+@pytest.mark.parametrize(("file", "expected"), [
+    ("-", "Error: stdin: the file is empty"),
+    ("/dev/zero", "Error: /dev/zero: a device, not a contact file"),
+])
+def test_an_empty_pipe_or_a_device_is_refused(project: Path, file: str, expected: str) -> None:
+    proc = run_mailcli("import", file, "--list", "news", "--basis", "customer", input="", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[0] == expected
+    assert project_rows(project, "SELECT count(*) FROM contacts") == [(0,)]
+
+
 def test_undecodable_byte_names_the_line_through_the_real_binary(project: Path, tmp_path: Path) -> None:
     path = tmp_path / "late.csv"
     body = "email,city\n" + "".join(f"u{i}@example.org,Delft\n" for i in range(3000))
