@@ -4,8 +4,8 @@ Columns are matched case- and punctuation-insensitively against aliases
 (Mailchimp ``Email Address``, Dutch ``E-mailadres``/``Voornaam``/``Achternaam``);
 ``--map "CSV column=field"`` overrides. A lone ``name`` column is split at
 the first space (``Jan van der Berg`` → ``Jan`` / ``van der Berg``, which keeps
-Dutch prefixes with the surname) and also kept whole as the ``name``
-attribute. A Dutch ``Tussenvoegsel`` column joins the last name
+Dutch prefixes with the surname); like every column that feeds a field, it
+is not kept as an attribute too. A Dutch ``Tussenvoegsel`` column joins the last name
 (``van der`` + ``Berg`` → ``van der Berg``), as it is written in a salutation.
 A ``CONFIRM_TIME``/``OPTIN_TIME``-style column gives the consent time
 (confirmation preferred over opt-in, as it is the later, double-opt-in
@@ -187,7 +187,7 @@ class _Planner:
             name=name_index,
             consent_time=tuple(i for _, i in sorted(self.consent_time)),
             consent_ip=tuple(i for _, i in sorted(self.consent_ip)),
-            attributes=_unique_names(attributes, {"name"} if name_index is not None else set()),
+            attributes=_unique_names(attributes),
             opted_out=tuple(self.opted_out),
             cleaned=tuple(self.cleaned),
             last_name_prefix=prefix,
@@ -243,8 +243,8 @@ def _show_headers(headers: list[str]) -> str:
     return (", ".join(shown) or "(none)") + (f" and {more} more" if more > 0 else "")
 
 
-def _unique_names(attributes: list[tuple[str, int]], reserved: set[str]) -> tuple[tuple[str, int], ...]:
-    seen: set[str] = set(reserved)
+def _unique_names(attributes: list[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    seen: set[str] = set()
     result = []
     for name, index in attributes:
         base, n = name, 1

@@ -91,7 +91,7 @@ def _contact_parser(plan: ColumnPlan, now_limit: str, reject: Reject) -> RowPars
     # values need JSON quoting. One attribute column (a city, a customer
     # number) is common: its object is built without a list and a join.
     json_keys = [(f'"{name}":', index) for name, index in plan.attributes]
-    single = (json_keys[0][1], "{" + json_keys[0][0]) if len(json_keys) == 1 and name_at is None else None
+    single = (json_keys[0][1], "{" + json_keys[0][0]) if len(json_keys) == 1 else None
 
     # The hot path: complexity over 15 because each branch is a column kind,
     # inline to spare a call per row (benchmarks/README.md, "The row parser").
@@ -108,7 +108,7 @@ def _contact_parser(plan: ColumnPlan, now_limit: str, reject: Reject) -> RowPars
             email, key = normalise(row[email_at])
         except AddressError as exc:
             return _no_address(line, row, row[email_at], exc, joined, reject)
-        first = last = full = None
+        first = last = None
         if first_at is not None:
             first = row[first_at].strip()
             if not first.isprintable():
@@ -156,8 +156,6 @@ def _contact_parser(plan: ColumnPlan, now_limit: str, reject: Reject) -> RowPars
             return (line, spelled, key, first or None, last or None,
                     single[1] + quote(value) + "}" if value else "{}", consent_at, ip)
         parts = [prefix + quote(value) for prefix, index in json_keys if (value := row[index].strip())]
-        if full:
-            parts.append('"name":' + quote(full))
         return (line, spelled, key, first or None, last or None,
                 "{" + ",".join(parts) + "}" if parts else "{}", consent_at, ip)
 

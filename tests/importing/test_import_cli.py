@@ -131,6 +131,17 @@ def test_map_and_consent_source(project: Path, cli: Cli, tmp_path: Path) -> None
     assert m["consent_source"] == "beurs 2023 (crm.csv line 2)"
 
 
+def test_a_name_column_fills_first_and_last_name_and_is_no_attribute(project: Path, cli: Cli, tmp_path: Path) -> None:
+    # It was kept as an attribute {"name": "Lies de Vries"} as well.
+    path = tmp_path / "n.tsv"
+    path.write_text("mail\tname\toptin_time\nlies@example.org\tLies de Vries\t2024-01-01\n", encoding="utf-8")
+    imported(cli, str(path), "--list", "news")
+    result = cli("--json", "contacts")
+    assert result.exit_code == 0, result.output
+    (lies,) = json.loads(result.stdout)
+    assert (lies["first_name"], lies["last_name"], lies["attributes"]) == ("Lies", "de Vries", {})
+
+
 # ------------------------------------------------------------------ bad rows
 
 
@@ -431,7 +442,8 @@ def test_a_row_marked_unsubscribed_wins_over_every_row_with_its_address(
     assert (data["imported"], data["suppressed"], data["opted_out"], data["rejected"]) == (1, 2, 1, 0)
     conn = db(project)
     assert [row[0] for row in conn.execute("SELECT email_key FROM contacts")] == ["bob@example.org"]
-    assert contact(project, "bob@example.org")["attributes"] == {"name": "Bob"}
+    bob = contact(project, "bob@example.org")
+    assert (bob["first_name"], bob["attributes"]) == ("Bob", {})
     (at,) = conn.execute("SELECT detail FROM events WHERE kind = 'unsubscribed'").fetchone()
     assert json.loads(at) == {"at": "2024-01-01T00:00:00Z"}
 

@@ -307,13 +307,18 @@ def test_a_dutch_name_prefix_joins_the_last_name(tmp_path: Path) -> None:
     assert ann.attributes == {"tussenvoegsel": "de"}
 
 
-def test_name_column_is_split_and_kept(tmp_path: Path) -> None:
+def test_name_column_is_split_into_first_and_last_name_and_is_no_attribute(tmp_path: Path) -> None:
+    # The whole name used to be kept as a "name" attribute as well.
     path = tmp_path / "n.csv"
-    path.write_text("Naam,E-mail\nJan van der Berg,jan@example.nl\nCher,cher@example.org\n", encoding="utf-8")
+    path.write_text("Naam,E-mail,Plaats\nJan van der Berg,jan@example.nl,Delft\nCher,cher@example.org,\n",
+                    encoding="utf-8")
     good, _ = read(path)
-    assert (good[0].first_name, good[0].last_name) == ("Jan", "van der Berg")
-    assert good[0].attributes["name"] == "Jan van der Berg"
-    assert (good[1].first_name, good[1].last_name) == ("Cher", None)
+    assert (good[0].first_name, good[0].last_name, good[0].attributes) == ("Jan", "van der Berg", {"plaats": "Delft"})
+    assert (good[1].first_name, good[1].last_name, good[1].attributes) == ("Cher", None, {})
+    # Beside first and last name columns, a name column feeds no field: it is an attribute.
+    path.write_text("email,first_name,last_name,name\nann@example.org,Ann,Smit,Ann Smit\n", encoding="utf-8")
+    (ann,), _ = read(path)
+    assert (ann.first_name, ann.last_name, ann.attributes) == ("Ann", "Smit", {"name": "Ann Smit"})
 
 
 def test_map_overrides_and_attribute_names(tmp_path: Path) -> None:
