@@ -4,8 +4,10 @@ Columns are matched case- and punctuation-insensitively against aliases
 (Mailchimp ``Email Address``, Dutch ``E-mailadres``/``Voornaam``/``Achternaam``);
 ``--map "CSV column=field"`` overrides. A lone ``name`` column is split at
 the first space (``Jan van der Berg`` → ``Jan`` / ``van der Berg``, which keeps
-Dutch prefixes with the surname); like every column that feeds a field, it
-is not kept as an attribute too. A Dutch ``Tussenvoegsel`` column joins the last name
+Dutch prefixes with the surname), or at its one comma when it is written
+last name first (``Berg, Jan`` → ``Jan`` / ``Berg``; ``Vries, Lies de`` →
+``Lies`` / ``de Vries``); like every column that feeds a field, it is not
+kept as an attribute too. A Dutch ``Tussenvoegsel`` column joins the last name
 (``van der`` + ``Berg`` → ``van der Berg``), as it is written in a salutation.
 A ``CONFIRM_TIME``/``OPTIN_TIME``-style column gives the consent time
 (confirmation preferred over opt-in, as it is the later, double-opt-in

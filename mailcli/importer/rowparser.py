@@ -118,8 +118,11 @@ def _contact_parser(plan: ColumnPlan, now_limit: str, reject: Reject) -> RowPars
             if not last.isprintable():
                 last = clean(last)
         if name_at is not None and (full := clean(row[name_at])):
-            first, _, rest = full.partition(" ")
-            last = rest.strip()
+            if full.count(",") == 1:
+                first, last = _last_comma_first(full)
+            else:
+                first, _, rest = full.partition(" ")
+                last = rest.strip()
         consent_at = None
         for index in consent_time:
             value = row[index].strip()
@@ -160,6 +163,24 @@ def _contact_parser(plan: ColumnPlan, now_limit: str, reject: Reject) -> RowPars
                 "{" + ",".join(parts) + "}" if parts else "{}", consent_at, ip)
 
     return parse
+
+
+# Dutch surname prefixes, written after the first name in "Vries, Lies de".
+_PREFIX_WORDS = frozenset({"van", "de", "der", "den", "het", "'t", "ter", "ten", "te", "in", "op", "von", "la", "le"})
+
+
+def _last_comma_first(full: str) -> tuple[str, str]:
+    """``Berg, Jan`` → (``Jan``, ``Berg``): a name written last name first, as
+    many Dutch systems export it; the prefix the Dutch write after the first
+    name joins the last name (``Vries, Lies de`` → ``Lies`` / ``de Vries``)."""
+    last, _, first = full.partition(",")
+    last, words = last.strip(), first.split()
+    cut = len(words)
+    while cut > 1 and words[cut - 1] in _PREFIX_WORDS:
+        cut -= 1
+    if cut < len(words) and last:
+        last = " ".join([*words[cut:], last])
+    return " ".join(words[:cut]), last
 
 
 def _fit(line: int, row: list[str], width: int, reject: Reject) -> list[str] | RowReject | None:

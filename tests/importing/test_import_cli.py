@@ -142,6 +142,19 @@ def test_a_name_column_fills_first_and_last_name_and_is_no_attribute(project: Pa
     assert (lies["first_name"], lies["last_name"], lies["attributes"]) == ("Lies", "de Vries", {})
 
 
+def test_a_name_written_last_name_first_is_split_at_the_comma(project: Path, cli: Cli, tmp_path: Path) -> None:
+    # "Berg, Jan" used to become first name "Berg," and last name "Jan".
+    path = tmp_path / "leden.csv"
+    path.write_text('e-mail;naam\njan@example.nl;Berg, Jan\nlies@example.nl;Vries, Lies de\n'
+                    'piet@example.nl;"Dijk, Piet van"\nann@example.nl;Ann van der Berg\n'
+                    'bv@example.nl;"Bakker, Jansen, Co"\n', encoding="utf-8")
+    imported(cli, str(path), "--list", "leden")
+    names = {row[0]: row[1:] for row in db(project).execute("SELECT email, first_name, last_name FROM contacts")}
+    assert names == {"jan@example.nl": ("Jan", "Berg"), "lies@example.nl": ("Lies", "de Vries"),
+                     "piet@example.nl": ("Piet", "van Dijk"), "ann@example.nl": ("Ann", "van der Berg"),
+                     "bv@example.nl": ("Bakker,", "Jansen, Co")}  # two commas: split at the first space
+
+
 # ------------------------------------------------------------------ bad rows
 
 
