@@ -30,7 +30,7 @@ from . import __version__
 from .context import AppContext
 from .errors import ExitCode, Interrupted, MailcliError
 from .interrupts import InterruptedAfterSaving, raises_interrupt
-from .output import Output
+from .output import Output, closed_pipes_ignored
 
 # Command name -> the module in mailcli/commands that registers it, in the
 # order help lists them.
@@ -239,6 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         completion_init()
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
+    with closed_pipes_ignored():  # `mailcli ... | head -1`: the command still ends as it would
+        return _run(command, args)
+
+
+def _run(command: Any, args: list[str]) -> int:
+    """The command's exit code; an error outside a command as one line."""
     debug = "--debug" in args
     try:
         command.main(args=args, prog_name="mailcli", standalone_mode=True)

@@ -4,7 +4,8 @@ Data goes to stdout (JSON with ``--json``), everything else to stderr. Progress
 bars appear only when stderr is a terminal, ``--quiet`` is off and we are not
 in CI; otherwise a ``NullProgress`` is handed out. Consoles are made per
 invocation so tests and environment changes take effect. A failure is printed
-by ``Output.error``, called from one place: ``app.fail``.
+by ``Output.error``, called from one place: ``app.fail``. A reader that
+quits early (``| head -1``) fails no command (``closed_pipes_ignored``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,74 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+class _PipeSafe:
+    """stdout or stderr (or the binary buffer under one) whose reader may go
+    away: ``mailcli import big.csv 2>&1 | head -1``. The first write that
+    finds the pipe closed points the stream's file descriptor at /dev/null,
+    so that write and every later one (this process's, and its children's)
+    goes nowhere, quietly; everything else is the stream's."""
+
+    def __init__(self, stream: Any, fd: int) -> None:
+        self._stream = stream
+        self._fd = fd
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._stream.write(data))
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(data)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    @property
+    def buffer(self) -> _PipeSafe:
+        return _PipeSafe(self._stream.buffer, self._fd)
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._fd)
+        finally:
+            os.close(devnull)
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()  # what is still buffered goes to /dev/null now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def closed_pipes_ignored() -> Iterator[None]:
+    """Run a command whose stdout or stderr reader may quit early (``| head``).
+
+    A closed pipe is no failure of the command: what it did stands (an
+    import has committed), so it goes on to its end and exits with its own
+    code, its output after that point discarded, as ``grep`` and ``sort``
+    do. Without this, Python raises BrokenPipeError at the next write, and
+    click turns that into exit 1 after the work was done.
+    """
+    saved = sys.stdout, sys.stderr
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        stream = getattr(sys, name)
+        try:
+            if stream.fileno() == fd:
+                setattr(sys, name, _PipeSafe(stream, fd))
+        except (AttributeError, OSError, ValueError):  # a StringIO, a closed stream: left as it is
+            pass
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, _PipeSafe):
+                stream.flush()  # before the interpreter does, unguarded, at exit
+        sys.stdout, sys.stderr = saved
 
 
 def running_in_ci() -> bool:

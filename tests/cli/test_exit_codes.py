@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mailcli.errors import ExitCode
 
-from ..conftest import Cli, set_smtp
+from ..conftest import Cli, project_rows, set_smtp
 from ..smtpserver import SmtpServer, free_port
 
 CSV = "email,first_name\nann@example.org,Ann\nbob@example.org,Bob\nnot-an-address,Nobody\n"
@@ -85,3 +85,17 @@ def test_interrupted_by_sigterm_mid_send(project: Path, cli: Cli) -> None:
     assert proc.returncode == ExitCode.INTERRUPTED, stderr
     assert "Traceback" not in stderr
     assert 3 <= len(server.messages) < 60  # stopped part-way; test_send.py shows the rerun completes it
+
+
+def test_a_reader_that_quits_early_leaves_the_exit_code_as_it_was(project: Path) -> None:
+    # `mailcli import big.csv 2>&1 | head -1` exited 1 after the import had
+    # committed: the closed pipe at the next line written was taken for a failure.
+    (project / "c.csv").write_text(CSV, encoding="utf-8")
+    for args, expected in ((["c.csv"], ExitCode.OK), (["missing.csv"], ExitCode.USAGE)):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailcli", "import", *args, "--list", "news", "--basis", "customer", "--json"],
+            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        proc.stdout.close()  # the reader is gone before the first line is written
+        assert proc.wait(timeout=120) == expected
+    assert project_rows(project, "SELECT count(*) FROM contacts") == [(2,)]  # committed
