@@ -1,6 +1,7 @@
 """The files and folders of a project that are mailcli's own, and the check
 that keeps an output file named on the command line (``import --rejects
-FILE``) off them and off the file being read.
+FILE``, ``render -o FILE``, ``privacy export -o FILE``) off them and off the
+file being read.
 
 mailcli's own are the configuration, the database with its ``-wal``,
 ``-shm`` and ``-journal`` files, and the folders beside them that mailcli

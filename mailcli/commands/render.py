@@ -177,8 +177,10 @@ def _write_preview(app: Any, preview: Any, name: str, fmt: str, output: Path | N
     else:
         body = (parts.html if fmt == "html" else parts.text).encode("utf-8")
     if output is not None:
+        from ..ownfiles import output_target
         from ..privacy.files import write_private
 
+        output = output_target(app.settings, output, "-o", like=f"{name}.{fmt}")
         try:
             write_private(output, body)
         except OSError as exc:

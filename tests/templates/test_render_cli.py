@@ -183,3 +183,18 @@ def test_runaway_templates_stop_at_the_limits_naming_the_template(project: Path,
         assert result.returncode == 1, (command, result.stderr)
         assert "templates/runaway/message.html" in result.stdout + result.stderr, (command, result.stderr)
         assert "limit" in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("target", "said"), [
+    ("mailcli.db", "that is the project's database"),
+    (".mailcli/secret", "that is in mailcli's private folder"),
+    ("mailcli.toml", "that is the configuration file"),
+    ("templates", "is a folder, not a file"),
+])
+def test_render_never_writes_over_mailclis_own_files(project: Path, cli: Cli, target: str, said: str) -> None:
+    before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    result = cli("render", "newsletter", "--format", "eml", "-o", target)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == f"Error: -o {target}: {said}" + (
+        "" if said.startswith("is a") else "; mailcli never writes over its own files")
+    assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
