@@ -13,6 +13,7 @@ import typer
 
 from .. import context
 from ..completers import complete_list, complete_segment
+from . import LARGEST
 
 if TYPE_CHECKING:
     from ..contacts import ContactPage
@@ -38,8 +39,9 @@ def contacts_cmd(
         " unsubscribed, bounced, complained, restricted, objected, no_basis; as `mailcli lists` counts them), else also"
         " the contact's (active, unsubscribed, bounced, complained).", metavar="S")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help=f"At most N contacts (table default {PAGE}).",
-                                              metavar="N", min=0)] = None,
-    offset: Annotated[int, typer.Option("--offset", help="Skip the first N contacts.", metavar="N", min=0)] = 0,
+                                              metavar="N", min=0, max=LARGEST)] = None,
+    offset: Annotated[int, typer.Option("--offset", help="Skip the first N contacts.", metavar="N", min=0,
+                                        max=LARGEST)] = 0,
     where: Annotated[str | None, typer.Option(
         "--where", help="Only contacts this expression matches, like \"city = 'Utrecht' and member_rating >= 3\".",
         metavar="EXPR")] = None,

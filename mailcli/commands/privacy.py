@@ -22,6 +22,7 @@ from ..privacy.export import export_subject
 from ..privacy.restrict import object_subject, restrict_subject, unrestrict_subject
 from ..privacy.retention import RULES, UNITS, purge
 from ..privacy.subject import find_subject
+from . import LARGEST
 
 # What an erasure or purge cannot do at once while Litestream replicates the database.
 SERVER_NOTE = ("The rows are deleted and the server's tables vacuumed; the old bytes stay in the server's WAL,"
@@ -294,7 +295,7 @@ def audit_cmd(
     subject: Annotated[str | None, typer.Option("--subject", help="Only entries about this person.",
                                                 metavar="EMAIL")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Check the MAC chain and the head; exit 1 if broken.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the newest N entries.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, max=LARGEST, help="Only the newest N entries.")] = None,
 ) -> None:
     """The log of every access to personal data (who, what, when, whose, why).
 
@@ -427,7 +428,7 @@ def requests_add_cmd(
 @requests_app.command("extend")
 def requests_extend_cmd(
     ctx: typer.Context,
-    request_id: Annotated[int, typer.Argument(help="The request's number.", metavar="ID")],
+    request_id: Annotated[int, typer.Argument(help="The request's number.", metavar="ID", max=LARGEST)],
     reason: Annotated[str, typer.Option("--reason", help="Why it needs longer (tell the person).")],
     months: Annotated[int, typer.Option("--months", help="1 or 2.", min=1, max=2)] = 2,
 ) -> None:
@@ -450,7 +451,7 @@ def requests_extend_cmd(
 @requests_app.command("close")
 def requests_close_cmd(
     ctx: typer.Context,
-    request_id: Annotated[int, typer.Argument(help="The request's number.", metavar="ID")],
+    request_id: Annotated[int, typer.Argument(help="The request's number.", metavar="ID", max=LARGEST)],
     reason: Reason = None,
 ) -> None:
     """Close a request answered some other way, or withdrawn.

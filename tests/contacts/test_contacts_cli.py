@@ -77,6 +77,16 @@ def test_contacts_json_shape_filters_and_paging(loaded: Path, cli: Cli) -> None:
     assert missing.exit_code == 1 and "No list named 'nope'" in missing.stderr
 
 
+@pytest.mark.parametrize("option", ["--offset", "--limit"])
+def test_a_page_beyond_what_the_database_counts_is_refused_as_the_options_range(
+        loaded: Path, cli: Cli, option: str) -> None:
+    result = cli("contacts", option, "99999999999999999999999")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"Error: Invalid value for '{option}': 99999999999999999999999 is not in the range 0<=x<=9223372036854775807.")
+    assert cli("contacts", option, "9223372036854775807").exit_code == 0
+
+
 def test_show_prints_fields_consent_and_history_and_is_audited(loaded: Path, cli: Cli) -> None:
     before = len(audit_actions(loaded))
     result = cli("contacts", "show", "  DAAN@Example.org ")

@@ -6,6 +6,8 @@ import json
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Engine
 from tests.privacy_support import connect, freeze
 
@@ -73,6 +75,16 @@ def test_an_extension_is_given_once_within_the_first_month(project: Path, cli, m
     # The extended one is not overdue; the other is.
     listed = json.loads(cli("--json", "privacy", "requests").stdout)
     assert {r["id"]: r["status"] for r in listed} == {first["id"]: "open", second["id"]: "overdue"}
+
+
+@pytest.mark.parametrize("args", [["privacy", "requests", "extend", "99999999999999999999999", "--reason", "x"],
+                                  ["privacy", "requests", "close", "99999999999999999999999"],
+                                  ["privacy", "audit", "--limit", "99999999999999999999999"]])
+def test_a_number_beyond_what_the_database_stores_is_refused_as_the_range(project: Path, cli, args) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert "99999999999999999999999 is not in the range" in result.stderr.splitlines()[0]
+    assert "x<=9223372036854775807" in result.stderr.splitlines()[0]
 
 
 def test_each_command_closes_the_requests_it_answers(project: Path, cli, monkeypatch) -> None:
