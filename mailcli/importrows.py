@@ -12,8 +12,35 @@ line of the file (benchmarks/README.md, "Import rows are tuples").
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
+
+#: The longest field an import takes (a longer one rejects its row) and
+#: ``contacts set`` takes (a longer value is refused); a NUL byte is refused
+#: by both.
+MAX_FIELD_CHARS = 64 * 1024
+_SPACES = re.compile(r"\s+")
+
+
+def clean_name(value: str) -> str:
+    """A name without line breaks or controls (each becomes a space): it may
+    end up in a To: display name. An import and ``contacts set`` store names so."""
+    value = value.strip()
+    if value.isprintable():
+        return value
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in value)
+    return _SPACES.sub(" ", cleaned).strip()
+
+
+def field_problem(value: str) -> str | None:
+    """Why a value is no field's: longer than MAX_FIELD_CHARS, or holding a
+    NUL byte (the import rejects such a row for the same reasons)."""
+    if len(value) > MAX_FIELD_CHARS:
+        return f"longer than {MAX_FIELD_CHARS // 1024} KiB ({len(value)} characters)"
+    if "\x00" in value:
+        return "NUL bytes are not allowed"
+    return None
 
 # A valid row as the store stages it: (line, email, key, first_name,
 # last_name, attributes as compact JSON, consent_at, consent_ip). ``email`` is

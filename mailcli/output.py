@@ -103,8 +103,25 @@ def running_in_ci() -> bool:
     return any(os.environ.get(name) for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE"))
 
 
+# What a terminal takes as a command rather than text: the C0 controls but
+# line feed and tab (ESC, BEL, carriage return, backspace among them), DEL
+# and the C1 controls (U+0080-U+009F; U+009B starts a command as ESC [ does).
+_CONTROLS = [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]
+_SHOWN = dict.fromkeys(_CONTROLS, "\N{REPLACEMENT CHARACTER}")
+_ESCAPED = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: every control character in it
+    (stored data may hold any) shown as U+FFFD, line breaks and tabs kept."""
+    return text if text.isprintable() else text.translate(_SHOWN)
+
+
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, indent=2)
+    """JSON with every value exact. json escapes the C0 controls; DEL and
+    the C1 controls, which it leaves as they are, are escaped too (they can
+    stand only inside a string), so no terminal reads one as a command."""
+    return json.dumps(obj, ensure_ascii=False, indent=2).translate(_ESCAPED)
 
 
 class NullProgress:
@@ -163,6 +180,7 @@ class Output:
         if self.json or text is None:
             self._stdout.write(to_json(obj) + "\n")
         else:
+            text = printable(text)
             self._stdout.write(text if text.endswith("\n") else text + "\n")
         self._stdout.flush()
 
@@ -183,10 +201,11 @@ class Output:
         row is printed as a block of "column  value" lines instead, as psql's
         expanded display does. Piped output is always the table.
         """
+        title = printable(title) if title is not None else None
         table = Table(title=title, show_edge=False, header_style="bold", box=None, pad_edge=False)
         for column in columns:
             table.add_column(column, overflow="fold")
-        cells = [["" if value is None else str(value) for value in row] for row in rows]
+        cells = [["" if value is None else printable(str(value)) for value in row] for row in rows]
         for row in cells:
             table.add_row(*row)
         if _isatty(self._stdout):
@@ -207,28 +226,28 @@ class Output:
 
     def line(self, text: str) -> None:
         """Plain text on stdout (data, not status)."""
-        self._stdout.write(text + "\n")
+        self._stdout.write(printable(text) + "\n")
 
     # -- people -----------------------------------------------------------
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(message, markup=False)
+            self.err.print(printable(message), markup=False)
 
     def detail(self, message: str) -> None:
         if self.verbose and not self.quiet:
-            self.err.print(message, markup=False, style="dim")
+            self.err.print(printable(message), markup=False, style="dim")
 
     def success(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(message, markup=False, style="green")
+            self.err.print(printable(message), markup=False, style="green")
 
     def warn(self, message: str) -> None:
-        self.err.print(f"Warning: {message}", markup=False, style="yellow")
+        self.err.print(f"Warning: {printable(message)}", markup=False, style="yellow")
 
     def error(self, message: str, hint: str | None = None) -> None:
-        self.err.print(f"Error: {message}", markup=False, style="red")
+        self.err.print(f"Error: {printable(message)}", markup=False, style="red")
         if hint:
-            self.err.print(f"Hint: {hint}", markup=False)
+            self.err.print(f"Hint: {printable(hint)}", markup=False)
 
     # -- interaction ------------------------------------------------------
     @property

@@ -34,16 +34,14 @@ from mailcli.addresses import AddressError, normalise_pair
 from mailcli.importer.columns import ColumnPlan
 from mailcli.importer.values import (
     DATES,
-    MAX_FIELD_CHARS,
     OCTETS,
     PLAIN_TIME,
-    clean_name,
     cut_cell,
     known_date,
     parse_consent_time,
     truncate_ip,
 )
-from mailcli.importrows import OptOut, RowReject, StagedRow
+from mailcli.importrows import MAX_FIELD_CHARS, OptOut, RowReject, StagedRow, clean_name
 
 Parsed = StagedRow | RowReject | OptOut | None
 RowParser = Callable[[int, list[str]], Parsed]

@@ -1,4 +1,4 @@
-"""The values of a contact row: consent time, consent IP, names, cells.
+"""The values of a contact row: consent time, consent IP, cells.
 
 Consent evidence: naive times are taken as UTC; day-first dates
 (``01-04-2023 10:12``) are read the European way. An IP address is kept
@@ -19,8 +19,8 @@ import re
 from datetime import date, datetime, timezone
 
 from mailcli import clock
+from mailcli.importrows import MAX_FIELD_CHARS
 
-MAX_FIELD_CHARS = 64 * 1024
 # A rejected row's cell over MAX_FIELD_CHARS goes to the rejects file cut to
 # this many characters and a marker saying how long it was.
 REJECT_CELL_CHARS = 1000
@@ -34,7 +34,6 @@ OCTETS = frozenset(str(n) for n in range(256))
 DATES: dict[str, bool] = {}  # "YYYY-MM-DD" -> whether it is a date, for the dates seen (files repeat them)
 
 _DMY = re.compile(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?:[ T]+(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?)?")
-_SPACES = re.compile(r"\s+")
 
 
 # Complexity: per row: the common timestamp shapes first, then the general parser, each refusal a ValueError.
@@ -81,15 +80,6 @@ def truncate_ip(text: str) -> str:
     if address.version == 4:
         return f"{ipaddress.IPv4Address(int(address) & 0xFFFFFF00)}/24"
     return f"{ipaddress.IPv6Address(int(address) >> 80 << 80)}/48"
-
-
-def clean_name(value: str) -> str:
-    """A name without line breaks or controls: it may end up in a To: display name."""
-    value = value.strip()
-    if value.isprintable():
-        return value
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in value)
-    return _SPACES.sub(" ", cleaned).strip()
 
 
 def cut_cell(cell: str) -> str:

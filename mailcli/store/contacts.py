@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import now_iso
 from ..errors import UsageError
+from ..importrows import clean_name, field_problem
 from ..tokens import address_hmac
 from .audience import CONTACT_STATUSES, MEMBER_STATUS_SQL, MEMBER_STATUSES, list_not_found
 from .db import Store, is_postgres
@@ -255,8 +256,8 @@ def parse_changes(assignments: Iterable[str]) -> list[Change]:
         if name in ("lists", "status", "uid", "id"):
             raise UsageError(f"{name!r} cannot be set here",
                              hint="use mailcli unsubscribe or mailcli import for list membership")
-        if "\x00" in value:
-            raise UsageError(f"{name}: NUL bytes are not allowed")
+        if problem := field_problem(value):  # what an import refuses, so is a correction
+            raise UsageError(f"{name}: {problem}; nothing was changed")
         changes.append(Change(name, value))
     if not changes:
         raise UsageError("nothing to set", hint="give one or more FIELD=VALUE")
@@ -358,7 +359,7 @@ def _apply(changes: list[Change], values: dict[str, Any], attributes: dict[str, 
                 raise UsageError(f"email={change.value.strip()!r} is not a valid address: {exc}") from None
             values["email"] = address
         elif change.field in NAME_FIELDS:
-            values[change.field] = " ".join(change.value.split())
+            values[change.field] = clean_name(change.value)  # as an import stores a name
         elif change.value.strip():
             attributes[change.field] = change.value.strip()
         else:

@@ -113,7 +113,7 @@ def test_show_unknown_and_invalid(loaded: Path, cli: Cli) -> None:
 
 
 def test_set_rectifies_and_is_audited(loaded: Path, cli: Cli) -> None:
-    result = cli("contacts", "set", "ANNA.DEJONG@example.nl", "last_name=de  Vries", "city=Utrecht", "tags=")
+    result = cli("contacts", "set", "ANNA.DEJONG@example.nl", "last_name= de\tVries\n", "city=Utrecht", "tags=")
     assert result.exit_code == 0, result.output
     assert "Updated anna.dejong@example.nl: last_name, city, tags" in result.stderr
     data = json.loads(cli("contacts", "show", "anna.dejong@example.nl", "--json").stdout)
@@ -145,6 +145,44 @@ def test_set_refuses_bad_changes(loaded: Path, cli: Cli, args: list[str], messag
     result = cli("contacts", "set", "anna.dejong@example.nl", *args)
     assert result.exit_code == 2
     assert message.lower() in result.stderr.lower()
+
+
+def test_set_cleans_and_limits_a_value_as_an_import_does(loaded: Path, cli: Cli) -> None:
+    (loaded / "names.csv").write_text("email,first_name,last_name\nanna.dejong@example.nl,Anna,a\x07b\x1b[31mRED\n",
+                                      encoding="utf-8")
+    assert cli("import", "names.csv", "--list", "news", "--basis", "customer").exit_code == 0
+    imported = json.loads(cli("contacts", "show", "anna.dejong@example.nl", "--json").stdout)["last_name"]
+    corrected = cli("contacts", "set", "anna.dejong@example.nl", "last_name=x\x07b\x1b[31mRED")
+    assert corrected.exit_code == 0, corrected.output
+    assert json.loads(cli("contacts", "show", "anna.dejong@example.nl", "--json").stdout)["last_name"] \
+        == imported.replace("a", "x", 1) == "x b [31mRED"
+
+    for value in ("x" * (64 * 1024 + 1), "a\x00b"):
+        refused = cli("contacts", "set", "anna.dejong@example.nl", "last_name=ok", f"first_name={value}")
+        assert refused.exit_code == 2, refused.output
+        assert refused.stderr.startswith("Error: first_name: ") and "nothing was changed" in refused.stderr
+    assert cli("contacts", "set", "anna.dejong@example.nl", f"notes={'x' * (64 * 1024)}").exit_code == 0
+    after = json.loads(cli("contacts", "show", "anna.dejong@example.nl", "--json").stdout)
+    assert (after["first_name"], after["last_name"]) == ("Anna", "x b [31mRED")
+
+
+def test_output_for_people_never_writes_a_control_character_from_the_data(loaded: Path, cli: Cli) -> None:
+    # Written by an earlier version or another tool: the database holds them raw.
+    conn = sqlite3.connect(loaded / "mailcli.db")
+    with conn:
+        conn.execute("UPDATE contacts SET last_name = ?, attributes = json_set(attributes, '$.city', ?)"
+                     " WHERE email_key = 'anna.dejong@example.nl'", ("a\x07b\x1b[31mRED\x9b\r", "Ut\x1b]0;x\x07"))
+    conn.close()
+    controls = {chr(c) for c in [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]}
+    for args in (["contacts"], ["contacts", "show", "anna.dejong@example.nl"], ["contacts", "--json"],
+                 ["contacts", "show", "anna.dejong@example.nl", "--json"]):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        assert not controls & set(result.output), args
+    shown = cli("contacts", "show", "anna.dejong@example.nl").stdout
+    assert "last_name:   a\ufffdb\ufffd[31mRED\ufffd\ufffd\n" in shown and "city: Ut\ufffd]0;x\ufffd\n" in shown
+    data = json.loads(cli("contacts", "show", "anna.dejong@example.nl", "--json").stdout)
+    assert (data["last_name"], data["attributes"]["city"]) == ("a\x07b\x1b[31mRED\x9b\r", "Ut\x1b]0;x\x07")
 
 
 def test_set_refuses_a_suppressed_new_address(loaded: Path, cli: Cli) -> None:
