@@ -235,9 +235,22 @@ class _ImportOptions:
 
 
 def _summaries(store: Store, name: str) -> list[ListSummary]:
-    from .store.audience import list_summaries
+    return list_counts(store, [name])
 
-    return list_summaries(store.conn, [name])
+
+def list_counts(store: Store, names: list[str] | None = None, *, segment: Segment | None = None
+                ) -> list[ListSummary]:
+    """Every list (or the named ones) with its members counted by status, as
+    ``mailcli lists`` shows them; with ``segment``, only the members it
+    matches (a field no contact has is a UsageError). The counts are read
+    from one snapshot, so they add up even while an import or a send writes."""
+    from .store.audience import list_summaries
+    from .store.segments import check_segment_fields
+
+    with store.reading():
+        if segment is not None:
+            check_segment_fields(store.conn, segment)
+        return list_summaries(store.conn, names, segment=segment)
 
 
 def _open_source(path: Path, kind: str, options: _ImportOptions) -> Any:
@@ -451,17 +464,20 @@ def list_contacts(
 
     if status is not None:
         status = check_status(status, list_name=list_name)
-    if segment is not None:
-        check_segment_fields(store.conn, segment)
-    rows = list(iter_contacts(store, list_name=list_name, status=status, limit=limit, offset=offset,
-                              segment=segment))
+    # The page and its counts from one snapshot: an import committing
+    # between them would otherwise show a page of one state and the count of another.
+    with store.reading():
+        if segment is not None:
+            check_segment_fields(store.conn, segment)
+        rows = list(iter_contacts(store, list_name=list_name, status=status, limit=limit, offset=offset,
+                                  segment=segment))
+        total = count_contacts(store, list_name=list_name, status=status, segment=segment)
+        everyone = None
+        if not rows:
+            everyone = total if list_name is None and status is None and segment is None else count_contacts(store)
     audit.record_access(store, settings, "contacts_list", command="contacts",
                         detail={"list": list_name, "status": status, "records": len(rows), "json": machine_readable,
                                 **({"segment": segment.audit_name} if segment is not None else {})})
-    total = count_contacts(store, list_name=list_name, status=status, segment=segment)
-    everyone = None
-    if not rows:
-        everyone = total if list_name is None and status is None and segment is None else count_contacts(store)
     return ContactPage(rows=rows, total=total, everyone=everyone)
 
 

@@ -197,6 +197,29 @@ def project_store(project: Path) -> Iterator[Any]:
         store.close()
 
 
+class Meanwhile:
+    """A store's connection on which another program writes between two
+    reads: right after the first statement whose SQL holds ``after``,
+    ``write`` runs (on a connection of its own, committed) before the
+    statement's rows are handed back. Everything else is the connection's."""
+
+    def __init__(self, conn: Any, after: str, write: Any) -> None:
+        self._conn = conn
+        self._after = after
+        self._write = write
+        self.written = False
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        cursor = self._conn.execute(sql, parameters)
+        if not self.written and self._after in sql:
+            self.written = True
+            self._write()
+        return cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
 def project_rows(project: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of a query on the database the project names."""
     with project_store(project) as store:

@@ -38,15 +38,12 @@ def lists_cmd(
 
         mailcli lists --segment utrecht
     """
+    from ..contacts import list_counts
     from ..segments import choose_segment
-    from ..store.audience import list_summaries
-    from ..store.segments import check_segment_fields
 
     app = context.get(ctx)
     chosen = choose_segment(app.settings.segments, where=where, segment=segment)
-    if chosen is not None:
-        check_segment_fields(app.store.conn, chosen)
-    summaries = list_summaries(app.store.conn, segment=chosen)
+    summaries = list_counts(app.store, segment=chosen)
     if app.out.json:
         app.out.data([s.as_dict() for s in summaries])
         return

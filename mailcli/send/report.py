@@ -8,7 +8,7 @@ Listing failures names addresses, so it is audited (docs/guarantees.md#audit).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import audit
 from ..errors import NotFoundError
@@ -16,6 +16,9 @@ from ..store import Store
 from ..store.clicks import campaign_link_clicks
 from ..store.relays import delivery_notices
 from . import ledger
+
+if TYPE_CHECKING:
+    from ..store.db import Connection
 
 #: The counts of a report, in the order ``mailcli report`` prints them.
 COUNTS = ("audience", "sent", "failed", "deferred", "pending", "uncertain", "bounced", "unsubscribed", "complained")
@@ -56,21 +59,26 @@ def campaign_report(store: Store, campaign: str | None = None, *, failures: bool
     server's reply, and the delay, relay and expansion notices that came back.
     Raises NotFoundError for a campaign that does not exist.
     """
-    conn = store.conn
-    if campaign is not None:
-        found = ledger.get_campaign(conn, campaign)
-        if found is None:
-            names = [c.name for c in ledger.list_campaigns(conn)]
-            raise NotFoundError(f"Campaign {campaign!r} not found",
-                                hint=f"campaigns: {', '.join(names)}" if names else "start one with mailcli send")
-        campaigns = [found]
-    else:
-        campaigns = ledger.list_campaigns(conn)
-    return [_report(store, c, failures) for c in campaigns]
+    # Every count from one snapshot: a send or a purge writing meanwhile
+    # would otherwise show live rows of one moment and archived ones of another.
+    with store.reading() as conn:
+        if campaign is not None:
+            found = ledger.get_campaign(conn, campaign)
+            if found is None:
+                names = [c.name for c in ledger.list_campaigns(conn)]
+                raise NotFoundError(f"Campaign {campaign!r} not found",
+                                    hint=f"campaigns: {', '.join(names)}" if names else "start one with mailcli send")
+            campaigns = [found]
+        else:
+            campaigns = ledger.list_campaigns(conn)
+        reports = [_report(conn, c, failures) for c in campaigns]
+    if failures:
+        for c in campaigns:
+            audit.append(store, "report_failed", subject_hmac=None, command="report", detail={"campaign": c.name})
+    return reports
 
 
-def _report(store: Store, c: ledger.Campaign, failures: bool) -> CampaignReport:
-    conn = store.conn
+def _report(conn: Connection, c: ledger.Campaign, failures: bool) -> CampaignReport:
     counts = ledger.campaign_counts(conn, c)
     if c.template == "_confirm" and c.kind == "service":  # a reconfirmation round: who confirmed
         from ..store.signups import confirmed_in
@@ -82,7 +90,6 @@ def _report(store: Store, c: ledger.Campaign, failures: bool) -> CampaignReport:
     if not failures:
         return CampaignReport(c.name, c.list_name, c.template, c.status, counts, kind=c.kind,
                               reason=c.service_reason, clicks=clicks)
-    audit.append(store, "report_failed", subject_hmac=None, command="report", detail={"campaign": c.name})
     return CampaignReport(
         c.name, c.list_name, c.template, c.status, counts, kind=c.kind, reason=c.service_reason, clicks=clicks,
         failures=[{"email": f.email, "status": "uncertain" if f.status == "sending" else f.status,

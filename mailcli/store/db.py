@@ -349,6 +349,26 @@ class Store:
             else:
                 conn.execute(f"RELEASE sp{self._depth}")
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Any]:
+        """One snapshot for several reads: every statement inside sees the
+        database as the first one did, whatever other processes commit
+        meanwhile (an import, a send), so a page and its count, or counts
+        read in several statements, agree. Nothing inside writes; readers
+        never wait for writers. Inside a transaction, that one is the snapshot.
+        """
+        conn = self.conn
+        if self._depth:
+            yield conn
+            return
+        # SQLite's deferred BEGIN takes its snapshot at the first read, and
+        # takes no lock; PostgreSQL's default gives each statement its own.
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if self.url is not None else "BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("ROLLBACK")
+
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the outermost transaction has committed (never
         if it rolls back); outside a transaction, at once. For what must

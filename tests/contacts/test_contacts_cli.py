@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, Engine, Meanwhile, project_store
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -194,3 +194,35 @@ def test_set_refuses_a_suppressed_new_address(loaded: Path, cli: Cli) -> None:
 def test_set_unknown_contact(loaded: Path, cli: Cli) -> None:
     result = cli("contacts", "set", "nobody@example.org", "first_name=X")
     assert result.exit_code == 1 and "No contact nobody@example.org" in result.stderr
+
+
+def test_a_page_its_count_and_the_list_counts_each_come_from_one_moment(project: Path, cli: Cli,
+                                                                       engine: Engine) -> None:
+    # An import (here: a plain write) commits between the reads of one listing.
+    from mailcli.config import resolve
+    from mailcli.contacts import list_contacts, list_counts
+
+    engine.use(project)
+    assert cli("import", str(DATA / "mailchimp_export.csv"), "--list", "news", "--basis", "customer").exit_code == 0
+    engine.execute(project, "UPDATE contacts SET status = 'bounced' WHERE email_key = 'anna.dejong@example.nl'")
+    settings = resolve(directory=str(project))
+    with project_store(project) as store:
+        page = list_contacts(store, settings, status="active", limit=1)
+        assert page.total == 3 and len(page.rows) == 1
+        conn = store.conn
+        store.conn = Meanwhile(conn, "ORDER BY c.email_key LIMIT", lambda: engine.execute(
+            project, "UPDATE contacts SET status = 'bounced'"))
+        during = list_contacts(store, settings, status="active", limit=1)
+        assert store.conn.written and (during.total, len(during.rows)) == (3, 1)
+
+        store.conn = conn
+        lists = list_counts(store)
+        assert (lists[0].subscribed, lists[0].held_back["bounced"], lists[0].unsubscribed) == (0, 4, 0)
+        # The members counted by their membership first, then those their contact holds back.
+        store.conn = Meanwhile(conn, "LEFT JOIN memberships m ON m.list_id = l.id", lambda: engine.execute(
+            project, "UPDATE memberships SET status = 'unsubscribed'"))
+        assert list_counts(store) == lists and store.conn.written
+        store.conn = conn
+        after = list_counts(store)[0]
+    assert (after.subscribed, after.held, after.unsubscribed) == (0, 0, 4)
+    assert json.loads(cli("contacts", "--status", "active", "--json").stdout) == []

@@ -9,7 +9,7 @@ from pathlib import Path
 from mailcli.errors import ExitCode
 from mailcli.send import ledger
 from mailcli.store import open_store
-from tests.conftest import Cli, set_smtp
+from tests.conftest import Cli, Meanwhile, set_smtp
 from tests.sendhelpers import add_contacts, people
 from tests.smtpserver import SmtpServer
 
@@ -74,3 +74,29 @@ def test_totals_survive_deleting_delivery_rows_and_events(project: Path, cli: Cl
     after = _report(cli, "spring")
     assert {k: after[k] for k in KEYS} == {k: before[k] for k in KEYS}
     assert after["unsubscribed"] == 1 and after["sent"] == 4
+
+
+def test_a_purge_between_the_reads_of_a_report_changes_none_of_its_counts(project: Path, cli: Cli) -> None:
+    from mailcli import audit
+    from mailcli.config import resolve
+    from mailcli.send.report import campaign_report
+
+    _sent_campaign(project, cli)
+    before = _report(cli, "spring")
+
+    def purge() -> None:  # another process folds the rows into the totals and deletes them
+        other = open_store(project / "mailcli.db")
+        with other.transaction() as tx:
+            ledger.archive_deliveries(tx, "campaign_id = ?", (1,))
+            tx.execute("DELETE FROM deliveries WHERE campaign_id = 1")
+        other.close()
+
+    store = open_store(project / "mailcli.db")
+    audit.bind(store, resolve(directory=str(project)))  # --failed names people: audited
+    store.conn = Meanwhile(store.conn, "FROM delivery_counts", purge)
+    during = campaign_report(store, "spring", failures=True)[0]
+    assert store.conn.written
+    store.close()
+    assert {k: during.counts[k] for k in KEYS} == {k: before[k] for k in KEYS}
+    assert [f["email"] for f in during.failures or []] == ["person0@example.net"]
+    assert _report(cli, "spring")["sent"] == 4  # the totals, now archived
