@@ -231,7 +231,9 @@ class _ImportOptions:
 
     @property
     def name(self) -> str:
-        return self.list_name.strip()
+        from .store.lists import given_name
+
+        return given_name(self.list_name)
 
 
 def _summaries(store: Store, name: str) -> list[ListSummary]:
@@ -314,7 +316,7 @@ def _import_source(store: Store, settings: Settings, source: Any, source_name: s
 
     def audit_entry(result: ImportResult) -> None:
         audit.record_access(store, settings, "import", command="import", detail={
-            "file": source_name, "list": options.list_name,
+            "file": source_name, "list": name,
             **{k: v for k, v in result.as_dict().items() if k != "rejects"}})
 
     def on_reject(reject: RowReject) -> None:

@@ -13,7 +13,7 @@ import typer
 
 from .. import context
 from ..completers import complete_list, complete_segment
-from . import LARGEST
+from . import LARGEST, given_list
 
 if TYPE_CHECKING:
     from ..contacts import ContactPage
@@ -31,7 +31,7 @@ PAGE = 50
 @contacts_app.callback()
 def contacts_cmd(
     ctx: typer.Context,
-    list_name: Annotated[str | None, typer.Option("--list", "-l", help="Only members of this list.", metavar="L",
+    list_name: Annotated[str | None, typer.Option("--list", "-l", help="Only members of this list.", metavar="L", callback=given_list,
                                                             autocompletion=complete_list)]
     = None,
     status: Annotated[str | None, typer.Option(

@@ -12,6 +12,7 @@ import typer
 from .. import context
 from ..completers import complete_list
 from ..errors import PartialError
+from . import given_list
 
 if TYPE_CHECKING:
     from ..contacts import MxCheck
@@ -27,7 +28,7 @@ def import_cmd(
                                          " standard input.",
                                          metavar="FILE", show_default=False)],
     list_name: Annotated[str, typer.Option("--list", "-l", help="The list to subscribe the contacts to (created if new).",
-                                           metavar="NAME", autocompletion=complete_list)],
+                                           metavar="NAME", autocompletion=complete_list, callback=given_list)],
     map_: Annotated[list[str] | None, typer.Option(
         "--map", help='Map a column: "CSV column=field" (email, first_name, last_name, name, consent_time, '
         "consent_ip, unsubscribed_at, bounced_at, ignore, or an attribute name). Repeatable.",

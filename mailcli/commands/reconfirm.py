@@ -9,11 +9,13 @@ import typer
 
 from .. import context
 from ..errors import PartialError
+from . import given_list
 
 
 def reconfirm_cmd(
     ctx: typer.Context,
-    list_name: Annotated[str, typer.Option("--list", "-l", help="The list whose members are asked.", metavar="L")],
+    list_name: Annotated[str, typer.Option("--list", "-l", help="The list whose members are asked.", metavar="L",
+                                           callback=given_list)],
     campaign: Annotated[str | None, typer.Option(
         "--campaign", help="Name of this round (default reconfirm-LIST); a new name asks everyone again.",
         metavar="NAME")] = None,

@@ -14,6 +14,7 @@ from ..config import parse_rate
 from ..errors import Interrupted, PartialError, UsageError
 from ..output import NullProgress
 from ..send.engine import SendOptions, SendPlan, SendSummary, send_campaign
+from . import given_list
 
 
 def _rate(value: str | None) -> float | None:
@@ -32,7 +33,7 @@ def send_cmd(
     template: Annotated[str | None, typer.Option("--template", "-t", help="Template folder (first run).", metavar="T",
                                                  autocompletion=complete_template)] = None,
     list_name: Annotated[str | None, typer.Option("--list", "-l", help="List to send to (first run).", metavar="L",
-                                                  autocompletion=complete_list)] = None,
+                                                  autocompletion=complete_list, callback=given_list)] = None,
     where: Annotated[str | None, typer.Option(
         "--where", help="Only the list's members this expression matches (first run), like"
         " \"city = 'Utrecht' and member_rating >= 3\".", metavar="EXPR")] = None,

@@ -9,6 +9,7 @@ import typer
 from .. import context
 from ..completers import complete_list
 from ..feedback.actions import ALL, unsubscribe_address
+from . import given_list
 
 
 def unsubscribe_cmd(
@@ -16,7 +17,7 @@ def unsubscribe_cmd(
     email: Annotated[str, typer.Argument(help="The address to opt out.", metavar="EMAIL")],
     list_name: Annotated[
         str | None, typer.Option("--list", "-l", help="Only this list (default: all marketing).", metavar="L",
-                                  autocompletion=complete_list)
+                                  autocompletion=complete_list, callback=given_list)
     ] = None,
 ) -> None:
     """Unsubscribe an address from one list, or from all marketing.

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFoundError
 from .db import is_postgres
+from .lists import given_name, list_names, same_but_case
 
 if TYPE_CHECKING:
     from ..segments import Segment
@@ -206,10 +207,13 @@ def count_no_basis(conn: Connection, list_id: int) -> int:
 
 def list_not_found(conn: Connection, name: str) -> NotFoundError:
     """The error for a list that does not exist, naming the lists that do."""
-    names = [row[0] for row in conn.execute("SELECT name FROM lists ORDER BY name")]
+    name = given_name(name)
+    names = list_names(conn)
     if not names:
         return NotFoundError(f"No list named {name!r}; there are no lists yet",
                              hint="import contacts into one: mailcli import FILE --list NAME")
-    guess = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    # A name that differs only in case is the likeliest one meant (list names keep their case).
+    twin = same_but_case(conn, name)
+    guess = [twin] if twin is not None else difflib.get_close_matches(name, names, n=1, cutoff=0.5)
     return NotFoundError(f"No list named {name!r}" + (f" (did you mean {guess[0]}?)" if guess else ""),
                          hint=f"lists: {', '.join(names)}")

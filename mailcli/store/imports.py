@@ -54,7 +54,7 @@ from ..errors import UsageError
 from ..importrows import Batch, BatchSource, OptOut, RowReject, Suppression
 from .db import PAGE_SIZE, Connection, Store, is_postgres
 from .import_merge import MERGE_TABLES, POSTGRES_MERGE_TABLES, postgres_write_staged, write_staged
-from .lists import list_id
+from .lists import given_name, list_id, same_but_case
 from .staging import (
     STAGING_TABLES,
     create_staging,
@@ -174,7 +174,7 @@ def import_batches(
         _drop_temp(conn)
         create_staging(conn)
         list_id = ensure_list(conn, list_name)
-        suppression = _suppression(conn, secret, list_name.strip())
+        suppression = _suppression(conn, secret, given_name(list_name))
         staged, suppressed = _stage(conn, batches(suppression, outermost and not postgres), on_batch)
         rejected, rejects = _rejects(conn, on_reject)
         opted_out, left = _take_opt_outs(conn, list_id, on_opt_outs)
@@ -250,10 +250,18 @@ def _drop_temp(conn: Connection) -> None:
 
 
 def ensure_list(conn: Connection, name: str) -> int:
-    """The id of list ``name``, created if new."""
-    name = name.strip()
+    """The id of list ``name``, created if new; a UsageError for a new name
+    that differs only in case from a list's (it would be a second list, and
+    the people who left the first would be subscribed to it)."""
+    import shlex
+
+    name = given_name(name)
     if not name:
         raise UsageError("--list: a list needs a name")
+    twin = same_but_case(conn, name)
+    if twin is not None:
+        raise UsageError(f"a list named {twin!r} exists (list names differ only in case);"
+                         f" use --list {shlex.quote(twin)}")
     conn.execute("INSERT INTO lists (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
                  (name, now_iso()))
     found = list_id(conn, name)

@@ -10,10 +10,26 @@ if TYPE_CHECKING:
     from .db import Connection
 
 
+def given_name(name: str) -> str:
+    """A list's name as a person or a program gives it (``--list``, the
+    Python API): the spaces around it are no part of it, wherever it is given."""
+    return name.strip()
+
+
 def list_id(conn: Connection, name: str) -> int | None:
-    """The id of the list called ``name``; None when there is none."""
-    row = conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
+    """The id of the list called ``name`` (spaces around it ignored); None when there is none."""
+    row = conn.execute("SELECT id FROM lists WHERE name = ?", (given_name(name),)).fetchone()
     return int(row[0]) if row else None
+
+
+def same_but_case(conn: Connection, name: str) -> str | None:
+    """The list whose name differs from ``name`` only in case (``news`` for
+    ``News``), if there is one and none is called ``name`` itself."""
+    wanted = given_name(name)
+    names = list_names(conn)
+    if wanted in names:
+        return None
+    return next((other for other in names if given_name(other).casefold() == wanted.casefold()), None)
 
 
 def list_name(conn: Connection, list_id: int) -> str | None:

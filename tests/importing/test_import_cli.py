@@ -406,6 +406,35 @@ def test_suppressed_and_unsubscribed_are_never_resubscribed(project: Path, cli: 
     assert (data["imported"], data["suppressed"]) == (2, 2)
 
 
+def test_a_list_name_that_differs_only_in_case_is_refused_and_spaces_around_a_name_are_none_of_it(
+        project: Path, cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text("email\nann@example.org\nbob@example.org\n", encoding="utf-8")
+    imported(cli, str(path), "--list", "news")
+    assert cli("unsubscribe", "bob@example.org", "--list", " news ").exit_code == 0
+    before = dump(project)
+    for name in ("News", " NEWS "):
+        result = cli("import", str(path), "--list", name, "--basis", "customer")
+        assert result.exit_code == 2, result.output
+        assert result.stderr.splitlines()[0] == (
+            "Error: a list named 'news' exists (list names differ only in case); use --list news")
+    assert dump(project) == before  # no second list, nobody subscribed to it
+
+    again = imported(cli, str(path), "--list", " news ")
+    assert (again["list"], again["unchanged"], again["suppressed"]) == ("news", 1, 1)  # Bob stays unsubscribed
+    listed = cli("contacts", "--list", " news ", "--json")
+    assert listed.exit_code == 0 and len(json.loads(listed.stdout)) == 2
+    missing = cli("contacts", "--list", "NEWS")
+    assert missing.exit_code == 1 and missing.stderr.splitlines()[0] == "Error: No list named 'NEWS' (did you mean news?)"
+    for command in (["send", "c", "--template", "newsletter", "--list", "News", "--dry-run"],
+                    ["reconfirm", "--list", "News"], ["unsubscribe", "ann@example.org", "--list", "News"]):
+        result = cli(*command)
+        assert result.exit_code == 1 and "No list named 'News' (did you mean news?)" in result.stderr, command
+    conn = db(project)
+    assert conn.execute("SELECT name FROM lists").fetchall() == [("news",)]
+    assert conn.execute("SELECT scope FROM suppressions").fetchall() == [("news",)]
+
+
 def test_a_mailchimp_download_carries_its_unsubscribes_and_bounces_over(project: Path, cli: Cli) -> None:
     # Mailchimp's export is a ZIP of three CSVs: subscribed, unsubscribed and
     # cleaned members. Importing all three must keep the unsubscribed and
