@@ -102,6 +102,8 @@ class Segment:
     text: str
     tree: Node
     name: str | None = None
+    source: str = "--where"  # where it was written, as a message names it
+    in_config: bool = False  # a segment of [segments] in mailcli.toml
 
     def fields(self) -> list[tuple[str, int]]:
         """Every field the expression reads, with the column where it first appears."""
@@ -118,6 +120,13 @@ class Segment:
 
         walk(self.tree)
         return list(seen.items())
+
+    def mistake(self, column: int, problem: str, hint: str | None = None) -> UsageError | ConfigError:
+        """The error for a mistake found once the expression has parsed (a field
+        no contact has): the configuration's (exit 4) for a segment of
+        ``[segments]``, a usage error (exit 2) for an expression on the command line."""
+        message = f"{self.source}, column {column}: {problem}"
+        return ConfigError(message, hint=hint) if self.in_config else UsageError(message, hint=hint)
 
     @property
     def audit_name(self) -> str:
@@ -199,7 +208,8 @@ _HINT = ("fields compare with =, !=, <, <=, >, >=, in (...), contains, is empty;
 # -- the parser -------------------------------------------------------------------
 
 
-def parse_segment(text: str, *, source: str = "--where", name: str | None = None) -> Segment:
+def parse_segment(text: str, *, source: str = "--where", name: str | None = None, in_config: bool = False
+                  ) -> Segment:
     """Parse an expression; a ``SegmentError`` (exit 2) names ``source`` and the column of the mistake."""
     if len(text) > MAX_LENGTH:
         raise SegmentError(f"the expression is {len(text)} characters long, more than {MAX_LENGTH}", column=1,
@@ -212,7 +222,7 @@ def parse_segment(text: str, *, source: str = "--where", name: str | None = None
     if token.kind != "end":
         raise SegmentError(f"expected and, or or the end, found {_shown(token)}", column=token.column,
                            source=source, hint=_HINT)
-    return Segment(text=text.strip(), tree=tree, name=name)
+    return Segment(text=text.strip(), tree=tree, name=name, source=source, in_config=in_config)
 
 
 def _shown(token: _Token) -> str:
@@ -373,9 +383,9 @@ def check_segments(segments: Mapping[str, object], config_name: str) -> dict[str
 
 
 def choose_segment(segments: Mapping[str, str], *, where: str | None = None,
-                   segment: str | None = None) -> Segment | None:
+                   segment: str | None = None, config_name: str = "mailcli.toml") -> Segment | None:
     """The segment a command was given: ``--where EXPR`` or ``--segment NAME``
-    (one of the ``[segments]`` of mailcli.toml), or None for neither."""
+    (one of the ``[segments]`` of the configuration file ``config_name``), or None for neither."""
     if where is not None and segment is not None:
         raise UsageError("Give --where or --segment, not both",
                          hint="a named segment is an expression in [segments] of mailcli.toml")
@@ -388,4 +398,5 @@ def choose_segment(segments: Mapping[str, str], *, where: str | None = None,
         names = ", ".join(sorted(segments)) or "none yet"
         raise UsageError(f"No segment named {segment!r}" + (f" (did you mean {guess[0]}?)" if guess else ""),
                          hint=f"segments in [segments] of mailcli.toml: {names}")
-    return parse_segment(segments[segment], source=f"segment {segment}", name=segment)
+    return parse_segment(segments[segment], source=f"{config_name}: segments.{segment}", name=segment,
+                         in_config=True)

@@ -67,7 +67,8 @@ def contacts_cmd(
 
     app = context.get(ctx)
     out = app.out
-    chosen = choose_segment(app.settings.segments, where=where, segment=segment)
+    chosen = choose_segment(app.settings.segments, where=where, segment=segment,
+                            config_name=app.settings.path.name)
     page = list_contacts(app.store, app.settings, list_name=list_name, status=status, offset=offset,
                          limit=limit if limit is not None else (None if out.json else PAGE), machine_readable=out.json,
                          segment=chosen)

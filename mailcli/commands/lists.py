@@ -42,7 +42,8 @@ def lists_cmd(
     from ..segments import choose_segment
 
     app = context.get(ctx)
-    chosen = choose_segment(app.settings.segments, where=where, segment=segment)
+    chosen = choose_segment(app.settings.segments, where=where, segment=segment,
+                            config_name=app.settings.path.name)
     summaries = list_counts(app.store, segment=chosen)
     if app.out.json:
         app.out.data([s.as_dict() for s in summaries])

@@ -111,7 +111,7 @@ def send_cmd(
         limit=limit, rate=_rate(rate), concurrency=concurrency, include_new=include_new,
         resend_uncertain=resend_uncertain, expect_count=expect_count, accept_uncertain=tuple(accept_uncertain or ()),
         kind=kind, reason=reason,
-        segment=choose_segment(settings.segments, where=where, segment=segment),
+        segment=choose_segment(settings.segments, where=where, segment=segment, config_name=settings.path.name),
         not_before=parse_not_before(not_before, tz) if not_before is not None else None,
     )
     store = app.store

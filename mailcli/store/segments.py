@@ -22,7 +22,6 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
 from ..segments import CONTACT_FIELDS, All, Comparison, Literal, Node, Not, Segment
 from .contacts import attribute_in_use, known_fields
 from .db import is_postgres
@@ -97,17 +96,17 @@ def segment_filter(conn: Connection, segment: Segment | None) -> Fragment:
 
 
 def check_segment_fields(conn: Connection, segment: Segment) -> None:
-    """A UsageError naming the column of a field that no contact has: a
+    """An error naming the column of a field that no contact has (a
+    ConfigError for a segment of mailcli.toml, else a UsageError): a
     misspelt field would otherwise quietly match nobody (or everybody)."""
     for field, column in segment.fields():
         if field in CONTACT_FIELDS or attribute_in_use(conn, field):
             continue
         known = sorted(known_fields(conn))
         guess = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
-        source = f"segment {segment.name}" if segment.name else "--where"
-        raise UsageError(f"{source}, column {column}: no contact has a field {field!r}"
-                         + (f" (did you mean {guess[0]}?)" if guess else ""),
-                         hint=f"fields: {', '.join(known[:30])}")
+        raise segment.mistake(column, f"no contact has a field {field!r}"
+                              + (f" (did you mean {guess[0]}?)" if guess else ""),
+                              hint=f"fields: {', '.join(known[:30])}")
 
 
 def _node(node: Node, words: _Words) -> Fragment:

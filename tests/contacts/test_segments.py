@@ -337,6 +337,20 @@ def test_bad_expressions_on_the_command_line_and_in_the_config(project: Path, cl
     assert before  # the database file was there all along
 
 
+def test_a_named_segment_with_a_field_no_contact_has_is_a_mistake_of_the_config(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", CITIZENS)
+    _add_segments(project, "s = \"member_ratng >= 3\"\n")
+    for args in (["contacts", "--segment", "s"], ["lists", "--segment", "s"],
+                 ["send", "spring", "--template", "newsletter", "--list", "news", "--segment", "s", "--yes"]):
+        result = cli(*args)
+        assert result.exit_code == ExitCode.CONFIG, result.output
+        assert result.stderr.splitlines()[0] == ("Error: mailcli.toml: segments.s, column 1: no contact has a field"
+                                                 " 'member_ratng' (did you mean member_rating?)")
+    typed = cli("contacts", "--where", "member_ratng >= 3")
+    assert typed.exit_code == ExitCode.USAGE and typed.stderr.startswith("Error: --where, column 1: ")
+    assert cli("report", "--json").stdout.strip() == "[]"
+
+
 def test_a_campaign_goes_to_its_segment_and_resumes_with_the_frozen_audience(project: Path, cli: Cli,
                                                                              engine: Engine) -> None:
     engine.use(project)
