@@ -13,7 +13,9 @@ right decides how a comparison works: a number (``3``, ``-2.5``) compares
 numerically with field values written as numbers, a date (``2026-01-31``)
 compares with field values written as ``2026-01-31`` or ``31-01-2026`` (a time
 after them ignored), and text in quotes compares as text, ignoring the case of
-A-Z. A value that is missing, or not a number or date where one is compared,
+A-Z; an address compared with ``email`` by ``=``, ``!=`` or ``in`` is first
+normalised as every address is (``jan@müller.de`` is ``jan@xn--mller-kva.de``).
+A value that is missing, or not a number or date where one is compared,
 matches no comparison; ``!=`` and ``not in`` are exactly the opposite of
 ``=`` and ``in``, so they match it.
 
@@ -312,7 +314,10 @@ class _Parser:
         op_token = self.peek
         if op_token.kind == "op":
             self.take()
-            return Comparison(field, op_token.value, (self.literal(op_token.value),), token.column)
+            literal = self.literal(op_token.value)
+            if field == "email" and op_token.value in ("=", "!="):
+                literal = _as_address(literal)
+            return Comparison(field, op_token.value, (literal,), token.column)
         if self.word("contains"):
             return Comparison(field, "contains", (self.literal("contains"),), token.column)
         if self.word("is"):
@@ -323,7 +328,10 @@ class _Parser:
             return Comparison(field, "notempty" if negated else "empty", (), token.column)
         negated = self.word("not")
         if self.word("in"):
-            return Comparison(field, "notin" if negated else "in", self.values(), token.column)
+            values = self.values()
+            if field == "email":
+                values = tuple(map(_as_address, values))
+            return Comparison(field, "notin" if negated else "in", values, token.column)
         after, found = (f"{field} not", self.peek) if negated else (field, op_token)
         raise self.fail(f"expected =, !=, <, <=, >, >=, in, contains or is after {after}, found {_shown(found)}",
                         found)
@@ -359,6 +367,21 @@ class _Parser:
         if token.kind == "name" and token.value.lower() not in KEYWORDS:
             hint = f"text goes in quotes: {_quote(token.value)}"
         raise self.fail(f"expected 'text', a number or a date after {after}, found {_shown(token)}", token, hint)
+
+
+def _as_address(literal: Literal) -> Literal:
+    """An address compared with ``email`` (=, !=, in) as every address is
+    stored (``mailcli.addresses``): ``jan@müller.de`` is ``jan@xn--mller-kva.de``.
+    Text that is no address stays as written."""
+    from .addresses import AddressError, normalise_pair
+
+    if literal.kind != "text" or "@" not in str(literal.value):
+        return literal
+    try:
+        address, _ = normalise_pair(str(literal.value))
+    except AddressError:
+        return literal
+    return Literal("text", address, literal.written)
 
 
 # -- named segments ---------------------------------------------------------------

@@ -216,6 +216,29 @@ def test_the_examples_of_the_readme_select_what_they_say(store: Any) -> None:
     assert names("(city = 'Amsterdam' or member_rating < 3) and signup_date is not empty") == ["bob", "cy"]
 
 
+def test_an_address_compared_with_email_is_normalised_as_every_address_is(store: Any) -> None:
+    from mailcli.addresses import normalise_pair
+
+    conn = store.conn
+    with store.transaction():
+        for i, typed in enumerate(["jan@müller.de", "Anna@Example.org"]):
+            address, key = normalise_pair(typed)  # as an import stores it: jan@xn--mller-kva.de
+            conn.execute("INSERT INTO contacts (uid, email, email_key, attributes, created_at, updated_at,"
+                         " last_activity_at) VALUES (?, ?, ?, '{}', '', '', '')", (f"u{i}", address, key))
+
+    def names(text: str) -> list[str]:
+        return [row.email.split("@")[0] for row in iter_contacts(store, segment=parse_segment(text))]
+
+    assert names("email = 'jan@müller.de'") == ["jan"]
+    assert names("email = 'JAN@MÜLLER.DE'") == ["jan"]
+    assert names("email in ('nobody@example.org', ' jan@müller.de ')") == ["jan"]
+    assert names("email not in ('jan@müller.de')") == ["Anna"]
+    assert names("email != 'jan@xn--mller-kva.de'") == ["Anna"]
+    assert names("email = 'anna@example.org'") == ["Anna"]
+    assert names("email = 'jan@müller'") == []  # no address: compared as the text it is
+    assert names("email contains 'müller'") == []  # contains compares text as stored
+
+
 # -- errors and injection ----------------------------------------------------------
 
 
