@@ -155,6 +155,7 @@ class _Token:
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
   | (?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2}(?![0-9A-Za-z_.-]))
+  | (?P<otherdate>[0-9]{1,4}[-/.][0-9]{1,2}[-/.][0-9]{1,4}(?![0-9A-Za-z_./-]))
   | (?P<number>-?[0-9]+(?:\.[0-9]+)?(?![0-9A-Za-z_.]))
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op>!=|<=|>=|=|<|>)
@@ -225,6 +226,20 @@ def parse_segment(text: str, *, source: str = "--where", name: str | None = None
         raise SegmentError(f"expected and, or or the end, found {_shown(token)}", column=token.column,
                            source=source, hint=_HINT)
     return Segment(text=text.strip(), tree=tree, name=name, source=source, in_config=in_config)
+
+
+def _date_spelling(written: str) -> str:
+    """How a date written otherwise than 2026-01-31 is written here: day
+    first (05-01-2023, as a field's values are read) or year first (2023-1-5)."""
+    parts = [int(p) for p in re.split(r"[-/.]", written)]
+    year, month, day = parts if parts[0] > 31 else parts[::-1]
+    try:
+        iso = datetime.date(year, month, day).isoformat() if year >= 1000 else None
+    except ValueError:
+        iso = None
+    if iso is None:
+        return f"{written} is not a date; write dates as 2026-01-31 (year-month-day, unquoted)"
+    return f"write the date {written} as {iso} (year-month-day, unquoted)"
 
 
 def _shown(token: _Token) -> str:
@@ -363,6 +378,10 @@ class _Parser:
             except ValueError:
                 raise self.fail(f"{token.value} is not a date", token, hint="dates are written 2026-01-31") from None
             return Literal("date", token.value, token.value)
+        if token.kind == "otherdate":
+            raise self.fail(_date_spelling(token.value), token,
+                            hint="a date in an expression is year-month-day, unquoted (2026-01-31), and compares"
+                                 " with values written 2026-01-31 or 31-01-2026")
         hint = _HINT
         if token.kind == "name" and token.value.lower() not in KEYWORDS:
             hint = f"text goes in quotes: {_quote(token.value)}"
