@@ -49,11 +49,15 @@ _ALIASES: dict[str, str] = {
 # Consent columns in order of preference: the confirmation (double opt-in)
 # is the stronger evidence, so it wins over the opt-in when both are filled.
 _CONSENT_TIME = ["confirmtime", "confirmedat", "consenttime", "consentat", "consentdate",
-                 "optintime", "optinat", "optindate", "timestampopt"]
+                 "optintime", "optinat", "optindate", "timestampopt",
+                 # Dutch exports: when the person signed up, or gave or confirmed consent
+                 "aangemeldop", "aanmelddatum", "inschrijfdatum", "ingeschrevenop", "toestemmingop",
+                 "toestemmingsdatum", "bevestigdop"]
 _CONSENT_IP = ["confirmip", "consentip", "optinip", "signupip", "ip", "ipaddress", "ipopt"]
 # Columns saying the person left the list at the old service (the first two
 # are Mailchimp's); cleaned means the address bounced there.
-_OPTED_OUT = ["unsubtime", "unsubscribedat", "unsubscribetime", "optouttime", "optedoutat", "optoutat"]
+_OPTED_OUT = ["unsubtime", "unsubscribedat", "unsubscribetime", "optouttime", "optedoutat", "optoutat",
+              "afgemeldop", "afmelddatum", "uitgeschrevenop", "uitschrijfdatum"]
 _CLEANED = ["cleantime", "cleanedat"]
 # The Dutch name prefix ("van der", "de"), kept in a column of its own by
 # many Dutch systems; it belongs in front of the last name.

@@ -79,6 +79,18 @@ def imported(cli: Cli, *args: str) -> dict[str, object]:
 # ----------------------------------------------------------- real export shapes
 
 
+def test_dutch_signup_and_signoff_dates_are_read_as_consent_and_opt_out(project: Path, cli: Cli) -> None:
+    # "Aangemeld op" (signed up on) is the consent time of a Dutch export, "Afgemeld op" its opt-out.
+    leden = project / "leden.csv"
+    leden.write_bytes("E-mailadres;Voornaam;Aangemeld op;Afgemeld op\r\n"
+                      "jan@voorbeeld.nl;Jan;01-02-2024 10:00;\r\n"
+                      "marié@voorbeeld.nl;Marié;03-02-2024 09:30;05-03-2024\r\n".encode("cp1252"))
+    data = imported(cli, str(leden), "--list", "nieuws")
+    assert (data["imported"], data["opted_out"], data["no_basis"]) == (1, 1, 0), data
+    (membership,) = contact(project, "jan@voorbeeld.nl")["memberships"]  # type: ignore[misc]
+    assert membership["status"] == "subscribed" and membership["consent_at"] == "2024-02-01T10:00:00Z"
+
+
 def test_mailchimp_export_as_downloaded(project: Path, cli: Cli) -> None:
     data = imported(cli, str(DATA / "mailchimp_export.csv"), "--list", "news")
     assert {k: data[k] for k in ("imported", "updated", "unchanged", "suppressed", "rejected")} == {
