@@ -1,7 +1,7 @@
 """``privacy purge``: the ``[retention]`` policy, applied (``docs/guarantees.md#retention``).
 
-Rules, each evaluated "as of" a moment (default now; ``--as-of`` answers
-"what goes next month?") with cut-off = moment − period:
+Rules, each evaluated "as of" a moment (default now; ``--as-of`` with a dry
+run answers "what goes next month?") with cut-off = moment − period:
 
 * ``unconfirmed`` — memberships still ``unconfirmed`` whose opt-in request
   (``consent_at``, else ``created_at``) is older: the membership is deleted;
@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 
 from .. import audit, audithead, clock
 from ..config import Settings
+from ..errors import UsageError
 from ..locks import maintenance_lock
 from ..store import Store, facts
 from ..store import audit as audit_rows
@@ -168,8 +169,18 @@ def _people(planned: list[tuple[int, str, str]], secret: bytes) -> dict[str, set
 
 # Complexity: one step per retention rule and per kind of file it reaches, in one locked run.
 def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dry_run: bool = False) -> PurgeResult:
-    """Apply the retention policy (see module docstring)."""
-    moment = as_of or clock.now()
+    """Apply the retention policy (see module docstring).
+
+    ``as_of`` in the future is a forecast: only a dry run may use it, since
+    applying it would remove data before the policy says they go. A past
+    ``as_of`` removes less than today's policy, and is applied.
+    """
+    current = clock.now()
+    if as_of is not None and as_of > current and not dry_run:
+        day = clock.to_iso(as_of).removesuffix("T00:00:00Z")
+        raise UsageError(f"--as-of {day} is in the future: a purge removes only what is due now; nothing was changed",
+                         hint=f"`mailcli privacy purge --dry-run --as-of {day}` shows what goes by then")
+    moment = as_of or current
     cut = {rule: clock.to_iso(duration.before(moment)) for rule, duration in settings.retention.items()}
     conn = store.conn
     if dry_run:

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from mailcli.config import resolve
-from tests.conftest import Engine, PostgresDatabase, run_mailcli, set_smtp, use_database
+from tests.conftest import Cli, Engine, PostgresDatabase, run_mailcli, set_smtp, use_database
+from tests.privacy_support import freeze
 from tests.serve_support import Server, one_click
 from tests.smtpserver import SmtpServer
 
@@ -286,7 +287,7 @@ def test_bounces_from_an_mbox(project: Path, engine: Engine) -> None:
     assert (report["sent"], report["bounced"]) == (3, 1)
 
 
-def test_export_erase_purge_and_the_audit_chain(project: Path, engine: Engine, tmp_path: Path) -> None:
+def test_export_erase_purge_and_the_audit_chain(project: Path, engine: Engine, tmp_path: Path, cli: Cli) -> None:
     import zipfile
 
     _send_to(project, engine, 4)
@@ -312,8 +313,10 @@ def test_export_erase_purge_and_the_audit_chain(project: Path, engine: Engine, t
     dry = engine.mailcli(project, "privacy", "purge", "--dry-run", "--as-of", "2031-01-01", "--json")
     assert dry.returncode == 0, dry.stderr
     assert engine.rows(project, "SELECT count(*) FROM contacts") == [(3,)]
-    purged = engine.mailcli(project, "privacy", "purge", "--as-of", "2031-01-01", "--json")
-    assert purged.returncode == 0, purged.stderr
+    with pytest.MonkeyPatch.context() as later:  # the day the dry run looked at has come
+        freeze(later, "2031-01-01T00:00:00Z")
+        purged = cli("privacy", "purge", "--json", env=engine.env)
+    assert purged.exit_code == 0, purged.stderr
     plan, done = json.loads(dry.stdout), json.loads(purged.stdout)
     assert plan == done  # the dry run counted exactly what the purge removed
     gone = sum(done.get(rule, 0) for rule in ("unsubscribed", "bounced", "inactive"))

@@ -197,9 +197,28 @@ def test_the_audit_chain_verifies_after_its_oldest_entries_are_cut(world, cli) -
     assert entry["detail"]["counts"] == EXPECTED and entry["subject"] is None
 
 
+def test_a_future_as_of_is_refused_without_dry_run_and_changes_nothing(world, cli) -> None:
+    root, store, _, _ = world
+    backups.checkpoint(store.conn)
+    before = _snapshot(root)
+    rows_before = {t: count(store.conn, t) for t in ("contacts", "memberships", "deliveries", "events", "audit_log")}
+    result = cli("privacy", "purge", "--as-of", "2030-01-01")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: --as-of 2030-01-01 is in the future: a purge removes only what is due"
+                                    " now; nothing was changed\n")
+    assert "--dry-run --as-of 2030-01-01" in result.stderr
+    assert _snapshot(root) == before
+    assert {t: count(store.conn, t) for t in rows_before} == rows_before
+    # A moment later the same day counts too, and a past day is applied: it removes no more than now.
+    assert cli("privacy", "purge", "--as-of", "2026-03-02T12:00:01Z").exit_code == 2
+    past = cli("--json", "privacy", "purge", "--as-of", "2026-02-01")
+    assert past.exit_code == 0, past.output
+    assert all(json.loads(past.stdout)[rule] <= EXPECTED[rule] for rule in RULES)
+
+
 def test_as_of_forty_days_ahead_erases_those_unsubscribed_today_and_keeps_everyone_else(
         project: Path, monkeypatch: pytest.MonkeyPatch, cli) -> None:
-    freeze(monkeypatch)
+    clock = freeze(monkeypatch)
     store = open_store(settings_for(project).project.database)
     c = store.conn
     news = add_list(c, "news")
@@ -214,16 +233,17 @@ def test_as_of_forty_days_ahead_erases_those_unsubscribed_today_and_keeps_everyo
     assert today == {rule: 0 for rule in RULES}
     ahead = cli("--json", "privacy", "purge", "--dry-run", "--as-of", "2026-04-11")
     assert json.loads(ahead.stdout)["unsubscribed"] == 2
-    result = cli("--json", "privacy", "purge", "--as-of", "2026-04-11")
+    clock.advance(days=40)  # 2026-04-11: the dry run's day has come
+    result = cli("--json", "privacy", "purge")
     assert result.exit_code == 0 and json.loads(result.stdout)["unsubscribed"] == 2
-    assert "in the future" in result.stderr
     store = open_store(settings_for(project).project.database)
     left = sorted(r[0] for r in store.conn.execute("SELECT email FROM contacts"))
     store.close()
     assert left == ["bounced@example.org", "stays1@example.org", "stays2@example.org", "stays3@example.org"]
 
 
-def test_inactive_never_takes_a_subscribed_member_however_far_ahead(project: Path, cli) -> None:
+def test_inactive_never_takes_a_subscribed_member_however_far_ahead(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    cli) -> None:
     """Receiving mail is no activity: two years on, every subscriber is still there."""
     rows = "\n".join(f"member{i}@example.org,Member,{i}" for i in range(40))
     (project.parent / "members.csv").write_text("email,first_name,last_name\n" + rows + "\n")
@@ -241,7 +261,8 @@ def test_inactive_never_takes_a_subscribed_member_however_far_ahead(project: Pat
     assert json.loads(ahead.stdout)["inactive"] == 1
     table = cli("privacy", "purge", "--dry-run", "--as-of", "2028-06-01")
     assert "inactive" in table.stdout and "1 contact would go" in table.stderr
-    assert cli("privacy", "purge", "--as-of", "2028-06-01").exit_code == 0
+    freeze(monkeypatch, "2028-06-01T00:00:00Z")
+    assert cli("privacy", "purge").exit_code == 0
     store = open_store(settings_for(project).project.database)
     left = {r[0] for r in store.conn.execute("SELECT email FROM contacts")}
     store.close()

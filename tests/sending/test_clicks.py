@@ -12,11 +12,15 @@ import json
 import re
 import sqlite3
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
+from mailcli import clock
 from tests.conftest import Cli, set_smtp
+from tests.privacy_support import freeze
 from tests.sendhelpers import add_contacts
 from tests.serve_support import Server
 from tests.smtpserver import SmtpServer
@@ -138,8 +142,8 @@ def test_per_link_counts_exact_redirects_and_no_open_redirect(project: Path, cli
     assert conn.execute("SELECT count(*) FROM clicks").fetchone() == (0,)  # nobody's clicks were kept
 
 
-def test_per_contact_clicks_only_when_on_in_export_and_gone_after_erase(project: Path, cli: Cli,
-                                                                         tmp_path: Path) -> None:
+def test_per_contact_clicks_only_when_on_in_export_and_gone_after_erase(project: Path, cli: Cli, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     template(project)
     members(project)
     tracking(project, per_contact=True)
@@ -189,8 +193,12 @@ def test_per_contact_clicks_only_when_on_in_export_and_gone_after_erase(project:
     # [retention] clicks takes the rest when they are older.
     purged = cli("privacy", "purge", "--as-of", "2099-01-01", "--dry-run", "--json")
     assert json.loads(purged.stdout)["clicks"] == 1
-    assert cli("privacy", "purge", "--as-of", "2026-12-06").exit_code == 0
+    assert cli("privacy", "purge").exit_code == 0
     assert conn.execute("SELECT count(*) FROM clicks").fetchone() == (1,)
+    freeze(monkeypatch, clock.to_iso(clock.now() + timedelta(days=14 * 31)))
+    purged = cli("privacy", "purge", "--json")
+    assert json.loads(purged.stdout)["clicks"] == 1
+    assert conn.execute("SELECT count(*) FROM clicks").fetchone() == (0,)
 
 
 def test_tracking_configuration_is_checked(project: Path, cli: Cli) -> None:
