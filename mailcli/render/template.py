@@ -192,15 +192,22 @@ class CompiledTemplate:
                 raw = self._call(template, variables)
         subject = raw.strip()
         if not subject:
-            raise TemplateError(
-                f"No subject for template {self.name!r}: {display_path(self.folder / 'subject.txt')} is missing or renders empty",
-                hint="add subject.txt to the template folder or pass --subject",
-            )
+            raise self._no_subject("is missing or renders empty")
         try:
             return check_header_value("Subject", subject)
         except HeaderInjectionError as exc:
             origin = origin or display_path(self.folder / "subject.txt")
             raise HeaderInjectionError(f"{origin}: {exc.message}", hint=exc.hint) from None
+
+    def check_subject(self, subject: str | None) -> None:
+        """Refuse, before anything renders, messages that could have no
+        subject at all: no ``subject`` of their own and no subject.txt."""
+        if not (subject or "").strip() and self._subject is None:
+            raise self._no_subject("is missing")
+
+    def _no_subject(self, why: str) -> TemplateError:
+        return TemplateError(f"No subject for template {self.name!r}: {display_path(self.folder / 'subject.txt')} {why}",
+                             hint="add subject.txt to the template folder or pass --subject")
 
     def _reference_html(self, variables: dict[str, Any]) -> str:
         rendered = self._call(self._html, variables)

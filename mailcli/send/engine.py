@@ -2,6 +2,9 @@
 
 ``send_campaign`` is the core of ``mailcli send``. One run:
 
+0. checks what needs no database: the template compiles and has a subject
+   (a new campaign), and, unless it is a dry run, the SMTP password and DKIM
+   key the configuration names are there;
 1. takes the campaign lock beside the database (``locks``), then, in one
    transaction, creates the campaign on first use, claims it inside the
    database (``store.claims``: a second line of defence should the lock file
@@ -11,11 +14,13 @@
    lock shared, claims batches of deliveries with a lease instead of the
    whole campaign (``store.leases``, ``ledger.iter_claimed``), and the last
    to end completes the campaign;
-2. preflights: compiles the template and renders one real recipient of every
-   distinct set of contact fields, so a missing merge field stops the run
-   before any connection is made, with zero sent (``plan.preflight``).
+2. preflights, last in that transaction: compiles the template and renders
+   one real recipient of every distinct set of contact fields, so a missing
+   merge field stops the run before any connection is made, with zero sent
+   and the transaction undone: no campaign is left behind (``plan.preflight``).
    ``--dry-run`` renders and builds every message instead, and sends nothing;
-3. asks the caller to confirm (the command shows the audience and server);
+3. asks the caller to confirm (the command shows the audience and server),
+   before that transaction, from a freeze that is rolled back;
 4. opens the first SMTP connection (an unreachable server, bad certificate or
    wrong password ends here with exit 5, nothing sent);
 5. streams pages of deliveries, checking each contact as its page is read,
@@ -59,7 +64,7 @@ from mailcli.send.plan import (
     schedule,
 )
 from mailcli.send.pool import build_all, start_pool, worker_count
-from mailcli.send.relay import remember_relay, remember_smtputf8, transport_options
+from mailcli.send.relay import remember_relay, remember_smtputf8, smtp_password, transport_options
 from mailcli.send.results import ConfirmFn, ProgressFn, SendPlan, SendSummary
 from mailcli.send.transport import SmtpTransport
 from mailcli.send.watch import OptoutWatch
@@ -92,11 +97,12 @@ def send_campaign(
     with send_lock(settings, options.campaign) as me:
         existing = ledger.get_campaign(store.conn, options.campaign)
         if options.template and existing is None:
-            # A template that does not exist or compile stops a new campaign
-            # before it is created: its name is not taken by a broken one.
+            # A template that does not exist or compile, or has no subject,
+            # stops a new campaign before it is created: its name is not
+            # taken by a broken one.
             from mailcli.render import compile_template
 
-            compile_template(settings.templates_dir, options.template)
+            compile_template(settings.templates_dir, options.template).check_subject(options.subject)
         if options.dry_run:
             return _dry_run(store, settings, options, on_plan=on_plan, progress=progress)
         waiting = _not_yet(store, settings, options, existing)
@@ -110,16 +116,44 @@ def send_campaign(
         # own; on SQLite this run claims the whole campaign.
         shared = is_postgres(store.conn)
         claim = None if shared else RunClaim(owner=new_uid(), holder=me)
+        _check_sending(settings)
         if confirm is not None:
             _ask(store, settings, options, claim, confirm)
         with _run_number(store, shared) as lease:
-            campaign, plan = prepare(store, settings, options, claim=claim)
+            ready: list[Ready] = []
+
+            def check(campaign: ledger.Campaign) -> None:
+                # Inside the freeze's transaction: a template that does not
+                # render for this audience leaves no campaign behind.
+                factory = MessageFactory(settings, campaign)
+                ready.append(Ready(factory, preflight(store, factory, campaign, factory.secret,
+                                                      options.resend_uncertain)))
+
+            campaign, plan = prepare(store, settings, options, claim=claim, check=check)
             try:
-                return _send_prepared(store, settings, options, campaign, plan, claim, progress=progress,
+                return _send_prepared(store, settings, options, campaign, plan, claim, ready[0], progress=progress,
                                       on_plan=on_plan, on_notice=on_notice, lease=lease)
             finally:
                 if claim is not None:
                     release_claim(store.conn, claim.name(campaign), claim.owner)
+
+
+def _check_sending(settings: Settings) -> None:
+    """What a real run needs of the configuration, checked before it asks or
+    writes anything: the SMTP password where [smtp] username is set, and the
+    DKIM key where [dkim] signing is configured."""
+    from mailcli.deliverability.dkim import load_signer
+
+    smtp_password(settings)
+    load_signer(settings)
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The campaign's message factory and the preflight's samples, made before the campaign was committed."""
+
+    factory: MessageFactory
+    samples: list[tuple[Any, ...]]
 
 
 def _ask(store: Store, settings: Settings, options: SendOptions, claim: RunClaim | None, confirm: ConfirmFn) -> None:
@@ -174,7 +208,7 @@ class Lease:
 
 
 def _send_prepared(store: Store, settings: Settings, options: SendOptions, campaign: ledger.Campaign,
-                   plan: SendPlan, claim: RunClaim | None, *, progress: ProgressFn | None,
+                   plan: SendPlan, claim: RunClaim | None, ready: Ready, *, progress: ProgressFn | None,
                    on_plan: Callable[[SendPlan], None] | None,
                    on_notice: Callable[[str], None] | None, lease: Lease | None = None) -> SendSummary:
     if on_plan is not None:
@@ -182,12 +216,11 @@ def _send_prepared(store: Store, settings: Settings, options: SendOptions, campa
     summary = SendSummary(campaign=campaign.name, dry_run=False, relay=settings.smtp.address, no_basis=plan.no_basis)
     # Render workers use "spawn", so starting them next to the ledger
     # writer thread later is safe. Started first, they load and compile
-    # the template while this process compiles it and runs the preflight.
+    # the template while this process finds the campaign's links.
     workers = worker_count(plan.to_send)
     pool = start_pool(workers, settings, campaign) if workers else None
     try:
-        factory = MessageFactory(settings, campaign)  # a template that does not compile stops here
-        samples = preflight(store, factory, campaign, factory.secret, options.resend_uncertain)
+        factory, samples = ready.factory, ready.samples
         if settings.tracking.clicks:
             from mailcli.send.clicks import track_links
 

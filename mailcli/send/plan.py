@@ -84,19 +84,23 @@ class DryRunRollback(Exception):
 
 
 Collect = Callable[[Any, ledger.Campaign], list[ledger.Recipient]]
+Check = Callable[[ledger.Campaign], None]
 
 
-# Complexity: the steps of starting a run in order, in one transaction (claim, freeze, recover, accept, count).
+# Complexity: the steps of starting a run in order, in one transaction (claim, freeze, recover, accept, count, check).
 def prepare(store: Store, settings: Settings, options: SendOptions, *,
             rollback: bool = False, claim: RunClaim | None = None, collect: Collect | None = None,
-            ) -> tuple[ledger.Campaign, SendPlan]:
+            check: Check | None = None) -> tuple[ledger.Campaign, SendPlan]:
     """Create or resume the campaign, claim it and freeze its audience.
 
     With ``claim``, a campaign another live run holds is refused with one
     line naming it. With ``rollback`` (and for dry runs) nothing is kept: the
     numbers come back in a ``DryRunRollback`` exception after the
     transaction is undone, with what ``collect(conn, campaign)`` gathered
-    from the frozen audience before that.
+    from the frozen audience before that. Otherwise ``check(campaign)`` runs
+    last, inside the transaction: when it raises (a template that does not
+    render for the frozen audience), the campaign is neither created nor
+    frozen, and a corrected command starts it afresh.
     """
     conn = store.conn
     secret = settings.secret()
@@ -128,7 +132,9 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
             # A dry run changes nothing: undo the freeze, keep the numbers.
             collected = collect(conn, campaign) if collect is not None else []
             raise DryRunRollback(campaign, counts, added, created, collected, accepted, no_basis)
-    campaign = ledger.get_campaign(conn, campaign.name) or campaign
+        campaign = ledger.get_campaign(conn, campaign.name) or campaign
+        if check is not None:
+            check(campaign)
     return campaign, plan_of(settings, options, campaign, counts, created, added, causes, accepted,
                              no_basis=no_basis)
 
@@ -340,7 +346,7 @@ def preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign, 
             continue
         except TemplateError as exc:
             raise TemplateError(
-                f"{exc.message} (contact {mask_address(r.email)}); nothing was sent", hint=exc.hint or
+                f"{exc.message} (contact {mask_address(r.email)}); nothing was sent or changed", hint=exc.hint or
                 "fix the template or the contact data, then run the same command again",
             ) from None
         seen.add(signature)

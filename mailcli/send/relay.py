@@ -19,10 +19,9 @@ from mailcli.store import Store
 from mailcli.store.relays import RelayMemory, save_relay
 
 
-# Complexity: one branch per setting and per limit learnt from the relay, the lower winning.
-def transport_options(settings: Settings, options: SendOptions, relay: RelayMemory | None = None,
-                      expected: int | None = None) -> TransportOptions:
-    """How to connect, how many connections and how fast."""
+def smtp_password(settings: Settings) -> str | None:
+    """The SMTP password from the variable [smtp] password_env names; None
+    without a username; a ``ConfigError`` when a username is set and the variable is not."""
     smtp = settings.smtp
     password = smtp.password() if smtp.username else None
     if smtp.username and password is None:
@@ -30,6 +29,15 @@ def transport_options(settings: Settings, options: SendOptions, relay: RelayMemo
             f"[smtp] username is set but the password variable {smtp.password_env} is not",
             hint=f"export {smtp.password_env}=... (the password never goes in mailcli.toml)",
         )
+    return password
+
+
+# Complexity: one branch per setting and per limit learnt from the relay, the lower winning.
+def transport_options(settings: Settings, options: SendOptions, relay: RelayMemory | None = None,
+                      expected: int | None = None) -> TransportOptions:
+    """How to connect, how many connections and how fast."""
+    smtp = settings.smtp
+    password = smtp_password(settings)
     params = ConnectParams(
         host=smtp.host, port=smtp.port, security=smtp.security, username=smtp.username, password=password,
         timeout=smtp.timeout, ca_file=str(smtp.ca_file) if smtp.ca_file else None,

@@ -192,6 +192,7 @@ def test_missing_merge_field_aborts_before_any_connection(project: Path, cli: Cl
         assert result.exit_code == ExitCode.ERROR, result.output
         assert "company" in result.stderr and "nothing was sent" in result.stderr
         assert server.ehlo_count == 0 and server.messages == []
+    assert _campaigns(project) == []
 
 
 def test_unsubscribe_during_a_send_takes_effect(project: Path, cli: Cli) -> None:
@@ -413,8 +414,50 @@ def test_a_field_missing_for_some_contacts_stops_the_send_before_any_connection(
     set_smtp(project, "127.0.0.1", free_port())  # nothing listens: it must stop before connecting
     result = run_mailcli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", cwd=project)
     assert result.returncode == ExitCode.ERROR, result.stderr
-    assert "contact.city" in result.stderr and "nothing was sent" in result.stderr, result.stderr
-    assert set(deliveries(project / "mailcli.db", "spring").values()) == {"pending"}
+    assert "contact.city" in result.stderr and "nothing was sent or changed" in result.stderr, result.stderr
+    assert "frozen" not in result.stderr
+    # The preflight ran before the campaign was committed: none is left behind to be resumed.
+    assert _campaigns(project) == [] and deliveries(project / "mailcli.db", "spring") == {}
+    fixed = run_mailcli("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run", cwd=project)
+    assert fixed.returncode == ExitCode.PARTIAL, fixed.stderr  # the dry run names the one that would fail
+
+
+def _campaigns(project: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(project / "mailcli.db")
+    try:
+        return conn.execute("SELECT name, status FROM campaigns ORDER BY name").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_send_refused_before_sending_leaves_no_campaign_behind(project: Path, cli: Cli) -> None:
+    add_contacts(project / "mailcli.db", "news", people(2))
+    folder = project / "templates" / "nosubj"
+    folder.mkdir()
+    (folder / "message.html").write_text('<p><a href="{{ unsubscribe_url }}">u</a></p>\n', encoding="utf-8")
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        # A template without a subject: refused up front, in a real run and in a dry run alike.
+        for extra in ("--yes", "--dry-run"):
+            result = cli("send", "f1", "--template", "nosubj", "--list", "news", extra)
+            assert result.exit_code == ExitCode.ERROR, result.output
+            assert result.stderr.startswith("Error: No subject for template 'nosubj': templates/nosubj/subject.txt"
+                                            " is missing\n"), result.stderr
+            assert "frozen" not in result.stderr and "would fail" not in result.stderr
+        assert _campaigns(project) == []
+        # A configuration error found before the freeze: nothing frozen, exit 4.
+        path = project / "mailcli.toml"
+        configured = path.read_text(encoding="utf-8")
+        path.write_text(configured.replace("[smtp]\n", '[smtp]\nusername = "u"\n', 1), encoding="utf-8")
+        result = cli("send", "f1", "--template", "newsletter", "--list", "news", "--yes")
+        assert result.exit_code == ExitCode.CONFIG, result.output
+        assert "MAILCLI_SMTP_PASSWORD" in result.stderr and "frozen" not in result.stderr
+        assert _campaigns(project) == []
+        path.write_text(configured, encoding="utf-8")
+        # The name is free for the corrected command.
+        result = cli("send", "f1", "--template", "newsletter", "--list", "news", "--yes")
+        assert result.exit_code == 0, result.output
+        assert len(server.messages) == 2 and _campaigns(project) == [("f1", "sent")]
 
 
 def test_unsubscribe_headers_format() -> None:
