@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from typing import Annotated, Any
 
@@ -325,11 +326,19 @@ def _fix_hint(s: SendSummary) -> str:
     """Where the fix is: the template (file and line) or the contacts' data."""
     fixes = []
     if s.template_errors:
-        where = sorted({problem.split(": ", 1)[0] for problem in s.template_errors})
-        fixes.append(f"fix the template at {', '.join(where)}, then run the dry run again")
+        where = sorted({place for place in map(_template_place, s.template_errors) if place})
+        fixes.append(f"fix the template at {', '.join(where)}, then run the dry run again" if where
+                     else "fix the template as the warning above says, then run the dry run again")
     if s.problems:
         fixes.append("correct the data of the contacts named above (mailcli contacts set EMAIL FIELD=VALUE)")
     return "; ".join(fixes) or "see the warnings above"
+
+
+def _template_place(problem: str) -> str | None:
+    """The file (and line) a template problem begins with, like
+    ``templates/news/message.html:12``; None when it names none."""
+    place = problem.split(": ", 1)[0]
+    return place if " " not in place and ("/" in place or re.search(r":\d+$", place)) else None
 
 
 def _relay_lines(out: Any, s: SendSummary) -> None:

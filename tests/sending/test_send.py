@@ -460,6 +460,18 @@ def test_a_send_refused_before_sending_leaves_no_campaign_behind(project: Path, 
         assert len(server.messages) == 2 and _campaigns(project) == [("f1", "sent")]
 
 
+def test_a_dry_run_hint_names_no_place_when_the_problem_has_none(project: Path, cli: Cli) -> None:
+    members = people(3)
+    members[1]["last_name"] = ""  # the subject is this field alone: empty for this contact
+    add_contacts(project / "mailcli.db", "news", members)
+    (project / "templates" / "newsletter" / "subject.txt").write_text("{{ contact.last_name }}\n", encoding="utf-8")
+    result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run")
+    assert result.exit_code == ExitCode.PARTIAL, result.output
+    assert "Warning: No subject for template 'newsletter'" in result.stderr and "(1 message(s))" in result.stderr
+    assert "Error: 1 message(s) of campaign spring would fail\n" in result.stderr
+    assert "Hint: fix the template as the warning above says, then run the dry run again\n" in result.stderr
+
+
 def test_unsubscribe_headers_format() -> None:
     from types import SimpleNamespace
 
