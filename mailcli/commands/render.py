@@ -165,6 +165,10 @@ def _check_options(fmt: str, *, to: str | None, data: Path | None, serve: bool, 
         raise UsageError("Use either --to or --data, not both")
     if serve and (output is not None or open_browser or fmt != "html"):
         raise UsageError("--serve shows the HTML page (and the text part at /text); leave out -o, --open and --format")
+    if output is not None:
+        from ..privacy.files import check_output_file
+
+        check_output_file(output)
 
 
 def _write_preview(app: Any, preview: Any, name: str, fmt: str, output: Path | None, *, inline_once: bool,

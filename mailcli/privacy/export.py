@@ -48,7 +48,7 @@ from ..store.events import events_of
 from ..store.requests import close_open_requests, requests_of
 from ..store.suppressions import suppressions_of
 from ..store.written import files_about
-from .files import register_written
+from .files import check_output_file, register_written
 from .letter import LetterFacts, information, render_letter
 from .registry import PERSONAL_DATA_TABLES, uncovered_tables
 from .subject import Subject, find_subject, require_contact
@@ -237,9 +237,11 @@ _EMPTY_COLUMNS = {
 }
 
 
-def _write_zip(path: Path, files: dict[str, bytes], moment: tuple[int, int, int, int, int, int]) -> None:
+def _write_zip(path: Path, files: dict[str, bytes], moment: tuple[int, int, int, int, int, int], *,
+               make_folder: bool) -> None:
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if make_folder:  # the project's exports/; a folder named with -o must exist (``check_output_file``)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         reason = f"{path.parent} is not a folder" if isinstance(exc, (FileExistsError, NotADirectoryError)) \
@@ -276,7 +278,10 @@ def with_suppressed_unlink(path: str) -> None:
 # Complexity: the steps of an export in order: registry check, one gathering transaction, the files, the audit and the warnings.
 def export_subject(store: Store, settings: Settings, email: str, *, output: Path | None = None,
                    reason: str | None = None) -> ExportResult:
-    """Write the ZIP for one person; unknown person: NotFoundError (exit 1)."""
+    """Write the ZIP for one person; unknown person: NotFoundError (exit 1);
+    ``output`` in a folder that does not exist: UsageError (exit 2)."""
+    if output is not None:
+        check_output_file(Path(output))
     subject = find_subject(store, settings, email)
     require_contact(subject)
     warnings = tuple(
@@ -318,7 +323,7 @@ def export_subject(store: Store, settings: Settings, email: str, *, output: Path
     files["manifest.sha256"] = "".join(
         f"{hashlib.sha256(content).hexdigest()}  {name}\n" for name, content in files.items()
     ).encode("ascii")
-    _write_zip(path, files, now.timetuple()[:6])
+    _write_zip(path, files, now.timetuple()[:6], make_folder=output is None)
     register_written(store, settings, path, "export", subject.hmac)
     with store.transaction() as conn:
         closed = close_open_requests(conn, subject.hmac, ("access", "portability"), "privacy export", generated_at)

@@ -248,14 +248,22 @@ def test_unregistered_table_makes_export_warn(world: Path, cli) -> None:
     assert "page_views" in result.stderr and "not exported" in result.stderr
 
 
-@pytest.mark.parametrize("target", ["folder", "under-a-file"])
-def test_an_export_that_cannot_be_written_is_one_line_and_leaves_nothing(world: Path, cli, target: str) -> None:
+@pytest.mark.parametrize("target", ["folder", "under-a-file", "missing-folder"])
+def test_an_export_that_cannot_be_written_is_refused_before_anything_is_read(world: Path, cli, target: str) -> None:
     (world / "taken").mkdir()
     (world / "notes.txt").write_text("x", encoding="utf-8")
-    output = world / "taken" if target == "folder" else world / "notes.txt" / "x.zip"
+    output = {"folder": world / "taken", "under-a-file": world / "notes.txt" / "x.zip",
+              "missing-folder": world / "nowhere" / "deeper" / "x.zip"}[target]
+    audited = len(json.loads(cli("--json", "privacy", "audit").stdout))
     result = cli("privacy", "export", ZEB, "-o", str(output))
-    assert result.exit_code == 1
-    reason = "Is a directory" if target == "folder" else f"{output.parent} is not a folder"
-    assert result.stderr.splitlines()[0] == f"Error: Cannot write the export {output}: {reason}"
+    assert result.exit_code == 2, result.output
+    reason = {"folder": "Is a directory", "under-a-file": f"{output.parent} is not a folder",
+              "missing-folder": "No such file or directory"}[target]
+    # The same line as `render -o` gives.
+    assert result.stderr.splitlines()[0] == f"Error: Cannot write {output}: {reason}"
     assert "Traceback" not in result.output
     assert list((world / "taken").iterdir()) == []  # no temporary file left
+    assert not (world / "nowhere").exists()  # a typo in a path makes no folders for personal data
+    assert len(json.loads(cli("--json", "privacy", "audit").stdout)) == audited  # the person's data was not read
+    rendered = cli("render", "newsletter", "-o", str(output))
+    assert (rendered.exit_code, rendered.stderr.splitlines()[0]) == (2, f"Error: Cannot write {output}: {reason}")
