@@ -15,6 +15,9 @@ send ledger, so it has a send's guarantees:
   ``deferred`` for the next run; ``report CAMPAIGN`` counts them, and how
   many confirmed.
 * One run at a time per campaign (the send's campaign lock).
+* **Asked first.** Who would be asked is counted from a freeze that is
+  rolled back: a dry run stops there (nothing sent, nothing changed), and a
+  caller's ``confirm`` sees the numbers before anything is written.
 
 A confirmation through the link makes the membership ``subscribed`` with
 basis ``consent`` (method ``double opt-in``), like a sign-up's.
@@ -26,8 +29,8 @@ import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from .. import clock
 from ..config import Settings
@@ -37,11 +40,14 @@ from ..store import Store
 from ..store import deliveries as delivery_rows
 from ..store import signups as rows
 from ..store.audience import list_not_found
-from ..store.campaigns import get_campaign, insert_campaign
+from ..store.campaigns import Campaign, get_campaign, insert_campaign
 from ..store.lists import list_id as find_list
 from ..tokens import message_id, new_uid
 from .flow import consent_wording
 from .mailer import MailBuilder, deliver
+
+if TYPE_CHECKING:
+    from ..store.db import Connection
 
 BATCH = 50  # messages per SMTP session
 # Why this service message reaches people: what `campaigns` and `report` show.
@@ -57,44 +63,59 @@ class ReconfirmResult:
     failed: int = 0
     deferred: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # the campaign's report after the run
+    dry_run: bool = False
+    would_ask: int = 0  # a dry run: the mails a real run would send now
 
     def as_dict(self) -> dict[str, Any]:
-        return {"campaign": self.campaign, "list": self.list_name, "added": self.added, "sent": self.sent,
-                "failed": self.failed, "deferred": self.deferred, "campaign_totals": self.counts}
+        data: dict[str, Any] = {"campaign": self.campaign, "list": self.list_name, "dry_run": self.dry_run,
+                                "added": self.added}
+        if self.dry_run:
+            return {**data, "would_ask": self.would_ask}
+        return {**data, "sent": self.sent, "failed": self.failed, "deferred": self.deferred,
+                "campaign_totals": self.counts}
+
+
+@dataclass(frozen=True, slots=True)
+class ReconfirmPlan:
+    """What a run would do, counted before anything is written."""
+
+    campaign: str
+    list_name: str
+    to_ask: int  # mails to send now: members asked for the first time, and those deferred
+    added: int  # of them, members asked for the first time
+    server: str
+
+
+class _Rehearsed(Exception):
+    """Raised inside the freeze's transaction to undo it, with the plan."""
+
+    def __init__(self, plan: ReconfirmPlan) -> None:
+        self.plan = plan
 
 
 def reconfirm_list(store: Store, settings: Settings, list_name: str, *, campaign: str | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> ReconfirmResult:
-    """Ask a list's members without a basis, or unconfirmed, to confirm; resumes an earlier run."""
-    from ..send.ledger import campaign_counts, recover_interrupted, set_campaign_status
+                   progress: Callable[[int, int], None] | None = None, dry_run: bool = False,
+                   confirm: Callable[[ReconfirmPlan], None] | None = None) -> ReconfirmResult:
+    """Ask a list's members without a basis, or unconfirmed, to confirm; resumes an earlier run.
+
+    ``dry_run``: count who would be asked, send nothing and change nothing.
+    ``confirm(plan)`` is called before anything is written when there is
+    someone to ask; it raises to stop the run."""
+    from ..send.ledger import campaign_counts, set_campaign_status
 
     name = campaign or f"reconfirm-{list_name}"
-    result = ReconfirmResult(name, list_name)
+    result = ReconfirmResult(name, list_name, dry_run=dry_run)
     with campaign_lock(settings, name):
         now = clock.now()
-        stamp = clock.to_iso(now)
+        if dry_run or confirm is not None:
+            plan = _rehearse(store, settings, list_name, name, now)
+            if dry_run:
+                result.added, result.would_ask = plan.added, plan.to_ask
+                return result
+            if confirm is not None and plan.to_ask:
+                confirm(plan)
         with store.transaction() as conn:
-            list_id = find_list(conn, list_name)
-            if list_id is None:
-                raise list_not_found(conn, list_name)
-            insert_campaign(conn, uid=new_uid(), name=name, template="_confirm", list_id=list_id,
-                            list_name=list_name, subject=None, created_at=stamp, kind="service",
-                            service_reason=REASON, subject_line=_subject(settings, list_name, now))
-            found = get_campaign(conn, name)
-            assert found is not None
-            if found.template != "_confirm" or found.list_name != list_name:
-                raise UsageError(f"Campaign {name!r} is not the reconfirmation of list {list_name!r}",
-                                 hint="give another name with --campaign")
-            language = settings.language(list_name)
-            wording = consent_wording(settings, list_name)
-            expires = clock.to_iso(now + timedelta(seconds=settings.consent.confirm_within.seconds()))
-            result.added = rows.freeze_reconfirm(
-                conn, campaign_id=found.id, list_id=list_id,
-                message_ids=lambda uid: message_id(found.uid, uid, settings.sender.domain),
-                nonce=lambda: secrets.token_hex(9), form=f"reconfirm {name}", language=language,
-                text_hash=rows.store_consent_text(conn, wording, language, stamp), now=stamp, expires_at=expires)
-            recover_interrupted(conn, found.id)
-            due = rows.reconfirm_due(conn, found.id, ("pending", "deferred"))
+            found, result.added, due = _freeze(conn, settings, list_name, name, now)
         builder = MailBuilder(settings)
         total = len(due)
         for start in range(0, total, BATCH):
@@ -107,6 +128,46 @@ def reconfirm_list(store: Store, settings: Settings, list_name: str, *, campaign
             counts["confirmed"] = rows.confirmed_in(conn, found.id)
         result.counts = counts
     return result
+
+
+def _rehearse(store: Store, settings: Settings, list_name: str, name: str, now: datetime) -> ReconfirmPlan:
+    """The plan of a run, from a freeze that is rolled back."""
+    try:
+        with store.transaction() as conn:
+            _, added, due = _freeze(conn, settings, list_name, name, now)
+            raise _Rehearsed(ReconfirmPlan(name, list_name, len(due), added, settings.smtp.address))
+    except _Rehearsed as rehearsed:
+        return rehearsed.plan
+
+
+def _freeze(conn: Connection, settings: Settings, list_name: str, name: str,
+            now: datetime) -> tuple[Campaign, int, list[tuple[int, rows.DueMail]]]:
+    """Create or resume the round, add the members to ask since the last run,
+    and return it, how many were added and the mails due now."""
+    from ..send.ledger import recover_interrupted
+
+    stamp = clock.to_iso(now)
+    list_id = find_list(conn, list_name)
+    if list_id is None:
+        raise list_not_found(conn, list_name)
+    insert_campaign(conn, uid=new_uid(), name=name, template="_confirm", list_id=list_id,
+                    list_name=list_name, subject=None, created_at=stamp, kind="service",
+                    service_reason=REASON, subject_line=_subject(settings, list_name, now))
+    found = get_campaign(conn, name)
+    assert found is not None
+    if found.template != "_confirm" or found.list_name != list_name:
+        raise UsageError(f"Campaign {name!r} is not the reconfirmation of list {list_name!r}",
+                         hint="give another name with --campaign")
+    language = settings.language(list_name)
+    wording = consent_wording(settings, list_name)
+    expires = clock.to_iso(now + timedelta(seconds=settings.consent.confirm_within.seconds()))
+    added = rows.freeze_reconfirm(
+        conn, campaign_id=found.id, list_id=list_id,
+        message_ids=lambda uid: message_id(found.uid, uid, settings.sender.domain),
+        nonce=lambda: secrets.token_hex(9), form=f"reconfirm {name}", language=language,
+        text_hash=rows.store_consent_text(conn, wording, language, stamp), now=stamp, expires_at=expires)
+    recover_interrupted(conn, found.id)
+    return found, added, rows.reconfirm_due(conn, found.id, ("pending", "deferred"))
 
 
 def _subject(settings: Settings, list_name: str, now: Any) -> str | None:

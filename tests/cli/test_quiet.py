@@ -98,7 +98,7 @@ def test_every_command_under_q_in_cron(project: Path, cli: Cli, tmp_path: Path) 
         run("send", "2026-12", "--template", "newsletter", "--list", "news", "--dry-run")
         run("send", "2026-12", "--template", "newsletter", "--list", "news", "--yes")
         run("send", "2026-12", "--yes")
-        run("reconfirm", "--list", "news")  # everyone has a basis: nobody to ask
+        run("reconfirm", "--list", "news", "--yes")  # everyone has a basis: nobody to ask
         assert len(server.messages) == 4
         run("send", "2026-12", "--test-to", "me@example.net")
         run("send", "later", "--template", "newsletter", "--list", "news", "--not-before", "2099-01-01 00:00",

@@ -123,7 +123,7 @@ def test_reconfirm_is_a_service_campaign_with_its_reason_and_its_links_are_never
     tracking(project, per_contact=False)
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
-        assert cli("reconfirm", "--list", "news").exit_code == 0
+        assert cli("reconfirm", "--list", "news", "--yes").exit_code == 0
         for sent in server.messages:
             message = email.message_from_bytes(sent.data, policy=email.policy.default)
             body = message.get_body(("plain",))

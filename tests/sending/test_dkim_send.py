@@ -93,7 +93,7 @@ def test_the_confirmation_mails_of_reconfirm_are_signed_too(
     add_contacts(project / "mailcli.db", "news", people(2), basis="none")
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
-        assert cli("reconfirm", "--list", "news").exit_code == 0
+        assert cli("reconfirm", "--list", "news", "--yes").exit_code == 0
         received = [m.data for m in server.messages]
     assert len(received) == 2
     for raw in received:
