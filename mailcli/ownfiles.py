@@ -58,16 +58,22 @@ def own_folders(settings: Settings) -> list[tuple[Path, str]]:
     ]
 
 
-def output_target(settings: Settings, target: Path, option: str, *, like: str,
-                  inputs: Iterable[Path] = ()) -> Path:
+# Complexity: one check per way an output path can be wrong, each with its own line and hint.
+def output_target(settings: Settings | None, target: Path, option: str, *, like: str,
+                  inputs: Iterable[Path] = (), home: Path | None = None) -> Path:
     """The path an output file named with ``option`` is written to
     (``like``: a file name the hints suggest).
 
-    Refused (``UsageError``, exit 2, before anything is changed): a folder,
-    anything but a regular file (``/dev/null``, a pipe), one of the
-    ``inputs``, or a file that is mailcli's own (see the module docstring).
-    A symlink is followed: the file it names is the one replaced (the path
-    returned); any other target is returned as given.
+    Refused (``UsageError``, exit 2, before anything is read or changed): a
+    folder, a file in a folder that does not exist (a typo in a path must not
+    make folders for personal data), anything but a regular file
+    (``/dev/null``, a pipe), one of the ``inputs``, or a file that is
+    mailcli's own (see the module docstring; ``home`` is the one folder of
+    mailcli's this output may go into, like ``exports/``, which the caller
+    makes when it is missing). Without
+    ``settings`` (no project) only the first three are checked. A symlink is
+    followed: the file it names is the one replaced (the path returned); any
+    other target is returned as given.
     """
     real = Path(os.path.realpath(target))
     try:
@@ -77,25 +83,37 @@ def output_target(settings: Settings, target: Path, option: str, *, like: str,
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{option} {target}: is a folder, not a file",
                          hint=f"name a file in it, like {option} {target / like}")
+    at_home = home is not None and real.parent == Path(os.path.realpath(home))  # made when missing
+    if st is None and not at_home and not real.parent.is_dir():
+        problem = "is not a folder" if real.parent.exists() else "does not exist"
+        raise UsageError(f"{option} {target}: the folder {target.parent} {problem}",
+                         hint=f"name a file in a folder that exists, like {option} {like}")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise UsageError(f"{option} {target}: is not a regular file", hint=f"name a file, like {option} {like}")
-    clash = _clash(settings, real, st, inputs)
+    clash = None if settings is None else _clash(settings, real, st, inputs, home)
     if clash is not None:
         raise UsageError(f"{option} {target}: that is {clash}", hint=f"name another file with {option}")
     return real if os.path.islink(target) else target
 
 
-def _clash(settings: Settings, real: Path, st: os.stat_result | None, inputs: Iterable[Path]) -> str | None:
+def _clash(settings: Settings, real: Path, st: os.stat_result | None, inputs: Iterable[Path],
+           home: Path | None) -> str | None:
     """What the file at ``real`` is that must not be written over, if anything."""
     if any(_same(real, st, Path(source)) for source in inputs):
         return "the file being imported; it would be overwritten"
     for path, what in own_files(settings):
         if _same(real, st, path):
             return f"{what}; mailcli never writes over its own files"
-    for folder, what in own_folders(settings):
+    for folder, what in _folders_but(settings, home):
         if _inside(real, folder) or (st is not None and st.st_nlink > 1 and _linked_from(st, folder)):
             return f"in {what}; mailcli never writes over its own files"
     return None
+
+
+def _folders_but(settings: Settings, home: Path | None) -> list[tuple[Path, str]]:
+    """mailcli's own folders, but for ``home``."""
+    skip = None if home is None else os.path.realpath(home)
+    return [(folder, what) for folder, what in own_folders(settings) if os.path.realpath(folder) != skip]
 
 
 def _same(real: Path, st: os.stat_result | None, other: Path) -> bool:

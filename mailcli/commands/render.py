@@ -128,6 +128,10 @@ def render_cmd(
     templates_dir, name, settings = _resolve_template(app, template)
     if to and settings is None:
         settings = _project_settings(app, required=True)
+    if output is not None:
+        from ..ownfiles import output_target
+
+        output = output_target(settings, output, "-o", like=f"{Path(name).name}.{fmt}")
     compiled = compile_template(templates_dir, name)
     contact = _sample_contact(app, to, data)
 
@@ -165,10 +169,6 @@ def _check_options(fmt: str, *, to: str | None, data: Path | None, serve: bool, 
         raise UsageError("Use either --to or --data, not both")
     if serve and (output is not None or open_browser or fmt != "html"):
         raise UsageError("--serve shows the HTML page (and the text part at /text); leave out -o, --open and --format")
-    if output is not None:
-        from ..privacy.files import check_output_file
-
-        check_output_file(output)
 
 
 def _write_preview(app: Any, preview: Any, name: str, fmt: str, output: Path | None, *, inline_once: bool,
@@ -181,10 +181,8 @@ def _write_preview(app: Any, preview: Any, name: str, fmt: str, output: Path | N
     else:
         body = (parts.html if fmt == "html" else parts.text).encode("utf-8")
     if output is not None:
-        from ..ownfiles import output_target
         from ..privacy.files import write_private
 
-        output = output_target(app.settings, output, "-o", like=f"{name}.{fmt}")
         try:
             write_private(output, body)
         except OSError as exc:

@@ -41,6 +41,7 @@ from .. import audit, clock
 from ..cells import neutralise
 from ..config import Settings
 from ..errors import MailcliError
+from ..ownfiles import output_target
 from ..store import Store, personal_data
 from ..store import audit as audit_rows
 from ..store.clicks import contact_clicks
@@ -48,7 +49,7 @@ from ..store.events import events_of
 from ..store.requests import close_open_requests, requests_of
 from ..store.suppressions import suppressions_of
 from ..store.written import files_about
-from .files import check_output_file, register_written
+from .files import register_written
 from .letter import LetterFacts, information, render_letter
 from .registry import PERSONAL_DATA_TABLES, uncovered_tables
 from .subject import Subject, find_subject, require_contact
@@ -240,7 +241,7 @@ _EMPTY_COLUMNS = {
 def _write_zip(path: Path, files: dict[str, bytes], moment: tuple[int, int, int, int, int, int], *,
                make_folder: bool) -> None:
     try:
-        if make_folder:  # the project's exports/; a folder named with -o must exist (``check_output_file``)
+        if make_folder:  # the project's exports/; a folder named with -o must exist (``output_target``)
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tmp", dir=path.parent)
     except OSError as exc:
@@ -281,7 +282,7 @@ def export_subject(store: Store, settings: Settings, email: str, *, output: Path
     """Write the ZIP for one person; unknown person: NotFoundError (exit 1);
     ``output`` in a folder that does not exist: UsageError (exit 2)."""
     if output is not None:
-        check_output_file(Path(output))
+        output = output_target(settings, Path(output), "-o", like="export.zip", home=settings.root / "exports")
     subject = find_subject(store, settings, email)
     require_contact(subject)
     warnings = tuple(
@@ -323,7 +324,8 @@ def export_subject(store: Store, settings: Settings, email: str, *, output: Path
     files["manifest.sha256"] = "".join(
         f"{hashlib.sha256(content).hexdigest()}  {name}\n" for name, content in files.items()
     ).encode("ascii")
-    _write_zip(path, files, now.timetuple()[:6], make_folder=output is None)
+    home = Path(os.path.realpath(settings.root / "exports"))
+    _write_zip(path, files, now.timetuple()[:6], make_folder=Path(os.path.realpath(path)).parent == home)
     register_written(store, settings, path, "export", subject.hmac)
     with store.transaction() as conn:
         closed = close_open_requests(conn, subject.hmac, ("access", "portability"), "privacy export", generated_at)

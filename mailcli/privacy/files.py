@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..store.db import Connection
 
-import errno
 import os
 import re
 from collections.abc import Iterable
@@ -33,7 +32,6 @@ from pathlib import Path
 
 from .. import clock
 from ..config import Settings
-from ..errors import UsageError
 from ..store import Store
 from ..store.written import (
     WrittenFile,
@@ -73,21 +71,6 @@ def write_private(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         os.fchmod(handle.fileno(), 0o600)
         handle.write(data)
-
-
-def check_output_file(path: Path) -> None:
-    """Refuse (exit 2), before anything is read or written, a file to write
-    (``-o``) in a folder that does not exist, or that is a folder itself: a
-    typo in a path must not create folders that hold personal data."""
-    if path.is_dir():
-        reason = os.strerror(errno.EISDIR)
-    elif not path.parent.exists():
-        reason = os.strerror(errno.ENOENT)
-    elif not path.parent.is_dir():
-        reason = f"{path.parent} is not a folder"
-    else:
-        return
-    raise UsageError(f"Cannot write {path}: {reason}")
 
 
 def register_written(store: Store, settings: Settings, path: Path, kind: str, subject_hmac: str | None) -> None:

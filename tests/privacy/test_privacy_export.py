@@ -257,13 +257,34 @@ def test_an_export_that_cannot_be_written_is_refused_before_anything_is_read(wor
     audited = len(json.loads(cli("--json", "privacy", "audit").stdout))
     result = cli("privacy", "export", ZEB, "-o", str(output))
     assert result.exit_code == 2, result.output
-    reason = {"folder": "Is a directory", "under-a-file": f"{output.parent} is not a folder",
-              "missing-folder": "No such file or directory"}[target]
+    reason = {"folder": "is a folder, not a file", "under-a-file": f"the folder {output.parent} is not a folder",
+              "missing-folder": f"the folder {output.parent} does not exist"}[target]
     # The same line as `render -o` gives.
-    assert result.stderr.splitlines()[0] == f"Error: Cannot write {output}: {reason}"
+    assert result.stderr.splitlines()[0] == f"Error: -o {output}: {reason}"
     assert "Traceback" not in result.output
     assert list((world / "taken").iterdir()) == []  # no temporary file left
     assert not (world / "nowhere").exists()  # a typo in a path makes no folders for personal data
     assert len(json.loads(cli("--json", "privacy", "audit").stdout)) == audited  # the person's data was not read
     rendered = cli("render", "newsletter", "-o", str(output))
-    assert (rendered.exit_code, rendered.stderr.splitlines()[0]) == (2, f"Error: Cannot write {output}: {reason}")
+    assert (rendered.exit_code, rendered.stderr.splitlines()[0]) == (2, f"Error: -o {output}: {reason}")
+
+
+@pytest.mark.parametrize(("target", "said"), [
+    ("mailcli.db", "that is the project's database; mailcli never writes over its own files"),
+    (".mailcli/secret", "that is in mailcli's private folder; mailcli never writes over its own files"),
+    ("people.csv", None), ("/dev/full", "is not a regular file"),
+])
+def test_an_export_never_replaces_the_database_the_secret_or_a_device(world: Path, cli, target: str,
+                                                                      said: str | None) -> None:
+    # An export is written aside and renamed into place: named with -o, the
+    # database, the secret or a device would have been replaced by the ZIP.
+    (world / "people.csv").write_text("email\nx@example.org\n", encoding="utf-8")
+    kept = {p: p.read_bytes() for p in (world / "mailcli.db", world / ".mailcli" / "secret", world / "people.csv")}
+    result = cli("privacy", "export", ZEB, "-o", target)
+    if said is None:  # any other file of the user's may be replaced, as -o says
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == f"Error: -o {target}: {said}"
+    assert {p: p.read_bytes() for p in kept} == kept and Path("/dev/full").is_char_device()
+    assert cli("privacy", "export", ZEB, "-o", "exports/zeb.zip").exit_code == 0  # its own folder is fine
