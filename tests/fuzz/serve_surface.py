@@ -6,7 +6,9 @@ malformed tokens), HTTP versions, headers (content types and lengths right,
 missing, negative, huge, doubled; chunked bodies; forwarded-for headers;
 giant and control-character headers) and bodies (the one-click form, as
 urlencoded or multipart, and variants of it; random and non-UTF-8 bytes;
-bodies over the limit) — some of them then mutated byte by byte. Each comes
+bodies over the limit; multipart bodies only a parser can tell from a form:
+charsets unknown or of no text, nested parts, comments nested thousands
+deep, hundreds of parts) — some of them then mutated byte by byte. Each comes
 from its own 127.x.y.z address, so that the failure limiter (a real feature,
 tested elsewhere) does not answer everything with 429.
 
@@ -162,6 +164,8 @@ class ServeSurface:
         roll = draw.integer(1, 100)
         if roll <= 55:
             return (FORM + extra).encode(), "application/x-www-form-urlencoded"
+        if roll <= 62:
+            return _odd_multipart(draw, token)
         if roll <= 70:
             boundary = "----fuzz"
             fields = [("List-Unsubscribe", "One-Click")] + ([("t", token)] if token else [])
@@ -333,6 +337,49 @@ def body_is_form(ctype: str | None, body: bytes) -> bool:
             return False
         return (form.get("List-Unsubscribe") or [""])[0].strip() == "One-Click"
     return bool(ctype and ctype.startswith("multipart/form-data; boundary=----fuzz"))
+
+
+ODD_CHARSETS = ["x-bogus", "base64", "rot13", "idna", "punycode", "undefined", "utf-8\x00", "x" * 300, "utf-8",
+                "iso-8859-1", "utf-16"]
+
+
+def _odd_multipart(draw: Draw, token: str | None) -> tuple[bytes, str]:
+    """multipart/form-data that only a parser can tell from a form: charsets
+    unknown, of no text or that refuse replacement characters, names encoded
+    in them, parts without a name, nested parts and messages (up to
+    thousands deep), comments nested thousands deep, transfer encodings,
+    more parts than a form has. Its boundary is not the one ``body_is_form``
+    knows: whether it unsubscribes is for the server to say (a 200 that
+    changes the token's membership, or a 4xx that changes nothing)."""
+    fields = [("List-Unsubscribe", "One-Click")] + ([("t", token)] if token else [])
+    parts = []
+    for name, value in fields:
+        headers = [f'Content-Disposition: form-data; name="{name}"']
+        kind = draw.integer(0, 8)
+        if kind == 1:
+            headers.append(f"Content-Type: text/plain; charset={choice(draw, ODD_CHARSETS)}")
+        elif kind == 2:
+            headers = [f"Content-Disposition: form-data; name*={choice(draw, ODD_CHARSETS)}''{name}",
+                       f"Content-Type: text/plain; charset*={choice(draw, ODD_CHARSETS)}''x"]
+        elif kind == 3:
+            headers = ["Content-Disposition: form-data"]
+        elif kind == 4:
+            headers.append("Content-Type: multipart/mixed; boundary=inner")
+            value = f"--inner\r\nContent-Type: text/plain\r\n\r\n{value}\r\n--inner--"
+        elif kind == 5:
+            headers.append("Content-Type: message/rfc822")
+            value = "Content-Type: message/rfc822\r\n\r\n" * draw.integer(1, 1800) + value
+        elif kind == 6:
+            headers.append("Content-Type: text/plain; x=" + "(" * draw.integer(1, 5000))
+        elif kind == 7:
+            headers.append("Content-Transfer-Encoding: " + choice(draw, ["base64", "quoted-printable", "x-uuencode",
+                                                                          "bogus"]))
+        parts.append("\r\n".join(headers) + "\r\n\r\n" + value)
+    if chance(draw, 15):
+        parts += ['Content-Disposition: form-data; name="pad"\r\n\r\n'] * draw.integer(90, 1300)
+    body = "".join(f"--odd\r\n{part}\r\n" for part in parts) + ("--odd--\r\n" if chance(draw, 90) else "")
+    ctype = "multipart/form-data; boundary=odd" + (" (" + "(" * draw.integer(1, 5000) if chance(draw, 5) else "")
+    return body.encode("utf-8", "surrogateescape"), ctype
 
 
 def _pieces(draw: Draw, body: bytes) -> list[bytes]:

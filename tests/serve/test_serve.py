@@ -139,6 +139,61 @@ def test_other_paths_methods_and_sizes(served: tuple[Server, Seeded]) -> None:
     assert s.membership("ann@example.org")[0] == "subscribed"
 
 
+def _part(headers: str, value: str) -> str:
+    return f"--XX\r\n{headers}\r\n\r\n{value}\r\n"
+
+
+_FIELD = 'Content-Disposition: form-data; name="{}"'
+# Bodies that are not a form in ways only a parser notices: each a plain 400, never a 5xx.
+MALFORMED_FORMS = {
+    "an unknown charset": _part(_FIELD + "\r\nContent-Type: text/plain; charset=x-bogus", "{}") + "--XX--\r\n",
+    "a charset that is no text": _part(_FIELD + "\r\nContent-Type: text/plain; charset=base64", "{}") + "--XX--\r\n",
+    "a codec without replacement": _part(_FIELD + "\r\nContent-Type: text/plain; charset=idna", "{}") + "--XX--\r\n",
+    "an encoded charset": _part(_FIELD + "\r\nContent-Type: text/plain; charset*=x-bogus''abc", "{}") + "--XX--\r\n",
+    "a NUL in the charset": _part(_FIELD + "\r\nContent-Type: text/plain; charset=\"utf-8\x00\"", "{}") + "--XX--\r\n",
+    "comments nested deep": _part(_FIELD + "\r\nContent-Type: text/plain; x=" + "(" * 5000, "{}") + "--XX--\r\n",
+    "a nested multipart": _part(_FIELD + "\r\nContent-Type: multipart/mixed; boundary=YY",
+                                "--YY\r\n\r\n{}\r\n--YY--") + "--XX--\r\n",
+    "messages nested deep": _part(_FIELD + "\r\nContent-Type: message/rfc822",
+                                  "Content-Type: message/rfc822\r\n\r\n" * 1500 + "{}") + "--XX--\r\n",
+    "more parts than a form has": _part(_FIELD, "{}") + _part("Content-Disposition: form-data", "") * 120
+    + "--XX--\r\n",
+    "no closing delimiter": _part(_FIELD, "{}"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_FORMS))
+def test_a_malformed_form_is_a_plain_400_on_every_route(served: tuple[Server, Seeded], case: str) -> None:
+    server, s = served
+    before = s.counts()
+    multipart = {"content-type": "multipart/form-data; boundary=XX"}
+    body = MALFORMED_FORMS[case]
+    unsubscribe = httpx.post(server.url, params={"t": s.token("ann@example.org")}, headers=multipart,
+                             content=body.replace('"{}"', '"List-Unsubscribe"').replace("{}", "One-Click").encode())
+    consent = _part('Content-Disposition: form-data; name="consent"', "yes")
+    sign_up = httpx.post(server.base + "/subscribe/news", headers=multipart,
+                         content=(consent + body.replace('"{}"', '"email"').replace("{}", "new@example.org")).encode())
+    assert (unsubscribe.status_code, sign_up.status_code) == (400, 400), (unsubscribe.text, sign_up.text)
+    assert s.counts() == before and s.membership("ann@example.org")[0] == "subscribed"
+    assert server.stop() == 0
+    assert "Traceback" not in "".join(server.log) and "Error" not in "".join(server.log)
+
+
+def test_a_urlencoded_form_that_is_no_form_is_a_plain_400(served: tuple[Server, Seeded]) -> None:
+    server, s = served
+    token = s.token("ann@example.org")
+    urlencoded = {"content-type": "application/x-www-form-urlencoded"}
+    for body in (b"List-Unsubscribe=One-Click&a=\xff", b"List-Unsubscribe=One-Click" + b"&" * 150):
+        assert httpx.post(server.url, params={"t": token}, headers=urlencoded, content=body).status_code == 400
+    # A part without a name, or a charset the form names rightly, still makes a form.
+    body = (_part("Content-Disposition: form-data", "x")
+            + _part(_FIELD.format("List-Unsubscribe") + "\r\nContent-Type: text/plain; charset=iso-8859-1",
+                    "One-Click") + "--XX--\r\n")
+    done = httpx.post(server.url, params={"t": token}, content=body.encode(),
+                      headers={"content-type": "multipart/form-data; boundary=XX"})
+    assert done.status_code == 200 and s.membership("ann@example.org")[0] == "unsubscribed"
+
+
 def test_sigterm_stops_cleanly_and_the_log_has_no_addresses_or_tokens(served: tuple[Server, Seeded]) -> None:
     server, s = served
     token = s.token("ann@example.org")
