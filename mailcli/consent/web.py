@@ -3,10 +3,11 @@
 * ``GET /subscribe/LIST`` — the form. ``POST /subscribe/LIST`` — from that
   form or from a form on any other site (urlencoded or multipart; fields
   ``email``, ``first_name``, ``last_name``, ``consent`` and the honeypot
-  ``website``). A request without an email field or without the ticked
-  consent box is a plain 400. Everything else — a new address, a member, a
-  suppressed or erased one, an address that cannot be one, a filled-in
-  honeypot — gets the same page, so the form tells nobody who is on a list.
+  ``website``). A request without an address (no email field, or an empty
+  or blank one) or without the ticked consent box is a plain 400.
+  Everything else — a new address, a member, a suppressed or erased one, an
+  address that cannot be one, a filled-in honeypot — gets the same page, so
+  the form tells nobody who is on a list.
   Each client (the one behind a trusted proxy, as for unsubscribes) may post
   ``SIGNUPS_PER_CLIENT`` sign-ups in ``SIGNUP_WINDOW`` seconds; then 429.
 * ``GET /confirm?t=TOKEN`` shows a button and changes nothing (link scanners
@@ -82,7 +83,7 @@ class SignupRoutes:
             return Answer("200 OK", pages.signup_form(language, list_name=list_name, sender=self.sender,
                                                       consent=consent), "form")
         form = read_form(environ)
-        if "email" not in form or not form.get("consent", "").strip():
+        if not form.get("email", "").strip() or not form.get("consent", "").strip():
             raise BadRequest("400 Bad Request", text(language, "page.bad_request"))
         client = client_key(environ, self.settings.serve.trusted_proxies)
         if self.signups.blocked(client):

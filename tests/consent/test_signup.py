@@ -174,6 +174,10 @@ def test_honeypot_bad_requests_and_tampered_or_expired_tokens(served: Server, re
     assert _member(project, "bot@example.org") is None
     no_box = httpx.post(f"{served.base}/subscribe/news", data={"email": "x@example.org"})
     assert no_box.status_code == 400
+    for no_address in ({"email": "", "consent": "yes"}, {"email": " \t", "consent": "yes"}, {"consent": "yes"}):
+        answer = httpx.post(f"{served.base}/subscribe/news", data=no_address)
+        assert answer.status_code == 400 and "Check your inbox" not in answer.text
+    assert _db(project, "SELECT count(*) FROM signups") == [(0,)]
     assert httpx.get(f"{served.base}/subscribe/nosuchlist").status_code == 404
 
     _sign_up(served, "real@example.org")
