@@ -35,7 +35,7 @@ def serve_cmd(
 
         mailcli serve --host 127.0.0.1 --port 8025
     """
-    from ..feedback.web import Listening, run_server
+    from ..feedback.web import Listening, LogLines, run_server
 
     app = context.get(ctx)
     settings = app.settings
@@ -51,7 +51,7 @@ def serve_cmd(
         app.out.warn(f"listening on {host}, not only on this machine: keep it behind an HTTPS reverse proxy (RFC 8058)")
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(LogLines(debug=app.out.debug))
     for name in ("mailcli.serve", "waitress"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)

@@ -31,6 +31,7 @@ from ..config import Settings
 from ..errors import MailcliError
 from ..store import Store
 from ..store import signups as rows
+from ..store.db import waited_too_long
 from .flow import confirm_token, confirm_url
 
 log = logging.getLogger("mailcli.serve")
@@ -222,13 +223,20 @@ class ConfirmationMailer:
             self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        busy = False  # one line for each spell of a busy database, not one each try
         while not self._stop.is_set():
             try:
                 self._builder = self._builder or MailBuilder(self.settings)
                 sent, _ = send_due(self._store(), self.settings, self._builder)
+                busy = False
                 if sent:
                     log.info("%s sent %d confirmation mail(s)", clock.now_iso(), sent)
-            except Exception:  # noqa: BLE001 - keep serving; the mails wait in the database
-                log.exception("cannot send confirmation mails yet")
+            except Exception as exc:  # noqa: BLE001 - keep serving; the mails wait in the database
+                if not waited_too_long(exc):
+                    log.exception("cannot send confirmation mails yet")
+                elif not busy:
+                    busy = True
+                    log.warning("%s confirmation mails wait: another process is writing to the database;"
+                                " trying again every %g s", clock.now_iso(), self._every)
             self._wake.wait(self._every)
             self._wake.clear()

@@ -72,7 +72,7 @@ from ..locales import text
 from ..send.clicks import click_path
 from ..store import Store, StoreError, open_store, spool
 from ..store.clicks import link_url, record_click
-from ..store.db import is_busy
+from ..store.db import is_busy, waited_too_long
 from ..tokens import ClickToken, UnsubscribeToken, parse_click_token, parse_unsubscribe_token
 from . import actions
 from .clients import FailureLimiter, client_key
@@ -268,9 +268,8 @@ class UnsubscribeApp:
         except BadRequest as exc:
             reply = Reply(exc.status, pages.page(self.language, exc.message, f"<h1>{html.escape(exc.message)}</h1>"),
                           "bad-request")
-        except Exception:  # never a traceback to the client; the log keeps it
-            log.exception("error while handling %s %s", method, path[:100])
-            reply = self._message("503 Service Unavailable", "page.try_again", "error", ("Retry-After", "60"))
+        except Exception as exc:  # never a traceback to the client
+            reply = self._unavailable(exc, method, path)
         headers = [
             ("Content-Type", "text/html; charset=utf-8"),
             ("Content-Length", str(len(reply.body))),
@@ -283,6 +282,16 @@ class UnsubscribeApp:
         log.info("%s %s %s %s token=%s outcome=%s", clock.now_iso(), method, shown, reply.status.split()[0],
                  token_ref(token), reply.outcome)
         return [] if method == "HEAD" else [reply.body]
+
+    def _unavailable(self, exc: Exception, method: str, path: str) -> Reply:
+        """503, try again. A database another process kept busy (a sign-up
+        while an import writes) is expected: the access line says so
+        (outcome=busy). Anything else is logged (its traceback with --debug)."""
+        busy = waited_too_long(exc)
+        if not busy:
+            log.error("error while handling %s %s", method, path[:100], exc_info=exc)
+        return self._message("503 Service Unavailable", "page.try_again", "busy" if busy else "error",
+                             ("Retry-After", "60"))
 
     def _signup(self, method: str, path: str, environ: dict[str, Any]) -> Reply:
         answer: Answer = self.signup(method, path, environ)
@@ -426,6 +435,23 @@ def client_network(key: str) -> str | None:
         return None
     prefix = 24 if network.version == 4 else 48
     return str(network.supernet(new_prefix=prefix)) if network.prefixlen > prefix else str(network)
+
+
+class LogLines(logging.Formatter):
+    """serve's log: one line a record. An error that carries an exception
+    shows its type and message; its traceback only with ``--debug`` (no
+    command prints a traceback without it)."""
+
+    def __init__(self, *, debug: bool = False) -> None:
+        super().__init__("%(message)s")
+        self.debug = debug
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.debug or not record.exc_info or record.exc_info[1] is None:
+            return super().format(record)
+        exc = record.exc_info[1]
+        detail = " ".join(str(exc).split())
+        return f"{record.getMessage()}: {type(exc).__name__}" + (f": {detail}" if detail else "")
 
 
 class _Stop(SystemExit):

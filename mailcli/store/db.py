@@ -146,6 +146,12 @@ def is_busy(exc: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text or "database table is locked" in text
 
 
+def waited_too_long(exc: BaseException) -> bool:
+    """True when ``exc`` says only that another process kept the database
+    busy (for longer than the wait allowed): expected, and worth one line."""
+    return isinstance(exc, StoreBusyError) or is_busy(exc)
+
+
 def busy_error(path: Path | str, seconds: float, what: str) -> StoreBusyError:
     return StoreBusyError(
         f"The database {path} was still busy after {seconds:g} s of waiting to {what}; nothing was changed",

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mailcli.store.spool import pending_optouts, spool_dir
@@ -219,6 +220,32 @@ def test_serve_applies_the_spool_as_soon_as_the_database_is_free(project: Path) 
     assert log.count("outcome=spooled") == 5
     assert sum(int(n) for n in re.findall(r"applied (\d+) spooled opt-out", log)) == 5
     assert "outcome=unsubscribed" in log
+
+
+def test_serve_says_in_one_line_that_the_database_is_busy(project: Path) -> None:
+    with (project / "mailcli.toml").open("a", encoding="utf-8") as config:
+        config.write("\n[lists.news]\n")
+    server = Server(project)
+    lock = _writer_lock(project)  # an import or a restore writes
+    try:
+        sign_up = httpx.post(f"{server.base}/subscribe/news", data={"email": "new@example.org", "consent": "yes"},
+                             timeout=30)
+        assert sign_up.status_code == 503 and sign_up.headers["retry-after"] == "60"
+        # the confirmation mails' thread tries every 5 s: it finds the database busy too
+        wait_until(lambda: "confirmation mails wait" in "".join(server.log), timeout=30,
+                   what="the mail thread to find the database busy")
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    try:
+        assert httpx.post(f"{server.base}/subscribe/news", data={"email": "new@example.org", "consent": "yes"},
+                          timeout=30).status_code == 200
+    finally:
+        assert server.stop() == 0
+    log = "".join(server.log)
+    assert "Traceback" not in log and "StoreBusyError" not in log, log
+    assert "POST /subscribe/news 503 token=- outcome=busy" in log
+    assert log.count("confirmation mails wait: another process is writing to the database") == 1
 
 
 @pytest.mark.parametrize("command", [("privacy", "purge"), ("backup", "create")])

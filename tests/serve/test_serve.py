@@ -206,6 +206,26 @@ def test_sigterm_stops_cleanly_and_the_log_has_no_addresses_or_tokens(served: tu
     assert "Traceback" not in log
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_error_is_one_log_line_and_a_traceback_only_with_debug(project: Path, debug: bool) -> None:
+    import sqlite3
+
+    server = Server(project, *(["--debug"] if debug else []))
+    try:
+        conn = sqlite3.connect(project / "mailcli.db")
+        conn.execute("ALTER TABLE lists RENAME TO lists_gone")  # a database damaged under the server
+        conn.commit()
+        conn.close()
+        answer = httpx.get(server.base + "/subscribe/news")
+        assert answer.status_code == 503 and "Traceback" not in answer.text
+    finally:
+        assert server.stop() == 0
+    log = "".join(server.log)
+    assert ("Traceback" in log) is debug, log
+    line = "error while handling GET /subscribe/news"
+    assert (line + ": OperationalError: no such table: lists\n" in log) is not debug, log
+
+
 def test_failure_limiter_slows_down_only_clients_with_bad_tokens() -> None:
     from mailcli.feedback.web import FailureLimiter
 
