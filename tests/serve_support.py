@@ -23,11 +23,15 @@ from mailcli.config import load_settings
 class Server:
     """`mailcli serve --port 0` in a subprocess; the port is read from its first line."""
 
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None, prelude: str | None = None) -> None:
+        """``prelude``: Python run in the server process before mailcli starts
+        (to shorten one of its times, where a test cannot wait for the real one)."""
         full_env = dict(os.environ)
         full_env.update(env or {})
+        start = ["-m", "mailcli"] if prelude is None else \
+            ["-c", f"{prelude}\nfrom mailcli.app import main\nraise SystemExit(main())"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailcli", "serve", "--host", "127.0.0.1", "--port", "0", *args],
+            [sys.executable, *start, "serve", "--host", "127.0.0.1", "--port", "0", *args],
             cwd=root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()

@@ -81,6 +81,15 @@ def client_key(environ: Mapping[str, Any], proxies: Iterable[Network]) -> str:
     return _key(address, text)
 
 
+def peer_key(peer: str, proxies: Iterable[Network]) -> str | None:
+    """The key a connection's peer is counted under, as for ``client_key``;
+    None for a trusted proxy, whose connections carry many clients."""
+    address = _address(peer)
+    if _trusted(address, tuple(proxies)):
+        return None
+    return _key(address, peer)
+
+
 def client_ip(environ: Mapping[str, Any], proxies: Iterable[Network]) -> str | None:
     """The real client's IP address, found as for ``client_key`` (None when it is not one)."""
     address, _ = _client(environ, proxies)

@@ -36,8 +36,13 @@ What the endpoint promises (RFC 8058; ``docs/guarantees.md#the-unsubscribe-endpo
 
 Waitress dispatches only complete requests to its worker threads, so idle or
 slow connections hold no thread: they cost one socket each, up to
-``CONNECTION_LIMIT`` at once, and are closed after ``IDLE_TIMEOUT`` seconds
-without a byte.
+``CONNECTION_LIMIT`` at once. A connection is closed after ``IDLE_TIMEOUT``
+seconds without a byte, and (``serve_channel``) when a request has not
+arrived whole ``REQUEST_DEADLINE`` seconds after its first byte, so sending a
+byte now and then keeps no connection open. One client that is not a trusted
+proxy holds at most ``CONNECTIONS_PER_CLIENT`` connections; a further one is
+closed before a byte is read. Clients behind a proxy all come from its
+address: there the proxy has to limit each client's connections.
 
 Why waitress: it is a pure-Python, production-grade WSGI server with a
 thread pool, request-size limits, slow-client handling and years of use behind
@@ -75,7 +80,7 @@ from ..store.clicks import link_url, record_click
 from ..store.db import is_busy, waited_too_long
 from ..tokens import ClickToken, UnsubscribeToken, parse_click_token, parse_unsubscribe_token
 from . import actions
-from .clients import FailureLimiter, client_key
+from .clients import FailureLimiter, Network, client_key, peer_key
 from .forms import MAX_BODY, BadRequest, read_form
 
 if TYPE_CHECKING:
@@ -89,6 +94,8 @@ WRITE_WAIT = 1.0  # seconds a POST waits for the database before it is spooled
 APPLY_EVERY = 1.0  # seconds between attempts to apply the spool
 CONNECTION_LIMIT = 1000  # open connections at once; waitress' default is 100
 IDLE_TIMEOUT = 30  # seconds an idle connection is kept open
+REQUEST_DEADLINE = 30  # seconds from a request's first byte until the whole request is in
+CONNECTIONS_PER_CLIENT = 50  # open connections of one client that is not a trusted proxy
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -454,6 +461,53 @@ class LogLines(logging.Formatter):
         return f"{record.getMessage()}: {type(exc).__name__}" + (f": {detail}" if detail else "")
 
 
+def serve_channel(proxies: Iterable[Network]) -> type:
+    """waitress' connection (``HTTPChannel``) with serve's deadline for a
+    request and its cap on the connections of one client (see above)."""
+    import time
+
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
+
+    trusted = tuple(proxies)
+
+    class Channel(HTTPChannel):
+        began: float | None = None  # the first byte of the request arriving now (blank lines before it too)
+
+        def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+            super().__init__(server, sock, addr, adj, map)
+            self.parsers: list[Any] = []
+            peer = addr[0] if isinstance(addr, tuple) and addr else None
+            self.client = peer_key(str(peer), trusted) if isinstance(peer, str) else None
+            if self.client is not None:
+                held = sum(1 for other in list(server.active_channels.values())
+                           if getattr(other, "client", None) == self.client)
+                if held > CONNECTIONS_PER_CLIENT:  # this one included
+                    self.will_close = True  # waitress closes it on its next turn, before reading
+
+        def parser_class(self, adj: Any) -> Any:  # waitress makes each request's parser with this
+            parser = HTTPRequestParser(adj)
+            self.parsers.append(parser)
+            return parser
+
+        def received(self, data: bytes) -> Any:
+            if self.began is None and data:
+                self.began = time.monotonic()
+            self.parsers = [self.request] if self.request is not None else []
+            result = super().received(data)
+            if any(parser.completed and not parser.empty for parser in self.parsers):
+                # A whole request is in (blank lines are none): the next one's time starts now, if it has begun.
+                self.began = time.monotonic() if self.request is not None else None
+            return result
+
+        def readable(self) -> bool:
+            if self.began is not None and not self.requests and time.monotonic() - self.began > REQUEST_DEADLINE:
+                self.will_close = True
+            return bool(super().readable())
+
+    return Channel
+
+
 class _Stop(SystemExit):
     """Raised by the signal handler; waitress' loop treats SystemExit as 'shut down'."""
 
@@ -496,11 +550,16 @@ def run_server(
     # Proxy headers are read by the app (clients.client_key), which trusts a
     # list of proxies; waitress would trust one address at most. poll()
     # rather than select(), which cannot watch descriptors past 1024.
+    sockets: dict[int, Any] = {}
     server = waitress.create_server(
-        app, host=host, port=port, threads=threads, ident="mailcli",
+        app, map=sockets, host=host, port=port, threads=threads, ident="mailcli",
         max_request_body_size=MAX_BODY, channel_timeout=IDLE_TIMEOUT, cleanup_interval=5,
         connection_limit=_connection_limit(), asyncore_use_poll=True, clear_untrusted_proxy_headers=False,
     )
+    channel = serve_channel(settings.serve.trusted_proxies)
+    for listener in list(sockets.values()):  # one for each address listened on
+        if hasattr(listener, "channel_class"):
+            listener.channel_class = channel
     listen = getattr(server, "effective_listen", None) or [(server.effective_host, server.effective_port)]
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -78,3 +78,5 @@ _.nameservers  # read by dnspython's Resolver: ask the DNS server given on the c
 _._CHUNK_SIZE  # read by io.TextIOWrapper: how many bytes one read decodes (importer/decoding.py)
 _.external_attr  # read by zipfile: the mode of each file in an access export (0600)
 _.compress_type  # read by zipfile: each file deflated
+_.will_close  # read by waitress' channel: close the connection on its next turn (feedback/web.py)
+_.parser_class  # called by waitress' channel to make each request's parser (feedback/web.py)

@@ -3,6 +3,7 @@ one spelling per token, idle sockets do not stall it (a real server process, a r
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -168,3 +169,64 @@ def test_idle_and_slow_connections_do_not_stall_serve(project: Path, seeded: See
         for sock in sockets:
             sock.close()
         server.stop()
+
+
+def _closed_by_server(sock: socket.socket, wait: float = 0.3) -> bool:
+    """Whether the server has closed the connection (an end of file or a reset), waiting at most ``wait``."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(1024) == b""
+    except (TimeoutError, BlockingIOError):
+        return False
+    except OSError:
+        return True
+
+
+def _connect(source: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def test_a_client_flooding_connections_or_trickling_bytes_keeps_no_one_out(project: Path, seeded: Seeded) -> None:
+    from mailcli.feedback.web import CONNECTIONS_PER_CLIENT
+
+    # A request must be in whole 30 s after its first byte; 2 s here, so the test need not wait that long.
+    server = Server(project, prelude="import mailcli.feedback.web as web\nweb.REQUEST_DEADLINE = 2")
+    flood: list[socket.socket] = []
+    proxied: list[socket.socket] = []
+    try:
+        # One client (not a trusted proxy) opens more connections than it may hold: the extra ones are closed at once.
+        flood = [_connect("127.0.0.2", server.port) for _ in range(CONNECTIONS_PER_CLIENT + 10)]
+        time.sleep(0.5)
+        closed = [_closed_by_server(sock, 0) for sock in flood]
+        assert closed == [False] * CONNECTIONS_PER_CLIENT + [True] * 10
+        # Everyone else is served at once, also through the proxy.
+        other = {"X-Forwarded-For": "203.0.113.5"}
+        assert one_click(server.url, seeded.token(PEOPLE[0]), timeout=5, headers=other).status_code == 200
+        # A byte now and then (request lines, blank lines) keeps no connection open past the deadline,
+        # from a client or from the proxy, which the connection cap does not count.
+        proxied = [_connect("127.0.0.1", server.port) for _ in range(5)]
+        line = b"POST /unsubscribe HTTP/1.1\r\nHost: x\r\nX-a: " + b"a" * 100
+        began = time.monotonic()
+        for i in range(12):
+            for sock, data in [(sock, line[i:i + 1]) for sock in flood[:CONNECTIONS_PER_CLIENT]] + \
+                    [(sock, b"\r\n") for sock in proxied]:
+                with contextlib.suppress(OSError):  # closed by now
+                    sock.sendall(data)
+            time.sleep(0.25)
+        assert time.monotonic() - began > 2.5
+        assert all(_closed_by_server(sock) for sock in flood[:CONNECTIONS_PER_CLIENT] + proxied)
+        # Closed connections no longer count: that client is served again, a slow request included.
+        with _connect("127.0.0.2", server.port) as slow:
+            slow.sendall(b"GET /unsubscribe?t=" + seeded.token(PEOPLE[1]).encode())
+            time.sleep(1)
+            slow.sendall(b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            slow.settimeout(5)
+            assert slow.recv(100).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for sock in flood + proxied:
+            sock.close()
+        assert server.stop() == 0
+    assert "Traceback" not in "".join(server.log)
