@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,11 +118,16 @@ def _snapshot(root: Path) -> dict[str, bytes]:
     return files
 
 
+def _as_it_is(root: Path, store: Any) -> tuple[dict[str, bytes], dict[str, int]]:
+    """The project's files (checkpointed first) and the row counts a purge could change."""
+    backups.checkpoint(store.conn)
+    tables = ("contacts", "memberships", "deliveries", "events", "audit_log")
+    return _snapshot(root), {t: count(store.conn, t) for t in tables}
+
+
 def test_dry_run_changes_nothing_and_counts_what_a_real_run_removes(world, cli) -> None:
     root, store, _, _ = world
-    backups.checkpoint(store.conn)
-    before = _snapshot(root)
-    rows_before = {t: count(store.conn, t) for t in ("contacts", "memberships", "deliveries", "events", "audit_log")}
+    before, rows_before = _as_it_is(root, store)
     dry = cli("--json", "privacy", "purge", "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert json.loads(dry.stdout) == EXPECTED
@@ -199,9 +205,7 @@ def test_the_audit_chain_verifies_after_its_oldest_entries_are_cut(world, cli) -
 
 def test_a_future_as_of_is_refused_without_dry_run_and_changes_nothing(world, cli) -> None:
     root, store, _, _ = world
-    backups.checkpoint(store.conn)
-    before = _snapshot(root)
-    rows_before = {t: count(store.conn, t) for t in ("contacts", "memberships", "deliveries", "events", "audit_log")}
+    before, rows_before = _as_it_is(root, store)
     result = cli("privacy", "purge", "--as-of", "2030-01-01")
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("Error: --as-of 2030-01-01 is in the future: a purge removes only what is due"
