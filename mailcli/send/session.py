@@ -165,6 +165,16 @@ class Session:
         conn = self.conn
         if written:
             return await conn.read_replies(len(cmds))
+        if conn.unsolicited:
+            # A reply before we asked anything: the relay is out of step with
+            # our commands, so no reply on this connection can be matched to
+            # its command any more. (The message answered last keeps its 2xx:
+            # that reply came after the 354 to its DATA, when the relay may
+            # speak only to answer the final dot, so it can only be about
+            # that message's body, which the relay did receive; the extra
+            # reply is the one out of place.)
+            raise SmtpProtocolError(f"{conn.params.where} sent a reply to no command: its replies are out of"
+                                    " step; closing the connection")
         if self.pipelining:
             conn.write(b"".join(cmds))
             return await conn.read_replies(len(cmds))
@@ -187,6 +197,14 @@ class Session:
             raise SmtpProtocolError("RSET refused")
         mail_r, rcpt_r = replies[0], (replies[1] if len(replies) > 1 else None)
         data_r = replies[2] if len(replies) > 2 else None
+        if data_r is not None and data_r.code != 354 and data_r.code < 400:
+            # DATA is answered 354 (go ahead) or refused with 4xx/5xx; a 250
+            # or any other code means the relay never took the body, or its
+            # replies are out of step with our commands (an extra reply
+            # somewhere before): none of them can be trusted any more. The
+            # message is not sent; the caller requeues it and closes the connection.
+            raise SmtpProtocolError(f"{conn.params.where} answered DATA with {data_r}, not 354:"
+                                    " its replies are out of step; closing the connection")
         failed: Reply | None = None
         if not mail_r.positive:
             failed = mail_r
@@ -196,7 +214,7 @@ class Session:
             if data_r is None:
                 raise SmtpProtocolError("no reply to DATA")
             if data_r.code != 354:
-                failed = data_r
+                failed = data_r  # 4xx/5xx: this message's outcome
         elif data_r is not None and data_r.code == 354:
             # A server that accepts DATA without a recipient: end the
             # empty message so the session stays in sync.

@@ -305,6 +305,12 @@ class SmtpConnection:
         if proto is not None and not proto._can_write.is_set():
             await proto._can_write.wait()
 
+    @property
+    def unsolicited(self) -> bool:
+        """Bytes from the server waiting to be read while no reply is due."""
+        proto = self._proto
+        return proto is not None and bool(proto.replies or proto._buf or proto._lines)
+
     async def read_replies(self, n: int, timeout: float | None = None) -> list[Reply]:
         assert self._proto is not None
         return await self._proto.read(n, self.params.timeout if timeout is None else timeout)

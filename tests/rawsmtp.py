@@ -1,0 +1,111 @@
+"""A hand-written SMTP relay on 127.0.0.1 that breaks the protocol on purpose.
+
+aiosmtpd (``tests/smtpserver.py``) always keeps its replies in step with the
+commands; the faults here are the ones a broken relay or a middlebox makes:
+
+* ``data_250=N``: the first N DATA commands are answered ``250`` instead of
+  ``354`` (the body is never asked for);
+* ``extra_reply=True``: every final dot gets two replies instead of one;
+* ``hang_after_dot=True``: the final dot is never answered.
+
+``bodies`` lists (recipient, message bytes) of every body that reached the
+final dot, in order; ``wait_for_dots(n)`` waits until n have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+
+class RawRelay:
+    def __init__(self, *, data_250: int = 0, extra_reply: bool = False, hang_after_dot: bool = False) -> None:
+        self.data_250 = data_250
+        self.extra_reply = extra_reply
+        self.hang_after_dot = hang_after_dot
+        self.bodies: list[tuple[str, bytes]] = []
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+
+    def __enter__(self) -> RawRelay:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def wait_for_dots(self, n: int, timeout: float = 30) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if len(self.bodies) >= n:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def recipients(self) -> list[str]:
+        return [rcpt for rcpt, _ in self.bodies]
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+        self._loop.run_until_complete(start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    # Complexity: one branch per SMTP command, as a minimal server has.
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        rcpt = ""
+        try:
+            writer.write(b"220 raw ESMTP\r\n")
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                cmd = line.strip().upper()
+                if cmd.startswith((b"EHLO", b"HELO")):
+                    writer.write(b"250-raw\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 PIPELINING\r\n")
+                elif cmd.startswith(b"MAIL"):
+                    writer.write(b"250 ok\r\n")
+                elif cmd.startswith(b"RCPT"):
+                    rcpt = line.strip()[8:].strip(b"<>").decode()
+                    writer.write(b"250 ok\r\n")
+                elif cmd == b"DATA":
+                    if self.data_250 > 0:
+                        self.data_250 -= 1
+                        writer.write(b"250 ok whatever\r\n")
+                    else:
+                        writer.write(b"354 go ahead\r\n")
+                        await writer.drain()
+                        body = bytearray()
+                        while (chunk := await reader.readline()) not in (b".\r\n", b""):
+                            body += chunk
+                        if not chunk:
+                            return
+                        self.bodies.append((rcpt, bytes(body)))
+                        if self.hang_after_dot:
+                            await asyncio.sleep(3600)
+                        writer.write(b"250 queued\r\n250 queued again\r\n" if self.extra_reply else b"250 queued\r\n")
+                elif cmd.startswith((b"RSET", b"NOOP")):
+                    writer.write(b"250 ok\r\n")
+                elif cmd.startswith(b"QUIT"):
+                    writer.write(b"221 bye\r\n")
+                    await writer.drain()
+                    return
+                else:
+                    writer.write(b"500 what\r\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
