@@ -350,9 +350,17 @@ def _smtp(reader: _Reader, root: Path) -> SmtpSettings:
     connect_backoff = _seconds(reader, "smtp", "connect_backoff", 1.0)
     if not 0 < connect_backoff <= retry_window:
         raise reader.fail("smtp.connect_backoff", f"must be more than 0 and at most retry_window ({retry_window:g} s)")
+    username = reader.get("smtp", "username", str, "") or None
+    if username and security == "none":
+        # AUTH only over TLS: a password in clear text is readable by anyone
+        # who can watch the connection, loopback included (a proxy, a capture).
+        raise reader.fail(
+            "smtp.username", "set with security = \"none\", but mailcli sends the login (AUTH) only over TLS",
+            hint="use security = \"starttls\" or \"tls\", or remove [smtp] username for a local relay without login",
+        )
     return SmtpSettings(
         host=host, port=port, security=security,
-        username=reader.get("smtp", "username", str, "") or None,
+        username=username,
         password_env=_env_name(reader, "smtp", "password_env", EnvVars.SMTP_PASSWORD),
         timeout=float(timeout), ca_file=ca_file, concurrency=concurrency, rate=rate,
         retry_window=retry_window, domain_concurrency=domain_concurrency, helo_name=helo_name,

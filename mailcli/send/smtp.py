@@ -15,8 +15,8 @@ Security rules kept here (docs/guarantees.md#tls, docs/guarantees.md#secrets):
 
 * TLS always uses ``ssl.create_default_context()`` (certificate and hostname
   verified) plus an optional ``ca_file``, minimum TLS 1.2.
-* Credentials are sent only over TLS, or in clear to a loopback address when
-  ``security = "none"``; they are never logged: the protocol log records
+* Credentials are sent only over TLS, never in clear text (not even to a
+  loopback relay with ``security = "none"``); they are never logged: the protocol log records
   command verbs and reply codes only. A server that does not offer STARTTLS
   when it was asked for is an error, never a silent fall-back to plain text.
 """
@@ -147,7 +147,7 @@ class SmtpConnection:
         await self._guarded(steps())
 
     async def authenticate(self) -> None:
-        """AUTH when a username is set (only over TLS, or in clear to loopback)."""
+        """AUTH when a username is set (only over TLS)."""
         await self._guarded(self._auth())
 
     async def _guarded(self, step: Any) -> None:
@@ -243,7 +243,7 @@ class SmtpConnection:
         p = self.params
         if not p.username:
             return
-        if not self.encrypted and not (p.security == "none" and is_loopback(p.host)):
+        if not self.encrypted:  # the configuration refuses a username with security = "none" already
             raise SmtpFatal(f"refusing to send credentials to {p.where} without TLS")
         if p.password is None:
             raise SmtpFatal("no SMTP password set")

@@ -281,6 +281,25 @@ def test_starttls_auth_and_certificates(project: Path, cli: Cli, tmp_path: Path,
     assert len(server.messages) == 2
 
 
+# The server offers AUTH without TLS on purpose (aiosmtpd warns about it).
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_no_login_in_clear_text_even_to_a_local_relay(project: Path, cli: Cli,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    add_contacts(project / "mailcli.db", "news", people(2))
+    monkeypatch.setenv("MAILCLI_SMTP_PASSWORD", "pw")
+    with SmtpServer(auth={"u": "pw"}) as server:
+        set_smtp(project, "127.0.0.1", server.port, security="none", extra=['username = "u"'])
+        for args in (("send", "spring", "--template", "newsletter", "--list", "news", "--yes"),
+                     ("send", "spring", "--template", "newsletter", "--test-to", "me@example.net"),
+                     ("doctor", "--smtp")):
+            result = cli(*args)
+            assert result.exit_code == ExitCode.CONFIG, (args, result.output)
+            assert result.stderr.splitlines()[0] == (
+                'Error: mailcli.toml: smtp.username: set with security = "none", but mailcli sends the login (AUTH)'
+                " only over TLS"), args
+        assert server.sessions == 0 and server.auth_attempts == [] and server.messages == []
+
+
 # ---------------------------------------------------------------------------
 # Interruptions: a real `mailcli send` process, killed or stopped mid-run
 
@@ -451,7 +470,7 @@ def test_a_send_refused_before_sending_leaves_no_campaign_behind(project: Path, 
         path.write_text(configured.replace("[smtp]\n", '[smtp]\nusername = "u"\n', 1), encoding="utf-8")
         result = cli("send", "f1", "--template", "newsletter", "--list", "news", "--yes")
         assert result.exit_code == ExitCode.CONFIG, result.output
-        assert "MAILCLI_SMTP_PASSWORD" in result.stderr and "frozen" not in result.stderr
+        assert "smtp.username" in result.stderr and "frozen" not in result.stderr
         assert _campaigns(project) == []
         path.write_text(configured, encoding="utf-8")
         # The name is free for the corrected command.
