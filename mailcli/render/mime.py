@@ -146,6 +146,9 @@ def unstructured_header(field: str, value: str) -> str:
     return fold(prefix, value.split(" "), FOLD_AT)
 
 
+# The longest word of a display name written as it is: with its quotes and
+# the field name it still fits a line of 998 octets (RFC 5322 §2.1.1).
+_LONGEST_WORD = 900
 _ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$")
 _ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")
 
@@ -159,12 +162,16 @@ def _phrase(prefix: str, field: str, name: str) -> str:
     """
     check_header_value(field, name)
     name = " ".join(name.split())
-    if name.isascii() and "=?" not in name:
-        # A long ASCII word needs no encoding: a quoted-string may run to 998.
+    if name.isascii() and "=?" not in name and max(map(len, name.split(" "))) <= _LONGEST_WORD:
+        # Folded at spaces, inside a quoted-string too (RFC 5322 §3.2.4 allows
+        # FWS there), so a long name keeps every line within 998 octets. A
+        # word too long for one line is written as encoded-words below, which
+        # split it between characters (RFC 2047 §6.2: readers drop the
+        # whitespace between them).
         if _ATOM_PHRASE.match(name):
-            return f"{prefix} {name}"
+            return fold(prefix, name.split(" "), FOLD_AT)
         quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-        return f'{prefix} "{quoted}"'
+        return fold(prefix, f'"{quoted}"'.split(" "), FOLD_AT)
     pieces: list[str] = []
     run: list[str] = []
     line_length = len(prefix)

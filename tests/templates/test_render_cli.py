@@ -65,6 +65,28 @@ def test_render_with_data_file(project: Path, cli: Cli) -> None:
     assert "Zo&#235; &amp; &lt;Co&gt;" in html  # escaped; its non-ASCII letter as a character reference
 
 
+@pytest.mark.parametrize(("first", "last"), [
+    ("A" * 1200, "Smith"),  # one word too long for any line
+    (" ".join(["Ann"] * 300), "Smith, Jr."),  # many words, in a quoted-string
+])
+def test_render_eml_folds_a_long_display_name(project: Path, cli: Cli, first: str, last: str) -> None:
+    from email.header import decode_header, make_header
+    from email.utils import parseaddr
+
+    (project / "long.json").write_text(json.dumps({"email": "long@example.net", "first_name": first,
+                                                   "last_name": last}), encoding="utf-8")
+    result = cli("render", "newsletter", "--data", "long.json", "--format", "eml", "-o", "long.eml")
+    assert result.exit_code == 0, result.output
+    raw = (project / "long.eml").read_bytes()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    # Read back as RFC 2047 says (whitespace between encoded-words dropped;
+    # the standard library's address parser keeps it).
+    unfolded = email.message_from_bytes(raw)["To"].replace("\r\n", "").replace("\n", "")  # RFC 5322 §2.2.3
+    name, address = parseaddr(unfolded)
+    assert address == "long@example.net"
+    assert str(make_header(decode_header(name))) == f"{first} {last}"
+
+
 def test_render_json_output(project: Path, cli: Cli) -> None:
     result = cli("render", "newsletter", "--json")
     data = json.loads(result.stdout)
