@@ -38,8 +38,18 @@ class RawRelay:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        async def shut() -> None:
+            if self._server is not None:
+                self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def wait_for_dots(self, n: int, timeout: float = 30) -> bool:
         end = time.monotonic() + timeout

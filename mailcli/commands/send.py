@@ -274,10 +274,13 @@ def _closing_line(out: Any, s: SendSummary, campaign: str) -> None:
                 f"{s.deferred} deferred, {s.uncertain} uncertain, {s.skipped} skipped; total {total}")
 
 
+# Complexity: one branch per way a run ends short of done, each with what to do next.
 def _raise_unless_done(out: Any, s: SendSummary, campaign: str, resume: str, failures: str) -> None:
     """Interrupted (130), or messages left to a later run or uncertain (3): say so and how to go on."""
     counts = s.counts
     if s.interrupted:
+        if counts.get("uncertain", 0):  # a second Ctrl-C cut messages off after their final dot
+            out.warn(uncertain_line(campaign, counts["uncertain"], s.uncertain_causes))
         raise Interrupted(f"Campaign {campaign} interrupted; state saved", hint=f"resume with: {resume}")
     if s.quota_note:
         left = counts.get("pending", 0) + counts.get("deferred", 0)

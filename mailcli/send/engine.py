@@ -66,6 +66,7 @@ from mailcli.send.plan import (
 from mailcli.send.pool import build_all, start_pool, worker_count
 from mailcli.send.relay import remember_relay, remember_smtputf8, smtp_password, transport_options
 from mailcli.send.results import ConfirmFn, ProgressFn, SendPlan, SendSummary
+from mailcli.send.session import DATA_END_TIMEOUT
 from mailcli.send.transport import SmtpTransport
 from mailcli.send.watch import OptoutWatch
 from mailcli.send.writer import LedgerHooks, LedgerWriter
@@ -295,17 +296,40 @@ async def _run(store: Store, settings: Settings, options: SendOptions, campaign:
     transport = SmtpTransport(transport_options(settings, options, relay, expected), hooks, notice=notice)
     concurrency = transport.opts.concurrency
 
+    main = asyncio.current_task()
+    say = notice or (lambda text: None)
+    opening = [True]
+
     def on_signal() -> None:
-        # SIGINT/SIGTERM: take no new message; in-flight ones finish and are
-        # recorded; the command then exits 130.
-        summary.interrupted = True
-        transport.stop()
+        # The first SIGINT/SIGTERM: no new message or connection; the ones in
+        # flight finish and are recorded (a reply to a final dot may take
+        # DATA_END_TIMEOUT, so this says so at once). The second: stop now;
+        # a message whose dot went out stays uncertain, as after a crash.
+        # Either way the command then exits 130.
+        if not summary.interrupted:
+            summary.interrupted = True
+            transport.stop()
+            if transport.awaiting_dot:
+                wait = max(DATA_END_TIMEOUT, smtp.timeout)
+                say(f"Stopping: no new message; waiting up to {wait:g} s for {smtp.address}'s reply to"
+                    f" {transport.awaiting_dot} message(s) in flight. Ctrl-C again stops now (they stay uncertain)")
+            else:
+                say("Stopping: no new message; finishing the ones in flight. Ctrl-C again stops now")
+            return
+        if opening[0] and main is not None:
+            main.cancel()  # still connecting: nothing is in flight
+        else:
+            transport.stop_now()
 
     installed = _install_signal_handlers(on_signal)
     others: asyncio.Task[None] | None = None
     writer.start()
     try:
-        await transport.open()
+        try:
+            await transport.open()
+        except asyncio.CancelledError:
+            return  # stopped now while connecting: nothing was sent
+        opening[0] = False
         if transport.stopping:
             return
         smtputf8 = "SMTPUTF8" in transport.extensions

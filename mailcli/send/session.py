@@ -28,6 +28,7 @@ opt-out was committed can still be delivered: at most one per connection
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,7 @@ from mailcli.send.replies import (
     SmtpProtocolError,
 )
 from mailcli.send.smtp import SmtpConnection
-from mailcli.store.deliveries import LOST_AFTER_DOT
+from mailcli.store.deliveries import KILLED_AFTER_DOT, LOST_AFTER_DOT
 
 if TYPE_CHECKING:
     from mailcli.send.transport import SmtpTransport
@@ -222,6 +223,7 @@ class Session:
             await conn.read_replies(1)
         return failed
 
+    # Complexity: the steps from the 354 to the reply to the dot, each way the transaction may end early.
     async def _data(self, msg: OutgoingMessage) -> OutgoingMessage | None:
         """After the 354: the durable "sending" mark, then body, dot and the
         next message's envelope in one write, then the reply to the dot.
@@ -231,6 +233,11 @@ class Session:
         measurable and cost a second send() per message, and the server a
         second wake-up.)"""
         pool, conn = self.pool, self.conn
+        if pool.stopping:
+            # Interrupted while its envelope was out: no body starts after a
+            # Ctrl-C; closing without the dot makes the server discard it.
+            await pool.retry(msg, "interrupted before the body", counted=False)
+            raise SmtpProtocolError("interrupted: transaction abandoned before the body")
         await pool.hooks.before_dot(msg)
         withdrawn = pool.hooks.withdrawn(msg)
         if withdrawn is not None:
@@ -264,10 +271,18 @@ class Session:
         return nxt
 
     async def _end_reply(self, msg: OutgoingMessage, nxt: OutgoingMessage | None) -> Reply:
-        conn = self.conn
+        conn, pool = self.conn, self.pool
+        pool.awaiting_dot += 1
         try:
             await conn.drain()
             return (await conn.read_replies(1, max(DATA_END_TIMEOUT, conn.params.timeout)))[0]
+        except asyncio.CancelledError:
+            # Stopped now (a second Ctrl-C): the relay may have accepted the
+            # message, so it is uncertain, as after a crash; never resent blindly.
+            await pool.final(msg, Result(Status.UNCERTAIN, f"{KILLED_AFTER_DOT} (stopped by a second interrupt)"))
+            if nxt is not None:
+                await pool.retry(nxt, "interrupted", counted=False)
+            raise
         except (PartialReplies, ReplyTimeout, ConnectionDropped) as exc:
             got = exc.replies if isinstance(exc, PartialReplies) else []
             if got:
@@ -278,6 +293,8 @@ class Session:
             if nxt is not None:
                 await self.pool.retry(nxt, "connection lost", counted=False)
             raise
+        finally:
+            pool.awaiting_dot -= 1
 
     async def answer(self, msg: OutgoingMessage, reply: Reply) -> None:
         """Record the server's answer about ``msg`` and what it says about the relay.

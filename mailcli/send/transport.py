@@ -88,6 +88,8 @@ class SmtpTransport:
         self._alive = 0
         self._finals = 0
         self.quota_reply: str | None = None  # the relay said the day's allowance is used up
+        self.awaiting_dot = 0  # messages whose final dot went out, their reply not read yet
+        self._abandoned = False  # stopped now: in-flight transactions were cut off
 
     # -- public ----------------------------------------------------------------
     async def open(self) -> None:
@@ -103,6 +105,14 @@ class SmtpTransport:
         self._stopping = True
         self._wakeup.set()
         self.connections.wake()
+
+    def stop_now(self) -> None:
+        """Stop at once (a second SIGINT/SIGTERM): cut every transaction off;
+        a message whose final dot went out is recorded uncertain."""
+        self._abandoned = True
+        self.stop()
+        for task in self._workers:
+            task.cancel()
 
     @property
     def stopping(self) -> bool:
@@ -136,7 +146,8 @@ class SmtpTransport:
                 done, _ = await asyncio.wait(set(self._workers), return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     self._workers.discard(task)
-                    task.result()  # a worker's bug is the run's error
+                    if not (self._abandoned and task.cancelled()):
+                        task.result()  # a worker's bug is the run's error
                 if not self._workers and not self._finished and self._fatal is None:
                     self._top_up()  # every connection retired: one carries on
         except BaseException:
@@ -359,7 +370,8 @@ class SmtpTransport:
         finally:
             self._alive -= 1
             if conn is not None:
-                await self.connections.close(conn, polite=True)
+                # Stopped now: no QUIT, whose reply a stalled relay would not send.
+                await self.connections.close(conn, polite=not self._abandoned)
             self._wakeup.set()
 
     async def _open_slot(self) -> SmtpConnection | None:
