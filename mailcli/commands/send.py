@@ -266,6 +266,9 @@ def _dry_run_end(out: Any, s: SendSummary, campaign: str, again: str) -> None:
 def _closing_line(out: Any, s: SendSummary, campaign: str) -> None:
     counts = s.counts
     total = f"{counts.get('sent', 0)} of {counts.get('audience', 0)} sent"
+    if counts.get("uncertain_erased"):
+        # Neither resent nor accepted any more (the person was erased): said, never a partial run.
+        total += f", {counts['uncertain_erased']} uncertain of people since erased"
     if s.sent == 0 and s.attempted == 0 and not s.interrupted and not s.skipped:
         out.success(f"Campaign {campaign}: nothing left to send ({total})")
         return

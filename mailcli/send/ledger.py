@@ -331,8 +331,15 @@ def campaign_counts(conn: Connection, campaign: Campaign) -> dict[str, int]:
     a row a killed process left behind); on PostgreSQL, where several senders
     may run, a ``sending`` row of a live sender counts as ``pending``. bounced/unsubscribed/complained are
     the events attributed to the campaign (written by ``bounces``/``serve``).
+
+    An uncertain message whose row is gone (its person erased, or the send
+    log purged) counts as ``uncertain_erased``, not ``uncertain``: nothing
+    can resend it or accept it by its Message-ID any more, so it must not keep
+    the campaign from completing nor make every later run end as partial.
+    Every member of the audience is in exactly one of ``sent``, ``failed``,
+    ``deferred``, ``pending``, ``uncertain``, ``uncertain_erased``, ``skipped``.
     """
-    counts = {key: 0 for key in (*REPORT_KEYS, "skipped")}
+    counts = {key: 0 for key in (*REPORT_KEYS, "uncertain_erased", "skipped")}
     if is_postgres(conn):
         # A message a live sender has in flight is not uncertain: its result
         # is not known yet, as for a pending one.
@@ -349,7 +356,7 @@ def campaign_counts(conn: Connection, campaign: Campaign) -> dict[str, int]:
     for kind, n in campaign_rows.feedback_counts(conn, campaign.id).items():
         counts[kind] += n
     for key, n in archived_counts(conn, campaign.id, (*REPORT_KEYS, "skipped")).items():
-        counts[key] += n
+        counts["uncertain_erased" if key == "uncertain" else key] += n
     return counts
 
 

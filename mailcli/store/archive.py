@@ -8,7 +8,10 @@ JSON object with the report keys; ``report`` adds it to the live counts.
 * deliveries: ``audience`` += rows, and ``<status>`` += rows per status
   (``sent``, ``failed``, ``uncertain``, ``skipped``; ``sending``→``uncertain``;
   ``pending`` and ``deferred``→``skipped``: a row that is gone can never be
-  sent, so the campaign counts it as skipped and can complete)
+  sent, so the campaign counts it as skipped and can complete). ``report``
+  shows an archived ``uncertain`` as ``uncertain_erased``: a message whose
+  row is gone can be neither resent nor accepted by its Message-ID, so it
+  does not keep the campaign from completing
 * events with a campaign: ``bounced`` / ``unsubscribed`` / ``complained``
   += rows of that kind
 

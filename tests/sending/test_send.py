@@ -353,6 +353,55 @@ def test_kill_9_mid_send_then_rerun_no_duplicates(project: Path, cli: Cli) -> No
     assert report["sent"] + report["uncertain"] == 400
 
 
+def _kill_9_with_messages_in_flight(project: Path, server: SmtpServer, *args: str) -> str:
+    """Start a send, kill -9 it while messages wait for the reply to their
+    final dot (the server answers slowly), and return its stderr."""
+    server.delay = 0.5
+    proc = _spawn(project, *args)
+    try:
+        deadline = time.monotonic() + 60
+        while _statuses(project / "mailcli.db")["sending"] == 0 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        assert server.wait_for(2, timeout=30)
+        assert _statuses(project / "mailcli.db")["sending"] > 0
+    finally:
+        proc.kill()
+        _, stderr = proc.communicate(timeout=30)
+    server.delay = 0.0
+    assert server.wait_idle()
+    return stderr
+
+
+def test_an_uncertain_message_of_someone_erased_lets_the_campaign_complete(project: Path, cli: Cli) -> None:
+    # An uncertain message can be resent or accepted by its Message-ID; once
+    # its person is erased, neither is possible. It is counted apart, and no
+    # later run ends as partial because of it.
+    add_contacts(project / "mailcli.db", "news", people(60))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        _kill_9_with_messages_in_flight(project, server)
+        rerun = cli("send", "spring", "--yes")
+        assert rerun.exit_code == ExitCode.PARTIAL, rerun.output
+        uncertain = sorted(e for e, s in deliveries(project / "mailcli.db", "spring").items() if s == "uncertain")
+        assert uncertain
+        for address in uncertain:
+            erased = cli("privacy", "erase", address, "--yes")
+            assert erased.exit_code == 0, erased.output
+        for args in (("--resend-uncertain",), ("--accept-uncertain", "all"), ()):
+            again = cli("send", "spring", "--yes", *args)
+            assert again.exit_code == 0, again.output
+            assert "Error" not in again.stderr and "--accept-uncertain MESSAGE-ID" not in again.stderr
+            assert f"{len(uncertain)} uncertain of people since erased" in again.output
+    report = _report(cli)
+    assert report["uncertain"] == 0 and report["uncertain_erased"] == len(uncertain)
+    assert report["status"] == "sent"
+    assert report["sent"] + report["uncertain_erased"] == report["audience"] == 60
+    table = cli("report", "spring")
+    assert "uncertain erased" in table.stdout
+    assert "failed, deferred and uncertain" not in cli("report", "spring", "--failed").stdout  # nobody listed
+
+
 def test_sigterm_mid_send_exits_130_and_rerun_completes(project: Path, cli: Cli) -> None:
     members = people(200)
     add_contacts(project / "mailcli.db", "news", members)
