@@ -6,8 +6,9 @@ import typer
 
 from .. import context
 
-#: The counts the table shows (``--json`` has every count ``report`` has).
-SHOWN = ("audience", "sent", "failed", "pending")
+#: The counts the table shows, where each member of the audience is (``--json``
+#: has every count ``report`` has).
+SHOWN = ("audience", "sent", "failed", "deferred", "pending", "uncertain", "skipped")
 
 
 def campaigns_cmd(ctx: typer.Context) -> None:
@@ -15,7 +16,7 @@ def campaigns_cmd(ctx: typer.Context) -> None:
 
     Each line: kind, status, template, list and segment, subject, when it
     was created and first and last sent, and its counts. A campaign started with --not-before is "scheduled" until the first run
-    after that moment. `mailcli report CAMPAIGN` has every count and the
+    after that moment; one with uncertain messages left shows "sent, N uncertain". `mailcli report CAMPAIGN` has every count and the
     failures.
 
     Examples:
@@ -25,6 +26,7 @@ def campaigns_cmd(ctx: typer.Context) -> None:
         mailcli campaigns --json
     """
     from ..send.campaigns import campaign_overview
+    from ..send.report import display_status, shown_counts
 
     app = context.get(ctx)
     out = app.out
@@ -35,11 +37,13 @@ def campaigns_cmd(ctx: typer.Context) -> None:
     if not lines:
         out.info("No campaigns yet; start one with: mailcli send NAME --template T --list L")
         return
+    shown = shown_counts([c.counts for c in lines], SHOWN)
     out.table(
-        ("campaign", "kind", "status", "template", "to", "subject", "created", "first sent", "last sent", *SHOWN),
-        [(c.name, c.kind, f"scheduled for {_when(c.not_before)}" if c.not_before else c.status, c.template,
-          c.audience, c.subject or "", _when(c.created_at), _when(c.first_sent_at), _when(c.last_sent_at),
-          *(c.counts.get(k, 0) for k in SHOWN)) for c in lines],
+        ("campaign", "kind", "status", "template", "to", "subject", "created", "first sent", "last sent",
+         *(k.replace("_", " ") for k in shown)),
+        [(c.name, c.kind, f"scheduled for {_when(c.not_before)}" if c.not_before else display_status(c.status, c.counts),
+          c.template, c.audience, c.subject or "", _when(c.created_at), _when(c.first_sent_at), _when(c.last_sent_at),
+          *(c.counts.get(k, 0) for k in shown)) for c in lines],
     )
 
 

@@ -34,7 +34,7 @@ def report_cmd(
 
         mailcli report spring-2026 --failed
     """
-    from ..send.report import campaign_report
+    from ..send.report import campaign_report, shown_counts
 
     app = context.get(ctx)
     out = app.out
@@ -45,7 +45,7 @@ def report_cmd(
     if not reports:
         out.info("No campaigns yet; start one with: mailcli send NAME --template T --list L")
         return
-    shown = _shown_counts(reports)
+    shown = shown_counts([r.counts for r in reports])
     out.table(("campaign", "kind", *(k.replace("_", " ") for k in shown)),
               [(r.campaign, r.kind, *(r.counts.get(k, 0) for k in shown)) for r in reports])
     for r in reports:
@@ -55,18 +55,6 @@ def report_cmd(
         if r.clicks and campaign is not None:
             _click_table(out, r)
         _failure_tables(out, r)
-
-
-def _shown_counts(reports: list[CampaignReport]) -> tuple[str, ...]:
-    """The count columns: every report count, and "uncertain erased" after
-    "uncertain" where some campaign has such messages (rare: a person erased
-    while their message was uncertain), so the columns add up to the audience."""
-    from ..send.report import COUNTS
-
-    if not any(r.counts.get("uncertain_erased") for r in reports):
-        return COUNTS
-    at = COUNTS.index("uncertain") + 1
-    return (*COUNTS[:at], "uncertain_erased", *COUNTS[at:])
 
 
 def _click_table(out: Any, r: CampaignReport) -> None:

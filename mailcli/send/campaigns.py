@@ -2,7 +2,8 @@
 
 One line per campaign: its kind (``marketing``, or ``service`` with the
 reason it is one), status (``scheduled`` until the first run
-after its ``--not-before``, then ``sending`` and ``sent``), template, who it
+after its ``--not-before``, then ``sending`` and ``sent``; the table
+shows ``sent, N uncertain`` while uncertain messages are left), template, who it
 goes to (the list, and the segment), the subject as written, when it was
 created and first and last sent, and the counts ``report`` shows. The
 counts come from the per-campaign totals the store keeps, so listing a

@@ -7,6 +7,7 @@ Listing failures names addresses, so it is audited (docs/guarantees.md#audit).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,31 @@ from . import ledger
 if TYPE_CHECKING:
     from ..store.db import Connection
 
-#: The counts of a report, in the order ``mailcli report`` prints them.
-COUNTS = ("audience", "sent", "failed", "deferred", "pending", "uncertain", "bounced", "unsubscribed", "complained")
+#: The counts of a report, in the order ``mailcli report`` prints them: the
+#: audience, where each member of it is (sent to skipped, with
+#: ``uncertain_erased``, add up to it), then what came back.
+COUNTS = ("audience", "sent", "failed", "deferred", "pending", "uncertain", "skipped",
+          "bounced", "unsubscribed", "complained")
+
+
+def shown_counts(counts: Sequence[dict[str, int]], keys: Sequence[str] = COUNTS) -> tuple[str, ...]:
+    """The count columns of a table of ``counts``: ``keys``, with
+    ``uncertain_erased`` after ``uncertain`` where some row has such messages
+    (rare: a person erased while their message was uncertain), so the
+    delivery columns always add up to the audience."""
+    shown = tuple(keys)
+    if "uncertain" not in shown or not any(c.get("uncertain_erased") for c in counts):
+        return shown
+    at = shown.index("uncertain") + 1
+    return (*shown[:at], "uncertain_erased", *shown[at:])
+
+
+def display_status(status: str, counts: dict[str, int]) -> str:
+    """The status a table shows: ``sent`` with uncertain messages left says
+    so (``sent, 2 uncertain``); the JSON keeps ``status`` and the counts as
+    they are."""
+    uncertain = counts.get("uncertain", 0)
+    return f"{status}, {uncertain} uncertain" if status == "sent" and uncertain else status
 
 
 @dataclass(frozen=True, slots=True)

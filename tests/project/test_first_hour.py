@@ -312,7 +312,7 @@ def test_a_table_too_wide_for_the_terminal_becomes_records(project: Path, cli: C
     assert all(len(line) <= 80 for line in lines)
     piped = cli("report").stdout.splitlines()
     assert piped[0].split() == ["campaign", "kind", "audience", "sent", "failed", "deferred", "pending", "uncertain",
-                                "bounced", "unsubscribed", "complained"]
+                                "skipped", "bounced", "unsubscribed", "complained"]
 
 
 def test_lists_counts_each_member_once_by_the_one_definition(project: Path, cli: Cli) -> None:
