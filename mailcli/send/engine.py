@@ -418,8 +418,14 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
                     break
         return recipients
 
+    def check(frozen: ledger.Campaign) -> None:
+        """The real run's preflight: a template that does not render for this
+        audience is its one-line error (exit 1), not a count of failures."""
+        preflight(store, MessageFactory(settings, frozen, sign=False), frozen, settings.secret(),
+                  options.resend_uncertain)
+
     try:
-        prepare(store, settings, options, collect=collect)
+        prepare(store, settings, options, collect=collect, check=check)
     except DryRunRollback as marker:  # prepare's transaction was rolled back
         campaign, counts, added, created = marker.campaign, marker.counts, marker.added, marker.created
         recipients, accepted = marker.recipients, marker.accepted

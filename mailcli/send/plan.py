@@ -97,10 +97,11 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
     line naming it. With ``rollback`` (and for dry runs) nothing is kept: the
     numbers come back in a ``DryRunRollback`` exception after the
     transaction is undone, with what ``collect(conn, campaign)`` gathered
-    from the frozen audience before that. Otherwise ``check(campaign)`` runs
-    last, inside the transaction: when it raises (a template that does not
-    render for the frozen audience), the campaign is neither created nor
-    frozen, and a corrected command starts it afresh.
+    from the frozen audience before that. ``check(campaign)`` runs last,
+    inside the transaction (a dry run's too, before it is undone): when it
+    raises (a template that does not render for the frozen audience), the
+    campaign is neither created nor frozen, and a corrected command starts
+    it afresh.
     """
     conn = store.conn
     secret = settings.secret()
@@ -128,6 +129,10 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
             counts["pending"] += added - keep
         causes = ledger.uncertain_causes(conn, campaign.id)
         _check_expected(campaign, counts, options)
+        if options.dry_run and check is not None:
+            # A dry run checks the template as the real run would, so a
+            # template that fails for this audience is the same error (exit 1).
+            check(ledger.get_campaign(conn, campaign.name) or campaign)
         if options.dry_run or rollback:
             # A dry run changes nothing: undo the freeze, keep the numbers.
             collected = collect(conn, campaign) if collect is not None else []

@@ -521,8 +521,11 @@ def test_a_field_missing_for_some_contacts_stops_the_send_before_any_connection(
     assert "frozen" not in result.stderr
     # The preflight ran before the campaign was committed: none is left behind to be resumed.
     assert _campaigns(project) == [] and deliveries(project / "mailcli.db", "spring") == {}
-    fixed = run_mailcli("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run", cwd=project)
-    assert fixed.returncode == ExitCode.PARTIAL, fixed.stderr  # the dry run names the one that would fail
+    # A dry run says what the real run would: the same one line, exit 1, nothing changed.
+    dry = run_mailcli("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run", cwd=project)
+    assert dry.returncode == ExitCode.ERROR, dry.stderr
+    assert dry.stderr.splitlines()[0] == result.stderr.splitlines()[0]
+    assert _campaigns(project) == []
 
 
 def _campaigns(project: Path) -> list[tuple[str, str]]:
