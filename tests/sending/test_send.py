@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from mailcli.errors import ExitCode
+from mailcli.send.pool import worker_count
 from tests.conftest import Cli, set_smtp
 from tests.sendhelpers import add_contacts, deliveries, people
 from tests.smtpserver import SmtpServer, free_port
@@ -435,6 +436,19 @@ def test_every_member_of_the_audience_is_in_a_column_of_each_table(project: Path
         assert {k: int(row[k]) for k in ("audience", *delivery)} == {k: report[k] for k in ("audience", *delivery)}
     (row,) = _table(cli("campaigns").stdout)
     assert row["status"] == f"sent, {report['uncertain']} uncertain"
+
+
+def test_kill_9_of_a_send_with_render_workers_prints_no_python_diagnostics(project: Path, cli: Cli) -> None:
+    # A send of a thousand messages or more renders in worker processes; when
+    # it is killed, multiprocessing's resource tracker cleans up after it and
+    # must not print its own warning (and source line) to the user's terminal.
+    if worker_count(1100) == 0:
+        pytest.skip("render workers need two cores")
+    add_contacts(project / "mailcli.db", "news", people(1100))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        stderr = _kill_9_with_messages_in_flight(project, server)  # waits for the children's stderr too
+    assert "resource_tracker" not in stderr and "Warning" not in stderr and "warnings.warn" not in stderr, stderr
 
 
 def test_sigterm_mid_send_exits_130_and_rerun_completes(project: Path, cli: Cli) -> None:
