@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
+
+
+def monotonic() -> float:
+    """Seconds on a clock that never goes back (for measuring spans, such as
+    how long a send has gone without the relay pushing back)."""
+    return time.monotonic()
 
 
 def now() -> datetime:

@@ -1,9 +1,11 @@
 """How fast a send goes, and what a relay's refusal says about that.
 
 A token bucket shared by all connections holds the configured ``rate``. When
-the relay answers that mail comes too fast, the rate is halved (at most once
-a second, from what the relay really took lately); after ``probe_after``
-messages accepted without trouble it is raised by a quarter again, up to the
+the relay answers that mail comes too fast, the rate is halved from what the
+relay really took lately, at most once per round trip (only a refusal of a
+message handed out after the last decrease counts), down to ``rate_floor``;
+after ``RECOVER_EVERY`` seconds or ``probe_after`` messages accepted without a
+slow-down, whichever comes first, it is raised by a quarter again, up to the
 configured ceiling (docs/guarantees.md#relay-limits). After a 421 every
 connection waits a moment before reconnecting.
 """
@@ -16,10 +18,16 @@ import re
 import time
 from collections import deque
 
+from mailcli import clock
 from mailcli.send.replies import Reply, refuses_connections
 
-# Smallest rate a slowdown goes to: one message every 20 seconds.
-MIN_RATE = 0.05
+# The rate a slowdown goes to at the lowest: one message a second, unless
+# the configured rate is lower (``rate_floor``).
+MIN_RATE = 1.0
+# Seconds without a slow-down reply after which a lowered rate rises by a
+# quarter (as it does after ``probe_after`` calm messages): from the floor
+# back to 50 messages/s takes some three minutes, not hours.
+RECOVER_EVERY = 10.0
 
 # "Too many recipients/messages" for this session (Postfix, Exchange, Exim),
 # as opposed to per client and time ("... from 192.0.2.1", "rate").
@@ -33,6 +41,21 @@ _RATE_LIMIT = re.compile(
 # recipient's full mailbox is "5.2.2 ... over quota" and stays that one's).
 _QUOTA = re.compile(
     r"daily|per day|sending quota|submission ?quota", re.IGNORECASE)
+
+
+def rate_floor(configured: float, in_flight: int, retry_window: float) -> float:
+    """The lowest rate a slowdown goes to.
+
+    One message a second, and never below the rate at which every message
+    that can be in flight at once (``in_flight``: connections times the
+    messages queued on each) gets its next attempt inside ``retry_window``:
+    slower than that, messages the relay refused in a burst would wait for
+    the bucket until their retry window ran out and end deferred although
+    the relay would take them again in seconds (as they did with a floor of
+    one message every 20 s). Never above the configured rate (0: unlimited).
+    """
+    floor = max(MIN_RATE, in_flight / max(retry_window, 1.0))
+    return min(floor, configured) if configured > 0 else floor
 
 
 def reply_kind(reply: Reply) -> str | None:
@@ -96,15 +119,28 @@ class TokenBucket:
 class Pace:
     """The send's rate over all connections, as the relay lets it be."""
 
-    def __init__(self, rate: float, *, ceiling: float | None, probe_after: int, backoff_base: float) -> None:
+    def __init__(self, rate: float, *, ceiling: float | None, probe_after: int, backoff_base: float,
+                 floor: float = MIN_RATE) -> None:
+        configured = ceiling if ceiling is not None else rate
+        if ceiling is not None:
+            # A rate found by an earlier run: never below the floor, and once
+            # it is the configured rate, nothing holds this run back.
+            rate = max(rate, floor)
+            if ceiling > 0 and rate >= ceiling:
+                rate, ceiling = ceiling, None
         self.bucket = TokenBucket(rate)
-        self._configured = rate
+        self._configured = configured
         self._ceiling = ceiling  # set when ``rate`` is a rate found before: the configured one
+        self.remembered = ceiling is not None  # this run starts below the configured rate for that
+        self.floor = floor
         self._probe_after = probe_after
         self._backoff_base = backoff_base
         self._calm = 0  # messages accepted since the relay last pushed back
         self._accepted: deque[float] = deque(maxlen=50)
-        self._last_slowdown = 0.0
+        self._below = ceiling is not None  # the rate is held below the configured one
+        self._since = clock.monotonic()  # when the rate last changed
+        self.taken = 0  # messages handed to a connection so far (each message's ``pace_seq``)
+        self._decreased_seq = 0  # ``taken`` when the rate was last lowered
         self.backoff_until = 0.0  # no connection opens before (monotonic)
         self.rate_found: float | None = None
         self.rate_reply: str | None = None
@@ -120,36 +156,60 @@ class Pace:
             return None
         return rate
 
+    @property
+    def configured(self) -> float:
+        """The configured rate (0 = unlimited)."""
+        return self._configured
+
     def accepted(self) -> bool:
-        """A message was accepted. True after a calm stretch, when the rate
-        (if the relay lowered it) was raised and one more connection may be tried."""
-        self._accepted.append(time.monotonic())
+        """A message was accepted. While the rate is held below the configured
+        one it rises by a quarter after ``RECOVER_EVERY`` seconds or
+        ``probe_after`` messages without a slow-down, whichever comes first.
+        True after such a calm stretch of messages: one more connection may be tried."""
+        now = clock.monotonic()
+        self._accepted.append(now)
         self._calm += 1
         if self._calm < self._probe_after:
+            if self._below and now - self._since >= RECOVER_EVERY:
+                self._raise(now)
             return False
         self._calm = 0
-        rate = self.bucket.rate
-        if rate > 0 and (self.rate_found is not None or self._ceiling is not None):
-            ceiling = self._ceiling if self._ceiling is not None else self._configured
-            raised = rate * 1.25
-            if ceiling and raised >= ceiling:
-                raised = ceiling
-            elif not ceiling and raised > 1000:
-                raised = 0.0  # far beyond any relay's limit: unlimited again
-            self.bucket.set_rate(raised)
+        if self._below:
+            self._raise(now)
         return True
+
+    def _raise(self, now: float) -> None:
+        rate = self.bucket.rate
+        ceiling = self._ceiling if self._ceiling is not None else self._configured
+        raised = rate * 1.25
+        if ceiling and raised >= ceiling:
+            raised = ceiling
+        elif not ceiling and raised > 1000:
+            raised = 0.0  # far beyond any relay's limit: unlimited again
+        self.bucket.set_rate(raised)
+        self._since = now
+        self._below = raised > 0 and not (ceiling and raised >= ceiling)
 
     def pushed_back(self) -> None:
         """The relay refused something: the calm stretch starts again."""
         self._calm = 0
 
-    def slow_down(self, reply: Reply) -> float | None:
-        """The relay says mail comes too fast: halve the rate (once a second
-        at most). Returns the new rate, or None when it was just halved."""
-        now = time.monotonic()
-        if now - self._last_slowdown < 1.0:
+    def slow_down(self, reply: Reply, seq: int) -> float | None:
+        """The relay says mail comes too fast about the message handed out as
+        number ``seq``: halve the rate, from what the relay really took lately.
+
+        Once per round trip: only a message handed out after the last decrease
+        says that the lower rate is still too fast; replies about messages
+        sent before it (in flight then, or refused then and retried since are
+        handed out anew) change nothing. Returns the new rate, or None when
+        the rate stays (such an older message, or the floor reached)."""
+        if seq <= self._decreased_seq:
             return None
-        self._last_slowdown = now
+        now = clock.monotonic()
+        self._decreased_seq = self.taken
+        self._since = now
+        self._calm = 0
+        self.rate_reply = str(reply)
         # What the relay took lately, over at least a second: a burst that
         # it accepted all at once says nothing about a rate per second.
         recent = [t for t in self._accepted if now - t <= 10.0]
@@ -157,11 +217,12 @@ class Pace:
         current = self.bucket.rate if self.bucket.rate > 0 else observed or 2.0
         if observed:
             current = min(current, observed)
-        new = max(MIN_RATE, current / 2)
+        new = max(self.floor, current / 2)
+        if self.bucket.rate > 0 and new >= self.bucket.rate:
+            return None  # at the floor already
         self.bucket.set_rate(new)
         self.rate_found = new
-        self.rate_reply = str(reply)
-        self._calm = 0
+        self._below = True
         return new
 
     def host_backoff(self) -> None:

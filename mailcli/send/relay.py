@@ -3,11 +3,13 @@ learnt for the next run (docs/guarantees.md#relay-limits).
 
 The configuration (or the command's ``--concurrency``/``--rate``) is the
 ceiling; a connection limit or rate the relay held an earlier run to is
-where the next one starts (``store.relays``).
+where the next one starts (``store.relays``). A remembered rate ages: it
+doubles for every hour since it was kept and is ignored after a day.
 """
 
 from __future__ import annotations
 
+from mailcli import clock
 from mailcli.config import Settings
 from mailcli.errors import ConfigError
 from mailcli.send.connections import Connections
@@ -45,8 +47,9 @@ def transport_options(settings: Settings, options: SendOptions, relay: RelayMemo
     )
     rate = smtp.rate if options.rate is None else options.rate
     rate_ceiling = None
-    if relay is not None and relay.rate_limit and (rate <= 0 or relay.rate_limit < rate):
-        rate, rate_ceiling = relay.rate_limit, rate
+    remembered = remembered_rate(relay)
+    if remembered is not None and (rate <= 0 or remembered < rate):
+        rate, rate_ceiling = remembered, rate
     return TransportOptions(
         params=params,
         concurrency=options.concurrency or smtp.concurrency,
@@ -58,6 +61,28 @@ def transport_options(settings: Settings, options: SendOptions, relay: RelayMemo
         domain_concurrency=smtp.domain_concurrency,
         connect_backoff=smtp.connect_backoff,
     )
+
+
+# A remembered rate doubles for every hour since it was found (a relay's
+# limits are counted per second, minute or hour, and change): after a day it
+# is no longer worth anything.
+REMEMBERED_RATE_HOURS = 24
+
+
+def remembered_rate(relay: RelayMemory | None) -> float | None:
+    """Where a rate an earlier run was held to starts this run: the rate kept,
+    doubled for every full hour since it was kept; None when none is kept or
+    it is a day old."""
+    if relay is None or not relay.rate_limit:
+        return None
+    try:
+        age = (clock.now() - clock.parse_iso(relay.updated_at)).total_seconds()
+    except ValueError:
+        age = 0.0
+    hours = max(0, int(age // 3600))
+    if hours >= REMEMBERED_RATE_HOURS:
+        return None
+    return float(relay.rate_limit) * 2 ** hours
 
 
 def remember_relay(store: Store, settings: Settings, before: RelayMemory | None, transport: SmtpTransport,

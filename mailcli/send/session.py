@@ -319,7 +319,7 @@ class Session:
             raise Retire(str(reply))
         elif kind in ("rate", "session") and reply.transient:
             # "Too many recipients" on a fresh session is a rate, not a session limit.
-            pool.slow_down(reply)
+            pool.slow_down(reply, msg)
             await pool.retry(msg, str(reply))
         else:
             await self.outcome(msg, reply)

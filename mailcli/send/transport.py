@@ -6,8 +6,9 @@ What it owns (and why it is here rather than in the engine):
 * up to ``concurrency`` persistent connections, adapted to what the relay
   accepts (``connections.py``); after ``probe_after`` calm messages one more
   is tried. No more connections are opened than messages are left.
-* a token-bucket ``rate`` shared by all connections, halved when the relay
-  answers that mail comes too fast and raised again after calm stretches
+* a token-bucket ``rate`` shared by all connections, halved (once per round
+  trip) when the relay answers that mail comes too fast and raised again
+  after calm stretches
   (``pacing.py``), and an optional per-recipient-domain cap on messages in
   flight.
 * a per-session limit ("452 4.5.3 too many recipients", "421 too many
@@ -37,7 +38,7 @@ from mailcli.errors import TransportError
 from mailcli.net import tls_context
 from mailcli.send.connections import Connections
 from mailcli.send.outgoing import DeliveryHooks, OutgoingMessage, Result, Status
-from mailcli.send.pacing import Pace
+from mailcli.send.pacing import RECOVER_EVERY, Pace, rate_floor
 from mailcli.send.replies import Reply, SmtpProtocolError
 from mailcli.send.session import Reconnect, Retire, Session
 from mailcli.send.smtp import ConnectParams, SmtpConnection
@@ -71,8 +72,11 @@ class SmtpTransport:
         self._notice = notice or (lambda text: None)
         p = options.params
         tls = tls_context(p.ca_file) if p.security in ("tls", "starttls") else None
+        configured = options.rate if options.rate_ceiling is None else options.rate_ceiling
+        floor = rate_floor(configured, max(1, options.concurrency) * options.queue_per_connection,
+                           options.retry_window)
         self.pace = Pace(options.rate, ceiling=options.rate_ceiling, probe_after=options.probe_after,
-                         backoff_base=options.backoff_base)
+                         backoff_base=options.backoff_base, floor=floor)
         self.connections = Connections(options, tls, self.pace, self._notice, lambda: self._stopping)
         self._ready: deque[OutgoingMessage] = deque()
         self._wakeup = asyncio.Event()
@@ -98,7 +102,20 @@ class SmtpTransport:
 
         A server that refuses or cannot be reached is tried again with
         backoff for ``retry_window`` before ``TransportError`` is raised."""
+        self._say_remembered_rate()
         self._first = await self.connections.connect()
+
+    def _say_remembered_rate(self) -> None:
+        """Once, before anything is sent: this run starts slower than
+        configured because an earlier run was held to a lower rate."""
+        pace = self.pace
+        if not pace.remembered:
+            return
+        configured = f"{pace.configured:.2f}" if pace.configured > 0 else "unlimited"
+        self._notice(f"{self.opts.params.where}: starting at {pace.bucket.rate:.2f} message(s)/s, not the configured"
+                     f" {configured}, because an earlier run was held to that; it rises by a quarter every"
+                     f" {RECOVER_EVERY:g} s without a slow-down reply, a remembered rate doubles with every hour"
+                     " of age, and a run that reaches the configured rate forgets it")
 
     def stop(self) -> None:
         """Stop taking new messages; in-flight transactions finish (SIGINT/SIGTERM)."""
@@ -215,6 +232,8 @@ class SmtpTransport:
                     if not self.pace.bucket.try_take():
                         return None
                     del self._ready[i]
+                    self.pace.taken += 1
+                    msg.pace_seq = self.pace.taken
                     self._domain_busy[msg.domain] = self._domain_busy.get(msg.domain, 0) + 1
                     msg.settled = False
                     return msg
@@ -223,6 +242,9 @@ class SmtpTransport:
             return None
         msg = self._ready.popleft()
         msg.settled = False
+        pace = self.pace
+        pace.taken += 1
+        msg.pace_seq = pace.taken
         return msg
 
     async def _take(self) -> OutgoingMessage | None:
@@ -322,9 +344,9 @@ class SmtpTransport:
         """The relay refused a connection while ``others`` work: its limit for now."""
         self.connections.refused(exc, others=others)
 
-    def slow_down(self, reply: Reply) -> None:
-        """The relay says mail comes too fast."""
-        new = self.pace.slow_down(reply)
+    def slow_down(self, reply: Reply, msg: OutgoingMessage) -> None:
+        """The relay says mail comes too fast (in its reply about ``msg``)."""
+        new = self.pace.slow_down(reply, msg.pace_seq)
         if new is not None:
             self._notice(f"{self.opts.params.where} asks to slow down ({reply}); now {new:.2f} message(s)/s")
 

@@ -211,3 +211,96 @@ def test_a_used_up_daily_quota_stops_the_run_and_fails_nobody(project: Path, cli
 ])
 def test_what_relays_say_is_read_for_what_it_means(line: bytes, kind: str | None) -> None:
     assert reply_kind(parse_reply([line])) == kind
+
+
+class _FastClock:
+    """``clock.monotonic`` running ``speed`` times as fast as the real one."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.start = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.start + (time.monotonic() - self.start) * self.speed
+
+    def elapsed(self) -> float:
+        return self() - self.start
+
+
+def _remember_rate(project: Path, port: int, rate: float, hours_ago: float) -> None:
+    from datetime import timedelta
+
+    from mailcli import clock
+
+    found = clock.to_iso(clock.now() - timedelta(hours=hours_ago))
+    conn = sqlite3.connect(project / "mailcli.db")
+    with conn:
+        conn.execute("INSERT INTO relays (host, port, login, rate_limit, updated_at) VALUES ('127.0.0.1', ?, '', ?, ?)",
+                     (port, rate, found))
+    conn.close()
+
+
+def test_a_burst_of_slow_down_replies_lowers_the_rate_once_per_round_trip(
+        project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailcli import clock
+
+    fast = _FastClock(3)  # calm stretches pass sooner; refusals come far more often than every 3 s
+    monkeypatch.setattr(clock, "monotonic", fast)
+    members = people(60)
+    add_contacts(project / "mailcli.db", "news", members)
+    _window(project, "1m")  # 20 connections x 12 messages each in a minute: no slower than 4 a second
+    with SmtpServer() as server:
+        for member in members[:40]:  # the first 40 recipients: refused once each
+            server.script("RCPT", member["email"], ["451 4.7.1 rate limit exceeded, slow down"])
+        set_smtp(project, "127.0.0.1", server.port, extra=FAST)
+        result = _send(cli, "spring", "--concurrency", "20")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+    _exactly_once(server, members)
+    assert data["sent"] == 60 and data["deferred"] == 0
+    slowdowns = result.stderr.count("asks to slow down")
+    # Replies about messages in flight before a decrease do not decrease
+    # again, and nothing goes below the floor (4 a second here).
+    assert 1 <= slowdowns <= 3, result.stderr
+    rates = [float(line.rsplit("now ", 1)[1].split()[0]) for line in result.stderr.splitlines()
+             if "asks to slow down" in line]
+    assert min(rates) >= 4.0
+
+
+def test_a_remembered_low_rate_is_said_and_recovers_in_minutes(
+        project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailcli import clock
+
+    fast = _FastClock(100)
+    monkeypatch.setattr(clock, "monotonic", fast)
+    members = people(60)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port, extra=FAST)
+        _remember_rate(project, server.port, 0.05, hours_ago=0)  # as a burst of slow-downs once left it
+        result = _send(cli, "spring", "--rate", "50/s")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+    _exactly_once(server, members)
+    # Said once, at the default verbosity: why it starts slower, and what clears it.
+    said = [line for line in result.stderr.splitlines() if "starting at" in line]
+    assert len(said) == 1, result.stderr
+    assert "starting at 1.00 message(s)/s, not the configured 50.00" in said[0]
+    assert "forgets it" in said[0]
+    # It rose by a quarter every 10 s (as the clock runs) back to the configured rate, which forgets it.
+    assert data["rate_limit"] is None and _relay_row(project)[1] is None
+
+
+@pytest.mark.parametrize(("hours_ago", "start"), [(3.1, "4.00"), (25, None)])
+def test_a_remembered_rate_doubles_every_hour_and_is_ignored_after_a_day(
+        project: Path, cli: Cli, hours_ago: float, start: str | None) -> None:
+    add_contacts(project / "mailcli.db", "news", people(2))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port, extra=FAST)
+        _remember_rate(project, server.port, 0.5, hours_ago=hours_ago)
+        result = _send(cli, "spring", "--rate", "50/s")
+        assert result.exit_code == 0, result.output
+    if start is None:
+        assert "starting at" not in result.stderr
+    else:
+        assert f"starting at {start} message(s)/s, not the configured 50.00" in result.stderr
