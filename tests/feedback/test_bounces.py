@@ -160,10 +160,15 @@ def test_feedback_mailbox_end_to_end(project: Path, cli: Cli, tmp_path: Path, ki
         assert sorted(name.rsplit(":2,", 1)[1] for name in os.listdir(source / "cur")) == ["S"] * 6
 
 
-def test_text_output_and_quiet(project: Path, cli: Cli, tmp_path: Path) -> None:
+
+def _scenario_mbox(project: Path, tmp_path: Path) -> tuple[Seeded, Path]:
+    """The seeded people and the scenario's messages in an mbox file."""
     s = seed(project, PEOPLE)
     _, messages = scenario(s)
-    box = write_mbox(tmp_path / "b.mbox", messages)
+    return s, write_mbox(tmp_path / "b.mbox", messages)
+
+def test_text_output_and_quiet(project: Path, cli: Cli, tmp_path: Path) -> None:
+    s, box = _scenario_mbox(project, tmp_path)
     quiet = cli("-q", "bounces", str(box))
     assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
     s.store.conn.execute("DELETE FROM processed_messages")
@@ -317,9 +322,7 @@ def test_delete_keeps_mail_that_came_in_while_the_mbox_was_read(
     # "Error: unexpected ExternalClashError: Size of mailbox file changed",
     # exit 1, nothing deleted. Now the delete reads the mbox again under the
     # lock and removes exactly the messages it processed.
-    s = seed(project, PEOPLE)
-    _, messages = scenario(s)
-    box = write_mbox(tmp_path / "b.mbox", messages)
+    s, box = _scenario_mbox(project, tmp_path)
     lock = mailbox.mbox.lock
 
     def deliver_then_lock(self: mailbox.mbox) -> None:  # the delivery lands just before the delete locks
@@ -339,9 +342,7 @@ def test_delete_says_so_when_the_mbox_changes_under_its_lock(
         project: Path, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A program that writes without taking the lock: nothing is deleted,
     # the run says why in one line (exit 3), and a rerun deletes.
-    s = seed(project, PEOPLE)
-    _, messages = scenario(s)
-    box = write_mbox(tmp_path / "b.mbox", messages)
+    s, box = _scenario_mbox(project, tmp_path)
     flush = mailbox.mbox.flush
     delivered: list[bool] = []
 
