@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .errors import Interrupted, UsageError
 
@@ -202,12 +203,14 @@ class Output:
         expanded display does. Piped output is always the table.
         """
         title = printable(title) if title is not None else None
-        table = Table(title=title, show_edge=False, header_style="bold", box=None, pad_edge=False)
+        # Text, not strings: a value is data, and "[/]" in a name is no markup.
+        table = Table(title=Text(title) if title is not None else None, show_edge=False, header_style="bold",
+                      box=None, pad_edge=False)
         for column in columns:
             table.add_column(column, overflow="fold")
         cells = [["" if value is None else printable(str(value)) for value in row] for row in rows]
         for row in cells:
-            table.add_row(*row)
+            table.add_row(*(Text(cell) for cell in row))
         if _isatty(self._stdout):
             natural = self.out.measure(table, options=self.out.options.update_width(10_000)).maximum
             if natural > self.out.width:
@@ -290,7 +293,7 @@ class Output:
         )
 
         with Progress(
-            TextColumn("{task.description}"), BarColumn(),
+            TextColumn("{task.description}", markup=False), BarColumn(),
             DownloadColumn() if unit == "bytes" else MofNCompleteColumn(), TimeRemainingColumn(),
             console=self.err, transient=True,
         ) as progress:

@@ -185,6 +185,14 @@ def test_output_for_people_never_writes_a_control_character_from_the_data(loaded
     assert (data["last_name"], data["attributes"]["city"]) == ("a\x07b\x1b[31mRED\x9b\r", "Ut\x1b]0;x\x07")
 
 
+def test_brackets_in_the_data_are_text_not_markup(loaded: Path, cli: Cli) -> None:
+    # "[/]" in a name ended `contacts` with "unexpected MarkupError"; "[bold]" was eaten.
+    assert cli("contacts", "set", "anna.dejong@example.nl", "last_name=[/] [bold red]de Jong").exit_code == 0
+    listed = cli("contacts")
+    assert listed.exit_code == 0, listed.output
+    assert "[/] [bold red]de Jong" in listed.stdout
+
+
 def test_set_refuses_a_suppressed_new_address(loaded: Path, cli: Cli) -> None:
     assert cli("unsubscribe", "gone@example.org").exit_code == 0
     result = cli("contacts", "set", "anna.dejong@example.nl", "email=gone@example.org")
