@@ -149,6 +149,17 @@ class _RichProgress:
         self._progress.update(self._task, **kwargs)
 
 
+def _table(columns: Sequence[str], cells: Sequence[Sequence[str]], title: str | None) -> Table:
+    """A rich table of ``cells``, as Text, not strings: a value is data, and "[/]" in a name is no markup."""
+    table = Table(title=None if title is None else Text(title), show_edge=False, header_style="bold", box=None,
+                  pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
 class Output:
     """The terminal: stdout for data, stderr for people."""
 
@@ -203,14 +214,8 @@ class Output:
         expanded display does. Piped output is always the table.
         """
         title = printable(title) if title is not None else None
-        # Text, not strings: a value is data, and "[/]" in a name is no markup.
-        table = Table(title=Text(title) if title is not None else None, show_edge=False, header_style="bold",
-                      box=None, pad_edge=False)
-        for column in columns:
-            table.add_column(column, overflow="fold")
         cells = [["" if value is None else printable(str(value)) for value in row] for row in rows]
-        for row in cells:
-            table.add_row(*(Text(cell) for cell in row))
+        table = _table(columns, cells, title)
         if _isatty(self._stdout):
             natural = self.out.measure(table, options=self.out.options.update_width(10_000)).maximum
             if natural > self.out.width:
