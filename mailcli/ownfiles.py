@@ -77,7 +77,9 @@ def output_target(settings: Settings | None, target: Path, option: str, *, like:
     """
     real = Path(os.path.realpath(target))
     try:
-        st: os.stat_result | None = os.stat(real)
+        # The target itself, links followed by the kernel: /dev/stdout names
+        # a pipe that has no path realpath could give.
+        st: os.stat_result | None = os.stat(target)
     except OSError:
         st = None
     if st is not None and stat.S_ISDIR(st.st_mode):

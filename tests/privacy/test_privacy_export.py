@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import sqlite3
 import stat
@@ -267,6 +268,19 @@ def test_an_export_that_cannot_be_written_is_refused_before_anything_is_read(wor
     assert len(json.loads(cli("--json", "privacy", "audit").stdout)) == audited  # the person's data was not read
     rendered = cli("render", "newsletter", "-o", str(output))
     assert (rendered.exit_code, rendered.stderr.splitlines()[0]) == (2, f"Error: -o {output}: {reason}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux) to name a pipe by a path")
+def test_an_export_to_a_pipe_named_by_a_path_is_refused(world: Path, cli) -> None:
+    # /dev/stdout piped into another program is such a path: the ZIP is renamed into place, which a pipe is not.
+    read, write = os.pipe()
+    try:
+        result = cli("privacy", "export", ZEB, "-o", f"/proc/self/fd/{write}")
+    finally:
+        os.close(read)
+        os.close(write)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == f"Error: -o /proc/self/fd/{write}: is not a regular file"
 
 
 @pytest.mark.parametrize(("target", "said"), [
