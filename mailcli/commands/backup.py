@@ -152,6 +152,9 @@ def _check_source(file: Path | None, from_replica: bool, at: str | None) -> date
                          hint="`mailcli backup list` shows the backups")
     if at is not None and not from_replica:
         raise UsageError("--at goes with --from-replica", hint="a backup FILE is restored as it was written")
+    if file is not None and not file.is_file():  # said before the question, which would be for nothing
+        raise UsageError(f"{file} is a folder, not a backup" if file.is_dir() else f"Backup not found: {file}",
+                         hint="`mailcli backup list` shows the backups")
     return _parse_at(at)
 
 

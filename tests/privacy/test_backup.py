@@ -227,6 +227,11 @@ def test_restore_refuses_a_damaged_backup_and_changes_nothing(world, cli) -> Non
     assert _db(root).read_bytes() == before
     missing = cli("backup", "restore", "missing.db", "--yes")
     assert missing.exit_code == 2 and "Backup not found: missing.db" in missing.stderr
+    # Said at once, not after a question whose answer would be for nothing.
+    unasked = cli("backup", "restore", "missing.db")
+    assert unasked.exit_code == 2 and unasked.stderr.splitlines()[0] == "Error: Backup not found: missing.db"
+    folder = cli("backup", "restore", "backups", "--yes")
+    assert folder.exit_code == 2 and folder.stderr.splitlines()[0] == "Error: backups is a folder, not a backup"
 
 
 @both
