@@ -131,7 +131,7 @@ def import_contacts(
     restore to finish, telling ``on_lock_wait`` whom it waits for. Ctrl-C,
     or any error, leaves the database as it was (docs/guarantees.md#atomic-import).
     """
-    from .importer.piped import readable_file, shown_path
+    from .importer.piped import STDIN, readable_file, shown_path
 
     path = shown_path(Path(file))
     options = _ImportOptions(
@@ -142,7 +142,8 @@ def import_contacts(
     if rejects:
         from .ownfiles import output_target
 
-        rejects = output_target(settings, Path(rejects), "--rejects", like="rejects.csv", inputs=[Path(file)])
+        source = Path("/dev/stdin") if str(file) == STDIN else Path(file)  # standard input: the file behind it
+        rejects = output_target(settings, Path(rejects), "--rejects", like="rejects.csv", inputs=[source])
     settings.secret()  # a missing secret stops the import before it waits for the lock
     # Standard input or a pipe is read to its end first (into a private copy).
     with readable_file(Path(file)) as readable:

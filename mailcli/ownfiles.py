@@ -3,7 +3,7 @@ that keeps an output file named on the command line (``import --rejects
 FILE``, ``render -o FILE``, ``privacy export -o FILE``) off them and off the
 file being read.
 
-mailcli's own are the configuration, the database with its ``-wal``,
+mailcli's own are the configuration and the ``.gitignore`` beside it, the database with its ``-wal``,
 ``-shm`` and ``-journal`` files, and the folders beside them that mailcli
 writes (``.mailcli/`` with the secret, the ledger, lock and opt-out spool
 folders of the database, ``backups/``, ``exports/``, ``templates/``), and the
@@ -31,7 +31,8 @@ _DATABASE_FILES = ("-wal", "-shm", "-journal")
 
 def own_files(settings: Settings) -> list[tuple[Path, str]]:
     """mailcli's own files of the project, each with what it is."""
-    files: list[tuple[Path, str]] = [(settings.path, "the configuration file")]
+    files: list[tuple[Path, str]] = [(settings.path, "the configuration file"),
+                                     (settings.root / ".gitignore", "the project's .gitignore, which keeps the secret out of git")]
     if settings.project.database_url is None:
         database = settings.project.database
         files.append((database, "the project's database"))
@@ -60,7 +61,7 @@ def own_folders(settings: Settings) -> list[tuple[Path, str]]:
 
 # Complexity: one check per way an output path can be wrong, each with its own line and hint.
 def output_target(settings: Settings | None, target: Path, option: str, *, like: str,
-                  inputs: Iterable[Path] = (), home: Path | None = None) -> Path:
+                  inputs: Iterable[Path | None] = (), home: Path | None = None) -> Path:
     """The path an output file named with ``option`` is written to
     (``like``: a file name the hints suggest).
 
@@ -92,17 +93,18 @@ def output_target(settings: Settings | None, target: Path, option: str, *, like:
                          hint=f"name a file in a folder that exists, like {option} {like}")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise UsageError(f"{option} {target}: is not a regular file", hint=f"name a file, like {option} {like}")
-    clash = None if settings is None else _clash(settings, real, st, inputs, home)
+    sources = [Path(source) for source in inputs if source is not None]
+    clash = None if settings is None else _clash(settings, real, st, sources, home)
     if clash is not None:
         raise UsageError(f"{option} {target}: that is {clash}", hint=f"name another file with {option}")
     return real if os.path.islink(target) else target
 
 
-def _clash(settings: Settings, real: Path, st: os.stat_result | None, inputs: Iterable[Path],
+def _clash(settings: Settings, real: Path, st: os.stat_result | None, inputs: list[Path],
            home: Path | None) -> str | None:
     """What the file at ``real`` is that must not be written over, if anything."""
-    if any(_same(real, st, Path(source)) for source in inputs):
-        return "the file being imported; it would be overwritten"
+    if any(_same(real, st, source) for source in inputs):
+        return "the file being read; it would be overwritten"
     for path, what in own_files(settings):
         if _same(real, st, path):
             return f"{what}; mailcli never writes over its own files"

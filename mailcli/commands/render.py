@@ -131,7 +131,7 @@ def render_cmd(
     if output is not None:
         from ..ownfiles import output_target
 
-        output = output_target(settings, output, "-o", like=f"{Path(name).name}.{fmt}")
+        output = output_target(settings, output, "-o", like=f"{Path(name).name}.{fmt}", inputs=[data])
     compiled = compile_template(templates_dir, name)
     contact = _sample_contact(app, to, data)
 

@@ -9,7 +9,8 @@ like that would seem empty the second time, and a FIFO opened a second time
 waits for a writer that never comes. So what a pipe gives is copied first,
 as it comes, into a folder of its own (0700, the copy 0600: the rows are
 personal data) that is removed when the import ends, however it ends, as
-the CSV files of an archive are (:mod:`mailcli.importer.archive`); the
+the CSV files of an archive are (:mod:`mailcli.importer.archive`) — after
+``kill -9``, by the next import from a pipe or the next purge; the
 import then reads the copy as it reads any file, and its messages name the
 pipe. At most 4 GiB are taken from a pipe. A device (a terminal,
 ``/dev/zero``) is refused: it is no file, and may never end.
@@ -30,6 +31,7 @@ from typing import BinaryIO
 from mailcli.errors import InputFileError, MailcliError
 
 STDIN = "-"  # the FILE that means standard input
+_PREFIX = "mailcli-import-"  # then the pid of the import that made the folder
 MAX_PIPED_BYTES = 4 << 30
 _CHUNK = 1 << 20
 
@@ -60,7 +62,8 @@ def readable_file(path: Path) -> Iterator[Path]:
             return
         stream = None
     shown = str(shown_path(path))
-    folder = tempfile.mkdtemp(prefix="mailcli-import-")
+    remove_stale_copies()
+    folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
     try:
         # Named as the pipe is, for what the import records of its name (the consent source).
         copy = Path(folder) / (shown_path(path).name or "piped")
@@ -72,6 +75,29 @@ def readable_file(path: Path) -> Iterator[Path]:
             raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_copies() -> int:
+    """Remove the copies an import killed with ``kill -9`` left in the
+    temporary folder (its process is gone, so nothing else will); how many.
+    Each folder is named after the process that made it."""
+    removed = 0
+    for folder in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
+        pid = folder.name[len(_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to judge
+        return True
+    return True
 
 
 def _stdin() -> BinaryIO:

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING
 from .. import audit, audithead, clock
 from ..config import Settings
 from ..errors import UsageError
+from ..importer.piped import remove_stale_copies
 from ..locks import maintenance_lock
 from ..store import Store, facts
 from ..store import audit as audit_rows
@@ -192,8 +193,10 @@ def purge(store: Store, settings: Settings, *, as_of: datetime | None = None, dr
         counts["exports"] = len(files) + len(legacy)
         return PurgeResult(clock.to_iso(moment), True, cut, counts, erasing, None)
     with maintenance_lock(settings):
-        # Copies a killed restore left beside the database hold personal data.
+        # Copies a killed restore left beside the database, or a killed import
+        # from a pipe in the temporary folder, hold personal data.
         remove_leftovers(settings)
+        remove_stale_copies()
         head_intact = audithead.intact(store)
         with store.transaction() as tx:
             counts = _plan(tx, cut)

@@ -257,8 +257,8 @@ _OWN_FILES = ["in.csv", "mailcli.toml", ".mailcli/secret", "mailcli.db-ledgers/a
 
 
 @pytest.mark.parametrize(("target", "what"), [
-    ("in.csv", "the file being imported"),
-    ("same-as-in.csv", "the file being imported"),  # a hard link
+    ("in.csv", "the file being read"),
+    ("same-as-in.csv", "the file being read"),  # a hard link
     ("mailcli.db", "the project's database"),
     ("mailcli.db-wal", "a file of the project's database"),
     ("db-link.csv", "the project's database"),  # a symlink
@@ -267,6 +267,7 @@ _OWN_FILES = ["in.csv", "mailcli.toml", ".mailcli/secret", "mailcli.db-ledgers/a
     (".mailcli/secret", "in mailcli's private folder"),
     ("mailcli.db-ledgers/audit-head", "in the ledgers of the database"),
     ("templates/rejects.csv", "in the templates folder"),
+    (".gitignore", "the project's .gitignore, which keeps the secret out of git"),
 ])
 def test_rejects_never_writes_over_the_input_or_a_file_of_mailcli(
         project: Path, cli: Cli, target: str, what: str) -> None:
@@ -600,6 +601,38 @@ def test_a_file_from_a_pipe_is_imported(project: Path, tmp_path: Path, file: str
     assert contact(project, "u7@example.org")["memberships"][0]["consent_source"] == (  # type: ignore[index]
         "stdin line 9")
     assert not list(temp.iterdir())  # the copy of what the pipe gave is gone
+
+
+def test_rejects_to_standard_input_is_the_file_being_imported(project: Path, tmp_path: Path) -> None:
+    # `import - --rejects /dev/stdin < in.csv` wrote the rejects over in.csv.
+    source = tmp_path / "in.csv"
+    source.write_text("email\nx1@example.org\nbad\n", encoding="utf-8")
+    with source.open("rb") as stdin:
+        proc = subprocess.run([sys.executable, "-m", "mailcli", "import", "-", "--list", "news", "--basis", "customer",
+                               "--rejects", "/dev/stdin"], cwd=project, stdin=stdin, capture_output=True, text=True,
+                              check=False, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "the file being read" in proc.stderr.splitlines()[0]
+    assert source.read_text(encoding="utf-8") == "email\nx1@example.org\nbad\n"
+
+
+def test_a_copy_a_killed_import_left_is_removed_by_the_next(project: Path, tmp_path: Path) -> None:
+    # kill -9 leaves the private copy of what a pipe gave; its process is gone.
+    temp = tmp_path / "temp"
+    dead = subprocess.Popen(["true"])  # a process that has ended: its pid names no one
+    dead.wait()
+    stale = temp / f"mailcli-import-{dead.pid}-abcd1234"
+    stale.mkdir(parents=True)
+    (stale / "stdin").write_text("email\nleft@example.org\n", encoding="utf-8")
+    alive = temp / f"mailcli-import-{os.getpid()}-efgh5678"  # a running import's: kept
+    alive.mkdir()
+    proc = run_mailcli("import", "-", "--list", "news", "--basis", "customer", input="email\nnew@example.org\n",
+                       env={"TMPDIR": str(temp)})
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists() and alive.exists()
+    stale.mkdir()
+    assert run_mailcli("privacy", "purge", env={"TMPDIR": str(temp)}).returncode == 0
+    assert not stale.exists() and alive.exists()
 
 
 def test_a_fifo_is_read_once_and_never_waited_on_again(project: Path, tmp_path: Path) -> None:

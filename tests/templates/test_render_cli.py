@@ -220,3 +220,12 @@ def test_render_never_writes_over_mailclis_own_files(project: Path, cli: Cli, ta
     assert result.stderr.splitlines()[0] == f"Error: -o {target}: {said}" + (
         "" if said.startswith("is a") else "; mailcli never writes over its own files")
     assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
+
+
+def test_render_never_writes_over_its_own_data_file(project: Path, cli: Cli) -> None:
+    data = project / "data.json"
+    data.write_text('{"email": "z@example.org", "first_name": "Z"}', encoding="utf-8")
+    result = cli("render", "newsletter", "--data", str(data), "-o", str(data))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: -o {data}: that is the file being read; it would be overwritten")
+    assert data.read_text(encoding="utf-8").startswith('{"email"')
