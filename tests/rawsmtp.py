@@ -6,7 +6,9 @@ commands; the faults here are the ones a broken relay or a middlebox makes:
 * ``data_250=N``: the first N DATA commands are answered ``250`` instead of
   ``354`` (the body is never asked for);
 * ``extra_reply=True``: every final dot gets two replies instead of one;
-* ``hang_after_dot=True``: the final dot is never answered.
+* ``hang_after_dot=True``: the final dot is never answered;
+* ``mixed_reply=N``: the first N final dots are answered ``250-hmm`` then
+  ``550 5.7.1 rejected`` (codes mixed in one reply), and those bodies refused.
 
 ``bodies`` lists (recipient, message bytes) of every body that reached the
 final dot, in order; ``wait_for_dots(n)`` waits until n have.
@@ -21,8 +23,10 @@ from typing import Any
 
 
 class RawRelay:
-    def __init__(self, *, data_250: int = 0, extra_reply: bool = False, hang_after_dot: bool = False) -> None:
+    def __init__(self, *, data_250: int = 0, extra_reply: bool = False, hang_after_dot: bool = False,
+                 mixed_reply: int = 0) -> None:
         self.data_250 = data_250
+        self.mixed_reply = mixed_reply
         self.extra_reply = extra_reply
         self.hang_after_dot = hang_after_dot
         self.bodies: list[tuple[str, bytes]] = []
@@ -102,6 +106,11 @@ class RawRelay:
                             body += chunk
                         if not chunk:
                             return
+                        if self.mixed_reply > 0:
+                            self.mixed_reply -= 1
+                            writer.write(b"250-hmm\r\n550 5.7.1 rejected\r\n")
+                            await writer.drain()
+                            continue
                         self.bodies.append((rcpt, bytes(body)))
                         if self.hang_after_dot:
                             await asyncio.sleep(3600)

@@ -111,7 +111,10 @@ def parse_reply(lines: list[bytes]) -> Reply:
 
 
 def _parse_reply(lines: list[bytes]) -> Reply:
-    code = int(lines[0][:3])
+    # Every line of a reply carries the same code (RFC 5321 §4.2.1); a relay
+    # that mixes them ("250-ok", "550 rejected") is taken at its worst line:
+    # a reply that refuses anywhere never counts a message as sent.
+    code = max(int(line[:3]) for line in lines) if len(lines) > 1 else int(lines[0][:3])
     texts: list[str] = []
     enhanced: str | None = None
     for raw in lines:

@@ -58,3 +58,15 @@ def test_an_extra_reply_after_the_dot_closes_the_connection(project: Path, cli: 
         set_smtp(project, "127.0.0.1", relay.port)
         _short_retry_window(project)
         _send_until_done(project, cli, relay, members)
+
+
+def test_a_reply_that_mixes_codes_is_taken_at_its_worst_line(project: Path, cli: Cli) -> None:
+    # "250-hmm" then "550 5.7.1 rejected" to a final dot: the first line's 250
+    # had the refused message recorded as sent.
+    add_contacts(project / "mailcli.db", "news", people(3))
+    with RawRelay(mixed_reply=3) as relay:
+        set_smtp(project, "127.0.0.1", relay.port)
+        result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", "--concurrency", "1")
+        assert result.exit_code == 3, result.output
+        assert set(deliveries(project / "mailcli.db", "spring").values()) == {"failed"}
+        assert relay.recipients() == []
