@@ -47,3 +47,15 @@ def die_with_parent(parent: int) -> None:
         threading.Thread(target=_watch, args=(parent,), name="mailcli-lifeline", daemon=True).start()
     if os.getppid() != parent:
         os._exit(1)
+
+
+def process_alive(pid: int) -> bool:
+    """Is there a process ``pid`` (of any user)? Its leftovers are then not
+    ours to remove."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mailcli.errors import InputFileError, MailcliError
+from mailcli.lifeline import process_alive
 
 STDIN = "-"  # the FILE that means standard input
 _PREFIX = "mailcli-import-"  # then the pid of the import that made the folder
@@ -84,20 +85,10 @@ def remove_stale_copies() -> int:
     removed = 0
     for folder in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
         pid = folder.name[len(_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)) and folder.is_dir() and not folder.is_symlink():
+        if pid.isdigit() and not process_alive(int(pid)) and folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive, and not ours to judge
-        return True
-    return True
 
 
 def _stdin() -> BinaryIO:

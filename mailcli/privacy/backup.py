@@ -42,6 +42,7 @@ from ..audithead import CARRIED
 from ..config import Settings
 from ..durable import fsync_folder
 from ..errors import MailcliError
+from ..lifeline import process_alive
 from ..store import Store, pgdump
 from ..store.backups import carry_fact, snapshot
 from .encryption import SUFFIX, BackupKey, backup_key, encrypt_file
@@ -151,16 +152,6 @@ def remove_partial_copies(folder: Path) -> int:
     return removed
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def backup_key_for(settings: Settings) -> BackupKey | None:
     """The key backups are encrypted with now (None when they are written plain)."""
     if not settings.backup.encrypt:
@@ -225,5 +216,5 @@ def prune_backups(settings: Settings, *, as_of: datetime | None = None, dry_run:
 
 __all__ = [
     "BackupInfo", "backup_key_for", "copy_database", "create_backup", "dump_database", "write_backup", "expired_backups", "list_backups",
-    "new_backup_path", "process_alive", "prune_backups", "remove_partial_copies",
+    "new_backup_path", "prune_backups", "remove_partial_copies",
 ]

@@ -59,6 +59,7 @@ from ..config import Settings
 from ..durable import fsync_folder
 from ..errors import ConfigError, InputFileError, MailcliError
 from ..ledgers import ledger_end
+from ..lifeline import process_alive
 from ..locks import Holder, import_lock, maintenance_lock, refuse_while_sending, restore_lock
 from ..optouts import optout_ledger_path, read_optouts
 from ..store import Store, backups, litestream, open_store
@@ -74,7 +75,6 @@ from .backup import (
     backup_key_for,
     copy_database,
     new_backup_path,
-    process_alive,
     remove_partial_copies,
 )
 from .encryption import BackupKey, backup_key, decrypt_file, is_encrypted
