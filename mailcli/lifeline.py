@@ -10,11 +10,13 @@ daemon thread checks every half second whether the parent is still there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
@@ -59,3 +61,15 @@ def process_alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
+
+
+def dead_process_folders(parent: Path, prefix: str) -> list[Path]:
+    """Folders in ``parent`` named ``prefix``, a pid and ``-...`` whose process
+    has ended: what a run killed with ``kill -9`` left, which nothing else removes."""
+    found = []
+    with contextlib.suppress(OSError):
+        for path in parent.glob(f"{prefix}*-*"):
+            pid = path.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and path.is_dir() and not path.is_symlink() and not process_alive(int(pid)):
+                found.append(path)
+    return found

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mailcli.errors import InputFileError, MailcliError
-from mailcli.lifeline import process_alive
+from mailcli.lifeline import dead_process_folders
 
 STDIN = "-"  # the FILE that means standard input
 _PREFIX = "mailcli-import-"  # then the pid of the import that made the folder
@@ -82,13 +82,10 @@ def remove_stale_copies() -> int:
     """Remove the copies an import killed with ``kill -9`` left in the
     temporary folder (its process is gone, so nothing else will); how many.
     Each folder is named after the process that made it."""
-    removed = 0
-    for folder in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
-        pid = folder.name[len(_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not process_alive(int(pid)) and folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder, ignore_errors=True)
-            removed += 1
-    return removed
+    stale = dead_process_folders(Path(tempfile.gettempdir()), _PREFIX)
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(stale)
 
 
 def _stdin() -> BinaryIO:

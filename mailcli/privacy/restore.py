@@ -59,7 +59,7 @@ from ..config import Settings
 from ..durable import fsync_folder
 from ..errors import ConfigError, InputFileError, MailcliError
 from ..ledgers import ledger_end
-from ..lifeline import process_alive
+from ..lifeline import dead_process_folders
 from ..locks import Holder, import_lock, maintenance_lock, refuse_while_sending, restore_lock
 from ..optouts import optout_ledger_path, read_optouts
 from ..store import Store, backups, litestream, open_store
@@ -180,21 +180,10 @@ def remove_leftovers(settings: Settings) -> int:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed += 1
-    for folder in _dead_replica_folders(database):
+    for folder in dead_process_folders(database.parent, REPLICA_PREFIX):  # a killed restore from a replica's
         shutil.rmtree(folder, ignore_errors=True)
         removed += 1
     return removed
-
-
-def _dead_replica_folders(database: Path) -> list[Path]:
-    """Folders a killed restore from a replica left (their pid no longer runs)."""
-    found = []
-    with contextlib.suppress(OSError):
-        for path in database.parent.glob(f"{REPLICA_PREFIX}*"):
-            pid = path.name[len(REPLICA_PREFIX):].split("-", 1)[0]
-            if path.is_dir() and pid.isdigit() and not process_alive(int(pid)):
-                found.append(path)
-    return found
 
 
 # -- the steps --------------------------------------------------------------------
