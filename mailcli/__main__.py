@@ -1,5 +1,5 @@
 """``python -m mailcli``."""
 
-from .app import main
+from .console import main
 
 raise SystemExit(main())

@@ -99,3 +99,30 @@ def test_a_reader_that_quits_early_leaves_the_exit_code_as_it_was(project: Path)
         proc.stdout.close()  # the reader is gone before the first line is written
         assert proc.wait(timeout=120) == expected
     assert project_rows(project, "SELECT count(*) FROM contacts") == [(2,)]  # committed
+
+
+def test_ctrl_c_while_python_loads_mailcli_is_interrupted_not_a_traceback(tmp_path: Path) -> None:
+    """A Ctrl-C in the first moments of a command, while Python still imports
+    typer and mailcli's modules: one line and exit 130, as within a command."""
+    # Python runs sitecustomize before the command; it sends the process a
+    # SIGINT the moment typer starts to load, as a Ctrl-C at that instant does.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import builtins, os, signal\n"
+        "_real = builtins.__import__\n"
+        "def _import(name, *args, **kwargs):\n"
+        "    if name == 'typer':\n"
+        "        builtins.__import__ = _real\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return _real(name, *args, **kwargs)\n"
+        "builtins.__import__ = _import\n",
+        encoding="utf-8",
+    )
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "mailcli", "--version"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, proc.stderr
+    assert proc.stderr.splitlines()[0] == "Error: Interrupted"
+    assert "Traceback" not in proc.stderr
+    # The installed `mailcli` command starts at the same place as `python -m mailcli`.
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'mailcli = "mailcli.console:main"' in pyproject

@@ -19,7 +19,8 @@ from ..conftest import REPO
 PACKAGE = REPO / "mailcli"
 
 # The command-line layer: the only modules that may use typer, rich or click.
-CLI_LAYER = ("mailcli.app", "mailcli.context", "mailcli.output", "mailcli.commands", "mailcli.__main__")
+CLI_LAYER = ("mailcli.app", "mailcli.context", "mailcli.output", "mailcli.commands", "mailcli.__main__",
+             "mailcli.console")
 CLI_LIBRARIES = ("typer", "rich", "click")
 
 SQL_CALLS = {"execute", "executemany", "executescript"}
