@@ -120,10 +120,14 @@ def _raise_if_partial(out: Any, result: IngestResult) -> None:
                            hint="run the same command again to delete what was read")
     if result.unreadable:
         count = len(result.unreadable)
+        if result.source.startswith(("imaps://", "imap://")):  # the server would not give them
+            what, hint = _n(count, "message"), "the server's log says why; the next run fetches them again"
+        else:
+            what, hint = _n(count, "entry", "entries"), "remove or repair the entries named above; the next run reads them"
         raise PartialError(
-            f"{_n(count, 'entry', 'entries')} of {result.source} could not be read and"
+            f"{what} of {result.source} could not be read and"
             f" {'was' if count == 1 else 'were'} skipped; every other message was processed",
-            hint="remove or repair the entries named above; the next run reads them",
+            hint=hint,
         )
 
 

@@ -20,8 +20,10 @@ Three kinds of SOURCE, one small interface (``messages()``, ``done()``,
   and expunges.
 
 An entry that cannot be read (a folder or a broken link among the Maildir
-files, a file without read permission) is skipped and named, never a reason
-to stop: the messages after it are processed all the same.
+files, a file without read permission, an IMAP message the server will not
+fetch) is skipped and named, never a reason to stop: the messages after it
+are processed all the same, and the entry is left as it is (an IMAP message
+unflagged), so the next run reads it again.
 
 Messages nobody could match are left as they are (unread), so a person finds
 them in the mailbox, and the next run reads them again to list them until
@@ -325,8 +327,7 @@ class ImapSource:
         with contextlib.suppress(Exception):
             self._imap.logout()
 
-    # Complexity: one branch per IMAP reply and per --delete/--keep, in protocol order.
-    def messages(self) -> Iterator[RawMessage]:
+    def messages(self) -> Iterator[RawMessage | Unreadable]:
         import imaplib
 
         criteria = ("UNKEYWORD", KEYWORD) if self._keywords else ("UNSEEN",)
@@ -336,16 +337,44 @@ class ImapSource:
                 raise TransportError(f"{self.name}: SEARCH failed")
             uids = [u.decode("ascii") for u in (data[0] or b"").split()]
             for uid in uids:
-                typ, parts = self._imap.uid("FETCH", uid, "(BODY.PEEK[])")
-                if typ != "OK":
-                    continue
-                for item in parts:
-                    if isinstance(item, tuple) and len(item) == 2:
-                        yield RawMessage(uid, bytes(item[1]))
-                        break
+                item = self._fetch(uid)
+                if item is not None:
+                    yield item
         except (imaplib.IMAP4.error, OSError) as exc:
             # Each message already read was committed; a rerun goes on from here.
             raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
+
+    # Complexity: one branch per answer to a FETCH (the body, none, NO, BAD, the message gone meanwhile).
+    def _fetch(self, uid: str) -> RawMessage | Unreadable | None:
+        """One message; None when another client expunged it meanwhile.
+
+        A message the server will not give (it answers NO or BAD, or no body)
+        is skipped and named by its UID, and left unflagged in the mailbox: the
+        next run fetches it again. A lost connection is raised as it is.
+        """
+        import imaplib
+
+        try:
+            typ, parts = self._imap.uid("FETCH", uid, "(BODY.PEEK[])")
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:  # BAD: imaplib raises it
+            return Unreadable(f"{self.name} UID {uid}", f"the server refused to fetch it ({exc})")
+        if typ == "OK":
+            for part in parts:
+                if isinstance(part, tuple) and len(part) == 2:
+                    return RawMessage(uid, bytes(part[1]))
+            if not self._exists(uid):
+                return None
+            return Unreadable(f"{self.name} UID {uid}", "the server returned no message body")
+        text = b" ".join(p for p in parts if isinstance(p, bytes)).decode("utf-8", "replace").strip().rstrip(".")
+        if text.upper().startswith("[EXPUNGEISSUED]") and not self._exists(uid):
+            return None
+        return Unreadable(f"{self.name} UID {uid}", f"the server answered {typ}: {text or 'no reason given'}")
+
+    def _exists(self, uid: str) -> bool:
+        typ, data = self._imap.uid("SEARCH", "UID", uid)
+        return typ == "OK" and uid.encode("ascii") in (data[0] or b"").split()
 
     def done(self, key: str, *, handled: bool) -> None:
         import imaplib

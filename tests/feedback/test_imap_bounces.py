@@ -43,6 +43,7 @@ pytestmark = pytest.mark.skipif(
 class Dovecot:
     port: int
     ca_file: Path
+    maildir: Path  # the user's mail, as Dovecot keeps it on disk
 
     @property
     def url(self) -> str:
@@ -60,6 +61,13 @@ class Dovecot:
             typ, _ = imap.append("INBOX", None, None, data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
             assert typ == "OK"
         imap.logout()
+
+    def file_of(self, subject: str) -> Path:
+        """The file Dovecot keeps the message with this subject in."""
+        found = [f for f in self.maildir.glob("*/*") if f.parent.name in ("new", "cur")
+                 and f"\nSubject: {subject}\n".encode() in f.read_bytes().replace(b"\r\n", b"\n")]
+        assert len(found) == 1, found
+        return found[0]
 
     def flags(self) -> dict[str, set[str]]:
         """Subject -> flags of every message in INBOX."""
@@ -135,6 +143,8 @@ userdb {{
   args = uid={uid} gid={gid} home={base}/home/%u
 }}
 mail_location = maildir:~/Maildir
+# A message it cannot open is answered NO and the session goes on (the default closes the connection).
+imap_fetch_failure = no-after
 service imap-login {{
   chroot =
   inet_listener imap {{
@@ -165,7 +175,7 @@ service anvil {{
                 if time.monotonic() > deadline:
                     pytest.skip("dovecot did not open its IMAPS port within 20 s")
                 time.sleep(0.05)
-        yield Dovecot(port=port, ca_file=cert)
+        yield Dovecot(port=port, ca_file=cert, maildir=base / "home" / "bounces" / "Maildir")
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -228,3 +238,47 @@ def test_imaps_refusals(project: Path, cli: Cli, dovecot: Dovecot) -> None:
     # last: after a failed login dovecot slows further logins from the address down
     wrong = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), env={"MAILCLI_IMAP_PASSWORD": "wrong"})
     assert wrong.exit_code == 5 and "login refused" in wrong.stderr and "wrong" not in wrong.stderr
+
+
+def test_a_message_the_server_cannot_fetch_is_named_left_unflagged_and_the_rest_is_processed(
+        project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # A message whose FETCH the server answered with NO was passed over without
+    # a word and the run ended with exit 0: the bounce in it was not applied,
+    # and nothing told the user that a message had not been read.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)  # UIDs 1 to 7 in this order: UID 1 is ann's hard bounce
+    broken = dovecot.file_of("Undelivered Mail Returned to Sender")
+    mode = broken.stat().st_mode
+    broken.chmod(0)  # Dovecot cannot open the file: it answers the FETCH of UID 1 with NO
+    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
+    args = ["bounces", dovecot.url, "--ca-file", str(dovecot.ca_file)]
+
+    result = cli(*args, env=env)
+    assert result.exit_code == 3, result.output
+    assert f"Warning: Cannot read {dovecot.url} UID 1: the server answered NO: " in result.stderr
+    assert "skipped, left where it is" in result.stderr
+    assert f"Error: 1 message of {dovecot.url} could not be read and was skipped; every other message was" \
+        " processed" in result.stderr
+    assert "Traceback" not in result.output
+    assert "6 messages from" in result.stdout  # the other six, the unsubscribe after it included
+    assert s.membership("dee@example.org")[::2] == ("unsubscribed", "mailto")
+    assert s.suppressions("cy@example.org") == {"*": "complained"}
+    assert s.suppressions("ann@example.org") == {}  # not read, so not applied
+
+    again = cli(*args, "--json", "--delete", env=env)
+    assert again.exit_code == 3
+    data = json.loads(again.stdout)
+    assert [u["entry"] for u in data["unreadable"]] == [f"{dovecot.url} UID 1"]
+    assert data["unreadable"][0]["reason"].startswith("the server answered NO: ")
+    assert (data["messages"], data["unmatched"]) == (1, 1)  # flagged mail is not fetched again
+
+    # Dovecot has moved it to cur/, adding flags to its name after the ':'
+    next(dovecot.maildir.glob(f"cur/{broken.name.partition(':')[0]}*")).chmod(mode)
+    # neither flagged nor deleted: the next run fetches it and applies the bounce
+    assert dovecot.flags()["Undelivered Mail Returned to Sender"] == set()
+    fixed = cli(*args, "--json", env=env)
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads(fixed.stdout)["hard_bounces"] == 1
+    assert s.suppressions("ann@example.org") == {"*": "bounced"}
+    assert dovecot.flags()["Undelivered Mail Returned to Sender"] == {"\\Seen", "$MailcliProcessed"}
