@@ -65,18 +65,19 @@ def transport_options(settings: Settings, options: SendOptions, relay: RelayMemo
 
 # A remembered rate doubles for every hour since it was found (a relay's
 # limits are counted per second, minute or hour, and change): after a day it
-# is no longer worth anything.
+# is no longer worth anything. Its age is its own: recording something else
+# about the relay later does not make it young again.
 REMEMBERED_RATE_HOURS = 24
 
 
 def remembered_rate(relay: RelayMemory | None) -> float | None:
     """Where a rate an earlier run was held to starts this run: the rate kept,
-    doubled for every full hour since it was kept; None when none is kept or
+    doubled for every full hour since it was found; None when none is kept or
     it is a day old."""
     if relay is None or not relay.rate_limit:
         return None
     try:
-        age = (clock.now() - clock.parse_iso(relay.updated_at)).total_seconds()
+        age = (clock.now() - clock.parse_iso(relay.rate_found_at or relay.updated_at)).total_seconds()
     except ValueError:
         age = 0.0
     hours = max(0, int(age // 3600))

@@ -574,6 +574,17 @@ ALTER TABLE deliveries ADD COLUMN lease_until REAL;
 """
 
 
+# A remembered rate ages (it doubles every hour, and is forgotten after a
+# day) from when a send found it, not from when anything else about the
+# relay (its connection limit, SMTPUTF8) was last recorded in the row. A
+# rate recorded before this column existed takes the row's updated_at, the
+# nearest time known.
+M018_RELAY_RATE_FOUND_AT = """
+ALTER TABLE relays ADD COLUMN rate_found_at TEXT;
+UPDATE relays SET rate_found_at = updated_at WHERE rate_limit IS NOT NULL;
+"""
+
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
@@ -590,6 +601,7 @@ MIGRATIONS: list[Migration] = [
     ("m013_membership_basis", M013_MEMBERSHIP_BASIS),
     ("m014_signups", M014_SIGNUPS),
     ("m017_send_leases", M017_SEND_LEASES),
+    ("m018_relay_rate_found_at", M018_RELAY_RATE_FOUND_AT),
 ]
 
 

@@ -43,7 +43,8 @@ class RelayMemory:
     connections_limit: int | None
     rate_limit: float | None  # messages per second
     smtputf8: bool | None
-    updated_at: str
+    updated_at: str  # when anything in the row last changed
+    rate_found_at: str | None  # when a send found ``rate_limit``: its age counts from here
 
     @property
     def address(self) -> str:
@@ -52,13 +53,14 @@ class RelayMemory:
 
 def get_relay(conn: Connection, host: str, port: int, login: str | None) -> RelayMemory | None:
     row = conn.execute(
-        "SELECT host, port, login, connections_limit, rate_limit, smtputf8, updated_at FROM relays"
+        "SELECT host, port, login, connections_limit, rate_limit, smtputf8, updated_at, rate_found_at FROM relays"
         " WHERE host = ? AND port = ? AND login = ?",
         (host.lower(), port, login or ""),
     ).fetchone()
     if row is None:
         return None
-    return RelayMemory(row[0], row[1], row[2], row[3], row[4], None if row[5] is None else bool(row[5]), row[6])
+    return RelayMemory(row[0], row[1], row[2], row[3], row[4], None if row[5] is None else bool(row[5]), row[6],
+                       row[7])
 
 
 _UNCHANGED = object()
@@ -67,7 +69,12 @@ _UNCHANGED = object()
 def save_relay(conn: Connection, host: str, port: int, login: str | None, *,
                connections_limit: object = _UNCHANGED, rate_limit: object = _UNCHANGED,
                smtputf8: object = _UNCHANGED) -> None:
-    """Insert or update what is known about a relay; omitted fields keep their value."""
+    """Insert or update what is known about a relay; omitted fields keep their value.
+
+    A rate different from the one kept is recorded as found now; the same
+    rate written again (with a new connection limit, say) keeps its time,
+    as nothing new was learnt about it.
+    """
     key = (host.lower(), port, login or "")
     conn.execute(
         "INSERT INTO relays (host, port, login, updated_at) VALUES (?, ?, ?, ?)"
@@ -80,6 +87,12 @@ def save_relay(conn: Connection, host: str, port: int, login: str | None, *,
         conn.execute("UPDATE relays SET connections_limit = ?, updated_at = ? WHERE host = ? AND port = ? AND login = ?",
                      (connections_limit, now_iso(), *key))
     if rate_limit is not _UNCHANGED:
+        if rate_limit is None:
+            conn.execute("UPDATE relays SET rate_found_at = NULL WHERE host = ? AND port = ? AND login = ?", key)
+        else:
+            conn.execute("UPDATE relays SET rate_found_at = ? WHERE host = ? AND port = ? AND login = ?"
+                         " AND (rate_limit IS NULL OR rate_limit != ?)",
+                         (now_iso(), *key, rate_limit))
         conn.execute("UPDATE relays SET rate_limit = ?, updated_at = ? WHERE host = ? AND port = ? AND login = ?",
                      (rate_limit, now_iso(), *key))
     if smtputf8 is not _UNCHANGED:

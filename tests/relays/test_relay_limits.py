@@ -24,7 +24,7 @@ from mailcli.errors import ExitCode
 from mailcli.send.pacing import reply_kind
 from mailcli.send.replies import parse_reply
 from mailcli.send.smtp import ConnectParams, ehlo_name
-from tests.conftest import Cli, set_smtp
+from tests.conftest import Cli, Engine, set_smtp
 from tests.sendhelpers import add_contacts, deliveries, people
 from tests.smtpserver import SmtpServer
 
@@ -304,3 +304,62 @@ def test_a_remembered_rate_doubles_every_hour_and_is_ignored_after_a_day(
         assert "starting at" not in result.stderr
     else:
         assert f"starting at {start} message(s)/s, not the configured 50.00" in result.stderr
+
+
+def test_a_remembered_rate_ages_from_when_it_was_found_whatever_else_is_recorded_about_the_relay_later(
+        project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The rate aged from the time the relay's row last changed, and a later
+    # run that recorded only a connection limit changed the row: a rate found
+    # three hours before was taken as found just now, and the next send
+    # started at it instead of at eight times it.
+    from datetime import datetime, timedelta
+
+    from mailcli import clock
+    from mailcli.store.relays import save_relay
+    from tests.conftest import project_store
+
+    add_contacts(project / "mailcli.db", "news", people(2))
+    real_now = clock.now
+    found = real_now() - timedelta(hours=3, minutes=10)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port, extra=FAST)
+
+        def record(at: datetime, **fields: Any) -> None:
+            monkeypatch.setattr(clock, "now", lambda: at)
+            with project_store(project) as store, store.transaction() as conn:
+                save_relay(conn, "127.0.0.1", server.port, None, **fields)
+
+        record(found, rate_limit=0.5)  # a send the relay slowed down to 0.5 a second
+        record(found + timedelta(hours=1), connections_limit=2)  # a later one found a connection limit only
+        # and one more, written as a send writes it: the limit it found, the rate as it was
+        record(found + timedelta(hours=2), connections_limit=3, rate_limit=0.5)
+        monkeypatch.setattr(clock, "now", real_now)
+        assert _relay_row(project)[:2] == (3, 0.5)
+
+        result = _send(cli, "spring", "--rate", "50/s")
+        assert result.exit_code == 0, result.output
+    # three full hours since it was found: 0.5 doubled three times
+    assert "starting at 4.00 message(s)/s, not the configured 50.00" in result.stderr, result.stderr
+
+
+def test_a_rate_remembered_before_the_upgrade_ages_from_when_its_row_was_written(
+        tmp_path: Path, engine: Engine) -> None:
+    from mailcli.store.db import apply_migrations, connect
+    from mailcli.store.migrations import MIGRATIONS
+
+    if engine.pg is None:
+        conn: Any = connect(tmp_path / "old.db")
+    else:
+        from mailcli.store import postgres
+        from mailcli.store.url import parse_database_url
+
+        conn = postgres.connect(parse_database_url(engine.pg.url, from_file=True))
+    earlier = [name for name, _ in MIGRATIONS][:-1]
+    assert "m018_relay_rate_found_at" not in earlier and apply_migrations(conn, only=earlier) == earlier
+    for port, rate in ((25, 0.5), (587, None)):  # the row of a relay with a rate, and of one without
+        conn.execute("INSERT INTO relays (host, port, login, connections_limit, rate_limit, updated_at)"
+                     " VALUES ('mail.example.org', ?, '', 2, ?, '2026-03-01T10:00:00Z')", (port, rate))
+    assert apply_migrations(conn) == ["m018_relay_rate_found_at"]
+    rows = conn.execute("SELECT port, rate_limit, rate_found_at FROM relays ORDER BY port").fetchall()
+    assert [tuple(row) for row in rows] == [(25, 0.5, "2026-03-01T10:00:00Z"), (587, None, None)]
+    conn.close()
