@@ -56,6 +56,7 @@ environment.MailTemplate.renders_flat  # a seam: tests see whether a template to
 environment.MailEnvironment.template_class  # jinja2 makes every template of the environment this class
 environment.MailEnvironment.intercepted_binops  # jinja2 compiles these operators as calls to call_binop
 environment.MailEnvironment.call  # jinja2's sandbox calls it for every call a template makes
+environment.MailEnvironment.make_globals  # jinja2 makes every template's globals with it when it loads the template
 _.concat  # jinja2's Template.render joins a template's output with its environment's concat
 _.__self  # the first parameter of the sandbox's call, named as jinja2 names it
 linthtml._TreeBuilder.handle_starttag  # HTMLParser calls these
