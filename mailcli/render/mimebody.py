@@ -28,9 +28,10 @@ def _has_long_line(text: str) -> bool:
     return len(text) > MAX_LINE and max(map(len, text.split("\n"))) > MAX_LINE
 
 
-# Elements whose content HTML does not decode character references in.
-_RAW_TEXT = re.compile(r"<(style|script|xmp|iframe|noembed|noframes|noscript|plaintext)\b", re.IGNORECASE)
-_RAW_TEXT_END = {name: re.compile(rf"</{name}", re.IGNORECASE)
+# Elements whose content HTML does not decode character references in. HTML
+# compares tag names in ASCII case only: "<noſcript>" is no noscript element.
+_RAW_TEXT = re.compile(r"<(style|script|xmp|iframe|noembed|noframes|noscript|plaintext)\b", re.IGNORECASE | re.ASCII)
+_RAW_TEXT_END = {name: re.compile(rf"</{name}", re.IGNORECASE | re.ASCII)
                  for name in ("style", "script", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext")}
 
 

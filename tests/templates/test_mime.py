@@ -202,6 +202,15 @@ def test_html_part_is_7bit_with_character_references_where_html_reads_them() -> 
         assert content(list(check_wire(build(html=kept)).iter_parts())[1]) == kept + "\n"
 
 
+def test_tag_names_are_compared_in_ascii_case_only() -> None:
+    # A letter that only Unicode case folding makes an "s" or an "i" names no
+    # raw-text element: its content is read with references, and the end tag
+    # spelt that way does not close a real one.
+    for page in ("<p>caf\u00e9</p><no\u017fcript>x</no\u017fcript>", "<p>caf\u00e9</p><pla\u0131ntext>x"):
+        assert encode_html_body(page) == ("7bit", page.encode("ascii", "xmlcharrefreplace") + b"\r\n")
+    assert encode_html_body("<style>a</\u017ftyle>\u00e9</style>")[0] == "quoted-printable"
+
+
 def test_quoted_printable_matches_the_standard_library_on_plain_html() -> None:
     import binascii
 
