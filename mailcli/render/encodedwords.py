@@ -26,14 +26,21 @@ def _q_char(char: str) -> str:
     return "".join(f"={byte:02X}" for byte in char.encode("utf-8"))
 
 
+class _QTable(dict[int, str]):
+    """``str.translate`` table of the Q encoding, filled in as characters come."""
+
+    def __missing__(self, code: int) -> str:
+        encoded = _q_char(chr(code))
+        if len(self) < 4096:
+            self[code] = encoded
+        return encoded
+
+
+_Q_TABLE = _QTable()
+
+
 def _q(text: str) -> str:
-    return "".join([_q_char(char) for char in text])
-
-
-def _word_size(text: str, use_b: bool) -> int:
-    if use_b:
-        return 12 + 4 * ((len(text.encode("utf-8")) + 2) // 3)
-    return 12 + len(_q(text))
+    return text.translate(_Q_TABLE)
 
 
 def _word(text: str, use_b: bool) -> str:
@@ -51,29 +58,43 @@ def encoded_words(text: str, first_room: int = ENCODED_WORD_MAX) -> list[str]:
     dropped) and readers that keep it both get the words right; a single word
     too long for one encoded-word is split between characters, never inside
     one (§5). Q encoding for mostly-Latin text (readable), B for the rest.
+
+    The size of a word is worked out from what it adds, never by encoding
+    the words gathered so far again: a Q-encoded text is its characters'
+    encodings one after the other, and B encodes the sum of their UTF-8
+    octets (a subject and a display name per message).
     """
-    non_ascii = sum(1 for char in text if ord(char) > 127)
+    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
     use_b = non_ascii * 3 > len(text)
+
+    def measure(piece: str) -> int:  # Q: its encoded length; B: its UTF-8 octets
+        return len(piece.encode("utf-8")) if use_b else len(_q(piece))
+
+    def size(measured: int) -> int:  # the length of an encoded-word of that measure
+        return 12 + 4 * ((measured + 2) // 3) if use_b else 12 + measured
+
     words = text.split(" ")
     segments = [words[0]] + [" " + word for word in words[1:]]
     out: list[str] = []
     room = min(max(first_room, 24), ENCODED_WORD_MAX)
-    current = ""
+    current, measured = "", 0
     for segment in segments:
-        if _word_size(current + segment, use_b) <= room:
-            current += segment
+        adds = measure(segment)
+        if size(measured + adds) <= room:
+            current, measured = current + segment, measured + adds
             continue
         if current:
             out.append(_word(current, use_b))
-            current, room = "", ENCODED_WORD_MAX
-        if _word_size(segment, use_b) <= room:
-            current = segment
+            current, measured, room = "", 0, ENCODED_WORD_MAX
+        if size(adds) <= room:
+            current, measured = segment, adds
             continue
         for char in segment:  # one over-long word: split between characters
-            if current and _word_size(current + char, use_b) > room:
+            adds = measure(char)
+            if current and size(measured + adds) > room:
                 out.append(_word(current, use_b))
-                current, room = "", ENCODED_WORD_MAX
-            current += char
+                current, measured, room = "", 0, ENCODED_WORD_MAX
+            current, measured = current + char, measured + adds
     if current or not out:
         out.append(_word(current, use_b))
     return out

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from mailcli.errors import HeaderInjectionError
 from mailcli.render import MessageSkeleton, check_header_value
+from mailcli.render.encodedwords import ENCODED_WORD_MAX, encoded_words
 from mailcli.render.mime import AddressError, ascii_address, ascii_domain
 from mailcli.render.mimebody import (
     encode_body,
@@ -240,6 +241,60 @@ def _html_body_as_first_written(html: str, eightbit: bool) -> tuple[str, bytes]:
 def test_html_part_is_what_checking_the_page_itself_gives(page: str, eightbit: bool) -> None:
     # The checks look at the page in cheaper ways than they were first written: same bytes.
     assert encode_html_body(page, eightbit=eightbit) == _html_body_as_first_written(page, eightbit)
+
+
+def _encoded_words_as_first_written(text: str, first_room: int) -> list[str]:
+    """encoded_words as first written: each candidate word encoded in full to measure it."""
+    import base64
+
+    def q(piece: str) -> str:
+        safe = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/"
+        return "".join(c if c in safe else "_" if c == " " else "".join(f"={b:02X}" for b in c.encode("utf-8"))
+                       for c in piece)
+
+    use_b = sum(1 for char in text if ord(char) > 127) * 3 > len(text)
+
+    def size(piece: str) -> int:
+        return 12 + 4 * ((len(piece.encode("utf-8")) + 2) // 3) if use_b else 12 + len(q(piece))
+
+    def word(piece: str) -> str:
+        if use_b:
+            return "=?utf-8?b?" + base64.b64encode(piece.encode("utf-8")).decode("ascii") + "?="
+        return "=?utf-8?q?" + q(piece) + "?="
+
+    words = text.split(" ")
+    out: list[str] = []
+    room, current = min(max(first_room, 24), ENCODED_WORD_MAX), ""
+    for segment in [words[0]] + [" " + w for w in words[1:]]:
+        if size(current + segment) <= room:
+            current += segment
+            continue
+        if current:
+            out.append(word(current))
+            current, room = "", ENCODED_WORD_MAX
+        if size(segment) <= room:
+            current = segment
+            continue
+        for char in segment:
+            if current and size(current + char) > room:
+                out.append(word(current))
+                current, room = "", ENCODED_WORD_MAX
+            current += char
+    if current or not out:
+        out.append(word(current))
+    return out
+
+
+_HEADER_TEXT = st.text(alphabet=st.sampled_from(list("aZ09 _=?!*+-/,.'\"\t") + ["\u00e9", "\u00eb", "\u0142", "\u2014",
+                                                                                  "\u0416", "\u4e2d", "\U0001f600"]),
+                       max_size=120)
+
+
+@settings(max_examples=500)
+@given(_HEADER_TEXT, st.integers(min_value=-5, max_value=90))
+def test_encoded_words_are_what_encoding_each_candidate_gives(text: str, first_room: int) -> None:
+    # Word sizes are added up instead of encoding the words so far again: same words.
+    assert encoded_words(text, first_room) == _encoded_words_as_first_written(text, first_room)
 
 
 def test_quoted_printable_matches_the_standard_library_on_plain_html() -> None:
