@@ -39,6 +39,25 @@ def test_the_date_filter_writes_dates_as_the_recipients_language_does(
     assert parts.subject == ("6 december" if language == "nl" else "6 December")
 
 
+def test_dates_kept_between_messages_follow_each_messages_day_and_language(tmp_path: Path) -> None:
+    import dataclasses
+
+    folder = tmp_path / "templates" / "t"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text('{{ now|date("d MMMM") }}', encoding="utf-8")
+    (folder / "message.html").write_text('<p>{{ now|date("long") }}</p><p><a href="{{ unsubscribe_url }}">x</a></p>',
+                                         encoding="utf-8")
+    template = compile_template(tmp_path / "templates", "t")
+    next_day = DAY.replace(day=7, hour=0)
+    seen = []
+    for moment, language in [(DAY, "nl"), (DAY, "en"), (next_day, "nl"), (DAY, "nl"), (next_day, "en")]:
+        parts = template.render(dataclasses.replace(_context(language), now=moment))
+        seen.append((parts.subject, parts.html.split("<p>")[1].split("</p>")[0]))
+    assert seen == [("6 december", "6 december 2026"), ("6 December", "December 6, 2026"),
+                    ("7 december", "7 december 2026"), ("6 december", "6 december 2026"),
+                    ("7 December", "December 7, 2026")]
+
+
 @pytest.mark.parametrize("language", ["nl", "en"])
 def test_the_footer_mailcli_adds_to_the_text_part_is_in_the_recipients_language(tmp_path: Path, language: str) -> None:
     folder = tmp_path / "templates" / "t"
