@@ -292,6 +292,18 @@ class MessageSkeleton:
         self.from_address = ascii_address(from_address, "From")
         self._head = "\r\n".join(head) + "\r\n"
         self._tail = "\r\n".join(tail) + "\r\n"
+        self._last_date: tuple[datetime, str] | None = None
+
+    def _date(self, date: datetime) -> str:
+        """The Date header's value; the last one is kept, as messages built
+        within the same second share it. Only a time in UTC (what a send
+        uses) is compared with it: equal times in one zone are written the same."""
+        if date.tzinfo is not timezone.utc:
+            return format_datetime(date)
+        last = self._last_date  # one attribute, read once: threads may share the skeleton
+        if last is None or last[0] != date:
+            last = self._last_date = (date, format_datetime(date))
+        return last[1]
 
     def build(
         self,
@@ -318,7 +330,7 @@ class MessageSkeleton:
             self._head,
             mailbox_header("To", to_name, to_address, utf8=True), "\r\n",
             unstructured_header("Subject", subject), "\r\n",
-            "Date: ", format_datetime(date), "\r\n",
+            "Date: ", self._date(date), "\r\n",
             simple_header("Message-ID", message_id), "\r\n",
         ]
         if list_unsubscribe:

@@ -243,6 +243,22 @@ def test_html_part_is_what_checking_the_page_itself_gives(page: str, eightbit: b
     assert encode_html_body(page, eightbit=eightbit) == _html_body_as_first_written(page, eightbit)
 
 
+def test_each_message_carries_its_own_date() -> None:
+    # One skeleton builds a campaign's messages; the Date written last is kept for the next.
+    from email.utils import format_datetime
+    from zoneinfo import ZoneInfo
+
+    sk = skeleton()
+    amsterdam = ZoneInfo("Europe/Amsterdam")
+    moments = [DATE, DATE, DATE + timedelta(seconds=1), DATE, DATE.astimezone(timezone(timedelta(hours=2))),
+               DATE.astimezone(amsterdam), DATE.replace(tzinfo=None), DATE.replace(microsecond=5), DATE,
+               datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=amsterdam), datetime(2026, 10, 25, 2, 30, tzinfo=amsterdam)]
+    for moment in moments:
+        head = build(sk, date=moment).split(b"\r\n\r\n")[0].decode("ascii")
+        expected = format_datetime(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+        assert f"\r\nDate: {expected}\r\n" in head
+
+
 def _encoded_words_as_first_written(text: str, first_room: int) -> list[str]:
     """encoded_words as first written: each candidate word encoded in full to measure it."""
     import base64
