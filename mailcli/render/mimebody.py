@@ -20,7 +20,8 @@ MAX_LINE = 998  # octets, excluding CRLF (RFC 5322 §2.1.1)
 
 
 def _has_long_line(text: str) -> bool:
-    """True when a line of ``text`` ("\n" line ends) is longer than MAX_LINE.
+    """True when a line of ``text`` ("\n" line ends) has more than MAX_LINE
+    characters (octets, for ASCII text).
 
     A regex like ``[^\r\n]{999}`` restarts at every character, which made
     it the largest cost of a send (benchmarks/README.md); split runs in C.
@@ -81,11 +82,12 @@ def encode_body(text: str, *, eightbit: bool = False) -> tuple[str, bytes]:
     if not text.endswith("\n"):
         text += "\n"
     ascii_only = text.isascii()
-    if (ascii_only or eightbit) and not _has_long_line(text):
-        if ascii_only:
-            return "7bit", text.replace("\n", "\r\n").encode("ascii")
-        return "8bit", text.replace("\n", "\r\n").encode("utf-8")
+    if ascii_only and not _has_long_line(text):
+        return "7bit", text.replace("\n", "\r\n").encode("ascii")
     data = text.encode("utf-8")
+    # The limit is on octets: a line of 500 Cyrillic letters is 1,000 of them.
+    if eightbit and not ascii_only and max(map(len, data.split(b"\n"))) <= MAX_LINE:
+        return "8bit", data.replace(b"\n", b"\r\n")
     non_ascii = len(data) - len(text.encode("ascii", "ignore"))  # octets of non-ASCII characters
     if non_ascii * 10 > len(data) * 3:  # mostly non-Latin: base64 is smaller than =XX escapes
         encoded = base64.encodebytes(data.replace(b"\n", b"\r\n")).replace(b"\n", b"\r\n")

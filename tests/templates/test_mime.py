@@ -243,6 +243,15 @@ def test_html_part_is_what_checking_the_page_itself_gives(page: str, eightbit: b
     assert encode_html_body(page, eightbit=eightbit) == _html_body_as_first_written(page, eightbit)
 
 
+def test_an_8bit_part_keeps_lines_within_998_octets() -> None:
+    # 500 Cyrillic letters are 1,000 octets in UTF-8: such a line cannot go as it is.
+    long_line, short_line = "\u0436" * 500, "\u0436" * 499
+    for page, text in ((f"<p>{long_line}</p>", "Hi"), ("<p>Hi</p>", long_line)):
+        check_wire(build(html=page, text=text, eightbit=True))
+        assert encode_body(text if text != "Hi" else page, eightbit=True)[0] == "base64"
+    assert encode_body(short_line, eightbit=True) == ("8bit", short_line.encode("utf-8") + b"\r\n")
+
+
 def test_each_message_carries_its_own_date() -> None:
     # One skeleton builds a campaign's messages; the Date written last is kept for the next.
     from email.utils import format_datetime
