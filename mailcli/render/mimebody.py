@@ -15,18 +15,37 @@ from __future__ import annotations
 import base64
 import codecs
 import re
+from typing import AnyStr
 
 MAX_LINE = 998  # octets, excluding CRLF (RFC 5322 §2.1.1)
 
 
-def _has_long_line(text: str) -> bool:
-    """True when a line of ``text`` ("\n" line ends) has more than MAX_LINE
-    characters (octets, for ASCII text).
+# Any MAX_LINE + 1 characters in a row hold a whole block of this many that
+# starts at a multiple of it.
+_BLOCK = (MAX_LINE + 1) // 2
+
+
+def _has_long_line(text: AnyStr, newline: AnyStr) -> bool:
+    """True when a line of ``text`` (``newline`` line ends) is longer than
+    MAX_LINE: characters of a ``str`` (octets, for ASCII text), octets of ``bytes``.
 
     A regex like ``[^\r\n]{999}`` restarts at every character, which made
-    it the largest cost of a send (benchmarks/README.md); split runs in C.
+    it the largest cost of a send (benchmarks/README.md), and splitting the
+    text into its lines still cost a tenth of writing a part. A line that
+    long holds one of the blocks of ``_BLOCK`` characters that start at its
+    multiples, so only the lines around a block without a line break (few:
+    most lines are short) are measured.
     """
-    return len(text) > MAX_LINE and max(map(len, text.split("\n"))) > MAX_LINE
+    size = len(text)
+    if size <= MAX_LINE:
+        return False
+    find, rfind = text.find, text.rfind
+    for start in range(0, size - _BLOCK + 1, _BLOCK):
+        if find(newline, start, start + _BLOCK) < 0:
+            end = find(newline, start + _BLOCK)
+            if (size if end < 0 else end) - rfind(newline, 0, start) - 1 > MAX_LINE:
+                return True
+    return False
 
 
 # Elements whose content HTML does not decode character references in. HTML
@@ -82,11 +101,11 @@ def encode_body(text: str, *, eightbit: bool = False) -> tuple[str, bytes]:
     if not text.endswith("\n"):
         text += "\n"
     ascii_only = text.isascii()
-    if ascii_only and not _has_long_line(text):
+    if ascii_only and not _has_long_line(text, "\n"):
         return "7bit", text.replace("\n", "\r\n").encode("ascii")
     data = text.encode("utf-8")
     # The limit is on octets: a line of 500 Cyrillic letters is 1,000 of them.
-    if eightbit and not ascii_only and max(map(len, data.split(b"\n"))) <= MAX_LINE:
+    if eightbit and not ascii_only and not _has_long_line(data, b"\n"):
         return "8bit", data.replace(b"\n", b"\r\n")
     non_ascii = len(data) - len(text.encode("ascii", "ignore"))  # octets of non-ASCII characters
     if non_ascii * 10 > len(data) * 3:  # mostly non-Latin: base64 is smaller than =XX escapes

@@ -26,6 +26,7 @@ from mailcli.render import MessageSkeleton, check_header_value
 from mailcli.render.encodedwords import ENCODED_WORD_MAX, encoded_words
 from mailcli.render.mime import AddressError, ascii_address, ascii_domain
 from mailcli.render.mimebody import (
+    _has_long_line,
     encode_body,
     encode_html_body,
     quoted_printable,
@@ -250,6 +251,19 @@ def test_an_8bit_part_keeps_lines_within_998_octets() -> None:
         check_wire(build(html=page, text=text, eightbit=True))
         assert encode_body(text if text != "Hi" else page, eightbit=True)[0] == "base64"
     assert encode_body(short_line, eightbit=True) == ("8bit", short_line.encode("utf-8") + b"\r\n")
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([0, 1, 40, 497, 498, 499, 500, 997, 998, 999, 1000, 1497, 1996, 1997, 3000]),
+                max_size=12),
+       st.sampled_from(["a", "\u00e9"]))
+def test_a_long_line_is_found_wherever_it_is(lengths: list[int], letter: str) -> None:
+    # Only blocks without a line break have their lines measured: same answer as measuring every line.
+    text = "\n".join(letter * n for n in lengths)
+    longest = max(lengths, default=0)
+    assert _has_long_line(text, "\n") == (longest > 998)
+    data = text.encode("utf-8")
+    assert _has_long_line(data, b"\n") == (max(map(len, data.split(b"\n"))) > 998)
 
 
 def test_each_message_carries_its_own_date() -> None:
