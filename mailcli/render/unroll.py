@@ -27,6 +27,7 @@ from jinja2 import nodes
 from jinja2.visitor import NodeTransformer
 
 MAX_ITEMS = 64
+MAX_FOLDED = 4096  # characters of a string made with ``*`` from constants, written in when unrolling
 _LOOP_FIELDS = ("index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0")
 _ASSIGNING = (nodes.Assign, nodes.AssignBlock, nodes.For, nodes.FromImport, nodes.Import, nodes.Macro, nodes.With)
 
@@ -169,6 +170,22 @@ class _Substitute(NodeTransformer):
                 and node.attr in self.fields):
             return nodes.Const(self.fields[node.attr], lineno=node.lineno, environment=self.environment)
         return self.generic_visit(node)
+
+    def visit_Mul(self, node: nodes.Mul) -> nodes.Node:
+        """``"-" * article.title|length`` (an underline) made of the item alone
+        is written in too: Jinja folds no ``*``, as the sandbox checks what it
+        makes for size (``limits``), and that check cannot fail for a string
+        of at most ``MAX_FOLDED`` characters."""
+        self.generic_visit(node)
+        try:
+            eval_ctx = nodes.EvalContext(self.environment)
+            left, right = node.left.as_const(eval_ctx), node.right.as_const(eval_ctx)
+        except Exception:  # noqa: BLE001 - not made of constants alone (or failing): left to the render
+            return node
+        text, times = (left, right) if type(left) is str else (right, left)
+        if type(text) is str and type(times) is int and len(text) * max(times, 0) <= MAX_FOLDED:
+            return nodes.Const(text * times, lineno=node.lineno, environment=self.environment)
+        return node
 
 
 def _loop_used_plainly(body: list[nodes.Node]) -> bool:

@@ -63,6 +63,7 @@ linthtml._TreeBuilder.handle_starttag  # HTMLParser calls these
 linthtml._TreeBuilder.handle_endtag  # (the same)
 linthtml._TreeBuilder.handle_data  # (the same)
 unroll._Substitute.visit_For  # jinja2's NodeTransformer calls visit_<node type>
+unroll._Substitute.visit_Mul  # (the same)
 unroll._Substitute.visit_Name  # (the same)
 unroll._Substitute.visit_Getattr  # (the same)
 replies.ReplyReader.connection_made  # asyncio calls a Protocol's callbacks

@@ -34,6 +34,9 @@ body_part = st.sampled_from([
     "{{ loop.revindex0 }}", "{% set x = item.n %}{{ x }}", "{{ x }}", "{{ contact.name }}",
     "{% if contact.name == item.title %}match{% endif %}", "{% for tag in item.tags %}[{{ tag }}{{ loop.index }}]{% endfor %}",
     "{{ item.missing }}", "{{ loop.cycle('odd', 'even') }}", " text ", "{{ items|length }}",
+    "{{ '-' * item.title|length }}", "{{ item.title * item.n }}", "{{ loop.index * '=' }}", "{{ item.tags * 2 }}",
+    "{{ item.n * item.n }}", "{{ item.title * (item.n - 2) }}", "{{ item.title * 5000 }}", "{{ item.title * 'x' }}",
+    "{{ contact.name * item.n }}",
 ])
 
 
@@ -72,6 +75,14 @@ def test_a_loop_over_constant_articles_leaves_only_the_recipient_to_render(tmp_p
     assert "for " not in code.split("def root", 1)[1].split("blocks = ", 1)[0]  # no loop left at render
     assert "1. A &amp; B" in code and "2. C" in code
     assert env.from_string(source).render(contact={"email": "a+b@x.example"}).count("r=a%2Bb%40x.example") == 2
+
+
+def test_an_underline_of_constants_is_written_in(tmp_path: Path) -> None:
+    env = make_environment(tmp_path, html=False)
+    source = "{% for t in ['Spring news', 'Dates'] %}{{ t }}\n{{ '-' * t|length }}\n{% endfor %}"
+    code = env.compile(source, raw=True)
+    assert "call_binop" not in code and "-----------" in code  # nothing left to check per message
+    assert env.from_string(source).render() == "Spring news\n-----------\nDates\n-----\n"
 
 
 def test_loops_over_data_are_left_alone(tmp_path: Path) -> None:
