@@ -250,7 +250,7 @@ def _send_prepared(store: Store, settings: Settings, options: SendOptions, campa
             _settle(store, campaign, summary, started_at, lease=lease)
     finally:
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown()
     return summary
 
 

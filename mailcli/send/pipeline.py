@@ -20,7 +20,6 @@ from typing import Any
 from mailcli.send import ledger
 from mailcli.send.message import MessageFactory, envelope_rcpt
 from mailcli.send.outgoing import OutgoingMessage
-from mailcli.send.pool import build_batch
 from mailcli.send.results import ProgressFn, SendSummary, masked_problem
 from mailcli.send.watch import OptoutWatch
 from mailcli.send.writer import LedgerWriter
@@ -48,7 +47,7 @@ class RenderAhead:
         self.limit = limit
         self.inflight: deque[tuple[Any, list[ledger.Recipient]]] = deque()
         self.batch: list[ledger.Recipient] = []
-        self.ahead = 3 * (getattr(pool, "_max_workers", 1) or 1)
+        self.ahead = 3 * (pool.workers if pool is not None else 1)
 
     # Complexity: the render loop of a send: each outcome of a render (message, failure, withdrawn) inline.
     async def built(self, pages: Iterator[list[ledger.Recipient]]) -> AsyncIterator[tuple[ledger.Recipient, bytes]]:
@@ -167,10 +166,9 @@ class RenderAhead:
         return ready
 
     def _submit(self) -> None:
-        loop = asyncio.get_running_loop()
         batch, self.batch = self.batch, []
-        future = loop.run_in_executor(self.pool, build_batch, [x.as_tuple() for x in batch], self.samples,
-                                      self.links, self.factory.eightbit)
+        future = self.pool.submit("build", [x.as_tuple() for x in batch], self.samples, self.links,
+                                  self.factory.eightbit)
         self.inflight.append((future, batch))
 
 

@@ -14,19 +14,28 @@ SIGINT (the parent decides when to stop: a Ctrl-C on a terminal reaches the
 whole process group) and build their own ``MessageFactory`` from the same
 settings and campaign. They see nothing but the recipients they are given
 and hold no database connection. They end when the sending process ends,
-even by ``kill -9`` (``lifeline``); multiprocessing's resource tracker then
-sees its pipe close, unlinks the pool's semaphores and ends too, without
-printing its leak warning (``_quiet_resource_tracker``).
+even by ``kill -9`` (``lifeline``), or when it closes their pipe.
+
+Each worker has a pipe each way of its own, and the sending process reads the
+rendered batches on its event loop (``add_reader``): no thread in between.
+``concurrent.futures``' process pool took a management thread and a feeder
+thread in the sending process, which competed with the event loop and the
+ledger thread for the interpreter on every batch (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import pickle
+import select
 import signal
-import time
+import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from mailcli.errors import MailcliError
 
 # Recipient fields sent to a worker, in ledger.Recipient order.
 RecipientTuple = tuple[Any, ...]
@@ -90,59 +99,228 @@ def worker_count(messages: int) -> int:
     return min(4, cores - 1)
 
 
-def _quiet_resource_tracker() -> None:
-    """Keep the resource tracker's leak count off the user's terminal.
-
-    The pool's queues hold a few semaphores, which multiprocessing's resource
-    tracker (a process of its own, started with the first of them) unlinks
-    when the sending process ends without doing so: after ``kill -9``. It
-    then prints "There appear to be 5 leaked semaphore objects to clean up"
-    with its own source line: Python's diagnostic about objects it has just
-    cleaned up, nothing the user can act on. The tracker is started with
-    this process's warning options (``sys.warnoptions``, passed on as
-    ``-W``), so one more option silences it there. An option cannot name a
-    message with a colon in it, so it names the line of that one warning in
-    the tracker's source: its other warnings (a semaphore it failed to
-    unlink) still show. This process's own warnings are unchanged, its
-    filters having been set up when it started. Called before the pool
-    makes its first semaphore."""
-    import sys
-    from multiprocessing import resource_tracker
-
-    try:
-        with open(resource_tracker.__file__, encoding="utf-8") as source:
-            line = next((n for n, text in enumerate(source, 1) if "There appear to be" in text), None)
-    except (OSError, TypeError, UnicodeError):  # no source to read: the warning stays as Python prints it
-        return
-    option = f"ignore::UserWarning:multiprocessing.resource_tracker:{line}"
-    if line is not None and option not in sys.warnoptions:
-        sys.warnoptions.append(option)
+class WorkerStopped(MailcliError):
+    """A render worker process ended in the middle of a send."""
 
 
-def start_pool(workers: int, settings: Any, campaign: Any, *, sign: bool = True) -> Any:
+# A frame on a worker's pipes: its length, then a pickle.
+_HEADER = struct.Struct("!I")
+
+
+def _write_frame(fd: int, payload: bytes) -> None:
+    view = memoryview(_HEADER.pack(len(payload)) + payload)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _serve(requests: Any, replies: Any, parent: int, settings: Any, campaign: Any, sign: bool) -> None:
+    """A worker's life: ``(seq, kind, args)`` in, ``(seq, ok, value)`` out, until its pipe closes."""
+    import queue
+    import threading
+
+    _init(parent, settings, campaign, sign)
+    rfd, wfd = requests.fileno(), replies.fileno()
+    calls: dict[str, Callable[..., Any]] = {"build": _build, "check": check_batch}
+    # Requests are read as they come, by a thread of their own: the sending
+    # process then never waits to hand over a batch while this process waits
+    # for it to take a reply (both pipes full).
+    inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def receive() -> None:
+        while True:
+            header = _read_exactly(rfd, _HEADER.size)
+            body = None if header is None else _read_exactly(rfd, _HEADER.unpack(header)[0])
+            inbox.put(body)
+            if body is None:
+                return
+
+    threading.Thread(target=receive, name="mailcli-render-requests", daemon=True).start()
+    while True:
+        body = inbox.get()
+        if body is None:  # the sending process closed the pipe, or ended
+            return
+        seq, kind, args = pickle.loads(body)  # noqa: S301 - from the parent process, over its own pipe
+        try:
+            reply = (seq, True, calls[kind](*args))
+        except Exception as exc:  # noqa: BLE001 - raised again in the sending process
+            reply = (seq, False, exc)
+        try:
+            data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle goes as its text
+            data = pickle.dumps((seq, False, RuntimeError(str(reply[2]))), pickle.HIGHEST_PROTOCOL)
+        _write_frame(wfd, data)
+
+
+class _Worker:
+    def __init__(self, context: Any, settings: Any, campaign: Any, sign: bool) -> None:
+        requests_r, self.requests = context.Pipe(duplex=False)
+        self.replies, replies_w = context.Pipe(duplex=False)
+        self.process = context.Process(target=_serve, args=(requests_r, replies_w, os.getpid(), settings, campaign,
+                                                            sign), name="mailcli-render", daemon=True)
+        self.process.start()
+        requests_r.close()
+        replies_w.close()
+        self.fd = self.replies.fileno()
+        os.set_blocking(self.fd, False)
+        self.buffer = bytearray()
+        self.waiting: dict[int, Callable[[bool, Any], None]] = {}
+
+    def read(self) -> list[tuple[int, bool, Any]] | None:
+        """The replies that arrived whole; None once the worker is gone."""
+        try:
+            while True:
+                chunk = os.read(self.fd, 1 << 20)
+                if not chunk:
+                    return None
+                self.buffer += chunk
+        except BlockingIOError:
+            pass
+        out = []
+        while len(self.buffer) >= _HEADER.size:
+            size = _HEADER.unpack_from(self.buffer)[0]
+            if len(self.buffer) < _HEADER.size + size:
+                break
+            body = bytes(self.buffer[_HEADER.size:_HEADER.size + size])
+            del self.buffer[:_HEADER.size + size]
+            out.append(pickle.loads(body))  # noqa: S301 - from our own worker process
+        return out
+
+
+class _Pending:
+    """A result of ``RenderPool.call``: ``done()`` looks without waiting, ``result()`` waits."""
+
+    def __init__(self, pool: RenderPool, worker: _Worker) -> None:
+        self._pool, self._worker = pool, worker
+        self._box: list[tuple[bool, Any]] = []
+
+    def settle(self, ok: bool, value: Any) -> None:
+        self._box.append((ok, value))
+
+    def done(self) -> bool:
+        if not self._box:
+            self._pool._settle(self._worker, self._worker.read())
+        return bool(self._box)
+
+    def result(self) -> Any:
+        while not self.done():
+            select.select([self._worker.fd], [], [])
+        ok, value = self._box[0]
+        if not ok:
+            raise value
+        return value
+
+
+class RenderPool:
+    """Render worker processes, each fed over a pipe of its own, batches
+    handed out in turn; ``submit`` on the event loop, ``call`` without one."""
+
+    def __init__(self, workers: int, settings: Any, campaign: Any, *, sign: bool = True) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.workers = workers
+        self._all = [_Worker(context, settings, campaign, sign) for _ in range(workers)]
+        self._turn = 0
+        self._seq = 0
+        self._loop: Any = None
+        self._closed = False
+
+    def _send(self, kind: str, args: tuple[Any, ...], done: Callable[[bool, Any], None]) -> None:
+        worker = self._all[self._turn % self.workers]
+        self._turn += 1
+        self._seq += 1
+        worker.waiting[self._seq] = done
+        try:
+            _write_frame(worker.requests.fileno(), pickle.dumps((self._seq, kind, args), pickle.HIGHEST_PROTOCOL))
+        except OSError:  # its end of the pipe is closed: the worker is gone
+            worker.process.join(timeout=1)
+            self._settle(worker, None)
+
+    def submit(self, kind: str, *args: Any) -> asyncio.Future[Any]:
+        """Run ``kind`` ("build" or "check") with ``args`` on the next worker; its result, on the running loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            for worker in self._all:
+                loop.add_reader(worker.fd, self._readable, worker)
+        future: asyncio.Future[Any] = loop.create_future()
+        # A worker that stops fails every batch it had: the first one awaited
+        # says so; the others need not be looked at.
+        future.add_done_callback(_looked_at)
+
+        def done(ok: bool, value: Any) -> None:
+            if future.done():
+                return
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+        self._send(kind, args, done)
+        return future
+
+    def _readable(self, worker: _Worker) -> None:
+        self._settle(worker, worker.read())
+
+    def _settle(self, worker: _Worker, replies: list[tuple[int, bool, Any]] | None) -> None:
+        if replies is None:
+            if self._loop is not None:
+                self._loop.remove_reader(worker.fd)
+            waiting, worker.waiting = worker.waiting, {}
+            code = worker.process.exitcode
+            how = (f"killed by signal {-code}" if code is not None and code < 0
+                   else f"exit status {code}" if code is not None else "its pipe closed")
+            for done in waiting.values():
+                done(False, WorkerStopped(f"A render worker process ended unexpectedly ({how})",
+                                          hint="run the same command again; it goes on where this run stopped"))
+            return
+        for seq, ok, value in replies:
+            if seq in worker.waiting:
+                worker.waiting.pop(seq)(ok, value)
+
+    def call(self, kind: str, *args: Any) -> _Pending:
+        """Run ``kind`` with ``args`` on the next worker without an event loop."""
+        pending = _Pending(self, self._all[self._turn % self.workers])
+        self._send(kind, args, pending.settle)
+        return pending
+
+    def shutdown(self) -> None:
+        """Close the workers' pipes (they end) and wait for them briefly."""
+        if self._closed:
+            return
+        self._closed = True
+        for worker in self._all:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(worker.fd)
+            worker.requests.close()
+        for worker in self._all:
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.replies.close()
+
+
+def _looked_at(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def start_pool(workers: int, settings: Any, campaign: Any, *, sign: bool = True) -> RenderPool:
     """Start the workers now (not on the first batch), so their interpreters
     load and compile the template while the sending process prepares."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    _quiet_resource_tracker()
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init, initargs=(os.getpid(), settings, campaign, sign),
-    )
-    for _ in range(workers):
-        pool.submit(_warm)
-    return pool
-
-
-def _warm() -> None:
-    """Nothing: submitting it makes the pool start its processes."""
-
-
-def build_batch(batch: list[RecipientTuple], samples: list[RecipientTuple], links: dict[str, int] | None = None,
-                eightbit: bool = False) -> list[tuple[bytes | None, str | None]]:
-    """The function the pool runs (module level, so it pickles by name)."""
-    return _build(batch, samples, links, eightbit)
+    return RenderPool(workers, settings, campaign, sign=sign)
 
 
 def _try_build(factory: Any, r: Any) -> Problem:
@@ -189,20 +367,16 @@ def build_all(factory: Any, recipients: Sequence[Any], settings: Any, campaign: 
             while inflight and inflight[0][0].done():
                 _settle(*inflight.popleft(), on_result)
             if len(inflight) < 2 * workers:
-                inflight.append((pool.submit(check_batch, [r.as_tuple() for r in batch], factory.eightbit), batch))
+                inflight.append((pool.call("check", [r.as_tuple() for r in batch], factory.eightbit), batch))
             else:
                 for r in batch:
                     on_result(r, _try_build(factory, r))
-                    # Let the executor's thread in: it hands the workers their
-                    # next batch and takes their results, and a thread that
-                    # only renders would keep it waiting for the interpreter.
-                    time.sleep(0)
         while inflight:
             _settle(*inflight.popleft(), on_result)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown()
 
 
-def _settle(future: Any, batch: Sequence[Any], on_result: Callable[[Any, Problem], None]) -> None:
-    for r, problem in zip(batch, future.result(), strict=True):
+def _settle(pending: Any, batch: Sequence[Any], on_result: Callable[[Any, Problem], None]) -> None:
+    for r, problem in zip(batch, pending.result(), strict=True):
         on_result(r, problem)

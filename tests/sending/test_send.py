@@ -686,3 +686,46 @@ def test_bodies_go_as_8bit_utf8_where_the_relay_takes_them_else_as_quoted_printa
         parsed = email.message_from_bytes(message.data, policy=email.policy.default)
         assert "Zoë" in parsed.get_body(("plain",)).get_content()
         assert "Zoë" in parsed.get_body(("html",)).get_content() or "Zo&#235;" in parsed.get_body(("html",)).get_content()
+
+
+def _render_workers(pid: int) -> list[int]:
+    """The render worker processes of the send ``pid`` (not the resource tracker)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in cmdline:
+            found.append(int(child))
+    return found
+
+
+def test_a_render_worker_killed_mid_send_ends_the_run_with_one_line_and_the_rerun_completes(
+        project: Path, cli: Cli) -> None:
+    if worker_count(1100) == 0:
+        pytest.skip("render workers need two cores")
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("finding the worker process needs /proc")
+    members = people(1100)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.01
+        proc = _spawn(project)
+        try:
+            assert server.wait_for(100, timeout=60)
+            (worker,) = _render_workers(proc.pid)
+            os.kill(worker, signal.SIGKILL)
+            out, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == ExitCode.ERROR, (out, stderr)
+        assert "Error: A render worker process ended unexpectedly" in stderr, (out, stderr)
+        assert "Traceback" not in stderr
+        server.delay = 0
+        rerun = cli("send", "spring", "--template", "newsletter", "--list", "news", "--yes")
+        report = json.loads(cli("report", "spring", "--json").stdout)
+        received = Counter(m.rcpt_tos[0] for m in list(server.messages))
+    assert rerun.exit_code in (ExitCode.OK, ExitCode.PARTIAL), rerun.stderr
+    assert max(received.values()) == 1  # nobody twice
+    # Everyone got the message, but for those the killed run left uncertain.
+    assert len(received) + report["uncertain"] >= len(members) and report["pending"] == 0, report
