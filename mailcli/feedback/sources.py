@@ -23,7 +23,10 @@ An entry that cannot be read (a folder or a broken link among the Maildir
 files, a file without read permission, an IMAP message the server will not
 fetch) is skipped and named, never a reason to stop: the messages after it
 are processed all the same, and the entry is left as it is (an IMAP message
-unflagged), so the next run reads it again.
+unflagged), so the next run reads it again. An IMAP server that closes the
+connection while it sends a message (Dovecot's default for a message file it
+cannot open) is connected to again and asked for the message once more; when
+it closes the connection on it a second time, that message is such an entry.
 
 Messages nobody could match are left as they are (unread), so a person finds
 them in the mailbox, and the next run reads them again to list them until
@@ -48,7 +51,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
-from ..errors import ConfigError, TransportError, UsageError
+from ..errors import ConfigError, MailcliError, TransportError, UsageError
 from ..net import is_loopback, tls_context
 
 if TYPE_CHECKING:
@@ -277,31 +280,44 @@ def _safe(text: str) -> str:
     return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", text)
 
 
+def _server_text(exc: Exception) -> str:
+    """What the server said when it closed the connection (its BYE), or how the socket ended."""
+    return re.sub(r"^command: \S+ => ", "", str(exc)).strip() or type(exc).__name__
+
+
 def _quote(mailbox: str) -> str:
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class ImapSource:
-    # Complexity: the IMAP steps in order (URL, password, TLS, login, mailbox), each failure with its own message.
     def __init__(self, text: str, settings: Settings, *, ca_file: Path | None, delete: bool) -> None:
-        import imaplib
-
         url = parse_imap_url(text)
         self.name = f"{'imaps' if url.secure else 'imap'}://{url.user}@{url.host}:{url.port}/{url.mailbox}"
+        self._url = url
+        self._ca_file = ca_file
         self._delete = delete
         if not url.secure and not is_loopback(url.host):
             raise UsageError(
                 f"{self.name}: plain imap:// sends the password in clear text; it is only allowed to localhost",
                 hint="use imaps://",
             )
-        env = settings.bounces.imap_password_env
-        password = os.environ.get(env)
+        self._env = settings.bounces.imap_password_env
+        password = os.environ.get(self._env)
         if not password:
-            raise ConfigError(f"No IMAP password: the environment variable {env} is not set",
-                              hint=f"export {env}=... (named by [bounces] imap_password_env)")
+            raise ConfigError(f"No IMAP password: the environment variable {self._env} is not set",
+                              hint=f"export {self._env}=... (named by [bounces] imap_password_env)")
+        self._password = password
+        self._connect()
+
+    # Complexity: the IMAP steps in order (TLS, login, mailbox), each failure with its own message.
+    def _connect(self) -> None:
+        """Connect, log in and select the mailbox (at the start, and again after the server closed the connection)."""
+        import imaplib
+
+        url = self._url
         try:
             if url.secure:
-                context = tls_context(ca_file)
+                context = tls_context(self._ca_file)
                 self._imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(url.host, url.port, ssl_context=context, timeout=30)
             else:
                 self._imap = imaplib.IMAP4(url.host, url.port, timeout=30)
@@ -311,21 +327,54 @@ class ImapSource:
         except OSError as exc:
             raise TransportError(f"{self.name}: cannot connect: {exc.strerror or exc}") from None
         try:
-            self._imap.login(url.user, password)
+            self._imap.login(url.user, self._password)
+        except (imaplib.IMAP4.abort, OSError) as exc:
+            self._logout()
+            raise TransportError(f"{self.name}: connection lost while logging in: {exc}") from None
         except imaplib.IMAP4.error:
             self._logout()
             raise TransportError(f"{self.name}: login refused for {url.user}",
-                                 hint=f"check the user and the password in {env}") from None
-        typ, _ = self._imap.select(_quote(url.mailbox))
+                                 hint=f"check the user and the password in {self._env}") from None
+        try:
+            typ, _ = self._imap.select(_quote(url.mailbox))
+        except (imaplib.IMAP4.error, OSError) as exc:
+            self._logout()
+            raise TransportError(f"{self.name}: connection lost while opening the mailbox: {exc}") from None
         if typ != "OK":
             self._logout()
             raise UsageError(f"{self.name}: no such mailbox {url.mailbox!r}")
         flags = " ".join(str(x) for x in (self._imap.untagged_responses.get("PERMANENTFLAGS") or []))
         self._keywords = "\\*" in flags
+        self._uidvalidity = self._imap.untagged_responses.get("UIDVALIDITY")
+
+    def _reconnect(self, lost: Exception) -> None:
+        """A new connection after the server closed the one in use, to the same mailbox.
+
+        The UIDs searched for on the first connection hold on the new one only
+        while the mailbox keeps its UIDVALIDITY; if it changed, or no
+        connection can be made, the connection counts as lost (exit 5).
+        """
+        with contextlib.suppress(Exception):
+            self._imap.shutdown()
+        before = self._uidvalidity
+        why = _server_text(lost)
+        try:
+            self._connect()
+        except MailcliError as exc:
+            detail = exc.message.removeprefix(f"{self.name}: ")
+            raise TransportError(f"{self.name}: connection lost ({why}), and connecting again failed: {detail}",
+                                 hint="run the same command again") from None
+        if self._uidvalidity != before:
+            self._logout()
+            raise TransportError(f"{self.name}: connection lost ({why}), and the mailbox was replaced meanwhile "
+                                 "(its UIDVALIDITY changed)", hint="run the same command again")
 
     def _logout(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self._imap.logout()
+        except Exception:  # noqa: BLE001 - a connection already closed: only the socket is left to close
+            with contextlib.suppress(Exception):
+                self._imap.shutdown()
 
     def messages(self) -> Iterator[RawMessage | Unreadable]:
         import imaplib
@@ -336,13 +385,39 @@ class ImapSource:
             if typ != "OK":
                 raise TransportError(f"{self.name}: SEARCH failed")
             uids = [u.decode("ascii") for u in (data[0] or b"").split()]
+            # The UIDs found here are worked through once, on a new connection
+            # too: a message read before the server closed one is not read again.
             for uid in uids:
-                item = self._fetch(uid)
+                item = self._read(uid)
                 if item is not None:
                     yield item
         except (imaplib.IMAP4.error, OSError) as exc:
             # Each message already read was committed; a rerun goes on from here.
             raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
+
+    def _read(self, uid: str) -> RawMessage | Unreadable | None:
+        """One message, fetched once more on a new connection when the server closes the connection during its FETCH.
+
+        Dovecot, by default, closes the connection on the FETCH of a message
+        it cannot open (a damaged or unreadable file): when it does so again
+        on the same message, the message is skipped and named, left unflagged
+        for the next run, and the rest is read on a new connection. A
+        connection that closes once, the message then fetched, was the
+        connection's doing: the message is read as any other.
+        """
+        import imaplib
+
+        said: list[str] = []  # what the server said each time it closed the connection
+        while len(said) < 2:
+            try:
+                return self._fetch(uid)
+            except TimeoutError:
+                raise  # a server that does not answer is a lost connection (exit 5), not a message it cannot give
+            except (imaplib.IMAP4.abort, OSError) as exc:
+                said.append(_server_text(exc))
+                self._reconnect(exc)
+        return Unreadable(f"{self.name} UID {uid}",
+                          f"the server closed the connection each time it was fetched (twice): {said[-1]}")
 
     # Complexity: one branch per answer to a FETCH (the body, none, NO, BAD, the message gone meanwhile).
     def _fetch(self, uid: str) -> RawMessage | Unreadable | None:
@@ -350,7 +425,7 @@ class ImapSource:
 
         A message the server will not give (it answers NO or BAD, or no body)
         is skipped and named by its UID, and left unflagged in the mailbox: the
-        next run fetches it again. A lost connection is raised as it is.
+        next run fetches it again. A closed connection is raised as it is.
         """
         import imaplib
 

@@ -9,6 +9,7 @@ run as anyone else it runs every process as that user.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import imaplib
 import json
@@ -19,8 +20,9 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,19 @@ class Dovecot:
         assert len(found) == 1, found
         return found[0]
 
+    def flags_by_uid(self) -> dict[int, set[str]]:
+        """UID -> flags of every message in INBOX, read from Dovecot's index (no message file opened)."""
+        imap = self.client()
+        imap.select("INBOX")
+        typ, data = imap.uid("FETCH", "1:*", "(FLAGS)")
+        imap.logout()
+        out: dict[int, set[str]] = {}
+        for item in data:
+            assert isinstance(item, bytes), item
+            uid = int(item.decode().split("UID ", 1)[1].split()[0].rstrip(")"))
+            out[uid] = set(item.decode().split("FLAGS (", 1)[1].split(")", 1)[0].split()) - {"\\Recent"}
+        return out
+
     def flags(self) -> dict[str, set[str]]:
         """Subject -> flags of every message in INBOX."""
         imap = self.client()
@@ -83,6 +98,55 @@ class Dovecot:
                 subject = header.decode().partition(":")[2].strip()
                 out[subject] = set(flags) - {"\\Recent"}
         return out
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 in front of Dovecot: mailcli's connections go through it.
+
+    ``before(n)`` runs as connection n comes in, before it is passed on; with
+    ``accept`` set, the relay stops listening after that many connections, so
+    one more is refused.
+    """
+
+    def __init__(self, target: int, before: Callable[[int], None] = lambda n: None,
+                 accept: int | None = None) -> None:
+        self.target = target
+        self.before = before
+        self.accept = accept
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.connections == self.accept:
+                self.listener.close()
+            self.before(self.connections)
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Pass bytes on until one side closes; then close both (the other side sees the connection closed)."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    for sock in (source, sink):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 def _users() -> tuple[str, str, str, int, int]:
@@ -102,7 +166,15 @@ def _users() -> tuple[str, str, str, int, int]:
 
 
 @pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
+def dovecot(request: pytest.FixtureRequest) -> Iterator[Dovecot]:
+    """Dovecot answering the FETCH of a message it cannot open with NO.
+
+    ``@pytest.mark.parametrize("dovecot", [VALUE], indirect=True)`` sets
+    ``imap_fetch_failure`` to VALUE instead; None leaves it out, so Dovecot's
+    default applies: it closes the connection.
+    """
+    fetch_failure: str | None = getattr(request, "param", "no-after")
+    fetch_failure_line = "" if fetch_failure is None else f"imap_fetch_failure = {fetch_failure}"
     # Not under pytest's tmp_path: dovecot's unprivileged processes must be
     # able to reach their sockets, and root's pytest folder is private.
     base = Path(tempfile.mkdtemp(prefix="mailcli-dovecot-"))
@@ -143,8 +215,8 @@ userdb {{
   args = uid={uid} gid={gid} home={base}/home/%u
 }}
 mail_location = maildir:~/Maildir
-# A message it cannot open is answered NO and the session goes on (the default closes the connection).
-imap_fetch_failure = no-after
+# What Dovecot does with a FETCH of a message it cannot open (its default closes the connection).
+{fetch_failure_line}
 service imap-login {{
   chroot =
   inet_listener imap {{
@@ -282,3 +354,108 @@ def test_a_message_the_server_cannot_fetch_is_named_left_unflagged_and_the_rest_
     assert json.loads(fixed.stdout)["hard_bounces"] == 1
     assert s.suppressions("ann@example.org") == {"*": "bounced"}
     assert dovecot.flags()["Undelivered Mail Returned to Sender"] == {"\\Seen", "$MailcliProcessed"}
+
+
+@pytest.mark.parametrize("dovecot", [pytest.param(None, id="dovecot-default")], indirect=True)
+def test_a_message_the_server_closes_the_connection_on_is_named_and_the_rest_is_processed(
+        project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # With Dovecot's default settings a message it cannot open closes the
+    # connection during its FETCH. The run ended with "connection lost", exit
+    # 5, and as the message was never flagged every later run stopped at it:
+    # nothing after it was ever read again.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)  # UIDs 1 to 7 in this order: UID 3 is cy's complaint
+    broken = dovecot.file_of("Yahoo! Mail AntiSpam Feedback")
+    mode = broken.stat().st_mode
+    broken.chmod(0)  # Dovecot cannot open the file: it drops the connection on each FETCH of UID 3
+    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
+    args = ["bounces", dovecot.url, "--ca-file", str(dovecot.ca_file)]
+
+    result = cli(*args, "--json", env=env)
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.count("UID 3") == 1, result.stderr  # named once, though fetched twice
+    assert f"Warning: Cannot read {dovecot.url} UID 3: the server closed the connection each time it was" \
+        " fetched" in result.stderr
+    assert f"Error: 1 message of {dovecot.url} could not be read and was skipped; every other message was" \
+        " processed" in result.stderr
+    data = json.loads(result.stdout)
+    assert [u["entry"] for u in data["unreadable"]] == [f"{dovecot.url} UID 3"]
+    # the two messages read before the connection closed are not read again after it is opened anew
+    assert {k: data[k] for k in ("messages", "already_processed", "hard_bounces", "delays", "complaints",
+                                 "unsubscribes", "policy_rejections", "ignored", "unmatched")} == {
+        "messages": 6, "already_processed": 0, "hard_bounces": 1, "delays": 1, "complaints": 0,
+        "unsubscribes": 1, "policy_rejections": 1, "ignored": 1, "unmatched": 1}
+    assert s.suppressions("ann@example.org") == {"*": "bounced"}
+    assert s.membership("dee@example.org")[::2] == ("unsubscribed", "mailto")  # read after it
+    assert s.suppressions("cy@example.org") == {}  # not read, so not applied
+
+    flags = dovecot.flags_by_uid()  # (fetching the subjects would close the connection on UID 3)
+    assert flags.pop(3) == set()  # left for the next run
+    assert flags.pop(7) == set()  # the question, left unread for a person
+    assert flags == {uid: {"\\Seen", "$MailcliProcessed"} for uid in (1, 2, 4, 5, 6)}, flags
+
+    # repaired (Dovecot may have moved it to cur/, adding flags to its name after the ':')
+    next(dovecot.maildir.glob(f"*/{broken.name.partition(':')[0]}*")).chmod(mode)
+    fixed = cli(*args, "--json", env=env)
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads(fixed.stdout)["complaints"] == 1
+    assert s.suppressions("cy@example.org") == {"*": "complained"}
+    assert dovecot.flags()["Yahoo! Mail AntiSpam Feedback"] == {"\\Seen", "$MailcliProcessed"}
+
+
+@pytest.mark.parametrize("dovecot", [pytest.param(None, id="dovecot-default")], indirect=True)
+def test_a_connection_closed_once_is_opened_again_and_the_message_read(
+        project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # The server closes the connection on a message that it gives on the next
+    # connection: the message is read as any other, and the messages read
+    # before are not read again.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)  # UID 3 is cy's complaint
+    broken = dovecot.file_of("Yahoo! Mail AntiSpam Feedback")
+    mode = broken.stat().st_mode
+    broken.chmod(0)
+
+    def repair(connection: int) -> None:
+        if connection == 2:  # Dovecot may have moved it to cur/ meanwhile
+            next(dovecot.maildir.glob(f"*/{broken.name.partition(':')[0]}*")).chmod(mode)
+
+    relay = Relay(dovecot.port, before=repair)
+    url = dovecot.url.replace(f":{dovecot.port}/", f":{relay.port}/")
+    try:
+        result = cli("bounces", url, "--ca-file", str(dovecot.ca_file), "--json",
+                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        relay.close()
+    assert result.exit_code == 0, result.output
+    assert relay.connections == 2
+    data = json.loads(result.stdout)
+    assert {k: data[k] for k in ("messages", "already_processed", "hard_bounces", "complaints", "unsubscribes",
+                                 "unreadable")} == {
+        "messages": 7, "already_processed": 0, "hard_bounces": 1, "complaints": 1, "unsubscribes": 1,
+        "unreadable": []}
+    assert s.suppressions("cy@example.org") == {"*": "complained"}
+    assert dovecot.flags()["Yahoo! Mail AntiSpam Feedback"] == {"\\Seen", "$MailcliProcessed"}
+
+
+@pytest.mark.parametrize("dovecot", [pytest.param(None, id="dovecot-default")], indirect=True)
+def test_a_connection_that_cannot_be_opened_again_is_lost(project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)
+    dovecot.file_of("Yahoo! Mail AntiSpam Feedback").chmod(0)  # UID 3
+    relay = Relay(dovecot.port, accept=1)
+    url = dovecot.url.replace(f":{dovecot.port}/", f":{relay.port}/")
+    try:
+        result = cli("bounces", url, "--ca-file", str(dovecot.ca_file), env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        relay.close()
+    assert result.exit_code == 5, result.output
+    assert f"Error: {url}: connection lost (FETCH failed: " in result.stderr
+    assert "and connecting again failed: cannot connect: Connection refused" in result.stderr
+    assert "Hint: run the same command again" in result.stderr
+    assert "Traceback" not in result.output
+    assert s.suppressions("ann@example.org") == {"*": "bounced"}  # read before, and kept
+    assert s.membership("dee@example.org")[0] == "subscribed"  # after it: the next run reads it
