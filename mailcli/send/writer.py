@@ -41,7 +41,13 @@ from mailcli.send.watch import OptoutWatch
 from mailcli.store import Store
 from mailcli.store.claims import HEARTBEAT_EVERY, refresh_claim
 from mailcli.store.db import StoreConflictError
-from mailcli.store.deliveries import durable_connection, mark_sending, record_result, record_skip
+from mailcli.store.deliveries import (
+    durable_connection,
+    mark_and_record,
+    mark_sending,
+    record_result,
+    record_skip,
+)
 from mailcli.store.leases import bound_idle_transactions, lock_campaign, renew
 from mailcli.store.optouts import GONE
 from mailcli.store.relays import mark_needs_smtputf8
@@ -65,7 +71,8 @@ class LedgerWriter:
                  statuses: tuple[str, ...] = ledger.SENDABLE, claim: tuple[str, str] | None = None,
                  lease: tuple[int, float] | None = None) -> None:
         self._conn = durable_connection(store.url if store.url is not None else store.path)
-        self._store = Store(path=store.path, conn=self._conn, url=store.url)
+        self._store = Store(path=store.path, conn=self._conn, url=store.url, timeout=store.timeout)
+        self._store.wait_natively()  # nobody presses Ctrl-C in this thread
         self._settings = settings
         self._campaign = campaign
         self._statuses = statuses  # what this run may mark 'sending'
@@ -178,6 +185,8 @@ class LedgerWriter:
         """Write ``ops`` in one transaction; the hard bounces to record after
         it, and whether the campaign's claim was found taken over."""
         now = clock.now_iso()
+        if not beat and self._one_statement(ops, now):
+            return [], False
         campaign_id = self._campaign.id
         bounces: list[tuple[int, str]] = []
         lost = False
@@ -214,6 +223,20 @@ class LedgerWriter:
                 renew(conn, campaign_id, self._lease[0], self._lease[1])
         return bounces, lost
 
+    def _one_statement(self, ops: list[tuple[Any, ...]], now: str) -> bool:
+        """The usual group commit — marks and results, each delivery once —
+        written as one statement (``store.deliveries.mark_and_record``);
+        False when it was not, and the operations are to be written one by one."""
+        split = _marks_and_results(ops) if self._store.url is None and self._lease is None else None
+        if split is None:
+            return False
+        marks, results = split
+        if not self._store.wait_for("write", lambda: mark_and_record(self._conn, marks, results, self._statuses, now)):
+            return False
+        self._marked.update(marks)
+        self._marked.difference_update(r[0] for r in results)
+        return True
+
     async def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -223,6 +246,23 @@ class LedgerWriter:
         self._store.close()
         if self.error is not None:
             raise self.error
+
+
+def _marks_and_results(ops: list[tuple[Any, ...]]) -> tuple[list[int], list[tuple[int, str, str]]] | None:
+    """The marks and results of a batch that has nothing else, and no
+    delivery twice (nor a reply with a NUL, which SQLite's JSON cuts short)."""
+    marks: list[int] = []
+    results: list[tuple[int, str, str]] = []
+    for op in ops:
+        if op[0] == "sending":
+            marks.append(op[1])
+        elif op[0] == "result" and "\0" not in op[3]:
+            results.append((op[1], op[2], op[3]))
+        else:
+            return None
+    if len({*marks, *(r[0] for r in results)}) != len(ops):
+        return None
+    return marks, results
 
 
 def _resolve(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:

@@ -163,7 +163,7 @@ def busy_error(path: Path | str, seconds: float, what: str) -> StoreBusyError:
 T = TypeVar("T")
 
 
-def _set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+def set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
     conn.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
 
 
@@ -172,7 +172,7 @@ def _wait_for(conn: sqlite3.Connection, path: Path, timeout: float, what: str, a
     """See ``Store.wait_for``; the connection's own timeout is put back afterwards."""
     deadline = time.monotonic() + timeout
     watching = False
-    _set_busy_timeout(conn, min(WAIT_SLICE, timeout))
+    set_busy_timeout(conn, min(WAIT_SLICE, timeout))
     try:
         while True:
             try:
@@ -186,12 +186,12 @@ def _wait_for(conn: sqlite3.Connection, path: Path, timeout: float, what: str, a
             if watch is not None and not watching:
                 watch.start(what)
                 watching = True
-            _set_busy_timeout(conn, min(WAIT_SLICE, left))
+            set_busy_timeout(conn, min(WAIT_SLICE, left))
     finally:
         if watching and watch is not None:
             watch.stop()
         with contextlib.suppress(sqlite3.Error):
-            _set_busy_timeout(conn, timeout)
+            set_busy_timeout(conn, timeout)
 
 
 class _WaitWatch:
@@ -267,6 +267,9 @@ class Store:
     tightened: list[str] = field(default_factory=list, repr=False)
     _after_commit: list[Callable[[], None]] = field(default_factory=list, repr=False)
     url: DatabaseURL | None = None
+    # The connection's own busy timeout is ``timeout``, and a wait for a lock
+    # may block its thread (``wait_natively``).
+    native_waits: bool = field(default=False, repr=False)
 
     @property
     def engine(self) -> str:
@@ -284,14 +287,24 @@ class Store:
         ``what`` says what for, in a notice after a second and in the
         ``StoreBusyError`` at the end; Ctrl-C ends the wait at once.
         """
-        if self.url is not None:
+        if self.url is not None or self.native_waits:
             try:
                 return attempt()
             except Exception as exc:
                 if is_busy(exc):
-                    raise busy_error(self.url.display, self.timeout, what) from None
+                    raise busy_error(self.where, self.timeout, what) from None
                 raise
         return _wait_for(self.conn, self.path, self.timeout, what, attempt, self._watch)
+
+    def wait_natively(self) -> None:
+        """Let SQLite itself wait for another process's lock, up to
+        ``timeout``, instead of in slices with a notice and a look for
+        Ctrl-C between them: for a connection used off the main thread,
+        where nobody presses Ctrl-C and nothing is shown, each transaction
+        then begins in one statement instead of three."""
+        if self.url is None:
+            set_busy_timeout(self.conn, self.timeout)
+            self.native_waits = True
 
     def begin(self, what: str = "write") -> None:
         """``BEGIN IMMEDIATE``: take the write lock now, waiting for other writers.
@@ -321,7 +334,7 @@ class Store:
 
             postgres.set_lock_timeout(self.conn, seconds)
         else:
-            _set_busy_timeout(self.conn, seconds)
+            set_busy_timeout(self.conn, seconds)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
