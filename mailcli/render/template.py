@@ -16,6 +16,8 @@ inlining for good; ``fallback_reason`` says why.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -373,14 +375,59 @@ def _text_made_once(root: Path, prepared: Any) -> tuple[TextOnceTemplate | None,
         return None, f"the generated text template did not compile: {exc}"
 
 
-# Complexity: the steps of loading a template in order, each failure with its own message.
+# Templates compiled in this process, by folder and name, with the contents
+# they were compiled from: a send compiles its template four times before the
+# first message (the subject for the plan, its check, the message factory),
+# ~40 ms each for init's newsletter (benchmarks/README.md).
+_COMPILED: dict[tuple[str, str], tuple[bytes, CompiledTemplate]] = {}
+_COMPILED_KEPT = 16
+_FINGERPRINT_READS = 1 << 20  # files up to this size are read; larger ones are known by size and time
+
+
+def _fingerprint(root: Path) -> bytes:
+    """What every file under ``root`` holds (its name, and its bytes, or its
+    size and time for a large one): a template, layout, partial or
+    stylesheet changed since a compile shows here."""
+    digest = hashlib.blake2b(digest_size=16)
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for file in sorted(names):
+            path = os.path.join(folder, file)
+            try:
+                info = os.stat(path)
+                digest.update(f"{os.path.relpath(path, root)}\0{info.st_size}\0".encode("utf-8", "surrogateescape"))
+                if info.st_size <= _FINGERPRINT_READS:
+                    with open(path, "rb") as handle:
+                        digest.update(handle.read())
+                else:
+                    digest.update(str(info.st_mtime_ns).encode())
+            except OSError:
+                digest.update(b"?")
+    return digest.digest()
+
+
 def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     """Load, check and prepare ``templates_dir/name/`` for rendering.
 
     Raises ``NotFoundError`` when the folder has no ``message.html`` and
     ``TemplateError`` (naming ``file:line``) for anything that cannot render.
+    Compiled again only when a file under ``templates_dir`` has changed.
     """
     root = Path(templates_dir)
+    key = (str(root.resolve()), name)
+    stamp = _fingerprint(root)
+    kept = _COMPILED.get(key)
+    if kept is not None and kept[0] == stamp:
+        return kept[1]
+    template = _compile_template(root, name)
+    if len(_COMPILED) >= _COMPILED_KEPT:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[key] = (stamp, template)
+    return template
+
+
+# Complexity: the steps of loading a template in order, each failure with its own message.
+def _compile_template(root: Path, name: str) -> CompiledTemplate:
     name = name.strip("/")
     check_template_path(name)
     if name.split("/")[0].startswith("_") and not is_confirm_template(name):

@@ -33,6 +33,7 @@ class MessagePreview:
     context: RenderContext
     parts: RenderedParts
     settings: Settings | None
+    converted: bool = False  # this contact's text part needed the conversion of its HTML
 
     @property
     def html_bytes(self) -> int:
@@ -44,7 +45,7 @@ class MessagePreview:
         compiled = self.template
         css = "once per template" if compiled.inline_once else f"per message: {compiled.fallback_reason}"
         text = compiled.text_source
-        if compiled.text_once and compiled.text_converted:
+        if compiled.text_once and self.converted:
             text += ", but this contact's data needed the conversion of this message's HTML"
         return [f"HTML {self.html_bytes / 1024:.1f} KB after inlining; CSS inlined {css}", f"Text part {text}"]
 
@@ -85,7 +86,10 @@ def preview_message(template: CompiledTemplate, *, settings: Settings | None = N
     sample contact when None), as a send would; raises ``TemplateError``
     naming the file and line when it does not render."""
     context = preview_context_for(settings, contact, subject=subject, now=now)
-    return MessagePreview(template=template, context=context, parts=template.render(context), settings=settings)
+    converted = template.text_converted
+    parts = template.render(context)
+    return MessagePreview(template=template, context=context, parts=parts, settings=settings,
+                          converted=template.text_converted > converted)
 
 
 def preview_contact(store: Store, settings: Settings, email: str) -> dict[str, Any]:

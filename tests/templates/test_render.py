@@ -504,3 +504,17 @@ def test_child_template_top_level_set_is_kept(tdir: Path) -> None:
     template = compile_template(tdir, "t")
     assert template.inline_once, template.fallback_reason
     assert '<p style="color: #0f0f0f;">Ann!</p>' in template.render(ctx()).html
+
+
+def test_a_template_changed_since_it_was_compiled_is_compiled_again(tdir: Path) -> None:
+    # Compiling is done once per process while the files stay as they are;
+    # any change under the templates folder (here a partial, rewritten at
+    # once with the same size) is seen by the next compile.
+    write(tdir, {"t/message.html": page('<p>{% include "_partials/p.html" %}</p>'),
+                 "t/subject.txt": "Hello", "_partials/p.html": "one"})
+    first = compile_template(tdir, "t")
+    assert compile_template(tdir, "t") is first
+    (tdir / "_partials" / "p.html").write_text("two", encoding="utf-8")
+    second = compile_template(tdir, "t")
+    assert second is not first
+    assert "two" in second.render(ctx()).html and "one" not in second.render(ctx()).html
