@@ -146,7 +146,7 @@ def send_cmd(
         if plan.uncertain and not resend_uncertain and plan.to_send:  # else the closing line says it
             out.warn(f"{uncertain_line(plan.campaign, plan.uncertain, plan.uncertain_causes)}; not resending them"
                      f" (list: {app.command('report', plan.campaign, '--failed')})")
-        bar = bars.enter_context(out.progress(plan.to_send, f"Sending {campaign}"))
+        bar = bars.enter_context(out.progress(plan.to_send, f"{'Rendering' if plan.dry_run else 'Sending'} {campaign}"))
 
     def confirm(plan: SendPlan) -> None:
         out.confirm(
@@ -165,12 +165,14 @@ def send_cmd(
         if now - shown[0] < 0.1:
             return
         shown[0] = now
-        rate = s.sent / max(now - started, 1e-3)
+        if s.dry_run:  # nothing is sent: what is counted is what was rendered
+            done = f"{s.rendered} rendered, {s.failed} would fail, {s.rendered / max(now - started, 1e-3):.0f}/s"
+        else:
+            done = f"{s.sent} sent, {s.failed} failed, {s.sent / max(now - started, 1e-3):.0f}/s"
         # A campaign shared with other senders: the bar shows all of it, the label this run's part.
         others = f", {s.others} by other senders" if s.others else ""
         bar.update(s.attempted + s.skipped + s.others + (s.rendered if s.dry_run else 0),
-                   total=total[0] if total else None,
-                   description=f"{campaign}: {s.sent} sent, {s.failed} failed, {rate:.0f}/s{others}")
+                   total=total[0] if total else None, description=f"{campaign}: {done}{others}")
 
     with bars:
         # With --yes there is nothing to ask, so no preview of the plan either.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -50,3 +51,16 @@ def test_the_audience_is_large_enough_for_workers_where_there_are_cores() -> Non
 
     if len(os.sched_getaffinity(0)) >= 2:
         assert worker_count(AUDIENCE) >= 1
+
+
+def test_a_dry_run_on_a_terminal_counts_what_it_rendered_not_what_it_sent(project: Path) -> None:
+    # Its progress bar said "0 sent, 0 failed, 0/s" all along: nothing is
+    # sent in a dry run, so the label counts the messages rendered.
+    from tests.terminal import Terminal
+
+    add_contacts(project / "mailcli.db", "news", people(AUDIENCE))
+    term = Terminal("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run", cwd=project)
+    assert term.wait(timeout=120) == 0, term.text
+    labels = re.findall(r"spring: (\d+) rendered, 0 would fail, \d+/s", term.text)
+    assert labels and int(labels[-1]) > 0, term.text
+    assert " sent, " not in term.text.replace("nothing was sent", "") and "Sending spring" not in term.text
