@@ -152,14 +152,25 @@ def _serve(requests: Any, replies: Any, parent: int, settings: Any, campaign: An
             return
         seq, kind, args = pickle.loads(body)  # noqa: S301 - from the parent process, over its own pipe
         try:
-            reply = (seq, True, calls[kind](*args))
+            data = reply_frame(seq, True, calls[kind](*args))
         except Exception as exc:  # noqa: BLE001 - raised again in the sending process
-            reply = (seq, False, exc)
-        try:
-            data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - an exception that does not pickle goes as its text
-            data = pickle.dumps((seq, False, RuntimeError(str(reply[2]))), pickle.HIGHEST_PROTOCOL)
+            data = reply_frame(seq, False, exc)
         _write_frame(wfd, data)
+
+
+def reply_frame(seq: int, ok: bool, value: Any) -> bytes:
+    """A worker's reply, pickled. An exception that would not come out of
+    the pickle whole on the other side (one whose constructor wants more than
+    its message) goes as a ``MailcliError`` with its text: the sending process
+    must always be able to read a reply, or the batch would never be settled."""
+    if ok:
+        return pickle.dumps((seq, ok, value), pickle.HIGHEST_PROTOCOL)  # rendered messages and problems
+    try:
+        data = pickle.dumps((seq, ok, value), pickle.HIGHEST_PROTOCOL)
+        pickle.loads(data)  # noqa: S301 - our own bytes
+    except Exception:  # noqa: BLE001 - sent as its text instead
+        return pickle.dumps((seq, False, MailcliError(str(value) or type(value).__name__)), pickle.HIGHEST_PROTOCOL)
+    return data
 
 
 class _Worker:
