@@ -381,7 +381,10 @@ def _text_made_once(root: Path, prepared: Any) -> tuple[TextOnceTemplate | None,
 # ~40 ms each for init's newsletter (benchmarks/README.md).
 _COMPILED: dict[tuple[str, str], tuple[bytes, CompiledTemplate]] = {}
 _COMPILED_KEPT = 16
-_FINGERPRINT_READS = 1 << 20  # files up to this size are read; larger ones are known by size and time
+# Files up to this size (templates, partials, stylesheets) are read for the
+# fingerprint; larger ones (images kept beside them, say) are known by size
+# and modification time, so that looking costs little.
+_FINGERPRINT_READS = 64 * 1024
 
 
 def _fingerprint(root: Path) -> bytes:
