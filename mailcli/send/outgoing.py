@@ -33,7 +33,7 @@ class OutgoingMessage:
     first_try: float = 0.0  # monotonic time of the first attempt in this run
     settled: bool = True  # False while a connection holds it without a result
     stuffed: bool = False  # ``data`` is already dot_stuff()ed (done by a render worker)
-    pace_seq: int = 0  # the order in which it was last handed to a connection (``Pace.taken``)
+    pace_seq: int = 0  # the order in which it was last handed to a connection (``Pace.hand_out``)
 
     @property
     def domain(self) -> str:

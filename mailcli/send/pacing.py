@@ -156,6 +156,11 @@ class Pace:
             return None
         return rate
 
+    def hand_out(self) -> int:
+        """A message goes to a connection: its number in hand-out order (what ``slow_down`` is told)."""
+        self.taken += 1
+        return self.taken
+
     @property
     def configured(self) -> float:
         """The configured rate (0 = unlimited)."""

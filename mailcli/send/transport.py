@@ -232,19 +232,17 @@ class SmtpTransport:
                     if not self.pace.bucket.try_take():
                         return None
                     del self._ready[i]
-                    self.pace.taken += 1
-                    msg.pace_seq = self.pace.taken
                     self._domain_busy[msg.domain] = self._domain_busy.get(msg.domain, 0) + 1
-                    msg.settled = False
-                    return msg
+                    return self._handed(msg)
             return None
         if not self.pace.bucket.try_take():
             return None
-        msg = self._ready.popleft()
+        return self._handed(self._ready.popleft())
+
+    def _handed(self, msg: OutgoingMessage) -> OutgoingMessage:
+        """``msg`` goes to a connection now: held until its result, numbered in hand-out order."""
         msg.settled = False
-        pace = self.pace
-        pace.taken += 1
-        msg.pace_seq = pace.taken
+        msg.pace_seq = self.pace.hand_out()
         return msg
 
     async def _take(self) -> OutgoingMessage | None:
