@@ -198,13 +198,15 @@ class _Worker:
         except BlockingIOError:
             pass
         out = []
-        while len(self.buffer) >= _HEADER.size:
-            size = _HEADER.unpack_from(self.buffer)[0]
-            if len(self.buffer) < _HEADER.size + size:
-                break
-            body = bytes(self.buffer[_HEADER.size:_HEADER.size + size])
-            del self.buffer[:_HEADER.size + size]
-            out.append(pickle.loads(body))  # noqa: S301 - from our own worker process
+        start = 0  # the frames that came whole are read in place, then dropped at once
+        with memoryview(self.buffer) as view:
+            while len(view) - start >= _HEADER.size:
+                end = start + _HEADER.size + _HEADER.unpack_from(view, start)[0]
+                if len(view) < end:
+                    break
+                out.append(pickle.loads(view[start + _HEADER.size:end]))  # noqa: S301 - from our own worker process
+                start = end
+        del self.buffer[:start]
         return out
 
 
@@ -220,7 +222,7 @@ class _Pending:
 
     def done(self) -> bool:
         if not self._box:
-            self._pool._settle(self._worker, self._worker.read())
+            self._pool._readable(self._worker)
         return bool(self._box)
 
     def result(self) -> Any:
