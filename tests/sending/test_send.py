@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -315,6 +317,27 @@ def _spawn(project: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@contextlib.contextmanager
+def _send_under_way(project: Path, count: int, *, delay: float,
+                    landed: int) -> Iterator[tuple[list[dict[str, str]], SmtpServer, subprocess.Popen[str]]]:
+    """A send to ``count`` members of a server that answers every message
+    after ``delay`` seconds, handed over once ``landed`` of them arrived;
+    killed at the end if the test left it running."""
+    members = people(count)
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = delay
+        proc = _spawn(project)
+        try:
+            assert server.wait_for(landed, timeout=60), proc.stderr.read() if proc.poll() is not None else "slow"
+            yield members, server, proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def _statuses(db: Path) -> Counter[str]:
     conn = sqlite3.connect(db)
     try:
@@ -324,17 +347,9 @@ def _statuses(db: Path) -> Counter[str]:
 
 
 def test_kill_9_mid_send_then_rerun_no_duplicates(project: Path, cli: Cli) -> None:
-    members = people(400)
-    add_contacts(project / "mailcli.db", "news", members)
-    with SmtpServer() as server:
-        set_smtp(project, "127.0.0.1", server.port)
-        server.delay = 0.03
-        proc = _spawn(project)
-        try:
-            assert server.wait_for(100, timeout=60), proc.stderr.read() if proc.poll() is not None else "slow"
-        finally:
-            proc.kill()
-            proc.wait()
+    with _send_under_way(project, 400, delay=0.03, landed=100) as (members, server, proc):
+        proc.kill()
+        proc.wait()
         server.delay = 0.0
         assert server.wait_idle()  # what the killed process had sent has landed
         before = set(server.recipients())
@@ -452,19 +467,9 @@ def test_kill_9_of_a_send_with_render_workers_prints_no_python_diagnostics(proje
 
 
 def test_sigterm_mid_send_exits_130_and_rerun_completes(project: Path, cli: Cli) -> None:
-    members = people(200)
-    add_contacts(project / "mailcli.db", "news", members)
-    with SmtpServer() as server:
-        set_smtp(project, "127.0.0.1", server.port)
-        server.delay = 0.03
-        proc = _spawn(project)
-        assert server.wait_for(40, timeout=60)
+    with _send_under_way(project, 200, delay=0.03, landed=40) as (members, server, proc):
         proc.send_signal(signal.SIGTERM)
-        try:
-            _, stderr = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        _, stderr = proc.communicate(timeout=10)
         assert proc.returncode == ExitCode.INTERRUPTED, stderr
         assert "resume with: mailcli send spring" in stderr
         assert _statuses(project / "mailcli.db")["sending"] == 0
@@ -704,20 +709,10 @@ def test_a_render_worker_killed_mid_send_ends_the_run_with_one_line_and_the_reru
         pytest.skip("render workers need two cores")
     if not Path("/proc/self/task").is_dir():
         pytest.skip("finding the worker process needs /proc")
-    members = people(1100)
-    add_contacts(project / "mailcli.db", "news", members)
-    with SmtpServer() as server:
-        set_smtp(project, "127.0.0.1", server.port)
-        server.delay = 0.01
-        proc = _spawn(project)
-        try:
-            assert server.wait_for(100, timeout=60)
-            (worker,) = _render_workers(proc.pid)
-            os.kill(worker, signal.SIGKILL)
-            out, stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with _send_under_way(project, 1100, delay=0.01, landed=100) as (members, server, proc):
+        (worker,) = _render_workers(proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        out, stderr = proc.communicate(timeout=60)
         assert proc.returncode == ExitCode.ERROR, (out, stderr)
         assert "Error: A render worker process ended unexpectedly" in stderr, (out, stderr)
         assert "Traceback" not in stderr
