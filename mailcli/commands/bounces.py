@@ -112,9 +112,12 @@ def _unmatched(out: Any, result: IngestResult) -> None:
 
 
 def _raise_if_partial(out: Any, result: IngestResult) -> None:
-    """Entries skipped (named each), or the processed mail not deleted: end with exit 3."""
+    """Entries skipped or processed mail not marked (named each), or the processed mail not deleted: end with exit 3."""
     for item in result.unreadable:
         out.warn(f"Cannot read {item.entry}: {item.reason}; skipped, left where it is")
+    for marked in result.not_marked:
+        out.warn(f"Cannot mark {marked.entry} as processed: {marked.reason}; it was processed, and the next"
+                 " run marks it")
     if result.not_deleted:
         raise PartialError(f"{result.source}: {result.not_deleted}; nothing was deleted",
                            hint="run the same command again to delete what was read")
@@ -128,6 +131,13 @@ def _raise_if_partial(out: Any, result: IngestResult) -> None:
             f"{what} of {result.source} could not be read and"
             f" {'was' if count == 1 else 'were'} skipped; every other message was processed",
             hint=hint,
+        )
+    if result.not_marked:
+        count = len(result.not_marked)
+        raise PartialError(
+            f"{_n(count, 'message')} of {result.source} {'was' if count == 1 else 'were'} processed but could not"
+            " be marked as processed in the mailbox; every other message was processed",
+            hint="the next run finds " + ("it processed and marks it" if count == 1 else "them processed and marks them"),
         )
 
 

@@ -38,7 +38,7 @@ from ..store.processed import acknowledge_message, processed_message, record_pro
 from ..tokens import parse_unsubscribe_token
 from . import actions, matching, reports
 from .matching import Target
-from .sources import Source, Unreadable
+from .sources import NotMarked, Source, Unreadable
 from .verdicts import NOTICES, Verdict
 
 HANDLED = ("hard", "soft", "policy", "complaint", "unsubscribe", "ignored", *NOTICES)
@@ -74,6 +74,7 @@ class IngestResult:
     suppressed: int = 0  # addresses newly put on the suppression list by this run
     unmatched_messages: list[Unmatched] = field(default_factory=list)
     unreadable: list[Unreadable] = field(default_factory=list)  # entries skipped: the run is partial
+    not_marked: list[NotMarked] = field(default_factory=list)  # processed, not flagged: the run is partial
     not_deleted: str | None = None  # why --delete deleted nothing: the run is partial
     policy: Counter[tuple[str | None, str | None]] = field(default_factory=Counter)
 
@@ -96,6 +97,7 @@ class IngestResult:
             "suppressed": self.suppressed,
             "unmatched_messages": [asdict(u) for u in self.unmatched_messages],
             "unreadable": [asdict(u) for u in self.unreadable],
+            "not_marked": [asdict(u) for u in self.not_marked],
             "not_deleted": self.not_deleted,
             "policy_details": [
                 {"campaign": campaign, "status": status, "messages": count}
@@ -145,7 +147,7 @@ def ingest(
         seen = processed_message(conn, ref)
         if seen is not None and not seen.open:
             result.already_processed += 1
-            source.done(raw.key, handled=seen.outcome != "unmatched")
+            _done(result, source, raw.key, handled=seen.outcome != "unmatched")
             continue
         if seen is not None:  # unmatched on an earlier run, not yet acknowledged
             outcome = Outcome("unmatched", seen.reason)
@@ -162,11 +164,18 @@ def ingest(
             with store.transaction() as tx:
                 result.acknowledged += acknowledge_message(tx, ref, clock.now_iso())
             handled = True
-        source.done(raw.key, handled=handled)
+        _done(result, source, raw.key, handled=handled)
         if progress:
             progress(result.messages)
     result.not_deleted = source.finish()
     return result
+
+
+def _done(result: IngestResult, source: Source, key: str, *, handled: bool) -> None:
+    """Mark a message processed in its mailbox (it is recorded as processed already)."""
+    missed = source.done(key, handled=handled)
+    if missed is not None:  # named to the user; the next run finds it processed and marks it
+        result.not_marked.append(missed)
 
 
 # The IngestResult count each outcome adds to (anything else is unmatched).

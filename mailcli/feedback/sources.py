@@ -27,6 +27,10 @@ unflagged), so the next run reads it again. An IMAP server that closes the
 connection while it sends a message (Dovecot's default for a message file it
 cannot open) is connected to again and asked for the message once more; when
 it closes the connection on it a second time, that message is such an entry.
+A connection closed while a processed message is flagged is opened again in
+the same way and the flags set on the new one; a message that could not be
+flagged even so is named too (it was processed, and the next run, finding it
+processed, flags it).
 
 Messages nobody could match are left as they are (unread), so a person finds
 them in the mailbox, and the next run reads them again to list them until
@@ -76,13 +80,23 @@ class Unreadable:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class NotMarked:
+    """One message processed (and recorded as such) that the mailbox could not
+    be made to show as processed; the next run finds it processed and marks it."""
+
+    entry: str
+    reason: str
+
+
 class Source(Protocol):
     name: str
 
     def messages(self) -> Iterator[RawMessage | Unreadable]: ...
 
-    def done(self, key: str, *, handled: bool) -> None:
-        """Mark one message processed (``handled`` False: left for a person)."""
+    def done(self, key: str, *, handled: bool) -> NotMarked | None:
+        """Mark one message processed (``handled`` False: left for a person);
+        why it could not be marked, or None."""
 
     def finish(self) -> str | None:
         """Carry out what is left to the end (``--delete`` on an mbox); why it
@@ -451,22 +465,44 @@ class ImapSource:
         typ, data = self._imap.uid("SEARCH", "UID", uid)
         return typ == "OK" and uid.encode("ascii") in (data[0] or b"").split()
 
-    def done(self, key: str, *, handled: bool) -> None:
+    def done(self, key: str, *, handled: bool) -> NotMarked | None:
         import imaplib
 
-        try:
-            self._store_flags(key, handled=handled)
-        except (imaplib.IMAP4.error, OSError) as exc:
-            raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
-
-    def _store_flags(self, key: str, *, handled: bool) -> None:
         if not handled:
-            return  # left unread for a person, and fetched again to be listed until acknowledged
+            return None  # left unread for a person, and fetched again to be listed until acknowledged
         if self._delete:
             flags = "(\\Deleted)"
         else:
             flags = f"(\\Seen {KEYWORD})" if self._keywords else "(\\Seen)"
-        self._imap.uid("STORE", key, "+FLAGS", flags)
+        try:
+            return self._mark(key, flags)
+        except (imaplib.IMAP4.error, OSError) as exc:
+            raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
+
+    def _mark(self, uid: str, flags: str) -> NotMarked | None:
+        """Flag one processed message, on a new connection when the server closes the connection during the STORE.
+
+        The message was recorded as processed before it is flagged, so
+        nothing is read or applied again: the STORE is only sent once more
+        (adding flags that may have been set already). When the server closes
+        the connection on it a second time, the message is named, the rest is
+        read on a new connection, and the next run, finding the message
+        processed, flags it.
+        """
+        import imaplib
+
+        said: list[str] = []  # what the server said each time it closed the connection
+        while len(said) < 2:
+            try:
+                self._imap.uid("STORE", uid, "+FLAGS", flags)
+                return None
+            except TimeoutError:
+                raise  # a server that does not answer is a lost connection (exit 5)
+            except (imaplib.IMAP4.abort, OSError) as exc:
+                said.append(_server_text(exc))
+                self._reconnect(exc)
+        return NotMarked(f"{self.name} UID {uid}",
+                         f"the server closed the connection each time it was flagged (twice): {said[-1]}")
 
     def finish(self) -> None:
         pass  # deleted messages are expunged on close

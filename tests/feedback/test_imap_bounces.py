@@ -9,6 +9,7 @@ run as anyone else it runs every process as that user.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
 import imaplib
@@ -46,6 +47,7 @@ class Dovecot:
     port: int
     ca_file: Path
     maildir: Path  # the user's mail, as Dovecot keeps it on disk
+    key_file: Path  # the private key of its certificate (for ImapProxy)
 
     @property
     def url(self) -> str:
@@ -149,6 +151,119 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         sock.close()
 
 
+# What ImapProxy does with one command: pass it on (None), pass it on and close the
+# connection once Dovecot has answered it ("close"), close the connection without passing
+# it on ("drop"), or answer it in Dovecot's place (bytes).
+Action = str | bytes | None
+
+
+class ImapProxy:
+    """IMAPS on 127.0.0.1 in front of Dovecot that reads mailcli's commands.
+
+    It ends mailcli's TLS with the certificate Dovecot has (so --ca-file
+    trusts it) and opens a TLS connection of its own to Dovecot for each of
+    mailcli's. ``act(connection, command)`` runs for each command line mailcli
+    sends (``connection`` counts from 1; ``command`` without its tag, as
+    ``b"UID STORE 3 +FLAGS (\\Seen $MailcliProcessed)"``) and says what to do:
+    None passes it on; ``"close"`` passes it on and, as soon as Dovecot has
+    answered it, closes mailcli's connection without passing the answer on
+    (what Dovecot did stays done; mailcli sees the connection closed during
+    the command); ``"drop"`` closes it at once, the command never reaching
+    Dovecot; bytes are sent back as the answer in Dovecot's place (after
+    the tag: ``b"NO [SERVERBUG] ..."``), the command never reaching Dovecot.
+    With ``accept`` set, it stops listening after that many connections, so
+    the next one is refused. ``commands`` lists (connection, command) of every
+    command mailcli sent.
+    """
+
+    def __init__(self, dovecot: Dovecot, act: Callable[[int, bytes], Action], accept: int | None = None) -> None:
+        self.dovecot = dovecot
+        self.act = act
+        self.accept = accept
+        self.connections = 0
+        self.commands: list[tuple[int, bytes]] = []
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        assert ready.wait(10)
+
+    def url(self) -> str:
+        return self.dovecot.url.replace(f":{self.dovecot.port}/", f":{self.port}/")
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.dovecot.ca_file, self.dovecot.key_file)
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(self._session, "127.0.0.1", 0, ssl=context, limit=1 << 22)
+            self.port = int(self._server.sockets[0].getsockname()[1])
+
+        self._loop.run_until_complete(start())
+        ready.set()
+        self._loop.run_forever()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        connection = self.connections
+        if connection == self.accept and self._server is not None:
+            self._server.close()
+        context = ssl.create_default_context(cafile=str(self.dovecot.ca_file))
+        up_reader, up_writer = await asyncio.open_connection(
+            "127.0.0.1", self.dovecot.port, ssl=context, server_hostname="127.0.0.1", limit=1 << 22)
+        closing: list[bytes] = []  # the tag whose answer ends the connection
+
+        async def from_dovecot() -> None:
+            while line := await up_reader.readline():
+                if closing and line.startswith(closing[0] + b" "):
+                    return
+                writer.write(line)
+                await writer.drain()
+
+        async def from_mailcli() -> None:
+            while line := await reader.readline():
+                tag, _, command = line.rstrip(b"\r\n").partition(b" ")
+                self.commands.append((connection, command))
+                action = self.act(connection, command)
+                if action == "drop":
+                    return
+                if isinstance(action, bytes):
+                    writer.write(tag + b" " + action + b"\r\n")
+                    await writer.drain()
+                    continue
+                if action == "close":
+                    closing.append(tag)
+                up_writer.write(line)
+                await up_writer.drain()
+
+        tasks = [asyncio.ensure_future(from_dovecot()), asyncio.ensure_future(from_mailcli())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            up_writer.transport.abort()
+            writer.close()  # mailcli reads the end of the connection (TLS close_notify, then FIN)
+
+    def close(self) -> None:
+        async def shut() -> None:
+            if self._server is not None:
+                self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
 def _users() -> tuple[str, str, str, int, int]:
     """(login user, internal user, internal group, mail uid, mail gid)."""
     if os.geteuid() != 0:
@@ -247,7 +362,7 @@ service anvil {{
                 if time.monotonic() > deadline:
                     pytest.skip("dovecot did not open its IMAPS port within 20 s")
                 time.sleep(0.05)
-        yield Dovecot(port=port, ca_file=cert, maildir=base / "home" / "bounces" / "Maildir")
+        yield Dovecot(port=port, ca_file=cert, maildir=base / "home" / "bounces" / "Maildir", key_file=key)
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -459,3 +574,153 @@ def test_a_connection_that_cannot_be_opened_again_is_lost(project: Path, cli: Cl
     assert "Traceback" not in result.output
     assert s.suppressions("ann@example.org") == {"*": "bounced"}  # read before, and kept
     assert s.membership("dee@example.org")[0] == "subscribed"  # after it: the next run reads it
+
+
+def _flagging(uid: int) -> Callable[[bytes], bool]:
+    """Whether a command is mailcli's STORE of the flags of this UID."""
+    return lambda command: command.startswith(f"UID STORE {uid} ".encode())
+
+
+@pytest.mark.parametrize("how", ["close", "drop"], ids=["after-dovecot-stored", "before-dovecot-saw-it"])
+def test_a_connection_closed_while_a_message_is_flagged_is_opened_again_and_the_message_flagged(
+        project: Path, cli: Cli, dovecot: Dovecot, how: str) -> None:
+    # The connection closed during the STORE that flags a message already
+    # processed: the run ended with "connection lost", exit 5, and the messages
+    # after it waited for the next run (cron reported a failure for a moment's
+    # drop). Now mailcli connects again, flags that message and reads the rest.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)  # UID 3 is cy's complaint
+    proxy = ImapProxy(dovecot, lambda n, command: how if n == 1 and _flagging(3)(command) else None)
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json",
+                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        proxy.close()
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert proxy.connections == 2
+    data = json.loads(result.stdout)
+    assert {k: data[k] for k in ("messages", "already_processed", "hard_bounces", "delays", "complaints",
+                                 "unsubscribes", "policy_rejections", "ignored", "unmatched", "unreadable",
+                                 "not_marked")} == {
+        "messages": 7, "already_processed": 0, "hard_bounces": 1, "delays": 1, "complaints": 1, "unsubscribes": 1,
+        "policy_rejections": 1, "ignored": 1, "unmatched": 1, "unreadable": [], "not_marked": []}
+    # fetched once, flagged on each connection: nothing was read or applied twice
+    assert [n for n, command in proxy.commands if command.startswith(b"UID FETCH 3 ")] == [1]
+    assert [n for n, command in proxy.commands if _flagging(3)(command)] == [1, 2]
+    assert s.suppressions("cy@example.org") == {"*": "complained"}
+    assert len(s.events("complained")) == 1
+    assert s.membership("dee@example.org")[::2] == ("unsubscribed", "mailto")  # read after it
+
+    flags = dovecot.flags()
+    assert flags.pop("Question about your newsletter") == set()  # left unread for a person
+    assert all(f == {"\\Seen", "$MailcliProcessed"} for f in flags.values()), flags
+    before = s.counts()
+    again = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--json",
+                env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    assert again.exit_code == 0, again.output
+    assert (json.loads(again.stdout)["messages"], json.loads(again.stdout)["already_processed"]) == (1, 0)
+    assert s.counts() == before
+
+
+def test_a_connection_closed_while_flagging_that_cannot_be_opened_again_is_lost(
+        project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)
+    proxy = ImapProxy(dovecot, lambda n, command: "drop" if _flagging(3)(command) else None, accept=1)
+    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), env=env)
+    finally:
+        proxy.close()
+    assert result.exit_code == 5, result.output
+    assert f"Error: {proxy.url()}: connection lost (socket error: EOF), and connecting again failed: cannot" \
+        " connect: Connection refused" in result.stderr
+    assert "Hint: run the same command again" in result.stderr
+    assert "Traceback" not in result.output
+    assert s.suppressions("cy@example.org") == {"*": "complained"}  # processed before the STORE, and kept
+    assert s.membership("dee@example.org")[0] == "subscribed"  # after it: the next run reads it
+    assert dovecot.flags()["Yahoo! Mail AntiSpam Feedback"] == set()
+
+    # the next run finds the complaint processed, flags it, and reads the rest
+    again = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--json", env=env)
+    assert again.exit_code == 0, again.output
+    data = json.loads(again.stdout)
+    assert {k: data[k] for k in ("messages", "already_processed", "complaints", "unsubscribes")} == {
+        "messages": 5, "already_processed": 1, "complaints": 0, "unsubscribes": 1}
+    assert len(s.events("complained")) == 1  # applied once
+    assert s.membership("dee@example.org")[::2] == ("unsubscribed", "mailto")
+    assert dovecot.flags()["Yahoo! Mail AntiSpam Feedback"] == {"\\Seen", "$MailcliProcessed"}
+
+
+def test_a_message_the_server_closes_the_connection_on_each_time_it_is_flagged_is_named(
+        project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)
+    proxy = ImapProxy(dovecot, lambda n, command: "drop" if n <= 2 and _flagging(3)(command) else None)
+    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json", env=env)
+    finally:
+        proxy.close()
+    assert result.exit_code == 3, result.output
+    assert proxy.connections == 3  # the first, the second try, and one for the rest
+    assert f"Warning: Cannot mark {proxy.url()} UID 3 as processed: the server closed the connection each time" \
+        " it was flagged (twice): socket error: EOF; it was processed, and the next run marks it" in result.stderr
+    assert f"Error: 1 message of {proxy.url()} was processed but could not be marked as processed in the" \
+        " mailbox; every other message was processed" in result.stderr
+    assert "Hint: the next run finds it processed and marks it" in result.stderr
+    data = json.loads(result.stdout)
+    assert data["not_marked"] == [{"entry": f"{proxy.url()} UID 3", "reason": "the server closed the connection"
+                                   " each time it was flagged (twice): socket error: EOF"}]
+    assert (data["messages"], data["complaints"], data["unsubscribes"], data["unreadable"]) == (7, 1, 1, [])
+    assert s.suppressions("cy@example.org") == {"*": "complained"}
+    assert s.membership("dee@example.org")[::2] == ("unsubscribed", "mailto")
+    flags = dovecot.flags()
+    assert flags.pop("Yahoo! Mail AntiSpam Feedback") == set()
+    assert flags.pop("Question about your newsletter") == set()
+    assert all(f == {"\\Seen", "$MailcliProcessed"} for f in flags.values()), flags
+
+    before = s.counts()
+    again = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--json", env=env)
+    assert again.exit_code == 0, again.output
+    assert (json.loads(again.stdout)["already_processed"], json.loads(again.stdout)["complaints"]) == (1, 0)
+    assert s.counts() == before
+    assert dovecot.flags()["Yahoo! Mail AntiSpam Feedback"] == {"\\Seen", "$MailcliProcessed"}
+
+
+def test_a_mailbox_replaced_while_the_connection_was_closed_during_flagging_is_lost(
+        project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # The UIDs mailcli was working through name other messages in a mailbox
+    # created anew: it must not flag (or go on reading) by them.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    imap = dovecot.client()
+    assert imap.create("Bounces")[0] == "OK"
+    for data in messages:
+        assert imap.append("Bounces", None, None, data.replace(b"\n", b"\r\n"))[0] == "OK"
+
+    def act(n: int, command: bytes) -> Action:
+        if n == 1 and _flagging(3)(command):
+            return "drop"
+        if n == 2 and command.startswith(b"LOGIN "):  # meanwhile: the mailbox deleted and made again
+            assert imap.delete("Bounces")[0] == "OK"
+            assert imap.create("Bounces")[0] == "OK"
+            assert imap.append("Bounces", None, None, messages[-1].replace(b"\n", b"\r\n"))[0] == "OK"
+        return None
+
+    proxy = ImapProxy(dovecot, act)
+    url = proxy.url().replace("/INBOX", "/Bounces")
+    try:
+        result = cli("bounces", url, "--ca-file", str(dovecot.ca_file), env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        proxy.close()
+        imap.logout()
+    assert result.exit_code == 5, result.output
+    assert f"Error: {url}: connection lost (socket error: EOF), and the mailbox was replaced meanwhile (its" \
+        " UIDVALIDITY changed)" in result.stderr
+    assert [command for n, command in proxy.commands if n == 2 and command.startswith(b"UID ")] == []
+    assert s.suppressions("cy@example.org") == {"*": "complained"}  # processed before, and kept
