@@ -146,8 +146,10 @@ def ingest(
         ref = message_ref(msg, raw.data)
         seen = processed_message(conn, ref)
         if seen is not None and not seen.open:
+            # Applied, or acknowledged by a person: marked in the mailbox (again), as a run
+            # that lost the connection before it could do so would have.
             result.already_processed += 1
-            _done(result, source, raw.key, handled=seen.outcome != "unmatched")
+            _done(result, source, raw.key, handled=True)
             continue
         if seen is not None:  # unmatched on an earlier run, not yet acknowledged
             outcome = Outcome("unmatched", seen.reason)

@@ -724,3 +724,33 @@ def test_a_mailbox_replaced_while_the_connection_was_closed_during_flagging_is_l
         " UIDVALIDITY changed)" in result.stderr
     assert [command for n, command in proxy.commands if n == 2 and command.startswith(b"UID ")] == []
     assert s.suppressions("cy@example.org") == {"*": "complained"}  # processed before, and kept
+
+
+def test_an_acknowledged_message_the_connection_was_lost_on_is_flagged_by_the_next_run(
+        project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # `bounces --ack` recorded the question as handled, then lost the connection
+    # while flagging it. Every later run found it "already processed" and left
+    # it unflagged: it stayed unread in the mailbox and was fetched on every run.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)  # UID 7 is the question, for a person
+    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
+    args = ["--ca-file", str(dovecot.ca_file), "--json"]
+    first = json.loads(cli("bounces", dovecot.url, *args, env=env).stdout)
+    assert (first["messages"], first["unmatched"]) == (7, 1)
+
+    proxy = ImapProxy(dovecot, lambda n, command: "drop" if _flagging(7)(command) else None, accept=1)
+    try:
+        acked = cli("bounces", proxy.url(), *args, "--ack", env=env)
+    finally:
+        proxy.close()
+    assert acked.exit_code == 5, acked.output
+    assert "connecting again failed: cannot connect: Connection refused" in acked.stderr
+    assert dovecot.flags()["Question about your newsletter"] == set()
+
+    again = cli("bounces", dovecot.url, *args, env=env)
+    assert again.exit_code == 0, again.output
+    data = json.loads(again.stdout)
+    assert (data["messages"], data["already_processed"], data["unmatched"], data["not_marked"]) == (1, 1, 0, [])
+    assert dovecot.flags()["Question about your newsletter"] == {"\\Seen", "$MailcliProcessed"}
+    assert json.loads(cli("bounces", dovecot.url, *args, env=env).stdout)["messages"] == 0
