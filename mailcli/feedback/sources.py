@@ -29,8 +29,8 @@ cannot open) is connected to again and asked for the message once more; when
 it closes the connection on it a second time, that message is such an entry.
 A connection closed while a processed message is flagged is opened again in
 the same way and the flags set on the new one; a message that could not be
-flagged even so is named too (it was processed, and the next run, finding it
-processed, flags it).
+flagged even so, or whose STORE the server refuses, is named too (it was
+processed, and the next run, finding it processed, flags it).
 
 Messages nobody could match are left as they are (unread), so a person finds
 them in the mailbox, and the next run reads them again to list them until
@@ -299,6 +299,11 @@ def _server_text(exc: Exception) -> str:
     return re.sub(r"^command: \S+ => ", "", str(exc)).strip() or type(exc).__name__
 
 
+def _answer_text(parts: list[object]) -> str:
+    """The words of a server's NO (or other) answer to a command."""
+    return b" ".join(p for p in parts if isinstance(p, bytes)).decode("utf-8", "replace").strip().rstrip(".")
+
+
 def _quote(mailbox: str) -> str:
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -456,7 +461,7 @@ class ImapSource:
             if not self._exists(uid):
                 return None
             return Unreadable(f"{self.name} UID {uid}", "the server returned no message body")
-        text = b" ".join(p for p in parts if isinstance(p, bytes)).decode("utf-8", "replace").strip().rstrip(".")
+        text = _answer_text(parts)
         if text.upper().startswith("[EXPUNGEISSUED]") and not self._exists(uid):
             return None
         return Unreadable(f"{self.name} UID {uid}", f"the server answered {typ}: {text or 'no reason given'}")
@@ -485,22 +490,28 @@ class ImapSource:
         The message was recorded as processed before it is flagged, so
         nothing is read or applied again: the STORE is only sent once more
         (adding flags that may have been set already). When the server closes
-        the connection on it a second time, the message is named, the rest is
-        read on a new connection, and the next run, finding the message
-        processed, flags it.
+        the connection on it a second time, or refuses the STORE (NO or BAD),
+        the message is named, the rest is read (on a new connection after a
+        close), and the next run, finding the message processed, flags it.
         """
         import imaplib
 
         said: list[str] = []  # what the server said each time it closed the connection
         while len(said) < 2:
             try:
-                self._imap.uid("STORE", uid, "+FLAGS", flags)
-                return None
+                typ, parts = self._imap.uid("STORE", uid, "+FLAGS", flags)
             except TimeoutError:
                 raise  # a server that does not answer is a lost connection (exit 5)
             except (imaplib.IMAP4.abort, OSError) as exc:
                 said.append(_server_text(exc))
                 self._reconnect(exc)
+                continue
+            except imaplib.IMAP4.error as exc:  # BAD: imaplib raises it
+                return NotMarked(f"{self.name} UID {uid}", f"the server refused to flag it ({exc})")
+            text = _answer_text(parts)
+            if typ == "OK" or (text.upper().startswith("[EXPUNGEISSUED]") and not self._exists(uid)):
+                return None  # flagged, or expunged by another client meanwhile: nothing left to flag
+            return NotMarked(f"{self.name} UID {uid}", f"the server answered {typ}: {text or 'no reason given'}")
         return NotMarked(f"{self.name} UID {uid}",
                          f"the server closed the connection each time it was flagged (twice): {said[-1]}")
 

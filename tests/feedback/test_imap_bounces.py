@@ -754,3 +754,50 @@ def test_an_acknowledged_message_the_connection_was_lost_on_is_flagged_by_the_ne
     assert (data["messages"], data["already_processed"], data["unmatched"], data["not_marked"]) == (1, 1, 0, [])
     assert dovecot.flags()["Question about your newsletter"] == {"\\Seen", "$MailcliProcessed"}
     assert json.loads(cli("bounces", dovecot.url, *args, env=env).stdout)["messages"] == 0
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    (b"NO [SERVERBUG] Internal error occurred. Refer to server log for more information.",
+     "the server answered NO: [SERVERBUG] Internal error occurred. Refer to server log for more information"),
+    (b"BAD Error in IMAP command UID STORE: Invalid arguments.",
+     "the server refused to flag it (UID command error: BAD [b'Error in IMAP command UID STORE: Invalid"
+     " arguments.'])"),
+], ids=["NO", "BAD"])
+def test_a_message_the_server_will_not_flag_is_named_and_the_rest_is_processed(
+        project: Path, cli: Cli, dovecot: Dovecot, answer: bytes, reason: str) -> None:
+    # A STORE answered NO was passed over without a word: the run ended with
+    # exit 0, and the message stayed unread in the mailbox and was fetched
+    # again on every run (with --delete: never deleted). One answered BAD
+    # ended the run with "connection lost", exit 5, though nothing was lost.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)
+    proxy = ImapProxy(dovecot, lambda n, command: answer if _flagging(3)(command) else None)
+    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), env=env)
+        data = json.loads(cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json", env=env).stdout)
+    finally:
+        proxy.close()
+    assert result.exit_code == 3, result.output
+    assert proxy.connections == 2  # one for each run: the connection was kept
+    assert f"Warning: Cannot mark {proxy.url()} UID 3 as processed: {reason}; it was processed, and the next run" \
+        " marks it" in result.stderr
+    assert f"Error: 1 message of {proxy.url()} was processed but could not be marked as processed in the" \
+        " mailbox; every other message was processed" in result.stderr
+    assert "7 messages from" in result.stdout
+    assert s.suppressions("cy@example.org") == {"*": "complained"}
+    assert s.membership("dee@example.org")[::2] == ("unsubscribed", "mailto")  # after it
+    assert data["not_marked"] == [{"entry": f"{proxy.url()} UID 3", "reason": reason}]
+    assert (data["messages"], data["already_processed"], data["complaints"]) == (2, 1, 0)  # and the question
+    flags = dovecot.flags()
+    assert flags.pop("Yahoo! Mail AntiSpam Feedback") == set()
+    assert flags.pop("Question about your newsletter") == set()
+    assert all(f == {"\\Seen", "$MailcliProcessed"} for f in flags.values()), flags
+
+    before = s.counts()
+    fixed = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--json", env=env)
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads(fixed.stdout)["not_marked"] == []
+    assert dovecot.flags()["Yahoo! Mail AntiSpam Feedback"] == {"\\Seen", "$MailcliProcessed"}
+    assert s.counts() == before
