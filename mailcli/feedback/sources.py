@@ -356,6 +356,13 @@ class ImapSource:
                                  hint=f"check the user and the password in {self._env}") from None
         try:
             typ, _ = self._imap.select(_quote(url.mailbox))
+        except imaplib.IMAP4.readonly:  # the server said READ-ONLY: the flags mailcli sets would not be kept
+            self._logout()
+            raise TransportError(
+                f"{self.name}: the server opens the mailbox {url.mailbox!r} read-only for {url.user}, and mailcli"
+                " marks (or deletes) each message it has processed",
+                hint=f"give {url.user} the right to change flags (and, for --delete, to delete) in {url.mailbox}",
+            ) from None
         except (imaplib.IMAP4.error, OSError) as exc:
             self._logout()
             raise TransportError(f"{self.name}: connection lost while opening the mailbox: {exc}") from None

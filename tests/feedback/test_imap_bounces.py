@@ -801,3 +801,28 @@ def test_a_message_the_server_will_not_flag_is_named_and_the_rest_is_processed(
     assert json.loads(fixed.stdout)["not_marked"] == []
     assert dovecot.flags()["Yahoo! Mail AntiSpam Feedback"] == {"\\Seen", "$MailcliProcessed"}
     assert s.counts() == before
+
+
+def test_a_mailbox_the_user_may_only_read_is_refused_before_anything_is_read(
+        project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # The server opened the mailbox read-only: mailcli said "connection lost
+    # while opening the mailbox", exit 5, which a rerun never mends.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)
+    for sub in ("cur", "new"):  # Dovecot may not write: it opens the mailbox READ-ONLY
+        (dovecot.maildir / sub).chmod(0o555)
+    try:
+        result = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file),
+                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        for sub in ("cur", "new"):
+            (dovecot.maildir / sub).chmod(0o755)
+    assert result.exit_code == 5, result.output
+    assert result.stderr.splitlines() == [
+        f"Error: {dovecot.url}: the server opens the mailbox 'INBOX' read-only for bounces, and mailcli marks"
+        " (or deletes) each message it has processed",
+        "Hint: give bounces the right to change flags (and, for --delete, to delete) in INBOX",
+    ]
+    assert result.stdout == ""
+    assert s.counts()["events"] == 0
