@@ -17,7 +17,8 @@ Three kinds of SOURCE, one small interface (``messages()``, ``done()``,
   optional ``--ca-file``); plaintext ``imap://`` is allowed to a loopback host
   only. Processed messages get ``\\Seen`` and the keyword ``$MailcliProcessed``
   (so the next run does not even fetch them); ``--delete`` sets ``\\Deleted``
-  and expunges.
+  and expunges. Without it nothing is expunged: the session ends with LOGOUT,
+  not CLOSE, which would take messages a person flagged ``\\Deleted`` too.
 
 An entry that cannot be read (a folder or a broken link among the Maildir
 files, a file without read permission, an IMAP message the server will not
@@ -526,8 +527,9 @@ class ImapSource:
         pass  # deleted messages are expunged on close
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._delete:
+        # LOGOUT, not CLOSE: CLOSE expunges every message flagged \\Deleted, also one a
+        # person marked in a mail program, and without --delete nothing may leave the mailbox.
+        if self._delete:
+            with contextlib.suppress(Exception):
                 self._imap.expunge()
-            self._imap.close()
         self._logout()

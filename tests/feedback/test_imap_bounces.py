@@ -826,3 +826,24 @@ def test_a_mailbox_the_user_may_only_read_is_refused_before_anything_is_read(
     ]
     assert result.stdout == ""
     assert s.counts()["events"] == 0
+
+
+def test_without_delete_no_message_leaves_the_mailbox(project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # mailcli closed the mailbox with CLOSE, which expunges every message
+    # flagged \Deleted: one a person had marked for deletion in their mail
+    # program (and might still have unmarked) was gone after a run without
+    # --delete.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)
+    imap = dovecot.client()
+    imap.select("INBOX")
+    assert imap.uid("STORE", "7", "+FLAGS", "(\\Deleted)")[0] == "OK"  # the question, marked by a person
+    imap.logout()
+    result = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--json",
+                 env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["messages"] == 7
+    flags = dovecot.flags()
+    assert len(flags) == 7
+    assert flags["Question about your newsletter"] == {"\\Deleted"}
