@@ -100,7 +100,7 @@ class Source(Protocol):
         why it could not be marked, or None."""
 
     def finish(self) -> str | None:
-        """Carry out what is left to the end (``--delete`` on an mbox); why it
+        """Carry out what is left to the end (``--delete``: an mbox rewritten, an IMAP EXPUNGE); why it
         could not be, or None."""
 
     def close(self) -> None: ...
@@ -316,6 +316,7 @@ class ImapSource:
         self._url = url
         self._ca_file = ca_file
         self._delete = delete
+        self._finished = False  # finish() has expunged (or said why it could not)
         if not url.secure and not is_loopback(url.host):
             raise UsageError(
                 f"{self.name}: plain imap:// sends the password in clear text; it is only allowed to localhost",
@@ -523,13 +524,47 @@ class ImapSource:
         return NotMarked(f"{self.name} UID {uid}",
                          f"the server closed the connection each time it was flagged (twice): {said[-1]}")
 
-    def finish(self) -> None:
-        pass  # deleted messages are expunged on close
+    def finish(self) -> str | None:
+        """With --delete, expunge the messages flagged ``\\Deleted``; why the server would not, or None.
+
+        A connection the server closes during the EXPUNGE is opened again, as
+        for a FETCH or STORE, and the EXPUNGE sent on the new one: the flags
+        set on the old one are kept by the server. Closed a second time, the
+        connection counts as lost (exit 5), and the next run deletes them.
+        """
+        import imaplib
+
+        if not self._delete:
+            return None
+        self._finished = True
+        try:
+            try:
+                return self._expunge()
+            except TimeoutError:
+                raise  # a server that does not answer is a lost connection (exit 5)
+            except (imaplib.IMAP4.abort, OSError) as exc:
+                self._reconnect(exc)
+            return self._expunge()
+        except (imaplib.IMAP4.error, OSError) as exc:
+            raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
+
+    def _expunge(self) -> str | None:
+        import imaplib
+
+        try:
+            typ, parts = self._imap.expunge()
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:  # BAD: imaplib raises it
+            return f"the server refused to delete them ({exc})"
+        if typ == "OK":
+            return None
+        return f"the server answered {typ} to EXPUNGE: {_answer_text(parts) or 'no reason given'}"
 
     def close(self) -> None:
         # LOGOUT, not CLOSE: CLOSE expunges every message flagged \\Deleted, also one a
         # person marked in a mail program, and without --delete nothing may leave the mailbox.
-        if self._delete:
+        if self._delete and not self._finished:  # stopped early (Ctrl-C): what was processed goes all the same
             with contextlib.suppress(Exception):
                 self._imap.expunge()
         self._logout()

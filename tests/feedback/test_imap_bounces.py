@@ -847,3 +847,56 @@ def test_without_delete_no_message_leaves_the_mailbox(project: Path, cli: Cli, d
     flags = dovecot.flags()
     assert len(flags) == 7
     assert flags["Question about your newsletter"] == {"\\Deleted"}
+
+
+@pytest.mark.parametrize("how", ["close", "drop"], ids=["after-dovecot-expunged", "before-dovecot-saw-it"])
+def test_a_connection_closed_while_deleting_is_opened_again_and_the_messages_deleted(
+        project: Path, cli: Cli, dovecot: Dovecot, how: str) -> None:
+    # `bounces --delete` expunged on its way out and said nothing when the
+    # connection was lost then: the run ended with exit 0 and the messages it
+    # had processed were still in the mailbox.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)
+    proxy = ImapProxy(dovecot, lambda n, command: how if n == 1 and command == b"EXPUNGE" else None)
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json", "--delete",
+                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        proxy.close()
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert proxy.connections == 2
+    data = json.loads(result.stdout)
+    assert (data["messages"], data["not_deleted"], data["not_marked"]) == (7, None, [])
+    assert dovecot.flags() == {"Question about your newsletter": set()}  # only what a person has to read is left
+
+
+def test_a_server_that_will_not_delete_is_named_and_the_next_run_deletes(
+        project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # An EXPUNGE answered NO was passed over: exit 0, and nothing said why the
+    # processed messages stayed in the mailbox.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)
+    proxy = ImapProxy(dovecot, lambda n, command: b"NO [NOPERM] Permission denied" if command == b"EXPUNGE" else None)
+    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--delete", env=env)
+    finally:
+        proxy.close()
+    assert result.exit_code == 3, result.output
+    assert f"Error: {proxy.url()}: the server answered NO to EXPUNGE: [NOPERM] Permission denied; nothing was" \
+        " deleted" in result.stderr
+    assert "Hint: run the same command again to delete what was read" in result.stderr
+    assert s.suppressions("cy@example.org") == {"*": "complained"}
+    flags = dovecot.flags()
+    assert flags.pop("Question about your newsletter") == set()
+    assert flags and all(f == {"\\Deleted"} for f in flags.values()), flags
+
+    before = s.counts()
+    again = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--delete", "--json", env=env)
+    assert again.exit_code == 0, again.output
+    assert (json.loads(again.stdout)["already_processed"], json.loads(again.stdout)["not_deleted"]) == (6, None)
+    assert dovecot.flags() == {"Question about your newsletter": set()}
+    assert s.counts() == before
