@@ -42,6 +42,7 @@ message.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -306,7 +307,34 @@ def _answer_text(parts: list[object]) -> str:
 
 
 def _quote(mailbox: str) -> str:
-    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + _imap_name(mailbox).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _imap_name(mailbox: str) -> str:
+    """A mailbox name as IMAP spells it: other than ASCII in modified UTF-7 (RFC 3501 5.1.3).
+
+    A name in ASCII goes as it is given, so one already written in that
+    spelling ("R&APw-ckl&AOQ-ufer") still works.
+    """
+    if mailbox.isascii():
+        return mailbox
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            encoded = base64.b64encode("".join(pending).encode("utf-16-be")).decode("ascii")
+            out.append("&" + encoded.rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for char in mailbox:
+        if " " <= char <= "~":
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    flush()
+    return "".join(out)
 
 
 class ImapSource:

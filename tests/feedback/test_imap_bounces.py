@@ -900,3 +900,24 @@ def test_a_server_that_will_not_delete_is_named_and_the_next_run_deletes(
     assert (json.loads(again.stdout)["already_processed"], json.loads(again.stdout)["not_deleted"]) == (6, None)
     assert dovecot.flags() == {"Question about your newsletter": set()}
     assert s.counts() == before
+
+
+def test_a_mailbox_named_in_other_than_ascii_letters_is_read(project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # mailcli sent the name as it was given, and imaplib cannot: a folder
+    # named "Rückläufer" ended every run with "unexpected UnicodeEncodeError".
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    imap = dovecot.client()
+    assert imap.create("R&APw-ckl&AOQ-ufer")[0] == "OK"  # IMAP's own spelling of the name (RFC 3501 5.1.3)
+    for data in messages:
+        assert imap.append("R&APw-ckl&AOQ-ufer", None, None, data.replace(b"\n", b"\r\n"))[0] == "OK"
+    imap.logout()
+    url = dovecot.url.replace("/INBOX", "/Rückläufer")
+    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
+    result = cli("bounces", url, "--ca-file", str(dovecot.ca_file), "--json", env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["source"], data["messages"], data["complaints"]) == (url, 7, 1)
+    assert s.suppressions("cy@example.org") == {"*": "complained"}
+    missing = cli("bounces", url.replace("ckl", "ck"), "--ca-file", str(dovecot.ca_file), env=env)
+    assert missing.exit_code == 2 and "no such mailbox 'Rückäufer'" in missing.stderr
