@@ -6,7 +6,7 @@
   ``forms`` (the POST body) and ``clients`` (who is asking, and how often);
 * ``reports`` — reading DSN (RFC 3464), ARF (RFC 5965) and mailto requests;
   ``verdicts`` — what a status code means for the address;
-* ``sources`` — mbox, Maildir and IMAP mailboxes;
+* ``sources`` — mbox, Maildir and IMAP mailboxes, the IMAP one read by ``imap``;
 * ``ingest`` — applying a mailbox once, for ``mailcli bounces``, with
   ``matching`` — which contact and campaign a report is about.
 

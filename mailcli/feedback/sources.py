@@ -12,26 +12,14 @@ Three kinds of SOURCE, one small interface (``messages()``, ``done()``,
 * a **Maildir** folder — processed messages move from ``new/`` to ``cur/``
   with the ``S`` (seen) flag, as a mail client would; ``--delete`` removes
   them instead;
-* an **IMAP** mailbox, ``imaps://user@host[:port]/INBOX`` — TLS with the
-  certificate and host name verified (``ssl.create_default_context()`` plus an
-  optional ``--ca-file``); plaintext ``imap://`` is allowed to a loopback host
-  only. Processed messages get ``\\Seen`` and the keyword ``$MailcliProcessed``
-  (so the next run does not even fetch them); ``--delete`` sets ``\\Deleted``
-  and expunges. Without it nothing is expunged: the session ends with LOGOUT,
-  not CLOSE, which would take messages a person flagged ``\\Deleted`` too.
+* an **IMAP** mailbox, ``imaps://user@host[:port]/INBOX`` — read by
+  :mod:`mailcli.feedback.imap`.
 
 An entry that cannot be read (a folder or a broken link among the Maildir
 files, a file without read permission, an IMAP message the server will not
 fetch) is skipped and named, never a reason to stop: the messages after it
 are processed all the same, and the entry is left as it is (an IMAP message
-unflagged), so the next run reads it again. An IMAP server that closes the
-connection while it sends a message (Dovecot's default for a message file it
-cannot open) is connected to again and asked for the message once more; when
-it closes the connection on it a second time, that message is such an entry.
-A connection closed while a processed message is flagged is opened again in
-the same way and the flags set on the new one; a message that could not be
-flagged even so, or whose STORE the server refuses, is named too (it was
-processed, and the next run, finding it processed, flags it).
+unflagged), so the next run reads it again.
 
 Messages nobody could match are left as they are (unread), so a person finds
 them in the mailbox, and the next run reads them again to list them until
@@ -42,28 +30,22 @@ message.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import os
-import re
-import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
-from ..errors import ConfigError, MailcliError, TransportError, UsageError
-from ..net import is_loopback, tls_context
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     import mailbox
 
-KEYWORD = "$MailcliProcessed"
 # How long --delete waits for the mbox lock an MTA holds while it delivers (a moment each time).
 LOCK_WAIT = 10.0
 
@@ -111,6 +93,8 @@ def open_source(text: str, settings: Settings, *, ca_file: Path | None = None, d
     """The source named on the command line; exit 2 when it cannot be read."""
     lowered = text.lower()
     if lowered.startswith(("imaps://", "imap://")):
+        from .imap import ImapSource
+
         return ImapSource(text, settings, ca_file=ca_file, delete=delete)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -264,335 +248,3 @@ class MaildirSource:
 
     def close(self) -> None:
         pass
-
-
-@dataclass(frozen=True, slots=True)
-class ImapUrl:
-    secure: bool
-    user: str
-    host: str
-    port: int
-    mailbox: str
-
-
-def parse_imap_url(text: str) -> ImapUrl:
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme not in ("imaps", "imap") or not parts.hostname:
-        raise UsageError(f"{text}: expected imaps://user@host[:port]/MAILBOX")
-    if not parts.username:
-        raise UsageError(f"{text}: no user name (imaps://user@host/INBOX)")
-    if parts.password:
-        raise UsageError(f"{_safe(text)}: put the password in the environment variable named by [bounces] imap_password_env, not in the URL")
-    try:
-        port = parts.port or (993 if scheme == "imaps" else 143)
-    except ValueError:
-        raise UsageError(f"{text}: invalid port") from None
-    mailbox = unquote(parts.path.lstrip("/")) or "INBOX"
-    return ImapUrl(scheme == "imaps", unquote(parts.username), parts.hostname, port, mailbox)
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", text)
-
-
-def _server_text(exc: Exception) -> str:
-    """What the server said when it closed the connection (its BYE), or how the socket ended."""
-    return re.sub(r"^command: \S+ => ", "", str(exc)).strip() or type(exc).__name__
-
-
-def _answer_text(parts: list[object]) -> str:
-    """The words of a server's NO (or other) answer to a command."""
-    return b" ".join(p for p in parts if isinstance(p, bytes)).decode("utf-8", "replace").strip().rstrip(".")
-
-
-def _quote(mailbox: str) -> str:
-    return '"' + _imap_name(mailbox).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _imap_name(mailbox: str) -> str:
-    """A mailbox name as IMAP spells it: other than ASCII in modified UTF-7 (RFC 3501 5.1.3).
-
-    A name in ASCII goes as it is given, so one already written in that
-    spelling ("R&APw-ckl&AOQ-ufer") still works.
-    """
-    if mailbox.isascii():
-        return mailbox
-    out: list[str] = []
-    pending: list[str] = []
-
-    def flush() -> None:
-        if pending:
-            encoded = base64.b64encode("".join(pending).encode("utf-16-be")).decode("ascii")
-            out.append("&" + encoded.rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for char in mailbox:
-        if " " <= char <= "~":
-            flush()
-            out.append("&-" if char == "&" else char)
-        else:
-            pending.append(char)
-    flush()
-    return "".join(out)
-
-
-class ImapSource:
-    def __init__(self, text: str, settings: Settings, *, ca_file: Path | None, delete: bool) -> None:
-        url = parse_imap_url(text)
-        self.name = f"{'imaps' if url.secure else 'imap'}://{url.user}@{url.host}:{url.port}/{url.mailbox}"
-        self._url = url
-        self._ca_file = ca_file
-        self._delete = delete
-        self._finished = False  # finish() has expunged (or said why it could not)
-        if not url.secure and not is_loopback(url.host):
-            raise UsageError(
-                f"{self.name}: plain imap:// sends the password in clear text; it is only allowed to localhost",
-                hint="use imaps://",
-            )
-        self._env = settings.bounces.imap_password_env
-        password = os.environ.get(self._env)
-        if not password:
-            raise ConfigError(f"No IMAP password: the environment variable {self._env} is not set",
-                              hint=f"export {self._env}=... (named by [bounces] imap_password_env)")
-        self._password = password
-        self._connect()
-
-    # Complexity: the IMAP steps in order (TLS, login, mailbox), each failure with its own message.
-    def _connect(self) -> None:
-        """Connect, log in and select the mailbox (at the start, and again after the server closed the connection)."""
-        import imaplib
-
-        url = self._url
-        try:
-            if url.secure:
-                context = tls_context(self._ca_file)
-                self._imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(url.host, url.port, ssl_context=context, timeout=30)
-            else:
-                self._imap = imaplib.IMAP4(url.host, url.port, timeout=30)
-        except ssl.SSLError as exc:
-            raise TransportError(f"{self.name}: TLS failed: {exc.reason or exc}",
-                                 hint="pass --ca-file for a private CA") from None
-        except OSError as exc:
-            raise TransportError(f"{self.name}: cannot connect: {exc.strerror or exc}") from None
-        try:
-            self._imap.login(url.user, self._password)
-        except (imaplib.IMAP4.abort, OSError) as exc:
-            self._logout()
-            raise TransportError(f"{self.name}: connection lost while logging in: {exc}") from None
-        except imaplib.IMAP4.error:
-            self._logout()
-            raise TransportError(f"{self.name}: login refused for {url.user}",
-                                 hint=f"check the user and the password in {self._env}") from None
-        try:
-            typ, _ = self._imap.select(_quote(url.mailbox))
-        except imaplib.IMAP4.readonly:  # the server said READ-ONLY: the flags mailcli sets would not be kept
-            self._logout()
-            raise TransportError(
-                f"{self.name}: the server opens the mailbox {url.mailbox!r} read-only for {url.user}, and mailcli"
-                " marks (or deletes) each message it has processed",
-                hint=f"give {url.user} the right to change flags (and, for --delete, to delete) in {url.mailbox}",
-            ) from None
-        except (imaplib.IMAP4.error, OSError) as exc:
-            self._logout()
-            raise TransportError(f"{self.name}: connection lost while opening the mailbox: {exc}") from None
-        if typ != "OK":
-            self._logout()
-            raise UsageError(f"{self.name}: no such mailbox {url.mailbox!r}")
-        flags = " ".join(str(x) for x in (self._imap.untagged_responses.get("PERMANENTFLAGS") or []))
-        self._keywords = "\\*" in flags
-        self._uidvalidity = self._imap.untagged_responses.get("UIDVALIDITY")
-
-    def _reconnect(self, lost: Exception) -> None:
-        """A new connection after the server closed the one in use, to the same mailbox.
-
-        The UIDs searched for on the first connection hold on the new one only
-        while the mailbox keeps its UIDVALIDITY; if it changed, or no
-        connection can be made, the connection counts as lost (exit 5).
-        """
-        with contextlib.suppress(Exception):
-            self._imap.shutdown()
-        before = self._uidvalidity
-        why = _server_text(lost)
-        try:
-            self._connect()
-        except MailcliError as exc:
-            detail = exc.message.removeprefix(f"{self.name}: ")
-            raise TransportError(f"{self.name}: connection lost ({why}), and connecting again failed: {detail}",
-                                 hint="run the same command again") from None
-        if self._uidvalidity != before:
-            self._logout()
-            raise TransportError(f"{self.name}: connection lost ({why}), and the mailbox was replaced meanwhile "
-                                 "(its UIDVALIDITY changed)", hint="run the same command again")
-
-    def _logout(self) -> None:
-        try:
-            self._imap.logout()
-        except Exception:  # noqa: BLE001 - a connection already closed: only the socket is left to close
-            with contextlib.suppress(Exception):
-                self._imap.shutdown()
-
-    def messages(self) -> Iterator[RawMessage | Unreadable]:
-        import imaplib
-
-        criteria = ("UNKEYWORD", KEYWORD) if self._keywords else ("UNSEEN",)
-        try:
-            typ, data = self._imap.uid("SEARCH", *criteria)
-            if typ != "OK":
-                raise TransportError(f"{self.name}: SEARCH failed")
-            uids = [u.decode("ascii") for u in (data[0] or b"").split()]
-            # The UIDs found here are worked through once, on a new connection
-            # too: a message read before the server closed one is not read again.
-            for uid in uids:
-                item = self._read(uid)
-                if item is not None:
-                    yield item
-        except (imaplib.IMAP4.error, OSError) as exc:
-            # Each message already read was committed; a rerun goes on from here.
-            raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
-
-    def _read(self, uid: str) -> RawMessage | Unreadable | None:
-        """One message, fetched once more on a new connection when the server closes the connection during its FETCH.
-
-        Dovecot, by default, closes the connection on the FETCH of a message
-        it cannot open (a damaged or unreadable file): when it does so again
-        on the same message, the message is skipped and named, left unflagged
-        for the next run, and the rest is read on a new connection. A
-        connection that closes once, the message then fetched, was the
-        connection's doing: the message is read as any other.
-        """
-        import imaplib
-
-        said: list[str] = []  # what the server said each time it closed the connection
-        while len(said) < 2:
-            try:
-                return self._fetch(uid)
-            except TimeoutError:
-                raise  # a server that does not answer is a lost connection (exit 5), not a message it cannot give
-            except (imaplib.IMAP4.abort, OSError) as exc:
-                said.append(_server_text(exc))
-                self._reconnect(exc)
-        return Unreadable(f"{self.name} UID {uid}",
-                          f"the server closed the connection each time it was fetched (twice): {said[-1]}")
-
-    # Complexity: one branch per answer to a FETCH (the body, none, NO, BAD, the message gone meanwhile).
-    def _fetch(self, uid: str) -> RawMessage | Unreadable | None:
-        """One message; None when another client expunged it meanwhile.
-
-        A message the server will not give (it answers NO or BAD, or no body)
-        is skipped and named by its UID, and left unflagged in the mailbox: the
-        next run fetches it again. A closed connection is raised as it is.
-        """
-        import imaplib
-
-        try:
-            typ, parts = self._imap.uid("FETCH", uid, "(BODY.PEEK[])")
-        except imaplib.IMAP4.abort:
-            raise
-        except imaplib.IMAP4.error as exc:  # BAD: imaplib raises it
-            return Unreadable(f"{self.name} UID {uid}", f"the server refused to fetch it ({exc})")
-        if typ == "OK":
-            for part in parts:
-                if isinstance(part, tuple) and len(part) == 2:
-                    return RawMessage(uid, bytes(part[1]))
-            if not self._exists(uid):
-                return None
-            return Unreadable(f"{self.name} UID {uid}", "the server returned no message body")
-        text = _answer_text(parts)
-        if text.upper().startswith("[EXPUNGEISSUED]") and not self._exists(uid):
-            return None
-        return Unreadable(f"{self.name} UID {uid}", f"the server answered {typ}: {text or 'no reason given'}")
-
-    def _exists(self, uid: str) -> bool:
-        typ, data = self._imap.uid("SEARCH", "UID", uid)
-        return typ == "OK" and uid.encode("ascii") in (data[0] or b"").split()
-
-    def done(self, key: str, *, handled: bool) -> NotMarked | None:
-        import imaplib
-
-        if not handled:
-            return None  # left unread for a person, and fetched again to be listed until acknowledged
-        if self._delete:
-            flags = "(\\Deleted)"
-        else:
-            flags = f"(\\Seen {KEYWORD})" if self._keywords else "(\\Seen)"
-        try:
-            return self._mark(key, flags)
-        except (imaplib.IMAP4.error, OSError) as exc:
-            raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
-
-    def _mark(self, uid: str, flags: str) -> NotMarked | None:
-        """Flag one processed message, on a new connection when the server closes the connection during the STORE.
-
-        The message was recorded as processed before it is flagged, so
-        nothing is read or applied again: the STORE is only sent once more
-        (adding flags that may have been set already). When the server closes
-        the connection on it a second time, or refuses the STORE (NO or BAD),
-        the message is named, the rest is read (on a new connection after a
-        close), and the next run, finding the message processed, flags it.
-        """
-        import imaplib
-
-        said: list[str] = []  # what the server said each time it closed the connection
-        while len(said) < 2:
-            try:
-                typ, parts = self._imap.uid("STORE", uid, "+FLAGS", flags)
-            except TimeoutError:
-                raise  # a server that does not answer is a lost connection (exit 5)
-            except (imaplib.IMAP4.abort, OSError) as exc:
-                said.append(_server_text(exc))
-                self._reconnect(exc)
-                continue
-            except imaplib.IMAP4.error as exc:  # BAD: imaplib raises it
-                return NotMarked(f"{self.name} UID {uid}", f"the server refused to flag it ({exc})")
-            text = _answer_text(parts)
-            if typ == "OK" or (text.upper().startswith("[EXPUNGEISSUED]") and not self._exists(uid)):
-                return None  # flagged, or expunged by another client meanwhile: nothing left to flag
-            return NotMarked(f"{self.name} UID {uid}", f"the server answered {typ}: {text or 'no reason given'}")
-        return NotMarked(f"{self.name} UID {uid}",
-                         f"the server closed the connection each time it was flagged (twice): {said[-1]}")
-
-    def finish(self) -> str | None:
-        """With --delete, expunge the messages flagged ``\\Deleted``; why the server would not, or None.
-
-        A connection the server closes during the EXPUNGE is opened again, as
-        for a FETCH or STORE, and the EXPUNGE sent on the new one: the flags
-        set on the old one are kept by the server. Closed a second time, the
-        connection counts as lost (exit 5), and the next run deletes them.
-        """
-        import imaplib
-
-        if not self._delete:
-            return None
-        self._finished = True
-        try:
-            try:
-                return self._expunge()
-            except TimeoutError:
-                raise  # a server that does not answer is a lost connection (exit 5)
-            except (imaplib.IMAP4.abort, OSError) as exc:
-                self._reconnect(exc)
-            return self._expunge()
-        except (imaplib.IMAP4.error, OSError) as exc:
-            raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
-
-    def _expunge(self) -> str | None:
-        import imaplib
-
-        try:
-            typ, parts = self._imap.expunge()
-        except imaplib.IMAP4.abort:
-            raise
-        except imaplib.IMAP4.error as exc:  # BAD: imaplib raises it
-            return f"the server refused to delete them ({exc})"
-        if typ == "OK":
-            return None
-        return f"the server answered {typ} to EXPUNGE: {_answer_text(parts) or 'no reason given'}"
-
-    def close(self) -> None:
-        # LOGOUT, not CLOSE: CLOSE expunges every message flagged \\Deleted, also one a
-        # person marked in a mail program, and without --delete nothing may leave the mailbox.
-        if self._delete and not self._finished:  # stopped early (Ctrl-C): what was processed goes all the same
-            with contextlib.suppress(Exception):
-                self._imap.expunge()
-        self._logout()
