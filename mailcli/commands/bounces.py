@@ -12,6 +12,7 @@ from ..errors import PartialError, UsageError
 
 if TYPE_CHECKING:
     from ..feedback.ingest import IngestResult
+    from ..feedback.sources import NotDeleted
 
 
 def bounces_cmd(
@@ -119,7 +120,7 @@ def _raise_if_partial(out: Any, result: IngestResult) -> None:
         out.warn(f"Cannot mark {marked.entry} as processed: {marked.reason}; it was processed, and the next"
                  " run marks it")
     if result.not_deleted:
-        raise PartialError(f"{result.source}: {result.not_deleted}; nothing was deleted",
+        raise PartialError(f"{result.source}: {_not_deleted(result.not_deleted)}",
                            hint="run the same command again to delete what was read")
     if result.unreadable:
         count = len(result.unreadable)
@@ -139,6 +140,14 @@ def _raise_if_partial(out: Any, result: IngestResult) -> None:
             " be marked as processed in the mailbox; every other message was processed",
             hint="the next run finds " + ("it processed and marks it" if count == 1 else "them processed and marks them"),
         )
+
+
+def _not_deleted(why: NotDeleted) -> str:
+    """Why --delete did not delete what was processed, and what it deleted before."""
+    gone = why.deleted
+    if not gone:
+        return f"{why.reason}; nothing was deleted"
+    return f"{why.reason}; only {_n(gone, 'message')} of those processed {'was' if gone == 1 else 'were'} deleted"
 
 
 def _n(count: int, word: str, plural: str | None = None) -> str:

@@ -4,9 +4,12 @@ TLS with the certificate and host name verified (``ssl.create_default_context()`
 plus an optional ``--ca-file``); plaintext ``imap://`` is allowed to a loopback
 host only. Processed messages get ``\\Seen`` and the keyword
 ``$MailcliProcessed`` (so the next run does not even fetch them); ``--delete``
-sets ``\\Deleted`` and expunges. Without it nothing is expunged: the session
-ends with LOGOUT, not CLOSE, which would take messages a person flagged
-``\\Deleted`` too.
+sets ``\\Deleted`` and, at the end, expunges the messages mailcli flagged so:
+with ``UID EXPUNGE`` (RFC 4315, UIDPLUS) by their UIDs, so a message a person
+flagged ``\\Deleted`` in a mail program (and may still undelete) stays; a server
+without UIDPLUS only has ``EXPUNGE``, which takes every message flagged
+``\\Deleted``. Without ``--delete`` nothing is expunged: the session ends with
+LOGOUT, not CLOSE, which would take messages a person flagged ``\\Deleted`` too.
 
 A message the server will not fetch is skipped and named, and left
 unflagged, so the next run reads it again. A server that closes the
@@ -34,9 +37,12 @@ from urllib.parse import unquote, urlsplit
 from ..config import Settings
 from ..errors import ConfigError, MailcliError, TransportError, UsageError
 from ..net import is_loopback, tls_context
-from .sources import NotMarked, RawMessage, Unreadable
+from .sources import NotDeleted, NotMarked, RawMessage, Unreadable
 
 KEYWORD = "$MailcliProcessed"
+# The most characters of UIDs one UID EXPUNGE names: its command line stays near 4 KB, half the
+# 8,192 octets RFC 7162 asks a client to keep to (a server may refuse a longer line).
+EXPUNGE_SET = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +124,7 @@ class ImapSource:
         self._ca_file = ca_file
         self._delete = delete
         self._finished = False  # finish() has expunged (or said why it could not)
+        self._flagged: list[int] = []  # with --delete: the UIDs mailcli flagged \\Deleted, to expunge at the end
         if not url.secure and not is_loopback(url.host):
             raise UsageError(
                 f"{self.name}: plain imap:// sends the password in clear text; it is only allowed to localhost",
@@ -157,6 +164,7 @@ class ImapSource:
             self._logout()
             raise TransportError(f"{self.name}: login refused for {url.user}",
                                  hint=f"check the user and the password in {self._env}") from None
+        self._uidplus = self._delete and self._offers("UIDPLUS")
         try:
             typ, _ = self._imap.select(_quote(url.mailbox))
         except imaplib.IMAP4.readonly:  # the server said READ-ONLY: the flags mailcli sets would not be kept
@@ -175,6 +183,20 @@ class ImapSource:
         flags = " ".join(str(x) for x in (self._imap.untagged_responses.get("PERMANENTFLAGS") or []))
         self._keywords = "\\*" in flags
         self._uidvalidity = self._imap.untagged_responses.get("UIDVALIDITY")
+
+    def _offers(self, capability: str) -> bool:
+        """Whether the server offers a capability once logged in (it may offer more than before)."""
+        import imaplib
+
+        try:
+            typ, data = self._imap.capability()
+        except (imaplib.IMAP4.abort, OSError) as exc:
+            self._logout()
+            raise TransportError(f"{self.name}: connection lost while logging in: {exc}") from None
+        except imaplib.IMAP4.error:  # BAD: offers nothing to count on
+            return False
+        last = data[-1] if typ == "OK" and data else None
+        return isinstance(last, bytes) and capability.encode("ascii") in last.upper().split()
 
     def _reconnect(self, lost: Exception) -> None:
         """A new connection after the server closed the one in use, to the same mailbox.
@@ -290,9 +312,12 @@ class ImapSource:
         else:
             flags = f"(\\Seen {KEYWORD})" if self._keywords else "(\\Seen)"
         try:
-            return self._mark(key, flags)
+            missed = self._mark(key, flags)
         except (imaplib.IMAP4.error, OSError) as exc:
             raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
+        if self._delete and missed is None:
+            self._flagged.append(int(key))
+        return missed
 
     def _mark(self, uid: str, flags: str) -> NotMarked | None:
         """Flag one processed message, on a new connection when the server closes the connection during the STORE.
@@ -325,12 +350,15 @@ class ImapSource:
         return NotMarked(f"{self.name} UID {uid}",
                          f"the server closed the connection each time it was flagged (twice): {said[-1]}")
 
-    def finish(self) -> str | None:
-        """With --delete, expunge the messages flagged ``\\Deleted``; why the server would not, or None.
+    def finish(self) -> NotDeleted | None:
+        """With --delete, expunge the messages mailcli flagged ``\\Deleted``; why the server would not, or None.
 
-        A connection the server closes during the EXPUNGE is opened again, as
-        for a FETCH or STORE, and the EXPUNGE sent on the new one: the flags
-        set on the old one are kept by the server. Closed a second time, the
+        With UIDPLUS only those UIDs go (``UID EXPUNGE``, a few thousand
+        characters of UIDs a command); without it, ``EXPUNGE`` takes every
+        message flagged ``\\Deleted``, as a mail program's "compact" does.
+        A connection the server closes during one is opened again, as for a
+        FETCH or STORE, and the command sent on the new one: the flags set on
+        the old one are kept by the server. Closed a second time, the
         connection counts as lost (exit 5), and the next run deletes them.
         """
         import imaplib
@@ -338,34 +366,80 @@ class ImapSource:
         if not self._delete:
             return None
         self._finished = True
+        deleted = 0
         try:
-            try:
-                return self._expunge()
-            except TimeoutError:
-                raise  # a server that does not answer is a lost connection (exit 5)
-            except (imaplib.IMAP4.abort, OSError) as exc:
-                self._reconnect(exc)
-            return self._expunge()
+            for uids, count in self._expunge_sets():
+                try:
+                    why = self._expunge(uids)
+                except TimeoutError:
+                    raise  # a server that does not answer is a lost connection (exit 5)
+                except (imaplib.IMAP4.abort, OSError) as exc:
+                    self._reconnect(exc)
+                    why = self._expunge(uids)
+                if why is not None:
+                    return NotDeleted(why, deleted)
+                deleted += count
         except (imaplib.IMAP4.error, OSError) as exc:
             raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
+        return None
 
-    def _expunge(self) -> str | None:
+    def _expunge_sets(self) -> list[tuple[str | None, int]]:
+        """The commands that delete what mailcli flagged: (UID set, messages in it); None for one EXPUNGE."""
+        if not self._flagged:
+            return []  # nothing of mailcli's to delete: an EXPUNGE would only take a person's messages
+        if not self._uidplus:
+            return [(None, len(set(self._flagged)))]
+        return [(uids, count) for uids, count in _uid_sets(self._flagged, EXPUNGE_SET)]
+
+    def _expunge(self, uids: str | None) -> str | None:
+        """One UID EXPUNGE (or, for None, EXPUNGE); why the server would not, or None."""
         import imaplib
 
+        command = "EXPUNGE" if uids is None else "UID EXPUNGE"
         try:
-            typ, parts = self._imap.expunge()
+            if uids is None:
+                typ, parts = self._imap.expunge()
+            else:
+                self._imap.untagged_responses.pop("FETCH", None)  # so the answer read is this command's own
+                typ, parts = self._imap.uid("EXPUNGE", uids)
+                self._imap.untagged_responses.pop("EXPUNGE", None)  # the sequence numbers removed: not needed
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error as exc:  # BAD: imaplib raises it
             return f"the server refused to delete them ({exc})"
         if typ == "OK":
             return None
-        return f"the server answered {typ} to EXPUNGE: {_answer_text(parts) or 'no reason given'}"
+        return f"the server answered {typ} to {command}: {_answer_text(parts) or 'no reason given'}"
 
     def close(self) -> None:
         # LOGOUT, not CLOSE: CLOSE expunges every message flagged \\Deleted, also one a
         # person marked in a mail program, and without --delete nothing may leave the mailbox.
         if self._delete and not self._finished:  # stopped early (Ctrl-C): what was processed goes all the same
             with contextlib.suppress(Exception):
-                self._imap.expunge()
+                for uids, _ in self._expunge_sets():
+                    self._expunge(uids)
         self._logout()
+
+
+def _uid_sets(uids: list[int], limit: int) -> list[tuple[str, int]]:
+    """UIDs as IMAP sets ("3:9,12"), each at most ``limit`` characters (or one range), with how many each holds."""
+    ranges: list[tuple[str, int]] = []
+    ordered = sorted(set(uids))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        ranges.append((f"{ordered[i]}:{ordered[j]}" if j > i else str(ordered[i]), j - i + 1))
+        i = j + 1
+    sets: list[tuple[str, int]] = []
+    text, count = "", 0
+    for part, n in ranges:
+        if text and len(text) + 1 + len(part) > limit:
+            sets.append((text, count))
+            text, count = "", 0
+        text = f"{text},{part}" if text else part
+        count += n
+    if text:
+        sets.append((text, count))
+    return sets

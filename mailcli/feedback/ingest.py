@@ -38,7 +38,7 @@ from ..store.processed import acknowledge_message, processed_message, record_pro
 from ..tokens import parse_unsubscribe_token
 from . import actions, matching, reports
 from .matching import Target
-from .sources import NotMarked, Source, Unreadable
+from .sources import NotDeleted, NotMarked, Source, Unreadable
 from .verdicts import NOTICES, Verdict
 
 HANDLED = ("hard", "soft", "policy", "complaint", "unsubscribe", "ignored", *NOTICES)
@@ -75,7 +75,7 @@ class IngestResult:
     unmatched_messages: list[Unmatched] = field(default_factory=list)
     unreadable: list[Unreadable] = field(default_factory=list)  # entries skipped: the run is partial
     not_marked: list[NotMarked] = field(default_factory=list)  # processed, not flagged: the run is partial
-    not_deleted: str | None = None  # why --delete deleted nothing: the run is partial
+    not_deleted: NotDeleted | None = None  # why --delete deleted nothing (or not all): the run is partial
     policy: Counter[tuple[str | None, str | None]] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class IngestResult:
             "unmatched_messages": [asdict(u) for u in self.unmatched_messages],
             "unreadable": [asdict(u) for u in self.unreadable],
             "not_marked": [asdict(u) for u in self.not_marked],
-            "not_deleted": self.not_deleted,
+            "not_deleted": self.not_deleted.reason if self.not_deleted else None,
             "policy_details": [
                 {"campaign": campaign, "status": status, "messages": count}
                 for (campaign, status), count in sorted(self.policy.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))

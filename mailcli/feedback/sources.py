@@ -73,6 +73,14 @@ class NotMarked:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class NotDeleted:
+    """Why ``--delete`` could not delete (all of) the messages processed; the next run deletes the rest."""
+
+    reason: str
+    deleted: int = 0  # how many it had deleted when it had to stop
+
+
 class Source(Protocol):
     name: str
 
@@ -82,7 +90,7 @@ class Source(Protocol):
         """Mark one message processed (``handled`` False: left for a person);
         why it could not be marked, or None."""
 
-    def finish(self) -> str | None:
+    def finish(self) -> NotDeleted | None:
         """Carry out what is left to the end (``--delete``: an mbox rewritten, an IMAP EXPUNGE); why it
         could not be, or None."""
 
@@ -143,8 +151,12 @@ class MboxSource:
         if self._delete and handled:
             self._remove[self._digests[key]] += 1
 
-    def finish(self) -> str | None:
+    def finish(self) -> NotDeleted | None:
         """Delete the processed messages under the lock; why nothing was deleted, or None."""
+        why = self._rewrite()
+        return None if why is None else NotDeleted(why)
+
+    def _rewrite(self) -> str | None:
         import mailbox
 
         if not self._remove:

@@ -858,7 +858,7 @@ def test_a_connection_closed_while_deleting_is_opened_again_and_the_messages_del
     s = seed(project, PEOPLE)
     _, messages = scenario(s)
     dovecot.append(messages)
-    proxy = ImapProxy(dovecot, lambda n, command: how if n == 1 and command == b"EXPUNGE" else None)
+    proxy = ImapProxy(dovecot, lambda n, command: how if n == 1 and _expunging(command) else None)
     try:
         result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json", "--delete",
                      env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
@@ -867,6 +867,7 @@ def test_a_connection_closed_while_deleting_is_opened_again_and_the_messages_del
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert proxy.connections == 2
+    assert [(n, c) for n, c in proxy.commands if _expunging(c)] == [(1, b"UID EXPUNGE 1:6"), (2, b"UID EXPUNGE 1:6")]
     data = json.loads(result.stdout)
     assert (data["messages"], data["not_deleted"], data["not_marked"]) == (7, None, [])
     assert dovecot.flags() == {"Question about your newsletter": set()}  # only what a person has to read is left
@@ -879,14 +880,14 @@ def test_a_server_that_will_not_delete_is_named_and_the_next_run_deletes(
     s = seed(project, PEOPLE)
     _, messages = scenario(s)
     dovecot.append(messages)
-    proxy = ImapProxy(dovecot, lambda n, command: b"NO [NOPERM] Permission denied" if command == b"EXPUNGE" else None)
+    proxy = ImapProxy(dovecot, lambda n, command: b"NO [NOPERM] Permission denied" if _expunging(command) else None)
     env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
     try:
         result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--delete", env=env)
     finally:
         proxy.close()
     assert result.exit_code == 3, result.output
-    assert f"Error: {proxy.url()}: the server answered NO to EXPUNGE: [NOPERM] Permission denied; nothing was" \
+    assert f"Error: {proxy.url()}: the server answered NO to UID EXPUNGE: [NOPERM] Permission denied; nothing was" \
         " deleted" in result.stderr
     assert "Hint: run the same command again to delete what was read" in result.stderr
     assert s.suppressions("cy@example.org") == {"*": "complained"}
@@ -900,6 +901,83 @@ def test_a_server_that_will_not_delete_is_named_and_the_next_run_deletes(
     assert (json.loads(again.stdout)["already_processed"], json.loads(again.stdout)["not_deleted"]) == (6, None)
     assert dovecot.flags() == {"Question about your newsletter": set()}
     assert s.counts() == before
+
+
+def _expunging(command: bytes) -> bool:
+    """Whether a command is mailcli's EXPUNGE (of the messages it flagged, by UID, or of every one)."""
+    return command == b"EXPUNGE" or command.startswith(b"UID EXPUNGE ")
+
+
+def test_delete_leaves_a_message_a_person_flagged_deleted(project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # --delete sent EXPUNGE, which removes every message flagged \Deleted in
+    # the folder: one a person had marked for deletion in a mail program (and
+    # meant to undelete) was gone too. Dovecot offers UIDPLUS: only the UIDs
+    # mailcli flagged are expunged.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append([*messages, build("human.eml")])  # UID 7 is the question, UID 8 a person's message
+    imap = dovecot.client()
+    imap.select("INBOX")
+    assert imap.uid("STORE", "8", "+FLAGS", "(\\Deleted)")[0] == "OK"  # marked by a person
+    imap.logout()
+    result = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--json", "--delete",
+                 env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["messages"], data["unmatched"], data["not_deleted"]) == (8, 2, None)
+    assert s.suppressions("cy@example.org") == {"*": "complained"}
+    assert dovecot.flags_by_uid() == {7: set(), 8: {"\\Deleted"}}  # the six processed are gone
+
+
+def test_without_uidplus_delete_expunges_every_message_flagged_deleted(
+        project: Path, cli: Cli, dovecot: Dovecot) -> None:
+    # A server without UIDPLUS has only EXPUNGE, as the README says.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append([*messages, build("human.eml")])
+    imap = dovecot.client()
+    imap.select("INBOX")
+    assert imap.uid("STORE", "8", "+FLAGS", "(\\Deleted)")[0] == "OK"
+    imap.logout()
+    listed = b"OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ MOVE] Capability completed."
+    proxy = ImapProxy(dovecot, lambda n, command: listed if command == b"CAPABILITY" else None)
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json", "--delete",
+                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        proxy.close()
+    assert result.exit_code == 0, result.output
+    assert [c for _, c in proxy.commands if _expunging(c)] == [b"EXPUNGE"]
+    assert json.loads(result.stdout)["not_deleted"] is None
+    assert dovecot.flags_by_uid() == {7: set()}
+
+
+def test_a_uid_expunge_refused_after_others_says_how_many_were_deleted(
+        project: Path, cli: Cli, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailcli.feedback import imap
+
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages + messages)  # the second copies are found processed: UIDs 1-6 and 8-13 go
+    monkeypatch.setattr(imap, "EXPUNGE_SET", 4)  # "1:6" fits, "1:6,8:13" does not: two commands
+    refused = b"NO [SERVERBUG] Internal error occurred."
+    proxy = ImapProxy(dovecot, lambda n, command: refused if command == b"UID EXPUNGE 8:13" else None)
+    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--delete", env=env)
+    finally:
+        proxy.close()
+    assert result.exit_code == 3, result.output
+    assert [c for _, c in proxy.commands if _expunging(c)] == [b"UID EXPUNGE 1:6", b"UID EXPUNGE 8:13"]
+    assert f"Error: {proxy.url()}: the server answered NO to UID EXPUNGE: [SERVERBUG] Internal error occurred;" \
+        " only 6 messages of those processed were deleted" in result.stderr
+    assert "Hint: run the same command again to delete what was read" in result.stderr
+    assert dovecot.flags_by_uid() == {7: set(), **{uid: {"\\Deleted"} for uid in range(8, 14)}, 14: set()}
+
+    again = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--delete", "--json", env=env)
+    assert again.exit_code == 0, again.output
+    assert (json.loads(again.stdout)["already_processed"], json.loads(again.stdout)["not_deleted"]) == (6, None)
+    assert dovecot.flags_by_uid() == {7: set(), 14: set()}
 
 
 def test_a_mailbox_named_in_other_than_ascii_letters_is_read(project: Path, cli: Cli, dovecot: Dovecot) -> None:
