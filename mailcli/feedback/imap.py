@@ -11,6 +11,10 @@ without UIDPLUS only has ``EXPUNGE``, which takes every message flagged
 ``\\Deleted``. Without ``--delete`` nothing is expunged: the session ends with
 LOGOUT, not CLOSE, which would take messages a person flagged ``\\Deleted`` too.
 
+The messages to read are searched for ``SEARCH_WINDOW`` sequence numbers at a
+time: the answer to one SEARCH is one line of UIDs, which imaplib refuses
+over 1,000,000 bytes, so a mailbox of any size is read, in UID order.
+
 A message the server will not fetch is skipped and named, and left
 unflagged, so the next run reads it again. A server that closes the
 connection while it sends a message (Dovecot's default for a message file it
@@ -40,6 +44,9 @@ from ..net import is_loopback, tls_context
 from .sources import NotDeleted, NotMarked, RawMessage, Unreadable
 
 KEYWORD = "$MailcliProcessed"
+# How many messages, by sequence number, one SEARCH looks at: its answer, one line of up to as many
+# UIDs, stays near 100 KB however big the mailbox is (imaplib refuses a line over 1,000,000 bytes).
+SEARCH_WINDOW = 10_000
 # The most characters of UIDs one UID EXPUNGE names: its command line stays near 4 KB, half the
 # 8,192 octets RFC 7162 asks a client to keep to (a server may refuse a longer line).
 EXPUNGE_SET = 4000
@@ -166,7 +173,7 @@ class ImapSource:
                                  hint=f"check the user and the password in {self._env}") from None
         self._uidplus = self._delete and self._offers("UIDPLUS")
         try:
-            typ, _ = self._imap.select(_quote(url.mailbox))
+            typ, data = self._imap.select(_quote(url.mailbox))
         except imaplib.IMAP4.readonly:  # the server said READ-ONLY: the flags mailcli sets would not be kept
             self._logout()
             raise TransportError(
@@ -180,6 +187,7 @@ class ImapSource:
         if typ != "OK":
             self._logout()
             raise UsageError(f"{self.name}: no such mailbox {url.mailbox!r}")
+        self._count = int(data[-1] or 0) if data and isinstance(data[-1], bytes) else 0  # its EXISTS
         flags = " ".join(str(x) for x in (self._imap.untagged_responses.get("PERMANENTFLAGS") or []))
         self._keywords = "\\*" in flags
         self._uidvalidity = self._imap.untagged_responses.get("UIDVALIDITY")
@@ -231,20 +239,49 @@ class ImapSource:
         import imaplib
 
         criteria = ("UNKEYWORD", KEYWORD) if self._keywords else ("UNSEEN",)
+        last = 0  # the highest UID read so far
+        start = 1  # the sequence number the next window starts at
         try:
-            typ, data = self._imap.uid("SEARCH", *criteria)
-            if typ != "OK":
-                raise TransportError(f"{self.name}: SEARCH failed")
-            uids = [u.decode("ascii") for u in (data[0] or b"").split()]
-            # The UIDs found here are worked through once, on a new connection
-            # too: a message read before the server closed one is not read again.
-            for uid in uids:
-                item = self._read(uid)
-                if item is not None:
-                    yield item
+            # The mailbox is searched SEARCH_WINDOW messages at a time, by sequence
+            # number: the windows run in UID order and cover the mailbox however
+            # sparse its UIDs are. Each window is read before the next is searched.
+            while (start := self._renumbered(start)) <= self._count:
+                end = min(start + SEARCH_WINDOW - 1, self._count)
+                # The UIDs found here are worked through once, on a new connection
+                # too: a message read before the server closed one is not read again.
+                for uid in self._search(f"{start}:{end}", criteria):
+                    if uid > last:
+                        last = uid
+                        item = self._read(str(uid))
+                        if item is not None:
+                            yield item
+                start = end + 1
         except (imaplib.IMAP4.error, OSError) as exc:
             # Each message already read was committed; a rerun goes on from here.
             raise TransportError(f"{self.name}: connection lost: {exc}", hint="run the same command again") from None
+
+    def _renumbered(self, start: int) -> int:
+        """``start`` after the messages another client expunged meanwhile, as the server told.
+
+        Each one expunged before it moves it down by one, and the mailbox
+        searched ends one earlier. (Mail that came in since the mailbox was
+        opened is read by the next run. After a new connection, the new
+        mailbox's numbers hold from the next window on; what another client
+        expunged between the two connections can make that window start
+        further on, and what it passes over is read by the next run.)
+        """
+        for number in self._imap.untagged_responses.pop("EXPUNGE", []):
+            self._count -= 1
+            if isinstance(number, bytes) and int(number) < start:
+                start -= 1
+        return start
+
+    def _search(self, messages: str, criteria: tuple[str, ...]) -> list[int]:
+        """The UIDs, in order, of the messages to read among these sequence numbers."""
+        typ, data = self._imap.uid("SEARCH", messages, *criteria)
+        if typ != "OK":
+            raise TransportError(f"{self.name}: SEARCH failed")
+        return sorted(int(u) for u in (data[0] or b"").split())
 
     def _read(self, uid: str) -> RawMessage | Unreadable | None:
         """One message, fetched once more on a new connection when the server closes the connection during its FETCH.

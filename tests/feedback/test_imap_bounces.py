@@ -31,7 +31,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.feedback.test_bounces import PEOPLE, build, scenario
-from tests.feedback.test_feedback_support import seed
+from tests.feedback.test_feedback_support import add_campaign, seed
 from tests.smtpserver import free_port, make_certificate
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -978,6 +978,86 @@ def test_a_uid_expunge_refused_after_others_says_how_many_were_deleted(
     assert again.exit_code == 0, again.output
     assert (json.loads(again.stdout)["already_processed"], json.loads(again.stdout)["not_deleted"]) == (6, None)
     assert dovecot.flags_by_uid() == {7: set(), 14: set()}
+
+
+def _replies(project: Path, count: int) -> list[bytes]:
+    """``count`` out-of-office replies to one campaign, each a message of its own."""
+    s = seed(project, PEOPLE)
+    _, mids = add_campaign(s, "may")
+    return [build("vacation.eml", rcpt="eve@example.org", message_id=mids["eve@example.org"]) for _ in range(count)]
+
+
+def _uids(commands: list[tuple[int, bytes]], verb: bytes) -> list[int]:
+    """The UIDs of mailcli's UID FETCH (or UID STORE) commands, in the order sent."""
+    return [int(command.split()[2]) for _, command in commands if command.startswith(b"UID " + verb + b" ")]
+
+
+def test_a_mailbox_too_big_for_one_search_answer_is_read_in_windows(
+        project: Path, cli: Cli, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The UIDs of every unprocessed message came back in one SEARCH answer, one
+    # line; above about 140,000 of them it passed imaplib's line limit of
+    # 1,000,000 bytes, and every run ended "connection lost" (exit 5) and never
+    # got further. Here both are scaled down: a limit of 1,000 bytes (Dovecot's
+    # longest line otherwise, its capabilities, is under 500), 400 messages.
+    from mailcli.feedback import imap
+
+    dovecot.append(_replies(project, 400))
+    client = dovecot.client()
+    client.select("INBOX")
+    assert client.uid("STORE", "151:200", "+FLAGS", "(\\Seen $MailcliProcessed)")[0] == "OK"  # read before
+    client.logout()
+    monkeypatch.setattr(imaplib, "_MAXLINE", 1000)  # 350 UIDs in one line take 1,300 bytes
+    monkeypatch.setattr(imap, "SEARCH_WINDOW", 100)
+    proxy = ImapProxy(dovecot, lambda n, command: None)
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json",
+                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        proxy.close()
+        monkeypatch.undo()
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["messages"], data["ignored"], data["unreadable"], data["not_marked"]) == (350, 350, [], [])
+    assert [command for _, command in proxy.commands if command.startswith(b"UID SEARCH ")] == [
+        b"UID SEARCH 1:100 UNKEYWORD $MailcliProcessed", b"UID SEARCH 101:200 UNKEYWORD $MailcliProcessed",
+        b"UID SEARCH 201:300 UNKEYWORD $MailcliProcessed", b"UID SEARCH 301:400 UNKEYWORD $MailcliProcessed"]
+    assert _uids(proxy.commands, b"FETCH") == [*range(1, 151), *range(201, 401)]  # in UID order
+    assert all(f == {"\\Seen", "$MailcliProcessed"} for f in dovecot.flags_by_uid().values())
+
+
+def test_messages_another_client_expunges_meanwhile_move_the_next_window(
+        project: Path, cli: Cli, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A person deletes five messages mailcli has read while it reads the first
+    # window: the messages after them move five places down, and the next
+    # window starts five places earlier, so none of them is passed over.
+    from mailcli.feedback import imap
+
+    dovecot.append(_replies(project, 250))
+    person = dovecot.client()
+    person.select("INBOX")
+
+    def act(n: int, command: bytes) -> Action:
+        if command.startswith(b"UID FETCH 50 "):
+            assert person.uid("STORE", "1:5", "+FLAGS", "(\\Deleted)")[0] == "OK"
+            assert person.uid("EXPUNGE", "1:5")[0] == "OK"
+        return None
+
+    monkeypatch.setattr(imap, "SEARCH_WINDOW", 100)
+    proxy = ImapProxy(dovecot, act)
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json",
+                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        proxy.close()
+        person.logout()
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["messages"] == 250
+    assert [command.split()[2] for _, command in proxy.commands if command.startswith(b"UID SEARCH ")] == [
+        b"1:100", b"96:195", b"196:245"]
+    assert _uids(proxy.commands, b"FETCH") == list(range(1, 251))
+    flags = dovecot.flags_by_uid()
+    assert sorted(flags) == list(range(6, 251))
+    assert all(f == {"\\Seen", "$MailcliProcessed"} for f in flags.values())
 
 
 def test_a_mailbox_named_in_other_than_ascii_letters_is_read(project: Path, cli: Cli, dovecot: Dovecot) -> None:
