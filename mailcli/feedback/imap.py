@@ -33,7 +33,7 @@ import contextlib
 import os
 import re
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -188,8 +188,7 @@ class ImapSource:
             self._logout()
             raise UsageError(f"{self.name}: no such mailbox {url.mailbox!r}")
         self._count = int(data[-1] or 0) if data and isinstance(data[-1], bytes) else 0  # its EXISTS
-        flags = " ".join(str(x) for x in (self._imap.untagged_responses.get("PERMANENTFLAGS") or []))
-        self._keywords = "\\*" in flags
+        self._keywords = _keeps_keyword(self._imap.untagged_responses.get("PERMANENTFLAGS"))
         self._uidvalidity = self._imap.untagged_responses.get("UIDVALIDITY")
 
     def _offers(self, capability: str) -> bool:
@@ -456,6 +455,21 @@ class ImapSource:
                 for uids, _ in self._expunge_sets():
                     self._expunge(uids)
         self._logout()
+
+
+def _keeps_keyword(permanent: Sequence[object] | None) -> bool:
+    """Whether the mailbox keeps the keyword mailcli sets, by the PERMANENTFLAGS of its SELECT.
+
+    Without PERMANENTFLAGS every flag can be changed permanently (RFC 3501
+    7.1); listed, they must name the keyword or ``\\*`` (any new keyword),
+    else mailcli marks a processed message only ``\\Seen`` (and reads only
+    the unseen ones, so a message a person has read is passed over).
+    """
+    if not permanent:
+        return True
+    words = {word.lower() for item in permanent if isinstance(item, bytes)
+             for word in item.decode("utf-8", "replace").strip("()").split()}
+    return "\\*" in words or KEYWORD.lower() in words
 
 
 def _uid_sets(uids: list[int], limit: int) -> list[tuple[str, int]]:

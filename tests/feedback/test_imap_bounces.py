@@ -173,12 +173,15 @@ class ImapProxy:
     the tag: ``b"NO [SERVERBUG] ..."``), the command never reaching Dovecot.
     With ``accept`` set, it stops listening after that many connections, so
     the next one is refused. ``commands`` lists (connection, command) of every
-    command mailcli sent.
+    command mailcli sent. ``reply(connection, line)``, when given, sees each
+    line Dovecot sends and returns what mailcli gets instead (None: nothing).
     """
 
-    def __init__(self, dovecot: Dovecot, act: Callable[[int, bytes], Action], accept: int | None = None) -> None:
+    def __init__(self, dovecot: Dovecot, act: Callable[[int, bytes], Action], accept: int | None = None,
+                 reply: Callable[[int, bytes], bytes | None] = lambda n, line: line) -> None:
         self.dovecot = dovecot
         self.act = act
+        self.reply = reply
         self.accept = accept
         self.connections = 0
         self.commands: list[tuple[int, bytes]] = []
@@ -220,8 +223,10 @@ class ImapProxy:
             while line := await up_reader.readline():
                 if closing and line.startswith(closing[0] + b" "):
                     return
-                writer.write(line)
-                await writer.drain()
+                passed = self.reply(connection, line)
+                if passed is not None:
+                    writer.write(passed)
+                    await writer.drain()
 
         async def from_mailcli() -> None:
             while line := await reader.readline():
@@ -1058,6 +1063,51 @@ def test_messages_another_client_expunges_meanwhile_move_the_next_window(
     flags = dovecot.flags_by_uid()
     assert sorted(flags) == list(range(6, 251))
     assert all(f == {"\\Seen", "$MailcliProcessed"} for f in flags.values())
+
+
+@pytest.mark.parametrize(("permanent", "keyword"), [
+    (None, True),
+    (b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $MailcliProcessed)] Flags permitted.\r\n",
+     True),
+    (b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)] Flags permitted.\r\n", False),
+], ids=["absent", "the-keyword-listed", "no-keyword"])
+def test_a_server_that_sends_no_permanentflags_keeps_the_keyword(
+        project: Path, cli: Cli, dovecot: Dovecot, permanent: bytes | None, keyword: bool) -> None:
+    # Without PERMANENTFLAGS in the answer to SELECT mailcli took the keyword
+    # for one the server would not keep: it read only unseen messages and
+    # marked them \Seen, so a complaint a person had already read was never
+    # processed. RFC 3501 says every flag can then be changed permanently.
+    # Only a list without the keyword and without \* makes mailcli do so.
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)  # UID 3 is cy's complaint
+    imap = dovecot.client()
+    imap.select("INBOX")
+    assert imap.uid("STORE", "3", "+FLAGS", "(\\Seen)")[0] == "OK"  # a person has read it
+    imap.logout()
+
+    def reply(n: int, line: bytes) -> bytes | None:
+        return permanent if line.startswith(b"* OK [PERMANENTFLAGS ") else line
+
+    proxy = ImapProxy(dovecot, lambda n, command: None, reply=reply)
+    try:
+        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json",
+                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        proxy.close()
+    assert result.exit_code == 0, result.output
+    searches = [command for _, command in proxy.commands if command.startswith(b"UID SEARCH ")]
+    flags = dovecot.flags()
+    assert flags.pop("Question about your newsletter") == set()
+    if keyword:
+        assert searches == [b"UID SEARCH 1:7 UNKEYWORD $MailcliProcessed"]
+        assert json.loads(result.stdout)["complaints"] == 1
+        assert s.suppressions("cy@example.org") == {"*": "complained"}
+        assert all(f == {"\\Seen", "$MailcliProcessed"} for f in flags.values()), flags
+    else:
+        assert searches == [b"UID SEARCH 1:7 UNSEEN"]
+        assert json.loads(result.stdout)["complaints"] == 0  # read by a person: theirs to handle
+        assert all(f == {"\\Seen"} for f in flags.values()), flags
 
 
 def test_a_mailbox_named_in_other_than_ascii_letters_is_read(project: Path, cli: Cli, dovecot: Dovecot) -> None:
