@@ -121,6 +121,9 @@ class CompiledTemplate:
         # The first few recipients are checked against per-message inlining
         # even if the caller never calls verify_inlining.
         self._auto_verify = AUTO_VERIFY
+        # The fingerprint of the templates folder this was compiled from
+        # (``compile_template``); None when a file changed while it compiled.
+        self.stamp: bytes | None = None
 
     # -- introspection ---------------------------------------------------
     @property
@@ -409,12 +412,20 @@ def _fingerprint(root: Path) -> bytes:
     return digest.digest()
 
 
+# How often a template is compiled again when a file changed while it compiled.
+_COMPILE_TRIES = 3
+
+
 def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     """Load, check and prepare ``templates_dir/name/`` for rendering.
 
     Raises ``NotFoundError`` when the folder has no ``message.html`` and
     ``TemplateError`` (naming ``file:line``) for anything that cannot render.
     Compiled again only when a file under ``templates_dir`` has changed.
+    The result's ``stamp`` is the fingerprint of the files it was compiled
+    from, so another process can tell whether it compiled the same version
+    (a send's render workers do); a file saved while it compiled is read
+    again, and if the folder will not hold still, ``stamp`` is None.
     """
     root = Path(templates_dir)
     key = (str(root.resolve()), name)
@@ -422,7 +433,15 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     kept = _COMPILED.get(key)
     if kept is not None and kept[0] == stamp:
         return kept[1]
-    template = _compile_template(root, name)
+    for _ in range(_COMPILE_TRIES):
+        template = _compile_template(root, name)
+        after = _fingerprint(root)
+        if after == stamp:
+            break
+        stamp = after  # a file changed while it compiled: which version it holds is not known
+    else:
+        return template  # stamp stays None: matches no other compile, and is not kept
+    template.stamp = stamp
     if len(_COMPILED) >= _COMPILED_KEPT:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[key] = (stamp, template)

@@ -219,9 +219,9 @@ def _send_prepared(store: Store, settings: Settings, options: SendOptions, campa
     # writer thread later is safe. Started first, they load and compile
     # the template while this process finds the campaign's links.
     workers = worker_count(plan.to_send)
-    pool = start_pool(workers, settings, campaign) if workers else None
+    factory, samples = ready.factory, ready.samples
+    pool = start_pool(workers, settings, campaign, stamp=factory.template.stamp) if workers else None
     try:
-        factory, samples = ready.factory, ready.samples
         if settings.tracking.clicks:
             from mailcli.send.clicks import track_links
 

@@ -7,7 +7,9 @@ of render workers, batches of 16 are rendered a little ahead (three per
 worker) so the event loop mostly does SMTP and bookkeeping; when the
 connections want a message and no batch is back yet (the workers are
 starting, or slower than the connections), this process renders the next
-recipient itself, so neither core waits for the other.
+recipient itself, so neither core waits for the other. Workers that compiled
+another version of the template than this process checked (it was saved as
+the run started) are given nothing more: this process renders the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from mailcli.send import ledger
 from mailcli.send.message import MessageFactory, envelope_rcpt
 from mailcli.send.outgoing import OutgoingMessage
+from mailcli.send.pool import TemplateChanged
 from mailcli.send.results import ProgressFn, SendSummary, masked_problem
 from mailcli.send.watch import OptoutWatch
 from mailcli.send.writer import LedgerWriter
@@ -156,7 +159,14 @@ class RenderAhead:
 
     async def _collect(self) -> list[tuple[ledger.Recipient, bytes]]:
         fut, rs = self.inflight.popleft()
-        results = await fut
+        try:
+            results = await fut
+        except TemplateChanged:
+            # The workers render another version of the template: this
+            # process renders their batches, the one being filled and the rest.
+            self.pool = None
+            rs, self.batch = rs + self.batch, []
+            return [(r, data) for r in rs if (data := self._build_here(r)) is not None]
         ready = []
         for r, (data, problem) in zip(rs, results, strict=True):
             if data is None:

@@ -16,6 +16,13 @@ settings and campaign. They see nothing but the recipients they are given
 and hold no database connection. They end when the sending process ends,
 even by ``kill -9`` (``lifeline``), or when it closes their pipe.
 
+A worker compiles the template a moment after the sending process did. If a
+file of the templates folder was saved in between, the two would render
+different versions: a worker whose template is not the one the sending
+process checked (``CompiledTemplate.stamp``) renders nothing and answers
+``TemplateChanged``, and the sending process renders the rest of the run
+itself, from the version its preflight checked.
+
 Each worker has a pipe each way of its own, and the sending process reads the
 rendered batches on its event loop (``add_reader``): no thread in between.
 ``concurrent.futures``' process pool took a management thread and a feeder
@@ -49,7 +56,7 @@ _INIT_ERROR: BaseException | None = None
 _VERIFIED = False
 
 
-def _init(parent: int, settings: Any, campaign: Any, sign: bool = True) -> None:
+def _init(parent: int, settings: Any, campaign: Any, sign: bool, stamp: bytes | None) -> None:
     global _FACTORY, _INIT_ERROR
     from mailcli.lifeline import die_with_parent
 
@@ -62,6 +69,11 @@ def _init(parent: int, settings: Any, campaign: Any, sign: bool = True) -> None:
     except Exception as exc:  # noqa: BLE001 - raised again with the first batch, in the sending process
         # (an initializer's exception would only print a traceback here)
         _INIT_ERROR = exc
+        return
+    compiled = _FACTORY.template.stamp
+    if compiled is None or compiled != stamp:
+        _INIT_ERROR = TemplateChanged(f"The templates folder changed after the sending process compiled template"
+                                      f" {campaign.template!r}")
 
 
 def _build(batch: list[RecipientTuple], samples: list[RecipientTuple], links: dict[str, int] | None = None,
@@ -103,6 +115,11 @@ class WorkerStopped(MailcliError):
     """A render worker process ended in the middle of a send."""
 
 
+class TemplateChanged(MailcliError):
+    """A render worker compiled another version of the template than the
+    sending process checked: the sending process renders its batches."""
+
+
 # A frame on a worker's pipes: its length, then a pickle.
 _HEADER = struct.Struct("!I")
 
@@ -124,12 +141,13 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _serve(requests: Any, replies: Any, parent: int, settings: Any, campaign: Any, sign: bool) -> None:
+def _serve(requests: Any, replies: Any, parent: int, settings: Any, campaign: Any, sign: bool,
+           stamp: bytes | None) -> None:
     """A worker's life: ``(seq, kind, args)`` in, ``(seq, ok, value)`` out, until its pipe closes."""
     import queue
     import threading
 
-    _init(parent, settings, campaign, sign)
+    _init(parent, settings, campaign, sign, stamp)
     rfd, wfd = requests.fileno(), replies.fileno()
     calls: dict[str, Callable[..., Any]] = {"build": _build, "check": check_batch}
     # Requests are read as they come, by a thread of their own: the sending
@@ -174,11 +192,11 @@ def reply_frame(seq: int, ok: bool, value: Any) -> bytes:
 
 
 class _Worker:
-    def __init__(self, context: Any, settings: Any, campaign: Any, sign: bool) -> None:
+    def __init__(self, context: Any, settings: Any, campaign: Any, sign: bool, stamp: bytes | None) -> None:
         requests_r, self.requests = context.Pipe(duplex=False)
         self.replies, replies_w = context.Pipe(duplex=False)
         self.process = context.Process(target=_serve, args=(requests_r, replies_w, os.getpid(), settings, campaign,
-                                                            sign), name="mailcli-render", daemon=True)
+                                                            sign, stamp), name="mailcli-render", daemon=True)
         self.process.start()
         requests_r.close()
         replies_w.close()
@@ -236,14 +254,18 @@ class _Pending:
 
 class RenderPool:
     """Render worker processes, each fed over a pipe of its own, batches
-    handed out in turn; ``submit`` on the event loop, ``call`` without one."""
+    handed out in turn; ``submit`` on the event loop, ``call`` without one.
+    ``stamp`` is the ``CompiledTemplate.stamp`` of the template the sending
+    process renders: a worker that compiles another refuses every batch
+    with ``TemplateChanged``."""
 
-    def __init__(self, workers: int, settings: Any, campaign: Any, *, sign: bool = True) -> None:
+    def __init__(self, workers: int, settings: Any, campaign: Any, *, stamp: bytes | None,
+                 sign: bool = True) -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self.workers = workers
-        self._all = [_Worker(context, settings, campaign, sign) for _ in range(workers)]
+        self._all = [_Worker(context, settings, campaign, sign, stamp) for _ in range(workers)]
         self._turn = 0
         self._seq = 0
         self._loop: Any = None
@@ -330,10 +352,11 @@ def _looked_at(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def start_pool(workers: int, settings: Any, campaign: Any, *, sign: bool = True) -> RenderPool:
+def start_pool(workers: int, settings: Any, campaign: Any, *, stamp: bytes | None, sign: bool = True) -> RenderPool:
     """Start the workers now (not on the first batch), so their interpreters
-    load and compile the template while the sending process prepares."""
-    return RenderPool(workers, settings, campaign, sign=sign)
+    load and compile the template while the sending process prepares;
+    ``stamp``: the version of the template the sending process compiled."""
+    return RenderPool(workers, settings, campaign, stamp=stamp, sign=sign)
 
 
 def _try_build(factory: Any, r: Any) -> Problem:
@@ -369,27 +392,39 @@ def build_all(factory: Any, recipients: Sequence[Any], settings: Any, campaign: 
     """
     workers = worker_count(len(recipients))
     if not workers:
-        for r in recipients:
-            on_result(r, _try_build(factory, r))
+        _build_here(factory, recipients, on_result)
         return
-    pool = start_pool(workers, settings, campaign, sign=factory.signer is not None)
+    pool = start_pool(workers, settings, campaign, stamp=factory.template.stamp, sign=factory.signer is not None)
     try:
         inflight: deque[tuple[Any, Sequence[Any]]] = deque()
+        usable = True  # False once the workers turn out to have another version of the template
         for start in range(0, len(recipients), CHECK_BATCH):
             batch = recipients[start : start + CHECK_BATCH]
             while inflight and inflight[0][0].done():
-                _settle(*inflight.popleft(), on_result)
-            if len(inflight) < 2 * workers:
+                usable = _settle(*inflight.popleft(), factory, on_result) and usable
+            if usable and len(inflight) < 2 * workers:
                 inflight.append((pool.call("check", [r.as_tuple() for r in batch], factory.eightbit), batch))
             else:
-                for r in batch:
-                    on_result(r, _try_build(factory, r))
+                _build_here(factory, batch, on_result)
         while inflight:
-            _settle(*inflight.popleft(), on_result)
+            _settle(*inflight.popleft(), factory, on_result)
     finally:
         pool.shutdown()
 
 
-def _settle(pending: Any, batch: Sequence[Any], on_result: Callable[[Any, Problem], None]) -> None:
-    for r, problem in zip(batch, pending.result(), strict=True):
+def _settle(pending: Any, batch: Sequence[Any], factory: Any, on_result: Callable[[Any, Problem], None]) -> bool:
+    """The results of a worker's batch; False when the worker had another
+    version of the template, and this process built the batch instead."""
+    try:
+        problems = pending.result()
+    except TemplateChanged:
+        _build_here(factory, batch, on_result)
+        return False
+    for r, problem in zip(batch, problems, strict=True):
         on_result(r, problem)
+    return True
+
+
+def _build_here(factory: Any, batch: Sequence[Any], on_result: Callable[[Any, Problem], None]) -> None:
+    for r in batch:
+        on_result(r, _try_build(factory, r))

@@ -1,0 +1,83 @@
+"""Every message of a run comes from the template as the run checked it.
+
+A send of a thousand messages or more renders in worker processes, which
+compile the template themselves a moment after the sending process did. A
+template saved in between (someone still editing it while the send starts)
+must not give part of the run the new version: the run sends what its
+preflight checked, and the edit applies from the next run.
+
+Python runs ``sitecustomize`` in every worker process before it compiles
+anything: here it saves the edit at exactly that moment, so the workers
+always find the template changed since the sending process compiled it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mailcli.errors import ExitCode
+from mailcli.send.pool import worker_count
+from tests.conftest import Cli, set_smtp
+from tests.sendhelpers import add_contacts, people
+from tests.smtpserver import SmtpServer
+
+# Saves the edit in a render worker (started with --multiprocessing-fork)
+# before it compiles the template: the file and the text come from the test.
+_EDIT_IN_WORKER = """\
+import os, sys
+if "--multiprocessing-fork" in sys.argv and os.environ.get("EDIT_TEMPLATE"):
+    path = os.environ["EDIT_TEMPLATE"]
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text.replace("VERSION-A", os.environ["EDIT_TO"]))
+"""
+
+
+@pytest.fixture
+def edited_in_workers(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The footer partial, marked VERSION-A; render workers change the mark as they start."""
+    if worker_count(1000) == 0:
+        pytest.skip("render workers need two cores")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(_EDIT_IN_WORKER, encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", str(hooks))
+    footer = project / "templates" / "_partials" / "footer.html"
+    footer.write_text("<p>VERSION-A</p>\n" + footer.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setenv("EDIT_TEMPLATE", str(footer))
+    add_contacts(project / "mailcli.db", "news", people(1000))
+    return footer
+
+
+def test_a_template_saved_while_a_send_starts_leaves_the_run_on_the_version_it_checked(
+        project: Path, cli: Cli, edited_in_workers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDIT_TO", "VERSION-B")
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--yes")
+        assert result.exit_code == ExitCode.OK, result.output
+        assert "VERSION-B" in edited_in_workers.read_text(encoding="utf-8")  # the workers did save the edit
+        versions = {b"VERSION-A" in m.data for m in server.messages}
+        assert len(server.messages) == 1000 and versions == {True}  # every message from the checked version
+        # The next run compiles the template afresh: it sends the edit.
+        monkeypatch.delenv("EDIT_TEMPLATE")
+        add_contacts(project / "mailcli.db", "later", people(1, start=5000))
+        later = cli("send", "autumn", "--template", "newsletter", "--list", "later", "--yes")
+        assert later.exit_code == ExitCode.OK, later.output
+        assert b"VERSION-B" in server.messages[-1].data
+
+
+def test_a_dry_run_counts_the_version_it_checked_not_one_saved_meanwhile(
+        project: Path, cli: Cli, edited_in_workers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The version saved while the dry run starts fails for everyone; the one
+    # it checked renders for everyone.
+    monkeypatch.setenv("EDIT_TO", "{{ contact.no_such_field }}")
+    result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run", "--json")
+    assert result.exit_code == ExitCode.OK, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["rendered"], summary["failed"]) == (1000, 0)
+    assert "no_such_field" in edited_in_workers.read_text(encoding="utf-8")
