@@ -8,7 +8,11 @@ commands; the faults here are the ones a broken relay or a middlebox makes:
 * ``extra_reply=True``: every final dot gets two replies instead of one;
 * ``hang_after_dot=True``: the final dot is never answered;
 * ``mixed_reply=N``: the first N final dots are answered ``250-hmm`` then
-  ``550 5.7.1 rejected`` (codes mixed in one reply), and those bodies refused.
+  ``550 5.7.1 rejected`` (codes mixed in one reply), and those bodies refused;
+* ``double_354=N``: the first N DATA commands are answered ``354`` twice, and
+  their bodies refused (``550``) after the final dot;
+* ``mail_199=N``: the first N MAIL commands are answered ``199 hmm``, a code
+  no SMTP command has.
 
 ``bodies`` lists (recipient, message bytes) of every body that reached the
 final dot, in order; ``wait_for_dots(n)`` waits until n have.
@@ -24,9 +28,11 @@ from typing import Any
 
 class RawRelay:
     def __init__(self, *, data_250: int = 0, extra_reply: bool = False, hang_after_dot: bool = False,
-                 mixed_reply: int = 0) -> None:
+                 mixed_reply: int = 0, double_354: int = 0, mail_199: int = 0) -> None:
         self.data_250 = data_250
         self.mixed_reply = mixed_reply
+        self.double_354 = double_354
+        self.mail_199 = mail_199
         self.extra_reply = extra_reply
         self.hang_after_dot = hang_after_dot
         self.bodies: list[tuple[str, bytes]] = []
@@ -90,7 +96,11 @@ class RawRelay:
                 if cmd.startswith((b"EHLO", b"HELO")):
                     writer.write(b"250-raw\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 PIPELINING\r\n")
                 elif cmd.startswith(b"MAIL"):
-                    writer.write(b"250 ok\r\n")
+                    if self.mail_199 > 0:
+                        self.mail_199 -= 1
+                        writer.write(b"199 hmm\r\n")
+                    else:
+                        writer.write(b"250 ok\r\n")
                 elif cmd.startswith(b"RCPT"):
                     rcpt = line.strip()[8:].strip(b"<>").decode()
                     writer.write(b"250 ok\r\n")
@@ -99,13 +109,19 @@ class RawRelay:
                         self.data_250 -= 1
                         writer.write(b"250 ok whatever\r\n")
                     else:
-                        writer.write(b"354 go ahead\r\n")
+                        refuse = self.double_354 > 0
+                        self.double_354 -= refuse
+                        writer.write(b"354 go ahead\r\n354 go ahead\r\n" if refuse else b"354 go ahead\r\n")
                         await writer.drain()
                         body = bytearray()
                         while (chunk := await reader.readline()) not in (b".\r\n", b""):
                             body += chunk
                         if not chunk:
                             return
+                        if refuse:
+                            writer.write(b"550 5.7.1 rejected\r\n")
+                            await writer.drain()
+                            continue
                         if self.mixed_reply > 0:
                             self.mixed_reply -= 1
                             writer.write(b"250-hmm\r\n550 5.7.1 rejected\r\n")

@@ -8,7 +8,9 @@ with its final dot and the next message's envelope in one write, and the
 reply to the dot. So a message costs one round trip instead of two.
 
 Replies (RFC 5321): 2xx sent, 4xx retried within ``retry_window``, 5xx
-failed, 5.1.x failed and a hard bounce; a 421 closes the connection,
+failed, 5.1.x failed and a hard bounce; any other code (a 1xx, a 354 to
+the final dot) is out of step with the commands: the connection is closed,
+the message retried, or uncertain if its dot went out; a 421 closes the connection,
 requeues and makes every connection back off a moment. A drop or timeout
 before the dot is retried like a 451; after the dot the message is
 ``uncertain`` and never resent blindly (docs/guarantees.md#crash-safety).
@@ -196,6 +198,12 @@ class Session:
             conn.need_rset = False
         if not replies:
             raise SmtpProtocolError("RSET refused")
+        odd = next((r for r in replies if not 200 <= r.code < 600), None)
+        if odd is not None:
+            # No command is answered so (a "199" is below 400, yet it is no
+            # 2xx): whatever it meant, nothing of this message was accepted.
+            raise SmtpProtocolError(f"{conn.params.where} answered with {odd}, a code no command has:"
+                                    " its replies are out of step; closing the connection")
         mail_r, rcpt_r = replies[0], (replies[1] if len(replies) > 1 else None)
         data_r = replies[2] if len(replies) > 2 else None
         if data_r is not None and data_r.code != 354 and data_r.code < 400:
@@ -263,6 +271,9 @@ class Session:
             raise
         end = await self._end_reply(msg, nxt)
         try:
+            if await self._out_of_step(msg, end):
+                raise SmtpProtocolError(f"{conn.params.where} answered the final dot with {end}; closing the"
+                                        " connection")
             await self.answer(msg, end)
         except SmtpProtocolError:
             if nxt is not None:
@@ -286,7 +297,8 @@ class Session:
         except (PartialReplies, ReplyTimeout, ConnectionDropped) as exc:
             got = exc.replies if isinstance(exc, PartialReplies) else []
             if got:
-                await self.outcome(msg, got[0])
+                if not await self._out_of_step(msg, got[0]):
+                    await self.outcome(msg, got[0])
             else:
                 # The dot may have been accepted: never resend blindly.
                 await self.pool.final(msg, Result(Status.UNCERTAIN, f"{LOST_AFTER_DOT} ({exc})"))
@@ -295,6 +307,17 @@ class Session:
             raise
         finally:
             pool.awaiting_dot -= 1
+
+    async def _out_of_step(self, msg: OutgoingMessage, reply: Reply) -> bool:
+        """True, with ``msg`` recorded as uncertain, when ``reply`` cannot
+        answer a final dot: only 2xx, 4xx and 5xx do. A 354 there is a second
+        answer to DATA (the real one comes after it), a 1xx no SMTP reply at
+        all: the relay may or may not have the message."""
+        if 200 <= reply.code < 300 or 400 <= reply.code < 600:
+            return False
+        await self.pool.final(msg, Result(Status.UNCERTAIN, f"{self.conn.params.where} answered the final dot with"
+                                          f" {reply}, which answers no end of data: its replies are out of step"))
+        return True
 
     async def answer(self, msg: OutgoingMessage, reply: Reply) -> None:
         """Record the server's answer about ``msg`` and what it says about the relay.

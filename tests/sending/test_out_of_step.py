@@ -70,3 +70,35 @@ def test_a_reply_that_mixes_codes_is_taken_at_its_worst_line(project: Path, cli:
         assert result.exit_code == 3, result.output
         assert set(deliveries(project / "mailcli.db", "spring").values()) == {"failed"}
         assert relay.recipients() == []
+
+
+def test_a_second_354_taken_for_the_reply_to_the_dot_is_not_a_sent_message(project: Path, cli: Cli) -> None:
+    # DATA answered "354" twice: the second one arrives where the reply to
+    # the final dot is read, and the relay's real answer (550) comes after.
+    # A 354 does not answer a final dot: the message was counted as sent.
+    add_contacts(project / "mailcli.db", "news", people(3))
+    with RawRelay(double_354=1) as relay:
+        set_smtp(project, "127.0.0.1", relay.port)
+        result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", "--concurrency", "1")
+        assert result.exit_code == 3, result.output
+        statuses = deliveries(project / "mailcli.db", "spring")
+        assert sorted(statuses.values()) == ["sent", "sent", "uncertain"]
+        assert {email for email, status in statuses.items() if status == "sent"} == set(relay.recipients())
+        assert "answered the final dot with 354" in cli("report", "spring", "--failed").output
+
+
+def test_a_reply_code_no_command_has_is_never_taken_for_a_sent_message(project: Path, cli: Cli) -> None:
+    # MAIL FROM answered "199 hmm": below 400, it counted as a 2xx, and the
+    # message as sent although its body never went out.
+    members = people(3)
+    add_contacts(project / "mailcli.db", "news", members)
+    with RawRelay(mail_199=2) as relay:
+        set_smtp(project, "127.0.0.1", relay.port)
+        _short_retry_window(project)
+        result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--yes", "--concurrency", "1")
+        assert result.exit_code == 0, result.output
+        assert set(deliveries(project / "mailcli.db", "spring").values()) == {"sent"}
+        # Each recipient's message arrived whole, once.
+        bodies = [(rcpt, body) for rcpt, body in relay.bodies if body]
+        assert sorted(rcpt for rcpt, _ in bodies) == sorted(m["email"] for m in members)
+        assert all(b"Subject:" in body for _, body in bodies)
