@@ -23,7 +23,7 @@ from mailcli.send import ledger
 from mailcli.send.message import MessageFactory, envelope_rcpt
 from mailcli.send.outgoing import OutgoingMessage
 from mailcli.send.pool import TemplateChanged
-from mailcli.send.results import ProgressFn, SendSummary, masked_problem
+from mailcli.send.results import ProgressFn, SendSummary
 from mailcli.send.watch import OptoutWatch
 from mailcli.send.writer import LedgerWriter
 
@@ -135,15 +135,16 @@ class RenderAhead:
         while not self.inflight[0][0].done() and not self.transport.hungry:
             await asyncio.wait((self.inflight[0][0],), timeout=0.002)
 
-    def _fail(self, r: ledger.Recipient, problem: str | Exception) -> None:
+    def _fail(self, r: ledger.Recipient, problem: Exception | tuple[str, bool]) -> None:
+        """A message that could not be built: the exception, or a render
+        worker's description of it (text, and whether the template caused it)."""
         summary = self.summary
         self.watch.forget(r.delivery_id)
         if isinstance(problem, Exception):
             reason = summary.note_failure(r.email, problem)
         else:
-            reason = problem
-            if len(summary.problems) < 5:
-                summary.problems.append(masked_problem(r.email, problem))
+            reason, template = problem
+            summary.note_problem(r.email, reason, template=template)
         self.writer.submit(("result", r.delivery_id, "failed", reason))
         summary.failed += 1
         summary.attempted += 1
@@ -170,7 +171,7 @@ class RenderAhead:
         ready = []
         for r, (data, problem) in zip(rs, results, strict=True):
             if data is None:
-                self._fail(r, problem or "could not build the message")
+                self._fail(r, problem or ("could not build the message", False))
             else:
                 ready.append((r, data))
         return ready

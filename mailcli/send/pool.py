@@ -77,8 +77,10 @@ def _init(parent: int, settings: Any, campaign: Any, sign: bool, stamp: bytes | 
 
 
 def _build(batch: list[RecipientTuple], samples: list[RecipientTuple], links: dict[str, int] | None = None,
-           eightbit: bool = False) -> list[tuple[bytes | None, str | None]]:
+           eightbit: bool = False) -> list[tuple[bytes | None, Problem]]:
+    """Each recipient's wire bytes, or the problem that kept it from being built."""
     global _VERIFIED
+    from mailcli.errors import TemplateError
     from mailcli.send import ledger
     from mailcli.send.results import describe_problem
 
@@ -93,13 +95,13 @@ def _build(batch: list[RecipientTuple], samples: list[RecipientTuple], links: di
         _FACTORY.links = links
         _FACTORY.use_eightbit(eightbit)
         _VERIFIED = True
-    out: list[tuple[bytes | None, str | None]] = []
+    out: list[tuple[bytes | None, Problem]] = []
     for fields in batch:
         try:
             # Rendered and dot-stuffed here, off the SMTP core.
             out.append((_FACTORY.wire(ledger.Recipient(*fields)), None))
-        except Exception as exc:  # one contact's problem, reported back
-            out.append((None, describe_problem(exc)))
+        except Exception as exc:  # one contact's problem (or the template's), reported back
+            out.append((None, (describe_problem(exc), isinstance(exc, TemplateError))))
     return out
 
 

@@ -26,5 +26,5 @@ def test_an_exception_that_would_not_unpickle_comes_back_as_its_text() -> None:
 def test_a_mailcli_error_and_a_result_come_back_as_they_were() -> None:
     seq, ok, error = pickle.loads(reply_frame(1, False, TemplateError("message.html:4: oops", hint="fix it")))
     assert (seq, ok, type(error), str(error), error.hint) == (1, False, TemplateError, "message.html:4: oops", "fix it")
-    assert pickle.loads(reply_frame(2, True, [(b"bytes", None), (None, "a problem")])) == (
-        2, True, [(b"bytes", None), (None, "a problem")])
+    assert pickle.loads(reply_frame(2, True, [(b"bytes", None), (None, ("a problem", False))])) == (
+        2, True, [(b"bytes", None), (None, ("a problem", False))])

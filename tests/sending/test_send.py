@@ -597,6 +597,27 @@ def test_a_dry_run_hint_names_no_place_when_the_problem_has_none(project: Path, 
     assert "Hint: fix the template as the warning above says, then run the dry run again\n" in result.stderr
 
 
+def test_a_template_error_of_some_contacts_in_a_large_send_is_one_line_with_its_count(project: Path, cli: Cli) -> None:
+    # 1,000 messages render in worker processes. A template error there was
+    # told per contact (five masked addresses, the rest not at all), while
+    # the same error in a small send or a dry run is one line with a count.
+    if worker_count(1000) == 0:
+        pytest.skip("render workers need two cores")
+    template = project / "templates" / "newsletter" / "message.html"
+    template.write_text(template.read_text(encoding="utf-8").replace("<h1>", "<h1>{{ 10 // (contact.n|int) }}"),
+                        encoding="utf-8")
+    members = [{**person, "n": "0" if i % 125 == 124 else "1"} for i, person in enumerate(people(1000))]
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = _send(cli)
+    assert result.exit_code == ExitCode.PARTIAL, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert warnings == ["Warning: templates/newsletter/message.html:8: ZeroDivisionError: integer division or"
+                        " modulo by zero (8 message(s))"], result.stderr
+    assert len(server.messages) == 992
+
+
 def test_unsubscribe_headers_format() -> None:
     from types import SimpleNamespace
 
