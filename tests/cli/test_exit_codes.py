@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mailcli.errors import ExitCode
 
 from ..conftest import Cli, project_rows, set_smtp
@@ -101,18 +103,20 @@ def test_a_reader_that_quits_early_leaves_the_exit_code_as_it_was(project: Path)
     assert project_rows(project, "SELECT count(*) FROM contacts") == [(2,)]  # committed
 
 
-def test_ctrl_c_while_python_loads_mailcli_is_interrupted_not_a_traceback(tmp_path: Path) -> None:
-    """A Ctrl-C in the first moments of a command, while Python still imports
-    typer and mailcli's modules: one line and exit 130, as within a command."""
-    # Python runs sitecustomize before the command; it sends the process a
-    # SIGINT the moment typer starts to load, as a Ctrl-C at that instant does.
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_while_python_loads_mailcli_is_interrupted_not_a_traceback(tmp_path: Path, signal_name: str) -> None:
+    """A Ctrl-C (or a SIGTERM: a service manager, a CI timeout) in the first
+    moments of a command, while Python still imports typer and mailcli's
+    modules: one line and exit 130, as within a command."""
+    # Python runs sitecustomize before the command; it sends the process the
+    # signal the moment typer starts to load, as a Ctrl-C or kill at that instant does.
     (tmp_path / "sitecustomize.py").write_text(
         "import builtins, os, signal\n"
         "_real = builtins.__import__\n"
         "def _import(name, *args, **kwargs):\n"
         "    if name == 'typer':\n"
         "        builtins.__import__ = _real\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        f"        os.kill(os.getpid(), signal.{signal_name})\n"
         "    return _real(name, *args, **kwargs)\n"
         "builtins.__import__ = _import\n",
         encoding="utf-8",
