@@ -171,7 +171,8 @@ def send_cmd(
             done = f"{s.sent} sent, {s.failed} failed, {s.sent / max(now - started, 1e-3):.0f}/s"
         # A campaign shared with other senders: the bar shows all of it, the label this run's part.
         others = f", {s.others} by other senders" if s.others else ""
-        bar.update(s.attempted + s.skipped + s.others + (s.rendered if s.dry_run else 0),
+        # A dry run attempts nothing: what it has done is what it rendered and what would fail.
+        bar.update(s.attempted + s.skipped + s.others + (s.rendered + s.failed if s.dry_run else 0),
                    total=total[0] if total else None, description=f"{campaign}: {done}{others}")
 
     with bars:

@@ -64,3 +64,21 @@ def test_a_dry_run_on_a_terminal_counts_what_it_rendered_not_what_it_sent(projec
     labels = re.findall(r"spring: (\d+) rendered, 0 would fail, \d+/s", term.text)
     assert labels and int(labels[-1]) > 0, term.text
     assert " sent, " not in term.text.replace("nothing was sent", "") and "Sending spring" not in term.text
+
+
+def test_a_dry_run_bar_counts_the_messages_that_would_fail_as_done(project: Path) -> None:
+    # The bar stood at the messages rendered only: with every tenth contact
+    # failing it read "900 rendered, 100 would fail ... 900/1500" for the
+    # thousandth message, and never reached its end.
+    from tests.terminal import Terminal
+
+    members = people(AUDIENCE)
+    for n in range(0, AUDIENCE, 10):
+        members[n]["first_name"] = f"Eve{n}\r\nBcc: everyone@example.org"
+    add_contacts(project / "mailcli.db", "news", members)
+    term = Terminal("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run", cwd=project)
+    assert term.wait(timeout=120) == ExitCode.PARTIAL, term.text
+    frames = re.findall(r"spring: (\d+) rendered, (\d+) would fail, \d+/s\D+?(\d+)/(\d+)", term.text)
+    assert any(int(failed) for _, failed, _, _ in frames), term.text
+    for rendered, failed, done, total in frames:
+        assert (int(done), int(total)) == (int(rendered) + int(failed), AUDIENCE), frames
