@@ -15,8 +15,8 @@ subject, the HTML, the text part: each separately) has
 Exceeding one raises :class:`RenderLimit`, which becomes a ``TemplateError``
 naming the template file and line: that message fails (``send``), or the
 command does (``render``, ``lint``). The limits are process-wide, set once
-from the configuration (:func:`configure`); the deadline is per thread, so
-the send's workers each have their own.
+from the configuration (:func:`configure`), and a send's render workers are
+given the sending process's (:func:`current`); the deadline is per thread.
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ def configure(seconds: float = DEFAULT_SECONDS, max_mb: float = DEFAULT_MB) -> N
     """Set the limits for every later render in this process."""
     _limits["seconds"] = float(seconds)
     _limits["chars"] = int(max_mb * 1024 * 1024)
+
+
+def current() -> tuple[float, float]:
+    """The limits in force, as ``configure`` takes them (seconds, MB): for a
+    process that renders on behalf of this one (a send's render workers)."""
+    return _limits["seconds"], _limits["chars"] / 1024 / 1024
 
 
 def start() -> bool:

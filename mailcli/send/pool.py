@@ -12,7 +12,7 @@ Workers are started with ``spawn`` (no fork of a process that already runs a
 writer thread) before the preflight, so they load meanwhile; they ignore
 SIGINT (the parent decides when to stop: a Ctrl-C on a terminal reaches the
 whole process group) and build their own ``MessageFactory`` from the same
-settings and campaign. They see nothing but the recipients they are given
+settings and campaign, under the same render limits. They see nothing but the recipients they are given
 and hold no database connection. They end when the sending process ends,
 even by ``kill -9`` (``lifeline``), or when it closes their pipe.
 
@@ -56,12 +56,15 @@ _INIT_ERROR: BaseException | None = None
 _VERIFIED = False
 
 
-def _init(parent: int, settings: Any, campaign: Any, sign: bool, stamp: bytes | None) -> None:
+def _init(parent: int, settings: Any, campaign: Any, sign: bool, stamp: bytes | None,
+          limits: tuple[float, float]) -> None:
     global _FACTORY, _INIT_ERROR
     from mailcli.lifeline import die_with_parent
+    from mailcli.render.limits import configure
 
     die_with_parent(parent)  # a killed send must not leave its workers behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure(*limits)  # [render] timeout and max_size_mb, as the sending process has them
     from mailcli.send.message import MessageFactory
 
     try:
@@ -144,12 +147,12 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
 
 
 def _serve(requests: Any, replies: Any, parent: int, settings: Any, campaign: Any, sign: bool,
-           stamp: bytes | None) -> None:
+           stamp: bytes | None, limits: tuple[float, float]) -> None:
     """A worker's life: ``(seq, kind, args)`` in, ``(seq, ok, value)`` out, until its pipe closes."""
     import queue
     import threading
 
-    _init(parent, settings, campaign, sign, stamp)
+    _init(parent, settings, campaign, sign, stamp, limits)
     rfd, wfd = requests.fileno(), replies.fileno()
     calls: dict[str, Callable[..., Any]] = {"build": _build, "check": check_batch}
     # Requests are read as they come, by a thread of their own: the sending
@@ -195,10 +198,13 @@ def reply_frame(seq: int, ok: bool, value: Any) -> bytes:
 
 class _Worker:
     def __init__(self, context: Any, settings: Any, campaign: Any, sign: bool, stamp: bytes | None) -> None:
+        from mailcli.render.limits import current
+
         requests_r, self.requests = context.Pipe(duplex=False)
         self.replies, replies_w = context.Pipe(duplex=False)
         self.process = context.Process(target=_serve, args=(requests_r, replies_w, os.getpid(), settings, campaign,
-                                                            sign, stamp), name="mailcli-render", daemon=True)
+                                                            sign, stamp, current()),
+                                       name="mailcli-render", daemon=True)
         self.process.start()
         requests_r.close()
         replies_w.close()

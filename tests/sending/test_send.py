@@ -681,6 +681,33 @@ def test_a_render_past_the_size_limit_fails_that_message_naming_the_template(pro
             assert result.exit_code != 0 and server.messages == []
 
 
+def test_the_configured_render_limits_hold_in_the_render_workers_too(project: Path, cli: Cli) -> None:
+    # [render] max_size_mb = 0.5: render workers kept the default 10 MB, so a
+    # send of a thousand messages delivered the ones they built although
+    # `mailcli render` (and this process) refused them.
+    if worker_count(1000) == 0:
+        pytest.skip("render workers need two cores")
+    config = project / "mailcli.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("max_size_mb = 10 ", "max_size_mb = 0.5"),
+                      encoding="utf-8")
+    folder = project / "templates" / "newsletter"
+    html = (folder / "message.html").read_text(encoding="utf-8")
+    (folder / "message.html").write_text(
+        html.replace("{% block content %}", "{% block content %}<p>{{ 'x' * (contact.copies | int) }}</p>", 1),
+        encoding="utf-8")
+    crowd = [{**p, "copies": "700000" if i % 100 == 99 else "1"} for i, p in enumerate(people(1000))]
+    add_contacts(project / "mailcli.db", "news", crowd)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = _send(cli)
+        assert result.exit_code == ExitCode.PARTIAL, result.output
+        assert "past the limit of 0.5 MB ([render] max_size_mb) (10 message(s))" in result.stderr, result.stderr
+        assert len(server.messages) == 990
+    statuses = deliveries(project / "mailcli.db", "spring")
+    assert {email for email, status in statuses.items() if status == "failed"} == {
+        p["email"] for p in crowd if p["copies"] != "1"}
+
+
 def test_subject_option_wins_over_the_templates_subject_txt(project: Path, cli: Cli) -> None:
     assert (project / "templates" / "newsletter" / "subject.txt").is_file()
     add_contacts(project / "mailcli.db", "news", people(3))
