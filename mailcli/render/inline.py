@@ -109,6 +109,7 @@ class StylesheetResolver:
     folder: Path  # the template's own folder, searched first
     origin: str  # shown in errors: the template being rendered
     _cache: dict[str, str] = field(default_factory=dict)
+    _paths: dict[str, str] = field(default_factory=dict)  # href -> the file it was read from
 
     def read(self, href: str) -> str:
         if href in self._cache:
@@ -133,8 +134,14 @@ class StylesheetResolver:
                     raise TemplateError(f"{display_path(candidate)}: a stylesheet may not contain '</style'")
                 check_css_imports(css, display_path(candidate))
                 self._cache[href] = css
+                self._paths[href] = candidate
                 return css
         raise TemplateError(f"{self.origin}: stylesheet {href!r} not found next to the template or in templates/")
+
+    @property
+    def files(self) -> dict[str, str]:
+        """The file of every stylesheet read so far, by the ``href`` that named it."""
+        return dict(self._paths)
 
     def expand(self, html: str) -> str:
         """Replace every ``<link rel=stylesheet>`` by a ``<style>`` with its content."""

@@ -121,7 +121,7 @@ class CompiledTemplate:
         # The first few recipients are checked against per-message inlining
         # even if the caller never calls verify_inlining.
         self._auto_verify = AUTO_VERIFY
-        # The fingerprint of the templates folder this was compiled from
+        # Which version of the templates folder this was compiled from
         # (``compile_template``); None when a file changed while it compiled.
         self.stamp: bytes | None = None
 
@@ -421,17 +421,18 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
 
     Raises ``NotFoundError`` when the folder has no ``message.html`` and
     ``TemplateError`` (naming ``file:line``) for anything that cannot render.
-    Compiled again only when a file under ``templates_dir`` has changed.
-    The result's ``stamp`` is the fingerprint of the files it was compiled
-    from, so another process can tell whether it compiled the same version
-    (a send's render workers do); a file saved while it compiled is read
-    again, and if the folder will not hold still, ``stamp`` is None.
+    Compiled again only when a file under ``templates_dir`` has changed
+    (every file the template reads is compared whole).
+    The result's ``stamp`` says which version of the files it was compiled
+    from, so another process can tell whether it compiled the same one (a
+    send's render workers do); a file saved while it compiled is read again,
+    and if the folder will not hold still, ``stamp`` is None.
     """
     root = Path(templates_dir)
     key = (str(root.resolve()), name)
     stamp = _fingerprint(root)
     kept = _COMPILED.get(key)
-    if kept is not None and kept[0] == stamp:
+    if kept is not None and kept[0] == stamp and _version(stamp, kept[1]) == kept[1].stamp:
         return kept[1]
     for _ in range(_COMPILE_TRIES):
         template = _compile_template(root, name)
@@ -441,11 +442,28 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
         stamp = after  # a file changed while it compiled: which version it holds is not known
     else:
         return template  # stamp stays None: matches no other compile, and is not kept
-    template.stamp = stamp
+    template.stamp = _version(stamp, template)
     if len(_COMPILED) >= _COMPILED_KEPT:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[key] = (stamp, template)
     return template
+
+
+def _version(fingerprint: bytes, template: CompiledTemplate) -> bytes:
+    """The folder's fingerprint together with the whole of every file the
+    template reads, a large one too (which the fingerprint knows by its size
+    and time only, and an edit can keep both): equal for two compiles of
+    the same files."""
+    digest = hashlib.blake2b(fingerprint, digest_size=16)
+    used = {**template.files, **{f"<link> {href}": path for href, path in template._resolver.files.items()}}
+    for name, path in sorted(used.items()):
+        digest.update(f"\0{name}\0".encode("utf-8", "surrogateescape"))
+        try:
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
+        except OSError:
+            digest.update(b"?")
+    return digest.digest()
 
 
 # Complexity: the steps of loading a template in order, each failure with its own message.

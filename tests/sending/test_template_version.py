@@ -25,15 +25,20 @@ from tests.sendhelpers import add_contacts, people
 from tests.smtpserver import SmtpServer
 
 # Saves the edit in a render worker (started with --multiprocessing-fork)
-# before it compiles the template: the file and the text come from the test.
+# before it compiles the template: the file and the text come from the test;
+# with EDIT_KEEP_TIME the file keeps its modification time, as `touch -d` or
+# a copy that keeps times (`cp -p`, `rsync -t`) leaves it.
 _EDIT_IN_WORKER = """\
 import os, sys
 if "--multiprocessing-fork" in sys.argv and os.environ.get("EDIT_TEMPLATE"):
     path = os.environ["EDIT_TEMPLATE"]
+    before = os.stat(path)
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text.replace("VERSION-A", os.environ["EDIT_TO"]))
+    if os.environ.get("EDIT_KEEP_TIME"):
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 """
 
 
@@ -53,9 +58,17 @@ def edited_in_workers(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     return footer
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["small-partial", "large-partial-same-size-and-time"])
 def test_a_template_saved_while_a_send_starts_leaves_the_run_on_the_version_it_checked(
-        project: Path, cli: Cli, edited_in_workers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDIT_TO", "VERSION-B")
+        project: Path, cli: Cli, edited_in_workers: Path, monkeypatch: pytest.MonkeyPatch, large: bool) -> None:
+    monkeypatch.setenv("EDIT_TO", "VERSION-B")  # as long as VERSION-A: the file keeps its size
+    if large:
+        # A partial past the size up to which the folder's fingerprint reads
+        # files whole (larger ones it knows by size and time), edited so
+        # that it keeps both.
+        text = edited_in_workers.read_text(encoding="utf-8")
+        edited_in_workers.write_text("{# " + "padding " * 10_000 + "#}\n" + text, encoding="utf-8")
+        monkeypatch.setenv("EDIT_KEEP_TIME", "1")
     with SmtpServer() as server:
         set_smtp(project, "127.0.0.1", server.port)
         result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--yes")
