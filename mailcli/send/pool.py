@@ -19,9 +19,9 @@ even by ``kill -9`` (``lifeline``), or when it closes their pipe.
 A worker compiles the template a moment after the sending process did. If a
 file of the templates folder was saved in between, the two would render
 different versions: a worker whose template is not the one the sending
-process checked (``CompiledTemplate.stamp``) renders nothing and answers
-``TemplateChanged``, and the sending process renders the rest of the run
-itself, from the version its preflight checked.
+process checked (``CompiledTemplate.stamp``), or no longer compiles, renders
+nothing and answers ``TemplateChanged``, and the sending process renders the
+rest of the run itself, from the version its preflight checked.
 
 Each worker has a pipe each way of its own, and the sending process reads the
 rendered batches on its event loop (``add_reader``): no thread in between.
@@ -59,6 +59,7 @@ _VERIFIED = False
 def _init(parent: int, settings: Any, campaign: Any, sign: bool, stamp: bytes | None,
           limits: tuple[float, float]) -> None:
     global _FACTORY, _INIT_ERROR
+    from mailcli.errors import NotFoundError, TemplateError
     from mailcli.lifeline import die_with_parent
     from mailcli.render.limits import configure
 
@@ -69,6 +70,11 @@ def _init(parent: int, settings: Any, campaign: Any, sign: bool, stamp: bytes | 
 
     try:
         _FACTORY = MessageFactory(settings, campaign, sign=sign)
+    except (TemplateError, NotFoundError) as exc:
+        # The sending process compiled this template: it was changed since
+        # (saved broken, or moved away), and that process renders the run.
+        _INIT_ERROR = TemplateChanged(f"The template changed after the sending process compiled it: {exc.message}")
+        return
     except Exception as exc:  # noqa: BLE001 - raised again with the first batch, in the sending process
         # (an initializer's exception would only print a traceback here)
         _INIT_ERROR = exc

@@ -94,3 +94,17 @@ def test_a_dry_run_counts_the_version_it_checked_not_one_saved_meanwhile(
     summary = json.loads(result.stdout)
     assert (summary["rendered"], summary["failed"]) == (1000, 0)
     assert "no_such_field" in edited_in_workers.read_text(encoding="utf-8")
+
+
+def test_a_template_saved_broken_while_a_send_starts_does_not_stop_the_run(
+        project: Path, cli: Cli, edited_in_workers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The workers cannot compile what was saved: the run stopped after the
+    # hundred messages this process had rendered meanwhile, with the
+    # template's error, although the version it checked was fine.
+    monkeypatch.setenv("EDIT_TO", "{% if %}")
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        result = cli("send", "spring", "--template", "newsletter", "--list", "news", "--yes")
+        assert result.exit_code == ExitCode.OK, result.output
+        assert len(server.messages) == 1000 and all(b"VERSION-A" in m.data for m in server.messages)
+    assert "{% if %}" in edited_in_workers.read_text(encoding="utf-8")
