@@ -410,20 +410,28 @@ def build_all(factory: Any, recipients: Sequence[Any], settings: Any, campaign: 
         return
     pool = start_pool(workers, settings, campaign, stamp=factory.template.stamp, sign=factory.signer is not None)
     try:
-        inflight: deque[tuple[Any, Sequence[Any]]] = deque()
-        usable = True  # False once the workers turn out to have another version of the template
-        for start in range(0, len(recipients), CHECK_BATCH):
-            batch = recipients[start : start + CHECK_BATCH]
-            while inflight and inflight[0][0].done():
-                usable = _settle(*inflight.popleft(), factory, on_result) and usable
-            if usable and len(inflight) < 2 * workers:
-                inflight.append((pool.call("check", [r.as_tuple() for r in batch], factory.eightbit), batch))
-            else:
-                _build_here(factory, batch, on_result)
-        while inflight:
-            _settle(*inflight.popleft(), factory, on_result)
+        _share(pool, factory, recipients, on_result)
+    except WorkerStopped as exc:
+        # A dry run keeps nothing: run again, it starts over.
+        raise WorkerStopped(exc.message, hint="run the same command again") from None
     finally:
         pool.shutdown()
+
+
+def _share(pool: RenderPool, factory: Any, recipients: Sequence[Any], on_result: Callable[[Any, Problem], None]) -> None:
+    """Batches to the workers while they have fewer than two each in hand, the others built here."""
+    inflight: deque[tuple[Any, Sequence[Any]]] = deque()
+    usable = True  # False once the workers turn out to have another version of the template
+    for start in range(0, len(recipients), CHECK_BATCH):
+        batch = recipients[start : start + CHECK_BATCH]
+        while inflight and inflight[0][0].done():
+            usable = _settle(*inflight.popleft(), factory, on_result) and usable
+        if usable and len(inflight) < 2 * pool.workers:
+            inflight.append((pool.call("check", [r.as_tuple() for r in batch], factory.eightbit), batch))
+        else:
+            _build_here(factory, batch, on_result)
+    while inflight:
+        _settle(*inflight.popleft(), factory, on_result)
 
 
 def _settle(pending: Any, batch: Sequence[Any], factory: Any, on_result: Callable[[Any, Problem], None]) -> bool:

@@ -6,6 +6,8 @@ import re
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from mailcli.errors import ExitCode
 from mailcli.send.pool import worker_count
 from tests.conftest import Cli
@@ -82,3 +84,28 @@ def test_a_dry_run_bar_counts_the_messages_that_would_fail_as_done(project: Path
     assert any(int(failed) for _, failed, _, _ in frames), term.text
     for rendered, failed, done, total in frames:
         assert (int(done), int(total)) == (int(rendered) + int(failed), AUDIENCE), frames
+
+
+def test_a_render_worker_killed_in_a_dry_run_says_to_run_it_again_not_that_it_goes_on(
+        project: Path, tmp_path: Path) -> None:
+    # A dry run sends nothing and keeps nothing: run again, it starts over.
+    # It said "it goes on where this run stopped", the words of a real send.
+    import os
+    import subprocess
+    import sys
+
+    if worker_count(AUDIENCE) == 0:
+        pytest.skip("render workers need two cores")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(  # every render worker is killed as it starts
+        "import os, signal, sys\n"
+        "if '--multiprocessing-fork' in sys.argv:\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n", encoding="utf-8")
+    add_contacts(project / "mailcli.db", "news", people(AUDIENCE))
+    result = subprocess.run(
+        [sys.executable, "-m", "mailcli", "send", "spring", "--template", "newsletter", "--list", "news", "--dry-run"],
+        cwd=project, env={**os.environ, "PYTHONPATH": str(hooks)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == ExitCode.ERROR, result.stderr
+    assert "Error: A render worker process ended unexpectedly (killed by signal 9)\n" in result.stderr
+    assert "Hint: run the same command again\n" in result.stderr and "goes on" not in result.stderr
