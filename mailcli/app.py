@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from . import __version__
+from . import __version__, interrupts
 from .context import AppContext
 from .errors import ExitCode, Interrupted, MailcliError
 from .interrupts import InterruptedAfterSaving, raises_interrupt
@@ -232,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``send`` and ``serve`` install their own handlers while they run.
     """
     with contextlib.suppress(ValueError):  # not the main thread (embedded): leave signals alone
-        signal.signal(signal.SIGTERM, _terminate)
+        if not interrupts.ignored(signal.SIGTERM):
+            signal.signal(signal.SIGTERM, _terminate)
     if "_MAILCLI_COMPLETE" in os.environ:  # a shell asks what Tab offers (mailcli completion SHELL)
         from typer.completion import completion_init
 

@@ -31,6 +31,18 @@ class InterruptedAfterSaving(KeyboardInterrupt):
 _raising: set[Callable[..., Any]] = {signal.default_int_handler}
 
 
+def ignored(signum: int) -> bool:
+    """Was the signal ignored when mailcli started (a job in the background of a
+    script, ``nohup``, a service manager)? Then it stays ignored: a command
+    installs no handler of its own for it, as Python does for SIGINT."""
+    return signal.getsignal(signum) is signal.SIG_IGN
+
+
+def install(handler: Callable[[int, FrameType | None], Any], *signums: int) -> dict[int, Any]:
+    """``handler`` for each of ``signums`` not ignored; returns the handlers it replaced."""
+    return {signum: signal.signal(signum, handler) for signum in signums if not ignored(signum)}
+
+
 def raises_interrupt(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a signal handler that only raises KeyboardInterrupt (so ``held`` may
     raise ``InterruptedAfterSaving`` in its place)."""

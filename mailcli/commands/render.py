@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .. import clock, context
+from .. import clock, context, interrupts
 from ..completers import complete_template
 from ..errors import InputFileError, MailcliError, NotFoundError, UsageError
 
@@ -247,7 +247,9 @@ def _serve(app: Any, templates_dir: Path, name: str, data: Path | None, contact:
     except OSError as exc:
         raise UsageError(f"Cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = signal.getsignal(signal.SIGTERM)
+    if not interrupts.ignored(signal.SIGTERM):
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     app.out.info(f"Previewing {name} at {server.url} (text part: {server.url}text); the page reloads when a file"
                  f" in {templates_dir} is saved. Ctrl-C stops")
     try:
@@ -255,7 +257,8 @@ def _serve(app: Any, templates_dir: Path, name: str, data: Path | None, contact:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     app.out.info("Stopped")
 
 

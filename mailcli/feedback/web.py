@@ -70,7 +70,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from .. import clock
+from .. import clock, interrupts
 from ..config import Settings
 from ..consent import pages
 from ..locales import text
@@ -565,7 +565,7 @@ def run_server(
     def stop(signum: int, frame: FrameType | None) -> None:
         raise _Stop(0)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = interrupts.install(stop, signal.SIGTERM, signal.SIGINT)
     try:
         app.start_applier()
         app.mailer.start()

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mailcli import audit, clock
+from mailcli import audit, clock, interrupts
 from mailcli.config import Settings
 from mailcli.errors import MailcliError
 from mailcli.locks import LockedError, busy_message, lock_holder, send_lock
@@ -380,6 +380,8 @@ def _install_signal_handlers(handler: Callable[[], None]) -> dict[signal.Signals
     loop = asyncio.get_running_loop()
     installed: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
+        if interrupts.ignored(sig):
+            continue
         try:
             previous = signal.getsignal(sig)
             loop.add_signal_handler(sig, handler)

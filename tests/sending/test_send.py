@@ -482,6 +482,39 @@ def test_sigterm_mid_send_exits_130_and_rerun_completes(project: Path, cli: Cli)
     assert set(received.values()) == {1}
 
 
+def test_a_send_started_with_sigint_and_sigterm_ignored_keeps_them_ignored(project: Path, cli: Cli) -> None:
+    # A job in the background of a script (or under nohup, or a service
+    # manager that ignores them) inherits ignored signals, and expects a
+    # Ctrl-C at the terminal not to stop it: Python leaves SIGINT ignored,
+    # and so must the send.
+    members = people(200)
+    add_contacts(project / "mailcli.db", "news", members)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCLI_")}
+
+    def ignore() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        server.delay = 0.02
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailcli", "send", "spring", "--template", "newsletter", "--list", "news",
+             "--yes", "--concurrency", "2"],
+            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore,
+        )
+        try:
+            assert server.wait_for(20, timeout=60)
+            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, stderr
+    assert Counter(server.recipients()) == Counter(m["email"] for m in members)
+
+
 def test_large_send_renders_in_worker_processes_exactly_once(project: Path, cli: Cli) -> None:
     # 1,000 messages is where rendering moves to worker processes (pool.py).
     # While the workers start, this process renders too, and dot-stuffs what
