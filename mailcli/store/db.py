@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ..clock import now_iso
-from ..errors import ExitCode, MailcliError
+from ..errors import ConfigError, ExitCode, MailcliError
 from ..interrupts import held
 from . import litestream
 from .migrations import MIGRATIONS, POSTGRESQL, statements
@@ -435,6 +435,23 @@ def _use_wal(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
+# The oldest SQLite whose SQL mailcli writes: RETURNING came with 3.35.0 (2021).
+SQLITE_NEEDED = (3, 35, 0)
+
+
+def check_sqlite_version(found: tuple[int, int, int] | None = None) -> None:
+    """Refuse, in one line, an SQLite too old for mailcli's statements — before
+    the first one that would fail half-way through a command."""
+    found = found or sqlite3.sqlite_version_info
+    if found < SQLITE_NEEDED:
+        raise ConfigError(
+            f"This Python's sqlite3 module uses SQLite {'.'.join(map(str, found))}; mailcli needs"
+            f" {'.'.join(map(str, SQLITE_NEEDED))} or later",
+            hint="run mailcli with a Python built with a newer SQLite (python.org's installers and uv's Python"
+                 " builds bundle one), or give it a PostgreSQL database",
+        )
+
+
 def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = True,
             tighten: bool = True) -> sqlite3.Connection:
     """A configured sqlite3 connection (pragmas applied) without migrating.
@@ -444,6 +461,7 @@ def connect(path: Path, *, timeout: float | None = None, switch_to_wal: bool = T
     on to the caller. ``tighten`` makes ``-wal``/``-shm`` files 0600: for a
     file known to be a mailcli database.
     """
+    check_sqlite_version()
     seconds = busy_timeout() if timeout is None else timeout
     try:
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=seconds, check_same_thread=False)

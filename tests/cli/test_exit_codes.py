@@ -7,6 +7,7 @@ one is produced here by the situation the table describes.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,19 @@ def test_config_for_an_invalid_key(project: Path, cli: Cli) -> None:
     path = project / "mailcli.toml"
     path.write_text(path.read_text().replace("concurrency = 4", "concurrency = -1"))
     assert cli("lists").exit_code == ExitCode.CONFIG
+
+
+def test_config_for_an_sqlite_too_old_for_mailcli(project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ubuntu 20.04's SQLite, say, with a Python built against it: one line
+    # before any command touches the database, not a syntax error half-way.
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    before = (project / "mailcli.db").read_bytes()
+    result = cli("unsubscribe", "someone@example.org")
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.stderr.splitlines()[0] == (
+        "Error: This Python's sqlite3 module uses SQLite 3.31.1; mailcli needs 3.35.0 or later")
+    assert "Traceback" not in result.stderr
+    assert (project / "mailcli.db").read_bytes() == before
 
 
 def test_transport_when_the_relay_is_down(project: Path, cli: Cli) -> None:
