@@ -217,7 +217,7 @@ class CompiledTemplate:
     def _reference_html(self, variables: dict[str, Any]) -> str:
         rendered = self._call(self._html, variables)
         if len(rendered) > MAX_HTML_CHARS:
-            raise TemplateError(f"{display_path(self.folder / 'message.html')}: rendered HTML exceeds {MAX_HTML_CHARS} characters")
+            raise TemplateError(f"{display_path(self.folder / 'message.html')}: rendered HTML exceeds {MAX_HTML_CHARS:,} characters")
         return inline_css(self._resolver.expand(rendered))
 
     def render_html(self, variables: dict[str, Any], *, per_message: bool = False) -> str:
@@ -234,7 +234,7 @@ class CompiledTemplate:
             self._disable_fast_path("the inlined template failed where the original did not")
             return html
         if len(html) > MAX_HTML_CHARS:
-            raise TemplateError(f"{display_path(self.folder / 'message.html')}: rendered HTML exceeds {MAX_HTML_CHARS} characters")
+            raise TemplateError(f"{display_path(self.folder / 'message.html')}: rendered HTML exceeds {MAX_HTML_CHARS:,} characters")
         return html
 
     def render_text_source(self, variables: dict[str, Any]) -> str | None:
