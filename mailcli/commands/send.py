@@ -15,6 +15,7 @@ from ..config import parse_rate
 from ..errors import Interrupted, PartialError, UsageError
 from ..output import NullProgress
 from ..send.engine import SendOptions, SendPlan, SendSummary, send_campaign
+from ..send.results import TemplateChange
 from . import given_list
 
 
@@ -123,10 +124,13 @@ def send_cmd(
     # terminal has been answered, so it never draws over the question.
     bars = contextlib.ExitStack()
     bar: Any = NullProgress()
+    asked: list[TemplateChange | None] = []  # what the question said of a changed template
 
     def on_plan(plan: SendPlan) -> None:
         nonlocal bar
         total.append(plan.to_send)
+        if plan.template_change is not None and plan.template_change not in asked:  # --yes, a dry run
+            out.warn(template_change_line(plan.campaign, plan.template_change))
         if plan.created or plan.added:
             verb = "would be frozen (dry run)" if plan.dry_run else "frozen"
             part = f" (segment {plan.segment})" if plan.segment else ""
@@ -149,8 +153,11 @@ def send_cmd(
         bar = bars.enter_context(out.progress(plan.to_send, f"{'Rendering' if plan.dry_run else 'Sending'} {campaign}"))
 
     def confirm(plan: SendPlan) -> None:
+        asked.append(plan.template_change)
+        changed = plan.template_change
         out.confirm(
-            f"Send {plan.to_send} {'service ' if plan.kind == 'service' else ''}message(s) of campaign"
+            (f"{template_change_line(plan.campaign, changed)}\n" if changed is not None else "")
+            + f"Send {plan.to_send} {'service ' if plan.kind == 'service' else ''}message(s) of campaign"
             f" {plan.campaign} (template {plan.template}"
             + (f", segment {plan.segment}" if plan.segment else "") + f") via {plan.server}?",
             yes=yes, what="send",
@@ -240,6 +247,7 @@ def _report(out: Any, s: SendSummary, campaign: str, again: str, resume: str, fa
             "elapsed_seconds": round(s.elapsed, 3), "campaign_totals": s.counts,
             "connections_limit": s.connections_limit,
             "rate_limit": round(s.rate_limit, 3) if s.rate_limit is not None else None,
+            "template_changed": _template_change_data(s.template_change),
         })
     for problem, count in s.template_errors.items():
         out.warn(f"{problem} ({count} message(s))")
@@ -312,6 +320,23 @@ def _raise_unless_done(out: Any, s: SendSummary, campaign: str, resume: str, fai
                  f" sent: {resume} --accept-uncertain MESSAGE-ID (or all); send again what it did not accept:"
                  f" {resume if '--resend-uncertain' in resume else resume + ' --resend-uncertain'}",
         )
+
+
+def template_change_line(campaign: str, change: TemplateChange) -> str:
+    """A resumed campaign whose template changed since its first run sent, in one line."""
+    sent = (f"the {change.sent} message(s) sent so far came" if change.sent_first == change.sent
+            else f"{change.sent_first} of the {change.sent} message(s) sent so far came")
+    return (f"Campaign {campaign}: template {change.template} has changed since the campaign's first run: {sent}"
+            f" from the version of that run; the {change.left} left get the version saved now")
+
+
+def _template_change_data(change: TemplateChange | None) -> dict[str, Any] | None:
+    """``send --json``'s ``template_changed``: null, or what the warning says."""
+    if change is None:
+        return None
+    return {"template": change.template, "sent_from_first_version": change.sent_first, "sent": change.sent,
+            "left": change.left, "first_version": change.first_version, "version": change.version}
+
 
 def uncertain_line(campaign: str, count: int, causes: dict[str, int]) -> str:
     """What happened to a campaign's uncertain messages, in one line."""

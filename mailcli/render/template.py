@@ -49,8 +49,10 @@ MAX_HTML_CHARS = 1_000_000
 AUTO_VERIFY = 3
 
 
-def _load_tree(env: Any, name: str, seen: dict[str, str]) -> None:
-    """Compile ``name`` and every template it extends or includes (recursively)."""
+def _load_tree(env: Any, name: str, seen: dict[str, str], unnamed: set[str]) -> None:
+    """Compile ``name`` and every template it extends or includes (recursively);
+    a template that includes one whose name is known only as it renders
+    (``{% include contact.lang ~ "/footer.html" %}``) goes into ``unnamed``."""
     if name in seen:
         return
     source, filename, _ = env.loader.get_source(env, name)
@@ -58,7 +60,9 @@ def _load_tree(env: Any, name: str, seen: dict[str, str]) -> None:
     env.get_template(name)
     for ref in meta.find_referenced_templates(env.parse(source, name, filename)):
         if isinstance(ref, str):
-            _load_tree(env, ref, seen)
+            _load_tree(env, ref, seen, unnamed)
+        else:
+            unnamed.add(name)
 
 
 def _check_links(files: Mapping[str, str], resolver: StylesheetResolver) -> None:
@@ -99,11 +103,15 @@ class CompiledTemplate:
         fallback_reason: str | None,
         text_once: TextOnceTemplate | None = None,
         text_reason: str | None = None,
+        reads_unnamed: bool = False,
     ) -> None:
         self.name = name
         self.root = root
         self.folder = root / name
         self.files = dict(files)  # template name -> file path, everything this template reads
+        # True when it includes a template whose name only its data gives:
+        # which files it reads is not known before it renders.
+        self.reads_unnamed = reads_unnamed
         self.fallback_reason = fallback_reason
         # Why the text part is generated per message (None with message.txt or once per template).
         self.text_reason = None if text is not None or text_once is not None else text_reason
@@ -124,6 +132,12 @@ class CompiledTemplate:
         # Which version of the templates folder this was compiled from
         # (``compile_template``); None when a file changed while it compiled.
         self.stamp: bytes | None = None
+        # Which version of this template it is, as a short hex digest of the
+        # files it reads (``compile_template``): unlike ``stamp``, the same
+        # whatever else changes in the folder (another template, an image
+        # copied with a new time), so a campaign can compare the version a
+        # later run sends with the one its first run sent. None with ``stamp``.
+        self.version: str | None = None
 
     # -- introspection ---------------------------------------------------
     @property
@@ -346,21 +360,22 @@ def _templates_hint(root: Path, name: str) -> str:
     return (f"did you mean {guess[0]}? " if guess else "") + f"templates: {', '.join(names)}"
 
 
-def _load(root: Path, name: str, html_env: Any, files: dict[str, str]) -> tuple[Template, Template | None,
-                                                                                Template | None]:
+def _load(root: Path, name: str, html_env: Any, files: dict[str, str],
+          unnamed: set[str]) -> tuple[Template, Template | None, Template | None]:
     """The HTML, text and subject templates of ``name`` (text and subject when
-    the folder has them); every file they read goes into ``files``."""
+    the folder has them); every file they read goes into ``files``, and
+    those that include a template named only as they render into ``unnamed``."""
     folder = root / name
     text_env = make_environment(root, html=False)
     try:
-        _load_tree(html_env, f"{name}/message.html", files)
+        _load_tree(html_env, f"{name}/message.html", files, unnamed)
         html = html_env.get_template(f"{name}/message.html")
         text = subject = None
         if (folder / "message.txt").is_file():
-            _load_tree(text_env, f"{name}/message.txt", files)
+            _load_tree(text_env, f"{name}/message.txt", files, unnamed)
             text = text_env.get_template(f"{name}/message.txt")
         if (folder / "subject.txt").is_file():
-            _load_tree(text_env, f"{name}/subject.txt", files)
+            _load_tree(text_env, f"{name}/subject.txt", files, unnamed)
             subject = text_env.get_template(f"{name}/subject.txt")
     except Exception as exc:
         raise translate(exc, root) from None
@@ -426,13 +441,15 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
     The result's ``stamp`` says which version of the files it was compiled
     from, so another process can tell whether it compiled the same one (a
     send's render workers do); a file saved while it compiled is read again,
-    and if the folder will not hold still, ``stamp`` is None.
+    and if the folder will not hold still, ``stamp`` is None. Its
+    ``version`` says which version of this template's own files it is (what
+    a campaign compares between its runs), None with ``stamp``.
     """
     root = Path(templates_dir)
     key = (str(root.resolve()), name)
     stamp = _fingerprint(root)
     kept = _COMPILED.get(key)
-    if kept is not None and kept[0] == stamp and _version(stamp, kept[1]) == kept[1].stamp:
+    if kept is not None and kept[0] == stamp and _stamp(stamp, _contents(kept[1])) == kept[1].stamp:
         return kept[1]
     for _ in range(_COMPILE_TRIES):
         template = _compile_template(root, name)
@@ -442,19 +459,28 @@ def compile_template(templates_dir: Path, name: str) -> CompiledTemplate:
         stamp = after  # a file changed while it compiled: which version it holds is not known
     else:
         return template  # stamp stays None: matches no other compile, and is not kept
-    template.stamp = _version(stamp, template)
+    contents = _contents(template)
+    template.stamp = _stamp(stamp, contents)
+    # A template that includes files named only as it renders may read any
+    # file of the folder: its version is then the folder's.
+    template.version = (template.stamp if template.reads_unnamed else contents).hex()[:16]
     if len(_COMPILED) >= _COMPILED_KEPT:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[key] = (stamp, template)
     return template
 
 
-def _version(fingerprint: bytes, template: CompiledTemplate) -> bytes:
-    """The folder's fingerprint together with the whole of every file the
-    template reads, a large one too (which the fingerprint knows by its size
-    and time only, and an edit can keep both): equal for two compiles of
-    the same files."""
-    digest = hashlib.blake2b(fingerprint, digest_size=16)
+def _stamp(fingerprint: bytes, contents: bytes) -> bytes:
+    """The folder's fingerprint together with the template's ``_contents``:
+    equal for two compiles of the same files."""
+    return hashlib.blake2b(fingerprint + contents, digest_size=16).digest()
+
+
+def _contents(template: CompiledTemplate) -> bytes:
+    """A digest of the whole of every file the template reads, by its name
+    inside the templates folder, a large one too (which the folder's
+    fingerprint knows by its size and time only, and an edit can keep both)."""
+    digest = hashlib.blake2b(digest_size=16)
     used = {**template.files, **{f"<link> {href}": path for href, path in template._resolver.files.items()}}
     for name, path in sorted(used.items()):
         digest.update(f"\0{name}\0".encode("utf-8", "surrogateescape"))
@@ -481,7 +507,8 @@ def _compile_template(root: Path, name: str) -> CompiledTemplate:
         )
     html_env = make_environment(root, html=True)
     files: dict[str, str] = {}
-    html, text, subject = _load(root, name, html_env, files)
+    unnamed: set[str] = set()
+    html, text, subject = _load(root, name, html_env, files, unnamed)
     resolver = StylesheetResolver(root=root, folder=folder, origin=display_path(html_path))
     html_files = {k: v for k, v in files.items() if not k.endswith(".txt")}
     _check_links(html_files, resolver)
@@ -501,6 +528,7 @@ def _compile_template(root: Path, name: str) -> CompiledTemplate:
     template = CompiledTemplate(
         name=name, root=root, html=html, fast=fast, text=text, subject=subject,
         resolver=resolver, files=files, fallback_reason=reason, text_once=text_once, text_reason=text_reason,
+        reads_unnamed=bool(unnamed),
     )
     if fast is not None:
         _sample_check(template)

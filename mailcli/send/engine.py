@@ -123,12 +123,13 @@ def send_campaign(
         with _run_number(store, shared) as lease:
             ready: list[Ready] = []
 
-            def check(campaign: ledger.Campaign) -> None:
+            def check(campaign: ledger.Campaign) -> str | None:
                 # Inside the freeze's transaction: a template that does not
                 # render for this audience leaves no campaign behind.
                 factory = MessageFactory(settings, campaign)
                 ready.append(Ready(factory, preflight(store, factory, campaign, factory.secret,
                                                       options.resend_uncertain)))
+                return factory.template.version
 
             campaign, plan = prepare(store, settings, options, claim=claim, check=check)
             try:
@@ -159,12 +160,22 @@ class Ready:
 
 def _ask(store: Store, settings: Settings, options: SendOptions, claim: RunClaim | None, confirm: ConfirmFn) -> None:
     """Ask before anything is written: the plan comes from a freeze that is
-    rolled back, so "no" (or no terminal) changes nothing."""
+    rolled back, so "no" (or no terminal) changes nothing. The question
+    says when the template changed since the campaign's first run sent."""
+    from mailcli.render import compile_template
+
+    def version(campaign: ledger.Campaign) -> str | None:
+        try:
+            return compile_template(settings.templates_dir, campaign.template).version
+        except MailcliError:
+            return None  # the run's preflight stops it, saying why
+
     try:
-        prepare(store, settings, options, rollback=True, claim=claim)
+        prepare(store, settings, options, rollback=True, claim=claim, check=version)
     except DryRunRollback as marker:
         preview = plan_of(settings, options, marker.campaign, marker.counts, marker.created, marker.added,
-                          accepted=marker.accepted, no_basis=marker.no_basis)
+                          accepted=marker.accepted, no_basis=marker.no_basis,
+                          template_change=marker.template_change)
     if preview.to_send:
         confirm(preview)
 
@@ -214,7 +225,8 @@ def _send_prepared(store: Store, settings: Settings, options: SendOptions, campa
                    on_notice: Callable[[str], None] | None, lease: Lease | None = None) -> SendSummary:
     if on_plan is not None:
         on_plan(plan)
-    summary = SendSummary(campaign=campaign.name, dry_run=False, relay=settings.smtp.address, no_basis=plan.no_basis)
+    summary = SendSummary(campaign=campaign.name, dry_run=False, relay=settings.smtp.address, no_basis=plan.no_basis,
+                          template_change=plan.template_change)
     # Render workers use "spawn", so starting them next to the ledger
     # writer thread later is safe. Started first, they load and compile
     # the template while this process finds the campaign's links.
@@ -420,22 +432,24 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
                     break
         return recipients
 
-    def check(frozen: ledger.Campaign) -> None:
+    def check(frozen: ledger.Campaign) -> str | None:
         """The real run's preflight: a template that does not render for this
         audience is its one-line error (exit 1), not a count of failures."""
-        preflight(store, MessageFactory(settings, frozen, sign=False), frozen, settings.secret(),
-                  options.resend_uncertain)
+        checked = MessageFactory(settings, frozen, sign=False)
+        preflight(store, checked, frozen, settings.secret(), options.resend_uncertain)
+        return checked.template.version
 
     try:
         prepare(store, settings, options, collect=collect, check=check)
     except DryRunRollback as marker:  # prepare's transaction was rolled back
         campaign, counts, added, created = marker.campaign, marker.counts, marker.added, marker.created
         recipients, accepted = marker.recipients, marker.accepted
-        summary.no_basis = marker.no_basis
+        summary.no_basis, summary.template_change = marker.no_basis, marker.template_change
     else:  # pragma: no cover - prepare always raises in a dry run
         raise AssertionError("dry run did not stop")
     summary.counts = counts
-    plan = plan_of(settings, options, campaign, counts, created, added, accepted=accepted, no_basis=summary.no_basis)
+    plan = plan_of(settings, options, campaign, counts, created, added, accepted=accepted, no_basis=summary.no_basis,
+                   template_change=summary.template_change)
     if on_plan is not None:
         on_plan(plan)
     chosen: list[ledger.Recipient] = []

@@ -29,7 +29,7 @@ from mailcli.locks import Holder, LockedError, busy_message
 from mailcli.segments import Segment
 from mailcli.send import ledger
 from mailcli.send.message import MessageFactory
-from mailcli.send.results import SendPlan
+from mailcli.send.results import SendPlan, TemplateChange
 from mailcli.store import Store
 from mailcli.store import campaigns as campaign_rows
 from mailcli.store.claims import take_claim
@@ -78,13 +78,16 @@ class DryRunRollback(Exception):
     and the recipients gathered before."""
 
     def __init__(self, campaign: ledger.Campaign, counts: dict[str, int], added: int, created: bool,
-                 recipients: list[ledger.Recipient], accepted: int = 0, no_basis: int = 0) -> None:
+                 recipients: list[ledger.Recipient], accepted: int = 0, no_basis: int = 0,
+                 template_change: TemplateChange | None = None) -> None:
         self.campaign, self.counts, self.added, self.created = campaign, counts, added, created
         self.recipients, self.accepted, self.no_basis = recipients, accepted, no_basis
+        self.template_change = template_change
 
 
 Collect = Callable[[Any, ledger.Campaign], list[ledger.Recipient]]
-Check = Callable[[ledger.Campaign], None]
+# Checks the template for the campaign; returns its version (``CompiledTemplate.version``).
+Check = Callable[[ledger.Campaign], "str | None"]
 
 
 # Complexity: the steps of starting a run in order, in one transaction (claim, freeze, recover, accept, count, check).
@@ -98,10 +101,13 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
     numbers come back in a ``DryRunRollback`` exception after the
     transaction is undone, with what ``collect(conn, campaign)`` gathered
     from the frozen audience before that. ``check(campaign)`` runs last,
-    inside the transaction (a dry run's too, before it is undone): when it
-    raises (a template that does not render for the frozen audience), the
-    campaign is neither created nor frozen, and a corrected command starts
-    it afresh.
+    inside the transaction (a dry run's and a confirmation's too, before it
+    is undone): when it raises (a template that does not render for the
+    frozen audience), the campaign is neither created nor frozen, and a
+    corrected command starts it afresh. The version of the template it
+    returns is compared with the one the campaign's first messages were sent
+    from (``changed_template``), and a real run keeps it while nothing has
+    been sent (``keep_template_version``).
     """
     conn = store.conn
     secret = settings.secret()
@@ -129,19 +135,67 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
             counts["pending"] += added - keep
         causes = ledger.uncertain_causes(conn, campaign.id)
         _check_expected(campaign, counts, options)
-        if options.dry_run and check is not None:
-            # A dry run checks the template as the real run would, so a
-            # template that fails for this audience is the same error (exit 1).
-            check(ledger.get_campaign(conn, campaign.name) or campaign)
         if options.dry_run or rollback:
+            # A dry run checks the template as the real run would, so a
+            # template that fails for this audience is the same error (exit 1);
+            # the confirmation only learns which version it is.
+            version = check(ledger.get_campaign(conn, campaign.name) or campaign) if check is not None else None
             # A dry run changes nothing: undo the freeze, keep the numbers.
             collected = collect(conn, campaign) if collect is not None else []
-            raise DryRunRollback(campaign, counts, added, created, collected, accepted, no_basis)
+            raise DryRunRollback(campaign, counts, added, created, collected, accepted, no_basis,
+                                 changed_template(campaign, counts, version, options))
         campaign = ledger.get_campaign(conn, campaign.name) or campaign
+        change = None
         if check is not None:
-            check(campaign)
+            change = keep_template_version(conn, campaign, counts, check(campaign), options)
     return campaign, plan_of(settings, options, campaign, counts, created, added, causes, accepted,
-                             no_basis=no_basis)
+                             no_basis=no_basis, template_change=change)
+
+
+def _went_out(counts: dict[str, int]) -> int:
+    """Messages of the campaign that went out: sent, or uncertain (their final dot went out)."""
+    return counts["sent"] + counts["uncertain"] + counts.get("uncertain_erased", 0)
+
+
+def _left(counts: dict[str, int], options: SendOptions) -> int:
+    """Messages this run and later ones send (whatever ``--limit`` leaves to a later run)."""
+    return counts["pending"] + counts["deferred"] + (counts["uncertain"] if options.resend_uncertain else 0)
+
+
+def changed_template(campaign: ledger.Campaign, counts: dict[str, int], version: str | None,
+                     options: SendOptions) -> TemplateChange | None:
+    """Whether the rest of a resumed campaign gets another version of its
+    template than its first messages had (``version``: the template as this
+    run checked it); None when not, or when that is not known (a campaign
+    started before mailcli kept the version, a folder that would not hold
+    still while it compiled). Every run that sends another version than the
+    first recipients got says so, not only the first one after the edit:
+    the comparison is always with what they got."""
+    first, went_out, left = campaign.template_version, _went_out(counts), _left(counts, options)
+    if first is None or version is None or version == first or not went_out or not left:
+        return None
+    sent_first = campaign.template_version_sent if campaign.template_version_sent is not None else went_out
+    return TemplateChange(template=campaign.template, sent_first=sent_first, sent=went_out, left=left,
+                          first_version=first, version=version)
+
+
+def keep_template_version(conn: Connection, campaign: ledger.Campaign, counts: dict[str, int],
+                          version: str | None, options: SendOptions) -> TemplateChange | None:
+    """In a real run's transaction: while no message of the campaign has gone
+    out, this run's version of the template becomes the one its first
+    messages are sent from (a run that sent nothing, stopped or refused by
+    the relay, leaves it to the next); once some have, it stays, and the
+    first run that sends another version notes how many came from it."""
+    if version is None:
+        return None
+    if not _went_out(counts):
+        if campaign.template_version != version or campaign.template_version_sent is not None:
+            campaign_rows.set_template_version(conn, campaign.id, version)
+        return None
+    change = changed_template(campaign, counts, version, options)
+    if change is not None and campaign.template_version_sent is None:
+        campaign_rows.note_template_change(conn, campaign.id, change.sent_first)
+    return change
 
 
 def _members_without_basis(conn: Connection, campaign: ledger.Campaign, *, created: bool, added: int) -> int:
@@ -306,8 +360,8 @@ def _check_expected(campaign: ledger.Campaign, counts: dict[str, int], options: 
 
 def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign, counts: dict[str, int],
             created: bool, added: int, causes: dict[str, int] | None = None, accepted: int = 0, *,
-            no_basis: int = 0) -> SendPlan:
-    sendable = counts["pending"] + counts["deferred"] + (counts["uncertain"] if options.resend_uncertain else 0)
+            no_basis: int = 0, template_change: TemplateChange | None = None) -> SendPlan:
+    sendable = _left(counts, options)
     if options.limit is not None:
         sendable = min(sendable, options.limit)
     return SendPlan(
@@ -317,7 +371,7 @@ def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign,
         server=settings.smtp.address, dry_run=options.dry_run, uncertain_causes=dict(causes or {}),
         accepted_uncertain=accepted,
         no_basis=no_basis,
-        kind=campaign.kind, reason=campaign.service_reason,
+        kind=campaign.kind, reason=campaign.service_reason, template_change=template_change,
     )
 
 

@@ -12,6 +12,19 @@ from mailcli.errors import MailcliError, TemplateError
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateChange:
+    """A resumed campaign whose template is not the version its first
+    messages were sent from: the rest of its audience gets another text."""
+
+    template: str
+    sent_first: int  # messages sent from the version of the campaign's first run
+    sent: int  # messages sent so far, from any version
+    left: int  # messages left to send, which get the version saved now
+    first_version: str  # ``CompiledTemplate.version`` of the first run's template
+    version: str  # and of the template as it is now
+
+
+@dataclass(frozen=True, slots=True)
 class SendPlan:
     """What a run is about to do; shown before the confirmation."""
 
@@ -31,6 +44,7 @@ class SendPlan:
     reason: str | None = None  # why a service message goes out
     segment: str | None = None  # the segment's name, or its expression
     no_basis: int = 0  # members of the list left out now: no lawful basis recorded
+    template_change: TemplateChange | None = None  # the template changed since the first run sent
 
 
 @dataclass(slots=True)
@@ -67,6 +81,8 @@ class SendSummary:
     others: int = 0
     # Set when the run sent nothing because the campaign's moment has not come.
     not_before: datetime | None = None
+    # The template changed since the campaign's first run sent: this run sends another version.
+    template_change: TemplateChange | None = None
 
     def note_failure(self, email: str, exc: Exception) -> str:
         """Count one failed message; returns the reason to record."""

@@ -43,10 +43,17 @@ class Campaign:
     first_sent_at: str | None = None
     last_sent_at: str | None = None
     service_reason: str | None = None  # why a service message goes to people who left marketing
+    # The version of the template (``CompiledTemplate.version``) its first
+    # messages were sent from; None before any was, or for a campaign started
+    # before mailcli recorded it.
+    template_version: str | None = None
+    # How many were sent from that version before a run first sent another (None: none has).
+    template_version_sent: int | None = None
 
 
 _COLUMNS = ("id, uid, name, template, list_id, list_name, subject, kind, status, created_at, frozen_at, finished_at,"
-            " segment, segment_where, subject_line, not_before_at, first_sent_at, last_sent_at, service_reason")
+            " segment, segment_where, subject_line, not_before_at, first_sent_at, last_sent_at, service_reason,"
+            " template_version, template_version_sent")
 
 
 def get_campaign(conn: Connection, name: str) -> Campaign | None:
@@ -104,6 +111,20 @@ def set_subject_line(conn: Connection, campaign_id: int, subject_line: str | Non
     """The subject as the campaign's messages carry it, set when its audience is frozen."""
     conn.execute("UPDATE campaigns SET subject_line = ? WHERE id = ?",
                  (subject_line, campaign_id))
+
+
+def set_template_version(conn: Connection, campaign_id: int, version: str) -> None:
+    """The version of the template the campaign's first messages are sent
+    from, set by a run while none has been sent (so again by each such run)."""
+    conn.execute("UPDATE campaigns SET template_version = ?, template_version_sent = NULL WHERE id = ?",
+                 (version, campaign_id))
+
+
+def note_template_change(conn: Connection, campaign_id: int, sent: int) -> None:
+    """A run sends another version of the template than the first messages
+    had: ``sent`` messages came from that one (kept from the first such run)."""
+    conn.execute("UPDATE campaigns SET template_version_sent = coalesce(template_version_sent, ?) WHERE id = ?",
+                 (sent, campaign_id))
 
 
 def set_campaign_status(conn: Connection, campaign_id: int, status: str, finished_at: str | None) -> None:

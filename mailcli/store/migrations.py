@@ -585,6 +585,20 @@ UPDATE relays SET rate_found_at = updated_at WHERE rate_limit IS NOT NULL;
 """
 
 
+# A campaign sent over several runs (interrupted, --limit, a relay's quota)
+# may be resumed after its template was edited: the rest of the audience
+# would get another text than the first recipients, and the run must say so.
+# ``template_version`` is the version of the template (a short hex digest of
+# the files it reads) that the campaign's first messages were sent from;
+# ``template_version_sent`` how many were sent from it before the first run
+# that sent another version. A campaign started before these columns existed
+# keeps both empty: which version its messages came from is not known.
+M019_CAMPAIGN_TEMPLATE_VERSION = """
+ALTER TABLE campaigns ADD COLUMN template_version TEXT;
+ALTER TABLE campaigns ADD COLUMN template_version_sent INTEGER;
+"""
+
+
 MIGRATIONS: list[Migration] = [
     ("m001_initial_schema", M001_INITIAL),
     ("m002_processed_messages", M002_PROCESSED_MESSAGES),
@@ -602,6 +616,7 @@ MIGRATIONS: list[Migration] = [
     ("m014_signups", M014_SIGNUPS),
     ("m017_send_leases", M017_SEND_LEASES),
     ("m018_relay_rate_found_at", M018_RELAY_RATE_FOUND_AT),
+    ("m019_campaign_template_version", M019_CAMPAIGN_TEMPLATE_VERSION),
 ]
 
 

@@ -518,3 +518,23 @@ def test_a_template_changed_since_it_was_compiled_is_compiled_again(tdir: Path) 
     second = compile_template(tdir, "t")
     assert second is not first
     assert "two" in second.render(ctx()).html and "one" not in second.render(ctx()).html
+
+
+def test_a_templates_version_is_its_own_files_unless_it_includes_by_a_name_its_data_gives(tdir: Path) -> None:
+    # A campaign compares the version a resumed run sends with the one its
+    # first run sent: another template saved in the folder is no change of
+    # this one, an edit to a partial it includes is. A template that picks
+    # what it includes by its data may read any file: then any file counts.
+    write(tdir, {"t/message.html": page('<p>{% include "_partials/p.html" %}</p>'),
+                 "d/message.html": page('<p>{% include "_partials/" ~ contact.lang ~ ".html" %}</p>'),
+                 "_partials/p.html": "one", "_partials/en.html": "English"})
+
+    def versions() -> tuple[str | None, str | None]:
+        return compile_template(tdir, "t").version, compile_template(tdir, "d").version
+
+    plain, dynamic = versions()
+    assert plain is not None and dynamic is not None and plain != dynamic
+    write(tdir, {"other/message.html": page("<p>Another template</p>")})
+    assert versions()[0] == plain and versions()[1] != dynamic
+    write(tdir, {"_partials/p.html": "two"})
+    assert versions()[0] != plain
