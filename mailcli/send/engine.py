@@ -65,7 +65,7 @@ from mailcli.send.plan import (
 )
 from mailcli.send.pool import build_all, start_pool, worker_count
 from mailcli.send.relay import remember_relay, remember_smtputf8, smtp_password, transport_options
-from mailcli.send.results import ConfirmFn, ProgressFn, SendPlan, SendSummary
+from mailcli.send.results import ConfirmFn, FreezeFn, ProgressFn, SendPlan, SendSummary
 from mailcli.send.session import DATA_END_TIMEOUT
 from mailcli.send.transport import SmtpTransport
 from mailcli.send.watch import OptoutWatch
@@ -90,11 +90,14 @@ def send_campaign(
     progress: ProgressFn | None = None,
     on_plan: Callable[[SendPlan], None] | None = None,
     on_notice: Callable[[str], None] | None = None,
+    on_freeze: FreezeFn | None = None,
 ) -> SendSummary:
     """Create-or-resume and send one campaign (see the module docstring).
 
     ``on_notice`` hears, as it happens, when the relay pushes back: a
-    connection refused, a request to slow down, a server that is down."""
+    connection refused, a request to slow down, a server that is down.
+    ``on_freeze`` hears how far the freeze of the audience got (or its count,
+    for the question and a dry run), which takes seconds for a million."""
     with send_lock(settings, options.campaign) as me:
         existing = ledger.get_campaign(store.conn, options.campaign)
         if options.template and existing is None:
@@ -105,7 +108,7 @@ def send_campaign(
 
             compile_template(settings.templates_dir, options.template).check_subject(options.subject)
         if options.dry_run:
-            return _dry_run(store, settings, options, on_plan=on_plan, progress=progress)
+            return _dry_run(store, settings, options, on_plan=on_plan, progress=progress, on_freeze=on_freeze)
         waiting = _not_yet(store, settings, options, existing)
         if waiting is not None:
             return waiting
@@ -119,7 +122,7 @@ def send_campaign(
         claim = None if shared else RunClaim(owner=new_uid(), holder=me)
         _check_sending(settings)
         if confirm is not None:
-            _ask(store, settings, options, claim, confirm)
+            _ask(store, settings, options, claim, confirm, on_freeze)
         with _run_number(store, shared) as lease:
             ready: list[Ready] = []
 
@@ -131,7 +134,7 @@ def send_campaign(
                                                       options.resend_uncertain)))
                 return factory.template.version
 
-            campaign, plan = prepare(store, settings, options, claim=claim, check=check)
+            campaign, plan = prepare(store, settings, options, claim=claim, check=check, on_freeze=on_freeze)
             try:
                 return _send_prepared(store, settings, options, campaign, plan, claim, ready[0], progress=progress,
                                       on_plan=on_plan, on_notice=on_notice, lease=lease)
@@ -158,7 +161,8 @@ class Ready:
     samples: list[tuple[Any, ...]]
 
 
-def _ask(store: Store, settings: Settings, options: SendOptions, claim: RunClaim | None, confirm: ConfirmFn) -> None:
+def _ask(store: Store, settings: Settings, options: SendOptions, claim: RunClaim | None, confirm: ConfirmFn,
+         on_freeze: FreezeFn | None) -> None:
     """Ask before anything is written: the plan comes from a freeze that is
     rolled back, so "no" (or no terminal) changes nothing. The question
     says when the template changed since the campaign's first run sent."""
@@ -171,7 +175,7 @@ def _ask(store: Store, settings: Settings, options: SendOptions, claim: RunClaim
             return None  # the run's preflight stops it, saying why
 
     try:
-        prepare(store, settings, options, rollback=True, claim=claim, check=version)
+        prepare(store, settings, options, rollback=True, claim=claim, check=version, on_freeze=on_freeze)
     except DryRunRollback as marker:
         preview = plan_of(settings, options, marker.campaign, marker.counts, marker.created, marker.added,
                           accepted=marker.accepted, no_basis=marker.no_basis,
@@ -413,7 +417,7 @@ def _restore_signal_handlers(installed: dict[signal.Signals, Any]) -> None:
 
 # Complexity: the steps of a dry run in the order of a real send, each branch what it shows instead.
 def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan: Callable[[SendPlan], None] | None,
-             progress: ProgressFn | None) -> SendSummary:
+             progress: ProgressFn | None, on_freeze: FreezeFn | None = None) -> SendSummary:
     """Freeze (in a transaction that is rolled back), render and build every message."""
     summary = SendSummary(campaign=options.campaign, dry_run=True)
     started = time.monotonic()
@@ -440,7 +444,7 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
         return checked.template.version
 
     try:
-        prepare(store, settings, options, collect=collect, check=check)
+        prepare(store, settings, options, collect=collect, check=check, on_freeze=on_freeze)
     except DryRunRollback as marker:  # prepare's transaction was rolled back
         campaign, counts, added, created = marker.campaign, marker.counts, marker.added, marker.created
         recipients, accepted = marker.recipients, marker.accepted

@@ -37,7 +37,7 @@ from mailcli.store import campaigns as campaign_rows
 from mailcli.store import deliveries as delivery_rows
 from mailcli.store import leases
 from mailcli.store.archive import REPORT_KEYS, archive_deliveries, archive_events, archived_counts
-from mailcli.store.audience import audience_page, list_not_found
+from mailcli.store.audience import audience_page, list_not_found, members_by_row
 from mailcli.store.campaigns import Campaign, get_campaign, list_campaigns
 from mailcli.store.db import is_postgres
 from mailcli.store.deliveries import (
@@ -54,6 +54,8 @@ from mailcli.store.suppressions import service_blocked_hmacs, suppressed_hmacs
 from mailcli.tokens import address_hasher, message_id, new_uid
 
 if TYPE_CHECKING:
+    from mailcli.send.results import FreezeFn
+
     from ..store.db import Connection
 
 __all__ = [
@@ -157,7 +159,7 @@ def iter_audience(conn: Connection, campaign_id: int, list_id: int, list_name: s
 
 
 def freeze_audience(conn: Connection, campaign: Campaign, secret: bytes, domain: str, *,
-                    keep: int | None = None) -> int:
+                    keep: int | None = None, progress: FreezeFn | None = None) -> int:
     """Insert a pending delivery for every audience member not yet in it.
 
     Run inside a transaction. Returns the number of members added. The
@@ -165,11 +167,15 @@ def freeze_audience(conn: Connection, campaign: Campaign, secret: bytes, domain:
     every run and a bounce can be traced back to this delivery.
     ``keep`` writes only the first ``keep`` of them and counts the rest, for
     a transaction that is rolled back (a dry run, the confirmation's plan).
+    ``progress`` hears how far it got (a million members take seconds).
     """
     if campaign.list_id is None:
         raise NotFoundError(f"The list of campaign {campaign.name!r} ({campaign.list_name}) no longer exists")
     now = clock.now_iso()
     added = 0
+    expected = _expected_members(conn, campaign) if progress is not None else None
+    if progress is not None:
+        progress(0, expected, keep is None)
     for members in iter_audience(conn, campaign.id, campaign.list_id, campaign.list_name, secret,
                                  kind=campaign.kind, segment=campaign_segment(campaign)):
         wanted = members if keep is None else members[: max(0, keep - added)]
@@ -177,8 +183,21 @@ def freeze_audience(conn: Connection, campaign: Campaign, secret: bytes, domain:
         if wanted:
             delivery_rows.insert_pending(conn, [(campaign.id, contact_id, message_id(campaign.uid, uid, domain), now)
                                                 for contact_id, uid in wanted])
+        if progress is not None:
+            progress(added, expected, keep is None)
     campaign_rows.mark_frozen(conn, campaign.id, now)
     return added
+
+
+def _expected_members(conn: Connection, campaign: Campaign) -> int | None:
+    """About how many members a freeze adds: the list's members by their
+    membership row, when the whole list is frozen for the first time (a
+    segment, or the newcomers of --include-new, are a part nobody counted
+    beforehand: None)."""
+    if campaign.list_id is None or campaign.frozen_at is not None or campaign.segment_where:
+        return None
+    reached = ("subscribed", "unsubscribed") if campaign.kind == "service" else ("subscribed",)
+    return members_by_row(conn, campaign.list_id, reached)
 
 
 def recover_interrupted(conn: Connection, campaign_id: int) -> int:

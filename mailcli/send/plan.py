@@ -29,7 +29,7 @@ from mailcli.locks import Holder, LockedError, busy_message
 from mailcli.segments import Segment
 from mailcli.send import ledger
 from mailcli.send.message import MessageFactory
-from mailcli.send.results import SendPlan, TemplateChange
+from mailcli.send.results import FreezeFn, SendPlan, TemplateChange
 from mailcli.store import Store
 from mailcli.store import campaigns as campaign_rows
 from mailcli.store.claims import take_claim
@@ -93,7 +93,7 @@ Check = Callable[[ledger.Campaign], "str | None"]
 # Complexity: the steps of starting a run in order, in one transaction (claim, freeze, recover, accept, count, check).
 def prepare(store: Store, settings: Settings, options: SendOptions, *,
             rollback: bool = False, claim: RunClaim | None = None, collect: Collect | None = None,
-            check: Check | None = None) -> tuple[ledger.Campaign, SendPlan]:
+            check: Check | None = None, on_freeze: FreezeFn | None = None) -> tuple[ledger.Campaign, SendPlan]:
     """Create or resume the campaign, claim it and freeze its audience.
 
     With ``claim``, a campaign another live run holds is refused with one
@@ -107,7 +107,8 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
     corrected command starts it afresh. The version of the template it
     returns is compared with the one the campaign's first messages were sent
     from (``changed_template``), and a real run keeps it while nothing has
-    been sent (``keep_template_version``).
+    been sent (``keep_template_version``). ``on_freeze`` hears how the
+    freeze of the audience goes.
     """
     conn = store.conn
     secret = settings.secret()
@@ -125,7 +126,8 @@ def prepare(store: Store, settings: Settings, options: SendOptions, *,
         keep = _kept(options, rollback)
         added = no_basis = 0
         if created or options.include_new:
-            added = ledger.freeze_audience(conn, campaign, secret, settings.sender.domain, keep=keep)
+            added = ledger.freeze_audience(conn, campaign, secret, settings.sender.domain, keep=keep,
+                                           progress=on_freeze)
             no_basis = _members_without_basis(conn, campaign, created=created, added=added)
         ledger.recover_interrupted(conn, campaign.id)
         accepted = ledger.accept_uncertain(conn, campaign, options.accept_uncertain) if options.accept_uncertain else 0

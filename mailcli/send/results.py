@@ -105,6 +105,10 @@ class SendSummary:
 
 ProgressFn = Callable[[SendSummary], None]
 ConfirmFn = Callable[[SendPlan], None]
+# How a freeze of the audience goes: (members read so far, about how many in
+# all or None when not known, whether they are written or only counted).
+# Called once before the first member and after every page.
+FreezeFn = Callable[[int, int | None, bool], None]
 
 
 def masked_problem(email: str, problem: str) -> str:

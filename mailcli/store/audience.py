@@ -196,6 +196,17 @@ def audience_page(conn: Connection, list_id: int, campaign_id: int, after: int,
                         (list_id, after, campaign_id, *params, limit)).fetchall()
 
 
+def members_by_row(conn: Connection, list_id: int, statuses: tuple[str, ...]) -> int:
+    """How many members of a list have one of ``statuses`` in their
+    membership row (a count of the list's status index, some 30 ms
+    for a million): at most the audience of a send to the whole list, which
+    leaves out the members their contact holds back."""
+    marks = ", ".join("?" for _ in statuses)
+    (count,) = conn.execute(f"SELECT count(*) FROM memberships WHERE list_id = ? AND status IN ({marks})",  # noqa: S608
+                            (list_id, *statuses)).fetchone()
+    return int(count)
+
+
 def count_no_basis(conn: Connection, list_id: int) -> int:
     """How many members of a list a send leaves out for want of a lawful basis."""
     (count,) = conn.execute(

@@ -805,3 +805,50 @@ def test_a_render_worker_killed_mid_send_ends_the_run_with_one_line_and_the_reru
     assert max(received.values()) == 1  # nobody twice
     # Everyone got the message, but for those the killed run left uncertain.
     assert len(received) + report["uncertain"] >= len(members) and report["pending"] == 0, report
+
+
+def test_a_large_audience_shows_a_bar_while_it_is_frozen_on_a_terminal_and_nothing_when_piped(
+        project: Path, cli: Cli) -> None:
+    # Freezing a million members took seconds with nothing on the screen: on
+    # a terminal a bar says what is going on, first while the question's
+    # numbers are counted, then while the audience is frozen; each is gone
+    # before the next thing is shown, so neither draws over the question.
+    from mailcli.commands.send import FREEZE_BAR_FROM
+    from tests.terminal import Terminal
+
+    audience = FREEZE_BAR_FROM + 100
+    add_contacts(project / "mailcli.db", "news", people(audience))
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        term = Terminal("send", "spring", "--template", "newsletter", "--list", "news", "--limit", "3", cwd=project)
+        before = term.read_until("[y/N]:")
+        assert re.search(rf"Counting the audience of spring.*{audience}/{audience}", before), before
+        question = before.rsplit("Send ", 1)[1]
+        assert "━" not in question and "\r" not in question, before
+        assert "Freezing" not in before
+        term.type("y\n")
+        assert term.wait() == 0, term.text
+        after = term.text.split("[y/N]:", 1)[1]
+        assert re.search(rf"Freezing the audience of spring.*{audience}/{audience}", after), after
+        assert after.index("Freezing the audience") < after.index("Sending spring"), after
+        assert len(server.messages) == 3
+
+        piped = cli("send", "autumn", "--template", "newsletter", "--list", "news", "--limit", "3", "--yes")
+        assert piped.exit_code == 0, piped.output
+    assert not any(word in piped.stderr for word in ("Freezing", "Counting", "━")), piped.stderr
+    assert piped.stderr.splitlines()[0] == f"Campaign autumn: audience of {audience} frozen from list news"
+
+
+def test_a_dry_run_of_a_large_audience_counts_it_under_a_bar_on_a_terminal(project: Path) -> None:
+    from mailcli.commands.send import FREEZE_BAR_FROM
+    from tests.terminal import Terminal
+
+    audience = FREEZE_BAR_FROM + 100
+    add_contacts(project / "mailcli.db", "news", people(audience))
+    term = Terminal("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run", "--limit", "3",
+                    cwd=project)
+    assert term.wait() == 0, term.text
+    assert re.search(rf"Counting the audience of spring.*{audience}/{audience}", term.text), term.text
+    assert "Freezing" not in term.text
+    assert term.text.index("Counting the audience") < term.text.index("Rendering spring"), term.text
+    assert sqlite3.connect(project / "mailcli.db").execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
