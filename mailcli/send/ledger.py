@@ -176,15 +176,15 @@ def freeze_audience(conn: Connection, campaign: Campaign, secret: bytes, domain:
     expected = _expected_members(conn, campaign) if progress is not None else None
     if progress is not None:
         progress(0, expected, keep is None)
-    for members in iter_audience(conn, campaign.id, campaign.list_id, campaign.list_name, secret,
-                                 kind=campaign.kind, segment=campaign_segment(campaign)):
-        wanted = members if keep is None else members[: max(0, keep - added)]
-        added += len(members)
-        if wanted:
-            delivery_rows.insert_pending(conn, [(campaign.id, contact_id, message_id(campaign.uid, uid, domain), now)
-                                                for contact_id, uid in wanted])
-        if progress is not None:
-            progress(added, expected, keep is None)
+    with delivery_rows.pending_inserts(conn, campaign.id) as inserts:
+        for members in iter_audience(conn, campaign.id, campaign.list_id, campaign.list_name, secret,
+                                     kind=campaign.kind, segment=campaign_segment(campaign)):
+            wanted = members if keep is None else members[: max(0, keep - added)]
+            added += len(members)
+            inserts.insert([(campaign.id, contact_id, message_id(campaign.uid, uid, domain), now)
+                            for contact_id, uid in wanted])
+            if progress is not None:
+                progress(added, expected, keep is None)
     campaign_rows.mark_frozen(conn, campaign.id, now)
     return added
 

@@ -252,3 +252,46 @@ def test_the_first_command_after_an_upgrade_says_it_upgrades_the_database(projec
     assert f"Upgrading the database for this version of mailcli ({later} steps, once;" in first.stderr
     again = cli("lists")
     assert again.exit_code == 0 and "Upgrading" not in again.stderr
+
+
+def test_a_freeze_counts_its_rows_once_and_puts_the_count_trigger_back_as_it_was(tmp_path: Path) -> None:
+    # A freeze inserts its rows without the per-row count trigger and counts
+    # them in one statement: the counts and the schema come out as the
+    # trigger would have left them, and no other connection sees it missing.
+    from mailcli.store.deliveries import pending_inserts
+    from mailcli.store.schema import schema_differences, schema_objects
+
+    store = open_store(tmp_path / "x.db")
+    conn = store.conn
+    _add_deliveries(conn, 1, range(1, 31))
+    conn.execute("DELETE FROM deliveries WHERE contact_id > 5")  # contacts 6..30 are not in the campaign yet
+    schema = schema_objects(conn)
+    reader = connect(tmp_path / "x.db")
+
+    def rows(contacts: range) -> list[tuple[int, int, str, str]]:
+        return [(1, i, f"<1.{i}@example.org>", "now") for i in contacts]
+
+    with store.transaction():
+        with pending_inserts(conn, 1) as inserts:
+            inserts.insert(rows(range(1, 21)))  # 1..5 are there already and keep their rows
+            inserts.insert([])
+            assert reader.execute("SELECT count(*) FROM sqlite_master WHERE name = 'deliveries_count_insert'"
+                                  ).fetchone() == (1,)
+            inserts.insert(rows(range(21, 26)))
+        assert inserts.added == 20
+        assert _kept_counts(reader) == {(1, "pending"): 5}  # nothing before the commit
+    assert _kept_counts(conn) == _counts_by_reading(conn) == {(1, "pending"): 25}
+    assert schema_objects(conn) == schema and schema_differences(conn) == []
+
+    # An error on the way undoes the rows and puts the trigger back, even
+    # where the transaction around it goes on and commits.
+    with store.transaction():
+        with pytest.raises(KeyError), pending_inserts(conn, 1) as inserts:
+            inserts.insert(rows(range(26, 29)))
+            raise KeyError("stop")
+        conn.execute("INSERT INTO deliveries (campaign_id, contact_id, message_id, created_at, updated_at)"
+                     " VALUES (1, 30, '<1.30@example.org>', 'now', 'now')")  # counted by the trigger
+    assert _kept_counts(conn) == _counts_by_reading(conn) == {(1, "pending"): 26}
+    assert schema_objects(conn) == schema
+    reader.close()
+    store.close()
