@@ -250,6 +250,17 @@ def insert_pending(conn: Connection, rows: Iterable[tuple[int, int, str, str]]) 
 _COUNT_ON_INSERT = "deliveries_count_insert"
 
 
+# The message_id index takes a freeze's rows in no order (a Message-ID holds
+# the contact's random uid): with SQLite's default 2 MB page cache nearly
+# every insert read its leaf page again and wrote pages out to the WAL to
+# make room, again and again. A freeze of many rows lets the cache grow to
+# 64 MiB and gives it back afterwards (benchmarks/README.md); one of a few
+# (a dry run with --limit) does not, or the pages its count of the rest
+# reads would fill it.
+FREEZE_CACHE_KIB = 65_536
+FREEZE_CACHE_FROM = 1_000  # rows in one insert
+
+
 class PendingInserts:
     """``insert_pending`` for the many pages of one campaign's freeze; ``close``
     after the last, in the same transaction (``pending_inserts``)."""
@@ -257,39 +268,61 @@ class PendingInserts:
     def __init__(self, conn: Connection, campaign_id: int) -> None:
         self.conn, self.campaign_id = conn, campaign_id
         self.added = 0
+        self._started = False
         self._trigger: str | None = None  # the count trigger taken out, as written
+        self._cache: int | None = None  # the cache size to give back
 
     def insert(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         if not rows:
             return
-        if self._trigger is None and not is_postgres(self.conn):  # PostgreSQL counts once per statement
-            found = self.conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
-                                      (_COUNT_ON_INSERT,)).fetchone()
-            if found is not None:
-                self.conn.execute("SAVEPOINT pending_inserts")
-                self.conn.execute(f"DROP TRIGGER {_COUNT_ON_INSERT}")
-                self._trigger = str(found[0])
+        if not self._started and not is_postgres(self.conn):  # PostgreSQL counts once per statement
+            self._start()
+        self._started = True
+        if len(rows) >= FREEZE_CACHE_FROM and self._cache is None and not is_postgres(self.conn):
+            self._grow_cache()
         self.added += insert_pending(self.conn, rows)
+
+    def _grow_cache(self) -> None:
+        (cache,) = self.conn.execute("PRAGMA cache_size").fetchone()
+        (page_size,) = self.conn.execute("PRAGMA page_size").fetchone()
+        if (-cache if cache < 0 else cache * page_size // 1024) < FREEZE_CACHE_KIB:
+            self._cache = int(cache)
+            self.conn.execute(f"PRAGMA cache_size = -{FREEZE_CACHE_KIB}")
+
+    def _start(self) -> None:
+        conn = self.conn
+        found = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                             (_COUNT_ON_INSERT,)).fetchone()
+        if found is not None:
+            conn.execute("SAVEPOINT pending_inserts")
+            conn.execute(f"DROP TRIGGER {_COUNT_ON_INSERT}")
+            self._trigger = str(found[0])
 
     def close(self) -> None:
         """Count the rows added, as the trigger would have, and put it back."""
-        if self._trigger is None:
-            return
-        if self.added:
-            self.conn.execute(
-                "INSERT INTO delivery_counts (campaign_id, status, n) VALUES (?, 'pending', ?)"
-                " ON CONFLICT (campaign_id, status) DO UPDATE SET n = n + excluded.n", (self.campaign_id, self.added))
-        self.conn.execute(self._trigger)
-        self.conn.execute("RELEASE pending_inserts")
-        self._trigger = None
+        if self._trigger is not None:
+            if self.added:
+                self.conn.execute(
+                    "INSERT INTO delivery_counts (campaign_id, status, n) VALUES (?, 'pending', ?)"
+                    " ON CONFLICT (campaign_id, status) DO UPDATE SET n = n + excluded.n",
+                    (self.campaign_id, self.added))
+            self.conn.execute(self._trigger)
+            self.conn.execute("RELEASE pending_inserts")
+            self._trigger = None
+        self._give_back_cache()
 
     def abandon(self) -> None:
         """Undo what was inserted and put the trigger back (an error on the way)."""
-        if self._trigger is None:
-            return
-        self.conn.execute("ROLLBACK TO pending_inserts")
-        self.conn.execute("RELEASE pending_inserts")
-        self._trigger = None
+        if self._trigger is not None:
+            self.conn.execute("ROLLBACK TO pending_inserts")
+            self.conn.execute("RELEASE pending_inserts")
+            self._trigger = None
+        self._give_back_cache()
+
+    def _give_back_cache(self) -> None:
+        if self._cache is not None:
+            self.conn.execute(f"PRAGMA cache_size = {self._cache}")
+            self._cache = None
 
 
 @contextlib.contextmanager

@@ -258,14 +258,15 @@ def test_a_freeze_counts_its_rows_once_and_puts_the_count_trigger_back_as_it_was
     # A freeze inserts its rows without the per-row count trigger and counts
     # them in one statement: the counts and the schema come out as the
     # trigger would have left them, and no other connection sees it missing.
-    from mailcli.store.deliveries import pending_inserts
+    from mailcli.store.deliveries import FREEZE_CACHE_FROM, FREEZE_CACHE_KIB, pending_inserts
     from mailcli.store.schema import schema_differences, schema_objects
 
     store = open_store(tmp_path / "x.db")
     conn = store.conn
-    _add_deliveries(conn, 1, range(1, 31))
-    conn.execute("DELETE FROM deliveries WHERE contact_id > 5")  # contacts 6..30 are not in the campaign yet
+    _add_deliveries(conn, 1, range(1, 1001 + FREEZE_CACHE_FROM))
+    conn.execute("DELETE FROM deliveries WHERE contact_id > 5")  # the others are not in the campaign yet
     schema = schema_objects(conn)
+    (cache,) = conn.execute("PRAGMA cache_size").fetchone()
     reader = connect(tmp_path / "x.db")
 
     def rows(contacts: range) -> list[tuple[int, int, str, str]]:
@@ -275,12 +276,16 @@ def test_a_freeze_counts_its_rows_once_and_puts_the_count_trigger_back_as_it_was
         with pending_inserts(conn, 1) as inserts:
             inserts.insert(rows(range(1, 21)))  # 1..5 are there already and keep their rows
             inserts.insert([])
+            assert conn.execute("PRAGMA cache_size").fetchone() == (cache,)  # for a few rows, as it was
             assert reader.execute("SELECT count(*) FROM sqlite_master WHERE name = 'deliveries_count_insert'"
                                   ).fetchone() == (1,)
             inserts.insert(rows(range(21, 26)))
-        assert inserts.added == 20
+            inserts.insert(rows(range(1000, 1000 + FREEZE_CACHE_FROM)))
+            assert conn.execute("PRAGMA cache_size").fetchone() == (-FREEZE_CACHE_KIB,)
+        assert inserts.added == 20 + FREEZE_CACHE_FROM
+        assert conn.execute("PRAGMA cache_size").fetchone() == (cache,)  # given back
         assert _kept_counts(reader) == {(1, "pending"): 5}  # nothing before the commit
-    assert _kept_counts(conn) == _counts_by_reading(conn) == {(1, "pending"): 25}
+    assert _kept_counts(conn) == _counts_by_reading(conn) == {(1, "pending"): 25 + FREEZE_CACHE_FROM}
     assert schema_objects(conn) == schema and schema_differences(conn) == []
 
     # An error on the way undoes the rows and puts the trigger back, even
@@ -291,7 +296,7 @@ def test_a_freeze_counts_its_rows_once_and_puts_the_count_trigger_back_as_it_was
             raise KeyError("stop")
         conn.execute("INSERT INTO deliveries (campaign_id, contact_id, message_id, created_at, updated_at)"
                      " VALUES (1, 30, '<1.30@example.org>', 'now', 'now')")  # counted by the trigger
-    assert _kept_counts(conn) == _counts_by_reading(conn) == {(1, "pending"): 26}
-    assert schema_objects(conn) == schema
+    assert _kept_counts(conn) == _counts_by_reading(conn) == {(1, "pending"): 26 + FREEZE_CACHE_FROM}
+    assert schema_objects(conn) == schema and conn.execute("PRAGMA cache_size").fetchone() == (cache,)
     reader.close()
     store.close()
