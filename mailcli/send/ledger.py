@@ -262,7 +262,10 @@ def iter_sendable(
     local part that this relay already failed is skipped while it does not.
     """
     statuses = sendable_statuses(resend_uncertain)
-    last = 0
+    # The walk by id starts at the campaign's first delivery, not at the
+    # first row of the table: the first page stepped over every older
+    # campaign's deliveries (0.67 s for ten million, benchmarks/README.md).
+    last = (delivery_rows.first_delivery_id(conn, campaign.id) or 1) - 1
     while True:
         rows = delivery_rows.sendable_page(conn, campaign.id, campaign.list_id, statuses, last, page, campaign.kind)
         if not rows:
