@@ -129,9 +129,13 @@ def send_campaign(
             def check(campaign: ledger.Campaign) -> str | None:
                 # Inside the freeze's transaction: a template that does not
                 # render for this audience leaves no campaign behind.
+                # A --limit run shared with other senders (PostgreSQL) sends
+                # whatever it claims, not its first N: it checks the whole audience.
                 factory = MessageFactory(settings, campaign)
                 ready.append(Ready(factory, preflight(store, factory, campaign, factory.secret,
-                                                      options.resend_uncertain)))
+                                                      options.resend_uncertain,
+                                                      limit=None if shared else options.limit,
+                                                      relay=_relay_as_known(store.conn, settings))))
                 return factory.template.version
 
             campaign, plan = prepare(store, settings, options, claim=claim, check=check, on_freeze=on_freeze)
@@ -141,6 +145,13 @@ def send_campaign(
             finally:
                 if claim is not None:
                     release_claim(store.conn, claim.name(campaign), claim.owner)
+
+
+def _relay_as_known(conn: Any, settings: Settings) -> tuple[str, bool | None]:
+    """The relay's address, and whether it offered SMTPUTF8 when a run last
+    met it (None: not known), for the recipients a run skips before it connects."""
+    known = get_relay(conn, settings.smtp.host, settings.smtp.port, settings.smtp.username)
+    return settings.smtp.address, known.smtputf8 if known else None
 
 
 def _check_sending(settings: Settings) -> None:
@@ -424,11 +435,10 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
 
     def collect(conn: Any, frozen: ledger.Campaign) -> list[ledger.Recipient]:
         """The recipients a real run would send to, read from the freeze before it is undone."""
-        known = get_relay(conn, settings.smtp.host, settings.smtp.port, settings.smtp.username)
         recipients: list[ledger.Recipient] = []
         wanted = options.limit
         for page in ledger.iter_sendable(conn, frozen, settings.secret(), resend_uncertain=options.resend_uncertain,
-                                         page=1000, relay=(settings.smtp.address, known.smtputf8 if known else None)):
+                                         page=1000, relay=_relay_as_known(conn, settings)):
             recipients += page
             if wanted is not None:  # --limit N needs N recipients, not the whole audience
                 wanted -= sum(1 for r in page if not r.skip_reason)
@@ -440,7 +450,8 @@ def _dry_run(store: Store, settings: Settings, options: SendOptions, *, on_plan:
         """The real run's preflight: a template that does not render for this
         audience is its one-line error (exit 1), not a count of failures."""
         checked = MessageFactory(settings, frozen, sign=False)
-        preflight(store, checked, frozen, settings.secret(), options.resend_uncertain)
+        preflight(store, checked, frozen, settings.secret(), options.resend_uncertain, limit=options.limit,
+                  relay=_relay_as_known(store.conn, settings))
         return checked.template.version
 
     try:

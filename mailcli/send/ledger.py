@@ -25,6 +25,7 @@ adds ``campaigns.archived_counts`` to the live counts.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -330,9 +331,17 @@ def _smtputf8_reason(relay: str, failed_in: str | None) -> str:
 
 
 def preflight_samples(conn: Connection, campaign: Campaign, secret: bytes, *,
-                      resend_uncertain: bool = False, per_group: int = 3) -> list[tuple[str | None, Recipient]]:
+                      resend_uncertain: bool = False, per_group: int = 3, first: int | None = None,
+                      relay: tuple[str, bool | None] | None = None) -> list[tuple[str | None, Recipient]]:
     """``(field-set key, recipient)`` for the first ``per_group`` sendable
-    deliveries of each distinct set of contact fields, in delivery order."""
+    deliveries of each distinct set of contact fields, in delivery order.
+
+    With ``first``, only among the first ``first`` recipients a run sends
+    to, read as the run reads them (``iter_sendable`` with ``relay``, the
+    ones it skips passed over): what a run with --limit sends, not the
+    whole audience."""
+    if first is not None:
+        return _samples_among_first(conn, campaign, secret, resend_uncertain, per_group, first, relay)
     statuses = sendable_statuses(resend_uncertain)
     signatures = delivery_rows.samples_by_fields(conn, campaign.id, campaign.list_id, statuses, per_group,
                                                  campaign.kind)
@@ -344,6 +353,40 @@ def preflight_samples(conn: Connection, campaign: Campaign, secret: bytes, *,
         if found:
             out.extend((signatures[r.delivery_id], r) for r in _checked(conn, campaign, secret, found))
     return out
+
+
+def _samples_among_first(conn: Connection, campaign: Campaign, secret: bytes, resend_uncertain: bool,
+                         per_group: int, first: int,
+                         relay: tuple[str, bool | None] | None) -> list[tuple[str | None, Recipient]]:
+    out: list[tuple[str | None, Recipient]] = []
+    taken: dict[str | None, int] = {}
+    left = first
+    for page in iter_sendable(conn, campaign, secret, resend_uncertain=resend_uncertain, page=min(first, 1000),
+                              relay=relay):
+        for r in page:
+            if r.skip_reason:
+                continue
+            key = fields_key(r.attributes)
+            if taken.get(key, 0) < per_group:
+                taken[key] = taken.get(key, 0) + 1
+                out.append((key, r))
+            left -= 1
+            if not left:
+                return out
+    return out
+
+
+def fields_key(attributes: str) -> str | None:
+    """A contact's set of attribute names as ``samples_by_fields`` writes it
+    in SQL: sorted, joined by U+001F; None when there are none or the text
+    is not a JSON object."""
+    try:
+        value = json.loads(attributes)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(value, dict) or not value:
+        return None
+    return "\x1f".join(sorted(value))
 
 
 def campaign_counts(conn: Connection, campaign: Campaign) -> dict[str, int]:

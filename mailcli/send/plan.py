@@ -377,8 +377,26 @@ def plan_of(settings: Settings, options: SendOptions, campaign: ledger.Campaign,
     )
 
 
+def _inlining_samples(candidates: list[tuple[str | None, ledger.Recipient]]) -> list[tuple[Any, ...]]:
+    """One recipient of each of the first five sets of fields: each sample
+    costs a per-message inlining here and in every worker (benchmarks/README.md)."""
+    firsts: dict[str | None, tuple[Any, ...]] = {}
+    for signature, r in candidates:
+        if not r.skip_reason and len(firsts) < 5:
+            firsts.setdefault(signature, r.as_tuple())
+    return list(firsts.values())
+
+
+# A run with --limit N, up to this many, checks the sets of fields of the N
+# recipients it sends (read as it reads them) instead of grouping the whole
+# audience by its fields, 3-4 s for a million (benchmarks/README.md); above
+# it, sending takes far longer than the grouping.
+PREFLIGHT_OWN_UP_TO = 10_000
+
+
 def preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign, secret: bytes,
-              resend_uncertain: bool) -> list[tuple[Any, ...]]:
+              resend_uncertain: bool, *, limit: int | None = None,
+              relay: tuple[str, bool | None] | None = None) -> list[tuple[Any, ...]]:
     """Render one recipient per distinct set of contact fields
     (docs/guarantees.md#preflight).
 
@@ -386,16 +404,15 @@ def preflight(store: Store, factory: MessageFactory, campaign: ledger.Campaign, 
     paths, so a missing merge field shows here, before any connection. A
     problem that is one contact's own (a line break in a name) is left to the
     run, which fails that delivery only. Returns a few recipients (as
-    tuples) for the render workers' own check of the inlining.
+    tuples) for the render workers' own check of the inlining. ``limit``:
+    the run sends only the first ``limit`` recipients (``relay`` as last
+    seen says which it skips), so only their fields are checked, up to
+    ``PREFLIGHT_OWN_UP_TO``; the run that reaches the others checks theirs.
     """
-    candidates = ledger.preflight_samples(store.conn, campaign, secret, resend_uncertain=resend_uncertain)
-    # One recipient of each of the first five sets of fields: each sample
-    # costs a per-message inlining here and in every worker (benchmarks/README.md).
-    firsts: dict[str | None, tuple[Any, ...]] = {}
-    for signature, r in candidates:
-        if not r.skip_reason and len(firsts) < 5:
-            firsts.setdefault(signature, r.as_tuple())
-    samples = list(firsts.values())
+    first = limit if limit is not None and limit <= PREFLIGHT_OWN_UP_TO else None
+    candidates = ledger.preflight_samples(store.conn, campaign, secret, resend_uncertain=resend_uncertain,
+                                          first=first, relay=relay)
+    samples = _inlining_samples(candidates)
     factory.verify_inlining(samples)
     seen: set[str | None] = set()
     for signature, r in candidates:

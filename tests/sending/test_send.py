@@ -580,6 +580,33 @@ def test_a_field_missing_for_some_contacts_stops_the_send_before_any_connection(
     assert _campaigns(project) == []
 
 
+def test_a_run_with_limit_checks_the_fields_of_the_recipients_it_sends(project: Path, cli: Cli) -> None:
+    # A run with --limit 20 checks the 20 people it sends to, as its dry run
+    # does, not the whole audience (seconds for a million): person250, who
+    # has no city, stops the run that reaches them, before its first connection.
+    template = project / "templates" / "newsletter" / "message.html"
+    template.write_text(template.read_text(encoding="utf-8").replace("<h1>", "<h1>{{ contact.city }} "),
+                        encoding="utf-8")
+    members = people(300)
+    del members[250]["city"]
+    add_contacts(project / "mailcli.db", "news", members)
+    with SmtpServer() as server:
+        set_smtp(project, "127.0.0.1", server.port)
+        dry = cli("send", "spring", "--template", "newsletter", "--list", "news", "--dry-run", "--limit", "20")
+        assert dry.exit_code == ExitCode.OK, dry.output
+        first = _send(cli, "--limit", "20")
+        assert first.exit_code == ExitCode.OK, first.output
+        assert len(server.messages) == 20
+        rest = cli("send", "spring", "--yes")
+        assert rest.exit_code == ExitCode.ERROR, rest.output
+        assert "contact.city" in rest.stderr and "nothing was sent" in rest.stderr, rest.stderr
+        on = cli("send", "spring", "--yes", "--limit", "240")  # person20 to person259
+        assert on.exit_code == ExitCode.ERROR and "contact.city" in on.stderr, on.stderr
+        assert len(server.messages) == 20
+        assert _send(cli, "--limit", "230").exit_code == ExitCode.OK  # person20 to person249
+        assert len(server.messages) == 250
+
+
 def _campaigns(project: Path) -> list[tuple[str, str]]:
     conn = sqlite3.connect(project / "mailcli.db")
     try:
