@@ -207,12 +207,19 @@ def members_by_row(conn: Connection, list_id: int, statuses: tuple[str, ...]) ->
     return int(count)
 
 
+# Through the partial index of the members without a basis (empty for most
+# lists): SQLite chose the list's status index instead and read the contact
+# of every subscribed member, 0.35 s for a million, at every freeze.
+_NO_BASIS_OF_LIST_SQL = f"""SELECT count(*) FROM memberships m INDEXED BY memberships_no_basis
+JOIN contacts c ON c.id = m.contact_id
+WHERE m.list_id = ? AND m.basis = 'none' AND m.status = 'subscribed' AND ({MEMBER_STATUS_SQL}) = 'no_basis'"""  # noqa: S608
+_NO_BASIS_OF_LIST_POSTGRES = _NO_BASIS_OF_LIST_SQL.replace(" INDEXED BY memberships_no_basis", "")
+
+
 def count_no_basis(conn: Connection, list_id: int) -> int:
     """How many members of a list a send leaves out for want of a lawful basis."""
-    (count,) = conn.execute(
-        f"SELECT count(*) FROM memberships m JOIN contacts c ON c.id = m.contact_id"  # noqa: S608 - fixed SQL
-        f" WHERE m.list_id = ? AND m.basis = 'none' AND m.status = 'subscribed' AND ({MEMBER_STATUS_SQL}) = 'no_basis'",
-        (list_id,)).fetchone()
+    sql = _NO_BASIS_OF_LIST_POSTGRES if is_postgres(conn) else _NO_BASIS_OF_LIST_SQL
+    (count,) = conn.execute(sql, (list_id,)).fetchone()
     return int(count)
 
 

@@ -328,3 +328,30 @@ def test_the_first_page_of_a_send_does_not_read_older_campaigns_deliveries(tmp_p
     assert [len(page) for page in pages] == [10]
     assert steps[0] < 100, f"{steps[0] * 100} instructions for ten rows"
     store.close()
+
+
+def test_counting_the_members_without_a_basis_reads_only_them(tmp_path: Path) -> None:
+    # Every freeze counts the list's members it leaves out for want of a
+    # lawful basis; the count read the contact of every subscribed member
+    # (0.35 s for a million) where the partial index holds the few without one.
+    from mailcli.store.audience import count_no_basis
+
+    store = open_store(tmp_path / "x.db")
+    conn = store.conn
+    conn.execute("BEGIN")
+    _add_deliveries(conn, 1, range(1, 5_001))
+    conn.execute("INSERT INTO memberships (contact_id, list_id, status, basis, created_at, updated_at)"
+                 " SELECT id, 1, 'subscribed', CASE WHEN id % 1000 = 0 THEN 'none' ELSE 'consent' END, 'now', 'now'"
+                 " FROM contacts")
+    conn.execute("COMMIT")
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 100)
+    assert count_no_basis(conn, 1) == 5
+    conn.set_progress_handler(None, 0)
+    assert steps[0] < 10, f"{steps[0] * 100} instructions for five members"
+    store.close()
