@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -379,6 +380,34 @@ service anvil {{
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _seeded(project: Path, dovecot: Dovecot) -> Any:
+    """The usual people and the scenario's messages in the mailbox (UID 3 is cy's complaint)."""
+    s = seed(project, PEOPLE)
+    _, messages = scenario(s)
+    dovecot.append(messages)
+    return s
+
+
+def _through(cli: Cli, dovecot: Dovecot, proxy: ImapProxy, *args: str) -> Any:
+    """``bounces`` on the mailbox through ``proxy``, closed after."""
+    try:
+        return cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), *args,
+                   env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    finally:
+        proxy.close()
+
+
+def _read_again(cli: Cli, dovecot: Dovecot, s: Any, *args: str) -> dict[str, Any]:
+    """``bounces --json`` on the mailbox once more, straight to Dovecot: it
+    must succeed and change no count in the database; its JSON."""
+    before = s.counts()
+    again = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--json", *args,
+                env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+    assert again.exit_code == 0, again.output
+    assert s.counts() == before
+    result: dict[str, Any] = json.loads(again.stdout)
+    return result
+
 def test_imaps_bounces_are_applied_once_and_flagged(project: Path, cli: Cli, dovecot: Dovecot) -> None:
     s = seed(project, PEOPLE)
     _, messages = scenario(s)
@@ -562,9 +591,7 @@ def test_a_connection_closed_once_is_opened_again_and_the_message_read(
 
 @pytest.mark.parametrize("dovecot", [pytest.param(None, id="dovecot-default")], indirect=True)
 def test_a_connection_that_cannot_be_opened_again_is_lost(project: Path, cli: Cli, dovecot: Dovecot) -> None:
-    s = seed(project, PEOPLE)
-    _, messages = scenario(s)
-    dovecot.append(messages)
+    s = _seeded(project, dovecot)
     dovecot.file_of("Yahoo! Mail AntiSpam Feedback").chmod(0)  # UID 3
     relay = Relay(dovecot.port, accept=1)
     url = dovecot.url.replace(f":{dovecot.port}/", f":{relay.port}/")
@@ -597,11 +624,7 @@ def test_a_connection_closed_while_a_message_is_flagged_is_opened_again_and_the_
     _, messages = scenario(s)
     dovecot.append(messages)  # UID 3 is cy's complaint
     proxy = ImapProxy(dovecot, lambda n, command: how if n == 1 and _flagging(3)(command) else None)
-    try:
-        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json",
-                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
-    finally:
-        proxy.close()
+    result = _through(cli, dovecot, proxy, "--json")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert proxy.connections == 2
@@ -621,25 +644,16 @@ def test_a_connection_closed_while_a_message_is_flagged_is_opened_again_and_the_
     flags = dovecot.flags()
     assert flags.pop("Question about your newsletter") == set()  # left unread for a person
     assert all(f == {"\\Seen", "$MailcliProcessed"} for f in flags.values()), flags
-    before = s.counts()
-    again = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--json",
-                env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
-    assert again.exit_code == 0, again.output
-    assert (json.loads(again.stdout)["messages"], json.loads(again.stdout)["already_processed"]) == (1, 0)
-    assert s.counts() == before
+    again = _read_again(cli, dovecot, s)
+    assert (again["messages"], again["already_processed"]) == (1, 0)
 
 
 def test_a_connection_closed_while_flagging_that_cannot_be_opened_again_is_lost(
         project: Path, cli: Cli, dovecot: Dovecot) -> None:
-    s = seed(project, PEOPLE)
-    _, messages = scenario(s)
-    dovecot.append(messages)
+    s = _seeded(project, dovecot)
     proxy = ImapProxy(dovecot, lambda n, command: "drop" if _flagging(3)(command) else None, accept=1)
     env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
-    try:
-        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), env=env)
-    finally:
-        proxy.close()
+    result = _through(cli, dovecot, proxy)
     assert result.exit_code == 5, result.output
     assert f"Error: {proxy.url()}: connection lost (socket error: EOF), and connecting again failed: cannot" \
         " connect: Connection refused" in result.stderr
@@ -662,15 +676,9 @@ def test_a_connection_closed_while_flagging_that_cannot_be_opened_again_is_lost(
 
 def test_a_message_the_server_closes_the_connection_on_each_time_it_is_flagged_is_named(
         project: Path, cli: Cli, dovecot: Dovecot) -> None:
-    s = seed(project, PEOPLE)
-    _, messages = scenario(s)
-    dovecot.append(messages)
+    s = _seeded(project, dovecot)
     proxy = ImapProxy(dovecot, lambda n, command: "drop" if n <= 2 and _flagging(3)(command) else None)
-    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
-    try:
-        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json", env=env)
-    finally:
-        proxy.close()
+    result = _through(cli, dovecot, proxy, "--json")
     assert result.exit_code == 3, result.output
     assert proxy.connections == 3  # the first, the second try, and one for the rest
     assert f"Warning: Cannot mark {proxy.url()} UID 3 as processed: the server closed the connection each time" \
@@ -689,11 +697,8 @@ def test_a_message_the_server_closes_the_connection_on_each_time_it_is_flagged_i
     assert flags.pop("Question about your newsletter") == set()
     assert all(f == {"\\Seen", "$MailcliProcessed"} for f in flags.values()), flags
 
-    before = s.counts()
-    again = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--json", env=env)
-    assert again.exit_code == 0, again.output
-    assert (json.loads(again.stdout)["already_processed"], json.loads(again.stdout)["complaints"]) == (1, 0)
-    assert s.counts() == before
+    again = _read_again(cli, dovecot, s)
+    assert (again["already_processed"], again["complaints"]) == (1, 0)
     assert dovecot.flags()["Yahoo! Mail AntiSpam Feedback"] == {"\\Seen", "$MailcliProcessed"}
 
 
@@ -774,9 +779,7 @@ def test_a_message_the_server_will_not_flag_is_named_and_the_rest_is_processed(
     # exit 0, and the message stayed unread in the mailbox and was fetched
     # again on every run (with --delete: never deleted). One answered BAD
     # ended the run with "connection lost", exit 5, though nothing was lost.
-    s = seed(project, PEOPLE)
-    _, messages = scenario(s)
-    dovecot.append(messages)
+    s = _seeded(project, dovecot)
     proxy = ImapProxy(dovecot, lambda n, command: answer if _flagging(3)(command) else None)
     env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
     try:
@@ -800,21 +803,15 @@ def test_a_message_the_server_will_not_flag_is_named_and_the_rest_is_processed(
     assert flags.pop("Question about your newsletter") == set()
     assert all(f == {"\\Seen", "$MailcliProcessed"} for f in flags.values()), flags
 
-    before = s.counts()
-    fixed = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--json", env=env)
-    assert fixed.exit_code == 0, fixed.output
-    assert json.loads(fixed.stdout)["not_marked"] == []
+    assert _read_again(cli, dovecot, s)["not_marked"] == []
     assert dovecot.flags()["Yahoo! Mail AntiSpam Feedback"] == {"\\Seen", "$MailcliProcessed"}
-    assert s.counts() == before
 
 
 def test_a_mailbox_the_user_may_only_read_is_refused_before_anything_is_read(
         project: Path, cli: Cli, dovecot: Dovecot) -> None:
     # The server opened the mailbox read-only: mailcli said "connection lost
     # while opening the mailbox", exit 5, which a rerun never mends.
-    s = seed(project, PEOPLE)
-    _, messages = scenario(s)
-    dovecot.append(messages)
+    s = _seeded(project, dovecot)
     for sub in ("cur", "new"):  # Dovecot may not write: it opens the mailbox READ-ONLY
         (dovecot.maildir / sub).chmod(0o555)
     try:
@@ -838,9 +835,7 @@ def test_without_delete_no_message_leaves_the_mailbox(project: Path, cli: Cli, d
     # flagged \Deleted: one a person had marked for deletion in their mail
     # program (and might still have unmarked) was gone after a run without
     # --delete.
-    s = seed(project, PEOPLE)
-    _, messages = scenario(s)
-    dovecot.append(messages)
+    _seeded(project, dovecot)
     imap = dovecot.client()
     imap.select("INBOX")
     assert imap.uid("STORE", "7", "+FLAGS", "(\\Deleted)")[0] == "OK"  # the question, marked by a person
@@ -860,15 +855,9 @@ def test_a_connection_closed_while_deleting_is_opened_again_and_the_messages_del
     # `bounces --delete` expunged on its way out and said nothing when the
     # connection was lost then: the run ended with exit 0 and the messages it
     # had processed were still in the mailbox.
-    s = seed(project, PEOPLE)
-    _, messages = scenario(s)
-    dovecot.append(messages)
+    _seeded(project, dovecot)
     proxy = ImapProxy(dovecot, lambda n, command: how if n == 1 and _expunging(command) else None)
-    try:
-        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json", "--delete",
-                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
-    finally:
-        proxy.close()
+    result = _through(cli, dovecot, proxy, "--json", "--delete")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert proxy.connections == 2
@@ -882,15 +871,9 @@ def test_a_server_that_will_not_delete_is_named_and_the_next_run_deletes(
         project: Path, cli: Cli, dovecot: Dovecot) -> None:
     # An EXPUNGE answered NO was passed over: exit 0, and nothing said why the
     # processed messages stayed in the mailbox.
-    s = seed(project, PEOPLE)
-    _, messages = scenario(s)
-    dovecot.append(messages)
+    s = _seeded(project, dovecot)
     proxy = ImapProxy(dovecot, lambda n, command: b"NO [NOPERM] Permission denied" if _expunging(command) else None)
-    env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
-    try:
-        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--delete", env=env)
-    finally:
-        proxy.close()
+    result = _through(cli, dovecot, proxy, "--delete")
     assert result.exit_code == 3, result.output
     assert f"Error: {proxy.url()}: the server answered NO to UID EXPUNGE: [NOPERM] Permission denied; nothing was" \
         " deleted" in result.stderr
@@ -900,12 +883,9 @@ def test_a_server_that_will_not_delete_is_named_and_the_next_run_deletes(
     assert flags.pop("Question about your newsletter") == set()
     assert flags and all(f == {"\\Deleted"} for f in flags.values()), flags
 
-    before = s.counts()
-    again = cli("bounces", dovecot.url, "--ca-file", str(dovecot.ca_file), "--delete", "--json", env=env)
-    assert again.exit_code == 0, again.output
-    assert (json.loads(again.stdout)["already_processed"], json.loads(again.stdout)["not_deleted"]) == (6, None)
+    again = _read_again(cli, dovecot, s, "--delete")
+    assert (again["already_processed"], again["not_deleted"]) == (6, None)
     assert dovecot.flags() == {"Question about your newsletter": set()}
-    assert s.counts() == before
 
 
 def _expunging(command: bytes) -> bool:
@@ -946,11 +926,7 @@ def test_without_uidplus_delete_expunges_every_message_flagged_deleted(
     imap.logout()
     listed = b"OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ MOVE] Capability completed."
     proxy = ImapProxy(dovecot, lambda n, command: listed if command == b"CAPABILITY" else None)
-    try:
-        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json", "--delete",
-                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
-    finally:
-        proxy.close()
+    result = _through(cli, dovecot, proxy, "--json", "--delete")
     assert result.exit_code == 0, result.output
     assert [c for _, c in proxy.commands if _expunging(c)] == [b"EXPUNGE"]
     assert json.loads(result.stdout)["not_deleted"] is None
@@ -968,10 +944,7 @@ def test_a_uid_expunge_refused_after_others_says_how_many_were_deleted(
     refused = b"NO [SERVERBUG] Internal error occurred."
     proxy = ImapProxy(dovecot, lambda n, command: refused if command == b"UID EXPUNGE 8:13" else None)
     env = {"MAILCLI_IMAP_PASSWORD": PASSWORD}
-    try:
-        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--delete", env=env)
-    finally:
-        proxy.close()
+    result = _through(cli, dovecot, proxy, "--delete")
     assert result.exit_code == 3, result.output
     assert [c for _, c in proxy.commands if _expunging(c)] == [b"UID EXPUNGE 1:6", b"UID EXPUNGE 8:13"]
     assert f"Error: {proxy.url()}: the server answered NO to UID EXPUNGE: [SERVERBUG] Internal error occurred;" \
@@ -1015,10 +988,8 @@ def test_a_mailbox_too_big_for_one_search_answer_is_read_in_windows(
     monkeypatch.setattr(imap, "SEARCH_WINDOW", 100)
     proxy = ImapProxy(dovecot, lambda n, command: None)
     try:
-        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json",
-                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+        result = _through(cli, dovecot, proxy, "--json")
     finally:
-        proxy.close()
         monkeypatch.undo()
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -1050,10 +1021,8 @@ def test_messages_another_client_expunges_meanwhile_move_the_next_window(
     monkeypatch.setattr(imap, "SEARCH_WINDOW", 100)
     proxy = ImapProxy(dovecot, act)
     try:
-        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json",
-                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
+        result = _through(cli, dovecot, proxy, "--json")
     finally:
-        proxy.close()
         person.logout()
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["messages"] == 250
@@ -1090,11 +1059,7 @@ def test_a_server_that_sends_no_permanentflags_keeps_the_keyword(
         return permanent if line.startswith(b"* OK [PERMANENTFLAGS ") else line
 
     proxy = ImapProxy(dovecot, lambda n, command: None, reply=reply)
-    try:
-        result = cli("bounces", proxy.url(), "--ca-file", str(dovecot.ca_file), "--json",
-                     env={"MAILCLI_IMAP_PASSWORD": PASSWORD})
-    finally:
-        proxy.close()
+    result = _through(cli, dovecot, proxy, "--json")
     assert result.exit_code == 0, result.output
     searches = [command for _, command in proxy.commands if command.startswith(b"UID SEARCH ")]
     flags = dovecot.flags()
