@@ -23,7 +23,8 @@ it closes the connection on it a second time, that message is such an entry.
 A connection closed while a processed message is flagged is opened again in
 the same way and the flags set on the new one; a message that could not be
 flagged even so, or whose STORE the server refuses, is named too (it was
-processed, and the next run, finding it processed, flags it).
+processed, and the next run, finding it processed, flags it). A connection
+closed during a SEARCH is opened again and the SEARCH asked once more.
 """
 
 from __future__ import annotations
@@ -276,8 +277,22 @@ class ImapSource:
         return start
 
     def _search(self, messages: str, criteria: tuple[str, ...]) -> list[int]:
-        """The UIDs, in order, of the messages to read among these sequence numbers."""
-        typ, data = self._imap.uid("SEARCH", messages, *criteria)
+        """The UIDs, in order, of the messages to read among these sequence
+        numbers; asked once more on a new connection when the server closes
+        the one in use (a restart, a dropped link), as for a FETCH."""
+        import imaplib
+
+        try:
+            typ, data = self._imap.uid("SEARCH", messages, *criteria)
+        except TimeoutError:
+            raise  # a server that does not answer is a lost connection (exit 5)
+        except (imaplib.IMAP4.abort, OSError) as exc:
+            self._reconnect(exc)
+            try:
+                typ, data = self._imap.uid("SEARCH", messages, *criteria)
+            except (imaplib.IMAP4.abort, OSError) as again:
+                raise TransportError(f"{self.name}: connection lost while searching the mailbox, on a new connection"
+                                     f" too ({_server_text(again)})", hint="run the same command again") from None
         if typ != "OK":
             raise TransportError(f"{self.name}: SEARCH failed")
         return sorted(int(u) for u in (data[0] or b"").split())

@@ -608,6 +608,37 @@ def test_a_connection_that_cannot_be_opened_again_is_lost(project: Path, cli: Cl
     assert s.membership("dee@example.org")[0] == "subscribed"  # after it: the next run reads it
 
 
+@pytest.mark.parametrize("how", ["close", "drop"], ids=["after-dovecot-answered", "before-dovecot-saw-it"])
+def test_a_connection_closed_during_the_search_is_opened_again_and_the_mailbox_read(
+        project: Path, cli: Cli, dovecot: Dovecot, how: str) -> None:
+    # The server closed the connection while it searched for the messages to
+    # read (a restart, a dropped link): the run ended "connection lost", exit
+    # 5, though asking again on a new connection reads everything.
+    s = _seeded(project, dovecot)
+    proxy = ImapProxy(dovecot, lambda n, command: how if n == 1 and command.startswith(b"UID SEARCH") else None)
+    result = _through(cli, dovecot, proxy, "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert proxy.connections == 2
+    assert [n for n, command in proxy.commands if command.startswith(b"UID SEARCH")] == [1, 2]
+    data = json.loads(result.stdout)
+    assert (data["messages"], data["complaints"], data["unmatched"]) == (7, 1, 1)
+    assert s.suppressions("cy@example.org") == {"*": "complained"}
+    flags = dovecot.flags()
+    assert flags.pop("Question about your newsletter") == set()
+    assert all(f == {"\\Seen", "$MailcliProcessed"} for f in flags.values()), flags
+
+    # A server that closes the connection on the search again: lost (exit 5), nothing read.
+    again = ImapProxy(dovecot, lambda n, command: "drop" if command.startswith(b"UID SEARCH") else None)
+    dovecot.append([b"From: x@example.org\nSubject: hello\n\nhi\n"])
+    lost = _through(cli, dovecot, again)
+    assert lost.exit_code == 5, lost.output
+    assert lost.stderr.splitlines() == [
+        f"Error: {again.url()}: connection lost while searching the mailbox, on a new connection too (socket"
+        " error: EOF)", "Hint: run the same command again"]
+    assert "Traceback" not in lost.output
+
+
 def _flagging(uid: int) -> Callable[[bytes], bool]:
     """Whether a command is mailcli's STORE of the flags of this UID."""
     return lambda command: command.startswith(f"UID STORE {uid} ".encode())
