@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import os
 import re
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
@@ -51,6 +53,19 @@ SEARCH_WINDOW = 10_000
 # The most characters of UIDs one UID EXPUNGE names: its command line stays near 4 KB, half the
 # 8,192 octets RFC 7162 asks a client to keep to (a server may refuse a longer line).
 EXPUNGE_SET = 4000
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _ClosedTwice:
+    """The server closed the connection on a command, and again on a new one: how, the second time."""
+
+    exc: Exception
+
+    @property
+    def said(self) -> str:
+        return _server_text(self.exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +243,27 @@ class ImapSource:
             raise TransportError(f"{self.name}: connection lost ({why}), and the mailbox was replaced meanwhile "
                                  "(its UIDVALIDITY changed)", hint="run the same command again")
 
+    def _twice(self, command: Callable[[], T], *, then_reconnect: bool) -> T | _ClosedTwice:
+        """``command``, sent once more on a new connection when the server closes
+        the one in use (a restart, a dropped link, Dovecot on a message it cannot
+        open). Closed on the new one too: ``_ClosedTwice``, after a third
+        connection for the rest when ``then_reconnect``. A server that does not
+        answer is a lost connection: its ``TimeoutError`` goes through."""
+        import imaplib
+
+        for attempt in (1, 2):
+            try:
+                return command()
+            except TimeoutError:
+                raise  # a server that does not answer is a lost connection (exit 5), not one that closed it
+            except (imaplib.IMAP4.abort, OSError) as exc:
+                if attempt == 2 and not then_reconnect:
+                    return _ClosedTwice(exc)
+                self._reconnect(exc)
+                if attempt == 2:
+                    return _ClosedTwice(exc)
+        raise AssertionError("unreachable")
+
     def _logout(self) -> None:
         try:
             self._imap.logout()
@@ -280,19 +316,11 @@ class ImapSource:
         """The UIDs, in order, of the messages to read among these sequence
         numbers; asked once more on a new connection when the server closes
         the one in use (a restart, a dropped link), as for a FETCH."""
-        import imaplib
-
-        try:
-            typ, data = self._imap.uid("SEARCH", messages, *criteria)
-        except TimeoutError:
-            raise  # a server that does not answer is a lost connection (exit 5)
-        except (imaplib.IMAP4.abort, OSError) as exc:
-            self._reconnect(exc)
-            try:
-                typ, data = self._imap.uid("SEARCH", messages, *criteria)
-            except (imaplib.IMAP4.abort, OSError) as again:
-                raise TransportError(f"{self.name}: connection lost while searching the mailbox, on a new connection"
-                                     f" too ({_server_text(again)})", hint="run the same command again") from None
+        answer = self._twice(lambda: self._imap.uid("SEARCH", messages, *criteria), then_reconnect=False)
+        if isinstance(answer, _ClosedTwice):
+            raise TransportError(f"{self.name}: connection lost while searching the mailbox, on a new connection"
+                                 f" too ({answer.said})", hint="run the same command again")
+        typ, data = answer
         if typ != "OK":
             raise TransportError(f"{self.name}: SEARCH failed")
         return sorted(int(u) for u in (data[0] or b"").split())
@@ -307,19 +335,11 @@ class ImapSource:
         connection that closes once, the message then fetched, was the
         connection's doing: the message is read as any other.
         """
-        import imaplib
-
-        said: list[str] = []  # what the server said each time it closed the connection
-        while len(said) < 2:
-            try:
-                return self._fetch(uid)
-            except TimeoutError:
-                raise  # a server that does not answer is a lost connection (exit 5), not a message it cannot give
-            except (imaplib.IMAP4.abort, OSError) as exc:
-                said.append(_server_text(exc))
-                self._reconnect(exc)
-        return Unreadable(f"{self.name} UID {uid}",
-                          f"the server closed the connection each time it was fetched (twice): {said[-1]}")
+        fetched = self._twice(lambda: self._fetch(uid), then_reconnect=True)
+        if isinstance(fetched, _ClosedTwice):
+            return Unreadable(f"{self.name} UID {uid}",
+                              f"the server closed the connection each time it was fetched (twice): {fetched.said}")
+        return fetched
 
     # Complexity: one branch per answer to a FETCH (the body, none, NO, BAD, the message gone meanwhile).
     def _fetch(self, uid: str) -> RawMessage | Unreadable | None:
@@ -382,24 +402,18 @@ class ImapSource:
         """
         import imaplib
 
-        said: list[str] = []  # what the server said each time it closed the connection
-        while len(said) < 2:
-            try:
-                typ, parts = self._imap.uid("STORE", uid, "+FLAGS", flags)
-            except TimeoutError:
-                raise  # a server that does not answer is a lost connection (exit 5)
-            except (imaplib.IMAP4.abort, OSError) as exc:
-                said.append(_server_text(exc))
-                self._reconnect(exc)
-                continue
-            except imaplib.IMAP4.error as exc:  # BAD: imaplib raises it
-                return NotMarked(f"{self.name} UID {uid}", f"the server refused to flag it ({exc})")
-            text = _answer_text(parts)
-            if typ == "OK" or (text.upper().startswith("[EXPUNGEISSUED]") and not self._exists(uid)):
-                return None  # flagged, or expunged by another client meanwhile: nothing left to flag
-            return NotMarked(f"{self.name} UID {uid}", f"the server answered {typ}: {text or 'no reason given'}")
-        return NotMarked(f"{self.name} UID {uid}",
-                         f"the server closed the connection each time it was flagged (twice): {said[-1]}")
+        try:
+            answer = self._twice(lambda: self._imap.uid("STORE", uid, "+FLAGS", flags), then_reconnect=True)
+        except imaplib.IMAP4.error as exc:  # BAD: imaplib raises it (a closed connection never gets here)
+            return NotMarked(f"{self.name} UID {uid}", f"the server refused to flag it ({exc})")
+        if isinstance(answer, _ClosedTwice):
+            return NotMarked(f"{self.name} UID {uid}",
+                             f"the server closed the connection each time it was flagged (twice): {answer.said}")
+        typ, parts = answer
+        text = _answer_text(parts)
+        if typ == "OK" or (text.upper().startswith("[EXPUNGEISSUED]") and not self._exists(uid)):
+            return None  # flagged, or expunged by another client meanwhile: nothing left to flag
+        return NotMarked(f"{self.name} UID {uid}", f"the server answered {typ}: {text or 'no reason given'}")
 
     def finish(self) -> NotDeleted | None:
         """With --delete, expunge the messages mailcli flagged ``\\Deleted``; why the server would not, or None.
@@ -420,13 +434,9 @@ class ImapSource:
         deleted = 0
         try:
             for uids, count in self._expunge_sets():
-                try:
-                    why = self._expunge(uids)
-                except TimeoutError:
-                    raise  # a server that does not answer is a lost connection (exit 5)
-                except (imaplib.IMAP4.abort, OSError) as exc:
-                    self._reconnect(exc)
-                    why = self._expunge(uids)
+                why = self._twice(functools.partial(self._expunge, uids), then_reconnect=False)
+                if isinstance(why, _ClosedTwice):
+                    raise why.exc
                 if why is not None:
                     return NotDeleted(why, deleted)
                 deleted += count
