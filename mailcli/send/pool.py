@@ -89,9 +89,8 @@ def _build(batch: list[RecipientTuple], samples: list[RecipientTuple], links: di
            eightbit: bool = False) -> list[tuple[bytes | None, Problem]]:
     """Each recipient's wire bytes, or the problem that kept it from being built."""
     global _VERIFIED
-    from mailcli.errors import TemplateError
     from mailcli.send import ledger
-    from mailcli.send.results import describe_problem
+    from mailcli.send.results import problem_of
 
     if _INIT_ERROR is not None:
         raise _INIT_ERROR
@@ -110,7 +109,7 @@ def _build(batch: list[RecipientTuple], samples: list[RecipientTuple], links: di
             # Rendered and dot-stuffed here, off the SMTP core.
             out.append((_FACTORY.wire(ledger.Recipient(*fields)), None))
         except Exception as exc:  # one contact's problem (or the template's), reported back
-            out.append((None, (describe_problem(exc), isinstance(exc, TemplateError))))
+            out.append((None, problem_of(exc)))
     return out
 
 
@@ -374,13 +373,12 @@ def start_pool(workers: int, settings: Any, campaign: Any, *, stamp: bytes | Non
 
 
 def _try_build(factory: Any, r: Any) -> Problem:
-    from mailcli.errors import TemplateError
-    from mailcli.send.results import describe_problem
+    from mailcli.send.results import problem_of
 
     try:
         factory.build(r)
     except Exception as exc:  # one contact's problem (or the template's), reported
-        return describe_problem(exc), isinstance(exc, TemplateError)
+        return problem_of(exc)
     return None
 
 

@@ -86,8 +86,8 @@ class SendSummary:
 
     def note_failure(self, email: str, exc: Exception) -> str:
         """Count one failed message; returns the reason to record."""
-        problem = describe_problem(exc)
-        self.note_problem(email, problem, template=isinstance(exc, TemplateError))
+        problem, template = problem_of(exc)
+        self.note_problem(email, problem, template=template)
         return problem
 
     def note_problem(self, email: str, problem: str, *, template: bool) -> None:
@@ -121,7 +121,7 @@ def masked_problem(email: str, problem: str) -> str:
     return f"{masked}: {text}"
 
 
-def describe_problem(exc: Exception) -> str:
-    if isinstance(exc, MailcliError):
-        return exc.message
-    return f"{type(exc).__name__}: {exc}"
+def problem_of(exc: Exception) -> tuple[str, bool]:
+    """Why a message could not be built, and whether its template caused it (not the contact's data)."""
+    text = exc.message if isinstance(exc, MailcliError) else f"{type(exc).__name__}: {exc}"
+    return text, isinstance(exc, TemplateError)
