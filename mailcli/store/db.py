@@ -163,7 +163,7 @@ def busy_error(path: Path | str, seconds: float, what: str) -> StoreBusyError:
 T = TypeVar("T")
 
 
-def set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+def _set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
     conn.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
 
 
@@ -172,7 +172,7 @@ def _wait_for(conn: sqlite3.Connection, path: Path, timeout: float, what: str, a
     """See ``Store.wait_for``; the connection's own timeout is put back afterwards."""
     deadline = time.monotonic() + timeout
     watching = False
-    set_busy_timeout(conn, min(WAIT_SLICE, timeout))
+    _set_busy_timeout(conn, min(WAIT_SLICE, timeout))
     try:
         while True:
             try:
@@ -186,12 +186,12 @@ def _wait_for(conn: sqlite3.Connection, path: Path, timeout: float, what: str, a
             if watch is not None and not watching:
                 watch.start(what)
                 watching = True
-            set_busy_timeout(conn, min(WAIT_SLICE, left))
+            _set_busy_timeout(conn, min(WAIT_SLICE, left))
     finally:
         if watching and watch is not None:
             watch.stop()
         with contextlib.suppress(sqlite3.Error):
-            set_busy_timeout(conn, timeout)
+            _set_busy_timeout(conn, timeout)
 
 
 class _WaitWatch:
@@ -303,7 +303,7 @@ class Store:
         where nobody presses Ctrl-C and nothing is shown, each transaction
         then begins in one statement instead of three."""
         if self.url is None:
-            set_busy_timeout(self.conn, self.timeout)
+            _set_busy_timeout(self.conn, self.timeout)
             self.native_waits = True
 
     def begin(self, what: str = "write") -> None:
@@ -334,7 +334,7 @@ class Store:
 
             postgres.set_lock_timeout(self.conn, seconds)
         else:
-            set_busy_timeout(self.conn, seconds)
+            _set_busy_timeout(self.conn, seconds)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -439,10 +439,10 @@ def _use_wal(conn: sqlite3.Connection) -> None:
 SQLITE_NEEDED = (3, 35, 0)
 
 
-def check_sqlite_version(found: tuple[int, int, int] | None = None) -> None:
+def check_sqlite_version() -> None:
     """Refuse, in one line, an SQLite too old for mailcli's statements — before
     the first one that would fail half-way through a command."""
-    found = found or sqlite3.sqlite_version_info
+    found = sqlite3.sqlite_version_info
     if found < SQLITE_NEEDED:
         raise ConfigError(
             f"This Python's sqlite3 module uses SQLite {'.'.join(map(str, found))}; mailcli needs"
