@@ -229,10 +229,14 @@ class CompiledTemplate:
                              hint="add subject.txt to the template folder or pass --subject")
 
     def _reference_html(self, variables: dict[str, Any]) -> str:
-        rendered = self._call(self._html, variables)
-        if len(rendered) > MAX_HTML_CHARS:
-            raise TemplateError(f"{display_path(self.folder / 'message.html')}: rendered HTML exceeds {MAX_HTML_CHARS:,} characters")
+        rendered = self._within_bound(self._call(self._html, variables))
         return inline_css(self._resolver.expand(rendered))
+
+    def _within_bound(self, html: str) -> str:
+        """``html``, unless it passes the bound on a message's HTML (a runaway loop)."""
+        if len(html) > MAX_HTML_CHARS:
+            raise TemplateError(f"{display_path(self.folder / 'message.html')}: rendered HTML exceeds {MAX_HTML_CHARS:,} characters")
+        return html
 
     def render_html(self, variables: dict[str, Any], *, per_message: bool = False) -> str:
         """The inlined HTML: fast path unless disabled or ``per_message``."""
@@ -247,9 +251,7 @@ class CompiledTemplate:
             html = self._reference_html(variables)
             self._disable_fast_path("the inlined template failed where the original did not")
             return html
-        if len(html) > MAX_HTML_CHARS:
-            raise TemplateError(f"{display_path(self.folder / 'message.html')}: rendered HTML exceeds {MAX_HTML_CHARS:,} characters")
-        return html
+        return self._within_bound(html)
 
     def render_text_source(self, variables: dict[str, Any]) -> str | None:
         """``message.txt`` rendered, before any footer is added (None without one)."""
