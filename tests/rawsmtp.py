@@ -21,9 +21,10 @@ final dot, in order; ``wait_for_dots(n)`` waits until n have.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Any
+
+from tests.loopserver import LoopServer
 
 
 class RawRelay:
@@ -36,30 +37,18 @@ class RawRelay:
         self.extra_reply = extra_reply
         self.hang_after_dot = hang_after_dot
         self.bodies: list[tuple[str, bytes]] = []
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._server: asyncio.base_events.Server | None = None
+        self._listener = LoopServer(self._handle)
+
+    @property
+    def port(self) -> int:
+        return self._listener.port
 
     def __enter__(self) -> RawRelay:
-        self._thread.start()
-        assert self._ready.wait(10)
+        self._listener.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        async def shut() -> None:
-            if self._server is not None:
-                self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        self._listener.stop()
 
     def wait_for_dots(self, n: int, timeout: float = 30) -> bool:
         end = time.monotonic() + timeout
@@ -71,17 +60,6 @@ class RawRelay:
 
     def recipients(self) -> list[str]:
         return [rcpt for rcpt, _ in self.bodies]
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def start() -> None:
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-            self.port = self._server.sockets[0].getsockname()[1]
-
-        self._loop.run_until_complete(start())
-        self._ready.set()
-        self._loop.run_forever()
 
     # Complexity: one branch per SMTP command, as a minimal server has.
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

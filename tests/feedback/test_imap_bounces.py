@@ -33,6 +33,7 @@ import pytest
 from tests.conftest import Cli
 from tests.feedback.test_bounces import PEOPLE, build, scenario
 from tests.feedback.test_feedback_support import add_campaign, seed
+from tests.loopserver import LoopServer
 from tests.smtpserver import free_port, make_certificate
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -186,35 +187,19 @@ class ImapProxy:
         self.accept = accept
         self.connections = 0
         self.commands: list[tuple[int, bytes]] = []
-        self.port = 0
-        self._server: asyncio.base_events.Server | None = None
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        assert ready.wait(10)
-
-    def url(self) -> str:
-        return self.dovecot.url.replace(f":{self.dovecot.port}/", f":{self.port}/")
-
-    def _run(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.dovecot.ca_file, self.dovecot.key_file)
+        self._listener = LoopServer(self._session, context=context, limit=1 << 22)
+        self._listener.start()
 
-        async def start() -> None:
-            self._server = await asyncio.start_server(self._session, "127.0.0.1", 0, ssl=context, limit=1 << 22)
-            self.port = int(self._server.sockets[0].getsockname()[1])
-
-        self._loop.run_until_complete(start())
-        ready.set()
-        self._loop.run_forever()
+    def url(self) -> str:
+        return self.dovecot.url.replace(f":{self.dovecot.port}/", f":{self._listener.port}/")
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         connection = self.connections
-        if connection == self.accept and self._server is not None:
-            self._server.close()
+        if connection == self.accept and self._listener.server is not None:
+            self._listener.server.close()
         context = ssl.create_default_context(cafile=str(self.dovecot.ca_file))
         up_reader, up_writer = await asyncio.open_connection(
             "127.0.0.1", self.dovecot.port, ssl=context, server_hostname="127.0.0.1", limit=1 << 22)
@@ -256,18 +241,7 @@ class ImapProxy:
             writer.close()  # mailcli reads the end of the connection (TLS close_notify, then FIN)
 
     def close(self) -> None:
-        async def shut() -> None:
-            if self._server is not None:
-                self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        self._listener.stop()
 
 
 def _users() -> tuple[str, str, str, int, int]:
