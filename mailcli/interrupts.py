@@ -43,6 +43,13 @@ def install(handler: Callable[[int, FrameType | None], Any], *signums: int) -> d
     return {signum: signal.signal(signum, handler) for signum in signums if not ignored(signum)}
 
 
+def restore(previous: dict[int, Any]) -> None:
+    """Put back the handlers ``install`` replaced (one set outside Python stays as it is)."""
+    for signum, handler in previous.items():
+        if handler is not None:
+            signal.signal(signum, handler)
+
+
 def raises_interrupt(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a signal handler that only raises KeyboardInterrupt (so ``held`` may
     raise ``InterruptedAfterSaving`` in its place)."""

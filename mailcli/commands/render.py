@@ -247,9 +247,7 @@ def _serve(app: Any, templates_dir: Path, name: str, data: Path | None, contact:
     except OSError as exc:
         raise UsageError(f"Cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     stop = threading.Event()
-    previous = signal.getsignal(signal.SIGTERM)
-    if not interrupts.ignored(signal.SIGTERM):
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = interrupts.install(lambda *_: stop.set(), signal.SIGTERM)
     app.out.info(f"Previewing {name} at {server.url} (text part: {server.url}text); the page reloads when a file"
                  f" in {templates_dir} is saved. Ctrl-C stops")
     try:
@@ -257,8 +255,7 @@ def _serve(app: Any, templates_dir: Path, name: str, data: Path | None, contact:
     except KeyboardInterrupt:
         pass
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        interrupts.restore(previous)
     app.out.info("Stopped")
 
 

@@ -576,8 +576,7 @@ def run_server(
         except _Stop:
             pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        interrupts.restore(previous)
         try:
             server.close()
         except Exception:  # noqa: BLE001 - already closed by MultiSocketServer.run
